@@ -1,0 +1,1 @@
+//! job-executor: turns CloudEvents into Kubernetes Jobs.
