@@ -1,1 +1,3 @@
 //! job-executor: turns CloudEvents into Kubernetes Jobs.
+
+pub mod config;

@@ -1,0 +1,489 @@
+//! The structural check: walks a located YAML tree along the JSON Schema generated from the
+//! config types, collects every problem with its key path and location, and produces the JSON
+//! value serde then reads.
+//!
+//! Driving the check from the generated schema keeps the loader, the published schema and the
+//! Rust types in step: a key added to the types is accepted here and documented there.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use super::formats::check_format;
+use super::yaml::{Location, Node, NodeValue};
+
+/// One thing wrong with a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub location: Location,
+    /// The key path, e.g. `actions[1].tasks[0].resources.limits.cpu`; empty for the document.
+    pub path: String,
+    pub message: String,
+}
+
+/// The outcome of the structural check.
+pub struct Checked {
+    pub value: Value,
+    pub problems: Vec<Problem>,
+    /// Where each key path's value starts, for problems found later on the typed model.
+    pub locations: HashMap<String, Location>,
+}
+
+pub fn check(node: &Node, schema: &Value) -> Checked {
+    let mut walker = Walker {
+        root: schema,
+        problems: Vec::new(),
+        locations: HashMap::new(),
+    };
+    let value = walker.walk(node, schema, "").unwrap_or(Value::Null);
+    Checked {
+        value,
+        problems: walker.problems,
+        locations: walker.locations,
+    }
+}
+
+/// `parent.key`, or `parent["odd key"]` when the key is not a plain identifier.
+pub fn key_path(parent: &str, key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    match (parent.is_empty(), plain) {
+        (true, true) => key.to_string(),
+        (false, true) => format!("{parent}.{key}"),
+        (_, false) => format!("{parent}[{key:?}]"),
+    }
+}
+
+pub fn index_path(parent: &str, index: usize) -> String {
+    format!("{parent}[{index}]")
+}
+
+/// The closest known key, for "did you mean" hints.
+pub fn suggest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|candidate| {
+            let distance = if candidate.eq_ignore_ascii_case(wrong) {
+                0
+            } else {
+                strsim::levenshtein(&wrong.to_ascii_lowercase(), &candidate.to_ascii_lowercase())
+            };
+            (distance, candidate)
+        })
+        .filter(|(distance, candidate)| *distance <= 2.max(candidate.len() / 4))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+struct Walker<'s> {
+    root: &'s Value,
+    problems: Vec<Problem>,
+    locations: HashMap<String, Location>,
+}
+
+impl<'s> Walker<'s> {
+    fn problem(&mut self, location: Location, path: &str, message: String) {
+        self.problems.push(Problem {
+            location,
+            path: path.to_string(),
+            message,
+        });
+    }
+
+    /// Follows `$ref`s into `$defs`.
+    fn resolve(&self, mut schema: &'s Value) -> &'s Value {
+        for _ in 0..32 {
+            let Some(reference) = schema.get("$ref").and_then(Value::as_str) else {
+                break;
+            };
+            let Some(target) = reference
+                .strip_prefix("#/$defs/")
+                .and_then(|name| self.root.get("$defs")?.get(name))
+            else {
+                break;
+            };
+            schema = target;
+        }
+        schema
+    }
+
+    fn walk(&mut self, node: &Node, schema: &'s Value, path: &str) -> Option<Value> {
+        self.locations.insert(path.to_string(), node.location);
+        let schema = self.resolve(schema);
+        if let Some(branches) = schema
+            .get("anyOf")
+            .or_else(|| schema.get("oneOf"))
+            .and_then(Value::as_array)
+        {
+            return self.walk_alternatives(node, branches, path);
+        }
+        let types = schema_types(schema);
+        if node.is_null() {
+            if types.contains(&"null") {
+                return Some(Value::Null);
+            }
+            let expected = describe_types(&types);
+            self.problem(
+                node.location,
+                path,
+                format!("expected {expected}, found nothing (null)"),
+            );
+            return None;
+        }
+        if types.contains(&"object") {
+            return self.walk_object(node, schema, path);
+        }
+        if types.contains(&"array") {
+            return self.walk_array(node, schema, path);
+        }
+        let NodeValue::Scalar { text, plain } = &node.value else {
+            let expected = describe_types(&types);
+            let found = node.describe();
+            self.problem(
+                node.location,
+                path,
+                format!("expected {expected}, found {found}"),
+            );
+            return None;
+        };
+        if types.contains(&"string") {
+            return self.walk_string(node, text, schema, path);
+        }
+        if types.contains(&"integer") {
+            return self.walk_integer(node, text, *plain, schema, path);
+        }
+        if types.contains(&"number") {
+            if *plain && let Ok(number) = text.parse::<f64>() {
+                return serde_json::Number::from_f64(number).map(Value::Number);
+            }
+            self.problem(
+                node.location,
+                path,
+                format!("expected a number, found {text:?}"),
+            );
+            return None;
+        }
+        if types.contains(&"boolean") {
+            return match (plain, text.as_str()) {
+                (true, "true" | "True" | "TRUE") => Some(Value::Bool(true)),
+                (true, "false" | "False" | "FALSE") => Some(Value::Bool(false)),
+                _ => {
+                    self.problem(
+                        node.location,
+                        path,
+                        format!("expected true or false, found {text:?}"),
+                    );
+                    None
+                }
+            };
+        }
+        // A schema without a type accepts any scalar as its text.
+        Some(Value::String(text.clone()))
+    }
+
+    fn walk_alternatives(
+        &mut self,
+        node: &Node,
+        branches: &'s [Value],
+        path: &str,
+    ) -> Option<Value> {
+        let (nullable, others): (Vec<&Value>, Vec<&Value>) = branches
+            .iter()
+            .partition(|branch| branch.get("type").and_then(Value::as_str) == Some("null"));
+        if node.is_null() && !nullable.is_empty() {
+            return Some(Value::Null);
+        }
+        let mut best: Option<(Option<Value>, Vec<Problem>)> = None;
+        for branch in others {
+            let mut trial = Walker {
+                root: self.root,
+                problems: Vec::new(),
+                locations: HashMap::new(),
+            };
+            let value = trial.walk(node, branch, path);
+            if trial.problems.is_empty() {
+                self.locations.extend(trial.locations);
+                return value;
+            }
+            if best
+                .as_ref()
+                .is_none_or(|(_, problems)| trial.problems.len() < problems.len())
+            {
+                best = Some((value, trial.problems));
+            }
+        }
+        let (value, problems) = best?;
+        self.problems.extend(problems);
+        value
+    }
+
+    fn walk_object(&mut self, node: &Node, schema: &'s Value, path: &str) -> Option<Value> {
+        let NodeValue::Mapping(entries) = &node.value else {
+            let found = node.describe();
+            self.problem(
+                node.location,
+                path,
+                format!("expected a mapping, found {found}"),
+            );
+            return None;
+        };
+        let properties = schema.get("properties").and_then(Value::as_object);
+        let required: Vec<&str> = schema
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|names| names.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let additional = schema.get("additionalProperties");
+        let mut object = Map::new();
+        let mut complete = true;
+        for (key_node, value_node) in entries {
+            let NodeValue::Scalar { text: key, .. } = &key_node.value else {
+                self.problem(
+                    key_node.location,
+                    path,
+                    "a key must be a plain string".to_string(),
+                );
+                complete = false;
+                continue;
+            };
+            let child_path = key_path(path, key);
+            let property = properties.and_then(|p| p.get(key.as_str()));
+            let child_schema = match (property, additional) {
+                (Some(property), _) => property,
+                (None, Some(additional)) if additional.is_object() => additional,
+                (None, Some(Value::Bool(false))) => {
+                    let hint = properties
+                        .and_then(|p| suggest(key, p.keys().map(String::as_str)))
+                        .map(|s| format!(", did you mean \"{s}\"?"))
+                        .unwrap_or_default();
+                    self.problem(
+                        key_node.location,
+                        &child_path,
+                        format!("unknown key \"{key}\"{hint}"),
+                    );
+                    complete = false;
+                    continue;
+                }
+                (None, _) => &Value::Bool(true),
+            };
+            // Like the old service (Go's YAML reader), an empty optional key means "not set".
+            if value_node.is_null() && property.is_some() && !required.contains(&key.as_str()) {
+                self.locations.insert(child_path, value_node.location);
+                continue;
+            }
+            match self.walk(value_node, child_schema, &child_path) {
+                Some(value) => {
+                    object.insert(key.clone(), value);
+                }
+                None => complete = false,
+            }
+        }
+        for name in required {
+            if !object.contains_key(name) && !entries.iter().any(|(k, _)| is_key(k, name)) {
+                self.problem(
+                    node.location,
+                    path,
+                    format!("missing required key \"{name}\""),
+                );
+                complete = false;
+            }
+        }
+        complete.then_some(Value::Object(object))
+    }
+
+    fn walk_array(&mut self, node: &Node, schema: &'s Value, path: &str) -> Option<Value> {
+        let NodeValue::Sequence(items) = &node.value else {
+            let found = node.describe();
+            self.problem(
+                node.location,
+                path,
+                format!("expected a list, found {found}"),
+            );
+            return None;
+        };
+        let item_schema = schema.get("items").unwrap_or(&Value::Bool(true));
+        let mut values = Vec::with_capacity(items.len());
+        let mut complete = true;
+        for (index, item) in items.iter().enumerate() {
+            match self.walk(item, item_schema, &index_path(path, index)) {
+                Some(value) => values.push(value),
+                None => complete = false,
+            }
+        }
+        complete.then_some(Value::Array(values))
+    }
+
+    fn walk_string(
+        &mut self,
+        node: &Node,
+        text: &str,
+        schema: &Value,
+        path: &str,
+    ) -> Option<Value> {
+        if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
+            let names: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
+            if !names.contains(&text) {
+                let hint = (names.len() > 1)
+                    .then(|| suggest(text, names.iter().copied()))
+                    .flatten()
+                    .map(|s| format!(", did you mean \"{s}\"?"))
+                    .unwrap_or_default();
+                let list = names
+                    .iter()
+                    .map(|n| format!("\"{n}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.problem(
+                    node.location,
+                    path,
+                    format!("invalid value \"{text}\": expected one of {list}{hint}"),
+                );
+                return None;
+            }
+        }
+        let min_length = schema.get("minLength").and_then(Value::as_u64).unwrap_or(0);
+        if (text.chars().count() as u64) < min_length {
+            self.problem(node.location, path, "must not be empty".to_string());
+            return None;
+        }
+        if let Some(format) = schema.get("format").and_then(Value::as_str)
+            && let Err(message) = check_format(format, text)
+        {
+            self.problem(node.location, path, message);
+            return None;
+        }
+        Some(Value::String(text.to_string()))
+    }
+
+    fn walk_integer(
+        &mut self,
+        node: &Node,
+        text: &str,
+        plain: bool,
+        schema: &Value,
+        path: &str,
+    ) -> Option<Value> {
+        let Some(number) = plain.then(|| parse_yaml_int(text)).flatten() else {
+            self.problem(
+                node.location,
+                path,
+                format!("expected an integer, found {text:?}"),
+            );
+            return None;
+        };
+        let minimum = schema.get("minimum").and_then(Value::as_f64);
+        let maximum = schema.get("maximum").and_then(Value::as_f64);
+        // The schema also carries the Rust type's own bounds (for example i32) as formats.
+        let (type_min, type_max) = match schema.get("format").and_then(Value::as_str) {
+            Some("int32") => (i64::from(i32::MIN), i64::from(i32::MAX)),
+            Some("uint32") => (0, i64::from(u32::MAX)),
+            _ => (i64::MIN, i64::MAX),
+        };
+        let below = minimum.is_some_and(|m| (number as f64) < m) || number < type_min;
+        let above = maximum.is_some_and(|m| (number as f64) > m) || number > type_max;
+        if below || above {
+            let low = minimum.map_or(type_min, |m| m as i64).max(type_min);
+            let high = maximum.map_or(type_max, |m| m as i64).min(type_max);
+            let range = if high == i64::MAX || high == i64::from(i32::MAX) {
+                format!("at least {low}")
+            } else {
+                format!("between {low} and {high}")
+            };
+            self.problem(
+                node.location,
+                path,
+                format!("{number} is out of range: must be {range}"),
+            );
+            return None;
+        }
+        Some(Value::from(number))
+    }
+}
+
+fn is_key(node: &Node, name: &str) -> bool {
+    matches!(&node.value, NodeValue::Scalar { text, .. } if text == name)
+}
+
+fn schema_types(schema: &Value) -> Vec<&str> {
+    match schema.get("type") {
+        Some(Value::String(one)) => vec![one.as_str()],
+        Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
+        _ if schema.get("properties").is_some() => vec!["object"],
+        _ => Vec::new(),
+    }
+}
+
+fn describe_types(types: &[&str]) -> String {
+    let names: Vec<&str> = types
+        .iter()
+        .filter(|t| **t != "null")
+        .map(|t| match *t {
+            "object" => "a mapping",
+            "array" => "a list",
+            "string" => "a string",
+            "integer" => "an integer",
+            "number" => "a number",
+            "boolean" => "true or false",
+            _ => "a value",
+        })
+        .collect();
+    if names.is_empty() {
+        "a value".to_string()
+    } else {
+        names.join(" or ")
+    }
+}
+
+/// YAML 1.2 core schema integers: decimal, `0o` octal, `0x` hex.
+fn parse_yaml_int(text: &str) -> Option<i64> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let magnitude = if let Some(hex) = digits.strip_prefix("0x") {
+        i64::from_str_radix(hex, 16).ok()?
+    } else if let Some(octal) = digits.strip_prefix("0o") {
+        i64::from_str_radix(octal, 8).ok()?
+    } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()?
+    } else {
+        return None;
+    };
+    Some(if negative { -magnitude } else { magnitude })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_paths_quote_odd_keys() {
+        assert_eq!(key_path("", "actions"), "actions");
+        assert_eq!(key_path("a", "b"), "a.b");
+        assert_eq!(
+            key_path("labels", "app.kubernetes.io/name"),
+            "labels[\"app.kubernetes.io/name\"]"
+        );
+        assert_eq!(index_path("actions", 2), "actions[2]");
+    }
+
+    #[test]
+    fn suggestions_pick_close_keys_only() {
+        let keys = ["image", "imagePullPolicy", "name", "workingDir"];
+        assert_eq!(suggest("imag", keys), Some("image"));
+        assert_eq!(suggest("workingdir", keys), Some("workingDir"));
+        assert_eq!(suggest("completelyelse", keys), None);
+    }
+
+    #[test]
+    fn yaml_integers() {
+        assert_eq!(parse_yaml_int("42"), Some(42));
+        assert_eq!(parse_yaml_int("-7"), Some(-7));
+        assert_eq!(parse_yaml_int("0x1f"), Some(31));
+        assert_eq!(parse_yaml_int("0o17"), Some(15));
+        assert_eq!(parse_yaml_int("1.5"), None);
+        assert_eq!(parse_yaml_int("ten"), None);
+    }
+}

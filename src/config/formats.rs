@@ -1,0 +1,261 @@
+//! Checks of the string formats the config uses: Kubernetes quantities and names, JSONPaths,
+//! event globs, repository paths, label keys and values.
+
+/// Checks `value` against a named format from the schema; the error is the user's message.
+pub fn check_format(format: &str, value: &str) -> Result<(), String> {
+    match format {
+        "quantity" => check_quantity(value),
+        "jsonpath" => parse_jsonpath(value).map(drop),
+        "event-glob" => compile_event_glob(value)
+            .map(drop)
+            .map_err(|error| format!("invalid event name pattern {value:?}: {error}")),
+        "dns-label" => check_dns_label(value),
+        "dns-subdomain" => check_dns_subdomain(value),
+        "relative-path" => check_relative_path(value),
+        _ => Ok(()),
+    }
+}
+
+/// Parses a JSONPath (RFC 9535), with a message for the person who wrote it.
+pub fn parse_jsonpath(path: &str) -> Result<serde_json_path::JsonPath, String> {
+    serde_json_path::JsonPath::parse(path).map_err(|error| {
+        if path.trim_start().starts_with('$') {
+            format!(
+                "invalid JSONPath {path:?}: {} at character {}",
+                error.message(),
+                error.position()
+            )
+        } else {
+            format!("invalid JSONPath {path:?}: a JSONPath starts with `$`, e.g. `$.data.project`")
+        }
+    })
+}
+
+/// Compiles an event name pattern: an anchored glob over the whole CloudEvent type.
+pub fn compile_event_glob(pattern: &str) -> Result<globset::GlobMatcher, globset::Error> {
+    Ok(globset::GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .build()?
+        .compile_matcher())
+}
+
+/// A name that looks like a regular expression, which the old service matched unanchored.
+///
+/// `.*` alone is not enough: `sh.keptn.event.*.triggered` is the glob users mean. It counts
+/// when it cannot be a glob segment, as in `.*test` or `sh.keptn.*triggered`.
+pub fn looks_like_regex(name: &str) -> bool {
+    let regex_only = ["^", "$", "+", "\\.", "|", "(", ".?"];
+    let odd_star = name
+        .split('.')
+        .any(|segment| segment.is_empty() || (segment.contains('*') && segment.len() > 1));
+    regex_only.iter().any(|marker| name.contains(marker)) || (name.contains(".*") && odd_star)
+}
+
+/// A Kubernetes quantity: `<signed number><suffix>`, where the suffix is a binary SI suffix
+/// (`Ki` … `Ei`), a decimal SI suffix (`n`, `u`, `m`, `k`, `M` … `E`) or an exponent (`e3`).
+/// Resources cannot be negative, so a sign other than `+` is refused.
+pub fn check_quantity(value: &str) -> Result<(), String> {
+    let invalid = || format!("invalid quantity \"{value}\" (expected e.g. 500m, 1, 128Mi)");
+    let rest = value.strip_prefix('+').unwrap_or(value);
+    if rest.starts_with('-') {
+        return Err(format!(
+            "invalid quantity \"{value}\": must not be negative"
+        ));
+    }
+    let number_end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    let (number, suffix) = rest.split_at(number_end);
+    let digits = number.replace('.', "");
+    if digits.is_empty() || number.matches('.').count() > 1 {
+        return Err(invalid());
+    }
+    let suffix_ok = match suffix {
+        "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "n" | "u" | "m" | "k" | "M" | "G" | "T"
+        | "P" | "E" => true,
+        exponent => exponent
+            .strip_prefix(['e', 'E'])
+            .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
+            .is_some_and(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())),
+    };
+    if suffix_ok { Ok(()) } else { Err(invalid()) }
+}
+
+/// RFC 1123 label: lower-case alphanumerics and `-`, at most 63 characters.
+pub fn check_dns_label(value: &str) -> Result<(), String> {
+    if is_dns_label(value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid name \"{value}\": must be lower-case letters, digits and '-', \
+             start and end with a letter or digit, at most 63 characters"
+        ))
+    }
+}
+
+fn is_dns_label(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters (Secret and
+/// ServiceAccount names).
+pub fn check_dns_subdomain(value: &str) -> Result<(), String> {
+    if !value.is_empty() && value.len() <= 253 && value.split('.').all(is_dns_label) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid name \"{value}\": must be lower-case letters, digits, '-' and '.', \
+             at most 253 characters"
+        ))
+    }
+}
+
+/// A path inside the service's directory: relative, without `..`.
+pub fn check_relative_path(value: &str) -> Result<(), String> {
+    let path = value.trim_end_matches('/');
+    if path.is_empty() {
+        return Err("a file path must not be empty".to_string());
+    }
+    if path.starts_with('/') {
+        return Err(format!(
+            "file path \"{value}\" must be relative to the service directory"
+        ));
+    }
+    if path.split('/').any(|part| part == "..") {
+        return Err(format!(
+            "file path \"{value}\" must not leave the service directory (\"..\")"
+        ));
+    }
+    Ok(())
+}
+
+/// A label value: at most 63 characters of alphanumerics, `-`, `_`, `.`, starting and ending
+/// with an alphanumeric; or empty.
+pub fn is_label_value(value: &str) -> bool {
+    value.is_empty()
+        || (value.len() <= 63
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && value
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+            && value
+                .bytes()
+                .last()
+                .is_some_and(|b| b.is_ascii_alphanumeric()))
+}
+
+/// A label or annotation key: an optional DNS subdomain prefix and `/`, then a name of at most
+/// 63 characters.
+pub fn check_qualified_name(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let prefix_ok = prefix.is_none_or(|p| check_dns_subdomain(p).is_ok());
+    if prefix_ok && !name.is_empty() && is_label_value(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid key \"{key}\": expected an optional DNS prefix and '/', then at most 63 \
+             letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// Makes any text a valid label value: invalid characters become `-`, it is cut to 63
+/// characters, and it starts and ends with an alphanumeric.
+pub fn sanitize_label_value(text: &str) -> String {
+    let replaced: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    replaced
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        for ok in [
+            "1", "500m", "0.5", "128Mi", "1Gi", "2e3", "1E-2", "+1", ".5", "100k",
+        ] {
+            assert_eq!(check_quantity(ok), Ok(()), "{ok}");
+        }
+        for bad in ["1x", "", "Mi", "1.2.3", "1MiB", "-1", "1e", "abc"] {
+            assert!(check_quantity(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            check_quantity("1x").unwrap_err(),
+            "invalid quantity \"1x\" (expected e.g. 500m, 1, 128Mi)"
+        );
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_dns_label("keptn-jobs").is_ok());
+        assert!(check_dns_label("Keptn").is_err());
+        assert!(check_dns_label(&"a".repeat(64)).is_err());
+        assert!(check_dns_subdomain("my.secret-1").is_ok());
+        assert!(check_dns_subdomain("my..secret").is_err());
+        assert!(check_qualified_name("app.kubernetes.io/name").is_ok());
+        assert!(check_qualified_name("team").is_ok());
+        assert!(check_qualified_name("bad key").is_err());
+        assert!(check_qualified_name("Bad_Prefix/x").is_err());
+    }
+
+    #[test]
+    fn relative_paths() {
+        assert!(check_relative_path("locust/basic.py").is_ok());
+        assert!(check_relative_path("helm/").is_ok());
+        assert!(check_relative_path("/etc/passwd").is_err());
+        assert!(check_relative_path("a/../../b").is_err());
+        assert!(check_relative_path("").is_err());
+    }
+
+    #[test]
+    fn label_values_are_sanitised() {
+        assert_eq!(
+            sanitize_label_value("Run locust tests!"),
+            "Run-locust-tests"
+        );
+        assert_eq!(sanitize_label_value("--x--"), "x");
+        assert_eq!(sanitize_label_value(&"a".repeat(80)).len(), 63);
+        assert!(is_label_value(&sanitize_label_value("é weird / value_")));
+    }
+
+    #[test]
+    fn regex_looking_names() {
+        assert!(looks_like_regex("sh.keptn.event.*triggered"));
+        assert!(looks_like_regex("^sh.keptn"));
+        assert!(looks_like_regex("sh\\.keptn"));
+        assert!(looks_like_regex(".*test.*"));
+        assert!(looks_like_regex(
+            "sh.keptn.event.(test|deployment).triggered"
+        ));
+        assert!(!looks_like_regex("sh.keptn.event.*.triggered"));
+        assert!(!looks_like_regex("sh.keptn.event.test.*"));
+        assert!(!looks_like_regex("sh.keptn.event.test.triggered"));
+    }
+}

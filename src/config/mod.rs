@@ -1,0 +1,354 @@
+//! The job config (`job/config.yaml`): model, strict loading with located errors, semantic
+//! checks and the JSON Schema.
+//!
+//! Loading is a pipeline: YAML text → located tree (`yaml`) → structural check against the
+//! schema generated from the types (`check`) → typed model (serde) → semantic checks
+//! (this module). Every stage reports all it finds, each problem with line, column and key path.
+
+mod check;
+pub mod formats;
+mod model;
+pub mod yaml;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::OnceLock;
+
+pub use check::{Problem, key_path};
+pub use model::*;
+pub use yaml::Location;
+
+use check::index_path;
+
+/// Label keys the operator sets itself; a task may not override them.
+pub const RESERVED_LABEL_PREFIX: &str = "job-executor.dev/";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
+/// The lowest `ttlSecondsAfterFinished` a task gets: logs must still be readable when the
+/// operator collects them.
+pub const MIN_TTL_SECONDS: i32 = 60;
+
+/// A config that cannot be used: every problem found in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}", render_problems(.file, .problems))]
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
+    #[error("cannot read {file}: {reason}")]
+    Unreadable { file: String, reason: String },
+}
+
+/// A config that loaded, with what `validate` warns about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidConfig {
+    pub config: JobConfig,
+    pub warnings: Vec<Problem>,
+}
+
+/// `file:line:col: path: message`, one line per problem, as compilers print them.
+pub fn render_problems(file: &str, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format_problem(file, p))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn format_problem(file: &str, problem: &Problem) -> String {
+    let Problem {
+        location,
+        path,
+        message,
+    } = problem;
+    if path.is_empty() {
+        format!("{file}:{location}: {message}")
+    } else {
+        format!("{file}:{location}: {path}: {message}")
+    }
+}
+
+/// The JSON Schema of the config format, generated from the types.
+pub fn json_schema() -> &'static serde_json::Value {
+    static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
+    SCHEMA.get_or_init(|| schemars::schema_for!(JobConfig).to_value())
+}
+
+/// Reads and loads a config file.
+pub fn load_file(path: &Path) -> Result<ValidConfig, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Unreadable {
+        file: file.clone(),
+        reason: error.to_string(),
+    })?;
+    load(&text, &file)
+}
+
+/// Loads a config from its text; `file` names it in messages.
+pub fn load(text: &str, file: &str) -> Result<ValidConfig, ConfigError> {
+    let invalid = |problems: Vec<Problem>| ConfigError::Invalid {
+        file: file.to_string(),
+        problems,
+    };
+    let tree = yaml::parse_document(text).map_err(|errors| {
+        invalid(
+            errors
+                .into_iter()
+                .map(|e| Problem {
+                    location: e.location,
+                    path: String::new(),
+                    message: e.message,
+                })
+                .collect(),
+        )
+    })?;
+    let checked = check::check(&tree, json_schema());
+    if !checked.problems.is_empty() {
+        return Err(invalid(sorted(checked.problems)));
+    }
+    let config: JobConfig = serde_json::from_value(checked.value).map_err(|error| {
+        // The structural check accepts only what the types accept; reaching this is a bug in
+        // the schema, reported rather than hidden.
+        invalid(vec![Problem {
+            location: tree.location,
+            path: String::new(),
+            message: format!("internal error reading the config: {error}"),
+        }])
+    })?;
+    let mut semantic = Semantic {
+        locations: &checked.locations,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    semantic.config(&config);
+    if !semantic.errors.is_empty() {
+        return Err(invalid(sorted(semantic.errors)));
+    }
+    Ok(ValidConfig {
+        config,
+        warnings: sorted(semantic.warnings),
+    })
+}
+
+fn sorted(mut problems: Vec<Problem>) -> Vec<Problem> {
+    problems.sort_by_key(|p| p.location);
+    problems
+}
+
+/// Checks across fields, on the typed model; located through the paths the structural check
+/// recorded.
+struct Semantic<'a> {
+    locations: &'a HashMap<String, Location>,
+    errors: Vec<Problem>,
+    warnings: Vec<Problem>,
+}
+
+impl Semantic<'_> {
+    fn problem(&self, path: &str, message: String) -> Problem {
+        // A path without a recorded location (a default) points at its closest parent.
+        let mut lookup = path;
+        let location = loop {
+            if let Some(location) = self.locations.get(lookup) {
+                break *location;
+            }
+            match lookup.rfind(['.', '[']) {
+                Some(cut) => lookup = &lookup[..cut],
+                None => break self.locations.get("").copied().unwrap_or_default(),
+            }
+        };
+        Problem {
+            location,
+            path: path.to_string(),
+            message,
+        }
+    }
+
+    fn error(&mut self, path: &str, message: String) {
+        let problem = self.problem(path, message);
+        self.errors.push(problem);
+    }
+
+    fn warn(&mut self, path: &str, message: String) {
+        let problem = self.problem(path, message);
+        self.warnings.push(problem);
+    }
+
+    fn config(&mut self, config: &JobConfig) {
+        if config.actions.is_empty() {
+            self.warn(
+                "actions",
+                "no actions: this config never runs anything".into(),
+            );
+        }
+        for (index, action) in config.actions.iter().enumerate() {
+            self.action(&index_path("actions", index), action);
+        }
+    }
+
+    fn action(&mut self, path: &str, action: &Action) {
+        if action.events.is_empty() {
+            self.warn(
+                &key_path(path, "events"),
+                "no events: this action never runs".into(),
+            );
+        }
+        if action.tasks.is_empty() {
+            self.warn(
+                &key_path(path, "tasks"),
+                "no tasks: this action does nothing".into(),
+            );
+        }
+        for (index, event) in action.events.iter().enumerate() {
+            if formats::looks_like_regex(&event.name) {
+                let event_path = key_path(&index_path(&key_path(path, "events"), index), "name");
+                self.warn(
+                    &event_path,
+                    format!(
+                        "\"{}\" looks like a regular expression, but event names are matched \
+                         as anchored globs (`*` matches any run of characters, `.` is a dot), \
+                         e.g. \"sh.keptn.event.*.triggered\"",
+                        event.name
+                    ),
+                );
+            }
+        }
+        for (index, task) in action.tasks.iter().enumerate() {
+            self.task(&index_path(&key_path(path, "tasks"), index), task);
+        }
+    }
+
+    fn task(&mut self, path: &str, task: &Task) {
+        for (index, env) in task.env.iter().enumerate() {
+            self.env(&index_path(&key_path(path, "env"), index), env);
+        }
+        if let Some(ttl) = task.ttl_seconds_after_finished
+            && ttl < MIN_TTL_SECONDS
+        {
+            self.warn(
+                &key_path(path, "ttlSecondsAfterFinished"),
+                format!(
+                    "{ttl} is raised to {MIN_TTL_SECONDS}: the Job must outlive the collection \
+                     of its logs"
+                ),
+            );
+        }
+        if task
+            .security_context
+            .as_ref()
+            .is_some_and(|s| s.privileged == Some(true))
+        {
+            self.warn(
+                &key_path(&key_path(path, "securityContext"), "privileged"),
+                "a privileged container runs only where the installation allows it".into(),
+            );
+        }
+        let labels_path = key_path(path, "labels");
+        for (key, value) in &task.labels {
+            let label_path = key_path(&labels_path, key);
+            if let Err(message) = formats::check_qualified_name(key) {
+                self.error(&label_path, message);
+            } else if key.starts_with(RESERVED_LABEL_PREFIX) || key == MANAGED_BY_LABEL {
+                self.error(
+                    &label_path,
+                    format!("label \"{key}\" is set by job-executor and cannot be overridden"),
+                );
+            }
+            if !formats::is_label_value(value) {
+                self.error(
+                    &label_path,
+                    format!(
+                        "invalid label value \"{value}\": at most 63 letters, digits, '-', '_' \
+                         or '.', starting and ending with a letter or digit"
+                    ),
+                );
+            }
+        }
+        let annotations_path = key_path(path, "annotations");
+        for key in task.annotations.keys() {
+            if let Err(message) = formats::check_qualified_name(key) {
+                self.error(&key_path(&annotations_path, key), message);
+            }
+        }
+    }
+
+    fn env(&mut self, path: &str, env: &EnvVar) {
+        let value_from = env.value_from.unwrap_or(ValueFrom::String);
+        let field = |name: &str| key_path(path, name);
+        match value_from {
+            ValueFrom::Event => match &env.value {
+                None => self.error(
+                    &field("value"),
+                    "valueFrom: event needs `value`, a JSONPath into the event".into(),
+                ),
+                Some(value) => {
+                    if let Err(message) = formats::parse_jsonpath(value) {
+                        self.error(&field("value"), message);
+                    }
+                }
+            },
+            ValueFrom::String => {
+                if env.value.is_none() {
+                    self.error(&field("value"), "missing `value`".into());
+                }
+            }
+            ValueFrom::Secret => {
+                if env.value.is_some() {
+                    self.error(
+                        &field("value"),
+                        "valueFrom: secret takes no `value`: use `name` (all keys of that \
+                         Secret) or `secretName` and `key` (one key)"
+                            .into(),
+                    );
+                }
+                match (&env.secret_name, &env.key) {
+                    (Some(_), None) => {
+                        self.error(&field("key"), "`secretName` needs `key`".into());
+                    }
+                    (None, Some(_)) => {
+                        self.error(&field("secretName"), "`key` needs `secretName`".into());
+                    }
+                    (None, None) => {
+                        if let Err(message) = formats::check_dns_subdomain(&env.name) {
+                            self.error(
+                                &field("name"),
+                                format!("with valueFrom: secret, `name` is a Secret: {message}"),
+                            );
+                        }
+                    }
+                    (Some(_), Some(_)) => {}
+                }
+            }
+        }
+        if value_from != ValueFrom::Secret && (env.secret_name.is_some() || env.key.is_some()) {
+            self.error(
+                &field(if env.secret_name.is_some() {
+                    "secretName"
+                } else {
+                    "key"
+                }),
+                "`secretName` and `key` go with valueFrom: secret".into(),
+            );
+        }
+        if env.format.is_some() && value_from != ValueFrom::Event {
+            self.error(&field("as"), "`as` applies only to valueFrom: event".into());
+        }
+        if value_from != ValueFrom::Secret || env.secret_name.is_some() {
+            check_env_name(self, &field("name"), &env.name);
+        }
+    }
+}
+
+fn check_env_name(semantic: &mut Semantic<'_>, path: &str, name: &str) {
+    // Kubernetes accepts any printable ASCII except '='; shells want less, which is the user's
+    // business.
+    if name.is_empty() || name.contains('=') || !name.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        semantic.error(
+            path,
+            format!("invalid environment variable name \"{name}\": printable ASCII without '='"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,321 @@
+//! The `job/config.yaml` format: Keptn job-executor-service v2, plus a few additive keys.
+//!
+//! These types are the single source of truth: the JSON Schema (`job-executor schema`) and the
+//! strict loader's structural check are both generated from them.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A job config file (`job/config.yaml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "job-executor job config")]
+pub struct JobConfig {
+    /// The format version. Only `v2` (the format of Keptn's job-executor-service v2) is read.
+    #[schemars(extend("enum" = ["v2"]))]
+    pub api_version: String,
+    /// The actions: each runs its tasks when one of its events matches.
+    #[serde(default)]
+    pub actions: Vec<Action>,
+}
+
+/// An action: a list of tasks run in order when an event matches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Action {
+    /// A name for people: used in labels, logs and `kubectl get jobruns`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The action runs when any one of these events matches.
+    #[serde(default)]
+    pub events: Vec<EventFilter>,
+    /// The tasks, run one after the other; a failed task stops the action.
+    #[serde(default)]
+    pub tasks: Vec<Task>,
+    /// A silent action sends no `.started` / `.finished` events.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub silent: bool,
+}
+
+/// Which CloudEvents trigger an action.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EventFilter {
+    /// The CloudEvent `type`, as an anchored glob: `*` matches any run of characters
+    /// (`sh.keptn.event.*.triggered`).
+    #[schemars(extend("format" = "event-glob"))]
+    pub name: String,
+    /// An optional condition on the event's content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jsonpath: Option<JsonPathFilter>,
+}
+
+/// A condition: the JSONPath `property`, evaluated on the whole CloudEvent, yields `match`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JsonPathFilter {
+    /// A JSONPath (RFC 9535) into the CloudEvent, e.g. `$.data.test.teststrategy`.
+    #[schemars(extend("format" = "jsonpath"))]
+    pub property: String,
+    /// The value the path must yield: strings compare exactly, numbers and booleans by their
+    /// JSON text.
+    #[serde(rename = "match")]
+    pub match_value: String,
+}
+
+/// One container run as a Kubernetes Job.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Task {
+    /// A name for people: used in the Job's labels and in the `.finished` message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The container image.
+    #[schemars(extend("minLength" = 1))]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+    /// The container's command (replaces the image's entrypoint).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cmd: Vec<String>,
+    /// The command's arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Files or directories of the service's repository directory, staged under `/keptn`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("items" = {"type": "string", "format": "relative-path"}))]
+    pub files: Vec<String>,
+    /// Environment variables: from the event, from Secrets, or literal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// How long the task may run, in seconds (default 300); Kubernetes enforces it as the Job's
+    /// `activeDeadlineSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_poll_duration: Option<i64>,
+    /// The namespace of the Job. It must be the installation's job namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "dns-label"))]
+    pub namespace: Option<String>,
+    /// Seconds the finished Job is kept (default 21600; at least 60, so logs can be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+    /// The ServiceAccount the pod runs as; its token is mounted only when this is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "dns-subdomain"))]
+    pub service_account: Option<String>,
+    /// Annotations for the Job.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Names of Secrets used to pull the image (additive key).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("items" = {"type": "string", "format": "dns-subdomain"}))]
+    pub image_pull_secrets: Vec<String>,
+    /// Size limit of the `/keptn` emptyDir, a Kubernetes quantity (additive key; default 20Mi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_dir_size_limit: Option<Quantity>,
+    /// Retries of a failed pod before the task fails (additive key; default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub backoff_limit: Option<i32>,
+    /// Extra labels for the Job (additive key).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ImagePullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl ImagePullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImagePullPolicy::Always => "Always",
+            ImagePullPolicy::IfNotPresent => "IfNotPresent",
+            ImagePullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// An environment variable of the task's container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvVar {
+    /// The variable's name; for `valueFrom: secret` without `secretName`, the Secret's name.
+    #[schemars(extend("minLength" = 1))]
+    pub name: String,
+    /// A JSONPath into the event (`valueFrom: event`) or the literal value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Where the value comes from (default: `string`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<ValueFrom>,
+    /// With `valueFrom: secret`: the Secret to read one key from (additive key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "dns-subdomain"))]
+    pub secret_name: Option<String>,
+    /// With `valueFrom: secret` and `secretName`: the key to read (additive key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// With `valueFrom: event`: how to format the value (`json`, `yaml`, or plain `string`).
+    #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    pub format: Option<EnvFormat>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueFrom {
+    /// `value` is a JSONPath into the event.
+    Event,
+    /// Every key of the Secret `name` becomes a variable; or, with `secretName` and `key`,
+    /// one key becomes the variable `name`.
+    Secret,
+    /// `value` is the literal value.
+    String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvFormat {
+    Json,
+    Yaml,
+    String,
+}
+
+/// Compute resources of the task's container.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ResourceList>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<ResourceList>,
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResourceList {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+}
+
+/// A Kubernetes quantity such as `500m`, `1`, `128Mi` or `1e3`, checked when the file loads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Quantity(pub String);
+
+impl JsonSchema for Quantity {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Quantity".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A Kubernetes quantity, such as `500m`, `1`, `128Mi` or `1e3`.",
+            "type": ["string", "number"],
+            "format": "quantity"
+        })
+    }
+}
+
+/// The container security context fields a task may set; merged field by field over the
+/// installation's defaults.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecurityContext {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileged: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub run_as_user: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub run_as_group: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_non_root: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_root_filesystem: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_privilege_escalation: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proc_mount: Option<ProcMount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<SeccompProfile>,
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Capabilities {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop: Option<Vec<String>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ProcMount {
+    Default,
+    Unmasked,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SeccompProfile {
+    #[serde(rename = "type")]
+    pub profile_type: SeccompProfileType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub localhost_profile: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SeccompProfileType {
+    RuntimeDefault,
+    Localhost,
+    Unconfined,
+}
+
+impl SeccompProfileType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeccompProfileType::RuntimeDefault => "RuntimeDefault",
+            SeccompProfileType::Localhost => "Localhost",
+            SeccompProfileType::Unconfined => "Unconfined",
+        }
+    }
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+impl Action {
+    /// The action's name, or its position when it has none.
+    pub fn display_name(&self, index: usize) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("action-{index}"))
+    }
+}
+
+impl Task {
+    /// The task's name, or its position when it has none.
+    pub fn display_name(&self, index: usize) -> String {
+        self.name.clone().unwrap_or_else(|| format!("task-{index}"))
+    }
+}

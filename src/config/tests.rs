@@ -1,0 +1,367 @@
+use super::*;
+
+const FULL: &str = r#"apiVersion: v2
+actions:
+  - name: "Run locust"
+    silent: false
+    events:
+      - name: "sh.keptn.event.test.triggered"
+        jsonpath:
+          property: "$.data.test.teststrategy"
+          match: "locust"
+      - name: "sh.keptn.event.*.triggered"
+    tasks:
+      - name: "Run locust smoke tests"
+        image: "locustio/locust:2.20"
+        imagePullPolicy: IfNotPresent
+        cmd: ["locust"]
+        args: ["--config", "/keptn/locust/locust.conf"]
+        workingDir: /keptn
+        files:
+          - locust/basic.py
+          - locust
+        env:
+          - name: HOST
+            value: "$.data.deployment.deploymentURIsLocal[0]"
+            valueFrom: event
+          - name: EVENT
+            value: "$.data"
+            valueFrom: event
+            as: json
+          - name: locust-secret
+            valueFrom: secret
+          - name: API_TOKEN
+            valueFrom: secret
+            secretName: api
+            key: token
+          - name: DATA_DIR
+            value: /tmp/data
+            valueFrom: string
+          - name: PORT
+            value: 8080
+        resources:
+          limits:
+            cpu: 1
+            memory: 512Mi
+          requests:
+            cpu: 50m
+            memory: "128Mi"
+        maxPollDuration: 600
+        namespace: keptn
+        ttlSecondsAfterFinished: 120
+        securityContext:
+          capabilities:
+            add: [NET_BIND_SERVICE]
+            drop: [ALL]
+          privileged: false
+          runAsUser: 1000
+          runAsGroup: 1000
+          runAsNonRoot: true
+          readOnlyRootFilesystem: true
+          allowPrivilegeEscalation: false
+          procMount: Default
+          seccompProfile:
+            type: RuntimeDefault
+        serviceAccount: locust-runner
+        annotations:
+          example.com/owner: team-a
+        imagePullSecrets: [regcred]
+        emptyDirSizeLimit: 50Mi
+        backoffLimit: 2
+        labels:
+          team: a
+"#;
+
+fn problems(text: &str) -> Vec<String> {
+    match load(text, "job/config.yaml") {
+        Ok(valid) => panic!("expected errors, loaded {:?}", valid.config),
+        Err(ConfigError::Invalid { file, problems }) => {
+            problems.iter().map(|p| format_problem(&file, p)).collect()
+        }
+        Err(other) => panic!("{other}"),
+    }
+}
+
+#[test]
+fn every_key_of_the_format_loads() {
+    let valid = load(FULL, "job/config.yaml").unwrap();
+    assert!(valid.warnings.is_empty(), "{:?}", valid.warnings);
+    let action = &valid.config.actions[0];
+    assert_eq!(action.name.as_deref(), Some("Run locust"));
+    assert_eq!(action.events.len(), 2);
+    let filter = action.events[0].jsonpath.as_ref().unwrap();
+    assert_eq!(filter.property, "$.data.test.teststrategy");
+    assert_eq!(filter.match_value, "locust");
+    assert!(action.events[1].jsonpath.is_none());
+    let task = &action.tasks[0];
+    assert_eq!(task.image, "locustio/locust:2.20");
+    assert_eq!(task.image_pull_policy, Some(ImagePullPolicy::IfNotPresent));
+    assert_eq!(task.cmd, ["locust"]);
+    assert_eq!(task.args.len(), 2);
+    assert_eq!(task.working_dir.as_deref(), Some("/keptn"));
+    assert_eq!(task.files, ["locust/basic.py", "locust"]);
+    assert_eq!(task.env.len(), 6);
+    assert_eq!(task.env[1].format, Some(EnvFormat::Json));
+    assert_eq!(task.env[2].value_from, Some(ValueFrom::Secret));
+    assert_eq!(task.env[3].secret_name.as_deref(), Some("api"));
+    assert_eq!(task.env[3].key.as_deref(), Some("token"));
+    // A plain number where a string is expected reads as its text, as in the old service.
+    assert_eq!(task.env[5].value.as_deref(), Some("8080"));
+    let resources = task.resources.as_ref().unwrap();
+    let limits = resources.limits.as_ref().unwrap();
+    assert_eq!(limits.cpu, Some(Quantity("1".into())));
+    assert_eq!(limits.memory, Some(Quantity("512Mi".into())));
+    assert_eq!(task.max_poll_duration, Some(600));
+    assert_eq!(task.namespace.as_deref(), Some("keptn"));
+    assert_eq!(task.ttl_seconds_after_finished, Some(120));
+    let security = task.security_context.as_ref().unwrap();
+    assert_eq!(security.run_as_user, Some(1000));
+    assert_eq!(security.proc_mount, Some(ProcMount::Default));
+    assert_eq!(
+        security.seccomp_profile.as_ref().unwrap().profile_type,
+        SeccompProfileType::RuntimeDefault
+    );
+    assert_eq!(
+        security.capabilities.as_ref().unwrap().add.as_deref(),
+        Some(&["NET_BIND_SERVICE".to_string()][..])
+    );
+    assert_eq!(task.service_account.as_deref(), Some("locust-runner"));
+    assert_eq!(task.annotations["example.com/owner"], "team-a");
+    assert_eq!(task.image_pull_secrets, ["regcred"]);
+    assert_eq!(task.empty_dir_size_limit, Some(Quantity("50Mi".into())));
+    assert_eq!(task.backoff_limit, Some(2));
+    assert_eq!(task.labels["team"], "a");
+}
+
+#[test]
+fn loaded_config_round_trips_through_json() {
+    let valid = load(FULL, "c.yaml").unwrap();
+    let json = serde_json::to_value(&valid.config).unwrap();
+    let back: JobConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(back, valid.config);
+}
+
+#[test]
+fn api_version_is_required_and_must_be_v2() {
+    assert_eq!(
+        problems("actions: []\n"),
+        ["job/config.yaml:1:1: missing required key \"apiVersion\""]
+    );
+    assert_eq!(
+        problems("apiVersion: v1\nactions: []\n"),
+        ["job/config.yaml:1:13: apiVersion: invalid value \"v1\": expected one of \"v2\""]
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors_with_suggestions() {
+    let text = "apiVersion: v2\nactions:\n  - name: a\n    tasks:\n      - name: t\n        imag: alpine\n";
+    assert_eq!(
+        problems(text),
+        [
+            "job/config.yaml:5:9: actions[0].tasks[0]: missing required key \"image\"",
+            "job/config.yaml:6:9: actions[0].tasks[0].imag: unknown key \"imag\", did you mean \"image\"?",
+        ]
+    );
+}
+
+#[test]
+fn every_error_in_a_file_is_reported_with_its_location() {
+    let text = r#"apiVersion: v2
+actions:
+  - name: first
+    events:
+      - name: "sh.keptn.event.test.triggered"
+        jsonpath:
+          property: "data..["
+          match: x
+    tasks:
+      - image: alpine
+        imagePullPolicy: Alway
+        resources:
+          limits:
+            cpu: 1x
+        maxPollDuration: soon
+        silent: true
+  - name: second
+    silent: maybe
+    tasks:
+      - image: alpine
+        namespace: Not_A_Namespace
+        files: ["/etc/passwd"]
+        ttlSecondsAfterFinished: -5
+"#;
+    assert_eq!(
+        problems(text),
+        [
+            "job/config.yaml:7:21: actions[0].events[0].jsonpath.property: invalid JSONPath \"data..[\": a JSONPath starts with `$`, e.g. `$.data.project`",
+            "job/config.yaml:11:26: actions[0].tasks[0].imagePullPolicy: invalid value \"Alway\": expected one of \"Always\", \"IfNotPresent\", \"Never\", did you mean \"Always\"?",
+            "job/config.yaml:14:18: actions[0].tasks[0].resources.limits.cpu: invalid quantity \"1x\" (expected e.g. 500m, 1, 128Mi)",
+            "job/config.yaml:15:26: actions[0].tasks[0].maxPollDuration: expected an integer, found \"soon\"",
+            "job/config.yaml:16:9: actions[0].tasks[0].silent: unknown key \"silent\"",
+            "job/config.yaml:18:13: actions[1].silent: expected true or false, found \"maybe\"",
+            "job/config.yaml:21:20: actions[1].tasks[0].namespace: invalid name \"Not_A_Namespace\": must be lower-case letters, digits and '-', start and end with a letter or digit, at most 63 characters",
+            "job/config.yaml:22:17: actions[1].tasks[0].files[0]: file path \"/etc/passwd\" must be relative to the service directory",
+            "job/config.yaml:23:34: actions[1].tasks[0].ttlSecondsAfterFinished: -5 is out of range: must be at least 0",
+        ]
+    );
+}
+
+#[test]
+fn duplicate_keys_and_yaml_syntax_errors_are_located() {
+    assert_eq!(
+        problems("apiVersion: v2\nactions: []\napiVersion: v2\n"),
+        ["job/config.yaml:3:1: duplicate key \"apiVersion\" (first defined at line 1)"]
+    );
+    let syntax = problems("apiVersion: v2\nactions:\n  - name: [unclosed\n");
+    assert_eq!(syntax.len(), 1);
+    assert!(
+        syntax[0].starts_with("job/config.yaml:") && syntax[0].contains("invalid YAML"),
+        "{syntax:?}"
+    );
+}
+
+#[test]
+fn wrong_types_are_errors() {
+    let text = "apiVersion: v2\nactions:\n  - name: a\n    events: sh.keptn.event.test.triggered\n    tasks:\n      - image: [alpine]\n        cmd: run\n";
+    assert_eq!(
+        problems(text),
+        [
+            "job/config.yaml:4:13: actions[0].events: expected a list, found a scalar",
+            "job/config.yaml:6:16: actions[0].tasks[0].image: expected a string, found a list",
+            "job/config.yaml:7:14: actions[0].tasks[0].cmd: expected a list, found a scalar",
+        ]
+    );
+}
+
+#[test]
+fn empty_optional_keys_mean_not_set() {
+    let text = "apiVersion: v2\nactions:\n  - name: a\n    events:\n      - name: x\n    tasks:\n      - image: alpine\n        files:\n        env:\n";
+    let valid = load(text, "c.yaml").unwrap();
+    assert!(valid.config.actions[0].tasks[0].files.is_empty());
+}
+
+#[test]
+fn env_combinations_are_checked() {
+    let text = r#"apiVersion: v2
+actions:
+  - events: [{name: x}]
+    tasks:
+      - image: alpine
+        env:
+          - name: A
+            valueFrom: event
+          - name: B
+            valueFrom: secret
+            secretName: s
+          - name: C
+            value: literal
+            as: json
+          - name: D
+            value: "$.x"
+            valueFrom: secret
+          - name: Not A Secret Name
+            valueFrom: secret
+          - name: E
+            valueFrom: string
+          - name: "F=G"
+            value: x
+          - name: H
+            value: y
+            key: k
+"#;
+    assert_eq!(
+        problems(text),
+        [
+            "job/config.yaml:7:13: actions[0].tasks[0].env[0].value: valueFrom: event needs `value`, a JSONPath into the event",
+            "job/config.yaml:9:13: actions[0].tasks[0].env[1].key: `secretName` needs `key`",
+            "job/config.yaml:14:17: actions[0].tasks[0].env[2].as: `as` applies only to valueFrom: event",
+            "job/config.yaml:15:19: actions[0].tasks[0].env[3].name: with valueFrom: secret, `name` is a Secret: invalid name \"D\": must be lower-case letters, digits, '-' and '.', at most 253 characters",
+            "job/config.yaml:16:20: actions[0].tasks[0].env[3].value: valueFrom: secret takes no `value`: use `name` (all keys of that Secret) or `secretName` and `key` (one key)",
+            "job/config.yaml:18:19: actions[0].tasks[0].env[4].name: with valueFrom: secret, `name` is a Secret: invalid name \"Not A Secret Name\": must be lower-case letters, digits, '-' and '.', at most 253 characters",
+            "job/config.yaml:20:13: actions[0].tasks[0].env[5].value: missing `value`",
+            "job/config.yaml:22:19: actions[0].tasks[0].env[6].name: invalid environment variable name \"F=G\": printable ASCII without '='",
+            "job/config.yaml:26:18: actions[0].tasks[0].env[7].key: `secretName` and `key` go with valueFrom: secret",
+        ]
+    );
+}
+
+#[test]
+fn labels_and_annotations_are_checked() {
+    let text = r#"apiVersion: v2
+actions:
+  - events: [{name: x}]
+    tasks:
+      - image: alpine
+        labels:
+          job-executor.dev/run: mine
+          ok: "not ok!"
+        annotations:
+          "bad key": x
+"#;
+    assert_eq!(
+        problems(text),
+        [
+            "job/config.yaml:7:33: actions[0].tasks[0].labels[\"job-executor.dev/run\"]: label \"job-executor.dev/run\" is set by job-executor and cannot be overridden",
+            "job/config.yaml:8:15: actions[0].tasks[0].labels.ok: invalid label value \"not ok!\": at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+            "job/config.yaml:10:22: actions[0].tasks[0].annotations[\"bad key\"]: invalid key \"bad key\": expected an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+        ]
+    );
+}
+
+#[test]
+fn warnings_do_not_fail_loading() {
+    let text = r#"apiVersion: v2
+actions:
+  - name: regex
+    events:
+      - name: "^sh\\.keptn\\.event\\.test\\.triggered$"
+    tasks:
+      - image: alpine
+        ttlSecondsAfterFinished: 5
+        securityContext:
+          privileged: true
+  - name: empty
+"#;
+    let valid = load(text, "c.yaml").unwrap();
+    let messages: Vec<String> = valid
+        .warnings
+        .iter()
+        .map(|w| format!("{}: {}: {}", w.location, w.path, w.message))
+        .collect();
+    assert_eq!(messages.len(), 5, "{messages:#?}");
+    assert!(messages[0].starts_with("5:15: actions[0].events[0].name: \"^sh"));
+    assert!(messages[0].contains("anchored globs"));
+    assert_eq!(
+        messages[1],
+        "8:34: actions[0].tasks[0].ttlSecondsAfterFinished: 5 is raised to 60: the Job must outlive the collection of its logs"
+    );
+    assert!(messages[2].starts_with("10:23: actions[0].tasks[0].securityContext.privileged:"));
+    assert!(messages[3].starts_with("11:5: actions[1].events: no events"));
+    assert!(messages[4].starts_with("11:5: actions[1].tasks: no tasks"));
+}
+
+#[test]
+fn schema_is_generated_from_the_types() {
+    let schema = json_schema();
+    assert_eq!(schema["required"], serde_json::json!(["apiVersion"]));
+    assert_eq!(
+        schema["properties"]["apiVersion"]["enum"],
+        serde_json::json!(["v2"])
+    );
+    let task = &schema["$defs"]["Task"];
+    assert_eq!(task["additionalProperties"], false);
+    assert!(task["properties"]["imagePullSecrets"].is_object());
+}
+
+#[test]
+fn a_document_that_is_not_a_mapping_is_an_error() {
+    assert_eq!(
+        problems("- a\n- b\n"),
+        ["job/config.yaml:1:1: expected a mapping, found a list"]
+    );
+    assert_eq!(
+        problems(""),
+        ["job/config.yaml:1:1: expected a mapping, found nothing (null)"]
+    );
+}

@@ -1,0 +1,316 @@
+//! A YAML document as a tree of nodes that remember where they came from.
+//!
+//! serde stops at the first error and forgets positions; users of `job/config.yaml` need every
+//! error with its line and column. So the file is first read into this tree (with saphyr's event
+//! parser, the same parser family serde-saphyr uses), duplicate keys are caught here, and the
+//! schema check walks the tree.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+
+/// A position in the source text: line and column, both 1-based, as editors show them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Location {
+    fn from_span(span: &Span) -> Self {
+        Location {
+            line: span.start.line(),
+            column: span.start.col() + 1,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// One YAML node with its location.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub location: Location,
+    pub value: NodeValue,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeValue {
+    /// A scalar: its text exactly as written (after unquoting), and whether it was plain
+    /// (unquoted), which decides whether `3` is a number or `"3"` a string.
+    Scalar {
+        text: String,
+        plain: bool,
+    },
+    Sequence(Vec<Node>),
+    Mapping(Vec<(Node, Node)>),
+}
+
+impl Node {
+    /// YAML 1.2 core schema null: `~`, `null`, or nothing at all.
+    pub fn is_null(&self) -> bool {
+        matches!(&self.value, NodeValue::Scalar { text, plain: true }
+            if matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL"))
+    }
+
+    /// What kind of node this is, for error messages ("expected a list, found a mapping").
+    pub fn describe(&self) -> &'static str {
+        match &self.value {
+            _ if self.is_null() => "null",
+            NodeValue::Scalar { .. } => "a scalar",
+            NodeValue::Sequence(_) => "a list",
+            NodeValue::Mapping(_) => "a mapping",
+        }
+    }
+}
+
+/// A YAML syntax error, or a duplicate key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct YamlError {
+    pub location: Location,
+    pub message: String,
+}
+
+/// Parses a single YAML document into a located tree.
+///
+/// Returns every duplicate-key error found, or the first syntax error (after a syntax error
+/// the parser cannot go on). An empty document is a null scalar at 1:1.
+pub fn parse_document(text: &str) -> Result<Node, Vec<YamlError>> {
+    let mut builder = TreeBuilder::default();
+    for item in Parser::new_from_str(text) {
+        match item {
+            Ok((event, span)) => builder.push(event, &span)?,
+            Err(error) => {
+                let marker = error.marker();
+                return Err(vec![YamlError {
+                    location: Location {
+                        line: marker.line(),
+                        column: marker.col() + 1,
+                    },
+                    message: format!("invalid YAML: {}", error.info()),
+                }]);
+            }
+        }
+    }
+    builder.finish()
+}
+
+enum Frame {
+    Sequence(Location, Vec<Node>),
+    Mapping {
+        location: Location,
+        entries: Vec<(Node, Node)>,
+        pending_key: Option<Node>,
+    },
+}
+
+#[derive(Default)]
+struct TreeBuilder {
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Node>,
+    /// Anchor ids of the collections under construction, to register when they close.
+    open_anchors: Vec<usize>,
+    documents: Vec<Node>,
+    errors: Vec<YamlError>,
+}
+
+impl TreeBuilder {
+    fn push(&mut self, event: Event<'_>, span: &Span) -> Result<(), Vec<YamlError>> {
+        let location = Location::from_span(span);
+        match event {
+            Event::Scalar(text, style, anchor, _tag) => {
+                let node = Node {
+                    location,
+                    value: NodeValue::Scalar {
+                        text: text.into_owned(),
+                        plain: style == ScalarStyle::Plain,
+                    },
+                };
+                if anchor != 0 {
+                    self.anchors.insert(anchor, node.clone());
+                }
+                self.add(node);
+            }
+            Event::Alias(anchor) => match self.anchors.get(&anchor) {
+                Some(node) => {
+                    let mut node = node.clone();
+                    node.location = location;
+                    self.add(node);
+                }
+                None => {
+                    return Err(vec![YamlError {
+                        location,
+                        message: "invalid YAML: alias to an unknown anchor".to_string(),
+                    }]);
+                }
+            },
+            Event::SequenceStart(anchor, _) => {
+                self.open_anchors.push(anchor);
+                self.stack.push(Frame::Sequence(location, Vec::new()));
+            }
+            Event::MappingStart(anchor, _) => {
+                self.open_anchors.push(anchor);
+                self.stack.push(Frame::Mapping {
+                    location,
+                    entries: Vec::new(),
+                    pending_key: None,
+                });
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let node = match self.stack.pop() {
+                    Some(Frame::Sequence(location, items)) => Node {
+                        location,
+                        value: NodeValue::Sequence(items),
+                    },
+                    Some(Frame::Mapping {
+                        location, entries, ..
+                    }) => Node {
+                        location,
+                        value: NodeValue::Mapping(entries),
+                    },
+                    None => return Ok(()),
+                };
+                if let Some(anchor) = self.open_anchors.pop()
+                    && anchor != 0
+                {
+                    self.anchors.insert(anchor, node.clone());
+                }
+                self.add(node);
+            }
+            Event::DocumentStart(_) | Event::DocumentEnd => {}
+            Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, node: Node) {
+        match self.stack.last_mut() {
+            None => self.documents.push(node),
+            Some(Frame::Sequence(_, items)) => items.push(node),
+            Some(Frame::Mapping {
+                entries,
+                pending_key,
+                ..
+            }) => match pending_key.take() {
+                None => *pending_key = Some(node),
+                Some(key) => {
+                    if let NodeValue::Scalar { text, .. } = &key.value
+                        && let Some((first, _)) = entries.iter().find(|(k, _)| {
+                            matches!(&k.value, NodeValue::Scalar { text: t, .. } if t == text)
+                        })
+                    {
+                        self.errors.push(YamlError {
+                            location: key.location,
+                            message: format!(
+                                "duplicate key \"{text}\" (first defined at line {})",
+                                first.location.line
+                            ),
+                        });
+                    }
+                    entries.push((key, node));
+                }
+            },
+        }
+    }
+
+    fn finish(mut self) -> Result<Node, Vec<YamlError>> {
+        if self.documents.len() > 1 {
+            let location = self.documents[1].location;
+            self.errors.push(YamlError {
+                location,
+                message: "expected one YAML document, found several (separated by `---`)"
+                    .to_string(),
+            });
+        }
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        Ok(self.documents.into_iter().next().unwrap_or(Node {
+            location: Location { line: 1, column: 1 },
+            value: NodeValue::Scalar {
+                text: String::new(),
+                plain: true,
+            },
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scalar(node: &Node) -> &str {
+        match &node.value {
+            NodeValue::Scalar { text, .. } => text,
+            other => panic!("not a scalar: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn records_locations_of_keys_and_values() {
+        let doc = parse_document("a: 1\nb:\n  - x\n  - \"y\"\n").unwrap();
+        let NodeValue::Mapping(entries) = &doc.value else {
+            panic!()
+        };
+        assert_eq!(entries[1].0.location, Location { line: 2, column: 1 });
+        let NodeValue::Sequence(items) = &entries[1].1.value else {
+            panic!()
+        };
+        assert_eq!(items[1].location, Location { line: 4, column: 5 });
+        assert_eq!(scalar(&items[1]), "y");
+        assert!(matches!(
+            items[0].value,
+            NodeValue::Scalar { plain: true, .. }
+        ));
+        assert!(matches!(
+            items[1].value,
+            NodeValue::Scalar { plain: false, .. }
+        ));
+    }
+
+    #[test]
+    fn reports_every_duplicate_key() {
+        let errors = parse_document("a: 1\nb: 2\na: 3\nc:\n  x: 1\n  x: 2\n").unwrap_err();
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0].location, Location { line: 3, column: 1 });
+        assert_eq!(
+            errors[0].message,
+            "duplicate key \"a\" (first defined at line 1)"
+        );
+        assert_eq!(errors[1].location, Location { line: 6, column: 3 });
+    }
+
+    #[test]
+    fn syntax_error_has_a_location() {
+        let errors = parse_document("a: [1, 2\nb: 3\n").unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].message.starts_with("invalid YAML"), "{errors:?}");
+        assert!(errors[0].location.line >= 1);
+    }
+
+    #[test]
+    fn aliases_resolve_to_the_anchored_node() {
+        let doc = parse_document("base: &b {x: 1}\ncopy: *b\n").unwrap();
+        let NodeValue::Mapping(entries) = &doc.value else {
+            panic!()
+        };
+        assert!(matches!(&entries[1].1.value, NodeValue::Mapping(e) if e.len() == 1));
+    }
+
+    #[test]
+    fn empty_document_is_null() {
+        assert!(parse_document("").unwrap().is_null());
+        assert!(parse_document("# only a comment\n").unwrap().is_null());
+    }
+
+    #[test]
+    fn several_documents_are_an_error() {
+        let errors = parse_document("a: 1\n---\nb: 2\n").unwrap_err();
+        assert!(errors[0].message.contains("one YAML document"));
+    }
+}
