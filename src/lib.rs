@@ -1,3 +1,5 @@
 //! job-executor: turns CloudEvents into Kubernetes Jobs.
 
 pub mod config;
+pub mod event;
+pub mod matching;

@@ -1,0 +1,561 @@
+//! CloudEvents 1.0 in their structured JSON form, Keptn's fields, and the `.started` /
+//! `.finished` events built from a `.triggered` one.
+//!
+//! The event is kept as the JSON object the structured mode defines (attributes, extensions and
+//! `data` side by side), because that is what JSONPath conditions and env mappings address
+//! (`$.data.project`, `$.type`, `$.shkeptncontext`) and what a JobRun stores.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+/// Why a CloudEvent was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("the body is not valid JSON: {reason} (line {line}, column {column})")]
+    InvalidJson {
+        reason: String,
+        line: usize,
+        column: usize,
+    },
+    #[error("a CloudEvent must be a JSON object, found {0}")]
+    NotAnObject(&'static str),
+    #[error("missing required attribute \"{0}\"")]
+    MissingAttribute(&'static str),
+    #[error("attribute \"{name}\" {reason}")]
+    InvalidAttribute { name: String, reason: String },
+    #[error("unsupported specversion \"{0}\": only \"1.0\" is accepted")]
+    UnsupportedSpecVersion(String),
+}
+
+/// A validated CloudEvent 1.0.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Value", into = "Value")]
+pub struct CloudEvent(Value);
+
+impl TryFrom<Value> for CloudEvent {
+    type Error = EventError;
+
+    fn try_from(value: Value) -> Result<Self, EventError> {
+        CloudEvent::from_value(value)
+    }
+}
+
+impl From<CloudEvent> for Value {
+    fn from(event: CloudEvent) -> Value {
+        event.0
+    }
+}
+
+const REQUIRED: [&str; 4] = ["specversion", "id", "source", "type"];
+const OPTIONAL_STRINGS: [&str; 4] = ["datacontenttype", "dataschema", "subject", "time"];
+
+impl CloudEvent {
+    /// Parses and validates one event in structured JSON mode.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, EventError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| EventError::InvalidJson {
+            reason: e.to_string(),
+            line: e.line(),
+            column: e.column(),
+        })?;
+        Self::from_value(value)
+    }
+
+    /// Validates a JSON value as a CloudEvent 1.0.
+    pub fn from_value(value: Value) -> Result<Self, EventError> {
+        let Value::Object(object) = &value else {
+            return Err(EventError::NotAnObject(json_kind(&value)));
+        };
+        for name in REQUIRED {
+            match object.get(name) {
+                None | Some(Value::Null) => return Err(EventError::MissingAttribute(name)),
+                Some(Value::String(text)) if text.is_empty() => {
+                    return Err(invalid(name, "must not be empty"));
+                }
+                Some(Value::String(_)) => {}
+                Some(other) => {
+                    return Err(invalid(
+                        name,
+                        &format!("must be a string, found {}", json_kind(other)),
+                    ));
+                }
+            }
+        }
+        let spec_version = object
+            .get("specversion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if spec_version != "1.0" {
+            return Err(EventError::UnsupportedSpecVersion(spec_version.to_string()));
+        }
+        for name in OPTIONAL_STRINGS {
+            if let Some(other) = object.get(name).filter(|v| !v.is_string() && !v.is_null()) {
+                return Err(invalid(
+                    name,
+                    &format!("must be a string, found {}", json_kind(other)),
+                ));
+            }
+        }
+        if object.contains_key("data") && object.contains_key("data_base64") {
+            return Err(invalid(
+                "data_base64",
+                "cannot be used together with \"data\"",
+            ));
+        }
+        for (name, attribute) in object {
+            if REQUIRED.contains(&name.as_str())
+                || OPTIONAL_STRINGS.contains(&name.as_str())
+                || name == "data"
+                || name == "data_base64"
+            {
+                continue;
+            }
+            if !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            {
+                return Err(invalid(
+                    name,
+                    "is not a valid extension name (lower-case letters and digits only)",
+                ));
+            }
+            if attribute.is_object() || attribute.is_array() {
+                return Err(invalid(
+                    name,
+                    &format!(
+                        "must be a string, number or boolean, found {}",
+                        json_kind(attribute)
+                    ),
+                ));
+            }
+        }
+        Ok(CloudEvent(value))
+    }
+
+    /// The whole event as JSON (what JSONPaths are evaluated against).
+    pub fn as_value(&self) -> &Value {
+        &self.0
+    }
+
+    fn str_attribute(&self, name: &str) -> &str {
+        self.0.get(name).and_then(Value::as_str).unwrap_or_default()
+    }
+
+    pub fn id(&self) -> &str {
+        self.str_attribute("id")
+    }
+
+    pub fn source(&self) -> &str {
+        self.str_attribute("source")
+    }
+
+    pub fn event_type(&self) -> &str {
+        self.str_attribute("type")
+    }
+
+    pub fn data(&self) -> Option<&Value> {
+        self.0.get("data")
+    }
+
+    /// An extension attribute as text (numbers and booleans by their JSON text).
+    pub fn extension(&self, name: &str) -> Option<String> {
+        match self.0.get(name)? {
+            Value::String(text) => Some(text.clone()),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    }
+
+    /// Keptn's fields of the event.
+    pub fn keptn(&self) -> KeptnFields {
+        let data_str = |name: &str| {
+            self.data()
+                .and_then(|d| d.get(name))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let labels = self
+            .data()
+            .and_then(|d| d.get("labels"))
+            .and_then(Value::as_object)
+            .map(|labels| {
+                labels
+                    .iter()
+                    .map(|(k, v)| {
+                        let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                        (k.clone(), text)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        KeptnFields {
+            project: data_str("project"),
+            stage: data_str("stage"),
+            service: data_str("service"),
+            labels,
+            keptn_context: self.extension("shkeptncontext"),
+            git_commit_id: self.extension("gitcommitid"),
+        }
+    }
+}
+
+fn invalid(name: &str, reason: &str) -> EventError {
+    EventError::InvalidAttribute {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+pub fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The Keptn fields of an event: from `data`, and the `shkeptncontext` and `gitcommitid`
+/// extensions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeptnFields {
+    pub project: Option<String>,
+    pub stage: Option<String>,
+    pub service: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub keptn_context: Option<String>,
+    pub git_commit_id: Option<String>,
+}
+
+/// `sh.keptn.event.test.triggered` → (`sh.keptn.event`, `test`).
+pub fn split_triggered_type(event_type: &str) -> Option<(&str, &str)> {
+    let stem = event_type.strip_suffix(".triggered")?;
+    let (prefix, task) = stem.rsplit_once('.')?;
+    (!task.is_empty() && !prefix.is_empty()).then_some((prefix, task))
+}
+
+/// Which outgoing event of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskEventKind {
+    Started,
+    Finished,
+}
+
+impl TaskEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskEventKind::Started => "started",
+            TaskEventKind::Finished => "finished",
+        }
+    }
+}
+
+/// The id of an outgoing event: the same for the same run and kind in every process, so a
+/// receiver can drop a repeated delivery.
+pub fn outgoing_event_id(run_name: &str, kind: TaskEventKind) -> String {
+    let digest = Sha256::digest(format!("{run_name}/{}", kind.as_str()).as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Succeeded,
+    Errored,
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    pub message: String,
+    /// For `test` tasks: when the first task started and the last one ended.
+    pub test_window: Option<(jiff::Timestamp, jiff::Timestamp)>,
+}
+
+/// Common inputs of the outgoing events of one run.
+#[derive(Clone, Debug)]
+pub struct OutgoingContext<'a> {
+    pub triggered: &'a CloudEvent,
+    pub run_name: &'a str,
+    /// The `source` of outgoing events (an installation setting).
+    pub source: &'a str,
+    pub time: jiff::Timestamp,
+}
+
+/// The `.started` event for a `.triggered` event; `None` for other event types, which get no
+/// replies.
+pub fn build_started(context: &OutgoingContext<'_>) -> Option<CloudEvent> {
+    build_reply(context, TaskEventKind::Started, |_| {})
+}
+
+/// The `.finished` event for a `.triggered` event; `None` for other event types.
+pub fn build_finished(context: &OutgoingContext<'_>, outcome: &Outcome) -> Option<CloudEvent> {
+    build_reply(context, TaskEventKind::Finished, |data| {
+        let (status, result) = match outcome.status {
+            Status::Succeeded => ("succeeded", "pass"),
+            Status::Errored => ("errored", "fail"),
+        };
+        data.insert("status".into(), json!(status));
+        data.insert("result".into(), json!(result));
+        data.insert("message".into(), json!(outcome.message));
+        if let Some((start, end)) = outcome.test_window {
+            data.insert(
+                "test".into(),
+                json!({"start": start.to_string(), "end": end.to_string()}),
+            );
+        }
+    })
+}
+
+fn build_reply(
+    context: &OutgoingContext<'_>,
+    kind: TaskEventKind,
+    fill: impl FnOnce(&mut Map<String, Value>),
+) -> Option<CloudEvent> {
+    let triggered = context.triggered;
+    let (prefix, task) = split_triggered_type(triggered.event_type())?;
+    let keptn = triggered.keptn();
+    let mut data = Map::new();
+    for (name, value) in [
+        ("project", &keptn.project),
+        ("stage", &keptn.stage),
+        ("service", &keptn.service),
+    ] {
+        if let Some(value) = value {
+            data.insert(name.into(), json!(value));
+        }
+    }
+    if !keptn.labels.is_empty() {
+        data.insert("labels".into(), json!(keptn.labels));
+    }
+    // For `test` tasks, fill sets data.test; other tasks never carry it.
+    let test_task = task == "test";
+    fill(&mut data);
+    if !test_task {
+        data.remove("test");
+    }
+    let mut event = Map::new();
+    event.insert("specversion".into(), json!("1.0"));
+    event.insert(
+        "id".into(),
+        json!(outgoing_event_id(context.run_name, kind)),
+    );
+    event.insert("source".into(), json!(context.source));
+    event.insert(
+        "type".into(),
+        json!(format!("{prefix}.{task}.{}", kind.as_str())),
+    );
+    event.insert("time".into(), json!(context.time.to_string()));
+    event.insert("datacontenttype".into(), json!("application/json"));
+    event.insert("triggeredid".into(), json!(triggered.id()));
+    for name in ["shkeptncontext", "gitcommitid", "shkeptnspecversion"] {
+        if let Some(value) = triggered.extension(name) {
+            event.insert(name.into(), json!(value));
+        }
+    }
+    event.insert("data".into(), Value::Object(data));
+    Some(CloudEvent(Value::Object(event)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn triggered() -> CloudEvent {
+        CloudEvent::from_value(json!({
+            "specversion": "1.0",
+            "id": "f2b878d3-03c0-4e8f-bc3f-454bc1b3d79d",
+            "source": "shipyard-controller",
+            "type": "sh.keptn.event.test.triggered",
+            "shkeptncontext": "a3e5f16d-8888-4720-82c7-6995062905c1",
+            "gitcommitid": "0f3a8c1",
+            "data": {
+                "project": "sockshop", "stage": "dev", "service": "carts",
+                "labels": {"team": "a", "build": 7},
+                "test": {"teststrategy": "locust"}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn context(event: &CloudEvent) -> OutgoingContext<'_> {
+        OutgoingContext {
+            triggered: event,
+            run_name: "test-0123456789abcdef0123",
+            source: "job-executor",
+            time: "2026-11-21T10:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn reads_keptn_fields() {
+        let keptn = triggered().keptn();
+        assert_eq!(keptn.project.as_deref(), Some("sockshop"));
+        assert_eq!(keptn.stage.as_deref(), Some("dev"));
+        assert_eq!(keptn.service.as_deref(), Some("carts"));
+        assert_eq!(keptn.labels["team"], "a");
+        assert_eq!(keptn.labels["build"], "7");
+        assert_eq!(
+            keptn.keptn_context.as_deref(),
+            Some("a3e5f16d-8888-4720-82c7-6995062905c1")
+        );
+        assert_eq!(keptn.git_commit_id.as_deref(), Some("0f3a8c1"));
+    }
+
+    #[test]
+    fn refuses_invalid_events_with_reasons() {
+        let cases = [
+            (
+                json!([]),
+                "a CloudEvent must be a JSON object, found an array",
+            ),
+            (
+                json!({"specversion": "1.0", "source": "s", "type": "t"}),
+                "missing required attribute \"id\"",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "", "source": "s", "type": "t"}),
+                "attribute \"id\" must not be empty",
+            ),
+            (
+                json!({"specversion": "0.3", "id": "1", "source": "s", "type": "t"}),
+                "unsupported specversion \"0.3\": only \"1.0\" is accepted",
+            ),
+            (
+                json!({"specversion": "1.0", "id": 1, "source": "s", "type": "t"}),
+                "attribute \"id\" must be a string, found a number",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "Bad-Ext": "x"}),
+                "attribute \"Bad-Ext\" is not a valid extension name (lower-case letters and digits only)",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data": {}, "data_base64": "eA=="}),
+                "attribute \"data_base64\" cannot be used together with \"data\"",
+            ),
+        ];
+        for (value, message) in cases {
+            assert_eq!(
+                CloudEvent::from_value(value).unwrap_err().to_string(),
+                message
+            );
+        }
+        let error = CloudEvent::from_json(b"{\"id\": ").unwrap_err();
+        assert!(
+            matches!(error, EventError::InvalidJson { line: 1, .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn splits_triggered_types() {
+        assert_eq!(
+            split_triggered_type("sh.keptn.event.test.triggered"),
+            Some(("sh.keptn.event", "test"))
+        );
+        assert_eq!(split_triggered_type("sh.keptn.event.test.finished"), None);
+        assert_eq!(split_triggered_type("triggered"), None);
+    }
+
+    #[test]
+    fn started_event_answers_the_triggered_one() {
+        let event = triggered();
+        let started = build_started(&context(&event)).unwrap();
+        let value = started.as_value();
+        assert_eq!(value["type"], "sh.keptn.event.test.started");
+        assert_eq!(value["triggeredid"], "f2b878d3-03c0-4e8f-bc3f-454bc1b3d79d");
+        assert_eq!(
+            value["shkeptncontext"],
+            "a3e5f16d-8888-4720-82c7-6995062905c1"
+        );
+        assert_eq!(value["gitcommitid"], "0f3a8c1");
+        assert_eq!(value["source"], "job-executor");
+        assert_eq!(value["time"], "2026-11-21T10:00:00Z");
+        assert_eq!(
+            value["data"],
+            json!({"project": "sockshop", "stage": "dev", "service": "carts",
+                   "labels": {"team": "a", "build": "7"}})
+        );
+        // The built event is itself a valid CloudEvent.
+        CloudEvent::from_value(value.clone()).unwrap();
+    }
+
+    #[test]
+    fn finished_event_carries_status_result_message_and_test_window() {
+        let event = triggered();
+        let outcome = Outcome {
+            status: Status::Errored,
+            message: "Task 'smoke' failed: BackoffLimitExceeded".into(),
+            test_window: Some((
+                "2026-11-21T10:00:01Z".parse().unwrap(),
+                "2026-11-21T10:02:03Z".parse().unwrap(),
+            )),
+        };
+        let finished = build_finished(&context(&event), &outcome).unwrap();
+        let data = &finished.as_value()["data"];
+        assert_eq!(finished.as_value()["type"], "sh.keptn.event.test.finished");
+        assert_eq!(data["status"], "errored");
+        assert_eq!(data["result"], "fail");
+        assert_eq!(data["message"], "Task 'smoke' failed: BackoffLimitExceeded");
+        assert_eq!(
+            data["test"],
+            json!({"start": "2026-11-21T10:00:01Z", "end": "2026-11-21T10:02:03Z"})
+        );
+    }
+
+    #[test]
+    fn only_test_tasks_carry_a_test_window() {
+        let mut value = triggered().as_value().clone();
+        value["type"] = json!("sh.keptn.event.deployment.triggered");
+        let event = CloudEvent::from_value(value).unwrap();
+        let outcome = Outcome {
+            status: Status::Succeeded,
+            message: "ok".into(),
+            test_window: Some((jiff::Timestamp::UNIX_EPOCH, jiff::Timestamp::UNIX_EPOCH)),
+        };
+        let finished = build_finished(&context(&event), &outcome).unwrap();
+        assert_eq!(finished.as_value()["data"]["status"], "succeeded");
+        assert_eq!(finished.as_value()["data"]["result"], "pass");
+        assert!(finished.as_value()["data"].get("test").is_none());
+    }
+
+    #[test]
+    fn non_triggered_events_get_no_replies() {
+        let mut value = triggered().as_value().clone();
+        value["type"] = json!("sh.keptn.event.deployment.finished");
+        let event = CloudEvent::from_value(value).unwrap();
+        assert!(build_started(&context(&event)).is_none());
+    }
+
+    #[test]
+    fn outgoing_ids_are_deterministic_and_distinct_per_kind() {
+        let a = outgoing_event_id("run-1", TaskEventKind::Started);
+        assert_eq!(a, outgoing_event_id("run-1", TaskEventKind::Started));
+        assert_ne!(a, outgoing_event_id("run-1", TaskEventKind::Finished));
+        assert_ne!(a, outgoing_event_id("run-2", TaskEventKind::Started));
+        assert_eq!(a.len(), 36);
+    }
+
+    #[test]
+    fn events_round_trip_through_serde() {
+        let event = triggered();
+        let text = serde_json::to_string(&event).unwrap();
+        let back: CloudEvent = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, event);
+        assert!(serde_json::from_str::<CloudEvent>("{\"id\": \"x\"}").is_err());
+    }
+}

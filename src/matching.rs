@@ -1,0 +1,389 @@
+//! Which actions of a config an event triggers: anchored name globs and JSONPath conditions,
+//! compiled once per loaded config.
+
+use globset::GlobMatcher;
+use serde_json::Value;
+use serde_json_path::JsonPath;
+
+use crate::config::{JobConfig, formats};
+use crate::event::CloudEvent;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatchError {
+    #[error("actions[{action}].events[{event}]: {message}")]
+    Compile {
+        action: usize,
+        event: usize,
+        message: String,
+    },
+}
+
+/// A config's event filters, compiled.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    actions: Vec<CompiledAction>,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledAction {
+    name: String,
+    events: Vec<CompiledFilter>,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledFilter {
+    name: String,
+    glob: GlobMatcher,
+    condition: Option<Condition>,
+}
+
+#[derive(Debug, Clone)]
+struct Condition {
+    source: String,
+    path: JsonPath,
+    expected: String,
+}
+
+/// The verdict on one action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionVerdict {
+    pub index: usize,
+    pub name: String,
+    /// `Ok` when the action runs, otherwise the first condition that failed.
+    pub outcome: Result<(), String>,
+}
+
+impl Matcher {
+    /// Compiles every event filter. A config that passed `config::load` always compiles; the
+    /// error exists for configs built some other way.
+    pub fn compile(config: &JobConfig) -> Result<Self, MatchError> {
+        let mut actions = Vec::with_capacity(config.actions.len());
+        for (action_index, action) in config.actions.iter().enumerate() {
+            let compile_error = |event: usize, message: String| MatchError::Compile {
+                action: action_index,
+                event,
+                message,
+            };
+            let mut events = Vec::with_capacity(action.events.len());
+            for (event_index, filter) in action.events.iter().enumerate() {
+                let glob = formats::compile_event_glob(&filter.name)
+                    .map_err(|e| compile_error(event_index, e.to_string()))?;
+                let condition = match &filter.jsonpath {
+                    None => None,
+                    Some(jsonpath) => Some(Condition {
+                        source: jsonpath.property.clone(),
+                        path: formats::parse_jsonpath(&jsonpath.property)
+                            .map_err(|message| compile_error(event_index, message))?,
+                        expected: jsonpath.match_value.clone(),
+                    }),
+                };
+                events.push(CompiledFilter {
+                    name: filter.name.clone(),
+                    glob,
+                    condition,
+                });
+            }
+            actions.push(CompiledAction {
+                name: action.display_name(action_index),
+                events,
+            });
+        }
+        Ok(Matcher { actions })
+    }
+
+    /// The indices of the actions the event triggers, in file order.
+    pub fn matching(&self, event: &CloudEvent) -> Vec<usize> {
+        self.actions
+            .iter()
+            .enumerate()
+            .filter(|(_, action)| action.events.iter().any(|f| f.matches(event)))
+            .map(|(index, _)| index)
+            .collect()
+    }
+
+    /// The verdict on every action, with the reason for those that do not run.
+    pub fn explain(&self, event: &CloudEvent) -> Vec<ActionVerdict> {
+        self.actions
+            .iter()
+            .enumerate()
+            .map(|(index, action)| ActionVerdict {
+                index,
+                name: action.name.clone(),
+                outcome: action.explain(event),
+            })
+            .collect()
+    }
+}
+
+impl CompiledAction {
+    fn explain(&self, event: &CloudEvent) -> Result<(), String> {
+        if self.events.is_empty() {
+            return Err("the action has no events".to_string());
+        }
+        let event_type = event.event_type();
+        let mut named = self
+            .events
+            .iter()
+            .filter(|f| f.glob.is_match(event_type))
+            .peekable();
+        if named.peek().is_none() {
+            let names: Vec<String> = self
+                .events
+                .iter()
+                .map(|f| format!("{:?}", f.name))
+                .collect();
+            return Err(format!(
+                "event type {event_type:?} matches none of {}",
+                names.join(", ")
+            ));
+        }
+        let mut first_failure = None;
+        for filter in named {
+            match filter.check_condition(event) {
+                Ok(()) => return Ok(()),
+                Err(reason) => {
+                    first_failure.get_or_insert(reason);
+                }
+            }
+        }
+        Err(first_failure.unwrap_or_default())
+    }
+}
+
+impl CompiledFilter {
+    fn matches(&self, event: &CloudEvent) -> bool {
+        self.glob.is_match(event.event_type()) && self.check_condition(event).is_ok()
+    }
+
+    fn check_condition(&self, event: &CloudEvent) -> Result<(), String> {
+        let Some(condition) = &self.condition else {
+            return Ok(());
+        };
+        let nodes = condition.path.query(event.as_value()).all();
+        if nodes.is_empty() {
+            return Err(format!("{} resolves to nothing", condition.source));
+        }
+        if nodes
+            .iter()
+            .any(|value| value_text(value) == condition.expected)
+        {
+            return Ok(());
+        }
+        let found: Vec<String> = nodes.iter().map(|v| v.to_string()).collect();
+        Err(format!(
+            "{} is {}, not {:?}",
+            condition.source,
+            found.join(", "),
+            condition.expected
+        ))
+    }
+}
+
+/// How a value compares with a `match`: strings as they are, everything else by its JSON text.
+pub fn value_text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config;
+
+    fn matcher(yaml: &str) -> Matcher {
+        let valid = config::load(yaml, "c.yaml").unwrap();
+        Matcher::compile(&valid.config).unwrap()
+    }
+
+    fn event(event_type: &str, data: Value) -> CloudEvent {
+        CloudEvent::from_value(json!({
+            "specversion": "1.0", "id": "1", "source": "test", "type": event_type,
+            "shkeptncontext": "ctx-1", "data": data
+        }))
+        .unwrap()
+    }
+
+    const ONE_EVENT: &str = "apiVersion: v2\nactions:\n  - name: a\n    events:\n      - name: ";
+
+    fn single(name: &str, jsonpath: Option<(&str, &str)>) -> Matcher {
+        let mut text = format!("{ONE_EVENT}{name:?}\n");
+        if let Some((property, value)) = jsonpath {
+            text.push_str(&format!(
+                "        jsonpath:\n          property: {property:?}\n          match: {value:?}\n"
+            ));
+        }
+        text.push_str("    tasks:\n      - image: alpine\n");
+        matcher(&text)
+    }
+
+    #[test]
+    fn names_are_anchored_globs() {
+        let exact = single("sh.keptn.event.test.triggered", None);
+        assert_eq!(
+            exact.matching(&event("sh.keptn.event.test.triggered", json!({}))),
+            [0]
+        );
+        assert!(
+            exact
+                .matching(&event("sh.keptn.event.test.triggered.x", json!({})))
+                .is_empty()
+        );
+        assert!(
+            exact
+                .matching(&event("x.sh.keptn.event.test.triggered", json!({})))
+                .is_empty()
+        );
+        // A `.` is a dot, not "any character".
+        assert!(
+            exact
+                .matching(&event("sh.keptn.event.testXtriggered", json!({})))
+                .is_empty()
+        );
+
+        let wildcard = single("sh.keptn.event.*.triggered", None);
+        assert_eq!(
+            wildcard.matching(&event("sh.keptn.event.test.triggered", json!({}))),
+            [0]
+        );
+        assert_eq!(
+            wildcard.matching(&event("sh.keptn.event.a.b.triggered", json!({}))),
+            [0]
+        );
+        assert!(
+            wildcard
+                .matching(&event("sh.keptn.event.test.finished", json!({})))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn jsonpath_conditions_compare_strings_numbers_and_booleans() {
+        let strategy = single(
+            "sh.keptn.event.test.triggered",
+            Some(("$.data.test.teststrategy", "locust")),
+        );
+        let ty = "sh.keptn.event.test.triggered";
+        assert_eq!(
+            strategy.matching(&event(ty, json!({"test": {"teststrategy": "locust"}}))),
+            [0]
+        );
+        assert!(
+            strategy
+                .matching(&event(ty, json!({"test": {"teststrategy": "Locust"}})))
+                .is_empty()
+        );
+
+        let number = single(ty, Some(("$.data.replicas", "3")));
+        assert_eq!(number.matching(&event(ty, json!({"replicas": 3}))), [0]);
+        assert_eq!(number.matching(&event(ty, json!({"replicas": "3"}))), [0]);
+        assert!(
+            number
+                .matching(&event(ty, json!({"replicas": 3.5})))
+                .is_empty()
+        );
+
+        let boolean = single(ty, Some(("$.data.enabled", "true")));
+        assert_eq!(boolean.matching(&event(ty, json!({"enabled": true}))), [0]);
+        assert!(
+            boolean
+                .matching(&event(ty, json!({"enabled": false})))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn jsonpath_over_arrays_and_attributes() {
+        let ty = "sh.keptn.event.deployment.triggered";
+        let any_item = single(ty, Some(("$.data.deployment.deploymentNames[*]", "canary")));
+        assert_eq!(
+            any_item.matching(&event(
+                ty,
+                json!({"deployment": {"deploymentNames": ["direct", "canary"]}})
+            )),
+            [0]
+        );
+        let indexed = single(ty, Some(("$.data.list[1]", "b")));
+        assert_eq!(
+            indexed.matching(&event(ty, json!({"list": ["a", "b"]}))),
+            [0]
+        );
+        assert!(
+            indexed
+                .matching(&event(ty, json!({"list": ["a"]})))
+                .is_empty()
+        );
+        let attribute = single(ty, Some(("$.shkeptncontext", "ctx-1")));
+        assert_eq!(attribute.matching(&event(ty, json!({}))), [0]);
+        let source = single(ty, Some(("$.source", "test")));
+        assert_eq!(source.matching(&event(ty, json!({}))), [0]);
+    }
+
+    #[test]
+    fn a_missing_path_is_no_match_with_a_reason() {
+        let ty = "sh.keptn.event.test.triggered";
+        let m = single(ty, Some(("$.data.test.teststrategy", "locust")));
+        let e = event(ty, json!({"project": "p"}));
+        assert!(m.matching(&e).is_empty());
+        assert_eq!(
+            m.explain(&e)[0].outcome,
+            Err("$.data.test.teststrategy resolves to nothing".to_string())
+        );
+        let other = event(ty, json!({"test": {"teststrategy": "jmeter"}}));
+        assert_eq!(
+            m.explain(&other)[0].outcome,
+            Err("$.data.test.teststrategy is \"jmeter\", not \"locust\"".to_string())
+        );
+    }
+
+    #[test]
+    fn any_of_several_events_is_enough_and_every_action_runs_in_order() {
+        let m = matcher(
+            r#"apiVersion: v2
+actions:
+  - name: first
+    events:
+      - name: sh.keptn.event.deployment.triggered
+      - name: sh.keptn.event.test.triggered
+        jsonpath: {property: "$.data.test.teststrategy", match: "locust"}
+    tasks: [{image: alpine}]
+  - name: never
+    events:
+      - name: sh.keptn.event.release.triggered
+    tasks: [{image: alpine}]
+  - name: third
+    silent: true
+    events:
+      - name: "sh.keptn.event.*.triggered"
+    tasks: [{image: alpine}]
+"#,
+        );
+        let e = event(
+            "sh.keptn.event.test.triggered",
+            json!({"test": {"teststrategy": "locust"}}),
+        );
+        assert_eq!(m.matching(&e), [0, 2]);
+        let verdicts = m.explain(&e);
+        assert_eq!(verdicts[1].name, "never");
+        assert_eq!(
+            verdicts[1].outcome,
+            Err("event type \"sh.keptn.event.test.triggered\" matches none of \"sh.keptn.event.release.triggered\"".to_string())
+        );
+        let no_strategy = event("sh.keptn.event.test.triggered", json!({}));
+        assert_eq!(m.matching(&no_strategy), [2]);
+    }
+
+    #[test]
+    fn an_action_without_events_never_matches() {
+        let m = matcher("apiVersion: v2\nactions:\n  - name: idle\n    tasks: [{image: alpine}]\n");
+        let e = event("sh.keptn.event.test.triggered", json!({}));
+        assert!(m.matching(&e).is_empty());
+        assert_eq!(
+            m.explain(&e)[0].outcome,
+            Err("the action has no events".to_string())
+        );
+    }
+}
