@@ -3,3 +3,6 @@
 pub mod config;
 pub mod event;
 pub mod matching;
+pub mod names;
+pub mod render;
+pub mod settings;

@@ -82,6 +82,37 @@ pub fn check_quantity(value: &str) -> Result<(), String> {
     if suffix_ok { Ok(()) } else { Err(invalid()) }
 }
 
+/// A quantity's value in base units (cores, bytes), for comparing a request with a limit.
+pub fn quantity_value(value: &str) -> Option<f64> {
+    check_quantity(value).ok()?;
+    let rest = value.strip_prefix('+').unwrap_or(value);
+    let number_end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    let (number, suffix) = rest.split_at(number_end);
+    let number: f64 = number.parse().ok()?;
+    let multiplier = match suffix {
+        "" => 1.0,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        exponent => 10f64.powi(exponent[1..].parse().ok()?),
+    };
+    Some(number * multiplier)
+}
+
 /// RFC 1123 label: lower-case alphanumerics and `-`, at most 63 characters.
 pub fn check_dns_label(value: &str) -> Result<(), String> {
     if is_dns_label(value) {
@@ -210,6 +241,15 @@ mod tests {
             check_quantity("1x").unwrap_err(),
             "invalid quantity \"1x\" (expected e.g. 500m, 1, 128Mi)"
         );
+    }
+
+    #[test]
+    fn quantity_values() {
+        assert_eq!(quantity_value("500m"), Some(0.5));
+        assert_eq!(quantity_value("1"), Some(1.0));
+        assert_eq!(quantity_value("128Mi"), Some(128.0 * 1024.0 * 1024.0));
+        assert_eq!(quantity_value("1e3"), Some(1000.0));
+        assert_eq!(quantity_value("1x"), None);
     }
 
     #[test]

@@ -1,0 +1,596 @@
+//! Pure builders: the `batch/v1` Job of one task of one run, exactly as it will be created.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    EnvVarSource, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
+    SeccompProfile, SecretEnvSource, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use serde_json::Value;
+
+use crate::config::formats::{parse_jsonpath, quantity_value};
+use crate::config::{
+    Action, EnvFormat, MANAGED_BY_LABEL, MIN_TTL_SECONDS, Quantity, Task, ValueFrom,
+};
+use crate::event::CloudEvent;
+use crate::names;
+use crate::settings::Settings;
+
+/// Where files are staged for the task, in both containers.
+pub const KEPTN_DIR: &str = "/keptn";
+/// Where the init container sees the run's ConfigMap.
+pub const FILES_MOUNT_DIR: &str = "/job-files";
+pub const TASK_CONTAINER: &str = "task";
+pub const INIT_CONTAINER: &str = "stage-files";
+/// The user of the operator's own (distroless nonroot) image.
+const INIT_USER: i64 = 65532;
+
+pub const LABEL_RUN: &str = "job-executor.dev/run";
+pub const LABEL_ACTION: &str = "job-executor.dev/action";
+pub const LABEL_ACTION_INDEX: &str = "job-executor.dev/action-index";
+pub const LABEL_TASK: &str = "job-executor.dev/task";
+pub const LABEL_TASK_INDEX: &str = "job-executor.dev/task-index";
+pub const LABEL_EVENT_ID: &str = "job-executor.dev/event-id";
+pub const MANAGED_BY: &str = "job-executor";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error(
+        "task '{task}' uses image \"{image}\", which is not in this installation's allowed \
+         images ({})", allowed.join(", ")
+    )]
+    ImageNotAllowed {
+        task: String,
+        image: String,
+        allowed: Vec<String>,
+    },
+    #[error(
+        "task '{task}' asks for a privileged container, which this installation does not allow"
+    )]
+    PrivilegedNotAllowed { task: String },
+    #[error(
+        "task '{task}' asks for namespace \"{namespace}\", but this installation runs Jobs only \
+         in namespace \"{job_namespace}\""
+    )]
+    NamespaceNotAllowed {
+        task: String,
+        namespace: String,
+        job_namespace: String,
+    },
+    #[error("task '{task}': env {env}: JSONPath {path} resolves to nothing in the event")]
+    EnvUnresolved {
+        task: String,
+        env: String,
+        path: String,
+    },
+    #[error("task '{task}': env {env}: {message}")]
+    EnvInvalid {
+        task: String,
+        env: String,
+        message: String,
+    },
+    #[error("the action has no task {index}")]
+    NoSuchTask { index: usize },
+}
+
+/// A file of the run's ConfigMap: its key there, and its path under `/keptn`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StagedFile {
+    pub key: String,
+    pub path: String,
+    pub executable: bool,
+}
+
+/// Everything one Job is built from.
+#[derive(Debug, Clone)]
+pub struct JobRequest<'a> {
+    pub event: &'a CloudEvent,
+    pub run_name: &'a str,
+    pub action_index: usize,
+    pub action: &'a Action,
+    pub task_index: usize,
+    /// The files this task stages, from the run's ConfigMap.
+    pub files: &'a [StagedFile],
+    /// The JobRun that owns the Job, once there is one.
+    pub owner: Option<&'a OwnerReference>,
+}
+
+/// Checks every task of an action against the installation before anything is created: a
+/// forbidden image, namespace or privilege fails the whole action.
+pub fn check_action(action: &Action, settings: &Settings) -> Result<(), RenderError> {
+    action
+        .tasks
+        .iter()
+        .enumerate()
+        .try_for_each(|(index, task)| check_task(task, index, settings))
+}
+
+fn check_task(task: &Task, index: usize, settings: &Settings) -> Result<(), RenderError> {
+    let name = task.display_name(index);
+    if !settings.allowed_images.allows(&task.image) {
+        return Err(RenderError::ImageNotAllowed {
+            task: name,
+            image: task.image.clone(),
+            allowed: settings.allowed_images.patterns().to_vec(),
+        });
+    }
+    if let Some(namespace) = &task.namespace
+        && namespace != &settings.job_namespace
+    {
+        return Err(RenderError::NamespaceNotAllowed {
+            task: name,
+            namespace: namespace.clone(),
+            job_namespace: settings.job_namespace.clone(),
+        });
+    }
+    let privileged = task
+        .security_context
+        .as_ref()
+        .is_some_and(|s| s.privileged == Some(true));
+    if privileged && !settings.allow_privileged {
+        return Err(RenderError::PrivilegedNotAllowed { task: name });
+    }
+    Ok(())
+}
+
+/// Builds the Job of one task.
+pub fn render_job(request: &JobRequest<'_>, settings: &Settings) -> Result<Job, RenderError> {
+    let task = request
+        .action
+        .tasks
+        .get(request.task_index)
+        .ok_or(RenderError::NoSuchTask {
+            index: request.task_index,
+        })?;
+    check_task(task, request.task_index, settings)?;
+    let task_name = task.display_name(request.task_index);
+    let (env, env_from) = render_env(task, &task_name, request.event)?;
+
+    let mut volumes = vec![Volume {
+        name: "keptn".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(quantity(
+                task.empty_dir_size_limit
+                    .as_ref()
+                    .unwrap_or(&settings.empty_dir_size_limit),
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let keptn_mount = VolumeMount {
+        name: "keptn".into(),
+        mount_path: KEPTN_DIR.into(),
+        ..Default::default()
+    };
+    let mut init_containers = Vec::new();
+    if !request.files.is_empty() {
+        volumes.push(files_volume(request));
+        init_containers.push(init_container(settings, keptn_mount.clone()));
+    }
+
+    let container = Container {
+        name: TASK_CONTAINER.into(),
+        image: Some(task.image.clone()),
+        image_pull_policy: task.image_pull_policy.map(|p| p.as_str().to_string()),
+        command: non_empty(&task.cmd),
+        args: non_empty(&task.args),
+        working_dir: task.working_dir.clone(),
+        env: Some(env),
+        env_from,
+        resources: Some(resources(task, settings)),
+        security_context: Some(container_security(task, settings)),
+        volume_mounts: Some(vec![keptn_mount]),
+        ..Default::default()
+    };
+
+    let labels = job_labels(request, task, &task_name);
+    let pod_labels: BTreeMap<String, String> = labels
+        .iter()
+        .filter(|(key, _)| [MANAGED_BY_LABEL, LABEL_RUN, LABEL_TASK_INDEX].contains(&key.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let ttl = task
+        .ttl_seconds_after_finished
+        .unwrap_or(settings.default_ttl_seconds_after_finished)
+        .max(MIN_TTL_SECONDS);
+
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(names::job_name(request.run_name, request.task_index)),
+            namespace: Some(settings.job_namespace.clone()),
+            labels: Some(labels),
+            annotations: (!task.annotations.is_empty()).then(|| task.annotations.clone()),
+            owner_references: request.owner.map(|owner| vec![owner.clone()]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(task.backoff_limit.unwrap_or(0)),
+            active_deadline_seconds: Some(
+                task.max_poll_duration
+                    .unwrap_or(settings.default_max_poll_duration),
+            ),
+            ttl_seconds_after_finished: Some(ttl),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    service_account_name: task
+                        .service_account
+                        .clone()
+                        .or_else(|| settings.default_service_account.clone()),
+                    // The API token is for tasks that asked for an identity, nobody else.
+                    automount_service_account_token: Some(task.service_account.is_some()),
+                    security_context: Some(pod_security(settings)),
+                    image_pull_secrets: (!task.image_pull_secrets.is_empty()).then(|| {
+                        task.image_pull_secrets
+                            .iter()
+                            .map(|name| k8s_openapi::api::core::v1::LocalObjectReference {
+                                name: name.clone(),
+                            })
+                            .collect()
+                    }),
+                    init_containers: (!init_containers.is_empty()).then_some(init_containers),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+fn non_empty(items: &[String]) -> Option<Vec<String>> {
+    (!items.is_empty()).then(|| items.to_vec())
+}
+
+fn quantity(value: &Quantity) -> K8sQuantity {
+    K8sQuantity(value.0.clone())
+}
+
+fn job_labels(request: &JobRequest<'_>, task: &Task, task_name: &str) -> BTreeMap<String, String> {
+    let keptn = request.event.keptn();
+    let mut labels = task.labels.clone();
+    let mut set = |key: &str, value: &str| {
+        let value = names::label_value(value);
+        if !value.is_empty() {
+            labels.insert(key.to_string(), value);
+        }
+    };
+    set(MANAGED_BY_LABEL, MANAGED_BY);
+    set(LABEL_RUN, request.run_name);
+    set(
+        LABEL_ACTION,
+        &request.action.display_name(request.action_index),
+    );
+    set(LABEL_ACTION_INDEX, &request.action_index.to_string());
+    set(LABEL_TASK, task_name);
+    set(LABEL_TASK_INDEX, &request.task_index.to_string());
+    set(LABEL_EVENT_ID, request.event.id());
+    for (key, value) in [
+        ("keptn.sh/context", &keptn.keptn_context),
+        ("keptn.sh/project", &keptn.project),
+        ("keptn.sh/stage", &keptn.stage),
+        ("keptn.sh/service", &keptn.service),
+    ] {
+        if let Some(value) = value {
+            set(key, value);
+        }
+    }
+    labels
+}
+
+/// The container's env: the task's entries in order, then Keptn's fields and labels.
+fn render_env(
+    task: &Task,
+    task_name: &str,
+    event: &CloudEvent,
+) -> Result<(Vec<EnvVar>, Option<Vec<EnvFromSource>>), RenderError> {
+    let mut env = Vec::new();
+    let mut env_from = Vec::new();
+    for entry in &task.env {
+        let plain = |value: String| EnvVar {
+            name: entry.name.clone(),
+            value: Some(value),
+            value_from: None,
+        };
+        match entry.value_from.unwrap_or(ValueFrom::String) {
+            ValueFrom::String => env.push(plain(entry.value.clone().unwrap_or_default())),
+            ValueFrom::Event => {
+                let path = entry.value.as_deref().unwrap_or_default();
+                let value =
+                    env_from_event(event, path, entry.format).map_err(|error| match error {
+                        EnvError::Unresolved => RenderError::EnvUnresolved {
+                            task: task_name.to_string(),
+                            env: entry.name.clone(),
+                            path: path.to_string(),
+                        },
+                        EnvError::Invalid(message) => RenderError::EnvInvalid {
+                            task: task_name.to_string(),
+                            env: entry.name.clone(),
+                            message,
+                        },
+                    })?;
+                env.push(plain(value));
+            }
+            ValueFrom::Secret => match (&entry.secret_name, &entry.key) {
+                (Some(secret), Some(key)) => env.push(EnvVar {
+                    name: entry.name.clone(),
+                    value: None,
+                    value_from: Some(EnvVarSource {
+                        secret_key_ref: Some(SecretKeySelector {
+                            name: secret.clone(),
+                            key: key.clone(),
+                            optional: Some(false),
+                        }),
+                        ..Default::default()
+                    }),
+                }),
+                _ => env_from.push(EnvFromSource {
+                    secret_ref: Some(SecretEnvSource {
+                        name: entry.name.clone(),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                }),
+            },
+        }
+    }
+    let keptn = event.keptn();
+    for (name, value) in [
+        ("KEPTN_PROJECT", keptn.project),
+        ("KEPTN_STAGE", keptn.stage),
+        ("KEPTN_SERVICE", keptn.service),
+    ] {
+        env.push(EnvVar {
+            name: name.into(),
+            value: Some(value.unwrap_or_default()),
+            value_from: None,
+        });
+    }
+    // Sorted by variable name, so the Job is the same every time.
+    let labels: BTreeMap<String, String> = keptn
+        .labels
+        .into_iter()
+        .map(|(key, value)| (label_env_name(&key), value))
+        .collect();
+    for (name, value) in labels {
+        env.push(EnvVar {
+            name,
+            value: Some(value),
+            value_from: None,
+        });
+    }
+    Ok((env, (!env_from.is_empty()).then_some(env_from)))
+}
+
+/// `LABELS_<KEY>`: upper-cased, `-` and spaces become `_`.
+pub fn label_env_name(key: &str) -> String {
+    let key: String = key
+        .chars()
+        .map(|c| match c {
+            '-' | ' ' => '_',
+            other => other.to_ascii_uppercase(),
+        })
+        .collect();
+    format!("LABELS_{key}")
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum EnvError {
+    Unresolved,
+    Invalid(String),
+}
+
+/// The value of an env var taken from the event by JSONPath, formatted as asked.
+pub fn env_from_event(
+    event: &CloudEvent,
+    path: &str,
+    format: Option<EnvFormat>,
+) -> Result<String, EnvError> {
+    let compiled = parse_jsonpath(path).map_err(EnvError::Invalid)?;
+    let nodes = compiled.query(event.as_value()).all();
+    let value = match nodes.as_slice() {
+        [] => return Err(EnvError::Unresolved),
+        [one] => (*one).clone(),
+        many => Value::Array(many.iter().map(|v| (*v).clone()).collect()),
+    };
+    format_env_value(&value, format).map_err(EnvError::Invalid)
+}
+
+/// `as: json`: compact JSON; `as: yaml`: YAML; otherwise strings verbatim, `null` empty, and
+/// everything else as JSON text.
+pub fn format_env_value(value: &Value, format: Option<EnvFormat>) -> Result<String, String> {
+    match format {
+        Some(EnvFormat::Json) => Ok(value.to_string()),
+        Some(EnvFormat::Yaml) => serde_saphyr::to_string(value)
+            .map_err(|e| format!("cannot format the value as YAML: {e}")),
+        Some(EnvFormat::String) | None => Ok(match value {
+            Value::String(text) => text.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        }),
+    }
+}
+
+/// The task's requests and limits, field by field over the installation defaults. A task
+/// request above a default limit it did not override raises that limit, so the Job stays valid.
+fn resources(task: &Task, settings: &Settings) -> ResourceRequirements {
+    let defaults = &settings.resources;
+    let task_resources = task.resources.as_ref();
+    let requests = task_resources.and_then(|r| r.requests.as_ref());
+    let limits = task_resources.and_then(|r| r.limits.as_ref());
+    let pick = |task_value: Option<&Quantity>, default: &Quantity| {
+        task_value.cloned().unwrap_or_else(|| default.clone())
+    };
+    let cpu_request = pick(requests.and_then(|r| r.cpu.as_ref()), &defaults.cpu_request);
+    let memory_request = pick(
+        requests.and_then(|r| r.memory.as_ref()),
+        &defaults.memory_request,
+    );
+    let limit =
+        |task_limit: Option<&Quantity>, default: &Quantity, request: &Quantity| match task_limit {
+            Some(limit) => limit.clone(),
+            None if quantity_value(&request.0) > quantity_value(&default.0) => request.clone(),
+            None => default.clone(),
+        };
+    let cpu_limit = limit(
+        limits.and_then(|l| l.cpu.as_ref()),
+        &defaults.cpu_limit,
+        &cpu_request,
+    );
+    let memory_limit = limit(
+        limits.and_then(|l| l.memory.as_ref()),
+        &defaults.memory_limit,
+        &memory_request,
+    );
+    let list = |cpu: &Quantity, memory: &Quantity| {
+        BTreeMap::from([
+            ("cpu".to_string(), quantity(cpu)),
+            ("memory".to_string(), quantity(memory)),
+        ])
+    };
+    ResourceRequirements {
+        requests: Some(list(&cpu_request, &memory_request)),
+        limits: Some(list(&cpu_limit, &memory_limit)),
+        ..Default::default()
+    }
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        localhost_profile: None,
+    }
+}
+
+fn pod_security(settings: &Settings) -> PodSecurityContext {
+    let security = &settings.security;
+    PodSecurityContext {
+        run_as_non_root: Some(security.run_as_non_root),
+        run_as_user: security.run_as_user,
+        run_as_group: security.run_as_group,
+        fs_group: security.fs_group,
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..Default::default()
+    }
+}
+
+/// The installation's container defaults, overridden field by field by the task's.
+fn container_security(task: &Task, settings: &Settings) -> SecurityContext {
+    let defaults = &settings.security;
+    let asked = task.security_context.clone().unwrap_or_default();
+    let privileged = asked.privileged.unwrap_or(false);
+    let capabilities = asked.capabilities.unwrap_or_default();
+    SecurityContext {
+        // Kubernetes refuses a privileged container that may not escalate.
+        allow_privilege_escalation: Some(asked.allow_privilege_escalation.unwrap_or(privileged)),
+        capabilities: Some(Capabilities {
+            add: capabilities.add,
+            drop: Some(capabilities.drop.unwrap_or_else(|| vec!["ALL".into()])),
+        }),
+        privileged: asked.privileged,
+        proc_mount: asked.proc_mount.map(|p| format!("{p:?}")),
+        read_only_root_filesystem: Some(
+            asked
+                .read_only_root_filesystem
+                .unwrap_or(defaults.read_only_root_filesystem),
+        ),
+        run_as_group: asked.run_as_group.or(defaults.run_as_group),
+        run_as_non_root: Some(asked.run_as_non_root.unwrap_or(defaults.run_as_non_root)),
+        run_as_user: asked.run_as_user.or(defaults.run_as_user),
+        seccomp_profile: Some(match asked.seccomp_profile {
+            Some(profile) => SeccompProfile {
+                type_: profile.profile_type.as_str().into(),
+                localhost_profile: profile.localhost_profile,
+            },
+            None => runtime_default_seccomp(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn files_volume(request: &JobRequest<'_>) -> Volume {
+    Volume {
+        name: "job-files".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: names::files_config_map_name(request.run_name),
+            items: Some(
+                request
+                    .files
+                    .iter()
+                    .map(|file| KeyToPath {
+                        key: file.key.clone(),
+                        path: file.path.clone(),
+                        mode: Some(if file.executable { 0o755 } else { 0o644 }),
+                    })
+                    .collect(),
+            ),
+            optional: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The init container: the operator's own image copies the task's files into `/keptn`.
+fn init_container(settings: &Settings, keptn_mount: VolumeMount) -> Container {
+    let small = |cpu: &str, memory: &str| {
+        BTreeMap::from([
+            ("cpu".to_string(), K8sQuantity(cpu.into())),
+            ("memory".to_string(), K8sQuantity(memory.into())),
+        ])
+    };
+    Container {
+        name: INIT_CONTAINER.into(),
+        image: Some(settings.init_image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(vec![
+            "stage-files".into(),
+            "--from".into(),
+            FILES_MOUNT_DIR.into(),
+            "--to".into(),
+            KEPTN_DIR.into(),
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: Some(small("10m", "16Mi")),
+            limits: Some(small("200m", "64Mi")),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                add: None,
+                drop: Some(vec!["ALL".into()]),
+            }),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: Some(INIT_USER),
+            run_as_group: Some(INIT_USER),
+            seccomp_profile: Some(runtime_default_seccomp()),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "job-files".into(),
+                mount_path: FILES_MOUNT_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            keptn_mount,
+        ]),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

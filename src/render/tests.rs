@@ -1,0 +1,396 @@
+use serde_json::json;
+
+use super::*;
+use crate::config::{self, JobConfig};
+use crate::settings::ImageAllowList;
+
+fn event() -> CloudEvent {
+    CloudEvent::from_value(json!({
+        "specversion": "1.0",
+        "id": "9b2a6f4e-1c57-4d3e-8f0a-2b6c1d7e9f10",
+        "source": "shipyard-controller",
+        "type": "sh.keptn.event.test.triggered",
+        "shkeptncontext": "3c9d2f1a-5b7e-4a8c-9d0f-1e2b3c4d5e6f",
+        "data": {
+            "project": "sockshop", "stage": "dev", "service": "carts",
+            "labels": {"build-id": "42", "Team Name": "a"},
+            "deployment": {"deploymentURIsLocal": ["http://carts.dev:80"], "replicas": 3},
+            "test": {"teststrategy": "locust", "enabled": true, "none": null}
+        }
+    }))
+    .unwrap()
+}
+
+fn config(yaml: &str) -> JobConfig {
+    config::load(yaml, "c.yaml").unwrap().config
+}
+
+fn one_task(task_yaml: &str) -> JobConfig {
+    let indented: String = task_yaml
+        .lines()
+        .map(|line| format!("        {line}\n"))
+        .collect();
+    config(&format!(
+        "apiVersion: v2\nactions:\n  - name: Run tests\n    events: [{{name: x}}]\n    tasks:\n      - name: Smoke test\n{indented}"
+    ))
+}
+
+fn render(config: &JobConfig, settings: &Settings) -> Result<Job, RenderError> {
+    let event = event();
+    render_job(
+        &JobRequest {
+            event: &event,
+            run_name: "test-0123456789abcdef0123",
+            action_index: 0,
+            action: &config.actions[0],
+            task_index: 0,
+            files: &[],
+            owner: None,
+        },
+        settings,
+    )
+}
+
+fn container(job: &Job) -> &Container {
+    &job.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+}
+
+fn env_of(job: &Job) -> Vec<(String, Option<String>)> {
+    container(job)
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name, e.value))
+        .collect()
+}
+
+fn env_value(job: &Job, name: &str) -> Option<String> {
+    env_of(job)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, v)| v)
+}
+
+#[test]
+fn env_from_the_event_in_every_format() {
+    let c = one_task(
+        r#"image: alpine
+env:
+  - {name: HOST, value: "$.data.deployment.deploymentURIsLocal[0]", valueFrom: event}
+  - {name: REPLICAS, value: "$.data.deployment.replicas", valueFrom: event}
+  - {name: ENABLED, value: "$.data.test.enabled", valueFrom: event}
+  - {name: NONE, value: "$.data.test.none", valueFrom: event}
+  - {name: TEST, value: "$.data.test", valueFrom: event}
+  - {name: URIS, value: "$.data.deployment.deploymentURIsLocal", valueFrom: event}
+  - {name: STRATEGY_JSON, value: "$.data.test.teststrategy", valueFrom: event, as: json}
+  - {name: TEST_JSON, value: "$.data.test", valueFrom: event, as: json}
+  - {name: TEST_YAML, value: "$.data.test", valueFrom: event, as: yaml}
+  - {name: PLAIN, value: "$.data.project", valueFrom: event, as: string}
+  - {name: LITERAL, value: "/tmp/data"}
+"#,
+    );
+    let job = render(&c, &Settings::defaults()).unwrap();
+    let get = |name| env_value(&job, name).unwrap();
+    assert_eq!(get("HOST"), "http://carts.dev:80");
+    assert_eq!(get("REPLICAS"), "3");
+    assert_eq!(get("ENABLED"), "true");
+    assert_eq!(get("NONE"), "");
+    assert_eq!(
+        get("TEST"),
+        r#"{"enabled":true,"none":null,"teststrategy":"locust"}"#
+    );
+    assert_eq!(get("URIS"), r#"["http://carts.dev:80"]"#);
+    assert_eq!(get("STRATEGY_JSON"), r#""locust""#);
+    assert_eq!(
+        get("TEST_JSON"),
+        r#"{"enabled":true,"none":null,"teststrategy":"locust"}"#
+    );
+    let yaml = get("TEST_YAML");
+    assert!(yaml.contains("teststrategy: locust"), "{yaml}");
+    assert!(yaml.contains("enabled: true"), "{yaml}");
+    assert_eq!(get("PLAIN"), "sockshop");
+    assert_eq!(get("LITERAL"), "/tmp/data");
+}
+
+#[test]
+fn keptn_fields_and_sorted_labels_follow_the_task_env() {
+    let c = one_task("image: alpine\nenv:\n  - {name: FIRST, value: x}\n");
+    let job = render(&c, &Settings::defaults()).unwrap();
+    let names: Vec<String> = env_of(&job).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "FIRST",
+            "KEPTN_PROJECT",
+            "KEPTN_STAGE",
+            "KEPTN_SERVICE",
+            "LABELS_BUILD_ID",
+            "LABELS_TEAM_NAME"
+        ]
+    );
+    assert_eq!(env_value(&job, "KEPTN_SERVICE").as_deref(), Some("carts"));
+    assert_eq!(env_value(&job, "LABELS_BUILD_ID").as_deref(), Some("42"));
+}
+
+#[test]
+fn an_unresolvable_env_path_names_the_variable_and_path() {
+    let c = one_task(
+        "image: alpine\nenv:\n  - {name: MISSING, value: \"$.data.nope\", valueFrom: event}\n",
+    );
+    assert_eq!(
+        render(&c, &Settings::defaults()).unwrap_err().to_string(),
+        "task 'Smoke test': env MISSING: JSONPath $.data.nope resolves to nothing in the event"
+    );
+}
+
+#[test]
+fn secrets_map_to_secret_refs() {
+    let c = one_task(
+        "image: alpine\nenv:\n  - {name: all-keys, valueFrom: secret}\n  - {name: TOKEN, valueFrom: secret, secretName: api, key: token}\n",
+    );
+    let job = render(&c, &Settings::defaults()).unwrap();
+    let c = container(&job);
+    let from = c.env_from.as_ref().unwrap();
+    assert_eq!(from[0].secret_ref.as_ref().unwrap().name, "all-keys");
+    let token = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "TOKEN")
+        .unwrap();
+    let selector = token
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (selector.name.as_str(), selector.key.as_str()),
+        ("api", "token")
+    );
+}
+
+fn resource(job: &Job, section: &str, name: &str) -> String {
+    let r = container(job).resources.as_ref().unwrap();
+    let list = if section == "requests" {
+        &r.requests
+    } else {
+        &r.limits
+    };
+    list.as_ref().unwrap()[name].0.clone()
+}
+
+#[test]
+fn resources_default_and_merge_field_by_field() {
+    let defaults = Settings::defaults();
+    let job = render(&one_task("image: alpine"), &defaults).unwrap();
+    assert_eq!(resource(&job, "requests", "cpu"), "50m");
+    assert_eq!(resource(&job, "requests", "memory"), "128Mi");
+    assert_eq!(resource(&job, "limits", "cpu"), "1");
+    assert_eq!(resource(&job, "limits", "memory"), "512Mi");
+
+    let job = render(
+        &one_task("image: alpine\nresources:\n  limits: {cpu: 2}\n  requests: {memory: 1Gi}"),
+        &defaults,
+    )
+    .unwrap();
+    assert_eq!(resource(&job, "limits", "cpu"), "2");
+    assert_eq!(resource(&job, "requests", "cpu"), "50m");
+    assert_eq!(resource(&job, "requests", "memory"), "1Gi");
+    // The request is above the default limit the task left alone: the limit follows it.
+    assert_eq!(resource(&job, "limits", "memory"), "1Gi");
+}
+
+#[test]
+fn security_defaults_merge_with_the_task() {
+    let defaults = Settings::defaults();
+    let job = render(&one_task("image: alpine"), &defaults).unwrap();
+    let sc = container(&job).security_context.clone().unwrap();
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+    assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(
+        pod.security_context.as_ref().unwrap().run_as_non_root,
+        Some(true)
+    );
+
+    let job = render(
+        &one_task(
+            "image: alpine\nserviceAccount: deployer\nsecurityContext:\n  runAsUser: 1000\n  readOnlyRootFilesystem: false\n  capabilities: {add: [NET_BIND_SERVICE]}\n  seccompProfile: {type: Localhost, localhostProfile: p.json}",
+        ),
+        &defaults,
+    )
+    .unwrap();
+    let sc = container(&job).security_context.clone().unwrap();
+    assert_eq!(sc.run_as_user, Some(1000));
+    assert_eq!(sc.read_only_root_filesystem, Some(false));
+    assert_eq!(sc.run_as_non_root, Some(true));
+    let caps = sc.capabilities.unwrap();
+    assert_eq!(caps.add, Some(vec!["NET_BIND_SERVICE".to_string()]));
+    assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
+    assert_eq!(sc.seccomp_profile.unwrap().type_, "Localhost");
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("deployer"));
+    assert_eq!(pod.automount_service_account_token, Some(true));
+}
+
+#[test]
+fn privileged_containers_need_the_installation_to_allow_them() {
+    let c = one_task("image: alpine\nsecurityContext: {privileged: true}");
+    assert_eq!(
+        render(&c, &Settings::defaults()).unwrap_err(),
+        RenderError::PrivilegedNotAllowed {
+            task: "Smoke test".into()
+        }
+    );
+    let mut allowing = Settings::defaults();
+    allowing.allow_privileged = true;
+    let job = render(&c, &allowing).unwrap();
+    let sc = container(&job).security_context.clone().unwrap();
+    assert_eq!(sc.privileged, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(true));
+}
+
+#[test]
+fn the_allow_list_is_checked_for_every_task_before_anything_runs() {
+    let c = config(
+        "apiVersion: v2\nactions:\n  - events: [{name: x}]\n    tasks:\n      - {name: ok, image: 'alpine:3.20'}\n      - {name: bad, image: 'evil/miner:latest'}\n",
+    );
+    let mut settings = Settings::defaults();
+    settings.allowed_images =
+        ImageAllowList::new(&["alpine:*".to_string(), "ghcr.io/acme/*".to_string()]).unwrap();
+    let error = check_action(&c.actions[0], &settings).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "task 'bad' uses image \"evil/miner:latest\", which is not in this installation's allowed images (alpine:*, ghcr.io/acme/*)"
+    );
+}
+
+#[test]
+fn jobs_stay_in_the_installation_namespace() {
+    let mut settings = Settings::defaults();
+    settings.job_namespace = "keptn-jobs".into();
+    let job = render(&one_task("image: alpine\nnamespace: keptn-jobs"), &settings).unwrap();
+    assert_eq!(job.metadata.namespace.as_deref(), Some("keptn-jobs"));
+    let error = render(
+        &one_task("image: alpine\nnamespace: kube-system"),
+        &settings,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, RenderError::NamespaceNotAllowed { .. }),
+        "{error}"
+    );
+}
+
+#[test]
+fn job_spec_limits_and_defaults() {
+    let settings = Settings::defaults();
+    let job = render(&one_task("image: alpine"), &settings).unwrap();
+    let spec = job.spec.as_ref().unwrap();
+    assert_eq!(spec.backoff_limit, Some(0));
+    assert_eq!(spec.active_deadline_seconds, Some(300));
+    assert_eq!(spec.ttl_seconds_after_finished, Some(21600));
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert!(pod.init_containers.is_none());
+
+    let job = render(
+        &one_task(
+            "image: alpine\nmaxPollDuration: 30\nttlSecondsAfterFinished: 10\nbackoffLimit: 3",
+        ),
+        &settings,
+    )
+    .unwrap();
+    let spec = job.spec.as_ref().unwrap();
+    assert_eq!(spec.active_deadline_seconds, Some(30));
+    assert_eq!(spec.ttl_seconds_after_finished, Some(60));
+    assert_eq!(spec.backoff_limit, Some(3));
+}
+
+#[test]
+fn labels_identify_the_run_and_are_valid() {
+    let job = render(
+        &one_task("image: alpine\nlabels: {team: a}\nannotations: {example.com/owner: me}"),
+        &Settings::defaults(),
+    )
+    .unwrap();
+    let labels = job.metadata.labels.clone().unwrap();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "job-executor");
+    assert_eq!(labels[LABEL_RUN], "test-0123456789abcdef0123");
+    assert_eq!(labels[LABEL_ACTION], "Run-tests");
+    assert_eq!(labels[LABEL_TASK], "Smoke-test");
+    assert_eq!(labels[LABEL_TASK_INDEX], "0");
+    assert_eq!(labels["keptn.sh/project"], "sockshop");
+    assert_eq!(labels["team"], "a");
+    for value in labels.values() {
+        assert!(crate::config::formats::is_label_value(value), "{value}");
+    }
+    assert_eq!(job.metadata.annotations.unwrap()["example.com/owner"], "me");
+    assert_eq!(
+        job.metadata.name.as_deref(),
+        Some("test-0123456789abcdef0123-0")
+    );
+}
+
+#[test]
+fn files_add_an_init_container_and_the_run_config_map() {
+    let c = one_task("image: alpine\nfiles: [run.sh]");
+    let event = event();
+    let files = [StagedFile {
+        key: "0-run.sh".into(),
+        path: "run.sh".into(),
+        executable: true,
+    }];
+    let job = render_job(
+        &JobRequest {
+            event: &event,
+            run_name: "test-0123456789abcdef0123",
+            action_index: 0,
+            action: &c.actions[0],
+            task_index: 0,
+            files: &files,
+            owner: None,
+        },
+        &Settings::defaults(),
+    )
+    .unwrap();
+    let pod = job.spec.as_ref().unwrap().template.spec.clone().unwrap();
+    let init = &pod.init_containers.unwrap()[0];
+    assert_eq!(
+        init.args.as_deref().unwrap(),
+        ["stage-files", "--from", "/job-files", "--to", "/keptn"]
+    );
+    let volumes = pod.volumes.unwrap();
+    let config_map = volumes[1].config_map.as_ref().unwrap();
+    assert_eq!(config_map.name, "test-0123456789abcdef0123-files");
+    let item = &config_map.items.as_ref().unwrap()[0];
+    assert_eq!(
+        (item.key.as_str(), item.path.as_str(), item.mode),
+        ("0-run.sh", "run.sh", Some(0o755))
+    );
+    assert_eq!(
+        volumes[0].empty_dir.as_ref().unwrap().size_limit,
+        Some(K8sQuantity("20Mi".into()))
+    );
+}
+
+#[test]
+fn label_env_names() {
+    assert_eq!(label_env_name("build-id"), "LABELS_BUILD_ID");
+    assert_eq!(label_env_name("Team Name"), "LABELS_TEAM_NAME");
+}

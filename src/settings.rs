@@ -1,0 +1,184 @@
+//! Installation settings: what the platform team decides once for every Job (namespace,
+//! defaults, allow-list, security). Plain values; the CLI builds them from flags and env.
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::config::Quantity;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("invalid image pattern {pattern:?} in the allow-list: {reason}")]
+    ImagePattern { pattern: String, reason: String },
+    #[error("invalid {setting} {value:?}: {reason}")]
+    Invalid {
+        setting: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+// The defaults of the installation flags, in one place for the CLI and for tests.
+pub const DEFAULT_JOB_NAMESPACE: &str = "default";
+pub const DEFAULT_CPU_REQUEST: &str = "50m";
+pub const DEFAULT_MEMORY_REQUEST: &str = "128Mi";
+pub const DEFAULT_CPU_LIMIT: &str = "1";
+pub const DEFAULT_MEMORY_LIMIT: &str = "512Mi";
+pub const DEFAULT_EMPTY_DIR_SIZE_LIMIT: &str = "20Mi";
+pub const DEFAULT_MAX_POLL_DURATION: i64 = 300;
+pub const DEFAULT_TTL_SECONDS_AFTER_FINISHED: i32 = 21600;
+pub const DEFAULT_EVENT_SOURCE: &str = "job-executor";
+pub const DEFAULT_INIT_IMAGE: &str = concat!(
+    "ghcr.io/job-executor/job-executor:",
+    env!("CARGO_PKG_VERSION")
+);
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The only namespace Jobs (and their ConfigMaps) are created in.
+    pub job_namespace: String,
+    pub resources: DefaultResources,
+    pub security: SecurityDefaults,
+    /// Whether a task may ask for a privileged container.
+    pub allow_privileged: bool,
+    pub allowed_images: ImageAllowList,
+    /// The image of the init container that stages files (the operator's own image).
+    pub init_image: String,
+    /// The ServiceAccount of task pods that do not name one.
+    pub default_service_account: Option<String>,
+    pub empty_dir_size_limit: Quantity,
+    pub default_max_poll_duration: i64,
+    pub default_ttl_seconds_after_finished: i32,
+    /// The `source` attribute of outgoing events.
+    pub event_source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultResources {
+    pub cpu_request: Quantity,
+    pub memory_request: Quantity,
+    pub cpu_limit: Quantity,
+    pub memory_limit: Quantity,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityDefaults {
+    pub run_as_non_root: bool,
+    pub run_as_user: Option<i64>,
+    pub run_as_group: Option<i64>,
+    pub fs_group: Option<i64>,
+    pub read_only_root_filesystem: bool,
+}
+
+/// Image reference globs (`*` matches any run of characters, `/` included).
+#[derive(Debug, Clone)]
+pub struct ImageAllowList {
+    patterns: Vec<String>,
+    /// `None` when a pattern is a bare `*`: everything is allowed.
+    set: Option<GlobSet>,
+}
+
+impl ImageAllowList {
+    /// Allows every image.
+    pub fn any() -> Self {
+        ImageAllowList {
+            patterns: vec!["*".to_string()],
+            set: None,
+        }
+    }
+
+    pub fn new(patterns: &[String]) -> Result<Self, SettingsError> {
+        if patterns.iter().any(|p| p == "*") {
+            return Ok(Self::any());
+        }
+        let mut builder = GlobSetBuilder::new();
+        for pattern in patterns {
+            let glob = GlobBuilder::new(pattern)
+                .literal_separator(false)
+                .build()
+                .map_err(|e| SettingsError::ImagePattern {
+                    pattern: pattern.clone(),
+                    reason: e.kind().to_string(),
+                })?;
+            builder.add(glob);
+        }
+        let set = builder.build().map_err(|e| SettingsError::ImagePattern {
+            pattern: patterns.join(","),
+            reason: e.to_string(),
+        })?;
+        Ok(ImageAllowList {
+            patterns: patterns.to_vec(),
+            set: Some(set),
+        })
+    }
+
+    pub fn allows(&self, image: &str) -> bool {
+        self.set.as_ref().is_none_or(|set| set.is_match(image))
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+}
+
+impl Settings {
+    /// The flags' defaults, with Jobs in namespace `default`.
+    pub fn defaults() -> Self {
+        Settings {
+            job_namespace: DEFAULT_JOB_NAMESPACE.into(),
+            resources: DefaultResources {
+                cpu_request: Quantity(DEFAULT_CPU_REQUEST.into()),
+                memory_request: Quantity(DEFAULT_MEMORY_REQUEST.into()),
+                cpu_limit: Quantity(DEFAULT_CPU_LIMIT.into()),
+                memory_limit: Quantity(DEFAULT_MEMORY_LIMIT.into()),
+            },
+            security: SecurityDefaults {
+                run_as_non_root: true,
+                run_as_user: None,
+                run_as_group: None,
+                fs_group: None,
+                read_only_root_filesystem: true,
+            },
+            allow_privileged: false,
+            allowed_images: ImageAllowList::any(),
+            init_image: DEFAULT_INIT_IMAGE.into(),
+            default_service_account: None,
+            empty_dir_size_limit: Quantity(DEFAULT_EMPTY_DIR_SIZE_LIMIT.into()),
+            default_max_poll_duration: DEFAULT_MAX_POLL_DURATION,
+            default_ttl_seconds_after_finished: DEFAULT_TTL_SECONDS_AFTER_FINISHED,
+            event_source: DEFAULT_EVENT_SOURCE.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_list_matches_whole_references() {
+        let list =
+            ImageAllowList::new(&["alpine:*".to_string(), "ghcr.io/acme/*".to_string()]).unwrap();
+        assert!(list.allows("alpine:3.20"));
+        assert!(list.allows("ghcr.io/acme/tools/helm:3"));
+        assert!(!list.allows("docker.io/alpine:3.20"));
+        assert!(!list.allows("ghcr.io/evil/acme/x"));
+        assert!(!list.allows("alpine"));
+    }
+
+    #[test]
+    fn empty_allow_list_allows_nothing() {
+        let list = ImageAllowList::new(&[]).unwrap();
+        assert!(!list.allows("alpine"));
+    }
+
+    #[test]
+    fn invalid_pattern_is_named() {
+        let error = ImageAllowList::new(&["alpine:[".to_string()]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid image pattern \"alpine:[\""),
+            "{error}"
+        );
+    }
+}
