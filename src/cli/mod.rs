@@ -1,0 +1,305 @@
+//! The command line: subcommands and the installation settings shared by `render` and `run`.
+
+mod render;
+mod validate;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Quantity, formats};
+use crate::settings::{self, DefaultResources, ImageAllowList, SecurityDefaults, Settings};
+
+pub use render::run_render;
+pub use validate::run_validate;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "job-executor",
+    version,
+    about = "Turns CloudEvents into Kubernetes Jobs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the Jobs and events an event would cause, without a cluster.
+    Render(Box<RenderArgs>),
+    /// Check job config files; prints `file:line:col: message` per problem.
+    Validate(ValidateArgs),
+    /// Print the JSON Schema of the job config format.
+    Schema,
+    /// Copy staged task files into the task's volume (the init container of every task).
+    StageFiles(StageFilesArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// A CloudEvent in structured JSON mode.
+    #[arg(long)]
+    pub event: PathBuf,
+    /// The job config (`<service>/job/config.yaml`; files are read from `<service>/`).
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long, value_enum, default_value = "yaml")]
+    pub format: OutputFormat,
+    #[command(flatten)]
+    pub install: InstallArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Config files to check.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StageFilesArgs {
+    /// The mounted ConfigMap of the run's files.
+    #[arg(long, default_value = crate::render::FILES_MOUNT_DIR)]
+    pub from: PathBuf,
+    /// The task's files volume.
+    #[arg(long, default_value = crate::render::KEPTN_DIR)]
+    pub to: PathBuf,
+}
+
+fn quantity(value: &str) -> Result<Quantity, String> {
+    formats::check_quantity(value).map(|()| Quantity(value.to_string()))
+}
+
+fn dns_label(value: &str) -> Result<String, String> {
+    formats::check_dns_label(value).map(|()| value.to_string())
+}
+
+fn dns_subdomain(value: &str) -> Result<String, String> {
+    formats::check_dns_subdomain(value).map(|()| value.to_string())
+}
+
+/// What the platform team decides for every Job. Each flag has an environment variable, so a
+/// Deployment can set them from a ConfigMap.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Installation settings")]
+pub struct InstallArgs {
+    /// The namespace Jobs are created in (the only one).
+    #[arg(long, env = "JOB_EXECUTOR_JOB_NAMESPACE", default_value = settings::DEFAULT_JOB_NAMESPACE, value_parser = dns_label)]
+    pub job_namespace: String,
+    /// CPU request of tasks that set none.
+    #[arg(long, env = "JOB_EXECUTOR_DEFAULT_CPU_REQUEST", default_value = settings::DEFAULT_CPU_REQUEST, value_parser = quantity)]
+    pub default_cpu_request: Quantity,
+    /// Memory request of tasks that set none.
+    #[arg(long, env = "JOB_EXECUTOR_DEFAULT_MEMORY_REQUEST", default_value = settings::DEFAULT_MEMORY_REQUEST, value_parser = quantity)]
+    pub default_memory_request: Quantity,
+    /// CPU limit of tasks that set none.
+    #[arg(long, env = "JOB_EXECUTOR_DEFAULT_CPU_LIMIT", default_value = settings::DEFAULT_CPU_LIMIT, value_parser = quantity)]
+    pub default_cpu_limit: Quantity,
+    /// Memory limit of tasks that set none.
+    #[arg(long, env = "JOB_EXECUTOR_DEFAULT_MEMORY_LIMIT", default_value = settings::DEFAULT_MEMORY_LIMIT, value_parser = quantity)]
+    pub default_memory_limit: Quantity,
+    /// Size limit of the `/keptn` emptyDir of tasks that set none.
+    #[arg(long, env = "JOB_EXECUTOR_EMPTY_DIR_SIZE_LIMIT", default_value = settings::DEFAULT_EMPTY_DIR_SIZE_LIMIT, value_parser = quantity)]
+    pub empty_dir_size_limit: Quantity,
+    /// Image patterns tasks may use, comma-separated globs (`*` matches anything, `/` too).
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_ALLOWED_IMAGES",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub allowed_images: Vec<String>,
+    /// Let tasks ask for privileged containers.
+    #[arg(long, env = "JOB_EXECUTOR_ALLOW_PRIVILEGED")]
+    pub allow_privileged: bool,
+    /// Task containers run as non-root unless the task says otherwise.
+    #[arg(long, env = "JOB_EXECUTOR_RUN_AS_NON_ROOT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub run_as_non_root: bool,
+    /// The user task pods run as, unless the task says otherwise.
+    #[arg(long, env = "JOB_EXECUTOR_RUN_AS_USER")]
+    pub run_as_user: Option<i64>,
+    /// The group task pods run as, unless the task says otherwise.
+    #[arg(long, env = "JOB_EXECUTOR_RUN_AS_GROUP")]
+    pub run_as_group: Option<i64>,
+    /// The group that owns task pods' volumes.
+    #[arg(long, env = "JOB_EXECUTOR_FS_GROUP")]
+    pub fs_group: Option<i64>,
+    /// Task containers get a read-only root filesystem unless the task says otherwise.
+    #[arg(long, env = "JOB_EXECUTOR_READ_ONLY_ROOT_FILESYSTEM", default_value_t = true, action = clap::ArgAction::Set)]
+    pub read_only_root_filesystem: bool,
+    /// The image of the init container that stages files (this operator's image).
+    #[arg(long, env = "JOB_EXECUTOR_INIT_IMAGE", default_value = settings::DEFAULT_INIT_IMAGE)]
+    pub init_image: String,
+    /// The ServiceAccount of task pods that name none (its token is not mounted).
+    #[arg(long, env = "JOB_EXECUTOR_DEFAULT_SERVICE_ACCOUNT", value_parser = dns_subdomain)]
+    pub default_service_account: Option<String>,
+    /// Seconds a task may run when it sets no `maxPollDuration`.
+    #[arg(long, env = "JOB_EXECUTOR_DEFAULT_MAX_POLL_DURATION", default_value_t = settings::DEFAULT_MAX_POLL_DURATION, value_parser = clap::value_parser!(i64).range(1..))]
+    pub default_max_poll_duration: i64,
+    /// Seconds a finished Job is kept when the task sets no `ttlSecondsAfterFinished`.
+    #[arg(long, env = "JOB_EXECUTOR_DEFAULT_TTL_SECONDS_AFTER_FINISHED", default_value_t = settings::DEFAULT_TTL_SECONDS_AFTER_FINISHED, value_parser = clap::value_parser!(i32).range(60..))]
+    pub default_ttl_seconds_after_finished: i32,
+    /// The `source` of the events this operator sends.
+    #[arg(long, env = "JOB_EXECUTOR_EVENT_SOURCE", default_value = settings::DEFAULT_EVENT_SOURCE)]
+    pub event_source: String,
+}
+
+impl InstallArgs {
+    pub fn settings(&self) -> Result<Settings, settings::SettingsError> {
+        let InstallArgs {
+            job_namespace,
+            default_cpu_request,
+            default_memory_request,
+            default_cpu_limit,
+            default_memory_limit,
+            empty_dir_size_limit,
+            allowed_images,
+            allow_privileged,
+            run_as_non_root,
+            run_as_user,
+            run_as_group,
+            fs_group,
+            read_only_root_filesystem,
+            init_image,
+            default_service_account,
+            default_max_poll_duration,
+            default_ttl_seconds_after_finished,
+            event_source,
+        } = self.clone();
+        let allowed: Vec<String> = allowed_images
+            .into_iter()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect();
+        Ok(Settings {
+            job_namespace,
+            resources: DefaultResources {
+                cpu_request: default_cpu_request,
+                memory_request: default_memory_request,
+                cpu_limit: default_cpu_limit,
+                memory_limit: default_memory_limit,
+            },
+            security: SecurityDefaults {
+                run_as_non_root,
+                run_as_user,
+                run_as_group,
+                fs_group,
+                read_only_root_filesystem,
+            },
+            allow_privileged,
+            allowed_images: ImageAllowList::new(&allowed)?,
+            init_image,
+            default_service_account,
+            empty_dir_size_limit,
+            default_max_poll_duration,
+            default_ttl_seconds_after_finished,
+            event_source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flag_defaults_match_the_settings_defaults() {
+        let cli = Cli::try_parse_from(["job-executor", "render", "--event", "e", "--config", "c"])
+            .unwrap();
+        let Command::Render(args) = cli.command else {
+            panic!()
+        };
+        let from_flags = args.install.settings().unwrap();
+        let defaults = Settings::defaults();
+        assert_eq!(from_flags.job_namespace, defaults.job_namespace);
+        assert_eq!(from_flags.resources, defaults.resources);
+        assert_eq!(from_flags.security, defaults.security);
+        assert_eq!(
+            from_flags.allowed_images.patterns(),
+            defaults.allowed_images.patterns()
+        );
+        assert_eq!(from_flags.init_image, defaults.init_image);
+        assert_eq!(
+            from_flags.empty_dir_size_limit,
+            defaults.empty_dir_size_limit
+        );
+        assert_eq!(
+            from_flags.default_max_poll_duration,
+            defaults.default_max_poll_duration
+        );
+        assert_eq!(
+            from_flags.default_ttl_seconds_after_finished,
+            defaults.default_ttl_seconds_after_finished
+        );
+        assert_eq!(from_flags.event_source, defaults.event_source);
+    }
+
+    #[test]
+    fn flags_are_validated() {
+        let error = Cli::try_parse_from([
+            "job-executor",
+            "render",
+            "--event",
+            "e",
+            "--config",
+            "c",
+            "--default-cpu-limit",
+            "1x",
+        ])
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("invalid quantity \"1x\""),
+            "{error}"
+        );
+        let error = Cli::try_parse_from([
+            "job-executor",
+            "render",
+            "--event",
+            "e",
+            "--config",
+            "c",
+            "--job-namespace",
+            "Bad",
+        ])
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("invalid name \"Bad\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn allow_list_flag_takes_comma_separated_globs() {
+        let cli = Cli::try_parse_from([
+            "job-executor",
+            "render",
+            "--event",
+            "e",
+            "--config",
+            "c",
+            "--allowed-images",
+            "alpine:*, ghcr.io/acme/*",
+        ])
+        .unwrap();
+        let Command::Render(args) = cli.command else {
+            panic!()
+        };
+        let settings = args.install.settings().unwrap();
+        assert!(settings.allowed_images.allows("ghcr.io/acme/x:1"));
+        assert!(!settings.allowed_images.allows("busybox"));
+    }
+}

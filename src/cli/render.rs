@@ -1,0 +1,199 @@
+//! `job-executor render`: what an event would cause, computed by the same builders the operator
+//! uses, with files read from the config's service directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use super::{OutputFormat, RenderArgs};
+use crate::config::{self, JobConfig};
+use crate::event::{self, CloudEvent, Outcome, OutgoingContext, Status};
+use crate::files;
+use crate::matching::Matcher;
+use crate::names;
+use crate::render::{JobRequest, check_action, render_job};
+use crate::settings::Settings;
+
+/// The service directory of a config at `<service>/job/config.yaml`, and the top directory
+/// links may point into (the directory holding the service directories).
+fn service_dirs(config: &Path) -> (PathBuf, PathBuf) {
+    let parent = config.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let service = if parent.file_name().is_some_and(|n| n == "job") {
+        parent.parent().unwrap_or(Path::new(".")).to_path_buf()
+    } else {
+        parent
+    };
+    let service = if service.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        service
+    };
+    let root = service.join("..");
+    (service, root)
+}
+
+pub fn run_render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.install.settings()?;
+    let bytes = std::fs::read(&args.event)
+        .with_context(|| format!("cannot read {}", args.event.display()))?;
+    let event = CloudEvent::from_json(&bytes)
+        .with_context(|| format!("{} is not a valid CloudEvent", args.event.display()))?;
+    let valid = match config::load_file(&args.config) {
+        Ok(valid) => valid,
+        Err(error) => {
+            eprintln!("{error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let (service_dir, root) = service_dirs(&args.config);
+    let plan = match plan(&event, &valid.config, &settings, &service_dir, &root) {
+        Ok(plan) => plan,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let text = match args.format {
+        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&plan)?),
+        OutputFormat::Yaml => plan_as_yaml(&plan)?,
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `{"matched": [{action, index, silent, jobs, events}], "not_matched": [{action, reason}]}`.
+fn plan(
+    event: &CloudEvent,
+    config: &JobConfig,
+    settings: &Settings,
+    service_dir: &Path,
+    root: &Path,
+) -> Result<Value, String> {
+    let matcher = Matcher::compile(config).map_err(|e| e.to_string())?;
+    let time = event
+        .as_value()
+        .get("time")
+        .and_then(Value::as_str)
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .unwrap_or_else(jiff::Timestamp::now);
+    let mut matched = Vec::new();
+    let mut not_matched = Vec::new();
+    for verdict in matcher.explain(event) {
+        if let Err(reason) = verdict.outcome {
+            not_matched.push(json!({"action": verdict.name, "reason": reason}));
+            continue;
+        }
+        let action = &config.actions[verdict.index];
+        check_action(action, settings).map_err(|e| e.to_string())?;
+        let run_name = names::run_name(event, verdict.index);
+        let run_files =
+            files::collect_from_dir(root, service_dir, action).map_err(|e| e.to_string())?;
+        let mut jobs = Vec::new();
+        for (task_index, task_files) in run_files.per_task.iter().enumerate() {
+            let job = render_job(
+                &JobRequest {
+                    event,
+                    run_name: &run_name,
+                    action_index: verdict.index,
+                    action,
+                    task_index,
+                    files: task_files,
+                    owner: None,
+                },
+                settings,
+            )
+            .map_err(|e| e.to_string())?;
+            jobs.push(serde_json::to_value(job).map_err(|e| e.to_string())?);
+        }
+        let context = OutgoingContext {
+            triggered: event,
+            run_name: &run_name,
+            source: &settings.event_source,
+            time,
+        };
+        let last_task = action
+            .tasks
+            .len()
+            .checked_sub(1)
+            .map(|i| action.tasks[i].display_name(i))
+            .unwrap_or_default();
+        let outcome = Outcome {
+            status: Status::Succeeded,
+            message: format!("Task '{last_task}' finished"),
+            test_window: Some((time, time)),
+        };
+        let events = (!action.silent).then(|| {
+            json!({
+                "started": event::build_started(&context),
+                "finished": event::build_finished(&context, &outcome),
+            })
+        });
+        matched.push(json!({
+            "action": verdict.name,
+            "index": verdict.index,
+            "run": run_name,
+            "silent": action.silent,
+            "jobs": jobs,
+            "events": events,
+        }));
+    }
+    Ok(json!({"matched": matched, "not_matched": not_matched}))
+}
+
+/// One YAML document per Job (so the output can be fed to `kubectl`), with the actions, the
+/// event skeletons and the reasons for what did not match as comments.
+fn plan_as_yaml(plan: &Value) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let empty = Vec::new();
+    for action in plan["matched"].as_array().unwrap_or(&empty) {
+        out.push_str(&format!(
+            "# action {} (index {}), run {}{}\n",
+            action["action"],
+            action["index"],
+            action["run"].as_str().unwrap_or_default(),
+            if action["silent"] == true {
+                ", silent"
+            } else {
+                ""
+            }
+        ));
+        for job in action["jobs"].as_array().unwrap_or(&empty) {
+            out.push_str("---\n");
+            out.push_str(&serde_saphyr::to_string(job)?);
+        }
+        for kind in ["started", "finished"] {
+            let Some(event) = action["events"].get(kind).filter(|e| !e.is_null()) else {
+                continue;
+            };
+            out.push_str(&format!("# .{kind} event:\n"));
+            for line in serde_saphyr::to_string(event)?.lines() {
+                out.push_str(&format!("#   {line}\n"));
+            }
+        }
+    }
+    for action in plan["not_matched"].as_array().unwrap_or(&empty) {
+        out.push_str(&format!(
+            "# not matched: action {}: {}\n",
+            action["action"],
+            action["reason"].as_str().unwrap_or_default()
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_directory_is_above_job() {
+        let (service, root) = service_dirs(Path::new("examples/carts/job/config.yaml"));
+        assert_eq!(service, Path::new("examples/carts"));
+        assert_eq!(root, Path::new("examples/carts/.."));
+        let (service, _) = service_dirs(Path::new("config.yaml"));
+        assert_eq!(service, Path::new("."));
+    }
+}

@@ -1,0 +1,341 @@
+//! The `render`, `validate`, `schema` and `stage-files` subcommands, driven through the real
+//! binary on the sample data, as a user runs them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_job-executor");
+const CONFIG: &str = "examples/carts/job/config.yaml";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(root())
+        .env_remove("JOB_EXECUTOR_ALLOWED_IMAGES")
+        .env_remove("JOB_EXECUTOR_JOB_NAMESPACE")
+        .output()
+        .expect("run job-executor")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+fn test_events() -> Vec<PathBuf> {
+    let mut events: Vec<PathBuf> = std::fs::read_dir(root().join("test-events"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    events.sort();
+    events
+}
+
+fn render_json(event: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "render", "--event", event, "--config", CONFIG, "--format", "json",
+    ];
+    args.extend_from_slice(extra);
+    let output = run(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    serde_json::from_str(&stdout(&output)).unwrap()
+}
+
+/// The path of `kubernetes-validate`, installed by `scripts/setup-tools`.
+fn kubernetes_validate() -> PathBuf {
+    let path = std::env::var_os("KUBERNETES_VALIDATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/kubernetes-validate"));
+    assert!(
+        path.exists(),
+        "kubernetes-validate not found at {}: run scripts/setup-tools (or the README's test command)",
+        path.display()
+    );
+    path
+}
+
+/// Validates YAML documents against the upstream Kubernetes schemas, strictly.
+pub fn validate_manifests(file: &Path) {
+    for version in ["1.33.0", "1.37.0"] {
+        let output = Command::new(kubernetes_validate())
+            .args(["--strict", "--quiet", "-k", version])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{} does not validate against Kubernetes {version}:\n{}{}",
+            file.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn rendered_jobs_of_every_sample_event_match_their_snapshots_and_upstream_schemas() {
+    let mut all_jobs = String::new();
+    let mut job_count = 0;
+    for event in test_events() {
+        let name = event.file_stem().unwrap().to_string_lossy().into_owned();
+        let output = run(&[
+            "render",
+            "--event",
+            event.to_str().unwrap(),
+            "--config",
+            CONFIG,
+            "--job-namespace",
+            "keptn-jobs",
+        ]);
+        assert!(output.status.success(), "{name}: {}", stderr(&output));
+        let yaml = stdout(&output);
+        job_count += yaml.matches("\nkind: Job\n").count();
+        all_jobs.push_str(&yaml);
+        insta::assert_snapshot!(format!("render__{name}"), yaml);
+    }
+    assert!(job_count >= 8, "the samples render only {job_count} Jobs");
+    let file = std::env::temp_dir().join(format!("rendered-jobs-{}.yaml", std::process::id()));
+    std::fs::write(&file, all_jobs).unwrap();
+    validate_manifests(&file);
+}
+
+#[test]
+fn render_json_lists_matched_and_not_matched_actions() {
+    let plan = render_json("test-events/test.triggered.json", &[]);
+    let matched = plan["matched"].as_array().unwrap();
+    assert_eq!(matched.len(), 1);
+    assert_eq!(matched[0]["action"], "Run locust");
+    assert_eq!(matched[0]["silent"], false);
+    let jobs = matched[0]["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[0]["kind"], "Job");
+    assert!(
+        jobs[0]["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("-0")
+    );
+    assert!(
+        jobs[1]["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("-1")
+    );
+    let events = &matched[0]["events"];
+    assert_eq!(events["started"]["type"], "sh.keptn.event.test.started");
+    assert_eq!(events["finished"]["type"], "sh.keptn.event.test.finished");
+    assert_eq!(
+        events["finished"]["triggeredid"],
+        "1a0e2f4c-6b8d-4e1f-a3c5-7d9e0b2a4c6e"
+    );
+    assert_eq!(events["finished"]["data"]["status"], "succeeded");
+
+    let not_matched = plan["not_matched"].as_array().unwrap();
+    assert_eq!(not_matched.len(), 5);
+    assert_eq!(not_matched[0]["action"], "Deploy with helm");
+    assert_eq!(
+        not_matched[0]["reason"],
+        "event type \"sh.keptn.event.test.triggered\" matches none of \"sh.keptn.event.deployment.triggered\""
+    );
+}
+
+#[test]
+fn a_silent_action_renders_jobs_without_events() {
+    let plan = render_json("test-events/deployment.finished.json", &[]);
+    let matched = plan["matched"].as_array().unwrap();
+    assert_eq!(matched.len(), 1);
+    assert_eq!(matched[0]["action"], "Audit every finished task");
+    assert_eq!(matched[0]["silent"], true);
+    assert!(matched[0]["events"].is_null());
+    let env = &matched[0]["jobs"][0]["spec"]["template"]["spec"]["containers"][0]["env"][0];
+    assert_eq!(env["value"], "sh.keptn.event.deployment.finished");
+}
+
+#[test]
+fn nothing_matching_says_why_and_succeeds() {
+    let dir = tempdir("nomatch");
+    let event = dir.join("event.json");
+    let mut value: Value = serde_json::from_slice(
+        &std::fs::read(root().join("test-events/test.triggered.json")).unwrap(),
+    )
+    .unwrap();
+    value["data"]["test"]["teststrategy"] = "jmeter".into();
+    std::fs::write(&event, value.to_string()).unwrap();
+    let plan = render_json(event.to_str().unwrap(), &[]);
+    assert!(plan["matched"].as_array().unwrap().is_empty());
+    assert_eq!(
+        plan["not_matched"][0]["reason"],
+        "$.data.test.teststrategy is \"jmeter\", not \"locust\""
+    );
+}
+
+#[test]
+fn a_forbidden_image_fails_the_render_naming_image_and_list() {
+    let output = run(&[
+        "render",
+        "--event",
+        "test-events/test.triggered.json",
+        "--config",
+        CONFIG,
+        "--allowed-images",
+        "curlimages/*,ghcr.io/acme/*",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output).trim(),
+        "error: task 'Run locust smoke tests' uses image \"locustio/locust:2.31.8\", which is not in this installation's allowed images (curlimages/*, ghcr.io/acme/*)"
+    );
+    assert!(stdout(&output).is_empty());
+}
+
+#[test]
+fn an_unresolvable_env_path_fails_the_render() {
+    let dir = tempdir("unresolved");
+    let event = dir.join("event.json");
+    let mut value: Value = serde_json::from_slice(
+        &std::fs::read(root().join("test-events/test.triggered.json")).unwrap(),
+    )
+    .unwrap();
+    value["data"].as_object_mut().unwrap().remove("deployment");
+    std::fs::write(&event, value.to_string()).unwrap();
+    let output = run(&[
+        "render",
+        "--event",
+        event.to_str().unwrap(),
+        "--config",
+        CONFIG,
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output).trim(),
+        "error: task 'Check the service answers': env HOST: JSONPath $.data.deployment.deploymentURIsLocal[0] resolves to nothing in the event"
+    );
+}
+
+#[test]
+fn an_invalid_event_file_is_a_clear_error() {
+    let dir = tempdir("badevent");
+    let event = dir.join("event.json");
+    std::fs::write(
+        &event,
+        r#"{"specversion": "1.0", "source": "x", "type": "y"}"#,
+    )
+    .unwrap();
+    let output = run(&[
+        "render",
+        "--event",
+        event.to_str().unwrap(),
+        "--config",
+        CONFIG,
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("is not a valid CloudEvent: missing required attribute \"id\""),
+        "{}",
+        stderr(&output)
+    );
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn validate_reports_every_problem_as_file_line_col() {
+    let dir = tempdir("validate");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v2\nactions:\n  - name: a\n    events:\n      - name: x\n    tasks:\n      - imag: alpine\n        maxPollDuration: soon\n",
+    )
+    .unwrap();
+    let warn = dir.join("warn.yaml");
+    std::fs::write(
+        &warn,
+        "apiVersion: v2\nactions:\n  - name: a\n    events:\n      - name: \"^sh.keptn.event.test.triggered$\"\n    tasks:\n      - image: alpine\n",
+    )
+    .unwrap();
+    let bad_path = bad.to_str().unwrap();
+    let output = run(&["validate", CONFIG, bad_path]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stdout(&output),
+        format!(
+            "{CONFIG}: ok (6 action(s))\n\
+             {bad_path}:7:9: actions[0].tasks[0].imag: unknown key \"imag\", did you mean \"image\"?\n\
+             {bad_path}:7:9: actions[0].tasks[0]: missing required key \"image\"\n\
+             {bad_path}:8:26: actions[0].tasks[0].maxPollDuration: expected an integer, found \"soon\"\n"
+        )
+    );
+
+    let output = run(&["validate", warn.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "warnings do not fail");
+    assert!(
+        stderr(&output).contains(":5:15: actions[0].events[0].name: \"^sh.keptn.event.test.triggered$\" looks like a regular expression"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = run(&["validate", dir.join("missing.yaml").to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output).contains("cannot read"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn the_committed_schema_is_the_generated_one() {
+    let output = run(&["schema"]);
+    assert!(output.status.success());
+    let committed = std::fs::read_to_string(root().join("docs/job-config.schema.json")).unwrap();
+    assert!(
+        stdout(&output) == committed,
+        "docs/job-config.schema.json is stale: run `cargo run -- schema > docs/job-config.schema.json`"
+    );
+}
+
+#[test]
+fn stage_files_copies_a_tree_and_keeps_the_executable_bit() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir("stage");
+    let from = dir.join("from");
+    std::fs::create_dir_all(from.join("locust")).unwrap();
+    std::fs::write(from.join("locust/basic.py"), "x").unwrap();
+    std::fs::write(from.join("run.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(from.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let to = dir.join("keptn");
+    let output = run(&[
+        "stage-files",
+        "--from",
+        from.to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).starts_with("staged 2 file(s)"));
+    assert_eq!(
+        std::fs::read_to_string(to.join("locust/basic.py")).unwrap(),
+        "x"
+    );
+    let mode = std::fs::metadata(to.join("run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+}
