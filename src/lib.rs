@@ -2,10 +2,16 @@
 
 pub mod cli;
 pub mod config;
+pub mod controller;
+pub mod crd;
 pub mod event;
 pub mod files;
+pub mod ingest;
 pub mod matching;
+pub mod metrics;
 pub mod names;
 pub mod render;
 pub mod settings;
+pub mod sink;
+pub mod source;
 pub mod stage;

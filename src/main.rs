@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use job_executor::cli::{Cli, Command, run_render, run_validate};
-use job_executor::{config, stage};
+use job_executor::cli::{Cli, Command, run_operator, run_render, run_validate};
+use job_executor::{config, crd, stage};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -21,6 +21,13 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
             .map_err(anyhow::Error::from),
+        Command::Run(args) => run(*args),
+        Command::Crd => crd::crd_yaml()
+            .map(|yaml| {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            })
+            .map_err(anyhow::Error::from),
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error:#}");
@@ -30,5 +37,20 @@ fn main() -> ExitCode {
 
 fn print_schema() -> anyhow::Result<ExitCode> {
     println!("{}", serde_json::to_string_pretty(config::json_schema())?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(args: job_executor::cli::RunArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_operator(args))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -33,6 +33,14 @@ pub fn run_name(event: &CloudEvent, action_index: usize) -> String {
     }
 }
 
+/// The run that reports an unusable job config for this event (one per event, whatever the
+/// number of actions).
+pub fn config_failure_run_name(event: &CloudEvent) -> String {
+    let digest = Sha256::digest(format!("{}\0{}\0config", event.source(), event.id()).as_bytes());
+    let hash: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
+    format!("config-{hash}")
+}
+
 /// The Job of task `task_index` of a run.
 pub fn job_name(run_name: &str, task_index: usize) -> String {
     format!("{run_name}-{task_index}")

@@ -339,3 +339,15 @@ fn stage_files_copies_a_tree_and_keeps_the_executable_bit() {
         .mode();
     assert_eq!(mode & 0o777, 0o755);
 }
+
+#[test]
+fn the_committed_crd_is_the_generated_one_and_validates() {
+    let output = run(&["crd"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let committed = std::fs::read_to_string(root().join("crds/jobrun.yaml")).unwrap();
+    assert!(
+        stdout(&output) == committed,
+        "crds/jobrun.yaml is stale: run `cargo run -- crd > crds/jobrun.yaml`"
+    );
+    validate_manifests(&root().join("crds/jobrun.yaml"));
+}

@@ -1,6 +1,7 @@
 //! The command line: subcommands and the installation settings shared by `render` and `run`.
 
 mod render;
+mod run;
 mod validate;
 
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use crate::config::{Quantity, formats};
 use crate::settings::{self, DefaultResources, ImageAllowList, SecurityDefaults, Settings};
 
 pub use render::run_render;
+pub use run::{OperatorArgs, RunArgs, run_operator};
 pub use validate::run_validate;
 
 #[derive(Debug, Parser)]
@@ -34,6 +36,10 @@ pub enum Command {
     Schema,
     /// Copy staged task files into the task's volume (the init container of every task).
     StageFiles(StageFilesArgs),
+    /// Run the operator: receive events, run Jobs, report the outcome.
+    Run(Box<RunArgs>),
+    /// Print the JobRun CustomResourceDefinition.
+    Crd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

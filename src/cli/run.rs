@@ -1,0 +1,248 @@
+//! `job-executor run`: the operator. Ingest, controller and admin server, joined; SIGTERM or
+//! SIGINT stops them gracefully.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use clap::Args;
+use http::StatusCode;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::InstallArgs;
+use crate::controller::{self, ControllerOptions};
+use crate::ingest::{self, IngestState};
+use crate::metrics::Metrics;
+use crate::sink::{Sink, SinkMode};
+use crate::source::Source;
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub install: InstallArgs,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Operator")]
+pub struct OperatorArgs {
+    /// Directory of job configs, laid out as `<service>/job/config.yaml` with the task files
+    /// beside them.
+    #[arg(long, env = "JOB_EXECUTOR_CONFIG_DIR")]
+    pub config_dir: PathBuf,
+    /// Where `.started` / `.finished` events are sent (http://).
+    #[arg(long, env = "JOB_EXECUTOR_SINK_URL")]
+    pub sink_url: String,
+    /// How events are sent to the sink.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_SINK_MODE",
+        value_enum,
+        default_value = "binary"
+    )]
+    pub sink_mode: SinkMode,
+    /// Extra headers for the sink, `Name: value`, comma-separated (e.g. `x-token: …`).
+    #[arg(
+        long = "sink-header",
+        env = "JOB_EXECUTOR_SINK_HEADERS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub sink_headers: Vec<String>,
+    /// Seconds one delivery attempt may take.
+    #[arg(long, env = "JOB_EXECUTOR_SINK_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub sink_timeout_seconds: u64,
+    /// Seconds an undeliverable event is retried before the run says it gave up.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_SINK_GIVE_UP_AFTER_SECONDS",
+        default_value_t = 3600
+    )]
+    pub sink_give_up_after_seconds: u64,
+    /// Address of the CloudEvents receiver.
+    #[arg(long, env = "JOB_EXECUTOR_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Address of `/livez`, `/readyz` and `/metrics`.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_ADMIN_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub admin_listen: SocketAddr,
+    /// A bearer token senders must present.
+    #[arg(long, env = "JOB_EXECUTOR_INGEST_TOKEN", hide_env_values = true)]
+    pub ingest_token: Option<String>,
+    /// The largest request body accepted.
+    #[arg(long, env = "JOB_EXECUTOR_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Total bytes of log excerpts in one run's `.finished` event.
+    #[arg(long, env = "JOB_EXECUTOR_LOG_EXCERPT_BYTES", default_value_t = 64 * 1024)]
+    pub log_excerpt_bytes: usize,
+    /// Seconds a task's pod may fail to start (image pull, missing Secret, unschedulable).
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_NEVER_STARTED_TIMEOUT_SECONDS",
+        default_value_t = 300
+    )]
+    pub never_started_timeout_seconds: u64,
+    /// Runs reconciled at the same time.
+    #[arg(long, env = "JOB_EXECUTOR_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+}
+
+pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
+    let RunArgs { install, operator } = args;
+    let OperatorArgs {
+        config_dir,
+        sink_url,
+        sink_mode,
+        sink_headers,
+        sink_timeout_seconds,
+        sink_give_up_after_seconds,
+        listen,
+        admin_listen,
+        ingest_token,
+        max_body_bytes,
+        log_excerpt_bytes,
+        never_started_timeout_seconds,
+        concurrency,
+    } = operator;
+    let settings = Arc::new(install.settings()?);
+    let sink = Arc::new(Sink::new(
+        &sink_url,
+        sink_mode,
+        &sink_headers,
+        Duration::from_secs(sink_timeout_seconds),
+    )?);
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot configure the Kubernetes client (KUBECONFIG or in-cluster)")?;
+    let source = Arc::new(Source::directory(config_dir));
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let ingest_listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let admin_listener = TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {admin_listen}"))?;
+    // One line for people and scripts (the tests read it to find ports chosen with :0).
+    println!(
+        "listening ingest={} admin={}",
+        ingest_listener.local_addr()?,
+        admin_listener.local_addr()?
+    );
+
+    let ingest_app = ingest::router(Arc::new(IngestState {
+        client: client.clone(),
+        source: source.clone(),
+        settings: settings.clone(),
+        metrics: metrics.clone(),
+        token: ingest_token.filter(|t| !t.is_empty()),
+        max_body_bytes,
+    }));
+    let admin_app = admin_router(AdminState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    });
+
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let ingest_server =
+        axum::serve(ingest_listener, ingest_app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let admin_server =
+        axum::serve(admin_listener, admin_app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let controller = controller::run(
+        controller::Parts {
+            client,
+            settings,
+            source,
+            sink,
+            metrics,
+            options: ControllerOptions {
+                log_excerpt_bytes,
+                never_started_timeout: Duration::from_secs(never_started_timeout_seconds),
+                delivery_give_up_after: Duration::from_secs(sink_give_up_after_seconds),
+                concurrency,
+            },
+        },
+        ready,
+        stopped(stop_rx),
+    );
+    let (ingest_result, admin_result, ()) = tokio::join!(
+        async { ingest_server.await.context("ingest server") },
+        async { admin_server.await.context("admin server") },
+        controller
+    );
+    ingest_result?;
+    admin_result?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+}
+
+fn admin_router(state: AdminState) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(state): State<AdminState>| async move {
+                if state.ready.load(Ordering::SeqCst) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "watches not synced yet")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(state): State<AdminState>| async move {
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    state.metrics.render(),
+                )
+                    .into_response()
+            }),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,259 @@
+//! The controller: reconciles JobRuns, owns their Jobs, watches the Jobs' pods.
+//!
+//! Jobs and pods are read from reflector stores fed by one watch per kind, never polled; the
+//! reconcile of a run is woken by a change of the run, of its Job, or of its Job's pods.
+
+mod logs;
+mod observe;
+mod report;
+mod step;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+
+use crate::config::MANAGED_BY_LABEL;
+use crate::crd::{JobRun, JobRunStatus};
+use crate::metrics::Metrics;
+use crate::render::{LABEL_RUN, MANAGED_BY};
+use crate::settings::Settings;
+use crate::sink::Sink;
+use crate::source::Source;
+
+/// Tunables of the controller.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// Total bytes of log excerpts in one run's `.finished` event.
+    pub log_excerpt_bytes: usize,
+    /// How long a pod may fail to start (image pull, missing Secret, unschedulable).
+    pub never_started_timeout: Duration,
+    /// How long an outgoing event is retried before the run says it gave up.
+    pub delivery_give_up_after: Duration,
+    /// Runs reconciled at the same time.
+    pub concurrency: u16,
+}
+
+/// What a reconcile needs.
+pub struct Context {
+    pub client: Client,
+    pub settings: Arc<Settings>,
+    pub source: Arc<Source>,
+    pub sink: Arc<Sink>,
+    pub metrics: Arc<Metrics>,
+    pub options: ControllerOptions,
+    jobs: Store<Job>,
+    pods: Store<Pod>,
+    /// Consecutive failures per run, for backoff in `error_policy`.
+    failures: std::sync::Mutex<HashMap<String, u32>>,
+    /// The newest status this process wrote per run, because the watch cache that hands runs
+    /// to `reconcile` can still hold an older copy.
+    written: std::sync::Mutex<HashMap<String, Written>>,
+}
+
+#[derive(Debug, Clone)]
+enum Written {
+    InFlight(Box<JobRunStatus>),
+    /// The run is over; only its last revision is kept.
+    Done(u64),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("cannot encode the status: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl ReconcileError {
+    /// A bounded category for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ReconcileError::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
+            ReconcileError::Kube(kube::Error::Api(status)) if status.code == 429 => "throttled",
+            ReconcileError::Kube(kube::Error::Api(status)) if status.code >= 500 => "api_server",
+            ReconcileError::Kube(kube::Error::Api(_)) => "api_refused",
+            ReconcileError::Kube(_) => "api_unreachable",
+            ReconcileError::Encode(_) => "encode",
+        }
+    }
+}
+
+fn managed_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
+}
+
+/// What the controller is built from.
+pub struct Parts {
+    pub client: Client,
+    pub settings: Arc<Settings>,
+    pub source: Arc<Source>,
+    pub sink: Arc<Sink>,
+    pub metrics: Arc<Metrics>,
+    pub options: ControllerOptions,
+}
+
+/// Runs the controller until `shutdown` resolves; `ready` turns true once every watch has
+/// listed its objects.
+pub async fn run(
+    parts: Parts,
+    ready: Arc<AtomicBool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let Parts {
+        client,
+        settings,
+        source,
+        sink,
+        metrics,
+        options,
+    } = parts;
+    let namespace = settings.job_namespace.clone();
+    let runs: Api<JobRun> = Api::namespaced(client.clone(), &namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let children = watcher::Config::default().labels(&managed_selector());
+
+    let (job_store, job_writer) = reflector::store();
+    let job_events = reflector(job_writer, watcher(jobs, children.clone()))
+        .default_backoff()
+        .touched_objects();
+    let (pod_store, pod_writer) = reflector::store();
+    let pod_events = reflector(pod_writer, watcher(pods, children))
+        .default_backoff()
+        .touched_objects();
+
+    let concurrency = options.concurrency;
+    let context = Arc::new(Context {
+        client,
+        settings,
+        source,
+        sink,
+        metrics,
+        options,
+        jobs: job_store.clone(),
+        pods: pod_store.clone(),
+        failures: std::sync::Mutex::new(HashMap::new()),
+        written: std::sync::Mutex::new(HashMap::new()),
+    });
+
+    let controller = Controller::new(runs, watcher::Config::default())
+        .owns_stream(job_events)
+        .watches_stream(pod_events, move |pod: Pod| {
+            let run = pod.labels().get(LABEL_RUN)?.clone();
+            Some(ObjectRef::<JobRun>::new(&run).within(&namespace))
+        })
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown);
+    let run_store = controller.store();
+    tokio::spawn(async move {
+        let synced = tokio::join!(
+            run_store.wait_until_ready(),
+            job_store.wait_until_ready(),
+            pod_store.wait_until_ready()
+        );
+        if synced.0.is_ok() && synced.1.is_ok() && synced.2.is_ok() {
+            ready.store(true, Ordering::SeqCst);
+            tracing::info!("watches synced; ready");
+        }
+    });
+    controller
+        .run(step::reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile did not complete");
+            }
+        })
+        .await;
+}
+
+/// Transient errors back off per run, exponentially from half a second to five minutes.
+fn error_policy(run: Arc<JobRun>, error: &ReconcileError, context: Arc<Context>) -> Action {
+    context.metrics.reconcile_error(error.category());
+    let failures = context
+        .failures
+        .lock()
+        .map(|mut map| {
+            let count = map.entry(run.name_any()).or_insert(0);
+            *count = count.saturating_add(1);
+            *count
+        })
+        .unwrap_or(1);
+    let delay = Duration::from_millis(500)
+        .saturating_mul(1u32 << failures.min(10))
+        .min(Duration::from_secs(300));
+    tracing::warn!(run = %run.name_any(), %error, category = error.category(), ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+impl Context {
+    /// The status to continue from: the cached copy's, or this process's newer write. `None`
+    /// when this process already finished the run and the cache is behind.
+    fn newest_status(&self, run: &str, cached: JobRunStatus) -> Option<JobRunStatus> {
+        let Ok(mut written) = self.written.lock() else {
+            return Some(cached);
+        };
+        match written.get(run) {
+            Some(Written::InFlight(status)) if status.revision > cached.revision => {
+                Some((**status).clone())
+            }
+            Some(Written::Done(revision)) if *revision > cached.revision => None,
+            Some(Written::Done(_)) => {
+                written.remove(run);
+                Some(cached)
+            }
+            _ => Some(cached),
+        }
+    }
+
+    fn remember_status(&self, run: &str, status: JobRunStatus) {
+        if let Ok(mut written) = self.written.lock() {
+            written.insert(run.to_string(), Written::InFlight(Box::new(status)));
+        }
+    }
+
+    fn forget_status(&self, run: &str, revision: u64) {
+        if let Ok(mut written) = self.written.lock() {
+            written.insert(run.to_string(), Written::Done(revision));
+        }
+    }
+
+    fn succeeded(&self, run: &str) {
+        if let Ok(mut map) = self.failures.lock() {
+            map.remove(run);
+        }
+    }
+
+    fn job(&self, name: &str) -> Option<Arc<Job>> {
+        self.jobs
+            .get(&ObjectRef::new(name).within(&self.settings.job_namespace))
+    }
+
+    fn pods_of_job(&self, job: &str) -> Vec<Arc<Pod>> {
+        let mut pods: Vec<Arc<Pod>> = self
+            .pods
+            .state()
+            .into_iter()
+            .filter(|pod| {
+                pod.labels().get("job-name").map(String::as_str) == Some(job)
+                    || pod
+                        .labels()
+                        .get("batch.kubernetes.io/job-name")
+                        .map(String::as_str)
+                        == Some(job)
+            })
+            .collect();
+        pods.sort_by_key(|pod| pod.metadata.creation_timestamp.clone().map(|t| t.0));
+        pods
+    }
+}

@@ -1,0 +1,176 @@
+//! Reading the world: what a Job's status and its pods say, as pure functions.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+
+/// Where a task's Job stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed { reason: String, message: String },
+}
+
+/// Reads the terminal conditions the Job controller sets (`Complete`, `Failed`).
+pub fn job_state(job: &Job) -> JobState {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for condition in conditions {
+        if condition.status != "True" {
+            continue;
+        }
+        match condition.type_.as_str() {
+            "Complete" => return JobState::Succeeded,
+            "Failed" => {
+                return JobState::Failed {
+                    reason: condition.reason.clone().unwrap_or_else(|| "Failed".into()),
+                    message: condition.message.clone().unwrap_or_default(),
+                };
+            }
+            _ => {}
+        }
+    }
+    JobState::Running
+}
+
+/// Waiting reasons that mean a container will not start without someone changing something.
+const STUCK_REASONS: [&str; 6] = [
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+];
+
+/// Why a pod cannot start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuck {
+    pub pod: String,
+    pub reason: String,
+    pub message: String,
+}
+
+/// The first pod of a Job that cannot start: a container waiting for a reason that does not go
+/// away by itself, or a pod the scheduler cannot place.
+pub fn stuck_pod<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<Stuck> {
+    for pod in pods {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let Some(status) = &pod.status else { continue };
+        let statuses = status
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(status.container_statuses.iter().flatten());
+        for container in statuses {
+            if let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref())
+                && let Some(reason) = &waiting.reason
+                && STUCK_REASONS.contains(&reason.as_str())
+            {
+                return Some(Stuck {
+                    pod: name,
+                    reason: reason.clone(),
+                    message: format!(
+                        "container {}: {}",
+                        container.name,
+                        waiting.message.clone().unwrap_or_default()
+                    ),
+                });
+            }
+        }
+        for condition in status.conditions.iter().flatten() {
+            if condition.type_ == "PodScheduled"
+                && condition.status == "False"
+                && condition.reason.as_deref() == Some("Unschedulable")
+            {
+                return Some(Stuck {
+                    pod: name,
+                    reason: "Unschedulable".into(),
+                    message: condition.message.clone().unwrap_or_default(),
+                });
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn job(conditions: serde_json::Value) -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": "j"},
+            "status": {"conditions": conditions}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn job_conditions() {
+        assert_eq!(job_state(&job(json!([]))), JobState::Running);
+        assert_eq!(
+            job_state(&job(
+                json!([{"type": "SuccessCriteriaMet", "status": "True"}])
+            )),
+            JobState::Running,
+            "the Job is complete only once its pods are gone"
+        );
+        assert_eq!(
+            job_state(&job(json!([{"type": "Complete", "status": "True"}]))),
+            JobState::Succeeded
+        );
+        assert_eq!(
+            job_state(&job(json!([
+                {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded"},
+                {"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                 "message": "Job was active longer than specified deadline"}
+            ]))),
+            JobState::Failed {
+                reason: "DeadlineExceeded".into(),
+                message: "Job was active longer than specified deadline".into()
+            }
+        );
+    }
+
+    #[test]
+    fn stuck_pods() {
+        let pulling: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "status": {"containerStatuses": [{
+                "name": "task", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"x\""}}
+            }]}
+        }))
+        .unwrap();
+        assert_eq!(
+            stuck_pod([&pulling]),
+            Some(Stuck {
+                pod: "p".into(),
+                reason: "ImagePullBackOff".into(),
+                message: "container task: Back-off pulling image \"x\"".into()
+            })
+        );
+        let creating: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "q"},
+            "status": {"containerStatuses": [{
+                "name": "task", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ContainerCreating"}}
+            }]}
+        }))
+        .unwrap();
+        assert_eq!(stuck_pod([&creating]), None);
+        let unschedulable: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "u"},
+            "status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available"}]}
+        }))
+        .unwrap();
+        assert_eq!(stuck_pod([&unschedulable]).unwrap().reason, "Unschedulable");
+    }
+}

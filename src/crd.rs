@@ -1,0 +1,245 @@
+//! The JobRun custom resource: the durable record of one action run for one event.
+//!
+//! The spec is written once, when the event is accepted, and holds everything the run needs
+//! (the event, the tasks as resolved then, the files each task stages), so a restarted operator
+//! resumes from the API server alone. The status records every step before the next side
+//! effect depends on it.
+
+use kube::CustomResource;
+use kube::core::CustomResourceExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Task;
+use crate::event::CloudEvent;
+use crate::render::StagedFile;
+
+pub const GROUP: &str = "job-executor.dev";
+pub const VERSION: &str = "v1alpha1";
+
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "job-executor.dev",
+    version = "v1alpha1",
+    kind = "JobRun",
+    plural = "jobruns",
+    singular = "jobrun",
+    shortname = "jr",
+    namespaced,
+    status = "JobRunStatus",
+    printcolumn = r#"{"name":"Action","type":"string","jsonPath":".spec.action.name"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Task","type":"integer","jsonPath":".status.currentTask"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRunSpec {
+    /// The CloudEvent that caused the run, in structured JSON form.
+    #[schemars(schema_with = "any_object")]
+    pub event: CloudEvent,
+    pub action: RunAction,
+    /// The config revision the tasks were resolved at (a git commit for the git source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_revision: Option<String>,
+    /// Set when the run failed before its first Job (invalid config, forbidden image, missing
+    /// file): the `.finished` event reports it and no Job is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunAction {
+    /// The action's position in the config file.
+    pub index: u32,
+    pub name: String,
+    /// A silent action sends no events.
+    #[serde(default)]
+    pub silent: bool,
+    /// The tasks as the config said when the event was accepted.
+    #[schemars(schema_with = "object_list")]
+    pub tasks: Vec<Task>,
+    /// Per task, the files it stages from the run's ConfigMap.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "object_list_list")]
+    pub files: Vec<Vec<StagedFile>>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RunPhase {
+    #[default]
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl RunPhase {
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunPhase::Succeeded | RunPhase::Failed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunPhase::Pending => "Pending",
+            RunPhase::Running => "Running",
+            RunPhase::Succeeded => "Succeeded",
+            RunPhase::Failed => "Failed",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TaskPhase {
+    #[default]
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRunStatus {
+    /// Counts the operator's status writes, so it can tell its latest write from an older copy
+    /// still in its watch cache.
+    #[serde(default)]
+    pub revision: u64,
+    #[serde(default)]
+    pub phase: RunPhase,
+    /// The task that runs (or ran last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_task: Option<u32>,
+    #[serde(default)]
+    pub tasks: Vec<TaskStatus>,
+    /// The `.started` event (absent for silent runs and events that are not `.triggered`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Delivery>,
+    /// The `.finished` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Delivery>,
+    /// What the run reports when it is over; fixed before `.finished` is sent, so a repeated
+    /// delivery says the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<RunOutcome>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStatus {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    #[serde(default)]
+    pub phase: TaskPhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
+    /// Why the task failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// A bounded excerpt of the task's container logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DeliveryState {
+    #[default]
+    Pending,
+    Delivered,
+    GaveUp,
+}
+
+/// The delivery of one outgoing event.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// The event's id (deterministic: a repeated delivery carries the same).
+    pub id: String,
+    #[serde(default)]
+    pub state: DeliveryState,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_attempt: Option<String>,
+    /// When the next attempt is due after a failed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OutcomeStatus {
+    Succeeded,
+    Errored,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunOutcome {
+    pub status: OutcomeStatus,
+    pub message: String,
+}
+
+/// A condition, shaped like `metav1.Condition`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    pub last_transition_time: String,
+}
+
+fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+// The tasks and files are written by the operator from a config it has already checked
+// strictly; the CRD keeps them as opaque objects rather than repeating that schema.
+fn object_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    })
+}
+
+fn object_list_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {
+            "type": "array",
+            "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+        }
+    })
+}
+
+/// The CRD as YAML, as committed in `crds/jobrun.yaml`.
+pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    Ok(format!(
+        "# Generated by `job-executor crd`; do not edit.\n{}",
+        serde_saphyr::to_string(&JobRun::crd())?
+    ))
+}
+
+impl JobRun {
+    /// The run's status, or an empty one.
+    pub fn status_or_default(&self) -> JobRunStatus {
+        self.status.clone().unwrap_or_default()
+    }
+}

@@ -1,0 +1,232 @@
+//! The HTTP receiver: CloudEvents in, JobRuns persisted, then the answer. A 2xx means every
+//! run the request implies is in the API server; when that cannot be done the answer is a 503,
+//! so the sender retries and nothing is lost.
+
+pub mod parse;
+pub mod plan;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http::{HeaderMap, StatusCode, header};
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+
+use crate::crd::JobRun;
+use crate::event::CloudEvent;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::source::Source;
+use plan::EventPlan;
+
+/// Seconds a sender is asked to wait before retrying after a 503.
+const RETRY_AFTER_SECONDS: u64 = 5;
+
+pub const FIELD_MANAGER: &str = "job-executor";
+
+/// What the receiver needs.
+pub struct IngestState {
+    pub client: kube::Client,
+    pub source: Arc<Source>,
+    pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
+    pub token: Option<String>,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(state: Arc<IngestState>) -> Router {
+    Router::new()
+        .route("/", post(receive))
+        .route("/events", post(receive))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"error": message.into()}))).into_response()
+}
+
+/// Compares without an early exit, so the token cannot be guessed byte by byte from timing.
+fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| same_token(given.trim().as_bytes(), token.as_bytes()))
+}
+
+async fn receive(
+    State(state): State<Arc<IngestState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let metrics = &state.metrics;
+    if let Some(token) = &state.token
+        && !authorized(&headers, token)
+    {
+        metrics.event_received("unauthorized");
+        let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    }
+    let too_large = || {
+        metrics.event_received("too_large");
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body is larger than the limit of {} bytes",
+                state.max_body_bytes
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > state.max_body_bytes) {
+        return too_large();
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, state.max_body_bytes).await else {
+        return too_large();
+    };
+    let events = match parse::events_from_request(&headers, &bytes) {
+        Ok(events) => events,
+        Err(problem) => {
+            metrics.event_received("invalid");
+            return error(problem.status(), problem.to_string());
+        }
+    };
+    accept(&state, &events).await
+}
+
+#[derive(Debug, Default)]
+struct Answer {
+    results: Vec<Value>,
+    any_runs: bool,
+    any_config_error: bool,
+}
+
+/// Persists the runs of every event, then answers for all of them.
+async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
+    let api: Api<JobRun> = Api::namespaced(state.client.clone(), &state.settings.job_namespace);
+    let mut answer = Answer::default();
+    for event in events {
+        let plan = plan::plan_event(event, &state.source, &state.settings);
+        let result = match plan {
+            EventPlan::Nothing { reasons } => {
+                state.metrics.event_received("not_matched");
+                json!({"id": event.id(), "type": event.event_type(), "runs": [], "not_matched": reasons})
+            }
+            EventPlan::ConfigError { message, run } => {
+                answer.any_config_error = true;
+                state.metrics.event_received("config_error");
+                let runs = match run {
+                    Some(run) => match create_runs(state, &api, vec![*run]).await {
+                        Ok(runs) => runs,
+                        Err(response) => return response,
+                    },
+                    None => Vec::new(),
+                };
+                json!({"id": event.id(), "type": event.event_type(), "error": message, "runs": runs})
+            }
+            EventPlan::Runs { runs, not_matched } => {
+                let runs = match create_runs(state, &api, runs).await {
+                    Ok(runs) => runs,
+                    Err(response) => return response,
+                };
+                answer.any_runs = true;
+                let all_duplicates = runs.iter().all(|r| r["status"] == "duplicate");
+                state.metrics.event_received(if all_duplicates {
+                    "duplicate"
+                } else {
+                    "accepted"
+                });
+                json!({"id": event.id(), "type": event.event_type(), "runs": runs, "not_matched": not_matched})
+            }
+        };
+        answer.results.push(result);
+    }
+    let status = if answer.any_runs {
+        StatusCode::ACCEPTED
+    } else if answer.any_config_error {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(json!({"events": answer.results}))).into_response()
+}
+
+/// Creates the runs; an existing one is a duplicate delivery. Any other failure answers 503.
+async fn create_runs(
+    state: &IngestState,
+    api: &Api<JobRun>,
+    runs: Vec<JobRun>,
+) -> Result<Vec<Value>, Response> {
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    let mut results = Vec::with_capacity(runs.len());
+    for run in runs {
+        let name = run.metadata.name.clone().unwrap_or_default();
+        let action = run.spec.action.name.clone();
+        let status = match api.create(&params, &run).await {
+            Ok(_) => {
+                state.metrics.run_started();
+                "created"
+            }
+            Err(kube::Error::Api(status))
+                if status.code == 409 && status.reason == "AlreadyExists" =>
+            {
+                "duplicate"
+            }
+            Err(problem) => {
+                tracing::warn!(run = %name, error = %problem, "cannot persist a run; answering 503");
+                state.metrics.event_received("unavailable");
+                let mut response = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the Kubernetes API cannot store the run now ({problem}); retry later"),
+                );
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    http::HeaderValue::from(RETRY_AFTER_SECONDS),
+                );
+                return Err(response);
+            }
+        };
+        results.push(json!({"name": name, "action": action, "status": status}));
+    }
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(same_token(b"secret", b"secret"));
+        assert!(!same_token(b"secreT", b"secret"));
+        assert!(!same_token(b"secret-longer", b"secret"));
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, "Bearer secret".parse().unwrap());
+        assert!(authorized(&headers, "secret"));
+        headers.insert(header::AUTHORIZATION, "Basic secret".parse().unwrap());
+        assert!(!authorized(&headers, "secret"));
+    }
+}

@@ -1,0 +1,298 @@
+//! CloudEvents over HTTP (structured, binary and batch content modes), as pure functions over
+//! headers and body.
+
+use http::HeaderMap;
+use serde_json::{Map, Value};
+
+use crate::event::{CloudEvent, EventError};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("{0}")]
+    Event(#[from] EventError),
+    #[error("event {index} of the batch: {error}")]
+    BatchItem { index: usize, error: EventError },
+    #[error("a batch must be a JSON array of events")]
+    NotABatch,
+    #[error("a batch must hold at least one event")]
+    EmptyBatch,
+    #[error(
+        "unsupported content type {0:?}: send application/cloudevents+json (structured), \
+         application/cloudevents-batch+json (batch), or ce-* headers (binary)"
+    )]
+    UnsupportedContentType(String),
+    #[error("header {name}: {reason}")]
+    Header { name: String, reason: String },
+}
+
+impl ParseError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            ParseError::UnsupportedContentType(_) => http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => http::StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+fn is_json(media_type: &str) -> bool {
+    media_type == "application/json" || media_type.ends_with("+json") || media_type == "text/json"
+}
+
+/// The events of one request, in order.
+pub fn events_from_request(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<CloudEvent>, ParseError> {
+    let media = media_type(headers);
+    if media == "application/cloudevents-batch+json" {
+        return batch(body);
+    }
+    if headers.contains_key("ce-specversion") {
+        return Ok(vec![binary(headers, &media, body)?]);
+    }
+    if media == "application/cloudevents+json" || media == "application/json" {
+        return Ok(vec![CloudEvent::from_json(body)?]);
+    }
+    Err(ParseError::UnsupportedContentType(media))
+}
+
+fn batch(body: &[u8]) -> Result<Vec<CloudEvent>, ParseError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| EventError::InvalidJson {
+        reason: e.to_string(),
+        line: e.line(),
+        column: e.column(),
+    })?;
+    let Value::Array(items) = value else {
+        return Err(ParseError::NotABatch);
+    };
+    if items.is_empty() {
+        return Err(ParseError::EmptyBatch);
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| {
+            CloudEvent::from_value(item).map_err(|error| ParseError::BatchItem { index, error })
+        })
+        .collect()
+}
+
+/// Binary mode: attributes and extensions in `ce-` headers, the data in the body.
+fn binary(headers: &HeaderMap, media: &str, body: &[u8]) -> Result<CloudEvent, ParseError> {
+    let mut object = Map::new();
+    for (name, value) in headers {
+        let Some(attribute) = name.as_str().strip_prefix("ce-") else {
+            continue;
+        };
+        let text = value.to_str().map_err(|_| ParseError::Header {
+            name: name.to_string(),
+            reason: "not printable ASCII (percent-encode other characters)".into(),
+        })?;
+        let decoded = percent_decode(text).ok_or_else(|| ParseError::Header {
+            name: name.to_string(),
+            reason: "invalid percent-encoding".into(),
+        })?;
+        object.insert(attribute.to_string(), Value::String(decoded));
+    }
+    if let Some(value) = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| !media.is_empty())
+    {
+        object.insert("datacontenttype".into(), Value::String(value.to_string()));
+    }
+    if !body.is_empty() {
+        if is_json(media) || media.is_empty() {
+            let data: Value =
+                serde_json::from_slice(body).map_err(|e| EventError::InvalidJson {
+                    reason: e.to_string(),
+                    line: e.line(),
+                    column: e.column(),
+                })?;
+            object.insert("data".into(), data);
+        } else if let Ok(text) = std::str::from_utf8(body) {
+            object.insert("data".into(), Value::String(text.to_string()));
+        } else {
+            object.insert("data_base64".into(), Value::String(base64_encode(body)));
+        }
+    }
+    Ok(CloudEvent::from_value(Value::Object(object))?)
+}
+
+/// `%xx` escapes of the CloudEvents HTTP binding.
+fn percent_decode(text: &str) -> Option<String> {
+    if !text.contains('%') {
+        return Some(text.to_string());
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (position, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if position <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+    use serde_json::json;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    const EVENT: &str = r#"{"specversion":"1.0","id":"1","source":"s","type":"sh.keptn.event.test.triggered","data":{"project":"p"}}"#;
+
+    #[test]
+    fn structured_mode() {
+        let h = headers(&[(
+            "content-type",
+            "application/cloudevents+json; charset=utf-8",
+        )]);
+        let events = events_from_request(&h, EVENT.as_bytes()).unwrap();
+        assert_eq!(events[0].id(), "1");
+        let plain_json = headers(&[("content-type", "application/json")]);
+        assert_eq!(
+            events_from_request(&plain_json, EVENT.as_bytes())
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn binary_mode() {
+        let h = headers(&[
+            ("content-type", "application/json"),
+            ("ce-specversion", "1.0"),
+            ("ce-id", "42"),
+            ("ce-source", "shipyard"),
+            ("ce-type", "sh.keptn.event.test.triggered"),
+            ("ce-shkeptncontext", "ctx%20one"),
+        ]);
+        let events = events_from_request(&h, br#"{"project":"sockshop"}"#).unwrap();
+        let value = events[0].as_value();
+        assert_eq!(value["id"], "42");
+        assert_eq!(value["shkeptncontext"], "ctx one");
+        assert_eq!(value["data"], json!({"project": "sockshop"}));
+        assert_eq!(value["datacontenttype"], "application/json");
+        let binary = headers(&[
+            ("content-type", "application/octet-stream"),
+            ("ce-specversion", "1.0"),
+            ("ce-id", "1"),
+            ("ce-source", "s"),
+            ("ce-type", "t"),
+        ]);
+        let events = events_from_request(&binary, &[0xff, 0x00, 0x01]).unwrap();
+        assert_eq!(events[0].as_value()["data_base64"], "/wAB");
+    }
+
+    #[test]
+    fn binary_mode_missing_attribute() {
+        let h = headers(&[
+            ("ce-specversion", "1.0"),
+            ("ce-source", "s"),
+            ("ce-type", "t"),
+        ]);
+        assert_eq!(
+            events_from_request(&h, b"").unwrap_err().to_string(),
+            "missing required attribute \"id\""
+        );
+    }
+
+    #[test]
+    fn batch_mode() {
+        let h = headers(&[("content-type", "application/cloudevents-batch+json")]);
+        let body = format!("[{EVENT},{EVENT}]");
+        assert_eq!(events_from_request(&h, body.as_bytes()).unwrap().len(), 2);
+        let bad = format!("[{EVENT},{{\"specversion\":\"1.0\"}}]");
+        assert_eq!(
+            events_from_request(&h, bad.as_bytes())
+                .unwrap_err()
+                .to_string(),
+            "event 1 of the batch: missing required attribute \"id\""
+        );
+        assert_eq!(
+            events_from_request(&h, b"[]").unwrap_err(),
+            ParseError::EmptyBatch
+        );
+        assert_eq!(
+            events_from_request(&h, EVENT.as_bytes()).unwrap_err(),
+            ParseError::NotABatch
+        );
+    }
+
+    #[test]
+    fn wrong_content_type_and_malformed_json() {
+        let text = headers(&[("content-type", "text/plain")]);
+        let error = events_from_request(&text, EVENT.as_bytes()).unwrap_err();
+        assert_eq!(error.status(), http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let json = headers(&[("content-type", "application/cloudevents+json")]);
+        let error = events_from_request(&json, b"{\"id\":").unwrap_err();
+        assert_eq!(error.status(), http::StatusCode::BAD_REQUEST);
+        assert!(
+            error.to_string().starts_with("the body is not valid JSON"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn base64() {
+        assert_eq!(base64_encode(b""), "");
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foo"), "Zm9v");
+        assert_eq!(percent_decode("a%2Fb").as_deref(), Some("a/b"));
+        assert_eq!(percent_decode("a%2").as_deref(), None);
+    }
+}

@@ -1,0 +1,204 @@
+//! What an accepted event becomes: one JobRun per matching action, built as values before
+//! anything is written.
+
+use std::collections::BTreeMap;
+
+use kube::api::ObjectMeta;
+use serde::Serialize;
+
+use crate::config::MANAGED_BY_LABEL;
+use crate::crd::{JobRun, JobRunSpec, RunAction};
+use crate::event::{CloudEvent, split_triggered_type};
+use crate::names;
+use crate::render::{self, LABEL_ACTION_INDEX, LABEL_EVENT_ID, MANAGED_BY, StagedFile};
+use crate::settings::Settings;
+use crate::source::{LoadedConfig, ServiceRef, Source, SourceError};
+
+/// An action that does not run, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotMatched {
+    pub action: String,
+    pub reason: String,
+}
+
+/// What one event leads to.
+#[derive(Debug, Clone)]
+pub enum EventPlan {
+    /// JobRuns to create (possibly failed ones that only report an error).
+    Runs {
+        runs: Vec<JobRun>,
+        not_matched: Vec<NotMatched>,
+    },
+    /// Nothing to do, and why.
+    Nothing { reasons: Vec<NotMatched> },
+    /// The service's config cannot be used: the sender gets the message, and a `.triggered`
+    /// event gets an errored `.finished` through a failed JobRun.
+    ConfigError {
+        message: String,
+        run: Option<Box<JobRun>>,
+    },
+}
+
+pub fn service_of(event: &CloudEvent) -> Result<ServiceRef, &'static str> {
+    let keptn = event.keptn();
+    Ok(ServiceRef {
+        project: keptn.project.ok_or("project")?,
+        stage: keptn.stage.ok_or("stage")?,
+        service: keptn.service.ok_or("service")?,
+    })
+}
+
+/// Decides what an event leads to, reading the config from the source.
+pub fn plan_event(event: &CloudEvent, source: &Source, settings: &Settings) -> EventPlan {
+    let service = match service_of(event) {
+        Ok(service) => service,
+        Err(field) => {
+            return EventPlan::Nothing {
+                reasons: vec![NotMatched {
+                    action: String::new(),
+                    reason: format!("the event has no data.{field}: no job config applies"),
+                }],
+            };
+        }
+    };
+    let loaded = match source.load(&service) {
+        Ok(Some(loaded)) => loaded,
+        Ok(None) => {
+            return EventPlan::Nothing {
+                reasons: vec![NotMatched {
+                    action: String::new(),
+                    reason: format!(
+                        "no job config for service {:?} (project {:?}, stage {:?})",
+                        service.service, service.project, service.stage
+                    ),
+                }],
+            };
+        }
+        Err(error) => {
+            let message = format!("the job config cannot be used:\n{error}");
+            let run = split_triggered_type(event.event_type()).map(|_| {
+                Box::new(job_run(
+                    event,
+                    &settings.job_namespace,
+                    RunAction {
+                        index: u32::MAX,
+                        name: "job config".into(),
+                        silent: false,
+                        tasks: Vec::new(),
+                        files: Vec::new(),
+                    },
+                    names::config_failure_run_name(event),
+                    None,
+                    Some(message.clone()),
+                ))
+            });
+            return EventPlan::ConfigError { message, run };
+        }
+    };
+    plan_with_config(event, &loaded, source, settings)
+}
+
+fn plan_with_config(
+    event: &CloudEvent,
+    loaded: &LoadedConfig,
+    source: &Source,
+    settings: &Settings,
+) -> EventPlan {
+    let mut runs = Vec::new();
+    let mut not_matched = Vec::new();
+    for verdict in loaded.matcher.explain(event) {
+        if let Err(reason) = verdict.outcome {
+            not_matched.push(NotMatched {
+                action: verdict.name,
+                reason,
+            });
+            continue;
+        }
+        let Some(action) = loaded.config.actions.get(verdict.index) else {
+            continue;
+        };
+        // A run that cannot start is still recorded, so its `.finished` reports why.
+        let (files, failure) = match render::check_action(action, settings)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                source
+                    .collect_files(loaded, action)
+                    .map_err(|e: SourceError| e.to_string())
+            }) {
+            Ok(run_files) => (run_files.per_task, None),
+            Err(message) => (Vec::new(), Some(message)),
+        };
+        let files: Vec<Vec<StagedFile>> = if files.iter().all(Vec::is_empty) {
+            Vec::new()
+        } else {
+            files
+        };
+        runs.push(job_run(
+            event,
+            &settings.job_namespace,
+            RunAction {
+                index: verdict.index as u32,
+                name: verdict.name.clone(),
+                silent: action.silent,
+                tasks: action.tasks.clone(),
+                files,
+            },
+            names::run_name(event, verdict.index),
+            loaded.revision.clone(),
+            failure,
+        ));
+    }
+    if runs.is_empty() {
+        EventPlan::Nothing {
+            reasons: not_matched,
+        }
+    } else {
+        EventPlan::Runs { runs, not_matched }
+    }
+}
+
+fn job_run(
+    event: &CloudEvent,
+    namespace: &str,
+    action: RunAction,
+    name: String,
+    config_revision: Option<String>,
+    failure: Option<String>,
+) -> JobRun {
+    let keptn = event.keptn();
+    let mut labels = BTreeMap::new();
+    labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
+    labels.insert(LABEL_ACTION_INDEX.to_string(), action.index.to_string());
+    let mut set = |key: &str, value: &str| {
+        let value = names::label_value(value);
+        if !value.is_empty() {
+            labels.insert(key.to_string(), value);
+        }
+    };
+    set(LABEL_EVENT_ID, event.id());
+    for (key, value) in [
+        ("keptn.sh/project", &keptn.project),
+        ("keptn.sh/stage", &keptn.stage),
+        ("keptn.sh/service", &keptn.service),
+        ("keptn.sh/context", &keptn.keptn_context),
+    ] {
+        if let Some(value) = value {
+            set(key, value);
+        }
+    }
+    JobRun {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace.to_string()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        spec: JobRunSpec {
+            event: event.clone(),
+            action,
+            config_revision,
+            failure,
+        },
+        status: None,
+    }
+}
