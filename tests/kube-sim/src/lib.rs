@@ -6,24 +6,26 @@
 //! request log and a time scale. See `tests/kube-sim/README.md`.
 
 mod api;
-#[allow(dead_code)] // used by the simulated controllers (next step)
 mod clock;
 mod crd;
 mod discovery;
 mod error;
 mod faults;
 mod gc;
+mod jobs;
 mod kinds;
 mod kubeconfig;
+mod kubelet;
 mod objects;
-#[allow(dead_code)] // written by the simulated runtime (next step)
 mod podlogs;
 mod requests;
 mod resources;
+mod runtime;
 mod schema;
 mod server;
 mod store;
 mod util;
+mod volumes;
 mod wait;
 
 use std::net::SocketAddr;
@@ -38,6 +40,10 @@ use tokio::task::JoinHandle;
 pub use error::ApiError;
 pub use faults::{FaultRule, Faults};
 pub use requests::RequestRecord;
+pub use runtime::{
+    Behavior, ContainerRecord, ContainerRun, DEFAULT_RUN_TIME, FileSnapshot, ImageRule, Mount,
+    Outcome, Runtime,
+};
 pub use wait::{TimedOut, wait_until, wait_until_async};
 
 use clock::Clock;
@@ -60,6 +66,7 @@ pub(crate) struct Shared {
     pub faults: Faults,
     pub requests: RequestLog,
     pub logs: LogStore,
+    pub runtime: Runtime,
     /// Bumped to end every open watch.
     pub watch_close: watch::Sender<u64>,
     /// True while the server is paused in "hang" mode.
@@ -138,6 +145,12 @@ impl SimBuilder {
     pub async fn start(self) -> anyhow::Result<Sim> {
         let listener = tokio::net::TcpListener::bind(self.listen).await?;
         let addr = listener.local_addr()?;
+        let workdir = std::env::temp_dir().join(format!(
+            "kube-sim-{}-{}",
+            std::process::id(),
+            util::random_suffix(8)
+        ));
+        std::fs::create_dir_all(&workdir)?;
         let shared = Arc::new(Shared {
             store: Store::new(self.watch_history),
             registry: RwLock::new(Registry::default()),
@@ -145,6 +158,7 @@ impl SimBuilder {
             faults: Faults::default(),
             requests: RequestLog::default(),
             logs: LogStore::default(),
+            runtime: Runtime::new(workdir),
             watch_close: watch::channel(0u64).0,
             hang: watch::channel(false).0,
             gc_notify: Notify::new(),
@@ -156,7 +170,11 @@ impl SimBuilder {
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             seed_namespace(&shared, ns)?;
         }
-        let tasks = vec![tokio::spawn(gc::run(shared.clone()))];
+        let tasks = vec![
+            tokio::spawn(gc::run(shared.clone())),
+            tokio::spawn(jobs::run(shared.clone())),
+            tokio::spawn(kubelet::run(shared.clone())),
+        ];
         let server = server::Server::start(listener, api::router(shared.clone()))?;
         let url = format!("http://{addr}");
         let config = kube::Config::new(url.parse()?);
@@ -199,6 +217,7 @@ impl Drop for Sim {
         }
         self.server.shutdown();
         self.shared.watch_close.send_modify(|g| *g += 1);
+        let _ = std::fs::remove_dir_all(self.shared.runtime.workdir());
     }
 }
 
@@ -236,6 +255,27 @@ impl Sim {
     pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> std::io::Result<PathBuf> {
         std::fs::write(path.as_ref(), self.kubeconfig_yaml())?;
         Ok(path.as_ref().to_path_buf())
+    }
+
+    /// The container runtime script: `sim.runtime().set(ImageRule::image(..), Behavior::..)`.
+    pub fn runtime(&self) -> &Runtime {
+        &self.shared.runtime
+    }
+
+    /// What the containers of a Job's pods saw and did, in the order they finished.
+    pub fn pod_runs(&self, job: &str) -> Vec<ContainerRecord> {
+        self.shared.runtime.job_runs(job)
+    }
+
+    /// Every container run so far.
+    pub fn container_runs(&self) -> Vec<ContainerRecord> {
+        self.shared.runtime.records()
+    }
+
+    /// Releases the `Behavior::hold()` containers of the pod or Job named `target`;
+    /// returns how many were released (0 if none is held yet).
+    pub fn release(&self, target: &str) -> usize {
+        self.shared.runtime.release(target)
     }
 
     /// Fault injection controls.

@@ -43,7 +43,6 @@ impl DeleteOpts {
             ..Default::default()
         }
     }
-    #[allow(dead_code)] // used by the TTL controller (next step)
     pub fn foreground() -> Self {
         DeleteOpts {
             propagation: Some(Propagation::Foreground),

@@ -47,23 +47,11 @@ impl LogStore {
         }
     }
 
-    /// The lines of the current (or previous) attempt, if that attempt exists.
-    pub fn get(&self, pod_uid: &str, container: &str, previous: bool) -> Option<Vec<LogLine>> {
+    /// The lines of an attempt counted back from the latest (0 = latest).
+    pub fn get(&self, pod_uid: &str, container: &str, back: usize) -> Option<Vec<LogLine>> {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let attempts = g.get(&(pod_uid.to_string(), container.to_string()))?;
-        let n = attempts.len();
-        let idx = if previous {
-            n.checked_sub(2)?
-        } else {
-            n.checked_sub(1)?
-        };
+        let idx = attempts.len().checked_sub(1 + back)?;
         attempts.get(idx).cloned()
-    }
-
-    pub fn forget_pod(&self, pod_uid: &str) {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(u, _), _| u != pod_uid);
     }
 }

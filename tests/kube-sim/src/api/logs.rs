@@ -112,15 +112,6 @@ pub async fn serve(
         )));
     }
     let uid = util::uid(&pod).to_string();
-    let previous = flag(params, "previous");
-    if previous {
-        let lines = shared.logs.get(&uid, &container, true).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "previous terminated container {container:?} in pod {name:?} not found"
-            ))
-        })?;
-        return Ok(text(render(&lines, params)));
-    }
     if pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
@@ -131,29 +122,36 @@ pub async fn serve(
             "pod {name} does not have a host assigned"
         )));
     }
-    let status = status_of(&pod, &container);
-    let lines = shared.logs.get(&uid, &container, false);
-    let waiting = status
-        .as_ref()
-        .and_then(|s| s.pointer("/state/waiting/reason"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .or_else(|| status.is_none().then(|| "ContainerCreating".to_string()));
-    let lines = match (lines, waiting) {
-        (Some(l), _) => l,
-        (None, Some(reason)) => {
-            let why = match reason.as_str() {
-                "ErrImagePull" | "ImagePullBackOff" => {
-                    "trying and failing to pull image".to_string()
-                }
-                r => r.to_string(),
-            };
+    // Which container instance, as the kubelet picks it from the container status.
+    let status = status_of(&pod, &container).unwrap_or(Value::Null);
+    let live =
+        status.pointer("/state/running").is_some() || status.pointer("/state/terminated").is_some();
+    let last_terminated = status.pointer("/state/lastState/terminated").is_some()
+        || status.pointer("/lastState/terminated").is_some();
+    let back = if flag(params, "previous") {
+        if !last_terminated {
             return Err(ApiError::bad_request(format!(
-                "container {container:?} in pod {name:?} is waiting to start: {why}"
+                "previous terminated container {container:?} in pod {name:?} not found"
             )));
         }
-        (None, None) => Vec::new(),
+        usize::from(live)
+    } else if live || last_terminated {
+        0
+    } else {
+        let reason = status
+            .pointer("/state/waiting/reason")
+            .and_then(Value::as_str)
+            .unwrap_or("ContainerCreating");
+        let why = match reason {
+            "ErrImagePull" => "image can't be pulled".to_string(),
+            "ImagePullBackOff" => "trying and failing to pull image".to_string(),
+            r => r.to_string(),
+        };
+        return Err(ApiError::bad_request(format!(
+            "container {container:?} in pod {name:?} is waiting to start: {why}"
+        )));
     };
+    let lines = shared.logs.get(&uid, &container, back).unwrap_or_default();
     if !flag(params, "follow") || !running(&pod, &container) {
         return Ok(text(render(&lines, params)));
     }
@@ -170,7 +168,7 @@ pub async fn serve(
         }
         loop {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let now = shared.logs.get(&uid, &container, false).unwrap_or_default();
+            let now = shared.logs.get(&uid, &container, 0).unwrap_or_default();
             if now.len() > sent {
                 let mut chunk = String::new();
                 for l in &now[sent..] {
