@@ -8,7 +8,8 @@ use crate::util::glob_match;
 /// A rule failing the next `count` requests that match it.
 ///
 /// Empty `verb`/`resource`/`namespace` match anything; `name_glob` is a shell glob (`*`, `?`)
-/// on the object name (empty matches anything, including collection requests).
+/// on the object name (for create, the name in the body; empty matches anything, including
+/// collection requests).
 /// `resource` may name a subresource as `jobs/status`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaultRule {

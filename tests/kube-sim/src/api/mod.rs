@@ -188,20 +188,35 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     } else {
         format!("{}/{}", info.resource, info.subresource)
     };
-    let response = if let Some(rule) =
-        shared
-            .faults
-            .take(&info.verb, &resource_path, &info.namespace, &info.name)
-    {
-        error_response(&ApiError::for_code(rule.status, rule.retry_after))
-    } else {
-        match axum::body::to_bytes(body, 64 << 20).await {
-            Ok(bytes) => dispatch(&shared, &info, &parts.headers, &params, &path, bytes)
-                .await
-                .unwrap_or_else(|e| error_response(&e)),
-            Err(e) => error_response(&ApiError::bad_request(format!(
-                "could not read the request body: {e}"
-            ))),
+    let response = match axum::body::to_bytes(body, 64 << 20).await {
+        Err(e) => error_response(&ApiError::bad_request(format!(
+            "could not read the request body: {e}"
+        ))),
+        Ok(bytes) => {
+            // For create, faults match the name in the body (the URL has none).
+            let fault_name = if info.name.is_empty() && info.verb == "create" {
+                serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .and_then(|b| {
+                        let m = b.get("metadata")?;
+                        m.get("name")
+                            .or_else(|| m.get("generateName"))
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_default()
+            } else {
+                info.name.clone()
+            };
+            match shared
+                .faults
+                .take(&info.verb, &resource_path, &info.namespace, &fault_name)
+            {
+                Some(rule) => error_response(&ApiError::for_code(rule.status, rule.retry_after)),
+                None => dispatch(&shared, &info, &parts.headers, &params, &path, bytes)
+                    .await
+                    .unwrap_or_else(|e| error_response(&e)),
+            }
         }
     };
     record.status = response.status().as_u16();
