@@ -1,0 +1,156 @@
+//! Fault injection: fail matching requests with a chosen status, add latency.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::util::glob_match;
+
+/// A rule failing the next `count` requests that match it.
+///
+/// Empty `verb`/`resource`/`namespace` match anything; `name_glob` is a shell glob (`*`, `?`)
+/// on the object name (for create, the name in the body; empty matches anything, including
+/// collection requests).
+/// `resource` may name a subresource as `jobs/status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultRule {
+    pub verb: String,
+    pub resource: String,
+    pub namespace: String,
+    pub name_glob: String,
+    pub status: u16,
+    pub count: usize,
+    /// Seconds for `Retry-After` (sent with any status when set).
+    pub retry_after: Option<u64>,
+}
+
+impl Default for FaultRule {
+    fn default() -> Self {
+        FaultRule {
+            verb: String::new(),
+            resource: String::new(),
+            namespace: String::new(),
+            name_glob: String::new(),
+            status: 500,
+            count: 1,
+            retry_after: None,
+        }
+    }
+}
+
+impl FaultRule {
+    /// A rule failing the next request (any verb, any resource) with `status`.
+    pub fn new(status: u16) -> Self {
+        FaultRule {
+            status,
+            ..Default::default()
+        }
+    }
+    pub fn verb(mut self, verb: &str) -> Self {
+        self.verb = verb.into();
+        self
+    }
+    pub fn resource(mut self, resource: &str) -> Self {
+        self.resource = resource.into();
+        self
+    }
+    pub fn namespace(mut self, ns: &str) -> Self {
+        self.namespace = ns.into();
+        self
+    }
+    pub fn name(mut self, glob: &str) -> Self {
+        self.name_glob = glob.into();
+        self
+    }
+    pub fn times(mut self, count: usize) -> Self {
+        self.count = count;
+        self
+    }
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    fn matches(&self, verb: &str, resource: &str, ns: &str, name: &str) -> bool {
+        (self.verb.is_empty() || self.verb == verb)
+            && (self.resource.is_empty() || self.resource == resource)
+            && (self.namespace.is_empty() || self.namespace == ns)
+            && (self.name_glob.is_empty() || glob_match(&self.name_glob, name))
+    }
+}
+
+/// The fault controls of a running simulator.
+#[derive(Debug, Default)]
+pub struct Faults {
+    rules: Mutex<Vec<FaultRule>>,
+    latency: Mutex<Duration>,
+}
+
+impl Faults {
+    /// Adds a rule; rules are consulted in the order added.
+    pub fn fail_next(&self, rule: FaultRule) {
+        self.rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(rule);
+    }
+
+    /// Adds latency to every request (zero removes it).
+    pub fn latency(&self, d: Duration) {
+        *self.latency.lock().unwrap_or_else(|e| e.into_inner()) = d;
+    }
+
+    pub fn current_latency(&self) -> Duration {
+        *self.latency.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes all rules and the latency.
+    pub fn clear(&self) {
+        self.rules.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.latency(Duration::ZERO);
+    }
+
+    /// Rules not used up yet.
+    pub fn pending(&self) -> Vec<FaultRule> {
+        self.rules.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Consumes one use of the first matching rule; `resource` is `plural` or
+    /// `plural/subresource`.
+    pub fn take(&self, verb: &str, resource: &str, ns: &str, name: &str) -> Option<FaultRule> {
+        let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        let idx = rules
+            .iter()
+            .position(|r| r.count > 0 && r.matches(verb, resource, ns, name))?;
+        let hit = rules[idx].clone();
+        rules[idx].count -= 1;
+        if rules[idx].count == 0 {
+            rules.remove(idx);
+        }
+        Some(hit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_are_consumed() {
+        let f = Faults::default();
+        f.fail_next(
+            FaultRule::new(503)
+                .verb("create")
+                .resource("jobs")
+                .name("a-*")
+                .times(2),
+        );
+        assert!(f.take("get", "jobs", "default", "a-1").is_none());
+        assert!(f.take("create", "jobs", "default", "b").is_none());
+        assert_eq!(
+            f.take("create", "jobs", "default", "a-1").unwrap().status,
+            503
+        );
+        assert!(f.take("create", "jobs", "default", "a-2").is_some());
+        assert!(f.take("create", "jobs", "default", "a-3").is_none());
+    }
+}
