@@ -124,12 +124,22 @@ pub async fn run(
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let children = watcher::Config::default().labels(&managed_selector());
 
+    // One watch per kind, each feeding a store; the controller reads Jobs and pods from the
+    // stores and is woken by their events. Ready once each has listed its objects.
+    let synced = Arc::new(Synced::default());
+    let (run_store, run_writer) = reflector::store();
+    let run_events = reflector(run_writer, watcher(runs, watcher::Config::default()))
+        .inspect(synced.marker(0))
+        .default_backoff()
+        .touched_objects();
     let (job_store, job_writer) = reflector::store();
     let job_events = reflector(job_writer, watcher(jobs, children.clone()))
+        .inspect(synced.marker(1))
         .default_backoff()
         .touched_objects();
     let (pod_store, pod_writer) = reflector::store();
     let pod_events = reflector(pod_writer, watcher(pods, children))
+        .inspect(synced.marker(2))
         .default_backoff()
         .touched_objects();
 
@@ -141,13 +151,13 @@ pub async fn run(
         sink,
         metrics,
         options,
-        jobs: job_store.clone(),
-        pods: pod_store.clone(),
+        jobs: job_store,
+        pods: pod_store,
         failures: std::sync::Mutex::new(HashMap::new()),
         written: std::sync::Mutex::new(HashMap::new()),
     });
 
-    let controller = Controller::new(runs, watcher::Config::default())
+    let controller = Controller::for_stream(run_events, run_store)
         .owns_stream(job_events)
         .watches_stream(pod_events, move |pod: Pod| {
             let run = pod.labels().get(LABEL_RUN)?.clone();
@@ -155,17 +165,10 @@ pub async fn run(
         })
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown);
-    let run_store = controller.store();
     tokio::spawn(async move {
-        let synced = tokio::join!(
-            run_store.wait_until_ready(),
-            job_store.wait_until_ready(),
-            pod_store.wait_until_ready()
-        );
-        if synced.0.is_ok() && synced.1.is_ok() && synced.2.is_ok() {
-            ready.store(true, Ordering::SeqCst);
-            tracing::info!("watches synced; ready");
-        }
+        synced.all.notified().await;
+        ready.store(true, Ordering::SeqCst);
+        tracing::info!("watches synced; ready");
     });
     controller
         .run(step::reconcile, error_policy, context)
@@ -175,6 +178,31 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Which watches have finished their initial list.
+#[derive(Default)]
+struct Synced {
+    listed: [AtomicBool; 3],
+    all: tokio::sync::Notify,
+}
+
+impl Synced {
+    /// An `inspect` callback marking watch `index` as listed at its first `InitDone`.
+    fn marker<K>(
+        self: &Arc<Self>,
+        index: usize,
+    ) -> impl Fn(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
+        let synced = self.clone();
+        move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone))
+                && !synced.listed[index].swap(true, Ordering::SeqCst)
+                && synced.listed.iter().all(|l| l.load(Ordering::SeqCst))
+            {
+                synced.all.notify_one();
+            }
+        }
+    }
 }
 
 /// Transient errors back off per run, exponentially from half a second to five minutes.

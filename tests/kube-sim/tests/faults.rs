@@ -69,9 +69,10 @@ async fn injected_failures_latency_and_request_log() {
         .iter()
         .map(|r| (r.verb.clone(), r.resource.clone(), r.name.clone(), r.status))
         .collect();
+    // A create is logged with the name from its body, as an audit log's objectRef.
     assert_eq!(
         summary[0],
-        ("create".into(), "configmaps".into(), "".into(), 500)
+        ("create".into(), "configmaps".into(), "x-1".into(), 500)
     );
     assert_eq!(summary.iter().filter(|s| s.3 == 201).count(), 2);
     let n = summary.len();

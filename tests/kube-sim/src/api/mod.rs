@@ -208,6 +208,10 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             } else {
                 info.name.clone()
             };
+            // Like an audit log's objectRef, a create is recorded with the object's name.
+            if record.name.is_empty() {
+                record.name = fault_name.clone();
+            }
             match shared
                 .faults
                 .take(&info.verb, &resource_path, &info.namespace, &fault_name)

@@ -1,0 +1,662 @@
+//! The operator end to end: the real binary against kube-sim, a sink recording what it sends.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use kube_sim::{Behavior, ImageRule};
+use serde_json::json;
+use support::{Harness, sample, sample_with_id, wait_for};
+
+const LONG: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_event_runs_every_task_in_order_and_reports_started_then_finished() {
+    let h = Harness::start(&[]).await;
+    let event = sample("test.triggered.json");
+    let id = event["id"].as_str().unwrap();
+    let response = h.post_event(&event).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    assert_eq!(response.body["events"][0]["runs"][0]["status"], "created");
+    assert_eq!(
+        response.body["events"][0]["runs"][0]["action"],
+        "Run locust"
+    );
+
+    let finished = h.wait_finished(id, LONG).await;
+    let types: Vec<String> = h
+        .sink
+        .for_trigger(id)
+        .iter()
+        .map(|e| e.event_type.clone())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "sh.keptn.event.test.started",
+            "sh.keptn.event.test.finished"
+        ]
+    );
+    let data = &finished.data;
+    assert_eq!(data["status"], "succeeded", "{data}");
+    assert_eq!(data["result"], "pass");
+    assert_eq!(data["project"], "sockshop");
+    assert_eq!(data["stage"], "dev");
+    assert_eq!(data["service"], "carts");
+    let message = data["message"].as_str().unwrap();
+    let first = message
+        .find("Task 'Check the service answers' finished")
+        .expect(message);
+    let second = message
+        .find("Task 'Run locust smoke tests' finished")
+        .expect(message);
+    assert!(first < second, "{message}");
+    assert!(
+        data["test"]["start"].is_string() && data["test"]["end"].is_string(),
+        "{data}"
+    );
+    assert_eq!(
+        finished.headers["ce-shkeptncontext"],
+        "5f0b6c2e-3d4a-4b8f-9e1c-2a7d6f3b8c90"
+    );
+
+    // The Jobs ran in order, each once.
+    let jobs = h.jobs_created();
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert!(
+        jobs[0].ends_with("-0") && jobs[1].ends_with("-1"),
+        "{jobs:?}"
+    );
+
+    // What the task containers saw: the rendered env and the staged files.
+    let check = h.sim.pod_runs(&jobs[0]);
+    let main = check.iter().find(|r| r.run.container == "task").unwrap();
+    assert_eq!(
+        main.run.env_var("HOST"),
+        Some("http://carts.sockshop-dev:80")
+    );
+    assert_eq!(main.run.env_var("KEPTN_SERVICE"), Some("carts"));
+    let script = &main.files["/keptn/scripts/wait-for.sh"];
+    assert_eq!(script.mode & 0o777, 0o755);
+    assert!(script.text().contains("curl -fsS"));
+    let init = check
+        .iter()
+        .find(|r| r.run.container == "stage-files")
+        .unwrap();
+    assert_eq!(init.exit_code, Some(0), "{:?}", init.output);
+
+    let locust = h.sim.pod_runs(&jobs[1]);
+    let main = locust.iter().find(|r| r.run.container == "task").unwrap();
+    assert_eq!(main.run.env_var("API_TOKEN"), Some("secret"));
+    assert_eq!(main.run.env_var("LOCUST_USER"), Some("user"));
+    assert!(
+        main.run
+            .env_var("DEPLOYMENT")
+            .unwrap()
+            .starts_with("{\"deploymentNames\"")
+    );
+    assert!(
+        main.files["/keptn/locust/basic.py"]
+            .text()
+            .contains("class CartsUser")
+    );
+    assert!(main.files.contains_key("/keptn/locust/locust.conf"));
+    assert!(
+        !main.files.contains_key("/keptn/scripts/wait-for.sh"),
+        "each task mounts only its own files"
+    );
+
+    let runs = h.jobruns();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["status"]["phase"], "Succeeded");
+    wait_for("the delivery to be recorded", LONG, || {
+        h.jobruns()[0]["status"]["finished"]["state"] == "Delivered"
+    })
+    .await;
+}
+
+/// The `.finished` of a run that stopped at its first task.
+async fn finished_data(h: &Harness, id: &str) -> serde_json::Value {
+    h.wait_finished(id, LONG).await.data
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_task_stops_the_action_and_reports_its_logs_and_reason() {
+    let h = Harness::start(&[]).await;
+    h.sim.runtime().set(
+        ImageRule::image("curlimages/curl:*"),
+        Behavior::exit(7).output([
+            "waiting for http://carts.sockshop-dev:80",
+            "curl: (7) Failed to connect",
+        ]),
+    );
+    let event = sample_with_id("test.triggered.json", "fail-1");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let data = finished_data(&h, "fail-1").await;
+    assert_eq!(data["status"], "errored", "{data}");
+    assert_eq!(data["result"], "fail");
+    let message = data["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Task 'Check the service answers' failed: BackoffLimitExceeded"),
+        "{message}"
+    );
+    assert!(message.contains("curl: (7) Failed to connect"), "{message}");
+    assert!(!message.contains("Run locust smoke tests"), "{message}");
+    let jobs = h.jobs_created();
+    assert_eq!(
+        jobs.len(),
+        1,
+        "the task after the failed one never gets a Job: {jobs:?}"
+    );
+    assert_eq!(h.jobruns()[0]["status"]["phase"], "Failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_never_starts_fails_the_action_within_the_timeout() {
+    let h = Harness::start(&[]).await;
+    h.sim.runtime().set(
+        ImageRule::image("locustio/locust:*"),
+        Behavior::never_starts("ImagePullBackOff")
+            .message("Back-off pulling image \"locustio/locust:2.31.8\""),
+    );
+    let event = sample_with_id("test.triggered.json", "stuck-1");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let data = finished_data(&h, "stuck-1").await;
+    assert_eq!(data["status"], "errored");
+    let message = data["message"].as_str().unwrap();
+    assert!(
+        message.contains("Task 'Check the service answers' finished"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Task 'Run locust smoke tests' failed: pod ")
+            && message.contains("never started within 2s: ImagePullBackOff"),
+        "{message}"
+    );
+    // The stuck Job is removed rather than left pulling forever.
+    let stuck_job = format!("{}-1", h.jobruns()[0]["metadata"]["name"].as_str().unwrap());
+    wait_for("the stuck Job to be deleted", LONG, || {
+        h.sim
+            .get_object("batch", "jobs", "default", &stuck_job)
+            .is_none()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_event_twice_runs_once_sequentially_and_concurrently() {
+    let h = Harness::start(&[]).await;
+    let event = sample_with_id("test.triggered.json", "dup-1");
+    let first = h.post_event(&event).await;
+    let second = h.post_event(&event).await;
+    assert_eq!(first.body["events"][0]["runs"][0]["status"], "created");
+    assert_eq!(second.status, 202);
+    assert_eq!(second.body["events"][0]["runs"][0]["status"], "duplicate");
+
+    let concurrent = sample_with_id("test.triggered.json", "dup-2");
+    let (a, b) = tokio::join!(h.post_event(&concurrent), h.post_event(&concurrent));
+    assert_eq!(
+        (a.status, b.status),
+        (http::StatusCode::ACCEPTED, http::StatusCode::ACCEPTED)
+    );
+    let statuses = [
+        a.body["events"][0]["runs"][0]["status"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        b.body["events"][0]["runs"][0]["status"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    ];
+    assert!(
+        statuses.contains(&"created".to_string()) && statuses.contains(&"duplicate".to_string()),
+        "{statuses:?}"
+    );
+
+    h.wait_finished("dup-1", LONG).await;
+    h.wait_finished("dup-2", LONG).await;
+    assert_eq!(h.jobruns().len(), 2);
+    let jobs = h.jobs_created();
+    assert_eq!(jobs.len(), 4, "each task's Job once per event: {jobs:?}");
+    for id in ["dup-1", "dup-2"] {
+        let events = h.sink.for_trigger(id);
+        assert_eq!(
+            events.len(),
+            2,
+            "one .started and one .finished for {id}: {events:?}"
+        );
+    }
+}
+
+/// Restart safety: after every kind of crash, each accepted run finishes, each Job is created
+/// once, and `.finished` reaches the sink (again with the same id when it is repeated).
+async fn assert_recovered(h: &Harness, id: &str) {
+    let finished = h.wait_finished(id, LONG).await;
+    assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
+    let jobs = h.jobs_created();
+    let mut unique = jobs.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        jobs.len(),
+        2,
+        "each task's Job created exactly once: {jobs:?}"
+    );
+    assert_eq!(unique.len(), 2, "{jobs:?}");
+    let events = h.sink.for_trigger(id);
+    let finished_ids: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event_type.ends_with(".finished"))
+        .map(|e| e.id.as_str())
+        .collect();
+    assert!(
+        finished_ids.iter().all(|i| *i == finished_ids[0]),
+        "{finished_ids:?}"
+    );
+    let started_ids: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event_type.ends_with(".started"))
+        .map(|e| e.id.as_str())
+        .collect();
+    assert!(!started_ids.is_empty() && started_ids.iter().all(|i| *i == started_ids[0]));
+    let first_finished = events
+        .iter()
+        .position(|e| e.event_type.ends_with(".finished"))
+        .unwrap();
+    assert!(
+        events[..first_finished]
+            .iter()
+            .any(|e| e.event_type.ends_with(".started"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_right_after_accepting_the_event() {
+    let mut h = Harness::start(&[]).await;
+    let event = sample_with_id("test.triggered.json", "crash-accept");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    h.kill_operator();
+    h.start_operator().await;
+    assert_recovered(&h, "crash-accept").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_started_was_sent_but_not_recorded() {
+    let mut h = Harness::start(&[]).await;
+    let mut killed = false;
+    h.sink.set_policy(move |event| {
+        if event.event_type.ends_with(".started") && !killed {
+            killed = true;
+            support::Reply::KillOperator
+        } else {
+            support::Reply::Accept
+        }
+    });
+    let event = sample_with_id("test.triggered.json", "crash-started");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    wait_for("the operator to be killed", LONG, || !h.operator_running()).await;
+    h.start_operator().await;
+    assert_recovered(&h, "crash-started").await;
+    assert_eq!(
+        h.sink.of_type(".started").len(),
+        2,
+        "re-sent with the same id"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_while_a_task_runs() {
+    let mut h = Harness::start(&[]).await;
+    h.sim
+        .runtime()
+        .set(ImageRule::image("locustio/locust:*"), Behavior::hold());
+    let event = sample_with_id("test.triggered.json", "crash-running");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    wait_for("the locust task to run", LONG, || {
+        !h.sim.runtime().held().is_empty()
+    })
+    .await;
+    h.kill_operator();
+    h.start_operator().await;
+    let released = h.sim.release(&h.sim.runtime().held()[0].1);
+    assert_eq!(released, 1);
+    assert_recovered(&h, "crash-running").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_between_tasks() {
+    let mut h = Harness::start(&[]).await;
+    // The second Job cannot be created for now: the run is between its tasks.
+    h.sim.faults().fail_next(
+        kube_sim::FaultRule::new(500)
+            .verb("create")
+            .resource("jobs")
+            .name("*-1")
+            .times(1000),
+    );
+    let event = sample_with_id("test.triggered.json", "crash-between");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    wait_for("an attempt at the second Job", LONG, || {
+        h.sim
+            .requests()
+            .iter()
+            .any(|r| r.resource == "jobs" && r.verb == "create" && r.status == 500)
+    })
+    .await;
+    h.kill_operator();
+    h.sim.faults().clear();
+    h.start_operator().await;
+    assert_recovered(&h, "crash-between").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_finished_was_sent_but_not_recorded() {
+    let mut h = Harness::start(&[]).await;
+    let mut killed = false;
+    h.sink.set_policy(move |event| {
+        if event.event_type.ends_with(".finished") && !killed {
+            killed = true;
+            support::Reply::KillOperator
+        } else {
+            support::Reply::Accept
+        }
+    });
+    let event = sample_with_id("test.triggered.json", "crash-finished");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    wait_for("the operator to be killed", LONG, || !h.operator_running()).await;
+    h.start_operator().await;
+    wait_for("the repeated .finished", LONG, || {
+        h.sink.of_type(".finished").len() >= 2
+    })
+    .await;
+    assert_recovered(&h, "crash-finished").await;
+    wait_for("the delivery to be recorded", LONG, || {
+        h.jobruns()[0]["status"]["finished"]["state"] == "Delivered"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_outage_answers_503_and_loses_nothing() {
+    let h = Harness::start(&[]).await;
+    h.sim.pause().await;
+    let event = sample_with_id("test.triggered.json", "outage-1");
+    let response = h.post_event(&event).await;
+    assert_eq!(response.status, 503, "{:?}", response.body);
+    assert_eq!(response.headers["retry-after"], "5");
+    h.sim.resume().await.unwrap();
+    assert!(h.jobruns().is_empty(), "nothing half-created");
+    // The sender retries, as a 503 asks it to.
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let finished = h.wait_finished("outage-1", LONG).await;
+    assert_eq!(finished.data["status"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_api_errors_and_dropped_watches_neither_lose_nor_duplicate_runs() {
+    let h = Harness::start(&[]).await;
+    h.sim.faults().fail_next(
+        kube_sim::FaultRule::new(500)
+            .verb("create")
+            .resource("jobruns")
+            .times(1),
+    );
+    let event = sample_with_id("test.triggered.json", "faults-1");
+    assert_eq!(h.post_event(&event).await.status, 503);
+    h.sim.faults().fail_next(
+        kube_sim::FaultRule::new(409)
+            .verb("create")
+            .resource("jobs")
+            .times(1),
+    );
+    h.sim.faults().fail_next(
+        kube_sim::FaultRule::new(500)
+            .verb("patch")
+            .resource("jobruns/status")
+            .times(2),
+    );
+    h.sim.faults().fail_next(
+        kube_sim::FaultRule::new(429)
+            .verb("create")
+            .resource("configmaps")
+            .times(1)
+            .retry_after(1),
+    );
+    h.sim
+        .runtime()
+        .set(ImageRule::image("locustio/locust:*"), Behavior::hold());
+    assert_eq!(h.post_event(&event).await.status, 202);
+    wait_for("the locust task to run", LONG, || {
+        !h.sim.runtime().held().is_empty()
+    })
+    .await;
+    h.sim.close_watches();
+    h.sim.release(&h.sim.runtime().held()[0].1);
+    assert_recovered(&h, "faults-1").await;
+    assert_eq!(h.jobruns().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_outage_delays_finished_until_the_sink_is_back() {
+    let h = Harness::start(&[]).await;
+    let mut refused = 0;
+    h.sink.set_policy(move |event| {
+        if event.event_type.ends_with(".finished") && refused < 2 {
+            refused += 1;
+            support::Reply::Unavailable
+        } else {
+            support::Reply::Accept
+        }
+    });
+    let event = sample_with_id("test.triggered.json", "sink-down");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let finished = h.wait_finished("sink-down", LONG).await;
+    assert_eq!(finished.data["status"], "succeeded");
+    let run = &h.jobruns()[0];
+    wait_for("the delivery to be recorded", LONG, || {
+        h.jobruns()[0]["status"]["finished"]["state"] == "Delivered"
+    })
+    .await;
+    assert_eq!(h.jobruns()[0]["status"]["finished"]["attempts"], 3, "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_its_status_and_message_and_the_operator_keeps_serving() {
+    let h = Harness::start(&["--ingest-token", "s3cret", "--max-body-bytes", "4096"]).await;
+    let auth = ("authorization", "Bearer s3cret");
+    let structured = ("content-type", "application/cloudevents+json");
+
+    let response = h
+        .post(&[structured], sample("test.triggered.json").to_string())
+        .await;
+    assert_eq!(response.status, 401);
+    assert_eq!(response.headers["www-authenticate"], "Bearer");
+    let response = h
+        .post(&[structured, ("authorization", "Bearer wrong")], "{}")
+        .await;
+    assert_eq!(response.status, 401);
+
+    let response = h.post(&[structured, auth], "{\"specversion\": ").await;
+    assert_eq!(response.status, 400);
+    assert!(
+        response.body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the body is not valid JSON"),
+        "{:?}",
+        response.body
+    );
+
+    let response = h
+        .post(
+            &[structured, auth],
+            json!({"specversion": "1.0", "source": "s", "type": "t"}).to_string(),
+        )
+        .await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.body["error"], "missing required attribute \"id\"");
+
+    let response = h
+        .post(&[("content-type", "text/plain"), auth], "hello")
+        .await;
+    assert_eq!(response.status, 415);
+    assert!(
+        response.body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("unsupported content type \"text/plain\"")
+    );
+
+    let mut big = sample("test.triggered.json");
+    big["data"]["padding"] = json!("x".repeat(8000));
+    let response = h.post(&[structured, auth], big.to_string()).await;
+    assert_eq!(response.status, 413);
+    assert_eq!(
+        response.body["error"],
+        "the body is larger than the limit of 4096 bytes"
+    );
+
+    assert!(h.jobruns().is_empty());
+    // Still serving: a good event runs.
+    let event = sample_with_id("test.triggered.json", "after-bad-input");
+    let response = h.post(&[structured, auth], event.to_string()).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    h.wait_finished("after-bad-input", LONG).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_and_batch_modes_are_accepted() {
+    let h = Harness::start(&[]).await;
+    let event = sample_with_id("test.triggered.json", "binary-1");
+    let data = event["data"].to_string();
+    let response = h
+        .post(
+            &[
+                ("content-type", "application/json"),
+                ("ce-specversion", "1.0"),
+                ("ce-id", "binary-1"),
+                ("ce-source", "shipyard-controller"),
+                ("ce-type", "sh.keptn.event.test.triggered"),
+                ("ce-shkeptncontext", "5f0b6c2e-3d4a-4b8f-9e1c-2a7d6f3b8c90"),
+            ],
+            data,
+        )
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+
+    let batch = json!([
+        sample_with_id("test.triggered.json", "batch-1"),
+        sample_with_id("deployment.finished.json", "batch-2"),
+        sample_with_id("release.triggered.json", "batch-3"),
+    ]);
+    let response = h
+        .post(
+            &[("content-type", "application/cloudevents-batch+json")],
+            batch.to_string(),
+        )
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    let events = response.body["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[1]["runs"][0]["action"], "Audit every finished task");
+    assert_eq!(events[2]["runs"][0]["action"], "Release notes");
+    h.wait_finished("binary-1", LONG).await;
+    h.wait_finished("batch-1", LONG).await;
+    // The release task runs in namespace keptn-jobs, which this installation does not allow.
+    let release = h.wait_finished("batch-3", LONG).await;
+    assert_eq!(release.data["status"], "errored");
+    assert!(
+        release.data["message"]
+            .as_str()
+            .unwrap()
+            .contains("runs Jobs only in namespace \"default\"")
+    );
+    // The silent audit action runs its task and sends nothing.
+    wait_for("the silent run to finish", LONG, || {
+        h.jobruns()
+            .iter()
+            .any(|r| r["spec"]["action"]["silent"] == true && r["status"]["phase"] == "Succeeded")
+    })
+    .await;
+    assert!(h.sink.for_trigger("batch-2").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configs_that_cannot_be_used_are_reported_to_the_sender_and_in_finished() {
+    let dir = std::env::temp_dir().join(format!("je-configs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
+    std::fs::write(
+        dir.join("carts/job/config.yaml"),
+        "apiVersion: v2\nactions:\n  - name: broken\n    events: [{name: sh.keptn.event.test.triggered}]\n    tasks:\n      - imag: alpine\n",
+    )
+    .unwrap();
+    let h = Harness::start_full(kube_sim::Sim::builder(), dir, &[]).await;
+    let event = sample_with_id("test.triggered.json", "broken-1");
+    let response = h.post_event(&event).await;
+    assert_eq!(response.status, 422, "{:?}", response.body);
+    let error = response.body["events"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("carts/job/config.yaml:6:9: actions[0].tasks[0].imag: unknown key \"imag\""),
+        "{error}"
+    );
+    let finished = h.wait_finished("broken-1", LONG).await;
+    assert_eq!(finished.data["status"], "errored");
+    assert!(
+        finished.data["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown key \"imag\"")
+    );
+    assert!(h.jobs_created().is_empty());
+
+    let mut other = sample_with_id("test.triggered.json", "no-config");
+    other["data"]["service"] = json!("orders");
+    let response = h.post_event(&other).await;
+    assert_eq!(response.status, 200);
+    assert!(
+        response.body["events"][0]["not_matched"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("no job config for service \"orders\"")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_happened() {
+    let h = Harness::start(&[]).await;
+    let event = sample_with_id("test.triggered.json", "metrics-1");
+    h.post_event(&event).await;
+    h.post_event(&event).await;
+    h.wait_finished("metrics-1", LONG).await;
+    let expected = [
+        "job_executor_events_received_total{outcome=\"accepted\"} 1",
+        "job_executor_events_received_total{outcome=\"duplicate\"} 1",
+        "job_executor_runs_started_total 1",
+        "job_executor_jobs_created_total 2",
+        "job_executor_event_deliveries_total{kind=\"finished\",outcome=\"delivered\"} 1",
+        "job_executor_runs_finished_total{phase=\"Succeeded\"} 1",
+        "job_executor_runs_in_flight 0",
+    ];
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let (status, text) = h.get_admin("/metrics").await;
+        assert_eq!(status, 200);
+        let missing: Vec<&str> = expected
+            .iter()
+            .copied()
+            .filter(|l| !text.contains(l))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "missing {missing:?} in\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.get_admin("/livez").await.0, 200);
+}

@@ -1,0 +1,485 @@
+//! The end-to-end harness: kube-sim, the real `job-executor` binary talking to it through a
+//! kubeconfig, and an HTTP sink that records what the operator sends.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use kube_sim::{Behavior, ImageRule, Outcome, Sim};
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_job-executor");
+pub const INIT_IMAGE: &str = "ghcr.io/job-executor/job-executor:test";
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Polls `condition` every 20 ms until it holds, or fails the test after `timeout`.
+pub async fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One event the sink received (binary mode: attributes from `ce-` headers).
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub id: String,
+    pub event_type: String,
+    pub triggered_id: String,
+    pub headers: HeaderMap,
+    pub data: Value,
+}
+
+/// How the sink answers the next event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    Accept,
+    Unavailable,
+    /// Kill the operator before answering (it never learns the event arrived).
+    KillOperator,
+}
+
+type Policy = Box<dyn FnMut(&Received) -> Reply + Send>;
+
+#[derive(Clone)]
+pub struct TestSink {
+    pub url: String,
+    received: Arc<Mutex<Vec<Received>>>,
+    policy: Arc<Mutex<Option<Policy>>>,
+    operator: Arc<Mutex<Option<Child>>>,
+}
+
+impl TestSink {
+    pub fn events(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn of_type(&self, suffix: &str) -> Vec<Received> {
+        self.events()
+            .into_iter()
+            .filter(|e| e.event_type.ends_with(suffix))
+            .collect()
+    }
+
+    pub fn for_trigger(&self, triggered_id: &str) -> Vec<Received> {
+        self.events()
+            .into_iter()
+            .filter(|e| e.triggered_id == triggered_id)
+            .collect()
+    }
+
+    /// Decides the answer to every following event.
+    pub fn set_policy(&self, policy: impl FnMut(&Received) -> Reply + Send + 'static) {
+        *self.policy.lock().unwrap() = Some(Box::new(policy));
+    }
+
+    pub fn accept_all(&self) {
+        *self.policy.lock().unwrap() = None;
+    }
+}
+
+async fn sink_handler(State(sink): State<TestSink>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let received = Received {
+        id: header("ce-id"),
+        event_type: header("ce-type"),
+        triggered_id: header("ce-triggeredid"),
+        data: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        headers: headers.clone(),
+    };
+    let reply = match sink.policy.lock().unwrap().as_mut() {
+        Some(policy) => policy(&received),
+        None => Reply::Accept,
+    };
+    match reply {
+        Reply::Accept => {
+            sink.received.lock().unwrap().push(received);
+            StatusCode::ACCEPTED
+        }
+        Reply::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Reply::KillOperator => {
+            if let Some(child) = sink.operator.lock().unwrap().as_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            sink.received.lock().unwrap().push(received);
+            StatusCode::ACCEPTED
+        }
+    }
+}
+
+/// A response from the operator's ingest.
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+pub struct Harness {
+    pub sim: Sim,
+    pub sink: TestSink,
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub ingest: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    extra_args: Vec<String>,
+    config_dir: PathBuf,
+    operator: Arc<Mutex<Option<Child>>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    starts: u32,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.operator.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The init container runs the real `stage-files` on the host directories of its mounts.
+fn stage_files_for_real(run: &kube_sim::ContainerRun) -> Outcome {
+    let (Some(from), Some(to)) = (run.host_path("/job-files"), run.host_path("/keptn")) else {
+        return Outcome::exit(2).output(["mounts /job-files and /keptn are missing"]);
+    };
+    let output = Command::new(BIN)
+        .args(["stage-files", "--from"])
+        .arg(&from)
+        .arg("--to")
+        .arg(&to)
+        .output()
+        .expect("run stage-files");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    match output.status.code() {
+        Some(0) => Outcome::success().output(lines),
+        code => Outcome::exit(code.unwrap_or(1)).output(lines),
+    }
+}
+
+impl Harness {
+    /// kube-sim with the CRD applied by `kubectl` and the example's Secrets, a sink, and the
+    /// operator running against the `examples/` directory.
+    pub async fn start(extra_args: &[&str]) -> Harness {
+        Self::start_with(kube_sim::Sim::builder(), extra_args).await
+    }
+
+    pub async fn start_with(builder: kube_sim::SimBuilder, extra_args: &[&str]) -> Harness {
+        Self::start_full(builder, root().join("examples"), extra_args).await
+    }
+
+    pub async fn start_full(
+        builder: kube_sim::SimBuilder,
+        config_dir: PathBuf,
+        extra_args: &[&str],
+    ) -> Harness {
+        let sim = builder.start().await.expect("start kube-sim");
+        let dir = std::env::temp_dir().join(format!(
+            "je-e2e-{}-{}",
+            std::process::id(),
+            sim.addr().port()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = sim.write_kubeconfig(dir.join("kubeconfig")).unwrap();
+        sim.runtime().set(
+            ImageRule::image("ghcr.io/job-executor/job-executor:*"),
+            Behavior::run(stage_files_for_real),
+        );
+
+        let operator = Arc::new(Mutex::new(None));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sink = TestSink {
+            url: format!("http://{}/events", listener.local_addr().unwrap()),
+            received: Arc::default(),
+            policy: Arc::default(),
+            operator: operator.clone(),
+        };
+        let app = Router::new()
+            .route("/events", post(sink_handler))
+            .with_state(sink.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let mut harness = Harness {
+            sim,
+            sink,
+            dir,
+            kubeconfig,
+            ingest: None,
+            admin: None,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            config_dir,
+            operator,
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            starts: 0,
+        };
+        harness.kubectl(&[
+            "apply",
+            "-f",
+            root().join("crds/jobrun.yaml").to_str().unwrap(),
+        ]);
+        harness.create_example_secrets().await;
+        harness.start_operator().await;
+        harness
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let output = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECACHEDIR", self.dir.join("kube-cache"))
+            .output()
+            .expect("run kubectl");
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    async fn create_example_secrets(&self) {
+        use k8s_openapi::api::core::v1::Secret;
+        let api: kube::Api<Secret> = kube::Api::namespaced(self.sim.client(), "default");
+        for (name, data) in [
+            ("locust-credentials", json!({"LOCUST_USER": "dXNlcg=="})),
+            ("carts-api", json!({"token": "c2VjcmV0"})),
+        ] {
+            let secret: Secret = serde_json::from_value(json!({
+                "metadata": {"name": name}, "data": data
+            }))
+            .unwrap();
+            api.create(&Default::default(), &secret).await.unwrap();
+        }
+    }
+
+    /// Starts (or restarts) the operator and waits until it listens and its watches synced.
+    pub async fn start_operator(&mut self) {
+        self.starts += 1;
+        let log =
+            std::fs::File::create(self.dir.join(format!("operator-{}.log", self.starts))).unwrap();
+        let mut args: Vec<String> = [
+            "run",
+            "--config-dir",
+            self.config_dir.to_str().unwrap(),
+            "--sink-url",
+            &self.sink.url,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--job-namespace",
+            "default",
+            "--init-image",
+            INIT_IMAGE,
+            "--never-started-timeout-seconds",
+            "2",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(self.extra_args.iter().cloned());
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info,job_executor=debug")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn job-executor run");
+        let stdout = child.stdout.take().unwrap();
+        *self.operator.lock().unwrap() = Some(child);
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        });
+        let line = tokio::time::timeout(Duration::from_secs(20), line)
+            .await
+            .expect("the operator did not report its addresses")
+            .unwrap()
+            .unwrap();
+        let log = self.operator_log();
+        let addr = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|part| part.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in {line:?}: {log}"))
+                .parse()
+                .unwrap()
+        };
+        let (ingest, admin) = (addr("ingest="), addr("admin="));
+        self.ingest = Some(ingest);
+        self.admin = Some(admin);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, _) = self.get_admin("/readyz").await;
+            if status == StatusCode::OK {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "operator never ready: {}",
+                self.operator_log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    pub fn kill_operator(&self) {
+        if let Some(mut child) = self.operator.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn operator_running(&self) -> bool {
+        self.operator
+            .lock()
+            .unwrap()
+            .as_mut()
+            .is_some_and(|child| child.try_wait().ok().flatten().is_none())
+    }
+
+    /// Every log the operator wrote in this test, for failure messages.
+    pub fn operator_log(&self) -> String {
+        (1..=self.starts)
+            .map(|n| {
+                std::fs::read_to_string(self.dir.join(format!("operator-{n}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
+    }
+
+    pub async fn get_admin(&self, path: &str) -> (StatusCode, String) {
+        let uri = format!("http://{}{path}", self.admin.unwrap());
+        let request = http::Request::get(uri)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        match self.client.request(request).await {
+            Ok(response) => {
+                let status = response.status();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+            Err(_) => (StatusCode::SERVICE_UNAVAILABLE, String::new()),
+        }
+    }
+
+    /// Posts a body to the ingest with the given headers.
+    pub async fn post(&self, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response {
+        let mut request = http::Request::post(format!("http://{}/events", self.ingest.unwrap()));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = self
+            .client
+            .request(request.body(Full::new(body.into())).unwrap())
+            .await
+            .expect("post to the operator");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        Response {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())),
+        }
+    }
+
+    /// Posts an event in structured mode.
+    pub async fn post_event(&self, event: &Value) -> Response {
+        self.post(
+            &[("content-type", "application/cloudevents+json")],
+            event.to_string(),
+        )
+        .await
+    }
+
+    /// Waits for the `.finished` event answering `triggered_id`.
+    pub async fn wait_finished(&self, triggered_id: &str, timeout: Duration) -> Received {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(event) = self
+                .sink
+                .for_trigger(triggered_id)
+                .into_iter()
+                .find(|e| e.event_type.ends_with(".finished"))
+            {
+                return event;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no .finished for {triggered_id} within {timeout:?}; sink got {:?}\noperator log:\n{}",
+                self.sink
+                    .events()
+                    .iter()
+                    .map(|e| &e.event_type)
+                    .collect::<Vec<_>>(),
+                self.operator_log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Job creations the API server accepted, by Job name.
+    pub fn jobs_created(&self) -> Vec<String> {
+        self.sim
+            .requests()
+            .into_iter()
+            .filter(|r| r.verb == "create" && r.resource == "jobs" && r.status == 201)
+            .map(|r| r.name)
+            .collect()
+    }
+
+    pub fn jobruns(&self) -> Vec<Value> {
+        self.sim
+            .list_objects("job-executor.dev", "jobruns", Some("default"))
+    }
+}
+
+/// A sample event from `test-events/`.
+pub fn sample(name: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(root().join("test-events").join(name)).unwrap()).unwrap()
+}
+
+/// A sample event with a fresh id (so tests in one simulator do not collide).
+pub fn sample_with_id(name: &str, id: &str) -> Value {
+    let mut event = sample(name);
+    event["id"] = json!(id);
+    event
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
