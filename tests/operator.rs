@@ -660,3 +660,68 @@ async fn metrics_count_what_happened() {
     }
     assert_eq!(h.get_admin("/livez").await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_logs_are_cut_to_the_cap_and_the_finished_event_still_arrives() {
+    let h = Harness::start(&["--log-excerpt-bytes", "4096"]).await;
+    let lines: Vec<String> = (0..20_000).map(|i| format!("request {i} ok")).collect();
+    h.sim.runtime().set(
+        ImageRule::image("locustio/locust:*"),
+        Behavior::exit(0).output(lines),
+    );
+    let event = sample_with_id("test.triggered.json", "big-logs");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let data = finished_data(&h, "big-logs").await;
+    assert_eq!(data["status"], "succeeded");
+    let message = data["message"].as_str().unwrap();
+    assert!(message.len() < 4096 + 512, "{}", message.len());
+    assert!(message.contains("request 0 ok"), "the head is kept");
+    assert!(message.contains("request 19999 ok"), "the tail is kept");
+    assert!(message.contains("bytes omitted ...]"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_sink_refuses_is_given_up_and_the_run_says_so() {
+    let h = Harness::start(&["--sink-mode", "structured"]).await;
+    h.sink.set_policy(|_| support::Reply::Refuse);
+    let event = sample_with_id("test.triggered.json", "refused");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    wait_for("the run to give up", LONG, || {
+        h.jobruns().first().is_some_and(|run| {
+            run["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| {
+                    c["type"] == "EventsDelivered"
+                        && c["status"] == "False"
+                        && c["reason"] == "GaveUp"
+                })
+                && run["status"]["phase"] == "Succeeded"
+        })
+    })
+    .await;
+    let run = &h.jobruns()[0];
+    assert_eq!(run["status"]["started"]["state"], "GaveUp");
+    assert_eq!(run["status"]["finished"]["state"], "GaveUp");
+    assert!(
+        run["status"]["finished"]["lastError"]
+            .as_str()
+            .unwrap()
+            .starts_with("the sink refused the event: 400"),
+        "{run}"
+    );
+    // Structured mode: the sink saw the whole event as JSON.
+    let seen = h.sink.refused();
+    assert!(
+        seen.iter()
+            .all(|r| r.headers["content-type"] == "application/cloudevents+json")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_operator_gracefully() {
+    let h = Harness::start(&[]).await;
+    let exit = h.terminate_operator(Duration::from_secs(10)).await;
+    assert!(exit.success(), "{exit:?}\n{}", h.operator_log());
+}

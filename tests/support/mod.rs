@@ -55,6 +55,8 @@ pub struct Received {
 pub enum Reply {
     Accept,
     Unavailable,
+    /// 400: the event is refused for good.
+    Refuse,
     /// Kill the operator before answering (it never learns the event arrived).
     KillOperator,
 }
@@ -65,6 +67,7 @@ type Policy = Box<dyn FnMut(&Received) -> Reply + Send>;
 pub struct TestSink {
     pub url: String,
     received: Arc<Mutex<Vec<Received>>>,
+    refused: Arc<Mutex<Vec<Received>>>,
     policy: Arc<Mutex<Option<Policy>>>,
     operator: Arc<Mutex<Option<Child>>>,
 }
@@ -72,6 +75,10 @@ pub struct TestSink {
 impl TestSink {
     pub fn events(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
+    }
+
+    pub fn refused(&self) -> Vec<Received> {
+        self.refused.lock().unwrap().clone()
     }
 
     pub fn of_type(&self, suffix: &str) -> Vec<Received> {
@@ -123,6 +130,10 @@ async fn sink_handler(State(sink): State<TestSink>, headers: HeaderMap, body: By
             StatusCode::ACCEPTED
         }
         Reply::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Reply::Refuse => {
+            sink.refused.lock().unwrap().push(received);
+            StatusCode::BAD_REQUEST
+        }
         Reply::KillOperator => {
             if let Some(child) = sink.operator.lock().unwrap().as_mut() {
                 let _ = child.kill();
@@ -221,6 +232,7 @@ impl Harness {
         let sink = TestSink {
             url: format!("http://{}/events", listener.local_addr().unwrap()),
             received: Arc::default(),
+            refused: Arc::default(),
             policy: Arc::default(),
             operator: operator.clone(),
         };
@@ -358,6 +370,35 @@ impl Harness {
         if let Some(mut child) = self.operator.lock().unwrap().take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; waits for the exit.
+    pub async fn terminate_operator(&self, timeout: Duration) -> std::process::ExitStatus {
+        let pid = self.operator.lock().unwrap().as_ref().unwrap().id();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(exit) = self
+                .operator
+                .lock()
+                .unwrap()
+                .as_mut()
+                .unwrap()
+                .try_wait()
+                .unwrap()
+            {
+                return exit;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the operator did not stop on SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
