@@ -1,7 +1,7 @@
 //! Which actions of a config an event triggers: anchored name globs and JSONPath conditions,
 //! compiled once per loaded config.
 
-use globset::GlobMatcher;
+use globset::{GlobMatcher, GlobSet, GlobSetBuilder};
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
@@ -22,6 +22,11 @@ pub enum MatchError {
 #[derive(Debug, Clone)]
 pub struct Matcher {
     actions: Vec<CompiledAction>,
+    /// Every filter's name glob in one set, so matching an event type against hundreds of
+    /// actions is one lookup (exact names hash, globs share one automaton).
+    names: GlobSet,
+    /// For each glob of `names`: its action and filter.
+    owners: Vec<(usize, usize)>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +63,8 @@ impl Matcher {
     /// error exists for configs built some other way.
     pub fn compile(config: &JobConfig) -> Result<Self, MatchError> {
         let mut actions = Vec::with_capacity(config.actions.len());
+        let mut names = GlobSetBuilder::new();
+        let mut owners = Vec::new();
         for (action_index, action) in config.actions.iter().enumerate() {
             let compile_error = |event: usize, message: String| MatchError::Compile {
                 action: action_index,
@@ -66,8 +73,11 @@ impl Matcher {
             };
             let mut events = Vec::with_capacity(action.events.len());
             for (event_index, filter) in action.events.iter().enumerate() {
-                let glob = formats::compile_event_glob(&filter.name)
+                let pattern = formats::event_glob(&filter.name)
                     .map_err(|e| compile_error(event_index, e.to_string()))?;
+                let glob = pattern.compile_matcher();
+                names.add(pattern);
+                owners.push((action_index, event_index));
                 let condition = match &filter.jsonpath {
                     None => None,
                     Some(jsonpath) => Some(Condition {
@@ -88,17 +98,37 @@ impl Matcher {
                 events,
             });
         }
-        Ok(Matcher { actions })
+        let names = names.build().map_err(|e| MatchError::Compile {
+            action: 0,
+            event: 0,
+            message: e.to_string(),
+        })?;
+        Ok(Matcher {
+            actions,
+            names,
+            owners,
+        })
     }
 
     /// The indices of the actions the event triggers, in file order.
     pub fn matching(&self, event: &CloudEvent) -> Vec<usize> {
-        self.actions
-            .iter()
-            .enumerate()
-            .filter(|(_, action)| action.events.iter().any(|f| f.matches(event)))
-            .map(|(index, _)| index)
-            .collect()
+        let mut matched: Vec<usize> = Vec::new();
+        for glob in self.names.matches(event.event_type()) {
+            let Some(&(action, filter)) = self.owners.get(glob) else {
+                continue;
+            };
+            if matched.contains(&action) {
+                continue;
+            }
+            if self.actions[action].events[filter]
+                .check_condition(event)
+                .is_ok()
+            {
+                matched.push(action);
+            }
+        }
+        matched.sort_unstable();
+        matched
     }
 
     /// The verdict on every action, with the reason for those that do not run.
@@ -151,10 +181,6 @@ impl CompiledAction {
 }
 
 impl CompiledFilter {
-    fn matches(&self, event: &CloudEvent) -> bool {
-        self.glob.is_match(event.event_type()) && self.check_condition(event).is_ok()
-    }
-
     fn check_condition(&self, event: &CloudEvent) -> Result<(), String> {
         let Some(condition) = &self.condition else {
             return Ok(());

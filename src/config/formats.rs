@@ -6,7 +6,7 @@ pub fn check_format(format: &str, value: &str) -> Result<(), String> {
     match format {
         "quantity" => check_quantity(value),
         "jsonpath" => parse_jsonpath(value).map(drop),
-        "event-glob" => compile_event_glob(value)
+        "event-glob" => event_glob(value)
             .map(drop)
             .map_err(|error| format!("invalid event name pattern {value:?}: {error}")),
         "dns-label" => check_dns_label(value),
@@ -31,13 +31,12 @@ pub fn parse_jsonpath(path: &str) -> Result<serde_json_path::JsonPath, String> {
     })
 }
 
-/// Compiles an event name pattern: an anchored glob over the whole CloudEvent type.
-pub fn compile_event_glob(pattern: &str) -> Result<globset::GlobMatcher, globset::Error> {
-    Ok(globset::GlobBuilder::new(pattern)
+/// An event name pattern: an anchored glob over the whole CloudEvent type.
+pub fn event_glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
+    globset::GlobBuilder::new(pattern)
         .literal_separator(false)
         .backslash_escape(true)
-        .build()?
-        .compile_matcher())
+        .build()
 }
 
 /// A name that looks like a regular expression, which the old service matched unanchored.

@@ -1,0 +1,124 @@
+//! The pure core, measured against the floor: parsing the event JSON.
+//!
+//! `cargo bench --bench core` (full run) — `cargo test --bench core` runs each once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use job_executor::config;
+use job_executor::event::{self, CloudEvent, Outcome, OutgoingContext, Status};
+use job_executor::matching::Matcher;
+use job_executor::render::{JobRequest, StagedFile, render_job};
+use job_executor::settings::Settings;
+use serde_json::{Value, json};
+
+/// The sample test event, padded to 2 KiB.
+fn event_json() -> Vec<u8> {
+    let mut event: Value =
+        serde_json::from_slice(include_bytes!("../test-events/test.triggered.json")).unwrap();
+    let size = event.to_string().len();
+    event["data"]["padding"] = json!("x".repeat(2048usize.saturating_sub(size + 14)));
+    let bytes = event.to_string().into_bytes();
+    assert!((2000..=2100).contains(&bytes.len()), "{}", bytes.len());
+    bytes
+}
+
+/// A config of `n` actions; the one matching the test event is the last, as bad as it gets.
+fn config_yaml(n: usize) -> String {
+    let mut text = String::from("apiVersion: v2\nactions:\n");
+    for i in 0..n.saturating_sub(1) {
+        let event = match i % 4 {
+            0 => format!("sh.keptn.event.task{i}.triggered"),
+            1 => format!("sh.keptn.event.task{i}.*"),
+            2 => format!("sh.keptn.event.*.task{i}"),
+            _ => format!("sh.keptn.event.deploy{i}.triggered"),
+        };
+        text.push_str(&format!(
+            "  - name: action {i}\n    events:\n      - name: \"{event}\"\n        jsonpath: {{property: \"$.data.test.teststrategy\", match: \"s{i}\"}}\n    tasks:\n      - name: task {i}\n        image: \"alpine:3.20\"\n        cmd: [\"sh\", \"-c\", \"echo {i}\"]\n        env:\n          - {{name: HOST, value: \"$.data.deployment.deploymentURIsLocal[0]\", valueFrom: event}}\n"
+        ));
+    }
+    text.push_str("  - name: locust\n    events:\n      - name: sh.keptn.event.test.triggered\n        jsonpath: {property: \"$.data.test.teststrategy\", match: locust}\n    tasks:\n      - name: run\n        image: locustio/locust\n        files: [locust]\n        env:\n          - {name: HOST, value: \"$.data.deployment.deploymentURIsLocal[0]\", valueFrom: event}\n          - {name: DEPLOYMENT, value: \"$.data.deployment\", valueFrom: event, as: json}\n");
+    text
+}
+
+fn benches(c: &mut Criterion) {
+    let bytes = event_json();
+    c.bench_function(
+        "parse event JSON (serde_json::from_slice, the floor)",
+        |b| b.iter(|| serde_json::from_slice::<Value>(black_box(&bytes)).unwrap()),
+    );
+    c.bench_function("parse and validate CloudEvent", |b| {
+        b.iter(|| CloudEvent::from_json(black_box(&bytes)).unwrap())
+    });
+
+    let large = config_yaml(200);
+    c.bench_function("load and compile a 200-action config", |b| {
+        b.iter(|| {
+            let valid = config::load(black_box(&large), "bench.yaml").unwrap();
+            Matcher::compile(&valid.config).unwrap()
+        })
+    });
+
+    let event = CloudEvent::from_json(&bytes).unwrap();
+    for n in [1, 20, 500] {
+        let valid = config::load(&config_yaml(n), "bench.yaml").unwrap();
+        let matcher = Matcher::compile(&valid.config).unwrap();
+        assert_eq!(matcher.matching(&event), [n - 1]);
+        c.bench_function(&format!("match a 2 KiB event against {n} actions"), |b| {
+            b.iter(|| matcher.matching(black_box(&event)))
+        });
+    }
+
+    let valid = config::load(&config_yaml(1), "bench.yaml").unwrap();
+    let settings = Settings::defaults();
+    let files = [StagedFile {
+        key: "0-locust_basic.py".into(),
+        path: "locust/basic.py".into(),
+        executable: false,
+    }];
+    c.bench_function("render a Job", |b| {
+        b.iter(|| {
+            render_job(
+                &JobRequest {
+                    event: &event,
+                    run_name: "test-0123456789abcdef0123",
+                    action_index: 0,
+                    action: &valid.config.actions[0],
+                    task_index: 0,
+                    files: &files,
+                    owner: None,
+                },
+                black_box(&settings),
+            )
+            .unwrap()
+        })
+    });
+
+    let logs: String = (0..4000)
+        .map(|i| format!("line {i}: request ok\n"))
+        .collect();
+    let message = format!("Task 'run' finished\nLogs:\n{}", &logs[..64 * 1024]);
+    let time = jiff::Timestamp::UNIX_EPOCH;
+    c.bench_function("build a .finished event with a 64 KiB log excerpt", |b| {
+        b.iter(|| {
+            event::build_finished(
+                &OutgoingContext {
+                    triggered: &event,
+                    run_name: "test-0123456789abcdef0123",
+                    source: "job-executor",
+                    time,
+                },
+                &Outcome {
+                    status: Status::Succeeded,
+                    message: black_box(&message).clone(),
+                    test_window: Some((time, time)),
+                },
+            )
+            .unwrap()
+        })
+    });
+}
+
+criterion_group!(core, benches);
+criterion_main!(core);
