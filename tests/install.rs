@@ -16,3 +16,6 @@ mod chart;
 
 #[path = "install/settings.rs"]
 mod settings;
+
+#[path = "install/send.rs"]
+mod send;
