@@ -19,3 +19,6 @@ mod settings;
 
 #[path = "install/send.rs"]
 mod send;
+
+#[path = "install/rbac.rs"]
+mod rbac;

@@ -32,6 +32,75 @@ fn instructions() -> Vec<(String, String)> {
         .collect()
 }
 
+/// The sources of the build context's COPY instructions.
+fn instructions_sources() -> Vec<String> {
+    let mut sources = Vec::new();
+    for (op, args) in instructions() {
+        if op == "COPY" && !args.starts_with("--from") {
+            let words: Vec<String> = args.split_whitespace().map(str::to_string).collect();
+            for source in &words[..words.len() - 1] {
+                sources.push(source.trim_end_matches('/').to_string());
+            }
+        }
+    }
+    sources
+}
+
+/// The source files of a manifest's explicit targets (`[lib]`, `[[bin]]`, `[[bench]]`, …):
+/// their `path`, or the default path of a named bench/test/example.
+fn explicit_targets(manifest: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    let mut section = String::new();
+    let mut name = None;
+    let mut path = None;
+    let mut flush = |section: &str, name: &mut Option<String>, path: &mut Option<String>| {
+        let default_dir = match section {
+            "[[bench]]" => Some("benches"),
+            "[[test]]" => Some("tests"),
+            "[[example]]" => Some("examples"),
+            _ => None,
+        };
+        match (path.take(), name.take(), default_dir) {
+            (Some(path), _, _) => targets.push(path),
+            (None, Some(name), Some(dir)) => targets.push(format!("{dir}/{name}.rs")),
+            _ => {}
+        }
+    };
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            flush(&section, &mut name, &mut path);
+            section = line.to_string();
+            continue;
+        }
+        if !(section.starts_with("[[") || section == "[lib]") {
+            continue;
+        }
+        let value = |key: &str| {
+            line.strip_prefix(key)
+                .map(str::trim_start)
+                .and_then(|rest| rest.strip_prefix('='))
+                .map(|v| v.trim().trim_matches('"').to_string())
+        };
+        if let Some(v) = value("name") {
+            name = Some(v);
+        }
+        if let Some(v) = value("path") {
+            path = Some(v);
+        }
+    }
+    flush(&section, &mut name, &mut path);
+    targets
+}
+
+#[test]
+fn explicit_targets_are_found() {
+    let manifest = "[package]\nname = \"x\"\n[lib]\npath = \"src/lib.rs\"\n[[bench]]\nname = \"matching\"\nharness = false\n[[bin]]\nname = \"b\"\npath = \"src/main.rs\"\n";
+    assert_eq!(
+        explicit_targets(manifest),
+        ["src/lib.rs", "benches/matching.rs", "src/main.rs"]
+    );
+}
+
 #[test]
 fn dockerfile_copies_only_files_that_exist_and_are_in_the_build_context() {
     let dockerignore = read(".dockerignore");
@@ -57,6 +126,23 @@ fn dockerfile_copies_only_files_that_exist_and_are_in_the_build_context() {
         }
     }
     assert!(copies >= 4, "the Dockerfile copies the workspace");
+    // Cargo refuses a manifest whose explicit targets ([[bench]], [[test]], …) are missing,
+    // even when building only the binary: they must be copied too.
+    let copied = instructions_sources();
+    for (manifest, base) in [
+        ("Cargo.toml", ""),
+        ("tests/kube-sim/Cargo.toml", "tests/kube-sim/"),
+    ] {
+        for target in explicit_targets(&read(manifest)) {
+            let path = format!("{base}{target}");
+            assert!(
+                copied
+                    .iter()
+                    .any(|c| path == *c || path.starts_with(&format!("{c}/"))),
+                "{manifest} names {path}, which the Dockerfile does not copy"
+            );
+        }
+    }
     // Cargo needs every workspace member to load the workspace.
     let manifest = read("Cargo.toml");
     assert!(
