@@ -1,7 +1,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use job_executor::cli::{Cli, Command, run_operator, run_render, run_validate};
+use job_executor::cli::{
+    Cli, Command, run_check, run_operator, run_render, run_send, run_validate,
+};
 use job_executor::{config, crd, stage};
 
 fn main() -> ExitCode {
@@ -28,6 +30,8 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
             .map_err(anyhow::Error::from),
+        Command::Send(args) => run_send(&args).map_err(anyhow::Error::from),
+        Command::CheckRun(args) => run_check(&args).map_err(anyhow::Error::from),
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error:#}");

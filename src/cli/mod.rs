@@ -1,7 +1,9 @@
 //! The command line: subcommands and the installation settings shared by `render` and `run`.
 
+mod check;
 mod render;
 mod run;
+mod send;
 mod validate;
 
 use std::path::PathBuf;
@@ -11,8 +13,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::{Quantity, formats};
 use crate::settings::{self, DefaultResources, ImageAllowList, SecurityDefaults, Settings};
 
+pub use check::{CheckError, run_check};
 pub use render::run_render;
 pub use run::{OperatorArgs, RunArgs, run_operator};
+pub use send::{SendArgs, SendError, run_send};
 pub use validate::run_validate;
 
 #[derive(Debug, Parser)]
@@ -40,6 +44,10 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the JobRun CustomResourceDefinition.
     Crd,
+    /// Send CloudEvent files to a receiver (the operator's ingest), printing each answer.
+    Send(SendArgs),
+    /// Check `run`'s flags and environment without starting (no cluster needed).
+    CheckRun(Box<RunArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -7,6 +7,15 @@ pub const CONTEXT: &str = "kube-sim";
 
 /// A kubeconfig (YAML) for `http://addr`, default namespace `default`, no credentials.
 pub fn yaml(addr: SocketAddr) -> String {
+    with_user(addr, "{}")
+}
+
+/// The same, authenticating with a bearer token.
+pub fn yaml_with_token(addr: SocketAddr, token: &str) -> String {
+    with_user(addr, &format!("{{token: {token}}}"))
+}
+
+fn with_user(addr: SocketAddr, user: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Config
@@ -23,7 +32,7 @@ contexts:
 current-context: {CONTEXT}
 users:
 - name: {CONTEXT}
-  user: {{}}
+  user: {user}
 preferences: {{}}
 "
     )

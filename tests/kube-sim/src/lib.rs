@@ -18,6 +18,7 @@ mod kubeconfig;
 mod kubelet;
 mod objects;
 mod podlogs;
+mod rbac;
 mod requests;
 mod resources;
 mod runtime;
@@ -65,6 +66,8 @@ pub(crate) struct Shared {
     pub clock: Clock,
     pub faults: Faults,
     pub requests: RequestLog,
+    /// Bearer tokens of the users whose requests RBAC authorizes.
+    pub users: rbac::Users,
     pub logs: LogStore,
     pub runtime: Runtime,
     /// Bumped to end every open watch.
@@ -157,6 +160,7 @@ impl SimBuilder {
             clock: Clock::new(self.time_scale),
             faults: Faults::default(),
             requests: RequestLog::default(),
+            users: rbac::Users::default(),
             logs: LogStore::default(),
             runtime: Runtime::new(workdir),
             watch_close: watch::channel(0u64).0,
@@ -254,6 +258,28 @@ impl Sim {
     /// Writes [`Sim::kubeconfig_yaml`] to `path` (for `KUBECONFIG=path` or `kubectl --kubeconfig`).
     pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> std::io::Result<PathBuf> {
         std::fs::write(path.as_ref(), self.kubeconfig_yaml())?;
+        Ok(path.as_ref().to_path_buf())
+    }
+
+    /// The bearer token of `user` (e.g. `system:serviceaccount:NS:NAME`). Requests with it act
+    /// as that user and are authorized by RBAC from the stored Roles, ClusterRoles and their
+    /// bindings (`403 Forbidden` otherwise); requests without credentials stay cluster-admin.
+    pub fn token_for(&self, user: &str) -> String {
+        self.shared.users.token_for(user)
+    }
+
+    /// A kubeconfig like [`Sim::kubeconfig_yaml`] that authenticates as `user`.
+    pub fn kubeconfig_yaml_as(&self, user: &str) -> String {
+        kubeconfig::yaml_with_token(self.addr(), &self.token_for(user))
+    }
+
+    /// Writes [`Sim::kubeconfig_yaml_as`] to `path`.
+    pub fn write_kubeconfig_as(
+        &self,
+        path: impl AsRef<Path>,
+        user: &str,
+    ) -> std::io::Result<PathBuf> {
+        std::fs::write(path.as_ref(), self.kubeconfig_yaml_as(user))?;
         Ok(path.as_ref().to_path_buf())
     }
 

@@ -20,6 +20,8 @@ pub struct RequestRecord {
     pub name: String,
     pub field_manager: String,
     pub user_agent: String,
+    /// The authenticated user (see `Sim::token_for`); empty for requests without credentials.
+    pub user: String,
     pub status: u16,
 }
 

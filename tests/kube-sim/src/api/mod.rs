@@ -177,8 +177,17 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         name: info.name.clone(),
         field_manager: params.get("fieldManager").cloned().unwrap_or_default(),
         user_agent,
+        user: String::new(),
         status: 0,
     };
+    let (user, verdict) = crate::rbac::check(&shared, &parts.headers, &info);
+    record.user = user;
+    if let Err(denied) = verdict {
+        let response = error_response(&denied);
+        record.status = response.status().as_u16();
+        shared.requests.push(record);
+        return response;
+    }
     let latency = shared.faults.current_latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;

@@ -1,0 +1,85 @@
+{{/* The release's base name, at most 63 characters. */}}
+{{- define "job-executor.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "job-executor.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "job-executor.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "job-executor.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "job-executor.commonLabels" -}}
+{{ include "job-executor.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: job-executor
+app.kubernetes.io/managed-by: {{ .Values.managedBy | default .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* Labels of the operator's objects. */}}
+{{- define "job-executor.labels" -}}
+{{ include "job-executor.commonLabels" . }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{/* Labels of the objects for task pods (their ServiceAccount, their NetworkPolicy). */}}
+{{- define "job-executor.jobsLabels" -}}
+{{ include "job-executor.commonLabels" . }}
+app.kubernetes.io/component: jobs
+{{- end -}}
+
+{{/* The namespace of Jobs, their ConfigMaps and JobRuns. */}}
+{{- define "job-executor.jobNamespace" -}}
+{{- .Values.jobNamespace | default .Release.Namespace -}}
+{{- end -}}
+
+{{- define "job-executor.serviceAccountName" -}}
+{{- .Values.serviceAccount.name | default (include "job-executor.fullname" .) -}}
+{{- end -}}
+
+{{- define "job-executor.jobServiceAccountName" -}}
+{{- .Values.jobServiceAccount.name | default (printf "%s-jobs" (include "job-executor.fullname" .) | trunc 63 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/* The operator image, also the init image of tasks. */}}
+{{- define "job-executor.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "job-executor.ingestSecretName" -}}
+{{- .Values.ingest.token.existingSecret | default (printf "%s-ingest" (include "job-executor.fullname" .)) -}}
+{{- end -}}
+
+{{/* Whether the operator gets an ingest token. */}}
+{{- define "job-executor.ingestToken" -}}
+{{- if or .Values.ingest.token.existingSecret .Values.ingest.token.generate -}}true{{- end -}}
+{{- end -}}
+
+{{/* Where the git credentials Secret is mounted. */}}
+{{- define "job-executor.gitCredentialsDir" -}}/etc/job-executor/git-credentials{{- end -}}
+
+{{/* A map as `key=value,…`, sorted by key. */}}
+{{- define "job-executor.keyValues" -}}
+{{- $pairs := list -}}
+{{- range $k, $v := . -}}
+{{- $pairs = append $pairs (printf "%s=%s" $k (toString $v)) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}

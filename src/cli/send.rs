@@ -1,0 +1,240 @@
+//! `job-executor send`: replays CloudEvent files to a receiver (the operator's ingest), one
+//! progress line per event with the receiver's answer.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Args;
+use http::{HeaderName, HeaderValue, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::event::CloudEvent;
+use crate::sink::{SinkMode, build_request};
+
+/// The longest answer body printed per event.
+const MAX_ANSWER_CHARS: usize = 2000;
+
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    /// A CloudEvent in structured JSON (`test-events/test.triggered.json`), or a directory of
+    /// them (its `*.json` files, sent in name order).
+    pub path: PathBuf,
+    /// The receiver, e.g. the operator's ingest `http://localhost:8080/`.
+    #[arg(long, env = "JOB_EXECUTOR_SEND_TO")]
+    pub to: String,
+    /// The bearer token the receiver asks for (the operator's ingest token).
+    #[arg(long, env = "JOB_EXECUTOR_INGEST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// How each event is sent.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_SEND_MODE",
+        value_enum,
+        default_value = "structured"
+    )]
+    pub mode: SinkMode,
+    /// Seconds to wait for each answer.
+    #[arg(long, env = "JOB_EXECUTOR_SEND_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub timeout_seconds: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("--to {0:?} is not an http:// URL")]
+    InvalidUrl(String),
+    #[error("the token is not a valid header value")]
+    InvalidToken,
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} holds no *.json files")]
+    NoEvents(PathBuf),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Sends every event; the exit code is 1 when any event could not be sent or was refused.
+pub fn run_send(args: &SendArgs) -> Result<ExitCode, SendError> {
+    let url: Uri = args
+        .to
+        .parse()
+        .map_err(|_| SendError::InvalidUrl(args.to.clone()))?;
+    if url.scheme_str() != Some("http") || url.host().is_none() {
+        return Err(SendError::InvalidUrl(args.to.clone()));
+    }
+    let mut headers = Vec::new();
+    if let Some(token) = args.token.as_deref().filter(|t| !t.is_empty()) {
+        let value = HeaderValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| SendError::InvalidToken)?;
+        headers.push((http::header::AUTHORIZATION, value));
+    }
+    let files = event_files(&args.path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(SendError::Runtime)?;
+    let timeout = Duration::from_secs(args.timeout_seconds);
+    let failed = runtime.block_on(send_all(&files, &url, args.mode, &headers, timeout));
+    println!(
+        "{} event(s): {} accepted, {failed} refused or not sent",
+        files.len(),
+        files.len() - failed
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The file itself, or the directory's `*.json` files in name order.
+fn event_files(path: &Path) -> Result<Vec<PathBuf>, SendError> {
+    let read_error = |source| SendError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    if !path.metadata().map_err(read_error)?.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(read_error)? {
+        let file = entry.map_err(read_error)?.path();
+        if file.is_file() && file.extension().is_some_and(|e| e == "json") {
+            files.push(file);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(SendError::NoEvents(path.to_path_buf()));
+    }
+    Ok(files)
+}
+
+/// Sends the files one after another, printing one line each; returns how many failed.
+async fn send_all(
+    files: &[PathBuf],
+    url: &Uri,
+    mode: SinkMode,
+    headers: &[(HeaderName, HeaderValue)],
+    timeout: Duration,
+) -> usize {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(timeout));
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let mut failed = 0;
+    for (index, file) in files.iter().enumerate() {
+        let prefix = format!("[{}/{}] {}", index + 1, files.len(), file.display());
+        match send_one(&client, file, url, mode, headers, timeout).await {
+            Ok((event, status, answer)) => {
+                let ok = status.is_success();
+                failed += usize::from(!ok);
+                println!(
+                    "{prefix} {} id={}: {} {answer}",
+                    event.event_type(),
+                    event.id(),
+                    status.as_u16()
+                );
+            }
+            Err(problem) => {
+                failed += 1;
+                println!("{prefix}: not sent: {problem}");
+            }
+        }
+    }
+    failed
+}
+
+async fn send_one(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    file: &Path,
+    url: &Uri,
+    mode: SinkMode,
+    headers: &[(HeaderName, HeaderValue)],
+    timeout: Duration,
+) -> Result<(CloudEvent, http::StatusCode, String), String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read it: {e}"))?;
+    let event = CloudEvent::from_json(&bytes).map_err(|e| format!("not a CloudEvent: {e}"))?;
+    let request =
+        build_request(&event, mode, url, headers).map_err(|e| format!("cannot encode it: {e}"))?;
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| format!("cannot reach {url}: {}", error_chain(&e)))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("the answer broke off: {e}"))?
+            .to_bytes();
+        Ok::<_, String>((status, body))
+    };
+    let (status, body) = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {}s", timeout.as_secs()))??;
+    Ok((event, status, one_line(&body)))
+}
+
+/// The answer on one line, shortened.
+fn one_line(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut line: String = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(MAX_ANSWER_CHARS)
+        .collect();
+    if text.chars().count() > MAX_ANSWER_CHARS {
+        line.push('…');
+    }
+    line
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_printed_on_one_line() {
+        assert_eq!(one_line(b"{\n  \"a\": 1\n}\n"), "{ \"a\": 1 }");
+        let long = "x".repeat(MAX_ANSWER_CHARS + 10);
+        assert_eq!(
+            one_line(long.as_bytes()).chars().count(),
+            MAX_ANSWER_CHARS + 1
+        );
+    }
+
+    #[test]
+    fn directories_are_sent_in_name_order() {
+        let dir = std::env::temp_dir().join(format!("send-order-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["b.json", "a.json", "notes.txt"] {
+            std::fs::write(dir.join(name), "{}").unwrap();
+        }
+        let files = event_files(&dir).unwrap();
+        let names: Vec<_> = files.iter().map(|f| f.file_name().unwrap()).collect();
+        assert_eq!(names, ["a.json", "b.json"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

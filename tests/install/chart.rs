@@ -1,0 +1,383 @@
+//! The Helm chart and the plain manifests rendered from it.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::common::{
+    CHART, DEPLOY_NETWORK_VALUES, DEPLOY_VALUES, FULL_VALUES, documents, find, helm, python, read,
+    render, root, tempdir, validate_manifests,
+};
+
+/// The value sets every check runs on: defaults, everything on, and the deploy/ values.
+pub fn renderings() -> Vec<(&'static str, String)> {
+    vec![
+        ("default values", render(&[])),
+        ("ci/full-values.yaml", render(&[FULL_VALUES])),
+        (
+            "deploy values",
+            render(&[DEPLOY_VALUES, DEPLOY_NETWORK_VALUES]),
+        ),
+    ]
+}
+
+#[test]
+fn chart_crds_are_the_generated_crds() {
+    assert_eq!(
+        read("charts/job-executor/crds/jobrun.yaml"),
+        read("crds/jobrun.yaml"),
+        "charts/job-executor/crds/ must be a copy of crds/ (cp crds/jobrun.yaml charts/job-executor/crds/)"
+    );
+}
+
+#[test]
+fn chart_renders_and_validates_against_kubernetes_schemas() {
+    for (name, yaml) in renderings() {
+        let docs = documents(&yaml);
+        assert!(docs.len() >= 7, "{name}: {} documents", docs.len());
+        validate_manifests(&name.replace(['/', ' '], "-"), &yaml);
+    }
+    validate_manifests("crds", &read("crds/jobrun.yaml"));
+}
+
+#[test]
+fn chart_lints_without_errors() {
+    for values in [None, Some(FULL_VALUES), Some(DEPLOY_VALUES)] {
+        let mut args = vec!["lint", CHART];
+        if let Some(file) = values {
+            args.extend(["-f", file]);
+        }
+        let report = helm(&args);
+        assert!(report.contains(", 0 error(s)"), "{values:?}:\n{report}");
+    }
+}
+
+#[test]
+fn chart_refuses_values_outside_its_schema() {
+    let dir = tempdir("bad-values");
+    for (bad, complaint) in [
+        ("replicas: 2\n", "/replicas"),
+        ("sink:\n  url: https://sink.example\n", "/sink/url"),
+        (
+            "settings:\n  allowPrivileged: \"yes\"\n",
+            "/settings/allowPrivileged",
+        ),
+        (
+            "settings:\n  defaultTtlSecondsAfterFinished: 10\n",
+            "/settings/defaultTtlSecondsAfterFinished",
+        ),
+        ("sink:\n  mode: carrier-pigeon\n", "/sink/mode"),
+        ("imagePullSecret: [x]\n", "imagePullSecret"),
+    ] {
+        let file = dir.join("values.yaml");
+        std::fs::write(&file, bad).unwrap();
+        let output = Command::new(python())
+            .args(["tests/install/helm.py", "render", CHART, "-f"])
+            .arg(&file)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{bad} was accepted");
+        assert!(stderr.contains(complaint), "{bad}: {stderr}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn deploy_manifests_are_the_chart_rendered_with_the_documented_values() {
+    let dir = tempdir("deploy");
+    let output = Command::new(root().join("scripts/render-deploy"))
+        .arg(&dir)
+        .env("HELM_PYTHON", python())
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for file in ["service.yaml", "network-policies.yaml"] {
+        let fresh = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(
+            fresh == read(&format!("deploy/{file}")),
+            "deploy/{file} differs from the chart rendered with deploy/values/: run scripts/render-deploy"
+        );
+        validate_manifests(&format!("deploy-{file}"), &fresh);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+    // Nothing but the manifests in deploy/ itself, so `kubectl apply -f deploy/` works.
+    let mut files: Vec<String> = std::fs::read_dir(root().join("deploy"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["network-policies.yaml", "service.yaml"]);
+}
+
+fn env_of(container: &Value) -> Vec<(String, Value)> {
+    container["env"]
+        .as_array()
+        .map(|env| {
+            env.iter()
+                .map(|e| (e["name"].as_str().unwrap().to_string(), e.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn chart_wires_image_accounts_namespaces_probes_and_security() {
+    for (name, yaml) in renderings() {
+        let docs = documents(&yaml);
+        let deployment = find(&docs, "Deployment", None);
+        let pod = &deployment["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        let config = find(&docs, "ConfigMap", None);
+        let settings = &config["data"];
+        // The operator image is the init image of tasks.
+        assert_eq!(
+            container["image"], settings["JOB_EXECUTOR_INIT_IMAGE"],
+            "{name}"
+        );
+        assert_eq!(container["args"], json!(["run"]), "{name}");
+        assert_eq!(
+            container["envFrom"][0]["configMapRef"]["name"], config["metadata"]["name"],
+            "{name}"
+        );
+        // Secrets come from Secrets, never from the ConfigMap.
+        for secret in ["JOB_EXECUTOR_INGEST_TOKEN", "JOB_EXECUTOR_SINK_HEADERS"] {
+            assert!(
+                settings.get(secret).is_none(),
+                "{name}: {secret} in the ConfigMap"
+            );
+        }
+        let env = env_of(container);
+        assert!(
+            env.iter()
+                .all(|(_, e)| e["valueFrom"]["secretKeyRef"]["name"].is_string()),
+            "{name}: {env:?}"
+        );
+        assert!(
+            env.iter().any(|(n, _)| n == "JOB_EXECUTOR_INGEST_TOKEN"),
+            "{name}: the ingest is protected by a token by default"
+        );
+        // The operator's account is bound to the Role in the job namespace.
+        let job_namespace = settings["JOB_EXECUTOR_JOB_NAMESPACE"].as_str().unwrap();
+        let role = find(&docs, "Role", None);
+        let binding = find(&docs, "RoleBinding", None);
+        assert_eq!(role["metadata"]["namespace"], job_namespace, "{name}");
+        assert_eq!(binding["metadata"]["namespace"], job_namespace, "{name}");
+        assert_eq!(
+            binding["roleRef"]["name"], role["metadata"]["name"],
+            "{name}"
+        );
+        assert_eq!(
+            binding["subjects"],
+            json!([{
+                "kind": "ServiceAccount",
+                "name": pod["serviceAccountName"],
+                "namespace": deployment["metadata"]["namespace"],
+            }]),
+            "{name}"
+        );
+        find(&docs, "ServiceAccount", pod["serviceAccountName"].as_str());
+        assert!(
+            !docs
+                .iter()
+                .any(|d| d["kind"].as_str().is_some_and(|k| k.starts_with("Cluster"))),
+            "{name}: no cluster-wide RBAC"
+        );
+        // Task pods' default account: no token, no permissions, in the job namespace.
+        let jobs_account = find(
+            &docs,
+            "ServiceAccount",
+            settings["JOB_EXECUTOR_DEFAULT_SERVICE_ACCOUNT"].as_str(),
+        );
+        assert_eq!(
+            jobs_account["automountServiceAccountToken"], false,
+            "{name}"
+        );
+        assert_eq!(
+            jobs_account["metadata"]["namespace"], job_namespace,
+            "{name}"
+        );
+        // Probes, resources, security.
+        assert_eq!(
+            container["livenessProbe"]["httpGet"]["path"], "/livez",
+            "{name}"
+        );
+        assert_eq!(
+            container["readinessProbe"]["httpGet"]["path"], "/readyz",
+            "{name}"
+        );
+        for probe in ["livenessProbe", "readinessProbe"] {
+            assert_eq!(container[probe]["httpGet"]["port"], "admin", "{name}");
+        }
+        let ports: Vec<(&str, i64)> = container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap(),
+                    p["containerPort"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(ports, [("http", 8080), ("admin", 9090)], "{name}");
+        assert_eq!(settings["JOB_EXECUTOR_LISTEN"], "0.0.0.0:8080", "{name}");
+        assert_eq!(
+            settings["JOB_EXECUTOR_ADMIN_LISTEN"], "0.0.0.0:9090",
+            "{name}"
+        );
+        for resource in ["cpu", "memory"] {
+            assert!(
+                container["resources"]["requests"][resource].is_string(),
+                "{name}"
+            );
+            assert!(
+                container["resources"]["limits"][resource].is_string(),
+                "{name}"
+            );
+        }
+        let security = &container["securityContext"];
+        assert_eq!(security["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(security["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(security["privileged"], false, "{name}");
+        assert_eq!(security["capabilities"]["drop"], json!(["ALL"]), "{name}");
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
+        assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{name}");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+            "{name}"
+        );
+        // The Service reaches both ports.
+        let service = find(&docs, "Service", None);
+        let targets: Vec<&Value> = service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| &p["targetPort"])
+            .collect();
+        assert_eq!(targets, [&json!("http"), &json!("admin")], "{name}");
+        assert_eq!(
+            service["spec"]["selector"], deployment["spec"]["selector"]["matchLabels"],
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn full_values_reach_the_manifests() {
+    let docs = documents(&render(&[FULL_VALUES]));
+    let deployment = find(&docs, "Deployment", None);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let settings = &find(&docs, "ConfigMap", None)["data"];
+    let image = "registry.example.com/platform/job-executor@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    assert_eq!(pod["containers"][0]["image"], image);
+    assert_eq!(settings["JOB_EXECUTOR_INIT_IMAGE"], image);
+    assert_eq!(
+        pod["imagePullSecrets"],
+        json!([{"name": "registry-credentials"}])
+    );
+    assert_eq!(pod["nodeSelector"]["kubernetes.io/os"], "linux");
+    assert_eq!(pod["tolerations"][0]["key"], "dedicated");
+    assert!(pod["affinity"]["nodeAffinity"].is_object());
+    for (key, value) in [
+        ("JOB_EXECUTOR_JOB_NAMESPACE", "keptn-jobs"),
+        (
+            "JOB_EXECUTOR_ALLOWED_IMAGES",
+            "registry.example.com/*,alpine:3.*",
+        ),
+        ("JOB_EXECUTOR_ALLOW_PRIVILEGED", "true"),
+        ("JOB_EXECUTOR_RUN_AS_USER", "1000"),
+        ("JOB_EXECUTOR_FS_GROUP", "2000"),
+        ("JOB_EXECUTOR_LOG_EXCERPT_BYTES", "131072"),
+        ("JOB_EXECUTOR_NEVER_STARTED_TIMEOUT_SECONDS", "120"),
+        ("JOB_EXECUTOR_MAX_BODY_BYTES", "2097152"),
+        ("JOB_EXECUTOR_SINK_MODE", "structured"),
+        ("JOB_EXECUTOR_DEFAULT_SERVICE_ACCOUNT", "jx-task"),
+        (
+            "JOB_EXECUTOR_GIT_URL",
+            "https://git.example.com/platform/keptn-config.git",
+        ),
+        ("JOB_EXECUTOR_GIT_LAYOUT", "stage"),
+        (
+            "JOB_EXECUTOR_GIT_CREDENTIALS_DIR",
+            "/etc/job-executor/git-credentials",
+        ),
+        ("JOB_EXECUTOR_JOB_LABELS", "cost-center=42,team=platform"),
+    ] {
+        assert_eq!(settings[key], value, "{key}");
+    }
+    let mounts = &pod["containers"][0]["volumeMounts"];
+    assert!(
+        mounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/etc/job-executor/git-credentials" && m["readOnly"] == true)
+    );
+    // The Role and the jobs' NetworkPolicy go to the job namespace, the operator's to its own.
+    assert_eq!(
+        find(&docs, "Role", None)["metadata"]["namespace"],
+        "keptn-jobs"
+    );
+    let jobs_policy = find(&docs, "NetworkPolicy", Some("jx-jobs"));
+    assert_eq!(jobs_policy["metadata"]["namespace"], "keptn-jobs");
+    assert_eq!(
+        jobs_policy["spec"]["egress"][1]["to"][0]["ipBlock"]["except"],
+        json!(["169.254.169.254/32", "10.0.0.0/8"])
+    );
+    assert_eq!(jobs_policy["spec"]["ingress"], json!([]));
+    // Task pods are the ones the operator labels.
+    assert_eq!(
+        jobs_policy["spec"]["podSelector"]["matchLabels"],
+        json!({"app.kubernetes.io/managed-by": "job-executor"})
+    );
+    // The ServiceMonitor (no upstream schema: checked here) scrapes the Service's metrics port.
+    let monitor = find(&docs, "ServiceMonitor", None);
+    let service = find(&docs, "Service", None);
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "metrics")
+    );
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"],
+        service["spec"]["selector"]
+    );
+}
+
+#[test]
+fn the_role_is_the_same_whatever_the_values() {
+    let rules: Vec<Value> = renderings()
+        .iter()
+        .map(|(_, yaml)| find(&documents(yaml), "Role", None)["rules"].clone())
+        .collect();
+    assert!(rules.windows(2).all(|w| w[0] == w[1]), "{rules:#?}");
+    let deploy = documents(&read("deploy/service.yaml"));
+    assert_eq!(find(&deploy, "Role", None)["rules"], rules[0]);
+}
+
+#[test]
+fn notes_tell_how_to_send_a_test_event() {
+    let output = Command::new(python())
+        .args(["tests/install/helm.py", "render", CHART, "--notes"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let notes = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        notes.contains("job-executor send test-events/test.triggered.json --to http://localhost:8080/ --token \"$TOKEN\""),
+        "{notes}"
+    );
+    assert!(notes.contains("get jobruns"), "{notes}");
+}
