@@ -48,6 +48,8 @@ pub struct Settings {
     pub empty_dir_size_limit: Quantity,
     pub default_max_poll_duration: i64,
     pub default_ttl_seconds_after_finished: i32,
+    /// Labels every Job and its pods get.
+    pub job_labels: std::collections::BTreeMap<String, String>,
     /// The `source` attribute of outgoing events.
     pub event_source: String,
 }
@@ -145,6 +147,7 @@ impl Settings {
             empty_dir_size_limit: Quantity(DEFAULT_EMPTY_DIR_SIZE_LIMIT.into()),
             default_max_poll_duration: DEFAULT_MAX_POLL_DURATION,
             default_ttl_seconds_after_finished: DEFAULT_TTL_SECONDS_AFTER_FINISHED,
+            job_labels: Default::default(),
             event_source: DEFAULT_EVENT_SOURCE.into(),
         }
     }

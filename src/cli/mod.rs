@@ -95,6 +95,24 @@ fn dns_label(value: &str) -> Result<String, String> {
     formats::check_dns_label(value).map(|()| value.to_string())
 }
 
+/// `key=value`: a label every Job gets; the operator's own keys are reserved.
+fn job_label(value: &str) -> Result<(String, String), String> {
+    let (key, label) = value
+        .split_once('=')
+        .ok_or_else(|| format!("invalid job label {value:?}: expected key=value"))?;
+    let (key, label) = (key.trim(), label.trim());
+    formats::check_qualified_name(key)?;
+    if key.starts_with(crate::config::RESERVED_LABEL_PREFIX)
+        || key == crate::config::MANAGED_BY_LABEL
+    {
+        return Err(format!("label {key:?} is set by job-executor"));
+    }
+    if !formats::is_label_value(label) {
+        return Err(format!("invalid label value {label:?} for {key:?}"));
+    }
+    Ok((key.to_string(), label.to_string()))
+}
+
 fn dns_subdomain(value: &str) -> Result<String, String> {
     formats::check_dns_subdomain(value).map(|()| value.to_string())
 }
@@ -160,6 +178,9 @@ pub struct InstallArgs {
     /// Seconds a finished Job is kept when the task sets no `ttlSecondsAfterFinished`.
     #[arg(long, env = "JOB_EXECUTOR_DEFAULT_TTL_SECONDS_AFTER_FINISHED", default_value_t = settings::DEFAULT_TTL_SECONDS_AFTER_FINISHED, value_parser = clap::value_parser!(i32).range(60..))]
     pub default_ttl_seconds_after_finished: i32,
+    /// Labels put on every Job and its pods, `key=value`, comma-separated.
+    #[arg(long, env = "JOB_EXECUTOR_JOB_LABELS", value_delimiter = ',', value_parser = job_label)]
+    pub job_labels: Vec<(String, String)>,
     /// The `source` of the events this operator sends.
     #[arg(long, env = "JOB_EXECUTOR_EVENT_SOURCE", default_value = settings::DEFAULT_EVENT_SOURCE)]
     pub event_source: String,
@@ -185,6 +206,7 @@ impl InstallArgs {
             default_service_account,
             default_max_poll_duration,
             default_ttl_seconds_after_finished,
+            job_labels,
             event_source,
         } = self.clone();
         let allowed: Vec<String> = allowed_images
@@ -214,6 +236,7 @@ impl InstallArgs {
             empty_dir_size_limit,
             default_max_poll_duration,
             default_ttl_seconds_after_finished,
+            job_labels: job_labels.into_iter().collect(),
             event_source,
         })
     }
@@ -294,6 +317,44 @@ mod tests {
             error.to_string().contains("invalid name \"Bad\""),
             "{error}"
         );
+    }
+
+    #[test]
+    fn job_labels_are_validated_key_value_pairs() {
+        let cli = Cli::try_parse_from([
+            "job-executor",
+            "render",
+            "--event",
+            "e",
+            "--config",
+            "c",
+            "--job-labels",
+            "team=platform, cost-center=42",
+        ])
+        .unwrap();
+        let Command::Render(args) = cli.command else {
+            panic!()
+        };
+        let settings = args.install.settings().unwrap();
+        assert_eq!(settings.job_labels["team"], "platform");
+        assert_eq!(settings.job_labels["cost-center"], "42");
+        for bad in ["team", "job-executor.dev/run=x", "ok=not ok"] {
+            let error = Cli::try_parse_from([
+                "job-executor",
+                "render",
+                "--event",
+                "e",
+                "--config",
+                "c",
+                "--job-labels",
+                bad,
+            ])
+            .unwrap_err();
+            assert!(
+                error.to_string().contains("invalid value"),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -188,10 +188,13 @@ pub fn render_job(request: &JobRequest<'_>, settings: &Settings) -> Result<Job, 
         ..Default::default()
     };
 
-    let labels = job_labels(request, task, &task_name);
+    let labels = job_labels(request, task, &task_name, settings);
     let pod_labels: BTreeMap<String, String> = labels
         .iter()
-        .filter(|(key, _)| [MANAGED_BY_LABEL, LABEL_RUN, LABEL_TASK_INDEX].contains(&key.as_str()))
+        .filter(|(key, _)| {
+            [MANAGED_BY_LABEL, LABEL_RUN, LABEL_TASK_INDEX].contains(&key.as_str())
+                || settings.job_labels.contains_key(key.as_str())
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let ttl = task
@@ -257,9 +260,16 @@ fn quantity(value: &Quantity) -> K8sQuantity {
     K8sQuantity(value.0.clone())
 }
 
-fn job_labels(request: &JobRequest<'_>, task: &Task, task_name: &str) -> BTreeMap<String, String> {
+/// The installation's labels, then the task's, then the operator's own (which always win).
+fn job_labels(
+    request: &JobRequest<'_>,
+    task: &Task,
+    task_name: &str,
+    settings: &Settings,
+) -> BTreeMap<String, String> {
     let keptn = request.event.keptn();
-    let mut labels = task.labels.clone();
+    let mut labels = settings.job_labels.clone();
+    labels.extend(task.labels.clone());
     let mut set = |key: &str, value: &str| {
         let value = names::label_value(value);
         if !value.is_empty() {

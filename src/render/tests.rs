@@ -348,6 +348,21 @@ fn labels_identify_the_run_and_are_valid() {
 }
 
 #[test]
+fn installation_labels_go_on_jobs_and_pods() {
+    let mut settings = Settings::defaults();
+    settings.job_labels.insert("team".into(), "platform".into());
+    settings
+        .job_labels
+        .insert("cost-center".into(), "42".into());
+    let job = render(&one_task("image: alpine\nlabels: {team: carts}"), &settings).unwrap();
+    let labels = job.metadata.labels.clone().unwrap();
+    assert_eq!(labels["team"], "carts", "the task's own label wins");
+    assert_eq!(labels["cost-center"], "42");
+    let pod = job.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+    assert_eq!(pod["cost-center"], "42");
+}
+
+#[test]
 fn files_add_an_init_container_and_the_run_config_map() {
     let c = one_task("image: alpine\nfiles: [run.sh]");
     let event = event();
