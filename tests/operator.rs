@@ -698,6 +698,7 @@ async fn an_event_the_sink_refuses_is_given_up_and_the_run_says_so() {
                         && c["reason"] == "GaveUp"
                 })
                 && run["status"]["phase"] == "Succeeded"
+                && run["status"]["finished"]["state"] == "GaveUp"
         })
     })
     .await;

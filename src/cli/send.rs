@@ -14,7 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::event::CloudEvent;
-use crate::sink::{SinkMode, build_request};
+use crate::sink::{SinkMode, build_request, error_chain};
 
 /// The longest answer body printed per event.
 const MAX_ANSWER_CHARS: usize = 2000;
@@ -198,17 +198,6 @@ fn one_line(body: &[u8]) -> String {
         line.push('…');
     }
     line
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
