@@ -41,6 +41,11 @@ pub struct JobRunSpec {
     /// The config revision the tasks were resolved at (a git commit for the git source).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_revision: Option<String>,
+    /// The directory of the config source the tasks' files are relative to (`carts` for a
+    /// service-level config, empty for the top of the repository), so the files are re-read
+    /// from the same place at the same revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_dir: Option<String>,
     /// Set when the run failed before its first Job (invalid config, forbidden image, missing
     /// file): the `.finished` event reports it and no Job is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]

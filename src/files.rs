@@ -1,27 +1,49 @@
 //! The files a run stages: each task's `files` entries expanded (a directory brings everything
-//! below it), read from the service's directory, each given a ConfigMap key.
+//! below it) from a [`FileTree`] — the service's directory, or a directory of a commit — each
+//! file read once and given a ConfigMap key, within what one ConfigMap can hold.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::config::Action;
 use crate::render::StagedFile;
 
+/// The most bytes (file contents plus their keys) the run's ConfigMap may hold. The API server
+/// refuses ConfigMaps over 1 MiB (1,048,576 bytes of keys and raw values); this leaves room for
+/// the object's metadata. In the JSON request `binaryData` is base64, about 4/3 of this
+/// (≈1.34 MB), well below the API server's 3 MiB request limit.
+pub const CONFIG_MAP_LIMIT_BYTES: u64 = 1_000_000;
+
+/// How many of the largest files a size error names.
+const LARGEST_LISTED: usize = 5;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FilesError {
-    #[error("task '{task}': file or directory \"{path}\" not found in {dir}")]
+    #[error("task '{task}': file or directory \"{path}\" not found in {place}")]
     Missing {
         task: String,
         path: String,
-        dir: String,
+        place: String,
     },
     #[error("task '{task}': \"{path}\" is a link that leads outside {root}")]
     Escapes {
         task: String,
         path: String,
         root: String,
+    },
+    #[error(
+        "task '{task}': \"{path}\" is not a relative path inside the service directory (no `/` at the start, no `..`)"
+    )]
+    NotRelative { task: String, path: String },
+    #[error(
+        "the files of this run total {total} bytes, more than the {limit} bytes one ConfigMap can hold; the largest: {largest}"
+    )]
+    TooLarge {
+        total: u64,
+        limit: u64,
+        largest: String,
     },
     #[error("cannot read {path}: {reason}")]
     Unreadable { path: String, reason: String },
@@ -42,6 +64,41 @@ pub struct RunFiles {
     pub per_task: Vec<Vec<StagedFile>>,
 }
 
+/// A file an entry names, found but not read yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundFile<H> {
+    /// Relative to the tree's directory: where it lands under `/keptn`.
+    pub path: String,
+    pub executable: bool,
+    pub size: u64,
+    pub handle: H,
+}
+
+/// Why an entry cannot be expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpandError {
+    Missing,
+    /// A link (at this relative path) leads outside the tree's root.
+    Escapes(String),
+    Unreadable {
+        path: String,
+        reason: String,
+    },
+}
+
+/// Where task files are read from: a directory on disk, or a directory of a git commit.
+pub trait FileTree {
+    /// What [`FileTree::read`] needs to read a found file.
+    type Handle;
+    /// Where entries are looked up, for messages (`/srv/configs/carts`, `carts at commit 1a2b…`).
+    fn place(&self) -> String;
+    /// What links may not leave, for messages.
+    fn root(&self) -> String;
+    /// The files a (relative, normalized) entry names: itself, or everything below it.
+    fn expand(&self, entry: &str) -> Result<Vec<FoundFile<Self::Handle>>, ExpandError>;
+    fn read(&self, file: &FoundFile<Self::Handle>) -> Result<Vec<u8>, FilesError>;
+}
+
 /// The ConfigMap key of the `index`-th file: valid key characters, unique by the index prefix.
 pub fn config_map_key(index: usize, path: &str) -> String {
     let sanitized: String = path
@@ -59,6 +116,193 @@ pub fn config_map_key(index: usize, path: &str) -> String {
     key
 }
 
+/// An entry as a clean relative path (`./a//b/` → `a/b`), or `None` when it is absolute or
+/// climbs with `..`: Kubernetes refuses such paths in a volume's `items` anyway.
+pub fn normalize_entry(entry: &str) -> Option<String> {
+    let mut parts = Vec::new();
+    for component in Path::new(entry).components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_str()?),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+/// Expands every task's entries from `tree`, checks the total against what a ConfigMap holds,
+/// then reads each distinct file once.
+pub fn collect<T: FileTree>(tree: &T, action: &Action) -> Result<RunFiles, FilesError> {
+    let mut found: Vec<FoundFile<T::Handle>> = Vec::new();
+    let mut by_path: BTreeMap<String, usize> = BTreeMap::new();
+    let mut per_task_indices: Vec<Vec<usize>> = Vec::new();
+    for (task_index, task) in action.tasks.iter().enumerate() {
+        let task_name = task.display_name(task_index);
+        let mut indices = Vec::new();
+        for raw in &task.files {
+            let Some(entry) = normalize_entry(raw) else {
+                return Err(FilesError::NotRelative {
+                    task: task_name,
+                    path: raw.clone(),
+                });
+            };
+            let files = tree.expand(&entry).map_err(|problem| match problem {
+                ExpandError::Missing => FilesError::Missing {
+                    task: task_name.clone(),
+                    path: entry.clone(),
+                    place: tree.place(),
+                },
+                ExpandError::Escapes(path) => FilesError::Escapes {
+                    task: task_name.clone(),
+                    path,
+                    root: tree.root(),
+                },
+                ExpandError::Unreadable { path, reason } => FilesError::Unreadable { path, reason },
+            })?;
+            for file in files {
+                let index = match by_path.get(&file.path) {
+                    Some(index) => *index,
+                    None => {
+                        let index = found.len();
+                        by_path.insert(file.path.clone(), index);
+                        found.push(file);
+                        index
+                    }
+                };
+                if !indices.contains(&index) {
+                    indices.push(index);
+                }
+            }
+        }
+        per_task_indices.push(indices);
+    }
+    check_size(&found)?;
+    let mut run = RunFiles::default();
+    for (index, file) in found.iter().enumerate() {
+        run.files.push(RunFile {
+            staged: StagedFile {
+                key: config_map_key(index, &file.path),
+                path: file.path.clone(),
+                executable: file.executable,
+            },
+            content: tree.read(file)?,
+        });
+    }
+    run.per_task = per_task_indices
+        .into_iter()
+        .map(|indices| {
+            indices
+                .into_iter()
+                .map(|i| run.files[i].staged.clone())
+                .collect()
+        })
+        .collect();
+    Ok(run)
+}
+
+fn check_size<H>(found: &[FoundFile<H>]) -> Result<(), FilesError> {
+    let total: u64 = found
+        .iter()
+        .enumerate()
+        .map(|(index, file)| file.size + config_map_key(index, &file.path).len() as u64)
+        .sum();
+    if total <= CONFIG_MAP_LIMIT_BYTES {
+        return Ok(());
+    }
+    let mut largest: Vec<&FoundFile<H>> = found.iter().collect();
+    largest.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)));
+    let listed: Vec<String> = largest
+        .iter()
+        .take(LARGEST_LISTED)
+        .map(|file| format!("{} ({} bytes)", file.path, file.size))
+        .collect();
+    Err(FilesError::TooLarge {
+        total,
+        limit: CONFIG_MAP_LIMIT_BYTES,
+        largest: listed.join(", "),
+    })
+}
+
+/// A service directory on disk; links may lead anywhere below `root` (the config source's top
+/// directory) but not outside it.
+pub struct DirTree {
+    root: PathBuf,
+    dir: PathBuf,
+}
+
+impl DirTree {
+    pub fn new(root: &Path, dir: &Path) -> Result<Self, FilesError> {
+        let root = fs::canonicalize(root).map_err(|e| unreadable(root, &e))?;
+        Ok(DirTree {
+            root,
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+fn unreadable(path: &Path, error: &std::io::Error) -> FilesError {
+    FilesError::Unreadable {
+        path: path.display().to_string(),
+        reason: error.to_string(),
+    }
+}
+
+impl FileTree for DirTree {
+    type Handle = PathBuf;
+
+    fn place(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn root(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn expand(&self, entry: &str) -> Result<Vec<FoundFile<PathBuf>>, ExpandError> {
+        let io = |path: &Path, error: std::io::Error| ExpandError::Unreadable {
+            path: path.display().to_string(),
+            reason: error.to_string(),
+        };
+        let start = self.dir.join(entry);
+        if fs::symlink_metadata(&start).is_err() {
+            return Err(ExpandError::Missing);
+        }
+        let mut found = Vec::new();
+        let mut pending = vec![(entry.to_string(), start)];
+        while let Some((relative, path)) = pending.pop() {
+            let real = fs::canonicalize(&path).map_err(|e| io(&path, e))?;
+            if !real.starts_with(&self.root) {
+                return Err(ExpandError::Escapes(relative));
+            }
+            let metadata = fs::metadata(&real).map_err(|e| io(&real, e))?;
+            if metadata.is_dir() {
+                let children = fs::read_dir(&real).map_err(|e| io(&real, e))?;
+                for child in children {
+                    let child = child.map_err(|e| io(&real, e))?;
+                    let name = child.file_name().to_string_lossy().into_owned();
+                    if name == ".git" {
+                        continue;
+                    }
+                    pending.push((format!("{relative}/{name}"), child.path()));
+                }
+            } else if metadata.is_file() {
+                found.push(FoundFile {
+                    path: relative,
+                    executable: metadata.permissions().mode() & 0o111 != 0,
+                    size: metadata.len(),
+                    handle: real,
+                });
+            }
+        }
+        found.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(found)
+    }
+
+    fn read(&self, file: &FoundFile<PathBuf>) -> Result<Vec<u8>, FilesError> {
+        fs::read(&file.handle).map_err(|e| unreadable(&file.handle, &e))
+    }
+}
+
 /// Reads the files of an action's tasks from `service_dir`; links may lead anywhere below
 /// `root` (the config source's top directory) but not outside it.
 pub fn collect_from_dir(
@@ -66,96 +310,7 @@ pub fn collect_from_dir(
     service_dir: &Path,
     action: &Action,
 ) -> Result<RunFiles, FilesError> {
-    let unreadable = |path: &Path, error: std::io::Error| FilesError::Unreadable {
-        path: path.display().to_string(),
-        reason: error.to_string(),
-    };
-    let root = fs::canonicalize(root).map_err(|e| unreadable(root, e))?;
-    let mut by_path: BTreeMap<String, usize> = BTreeMap::new();
-    let mut run = RunFiles::default();
-    for (task_index, task) in action.tasks.iter().enumerate() {
-        let task_name = task.display_name(task_index);
-        let mut task_files = Vec::new();
-        for entry in &task.files {
-            let entry = entry.trim_end_matches('/');
-            let found = expand(&root, service_dir, entry).map_err(|problem| match problem {
-                Expand::Missing => FilesError::Missing {
-                    task: task_name.clone(),
-                    path: entry.to_string(),
-                    dir: service_dir.display().to_string(),
-                },
-                Expand::Escapes(path) => FilesError::Escapes {
-                    task: task_name.clone(),
-                    path,
-                    root: root.display().to_string(),
-                },
-                Expand::Io(path, error) => unreadable(&path, error),
-            })?;
-            for (relative, real) in found {
-                let index = match by_path.get(&relative) {
-                    Some(index) => *index,
-                    None => {
-                        let metadata = fs::metadata(&real).map_err(|e| unreadable(&real, e))?;
-                        let content = fs::read(&real).map_err(|e| unreadable(&real, e))?;
-                        let index = run.files.len();
-                        run.files.push(RunFile {
-                            staged: StagedFile {
-                                key: config_map_key(index, &relative),
-                                path: relative.clone(),
-                                executable: metadata.permissions().mode() & 0o111 != 0,
-                            },
-                            content,
-                        });
-                        by_path.insert(relative.clone(), index);
-                        index
-                    }
-                };
-                let staged = &run.files[index].staged;
-                if !task_files.contains(staged) {
-                    task_files.push(staged.clone());
-                }
-            }
-        }
-        run.per_task.push(task_files);
-    }
-    Ok(run)
-}
-
-enum Expand {
-    Missing,
-    Escapes(String),
-    Io(PathBuf, std::io::Error),
-}
-
-/// The files an entry names: itself, or everything below it; as (relative path, real path).
-fn expand(root: &Path, service_dir: &Path, entry: &str) -> Result<Vec<(String, PathBuf)>, Expand> {
-    let start = service_dir.join(entry);
-    if fs::symlink_metadata(&start).is_err() {
-        return Err(Expand::Missing);
-    }
-    let mut found = Vec::new();
-    let mut pending = vec![(entry.to_string(), start)];
-    while let Some((relative, path)) = pending.pop() {
-        let real = fs::canonicalize(&path).map_err(|e| Expand::Io(path.clone(), e))?;
-        if !real.starts_with(root) {
-            return Err(Expand::Escapes(relative));
-        }
-        if real.is_dir() {
-            let children = fs::read_dir(&real).map_err(|e| Expand::Io(real.clone(), e))?;
-            for child in children {
-                let child = child.map_err(|e| Expand::Io(real.clone(), e))?;
-                let name = child.file_name().to_string_lossy().into_owned();
-                if name == ".git" {
-                    continue;
-                }
-                pending.push((format!("{relative}/{name}"), child.path()));
-            }
-        } else if real.is_file() {
-            found.push((relative, real));
-        }
-    }
-    found.sort();
-    Ok(found)
+    collect(&DirTree::new(root, service_dir)?, action)
 }
 
 #[cfg(test)]
@@ -230,5 +385,56 @@ mod tests {
         .unwrap();
         let error = collect_from_dir(&root, &service, &valid.config.actions[0]).unwrap_err();
         assert!(matches!(error, FilesError::Escapes { .. }), "{error}");
+    }
+
+    fn action_with_files(files: &str) -> Action {
+        let yaml = format!(
+            "apiVersion: v2\nactions:\n  - events: [{{name: x}}]\n    tasks:\n      - {{image: a, files: {files}}}\n"
+        );
+        config::load(&yaml, "c.yaml").unwrap().config.actions[0].clone()
+    }
+
+    #[test]
+    fn entries_are_normalized_and_may_not_climb() {
+        assert_eq!(
+            normalize_entry("./helm//templates/"),
+            Some("helm/templates".into())
+        );
+        assert_eq!(normalize_entry("../secret"), None);
+        assert_eq!(normalize_entry("a/../../b"), None);
+        assert_eq!(normalize_entry("/etc/passwd"), None);
+        assert_eq!(normalize_entry("."), None);
+        let base = std::env::temp_dir().join(format!("files-climb-{}", std::process::id()));
+        fs::create_dir_all(base.join("carts")).unwrap();
+        // The config loader refuses such paths already; a run's spec is checked again.
+        let mut action = action_with_files("[x]");
+        action.tasks[0].files = vec!["../x".into()];
+        let error = collect_from_dir(&base, &base.join("carts"), &action).unwrap_err();
+        assert!(matches!(error, FilesError::NotRelative { .. }), "{error}");
+    }
+
+    #[test]
+    fn files_beyond_a_config_map_fail_with_the_total_and_the_largest() {
+        let base = std::env::temp_dir().join(format!("files-size-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let service = base.join("carts");
+        fs::create_dir_all(service.join("big")).unwrap();
+        fs::write(service.join("big/a.bin"), vec![0u8; 600_000]).unwrap();
+        fs::write(service.join("big/b.bin"), vec![0u8; 450_000]).unwrap();
+        fs::write(service.join("small.txt"), "x").unwrap();
+        let error =
+            collect_from_dir(&base, &service, &action_with_files("[big, small.txt]")).unwrap_err();
+        let FilesError::TooLarge { total, .. } = &error else {
+            panic!("{error}");
+        };
+        assert!(*total > 1_050_000);
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "the files of this run total {total} bytes, more than the 1000000 bytes one ConfigMap can hold; the largest: big/a.bin (600000 bytes), big/b.bin (450000 bytes), small.txt (1 bytes)"
+            )
+        );
+        let fits = collect_from_dir(&base, &service, &action_with_files("[big/a.bin]")).unwrap();
+        assert_eq!(fits.files[0].content.len(), 600_000);
     }
 }

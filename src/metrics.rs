@@ -22,6 +22,7 @@ pub struct Metrics {
     deliveries: Family<Labels, Counter>,
     reconcile_errors: Family<Labels, Counter>,
     runs_in_flight: Gauge,
+    git_fetches: Family<Labels, Counter>,
     in_flight: Mutex<HashSet<String>>,
 }
 
@@ -72,6 +73,12 @@ impl Metrics {
             "Runs accepted and not finished",
             runs_in_flight.clone(),
         );
+        let git_fetches = Family::<Labels, Counter>::default();
+        registry.register(
+            "git_fetches",
+            "Fetches of the git config repository, by outcome (ok, failed)",
+            git_fetches.clone(),
+        );
         Metrics {
             registry,
             events_received,
@@ -81,6 +88,7 @@ impl Metrics {
             deliveries,
             reconcile_errors,
             runs_in_flight,
+            git_fetches,
             in_flight: Mutex::new(HashSet::new()),
         }
     }
@@ -115,6 +123,11 @@ impl Metrics {
         self.reconcile_errors
             .get_or_create(&vec![("category", category)])
             .inc();
+    }
+
+    /// The counter the git config source counts its fetches in.
+    pub fn git_fetches(&self) -> Family<Labels, Counter> {
+        self.git_fetches.clone()
     }
 
     /// Records whether a run is in flight; the gauge counts distinct runs.

@@ -8,6 +8,8 @@ use std::time::Duration;
 use super::RunArgs;
 use crate::settings::SettingsError;
 use crate::sink::{Sink, SinkError};
+use crate::source::git::GitError;
+use crate::source::git::layout::Lookup;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -15,6 +17,8 @@ pub enum CheckError {
     Settings(#[from] SettingsError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    GitLayout(#[from] GitError),
 }
 
 const REDACTED: &str = "<redacted>";
@@ -29,7 +33,13 @@ pub fn run_check(args: &RunArgs) -> Result<ExitCode, CheckError> {
         &operator.sink_headers,
         Duration::from_secs(operator.sink_timeout_seconds),
     )?;
+    if args.git.git_url.is_some() {
+        for lookup in &args.git.git_lookups {
+            Lookup::parse(lookup)?;
+        }
+    }
     let mut shown = args.clone();
+    shown.git.git_password = shown.git.git_password.map(|_| REDACTED.to_string());
     shown.operator.ingest_token = shown.operator.ingest_token.map(|_| REDACTED.to_string());
     shown.operator.sink_headers = shown
         .operator

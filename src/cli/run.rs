@@ -22,23 +22,102 @@ use crate::controller::{self, ControllerOptions};
 use crate::ingest::{self, IngestState};
 use crate::metrics::Metrics;
 use crate::sink::{Sink, SinkMode};
-use crate::source::Source;
+use crate::source::git::layout;
+use crate::source::{CredentialSettings, FetchLabels, GitSettings, Source};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 #[derive(Debug, Clone, Args)]
+#[command(group(
+    clap::ArgGroup::new("config_source")
+        .args(["config_dir", "git_url"])
+        .required(true)
+        .multiple(false)
+))]
 pub struct RunArgs {
     #[command(flatten)]
     pub install: InstallArgs,
     #[command(flatten)]
     pub operator: OperatorArgs,
+    #[command(flatten)]
+    pub git: GitArgs,
+}
+
+/// The git config source (`--git-url`); see docs/git-source.md.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Git config source")]
+pub struct GitArgs {
+    /// Repository of job configs and task files: `https://`, `http://`, `ssh://` or `file://`.
+    /// Credentials written into it are used as credentials and never shown.
+    #[arg(long, env = "JOB_EXECUTOR_GIT_URL", hide_env_values = true)]
+    pub git_url: Option<String>,
+    /// Where a service's config is, as `BRANCH:PATH` with `{project}`, `{stage}`, `{service}`
+    /// (`@default` is the default branch); repeat (comma-separated in the environment) for a
+    /// fallback order. Default: Keptn's layout.
+    #[arg(
+        long = "git-lookup",
+        env = "JOB_EXECUTOR_GIT_LAYOUT",
+        value_delimiter = ',',
+        default_values_t = layout::KEPTN_LAYOUT.map(String::from)
+    )]
+    pub git_lookups: Vec<String>,
+    /// A mounted Secret with `username`, `password` or `token` (HTTPS), `ssh-privatekey` and
+    /// `known_hosts` (SSH); read at every fetch.
+    #[arg(long, env = "JOB_EXECUTOR_GIT_CREDENTIALS_DIR")]
+    pub git_credentials_dir: Option<PathBuf>,
+    /// HTTPS username (default `x-access-token` with a token).
+    #[arg(long, env = "JOB_EXECUTOR_GIT_USERNAME")]
+    pub git_username: Option<String>,
+    /// HTTPS password or token.
+    #[arg(long, env = "JOB_EXECUTOR_GIT_PASSWORD", hide_env_values = true)]
+    pub git_password: Option<String>,
+    /// A branch head older than this is fetched again before it is used.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_GIT_FETCH_INTERVAL_SECONDS",
+        default_value_t = 10
+    )]
+    pub git_fetch_interval_seconds: u64,
+    /// The clone cache (default: `job-executor-git` in the temporary directory).
+    #[arg(long, env = "JOB_EXECUTOR_GIT_CACHE_DIR")]
+    pub git_cache_dir: Option<PathBuf>,
+}
+
+impl GitArgs {
+    /// The git source's settings, when `--git-url` is given.
+    fn settings(self, fetches: Family<FetchLabels, Counter>) -> Option<GitSettings> {
+        let GitArgs {
+            git_url,
+            git_lookups,
+            git_credentials_dir,
+            git_username,
+            git_password,
+            git_fetch_interval_seconds,
+            git_cache_dir,
+        } = self;
+        Some(GitSettings {
+            url: git_url?,
+            lookups: git_lookups,
+            credentials: CredentialSettings {
+                dir: git_credentials_dir,
+                username: git_username.filter(|u| !u.is_empty()),
+                password: git_password.filter(|p| !p.is_empty()),
+            },
+            fetch_interval: Duration::from_secs(git_fetch_interval_seconds),
+            cache_dir: git_cache_dir
+                .unwrap_or_else(|| std::env::temp_dir().join("job-executor-git")),
+            fetches,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Operator")]
 pub struct OperatorArgs {
     /// Directory of job configs, laid out as `<service>/job/config.yaml` with the task files
-    /// beside them.
+    /// beside them (development and tests; production reads a repository: `--git-url`).
     #[arg(long, env = "JOB_EXECUTOR_CONFIG_DIR")]
-    pub config_dir: PathBuf,
+    pub config_dir: Option<PathBuf>,
     /// Where `.started` / `.finished` events are sent (http://).
     #[arg(long, env = "JOB_EXECUTOR_SINK_URL")]
     pub sink_url: String,
@@ -100,7 +179,11 @@ pub struct OperatorArgs {
 }
 
 pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
-    let RunArgs { install, operator } = args;
+    let RunArgs {
+        install,
+        operator,
+        git,
+    } = args;
     let OperatorArgs {
         config_dir,
         sink_url,
@@ -126,8 +209,12 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("cannot configure the Kubernetes client (KUBECONFIG or in-cluster)")?;
-    let source = Arc::new(Source::directory(config_dir));
     let metrics = Arc::new(Metrics::new());
+    let source = Arc::new(match (git.settings(metrics.git_fetches()), config_dir) {
+        (Some(settings), _) => Source::git(settings)?,
+        (None, Some(dir)) => Source::directory(dir),
+        (None, None) => anyhow::bail!("give --config-dir or --git-url"),
+    });
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
 

@@ -73,6 +73,9 @@ pub enum ReconcileError {
     Kube(#[from] kube::Error),
     #[error("cannot encode the status: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The config source cannot be read now (a git repository that is unreachable).
+    #[error("{0}")]
+    Source(#[from] crate::source::SourceError),
 }
 
 impl ReconcileError {
@@ -85,6 +88,7 @@ impl ReconcileError {
             ReconcileError::Kube(kube::Error::Api(_)) => "api_refused",
             ReconcileError::Kube(_) => "api_unreachable",
             ReconcileError::Encode(_) => "encode",
+            ReconcileError::Source(_) => "config_source",
         }
     }
 }

@@ -337,13 +337,25 @@ impl<'a> Reconciler<'a> {
     /// The ConfigMap of the run's files, owned by the run so it goes when the run goes.
     async fn ensure_files(&self) -> Result<Result<(), String>, ReconcileError> {
         let spec = &self.run.spec;
-        let service = match service_of(&spec.event) {
-            Ok(service) => service,
-            Err(field) => return Ok(Err(format!("the event has no data.{field}"))),
+        // Runs accepted before `configDir` was recorded took files from the service's directory.
+        let dir = match (&spec.config_dir, service_of(&spec.event)) {
+            (Some(dir), _) => dir.clone(),
+            (None, Ok(service)) => service.service,
+            (None, Err(field)) => return Ok(Err(format!("the event has no data.{field}"))),
         };
-        let run_files = match self.ctx.source.collect_run_files(&service, &self.action()) {
-            Ok(files) => files,
-            Err(error) => return Ok(Err(error.to_string())),
+        let revision = spec.config_revision.clone();
+        let source = self.ctx.source.clone();
+        let action = self.action();
+        // A git source may fetch: off the async workers.
+        let collected = tokio::task::spawn_blocking(move || {
+            source.collect_run_files(revision.as_deref(), &dir, &action)
+        })
+        .await;
+        let run_files = match collected {
+            Ok(Ok(files)) => files,
+            Ok(Err(error)) if error.is_transient() => return Err(error.into()),
+            Ok(Err(error)) => return Ok(Err(error.to_string())),
+            Err(problem) => return Ok(Err(format!("reading the run's files failed: {problem}"))),
         };
         let binary_data: BTreeMap<String, ByteString> = run_files
             .files

@@ -126,7 +126,23 @@ async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
     let api: Api<JobRun> = Api::namespaced(state.client.clone(), &state.settings.job_namespace);
     let mut answer = Answer::default();
     for event in events {
-        let plan = plan::plan_event(event, &state.source, &state.settings);
+        // Reading the config may block on a git fetch: keep it off the async workers.
+        let (owned_event, source, settings) =
+            (event.clone(), state.source.clone(), state.settings.clone());
+        let plan = match tokio::task::spawn_blocking(move || {
+            plan::plan_event(&owned_event, &source, &settings)
+        })
+        .await
+        {
+            Ok(plan) => plan,
+            Err(problem) => {
+                tracing::error!(error = %problem, "planning an event failed");
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the event could not be planned ({problem}); retry later"),
+                );
+            }
+        };
         let result = match plan {
             EventPlan::Nothing { reasons } => {
                 state.metrics.event_received("not_matched");

@@ -48,7 +48,8 @@ pub fn service_of(event: &CloudEvent) -> Result<ServiceRef, &'static str> {
     })
 }
 
-/// Decides what an event leads to, reading the config from the source.
+/// Decides what an event leads to, reading the config from the source (this may block on a
+/// git fetch: call it from the blocking pool).
 pub fn plan_event(event: &CloudEvent, source: &Source, settings: &Settings) -> EventPlan {
     let service = match service_of(event) {
         Ok(service) => service,
@@ -61,7 +62,8 @@ pub fn plan_event(event: &CloudEvent, source: &Source, settings: &Settings) -> E
             };
         }
     };
-    let loaded = match source.load(&service) {
+    let pinned = event.keptn().git_commit_id;
+    let loaded = match source.load(&service, pinned.as_deref()) {
         Ok(Some(loaded)) => loaded,
         Ok(None) => {
             return EventPlan::Nothing {
@@ -88,7 +90,7 @@ pub fn plan_event(event: &CloudEvent, source: &Source, settings: &Settings) -> E
                         files: Vec::new(),
                     },
                     names::config_failure_run_name(event),
-                    None,
+                    ConfigPlace::default(),
                     Some(message.clone()),
                 ))
             });
@@ -122,7 +124,7 @@ fn plan_with_config(
             .map_err(|e| e.to_string())
             .and_then(|()| {
                 source
-                    .collect_files(loaded, action)
+                    .collect_run_files(loaded.revision.as_deref(), &loaded.dir, action)
                     .map_err(|e: SourceError| e.to_string())
             }) {
             Ok(run_files) => (run_files.per_task, None),
@@ -144,7 +146,10 @@ fn plan_with_config(
                 files,
             },
             names::run_name(event, verdict.index),
-            loaded.revision.clone(),
+            ConfigPlace {
+                revision: loaded.revision.clone(),
+                dir: Some(loaded.dir.clone()),
+            },
             failure,
         ));
     }
@@ -157,12 +162,19 @@ fn plan_with_config(
     }
 }
 
+/// Where a run's config was read: the revision and the directory its files are relative to.
+#[derive(Debug, Clone, Default)]
+struct ConfigPlace {
+    revision: Option<String>,
+    dir: Option<String>,
+}
+
 fn job_run(
     event: &CloudEvent,
     namespace: &str,
     action: RunAction,
     name: String,
-    config_revision: Option<String>,
+    place: ConfigPlace,
     failure: Option<String>,
 ) -> JobRun {
     let keptn = event.keptn();
@@ -196,7 +208,8 @@ fn job_run(
         spec: JobRunSpec {
             event: event.clone(),
             action,
-            config_revision,
+            config_revision: place.revision,
+            config_dir: place.dir,
             failure,
         },
         status: None,

@@ -1,9 +1,12 @@
-//! Where job configs and task files come from. For now a directory laid out as
-//! `<service>/job/config.yaml` with the staged files beside it (development and tests); the git
-//! source comes behind the same interface.
+//! Where job configs and task files come from, behind one interface: a git repository
+//! (production; [`git`]), or a directory laid out as `<service>/job/config.yaml` with the staged
+//! files beside it (development and tests).
 //!
-//! A loaded config is compiled once and kept until its file changes, so matching an event never
-//! re-parses YAML, globs or JSONPaths.
+//! A loaded config is compiled once and kept (a directory's until its file changes, a commit's
+//! for good), so matching an event never re-parses YAML, globs or JSONPaths. Every call may
+//! block (a git fetch, file reads): async callers run it on the blocking pool.
+
+pub mod git;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +16,7 @@ use std::time::SystemTime;
 use crate::config::{self, Action, ConfigError, JobConfig, Problem};
 use crate::files::{self, FilesError, RunFiles};
 use crate::matching::Matcher;
+pub use git::{CredentialSettings, FetchLabels, GitError, GitSettings, GitSource};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
@@ -20,10 +24,20 @@ pub enum SourceError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Files(#[from] FilesError),
+    #[error("{0}")]
+    Git(#[from] GitError),
     #[error("the event names no {0}, so no job config can be looked up")]
     MissingField(&'static str),
     #[error("invalid {field} {value:?}: it cannot name a directory")]
     InvalidName { field: &'static str, value: String },
+}
+
+impl SourceError {
+    /// A failure that may pass by itself (the repository cannot be reached now), as opposed to
+    /// one that needs a change to the config, the files or the settings.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SourceError::Git(error) if error.is_transient())
+    }
 }
 
 /// The service an event is about.
@@ -34,6 +48,17 @@ pub struct ServiceRef {
     pub service: String,
 }
 
+impl ServiceRef {
+    /// Checks that every field can name a directory or a branch: not empty, no separators, no
+    /// `..`, so a lookup stays inside the source.
+    pub fn check(&self) -> Result<(), SourceError> {
+        segment("project", &self.project)?;
+        segment("stage", &self.stage)?;
+        segment("service", &self.service)?;
+        Ok(())
+    }
+}
+
 /// A config ready for matching: parsed, validated and compiled.
 #[derive(Debug)]
 pub struct LoadedConfig {
@@ -42,14 +67,17 @@ pub struct LoadedConfig {
     pub warnings: Vec<Problem>,
     /// The revision the config was read at (a commit for git; none for a directory).
     pub revision: Option<String>,
+    /// The directory the tasks' files are relative to, relative to the source's top (`carts`,
+    /// or `` for the top itself).
+    pub dir: String,
     /// Where it was read from, for messages.
     pub origin: String,
-    service_dir: PathBuf,
 }
 
 #[derive(Debug)]
 pub enum Source {
     Directory(DirectorySource),
+    Git(Box<GitSource>),
 }
 
 impl Source {
@@ -60,43 +88,35 @@ impl Source {
         })
     }
 
-    /// The config for a service, or `None` when it has none.
-    pub fn load(&self, service: &ServiceRef) -> Result<Option<Arc<LoadedConfig>>, SourceError> {
-        match self {
-            Source::Directory(directory) => directory.load(service),
-        }
+    pub fn git(settings: GitSettings) -> Result<Self, SourceError> {
+        Ok(Source::Git(Box::new(GitSource::open(settings)?)))
     }
 
-    /// The files of an action's tasks, at the config's revision.
-    pub fn collect_files(
-        &self,
-        loaded: &LoadedConfig,
-        action: &Action,
-    ) -> Result<RunFiles, SourceError> {
-        match self {
-            Source::Directory(directory) => Ok(files::collect_from_dir(
-                &directory.root,
-                &loaded.service_dir,
-                action,
-            )?),
-        }
-    }
-
-    /// The files of a run, re-read from the source (the controller makes the ConfigMap).
-    pub fn collect_run_files(
+    /// The config for a service, or `None` when it has none. `pinned` is the event's
+    /// `gitcommitid`: the commit a git source reads the service and stage levels at (a
+    /// directory has no revisions and ignores it).
+    pub fn load(
         &self,
         service: &ServiceRef,
+        pinned: Option<&str>,
+    ) -> Result<Option<Arc<LoadedConfig>>, SourceError> {
+        match self {
+            Source::Directory(directory) => directory.load(service),
+            Source::Git(git) => git.load(service, pinned),
+        }
+    }
+
+    /// The files of an action's tasks, read from `dir` at `revision` (as a run records them, so
+    /// the controller reads exactly what ingest checked, even after the branch moved).
+    pub fn collect_run_files(
+        &self,
+        revision: Option<&str>,
+        dir: &str,
         action: &Action,
     ) -> Result<RunFiles, SourceError> {
         match self {
-            Source::Directory(directory) => {
-                let service_dir = directory.service_dir(service)?;
-                Ok(files::collect_from_dir(
-                    &directory.root,
-                    &service_dir,
-                    action,
-                )?)
-            }
+            Source::Directory(directory) => directory.collect_run_files(dir, action),
+            Source::Git(git) => git.collect_run_files(revision, dir, action),
         }
     }
 }
@@ -129,12 +149,9 @@ fn segment<'a>(field: &'static str, value: &'a str) -> Result<&'a str, SourceErr
 }
 
 impl DirectorySource {
-    fn service_dir(&self, service: &ServiceRef) -> Result<PathBuf, SourceError> {
-        Ok(self.root.join(segment("service", &service.service)?))
-    }
-
     fn load(&self, service: &ServiceRef) -> Result<Option<Arc<LoadedConfig>>, SourceError> {
-        let service_dir = self.service_dir(service)?;
+        let name = segment("service", &service.service)?;
+        let service_dir = self.root.join(name);
         let path = service_dir.join("job").join("config.yaml");
         let Ok(metadata) = std::fs::metadata(&path) else {
             return Ok(None);
@@ -147,7 +164,16 @@ impl DirectorySource {
         {
             return Ok(Some(cached.loaded));
         }
-        let loaded = Arc::new(load_compiled(&path, service_dir, None)?);
+        let text = std::fs::read_to_string(&path).map_err(|error| ConfigError::Unreadable {
+            file: path.display().to_string(),
+            reason: error.to_string(),
+        })?;
+        let loaded = Arc::new(compile(
+            &text,
+            path.display().to_string(),
+            name.to_string(),
+            None,
+        )?);
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(
                 path,
@@ -164,15 +190,33 @@ impl DirectorySource {
     fn cached(&self, path: &Path) -> Option<CachedConfig> {
         self.cache.lock().ok()?.get(path).cloned()
     }
+
+    fn collect_run_files(&self, dir: &str, action: &Action) -> Result<RunFiles, SourceError> {
+        let service_dir = if dir.is_empty() {
+            self.root.clone()
+        } else {
+            match files::normalize_entry(dir) {
+                Some(clean) if clean == dir => self.root.join(dir),
+                _ => {
+                    return Err(SourceError::InvalidName {
+                        field: "config directory",
+                        value: dir.to_string(),
+                    });
+                }
+            }
+        };
+        Ok(files::collect_from_dir(&self.root, &service_dir, action)?)
+    }
 }
 
-fn load_compiled(
-    path: &Path,
-    service_dir: PathBuf,
+/// Parses, validates and compiles a config's text; `origin` names it in messages.
+fn compile(
+    text: &str,
+    origin: String,
+    dir: String,
     revision: Option<String>,
 ) -> Result<LoadedConfig, SourceError> {
-    let valid = config::load_file(path)?;
-    let origin = path.display().to_string();
+    let valid = config::load(text, &origin)?;
     let matcher = Matcher::compile(&valid.config).map_err(|e| {
         SourceError::Config(ConfigError::Unreadable {
             file: origin.clone(),
@@ -184,8 +228,8 @@ fn load_compiled(
         matcher,
         warnings: valid.warnings,
         revision,
+        dir,
         origin,
-        service_dir,
     })
 }
 
@@ -209,8 +253,8 @@ mod tests {
         let file = root.join("carts/job/config.yaml");
         std::fs::write(&file, "apiVersion: v2\nactions: []\n").unwrap();
         let source = Source::directory(&root);
-        let first = source.load(&service("carts")).unwrap().unwrap();
-        let again = source.load(&service("carts")).unwrap().unwrap();
+        let first = source.load(&service("carts"), None).unwrap().unwrap();
+        let again = source.load(&service("carts"), None).unwrap().unwrap();
         assert!(
             Arc::ptr_eq(&first, &again),
             "an unchanged file is not re-parsed"
@@ -220,20 +264,20 @@ mod tests {
             "apiVersion: v2\nactions:\n  - events: [{name: x}]\n    tasks: [{image: a}]\n",
         )
         .unwrap();
-        let changed = source.load(&service("carts")).unwrap().unwrap();
+        let changed = source.load(&service("carts"), None).unwrap().unwrap();
         assert_eq!(changed.config.actions.len(), 1);
-        assert!(source.load(&service("orders")).unwrap().is_none());
+        assert!(source.load(&service("orders"), None).unwrap().is_none());
     }
 
     #[test]
     fn event_fields_cannot_leave_the_directory() {
         let source = Source::directory("/nonexistent");
         assert!(matches!(
-            source.load(&service("../etc")),
+            source.load(&service("../etc"), None),
             Err(SourceError::InvalidName { .. })
         ));
         assert!(matches!(
-            source.load(&service("")),
+            source.load(&service(""), None),
             Err(SourceError::MissingField("service"))
         ));
     }

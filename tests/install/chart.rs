@@ -305,7 +305,10 @@ fn full_values_reach_the_manifests() {
             "JOB_EXECUTOR_GIT_URL",
             "https://git.example.com/platform/keptn-config.git",
         ),
-        ("JOB_EXECUTOR_GIT_LAYOUT", "stage"),
+        (
+            "JOB_EXECUTOR_GIT_LAYOUT",
+            "main:{stage}/{service}/job/config.yaml,main:{stage}/job/config.yaml",
+        ),
         (
             "JOB_EXECUTOR_GIT_CREDENTIALS_DIR",
             "/etc/job-executor/git-credentials",

@@ -13,14 +13,6 @@ use serde_json::Value;
 use crate::chart::renderings;
 use crate::common::{BIN, documents, find, read};
 
-/// Settings the chart already passes for operator features being built in parallel (see the
-/// TODO in docs/install.md). Until `run` declares them they are reported, not failed.
-const PENDING: [&str; 3] = [
-    "JOB_EXECUTOR_GIT_URL",
-    "JOB_EXECUTOR_GIT_LAYOUT",
-    "JOB_EXECUTOR_GIT_CREDENTIALS_DIR",
-];
-
 /// The environment variables `job-executor run` reads.
 fn run_env_names() -> Vec<String> {
     let cli = Cli::command();
@@ -71,32 +63,16 @@ fn check_run(name: &str, docs: &[Value]) {
         .map(|a| a.as_str().unwrap().to_string())
         .collect();
     assert_eq!(args.first().map(String::as_str), Some("run"), "{name}");
-    let mut env = resolve_env(docs, container);
+    let env = resolve_env(docs, container);
     let known = run_env_names();
     for key in env.keys() {
         if key.starts_with("JOB_EXECUTOR_") {
             assert!(
-                known.contains(key) || PENDING.contains(&key.as_str()),
+                known.contains(key),
                 "{name}: `job-executor run` has no setting {key}"
             );
         } else {
             assert_eq!(key, "RUST_LOG", "{name}: unexpected variable");
-        }
-    }
-    let pending: Vec<String> = PENDING
-        .iter()
-        .filter(|p| !known.iter().any(|k| k == *p))
-        .map(|p| p.to_string())
-        .collect();
-    if pending.iter().any(|p| p == "JOB_EXECUTOR_GIT_URL")
-        && env.contains_key("JOB_EXECUTOR_GIT_URL")
-    {
-        // TODO(operator git source): `run` needs --config-dir until it reads the git settings.
-        env.insert("JOB_EXECUTOR_CONFIG_DIR".into(), "/stand-in-for-git".into());
-    }
-    for key in &pending {
-        if env.remove(key).is_some() {
-            eprintln!("{name}: {key} not read by `job-executor run` yet (pending)");
         }
     }
     let output = Command::new(BIN)

@@ -2,6 +2,8 @@
 //! kubeconfig, and an HTTP sink that records what the operator sends.
 #![allow(dead_code)]
 
+pub mod git;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -161,7 +163,8 @@ pub struct Harness {
     pub ingest: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     extra_args: Vec<String>,
-    config_dir: PathBuf,
+    /// `--config-dir DIR`, or the `--git-…` flags.
+    source_args: Vec<String>,
     operator: Arc<Mutex<Option<Child>>>,
     client: Client<HttpConnector, Full<Bytes>>,
     starts: u32,
@@ -213,6 +216,19 @@ impl Harness {
         config_dir: PathBuf,
         extra_args: &[&str],
     ) -> Harness {
+        let source_args = vec![
+            "--config-dir".to_string(),
+            path_str(&config_dir).to_string(),
+        ];
+        Self::start_with_source(builder, source_args, extra_args).await
+    }
+
+    /// Like `start_full`, with the config source given by `source_args` (e.g. `--git-url`).
+    pub async fn start_with_source(
+        builder: kube_sim::SimBuilder,
+        source_args: Vec<String>,
+        extra_args: &[&str],
+    ) -> Harness {
         let sim = builder.start().await.expect("start kube-sim");
         let dir = std::env::temp_dir().join(format!(
             "je-e2e-{}-{}",
@@ -249,7 +265,7 @@ impl Harness {
             ingest: None,
             admin: None,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
-            config_dir,
+            source_args,
             operator,
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
             starts: 0,
@@ -299,26 +315,26 @@ impl Harness {
         self.starts += 1;
         let log =
             std::fs::File::create(self.dir.join(format!("operator-{}.log", self.starts))).unwrap();
-        let mut args: Vec<String> = [
-            "run",
-            "--config-dir",
-            self.config_dir.to_str().unwrap(),
-            "--sink-url",
-            &self.sink.url,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--job-namespace",
-            "default",
-            "--init-image",
-            INIT_IMAGE,
-            "--never-started-timeout-seconds",
-            "2",
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
+        let mut args: Vec<String> = vec!["run".to_string()];
+        args.extend(self.source_args.iter().cloned());
+        args.extend(
+            [
+                "--sink-url",
+                &self.sink.url,
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--job-namespace",
+                "default",
+                "--init-image",
+                INIT_IMAGE,
+                "--never-started-timeout-seconds",
+                "2",
+            ]
+            .iter()
+            .map(|a| a.to_string()),
+        );
         args.extend(self.extra_args.iter().cloned());
         let mut child = Command::new(BIN)
             .args(&args)

@@ -1,0 +1,580 @@
+//! The clone cache: one bare repository per URL, fetched on demand with gitoxide (no `git`
+//! binary; `ssh://` runs an `ssh` client, `file://` runs `git upload-pack`, as gitoxide does).
+//!
+//! Every fetch takes all branches (`+refs/heads/*:refs/remotes/origin/*`) and the remote's
+//! `HEAD`, never tags. It is not shallow: an event's `gitcommitid` may name any older commit
+//! of a branch, and a shallow cache would have to fetch it by id, which servers allow only when
+//! configured to (`uploadpack.allowReachableSHA1InWant`); after the first fetch every fetch is
+//! incremental anyway.
+//!
+//! One mutex covers "is the last fetch recent enough, else fetch", so a burst of events for the
+//! same branch shares one fetch, and a failed fetch is reported to every request that waited
+//! for it instead of being repeated by each.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use gix::ObjectId;
+use gix::bstr::ByteSlice as _;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use sha2::Digest as _;
+
+use super::GitError;
+
+/// Labels of the fetch counter: `outcome` is `ok` or `failed`.
+pub type FetchLabels = Vec<(&'static str, &'static str)>;
+
+/// Seconds a connection to the repository may take to open.
+const CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// A transfer slower than this many bytes per second for `LOW_SPEED_SECONDS` is given up.
+const LOW_SPEED_BYTES: u64 = 1_000;
+const LOW_SPEED_SECONDS: u64 = 30;
+
+/// Where the credentials come from; read at every fetch, so a rotated Secret is picked up.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialSettings {
+    /// A mounted Secret: files `username`, `password` or `token`, `ssh-privatekey`,
+    /// `known_hosts`.
+    pub dir: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// HTTP basic credentials for one fetch.
+#[derive(Clone)]
+struct Account {
+    username: String,
+    password: String,
+}
+
+/// The username sent with a token when none is configured (GitHub's convention; GitLab and
+/// Gitea accept any username with a token).
+const TOKEN_USERNAME: &str = "x-access-token";
+
+impl CredentialSettings {
+    fn read(&self, name: &str) -> Result<Option<String>, GitError> {
+        let Some(dir) = &self.dir else {
+            return Ok(None);
+        };
+        let path = dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text.trim_end_matches(['\n', '\r']).to_string())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(GitError::Credentials {
+                path: path.display().to_string(),
+                reason: error.to_string(),
+            }),
+        }
+    }
+
+    fn account(&self) -> Result<Option<Account>, GitError> {
+        let username = match &self.username {
+            Some(username) => Some(username.clone()),
+            None => self.read("username")?,
+        };
+        let password = match &self.password {
+            Some(password) => Some(password.clone()),
+            None => match self.read("password")? {
+                Some(password) => Some(password),
+                None => self.read("token")?,
+            },
+        };
+        Ok(password.map(|password| Account {
+            username: username.unwrap_or_else(|| TOKEN_USERNAME.to_string()),
+            password,
+        }))
+    }
+}
+
+/// The repository URL split into what may be shown and what is secret.
+#[derive(Debug, Clone)]
+pub struct RepoUrl {
+    /// What gitoxide connects to: no password, and for HTTP no username either.
+    pub url: gix::Url,
+    /// For messages and logs.
+    pub shown: String,
+    /// Credentials that were written into the URL.
+    username: Option<String>,
+    password: Option<String>,
+}
+
+impl RepoUrl {
+    pub fn parse(text: &str) -> Result<Self, GitError> {
+        let invalid = |reason: &str| GitError::InvalidUrl {
+            url: redact(text),
+            reason: reason.to_string(),
+        };
+        let mut url =
+            gix::url::parse(text.as_bytes().as_bstr()).map_err(|e| invalid(&e.to_string()))?;
+        let password = url.set_password(None);
+        let username = match url.scheme {
+            gix::url::Scheme::Http | gix::url::Scheme::Https => url.set_user(None),
+            gix::url::Scheme::Ssh | gix::url::Scheme::File => None,
+            _ => return Err(invalid("use https://, http://, ssh:// or file://")),
+        };
+        let shown = url.to_bstring().to_string();
+        Ok(RepoUrl {
+            url,
+            shown,
+            username,
+            password,
+        })
+    }
+
+    pub fn is_ssh(&self) -> bool {
+        self.url.scheme == gix::url::Scheme::Ssh
+    }
+}
+
+/// A URL as it may appear in a message: any `user:password@` removed.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// What the last successful fetch saw on the remote.
+#[derive(Debug, Default)]
+struct RemoteHeads {
+    /// Branch name → commit.
+    branches: HashMap<String, ObjectId>,
+    /// The branch the remote's `HEAD` points to.
+    default_branch: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct FetchState {
+    /// When the last successful fetch started.
+    last_ok: Option<Instant>,
+    /// When the last failed fetch started, and why it failed.
+    last_failure: Option<(Instant, GitError)>,
+    heads: RemoteHeads,
+}
+
+pub struct CloneCache {
+    url: RepoUrl,
+    path: PathBuf,
+    repo: gix::ThreadSafeRepository,
+    credentials: CredentialSettings,
+    state: Mutex<FetchState>,
+    fetches: Family<FetchLabels, Counter>,
+}
+
+impl std::fmt::Debug for CloneCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloneCache")
+            .field("url", &self.url.shown)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Single-quotes a path for the shell command line gitoxide runs `ssh` with.
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+impl CloneCache {
+    /// Opens (or creates) the cache of `url` under `cache_dir`. The repository is opened
+    /// isolated: the host's git configuration, credential helpers and environment are not used.
+    pub fn open(
+        url: RepoUrl,
+        cache_dir: &Path,
+        credentials: CredentialSettings,
+        fetches: Family<FetchLabels, Counter>,
+    ) -> Result<Self, GitError> {
+        // HTTPS goes through reqwest's rustls, built without a crypto provider of its own so
+        // that the process has one (ring, as kube uses): install it unless already there.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let digest = sha2::Sha256::digest(url.shown.as_bytes());
+        let name: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let path = cache_dir.join(format!("{name}.git"));
+        let cache_error = |path: &Path, cause: String| GitError::Cache {
+            path: path.display().to_string(),
+            cause,
+        };
+        std::fs::create_dir_all(cache_dir).map_err(|e| cache_error(cache_dir, e.to_string()))?;
+        let mut overrides = vec![
+            format!("gitoxide.http.connectTimeout={CONNECT_TIMEOUT_MS}"),
+            format!("http.lowSpeedLimit={LOW_SPEED_BYTES}"),
+            format!("http.lowSpeedTime={LOW_SPEED_SECONDS}"),
+        ];
+        if url.is_ssh() {
+            overrides.push(format!(
+                "core.sshCommand={}",
+                ssh_command(&path, credentials.dir.is_some())
+            ));
+        }
+        let options = || gix::open::Options::isolated().config_overrides(overrides.clone());
+        let repo = match options().open(&path) {
+            Ok(repo) => repo,
+            Err(_) => {
+                // Missing, or not a usable repository (an interrupted first fetch): start over.
+                if path.exists() {
+                    std::fs::remove_dir_all(&path)
+                        .map_err(|e| cache_error(&path, e.to_string()))?;
+                }
+                gix::ThreadSafeRepository::init_opts(
+                    &path,
+                    gix::create::Kind::Bare,
+                    gix::create::Options::default(),
+                    options(),
+                )
+                .map_err(|e| cache_error(&path, cause_text(&e, &[])))?
+            }
+        };
+        Ok(CloneCache {
+            url,
+            path,
+            repo,
+            credentials,
+            state: Mutex::new(FetchState::default()),
+            fetches,
+        })
+    }
+
+    pub fn shown_url(&self) -> &str {
+        &self.url.shown
+    }
+
+    pub fn repo(&self) -> gix::Repository {
+        self.repo.to_thread_local()
+    }
+
+    /// Makes sure a fetch started after `requested` or at most `max_age` before now has
+    /// succeeded; fetches if not. A fetch that failed after `requested` is not repeated: its
+    /// error is returned.
+    pub fn refresh(&self, requested: Instant, max_age: Duration) -> Result<(), GitError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(started) = state.last_ok
+            && (started >= requested || started.elapsed() <= max_age)
+        {
+            return Ok(());
+        }
+        if let Some((started, error)) = &state.last_failure
+            && *started >= requested
+        {
+            return Err(error.clone());
+        }
+        let started = Instant::now();
+        match self.fetch() {
+            Ok(heads) => {
+                self.fetches.get_or_create(&vec![("outcome", "ok")]).inc();
+                tracing::info!(url = %self.url.shown, branches = heads.branches.len(), elapsed_ms = started.elapsed().as_millis() as u64, "fetched the config repository");
+                state.heads = heads;
+                state.last_ok = Some(started);
+                state.last_failure = None;
+                Ok(())
+            }
+            Err(error) => {
+                self.fetches
+                    .get_or_create(&vec![("outcome", "failed")])
+                    .inc();
+                tracing::warn!(url = %self.url.shown, %error, "cannot fetch the config repository");
+                state.last_failure = Some((started, error.clone()));
+                Err(error)
+            }
+        }
+    }
+
+    /// The head of `branch` as of the last fetch, `None` if the remote has no such branch.
+    pub fn branch_head(&self, branch: &str) -> Option<ObjectId> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.heads.branches.get(branch).copied()
+    }
+
+    /// The remote's default branch and its head, as of the last fetch.
+    pub fn default_head(&self) -> Option<(String, ObjectId)> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let branch = state.heads.default_branch.clone()?;
+        let head = state.heads.branches.get(&branch).copied()?;
+        Some((branch, head))
+    }
+
+    fn fetch(&self) -> Result<RemoteHeads, GitError> {
+        let account = match self.url.password.clone() {
+            Some(password) => Some(Account {
+                username: self
+                    .url
+                    .username
+                    .clone()
+                    .unwrap_or_else(|| TOKEN_USERNAME.to_string()),
+                password,
+            }),
+            None => self.credentials.account()?,
+        };
+        if self.url.is_ssh() {
+            self.stage_ssh_files()?;
+        }
+        let secrets: Vec<String> = account
+            .iter()
+            .map(|a| a.password.clone())
+            .chain(self.url.username.clone())
+            .collect();
+        let failed = |error: &gix::Error| GitError::Fetch {
+            url: self.url.shown.clone(),
+            cause: cause_text(error, &secrets),
+        };
+        let repo = self.repo();
+        let remote = repo
+            .remote_at(self.url.url.clone())
+            .and_then(|remote| {
+                remote
+                    .with_fetch_tags(gix::remote::fetch::Tags::None)
+                    .with_refspecs(
+                        ["+refs/heads/*:refs/remotes/origin/*"],
+                        gix::remote::Direction::Fetch,
+                    )
+            })
+            .map_err(|e| failed(&e))?;
+        let connection = remote
+            .connect(gix::remote::Direction::Fetch)
+            .map_err(|e| failed(&e))?;
+        let url = self.url.shown.clone();
+        let connection = connection.with_credentials(move |action| match action {
+            gix::credentials::helper::Action::Get(context) => match &account {
+                Some(account) => Ok(Some(gix::credentials::protocol::Outcome {
+                    identity: gix::sec::identity::Account {
+                        username: account.username.clone(),
+                        password: account.password.clone(),
+                        oauth_refresh_token: None,
+                    },
+                    next: context.into(),
+                })),
+                None => Err(gix::Error::from_error(gix::error::Message::new(format!(
+                    "{url} asks for credentials and none are configured (--git-credentials-dir or --git-username/--git-password)"
+                )))),
+            },
+            gix::credentials::helper::Action::Store(_)
+            | gix::credentials::helper::Action::Erase(_) => Ok(None),
+        });
+        let head_spec = gix::refspec::parse("HEAD".into(), gix::refspec::parse::Operation::Fetch)
+            .map_err(|e| GitError::Fetch {
+                url: self.url.shown.clone(),
+                cause: e.to_string(),
+            })?
+            .to_owned();
+        let prepared = connection
+            .prepare_fetch(
+                gix::progress::Discard,
+                gix::remote::ref_map::Options {
+                    extra_refspecs: vec![head_spec],
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| failed(&e))?;
+        let heads = heads_of(&prepared.ref_map().remote_refs);
+        prepared
+            .receive(gix::progress::Discard, &AtomicBool::new(false))
+            .map_err(|e| failed(&e))?;
+        Ok(heads)
+    }
+
+    /// Copies the SSH key and known hosts where the `ssh` command line expects them, with
+    /// the modes `ssh` insists on (a mounted Secret's files are often group-readable).
+    fn stage_ssh_files(&self) -> Result<(), GitError> {
+        let dir = self.path.join("ssh");
+        let write = |name: &str, content: Option<String>, mode: u32| -> Result<(), GitError> {
+            let target = dir.join(name);
+            let failed = |e: std::io::Error| GitError::Cache {
+                path: target.display().to_string(),
+                cause: e.to_string(),
+            };
+            std::fs::create_dir_all(&dir).map_err(failed)?;
+            let _ = std::fs::remove_file(&target);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&target)
+                .map_err(failed)?;
+            let mut text = content.unwrap_or_default();
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            file.write_all(text.as_bytes()).map_err(failed)
+        };
+        write("known_hosts", self.credentials.read("known_hosts")?, 0o644)?;
+        if self.credentials.dir.is_some() {
+            write("id", self.credentials.read("ssh-privatekey")?, 0o600)?;
+        }
+        Ok(())
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt as _;
+
+/// The `ssh` command line: the key and known hosts copied into the cache, the host's own
+/// known hosts ignored, an unknown host key refused, never a prompt.
+fn ssh_command(cache: &Path, with_key: bool) -> String {
+    let dir = cache.join("ssh");
+    let mut command = String::from("ssh -o BatchMode=yes -o StrictHostKeyChecking=yes");
+    command.push_str(&format!(
+        " -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null",
+        shell_quote(&dir.join("known_hosts"))
+    ));
+    if with_key {
+        command.push_str(&format!(
+            " -o IdentitiesOnly=yes -i {}",
+            shell_quote(&dir.join("id"))
+        ));
+    }
+    command
+}
+
+/// Branch heads and the default branch from the refs the remote advertised.
+fn heads_of(refs: &[gix::protocol::handshake::Ref]) -> RemoteHeads {
+    use gix::protocol::handshake::Ref;
+    let mut heads = RemoteHeads::default();
+    for reference in refs {
+        match reference {
+            Ref::Direct {
+                full_ref_name,
+                object,
+            }
+            | Ref::Peeled {
+                full_ref_name,
+                object,
+                ..
+            }
+            | Ref::Symbolic {
+                full_ref_name,
+                object,
+                ..
+            } => {
+                if let Some(branch) = full_ref_name
+                    .to_str()
+                    .ok()
+                    .and_then(|n| n.strip_prefix("refs/heads/"))
+                {
+                    heads.branches.insert(branch.to_string(), *object);
+                }
+            }
+            Ref::Unborn { .. } => {}
+        }
+        if let Ref::Symbolic {
+            full_ref_name,
+            target,
+            ..
+        } = reference
+            && full_ref_name == "HEAD"
+        {
+            heads.default_branch = target
+                .to_str()
+                .ok()
+                .and_then(|t| t.strip_prefix("refs/heads/"))
+                .map(str::to_string);
+        }
+    }
+    heads
+}
+
+/// An error and its causes on one line, with any secret replaced.
+pub fn cause_text(error: &(dyn std::error::Error + 'static), secrets: &[String]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = current {
+        let text = error.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = error.source();
+    }
+    let mut text = parts.join(": ");
+    for secret in secrets.iter().filter(|s| s.len() >= 3) {
+        text = text.replace(secret.as_str(), "***");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        assert_eq!(
+            redact("https://alice:s3cret@git.example.com/team/repo.git"),
+            "https://git.example.com/team/repo.git"
+        );
+        assert_eq!(
+            redact("https://ghp_token@git.example.com/a@b"),
+            "https://git.example.com/a@b"
+        );
+        assert_eq!(redact("file:///srv/repo"), "file:///srv/repo");
+        let url = RepoUrl::parse("https://alice:s3cret@git.example.com/team/repo.git").unwrap();
+        assert_eq!(url.shown, "https://git.example.com/team/repo.git");
+        assert_eq!(url.username.as_deref(), Some("alice"));
+        assert_eq!(url.password.as_deref(), Some("s3cret"));
+        let ssh = RepoUrl::parse("ssh://git@git.example.com:2222/team/repo.git").unwrap();
+        assert_eq!(ssh.shown, "ssh://git@git.example.com:2222/team/repo.git");
+        assert!(ssh.is_ssh());
+        let error = RepoUrl::parse("ftp://bob:pw@example.com/repo").unwrap_err();
+        assert!(!error.to_string().contains("pw@"), "{error}");
+    }
+
+    #[test]
+    fn secrets_never_reach_a_message() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: {inner}")]
+        struct Outer {
+            inner: String,
+            #[source]
+            source: std::io::Error,
+        }
+        let error = Outer {
+            inner: "sent token s3cret".into(),
+            source: std::io::Error::other("refused"),
+        };
+        assert_eq!(
+            cause_text(&error, &["s3cret".into()]),
+            "outer: sent token ***: refused"
+        );
+    }
+
+    #[test]
+    fn the_ssh_command_pins_known_hosts_and_the_key() {
+        let command = ssh_command(Path::new("/cache/it's.git"), true);
+        assert!(command.contains("StrictHostKeyChecking=yes"), "{command}");
+        assert!(
+            command.contains(r"-i '/cache/it'\''s.git/ssh/id'"),
+            "{command}"
+        );
+        assert!(!ssh_command(Path::new("/c"), false).contains(" -i "));
+    }
+
+    #[test]
+    fn credentials_come_from_the_secret_directory() {
+        let dir = std::env::temp_dir().join(format!("git-creds-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("token"), "tok\n").unwrap();
+        let settings = CredentialSettings {
+            dir: Some(dir.clone()),
+            ..Default::default()
+        };
+        let account = settings.account().unwrap().unwrap();
+        assert_eq!(
+            (account.username.as_str(), account.password.as_str()),
+            (TOKEN_USERNAME, "tok")
+        );
+        std::fs::write(dir.join("username"), "alice").unwrap();
+        std::fs::write(dir.join("password"), "pw").unwrap();
+        let account = settings.account().unwrap().unwrap();
+        assert_eq!(
+            (account.username.as_str(), account.password.as_str()),
+            ("alice", "pw")
+        );
+        assert!(CredentialSettings::default().account().unwrap().is_none());
+    }
+}

@@ -1,0 +1,214 @@
+//! Where a service's config lives in the repository: an ordered list of lookups, each
+//! `BRANCH:PATH` with `{project}`, `{stage}` and `{service}` filled in from the event; the first
+//! lookup that finds a file wins. `@default` as the branch is the remote's default branch (its
+//! `HEAD`).
+
+use std::fmt;
+
+use super::GitError;
+use crate::source::ServiceRef;
+
+/// Keptn's layout: the service's config on the stage branch, then the stage's, then the
+/// project's on the default branch — the order of Keptn's job-executor-service.
+pub const KEPTN_LAYOUT: [&str; 3] = [
+    "{stage}:{service}/job/config.yaml",
+    "{stage}:job/config.yaml",
+    "@default:job/config.yaml",
+];
+
+const DEFAULT_BRANCH: &str = "@default";
+
+/// A text with `{project}`, `{stage}` and `{service}` placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template(String);
+
+impl Template {
+    fn parse(text: &str, lookup: &str) -> Result<Self, GitError> {
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            let after = &rest[open + 1..];
+            let Some(close) = after.find('}') else {
+                return Err(layout_error(lookup, "a `{` is not closed"));
+            };
+            let name = &after[..close];
+            if !matches!(name, "project" | "stage" | "service") {
+                return Err(layout_error(
+                    lookup,
+                    &format!(
+                        "unknown placeholder {{{name}}} (use {{project}}, {{stage}}, {{service}})"
+                    ),
+                ));
+            }
+            rest = &after[close + 1..];
+        }
+        if rest.contains('}') {
+            return Err(layout_error(lookup, "a `}` has no `{`"));
+        }
+        Ok(Template(text.to_string()))
+    }
+
+    /// The text with the service's fields (checked to be single path segments) filled in.
+    pub fn render(&self, service: &ServiceRef) -> String {
+        self.0
+            .replace("{project}", &service.project)
+            .replace("{stage}", &service.stage)
+            .replace("{service}", &service.service)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Branch {
+    /// The remote's default branch; never pinned by `gitcommitid`.
+    Default,
+    Named(Template),
+}
+
+/// One `BRANCH:PATH` lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    pub branch: Branch,
+    pub path: Template,
+    text: String,
+}
+
+fn layout_error(lookup: &str, reason: &str) -> GitError {
+    GitError::Layout {
+        lookup: lookup.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+impl Lookup {
+    pub fn parse(text: &str) -> Result<Self, GitError> {
+        let text = text.trim();
+        let Some((branch, path)) = text.split_once(':') else {
+            return Err(layout_error(
+                text,
+                "expected BRANCH:PATH, e.g. {stage}:{service}/job/config.yaml",
+            ));
+        };
+        if branch.is_empty() || path.is_empty() {
+            return Err(layout_error(
+                text,
+                "the branch and the path must not be empty",
+            ));
+        }
+        if path.starts_with('/') || path.split('/').any(|part| part == "..") {
+            return Err(layout_error(
+                text,
+                "the path is relative to the repository's top, without `/` at the start or `..`",
+            ));
+        }
+        let branch = if branch == DEFAULT_BRANCH {
+            Branch::Default
+        } else {
+            Branch::Named(Template::parse(branch, text)?)
+        };
+        Ok(Lookup {
+            branch,
+            path: Template::parse(path, text)?,
+            text: text.to_string(),
+        })
+    }
+
+    pub fn keptn() -> Result<Vec<Lookup>, GitError> {
+        KEPTN_LAYOUT
+            .iter()
+            .map(|text| Lookup::parse(text))
+            .collect()
+    }
+}
+
+impl fmt::Display for Lookup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// The directory a config's task files are relative to: the one holding `job/`
+/// (`carts/job/config.yaml` → `carts`, `job/config.yaml` → the top, ``), or else the config
+/// file's own directory.
+pub fn files_dir(config_path: &str) -> String {
+    let parent = config_path.rsplit_once('/').map_or("", |(dir, _)| dir);
+    let dir = match parent.rsplit_once('/') {
+        Some((above, "job")) => above,
+        None if parent == "job" => "",
+        _ => parent,
+    };
+    dir.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn carts() -> ServiceRef {
+        ServiceRef {
+            project: "sockshop".into(),
+            stage: "dev".into(),
+            service: "carts".into(),
+        }
+    }
+
+    #[test]
+    fn the_keptn_layout_looks_up_service_stage_then_project() {
+        let lookups = Lookup::keptn().unwrap();
+        let rendered: Vec<(Option<String>, String)> = lookups
+            .iter()
+            .map(|l| {
+                let branch = match &l.branch {
+                    Branch::Default => None,
+                    Branch::Named(t) => Some(t.render(&carts())),
+                };
+                (branch, l.path.render(&carts()))
+            })
+            .collect();
+        assert_eq!(
+            rendered,
+            [
+                (Some("dev".into()), "carts/job/config.yaml".into()),
+                (Some("dev".into()), "job/config.yaml".into()),
+                (None, "job/config.yaml".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn single_branch_layouts_and_every_placeholder_render() {
+        let lookup = Lookup::parse("main:{project}/{stage}/{service}/job/config.yaml").unwrap();
+        assert_eq!(lookup.branch, Branch::Named(Template("main".into())));
+        assert_eq!(
+            lookup.path.render(&carts()),
+            "sockshop/dev/carts/job/config.yaml"
+        );
+        assert_eq!(
+            lookup.to_string(),
+            "main:{project}/{stage}/{service}/job/config.yaml"
+        );
+    }
+
+    #[test]
+    fn bad_lookups_are_refused_with_the_reason() {
+        for (text, reason) in [
+            ("job/config.yaml", "expected BRANCH:PATH"),
+            (":job/config.yaml", "must not be empty"),
+            ("main:{team}/job/config.yaml", "unknown placeholder {team}"),
+            ("main:{stage/job/config.yaml", "not closed"),
+            ("main:/etc/job.yaml", "relative to the repository's top"),
+            ("main:../x/job.yaml", "relative to the repository's top"),
+        ] {
+            let error = Lookup::parse(text).unwrap_err().to_string();
+            assert!(error.contains(reason), "{text}: {error}");
+            assert!(error.contains(text), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn files_are_relative_to_the_directory_holding_job() {
+        assert_eq!(files_dir("carts/job/config.yaml"), "carts");
+        assert_eq!(files_dir("job/config.yaml"), "");
+        assert_eq!(files_dir("dev/carts/job/config.yaml"), "dev/carts");
+        assert_eq!(files_dir("configs/carts.yaml"), "configs");
+        assert_eq!(files_dir("config.yaml"), "");
+    }
+}

@@ -1,0 +1,319 @@
+//! The git source against repositories made with the `git` CLI, reached through `file://`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::*;
+use crate::config;
+use crate::files::FilesError;
+
+/// A repository with a work tree, made and changed with the `git` CLI.
+struct TestRepo {
+    dir: PathBuf,
+}
+
+impl TestRepo {
+    fn new(name: &str) -> TestRepo {
+        let dir = std::env::temp_dir().join(format!("je-git-unit-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let repo = TestRepo { dir };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let output = Command::new("git")
+            .args(args)
+            .current_dir(&self.dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    fn write(&self, path: &str, content: &str) -> &Self {
+        let file = self.dir.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, content).unwrap();
+        self
+    }
+
+    fn executable(&self, path: &str, content: &str) -> &Self {
+        use std::os::unix::fs::PermissionsExt;
+        self.write(path, content);
+        std::fs::set_permissions(self.dir.join(path), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        self
+    }
+
+    fn link(&self, path: &str, target: &str) -> &Self {
+        let file = self.dir.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, file).unwrap();
+        self
+    }
+
+    fn commit(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.dir.display())
+    }
+}
+
+fn source_for(repo: &TestRepo, lookups: &[&str]) -> (GitSource, Family<FetchLabels, Counter>) {
+    let fetches = Family::<FetchLabels, Counter>::default();
+    let cache_dir = repo.dir.with_extension("cache");
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    let source = GitSource::open(GitSettings {
+        url: repo.url(),
+        lookups: lookups.iter().map(|l| l.to_string()).collect(),
+        credentials: CredentialSettings::default(),
+        fetch_interval: Duration::from_secs(3600),
+        cache_dir,
+        fetches: fetches.clone(),
+    })
+    .unwrap();
+    (source, fetches)
+}
+
+fn fetch_count(fetches: &Family<FetchLabels, Counter>) -> u64 {
+    fetches.get_or_create(&vec![("outcome", "ok")]).get()
+}
+
+fn service(stage: &str, name: &str) -> ServiceRef {
+    ServiceRef {
+        project: "sockshop".into(),
+        stage: stage.into(),
+        service: name.into(),
+    }
+}
+
+fn config_with_image(image: &str, files: &str) -> String {
+    format!(
+        "apiVersion: v2\nactions:\n  - name: a\n    events: [{{name: x}}]\n    tasks:\n      - {{name: t, image: {image}, files: {files}}}\n"
+    )
+}
+
+fn image_of(loaded: &LoadedConfig) -> &str {
+    &loaded.config.actions[0].tasks[0].image
+}
+
+#[test]
+fn lookups_fall_back_from_service_to_stage_to_project() {
+    let repo = TestRepo::new("layout");
+    repo.write("job/config.yaml", &config_with_image("project", "[]"));
+    repo.commit("project level");
+    repo.git(&["checkout", "-q", "-b", "dev"]);
+    repo.write("job/config.yaml", &config_with_image("stage", "[]"))
+        .write("carts/job/config.yaml", &config_with_image("service", "[]"));
+    let dev = repo.commit("dev");
+    repo.git(&["checkout", "-q", "main"]);
+    let main = repo.git(&["rev-parse", "HEAD"]);
+
+    let (source, fetches) = source_for(&repo, &[]);
+    let carts = source
+        .load(&service("dev", "carts"), None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(image_of(&carts), "service");
+    assert_eq!(carts.dir, "carts");
+    assert_eq!(carts.revision.as_deref(), Some(dev.as_str()));
+    let orders = source
+        .load(&service("dev", "orders"), None)
+        .unwrap()
+        .unwrap();
+    assert_eq!((image_of(&orders), orders.dir.as_str()), ("stage", ""));
+    let prod = source
+        .load(&service("production", "carts"), None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(image_of(&prod), "project");
+    assert_eq!(prod.revision.as_deref(), Some(main.as_str()));
+    assert_eq!(
+        fetch_count(&fetches),
+        1,
+        "one fetch serves every lookup within the interval"
+    );
+
+    let (single, _) = source_for(&repo, &["main:{stage}/{service}/job/config.yaml"]);
+    assert!(
+        single
+            .load(&service("dev", "carts"), None)
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn a_pinned_commit_is_read_after_the_branch_moved() {
+    let repo = TestRepo::new("pin");
+    repo.write("job/config.yaml", &config_with_image("project", "[]"));
+    repo.commit("main");
+    repo.git(&["checkout", "-q", "-b", "dev"]);
+    repo.write("carts/job/config.yaml", &config_with_image("old", "[data]"))
+        .write("carts/data/a.txt", "old a");
+    let old = repo.commit("old");
+    let (source, _) = source_for(&repo, &[]);
+    assert_eq!(
+        image_of(
+            &source
+                .load(&service("dev", "carts"), None)
+                .unwrap()
+                .unwrap()
+        ),
+        "old"
+    );
+    repo.write("carts/job/config.yaml", &config_with_image("new", "[data]"))
+        .write("carts/data/a.txt", "new a");
+    let new = repo.commit("new");
+
+    // Not in the cache yet: fetched because the pin asks for it.
+    let pinned_new = source
+        .load(&service("dev", "carts"), Some(&new[..10]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(image_of(&pinned_new), "new");
+    let pinned_old = source
+        .load(&service("dev", "carts"), Some(&old))
+        .unwrap()
+        .unwrap();
+    assert_eq!(image_of(&pinned_old), "old");
+    let files = source
+        .collect_run_files(Some(&old), "carts", &pinned_old.config.actions[0])
+        .unwrap();
+    assert_eq!(files.files[0].content, b"old a");
+
+    let error = source
+        .load(&service("dev", "carts"), Some("0123456789abcdef"))
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("commit 0123456789abcdef is not in file://"),
+        "{error}"
+    );
+    let error = source
+        .load(&service("dev", "carts"), Some("main~1"))
+        .unwrap_err();
+    assert!(error.to_string().contains("is not a commit id"), "{error}");
+}
+
+fn action(files: &str) -> Action {
+    config::load(&config_with_image("a", files), "c.yaml")
+        .unwrap()
+        .config
+        .actions[0]
+        .clone()
+}
+
+#[test]
+fn files_expand_from_the_commit_with_modes_links_and_limits() {
+    let repo = TestRepo::new("tree");
+    repo.write("carts/helm/Chart.yaml", "chart")
+        .write("carts/helm/templates/job.yaml", "job")
+        .write("carts/helm-abc/other.yaml", "other")
+        .executable("carts/run.sh", "#!/bin/sh")
+        .write("shared/common.txt", "common")
+        .link("carts/common.txt", "../shared/common.txt")
+        .link("carts/shared", "../shared")
+        .link("carts/escape.txt", "../../outside.txt")
+        .link("carts/absolute.txt", "/etc/passwd")
+        .link("carts/loop", "loop");
+    let commit = repo.commit("files");
+    let (source, _) = source_for(&repo, &["main:{service}/job/config.yaml"]);
+    source
+        .cache
+        .refresh(Instant::now(), Duration::ZERO)
+        .unwrap();
+    let collect = |files: &str| source.collect_run_files(Some(&commit), "carts", &action(files));
+
+    let run = collect("[helm, run.sh, common.txt, shared]").unwrap();
+    let staged: Vec<(&str, bool, &[u8])> = run
+        .files
+        .iter()
+        .map(|f| {
+            (
+                f.staged.path.as_str(),
+                f.staged.executable,
+                f.content.as_slice(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        staged,
+        [
+            ("helm/Chart.yaml", false, b"chart".as_slice()),
+            ("helm/templates/job.yaml", false, b"job".as_slice()),
+            ("run.sh", true, b"#!/bin/sh".as_slice()),
+            ("common.txt", false, b"common".as_slice()),
+            ("shared/common.txt", false, b"common".as_slice()),
+        ]
+    );
+
+    let missing = collect("[locust/basic.py]").unwrap_err();
+    assert_eq!(
+        missing.to_string(),
+        format!(
+            "task 't': file or directory \"locust/basic.py\" not found in carts at commit {commit}"
+        )
+    );
+    for link in ["escape.txt", "absolute.txt"] {
+        let error = collect(&format!("[{link}]")).unwrap_err();
+        assert!(
+            matches!(&error, SourceError::Files(FilesError::Escapes { .. })),
+            "{link}: {error}"
+        );
+        assert!(
+            error.to_string().contains("leads outside the repository"),
+            "{error}"
+        );
+    }
+    let error = collect("[loop]").unwrap_err();
+    assert!(error.to_string().contains("link loop"), "{error}");
+    let error = source
+        .collect_run_files(None, "carts", &action("[run.sh]"))
+        .unwrap_err();
+    assert!(error.to_string().contains("records no commit"), "{error}");
+}
+
+#[test]
+fn an_unreachable_repository_names_the_url_without_secrets() {
+    let fetches = Family::<FetchLabels, Counter>::default();
+    let cache_dir = std::env::temp_dir().join(format!("je-git-unit-{}-down", std::process::id()));
+    let source = GitSource::open(GitSettings {
+        url: "http://alice:s3cret@127.0.0.1:9/repo.git".into(),
+        lookups: Vec::new(),
+        credentials: CredentialSettings::default(),
+        fetch_interval: Duration::from_secs(10),
+        cache_dir,
+        fetches: fetches.clone(),
+    })
+    .unwrap();
+    let error = source.load(&service("dev", "carts"), None).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.starts_with("cannot fetch http://127.0.0.1:9/repo.git: "),
+        "{text}"
+    );
+    assert!(
+        !text.contains("s3cret") && !text.contains("alice"),
+        "{text}"
+    );
+    assert!(error.is_transient());
+    assert_eq!(fetches.get_or_create(&vec![("outcome", "failed")]).get(), 1);
+}

@@ -1,0 +1,281 @@
+//! Reading files from a commit's tree: a path is walked one name at a time, following links
+//! only while they stay inside the repository; a directory brings every file below it.
+
+use std::collections::VecDeque;
+
+use gix::ObjectId;
+use gix::bstr::ByteSlice as _;
+use gix::object::tree::EntryMode;
+
+use crate::files::{ExpandError, FileTree, FoundFile};
+
+/// Links followed while resolving one path, and directories entered while expanding one
+/// entry: beyond that it is a link loop.
+const MAX_LINKS: usize = 40;
+const MAX_DEPTH: usize = 64;
+
+/// A directory of a commit.
+pub struct CommitTree {
+    repo: gix::Repository,
+    commit: ObjectId,
+    root_tree: ObjectId,
+    /// Relative to the repository's top, `` for the top itself.
+    dir: String,
+}
+
+/// Where a path leads.
+#[derive(Debug, Clone, Copy)]
+struct Resolved {
+    mode: EntryMode,
+    id: ObjectId,
+}
+
+/// Why a path cannot be walked.
+#[derive(Debug)]
+pub enum WalkError {
+    /// A link leads outside the repository (or is absolute).
+    Escapes,
+    TooManyLinks,
+    Read(String),
+}
+
+fn split(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+}
+
+impl CommitTree {
+    pub fn new(repo: gix::Repository, commit: ObjectId, dir: &str) -> Result<Self, String> {
+        let root_tree = repo
+            .find_commit(commit)
+            .map_err(|e| e.to_string())?
+            .tree_id()
+            .map_err(|e| e.to_string())?
+            .detach();
+        Ok(CommitTree {
+            repo,
+            commit,
+            root_tree,
+            dir: dir.to_string(),
+        })
+    }
+
+    fn entries(&self, tree: ObjectId) -> Result<Vec<(String, EntryMode, ObjectId)>, WalkError> {
+        let tree = self
+            .repo
+            .find_tree(tree)
+            .map_err(|e| WalkError::Read(e.to_string()))?;
+        let decoded = tree.decode().map_err(|e| WalkError::Read(e.to_string()))?;
+        Ok(decoded
+            .entries
+            .iter()
+            .map(|entry| {
+                (
+                    entry.filename.to_str_lossy().into_owned(),
+                    entry.mode,
+                    entry.oid.to_owned(),
+                )
+            })
+            .collect())
+    }
+
+    fn blob(&self, id: ObjectId) -> Result<Vec<u8>, WalkError> {
+        Ok(self
+            .repo
+            .find_blob(id)
+            .map_err(|e| WalkError::Read(e.to_string()))?
+            .take_data())
+    }
+
+    /// Walks `path` (relative to the top) from the root tree; `None` when nothing is there.
+    fn resolve(&self, path: &str) -> Result<Option<Resolved>, WalkError> {
+        let mut pending: VecDeque<String> = split(path).map(str::to_string).collect();
+        // The link-free path walked so far, and the tree each of its directories is.
+        let mut walked: Vec<ObjectId> = Vec::new();
+        let mut links = 0;
+        let mut current = Resolved {
+            mode: gix::object::tree::EntryKind::Tree.into(),
+            id: self.root_tree,
+        };
+        while let Some(name) = pending.pop_front() {
+            if name == ".." {
+                walked.pop().ok_or(WalkError::Escapes)?;
+                current.id = walked.last().copied().unwrap_or(self.root_tree);
+                current.mode = gix::object::tree::EntryKind::Tree.into();
+                continue;
+            }
+            if !current.mode.is_tree() {
+                return Ok(None);
+            }
+            let entries = self.entries(current.id)?;
+            let Some((_, mode, id)) = entries.into_iter().find(|(n, _, _)| *n == name) else {
+                return Ok(None);
+            };
+            if mode.is_link() {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(WalkError::TooManyLinks);
+                }
+                let target = String::from_utf8_lossy(&self.blob(id)?).into_owned();
+                if target.starts_with('/') {
+                    return Err(WalkError::Escapes);
+                }
+                for part in split(&target).collect::<Vec<_>>().into_iter().rev() {
+                    pending.push_front(part.to_string());
+                }
+                continue;
+            }
+            current = Resolved { mode, id };
+            if mode.is_tree() {
+                walked.push(id);
+            } else if !pending.is_empty() {
+                // A file with more of the path after it.
+                return Ok(None);
+            }
+        }
+        Ok(Some(current))
+    }
+
+    fn full_path(&self, relative: &str) -> String {
+        if self.dir.is_empty() {
+            relative.to_string()
+        } else {
+            format!("{}/{relative}", self.dir)
+        }
+    }
+
+    /// The content of a file (relative to the top), `None` when there is none.
+    pub fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, WalkError> {
+        match self.resolve(path)? {
+            Some(resolved) if resolved.mode.is_blob() => Ok(Some(self.blob(resolved.id)?)),
+            _ => Ok(None),
+        }
+    }
+
+    fn describe_dir(&self) -> String {
+        if self.dir.is_empty() {
+            "the repository's top directory".to_string()
+        } else {
+            self.dir.clone()
+        }
+    }
+
+    /// Adds every file below the directory `tree` (staged as `relative/...`).
+    fn expand_dir(
+        &self,
+        relative: &str,
+        real: &str,
+        tree: ObjectId,
+        depth: usize,
+        found: &mut Vec<FoundFile<ObjectId>>,
+    ) -> Result<(), ExpandError> {
+        if depth > MAX_DEPTH {
+            return Err(ExpandError::Unreadable {
+                path: self.full_path(relative),
+                reason: format!("more than {MAX_DEPTH} directories deep (a link loop?)"),
+            });
+        }
+        let entries = self
+            .entries(tree)
+            .map_err(|e| self.walk_error(relative, e))?;
+        for (name, mode, id) in entries {
+            let child = format!("{relative}/{name}");
+            let child_real = format!("{real}/{name}");
+            let resolved = if mode.is_link() {
+                match self
+                    .resolve(&child_real)
+                    .map_err(|e| self.walk_error(&child, e))?
+                {
+                    Some(resolved) => resolved,
+                    // A dangling link stages nothing, as `stage-files` would skip it.
+                    None => continue,
+                }
+            } else {
+                Resolved { mode, id }
+            };
+            self.add(&child, &child_real, resolved, depth + 1, found)?;
+        }
+        Ok(())
+    }
+
+    fn add(
+        &self,
+        relative: &str,
+        real: &str,
+        resolved: Resolved,
+        depth: usize,
+        found: &mut Vec<FoundFile<ObjectId>>,
+    ) -> Result<(), ExpandError> {
+        if resolved.mode.is_tree() {
+            self.expand_dir(relative, real, resolved.id, depth, found)
+        } else if resolved.mode.is_blob() {
+            let size = self
+                .repo
+                .find_header(resolved.id)
+                .map_err(|e| ExpandError::Unreadable {
+                    path: self.full_path(relative),
+                    reason: e.to_string(),
+                })?
+                .size();
+            found.push(FoundFile {
+                path: relative.to_string(),
+                executable: resolved.mode.is_executable(),
+                size,
+                handle: resolved.id,
+            });
+            Ok(())
+        } else {
+            // A submodule: its content is not in this repository.
+            Ok(())
+        }
+    }
+
+    fn walk_error(&self, relative: &str, error: WalkError) -> ExpandError {
+        match error {
+            WalkError::Escapes => ExpandError::Escapes(relative.to_string()),
+            WalkError::TooManyLinks => ExpandError::Unreadable {
+                path: self.full_path(relative),
+                reason: format!("more than {MAX_LINKS} links to follow (a link loop?)"),
+            },
+            WalkError::Read(reason) => ExpandError::Unreadable {
+                path: self.full_path(relative),
+                reason,
+            },
+        }
+    }
+}
+
+impl FileTree for CommitTree {
+    type Handle = ObjectId;
+
+    fn place(&self) -> String {
+        format!("{} at commit {}", self.describe_dir(), self.commit)
+    }
+
+    fn root(&self) -> String {
+        "the repository".to_string()
+    }
+
+    fn expand(&self, entry: &str) -> Result<Vec<FoundFile<ObjectId>>, ExpandError> {
+        let real = self.full_path(entry);
+        let resolved = self
+            .resolve(&real)
+            .map_err(|e| self.walk_error(entry, e))?
+            .ok_or(ExpandError::Missing)?;
+        let mut found = Vec::new();
+        self.add(entry, &real, resolved, 0, &mut found)?;
+        found.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(found)
+    }
+
+    fn read(&self, file: &FoundFile<ObjectId>) -> Result<Vec<u8>, crate::files::FilesError> {
+        self.blob(file.handle)
+            .map_err(|e| crate::files::FilesError::Unreadable {
+                path: format!("{} at commit {}", self.full_path(&file.path), self.commit),
+                reason: match e {
+                    WalkError::Read(reason) => reason,
+                    other => format!("{other:?}"),
+                },
+            })
+    }
+}

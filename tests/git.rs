@@ -1,0 +1,500 @@
+//! The git config source end to end: repositories made with the `git` CLI, served over
+//! `file://` and over smart HTTP (`git http-backend` behind a test server with basic auth), the
+//! real operator binary against kube-sim.
+//!
+//! SSH is not tested: that needs an `sshd` (Debian's `openssh-server`) in the test image; the
+//! `ssh` command line the operator generates is unit-tested in `src/source/git/fetch.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kube_sim::{Behavior, ImageRule};
+use serde_json::{Value, json};
+use support::git::{GitHttpServer, GitRepo};
+use support::{Harness, sample, wait_for};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("je-git-e2e-{}-{name}", std::process::id()))
+}
+
+fn action(name: &str, tasks: &str) -> String {
+    format!(
+        "apiVersion: v2\nactions:\n  - name: {name}\n    events: [{{name: sh.keptn.event.test.triggered}}]\n    tasks:\n{tasks}"
+    )
+}
+
+fn task(name: &str, image: &str, files: &str) -> String {
+    format!("      - name: {name}\n        image: {image}\n        files: {files}\n")
+}
+
+/// `main` holds the project level, `dev` the stage level and the `carts` service; `staging`
+/// exists with nothing of its own. Returns (main, dev) commits.
+fn sockshop(repo: &GitRepo) -> (String, String) {
+    repo.write(
+        "job/config.yaml",
+        action(
+            "project level",
+            &task("project", "alpine:project", "[shared/common.txt]"),
+        ),
+    )
+    .write("shared/common.txt", "project common");
+    let main = repo.commit("project level");
+    repo.switch("dev");
+    repo.write(
+        "job/config.yaml",
+        action(
+            "stage level",
+            &task("stage", "alpine:stage", "[shared/common.txt]"),
+        ),
+    )
+    .write("shared/common.txt", "stage common")
+    .write(
+        "carts/job/config.yaml",
+        action(
+            "service level",
+            &[
+                task("first", "busybox:first", "[]"),
+                task("second", "busybox:second", "[data]"),
+                task("third", "busybox:third", "[data, scripts/run.sh, helm]"),
+            ]
+            .concat(),
+        ),
+    )
+    .write("carts/data/a.txt", "dev a v1")
+    .write("carts/data/nested/b.json", "{\"b\": 1}")
+    .executable("carts/scripts/run.sh", "#!/bin/sh\necho v1\n")
+    .write("carts/helm/Chart.yaml", "name: carts\n")
+    .write("carts/helm-abc/other.yaml", "not staged\n");
+    let dev = repo.commit("dev");
+    repo.git(&["checkout", "-q", "main"]);
+    repo.git(&["branch", "staging"]);
+    (main, dev)
+}
+
+fn event(id: &str, stage: &str, service: &str, pin: Option<&str>) -> Value {
+    let mut event = sample("test.triggered.json");
+    event["id"] = json!(id);
+    event["data"]["stage"] = json!(stage);
+    event["data"]["service"] = json!(service);
+    if let Some(pin) = pin {
+        event["gitcommitid"] = json!(pin);
+    }
+    event
+}
+
+fn run_of(h: &Harness, id: &str) -> Value {
+    h.jobruns()
+        .into_iter()
+        .find(|r| r["spec"]["event"]["id"] == id)
+        .unwrap_or_else(|| panic!("no JobRun for {id}"))
+}
+
+fn run_name(h: &Harness, id: &str) -> String {
+    run_of(h, id)["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// What the `task` container of a run's task saw under `/keptn`: path → (text, mode).
+fn keptn_files(h: &Harness, id: &str, task: usize) -> Vec<(String, String, u32)> {
+    let job = format!("{}-{task}", run_name(h, id));
+    let runs = h.sim.pod_runs(&job);
+    let main = runs
+        .iter()
+        .find(|r| r.run.container == "task")
+        .unwrap_or_else(|| panic!("no task container ran for {job}"));
+    main.files
+        .iter()
+        .filter(|(path, _)| path.starts_with("/keptn/"))
+        .map(|(path, file)| (path.clone(), file.text(), file.mode & 0o777))
+        .collect()
+}
+
+fn image_of(h: &Harness, id: &str, task: usize) -> String {
+    let job = format!("{}-{task}", run_name(h, id));
+    let runs = h.sim.pod_runs(&job);
+    runs.iter()
+        .find(|r| r.run.container == "task")
+        .map(|r| r.run.image.clone())
+        .unwrap_or_default()
+}
+
+async fn expect_success(h: &Harness, id: &str) {
+    let finished = h.wait_finished(id, LONG).await;
+    assert_eq!(
+        finished.data["status"],
+        "succeeded",
+        "{id}: {}\n{}",
+        finished.data,
+        h.operator_log()
+    );
+}
+
+async fn expect_error(h: &Harness, id: &str) -> String {
+    let finished = h.wait_finished(id, LONG).await;
+    assert_eq!(
+        finished.data["status"], "errored",
+        "{id}: {}",
+        finished.data
+    );
+    finished.data["message"].as_str().unwrap().to_string()
+}
+
+/// `--git-url` with a clone cache of the test's own.
+fn git_args(test: &str, url: &str, extra: &[&str]) -> Vec<String> {
+    let cache = temp(&format!("{test}-cache"));
+    let _ = std::fs::remove_dir_all(&cache);
+    let mut args = vec![
+        "--git-url".to_string(),
+        url.to_string(),
+        "--git-cache-dir".to_string(),
+        cache.to_str().unwrap().to_string(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_stage_and_project_levels_are_looked_up_in_order_over_authenticated_http() {
+    let root = temp("levels");
+    let repo = GitRepo::new(root.join("sockshop"));
+    let (main, dev) = sockshop(&repo);
+    let server = GitHttpServer::start(&root, Some(("alice", "s3cret"))).await;
+    let credentials = temp("levels-credentials");
+    std::fs::create_dir_all(&credentials).unwrap();
+    std::fs::write(credentials.join("username"), "alice").unwrap();
+    std::fs::write(credentials.join("password"), "s3cret\n").unwrap();
+    let args = git_args(
+        "levels",
+        &server.url("sockshop"),
+        &["--git-credentials-dir", credentials.to_str().unwrap()],
+    );
+    let h = Harness::start_with_source(kube_sim::Sim::builder(), args, &[]).await;
+
+    // Service level: `dev:carts/job/config.yaml`, files relative to `carts/`.
+    let response = h.post_event(&event("svc", "dev", "carts", None)).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    expect_success(&h, "svc").await;
+    let run = run_of(&h, "svc");
+    assert_eq!(run["spec"]["configRevision"], dev.as_str());
+    assert_eq!(run["spec"]["configDir"], "carts");
+    assert_eq!(run["spec"]["action"]["name"], "service level");
+    assert_eq!(
+        keptn_files(&h, "svc", 2),
+        [
+            ("/keptn/data/a.txt".into(), "dev a v1".into(), 0o644),
+            (
+                "/keptn/data/nested/b.json".into(),
+                "{\"b\": 1}".into(),
+                0o644
+            ),
+            (
+                "/keptn/helm/Chart.yaml".into(),
+                "name: carts\n".into(),
+                0o644
+            ),
+            (
+                "/keptn/scripts/run.sh".into(),
+                "#!/bin/sh\necho v1\n".into(),
+                0o755
+            ),
+        ],
+        "a directory brings everything below it (helm, not helm-abc), with modes"
+    );
+    let second: Vec<String> = keptn_files(&h, "svc", 1)
+        .into_iter()
+        .map(|(path, _, _)| path)
+        .collect();
+    assert_eq!(
+        second,
+        ["/keptn/data/a.txt", "/keptn/data/nested/b.json"],
+        "each task mounts only its own files"
+    );
+    assert!(
+        keptn_files(&h, "svc", 0).is_empty(),
+        "a task without files stages nothing"
+    );
+
+    // Stage level: no `orders/` on dev, so `dev:job/config.yaml`, files from the top.
+    h.post_event(&event("stage", "dev", "orders", None)).await;
+    expect_success(&h, "stage").await;
+    let run = run_of(&h, "stage");
+    assert_eq!(run["spec"]["action"]["name"], "stage level");
+    assert_eq!(run["spec"]["configDir"], "");
+    assert_eq!(image_of(&h, "stage", 0), "alpine:stage");
+    assert_eq!(
+        keptn_files(&h, "stage", 0),
+        [(
+            "/keptn/shared/common.txt".into(),
+            "stage common".into(),
+            0o644
+        )]
+    );
+
+    // Project level: `staging` has nothing of its own and `production` is no branch, so the
+    // default branch's `job/config.yaml`.
+    for (id, stage) in [("staging", "staging"), ("production", "production")] {
+        h.post_event(&event(id, stage, "carts", None)).await;
+        expect_success(&h, id).await;
+        let run = run_of(&h, id);
+        assert_eq!(run["spec"]["action"]["name"], "project level", "{id}");
+        assert_eq!(run["spec"]["configRevision"], main.as_str(), "{id}");
+        assert_eq!(
+            keptn_files(&h, id, 0),
+            [(
+                "/keptn/shared/common.txt".into(),
+                "project common".into(),
+                0o644
+            )]
+        );
+    }
+    assert!(
+        server.requests().iter().any(|r| r.status == 401),
+        "the server asked for credentials: {:?}",
+        server.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_keeps_its_commit_while_the_branch_moves_and_gitcommitid_pins_an_old_one() {
+    let repo = GitRepo::new(temp("pinning").join("sockshop"));
+    let (_, old) = sockshop(&repo);
+    let args = git_args(
+        "pinning",
+        &repo.file_url(),
+        &["--git-fetch-interval-seconds", "0"],
+    );
+    let h = Harness::start_with_source(kube_sim::Sim::builder(), args, &[]).await;
+    h.sim
+        .runtime()
+        .set(ImageRule::image("busybox:first"), Behavior::hold());
+
+    // The run is accepted at `old`; its first task (no files) holds while `dev` moves on.
+    h.post_event(&event("moving", "dev", "carts", None)).await;
+    wait_for("the first task to run", LONG, || {
+        !h.sim.runtime().held().is_empty()
+    })
+    .await;
+    repo.switch("dev");
+    repo.write("carts/data/a.txt", "dev a v2").write(
+        "carts/job/config.yaml",
+        action(
+            "service level v2",
+            &[
+                task("first", "busybox:first", "[]"),
+                task("second", "busybox:second-v2", "[data]"),
+            ]
+            .concat(),
+        ),
+    );
+    let new = repo.commit("move dev");
+    repo.git(&["checkout", "-q", "main"]);
+    // Another event reads the new head, so the cache has it while the first run goes on.
+    h.sim
+        .runtime()
+        .set(ImageRule::image("busybox:first"), Behavior::succeed());
+    h.post_event(&event("new", "dev", "carts", None)).await;
+    expect_success(&h, "new").await;
+    assert_eq!(run_of(&h, "new")["spec"]["configRevision"], new.as_str());
+    assert_eq!(keptn_files(&h, "new", 1)[0].1, "dev a v2");
+    assert_eq!(image_of(&h, "new", 1), "busybox:second-v2");
+
+    let first_job = format!("{}-0", run_name(&h, "moving"));
+    assert_eq!(h.sim.release(&first_job), 1);
+    expect_success(&h, "moving").await;
+    assert_eq!(run_of(&h, "moving")["spec"]["configRevision"], old.as_str());
+    assert_eq!(image_of(&h, "moving", 1), "busybox:second");
+    for task in [1, 2] {
+        assert_eq!(
+            keptn_files(&h, "moving", task)[0],
+            ("/keptn/data/a.txt".into(), "dev a v1".into(), 0o644),
+            "task {task} sees the files of the run's commit"
+        );
+    }
+
+    // `gitcommitid` pins the old commit after the branch moved: its config and its files.
+    h.post_event(&event("pinned", "dev", "carts", Some(&old)))
+        .await;
+    expect_success(&h, "pinned").await;
+    let run = run_of(&h, "pinned");
+    assert_eq!(run["spec"]["configRevision"], old.as_str());
+    assert_eq!(run["spec"]["action"]["name"], "service level");
+    assert_eq!(image_of(&h, "pinned", 2), "busybox:third");
+    assert_eq!(keptn_files(&h, "pinned", 2)[0].1, "dev a v1");
+
+    // A commit that does not exist fails the run with a message naming it.
+    h.post_event(&event(
+        "nowhere",
+        "dev",
+        "carts",
+        Some("0123456789abcdef0123"),
+    ))
+    .await;
+    let message = expect_error(&h, "nowhere").await;
+    assert!(
+        message.contains("commit 0123456789abcdef0123 is not in file://"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_oversized_and_escaping_files_fail_the_run_before_any_job() {
+    let repo = GitRepo::new(temp("limits").join("sockshop"));
+    sockshop(&repo);
+    repo.switch("dev");
+    repo.write(
+        "missing/job/config.yaml",
+        action(
+            "missing",
+            &task("locust", "locustio/locust:2", "[locust/basic.py]"),
+        ),
+    )
+    .write(
+        "big/job/config.yaml",
+        action("big", &task("upload", "alpine:3", "[blobs, small.txt]")),
+    )
+    .write("big/blobs/one.bin", vec![b'1'; 700_000])
+    .write("big/blobs/two.bin", vec![b'2'; 400_000])
+    .write("big/small.txt", "small")
+    .write(
+        "escape/job/config.yaml",
+        action("escape", &task("read", "alpine:3", "[passwd]")),
+    )
+    .link("escape/passwd", "../../../etc/passwd");
+    let dev = repo.commit("bad files");
+    let h = Harness::start_with_source(
+        kube_sim::Sim::builder(),
+        git_args("limits", &repo.file_url(), &[]),
+        &[],
+    )
+    .await;
+
+    h.post_event(&event("missing", "dev", "missing", None))
+        .await;
+    let message = expect_error(&h, "missing").await;
+    assert!(
+        message.contains(&format!(
+            "task 'locust': file or directory \"locust/basic.py\" not found in missing at commit {dev}"
+        )),
+        "{message}"
+    );
+
+    h.post_event(&event("big", "dev", "big", None)).await;
+    let message = expect_error(&h, "big").await;
+    assert!(
+        message.contains("more than the 1000000 bytes one ConfigMap can hold")
+            && message.contains("the largest: blobs/one.bin (700000 bytes), blobs/two.bin (400000 bytes), small.txt (5 bytes)"),
+        "{message}"
+    );
+
+    h.post_event(&event("escape", "dev", "escape", None)).await;
+    let message = expect_error(&h, "escape").await;
+    assert!(
+        message.contains("task 'read': \"passwd\" is a link that leads outside the repository"),
+        "{message}"
+    );
+    assert!(h.jobs_created().is_empty(), "{:?}", h.jobs_created());
+
+    // The operator goes on serving.
+    h.post_event(&event("fine", "dev", "carts", None)).await;
+    expect_success(&h, "fine").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_repository_and_bad_credentials_fail_cleanly_and_the_operator_recovers() {
+    let root = temp("outage");
+    let repo = GitRepo::new(root.join("sockshop"));
+    sockshop(&repo);
+    let credentials = temp("outage-credentials");
+    std::fs::create_dir_all(&credentials).unwrap();
+    std::fs::write(credentials.join("username"), "alice").unwrap();
+    std::fs::write(credentials.join("password"), "wrong-password").unwrap();
+    // A port nothing listens on yet.
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = reserved.local_addr().unwrap();
+    drop(reserved);
+    let url = format!("http://{addr}/sockshop");
+    let args = git_args(
+        "outage",
+        &url,
+        &["--git-credentials-dir", credentials.to_str().unwrap()],
+    );
+    let h = Harness::start_with_source(kube_sim::Sim::builder(), args, &[]).await;
+
+    let response = h.post_event(&event("down", "dev", "carts", None)).await;
+    assert_eq!(response.status, 422, "{:?}", response.body);
+    let message = expect_error(&h, "down").await;
+    assert!(
+        message.starts_with(&format!(
+            "the job config cannot be used:\ncannot fetch {url}: "
+        )) && message.contains("Connection refused"),
+        "{message}"
+    );
+
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let server = GitHttpServer::serve(listener, &root, Some(("alice", "s3cret")));
+    h.post_event(&event("refused", "dev", "carts", None)).await;
+    let message = expect_error(&h, "refused").await;
+    assert!(
+        message.contains(&format!("cannot fetch {url}: "))
+            && message.contains("were not accepted by the remote"),
+        "{message}"
+    );
+    assert!(!message.contains("wrong-password"), "{message}");
+    assert!(server.requests().iter().any(|r| r.status == 401));
+
+    // The Secret is read at every fetch: fixing it is enough.
+    std::fs::write(credentials.join("password"), "s3cret").unwrap();
+    h.post_event(&event("fixed", "dev", "carts", None)).await;
+    expect_success(&h, "fixed").await;
+    assert!(h.operator_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_events_for_one_branch_shares_one_fetch() {
+    let root = temp("burst");
+    let repo = GitRepo::new(root.join("sockshop"));
+    sockshop(&repo);
+    let server = GitHttpServer::start(&root, None).await;
+    let interval = Duration::from_secs(3);
+    let args = git_args(
+        "burst",
+        &server.url("sockshop"),
+        &["--git-fetch-interval-seconds", "3"],
+    );
+    let h = Harness::start_with_source(kube_sim::Sim::builder(), args, &[]).await;
+    h.post_event(&event("warm", "dev", "orders", None)).await;
+    expect_success(&h, "warm").await;
+    assert_eq!(server.fetches(), 1);
+
+    // Past the interval, a burst of events needs the branch head again: one fetch for all.
+    let warm_done = Instant::now();
+    wait_for("the fetch interval to pass", LONG, || {
+        warm_done.elapsed() > interval + Duration::from_millis(200)
+    })
+    .await;
+    let ids: Vec<String> = (0..6).map(|i| format!("burst-{i}")).collect();
+    let events: Vec<Value> = ids
+        .iter()
+        .map(|id| event(id, "dev", "orders", None))
+        .collect();
+    let posts = events.iter().map(|event| h.post_event(event));
+    for response in futures::future::join_all(posts).await {
+        assert_eq!(response.status, 202, "{:?}", response.body);
+    }
+    for id in &ids {
+        expect_success(&h, id).await;
+    }
+    assert_eq!(server.fetches(), 2, "{:?}", server.requests());
+    let (_, metrics) = h.get_admin("/metrics").await;
+    assert!(
+        metrics.contains("job_executor_git_fetches_total{outcome=\"ok\"} 2"),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,317 @@
+//! Git repositories for tests, made with the `git` CLI, and a smart-HTTP server for them:
+//! `git http-backend` run as CGI behind an axum handler that checks HTTP basic auth and logs
+//! every request.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
+
+/// A repository with a work tree; its default branch is `main`.
+pub struct GitRepo {
+    pub dir: PathBuf,
+}
+
+impl GitRepo {
+    pub fn new(dir: PathBuf) -> GitRepo {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let repo = GitRepo { dir };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let output = Command::new("git")
+            .args(args)
+            .current_dir(&self.dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "test")
+            .env("GIT_AUTHOR_EMAIL", "test@example.com")
+            .env("GIT_COMMITTER_NAME", "test")
+            .env("GIT_COMMITTER_EMAIL", "test@example.com")
+            .output()
+            .expect("run git");
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    pub fn write(&self, path: &str, content: impl AsRef<[u8]>) -> &Self {
+        let file = self.dir.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        let _ = std::fs::remove_file(&file);
+        std::fs::write(&file, content).unwrap();
+        self
+    }
+
+    pub fn executable(&self, path: &str, content: &str) -> &Self {
+        use std::os::unix::fs::PermissionsExt;
+        self.write(path, content);
+        std::fs::set_permissions(self.dir.join(path), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        self
+    }
+
+    pub fn link(&self, path: &str, target: &str) -> &Self {
+        let file = self.dir.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, file).unwrap();
+        self
+    }
+
+    /// Commits everything on the current branch; returns the commit id.
+    pub fn commit(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+        self.head()
+    }
+
+    /// Switches to `branch`, creating it from the current commit if needed.
+    pub fn switch(&self, branch: &str) {
+        let exists = Command::new("git")
+            .args([
+                "rev-parse",
+                "--verify",
+                "-q",
+                &format!("refs/heads/{branch}"),
+            ])
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        if exists {
+            self.git(&["checkout", "-q", branch]);
+        } else {
+            self.git(&["checkout", "-q", "-b", branch]);
+        }
+    }
+
+    pub fn head(&self) -> String {
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    pub fn file_url(&self) -> String {
+        format!("file://{}", self.dir.display())
+    }
+}
+
+/// One request the server answered.
+#[derive(Debug, Clone)]
+pub struct GitRequest {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}
+
+#[derive(Clone)]
+struct ServerState {
+    root: PathBuf,
+    /// The `Authorization` header a request must carry, if any.
+    expected_auth: Option<String>,
+    log: Arc<Mutex<Vec<GitRequest>>>,
+}
+
+/// `git http-backend` behind axum, serving every repository under `root` at `/<name>`.
+pub struct GitHttpServer {
+    pub base: String,
+    log: Arc<Mutex<Vec<GitRequest>>>,
+}
+
+impl GitHttpServer {
+    /// Serves on `listener`; with `auth`, only requests with that HTTP basic user and password
+    /// are answered (others get 401).
+    pub fn serve(
+        listener: tokio::net::TcpListener,
+        root: &Path,
+        auth: Option<(&str, &str)>,
+    ) -> GitHttpServer {
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let state = ServerState {
+            root: root.to_path_buf(),
+            expected_auth: auth.map(|(user, password)| {
+                format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
+            }),
+            log: log.clone(),
+        };
+        let app = Router::new().fallback(cgi).with_state(state);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        GitHttpServer { base, log }
+    }
+
+    pub async fn start(root: &Path, auth: Option<(&str, &str)>) -> GitHttpServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, root, auth)
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("{}/{name}", self.base)
+    }
+
+    pub fn requests(&self) -> Vec<GitRequest> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Ref advertisements answered: one per fetch (or ref listing) a client made.
+    pub fn fetches(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/info/refs") && r.status == 200)
+            .count()
+    }
+}
+
+async fn cgi(State(state): State<ServerState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    let method = parts.method.to_string();
+    let record = |status: StatusCode| {
+        state.log.lock().unwrap().push(GitRequest {
+            method: method.clone(),
+            path: path.clone(),
+            status: status.as_u16(),
+        });
+    };
+    if let Some(expected) = &state.expected_auth {
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if given != Some(expected.as_str()) {
+            record(StatusCode::UNAUTHORIZED);
+            let mut response =
+                (StatusCode::UNAUTHORIZED, "authentication required").into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"git\""),
+            );
+            return response;
+        }
+    }
+    let body: Bytes = body.collect().await.unwrap().to_bytes();
+    let header_text = |name: header::HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut command = Command::new("git");
+    command
+        .arg("http-backend")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_PROJECT_ROOT", &state.root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REQUEST_METHOD", parts.method.as_str())
+        .env("PATH_INFO", &path)
+        .env("QUERY_STRING", parts.uri.query().unwrap_or_default())
+        .env("CONTENT_TYPE", header_text(header::CONTENT_TYPE))
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .env("REMOTE_USER", "test")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(protocol) = parts
+        .headers
+        .get("git-protocol")
+        .and_then(|v| v.to_str().ok())
+    {
+        command.env("GIT_PROTOCOL", protocol);
+    }
+    let encoding = header_text(header::CONTENT_ENCODING);
+    if !encoding.is_empty() {
+        command.env("HTTP_CONTENT_ENCODING", encoding);
+    }
+    let output = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = command.spawn().expect("spawn git http-backend");
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&body);
+        });
+        let output = child.wait_with_output().unwrap();
+        let _ = writer.join();
+        output
+    })
+    .await
+    .unwrap();
+    let (status, response) = cgi_response(&output.stdout);
+    record(status);
+    response
+}
+
+/// Splits CGI output into headers and body.
+fn cgi_response(stdout: &[u8]) -> (StatusCode, Response) {
+    let (head, body) = match find(stdout, b"\r\n\r\n") {
+        Some(at) => (&stdout[..at], &stdout[at + 4..]),
+        None => match find(stdout, b"\n\n") {
+            Some(at) => (&stdout[..at], &stdout[at + 2..]),
+            None => (stdout, &[][..]),
+        },
+    };
+    let mut status = StatusCode::OK;
+    let mut builder = http::Response::builder();
+    for line in String::from_utf8_lossy(head).lines() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            status = value
+                .split_whitespace()
+                .next()
+                .and_then(|code| code.parse().ok())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        } else {
+            builder = builder.header(name.trim(), value);
+        }
+    }
+    let response = builder
+        .status(status)
+        .body(Body::from(body.to_vec()))
+        .unwrap();
+    (status, response)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
