@@ -37,18 +37,22 @@ struct Plan {
     wrk_seconds: u32,
     steady_seconds: u64,
     in_flight_runs: usize,
+    /// How long the in-flight phase may take before it reports what it reached.
+    in_flight_seconds: u64,
 }
 
 const FULL: Plan = Plan {
     wrk_seconds: 10,
     steady_seconds: 20,
     in_flight_runs: 10_000,
+    in_flight_seconds: 600,
 };
 
 const QUICK: Plan = Plan {
     wrk_seconds: 1,
     steady_seconds: 1,
     in_flight_runs: 50,
+    in_flight_seconds: 60,
 };
 
 fn config_dir() -> PathBuf {
@@ -207,7 +211,14 @@ struct JobTimes {
     completed: HashMap<String, Instant>,
 }
 
-async fn run(plan: Plan, quick: bool) -> String {
+/// Prints each result as soon as it is measured (a long run keeps what it got) and keeps it for
+/// the table.
+fn report(rows: &mut Vec<(String, String)>, name: String, value: String) {
+    eprintln!("{name}: {value}");
+    rows.push((name, value));
+}
+
+async fn run(plan: Plan) -> String {
     let sim = Sim::builder().start().await.unwrap();
     sim.runtime()
         .set(ImageRule::image("bench:hold"), Behavior::hold());
@@ -273,14 +284,19 @@ async fn run(plan: Plan, quick: bool) -> String {
         &nomatch,
         plan.wrk_seconds,
     );
-    rows.push((
+    report(
+        &mut rows,
         "ingest, non-matching events (wrk -t2 -c32)".into(),
         format!(
             "{ingest_rate:.0} req/s vs bare axum {bare_rate:.0} req/s: ratio {:.2} (target ≥ 0.5){}",
             ingest_rate / bare_rate.max(1.0),
-            if ingest_errors > 0 { format!("; {ingest_errors} non-2xx") } else { String::new() }
+            if ingest_errors > 0 {
+                format!("; {ingest_errors} non-2xx")
+            } else {
+                String::new()
+            }
         ),
-    ));
+    );
 
     // 2. Accepted runs per second (JobRun persisted before the answer), against the API
     // server's own create ceiling, measured first (before the operator has runs to work on).
@@ -322,14 +338,19 @@ async fn run(plan: Plan, quick: bool) -> String {
         &accept,
         plan.wrk_seconds,
     );
-    rows.push((
+    report(
+        &mut rows,
         "accepted runs/s (one-task action, JobRun persisted before 202)".into(),
         format!(
             "{accept_rate:.0} runs/s vs kube-sim create ceiling {ceiling:.0}/s (32 clients): ratio {:.2} (target ≥ 0.5){}",
             accept_rate / ceiling.max(1.0),
-            if accept_errors > 0 { format!("; {accept_errors} non-2xx") } else { String::new() }
+            if accept_errors > 0 {
+                format!("; {accept_errors} non-2xx")
+            } else {
+                String::new()
+            }
         ),
-    ));
+    );
     // Let the controller work off the runs just accepted before measuring latency.
     let backlog_deadline = Instant::now() + Duration::from_secs(300);
     while sim.list_objects("batch", "jobs", Some("default")).len()
@@ -424,14 +445,16 @@ async fn run(plan: Plan, quick: bool) -> String {
         }
         (first, next)
     };
-    rows.push((
+    report(
+        &mut rows,
         "accept → first Job created, 50 events/s".into(),
         format!("{} (target p99 < 50 ms)", percentiles(accept_to_job)),
-    ));
-    rows.push((
+    );
+    report(
+        &mut rows,
         "Job complete → next Job created, 50 events/s".into(),
         format!("{} (target p99 < 50 ms)", percentiles(complete_to_next)),
-    ));
+    );
 
     // 4. API requests per run, by verb, from the request log, one run at a time.
     for (event_type, label, tasks) in [
@@ -481,7 +504,8 @@ async fn run(plan: Plan, quick: bool) -> String {
             })
             .map(|(_, n)| n)
             .sum();
-        rows.push((
+        report(
+            &mut rows,
             format!("API requests for one run of {label}"),
             format!(
                 "{} — writes {writes} (target ≤ {}), list/get polls {polls} (target 0)",
@@ -492,7 +516,7 @@ async fn run(plan: Plan, quick: bool) -> String {
                     .join(", "),
                 3 + 3 * tasks
             ),
-        ));
+        );
     }
 
     // 5. Resident memory idle and with many runs in flight (tasks that stay running).
@@ -511,23 +535,25 @@ async fn run(plan: Plan, quick: bool) -> String {
         let response = client.request(request).await.unwrap();
         assert_eq!(response.status(), 202);
     }
-    let held_deadline = Instant::now() + Duration::from_secs(if quick { 60 } else { 900 });
+    let held_deadline = hold_started + Duration::from_secs(plan.in_flight_seconds);
     while sim.runtime().held().len() < target && Instant::now() < held_deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let held = sim.runtime().held().len();
-    rows.push((
+    report(
+        &mut rows,
         "resident memory, idle".into(),
         format!("{rss_idle:.1} MiB (target < 25 MiB)"),
-    ));
-    rows.push((
+    );
+    report(
+        &mut rows,
         format!("resident memory, {target} runs in flight"),
         format!(
             "{:.1} MiB with {held} tasks running after {:.0} s (target < 300 MiB at 10,000)",
             rss_mib(pid),
             hold_started.elapsed().as_secs_f64()
         ),
-    ));
+    );
     drop(operator);
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -547,7 +573,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let table = runtime.block_on(run(plan, quick));
+    let mut plan = plan;
+    if let Some(runs) = std::env::var("LOAD_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        plan.in_flight_runs = runs;
+    }
+    let table = runtime.block_on(run(plan));
     println!("{table}");
     if quick {
         println!("load harness: quick mode (numbers are not meaningful)\n1 passed, 0 failed");

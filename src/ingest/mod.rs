@@ -126,22 +126,27 @@ async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
     let api: Api<JobRun> = Api::namespaced(state.client.clone(), &state.settings.job_namespace);
     let mut answer = Answer::default();
     for event in events {
-        // Reading the config may block on a git fetch: keep it off the async workers.
-        let (owned_event, source, settings) =
-            (event.clone(), state.source.clone(), state.settings.clone());
-        let plan = match tokio::task::spawn_blocking(move || {
-            plan::plan_event(&owned_event, &source, &settings)
-        })
-        .await
-        {
-            Ok(plan) => plan,
-            Err(problem) => {
-                tracing::error!(error = %problem, "planning an event failed");
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("the event could not be planned ({problem}); retry later"),
-                );
+        // Reading the config may block on a git fetch: keep that off the async workers. A
+        // directory is read in place (a stat, and a parse only when the file changed).
+        let plan = if state.source.may_block() {
+            let (owned_event, source, settings) =
+                (event.clone(), state.source.clone(), state.settings.clone());
+            match tokio::task::spawn_blocking(move || {
+                plan::plan_event(&owned_event, &source, &settings)
+            })
+            .await
+            {
+                Ok(plan) => plan,
+                Err(problem) => {
+                    tracing::error!(error = %problem, "planning an event failed");
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("the event could not be planned ({problem}); retry later"),
+                    );
+                }
             }
+        } else {
+            plan::plan_event(event, &state.source, &state.settings)
         };
         let result = match plan {
             EventPlan::Nothing { reasons } => {

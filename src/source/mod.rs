@@ -81,6 +81,12 @@ pub enum Source {
 }
 
 impl Source {
+    /// Whether reading a config may block for long (a git fetch over the network), so callers
+    /// on async workers should move the call to the blocking pool.
+    pub fn may_block(&self) -> bool {
+        matches!(self, Source::Git(_))
+    }
+
     pub fn directory(root: impl Into<PathBuf>) -> Self {
         Source::Directory(DirectorySource {
             root: root.into(),

@@ -60,9 +60,21 @@ fn sync_all(shared: &Shared, mem: &mut HashMap<String, Mem>) -> Option<Instant> 
     let mut wake: Option<Instant> = None;
     let live: HashSet<String> = jobs.iter().map(|j| util::uid(j).to_string()).collect();
     mem.retain(|k, _| live.contains(k));
+    // Pods grouped by their controller once, not scanned once per Job: with thousands of Jobs
+    // a scan per Job is quadratic.
+    let mut by_controller: HashMap<String, Vec<&Value>> = HashMap::new();
+    for pod in &pods {
+        if let Some(uid) = controller_uid(pod) {
+            by_controller.entry(uid).or_default().push(pod);
+        }
+    }
     for job in &jobs {
         let m = mem.entry(util::uid(job).to_string()).or_default();
-        if let Some(w) = sync_job(shared, job, &pods, m) {
+        let own = by_controller
+            .get(util::uid(job))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if let Some(w) = sync_job(shared, job, own, m) {
             wake = Some(wake.map_or(w, |cur| cur.min(w)));
         }
     }
@@ -97,10 +109,12 @@ fn set_condition(
     conds.push(json!({"type": t, "status": s, "lastProbeTime": now, "lastTransitionTime": now, "reason": reason, "message": message}));
 }
 
-fn controlled_by(pod: &Value, uid: &str) -> bool {
-    util::owner_refs(pod).iter().any(|r| {
-        r.get("uid").and_then(Value::as_str) == Some(uid)
-            && r.get("controller").and_then(Value::as_bool) == Some(true)
+/// The uid of the pod's controller (its owner reference with `controller: true`).
+fn controller_uid(pod: &Value) -> Option<String> {
+    util::owner_refs(pod).iter().find_map(|r| {
+        (r.get("controller").and_then(Value::as_bool) == Some(true))
+            .then(|| r.get("uid").and_then(Value::as_str).map(str::to_string))
+            .flatten()
     })
 }
 
@@ -165,7 +179,7 @@ fn create_pod(shared: &Shared, job: &Value) {
     }
 }
 
-fn sync_job(shared: &Shared, job: &Value, all_pods: &[Value], m: &mut Mem) -> Option<Instant> {
+fn sync_job(shared: &Shared, job: &Value, own_pods: &[&Value], m: &mut Mem) -> Option<Instant> {
     if util::is_deleting(job) {
         return None;
     }
@@ -198,9 +212,10 @@ fn sync_job(shared: &Shared, job: &Value, all_pods: &[Value], m: &mut Mem) -> Op
         }
         return Some(due);
     }
-    let pods: Vec<&Value> = all_pods
+    let pods: Vec<&Value> = own_pods
         .iter()
-        .filter(|p| util::namespace(p) == util::namespace(job) && controlled_by(p, &uid))
+        .copied()
+        .filter(|p| util::namespace(p) == util::namespace(job))
         .collect();
     let mut succeeded = int(&status, "/succeeded").unwrap_or(0);
     let mut failed = int(&status, "/failed").unwrap_or(0);
