@@ -164,14 +164,9 @@ fn a_silent_action_renders_jobs_without_events() {
 
 #[test]
 fn nothing_matching_says_why_and_succeeds() {
-    let dir = tempdir("nomatch");
-    let event = dir.join("event.json");
-    let mut value: Value = serde_json::from_slice(
-        &std::fs::read(root().join("test-events/test.triggered.json")).unwrap(),
-    )
-    .unwrap();
-    value["data"]["test"]["teststrategy"] = "jmeter".into();
-    std::fs::write(&event, value.to_string()).unwrap();
+    let event = changed_test_event("nomatch", |value| {
+        value["data"]["test"]["teststrategy"] = "jmeter".into();
+    });
     let plan = render_json(event.to_str().unwrap(), &[]);
     assert!(plan["matched"].as_array().unwrap().is_empty());
     assert_eq!(
@@ -201,21 +196,10 @@ fn a_forbidden_image_fails_the_render_naming_image_and_list() {
 
 #[test]
 fn an_unresolvable_env_path_fails_the_render() {
-    let dir = tempdir("unresolved");
-    let event = dir.join("event.json");
-    let mut value: Value = serde_json::from_slice(
-        &std::fs::read(root().join("test-events/test.triggered.json")).unwrap(),
-    )
-    .unwrap();
-    value["data"].as_object_mut().unwrap().remove("deployment");
-    std::fs::write(&event, value.to_string()).unwrap();
-    let output = run(&[
-        "render",
-        "--event",
-        event.to_str().unwrap(),
-        "--config",
-        CONFIG,
-    ]);
+    let event = changed_test_event("unresolved", |value| {
+        value["data"].as_object_mut().unwrap().remove("deployment");
+    });
+    let output = render_event(&event);
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(
         stderr(&output).trim(),
@@ -225,26 +209,42 @@ fn an_unresolvable_env_path_fails_the_render() {
 
 #[test]
 fn an_invalid_event_file_is_a_clear_error() {
-    let dir = tempdir("badevent");
-    let event = dir.join("event.json");
+    let event = tempdir("badevent").join("event.json");
     std::fs::write(
         &event,
         r#"{"specversion": "1.0", "source": "x", "type": "y"}"#,
     )
     .unwrap();
-    let output = run(&[
-        "render",
-        "--event",
-        event.to_str().unwrap(),
-        "--config",
-        CONFIG,
-    ]);
+    let output = render_event(&event);
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stderr(&output).contains("is not a valid CloudEvent: missing required attribute \"id\""),
         "{}",
         stderr(&output)
     );
+}
+
+/// The sample test event with `change` applied, written to a temporary file.
+fn changed_test_event(name: &str, change: impl FnOnce(&mut Value)) -> PathBuf {
+    let mut value: Value = serde_json::from_slice(
+        &std::fs::read(root().join("test-events/test.triggered.json")).unwrap(),
+    )
+    .unwrap();
+    change(&mut value);
+    let event = tempdir(name).join("event.json");
+    std::fs::write(&event, value.to_string()).unwrap();
+    event
+}
+
+/// `render` of an event file against the sample config.
+fn render_event(event: &Path) -> Output {
+    run(&[
+        "render",
+        "--event",
+        event.to_str().unwrap(),
+        "--config",
+        CONFIG,
+    ])
 }
 
 fn tempdir(name: &str) -> PathBuf {

@@ -248,6 +248,17 @@ mod tests {
 
     use super::*;
 
+    /// `render` with the given installation flags, parsed by the real parser.
+    fn parse_render(flags: &[&str]) -> Result<Settings, String> {
+        let mut argv = vec!["job-executor", "render", "--event", "e", "--config", "c"];
+        argv.extend_from_slice(flags);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let Command::Render(args) = cli.command else {
+            panic!("parsed another command")
+        };
+        args.install.settings().map_err(|e| e.to_string())
+    }
+
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
@@ -255,12 +266,7 @@ mod tests {
 
     #[test]
     fn flag_defaults_match_the_settings_defaults() {
-        let cli = Cli::try_parse_from(["job-executor", "render", "--event", "e", "--config", "c"])
-            .unwrap();
-        let Command::Render(args) = cli.command else {
-            panic!()
-        };
-        let from_flags = args.install.settings().unwrap();
+        let from_flags = parse_render(&[]).unwrap();
         let defaults = Settings::defaults();
         assert_eq!(from_flags.job_namespace, defaults.job_namespace);
         assert_eq!(from_flags.resources, defaults.resources);
@@ -282,98 +288,32 @@ mod tests {
             from_flags.default_ttl_seconds_after_finished,
             defaults.default_ttl_seconds_after_finished
         );
+        assert_eq!(from_flags.job_labels, defaults.job_labels);
         assert_eq!(from_flags.event_source, defaults.event_source);
     }
 
     #[test]
     fn flags_are_validated() {
-        let error = Cli::try_parse_from([
-            "job-executor",
-            "render",
-            "--event",
-            "e",
-            "--config",
-            "c",
-            "--default-cpu-limit",
-            "1x",
-        ])
-        .unwrap_err();
-        assert!(
-            error.to_string().contains("invalid quantity \"1x\""),
-            "{error}"
-        );
-        let error = Cli::try_parse_from([
-            "job-executor",
-            "render",
-            "--event",
-            "e",
-            "--config",
-            "c",
-            "--job-namespace",
-            "Bad",
-        ])
-        .unwrap_err();
-        assert!(
-            error.to_string().contains("invalid name \"Bad\""),
-            "{error}"
-        );
+        let error = parse_render(&["--default-cpu-limit", "1x"]).unwrap_err();
+        assert!(error.contains("invalid quantity \"1x\""), "{error}");
+        let error = parse_render(&["--job-namespace", "Bad"]).unwrap_err();
+        assert!(error.contains("invalid name \"Bad\""), "{error}");
     }
 
     #[test]
     fn job_labels_are_validated_key_value_pairs() {
-        let cli = Cli::try_parse_from([
-            "job-executor",
-            "render",
-            "--event",
-            "e",
-            "--config",
-            "c",
-            "--job-labels",
-            "team=platform, cost-center=42",
-        ])
-        .unwrap();
-        let Command::Render(args) = cli.command else {
-            panic!()
-        };
-        let settings = args.install.settings().unwrap();
+        let settings = parse_render(&["--job-labels", "team=platform, cost-center=42"]).unwrap();
         assert_eq!(settings.job_labels["team"], "platform");
         assert_eq!(settings.job_labels["cost-center"], "42");
         for bad in ["team", "job-executor.dev/run=x", "ok=not ok"] {
-            let error = Cli::try_parse_from([
-                "job-executor",
-                "render",
-                "--event",
-                "e",
-                "--config",
-                "c",
-                "--job-labels",
-                bad,
-            ])
-            .unwrap_err();
-            assert!(
-                error.to_string().contains("invalid value"),
-                "{bad}: {error}"
-            );
+            let error = parse_render(&["--job-labels", bad]).unwrap_err();
+            assert!(error.contains("invalid value"), "{bad}: {error}");
         }
     }
 
     #[test]
     fn allow_list_flag_takes_comma_separated_globs() {
-        let cli = Cli::try_parse_from([
-            "job-executor",
-            "render",
-            "--event",
-            "e",
-            "--config",
-            "c",
-            "--allowed-images",
-            "alpine:*, ghcr.io/acme/*",
-        ])
-        .unwrap();
-        let Command::Render(args) = cli.command else {
-            panic!()
-        };
-        let settings = args.install.settings().unwrap();
+        let settings = parse_render(&["--allowed-images", "alpine:*, ghcr.io/acme/*"]).unwrap();
         assert!(settings.allowed_images.allows("ghcr.io/acme/x:1"));
         assert!(!settings.allowed_images.allows("busybox"));
     }
