@@ -43,14 +43,9 @@ pub struct ControllerOptions {
     pub concurrency: u16,
 }
 
-/// What a reconcile needs.
+/// What a reconcile needs: the parts the controller was built from, and its caches.
 pub struct Context {
-    pub client: Client,
-    pub settings: Arc<Settings>,
-    pub source: Arc<Source>,
-    pub sink: Arc<Sink>,
-    pub metrics: Arc<Metrics>,
-    pub options: ControllerOptions,
+    pub parts: Parts,
     jobs: Store<Job>,
     pods: Store<Pod>,
     /// Consecutive failures per run, for backoff in `error_policy`.
@@ -114,18 +109,10 @@ pub async fn run(
     ready: Arc<AtomicBool>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let Parts {
-        client,
-        settings,
-        source,
-        sink,
-        metrics,
-        options,
-    } = parts;
-    let namespace = settings.job_namespace.clone();
-    let runs: Api<JobRun> = Api::namespaced(client.clone(), &namespace);
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let namespace = parts.settings.job_namespace.clone();
+    let runs: Api<JobRun> = Api::namespaced(parts.client.clone(), &namespace);
+    let jobs: Api<Job> = Api::namespaced(parts.client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(parts.client.clone(), &namespace);
     let children = watcher::Config::default().labels(&managed_selector());
 
     // One watch per kind, each feeding a store; the controller reads Jobs and pods from the
@@ -147,14 +134,9 @@ pub async fn run(
         .default_backoff()
         .touched_objects();
 
-    let concurrency = options.concurrency;
+    let concurrency = parts.options.concurrency;
     let context = Arc::new(Context {
-        client,
-        settings,
-        source,
-        sink,
-        metrics,
-        options,
+        parts,
         jobs: job_store,
         pods: pod_store,
         failures: std::sync::Mutex::new(HashMap::new()),
@@ -211,7 +193,7 @@ impl Synced {
 
 /// Transient errors back off per run, exponentially from half a second to five minutes.
 fn error_policy(run: Arc<JobRun>, error: &ReconcileError, context: Arc<Context>) -> Action {
-    context.metrics.reconcile_error(error.category());
+    context.parts.metrics.reconcile_error(error.category());
     let failures = context
         .failures
         .lock()
@@ -268,7 +250,7 @@ impl Context {
 
     fn job(&self, name: &str) -> Option<Arc<Job>> {
         self.jobs
-            .get(&ObjectRef::new(name).within(&self.settings.job_namespace))
+            .get(&ObjectRef::new(name).within(&self.parts.settings.job_namespace))
     }
 
     fn pods_of_job(&self, job: &str) -> Vec<Arc<Pod>> {

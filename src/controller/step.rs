@@ -84,7 +84,7 @@ impl<'a> Reconciler<'a> {
         Some(Reconciler {
             run,
             ctx,
-            api: Api::namespaced(ctx.client.clone(), &ctx.settings.job_namespace),
+            api: Api::namespaced(ctx.parts.client.clone(), &ctx.parts.settings.job_namespace),
             persisted: status.clone(),
             status,
             name,
@@ -128,12 +128,15 @@ impl<'a> Reconciler<'a> {
                 .finished
                 .as_ref()
                 .is_none_or(|d| d.state != DeliveryState::Pending);
-        self.ctx.metrics.set_in_flight(&self.name, !done);
+        self.ctx.parts.metrics.set_in_flight(&self.name, !done);
         if done {
             self.ctx.forget_status(&self.name, self.status.revision);
         }
         if !was_finished && self.status.phase.is_finished() {
-            self.ctx.metrics.run_finished(self.status.phase.as_str());
+            self.ctx
+                .parts
+                .metrics
+                .run_finished(self.status.phase.as_str());
         }
         Ok(match self.wake {
             Some(delay) if !done => Action::requeue(delay.max(Duration::from_millis(50))),
@@ -309,21 +312,23 @@ impl<'a> Reconciler<'a> {
                 files,
                 owner: owner.as_ref(),
             },
-            &self.ctx.settings,
+            &self.ctx.parts.settings,
         ) {
             Ok(job) => job,
             Err(error) => return Ok(Err(error.to_string())),
         };
         let job_name = names::job_name(&self.name, index);
-        let jobs: Api<Job> =
-            Api::namespaced(self.ctx.client.clone(), &self.ctx.settings.job_namespace);
+        let jobs: Api<Job> = Api::namespaced(
+            self.ctx.parts.client.clone(),
+            &self.ctx.parts.settings.job_namespace,
+        );
         let params = PostParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..Default::default()
         };
         match jobs.create(&params, &job).await {
             Ok(_) => {
-                self.ctx.metrics.job_created();
+                self.ctx.parts.metrics.job_created();
                 tracing::info!(run = %self.name, job = %job_name, "created Job");
             }
             Err(kube::Error::Api(status)) if status.reason == "AlreadyExists" => {
@@ -344,7 +349,7 @@ impl<'a> Reconciler<'a> {
             (None, Err(field)) => return Ok(Err(format!("the event has no data.{field}"))),
         };
         let revision = spec.config_revision.clone();
-        let source = self.ctx.source.clone();
+        let source = self.ctx.parts.source.clone();
         let action = self.action();
         // A git source may fetch: off the async workers.
         let collected = tokio::task::spawn_blocking(move || {
@@ -365,7 +370,7 @@ impl<'a> Reconciler<'a> {
         let config_map = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(names::files_config_map_name(&self.name)),
-                namespace: Some(self.ctx.settings.job_namespace.clone()),
+                namespace: Some(self.ctx.parts.settings.job_namespace.clone()),
                 labels: Some(BTreeMap::from([
                     (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
                     (LABEL_RUN.to_string(), self.name.clone()),
@@ -376,8 +381,10 @@ impl<'a> Reconciler<'a> {
             binary_data: Some(binary_data),
             ..Default::default()
         };
-        let api: Api<ConfigMap> =
-            Api::namespaced(self.ctx.client.clone(), &self.ctx.settings.job_namespace);
+        let api: Api<ConfigMap> = Api::namespaced(
+            self.ctx.parts.client.clone(),
+            &self.ctx.parts.settings.job_namespace,
+        );
         let params = PostParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..Default::default()
@@ -409,8 +416,10 @@ impl<'a> Reconciler<'a> {
                     self.wake_within(MISSING_JOB_GRACE - waited);
                     return Ok(None);
                 }
-                let jobs: Api<Job> =
-                    Api::namespaced(self.ctx.client.clone(), &self.ctx.settings.job_namespace);
+                let jobs: Api<Job> = Api::namespaced(
+                    self.ctx.parts.client.clone(),
+                    &self.ctx.parts.settings.job_namespace,
+                );
                 match jobs.get_opt(&job_name).await? {
                     Some(job) => Arc::new(job),
                     None => {
@@ -443,13 +452,15 @@ impl<'a> Reconciler<'a> {
                     return Ok(None);
                 };
                 let waited = since(started.as_ref());
-                let timeout = self.ctx.options.never_started_timeout;
+                let timeout = self.ctx.parts.options.never_started_timeout;
                 if waited < timeout {
                     self.wake_within(timeout - waited);
                     return Ok(None);
                 }
-                let jobs: Api<Job> =
-                    Api::namespaced(self.ctx.client.clone(), &self.ctx.settings.job_namespace);
+                let jobs: Api<Job> = Api::namespaced(
+                    self.ctx.parts.client.clone(),
+                    &self.ctx.parts.settings.job_namespace,
+                );
                 match jobs.delete(&job_name, &DeleteParams::background()).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(status)) if status.code == 404 => {}
@@ -471,17 +482,19 @@ impl<'a> Reconciler<'a> {
     }
 
     async fn task_logs(&self, pods: &[Arc<Pod>]) -> String {
-        let api: Api<Pod> =
-            Api::namespaced(self.ctx.client.clone(), &self.ctx.settings.job_namespace);
+        let api: Api<Pod> = Api::namespaced(
+            self.ctx.parts.client.clone(),
+            &self.ctx.parts.settings.job_namespace,
+        );
         let tasks = self.status.tasks.len().max(1);
-        let budget = self.ctx.options.log_excerpt_bytes / tasks;
+        let budget = self.ctx.parts.options.log_excerpt_bytes / tasks;
         let pods: Vec<&Pod> = pods.iter().map(AsRef::as_ref).collect();
         logs::collect(&api, &pods, budget).await
     }
 
     /// One attempt at an outgoing event if it is due; records the result in status.
     async fn deliver(&mut self, kind: TaskEventKind) {
-        let give_up_after = self.ctx.options.delivery_give_up_after;
+        let give_up_after = self.ctx.parts.options.delivery_give_up_after;
         let delivery = match kind {
             TaskEventKind::Started => self.status.started.clone(),
             TaskEventKind::Finished => {
@@ -503,7 +516,7 @@ impl<'a> Reconciler<'a> {
         }
         let first = delivery.first_attempt.get_or_insert_with(now_text).clone();
         let time = first.parse().unwrap_or_else(|_| Timestamp::now());
-        let source = &self.ctx.settings.event_source;
+        let source = &self.ctx.parts.settings.event_source;
         let event = match kind {
             TaskEventKind::Started => report::started_event(self.run, source, time),
             TaskEventKind::Finished => {
@@ -518,11 +531,11 @@ impl<'a> Reconciler<'a> {
         let Some(event) = event else { return };
         delivery.attempts += 1;
         let kind_label = kind.as_str();
-        match self.ctx.sink.deliver(&event).await {
+        match self.ctx.parts.sink.deliver(&event).await {
             Ok(()) => {
                 delivery.state = DeliveryState::Delivered;
                 delivery.delivered_at = Some(now_text());
-                self.ctx.metrics.delivery(kind_label, "delivered");
+                self.ctx.parts.metrics.delivery(kind_label, "delivered");
             }
             Err(error) => {
                 delivery.last_error = Some(error.to_string());
@@ -538,11 +551,11 @@ impl<'a> Reconciler<'a> {
                             .unwrap_or_else(|_| Timestamp::now());
                         delivery.next_attempt = Some(next.to_string());
                         self.wake_within(delay);
-                        self.ctx.metrics.delivery(kind_label, "retry");
+                        self.ctx.parts.metrics.delivery(kind_label, "retry");
                     }
                     _ => {
                         delivery.state = DeliveryState::GaveUp;
-                        self.ctx.metrics.delivery(kind_label, "gave_up");
+                        self.ctx.parts.metrics.delivery(kind_label, "gave_up");
                         tracing::warn!(run = %self.name, kind = kind_label, %error, "gave up delivering an event");
                     }
                 }
