@@ -159,6 +159,11 @@ impl CloudEvent {
         self.0.get("data")
     }
 
+    /// A string field of `data` (Keptn's `project`, `stage`, `service`), without copying.
+    pub fn data_str(&self, name: &str) -> Option<&str> {
+        self.data()?.get(name)?.as_str()
+    }
+
     /// An extension attribute as text (numbers and booleans by their JSON text).
     pub fn extension(&self, name: &str) -> Option<String> {
         match self.0.get(name)? {
@@ -170,12 +175,7 @@ impl CloudEvent {
 
     /// Keptn's fields of the event.
     pub fn keptn(&self) -> KeptnFields {
-        let data_str = |name: &str| {
-            self.data()
-                .and_then(|d| d.get(name))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
+        let data_str = |name: &str| self.data_str(name).map(str::to_string);
         let labels = self
             .data()
             .and_then(|d| d.get("labels"))

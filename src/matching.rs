@@ -58,6 +58,16 @@ pub struct ActionVerdict {
     pub outcome: Result<(), String>,
 }
 
+/// What one event does to a config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// The actions it triggers, in file order.
+    pub matched: Vec<usize>,
+    /// The actions that listen for its type but whose every condition failed, with the first
+    /// failure.
+    pub refused: Vec<ActionVerdict>,
+}
+
 impl Matcher {
     /// Compiles every event filter. A config that passed `config::load` always compiles; the
     /// error exists for configs built some other way.
@@ -112,23 +122,45 @@ impl Matcher {
 
     /// The indices of the actions the event triggers, in file order.
     pub fn matching(&self, event: &CloudEvent) -> Vec<usize> {
-        let mut matched: Vec<usize> = Vec::new();
-        for glob in self.names.matches(event.event_type()) {
+        self.decide(event).matched
+    }
+
+    /// The actions the event triggers, and why each action that listens for the event's type
+    /// does not run. Only the actions whose names match are looked at (one `GlobSet` lookup),
+    /// so the cost does not grow with the number of actions that listen for other types;
+    /// `explain` gives a verdict on every action.
+    pub fn decide(&self, event: &CloudEvent) -> Decision {
+        let mut globs = self.names.matches(event.event_type());
+        // Filters in file order, so "the first condition that failed" is well defined.
+        globs.sort_unstable();
+        let mut verdicts: Vec<(usize, Result<(), String>)> = Vec::new();
+        for glob in globs {
             let Some(&(action, filter)) = self.owners.get(glob) else {
                 continue;
             };
-            if matched.contains(&action) {
-                continue;
-            }
-            if self.actions[action].events[filter]
-                .check_condition(event)
-                .is_ok()
-            {
-                matched.push(action);
+            let outcome = self.actions[action].events[filter].check_condition(event);
+            // Owners are in (action, filter) order: an action's filters are adjacent.
+            match verdicts.last_mut() {
+                Some((last, verdict)) if *last == action => {
+                    if verdict.is_err() && outcome.is_ok() {
+                        *verdict = Ok(());
+                    }
+                }
+                _ => verdicts.push((action, outcome)),
             }
         }
-        matched.sort_unstable();
-        matched
+        let mut decision = Decision::default();
+        for (index, outcome) in verdicts {
+            match outcome {
+                Ok(()) => decision.matched.push(index),
+                Err(reason) => decision.refused.push(ActionVerdict {
+                    index,
+                    name: self.actions[index].name.clone(),
+                    outcome: Err(reason),
+                }),
+            }
+        }
+        decision
     }
 
     /// The verdict on every action, with the reason for those that do not run.
@@ -400,6 +432,77 @@ actions:
         );
         let no_strategy = event("sh.keptn.event.test.triggered", json!({}));
         assert_eq!(m.matching(&no_strategy), [2]);
+        // `decide` names only the actions that listen for the type and still do not run.
+        assert_eq!(
+            m.decide(&no_strategy),
+            Decision {
+                matched: vec![2],
+                refused: vec![ActionVerdict {
+                    index: 0,
+                    name: "first".into(),
+                    outcome: Err("$.data.test.teststrategy resolves to nothing".into()),
+                }],
+            }
+        );
+        assert_eq!(
+            m.decide(&event("sh.keptn.event.other.started", json!({}))),
+            Decision::default()
+        );
+    }
+
+    #[test]
+    fn decide_agrees_with_explain() {
+        let m = matcher(
+            r#"apiVersion: v2
+actions:
+  - name: a
+    events:
+      - name: "sh.keptn.event.*.triggered"
+        jsonpath: {property: "$.data.stage", match: "dev"}
+      - name: sh.keptn.event.test.triggered
+        jsonpath: {property: "$.data.stage", match: "prod"}
+    tasks: [{image: alpine}]
+  - name: b
+    events:
+      - name: sh.keptn.event.test.triggered
+        jsonpath: {property: "$.data.stage", match: "prod"}
+      - name: sh.keptn.event.test.triggered
+    tasks: [{image: alpine}]
+  - name: c
+    events: [{name: sh.keptn.event.deployment.triggered}]
+    tasks: [{image: alpine}]
+"#,
+        );
+        for (event_type, stage) in [
+            ("sh.keptn.event.test.triggered", "dev"),
+            ("sh.keptn.event.test.triggered", "prod"),
+            ("sh.keptn.event.test.triggered", "qa"),
+            ("sh.keptn.event.deployment.triggered", "qa"),
+            ("sh.keptn.event.release.finished", "dev"),
+        ] {
+            let e = event(event_type, json!({"stage": stage}));
+            let decision = m.decide(&e);
+            let explained = m.explain(&e);
+            let runs: Vec<usize> = explained
+                .iter()
+                .filter(|v| v.outcome.is_ok())
+                .map(|v| v.index)
+                .collect();
+            assert_eq!(decision.matched, runs, "{event_type} {stage}");
+            for refused in &decision.refused {
+                assert_eq!(&explained[refused.index], refused, "{event_type} {stage}");
+            }
+        }
+        let qa = m.decide(&event(
+            "sh.keptn.event.test.triggered",
+            json!({"stage": "qa"}),
+        ));
+        assert_eq!(qa.matched, [1]);
+        assert_eq!(qa.refused.len(), 1);
+        assert_eq!(
+            qa.refused[0].outcome,
+            Err("$.data.stage is \"qa\", not \"dev\"".to_string())
+        );
     }
 
     #[test]

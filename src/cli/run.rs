@@ -232,7 +232,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     );
 
     let ingest_app = ingest::router(Arc::new(IngestState {
-        client: client.clone(),
+        runs: kube::Api::namespaced(client.clone(), &settings.job_namespace),
         source: source.clone(),
         settings: settings.clone(),
         metrics: metrics.clone(),

@@ -48,6 +48,8 @@ pub struct Context {
     pub parts: Parts,
     jobs: Store<Job>,
     pods: Store<Pod>,
+    /// The names of each Job's pods, so finding them does not scan every cached pod.
+    pod_index: Arc<PodIndex>,
     /// Consecutive failures per run, for backoff in `error_policy`.
     failures: std::sync::Mutex<HashMap<String, u32>>,
     /// The newest status this process wrote per run, because the watch cache that hands runs
@@ -119,26 +121,37 @@ pub async fn run(
     // stores and is woken by their events. Ready once each has listed its objects.
     let synced = Arc::new(Synced::default());
     let (run_store, run_writer) = reflector::store();
-    let run_events = reflector(run_writer, watcher(runs, watcher::Config::default()))
-        .inspect(synced.marker(0))
-        .default_backoff()
-        .touched_objects();
+    let run_events = reflector(
+        run_writer,
+        watcher(runs, watcher::Config::default()).modify(|run| run.metadata.managed_fields = None),
+    )
+    .inspect(synced.marker(0))
+    .default_backoff()
+    .touched_objects();
     let (job_store, job_writer) = reflector::store();
-    let job_events = reflector(job_writer, watcher(jobs, children.clone()))
+    let job_events = reflector(job_writer, watcher(jobs, children.clone()).modify(trim_job))
         .inspect(synced.marker(1))
         .default_backoff()
         .touched_objects();
     let (pod_store, pod_writer) = reflector::store();
-    let pod_events = reflector(pod_writer, watcher(pods, children))
-        .inspect(synced.marker(2))
-        .default_backoff()
-        .touched_objects();
+    let pod_index = Arc::new(PodIndex::default());
+    let indexer = pod_index.clone();
+    let pod_events = reflector(
+        pod_writer,
+        watcher(pods, children)
+            .modify(trim_pod)
+            .inspect(move |event| indexer.record(event)),
+    )
+    .inspect(synced.marker(2))
+    .default_backoff()
+    .touched_objects();
 
     let concurrency = parts.options.concurrency;
     let context = Arc::new(Context {
         parts,
         jobs: job_store,
         pods: pod_store,
+        pod_index,
         failures: std::sync::Mutex::new(HashMap::new()),
         written: std::sync::Mutex::new(HashMap::new()),
     });
@@ -254,20 +267,142 @@ impl Context {
     }
 
     fn pods_of_job(&self, job: &str) -> Vec<Arc<Pod>> {
+        let namespace = &self.parts.settings.job_namespace;
         let mut pods: Vec<Arc<Pod>> = self
-            .pods
-            .state()
+            .pod_index
+            .names(job)
             .into_iter()
-            .filter(|pod| {
-                pod.labels().get("job-name").map(String::as_str) == Some(job)
-                    || pod
-                        .labels()
-                        .get("batch.kubernetes.io/job-name")
-                        .map(String::as_str)
-                        == Some(job)
-            })
+            .filter_map(|name| self.pods.get(&ObjectRef::new(&name).within(namespace)))
+            // The index may still name a pod deleted while a watch was re-listing; the store
+            // is the truth.
+            .filter(|pod| job_of_pod(pod) == Some(job))
             .collect();
         pods.sort_by_key(|pod| pod.metadata.creation_timestamp.clone().map(|t| t.0));
         pods
+    }
+}
+
+/// The Job a pod belongs to, from the labels the Job controller sets.
+fn job_of_pod(pod: &Pod) -> Option<&str> {
+    let labels = pod.metadata.labels.as_ref()?;
+    labels
+        .get("batch.kubernetes.io/job-name")
+        .or_else(|| labels.get("job-name"))
+        .map(String::as_str)
+}
+
+/// Pod names by Job name, fed by the pod watch. Names are added on every applied pod and removed
+/// on deletes; a pod that vanished while the watch re-listed stays named until its Job is
+/// looked up, and readers check the store.
+#[derive(Default)]
+struct PodIndex {
+    by_job: std::sync::Mutex<HashMap<String, Vec<String>>>,
+}
+
+impl PodIndex {
+    fn record(&self, event: &Result<watcher::Event<Pod>, watcher::Error>) {
+        let Ok(mut by_job) = self.by_job.lock() else {
+            return;
+        };
+        match event {
+            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+                if let (Some(job), Some(name)) = (job_of_pod(pod), pod.metadata.name.as_ref()) {
+                    let names = by_job.entry(job.to_string()).or_default();
+                    if !names.contains(name) {
+                        names.push(name.clone());
+                    }
+                }
+            }
+            Ok(watcher::Event::Delete(pod)) => {
+                if let (Some(job), Some(name)) = (job_of_pod(pod), pod.metadata.name.as_ref())
+                    && let Some(names) = by_job.get_mut(job)
+                {
+                    names.retain(|n| n != name);
+                    if names.is_empty() {
+                        by_job.remove(job);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn names(&self, job: &str) -> Vec<String> {
+        self.by_job
+            .lock()
+            .ok()
+            .and_then(|by_job| by_job.get(job).cloned())
+            .unwrap_or_default()
+    }
+}
+
+/// Keeps of a cached Job what the controller reads: its metadata (without the field managers)
+/// and status. The pod template, with every task's env, would otherwise be held for every run.
+fn trim_job(job: &mut Job) {
+    job.metadata.managed_fields = None;
+    job.spec = None;
+}
+
+/// Keeps of a cached pod what the controller reads: metadata, container names, status.
+fn trim_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    if let Some(spec) = pod.spec.take() {
+        let names_only = |containers: Vec<k8s_openapi::api::core::v1::Container>| {
+            containers
+                .into_iter()
+                .map(|c| k8s_openapi::api::core::v1::Container {
+                    name: c.name,
+                    ..Default::default()
+                })
+                .collect::<Vec<_>>()
+        };
+        pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            containers: names_only(spec.containers),
+            init_containers: spec.init_containers.map(names_only),
+            ..Default::default()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, job: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"batch.kubernetes.io/job-name": job},
+                         "managedFields": [{"manager": "kubelet"}]},
+            "spec": {"initContainers": [{"name": "stage", "image": "x", "env": [{"name": "A", "value": "1"}]}],
+                     "containers": [{"name": "task", "image": "y", "args": ["long"]}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_pod_index_follows_applies_and_deletes() {
+        let index = PodIndex::default();
+        index.record(&Ok(watcher::Event::InitApply(pod("a-1", "a"))));
+        index.record(&Ok(watcher::Event::Apply(pod("a-2", "a"))));
+        index.record(&Ok(watcher::Event::Apply(pod("a-2", "a"))));
+        index.record(&Ok(watcher::Event::Apply(pod("b-1", "b"))));
+        assert_eq!(index.names("a"), ["a-1", "a-2"]);
+        index.record(&Ok(watcher::Event::Delete(pod("a-1", "a"))));
+        assert_eq!(index.names("a"), ["a-2"]);
+        index.record(&Ok(watcher::Event::Delete(pod("b-1", "b"))));
+        assert!(index.names("b").is_empty());
+        assert!(index.names("c").is_empty());
+    }
+
+    #[test]
+    fn cached_pods_keep_only_what_the_controller_reads() {
+        let mut trimmed = pod("a-1", "a");
+        trim_pod(&mut trimmed);
+        assert_eq!(trimmed.metadata.managed_fields, None);
+        assert_eq!(job_of_pod(&trimmed), Some("a"));
+        assert_eq!(
+            serde_json::to_value(trimmed.spec.unwrap()).unwrap(),
+            json!({"initContainers": [{"name": "stage"}], "containers": [{"name": "task"}]})
+        );
     }
 }

@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http::{HeaderMap, StatusCode, header};
 use kube::api::{Api, PostParams};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 
 use crate::crd::JobRun;
 use crate::event::CloudEvent;
@@ -30,7 +31,8 @@ pub const FIELD_MANAGER: &str = "job-executor";
 
 /// What the receiver needs.
 pub struct IngestState {
-    pub client: kube::Client,
+    /// JobRuns in the job namespace.
+    pub runs: Api<JobRun>,
     pub source: Arc<Source>,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
@@ -114,17 +116,44 @@ async fn receive(
     accept(&state, &events).await
 }
 
-#[derive(Debug, Default)]
-struct Answer {
-    results: Vec<Value>,
-    any_runs: bool,
-    any_config_error: bool,
+/// The answer for one event of a request (serialized directly, without building JSON values).
+#[derive(Debug, Serialize)]
+struct EventAnswer<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    runs: Vec<RunAnswer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_matched: Option<Vec<plan::NotMatched>>,
+}
+
+#[derive(Debug, Serialize)]
+struct RunAnswer {
+    name: String,
+    action: String,
+    status: RunStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum RunStatus {
+    Created,
+    Duplicate,
+}
+
+#[derive(Debug, Serialize)]
+struct Answer<'a> {
+    events: Vec<EventAnswer<'a>>,
 }
 
 /// Persists the runs of every event, then answers for all of them.
 async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
-    let api: Api<JobRun> = Api::namespaced(state.client.clone(), &state.settings.job_namespace);
-    let mut answer = Answer::default();
+    let mut answer = Answer {
+        events: Vec::with_capacity(events.len()),
+    };
+    let (mut any_runs, mut any_config_error) = (false, false);
     for event in events {
         // Reading the config may block on a git fetch: keep that off the async workers. A
         // directory is read in place (a stat, and a parse only when the file changed).
@@ -148,56 +177,58 @@ async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
         } else {
             plan::plan_event(event, &state.source, &state.settings)
         };
-        let result = match plan {
+        let mut result = EventAnswer {
+            id: event.id(),
+            event_type: event.event_type(),
+            runs: Vec::new(),
+            error: None,
+            not_matched: None,
+        };
+        match plan {
             EventPlan::Nothing { reasons } => {
                 state.metrics.event_received("not_matched");
-                json!({"id": event.id(), "type": event.event_type(), "runs": [], "not_matched": reasons})
+                result.not_matched = Some(reasons);
             }
             EventPlan::ConfigError { message, run } => {
-                answer.any_config_error = true;
+                any_config_error = true;
                 state.metrics.event_received("config_error");
-                let runs = match run {
-                    Some(run) => match create_runs(state, &api, vec![*run]).await {
+                if let Some(run) = run {
+                    result.runs = match create_runs(state, vec![*run]).await {
                         Ok(runs) => runs,
                         Err(response) => return response,
-                    },
-                    None => Vec::new(),
-                };
-                json!({"id": event.id(), "type": event.event_type(), "error": message, "runs": runs})
+                    };
+                }
+                result.error = Some(message);
             }
             EventPlan::Runs { runs, not_matched } => {
-                let runs = match create_runs(state, &api, runs).await {
+                result.runs = match create_runs(state, runs).await {
                     Ok(runs) => runs,
                     Err(response) => return response,
                 };
-                answer.any_runs = true;
-                let all_duplicates = runs.iter().all(|r| r["status"] == "duplicate");
+                any_runs = true;
+                let all_duplicates = result.runs.iter().all(|r| r.status == RunStatus::Duplicate);
                 state.metrics.event_received(if all_duplicates {
                     "duplicate"
                 } else {
                     "accepted"
                 });
-                json!({"id": event.id(), "type": event.event_type(), "runs": runs, "not_matched": not_matched})
+                result.not_matched = Some(not_matched);
             }
-        };
-        answer.results.push(result);
+        }
+        answer.events.push(result);
     }
-    let status = if answer.any_runs {
+    let status = if any_runs {
         StatusCode::ACCEPTED
-    } else if answer.any_config_error {
+    } else if any_config_error {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
         StatusCode::OK
     };
-    (status, axum::Json(json!({"events": answer.results}))).into_response()
+    (status, axum::Json(answer)).into_response()
 }
 
 /// Creates the runs; an existing one is a duplicate delivery. Any other failure answers 503.
-async fn create_runs(
-    state: &IngestState,
-    api: &Api<JobRun>,
-    runs: Vec<JobRun>,
-) -> Result<Vec<Value>, Response> {
+async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAnswer>, Response> {
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..Default::default()
@@ -206,15 +237,15 @@ async fn create_runs(
     for run in runs {
         let name = run.metadata.name.clone().unwrap_or_default();
         let action = run.spec.action.name.clone();
-        let status = match api.create(&params, &run).await {
+        let status = match state.runs.create(&params, &run).await {
             Ok(_) => {
                 state.metrics.run_started();
-                "created"
+                RunStatus::Created
             }
             Err(kube::Error::Api(status))
                 if status.code == 409 && status.reason == "AlreadyExists" =>
             {
-                "duplicate"
+                RunStatus::Duplicate
             }
             Err(problem) => {
                 tracing::warn!(run = %name, error = %problem, "cannot persist a run; answering 503");
@@ -230,7 +261,11 @@ async fn create_runs(
                 return Err(response);
             }
         };
-        results.push(json!({"name": name, "action": action, "status": status}));
+        results.push(RunAnswer {
+            name,
+            action,
+            status,
+        });
     }
     Ok(results)
 }

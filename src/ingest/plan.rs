@@ -40,11 +40,11 @@ pub enum EventPlan {
 }
 
 pub fn service_of(event: &CloudEvent) -> Result<ServiceRef, &'static str> {
-    let keptn = event.keptn();
+    let field = |name: &'static str| event.data_str(name).map(str::to_string).ok_or(name);
     Ok(ServiceRef {
-        project: keptn.project.ok_or("project")?,
-        stage: keptn.stage.ok_or("stage")?,
-        service: keptn.service.ok_or("service")?,
+        project: field("project")?,
+        stage: field("stage")?,
+        service: field("service")?,
     })
 }
 
@@ -62,7 +62,7 @@ pub fn plan_event(event: &CloudEvent, source: &Source, settings: &Settings) -> E
             };
         }
     };
-    let pinned = event.keptn().git_commit_id;
+    let pinned = event.extension("gitcommitid");
     let loaded = match source.load(&service, pinned.as_deref()) {
         Ok(Some(loaded)) => loaded,
         Ok(None) => {
@@ -106,17 +106,26 @@ fn plan_with_config(
     source: &Source,
     settings: &Settings,
 ) -> EventPlan {
+    let decision = loaded.matcher.decide(event);
+    let mut not_matched: Vec<NotMatched> = decision
+        .refused
+        .into_iter()
+        .map(|verdict| NotMatched {
+            action: verdict.name,
+            reason: verdict.outcome.err().unwrap_or_default(),
+        })
+        .collect();
+    if decision.matched.is_empty() && not_matched.is_empty() {
+        // Listing every action's names here would make each unrelated event cost as much as
+        // the config is long; `job-executor render` explains every action.
+        not_matched.push(NotMatched {
+            action: String::new(),
+            reason: format!("no action listens for event type {:?}", event.event_type()),
+        });
+    }
     let mut runs = Vec::new();
-    let mut not_matched = Vec::new();
-    for verdict in loaded.matcher.explain(event) {
-        if let Err(reason) = verdict.outcome {
-            not_matched.push(NotMatched {
-                action: verdict.name,
-                reason,
-            });
-            continue;
-        }
-        let Some(action) = loaded.config.actions.get(verdict.index) else {
+    for index in decision.matched {
+        let Some(action) = loaded.config.actions.get(index) else {
             continue;
         };
         // A run that cannot start is still recorded, so its `.finished` reports why.
@@ -139,13 +148,13 @@ fn plan_with_config(
             event,
             &settings.job_namespace,
             RunAction {
-                index: verdict.index as u32,
-                name: verdict.name.clone(),
+                index: index as u32,
+                name: action.display_name(index),
                 silent: action.silent,
                 tasks: action.tasks.clone(),
                 files,
             },
-            names::run_name(event, verdict.index),
+            names::run_name(event, index),
             ConfigPlace {
                 revision: loaded.revision.clone(),
                 dir: Some(loaded.dir.clone()),
@@ -177,7 +186,6 @@ fn job_run(
     place: ConfigPlace,
     failure: Option<String>,
 ) -> JobRun {
-    let keptn = event.keptn();
     let mut labels = BTreeMap::new();
     labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
     labels.insert(LABEL_ACTION_INDEX.to_string(), action.index.to_string());
@@ -188,11 +196,12 @@ fn job_run(
         }
     };
     set(LABEL_EVENT_ID, event.id());
+    let context = event.extension("shkeptncontext");
     for (key, value) in [
-        ("keptn.sh/project", &keptn.project),
-        ("keptn.sh/stage", &keptn.stage),
-        ("keptn.sh/service", &keptn.service),
-        ("keptn.sh/context", &keptn.keptn_context),
+        ("keptn.sh/project", event.data_str("project")),
+        ("keptn.sh/stage", event.data_str("stage")),
+        ("keptn.sh/service", event.data_str("service")),
+        ("keptn.sh/context", context.as_deref()),
     ] {
         if let Some(value) = value {
             set(key, value);

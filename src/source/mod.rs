@@ -157,8 +157,11 @@ fn segment<'a>(field: &'static str, value: &'a str) -> Result<&'a str, SourceErr
 impl DirectorySource {
     fn load(&self, service: &ServiceRef) -> Result<Option<Arc<LoadedConfig>>, SourceError> {
         let name = segment("service", &service.service)?;
-        let service_dir = self.root.join(name);
-        let path = service_dir.join("job").join("config.yaml");
+        // Built in one buffer: this runs for every event.
+        let mut path = PathBuf::with_capacity(self.root.as_os_str().len() + name.len() + 17);
+        path.push(&self.root);
+        path.push(name);
+        path.push("job/config.yaml");
         let Ok(metadata) = std::fs::metadata(&path) else {
             return Ok(None);
         };
