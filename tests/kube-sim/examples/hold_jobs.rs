@@ -1,8 +1,10 @@
 //! Scale check: creates N Jobs whose containers hold (stay Running), from C concurrent
-//! clients, and reports how long until every pod is Running and the CPU time used.
+//! clients (optionally paced to R creations per second, as an operator creates them), and
+//! reports how long until every pod is Running and the CPU time used.
 //!
 //! ```sh
-//! cargo run --release -p kube-sim --example hold_jobs -- 10000 32
+//! cargo run --release -p kube-sim --example hold_jobs -- 10000 32      # as fast as possible
+//! cargo run --release -p kube-sim --example hold_jobs -- 10000 32 300  # 300 Jobs/s
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -37,6 +39,7 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let clients: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(32);
+    let rate: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0.0);
     let sim = Sim::start().await.unwrap();
     sim.runtime()
         .set(ImageRule::image("bench:hold"), Behavior::hold());
@@ -53,6 +56,10 @@ async fn main() {
                 if i >= n {
                     return;
                 }
+                if rate > 0.0 {
+                    let at = start + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(at.into()).await;
+                }
                 let job: Job = serde_json::from_value(json!({
                     "metadata": {"name": format!("hold-{i}")},
                     "spec": {"template": {"spec": {"restartPolicy": "Never",
@@ -67,7 +74,12 @@ async fn main() {
         t.await.unwrap();
     }
     let created = start.elapsed();
-    println!("created {n} jobs from {clients} clients in {created:.2?}");
+    let paced = if rate > 0.0 {
+        format!(" at {rate}/s")
+    } else {
+        String::new()
+    };
+    println!("created {n} jobs from {clients} clients{paced} in {created:.2?}");
     let mut last = Instant::now();
     loop {
         let running = running_pods(&sim);

@@ -551,4 +551,40 @@ mod tests {
         assert!(matches!(o, Outcome::Deleted(_)));
         assert!(s.get(&key(), "default", "a").is_none());
     }
+
+    #[test]
+    fn uid_and_owner_indexes_follow_changes() {
+        let s = Store::new(10);
+        let owned = |name: &str, uid: &str, owners: &[&str]| {
+            let refs: Vec<Value> = owners.iter().map(|u| json!({"uid": u})).collect();
+            json!({"metadata": {"name": name, "uid": uid, "ownerReferences": refs}})
+        };
+        put(&s, "a", owned("a", "ua", &["o1"]));
+        put(&s, "b", owned("b", "ub", &["o1", "o2"]));
+        let names = |owner: &str| -> Vec<String> {
+            s.dependents(owner, None)
+                .iter()
+                .map(|(_, v)| util::name(v).to_string())
+                .collect()
+        };
+        assert_eq!(names("o1"), ["a", "b"]);
+        assert_eq!(names("o2"), ["b"]);
+        assert_eq!(
+            s.get_by_uid("ub")
+                .map(|(_, v)| v["metadata"]["name"].clone()),
+            Some(json!("b"))
+        );
+        // Dropping an owner reference, then deleting, updates both indexes.
+        put(&s, "b", owned("b", "ub", &["o2"]));
+        assert_eq!(names("o1"), ["a"]);
+        s.modify(&key(), "default", "a", |_| Ok(Change::Delete))
+            .unwrap();
+        assert!(names("o1").is_empty());
+        assert!(s.get_by_uid("ua").is_none());
+        assert!(
+            s.dependents("o2", Some(&(String::new(), "pods".into())))
+                .is_empty()
+        );
+        assert_eq!(names("o2"), ["b"]);
+    }
 }
