@@ -160,6 +160,9 @@ enum Work {
     Owner(String),
     /// A terminating namespace: delete its content, then finish it.
     Namespace(String),
+    /// A namespace some content of which was removed: finish it if it is terminating and
+    /// now empty (without looking at the content again).
+    NamespaceEmptied(String),
 }
 
 fn is_namespace(key: &ResKey) -> bool {
@@ -187,7 +190,7 @@ fn work_for(shared: &Shared, ev: &StoreEvent, work: &mut BTreeSet<Work>) {
         }
         // Its namespace may be waiting for it to be empty.
         if !ev.namespace.is_empty() {
-            work.insert(Work::Namespace(ev.namespace.clone()));
+            work.insert(Work::NamespaceEmptied(ev.namespace.clone()));
         }
         return;
     }
@@ -276,11 +279,7 @@ fn process(shared: &Shared, item: &Work, more: &mut BTreeSet<Work>) {
             }
         }
         Work::Namespace(ns) => {
-            let ns_key: ResKey = (String::new(), "namespaces".into());
-            let Some(ns_obj) = shared.store.get(&ns_key, "", ns) else {
-                return;
-            };
-            if !util::is_deleting(&ns_obj) {
+            if !terminating(shared, ns) {
                 return;
             }
             let content = shared.store.namespace_content(ns);
@@ -290,17 +289,36 @@ fn process(shared: &Shared, item: &Work, more: &mut BTreeSet<Work>) {
                 }
             }
             if content.is_empty() {
-                let _ = shared.store.modify(&ns_key, "", ns, |existing| {
-                    let Some(cur) = existing else {
-                        return Ok(Change::Keep);
-                    };
-                    let mut next = cur.clone();
-                    next["spec"] = json!({});
-                    Ok(Change::Put(next))
-                });
+                finish_namespace(shared, ns);
+            }
+        }
+        Work::NamespaceEmptied(ns) => {
+            if terminating(shared, ns) && shared.store.namespace_is_empty(ns) {
+                finish_namespace(shared, ns);
             }
         }
     }
+}
+
+fn terminating(shared: &Shared, ns: &str) -> bool {
+    shared
+        .store
+        .get(&(String::new(), "namespaces".into()), "", ns)
+        .is_some_and(|n| util::is_deleting(&n))
+}
+
+/// Drops the finalizers of an emptied terminating namespace, which removes it.
+fn finish_namespace(shared: &Shared, ns: &str) {
+    let _ = shared
+        .store
+        .modify(&(String::new(), "namespaces".into()), "", ns, |existing| {
+            let Some(cur) = existing else {
+                return Ok(Change::Keep);
+            };
+            let mut next = cur.clone();
+            next["spec"] = json!({});
+            Ok(Change::Put(next))
+        });
 }
 
 /// Full sweeps until nothing changes (bounded), for a start after lost events.

@@ -211,6 +211,16 @@ impl Store {
             .collect()
     }
 
+    /// Whether namespace `ns` holds no namespaced object.
+    pub fn namespace_is_empty(&self, ns: &str) -> bool {
+        let inner = self.lock();
+        inner
+            .objects
+            .iter()
+            .filter(|(k, _)| !(k.0.is_empty() && k.1 == "namespaces"))
+            .all(|(_, m)| in_namespace(m, Some(ns)).next().is_none())
+    }
+
     /// Every stored object with its resource key (for the garbage collector's full sweep).
     pub fn all(&self) -> Vec<(ResKey, Value)> {
         let inner = self.lock();
