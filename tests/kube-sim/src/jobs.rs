@@ -2,18 +2,19 @@
 //! and conditions, backoffLimit with exponential retry back-off, activeDeadlineSeconds,
 //! suspend, and the TTL-after-finished controller.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 
 use crate::Shared;
 use crate::kinds::JOB_LABELS;
 use crate::objects::{self, DeleteOpts, WriteOpts};
-use crate::store::Change;
+use crate::store::{Change, EventType, StoreEvent};
 use crate::util;
 
 /// Base of the pod re-creation back-off after a failure (simulated), as the real 10 s.
@@ -34,51 +35,173 @@ fn key(plural: &str) -> (String, String) {
     (group.into(), plural.into())
 }
 
-/// The controller task.
-pub async fn run(shared: Arc<Shared>) {
-    let mut rx = shared.store.subscribe();
-    let mut mem: HashMap<String, Mem> = HashMap::new();
-    let mut wake: Option<Instant> = None;
-    loop {
-        let far = Instant::now() + Duration::from_secs(3600);
-        tokio::select! {
-            ev = rx.recv() => match ev {
-                Ok(ev) if ev.key != key("jobs") && ev.key != key("pods") => continue,
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return,
-            },
-            _ = tokio::time::sleep_until(wake.unwrap_or(far)) => {}
+/// Syncs done between two looks at the event stream.
+const BATCH: usize = 256;
+/// How soon a Job whose pod could not be created is synced again (real time).
+const CREATE_RETRY: Duration = Duration::from_secs(1);
+
+type JobKey = (String, String);
+
+/// The controller's state between syncs: a work queue of Job keys, delayed re-queues, the
+/// in-memory pod accounting per Job uid, and the Job uid → key map that resolves a pod's
+/// controller reference.
+#[derive(Default)]
+struct Controller {
+    mem: HashMap<String, Mem>,
+    job_keys: HashMap<String, JobKey>,
+    queue: VecDeque<JobKey>,
+    queued: HashSet<JobKey>,
+    timers: HashMap<JobKey, Instant>,
+    /// Due times, earliest first; an entry is stale unless `timers` still holds it.
+    heap: BinaryHeap<Reverse<(Instant, JobKey)>>,
+}
+
+impl Controller {
+    fn enqueue(&mut self, k: JobKey) {
+        if self.queued.insert(k.clone()) {
+            self.queue.push_back(k);
         }
-        while rx.try_recv().is_ok() {}
-        wake = sync_all(&shared, &mut mem);
+    }
+
+    /// Queues the Jobs a store event concerns: the Job itself, or the controllers of a pod
+    /// (before and after the change).
+    fn observe(&mut self, ev: &StoreEvent) {
+        if ev.key == key("jobs") {
+            let uid = util::uid(&ev.object).to_string();
+            let k = (ev.namespace.clone(), ev.name.clone());
+            if ev.type_ == EventType::Deleted {
+                self.mem.remove(&uid);
+                self.job_keys.remove(&uid);
+                self.timers.remove(&k);
+            } else {
+                self.job_keys.insert(uid, k.clone());
+                self.enqueue(k);
+            }
+        } else if ev.key == key("pods") {
+            for pod in std::iter::once(&ev.object).chain(ev.old.as_ref()) {
+                if let Some(k) = controller_uid(pod).and_then(|u| self.job_keys.get(&u)) {
+                    self.enqueue(k.clone());
+                }
+            }
+        }
+    }
+
+    /// Queues every Job (after missed events, as an informer relists).
+    fn resync(&mut self, shared: &Shared) {
+        let (jobs, _) = shared.store.list(&key("jobs"), None);
+        self.job_keys = jobs
+            .iter()
+            .map(|j| {
+                (
+                    util::uid(j).to_string(),
+                    (util::namespace(j).to_string(), util::name(j).to_string()),
+                )
+            })
+            .collect();
+        let live = &self.job_keys;
+        self.mem.retain(|uid, _| live.contains_key(uid));
+        let keys: Vec<JobKey> = self.job_keys.values().cloned().collect();
+        for k in keys {
+            self.enqueue(k);
+        }
+    }
+
+    fn schedule(&mut self, k: &JobKey, at: Option<Instant>) {
+        match at {
+            None => {
+                self.timers.remove(k);
+            }
+            Some(t) => {
+                if self.timers.insert(k.clone(), t) != Some(t) {
+                    self.heap.push(Reverse((t, k.clone())));
+                }
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(Reverse((t, _))) = self.heap.peek() {
+            if *t > now {
+                break;
+            }
+            let Some(Reverse((t, k))) = self.heap.pop() else {
+                break;
+            };
+            if self.timers.get(&k) == Some(&t) {
+                self.timers.remove(&k);
+                self.enqueue(k);
+            }
+        }
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Syncs one Job from the store: its pods come from the store's owner index.
+    fn sync(&mut self, shared: &Shared, k: &JobKey) {
+        let Some(job) = shared.store.get(&key("jobs"), &k.0, &k.1) else {
+            self.timers.remove(k);
+            return;
+        };
+        let uid = util::uid(&job).to_string();
+        self.job_keys.insert(uid.clone(), k.clone());
+        let pods: Vec<Value> = shared
+            .store
+            .dependents(&uid, Some(&key("pods")))
+            .into_iter()
+            .map(|(_, p)| p)
+            .filter(|p| controller_uid(p).as_deref() == Some(uid.as_str()))
+            .collect();
+        let own: Vec<&Value> = pods.iter().collect();
+        let m = self.mem.entry(uid).or_default();
+        let wake = sync_job(shared, &job, &own, m);
+        self.schedule(k, wake);
     }
 }
 
-fn sync_all(shared: &Shared, mem: &mut HashMap<String, Mem>) -> Option<Instant> {
-    let (jobs, _) = shared.store.list(&key("jobs"), None);
-    let (pods, _) = shared.store.list(&key("pods"), None);
-    let mut wake: Option<Instant> = None;
-    let live: HashSet<String> = jobs.iter().map(|j| util::uid(j).to_string()).collect();
-    mem.retain(|k, _| live.contains(k));
-    // Pods grouped by their controller once, not scanned once per Job: with thousands of Jobs
-    // a scan per Job is quadratic.
-    let mut by_controller: HashMap<String, Vec<&Value>> = HashMap::new();
-    for pod in &pods {
-        if let Some(uid) = controller_uid(pod) {
-            by_controller.entry(uid).or_default().push(pod);
+/// The controller task. As kube-controller-manager's Job controller it works from a queue of
+/// Job keys: a Job event queues that Job, a pod event queues the Job named by the pod's
+/// controller reference, and time-based work (retry back-off, `activeDeadlineSeconds`,
+/// `ttlSecondsAfterFinished`, failed pod creations) re-queues the key when it is due. Each
+/// sync reads one Job and its pods, so the cost of an event does not grow with the store.
+pub async fn run(shared: Arc<Shared>) {
+    let mut rx = shared.store.subscribe();
+    let mut c = Controller::default();
+    loop {
+        if c.queue.is_empty() {
+            let far = Instant::now() + Duration::from_secs(3600);
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Ok(ev) => c.observe(&ev),
+                    Err(RecvError::Lagged(_)) => c.resync(&shared),
+                    Err(RecvError::Closed) => return,
+                },
+                _ = tokio::time::sleep_until(c.next_timer().unwrap_or(far)) => {}
+            }
         }
-    }
-    for job in &jobs {
-        let m = mem.entry(util::uid(job).to_string()).or_default();
-        let own = by_controller
-            .get(util::uid(job))
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        if let Some(w) = sync_job(shared, job, own, m) {
-            wake = Some(wake.map_or(w, |cur| cur.min(w)));
+        // Take every event already queued (our own pod creations among them), so that each
+        // sync sees the pods it made.
+        let mut lagged = false;
+        loop {
+            match rx.try_recv() {
+                Ok(ev) => c.observe(&ev),
+                Err(TryRecvError::Lagged(_)) => lagged = true,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => return,
+            }
         }
+        if lagged {
+            c.resync(&shared);
+        }
+        c.fire_timers(Instant::now());
+        for _ in 0..BATCH {
+            let Some(k) = c.queue.pop_front() else { break };
+            c.queued.remove(&k);
+            c.sync(&shared, &k);
+        }
+        tokio::task::yield_now().await;
     }
-    wake
 }
 
 fn has_condition(conds: &[Value], t: &str) -> bool {
@@ -140,9 +263,10 @@ fn delete_pod(shared: &Shared, pod: &Value) {
     }
 }
 
-fn create_pod(shared: &Shared, job: &Value) {
+/// Creates one pod from the Job's template; false if that failed (retried later).
+fn create_pod(shared: &Shared, job: &Value) -> bool {
     let Some(info) = shared.registry_find_any("", "pods") else {
-        return;
+        return false;
     };
     let name = util::name(job);
     let uid = util::uid(job);
@@ -168,14 +292,18 @@ fn create_pod(shared: &Shared, job: &Value) {
         meta["annotations"] = a.clone();
     }
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template.get("spec").cloned().unwrap_or(json!({}))});
-    if let Err(e) = objects::create(
+    match objects::create(
         shared,
         &info,
         util::namespace(job),
         pod,
         &WriteOpts::default(),
     ) {
-        tracing::debug!(job = name, "pod creation failed: {e}");
+        Ok(_) => true,
+        Err(e) => {
+            tracing::debug!(job = name, "pod creation failed: {e}");
+            false
+        }
     }
 }
 
@@ -409,9 +537,13 @@ fn sync_job(shared: &Shared, job: &Value, own_pods: &[&Value], m: &mut Mem) -> O
                     Some(t) if now < t => wake = Some(wake.map_or(t, |w| w.min(t))),
                     _ => {
                         for _ in 0..want {
-                            create_pod(shared, job);
+                            if create_pod(shared, job) {
+                                active_count += 1;
+                            } else {
+                                let t = now + CREATE_RETRY;
+                                wake = Some(wake.map_or(t, |w| w.min(t)));
+                            }
                         }
-                        active_count += want;
                     }
                 }
             }

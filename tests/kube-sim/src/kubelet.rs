@@ -76,6 +76,7 @@ pub async fn run(shared: Arc<Shared>) {
                 if let Some(h) = tasks.remove(&uid) {
                     h.abort();
                 }
+                started.remove(&uid);
                 let dir = shared.runtime.workdir().join(&uid);
                 let _ = std::fs::remove_dir_all(dir);
                 continue;

@@ -35,7 +35,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use error::ApiError;
@@ -74,7 +74,6 @@ pub(crate) struct Shared {
     pub watch_close: watch::Sender<u64>,
     /// True while the server is paused in "hang" mode.
     pub hang: watch::Sender<bool>,
-    pub gc_notify: Notify,
     pub opts: Options,
     pub addr: SocketAddr,
 }
@@ -90,10 +89,6 @@ impl Shared {
 
     pub fn registry_find_any(&self, group: &str, plural: &str) -> Option<ResourceInfo> {
         self.registry_read().find_any(group, plural).cloned()
-    }
-
-    pub fn gc_kick(&self) {
-        self.gc_notify.notify_one();
     }
 }
 
@@ -165,7 +160,6 @@ impl SimBuilder {
             runtime: Runtime::new(workdir),
             watch_close: watch::channel(0u64).0,
             hang: watch::channel(false).0,
-            gc_notify: Notify::new(),
             opts: Options {
                 bookmark_interval: self.bookmark_interval,
             },

@@ -601,7 +601,7 @@ pub fn delete(
         }
         Ok(Change::Put(obj))
     })?;
-    shared.gc_kick();
+    // The garbage collector sees the change as a store event.
     match out {
         Outcome::Deleted(v) => {
             if info.plural == "customresourcedefinitions" {

@@ -69,7 +69,10 @@ impl RequestLog {
     }
 
     pub fn since(&self, mark: u64) -> Vec<RequestRecord> {
-        self.all().into_iter().filter(|r| r.seq >= mark).collect()
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        // Records are in seq order: copy only the tail.
+        let from = g.1.partition_point(|r| r.seq < mark);
+        g.1[from..].to_vec()
     }
 
     pub fn clear(&self) {

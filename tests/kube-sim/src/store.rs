@@ -1,8 +1,12 @@
 //! The generic in-memory object store: JSON objects keyed by (group, plural, namespace, name),
 //! one global monotonically increasing resourceVersion, a bounded per-resource event history
 //! for watches and a broadcast of every change for watchers and the simulated controllers.
+//!
+//! Two indexes are kept up to date under the same lock as the objects, so lookups cost what
+//! they return rather than a scan of the store: uid → object (owner existence checks) and
+//! owner uid → dependents (garbage collection, orphaning and the Job controller's pods).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Value, json};
@@ -57,9 +61,16 @@ pub enum Outcome {
 
 type ObjKey = (String, String);
 
+/// Where an object lives: its resource and (namespace, name).
+pub type Location = (ResKey, String, String);
+
 struct Inner {
     rv: u64,
     objects: HashMap<ResKey, BTreeMap<ObjKey, Value>>,
+    /// uid → where the object with that uid is stored.
+    by_uid: HashMap<String, Location>,
+    /// owner uid → the objects whose ownerReferences name it (the owner need not exist).
+    dependents: HashMap<String, BTreeSet<Location>>,
     history: HashMap<ResKey, VecDeque<Arc<StoreEvent>>>,
     /// Watches from a resourceVersion below this get 410 Expired.
     compacted: HashMap<ResKey, u64>,
@@ -70,6 +81,15 @@ struct Inner {
 pub struct Store {
     inner: Mutex<Inner>,
     tx: broadcast::Sender<Arc<StoreEvent>>,
+}
+
+/// One page of a list.
+pub struct Page {
+    pub items: Vec<Value>,
+    /// Matching objects after the last item (0 without a limit).
+    pub remaining: usize,
+    /// The resourceVersion of the snapshot.
+    pub rv: u64,
 }
 
 /// The events a new watch starts with and the receiver of later ones.
@@ -87,6 +107,8 @@ impl Store {
             inner: Mutex::new(Inner {
                 rv: 1,
                 objects: HashMap::new(),
+                by_uid: HashMap::new(),
+                dependents: HashMap::new(),
                 history: HashMap::new(),
                 compacted: HashMap::new(),
                 history_limit: history_limit.max(1),
@@ -118,21 +140,88 @@ impl Store {
     /// Objects of a resource (in one namespace, or all), sorted by (namespace, name), and the
     /// resourceVersion of this snapshot.
     pub fn list(&self, key: &ResKey, ns: Option<&str>) -> (Vec<Value>, u64) {
-        let inner = self.lock();
-        let items = inner
-            .objects
-            .get(key)
-            .map(|m| {
-                m.iter()
-                    .filter(|((n, _), _)| ns.is_none_or(|want| want == n))
-                    .map(|(_, v)| v.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        (items, inner.rv)
+        let page = self.list_page(key, ns, |_| true, None);
+        (page.items, page.rv)
     }
 
-    /// Every stored object with its resource key (for the garbage collector).
+    /// Like [`Store::list`], keeping only the objects `keep` accepts, at most `limit` of
+    /// them; only those are cloned, the rest are counted.
+    pub fn list_page(
+        &self,
+        key: &ResKey,
+        ns: Option<&str>,
+        mut keep: impl FnMut(&Value) -> bool,
+        limit: Option<usize>,
+    ) -> Page {
+        let inner = self.lock();
+        let mut items = Vec::new();
+        let mut remaining = 0;
+        if let Some(m) = inner.objects.get(key) {
+            for v in in_namespace(m, ns).filter(|v| keep(v)) {
+                if limit.is_none_or(|l| items.len() < l) {
+                    items.push(v.clone());
+                } else {
+                    remaining += 1;
+                }
+            }
+        }
+        Page {
+            items,
+            remaining,
+            rv: inner.rv,
+        }
+    }
+
+    /// The stored object with this uid, and where it is stored.
+    pub fn get_by_uid(&self, uid: &str) -> Option<(ResKey, Value)> {
+        let inner = self.lock();
+        let (key, ns, name) = inner.by_uid.get(uid)?;
+        let obj = inner
+            .objects
+            .get(key)?
+            .get(&(ns.clone(), name.clone()))?
+            .clone();
+        Some((key.clone(), obj))
+    }
+
+    /// The stored objects with an ownerReference to `owner_uid` (of resource `only`, if
+    /// given), whether or not the owner exists.
+    pub fn dependents(&self, owner_uid: &str, only: Option<&ResKey>) -> Vec<(ResKey, Value)> {
+        let inner = self.lock();
+        let Some(deps) = inner.dependents.get(owner_uid) else {
+            return Vec::new();
+        };
+        deps.iter()
+            .filter(|(k, _, _)| only.is_none_or(|o| o == k))
+            .filter_map(|(k, ns, name)| {
+                let obj = inner.objects.get(k)?.get(&(ns.clone(), name.clone()))?;
+                Some((k.clone(), obj.clone()))
+            })
+            .collect()
+    }
+
+    /// Every namespaced object in namespace `ns` (all resources but namespaces themselves).
+    pub fn namespace_content(&self, ns: &str) -> Vec<(ResKey, Value)> {
+        let inner = self.lock();
+        inner
+            .objects
+            .iter()
+            .filter(|(k, _)| !(k.0.is_empty() && k.1 == "namespaces"))
+            .flat_map(|(k, m)| in_namespace(m, Some(ns)).map(move |v| (k.clone(), v.clone())))
+            .collect()
+    }
+
+    /// Whether namespace `ns` holds no namespaced object.
+    pub fn namespace_is_empty(&self, ns: &str) -> bool {
+        let inner = self.lock();
+        inner
+            .objects
+            .iter()
+            .filter(|(k, _)| !(k.0.is_empty() && k.1 == "namespaces"))
+            .all(|(_, m)| in_namespace(m, Some(ns)).next().is_none())
+    }
+
+    /// Every stored object with its resource key (for the garbage collector's full sweep).
     pub fn all(&self) -> Vec<(ResKey, Value)> {
         let inner = self.lock();
         inner
@@ -184,6 +273,11 @@ impl Store {
                 inner.rv += 1;
                 let rv = inner.rv;
                 util::meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
+                let at: Location = (key.clone(), ns.to_string(), name.to_string());
+                if let Some(old) = &existing {
+                    inner.unindex(&at, old);
+                }
+                inner.index(&at, &obj);
                 inner
                     .objects
                     .entry(key.clone())
@@ -204,6 +298,7 @@ impl Store {
                 if let Some(m) = inner.objects.get_mut(key) {
                     m.remove(&okey);
                 }
+                inner.unindex(&(key.clone(), ns.to_string(), name.to_string()), &old);
                 inner.rv += 1;
                 let rv = inner.rv;
                 let before = old.clone();
@@ -329,6 +424,51 @@ impl Store {
     }
 }
 
+impl Inner {
+    fn index(&mut self, at: &Location, obj: &Value) {
+        let uid = util::uid(obj);
+        if !uid.is_empty() {
+            self.by_uid.insert(uid.to_string(), at.clone());
+        }
+        for owner in util::owner_uids(obj) {
+            self.dependents.entry(owner).or_default().insert(at.clone());
+        }
+    }
+
+    fn unindex(&mut self, at: &Location, obj: &Value) {
+        let uid = util::uid(obj);
+        if self.by_uid.get(uid) == Some(at) {
+            self.by_uid.remove(uid);
+        }
+        for owner in util::owner_uids(obj) {
+            if let Some(deps) = self.dependents.get_mut(&owner) {
+                deps.remove(at);
+                if deps.is_empty() {
+                    self.dependents.remove(&owner);
+                }
+            }
+        }
+    }
+}
+
+/// The objects of one resource map in namespace `ns` (all with `None`), in key order.
+fn in_namespace<'a>(
+    m: &'a BTreeMap<ObjKey, Value>,
+    ns: Option<&str>,
+) -> Box<dyn Iterator<Item = &'a Value> + 'a> {
+    match ns {
+        None => Box::new(m.values()),
+        Some(ns) => {
+            let ns = ns.to_string();
+            Box::new(
+                m.range((ns.clone(), String::new())..)
+                    .take_while(move |((n, _), _)| *n == ns)
+                    .map(|(_, v)| v),
+            )
+        }
+    }
+}
+
 /// Whether an object being deleted still waits for finalizers (metadata.finalizers, or for
 /// namespaces also spec.finalizers).
 pub fn has_pending_finalizers(obj: &Value) -> bool {
@@ -420,5 +560,41 @@ mod tests {
         );
         assert!(matches!(o, Outcome::Deleted(_)));
         assert!(s.get(&key(), "default", "a").is_none());
+    }
+
+    #[test]
+    fn uid_and_owner_indexes_follow_changes() {
+        let s = Store::new(10);
+        let owned = |name: &str, uid: &str, owners: &[&str]| {
+            let refs: Vec<Value> = owners.iter().map(|u| json!({"uid": u})).collect();
+            json!({"metadata": {"name": name, "uid": uid, "ownerReferences": refs}})
+        };
+        put(&s, "a", owned("a", "ua", &["o1"]));
+        put(&s, "b", owned("b", "ub", &["o1", "o2"]));
+        let names = |owner: &str| -> Vec<String> {
+            s.dependents(owner, None)
+                .iter()
+                .map(|(_, v)| util::name(v).to_string())
+                .collect()
+        };
+        assert_eq!(names("o1"), ["a", "b"]);
+        assert_eq!(names("o2"), ["b"]);
+        assert_eq!(
+            s.get_by_uid("ub")
+                .map(|(_, v)| v["metadata"]["name"].clone()),
+            Some(json!("b"))
+        );
+        // Dropping an owner reference, then deleting, updates both indexes.
+        put(&s, "b", owned("b", "ub", &["o2"]));
+        assert_eq!(names("o1"), ["a"]);
+        s.modify(&key(), "default", "a", |_| Ok(Change::Delete))
+            .unwrap();
+        assert!(names("o1").is_empty());
+        assert!(s.get_by_uid("ua").is_none());
+        assert!(
+            s.dependents("o2", Some(&(String::new(), "pods".into())))
+                .is_empty()
+        );
+        assert_eq!(names("o2"), ["b"]);
     }
 }

@@ -138,6 +138,39 @@ async fn crud_conflicts_and_namespaces() {
     .await
     .unwrap();
     assert!(sim.get_object("", "configmaps", "scratch", "c1").is_none());
+
+    // Content with a finalizer keeps a terminating namespace until the finalizer is removed.
+    nss.create(&PostParams::default(), &ns).await.unwrap();
+    let mut held = cm("held");
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    scratch.create(&PostParams::default(), &held).await.unwrap();
+    nss.delete("scratch", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until(
+        || {
+            sim.get_object("", "configmaps", "scratch", "held")
+                .is_some_and(|c| c["metadata"]["deletionTimestamp"].is_string())
+        },
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert!(sim.get_object("", "namespaces", "", "scratch").is_some());
+    scratch
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    wait_until(
+        || sim.get_object("", "namespaces", "", "scratch").is_none(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

@@ -252,10 +252,7 @@ pub fn list(
     mode: Render,
 ) -> Result<Value, ApiError> {
     let sel = Selector::from_params(info, params)?;
-    let (items, now_rv) = shared
-        .store
-        .list(&info.key(), (!ns.is_empty()).then_some(ns));
-    let (list_rv, start) = match params.get("continue").filter(|c| !c.is_empty()) {
+    let (continue_rv, start) = match params.get("continue").filter(|c| !c.is_empty()) {
         Some(tok) => {
             let (rv, start) = decode_continue(tok)?;
             if rv < shared.store.compacted(&info.key()) {
@@ -263,31 +260,34 @@ pub fn list(
                     "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
                 ));
             }
-            (rv, Some(start))
+            (Some(rv), Some(start))
         }
-        None => (now_rv, None),
+        None => (None, None),
     };
-    let mut matching: Vec<Value> = items
-        .into_iter()
-        .filter(|o| sel.matches(o))
-        .filter(|o| {
-            start
-                .as_ref()
-                .is_none_or(|s| sort_key(o).as_str() > s.as_str())
-        })
-        .collect();
     let limit: usize = params
         .get("limit")
         .and_then(|l| l.parse().ok())
         .unwrap_or(0);
+    // Selectors and the limit are applied inside the store: only the page is copied.
+    let page = shared.store.list_page(
+        &info.key(),
+        (!ns.is_empty()).then_some(ns),
+        |o| {
+            sel.matches(o)
+                && start
+                    .as_ref()
+                    .is_none_or(|s| sort_key(o).as_str() > s.as_str())
+        },
+        (limit > 0).then_some(limit),
+    );
+    let list_rv = continue_rv.unwrap_or(page.rv);
+    let matching = page.items;
     let mut meta = json!({"resourceVersion": list_rv.to_string()});
-    if limit > 0 && matching.len() > limit {
-        let remaining = matching.len() - limit;
-        matching.truncate(limit);
-        if let Some(last) = matching.last() {
-            meta["continue"] = json!(encode_continue(list_rv, &sort_key(last)));
-            meta["remainingItemCount"] = json!(remaining);
-        }
+    if page.remaining > 0
+        && let Some(last) = matching.last()
+    {
+        meta["continue"] = json!(encode_continue(list_rv, &sort_key(last)));
+        meta["remainingItemCount"] = json!(page.remaining);
     }
     Ok(match mode {
         Render::Table => {
