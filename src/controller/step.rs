@@ -5,8 +5,8 @@
 //! 2. create the current task's Job (deterministic name; `AlreadyExists` means it was created
 //!    before a restart, and it is adopted);
 //! 3. wait for the Job to change (woken by the watch);
-//! 4. on `Complete`, record the task with its logs and go to the next one; on `Failed`, or a pod
-//!    that never starts, record the reason and stop;
+//! 4. on `Complete`, record the task with its logs in the same write as the next task's Job; on
+//!    `Failed`, or a pod that never starts, record the reason and stop;
 //! 5. send `.finished` with the outcome fixed in status, and record its delivery.
 
 use std::collections::BTreeMap;
@@ -243,7 +243,13 @@ impl<'a> Reconciler<'a> {
                     None => return Ok(()),
                     Some((phase, message, logs)) => {
                         self.task_over(index, phase, message, logs);
-                        self.persist().await?;
+                        // Moving on to the next task is recorded with its Job, one write later:
+                        // a restart in between observes the finished Job again and adopts the
+                        // next one by its name. The run's outcome is written before `.finished`
+                        // reports it.
+                        if self.status.phase.is_finished() {
+                            self.persist().await?;
+                        }
                     }
                 },
                 TaskPhase::Succeeded | TaskPhase::Failed => return Ok(()),
