@@ -60,6 +60,17 @@ fn delete_background(shared: &Shared, key: &ResKey, obj: &Value) {
     }
 }
 
+/// Drops the `foregroundDeletion` finalizer of an owner whose dependents are all gone.
+fn finish_foreground(shared: &Shared, key: &ResKey, obj: &Value) {
+    shared.store.update_same(key, obj, |next| {
+        let fins = util::finalizers(next)
+            .into_iter()
+            .filter(|f| f != "foregroundDeletion")
+            .collect();
+        util::set_finalizers(next, fins);
+    });
+}
+
 /// One pass over all objects. Returns whether anything was changed.
 fn sweep(shared: &Shared) -> bool {
     let all = shared.store.all();
@@ -93,20 +104,7 @@ fn sweep(shared: &Shared) -> bool {
     }
     for (key, obj) in &all {
         if foreground(obj) && !referenced.contains(util::uid(obj)) {
-            let _ = shared
-                .store
-                .modify(key, util::namespace(obj), util::name(obj), |existing| {
-                    let Some(cur) = existing else {
-                        return Ok(Change::Keep);
-                    };
-                    let mut next = cur.clone();
-                    let fins = util::finalizers(cur)
-                        .into_iter()
-                        .filter(|f| f != "foregroundDeletion")
-                        .collect();
-                    util::set_finalizers(&mut next, fins);
-                    Ok(Change::Put(next))
-                });
+            finish_foreground(shared, key, obj);
             changed = true;
         }
     }
@@ -246,26 +244,7 @@ fn process(shared: &Shared, item: &Work, more: &mut BTreeSet<Work>) {
             }
             let deps = shared.store.dependents(uid, None);
             if deps.is_empty() {
-                let _ = shared.store.modify(
-                    &key,
-                    util::namespace(&obj),
-                    util::name(&obj),
-                    |existing| {
-                        let Some(cur) = existing else {
-                            return Ok(Change::Keep);
-                        };
-                        if util::uid(cur) != uid {
-                            return Ok(Change::Keep);
-                        }
-                        let mut next = cur.clone();
-                        let fins = util::finalizers(cur)
-                            .into_iter()
-                            .filter(|f| f != "foregroundDeletion")
-                            .collect();
-                        util::set_finalizers(&mut next, fins);
-                        Ok(Change::Put(next))
-                    },
-                );
+                finish_foreground(shared, &key, &obj);
             } else {
                 for (k, d) in deps {
                     if !util::is_deleting(&d) {

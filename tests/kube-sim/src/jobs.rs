@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::Shared;
 use crate::kinds::JOB_LABELS;
 use crate::objects::{self, DeleteOpts, WriteOpts};
-use crate::store::{Change, EventType, StoreEvent};
+use crate::store::{EventType, StoreEvent};
 use crate::util;
 
 /// Base of the pod re-creation back-off after a failure (simulated), as the real 10 s.
@@ -311,7 +311,6 @@ fn sync_job(shared: &Shared, job: &Value, own_pods: &[&Value], m: &mut Mem) -> O
     if util::is_deleting(job) {
         return None;
     }
-    let uid = util::uid(job).to_string();
     let now = Instant::now();
     let now_s = util::now_rfc3339();
     let clock = &shared.clock;
@@ -569,21 +568,8 @@ fn sync_job(shared: &Shared, job: &Value, own_pods: &[&Value], m: &mut Mem) -> O
     if !conds.is_empty() {
         new_status["conditions"] = Value::Array(conds);
     }
-    let _ = shared.store.modify(
-        &key("jobs"),
-        util::namespace(job),
-        util::name(job),
-        |existing| {
-            let Some(cur) = existing else {
-                return Ok(Change::Keep);
-            };
-            if util::uid(cur) != uid {
-                return Ok(Change::Keep);
-            }
-            let mut next = cur.clone();
-            next["status"] = new_status;
-            Ok(Change::Put(next))
-        },
-    );
+    shared
+        .store
+        .update_same(&key("jobs"), job, |next| next["status"] = new_status);
     wake
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::Shared;
 use crate::runtime::{ContainerRecord, ContainerRun, Held, Kind, Outcome};
-use crate::store::{Change, EventType};
+use crate::store::EventType;
 use crate::util;
 use crate::volumes;
 
@@ -123,27 +123,10 @@ fn kill(shared: &Shared, pod: &Value) {
 /// Applies `f` to the stored pod (if it is still the same pod), then recomputes its phase
 /// and conditions.
 fn update_pod<F: FnOnce(&mut Value)>(shared: &Shared, pod: &Value, f: F) -> Option<Value> {
-    let uid = util::uid(pod).to_string();
-    let out = shared
-        .store
-        .modify(
-            &pods_key(),
-            util::namespace(pod),
-            util::name(pod),
-            |existing| {
-                let Some(cur) = existing else {
-                    return Ok(Change::Keep);
-                };
-                if util::uid(cur) != uid {
-                    return Ok(Change::Keep);
-                }
-                let mut p = cur.clone();
-                f(&mut p);
-                refresh(&mut p);
-                Ok(Change::Put(p))
-            },
-        )
-        .ok()?;
+    let out = shared.store.update_same(&pods_key(), pod, |p| {
+        f(p);
+        refresh(p);
+    })?;
     match out {
         crate::store::Outcome::Stored(v) => Some(v),
         _ => None,

@@ -231,6 +231,27 @@ impl Store {
             .collect()
     }
 
+    /// Applies `f` to a copy of the stored `obj` and stores it, if the object stored under its
+    /// name is still the same one (same uid): controllers must not edit a successor that was
+    /// created under the same name. Returns what is stored then.
+    pub fn update_same<F: FnOnce(&mut Value)>(
+        &self,
+        key: &ResKey,
+        obj: &Value,
+        f: F,
+    ) -> Option<Outcome> {
+        let uid = util::uid(obj);
+        self.modify(key, util::namespace(obj), util::name(obj), |existing| {
+            let Some(cur) = existing.filter(|cur| util::uid(cur) == uid) else {
+                return Ok(Change::Keep);
+            };
+            let mut next = cur.clone();
+            f(&mut next);
+            Ok(Change::Put(next))
+        })
+        .ok()
+    }
+
     /// Atomically reads the object (if any) and applies the closure's decision.
     ///
     /// A `Put` of an object equal to the stored one is a no-op (no new resourceVersion, no
