@@ -138,15 +138,22 @@ impl Matcher {
             let Some(&(action, filter)) = self.owners.get(glob) else {
                 continue;
             };
-            let outcome = self.actions[action].events[filter].check_condition(event);
-            // Owners are in (action, filter) order: an action's filters are adjacent.
+            // Owners are in (action, filter) order: an action's filters are adjacent, and the
+            // first one that passes decides it.
             match verdicts.last_mut() {
+                Some((last, Ok(()))) if *last == action => {}
                 Some((last, verdict)) if *last == action => {
-                    if verdict.is_err() && outcome.is_ok() {
+                    if self.actions[action].events[filter]
+                        .check_condition(event)
+                        .is_ok()
+                    {
                         *verdict = Ok(());
                     }
                 }
-                _ => verdicts.push((action, outcome)),
+                _ => verdicts.push((
+                    action,
+                    self.actions[action].events[filter].check_condition(event),
+                )),
             }
         }
         let mut decision = Decision::default();

@@ -625,6 +625,40 @@ async fn configs_that_cannot_be_used_are_reported_to_the_sender_and_in_finished(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmatched_events_say_which_listening_actions_refused_them() {
+    let h = Harness::start(&[]).await;
+    let mut jmeter = sample_with_id("test.triggered.json", "jmeter-1");
+    jmeter["data"]["test"]["teststrategy"] = json!("jmeter");
+    let response = h.post_event(&jmeter).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let refused = response.body["events"][0]["not_matched"]
+        .as_array()
+        .unwrap();
+    assert!(
+        refused.contains(&json!({
+            "action": "Run locust",
+            "reason": "$.data.test.teststrategy is \"jmeter\", not \"locust\""
+        })),
+        "{refused:?}"
+    );
+    // Actions listening for other types are not listed.
+    assert!(
+        refused.iter().all(|r| r["action"] != "Deploy with helm"),
+        "{refused:?}"
+    );
+
+    let mut unrelated = sample_with_id("test.triggered.json", "unrelated-1");
+    unrelated["type"] = json!("sh.keptn.event.nothing.triggered");
+    let response = h.post_event(&unrelated).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(
+        response.body["events"][0]["not_matched"],
+        json!([{"action": "", "reason": "no action listens for event type \"sh.keptn.event.nothing.triggered\""}])
+    );
+    assert!(h.jobruns().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_happened() {
     let h = Harness::start(&[]).await;
     let event = sample_with_id("test.triggered.json", "metrics-1");

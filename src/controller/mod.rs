@@ -268,15 +268,16 @@ impl Context {
 
     fn pods_of_job(&self, job: &str) -> Vec<Arc<Pod>> {
         let namespace = &self.parts.settings.job_namespace;
-        let mut pods: Vec<Arc<Pod>> = self
-            .pod_index
-            .names(job)
-            .into_iter()
-            .filter_map(|name| self.pods.get(&ObjectRef::new(&name).within(namespace)))
-            // The index may still name a pod deleted while a watch was re-listing; the store
-            // is the truth.
-            .filter(|pod| job_of_pod(pod) == Some(job))
+        let names = self.pod_index.names(job);
+        let mut pods: Vec<Arc<Pod>> = names
+            .iter()
+            .filter_map(|name| self.pods.get(&ObjectRef::new(name).within(namespace)))
             .collect();
+        if pods.len() < names.len() {
+            // A pod deleted while the watch re-listed never had its delete event; the store is
+            // the truth.
+            self.pod_index.keep_only(job, &pods);
+        }
         pods.sort_by_key(|pod| pod.metadata.creation_timestamp.clone().map(|t| t.0));
         pods
     }
@@ -293,7 +294,7 @@ fn job_of_pod(pod: &Pod) -> Option<&str> {
 
 /// Pod names by Job name, fed by the pod watch. Names are added on every applied pod and removed
 /// on deletes; a pod that vanished while the watch re-listed stays named until its Job is
-/// looked up, and readers check the store.
+/// looked up, which checks the store and forgets it.
 #[derive(Default)]
 struct PodIndex {
     by_job: std::sync::Mutex<HashMap<String, Vec<String>>>,
@@ -324,6 +325,19 @@ impl PodIndex {
                 }
             }
             _ => {}
+        }
+    }
+
+    fn keep_only(&self, job: &str, pods: &[Arc<Pod>]) {
+        let Ok(mut by_job) = self.by_job.lock() else {
+            return;
+        };
+        let present = |name: &String| pods.iter().any(|p| p.metadata.name.as_ref() == Some(name));
+        if let Some(names) = by_job.get_mut(job) {
+            names.retain(present);
+            if names.is_empty() {
+                by_job.remove(job);
+            }
         }
     }
 
@@ -392,6 +406,12 @@ mod tests {
         index.record(&Ok(watcher::Event::Delete(pod("b-1", "b"))));
         assert!(index.names("b").is_empty());
         assert!(index.names("c").is_empty());
+        // A pod whose delete was missed is forgotten once a lookup finds it gone.
+        index.record(&Ok(watcher::Event::Apply(pod("a-3", "a"))));
+        index.keep_only("a", &[Arc::new(pod("a-3", "a"))]);
+        assert_eq!(index.names("a"), ["a-3"]);
+        index.keep_only("a", &[]);
+        assert!(index.by_job.lock().unwrap().is_empty());
     }
 
     #[test]
