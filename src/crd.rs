@@ -16,6 +16,8 @@ use crate::render::StagedFile;
 
 pub const GROUP: &str = "job-executor.dev";
 pub const VERSION: &str = "v1alpha1";
+/// The CustomResourceDefinition's name, as `kubectl get crd` shows it.
+pub const CRD_NAME: &str = "jobruns.job-executor.dev";
 
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(

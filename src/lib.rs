@@ -6,6 +6,7 @@ pub mod controller;
 pub mod crd;
 pub mod event;
 pub mod files;
+pub mod health;
 pub mod ingest;
 pub mod matching;
 pub mod metrics;

@@ -760,3 +760,117 @@ async fn sigterm_stops_the_operator_gracefully() {
     let exit = h.terminate_operator(Duration::from_secs(10)).await;
     assert!(exit.success(), "{exit:?}\n{}", h.operator_log());
 }
+
+/// Polls `/readyz` until its answer satisfies `done`, or fails after `timeout`.
+async fn readyz_until(
+    op: &support::Operator,
+    timeout: Duration,
+    done: impl Fn(&(http::StatusCode, String)) -> bool,
+) -> (http::StatusCode, String) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let answer = op.get_admin("/readyz").await;
+        if done(&answer) {
+            return answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz still answers {answer:?}\n{}",
+            op.operator_log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_before_its_crd_it_says_so_waits_for_it_and_stops_on_sigterm() {
+    let sim = kube_sim::Sim::builder().start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("je-no-crd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = sim.write_kubeconfig(dir.join("kubeconfig")).unwrap();
+    let config = support::root().join("examples");
+    let source = vec![
+        "--config-dir".to_string(),
+        config.to_str().unwrap().to_string(),
+    ];
+    let mut op = support::Operator::new(dir, kubeconfig.clone(), "default", source, &[]).await;
+
+    // Not ready, and every place says why and what to do.
+    op.spawn_operator().await;
+    let fix = "jobruns.job-executor.dev is not installed: kubectl apply -f crds/";
+    let readyz = readyz_until(&op, LONG, |(_, body)| body.contains(fix)).await;
+    assert_eq!(readyz.0, 503);
+    let response = op
+        .post_event(&sample_with_id("test.triggered.json", "no-crd"))
+        .await;
+    assert_eq!(response.status, 503, "{:?}", response.body);
+    assert!(response.headers.contains_key("retry-after"));
+    assert!(
+        response.body["error"].as_str().unwrap().contains(fix),
+        "{:?}",
+        response.body
+    );
+    assert_eq!(
+        op.operator_log().matches(fix).count(),
+        1,
+        "logged once, not at every retry: {}",
+        op.operator_log()
+    );
+
+    // SIGTERM ends it promptly in this state too.
+    let exit = op.terminate_operator(Duration::from_secs(5)).await;
+    assert!(exit.success(), "{exit:?}\n{}", op.operator_log());
+
+    // Started again, it waits; once the CRD is there it becomes ready and accepts the event.
+    op.spawn_operator().await;
+    let crd = support::root().join("crds/jobrun.yaml");
+    let applied = std::process::Command::new(support::kubectl())
+        .args(["apply", "-f", crd.to_str().unwrap()])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    assert!(applied.status.success(), "{applied:?}");
+    readyz_until(&op, LONG, |(status, _)| *status == 200).await;
+    let response = op
+        .post_event(&sample_with_id("test.triggered.json", "no-crd"))
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    op.wait_finished("no-crd", LONG).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_api_server_gets_503_within_the_store_timeout_and_turns_readiness_off() {
+    let h = Harness::start(&["--store-timeout-seconds", "1"]).await;
+    // Every request now takes 6 s: the API server hangs (watches included).
+    h.sim.faults().latency(Duration::from_secs(6));
+    let event = sample_with_id("test.triggered.json", "hang-1");
+    let sent = std::time::Instant::now();
+    let response = h.post_event(&event).await;
+    assert_eq!(response.status, 503, "{:?}", response.body);
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "answered after {:?}, not within the 1 s store timeout",
+        sent.elapsed()
+    );
+    assert_eq!(response.headers["retry-after"], "5");
+    assert!(
+        response.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within 1s"),
+        "{:?}",
+        response.body
+    );
+    // Readiness follows: the API server probe does not get an answer within 3 s.
+    let readyz = readyz_until(&h, LONG, |(status, _)| *status == 503).await;
+    assert!(readyz.1.contains("did not answer within 3s"), "{readyz:?}");
+    h.sim.faults().latency(Duration::ZERO);
+    readyz_until(&h, LONG, |(status, _)| *status == 200).await;
+    // The sender's retry is accepted (created, or a duplicate when the late create landed),
+    // and the run finishes once.
+    let retry = h.post_event(&event).await;
+    assert_eq!(retry.status, 202, "{:?}", retry.body);
+    h.wait_finished("hang-1", LONG).await;
+    assert_eq!(h.jobruns().len(), 1);
+}

@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -19,6 +18,7 @@ use tokio::sync::watch;
 
 use super::InstallArgs;
 use crate::controller::{self, ControllerOptions};
+use crate::health::Health;
 use crate::ingest::{self, IngestState};
 use crate::metrics::Metrics;
 use crate::sink::{Sink, SinkMode};
@@ -176,6 +176,10 @@ pub struct OperatorArgs {
     /// Runs reconciled at the same time.
     #[arg(long, env = "JOB_EXECUTOR_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
+    /// Seconds ingest waits for the API server to store a run before it answers 503 with
+    /// `Retry-After` (the sender retries; a run stored late is then a duplicate).
+    #[arg(long, env = "JOB_EXECUTOR_STORE_TIMEOUT_SECONDS", default_value_t = 5)]
+    pub store_timeout_seconds: u64,
 }
 
 pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
@@ -198,6 +202,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         log_excerpt_bytes,
         never_started_timeout_seconds,
         concurrency,
+        store_timeout_seconds,
     } = operator;
     let settings = Arc::new(install.settings()?);
     let sink = Arc::new(Sink::new(
@@ -215,7 +220,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         (None, Some(dir)) => Source::directory(dir),
         (None, None) => anyhow::bail!("give --config-dir or --git-url"),
     });
-    let ready = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(Health::default());
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let ingest_listener = TcpListener::bind(listen)
@@ -238,10 +243,11 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         token: ingest_token.filter(|t| !t.is_empty()),
         max_body_bytes,
+        store_timeout: Duration::from_secs(store_timeout_seconds),
     }));
     let admin_app = admin_router(AdminState {
         metrics: metrics.clone(),
-        ready: ready.clone(),
+        health: health.clone(),
     });
 
     tokio::spawn(async move {
@@ -253,6 +259,11 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    tokio::spawn(crate::health::probe_api_server(
+        client.clone(),
+        health.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let ingest_server =
         axum::serve(ingest_listener, ingest_app).with_graceful_shutdown(stopped(stop_rx.clone()));
     let admin_server =
@@ -271,7 +282,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
                 concurrency,
             },
         },
-        ready,
+        health,
         stopped(stop_rx),
     );
     let (ingest_result, admin_result, ()) = tokio::join!(
@@ -302,7 +313,7 @@ async fn wait_for_signal() {
 #[derive(Clone)]
 struct AdminState {
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    health: Arc<Health>,
 }
 
 fn admin_router(state: AdminState) -> Router {
@@ -311,10 +322,9 @@ fn admin_router(state: AdminState) -> Router {
         .route(
             "/readyz",
             get(|State(state): State<AdminState>| async move {
-                if state.ready.load(Ordering::SeqCst) {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "watches not synced yet")
+                match state.health.status() {
+                    Ok(()) => (StatusCode::OK, "ready".to_string()),
+                    Err(reasons) => (StatusCode::SERVICE_UNAVAILABLE, reasons),
                 }
             }),
         )

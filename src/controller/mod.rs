@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -24,6 +24,7 @@ use kube::{Client, ResourceExt};
 
 use crate::config::MANAGED_BY_LABEL;
 use crate::crd::{JobRun, JobRunStatus};
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::render::{LABEL_RUN, MANAGED_BY};
 use crate::settings::Settings;
@@ -104,13 +105,14 @@ pub struct Parts {
     pub options: ControllerOptions,
 }
 
-/// Runs the controller until `shutdown` resolves; `ready` turns true once every watch has
-/// listed its objects.
+/// Runs the controller until `shutdown` resolves; `health` becomes synced once every watch has
+/// listed its objects, and carries what a failing watch says (a missing CRD, refused access).
 pub async fn run(
     parts: Parts,
-    ready: Arc<AtomicBool>,
+    health: Arc<Health>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let shutdown = shutdown.shared();
     let namespace = parts.settings.job_namespace.clone();
     let runs: Api<JobRun> = Api::namespaced(parts.client.clone(), &namespace);
     let jobs: Api<Job> = Api::namespaced(parts.client.clone(), &namespace);
@@ -126,11 +128,13 @@ pub async fn run(
         watcher(runs, watcher::Config::default()).modify(|run| run.metadata.managed_fields = None),
     )
     .inspect(synced.marker(0))
+    .inspect(watch_health(&health, "jobruns"))
     .default_backoff()
     .touched_objects();
     let (job_store, job_writer) = reflector::store();
     let job_events = reflector(job_writer, watcher(jobs, children.clone()).modify(trim_job))
         .inspect(synced.marker(1))
+        .inspect(watch_health(&health, "jobs"))
         .default_backoff()
         .touched_objects();
     let (pod_store, pod_writer) = reflector::store();
@@ -143,6 +147,7 @@ pub async fn run(
             .inspect(move |event| indexer.record(event)),
     )
     .inspect(synced.marker(2))
+    .inspect(watch_health(&health, "pods"))
     .default_backoff()
     .touched_objects();
 
@@ -163,20 +168,76 @@ pub async fn run(
             Some(ObjectRef::<JobRun>::new(&run).within(&namespace))
         })
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .graceful_shutdown_on(shutdown);
+        .graceful_shutdown_on(shutdown.clone());
+    let synced_health = health.clone();
     tokio::spawn(async move {
         synced.all.notified().await;
-        ready.store(true, Ordering::SeqCst);
+        synced_health.set_synced();
         tracing::info!("watches synced; ready");
     });
-    controller
+    let running = controller
         .run(step::reconcile, error_policy, context)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "reconcile did not complete");
             }
-        })
-        .await;
+        });
+    // kube-runtime's graceful shutdown lets running reconciles finish, but its runner waits for
+    // the JobRun store first: with the CRD missing (or the API server away) that never happens
+    // and the process would never exit. So the shutdown has a bound; everything a reconcile
+    // did is recorded in the API server, and the next start resumes from there.
+    let bounded = async {
+        shutdown.await;
+        if health.is_synced() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tracing::warn!(
+                "reconciles still running {}s after the shutdown began; stopping anyway",
+                SHUTDOWN_GRACE.as_secs()
+            );
+        }
+    };
+    tokio::select! {
+        () = running => {}
+        () = bounded => {}
+    }
+}
+
+/// How long running reconciles may take to finish after a shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// An `inspect` callback recording what a watch's failure means in `health` (logged once per
+/// new problem, not at every retry), and clearing it when the watch works again.
+fn watch_health<K>(
+    health: &Arc<Health>,
+    source: &'static str,
+) -> impl Fn(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
+    let health = health.clone();
+    move |event| report_watch(&health, source, event)
+}
+
+fn report_watch<K>(
+    health: &Health,
+    source: &'static str,
+    event: &Result<watcher::Event<K>, watcher::Error>,
+) {
+    let problem = match event {
+        Ok(_) => None,
+        Err(
+            watcher::Error::InitialListFailed(error)
+            | watcher::Error::WatchStartFailed(error)
+            | watcher::Error::WatchFailed(error),
+        ) => Some(crate::health::explain(error)),
+        Err(watcher::Error::WatchError(status)) => {
+            Some(crate::health::explain(&kube::Error::Api(status.clone())))
+        }
+        Err(other) => Some(format!("the watch of {source} failed: {other}")),
+    };
+    let changed = health.report(source, problem.clone());
+    match problem {
+        Some(problem) if changed => tracing::error!(watch = source, "{problem}"),
+        None if changed => tracing::info!(watch = source, "the watch works again"),
+        _ => {}
+    }
 }
 
 /// Which watches have finished their initial list.

@@ -38,6 +38,9 @@ pub struct IngestState {
     pub metrics: Arc<Metrics>,
     pub token: Option<String>,
     pub max_body_bytes: usize,
+    /// How long storing one run may take before the sender is told to retry (a frozen or
+    /// partitioned API server must not hold senders until their own timeouts).
+    pub store_timeout: std::time::Duration,
 }
 
 pub fn router(state: Arc<IngestState>) -> Router {
@@ -61,12 +64,14 @@ fn same_token(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
+/// `Authorization: Bearer TOKEN`; the scheme is case-insensitive (RFC 7235, section 2.1).
 fn authorized(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| same_token(given.trim().as_bytes(), token.as_bytes()))
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(_, given)| same_token(given.trim().as_bytes(), token.as_bytes()))
 }
 
 async fn receive(
@@ -227,7 +232,14 @@ async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
     (status, axum::Json(answer)).into_response()
 }
 
-/// Creates the runs; an existing one is a duplicate delivery. Any other failure answers 503.
+/// The API server did not answer a create within the store timeout. The run may still have
+/// been stored: the sender's retry then finds it and answers `duplicate`.
+#[derive(Debug, thiserror::Error)]
+#[error("no answer within {}s", .0.as_secs_f32())]
+struct StoreTimeout(std::time::Duration);
+
+/// Creates the runs; an existing one is a duplicate delivery. Any other failure, or no answer
+/// within the store timeout, answers 503 with `Retry-After`.
 async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAnswer>, Response> {
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
@@ -237,7 +249,14 @@ async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAn
     for run in runs {
         let name = run.metadata.name.clone().unwrap_or_default();
         let action = run.spec.action.name.clone();
-        let status = match state.runs.create(&params, &run).await {
+        let created = tokio::time::timeout(state.store_timeout, state.runs.create(&params, &run))
+            .await
+            .unwrap_or_else(|_| {
+                Err(kube::Error::Service(Box::new(StoreTimeout(
+                    state.store_timeout,
+                ))))
+            });
+        let status = match created {
             Ok(_) => {
                 state.metrics.run_started();
                 RunStatus::Created
@@ -250,9 +269,13 @@ async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAn
             Err(problem) => {
                 tracing::warn!(run = %name, error = %problem, "cannot persist a run; answering 503");
                 state.metrics.event_received("unavailable");
+                let why = match &problem {
+                    kube::Error::Api(_) => crate::health::explain(&problem),
+                    other => format!("the Kubernetes API cannot store the run now ({other})"),
+                };
                 let mut response = error(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("the Kubernetes API cannot store the run now ({problem}); retry later"),
+                    format!("{why}; retry later"),
                 );
                 response.headers_mut().insert(
                     header::RETRY_AFTER,
@@ -282,7 +305,18 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, "Bearer secret".parse().unwrap());
         assert!(authorized(&headers, "secret"));
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            headers.insert(
+                header::AUTHORIZATION,
+                format!("{scheme} secret").parse().unwrap(),
+            );
+            assert!(authorized(&headers, "secret"), "{scheme}");
+        }
+        headers.insert(header::AUTHORIZATION, "Bearer wrong".parse().unwrap());
+        assert!(!authorized(&headers, "secret"));
         headers.insert(header::AUTHORIZATION, "Basic secret".parse().unwrap());
+        assert!(!authorized(&headers, "secret"));
+        headers.insert(header::AUTHORIZATION, "Bearersecret".parse().unwrap());
         assert!(!authorized(&headers, "secret"));
     }
 }

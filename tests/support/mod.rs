@@ -2,6 +2,7 @@
 //! kubeconfig, and an HTTP sink that records what the operator sends.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod git;
 
 use std::io::{BufRead, BufReader};
@@ -155,178 +156,70 @@ pub struct Response {
     pub body: Value,
 }
 
-pub struct Harness {
-    pub sim: Sim,
+/// The operator as a process: its sink, its addresses, its logs, and an HTTP client for its
+/// ingest and admin ports. The kube-sim [`Harness`] and the real-cluster harness both run it.
+pub struct Operator {
     pub sink: TestSink,
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
     pub ingest: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
-    extra_args: Vec<String>,
-    /// `--config-dir DIR`, or the `--git-…` flags.
-    source_args: Vec<String>,
-    operator: Arc<Mutex<Option<Child>>>,
+    /// Every argument after `run`.
+    pub args: Vec<String>,
+    process: Arc<Mutex<Option<Child>>>,
     client: Client<HttpConnector, Full<Bytes>>,
     starts: u32,
 }
 
-impl Drop for Harness {
+impl Drop for Operator {
     fn drop(&mut self) {
-        if let Some(mut child) = self.operator.lock().unwrap().take() {
+        if let Some(mut child) = self.process.lock().unwrap().take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 }
 
-/// The init container runs the real `stage-files` on the host directories of its mounts.
-fn stage_files_for_real(run: &kube_sim::ContainerRun) -> Outcome {
-    let (Some(from), Some(to)) = (run.host_path("/job-files"), run.host_path("/keptn")) else {
-        return Outcome::exit(2).output(["mounts /job-files and /keptn are missing"]);
+/// Starts a sink on a free loopback port; `operator` is what `Reply::KillOperator` kills.
+async fn start_sink(operator: Arc<Mutex<Option<Child>>>) -> TestSink {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink = TestSink {
+        url: format!("http://{}/events", listener.local_addr().unwrap()),
+        received: Arc::default(),
+        refused: Arc::default(),
+        policy: Arc::default(),
+        operator,
     };
-    let output = Command::new(BIN)
-        .args(["stage-files", "--from"])
-        .arg(&from)
-        .arg("--to")
-        .arg(&to)
-        .output()
-        .expect("run stage-files");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    let lines: Vec<String> = text.lines().map(str::to_string).collect();
-    match output.status.code() {
-        Some(0) => Outcome::success().output(lines),
-        code => Outcome::exit(code.unwrap_or(1)).output(lines),
-    }
+    let app = Router::new()
+        .route("/events", post(sink_handler))
+        .with_state(sink.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    sink
 }
 
-impl Harness {
-    /// kube-sim with the CRD applied by `kubectl` and the example's Secrets, a sink, and the
-    /// operator running against the `examples/` directory.
-    pub async fn start(extra_args: &[&str]) -> Harness {
-        Self::start_with(kube_sim::Sim::builder(), extra_args).await
-    }
-
-    pub async fn start_with(builder: kube_sim::SimBuilder, extra_args: &[&str]) -> Harness {
-        Self::start_full(builder, root().join("examples"), extra_args).await
-    }
-
-    pub async fn start_full(
-        builder: kube_sim::SimBuilder,
-        config_dir: PathBuf,
-        extra_args: &[&str],
-    ) -> Harness {
-        let source_args = vec![
-            "--config-dir".to_string(),
-            path_str(&config_dir).to_string(),
-        ];
-        Self::start_with_source(builder, source_args, extra_args).await
-    }
-
-    /// Like `start_full`, with the config source given by `source_args` (e.g. `--git-url`).
-    pub async fn start_with_source(
-        builder: kube_sim::SimBuilder,
+impl Operator {
+    /// A sink, and the arguments of `job-executor run`: `source_args` (the config source),
+    /// the sink, loopback ports, the job namespace, then `extra_args`. Not started yet.
+    pub async fn new(
+        dir: PathBuf,
+        kubeconfig: PathBuf,
+        namespace: &str,
         source_args: Vec<String>,
         extra_args: &[&str],
-    ) -> Harness {
-        let sim = builder.start().await.expect("start kube-sim");
-        let dir = std::env::temp_dir().join(format!(
-            "je-e2e-{}-{}",
-            std::process::id(),
-            sim.addr().port()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let kubeconfig = sim.write_kubeconfig(dir.join("kubeconfig")).unwrap();
-        sim.runtime().set(
-            ImageRule::image("ghcr.io/job-executor/job-executor:*"),
-            Behavior::run(stage_files_for_real),
-        );
-
-        let operator = Arc::new(Mutex::new(None));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sink = TestSink {
-            url: format!("http://{}/events", listener.local_addr().unwrap()),
-            received: Arc::default(),
-            refused: Arc::default(),
-            policy: Arc::default(),
-            operator: operator.clone(),
-        };
-        let app = Router::new()
-            .route("/events", post(sink_handler))
-            .with_state(sink.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-
-        let mut harness = Harness {
-            sim,
-            sink,
-            dir,
-            kubeconfig,
-            ingest: None,
-            admin: None,
-            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
-            source_args,
-            operator,
-            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
-            starts: 0,
-        };
-        harness.kubectl(&[
-            "apply",
-            "-f",
-            root().join("crds/jobrun.yaml").to_str().unwrap(),
-        ]);
-        harness.create_example_secrets().await;
-        harness.start_operator().await;
-        harness
-    }
-
-    pub fn kubectl(&self, args: &[&str]) -> String {
-        let output = Command::new("kubectl")
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("KUBECACHEDIR", self.dir.join("kube-cache"))
-            .output()
-            .expect("run kubectl");
-        assert!(
-            output.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    async fn create_example_secrets(&self) {
-        use k8s_openapi::api::core::v1::Secret;
-        let api: kube::Api<Secret> = kube::Api::namespaced(self.sim.client(), "default");
-        for (name, data) in [
-            ("locust-credentials", json!({"LOCUST_USER": "dXNlcg=="})),
-            ("carts-api", json!({"token": "c2VjcmV0"})),
-        ] {
-            let secret: Secret = serde_json::from_value(json!({
-                "metadata": {"name": name}, "data": data
-            }))
-            .unwrap();
-            api.create(&Default::default(), &secret).await.unwrap();
-        }
-    }
-
-    /// Starts (or restarts) the operator and waits until it listens and its watches synced.
-    pub async fn start_operator(&mut self) {
-        self.starts += 1;
-        let log =
-            std::fs::File::create(self.dir.join(format!("operator-{}.log", self.starts))).unwrap();
-        let mut args: Vec<String> = vec!["run".to_string()];
-        args.extend(self.source_args.iter().cloned());
+    ) -> Operator {
+        let process = Arc::new(Mutex::new(None));
+        let sink = start_sink(process.clone()).await;
+        let mut args = source_args;
         args.extend(
             [
                 "--sink-url",
-                &self.sink.url,
+                &sink.url,
                 "--listen",
                 "127.0.0.1:0",
                 "--admin-listen",
                 "127.0.0.1:0",
                 "--job-namespace",
-                "default",
+                namespace,
                 "--init-image",
                 INIT_IMAGE,
                 "--never-started-timeout-seconds",
@@ -335,9 +228,46 @@ impl Harness {
             .iter()
             .map(|a| a.to_string()),
         );
-        args.extend(self.extra_args.iter().cloned());
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        Operator {
+            sink,
+            dir,
+            kubeconfig,
+            ingest: None,
+            admin: None,
+            args,
+            process,
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            starts: 0,
+        }
+    }
+
+    /// Starts (or restarts) the operator and waits until it listens and its watches synced.
+    pub async fn start_operator(&mut self) {
+        self.spawn_operator().await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, _) = self.get_admin("/readyz").await;
+            if status == StatusCode::OK {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "operator never ready: {}",
+                self.operator_log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts (or restarts) the operator and waits until it reports its addresses.
+    pub async fn spawn_operator(&mut self) {
+        self.starts += 1;
+        let log =
+            std::fs::File::create(self.dir.join(format!("operator-{}.log", self.starts))).unwrap();
         let mut child = Command::new(BIN)
-            .args(&args)
+            .arg("run")
+            .args(&self.args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,job_executor=debug")
             .stdout(Stdio::piped())
@@ -345,7 +275,7 @@ impl Harness {
             .spawn()
             .expect("spawn job-executor run");
         let stdout = child.stdout.take().unwrap();
-        *self.operator.lock().unwrap() = Some(child);
+        *self.process.lock().unwrap() = Some(child);
         let line = tokio::task::spawn_blocking(move || {
             let mut line = String::new();
             BufReader::new(stdout).read_line(&mut line).map(|_| line)
@@ -363,27 +293,18 @@ impl Harness {
                 .parse()
                 .unwrap()
         };
-        let (ingest, admin) = (addr("ingest="), addr("admin="));
-        self.ingest = Some(ingest);
-        self.admin = Some(admin);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (status, _) = self.get_admin("/readyz").await;
-            if status == StatusCode::OK {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "operator never ready: {}",
-                self.operator_log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.ingest = Some(addr("ingest="));
+        self.admin = Some(addr("admin="));
+    }
+
+    /// The operator's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.lock().unwrap().as_ref().map(Child::id)
     }
 
     /// SIGKILL, as a crash or an OOM kill would.
     pub fn kill_operator(&self) {
-        if let Some(mut child) = self.operator.lock().unwrap().take() {
+        if let Some(mut child) = self.process.lock().unwrap().take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -391,7 +312,7 @@ impl Harness {
 
     /// SIGTERM, as Kubernetes stops a pod; waits for the exit.
     pub async fn terminate_operator(&self, timeout: Duration) -> std::process::ExitStatus {
-        let pid = self.operator.lock().unwrap().as_ref().unwrap().id();
+        let pid = self.pid().unwrap();
         let status = Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status()
@@ -400,7 +321,7 @@ impl Harness {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(exit) = self
-                .operator
+                .process
                 .lock()
                 .unwrap()
                 .as_mut()
@@ -419,7 +340,7 @@ impl Harness {
     }
 
     pub fn operator_running(&self) -> bool {
-        self.operator
+        self.process
             .lock()
             .unwrap()
             .as_mut()
@@ -508,6 +429,124 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// kube-sim, with the operator running against it.
+pub struct Harness {
+    pub sim: Sim,
+    pub op: Operator,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Operator;
+    fn deref(&self) -> &Operator {
+        &self.op
+    }
+}
+
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut Operator {
+        &mut self.op
+    }
+}
+
+/// The init container runs the real `stage-files` on the host directories of its mounts.
+fn stage_files_for_real(run: &kube_sim::ContainerRun) -> Outcome {
+    let (Some(from), Some(to)) = (run.host_path("/job-files"), run.host_path("/keptn")) else {
+        return Outcome::exit(2).output(["mounts /job-files and /keptn are missing"]);
+    };
+    let output = Command::new(BIN)
+        .args(["stage-files", "--from"])
+        .arg(&from)
+        .arg("--to")
+        .arg(&to)
+        .output()
+        .expect("run stage-files");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    match output.status.code() {
+        Some(0) => Outcome::success().output(lines),
+        code => Outcome::exit(code.unwrap_or(1)).output(lines),
+    }
+}
+
+impl Harness {
+    /// kube-sim with the CRD applied by `kubectl` and the example's Secrets, a sink, and the
+    /// operator running against the `examples/` directory.
+    pub async fn start(extra_args: &[&str]) -> Harness {
+        Self::start_with(kube_sim::Sim::builder(), extra_args).await
+    }
+
+    pub async fn start_with(builder: kube_sim::SimBuilder, extra_args: &[&str]) -> Harness {
+        Self::start_full(builder, root().join("examples"), extra_args).await
+    }
+
+    pub async fn start_full(
+        builder: kube_sim::SimBuilder,
+        config_dir: PathBuf,
+        extra_args: &[&str],
+    ) -> Harness {
+        let source_args = vec![
+            "--config-dir".to_string(),
+            path_str(&config_dir).to_string(),
+        ];
+        Self::start_with_source(builder, source_args, extra_args).await
+    }
+
+    /// Like `start_full`, with the config source given by `source_args` (e.g. `--git-url`).
+    pub async fn start_with_source(
+        builder: kube_sim::SimBuilder,
+        source_args: Vec<String>,
+        extra_args: &[&str],
+    ) -> Harness {
+        let sim = builder.start().await.expect("start kube-sim");
+        let dir = std::env::temp_dir().join(format!(
+            "je-e2e-{}-{}",
+            std::process::id(),
+            sim.addr().port()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = sim.write_kubeconfig(dir.join("kubeconfig")).unwrap();
+        sim.runtime().set(
+            ImageRule::image("ghcr.io/job-executor/job-executor:*"),
+            Behavior::run(stage_files_for_real),
+        );
+        let op = Operator::new(dir, kubeconfig, "default", source_args, extra_args).await;
+        let mut harness = Harness { sim, op };
+        harness.kubectl(&[
+            "apply",
+            "-f",
+            root().join("crds/jobrun.yaml").to_str().unwrap(),
+        ]);
+        harness.create_example_secrets().await;
+        harness.start_operator().await;
+        harness
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let output = Command::new(kubectl())
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECACHEDIR", self.dir.join("kube-cache"))
+            .output()
+            .expect("run kubectl");
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    async fn create_example_secrets(&self) {
+        use k8s_openapi::api::core::v1::Secret;
+        let api: kube::Api<Secret> = kube::Api::namespaced(self.sim.client(), "default");
+        for secret in example_secrets() {
+            api.create(&Default::default(), &secret).await.unwrap();
+        }
+    }
 
     /// Job creations the API server accepted, by Job name.
     pub fn jobs_created(&self) -> Vec<String> {
@@ -523,6 +562,28 @@ impl Harness {
         self.sim
             .list_objects("job-executor.dev", "jobruns", Some("default"))
     }
+}
+
+/// The Secrets the example's tasks read (`examples/carts/job/config.yaml`).
+pub fn example_secrets() -> Vec<k8s_openapi::api::core::v1::Secret> {
+    [
+        ("locust-credentials", json!({"LOCUST_USER": "dXNlcg=="})),
+        ("carts-api", json!({"token": "c2VjcmV0"})),
+    ]
+    .into_iter()
+    .map(|(name, data)| {
+        serde_json::from_value(json!({"metadata": {"name": name}, "data": data})).unwrap()
+    })
+    .collect()
+}
+
+/// The kubectl the tests run: `$KUBECTL` (scripts/test sets it to the kubectl built with the
+/// control plane, the version the project claims), else `kubectl` on the PATH.
+pub fn kubectl() -> PathBuf {
+    if let Some(path) = std::env::var_os("KUBECTL") {
+        return PathBuf::from(path);
+    }
+    PathBuf::from("kubectl")
 }
 
 /// A sample event from `test-events/`.

@@ -320,6 +320,41 @@ pub(crate) struct Held {
     pub release: oneshot::Sender<()>,
 }
 
+/// The test images (the same on the real control plane, where KWOK Stages play them; see
+/// `docs/cluster.md`): what a container does when no rule matches it.
+///
+/// - `job-executor.test/fail…` prints one line and exits 1;
+/// - `job-executor.test/never-starts…` stays waiting with `ImagePullBackOff`;
+/// - `job-executor.test/sleep…` runs for the seconds in its first argument, then succeeds;
+/// - any other image succeeds after [`DEFAULT_RUN_TIME`], printing its command line.
+pub fn test_image_behavior(run: &ContainerRun) -> Behavior {
+    if run.image.starts_with("job-executor.test/fail") {
+        return Behavior::exit(1)
+            .output(["job-executor.test/fail: failing on purpose with exit code 1"]);
+    }
+    if run.image.starts_with("job-executor.test/never-starts") {
+        return Behavior::never_starts("ImagePullBackOff")
+            .message(&format!("Back-off pulling image {:?}", run.image));
+    }
+    let line = run.command_line();
+    let line = if line.is_empty() {
+        run.image.clone()
+    } else {
+        line
+    };
+    let behavior = Behavior::succeed().output([line]);
+    if run.image.starts_with("job-executor.test/sleep") {
+        let seconds = run
+            .args
+            .first()
+            .and_then(|a| a.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .unwrap_or(1.0);
+        return behavior.after(Duration::from_secs_f64(seconds));
+    }
+    behavior
+}
+
 /// The simulated container runtime's script and records.
 pub struct Runtime {
     rules: Mutex<Vec<(ImageRule, Behavior)>>,
@@ -359,14 +394,7 @@ impl Runtime {
             .rev()
             .find(|(r, _)| r.matches(run))
             .map(|(_, b)| b.clone())
-            .unwrap_or_else(|| {
-                let line = run.command_line();
-                Behavior::succeed().output([if line.is_empty() {
-                    run.image.clone()
-                } else {
-                    line
-                }])
-            })
+            .unwrap_or_else(|| test_image_behavior(run))
     }
 
     /// Releases held containers of pods named `target` or of the Job named `target`, with

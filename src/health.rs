@@ -1,0 +1,156 @@
+//! What `/readyz` answers: ready once every watch has listed its objects, and only while no
+//! problem is known (the JobRun CRD missing, access refused, the API server not answering),
+//! with the reason in the body so `kubectl describe pod` and a person see what is wrong.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Default)]
+pub struct Health {
+    synced: AtomicBool,
+    /// Known problems by their source (a watch, the API server probe).
+    problems: Mutex<BTreeMap<&'static str, String>>,
+}
+
+impl Health {
+    pub fn set_synced(&self) {
+        self.synced.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether every watch has listed its objects once.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::SeqCst)
+    }
+
+    /// Records (or, with `None`, clears) the problem `source` sees. Returns whether this
+    /// changed the recorded problem, so callers log a problem once, not at every retry.
+    pub fn report(&self, source: &'static str, problem: Option<String>) -> bool {
+        let Ok(mut problems) = self.problems.lock() else {
+            return false;
+        };
+        match problem {
+            Some(problem) => problems.insert(source, problem.clone()).as_ref() != Some(&problem),
+            None => problems.remove(source).is_some(),
+        }
+    }
+
+    /// `Ok` when ready, else every reason it is not, one per line.
+    pub fn status(&self) -> Result<(), String> {
+        let problems = self
+            .problems
+            .lock()
+            .map(|p| p.values().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        if !problems.is_empty() {
+            return Err(problems.join("\n"));
+        }
+        if !self.synced.load(Ordering::SeqCst) {
+            return Err("the watches of JobRuns, Jobs and pods have not listed yet".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a failed request to the API server means for a person: a missing CRD and refused
+/// access get their fix; anything else is shown as it is.
+pub fn explain(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if status.code == 404 => format!(
+            "the CustomResourceDefinition {} is not installed: kubectl apply -f crds/ \
+             (waiting for it)",
+            crate::crd::CRD_NAME
+        ),
+        kube::Error::Api(status) if status.code == 401 || status.code == 403 => format!(
+            "the Kubernetes API refuses the operator's identity ({}): check its \
+             ServiceAccount and Role (docs/install.md)",
+            status.message
+        ),
+        kube::Error::Api(status) => format!(
+            "the Kubernetes API answered {} {}: {}",
+            status.code, status.reason, status.message
+        ),
+        other => format!("the Kubernetes API server cannot be reached: {other}"),
+    }
+}
+
+/// How often, and how patiently, the API server is asked whether it answers.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Asks the API server for its version every [`PROBE_INTERVAL`] until `stop` resolves, and
+/// records in `health` whether it answered within [`PROBE_TIMEOUT`]: a replica that cannot
+/// store runs stops being ready, so a Service routes events to one that can.
+pub async fn probe_api_server(
+    client: kube::Client,
+    health: Arc<Health>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let probing = async {
+        loop {
+            let problem =
+                match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(error)) => Some(explain(&error)),
+                    Err(_) => Some(format!(
+                        "the Kubernetes API server did not answer within {}s",
+                        PROBE_TIMEOUT.as_secs()
+                    )),
+                };
+            if health.report("apiserver", problem.clone()) {
+                match problem {
+                    Some(problem) => tracing::error!("{problem}"),
+                    None => tracing::info!("the Kubernetes API server answers again"),
+                }
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    };
+    tokio::select! {
+        () = probing => {}
+        () = stop => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_synced_and_without_problems() {
+        let health = Health::default();
+        assert!(health.status().unwrap_err().contains("have not listed"));
+        health.set_synced();
+        assert_eq!(health.status(), Ok(()));
+        assert!(health.report("jobruns", Some("CRD missing".into())));
+        assert!(
+            !health.report("jobruns", Some("CRD missing".into())),
+            "same problem"
+        );
+        assert!(health.report("apiserver", Some("unreachable".into())));
+        assert_eq!(health.status(), Err("unreachable\nCRD missing".into()));
+        assert!(health.report("jobruns", None));
+        assert!(!health.report("jobruns", None));
+        assert_eq!(health.status(), Err("unreachable".into()));
+        health.report("apiserver", None);
+        assert_eq!(health.status(), Ok(()));
+    }
+
+    #[test]
+    fn a_missing_crd_and_refused_access_say_how_to_fix_them() {
+        let api = |code: u16| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                message: "denied".into(),
+                ..Default::default()
+            }))
+        };
+        assert!(explain(&api(404)).contains("kubectl apply -f crds/"));
+        assert!(explain(&api(404)).contains("jobruns.job-executor.dev"));
+        assert!(explain(&api(403)).contains("denied"));
+        assert!(explain(&api(500)).starts_with("the Kubernetes API answered 500"));
+        let unreachable = kube::Error::Service("connection refused".into());
+        assert!(explain(&unreachable).starts_with("the Kubernetes API server cannot be reached"));
+    }
+}

@@ -1,0 +1,530 @@
+//! The operator end to end on a real control plane (`scripts/cluster`: kube-apiserver,
+//! kube-controller-manager, kube-scheduler and etcd of Kubernetes 1.36, KWOK as the kubelet),
+//! installed with the real Helm and kubectl, running under the installed ServiceAccount's token
+//! so the real RBAC authorizer enforces the shipped Role, in namespaces that enforce the
+//! `restricted` Pod Security Standard. Every test has its own namespace; tests run in parallel.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::cluster::{ClusterHarness, cluster, path};
+use support::{Reply, root, sample_with_id};
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn examples() -> PathBuf {
+    root().join("examples")
+}
+
+/// A config directory with `carts/job/config.yaml` holding `config`.
+fn config_dir(name: &str, config: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("je-cluster-config-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
+    std::fs::write(dir.join("carts/job/config.yaml"), config).unwrap();
+    dir
+}
+
+/// Two tasks on the test event: `first` then `second` (images).
+fn two_tasks(name: &str, first: &str, second: &str, extra: &str) -> PathBuf {
+    config_dir(
+        name,
+        &format!(
+            "apiVersion: v2\nactions:\n  - name: two tasks\n    events: [{{name: sh.keptn.event.test.triggered}}]\n    tasks:\n      - name: first\n        image: {first}\n        args: [\"2\"]\n{extra}      - name: second\n        image: {second}\n        cmd: [echo, second]\n"
+        ),
+    )
+}
+
+fn message(finished: &support::Received) -> String {
+    finished.data["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_event_runs_both_tasks_in_order_with_their_logs_and_files() {
+    let h = ClusterHarness::start("order", &examples(), &[]).await;
+    let event = sample_with_id("test.triggered.json", "cluster-order");
+    let response = h.post_event(&event).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    assert_eq!(response.body["events"][0]["runs"][0]["status"], "created");
+
+    let finished = h.wait_finished("cluster-order", LONG).await;
+    let types: Vec<String> = h
+        .sink
+        .for_trigger("cluster-order")
+        .iter()
+        .map(|e| e.event_type.clone())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "sh.keptn.event.test.started",
+            "sh.keptn.event.test.finished"
+        ]
+    );
+    assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
+    assert_eq!(finished.data["result"], "pass");
+    let message = message(&finished);
+    let first = message
+        .find("Task 'Check the service answers' finished")
+        .expect(&message);
+    let second = message
+        .find("Task 'Run locust smoke tests' finished")
+        .expect(&message);
+    assert!(first < second, "{message}");
+    // The log excerpts came through the API server from KWOK's kubelet endpoint: each test
+    // image prints its command line, with $(VAR) expanded from the container's env.
+    assert!(
+        message.contains("/bin/sh /keptn/scripts/wait-for.sh"),
+        "{message}"
+    );
+    assert!(
+        message.contains("--host http://carts.sockshop-dev:80"),
+        "{message}"
+    );
+
+    // Each task's Job created once, in order (the API server's audit log).
+    let jobs = h.jobs_created();
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert!(
+        jobs[0].ends_with("-0") && jobs[1].ends_with("-1"),
+        "{jobs:?}"
+    );
+
+    // The files reach the Job through the run's ConfigMap, mounted into the init container
+    // (which KWOK does not run: the copy into /keptn is proven by stage-files' own tests).
+    let run = &h.jobruns()[0];
+    let run_name = run["metadata"]["name"].as_str().unwrap();
+    let files = format!("{run_name}-files");
+    let configmap = h
+        .cluster
+        .kubectl_json(&["-n", &h.namespace, "get", "configmap", &files]);
+    let parsed: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(configmap.clone()).unwrap();
+    let binary = parsed.binary_data.unwrap_or_default();
+    let keys: Vec<&str> = binary.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "0-scripts_wait-for.sh",
+            "1-locust_basic.py",
+            "2-locust_locust.conf"
+        ]
+    );
+    assert_eq!(
+        binary["0-scripts_wait-for.sh"].0,
+        std::fs::read(examples().join("carts/scripts/wait-for.sh")).unwrap()
+    );
+    assert_eq!(
+        configmap["metadata"]["ownerReferences"][0]["name"], run_name,
+        "the ConfigMap is owned by its run"
+    );
+    let job = h
+        .cluster
+        .kubectl_json(&["-n", &h.namespace, "get", "job", &jobs[0]]);
+    let volumes = job["spec"]["template"]["spec"]["volumes"].to_string();
+    assert!(volumes.contains(&files), "{volumes}");
+    assert_eq!(
+        job["spec"]["template"]["spec"]["initContainers"][0]["args"][0],
+        "stage-files"
+    );
+
+    assert_eq!(run["status"]["phase"], "Succeeded");
+    h.eventually("the delivery to be recorded", LONG, || {
+        h.jobruns()[0]["status"]["finished"]["state"] == "Delivered"
+    })
+    .await;
+
+    // `kubectl get jobruns`: the CRD's printer columns, served by the real API server.
+    let table = h.kubectl(&["get", "jobruns"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "ACTION", "PHASE", "TASK", "AGE"],
+        "{table}"
+    );
+    let row = table.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with(run_name) && row.contains("Run locust") && row.contains("Succeeded"),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_task_stops_the_action_and_reports_its_logs() {
+    let config = two_tasks("fail", "job-executor.test/fail", "alpine:3.20", "");
+    let h = ClusterHarness::start("fail", &config, &[]).await;
+    let event = sample_with_id("test.triggered.json", "cluster-fail");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let finished = h.wait_finished("cluster-fail", LONG).await;
+    assert_eq!(finished.data["status"], "errored", "{}", finished.data);
+    assert_eq!(finished.data["result"], "fail");
+    let message = message(&finished);
+    assert!(message.starts_with("Task 'first' failed: "), "{message}");
+    assert!(
+        message.contains("job-executor.test/fail: failing on purpose with exit code 1"),
+        "{message}"
+    );
+    assert!(!message.contains("Task 'second'"), "{message}");
+    assert_eq!(
+        h.jobs_created().len(),
+        1,
+        "the second task never gets a Job"
+    );
+    assert_eq!(h.jobruns()[0]["status"]["phase"], "Failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_never_starts_fails_the_action_and_its_job_is_removed() {
+    let config = two_tasks("stuck", "alpine:3.20", "job-executor.test/never-starts", "");
+    let h = ClusterHarness::start("stuck", &config, &[]).await;
+    let event = sample_with_id("test.triggered.json", "cluster-stuck");
+    let sent = Instant::now();
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let finished = h.wait_finished("cluster-stuck", LONG).await;
+    assert_eq!(finished.data["status"], "errored", "{}", finished.data);
+    let message = message(&finished);
+    assert!(message.contains("Task 'first' finished"), "{message}");
+    assert!(
+        message.contains("Task 'second' failed: pod ")
+            && message.contains("never started within 2s: ImagePullBackOff"),
+        "{message}"
+    );
+    // 2 s never-started timeout, after a first task of about 1 s under KWOK.
+    assert!(
+        sent.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        sent.elapsed()
+    );
+    let stuck = h.jobs_created()[1].clone();
+    h.eventually("the stuck Job to be deleted", LONG, || {
+        !h.list("jobs")
+            .iter()
+            .any(|j| j["metadata"]["name"] == stuck.as_str())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_event_twice_runs_once_sequentially_and_concurrently() {
+    let h = ClusterHarness::start("dup", &examples(), &[]).await;
+    let event = sample_with_id("test.triggered.json", "cluster-dup-1");
+    let first = h.post_event(&event).await;
+    let second = h.post_event(&event).await;
+    assert_eq!(first.body["events"][0]["runs"][0]["status"], "created");
+    assert_eq!(second.body["events"][0]["runs"][0]["status"], "duplicate");
+
+    let concurrent = sample_with_id("test.triggered.json", "cluster-dup-2");
+    let (a, b) = tokio::join!(h.post_event(&concurrent), h.post_event(&concurrent));
+    let mut statuses = [
+        a.body["events"][0]["runs"][0]["status"].to_string(),
+        b.body["events"][0]["runs"][0]["status"].to_string(),
+    ];
+    statuses.sort();
+    assert_eq!(statuses, ["\"created\"", "\"duplicate\""]);
+
+    h.wait_finished("cluster-dup-1", LONG).await;
+    h.wait_finished("cluster-dup-2", LONG).await;
+    assert_eq!(h.jobruns().len(), 2);
+    let jobs = h.jobs_created();
+    assert_eq!(jobs.len(), 4, "each task's Job once per event: {jobs:?}");
+    for id in ["cluster-dup-1", "cluster-dup-2"] {
+        assert_eq!(
+            h.sink.for_trigger(id).len(),
+            2,
+            "one .started, one .finished"
+        );
+    }
+}
+
+/// After each kind of crash: the run finishes, each Job was created once, `.finished` arrived.
+fn assert_recovered(h: &ClusterHarness, id: &str, finished: &support::Received) {
+    assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
+    let jobs = h.jobs_created();
+    let mut unique = jobs.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((jobs.len(), unique.len()), (2, 2), "{jobs:?}");
+    let events = h.sink.for_trigger(id);
+    let started = events
+        .iter()
+        .position(|e| e.event_type.ends_with(".started"))
+        .expect("a .started");
+    let finished_at = events
+        .iter()
+        .position(|e| e.event_type.ends_with(".finished"))
+        .unwrap();
+    assert!(started < finished_at, "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_each_step_loses_no_run_and_duplicates_no_job() {
+    // The first task sleeps 2 s, so the operator can be killed while it runs.
+    let config = two_tasks("kill", "job-executor.test/sleep", "alpine:3.20", "");
+    let mut h = ClusterHarness::start("kill", &config, &[]).await;
+
+    // Right after accepting.
+    let event = sample_with_id("test.triggered.json", "cluster-kill-accept");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    h.kill_operator();
+    h.start_operator().await;
+    let finished = h.wait_finished("cluster-kill-accept", LONG).await;
+    assert_recovered(&h, "cluster-kill-accept", &finished);
+
+    // While the first task runs.
+    let before = h.jobs_created().len();
+    let event = sample_with_id("test.triggered.json", "cluster-kill-running");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    h.eventually("the first task's Job", LONG, || {
+        h.jobs_created().len() > before
+    })
+    .await;
+    h.kill_operator();
+    h.start_operator().await;
+    let finished = h.wait_finished("cluster-kill-running", LONG).await;
+    assert_eq!(finished.data["status"], "succeeded");
+    assert_eq!(h.jobs_created().len(), before + 2, "{:?}", h.jobs_created());
+
+    // After `.finished` reached the sink, before the operator recorded it.
+    let before = h.jobs_created().len();
+    let mut killed = false;
+    h.sink.set_policy(move |e| {
+        if e.event_type.ends_with(".finished") && !killed {
+            killed = true;
+            Reply::KillOperator
+        } else {
+            Reply::Accept
+        }
+    });
+    let event = sample_with_id("test.triggered.json", "cluster-kill-finished");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    h.eventually("the operator to be killed", LONG, || !h.operator_running())
+        .await;
+    h.start_operator().await;
+    h.eventually("the repeated .finished", LONG, || {
+        h.sink
+            .for_trigger("cluster-kill-finished")
+            .iter()
+            .filter(|e| e.event_type.ends_with(".finished"))
+            .count()
+            == 2
+    })
+    .await;
+    let finished: Vec<_> = h
+        .sink
+        .for_trigger("cluster-kill-finished")
+        .into_iter()
+        .filter(|e| e.event_type.ends_with(".finished"))
+        .collect();
+    assert_eq!(finished[0].id, finished[1].id, "re-sent with the same id");
+    assert_eq!(h.jobs_created().len(), before + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_expire_by_ttl_and_deleting_a_run_collects_its_objects() {
+    let config = config_dir(
+        "ttl",
+        "apiVersion: v2\nactions:\n  - name: ttl\n    events: [{name: sh.keptn.event.test.triggered}]\n    tasks:\n      - name: expires\n        image: alpine:3.20\n        ttlSecondsAfterFinished: 1\n      - name: stays\n        image: alpine:3.20\n        files: [notes.txt]\n        ttlSecondsAfterFinished: 3600\n",
+    );
+    std::fs::write(config.join("carts/notes.txt"), "kept with the run\n").unwrap();
+    let h = ClusterHarness::start("ttl", &config, &[]).await;
+    let event = sample_with_id("test.triggered.json", "cluster-ttl");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let finished = h.wait_finished("cluster-ttl", LONG).await;
+    assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
+    let jobs = h.jobs_created();
+    let job_names = |h: &ClusterHarness| -> Vec<String> {
+        h.list("jobs")
+            .iter()
+            .map(|j| j["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The real TTL-after-finished controller deletes the first Job; the JobRun keeps the record.
+    h.eventually("the TTL controller to delete the first Job", LONG, || {
+        !job_names(&h).contains(&jobs[0])
+    })
+    .await;
+    assert!(job_names(&h).contains(&jobs[1]));
+    let run = &h.jobruns()[0];
+    assert_eq!(run["status"]["phase"], "Succeeded");
+    let run_name = run["metadata"]["name"].as_str().unwrap().to_string();
+
+    // Deleting the JobRun: the real garbage collector removes its Job and ConfigMap.
+    h.kubectl(&["delete", "jobrun", &run_name]);
+    h.eventually(
+        "the garbage collector to delete the run's objects",
+        LONG,
+        || {
+            job_names(&h).is_empty()
+                && !h
+                    .list("configmaps")
+                    .iter()
+                    .any(|c| c["metadata"]["name"] == format!("{run_name}-files").as_str())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_rolls_out_the_operator_on_a_restricted_namespace() {
+    let cluster = cluster();
+    let namespace = format!("je-helm-{}", std::process::id() % 100_000);
+    cluster.restricted_namespace(&namespace);
+    let chart = root().join("charts/job-executor");
+    cluster.helm(&[
+        "install",
+        "job-executor",
+        path(&chart),
+        "--namespace",
+        &namespace,
+    ]);
+    cluster.kubectl(&[
+        "-n",
+        &namespace,
+        "rollout",
+        "status",
+        "deployment/job-executor",
+        "--timeout",
+        "60s",
+    ]);
+    let pods = cluster.kubectl_json(&["-n", &namespace, "get", "pods"]);
+    let pod = &pods["items"][0];
+    assert_eq!(pod["status"]["phase"], "Running", "{pod}");
+    assert_eq!(pod["spec"]["nodeName"], "kwok-node-0");
+    cluster.helm(&[
+        "uninstall",
+        "job-executor",
+        "--namespace",
+        &namespace,
+        "--wait",
+    ]);
+    cluster.kubectl(&["delete", "namespace", &namespace, "--wait=false"]);
+}
+
+/// The guide's install (docs/install.md), word for word, then the operator under the shipped
+/// Role: it may use what the Role grants and nothing else, and uses all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubectl_install_runs_the_test_event_under_the_shipped_role() {
+    let cluster = cluster();
+    let namespace = "job-executor".to_string();
+    let dir = std::env::temp_dir().join(format!("je-cluster-install-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let _ = cluster.kubectl_output(
+        &cluster.admin_kubeconfig,
+        &[
+            "delete",
+            "namespace",
+            &namespace,
+            "--wait=true",
+            "--timeout=60s",
+        ],
+    );
+    cluster.kubectl(&["create", "namespace", &namespace]);
+    cluster.kubectl(&[
+        "-n",
+        &namespace,
+        "create",
+        "secret",
+        "generic",
+        "job-executor",
+        "--from-literal=ingest-token=test-token",
+        "--from-literal=sink-headers=x-token: keptn-api-token",
+    ]);
+    cluster.kubectl(&[
+        "apply",
+        "-f",
+        path(&root().join("crds")),
+        "-f",
+        path(&root().join("deploy/service.yaml")),
+    ]);
+    cluster.kubectl(&[
+        "-n",
+        &namespace,
+        "rollout",
+        "status",
+        "deployment/job-executor",
+        "--timeout",
+        "60s",
+    ]);
+    let labels = cluster.kubectl_json(&["get", "namespace", &namespace]);
+    assert_eq!(
+        labels["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted",
+        "the shipped namespace enforces the restricted Pod Security Standard"
+    );
+    let kubeconfig =
+        cluster.service_account_kubeconfig(&namespace, "job-executor", &dir.join("sa.kubeconfig"));
+    // The example configs, plus an action whose pod never starts: deleting its stuck Job is
+    // the rest of what the Role grants.
+    let configs = dir.join("configs");
+    copy_dir(&examples(), &configs);
+    let mut config = std::fs::read_to_string(configs.join("carts/job/config.yaml")).unwrap();
+    config.push_str(
+        "  - name: \"Never starts\"\n    events: [{name: sh.keptn.event.evaluation.triggered}]\n    tasks:\n      - name: stuck\n        image: job-executor.test/never-starts\n",
+    );
+    std::fs::write(configs.join("carts/job/config.yaml"), config).unwrap();
+    let h = ClusterHarness::with_install(cluster, namespace, dir, kubeconfig, &configs, &[]).await;
+    let event = sample_with_id("test.triggered.json", "cluster-install");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let stuck = sample_with_id("evaluation.triggered.json", "cluster-install-stuck");
+    assert_eq!(h.post_event(&stuck).await.status, 202);
+    let finished = h.wait_finished("cluster-install", LONG).await;
+    assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
+    let finished = h.wait_finished("cluster-install-stuck", LONG).await;
+    assert_eq!(finished.data["status"], "errored", "{}", finished.data);
+
+    let denied: Vec<Value> = h
+        .requests()
+        .into_iter()
+        .filter(|r| r["responseStatus"]["code"] == 403)
+        .collect();
+    assert!(denied.is_empty(), "the shipped Role lacks: {denied:?}");
+    let (public, used): (BTreeSet<_>, BTreeSet<_>) = h
+        .permissions_used()
+        .into_iter()
+        .partition(|(_, resource)| resource.starts_with('/'));
+    // The API server probe behind /readyz: every authenticated identity may read the version
+    // (the built-in system:public-info-viewer ClusterRole), so the Role needs nothing for it.
+    assert_eq!(
+        public,
+        BTreeSet::from([("get".to_string(), "/version".to_string())])
+    );
+    let role = h
+        .cluster
+        .kubectl_json(&["-n", &h.namespace, "get", "role", "job-executor"]);
+    let mut granted = BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for resource in rule["resources"].as_array().unwrap() {
+            for verb in rule["verbs"].as_array().unwrap() {
+                granted.insert((
+                    verb.as_str().unwrap().to_string(),
+                    resource.as_str().unwrap().to_string(),
+                ));
+            }
+        }
+    }
+    let unused: Vec<_> = granted.difference(&used).collect();
+    let ungranted: Vec<_> = used.difference(&granted).collect();
+    assert!(ungranted.is_empty(), "used but not granted: {ungranted:?}");
+    println!("granted but not used in this scenario: {unused:?}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
