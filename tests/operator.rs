@@ -564,15 +564,8 @@ async fn binary_and_batch_modes_are_accepted() {
     assert_eq!(events[2]["runs"][0]["action"], "Release notes");
     h.wait_finished("binary-1", LONG).await;
     h.wait_finished("batch-1", LONG).await;
-    // The release task runs in namespace keptn-jobs, which this installation does not allow.
     let release = h.wait_finished("batch-3", LONG).await;
-    assert_eq!(release.data["status"], "errored");
-    assert!(
-        release.data["message"]
-            .as_str()
-            .unwrap()
-            .contains("runs Jobs only in namespace \"default\"")
-    );
+    assert_eq!(release.data["status"], "succeeded", "{}", release.data);
     // The silent audit action runs its task and sends nothing.
     wait_for("the silent run to finish", LONG, || {
         h.jobruns()

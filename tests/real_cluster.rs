@@ -167,7 +167,10 @@ async fn a_failing_task_stops_the_action_and_reports_its_logs() {
     assert_eq!(finished.data["status"], "errored", "{}", finished.data);
     assert_eq!(finished.data["result"], "fail");
     let message = message(&finished);
-    assert!(message.starts_with("Task 'first' failed: "), "{message}");
+    assert!(
+        message.starts_with("Task 'first' failed: BackoffLimitExceeded"),
+        "the real Job controller's reason, as kube-sim's: {message}"
+    );
     assert!(
         message.contains("job-executor.test/fail: failing on purpose with exit code 1"),
         "{message}"

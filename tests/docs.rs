@@ -1,0 +1,128 @@
+//! The install commands of README.md and docs/install.md, run exactly as written (the shell
+//! block under their heading, extracted from the Markdown) on the real control plane, so the
+//! documentation cannot drift from what works.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::{Command, Output};
+
+use support::cluster::{Cluster, cluster};
+use support::root;
+
+/// The first ```sh block after the line `heading` of `doc` (a path under the repository).
+fn sh_block(doc: &str, heading: &str) -> String {
+    let text = std::fs::read_to_string(root().join(doc)).unwrap();
+    let after = &text[text
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("{doc} has no heading {heading:?}"))..];
+    let start = after.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    let end = start + after[start..].find("\n```").expect("the block's end");
+    after[start..end].to_string()
+}
+
+/// Runs `block` with bash as a user would: from the repository, with the control plane's
+/// kubectl and helm and the built `job-executor` first on the PATH.
+fn run_block(cluster: &Cluster, block: &str, env: &[(&str, &str)]) -> Output {
+    let bin_dir = std::path::Path::new(support::BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}:{}",
+        cluster.dir.join("bin").display(),
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = Command::new("bash");
+    command
+        .args(["-euo", "pipefail", "-c", block])
+        .current_dir(root())
+        .env("PATH", path)
+        .env("KUBECONFIG", &cluster.admin_kubeconfig)
+        .env("KUBECACHEDIR", cluster.dir.join("kube-cache"))
+        .env_remove("KEPTN_API_TOKEN");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+fn fresh_namespace(cluster: &Cluster) {
+    let _ = cluster.kubectl_output(
+        &cluster.admin_kubeconfig,
+        &["delete", "namespace", "job-executor", "--timeout=90s"],
+    );
+}
+
+fn assert_installed(cluster: &Cluster, token: &str) {
+    let secret = cluster.kubectl_json(&["-n", "job-executor", "get", "secret", "job-executor"]);
+    let parsed: k8s_openapi::api::core::v1::Secret = serde_json::from_value(secret).unwrap();
+    let data = parsed.data.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&data["sink-headers"].0),
+        format!("x-token: {token}")
+    );
+    assert_eq!(data["ingest-token"].0.len(), 48, "openssl rand -hex 24");
+    cluster.kubectl(&[
+        "-n",
+        "job-executor",
+        "rollout",
+        "status",
+        "deployment/job-executor",
+        "--timeout=60s",
+    ]);
+    cluster.kubectl(&["get", "crd", "jobruns.job-executor.dev"]);
+}
+
+#[test]
+fn the_install_commands_of_the_docs_work_as_written() {
+    let cluster = cluster();
+
+    // docs/install.md, "Install with kubectl".
+    fresh_namespace(cluster);
+    let block = sh_block("docs/install.md", "## Install with kubectl");
+    let out = run_block(cluster, &block, &[("KEPTN_API_TOKEN", "docs-token")]);
+    assert!(
+        out.status.success(),
+        "{block}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_installed(cluster, "docs-token");
+
+    // README.md, "Install": the same, and the config repository set on the Deployment.
+    fresh_namespace(cluster);
+    let block = sh_block("README.md", "## Install");
+    let out = run_block(cluster, &block, &[("KEPTN_API_TOKEN", "readme-token")]);
+    assert!(
+        out.status.success(),
+        "{block}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_installed(cluster, "readme-token");
+    let deployment =
+        cluster.kubectl_json(&["-n", "job-executor", "get", "deployment", "job-executor"]);
+    assert!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            .to_string()
+            .contains("JOB_EXECUTOR_GIT_URL"),
+        "{deployment}"
+    );
+
+    // Without the Keptn API token the commands stop with a message, instead of creating an
+    // empty header.
+    fresh_namespace(cluster);
+    let out = run_block(cluster, &block, &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("set KEPTN_API_TOKEN to your Keptn API token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = cluster.kubectl_output(
+        &cluster.admin_kubeconfig,
+        &["-n", "job-executor", "get", "secret", "job-executor"],
+    );
+    assert!(!secret.status.success(), "no Secret with an empty header");
+    fresh_namespace(cluster);
+}
