@@ -531,3 +531,48 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The API server of the tests runs OwnerReferencesPermissionEnforcement, which demands
+/// `update` on the owner's `finalizers` for an owner reference with `blockOwnerDeletion`. The
+/// operator sets none, so its Jobs and ConfigMaps need no such permission: the shipped Role does
+/// not grant it, and the run succeeds (which the audit log confirms, create by create).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_references_need_no_update_on_jobrun_finalizers() {
+    let h = ClusterHarness::start("finalizers", &examples(), &[]).await;
+    let role = h
+        .cluster
+        .kubectl_json(&["-n", &h.namespace, "get", "role", "job-executor"]);
+    assert!(
+        !role["rules"].to_string().contains("finalizers"),
+        "{}",
+        role["rules"]
+    );
+    let event = sample_with_id("test.triggered.json", "cluster-finalizers");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let finished = h.wait_finished("cluster-finalizers", LONG).await;
+    assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
+    let creates: Vec<_> = h
+        .requests()
+        .into_iter()
+        .filter(|r| r["verb"] == "create")
+        .map(|r| {
+            (
+                r["objectRef"]["resource"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                r["responseStatus"]["code"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(
+        creates.contains(&("configmaps".to_string(), 201)),
+        "{creates:?}"
+    );
+    assert!(creates.iter().all(|(_, code)| *code == 201), "{creates:?}");
+    for job in h.list("jobs") {
+        let owner = &job["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "JobRun");
+        assert!(owner["blockOwnerDeletion"].is_null(), "{owner}");
+    }
+}
