@@ -299,6 +299,51 @@ fn validate_reports_every_problem_as_file_line_col() {
     );
 }
 
+/// The issue's file: a misspelled key, bad values for keys with fixed choices, and a mistake
+/// only the checks across fields see, all reported in one run, each at its value.
+#[test]
+fn validate_reports_all_problems_of_a_file_in_one_run() {
+    let dir = tempdir("validate-all");
+    let file = dir.join("config.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: v2
+actions:
+  - events: [{name: sh.keptn.event.test.triggered}]
+    tasks:
+      - image: alpine
+        imagPullPolicy: Always
+        env:
+          - name: TOKEN
+            valueFrom: secrt
+          - name: DATA
+            value: $.data
+            valueFrom: event
+            as: jsno
+          - name: HOST
+            valueFrom: event
+        securityContext:
+          seccompProfile:
+            type: runtimedefault
+"#,
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let output = run(&["validate", path]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stdout(&output),
+        format!(
+            "{path}:6:9: actions[0].tasks[0].imagPullPolicy: unknown key \"imagPullPolicy\", did you mean \"imagePullPolicy\"?\n\
+             {path}:9:24: actions[0].tasks[0].env[0].valueFrom: invalid value \"secrt\": expected one of \"event\", \"secret\", \"string\", did you mean \"secret\"?\n\
+             {path}:13:17: actions[0].tasks[0].env[1].as: invalid value \"jsno\": expected one of \"json\", \"yaml\", \"string\", did you mean \"json\"?\n\
+             {path}:14:13: actions[0].tasks[0].env[2].value: valueFrom: event needs `value`, a JSONPath into the event\n\
+             {path}:18:19: actions[0].tasks[0].securityContext.seccompProfile.type: invalid value \"runtimedefault\": expected one of \"RuntimeDefault\", \"Localhost\", \"Unconfined\", did you mean \"RuntimeDefault\"?\n"
+        )
+    );
+    assert!(!stdout(&output).contains("internal error"));
+}
+
 #[test]
 fn the_committed_schema_is_the_generated_one() {
     let output = run(&["schema"]);
