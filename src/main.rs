@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use job_executor::cli::{
     Cli, Command, run_check, run_operator, run_render, run_send, run_validate,
 };
@@ -13,7 +13,11 @@ use job_executor::{config, crd, stage};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The matches too, not only the parsed arguments: `check-run` shows where each value came
+    // from (flag, environment or default).
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)
+        .unwrap_or_else(|error| error.format(&mut Cli::command()).exit());
     let result = match cli.command {
         Command::Render(args) => run_render(&args),
         Command::Validate(args) => Ok(run_validate(&args)),
@@ -37,7 +41,10 @@ fn main() -> ExitCode {
             })
             .map_err(anyhow::Error::from),
         Command::Send(args) => run_send(&args).map_err(anyhow::Error::from),
-        Command::CheckRun(args) => run_check(&args).map_err(anyhow::Error::from),
+        Command::CheckRun(args) => {
+            let check_run = matches.subcommand_matches("check-run").unwrap_or(&matches);
+            run_check(&args, check_run).map_err(anyhow::Error::from)
+        }
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error:#}");

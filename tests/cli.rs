@@ -299,6 +299,128 @@ fn validate_reports_every_problem_as_file_line_col() {
     );
 }
 
+/// The issue's file: a misspelled key, bad values for keys with fixed choices, and a mistake
+/// only the checks across fields see, all reported in one run, each at its value.
+#[test]
+fn validate_reports_all_problems_of_a_file_in_one_run() {
+    let dir = tempdir("validate-all");
+    let file = dir.join("config.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: v2
+actions:
+  - events: [{name: sh.keptn.event.test.triggered}]
+    tasks:
+      - image: alpine
+        imagPullPolicy: Always
+        env:
+          - name: TOKEN
+            valueFrom: secrt
+          - name: DATA
+            value: $.data
+            valueFrom: event
+            as: jsno
+          - name: HOST
+            valueFrom: event
+        securityContext:
+          seccompProfile:
+            type: runtimedefault
+"#,
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let output = run(&["validate", path]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stdout(&output),
+        format!(
+            "{path}:6:9: actions[0].tasks[0].imagPullPolicy: unknown key \"imagPullPolicy\", did you mean \"imagePullPolicy\"?\n\
+             {path}:9:24: actions[0].tasks[0].env[0].valueFrom: invalid value \"secrt\": expected one of \"event\", \"secret\", \"string\", did you mean \"secret\"?\n\
+             {path}:13:17: actions[0].tasks[0].env[1].as: invalid value \"jsno\": expected one of \"json\", \"yaml\", \"string\", did you mean \"json\"?\n\
+             {path}:14:13: actions[0].tasks[0].env[2].value: valueFrom: event needs `value`, a JSONPath into the event\n\
+             {path}:18:19: actions[0].tasks[0].securityContext.seccompProfile.type: invalid value \"runtimedefault\": expected one of \"RuntimeDefault\", \"Localhost\", \"Unconfined\", did you mean \"RuntimeDefault\"?\n"
+        )
+    );
+    assert!(!stdout(&output).contains("internal error"));
+}
+
+/// `check-run` prints one line per setting of `run`: the flag, the effective value and where it
+/// came from; secrets show as `****`, whether they came from a flag or the environment.
+#[test]
+fn check_run_prints_each_setting_with_its_source_and_masks_secrets() {
+    let output = Command::new(BIN)
+        .args([
+            "check-run",
+            "--git-url",
+            "https://robot:gh-url-secret@git.example.com/team/configs.git",
+            "--sink-url",
+            "http://sink.example.com",
+            "--ingest-token",
+            "flag-token-secret",
+            "--default-cpu-limit",
+            "2",
+        ])
+        .env_clear()
+        .env("JOB_EXECUTOR_JOB_NAMESPACE", "team-jobs")
+        .env("JOB_EXECUTOR_GIT_PASSWORD", "env-password-secret")
+        .env(
+            "JOB_EXECUTOR_SINK_HEADERS",
+            "x-api-key: env-header-secret,x-team: env-second-secret",
+        )
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = stdout(&output);
+    for secret in [
+        "robot",
+        "gh-url-secret",
+        "flag-token-secret",
+        "env-password-secret",
+        "env-header-secret",
+        "env-second-secret",
+    ] {
+        assert!(!out.contains(secret), "{secret} is shown:\n{out}");
+    }
+    // Columns are separated by two spaces or more; compare each line with them collapsed.
+    let lines: Vec<String> = out
+        .lines()
+        .map(|line| {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|column| !column.is_empty())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect();
+    assert_eq!(
+        lines.first().map(String::as_str),
+        Some("SETTING | VALUE | SOURCE")
+    );
+    for expected in [
+        "--job-namespace | team-jobs | env JOB_EXECUTOR_JOB_NAMESPACE",
+        "--default-cpu-limit | 2 | flag",
+        "--default-cpu-request | 50m | default",
+        "--allow-privileged | false | default",
+        "--sink-url | http://sink.example.com | flag",
+        "--sink-header | x-api-key: ****,x-team: **** | env JOB_EXECUTOR_SINK_HEADERS",
+        "--ingest-token | **** | flag",
+        "--git-url | https://****@git.example.com/team/configs.git | flag",
+        "--git-password | **** | env JOB_EXECUTOR_GIT_PASSWORD",
+        "--git-username | (not set) | default",
+        "--config-dir | (not set) | default",
+    ] {
+        assert!(
+            lines.iter().any(|line| line == expected),
+            "no line `{expected}`:\n{out}"
+        );
+    }
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("ok: `job-executor run` accepts these arguments and environment")
+    );
+    assert!(!out.contains("RunArgs"), "no debug dump:\n{out}");
+}
+
 #[test]
 fn the_committed_schema_is_the_generated_one() {
     let output = run(&["schema"]);

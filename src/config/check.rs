@@ -5,7 +5,7 @@
 //! Driving the check from the generated schema keeps the loader, the published schema and the
 //! Rust types in step: a key added to the types is accepted here and documented there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
@@ -23,6 +23,9 @@ pub struct Problem {
 
 /// The outcome of the structural check.
 pub struct Checked {
+    /// What could be read: a part with a problem is left out of its mapping and is null in its
+    /// list, so the value is complete exactly when `problems` is empty, and the parts free of
+    /// problems can still be read on their own.
     pub value: Value,
     pub problems: Vec<Problem>,
     /// Where each key path's value starts, for problems found later on the typed model.
@@ -77,6 +80,29 @@ pub fn suggest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -
         .map(|(_, candidate)| candidate)
 }
 
+/// The fixed strings a value may be, and whether it may be null.
+#[derive(Default)]
+struct Choice<'s> {
+    values: Vec<&'s str>,
+    nullable: bool,
+}
+
+impl<'s> Choice<'s> {
+    /// Adds one allowed value; `None` when it is not a string (not a choice this check reads).
+    fn add(&mut self, value: &'s Value) -> Option<()> {
+        match value {
+            Value::Null => self.nullable = true,
+            Value::String(text) => {
+                if !self.values.contains(&text.as_str()) {
+                    self.values.push(text);
+                }
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+}
+
 struct Walker<'s> {
     root: &'s Value,
     problems: Vec<Problem>,
@@ -90,6 +116,15 @@ impl<'s> Walker<'s> {
             path: path.to_string(),
             message,
         });
+    }
+
+    /// A walker for a tentative walk, whose findings the caller keeps or drops.
+    fn trial(&self) -> Walker<'s> {
+        Walker {
+            root: self.root,
+            problems: Vec::new(),
+            locations: HashMap::new(),
+        }
     }
 
     /// Follows `$ref`s into `$defs`.
@@ -112,6 +147,9 @@ impl<'s> Walker<'s> {
     fn walk(&mut self, node: &Node, schema: &'s Value, path: &str) -> Option<Value> {
         self.locations.insert(path.to_string(), node.location);
         let schema = self.resolve(schema);
+        if let Some(choice) = self.choice(schema) {
+            return self.walk_choice(node, &choice, path);
+        }
         if let Some(branches) = schema
             .get("anyOf")
             .or_else(|| schema.get("oneOf"))
@@ -155,8 +193,13 @@ impl<'s> Walker<'s> {
             return self.walk_integer(node, text, *plain, schema, path);
         }
         if types.contains(&"number") {
-            if *plain && let Ok(number) = text.parse::<f64>() {
-                return serde_json::Number::from_f64(number).map(Value::Number);
+            if *plain
+                && let Some(number) = text
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+            {
+                return Some(Value::Number(number));
             }
             self.problem(
                 node.location,
@@ -197,11 +240,7 @@ impl<'s> Walker<'s> {
         }
         let mut best: Option<(Option<Value>, Vec<Problem>)> = None;
         for branch in others {
-            let mut trial = Walker {
-                root: self.root,
-                problems: Vec::new(),
-                locations: HashMap::new(),
-            };
+            let mut trial = self.trial();
             let value = trial.walk(node, branch, path);
             if trial.problems.is_empty() {
                 self.locations.extend(trial.locations);
@@ -214,9 +253,111 @@ impl<'s> Walker<'s> {
                 best = Some((value, trial.problems));
             }
         }
-        let (value, problems) = best?;
+        let Some((value, problems)) = best else {
+            let found = node.describe();
+            self.problem(
+                node.location,
+                path,
+                format!("expected nothing (null), found {found}"),
+            );
+            return None;
+        };
         self.problems.extend(problems);
         value
+    }
+
+    /// The values `schema` allows when it is a choice among fixed strings: an `enum`, a
+    /// `const`, or `oneOf` / `anyOf` branches that are each one of those or null. schemars
+    /// writes a plain Rust enum as `enum`, one with documented variants as a `oneOf` of
+    /// `const`s, and an optional one as an `anyOf` with null; all of them are checked here, in
+    /// one place, so every choice gets the same message.
+    fn choice(&self, schema: &'s Value) -> Option<Choice<'s>> {
+        self.choice_within(schema, 8)
+    }
+
+    /// `choice`, looking at most `depth` alternatives deep (a guard against a schema whose
+    /// alternatives refer back to themselves).
+    fn choice_within(&self, schema: &'s Value, depth: usize) -> Option<Choice<'s>> {
+        let schema = self.resolve(schema);
+        let mut choice = Choice::default();
+        if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+            for value in values {
+                choice.add(value)?;
+            }
+        } else if let Some(value) = schema.get("const") {
+            choice.add(value)?;
+        } else if let Some(branches) = schema
+            .get("anyOf")
+            .or_else(|| schema.get("oneOf"))
+            .and_then(Value::as_array)
+        {
+            for branch in branches {
+                let branch = self.resolve(branch);
+                if branch.get("type").and_then(Value::as_str) == Some("null")
+                    && branch.get("enum").is_none()
+                    && branch.get("const").is_none()
+                {
+                    choice.nullable = true;
+                    continue;
+                }
+                let inner = self.choice_within(branch, depth.checked_sub(1)?)?;
+                choice.nullable |= inner.nullable;
+                for value in inner.values {
+                    if !choice.values.contains(&value) {
+                        choice.values.push(value);
+                    }
+                }
+            }
+        } else {
+            return None;
+        }
+        if schema_types(schema).contains(&"null") {
+            choice.nullable = true;
+        }
+        (!choice.values.is_empty()).then_some(choice)
+    }
+
+    fn walk_choice(&mut self, node: &Node, choice: &Choice<'_>, path: &str) -> Option<Value> {
+        let list = choice
+            .values
+            .iter()
+            .map(|value| format!("\"{value}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if node.is_null() {
+            if choice.nullable {
+                return Some(Value::Null);
+            }
+            self.problem(
+                node.location,
+                path,
+                format!("expected one of {list}, found nothing (null)"),
+            );
+            return None;
+        }
+        let NodeValue::Scalar { text, .. } = &node.value else {
+            let found = node.describe();
+            self.problem(
+                node.location,
+                path,
+                format!("expected one of {list}, found {found}"),
+            );
+            return None;
+        };
+        if choice.values.contains(&text.as_str()) {
+            return Some(Value::String(text.clone()));
+        }
+        let hint = (choice.values.len() > 1)
+            .then(|| suggest(text, choice.values.iter().copied()))
+            .flatten()
+            .map(|s| format!(", did you mean \"{s}\"?"))
+            .unwrap_or_default();
+        self.problem(
+            node.location,
+            path,
+            format!("invalid value \"{text}\": expected one of {list}{hint}"),
+        );
+        None
     }
 
     fn walk_object(&mut self, node: &Node, schema: &'s Value, path: &str) -> Option<Value> {
@@ -237,7 +378,7 @@ impl<'s> Walker<'s> {
             .unwrap_or_default();
         let additional = schema.get("additionalProperties");
         let mut object = Map::new();
-        let mut complete = true;
+        let mut seen = HashSet::new();
         for (key_node, value_node) in entries {
             let NodeValue::Scalar { text: key, .. } = &key_node.value else {
                 self.problem(
@@ -245,7 +386,6 @@ impl<'s> Walker<'s> {
                     path,
                     "a key must be a plain string".to_string(),
                 );
-                complete = false;
                 continue;
             };
             let child_path = key_path(path, key);
@@ -263,21 +403,28 @@ impl<'s> Walker<'s> {
                         &child_path,
                         format!("unknown key \"{key}\"{hint}"),
                     );
-                    complete = false;
                     continue;
                 }
                 (None, _) => &Value::Bool(true),
             };
+            let first = seen.insert(key.as_str());
             // Like the old service (Go's YAML reader), an empty optional key means "not set".
             if value_node.is_null() && property.is_some() && !required.contains(&key.as_str()) {
-                self.locations.insert(child_path, value_node.location);
+                if first {
+                    self.locations.insert(child_path, value_node.location);
+                }
                 continue;
             }
-            match self.walk(value_node, child_schema, &child_path) {
-                Some(value) => {
-                    object.insert(key.clone(), value);
-                }
-                None => complete = false,
+            if !first {
+                // A duplicate key, which the YAML reader reported: what is wrong in its value
+                // is reported too, but the first entry stays the one that is read and located.
+                let mut duplicate = self.trial();
+                duplicate.walk(value_node, child_schema, &child_path);
+                self.problems.append(&mut duplicate.problems);
+                continue;
+            }
+            if let Some(value) = self.walk(value_node, child_schema, &child_path) {
+                object.insert(key.clone(), value);
             }
         }
         for name in required {
@@ -287,10 +434,9 @@ impl<'s> Walker<'s> {
                     path,
                     format!("missing required key \"{name}\""),
                 );
-                complete = false;
             }
         }
-        complete.then_some(Value::Object(object))
+        Some(Value::Object(object))
     }
 
     fn walk_array(&mut self, node: &Node, schema: &'s Value, path: &str) -> Option<Value> {
@@ -304,15 +450,15 @@ impl<'s> Walker<'s> {
             return None;
         };
         let item_schema = schema.get("items").unwrap_or(&Value::Bool(true));
-        let mut values = Vec::with_capacity(items.len());
-        let mut complete = true;
-        for (index, item) in items.iter().enumerate() {
-            match self.walk(item, item_schema, &index_path(path, index)) {
-                Some(value) => values.push(value),
-                None => complete = false,
-            }
-        }
-        complete.then_some(Value::Array(values))
+        let values = items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                self.walk(item, item_schema, &index_path(path, index))
+                    .unwrap_or(Value::Null)
+            })
+            .collect();
+        Some(Value::Array(values))
     }
 
     fn walk_string(
@@ -322,27 +468,6 @@ impl<'s> Walker<'s> {
         schema: &Value,
         path: &str,
     ) -> Option<Value> {
-        if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-            let names: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
-            if !names.contains(&text) {
-                let hint = (names.len() > 1)
-                    .then(|| suggest(text, names.iter().copied()))
-                    .flatten()
-                    .map(|s| format!(", did you mean \"{s}\"?"))
-                    .unwrap_or_default();
-                let list = names
-                    .iter()
-                    .map(|n| format!("\"{n}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                self.problem(
-                    node.location,
-                    path,
-                    format!("invalid value \"{text}\": expected one of {list}{hint}"),
-                );
-                return None;
-            }
-        }
         let min_length = schema.get("minLength").and_then(Value::as_u64).unwrap_or(0);
         if (text.chars().count() as u64) < min_length {
             self.problem(node.location, path, "must not be empty".to_string());

@@ -3,16 +3,21 @@
 //!
 //! Loading is a pipeline: YAML text → located tree (`yaml`) → structural check against the
 //! schema generated from the types (`check`) → typed model (serde) → semantic checks
-//! (this module). Every stage reports all it finds, each problem with line, column and key path.
+//! (this module). Every stage reports all it finds, each problem with line, column and key path,
+//! and a problem found by one stage does not hide the others: after a duplicate key the tree is
+//! still checked, and after a structural problem the semantic checks still run on every action,
+//! task and env var that has none.
 
 mod check;
 pub mod formats;
 mod model;
 pub mod yaml;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::OnceLock;
+
+use serde_path_to_error::Segment;
 
 pub use check::{Problem, key_path};
 pub use model::*;
@@ -87,53 +92,83 @@ pub fn load_file(path: &Path) -> Result<ValidConfig, ConfigError> {
 
 /// Loads a config from its text; `file` names it in messages.
 pub fn load(text: &str, file: &str) -> Result<ValidConfig, ConfigError> {
+    load_with_schema(text, file, json_schema())
+}
+
+/// Loads a config, checking its structure against `schema` (the generated one, except in the
+/// tests that prove what happens when the schema and the types disagree).
+fn load_with_schema(
+    text: &str,
+    file: &str,
+    schema: &serde_json::Value,
+) -> Result<ValidConfig, ConfigError> {
     let invalid = |problems: Vec<Problem>| ConfigError::Invalid {
         file: file.to_string(),
-        problems,
+        problems: sorted(problems),
     };
-    let tree = yaml::parse_document(text).map_err(|errors| {
-        invalid(
-            errors
-                .into_iter()
-                .map(|e| Problem {
-                    location: e.location,
-                    path: String::new(),
-                    message: e.message,
-                })
-                .collect(),
-        )
-    })?;
-    let checked = check::check(&tree, json_schema());
-    if !checked.problems.is_empty() {
-        return Err(invalid(sorted(checked.problems)));
-    }
-    let config: JobConfig = serde_json::from_value(checked.value).map_err(|error| {
-        // The structural check accepts only what the types accept; reaching this is a bug in
-        // the schema, reported rather than hidden.
-        invalid(vec![Problem {
-            location: tree.location,
-            path: String::new(),
-            message: format!("internal error reading the config: {error}"),
-        }])
-    })?;
+    let document = yaml::parse_document(text).map_err(|error| invalid(vec![error.into()]))?;
+    let checked = check::check(&document.root, schema);
+    let mut errors: Vec<Problem> = document.errors.into_iter().map(Problem::from).collect();
     let mut semantic = Semantic {
         locations: &checked.locations,
         errors: Vec::new(),
         warnings: Vec::new(),
     };
-    semantic.config(&config);
-    if !semantic.errors.is_empty() {
-        return Err(invalid(sorted(semantic.errors)));
+    let config = if checked.problems.is_empty() {
+        let config = semantic.typed::<JobConfig>("", &checked.value);
+        if let Some(config) = &config {
+            semantic.config(config);
+        }
+        config
+    } else {
+        // The file cannot be used, but every part the structural check found nothing wrong
+        // with still gets the checks across fields, so that one run reports all.
+        semantic.salvage(&checked.value, &checked.problems);
+        errors.extend(checked.problems);
+        None
+    };
+    errors.append(&mut semantic.errors);
+    match config {
+        Some(config) if errors.is_empty() => Ok(ValidConfig {
+            config,
+            warnings: sorted(semantic.warnings),
+        }),
+        _ => Err(invalid(errors)),
     }
-    Ok(ValidConfig {
-        config,
-        warnings: sorted(semantic.warnings),
-    })
+}
+
+impl From<yaml::YamlError> for Problem {
+    fn from(error: yaml::YamlError) -> Self {
+        Problem {
+            location: error.location,
+            path: String::new(),
+            message: error.message,
+        }
+    }
 }
 
 fn sorted(mut problems: Vec<Problem>) -> Vec<Problem> {
     problems.sort_by_key(|p| p.location);
     problems
+}
+
+/// The items of the list at `key` of a mapping read by the structural check; none when the
+/// key is missing or was left out for its problems.
+fn items<'v>(value: &'v serde_json::Value, key: &str) -> &'v [serde_json::Value] {
+    value
+        .get(key)
+        .and_then(serde_json::Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// Whether no problem lies at `path` or under it.
+fn is_clean(path: &str, problems: &[Problem]) -> bool {
+    !problems.iter().any(|problem| {
+        problem
+            .path
+            .strip_prefix(path)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    })
 }
 
 /// Checks across fields, on the typed model; located through the paths the structural check
@@ -172,6 +207,78 @@ impl Semantic<'_> {
     fn warn(&mut self, path: &str, message: String) {
         let problem = self.problem(path, message);
         self.warnings.push(problem);
+    }
+
+    /// Reads the part of the config at `path` into its type. The structural check accepts
+    /// only what the types accept, so this fails only if the schema and the types disagree;
+    /// the message then still names the key and points at its value.
+    fn typed<T: serde::de::DeserializeOwned>(
+        &mut self,
+        path: &str,
+        value: &serde_json::Value,
+    ) -> Option<T> {
+        match serde_path_to_error::deserialize(value) {
+            Ok(typed) => Some(typed),
+            Err(error) => {
+                let mut at = path.to_string();
+                for segment in error.path().iter() {
+                    at = match segment {
+                        Segment::Seq { index } => index_path(&at, *index),
+                        Segment::Map { key } | Segment::Enum { variant: key } => key_path(&at, key),
+                        Segment::Unknown => break,
+                    };
+                }
+                let message = error.into_inner().to_string();
+                self.error(&at, message);
+                None
+            }
+        }
+    }
+
+    /// The checks across fields for a config the structural check found problems in: every
+    /// action, task, env var, `labels` and `annotations` free of problems is checked as usual.
+    /// Only errors matter here (the file is invalid, so warnings are not shown).
+    fn salvage(&mut self, value: &serde_json::Value, problems: &[Problem]) {
+        for (index, action) in items(value, "actions").iter().enumerate() {
+            let action_path = index_path("actions", index);
+            if is_clean(&action_path, problems) {
+                if let Some(action) = self.typed::<Action>(&action_path, action) {
+                    self.action(&action_path, &action);
+                }
+                continue;
+            }
+            for (index, task) in items(action, "tasks").iter().enumerate() {
+                let path = index_path(&key_path(&action_path, "tasks"), index);
+                if is_clean(&path, problems) {
+                    if let Some(task) = self.typed::<Task>(&path, task) {
+                        self.task(&path, &task);
+                    }
+                    continue;
+                }
+                for (index, env) in items(task, "env").iter().enumerate() {
+                    let env_path = index_path(&key_path(&path, "env"), index);
+                    if is_clean(&env_path, problems)
+                        && let Some(env) = self.typed::<EnvVar>(&env_path, env)
+                    {
+                        self.env(&env_path, &env);
+                    }
+                }
+                let labels_path = key_path(&path, "labels");
+                if let Some(labels) = task.get("labels")
+                    && is_clean(&labels_path, problems)
+                    && let Some(labels) = self.typed(&labels_path, labels)
+                {
+                    self.labels(&path, &labels);
+                }
+                let annotations_path = key_path(&path, "annotations");
+                if let Some(annotations) = task.get("annotations")
+                    && is_clean(&annotations_path, problems)
+                    && let Some(annotations) = self.typed(&annotations_path, annotations)
+                {
+                    self.annotations(&path, &annotations);
+                }
+            }
+        }
     }
 
     fn config(&mut self, config: &JobConfig) {
@@ -243,8 +350,14 @@ impl Semantic<'_> {
                 "a privileged container runs only where the installation allows it".into(),
             );
         }
+        self.labels(path, &task.labels);
+        self.annotations(path, &task.annotations);
+    }
+
+    /// The task's `labels`; `path` is the task's.
+    fn labels(&mut self, path: &str, labels: &BTreeMap<String, String>) {
         let labels_path = key_path(path, "labels");
-        for (key, value) in &task.labels {
+        for (key, value) in labels {
             let label_path = key_path(&labels_path, key);
             if let Err(message) = formats::check_qualified_name(key) {
                 self.error(&label_path, message);
@@ -264,8 +377,12 @@ impl Semantic<'_> {
                 );
             }
         }
+    }
+
+    /// The task's `annotations`; `path` is the task's.
+    fn annotations(&mut self, path: &str, annotations: &BTreeMap<String, String>) {
         let annotations_path = key_path(path, "annotations");
-        for key in task.annotations.keys() {
+        for key in annotations.keys() {
             if let Err(message) = formats::check_qualified_name(key) {
                 self.error(&key_path(&annotations_path, key), message);
             }

@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use super::*;
 
 const FULL: &str = r#"apiVersion: v2
@@ -363,5 +365,269 @@ fn a_document_that_is_not_a_mapping_is_an_error() {
     assert_eq!(
         problems(""),
         ["job/config.yaml:1:1: expected a mapping, found nothing (null)"]
+    );
+}
+
+/// The start of a config whose one task gets the lines of each case; they begin on line 6.
+const ONE_TASK: &str =
+    "apiVersion: v2\nactions:\n  - events: [{name: x}]\n    tasks:\n      - image: alpine\n";
+
+/// One case per choice among fixed values in the format: a wrong value, and the exact line
+/// `validate` prints for it.
+const CHOICE_CASES: &[(&str, &str)] = &[
+    (
+        "apiVersion: 2\nactions: []\n",
+        "job/config.yaml:1:13: apiVersion: invalid value \"2\": expected one of \"v2\"",
+    ),
+    (
+        "        imagePullPolicy: always\n",
+        "job/config.yaml:6:26: actions[0].tasks[0].imagePullPolicy: invalid value \"always\": expected one of \"Always\", \"IfNotPresent\", \"Never\", did you mean \"Always\"?",
+    ),
+    (
+        "        env:\n          - name: A\n            valueFrom: secrt\n",
+        "job/config.yaml:8:24: actions[0].tasks[0].env[0].valueFrom: invalid value \"secrt\": expected one of \"event\", \"secret\", \"string\", did you mean \"secret\"?",
+    ),
+    (
+        "        env:\n          - name: A\n            value: $.data\n            valueFrom: event\n            as: jsno\n",
+        "job/config.yaml:10:17: actions[0].tasks[0].env[0].as: invalid value \"jsno\": expected one of \"json\", \"yaml\", \"string\", did you mean \"json\"?",
+    ),
+    (
+        "        securityContext:\n          procMount: unmask\n",
+        "job/config.yaml:7:22: actions[0].tasks[0].securityContext.procMount: invalid value \"unmask\": expected one of \"Default\", \"Unmasked\", did you mean \"Unmasked\"?",
+    ),
+    (
+        "        securityContext:\n          seccompProfile:\n            type: Localhst\n",
+        "job/config.yaml:8:19: actions[0].tasks[0].securityContext.seccompProfile.type: invalid value \"Localhst\": expected one of \"RuntimeDefault\", \"Localhost\", \"Unconfined\", did you mean \"Localhost\"?",
+    ),
+];
+
+fn choice_case_text(lines: &str) -> String {
+    if lines.starts_with("apiVersion") {
+        lines.to_string()
+    } else {
+        format!("{ONE_TASK}{lines}")
+    }
+}
+
+#[test]
+fn every_choice_is_checked_where_its_value_is_written() {
+    for (lines, expected) in CHOICE_CASES {
+        assert_eq!(problems(&choice_case_text(lines)), [*expected], "{lines}");
+    }
+}
+
+fn resolve(mut schema: &serde_json::Value) -> &serde_json::Value {
+    while let Some(name) = schema["$ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("#/$defs/"))
+    {
+        schema = &json_schema()["$defs"][name];
+    }
+    schema
+}
+
+/// The key paths (list items as `[]`) of every value the schema restricts to fixed strings:
+/// an `enum`, a `const`, or alternatives among which one is.
+fn choice_paths(schema: &serde_json::Value, path: &str, found: &mut BTreeSet<String>) {
+    let schema = resolve(schema);
+    let alternatives = ["anyOf", "oneOf"]
+        .iter()
+        .flat_map(|key| schema[key].as_array().into_iter().flatten())
+        .map(resolve);
+    let is_choice =
+        |schema: &serde_json::Value| schema.get("enum").is_some() || schema.get("const").is_some();
+    if is_choice(schema) || alternatives.clone().any(is_choice) {
+        found.insert(path.to_string());
+        return;
+    }
+    for branch in alternatives {
+        choice_paths(branch, path, found);
+    }
+    for (key, property) in schema["properties"].as_object().into_iter().flatten() {
+        choice_paths(property, &key_path(path, key), found);
+    }
+    if schema["items"].is_object() {
+        choice_paths(&schema["items"], &format!("{path}[]"), found);
+    }
+    if schema["additionalProperties"].is_object() {
+        choice_paths(
+            &schema["additionalProperties"],
+            &format!("{path}[*]"),
+            found,
+        );
+    }
+}
+
+/// `actions[0].tasks[12].as` → `actions[].tasks[].as`.
+fn without_indices(path: &str) -> String {
+    let mut out = String::new();
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                out.push(c);
+            }
+            ']' => {
+                in_index = false;
+                out.push(c);
+            }
+            c if in_index && c.is_ascii_digit() => {}
+            c => {
+                in_index = false;
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_choice_in_the_schema_has_a_case() {
+    let mut in_schema = BTreeSet::new();
+    choice_paths(json_schema(), "", &mut in_schema);
+    let covered: BTreeSet<String> = CHOICE_CASES
+        .iter()
+        .map(|(_, expected)| {
+            let path = expected.split(": ").nth(1).unwrap_or_default();
+            without_indices(path)
+        })
+        .collect();
+    assert_eq!(
+        in_schema, covered,
+        "every value restricted to fixed strings needs a case in CHOICE_CASES"
+    );
+    assert_eq!(in_schema.len(), 6, "{in_schema:?}");
+}
+
+#[test]
+fn a_choice_that_is_not_a_string_or_is_missing_is_located() {
+    let text = format!(
+        "{ONE_TASK}        env:\n          - name: A\n            valueFrom: [event]\n        securityContext:\n          seccompProfile:\n            type:\n"
+    );
+    assert_eq!(
+        problems(&text),
+        [
+            "job/config.yaml:8:24: actions[0].tasks[0].env[0].valueFrom: expected one of \"event\", \"secret\", \"string\", found a list",
+            "job/config.yaml:11:17: actions[0].tasks[0].securityContext.seccompProfile.type: expected one of \"RuntimeDefault\", \"Localhost\", \"Unconfined\", found nothing (null)",
+        ]
+    );
+    // An empty optional choice means "not set", like any empty optional key.
+    let valid = load(
+        &format!("{ONE_TASK}        imagePullPolicy:\n        env:\n          - name: A\n            value: x\n            valueFrom:\n"),
+        "c.yaml",
+    )
+    .unwrap();
+    let task = &valid.config.actions[0].tasks[0];
+    assert_eq!(task.image_pull_policy, None);
+    assert_eq!(task.env[0].value_from, None);
+}
+
+#[test]
+fn two_different_problems_in_one_file_are_both_reported() {
+    // The issue's file: a misspelled key, and a value serde alone would have refused.
+    let text = format!(
+        "{ONE_TASK}        workingdir: /keptn\n        env:\n          - name: A\n            valueFrom: secrt\n"
+    );
+    assert_eq!(
+        problems(&text),
+        [
+            "job/config.yaml:6:9: actions[0].tasks[0].workingdir: unknown key \"workingdir\", did you mean \"workingDir\"?",
+            "job/config.yaml:9:24: actions[0].tasks[0].env[0].valueFrom: invalid value \"secrt\": expected one of \"event\", \"secret\", \"string\", did you mean \"secret\"?",
+        ]
+    );
+}
+
+#[test]
+fn structural_problems_do_not_hide_the_checks_across_fields() {
+    // Task 0 has a structural problem (an unknown key) and, in parts free of structural
+    // problems, errors only the checks across fields find; task 1 and action 1 are clean.
+    // The env var with a bad `valueFrom` gets no further message.
+    let text = r#"apiVersion: v2
+actions:
+  - events: [{name: x}]
+    tasks:
+      - image: alpine
+        imag: alpine
+        env:
+          - name: A
+            valueFrom: event
+          - name: B
+            valueFrom: secrt
+        labels:
+          job-executor.dev/run: mine
+        annotations:
+          "bad key": x
+      - image: alpine
+        env:
+          - name: C
+            valueFrom: secret
+            secretName: s
+  - events: [{name: y}]
+    tasks:
+      - image: alpine
+        env:
+          - name: "D=E"
+            value: x
+"#;
+    assert_eq!(
+        problems(text),
+        [
+            "job/config.yaml:6:9: actions[0].tasks[0].imag: unknown key \"imag\", did you mean \"image\"?",
+            "job/config.yaml:8:13: actions[0].tasks[0].env[0].value: valueFrom: event needs `value`, a JSONPath into the event",
+            "job/config.yaml:11:24: actions[0].tasks[0].env[1].valueFrom: invalid value \"secrt\": expected one of \"event\", \"secret\", \"string\", did you mean \"secret\"?",
+            "job/config.yaml:13:33: actions[0].tasks[0].labels[\"job-executor.dev/run\"]: label \"job-executor.dev/run\" is set by job-executor and cannot be overridden",
+            "job/config.yaml:15:22: actions[0].tasks[0].annotations[\"bad key\"]: invalid key \"bad key\": expected an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+            "job/config.yaml:18:13: actions[0].tasks[1].env[0].key: `secretName` needs `key`",
+            "job/config.yaml:25:19: actions[1].tasks[0].env[0].name: invalid environment variable name \"D=E\": printable ASCII without '='",
+        ]
+    );
+}
+
+#[test]
+fn duplicate_keys_do_not_hide_other_problems() {
+    let text = format!(
+        "{ONE_TASK}        imagePullPolicy: Always\n        imagePullPolicy: Nevr\n        env:\n          - name: A\n            valueFrom: event\n"
+    );
+    assert_eq!(
+        problems(&text),
+        [
+            "job/config.yaml:7:9: duplicate key \"imagePullPolicy\" (first defined at line 6)",
+            "job/config.yaml:7:26: actions[0].tasks[0].imagePullPolicy: invalid value \"Nevr\": expected one of \"Always\", \"IfNotPresent\", \"Never\", did you mean \"Never\"?",
+            "job/config.yaml:9:13: actions[0].tasks[0].env[0].value: valueFrom: event needs `value`, a JSONPath into the event",
+        ]
+    );
+    // Only duplicates: the config is still refused.
+    assert_eq!(
+        problems("apiVersion: v2\nactions: []\nactions: []\n"),
+        ["job/config.yaml:3:1: duplicate key \"actions\" (first defined at line 2)"]
+    );
+}
+
+/// If the schema ever let through a value the types refuse, the message still names the key
+/// and points at the value, never at 1:1.
+#[test]
+fn a_value_the_schema_misses_is_still_located() {
+    let mut schema = json_schema().clone();
+    schema["$defs"]["ValueFrom"] = serde_json::json!({"type": "string"});
+    let located = |text: &str| match load_with_schema(text, "job/config.yaml", &schema) {
+        Err(ConfigError::Invalid { file, problems }) => problems
+            .iter()
+            .map(|p| format_problem(&file, p))
+            .collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    let refused = "job/config.yaml:8:24: actions[0].tasks[0].env[0].valueFrom: unknown variant `secrt`, expected one of `event`, `secret`, `string`";
+    let text =
+        format!("{ONE_TASK}        env:\n          - name: A\n            valueFrom: secrt\n");
+    assert_eq!(located(&text), [refused]);
+    // The same when another part of the file has a structural problem.
+    let text = format!("{text}        imag: x\n");
+    assert_eq!(
+        located(&text),
+        [
+            refused,
+            "job/config.yaml:9:9: actions[0].tasks[0].imag: unknown key \"imag\", did you mean \"image\"?",
+        ]
     );
 }

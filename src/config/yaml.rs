@@ -69,31 +69,40 @@ impl Node {
     }
 }
 
-/// A YAML syntax error, or a duplicate key.
+/// A YAML syntax error, a duplicate key, or a second document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct YamlError {
     pub location: Location,
     pub message: String,
 }
 
+/// A YAML document read into a located tree, with the problems that did not stop the reading.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Document {
+    /// The (first) document; an empty document is a null scalar at 1:1.
+    pub root: Node,
+    /// Every duplicate key (the tree keeps both entries) and a second document (left out).
+    pub errors: Vec<YamlError>,
+}
+
 /// Parses a single YAML document into a located tree.
 ///
-/// Returns every duplicate-key error found, or the first syntax error (after a syntax error
-/// the parser cannot go on). An empty document is a null scalar at 1:1.
-pub fn parse_document(text: &str) -> Result<Node, Vec<YamlError>> {
+/// A syntax error stops the parser, so it is the only error returned; duplicate keys and
+/// further documents do not, so the tree can still be checked.
+pub fn parse_document(text: &str) -> Result<Document, YamlError> {
     let mut builder = TreeBuilder::default();
     for item in Parser::new_from_str(text) {
         match item {
             Ok((event, span)) => builder.push(event, &span)?,
             Err(error) => {
                 let marker = error.marker();
-                return Err(vec![YamlError {
+                return Err(YamlError {
                     location: Location {
                         line: marker.line(),
                         column: marker.col() + 1,
                     },
                     message: format!("invalid YAML: {}", error.info()),
-                }]);
+                });
             }
         }
     }
@@ -120,7 +129,7 @@ struct TreeBuilder {
 }
 
 impl TreeBuilder {
-    fn push(&mut self, event: Event<'_>, span: &Span) -> Result<(), Vec<YamlError>> {
+    fn push(&mut self, event: Event<'_>, span: &Span) -> Result<(), YamlError> {
         let location = Location::from_span(span);
         match event {
             Event::Scalar(text, style, anchor, _tag) => {
@@ -143,10 +152,10 @@ impl TreeBuilder {
                     self.add(node);
                 }
                 None => {
-                    return Err(vec![YamlError {
+                    return Err(YamlError {
                         location,
                         message: "invalid YAML: alias to an unknown anchor".to_string(),
-                    }]);
+                    });
                 }
             },
             Event::SequenceStart(anchor, _) => {
@@ -218,25 +227,25 @@ impl TreeBuilder {
         }
     }
 
-    fn finish(mut self) -> Result<Node, Vec<YamlError>> {
-        if self.documents.len() > 1 {
-            let location = self.documents[1].location;
+    fn finish(mut self) -> Result<Document, YamlError> {
+        if let Some(second) = self.documents.get(1) {
             self.errors.push(YamlError {
-                location,
+                location: second.location,
                 message: "expected one YAML document, found several (separated by `---`)"
                     .to_string(),
             });
         }
-        if !self.errors.is_empty() {
-            return Err(self.errors);
-        }
-        Ok(self.documents.into_iter().next().unwrap_or(Node {
+        let root = self.documents.into_iter().next().unwrap_or(Node {
             location: Location { line: 1, column: 1 },
             value: NodeValue::Scalar {
                 text: String::new(),
                 plain: true,
             },
-        }))
+        });
+        Ok(Document {
+            root,
+            errors: self.errors,
+        })
     }
 }
 
@@ -253,7 +262,7 @@ mod tests {
 
     #[test]
     fn records_locations_of_keys_and_values() {
-        let doc = parse_document("a: 1\nb:\n  - x\n  - \"y\"\n").unwrap();
+        let doc = parse_document("a: 1\nb:\n  - x\n  - \"y\"\n").unwrap().root;
         let NodeValue::Mapping(entries) = &doc.value else {
             panic!()
         };
@@ -275,7 +284,8 @@ mod tests {
 
     #[test]
     fn reports_every_duplicate_key() {
-        let errors = parse_document("a: 1\nb: 2\na: 3\nc:\n  x: 1\n  x: 2\n").unwrap_err();
+        let document = parse_document("a: 1\nb: 2\na: 3\nc:\n  x: 1\n  x: 2\n").unwrap();
+        let errors = document.errors;
         assert_eq!(errors.len(), 2);
         assert_eq!(errors[0].location, Location { line: 3, column: 1 });
         assert_eq!(
@@ -283,19 +293,23 @@ mod tests {
             "duplicate key \"a\" (first defined at line 1)"
         );
         assert_eq!(errors[1].location, Location { line: 6, column: 3 });
+        // The tree is still read, with both entries, so the rest can be checked.
+        let NodeValue::Mapping(entries) = &document.root.value else {
+            panic!()
+        };
+        assert_eq!(entries.len(), 4);
     }
 
     #[test]
     fn syntax_error_has_a_location() {
-        let errors = parse_document("a: [1, 2\nb: 3\n").unwrap_err();
-        assert_eq!(errors.len(), 1);
-        assert!(errors[0].message.starts_with("invalid YAML"), "{errors:?}");
-        assert!(errors[0].location.line >= 1);
+        let error = parse_document("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(error.message.starts_with("invalid YAML"), "{error:?}");
+        assert!(error.location.line >= 1);
     }
 
     #[test]
     fn aliases_resolve_to_the_anchored_node() {
-        let doc = parse_document("base: &b {x: 1}\ncopy: *b\n").unwrap();
+        let doc = parse_document("base: &b {x: 1}\ncopy: *b\n").unwrap().root;
         let NodeValue::Mapping(entries) = &doc.value else {
             panic!()
         };
@@ -304,13 +318,15 @@ mod tests {
 
     #[test]
     fn empty_document_is_null() {
-        assert!(parse_document("").unwrap().is_null());
-        assert!(parse_document("# only a comment\n").unwrap().is_null());
+        assert!(parse_document("").unwrap().root.is_null());
+        assert!(parse_document("# only a comment\n").unwrap().root.is_null());
     }
 
     #[test]
     fn several_documents_are_an_error() {
-        let errors = parse_document("a: 1\n---\nb: 2\n").unwrap_err();
-        assert!(errors[0].message.contains("one YAML document"));
+        let document = parse_document("a: 1\n---\nb: 2\n").unwrap();
+        assert!(document.errors[0].message.contains("one YAML document"));
+        assert_eq!(document.errors[0].location, Location { line: 3, column: 1 });
+        assert!(matches!(&document.root.value, NodeValue::Mapping(e) if e.len() == 1));
     }
 }

@@ -3,7 +3,7 @@
 //! child process `job-executor check-run` parses them with the same `RunArgs` and builds the
 //! settings and the sink as `run` does, without a cluster.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use clap::CommandFactory;
@@ -13,13 +13,36 @@ use serde_json::Value;
 use crate::chart::renderings;
 use crate::common::{BIN, documents, find, read};
 
-/// The environment variables `job-executor run` reads.
-fn run_env_names() -> Vec<String> {
+/// The environment variables `job-executor run` reads, each with its flag.
+fn run_env_flags() -> BTreeMap<String, String> {
     let cli = Cli::command();
     let run = cli.find_subcommand("run").unwrap();
     run.get_arguments()
-        .filter_map(|a| a.get_env())
-        .map(|e| e.to_string_lossy().into_owned())
+        .filter_map(|a| {
+            let env = a.get_env()?.to_string_lossy().into_owned();
+            Some((env, format!("--{}", a.get_long()?)))
+        })
+        .collect()
+}
+
+/// `check-run`'s table: flag → (value, source). Columns are separated by at least two spaces.
+fn settings_table(stdout: &str) -> BTreeMap<String, (String, String)> {
+    let mut lines = stdout.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("SETTING "), "{stdout}");
+    lines
+        .take_while(|line| !line.starts_with("ok: "))
+        .map(|line| {
+            let (name, rest) = line.split_once(' ').unwrap();
+            let (value, source) = rest
+                .trim_end()
+                .rsplit_once("  ")
+                .unwrap_or_else(|| panic!("no source column: {line}"));
+            (
+                name.to_string(),
+                (value.trim().to_string(), source.to_string()),
+            )
+        })
         .collect()
 }
 
@@ -64,11 +87,11 @@ fn check_run(name: &str, docs: &[Value]) {
         .collect();
     assert_eq!(args.first().map(String::as_str), Some("run"), "{name}");
     let env = resolve_env(docs, container);
-    let known = run_env_names();
+    let known = run_env_flags();
     for key in env.keys() {
         if key.starts_with("JOB_EXECUTOR_") {
             assert!(
-                known.contains(key),
+                known.contains_key(key),
                 "{name}: `job-executor run` has no setting {key}"
             );
         } else {
@@ -100,16 +123,50 @@ fn check_run(name: &str, docs: &[Value]) {
         "{name}: `job-executor run` refuses the Deployment's arguments and environment:\n{}\nenv: {env:#?}",
         String::from_utf8_lossy(&output.stderr)
     );
-    // The values arrived (not the flag defaults).
-    let namespace = &env["JOB_EXECUTOR_JOB_NAMESPACE"];
-    assert!(
-        stdout.contains(&format!("job_namespace: \"{namespace}\"")),
+    // One line per setting of `run`, each with where the Deployment put its value: a flag in
+    // the arguments, or the environment; the default otherwise.
+    let table = settings_table(&stdout);
+    assert_eq!(
+        table.keys().cloned().collect::<BTreeSet<String>>(),
+        known.values().cloned().collect::<BTreeSet<String>>(),
         "{name}: {stdout}"
     );
+    let flags: BTreeSet<&str> = args[1..]
+        .iter()
+        .filter_map(|arg| arg.starts_with("--").then(|| arg.split('=').next())?)
+        .collect();
+    for (env_name, flag) in &known {
+        let (_, source) = &table[flag];
+        let expected = if flags.contains(flag.as_str()) {
+            "flag".to_string()
+        } else if env.contains_key(env_name) {
+            format!("env {env_name}")
+        } else {
+            "default".to_string()
+        };
+        assert_eq!(source, &expected, "{name}: {flag}");
+    }
+    // The values arrived (not the flag defaults).
+    let namespace = &env["JOB_EXECUTOR_JOB_NAMESPACE"];
+    assert_eq!(
+        table["--job-namespace"],
+        (
+            namespace.clone(),
+            "env JOB_EXECUTOR_JOB_NAMESPACE".to_string()
+        ),
+        "{name}: {stdout}"
+    );
+    // Secrets are shown as set, never their values.
     assert!(
         !stdout.contains("from-the-secret"),
-        "{name}: secrets are redacted"
+        "{name}: a secret is shown:\n{stdout}"
     );
+    if env.contains_key("JOB_EXECUTOR_INGEST_TOKEN") {
+        assert_eq!(table["--ingest-token"].0, "****", "{name}");
+    }
+    if env.contains_key("JOB_EXECUTOR_SINK_HEADERS") {
+        assert_eq!(table["--sink-header"].0, "x-token: ****", "{name}");
+    }
 }
 
 #[test]

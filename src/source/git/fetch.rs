@@ -133,14 +133,32 @@ impl RepoUrl {
 
 /// A URL as it may appear in a message: any `user:password@` removed.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+    match split_credentials(url) {
+        Some((scheme, _, rest)) => format!("{scheme}://{rest}"),
         None => url.to_string(),
     }
+}
+
+/// A URL as a listing of settings shows it: any `user:password@` replaced by `****@`, so the
+/// reader sees that credentials are there but not what they are.
+pub fn mask_credentials(url: &str) -> String {
+    if let Some((scheme, _, rest)) = split_credentials(url) {
+        return format!("{scheme}://****@{rest}");
+    }
+    // The scp-like form, `user@host:path`.
+    let path_start = url.find('/').unwrap_or(url.len());
+    match url[..path_start].find('@') {
+        Some(at) if !url.contains("://") => format!("****@{}", &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+/// `scheme://credentials@rest` → `(scheme, credentials, rest)`; `None` without credentials.
+fn split_credentials(url: &str) -> Option<(&str, &str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    Some((scheme, &rest[..at], &rest[at + 1..]))
 }
 
 /// What the last successful fetch saw on the remote.
@@ -512,6 +530,23 @@ mod tests {
             "https://git.example.com/a@b"
         );
         assert_eq!(redact("file:///srv/repo"), "file:///srv/repo");
+        assert_eq!(
+            mask_credentials("https://alice:s3cret@git.example.com/team/repo.git"),
+            "https://****@git.example.com/team/repo.git"
+        );
+        assert_eq!(
+            mask_credentials("https://ghp_token@git.example.com/a@b"),
+            "https://****@git.example.com/a@b"
+        );
+        assert_eq!(
+            mask_credentials("https://git.example.com/a@b"),
+            "https://git.example.com/a@b"
+        );
+        assert_eq!(
+            mask_credentials("git@git.example.com:team/repo.git"),
+            "****@git.example.com:team/repo.git"
+        );
+        assert_eq!(mask_credentials("file:///srv/a@b"), "file:///srv/a@b");
         let url = RepoUrl::parse("https://alice:s3cret@git.example.com/team/repo.git").unwrap();
         assert_eq!(url.shown, "https://git.example.com/team/repo.git");
         assert_eq!(url.username.as_deref(), Some("alice"));

@@ -22,7 +22,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use fetch::{CloneCache, RepoUrl};
-pub use fetch::{CredentialSettings, FetchLabels, redact};
+pub use fetch::{CredentialSettings, FetchLabels, mask_credentials, redact};
 use layout::{Branch, Lookup};
 use tree::{CommitTree, WalkError};
 
