@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kube_sim::{Behavior, ImageRule};
@@ -497,4 +497,106 @@ async fn a_burst_of_events_for_one_branch_shares_one_fetch() {
         metrics.contains("job_executor_git_fetches_total{outcome=\"ok\"} 2"),
         "{metrics}"
     );
+}
+
+/// The operator's clone in a cache directory (one bare repository per URL).
+fn cached_clone(cache: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(cache)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|e| e == "git"))
+}
+
+/// Whether gitoxide holds a lock in the clone now: `packed-refs.lock`, or the lock of a
+/// remote-tracking branch.
+fn holds_a_ref_lock(clone: &Path) -> bool {
+    clone.join("packed-refs.lock").exists()
+        || std::fs::read_dir(clone.join("refs/remotes/origin")).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|entry| entry.file_name().to_string_lossy().ends_with(".lock"))
+        })
+}
+
+/// Every `*.lock` file in a clone.
+fn lock_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            found.extend(lock_files(&path));
+        } else if path.extension().is_some_and(|e| e == "lock") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_in_the_middle_of_a_fetch_serves_the_event_after_a_restart() {
+    let root = temp("killed");
+    let repo = GitRepo::new(root.join("sockshop"));
+    let (_, dev) = sockshop(&repo);
+    // So many branches that gitoxide holds their lock files for a while when it writes their
+    // refs into the clone: the kill below lands then, as a crash in the middle of a fetch does.
+    repo.branches("load-", 20_000);
+    let server = GitHttpServer::start(&root, None).await;
+    let args = git_args("killed", &server.url("sockshop"), &[]);
+    let cache = temp("killed-cache");
+    let mut h = Harness::start_with_source(kube_sim::Sim::builder(), args, &[]).await;
+
+    let sent = event("killed", "dev", "carts", None);
+    let answer = h.post_event_in_background(&sent);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let clone = loop {
+        if let Some(clone) = cached_clone(&cache).filter(|c| holds_a_ref_lock(c)) {
+            h.kill_operator();
+            break clone;
+        }
+        assert!(
+            !answer.is_finished(),
+            "the fetch finished before the kill: {}",
+            h.operator_log()
+        );
+        assert!(Instant::now() < deadline, "no lock file in the clone");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    assert!(
+        answer.await.unwrap().is_none(),
+        "the request died with the operator"
+    );
+    let left = lock_files(&clone);
+    assert!(!left.is_empty(), "the killed fetch left no lock file");
+
+    // Restarted on the same cache (an emptyDir survives a container restart), the operator
+    // serves the event its sender sends again.
+    h.start_operator().await;
+    let response = h.post_event(&sent).await;
+    assert_eq!(
+        response.status,
+        202,
+        "{:?}\n{}",
+        response.body,
+        h.operator_log()
+    );
+    expect_success(&h, "killed").await;
+    assert_eq!(run_of(&h, "killed")["spec"]["configRevision"], dev.as_str());
+    assert!(lock_files(&clone).is_empty(), "{:?}", lock_files(&clone));
+    assert!(
+        h.operator_log().contains(&format!(
+            "removed the lock and temporary files of a fetch that was cut short (the operator was killed during it) clone={} count={}",
+            clone.display(),
+            left.len()
+        )),
+        "{}",
+        h.operator_log()
+    );
+    // 20,000 refs take room: not left behind.
+    drop(h);
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(&cache);
 }

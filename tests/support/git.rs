@@ -99,6 +99,30 @@ impl GitRepo {
         }
     }
 
+    /// Adds `count` branches `<prefix>0`, `<prefix>1`, … at the current commit, packed, in one
+    /// `git update-ref` (a repository with that many refs makes a client's ref update long).
+    pub fn branches(&self, prefix: &str, count: usize) {
+        use std::io::Write;
+        let head = self.head();
+        let mut child = Command::new("git")
+            .args(["update-ref", "--stdin"])
+            .current_dir(&self.dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run git update-ref");
+        let mut stdin = child.stdin.take().unwrap();
+        let mut commands = String::new();
+        for n in 0..count {
+            commands.push_str(&format!("create refs/heads/{prefix}{n} {head}\n"));
+        }
+        stdin.write_all(commands.as_bytes()).unwrap();
+        drop(stdin);
+        assert!(child.wait().unwrap().success(), "git update-ref failed");
+        self.git(&["pack-refs", "--all"]);
+    }
+
     pub fn head(&self) -> String {
         self.git(&["rev-parse", "HEAD"])
     }

@@ -395,6 +395,30 @@ impl Operator {
         }
     }
 
+    /// Posts an event in structured mode from a task of its own, for a request the operator
+    /// may die in the middle of: `None` when the connection failed or broke.
+    pub fn post_event_in_background(
+        &self,
+        event: &Value,
+    ) -> tokio::task::JoinHandle<Option<Response>> {
+        let client = self.client.clone();
+        let request = http::Request::post(format!("http://{}/events", self.ingest.unwrap()))
+            .header("content-type", "application/cloudevents+json")
+            .body(Full::new(Bytes::from(event.to_string())))
+            .unwrap();
+        tokio::spawn(async move {
+            let response = client.request(request).await.ok()?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let bytes = response.into_body().collect().await.ok()?.to_bytes();
+            Some(Response {
+                status,
+                headers,
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            })
+        })
+    }
+
     /// Posts an event in structured mode.
     pub async fn post_event(&self, event: &Value) -> Response {
         self.post(

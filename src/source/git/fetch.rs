@@ -25,6 +25,7 @@ use prometheus_client::metrics::family::Family;
 use sha2::Digest as _;
 
 use super::GitError;
+use super::owner::{self, CacheOwner};
 
 /// Labels of the fetch counter: `outcome` is `ok` or `failed`.
 pub type FetchLabels = Vec<(&'static str, &'static str)>;
@@ -186,6 +187,7 @@ pub struct CloneCache {
     credentials: CredentialSettings,
     state: Mutex<FetchState>,
     fetches: Family<FetchLabels, Counter>,
+    _owner: CacheOwner,
 }
 
 impl std::fmt::Debug for CloneCache {
@@ -222,6 +224,7 @@ impl CloneCache {
             cause,
         };
         std::fs::create_dir_all(cache_dir).map_err(|e| cache_error(cache_dir, e.to_string()))?;
+        let owner = CacheOwner::take(&path)?;
         let mut overrides = vec![
             format!("gitoxide.http.connectTimeout={CONNECT_TIMEOUT_MS}"),
             format!("http.lowSpeedLimit={LOW_SPEED_BYTES}"),
@@ -251,6 +254,15 @@ impl CloneCache {
                 .map_err(|e| cache_error(&path, cause_text(&e, &[])))?
             }
         };
+        let removed = owner::remove_leftovers(&path)?;
+        if !removed.is_empty() {
+            let shown: Vec<String> = removed
+                .iter()
+                .take(5)
+                .map(|p| p.strip_prefix(&path).unwrap_or(p).display().to_string())
+                .collect();
+            tracing::warn!(clone = %path.display(), count = removed.len(), files = %shown.join(", "), "removed the lock and temporary files of a fetch that was cut short (the operator was killed during it)");
+        }
         Ok(CloneCache {
             url,
             path,
@@ -258,6 +270,7 @@ impl CloneCache {
             credentials,
             state: Mutex::new(FetchState::default()),
             fetches,
+            _owner: owner,
         })
     }
 

@@ -10,6 +10,7 @@
 
 mod fetch;
 pub mod layout;
+mod owner;
 mod tree;
 
 use std::collections::HashMap;
@@ -44,6 +45,10 @@ pub enum GitError {
     Fetch { url: String, cause: String },
     #[error("the git clone cache {path} cannot be used: {cause}")]
     Cache { path: String, cause: String },
+    #[error(
+        "the git clone cache {path} is in use by {holder}; give each operator its own --git-cache-dir"
+    )]
+    CacheInUse { path: String, holder: String },
     #[error("cannot read the git credentials {path}: {reason}")]
     Credentials { path: String, reason: String },
     #[error("gitcommitid {value:?} is not a commit id (4 to 40 hexadecimal digits)")]

@@ -317,3 +317,80 @@ fn an_unreachable_repository_names_the_url_without_secrets() {
     assert!(error.is_transient());
     assert_eq!(fetches.get_or_create(&vec![("outcome", "failed")]).get(), 1);
 }
+
+/// A source on a cache that may hold a clone already (as after a restart).
+fn open_source(
+    url: &str,
+    cache_dir: &std::path::Path,
+    lookups: &[&str],
+    fetch_interval: Duration,
+) -> Result<GitSource, SourceError> {
+    GitSource::open(GitSettings {
+        url: url.to_string(),
+        lookups: lookups.iter().map(|l| l.to_string()).collect(),
+        credentials: CredentialSettings::default(),
+        fetch_interval,
+        cache_dir: cache_dir.to_path_buf(),
+        fetches: Family::default(),
+    })
+}
+
+/// The clone in a cache directory.
+fn clone_in(cache_dir: &std::path::Path) -> PathBuf {
+    std::fs::read_dir(cache_dir)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|e| e == "git"))
+        .expect("a clone in the cache")
+}
+
+#[test]
+fn the_locks_a_killed_fetch_leaves_are_removed_when_the_cache_is_opened_again() {
+    let repo = TestRepo::new("killed");
+    repo.git(&["checkout", "-q", "-b", "dev"]);
+    repo.write("job/config.yaml", &config_with_image("v1", "[]"));
+    repo.commit("v1");
+    let cache_dir = repo.dir.with_extension("cache");
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    let lookups = ["dev:job/config.yaml"];
+    let first = open_source(&repo.url(), &cache_dir, &lookups, Duration::ZERO).unwrap();
+    let loaded = first.load(&service("dev", "carts"), None).unwrap().unwrap();
+    assert_eq!(image_of(&loaded), "v1");
+
+    // What a process killed in the middle of a fetch leaves: the ref locks of the report, and
+    // a pack whose transfer was cut short.
+    let clone = clone_in(&cache_dir);
+    let leftovers = [
+        "packed-refs.lock",
+        "refs/remotes/origin/dev.lock",
+        "objects/pack/.tmpK1lled",
+    ];
+    for file in leftovers {
+        std::fs::write(clone.join(file), "").unwrap();
+    }
+    repo.write("job/config.yaml", &config_with_image("v2", "[]"));
+    let v2 = repo.commit("v2");
+    // They block every fetch.
+    let error = first.load(&service("dev", "carts"), None).unwrap_err();
+    assert!(error.to_string().contains("lock"), "{error}");
+    // While the process runs, the clone is its own.
+    let error = open_source(&repo.url(), &cache_dir, &lookups, Duration::ZERO).unwrap_err();
+    assert!(
+        error.to_string().contains("is in use by process"),
+        "{error}"
+    );
+
+    // The process ends; the next one removes what was left and fetches.
+    drop(first);
+    let restarted = open_source(&repo.url(), &cache_dir, &lookups, Duration::ZERO).unwrap();
+    for file in leftovers {
+        assert!(!clone.join(file).exists(), "{file} is left");
+    }
+    let config = restarted
+        .load(&service("dev", "carts"), None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(image_of(&config), "v2");
+    assert_eq!(config.revision.as_deref(), Some(v2.as_str()));
+}
