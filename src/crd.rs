@@ -48,10 +48,26 @@ pub struct JobRunSpec {
     /// from the same place at the same revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_dir: Option<String>,
+    /// Set when the git repository could not be fetched as the event was accepted: the config
+    /// was read at the branch head of the last successful fetch (`configRevision`), which may be
+    /// behind the branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_stale: Option<ConfigStale>,
     /// Set when the run failed before its first Job (invalid config, forbidden image, missing
     /// file): the `.finished` event reports it and no Job is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+}
+
+/// Why a run's config may be behind its branch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigStale {
+    /// Why the repository could not be fetched.
+    pub fetch_error: String,
+    /// When the commit that was read was fetched (RFC 3339), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched_at: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

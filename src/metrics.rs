@@ -23,6 +23,7 @@ pub struct Metrics {
     reconcile_errors: Family<Labels, Counter>,
     runs_in_flight: Gauge,
     git_fetches: Family<Labels, Counter>,
+    git_stale_lookups: Counter,
     in_flight: Mutex<HashSet<String>>,
 }
 
@@ -79,6 +80,12 @@ impl Metrics {
             "Fetches of the git config repository, by outcome (ok, failed)",
             git_fetches.clone(),
         );
+        let git_stale_lookups = Counter::default();
+        registry.register(
+            "git_stale_lookups",
+            "Config lookups that read the branch heads of the last successful fetch because the git repository could not be fetched",
+            git_stale_lookups.clone(),
+        );
         Metrics {
             registry,
             events_received,
@@ -89,6 +96,7 @@ impl Metrics {
             reconcile_errors,
             runs_in_flight,
             git_fetches,
+            git_stale_lookups,
             in_flight: Mutex::new(HashSet::new()),
         }
     }
@@ -128,6 +136,11 @@ impl Metrics {
     /// The counter the git config source counts its fetches in.
     pub fn git_fetches(&self) -> Family<Labels, Counter> {
         self.git_fetches.clone()
+    }
+
+    /// The counter the git config source counts its stale lookups in.
+    pub fn git_stale_lookups(&self) -> Counter {
+        self.git_stale_lookups.clone()
     }
 
     /// Records whether a run is in flight; the gauge counts distinct runs.

@@ -406,8 +406,22 @@ async fn missing_oversized_and_escaping_files_fail_the_run_before_any_job() {
     expect_success(&h, "fine").await;
 }
 
+/// The `error` of a 503 answer, checking it asks to retry.
+fn retry_later(response: &support::Response) -> String {
+    assert_eq!(response.status, 503, "{:?}", response.body);
+    assert_eq!(
+        response
+            .headers
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("5")
+    );
+    response.body["error"].as_str().unwrap().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_repository_and_bad_credentials_fail_cleanly_and_the_operator_recovers() {
+async fn with_nothing_fetched_an_unreachable_repository_or_refused_credentials_answer_503_until_fixed()
+ {
     let root = temp("outage");
     let repo = GitRepo::new(root.join("sockshop"));
     sockshop(&repo);
@@ -427,20 +441,22 @@ async fn an_unreachable_repository_and_bad_credentials_fail_cleanly_and_the_oper
     );
     let h = Harness::start_with_source(kube_sim::Sim::builder(), args, &[]).await;
 
-    let response = h.post_event(&event("down", "dev", "carts", None)).await;
-    assert_eq!(response.status, 422, "{:?}", response.body);
-    let message = expect_error(&h, "down").await;
+    // Nothing was ever fetched: the sender is asked to retry, and nothing is recorded.
+    let down = event("down", "dev", "carts", None);
+    let message = retry_later(&h.post_event(&down).await);
     assert!(
         message.starts_with(&format!(
-            "the job config cannot be used:\ncannot fetch {url}: "
-        )) && message.contains("Connection refused"),
+            "the job config cannot be read now:\ncannot fetch {url}: "
+        )) && message.contains("Connection refused")
+            && message.ends_with("; retry later"),
         "{message}"
     );
+    assert!(h.jobruns().is_empty(), "{:?}", h.jobruns());
 
+    // The host is back, but refuses the credentials: the same.
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let server = GitHttpServer::serve(listener, &root, Some(("alice", "s3cret")));
-    h.post_event(&event("refused", "dev", "carts", None)).await;
-    let message = expect_error(&h, "refused").await;
+    let message = retry_later(&h.post_event(&down).await);
     assert!(
         message.contains(&format!("cannot fetch {url}: "))
             && message.contains("were not accepted by the remote"),
@@ -448,12 +464,133 @@ async fn an_unreachable_repository_and_bad_credentials_fail_cleanly_and_the_oper
     );
     assert!(!message.contains("wrong-password"), "{message}");
     assert!(server.requests().iter().any(|r| r.status == 401));
+    assert!(h.jobruns().is_empty(), "{:?}", h.jobruns());
 
-    // The Secret is read at every fetch: fixing it is enough.
+    // The Secret is read at every fetch: fixing it is enough, and the retried event runs.
     std::fs::write(credentials.join("password"), "s3cret").unwrap();
-    h.post_event(&event("fixed", "dev", "carts", None)).await;
-    expect_success(&h, "fixed").await;
+    let response = h.post_event(&down).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    expect_success(&h, "down").await;
+    let finished: Vec<_> = h
+        .sink
+        .for_trigger("down")
+        .into_iter()
+        .filter(|e| e.event_type.ends_with(".finished"))
+        .collect();
+    assert_eq!(finished.len(), 1, "one .finished, the successful one");
+    let (_, metrics) = h.get_admin("/metrics").await;
+    assert!(
+        metrics.contains("job_executor_events_received_total{outcome=\"source_unavailable\"} 2"),
+        "{metrics}"
+    );
     assert!(h.operator_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_git_outage_events_run_at_the_last_fetched_commit_and_unknown_pins_wait() {
+    let root = temp("blip");
+    let repo = GitRepo::new(root.join("sockshop"));
+    let (_, before) = sockshop(&repo);
+    let mut server = GitHttpServer::start(&root, None).await;
+    // Every lookup of a branch head fetches, so every event below meets the outage.
+    let args = git_args(
+        "blip",
+        &server.url("sockshop"),
+        &["--git-fetch-interval-seconds", "0"],
+    );
+    let mut h = Harness::start_with_source(kube_sim::Sim::builder(), args, &[]).await;
+    let response = h.post_event(&event("before", "dev", "carts", None)).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    expect_success(&h, "before").await;
+
+    // The git host goes down, and `dev` moves on meanwhile.
+    server.stop().await;
+    repo.switch("dev");
+    repo.write("carts/data/a.txt", "dev a v2");
+    let moved = repo.commit("move dev");
+    repo.git(&["checkout", "-q", "main"]);
+
+    // An event runs at the last fetched head of its branch, and its run says so.
+    let response = h.post_event(&event("during", "dev", "carts", None)).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    expect_success(&h, "during").await;
+    let run = run_of(&h, "during");
+    assert_eq!(run["spec"]["configRevision"], before.as_str());
+    let stale = &run["spec"]["configStale"];
+    assert!(
+        stale["fetchError"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("cannot fetch {}: ", server.url("sockshop"))),
+        "{stale}"
+    );
+    assert!(
+        stale["fetchedAt"].as_str().unwrap().ends_with('Z'),
+        "{stale}"
+    );
+    assert_eq!(keptn_files(&h, "during", 1)[0].1, "dev a v1");
+    assert!(run_of(&h, "before")["spec"].get("configStale").is_none());
+    // An event nothing listens for is answered as usual, saying what it was matched against.
+    let mut unrelated = event("unrelated", "dev", "carts", None);
+    unrelated["type"] = json!("sh.keptn.event.deployment.triggered");
+    let response = h.post_event(&unrelated).await;
+    assert_eq!(response.status, 200, "{:?}", response.body);
+    let reasons = response.body["events"][0]["not_matched"].to_string();
+    assert!(
+        reasons.contains("the job config was looked up at the branch heads fetched at 20")
+            && reasons.contains("as the repository cannot be fetched now: cannot fetch"),
+        "{reasons}"
+    );
+
+    // A commit the clone does not have may well exist: retry later, nothing is recorded.
+    let pinned = event("pinned", "dev", "carts", Some(&moved));
+    let message = retry_later(&h.post_event(&pinned).await);
+    assert!(
+        message.contains(&format!(
+            "commit {moved} is not in the clone cache yet, and cannot fetch"
+        )),
+        "{message}"
+    );
+    assert!(
+        !h.jobruns()
+            .iter()
+            .any(|r| r["spec"]["event"]["id"] == "pinned")
+    );
+    let (_, metrics) = h.get_admin("/metrics").await;
+    for line in [
+        "job_executor_git_stale_lookups_total 2",
+        "job_executor_events_received_total{outcome=\"source_unavailable\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
+
+    // Restarted during the outage, the operator reads the heads its clone keeps.
+    h.kill_operator();
+    h.start_operator().await;
+    let response = h
+        .post_event(&event("restarted", "dev", "carts", None))
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    expect_success(&h, "restarted").await;
+    let run = run_of(&h, "restarted");
+    assert_eq!(run["spec"]["configRevision"], before.as_str());
+    assert!(run["spec"]["configStale"].is_object(), "{run}");
+
+    // The host is back: the retried event runs at the commit it pins, a new one at the new head.
+    server.resume().await;
+    let response = h.post_event(&pinned).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    expect_success(&h, "pinned").await;
+    assert_eq!(
+        run_of(&h, "pinned")["spec"]["configRevision"],
+        moved.as_str()
+    );
+    assert_eq!(keptn_files(&h, "pinned", 1)[0].1, "dev a v2");
+    h.post_event(&event("after", "dev", "carts", None)).await;
+    expect_success(&h, "after").await;
+    let run = run_of(&h, "after");
+    assert_eq!(run["spec"]["configRevision"], moved.as_str());
+    assert!(run["spec"].get("configStale").is_none(), "{run}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

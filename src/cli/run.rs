@@ -85,7 +85,11 @@ pub struct GitArgs {
 
 impl GitArgs {
     /// The git source's settings, when `--git-url` is given.
-    fn settings(self, fetches: Family<FetchLabels, Counter>) -> Option<GitSettings> {
+    fn settings(
+        self,
+        fetches: Family<FetchLabels, Counter>,
+        stale_lookups: Counter,
+    ) -> Option<GitSettings> {
         let GitArgs {
             git_url,
             git_lookups,
@@ -107,6 +111,7 @@ impl GitArgs {
             cache_dir: git_cache_dir
                 .unwrap_or_else(|| std::env::temp_dir().join("job-executor-git")),
             fetches,
+            stale_lookups,
         })
     }
 }
@@ -215,7 +220,8 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("cannot configure the Kubernetes client (KUBECONFIG or in-cluster)")?;
     let metrics = Arc::new(Metrics::new());
-    let source = Arc::new(match (git.settings(metrics.git_fetches()), config_dir) {
+    let git = git.settings(metrics.git_fetches(), metrics.git_stale_lookups());
+    let source = Arc::new(match (git, config_dir) {
         (Some(settings), _) => Source::git(settings)?,
         (None, Some(dir)) => Source::directory(dir),
         (None, None) => anyhow::bail!("give --config-dir or --git-url"),

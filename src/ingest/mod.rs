@@ -1,6 +1,7 @@
 //! The HTTP receiver: CloudEvents in, JobRuns persisted, then the answer. A 2xx means every
-//! run the request implies is in the API server; when that cannot be done the answer is a 503,
-//! so the sender retries and nothing is lost.
+//! run the request implies is in the API server; when that cannot be done, or the config cannot
+//! be read now (the git repository cannot be fetched), the answer is a 503, so the sender
+//! retries and nothing is lost.
 
 pub mod parse;
 pub mod plan;
@@ -194,6 +195,11 @@ async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
                 state.metrics.event_received("not_matched");
                 result.not_matched = Some(reasons);
             }
+            EventPlan::Unavailable { message } => {
+                tracing::warn!(event = %event.id(), error = %message, "cannot read the job config now; answering 503");
+                state.metrics.event_received("source_unavailable");
+                return unavailable(format!("{message}; retry later"));
+            }
             EventPlan::ConfigError { message, run } => {
                 any_config_error = true;
                 state.metrics.event_received("config_error");
@@ -230,6 +236,16 @@ async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
         StatusCode::OK
     };
     (status, axum::Json(answer)).into_response()
+}
+
+/// 503 with `Retry-After`: nothing of the request is lost if the sender sends it again.
+fn unavailable(message: String) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        http::HeaderValue::from(RETRY_AFTER_SECONDS),
+    );
+    response
 }
 
 /// The API server did not answer a create within the store timeout. The run may still have
@@ -273,15 +289,7 @@ async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAn
                     kube::Error::Api(_) => crate::health::explain(&problem),
                     other => format!("the Kubernetes API cannot store the run now ({other})"),
                 };
-                let mut response = error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("{why}; retry later"),
-                );
-                response.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    http::HeaderValue::from(RETRY_AFTER_SECONDS),
-                );
-                return Err(response);
+                return Err(unavailable(format!("{why}; retry later")));
             }
         };
         results.push(RunAnswer {

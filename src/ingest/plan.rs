@@ -7,12 +7,12 @@ use kube::api::ObjectMeta;
 use serde::Serialize;
 
 use crate::config::MANAGED_BY_LABEL;
-use crate::crd::{JobRun, JobRunSpec, RunAction};
+use crate::crd::{ConfigStale, JobRun, JobRunSpec, RunAction};
 use crate::event::{CloudEvent, split_triggered_type};
 use crate::names;
 use crate::render::{self, LABEL_ACTION_INDEX, LABEL_EVENT_ID, MANAGED_BY, StagedFile};
 use crate::settings::Settings;
-use crate::source::{LoadedConfig, ServiceRef, Source, SourceError};
+use crate::source::{LoadedConfig, ServiceRef, Source, Stale};
 
 /// An action that does not run, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -37,6 +37,9 @@ pub enum EventPlan {
         message: String,
         run: Option<Box<JobRun>>,
     },
+    /// The config cannot be read now (the repository cannot be fetched, and the clone cannot
+    /// answer instead): nothing is recorded, and the sender is asked to retry.
+    Unavailable { message: String },
 }
 
 pub fn service_of(event: &CloudEvent) -> Result<ServiceRef, &'static str> {
@@ -63,17 +66,11 @@ pub fn plan_event(event: &CloudEvent, source: &Source, settings: &Settings) -> E
         }
     };
     let pinned = event.extension("gitcommitid");
-    let loaded = match source.load(&service, pinned.as_deref()) {
-        Ok(Some(loaded)) => loaded,
-        Ok(None) => {
-            return EventPlan::Nothing {
-                reasons: vec![NotMatched {
-                    action: String::new(),
-                    reason: format!(
-                        "no job config for service {:?} (project {:?}, stage {:?})",
-                        service.service, service.project, service.stage
-                    ),
-                }],
+    let found = match source.load(&service, pinned.as_deref()) {
+        Ok(found) => found,
+        Err(error) if error.is_transient() => {
+            return EventPlan::Unavailable {
+                message: format!("the job config cannot be read now:\n{error}"),
             };
         }
         Err(error) => {
@@ -97,12 +94,46 @@ pub fn plan_event(event: &CloudEvent, source: &Source, settings: &Settings) -> E
             return EventPlan::ConfigError { message, run };
         }
     };
-    plan_with_config(event, &loaded, source, settings)
+    let stale = found.stale.as_ref();
+    let plan = match &found.config {
+        Some(loaded) => plan_with_config(event, loaded, stale, source, settings),
+        None => EventPlan::Nothing {
+            reasons: vec![NotMatched {
+                action: String::new(),
+                reason: format!(
+                    "no job config for service {:?} (project {:?}, stage {:?})",
+                    service.service, service.project, service.stage
+                ),
+            }],
+        },
+    };
+    match (plan, stale) {
+        (EventPlan::Nothing { mut reasons }, Some(stale)) => {
+            reasons.push(NotMatched {
+                action: String::new(),
+                reason: format!("{}: {}", stale_note(stale), stale.error),
+            });
+            EventPlan::Nothing { reasons }
+        }
+        (plan, _) => plan,
+    }
 }
 
+fn stale_note(stale: &Stale) -> String {
+    match stale.fetched_at {
+        Some(at) => format!(
+            "the job config was looked up at the branch heads fetched at {at}, as the repository cannot be fetched now"
+        ),
+        None => "the job config was looked up at the branch heads of the last successful fetch, as the repository cannot be fetched now".to_string(),
+    }
+}
+
+/// The runs of the matching actions. With `stale` heads a run that could not start is not
+/// recorded: the config or the files may have been fixed since, so the event is retried instead.
 fn plan_with_config(
     event: &CloudEvent,
     loaded: &LoadedConfig,
+    stale: Option<&Stale>,
     source: &Source,
     settings: &Settings,
 ) -> EventPlan {
@@ -128,16 +159,38 @@ fn plan_with_config(
         let Some(action) = loaded.config.actions.get(index) else {
             continue;
         };
-        // A run that cannot start is still recorded, so its `.finished` reports why.
-        let (files, failure) = match render::check_action(action, settings)
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                source
-                    .collect_run_files(loaded.revision.as_deref(), &loaded.dir, action)
-                    .map_err(|e: SourceError| e.to_string())
-            }) {
-            Ok(run_files) => (run_files.per_task, None),
-            Err(message) => (Vec::new(), Some(message)),
+        // A run that cannot start is still recorded, so its `.finished` reports why; unless
+        // the reason may pass by itself: the files cannot be read now, or the config is stale.
+        let checked = match render::check_action(action, settings) {
+            Err(problem) => Err(problem.to_string()),
+            Ok(()) => {
+                match source.collect_run_files(loaded.revision.as_deref(), &loaded.dir, action) {
+                    Ok(run_files) => Ok(run_files),
+                    Err(error) if error.is_transient() => {
+                        return EventPlan::Unavailable {
+                            message: format!(
+                                "the files of action {:?} cannot be read now:\n{error}",
+                                action.display_name(index)
+                            ),
+                        };
+                    }
+                    Err(error) => Err(error.to_string()),
+                }
+            }
+        };
+        let (files, failure) = match (checked, stale) {
+            (Ok(run_files), _) => (run_files.per_task, None),
+            (Err(message), None) => (Vec::new(), Some(message)),
+            (Err(message), Some(stale)) => {
+                return EventPlan::Unavailable {
+                    message: format!(
+                        "action {:?} cannot run: {message}\n({}: {})",
+                        action.display_name(index),
+                        stale_note(stale),
+                        stale.error
+                    ),
+                };
+            }
         };
         let files: Vec<Vec<StagedFile>> = if files.iter().all(Vec::is_empty) {
             Vec::new()
@@ -158,6 +211,10 @@ fn plan_with_config(
             ConfigPlace {
                 revision: loaded.revision.clone(),
                 dir: Some(loaded.dir.clone()),
+                stale: stale.map(|stale| ConfigStale {
+                    fetch_error: stale.error.to_string(),
+                    fetched_at: stale.fetched_at.map(|at| at.to_string()),
+                }),
             },
             failure,
         ));
@@ -171,11 +228,13 @@ fn plan_with_config(
     }
 }
 
-/// Where a run's config was read: the revision and the directory its files are relative to.
+/// Where a run's config was read: the revision, the directory its files are relative to, and
+/// whether the revision is the branch head of the last successful fetch.
 #[derive(Debug, Clone, Default)]
 struct ConfigPlace {
     revision: Option<String>,
     dir: Option<String>,
+    stale: Option<ConfigStale>,
 }
 
 fn job_run(
@@ -219,6 +278,7 @@ fn job_run(
             action,
             config_revision: place.revision,
             config_dir: place.dir,
+            config_stale: place.stale,
             failure,
         },
         status: None,

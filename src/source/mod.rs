@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use crate::config::{self, Action, ConfigError, JobConfig, Problem};
 use crate::files::{self, FilesError, RunFiles};
 use crate::matching::Matcher;
-pub use git::{CredentialSettings, FetchLabels, GitError, GitSettings, GitSource};
+pub use git::{CredentialSettings, FetchLabels, GitError, GitSettings, GitSource, Stale};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
@@ -59,6 +59,16 @@ impl ServiceRef {
     }
 }
 
+/// What looking up a service's config found.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    /// The config, or `None` when the service has none.
+    pub config: Option<Arc<LoadedConfig>>,
+    /// Set when the git repository could not be fetched, so the lookup read the branch heads
+    /// of the last successful fetch: what was found (or not) is what that fetch saw.
+    pub stale: Option<Stale>,
+}
+
 /// A config ready for matching: parsed, validated and compiled.
 #[derive(Debug)]
 pub struct LoadedConfig {
@@ -98,16 +108,15 @@ impl Source {
         Ok(Source::Git(Box::new(GitSource::open(settings)?)))
     }
 
-    /// The config for a service, or `None` when it has none. `pinned` is the event's
-    /// `gitcommitid`: the commit a git source reads the service and stage levels at (a
-    /// directory has no revisions and ignores it).
-    pub fn load(
-        &self,
-        service: &ServiceRef,
-        pinned: Option<&str>,
-    ) -> Result<Option<Arc<LoadedConfig>>, SourceError> {
+    /// The config for a service, if it has one. `pinned` is the event's `gitcommitid`: the
+    /// commit a git source reads the service and stage levels at (a directory has no revisions
+    /// and ignores it).
+    pub fn load(&self, service: &ServiceRef, pinned: Option<&str>) -> Result<Found, SourceError> {
         match self {
-            Source::Directory(directory) => directory.load(service),
+            Source::Directory(directory) => Ok(Found {
+                config: directory.load(service)?,
+                stale: None,
+            }),
             Source::Git(git) => git.load(service, pinned),
         }
     }
@@ -262,8 +271,9 @@ mod tests {
         let file = root.join("carts/job/config.yaml");
         std::fs::write(&file, "apiVersion: v2\nactions: []\n").unwrap();
         let source = Source::directory(&root);
-        let first = source.load(&service("carts"), None).unwrap().unwrap();
-        let again = source.load(&service("carts"), None).unwrap().unwrap();
+        let load = |name: &str| source.load(&service(name), None).unwrap().config;
+        let first = load("carts").unwrap();
+        let again = load("carts").unwrap();
         assert!(
             Arc::ptr_eq(&first, &again),
             "an unchanged file is not re-parsed"
@@ -273,9 +283,9 @@ mod tests {
             "apiVersion: v2\nactions:\n  - events: [{name: x}]\n    tasks: [{image: a}]\n",
         )
         .unwrap();
-        let changed = source.load(&service("carts"), None).unwrap().unwrap();
+        let changed = load("carts").unwrap();
         assert_eq!(changed.config.actions.len(), 1);
-        assert!(source.load(&service("orders"), None).unwrap().is_none());
+        assert!(load("orders").is_none());
     }
 
     #[test]

@@ -151,7 +151,10 @@ struct ServerState {
 /// `git http-backend` behind axum, serving every repository under `root` at `/<name>`.
 pub struct GitHttpServer {
     pub base: String,
+    addr: std::net::SocketAddr,
+    state: ServerState,
     log: Arc<Mutex<Vec<GitRequest>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl GitHttpServer {
@@ -171,9 +174,42 @@ impl GitHttpServer {
             }),
             log: log.clone(),
         };
-        let app = Router::new().fallback(cgi).with_state(state);
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        GitHttpServer { base, log }
+        let addr = listener.local_addr().unwrap();
+        let task = Some(spawn_server(listener, state.clone()));
+        GitHttpServer {
+            base,
+            addr,
+            state,
+            log,
+            task,
+        }
+    }
+
+    /// Stops listening: a client's next connection is refused, as when the git host is down.
+    pub async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Listens again on the same address after [`stop`](Self::stop).
+    pub async fn resume(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(error) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "cannot listen on {} again: {error}",
+                        self.addr
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        };
+        self.task = Some(spawn_server(listener, self.state.clone()));
     }
 
     pub async fn start(root: &Path, auth: Option<(&str, &str)>) -> GitHttpServer {
@@ -196,6 +232,16 @@ impl GitHttpServer {
             .filter(|r| r.path.ends_with("/info/refs") && r.status == 200)
             .count()
     }
+}
+
+fn spawn_server(
+    listener: tokio::net::TcpListener,
+    state: ServerState,
+) -> tokio::task::JoinHandle<()> {
+    let app = Router::new().fallback(cgi).with_state(state);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
 }
 
 async fn cgi(State(state): State<ServerState>, request: Request) -> Response {

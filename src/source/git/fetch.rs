@@ -10,21 +10,25 @@
 //! One mutex covers "is the last fetch recent enough, else fetch", so a burst of events for the
 //! same branch shares one fetch, and a failed fetch is reported to every request that waited
 //! for it instead of being repeated by each.
+//!
+//! When a fetch fails, lookups read the branch heads of the last successful fetch ([`Heads`]
+//! with [`Stale`](super::heads::Stale)), and a failed fetch is tried again only once the fetch
+//! interval has passed; only with no heads at all (nothing was ever fetched into the clone) is
+//! the failure the answer.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gix::ObjectId;
 use gix::bstr::ByteSlice as _;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use sha2::Digest as _;
 
 use super::GitError;
+use super::heads::{Heads, RemoteHeads, Stale};
 use super::owner::{self, CacheOwner};
 
 /// Labels of the fetch counter: `outcome` is `ok` or `failed`.
@@ -162,22 +166,15 @@ fn split_credentials(url: &str) -> Option<(&str, &str, &str)> {
     Some((scheme, &rest[..at], &rest[at + 1..]))
 }
 
-/// What the last successful fetch saw on the remote.
-#[derive(Debug, Default)]
-struct RemoteHeads {
-    /// Branch name → commit.
-    branches: HashMap<String, ObjectId>,
-    /// The branch the remote's `HEAD` points to.
-    default_branch: Option<String>,
-}
-
 #[derive(Debug, Default)]
 struct FetchState {
-    /// When the last successful fetch started.
+    /// When the last successful fetch of this process started.
     last_ok: Option<Instant>,
     /// When the last failed fetch started, and why it failed.
     last_failure: Option<(Instant, GitError)>,
-    heads: RemoteHeads,
+    /// What the last successful fetch saw: of this process, or of an earlier one (read from the
+    /// clone when it is opened); `None` when nothing was ever fetched into the clone.
+    heads: Option<Arc<RemoteHeads>>,
 }
 
 pub struct CloneCache {
@@ -263,12 +260,16 @@ impl CloneCache {
                 .collect();
             tracing::warn!(clone = %path.display(), count = removed.len(), files = %shown.join(", "), "removed the lock and temporary files of a fetch that was cut short (the operator was killed during it)");
         }
+        let heads = RemoteHeads::load(&path).map(Arc::new);
         Ok(CloneCache {
             url,
             path,
             repo,
             credentials,
-            state: Mutex::new(FetchState::default()),
+            state: Mutex::new(FetchState {
+                heads,
+                ..FetchState::default()
+            }),
             fetches,
             _owner: owner,
         })
@@ -282,30 +283,62 @@ impl CloneCache {
         self.repo.to_thread_local()
     }
 
-    /// Makes sure a fetch started after `requested` or at most `max_age` before now has
-    /// succeeded; fetches if not. A fetch that failed after `requested` is not repeated: its
-    /// error is returned.
-    pub fn refresh(&self, requested: Instant, max_age: Duration) -> Result<(), GitError> {
+    /// The branch heads for a lookup requested at `requested`: of a fetch that started after
+    /// `requested` or at most `max_age` before now, fetching if there is none. A fetch that
+    /// failed after `requested` is not repeated, nor is one that failed within `max_age` while
+    /// heads of an earlier fetch are known: then those heads are returned, marked stale. The
+    /// error only when nothing was ever fetched.
+    pub fn heads(&self, requested: Instant, max_age: Duration) -> Result<Heads, GitError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(started) = state.last_ok
             && (started >= requested || started.elapsed() <= max_age)
+            && let Some(heads) = &state.heads
         {
-            return Ok(());
+            return Ok(Heads {
+                heads: heads.clone(),
+                stale: None,
+            });
         }
-        if let Some((started, error)) = &state.last_failure
-            && *started >= requested
-        {
-            return Err(error.clone());
+        let error = match &state.last_failure {
+            Some((started, error))
+                if *started >= requested
+                    || (state.heads.is_some() && started.elapsed() <= max_age) =>
+            {
+                error.clone()
+            }
+            _ => match self.fetch_now(&mut state) {
+                Ok(heads) => return Ok(Heads { heads, stale: None }),
+                Err(error) => error,
+            },
+        };
+        match &state.heads {
+            Some(heads) => Ok(Heads {
+                heads: heads.clone(),
+                stale: Some(Stale {
+                    error,
+                    fetched_at: heads.fetched_at,
+                }),
+            }),
+            None => Err(error),
         }
+    }
+
+    /// Fetches, and records the outcome in `state` (and the heads in the clone).
+    fn fetch_now(&self, state: &mut FetchState) -> Result<Arc<RemoteHeads>, GitError> {
         let started = Instant::now();
         match self.fetch() {
             Ok(heads) => {
+                // Only a restart during an outage needs the file; the fetch is good without it.
+                if let Err(error) = heads.save(&self.path) {
+                    tracing::warn!(%error, "cannot save the fetched branch heads in the clone");
+                }
                 self.fetches.get_or_create(&vec![("outcome", "ok")]).inc();
                 tracing::info!(url = %self.url.shown, branches = heads.branches.len(), elapsed_ms = started.elapsed().as_millis() as u64, "fetched the config repository");
-                state.heads = heads;
+                let heads = Arc::new(heads);
+                state.heads = Some(heads.clone());
                 state.last_ok = Some(started);
                 state.last_failure = None;
-                Ok(())
+                Ok(heads)
             }
             Err(error) => {
                 self.fetches
@@ -316,20 +349,6 @@ impl CloneCache {
                 Err(error)
             }
         }
-    }
-
-    /// The head of `branch` as of the last fetch, `None` if the remote has no such branch.
-    pub fn branch_head(&self, branch: &str) -> Option<ObjectId> {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.heads.branches.get(branch).copied()
-    }
-
-    /// The remote's default branch and its head, as of the last fetch.
-    pub fn default_head(&self) -> Option<(String, ObjectId)> {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let branch = state.heads.default_branch.clone()?;
-        let head = state.heads.branches.get(&branch).copied()?;
-        Some((branch, head))
     }
 
     fn fetch(&self) -> Result<RemoteHeads, GitError> {
@@ -404,7 +423,8 @@ impl CloneCache {
                 },
             )
             .map_err(|e| failed(&e))?;
-        let heads = heads_of(&prepared.ref_map().remote_refs);
+        let heads =
+            RemoteHeads::advertised(&prepared.ref_map().remote_refs, jiff::Timestamp::now());
         prepared
             .receive(gix::progress::Discard, &AtomicBool::new(false))
             .map_err(|e| failed(&e))?;
@@ -461,53 +481,6 @@ fn ssh_command(cache: &Path, with_key: bool) -> String {
         ));
     }
     command
-}
-
-/// Branch heads and the default branch from the refs the remote advertised.
-fn heads_of(refs: &[gix::protocol::handshake::Ref]) -> RemoteHeads {
-    use gix::protocol::handshake::Ref;
-    let mut heads = RemoteHeads::default();
-    for reference in refs {
-        match reference {
-            Ref::Direct {
-                full_ref_name,
-                object,
-            }
-            | Ref::Peeled {
-                full_ref_name,
-                object,
-                ..
-            }
-            | Ref::Symbolic {
-                full_ref_name,
-                object,
-                ..
-            } => {
-                if let Some(branch) = full_ref_name
-                    .to_str()
-                    .ok()
-                    .and_then(|n| n.strip_prefix("refs/heads/"))
-                {
-                    heads.branches.insert(branch.to_string(), *object);
-                }
-            }
-            Ref::Unborn { .. } => {}
-        }
-        if let Ref::Symbolic {
-            full_ref_name,
-            target,
-            ..
-        } = reference
-            && full_ref_name == "HEAD"
-        {
-            heads.default_branch = target
-                .to_str()
-                .ok()
-                .and_then(|t| t.strip_prefix("refs/heads/"))
-                .map(str::to_string);
-        }
-    }
-    heads
 }
 
 /// An error and its causes on one line, with any secret replaced.

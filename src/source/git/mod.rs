@@ -7,8 +7,14 @@
 //! head (Keptn's service read the project level without the commit, too). The commit a config
 //! was found at is recorded in the run, and its files are read at that commit — by ingest to
 //! check them, and again by the controller to make the ConfigMap.
+//!
+//! When the repository cannot be fetched, branch lookups read the heads of the last successful
+//! fetch and say so ([`Stale`]); a pinned commit the clone does not have, or a clone nothing was
+//! ever fetched into, is an error that passes ([`GitError::is_transient`]), so ingest asks the
+//! sender to retry.
 
 mod fetch;
+mod heads;
 pub mod layout;
 mod owner;
 mod tree;
@@ -24,10 +30,11 @@ use prometheus_client::metrics::family::Family;
 
 use fetch::{CloneCache, RepoUrl};
 pub use fetch::{CredentialSettings, FetchLabels, mask_credentials, redact};
+pub use heads::Stale;
 use layout::{Branch, Lookup};
 use tree::{CommitTree, WalkError};
 
-use super::{LoadedConfig, ServiceRef, SourceError, compile};
+use super::{Found, LoadedConfig, ServiceRef, SourceError, compile};
 use crate::config::Action;
 use crate::files::{self, RunFiles};
 
@@ -55,6 +62,18 @@ pub enum GitError {
     InvalidCommit { value: String },
     #[error("commit {commit} is not in {url} (fetched just now)")]
     CommitNotFound { commit: String, url: String },
+    #[error("commit {commit} is not in the clone cache yet, and {cause}")]
+    CommitNotFetched {
+        commit: String,
+        cause: Box<GitError>,
+    },
+    #[error(
+        "{problem}\n(read at the branch heads of the last successful fetch, as the repository cannot be fetched now: {cause})"
+    )]
+    StaleProblem {
+        problem: String,
+        cause: Box<GitError>,
+    },
     #[error("the run records no commit to read its files at from {url}")]
     NoRevision { url: String },
     #[error("{url} has no default branch (its HEAD names no branch), needed by lookup {lookup}")]
@@ -69,9 +88,19 @@ pub enum GitError {
 }
 
 impl GitError {
-    /// The repository could not be reached or read now; trying again later may work.
+    /// The repository could not be reached or read now (unreachable, credentials refused or
+    /// unreadable, the clone cache unusable); trying again later may work. Everything else is
+    /// about the config, the event or the repository's content.
     pub fn is_transient(&self) -> bool {
-        matches!(self, GitError::Fetch { .. } | GitError::Cache { .. })
+        matches!(
+            self,
+            GitError::Fetch { .. }
+                | GitError::Cache { .. }
+                | GitError::CacheInUse { .. }
+                | GitError::Credentials { .. }
+                | GitError::CommitNotFetched { .. }
+                | GitError::StaleProblem { .. }
+        )
     }
 }
 
@@ -88,11 +117,15 @@ pub struct GitSettings {
     pub cache_dir: PathBuf,
     /// Counts fetches by outcome (the `job_executor_git_fetches_total` metric).
     pub fetches: Family<FetchLabels, Counter>,
+    /// Counts config lookups (one per event) that read the branch heads of the last successful
+    /// fetch because a fetch failed (the `job_executor_git_stale_lookups_total` metric).
+    pub stale_lookups: Counter,
 }
 
 #[derive(Debug)]
 pub struct GitSource {
     cache: CloneCache,
+    stale_lookups: Counter,
     lookups: Vec<Lookup>,
     fetch_interval: Duration,
     configs: Mutex<HashMap<(ObjectId, String), Arc<LoadedConfig>>>,
@@ -119,6 +152,7 @@ impl GitSource {
             fetch_interval,
             cache_dir,
             fetches,
+            stale_lookups,
         } = settings;
         let lookups = if lookups.is_empty() {
             Lookup::keptn()?
@@ -132,6 +166,7 @@ impl GitSource {
         let cache = CloneCache::open(url, &cache_dir, credentials, fetches)?;
         Ok(GitSource {
             cache,
+            stale_lookups,
             lookups,
             fetch_interval,
             configs: Mutex::new(HashMap::new()),
@@ -142,12 +177,23 @@ impl GitSource {
         self.cache.shown_url().to_string()
     }
 
-    /// The commit a pinned id names, fetching once if the cache does not have it yet.
+    /// The commit a pinned id names, fetching once if the cache does not have it yet. A fetch
+    /// that fails then is [`GitError::CommitNotFetched`]: the commit may well exist.
     fn pinned_commit(&self, pin: &str, requested: Instant) -> Result<ObjectId, GitError> {
         if let Some(id) = self.find_commit(pin) {
             return Ok(id);
         }
-        self.cache.refresh(requested, Duration::ZERO)?;
+        let not_fetched = |cause: GitError| GitError::CommitNotFetched {
+            commit: pin.to_string(),
+            cause: Box::new(cause),
+        };
+        let heads = self
+            .cache
+            .heads(requested, Duration::ZERO)
+            .map_err(not_fetched)?;
+        if let Some(stale) = heads.stale {
+            return Err(not_fetched(stale.error));
+        }
         self.find_commit(pin)
             .ok_or_else(|| GitError::CommitNotFound {
                 commit: pin.to_string(),
@@ -168,11 +214,19 @@ impl GitSource {
         repo.find_commit(id).ok().map(|commit| commit.id)
     }
 
-    pub fn load(
-        &self,
-        service: &ServiceRef,
-        pinned: Option<&str>,
-    ) -> Result<Option<Arc<LoadedConfig>>, SourceError> {
+    pub fn load(&self, service: &ServiceRef, pinned: Option<&str>) -> Result<Found, SourceError> {
+        let found = self.lookup(service, pinned)?;
+        if let Some(stale) = &found.stale {
+            self.stale_lookups.inc();
+            tracing::warn!(url = %self.url(), error = %stale.error, fetched_at = ?stale.fetched_at, project = %service.project, stage = %service.stage, service = %service.service, "the config repository cannot be fetched: the config is looked up at the branch heads of the last successful fetch");
+        }
+        Ok(found)
+    }
+
+    /// The lookups in order; a problem with what stale heads led to (no default branch, an
+    /// invalid config) is [`GitError::StaleProblem`], which passes: the repository may have
+    /// been fixed since.
+    fn lookup(&self, service: &ServiceRef, pinned: Option<&str>) -> Result<Found, SourceError> {
         service.check()?;
         let requested = Instant::now();
         let pinned = pinned
@@ -180,43 +234,64 @@ impl GitSource {
             .map(parse_pin)
             .transpose()?;
         let mut pinned_commit = None;
+        // Whether the branch heads lookups read are those of the last successful fetch.
+        let mut stale: Option<Stale> = None;
+        let stale_problem = |stale: &Option<Stale>, problem: SourceError| match stale {
+            Some(stale) if !problem.is_transient() => SourceError::Git(GitError::StaleProblem {
+                problem: problem.to_string(),
+                cause: Box::new(stale.error.clone()),
+            }),
+            _ => problem,
+        };
         for lookup in &self.lookups {
             let path = lookup.path.render(service);
-            let commit = match (&lookup.branch, pinned) {
+            let (commit, read_stale) = match (&lookup.branch, pinned) {
                 (Branch::Default, _) => {
-                    self.cache.refresh(requested, self.fetch_interval)?;
-                    match self.cache.default_head() {
-                        Some((_, head)) => head,
+                    let heads = self.cache.heads(requested, self.fetch_interval)?;
+                    stale = heads.stale.clone();
+                    match heads.default_branch() {
+                        Some((_, head)) => (head, heads.stale),
                         None => {
-                            return Err(GitError::NoDefaultBranch {
+                            let problem = GitError::NoDefaultBranch {
                                 url: self.url(),
                                 lookup: lookup.to_string(),
-                            }
-                            .into());
+                            };
+                            return Err(stale_problem(&stale, problem.into()));
                         }
                     }
                 }
                 (Branch::Named(_), Some(pin)) => match pinned_commit {
-                    Some(commit) => commit,
+                    Some(commit) => (commit, None),
                     None => {
                         let commit = self.pinned_commit(pin, requested)?;
                         pinned_commit = Some(commit);
-                        commit
+                        (commit, None)
                     }
                 },
                 (Branch::Named(branch), None) => {
-                    self.cache.refresh(requested, self.fetch_interval)?;
-                    match self.cache.branch_head(&branch.render(service)) {
-                        Some(head) => head,
+                    let heads = self.cache.heads(requested, self.fetch_interval)?;
+                    stale = heads.stale.clone();
+                    match heads.branch(&branch.render(service)) {
+                        Some(head) => (head, heads.stale),
                         None => continue,
                     }
                 }
             };
-            if let Some(loaded) = self.load_at(commit, &path)? {
-                return Ok(Some(loaded));
+            match self.load_at(commit, &path) {
+                Ok(Some(loaded)) => {
+                    return Ok(Found {
+                        config: Some(loaded),
+                        stale: read_stale,
+                    });
+                }
+                Ok(None) => {}
+                Err(problem) => return Err(stale_problem(&read_stale, problem)),
             }
         }
-        Ok(None)
+        Ok(Found {
+            config: None,
+            stale,
+        })
     }
 
     /// The config at `path` of `commit`, compiled (once per commit and path).

@@ -143,6 +143,7 @@ mod tests {
             ("objects/pack/pack-1.pack", false),
             ("objects/pack/pack-1.keep", false),
             ("objects/ab/.tmpnotapack", false),
+            ("job-executor-heads.lock", true),
         ];
         for (file, _) in files {
             let path = clone.join(file);

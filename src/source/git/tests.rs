@@ -76,23 +76,67 @@ impl TestRepo {
 }
 
 fn source_for(repo: &TestRepo, lookups: &[&str]) -> (GitSource, Family<FetchLabels, Counter>) {
-    let fetches = Family::<FetchLabels, Counter>::default();
     let cache_dir = repo.dir.with_extension("cache");
     let _ = std::fs::remove_dir_all(&cache_dir);
+    let source = open_source(&repo.url(), &cache_dir, lookups, Duration::from_secs(3600)).unwrap();
+    let fetches = source.fetches.clone();
+    (source.source, fetches)
+}
+
+/// The source with its metrics, on a cache that may hold a clone already (as after a restart).
+#[derive(Debug)]
+struct Opened {
+    source: GitSource,
+    fetches: Family<FetchLabels, Counter>,
+    stale_lookups: Counter,
+}
+
+impl std::ops::Deref for Opened {
+    type Target = GitSource;
+    fn deref(&self) -> &GitSource {
+        &self.source
+    }
+}
+
+fn open_source(
+    url: &str,
+    cache_dir: &std::path::Path,
+    lookups: &[&str],
+    fetch_interval: Duration,
+) -> Result<Opened, SourceError> {
+    let fetches = Family::<FetchLabels, Counter>::default();
+    let stale_lookups = Counter::default();
     let source = GitSource::open(GitSettings {
-        url: repo.url(),
+        url: url.to_string(),
         lookups: lookups.iter().map(|l| l.to_string()).collect(),
         credentials: CredentialSettings::default(),
-        fetch_interval: Duration::from_secs(3600),
-        cache_dir,
+        fetch_interval,
+        cache_dir: cache_dir.to_path_buf(),
         fetches: fetches.clone(),
+        stale_lookups: stale_lookups.clone(),
+    })?;
+    Ok(Opened {
+        source,
+        fetches,
+        stale_lookups,
     })
-    .unwrap();
-    (source, fetches)
 }
 
 fn fetch_count(fetches: &Family<FetchLabels, Counter>) -> u64 {
     fetches.get_or_create(&vec![("outcome", "ok")]).get()
+}
+
+fn failed_fetches(fetches: &Family<FetchLabels, Counter>) -> u64 {
+    fetches.get_or_create(&vec![("outcome", "failed")]).get()
+}
+
+/// The config a lookup finds (asserting one is found).
+fn found(source: &GitSource, stage: &str, name: &str, pin: Option<&str>) -> Arc<LoadedConfig> {
+    source
+        .load(&service(stage, name), pin)
+        .unwrap()
+        .config
+        .unwrap_or_else(|| panic!("no config for {stage}/{name}"))
 }
 
 fn service(stage: &str, name: &str) -> ServiceRef {
@@ -126,22 +170,13 @@ fn lookups_fall_back_from_service_to_stage_to_project() {
     let main = repo.git(&["rev-parse", "HEAD"]);
 
     let (source, fetches) = source_for(&repo, &[]);
-    let carts = source
-        .load(&service("dev", "carts"), None)
-        .unwrap()
-        .unwrap();
+    let carts = found(&source, "dev", "carts", None);
     assert_eq!(image_of(&carts), "service");
     assert_eq!(carts.dir, "carts");
     assert_eq!(carts.revision.as_deref(), Some(dev.as_str()));
-    let orders = source
-        .load(&service("dev", "orders"), None)
-        .unwrap()
-        .unwrap();
+    let orders = found(&source, "dev", "orders", None);
     assert_eq!((image_of(&orders), orders.dir.as_str()), ("stage", ""));
-    let prod = source
-        .load(&service("production", "carts"), None)
-        .unwrap()
-        .unwrap();
+    let prod = found(&source, "production", "carts", None);
     assert_eq!(image_of(&prod), "project");
     assert_eq!(prod.revision.as_deref(), Some(main.as_str()));
     assert_eq!(
@@ -155,6 +190,7 @@ fn lookups_fall_back_from_service_to_stage_to_project() {
         single
             .load(&service("dev", "carts"), None)
             .unwrap()
+            .config
             .is_none()
     );
 }
@@ -169,29 +205,15 @@ fn a_pinned_commit_is_read_after_the_branch_moved() {
         .write("carts/data/a.txt", "old a");
     let old = repo.commit("old");
     let (source, _) = source_for(&repo, &[]);
-    assert_eq!(
-        image_of(
-            &source
-                .load(&service("dev", "carts"), None)
-                .unwrap()
-                .unwrap()
-        ),
-        "old"
-    );
+    assert_eq!(image_of(&found(&source, "dev", "carts", None)), "old");
     repo.write("carts/job/config.yaml", &config_with_image("new", "[data]"))
         .write("carts/data/a.txt", "new a");
     let new = repo.commit("new");
 
     // Not in the cache yet: fetched because the pin asks for it.
-    let pinned_new = source
-        .load(&service("dev", "carts"), Some(&new[..10]))
-        .unwrap()
-        .unwrap();
+    let pinned_new = found(&source, "dev", "carts", Some(&new[..10]));
     assert_eq!(image_of(&pinned_new), "new");
-    let pinned_old = source
-        .load(&service("dev", "carts"), Some(&old))
-        .unwrap()
-        .unwrap();
+    let pinned_old = found(&source, "dev", "carts", Some(&old));
     assert_eq!(image_of(&pinned_old), "old");
     let files = source
         .collect_run_files(Some(&old), "carts", &pinned_old.config.actions[0])
@@ -236,10 +258,7 @@ fn files_expand_from_the_commit_with_modes_links_and_limits() {
         .link("carts/loop", "loop");
     let commit = repo.commit("files");
     let (source, _) = source_for(&repo, &["main:{service}/job/config.yaml"]);
-    source
-        .cache
-        .refresh(Instant::now(), Duration::ZERO)
-        .unwrap();
+    source.cache.heads(Instant::now(), Duration::ZERO).unwrap();
     let collect = |files: &str| source.collect_run_files(Some(&commit), "carts", &action(files));
 
     let run = collect("[helm, run.sh, common.txt, shared]").unwrap();
@@ -293,16 +312,13 @@ fn files_expand_from_the_commit_with_modes_links_and_limits() {
 
 #[test]
 fn an_unreachable_repository_names_the_url_without_secrets() {
-    let fetches = Family::<FetchLabels, Counter>::default();
     let cache_dir = std::env::temp_dir().join(format!("je-git-unit-{}-down", std::process::id()));
-    let source = GitSource::open(GitSettings {
-        url: "http://alice:s3cret@127.0.0.1:9/repo.git".into(),
-        lookups: Vec::new(),
-        credentials: CredentialSettings::default(),
-        fetch_interval: Duration::from_secs(10),
-        cache_dir,
-        fetches: fetches.clone(),
-    })
+    let source = open_source(
+        "http://alice:s3cret@127.0.0.1:9/repo.git",
+        &cache_dir,
+        &[],
+        Duration::from_secs(10),
+    )
     .unwrap();
     let error = source.load(&service("dev", "carts"), None).unwrap_err();
     let text = error.to_string();
@@ -314,25 +330,11 @@ fn an_unreachable_repository_names_the_url_without_secrets() {
         !text.contains("s3cret") && !text.contains("alice"),
         "{text}"
     );
-    assert!(error.is_transient());
-    assert_eq!(fetches.get_or_create(&vec![("outcome", "failed")]).get(), 1);
-}
-
-/// A source on a cache that may hold a clone already (as after a restart).
-fn open_source(
-    url: &str,
-    cache_dir: &std::path::Path,
-    lookups: &[&str],
-    fetch_interval: Duration,
-) -> Result<GitSource, SourceError> {
-    GitSource::open(GitSettings {
-        url: url.to_string(),
-        lookups: lookups.iter().map(|l| l.to_string()).collect(),
-        credentials: CredentialSettings::default(),
-        fetch_interval,
-        cache_dir: cache_dir.to_path_buf(),
-        fetches: Family::default(),
-    })
+    assert!(
+        error.is_transient(),
+        "nothing was ever fetched: retry later"
+    );
+    assert_eq!(failed_fetches(&source.fetches), 1);
 }
 
 /// The clone in a cache directory.
@@ -355,8 +357,7 @@ fn the_locks_a_killed_fetch_leaves_are_removed_when_the_cache_is_opened_again() 
     let _ = std::fs::remove_dir_all(&cache_dir);
     let lookups = ["dev:job/config.yaml"];
     let first = open_source(&repo.url(), &cache_dir, &lookups, Duration::ZERO).unwrap();
-    let loaded = first.load(&service("dev", "carts"), None).unwrap().unwrap();
-    assert_eq!(image_of(&loaded), "v1");
+    assert_eq!(image_of(&found(&first, "dev", "carts", None)), "v1");
 
     // What a process killed in the middle of a fetch leaves: the ref locks of the report, and
     // a pack whose transfer was cut short.
@@ -371,9 +372,11 @@ fn the_locks_a_killed_fetch_leaves_are_removed_when_the_cache_is_opened_again() 
     }
     repo.write("job/config.yaml", &config_with_image("v2", "[]"));
     let v2 = repo.commit("v2");
-    // They block every fetch.
-    let error = first.load(&service("dev", "carts"), None).unwrap_err();
-    assert!(error.to_string().contains("lock"), "{error}");
+    // They block every fetch: the branch head stays where it was.
+    let blocked = first.load(&service("dev", "carts"), None).unwrap();
+    let stale = blocked.stale.expect("the fetch failed");
+    assert!(stale.error.to_string().contains("lock"), "{}", stale.error);
+    assert_eq!(image_of(&blocked.config.unwrap()), "v1");
     // While the process runs, the clone is its own.
     let error = open_source(&repo.url(), &cache_dir, &lookups, Duration::ZERO).unwrap_err();
     assert!(
@@ -387,10 +390,131 @@ fn the_locks_a_killed_fetch_leaves_are_removed_when_the_cache_is_opened_again() 
     for file in leftovers {
         assert!(!clone.join(file).exists(), "{file} is left");
     }
-    let config = restarted
-        .load(&service("dev", "carts"), None)
-        .unwrap()
-        .unwrap();
+    let fresh = restarted.load(&service("dev", "carts"), None).unwrap();
+    assert!(fresh.stale.is_none(), "{:?}", fresh.stale);
+    let config = fresh.config.unwrap();
     assert_eq!(image_of(&config), "v2");
     assert_eq!(config.revision.as_deref(), Some(v2.as_str()));
+}
+
+#[test]
+fn an_unreachable_repository_serves_the_branch_heads_of_the_last_fetch() {
+    let repo = TestRepo::new("outage");
+    repo.write("job/config.yaml", &config_with_image("project", "[]"));
+    repo.commit("main");
+    repo.git(&["checkout", "-q", "-b", "dev"]);
+    repo.write("carts/job/config.yaml", &config_with_image("old", "[data]"))
+        .write("carts/data/a.txt", "old a")
+        .write("broken/job/config.yaml", "apiVersion: v2\nactions: 7\n");
+    let old = repo.commit("old");
+    let cache_dir = repo.dir.with_extension("cache");
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    // Every branch lookup wants a fetch.
+    let source = open_source(&repo.url(), &cache_dir, &[], Duration::ZERO).unwrap();
+    assert_eq!(image_of(&found(&source, "dev", "carts", None)), "old");
+    let error = source.load(&service("dev", "broken"), None).unwrap_err();
+    assert!(!error.is_transient(), "an invalid config fails: {error}");
+    repo.write("carts/job/config.yaml", &config_with_image("new", "[data]"));
+    let new = repo.commit("new");
+
+    // The repository goes away.
+    let away = repo.dir.with_extension("away");
+    let _ = std::fs::remove_dir_all(&away);
+    std::fs::rename(&repo.dir, &away).unwrap();
+    let during = source.load(&service("dev", "carts"), None).unwrap();
+    let config = during.config.unwrap();
+    assert_eq!(image_of(&config), "old");
+    assert_eq!(config.revision.as_deref(), Some(old.as_str()));
+    let stale = during.stale.expect("marked stale");
+    assert!(
+        stale.error.to_string().starts_with("cannot fetch file://"),
+        "{}",
+        stale.error
+    );
+    assert!(stale.fetched_at.is_some());
+    assert_eq!(source.stale_lookups.get(), 1);
+    let files = source
+        .collect_run_files(Some(&old), "carts", &config.config.actions[0])
+        .unwrap();
+    assert_eq!(files.files[0].content, b"old a");
+    // A pinned commit the clone has needs no fetch and is not stale.
+    let pinned = source.load(&service("dev", "carts"), Some(&old)).unwrap();
+    assert!(pinned.stale.is_none());
+    // One it does not have may exist: retry later.
+    let error = source
+        .load(&service("dev", "carts"), Some(&new))
+        .unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert!(
+        error.to_string().starts_with(&format!(
+            "commit {new} is not in the clone cache yet, and cannot fetch file://"
+        )),
+        "{error}"
+    );
+    // An invalid config at the stale heads may have been fixed since: retry later.
+    let error = source.load(&service("dev", "broken"), None).unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("(read at the branch heads of the last successful fetch, as the repository cannot be fetched now: cannot fetch file://"),
+        "{error}"
+    );
+
+    // Restarted during the outage, the operator reads the heads the clone keeps.
+    drop(source);
+    let restarted = open_source(&repo.url(), &cache_dir, &[], Duration::ZERO).unwrap();
+    let after_restart = restarted.load(&service("dev", "carts"), None).unwrap();
+    assert_eq!(image_of(&after_restart.config.unwrap()), "old");
+    assert_eq!(after_restart.stale.unwrap().fetched_at, stale.fetched_at);
+    // A clone nothing was ever fetched into has nothing to offer: retry later.
+    let empty_cache = repo.dir.with_extension("empty-cache");
+    let _ = std::fs::remove_dir_all(&empty_cache);
+    let empty = open_source(&repo.url(), &empty_cache, &[], Duration::ZERO).unwrap();
+    let error = empty.load(&service("dev", "carts"), None).unwrap_err();
+    assert!(error.is_transient(), "{error}");
+
+    // The repository is back.
+    std::fs::rename(&away, &repo.dir).unwrap();
+    let back = restarted.load(&service("dev", "carts"), None).unwrap();
+    assert!(back.stale.is_none());
+    assert_eq!(image_of(&back.config.unwrap()), "new");
+}
+
+#[test]
+fn a_failed_fetch_is_tried_again_once_the_fetch_interval_passed() {
+    let repo = TestRepo::new("backoff");
+    repo.git(&["checkout", "-q", "-b", "dev"]);
+    repo.write("job/config.yaml", &config_with_image("v1", "[]"));
+    repo.commit("v1");
+    let cache_dir = repo.dir.with_extension("cache");
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    let interval = Duration::from_secs(2);
+    let source = open_source(&repo.url(), &cache_dir, &[], interval).unwrap();
+    let fetched = Instant::now();
+    found(&source, "dev", "carts", None);
+    let away = repo.dir.with_extension("away");
+    let _ = std::fs::remove_dir_all(&away);
+    std::fs::rename(&repo.dir, &away).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fetched.elapsed() <= interval + Duration::from_millis(100) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Past the interval the head is fetched again, and the failure serves the old heads; the
+    // next lookups do not try again within the interval.
+    for _ in 0..3 {
+        let lookup = source.load(&service("dev", "carts"), None).unwrap();
+        assert!(lookup.stale.is_some());
+    }
+    assert_eq!(failed_fetches(&source.fetches), 1);
+    assert_eq!(source.stale_lookups.get(), 3);
+    // A pinned commit the clone does not have is fetched at once.
+    let error = source
+        .load(&service("dev", "carts"), Some("0123456789abcdef"))
+        .unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert_eq!(failed_fetches(&source.fetches), 2);
+    std::fs::rename(&away, &repo.dir).unwrap();
 }
