@@ -161,8 +161,16 @@ async fn a_pod_that_never_starts_fails_the_action_within_the_timeout() {
             .message("Back-off pulling image \"locustio/locust:2.31.8\""),
     );
     let event = sample_with_id("test.triggered.json", "stuck-1");
+    let sent = std::time::Instant::now();
     assert_eq!(h.post_event(&event).await.status, 202);
     let data = finished_data(&h, "stuck-1").await;
+    // The 2 s never-started timeout, after a first task of 0.1 s: within the timeout plus a
+    // tolerance for scheduling, not a multiple of it.
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "the action failed {:?} after the event, the timeout is 2 s",
+        sent.elapsed()
+    );
     assert_eq!(data["status"], "errored");
     let message = data["message"].as_str().unwrap();
     assert!(
