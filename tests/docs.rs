@@ -124,5 +124,82 @@ fn the_install_commands_of_the_docs_work_as_written() {
         &["-n", "job-executor", "get", "secret", "job-executor"],
     );
     assert!(!secret.status.success(), "no Secret with an empty header");
+
+    // docs/install.md, "Uninstall", after the kubectl install: nothing of it is left.
     fresh_namespace(cluster);
+    let install = sh_block("docs/install.md", "## Install with kubectl");
+    assert_ran(
+        run_block(cluster, &install, &[("KEPTN_API_TOKEN", "t")]),
+        &install,
+    );
+    let uninstall = sh_block("docs/install.md", "## Uninstall");
+    assert_ran(run_block(cluster, &uninstall, &[]), &uninstall);
+    let crd = cluster.kubectl_output(
+        &cluster.admin_kubeconfig,
+        &["get", "crd", "jobruns.job-executor.dev"],
+    );
+    assert!(!crd.status.success(), "the CRD is gone");
+    cluster.kubectl(&[
+        "wait",
+        "--for=delete",
+        "namespace/job-executor",
+        "--timeout=90s",
+    ]);
+
+    // docs/install.md, "Install with Helm": the chart installs the CRD and rolls out.
+    let helm = sh_block("docs/install.md", "## Install with Helm");
+    assert_ran(run_block(cluster, &helm, &[]), &helm);
+    cluster.kubectl(&["get", "crd", "jobruns.job-executor.dev"]);
+    cluster.kubectl(&[
+        "-n",
+        "job-executor",
+        "rollout",
+        "status",
+        "deployment/job-executor",
+        "--timeout=60s",
+    ]);
+    cluster.helm(&[
+        "uninstall",
+        "job-executor",
+        "--namespace",
+        "job-executor",
+        "--wait",
+    ]);
+    fresh_namespace(cluster);
+}
+
+fn assert_ran(out: Output, block: &str) {
+    assert!(
+        out.status.success(),
+        "{block}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// docs/cluster.md, "Use it", word for word, on a second control plane of its own (its own
+/// state directory), so its `down` does not stop the one the other tests use.
+#[test]
+fn the_cluster_guide_runs_as_written() {
+    let block = sh_block("docs/cluster.md", "## Use it");
+    let dir = std::env::temp_dir().join(format!("je-docs-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &block])
+        .current_dir(root())
+        .env("JOB_EXECUTOR_CLUSTER_DIR", &dir)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert_ran(out.clone(), &block);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("kwok-node-0") && stdout.contains("Ready"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("kube-system") && stdout.contains("Active"),
+        "{stdout}"
+    );
+    assert!(!dir.exists(), "down removes the state");
 }
