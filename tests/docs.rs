@@ -61,14 +61,7 @@ fn assert_installed(cluster: &Cluster, token: &str) {
         format!("x-token: {token}")
     );
     assert_eq!(data["ingest-token"].0.len(), 48, "openssl rand -hex 24");
-    cluster.kubectl(&[
-        "-n",
-        "job-executor",
-        "rollout",
-        "status",
-        "deployment/job-executor",
-        "--timeout=60s",
-    ]);
+    cluster.rollout_status("job-executor");
     cluster.kubectl(&["get", "crd", "jobruns.job-executor.dev"]);
 }
 
@@ -79,24 +72,18 @@ fn the_install_commands_of_the_docs_work_as_written() {
     // docs/install.md, "Install with kubectl".
     fresh_namespace(cluster);
     let block = sh_block("docs/install.md", "## Install with kubectl");
-    let out = run_block(cluster, &block, &[("KEPTN_API_TOKEN", "docs-token")]);
-    assert!(
-        out.status.success(),
-        "{block}\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    assert_ran(
+        run_block(cluster, &block, &[("KEPTN_API_TOKEN", "docs-token")]),
+        &block,
     );
     assert_installed(cluster, "docs-token");
 
     // README.md, "Install": the same, and the config repository set on the Deployment.
     fresh_namespace(cluster);
     let block = sh_block("README.md", "## Install");
-    let out = run_block(cluster, &block, &[("KEPTN_API_TOKEN", "readme-token")]);
-    assert!(
-        out.status.success(),
-        "{block}\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    assert_ran(
+        run_block(cluster, &block, &[("KEPTN_API_TOKEN", "readme-token")]),
+        &block,
     );
     assert_installed(cluster, "readme-token");
     let deployment =
@@ -150,14 +137,7 @@ fn the_install_commands_of_the_docs_work_as_written() {
     let helm = sh_block("docs/install.md", "## Install with Helm");
     assert_ran(run_block(cluster, &helm, &[]), &helm);
     cluster.kubectl(&["get", "crd", "jobruns.job-executor.dev"]);
-    cluster.kubectl(&[
-        "-n",
-        "job-executor",
-        "rollout",
-        "status",
-        "deployment/job-executor",
-        "--timeout=60s",
-    ]);
+    cluster.rollout_status("job-executor");
     cluster.helm(&[
         "uninstall",
         "job-executor",

@@ -388,15 +388,7 @@ async fn helm_install_rolls_out_the_operator_on_a_restricted_namespace() {
         "--namespace",
         &namespace,
     ]);
-    cluster.kubectl(&[
-        "-n",
-        &namespace,
-        "rollout",
-        "status",
-        "deployment/job-executor",
-        "--timeout",
-        "60s",
-    ]);
+    cluster.rollout_status(&namespace);
     let pods = cluster.kubectl_json(&["-n", &namespace, "get", "pods"]);
     let pod = &pods["items"][0];
     assert_eq!(pod["status"]["phase"], "Running", "{pod}");
@@ -448,15 +440,7 @@ async fn the_kubectl_install_runs_the_test_event_under_the_shipped_role() {
         "-f",
         path(&root().join("deploy/service.yaml")),
     ]);
-    cluster.kubectl(&[
-        "-n",
-        &namespace,
-        "rollout",
-        "status",
-        "deployment/job-executor",
-        "--timeout",
-        "60s",
-    ]);
+    cluster.rollout_status(&namespace);
     let labels = cluster.kubectl_json(&["get", "namespace", &namespace]);
     assert_eq!(
         labels["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted",

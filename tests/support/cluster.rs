@@ -123,6 +123,19 @@ impl Cluster {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// `kubectl rollout status` of the operator's Deployment in `namespace` (KWOK marks its pod
+    /// running).
+    pub fn rollout_status(&self, namespace: &str) {
+        self.kubectl(&[
+            "-n",
+            namespace,
+            "rollout",
+            "status",
+            "deployment/job-executor",
+            "--timeout=60s",
+        ]);
+    }
+
     /// Creates a namespace whose pods must pass the `restricted` Pod Security Standard.
     pub fn restricted_namespace(&self, name: &str) {
         let _ = self.kubectl_output(&self.admin_kubeconfig, &["create", "namespace", name]);
