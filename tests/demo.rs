@@ -6,15 +6,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// `target/<profile>/examples/demo`, built with the tests (scripts/demo builds the same).
-fn demo_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    profile_dir.join("examples/demo")
-}
-
+/// `scripts/demo`, exactly as the README has a user run it: it builds the operator and the demo
+/// (`cargo test --all-targets` builds examples only as test harnesses), then runs the demo.
 fn run_demo(args: &[&str]) -> String {
-    let output = Command::new(demo_binary())
+    let output = Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/demo"))
         .args(args)
         .output()
         .expect("run the demo");
