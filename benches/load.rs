@@ -55,6 +55,43 @@ struct Plan {
     in_flight_runs: usize,
     /// How long the in-flight phase may take before it reports what it reached.
     in_flight_seconds: u64,
+    /// A smoke run (`cargo test`): its timings are not measurements, so no target is shown
+    /// beside them; what is exact (answers, request counts, every phase measured) is checked.
+    quick: bool,
+}
+
+impl Plan {
+    /// ` (target TEXT)` beside a measurement, or nothing in quick mode.
+    fn goal(self, text: &str) -> String {
+        if self.quick {
+            String::new()
+        } else {
+            format!(" (target {text})")
+        }
+    }
+}
+
+/// What a run of the harness proves beside its numbers, whatever the mode: every answer was
+/// 2xx, every phase measured something, a run's API writes stay within their bound and nothing
+/// is polled. Each broken one is a line here, and the harness exits 1.
+#[derive(Default)]
+struct Problems(Mutex<Vec<String>>);
+
+impl Problems {
+    fn check(&self, ok: bool, problem: impl FnOnce() -> String) {
+        if !ok {
+            let problem = problem();
+            eprintln!("problem: {problem}");
+            self.0.lock().unwrap().push(problem);
+        }
+    }
+
+    /// `what` was answered only 2xx.
+    fn all_2xx(&self, what: &str, non_2xx: u64) {
+        self.check(non_2xx == 0, || {
+            format!("{what}: {non_2xx} non-2xx answers")
+        });
+    }
 }
 
 const FULL: Plan = Plan {
@@ -64,6 +101,7 @@ const FULL: Plan = Plan {
     finish_seconds: 120,
     in_flight_runs: 10_000,
     in_flight_seconds: 600,
+    quick: false,
 };
 
 const QUICK: Plan = Plan {
@@ -73,6 +111,7 @@ const QUICK: Plan = Plan {
     finish_seconds: 60,
     in_flight_runs: 50,
     in_flight_seconds: 60,
+    quick: true,
 };
 
 /// The real control plane keeps up with less: its Job controller finished about 4 Jobs/s here
@@ -88,6 +127,7 @@ const FULL_CLUSTER: Plan = Plan {
     finish_seconds: 300,
     in_flight_runs: 2_000,
     in_flight_seconds: 600,
+    quick: false,
 };
 
 const QUICK_CLUSTER: Plan = Plan {
@@ -97,6 +137,7 @@ const QUICK_CLUSTER: Plan = Plan {
     finish_seconds: 120,
     in_flight_runs: 20,
     in_flight_seconds: 120,
+    quick: true,
 };
 
 fn root() -> PathBuf {
@@ -836,7 +877,13 @@ fn non_2xx(count: u64) -> String {
 
 /// Phase 1, ingest of events that match nothing, against a bare axum handler: the two alternate
 /// twice, so a neighbour's burst on the machine does not land on one side only.
-fn ingest_phase(plan: Plan, stack: &Stack, dir: &Path, bare_addr: SocketAddr) -> (String, String) {
+fn ingest_phase(
+    plan: Plan,
+    stack: &Stack,
+    dir: &Path,
+    bare_addr: SocketAddr,
+    problems: &Problems,
+) -> (String, String) {
     let nomatch = wrk_script(
         dir,
         "nomatch.lua",
@@ -856,11 +903,16 @@ fn ingest_phase(plan: Plan, stack: &Stack, dir: &Path, bare_addr: SocketAddr) ->
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (ingest, bare) = (mean(&ingest_rates), mean(&bare_rates));
+    problems.all_2xx("ingest of non-matching events", errors);
+    problems.check(ingest > 0.0 && bare > 0.0, || {
+        format!("ingest phase: nothing measured ({ingest:.0} req/s, bare {bare:.0} req/s)")
+    });
     (
         "ingest, non-matching events (wrk -t2 -c32, mean of 2 alternating runs each)".into(),
         format!(
-            "{ingest:.0} req/s vs bare axum {bare:.0} req/s: ratio {:.2} (target ≥ 0.5){}",
+            "{ingest:.0} req/s vs bare axum {bare:.0} req/s: ratio {:.2}{}{}",
             ingest / bare.max(1.0),
+            plan.goal("≥ 0.5"),
             non_2xx(errors)
         ),
     )
@@ -957,7 +1009,7 @@ async fn bare_ceiling(plan: Plan, target: &Target, dir: &Path) -> (f64, u64, usi
 }
 
 /// Phase 3, latencies at a steady rate of three-task runs, as a watch on Jobs sees them.
-async fn latency_phase(plan: Plan, stack: &Stack) -> Vec<(String, String)> {
+async fn latency_phase(plan: Plan, stack: &Stack, problems: &Problems) -> Vec<(String, String)> {
     let times = Arc::new(Mutex::new(JobTimes::default()));
     let recorder = times.clone();
     let jobs: Api<Job> = Api::namespaced(stack.client.clone(), &stack.namespace);
@@ -1058,6 +1110,22 @@ async fn latency_phase(plan: Plan, stack: &Stack) -> Vec<(String, String)> {
         }
     }
     let rate = 1.0 / plan.steady_interval.as_secs_f64();
+    problems.check(!first.is_empty() && !next.is_empty(), || {
+        format!(
+            "latency phase: nothing measured ({} first Jobs, {} next Jobs of {} runs)",
+            first.len(),
+            next.len(),
+            accepted.len()
+        )
+    });
+    // Within the deadline: a timing in a full run (reported), a broken run in a smoke run.
+    problems.check(!plan.quick || finished == accepted.len(), || {
+        format!(
+            "latency phase: only {finished} of {} runs finished within {} s",
+            accepted.len(),
+            plan.finish_seconds
+        )
+    });
     let unfinished = if finished < accepted.len() {
         format!(
             "; only {finished} of {} runs finished within {} s",
@@ -1070,18 +1138,27 @@ async fn latency_phase(plan: Plan, stack: &Stack) -> Vec<(String, String)> {
     vec![
         (
             format!("accept → first Job created, {rate} events/s"),
-            format!("{} (target p99 < 50 ms){unfinished}", percentiles(first)),
+            format!(
+                "{}{}{unfinished}",
+                percentiles(first),
+                plan.goal("p99 < 50 ms")
+            ),
         ),
         (
             format!("Job complete → next Job created, {rate} events/s"),
-            format!("{} (target p99 < 50 ms)", percentiles(next)),
+            format!("{}{}", percentiles(next), plan.goal("p99 < 50 ms")),
         ),
     ]
 }
 
 /// Phase 4, API requests per run, by verb, from the API server's record of them (kube-sim's
 /// request log, the real server's audit log): one run alone at a time.
-async fn requests_phase(stack: &Stack, finished: &Arc<Mutex<usize>>) -> Vec<(String, String)> {
+async fn requests_phase(
+    plan: Plan,
+    stack: &Stack,
+    finished: &Arc<Mutex<usize>>,
+    problems: &Problems,
+) -> Vec<(String, String)> {
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let mut rows = Vec::new();
@@ -1128,16 +1205,25 @@ async fn requests_phase(stack: &Stack, finished: &Arc<Mutex<usize>>) -> Vec<(Str
             })
             .map(|(_, n)| n)
             .sum();
+        // Counts, not timings: checked in every mode.
+        let most_writes = 3 + 3 * tasks;
+        let requests = by_verb
+            .iter()
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        problems.check(writes <= most_writes && polls == 0, || {
+            format!(
+                "one run of {label}: {writes} writes (at most {most_writes}) and {polls} list/get \
+                 polls (none): {requests}"
+            )
+        });
         rows.push((
             format!("API requests for one run of {label}"),
             format!(
-                "{} — writes {writes} (target ≤ {}), list/get polls {polls} (target 0)",
-                by_verb
-                    .iter()
-                    .map(|(k, n)| format!("{k}: {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                3 + 3 * tasks
+                "{requests} — writes {writes}{}, list/get polls {polls}{}",
+                plan.goal(&format!("≤ {most_writes}")),
+                plan.goal("0")
             ),
         ));
     }
@@ -1145,7 +1231,7 @@ async fn requests_phase(stack: &Stack, finished: &Arc<Mutex<usize>>) -> Vec<(Str
 }
 
 /// Phase 5, resident memory with many runs in flight (tasks that stay running).
-async fn in_flight_phase(plan: Plan, stack: &Stack) -> (String, String) {
+async fn in_flight_phase(plan: Plan, stack: &Stack, problems: &Problems) -> (String, String) {
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let target = plan.in_flight_runs;
@@ -1180,21 +1266,25 @@ async fn in_flight_phase(plan: Plan, stack: &Stack) -> (String, String) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let running = stack.running_tasks().await;
     let rss = rss_mib(stack.pid());
+    problems.check(!plan.quick || running >= target, || {
+        format!("in-flight phase: {running} of {target} tasks running after {all_started:.0} s")
+    });
     (
         format!("resident memory, {target} runs in flight"),
         format!(
-            "{rss:.1} MiB (peak while starting {:.1} MiB) with {running} tasks running, {} after {all_started:.0} s (target < 300 MiB at 10,000)",
+            "{rss:.1} MiB (peak while starting {:.1} MiB) with {running} tasks running, {} after {all_started:.0} s{}",
             peak.max(rss),
             if running >= target {
                 "all started"
             } else {
                 "not all started"
             },
+            plan.goal("< 300 MiB at 10,000")
         ),
     )
 }
 
-async fn run(plan: Plan, target: &Target, phases: &[String]) -> String {
+async fn run(plan: Plan, target: &Target, phases: &[String], problems: &Problems) -> String {
     let hold_task = match target {
         Target::Sim => "{name: stays, image: 'bench:hold'}",
         Target::Cluster(_) => {
@@ -1222,7 +1312,7 @@ async fn run(plan: Plan, target: &Target, phases: &[String]) -> String {
         // No API server is involved: kube-sim only, whatever the target.
         let load = load_average();
         let stack = Stack::start(&Target::Sim, &dir, "ingest", &sink).await;
-        let (name, value) = ingest_phase(plan, &stack, &dir, bare_addr);
+        let (name, value) = ingest_phase(plan, &stack, &dir, bare_addr, problems);
         report(&mut rows, load, name, value);
     }
 
@@ -1263,6 +1353,15 @@ async fn run(plan: Plan, target: &Target, phases: &[String]) -> String {
             .map(|(b, a)| (b.0 - a.0, b.1 - a.1));
         let persisted = stack.count_jobruns().await;
         drop(stack);
+        problems.all_2xx("the create ceiling with no operator", bare_errors);
+        problems.all_2xx("the create ceiling", ceiling_errors);
+        problems.all_2xx("accepted runs", errors);
+        problems.check(bare_created > 0 && created > 0 && persisted > 0, || {
+            format!(
+                "accept phase: nothing stored ({bare_created} and {created} JobRuns by the \
+                 ceilings, {persisted} by the operator)"
+            )
+        });
         let server_cpu = match (accept_cpu, ceiling_cpu) {
             (Some((api, etcd)), Some((ceiling_api, ceiling_etcd))) => format!(
                 "; API server CPU {api:.1} s, etcd {etcd:.1} s (ceiling: {ceiling_api:.1} s, {ceiling_etcd:.1} s)"
@@ -1274,9 +1373,10 @@ async fn run(plan: Plan, target: &Target, phases: &[String]) -> String {
             load,
             "accepted runs/s (one-task action, JobRun persisted before 202; wrk -t2 -c32)".into(),
             format!(
-                "{rate:.0} runs/s ({persisted} JobRuns) vs {server}'s create ceiling {ceiling:.0}/s ({created} JobRuns, wrk -t2 -c32{}): ratio {:.2} (target ≥ 0.5); operator CPU {cpu:.1} s{server_cpu}{}; the ceiling with no operator reconciling: {bare:.0}/s ({bare_created} JobRuns{})",
+                "{rate:.0} runs/s ({persisted} JobRuns) vs {server}'s create ceiling {ceiling:.0}/s ({created} JobRuns, wrk -t2 -c32{}): ratio {:.2}{}; operator CPU {cpu:.1} s{server_cpu}{}; the ceiling with no operator reconciling: {bare:.0}/s ({bare_created} JobRuns{})",
                 non_2xx(ceiling_errors),
                 rate / ceiling.max(1.0),
+                plan.goal("≥ 0.5"),
                 non_2xx(errors),
                 non_2xx(bare_errors)
             ),
@@ -1286,7 +1386,7 @@ async fn run(plan: Plan, target: &Target, phases: &[String]) -> String {
     if wanted("latency") {
         let load = load_average();
         let stack = Stack::start(target, &dir, "latency", &sink).await;
-        for (name, value) in latency_phase(plan, &stack).await {
+        for (name, value) in latency_phase(plan, &stack, problems).await {
             report(&mut rows, load, name, value);
         }
     }
@@ -1294,7 +1394,7 @@ async fn run(plan: Plan, target: &Target, phases: &[String]) -> String {
     if wanted("requests") {
         let load = load_average();
         let stack = Stack::start(target, &dir, "requests", &sink).await;
-        for (name, value) in requests_phase(&stack, &finished).await {
+        for (name, value) in requests_phase(plan, &stack, &finished, problems).await {
             report(&mut rows, load, name, value);
         }
     }
@@ -1307,9 +1407,9 @@ async fn run(plan: Plan, target: &Target, phases: &[String]) -> String {
             &mut rows,
             load,
             "resident memory, idle (watches synced, no runs)".into(),
-            format!("{:.1} MiB (target < 25 MiB)", rss_mib(stack.pid())),
+            format!("{:.1} MiB{}", rss_mib(stack.pid()), plan.goal("< 25 MiB")),
         );
-        let (name, value) = in_flight_phase(plan, &stack).await;
+        let (name, value) = in_flight_phase(plan, &stack, problems).await;
         report(&mut rows, load, name, value);
     }
     if let Target::Cluster(cluster) = target {
@@ -1371,7 +1471,8 @@ fn main() {
         .map(|v| v.split(',').map(|p| p.trim().to_string()).collect())
         .unwrap_or_default();
     let load = load_average();
-    let table = runtime.block_on(run(plan, &target, &phases));
+    let problems = Problems::default();
+    let table = runtime.block_on(run(plan, &target, &phases, &problems));
     println!(
         "target: {}; load average (1 min) {load:.2} at the start, {:.2} at the end\n",
         target.name(),
@@ -1379,6 +1480,21 @@ fn main() {
     );
     println!("{table}");
     if quick {
-        println!("load harness: quick mode (numbers are not meaningful)\n1 passed, 0 failed");
+        println!(
+            "load harness: quick mode, a smoke run: the numbers above are not measurements \
+             (a debug build, about a second per phase), so no target is shown"
+        );
     }
+    let problems = problems.0.into_inner().unwrap();
+    if !problems.is_empty() {
+        eprintln!("load harness: {} problem(s):", problems.len());
+        for problem in &problems {
+            eprintln!("  - {problem}");
+        }
+        std::process::exit(1);
+    }
+    println!(
+        "load harness: checked: every answer 2xx, every phase measured, API writes per run \
+         within bounds, no list/get polls"
+    );
 }

@@ -1,29 +1,182 @@
-//! The install commands of README.md and docs/install.md, run exactly as written (the shell
-//! block under their heading, extracted from the Markdown) on the real control plane, so the
-//! documentation cannot drift from what works.
+//! Every shell block of README.md and docs/*.md is run by a test (the table `RUN_BY` says which,
+//! and a test fails when a block is added that no test runs). The install and first-event
+//! blocks run here exactly as written (extracted from the Markdown) on the real control plane,
+//! so the documentation cannot drift from what works.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
-use std::process::{Command, Output};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use support::cluster::{Cluster, cluster};
+use support::cluster::{Cluster, ClusterHarness, cluster, path};
 use support::root;
 
-/// The first ```sh block after the line `heading` of `doc` (a path under the repository).
-fn sh_block(doc: &str, heading: &str) -> String {
+/// A ```sh block of a Markdown file: the heading it is under, its place among that heading's
+/// blocks, and its text.
+#[derive(Debug)]
+struct ShBlock {
+    doc: String,
+    heading: String,
+    index: usize,
+    text: String,
+}
+
+/// Every ```sh block of `doc` (a path under the repository).
+fn sh_blocks(doc: &str) -> Vec<ShBlock> {
     let text = std::fs::read_to_string(root().join(doc)).unwrap();
-    let after = &text[text
-        .find(&format!("\n{heading}\n"))
-        .unwrap_or_else(|| panic!("{doc} has no heading {heading:?}"))..];
-    let start = after.find("```sh\n").expect("a sh block") + "```sh\n".len();
-    let end = start + after[start..].find("\n```").expect("the block's end");
-    after[start..end].to_string()
+    let (mut blocks, mut heading, mut index) = (Vec::new(), String::new(), 0);
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.starts_with('#') {
+            heading = line.to_string();
+            index = 0;
+        } else if line.starts_with("```") {
+            let body: Vec<&str> = lines
+                .by_ref()
+                .take_while(|l| !l.starts_with("```"))
+                .collect();
+            if line == "```sh" {
+                blocks.push(ShBlock {
+                    doc: doc.to_string(),
+                    heading: heading.clone(),
+                    index,
+                    text: body.join("\n"),
+                });
+                index += 1;
+            }
+        }
+    }
+    blocks
+}
+
+/// The `index`th ```sh block under the line `heading` of `doc`.
+fn sh_block_at(doc: &str, heading: &str, index: usize) -> String {
+    sh_blocks(doc)
+        .into_iter()
+        .find(|b| b.heading == heading && b.index == index)
+        .unwrap_or_else(|| panic!("{doc} has no sh block {index} under {heading:?}"))
+        .text
+}
+
+/// The first ```sh block under the line `heading` of `doc`.
+fn sh_block(doc: &str, heading: &str) -> String {
+    sh_block_at(doc, heading, 0)
+}
+
+/// The documents whose shell blocks must all be run.
+fn documents() -> Vec<String> {
+    let mut docs = vec!["README.md".to_string()];
+    let mut in_docs: Vec<String> = std::fs::read_dir(root().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".md"))
+        .map(|name| format!("docs/{name}"))
+        .collect();
+    in_docs.sort();
+    docs.extend(in_docs);
+    docs
+}
+
+/// What runs each shell block of the docs: `tests/FILE.rs TEST` (a test that runs it),
+/// `.ci/run` (the CI entry point runs it), or `not run: WHY`.
+#[rustfmt::skip]
+const RUN_BY: &[(&str, &str, usize, &str)] = &[
+    ("README.md", "## On a fresh machine", 0,
+        "tests/demo.rs the_demo_runs_the_whole_loop_on_the_simulator"),
+    ("README.md", "## On a fresh machine", 1,
+        "tests/docs.rs the_readme_dry_run_renders_the_sample_event"),
+    ("README.md", "## On a fresh machine", 2,
+        ".ci/run"),
+    ("README.md", "## Install", 0,
+        "tests/docs.rs the_install_commands_of_the_docs_work_as_written"),
+    ("docs/BENCHMARKS.md", "## The pure core (criterion)", 0,
+        "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
+    ("docs/BENCHMARKS.md", "## The operator under load (`benches/load.rs`)", 0,
+        "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
+    ("docs/BENCHMARKS.md", "## On the real API server (Kubernetes v1.36.3, `LOAD_TARGET=cluster`)", 0,
+        "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
+    ("docs/cluster.md", "## Use it", 0,
+        "tests/docs.rs the_cluster_guide_runs_as_written"),
+    ("docs/git-source.md", "# The git config source", 0,
+        "tests/docs.rs the_run_examples_are_accepted_as_written"),
+    ("docs/git-source.md", "## Credentials", 0,
+        "tests/docs.rs the_git_credentials_secrets_are_created_as_written"),
+    ("docs/install.md", "## The image", 0,
+        "not run: no machine of the project has a container runtime"),
+    ("docs/install.md", "## Install with kubectl", 0,
+        "tests/docs.rs the_install_commands_of_the_docs_work_as_written"),
+    ("docs/install.md", "## Install with Helm", 0,
+        "tests/docs.rs the_install_commands_of_the_docs_work_as_written"),
+    ("docs/install.md", "## Send the first event", 0,
+        "tests/docs.rs the_first_event_is_sent_and_watched_as_written"),
+    ("docs/install.md", "## Watch it work", 0,
+        "tests/docs.rs the_first_event_is_sent_and_watched_as_written"),
+    ("docs/install.md", "## Uninstall", 0,
+        "tests/docs.rs the_install_commands_of_the_docs_work_as_written"),
+    ("docs/install.md", "## Uninstall", 1,
+        "tests/docs.rs the_install_commands_of_the_docs_work_as_written"),
+    ("docs/operator.md", "## Running it", 0,
+        "tests/docs.rs the_run_examples_are_accepted_as_written"),
+];
+
+#[test]
+fn every_shell_block_of_the_docs_is_run_by_a_test() {
+    let found: BTreeSet<(String, String, usize)> = documents()
+        .iter()
+        .flat_map(|doc| sh_blocks(doc))
+        .map(|b| (b.doc, b.heading, b.index))
+        .collect();
+    let listed: BTreeSet<(String, String, usize)> = RUN_BY
+        .iter()
+        .map(|(doc, heading, index, _)| (doc.to_string(), heading.to_string(), *index))
+        .collect();
+    assert_eq!(
+        found.difference(&listed).collect::<Vec<_>>(),
+        Vec::<&(String, String, usize)>::new(),
+        "shell blocks no test runs: run them in a test and list them in RUN_BY"
+    );
+    assert_eq!(
+        listed.difference(&found).collect::<Vec<_>>(),
+        Vec::<&(String, String, usize)>::new(),
+        "RUN_BY lists blocks the docs no longer have"
+    );
+    for (doc, heading, index, runner) in RUN_BY {
+        if let Some((file, test)) = runner
+            .split_once(' ')
+            .filter(|(f, _)| f.starts_with("tests/"))
+        {
+            let source = std::fs::read_to_string(root().join(file)).unwrap();
+            assert!(
+                source.contains(&format!("fn {test}(")),
+                "{doc} {heading} #{index}: {file} has no test {test}"
+            );
+        } else if *runner == ".ci/run" {
+            let block = sh_block_at(doc, heading, *index);
+            let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+            assert!(
+                ci.lines().any(|line| line.trim() == block.trim()),
+                "{doc} {heading} #{index}: .ci/run does not run {block:?}"
+            );
+        } else {
+            assert!(runner.starts_with("not run: "), "{runner}");
+        }
+    }
 }
 
 /// Runs `block` with bash as a user would: from the repository, with the control plane's
 /// kubectl and helm and the built `job-executor` first on the PATH.
 fn run_block(cluster: &Cluster, block: &str, env: &[(&str, &str)]) -> Output {
+    block_command(cluster, block, env).output().unwrap()
+}
+
+/// The bash command of [`run_block`], in a process group of its own (so what the block starts
+/// in the background can be stopped with it).
+fn block_command(cluster: &Cluster, block: &str, env: &[(&str, &str)]) -> Command {
     let bin_dir = std::path::Path::new(support::BIN).parent().unwrap();
     let path = format!(
         "{}:{}:{}",
@@ -38,12 +191,25 @@ fn run_block(cluster: &Cluster, block: &str, env: &[(&str, &str)]) -> Output {
         .env("PATH", path)
         .env("KUBECONFIG", &cluster.admin_kubeconfig)
         .env("KUBECACHEDIR", cluster.dir.join("kube-cache"))
-        .env_remove("KEPTN_API_TOKEN");
+        .env_remove("KEPTN_API_TOKEN")
+        .process_group(0);
     for (name, value) in env {
         command.env(name, value);
     }
-    command.output().unwrap()
+    command
 }
+
+/// Stops the process group of `child` (a block and what it started in the background).
+fn stop_group(child: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", "--", &format!("-{}", child.id())])
+        .status();
+    let _ = child.wait();
+}
+
+/// The installs of the docs all use the namespace `job-executor` and delete the CRD when they
+/// uninstall: one test at a time, and none that needs the CRD meanwhile.
+static DOCS_NAMESPACE: Mutex<()> = Mutex::new(());
 
 fn fresh_namespace(cluster: &Cluster) {
     let _ = cluster.kubectl_output(
@@ -67,6 +233,7 @@ fn assert_installed(cluster: &Cluster, token: &str) {
 
 #[test]
 fn the_install_commands_of_the_docs_work_as_written() {
+    let _namespace = DOCS_NAMESPACE.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = cluster();
 
     // docs/install.md, "Install with kubectl".
@@ -138,14 +305,32 @@ fn the_install_commands_of_the_docs_work_as_written() {
     assert_ran(run_block(cluster, &helm, &[]), &helm);
     cluster.kubectl(&["get", "crd", "jobruns.job-executor.dev"]);
     cluster.rollout_status("job-executor");
-    cluster.helm(&[
-        "uninstall",
-        "job-executor",
-        "--namespace",
-        "job-executor",
-        "--wait",
-    ]);
+    // docs/install.md, "Uninstall" with Helm: the release and the CRD are gone.
+    let uninstall = sh_block_at("docs/install.md", "## Uninstall", 1);
+    assert_ran(run_block(cluster, &uninstall, &[]), &uninstall);
+    assert!(
+        !cluster
+            .kubectl_output(
+                &cluster.admin_kubeconfig,
+                &["get", "crd", "jobruns.job-executor.dev"]
+            )
+            .status
+            .success(),
+        "the CRD is gone"
+    );
+    assert!(
+        !cluster
+            .kubectl_output(
+                &cluster.admin_kubeconfig,
+                &["-n", "job-executor", "get", "deployment", "job-executor"]
+            )
+            .status
+            .success(),
+        "the release is gone"
+    );
     fresh_namespace(cluster);
+    // The other tests of this binary expect the CRD.
+    cluster.kubectl(&["apply", "-f", path(&root().join("crds"))]);
 }
 
 fn assert_ran(out: Output, block: &str) {
@@ -182,4 +367,407 @@ fn the_cluster_guide_runs_as_written() {
         "{stdout}"
     );
     assert!(!dir.exists(), "down removes the state");
+}
+
+/// README, "On a fresh machine": the dry run, with cargo, as a user runs it from a clone.
+#[test]
+fn the_readme_dry_run_renders_the_sample_event() {
+    let block = sh_block_at("README.md", "## On a fresh machine", 1);
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &block])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_ran(out.clone(), &block);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("kind: Job"), "{stdout}");
+    assert!(stdout.contains("sh.keptn.event.test.started"), "{stdout}");
+}
+
+/// docs/operator.md and docs/git-source.md show `job-executor run` for a production cluster
+/// (a git server, a Keptn API): `check-run` parses those arguments exactly as `run` does, so
+/// every flag they show must be accepted and read from the command line.
+#[test]
+fn the_run_examples_are_accepted_as_written() {
+    for (doc, heading) in [
+        ("docs/operator.md", "## Running it"),
+        ("docs/git-source.md", "# The git config source"),
+    ] {
+        let block = sh_block(doc, heading);
+        assert!(block.starts_with("job-executor run "), "{doc}: {block}");
+        let check = block.replacen("job-executor run ", "job-executor check-run ", 1);
+        let bin_dir = std::path::Path::new(support::BIN).parent().unwrap();
+        let mut command = Command::new("bash");
+        command
+            .args(["-euo", "pipefail", "-c", &check])
+            .current_dir(root())
+            .env(
+                "PATH",
+                format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("TOKEN", "an-ingest-token");
+        for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("JOB_EXECUTOR_")) {
+            command.env_remove(name);
+        }
+        let out = command.output().unwrap();
+        assert_ran(out.clone(), &check);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let flags: Vec<&str> = block
+            .split_whitespace()
+            .filter(|word| word.starts_with("--"))
+            .collect();
+        assert!(flags.len() >= 4, "{block}");
+        for flag in flags {
+            assert!(
+                stdout.lines().any(|line| {
+                    line.starts_with(&format!("{flag} ")) && line.trim_end().ends_with(" flag")
+                }),
+                "{doc}: {flag} is not shown as set by a flag:\n{stdout}"
+            );
+        }
+    }
+}
+
+/// docs/git-source.md, "Credentials": the two Secrets, created as written (with `ssh-keyscan`
+/// answering for git.example.com and a key file beside), hold the keys the git source reads
+/// from `--git-credentials-dir` (src/source/git/fetch.rs).
+#[test]
+fn the_git_credentials_secrets_are_created_as_written() {
+    let cluster = cluster();
+    let namespace = format!("je-docs-git-{}", std::process::id());
+    cluster.kubectl(&["create", "namespace", &namespace]);
+    let dir = std::env::temp_dir().join(format!("je-docs-git-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::write(dir.join("id_ed25519"), "a private key\n").unwrap();
+    let keyscan = dir.join("bin/ssh-keyscan");
+    std::fs::write(
+        &keyscan,
+        "#!/bin/sh\necho \"$1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleHostKey\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &keyscan,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::copy(&cluster.admin_kubeconfig, &kubeconfig).unwrap();
+    cluster.kubectl_as(
+        &kubeconfig,
+        &[
+            "config",
+            "set-context",
+            "--current",
+            "--namespace",
+            &namespace,
+        ],
+    );
+    let block = sh_block("docs/git-source.md", "## Credentials");
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &block])
+        .current_dir(&dir)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}:{}",
+                dir.join("bin").display(),
+                cluster.dir.join("bin").display(),
+                std::env::var("PATH").unwrap()
+            ),
+        )
+        .env("KUBECONFIG", &kubeconfig)
+        .env("KUBECACHEDIR", cluster.dir.join("kube-cache"))
+        .output()
+        .unwrap();
+    assert_ran(out, &block);
+    let keys = |name: &str| -> BTreeSet<String> {
+        let secret = cluster.kubectl_json(&["-n", &namespace, "get", "secret", name]);
+        secret["data"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        keys("git-credentials"),
+        BTreeSet::from(["username".to_string(), "token".to_string()])
+    );
+    assert_eq!(
+        keys("git-ssh"),
+        BTreeSet::from(["ssh-privatekey".to_string(), "known_hosts".to_string()])
+    );
+    let fetch = std::fs::read_to_string(root().join("src/source/git/fetch.rs")).unwrap();
+    for key in [
+        "\"username\"",
+        "\"token\"",
+        "\"ssh-privatekey\"",
+        "\"known_hosts\"",
+    ] {
+        assert!(fetch.contains(key), "the git source no longer reads {key}");
+    }
+    let _ = cluster.kubectl_output(
+        &cluster.admin_kubeconfig,
+        &["delete", "namespace", &namespace, "--wait=false"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// docs/BENCHMARKS.md: every command, in quick mode (`cargo test` in place of `cargo bench`: the
+/// same harness, its phases, its variables, briefly). The plain `cargo test --bench load` is
+/// what `scripts/test` runs anyway (`--all-targets`), so it is not run twice.
+#[test]
+fn the_benchmark_commands_run_in_quick_mode() {
+    // `LOAD_TARGET=cluster` needs the CRD, which the install tests delete and re-create.
+    let _crd = DOCS_NAMESPACE.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = cluster();
+    let mut commands: Vec<String> = Vec::new();
+    for block in sh_blocks("docs/BENCHMARKS.md") {
+        for line in block.text.lines() {
+            let command = line.split(" # ").next().unwrap().trim();
+            let command = command.replace("cargo bench", "cargo test");
+            if !command.is_empty()
+                && command != "cargo test --bench load"
+                && !commands.contains(&command)
+            {
+                commands.push(command);
+            }
+        }
+    }
+    assert!(commands.len() >= 4, "{commands:?}");
+    for command in commands {
+        let out = Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &command])
+            .current_dir(root())
+            .env("KUBECONFIG", &cluster.admin_kubeconfig)
+            .output()
+            .unwrap();
+        assert_ran(out.clone(), &command);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if command.contains("--bench load") {
+            assert!(
+                stdout.contains("load harness: checked:"),
+                "{command}: {stdout}"
+            );
+            assert!(
+                !stdout.contains("(target"),
+                "quick mode shows no targets: {stdout}"
+            );
+        }
+        if let Some(phases) = command
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("LOAD_PHASES="))
+        {
+            let rows = stdout
+                .lines()
+                .filter(|l| l.starts_with("| ") && !l.starts_with("| measurement"))
+                .count();
+            assert!(rows >= phases.split(',').count(), "{command}: {stdout}");
+        }
+        if command.contains("LOAD_IN_FLIGHT=200") {
+            assert!(stdout.contains("200 runs in flight"), "{command}: {stdout}");
+        }
+        if command.contains("LOAD_TARGET=cluster") {
+            assert!(
+                stdout.contains("target: the real API server"),
+                "{command}: {stdout}"
+            );
+        }
+    }
+}
+
+/// docs/install.md, "Send the first event" and "Watch it work", as written, after "Install with
+/// kubectl". KWOK plays the installed Deployment's pod; the operator runs here in its place
+/// (the pod's ServiceAccount token, the Secret's ingest token, the example configs for the git
+/// repository), and KWOK forwards the pod's port 8080 to it, so `kubectl port-forward` goes
+/// through the API server and the kubelet endpoint as on a real cluster.
+#[test]
+fn the_first_event_is_sent_and_watched_as_written() {
+    let _namespace = DOCS_NAMESPACE.lock().unwrap_or_else(|e| e.into_inner());
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(first_event_as_written());
+}
+
+async fn first_event_as_written() {
+    let cluster = cluster();
+    fresh_namespace(cluster);
+    let install = sh_block("docs/install.md", "## Install with kubectl");
+    assert_ran(
+        run_block(cluster, &install, &[("KEPTN_API_TOKEN", "t")]),
+        &install,
+    );
+    let token = cluster.kubectl(&[
+        "-n",
+        "job-executor",
+        "get",
+        "secret",
+        "job-executor",
+        "-o",
+        "go-template={{index .data \"ingest-token\" | base64decode}}",
+    ]);
+    let dir = std::env::temp_dir().join(format!("je-docs-first-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = cluster.service_account_kubeconfig(
+        "job-executor",
+        "job-executor",
+        &dir.join("sa.kubeconfig"),
+    );
+    let harness = ClusterHarness::with_install(
+        cluster,
+        "job-executor".to_string(),
+        dir.clone(),
+        kubeconfig,
+        &root().join("examples"),
+        &["--ingest-token", &token],
+    )
+    .await;
+    let pod = cluster.kubectl(&[
+        "-n",
+        "job-executor",
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=job-executor",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    let forward = serde_json::json!({
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "PortForward",
+        "metadata": {"name": pod, "namespace": "job-executor"},
+        "spec": {"forwards": [{
+            "ports": [8080],
+            "target": {"address": "127.0.0.1", "port": harness.ingest.unwrap().port()}
+        }]}
+    });
+    let forward_file = dir.join("port-forward.json");
+    std::fs::write(&forward_file, forward.to_string()).unwrap();
+    cluster.kubectl(&["apply", "-f", path(&forward_file)]);
+
+    // Send the first event: the port-forward stays in the background, as in a terminal.
+    let send = sh_block("docs/install.md", "## Send the first event");
+    let mut child = block_command(cluster, &send, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        // The block's last command ends it; the port-forward keeps the pipes open.
+        for line in BufReader::new(&mut stdout).lines() {
+            let line = line.unwrap();
+            let done = line.contains("event(s):");
+            text.push_str(&line);
+            text.push('\n');
+            if done {
+                break;
+            }
+        }
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the block did not end within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    let out = reader.join().unwrap();
+    stop_group(&mut child);
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+    assert!(status.success(), "{send}\n{out}\n{err}");
+    assert!(out.contains(": 202 {"), "{out}\n{err}");
+    assert!(out.contains("1 accepted, 0 refused"), "{out}\n{err}");
+    let finished = harness
+        .wait_finished(
+            "1a0e2f4c-6b8d-4e1f-a3c5-7d9e0b2a4c6e",
+            Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(finished.data["status"], "succeeded", "{:?}", finished.data);
+
+    // The pod's log, for `kubectl logs deployment/job-executor`: the operator's, in the
+    // container runtime's log format, where KWOK reads the pod's log.
+    let operator_log: String = harness
+        .operator_log()
+        .lines()
+        .map(|line| format!("2026-01-01T00:00:00.000000000Z stderr F {line}\n"))
+        .collect();
+    let pod_logs = cluster.dir.join("pod-logs");
+    let container_logs: Vec<_> = std::fs::read_dir(&pod_logs)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|file| {
+            file.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("job-executor_{pod}_"))
+        })
+        .collect();
+    assert_eq!(container_logs.len(), 1, "the operator pod's one container");
+    std::fs::write(&container_logs[0], operator_log).unwrap();
+
+    // Watch it work, line by line; `--watch` runs until the run shows as succeeded.
+    let run = harness.jobruns()[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let watch = sh_block("docs/install.md", "## Watch it work");
+    let lines: Vec<&str> = watch.lines().collect();
+    assert_eq!(lines.len(), 3, "{watch}");
+    for line in lines {
+        let command = line.split(" # ").next().unwrap().trim();
+        if command.ends_with("--watch") {
+            let mut child = block_command(cluster, command, &[])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stdout = child.stdout.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let run = run.clone();
+            std::thread::spawn(move || {
+                let mut seen = String::new();
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                    if line.contains(&run) && line.contains("Succeeded") {
+                        break;
+                    }
+                }
+                let _ = tx.send(seen);
+            });
+            let seen = rx.recv_timeout(Duration::from_secs(30));
+            stop_group(&mut child);
+            let seen = seen.expect("the watch showed the run within 30 s");
+            assert!(seen.contains("Succeeded"), "{seen}");
+            continue;
+        }
+        let out = run_block(cluster, command, &[]);
+        assert_ran(out.clone(), command);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if command.contains("get jobs,pods") {
+            assert!(stdout.contains(&format!("job.batch/{run}")), "{stdout}");
+            assert!(stdout.contains(&format!("pod/{run}")), "{stdout}");
+        } else if command.contains("logs deployment/") {
+            assert!(
+                stdout.contains(&run),
+                "the operator's log names the run: {stdout}"
+            );
+        } else {
+            panic!("a command this test does not know: {command}");
+        }
+    }
+    drop(harness);
+    let _ = std::fs::remove_dir_all(&dir);
 }

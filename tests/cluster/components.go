@@ -43,8 +43,12 @@ var components = map[string]func(args []string) int{
 	"kwok":     runKwok,
 	"pod-logs": runPodLogs,
 	"kwok-crds": func(args []string) int {
-		// The CRDs of the KWOK objects the cluster uses (Logs), as one YAML stream.
-		_, _ = os.Stdout.Write(kwokcrd.Logs)
+		// The CRDs of the KWOK objects the cluster uses, as one YAML stream (each starts
+		// with "---"): Logs, and PortForward, with which a test forwards a pod's port to a
+		// process on the host (the operator it runs in the pod's place).
+		for _, crd := range [][]byte{kwokcrd.Logs, kwokcrd.PortForward} {
+			_, _ = os.Stdout.Write(crd)
+		}
 		return 0
 	},
 	"helm": func(args []string) int {
