@@ -254,6 +254,30 @@ fn tempdir(name: &str) -> PathBuf {
     dir
 }
 
+/// The "billion laughs" (nine levels of nine aliases) is refused where it passes the node
+/// limit, instead of growing by a gigabyte a second.
+#[test]
+fn validate_refuses_exponential_aliases() {
+    let dir = tempdir("laughs");
+    let file = dir.join("laughs.yaml");
+    let mut text = String::from("l0: &l0 [x, x, x, x, x, x, x, x, x]\n");
+    for level in 1..=9 {
+        let items = vec![format!("*l{}", level - 1); 9].join(", ");
+        text.push_str(&format!("l{level}: &l{level} [{items}]\n"));
+    }
+    std::fs::write(&file, text).unwrap();
+    let path = file.to_str().unwrap();
+    let output = run(&["validate", path]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output).starts_with(&format!(
+            "{path}:6:20: the file is too large: more than 250000 YAML nodes once aliases are expanded"
+        )),
+        "{}",
+        stdout(&output)
+    );
+}
+
 #[test]
 fn validate_reports_every_problem_as_file_line_col() {
     let dir = tempdir("validate");

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use kube_sim::{Behavior, ImageRule};
-use serde_json::json;
+use serde_json::{Value, json};
 use support::{Harness, sample, sample_with_id, wait_for};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -582,6 +582,71 @@ async fn binary_and_batch_modes_are_accepted() {
     })
     .await;
     assert!(h.sink.for_trigger("batch-2").is_empty());
+}
+
+/// A batch of many tiny events fits the body limit; without a limit on events per batch it
+/// would keep creating runs long after the answer. Refused whole: nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_over_the_limit_is_refused_whole_and_stores_nothing() {
+    let h = Harness::start(&[]).await;
+    let batch = |count: usize| {
+        Value::Array(
+            (0..count)
+                .map(|i| sample_with_id("test.triggered.json", &format!("many-{count}-{i}")))
+                .collect(),
+        )
+        .to_string()
+    };
+    let batch_type = ("content-type", "application/cloudevents-batch+json");
+    let response = h.post(&[batch_type], batch(101)).await;
+    assert_eq!(response.status, 413, "{:?}", response.body);
+    assert_eq!(
+        response.body["error"],
+        "the batch holds 101 events, more than the limit of 100 (--max-batch-events); nothing \
+         of it was accepted: send it in smaller batches"
+    );
+    // The limit itself is accepted.
+    let response = h.post(&[batch_type], batch(100)).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    wait_for("the 100 runs", LONG, || h.jobruns().len() == 100).await;
+    assert!(
+        h.jobruns()
+            .iter()
+            .all(|r| r["spec"]["event"]["id"].as_str().unwrap().starts_with("many-100-")),
+        "no run of the refused batch"
+    );
+    let (_, metrics) = h.get_admin("/metrics").await;
+    assert!(
+        metrics.contains("job_executor_events_received_total{outcome=\"too_large\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// "Billion laughs": nine levels of nine aliases, a few hundred bytes that would expand to 387
+/// million nodes, committed as a service's config. The event is answered 422 at once with
+/// where the file passed the limit; the operator keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_of_exponential_aliases_is_refused_without_expanding_it() {
+    let dir = std::env::temp_dir().join(format!("je-laughs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
+    let mut config = String::from("apiVersion: v2\nl0: &l0 [x, x, x, x, x, x, x, x, x]\n");
+    for level in 1..=9 {
+        let items = vec![format!("*l{}", level - 1); 9].join(", ");
+        config.push_str(&format!("l{level}: &l{level} [{items}]\n"));
+    }
+    std::fs::write(dir.join("carts/job/config.yaml"), &config).unwrap();
+    let h = Harness::start_full(kube_sim::Sim::builder(), dir, &[]).await;
+    let response = h
+        .post_event(&sample_with_id("test.triggered.json", "laughs-1"))
+        .await;
+    assert_eq!(response.status, 422, "{:?}", response.body);
+    let message = response.body.to_string();
+    assert!(
+        message.contains("config.yaml:7:") && message.contains("more than 250000 YAML nodes"),
+        "{message}"
+    );
+    assert!(h.operator_running());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

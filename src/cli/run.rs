@@ -168,6 +168,15 @@ pub struct OperatorArgs {
     /// The largest request body accepted.
     #[arg(long, env = "JOB_EXECUTOR_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// The most events one batch request (`application/cloudevents-batch+json`) may carry; a
+    /// larger batch is refused whole with 413.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_MAX_BATCH_EVENTS",
+        default_value_t = crate::ingest::parse::DEFAULT_MAX_BATCH_EVENTS,
+        value_parser = clap::value_parser!(u16).range(1..).map(usize::from)
+    )]
+    pub max_batch_events: usize,
     /// Total bytes of log excerpts in one run's `.finished` event.
     #[arg(long, env = "JOB_EXECUTOR_LOG_EXCERPT_BYTES", default_value_t = 64 * 1024)]
     pub log_excerpt_bytes: usize,
@@ -204,6 +213,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         admin_listen,
         ingest_token,
         max_body_bytes,
+        max_batch_events,
         log_excerpt_bytes,
         never_started_timeout_seconds,
         concurrency,
@@ -249,6 +259,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         token: ingest_token.filter(|t| !t.is_empty()),
         max_body_bytes,
+        max_batch_events,
         store_timeout: Duration::from_secs(store_timeout_seconds),
     }));
     let admin_app = admin_router(AdminState {

@@ -6,6 +6,7 @@
 //! schema check walks the tree.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
@@ -85,6 +86,12 @@ pub struct Document {
     pub errors: Vec<YamlError>,
 }
 
+/// The most nodes a config file's tree may hold, every alias counted as the nodes it repeats.
+/// A config of 200 actions has about 8,000 (the benchmark's); an alias that repeats an alias
+/// that repeats … (the "billion laughs") would otherwise grow the tree exponentially from a few
+/// hundred bytes.
+pub const MAX_NODES: usize = 250_000;
+
 /// Parses a single YAML document into a located tree.
 ///
 /// A syntax error stops the parser, so it is the only error returned; duplicate keys and
@@ -115,13 +122,24 @@ enum Frame {
         location: Location,
         entries: Vec<(Node, Node)>,
         pending_key: Option<Node>,
+        /// The line of each scalar key so far, to report a duplicate without a scan.
+        keys: HashMap<String, usize>,
     },
+}
+
+/// A collection under construction and the number of nodes in it so far.
+struct Open {
+    frame: Frame,
+    nodes: usize,
 }
 
 #[derive(Default)]
 struct TreeBuilder {
-    stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    stack: Vec<Open>,
+    /// Each anchored node and its size in nodes (what an alias to it adds to the tree).
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes in the tree so far, aliases expanded.
+    nodes: usize,
     /// Anchor ids of the collections under construction, to register when they close.
     open_anchors: Vec<usize>,
     documents: Vec<Node>,
@@ -140,16 +158,20 @@ impl TreeBuilder {
                         plain: style == ScalarStyle::Plain,
                     },
                 };
+                self.count(1, location)?;
                 if anchor != 0 {
-                    self.anchors.insert(anchor, node.clone());
+                    self.anchors.insert(anchor, (node.clone(), 1));
                 }
-                self.add(node);
+                self.place(node, 1);
             }
             Event::Alias(anchor) => match self.anchors.get(&anchor) {
-                Some(node) => {
+                Some((node, size)) => {
+                    // Counted before the copy is made: the copy is what could exhaust memory.
+                    let size = *size;
+                    self.count(size, location)?;
                     let mut node = node.clone();
                     node.location = location;
-                    self.add(node);
+                    self.place(node, size);
                 }
                 None => {
                     return Err(YamlError {
@@ -159,37 +181,50 @@ impl TreeBuilder {
                 }
             },
             Event::SequenceStart(anchor, _) => {
+                self.count(1, location)?;
                 self.open_anchors.push(anchor);
-                self.stack.push(Frame::Sequence(location, Vec::new()));
+                self.stack.push(Open {
+                    frame: Frame::Sequence(location, Vec::new()),
+                    nodes: 0,
+                });
             }
             Event::MappingStart(anchor, _) => {
+                self.count(1, location)?;
                 self.open_anchors.push(anchor);
-                self.stack.push(Frame::Mapping {
-                    location,
-                    entries: Vec::new(),
-                    pending_key: None,
+                self.stack.push(Open {
+                    frame: Frame::Mapping {
+                        location,
+                        entries: Vec::new(),
+                        pending_key: None,
+                        keys: HashMap::new(),
+                    },
+                    nodes: 0,
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let node = match self.stack.pop() {
-                    Some(Frame::Sequence(location, items)) => Node {
+                let Some(Open { frame, nodes }) = self.stack.pop() else {
+                    return Ok(());
+                };
+                let node = match frame {
+                    Frame::Sequence(location, items) => Node {
                         location,
                         value: NodeValue::Sequence(items),
                     },
-                    Some(Frame::Mapping {
+                    Frame::Mapping {
                         location, entries, ..
-                    }) => Node {
+                    } => Node {
                         location,
                         value: NodeValue::Mapping(entries),
                     },
-                    None => return Ok(()),
                 };
+                // The collection itself was counted when it started.
+                let size = nodes + 1;
                 if let Some(anchor) = self.open_anchors.pop()
                     && anchor != 0
                 {
-                    self.anchors.insert(anchor, node.clone());
+                    self.anchors.insert(anchor, (node.clone(), size));
                 }
-                self.add(node);
+                self.place(node, size);
             }
             Event::DocumentStart(_) | Event::DocumentEnd => {}
             Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
@@ -197,29 +232,51 @@ impl TreeBuilder {
         Ok(())
     }
 
-    fn add(&mut self, node: Node) {
-        match self.stack.last_mut() {
-            None => self.documents.push(node),
-            Some(Frame::Sequence(_, items)) => items.push(node),
-            Some(Frame::Mapping {
+    /// Counts `size` more nodes into the tree, or refuses the file once it passes [`MAX_NODES`].
+    fn count(&mut self, size: usize, location: Location) -> Result<(), YamlError> {
+        self.nodes = self.nodes.saturating_add(size);
+        if self.nodes > MAX_NODES {
+            return Err(YamlError {
+                location,
+                message: format!(
+                    "the file is too large: more than {MAX_NODES} YAML nodes once aliases are \
+                     expanded (an alias counts every node it repeats)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Puts a counted node of `size` nodes into the collection under construction.
+    fn place(&mut self, node: Node, size: usize) {
+        let Some(open) = self.stack.last_mut() else {
+            self.documents.push(node);
+            return;
+        };
+        open.nodes += size;
+        match &mut open.frame {
+            Frame::Sequence(_, items) => items.push(node),
+            Frame::Mapping {
                 entries,
                 pending_key,
+                keys,
                 ..
-            }) => match pending_key.take() {
+            } => match pending_key.take() {
                 None => *pending_key = Some(node),
                 Some(key) => {
-                    if let NodeValue::Scalar { text, .. } = &key.value
-                        && let Some((first, _)) = entries.iter().find(|(k, _)| {
-                            matches!(&k.value, NodeValue::Scalar { text: t, .. } if t == text)
-                        })
-                    {
-                        self.errors.push(YamlError {
-                            location: key.location,
-                            message: format!(
-                                "duplicate key \"{text}\" (first defined at line {})",
-                                first.location.line
-                            ),
-                        });
+                    if let NodeValue::Scalar { text, .. } = &key.value {
+                        match keys.entry(text.clone()) {
+                            Entry::Occupied(first) => self.errors.push(YamlError {
+                                location: key.location,
+                                message: format!(
+                                    "duplicate key \"{text}\" (first defined at line {})",
+                                    first.get()
+                                ),
+                            }),
+                            Entry::Vacant(slot) => {
+                                slot.insert(key.location.line);
+                            }
+                        }
                     }
                     entries.push((key, node));
                 }
@@ -314,6 +371,41 @@ mod tests {
             panic!()
         };
         assert!(matches!(&entries[1].1.value, NodeValue::Mapping(e) if e.len() == 1));
+    }
+
+    #[test]
+    fn alias_expansion_is_bounded() {
+        // Nine levels of nine: 9^9 (387 million) nodes if every alias were copied.
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..=9 {
+            let previous = format!("*a{}", level - 1);
+            let items = vec![previous.as_str(); 9].join(", ");
+            text.push_str(&format!("a{level}: &a{level} [{items}]\n"));
+        }
+        let error = parse_document(&text).unwrap_err();
+        assert!(
+            error.message.contains("more than 250000 YAML nodes"),
+            "{error:?}"
+        );
+        // Where the tree passed the limit: an alias of the level that crosses it.
+        assert_eq!(error.location.line, 6, "{error:?}");
+        // Aliases within the limit still expand.
+        let small = "base: &b {x: 1, y: [1, 2]}\nuse: [*b, *b, *b]\n";
+        let doc = parse_document(small).unwrap();
+        let NodeValue::Mapping(entries) = &doc.root.value else {
+            panic!()
+        };
+        assert!(matches!(&entries[1].1.value, NodeValue::Sequence(items) if items.len() == 3));
+    }
+
+    #[test]
+    fn the_node_limit_counts_every_node_once() {
+        // A flat list just under the limit (the list and the root mapping count too).
+        let items = MAX_NODES - 3;
+        let text = format!("k: [{}]\n", vec!["1"; items].join(","));
+        assert!(parse_document(&text).is_ok());
+        let text = format!("k: [{}]\n", vec!["1"; items + 1].join(","));
+        assert!(parse_document(&text).is_err());
     }
 
     #[test]

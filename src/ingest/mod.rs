@@ -39,6 +39,8 @@ pub struct IngestState {
     pub metrics: Arc<Metrics>,
     pub token: Option<String>,
     pub max_body_bytes: usize,
+    /// The most events one batch request may carry.
+    pub max_batch_events: usize,
     /// How long storing one run may take before the sender is told to retry (a frozen or
     /// partitioned API server must not hold senders until their own timeouts).
     pub store_timeout: std::time::Duration,
@@ -112,8 +114,12 @@ async fn receive(
     let Ok(bytes) = axum::body::to_bytes(body, state.max_body_bytes).await else {
         return too_large();
     };
-    let events = match parse::events_from_request(&headers, &bytes) {
+    let events = match parse::events_from_request(&headers, &bytes, state.max_batch_events) {
         Ok(events) => events,
+        Err(problem @ parse::ParseError::BatchTooLarge { .. }) => {
+            metrics.event_received("too_large");
+            return error(problem.status(), problem.to_string());
+        }
         Err(problem) => {
             metrics.event_received("invalid");
             return error(problem.status(), problem.to_string());

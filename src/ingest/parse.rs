@@ -17,6 +17,11 @@ pub enum ParseError {
     #[error("a batch must hold at least one event")]
     EmptyBatch,
     #[error(
+        "the batch holds {count} events, more than the limit of {limit} \
+         (--max-batch-events); nothing of it was accepted: send it in smaller batches"
+    )]
+    BatchTooLarge { count: usize, limit: usize },
+    #[error(
         "unsupported content type {0:?}: send application/cloudevents+json (structured), \
          application/cloudevents-batch+json (batch), or ce-* headers (binary)"
     )]
@@ -30,6 +35,7 @@ impl ParseError {
     pub fn status(&self) -> http::StatusCode {
         match self {
             ParseError::UnsupportedContentType(_) => http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ParseError::BatchTooLarge { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,
             _ => http::StatusCode::BAD_REQUEST,
         }
     }
@@ -53,14 +59,21 @@ fn is_json(media_type: &str) -> bool {
     media_type == "application/json" || media_type.ends_with("+json") || media_type == "text/json"
 }
 
-/// The events of one request, in order.
+/// The most events one batch request may carry by default. Every event of a batch is planned
+/// and its runs stored before the answer, so the limit bounds the work one request causes (the
+/// body limit alone lets thousands of tiny events through).
+pub const DEFAULT_MAX_BATCH_EVENTS: usize = 100;
+
+/// The events of one request, in order; a batch of more than `max_batch_events` is refused
+/// whole.
 pub fn events_from_request(
     headers: &HeaderMap,
     body: &[u8],
+    max_batch_events: usize,
 ) -> Result<Vec<CloudEvent>, ParseError> {
     let media = media_type(headers);
     if media == "application/cloudevents-batch+json" {
-        return batch(body);
+        return batch(body, max_batch_events);
     }
     if headers.contains_key("ce-specversion") {
         return Ok(vec![binary(headers, &media, body)?]);
@@ -71,7 +84,7 @@ pub fn events_from_request(
     Err(ParseError::UnsupportedContentType(media))
 }
 
-fn batch(body: &[u8]) -> Result<Vec<CloudEvent>, ParseError> {
+fn batch(body: &[u8], max_batch_events: usize) -> Result<Vec<CloudEvent>, ParseError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| EventError::InvalidJson {
         reason: e.to_string(),
         line: e.line(),
@@ -82,6 +95,12 @@ fn batch(body: &[u8]) -> Result<Vec<CloudEvent>, ParseError> {
     };
     if items.is_empty() {
         return Err(ParseError::EmptyBatch);
+    }
+    if items.len() > max_batch_events {
+        return Err(ParseError::BatchTooLarge {
+            count: items.len(),
+            limit: max_batch_events,
+        });
     }
     items
         .into_iter()
@@ -183,6 +202,8 @@ mod tests {
 
     use super::*;
 
+    const LIMIT: usize = DEFAULT_MAX_BATCH_EVENTS;
+
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
@@ -199,11 +220,11 @@ mod tests {
             "content-type",
             "application/cloudevents+json; charset=utf-8",
         )]);
-        let events = events_from_request(&h, EVENT.as_bytes()).unwrap();
+        let events = events_from_request(&h, EVENT.as_bytes(), LIMIT).unwrap();
         assert_eq!(events[0].id(), "1");
         let plain_json = headers(&[("content-type", "application/json")]);
         assert_eq!(
-            events_from_request(&plain_json, EVENT.as_bytes())
+            events_from_request(&plain_json, EVENT.as_bytes(), LIMIT)
                 .unwrap()
                 .len(),
             1
@@ -220,7 +241,7 @@ mod tests {
             ("ce-type", "sh.keptn.event.test.triggered"),
             ("ce-shkeptncontext", "ctx%20one"),
         ]);
-        let events = events_from_request(&h, br#"{"project":"sockshop"}"#).unwrap();
+        let events = events_from_request(&h, br#"{"project":"sockshop"}"#, LIMIT).unwrap();
         let value = events[0].as_value();
         assert_eq!(value["id"], "42");
         assert_eq!(value["shkeptncontext"], "ctx one");
@@ -233,7 +254,7 @@ mod tests {
             ("ce-source", "s"),
             ("ce-type", "t"),
         ]);
-        let events = events_from_request(&binary, &[0xff, 0x00, 0x01]).unwrap();
+        let events = events_from_request(&binary, &[0xff, 0x00, 0x01], LIMIT).unwrap();
         assert_eq!(events[0].as_value()["data_base64"], "/wAB");
     }
 
@@ -245,7 +266,7 @@ mod tests {
             ("ce-type", "t"),
         ]);
         assert_eq!(
-            events_from_request(&h, b"").unwrap_err().to_string(),
+            events_from_request(&h, b"", LIMIT).unwrap_err().to_string(),
             "missing required attribute \"id\""
         );
     }
@@ -254,31 +275,48 @@ mod tests {
     fn batch_mode() {
         let h = headers(&[("content-type", "application/cloudevents-batch+json")]);
         let body = format!("[{EVENT},{EVENT}]");
-        assert_eq!(events_from_request(&h, body.as_bytes()).unwrap().len(), 2);
+        assert_eq!(events_from_request(&h, body.as_bytes(), LIMIT).unwrap().len(), 2);
         let bad = format!("[{EVENT},{{\"specversion\":\"1.0\"}}]");
         assert_eq!(
-            events_from_request(&h, bad.as_bytes())
+            events_from_request(&h, bad.as_bytes(), LIMIT)
                 .unwrap_err()
                 .to_string(),
             "event 1 of the batch: missing required attribute \"id\""
         );
         assert_eq!(
-            events_from_request(&h, b"[]").unwrap_err(),
+            events_from_request(&h, b"[]", LIMIT).unwrap_err(),
             ParseError::EmptyBatch
         );
         assert_eq!(
-            events_from_request(&h, EVENT.as_bytes()).unwrap_err(),
+            events_from_request(&h, EVENT.as_bytes(), LIMIT).unwrap_err(),
             ParseError::NotABatch
+        );
+    }
+
+    #[test]
+    fn a_batch_over_the_limit_is_refused_whole() {
+        let h = headers(&[("content-type", "application/cloudevents-batch+json")]);
+        let three = format!("[{EVENT},{EVENT},{EVENT}]");
+        assert_eq!(
+            events_from_request(&h, three.as_bytes(), 3).unwrap().len(),
+            3
+        );
+        let error = events_from_request(&h, three.as_bytes(), 2).unwrap_err();
+        assert_eq!(error, ParseError::BatchTooLarge { count: 3, limit: 2 });
+        assert_eq!(error.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(
+            error.to_string().contains("more than the limit of 2 (--max-batch-events)"),
+            "{error}"
         );
     }
 
     #[test]
     fn wrong_content_type_and_malformed_json() {
         let text = headers(&[("content-type", "text/plain")]);
-        let error = events_from_request(&text, EVENT.as_bytes()).unwrap_err();
+        let error = events_from_request(&text, EVENT.as_bytes(), LIMIT).unwrap_err();
         assert_eq!(error.status(), http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
         let json = headers(&[("content-type", "application/cloudevents+json")]);
-        let error = events_from_request(&json, b"{\"id\":").unwrap_err();
+        let error = events_from_request(&json, b"{\"id\":", LIMIT).unwrap_err();
         assert_eq!(error.status(), http::StatusCode::BAD_REQUEST);
         assert!(
             error.to_string().starts_with("the body is not valid JSON"),

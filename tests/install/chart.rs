@@ -299,6 +299,7 @@ fn full_values_reach_the_manifests() {
         ("JOB_EXECUTOR_LOG_EXCERPT_BYTES", "131072"),
         ("JOB_EXECUTOR_NEVER_STARTED_TIMEOUT_SECONDS", "120"),
         ("JOB_EXECUTOR_MAX_BODY_BYTES", "2097152"),
+        ("JOB_EXECUTOR_MAX_BATCH_EVENTS", "20"),
         ("JOB_EXECUTOR_SINK_MODE", "structured"),
         ("JOB_EXECUTOR_DEFAULT_SERVICE_ACCOUNT", "jx-task"),
         (
