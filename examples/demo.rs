@@ -33,8 +33,12 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `target/<profile>/job-executor`, beside this example's own directory.
+/// `target/<profile>/job-executor`, beside this example's own directory (`$JOB_EXECUTOR_DEMO_BIN`
+/// when set: tests/demo.rs runs this code from its own binary).
 fn operator_binary() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("JOB_EXECUTOR_DEMO_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
     let exe = std::env::current_exe()?;
     let bin = exe
         .parent()
@@ -527,24 +531,32 @@ async fn wait_for_runs(client: &kube::Client) -> anyhow::Result<Vec<JobRun>> {
 }
 
 fn main() -> std::process::ExitCode {
+    if run(std::env::args().any(|a| a == "--cluster")) {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
+/// The demo, on the real control plane with `cluster`; false when it failed (said on stderr).
+pub fn run(cluster: bool) -> bool {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("demo: cannot start the async runtime: {error}");
-            return std::process::ExitCode::FAILURE;
+            return false;
         }
     };
-    match runtime.block_on(demo()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    match runtime.block_on(demo(cluster)) {
+        Ok(()) => true,
         Err(error) => {
             eprintln!("demo: {error:#}");
-            std::process::ExitCode::FAILURE
+            false
         }
     }
 }
 
-async fn demo() -> anyhow::Result<()> {
-    let cluster = std::env::args().any(|a| a == "--cluster");
+async fn demo(cluster: bool) -> anyhow::Result<()> {
     let bin = operator_binary()?;
     let dir = std::env::temp_dir().join(format!("job-executor-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

@@ -6,11 +6,23 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// `scripts/demo`, exactly as the README has a user run it: it builds the operator and the demo
-/// (`cargo test --all-targets` builds examples only as test harnesses), then runs the demo.
-fn run_demo(args: &[&str]) -> String {
-    let output = Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/demo"))
-        .args(args)
+/// The demo's own code (`scripts/demo` builds and runs it as the example binary).
+#[path = "../examples/demo.rs"]
+#[allow(dead_code)]
+mod demo_example;
+
+/// Set in the environment of the process [`run_demo`] starts: `simulator` or `cluster`.
+const DEMO_CHILD: &str = "JOB_EXECUTOR_DEMO_CHILD";
+
+/// Runs the demo as a process of its own, as `scripts/demo` does, and returns what it printed.
+/// The process is this test binary running only [`demo_process`]: `cargo test --all-targets`
+/// builds examples as test harnesses only, and a nested cargo build from a test would relink
+/// the binaries other tests use.
+fn run_demo(cluster: bool) -> String {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "demo_process", "--nocapture", "--test-threads=1"])
+        .env(DEMO_CHILD, if cluster { "cluster" } else { "simulator" })
+        .env("JOB_EXECUTOR_DEMO_BIN", env!("CARGO_BIN_EXE_job-executor"))
         .output()
         .expect("run the demo");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -58,16 +70,25 @@ fn assert_whole_loop(out: &str) {
     );
 }
 
+/// The demo's process when [`run_demo`] starts this binary; in a plain test run it does nothing.
+#[test]
+fn demo_process() {
+    let Ok(mode) = std::env::var(DEMO_CHILD) else {
+        return;
+    };
+    assert!(demo_example::run(mode == "cluster"), "the demo failed");
+}
+
 #[test]
 fn the_demo_runs_the_whole_loop_on_the_simulator() {
-    let out = run_demo(&[]);
+    let out = run_demo(false);
     assert!(out.contains("Kubernetes API: the simulator"), "{out}");
     assert_whole_loop(&out);
 }
 
 #[test]
 fn the_demo_runs_the_whole_loop_on_the_real_control_plane() {
-    let out = run_demo(&["--cluster"]);
+    let out = run_demo(true);
     assert!(
         out.contains("Kubernetes API: the real control plane of scripts/cluster (v1.36.3)"),
         "{out}"
