@@ -12,6 +12,7 @@ pub mod matching;
 pub mod metrics;
 pub mod names;
 pub mod render;
+pub mod serve;
 pub mod settings;
 pub mod sink;
 pub mod source;

@@ -610,9 +610,10 @@ async fn a_batch_over_the_limit_is_refused_whole_and_stores_nothing() {
     assert_eq!(response.status, 202, "{:?}", response.body);
     wait_for("the 100 runs", LONG, || h.jobruns().len() == 100).await;
     assert!(
-        h.jobruns()
-            .iter()
-            .all(|r| r["spec"]["event"]["id"].as_str().unwrap().starts_with("many-100-")),
+        h.jobruns().iter().all(|r| r["spec"]["event"]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("many-100-")),
         "no run of the refused batch"
     );
     let (_, metrics) = h.get_admin("/metrics").await;
@@ -620,6 +621,103 @@ async fn a_batch_over_the_limit_is_refused_whole_and_stores_nothing() {
         metrics.contains("job_executor_events_received_total{outcome=\"too_large\"} 1"),
         "{metrics}"
     );
+}
+
+/// Reads what the server sends on `stream` until it closes it or `within` passes (`None`).
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut received))
+        .await
+        .ok()
+        .map(|_| String::from_utf8_lossy(&received).into_owned())
+}
+
+/// Slow senders (headers or body trickled), idle connections and too many connections: each
+/// bounded, and the operator keeps serving the senders that behave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_senders_are_cut_off_and_connections_are_bounded() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let h = Harness::start(&["--read-timeout-seconds", "2", "--max-connections", "2"]).await;
+    let ingest = h.ingest.unwrap();
+
+    // Too many header fields, and too many header bytes: 431.
+    for headers in [
+        (0..101)
+            .map(|i| format!("x-h{i}: v\r\n"))
+            .collect::<String>(),
+        format!("x-big: {}\r\n", "a".repeat(70 * 1024)),
+    ] {
+        let mut many = TcpStream::connect(ingest).await.unwrap();
+        many.write_all(format!("POST /events HTTP/1.1\r\nhost: x\r\n{headers}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let answer = read_until_closed(&mut many, LONG).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    }
+
+    // Headers that never end: the connection is closed after the read timeout.
+    let mut slow_headers = TcpStream::connect(ingest).await.unwrap();
+    slow_headers
+        .write_all(b"POST /events HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let closed = read_until_closed(&mut slow_headers, LONG).await;
+    assert!(closed.is_some(), "a sender of endless headers is cut off");
+    drop(slow_headers);
+
+    // A body that never ends: 408 with the reason.
+    let mut slow_body = TcpStream::connect(ingest).await.unwrap();
+    slow_body
+        .write_all(
+            b"POST /events HTTP/1.1\r\nhost: x\r\ncontent-type: application/cloudevents+json\r\ncontent-length: 100\r\n\r\n{\"id\":",
+        )
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut slow_body, LONG).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("did not arrive within 2 s (--read-timeout-seconds)"),
+        "{answer}"
+    );
+    drop(slow_body);
+
+    // Two idle connections take both slots: a third sender waits until they are closed for
+    // idling, then is served.
+    let mut idle = [
+        TcpStream::connect(ingest).await.unwrap(),
+        TcpStream::connect(ingest).await.unwrap(),
+    ];
+    // Both accepted before the third connects.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let event = sample_with_id("test.triggered.json", "after-idle").to_string();
+    let mut third = TcpStream::connect(ingest).await.unwrap();
+    third
+        .write_all(
+            format!(
+                "POST /events HTTP/1.1\r\nhost: x\r\ncontent-type: application/cloudevents+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{event}",
+                event.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        read_until_closed(&mut third, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "the third connection waits while two are open"
+    );
+    for connection in &mut idle {
+        assert!(
+            read_until_closed(connection, LONG).await.is_some(),
+            "an idle connection is closed after the read timeout"
+        );
+    }
+    let answer = read_until_closed(&mut third, LONG).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    h.wait_finished("after-idle", LONG).await;
 }
 
 /// "Billion laughs": nine levels of nine aliases, a few hundred bytes that would expand to 387

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use clap::Args;
+use clap::builder::TypedValueParser as _;
 use http::StatusCode;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -21,6 +22,7 @@ use crate::controller::{self, ControllerOptions};
 use crate::health::Health;
 use crate::ingest::{self, IngestState};
 use crate::metrics::Metrics;
+use crate::serve::{ConnectionLimits, serve};
 use crate::sink::{Sink, SinkMode};
 use crate::source::git::layout;
 use crate::source::{CredentialSettings, FetchLabels, GitSettings, Source};
@@ -177,6 +179,24 @@ pub struct OperatorArgs {
         value_parser = clap::value_parser!(u16).range(1..).map(usize::from)
     )]
     pub max_batch_events: usize,
+    /// Seconds a connection may take to send a request's headers, and then its body (an idle
+    /// keep-alive connection is closed after as long); a slower sender gets 408 or is cut off.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_READ_TIMEOUT_SECONDS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub read_timeout_seconds: u64,
+    /// Connections served at once, on each of the ingest and admin ports; more wait to be
+    /// accepted.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize)
+    )]
+    pub max_connections: usize,
     /// Total bytes of log excerpts in one run's `.finished` event.
     #[arg(long, env = "JOB_EXECUTOR_LOG_EXCERPT_BYTES", default_value_t = 64 * 1024)]
     pub log_excerpt_bytes: usize,
@@ -214,6 +234,8 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         ingest_token,
         max_body_bytes,
         max_batch_events,
+        read_timeout_seconds,
+        max_connections,
         log_excerpt_bytes,
         never_started_timeout_seconds,
         concurrency,
@@ -260,6 +282,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         token: ingest_token.filter(|t| !t.is_empty()),
         max_body_bytes,
         max_batch_events,
+        read_timeout: Duration::from_secs(read_timeout_seconds),
         store_timeout: Duration::from_secs(store_timeout_seconds),
     }));
     let admin_app = admin_router(AdminState {
@@ -281,10 +304,17 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         health.clone(),
         stopped(stop_rx.clone()),
     ));
-    let ingest_server =
-        axum::serve(ingest_listener, ingest_app).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let admin_server =
-        axum::serve(admin_listener, admin_app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let limits = ConnectionLimits {
+        read_timeout: Duration::from_secs(read_timeout_seconds),
+        max_connections,
+    };
+    let ingest_server = serve(
+        ingest_listener,
+        ingest_app,
+        limits,
+        stopped(stop_rx.clone()),
+    );
+    let admin_server = serve(admin_listener, admin_app, limits, stopped(stop_rx.clone()));
     let controller = controller::run(
         controller::Parts {
             client,
@@ -302,13 +332,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         health,
         stopped(stop_rx),
     );
-    let (ingest_result, admin_result, ()) = tokio::join!(
-        async { ingest_server.await.context("ingest server") },
-        async { admin_server.await.context("admin server") },
-        controller
-    );
-    ingest_result?;
-    admin_result?;
+    tokio::join!(ingest_server, admin_server, controller);
     Ok(())
 }
 

@@ -164,22 +164,21 @@ impl TreeBuilder {
                 }
                 self.place(node, 1);
             }
-            Event::Alias(anchor) => match self.anchors.get(&anchor) {
-                Some((node, size)) => {
-                    // Counted before the copy is made: the copy is what could exhaust memory.
-                    let size = *size;
-                    self.count(size, location)?;
-                    let mut node = node.clone();
-                    node.location = location;
-                    self.place(node, size);
-                }
-                None => {
+            Event::Alias(anchor) => {
+                let Some(size) = self.anchors.get(&anchor).map(|(_, size)| *size) else {
                     return Err(YamlError {
                         location,
                         message: "invalid YAML: alias to an unknown anchor".to_string(),
                     });
+                };
+                // Counted before the copy is made: the copy is what could exhaust memory.
+                self.count(size, location)?;
+                if let Some((node, _)) = self.anchors.get(&anchor) {
+                    let mut node = node.clone();
+                    node.location = location;
+                    self.place(node, size);
                 }
-            },
+            }
             Event::SequenceStart(anchor, _) => {
                 self.count(1, location)?;
                 self.open_anchors.push(anchor);
@@ -379,7 +378,7 @@ mod tests {
         let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
         for level in 1..=9 {
             let previous = format!("*a{}", level - 1);
-            let items = vec![previous.as_str(); 9].join(", ");
+            let items = [previous.as_str(); 9].join(", ");
             text.push_str(&format!("a{level}: &a{level} [{items}]\n"));
         }
         let error = parse_document(&text).unwrap_err();

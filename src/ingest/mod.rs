@@ -41,6 +41,9 @@ pub struct IngestState {
     pub max_body_bytes: usize,
     /// The most events one batch request may carry.
     pub max_batch_events: usize,
+    /// How long a sender may take to send the body (the headers have their own deadline in
+    /// the server).
+    pub read_timeout: std::time::Duration,
     /// How long storing one run may take before the sender is told to retry (a frozen or
     /// partitioned API server must not hold senders until their own timeouts).
     pub store_timeout: std::time::Duration,
@@ -111,8 +114,24 @@ async fn receive(
     if declared.is_some_and(|length| length > state.max_body_bytes) {
         return too_large();
     }
-    let Ok(bytes) = axum::body::to_bytes(body, state.max_body_bytes).await else {
-        return too_large();
+    let bytes = match tokio::time::timeout(
+        state.read_timeout,
+        axum::body::to_bytes(body, state.max_body_bytes),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return too_large(),
+        Err(_) => {
+            metrics.event_received("timeout");
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {} s (--read-timeout-seconds)",
+                    state.read_timeout.as_secs()
+                ),
+            );
+        }
     };
     let events = match parse::events_from_request(&headers, &bytes, state.max_batch_events) {
         Ok(events) => events,

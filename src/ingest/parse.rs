@@ -275,7 +275,12 @@ mod tests {
     fn batch_mode() {
         let h = headers(&[("content-type", "application/cloudevents-batch+json")]);
         let body = format!("[{EVENT},{EVENT}]");
-        assert_eq!(events_from_request(&h, body.as_bytes(), LIMIT).unwrap().len(), 2);
+        assert_eq!(
+            events_from_request(&h, body.as_bytes(), LIMIT)
+                .unwrap()
+                .len(),
+            2
+        );
         let bad = format!("[{EVENT},{{\"specversion\":\"1.0\"}}]");
         assert_eq!(
             events_from_request(&h, bad.as_bytes(), LIMIT)
@@ -305,7 +310,9 @@ mod tests {
         assert_eq!(error, ParseError::BatchTooLarge { count: 3, limit: 2 });
         assert_eq!(error.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
         assert!(
-            error.to_string().contains("more than the limit of 2 (--max-batch-events)"),
+            error
+                .to_string()
+                .contains("more than the limit of 2 (--max-batch-events)"),
             "{error}"
         );
     }

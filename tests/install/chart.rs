@@ -300,6 +300,8 @@ fn full_values_reach_the_manifests() {
         ("JOB_EXECUTOR_NEVER_STARTED_TIMEOUT_SECONDS", "120"),
         ("JOB_EXECUTOR_MAX_BODY_BYTES", "2097152"),
         ("JOB_EXECUTOR_MAX_BATCH_EVENTS", "20"),
+        ("JOB_EXECUTOR_READ_TIMEOUT_SECONDS", "10"),
+        ("JOB_EXECUTOR_MAX_CONNECTIONS", "256"),
         ("JOB_EXECUTOR_SINK_MODE", "structured"),
         ("JOB_EXECUTOR_DEFAULT_SERVICE_ACCOUNT", "jx-task"),
         (
