@@ -322,7 +322,27 @@ mod tests {
     fn keys_are_valid_and_unique() {
         assert_eq!(config_map_key(0, "locust/basic.py"), "0-locust_basic.py");
         assert_eq!(config_map_key(12, "a b/c"), "12-a_b_c");
-        assert!(config_map_key(1, &"x/".repeat(300)).len() <= 253);
+        // Paths that sanitize alike, odd characters and overlong paths: every key is a valid
+        // ConfigMap key (`[-._a-zA-Z0-9]+`, at most 253 characters) and no two are equal.
+        let long = "x/".repeat(300);
+        let paths = ["a b/c", "a_b/c", "a/b/c", "ü/ß", "..", "", &long, &long];
+        let keys: Vec<String> = paths
+            .iter()
+            .enumerate()
+            .map(|(index, path)| config_map_key(index, path))
+            .collect();
+        for key in &keys {
+            assert!(
+                !key.is_empty()
+                    && key.len() <= 253
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')),
+                "{key}"
+            );
+        }
+        let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "{keys:?}");
     }
 
     #[test]

@@ -186,5 +186,24 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("job_executor_runs_in_flight 1"), "{text}");
+        // Bounded: the runs in flight are a count; their names are never label values.
+        assert!(
+            !text.contains("=\"a\"") && !text.contains("=\"b\""),
+            "{text}"
+        );
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            if let Some(labels) = line
+                .split_once('{')
+                .and_then(|(_, rest)| rest.split_once('}'))
+            {
+                for pair in labels.0.split(',') {
+                    let (name, _) = pair.split_once('=').unwrap();
+                    assert!(
+                        ["outcome", "kind", "phase", "category", "le"].contains(&name),
+                        "label {name} in {line}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -435,7 +435,14 @@ async fn injected_api_errors_and_dropped_watches_neither_lose_nor_duplicate_runs
     h.sim
         .runtime()
         .set(ImageRule::image("locustio/locust:*"), Behavior::hold());
-    assert_eq!(h.post_event(&event).await.status, 202);
+    // The refused first delivery stored nothing: the retry creates the run.
+    let retry = h.post_event(&event).await;
+    assert_eq!(retry.status, 202);
+    assert_eq!(
+        retry.body["events"][0]["runs"][0]["status"], "created",
+        "{:?}",
+        retry.body
+    );
     wait_for("the locust task to run", LONG, || {
         !h.sim.runtime().held().is_empty()
     })
@@ -444,6 +451,8 @@ async fn injected_api_errors_and_dropped_watches_neither_lose_nor_duplicate_runs
     h.sim.release(&h.sim.runtime().held()[0].1);
     assert_recovered(&h, "faults-1").await;
     assert_eq!(h.jobruns().len(), 1);
+    // Every injected fault was met by the operator (not skipped by a path it never took).
+    assert_eq!(h.sim.faults().pending(), Vec::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -238,9 +238,44 @@ fn wrong_types_are_errors() {
 
 #[test]
 fn empty_optional_keys_mean_not_set() {
-    let text = "apiVersion: v2\nactions:\n  - name: a\n    events:\n      - name: x\n    tasks:\n      - image: alpine\n        files:\n        env:\n";
-    let valid = load(text, "c.yaml").unwrap();
-    assert!(valid.config.actions[0].tasks[0].files.is_empty());
+    let bare = "apiVersion: v2\nactions:\n  - name: a\n    events:\n      - name: x\n    tasks:\n      - image: alpine\n";
+    let expected = serde_json::to_value(&load(bare, "c.yaml").unwrap().config).unwrap();
+    // Every optional key of a task, of an action and of the file, written with no value: the
+    // same config as without the key.
+    for (indent, key) in [
+        ("        ", "name"),
+        ("        ", "imagePullPolicy"),
+        ("        ", "cmd"),
+        ("        ", "args"),
+        ("        ", "workingDir"),
+        ("        ", "files"),
+        ("        ", "env"),
+        ("        ", "resources"),
+        ("        ", "maxPollDuration"),
+        ("        ", "namespace"),
+        ("        ", "ttlSecondsAfterFinished"),
+        ("        ", "securityContext"),
+        ("        ", "serviceAccount"),
+        ("        ", "annotations"),
+        ("        ", "imagePullSecrets"),
+        ("        ", "emptyDirSizeLimit"),
+        ("        ", "backoffLimit"),
+        ("        ", "labels"),
+    ] {
+        let text = format!("{bare}{indent}{key}:\n");
+        let loaded = load(&text, "c.yaml").unwrap_or_else(|e| panic!("{key}: {e:?}"));
+        assert_eq!(
+            serde_json::to_value(&loaded.config).unwrap(),
+            expected,
+            "{key}: empty"
+        );
+    }
+    let silent = bare.replace("  - name: a\n", "  - name: a\n    silent:\n");
+    assert_eq!(
+        serde_json::to_value(&load(&silent, "c.yaml").unwrap().config).unwrap(),
+        expected,
+        "silent: empty"
+    );
 }
 
 #[test]

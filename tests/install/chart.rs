@@ -356,10 +356,18 @@ fn full_values_reach_the_manifests() {
             .iter()
             .any(|p| p["name"] == "metrics")
     );
-    assert_eq!(
-        monitor["spec"]["selector"]["matchLabels"],
-        service["spec"]["selector"]
-    );
+    // It selects Services by their labels: every label it asks for is one the Service has.
+    let wanted = monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap();
+    assert!(!wanted.is_empty());
+    for (key, value) in wanted {
+        assert_eq!(
+            &service["metadata"]["labels"][key], value,
+            "the ServiceMonitor selects {key}={value}; the Service's labels: {}",
+            service["metadata"]["labels"]
+        );
+    }
 }
 
 #[test]

@@ -16,8 +16,7 @@ use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DynamicObject, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::{Api, PostParams};
 use kube_sim::{Behavior, ImageRule, Sim, wait_until, wait_until_async};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -66,11 +65,12 @@ fn granted(role: &Value) -> BTreeSet<Permission> {
 }
 
 /// `kubectl apply -f crds/jobrun.yaml -f deploy/service.yaml`, as the install guide says,
-/// as the cluster admin (no credentials). Without kubectl, the same objects are created with
-/// the client.
+/// as the cluster admin (no credentials), with the kubectl of `$KUBECTL` (`scripts/test` sets
+/// it to the control plane's) or the PATH's. A missing kubectl fails the test.
 async fn apply_plain_install(sim: &Sim, dir: &Path) {
     let kubeconfig = sim.write_kubeconfig(dir.join("admin-kubeconfig")).unwrap();
-    let kubectl = std::process::Command::new("kubectl")
+    let kubectl = std::env::var_os("KUBECTL").unwrap_or_else(|| "kubectl".into());
+    let output = std::process::Command::new(&kubectl)
         .args([
             "apply",
             "-f",
@@ -82,40 +82,16 @@ async fn apply_plain_install(sim: &Sim, dir: &Path) {
         .env("KUBECONFIG", &kubeconfig)
         .env("KUBECACHEDIR", dir.join("kube-cache"))
         .env("HOME", dir)
-        .output();
-    match kubectl {
-        Ok(output) => assert!(
-            output.status.success(),
-            "kubectl apply failed:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-        Err(error) => {
-            eprintln!("kubectl not available ({error}); creating the objects with the client");
-            let client = sim.client();
-            for file in ["crds/jobrun.yaml", "deploy/service.yaml"] {
-                for doc in documents(&read(file)) {
-                    let (group, version) = match doc["apiVersion"].as_str().unwrap().split_once('/')
-                    {
-                        Some((g, v)) => (g.to_string(), v.to_string()),
-                        None => (
-                            String::new(),
-                            doc["apiVersion"].as_str().unwrap().to_string(),
-                        ),
-                    };
-                    let kind = doc["kind"].as_str().unwrap();
-                    let resource =
-                        ApiResource::from_gvk(&GroupVersionKind::gvk(&group, &version, kind));
-                    let api: Api<DynamicObject> = match doc["metadata"]["namespace"].as_str() {
-                        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-                        None => Api::all_with(client.clone(), &resource),
-                    };
-                    let object: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
-                    api.create(&PostParams::default(), &object).await.unwrap();
-                }
-            }
-        }
-    }
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("{kubectl:?} cannot run ({error}): scripts/test provides it (scripts/cluster)")
+        });
+    assert!(
+        output.status.success(),
+        "kubectl apply failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 async fn create_secret(sim: &Sim, namespace: &str, name: &str, data: &[(&str, &str)]) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{Api, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, LogParams, Patch, PatchParams, PostParams};
 use kube_sim::{Behavior, ImageRule, Outcome, Sim, SimBuilder, wait_until, wait_until_async};
 use serde_json::{Value, json};
 
@@ -557,11 +557,17 @@ async fn held_tasks_run_until_released() {
     wait_until(|| has_cond(&sim, "held", "Complete"), T)
         .await
         .unwrap();
+    // Clients see it succeed through the API, and nothing is held any more.
     let api: Api<Job> = Api::default_namespaced(sim.client());
     wait_until_async(
-        || async { api.list(&ListParams::default()).await.is_ok() },
+        || async {
+            api.get("held")
+                .await
+                .is_ok_and(|job| job.status.and_then(|s| s.succeeded) == Some(1))
+        },
         T,
     )
     .await
     .unwrap();
+    assert_eq!(sim.release("held"), 0);
 }

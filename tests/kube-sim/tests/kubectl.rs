@@ -19,8 +19,13 @@ impl Drop for Server {
     }
 }
 
+/// `$KUBECTL` (scripts/test sets it to the control plane's kubectl) or the PATH's.
+fn kubectl_binary() -> std::ffi::OsString {
+    std::env::var_os("KUBECTL").unwrap_or_else(|| "kubectl".into())
+}
+
 fn kubectl(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("kubectl")
+    let out = Command::new(kubectl_binary())
         .args(args)
         .env("KUBECONFIG", dir.join("kubeconfig"))
         .env("KUBECACHEDIR", dir.join("cache"))
@@ -42,15 +47,14 @@ fn ok(dir: &Path, args: &[&str]) -> String {
 
 #[test]
 fn kubectl_against_the_binary() {
-    if Command::new("kubectl")
-        .arg("version")
-        .arg("--client")
-        .output()
-        .is_err()
-    {
-        eprintln!("kubectl not installed; skipping");
-        return;
-    }
+    // A missing kubectl fails the test: scripts/test provides it (scripts/cluster builds it).
+    let version = Command::new(kubectl_binary())
+        .args(["version", "--client"])
+        .output();
+    assert!(
+        version.as_ref().is_ok_and(|out| out.status.success()),
+        "kubectl cannot run: {version:?}"
+    );
     let dir = std::env::temp_dir().join(format!("kube-sim-kubectl-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_kube-sim"))
@@ -147,7 +151,7 @@ spec:
     assert_eq!(ok(&dir, &["logs", &pod]), "echo hi\n");
 
     // get --watch sees a change made by someone else.
-    let mut watch = Command::new("kubectl")
+    let mut watch = Command::new(kubectl_binary())
         .args([
             "get",
             "configmap",
@@ -163,10 +167,23 @@ spec:
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut reader = BufReader::new(watch.stdout.take().unwrap());
-    let mut first = String::new();
-    reader.read_line(&mut first).unwrap();
-    assert_eq!(first.trim(), "hello");
+    // Lines are read on a thread, so a watch that prints nothing fails the test instead of
+    // hanging it.
+    let reader = BufReader::new(watch.stdout.take().unwrap());
+    let (line_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = || {
+        lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the watch printed a line within 30 s")
+    };
+    assert_eq!(next_line().trim(), "hello");
     ok(
         &dir,
         &[
@@ -179,9 +196,7 @@ spec:
             r#"{"data":{"greeting":"bye"}}"#,
         ],
     );
-    let mut second = String::new();
-    reader.read_line(&mut second).unwrap();
-    assert_eq!(second.trim(), "bye");
+    assert_eq!(next_line().trim(), "bye");
     let _ = watch.kill();
     let _ = watch.wait();
 
