@@ -122,6 +122,8 @@ const RUN_BY: &[(&str, &str, usize, &str)] = &[
         "tests/docs.rs the_install_commands_of_the_docs_work_as_written"),
     ("docs/operator.md", "## Running it", 0,
         "tests/docs.rs the_run_examples_are_accepted_as_written"),
+    ("docs/operator.md", "### Authenticating senders", 0,
+        "tests/docs.rs the_signed_request_of_the_docs_is_accepted"),
 ];
 
 #[test]
@@ -789,5 +791,32 @@ async fn first_event_as_written() {
         }
     }
     drop(harness);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// docs/operator.md, "Authenticating senders": the shell recipe for a signed request, with
+/// `openssl` and `curl`, against the operator (on the simulator) with that secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signed_request_of_the_docs_is_accepted() {
+    let dir = std::env::temp_dir().join(format!("je-docs-hmac-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret_file = dir.join("secret");
+    std::fs::write(&secret_file, "a shared secret\n").unwrap();
+    let h = support::Harness::start(&["--ingest-hmac-secret-file", path(&secret_file)]).await;
+    let block = sh_block("docs/operator.md", "### Authenticating senders");
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &block])
+        .current_dir(root())
+        .env("SECRET", "a shared secret")
+        .env("URL", format!("http://{}/events", h.ingest.unwrap()))
+        .output()
+        .unwrap();
+    assert_ran(out.clone(), &block);
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        answer["events"][0]["runs"][0]["status"], "created",
+        "{answer}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -543,6 +543,156 @@ async fn bad_input_gets_its_status_and_message_and_the_operator_keeps_serving() 
     h.wait_finished("after-bad-input", LONG).await;
 }
 
+/// The bearer token from a file: rotated by rewriting the file, without a restart; an
+/// unreadable file is the operator's problem (503), not the sender's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_is_rotated_without_a_restart() {
+    let dir = std::env::temp_dir().join(format!("je-token-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "first\n").unwrap();
+    let h = Harness::start(&["--ingest-token-file", token_file.to_str().unwrap()]).await;
+    let structured = ("content-type", "application/cloudevents+json");
+    // An event no action listens for: answered 200 once the sender is let in.
+    let mut event = sample_with_id("test.triggered.json", "rotation");
+    event["type"] = json!("sh.keptn.event.nothing.triggered");
+    let post = |token: &'static str| {
+        let body = event.to_string();
+        let h = &h;
+        async move {
+            let auth = format!("Bearer {token}");
+            h.post(&[structured, ("authorization", auth.as_str())], body)
+                .await
+        }
+    };
+    assert_eq!(post("first").await.status, 200);
+    assert_eq!(post("second").await.status, 401);
+    std::fs::write(&token_file, "second\n").unwrap();
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&token_file)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let deadline = std::time::Instant::now() + LONG;
+    while post("second").await.status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new token was never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let old = post("first").await;
+    assert_eq!(old.status, 401);
+    assert_eq!(old.body["error"], "missing or wrong bearer token");
+    std::fs::remove_file(&token_file).unwrap();
+    let deadline = std::time::Instant::now() + LONG;
+    let gone = loop {
+        let response = post("second").await;
+        if response.status == 503 {
+            break response;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a missing token file is never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        gone.body["error"].as_str().unwrap().starts_with(&format!(
+            "the ingest token cannot be read from {}",
+            token_file.display()
+        )),
+        "{:?}",
+        gone.body
+    );
+    assert!(h.operator_running());
+}
+
+/// HMAC signatures over the body: a good one is accepted once; a wrong, missing, expired or
+/// replayed one is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hmac_signed_events_are_accepted_once_and_bad_signatures_refused() {
+    use job_executor::ingest::auth::sign;
+    let dir = std::env::temp_dir().join(format!("je-hmac-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret_file = dir.join("secret");
+    std::fs::write(&secret_file, "webhook-secret\n").unwrap();
+    let h = Harness::start(&["--ingest-hmac-secret-file", secret_file.to_str().unwrap()]).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let structured = ("content-type", "application/cloudevents+json");
+    let body = sample_with_id("test.triggered.json", "signed-1").to_string();
+    let signed =
+        |secret: &[u8], at: u64, body: &str| (sign(secret, at, body.as_bytes()), at.to_string());
+    let post = |signature: &(String, String), body: &str| {
+        let (signature, timestamp) = signature.clone();
+        let body = body.to_string();
+        let h = &h;
+        async move {
+            h.post(
+                &[
+                    structured,
+                    ("x-signature-256", signature.as_str()),
+                    ("x-signature-timestamp", timestamp.as_str()),
+                ],
+                body,
+            )
+            .await
+        }
+    };
+    let good = signed(b"webhook-secret", now, &body);
+    let accepted = post(&good, &body).await;
+    assert_eq!(accepted.status, 202, "{:?}", accepted.body);
+    h.wait_finished("signed-1", LONG).await;
+
+    let replayed = post(&good, &body).await;
+    assert_eq!(replayed.status, 401);
+    assert_eq!(
+        replayed.body["error"],
+        "the signature was already used (sign each delivery anew)"
+    );
+    let other = sample_with_id("test.triggered.json", "signed-2").to_string();
+    for (signature, body, error) in [
+        (
+            signed(b"webhook-secret", now, &body),
+            other.as_str(),
+            "the signature does not match the body",
+        ),
+        (
+            signed(b"another-secret", now, &other),
+            other.as_str(),
+            "the signature does not match the body",
+        ),
+        (
+            signed(b"webhook-secret", now - 400, &other),
+            other.as_str(),
+            "s away from now, outside the window of 300 s (sign each delivery when it is sent)",
+        ),
+    ] {
+        let refused = post(&signature, body).await;
+        assert_eq!(refused.status, 401, "{error}");
+        assert!(
+            refused.body["error"].as_str().unwrap().ends_with(error),
+            "{:?}",
+            refused.body
+        );
+    }
+    let missing = h.post(&[structured], other.clone()).await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(
+        missing.body["error"],
+        "missing x-signature-256 or x-signature-timestamp header"
+    );
+    // Nothing of the refused requests was stored.
+    assert_eq!(h.jobruns().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_and_batch_modes_are_accepted() {
     let h = Harness::start(&[]).await;

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use super::InstallArgs;
 use crate::controller::{self, ControllerOptions};
 use crate::health::Health;
+use crate::ingest::auth::{Secret, SecretFile, Signatures};
 use crate::ingest::{self, IngestState};
 use crate::metrics::Metrics;
 use crate::serve::{ConnectionLimits, serve};
@@ -167,6 +168,28 @@ pub struct OperatorArgs {
     /// A bearer token senders must present.
     #[arg(long, env = "JOB_EXECUTOR_INGEST_TOKEN", hide_env_values = true)]
     pub ingest_token: Option<String>,
+    /// A file holding the bearer token senders must present (a mounted Secret's key), read
+    /// again when it changes: a rotated token takes effect within a second, without a restart.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_INGEST_TOKEN_FILE",
+        conflicts_with = "ingest_token"
+    )]
+    pub ingest_token_file: Option<PathBuf>,
+    /// A file holding the secret senders sign requests with (HMAC-SHA256 of `TIMESTAMP.BODY`,
+    /// sent as `x-signature-256: sha256=HEX` with `x-signature-timestamp`), read again when it
+    /// changes.
+    #[arg(long, env = "JOB_EXECUTOR_INGEST_HMAC_SECRET_FILE")]
+    pub ingest_hmac_secret_file: Option<PathBuf>,
+    /// How far a signature's timestamp may be from now, in seconds; within it a signature is
+    /// accepted once.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_INGEST_HMAC_WINDOW_SECONDS",
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub ingest_hmac_window_seconds: u64,
     /// The largest request body accepted.
     #[arg(long, env = "JOB_EXECUTOR_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -232,6 +255,9 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         listen,
         admin_listen,
         ingest_token,
+        ingest_token_file,
+        ingest_hmac_secret_file,
+        ingest_hmac_window_seconds,
         max_body_bytes,
         max_batch_events,
         read_timeout_seconds,
@@ -242,6 +268,19 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         store_timeout_seconds,
     } = operator;
     let settings = Arc::new(install.settings()?);
+    // Secret files are read now: a missing one stops the start with its path.
+    let token = match (ingest_token.filter(|t| !t.is_empty()), ingest_token_file) {
+        (_, Some(path)) => Some(Secret::File(SecretFile::open("ingest token", path)?)),
+        (Some(token), None) => Some(Secret::Value(token)),
+        (None, None) => None,
+    };
+    let signatures = match ingest_hmac_secret_file {
+        Some(path) => Some(Signatures::new(
+            Secret::File(SecretFile::open("ingest HMAC secret", path)?),
+            Duration::from_secs(ingest_hmac_window_seconds),
+        )),
+        None => None,
+    };
     let sink = Arc::new(Sink::new(
         &sink_url,
         sink_mode,
@@ -279,7 +318,8 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         source: source.clone(),
         settings: settings.clone(),
         metrics: metrics.clone(),
-        token: ingest_token.filter(|t| !t.is_empty()),
+        token,
+        signatures,
         max_body_bytes,
         max_batch_events,
         read_timeout: Duration::from_secs(read_timeout_seconds),

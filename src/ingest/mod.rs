@@ -3,6 +3,7 @@
 //! be read now (the git repository cannot be fetched), the answer is a 503, so the sender
 //! retries and nothing is lost.
 
+pub mod auth;
 pub mod parse;
 pub mod plan;
 
@@ -37,7 +38,10 @@ pub struct IngestState {
     pub source: Arc<Source>,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
-    pub token: Option<String>,
+    /// The bearer token senders must present.
+    pub token: Option<auth::Secret>,
+    /// The HMAC signature senders must present.
+    pub signatures: Option<auth::Signatures>,
     pub max_body_bytes: usize,
     /// The most events one batch request may carry.
     pub max_batch_events: usize,
@@ -60,26 +64,6 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({"error": message.into()}))).into_response()
 }
 
-/// Compares without an early exit, so the token cannot be guessed byte by byte from timing.
-fn same_token(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-/// `Authorization: Bearer TOKEN`; the scheme is case-insensitive (RFC 7235, section 2.1).
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim_start().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .is_some_and(|(_, given)| same_token(given.trim().as_bytes(), token.as_bytes()))
-}
-
 async fn receive(
     State(state): State<Arc<IngestState>>,
     headers: HeaderMap,
@@ -87,15 +71,9 @@ async fn receive(
 ) -> Response {
     let metrics = &state.metrics;
     if let Some(token) = &state.token
-        && !authorized(&headers, token)
+        && let Err(problem) = auth::check_token(&headers, token)
     {
-        metrics.event_received("unauthorized");
-        let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer"),
-        );
-        return response;
+        return refused(metrics, &problem);
     }
     let too_large = || {
         metrics.event_received("too_large");
@@ -133,6 +111,11 @@ async fn receive(
             );
         }
     };
+    if let Some(signatures) = &state.signatures
+        && let Err(problem) = signatures.check(&headers, &bytes, unix_now())
+    {
+        return refused(metrics, &problem);
+    }
     let events = match parse::events_from_request(&headers, &bytes, state.max_batch_events) {
         Ok(events) => events,
         Err(problem @ parse::ParseError::BatchTooLarge { .. }) => {
@@ -145,6 +128,37 @@ async fn receive(
         }
     };
     accept(&state, &events).await
+}
+
+/// The answer to a sender that did not prove who it is: 401, or 503 when the secret to check
+/// it against cannot be read (the sender is not at fault; it should retry).
+fn refused(metrics: &Metrics, problem: &auth::AuthError) -> Response {
+    if let auth::AuthError::Unreadable { .. } = problem {
+        tracing::error!(error = %problem, "cannot check a sender");
+        metrics.event_received("unavailable");
+        let mut response = error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string());
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            http::HeaderValue::from(RETRY_AFTER_SECONDS),
+        );
+        return response;
+    }
+    metrics.event_received("unauthorized");
+    let mut response = error(StatusCode::UNAUTHORIZED, problem.to_string());
+    if let auth::AuthError::Token = problem {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// The answer for one event of a request (serialized directly, without building JSON values).
@@ -324,32 +338,4 @@ async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAn
         });
     }
     Ok(results)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_compare_exactly() {
-        assert!(same_token(b"secret", b"secret"));
-        assert!(!same_token(b"secreT", b"secret"));
-        assert!(!same_token(b"secret-longer", b"secret"));
-        let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, "Bearer secret".parse().unwrap());
-        assert!(authorized(&headers, "secret"));
-        for scheme in ["bearer", "BEARER", "bEaReR"] {
-            headers.insert(
-                header::AUTHORIZATION,
-                format!("{scheme} secret").parse().unwrap(),
-            );
-            assert!(authorized(&headers, "secret"), "{scheme}");
-        }
-        headers.insert(header::AUTHORIZATION, "Bearer wrong".parse().unwrap());
-        assert!(!authorized(&headers, "secret"));
-        headers.insert(header::AUTHORIZATION, "Basic secret".parse().unwrap());
-        assert!(!authorized(&headers, "secret"));
-        headers.insert(header::AUTHORIZATION, "Bearersecret".parse().unwrap());
-        assert!(!authorized(&headers, "secret"));
-    }
 }
