@@ -1084,6 +1084,49 @@ async fn sigterm_stops_the_operator_gracefully() {
     assert!(exit.success(), "{exit:?}\n{}", h.operator_log());
 }
 
+/// SIGTERM with runs in flight, each in the middle of a task: the operator exits within its
+/// grace period (10 s, plus a margin for a loaded machine), and a restart resumes every run,
+/// each task's Job created once and every run reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_runs_in_flight_exits_in_time_and_a_restart_resumes_every_run() {
+    let mut h = Harness::start(&[]).await;
+    h.sim
+        .runtime()
+        .set(ImageRule::image("locustio/locust:*"), Behavior::hold());
+    let ids = ["term-1", "term-2", "term-3"];
+    for id in ids {
+        let response = h
+            .post_event(&sample_with_id("test.triggered.json", id))
+            .await;
+        assert_eq!(response.status, 202, "{:?}", response.body);
+    }
+    wait_for("every run's locust task to run", LONG, || {
+        h.sim.runtime().held().len() == ids.len()
+    })
+    .await;
+    let exit = h.terminate_operator(Duration::from_secs(15)).await;
+    assert!(exit.success(), "{exit:?}\n{}", h.operator_log());
+    // The tasks end while the operator is down: the restart must find that out.
+    for (_, pod, _) in h.sim.runtime().held() {
+        h.sim.release(&pod);
+    }
+    h.start_operator().await;
+    for id in ids {
+        let finished = h.wait_finished(id, LONG).await;
+        assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
+    }
+    let jobs = h.jobs_created();
+    let mut unique = jobs.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(jobs.len(), 2 * ids.len(), "{jobs:?}");
+    assert_eq!(
+        unique.len(),
+        jobs.len(),
+        "each task's Job created once: {jobs:?}"
+    );
+}
+
 /// Polls `/readyz` until its answer satisfies `done`, or fails after `timeout`.
 async fn readyz_until(
     op: &support::Operator,
