@@ -5,7 +5,7 @@
 
 mod logs;
 mod observe;
-mod report;
+pub mod report;
 mod step;
 
 use std::collections::HashMap;

@@ -79,13 +79,27 @@ pub fn finished_event(
     time: jiff::Timestamp,
 ) -> Option<CloudEvent> {
     let name = run.metadata.name.as_deref().unwrap_or_default();
-    event::build_finished(
+    finished_for(
         &OutgoingContext {
             triggered: &run.spec.event,
             run_name: name,
             source,
             time,
         },
+        status,
+        outcome,
+    )
+}
+
+/// The `.finished` event of a run whose tasks ended as `status` records: what the operator
+/// sends, and what `render` previews (with every task succeeded).
+pub fn finished_for(
+    context: &OutgoingContext<'_>,
+    status: &JobRunStatus,
+    outcome: &RunOutcome,
+) -> Option<CloudEvent> {
+    event::build_finished(
+        context,
         &Outcome {
             status: match outcome.status {
                 OutcomeStatus::Succeeded => Status::Succeeded,
