@@ -12,8 +12,9 @@ use clap::{ArgAction, ArgMatches, CommandFactory};
 use super::{Cli, RunArgs};
 use crate::settings::SettingsError;
 use crate::sink::{Sink, SinkError};
-use crate::source::git::layout::Lookup;
 use crate::source::git::{GitError, mask_credentials};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -50,10 +51,14 @@ pub fn run_check(args: &RunArgs, matches: &ArgMatches) -> Result<ExitCode, Check
         &operator.sink_headers,
         Duration::from_secs(operator.sink_timeout_seconds),
     )?;
-    if args.git.git_url.is_some() {
-        for lookup in &args.git.git_lookups {
-            Lookup::parse(lookup)?;
-        }
+    // The git source as `run` builds it, up to the clone cache (which belongs to the running
+    // operator): the URL and the lookups.
+    if let Some(git) = args
+        .git
+        .clone()
+        .settings(Family::default(), Counter::default())
+    {
+        git.parse()?;
     }
     print!("{}", render_table(&setting_lines(matches)));
     println!("ok: `job-executor run` accepts these arguments and environment");

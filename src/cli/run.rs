@@ -88,7 +88,7 @@ pub struct GitArgs {
 
 impl GitArgs {
     /// The git source's settings, when `--git-url` is given.
-    fn settings(
+    pub fn settings(
         self,
         fetches: Family<FetchLabels, Counter>,
         stale_lookups: Counter,

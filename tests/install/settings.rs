@@ -215,4 +215,22 @@ fn check_run_reports_what_run_would_refuse() {
         String::from_utf8_lossy(&output.stderr).contains("invalid image pattern"),
         "{output:?}"
     );
+    // The git source as `run` builds it: a URL `run` would refuse is refused here too.
+    let output = Command::new(BIN)
+        .args([
+            "check-run",
+            "--git-url",
+            "ftp://git.example.com/configs.git",
+            "--sink-url",
+            "http://sink",
+        ])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("use https://, http://, ssh:// or file://"),
+        "{output:?}"
+    );
 }

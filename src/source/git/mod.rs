@@ -28,7 +28,8 @@ use gix::ObjectId;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use fetch::{CloneCache, RepoUrl};
+use fetch::CloneCache;
+pub use fetch::RepoUrl;
 pub use fetch::{CredentialSettings, FetchLabels, mask_credentials, redact};
 pub use heads::Stale;
 use layout::{Branch, Lookup};
@@ -122,6 +123,22 @@ pub struct GitSettings {
     pub stale_lookups: Counter,
 }
 
+impl GitSettings {
+    /// The lookups and the URL, parsed: everything [`GitSource::open`] checks before it touches
+    /// the clone cache. `check-run` checks a Deployment's settings with it.
+    pub fn parse(&self) -> Result<(Vec<Lookup>, RepoUrl), GitError> {
+        let lookups = if self.lookups.is_empty() {
+            Lookup::keptn()?
+        } else {
+            self.lookups
+                .iter()
+                .map(|text| Lookup::parse(text))
+                .collect::<Result<_, _>>()?
+        };
+        Ok((lookups, RepoUrl::parse(&self.url)?))
+    }
+}
+
 #[derive(Debug)]
 pub struct GitSource {
     cache: CloneCache,
@@ -145,24 +162,15 @@ fn parse_pin(value: &str) -> Result<&str, GitError> {
 
 impl GitSource {
     pub fn open(settings: GitSettings) -> Result<Self, SourceError> {
+        let (lookups, url) = settings.parse()?;
         let GitSettings {
-            url,
-            lookups,
             credentials,
             fetch_interval,
             cache_dir,
             fetches,
             stale_lookups,
+            ..
         } = settings;
-        let lookups = if lookups.is_empty() {
-            Lookup::keptn()?
-        } else {
-            lookups
-                .iter()
-                .map(|text| Lookup::parse(text))
-                .collect::<Result<_, _>>()?
-        };
-        let url = RepoUrl::parse(&url)?;
         let cache = CloneCache::open(url, &cache_dir, credentials, fetches)?;
         Ok(GitSource {
             cache,
