@@ -743,3 +743,123 @@ async fn an_operator_killed_in_the_middle_of_a_fetch_serves_the_event_after_a_re
     let _ = std::fs::remove_dir_all(&root);
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+/// No secret leaves. Every secret the operator holds gets a recognisable value (the git
+/// password, the ingest token, a sink header, the HMAC secret); events are accepted, refused
+/// for a wrong token and a wrong signature, and run. Then the operator's log at debug level,
+/// every object in the API server (JobRuns, Jobs, pods, ConfigMaps, Events), the metrics, every
+/// answer and every event the sink received are searched for the values: none is found. (The
+/// sink header is meant for the sink: only the events it received are searched, not the
+/// requests' headers.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_logs_objects_metrics_answers_or_events() {
+    use job_executor::ingest::auth::sign;
+    let secrets = [
+        "git-pw-7f3a9c",
+        "ingest-tok-51d2e8",
+        "sink-hdr-0b6c4f",
+        "hmac-key-9e1d77",
+    ];
+    let root = temp("secrets");
+    let repo = GitRepo::new(root.join("sockshop"));
+    sockshop(&repo);
+    let server = GitHttpServer::start(&root, Some(("alice", secrets[0]))).await;
+    let credentials = temp("secrets-credentials");
+    std::fs::create_dir_all(&credentials).unwrap();
+    std::fs::write(credentials.join("username"), "alice").unwrap();
+    std::fs::write(credentials.join("password"), secrets[0]).unwrap();
+    let hmac_file = credentials.join("hmac");
+    std::fs::write(&hmac_file, secrets[3]).unwrap();
+    let args = git_args(
+        "secrets",
+        &server.url("sockshop"),
+        &["--git-credentials-dir", credentials.to_str().unwrap()],
+    );
+    let sink_header = format!("x-token: {}", secrets[2]);
+    let h = Harness::start_with_source(
+        kube_sim::Sim::builder(),
+        args,
+        &[
+            "--ingest-token",
+            secrets[1],
+            "--sink-header",
+            &sink_header,
+            "--ingest-hmac-secret-file",
+            hmac_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let structured = ("content-type", "application/cloudevents+json");
+    let bearer = format!("Bearer {}", secrets[1]);
+    let mut answers = Vec::new();
+    for (id, token, key) in [
+        ("secret-run", bearer.as_str(), secrets[3]),
+        ("wrong-token", "Bearer not-the-token", secrets[3]),
+        ("wrong-signature", bearer.as_str(), "not-the-key"),
+    ] {
+        let body = event(id, "dev", "carts", None).to_string();
+        let signature = sign(key.as_bytes(), now, body.as_bytes());
+        let timestamp = now.to_string();
+        let response = h
+            .post(
+                &[
+                    structured,
+                    ("authorization", token),
+                    ("x-signature-256", &signature),
+                    ("x-signature-timestamp", &timestamp),
+                ],
+                body,
+            )
+            .await;
+        answers.push(response.body.to_string());
+    }
+    expect_success(&h, "secret-run").await;
+
+    let mut places: Vec<(String, String)> = vec![("the operator's log".into(), h.operator_log())];
+    for (group, resource) in [
+        ("job-executor.dev", "jobruns"),
+        ("batch", "jobs"),
+        ("", "pods"),
+        ("", "configmaps"),
+        ("", "events"),
+        ("events.k8s.io", "events"),
+    ] {
+        for object in h.sim.list_objects(group, resource, None) {
+            places.push((
+                format!("{resource} {}", object["metadata"]["name"]),
+                object.to_string(),
+            ));
+        }
+    }
+    places.push(("the metrics".into(), h.get_admin("/metrics").await.1));
+    for answer in answers {
+        places.push(("an answer".into(), answer));
+    }
+    for received in h.sink.events() {
+        places.push((
+            format!("the {} the sink got", received.event_type),
+            format!(
+                "{} {} {}",
+                received.id, received.triggered_id, received.data
+            ),
+        ));
+    }
+    assert!(places.len() > 10, "{places:?}");
+    for (place, text) in &places {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} in {place}: {text}");
+        }
+    }
+    // The log (at `job_executor=debug`, the harness's level) covers the authenticated fetch
+    // and the run: the scan read what it must.
+    assert!(
+        places[0].1.contains("fetched the config repository")
+            && places[0].1.contains("created Job"),
+        "{}",
+        places[0].1
+    );
+}
