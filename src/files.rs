@@ -116,6 +116,15 @@ pub fn config_map_key(index: usize, path: &str) -> String {
     key
 }
 
+/// Whether `key` is a valid ConfigMap key: `[-._a-zA-Z0-9]+`, at most 253 characters.
+pub fn is_config_map_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// An entry as a clean relative path (`./a//b/` → `a/b`), or `None` when it is absolute or
 /// climbs with `..`: Kubernetes refuses such paths in a volume's `items` anyway.
 pub fn normalize_entry(entry: &str) -> Option<String> {
@@ -332,15 +341,9 @@ mod tests {
             .map(|(index, path)| config_map_key(index, path))
             .collect();
         for key in &keys {
-            assert!(
-                !key.is_empty()
-                    && key.len() <= 253
-                    && key
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')),
-                "{key}"
-            );
+            assert!(is_config_map_key(key), "{key}");
         }
+        assert!(!is_config_map_key("") && !is_config_map_key("a/b"));
         let distinct: std::collections::HashSet<&String> = keys.iter().collect();
         assert_eq!(distinct.len(), keys.len(), "{keys:?}");
     }

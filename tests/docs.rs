@@ -631,9 +631,7 @@ async fn first_event_as_written() {
         "-o",
         "go-template={{index .data \"ingest-token\" | base64decode}}",
     ]);
-    let dir = std::env::temp_dir().join(format!("je-docs-first-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::fresh_dir("docs-first");
     let kubeconfig = cluster.service_account_kubeconfig(
         "job-executor",
         "job-executor",
@@ -798,9 +796,7 @@ async fn first_event_as_written() {
 /// `openssl` and `curl`, against the operator (on the simulator) with that secret.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_signed_request_of_the_docs_is_accepted() {
-    let dir = std::env::temp_dir().join(format!("je-docs-hmac-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::fresh_dir("docs-hmac");
     let secret_file = dir.join("secret");
     std::fs::write(&secret_file, "a shared secret\n").unwrap();
     let h = support::Harness::start(&["--ingest-hmac-secret-file", path(&secret_file)]).await;

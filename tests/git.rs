@@ -789,10 +789,7 @@ async fn no_secret_reaches_logs_objects_metrics_answers_or_events() {
         ],
     )
     .await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = support::unix_now();
     let structured = ("content-type", "application/cloudevents+json");
     let bearer = format!("Bearer {}", secrets[1]);
     let mut answers = Vec::new();

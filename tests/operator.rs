@@ -555,9 +555,7 @@ async fn bad_input_gets_its_status_and_message_and_the_operator_keeps_serving() 
 /// unreadable file is the operator's problem (503), not the sender's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_file_is_rotated_without_a_restart() {
-    let dir = std::env::temp_dir().join(format!("je-token-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::fresh_dir("token");
     let token_file = dir.join("token");
     std::fs::write(&token_file, "first\n").unwrap();
     let h = Harness::start(&["--ingest-token-file", token_file.to_str().unwrap()]).await;
@@ -624,16 +622,11 @@ async fn a_token_file_is_rotated_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hmac_signed_events_are_accepted_once_and_bad_signatures_refused() {
     use job_executor::ingest::auth::sign;
-    let dir = std::env::temp_dir().join(format!("je-hmac-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::fresh_dir("hmac");
     let secret_file = dir.join("secret");
     std::fs::write(&secret_file, "webhook-secret\n").unwrap();
     let h = Harness::start(&["--ingest-hmac-secret-file", secret_file.to_str().unwrap()]).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = support::unix_now();
     let structured = ("content-type", "application/cloudevents+json");
     let body = sample_with_id("test.triggered.json", "signed-1").to_string();
     let signed =
@@ -1159,9 +1152,7 @@ async fn readyz_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn started_before_its_crd_it_says_so_waits_for_it_and_stops_on_sigterm() {
     let sim = kube_sim::Sim::builder().start().await.unwrap();
-    let dir = std::env::temp_dir().join(format!("je-no-crd-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::fresh_dir("no-crd");
     let kubeconfig = sim.write_kubeconfig(dir.join("kubeconfig")).unwrap();
     let config = support::root().join("examples");
     let source = vec![

@@ -185,14 +185,7 @@ pub fn stage_paths(data: &[u8]) {
             "{path:?} of {entry:?}"
         );
         let key = files::config_map_key(7, &path);
-        assert!(
-            !key.is_empty()
-                && key.len() <= 253
-                && key
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')),
-            "key {key:?}"
-        );
+        assert!(files::is_config_map_key(&key), "key {key:?}");
     }
 }
 
