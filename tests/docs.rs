@@ -106,6 +106,8 @@ const RUN_BY: &[(&str, &str, usize, &str)] = &[
         "tests/docs.rs the_run_examples_are_accepted_as_written"),
     ("docs/git-source.md", "## Credentials", 0,
         "tests/docs.rs the_git_credentials_secrets_are_created_as_written"),
+    ("docs/fuzzing.md", "## Running them", 0,
+        "not run: needs the nightly toolchain and cargo-fuzz; tests/fuzz_corpora.rs replays the corpora on stable"),
     ("docs/install.md", "## The image", 0,
         "not run: no machine of the project has a container runtime"),
     ("docs/install.md", "## Install with kubectl", 0,

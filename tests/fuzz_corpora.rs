@@ -28,6 +28,7 @@ fn every_corpus_input_passes_the_checks_of_its_target() {
             .collect();
         inputs.sort();
         assert!(!inputs.is_empty(), "fuzz/corpus/{target} is empty");
+        eprintln!("fuzz/corpus/{target}: {} inputs", inputs.len());
         for input in inputs {
             let data = std::fs::read(&input).unwrap();
             // A panic names the input, so it can be replayed with `cargo fuzz run`.
