@@ -123,7 +123,10 @@ mod tests {
         // Fixed, like run names: a redelivered event must find the run it already made.
         assert_eq!(name, config_failure_run_name(&e));
         check_dns_label(&name).unwrap();
-        assert!(name.starts_with("config-") && name.len() == "config-".len() + 20, "{name}");
+        assert!(
+            name.starts_with("config-") && name.len() == "config-".len() + 20,
+            "{name}"
+        );
         // One per event, and never an action's run of the same event.
         let other = event("shipyard", "id-2", "sh.keptn.event.test.triggered");
         assert_ne!(name, config_failure_run_name(&other));
