@@ -471,20 +471,26 @@ actions:
       - name: "sh.keptn.event.test.*"
         jsonpath: {property: "$.data.stage", match: "prod"}
     tasks: [{image: alpine}]
+  - name: b
+    events:
+      - name: "sh.keptn.event.*.triggered"
+    tasks: [{image: alpine}]
 "#,
         );
         let decision = m.decide(&event(
             "sh.keptn.event.test.triggered",
             json!({"stage": "prod"}),
         ));
-        assert_eq!(decision.matched, vec![0]);
+        // Both run: the first's second condition passed, the second has none.
+        assert_eq!(decision.matched, vec![0, 1]);
         assert!(decision.refused.is_empty(), "{decision:?}");
         let refused = m.decide(&event(
             "sh.keptn.event.test.triggered",
             json!({"stage": "qa"}),
         ));
-        assert!(refused.matched.is_empty());
+        assert_eq!(refused.matched, vec![1]);
         assert_eq!(refused.refused.len(), 1, "{refused:?}");
+        assert_eq!(refused.refused[0].index, 0);
     }
 
     #[test]
