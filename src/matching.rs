@@ -457,6 +457,42 @@ actions:
         );
     }
 
+    /// Two glob filters of one action both match the type; the first condition fails, the
+    /// second passes: the action runs, and is not also reported as refused.
+    #[test]
+    fn an_action_whose_second_condition_passes_is_decided_once() {
+        let m = matcher(
+            r#"apiVersion: v2
+actions:
+  - name: a
+    events:
+      - name: "sh.keptn.event.*.triggered"
+        jsonpath: {property: "$.data.stage", match: "dev"}
+      - name: "sh.keptn.event.test.*"
+        jsonpath: {property: "$.data.stage", match: "prod"}
+    tasks: [{image: alpine}]
+  - name: b
+    events:
+      - name: "sh.keptn.event.*.triggered"
+    tasks: [{image: alpine}]
+"#,
+        );
+        let decision = m.decide(&event(
+            "sh.keptn.event.test.triggered",
+            json!({"stage": "prod"}),
+        ));
+        // Both run: the first's second condition passed, the second has none.
+        assert_eq!(decision.matched, vec![0, 1]);
+        assert!(decision.refused.is_empty(), "{decision:?}");
+        let refused = m.decide(&event(
+            "sh.keptn.event.test.triggered",
+            json!({"stage": "qa"}),
+        ));
+        assert_eq!(refused.matched, vec![1]);
+        assert_eq!(refused.refused.len(), 1, "{refused:?}");
+        assert_eq!(refused.refused[0].index, 0);
+    }
+
     #[test]
     fn decide_agrees_with_explain() {
         let m = matcher(

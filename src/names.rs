@@ -115,4 +115,21 @@ mod tests {
             run_name(&event("s", "1", "sh.keptn.event.deployment.finished"), 0).starts_with("run-")
         );
     }
+
+    #[test]
+    fn the_config_failure_run_is_one_stable_name_per_event() {
+        let e = event("shipyard", "id-1", "sh.keptn.event.test.triggered");
+        let name = config_failure_run_name(&e);
+        // Fixed, like run names: a redelivered event must find the run it already made.
+        assert_eq!(name, config_failure_run_name(&e));
+        check_dns_label(&name).unwrap();
+        assert!(
+            name.starts_with("config-") && name.len() == "config-".len() + 20,
+            "{name}"
+        );
+        // One per event, and never an action's run of the same event.
+        let other = event("shipyard", "id-2", "sh.keptn.event.test.triggered");
+        assert_ne!(name, config_failure_run_name(&other));
+        assert_ne!(name, run_name(&e, 0));
+    }
 }
