@@ -238,21 +238,22 @@ async fn the_same_event_twice_runs_once_sequentially_and_concurrently() {
     }
 }
 
+/// `count` Jobs were created, no name twice (from the API server's request log).
+fn assert_each_job_created_once(h: &Harness, count: usize) {
+    let jobs = h.jobs_created();
+    let mut unique = jobs.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(jobs.len(), count, "each task's Job created once: {jobs:?}");
+    assert_eq!(unique.len(), count, "{jobs:?}");
+}
+
 /// Restart safety: after every kind of crash, each accepted run finishes, each Job is created
 /// once, and `.finished` reaches the sink (again with the same id when it is repeated).
 async fn assert_recovered(h: &Harness, id: &str) {
     let finished = h.wait_finished(id, LONG).await;
     assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
-    let jobs = h.jobs_created();
-    let mut unique = jobs.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(
-        jobs.len(),
-        2,
-        "each task's Job created exactly once: {jobs:?}"
-    );
-    assert_eq!(unique.len(), 2, "{jobs:?}");
+    assert_each_job_created_once(h, 2);
     let events = h.sink.for_trigger(id);
     let finished_ids: Vec<&str> = events
         .iter()
@@ -1116,16 +1117,7 @@ async fn sigterm_with_runs_in_flight_exits_in_time_and_a_restart_resumes_every_r
         let finished = h.wait_finished(id, LONG).await;
         assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
     }
-    let jobs = h.jobs_created();
-    let mut unique = jobs.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(jobs.len(), 2 * ids.len(), "{jobs:?}");
-    assert_eq!(
-        unique.len(),
-        jobs.len(),
-        "each task's Job created once: {jobs:?}"
-    );
+    assert_each_job_created_once(&h, 2 * ids.len());
 }
 
 /// Polls `/readyz` until its answer satisfies `done`, or fails after `timeout`.
