@@ -238,6 +238,17 @@ async fn the_same_event_twice_runs_once_sequentially_and_concurrently() {
     }
 }
 
+/// The answer of a retried event: 202, and its run created now (not a duplicate of something
+/// stored by the attempt that failed).
+fn assert_created(response: &support::Response) {
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    assert_eq!(
+        response.body["events"][0]["runs"][0]["status"], "created",
+        "{:?}",
+        response.body
+    );
+}
+
 /// `count` Jobs were created, no name twice (from the API server's request log).
 fn assert_each_job_created_once(h: &Harness, count: usize) {
     let jobs = h.jobs_created();
@@ -400,12 +411,7 @@ async fn an_api_server_outage_answers_503_and_loses_nothing() {
     // The sender retries, as a 503 asks it to: the run is created now (not found as a
     // duplicate of something the outage let through), and runs once.
     let retry = h.post_event(&event).await;
-    assert_eq!(retry.status, 202);
-    assert_eq!(
-        retry.body["events"][0]["runs"][0]["status"], "created",
-        "{:?}",
-        retry.body
-    );
+    assert_created(&retry);
     let finished = h.wait_finished("outage-1", LONG).await;
     assert_eq!(finished.data["status"], "succeeded");
     assert_eq!(h.jobruns().len(), 1);
@@ -446,12 +452,7 @@ async fn injected_api_errors_and_dropped_watches_neither_lose_nor_duplicate_runs
         .set(ImageRule::image("locustio/locust:*"), Behavior::hold());
     // The refused first delivery stored nothing: the retry creates the run.
     let retry = h.post_event(&event).await;
-    assert_eq!(retry.status, 202);
-    assert_eq!(
-        retry.body["events"][0]["runs"][0]["status"], "created",
-        "{:?}",
-        retry.body
-    );
+    assert_created(&retry);
     wait_for("the locust task to run", LONG, || {
         !h.sim.runtime().held().is_empty()
     })

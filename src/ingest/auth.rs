@@ -10,6 +10,7 @@
 //!
 //! Comparisons take the same time whatever matches, so secrets cannot be guessed from timing.
 
+use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -60,11 +61,11 @@ pub enum Secret {
 }
 
 impl Secret {
-    /// The secret as of now.
-    fn current(&self) -> Result<String, AuthError> {
+    /// The secret as of now (borrowed when given directly: no copy per request).
+    fn current(&self) -> Result<Cow<'_, str>, AuthError> {
         match self {
-            Secret::Value(value) => Ok(value.clone()),
-            Secret::File(file) => file.current(),
+            Secret::Value(value) => Ok(Cow::Borrowed(value)),
+            Secret::File(file) => file.current().map(Cow::Owned),
         }
     }
 }
