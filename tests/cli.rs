@@ -278,6 +278,33 @@ fn validate_refuses_exponential_aliases() {
     );
 }
 
+/// Every config the fuzz campaign kept (`fuzz/corpus/config_load`), through the binary's
+/// `validate` in one call: an answer for each file (valid, or its problems), and no panic.
+#[test]
+fn validate_answers_every_config_of_the_fuzz_corpus() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/config_load");
+    let mut files: Vec<String> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|entry| entry.unwrap().path().to_str().unwrap().to_string())
+        .collect();
+    files.sort();
+    assert!(files.len() > 1000, "{} files", files.len());
+    let mut args = vec!["validate"];
+    args.extend(files.iter().map(String::as_str));
+    let output = run(&args);
+    // 0: every file valid, 1: problems reported; a panic would be 101.
+    assert!(
+        matches!(output.status.code(), Some(0 | 1)),
+        "{:?}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answers = stdout(&output);
+    for file in &files {
+        assert!(answers.contains(file.as_str()), "no answer for {file}");
+    }
+}
+
 #[test]
 fn validate_reports_every_problem_as_file_line_col() {
     let dir = tempdir("validate");

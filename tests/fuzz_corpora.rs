@@ -14,9 +14,10 @@ type Check = fn(&[u8]);
 #[test]
 fn every_corpus_input_passes_the_checks_of_its_target() {
     let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    let targets: [(&str, Check); 5] = [
+    let targets: [(&str, Check); 6] = [
         ("config_load", checks::config_load),
         ("cloudevent", checks::cloudevent),
+        ("ingest", checks::ingest),
         ("jsonpath", checks::jsonpath),
         ("names", checks::names),
         ("stage_paths", checks::stage_paths),

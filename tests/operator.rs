@@ -553,12 +553,37 @@ async fn bad_input_gets_its_status_and_message_and_the_operator_keeps_serving() 
     h.wait_finished("after-bad-input", LONG).await;
 }
 
-/// The bearer token from a file: rotated by rewriting the file, without a restart; an
-/// unreadable file is the operator's problem (503), not the sender's.
+/// Writes `token` as the kubelet updates a mounted Secret: a new timestamped directory, then
+/// `..data` swapped to it in one rename; `token` links through `..data`.
+fn kubelet_secret_update(dir: &std::path::Path, version: &str, token: &str) {
+    use std::os::unix::fs::symlink;
+    let data = dir.join(format!("..{version}"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("token"), token).unwrap();
+    // Later than any earlier version, however coarse the file system's clock.
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(data.join("token"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let staged = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&staged);
+    symlink(format!("..{version}"), &staged).unwrap();
+    std::fs::rename(&staged, dir.join("..data")).unwrap();
+    if std::fs::symlink_metadata(dir.join("token")).is_err() {
+        symlink("..data/token", dir.join("token")).unwrap();
+    }
+}
+
+/// The bearer token from a file: rotated by rewriting the file, and by the kubelet's update of
+/// a mounted Secret, without a restart; an unreadable file is the operator's problem (503),
+/// not the sender's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_file_is_rotated_without_a_restart() {
     let dir = support::fresh_dir("token");
-    let token_file = dir.join("token");
+    let token_file = dir.join("plain-token");
     std::fs::write(&token_file, "first\n").unwrap();
     let h = Harness::start(&["--ingest-token-file", token_file.to_str().unwrap()]).await;
     let structured = ("content-type", "application/cloudevents+json");
@@ -595,6 +620,34 @@ async fn a_token_file_is_rotated_without_a_restart() {
     let old = post("first").await;
     assert_eq!(old.status, 401);
     assert_eq!(old.body["error"], "missing or wrong bearer token");
+    std::fs::remove_file(&token_file).unwrap();
+    drop(h);
+
+    // A mounted Secret (as the chart mounts the token), updated by the kubelet.
+    let mounted = dir.join("mounted");
+    kubelet_secret_update(&mounted, "v1", "third");
+    let token_file = mounted.join("token");
+    let h = Harness::start(&["--ingest-token-file", token_file.to_str().unwrap()]).await;
+    let post = |token: &'static str| {
+        let body = event.to_string();
+        let h = &h;
+        async move {
+            let auth = format!("Bearer {token}");
+            h.post(&[structured, ("authorization", auth.as_str())], body)
+                .await
+        }
+    };
+    assert_eq!(post("third").await.status, 200);
+    kubelet_secret_update(&mounted, "v2", "second");
+    let deadline = std::time::Instant::now() + LONG;
+    while post("second").await.status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Secret's new token was never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(post("third").await.status, 401);
     std::fs::remove_file(&token_file).unwrap();
     let deadline = std::time::Instant::now() + LONG;
     let gone = loop {
@@ -907,6 +960,78 @@ async fn a_config_of_exponential_aliases_is_refused_without_expanding_it() {
         "{message}"
     );
     assert!(h.operator_running());
+}
+
+/// Every request the fuzz campaigns kept (`fuzz/corpus/cloudevent` and `ingest`: valid events,
+/// broken ones, odd content types and headers) sent over HTTP to the running binary: each gets
+/// an answer that is not a server error, and the operator keeps serving and running runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fuzz_corpora_sent_to_the_running_binary_get_answers_and_it_keeps_serving() {
+    let h = Harness::start(&[]).await;
+    let corpus = support::root().join("fuzz/corpus");
+    let mut sent = 0;
+    for (target, skip_lines) in [("cloudevent", 0), ("ingest", 2)] {
+        let mut inputs: Vec<_> = std::fs::read_dir(corpus.join(target))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        inputs.sort();
+        for input in inputs {
+            let data = std::fs::read(&input).unwrap();
+            // The fuzz layout (fuzz/src/checks.rs): [store and authorization lines], a content
+            // type line, `ce-` header lines, an empty line, the body.
+            let mut rest = data.as_slice();
+            for _ in 0..skip_lines {
+                let end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+                rest = &rest[(end + 1).min(rest.len())..];
+            }
+            let split = rest.windows(2).position(|w| w == b"\n\n");
+            let (head, body) = match split {
+                Some(at) => (&rest[..at], &rest[at + 2..]),
+                None => (rest, &[][..]),
+            };
+            let head = String::from_utf8_lossy(head);
+            let mut lines = head.split('\n');
+            let mut headers: Vec<(String, String)> = Vec::new();
+            if let Some(content_type) = lines.next() {
+                headers.push(("content-type".into(), content_type.into()));
+            }
+            for line in lines {
+                let (name, value) = line.split_once(": ").unwrap_or((line, ""));
+                headers.push((format!("ce-{name}"), value.into()));
+            }
+            // What an HTTP client can send at all.
+            headers.retain(|(name, value)| {
+                http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                    && http::HeaderValue::from_str(value).is_ok()
+            });
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str()))
+                .collect();
+            let response = h.post(&headers, body.to_vec()).await;
+            assert!(
+                response.status.as_u16() < 500,
+                "{}: {} {:?}",
+                input.display(),
+                response.status,
+                response.body
+            );
+            sent += 1;
+        }
+    }
+    assert!(sent > 1000, "{sent} requests");
+    assert!(h.operator_running());
+    let event = sample_with_id("test.triggered.json", "after-the-corpora");
+    let response = h.post_event(&event).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    let finished = h.wait_finished("after-the-corpora", LONG).await;
+    assert_eq!(finished.data["status"], "succeeded", "{:?}", finished.data);
+    assert!(
+        !h.operator_log().contains("panicked"),
+        "{}",
+        h.operator_log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,25 +38,7 @@ pub fn config_load(data: &[u8]) {
 
 /// One HTTP request's headers and body, in every content mode.
 pub fn cloudevent(data: &[u8]) {
-    let (head, body) = split_once(data, b"\n\n");
-    let mut lines = head.split(|b| *b == b'\n');
-    let mut headers = HeaderMap::new();
-    if let Some(value) = lines
-        .next()
-        .and_then(|line| HeaderValue::from_bytes(line).ok())
-    {
-        headers.insert(http::header::CONTENT_TYPE, value);
-    }
-    for line in lines {
-        let (name, value) = split_once(line, b": ");
-        let name = [b"ce-".as_slice(), name].concat();
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&name),
-            HeaderValue::from_bytes(value),
-        ) {
-            headers.append(name, value);
-        }
-    }
+    let (headers, body) = request_parts(data);
     match events_from_request(&headers, body, DEFAULT_MAX_BATCH_EVENTS) {
         Ok(events) => {
             assert!(
@@ -187,6 +169,271 @@ pub fn stage_paths(data: &[u8]) {
         let key = files::config_map_key(7, &path);
         assert!(files::is_config_map_key(&key), "key {key:?}");
     }
+}
+
+/// The receiver as a whole: one request through the ingest router, with a store in memory in
+/// place of the API server. The input is a store line (`failing` makes every create answer
+/// 500), an `authorization` line, then the `cloudevent` layout. The service's config comes from
+/// `examples/` (the `carts` service).
+///
+/// Properties: no panic and no 500; the receiver only ever creates JobRuns; the runs the answer
+/// names are exactly the ones stored; a refused request (4xx, 503) stores nothing; a 202 means
+/// its runs are stored; delivering a 202 request again stores nothing more and answers every run
+/// `duplicate`.
+pub fn ingest(data: &[u8]) {
+    let (store_line, rest) = split_once(data, b"\n");
+    let (authorization, request) = split_once(rest, b"\n");
+    let failing = store_line == b"failing";
+    let (mut headers, body) = request_parts(request);
+    if let Ok(value) = HeaderValue::from_bytes(authorization) {
+        headers.insert(http::header::AUTHORIZATION, value);
+    }
+    receiver::RUNTIME.with(|runtime| {
+        runtime.block_on(async {
+            let store = receiver::MemoryStore::new(failing);
+            let (status, answer) = receiver::send(&store, &headers, body).await;
+            let stored = store.names();
+            assert_ne!(status, 500, "{answer}");
+            let answered = receiver::answered_runs(&answer);
+            if status == 202 || status == 200 || status == 422 {
+                let created: std::collections::BTreeSet<String> = answered
+                    .iter()
+                    .filter(|(_, status)| status == "created")
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                assert_eq!(created, stored, "created runs in {answer}");
+                for (name, _) in &answered {
+                    assert!(stored.contains(name), "{name} answered but not stored");
+                }
+                assert_eq!(status == 202, answer_has_runs_plan(&answer), "{answer}");
+            } else {
+                assert!(stored.is_empty(), "{status} stored {stored:?}: {answer}");
+            }
+            if failing {
+                assert_ne!(status, 202, "a failing store accepted: {answer}");
+            }
+            if status == 202 {
+                let (again, second) = receiver::send(&store, &headers, body).await;
+                assert_eq!(again, 202, "{second}");
+                assert_eq!(store.names(), stored, "a redelivery stored more");
+                for (name, status) in receiver::answered_runs(&second) {
+                    assert_eq!(status, "duplicate", "{name} on redelivery: {second}");
+                }
+            }
+        })
+    });
+}
+
+/// Whether some event of an answer matched actions (its `runs` hold them; an answer with
+/// `not_matched` only, or an `error`, did not).
+fn answer_has_runs_plan(answer: &serde_json::Value) -> bool {
+    answer["events"].as_array().is_some_and(|events| {
+        events.iter().any(|event| {
+            event["error"].is_null()
+                && event["runs"]
+                    .as_array()
+                    .is_some_and(|runs| !runs.is_empty())
+        })
+    })
+}
+
+/// The receiver's router over a store in memory.
+mod receiver {
+    use std::collections::BTreeSet;
+    use std::path::PathBuf;
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{HeaderMap, Request, Response, StatusCode};
+    use http_body_util::{BodyExt, Full};
+    use job_executor::ingest::{IngestState, auth, router};
+    use job_executor::metrics::Metrics;
+    use job_executor::settings::Settings;
+    use job_executor::source::Source;
+    use tower::ServiceExt;
+
+    pub const TOKEN: &str = "fuzz-token";
+
+    thread_local! {
+        pub static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a tokio runtime");
+    }
+
+    /// JobRuns by name, as the API server would keep them.
+    #[derive(Clone)]
+    pub struct MemoryStore {
+        runs: Arc<Mutex<BTreeSet<String>>>,
+        failing: bool,
+    }
+
+    impl MemoryStore {
+        pub fn new(failing: bool) -> Self {
+            MemoryStore {
+                runs: Arc::default(),
+                failing,
+            }
+        }
+
+        pub fn names(&self) -> BTreeSet<String> {
+            self.runs.lock().expect("the store's lock").clone()
+        }
+
+        /// One API request: only a JobRun create is expected.
+        async fn answer(self, request: Request<kube::client::Body>) -> Response<Full<Bytes>> {
+            let (parts, body) = request.into_parts();
+            assert_eq!(parts.method, http::Method::POST, "{}", parts.uri);
+            assert!(
+                parts.uri.path().ends_with("/jobruns"),
+                "the receiver asked for {}",
+                parts.uri
+            );
+            let body = body.collect().await.expect("the request body").to_bytes();
+            if self.failing {
+                return status(500, "InternalError", "the store is failing");
+            }
+            let run: serde_json::Value = serde_json::from_slice(&body).expect("a JobRun");
+            let name = run["metadata"]["name"]
+                .as_str()
+                .expect("a named run")
+                .to_string();
+            let created = self
+                .runs
+                .lock()
+                .expect("the store's lock")
+                .insert(name.clone());
+            if !created {
+                return status(
+                    409,
+                    "AlreadyExists",
+                    &format!("jobruns {name:?} already exists"),
+                );
+            }
+            let mut response = Response::new(Full::new(body));
+            *response.status_mut() = StatusCode::CREATED;
+            response
+        }
+    }
+
+    fn status(code: u16, reason: &str, message: &str) -> Response<Full<Bytes>> {
+        let body = serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "reason": reason, "message": message, "code": code,
+        });
+        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+        *response.status_mut() = StatusCode::from_u16(code).expect("a status code");
+        response
+    }
+
+    /// The config source (`examples/`), read once: its cache keeps the parsed config.
+    fn source() -> Arc<Source> {
+        static SOURCE: OnceLock<Arc<Source>> = OnceLock::new();
+        SOURCE
+            .get_or_init(|| {
+                // The main crate's directory, from the fuzz crate or from the main crate's tests.
+                let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+                let examples = [here.join("examples"), here.join("../examples")]
+                    .into_iter()
+                    .find(|dir| dir.join("carts/job/config.yaml").is_file())
+                    .expect("examples/carts/job/config.yaml");
+                Arc::new(Source::directory(examples))
+            })
+            .clone()
+    }
+
+    fn settings() -> Arc<Settings> {
+        static SETTINGS: OnceLock<Arc<Settings>> = OnceLock::new();
+        SETTINGS
+            .get_or_init(|| Arc::new(Settings::defaults()))
+            .clone()
+    }
+
+    /// Sends one request to a receiver storing into `store`: its status and its JSON answer.
+    pub async fn send(
+        store: &MemoryStore,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> (u16, serde_json::Value) {
+        let service_store = store.clone();
+        let api = tower::service_fn(move |request| {
+            let store = service_store.clone();
+            async move { Ok::<_, std::convert::Infallible>(store.answer(request).await) }
+        });
+        let client = kube::Client::new(api, "default");
+        let state = IngestState {
+            runs: kube::Api::namespaced(client, "default"),
+            source: source(),
+            settings: settings(),
+            metrics: Arc::new(Metrics::new()),
+            token: Some(auth::Secret::Value(TOKEN.to_string())),
+            signatures: None,
+            max_body_bytes: 1 << 20,
+            max_batch_events: job_executor::ingest::parse::DEFAULT_MAX_BATCH_EVENTS,
+            read_timeout: Duration::from_secs(30),
+            store_timeout: Duration::from_secs(30),
+        };
+        let mut request = Request::post("/")
+            .body(axum::body::Body::from(body.to_vec()))
+            .expect("a request");
+        *request.headers_mut() = headers.clone();
+        let response = router(Arc::new(state))
+            .oneshot(request)
+            .await
+            .expect("the router answers");
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("the answer's body")
+            .to_bytes();
+        let answer = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|error| panic!("the answer is not JSON ({error}): {bytes:?}"));
+        (status, answer)
+    }
+
+    /// The runs an answer names, with their status (`created` or `duplicate`).
+    pub fn answered_runs(answer: &serde_json::Value) -> Vec<(String, String)> {
+        answer["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|event| event["runs"].as_array().into_iter().flatten())
+            .map(|run| {
+                (
+                    run["name"].as_str().unwrap_or_default().to_string(),
+                    run["status"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A request in the `cloudevent` layout: a content type line, `ce-` header lines without the
+/// prefix, an empty line, the body.
+fn request_parts(data: &[u8]) -> (HeaderMap, &[u8]) {
+    let (head, body) = split_once(data, b"\n\n");
+    let mut lines = head.split(|b| *b == b'\n');
+    let mut headers = HeaderMap::new();
+    if let Some(value) = lines
+        .next()
+        .and_then(|line| HeaderValue::from_bytes(line).ok())
+    {
+        headers.insert(http::header::CONTENT_TYPE, value);
+    }
+    for line in lines {
+        let (name, value) = split_once(line, b": ");
+        let name = [b"ce-".as_slice(), name].concat();
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&name),
+            HeaderValue::from_bytes(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    (headers, body)
 }
 
 /// A DNS-1123 label: at most 63 lowercase letters, digits and `-`, starting and ending with a

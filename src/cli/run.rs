@@ -84,6 +84,15 @@ pub struct GitArgs {
     /// The clone cache (default: `job-executor-git` in the temporary directory).
     #[arg(long, env = "JOB_EXECUTOR_GIT_CACHE_DIR")]
     pub git_cache_dir: Option<PathBuf>,
+    /// The most the clone of the repository may hold (its objects, the whole history): a
+    /// fetch that passes it is stopped and fails, and lookups keep reading the branch heads of
+    /// the last fetch.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_GIT_MAX_REPOSITORY_BYTES",
+        default_value_t = 1 << 30
+    )]
+    pub git_max_repository_bytes: u64,
 }
 
 impl GitArgs {
@@ -101,6 +110,7 @@ impl GitArgs {
             git_password,
             git_fetch_interval_seconds,
             git_cache_dir,
+            git_max_repository_bytes,
         } = self;
         Some(GitSettings {
             url: git_url?,
@@ -113,6 +123,7 @@ impl GitArgs {
             fetch_interval: Duration::from_secs(git_fetch_interval_seconds),
             cache_dir: git_cache_dir
                 .unwrap_or_else(|| std::env::temp_dir().join("job-executor-git")),
+            max_repository_bytes: git_max_repository_bytes,
             fetches,
             stale_lookups,
         })

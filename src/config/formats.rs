@@ -16,8 +16,32 @@ pub fn check_format(format: &str, value: &str) -> Result<(), String> {
     }
 }
 
-/// Parses a JSONPath (RFC 9535), with a message for the person who wrote it.
+/// The longest JSONPath accepted: paths in job configs name a field or two (`$.data.x.y`),
+/// and a filter's cost grows with its length on every node it is tried on.
+pub const MAX_JSONPATH_BYTES: usize = 1024;
+
+/// The most descendant segments (`..`) one JSONPath may have. Each one inside a filter
+/// multiplies the cost by the event's depth: `$..[?@..[?@..x]]` takes 2 s on a 180 KB event
+/// nested 120 deep, where `$..x` takes under a millisecond.
+pub const MAX_DESCENDANT_SEGMENTS: usize = 1;
+
+/// Parses a JSONPath (RFC 9535), with a message for the person who wrote it. Paths whose cost
+/// on a large event could be far beyond their reading's are refused (see the limits above).
 pub fn parse_jsonpath(path: &str) -> Result<serde_json_path::JsonPath, String> {
+    if path.len() > MAX_JSONPATH_BYTES {
+        return Err(format!(
+            "the JSONPath is {} bytes long, over the limit of {MAX_JSONPATH_BYTES}",
+            path.len()
+        ));
+    }
+    let descendants = descendant_segments(path);
+    if descendants > MAX_DESCENDANT_SEGMENTS {
+        return Err(format!(
+            "invalid JSONPath {path:?}: {descendants} descendant segments (`..`), over the \
+             limit of {MAX_DESCENDANT_SEGMENTS} (each one more multiplies the cost of reading \
+             a large event by its depth)"
+        ));
+    }
     serde_json_path::JsonPath::parse(path).map_err(|error| {
         if path.trim_start().starts_with('$') {
             format!(
@@ -29,6 +53,38 @@ pub fn parse_jsonpath(path: &str) -> Result<serde_json_path::JsonPath, String> {
             format!("invalid JSONPath {path:?}: a JSONPath starts with `$`, e.g. `$.data.project`")
         }
     })
+}
+
+/// The `..` of a JSONPath outside its string literals (a member name in dot notation cannot
+/// hold a dot, so every other `..` is a descendant segment).
+fn descendant_segments(path: &str) -> usize {
+    let (mut count, mut quote, mut escaped, mut previous_dot) = (0, None, false, false);
+    for c in path.chars() {
+        match quote {
+            Some(open) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == open {
+                    quote = None;
+                }
+                previous_dot = false;
+            }
+            None => {
+                if c == '.' && previous_dot {
+                    count += 1;
+                    previous_dot = false;
+                    continue;
+                }
+                previous_dot = c == '.';
+                if c == '\'' || c == '"' {
+                    quote = Some(c);
+                }
+            }
+        }
+    }
+    count
 }
 
 /// An event name pattern: an anchored glob over the whole CloudEvent type.
@@ -225,6 +281,40 @@ pub fn sanitize_label_value(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jsonpaths_of_runaway_cost_are_refused() {
+        for (path, count) in [
+            ("$.data.project", 0),
+            ("$..x", 1),
+            ("$['a..b']..c", 1),
+            ("$.a[?@.b == \"x..y\"]", 0),
+            ("$.a[?@.b == 'it\\'s..']", 0),
+            ("$..[?@..x]", 2),
+            ("$..a..b..c", 3),
+        ] {
+            assert_eq!(descendant_segments(path), count, "{path}");
+        }
+        for ok in [
+            "$..x",
+            "$['a..b']..c",
+            "$.a[?@.b == \"x..y\"]",
+            "$..[?@.*.*.x]",
+        ] {
+            assert!(parse_jsonpath(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            parse_jsonpath("$..[?@..x]").unwrap_err(),
+            "invalid JSONPath \"$..[?@..x]\": 2 descendant segments (`..`), over the limit of 1 \
+             (each one more multiplies the cost of reading a large event by its depth)"
+        );
+        let long = format!("$.{}", "a".repeat(MAX_JSONPATH_BYTES - 2));
+        assert!(parse_jsonpath(&long).is_ok());
+        assert_eq!(
+            parse_jsonpath(&format!("{long}b")).unwrap_err(),
+            "the JSONPath is 1025 bytes long, over the limit of 1024"
+        );
+    }
 
     #[test]
     fn quantities() {

@@ -43,6 +43,55 @@ pub enum ConfigError {
     },
     #[error("cannot read {file}: {reason}")]
     Unreadable { file: String, reason: String },
+    #[error(
+        "{file}: the file is too large: {size} bytes, over the limit of {limit} bytes for a job config"
+    )]
+    TooLarge { file: String, size: u64, limit: u64 },
+}
+
+/// The largest config file read (1 MiB; a config with a thousand actions is about 300 KiB).
+/// Checked before the file is read, so a huge file committed by mistake costs nothing; the
+/// YAML node limit (`yaml::MAX_NODES`) bounds what a small file can expand to.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The most actions one config may have: every matching action is a run, so this bounds what
+/// one event can start (Keptn's configs have a handful).
+pub const MAX_ACTIONS: usize = 1000;
+
+/// The most tasks one action may have: each is a Job, run one after the other, and recorded
+/// in its run.
+pub const MAX_TASKS: usize = 100;
+
+/// The size error for a config of `size` bytes, when that is over the limit.
+pub fn check_size(file: &str, size: u64) -> Result<(), ConfigError> {
+    if size > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            file: file.to_string(),
+            size,
+            limit: MAX_CONFIG_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Reads a config file from disk, refusing one over `MAX_CONFIG_BYTES` before reading it (and
+/// reading no more than that, should it grow meanwhile).
+pub fn read_file(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let file = path.display().to_string();
+    let unreadable = |error: std::io::Error| ConfigError::Unreadable {
+        file: file.clone(),
+        reason: error.to_string(),
+    };
+    let opened = std::fs::File::open(path).map_err(unreadable)?;
+    check_size(&file, opened.metadata().map_err(unreadable)?.len())?;
+    let mut text = String::new();
+    opened
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(unreadable)?;
+    check_size(&file, text.len() as u64)?;
+    Ok(text)
 }
 
 /// A config that loaded, with what `validate` warns about.
@@ -82,12 +131,8 @@ pub fn json_schema() -> &'static serde_json::Value {
 
 /// Reads and loads a config file.
 pub fn load_file(path: &Path) -> Result<ValidConfig, ConfigError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Unreadable {
-        file: file.clone(),
-        reason: error.to_string(),
-    })?;
-    load(&text, &file)
+    let text = read_file(path)?;
+    load(&text, &path.display().to_string())
 }
 
 /// Loads a config from its text; `file` names it in messages.
@@ -102,6 +147,7 @@ fn load_with_schema(
     file: &str,
     schema: &serde_json::Value,
 ) -> Result<ValidConfig, ConfigError> {
+    check_size(file, text.len() as u64)?;
     let invalid = |problems: Vec<Problem>| ConfigError::Invalid {
         file: file.to_string(),
         problems: sorted(problems),
@@ -282,6 +328,16 @@ impl Semantic<'_> {
     }
 
     fn config(&mut self, config: &JobConfig) {
+        if config.actions.len() > MAX_ACTIONS {
+            self.error(
+                "actions",
+                format!(
+                    "{} actions, over the limit of {MAX_ACTIONS} per config (each matching \
+                     action is a run)",
+                    config.actions.len()
+                ),
+            );
+        }
         if config.actions.is_empty() {
             self.warn(
                 "actions",
@@ -298,6 +354,15 @@ impl Semantic<'_> {
             self.warn(
                 &key_path(path, "events"),
                 "no events: this action never runs".into(),
+            );
+        }
+        if action.tasks.len() > MAX_TASKS {
+            self.error(
+                &key_path(path, "tasks"),
+                format!(
+                    "{} tasks, over the limit of {MAX_TASKS} per action",
+                    action.tasks.len()
+                ),
             );
         }
         if action.tasks.is_empty() {

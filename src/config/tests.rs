@@ -666,3 +666,65 @@ fn a_value_the_schema_misses_is_still_located() {
         ]
     );
 }
+
+#[test]
+fn a_config_over_the_size_limit_is_refused_before_it_is_parsed() {
+    let limit = MAX_CONFIG_BYTES as usize;
+    // Exactly at the limit: read and loaded.
+    let head = "apiVersion: v2\nactions: []\n# ";
+    let at_limit = format!("{head}{}\n", "x".repeat(limit - head.len() - 1));
+    assert_eq!(at_limit.len(), limit);
+    assert!(load(&at_limit, "c.yaml").is_ok());
+    // One byte over: refused by its length, as text and as a file.
+    let over = format!("{at_limit}\n");
+    assert_eq!(
+        load(&over, "c.yaml").unwrap_err().to_string(),
+        format!(
+            "c.yaml: the file is too large: {} bytes, over the limit of 1048576 bytes for a job config",
+            limit + 1
+        )
+    );
+    let dir = std::env::temp_dir().join(format!("je-config-size-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("config.yaml");
+    std::fs::write(&file, "x".repeat(3 * limit)).unwrap();
+    match read_file(&file).unwrap_err() {
+        ConfigError::TooLarge { size, limit, .. } => {
+            assert_eq!((size, limit), (3 * MAX_CONFIG_BYTES, MAX_CONFIG_BYTES))
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(&file, &at_limit).unwrap();
+    assert_eq!(read_file(&file).unwrap(), at_limit);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn actions_config(actions: usize, tasks: usize) -> String {
+    let tasks = vec!["{image: alpine}"; tasks].join(", ");
+    let mut text = String::from("apiVersion: v2\nactions:\n");
+    for index in 0..actions {
+        text.push_str(&format!(
+            "  - name: a{index}\n    events: [{{name: sh.keptn.event.test.triggered}}]\n    tasks: [{tasks}]\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn actions_per_config_and_tasks_per_action_are_bounded() {
+    // A thousand actions load (each would be a run of a matching event) ...
+    let loaded = load(&actions_config(MAX_ACTIONS, 1), "c.yaml").unwrap();
+    assert_eq!(loaded.config.actions.len(), MAX_ACTIONS);
+    // ... one more is refused at the list.
+    assert_eq!(
+        problems(&actions_config(MAX_ACTIONS + 1, 1)),
+        [
+            "job/config.yaml:3:3: actions: 1001 actions, over the limit of 1000 per config (each matching action is a run)"
+        ]
+    );
+    assert!(load(&actions_config(1, MAX_TASKS), "c.yaml").is_ok());
+    assert_eq!(
+        problems(&actions_config(1, MAX_TASKS + 1)),
+        ["job/config.yaml:5:12: actions[0].tasks: 101 tasks, over the limit of 100 per action"]
+    );
+}

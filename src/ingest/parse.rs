@@ -232,6 +232,25 @@ mod tests {
     }
 
     #[test]
+    fn an_event_nested_past_serde_json_s_limit_is_a_bad_request() {
+        let h = headers(&[("content-type", "application/cloudevents+json")]);
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"specversion":"1.0","id":"1","source":"s","type":"t","data":{}1{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        assert!(events_from_request(&h, nested(100).as_bytes(), LIMIT).is_ok());
+        let error = events_from_request(&h, nested(200).as_bytes(), LIMIT).unwrap_err();
+        assert_eq!(error.status(), http::StatusCode::BAD_REQUEST);
+        assert!(
+            error.to_string().contains("recursion limit exceeded"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn binary_mode() {
         let h = headers(&[
             ("content-type", "application/json"),

@@ -182,10 +182,7 @@ impl DirectorySource {
         {
             return Ok(Some(cached.loaded));
         }
-        let text = std::fs::read_to_string(&path).map_err(|error| ConfigError::Unreadable {
-            file: path.display().to_string(),
-            reason: error.to_string(),
-        })?;
+        let text = config::read_file(&path)?;
         let loaded = Arc::new(compile(
             &text,
             path.display().to_string(),

@@ -161,9 +161,44 @@ fn chart_wires_image_accounts_namespaces_probes_and_security() {
                 .all(|(_, e)| e["valueFrom"]["secretKeyRef"]["name"].is_string()),
             "{name}: {env:?}"
         );
-        assert!(
-            env.iter().any(|(n, _)| n == "JOB_EXECUTOR_INGEST_TOKEN"),
-            "{name}: the ingest is protected by a token by default"
+        // The ingest is protected by a token by default, mounted from its Secret as a file
+        // (so a rotated token needs no restart), readable by the pod's fsGroup.
+        let token_file = settings["JOB_EXECUTOR_INGEST_TOKEN_FILE"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no ingest token"));
+        let (dir, file) = token_file.rsplit_once('/').unwrap();
+        let mount = container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == dir)
+            .unwrap_or_else(|| panic!("{name}: nothing mounted at {dir}"));
+        assert_eq!(mount["readOnly"], true, "{name}");
+        let volume = deployment["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap();
+        let secret = &volume["secret"];
+        assert_eq!(secret["items"][0]["path"], file, "{name}");
+        assert_eq!(secret["defaultMode"], 0o440, "{name}");
+        let secret_name = secret["secretName"].as_str().unwrap();
+        let key = secret["items"][0]["key"].as_str().unwrap();
+        let token_secret = docs
+            .iter()
+            .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == secret_name);
+        if let Some(token_secret) = token_secret {
+            assert!(
+                token_secret["data"].get(key).is_some()
+                    || token_secret["stringData"].get(key).is_some(),
+                "{name}: the Secret {secret_name} has no {key}"
+            );
+        }
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["securityContext"]["fsGroup"],
+            deployment["spec"]["template"]["spec"]["securityContext"]["runAsGroup"],
+            "{name}: the operator can read its mounted Secrets"
         );
         // The operator's account is bound to the Role in the job namespace.
         let job_namespace = settings["JOB_EXECUTOR_JOB_NAMESPACE"].as_str().unwrap();

@@ -110,7 +110,16 @@ async fn create_secret(sim: &Sim, namespace: &str, name: &str, data: &[(&str, &s
 
 /// The operator container's environment, resolved from the objects in the simulated cluster
 /// as the kubelet would.
-fn pod_environment(sim: &Sim, namespace: &str, container: &Value) -> BTreeMap<String, String> {
+/// The container's environment as the kubelet gives it: the ConfigMap, the Secret keys, and
+/// the paths of mounted Secrets pointing at their files written under `mounts` (as the
+/// kubelet writes them into the pod).
+fn pod_environment(
+    sim: &Sim,
+    namespace: &str,
+    pod: &Value,
+    container: &Value,
+    mounts: &Path,
+) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     for source in container["envFrom"].as_array().unwrap() {
         let name = source["configMapRef"]["name"].as_str().unwrap();
@@ -139,6 +148,37 @@ fn pod_environment(sim: &Sim, namespace: &str, container: &Value) -> BTreeMap<St
             })
             .unwrap();
         env.insert(var["name"].as_str().unwrap().to_string(), value);
+    }
+    for mount in container["volumeMounts"].as_array().into_iter().flatten() {
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap();
+        let Some(secret_name) = volume["secret"]["secretName"].as_str() else {
+            continue;
+        };
+        let secret = sim
+            .get_object("", "secrets", namespace, secret_name)
+            .unwrap();
+        let mount_path = mount["mountPath"].as_str().unwrap();
+        let local = mounts.join(mount_path.trim_start_matches('/'));
+        std::fs::create_dir_all(&local).unwrap();
+        for item in volume["secret"]["items"].as_array().unwrap() {
+            let key = item["key"].as_str().unwrap();
+            let value = secret["stringData"][key]
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| secret["data"][key].as_str().map(decode_base64))
+                .unwrap();
+            std::fs::write(local.join(item["path"].as_str().unwrap()), value).unwrap();
+        }
+        for value in env.values_mut() {
+            if let Some(rest) = value.strip_prefix(mount_path) {
+                *value = format!("{}{rest}", local.display());
+            }
+        }
     }
     env
 }
@@ -250,17 +290,17 @@ async fn the_operator_needs_exactly_the_shipped_role() {
     // The operator, as the Deployment runs it: its args, its environment from the ConfigMap
     // and the Secret, its ServiceAccount's identity.
     let (sink_url, sink_events) = sink().await;
-    let mut env = pod_environment(&sim, namespace, container);
+    let mut env = pod_environment(&sim, namespace, pod, container, &dir.join("pod"));
     assert_eq!(
-        env.remove("JOB_EXECUTOR_INGEST_TOKEN").as_deref(),
-        Some("t0ken")
+        std::fs::read_to_string(&env["JOB_EXECUTOR_INGEST_TOKEN_FILE"]).unwrap(),
+        "t0ken",
+        "the ingest token, mounted from the Secret"
     );
     for (key, value) in [
         ("JOB_EXECUTOR_SINK_URL", sink_url.as_str()),
         ("JOB_EXECUTOR_LISTEN", "127.0.0.1:0"),
         ("JOB_EXECUTOR_ADMIN_LISTEN", "127.0.0.1:0"),
         ("JOB_EXECUTOR_NEVER_STARTED_TIMEOUT_SECONDS", "2"),
-        ("JOB_EXECUTOR_INGEST_TOKEN", "t0ken"),
         // The deploy values name no repository; the sample configs come from the directory
         // source (tests/git.rs covers the git source, whose RBAC needs are the same).
         (

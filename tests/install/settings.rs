@@ -164,6 +164,9 @@ fn check_run(name: &str, docs: &[Value]) {
     if env.contains_key("JOB_EXECUTOR_INGEST_TOKEN") {
         assert_eq!(table["--ingest-token"].0, "****", "{name}");
     }
+    if let Some(file) = env.get("JOB_EXECUTOR_INGEST_TOKEN_FILE") {
+        assert_eq!(&table["--ingest-token-file"].0, file, "{name}");
+    }
     if env.contains_key("JOB_EXECUTOR_SINK_HEADERS") {
         assert_eq!(table["--sink-header"].0, "x-token: ****", "{name}");
     }

@@ -75,6 +75,9 @@ app.kubernetes.io/component: jobs
 {{/* Where the git credentials Secret is mounted. */}}
 {{- define "job-executor.gitCredentialsDir" -}}/etc/job-executor/git-credentials{{- end -}}
 
+{{/* Where the ingest token Secret is mounted. */}}
+{{- define "job-executor.ingestTokenDir" -}}/etc/job-executor/ingest-token{{- end -}}
+
 {{/* A map as `key=value,…`, sorted by key. */}}
 {{- define "job-executor.keyValues" -}}
 {{- $pairs := list -}}

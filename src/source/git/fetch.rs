@@ -18,7 +18,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -182,6 +182,8 @@ pub struct CloneCache {
     path: PathBuf,
     repo: gix::ThreadSafeRepository,
     credentials: CredentialSettings,
+    /// The most the clone's objects may take on disk.
+    max_bytes: u64,
     state: Mutex<FetchState>,
     fetches: Family<FetchLabels, Counter>,
     _owner: CacheOwner,
@@ -197,6 +199,21 @@ impl std::fmt::Debug for CloneCache {
 }
 
 /// Single-quotes a path for the shell command line gitoxide runs `ssh` with.
+/// The bytes the files under `dir` take (0 when it cannot be read).
+fn disk_usage(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => disk_usage(&entry.path()),
+            Ok(_) => entry.metadata().map(|m| m.len()).unwrap_or_default(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 fn shell_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
 }
@@ -208,6 +225,7 @@ impl CloneCache {
         url: RepoUrl,
         cache_dir: &Path,
         credentials: CredentialSettings,
+        max_bytes: u64,
         fetches: Family<FetchLabels, Counter>,
     ) -> Result<Self, GitError> {
         // HTTPS goes through reqwest's rustls, built without a crypto provider of its own so
@@ -266,6 +284,7 @@ impl CloneCache {
             path,
             repo,
             credentials,
+            max_bytes,
             state: Mutex::new(FetchState {
                 heads,
                 ..FetchState::default()
@@ -425,9 +444,48 @@ impl CloneCache {
             .map_err(|e| failed(&e))?;
         let heads =
             RemoteHeads::advertised(&prepared.ref_map().remote_refs, jiff::Timestamp::now());
-        prepared
-            .receive(gix::progress::Discard, &AtomicBool::new(false))
-            .map_err(|e| failed(&e))?;
+        let objects = self.path.join("objects");
+        let too_large = |size: u64| GitError::Fetch {
+            url: self.url.shown.clone(),
+            cause: format!(
+                "the repository is too large: its clone reached {size} bytes, over the limit of \
+                 {} bytes (--git-max-repository-bytes); the fetch was stopped",
+                self.max_bytes
+            ),
+        };
+        let size = disk_usage(&objects);
+        if size > self.max_bytes {
+            return Err(too_large(size));
+        }
+        // The pack arrives into the objects directory: watch it grow, and interrupt the
+        // transfer once the clone passes the limit (a huge repository or history must not fill
+        // the disk). What arrives between two looks is checked once the transfer ends.
+        let interrupt = AtomicBool::new(false);
+        let done = AtomicBool::new(false);
+        let (received, watched) = std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    let size = disk_usage(&objects);
+                    if size > self.max_bytes {
+                        interrupt.store(true, Ordering::Relaxed);
+                        return Some(size);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                None
+            });
+            let received = prepared.receive(gix::progress::Discard, &interrupt);
+            done.store(true, Ordering::Relaxed);
+            (received, watcher.join().ok().flatten())
+        });
+        if let Some(size) = watched {
+            return Err(too_large(size));
+        }
+        received.map_err(|e| failed(&e))?;
+        let size = disk_usage(&objects);
+        if size > self.max_bytes {
+            return Err(too_large(size));
+        }
         Ok(heads)
     }
 

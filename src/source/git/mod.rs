@@ -36,7 +36,7 @@ use layout::{Branch, Lookup};
 use tree::{CommitTree, WalkError};
 
 use super::{Found, LoadedConfig, ServiceRef, SourceError, compile};
-use crate::config::Action;
+use crate::config::{self, Action, ConfigError};
 use crate::files::{self, RunFiles};
 
 /// Compiled configs kept per (commit, path); a commit never changes, so they are only dropped
@@ -116,6 +116,8 @@ pub struct GitSettings {
     /// A branch head older than this is fetched again before it is used.
     pub fetch_interval: Duration,
     pub cache_dir: PathBuf,
+    /// The most the clone may hold (`--git-max-repository-bytes`).
+    pub max_repository_bytes: u64,
     /// Counts fetches by outcome (the `job_executor_git_fetches_total` metric).
     pub fetches: Family<FetchLabels, Counter>,
     /// Counts config lookups (one per event) that read the branch heads of the last successful
@@ -167,11 +169,12 @@ impl GitSource {
             credentials,
             fetch_interval,
             cache_dir,
+            max_repository_bytes,
             fetches,
             stale_lookups,
             ..
         } = settings;
-        let cache = CloneCache::open(url, &cache_dir, credentials, fetches)?;
+        let cache = CloneCache::open(url, &cache_dir, credentials, max_repository_bytes, fetches)?;
         Ok(GitSource {
             cache,
             stale_lookups,
@@ -318,9 +321,15 @@ impl GitSource {
             return Ok(Some(loaded));
         }
         let tree = self.commit_tree(commit, "")?;
-        let text = match tree.read_file(path) {
+        let origin = format!("{}:{path}", commit.to_hex_with_len(12));
+        let text = match tree.read_file(path, config::MAX_CONFIG_BYTES) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return Ok(None),
+            Err(WalkError::TooLarge(size)) => {
+                let limit = config::MAX_CONFIG_BYTES;
+                let file = origin;
+                return Err(ConfigError::TooLarge { file, size, limit }.into());
+            }
             Err(error) => return Err(self.read_error(path, commit, error).into()),
         };
         let text = String::from_utf8(text).map_err(|_| GitError::Read {
@@ -329,7 +338,6 @@ impl GitSource {
             url: self.url(),
             reason: "not UTF-8 text".into(),
         })?;
-        let origin = format!("{}:{path}", commit.to_hex_with_len(12));
         let loaded = Arc::new(compile(
             &text,
             origin,
@@ -367,6 +375,7 @@ impl GitSource {
                 WalkError::Escapes => "it is a link that leads outside the repository".into(),
                 WalkError::TooManyLinks => "too many links to follow (a link loop?)".into(),
                 WalkError::Read(reason) => reason,
+                WalkError::TooLarge(size) => format!("it is too large ({size} bytes)"),
             },
         }
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::*;
-use crate::config;
+use crate::config::{self, ConfigError};
 use crate::files::FilesError;
 
 /// A repository with a work tree, made and changed with the `git` CLI.
@@ -104,6 +104,16 @@ fn open_source(
     lookups: &[&str],
     fetch_interval: Duration,
 ) -> Result<Opened, SourceError> {
+    open_bounded(url, cache_dir, lookups, fetch_interval, 1 << 30)
+}
+
+fn open_bounded(
+    url: &str,
+    cache_dir: &std::path::Path,
+    lookups: &[&str],
+    fetch_interval: Duration,
+    max_repository_bytes: u64,
+) -> Result<Opened, SourceError> {
     let fetches = Family::<FetchLabels, Counter>::default();
     let stale_lookups = Counter::default();
     let source = GitSource::open(GitSettings {
@@ -112,6 +122,7 @@ fn open_source(
         credentials: CredentialSettings::default(),
         fetch_interval,
         cache_dir: cache_dir.to_path_buf(),
+        max_repository_bytes,
         fetches: fetches.clone(),
         stale_lookups: stale_lookups.clone(),
     })?;
@@ -191,6 +202,97 @@ fn lookups_fall_back_from_service_to_stage_to_project() {
             .load(&service("dev", "carts"), None)
             .unwrap()
             .config
+            .is_none()
+    );
+}
+
+#[test]
+fn a_config_over_the_size_limit_is_refused_from_its_header_without_being_read() {
+    let repo = TestRepo::new("huge-config");
+    let padding = "x".repeat(config::MAX_CONFIG_BYTES as usize);
+    repo.write(
+        "job/config.yaml",
+        &format!("apiVersion: v2\n# {padding}\nactions: []\n"),
+    );
+    let commit = repo.commit("a config of over a MiB");
+    let (source, _) = source_for(&repo, &[]);
+    let error = source.load(&service("main", "carts"), None).unwrap_err();
+    let size = config::MAX_CONFIG_BYTES + 30;
+    match &error {
+        SourceError::Config(ConfigError::TooLarge { size: found, .. }) => assert_eq!(*found, size),
+        other => panic!("{other:?}"),
+    }
+    assert!(!error.is_transient());
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}:job/config.yaml: the file is too large: {size} bytes, over the limit of 1048576 bytes for a job config",
+            &commit[..12]
+        )
+    );
+}
+
+/// Bytes no compression shrinks (xorshift), so a file's size is what the pack carries.
+fn noise(len: usize, mut state: u64) -> String {
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'!' + (state % 90) as u8)
+        })
+        .collect()
+}
+
+#[test]
+fn a_repository_over_the_size_limit_stops_the_fetch_and_lookups_keep_the_last_heads() {
+    let limit: u64 = 2 << 20;
+    let repo = TestRepo::new("huge-repo");
+    repo.write("job/config.yaml", &config_with_image("small", "[]"));
+    let small = repo.commit("small");
+    let cache_dir = repo.dir.with_extension("cache");
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    let source = open_bounded(&repo.url(), &cache_dir, &[], Duration::ZERO, limit).unwrap();
+    let loaded = found(&source, "main", "carts", None);
+    assert_eq!(loaded.revision.as_deref(), Some(small.as_str()));
+
+    // History that passes the limit: the fetch is stopped, the lookup reads the last heads.
+    for round in 0..3 {
+        repo.write(&format!("data/{round}.bin"), &noise(1 << 20, round + 1));
+        repo.commit(&format!("a MiB more ({round})"));
+    }
+    let found_now = source.load(&service("main", "carts"), None).unwrap();
+    let stale = found_now.stale.expect("read at the last fetch's heads");
+    let reason = stale.error.to_string();
+    assert!(
+        reason.contains("the repository is too large: its clone reached")
+            && reason.contains(&format!(
+                "over the limit of {limit} bytes (--git-max-repository-bytes)"
+            )),
+        "{reason}"
+    );
+    let loaded = found_now.config.unwrap();
+    assert_eq!(loaded.revision.as_deref(), Some(small.as_str()));
+
+    // A first fetch of the large repository fails with the same reason, and nothing is read.
+    let fresh = repo.dir.with_extension("fresh-cache");
+    let _ = std::fs::remove_dir_all(&fresh);
+    let source = open_bounded(&repo.url(), &fresh, &[], Duration::ZERO, limit).unwrap();
+    let error = source.load(&service("main", "carts"), None).unwrap_err();
+    assert!(error.is_transient());
+    assert!(
+        error.to_string().contains("the repository is too large"),
+        "{error}"
+    );
+    // With room for it, the same repository is read.
+    let roomy = repo.dir.with_extension("roomy-cache");
+    let _ = std::fs::remove_dir_all(&roomy);
+    let source = open_bounded(&repo.url(), &roomy, &[], Duration::ZERO, 8 * limit).unwrap();
+    assert!(
+        source
+            .load(&service("main", "carts"), None)
+            .unwrap()
+            .stale
             .is_none()
     );
 }

@@ -37,6 +37,8 @@ pub enum WalkError {
     Escapes,
     TooManyLinks,
     Read(String),
+    /// A file over the size asked for, with its size.
+    TooLarge(u64),
 }
 
 fn split(path: &str) -> impl Iterator<Item = &str> {
@@ -144,10 +146,21 @@ impl CommitTree {
         }
     }
 
-    /// The content of a file (relative to the top), `None` when there is none.
-    pub fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, WalkError> {
+    /// The content of a file (relative to the top), `None` when there is none; a file over
+    /// `limit` bytes is not read (its size is known from the object's header).
+    pub fn read_file(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, WalkError> {
         match self.resolve(path)? {
-            Some(resolved) if resolved.mode.is_blob() => Ok(Some(self.blob(resolved.id)?)),
+            Some(resolved) if resolved.mode.is_blob() => {
+                let size = self
+                    .repo
+                    .find_header(resolved.id)
+                    .map_err(|e| WalkError::Read(e.to_string()))?
+                    .size();
+                if size > limit {
+                    return Err(WalkError::TooLarge(size));
+                }
+                Ok(Some(self.blob(resolved.id)?))
+            }
             _ => Ok(None),
         }
     }
@@ -240,6 +253,11 @@ impl CommitTree {
             WalkError::Read(reason) => ExpandError::Unreadable {
                 path: self.full_path(relative),
                 reason,
+            },
+            // Resolving reads no file's content, so no size limit applies here.
+            WalkError::TooLarge(size) => ExpandError::Unreadable {
+                path: self.full_path(relative),
+                reason: format!("too large ({size} bytes)"),
             },
         }
     }
