@@ -12,6 +12,8 @@ pub struct Health {
     synced: AtomicBool,
     /// Known problems by their source (a watch, the API server probe).
     problems: Mutex<BTreeMap<&'static str, String>>,
+    /// Who leads, as this replica last saw it.
+    leader: Mutex<String>,
 }
 
 impl Health {
@@ -34,6 +36,21 @@ impl Health {
             Some(problem) => problems.insert(source, problem.clone()).as_ref() != Some(&problem),
             None => problems.remove(source).is_some(),
         }
+    }
+
+    /// Records who leads: this replica or another (for `/readyz`).
+    pub fn set_leader(&self, leader: String) {
+        if let Ok(mut current) = self.leader.lock() {
+            *current = leader;
+        }
+    }
+
+    /// Who leads, as `/readyz` says it: `this replica (NAME)`, another's name, or nobody known.
+    pub fn leader(&self) -> String {
+        self.leader
+            .lock()
+            .map(|leader| leader.clone())
+            .unwrap_or_default()
     }
 
     /// `Ok` when ready, else every reason it is not, one per line.

@@ -22,6 +22,7 @@ pub struct Metrics {
     deliveries: Family<Labels, Counter>,
     reconcile_errors: Family<Labels, Counter>,
     runs_in_flight: Gauge,
+    leader: Gauge,
     git_fetches: Family<Labels, Counter>,
     git_stale_lookups: Counter,
     in_flight: Mutex<HashSet<String>>,
@@ -74,6 +75,12 @@ impl Metrics {
             "Runs accepted and not finished",
             runs_in_flight.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease and reconciles runs, else 0",
+            leader.clone(),
+        );
         let git_fetches = Family::<Labels, Counter>::default();
         registry.register(
             "git_fetches",
@@ -95,6 +102,7 @@ impl Metrics {
             deliveries,
             reconcile_errors,
             runs_in_flight,
+            leader,
             git_fetches,
             git_stale_lookups,
             in_flight: Mutex::new(HashSet::new()),
@@ -105,6 +113,10 @@ impl Metrics {
         self.events_received
             .get_or_create(&vec![("outcome", outcome)])
             .inc();
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     pub fn run_started(&self) {

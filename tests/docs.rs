@@ -650,7 +650,9 @@ async fn first_event_as_written() {
         &["--ingest-token", &token],
     )
     .await;
-    let pod = cluster.kubectl(&[
+    // Every replica's pod forwards its port 8080 to the operator on the host (whichever pod
+    // `kubectl port-forward service/…` picks).
+    let pods = cluster.kubectl(&[
         "-n",
         "job-executor",
         "get",
@@ -658,20 +660,24 @@ async fn first_event_as_written() {
         "-l",
         "app.kubernetes.io/name=job-executor",
         "-o",
-        "jsonpath={.items[0].metadata.name}",
+        "jsonpath={.items[*].metadata.name}",
     ]);
-    let forward = serde_json::json!({
-        "apiVersion": "kwok.x-k8s.io/v1alpha1",
-        "kind": "PortForward",
-        "metadata": {"name": pod, "namespace": "job-executor"},
-        "spec": {"forwards": [{
-            "ports": [8080],
-            "target": {"address": "127.0.0.1", "port": harness.ingest.unwrap().port()}
-        }]}
-    });
-    let forward_file = dir.join("port-forward.json");
-    std::fs::write(&forward_file, forward.to_string()).unwrap();
-    cluster.kubectl(&["apply", "-f", path(&forward_file)]);
+    let pods: Vec<&str> = pods.split_whitespace().collect();
+    assert!(!pods.is_empty(), "no operator pod");
+    for pod in &pods {
+        let forward = serde_json::json!({
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "PortForward",
+            "metadata": {"name": pod, "namespace": "job-executor"},
+            "spec": {"forwards": [{
+                "ports": [8080],
+                "target": {"address": "127.0.0.1", "port": harness.ingest.unwrap().port()}
+            }]}
+        });
+        let forward_file = dir.join(format!("port-forward-{pod}.json"));
+        std::fs::write(&forward_file, forward.to_string()).unwrap();
+        cluster.kubectl(&["apply", "-f", path(&forward_file)]);
+    }
 
     // Send the first event: the port-forward stays in the background, as in a terminal.
     let send = sh_block("docs/install.md", "## Send the first event");
@@ -729,18 +735,20 @@ async fn first_event_as_written() {
         .map(|line| format!("2026-01-01T00:00:00.000000000Z stderr F {line}\n"))
         .collect();
     let pod_logs = cluster.dir.join("pod-logs");
-    let container_logs: Vec<_> = std::fs::read_dir(&pod_logs)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|file| {
-            file.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(&format!("job-executor_{pod}_"))
-        })
-        .collect();
-    assert_eq!(container_logs.len(), 1, "the operator pod's one container");
-    std::fs::write(&container_logs[0], operator_log).unwrap();
+    for pod in &pods {
+        let container_logs: Vec<_> = std::fs::read_dir(&pod_logs)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|file| {
+                file.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&format!("job-executor_{pod}_"))
+            })
+            .collect();
+        assert_eq!(container_logs.len(), 1, "the operator pod's one container");
+        std::fs::write(&container_logs[0], &operator_log).unwrap();
+    }
 
     // Watch it work, line by line; `--watch` runs until the run shows as succeeded.
     let run = harness.jobruns()[0]["metadata"]["name"]

@@ -24,6 +24,8 @@ pub enum CheckError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     GitLayout(#[from] GitError),
+    #[error(transparent)]
+    Lease(#[from] crate::leader::LeaseError),
 }
 
 /// What a secret's value is shown as: that it is set, never what it is.
@@ -44,6 +46,7 @@ struct SettingLine {
 /// masked) and its source. `matches` are the parsed `check-run` arguments `args` came from.
 pub fn run_check(args: &RunArgs, matches: &ArgMatches) -> Result<ExitCode, CheckError> {
     args.install.settings()?;
+    args.leader.settings()?;
     let operator = &args.operator;
     Sink::new(
         &operator.sink_url,

@@ -22,11 +22,13 @@ use crate::controller::{self, ControllerOptions};
 use crate::health::Health;
 use crate::ingest::auth::{Secret, SecretFile, Signatures};
 use crate::ingest::{self, IngestState};
+use crate::leader::{self, Leadership, LeaseError, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::serve::{ConnectionLimits, serve};
 use crate::sink::{Sink, SinkMode};
 use crate::source::git::layout;
 use crate::source::{CredentialSettings, FetchLabels, GitSettings, Source};
+use k8s_openapi::api::coordination::v1::Lease;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
@@ -44,6 +46,8 @@ pub struct RunArgs {
     pub operator: OperatorArgs,
     #[command(flatten)]
     pub git: GitArgs,
+    #[command(flatten)]
+    pub leader: LeaderArgs,
 }
 
 /// The git config source (`--git-url`); see docs/git-source.md.
@@ -128,6 +132,83 @@ impl GitArgs {
             stale_lookups,
         })
     }
+}
+
+/// Leader election: every replica receives events, one reconciles runs (docs/operator.md).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Leader election")]
+pub struct LeaderArgs {
+    /// This replica's identity in the Lease (the chart sets the pod's name). Default: the host
+    /// name and the process id, distinct for every process running at once.
+    #[arg(long, env = "JOB_EXECUTOR_IDENTITY")]
+    pub identity: Option<String>,
+    /// The Lease (`coordination.k8s.io/v1`, in the job namespace) the replicas elect a leader
+    /// with.
+    #[arg(long, env = "JOB_EXECUTOR_LEASE_NAME", default_value = "job-executor")]
+    pub lease_name: String,
+    /// Seconds a standby waits for a silent leader before it takes over.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_LEASE_DURATION_SECONDS",
+        default_value = "15",
+        value_parser = parse_seconds
+    )]
+    pub lease_duration_seconds: Duration,
+    /// Seconds the leader goes on leading without renewing; shorter than the lease duration,
+    /// so a leader that cannot renew stops before a standby may take over.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_LEASE_RENEW_DEADLINE_SECONDS",
+        default_value = "10",
+        value_parser = parse_seconds
+    )]
+    pub lease_renew_deadline_seconds: Duration,
+    /// Seconds between the leader's renewals and a standby's looks.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_LEASE_RETRY_PERIOD_SECONDS",
+        default_value = "2",
+        value_parser = parse_seconds
+    )]
+    pub lease_retry_period_seconds: Duration,
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(3600))
+        .ok_or_else(|| format!("{text} is not between 0 and 3600 seconds"))
+}
+
+impl LeaderArgs {
+    pub fn settings(&self) -> Result<LeaseSettings, LeaseError> {
+        let identity = match &self.identity {
+            Some(identity) if !identity.is_empty() => identity.clone(),
+            _ => default_identity(),
+        };
+        let settings = LeaseSettings {
+            name: self.lease_name.clone(),
+            identity,
+            duration: self.lease_duration_seconds,
+            renew_deadline: self.lease_renew_deadline_seconds,
+            retry_period: self.lease_retry_period_seconds,
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+}
+
+/// `HOST-PID`: distinct for every process running at once on one host (and across hosts).
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "job-executor".to_string());
+    format!("{host}-{}", std::process::id())
 }
 
 #[derive(Debug, Clone, Args)]
@@ -255,6 +336,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         install,
         operator,
         git,
+        leader: leader_args,
     } = args;
     let OperatorArgs {
         config_dir,
@@ -279,6 +361,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         store_timeout_seconds,
     } = operator;
     let settings = Arc::new(install.settings()?);
+    let lease = leader_args.settings()?;
     // Secret files are read now: a missing one stops the start with its path.
     let token = match (ingest_token.filter(|t| !t.is_empty()), ingest_token_file) {
         (_, Some(path)) => Some(Secret::File(SecretFile::open("ingest token", path)?)),
@@ -366,6 +449,25 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         stopped(stop_rx.clone()),
     );
     let admin_server = serve(admin_listener, admin_app, limits, stopped(stop_rx.clone()));
+    // Every replica serves ingest and keeps its watches; the one holding the Lease reconciles.
+    // The Lease is released only once the controller has finished its in-flight steps.
+    let (leadership_tx, leadership) = watch::channel(Leadership::Following { holder: None });
+    tokio::spawn(report_leadership(
+        leadership.clone(),
+        lease.identity.clone(),
+        metrics.clone(),
+        health.clone(),
+    ));
+    let controller_done = Arc::new(tokio::sync::Notify::new());
+    let election = leader::elect(
+        kube::Api::<Lease>::namespaced(client.clone(), &settings.job_namespace),
+        lease,
+        leadership_tx,
+        {
+            let done = controller_done.clone();
+            async move { done.notified().await }
+        },
+    );
     let controller = controller::run(
         controller::Parts {
             client,
@@ -379,12 +481,40 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
                 delivery_give_up_after: Duration::from_secs(sink_give_up_after_seconds),
                 concurrency,
             },
+            leadership,
         },
         health,
         stopped(stop_rx),
     );
-    tokio::join!(ingest_server, admin_server, controller);
+    let controller = async {
+        controller.await;
+        controller_done.notify_one();
+    };
+    tokio::join!(ingest_server, admin_server, controller, election);
     Ok(())
+}
+
+/// Keeps `/metrics` (`job_executor_leader`) and `/readyz` saying who leads, and logs changes.
+async fn report_leadership(
+    mut leadership: watch::Receiver<Leadership>,
+    identity: String,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) {
+    loop {
+        let (leading, leader) = match &*leadership.borrow_and_update() {
+            Leadership::Leading { .. } => (true, format!("this replica ({identity})")),
+            Leadership::Following {
+                holder: Some(holder),
+            } => (false, holder.clone()),
+            Leadership::Following { holder: None } => (false, "none known".to_string()),
+        };
+        metrics.set_leader(leading);
+        health.set_leader(leader);
+        if leadership.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn wait_for_signal() {
@@ -415,7 +545,10 @@ fn admin_router(state: AdminState) -> Router {
             "/readyz",
             get(|State(state): State<AdminState>| async move {
                 match state.health.status() {
-                    Ok(()) => (StatusCode::OK, "ready".to_string()),
+                    Ok(()) => (
+                        StatusCode::OK,
+                        format!("ready; leader: {}", state.health.leader()),
+                    ),
                     Err(reasons) => (StatusCode::SERVICE_UNAVAILABLE, reasons),
                 }
             }),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -21,10 +21,12 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
+use tokio::sync::watch;
 
 use crate::config::MANAGED_BY_LABEL;
 use crate::crd::{JobRun, JobRunStatus};
 use crate::health::Health;
+use crate::leader::{Leadership, NotLeader};
 use crate::metrics::Metrics;
 use crate::render::{LABEL_RUN, MANAGED_BY};
 use crate::settings::Settings;
@@ -74,6 +76,9 @@ pub enum ReconcileError {
     /// The config source cannot be read now (a git repository that is unreachable).
     #[error("{0}")]
     Source(#[from] crate::source::SourceError),
+    /// A side effect was not made: this replica does not hold the Lease (anymore).
+    #[error("{0}")]
+    NotLeader(#[from] NotLeader),
 }
 
 impl ReconcileError {
@@ -87,6 +92,7 @@ impl ReconcileError {
             ReconcileError::Kube(_) => "api_unreachable",
             ReconcileError::Encode(_) => "encode",
             ReconcileError::Source(_) => "config_source",
+            ReconcileError::NotLeader(_) => "not_leader",
         }
     }
 }
@@ -103,6 +109,9 @@ pub struct Parts {
     pub sink: Arc<Sink>,
     pub metrics: Arc<Metrics>,
     pub options: ControllerOptions,
+    /// Whether this replica holds the Lease, and until when: runs are reconciled, and side
+    /// effects made, only while it does.
+    pub leadership: watch::Receiver<Leadership>,
 }
 
 /// Runs the controller until `shutdown` resolves; `health` becomes synced once every watch has
@@ -152,6 +161,7 @@ pub async fn run(
     .touched_objects();
 
     let concurrency = parts.options.concurrency;
+    let gained = leadership_gained(parts.leadership.clone());
     let context = Arc::new(Context {
         parts,
         jobs: job_store,
@@ -167,6 +177,8 @@ pub async fn run(
             let run = pod.labels().get(LABEL_RUN)?.clone();
             Some(ObjectRef::<JobRun>::new(&run).within(&namespace))
         })
+        // A replica that becomes leader takes every run up (as a follower it left them alone).
+        .reconcile_all_on(gained)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown.clone());
     let synced_health = health.clone();
@@ -204,6 +216,24 @@ pub async fn run(
 
 /// How long running reconciles may take to finish after a shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The least lease time left for a side effect to be started: an API request or a delivery
+/// should be done well within it.
+const FENCE_MARGIN: Duration = Duration::from_secs(1);
+
+/// One item each time this replica becomes leader.
+fn leadership_gained(rx: watch::Receiver<Leadership>) -> impl Stream<Item = ()> {
+    futures::stream::unfold((rx, false), |(mut rx, mut was_leading)| async move {
+        loop {
+            let leading = rx.borrow_and_update().is_leading();
+            if leading && !was_leading {
+                return Some(((), (rx, true)));
+            }
+            was_leading = leading;
+            rx.changed().await.ok()?;
+        }
+    })
+}
 
 /// An `inspect` callback recording what a watch's failure means in `health` (logged once per
 /// new problem, not at every retry), and clearing it when the watch works again.
@@ -285,6 +315,23 @@ fn error_policy(run: Arc<JobRun>, error: &ReconcileError, context: Arc<Context>)
 }
 
 impl Context {
+    fn leading(&self) -> bool {
+        self.parts.leadership.borrow().is_leading()
+    }
+
+    /// Makes a side effect only while this replica holds the Lease, with at least
+    /// `FENCE_MARGIN` to spare, and drops it if it is not done before the lease would lapse:
+    /// a paused or partitioned ex-leader sends nothing once a standby may have taken over.
+    async fn fenced<T>(
+        &self,
+        effect: impl std::future::Future<Output = T>,
+    ) -> Result<T, ReconcileError> {
+        let left = self.parts.leadership.borrow().fence(FENCE_MARGIN)?;
+        tokio::time::timeout(left, effect).await.map_err(|_| {
+            NotLeader("the lease would lapse before the request was done".into()).into()
+        })
+    }
+
     /// The status to continue from: the cached copy's, or this process's newer write. `None`
     /// when this process already finished the run and the cache is behind.
     fn newest_status(&self, run: &str, cached: JobRunStatus) -> Option<JobRunStatus> {

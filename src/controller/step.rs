@@ -41,6 +41,10 @@ const MISSING_JOB_GRACE: Duration = Duration::from_secs(30);
 
 pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let name = run.name_any();
+    if !ctx.leading() {
+        // Another replica reconciles runs; this one takes them all up if it becomes leader.
+        return Ok(Action::await_change());
+    }
     let Some(mut reconciler) = Reconciler::new(&run, &ctx) else {
         // This process already finished the run; the watch cache has not caught up yet.
         return Ok(Action::await_change());
@@ -105,7 +109,7 @@ impl<'a> Reconciler<'a> {
         let was_finished = self.persisted.phase.is_finished();
         self.initialise();
         if self.sends_events() {
-            self.deliver(TaskEventKind::Started).await;
+            self.deliver(TaskEventKind::Started).await?;
         }
         self.persist().await?;
         self.advance_tasks().await?;
@@ -116,7 +120,7 @@ impl<'a> Reconciler<'a> {
                 .as_ref()
                 .is_some_and(|d| d.state == DeliveryState::Pending);
             if !started_open {
-                self.deliver(TaskEventKind::Finished).await;
+                self.deliver(TaskEventKind::Finished).await?;
             }
         }
         self.update_conditions();
@@ -193,16 +197,16 @@ impl<'a> Reconciler<'a> {
         }
         self.status.revision = self.persisted.revision + 1;
         let patch = json!({ "status": self.status });
-        self.api
-            .patch_status(
-                &self.name,
-                &PatchParams {
-                    field_manager: Some(FIELD_MANAGER.to_string()),
-                    ..Default::default()
-                },
-                &Patch::Merge(&patch),
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..Default::default()
+        };
+        self.ctx
+            .fenced(
+                self.api
+                    .patch_status(&self.name, &params, &Patch::Merge(&patch)),
             )
-            .await?;
+            .await??;
         self.ctx.remember_status(&self.name, self.status.clone());
         self.persisted = self.status.clone();
         Ok(())
@@ -332,7 +336,7 @@ impl<'a> Reconciler<'a> {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..Default::default()
         };
-        match jobs.create(&params, &job).await {
+        match self.ctx.fenced(jobs.create(&params, &job)).await? {
             Ok(_) => {
                 self.ctx.parts.metrics.job_created();
                 tracing::info!(run = %self.name, job = %job_name, "created Job");
@@ -395,7 +399,7 @@ impl<'a> Reconciler<'a> {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..Default::default()
         };
-        match api.create(&params, &config_map).await {
+        match self.ctx.fenced(api.create(&params, &config_map)).await? {
             Ok(_) => Ok(Ok(())),
             Err(kube::Error::Api(status)) if status.reason == "AlreadyExists" => Ok(Ok(())),
             Err(error) => Err(error.into()),
@@ -467,7 +471,9 @@ impl<'a> Reconciler<'a> {
                     self.ctx.parts.client.clone(),
                     &self.ctx.parts.settings.job_namespace,
                 );
-                match jobs.delete(&job_name, &DeleteParams::background()).await {
+                let background = DeleteParams::background();
+                let deleted = jobs.delete(&job_name, &background);
+                match self.ctx.fenced(deleted).await? {
                     Ok(_) => {}
                     Err(kube::Error::Api(status)) if status.code == 404 => {}
                     Err(error) => return Err(error.into()),
@@ -499,7 +505,7 @@ impl<'a> Reconciler<'a> {
     }
 
     /// One attempt at an outgoing event if it is due; records the result in status.
-    async fn deliver(&mut self, kind: TaskEventKind) {
+    async fn deliver(&mut self, kind: TaskEventKind) -> Result<(), ReconcileError> {
         let give_up_after = self.ctx.parts.options.delivery_give_up_after;
         let delivery = match kind {
             TaskEventKind::Started => self.status.started.clone(),
@@ -510,15 +516,17 @@ impl<'a> Reconciler<'a> {
                 }))
             }
         };
-        let Some(mut delivery) = delivery else { return };
+        let Some(mut delivery) = delivery else {
+            return Ok(());
+        };
         if delivery.state != DeliveryState::Pending {
-            return;
+            return Ok(());
         }
         let wait = until(delivery.next_attempt.as_ref());
         if !wait.is_zero() {
             self.wake_within(wait);
             self.store_delivery(kind, delivery);
-            return;
+            return Ok(());
         }
         let first = delivery.first_attempt.get_or_insert_with(now_text).clone();
         let time = first.parse().unwrap_or_else(|_| Timestamp::now());
@@ -534,10 +542,12 @@ impl<'a> Reconciler<'a> {
                 report::finished_event(self.run, &self.status, &outcome, source, time)
             }
         };
-        let Some(event) = event else { return };
+        let Some(event) = event else {
+            return Ok(());
+        };
         delivery.attempts += 1;
         let kind_label = kind.as_str();
-        match self.ctx.parts.sink.deliver(&event).await {
+        match self.ctx.fenced(self.ctx.parts.sink.deliver(&event)).await? {
             Ok(()) => {
                 delivery.state = DeliveryState::Delivered;
                 delivery.delivered_at = Some(now_text());
@@ -568,6 +578,7 @@ impl<'a> Reconciler<'a> {
             }
         }
         self.store_delivery(kind, delivery);
+        Ok(())
     }
 
     fn store_delivery(&mut self, kind: TaskEventKind, delivery: Delivery) {

@@ -56,7 +56,7 @@ fn chart_lints_without_errors() {
 fn chart_refuses_values_outside_its_schema() {
     let dir = tempdir("bad-values");
     for (bad, complaint) in [
-        ("replicas: 2\n", "/replicas"),
+        ("replicas: 11\n", "/replicas"),
         ("sink:\n  url: https://sink.example\n", "/sink/url"),
         (
             "settings:\n  allowPrivileged: \"yes\"\n",
@@ -157,8 +157,11 @@ fn chart_wires_image_accounts_namespaces_probes_and_security() {
         }
         let env = env_of(container);
         assert!(
-            env.iter()
-                .all(|(_, e)| e["valueFrom"]["secretKeyRef"]["name"].is_string()),
+            env.iter().all(|(n, e)| {
+                e["valueFrom"]["secretKeyRef"]["name"].is_string()
+                    || (n == "JOB_EXECUTOR_IDENTITY"
+                        && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name")
+            }),
             "{name}: {env:?}"
         );
         // The ingest is protected by a token by default, mounted from its Secret as a file
@@ -407,13 +410,21 @@ fn full_values_reach_the_manifests() {
 
 #[test]
 fn the_role_is_the_same_whatever_the_values() {
+    // Only the Lease's name follows the release's name.
+    let unnamed = |docs: &[Value]| -> Value {
+        let mut rules = find(docs, "Role", None)["rules"].clone();
+        for rule in rules.as_array_mut().unwrap() {
+            rule.as_object_mut().unwrap().remove("resourceNames");
+        }
+        rules
+    };
     let rules: Vec<Value> = renderings()
         .iter()
-        .map(|(_, yaml)| find(&documents(yaml), "Role", None)["rules"].clone())
+        .map(|(_, yaml)| unnamed(&documents(yaml)))
         .collect();
     assert!(rules.windows(2).all(|w| w[0] == w[1]), "{rules:#?}");
     let deploy = documents(&read("deploy/service.yaml"));
-    assert_eq!(find(&deploy, "Role", None)["rules"], rules[0]);
+    assert_eq!(unnamed(&deploy), rules[0]);
 }
 
 #[test]
@@ -429,4 +440,75 @@ fn notes_tell_how_to_send_a_test_event() {
         "{notes}"
     );
     assert!(notes.contains("get jobruns"), "{notes}");
+}
+
+/// Several replicas with one leader: every replica receives events, updates roll (a new pod
+/// before an old one goes), drains keep one, replicas spread over nodes, each replica named
+/// after its pod in the Lease this installation's Role lets it renew.
+#[test]
+fn chart_runs_replicas_with_one_leader() {
+    for (name, yaml) in renderings() {
+        let docs = documents(&yaml);
+        let deployment = find(&docs, "Deployment", None);
+        let spec = &deployment["spec"];
+        let pod = &spec["template"]["spec"];
+        let selector = &spec["selector"]["matchLabels"];
+        let replicas = spec["replicas"].as_i64().unwrap();
+        assert_eq!(spec["strategy"]["type"], "RollingUpdate", "{name}");
+        assert_eq!(
+            spec["strategy"]["rollingUpdate"]["maxUnavailable"], 0,
+            "{name}"
+        );
+        let budgets: Vec<&Value> = docs
+            .iter()
+            .filter(|d| d["kind"] == "PodDisruptionBudget")
+            .collect();
+        if replicas > 1 {
+            assert_eq!(budgets.len(), 1, "{name}");
+            assert_eq!(budgets[0]["spec"]["minAvailable"], 1, "{name}");
+            assert_eq!(
+                &budgets[0]["spec"]["selector"]["matchLabels"], selector,
+                "{name}"
+            );
+        } else {
+            assert!(
+                budgets.is_empty(),
+                "{name}: a budget for {replicas} replica(s)"
+            );
+        }
+        let env = env_of(&pod["containers"][0]);
+        let identity = env
+            .iter()
+            .find(|(n, _)| n == "JOB_EXECUTOR_IDENTITY")
+            .unwrap_or_else(|| panic!("{name}: no identity"));
+        assert_eq!(
+            identity.1["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name",
+            "{name}"
+        );
+        let lease = find(&docs, "ConfigMap", None)["data"]["JOB_EXECUTOR_LEASE_NAME"].clone();
+        let role = find(&docs, "Role", None);
+        let named: Vec<&Value> = role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|rule| rule["resources"] == json!(["leases"]))
+            .collect();
+        assert_eq!(named.len(), 2, "{name}: {named:?}");
+        assert_eq!(named[0]["verbs"], json!(["create"]), "{name}");
+        assert_eq!(named[1]["verbs"], json!(["get", "update"]), "{name}");
+        assert_eq!(named[1]["resourceNames"], json!([lease]), "{name}");
+    }
+    let docs = documents(&render(&[]));
+    let pod = &find(&docs, "Deployment", None)["spec"]["template"]["spec"];
+    let spread =
+        &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(
+        spread["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    assert_eq!(
+        find(&docs, "Deployment", None)["spec"]["replicas"],
+        2,
+        "two replicas by default"
+    );
 }

@@ -47,7 +47,12 @@ fn granted(role: &Value) -> BTreeSet<Permission> {
     };
     let mut set = BTreeSet::new();
     for rule in role["rules"].as_array().unwrap() {
-        assert!(rule.get("resourceNames").is_none(), "{rule}");
+        // Only the Lease is granted by name (reading and renewing one's own Lease).
+        if let Some(names) = rule.get("resourceNames") {
+            assert_eq!(rule["apiGroups"], json!(["coordination.k8s.io"]), "{rule}");
+            assert_eq!(rule["resources"], json!(["leases"]), "{rule}");
+            assert_eq!(names.as_array().map(Vec::len), Some(1), "{rule}");
+        }
         for group in strings(&rule["apiGroups"]) {
             for resource in strings(&rule["resources"]) {
                 for verb in strings(&rule["verbs"]) {
@@ -129,6 +134,13 @@ fn pod_environment(
         }
     }
     for var in container["env"].as_array().into_iter().flatten() {
+        if var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name" {
+            env.insert(
+                var["name"].as_str().unwrap().to_string(),
+                "job-executor-pod".to_string(),
+            );
+            continue;
+        }
         let reference = &var["valueFrom"]["secretKeyRef"];
         let secret = sim
             .get_object(

@@ -61,6 +61,8 @@ fn resolve_env(docs: &[Value], container: &Value) -> BTreeMap<String, String> {
         let name = var["name"].as_str().unwrap().to_string();
         let value = if let Some(value) = var["value"].as_str() {
             value.to_string()
+        } else if var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name" {
+            "job-executor-7d9c5b-x2k4p".to_string()
         } else {
             assert!(
                 var["valueFrom"]["secretKeyRef"]["name"].is_string(),

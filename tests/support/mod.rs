@@ -286,6 +286,10 @@ impl Operator {
             .arg("run")
             .args(&self.args)
             .env("KUBECONFIG", &self.kubeconfig)
+            // The same identity across restarts, as a pod keeps its name when its container
+            // restarts: the restarted operator goes on leading at once (tests of several
+            // replicas give each its own `--identity`).
+            .env("JOB_EXECUTOR_IDENTITY", "job-executor-test")
             .env("RUST_LOG", "info,job_executor=debug")
             .stdout(Stdio::piped())
             .stderr(log)

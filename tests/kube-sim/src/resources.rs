@@ -177,6 +177,16 @@ impl Default for Registry {
                     true,
                 ),
                 builtin(
+                    "policy",
+                    "v1",
+                    "PodDisruptionBudget",
+                    "poddisruptionbudgets",
+                    true,
+                    &["pdb"],
+                    true,
+                    true,
+                ),
+                builtin(
                     "networking.k8s.io",
                     "v1",
                     "NetworkPolicy",

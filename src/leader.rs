@@ -1,0 +1,513 @@
+//! Leader election over a `coordination.k8s.io/v1` Lease, with client-go's protocol: every
+//! replica receives events, only the holder of the Lease reconciles runs.
+//!
+//! - A follower takes the Lease over once its record (holder, renew time, transitions) has not
+//!   changed for the lease duration, measured on its own monotonic clock (the timestamps in the
+//!   Lease are another machine's and are only compared for change).
+//! - Every write carries the `resourceVersion` last read, so of two replicas racing for the
+//!   Lease one gets 409.
+//! - The leader renews every retry period. It counts itself leader only until `valid_until`:
+//!   the instant *before* its last successful renew was sent, plus the renew deadline. The renew
+//!   deadline is shorter than the lease duration, so a leader that cannot renew (paused,
+//!   partitioned, slow) stops counting itself leader at least `duration - renew_deadline` before
+//!   any other replica may take over. Side effects check this first ([`Leadership::fence`]).
+//! - On shutdown the leader releases the Lease (an empty holder), so a standby takes over at
+//!   its next retry instead of after the lease duration.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ObjectMeta, PostParams};
+use tokio::sync::watch;
+
+/// How leadership is held.
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    /// The Lease's name, in the job namespace.
+    pub name: String,
+    /// This replica's identity (its pod name in a cluster).
+    pub identity: String,
+    /// How long a follower waits for a silent leader before taking over.
+    pub duration: Duration,
+    /// How long the leader keeps leading without a successful renew.
+    pub renew_deadline: Duration,
+    /// How often the leader renews and a follower looks.
+    pub retry_period: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error(
+        "the lease timings must satisfy duration ({duration:?}) > renew deadline \
+         ({renew_deadline:?}) > 1.2 × retry period ({retry_period:?})"
+    )]
+    Timings {
+        duration: Duration,
+        renew_deadline: Duration,
+        retry_period: Duration,
+    },
+}
+
+impl LeaseSettings {
+    pub fn check(&self) -> Result<(), LeaseError> {
+        if self.duration > self.renew_deadline
+            && self.renew_deadline > self.retry_period.mul_f32(1.2)
+            && !self.retry_period.is_zero()
+        {
+            Ok(())
+        } else {
+            Err(LeaseError::Timings {
+                duration: self.duration,
+                renew_deadline: self.renew_deadline,
+                retry_period: self.retry_period,
+            })
+        }
+    }
+}
+
+/// What this replica knows about who leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leadership {
+    /// Another replica leads (or nobody: `holder` empty).
+    Following { holder: Option<String> },
+    /// This replica leads until `valid_until`, unless a renew moves it.
+    Leading { valid_until: Instant, term: i32 },
+}
+
+/// A side effect refused because this replica does not (or no longer) hold the Lease.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("this replica does not lead (anymore): {0}")]
+pub struct NotLeader(pub String);
+
+impl Leadership {
+    /// The time left to finish a side effect in, if this replica leads for at least `margin`
+    /// more: the effect must be sent within it (and is dropped when it is not done by then).
+    pub fn fence(&self, margin: Duration) -> Result<Duration, NotLeader> {
+        match self {
+            Leadership::Leading { valid_until, .. } => valid_until
+                .checked_duration_since(Instant::now())
+                .filter(|left| *left > margin)
+                .ok_or_else(|| NotLeader("the lease was not renewed in time".into())),
+            Leadership::Following { holder } => Err(NotLeader(match holder {
+                Some(holder) => format!("{holder} holds the lease"),
+                None => "nobody holds the lease".into(),
+            })),
+        }
+    }
+
+    pub fn is_leading(&self) -> bool {
+        matches!(self, Leadership::Leading { .. })
+    }
+}
+
+/// What a follower watches for change: holder, renew time, transitions.
+type Record = Option<(Option<String>, Option<MicroTime>, Option<i32>)>;
+
+/// The record a follower watches for change.
+fn record(lease: &Lease) -> Record {
+    lease.spec.as_ref().map(|spec| {
+        (
+            spec.holder_identity.clone(),
+            spec.renew_time.clone(),
+            spec.lease_transitions,
+        )
+    })
+}
+
+fn holder(lease: &Lease) -> Option<String> {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.holder_identity.clone())
+        .filter(|holder| !holder.is_empty())
+}
+
+fn now() -> MicroTime {
+    MicroTime(jiff::Timestamp::now())
+}
+
+/// Runs the election until `shutdown` resolves, publishing what this replica knows in `tx`;
+/// then releases the Lease if this replica holds it.
+pub async fn elect(
+    api: Api<Lease>,
+    settings: LeaseSettings,
+    tx: watch::Sender<Leadership>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut election = Election {
+        api,
+        settings,
+        tx,
+        held: None,
+        seen: None,
+    };
+    tokio::pin!(shutdown);
+    loop {
+        let wait = election.step().await;
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+    election.release().await;
+}
+
+struct Election {
+    api: Api<Lease>,
+    settings: LeaseSettings,
+    tx: watch::Sender<Leadership>,
+    /// The Lease as this replica last wrote it while leading.
+    held: Option<Lease>,
+    /// The record last seen of another holder, and when it was first seen so.
+    seen: Option<(Record, Instant)>,
+}
+
+impl Election {
+    /// One round: renew when leading, else look and take over when the holder is gone. Returns
+    /// how long to wait before the next round.
+    async fn step(&mut self) -> Duration {
+        let jitter = |period: Duration| period.mul_f64(1.0 + rand_fraction() * 0.2);
+        match self.held.take() {
+            Some(lease) => {
+                self.renew(lease).await;
+                self.settings.retry_period
+            }
+            None => {
+                self.try_acquire().await;
+                if self.held.is_some() {
+                    self.settings.retry_period
+                } else {
+                    jitter(self.settings.retry_period)
+                }
+            }
+        }
+    }
+
+    fn leading(&self) -> Option<Instant> {
+        match &*self.tx.borrow() {
+            Leadership::Leading { valid_until, .. } => Some(*valid_until),
+            Leadership::Following { .. } => None,
+        }
+    }
+
+    fn follow(&mut self, holder: Option<String>) {
+        let following = Leadership::Following { holder };
+        self.tx.send_if_modified(|current| {
+            if *current == following {
+                return false;
+            }
+            if current.is_leading() {
+                tracing::warn!("lost the leadership: {following:?}");
+            }
+            *current = following;
+            true
+        });
+    }
+
+    fn lead(&mut self, lease: Lease, sent: Instant) {
+        let term = lease
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.lease_transitions)
+            .unwrap_or_default();
+        if self.leading().is_none() {
+            tracing::info!(identity = %self.settings.identity, term, "leading");
+        }
+        self.tx.send_replace(Leadership::Leading {
+            valid_until: sent + self.settings.renew_deadline,
+            term,
+        });
+        self.held = Some(lease);
+    }
+
+    /// Each Lease call is bounded: kube's client has no read timeout of its own.
+    async fn bounded<T>(
+        &self,
+        limit: Duration,
+        call: impl std::future::Future<Output = Result<T, kube::Error>>,
+    ) -> Option<Result<T, kube::Error>> {
+        tokio::time::timeout(limit, call).await.ok()
+    }
+
+    async fn try_acquire(&mut self) {
+        let timeout = self.settings.retry_period.max(Duration::from_secs(1));
+        let Some(found) = self
+            .bounded(timeout, self.api.get_opt(&self.settings.name))
+            .await
+        else {
+            return;
+        };
+        let found = match found {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the lease");
+                return;
+            }
+        };
+        let sent = Instant::now();
+        let Some(mut lease) = found else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.settings.name.clone()),
+                    ..Default::default()
+                },
+                spec: Some(self.spec(0)),
+            };
+            match self
+                .bounded(timeout, self.api.create(&PostParams::default(), &lease))
+                .await
+            {
+                Some(Ok(created)) => self.lead(created, sent),
+                Some(Err(error)) => tracing::debug!(%error, "another replica created the lease"),
+                None => {}
+            }
+            return;
+        };
+        let current = holder(&lease);
+        let mine = current.as_deref() == Some(self.settings.identity.as_str());
+        if !mine && current.is_some() {
+            // Another holder: take over only once its record stood still for the duration.
+            let record = record(&lease);
+            let since = match &self.seen {
+                Some((seen, at)) if *seen == record => *at,
+                _ => {
+                    self.seen = Some((record, Instant::now()));
+                    Instant::now()
+                }
+            };
+            if since.elapsed() < self.settings.duration {
+                self.follow(current);
+                return;
+            }
+            tracing::info!(holder = ?current, "the lease expired; taking it over");
+        }
+        let transitions = lease
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.lease_transitions)
+            .unwrap_or_default();
+        // The same identity (a restarted container of the same pod) goes on with its term.
+        let spec = if mine {
+            let mut spec = self.spec(transitions);
+            spec.acquire_time = lease.spec.as_ref().and_then(|s| s.acquire_time.clone());
+            spec
+        } else {
+            self.spec(transitions + 1)
+        };
+        lease.spec = Some(spec);
+        match self
+            .bounded(
+                timeout,
+                self.api
+                    .replace(&self.settings.name, &PostParams::default(), &lease),
+            )
+            .await
+        {
+            Some(Ok(taken)) => {
+                self.seen = None;
+                self.lead(taken, sent);
+            }
+            Some(Err(error)) => {
+                tracing::debug!(%error, "another replica took the lease first");
+                self.follow(current);
+            }
+            None => self.follow(current),
+        }
+    }
+
+    async fn renew(&mut self, mut lease: Lease) {
+        let Some(valid_until) = self.leading() else {
+            return;
+        };
+        let sent = Instant::now();
+        let Some(left) = valid_until.checked_duration_since(sent) else {
+            self.follow(None);
+            return;
+        };
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.renew_time = Some(now());
+        }
+        match self
+            .bounded(
+                left,
+                self.api
+                    .replace(&self.settings.name, &PostParams::default(), &lease),
+            )
+            .await
+        {
+            Some(Ok(renewed)) => self.lead(renewed, sent),
+            Some(Err(kube::Error::Api(status))) if status.code == 409 => {
+                // Written by someone else since: whoever holds it now, it is not this replica's
+                // term anymore.
+                tracing::warn!("the lease changed under this replica; following");
+                self.follow(None);
+            }
+            failed => {
+                if let Some(Err(error)) = failed {
+                    tracing::warn!(%error, "cannot renew the lease; retrying until the renew deadline");
+                }
+                if Instant::now() >= valid_until {
+                    self.follow(None);
+                } else {
+                    self.held = Some(lease);
+                }
+            }
+        }
+    }
+
+    fn spec(&self, transitions: i32) -> LeaseSpec {
+        let now = now();
+        LeaseSpec {
+            holder_identity: Some(self.settings.identity.clone()),
+            lease_duration_seconds: Some(self.settings.duration.as_secs().max(1) as i32),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            lease_transitions: Some(transitions),
+            ..Default::default()
+        }
+    }
+
+    /// Gives the Lease up (an empty holder), so a standby takes over at its next look.
+    async fn release(&mut self) {
+        let Some(mut lease) = self.held.take() else {
+            return;
+        };
+        self.follow(None);
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.holder_identity = None;
+            spec.lease_duration_seconds = Some(1);
+            spec.renew_time = Some(now());
+        }
+        match self
+            .bounded(
+                self.settings.retry_period.max(Duration::from_secs(1)),
+                self.api
+                    .replace(&self.settings.name, &PostParams::default(), &lease),
+            )
+            .await
+        {
+            Some(Ok(_)) => tracing::info!("released the lease"),
+            Some(Err(error)) => tracing::warn!(%error, "cannot release the lease"),
+            None => tracing::warn!("cannot release the lease: no answer"),
+        }
+    }
+}
+
+/// A number in [0, 1) that differs between replicas and rounds (jitter only).
+fn rand_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    (hasher.finish() % 1_000_000) as f64 / 1_000_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(identity: &str) -> LeaseSettings {
+        LeaseSettings {
+            name: "job-executor".into(),
+            identity: identity.into(),
+            duration: Duration::from_millis(1500),
+            renew_deadline: Duration::from_millis(1000),
+            retry_period: Duration::from_millis(200),
+        }
+    }
+
+    #[test]
+    fn timings_must_leave_a_fencing_margin() {
+        assert!(settings("a").check().is_ok());
+        let mut equal = settings("a");
+        equal.renew_deadline = equal.duration;
+        assert!(equal.check().is_err());
+        let mut slow_retry = settings("a");
+        slow_retry.retry_period = Duration::from_millis(900);
+        assert!(slow_retry.check().is_err());
+    }
+
+    #[test]
+    fn only_a_leader_with_time_left_may_act() {
+        let leading = Leadership::Leading {
+            valid_until: Instant::now() + Duration::from_secs(5),
+            term: 0,
+        };
+        let left = leading.fence(Duration::from_secs(1)).unwrap();
+        assert!(left > Duration::from_secs(4) && left <= Duration::from_secs(5));
+        assert!(leading.fence(Duration::from_secs(6)).is_err());
+        let lapsed = Leadership::Leading {
+            valid_until: Instant::now(),
+            term: 0,
+        };
+        assert!(lapsed.fence(Duration::ZERO).is_err());
+        let following = Leadership::Following {
+            holder: Some("b".into()),
+        };
+        assert_eq!(
+            following.fence(Duration::ZERO).unwrap_err().to_string(),
+            "this replica does not lead (anymore): b holds the lease"
+        );
+    }
+
+    async fn wait_for(rx: &mut watch::Receiver<Leadership>, leading: bool) -> Duration {
+        let start = Instant::now();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            rx.wait_for(|l| l.is_leading() == leading),
+        )
+        .await
+        .expect("the leadership changed in time")
+        .expect("the election runs");
+        start.elapsed()
+    }
+
+    /// Two candidates on one Lease: one leads, the other waits; a released Lease is taken at
+    /// the next look, an abandoned one only after the lease duration.
+    #[tokio::test]
+    async fn one_leads_a_released_lease_moves_at_once_an_abandoned_one_after_the_duration() {
+        let sim = kube_sim::Sim::builder().start().await.unwrap();
+        let api = || Api::<Lease>::namespaced(sim.client(), "default");
+        let start = |identity: &str| {
+            let (tx, rx) = watch::channel(Leadership::Following { holder: None });
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(elect(api(), settings(identity), tx, async move {
+                let _ = stopped.await;
+            }));
+            (rx, stop, task)
+        };
+        let (mut a, stop_a, task_a) = start("a");
+        wait_for(&mut a, true).await;
+        let (mut b, stop_b, task_b) = start("b");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            *b.borrow(),
+            Leadership::Following {
+                holder: Some("a".into())
+            }
+        );
+        // A stops and releases: B leads within a retry period or so.
+        let _ = stop_a.send(());
+        task_a.await.unwrap();
+        assert!(!a.borrow().is_leading());
+        let took = wait_for(&mut b, true).await;
+        assert!(took < Duration::from_millis(1000), "{took:?}");
+        let lease = api().get("job-executor").await.unwrap();
+        let spec = lease.spec.unwrap();
+        assert_eq!(spec.holder_identity.as_deref(), Some("b"));
+        assert_eq!(spec.lease_transitions, Some(1));
+
+        // B vanishes without releasing (its task aborted, as in a crash): C waits the duration.
+        task_b.abort();
+        drop(stop_b);
+        let (mut c, _stop_c, _task_c) = start("c");
+        let took = wait_for(&mut c, true).await;
+        assert!(took >= Duration::from_millis(1500), "{took:?}");
+        assert!(took < Duration::from_secs(4), "{took:?}");
+    }
+}
