@@ -145,6 +145,9 @@ pub struct JobRunStatus {
     /// delivery says the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<RunOutcome>,
+    /// When the outcome was fixed (RFC 3339); the retention of finished runs counts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }

@@ -1357,3 +1357,85 @@ async fn a_hanging_api_server_gets_503_within_the_store_timeout_and_turns_readin
     h.wait_finished("hang-1", LONG).await;
     assert_eq!(h.jobruns().len(), 1);
 }
+
+/// Bounded state: a finished run is deleted after its retention, and its Jobs and files go
+/// with it; a run whose `.finished` is not delivered yet stays until it is; an event
+/// redelivered after its run was deleted runs again (the documented trade-off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_runs_are_deleted_after_their_retention_once_reported() {
+    let h = Harness::start(&["--jobrun-retention-seconds", "2"]).await;
+    // The sink refuses the `.finished` of one event until told otherwise.
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = open.clone();
+    h.sink.set_policy(move |event| {
+        if event.triggered_id == "kept-1"
+            && event.event_type.ends_with(".finished")
+            && !gate.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            support::Reply::Unavailable
+        } else {
+            support::Reply::Accept
+        }
+    });
+    let run_of = |id: &str| {
+        h.jobruns()
+            .into_iter()
+            .find(|run| run["spec"]["event"]["id"] == id)
+    };
+    for id in ["gone-1", "kept-1"] {
+        let response = h
+            .post_event(&sample_with_id("test.triggered.json", id))
+            .await;
+        assert_eq!(response.status, 202, "{:?}", response.body);
+    }
+    let finished = h.wait_finished("gone-1", LONG).await;
+    assert_eq!(finished.data["status"], "succeeded");
+    let gone = run_of("gone-1").unwrap();
+    let name = gone["metadata"]["name"].as_str().unwrap().to_string();
+    assert!(
+        gone["status"]["finishedAt"].is_string(),
+        "{}",
+        gone["status"]
+    );
+    wait_for("the run deleted after its retention", LONG, || {
+        run_of("gone-1").is_none()
+    })
+    .await;
+    // Its Jobs and files ConfigMap go with it (the simulator's garbage collector).
+    wait_for("its Jobs and ConfigMap collected", LONG, || {
+        let owned = |resource: &str, group: &str| {
+            h.sim
+                .list_objects(group, resource, Some("default"))
+                .into_iter()
+                .filter(|o| o["metadata"]["labels"]["job-executor.dev/run"] == name.as_str())
+                .count()
+        };
+        owned("jobs", "batch") == 0 && owned("configmaps", "") == 0
+    })
+    .await;
+    // The undelivered one stays past its retention.
+    wait_for("a refused attempt at its .finished", LONG, || {
+        run_of("kept-1")
+            .is_some_and(|run| run["status"]["finished"]["attempts"].as_u64() >= Some(1))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let kept = run_of("kept-1").expect("a run whose .finished is not delivered is kept");
+    assert_eq!(kept["status"]["phase"], "Succeeded");
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    h.wait_finished("kept-1", Duration::from_secs(90)).await;
+    wait_for("the reported run deleted", Duration::from_secs(90), || {
+        run_of("kept-1").is_none()
+    })
+    .await;
+    // Redelivered after its run is gone: a new run (within the retention it is a duplicate).
+    let again = h
+        .post_event(&sample_with_id("test.triggered.json", "gone-1"))
+        .await;
+    assert_eq!(again.status, 202, "{:?}", again.body);
+    assert_eq!(again.body["events"][0]["runs"][0]["status"], "created");
+    assert!(
+        h.operator_log()
+            .contains("deleted the finished run after its retention")
+    );
+}

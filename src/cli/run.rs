@@ -325,6 +325,15 @@ pub struct OperatorArgs {
     /// Runs reconciled at the same time.
     #[arg(long, env = "JOB_EXECUTOR_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
+    /// Seconds a finished run (its JobRun, with its Jobs and files) is kept once its
+    /// `.finished` is delivered; 0 keeps runs for good. A run whose `.finished` could not be
+    /// delivered is kept. An event redelivered after its run was deleted runs again.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_JOBRUN_RETENTION_SECONDS",
+        default_value_t = 7 * 24 * 3600
+    )]
+    pub jobrun_retention_seconds: u64,
     /// Seconds ingest waits for the API server to store a run before it answers 503 with
     /// `Retry-After` (the sender retries; a run stored late is then a duplicate).
     #[arg(long, env = "JOB_EXECUTOR_STORE_TIMEOUT_SECONDS", default_value_t = 5)]
@@ -358,6 +367,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         log_excerpt_bytes,
         never_started_timeout_seconds,
         concurrency,
+        jobrun_retention_seconds,
         store_timeout_seconds,
     } = operator;
     let settings = Arc::new(install.settings()?);
@@ -480,6 +490,8 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
                 never_started_timeout: Duration::from_secs(never_started_timeout_seconds),
                 delivery_give_up_after: Duration::from_secs(sink_give_up_after_seconds),
                 concurrency,
+                jobrun_retention: (jobrun_retention_seconds > 0)
+                    .then(|| Duration::from_secs(jobrun_retention_seconds)),
             },
             leadership,
         },

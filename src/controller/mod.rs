@@ -44,6 +44,9 @@ pub struct ControllerOptions {
     pub delivery_give_up_after: Duration,
     /// Runs reconciled at the same time.
     pub concurrency: u16,
+    /// How long a finished run is kept after its outcome was fixed (and its `.finished`
+    /// delivered); `None`: for good.
+    pub jobrun_retention: Option<Duration>,
 }
 
 /// What a reconcile needs: the parts the controller was built from, and its caches.

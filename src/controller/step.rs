@@ -142,10 +142,61 @@ impl<'a> Reconciler<'a> {
                 .metrics
                 .run_finished(self.status.phase.as_str());
         }
+        if done {
+            match self.retention_left() {
+                Some(left) if left.is_zero() => {
+                    self.delete_run().await?;
+                    return Ok(Action::await_change());
+                }
+                Some(left) => return Ok(Action::requeue(left)),
+                None => {}
+            }
+        }
         Ok(match self.wake {
             Some(delay) if !done => Action::requeue(delay.max(Duration::from_millis(50))),
             _ => Action::await_change(),
         })
+    }
+
+    /// How long a finished run is still kept (`--jobrun-retention-seconds`), `None` when it is
+    /// kept for good: retention off, or its `.finished` given up (the record of what could not
+    /// be delivered stays until someone looks).
+    fn retention_left(&self) -> Option<Duration> {
+        let retention = self.ctx.parts.options.jobrun_retention?;
+        if self
+            .status
+            .finished
+            .as_ref()
+            .is_some_and(|d| d.state != DeliveryState::Delivered)
+        {
+            return None;
+        }
+        // Runs finished by an older version have no `finishedAt`: their creation counts.
+        let finished_at = self.status.finished_at.clone().or_else(|| {
+            self.run
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+        });
+        Some(retention.saturating_sub(since(finished_at.as_ref())))
+    }
+
+    /// Deletes the run past its retention; its Jobs and ConfigMap go with it (owner references).
+    async fn delete_run(&self) -> Result<(), ReconcileError> {
+        let background = DeleteParams::background();
+        match self
+            .ctx
+            .fenced(self.api.delete(&self.name, &background))
+            .await?
+        {
+            Ok(_) => {
+                tracing::info!(run = %self.name, "deleted the finished run after its retention");
+                Ok(())
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(error.into()),
+        }
     }
 
     fn initialise(&mut self) {
@@ -188,6 +239,7 @@ impl<'a> Reconciler<'a> {
             OutcomeStatus::Errored => RunPhase::Failed,
         };
         self.status.outcome = Some(crate::crd::RunOutcome { status, message });
+        self.status.finished_at = Some(now_text());
     }
 
     /// Writes the status if it changed; the revision counts the writes.

@@ -471,6 +471,30 @@ async fn the_operator_needs_exactly_the_shipped_role() {
     .unwrap();
     operator.kill().await.unwrap();
 
+    // The same replica restarted with a retention of a second deletes the finished runs (the
+    // runs were read above; with the chart's retention of days they would stay).
+    let mut operator = tokio::process::Command::new(BIN)
+        .args(&args)
+        .env_clear()
+        .envs(&env)
+        .env("JOB_EXECUTOR_JOBRUN_RETENTION_SECONDS", "1")
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("operator-retention.log")).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_until(
+        || {
+            sim.list_objects("job-executor.dev", "jobruns", Some(&job_namespace))
+                .is_empty()
+        },
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    operator.kill().await.unwrap();
+
     // What the operator did in the API server, as kube-sim saw it.
     let requests: Vec<_> = sim
         .requests()
