@@ -268,4 +268,20 @@ impl JobRun {
     pub fn status_or_default(&self) -> JobRunStatus {
         self.status.clone().unwrap_or_default()
     }
+
+    /// Whether the run is over: finished, and its `.finished` (if any) delivered or given up.
+    pub fn is_done(&self) -> bool {
+        self.status.as_ref().is_some_and(JobRunStatus::is_done)
+    }
+}
+
+impl JobRunStatus {
+    /// Finished, and its `.finished` (if any) delivered or given up.
+    pub fn is_done(&self) -> bool {
+        self.phase.is_finished()
+            && self
+                .finished
+                .as_ref()
+                .is_none_or(|d| d.state != DeliveryState::Pending)
+    }
 }

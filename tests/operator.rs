@@ -1439,3 +1439,80 @@ async fn finished_runs_are_deleted_after_their_retention_once_reported() {
             .contains("deleted the finished run after its retention")
     );
 }
+
+/// Backpressure: beyond `--max-runs-in-flight`, an event that would add runs gets 429 with
+/// `Retry-After` and nothing of it is stored; a redelivery of an accepted event still passes;
+/// once runs finish, the refused event is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_beyond_the_in_flight_bound_are_refused_until_some_finish() {
+    let dir = support::fresh_dir("backpressure");
+    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
+    std::fs::write(
+        dir.join("carts/job/config.yaml"),
+        "apiVersion: v2\nactions:\n  - name: held\n    events: [{name: sh.keptn.event.test.triggered}]\n    tasks: [{image: held.example/task}]\n",
+    )
+    .unwrap();
+    let h = Harness::start_full(
+        kube_sim::Sim::builder(),
+        dir,
+        &["--max-runs-in-flight", "2"],
+    )
+    .await;
+    h.sim
+        .runtime()
+        .set(ImageRule::image("held.example/*"), Behavior::hold());
+    for id in ["bp-1", "bp-2"] {
+        let response = h
+            .post_event(&sample_with_id("test.triggered.json", id))
+            .await;
+        assert_eq!(response.status, 202, "{:?}", response.body);
+    }
+    wait_for("both tasks running", LONG, || {
+        h.sim.runtime().held().len() == 2
+    })
+    .await;
+    let refused = h
+        .post_event(&sample_with_id("test.triggered.json", "bp-3"))
+        .await;
+    assert_eq!(refused.status, 429, "{:?}", refused.body);
+    assert_eq!(refused.headers["retry-after"], "5");
+    assert_eq!(
+        refused.body["error"],
+        "2 runs are in flight and this event would add 1, over the limit of 2 \
+         (--max-runs-in-flight); retry later"
+    );
+    assert_eq!(
+        h.jobruns().len(),
+        2,
+        "nothing of the refused event is stored"
+    );
+    // A redelivery adds no run: it passes.
+    let again = h
+        .post_event(&sample_with_id("test.triggered.json", "bp-1"))
+        .await;
+    assert_eq!(again.status, 202, "{:?}", again.body);
+    assert_eq!(again.body["events"][0]["runs"][0]["status"], "duplicate");
+    let (_, metrics) = h.get_admin("/metrics").await;
+    assert!(
+        metrics.contains("job_executor_events_received_total{outcome=\"backpressure\"} 1"),
+        "{metrics}"
+    );
+    // The runs finish; the sender's retry is accepted.
+    for (_, target, _) in h.sim.runtime().held() {
+        h.sim.release(&target);
+    }
+    h.wait_finished("bp-1", LONG).await;
+    h.wait_finished("bp-2", LONG).await;
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let retry = h
+            .post_event(&sample_with_id("test.triggered.json", "bp-3"))
+            .await;
+        if retry.status == 202 {
+            break;
+        }
+        assert_eq!(retry.status, 429, "{:?}", retry.body);
+        assert!(std::time::Instant::now() < deadline, "never accepted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

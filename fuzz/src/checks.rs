@@ -373,6 +373,8 @@ mod receiver {
             max_batch_events: job_executor::ingest::parse::DEFAULT_MAX_BATCH_EVENTS,
             read_timeout: Duration::from_secs(30),
             store_timeout: Duration::from_secs(30),
+            known_runs: Arc::default(),
+            max_runs_in_flight: None,
         };
         let mut request = Request::post("/")
             .body(axum::body::Body::from(body.to_vec()))

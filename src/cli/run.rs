@@ -334,6 +334,14 @@ pub struct OperatorArgs {
         default_value_t = 7 * 24 * 3600
     )]
     pub jobrun_retention_seconds: u64,
+    /// Runs in flight (not finished, or their `.finished` not delivered yet) beyond which new
+    /// runs are refused with 429 and `Retry-After`; 0: no bound.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_MAX_RUNS_IN_FLIGHT",
+        default_value_t = 10_000
+    )]
+    pub max_runs_in_flight: usize,
     /// Seconds ingest waits for the API server to store a run before it answers 503 with
     /// `Retry-After` (the sender retries; a run stored late is then a duplicate).
     #[arg(long, env = "JOB_EXECUTOR_STORE_TIMEOUT_SECONDS", default_value_t = 5)]
@@ -368,6 +376,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         never_started_timeout_seconds,
         concurrency,
         jobrun_retention_seconds,
+        max_runs_in_flight,
         store_timeout_seconds,
     } = operator;
     let settings = Arc::new(install.settings()?);
@@ -417,6 +426,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         admin_listener.local_addr()?
     );
 
+    let known_runs = Arc::new(controller::known::KnownRuns::default());
     let ingest_app = ingest::router(Arc::new(IngestState {
         runs: kube::Api::namespaced(client.clone(), &settings.job_namespace),
         source: source.clone(),
@@ -428,6 +438,8 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         max_batch_events,
         read_timeout: Duration::from_secs(read_timeout_seconds),
         store_timeout: Duration::from_secs(store_timeout_seconds),
+        known_runs: known_runs.clone(),
+        max_runs_in_flight: (max_runs_in_flight > 0).then_some(max_runs_in_flight),
     }));
     let admin_app = admin_router(AdminState {
         metrics: metrics.clone(),
@@ -494,6 +506,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
                     .then(|| Duration::from_secs(jobrun_retention_seconds)),
             },
             leadership,
+            known_runs,
         },
         health,
         stopped(stop_rx),

@@ -3,6 +3,7 @@
 //! Jobs and pods are read from reflector stores fed by one watch per kind, never polled; the
 //! reconcile of a run is woken by a change of the run, of its Job, or of its Job's pods.
 
+pub mod known;
 mod logs;
 mod observe;
 pub mod report;
@@ -115,6 +116,8 @@ pub struct Parts {
     /// Whether this replica holds the Lease, and until when: runs are reconciled, and side
     /// effects made, only while it does.
     pub leadership: watch::Receiver<Leadership>,
+    /// Kept from the JobRun watch, for ingest's bound on runs in flight.
+    pub known_runs: Arc<known::KnownRuns>,
 }
 
 /// Runs the controller until `shutdown` resolves; `health` becomes synced once every watch has
@@ -140,6 +143,10 @@ pub async fn run(
         watcher(runs, watcher::Config::default()).modify(|run| run.metadata.managed_fields = None),
     )
     .inspect(synced.marker(0))
+    .inspect({
+        let known = parts.known_runs.clone();
+        move |event| known.record(event)
+    })
     .inspect(watch_health(&health, "jobruns"))
     .default_backoff()
     .touched_objects();

@@ -126,12 +126,7 @@ impl<'a> Reconciler<'a> {
         self.update_conditions();
         self.persist().await?;
 
-        let done = self.status.phase.is_finished()
-            && self
-                .status
-                .finished
-                .as_ref()
-                .is_none_or(|d| d.state != DeliveryState::Pending);
+        let done = self.status.is_done();
         self.ctx.parts.metrics.set_in_flight(&self.name, !done);
         if done {
             self.ctx.forget_status(&self.name, self.status.revision);

@@ -51,6 +51,10 @@ pub struct IngestState {
     /// How long storing one run may take before the sender is told to retry (a frozen or
     /// partitioned API server must not hold senders until their own timeouts).
     pub store_timeout: std::time::Duration,
+    /// The runs this replica's JobRun watch knows of.
+    pub known_runs: Arc<crate::controller::known::KnownRuns>,
+    /// The most runs in flight before new ones are refused (429); `None`: no bound.
+    pub max_runs_in_flight: Option<usize>,
 }
 
 pub fn router(state: Arc<IngestState>) -> Router {
@@ -251,6 +255,10 @@ async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
                 result.error = Some(message);
             }
             EventPlan::Runs { runs, not_matched } => {
+                if let Some(refusal) = backpressure(state, &runs) {
+                    state.metrics.event_received("backpressure");
+                    return refusal;
+                }
                 result.runs = match create_runs(state, runs).await {
                     Ok(runs) => runs,
                     Err(response) => return response,
@@ -275,6 +283,44 @@ async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
         StatusCode::OK
     };
     (status, axum::Json(answer)).into_response()
+}
+
+/// 429 with `Retry-After` when the runs would pass `--max-runs-in-flight`: work that cannot start
+/// soon is not accepted, and the runs already accepted go on. Runs that exist already (a
+/// redelivery) are not new work and pass.
+fn backpressure(state: &IngestState, runs: &[JobRun]) -> Option<Response> {
+    let limit = state.max_runs_in_flight?;
+    let new = runs
+        .iter()
+        .filter(|run| {
+            !run.metadata
+                .name
+                .as_deref()
+                .is_some_and(|name| state.known_runs.exists(name))
+        })
+        .count();
+    let in_flight = state.known_runs.in_flight();
+    if new == 0 || in_flight + new <= limit {
+        return None;
+    }
+    tracing::warn!(
+        in_flight,
+        new,
+        limit,
+        "refusing runs beyond --max-runs-in-flight"
+    );
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "{in_flight} runs are in flight and this event would add {new}, over the limit of \
+             {limit} (--max-runs-in-flight); retry later"
+        ),
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        http::HeaderValue::from(RETRY_AFTER_SECONDS),
+    );
+    Some(response)
 }
 
 /// 503 with `Retry-After`: nothing of the request is lost if the sender sends it again.
