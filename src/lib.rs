@@ -18,3 +18,4 @@ pub mod settings;
 pub mod sink;
 pub mod source;
 pub mod stage;
+pub mod throttle;

@@ -1516,3 +1516,72 @@ async fn runs_beyond_the_in_flight_bound_are_refused_until_some_finish() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The client-side limit: with `--kube-api-qps 5 --kube-api-burst 5`, the controller's requests
+/// never pass 10 in any second (a full bucket and a second's refill) while every run completes
+/// (with a limit of 500, the same runs sent 72 within a second here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_keeps_to_its_request_rate() {
+    let h = Harness::start(&["--kube-api-qps", "5", "--kube-api-burst", "5"]).await;
+    let mark = h.sim.requests().last().map_or(0, |r| r.seq);
+    let ids: Vec<String> = (0..6).map(|i| format!("qps-{i}")).collect();
+    for id in &ids {
+        let response = h
+            .post_event(&sample_with_id("test.triggered.json", id))
+            .await;
+        assert_eq!(response.status, 202, "{:?}", response.body);
+    }
+    for id in &ids {
+        let finished = h.wait_finished(id, Duration::from_secs(120)).await;
+        assert_eq!(finished.data["status"], "succeeded");
+    }
+    // The controller's requests (the test's own and ingest's JobRun creates set aside).
+    let sent: Vec<std::time::Instant> = h
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.seq > mark && r.is_resource_request())
+        .filter(|r| !(r.resource == "jobruns" && r.verb == "create"))
+        .map(|r| r.received)
+        .collect();
+    assert!(sent.len() > 30, "{} requests", sent.len());
+    let busiest = sent
+        .iter()
+        .map(|start| {
+            sent.iter()
+                .filter(|t| **t >= *start && **t < *start + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(busiest <= 10, "{busiest} requests within one second");
+}
+
+/// A `429` with `Retry-After` from the API server is waited out before the step is tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_request_waits_for_retry_after() {
+    let h = Harness::start(&[]).await;
+    h.sim.faults().fail_next(
+        kube_sim::FaultRule::new(429)
+            .verb("create")
+            .resource("jobs")
+            .times(1)
+            .retry_after(3),
+    );
+    let response = h
+        .post_event(&sample_with_id("test.triggered.json", "throttled-1"))
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    h.wait_finished("throttled-1", LONG).await;
+    assert!(h.sim.faults().pending().is_empty(), "the 429 was answered");
+    let creates: Vec<_> = h
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "jobs" && r.verb == "create")
+        .collect();
+    assert_eq!(creates[0].status, 429);
+    assert_eq!(creates[1].status, 201);
+    let waited = creates[1].received - creates[0].received;
+    assert!(waited >= Duration::from_secs(3), "retried after {waited:?}");
+}

@@ -28,6 +28,7 @@ use crate::serve::{ConnectionLimits, serve};
 use crate::sink::{Sink, SinkMode};
 use crate::source::git::layout;
 use crate::source::{CredentialSettings, FetchLabels, GitSettings, Source};
+use crate::throttle::ThrottleLayer;
 use k8s_openapi::api::coordination::v1::Lease;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -171,6 +172,19 @@ pub struct LeaderArgs {
         value_parser = parse_seconds
     )]
     pub lease_retry_period_seconds: Duration,
+}
+
+fn parse_qps(text: &str) -> Result<f64, String> {
+    let qps: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of requests a second"))?;
+    if qps.is_finite() && qps > 0.0 {
+        Ok(qps)
+    } else {
+        Err(format!(
+            "{text} is not a positive number of requests a second"
+        ))
+    }
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -334,6 +348,24 @@ pub struct OperatorArgs {
         default_value_t = 7 * 24 * 3600
     )]
     pub jobrun_retention_seconds: u64,
+    /// Requests a second the controller and the leader election send to the API server at
+    /// most, on average (a token bucket, as client-go's QPS); ingest's stores are bounded by
+    /// `--max-runs-in-flight` instead.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_KUBE_API_QPS",
+        default_value_t = 500.0,
+        value_parser = parse_qps
+    )]
+    pub kube_api_qps: f64,
+    /// Requests the operator may send at once after a quiet time (client-go's Burst).
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_KUBE_API_BURST",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub kube_api_burst: u32,
     /// Runs in flight (not finished, or their `.finished` not delivered yet) beyond which new
     /// runs are refused with 429 and `Retry-After`; 0: no bound.
     #[arg(
@@ -377,6 +409,8 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         concurrency,
         jobrun_retention_seconds,
         max_runs_in_flight,
+        kube_api_qps,
+        kube_api_burst,
         store_timeout_seconds,
     } = operator;
     let settings = Arc::new(install.settings()?);
@@ -400,9 +434,18 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         &sink_headers,
         Duration::from_secs(sink_timeout_seconds),
     )?);
-    let client = kube::Client::try_default()
+    let config = kube::Config::infer()
         .await
         .context("cannot configure the Kubernetes client (KUBECONFIG or in-cluster)")?;
+    // Ingest stores what senders send, as fast as they send it (bounded by
+    // --max-runs-in-flight and the connection limit); the controller's own requests, which
+    // grow with the runs in flight, go through the client-side limit.
+    let ingest_client =
+        kube::Client::try_from(config.clone()).context("cannot configure the Kubernetes client")?;
+    let client = kube::client::ClientBuilder::try_from(config)
+        .context("cannot configure the Kubernetes client")?
+        .with_layer(&ThrottleLayer::new(kube_api_qps, kube_api_burst))
+        .build();
     let metrics = Arc::new(Metrics::new());
     let git = git.settings(metrics.git_fetches(), metrics.git_stale_lookups());
     let source = Arc::new(match (git, config_dir) {
@@ -428,7 +471,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
 
     let known_runs = Arc::new(controller::known::KnownRuns::default());
     let ingest_app = ingest::router(Arc::new(IngestState {
-        runs: kube::Api::namespaced(client.clone(), &settings.job_namespace),
+        runs: kube::Api::namespaced(ingest_client.clone(), &settings.job_namespace),
         source: source.clone(),
         settings: settings.clone(),
         metrics: metrics.clone(),
@@ -456,7 +499,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     };
 
     tokio::spawn(crate::health::probe_api_server(
-        client.clone(),
+        ingest_client,
         health.clone(),
         stopped(stop_rx.clone()),
     ));

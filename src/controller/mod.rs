@@ -86,6 +86,19 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// How long the API server asked to wait (`429` and `503` carry `retryAfterSeconds`).
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            ReconcileError::Kube(kube::Error::Api(status)) => Duration::from_secs(
+                status
+                    .details
+                    .as_ref()
+                    .map_or(0, |details| u64::from(details.retry_after_seconds)),
+            ),
+            _ => Duration::ZERO,
+        }
+    }
+
     /// A bounded category for metrics.
     pub fn category(&self) -> &'static str {
         match self {
@@ -319,7 +332,8 @@ fn error_policy(run: Arc<JobRun>, error: &ReconcileError, context: Arc<Context>)
         .unwrap_or(1);
     let delay = Duration::from_millis(500)
         .saturating_mul(1u32 << failures.min(10))
-        .min(Duration::from_secs(300));
+        .min(Duration::from_secs(300))
+        .max(error.retry_after());
     tracing::warn!(run = %run.name_any(), %error, category = error.category(), ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
 }

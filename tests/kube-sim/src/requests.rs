@@ -23,6 +23,8 @@ pub struct RequestRecord {
     /// The authenticated user (see `Sim::token_for`); empty for requests without credentials.
     pub user: String,
     pub status: u16,
+    /// When the request arrived (real time, not the simulated clock).
+    pub received: std::time::Instant,
 }
 
 impl RequestRecord {

@@ -179,6 +179,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         user_agent,
         user: String::new(),
         status: 0,
+        received: std::time::Instant::now(),
     };
     let (user, verdict) = crate::rbac::check(&shared, &parts.headers, &info);
     record.user = user;
