@@ -577,6 +577,39 @@ fn kubelet_secret_update(dir: &std::path::Path, version: &str, token: &str) {
     }
 }
 
+/// Posts `event` with a bearer token.
+async fn post_with_token(h: &Harness, event: &Value, token: &str) -> support::Response {
+    let auth = format!("Bearer {token}");
+    h.post(
+        &[
+            ("content-type", "application/cloudevents+json"),
+            ("authorization", auth.as_str()),
+        ],
+        event.to_string(),
+    )
+    .await
+}
+
+/// Posts `event` with `token` until the answer is `status` (a token file is read again within
+/// a second of a change), and returns that answer.
+async fn post_until(
+    h: &Harness,
+    event: &Value,
+    token: &str,
+    status: u16,
+    what: &str,
+) -> support::Response {
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let response = post_with_token(h, event, token).await;
+        if response.status == status {
+            return response;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The bearer token from a file: rotated by rewriting the file, and by the kubelet's update of
 /// a mounted Secret, without a restart; an unreadable file is the operator's problem (503),
 /// not the sender's.
@@ -586,21 +619,11 @@ async fn a_token_file_is_rotated_without_a_restart() {
     let token_file = dir.join("plain-token");
     std::fs::write(&token_file, "first\n").unwrap();
     let h = Harness::start(&["--ingest-token-file", token_file.to_str().unwrap()]).await;
-    let structured = ("content-type", "application/cloudevents+json");
     // An event no action listens for: answered 200 once the sender is let in.
     let mut event = sample_with_id("test.triggered.json", "rotation");
     event["type"] = json!("sh.keptn.event.nothing.triggered");
-    let post = |token: &'static str| {
-        let body = event.to_string();
-        let h = &h;
-        async move {
-            let auth = format!("Bearer {token}");
-            h.post(&[structured, ("authorization", auth.as_str())], body)
-                .await
-        }
-    };
-    assert_eq!(post("first").await.status, 200);
-    assert_eq!(post("second").await.status, 401);
+    assert_eq!(post_with_token(&h, &event, "first").await.status, 200);
+    assert_eq!(post_with_token(&h, &event, "second").await.status, 401);
     std::fs::write(&token_file, "second\n").unwrap();
     let later = std::time::SystemTime::now() + Duration::from_secs(5);
     std::fs::File::options()
@@ -609,18 +632,17 @@ async fn a_token_file_is_rotated_without_a_restart() {
         .unwrap()
         .set_modified(later)
         .unwrap();
-    let deadline = std::time::Instant::now() + LONG;
-    while post("second").await.status != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the new token was never accepted"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let old = post("first").await;
+    post_until(
+        &h,
+        &event,
+        "second",
+        200,
+        "the new token was never accepted",
+    )
+    .await;
+    let old = post_with_token(&h, &event, "first").await;
     assert_eq!(old.status, 401);
     assert_eq!(old.body["error"], "missing or wrong bearer token");
-    std::fs::remove_file(&token_file).unwrap();
     drop(h);
 
     // A mounted Secret (as the chart mounts the token), updated by the kubelet.
@@ -628,39 +650,14 @@ async fn a_token_file_is_rotated_without_a_restart() {
     kubelet_secret_update(&mounted, "v1", "third");
     let token_file = mounted.join("token");
     let h = Harness::start(&["--ingest-token-file", token_file.to_str().unwrap()]).await;
-    let post = |token: &'static str| {
-        let body = event.to_string();
-        let h = &h;
-        async move {
-            let auth = format!("Bearer {token}");
-            h.post(&[structured, ("authorization", auth.as_str())], body)
-                .await
-        }
-    };
-    assert_eq!(post("third").await.status, 200);
+    assert_eq!(post_with_token(&h, &event, "third").await.status, 200);
     kubelet_secret_update(&mounted, "v2", "second");
-    let deadline = std::time::Instant::now() + LONG;
-    while post("second").await.status != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the Secret's new token was never accepted"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(post("third").await.status, 401);
+    let what = "the Secret's new token was never accepted";
+    post_until(&h, &event, "second", 200, what).await;
+    assert_eq!(post_with_token(&h, &event, "third").await.status, 401);
     std::fs::remove_file(&token_file).unwrap();
-    let deadline = std::time::Instant::now() + LONG;
-    let gone = loop {
-        let response = post("second").await;
-        if response.status == 503 {
-            break response;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a missing token file is never noticed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let what = "a missing token file is never noticed";
+    let gone = post_until(&h, &event, "second", 503, what).await;
     assert!(
         gone.body["error"].as_str().unwrap().starts_with(&format!(
             "the ingest token cannot be read from {}",

@@ -220,3 +220,149 @@ async fn a_paused_leader_is_fenced_off_once_a_standby_took_over() {
     );
     assert!(a.operator_running());
 }
+
+/// Hand-over: the leader stopped with SIGTERM releases the Lease once its last step is done, so
+/// the standby leads at its next look (a retry period, 2 s), not after the lease duration
+/// (15 s), and runs the next event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_with_sigterm_hands_over_at_once() {
+    let a = Harness::start(&["--identity", "replica-a"]).await;
+    wait_leader(&a, "this replica (replica-a)").await;
+    let b_dir = support::fresh_dir("replicas-handover-b");
+    let mut b = Operator::new(
+        b_dir,
+        a.kubeconfig.clone(),
+        "default",
+        vec![
+            "--config-dir".into(),
+            support::root().join("examples").to_str().unwrap().into(),
+        ],
+        &["--identity", "replica-b"],
+    )
+    .await;
+    b.start_operator().await;
+    wait_leader(&b, "replica-a").await;
+    let stopped = Instant::now();
+    assert!(
+        a.terminate_operator(Duration::from_secs(15))
+            .await
+            .success()
+    );
+    let deadline = stopped + Duration::from_secs(5);
+    loop {
+        let (_, body) = b.get_admin("/readyz").await;
+        if body == "ready; leader: this replica (replica-b)" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no hand-over within 5 s of SIGTERM: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let response = b
+        .post_event(&sample_with_id("test.triggered.json", "after-handover"))
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    let finished = b
+        .wait_finished("after-handover", Duration::from_secs(30))
+        .await;
+    assert_eq!(finished.data["status"], "succeeded");
+}
+
+/// Sends `event` to the first replica that answers, as a Service would route around a dead
+/// pod; the status of the answer.
+async fn send_to_either(first: &Operator, second: &Operator, event: &serde_json::Value) -> u16 {
+    for op in [first, second] {
+        if op.pid().is_none() {
+            continue;
+        }
+        if let Some(response) = op.post_event_in_background(event).await.unwrap() {
+            return response.status.as_u16();
+        }
+    }
+    panic!("no replica answered");
+}
+
+/// Two replicas taking events in turn while each is SIGKILLed once and restarted (the leader
+/// first, then the other): every accepted event has exactly one run and one `.finished` (a
+/// repeated delivery carries the same id), and each task's Job is created once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_killed_in_turn_lose_and_repeat_nothing() {
+    let dir = support::fresh_dir("replicas-kills");
+    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
+    std::fs::write(
+        dir.join("carts/job/config.yaml"),
+        "apiVersion: v2\nactions:\n  - name: quick\n    events: [{name: sh.keptn.event.test.triggered}]\n    tasks: [{image: alpine}, {image: alpine}]\n",
+    )
+    .unwrap();
+    let mut a =
+        Harness::start_full(kube_sim::Sim::builder(), dir.clone(), &args("replica-a")).await;
+    wait_leader(&a, "this replica (replica-a)").await;
+    let b_dir = support::fresh_dir("replicas-kills-b");
+    let mut b = Operator::new(
+        b_dir,
+        a.kubeconfig.clone(),
+        "default",
+        vec!["--config-dir".into(), dir.to_str().unwrap().into()],
+        &args("replica-b"),
+    )
+    .await;
+    b.start_operator().await;
+    let total = 60;
+    let mut accepted = Vec::new();
+    for i in 0..total {
+        match i {
+            20 => a.op.kill_operator(),
+            25 => a.op.start_operator().await,
+            40 => b.kill_operator(),
+            45 => b.start_operator().await,
+            _ => {}
+        }
+        let id = format!("kills-{i}");
+        let event = sample_with_id("test.triggered.json", &id);
+        let status = if i % 2 == 0 {
+            send_to_either(&a, &b, &event).await
+        } else {
+            send_to_either(&b, &a, &event).await
+        };
+        if status == 202 {
+            accepted.push(id);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A replica that is down is routed around, so every event is accepted.
+    assert_eq!(accepted.len(), total, "{accepted:?}");
+    let finished_ids = |id: &str| -> BTreeSet<String> {
+        a.sink
+            .for_trigger(id)
+            .into_iter()
+            .chain(b.sink.for_trigger(id))
+            .filter(|e| e.event_type.ends_with(".finished"))
+            .map(|e| e.id)
+            .collect()
+    };
+    support::wait_for("every .finished", Duration::from_secs(90), || {
+        accepted.iter().all(|id| !finished_ids(id).is_empty())
+    })
+    .await;
+    for id in &accepted {
+        assert_eq!(
+            finished_ids(id).len(),
+            1,
+            "{id}: one .finished (repeats carry its id)"
+        );
+    }
+    let runs = a.jobruns();
+    for id in &accepted {
+        let of_event = runs
+            .iter()
+            .filter(|r| r["spec"]["event"]["id"] == id.as_str())
+            .count();
+        assert_eq!(of_event, 1, "{id}: one run");
+    }
+    let jobs = a.jobs_created();
+    let unique: BTreeSet<&String> = jobs.iter().collect();
+    assert_eq!(unique.len(), jobs.len(), "a Job created twice: {jobs:?}");
+    assert_eq!(jobs.len(), runs.len() * 2, "each task's Job once");
+}
