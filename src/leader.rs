@@ -123,6 +123,22 @@ fn holder(lease: &Lease) -> Option<String> {
         .filter(|holder| !holder.is_empty())
 }
 
+/// What a failed Lease request means for a person.
+fn lease_problem(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if status.code == 401 || status.code == 403 => format!(
+            "the Kubernetes API refuses access to the Lease ({}): the operator's Role must allow \
+             `get` and `update` of it and `create` of Leases (docs/install.md)",
+            status.message
+        ),
+        kube::Error::Api(status) => format!(
+            "the Kubernetes API answered {} {}: {}",
+            status.code, status.reason, status.message
+        ),
+        other => format!("the Kubernetes API server cannot be reached: {other}"),
+    }
+}
+
 fn now() -> MicroTime {
     MicroTime(jiff::Timestamp::now())
 }
@@ -141,6 +157,7 @@ pub async fn elect(
         tx,
         held: None,
         seen: None,
+        problem: None,
     };
     tokio::pin!(shutdown);
     loop {
@@ -161,6 +178,8 @@ struct Election {
     held: Option<Lease>,
     /// The record last seen of another holder, and when it was first seen so.
     seen: Option<(Record, Instant)>,
+    /// Why the Lease cannot be read or taken, as last logged.
+    problem: Option<String>,
 }
 
 impl Election {
@@ -182,6 +201,22 @@ impl Election {
                 }
             }
         }
+    }
+
+    /// Logs a problem with the Lease when it appears and when it is gone (not at every look):
+    /// a replica that cannot use the Lease never leads, and that must not be silent.
+    fn report(&mut self, problem: Option<String>) {
+        if self.problem == problem {
+            return;
+        }
+        match &problem {
+            Some(problem) => tracing::warn!(
+                lease = %self.settings.name,
+                "this replica cannot take part in the leader election: {problem}"
+            ),
+            None => tracing::info!(lease = %self.settings.name, "the Lease can be used again"),
+        }
+        self.problem = problem;
     }
 
     fn leading(&self) -> Option<Instant> {
@@ -239,9 +274,12 @@ impl Election {
             return;
         };
         let found = match found {
-            Ok(found) => found,
+            Ok(found) => {
+                self.report(None);
+                found
+            }
             Err(error) => {
-                tracing::debug!(%error, "cannot read the lease");
+                self.report(Some(lease_problem(&error)));
                 return;
             }
         };
@@ -259,7 +297,10 @@ impl Election {
                 .await
             {
                 Some(Ok(created)) => self.lead(created, sent),
-                Some(Err(error)) => tracing::debug!(%error, "another replica created the lease"),
+                Some(Err(kube::Error::Api(status))) if status.code == 409 => {
+                    tracing::debug!("another replica created the lease first");
+                }
+                Some(Err(error)) => self.report(Some(lease_problem(&error))),
                 None => {}
             }
             return;
@@ -452,6 +493,35 @@ mod tests {
         assert_eq!(
             following.fence(Duration::ZERO).unwrap_err().to_string(),
             "this replica does not lead (anymore): b holds the lease"
+        );
+    }
+
+    /// A replica whose identity may not use the Lease never leads, and says why.
+    #[tokio::test]
+    async fn a_replica_refused_the_lease_says_why() {
+        let sim = kube_sim::Sim::builder().start().await.unwrap();
+        let yaml = sim.kubeconfig_yaml_as("system:serviceaccount:default:nobody");
+        let kubeconfig: kube::config::Kubeconfig = serde_saphyr::from_str(&yaml).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        let (tx, rx) = watch::channel(Leadership::Following { holder: None });
+        let mut election = Election {
+            api: Api::namespaced(client, "default"),
+            settings: settings("a"),
+            tx,
+            held: None,
+            seen: None,
+            problem: None,
+        };
+        election.step().await;
+        assert!(!rx.borrow().is_leading());
+        let problem = election.problem.clone().unwrap_or_default();
+        assert!(
+            problem.starts_with("the Kubernetes API refuses access to the Lease")
+                && problem.contains("must allow `get` and `update`"),
+            "{problem}"
         );
     }
 
