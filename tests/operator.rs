@@ -1475,8 +1475,8 @@ async fn runs_beyond_the_in_flight_bound_are_refused_until_some_finish() {
     assert_eq!(refused.headers["retry-after"], "5");
     assert_eq!(
         refused.body["error"],
-        "2 runs are in flight and this event would add 1, over the limit of 2 \
-         (--max-runs-in-flight); retry later"
+        "2 runs are in flight, the limit is 2 (--max-runs-in-flight): this event's 1 new \
+         run(s) are not accepted now; retry later"
     );
     assert_eq!(
         h.jobruns().len(),

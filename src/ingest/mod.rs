@@ -285,9 +285,11 @@ async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
     (status, axum::Json(answer)).into_response()
 }
 
-/// 429 with `Retry-After` when the runs would pass `--max-runs-in-flight`: work that cannot start
-/// soon is not accepted, and the runs already accepted go on. Runs that exist already (a
-/// redelivery) are not new work and pass.
+/// 429 with `Retry-After` while the runs in flight reach `--max-runs-in-flight`: work that
+/// cannot start soon is not accepted, and the runs already accepted go on. Runs that exist
+/// already (a redelivery) are not new work and pass. An event is judged by the runs in flight
+/// before it, so one that matches many actions is never refused for good (the bound is passed
+/// by at most one event's runs).
 fn backpressure(state: &IngestState, runs: &[JobRun]) -> Option<Response> {
     let limit = state.max_runs_in_flight?;
     let new = runs
@@ -300,7 +302,7 @@ fn backpressure(state: &IngestState, runs: &[JobRun]) -> Option<Response> {
         })
         .count();
     let in_flight = state.known_runs.in_flight();
-    if new == 0 || in_flight + new <= limit {
+    if new == 0 || in_flight < limit {
         return None;
     }
     tracing::warn!(
@@ -312,8 +314,8 @@ fn backpressure(state: &IngestState, runs: &[JobRun]) -> Option<Response> {
     let mut response = error(
         StatusCode::TOO_MANY_REQUESTS,
         format!(
-            "{in_flight} runs are in flight and this event would add {new}, over the limit of \
-             {limit} (--max-runs-in-flight); retry later"
+            "{in_flight} runs are in flight, the limit is {limit} (--max-runs-in-flight): this \
+             event's {new} new run(s) are not accepted now; retry later"
         ),
     );
     response.headers_mut().insert(
