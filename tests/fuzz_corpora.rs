@@ -11,24 +11,32 @@ use std::path::PathBuf;
 /// A fuzz target's check: panics on an input that breaks a property.
 type Check = fn(&[u8]);
 
+/// Every fuzz target, by its corpus folder's name.
+const TARGETS: [(&str, Check); 6] = [
+    ("config_load", checks::config_load),
+    ("cloudevent", checks::cloudevent),
+    ("ingest", checks::ingest),
+    ("jsonpath", checks::jsonpath),
+    ("names", checks::names),
+    ("stage_paths", checks::stage_paths),
+];
+
+/// A target's corpus inputs, in name order (`fuzz/corpus/<target>`).
+fn corpus_inputs(target: &str) -> Vec<PathBuf> {
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(corpus.join(target))
+        .unwrap_or_else(|error| panic!("fuzz/corpus/{target}: {error}"))
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    inputs.sort();
+    assert!(!inputs.is_empty(), "fuzz/corpus/{target} is empty");
+    inputs
+}
+
 #[test]
 fn every_corpus_input_passes_the_checks_of_its_target() {
-    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    let targets: [(&str, Check); 6] = [
-        ("config_load", checks::config_load),
-        ("cloudevent", checks::cloudevent),
-        ("ingest", checks::ingest),
-        ("jsonpath", checks::jsonpath),
-        ("names", checks::names),
-        ("stage_paths", checks::stage_paths),
-    ];
-    for (target, check) in targets {
-        let mut inputs: Vec<PathBuf> = std::fs::read_dir(corpus.join(target))
-            .unwrap_or_else(|error| panic!("fuzz/corpus/{target}: {error}"))
-            .map(|entry| entry.unwrap().path())
-            .collect();
-        inputs.sort();
-        assert!(!inputs.is_empty(), "fuzz/corpus/{target} is empty");
+    for (target, check) in TARGETS {
+        let inputs = corpus_inputs(target);
         eprintln!("fuzz/corpus/{target}: {} inputs", inputs.len());
         for input in inputs {
             let data = std::fs::read(&input).unwrap();
@@ -46,15 +54,6 @@ fn every_corpus_input_passes_the_checks_of_its_target() {
 /// reproduces, and the failing input is written under `target/fuzz-failures/`.
 #[test]
 fn every_target_survives_random_mutations_of_its_corpus() {
-    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    let targets: [(&str, Check); 6] = [
-        ("config_load", checks::config_load),
-        ("cloudevent", checks::cloudevent),
-        ("ingest", checks::ingest),
-        ("jsonpath", checks::jsonpath),
-        ("names", checks::names),
-        ("stage_paths", checks::stage_paths),
-    ];
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
         state ^= state << 13;
@@ -62,13 +61,11 @@ fn every_target_survives_random_mutations_of_its_corpus() {
         state ^= state << 17;
         state
     };
-    for (target, check) in targets {
-        let mut inputs: Vec<PathBuf> = std::fs::read_dir(corpus.join(target))
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
+    for (target, check) in TARGETS {
+        let inputs: Vec<Vec<u8>> = corpus_inputs(target)
+            .iter()
+            .map(|p| std::fs::read(p).unwrap())
             .collect();
-        inputs.sort();
-        let inputs: Vec<Vec<u8>> = inputs.iter().map(|p| std::fs::read(p).unwrap()).collect();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
         let mut runs = 0;
         while std::time::Instant::now() < deadline {
