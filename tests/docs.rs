@@ -100,6 +100,8 @@ const RUN_BY: &[(&str, &str, usize, &str)] = &[
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/BENCHMARKS.md", "## On the real API server (Kubernetes v1.36.3, `LOAD_TARGET=cluster`)", 0,
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
+    ("docs/BENCHMARKS.md", "## Two replicas (`LOAD_REPLICAS=2`)", 0,
+        "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/cluster.md", "## Use it", 0,
         "tests/docs.rs the_cluster_guide_runs_as_written"),
     ("docs/git-source.md", "# The git config source", 0,
@@ -597,6 +599,15 @@ fn the_benchmark_commands_run_in_quick_mode() {
         if command.contains("LOAD_TARGET=cluster") {
             assert!(
                 stdout.contains("target: the real API server"),
+                "{command}: {stdout}"
+            );
+        }
+        if let Some(replicas) = command
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("LOAD_REPLICAS="))
+        {
+            assert!(
+                stdout.contains(&format!("replicas: {replicas};")),
                 "{command}: {stdout}"
             );
         }

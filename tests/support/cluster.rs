@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{Operator, root};
+use super::{Operator, Recorded, Replicas, root};
 
 /// The running control plane (`scripts/cluster env`).
 pub struct Cluster {
@@ -211,6 +211,13 @@ impl Drop for ClusterHarness {
 impl ClusterHarness {
     /// Installs into namespace `je-NAME` and runs the operator with `config_dir`.
     pub async fn start(name: &str, config_dir: &Path, extra_args: &[&str]) -> ClusterHarness {
+        let mut harness = Self::install(name, config_dir, extra_args).await;
+        harness.start_operator().await;
+        harness
+    }
+
+    /// Installs like [`ClusterHarness::start`], the operator not started (for [`Replicas`]).
+    pub async fn install(name: &str, config_dir: &Path, extra_args: &[&str]) -> ClusterHarness {
         let cluster = cluster();
         let namespace = format!("je-{name}-{}", std::process::id() % 100_000);
         let dir = std::env::temp_dir().join(format!("je-cluster-{namespace}"));
@@ -231,12 +238,26 @@ impl ClusterHarness {
             "job-executor",
             &dir.join("operator.kubeconfig"),
         );
-        Self::with_install(cluster, namespace, dir, kubeconfig, config_dir, extra_args).await
+        Self::not_started(cluster, namespace, dir, kubeconfig, config_dir, extra_args).await
     }
 
     /// The operator for an installation made by the test (namespace, the ServiceAccount's
     /// kubeconfig), with the example's Secrets created in the namespace.
     pub async fn with_install(
+        cluster: &'static Cluster,
+        namespace: String,
+        dir: PathBuf,
+        kubeconfig: PathBuf,
+        config_dir: &Path,
+        extra_args: &[&str],
+    ) -> ClusterHarness {
+        let mut harness =
+            Self::not_started(cluster, namespace, dir, kubeconfig, config_dir, extra_args).await;
+        harness.start_operator().await;
+        harness
+    }
+
+    async fn not_started(
         cluster: &'static Cluster,
         namespace: String,
         dir: PathBuf,
@@ -254,13 +275,11 @@ impl ClusterHarness {
         }
         let source_args = vec!["--config-dir".to_string(), path(config_dir).to_string()];
         let op = Operator::new(dir, kubeconfig, &namespace, source_args, extra_args).await;
-        let mut harness = ClusterHarness {
+        ClusterHarness {
             cluster,
             namespace,
             op,
-        };
-        harness.start_operator().await;
-        harness
+        }
     }
 
     pub fn kubectl(&self, args: &[&str]) -> String {
@@ -341,5 +360,71 @@ impl ClusterHarness {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+impl Replicas for ClusterHarness {
+    fn jobruns(&self) -> Vec<Value> {
+        ClusterHarness::jobruns(self)
+    }
+
+    fn objects(&self, group: &str, resource: &str) -> Vec<Value> {
+        if group.is_empty() {
+            self.list(resource)
+        } else {
+            self.list(&format!("{resource}.{group}"))
+        }
+    }
+
+    /// A ServiceAccount `user` bound to the installed Role.
+    async fn credentials(&self, user: &str) -> PathBuf {
+        self.kubectl(&["create", "serviceaccount", user]);
+        let account = format!("{}:{user}", self.namespace);
+        self.kubectl(&[
+            "create",
+            "rolebinding",
+            user,
+            "--role=job-executor",
+            &format!("--serviceaccount={account}"),
+        ]);
+        self.cluster.service_account_kubeconfig(
+            &self.namespace,
+            user,
+            &self.dir.join(format!("{user}.kubeconfig")),
+        )
+    }
+
+    /// The audit records of every ServiceAccount of the namespace.
+    fn recorded(&self) -> Vec<Recorded> {
+        let prefix = format!("system:serviceaccount:{}:", self.namespace);
+        let log = std::fs::read_to_string(self.cluster.dir.join("audit.log")).unwrap_or_default();
+        let mut records: Vec<Recorded> = log
+            .lines()
+            .filter(|line| line.contains(&prefix))
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter_map(|r| {
+                let user = r["user"]["username"].as_str()?.strip_prefix(&prefix)?;
+                let received: jiff::Timestamp =
+                    r["requestReceivedTimestamp"].as_str()?.parse().ok()?;
+                let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                Some(Recorded {
+                    user: user.to_string(),
+                    verb: text(&r["verb"]),
+                    resource: text(&r["objectRef"]["resource"]),
+                    name: text(&r["objectRef"]["name"]),
+                    status: r["responseStatus"]["code"]
+                        .as_u64()
+                        .and_then(|c| u16::try_from(c).ok())
+                        .unwrap_or_default(),
+                    order: i128::from(received.as_microsecond()),
+                })
+            })
+            .collect();
+        records.sort_by_key(|r| r.order);
+        records
+    }
+
+    fn name(&self) -> &'static str {
+        "the real API server"
     }
 }

@@ -476,6 +476,163 @@ impl Operator {
     }
 }
 
+impl Operator {
+    /// Another replica of this operator (not started): the same arguments, but its own sink,
+    /// directory and `--identity`, under `kubeconfig`.
+    pub async fn replica(&self, identity: &str, kubeconfig: PathBuf) -> Operator {
+        let process = Arc::new(Mutex::new(None));
+        let sink = start_sink(process.clone()).await;
+        let mut replica = Operator {
+            dir: fresh_dir(&format!(
+                "replica-{identity}-{}",
+                self.dir.file_name().unwrap_or_default().to_string_lossy()
+            )),
+            sink,
+            kubeconfig,
+            ingest: None,
+            admin: None,
+            args: self.args.clone(),
+            process,
+            client: self.client.clone(),
+            starts: 0,
+        };
+        let sink_url = replica.sink.url.clone();
+        replica.set_flag("--sink-url", &sink_url);
+        replica.set_flag("--identity", identity);
+        replica
+    }
+
+    /// Sets `flag` to `value` for the next start (replaces its value, or adds it).
+    pub fn set_flag(&mut self, flag: &str, value: &str) {
+        match self.args.iter().position(|a| a == flag) {
+            Some(i) if i + 1 < self.args.len() => self.args[i + 1] = value.to_string(),
+            _ => self.args.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+
+    /// What `/readyz` says leads: `Some(true)` this replica, `Some(false)` another one, `None`
+    /// when it does not answer or knows no leader.
+    pub async fn leads(&self) -> Option<bool> {
+        let (status, body) = self.get_admin("/readyz").await;
+        let leader = body.strip_prefix("ready; leader: ")?;
+        if status != StatusCode::OK || leader == "none known" {
+            return None;
+        }
+        Some(leader.starts_with("this replica"))
+    }
+}
+
+/// One request the API server recorded (kube-sim's request log, the real server's audit log):
+/// who asked, what, the answer, and where it falls among the others.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// kube-sim's user name ("" for its admin), or the ServiceAccount's name.
+    pub user: String,
+    pub verb: String,
+    pub resource: String,
+    pub name: String,
+    pub status: u16,
+    /// Orders the records: kube-sim's sequence number, the real server's receipt time in µs.
+    pub order: i128,
+}
+
+/// An API server where several replicas of the operator run: kube-sim, or a namespace of the
+/// real control plane. The replicas are [`Operator::replica`]s of the harness's operator,
+/// which itself is not started.
+pub trait Replicas: std::ops::Deref<Target = Operator> {
+    /// Job creations the API server accepted, by Job name, whoever asked.
+    fn jobs_created(&self) -> Vec<String> {
+        self.recorded()
+            .into_iter()
+            .filter(|r| r.verb == "create" && r.resource == "jobs" && r.status == 201)
+            .map(|r| r.name)
+            .collect()
+    }
+
+    fn jobruns(&self) -> Vec<Value>;
+    /// The objects of `resource` (of API `group`) in the operator's namespace.
+    fn objects(&self, group: &str, resource: &str) -> Vec<Value>;
+    /// A kubeconfig of a user of its own named `user`, with the operator's permissions, so
+    /// the API server's record tells the replicas apart.
+    fn credentials(&self, user: &str) -> impl std::future::Future<Output = PathBuf>;
+    /// Every request of the operator's users, in the order the server received them.
+    fn recorded(&self) -> Vec<Recorded>;
+    /// Which server, for messages.
+    fn name(&self) -> &'static str;
+
+    /// `identities.len()` replicas under the harness's credentials, each started and ready.
+    fn start_replicas(
+        &self,
+        identities: &[&str],
+    ) -> impl std::future::Future<Output = Vec<Operator>> {
+        async move {
+            let mut replicas = Vec::new();
+            for identity in identities {
+                let mut replica = self.replica(identity, self.kubeconfig.clone()).await;
+                replica.start_operator().await;
+                replicas.push(replica);
+            }
+            replicas
+        }
+    }
+}
+
+impl Replicas for Harness {
+    fn jobruns(&self) -> Vec<Value> {
+        Harness::jobruns(self)
+    }
+
+    fn objects(&self, group: &str, resource: &str) -> Vec<Value> {
+        self.sim.list_objects(group, resource, Some("default"))
+    }
+
+    async fn credentials(&self, user: &str) -> PathBuf {
+        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+        let role: ClusterRole = serde_json::from_value(json!({
+            "metadata": {"name": format!("everything-{user}")},
+            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}],
+        }))
+        .unwrap();
+        let binding: ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": user},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("everything-{user}")},
+            "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
+        }))
+        .unwrap();
+        let params = kube::api::PostParams::default();
+        kube::Api::<ClusterRole>::all(self.sim.client())
+            .create(&params, &role)
+            .await
+            .unwrap();
+        kube::Api::<ClusterRoleBinding>::all(self.sim.client())
+            .create(&params, &binding)
+            .await
+            .unwrap();
+        self.sim
+            .write_kubeconfig_as(self.dir.join(format!("kubeconfig-{user}")), user)
+            .unwrap()
+    }
+
+    fn recorded(&self) -> Vec<Recorded> {
+        self.sim
+            .requests()
+            .into_iter()
+            .map(|r| Recorded {
+                user: r.user,
+                verb: r.verb,
+                resource: r.resource,
+                name: r.name,
+                status: r.status,
+                order: i128::from(r.seq),
+            })
+            .collect()
+    }
+
+    fn name(&self) -> &'static str {
+        "kube-sim"
+    }
+}
+
 /// kube-sim, with the operator running against it.
 pub struct Harness {
     pub sim: Sim,
@@ -567,6 +724,26 @@ impl Harness {
         ]);
         harness.create_example_secrets().await;
         harness.start_operator().await;
+        harness
+    }
+
+    /// kube-sim ready for replicas of an operator watching `config_dir` (see [`Replicas`]):
+    /// the harness's own operator is never started.
+    pub async fn for_replicas(config_dir: &Path, extra_args: &[&str]) -> Harness {
+        let sim = kube_sim::Sim::builder()
+            .start()
+            .await
+            .expect("start kube-sim");
+        let dir = fresh_dir(&format!("replicas-{}", sim.addr().port()));
+        let kubeconfig = sim.write_kubeconfig(dir.join("kubeconfig")).unwrap();
+        let source_args = vec!["--config-dir".to_string(), path_str(config_dir).to_string()];
+        let op = Operator::new(dir, kubeconfig, "default", source_args, extra_args).await;
+        let harness = Harness { sim, op };
+        harness.kubectl(&[
+            "apply",
+            "-f",
+            root().join("crds/jobrun.yaml").to_str().unwrap(),
+        ]);
         harness
     }
 
