@@ -8,8 +8,9 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use job_executor::config;
 use job_executor::event::{self, CloudEvent, Outcome, OutgoingContext, Status};
+use job_executor::files::StagedFile;
 use job_executor::matching::Matcher;
-use job_executor::render::{JobRequest, StagedFile, render_job};
+use job_executor::render::{JobRequest, render_job};
 use job_executor::settings::Settings;
 use serde_json::{Value, json};
 
@@ -84,7 +85,8 @@ fn benches(c: &mut Criterion) {
                     event: &event,
                     run_name: "test-0123456789abcdef0123",
                     action_index: 0,
-                    action: &valid.config.actions[0],
+                    action_name: "run-tests",
+                    tasks: &valid.config.actions[0].tasks,
                     task_index: 0,
                     files: &files,
                     owner: None,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Task;
 use crate::event::CloudEvent;
-use crate::render::StagedFile;
+use crate::files::StagedFile;
 
 pub const GROUP: &str = "job-executor.dev";
 pub const VERSION: &str = "v1alpha1";

@@ -7,8 +7,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::config::Action;
-use crate::render::StagedFile;
+use crate::config::Task;
 
 /// The most bytes (file contents plus their keys) the run's ConfigMap may hold. The API server
 /// refuses ConfigMaps over 1 MiB (1,048,576 bytes of keys and raw values); this leaves room for
@@ -47,6 +46,14 @@ pub enum FilesError {
     },
     #[error("cannot read {path}: {reason}")]
     Unreadable { path: String, reason: String },
+}
+
+/// A file of the run's ConfigMap: its key there, and its path under `/keptn`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StagedFile {
+    pub key: String,
+    pub path: String,
+    pub executable: bool,
 }
 
 /// One file of a run, with its content.
@@ -141,11 +148,11 @@ pub fn normalize_entry(entry: &str) -> Option<String> {
 
 /// Expands every task's entries from `tree`, checks the total against what a ConfigMap holds,
 /// then reads each distinct file once.
-pub fn collect<T: FileTree>(tree: &T, action: &Action) -> Result<RunFiles, FilesError> {
+pub fn collect<T: FileTree>(tree: &T, tasks: &[Task]) -> Result<RunFiles, FilesError> {
     let mut found: Vec<FoundFile<T::Handle>> = Vec::new();
     let mut by_path: BTreeMap<String, usize> = BTreeMap::new();
     let mut per_task_indices: Vec<Vec<usize>> = Vec::new();
-    for (task_index, task) in action.tasks.iter().enumerate() {
+    for (task_index, task) in tasks.iter().enumerate() {
         let task_name = task.display_name(task_index);
         let mut indices = Vec::new();
         for raw in &task.files {
@@ -317,9 +324,9 @@ impl FileTree for DirTree {
 pub fn collect_from_dir(
     root: &Path,
     service_dir: &Path,
-    action: &Action,
+    tasks: &[Task],
 ) -> Result<RunFiles, FilesError> {
-    collect(&DirTree::new(root, service_dir)?, action)
+    collect(&DirTree::new(root, service_dir)?, tasks)
 }
 
 #[cfg(test)]
@@ -370,7 +377,7 @@ mod tests {
         )
         .unwrap();
         let mut action = valid.config.actions[0].clone();
-        let error = collect_from_dir(&base, &service, &action).unwrap_err();
+        let error = collect_from_dir(&base, &service, &action.tasks).unwrap_err();
         assert_eq!(
             error.to_string(),
             format!(
@@ -379,7 +386,7 @@ mod tests {
             )
         );
         action.tasks.pop();
-        let run = collect_from_dir(&base, &service, &action).unwrap();
+        let run = collect_from_dir(&base, &service, &action.tasks).unwrap();
         let paths: Vec<&str> = run.files.iter().map(|f| f.staged.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -406,11 +413,11 @@ mod tests {
             "c.yaml",
         )
         .unwrap();
-        let error = collect_from_dir(&root, &service, &valid.config.actions[0]).unwrap_err();
+        let error = collect_from_dir(&root, &service, &valid.config.actions[0].tasks).unwrap_err();
         assert!(matches!(error, FilesError::Escapes { .. }), "{error}");
     }
 
-    fn action_with_files(files: &str) -> Action {
+    fn action_with_files(files: &str) -> config::Action {
         let yaml = format!(
             "apiVersion: v2\nactions:\n  - events: [{{name: x}}]\n    tasks:\n      - {{image: a, files: {files}}}\n"
         );
@@ -432,7 +439,7 @@ mod tests {
         // The config loader refuses such paths already; a run's spec is checked again.
         let mut action = action_with_files("[x]");
         action.tasks[0].files = vec!["../x".into()];
-        let error = collect_from_dir(&base, &base.join("carts"), &action).unwrap_err();
+        let error = collect_from_dir(&base, &base.join("carts"), &action.tasks).unwrap_err();
         assert!(matches!(error, FilesError::NotRelative { .. }), "{error}");
     }
 
@@ -445,8 +452,12 @@ mod tests {
         fs::write(service.join("big/a.bin"), vec![0u8; 600_000]).unwrap();
         fs::write(service.join("big/b.bin"), vec![0u8; 450_000]).unwrap();
         fs::write(service.join("small.txt"), "x").unwrap();
-        let error =
-            collect_from_dir(&base, &service, &action_with_files("[big, small.txt]")).unwrap_err();
+        let error = collect_from_dir(
+            &base,
+            &service,
+            &action_with_files("[big, small.txt]").tasks,
+        )
+        .unwrap_err();
         let FilesError::TooLarge { total, .. } = &error else {
             panic!("{error}");
         };
@@ -457,7 +468,8 @@ mod tests {
                 "the files of this run total {total} bytes, more than the 1000000 bytes one ConfigMap can hold; the largest: big/a.bin (600000 bytes), big/b.bin (450000 bytes), small.txt (1 bytes)"
             )
         );
-        let fits = collect_from_dir(&base, &service, &action_with_files("[big/a.bin]")).unwrap();
+        let fits =
+            collect_from_dir(&base, &service, &action_with_files("[big/a.bin]").tasks).unwrap();
         assert_eq!(fits.files[0].content.len(), 600_000);
     }
 }

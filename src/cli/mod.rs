@@ -102,9 +102,7 @@ fn job_label(value: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("invalid job label {value:?}: expected key=value"))?;
     let (key, label) = (key.trim(), label.trim());
     formats::check_qualified_name(key)?;
-    if key.starts_with(crate::config::RESERVED_LABEL_PREFIX)
-        || key == crate::config::MANAGED_BY_LABEL
-    {
+    if crate::labels::is_reserved(key) {
         return Err(format!("label {key:?} is set by job-executor"));
     }
     if !formats::is_label_value(label) {

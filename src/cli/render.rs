@@ -92,7 +92,8 @@ fn plan(
         check_action(action, settings).map_err(|e| e.to_string())?;
         let run_name = names::run_name(event, verdict.index);
         let run_files =
-            files::collect_from_dir(root, service_dir, action).map_err(|e| e.to_string())?;
+            files::collect_from_dir(root, service_dir, &action.tasks).map_err(|e| e.to_string())?;
+        let action_name = action.display_name(verdict.index);
         let mut jobs = Vec::new();
         for (task_index, task_files) in run_files.per_task.iter().enumerate() {
             let job = render_job(
@@ -100,7 +101,8 @@ fn plan(
                     event,
                     run_name: &run_name,
                     action_index: verdict.index,
-                    action,
+                    action_name: &action_name,
+                    tasks: &action.tasks,
                     task_index,
                     files: task_files,
                     owner: None,

@@ -25,10 +25,6 @@ pub use yaml::Location;
 
 use check::index_path;
 
-/// Label keys the operator sets itself; a task may not override them.
-pub const RESERVED_LABEL_PREFIX: &str = "job-executor.dev/";
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-
 /// The lowest `ttlSecondsAfterFinished` a task gets: logs must still be readable when the
 /// operator collects them.
 pub const MIN_TTL_SECONDS: i32 = 60;
@@ -426,7 +422,7 @@ impl Semantic<'_> {
             let label_path = key_path(&labels_path, key);
             if let Err(message) = formats::check_qualified_name(key) {
                 self.error(&label_path, message);
-            } else if key.starts_with(RESERVED_LABEL_PREFIX) || key == MANAGED_BY_LABEL {
+            } else if crate::labels::is_reserved(key) {
                 self.error(
                     &label_path,
                     format!("label \"{key}\" is set by job-executor and cannot be overridden"),

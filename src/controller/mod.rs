@@ -24,12 +24,11 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
-use crate::config::MANAGED_BY_LABEL;
 use crate::crd::{JobRun, JobRunStatus};
 use crate::health::Health;
+use crate::labels::{self, managed_selector};
 use crate::leader::{Leadership, NotLeader};
 use crate::metrics::Metrics;
-use crate::render::{LABEL_RUN, MANAGED_BY};
 use crate::settings::Settings;
 use crate::sink::Sink;
 use crate::source::Source;
@@ -114,10 +113,6 @@ impl ReconcileError {
     }
 }
 
-fn managed_selector() -> String {
-    format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
-}
-
 /// What the controller is built from.
 pub struct Parts {
     pub client: Client,
@@ -197,7 +192,7 @@ pub async fn run(
     let controller = Controller::for_stream(run_events, run_store)
         .owns_stream(job_events)
         .watches_stream(pod_events, move |pod: Pod| {
-            let run = pod.labels().get(LABEL_RUN)?.clone();
+            let run = pod.labels().get(labels::RUN)?.clone();
             Some(ObjectRef::<JobRun>::new(&run).within(&namespace))
         })
         // A replica that becomes leader takes every run up (as a follower it left them alone).

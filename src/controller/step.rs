@@ -9,32 +9,30 @@
 //!    `Failed`, or a pod that never starts, record the reason and stop;
 //! 5. send `.finished` with the outcome fixed in status, and record its delivery.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::observe::{JobState, job_state, stuck_pod};
 use super::{Context, ReconcileError, logs, report};
-use crate::config::{self, MANAGED_BY_LABEL};
+
 use crate::crd::{
     Condition, Delivery, DeliveryState, JobRun, JobRunStatus, OutcomeStatus, RunPhase, TaskPhase,
     TaskStatus,
 };
 use crate::event::{TaskEventKind, outgoing_event_id, split_triggered_type};
-use crate::ingest::FIELD_MANAGER;
-use crate::ingest::plan::service_of;
+use crate::labels::FIELD_MANAGER;
 use crate::names;
-use crate::render::{self, JobRequest, LABEL_RUN, MANAGED_BY};
+use crate::render::{self, JobRequest};
 use crate::sink::{DeliveryError, retry_delay};
+use crate::source::ServiceRef;
 
 /// How long a Job the controller created may be missing from its watch before it asks.
 const MISSING_JOB_GRACE: Duration = Duration::from_secs(30);
@@ -330,16 +328,6 @@ impl<'a> Reconciler<'a> {
         }
     }
 
-    fn action(&self) -> config::Action {
-        let action = &self.run.spec.action;
-        config::Action {
-            name: Some(action.name.clone()),
-            events: Vec::new(),
-            tasks: action.tasks.clone(),
-            silent: action.silent,
-        }
-    }
-
     /// Creates the task's Job (and, before the first task with files, the run's ConfigMap).
     /// `Ok(Err(message))` is a task that cannot run: the run fails with that message.
     async fn create_job(&self, index: usize) -> Result<Result<String, String>, ReconcileError> {
@@ -358,13 +346,13 @@ impl<'a> Reconciler<'a> {
             return Ok(Err(message));
         }
         let owner = self.run.controller_owner_ref(&());
-        let action = self.action();
         let job = match render::render_job(
             &JobRequest {
                 event: &spec.event,
                 run_name: &self.name,
                 action_index: spec.action.index as usize,
-                action: &action,
+                action_name: &spec.action.name,
+                tasks: &spec.action.tasks,
                 task_index: index,
                 files,
                 owner: owner.as_ref(),
@@ -400,17 +388,17 @@ impl<'a> Reconciler<'a> {
     async fn ensure_files(&self) -> Result<Result<(), String>, ReconcileError> {
         let spec = &self.run.spec;
         // Runs accepted before `configDir` was recorded took files from the service's directory.
-        let dir = match (&spec.config_dir, service_of(&spec.event)) {
+        let dir = match (&spec.config_dir, ServiceRef::of_event(&spec.event)) {
             (Some(dir), _) => dir.clone(),
             (None, Ok(service)) => service.service,
             (None, Err(field)) => return Ok(Err(format!("the event has no data.{field}"))),
         };
         let revision = spec.config_revision.clone();
         let source = self.ctx.parts.source.clone();
-        let action = self.action();
+        let tasks = spec.action.tasks.clone();
         // A git source may fetch: off the async workers.
         let collected = tokio::task::spawn_blocking(move || {
-            source.collect_run_files(revision.as_deref(), &dir, &action)
+            source.collect_run_files(revision.as_deref(), &dir, &tasks)
         })
         .await;
         let run_files = match collected {
@@ -419,25 +407,12 @@ impl<'a> Reconciler<'a> {
             Ok(Err(error)) => return Ok(Err(error.to_string())),
             Err(problem) => return Ok(Err(format!("reading the run's files failed: {problem}"))),
         };
-        let binary_data: BTreeMap<String, ByteString> = run_files
-            .files
-            .into_iter()
-            .map(|file| (file.staged.key, ByteString(file.content)))
-            .collect();
-        let config_map = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(names::files_config_map_name(&self.name)),
-                namespace: Some(self.ctx.parts.settings.job_namespace.clone()),
-                labels: Some(BTreeMap::from([
-                    (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
-                    (LABEL_RUN.to_string(), self.name.clone()),
-                ])),
-                owner_references: self.run.controller_owner_ref(&()).map(|o| vec![o]),
-                ..Default::default()
-            },
-            binary_data: Some(binary_data),
-            ..Default::default()
-        };
+        let config_map = render::files_config_map(
+            &self.name,
+            &self.ctx.parts.settings.job_namespace,
+            self.run.controller_owner_ref(&()).as_ref(),
+            run_files.files,
+        );
         let api: Api<ConfigMap> = Api::namespaced(
             self.ctx.parts.client.clone(),
             &self.ctx.parts.settings.job_namespace,

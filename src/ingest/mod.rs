@@ -29,8 +29,6 @@ use plan::EventPlan;
 /// Seconds a sender is asked to wait before retrying after a 503.
 const RETRY_AFTER_SECONDS: u64 = 5;
 
-pub const FIELD_MANAGER: &str = "job-executor";
-
 /// What the receiver needs.
 pub struct IngestState {
     /// JobRuns in the job namespace.
@@ -345,7 +343,7 @@ struct StoreTimeout(std::time::Duration);
 /// within the store timeout, answers 503 with `Retry-After`.
 async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAnswer>, Response> {
     let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
+        field_manager: Some(crate::labels::FIELD_MANAGER.to_string()),
         ..Default::default()
     };
     let mut results = Vec::with_capacity(runs.len());

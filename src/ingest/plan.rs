@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use kube::api::ObjectMeta;
 use serde::Serialize;
 
-use crate::config::MANAGED_BY_LABEL;
 use crate::crd::{ConfigStale, JobRun, JobRunSpec, RunAction};
 use crate::event::{CloudEvent, split_triggered_type};
+use crate::files::StagedFile;
+use crate::labels::{self, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::names;
-use crate::render::{self, LABEL_ACTION_INDEX, LABEL_EVENT_ID, MANAGED_BY, StagedFile};
+use crate::render;
 use crate::settings::Settings;
 use crate::source::{LoadedConfig, ServiceRef, Source, Stale};
 
@@ -42,19 +43,10 @@ pub enum EventPlan {
     Unavailable { message: String },
 }
 
-pub fn service_of(event: &CloudEvent) -> Result<ServiceRef, &'static str> {
-    let field = |name: &'static str| event.data_str(name).map(str::to_string).ok_or(name);
-    Ok(ServiceRef {
-        project: field("project")?,
-        stage: field("stage")?,
-        service: field("service")?,
-    })
-}
-
 /// Decides what an event leads to, reading the config from the source (this may block on a
 /// git fetch: call it from the blocking pool).
 pub fn plan_event(event: &CloudEvent, source: &Source, settings: &Settings) -> EventPlan {
-    let service = match service_of(event) {
+    let service = match ServiceRef::of_event(event) {
         Ok(service) => service,
         Err(field) => {
             return EventPlan::Nothing {
@@ -164,7 +156,11 @@ fn plan_with_config(
         let checked = match render::check_action(action, settings) {
             Err(problem) => Err(problem.to_string()),
             Ok(()) => {
-                match source.collect_run_files(loaded.revision.as_deref(), &loaded.dir, action) {
+                match source.collect_run_files(
+                    loaded.revision.as_deref(),
+                    &loaded.dir,
+                    &action.tasks,
+                ) {
                     Ok(run_files) => Ok(run_files),
                     Err(error) if error.is_transient() => {
                         return EventPlan::Unavailable {
@@ -247,14 +243,14 @@ fn job_run(
 ) -> JobRun {
     let mut labels = BTreeMap::new();
     labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
-    labels.insert(LABEL_ACTION_INDEX.to_string(), action.index.to_string());
+    labels.insert(labels::ACTION_INDEX.to_string(), action.index.to_string());
     let mut set = |key: &str, value: &str| {
         let value = names::label_value(value);
         if !value.is_empty() {
             labels.insert(key.to_string(), value);
         }
     };
-    set(LABEL_EVENT_ID, event.id());
+    set(labels::EVENT_ID, event.id());
     let context = event.extension("shkeptncontext");
     for (key, value) in [
         ("keptn.sh/project", event.data_str("project")),

@@ -2,21 +2,23 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    EnvVarSource, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
-    SeccompProfile, SecretEnvSource, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource,
+    EnvVar, EnvVarSource, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretEnvSource, SecretKeySelector, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde_json::Value;
 
 use crate::config::formats::{parse_jsonpath, quantity_value};
-use crate::config::{
-    Action, EnvFormat, MANAGED_BY_LABEL, MIN_TTL_SECONDS, Quantity, Task, ValueFrom,
-};
+use crate::config::{Action, EnvFormat, MIN_TTL_SECONDS, Quantity, Task, ValueFrom};
 use crate::event::CloudEvent;
+use crate::files::{RunFile, StagedFile};
+use crate::labels::{self, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::names;
 use crate::settings::Settings;
 
@@ -28,14 +30,6 @@ pub const TASK_CONTAINER: &str = "task";
 pub const INIT_CONTAINER: &str = "stage-files";
 /// The user of the operator's own (distroless nonroot) image.
 const INIT_USER: i64 = 65532;
-
-pub const LABEL_RUN: &str = "job-executor.dev/run";
-pub const LABEL_ACTION: &str = "job-executor.dev/action";
-pub const LABEL_ACTION_INDEX: &str = "job-executor.dev/action-index";
-pub const LABEL_TASK: &str = "job-executor.dev/task";
-pub const LABEL_TASK_INDEX: &str = "job-executor.dev/task-index";
-pub const LABEL_EVENT_ID: &str = "job-executor.dev/event-id";
-pub const MANAGED_BY: &str = "job-executor";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
@@ -77,26 +71,48 @@ pub enum RenderError {
     NoSuchTask { index: usize },
 }
 
-/// A file of the run's ConfigMap: its key there, and its path under `/keptn`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct StagedFile {
-    pub key: String,
-    pub path: String,
-    pub executable: bool,
-}
-
 /// Everything one Job is built from.
 #[derive(Debug, Clone)]
 pub struct JobRequest<'a> {
     pub event: &'a CloudEvent,
     pub run_name: &'a str,
     pub action_index: usize,
-    pub action: &'a Action,
+    /// The action's name as the run records it (`Action::display_name`).
+    pub action_name: &'a str,
+    pub tasks: &'a [Task],
     pub task_index: usize,
     /// The files this task stages, from the run's ConfigMap.
     pub files: &'a [StagedFile],
     /// The JobRun that owns the Job, once there is one.
     pub owner: Option<&'a OwnerReference>,
+}
+
+/// The run's files ConfigMap (`binaryData`, one key per distinct file), owned by the run so it
+/// goes when the run goes.
+pub fn files_config_map(
+    run_name: &str,
+    namespace: &str,
+    owner: Option<&OwnerReference>,
+    files: Vec<RunFile>,
+) -> ConfigMap {
+    let binary_data: BTreeMap<String, ByteString> = files
+        .into_iter()
+        .map(|file| (file.staged.key, ByteString(file.content)))
+        .collect();
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(names::files_config_map_name(run_name)),
+            namespace: Some(namespace.to_string()),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+                (labels::RUN.to_string(), run_name.to_string()),
+            ])),
+            owner_references: owner.map(|o| vec![o.clone()]),
+            ..Default::default()
+        },
+        binary_data: Some(binary_data),
+        ..Default::default()
+    }
 }
 
 /// Checks every task of an action against the installation before anything is created: a
@@ -140,7 +156,6 @@ fn check_task(task: &Task, index: usize, settings: &Settings) -> Result<(), Rend
 /// Builds the Job of one task.
 pub fn render_job(request: &JobRequest<'_>, settings: &Settings) -> Result<Job, RenderError> {
     let task = request
-        .action
         .tasks
         .get(request.task_index)
         .ok_or(RenderError::NoSuchTask {
@@ -192,7 +207,7 @@ pub fn render_job(request: &JobRequest<'_>, settings: &Settings) -> Result<Job, 
     let pod_labels: BTreeMap<String, String> = labels
         .iter()
         .filter(|(key, _)| {
-            [MANAGED_BY_LABEL, LABEL_RUN, LABEL_TASK_INDEX].contains(&key.as_str())
+            [MANAGED_BY_LABEL, labels::RUN, labels::TASK_INDEX].contains(&key.as_str())
                 || settings.job_labels.contains_key(key.as_str())
         })
         .map(|(k, v)| (k.clone(), v.clone()))
@@ -277,15 +292,12 @@ fn job_labels(
         }
     };
     set(MANAGED_BY_LABEL, MANAGED_BY);
-    set(LABEL_RUN, request.run_name);
-    set(
-        LABEL_ACTION,
-        &request.action.display_name(request.action_index),
-    );
-    set(LABEL_ACTION_INDEX, &request.action_index.to_string());
-    set(LABEL_TASK, task_name);
-    set(LABEL_TASK_INDEX, &request.task_index.to_string());
-    set(LABEL_EVENT_ID, request.event.id());
+    set(labels::RUN, request.run_name);
+    set(labels::ACTION, request.action_name);
+    set(labels::ACTION_INDEX, &request.action_index.to_string());
+    set(labels::TASK, task_name);
+    set(labels::TASK_INDEX, &request.task_index.to_string());
+    set(labels::EVENT_ID, request.event.id());
     for (key, value) in [
         ("keptn.sh/context", &keptn.keptn_context),
         ("keptn.sh/project", &keptn.project),

@@ -42,7 +42,8 @@ fn render(config: &JobConfig, settings: &Settings) -> Result<Job, RenderError> {
             event: &event,
             run_name: "test-0123456789abcdef0123",
             action_index: 0,
-            action: &config.actions[0],
+            action_name: &config.actions[0].display_name(0),
+            tasks: &config.actions[0].tasks,
             task_index: 0,
             files: &[],
             owner: None,
@@ -331,10 +332,10 @@ fn labels_identify_the_run_and_are_valid() {
     .unwrap();
     let labels = job.metadata.labels.clone().unwrap();
     assert_eq!(labels["app.kubernetes.io/managed-by"], "job-executor");
-    assert_eq!(labels[LABEL_RUN], "test-0123456789abcdef0123");
-    assert_eq!(labels[LABEL_ACTION], "Run-tests");
-    assert_eq!(labels[LABEL_TASK], "Smoke-test");
-    assert_eq!(labels[LABEL_TASK_INDEX], "0");
+    assert_eq!(labels[labels::RUN], "test-0123456789abcdef0123");
+    assert_eq!(labels[labels::ACTION], "Run-tests");
+    assert_eq!(labels[labels::TASK], "Smoke-test");
+    assert_eq!(labels[labels::TASK_INDEX], "0");
     assert_eq!(labels["keptn.sh/project"], "sockshop");
     assert_eq!(labels["team"], "a");
     for value in labels.values() {
@@ -376,7 +377,8 @@ fn files_add_an_init_container_and_the_run_config_map() {
             event: &event,
             run_name: "test-0123456789abcdef0123",
             action_index: 0,
-            action: &c.actions[0],
+            action_name: &c.actions[0].display_name(0),
+            tasks: &c.actions[0].tasks,
             task_index: 0,
             files: &files,
             owner: None,
@@ -408,4 +410,40 @@ fn files_add_an_init_container_and_the_run_config_map() {
 fn label_env_names() {
     assert_eq!(label_env_name("build-id"), "LABELS_BUILD_ID");
     assert_eq!(label_env_name("Team Name"), "LABELS_TEAM_NAME");
+}
+
+#[test]
+fn the_files_config_map_holds_each_file_once_owned_by_the_run() {
+    let owner = OwnerReference {
+        api_version: "job-executor.dev/v1alpha1".into(),
+        kind: "JobRun".into(),
+        name: "run-1".into(),
+        uid: "uid-1".into(),
+        controller: Some(true),
+        ..Default::default()
+    };
+    let file = |key: &str, content: &[u8]| RunFile {
+        staged: StagedFile {
+            key: key.into(),
+            path: format!("/keptn/{key}"),
+            executable: false,
+        },
+        content: content.to_vec(),
+    };
+    let map = files_config_map(
+        "run-1",
+        "jobs",
+        Some(&owner),
+        vec![file("0-a.txt", b"a"), file("1-b.sh", b"#!/bin/sh\n")],
+    );
+    assert_eq!(map.metadata.name.as_deref(), Some("run-1-files"));
+    assert_eq!(map.metadata.namespace.as_deref(), Some("jobs"));
+    let labels = map.metadata.labels.unwrap();
+    assert_eq!(labels[labels::RUN], "run-1");
+    assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY);
+    assert_eq!(map.metadata.owner_references, Some(vec![owner]));
+    let data = map.binary_data.unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data["0-a.txt"].0, b"a");
+    assert_eq!(data["1-b.sh"].0, b"#!/bin/sh\n");
 }

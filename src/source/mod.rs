@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::config::{self, Action, ConfigError, JobConfig, Problem};
+use crate::config::{self, ConfigError, JobConfig, Problem, Task};
 use crate::files::{self, FilesError, RunFiles};
 use crate::matching::Matcher;
 pub use git::{CredentialSettings, FetchLabels, GitError, GitSettings, GitSource, Stale};
@@ -49,6 +49,17 @@ pub struct ServiceRef {
 }
 
 impl ServiceRef {
+    /// The service a Keptn event is about (`data.project`, `.stage`, `.service`), or the
+    /// first of those fields it lacks.
+    pub fn of_event(event: &crate::event::CloudEvent) -> Result<ServiceRef, &'static str> {
+        let field = |name: &'static str| event.data_str(name).map(str::to_string).ok_or(name);
+        Ok(ServiceRef {
+            project: field("project")?,
+            stage: field("stage")?,
+            service: field("service")?,
+        })
+    }
+
     /// Checks that every field can name a directory or a branch: not empty, no separators, no
     /// `..`, so a lookup stays inside the source.
     pub fn check(&self) -> Result<(), SourceError> {
@@ -127,11 +138,11 @@ impl Source {
         &self,
         revision: Option<&str>,
         dir: &str,
-        action: &Action,
+        tasks: &[Task],
     ) -> Result<RunFiles, SourceError> {
         match self {
-            Source::Directory(directory) => directory.collect_run_files(dir, action),
-            Source::Git(git) => git.collect_run_files(revision, dir, action),
+            Source::Directory(directory) => directory.collect_run_files(dir, tasks),
+            Source::Git(git) => git.collect_run_files(revision, dir, tasks),
         }
     }
 }
@@ -206,7 +217,7 @@ impl DirectorySource {
         self.cache.lock().ok()?.get(path).cloned()
     }
 
-    fn collect_run_files(&self, dir: &str, action: &Action) -> Result<RunFiles, SourceError> {
+    fn collect_run_files(&self, dir: &str, tasks: &[Task]) -> Result<RunFiles, SourceError> {
         let service_dir = if dir.is_empty() {
             self.root.clone()
         } else {
@@ -220,7 +231,7 @@ impl DirectorySource {
                 }
             }
         };
-        Ok(files::collect_from_dir(&self.root, &service_dir, action)?)
+        Ok(files::collect_from_dir(&self.root, &service_dir, tasks)?)
     }
 }
 

@@ -36,7 +36,7 @@ use layout::{Branch, Lookup};
 use tree::{CommitTree, WalkError};
 
 use super::{Found, LoadedConfig, ServiceRef, SourceError, compile};
-use crate::config::{self, Action, ConfigError};
+use crate::config::{self, ConfigError, Task};
 use crate::files::{self, RunFiles};
 
 /// Compiled configs kept per (commit, path); a commit never changes, so they are only dropped
@@ -384,12 +384,12 @@ impl GitSource {
         &self,
         revision: Option<&str>,
         dir: &str,
-        action: &Action,
+        tasks: &[Task],
     ) -> Result<RunFiles, SourceError> {
-        if action.tasks.iter().all(|task| task.files.is_empty()) {
+        if tasks.iter().all(|task| task.files.is_empty()) {
             return Ok(RunFiles {
                 files: Vec::new(),
-                per_task: vec![Vec::new(); action.tasks.len()],
+                per_task: vec![Vec::new(); tasks.len()],
             });
         }
         let Some(revision) = revision else {
@@ -403,7 +403,7 @@ impl GitSource {
             });
         }
         let tree = self.commit_tree(commit, dir)?;
-        Ok(files::collect(&tree, action)?)
+        Ok(files::collect(&tree, tasks)?)
     }
 }
 

@@ -318,7 +318,7 @@ fn a_pinned_commit_is_read_after_the_branch_moved() {
     let pinned_old = found(&source, "dev", "carts", Some(&old));
     assert_eq!(image_of(&pinned_old), "old");
     let files = source
-        .collect_run_files(Some(&old), "carts", &pinned_old.config.actions[0])
+        .collect_run_files(Some(&old), "carts", &pinned_old.config.actions[0].tasks)
         .unwrap();
     assert_eq!(files.files[0].content, b"old a");
 
@@ -337,7 +337,7 @@ fn a_pinned_commit_is_read_after_the_branch_moved() {
     assert!(error.to_string().contains("is not a commit id"), "{error}");
 }
 
-fn action(files: &str) -> Action {
+fn action(files: &str) -> crate::config::Action {
     config::load(&config_with_image("a", files), "c.yaml")
         .unwrap()
         .config
@@ -361,7 +361,8 @@ fn files_expand_from_the_commit_with_modes_links_and_limits() {
     let commit = repo.commit("files");
     let (source, _) = source_for(&repo, &["main:{service}/job/config.yaml"]);
     source.cache.heads(Instant::now(), Duration::ZERO).unwrap();
-    let collect = |files: &str| source.collect_run_files(Some(&commit), "carts", &action(files));
+    let collect =
+        |files: &str| source.collect_run_files(Some(&commit), "carts", &action(files).tasks);
 
     let run = collect("[helm, run.sh, common.txt, shared]").unwrap();
     let staged: Vec<(&str, bool, &[u8])> = run
@@ -407,7 +408,7 @@ fn files_expand_from_the_commit_with_modes_links_and_limits() {
     let error = collect("[loop]").unwrap_err();
     assert!(error.to_string().contains("link loop"), "{error}");
     let error = source
-        .collect_run_files(None, "carts", &action("[run.sh]"))
+        .collect_run_files(None, "carts", &action("[run.sh]").tasks)
         .unwrap_err();
     assert!(error.to_string().contains("records no commit"), "{error}");
 }
@@ -536,7 +537,7 @@ fn an_unreachable_repository_serves_the_branch_heads_of_the_last_fetch() {
     assert!(stale.fetched_at.is_some());
     assert_eq!(source.stale_lookups.get(), 1);
     let files = source
-        .collect_run_files(Some(&old), "carts", &config.config.actions[0])
+        .collect_run_files(Some(&old), "carts", &config.config.actions[0].tasks)
         .unwrap();
     assert_eq!(files.files[0].content, b"old a");
     // A pinned commit the clone has needs no fetch and is not stale.
