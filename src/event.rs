@@ -447,6 +447,18 @@ mod tests {
                 json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data": {}, "data_base64": "eA=="}),
                 "attribute \"data_base64\" cannot be used together with \"data\"",
             ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "subject": 5}),
+                "attribute \"subject\" must be a string, found a number",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "ext": {"a": 1}}),
+                "attribute \"ext\" must be a string, number or boolean, found an object",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "ext": [1]}),
+                "attribute \"ext\" must be a string, number or boolean, found an array",
+            ),
         ];
         for (value, message) in cases {
             assert_eq!(
@@ -454,6 +466,12 @@ mod tests {
                 message
             );
         }
+        // An optional attribute may be null (not set), an extension a number or a boolean.
+        CloudEvent::from_value(json!({
+            "specversion": "1.0", "id": "1", "source": "s", "type": "t",
+            "subject": null, "time": null, "count": 3, "flag": true,
+        }))
+        .unwrap();
         let error = CloudEvent::from_json(b"{\"id\": ").unwrap_err();
         assert!(
             matches!(error, EventError::InvalidJson { line: 1, .. }),
@@ -469,6 +487,9 @@ mod tests {
         );
         assert_eq!(split_triggered_type("sh.keptn.event.test.finished"), None);
         assert_eq!(split_triggered_type("triggered"), None);
+        // Both parts must be there.
+        assert_eq!(split_triggered_type(".test.triggered"), None);
+        assert_eq!(split_triggered_type("sh.keptn.event..triggered"), None);
     }
 
     #[test]

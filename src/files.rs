@@ -415,6 +415,14 @@ mod tests {
         .unwrap();
         let error = collect_from_dir(&root, &service, &valid.config.actions[0].tasks).unwrap_err();
         assert!(matches!(error, FilesError::Escapes { .. }), "{error}");
+        // The message names the link and the root it may not leave.
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "task 'task-0': \"link\" is a link that leads outside {}",
+                root.display()
+            )
+        );
     }
 
     fn action_with_files(files: &str) -> config::Action {
