@@ -102,6 +102,8 @@ const RUN_BY: &[(&str, &str, usize, &str)] = &[
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/BENCHMARKS.md", "## Two replicas (`LOAD_REPLICAS=2`)", 0,
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
+    ("docs/BENCHMARKS.md", "### Writes per run: 6 / 10 → 5 / 9", 0,
+        "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/cluster.md", "## Use it", 0,
         "tests/docs.rs the_cluster_guide_runs_as_written"),
     ("docs/git-source.md", "# The git config source", 0,
@@ -592,6 +594,20 @@ fn the_benchmark_commands_run_in_quick_mode() {
                 .filter(|l| l.starts_with("| ") && !l.starts_with("| measurement"))
                 .count();
             assert!(rows >= phases.split(',').count(), "{command}: {stdout}");
+        }
+        if command.contains("LOAD_PHASES=requests") {
+            // The writes per run the section shows are exact counts, on either server.
+            for (run, writes) in [("one task", 5), ("three tasks", 9)] {
+                let row = format!("one run of {run} ");
+                let line = stdout
+                    .lines()
+                    .find(|l| l.contains(&row))
+                    .unwrap_or_default();
+                assert!(
+                    line.contains(&format!("— writes {writes},")),
+                    "{command}: {run}: {line}"
+                );
+            }
         }
         if command.contains("LOAD_IN_FLIGHT=200") {
             assert!(stdout.contains("200 runs in flight"), "{command}: {stdout}");

@@ -3,6 +3,7 @@
 //! Jobs and pods are read from reflector stores fed by one watch per kind, never polled; the
 //! reconcile of a run is woken by a change of the run, of its Job, or of its Job's pods.
 
+mod decide;
 pub mod known;
 mod logs;
 mod observe;
@@ -47,6 +48,21 @@ pub struct ControllerOptions {
     /// How long a finished run is kept after its outcome was fixed (and its `.finished`
     /// delivered); `None`: for good.
     pub jobrun_retention: Option<Duration>,
+}
+
+/// How long a Job the controller created may be missing from its watch before it asks.
+const MISSING_JOB_GRACE: Duration = Duration::from_secs(30);
+
+impl ControllerOptions {
+    /// What the controller's decisions depend on.
+    fn limits(&self) -> decide::Limits {
+        decide::Limits {
+            missing_job_grace: MISSING_JOB_GRACE,
+            never_started_timeout: self.never_started_timeout,
+            delivery_give_up_after: self.delivery_give_up_after,
+            retention: self.jobrun_retention,
+        }
+    }
 }
 
 /// What a reconcile needs: the parts the controller was built from, and its caches.

@@ -1,0 +1,559 @@
+//! The controller's decisions, as pure functions: from what a run records and what the cluster
+//! shows, the next step to take ([`decide`]), and what each step's result changes in the run's
+//! status (the `record_*` and [`initialise`] functions). No I/O here: `step.rs` carries the steps
+//! out, one at a time, and asks again.
+//!
+//! The rule that keeps a restart safe is visible in [`decide`]: a step that depends on something
+//! the run has not recorded yet is preceded by [`Step::Record`]. `.finished` is sent only once
+//! the outcome it reports is recorded ([`Record::BeforeFinished`]), and nothing waits with an
+//! unrecorded change ([`Record::BeforeWaiting`]). A Job is created before it is recorded: its
+//! name is derived from the run and the task, so a restart adopts it instead of creating it again.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::observe::Stuck;
+use super::report;
+use crate::crd::{
+    Condition, Delivery, DeliveryState, JobRun, JobRunStatus, OutcomeStatus, RunOutcome, RunPhase,
+    TaskPhase, TaskStatus,
+};
+use crate::event::{TaskEventKind, outgoing_event_id, split_triggered_type};
+use crate::names;
+use crate::sink::{DeliveryError, retry_delay};
+
+/// The tunables decisions depend on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a Job the controller created may be missing from its watch before it asks.
+    pub missing_job_grace: Duration,
+    /// How long a pod may fail to start (image pull, missing Secret, unschedulable).
+    pub never_started_timeout: Duration,
+    /// How long an outgoing event is retried before the run says it gave up.
+    pub delivery_give_up_after: Duration,
+    /// How long a finished run is kept once its `.finished` is delivered; `None`: for good.
+    pub retention: Option<Duration>,
+}
+
+/// What the cluster shows of the running task's Job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobSeen {
+    /// Not in the watch's cache: just created (the watch is behind), or gone.
+    NotCached,
+    /// The API server, asked, says it does not exist.
+    Gone,
+    Running {
+        stuck: Option<Stuck>,
+    },
+    Succeeded,
+    Failed {
+        reason: String,
+        message: String,
+    },
+}
+
+/// Everything a decision is made from.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub run: &'a JobRun,
+    /// The run's status as this reconcile has it: what was done so far.
+    pub status: &'a JobRunStatus,
+    /// The status the API server has (the last write).
+    pub persisted: &'a JobRunStatus,
+    /// The running task's Job.
+    pub job: &'a JobSeen,
+    /// Whether the run's files ConfigMap was made (or found) in this reconcile.
+    pub files_made: bool,
+    pub now: Timestamp,
+    pub limits: &'a Limits,
+}
+
+/// Why the status is written now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// `.finished` reports the run's outcome: the outcome is recorded first, so a delivery
+    /// repeated after a restart says the same.
+    BeforeFinished,
+    /// Nothing more happens until something changes: what was done is recorded first.
+    BeforeWaiting,
+}
+
+/// The next thing to do for a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// One delivery attempt of the run's `.started` or `.finished`.
+    Send(TaskEventKind),
+    /// Write the status.
+    Record(Record),
+    /// Create (or adopt) the ConfigMap of the run's files, before task `index`'s Job: the first
+    /// task with files.
+    CreateFiles(usize),
+    /// Create (or adopt, by its derived name) task `index`'s Job.
+    CreateJob(usize),
+    /// Ask the API server for task `index`'s Job, missing from the watch past the grace period.
+    LookUpJob(usize),
+    /// Record how task `index` ended, with its pods' logs when `read_logs`.
+    EndTask {
+        index: usize,
+        phase: TaskPhase,
+        message: Option<String>,
+        read_logs: bool,
+    },
+    /// Delete task `index`'s Job, whose pod never started, and record the task's failure.
+    StopJob { index: usize, message: String },
+    /// Delete the run: its retention is over.
+    Delete,
+    /// Nothing to do until a watch event, or until this long has passed.
+    Wait(Option<Duration>),
+}
+
+/// Whether the run reports `.started` and `.finished`: not when silent, and only for
+/// `.triggered` events.
+pub fn sends_events(run: &JobRun) -> bool {
+    !run.spec.action.silent && split_triggered_type(run.spec.event.event_type()).is_some()
+}
+
+/// The run's name (the JobRun's).
+pub fn run_name(run: &JobRun) -> &str {
+    run.metadata.name.as_deref().unwrap_or_default()
+}
+
+/// The next step for the run.
+pub fn decide(facts: &Facts<'_>) -> Step {
+    let Facts {
+        run,
+        status,
+        persisted,
+        now,
+        limits,
+        ..
+    } = *facts;
+    let mut wake = Wake::default();
+
+    // `.started` first; a sink that is down holds neither the tasks nor anything else up.
+    if let Some(started) = pending(&status.started) {
+        match left_until_attempt(started, now) {
+            None => return Step::Send(TaskEventKind::Started),
+            Some(left) => wake.within(left),
+        }
+    }
+
+    if !status.phase.is_finished() {
+        if let Some(step) = task_step(facts, &mut wake) {
+            return step;
+        }
+    } else if let Some(finished) = pending(&status.finished) {
+        if persisted.outcome.is_none() {
+            return Step::Record(Record::BeforeFinished);
+        }
+        // `.finished` follows `.started`: while `.started` is retried, `.finished` waits.
+        if pending(&status.started).is_none() {
+            match left_until_attempt(finished, now) {
+                None => return Step::Send(TaskEventKind::Finished),
+                Some(left) => wake.within(left),
+            }
+        }
+    }
+
+    if status != persisted {
+        return Step::Record(Record::BeforeWaiting);
+    }
+    if status.is_done() {
+        return match retention_left(run, status, limits, now) {
+            Some(left) if left.is_zero() => Step::Delete,
+            left => Step::Wait(left),
+        };
+    }
+    Step::Wait(wake.0)
+}
+
+/// The step of the running task, or `None` while it waits (with `wake` set when a deadline is
+/// ahead).
+fn task_step(facts: &Facts<'_>, wake: &mut Wake) -> Option<Step> {
+    let Facts {
+        run,
+        status,
+        now,
+        limits,
+        ..
+    } = *facts;
+    let index = status.current_task? as usize;
+    let task = status.tasks.get(index)?;
+    match task.phase {
+        TaskPhase::Pending if first_with_files(run) == Some(index) && !facts.files_made => {
+            Some(Step::CreateFiles(index))
+        }
+        TaskPhase::Pending => Some(Step::CreateJob(index)),
+        TaskPhase::Running => {
+            let waited = since(task.start_time.as_deref(), now);
+            match facts.job {
+                JobSeen::NotCached if waited < limits.missing_job_grace => {
+                    wake.within(limits.missing_job_grace - waited);
+                    None
+                }
+                JobSeen::NotCached => Some(Step::LookUpJob(index)),
+                JobSeen::Gone => Some(Step::EndTask {
+                    index,
+                    phase: TaskPhase::Failed,
+                    message: Some(format!(
+                        "the Job {} was deleted before it finished",
+                        job_name(run, status, index)
+                    )),
+                    read_logs: false,
+                }),
+                JobSeen::Running { stuck: None } => None,
+                JobSeen::Running { stuck: Some(_) } if waited < limits.never_started_timeout => {
+                    wake.within(limits.never_started_timeout - waited);
+                    None
+                }
+                JobSeen::Running { stuck: Some(stuck) } => Some(Step::StopJob {
+                    index,
+                    message: format!(
+                        "pod {} never started within {}s: {}: {}",
+                        stuck.pod,
+                        limits.never_started_timeout.as_secs(),
+                        stuck.reason,
+                        stuck.message
+                    ),
+                }),
+                JobSeen::Succeeded => Some(Step::EndTask {
+                    index,
+                    phase: TaskPhase::Succeeded,
+                    message: None,
+                    read_logs: true,
+                }),
+                JobSeen::Failed { reason, message } => Some(Step::EndTask {
+                    index,
+                    phase: TaskPhase::Failed,
+                    message: Some(if message.is_empty() {
+                        reason.clone()
+                    } else {
+                        format!("{reason}: {message}")
+                    }),
+                    read_logs: true,
+                }),
+            }
+        }
+        // A task that is over moved the run on when it was recorded.
+        TaskPhase::Succeeded | TaskPhase::Failed => None,
+    }
+}
+
+/// The earliest of the deadlines a waiting run has.
+#[derive(Debug, Default)]
+struct Wake(Option<Duration>);
+
+impl Wake {
+    fn within(&mut self, delay: Duration) {
+        self.0 = Some(self.0.map_or(delay, |w| w.min(delay)));
+    }
+}
+
+fn pending(delivery: &Option<Delivery>) -> Option<&Delivery> {
+    delivery
+        .as_ref()
+        .filter(|d| d.state == DeliveryState::Pending)
+}
+
+/// `None` when the next attempt is due, or how long until it is.
+fn left_until_attempt(delivery: &Delivery, now: Timestamp) -> Option<Duration> {
+    let left = until(delivery.next_attempt.as_deref(), now);
+    (!left.is_zero()).then_some(left)
+}
+
+/// The only task that makes the run's files ConfigMap: the first that stages files.
+fn first_with_files(run: &JobRun) -> Option<usize> {
+    run.spec.action.files.iter().position(|f| !f.is_empty())
+}
+
+/// The name of task `index`'s Job: as recorded, or as derived.
+pub fn job_name(run: &JobRun, status: &JobRunStatus, index: usize) -> String {
+    status
+        .tasks
+        .get(index)
+        .and_then(|t| t.job_name.clone())
+        .unwrap_or_else(|| names::job_name(run_name(run), index))
+}
+
+fn parse(text: Option<&str>) -> Option<Timestamp> {
+    text.and_then(|t| t.parse().ok())
+}
+
+/// How long ago `text` was (zero when unknown or ahead).
+fn since(text: Option<&str>, now: Timestamp) -> Duration {
+    parse(text)
+        .and_then(|t| now.duration_since(t).try_into().ok())
+        .unwrap_or_default()
+}
+
+/// How long until `text` (zero when unknown or past).
+fn until(text: Option<&str>, now: Timestamp) -> Duration {
+    parse(text)
+        .and_then(|t| t.duration_since(now).try_into().ok())
+        .unwrap_or_default()
+}
+
+/// How long a finished run is still kept, `None` when it is kept for good: retention off, or
+/// its `.finished` given up (the record of what could not be delivered stays until someone
+/// looks).
+fn retention_left(
+    run: &JobRun,
+    status: &JobRunStatus,
+    limits: &Limits,
+    now: Timestamp,
+) -> Option<Duration> {
+    let retention = limits.retention?;
+    if status
+        .finished
+        .as_ref()
+        .is_some_and(|d| d.state != DeliveryState::Delivered)
+    {
+        return None;
+    }
+    // Runs finished by an older version have no `finishedAt`: their creation counts.
+    let finished_at = status.finished_at.clone().or_else(|| {
+        run.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+    });
+    Some(retention.saturating_sub(since(finished_at.as_deref(), now)))
+}
+
+/// The status a run starts from: a record per task, running from the first, the `.started`
+/// to send, and the outcome of a run that has nothing to run (a failure found when the event
+/// was accepted, or no tasks).
+pub fn initialise(run: &JobRun, status: &mut JobRunStatus, now: Timestamp) {
+    let tasks = &run.spec.action.tasks;
+    if status.tasks.len() != tasks.len() {
+        status.tasks = tasks
+            .iter()
+            .enumerate()
+            .map(|(index, task)| TaskStatus {
+                name: task.display_name(index),
+                ..Default::default()
+            })
+            .collect();
+    }
+    if status.phase == RunPhase::Pending {
+        status.phase = RunPhase::Running;
+        status.current_task = (!tasks.is_empty()).then_some(0);
+    }
+    if sends_events(run) && status.started.is_none() {
+        status.started = Some(Delivery {
+            id: outgoing_event_id(run_name(run), TaskEventKind::Started),
+            ..Default::default()
+        });
+    }
+    if status.outcome.is_none() {
+        if let Some(failure) = &run.spec.failure {
+            finish(run, status, OutcomeStatus::Errored, failure.clone(), now);
+        } else if tasks.is_empty() {
+            let outcome = report::outcome_of_tasks(status);
+            finish(run, status, outcome.status, outcome.message, now);
+        }
+    }
+    // Runs finished by an older version fixed their outcome without the `.finished` delivery.
+    if status.outcome.is_some() {
+        expect_finished(run, status);
+    }
+}
+
+/// Fixes the run's outcome, and the `.finished` that will report it.
+fn finish(
+    run: &JobRun,
+    status: &mut JobRunStatus,
+    outcome: OutcomeStatus,
+    message: String,
+    now: Timestamp,
+) {
+    status.phase = match outcome {
+        OutcomeStatus::Succeeded => RunPhase::Succeeded,
+        OutcomeStatus::Errored => RunPhase::Failed,
+    };
+    status.outcome = Some(RunOutcome {
+        status: outcome,
+        message,
+    });
+    status.finished_at = Some(now.to_string());
+    expect_finished(run, status);
+}
+
+/// The `.finished` to send, recorded with the outcome: a run is not done until it is sent.
+fn expect_finished(run: &JobRun, status: &mut JobRunStatus) {
+    if sends_events(run) && status.finished.is_none() {
+        status.finished = Some(Delivery {
+            id: outgoing_event_id(run_name(run), TaskEventKind::Finished),
+            ..Default::default()
+        });
+    }
+}
+
+/// Records that task `index`'s Job exists (created or adopted).
+pub fn record_job(status: &mut JobRunStatus, index: usize, job_name: String, now: Timestamp) {
+    if let Some(task) = status.tasks.get_mut(index) {
+        task.phase = TaskPhase::Running;
+        task.job_name = Some(job_name);
+        task.start_time = Some(now.to_string());
+    }
+}
+
+/// Records the end of task `index` and moves on: to the next task, or to the run's outcome.
+pub fn record_task_end(
+    run: &JobRun,
+    status: &mut JobRunStatus,
+    index: usize,
+    phase: TaskPhase,
+    message: Option<String>,
+    logs: Option<String>,
+    now: Timestamp,
+) {
+    let Some(task) = status.tasks.get_mut(index) else {
+        return;
+    };
+    task.phase = phase;
+    task.message = message;
+    task.logs = logs.filter(|l| !l.is_empty());
+    task.completion_time = Some(now.to_string());
+    if phase == TaskPhase::Succeeded && index + 1 < status.tasks.len() {
+        status.current_task = Some(index as u32 + 1);
+    } else {
+        let outcome = report::outcome_of_tasks(status);
+        finish(run, status, outcome.status, outcome.message, now);
+    }
+}
+
+/// The delivery of `kind`, as recorded.
+pub fn delivery_mut(status: &mut JobRunStatus, kind: TaskEventKind) -> Option<&mut Delivery> {
+    match kind {
+        TaskEventKind::Started => status.started.as_mut(),
+        TaskEventKind::Finished => status.finished.as_mut(),
+    }
+}
+
+/// When an event was first tried: its `time` attribute, the same at every attempt.
+pub fn first_attempt(delivery: &mut Delivery, now: Timestamp) -> Timestamp {
+    let first = delivery
+        .first_attempt
+        .get_or_insert_with(|| now.to_string());
+    first.parse().unwrap_or(now)
+}
+
+/// What came of a delivery attempt, as counted in metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    Delivered,
+    Retry,
+    GaveUp,
+}
+
+impl Attempt {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attempt::Delivered => "delivered",
+            Attempt::Retry => "retry",
+            Attempt::GaveUp => "gave_up",
+        }
+    }
+}
+
+/// Records one delivery attempt: delivered; or retried after a delay that grows with the
+/// attempts (at least what the sink asked for) until `give_up_after` from the first attempt;
+/// or given up (the sink refused the event, or the time is over).
+pub fn record_attempt(
+    delivery: &mut Delivery,
+    result: Result<(), &DeliveryError>,
+    now: Timestamp,
+    give_up_after: Duration,
+) -> Attempt {
+    let first = first_attempt(delivery, now);
+    delivery.attempts += 1;
+    let error = match result {
+        Ok(()) => {
+            delivery.state = DeliveryState::Delivered;
+            delivery.delivered_at = Some(now.to_string());
+            return Attempt::Delivered;
+        }
+        Err(error) => error,
+    };
+    delivery.last_error = Some(error.to_string());
+    let retry_after = match error {
+        DeliveryError::Transient { retry_after, .. } => *retry_after,
+        DeliveryError::Rejected { .. } => {
+            delivery.state = DeliveryState::GaveUp;
+            return Attempt::GaveUp;
+        }
+    };
+    let tried_for: Duration = now.duration_since(first).try_into().unwrap_or_default();
+    if tried_for >= give_up_after {
+        delivery.state = DeliveryState::GaveUp;
+        return Attempt::GaveUp;
+    }
+    let delay = retry_delay(delivery.attempts, &delivery.id, retry_after);
+    let next = SignedDuration::try_from(delay)
+        .ok()
+        .and_then(|d| now.checked_add(d).ok())
+        .unwrap_or(now);
+    delivery.next_attempt = Some(next.to_string());
+    Attempt::Retry
+}
+
+/// The run's conditions from its status: `EventsDelivered` (true once `.finished` is, false
+/// with the error when a delivery was given up) and `Finished`.
+pub fn update_conditions(status: &mut JobRunStatus, now: Timestamp) {
+    let gave_up = [&status.started, &status.finished]
+        .into_iter()
+        .flatten()
+        .find(|d| d.state == DeliveryState::GaveUp)
+        .map(|d| d.last_error.clone().unwrap_or_default());
+    if let Some(error) = gave_up {
+        set_condition(status, "EventsDelivered", "False", "GaveUp", &error, now);
+    } else if status
+        .finished
+        .as_ref()
+        .is_some_and(|d| d.state == DeliveryState::Delivered)
+    {
+        set_condition(status, "EventsDelivered", "True", "Delivered", "", now);
+    }
+    if status.phase.is_finished() {
+        let reason = status.phase.as_str();
+        let message = status
+            .outcome
+            .as_ref()
+            .map(|o| o.message.lines().next().unwrap_or_default().to_string())
+            .unwrap_or_default();
+        set_condition(status, "Finished", "True", reason, &message, now);
+    }
+}
+
+/// Sets a condition; its transition time changes only when its status does.
+fn set_condition(
+    status: &mut JobRunStatus,
+    type_: &str,
+    value: &str,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
+    match status.conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(condition) => {
+            if condition.status != value {
+                condition.last_transition_time = now.to_string();
+            }
+            condition.status = value.to_string();
+            condition.reason = reason.to_string();
+            condition.message = message.to_string();
+        }
+        None => status.conditions.push(Condition {
+            type_: type_.to_string(),
+            status: value.to_string(),
+            reason: reason.to_string(),
+            message: message.to_string(),
+            last_transition_time: now.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,695 @@
+use serde_json::json;
+
+use super::*;
+
+pub(crate) const T0: &str = "2026-12-01T10:00:00Z";
+
+pub(crate) fn at(seconds: i64) -> Timestamp {
+    T0.parse::<Timestamp>().unwrap() + SignedDuration::from_secs(seconds)
+}
+
+pub(crate) fn limits() -> Limits {
+    Limits {
+        missing_job_grace: Duration::from_secs(30),
+        never_started_timeout: Duration::from_secs(300),
+        delivery_give_up_after: Duration::from_secs(600),
+        retention: None,
+    }
+}
+
+/// A run of `tasks` tasks for an event of `event_type`; the task at `files_on` stages a file.
+pub(crate) fn run_of(
+    tasks: usize,
+    files_on: Option<usize>,
+    event_type: &str,
+    silent: bool,
+) -> JobRun {
+    let files: Vec<serde_json::Value> = match files_on {
+        Some(on) => (0..tasks)
+            .map(|i| {
+                if i == on {
+                    json!([{"key": "f0", "path": "/keptn/a", "executable": false}])
+                } else {
+                    json!([])
+                }
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    serde_json::from_value(json!({
+        "apiVersion": "job-executor.dev/v1alpha1",
+        "kind": "JobRun",
+        "metadata": {"name": "run-1", "namespace": "default", "uid": "u-1",
+                     "creationTimestamp": T0},
+        "spec": {
+            "event": {"specversion": "1.0", "id": "e-1", "source": "test", "type": event_type,
+                      "shkeptncontext": "c-1",
+                      "data": {"project": "p", "stage": "s", "service": "svc"}},
+            "action": {"index": 0, "name": "act", "silent": silent,
+                       "tasks": (0..tasks).map(|i| json!({"name": format!("t{i}"), "image": "alpine"}))
+                           .collect::<Vec<_>>(),
+                       "files": files}
+        }
+    }))
+    .unwrap()
+}
+
+pub(crate) fn triggered(tasks: usize) -> JobRun {
+    run_of(tasks, None, "sh.keptn.event.test.triggered", false)
+}
+
+/// The status of `run` as first initialised at T0, recorded.
+fn initialised(run: &JobRun) -> JobRunStatus {
+    let mut status = JobRunStatus::default();
+    initialise(run, &mut status, at(0));
+    status
+}
+
+fn delivered(delivery: &mut Option<Delivery>) {
+    if let Some(d) = delivery.as_mut() {
+        d.state = DeliveryState::Delivered;
+    }
+}
+
+/// `decide` with the status recorded as it is.
+fn next(run: &JobRun, status: &JobRunStatus, job: JobSeen, now: Timestamp) -> Step {
+    next_with(run, status, status, job, false, now, &limits())
+}
+
+fn next_with(
+    run: &JobRun,
+    status: &JobRunStatus,
+    persisted: &JobRunStatus,
+    job: JobSeen,
+    files_made: bool,
+    now: Timestamp,
+    limits: &Limits,
+) -> Step {
+    decide(&Facts {
+        run,
+        status,
+        persisted,
+        job: &job,
+        files_made,
+        now,
+        limits,
+    })
+}
+
+/// Task 0 running since T0, `.started` delivered.
+fn running(run: &JobRun) -> JobRunStatus {
+    let mut status = initialised(run);
+    delivered(&mut status.started);
+    record_job(&mut status, 0, "run-1-0".into(), at(0));
+    status
+}
+
+fn stuck() -> Option<Stuck> {
+    Some(Stuck {
+        pod: "run-1-0-abc".into(),
+        reason: "ImagePullBackOff".into(),
+        message: "container task: back-off".into(),
+    })
+}
+
+#[test]
+fn a_new_run_sends_started_then_creates_its_first_job() {
+    let run = triggered(2);
+    let mut status = initialised(&run);
+    assert_eq!(status.phase, RunPhase::Running);
+    assert_eq!(status.current_task, Some(0));
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(0)),
+        Step::Send(TaskEventKind::Started)
+    );
+    delivered(&mut status.started);
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(0)),
+        Step::CreateJob(0)
+    );
+    // A `.started` that waits for its next attempt does not hold the tasks up.
+    let mut retrying = initialised(&run);
+    retrying.started.as_mut().unwrap().next_attempt = Some(at(5).to_string());
+    assert_eq!(
+        next(&run, &retrying, JobSeen::NotCached, at(0)),
+        Step::CreateJob(0)
+    );
+}
+
+#[test]
+fn the_first_task_with_files_makes_the_config_map_first() {
+    let run = run_of(3, Some(1), "sh.keptn.event.test.triggered", false);
+    let mut status = initialised(&run);
+    delivered(&mut status.started);
+    let persisted = status.clone();
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(0)),
+        Step::CreateJob(0)
+    );
+    record_job(&mut status, 0, "run-1-0".into(), at(0));
+    record_task_end(
+        &run,
+        &mut status,
+        0,
+        TaskPhase::Succeeded,
+        None,
+        None,
+        at(1),
+    );
+    let step = |files_made| {
+        next_with(
+            &run,
+            &status,
+            &persisted,
+            JobSeen::NotCached,
+            files_made,
+            at(1),
+            &limits(),
+        )
+    };
+    assert_eq!(step(false), Step::CreateFiles(1));
+    assert_eq!(step(true), Step::CreateJob(1));
+}
+
+#[test]
+fn a_running_task_waits_for_its_job() {
+    let run = triggered(1);
+    let status = running(&run);
+    let before = initialised(&run);
+    let cases: Vec<(&str, &JobRunStatus, JobSeen, i64, Step)> = vec![
+        (
+            "created, not recorded",
+            &before,
+            JobSeen::NotCached,
+            0,
+            Step::Record(Record::BeforeWaiting),
+        ),
+        (
+            "not in the watch yet",
+            &status,
+            JobSeen::NotCached,
+            5,
+            Step::Wait(Some(Duration::from_secs(25))),
+        ),
+        (
+            "missing past the grace",
+            &status,
+            JobSeen::NotCached,
+            30,
+            Step::LookUpJob(0),
+        ),
+        (
+            "deleted behind our back",
+            &status,
+            JobSeen::Gone,
+            31,
+            Step::EndTask {
+                index: 0,
+                phase: TaskPhase::Failed,
+                message: Some("the Job run-1-0 was deleted before it finished".into()),
+                read_logs: false,
+            },
+        ),
+        (
+            "running",
+            &status,
+            JobSeen::Running { stuck: None },
+            3600,
+            Step::Wait(None),
+        ),
+        (
+            "a pod that cannot start, within the timeout",
+            &status,
+            JobSeen::Running { stuck: stuck() },
+            10,
+            Step::Wait(Some(Duration::from_secs(290))),
+        ),
+        (
+            "a pod that never started",
+            &status,
+            JobSeen::Running { stuck: stuck() },
+            300,
+            Step::StopJob {
+                index: 0,
+                message: "pod run-1-0-abc never started within 300s: ImagePullBackOff: \
+                          container task: back-off"
+                    .into(),
+            },
+        ),
+        (
+            "complete",
+            &status,
+            JobSeen::Succeeded,
+            60,
+            Step::EndTask {
+                index: 0,
+                phase: TaskPhase::Succeeded,
+                message: None,
+                read_logs: true,
+            },
+        ),
+        (
+            "failed without a message",
+            &status,
+            JobSeen::Failed {
+                reason: "BackoffLimitExceeded".into(),
+                message: String::new(),
+            },
+            60,
+            Step::EndTask {
+                index: 0,
+                phase: TaskPhase::Failed,
+                message: Some("BackoffLimitExceeded".into()),
+                read_logs: true,
+            },
+        ),
+        (
+            "failed",
+            &status,
+            JobSeen::Failed {
+                reason: "DeadlineExceeded".into(),
+                message: "Job was active longer than specified deadline".into(),
+            },
+            60,
+            Step::EndTask {
+                index: 0,
+                phase: TaskPhase::Failed,
+                message: Some(
+                    "DeadlineExceeded: Job was active longer than specified deadline".into(),
+                ),
+                read_logs: true,
+            },
+        ),
+    ];
+    for (case, persisted, job, seconds, expected) in cases {
+        let step = next_with(&run, &status, persisted, job, false, at(seconds), &limits());
+        assert_eq!(step, expected, "{case}");
+    }
+}
+
+#[test]
+fn a_delivery_retry_and_a_task_deadline_wake_at_the_earlier() {
+    let run = triggered(1);
+    let mut status = initialised(&run);
+    status.started.as_mut().unwrap().next_attempt = Some(at(4).to_string());
+    record_job(&mut status, 0, "run-1-0".into(), at(0));
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(0)),
+        Step::Wait(Some(Duration::from_secs(4)))
+    );
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(4)),
+        Step::Send(TaskEventKind::Started),
+        "the retry is due"
+    );
+    status.started.as_mut().unwrap().next_attempt = Some(at(40).to_string());
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(0)),
+        Step::Wait(Some(Duration::from_secs(30))),
+        "the grace ends first"
+    );
+}
+
+/// The run after its only task succeeded at T0 + 60 s; `.started` delivered.
+fn finished(run: &JobRun) -> JobRunStatus {
+    let mut status = running(run);
+    record_task_end(
+        run,
+        &mut status,
+        0,
+        TaskPhase::Succeeded,
+        None,
+        Some("ok".into()),
+        at(60),
+    );
+    status
+}
+
+#[test]
+fn finished_is_sent_only_once_the_outcome_is_recorded() {
+    let run = triggered(1);
+    let status = finished(&run);
+    assert_eq!(status.phase, RunPhase::Succeeded);
+    assert_eq!(
+        status.finished.as_ref().map(|d| d.state),
+        Some(DeliveryState::Pending),
+        "a run is not done before its .finished is sent"
+    );
+    assert!(!status.is_done());
+    let before = running(&run);
+    assert_eq!(
+        next_with(
+            &run,
+            &status,
+            &before,
+            JobSeen::Succeeded,
+            false,
+            at(60),
+            &limits()
+        ),
+        Step::Record(Record::BeforeFinished)
+    );
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(60)),
+        Step::Send(TaskEventKind::Finished)
+    );
+}
+
+#[test]
+fn finished_follows_started() {
+    let run = triggered(1);
+    let mut status = finished(&run);
+    let started = status.started.as_mut().unwrap();
+    started.state = DeliveryState::Pending;
+    started.next_attempt = Some(at(70).to_string());
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(60)),
+        Step::Wait(Some(Duration::from_secs(10)))
+    );
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(70)),
+        Step::Send(TaskEventKind::Started)
+    );
+    // A `.started` given up does not hold `.finished` back.
+    status.started.as_mut().unwrap().state = DeliveryState::GaveUp;
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(70)),
+        Step::Send(TaskEventKind::Finished)
+    );
+    status.finished.as_mut().unwrap().next_attempt = Some(at(73).to_string());
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(70)),
+        Step::Wait(Some(Duration::from_secs(3)))
+    );
+}
+
+#[test]
+fn a_done_run_waits_for_its_retention_then_goes() {
+    let run = triggered(1);
+    let mut status = finished(&run);
+    delivered(&mut status.finished);
+    assert!(status.is_done());
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(60)),
+        Step::Wait(None),
+        "kept for good without retention"
+    );
+    let kept = Limits {
+        retention: Some(Duration::from_secs(100)),
+        ..limits()
+    };
+    let step = |status: &JobRunStatus, seconds| {
+        next_with(
+            &run,
+            status,
+            status,
+            JobSeen::NotCached,
+            false,
+            at(seconds),
+            &kept,
+        )
+    };
+    assert_eq!(step(&status, 70), Step::Wait(Some(Duration::from_secs(90))));
+    assert_eq!(step(&status, 160), Step::Delete);
+    // A run finished by an older version (no `finishedAt`) counts from its creation.
+    let mut old = status.clone();
+    old.finished_at = None;
+    assert_eq!(step(&old, 70), Step::Wait(Some(Duration::from_secs(30))));
+    // What could not be delivered stays.
+    let mut gave_up = status.clone();
+    gave_up.finished.as_mut().unwrap().state = DeliveryState::GaveUp;
+    assert_eq!(step(&gave_up, 1000), Step::Wait(None));
+}
+
+#[test]
+fn silent_runs_and_other_events_send_nothing() {
+    for run in [
+        run_of(1, None, "sh.keptn.event.test.triggered", true),
+        run_of(1, None, "sh.keptn.event.test.finished", false),
+        run_of(1, None, "com.example.build", false),
+    ] {
+        let status = initialised(&run);
+        assert_eq!((&status.started, &status.finished), (&None, &None));
+        assert_eq!(
+            next(&run, &status, JobSeen::NotCached, at(0)),
+            Step::CreateJob(0)
+        );
+        let mut status = status;
+        record_job(&mut status, 0, "run-1-0".into(), at(0));
+        let persisted = status.clone();
+        record_task_end(
+            &run,
+            &mut status,
+            0,
+            TaskPhase::Succeeded,
+            None,
+            None,
+            at(1),
+        );
+        assert!(status.is_done());
+        let step = next_with(
+            &run,
+            &status,
+            &persisted,
+            JobSeen::Succeeded,
+            false,
+            at(1),
+            &limits(),
+        );
+        assert_eq!(step, Step::Record(Record::BeforeWaiting));
+        assert_eq!(
+            next(&run, &status, JobSeen::Succeeded, at(1)),
+            Step::Wait(None)
+        );
+    }
+}
+
+#[test]
+fn runs_with_nothing_to_run_finish_at_once() {
+    let mut failing = triggered(2);
+    failing.spec.failure = Some("task 'a' uses image \"x\", which is not allowed".into());
+    let status = initialised(&failing);
+    assert_eq!(status.phase, RunPhase::Failed);
+    assert_eq!(
+        status
+            .outcome
+            .as_ref()
+            .map(|o| (o.status, o.message.as_str())),
+        Some((
+            OutcomeStatus::Errored,
+            "task 'a' uses image \"x\", which is not allowed"
+        ))
+    );
+    assert_eq!(status.finished_at.as_deref(), Some(T0));
+    let empty = triggered(0);
+    let status = initialised(&empty);
+    assert_eq!(status.current_task, None);
+    assert_eq!(status.phase, RunPhase::Succeeded);
+    assert_eq!(
+        status.outcome.as_ref().map(|o| o.message.as_str()),
+        Some("The action has no tasks")
+    );
+    // `.started` goes first, then the outcome is recorded, then `.finished`.
+    let fresh = JobRunStatus::default();
+    assert_eq!(
+        next_with(
+            &empty,
+            &status,
+            &fresh,
+            JobSeen::NotCached,
+            false,
+            at(0),
+            &limits()
+        ),
+        Step::Send(TaskEventKind::Started)
+    );
+    let mut sent = status.clone();
+    delivered(&mut sent.started);
+    assert_eq!(
+        next_with(
+            &empty,
+            &sent,
+            &fresh,
+            JobSeen::NotCached,
+            false,
+            at(0),
+            &limits()
+        ),
+        Step::Record(Record::BeforeFinished)
+    );
+}
+
+#[test]
+fn a_run_finished_by_an_older_version_still_sends_finished() {
+    let run = triggered(1);
+    let mut status = finished(&run);
+    status.finished = None;
+    initialise(&run, &mut status, at(100));
+    assert_eq!(
+        status.finished.as_ref().map(|d| (d.state, d.id.clone())),
+        Some((
+            DeliveryState::Pending,
+            outgoing_event_id("run-1", TaskEventKind::Finished)
+        ))
+    );
+}
+
+#[test]
+fn tasks_move_on_only_after_success() {
+    let run = triggered(3);
+    let mut status = running(&run);
+    record_task_end(
+        &run,
+        &mut status,
+        0,
+        TaskPhase::Succeeded,
+        None,
+        Some(String::new()),
+        at(5),
+    );
+    assert_eq!(status.current_task, Some(1));
+    assert_eq!(status.phase, RunPhase::Running);
+    assert_eq!(status.tasks[0].logs, None, "empty logs are not kept");
+    assert_eq!(
+        status.tasks[0].completion_time.as_deref(),
+        Some(&*at(5).to_string())
+    );
+    record_job(&mut status, 1, "run-1-1".into(), at(5));
+    record_task_end(
+        &run,
+        &mut status,
+        1,
+        TaskPhase::Failed,
+        Some("BackoffLimitExceeded".into()),
+        Some("boom".into()),
+        at(9),
+    );
+    assert_eq!(
+        status.current_task,
+        Some(1),
+        "the failed task stays current"
+    );
+    assert_eq!(status.phase, RunPhase::Failed);
+    assert_eq!(status.tasks[2].phase, TaskPhase::Pending, "never started");
+    let outcome = status.outcome.clone().unwrap();
+    assert_eq!(outcome.status, OutcomeStatus::Errored);
+    assert!(
+        outcome
+            .message
+            .contains("Task 't1' failed: BackoffLimitExceeded\nLogs:\nboom"),
+        "{}",
+        outcome.message
+    );
+}
+
+fn transient(retry_after: Option<Duration>) -> DeliveryError {
+    DeliveryError::Transient {
+        message: "connection refused".into(),
+        retry_after,
+    }
+}
+
+#[test]
+fn delivery_attempts_retry_then_give_up() {
+    let fresh = || Delivery {
+        id: "d-1".into(),
+        ..Default::default()
+    };
+    let give_up = Duration::from_secs(600);
+
+    let mut delivery = fresh();
+    assert_eq!(
+        record_attempt(&mut delivery, Ok(()), at(0), give_up),
+        Attempt::Delivered
+    );
+    assert_eq!(
+        (
+            delivery.state,
+            delivery.attempts,
+            delivery.first_attempt.as_deref(),
+            delivery.delivered_at.as_deref()
+        ),
+        (DeliveryState::Delivered, 1, Some(T0), Some(T0))
+    );
+
+    let mut delivery = fresh();
+    let error = transient(Some(Duration::from_secs(30)));
+    assert_eq!(
+        record_attempt(&mut delivery, Err(&error), at(0), give_up),
+        Attempt::Retry
+    );
+    assert_eq!(delivery.state, DeliveryState::Pending);
+    assert_eq!(delivery.last_error.as_deref(), Some("connection refused"));
+    let next: Timestamp = delivery.next_attempt.as_deref().unwrap().parse().unwrap();
+    assert_eq!(next, at(30), "the sink's Retry-After is honoured");
+    // The time attribute stays the first attempt's.
+    assert_eq!(first_attempt(&mut delivery, at(30)), at(0));
+    assert_eq!(
+        record_attempt(&mut delivery, Err(&transient(None)), at(599), give_up),
+        Attempt::Retry
+    );
+    assert_eq!(delivery.attempts, 2);
+    assert_eq!(
+        record_attempt(&mut delivery, Err(&transient(None)), at(600), give_up),
+        Attempt::GaveUp,
+        "give up once the time is over"
+    );
+    assert_eq!(delivery.state, DeliveryState::GaveUp);
+
+    let mut delivery = fresh();
+    let refused = DeliveryError::Rejected {
+        status: 400,
+        message: "bad event".into(),
+    };
+    assert_eq!(
+        record_attempt(&mut delivery, Err(&refused), at(0), give_up),
+        Attempt::GaveUp,
+        "a refusal is not retried"
+    );
+    assert_eq!(
+        delivery.last_error.as_deref(),
+        Some("the sink refused the event: 400 bad event")
+    );
+}
+
+#[test]
+fn conditions_follow_the_status_and_keep_their_transition_time() {
+    let run = triggered(1);
+    let mut status = finished(&run);
+    update_conditions(&mut status, at(60));
+    assert_eq!(
+        status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect::<Vec<_>>(),
+        [("Finished", "True", "Succeeded")]
+    );
+    assert_eq!(status.conditions[0].message, "Task 't0' finished");
+    status.finished.as_mut().unwrap().state = DeliveryState::GaveUp;
+    status.finished.as_mut().unwrap().last_error = Some("refused".into());
+    update_conditions(&mut status, at(70));
+    let delivered_condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "EventsDelivered")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            delivered_condition.status.as_str(),
+            delivered_condition.reason.as_str(),
+            delivered_condition.message.as_str()
+        ),
+        ("False", "GaveUp", "refused")
+    );
+    update_conditions(&mut status, at(80));
+    let finished_condition = &status.conditions[0];
+    assert_eq!(
+        finished_condition.last_transition_time,
+        at(60).to_string(),
+        "unchanged status, unchanged time"
+    );
+    let again = status.conditions[1].clone();
+    assert_eq!(again.last_transition_time, at(70).to_string());
+}

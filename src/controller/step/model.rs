@@ -1,0 +1,495 @@
+//! A model-based property test of the executor and the decision function together: a run is
+//! reconciled in a model of the cluster and the sink, with random interleavings of Job and pod
+//! changes, clock jumps, sink outages and refusals, Jobs deleted behind the operator's back, and
+//! crashes (the executor dropped at a random request, before or after the request took
+//! effect, and started again from what the API server recorded). Whatever happens, no task's
+//! Job is created twice, no task starts before the one before it succeeded, and the run ends
+//! with its `.finished` sent under one id (again only after a crash) and saying what happened.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+
+use jiff::SignedDuration;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngSeed};
+
+use super::*;
+use crate::controller::decide::tests::{at, limits, run_of};
+use crate::controller::observe::Stuck;
+use crate::crd::RunPhase;
+use crate::leader::NotLeader;
+use crate::names;
+
+/// The sink's answer to one delivery.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    Accept,
+    Unavailable,
+    Refuse,
+}
+
+/// What happens between (and during) reconciles.
+#[derive(Debug, Clone)]
+enum Op {
+    Reconcile,
+    /// The next reconcile dies at its `nth` request, before or after the request took effect.
+    Crash {
+        nth: u8,
+        after: bool,
+    },
+    /// The watch shows task `i`'s Job.
+    Watch(usize),
+    /// Task `i`'s Job ends.
+    Complete {
+        task: usize,
+        succeeded: bool,
+    },
+    /// Task `i`'s pod cannot start.
+    Stuck(usize),
+    /// Task `i`'s Job is deleted by someone else.
+    DeleteJob(usize),
+    Advance(u16),
+    /// The sink answers the next deliveries so.
+    Sink(Answer),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => Just(Op::Reconcile),
+        2 => (0u8..8, any::<bool>()).prop_map(|(nth, after)| Op::Crash { nth, after }),
+        3 => (0usize..3).prop_map(Op::Watch),
+        3 => (0usize..3, prop::bool::weighted(0.8))
+            .prop_map(|(task, succeeded)| Op::Complete { task, succeeded }),
+        1 => (0usize..3).prop_map(Op::Stuck),
+        1 => (0usize..3).prop_map(Op::DeleteJob),
+        2 => (0u16..400).prop_map(Op::Advance),
+        2 => prop_oneof![
+            8 => Just(Answer::Unavailable),
+            1 => Just(Answer::Refuse),
+            4 => Just(Answer::Accept),
+        ]
+        .prop_map(Op::Sink),
+    ]
+}
+
+struct ModelJob {
+    seen: JobSeen,
+    cached: bool,
+    /// Deleted (by the operator or someone else); what it showed last is kept for the checks.
+    deleted: bool,
+}
+
+/// The cluster and the sink, as far as the executor can tell.
+struct Model {
+    run: JobRun,
+    now: Cell<Timestamp>,
+    jobs: RefCell<BTreeMap<usize, ModelJob>>,
+    /// Task indexes in the order their Jobs were created (adoptions not counted).
+    created: RefCell<Vec<usize>>,
+    files_made: Cell<u32>,
+    /// The status as the API server has it.
+    recorded: RefCell<JobRunStatus>,
+    /// What the sink accepted, in order.
+    sent: RefCell<Vec<CloudEvent>>,
+    answers: RefCell<VecDeque<Answer>>,
+    /// Requests left before the reconcile dies, and whether the last takes effect first.
+    crash: Cell<Option<(u8, bool)>>,
+    crashes: Cell<u32>,
+    deleted: Cell<bool>,
+    log_reads: Cell<u32>,
+}
+
+impl Model {
+    fn new(run: JobRun) -> Self {
+        Model {
+            run,
+            now: Cell::new(at(0)),
+            jobs: RefCell::default(),
+            created: RefCell::default(),
+            files_made: Cell::new(0),
+            recorded: RefCell::default(),
+            sent: RefCell::default(),
+            answers: RefCell::default(),
+            crash: Cell::new(None),
+            crashes: Cell::new(0),
+            deleted: Cell::new(false),
+            log_reads: Cell::new(0),
+        }
+    }
+
+    fn index_of(&self, job_name: &str) -> usize {
+        let tasks = self.run.spec.action.tasks.len();
+        (0..tasks)
+            .find(|i| names::job_name("run-1", *i) == job_name)
+            .expect("a Job of this run")
+    }
+
+    /// One request: it takes effect, unless the reconcile dies before it.
+    fn request<T>(&self, effect: impl FnOnce() -> T) -> Result<T, ReconcileError> {
+        match self.crash.get() {
+            Some((0, after)) => {
+                self.crash.set(None);
+                self.crashes.set(self.crashes.get() + 1);
+                if after {
+                    effect();
+                }
+                Err(NotLeader("crashed".into()).into())
+            }
+            Some((n, after)) => {
+                self.crash.set(Some((n - 1, after)));
+                Ok(effect())
+            }
+            None => Ok(effect()),
+        }
+    }
+
+    /// A reconcile from what the API server recorded, as after a restart.
+    fn reconcile(&self) -> Option<Ending> {
+        let settings = Settings::defaults();
+        let executor = Executor {
+            run: &self.run,
+            world: self,
+            settings: &settings,
+            limits: &limits(),
+            log_excerpt_bytes: 1024,
+        };
+        let recorded = self.recorded.borrow().clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let result = runtime.block_on(executor.execute(recorded));
+        self.crash.set(None);
+        result.ok().map(|(_, ending)| ending)
+    }
+
+    fn finish_job(&self, task: usize, seen: JobSeen) {
+        if let Some(job) = self.jobs.borrow_mut().get_mut(&task)
+            && matches!(job.seen, JobSeen::Running { .. })
+            && !job.deleted
+        {
+            job.seen = seen;
+        }
+    }
+
+    fn apply(&self, op: &Op) {
+        match op {
+            Op::Reconcile => {
+                self.reconcile();
+            }
+            Op::Crash { nth, after } => self.crash.set(Some((*nth, *after))),
+            Op::Watch(task) => {
+                if let Some(job) = self.jobs.borrow_mut().get_mut(task) {
+                    job.cached = true;
+                }
+            }
+            Op::Complete { task, succeeded } => self.finish_job(
+                *task,
+                if *succeeded {
+                    JobSeen::Succeeded
+                } else {
+                    JobSeen::Failed {
+                        reason: "BackoffLimitExceeded".into(),
+                        message: String::new(),
+                    }
+                },
+            ),
+            Op::Stuck(task) => self.finish_job(
+                *task,
+                JobSeen::Running {
+                    stuck: Some(Stuck {
+                        pod: "p".into(),
+                        reason: "ErrImagePull".into(),
+                        message: "no such image".into(),
+                    }),
+                },
+            ),
+            Op::DeleteJob(task) => self.delete(*task),
+            Op::Advance(seconds) => self
+                .now
+                .set(self.now.get() + SignedDuration::from_secs(i64::from(*seconds))),
+            Op::Sink(answer) => self.answers.borrow_mut().push_back(*answer),
+        }
+    }
+
+    fn delete(&self, task: usize) {
+        if let Some(job) = self.jobs.borrow_mut().get_mut(&task) {
+            job.deleted = true;
+        }
+    }
+
+    /// The world settles: the watch catches up, running Jobs succeed, the sink accepts, the
+    /// clock moves to each deadline. Returns whether the run ended.
+    fn settle(&self) -> bool {
+        for _ in 0..100 {
+            for job in self.jobs.borrow_mut().values_mut() {
+                job.cached = true;
+                if job.deleted {
+                    continue;
+                }
+                if job.seen == (JobSeen::Running { stuck: None }) {
+                    job.seen = JobSeen::Succeeded;
+                }
+            }
+            match self.reconcile() {
+                Some(Ending::Deleted) => return true,
+                Some(Ending::Wait(None)) if self.recorded.borrow().is_done() => return true,
+                Some(Ending::Wait(delay)) => {
+                    let step = delay.unwrap_or(Duration::from_secs(1));
+                    let step = SignedDuration::try_from(step).unwrap_or(SignedDuration::ZERO);
+                    self.now.set(self.now.get() + step);
+                }
+                None => {}
+            }
+        }
+        false
+    }
+}
+
+impl World for Model {
+    fn now(&self) -> Timestamp {
+        self.now.get()
+    }
+
+    fn cached_job(&self, name: &str) -> JobSeen {
+        match self.jobs.borrow().get(&self.index_of(name)) {
+            Some(job) if job.cached && !job.deleted => job.seen.clone(),
+            _ => JobSeen::NotCached,
+        }
+    }
+
+    async fn look_up_job(&self, name: &str) -> Result<JobSeen, ReconcileError> {
+        let index = self.index_of(name);
+        self.request(|| {
+            self.jobs
+                .borrow()
+                .get(&index)
+                .filter(|job| !job.deleted)
+                .map_or(JobSeen::Gone, |job| job.seen.clone())
+        })
+    }
+
+    async fn create_files(&self, _run: &JobRun) -> Result<(), StepError> {
+        Ok(self.request(|| self.files_made.set(self.files_made.get() + 1))?)
+    }
+
+    async fn create_job(&self, job: &Job) -> Result<(), ReconcileError> {
+        let index = self.index_of(&job.name_any());
+        self.request(|| {
+            let mut jobs = self.jobs.borrow_mut();
+            if jobs.contains_key(&index) {
+                return;
+            }
+            // No task starts before the one before it succeeded, or before its files exist.
+            if index > 0 {
+                assert_eq!(
+                    jobs.get(&(index - 1)).map(|j| &j.seen),
+                    Some(&JobSeen::Succeeded),
+                    "task {index} started before task {} succeeded",
+                    index - 1
+                );
+            }
+            if self
+                .run
+                .spec
+                .action
+                .files
+                .get(index)
+                .is_some_and(|f| !f.is_empty())
+            {
+                assert!(
+                    self.files_made.get() > 0,
+                    "task {index} started before its files"
+                );
+            }
+            jobs.insert(
+                index,
+                ModelJob {
+                    seen: JobSeen::Running { stuck: None },
+                    cached: false,
+                    deleted: false,
+                },
+            );
+            self.created.borrow_mut().push(index);
+        })
+    }
+
+    async fn delete_job(&self, name: &str) -> Result<(), ReconcileError> {
+        let index = self.index_of(name);
+        self.request(|| self.delete(index))
+    }
+
+    /// Logs read again can differ (a pod removed, a log rotated): each read says which it is.
+    async fn task_logs(&self, name: &str, _budget: usize) -> String {
+        self.log_reads.set(self.log_reads.get() + 1);
+        format!("logs of {name}, read {}", self.log_reads.get())
+    }
+
+    async fn deliver(
+        &self,
+        event: &CloudEvent,
+    ) -> Result<Result<(), DeliveryError>, ReconcileError> {
+        self.request(|| {
+            match self
+                .answers
+                .borrow_mut()
+                .pop_front()
+                .unwrap_or(Answer::Accept)
+            {
+                Answer::Accept => {
+                    self.sent.borrow_mut().push(event.clone());
+                    Ok(())
+                }
+                Answer::Unavailable => Err(DeliveryError::Transient {
+                    message: "503 Service Unavailable".into(),
+                    retry_after: None,
+                }),
+                Answer::Refuse => Err(DeliveryError::Rejected {
+                    status: 400,
+                    message: "no".into(),
+                }),
+            }
+        })
+    }
+
+    async fn write_status(&self, _run: &str, status: &JobRunStatus) -> Result<(), ReconcileError> {
+        self.request(|| {
+            let mut recorded = self.recorded.borrow_mut();
+            assert_eq!(status.revision, recorded.revision + 1, "writes are counted");
+            *recorded = status.clone();
+        })
+    }
+
+    async fn delete_run(&self, _run: &str) -> Result<(), ReconcileError> {
+        self.request(|| self.deleted.set(true))
+    }
+}
+
+fn kind_of(event: &CloudEvent) -> &str {
+    event.event_type().rsplit('.').next().unwrap_or_default()
+}
+
+fn check_run(tasks: usize, files_on: Option<usize>, ops: &[Op]) {
+    let run = run_of(tasks, files_on, "sh.keptn.event.test.triggered", false);
+    let model = Model::new(run);
+    for op in ops {
+        model.apply(op);
+    }
+    assert!(model.settle(), "the run ends once the world settles");
+
+    let status = model.recorded.borrow().clone();
+    let jobs = model.jobs.borrow();
+    let created = model.created.borrow().clone();
+    let mut unique = created.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        created.len(),
+        "a Job created twice: {created:?}"
+    );
+
+    // The run says what happened to its Jobs.
+    for (index, task) in status.tasks.iter().enumerate() {
+        let job = jobs.get(&index);
+        let seen = job.map(|j| &j.seen);
+        match task.phase {
+            TaskPhase::Succeeded => assert_eq!(seen, Some(&JobSeen::Succeeded), "task {index}"),
+            // A Job deleted before the operator saw it succeed failed as far as it can tell.
+            TaskPhase::Failed => assert!(
+                job.is_none_or(|j| j.deleted || j.seen != JobSeen::Succeeded),
+                "task {index}"
+            ),
+            TaskPhase::Pending => assert!(!created.contains(&index), "task {index}"),
+            TaskPhase::Running => panic!("task {index} still running in a finished run"),
+        }
+    }
+    let all_succeeded = (0..tasks).all(|i| status.tasks[i].phase == TaskPhase::Succeeded);
+    assert_eq!(
+        status.phase == RunPhase::Succeeded,
+        all_succeeded,
+        "{status:?}"
+    );
+    assert!(status.phase.is_finished() && status.is_done(), "{status:?}");
+
+    // `.finished`: one id and one report, after `.started`, saying the outcome; again only
+    // after a crash.
+    let sent = model.sent.borrow();
+    let finished: Vec<&CloudEvent> = sent.iter().filter(|e| kind_of(e) == "finished").collect();
+    let started: Vec<&CloudEvent> = sent.iter().filter(|e| kind_of(e) == "started").collect();
+    let crashes = model.crashes.get() as usize;
+    let finished_state = status.finished.as_ref().map(|d| d.state);
+    if finished_state == Some(DeliveryState::Delivered) {
+        assert!(!finished.is_empty(), "delivered as recorded");
+    }
+    if finished_state == Some(DeliveryState::GaveUp) {
+        assert!(finished.len() <= crashes, "given up, yet accepted");
+    }
+    assert!(
+        finished.len() <= 1 + crashes,
+        "{} .finished",
+        finished.len()
+    );
+    assert!(started.len() <= 1 + crashes, "{} .started", started.len());
+    let ids: Vec<&str> = finished.iter().map(|e| e.id()).collect();
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+    let reports: Vec<_> = finished.iter().map(|e| e.data()).collect();
+    assert!(reports.windows(2).all(|w| w[0] == w[1]), "{reports:#?}");
+    if let (Some(first_finished), Some(first_started)) = (
+        sent.iter().position(|e| kind_of(e) == "finished"),
+        sent.iter().position(|e| kind_of(e) == "started"),
+    ) {
+        assert!(first_started < first_finished, "order: {sent:?}");
+    }
+    for event in &finished {
+        let reported = event.data_str("status").unwrap_or_default();
+        let expected = if all_succeeded {
+            "succeeded"
+        } else {
+            "errored"
+        };
+        assert_eq!(reported, expected);
+    }
+}
+
+fn config() -> Config {
+    Config {
+        cases: 400,
+        rng_seed: RngSeed::Fixed(0x6a6f_6265_7865_6375),
+        failure_persistence: None,
+        ..Config::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn any_interleaving_runs_each_task_once_in_order_and_reports_once(
+        tasks in 1usize..=3,
+        files_on in prop::option::of(0usize..3),
+        ops in prop::collection::vec(op(), 0..60),
+    ) {
+        check_run(tasks, files_on.filter(|f| *f < tasks), &ops);
+    }
+}
+
+/// The model catches what the properties are about: a create that is not adopted is seen
+/// twice, and a run that never ends is caught by `settle`.
+#[test]
+fn the_model_sees_a_job_created_twice() {
+    let run = run_of(1, None, "sh.keptn.event.test.triggered", false);
+    let model = Model::new(run);
+    model.apply(&Op::Reconcile);
+    assert_eq!(*model.created.borrow(), [0]);
+    model.apply(&Op::DeleteJob(0));
+    assert!(model.jobs.borrow()[&0].deleted);
+    // Deleted behind the operator's back: after the grace the run fails, nothing is recreated.
+    model.apply(&Op::Advance(31));
+    model.apply(&Op::Reconcile);
+    assert_eq!(*model.created.borrow(), [0]);
+    let status = model.recorded.borrow().clone();
+    assert_eq!(
+        status.tasks[0].message.as_deref(),
+        Some("the Job run-1-0 was deleted before it finished")
+    );
+}
