@@ -279,6 +279,25 @@ fn empty_optional_keys_mean_not_set() {
 }
 
 #[test]
+fn silent_is_written_only_when_set() {
+    let text = |silent: &str| {
+        format!(
+            "apiVersion: v2\nactions:\n  - name: a\n    silent: {silent}\n    events: [{{name: x}}]\n"
+        )
+    };
+    let written = |silent: &str| {
+        let config = load(&text(silent), "c.yaml").unwrap().config;
+        serde_json::to_value(&config).unwrap()["actions"][0].clone()
+    };
+    assert_eq!(written("true")["silent"], serde_json::json!(true));
+    assert!(
+        written("false").get("silent").is_none(),
+        "{}",
+        written("false")
+    );
+}
+
+#[test]
 fn env_combinations_are_checked() {
     let text = r#"apiVersion: v2
 actions:
@@ -697,6 +716,45 @@ fn a_config_over_the_size_limit_is_refused_before_it_is_parsed() {
     std::fs::write(&file, &at_limit).unwrap();
     assert_eq!(read_file(&file).unwrap(), at_limit);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_config_that_grows_past_the_limit_as_it_is_read_is_refused() {
+    // A pipe has no size to check before reading: the read itself stops one byte past the limit.
+    let dir = std::env::temp_dir().join(format!("je-config-pipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pipe = dir.join("config.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .expect("mkfifo (coreutils)");
+    assert!(made.success());
+    let writer = {
+        let pipe = pipe.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new().write(true).open(&pipe).unwrap();
+            // The reader stops early and closes the pipe: a broken pipe is expected.
+            let _ = file.write_all("#".repeat(2 * MAX_CONFIG_BYTES as usize).as_bytes());
+        })
+    };
+    match read_file(&pipe).unwrap_err() {
+        ConfigError::TooLarge { size, limit, .. } => {
+            assert_eq!((size, limit), (MAX_CONFIG_BYTES + 1, MAX_CONFIG_BYTES))
+        }
+        other => panic!("{other:?}"),
+    }
+    writer.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_invalid_config_says_every_problem_on_its_own_line() {
+    let text = "apiVersion: v2\nactions:\n  - name: a\n    silent: maybe\n    colour: red\n";
+    let lines = problems(text);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let error = load(text, "job/config.yaml").unwrap_err();
+    assert_eq!(error.to_string(), lines.join("\n"));
 }
 
 fn actions_config(actions: usize, tasks: usize) -> String {

@@ -412,6 +412,60 @@ mod tests {
     }
 
     #[test]
+    fn describe_names_each_kind_of_node() {
+        let doc = parse_document("n: ~\ne:\ns: x\nq: 'null'\nl: [1]\nm: {a: 1}\n").unwrap();
+        let NodeValue::Mapping(entries) = &doc.root.value else {
+            panic!()
+        };
+        let kinds: Vec<&str> = entries.iter().map(|(_, value)| value.describe()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "null",
+                "null",
+                "a scalar",
+                "a scalar",
+                "a list",
+                "a mapping"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_scalar_anchor_is_aliased() {
+        let doc = parse_document("a: &x hello\nb: *x\nc: plain\n").unwrap();
+        let NodeValue::Mapping(entries) = &doc.root.value else {
+            panic!()
+        };
+        assert!(
+            matches!(&entries[1].1.value, NodeValue::Scalar { text, .. } if text == "hello"),
+            "{entries:?}"
+        );
+    }
+
+    #[test]
+    fn an_alias_counts_the_whole_collection_it_repeats() {
+        // The root mapping, three keys, `x` (a list and its 9 items), `b` (a list of `n`
+        // aliases, each 10 nodes) and `c` (a list of `m` items): 16 + 10 n + m nodes.
+        let text = |m: usize| {
+            let n = 24_998;
+            format!(
+                "a: &x [0, 0, 0, 0, 0, 0, 0, 0, 0]\nb: [{}]\nc: [{}]\n",
+                vec!["*x"; n].join(", "),
+                vec!["0"; m].join(", ")
+            )
+        };
+        assert_eq!(16 + 10 * 24_998 + 4, MAX_NODES);
+        assert!(parse_document(&text(4)).is_ok(), "exactly at the limit");
+        let error = parse_document(&text(5)).unwrap_err();
+        assert!(
+            error.message.contains("more than 250000 YAML nodes"),
+            "{error:?}"
+        );
+        assert_eq!(error.location.line, 3, "{error:?}");
+    }
+
+    #[test]
     fn empty_document_is_null() {
         assert!(parse_document("").unwrap().root.is_null());
         assert!(parse_document("# only a comment\n").unwrap().root.is_null());

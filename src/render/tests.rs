@@ -447,3 +447,71 @@ fn the_files_config_map_holds_each_file_once_owned_by_the_run() {
     assert_eq!(data["0-a.txt"].0, b"a");
     assert_eq!(data["1-b.sh"].0, b"#!/bin/sh\n");
 }
+
+/// The whole Job of a task that sets every key, with files and an owner: every field the
+/// renderer writes is in the snapshot, so none can go missing unnoticed.
+#[test]
+fn the_whole_job_of_a_task_with_every_key() {
+    let c = one_task(
+        r#"image: registry.example/tests:1.2
+imagePullPolicy: Always
+cmd: [/bin/sh, -c]
+args: [./run.sh]
+workingDir: /keptn
+files: [run.sh]
+env:
+  - {name: HOST, value: "$.data.deployment.deploymentURIsLocal[0]", valueFrom: event}
+  - {name: TOKEN, valueFrom: secret, secretName: api, key: token}
+  - {name: all-keys, valueFrom: secret}
+  - {name: LITERAL, value: "/tmp/data"}
+resources:
+  requests: {cpu: 100m, memory: 64Mi}
+  limits: {cpu: "1", memory: 256Mi}
+maxPollDuration: 600
+ttlSecondsAfterFinished: 3600
+securityContext:
+  runAsUser: 1000
+  runAsGroup: 1000
+  runAsNonRoot: true
+  readOnlyRootFilesystem: false
+  allowPrivilegeEscalation: false
+  capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}
+  seccompProfile: {type: RuntimeDefault}
+serviceAccount: tester
+annotations: {example.com/team: carts}
+imagePullSecrets: [registry-credentials]
+emptyDirSizeLimit: 50Mi
+backoffLimit: 2
+labels: {team: carts}
+"#,
+    );
+    let event = event();
+    let files = [StagedFile {
+        key: "0-run.sh".into(),
+        path: "run.sh".into(),
+        executable: true,
+    }];
+    let owner = OwnerReference {
+        api_version: "job-executor.dev/v1alpha1".into(),
+        kind: "JobRun".into(),
+        name: "test-0123456789abcdef0123".into(),
+        uid: "0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9".into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let job = render_job(
+        &JobRequest {
+            event: &event,
+            run_name: "test-0123456789abcdef0123",
+            action_index: 0,
+            action_name: &c.actions[0].display_name(0),
+            tasks: &c.actions[0].tasks,
+            task_index: 0,
+            files: &files,
+            owner: Some(&owner),
+        },
+        &Settings::defaults(),
+    )
+    .unwrap();
+    insta::assert_snapshot!(serde_json::to_string_pretty(&job).unwrap());
+}
