@@ -227,6 +227,11 @@ impl Demo {
             NAMESPACE,
             "pod-security.kubernetes.io/enforce=restricted",
         ])?;
+        // Helm installs a chart's CRD only where there is none: one left by an older version
+        // of this repository is brought up to date first, as an upgrade does (install.md).
+        let crd = root().join("crds/jobrun.yaml");
+        let crd = crd.to_str().context("the repository path is not UTF-8")?;
+        cluster_kubectl(&["apply", "-f", crd])?;
         let chart = root().join("charts/job-executor");
         let chart = chart.to_str().context("the repository path is not UTF-8")?;
         cluster_tool(

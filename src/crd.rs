@@ -32,6 +32,7 @@ pub const CRD_NAME: &str = "jobruns.job-executor.dev";
     printcolumn = r#"{"name":"Action","type":"string","jsonPath":".spec.action.name"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Task","type":"integer","jsonPath":".status.currentTask"}"#,
+    printcolumn = r#"{"name":"Tasks","type":"string","jsonPath":".status.taskSummary"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -119,6 +120,8 @@ pub enum TaskPhase {
     Running,
     Succeeded,
     Failed,
+    /// Never started: a task it needs did not succeed.
+    Skipped,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -135,6 +138,9 @@ pub struct JobRunStatus {
     pub current_task: Option<u32>,
     #[serde(default)]
     pub tasks: Vec<TaskStatus>,
+    /// Each task's name and phase, for `kubectl get jobruns` (`build:Succeeded test:Running`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub task_summary: String,
     /// The `.started` event (absent for silent runs and events that are not `.triggered`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<Delivery>,

@@ -142,7 +142,7 @@ fn render_json_lists_matched_and_not_matched_actions() {
     assert_eq!(events["finished"]["data"]["status"], "succeeded");
 
     let not_matched = plan["not_matched"].as_array().unwrap();
-    assert_eq!(not_matched.len(), 5);
+    assert_eq!(not_matched.len(), 6);
     assert_eq!(not_matched[0]["action"], "Deploy with helm");
     assert_eq!(
         not_matched[0]["reason"],
@@ -326,7 +326,7 @@ fn validate_reports_every_problem_as_file_line_col() {
     assert_eq!(
         stdout(&output),
         format!(
-            "{CONFIG}: ok (6 action(s))\n\
+            "{CONFIG}: ok (7 action(s))\n\
              {bad_path}:7:9: actions[0].tasks[0].imag: unknown key \"imag\", did you mean \"image\"?\n\
              {bad_path}:7:9: actions[0].tasks[0]: missing required key \"image\"\n\
              {bad_path}:8:26: actions[0].tasks[0].maxPollDuration: expected an integer, found \"soon\"\n"
@@ -523,4 +523,24 @@ fn the_committed_crd_is_the_generated_one_and_validates() {
         "crds/jobrun.yaml is stale: run `cargo run -- crd > crds/jobrun.yaml`"
     );
     validate_manifests(&root().join("crds/jobrun.yaml"));
+}
+
+#[test]
+fn render_shows_the_graph_of_tasks_that_say_what_they_need() {
+    let plan = render_json("test-events/verify.triggered.json", &[]);
+    let action = &plan["matched"][0];
+    assert_eq!(action["action"], "Verify a preview");
+    assert_eq!(
+        action["graph"],
+        serde_json::json!([
+            {"task": "deploy preview", "after": []},
+            {"task": "api checks", "after": ["deploy preview"]},
+            {"task": "ui checks", "after": ["deploy preview"]},
+            {"task": "report", "after": ["api checks", "ui checks"]},
+        ])
+    );
+    assert_eq!(action["jobs"].as_array().unwrap().len(), 4);
+    // A list of tasks runs in order, as it always did: no graph shown.
+    let plan = render_json("test-events/test.triggered.json", &[]);
+    assert!(plan["matched"][0].get("graph").is_none(), "{plan}");
 }

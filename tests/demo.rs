@@ -59,13 +59,19 @@ fn assert_whole_loop(out: &str) {
         out.contains("← sink got test.finished  status=succeeded result=pass"),
         "{out}"
     );
+    // The graph's four tasks each ran (their overlap is proven in tests/workflow.rs, where the
+    // middle tasks take seconds, not the simulator's 100 ms).
+    for task in 0..4 {
+        let line = format!("verify-ba9ee74607a04422b29d-{task}    succeeded");
+        assert!(out.contains(&line), "{line}: {out}");
+    }
     // The log excerpt's first lines: the first locust task prints its command line.
     assert!(
         out.contains("│ /bin/sh /keptn/scripts/wait-for.sh"),
         "{out}"
     );
     assert!(
-        out.contains("✓ 8 runs, every one succeeded and reported"),
+        out.contains("✓ 9 runs, every one succeeded and reported"),
         "{out}"
     );
 }

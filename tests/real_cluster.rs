@@ -147,13 +147,17 @@ async fn the_test_event_runs_both_tasks_in_order_with_their_logs_and_files() {
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "ACTION", "PHASE", "TASK", "AGE"],
+        ["NAME", "ACTION", "PHASE", "TASK", "TASKS", "AGE"],
         "{table}"
     );
     let row = table.lines().nth(1).unwrap();
     assert!(
         row.starts_with(run_name) && row.contains("Run locust") && row.contains("Succeeded"),
         "{table}"
+    );
+    assert!(
+        row.contains("Check the service answers:Succeeded Run locust smoke tests:Succeeded"),
+        "every task's state: {table}"
     );
 }
 

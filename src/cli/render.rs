@@ -66,7 +66,9 @@ pub fn run_render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `{"matched": [{action, index, silent, jobs, events}], "not_matched": [{action, reason}]}`.
+/// `{"matched": [{action, index, silent, jobs, events, graph}], "not_matched": [{action,
+/// reason}]}`; `graph` (each task and the tasks it starts after) only for actions whose tasks
+/// say what they need.
 fn plan(
     event: &CloudEvent,
     config: &JobConfig,
@@ -146,14 +148,27 @@ fn plan(
                 "finished": report::finished_for(&context, &succeeded, &outcome),
             })
         });
-        matched.push(json!({
+        let mut entry = json!({
             "action": verdict.name,
             "index": verdict.index,
             "run": run_name,
             "silent": action.silent,
             "jobs": jobs,
             "events": events,
-        }));
+        });
+        // An action whose tasks say what they need runs them as a graph: show it.
+        if config::graph::uses_needs(&action.tasks) {
+            let needs = config::graph::dependencies(&action.tasks);
+            let name = |index: usize| action.tasks[index].display_name(index);
+            entry["graph"] = needs
+                .iter()
+                .enumerate()
+                .map(|(index, needed)| {
+                    json!({"task": name(index), "after": needed.iter().map(|&n| name(n)).collect::<Vec<_>>()})
+                })
+                .collect();
+        }
+        matched.push(entry);
     }
     Ok(json!({"matched": matched, "not_matched": not_matched}))
 }
@@ -175,6 +190,22 @@ fn plan_as_yaml(plan: &Value) -> anyhow::Result<String> {
                 ""
             }
         ));
+        if let Some(graph) = action["graph"].as_array() {
+            out.push_str("# tasks (each starts once the tasks it comes after have succeeded):\n");
+            for task in graph {
+                let after: Vec<&str> = task["after"]
+                    .as_array()
+                    .unwrap_or(&empty)
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let task = task["task"].as_str().unwrap_or_default();
+                match after.is_empty() {
+                    true => out.push_str(&format!("#   {task} (at once)\n")),
+                    false => out.push_str(&format!("#   {task} after {}\n", after.join(", "))),
+                }
+            }
+        }
         for job in action["jobs"].as_array().unwrap_or(&empty) {
             out.push_str("---\n");
             out.push_str(&serde_saphyr::to_string(job)?);

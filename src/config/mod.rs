@@ -10,6 +10,7 @@
 
 mod check;
 pub mod formats;
+pub mod graph;
 mod model;
 pub mod yaml;
 
@@ -383,6 +384,11 @@ impl Semantic<'_> {
         }
         for (index, task) in action.tasks.iter().enumerate() {
             self.task(&index_path(&key_path(path, "tasks"), index), task);
+        }
+        for problem in graph::problems(&action.tasks) {
+            let task_path = index_path(&key_path(path, "tasks"), problem.task);
+            let entry_path = index_path(&key_path(&task_path, "needs"), problem.entry);
+            self.error(&entry_path, problem.message);
         }
     }
 

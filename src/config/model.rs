@@ -130,6 +130,11 @@ pub struct Task {
     /// Extra labels for the Job (additive key).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The tasks of the same action, by name, this task starts after (additive key). When no
+    /// task of an action says `needs`, its tasks run one after the other; when one does, every
+    /// task starts as soon as the tasks it needs have succeeded, at the same time as others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -786,3 +786,37 @@ fn actions_per_config_and_tasks_per_action_are_bounded() {
         ["job/config.yaml:5:12: actions[0].tasks: 101 tasks, over the limit of 100 per action"]
     );
 }
+
+#[test]
+fn needs_errors_are_located_at_their_entry() {
+    let text = r#"apiVersion: v2
+actions:
+  - name: pipeline
+    events: [{name: x}]
+    tasks:
+      - {name: a, image: alpine, needs: [c]}
+      - {name: b, image: alpine, needs: [a, deploy]}
+      - name: c
+        image: alpine
+        needs:
+          - b
+"#;
+    assert_eq!(
+        problems(text),
+        [
+            "job/config.yaml:6:42: actions[0].tasks[0].needs[0]: the tasks' needs make a cycle: \
+             \"a\" needs \"c\" needs \"b\" needs \"a\"; no task of it could ever start",
+            "job/config.yaml:7:45: actions[0].tasks[1].needs[1]: no task of this action is \
+             named \"deploy\"",
+        ]
+    );
+    let diamond = text
+        .replace("needs: [c]", "needs: []")
+        .replace("needs: [a, deploy]", "needs: [a]")
+        .replace(
+            "          - b\n",
+            "          - a\n      - {name: d, image: alpine, needs: [b, c]}\n",
+        );
+    let loaded = load(&diamond, "c.yaml").unwrap();
+    assert_eq!(loaded.config.actions[0].tasks[3].needs, ["b", "c"]);
+}

@@ -15,6 +15,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::observe::Stuck;
 use super::report;
+use crate::config::graph;
 use crate::crd::{
     Condition, Delivery, DeliveryState, JobRun, JobRunStatus, OutcomeStatus, RunOutcome, RunPhase,
     TaskPhase, TaskStatus,
@@ -61,8 +62,8 @@ pub struct Facts<'a> {
     pub status: &'a JobRunStatus,
     /// The status the API server has (the last write).
     pub persisted: &'a JobRunStatus,
-    /// The running task's Job.
-    pub job: &'a JobSeen,
+    /// What the cluster shows of each task's Job (meaningful for running tasks), by index.
+    pub jobs: &'a [JobSeen],
     /// Whether the run's files ConfigMap was made (or found) in this reconcile.
     pub files_made: bool,
     pub now: Timestamp,
@@ -168,9 +169,66 @@ pub fn decide(facts: &Facts<'_>) -> Step {
     Step::Wait(wake.0)
 }
 
-/// The step of the running task, or `None` while it waits (with `wake` set when a deadline is
-/// ahead).
+/// The next step of the tasks, in the order of their indexes: a running task's end, or a task
+/// whose needs all succeeded starting; `None` while they wait (with `wake` set when a deadline
+/// is ahead).
 fn task_step(facts: &Facts<'_>, wake: &mut Wake) -> Option<Step> {
+    let Facts { run, status, .. } = *facts;
+    let needs = graph::dependencies(&run.spec.action.tasks);
+    for (index, task) in status.tasks.iter().enumerate() {
+        let step = match task.phase {
+            TaskPhase::Running => running_step(facts, index, task, wake),
+            TaskPhase::Pending if is_ready(status, needs.get(index)) => Some(
+                if stages_files(run, index) && !facts.files_made && no_files_yet(run, status) {
+                    Step::CreateFiles(index)
+                } else {
+                    Step::CreateJob(index)
+                },
+            ),
+            TaskPhase::Pending | TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Skipped => {
+                None
+            }
+        };
+        if step.is_some() {
+            return step;
+        }
+    }
+    None
+}
+
+/// Whether every task a task needs has succeeded.
+fn is_ready(status: &JobRunStatus, needs: Option<&Vec<usize>>) -> bool {
+    needs.into_iter().flatten().all(|&needed| {
+        status
+            .tasks
+            .get(needed)
+            .is_some_and(|t| t.phase == TaskPhase::Succeeded)
+    })
+}
+
+/// Whether task `index` stages files (from the run's ConfigMap).
+fn stages_files(run: &JobRun, index: usize) -> bool {
+    run.spec
+        .action
+        .files
+        .get(index)
+        .is_some_and(|f| !f.is_empty())
+}
+
+/// Whether no task that stages files has started: the run's ConfigMap is made before the first.
+fn no_files_yet(run: &JobRun, status: &JobRunStatus) -> bool {
+    status.tasks.iter().enumerate().all(|(index, task)| {
+        !stages_files(run, index) || matches!(task.phase, TaskPhase::Pending | TaskPhase::Skipped)
+    })
+}
+
+/// The step of running task `index`, or `None` while it runs.
+fn running_step(
+    facts: &Facts<'_>,
+    index: usize,
+    task: &TaskStatus,
+    wake: &mut Wake,
+) -> Option<Step> {
     let Facts {
         run,
         status,
@@ -178,65 +236,53 @@ fn task_step(facts: &Facts<'_>, wake: &mut Wake) -> Option<Step> {
         limits,
         ..
     } = *facts;
-    let index = status.current_task? as usize;
-    let task = status.tasks.get(index)?;
-    match task.phase {
-        TaskPhase::Pending if first_with_files(run) == Some(index) && !facts.files_made => {
-            Some(Step::CreateFiles(index))
+    let waited = since(task.start_time.as_deref(), now);
+    match facts.jobs.get(index).unwrap_or(&JobSeen::NotCached) {
+        JobSeen::NotCached if waited < limits.missing_job_grace => {
+            wake.within(limits.missing_job_grace - waited);
+            None
         }
-        TaskPhase::Pending => Some(Step::CreateJob(index)),
-        TaskPhase::Running => {
-            let waited = since(task.start_time.as_deref(), now);
-            match facts.job {
-                JobSeen::NotCached if waited < limits.missing_job_grace => {
-                    wake.within(limits.missing_job_grace - waited);
-                    None
-                }
-                JobSeen::NotCached => Some(Step::LookUpJob(index)),
-                JobSeen::Gone => Some(Step::EndTask {
-                    index,
-                    phase: TaskPhase::Failed,
-                    message: Some(format!(
-                        "the Job {} was deleted before it finished",
-                        job_name(run, status, index)
-                    )),
-                    read_logs: false,
-                }),
-                JobSeen::Running { stuck: None } => None,
-                JobSeen::Running { stuck: Some(_) } if waited < limits.never_started_timeout => {
-                    wake.within(limits.never_started_timeout - waited);
-                    None
-                }
-                JobSeen::Running { stuck: Some(stuck) } => Some(Step::StopJob {
-                    index,
-                    message: format!(
-                        "pod {} never started within {}s: {}: {}",
-                        stuck.pod,
-                        limits.never_started_timeout.as_secs(),
-                        stuck.reason,
-                        stuck.message
-                    ),
-                }),
-                JobSeen::Succeeded => Some(Step::EndTask {
-                    index,
-                    phase: TaskPhase::Succeeded,
-                    message: None,
-                    read_logs: true,
-                }),
-                JobSeen::Failed { reason, message } => Some(Step::EndTask {
-                    index,
-                    phase: TaskPhase::Failed,
-                    message: Some(if message.is_empty() {
-                        reason.clone()
-                    } else {
-                        format!("{reason}: {message}")
-                    }),
-                    read_logs: true,
-                }),
-            }
+        JobSeen::NotCached => Some(Step::LookUpJob(index)),
+        JobSeen::Gone => Some(Step::EndTask {
+            index,
+            phase: TaskPhase::Failed,
+            message: Some(format!(
+                "the Job {} was deleted before it finished",
+                job_name(run, status, index)
+            )),
+            read_logs: false,
+        }),
+        JobSeen::Running { stuck: None } => None,
+        JobSeen::Running { stuck: Some(_) } if waited < limits.never_started_timeout => {
+            wake.within(limits.never_started_timeout - waited);
+            None
         }
-        // A task that is over moved the run on when it was recorded.
-        TaskPhase::Succeeded | TaskPhase::Failed => None,
+        JobSeen::Running { stuck: Some(stuck) } => Some(Step::StopJob {
+            index,
+            message: format!(
+                "pod {} never started within {}s: {}: {}",
+                stuck.pod,
+                limits.never_started_timeout.as_secs(),
+                stuck.reason,
+                stuck.message
+            ),
+        }),
+        JobSeen::Succeeded => Some(Step::EndTask {
+            index,
+            phase: TaskPhase::Succeeded,
+            message: None,
+            read_logs: true,
+        }),
+        JobSeen::Failed { reason, message } => Some(Step::EndTask {
+            index,
+            phase: TaskPhase::Failed,
+            message: Some(if message.is_empty() {
+                reason.clone()
+            } else {
+                format!("{reason}: {message}")
+            }),
+            read_logs: true,
+        }),
     }
 }
 
@@ -260,11 +306,6 @@ fn pending(delivery: &Option<Delivery>) -> Option<&Delivery> {
 fn left_until_attempt(delivery: &Delivery, now: Timestamp) -> Option<Duration> {
     let left = until(delivery.next_attempt.as_deref(), now);
     (!left.is_zero()).then_some(left)
-}
-
-/// The only task that makes the run's files ConfigMap: the first that stages files.
-fn first_with_files(run: &JobRun) -> Option<usize> {
-    run.spec.action.files.iter().position(|f| !f.is_empty())
 }
 
 /// The name of task `index`'s Job: as recorded, or as derived.
@@ -390,16 +431,18 @@ fn expect_finished(run: &JobRun, status: &mut JobRunStatus) {
     }
 }
 
-/// Records that task `index`'s Job exists (created or adopted).
+/// Records that task `index`'s Job exists (created or adopted); it is the current task.
 pub fn record_job(status: &mut JobRunStatus, index: usize, job_name: String, now: Timestamp) {
     if let Some(task) = status.tasks.get_mut(index) {
         task.phase = TaskPhase::Running;
         task.job_name = Some(job_name);
         task.start_time = Some(now.to_string());
+        status.current_task = Some(index as u32);
     }
 }
 
-/// Records the end of task `index` and moves on: to the next task, or to the run's outcome.
+/// Records the end of task `index`. A task that did not succeed skips every task that needs it
+/// (and what needs those); once no task runs or can start, the run's outcome is fixed.
 pub fn record_task_end(
     run: &JobRun,
     status: &mut JobRunStatus,
@@ -416,11 +459,61 @@ pub fn record_task_end(
     task.message = message;
     task.logs = logs.filter(|l| !l.is_empty());
     task.completion_time = Some(now.to_string());
-    if phase == TaskPhase::Succeeded && index + 1 < status.tasks.len() {
-        status.current_task = Some(index as u32 + 1);
-    } else {
+    if phase != TaskPhase::Succeeded {
+        skip_dependents(run, status);
+    }
+    let over = |t: &TaskStatus| {
+        matches!(
+            t.phase,
+            TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Skipped
+        )
+    };
+    if status.tasks.iter().all(over) {
         let outcome = report::outcome_of_tasks(status);
         finish(run, status, outcome.status, outcome.message, now);
+    }
+}
+
+/// Marks every pending task that needs a task that failed or was skipped as skipped. With
+/// `needs`, the task's message names what it needed; tasks that run one after the other are
+/// skipped silently, as Keptn's service left them.
+fn skip_dependents(run: &JobRun, status: &mut JobRunStatus) {
+    let tasks = &run.spec.action.tasks;
+    let needs = graph::dependencies(tasks);
+    let named = graph::uses_needs(tasks);
+    loop {
+        let mut changed = false;
+        for (index, needed) in needs.iter().enumerate() {
+            let Some(blocker) = needed.iter().copied().find(|&n| {
+                status
+                    .tasks
+                    .get(n)
+                    .is_some_and(|t| matches!(t.phase, TaskPhase::Failed | TaskPhase::Skipped))
+            }) else {
+                continue;
+            };
+            let blocker_name = status.tasks[blocker].name.clone();
+            let blocker_failed = status.tasks[blocker].phase == TaskPhase::Failed;
+            let Some(task) = status.tasks.get_mut(index) else {
+                continue;
+            };
+            if task.phase != TaskPhase::Pending {
+                continue;
+            }
+            task.phase = TaskPhase::Skipped;
+            task.message = named.then(|| {
+                let what = if blocker_failed {
+                    "failed"
+                } else {
+                    "was skipped"
+                };
+                format!("it needs '{blocker_name}', which {what}")
+            });
+            changed = true;
+        }
+        if !changed {
+            return;
+        }
     }
 }
 
@@ -499,9 +592,27 @@ pub fn record_attempt(
     Attempt::Retry
 }
 
-/// The run's conditions from its status: `EventsDelivered` (true once `.finished` is, false
-/// with the error when a delivery was given up) and `Finished`.
+/// What `kubectl get jobruns` shows of the tasks: `name:Phase` each, in order; after the
+/// first ten, how many more there are.
+pub fn task_summary(status: &JobRunStatus) -> String {
+    const SHOWN: usize = 10;
+    let mut parts: Vec<String> = status
+        .tasks
+        .iter()
+        .take(SHOWN)
+        .map(|task| format!("{}:{:?}", task.name, task.phase))
+        .collect();
+    if status.tasks.len() > SHOWN {
+        parts.push(format!("(+{} more)", status.tasks.len() - SHOWN));
+    }
+    parts.join(" ")
+}
+
+/// What the status says for people, derived from the rest: the task summary and the
+/// conditions — `EventsDelivered` (true once `.finished` is, false with the error when a
+/// delivery was given up) and `Finished`.
 pub fn update_conditions(status: &mut JobRunStatus, now: Timestamp) {
+    status.task_summary = task_summary(status);
     let gave_up = [&status.started, &status.finished]
         .into_iter()
         .flatten()

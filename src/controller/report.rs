@@ -20,6 +20,12 @@ pub fn outcome_of_tasks(status: &JobRunStatus) -> RunOutcome {
                     task.message.as_deref().unwrap_or("unknown reason")
                 )
             }
+            // Skipped tasks of a graph say what they needed; the rest of a list of tasks
+            // stopped by a failure is left out, as Keptn's service left it out.
+            TaskPhase::Skipped => match &task.message {
+                Some(why) => format!("Task '{}' skipped: {why}", task.name),
+                None => continue,
+            },
             TaskPhase::Pending | TaskPhase::Running => continue,
         };
         sections.push(match task.logs.as_deref().filter(|l| !l.is_empty()) {

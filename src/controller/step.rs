@@ -119,16 +119,17 @@ impl<W: World> Executor<'_, W> {
         let mut status = status;
         initialise(run, &mut status, self.world.now());
         let mut files_made = false;
-        let mut looked_up: Option<(usize, JobSeen)> = None;
+        // What the API server said of Jobs missing from the watch, by task.
+        let mut looked_up: Vec<Option<JobSeen>> = vec![None; status.tasks.len()];
         for _ in 0..most_steps(status.tasks.len()) {
             let now = self.world.now();
             update_conditions(&mut status, now);
-            let job = self.observe(&status, looked_up.as_ref());
+            let jobs = self.observe(&status, &looked_up);
             let step = decide(&Facts {
                 run,
                 status: &status,
                 persisted: &persisted,
-                job: &job,
+                jobs: &jobs,
                 files_made,
                 now,
                 limits: self.limits,
@@ -158,7 +159,10 @@ impl<W: World> Executor<'_, W> {
                 },
                 Step::LookUpJob(index) => {
                     let job_name = job_name(run, &status, index);
-                    looked_up = Some((index, self.world.look_up_job(&job_name).await?));
+                    let seen = self.world.look_up_job(&job_name).await?;
+                    if let Some(slot) = looked_up.get_mut(index) {
+                        *slot = Some(seen);
+                    }
                 }
                 Step::EndTask {
                     index,
@@ -198,20 +202,23 @@ impl<W: World> Executor<'_, W> {
         Ok((persisted, Ending::Wait(Some(Duration::from_secs(1)))))
     }
 
-    /// The running task's Job: from the watch's cache, or as the API server said when asked.
-    fn observe(&self, status: &JobRunStatus, looked_up: Option<&(usize, JobSeen)>) -> JobSeen {
-        let Some(index) = status.current_task.map(|i| i as usize) else {
-            return JobSeen::NotCached;
+    /// Each running task's Job, by task: from the watch's cache, or as the API server said
+    /// when asked.
+    fn observe(&self, status: &JobRunStatus, looked_up: &[Option<JobSeen>]) -> Vec<JobSeen> {
+        let seen = |(index, task): (usize, &crate::crd::TaskStatus)| {
+            if task.phase != TaskPhase::Running {
+                return JobSeen::NotCached;
+            }
+            match self.world.cached_job(&job_name(self.run, status, index)) {
+                JobSeen::NotCached => looked_up
+                    .get(index)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or(JobSeen::NotCached),
+                seen => seen,
+            }
         };
-        if status.tasks.get(index).map(|t| t.phase) != Some(TaskPhase::Running) {
-            return JobSeen::NotCached;
-        }
-        match self.world.cached_job(&job_name(self.run, status, index)) {
-            JobSeen::NotCached => looked_up
-                .filter(|(i, _)| *i == index)
-                .map_or(JobSeen::NotCached, |(_, seen)| seen.clone()),
-            seen => seen,
-        }
+        status.tasks.iter().enumerate().map(seen).collect()
     }
 
     fn render(&self, index: usize) -> Result<Job, CannotRun> {

@@ -36,6 +36,16 @@ fn one_task(task_yaml: &str) -> JobConfig {
 }
 
 fn render(config: &JobConfig, settings: &Settings) -> Result<Job, RenderError> {
+    render_with(config, &[], None, settings)
+}
+
+/// The first task's Job of `config`'s first action, staging `files`, owned by `owner`.
+fn render_with(
+    config: &JobConfig,
+    files: &[StagedFile],
+    owner: Option<&OwnerReference>,
+    settings: &Settings,
+) -> Result<Job, RenderError> {
     let event = event();
     render_job(
         &JobRequest {
@@ -45,11 +55,20 @@ fn render(config: &JobConfig, settings: &Settings) -> Result<Job, RenderError> {
             action_name: &config.actions[0].display_name(0),
             tasks: &config.actions[0].tasks,
             task_index: 0,
-            files: &[],
-            owner: None,
+            files,
+            owner,
         },
         settings,
     )
+}
+
+/// `run.sh`, staged executable.
+fn run_sh() -> [StagedFile; 1] {
+    [StagedFile {
+        key: "0-run.sh".into(),
+        path: "run.sh".into(),
+        executable: true,
+    }]
 }
 
 fn container(job: &Job) -> &Container {
@@ -366,26 +385,7 @@ fn installation_labels_go_on_jobs_and_pods() {
 #[test]
 fn files_add_an_init_container_and_the_run_config_map() {
     let c = one_task("image: alpine\nfiles: [run.sh]");
-    let event = event();
-    let files = [StagedFile {
-        key: "0-run.sh".into(),
-        path: "run.sh".into(),
-        executable: true,
-    }];
-    let job = render_job(
-        &JobRequest {
-            event: &event,
-            run_name: "test-0123456789abcdef0123",
-            action_index: 0,
-            action_name: &c.actions[0].display_name(0),
-            tasks: &c.actions[0].tasks,
-            task_index: 0,
-            files: &files,
-            owner: None,
-        },
-        &Settings::defaults(),
-    )
-    .unwrap();
+    let job = render_with(&c, &run_sh(), None, &Settings::defaults()).unwrap();
     let pod = job.spec.as_ref().unwrap().template.spec.clone().unwrap();
     let init = &pod.init_containers.unwrap()[0];
     assert_eq!(
@@ -485,12 +485,6 @@ backoffLimit: 2
 labels: {team: carts}
 "#,
     );
-    let event = event();
-    let files = [StagedFile {
-        key: "0-run.sh".into(),
-        path: "run.sh".into(),
-        executable: true,
-    }];
     let owner = OwnerReference {
         api_version: "job-executor.dev/v1alpha1".into(),
         kind: "JobRun".into(),
@@ -499,19 +493,6 @@ labels: {team: carts}
         controller: Some(true),
         block_owner_deletion: Some(true),
     };
-    let job = render_job(
-        &JobRequest {
-            event: &event,
-            run_name: "test-0123456789abcdef0123",
-            action_index: 0,
-            action_name: &c.actions[0].display_name(0),
-            tasks: &c.actions[0].tasks,
-            task_index: 0,
-            files: &files,
-            owner: Some(&owner),
-        },
-        &Settings::defaults(),
-    )
-    .unwrap();
+    let job = render_with(&c, &run_sh(), Some(&owner), &Settings::defaults()).unwrap();
     insta::assert_snapshot!(serde_json::to_string_pretty(&job).unwrap());
 }

@@ -71,6 +71,11 @@ fn delivered(delivery: &mut Option<Delivery>) {
     }
 }
 
+/// Records the end of task `index` without a message or logs.
+fn end(run: &JobRun, status: &mut JobRunStatus, index: usize, phase: TaskPhase, at: Timestamp) {
+    record_task_end(run, status, index, phase, None, None, at);
+}
+
 /// `decide` with the status recorded as it is.
 fn next(run: &JobRun, status: &JobRunStatus, job: JobSeen, now: Timestamp) -> Step {
     next_with(run, status, status, job, false, now, &limits())
@@ -85,11 +90,13 @@ fn next_with(
     now: Timestamp,
     limits: &Limits,
 ) -> Step {
+    // The same for every task: only a running task's is read.
+    let jobs = vec![job; status.tasks.len()];
     decide(&Facts {
         run,
         status,
         persisted,
-        job: &job,
+        jobs: &jobs,
         files_made,
         now,
         limits,
@@ -119,6 +126,14 @@ fn a_new_run_sends_started_then_creates_its_first_job() {
     assert_eq!(status.phase, RunPhase::Running);
     assert_eq!(status.current_task, Some(0));
     assert_eq!(
+        status.started.as_ref().map(|d| (d.id.as_str(), d.state)),
+        Some((
+            &*outgoing_event_id("run-1", TaskEventKind::Started),
+            DeliveryState::Pending
+        )),
+        "the .started to send, under the id every attempt carries"
+    );
+    assert_eq!(
         next(&run, &status, JobSeen::NotCached, at(0)),
         Step::Send(TaskEventKind::Started)
     );
@@ -147,15 +162,7 @@ fn the_first_task_with_files_makes_the_config_map_first() {
         Step::CreateJob(0)
     );
     record_job(&mut status, 0, "run-1-0".into(), at(0));
-    record_task_end(
-        &run,
-        &mut status,
-        0,
-        TaskPhase::Succeeded,
-        None,
-        None,
-        at(1),
-    );
+    end(&run, &mut status, 0, TaskPhase::Succeeded, at(1));
     let step = |files_made| {
         next_with(
             &run,
@@ -437,15 +444,7 @@ fn silent_runs_and_other_events_send_nothing() {
         let mut status = status;
         record_job(&mut status, 0, "run-1-0".into(), at(0));
         let persisted = status.clone();
-        record_task_end(
-            &run,
-            &mut status,
-            0,
-            TaskPhase::Succeeded,
-            None,
-            None,
-            at(1),
-        );
+        end(&run, &mut status, 0, TaskPhase::Succeeded, at(1));
         assert!(status.is_done());
         let step = next_with(
             &run,
@@ -547,7 +546,11 @@ fn tasks_move_on_only_after_success() {
         Some(String::new()),
         at(5),
     );
-    assert_eq!(status.current_task, Some(1));
+    assert_eq!(
+        status.current_task,
+        Some(0),
+        "until the next task's Job is recorded"
+    );
     assert_eq!(status.phase, RunPhase::Running);
     assert_eq!(status.tasks[0].logs, None, "empty logs are not kept");
     assert_eq!(
@@ -570,7 +573,11 @@ fn tasks_move_on_only_after_success() {
         "the failed task stays current"
     );
     assert_eq!(status.phase, RunPhase::Failed);
-    assert_eq!(status.tasks[2].phase, TaskPhase::Pending, "never started");
+    assert_eq!(
+        (status.tasks[2].phase, &status.tasks[2].message),
+        (TaskPhase::Skipped, &None),
+        "never started, and not mentioned (as Keptn's service did)"
+    );
     let outcome = status.outcome.clone().unwrap();
     assert_eq!(outcome.status, OutcomeStatus::Errored);
     assert!(
@@ -692,4 +699,171 @@ fn conditions_follow_the_status_and_keep_their_transition_time() {
     );
     let again = status.conditions[1].clone();
     assert_eq!(again.last_transition_time, at(70).to_string());
+}
+
+/// A run whose task `i` (named `t<i>`) needs the tasks `needs[i]`.
+pub(crate) fn graph_run(needs: &[Vec<usize>], files_on: Option<usize>) -> JobRun {
+    let mut run = run_of(
+        needs.len(),
+        files_on,
+        "sh.keptn.event.test.triggered",
+        false,
+    );
+    for (task, needed) in run.spec.action.tasks.iter_mut().zip(needs) {
+        task.needs = needed.iter().map(|i| format!("t{i}")).collect();
+    }
+    run
+}
+
+/// The diamond t0 → (t1, t2) → t3.
+fn diamond() -> JobRun {
+    graph_run(&[vec![], vec![0], vec![0], vec![1, 2]], None)
+}
+
+#[test]
+fn independent_tasks_start_together_and_a_join_waits_for_both() {
+    let run = diamond();
+    let mut status = initialised(&run);
+    delivered(&mut status.started);
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(0)),
+        Step::CreateJob(0)
+    );
+    record_job(&mut status, 0, "run-1-0".into(), at(0));
+    end(&run, &mut status, 0, TaskPhase::Succeeded, at(1));
+    let persisted = status.clone();
+    let step = |status: &JobRunStatus| {
+        next_with(
+            &run,
+            status,
+            &persisted,
+            JobSeen::Running { stuck: None },
+            false,
+            at(1),
+            &limits(),
+        )
+    };
+    assert_eq!(step(&status), Step::CreateJob(1));
+    record_job(&mut status, 1, "run-1-1".into(), at(1));
+    assert_eq!(step(&status), Step::CreateJob(2), "t2 does not wait for t1");
+    record_job(&mut status, 2, "run-1-2".into(), at(1));
+    assert_eq!(step(&status), Step::Record(Record::BeforeWaiting));
+    end(&run, &mut status, 1, TaskPhase::Succeeded, at(2));
+    assert_eq!(
+        next(&run, &status, JobSeen::Running { stuck: None }, at(2)),
+        Step::Wait(None),
+        "t3 waits for t2 too"
+    );
+    end(&run, &mut status, 2, TaskPhase::Succeeded, at(3));
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(3)),
+        Step::CreateJob(3)
+    );
+}
+
+#[test]
+fn a_failure_skips_what_needs_it_and_the_rest_finishes() {
+    let run = diamond();
+    let mut status = initialised(&run);
+    delivered(&mut status.started);
+    record_job(&mut status, 0, "run-1-0".into(), at(0));
+    end(&run, &mut status, 0, TaskPhase::Succeeded, at(1));
+    record_job(&mut status, 1, "run-1-1".into(), at(1));
+    record_job(&mut status, 2, "run-1-2".into(), at(1));
+    let failed = Some("BackoffLimitExceeded".to_string());
+    record_task_end(&run, &mut status, 1, TaskPhase::Failed, failed, None, at(2));
+    assert_eq!(status.tasks[3].phase, TaskPhase::Skipped);
+    assert_eq!(
+        status.tasks[3].message.as_deref(),
+        Some("it needs 't1', which failed")
+    );
+    assert_eq!(status.phase, RunPhase::Running, "t2 still runs");
+    end(&run, &mut status, 2, TaskPhase::Succeeded, at(3));
+    assert_eq!(status.phase, RunPhase::Failed);
+    let message = &status.outcome.as_ref().unwrap().message;
+    assert_eq!(
+        message,
+        "Task 't0' finished\n\nTask 't1' failed: BackoffLimitExceeded\n\nTask 't2' finished\n\n\
+         Task 't3' skipped: it needs 't1', which failed"
+    );
+    // What needs a skipped task is skipped too, and says so.
+    let chain = graph_run(&[vec![], vec![0], vec![1]], None);
+    let mut status = initialised(&chain);
+    record_job(&mut status, 0, "run-1-0".into(), at(0));
+    end(&chain, &mut status, 0, TaskPhase::Failed, at(1));
+    assert_eq!(
+        status.tasks[2].message.as_deref(),
+        Some("it needs 't1', which was skipped")
+    );
+}
+
+#[test]
+fn the_files_are_made_before_the_first_task_with_files_starts() {
+    // t1 and t2 both start at once; t2 stages files.
+    let run = graph_run(&[vec![], vec![0], vec![0]], Some(2));
+    let mut status = initialised(&run);
+    delivered(&mut status.started);
+    record_job(&mut status, 0, "run-1-0".into(), at(0));
+    end(&run, &mut status, 0, TaskPhase::Succeeded, at(1));
+    let persisted = status.clone();
+    let step = |status: &JobRunStatus, files_made| {
+        next_with(
+            &run,
+            status,
+            &persisted,
+            JobSeen::NotCached,
+            files_made,
+            at(1),
+            &limits(),
+        )
+    };
+    assert_eq!(step(&status, false), Step::CreateJob(1));
+    record_job(&mut status, 1, "run-1-1".into(), at(1));
+    assert_eq!(step(&status, false), Step::CreateFiles(2));
+    assert_eq!(step(&status, true), Step::CreateJob(2));
+}
+
+#[test]
+fn the_summary_shows_every_task_up_to_ten() {
+    let run = diamond();
+    let mut status = initialised(&run);
+    record_job(&mut status, 0, "run-1-0".into(), at(0));
+    update_conditions(&mut status, at(0));
+    assert_eq!(
+        status.task_summary,
+        "t0:Running t1:Pending t2:Pending t3:Pending"
+    );
+    let many = triggered(12);
+    let status = initialised(&many);
+    assert_eq!(
+        task_summary(&status),
+        "t0:Pending t1:Pending t2:Pending t3:Pending t4:Pending t5:Pending t6:Pending \
+         t7:Pending t8:Pending t9:Pending (+2 more)"
+    );
+}
+
+#[test]
+fn the_files_are_made_once_not_again_for_a_later_task() {
+    let mut run = run_of(2, Some(0), "sh.keptn.event.test.triggered", false);
+    run.spec.action.files[1] = run.spec.action.files[0].clone();
+    let mut status = initialised(&run);
+    delivered(&mut status.started);
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(0)),
+        Step::CreateFiles(0)
+    );
+    record_job(&mut status, 0, "run-1-0".into(), at(0));
+    end(&run, &mut status, 0, TaskPhase::Succeeded, at(1));
+    // A later reconcile has not made them itself, but they exist since task 0 started.
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(1)),
+        Step::CreateJob(1)
+    );
+}
+
+#[test]
+fn attempts_are_counted_under_their_documented_labels() {
+    // The values of `job_executor_deliveries_total{outcome}` (docs/operator.md).
+    let labels = [Attempt::Delivered, Attempt::Retry, Attempt::GaveUp].map(Attempt::as_str);
+    assert_eq!(labels, ["delivered", "retry", "gave_up"]);
 }

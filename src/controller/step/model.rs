@@ -3,8 +3,9 @@
 //! changes, clock jumps, sink outages and refusals, Jobs deleted behind the operator's back, and
 //! crashes (the executor dropped at a random request, before or after the request took
 //! effect, and started again from what the API server recorded). Whatever happens, no task's
-//! Job is created twice, no task starts before the one before it succeeded, and the run ends
-//! with its `.finished` sent under one id (again only after a crash) and saying what happened.
+//! Job is created twice, no task starts before the tasks it needs succeeded (or waits once
+//! they have), and the run ends with its `.finished` sent under one id (again only after a
+//! crash) and saying what happened.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -14,7 +15,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 
 use super::*;
-use crate::controller::decide::tests::{at, limits, run_of};
+use crate::config::graph;
+use crate::controller::decide::tests::{at, graph_run, limits};
 use crate::controller::observe::Stuck;
 use crate::crd::RunPhase;
 use crate::leader::NotLeader;
@@ -57,11 +59,11 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => Just(Op::Reconcile),
         2 => (0u8..8, any::<bool>()).prop_map(|(nth, after)| Op::Crash { nth, after }),
-        3 => (0usize..3).prop_map(Op::Watch),
-        3 => (0usize..3, prop::bool::weighted(0.8))
+        3 => (0usize..4).prop_map(Op::Watch),
+        3 => (0usize..4, prop::bool::weighted(0.8))
             .prop_map(|(task, succeeded)| Op::Complete { task, succeeded }),
-        1 => (0usize..3).prop_map(Op::Stuck),
-        1 => (0usize..3).prop_map(Op::DeleteJob),
+        1 => (0usize..4).prop_map(Op::Stuck),
+        1 => (0usize..4).prop_map(Op::DeleteJob),
         2 => (0u16..400).prop_map(Op::Advance),
         2 => prop_oneof![
             8 => Just(Answer::Unavailable),
@@ -159,7 +161,20 @@ impl Model {
             .expect("a runtime");
         let result = runtime.block_on(executor.execute(recorded));
         self.crash.set(None);
-        result.ok().map(|(_, ending)| ending)
+        let ending = result.ok().map(|(_, ending)| ending)?;
+        // A run that waits has started every task whose needs succeeded: nothing sits idle.
+        let recorded = self.recorded.borrow();
+        let needs = graph::dependencies(&self.run.spec.action.tasks);
+        for (index, task) in recorded.tasks.iter().enumerate() {
+            let ready = needs[index]
+                .iter()
+                .all(|&n| recorded.tasks[n].phase == TaskPhase::Succeeded);
+            assert!(
+                !(ready && task.phase == TaskPhase::Pending),
+                "task {index} could start, yet the run waits: {recorded:?}"
+            );
+        }
+        Some(ending)
     }
 
     fn finish_job(&self, task: usize, seen: JobSeen) {
@@ -279,13 +294,12 @@ impl World for Model {
             if jobs.contains_key(&index) {
                 return;
             }
-            // No task starts before the one before it succeeded, or before its files exist.
-            if index > 0 {
+            // No task starts before the tasks it needs succeeded, or before its files exist.
+            for needed in &graph::dependencies(&self.run.spec.action.tasks)[index] {
                 assert_eq!(
-                    jobs.get(&(index - 1)).map(|j| &j.seen),
+                    jobs.get(needed).map(|j| &j.seen),
                     Some(&JobSeen::Succeeded),
-                    "task {index} started before task {} succeeded",
-                    index - 1
+                    "task {index} started before task {needed} succeeded"
                 );
             }
             if self
@@ -368,8 +382,10 @@ fn kind_of(event: &CloudEvent) -> &str {
     event.event_type().rsplit('.').next().unwrap_or_default()
 }
 
-fn check_run(tasks: usize, files_on: Option<usize>, ops: &[Op]) {
-    let run = run_of(tasks, files_on, "sh.keptn.event.test.triggered", false);
+fn check_run(needs: &[Vec<usize>], files_on: Option<usize>, ops: &[Op]) {
+    let tasks = needs.len();
+    let run = graph_run(needs, files_on);
+    let dependencies = graph::dependencies(&run.spec.action.tasks);
     let model = Model::new(run);
     for op in ops {
         model.apply(op);
@@ -399,8 +415,19 @@ fn check_run(tasks: usize, files_on: Option<usize>, ops: &[Op]) {
                 job.is_none_or(|j| j.deleted || j.seen != JobSeen::Succeeded),
                 "task {index}"
             ),
-            TaskPhase::Pending => assert!(!created.contains(&index), "task {index}"),
-            TaskPhase::Running => panic!("task {index} still running in a finished run"),
+            // Skipped: never started, and a task it needs did not succeed.
+            TaskPhase::Skipped => {
+                assert!(!created.contains(&index), "task {index}");
+                assert!(
+                    dependencies[index]
+                        .iter()
+                        .any(|&n| status.tasks[n].phase != TaskPhase::Succeeded),
+                    "task {index} skipped though its needs succeeded"
+                );
+            }
+            TaskPhase::Pending | TaskPhase::Running => {
+                panic!("task {index} not over in a finished run: {status:?}")
+            }
         }
     }
     let all_succeeded = (0..tasks).all(|i| status.tasks[i].phase == TaskPhase::Succeeded);
@@ -451,6 +478,18 @@ fn check_run(tasks: usize, files_on: Option<usize>, ops: &[Op]) {
     }
 }
 
+/// One to four tasks: one after the other (no `needs`), or a graph (each task needs some of
+/// the tasks before it).
+fn needs() -> impl Strategy<Value = Vec<Vec<usize>>> {
+    let list = (1usize..=4).prop_map(|tasks| vec![vec![]; tasks]);
+    let graph = (1usize..=4).prop_flat_map(|tasks| {
+        (0..tasks)
+            .map(|index| prop::sample::subsequence((0..index).collect::<Vec<_>>(), 0..=index))
+            .collect::<Vec<_>>()
+    });
+    prop_oneof![list, graph]
+}
+
 fn config() -> Config {
     Config {
         cases: 400,
@@ -465,11 +504,11 @@ proptest! {
 
     #[test]
     fn any_interleaving_runs_each_task_once_in_order_and_reports_once(
-        tasks in 1usize..=3,
-        files_on in prop::option::of(0usize..3),
+        needs in needs(),
+        files_on in prop::option::of(0usize..4),
         ops in prop::collection::vec(op(), 0..60),
     ) {
-        check_run(tasks, files_on.filter(|f| *f < tasks), &ops);
+        check_run(&needs, files_on.filter(|f| *f < needs.len()), &ops);
     }
 }
 
@@ -477,8 +516,7 @@ proptest! {
 /// twice, and a run that never ends is caught by `settle`.
 #[test]
 fn the_model_sees_a_job_created_twice() {
-    let run = run_of(1, None, "sh.keptn.event.test.triggered", false);
-    let model = Model::new(run);
+    let model = Model::new(graph_run(&[vec![]], None));
     model.apply(&Op::Reconcile);
     assert_eq!(*model.created.borrow(), [0]);
     model.apply(&Op::DeleteJob(0));

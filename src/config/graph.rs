@@ -1,0 +1,266 @@
+//! The order of an action's tasks: one after the other, or the graph their `needs` make.
+
+use super::Task;
+
+/// Whether any task of the action names the tasks it needs (then the tasks form a graph).
+pub fn uses_needs(tasks: &[Task]) -> bool {
+    tasks.iter().any(|task| !task.needs.is_empty())
+}
+
+/// Per task, the tasks (by index) it starts after: the one before it when no task says
+/// `needs`, else the tasks its `needs` name (names that match no single other task are left
+/// out: [`problems`] reports them).
+pub fn dependencies(tasks: &[Task]) -> Vec<Vec<usize>> {
+    if !uses_needs(tasks) {
+        return (0..tasks.len())
+            .map(|index| index.checked_sub(1).into_iter().collect())
+            .collect();
+    }
+    tasks
+        .iter()
+        .enumerate()
+        .map(|(index, task)| {
+            let mut needed: Vec<usize> = task
+                .needs
+                .iter()
+                .filter_map(|name| only_task_named(tasks, name))
+                .filter(|&needed| needed != index)
+                .collect();
+            needed.sort_unstable();
+            needed.dedup();
+            needed
+        })
+        .collect()
+}
+
+fn only_task_named(tasks: &[Task], name: &str) -> Option<usize> {
+    let mut named = tasks
+        .iter()
+        .enumerate()
+        .filter(|(_, task)| task.name.as_deref() == Some(name))
+        .map(|(index, _)| index);
+    match (named.next(), named.next()) {
+        (Some(index), None) => Some(index),
+        _ => None,
+    }
+}
+
+/// Something wrong with a `needs` entry: task `task`'s entry `entry`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeedsProblem {
+    pub task: usize,
+    pub entry: usize,
+    pub message: String,
+}
+
+/// Every `needs` entry that names no task, a task that is not the only one of its name, the
+/// task itself or a task named before in the same list, and every cycle (reported once, at the
+/// entry of its first task that leads around it).
+pub fn problems(tasks: &[Task]) -> Vec<NeedsProblem> {
+    let mut found = Vec::new();
+    let names: Vec<&str> = tasks.iter().filter_map(|t| t.name.as_deref()).collect();
+    for (index, task) in tasks.iter().enumerate() {
+        for (entry, name) in task.needs.iter().enumerate() {
+            let same_name = names.iter().filter(|n| **n == name).count();
+            let message = if task.needs[..entry].contains(name) {
+                format!("\"{name}\" is named twice")
+            } else if task.name.as_deref() == Some(name.as_str()) {
+                "a task cannot need itself".to_string()
+            } else if same_name == 0 {
+                let hint = super::check::suggest(name, names.iter().copied())
+                    .map(|close| format!("; did you mean \"{close}\"?"))
+                    .unwrap_or_default();
+                format!("no task of this action is named \"{name}\"{hint}")
+            } else if same_name > 1 {
+                format!("{same_name} tasks are named \"{name}\": give them names of their own")
+            } else {
+                continue;
+            };
+            found.push(NeedsProblem {
+                task: index,
+                entry,
+                message,
+            });
+        }
+    }
+    found.extend(cycles(tasks));
+    found
+}
+
+/// The cycles among the tasks' `needs`, each once.
+fn cycles(tasks: &[Task]) -> Vec<NeedsProblem> {
+    let needs = dependencies(tasks);
+    // Peel off every task whose needs are all peeled off; what stays is on or behind a cycle.
+    let mut left: Vec<bool> = vec![true; tasks.len()];
+    loop {
+        let ready: Vec<usize> = (0..tasks.len())
+            .filter(|&i| left[i] && needs[i].iter().all(|&n| !left[n]))
+            .collect();
+        if ready.is_empty() {
+            break;
+        }
+        for index in ready {
+            left[index] = false;
+        }
+    }
+    let mut found = Vec::new();
+    let mut reported = vec![false; tasks.len()];
+    for start in 0..tasks.len() {
+        if !left[start] || reported[start] {
+            continue;
+        }
+        // Follow needs that stay among the tasks left until one repeats: that is a cycle.
+        let mut path = vec![start];
+        let cycle = loop {
+            let Some(&last) = path.last() else { break None };
+            let Some(&next) = needs[last].iter().find(|&&n| left[n]) else {
+                break None;
+            };
+            if let Some(at) = path.iter().position(|&p| p == next) {
+                break Some(path[at..].to_vec());
+            }
+            path.push(next);
+        };
+        let Some(cycle) = cycle else { continue };
+        if cycle.iter().any(|&i| reported[i]) {
+            continue;
+        }
+        for &index in &cycle {
+            reported[index] = true;
+        }
+        // Reported at the entry of the cycle's first task that names the next one.
+        let first = cycle.iter().copied().min().unwrap_or(start);
+        let at = cycle.iter().position(|&i| i == first).unwrap_or(0);
+        let next = cycle[(at + 1) % cycle.len()];
+        let name = |i: usize| tasks[i].display_name(i);
+        let entry = tasks[first]
+            .needs
+            .iter()
+            .position(|n| *n == name(next))
+            .unwrap_or(0);
+        let mut around: Vec<String> = (0..=cycle.len())
+            .map(|k| format!("\"{}\"", name(cycle[(at + k) % cycle.len()])))
+            .collect();
+        around.dedup();
+        found.push(NeedsProblem {
+            task: first,
+            entry,
+            message: format!(
+                "the tasks' needs make a cycle: {}; no task of it could ever start",
+                around.join(" needs ")
+            ),
+        });
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(name: &str, needs: &[&str]) -> Task {
+        Task {
+            name: (!name.is_empty()).then(|| name.to_string()),
+            image: "alpine".into(),
+            needs: needs.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Each problem as (task, entry, message).
+    fn located(tasks: &[Task]) -> Vec<(usize, usize, String)> {
+        problems(tasks)
+            .into_iter()
+            .map(|p| (p.task, p.entry, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn without_needs_tasks_run_one_after_the_other() {
+        let tasks = [task("a", &[]), task("", &[]), task("c", &[])];
+        assert!(!uses_needs(&tasks));
+        assert_eq!(dependencies(&tasks), [vec![], vec![0], vec![1]]);
+        assert!(problems(&tasks).is_empty());
+        assert!(dependencies(&[]).is_empty());
+    }
+
+    #[test]
+    fn needs_make_a_graph() {
+        let diamond = [
+            task("a", &[]),
+            task("b", &["a"]),
+            task("c", &["a"]),
+            task("d", &["c", "b"]),
+        ];
+        assert!(uses_needs(&diamond));
+        assert_eq!(
+            dependencies(&diamond),
+            [vec![], vec![0], vec![0], vec![1, 2]]
+        );
+        assert!(problems(&diamond).is_empty());
+        // A task without needs in a graph starts at once.
+        let two_roots = [task("a", &[]), task("b", &[]), task("c", &["a"])];
+        assert_eq!(dependencies(&two_roots), [vec![], vec![], vec![0]]);
+    }
+
+    #[test]
+    fn bad_needs_are_named() {
+        let tasks = [
+            task("build", &[]),
+            task("test", &["biuld", "test", "deploy"]),
+            task("deploy", &["build", "build"]),
+            task("deploy", &[]),
+        ];
+        let found = located(&tasks);
+        assert_eq!(
+            found,
+            [
+                (
+                    1,
+                    0,
+                    "no task of this action is named \"biuld\"; did you mean \"build\"?".into()
+                ),
+                (1, 1, "a task cannot need itself".into()),
+                (
+                    1,
+                    2,
+                    "2 tasks are named \"deploy\": give them names of their own".into()
+                ),
+                (2, 1, "\"build\" is named twice".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn cycles_are_reported_once_where_they_start() {
+        let tasks = [
+            task("a", &[]),
+            task("b", &["a", "d"]),
+            task("c", &["b"]),
+            task("d", &["c"]),
+            task("e", &["d"]),
+            task("f", &["g"]),
+            task("g", &["f"]),
+        ];
+        let found = located(&tasks);
+        assert_eq!(
+            found,
+            [
+                (
+                    1,
+                    1,
+                    "the tasks' needs make a cycle: \"b\" needs \"d\" needs \"c\" needs \"b\"; \
+                     no task of it could ever start"
+                        .into()
+                ),
+                (
+                    5,
+                    0,
+                    "the tasks' needs make a cycle: \"f\" needs \"g\" needs \"f\"; no task of \
+                     it could ever start"
+                        .into()
+                ),
+            ]
+        );
+    }
+}
