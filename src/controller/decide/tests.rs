@@ -833,6 +833,11 @@ fn the_summary_shows_every_task_up_to_ten() {
         status.task_summary,
         "t0:Running t1:Pending t2:Pending t3:Pending"
     );
+    let ten = triggered(10);
+    assert!(
+        task_summary(&initialised(&ten)).ends_with("t9:Pending"),
+        "ten tasks are all shown, with nothing more to say"
+    );
     let many = triggered(12);
     let status = initialised(&many);
     assert_eq!(

@@ -22,6 +22,9 @@ use crate::crd::RunPhase;
 use crate::leader::NotLeader;
 use crate::names;
 
+/// The bytes of log excerpts in a run's `.finished`.
+const LOG_EXCERPT_BYTES: usize = 1024;
+
 /// The sink's answer to one delivery.
 #[derive(Debug, Clone, Copy)]
 enum Answer {
@@ -153,7 +156,7 @@ impl Model {
             world: self,
             settings: &settings,
             limits: &limits(),
-            log_excerpt_bytes: 1024,
+            log_excerpt_bytes: LOG_EXCERPT_BYTES,
         };
         let recorded = self.recorded.borrow().clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -333,7 +336,10 @@ impl World for Model {
     }
 
     /// Logs read again can differ (a pod removed, a log rotated): each read says which it is.
-    async fn task_logs(&self, name: &str, _budget: usize) -> String {
+    async fn task_logs(&self, name: &str, budget: usize) -> String {
+        // Every task gets an equal share of the `.finished` event's log bytes.
+        let tasks = self.run.spec.action.tasks.len();
+        assert_eq!(budget, LOG_EXCERPT_BYTES / tasks, "{tasks} tasks");
         self.log_reads.set(self.log_reads.get() + 1);
         format!("logs of {name}, read {}", self.log_reads.get())
     }
@@ -530,4 +536,24 @@ fn the_model_sees_a_job_created_twice() {
         status.tasks[0].message.as_deref(),
         Some("the Job run-1-0 was deleted before it finished")
     );
+}
+
+/// A task whose Job cannot be rendered fails with the reason, and what needs it is skipped.
+#[test]
+fn a_task_that_cannot_be_rendered_fails_with_the_reason() {
+    let mut run = graph_run(&[vec![], vec![0]], None);
+    run.spec.action.tasks[0].env = vec![
+        serde_json::from_value(
+            serde_json::json!({"name": "HOST", "value": "$.data.missing", "valueFrom": "event"}),
+        )
+        .expect("an env entry"),
+    ];
+    let model = Model::new(run);
+    assert!(model.settle(), "the run ends");
+    let status = model.recorded.borrow().clone();
+    assert_eq!(status.tasks[0].phase, TaskPhase::Failed);
+    let message = status.tasks[0].message.clone().unwrap_or_default();
+    assert!(message.contains("HOST"), "{message}");
+    assert_eq!(status.tasks[1].phase, TaskPhase::Skipped);
+    assert!(model.created.borrow().is_empty(), "no Job");
 }
