@@ -87,6 +87,9 @@ pub struct RunAction {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "object_list_list")]
     pub files: Vec<Vec<StagedFile>>,
+    /// The action's `timeout`, in seconds: how long the run may take from its start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -96,11 +99,16 @@ pub enum RunPhase {
     Running,
     Succeeded,
     Failed,
+    /// Stopped by the `job-executor.dev/cancel` annotation.
+    Cancelled,
 }
 
 impl RunPhase {
     pub fn is_finished(self) -> bool {
-        matches!(self, RunPhase::Succeeded | RunPhase::Failed)
+        matches!(
+            self,
+            RunPhase::Succeeded | RunPhase::Failed | RunPhase::Cancelled
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +117,7 @@ impl RunPhase {
             RunPhase::Running => "Running",
             RunPhase::Succeeded => "Succeeded",
             RunPhase::Failed => "Failed",
+            RunPhase::Cancelled => "Cancelled",
         }
     }
 }
@@ -120,8 +129,10 @@ pub enum TaskPhase {
     Running,
     Succeeded,
     Failed,
-    /// Never started: a task it needs did not succeed.
+    /// Never started: a task it needs did not succeed, or the run was stopped first.
     Skipped,
+    /// Its Job was deleted when the run was cancelled.
+    Cancelled,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -151,6 +162,9 @@ pub struct JobRunStatus {
     /// delivery says the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<RunOutcome>,
+    /// When the run started (RFC 3339); the action's timeout counts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
     /// When the outcome was fixed (RFC 3339); the retention of finished runs counts from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,

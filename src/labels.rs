@@ -16,6 +16,10 @@ pub const TASK: &str = "job-executor.dev/task";
 pub const TASK_INDEX: &str = "job-executor.dev/task-index";
 pub const EVENT_ID: &str = "job-executor.dev/event-id";
 
+/// The annotation that cancels a JobRun; its value says who cancels it and why
+/// (`kubectl annotate jobrun NAME job-executor.dev/cancel="alice: wrong artifact"`).
+pub const CANCEL: &str = "job-executor.dev/cancel";
+
 /// The field manager of every write (server-side ownership of the fields it sets).
 pub const FIELD_MANAGER: &str = "job-executor";
 

@@ -130,6 +130,8 @@ const RUN_BY: &[(&str, &str, usize, &str)] = &[
         "tests/docs.rs the_run_examples_are_accepted_as_written"),
     ("docs/testing.md", "## Mutation testing", 0,
         "not run: a measurement of an hour and more, recorded in the table below the block"),
+    ("docs/operator.md", "### Cancelling a run", 0,
+        "tests/workflow.rs a_cancel_during_the_second_task_stops_the_run_on_kube_sim"),
     ("docs/operator.md", "### Authenticating senders", 0,
         "tests/docs.rs the_signed_request_of_the_docs_is_accepted"),
 ];

@@ -1,13 +1,15 @@
-//! Tasks as a graph (`needs`), end to end through the binary, each scenario on kube-sim and on
-//! the real control plane: independent tasks run at the same time, a task that needs others
-//! starts only once they all succeeded, and a failure skips what needs it while the rest
-//! finishes.
+//! The workflow features, end to end through the binary, each scenario on kube-sim and on the
+//! real control plane. Tasks as a graph (`needs`): independent tasks run at the same time, a
+//! task that needs others starts only once they all succeeded, and a failure skips what needs
+//! it while the rest finishes. Cancellation with `kubectl annotate` (also while the operator
+//! restarts) and the action's timeout: the running Job is deleted, what follows never starts,
+//! and `.finished` says why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use serde_json::Value;
@@ -164,4 +166,177 @@ async fn a_failure_skips_what_needs_it_on_the_real_control_plane() {
     let config = diamond("fail-cluster", "job-executor.test/fail");
     let server = ClusterHarness::install("diamond-fail", &config, &[]).await;
     a_failure_skips_what_needs_it(server, Duration::from_secs(120)).await;
+}
+
+/// Three tasks one after the other; the second sleeps 30 s. With an action `timeout` if given.
+fn three_steps(name: &str, timeout: Option<&str>) -> PathBuf {
+    let dir = support::fresh_dir(&format!("workflow-config-{name}"));
+    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
+    let timeout = timeout.map_or(String::new(), |t| format!("    timeout: {t}\n"));
+    std::fs::write(
+        dir.join("carts/job/config.yaml"),
+        format!(
+            r#"apiVersion: v2
+actions:
+  - name: three steps
+    events: [{{name: sh.keptn.event.test.triggered}}]
+{timeout}    tasks:
+      - {{name: a, image: alpine}}
+      - {{name: b, image: job-executor.test/sleep, args: ["30"]}}
+      - {{name: c, image: alpine}}
+"#
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// The run's name, once task `index` runs.
+async fn when_task_runs(server: &impl Replicas, index: usize, long: Duration) -> String {
+    let mut name = String::new();
+    support::wait_for("the task to run", long, || {
+        let runs = server.jobruns();
+        let Some(run) = runs.first() else {
+            return false;
+        };
+        name = run["metadata"]["name"].as_str().unwrap().to_string();
+        run["status"]["tasks"][index]["phase"] == "Running"
+    })
+    .await;
+    name
+}
+
+/// The named Job is gone from the API server.
+async fn until_job_gone(server: &impl Replicas, job: &str, long: Duration) {
+    support::wait_for("the Job to be deleted", long, || {
+        server
+            .objects("batch", "jobs")
+            .iter()
+            .all(|j| j["metadata"]["name"] != job)
+    })
+    .await;
+}
+
+async fn a_cancel_during_the_second_task_stops_the_run(
+    server: impl Replicas,
+    long: Duration,
+    during_a_restart: bool,
+) {
+    let mut replicas = server.start_replicas(&["cancel"]).await;
+    let op = &mut replicas[0];
+    let response = op
+        .post_event(&sample_with_id("test.triggered.json", "cancel-1"))
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    let run = when_task_runs(&server, 1, long).await;
+    // What docs/operator.md tells a user to type.
+    let cancel = support::doc_sh_block("docs/operator.md", "### Cancelling a run");
+    let cancelled_at = Instant::now();
+    if during_a_restart {
+        op.kill_operator();
+        server.admin_shell(&cancel, &[("RUN", &run)]);
+        op.start_operator().await;
+    } else {
+        server.admin_shell(&cancel, &[("RUN", &run)]);
+    }
+    let finished = op.wait_finished("cancel-1", long).await;
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(25),
+        "the run ended without waiting for b's 30 s: {:?}",
+        cancelled_at.elapsed()
+    );
+    assert_eq!(finished.data["status"], "errored", "{}", finished.data);
+    let message = finished.data["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Cancelled by alice: wrong artifact\n\nTask 'a' finished"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Task 'b' cancelled by alice: wrong artifact"),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(
+            "Task 'c' skipped: the run was cancelled by alice: wrong artifact before it started"
+        ),
+        "{message}"
+    );
+    let run_object = server.jobruns().into_iter().next().expect("the run");
+    assert_eq!(
+        run_object["status"]["phase"],
+        "Cancelled",
+        "on {}",
+        server.name()
+    );
+    assert_eq!(
+        run_object["status"]["taskSummary"],
+        "a:Succeeded b:Cancelled c:Skipped"
+    );
+    let jobs = server.jobs_created();
+    assert_eq!(jobs.len(), 2, "c never started: {jobs:?}");
+    until_job_gone(&server, &format!("{run}-1"), long).await;
+}
+
+async fn a_run_past_its_timeout_stops_and_fails(server: impl Replicas, long: Duration) {
+    let replicas = server.start_replicas(&["timeout"]).await;
+    let op = &replicas[0];
+    let posted = Instant::now();
+    let response = op
+        .post_event(&sample_with_id("test.triggered.json", "timeout-1"))
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    let finished = op.wait_finished("timeout-1", long).await;
+    let took = posted.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(10),
+        "the run is stopped when its 3 s are over, not when b's 30 s are: {took:?}"
+    );
+    assert_eq!(finished.data["status"], "errored", "{}", finished.data);
+    let message = finished.data["message"].as_str().unwrap();
+    assert_eq!(
+        message
+            .lines()
+            .filter(|l| l.starts_with("Task ") || l.starts_with("The "))
+            .collect::<Vec<_>>(),
+        [
+            "The action's timeout of 3s passed",
+            "Task 'a' finished",
+            "Task 'b' failed: stopped: the action's timeout of 3s passed",
+            "Task 'c' skipped: the action's timeout of 3s passed before it started",
+        ],
+        "{message}"
+    );
+    let run = server.jobruns().into_iter().next().expect("the run");
+    assert_eq!(run["status"]["phase"], "Failed", "on {}", server.name());
+    let name = run["metadata"]["name"].as_str().unwrap();
+    assert_eq!(server.jobs_created().len(), 2, "c never started");
+    until_job_gone(&server, &format!("{name}-1"), long).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_during_the_second_task_stops_the_run_on_kube_sim() {
+    let config = three_steps("cancel", None);
+    let server = Harness::for_replicas(&config, &[]).await;
+    a_cancel_during_the_second_task_stops_the_run(server, Duration::from_secs(30), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_during_a_restart_stops_the_run_on_the_real_control_plane() {
+    let config = three_steps("cancel-cluster", None);
+    let server = ClusterHarness::install("cancel", &config, &[]).await;
+    a_cancel_during_the_second_task_stops_the_run(server, Duration::from_secs(120), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_timeout_stops_and_fails_on_kube_sim() {
+    let config = three_steps("timeout", Some("3s"));
+    let server = Harness::for_replicas(&config, &[]).await;
+    a_run_past_its_timeout_stops_and_fails(server, Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_timeout_stops_and_fails_on_the_real_control_plane() {
+    let config = three_steps("timeout-cluster", Some("3s"));
+    let server = ClusterHarness::install("timeout", &config, &[]).await;
+    a_run_past_its_timeout_stops_and_fails(server, Duration::from_secs(120)).await;
 }

@@ -66,9 +66,9 @@ pub fn run_render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `{"matched": [{action, index, silent, jobs, events, graph}], "not_matched": [{action,
-/// reason}]}`; `graph` (each task and the tasks it starts after) only for actions whose tasks
-/// say what they need.
+/// `{"matched": [{action, index, silent, jobs, events, graph, timeout}], "not_matched":
+/// [{action, reason}]}`; `graph` (each task and the tasks it starts after) only for actions whose
+/// tasks say what they need, `timeout` only for actions that have one.
 fn plan(
     event: &CloudEvent,
     config: &JobConfig,
@@ -156,6 +156,9 @@ fn plan(
             "jobs": jobs,
             "events": events,
         });
+        if let Some(timeout) = &action.timeout {
+            entry["timeout"] = json!(timeout);
+        }
         // An action whose tasks say what they need runs them as a graph: show it.
         if config::graph::uses_needs(&action.tasks) {
             let needs = config::graph::dependencies(&action.tasks);
@@ -180,7 +183,7 @@ fn plan_as_yaml(plan: &Value) -> anyhow::Result<String> {
     let empty = Vec::new();
     for action in plan["matched"].as_array().unwrap_or(&empty) {
         out.push_str(&format!(
-            "# action {} (index {}), run {}{}\n",
+            "# action {} (index {}), run {}{}{}\n",
             action["action"],
             action["index"],
             action["run"].as_str().unwrap_or_default(),
@@ -188,6 +191,10 @@ fn plan_as_yaml(plan: &Value) -> anyhow::Result<String> {
                 ", silent"
             } else {
                 ""
+            },
+            match action["timeout"].as_str() {
+                Some(timeout) => format!(", stopped after {timeout}"),
+                None => String::new(),
             }
         ));
         if let Some(graph) = action["graph"].as_array() {

@@ -12,8 +12,52 @@ pub fn check_format(format: &str, value: &str) -> Result<(), String> {
         "dns-label" => check_dns_label(value),
         "dns-subdomain" => check_dns_subdomain(value),
         "relative-path" => check_relative_path(value),
+        "duration" => parse_duration(value).map(drop),
         _ => Ok(()),
     }
+}
+
+/// The longest duration accepted (an action's timeout): a week.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// A duration written like `90s`, `30m` or `1h30m` (or ISO 8601's `PT30M`): whole seconds, at
+/// least one, at most [`MAX_DURATION`].
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let how = "write it like 90s, 30m or 1h30m";
+    let parsed: jiff::SignedDuration = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: {how}"))?;
+    let duration = std::time::Duration::try_from(parsed)
+        .map_err(|_| format!("{text:?} is negative: {how}"))?;
+    if duration.subsec_nanos() != 0 {
+        return Err(format!("{text:?} is not a whole number of seconds"));
+    }
+    if duration.is_zero() {
+        return Err(format!("{text:?} is zero: a timeout is at least 1s"));
+    }
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "{text:?} is longer than a week (the longest timeout, 168h)"
+        ));
+    }
+    Ok(duration)
+}
+
+/// A duration for people: `1h30m`, `45s`, `2m5s`.
+pub fn format_duration(duration: std::time::Duration) -> String {
+    let total = duration.as_secs();
+    let (hours, minutes, seconds) = (total / 3600, total / 60 % 60, total % 60);
+    let mut text = String::new();
+    for (amount, unit) in [(hours, "h"), (minutes, "m"), (seconds, "s")] {
+        if amount > 0 {
+            text.push_str(&format!("{amount}{unit}"));
+        }
+    }
+    if text.is_empty() {
+        text.push_str("0s");
+    }
+    text
 }
 
 /// The longest JSONPath accepted: paths in job configs name a field or two (`$.data.x.y`),
@@ -330,6 +374,55 @@ mod tests {
             check_quantity("1x").unwrap_err(),
             "invalid quantity \"1x\" (expected e.g. 500m, 1, 128Mi)"
         );
+    }
+
+    #[test]
+    fn durations_are_whole_seconds_up_to_a_week() {
+        let secs = |s: u64| Ok(std::time::Duration::from_secs(s));
+        assert_eq!(parse_duration("90s"), secs(90));
+        assert_eq!(parse_duration("30m"), secs(1800));
+        assert_eq!(parse_duration("1h30m"), secs(5400));
+        assert_eq!(parse_duration("1h 30m"), secs(5400));
+        assert_eq!(parse_duration("PT2M"), secs(120));
+        assert_eq!(parse_duration("168h"), secs(7 * 24 * 3600));
+        let how = "write it like 90s, 30m or 1h30m";
+        assert_eq!(
+            parse_duration("soon"),
+            Err(format!("\"soon\" is not a duration: {how}"))
+        );
+        assert_eq!(
+            parse_duration("30"),
+            Err(format!("\"30\" is not a duration: {how}"))
+        );
+        assert_eq!(
+            parse_duration("-5m"),
+            Err(format!("\"-5m\" is negative: {how}"))
+        );
+        assert_eq!(
+            parse_duration("1.5s"),
+            Err("\"1.5s\" is not a whole number of seconds".into())
+        );
+        assert_eq!(
+            parse_duration("0s"),
+            Err("\"0s\" is zero: a timeout is at least 1s".into())
+        );
+        assert_eq!(
+            parse_duration("168h1s"),
+            Err("\"168h1s\" is longer than a week (the longest timeout, 168h)".into())
+        );
+        assert_eq!(check_format("duration", "2m"), Ok(()));
+        assert!(check_format("duration", "2 minutes please").is_err());
+    }
+
+    #[test]
+    fn durations_are_written_for_people() {
+        let text = |s: u64| format_duration(std::time::Duration::from_secs(s));
+        assert_eq!(text(0), "0s");
+        assert_eq!(text(45), "45s");
+        assert_eq!(text(125), "2m5s");
+        assert_eq!(text(3600), "1h");
+        assert_eq!(text(5400), "1h30m");
+        assert_eq!(text(90061), "25h1m1s");
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub struct Action {
     /// A silent action sends no `.started` / `.finished` events.
     #[serde(default, skip_serializing_if = "is_false")]
     pub silent: bool,
+    /// How long a run of the action may take, across all its tasks (additive key), such as
+    /// `90s`, `30m` or `1h30m`, at most a week: past it, the running tasks' Jobs are deleted,
+    /// no other task starts, and the run fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
+    pub timeout: Option<String>,
 }
 
 /// Which CloudEvents trigger an action.

@@ -6,6 +6,7 @@ const FULL: &str = r#"apiVersion: v2
 actions:
   - name: "Run locust"
     silent: false
+    timeout: 1h30m
     events:
       - name: "sh.keptn.event.test.triggered"
         jsonpath:
@@ -90,6 +91,7 @@ fn every_key_of_the_format_loads() {
     assert!(valid.warnings.is_empty(), "{:?}", valid.warnings);
     let action = &valid.config.actions[0];
     assert_eq!(action.name.as_deref(), Some("Run locust"));
+    assert_eq!(action.timeout.as_deref(), Some("1h30m"));
     assert_eq!(action.events.len(), 2);
     let filter = action.events[0].jsonpath.as_ref().unwrap();
     assert_eq!(filter.property, "$.data.test.teststrategy");
@@ -819,4 +821,27 @@ actions:
         );
     let loaded = load(&diamond, "c.yaml").unwrap();
     assert_eq!(loaded.config.actions[0].tasks[3].needs, ["b", "c"]);
+}
+
+#[test]
+fn an_action_timeout_that_is_not_a_duration_is_located() {
+    let text = r#"apiVersion: v2
+actions:
+  - name: slow
+    timeout: 30
+    tasks: [{image: alpine}]
+  - name: long
+    timeout: 200h
+    tasks: [{image: alpine}]
+  - name: fine
+    timeout: "1h 5m"
+    tasks: [{image: alpine}]
+"#;
+    assert_eq!(
+        problems(text),
+        [
+            "job/config.yaml:4:14: actions[0].timeout: \"30\" is not a duration: write it like 90s, 30m or 1h30m",
+            "job/config.yaml:7:14: actions[1].timeout: \"200h\" is longer than a week (the longest timeout, 168h)",
+        ]
+    );
 }

@@ -15,14 +15,15 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::observe::Stuck;
 use super::report;
+use crate::config::formats;
 use crate::config::graph;
 use crate::crd::{
     Condition, Delivery, DeliveryState, JobRun, JobRunStatus, OutcomeStatus, RunOutcome, RunPhase,
     TaskPhase, TaskStatus,
 };
 use crate::event::{TaskEventKind, outgoing_event_id, split_triggered_type};
-use crate::names;
 use crate::sink::{DeliveryError, retry_delay};
+use crate::{labels, names};
 
 /// The tunables decisions depend on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,10 +104,125 @@ pub enum Step {
     },
     /// Delete task `index`'s Job, whose pod never started, and record the task's failure.
     StopJob { index: usize, message: String },
+    /// The run halts: read task `index`'s logs, delete its Job, and record the task as `phase`
+    /// (the run's end follows with [`Step::Halt`]).
+    HaltTask {
+        index: usize,
+        phase: TaskPhase,
+        message: String,
+    },
+    /// End the halted run: its tasks that never started are skipped, its outcome fixed.
+    Halt(Halt),
     /// Delete the run: its retention is over.
     Delete,
     /// Nothing to do until a watch event, or until this long has passed.
     Wait(Option<Duration>),
+}
+
+/// Why a run stops before its tasks are over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Halt {
+    /// The `job-executor.dev/cancel` annotation, whose value says who cancelled it and why.
+    Cancelled { by: String },
+    /// The action's timeout passed.
+    TimedOut { after: Duration },
+}
+
+/// The most of a cancel annotation's value a message repeats.
+const MOST_CANCEL_TEXT: usize = 200;
+
+impl Halt {
+    /// Whether the run must stop now: cancelled, or past its action's timeout (a timeout still
+    /// ahead sets `wake`). A cancel wins over a timeout.
+    pub fn of(
+        run: &JobRun,
+        status: &JobRunStatus,
+        now: Timestamp,
+        wake: &mut Wake,
+    ) -> Option<Halt> {
+        if let Some(by) = run
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(labels::CANCEL))
+        {
+            return Some(Halt::Cancelled {
+                by: who_cancelled(by),
+            });
+        }
+        let after = Duration::from_secs(run.spec.action.timeout_seconds?);
+        // Runs started by an older version have no `startedAt`: their creation counts.
+        let started = status.started_at.clone().or_else(|| {
+            run.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+        });
+        let taken = since(started.as_deref(), now);
+        if taken >= after {
+            return Some(Halt::TimedOut { after });
+        }
+        wake.within(after - taken);
+        None
+    }
+
+    /// What a task whose Job was deleted for it says, and its phase.
+    fn stopped_task(&self) -> (TaskPhase, String) {
+        match self {
+            Halt::Cancelled { by } => (TaskPhase::Cancelled, format!("cancelled by {by}")),
+            Halt::TimedOut { after } => (
+                TaskPhase::Failed,
+                format!(
+                    "stopped: the action's timeout of {} passed",
+                    formats::format_duration(*after)
+                ),
+            ),
+        }
+    }
+
+    /// What a task that never started says.
+    fn skipped_task(&self) -> String {
+        match self {
+            Halt::Cancelled { by } => format!("the run was cancelled by {by} before it started"),
+            Halt::TimedOut { after } => format!(
+                "the action's timeout of {} passed before it started",
+                formats::format_duration(*after)
+            ),
+        }
+    }
+
+    /// The first line of the run's outcome.
+    fn headline(&self) -> String {
+        match self {
+            Halt::Cancelled { by } => format!("Cancelled by {by}"),
+            Halt::TimedOut { after } => format!(
+                "The action's timeout of {} passed",
+                formats::format_duration(*after)
+            ),
+        }
+    }
+
+    fn run_phase(&self) -> RunPhase {
+        match self {
+            Halt::Cancelled { .. } => RunPhase::Cancelled,
+            Halt::TimedOut { .. } => RunPhase::Failed,
+        }
+    }
+}
+
+/// Who cancelled a run, as its annotation says: the first line, bounded.
+fn who_cancelled(value: &str) -> String {
+    let line = value.lines().next().unwrap_or_default().trim();
+    if line.is_empty() {
+        return format!(
+            "someone who did not say who (the {} annotation is empty)",
+            labels::CANCEL
+        );
+    }
+    match line.char_indices().nth(MOST_CANCEL_TEXT) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_string(),
+    }
 }
 
 /// Whether the run reports `.started` and `.finished`: not when silent, and only for
@@ -141,7 +257,11 @@ pub fn decide(facts: &Facts<'_>) -> Step {
     }
 
     if !status.phase.is_finished() {
-        if let Some(step) = task_step(facts, &mut wake) {
+        let step = match Halt::of(run, status, now, &mut wake) {
+            Some(halt) => Some(halt_step(facts, halt)),
+            None => task_step(facts, &mut wake),
+        };
+        if let Some(step) = step {
             return step;
         }
     } else if let Some(finished) = pending(&status.finished) {
@@ -185,15 +305,61 @@ fn task_step(facts: &Facts<'_>, wake: &mut Wake) -> Option<Step> {
                     Step::CreateJob(index)
                 },
             ),
-            TaskPhase::Pending | TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Skipped => {
-                None
-            }
+            TaskPhase::Pending
+            | TaskPhase::Succeeded
+            | TaskPhase::Failed
+            | TaskPhase::Skipped
+            | TaskPhase::Cancelled => None,
         };
         if step.is_some() {
             return step;
         }
     }
     None
+}
+
+/// The next step of a run that halts: first the running tasks that ended on their own are
+/// recorded as they ended (when that ends every task, the run ends as they say); then the
+/// other running tasks' Jobs are deleted; then the run ends, skipping what never started.
+///
+/// A task that could have started has its Job deleted too, by its derived name: its Job may
+/// have been created just before a restart that lost the record of it.
+fn halt_step(facts: &Facts<'_>, halt: Halt) -> Step {
+    let tasks = &facts.status.tasks;
+    let running = || {
+        tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, task)| task.phase == TaskPhase::Running)
+    };
+    for (index, task) in running() {
+        let seen = facts.jobs.get(index).unwrap_or(&JobSeen::NotCached);
+        if matches!(seen, JobSeen::Succeeded | JobSeen::Failed { .. })
+            && let Some(step) = running_step(facts, index, task, &mut Wake::default())
+        {
+            return step;
+        }
+    }
+    if let Some((index, _)) = running().next() {
+        let (phase, message) = halt.stopped_task();
+        return Step::HaltTask {
+            index,
+            phase,
+            message,
+        };
+    }
+    let needs = graph::dependencies(&facts.run.spec.action.tasks);
+    let ready = tasks.iter().enumerate().find(|(index, task)| {
+        task.phase == TaskPhase::Pending && is_ready(facts.status, needs.get(*index))
+    });
+    if let Some((index, _)) = ready {
+        return Step::HaltTask {
+            index,
+            phase: TaskPhase::Skipped,
+            message: halt.skipped_task(),
+        };
+    }
+    Step::Halt(halt)
 }
 
 /// Whether every task a task needs has succeeded.
@@ -288,7 +454,7 @@ fn running_step(
 
 /// The earliest of the deadlines a waiting run has.
 #[derive(Debug, Default)]
-struct Wake(Option<Duration>);
+pub struct Wake(Option<Duration>);
 
 impl Wake {
     fn within(&mut self, delay: Duration) {
@@ -380,6 +546,7 @@ pub fn initialise(run: &JobRun, status: &mut JobRunStatus, now: Timestamp) {
     if status.phase == RunPhase::Pending {
         status.phase = RunPhase::Running;
         status.current_task = (!tasks.is_empty()).then_some(0);
+        status.started_at = Some(now.to_string());
     }
     if sends_events(run) && status.started.is_none() {
         status.started = Some(Delivery {
@@ -452,26 +619,56 @@ pub fn record_task_end(
     logs: Option<String>,
     now: Timestamp,
 ) {
-    let Some(task) = status.tasks.get_mut(index) else {
+    if !record_stopped(status, index, phase, message, logs, now) {
         return;
+    }
+    if phase != TaskPhase::Succeeded {
+        skip_dependents(run, status);
+    }
+    let over = |t: &TaskStatus| !matches!(t.phase, TaskPhase::Pending | TaskPhase::Running);
+    if status.tasks.iter().all(over) {
+        let outcome = report::outcome_of_tasks(status);
+        finish(run, status, outcome.status, outcome.message, now);
+    }
+}
+
+/// Records how task `index` ended, and nothing else: the run's halt decides what follows.
+/// `false` when there is no such task.
+pub fn record_stopped(
+    status: &mut JobRunStatus,
+    index: usize,
+    phase: TaskPhase,
+    message: Option<String>,
+    logs: Option<String>,
+    now: Timestamp,
+) -> bool {
+    let Some(task) = status.tasks.get_mut(index) else {
+        return false;
     };
     task.phase = phase;
     task.message = message;
     task.logs = logs.filter(|l| !l.is_empty());
     task.completion_time = Some(now.to_string());
-    if phase != TaskPhase::Succeeded {
-        skip_dependents(run, status);
+    true
+}
+
+/// Ends a halted run whose Jobs are stopped: the tasks that never started are skipped, saying
+/// why, and the outcome leads with the reason.
+pub fn record_halt(run: &JobRun, status: &mut JobRunStatus, halt: &Halt, now: Timestamp) {
+    for task in &mut status.tasks {
+        if task.phase == TaskPhase::Pending {
+            task.phase = TaskPhase::Skipped;
+            task.message = Some(halt.skipped_task());
+        }
     }
-    let over = |t: &TaskStatus| {
-        matches!(
-            t.phase,
-            TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Skipped
-        )
+    let tasks = report::outcome_of_tasks(status);
+    let message = if status.tasks.is_empty() {
+        halt.headline()
+    } else {
+        format!("{}\n\n{}", halt.headline(), tasks.message)
     };
-    if status.tasks.iter().all(over) {
-        let outcome = report::outcome_of_tasks(status);
-        finish(run, status, outcome.status, outcome.message, now);
-    }
+    finish(run, status, OutcomeStatus::Errored, message, now);
+    status.phase = halt.run_phase();
 }
 
 /// Marks every pending task that needs a task that failed or was skipped as skipped. With

@@ -248,6 +248,9 @@ pub async fn run(
     }
 }
 
+/// When a run whose step was refused for want of the Lease is looked at again.
+const NOT_LEADER_RETRY: Duration = Duration::from_secs(1);
+
 /// How long running reconciles may take to finish after a shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -330,8 +333,18 @@ impl Synced {
 }
 
 /// Transient errors back off per run, exponentially from half a second to five minutes.
+///
+/// A refused side effect for want of the Lease is not the run's failure but the replica's
+/// state, and does not count: a renewal that came late (a busy machine) would otherwise push
+/// runs minutes out, while the replica goes on leading and no leadership change wakes them. The
+/// run is looked at again a second later: by then the Lease is renewed, or lost (then the run is
+/// left alone, and taken up again with every other when this replica leads again).
 fn error_policy(run: Arc<JobRun>, error: &ReconcileError, context: Arc<Context>) -> Action {
     context.parts.metrics.reconcile_error(error.category());
+    if matches!(error, ReconcileError::NotLeader(_)) {
+        tracing::info!(run = %run.name_any(), %error, "a step waits for the Lease");
+        return Action::requeue(NOT_LEADER_RETRY);
+    }
     let failures = context
         .failures
         .lock()

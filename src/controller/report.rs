@@ -26,6 +26,13 @@ pub fn outcome_of_tasks(status: &JobRunStatus) -> RunOutcome {
                 Some(why) => format!("Task '{}' skipped: {why}", task.name),
                 None => continue,
             },
+            TaskPhase::Cancelled => {
+                failed = true;
+                match &task.message {
+                    Some(why) => format!("Task '{}' {why}", task.name),
+                    None => format!("Task '{}' cancelled", task.name),
+                }
+            }
             TaskPhase::Pending | TaskPhase::Running => continue,
         };
         sections.push(match task.logs.as_deref().filter(|l| !l.is_empty()) {

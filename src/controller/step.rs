@@ -17,7 +17,8 @@ use serde_json::json;
 
 use super::decide::{
     Attempt, Facts, JobSeen, Limits, Step, decide, delivery_mut, first_attempt, initialise,
-    job_name, record_attempt, record_job, record_task_end, run_name, update_conditions,
+    job_name, record_attempt, record_halt, record_job, record_stopped, record_task_end, run_name,
+    update_conditions,
 };
 use super::observe::{JobState, job_state, stuck_pod};
 use super::{Context, ReconcileError, logs, report};
@@ -171,9 +172,7 @@ impl<W: World> Executor<'_, W> {
                     read_logs,
                 } => {
                     let logs = if read_logs {
-                        let budget = self.log_excerpt_bytes / status.tasks.len().max(1);
-                        let job_name = job_name(run, &status, index);
-                        Some(self.world.task_logs(&job_name, budget).await)
+                        Some(self.task_logs(&status, index).await)
                     } else {
                         None
                     };
@@ -186,6 +185,19 @@ impl<W: World> Executor<'_, W> {
                     let failed = TaskPhase::Failed;
                     record_task_end(run, &mut status, index, failed, Some(message), None, now);
                 }
+                Step::HaltTask {
+                    index,
+                    phase,
+                    message,
+                } => {
+                    // The logs first: the Job's pods go with it.
+                    let logs = self.task_logs(&status, index).await;
+                    self.world
+                        .delete_job(&job_name(run, &status, index))
+                        .await?;
+                    record_stopped(&mut status, index, phase, Some(message), Some(logs), now);
+                }
+                Step::Halt(halt) => record_halt(run, &mut status, &halt, now),
                 Step::Delete => {
                     self.world.delete_run(name).await?;
                     return Ok((status, Ending::Deleted));
@@ -219,6 +231,13 @@ impl<W: World> Executor<'_, W> {
             }
         };
         status.tasks.iter().enumerate().map(seen).collect()
+    }
+
+    /// Task `index`'s share of the run's log excerpt.
+    async fn task_logs(&self, status: &JobRunStatus, index: usize) -> String {
+        let budget = self.log_excerpt_bytes / status.tasks.len().max(1);
+        let job_name = job_name(self.run, status, index);
+        self.world.task_logs(&job_name, budget).await
     }
 
     fn render(&self, index: usize) -> Result<Job, CannotRun> {

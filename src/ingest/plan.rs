@@ -77,6 +77,7 @@ pub fn plan_event(event: &CloudEvent, source: &Source, settings: &Settings) -> E
                         silent: false,
                         tasks: Vec::new(),
                         files: Vec::new(),
+                        timeout_seconds: None,
                     },
                     names::config_failure_run_name(event),
                     ConfigPlace::default(),
@@ -202,6 +203,12 @@ fn plan_with_config(
                 silent: action.silent,
                 tasks: action.tasks.clone(),
                 files,
+                // Checked when the config was loaded.
+                timeout_seconds: action
+                    .timeout
+                    .as_deref()
+                    .and_then(|t| crate::config::formats::parse_duration(t).ok())
+                    .map(|d| d.as_secs()),
             },
             names::run_name(event, index),
             ConfigPlace {

@@ -368,6 +368,10 @@ impl Replicas for ClusterHarness {
         ClusterHarness::jobruns(self)
     }
 
+    fn admin_shell(&self, script: &str, env: &[(&str, &str)]) -> String {
+        super::run_shell(script, &self.cluster.admin_kubeconfig, &self.namespace, env)
+    }
+
     fn objects(&self, group: &str, resource: &str) -> Vec<Value> {
         if group.is_empty() {
             self.list(resource)

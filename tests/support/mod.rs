@@ -559,6 +559,10 @@ pub trait Replicas: std::ops::Deref<Target = Operator> {
     fn recorded(&self) -> Vec<Recorded>;
     /// Which server, for messages.
     fn name(&self) -> &'static str;
+    /// Runs a shell script as an administrator types it (`kubectl` on the PATH, the admin's
+    /// kubeconfig), with `NAMESPACE` the operator's namespace and `env`; its output, or the test
+    /// fails with the script's error.
+    fn admin_shell(&self, script: &str, env: &[(&str, &str)]) -> String;
 
     /// `identities.len()` replicas under the harness's credentials, each started and ready.
     fn start_replicas(
@@ -630,6 +634,10 @@ impl Replicas for Harness {
 
     fn name(&self) -> &'static str {
         "kube-sim"
+    }
+
+    fn admin_shell(&self, script: &str, env: &[(&str, &str)]) -> String {
+        run_shell(script, &self.kubeconfig, "default", env)
     }
 }
 
@@ -806,6 +814,43 @@ pub fn kubectl() -> PathBuf {
         return PathBuf::from(path);
     }
     PathBuf::from("kubectl")
+}
+
+/// Runs `script` with bash, `kubectl` (as [`kubectl`] names it) first on the PATH, `kubeconfig`
+/// and `NAMESPACE` set; its output, or the test fails with the script's error.
+pub fn run_shell(script: &str, kubeconfig: &Path, namespace: &str, env: &[(&str, &str)]) -> String {
+    let mut path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(dir) = kubectl().parent().filter(|d| d.is_absolute()) {
+        let mut dirs = vec![dir.to_path_buf()];
+        dirs.extend(std::env::split_paths(&path));
+        path = std::env::join_paths(dirs).unwrap();
+    }
+    let output = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .env("PATH", path)
+        .env("KUBECONFIG", kubeconfig)
+        .env("NAMESPACE", namespace)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run bash");
+    assert!(
+        output.status.success(),
+        "{script:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The first `sh` block under `heading` (a whole line) of the document at `doc`.
+pub fn doc_sh_block(doc: &str, heading: &str) -> String {
+    let text = std::fs::read_to_string(root().join(doc)).unwrap();
+    let (_, after) = text
+        .split_once(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("{doc} has no heading {heading:?}"));
+    let (_, block) = after
+        .split_once("```sh\n")
+        .unwrap_or_else(|| panic!("{doc} {heading:?} has no sh block"));
+    block.split_once("```").unwrap().0.to_string()
 }
 
 /// A sample event from `test-events/`.

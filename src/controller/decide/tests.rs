@@ -872,3 +872,227 @@ fn attempts_are_counted_under_their_documented_labels() {
     let labels = [Attempt::Delivered, Attempt::Retry, Attempt::GaveUp].map(Attempt::as_str);
     assert_eq!(labels, ["delivered", "retry", "gave_up"]);
 }
+
+fn cancelled(mut run: JobRun, value: &str) -> JobRun {
+    run.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(labels::CANCEL.into(), value.into());
+    run
+}
+
+fn with_timeout(mut run: JobRun, seconds: u64) -> JobRun {
+    run.spec.action.timeout_seconds = Some(seconds);
+    run
+}
+
+#[test]
+fn a_cancelled_run_reads_the_logs_and_deletes_the_running_job_then_skips_the_rest() {
+    let run = cancelled(triggered(3), "alice: wrong artifact");
+    let mut status = running(&run);
+    let seen = JobSeen::Running { stuck: None };
+    assert_eq!(
+        next(&run, &status, seen.clone(), at(5)),
+        Step::HaltTask {
+            index: 0,
+            phase: TaskPhase::Cancelled,
+            message: "cancelled by alice: wrong artifact".into(),
+        }
+    );
+    record_stopped(
+        &mut status,
+        0,
+        TaskPhase::Cancelled,
+        Some("cancelled by alice: wrong artifact".into()),
+        Some("half done".into()),
+        at(5),
+    );
+    assert!(!status.phase.is_finished(), "the run's end is its own step");
+    let halt = Halt::Cancelled {
+        by: "alice: wrong artifact".into(),
+    };
+    assert_eq!(next(&run, &status, seen, at(5)), Step::Halt(halt.clone()));
+    record_halt(&run, &mut status, &halt, at(5));
+    assert_eq!(status.phase, RunPhase::Cancelled);
+    let outcome = status.outcome.clone().unwrap();
+    assert_eq!(outcome.status, OutcomeStatus::Errored);
+    assert_eq!(
+        outcome.message,
+        "Cancelled by alice: wrong artifact\n\n\
+         Task 't0' cancelled by alice: wrong artifact\nLogs:\nhalf done\n\n\
+         Task 't1' skipped: the run was cancelled by alice: wrong artifact before it started\n\n\
+         Task 't2' skipped: the run was cancelled by alice: wrong artifact before it started"
+    );
+    assert_eq!(task_summary(&status), "t0:Cancelled t1:Skipped t2:Skipped");
+    assert_eq!(
+        status.finished.as_ref().map(|d| d.state),
+        Some(DeliveryState::Pending),
+        "the .finished reports the cancel"
+    );
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(5)),
+        Step::Send(TaskEventKind::Finished)
+    );
+    update_conditions(&mut status, at(5));
+    let finished = status.conditions.iter().find(|c| c.type_ == "Finished");
+    assert_eq!(
+        finished.map(|c| (c.reason.as_str(), c.message.as_str())),
+        Some(("Cancelled", "Cancelled by alice: wrong artifact"))
+    );
+}
+
+#[test]
+fn a_cancel_records_a_task_that_ended_on_its_own_as_it_ended() {
+    let run = cancelled(triggered(2), "bob");
+    let status = running(&run);
+    assert_eq!(
+        next(&run, &status, JobSeen::Succeeded, at(5)),
+        Step::EndTask {
+            index: 0,
+            phase: TaskPhase::Succeeded,
+            message: None,
+            read_logs: true,
+        }
+    );
+    let mut last = status.clone();
+    end(&run, &mut last, 0, TaskPhase::Succeeded, at(5));
+    assert_eq!(
+        next(&run, &last, JobSeen::NotCached, at(5)),
+        Step::HaltTask {
+            index: 1,
+            phase: TaskPhase::Skipped,
+            message: "the run was cancelled by bob before it started".into(),
+        },
+        "no task starts once the run is cancelled; a Job made before a restart is deleted"
+    );
+    record_stopped(&mut last, 1, TaskPhase::Skipped, None, None, at(5));
+    assert_eq!(
+        next(&run, &last, JobSeen::NotCached, at(5)),
+        Step::Halt(Halt::Cancelled { by: "bob".into() }),
+    );
+    // A cancel after the last task ended changes nothing: the run succeeded.
+    let run = cancelled(triggered(1), "bob");
+    let mut done = running(&run);
+    end(&run, &mut done, 0, TaskPhase::Succeeded, at(5));
+    assert_eq!(done.phase, RunPhase::Succeeded);
+    assert_eq!(
+        next(&run, &done, JobSeen::NotCached, at(6)),
+        Step::Send(TaskEventKind::Finished)
+    );
+}
+
+#[test]
+fn a_cancel_stops_every_running_task_of_a_graph() {
+    let run = cancelled(graph_run(&[vec![], vec![], vec![0, 1]], None), "ci");
+    let mut status = initialised(&run);
+    delivered(&mut status.started);
+    record_job(&mut status, 0, "run-1-0".into(), at(0));
+    record_job(&mut status, 1, "run-1-1".into(), at(0));
+    let seen = JobSeen::Running { stuck: None };
+    let halt_task = |index| Step::HaltTask {
+        index,
+        phase: TaskPhase::Cancelled,
+        message: "cancelled by ci".into(),
+    };
+    assert_eq!(next(&run, &status, seen.clone(), at(1)), halt_task(0));
+    record_stopped(&mut status, 0, TaskPhase::Cancelled, None, None, at(1));
+    assert_eq!(next(&run, &status, seen.clone(), at(1)), halt_task(1));
+    record_stopped(&mut status, 1, TaskPhase::Cancelled, None, None, at(1));
+    assert_eq!(
+        next(&run, &status, seen, at(1)),
+        Step::Halt(Halt::Cancelled { by: "ci".into() })
+    );
+}
+
+#[test]
+fn who_cancelled_is_the_annotations_first_line_bounded() {
+    assert_eq!(who_cancelled("  alice: rollback \nmore"), "alice: rollback");
+    assert_eq!(
+        who_cancelled(""),
+        "someone who did not say who (the job-executor.dev/cancel annotation is empty)"
+    );
+    let long = "é".repeat(MOST_CANCEL_TEXT + 1);
+    assert_eq!(
+        who_cancelled(&long),
+        format!("{}…", "é".repeat(MOST_CANCEL_TEXT))
+    );
+    assert_eq!(
+        who_cancelled(&"é".repeat(MOST_CANCEL_TEXT)),
+        "é".repeat(MOST_CANCEL_TEXT)
+    );
+}
+
+#[test]
+fn a_run_past_its_timeout_stops_its_task_and_fails_saying_so() {
+    let run = with_timeout(triggered(2), 90);
+    let mut status = running(&run);
+    assert_eq!(status.started_at.as_deref(), Some(T0));
+    let seen = JobSeen::Running { stuck: None };
+    assert_eq!(
+        next(&run, &status, seen.clone(), at(30)),
+        Step::Wait(Some(Duration::from_secs(60))),
+        "woken when the timeout passes"
+    );
+    let halt = Step::HaltTask {
+        index: 0,
+        phase: TaskPhase::Failed,
+        message: "stopped: the action's timeout of 1m30s passed".into(),
+    };
+    assert_eq!(
+        next(&run, &status, seen.clone(), at(89)),
+        Step::Wait(Some(Duration::from_secs(1)))
+    );
+    assert_eq!(next(&run, &status, seen.clone(), at(90)), halt);
+    record_stopped(
+        &mut status,
+        0,
+        TaskPhase::Failed,
+        Some("stopped: the action's timeout of 1m30s passed".into()),
+        None,
+        at(90),
+    );
+    let timed_out = Halt::TimedOut {
+        after: Duration::from_secs(90),
+    };
+    assert_eq!(
+        next(&run, &status, seen, at(90)),
+        Step::Halt(timed_out.clone())
+    );
+    record_halt(&run, &mut status, &timed_out, at(90));
+    assert_eq!(status.phase, RunPhase::Failed);
+    assert_eq!(
+        status.outcome.as_ref().map(|o| o.message.as_str()),
+        Some(
+            "The action's timeout of 1m30s passed\n\n\
+             Task 't0' failed: stopped: the action's timeout of 1m30s passed\n\n\
+             Task 't1' skipped: the action's timeout of 1m30s passed before it started"
+        )
+    );
+}
+
+#[test]
+fn a_timeout_counts_from_the_runs_start_or_else_its_creation() {
+    let run = with_timeout(triggered(1), 60);
+    let mut status = running(&run);
+    status.started_at = Some(at(100).to_string());
+    let seen = JobSeen::Running { stuck: None };
+    assert_eq!(
+        next(&run, &status, seen.clone(), at(130)),
+        Step::Wait(Some(Duration::from_secs(30)))
+    );
+    // A run started by an older version: its creation (T0) counts.
+    status.started_at = None;
+    assert!(matches!(
+        next(&run, &status, seen.clone(), at(60)),
+        Step::HaltTask { index: 0, .. }
+    ));
+    // A cancel wins over a timeout.
+    let run = cancelled(run, "carol");
+    assert!(matches!(
+        next(&run, &status, seen, at(60)),
+        Step::HaltTask {
+            phase: TaskPhase::Cancelled,
+            ..
+        }
+    ));
+}

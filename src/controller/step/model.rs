@@ -56,6 +56,8 @@ enum Op {
     Advance(u16),
     /// The sink answers the next deliveries so.
     Sink(Answer),
+    /// Someone annotates the run to cancel it.
+    Cancel,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -74,6 +76,7 @@ fn op() -> impl Strategy<Value = Op> {
             4 => Just(Answer::Accept),
         ]
         .prop_map(Op::Sink),
+        1 => Just(Op::Cancel),
     ]
 }
 
@@ -86,7 +89,7 @@ struct ModelJob {
 
 /// The cluster and the sink, as far as the executor can tell.
 struct Model {
-    run: JobRun,
+    run: RefCell<JobRun>,
     now: Cell<Timestamp>,
     jobs: RefCell<BTreeMap<usize, ModelJob>>,
     /// Task indexes in the order their Jobs were created (adoptions not counted).
@@ -107,7 +110,7 @@ struct Model {
 impl Model {
     fn new(run: JobRun) -> Self {
         Model {
-            run,
+            run: RefCell::new(run),
             now: Cell::new(at(0)),
             jobs: RefCell::default(),
             created: RefCell::default(),
@@ -123,7 +126,7 @@ impl Model {
     }
 
     fn index_of(&self, job_name: &str) -> usize {
-        let tasks = self.run.spec.action.tasks.len();
+        let tasks = self.run.borrow().spec.action.tasks.len();
         (0..tasks)
             .find(|i| names::job_name("run-1", *i) == job_name)
             .expect("a Job of this run")
@@ -151,8 +154,9 @@ impl Model {
     /// A reconcile from what the API server recorded, as after a restart.
     fn reconcile(&self) -> Option<Ending> {
         let settings = Settings::defaults();
+        let run = self.run.borrow().clone();
         let executor = Executor {
-            run: &self.run,
+            run: &run,
             world: self,
             settings: &settings,
             limits: &limits(),
@@ -167,7 +171,10 @@ impl Model {
         let ending = result.ok().map(|(_, ending)| ending)?;
         // A run that waits has started every task whose needs succeeded: nothing sits idle.
         let recorded = self.recorded.borrow();
-        let needs = graph::dependencies(&self.run.spec.action.tasks);
+        let needs = graph::dependencies(&run.spec.action.tasks);
+        if recorded.phase.is_finished() {
+            return Some(ending);
+        }
         for (index, task) in recorded.tasks.iter().enumerate() {
             let ready = needs[index]
                 .iter()
@@ -226,6 +233,11 @@ impl Model {
                 .now
                 .set(self.now.get() + SignedDuration::from_secs(i64::from(*seconds))),
             Op::Sink(answer) => self.answers.borrow_mut().push_back(*answer),
+            Op::Cancel => {
+                let mut run = self.run.borrow_mut();
+                let annotations = run.metadata.annotations.get_or_insert_default();
+                annotations.insert(crate::labels::CANCEL.into(), "model".into());
+            }
         }
     }
 
@@ -292,21 +304,32 @@ impl World for Model {
 
     async fn create_job(&self, job: &Job) -> Result<(), ReconcileError> {
         let index = self.index_of(&job.name_any());
+        let run = self.run.borrow().clone();
         self.request(|| {
             let mut jobs = self.jobs.borrow_mut();
             if jobs.contains_key(&index) {
                 return;
             }
+            assert!(!is_cancelled(&run), "task {index} started after the cancel");
+            // No task starts past the action's timeout.
+            let started = self.recorded.borrow().started_at.clone();
+            if let (Some(timeout), Some(started)) = (run.spec.action.timeout_seconds, started) {
+                let deadline = started.parse::<Timestamp>().expect("a time")
+                    + SignedDuration::from_secs(timeout as i64);
+                assert!(
+                    self.now.get() < deadline,
+                    "task {index} started after the timeout"
+                );
+            }
             // No task starts before the tasks it needs succeeded, or before its files exist.
-            for needed in &graph::dependencies(&self.run.spec.action.tasks)[index] {
+            for needed in &graph::dependencies(&run.spec.action.tasks)[index] {
                 assert_eq!(
                     jobs.get(needed).map(|j| &j.seen),
                     Some(&JobSeen::Succeeded),
                     "task {index} started before task {needed} succeeded"
                 );
             }
-            if self
-                .run
+            if run
                 .spec
                 .action
                 .files
@@ -338,7 +361,7 @@ impl World for Model {
     /// Logs read again can differ (a pod removed, a log rotated): each read says which it is.
     async fn task_logs(&self, name: &str, budget: usize) -> String {
         // Every task gets an equal share of the `.finished` event's log bytes.
-        let tasks = self.run.spec.action.tasks.len();
+        let tasks = self.run.borrow().spec.action.tasks.len();
         assert_eq!(budget, LOG_EXCERPT_BYTES / tasks, "{tasks} tasks");
         self.log_reads.set(self.log_reads.get() + 1);
         format!("logs of {name}, read {}", self.log_reads.get())
@@ -384,13 +407,21 @@ impl World for Model {
     }
 }
 
+fn is_cancelled(run: &JobRun) -> bool {
+    run.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(crate::labels::CANCEL))
+}
+
 fn kind_of(event: &CloudEvent) -> &str {
     event.event_type().rsplit('.').next().unwrap_or_default()
 }
 
-fn check_run(needs: &[Vec<usize>], files_on: Option<usize>, ops: &[Op]) {
+fn check_run(needs: &[Vec<usize>], files_on: Option<usize>, timeout: Option<u64>, ops: &[Op]) {
     let tasks = needs.len();
-    let run = graph_run(needs, files_on);
+    let mut run = graph_run(needs, files_on);
+    run.spec.action.timeout_seconds = timeout;
     let dependencies = graph::dependencies(&run.spec.action.tasks);
     let model = Model::new(run);
     for op in ops {
@@ -399,6 +430,19 @@ fn check_run(needs: &[Vec<usize>], files_on: Option<usize>, ops: &[Op]) {
     assert!(model.settle(), "the run ends once the world settles");
 
     let status = model.recorded.borrow().clone();
+    let cancelled = is_cancelled(&model.run.borrow());
+    let message = status
+        .outcome
+        .as_ref()
+        .map(|o| o.message.clone())
+        .unwrap_or_default();
+    let halted = status.phase == RunPhase::Cancelled || message.starts_with("The action's timeout");
+    assert_eq!(
+        status.phase == RunPhase::Cancelled,
+        message.starts_with("Cancelled by model"),
+        "{status:?}"
+    );
+    assert!(cancelled || status.phase != RunPhase::Cancelled);
     let jobs = model.jobs.borrow();
     let created = model.created.borrow().clone();
     let mut unique = created.clone();
@@ -421,15 +465,24 @@ fn check_run(needs: &[Vec<usize>], files_on: Option<usize>, ops: &[Op]) {
                 job.is_none_or(|j| j.deleted || j.seen != JobSeen::Succeeded),
                 "task {index}"
             ),
-            // Skipped: never started, and a task it needs did not succeed.
+            // Skipped: never started, and a task it needs did not succeed, or the run halted.
             TaskPhase::Skipped => {
-                assert!(!created.contains(&index), "task {index}");
                 assert!(
-                    dependencies[index]
-                        .iter()
-                        .any(|&n| status.tasks[n].phase != TaskPhase::Succeeded),
+                    !created.contains(&index) || (halted && job.is_some_and(|j| j.deleted)),
+                    "task {index}"
+                );
+                assert!(
+                    halted
+                        || dependencies[index]
+                            .iter()
+                            .any(|&n| status.tasks[n].phase != TaskPhase::Succeeded),
                     "task {index} skipped though its needs succeeded"
                 );
+            }
+            // Cancelled: its Job was deleted, by the cancel.
+            TaskPhase::Cancelled => {
+                assert!(job.is_some_and(|j| j.deleted), "task {index}");
+                assert_eq!(status.phase, RunPhase::Cancelled, "task {index}");
             }
             TaskPhase::Pending | TaskPhase::Running => {
                 panic!("task {index} not over in a finished run: {status:?}")
@@ -512,9 +565,10 @@ proptest! {
     fn any_interleaving_runs_each_task_once_in_order_and_reports_once(
         needs in needs(),
         files_on in prop::option::of(0usize..4),
+        timeout in prop::option::weighted(0.3, 30u64..1500),
         ops in prop::collection::vec(op(), 0..60),
     ) {
-        check_run(&needs, files_on.filter(|f| *f < needs.len()), &ops);
+        check_run(&needs, files_on.filter(|f| *f < needs.len()), timeout, &ops);
     }
 }
 
