@@ -90,6 +90,7 @@ fn benches(c: &mut Criterion) {
                     task_index: 0,
                     files: &files,
                     owner: None,
+                    outputs: None,
                 },
                 black_box(&settings),
             )
@@ -115,6 +116,7 @@ fn benches(c: &mut Criterion) {
                     status: Status::Succeeded,
                     message: black_box(&message).clone(),
                     test_window: Some((time, time)),
+                    outputs: Default::default(),
                 },
             )
             .unwrap()

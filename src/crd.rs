@@ -5,6 +5,8 @@
 //! resumes from the API server alone. The status records every step before the next side
 //! effect depends on it.
 
+use std::collections::BTreeMap;
+
 use kube::CustomResource;
 use kube::core::CustomResourceExt;
 use schemars::JsonSchema;
@@ -190,6 +192,9 @@ pub struct TaskStatus {
     /// A bounded excerpt of the task's container logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<String>,
+    /// The values the task published (its declared `outputs`), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -284,6 +284,8 @@ pub struct Outcome {
     pub message: String,
     /// For `test` tasks: when the first task started and the last one ended.
     pub test_window: Option<(jiff::Timestamp, jiff::Timestamp)>,
+    /// What the tasks published, by task name and output name (`data.outputs` when any).
+    pub outputs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Common inputs of the outgoing events of one run.
@@ -312,6 +314,9 @@ pub fn build_finished(context: &OutgoingContext<'_>, outcome: &Outcome) -> Optio
         data.insert("status".into(), json!(status));
         data.insert("result".into(), json!(result));
         data.insert("message".into(), json!(outcome.message));
+        if !outcome.outputs.is_empty() {
+            data.insert("outputs".into(), json!(outcome.outputs));
+        }
         if let Some((start, end)) = outcome.test_window {
             data.insert(
                 "test".into(),
@@ -525,9 +530,14 @@ mod tests {
                 "2026-11-21T10:00:01Z".parse().unwrap(),
                 "2026-11-21T10:02:03Z".parse().unwrap(),
             )),
+            outputs: BTreeMap::from([(
+                "build".to_string(),
+                BTreeMap::from([("version".to_string(), "1.2.3".to_string())]),
+            )]),
         };
         let finished = build_finished(&context(&event), &outcome).unwrap();
         let data = &finished.as_value()["data"];
+        assert_eq!(data["outputs"], json!({"build": {"version": "1.2.3"}}));
         assert_eq!(finished.as_value()["type"], "sh.keptn.event.test.finished");
         assert_eq!(data["status"], "errored");
         assert_eq!(data["result"], "fail");
@@ -547,8 +557,13 @@ mod tests {
             status: Status::Succeeded,
             message: "ok".into(),
             test_window: Some((jiff::Timestamp::UNIX_EPOCH, jiff::Timestamp::UNIX_EPOCH)),
+            outputs: BTreeMap::new(),
         };
         let finished = build_finished(&context(&event), &outcome).unwrap();
+        assert!(
+            finished.as_value()["data"].get("outputs").is_none(),
+            "no outputs, no key"
+        );
         assert_eq!(finished.as_value()["data"]["status"], "succeeded");
         assert_eq!(finished.as_value()["data"]["result"], "pass");
         assert!(finished.as_value()["data"].get("test").is_none());

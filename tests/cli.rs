@@ -386,7 +386,7 @@ actions:
         stdout(&output),
         format!(
             "{path}:6:9: actions[0].tasks[0].imagPullPolicy: unknown key \"imagPullPolicy\", did you mean \"imagePullPolicy\"?\n\
-             {path}:9:24: actions[0].tasks[0].env[0].valueFrom: invalid value \"secrt\": expected one of \"event\", \"secret\", \"string\", did you mean \"secret\"?\n\
+             {path}:9:24: actions[0].tasks[0].env[0].valueFrom: invalid value \"secrt\": expected one of \"event\", \"secret\", \"string\", \"output\", did you mean \"secret\"?\n\
              {path}:13:17: actions[0].tasks[0].env[1].as: invalid value \"jsno\": expected one of \"json\", \"yaml\", \"string\", did you mean \"json\"?\n\
              {path}:14:13: actions[0].tasks[0].env[2].value: valueFrom: event needs `value`, a JSONPath into the event\n\
              {path}:18:19: actions[0].tasks[0].securityContext.seccompProfile.type: invalid value \"runtimedefault\": expected one of \"RuntimeDefault\", \"Localhost\", \"Unconfined\", did you mean \"RuntimeDefault\"?\n"

@@ -400,6 +400,38 @@ fn the_readme_dry_run_renders_the_sample_event() {
     assert!(stdout.contains("sh.keptn.event.test.started"), "{stdout}");
 }
 
+/// docs/config.md's example of outputs between tasks is a config the binary loads, and its
+/// preview gives `deploy` the output as a placeholder.
+#[test]
+fn the_outputs_example_of_the_config_reference_loads_and_renders() {
+    let text = std::fs::read_to_string(root().join("docs/config.md")).unwrap();
+    let (_, section) = text.split_once("\n### Outputs between tasks\n").unwrap();
+    let (_, block) = section.split_once("```yaml\n").unwrap();
+    let (yaml, _) = block.split_once("```").unwrap();
+    let dir = support::fresh_dir("docs-outputs");
+    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
+    let config = dir.join("carts/job/config.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let out = Command::new(support::BIN)
+        .args(["render", "--format", "json", "--event"])
+        .arg(root().join("test-events/deployment.triggered.json"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let deploy = &plan["matched"][0]["jobs"][1]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        deploy["env"][0],
+        serde_json::json!({"name": "VERSION", "value": "(the output build.version)"})
+    );
+}
+
 /// docs/operator.md and docs/git-source.md show `job-executor run` for a production cluster
 /// (a git server, a Keptn API): `check-run` parses those arguments exactly as `run` does, so
 /// every flag they show must be accepted and read from the command line.

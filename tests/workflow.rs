@@ -340,3 +340,130 @@ async fn a_run_past_its_timeout_stops_and_fails_on_the_real_control_plane() {
     let server = ClusterHarness::install("timeout", &config, &[]).await;
     a_run_past_its_timeout_stops_and_fails(server, Duration::from_secs(120)).await;
 }
+
+/// `build` publishes a version and a URL that `deploy` reads; `forgetful` declares an output it
+/// never writes. Two actions of the same event.
+fn outputs_config(name: &str) -> PathBuf {
+    let dir = support::fresh_dir(&format!("workflow-config-{name}"));
+    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
+    std::fs::write(
+        dir.join("carts/job/config.yaml"),
+        r#"apiVersion: v2
+actions:
+  - name: ship
+    events: [{name: sh.keptn.event.test.triggered}]
+    tasks:
+      - name: build
+        image: job-executor.test/outputs
+        args: ["version=1.2.3\nurl=http://carts.dev/v1.2.3"]
+        outputs: [version, url]
+      - name: deploy
+        image: alpine
+        cmd: [echo, "deploying $(VERSION) from $(URL)"]
+        env:
+          - {name: VERSION, valueFrom: output, value: build.version}
+          - {name: URL, valueFrom: output, value: build.url}
+  - name: forgetful
+    events: [{name: sh.keptn.event.test.triggered}]
+    tasks:
+      - {name: build, image: alpine, outputs: [version]}
+      - {name: deploy, image: alpine, env: [{name: V, valueFrom: output, value: build.version}]}
+"#,
+    )
+    .unwrap();
+    dir
+}
+
+async fn outputs_reach_later_tasks_and_finished(server: impl Replicas, long: Duration) {
+    let replicas = server.start_replicas(&["outputs"]).await;
+    let op = &replicas[0];
+    let response = op
+        .post_event(&sample_with_id("test.triggered.json", "outputs-1"))
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    let mut finished = Vec::new();
+    support::wait_for("both .finished", long, || {
+        finished = op
+            .sink
+            .for_trigger("outputs-1")
+            .into_iter()
+            .filter(|e| e.event_type.ends_with(".finished"))
+            .collect();
+        finished.len() == 2
+    })
+    .await;
+    let by_status = |status: &str| {
+        finished
+            .iter()
+            .find(|e| e.data["status"] == status)
+            .unwrap_or_else(|| panic!("a .finished {status}: {finished:?}"))
+    };
+    let shipped = by_status("succeeded");
+    assert_eq!(
+        shipped.data["outputs"],
+        serde_json::json!({"build": {"version": "1.2.3", "url": "http://carts.dev/v1.2.3"}}),
+        "on {}",
+        server.name()
+    );
+    let message = shipped.data["message"].as_str().unwrap();
+    assert!(
+        message.contains("Task 'deploy' finished\nLogs:\n")
+            && message.ends_with("\necho deploying 1.2.3 from http://carts.dev/v1.2.3"),
+        "the values reached deploy's env: {message}"
+    );
+    let forgot = by_status("errored");
+    let message = forgot.data["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "Task 'build' failed: its outputs cannot be read: it did not write its output \
+             \"version\" to /dev/termination-log\nLogs:\n"
+        ) && !message.contains("Task 'deploy'"),
+        "on {}: {message}",
+        server.name()
+    );
+    assert!(forgot.data.get("outputs").is_none(), "{}", forgot.data);
+
+    // The deploy Job of `ship` got the values as env vars.
+    let runs = server.jobruns();
+    let ship = runs
+        .iter()
+        .find(|r| r["spec"]["action"]["name"] == "ship")
+        .unwrap();
+    assert_eq!(
+        ship["status"]["tasks"][0]["outputs"],
+        serde_json::json!({"version": "1.2.3", "url": "http://carts.dev/v1.2.3"})
+    );
+    let deploy_job = format!("{}-1", ship["metadata"]["name"].as_str().unwrap());
+    let jobs = server.objects("batch", "jobs");
+    let job = jobs
+        .iter()
+        .find(|j| j["metadata"]["name"] == deploy_job.as_str())
+        .unwrap_or_else(|| panic!("{deploy_job}"));
+    let env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(value("VERSION"), Some(serde_json::json!("1.2.3")));
+    assert_eq!(
+        value("URL"),
+        Some(serde_json::json!("http://carts.dev/v1.2.3"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_reach_later_tasks_and_finished_on_kube_sim() {
+    let config = outputs_config("outputs");
+    let server = Harness::for_replicas(&config, &[]).await;
+    outputs_reach_later_tasks_and_finished(server, Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_reach_later_tasks_and_finished_on_the_real_control_plane() {
+    let config = outputs_config("outputs-cluster");
+    let server = ClusterHarness::install("outputs", &config, &[]).await;
+    outputs_reach_later_tasks_and_finished(server, Duration::from_secs(120)).await;
+}

@@ -108,6 +108,7 @@ fn plan(
                     task_index,
                     files: task_files,
                     owner: None,
+                    outputs: None,
                 },
                 settings,
             )

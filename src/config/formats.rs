@@ -13,7 +13,28 @@ pub fn check_format(format: &str, value: &str) -> Result<(), String> {
         "dns-subdomain" => check_dns_subdomain(value),
         "relative-path" => check_relative_path(value),
         "duration" => parse_duration(value).map(drop),
+        "output-name" => check_output_name(value),
         _ => Ok(()),
+    }
+}
+
+/// The longest name of a task's output.
+pub const MAX_OUTPUT_NAME: usize = 63;
+
+/// A task output's name: a letter, then letters, digits, `_` or `-`, at most 63 in all (so a
+/// `name=value` line and a `task.name` reference read one way only).
+pub fn check_output_name(value: &str) -> Result<(), String> {
+    let mut chars = value.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && value.len() <= MAX_OUTPUT_NAME;
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid output name {value:?}: a letter, then letters, digits, '_' or '-', at most \
+             {MAX_OUTPUT_NAME} characters"
+        ))
     }
 }
 
@@ -412,6 +433,31 @@ mod tests {
         );
         assert_eq!(check_format("duration", "2m"), Ok(()));
         assert!(check_format("duration", "2 minutes please").is_err());
+    }
+
+    #[test]
+    fn output_names_are_letters_digits_underscores_and_dashes() {
+        for ok in [
+            "version",
+            "url",
+            "image_digest",
+            "a-1",
+            "V",
+            &"a".repeat(63),
+        ] {
+            assert_eq!(check_output_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "1st", "_x", "a.b", "a b", "a=b", "é", &"a".repeat(64)] {
+            assert_eq!(
+                check_output_name(bad),
+                Err(format!(
+                    "invalid output name {bad:?}: a letter, then letters, digits, '_' or '-', \
+                     at most 63 characters"
+                )),
+                "{bad}"
+            );
+        }
+        assert!(check_format("output-name", "a.b").is_err());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The order of an action's tasks: one after the other, or the graph their `needs` make.
 
+use std::collections::BTreeSet;
+
 use super::Task;
 
 /// Whether any task of the action names the tasks it needs (then the tasks form a graph).
@@ -31,6 +33,141 @@ pub fn dependencies(tasks: &[Task]) -> Vec<Vec<usize>> {
             needed
         })
         .collect()
+}
+
+/// Per task, every task (by index) it comes after: those it starts after, and theirs.
+pub fn comes_after(tasks: &[Task]) -> Vec<BTreeSet<usize>> {
+    let needs = dependencies(tasks);
+    (0..tasks.len())
+        .map(|index| {
+            let mut found = BTreeSet::new();
+            let mut next: Vec<usize> = needs[index].clone();
+            while let Some(task) = next.pop() {
+                // A task on a cycle comes after itself; the cycle is reported on its own.
+                if found.insert(task) {
+                    next.extend(needs[task].iter().copied());
+                }
+            }
+            found
+        })
+        .collect()
+}
+
+/// The task and output an output reference names (`build.version`: the task's name is
+/// everything before the last `.`).
+pub fn output_source<'r>(tasks: &[Task], reference: &'r str) -> Option<(usize, &'r str)> {
+    let (task, output) = reference.rsplit_once('.')?;
+    let index = only_task_named(tasks, task)?;
+    tasks[index]
+        .outputs
+        .iter()
+        .any(|o| o == output)
+        .then_some((index, output))
+}
+
+/// Where an output problem is, in task `task`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputAt {
+    /// The task's `outputs[i]`.
+    Declared(usize),
+    /// The `value` of the task's `env[i]`.
+    Env(usize),
+}
+
+/// Something wrong with an output: declared twice, or a `valueFrom: output` that names no task
+/// this task comes after, or no output of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputProblem {
+    pub task: usize,
+    pub at: OutputAt,
+    pub message: String,
+}
+
+/// Every output declared twice by a task, and every `valueFrom: output` reference that does not
+/// name an output of a task its task comes after.
+pub fn output_problems(tasks: &[Task]) -> Vec<OutputProblem> {
+    let after = comes_after(tasks);
+    let mut found = Vec::new();
+    for (index, task) in tasks.iter().enumerate() {
+        for (entry, output) in task.outputs.iter().enumerate() {
+            if task.outputs[..entry].contains(output) {
+                found.push(OutputProblem {
+                    task: index,
+                    at: OutputAt::Declared(entry),
+                    message: format!("\"{output}\" is declared twice"),
+                });
+            }
+        }
+        for (entry, env) in task.env.iter().enumerate() {
+            if env.value_from != Some(super::ValueFrom::Output) {
+                continue;
+            }
+            let Some(reference) = env.value.as_deref() else {
+                continue;
+            };
+            if let Some(message) = reference_problem(tasks, index, &after[index], reference) {
+                found.push(OutputProblem {
+                    task: index,
+                    at: OutputAt::Env(entry),
+                    message,
+                });
+            }
+        }
+    }
+    found
+}
+
+/// What is wrong with task `index`'s reference to an output, if anything.
+fn reference_problem(
+    tasks: &[Task],
+    index: usize,
+    after: &BTreeSet<usize>,
+    reference: &str,
+) -> Option<String> {
+    let Some((task_name, output)) = reference.rsplit_once('.') else {
+        return Some(format!(
+            "\"{reference}\" names no output: write the task's name, a dot and the output's, \
+             like build.version"
+        ));
+    };
+    let names: Vec<&str> = tasks.iter().filter_map(|t| t.name.as_deref()).collect();
+    let Some(source) = only_task_named(tasks, task_name) else {
+        let same_name = names.iter().filter(|n| **n == task_name).count();
+        if same_name > 1 {
+            return Some(format!(
+                "{same_name} tasks are named \"{task_name}\": give them names of their own"
+            ));
+        }
+        let hint = super::check::suggest(task_name, names.iter().copied())
+            .map(|close| format!("; did you mean \"{close}\"?"))
+            .unwrap_or_default();
+        return Some(format!(
+            "no task of this action is named \"{task_name}\"{hint}"
+        ));
+    };
+    if !after.contains(&source) {
+        let how = if uses_needs(tasks) {
+            "name it in `needs` (or a task that needs it)"
+        } else {
+            "a task reads the outputs of the tasks before it"
+        };
+        return Some(format!(
+            "task \"{}\" does not come after \"{task_name}\": {how}",
+            tasks[index].display_name(index)
+        ));
+    }
+    let declared = &tasks[source].outputs;
+    if declared.iter().any(|o| o == output) {
+        return None;
+    }
+    Some(if declared.is_empty() {
+        format!("task \"{task_name}\" declares no outputs")
+    } else {
+        format!(
+            "task \"{task_name}\" has no output \"{output}\" (its outputs: {})",
+            declared.join(", ")
+        )
+    })
 }
 
 fn only_task_named(tasks: &[Task], name: &str) -> Option<usize> {

@@ -390,6 +390,18 @@ impl Semantic<'_> {
             let entry_path = index_path(&key_path(&task_path, "needs"), problem.entry);
             self.error(&entry_path, problem.message);
         }
+        for problem in graph::output_problems(&action.tasks) {
+            let task_path = index_path(&key_path(path, "tasks"), problem.task);
+            let at = match problem.at {
+                graph::OutputAt::Declared(entry) => {
+                    index_path(&key_path(&task_path, "outputs"), entry)
+                }
+                graph::OutputAt::Env(entry) => {
+                    key_path(&index_path(&key_path(&task_path, "env"), entry), "value")
+                }
+            };
+            self.error(&at, problem.message);
+        }
     }
 
     fn task(&mut self, path: &str, task: &Task) {
@@ -474,6 +486,17 @@ impl Semantic<'_> {
             ValueFrom::String => {
                 if env.value.is_none() {
                     self.error(&field("value"), "missing `value`".into());
+                }
+            }
+            // The reference itself is checked with the action's tasks.
+            ValueFrom::Output => {
+                if env.value.is_none() {
+                    self.error(
+                        &field("value"),
+                        "valueFrom: output needs `value`: a task this task comes after and one \
+                         of its outputs, like build.version"
+                            .into(),
+                    );
                 }
             }
             ValueFrom::Secret => {

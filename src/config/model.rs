@@ -141,6 +141,12 @@ pub struct Task {
     /// task starts as soon as the tasks it needs have succeeded, at the same time as others.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub needs: Vec<String>,
+    /// Names of small values the task publishes (additive key): it writes one `name=value` line
+    /// for each to `/dev/termination-log` (4096 bytes in all). Tasks that come after it read them
+    /// with `valueFrom: output`, and `.finished` reports them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("items" = {"type": "string", "format": "output-name"}))]
+    pub outputs: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -195,6 +201,9 @@ pub enum ValueFrom {
     Secret,
     /// `value` is the literal value.
     String,
+    /// `value` names a task this task comes after and one of its `outputs`: `build.version`
+    /// (additive).
+    Output,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

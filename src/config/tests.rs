@@ -441,7 +441,7 @@ const CHOICE_CASES: &[(&str, &str)] = &[
     ),
     (
         "        env:\n          - name: A\n            valueFrom: secrt\n",
-        "job/config.yaml:8:24: actions[0].tasks[0].env[0].valueFrom: invalid value \"secrt\": expected one of \"event\", \"secret\", \"string\", did you mean \"secret\"?",
+        "job/config.yaml:8:24: actions[0].tasks[0].env[0].valueFrom: invalid value \"secrt\": expected one of \"event\", \"secret\", \"string\", \"output\", did you mean \"secret\"?",
     ),
     (
         "        env:\n          - name: A\n            value: $.data\n            valueFrom: event\n            as: jsno\n",
@@ -564,7 +564,7 @@ fn a_choice_that_is_not_a_string_or_is_missing_is_located() {
     assert_eq!(
         problems(&text),
         [
-            "job/config.yaml:8:24: actions[0].tasks[0].env[0].valueFrom: expected one of \"event\", \"secret\", \"string\", found a list",
+            "job/config.yaml:8:24: actions[0].tasks[0].env[0].valueFrom: expected one of \"event\", \"secret\", \"string\", \"output\", found a list",
             "job/config.yaml:11:17: actions[0].tasks[0].securityContext.seccompProfile.type: expected one of \"RuntimeDefault\", \"Localhost\", \"Unconfined\", found nothing (null)",
         ]
     );
@@ -589,7 +589,7 @@ fn two_different_problems_in_one_file_are_both_reported() {
         problems(&text),
         [
             "job/config.yaml:6:9: actions[0].tasks[0].workingdir: unknown key \"workingdir\", did you mean \"workingDir\"?",
-            "job/config.yaml:9:24: actions[0].tasks[0].env[0].valueFrom: invalid value \"secrt\": expected one of \"event\", \"secret\", \"string\", did you mean \"secret\"?",
+            "job/config.yaml:9:24: actions[0].tasks[0].env[0].valueFrom: invalid value \"secrt\": expected one of \"event\", \"secret\", \"string\", \"output\", did you mean \"secret\"?",
         ]
     );
 }
@@ -631,7 +631,7 @@ actions:
         [
             "job/config.yaml:6:9: actions[0].tasks[0].imag: unknown key \"imag\", did you mean \"image\"?",
             "job/config.yaml:8:13: actions[0].tasks[0].env[0].value: valueFrom: event needs `value`, a JSONPath into the event",
-            "job/config.yaml:11:24: actions[0].tasks[0].env[1].valueFrom: invalid value \"secrt\": expected one of \"event\", \"secret\", \"string\", did you mean \"secret\"?",
+            "job/config.yaml:11:24: actions[0].tasks[0].env[1].valueFrom: invalid value \"secrt\": expected one of \"event\", \"secret\", \"string\", \"output\", did you mean \"secret\"?",
             "job/config.yaml:13:33: actions[0].tasks[0].labels[\"job-executor.dev/run\"]: label \"job-executor.dev/run\" is set by job-executor and cannot be overridden",
             "job/config.yaml:15:22: actions[0].tasks[0].annotations[\"bad key\"]: invalid key \"bad key\": expected an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
             "job/config.yaml:18:13: actions[0].tasks[1].env[0].key: `secretName` needs `key`",
@@ -673,7 +673,7 @@ fn a_value_the_schema_misses_is_still_located() {
             .collect::<Vec<_>>(),
         other => panic!("{other:?}"),
     };
-    let refused = "job/config.yaml:8:24: actions[0].tasks[0].env[0].valueFrom: unknown variant `secrt`, expected one of `event`, `secret`, `string`";
+    let refused = "job/config.yaml:8:24: actions[0].tasks[0].env[0].valueFrom: unknown variant `secrt`, expected one of `event`, `secret`, `string`, `output`";
     let text =
         format!("{ONE_TASK}        env:\n          - name: A\n            valueFrom: secrt\n");
     assert_eq!(located(&text), [refused]);
@@ -842,6 +842,55 @@ actions:
         [
             "job/config.yaml:4:14: actions[0].timeout: \"30\" is not a duration: write it like 90s, 30m or 1h30m",
             "job/config.yaml:7:14: actions[1].timeout: \"200h\" is longer than a week (the longest timeout, 168h)",
+        ]
+    );
+}
+
+#[test]
+fn outputs_and_their_readers_are_checked_where_they_are_written() {
+    let text = r#"apiVersion: v2
+actions:
+  - name: list
+    tasks:
+      - name: build
+        image: alpine
+        outputs: [version, version]
+      - name: deploy
+        image: alpine
+        env:
+          - {name: V, valueFrom: output, value: build.version}
+          - {name: W, valueFrom: output, value: build.digest}
+          - {name: X, valueFrom: output, value: biuld.version}
+          - {name: Y, valueFrom: output, value: deploy.version}
+          - {name: Z, valueFrom: output, value: version}
+          - {name: E, valueFrom: output}
+  - name: graph
+    tasks:
+      - {name: a, image: alpine, outputs: [url]}
+      - {name: b, image: alpine, needs: [a]}
+      - name: c
+        image: alpine
+        needs: [b]
+        env: [{name: U, valueFrom: output, value: a.url}]
+      - name: d
+        image: alpine
+        needs: [c]
+        env: [{name: U, valueFrom: output, value: b.url}]
+  - name: names
+    tasks:
+      - {image: alpine, outputs: [2nd]}
+"#;
+    assert_eq!(
+        problems(text),
+        [
+            "job/config.yaml:7:28: actions[0].tasks[0].outputs[1]: \"version\" is declared twice",
+            "job/config.yaml:12:49: actions[0].tasks[1].env[1].value: task \"build\" has no output \"digest\" (its outputs: version, version)",
+            "job/config.yaml:13:49: actions[0].tasks[1].env[2].value: no task of this action is named \"biuld\"; did you mean \"build\"?",
+            "job/config.yaml:14:49: actions[0].tasks[1].env[3].value: task \"deploy\" does not come after \"deploy\": a task reads the outputs of the tasks before it",
+            "job/config.yaml:15:49: actions[0].tasks[1].env[4].value: \"version\" names no output: write the task's name, a dot and the output's, like build.version",
+            "job/config.yaml:16:13: actions[0].tasks[1].env[5].value: valueFrom: output needs `value`: a task this task comes after and one of its outputs, like build.version",
+            "job/config.yaml:28:51: actions[1].tasks[3].env[0].value: task \"b\" declares no outputs",
+            "job/config.yaml:31:35: actions[2].tasks[0].outputs[0]: invalid output name \"2nd\": a letter, then letters, digits, '_' or '-', at most 63 characters",
         ]
     );
 }

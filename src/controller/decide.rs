@@ -9,11 +9,13 @@
 //! unrecorded change ([`Record::BeforeWaiting`]). A Job is created before it is recorded: its
 //! name is derived from the run and the task, so a restart adopts it instead of creating it again.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
 use super::observe::Stuck;
+use super::outputs::parse_outputs;
 use super::report;
 use crate::config::formats;
 use crate::config::graph;
@@ -48,7 +50,11 @@ pub enum JobSeen {
     Running {
         stuck: Option<Stuck>,
     },
-    Succeeded,
+    Succeeded {
+        /// The task container's termination message, where a task writes its outputs; `None`
+        /// while the watch shows no pod that succeeded.
+        message: Option<String>,
+    },
     Failed {
         reason: String,
         message: String,
@@ -95,12 +101,13 @@ pub enum Step {
     CreateJob(usize),
     /// Ask the API server for task `index`'s Job, missing from the watch past the grace period.
     LookUpJob(usize),
-    /// Record how task `index` ended, with its pods' logs when `read_logs`.
+    /// Record how task `index` ended, with its pods' logs when `read_logs`, and its outputs.
     EndTask {
         index: usize,
         phase: TaskPhase,
         message: Option<String>,
         read_logs: bool,
+        outputs: BTreeMap<String, String>,
     },
     /// Delete task `index`'s Job, whose pod never started, and record the task's failure.
     StopJob { index: usize, message: String },
@@ -334,7 +341,7 @@ fn halt_step(facts: &Facts<'_>, halt: Halt) -> Step {
     };
     for (index, task) in running() {
         let seen = facts.jobs.get(index).unwrap_or(&JobSeen::NotCached);
-        if matches!(seen, JobSeen::Succeeded | JobSeen::Failed { .. })
+        if matches!(seen, JobSeen::Succeeded { .. } | JobSeen::Failed { .. })
             && let Some(step) = running_step(facts, index, task, &mut Wake::default())
         {
             return step;
@@ -417,6 +424,7 @@ fn running_step(
                 job_name(run, status, index)
             )),
             read_logs: false,
+            outputs: BTreeMap::new(),
         }),
         JobSeen::Running { stuck: None } => None,
         JobSeen::Running { stuck: Some(_) } if waited < limits.never_started_timeout => {
@@ -433,12 +441,36 @@ fn running_step(
                 stuck.message
             ),
         }),
-        JobSeen::Succeeded => Some(Step::EndTask {
-            index,
-            phase: TaskPhase::Succeeded,
-            message: None,
-            read_logs: true,
-        }),
+        JobSeen::Succeeded { message } => {
+            let declared = run
+                .spec
+                .action
+                .tasks
+                .get(index)
+                .map(|t| t.outputs.as_slice())
+                .unwrap_or_default();
+            // Its outputs are in the pod's status: wait for the watch to show it.
+            if !declared.is_empty() && message.is_none() {
+                return None;
+            }
+            let message = message.as_deref().unwrap_or_default();
+            Some(match parse_outputs(message, declared) {
+                Ok(outputs) => Step::EndTask {
+                    index,
+                    phase: TaskPhase::Succeeded,
+                    message: None,
+                    read_logs: true,
+                    outputs,
+                },
+                Err(error) => Step::EndTask {
+                    index,
+                    phase: TaskPhase::Failed,
+                    message: Some(format!("its outputs cannot be read: {error}")),
+                    read_logs: true,
+                    outputs: BTreeMap::new(),
+                },
+            })
+        }
         JobSeen::Failed { reason, message } => Some(Step::EndTask {
             index,
             phase: TaskPhase::Failed,
@@ -448,6 +480,7 @@ fn running_step(
                 format!("{reason}: {message}")
             }),
             read_logs: true,
+            outputs: BTreeMap::new(),
         }),
     }
 }
@@ -629,6 +662,13 @@ pub fn record_task_end(
     if status.tasks.iter().all(over) {
         let outcome = report::outcome_of_tasks(status);
         finish(run, status, outcome.status, outcome.message, now);
+    }
+}
+
+/// Records what task `index` published.
+pub fn record_outputs(status: &mut JobRunStatus, index: usize, outputs: BTreeMap<String, String>) {
+    if let Some(task) = status.tasks.get_mut(index) {
+        task.outputs = outputs;
     }
 }
 

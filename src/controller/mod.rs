@@ -7,6 +7,7 @@ mod decide;
 pub mod known;
 mod logs;
 mod observe;
+mod outputs;
 pub mod report;
 mod step;
 

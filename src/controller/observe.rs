@@ -55,6 +55,18 @@ pub struct Stuck {
     pub message: String,
 }
 
+/// The termination message of the task container of a Job's pod that succeeded (empty when the
+/// task wrote none); `None` while no such pod is seen.
+pub fn termination_message<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<String> {
+    pods.into_iter()
+        .filter_map(|pod| pod.status.as_ref())
+        .filter(|status| status.phase.as_deref() == Some("Succeeded"))
+        .flat_map(|status| status.container_statuses.iter().flatten())
+        .filter(|container| container.name == crate::render::TASK_CONTAINER)
+        .find_map(|container| container.state.as_ref()?.terminated.as_ref())
+        .map(|terminated| terminated.message.clone().unwrap_or_default())
+}
+
 /// The first pod of a Job that cannot start: a container waiting for a reason that does not go
 /// away by itself, or a pod the scheduler cannot place.
 pub fn stuck_pod<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<Stuck> {
@@ -172,5 +184,35 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(stuck_pod([&unschedulable]).unwrap().reason, "Unschedulable");
+    }
+
+    #[test]
+    fn the_termination_message_is_the_task_containers_in_the_pod_that_succeeded() {
+        let pod = |name: &str, phase: &str, message: Option<&str>| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "status": {"phase": phase, "containerStatuses": [
+                    {"name": "sidecar", "image": "x", "imageID": "", "ready": false,
+                     "restartCount": 0,
+                     "state": {"terminated": {"exitCode": 0, "message": "not this"}}},
+                    {"name": "task", "image": "x", "imageID": "", "ready": false,
+                     "restartCount": 0,
+                     "state": {"terminated": {"exitCode": 0, "message": message}}}
+                ]}
+            }))
+            .unwrap()
+        };
+        let failed = pod("a", "Failed", Some("version=0"));
+        let succeeded = pod("b", "Succeeded", Some("version=1"));
+        assert_eq!(
+            termination_message([&failed, &succeeded]),
+            Some("version=1".into())
+        );
+        assert_eq!(termination_message([&failed]), None, "no pod succeeded yet");
+        assert_eq!(
+            termination_message([&pod("c", "Succeeded", None)]),
+            Some(String::new()),
+            "succeeded without a message"
+        );
     }
 }

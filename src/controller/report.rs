@@ -120,6 +120,12 @@ pub fn finished_for(
             },
             message: outcome.message.clone(),
             test_window: test_window(status),
+            outputs: status
+                .tasks
+                .iter()
+                .filter(|task| !task.outputs.is_empty())
+                .map(|task| (task.name.clone(), task.outputs.clone()))
+                .collect(),
         },
     )
 }

@@ -2,6 +2,7 @@
 //! (the Kubernetes API and the sink; [`Cluster`] in the operator), record what came of it with
 //! the pure `record_*` functions, and ask again, until the step is to wait.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,10 +18,10 @@ use serde_json::json;
 
 use super::decide::{
     Attempt, Facts, JobSeen, Limits, Step, decide, delivery_mut, first_attempt, initialise,
-    job_name, record_attempt, record_halt, record_job, record_stopped, record_task_end, run_name,
-    update_conditions,
+    job_name, record_attempt, record_halt, record_job, record_outputs, record_stopped,
+    record_task_end, run_name, update_conditions,
 };
-use super::observe::{JobState, job_state, stuck_pod};
+use super::observe::{JobState, job_state, stuck_pod, termination_message};
 use super::{Context, ReconcileError, logs, report};
 use crate::crd::{DeliveryState, JobRun, JobRunStatus, TaskPhase};
 use crate::event::{CloudEvent, TaskEventKind};
@@ -150,7 +151,7 @@ impl<W: World> Executor<'_, W> {
                     }
                     Err(StepError::Retry(error)) => return Err(error),
                 },
-                Step::CreateJob(index) => match self.render(index) {
+                Step::CreateJob(index) => match self.render(&status, index) {
                     Ok(job) => {
                         self.world.create_job(&job).await?;
                         let created = job.metadata.name.unwrap_or_default();
@@ -170,12 +171,14 @@ impl<W: World> Executor<'_, W> {
                     phase,
                     message,
                     read_logs,
+                    outputs,
                 } => {
                     let logs = if read_logs {
                         Some(self.task_logs(&status, index).await)
                     } else {
                         None
                     };
+                    record_outputs(&mut status, index, outputs);
                     record_task_end(run, &mut status, index, phase, message, logs, now);
                 }
                 Step::StopJob { index, message } => {
@@ -240,7 +243,7 @@ impl<W: World> Executor<'_, W> {
         self.world.task_logs(&job_name, budget).await
     }
 
-    fn render(&self, index: usize) -> Result<Job, CannotRun> {
+    fn render(&self, status: &JobRunStatus, index: usize) -> Result<Job, CannotRun> {
         let run = self.run;
         let spec = &run.spec;
         let files = spec
@@ -250,6 +253,8 @@ impl<W: World> Executor<'_, W> {
             .map(Vec::as_slice)
             .unwrap_or_default();
         let owner = run.controller_owner_ref(&());
+        let outputs: Vec<BTreeMap<String, String>> =
+            status.tasks.iter().map(|t| t.outputs.clone()).collect();
         let request = JobRequest {
             event: &spec.event,
             run_name: run_name(run),
@@ -259,6 +264,7 @@ impl<W: World> Executor<'_, W> {
             task_index: index,
             files,
             owner: owner.as_ref(),
+            outputs: Some(&outputs),
         };
         Ok(render::render_job(&request, self.settings)?)
     }
@@ -398,7 +404,14 @@ impl Cluster<'_> {
     /// What a Job and its cached pods say.
     fn seen(&self, job: &Job) -> JobSeen {
         match job_state(job) {
-            JobState::Succeeded => JobSeen::Succeeded,
+            JobState::Succeeded => JobSeen::Succeeded {
+                message: termination_message(
+                    self.ctx
+                        .pods_of_job(&job.name_any())
+                        .iter()
+                        .map(AsRef::as_ref),
+                ),
+            },
             JobState::Failed { reason, message } => JobSeen::Failed { reason, message },
             JobState::Running => {
                 let pods = self.ctx.pods_of_job(&job.name_any());

@@ -69,6 +69,12 @@ pub enum RenderError {
     },
     #[error("the action has no task {index}")]
     NoSuchTask { index: usize },
+    #[error("task '{task}': env {env}: the output {reference} was not published")]
+    OutputMissing {
+        task: String,
+        env: String,
+        reference: String,
+    },
 }
 
 /// Everything one Job is built from.
@@ -85,6 +91,9 @@ pub struct JobRequest<'a> {
     pub files: &'a [StagedFile],
     /// The JobRun that owns the Job, once there is one.
     pub owner: Option<&'a OwnerReference>,
+    /// What each task published so far, by task index; `None` in a preview, where an output
+    /// reads as a placeholder naming it.
+    pub outputs: Option<&'a [BTreeMap<String, String>]>,
 }
 
 /// The run's files ConfigMap (`binaryData`, one key per distinct file), owned by the run so it
@@ -163,7 +172,7 @@ pub fn render_job(request: &JobRequest<'_>, settings: &Settings) -> Result<Job, 
         })?;
     check_task(task, request.task_index, settings)?;
     let task_name = task.display_name(request.task_index);
-    let (env, env_from) = render_env(task, &task_name, request.event)?;
+    let (env, env_from) = render_env(request, task, &task_name)?;
 
     let mut volumes = vec![Volume {
         name: "keptn".into(),
@@ -313,10 +322,11 @@ fn job_labels(
 
 /// The container's env: the task's entries in order, then Keptn's fields and labels.
 fn render_env(
+    request: &JobRequest<'_>,
     task: &Task,
     task_name: &str,
-    event: &CloudEvent,
 ) -> Result<(Vec<EnvVar>, Option<Vec<EnvFromSource>>), RenderError> {
+    let event = request.event;
     let mut env = Vec::new();
     let mut env_from = Vec::new();
     for entry in &task.env {
@@ -342,6 +352,23 @@ fn render_env(
                             message,
                         },
                     })?;
+                env.push(plain(value));
+            }
+            ValueFrom::Output => {
+                let reference = entry.value.as_deref().unwrap_or_default();
+                let value = match request.outputs {
+                    None => Some(format!("(the output {reference})")),
+                    Some(published) => {
+                        crate::config::graph::output_source(request.tasks, reference).and_then(
+                            |(source, output)| published.get(source)?.get(output).cloned(),
+                        )
+                    }
+                };
+                let value = value.ok_or_else(|| RenderError::OutputMissing {
+                    task: task_name.to_string(),
+                    env: entry.name.clone(),
+                    reference: reference.to_string(),
+                })?;
                 env.push(plain(value));
             }
             ValueFrom::Secret => match (&entry.secret_name, &entry.key) {

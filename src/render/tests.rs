@@ -57,6 +57,7 @@ fn render_with(
             task_index: 0,
             files,
             owner,
+            outputs: Some(&[]),
         },
         settings,
     )
@@ -495,4 +496,50 @@ labels: {team: carts}
     };
     let job = render_with(&c, &run_sh(), Some(&owner), &Settings::defaults()).unwrap();
     insta::assert_snapshot!(serde_json::to_string_pretty(&job).unwrap());
+}
+
+#[test]
+fn an_output_of_an_earlier_task_is_an_env_var_and_a_placeholder_in_a_preview() {
+    let config = config(
+        "apiVersion: v2\nactions:\n  - name: ship\n    tasks:\n      - {name: build, image: alpine, outputs: [version]}\n      - name: deploy\n        image: alpine\n        env: [{name: VERSION, valueFrom: output, value: build.version}]\n",
+    );
+    let event = event();
+    let published = [BTreeMap::from([(
+        "version".to_string(),
+        "1.2.3".to_string(),
+    )])];
+    let deploy = |outputs: Option<&[BTreeMap<String, String>]>| {
+        let job = render_job(
+            &JobRequest {
+                event: &event,
+                run_name: "ship-0123456789abcdef0123",
+                action_index: 0,
+                action_name: "ship",
+                tasks: &config.actions[0].tasks,
+                task_index: 1,
+                files: &[],
+                owner: None,
+                outputs,
+            },
+            &Settings::defaults(),
+        )?;
+        let env = job.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap_or_default();
+        Ok::<_, RenderError>(
+            env.into_iter()
+                .find(|e| e.name == "VERSION")
+                .and_then(|e| e.value),
+        )
+    };
+    assert_eq!(deploy(Some(&published)).unwrap().as_deref(), Some("1.2.3"));
+    assert_eq!(
+        deploy(None).unwrap().as_deref(),
+        Some("(the output build.version)")
+    );
+    assert_eq!(
+        deploy(Some(&[])).unwrap_err().to_string(),
+        "task 'deploy': env VERSION: the output build.version was not published"
+    );
 }

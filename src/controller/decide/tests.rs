@@ -215,6 +215,7 @@ fn a_running_task_waits_for_its_job() {
                 phase: TaskPhase::Failed,
                 message: Some("the Job run-1-0 was deleted before it finished".into()),
                 read_logs: false,
+                outputs: BTreeMap::new(),
             },
         ),
         (
@@ -246,13 +247,14 @@ fn a_running_task_waits_for_its_job() {
         (
             "complete",
             &status,
-            JobSeen::Succeeded,
+            JobSeen::Succeeded { message: None },
             60,
             Step::EndTask {
                 index: 0,
                 phase: TaskPhase::Succeeded,
                 message: None,
                 read_logs: true,
+                outputs: BTreeMap::new(),
             },
         ),
         (
@@ -268,6 +270,7 @@ fn a_running_task_waits_for_its_job() {
                 phase: TaskPhase::Failed,
                 message: Some("BackoffLimitExceeded".into()),
                 read_logs: true,
+                outputs: BTreeMap::new(),
             },
         ),
         (
@@ -285,6 +288,7 @@ fn a_running_task_waits_for_its_job() {
                     "DeadlineExceeded: Job was active longer than specified deadline".into(),
                 ),
                 read_logs: true,
+                outputs: BTreeMap::new(),
             },
         ),
     ];
@@ -349,7 +353,7 @@ fn finished_is_sent_only_once_the_outcome_is_recorded() {
             &run,
             &status,
             &before,
-            JobSeen::Succeeded,
+            JobSeen::Succeeded { message: None },
             false,
             at(60),
             &limits()
@@ -450,14 +454,14 @@ fn silent_runs_and_other_events_send_nothing() {
             &run,
             &status,
             &persisted,
-            JobSeen::Succeeded,
+            JobSeen::Succeeded { message: None },
             false,
             at(1),
             &limits(),
         );
         assert_eq!(step, Step::Record(Record::BeforeWaiting));
         assert_eq!(
-            next(&run, &status, JobSeen::Succeeded, at(1)),
+            next(&run, &status, JobSeen::Succeeded { message: None }, at(1)),
             Step::Wait(None)
         );
     }
@@ -946,12 +950,13 @@ fn a_cancel_records_a_task_that_ended_on_its_own_as_it_ended() {
     let run = cancelled(triggered(2), "bob");
     let status = running(&run);
     assert_eq!(
-        next(&run, &status, JobSeen::Succeeded, at(5)),
+        next(&run, &status, JobSeen::Succeeded { message: None }, at(5)),
         Step::EndTask {
             index: 0,
             phase: TaskPhase::Succeeded,
             message: None,
             read_logs: true,
+            outputs: BTreeMap::new(),
         }
     );
     let mut last = status.clone();
@@ -1092,6 +1097,54 @@ fn a_timeout_counts_from_the_runs_start_or_else_its_creation() {
         next(&run, &status, seen, at(60)),
         Step::HaltTask {
             phase: TaskPhase::Cancelled,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_task_with_outputs_ends_with_them_once_its_pod_is_seen() {
+    let mut run = triggered(2);
+    run.spec.action.tasks[0].outputs = vec!["version".into()];
+    let status = running(&run);
+    let succeeded = |message: Option<&str>| JobSeen::Succeeded {
+        message: message.map(Into::into),
+    };
+    assert_eq!(
+        next(&run, &status, succeeded(None), at(5)),
+        Step::Wait(None),
+        "the outputs are in the pod's status: woken by its watch"
+    );
+    assert_eq!(
+        next(&run, &status, succeeded(Some("version=1.2.3\n")), at(5)),
+        Step::EndTask {
+            index: 0,
+            phase: TaskPhase::Succeeded,
+            message: None,
+            read_logs: true,
+            outputs: BTreeMap::from([("version".into(), "1.2.3".into())]),
+        }
+    );
+    assert_eq!(
+        next(&run, &status, succeeded(Some("")), at(5)),
+        Step::EndTask {
+            index: 0,
+            phase: TaskPhase::Failed,
+            message: Some(
+                "its outputs cannot be read: it did not write its output \"version\" to \
+                 /dev/termination-log"
+                    .into()
+            ),
+            read_logs: true,
+            outputs: BTreeMap::new(),
+        }
+    );
+    // A task without outputs ends at once, whatever its message.
+    let plain = triggered(1);
+    assert!(matches!(
+        next(&plain, &running(&plain), succeeded(None), at(5)),
+        Step::EndTask {
+            phase: TaskPhase::Succeeded,
             ..
         }
     ));

@@ -210,7 +210,7 @@ impl Model {
             Op::Complete { task, succeeded } => self.finish_job(
                 *task,
                 if *succeeded {
-                    JobSeen::Succeeded
+                    JobSeen::Succeeded { message: None }
                 } else {
                     JobSeen::Failed {
                         reason: "BackoffLimitExceeded".into(),
@@ -257,7 +257,7 @@ impl Model {
                     continue;
                 }
                 if job.seen == (JobSeen::Running { stuck: None }) {
-                    job.seen = JobSeen::Succeeded;
+                    job.seen = JobSeen::Succeeded { message: None };
                 }
             }
             match self.reconcile() {
@@ -325,7 +325,7 @@ impl World for Model {
             for needed in &graph::dependencies(&run.spec.action.tasks)[index] {
                 assert_eq!(
                     jobs.get(needed).map(|j| &j.seen),
-                    Some(&JobSeen::Succeeded),
+                    Some(&JobSeen::Succeeded { message: None }),
                     "task {index} started before task {needed} succeeded"
                 );
             }
@@ -459,10 +459,14 @@ fn check_run(needs: &[Vec<usize>], files_on: Option<usize>, timeout: Option<u64>
         let job = jobs.get(&index);
         let seen = job.map(|j| &j.seen);
         match task.phase {
-            TaskPhase::Succeeded => assert_eq!(seen, Some(&JobSeen::Succeeded), "task {index}"),
+            TaskPhase::Succeeded => assert_eq!(
+                seen,
+                Some(&JobSeen::Succeeded { message: None }),
+                "task {index}"
+            ),
             // A Job deleted before the operator saw it succeed failed as far as it can tell.
             TaskPhase::Failed => assert!(
-                job.is_none_or(|j| j.deleted || j.seen != JobSeen::Succeeded),
+                job.is_none_or(|j| j.deleted || j.seen != JobSeen::Succeeded { message: None }),
                 "task {index}"
             ),
             // Skipped: never started, and a task it needs did not succeed, or the run halted.

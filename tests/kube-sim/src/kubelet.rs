@@ -616,14 +616,30 @@ async fn run_container(
         exit_code: Some(code),
         output,
     });
+    let mut terminated = json!({"exitCode": code, "reason": reason, "startedAt": started_at, "finishedAt": util::now_rfc3339()});
+    if let Some(message) = behavior
+        .termination_message
+        .as_deref()
+        .filter(|m| !m.is_empty())
+    {
+        // The kubelet reads the file's last 4096 bytes (`tail.ReadAtMost`).
+        let mut start = message.len().saturating_sub(TERMINATION_MESSAGE_BYTES);
+        while !message.is_char_boundary(start) {
+            start += 1;
+        }
+        terminated["message"] = json!(&message[start..]);
+    }
     set_state(
         shared,
         pod,
         &name,
         &image,
         init,
-        json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": started_at, "finishedAt": util::now_rfc3339()}}),
+        json!({ "terminated": terminated }),
         attempt,
     );
     code
 }
+
+/// The most of a termination message the kubelet reports.
+const TERMINATION_MESSAGE_BYTES: usize = 4096;

@@ -100,6 +100,7 @@ pub struct Behavior {
     pub(crate) exit_code: i32,
     pub(crate) run_time: Duration,
     pub(crate) output: Vec<String>,
+    pub(crate) termination_message: Option<String>,
 }
 
 impl std::fmt::Debug for Behavior {
@@ -115,6 +116,7 @@ impl std::fmt::Debug for Behavior {
             .field("exit_code", &self.exit_code)
             .field("run_time", &self.run_time)
             .field("output", &self.output)
+            .field("termination_message", &self.termination_message)
             .finish()
     }
 }
@@ -130,6 +132,7 @@ impl Behavior {
             exit_code: code,
             run_time: DEFAULT_RUN_TIME,
             output: vec![],
+            termination_message: None,
         }
     }
 
@@ -154,6 +157,7 @@ impl Behavior {
             exit_code: 0,
             run_time: Duration::ZERO,
             output: vec![],
+            termination_message: None,
         }
     }
 
@@ -165,6 +169,7 @@ impl Behavior {
             exit_code: 0,
             run_time: Duration::ZERO,
             output: vec![],
+            termination_message: None,
         }
     }
 
@@ -179,12 +184,20 @@ impl Behavior {
             exit_code: 0,
             run_time: DEFAULT_RUN_TIME,
             output: vec![],
+            termination_message: None,
         }
     }
 
     /// Run time (simulated; divided by the time scale).
     pub fn after(mut self, d: Duration) -> Self {
         self.run_time = d;
+        self
+    }
+
+    /// What the container writes to its termination message file (`/dev/termination-log`): the
+    /// kubelet reports it in the terminated state, cut to its last 4096 bytes.
+    pub fn termination_message(mut self, message: &str) -> Self {
+        self.termination_message = Some(message.to_string());
         self
     }
 
@@ -326,6 +339,8 @@ pub(crate) struct Held {
 /// - `job-executor.test/fail…` prints one line and exits 1;
 /// - `job-executor.test/never-starts…` stays waiting with `ImagePullBackOff`;
 /// - `job-executor.test/sleep…` runs for the seconds in its first argument, then succeeds;
+/// - `job-executor.test/outputs…` writes its first argument to its termination message, then
+///   succeeds;
 /// - any other image succeeds after [`DEFAULT_RUN_TIME`], printing its command line.
 pub fn test_image_behavior(run: &ContainerRun) -> Behavior {
     if run.image.starts_with("job-executor.test/fail") {
@@ -343,6 +358,10 @@ pub fn test_image_behavior(run: &ContainerRun) -> Behavior {
         line
     };
     let behavior = Behavior::succeed().output([line]);
+    if run.image.starts_with("job-executor.test/outputs") {
+        let message = run.args.first().cloned().unwrap_or_default();
+        return behavior.termination_message(&message);
+    }
     if run.image.starts_with("job-executor.test/sleep") {
         let seconds = run
             .args
