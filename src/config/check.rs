@@ -511,7 +511,11 @@ impl<'s> Walker<'s> {
         if below || above {
             let low = minimum.map_or(type_min, |m| m as i64).max(type_min);
             let high = maximum.map_or(type_max, |m| m as i64).min(type_max);
-            let range = if high == i64::MAX || high == i64::from(i32::MAX) {
+            // A bound that is only the type's is named only when it is the one passed.
+            let type_bound_only = high == i64::MAX || high == i64::from(i32::MAX);
+            let range = if above && type_bound_only {
+                format!("at most {high}")
+            } else if type_bound_only {
                 format!("at least {low}")
             } else {
                 format!("between {low} and {high}")
@@ -610,5 +614,183 @@ mod tests {
         assert_eq!(parse_yaml_int("0o17"), Some(15));
         assert_eq!(parse_yaml_int("1.5"), None);
         assert_eq!(parse_yaml_int("ten"), None);
+    }
+
+    #[test]
+    fn keys_with_dashes_and_underscores_are_plain_in_key_paths() {
+        assert_eq!(key_path("labels", "team-a"), "labels.team-a");
+        assert_eq!(key_path("labels", "team_a"), "labels.team_a");
+        assert_eq!(key_path("", "a-b_c"), "a-b_c");
+        assert_eq!(key_path("labels", "team a"), "labels[\"team a\"]");
+    }
+
+    #[test]
+    fn a_long_key_is_suggested_up_to_a_quarter_of_its_length_away() {
+        // "ttlSecondsAfterFinished" has 23 characters: 5 edits away is still close.
+        let keys = ["ttlSecondsAfterFinished", "image"];
+        assert_eq!(
+            suggest("ttlSecAfterFinished", keys),
+            Some("ttlSecondsAfterFinished")
+        );
+        assert_eq!(suggest("ttlAfterFinished", keys), None);
+    }
+
+    /// What `check` reads from `text` against a hand-written `schema`, and its problems as
+    /// `line:column: path: message`.
+    fn check_text(text: &str, schema: &Value) -> (Value, Vec<String>) {
+        let document = crate::config::yaml::parse_document(text).unwrap();
+        let checked = check(&document.root, schema);
+        let problems = checked
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}: {}", p.location, p.path, p.message))
+            .collect();
+        (checked.value, problems)
+    }
+
+    #[test]
+    fn a_null_among_the_values_of_a_choice_allows_nothing() {
+        let schema = serde_json::json!({"enum": ["a", "b", null]});
+        assert_eq!(check_text("~", &schema), (Value::Null, vec![]));
+        assert_eq!(check_text("b", &schema), (Value::from("b"), vec![]));
+        assert_eq!(
+            check_text("c", &schema),
+            (
+                Value::Null,
+                vec![
+                    "1:1: : invalid value \"c\": expected one of \"a\", \"b\", did you mean \"a\"?"
+                        .to_string()
+                ]
+            )
+        );
+    }
+
+    #[test]
+    fn of_failing_alternatives_the_one_with_fewest_problems_is_reported() {
+        let object = |properties: Value| {
+            serde_json::json!({
+                "type": "object", "properties": properties, "additionalProperties": false
+            })
+        };
+        let two_wrong =
+            object(serde_json::json!({"a": {"type": "integer"}, "b": {"type": "integer"}}));
+        let one_wrong =
+            object(serde_json::json!({"a": {"type": "string"}, "b": {"type": "integer"}}));
+        let other_one_wrong =
+            object(serde_json::json!({"a": {"type": "string"}, "b": {"type": "boolean"}}));
+        let text = "{a: x, b: y}";
+        // The closer alternative wins, wherever it is.
+        let schema = serde_json::json!({"anyOf": [two_wrong, one_wrong]});
+        assert_eq!(
+            check_text(text, &schema).1,
+            ["1:11: b: expected an integer, found \"y\""]
+        );
+        // Among equally close ones, the first.
+        let schema = serde_json::json!({"anyOf": [one_wrong, other_one_wrong]});
+        assert_eq!(
+            check_text(text, &schema).1,
+            ["1:11: b: expected an integer, found \"y\""]
+        );
+    }
+
+    #[test]
+    fn a_choice_nested_in_alternatives_keeps_every_way_to_be_null() {
+        for schema in [
+            serde_json::json!({"anyOf": [{"type": "null"}, {"enum": ["a"]}]}),
+            serde_json::json!({"anyOf": [{"enum": ["a", null]}, {"enum": ["b"]}]}),
+        ] {
+            assert_eq!(check_text("~", &schema), (Value::Null, vec![]), "{schema}");
+        }
+    }
+
+    #[test]
+    fn an_unsigned_32_bit_integer_is_bounded_by_its_type() {
+        let schema = serde_json::json!({"type": "integer", "format": "uint32"});
+        assert_eq!(
+            check_text("4294967295", &schema),
+            (Value::from(4_294_967_295_u32), vec![])
+        );
+        assert_eq!(
+            check_text("-1", &schema).1,
+            ["1:1: : -1 is out of range: must be between 0 and 4294967295"]
+        );
+        assert_eq!(
+            check_text("4294967296", &schema).1,
+            ["1:1: : 4294967296 is out of range: must be between 0 and 4294967295"]
+        );
+    }
+
+    #[test]
+    fn a_sign_is_read_once_in_an_integer() {
+        assert_eq!(parse_yaml_int("+5"), Some(5));
+        assert_eq!(parse_yaml_int("-+5"), None);
+        assert_eq!(parse_yaml_int("+-5"), None);
+        assert_eq!(parse_yaml_int(""), None);
+    }
+
+    #[test]
+    fn a_null_is_read_only_where_an_alternative_allows_it() {
+        let nullable = serde_json::json!({"anyOf": [{"type": "integer"}, {"type": "null"}]});
+        assert_eq!(check_text("~", &nullable), (Value::Null, vec![]));
+        let not_nullable = serde_json::json!({"anyOf": [{"type": "integer"}, {"type": "string"}]});
+        assert_eq!(
+            check_text("~", &not_nullable),
+            (
+                Value::Null,
+                vec!["1:1: : expected an integer, found nothing (null)".to_string()]
+            )
+        );
+    }
+
+    #[test]
+    fn a_choice_gathers_the_values_of_nested_alternatives() {
+        let schema = serde_json::json!({
+            "anyOf": [{"oneOf": [{"const": "a"}, {"const": "b"}]}, {"enum": ["c"]}]
+        });
+        assert_eq!(
+            check_text("ddd", &schema).1,
+            ["1:1: : invalid value \"ddd\": expected one of \"a\", \"b\", \"c\""]
+        );
+        assert_eq!(
+            check_text("~", &schema).1,
+            ["1:1: : expected one of \"a\", \"b\", \"c\", found nothing (null)"]
+        );
+    }
+
+    #[test]
+    fn a_32_bit_integer_is_read_down_to_its_type_minimum() {
+        let schema = serde_json::json!({"type": "integer", "format": "int32"});
+        assert_eq!(
+            check_text("-2147483648", &schema),
+            (Value::from(i32::MIN), vec![])
+        );
+        assert_eq!(
+            check_text("-2147483649", &schema).1,
+            ["1:1: : -2147483649 is out of range: must be at least -2147483648"]
+        );
+    }
+
+    #[test]
+    fn a_schema_with_properties_is_a_mapping_and_one_without_a_type_takes_any_scalar() {
+        // No `type`, but `properties`: a mapping, and its keys are checked.
+        let properties = serde_json::json!({"properties": {"a": {"type": "integer"}}});
+        assert_eq!(
+            check_text("{a: x}", &properties).1,
+            ["1:5: a: expected an integer, found \"x\""]
+        );
+        // Without `additionalProperties`, another key may be any scalar, read as its text.
+        assert_eq!(
+            check_text("{a: 1, b: 2}", &properties),
+            (serde_json::json!({"a": 1, "b": "2"}), vec![])
+        );
+    }
+
+    #[test]
+    fn a_null_where_a_list_belongs_says_a_list_is_expected() {
+        let schema = serde_json::json!({"type": "array", "items": {"type": "string"}});
+        assert_eq!(
+            check_text("~", &schema).1,
+            ["1:1: : expected a list, found nothing (null)"]
+        );
     }
 }

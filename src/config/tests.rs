@@ -894,3 +894,107 @@ actions:
         ]
     );
 }
+
+#[test]
+fn bad_secret_and_account_names_and_event_patterns_are_refused_where_written() {
+    let text = r#"apiVersion: v2
+actions:
+  - events: [{name: "sh.keptn.event.[test"}]
+    tasks:
+      - image: alpine
+        serviceAccount: Locust_Runner
+        imagePullSecrets: [regcred, "Reg Cred"]
+        env:
+          - name: TOKEN
+            valueFrom: secret
+            secretName: api..token
+            key: token
+"#;
+    assert_eq!(
+        problems(text),
+        [
+            "job/config.yaml:3:21: actions[0].events[0].name: invalid event name pattern \"sh.keptn.event.[test\": error parsing glob 'sh.keptn.event.[test': unclosed character class; missing ']'",
+            "job/config.yaml:6:25: actions[0].tasks[0].serviceAccount: invalid name \"Locust_Runner\": must be lower-case letters, digits, '-' and '.', at most 253 characters",
+            "job/config.yaml:7:37: actions[0].tasks[0].imagePullSecrets[1]: invalid name \"Reg Cred\": must be lower-case letters, digits, '-' and '.', at most 253 characters",
+            "job/config.yaml:11:25: actions[0].tasks[0].env[0].secretName: invalid name \"api..token\": must be lower-case letters, digits, '-' and '.', at most 253 characters",
+        ]
+    );
+}
+
+#[test]
+fn a_ttl_of_exactly_the_minimum_is_kept_without_a_warning() {
+    let text = |ttl: i32| format!("{ONE_TASK}        ttlSecondsAfterFinished: {ttl}\n");
+    let warnings = |ttl: i32| -> Vec<String> {
+        load(&text(ttl), "c.yaml")
+            .unwrap()
+            .warnings
+            .iter()
+            .map(|w| format!("{}: {}: {}", w.location, w.path, w.message))
+            .collect()
+    };
+    assert_eq!(warnings(MIN_TTL_SECONDS), Vec::<String>::new());
+    assert_eq!(
+        warnings(MIN_TTL_SECONDS - 1),
+        [
+            "6:34: actions[0].tasks[0].ttlSecondsAfterFinished: 59 is raised to 60: the Job must outlive the collection of its logs"
+        ]
+    );
+}
+
+#[test]
+fn integers_are_read_up_to_their_bounds_and_refused_past_them() {
+    let task = |lines: &str| format!("{ONE_TASK}{lines}");
+    let at_bounds = task(
+        "        backoffLimit: 100\n        maxPollDuration: 1\n        ttlSecondsAfterFinished: 2147483647\n        securityContext: {runAsUser: 0}\n",
+    );
+    let loaded = load(&at_bounds, "c.yaml").unwrap();
+    let read = &loaded.config.actions[0].tasks[0];
+    assert_eq!(
+        (
+            read.backoff_limit,
+            read.max_poll_duration,
+            read.ttl_seconds_after_finished,
+            read.security_context.as_ref().unwrap().run_as_user,
+        ),
+        (Some(100), Some(1), Some(i32::MAX), Some(0))
+    );
+    let past_bounds = task(
+        "        backoffLimit: 101\n        maxPollDuration: 0\n        ttlSecondsAfterFinished: 2147483648\n        securityContext: {runAsUser: -1}\n",
+    );
+    assert_eq!(
+        problems(&past_bounds),
+        [
+            "job/config.yaml:6:23: actions[0].tasks[0].backoffLimit: 101 is out of range: must be between 0 and 100",
+            "job/config.yaml:7:26: actions[0].tasks[0].maxPollDuration: 0 is out of range: must be at least 1",
+            "job/config.yaml:8:34: actions[0].tasks[0].ttlSecondsAfterFinished: 2147483648 is out of range: must be at most 2147483647",
+            "job/config.yaml:9:38: actions[0].tasks[0].securityContext.runAsUser: -1 is out of range: must be at least 0",
+        ]
+    );
+}
+
+#[test]
+fn label_and_annotation_values_must_be_strings() {
+    let text = format!(
+        "{ONE_TASK}        labels: {{team: [a, b]}}\n        annotations: {{example.com/owner: {{name: me}}}}\n"
+    );
+    assert_eq!(
+        problems(&text),
+        [
+            "job/config.yaml:6:24: actions[0].tasks[0].labels.team: expected a string, found a list",
+            "job/config.yaml:7:42: actions[0].tasks[0].annotations[\"example.com/owner\"]: expected a string, found a mapping",
+        ]
+    );
+}
+
+#[test]
+fn a_list_where_a_scalar_belongs_names_the_type_expected() {
+    let text = "apiVersion: v2\nactions:\n  - events: [{name: x}]\n    silent: [true]\n    tasks:\n      - image: alpine\n        maxPollDuration: [600]\n        resources:\n          limits: {cpu: [1]}\n";
+    assert_eq!(
+        problems(text),
+        [
+            "job/config.yaml:4:13: actions[0].silent: expected true or false, found a list",
+            "job/config.yaml:7:26: actions[0].tasks[0].maxPollDuration: expected an integer, found a list",
+            "job/config.yaml:9:25: actions[0].tasks[0].resources.limits.cpu: expected a string or a number, found a list",
+        ]
+    );
+}

@@ -173,40 +173,41 @@ impl Halt {
         None
     }
 
+    /// Why the run stops: `cancelled by …`, `the action's timeout of … passed`.
+    fn cause(&self) -> String {
+        match self {
+            Halt::Cancelled { by } => format!("cancelled by {by}"),
+            Halt::TimedOut { after } => format!(
+                "the action's timeout of {} passed",
+                formats::format_duration(*after)
+            ),
+        }
+    }
+
     /// What a task whose Job was deleted for it says, and its phase.
     fn stopped_task(&self) -> (TaskPhase, String) {
         match self {
-            Halt::Cancelled { by } => (TaskPhase::Cancelled, format!("cancelled by {by}")),
-            Halt::TimedOut { after } => (
-                TaskPhase::Failed,
-                format!(
-                    "stopped: the action's timeout of {} passed",
-                    formats::format_duration(*after)
-                ),
-            ),
+            Halt::Cancelled { .. } => (TaskPhase::Cancelled, self.cause()),
+            Halt::TimedOut { .. } => (TaskPhase::Failed, format!("stopped: {}", self.cause())),
         }
     }
 
     /// What a task that never started says.
     fn skipped_task(&self) -> String {
         match self {
-            Halt::Cancelled { by } => format!("the run was cancelled by {by} before it started"),
-            Halt::TimedOut { after } => format!(
-                "the action's timeout of {} passed before it started",
-                formats::format_duration(*after)
-            ),
+            Halt::Cancelled { .. } => format!("the run was {} before it started", self.cause()),
+            Halt::TimedOut { .. } => format!("{} before it started", self.cause()),
         }
     }
 
-    /// The first line of the run's outcome.
+    /// The first line of the run's outcome: the cause, capitalised.
     fn headline(&self) -> String {
-        match self {
-            Halt::Cancelled { by } => format!("Cancelled by {by}"),
-            Halt::TimedOut { after } => format!(
-                "The action's timeout of {} passed",
-                formats::format_duration(*after)
-            ),
-        }
+        let cause = self.cause();
+        let mut chars = cause.chars();
+        chars
+            .next()
+            .map(|first| first.to_uppercase().chain(chars).collect())
+            .unwrap_or_default()
     }
 
     fn run_phase(&self) -> RunPhase {

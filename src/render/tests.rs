@@ -543,3 +543,68 @@ fn an_output_of_an_earlier_task_is_an_env_var_and_a_placeholder_in_a_preview() {
         "task 'deploy': env VERSION: the output build.version was not published"
     );
 }
+
+/// The installation's user, group and filesystem group go on the pod, and on the container
+/// where the task leaves them; the task's `procMount` is written as asked.
+#[test]
+fn the_installation_security_defaults_reach_the_pod_and_the_container() {
+    let mut settings = Settings::defaults();
+    settings.security.run_as_user = Some(1001);
+    settings.security.run_as_group = Some(3000);
+    settings.security.fs_group = Some(2000);
+    let job = render(
+        &one_task("image: alpine\nsecurityContext: {runAsUser: 1000, procMount: Unmasked}"),
+        &settings,
+    )
+    .unwrap();
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(
+        pod.security_context,
+        Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(1001),
+            run_as_group: Some(3000),
+            fs_group: Some(2000),
+            seccomp_profile: Some(runtime_default_seccomp()),
+            ..Default::default()
+        })
+    );
+    assert_eq!(
+        container(&job).security_context,
+        Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                add: None,
+                drop: Some(vec!["ALL".into()]),
+            }),
+            privileged: None,
+            proc_mount: Some("Unmasked".into()),
+            read_only_root_filesystem: Some(true),
+            run_as_group: Some(3000),
+            run_as_non_root: Some(true),
+            run_as_user: Some(1000),
+            seccomp_profile: Some(runtime_default_seccomp()),
+            ..Default::default()
+        })
+    );
+}
+
+/// A request equal to the default limit (the same amount, written differently) leaves the
+/// limit as the installation wrote it; only a request above it raises the limit.
+#[test]
+fn a_request_equal_to_the_default_limit_keeps_the_limit() {
+    let job = render(
+        &one_task("image: alpine\nresources:\n  requests: {cpu: 1000m, memory: 512Mi}"),
+        &Settings::defaults(),
+    )
+    .unwrap();
+    assert_eq!(resource(&job, "requests", "cpu"), "1000m");
+    assert_eq!(resource(&job, "limits", "cpu"), "1");
+    let job = render(
+        &one_task("image: alpine\nresources:\n  requests: {cpu: 1001m, memory: 0.5Gi}"),
+        &Settings::defaults(),
+    )
+    .unwrap();
+    assert_eq!(resource(&job, "limits", "cpu"), "1001m");
+    assert_eq!(resource(&job, "limits", "memory"), "512Mi");
+}
