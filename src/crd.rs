@@ -12,7 +12,7 @@ use kube::core::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Task;
+use crate::config::{ConcurrencyPolicy, Task};
 use crate::event::CloudEvent;
 use crate::files::StagedFile;
 
@@ -60,6 +60,10 @@ pub struct JobRunSpec {
     /// file): the `.finished` event reports it and no Job is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// When the event was accepted (RFC 3339, nanoseconds): the order of a concurrency group's
+    /// queue, the run's name breaking ties.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrived_at: Option<String>,
 }
 
 /// Why a run's config may be behind its branch.
@@ -92,16 +96,33 @@ pub struct RunAction {
     /// The action's `timeout`, in seconds: how long the run may take from its start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// The action's concurrency group, filled in from the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<RunConcurrency>,
+}
+
+/// The concurrency group a run belongs to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunConcurrency {
+    /// The group's name, as filled in from the event.
+    pub group: String,
+    /// How many runs of the group may run at the same time.
+    pub limit: u32,
+    pub policy: ConcurrencyPolicy,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum RunPhase {
     #[default]
     Pending,
+    /// Waiting for a place in its concurrency group.
+    Queued,
     Running,
     Succeeded,
     Failed,
-    /// Stopped by the `job-executor.dev/cancel` annotation.
+    /// Stopped by the `job-executor.dev/cancel` annotation, by a newer run of its concurrency
+    /// group, or skipped because the group was full.
     Cancelled,
 }
 
@@ -116,6 +137,7 @@ impl RunPhase {
     pub fn as_str(self) -> &'static str {
         match self {
             RunPhase::Pending => "Pending",
+            RunPhase::Queued => "Queued",
             RunPhase::Running => "Running",
             RunPhase::Succeeded => "Succeeded",
             RunPhase::Failed => "Failed",

@@ -15,6 +15,8 @@ pub const ACTION_INDEX: &str = "job-executor.dev/action-index";
 pub const TASK: &str = "job-executor.dev/task";
 pub const TASK_INDEX: &str = "job-executor.dev/task-index";
 pub const EVENT_ID: &str = "job-executor.dev/event-id";
+/// A run's concurrency group, made a label value (the exact name is in the spec).
+pub const GROUP: &str = "job-executor.dev/group";
 
 /// The annotation that cancels a JobRun; its value says who cancels it and why
 /// (`kubectl annotate jobrun NAME job-executor.dev/cancel="alice: wrong artifact"`).

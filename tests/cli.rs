@@ -544,3 +544,32 @@ fn render_shows_the_graph_of_tasks_that_say_what_they_need() {
     let plan = render_json("test-events/test.triggered.json", &[]);
     assert!(plan["matched"][0].get("graph").is_none(), "{plan}");
 }
+
+#[test]
+fn render_shows_the_concurrency_group_filled_in_from_the_event() {
+    let plan = render_json("test-events/deployment.triggered.json", &[]);
+    let action = &plan["matched"][0];
+    assert_eq!(action["action"], "Deploy with helm");
+    assert_eq!(
+        action["concurrency"],
+        serde_json::json!({"group": "deploy/sockshop/dev/carts", "limit": 1, "policy": "queue"})
+    );
+    let output = run(&[
+        "render",
+        "--event",
+        "test-events/deployment.triggered.json",
+        "--config",
+        CONFIG,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains(
+            "# concurrency group \"deploy/sockshop/dev/carts\": at most 1 at a time, policy queue\n"
+        ),
+        "{}",
+        stdout(&output)
+    );
+    // Actions without a group show none.
+    let plan = render_json("test-events/test.triggered.json", &[]);
+    assert!(plan["matched"][0].get("concurrency").is_none(), "{plan}");
+}

@@ -132,6 +132,8 @@ const RUN_BY: &[(&str, &str, usize, &str)] = &[
         "not run: a measurement of an hour and more, recorded in the table below the block"),
     ("docs/operator.md", "### Cancelling a run", 0,
         "tests/workflow.rs a_cancel_during_the_second_task_stops_the_run_on_kube_sim"),
+    ("docs/operator.md", "### Concurrency groups", 0,
+        "tests/workflow.rs a_group_of_one_runs_its_queue_in_arrival_order_on_kube_sim"),
     ("docs/operator.md", "### Authenticating senders", 0,
         "tests/docs.rs the_signed_request_of_the_docs_is_accepted"),
 ];
@@ -888,4 +890,35 @@ async fn the_signed_request_of_the_docs_is_accepted() {
         "{answer}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// docs/config.md's example of a concurrency group is a config the binary loads, and its
+/// preview fills the group in from the event.
+#[test]
+fn the_concurrency_example_of_the_config_reference_loads_and_renders() {
+    let text = std::fs::read_to_string(root().join("docs/config.md")).unwrap();
+    let (_, section) = text.split_once("\n### Concurrency groups\n").unwrap();
+    let (_, block) = section.split_once("```yaml\n").unwrap();
+    let (yaml, _) = block.split_once("```").unwrap();
+    let dir = support::fresh_dir("docs-concurrency");
+    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
+    let config = dir.join("carts/job/config.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let out = Command::new(support::BIN)
+        .args(["render", "--format", "json", "--event"])
+        .arg(root().join("test-events/deployment.triggered.json"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        plan["matched"][0]["concurrency"],
+        serde_json::json!({"group": "deploy/sockshop/dev/carts", "limit": 1, "policy": "queue"})
+    );
 }

@@ -3,7 +3,8 @@
 //! task that needs others starts only once they all succeeded, and a failure skips what needs
 //! it while the rest finishes. Cancellation with `kubectl annotate` (also while the operator
 //! restarts) and the action's timeout: the running Job is deleted, what follows never starts,
-//! and `.finished` says why.
+//! and `.finished` says why. Concurrency groups: a queue of one run at a time in arrival order
+//! across a SIGKILL, `cancel-in-progress` and `skip`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -466,4 +467,254 @@ async fn outputs_reach_later_tasks_and_finished_on_the_real_control_plane() {
     let config = outputs_config("outputs-cluster");
     let server = ClusterHarness::install("outputs", &config, &[]).await;
     outputs_reach_later_tasks_and_finished(server, Duration::from_secs(120)).await;
+}
+
+/// One action on the test event, in the concurrency group `deploy/{project}/{stage}/{service}`
+/// (one place) with `policy`; its task sleeps `seconds`.
+fn grouped_config(name: &str, policy: &str, seconds: u32) -> PathBuf {
+    let dir = support::fresh_dir(&format!("workflow-config-{name}"));
+    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
+    std::fs::write(
+        dir.join("carts/job/config.yaml"),
+        format!(
+            r#"apiVersion: v2
+actions:
+  - name: deploy
+    events: [{{name: sh.keptn.event.test.triggered}}]
+    concurrency:
+      group: "deploy/{{project}}/{{stage}}/{{service}}"
+      policy: {policy}
+    tasks:
+      - {{name: rollout, image: job-executor.test/sleep, args: ["{seconds}"]}}
+"#
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// The group's label value, as `kubectl get jobruns -l` selects it.
+const GROUP_LABEL: &str = "deploy-sockshop-dev-carts";
+
+/// A run of a group: its event's id, its name, phase, and its task's recorded start and end.
+#[derive(Debug)]
+struct GroupRun {
+    id: String,
+    name: String,
+    phase: String,
+    start: Option<Timestamp>,
+    end: Option<Timestamp>,
+}
+
+/// The runs, in the order their events arrived.
+fn queue_of(server: &impl Replicas) -> Vec<GroupRun> {
+    let mut runs = server.jobruns();
+    runs.sort_by_key(|r| {
+        r["spec"]["arrivedAt"]
+            .as_str()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+    });
+    runs.iter()
+        .map(|run| {
+            let task = &run["status"]["tasks"][0];
+            let time = |key: &str| task[key].as_str().and_then(|t| t.parse().ok());
+            GroupRun {
+                id: run["spec"]["event"]["id"].as_str().unwrap().to_string(),
+                name: run["metadata"]["name"].as_str().unwrap().to_string(),
+                phase: run["status"]["phase"].as_str().unwrap_or("").to_string(),
+                start: time("startTime"),
+                end: time("completionTime"),
+            }
+        })
+        .collect()
+}
+
+async fn a_group_of_one_runs_its_queue_in_arrival_order(server: impl Replicas, long: Duration) {
+    let mut replicas = server.start_replicas(&["queue"]).await;
+    let op = &mut replicas[0];
+    let ids: Vec<String> = (1..=5).map(|i| format!("queue-{i}")).collect();
+    for id in &ids {
+        let response = op
+            .post_event(&sample_with_id("test.triggered.json", id))
+            .await;
+        assert_eq!(response.status, 202, "{:?}", response.body);
+    }
+    // The second runs, three wait.
+    support::wait_for("the second run to start", long, || {
+        let queue = queue_of(&server);
+        queue.len() == 5 && queue[1].phase == "Running"
+    })
+    .await;
+    // What docs/operator.md tells a user to type to see the queue.
+    let listing = server.admin_shell(
+        &support::doc_sh_block("docs/operator.md", "### Concurrency groups"),
+        &[("GROUP", GROUP_LABEL)],
+    );
+    let phases: Vec<&str> = listing
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(phases.len(), 5, "{listing}");
+    let queued = phases.iter().filter(|p| **p == "Queued").count();
+    assert!(
+        queued >= 2 && phases[5 - queued..].iter().all(|p| *p == "Queued"),
+        "the runs that wait are the last to arrive, shown Queued: {listing}"
+    );
+    // The operator is killed while three wait, and comes back.
+    op.kill_operator();
+    op.start_operator().await;
+    for id in &ids {
+        let finished = op.wait_finished(id, long).await;
+        assert_eq!(
+            finished.data["status"], "succeeded",
+            "{id}: {}",
+            finished.data
+        );
+        let sent = op.sink.for_trigger(id);
+        assert_eq!(
+            sent.iter()
+                .filter(|e| e.event_type.ends_with(".started"))
+                .count(),
+            1,
+            "{id}: {sent:?}"
+        );
+    }
+    let queue = queue_of(&server);
+    assert_eq!(
+        queue.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        ids,
+        "arrival order is event order"
+    );
+    for pair in queue.windows(2) {
+        let (earlier, later) = (&pair[0], &pair[1]);
+        assert!(
+            earlier.end.unwrap() <= later.start.unwrap(),
+            "one at a time, in arrival order, on {}: {earlier:?} ends before {later:?} starts",
+            server.name()
+        );
+    }
+    let mut jobs = server.jobs_created();
+    jobs.sort();
+    jobs.dedup();
+    assert_eq!(jobs.len(), 5, "each run's Job once: {jobs:?}");
+}
+
+async fn a_newer_run_cancels_the_one_in_progress(server: impl Replicas, long: Duration) {
+    let replicas = server.start_replicas(&["newest"]).await;
+    let op = &replicas[0];
+    let response = op
+        .post_event(&sample_with_id("test.triggered.json", "newest-1"))
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    let first = when_task_runs(&server, 0, long).await;
+    let response = op
+        .post_event(&sample_with_id("test.triggered.json", "newest-2"))
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    let cancelled = op.wait_finished("newest-1", long).await;
+    let second = queue_of(&server)[1].name.clone();
+    assert_eq!(cancelled.data["status"], "errored", "{}", cancelled.data);
+    let message = cancelled.data["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "Cancelled by the newer run {second} of the concurrency group \
+             \"deploy/sockshop/dev/carts\"\n\nTask 'rollout' cancelled by the newer run {second}"
+        )),
+        "{message}"
+    );
+    let finished = op.wait_finished("newest-2", long).await;
+    assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
+    let queue = queue_of(&server);
+    assert_eq!(
+        (queue[0].phase.as_str(), queue[1].phase.as_str()),
+        ("Cancelled", "Succeeded"),
+        "on {}",
+        server.name()
+    );
+    assert!(
+        queue[0].end.unwrap() <= queue[1].start.unwrap(),
+        "the newer run starts once the older one stopped: {queue:?}"
+    );
+    until_job_gone(&server, &format!("{first}-0"), long).await;
+}
+
+async fn a_run_of_a_full_group_that_skips_never_starts(server: impl Replicas, long: Duration) {
+    let replicas = server.start_replicas(&["skip"]).await;
+    let op = &replicas[0];
+    let response = op
+        .post_event(&sample_with_id("test.triggered.json", "skip-1"))
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    let first = when_task_runs(&server, 0, long).await;
+    let response = op
+        .post_event(&sample_with_id("test.triggered.json", "skip-2"))
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    let skipped = op.wait_finished("skip-2", long).await;
+    assert_eq!(skipped.data["status"], "errored", "{}", skipped.data);
+    assert_eq!(
+        skipped.data["message"],
+        format!(
+            "Skipped as the concurrency group \"deploy/sockshop/dev/carts\" was full (running: \
+             {first})\n\nTask 'rollout' skipped: the concurrency group \
+             \"deploy/sockshop/dev/carts\" was full (running: {first})"
+        ),
+        "on {}",
+        server.name()
+    );
+    let finished = op.wait_finished("skip-1", long).await;
+    assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
+    let queue = queue_of(&server);
+    assert_eq!(
+        (queue[0].phase.as_str(), queue[1].phase.as_str()),
+        ("Succeeded", "Cancelled")
+    );
+    assert_eq!(
+        server.jobs_created().len(),
+        1,
+        "the skipped run made no Job"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_one_runs_its_queue_in_arrival_order_on_kube_sim() {
+    let config = grouped_config("queue", "queue", 3);
+    let server = Harness::for_replicas(&config, &[]).await;
+    a_group_of_one_runs_its_queue_in_arrival_order(server, Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_one_runs_its_queue_in_arrival_order_on_the_real_control_plane() {
+    let config = grouped_config("queue-cluster", "queue", 3);
+    let server = ClusterHarness::install("queue", &config, &[]).await;
+    a_group_of_one_runs_its_queue_in_arrival_order(server, Duration::from_secs(180)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_run_cancels_the_one_in_progress_on_kube_sim() {
+    let config = grouped_config("newest", "cancel-in-progress", 5);
+    let server = Harness::for_replicas(&config, &[]).await;
+    a_newer_run_cancels_the_one_in_progress(server, Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_run_cancels_the_one_in_progress_on_the_real_control_plane() {
+    let config = grouped_config("newest-cluster", "cancel-in-progress", 5);
+    let server = ClusterHarness::install("newest", &config, &[]).await;
+    a_newer_run_cancels_the_one_in_progress(server, Duration::from_secs(120)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_a_full_group_that_skips_never_starts_on_kube_sim() {
+    let config = grouped_config("skip", "skip", 5);
+    let server = Harness::for_replicas(&config, &[]).await;
+    a_run_of_a_full_group_that_skips_never_starts(server, Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_a_full_group_that_skips_never_starts_on_the_real_control_plane() {
+    let config = grouped_config("skip-cluster", "skip", 5);
+    let server = ClusterHarness::install("skip", &config, &[]).await;
+    a_run_of_a_full_group_that_skips_never_starts(server, Duration::from_secs(120)).await;
 }

@@ -16,7 +16,7 @@ use crate::event::{self, CloudEvent, OutgoingContext};
 use crate::files;
 use crate::matching::Matcher;
 use crate::names;
-use crate::render::{JobRequest, check_action, render_job};
+use crate::render::{self, JobRequest, check_action, render_job};
 use crate::settings::Settings;
 
 /// The service directory of a config at `<service>/job/config.yaml`, and the top directory
@@ -66,9 +66,10 @@ pub fn run_render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `{"matched": [{action, index, silent, jobs, events, graph, timeout}], "not_matched":
-/// [{action, reason}]}`; `graph` (each task and the tasks it starts after) only for actions whose
-/// tasks say what they need, `timeout` only for actions that have one.
+/// `{"matched": [{action, index, silent, jobs, events, graph, timeout, concurrency}],
+/// "not_matched": [{action, reason}]}`; `graph` (each task and the tasks it starts after) only
+/// for actions whose tasks say what they need, `timeout` and `concurrency` (the group filled in
+/// from the event) only for actions that have one.
 fn plan(
     event: &CloudEvent,
     config: &JobConfig,
@@ -160,6 +161,14 @@ fn plan(
         if let Some(timeout) = &action.timeout {
             entry["timeout"] = json!(timeout);
         }
+        if let Some(concurrency) = &action.concurrency {
+            let group = render::group_name(&concurrency.group, event)?;
+            entry["concurrency"] = json!({
+                "group": group,
+                "limit": concurrency.limit(),
+                "policy": concurrency.policy.as_str(),
+            });
+        }
         // An action whose tasks say what they need runs them as a graph: show it.
         if config::graph::uses_needs(&action.tasks) {
             let needs = config::graph::dependencies(&action.tasks);
@@ -198,6 +207,14 @@ fn plan_as_yaml(plan: &Value) -> anyhow::Result<String> {
                 None => String::new(),
             }
         ));
+        let concurrency = &action["concurrency"];
+        if let Some(group) = concurrency["group"].as_str() {
+            out.push_str(&format!(
+                "# concurrency group {group:?}: at most {} at a time, policy {}\n",
+                concurrency["limit"],
+                concurrency["policy"].as_str().unwrap_or_default()
+            ));
+        }
         if let Some(graph) = action["graph"].as_array() {
             out.push_str("# tasks (each starts once the tasks it comes after have succeeded):\n");
             for task in graph {

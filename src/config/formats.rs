@@ -14,8 +14,63 @@ pub fn check_format(format: &str, value: &str) -> Result<(), String> {
         "relative-path" => check_relative_path(value),
         "duration" => parse_duration(value).map(drop),
         "output-name" => check_output_name(value),
+        "group-template" => parse_group_template(value).map(drop),
         _ => Ok(()),
     }
+}
+
+/// The longest a concurrency group's name may be, filled in.
+pub const MAX_GROUP_BYTES: usize = 256;
+
+/// A piece of a concurrency group's template: text as written, or a JSONPath into the event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupPart<'a> {
+    Text(&'a str),
+    Path(String),
+}
+
+/// Parses a concurrency group's template: text with `{$.path}` placeholders (a JSONPath into
+/// the event), `{project}`, `{stage}` and `{service}` being short for `{$.data.project}` and
+/// so on. A placeholder ends at the first `}`.
+pub fn parse_group_template(text: &str) -> Result<Vec<GroupPart<'_>>, String> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let before = &rest[..open];
+        if before.contains('}') {
+            return Err(format!("in {text:?}, a `}}` has no `{{`"));
+        }
+        if !before.is_empty() {
+            parts.push(GroupPart::Text(before));
+        }
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            return Err(format!("in {text:?}, a `{{` is not closed"));
+        };
+        let inner = after[..close].trim();
+        let path = match inner {
+            "project" | "stage" | "service" => format!("$.data.{inner}"),
+            _ if inner.starts_with('$') => {
+                parse_jsonpath(inner)?;
+                inner.to_string()
+            }
+            _ => {
+                return Err(format!(
+                    "in {text:?}, unknown placeholder {{{inner}}}: use a JSONPath into the \
+                     event such as {{$.data.project}}, or {{project}}, {{stage}}, {{service}}"
+                ));
+            }
+        };
+        parts.push(GroupPart::Path(path));
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(format!("in {text:?}, a `}}` has no `{{`"));
+    }
+    if !rest.is_empty() {
+        parts.push(GroupPart::Text(rest));
+    }
+    Ok(parts)
 }
 
 /// The longest name of a task's output.
@@ -395,6 +450,54 @@ mod tests {
             check_quantity("1x").unwrap_err(),
             "invalid quantity \"1x\" (expected e.g. 500m, 1, 128Mi)"
         );
+    }
+
+    #[test]
+    fn group_templates_are_text_and_event_paths() {
+        let path = |p: &str| GroupPart::Path(p.to_string());
+        assert_eq!(
+            parse_group_template("deploy/{project}/{ $.data.stage }-{$.data['service']}"),
+            Ok(vec![
+                GroupPart::Text("deploy/"),
+                path("$.data.project"),
+                GroupPart::Text("/"),
+                path("$.data.stage"),
+                GroupPart::Text("-"),
+                path("$.data['service']"),
+            ])
+        );
+        assert_eq!(
+            parse_group_template("fixed"),
+            Ok(vec![GroupPart::Text("fixed")])
+        );
+        assert_eq!(
+            parse_group_template("{service}"),
+            Ok(vec![path("$.data.service")])
+        );
+        assert_eq!(
+            parse_group_template("a{project"),
+            Err("in \"a{project\", a `{` is not closed".into())
+        );
+        assert_eq!(
+            parse_group_template("a}b"),
+            Err("in \"a}b\", a `}` has no `{`".into())
+        );
+        assert_eq!(
+            parse_group_template("{project}}"),
+            Err("in \"{project}}\", a `}` has no `{`".into())
+        );
+        assert_eq!(
+            parse_group_template("x}{project}"),
+            Err("in \"x}{project}\", a `}` has no `{`".into())
+        );
+        let unknown = parse_group_template("{team}").unwrap_err();
+        assert!(unknown.contains("unknown placeholder {team}"), "{unknown}");
+        let invalid = parse_group_template("{$.data[}").unwrap_err();
+        assert!(
+            invalid.contains("invalid JSONPath \"$.data[\""),
+            "{invalid}"
+        );
+        assert!(check_format("group-template", "{$..a..b}").is_err());
     }
 
     #[test]

@@ -43,6 +43,66 @@ pub struct Action {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "duration"))]
     pub timeout: Option<String>,
+    /// How many runs that share a group may run at the same time, and what a run beyond that
+    /// does (additive key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+}
+
+/// A concurrency group: runs whose `group` reads the same (of any action) run at most `limit`
+/// at a time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Concurrency {
+    /// The group's name, filled in from the event: `{$.data.project}` is the value of a
+    /// JSONPath into the CloudEvent, and `{project}`, `{stage}` and `{service}` are short for
+    /// `{$.data.project}`, `{$.data.stage}` and `{$.data.service}`. For example
+    /// `deploy/{project}/{stage}/{service}`.
+    #[schemars(extend("format" = "group-template", "minLength" = 1))]
+    pub group: String,
+    /// How many runs of the group may run at the same time (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub limit: Option<u32>,
+    /// What a run does when the group is full: `queue` waits for its turn, in the order the
+    /// events arrived (the default); `cancel-in-progress` cancels the older runs, so the newest
+    /// wins; `skip` does not run.
+    #[serde(default, skip_serializing_if = "ConcurrencyPolicy::is_default")]
+    pub policy: ConcurrencyPolicy,
+}
+
+impl Concurrency {
+    /// The number of runs of the group that may run at the same time.
+    pub fn limit(&self) -> u32 {
+        self.limit.unwrap_or(1)
+    }
+}
+
+/// What a run does when its concurrency group is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConcurrencyPolicy {
+    /// Wait for a place, in arrival order.
+    #[default]
+    Queue,
+    /// Cancel the older runs of the group: the newest wins.
+    CancelInProgress,
+    /// Do not run: the run ends as cancelled, saying which runs held the group.
+    Skip,
+}
+
+impl ConcurrencyPolicy {
+    fn is_default(&self) -> bool {
+        *self == ConcurrencyPolicy::Queue
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConcurrencyPolicy::Queue => "queue",
+            ConcurrencyPolicy::CancelInProgress => "cancel-in-progress",
+            ConcurrencyPolicy::Skip => "skip",
+        }
+    }
 }
 
 /// Which CloudEvents trigger an action.

@@ -7,6 +7,10 @@ actions:
   - name: "Run locust"
     silent: false
     timeout: 1h30m
+    concurrency:
+      group: "load/{project}/{stage}/{$.data.service}"
+      limit: 2
+      policy: cancel-in-progress
     events:
       - name: "sh.keptn.event.test.triggered"
         jsonpath:
@@ -92,6 +96,10 @@ fn every_key_of_the_format_loads() {
     let action = &valid.config.actions[0];
     assert_eq!(action.name.as_deref(), Some("Run locust"));
     assert_eq!(action.timeout.as_deref(), Some("1h30m"));
+    let concurrency = action.concurrency.as_ref().unwrap();
+    assert_eq!(concurrency.group, "load/{project}/{stage}/{$.data.service}");
+    assert_eq!(concurrency.limit(), 2);
+    assert_eq!(concurrency.policy, ConcurrencyPolicy::CancelInProgress);
     assert_eq!(action.events.len(), 2);
     let filter = action.events[0].jsonpath.as_ref().unwrap();
     assert_eq!(filter.property, "$.data.test.teststrategy");
@@ -455,6 +463,10 @@ const CHOICE_CASES: &[(&str, &str)] = &[
         "        securityContext:\n          seccompProfile:\n            type: Localhst\n",
         "job/config.yaml:8:19: actions[0].tasks[0].securityContext.seccompProfile.type: invalid value \"Localhst\": expected one of \"RuntimeDefault\", \"Localhost\", \"Unconfined\", did you mean \"Localhost\"?",
     ),
+    (
+        "    concurrency:\n      group: deploy\n      policy: cancel\n",
+        "job/config.yaml:8:15: actions[0].concurrency.policy: invalid value \"cancel\": expected one of \"queue\", \"cancel-in-progress\", \"skip\"",
+    ),
 ];
 
 fn choice_case_text(lines: &str) -> String {
@@ -553,7 +565,7 @@ fn every_choice_in_the_schema_has_a_case() {
         in_schema, covered,
         "every value restricted to fixed strings needs a case in CHOICE_CASES"
     );
-    assert_eq!(in_schema.len(), 6, "{in_schema:?}");
+    assert_eq!(in_schema.len(), 7, "{in_schema:?}");
 }
 
 #[test]
@@ -844,6 +856,50 @@ actions:
             "job/config.yaml:7:14: actions[1].timeout: \"200h\" is longer than a week (the longest timeout, 168h)",
         ]
     );
+}
+
+#[test]
+fn a_concurrency_group_is_checked_where_it_is_written() {
+    let text = r#"apiVersion: v2
+actions:
+  - name: deploy
+    concurrency: {group: "deploy/{project}/{$.data.stage}/{service}", limit: 2, policy: skip}
+    tasks: [{image: alpine}]
+  - name: unknown placeholder
+    concurrency: {group: "deploy/{team}"}
+    tasks: [{image: alpine}]
+  - name: open
+    concurrency: {group: "deploy/{project"}
+    tasks: [{image: alpine}]
+  - name: too many
+    concurrency: {group: x, limit: 0}
+    tasks: [{image: alpine}]
+  - name: empty
+    concurrency: {group: ""}
+    tasks: [{image: alpine}]
+  - name: no group
+    concurrency: {limit: 1}
+    tasks: [{image: alpine}]
+"#;
+    assert_eq!(
+        problems(text),
+        [
+            "job/config.yaml:7:26: actions[1].concurrency.group: in \"deploy/{team}\", unknown placeholder {team}: use a JSONPath into the event such as {$.data.project}, or {project}, {stage}, {service}",
+            "job/config.yaml:10:26: actions[2].concurrency.group: in \"deploy/{project\", a `{` is not closed",
+            "job/config.yaml:13:36: actions[3].concurrency.limit: 0 is out of range: must be between 1 and 100",
+            "job/config.yaml:16:26: actions[4].concurrency.group: must not be empty",
+            "job/config.yaml:19:18: actions[5].concurrency: missing required key \"group\"",
+        ]
+    );
+    let config = load(
+        text.split("  - name: unknown").next().unwrap(),
+        "job/config.yaml",
+    )
+    .unwrap()
+    .config;
+    let concurrency = config.actions[0].concurrency.as_ref().unwrap();
+    assert_eq!(concurrency.limit(), 2);
+    assert_eq!(concurrency.policy, ConcurrencyPolicy::Skip);
 }
 
 #[test]

@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
+use super::group::Group;
 use super::observe::Stuck;
 use super::outputs::parse_outputs;
 use super::report;
-use crate::config::formats;
 use crate::config::graph;
+use crate::config::{ConcurrencyPolicy, formats};
 use crate::crd::{
     Condition, Delivery, DeliveryState, JobRun, JobRunStatus, OutcomeStatus, RunOutcome, RunPhase,
     TaskPhase, TaskStatus,
@@ -73,6 +74,8 @@ pub struct Facts<'a> {
     pub jobs: &'a [JobSeen],
     /// Whether the run's files ConfigMap was made (or found) in this reconcile.
     pub files_made: bool,
+    /// How the run stands in its concurrency group, if it has one.
+    pub group: Option<&'a Group>,
     pub now: Timestamp,
     pub limits: &'a Limits,
 }
@@ -85,6 +88,9 @@ pub enum Record {
     BeforeFinished,
     /// Nothing more happens until something changes: what was done is recorded first.
     BeforeWaiting,
+    /// A run of a concurrency group leaves its queue: the other runs of the group count it
+    /// as running before its first Job is made.
+    LeavingQueue,
 }
 
 /// The next thing to do for a run.
@@ -92,6 +98,8 @@ pub enum Record {
 pub enum Step {
     /// One delivery attempt of the run's `.started` or `.finished`.
     Send(TaskEventKind),
+    /// The queued run takes its place in its concurrency group and starts.
+    Start,
     /// Write the status.
     Record(Record),
     /// Create (or adopt) the ConfigMap of the run's files, before task `index`'s Job: the first
@@ -133,17 +141,23 @@ pub enum Halt {
     Cancelled { by: String },
     /// The action's timeout passed.
     TimedOut { after: Duration },
+    /// A newer run of the concurrency group (`cancel-in-progress`).
+    Superseded { by: String, group: String },
+    /// The concurrency group was full when the run arrived (`skip`).
+    Skipped { group: String, running: Vec<String> },
 }
 
 /// The most of a cancel annotation's value a message repeats.
 const MOST_CANCEL_TEXT: usize = 200;
 
 impl Halt {
-    /// Whether the run must stop now: cancelled, or past its action's timeout (a timeout still
-    /// ahead sets `wake`). A cancel wins over a timeout.
+    /// Whether the run must stop now: cancelled, displaced or skipped by its concurrency group,
+    /// or past its action's timeout (a timeout still ahead sets `wake`), in that order. A queued
+    /// run's timeout starts when it does.
     pub fn of(
         run: &JobRun,
         status: &JobRunStatus,
+        group: Option<&Group>,
         now: Timestamp,
         wake: &mut Wake,
     ) -> Option<Halt> {
@@ -156,6 +170,27 @@ impl Halt {
             return Some(Halt::Cancelled {
                 by: who_cancelled(by),
             });
+        }
+        let queued = status.phase == RunPhase::Queued;
+        if let (Some(group), Some(concurrency)) = (group, &run.spec.action.concurrency) {
+            if group.superseded(concurrency) {
+                return Some(Halt::Superseded {
+                    by: group.newer.last().cloned().unwrap_or_default(),
+                    group: concurrency.group.clone(),
+                });
+            }
+            if queued
+                && concurrency.policy == ConcurrencyPolicy::Skip
+                && !group.has_room(concurrency.limit)
+            {
+                return Some(Halt::Skipped {
+                    group: concurrency.group.clone(),
+                    running: group.running.clone(),
+                });
+            }
+        }
+        if queued {
+            return None;
         }
         let after = Duration::from_secs(run.spec.action.timeout_seconds?);
         // Runs started by an older version have no `startedAt`: their creation counts.
@@ -181,13 +216,29 @@ impl Halt {
                 "the action's timeout of {} passed",
                 formats::format_duration(*after)
             ),
+            Halt::Superseded { by, group } => {
+                format!("cancelled by the newer run {by} of the concurrency group {group:?}")
+            }
+            Halt::Skipped { group, .. } => {
+                format!("skipped as {}", group_full(group, self.running()))
+            }
+        }
+    }
+
+    /// The runs that held a full group.
+    fn running(&self) -> &[String] {
+        match self {
+            Halt::Skipped { running, .. } => running,
+            _ => &[],
         }
     }
 
     /// What a task whose Job was deleted for it says, and its phase.
     fn stopped_task(&self) -> (TaskPhase, String) {
         match self {
-            Halt::Cancelled { .. } => (TaskPhase::Cancelled, self.cause()),
+            Halt::Cancelled { .. } | Halt::Superseded { .. } | Halt::Skipped { .. } => {
+                (TaskPhase::Cancelled, self.cause())
+            }
             Halt::TimedOut { .. } => (TaskPhase::Failed, format!("stopped: {}", self.cause())),
         }
     }
@@ -195,8 +246,11 @@ impl Halt {
     /// What a task that never started says.
     fn skipped_task(&self) -> String {
         match self {
-            Halt::Cancelled { .. } => format!("the run was {} before it started", self.cause()),
+            Halt::Cancelled { .. } | Halt::Superseded { .. } => {
+                format!("the run was {} before it started", self.cause())
+            }
             Halt::TimedOut { .. } => format!("{} before it started", self.cause()),
+            Halt::Skipped { group, running } => group_full(group, running),
         }
     }
 
@@ -212,11 +266,29 @@ impl Halt {
 
     fn run_phase(&self) -> RunPhase {
         match self {
-            Halt::Cancelled { .. } => RunPhase::Cancelled,
+            Halt::Cancelled { .. } | Halt::Superseded { .. } | Halt::Skipped { .. } => {
+                RunPhase::Cancelled
+            }
             Halt::TimedOut { .. } => RunPhase::Failed,
         }
     }
 }
+
+/// `the concurrency group "deploy/carts" was full (running: deploy-1f3a…)`.
+fn group_full(group: &str, running: &[String]) -> String {
+    if running.is_empty() {
+        format!("the concurrency group {group:?} was full")
+    } else {
+        format!(
+            "the concurrency group {group:?} was full (running: {})",
+            running.join(", ")
+        )
+    }
+}
+
+/// How long a queued run waits before it looks at its group again, should no change of the
+/// group wake it first.
+pub const QUEUE_RECHECK: Duration = Duration::from_secs(60);
 
 /// Who cancelled a run, as its annotation says: the first line, bounded.
 fn who_cancelled(value: &str) -> String {
@@ -265,8 +337,10 @@ pub fn decide(facts: &Facts<'_>) -> Step {
     }
 
     if !status.phase.is_finished() {
-        let step = match Halt::of(run, status, now, &mut wake) {
+        let step = match Halt::of(run, status, facts.group, now, &mut wake) {
             Some(halt) => Some(halt_step(facts, halt)),
+            None if status.phase == RunPhase::Queued => queued_step(facts, &mut wake),
+            None if started_unrecorded(run, persisted) => Some(Step::Record(Record::LeavingQueue)),
             None => task_step(facts, &mut wake),
         };
         if let Some(step) = step {
@@ -295,6 +369,26 @@ pub fn decide(facts: &Facts<'_>) -> Step {
         };
     }
     Step::Wait(wake.0)
+}
+
+/// A queued run starts when its group has a place for it (a run without a group view has
+/// nothing to wait for), and otherwise waits to be woken by a change of its group.
+fn queued_step(facts: &Facts<'_>, wake: &mut Wake) -> Option<Step> {
+    let admitted = match (facts.group, &facts.run.spec.action.concurrency) {
+        (Some(group), Some(concurrency)) => group.admits(concurrency),
+        _ => true,
+    };
+    if admitted {
+        return Some(Step::Start);
+    }
+    wake.within(QUEUE_RECHECK);
+    None
+}
+
+/// Whether a run of a concurrency group started without the API server knowing yet.
+fn started_unrecorded(run: &JobRun, persisted: &JobRunStatus) -> bool {
+    run.spec.action.concurrency.is_some()
+        && matches!(persisted.phase, RunPhase::Pending | RunPhase::Queued)
 }
 
 /// The next step of the tasks, in the order of their indexes: a running task's end, or a task
@@ -334,6 +428,10 @@ fn task_step(facts: &Facts<'_>, wake: &mut Wake) -> Option<Step> {
 /// have been created just before a restart that lost the record of it.
 fn halt_step(facts: &Facts<'_>, halt: Halt) -> Step {
     let tasks = &facts.status.tasks;
+    // A queued run made no Job: its start is recorded before its first.
+    if facts.status.phase == RunPhase::Queued {
+        return Step::Halt(halt);
+    }
     let running = || {
         tasks
             .iter()
@@ -578,9 +676,14 @@ pub fn initialise(run: &JobRun, status: &mut JobRunStatus, now: Timestamp) {
             .collect();
     }
     if status.phase == RunPhase::Pending {
-        status.phase = RunPhase::Running;
-        status.current_task = (!tasks.is_empty()).then_some(0);
-        status.started_at = Some(now.to_string());
+        let waits = run.spec.action.concurrency.is_some()
+            && run.spec.failure.is_none()
+            && !tasks.is_empty();
+        if waits {
+            status.phase = RunPhase::Queued;
+        } else {
+            record_start(run, status, now);
+        }
     }
     if sends_events(run) && status.started.is_none() {
         status.started = Some(Delivery {
@@ -600,6 +703,13 @@ pub fn initialise(run: &JobRun, status: &mut JobRunStatus, now: Timestamp) {
     if status.outcome.is_some() {
         expect_finished(run, status);
     }
+}
+
+/// The run starts: from now on its tasks run, and its timeout counts.
+pub fn record_start(run: &JobRun, status: &mut JobRunStatus, now: Timestamp) {
+    status.phase = RunPhase::Running;
+    status.current_task = (!run.spec.action.tasks.is_empty()).then_some(0);
+    status.started_at = Some(now.to_string());
 }
 
 /// Fixes the run's outcome, and the `.finished` that will report it.

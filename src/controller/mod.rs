@@ -4,6 +4,7 @@
 //! reconcile of a run is woken by a change of the run, of its Job, or of its Job's pods.
 
 mod decide;
+mod group;
 pub mod known;
 mod logs;
 mod observe;
@@ -69,6 +70,9 @@ impl ControllerOptions {
 /// What a reconcile needs: the parts the controller was built from, and its caches.
 pub struct Context {
     pub parts: Parts,
+    runs: Store<JobRun>,
+    /// The concurrency groups' runs.
+    groups: Arc<group::Groups>,
     jobs: Store<Job>,
     pods: Store<Pod>,
     /// The names of each Job's pods, so finding them does not scan every cached pod.
@@ -163,6 +167,9 @@ pub async fn run(
     // stores and is woken by their events. Ready once each has listed its objects.
     let synced = Arc::new(Synced::default());
     let (run_store, run_writer) = reflector::store();
+    let (groups, woken) = group::Groups::new(&namespace);
+    let groups = Arc::new(groups);
+    let members = groups.clone();
     let run_events = reflector(
         run_writer,
         watcher(runs, watcher::Config::default()).modify(|run| run.metadata.managed_fields = None),
@@ -172,6 +179,7 @@ pub async fn run(
         let known = parts.known_runs.clone();
         move |event| known.record(event)
     })
+    .inspect(move |event| members.record(event))
     .inspect(watch_health(&health, "jobruns"))
     .default_backoff()
     .touched_objects();
@@ -199,6 +207,8 @@ pub async fn run(
     let gained = leadership_gained(parts.leadership.clone());
     let context = Arc::new(Context {
         parts,
+        runs: run_store.clone(),
+        groups,
         jobs: job_store,
         pods: pod_store,
         pod_index,
@@ -214,6 +224,11 @@ pub async fn run(
         })
         // A replica that becomes leader takes every run up (as a follower it left them alone).
         .reconcile_all_on(gained)
+        // A concurrency group's change wakes its waiting runs.
+        .reconcile_on(futures::stream::unfold(woken, |mut woken| async move {
+            let run = woken.recv().await?;
+            Some((run, woken))
+        }))
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown.clone());
     let synced_health = health.clone();
@@ -398,6 +413,31 @@ impl Context {
             }
             _ => Some(cached),
         }
+    }
+
+    /// A run of a concurrency group as the cache has it, its phase the newest this process
+    /// knows (its own write may be ahead of the cache).
+    fn group_member(&self, name: &str) -> Option<group::Member> {
+        let namespace = &self.parts.settings.job_namespace;
+        let run = self.runs.get(&ObjectRef::new(name).within(namespace))?;
+        let cached = run.status.as_ref();
+        let cached_revision = cached.map_or(0, |s| s.revision);
+        let written = self
+            .written
+            .lock()
+            .ok()
+            .and_then(|written| match written.get(name) {
+                Some(Written::InFlight(status)) if status.revision > cached_revision => {
+                    Some(status.phase)
+                }
+                // Which way it ended is not kept; only that it did matters here.
+                Some(Written::Done(revision)) if *revision > cached_revision => {
+                    Some(crate::crd::RunPhase::Succeeded)
+                }
+                _ => None,
+            });
+        let phase = written.unwrap_or_else(|| cached.map(|s| s.phase).unwrap_or_default());
+        Some(group::Member::of(&run, phase))
     }
 
     fn remember_status(&self, run: &str, status: JobRunStatus) {

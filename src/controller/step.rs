@@ -18,9 +18,10 @@ use serde_json::json;
 
 use super::decide::{
     Attempt, Facts, JobSeen, Limits, Step, decide, delivery_mut, first_attempt, initialise,
-    job_name, record_attempt, record_halt, record_job, record_outputs, record_stopped,
-    record_task_end, run_name, update_conditions,
+    job_name, record_attempt, record_halt, record_job, record_outputs, record_start,
+    record_stopped, record_task_end, run_name, update_conditions,
 };
+use super::group::{Group, Member};
 use super::observe::{JobState, job_state, stuck_pod, termination_message};
 use super::{Context, ReconcileError, logs, report};
 use crate::crd::{DeliveryState, JobRun, JobRunStatus, TaskPhase};
@@ -81,6 +82,11 @@ pub trait World {
     async fn delete_run(&self, run: &str) -> Result<(), ReconcileError>;
     /// Counts a delivery attempt.
     fn attempted(&self, _kind: TaskEventKind, _attempt: Attempt) {}
+    /// How the run stands in its concurrency group (`None`: it has none); a waiting run that
+    /// may start is let start.
+    fn group(&self, _run: &JobRun, _status: &JobRunStatus) -> Option<Group> {
+        None
+    }
 }
 
 /// How a reconcile ended.
@@ -120,6 +126,7 @@ impl<W: World> Executor<'_, W> {
         let mut persisted = status.clone();
         let mut status = status;
         initialise(run, &mut status, self.world.now());
+        let group = self.world.group(run, &status);
         let mut files_made = false;
         // What the API server said of Jobs missing from the watch, by task.
         let mut looked_up: Vec<Option<JobSeen>> = vec![None; status.tasks.len()];
@@ -133,12 +140,14 @@ impl<W: World> Executor<'_, W> {
                 persisted: &persisted,
                 jobs: &jobs,
                 files_made,
+                group: group.as_ref(),
                 now,
                 limits: self.limits,
             });
             tracing::debug!(run = name, ?step, "step");
             match step {
                 Step::Send(kind) => self.send(kind, &mut status, now).await?,
+                Step::Start => record_start(run, &mut status, now),
                 Step::Record(_) => {
                     status.revision = persisted.revision + 1;
                     self.world.write_status(name, &status).await?;
@@ -558,6 +567,16 @@ impl World for Cluster<'_> {
         self.delete(&self.api, run).await?;
         tracing::info!(run, "deleted the finished run after its retention");
         Ok(())
+    }
+
+    fn group(&self, run: &JobRun, status: &JobRunStatus) -> Option<Group> {
+        let concurrency = run.spec.action.concurrency.as_ref()?;
+        let me = Member::of(run, status.phase);
+        let ctx = self.ctx;
+        Some(
+            ctx.groups
+                .admit(concurrency, &me, |name| ctx.group_member(name)),
+        )
     }
 
     fn attempted(&self, kind: TaskEventKind, attempt: Attempt) {

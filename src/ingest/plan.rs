@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use kube::api::ObjectMeta;
 use serde::Serialize;
 
-use crate::crd::{ConfigStale, JobRun, JobRunSpec, RunAction};
+use crate::crd::{ConfigStale, JobRun, JobRunSpec, RunAction, RunConcurrency};
 use crate::event::{CloudEvent, split_triggered_type};
 use crate::files::StagedFile;
 use crate::labels::{self, MANAGED_BY, MANAGED_BY_LABEL};
@@ -78,6 +78,7 @@ pub fn plan_event(event: &CloudEvent, source: &Source, settings: &Settings) -> E
                         tasks: Vec::new(),
                         files: Vec::new(),
                         timeout_seconds: None,
+                        concurrency: None,
                     },
                     names::config_failure_run_name(event),
                     ConfigPlace::default(),
@@ -189,6 +190,22 @@ fn plan_with_config(
                 };
             }
         };
+        // A group that cannot be filled in from this event fails the run, saying why: it
+        // cannot be placed in its queue.
+        let (concurrency, failure) = match &action.concurrency {
+            None => (None, failure),
+            Some(wanted) => match render::group_name(&wanted.group, event) {
+                Ok(group) => (
+                    Some(RunConcurrency {
+                        group,
+                        limit: wanted.limit(),
+                        policy: wanted.policy,
+                    }),
+                    failure,
+                ),
+                Err(message) => (None, failure.or(Some(message))),
+            },
+        };
         let files: Vec<Vec<StagedFile>> = if files.iter().all(Vec::is_empty) {
             Vec::new()
         } else {
@@ -209,6 +226,7 @@ fn plan_with_config(
                     .as_deref()
                     .and_then(|t| crate::config::formats::parse_duration(t).ok())
                     .map(|d| d.as_secs()),
+                concurrency,
             },
             names::run_name(event, index),
             ConfigPlace {
@@ -258,6 +276,9 @@ fn job_run(
         }
     };
     set(labels::EVENT_ID, event.id());
+    if let Some(concurrency) = &action.concurrency {
+        set(labels::GROUP, &concurrency.group);
+    }
     let context = event.extension("shkeptncontext");
     for (key, value) in [
         ("keptn.sh/project", event.data_str("project")),
@@ -283,6 +304,7 @@ fn job_run(
             config_dir: place.dir,
             config_stale: place.stale,
             failure,
+            arrived_at: Some(jiff::Timestamp::now().to_string()),
         },
         status: None,
     }

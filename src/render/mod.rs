@@ -14,7 +14,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde_json::Value;
 
-use crate::config::formats::{parse_jsonpath, quantity_value};
+use crate::config::formats::{
+    GroupPart, MAX_GROUP_BYTES, parse_group_template, parse_jsonpath, quantity_value,
+};
 use crate::config::{Action, EnvFormat, MIN_TTL_SECONDS, Quantity, Task, ValueFrom};
 use crate::event::CloudEvent;
 use crate::files::{RunFile, StagedFile};
@@ -454,6 +456,40 @@ pub fn env_from_event(
         many => Value::Array(many.iter().map(|v| (*v).clone()).collect()),
     };
     format_env_value(&value, format).map_err(EnvError::Invalid)
+}
+
+/// A concurrency group's name for this event: its template with each placeholder's value.
+pub fn group_name(template: &str, event: &CloudEvent) -> Result<String, String> {
+    let parts = parse_group_template(template)
+        .map_err(|error| format!("the concurrency group is invalid: {error}"))?;
+    let mut name = String::new();
+    for part in parts {
+        match part {
+            GroupPart::Text(text) => name.push_str(text),
+            GroupPart::Path(path) => match env_from_event(event, &path, None) {
+                Ok(value) => name.push_str(&value),
+                Err(EnvError::Unresolved) => {
+                    return Err(format!(
+                        "the concurrency group {template:?} cannot be filled in: {path} finds \
+                         nothing in the event"
+                    ));
+                }
+                Err(EnvError::Invalid(message)) => {
+                    return Err(format!(
+                        "the concurrency group {template:?} cannot be filled in: {message}"
+                    ));
+                }
+            },
+        }
+    }
+    if name.len() > MAX_GROUP_BYTES {
+        return Err(format!(
+            "the concurrency group {template:?} is {} bytes long filled in, over the limit of \
+             {MAX_GROUP_BYTES}",
+            name.len()
+        ));
+    }
+    Ok(name)
 }
 
 /// `as: json`: compact JSON; `as: yaml`: YAML; otherwise strings verbatim, `null` empty, and

@@ -98,6 +98,7 @@ fn next_with(
         persisted,
         jobs: &jobs,
         files_made,
+        group: None,
         now,
         limits,
     })
@@ -1148,4 +1149,224 @@ fn a_task_with_outputs_ends_with_them_once_its_pod_is_seen() {
             ..
         }
     ));
+}
+
+/// A run of one task in the concurrency group "g" of `limit` with `policy`.
+fn grouped(policy: &str, limit: u32, timeout: Option<u64>) -> JobRun {
+    let mut run = triggered(2);
+    run.spec.action.concurrency = Some(
+        serde_json::from_value(json!({"group": "g", "limit": limit, "policy": policy})).unwrap(),
+    );
+    run.spec.action.timeout_seconds = timeout;
+    run
+}
+
+fn group(running: &[&str], ahead: usize, newer: &[&str]) -> Group {
+    let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect();
+    Group {
+        running: names(running),
+        ahead,
+        newer: names(newer),
+    }
+}
+
+fn next_in_group(
+    run: &JobRun,
+    status: &JobRunStatus,
+    persisted: &JobRunStatus,
+    group: &Group,
+    now: Timestamp,
+) -> Step {
+    let jobs = vec![JobSeen::Running { stuck: None }; status.tasks.len()];
+    decide(&Facts {
+        run,
+        status,
+        persisted,
+        jobs: &jobs,
+        files_made: false,
+        group: Some(group),
+        now,
+        limits: &limits(),
+    })
+}
+
+#[test]
+fn a_run_of_a_full_group_waits_queued_after_its_started_is_sent() {
+    let run = grouped("queue", 1, None);
+    let mut status = initialised(&run);
+    assert_eq!(status.phase, RunPhase::Queued);
+    assert_eq!(status.current_task, None);
+    assert_eq!(status.started_at, None);
+    let full = group(&["older"], 0, &[]);
+    let fresh = JobRunStatus::default();
+    assert_eq!(
+        next_in_group(&run, &status, &fresh, &full, at(0)),
+        Step::Send(TaskEventKind::Started)
+    );
+    delivered(&mut status.started);
+    assert_eq!(
+        next_in_group(&run, &status, &fresh, &full, at(0)),
+        Step::Record(Record::BeforeWaiting)
+    );
+    assert_eq!(
+        next_in_group(&run, &status, &status, &full, at(0)),
+        Step::Wait(Some(QUEUE_RECHECK))
+    );
+    // One ahead of it and none running: still full.
+    let behind = group(&[], 1, &[]);
+    assert_eq!(
+        next_in_group(&run, &status, &status, &behind, at(0)),
+        Step::Wait(Some(QUEUE_RECHECK))
+    );
+    let wide = grouped("queue", 2, None);
+    assert_eq!(
+        next_in_group(&wide, &status, &status, &full, at(0)),
+        Step::Start
+    );
+}
+
+#[test]
+fn a_queued_run_records_its_start_before_its_first_job() {
+    let run = grouped("queue", 1, Some(10));
+    let mut status = initialised(&run);
+    delivered(&mut status.started);
+    let queued = status.clone();
+    let free = group(&[], 0, &["newer"]);
+    // Queued for 100 s: its timeout of 10 s has not begun.
+    assert_eq!(
+        next_in_group(&run, &status, &queued, &free, at(100)),
+        Step::Start
+    );
+    record_start(&run, &mut status, at(100));
+    assert_eq!(status.phase, RunPhase::Running);
+    assert_eq!(status.current_task, Some(0));
+    assert_eq!(
+        status.started_at.as_deref(),
+        Some(at(100).to_string().as_str())
+    );
+    assert_eq!(
+        next_in_group(&run, &status, &queued, &free, at(100)),
+        Step::Record(Record::LeavingQueue)
+    );
+    assert_eq!(
+        next_in_group(&run, &status, &status, &free, at(100)),
+        Step::CreateJob(0)
+    );
+    record_job(&mut status, 0, "run-1-0".into(), at(100));
+    assert_eq!(
+        next_in_group(&run, &status, &status, &free, at(105)),
+        Step::Wait(Some(Duration::from_secs(5)))
+    );
+    assert!(matches!(
+        next_in_group(&run, &status, &status, &free, at(110)),
+        Step::HaltTask { index: 0, .. }
+    ));
+}
+
+#[test]
+fn a_run_of_a_full_group_that_skips_ends_cancelled_saying_who_held_it() {
+    let run = grouped("skip", 1, None);
+    let mut status = initialised(&run);
+    delivered(&mut status.started);
+    let full = group(&["deploy-1"], 0, &[]);
+    let step = next_in_group(&run, &status, &status, &full, at(0));
+    let Step::Halt(halt) = step else {
+        panic!("{step:?}");
+    };
+    record_halt(&run, &mut status, &halt, at(0));
+    assert_eq!(status.phase, RunPhase::Cancelled);
+    let outcome = status.outcome.as_ref().unwrap();
+    assert_eq!(outcome.status, OutcomeStatus::Errored);
+    assert!(
+        outcome
+            .message
+            .starts_with("Skipped as the concurrency group \"g\" was full (running: deploy-1)"),
+        "{}",
+        outcome.message
+    );
+    assert_eq!(
+        status.tasks[0].message.as_deref(),
+        Some("the concurrency group \"g\" was full (running: deploy-1)")
+    );
+    assert_eq!(status.tasks[1].phase, TaskPhase::Skipped);
+    // With a place free it runs.
+    let mut status = initialised(&run);
+    delivered(&mut status.started);
+    let free = group(&[], 0, &[]);
+    assert_eq!(
+        next_in_group(&run, &status, &status, &free, at(0)),
+        Step::Start
+    );
+    // Once running, the group no longer matters to it.
+    record_start(&run, &mut status, at(0));
+    assert_eq!(
+        next_in_group(&run, &status, &status, &full, at(0)),
+        Step::CreateJob(0)
+    );
+}
+
+#[test]
+fn a_newer_run_cancels_the_older_ones_of_a_cancel_in_progress_group() {
+    let run = grouped("cancel-in-progress", 1, None);
+    let mut status = initialised(&run);
+    delivered(&mut status.started);
+    let newer = group(&[], 0, &["n1", "n2"]);
+    // Queued: it made no Job, so it ends at once.
+    let step = next_in_group(&run, &status, &status, &newer, at(0));
+    assert_eq!(
+        step,
+        Step::Halt(Halt::Superseded {
+            by: "n2".into(),
+            group: "g".into()
+        })
+    );
+    // Running: its Job is deleted first.
+    record_start(&run, &mut status, at(0));
+    record_job(&mut status, 0, "run-1-0".into(), at(0));
+    let step = next_in_group(&run, &status, &status, &newer, at(1));
+    assert_eq!(
+        step,
+        Step::HaltTask {
+            index: 0,
+            phase: TaskPhase::Cancelled,
+            message: "cancelled by the newer run n2 of the concurrency group \"g\"".into()
+        }
+    );
+    // A limit of 3 leaves room for it and the two newer ones.
+    let wide = grouped("cancel-in-progress", 3, None);
+    assert_eq!(
+        next_in_group(&wide, &status, &status, &newer, at(1)),
+        Step::Wait(None)
+    );
+    // Older runs do not displace it.
+    let older = group(&["o1"], 2, &[]);
+    assert_eq!(
+        next_in_group(&run, &status, &status, &older, at(1)),
+        Step::Wait(None)
+    );
+}
+
+#[test]
+fn a_queued_run_cancelled_by_annotation_ends_without_touching_jobs() {
+    let run = cancelled(grouped("queue", 1, None), "bob: not now");
+    let mut status = initialised(&run);
+    delivered(&mut status.started);
+    let full = group(&["older"], 0, &[]);
+    let step = next_in_group(&run, &status, &status, &full, at(0));
+    assert_eq!(
+        step,
+        Step::Halt(Halt::Cancelled {
+            by: "bob: not now".into()
+        })
+    );
+    let Step::Halt(halt) = step else {
+        unreachable!()
+    };
+    record_halt(&run, &mut status, &halt, at(0));
+    assert_eq!(status.phase, RunPhase::Cancelled);
+    assert!(
+        status.tasks.iter().all(|t| t.phase == TaskPhase::Skipped),
+        "{:?}",
+        status.tasks
+    );
 }
