@@ -475,8 +475,51 @@ fn watch_progress(client: &kube::Client) {
     });
 }
 
-/// Sends every file of `test-events/` with `job-executor send`, printing each answer.
-fn send_events(bin: &Path, ingest: &str) -> anyhow::Result<()> {
+/// `job-executor send FILE --to URL`, started.
+fn spawn_send(bin: &Path, file: &Path, ingest: &str) -> anyhow::Result<Child> {
+    Ok(Command::new(bin)
+        .arg("send")
+        .arg(file)
+        .arg("--to")
+        .arg(format!("http://{ingest}/"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?)
+}
+
+/// Waits for a `send`, printing its answer.
+fn print_answer(name: &str, send: Child) -> anyhow::Result<()> {
+    let out = send.wait_with_output()?;
+    let answer = String::from_utf8_lossy(&out.stdout);
+    for line in answer.lines() {
+        println!("  {line}");
+    }
+    if !out.status.success() {
+        bail!(
+            "sending {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The event of `file` again, under another id: a second event of the same kind.
+fn another_of(file: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    let mut event: Value = serde_json::from_slice(&std::fs::read(file)?)?;
+    let id = event["id"].as_str().unwrap_or_default().to_string();
+    event["id"] = json!(format!("{id}-again"));
+    let copy = dir.join("deployment.triggered.again.json");
+    std::fs::write(&copy, serde_json::to_vec_pretty(&event)?)?;
+    Ok(copy)
+}
+
+/// The sample event sent twice at once, showing the example's concurrency group.
+const SENT_TWICE: &str = "deployment.triggered.json";
+
+/// Sends every file of `test-events/` with `job-executor send`, printing each answer. The
+/// deployment is sent twice at the same moment: its action's concurrency group runs one
+/// deployment of a service at a time, so the other shows `Queued` until the first is done.
+fn send_events(bin: &Path, ingest: &str, dir: &Path) -> anyhow::Result<()> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("test-events"))?
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -489,21 +532,18 @@ fn send_events(bin: &Path, ingest: &str) -> anyhow::Result<()> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         println!("→ job-executor send test-events/{name} --to http://{ingest}/");
-        let out = Command::new(bin)
-            .arg("send")
-            .arg(&file)
-            .arg("--to")
-            .arg(format!("http://{ingest}/"))
-            .output()?;
-        let answer = String::from_utf8_lossy(&out.stdout);
-        for line in answer.lines() {
-            println!("  {line}");
-        }
-        if !out.status.success() {
-            bail!(
-                "sending {name} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
+        if name == SENT_TWICE {
+            let again = another_of(&file, dir)?;
+            println!(
+                "→ and at the same moment the same deployment under another id: its action's \
+                 concurrency group (deploy/{{project}}/{{stage}}/{{service}}) runs one at a time"
             );
+            let first = spawn_send(bin, &file, ingest)?;
+            let second = spawn_send(bin, &again, ingest)?;
+            print_answer(&name, first)?;
+            print_answer(&name, second)?;
+        } else {
+            print_answer(&name, spawn_send(bin, &file, ingest)?)?;
         }
         // Let each event's progress show before the next one.
         std::thread::sleep(Duration::from_millis(300));
@@ -574,7 +614,7 @@ async fn demo(cluster: bool) -> anyhow::Result<()> {
     let sink = start_sink().await?;
     let ingest = demo.start_operator(&bin, &sink).await?;
     watch_progress(&demo.client);
-    send_events(&bin, &ingest)?;
+    send_events(&bin, &ingest, &demo.dir)?;
     let runs = wait_for_runs(&demo.client).await?;
 
     println!();

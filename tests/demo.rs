@@ -44,7 +44,16 @@ fn assert_whole_loop(out: &str) {
         sent,
         "{out}"
     );
-    assert_eq!(out.matches(": 202 {").count(), sent, "{out}");
+    // The deployment twice at once: one waits in the concurrency group for the other.
+    assert_eq!(out.matches(": 202 {").count(), sent + 1, "{out}");
+    let deployments: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("◦ jobrun deployment-"))
+        .collect();
+    assert!(
+        deployments.iter().any(|l| l.contains(" Queued ")),
+        "one deployment shows Queued: {out}"
+    );
     // Progress as it happens: runs, Jobs, and the events the sink received.
     assert!(
         out.contains("◦ jobrun ") && out.contains(" Running "),
@@ -71,7 +80,7 @@ fn assert_whole_loop(out: &str) {
         "{out}"
     );
     assert!(
-        out.contains("✓ 9 runs, every one succeeded and reported"),
+        out.contains("✓ 10 runs, every one succeeded and reported"),
         "{out}"
     );
 }

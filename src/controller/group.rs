@@ -236,12 +236,22 @@ impl Groups {
         });
         let group = view(me, &others, admitted);
         let waits = matches!(me.phase, RunPhase::Pending | RunPhase::Queued);
+        let mut wake = Vec::new();
         if waits && group.admits(concurrency) {
             admitted.insert(me.name.clone());
+        } else if waits && admitted.remove(&me.name) {
+            // Let start before, but its start was never recorded (the write failed), and now
+            // others come first: they are woken to take the place.
+            wake = others.iter().map(|m| m.name.clone()).collect();
         }
+        drop(state);
+        self.wake_all(wake);
         group
     }
 }
+
+#[cfg(test)]
+mod model;
 
 #[cfg(test)]
 mod tests {
