@@ -1379,7 +1379,8 @@ async fn requests_phase(
         );
         tokio::time::sleep(stack.settle()).await;
         let by_verb = stack.requests_since(mark);
-        // The leader's Lease renewals (one per retry period whatever runs) are not the run's.
+        // The leader's Lease renewals (one per retry period whatever runs) are not the run's,
+        // and its Events (its history for `kubectl describe`) record nothing a restart needs.
         let writes: u64 = by_verb
             .iter()
             .filter(|(k, _)| {
@@ -1387,6 +1388,7 @@ async fn requests_phase(
                     .iter()
                     .any(|v| k.starts_with(v))
                     && !k.ends_with(" leases")
+                    && !k.ends_with(" events")
             })
             .map(|(_, n)| n)
             .sum();

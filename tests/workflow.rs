@@ -139,6 +139,54 @@ async fn a_failure_skips_what_needs_it(server: impl Replicas, long: Duration) {
     );
     assert_eq!(run["status"]["phase"], "Failed");
     assert_eq!(server.jobs_created().len(), 3, "d never started");
+
+    // The run's history, as docs/operator.md shows it: Kubernetes Events (published in the
+    // background: the last ones may follow the `.finished` by a moment).
+    let name = run["metadata"]["name"].as_str().unwrap().to_string();
+    let history = support::doc_sh_block("docs/operator.md", "### A run's history");
+    let expected = [
+        (
+            "Normal",
+            "Accepted",
+            "(sh.keptn.event.test.triggered) runs action 'diamond'",
+        ),
+        ("Normal", "Started", "the run started"),
+        ("Normal", "TaskStarted", "task 'a' started: Job "),
+        ("Normal", "TaskSucceeded", "task 'a' succeeded"),
+        ("Normal", "TaskStarted", "task 'b' started: Job "),
+        ("Normal", "TaskStarted", "task 'c' started: Job "),
+        ("Warning", "TaskFailed", "task 'b' failed: "),
+        ("Normal", "TaskSucceeded", "task 'c' succeeded"),
+        (
+            "Normal",
+            "TaskSkipped",
+            "task 'd' skipped: it needs 'b', which failed",
+        ),
+        ("Warning", "Failed", "Task 'a' finished"),
+        ("Normal", "Delivered", ".started ("),
+        ("Normal", "Delivered", ".finished ("),
+    ];
+    let mut described = String::new();
+    let missing = |described: &str| -> Vec<(&str, &str, &str)> {
+        expected
+            .iter()
+            .filter(|(type_, reason, note)| {
+                !described.lines().any(|line| {
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    words.first() == Some(type_)
+                        && words.get(1) == Some(reason)
+                        && line.contains(note)
+                })
+            })
+            .copied()
+            .collect()
+    };
+    support::wait_for("the run's history", long, || {
+        described = server.admin_shell(&history, &[("RUN", &name)]);
+        missing(&described).is_empty()
+    })
+    .await;
+    assert!(described.contains("Events:"), "{described}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -524,6 +524,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         health.clone(),
     ));
     let controller_done = Arc::new(tokio::sync::Notify::new());
+    let identity = lease.identity.clone();
     let election = leader::elect(
         kube::Api::<Lease>::namespaced(client.clone(), &settings.job_namespace),
         lease,
@@ -549,6 +550,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
                     .then(|| Duration::from_secs(jobrun_retention_seconds)),
             },
             leadership,
+            identity,
             known_runs,
         },
         health,

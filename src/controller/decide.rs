@@ -286,6 +286,9 @@ fn group_full(group: &str, running: &[String]) -> String {
     }
 }
 
+/// What the failure of a task whose pod never started says, after the pod's name.
+pub const NEVER_STARTED: &str = " never started within ";
+
 /// How long a queued run waits before it looks at its group again, should no change of the
 /// group wake it first.
 pub const QUEUE_RECHECK: Duration = Duration::from_secs(60);
@@ -533,7 +536,7 @@ fn running_step(
         JobSeen::Running { stuck: Some(stuck) } => Some(Step::StopJob {
             index,
             message: format!(
-                "pod {} never started within {}s: {}: {}",
+                "pod {}{NEVER_STARTED}{}s: {}: {}",
                 stuck.pod,
                 limits.never_started_timeout.as_secs(),
                 stuck.reason,

@@ -5,6 +5,7 @@
 
 mod decide;
 mod group;
+mod history;
 pub mod known;
 mod logs;
 mod observe;
@@ -19,13 +20,16 @@ use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Pod;
+use kube::Resource;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event as RecordedEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::crd::{JobRun, JobRunStatus};
 use crate::health::Health;
@@ -73,6 +77,8 @@ pub struct Context {
     runs: Store<JobRun>,
     /// The concurrency groups' runs.
     groups: Arc<group::Groups>,
+    /// Where runs' Events go to be published.
+    history: Publisher,
     jobs: Store<Job>,
     pods: Store<Pod>,
     /// The names of each Job's pods, so finding them does not scan every cached pod.
@@ -147,6 +153,8 @@ pub struct Parts {
     pub leadership: watch::Receiver<Leadership>,
     /// Kept from the JobRun watch, for ingest's bound on runs in flight.
     pub known_runs: Arc<known::KnownRuns>,
+    /// This replica's name, as the Events it publishes say.
+    pub identity: String,
 }
 
 /// Runs the controller until `shutdown` resolves; `health` becomes synced once every watch has
@@ -205,10 +213,16 @@ pub async fn run(
 
     let concurrency = parts.options.concurrency;
     let gained = leadership_gained(parts.leadership.clone());
+    let history = Publisher::start(
+        parts.client.clone(),
+        parts.identity.clone(),
+        parts.leadership.clone(),
+    );
     let context = Arc::new(Context {
         parts,
         runs: run_store.clone(),
         groups,
+        history,
         jobs: job_store,
         pods: pod_store,
         pod_index,
@@ -261,6 +275,80 @@ pub async fn run(
     tokio::select! {
         () = running => {}
         () = bounded => {}
+    }
+}
+
+/// How many Events may wait to be published; past it, new ones are dropped (and logged).
+const EVENT_QUEUE: usize = 4096;
+
+/// Publishes runs' Events (kube-runtime's recorder, `events.k8s.io/v1`) from a queue, in order,
+/// off the reconciles' path, and only while this replica leads: a follower's or a fenced-off
+/// ex-leader's history is not told.
+struct Publisher {
+    queue: mpsc::Sender<(ObjectReference, RecordedEvent)>,
+}
+
+impl Publisher {
+    fn start(client: Client, identity: String, leadership: watch::Receiver<Leadership>) -> Self {
+        let (queue, mut pending) = mpsc::channel::<(ObjectReference, RecordedEvent)>(EVENT_QUEUE);
+        let recorder = Recorder::new(
+            client,
+            Reporter {
+                controller: labels::MANAGED_BY.to_string(),
+                instance: Some(identity),
+            },
+        );
+        tokio::spawn(async move {
+            while let Some((regarding, event)) = pending.recv().await {
+                let left = match leadership.borrow().fence(FENCE_MARGIN) {
+                    Ok(left) => left,
+                    Err(_) => continue,
+                };
+                match tokio::time::timeout(left, recorder.publish(&event, &regarding)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::warn!(run = ?regarding.name, reason = %event.reason, %error, "could not publish an Event")
+                    }
+                    Err(_) => {
+                        tracing::warn!(run = ?regarding.name, reason = %event.reason, "publishing an Event took too long")
+                    }
+                }
+            }
+        });
+        Publisher { queue }
+    }
+
+    fn publish(&self, run: &JobRun, events: Vec<history::RunEvent>) {
+        let run_ref = run.object_ref(&());
+        for event in events {
+            // A task's Events point into the run, as a container's point into its pod: the
+            // recorder folds repeats of one action and reason per reference into a series.
+            let mut regarding = run_ref.clone();
+            regarding.field_path = event
+                .task
+                .map(|index| format!("spec.action.tasks[{index}]"));
+            let related = event.job.map(|job| ObjectReference {
+                api_version: Some("batch/v1".into()),
+                kind: Some("Job".into()),
+                name: Some(job),
+                namespace: regarding.namespace.clone(),
+                ..Default::default()
+            });
+            let recorded = RecordedEvent {
+                type_: if event.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: event.reason.to_string(),
+                note: Some(event.note),
+                action: event.action.to_string(),
+                secondary: related,
+            };
+            if let Err(error) = self.queue.try_send((regarding.clone(), recorded)) {
+                tracing::debug!(run = ?regarding.name, %error, "an Event was dropped");
+            }
+        }
     }
 }
 

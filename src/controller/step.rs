@@ -22,6 +22,7 @@ use super::decide::{
     record_stopped, record_task_end, run_name, update_conditions,
 };
 use super::group::{Group, Member};
+use super::history::{self, RunEvent};
 use super::observe::{JobState, job_state, stuck_pod, termination_message};
 use super::{Context, ReconcileError, logs, report};
 use crate::crd::{DeliveryState, JobRun, JobRunStatus, TaskPhase};
@@ -87,6 +88,8 @@ pub trait World {
     fn group(&self, _run: &JobRun, _status: &JobRunStatus) -> Option<Group> {
         None
     }
+    /// Tells the run's history (Kubernetes Events), in the background: never fails a step.
+    fn publish(&self, _run: &JobRun, _events: Vec<RunEvent>) {}
 }
 
 /// How a reconcile ended.
@@ -151,6 +154,8 @@ impl<W: World> Executor<'_, W> {
                 Step::Record(_) => {
                     status.revision = persisted.revision + 1;
                     self.world.write_status(name, &status).await?;
+                    self.world
+                        .publish(run, history::transitions(run, &persisted, &status));
                     persisted = status.clone();
                 }
                 Step::CreateFiles(index) => match self.world.create_files(run).await {
@@ -577,6 +582,10 @@ impl World for Cluster<'_> {
             ctx.groups
                 .admit(concurrency, &me, |name| ctx.group_member(name)),
         )
+    }
+
+    fn publish(&self, run: &JobRun, events: Vec<RunEvent>) {
+        self.ctx.history.publish(run, events);
     }
 
     fn attempted(&self, kind: TaskEventKind, attempt: Attempt) {

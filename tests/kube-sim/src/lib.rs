@@ -10,6 +10,7 @@ mod clock;
 mod crd;
 mod discovery;
 mod error;
+mod events;
 mod faults;
 mod gc;
 mod jobs;

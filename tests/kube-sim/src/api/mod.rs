@@ -385,7 +385,9 @@ async fn dispatch(
                 return Err(ApiError::method_not_allowed());
             }
             let body = parse_json(&body)?;
-            let obj = objects::create(shared, &info, ns, body, &write_opts(params))?;
+            let opts = write_opts(params);
+            let obj = objects::create(shared, &info, ns, body, &opts)?;
+            mirror_event(shared, &info, ns, &req.name, &opts, Some(&obj));
             Ok(json_response(201, &render_one(&info, obj, mode, params)))
         }
         "update" => {
@@ -393,15 +395,9 @@ async fn dispatch(
                 return Err(ApiError::method_not_allowed());
             }
             let body = parse_json(&body)?;
-            let obj = objects::update(
-                shared,
-                &info,
-                ns,
-                &req.name,
-                &req.subresource,
-                body,
-                &write_opts(params),
-            )?;
+            let opts = write_opts(params);
+            let obj = objects::update(shared, &info, ns, &req.name, &req.subresource, body, &opts)?;
+            mirror_event(shared, &info, ns, &req.name, &opts, Some(&obj));
             Ok(json_response(200, &render_one(&info, obj, mode, params)))
         }
         "patch" => {
@@ -423,6 +419,7 @@ async fn dispatch(
                     e
                 }
             })?;
+            let opts = write_opts(params);
             let (obj, created) = objects::patch(
                 shared,
                 &info,
@@ -431,8 +428,9 @@ async fn dispatch(
                 &req.subresource,
                 ptype,
                 body,
-                &write_opts(params),
+                &opts,
             )?;
+            mirror_event(shared, &info, ns, &req.name, &opts, Some(&obj));
             Ok(json_response(
                 if created { 201 } else { 200 },
                 &render_one(&info, obj, mode, params),
@@ -445,10 +443,18 @@ async fn dispatch(
             let opts = delete_opts(&body, params)?;
             let warn = opts.propagation.is_none() && info.group == "batch" && info.plural == "jobs";
             let mut resp = match objects::delete(shared, &info, ns, &req.name, &opts)? {
-                Deleted::Gone(obj) => json_response(
-                    200,
-                    &success_status(&info.group, &info.plural, &req.name, crate::util::uid(&obj)),
-                ),
+                Deleted::Gone(obj) => {
+                    mirror_event(shared, &info, ns, &req.name, &write_opts(params), None);
+                    json_response(
+                        200,
+                        &success_status(
+                            &info.group,
+                            &info.plural,
+                            &req.name,
+                            crate::util::uid(&obj),
+                        ),
+                    )
+                }
                 Deleted::Pending(obj) => json_response(200, &served(&info, obj)),
             };
             if warn {
@@ -466,6 +472,25 @@ async fn dispatch(
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// A write of an `events.k8s.io` Event shows in core `v1` too, as in the real API server
+/// (`crate::events`): `stored` is the Event written, or `None` when `name` was deleted.
+fn mirror_event(
+    shared: &Shared,
+    info: &ResourceInfo,
+    ns: &str,
+    name: &str,
+    opts: &WriteOpts,
+    stored: Option<&Value>,
+) {
+    if info.group != "events.k8s.io" || info.plural != "events" || opts.dry_run {
+        return;
+    }
+    let name = stored
+        .and_then(|obj| obj["metadata"]["name"].as_str())
+        .unwrap_or(name);
+    crate::events::mirror(shared, ns, name, stored);
 }
 
 /// `DeleteOptions` from the body (kube-rs and kubectl send them there) or the query.
