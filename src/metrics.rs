@@ -8,9 +8,28 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, &'static str)>;
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Seconds, for what takes about a request: a controller's step, a delivery.
+const REQUEST_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Seconds, for a run: from its event's arrival to its outcome.
+const RUN_BUCKETS: [f64; 12] = [
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0,
+];
+
+fn request_histogram() -> Histogram {
+    Histogram::new(REQUEST_BUCKETS)
+}
+
+fn run_histogram() -> Histogram {
+    Histogram::new(RUN_BUCKETS)
+}
 
 #[derive(Debug)]
 pub struct Metrics {
@@ -25,6 +44,9 @@ pub struct Metrics {
     leader: Gauge,
     git_fetches: Family<Labels, Counter>,
     git_stale_lookups: Counter,
+    step_durations: Histograms,
+    run_durations: Histograms,
+    delivery_durations: Histograms,
     in_flight: Mutex<HashSet<String>>,
 }
 
@@ -93,8 +115,29 @@ impl Metrics {
             "Config lookups that read the branch heads of the last successful fetch because the git repository could not be fetched",
             git_stale_lookups.clone(),
         );
+        let step_durations: Histograms = Family::new_with_constructor(request_histogram);
+        registry.register(
+            "reconcile_step_duration_seconds",
+            "How long each step of a run took (an event's delivery, a status write, a Job's creation, ...), by step",
+            step_durations.clone(),
+        );
+        let run_durations: Histograms = Family::new_with_constructor(run_histogram);
+        registry.register(
+            "run_duration_seconds",
+            "How long runs took, from their event's arrival to their outcome, by phase",
+            run_durations.clone(),
+        );
+        let delivery_durations: Histograms = Family::new_with_constructor(request_histogram);
+        registry.register(
+            "event_delivery_duration_seconds",
+            "How long one delivery attempt of an outgoing event took, by kind",
+            delivery_durations.clone(),
+        );
         Metrics {
             registry,
+            step_durations,
+            run_durations,
+            delivery_durations,
             events_received,
             runs_started,
             runs_finished,
@@ -137,6 +180,24 @@ impl Metrics {
         self.deliveries
             .get_or_create(&vec![("kind", kind), ("outcome", outcome)])
             .inc();
+    }
+
+    pub fn step_took(&self, step: &'static str, took: std::time::Duration) {
+        self.step_durations
+            .get_or_create(&vec![("step", step)])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn run_took(&self, phase: &'static str, took: std::time::Duration) {
+        self.run_durations
+            .get_or_create(&vec![("phase", phase)])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn delivery_took(&self, kind: &'static str, took: std::time::Duration) {
+        self.delivery_durations
+            .get_or_create(&vec![("kind", kind)])
+            .observe(took.as_secs_f64());
     }
 
     pub fn reconcile_error(&self, category: &'static str) {
@@ -192,7 +253,19 @@ mod tests {
         metrics.set_in_flight("a", true);
         metrics.set_in_flight("b", true);
         metrics.set_in_flight("a", false);
+        metrics.step_took("create_job", std::time::Duration::from_millis(3));
+        metrics.run_took("Succeeded", std::time::Duration::from_secs(42));
+        metrics.delivery_took("finished", std::time::Duration::from_millis(20));
         let text = metrics.render();
+        for line in [
+            "job_executor_reconcile_step_duration_seconds_bucket{le=\"0.005\",step=\"create_job\"} 1",
+            "job_executor_reconcile_step_duration_seconds_bucket{le=\"0.0025\",step=\"create_job\"} 0",
+            "job_executor_run_duration_seconds_bucket{le=\"60.0\",phase=\"Succeeded\"} 1",
+            "job_executor_run_duration_seconds_bucket{le=\"30.0\",phase=\"Succeeded\"} 0",
+            "job_executor_event_delivery_duration_seconds_count{kind=\"finished\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
         assert!(
             text.contains("job_executor_events_received_total{outcome=\"accepted\"} 2"),
             "{text}"
@@ -211,7 +284,7 @@ mod tests {
                 for pair in labels.0.split(',') {
                     let (name, _) = pair.split_once('=').unwrap();
                     assert!(
-                        ["outcome", "kind", "phase", "category", "le"].contains(&name),
+                        ["outcome", "kind", "phase", "category", "step", "le"].contains(&name),
                         "label {name} in {line}"
                     );
                 }

@@ -1121,6 +1121,11 @@ async fn metrics_count_what_happened() {
         "job_executor_event_deliveries_total{kind=\"finished\",outcome=\"delivered\"} 1",
         "job_executor_runs_finished_total{phase=\"Succeeded\"} 1",
         "job_executor_runs_in_flight 0",
+        // Two tasks, each created once; the run and both its deliveries timed.
+        "job_executor_reconcile_step_duration_seconds_count{step=\"create_job\"} 2",
+        "job_executor_run_duration_seconds_count{phase=\"Succeeded\"} 1",
+        "job_executor_event_delivery_duration_seconds_count{kind=\"started\"} 1",
+        "job_executor_event_delivery_duration_seconds_count{kind=\"finished\"} 1",
     ];
     let deadline = std::time::Instant::now() + LONG;
     loop {

@@ -134,6 +134,26 @@ pub enum Step {
     Wait(Option<Duration>),
 }
 
+impl Step {
+    /// The step's name, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Send(_) => "send",
+            Step::Start => "start",
+            Step::Record(_) => "record",
+            Step::CreateFiles(_) => "create_files",
+            Step::CreateJob(_) => "create_job",
+            Step::LookUpJob(_) => "look_up_job",
+            Step::EndTask { .. } => "end_task",
+            Step::StopJob { .. } => "stop_job",
+            Step::HaltTask { .. } => "halt_task",
+            Step::Halt(_) => "halt",
+            Step::Delete => "delete",
+            Step::Wait(_) => "wait",
+        }
+    }
+}
+
 /// Why a run stops before its tasks are over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Halt {

@@ -22,10 +22,11 @@ use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event as EventsV1;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Resource;
-use kube::api::Api;
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as RecordedEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -281,36 +282,47 @@ pub async fn run(
 /// How many Events may wait to be published; past it, new ones are dropped (and logged).
 const EVENT_QUEUE: usize = 4096;
 
-/// Publishes runs' Events (kube-runtime's recorder, `events.k8s.io/v1`) from a queue, in order,
-/// off the reconciles' path, and only while this replica leads: a follower's or a fenced-off
-/// ex-leader's history is not told.
+/// Publishes runs' Events (`events.k8s.io/v1`) from a queue, in order, off the reconciles'
+/// path, and only while this replica leads: a follower's or a fenced-off ex-leader's history is
+/// not told. Each Event is created once and never updated: a run's history has no repeats to
+/// fold into a series (kube-runtime's recorder would keep every Event of the last six minutes in
+/// memory to find them, which at a few hundred runs a second is more than the whole operator).
 struct Publisher {
-    queue: mpsc::Sender<(ObjectReference, RecordedEvent)>,
+    queue: mpsc::Sender<EventsV1>,
 }
 
 impl Publisher {
     fn start(client: Client, identity: String, leadership: watch::Receiver<Leadership>) -> Self {
-        let (queue, mut pending) = mpsc::channel::<(ObjectReference, RecordedEvent)>(EVENT_QUEUE);
-        let recorder = Recorder::new(
-            client,
-            Reporter {
-                controller: labels::MANAGED_BY.to_string(),
-                instance: Some(identity),
-            },
-        );
+        let (queue, mut pending) = mpsc::channel::<EventsV1>(EVENT_QUEUE);
         tokio::spawn(async move {
-            while let Some((regarding, event)) = pending.recv().await {
+            let mut last = 0i128;
+            while let Some(mut event) = pending.recv().await {
                 let left = match leadership.borrow().fence(FENCE_MARGIN) {
                     Ok(left) => left,
                     Err(_) => continue,
                 };
-                match tokio::time::timeout(left, recorder.publish(&event, &regarding)).await {
-                    Ok(Ok(())) => {}
+                // Named `<run>.<time in hex>` as Kubernetes names Events, the time kept
+                // increasing so that names never collide and sort in order.
+                let now = jiff::Timestamp::now();
+                last = now.as_nanosecond().max(last + 1);
+                let regarding = event.regarding.clone().unwrap_or_default();
+                let run = regarding.name.clone().unwrap_or_default();
+                event.metadata.name = Some(format!("{run}.{last:x}"));
+                event.event_time = Some(MicroTime(now));
+                event.reporting_instance = Some(identity.clone());
+                let api: Api<EventsV1> = Api::namespaced(
+                    client.clone(),
+                    regarding.namespace.as_deref().unwrap_or_default(),
+                );
+                let params = PostParams::default();
+                let created = api.create(&params, &event);
+                match tokio::time::timeout(left, created).await {
+                    Ok(Ok(_)) => {}
                     Ok(Err(error)) => {
-                        tracing::warn!(run = ?regarding.name, reason = %event.reason, %error, "could not publish an Event")
+                        tracing::warn!(run, reason = ?event.reason, %error, "could not publish an Event")
                     }
                     Err(_) => {
-                        tracing::warn!(run = ?regarding.name, reason = %event.reason, "publishing an Event took too long")
+                        tracing::warn!(run, reason = ?event.reason, "publishing an Event took too long")
                     }
                 }
             }
@@ -319,10 +331,10 @@ impl Publisher {
     }
 
     fn publish(&self, run: &JobRun, events: Vec<history::RunEvent>) {
-        let run_ref = run.object_ref(&());
+        let mut run_ref = run.object_ref(&());
+        run_ref.resource_version = None;
         for event in events {
-            // A task's Events point into the run, as a container's point into its pod: the
-            // recorder folds repeats of one action and reason per reference into a series.
+            // A task's Events point into the run, as a container's point into its pod.
             let mut regarding = run_ref.clone();
             regarding.field_path = event
                 .task
@@ -334,19 +346,18 @@ impl Publisher {
                 namespace: regarding.namespace.clone(),
                 ..Default::default()
             });
-            let recorded = RecordedEvent {
-                type_: if event.warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: event.reason.to_string(),
+            let recorded = EventsV1 {
+                type_: Some(if event.warning { "Warning" } else { "Normal" }.into()),
+                reason: Some(event.reason.to_string()),
                 note: Some(event.note),
-                action: event.action.to_string(),
-                secondary: related,
+                action: Some(event.action.to_string()),
+                reporting_controller: Some(labels::MANAGED_BY.to_string()),
+                regarding: Some(regarding),
+                related,
+                ..Default::default()
             };
-            if let Err(error) = self.queue.try_send((regarding.clone(), recorded)) {
-                tracing::debug!(run = ?regarding.name, %error, "an Event was dropped");
+            if let Err(error) = self.queue.try_send(recorded) {
+                tracing::debug!(run = run.name_any(), %error, "an Event was dropped");
             }
         }
     }

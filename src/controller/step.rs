@@ -88,6 +88,8 @@ pub trait World {
     fn group(&self, _run: &JobRun, _status: &JobRunStatus) -> Option<Group> {
         None
     }
+    /// Counts how long a step took.
+    fn step_took(&self, _step: &'static str, _took: Duration) {}
     /// Tells the run's history (Kubernetes Events), in the background: never fails a step.
     fn publish(&self, _run: &JobRun, _events: Vec<RunEvent>) {}
 }
@@ -148,6 +150,8 @@ impl<W: World> Executor<'_, W> {
                 limits: self.limits,
             });
             tracing::debug!(run = name, ?step, "step");
+            let kind = step.kind();
+            let began = std::time::Instant::now();
             match step {
                 Step::Send(kind) => self.send(kind, &mut status, now).await?,
                 Step::Start => record_start(run, &mut status, now),
@@ -217,10 +221,12 @@ impl<W: World> Executor<'_, W> {
                 Step::Halt(halt) => record_halt(run, &mut status, &halt, now),
                 Step::Delete => {
                     self.world.delete_run(name).await?;
+                    self.world.step_took(kind, began.elapsed());
                     return Ok((status, Ending::Deleted));
                 }
                 Step::Wait(delay) => return Ok((status, Ending::Wait(delay))),
             }
+            self.world.step_took(kind, began.elapsed());
         }
         // Not reached while `decide` moves every run on; if it is, the run is looked at again
         // soon instead of spinning.
@@ -389,11 +395,25 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
     }
     if !was_finished && status.phase.is_finished() {
         metrics.run_finished(status.phase.as_str());
+        if let Some(took) = run_duration(&run, &status) {
+            metrics.run_took(status.phase.as_str(), took);
+        }
     }
     Ok(match ending {
         Ending::Wait(Some(delay)) => Action::requeue(delay.max(Duration::from_millis(50))),
         Ending::Wait(None) | Ending::Deleted => Action::await_change(),
     })
+}
+
+/// How long a run took, from its event's arrival (its creation for runs of older versions) to
+/// its outcome.
+fn run_duration(run: &JobRun, status: &JobRunStatus) -> Option<Duration> {
+    let arrived: Timestamp = match &run.spec.arrived_at {
+        Some(at) => at.parse().ok()?,
+        None => run.metadata.creation_timestamp.as_ref()?.0,
+    };
+    let finished: Timestamp = status.finished_at.as_deref()?.parse().ok()?;
+    finished.duration_since(arrived).try_into().ok()
 }
 
 /// The operator's world: the watch's caches, the API server (every write fenced by the
@@ -552,7 +572,15 @@ impl World for Cluster<'_> {
         &self,
         event: &CloudEvent,
     ) -> Result<Result<(), DeliveryError>, ReconcileError> {
-        self.ctx.fenced(self.ctx.parts.sink.deliver(event)).await
+        let began = std::time::Instant::now();
+        let result = self.ctx.fenced(self.ctx.parts.sink.deliver(event)).await;
+        let kind = if event.event_type().ends_with(".started") {
+            "started"
+        } else {
+            "finished"
+        };
+        self.ctx.parts.metrics.delivery_took(kind, began.elapsed());
+        result
     }
 
     async fn write_status(&self, run: &str, status: &JobRunStatus) -> Result<(), ReconcileError> {
@@ -586,6 +614,10 @@ impl World for Cluster<'_> {
 
     fn publish(&self, run: &JobRun, events: Vec<RunEvent>) {
         self.ctx.history.publish(run, events);
+    }
+
+    fn step_took(&self, step: &'static str, took: Duration) {
+        self.ctx.parts.metrics.step_took(step, took);
     }
 
     fn attempted(&self, kind: TaskEventKind, attempt: Attempt) {
