@@ -80,6 +80,29 @@ pub enum Leadership {
 #[error("this replica does not lead (anymore): {0}")]
 pub struct NotLeader(pub String);
 
+/// Runs `effect` if it completes within `left`, and otherwise drops it. Unlike
+/// `tokio::time::timeout`, the deadline is looked at *before* the effect is polled: a process
+/// paused past its deadline (SIGSTOP, a VM frozen) drops a request still waiting for a
+/// connection or the client's rate limit instead of sending it when it resumes.
+pub async fn within<T>(left: Duration, effect: impl std::future::Future<Output = T>) -> Option<T> {
+    let deadline = Instant::now() + left;
+    let mut effect = std::pin::pin!(effect);
+    let mut expiry = std::pin::pin!(tokio::time::sleep(left));
+    std::future::poll_fn(|cx| {
+        if Instant::now() >= deadline {
+            return std::task::Poll::Ready(None);
+        }
+        if let std::task::Poll::Ready(done) = effect.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(done));
+        }
+        match expiry.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    })
+    .await
+}
+
 impl Leadership {
     /// The time left to finish a side effect in, if this replica leads for at least `margin`
     /// more: the effect must be sent within it (and is dropped when it is not done by then).
@@ -451,6 +474,24 @@ fn rand_fraction() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_effect_past_its_deadline_is_dropped_without_being_started() {
+        assert_eq!(within(Duration::from_secs(5), async { 1 }).await, Some(1));
+        let slow = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            1
+        };
+        assert_eq!(within(Duration::from_millis(20), slow).await, None);
+        // A process resumed past the deadline: the effect is not even polled once.
+        let started = std::sync::atomic::AtomicBool::new(false);
+        let effect = async {
+            started.store(true, std::sync::atomic::Ordering::SeqCst);
+            1
+        };
+        assert_eq!(within(Duration::ZERO, effect).await, None);
+        assert!(!started.load(std::sync::atomic::Ordering::SeqCst));
+    }
 
     fn settings(identity: &str) -> LeaseSettings {
         LeaseSettings {

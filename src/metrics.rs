@@ -244,6 +244,76 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// The series names the operator exports: counters end in `_total`, histograms in
+    /// `_bucket`, `_sum` and `_count`.
+    fn exported() -> HashSet<String> {
+        // A family shows once it has a series.
+        let metrics = Metrics::new();
+        metrics.event_received("accepted");
+        metrics.run_finished("Succeeded");
+        metrics.delivery("finished", "delivered");
+        metrics.reconcile_error("conflict");
+        metrics
+            .git_fetches()
+            .get_or_create(&vec![("outcome", "ok")])
+            .inc();
+        metrics.step_took("record", std::time::Duration::ZERO);
+        metrics.run_took("Succeeded", std::time::Duration::ZERO);
+        metrics.delivery_took("finished", std::time::Duration::ZERO);
+        let text = metrics.render();
+        let mut names = HashSet::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else {
+                continue;
+            };
+            let (name, kind) = rest.split_once(' ').unwrap();
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            for suffix in suffixes {
+                names.insert(format!("{name}{suffix}"));
+            }
+        }
+        names
+    }
+
+    /// Every metric the chart's alerts and dashboard read is one the operator exports (a
+    /// renamed metric would leave a dashboard blank and an alert silent).
+    #[test]
+    fn the_chart_reads_only_metrics_the_operator_exports() {
+        let exported = exported();
+        assert!(
+            exported.contains("job_executor_runs_finished_total"),
+            "{exported:?}"
+        );
+        for (file, text) in [
+            (
+                "prometheusrule.yaml",
+                include_str!("../charts/job-executor/templates/prometheusrule.yaml"),
+            ),
+            (
+                "job-executor.json",
+                include_str!("../charts/job-executor/dashboards/job-executor.json"),
+            ),
+        ] {
+            let mut read = 0;
+            for (at, _) in text.match_indices("job_executor_") {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    exported.contains(&name),
+                    "{file} reads {name}, which is not exported"
+                );
+                read += 1;
+            }
+            assert!(read >= 5, "{file}: {read}");
+        }
+    }
+
     #[test]
     fn renders_counters_with_bounded_labels() {
         let metrics = Metrics::new();

@@ -404,15 +404,14 @@ fn the_readme_dry_run_renders_the_sample_event() {
     assert!(stdout.contains("sh.keptn.event.test.started"), "{stdout}");
 }
 
-/// docs/config.md's example of outputs between tasks is a config the binary loads, and its
-/// preview gives `deploy` the output as a placeholder.
-#[test]
-fn the_outputs_example_of_the_config_reference_loads_and_renders() {
+/// The plan `render` makes of the first YAML example under `heading` in docs/config.md, for the
+/// sample deployment event: the example is a config the binary loads as written.
+fn render_config_example(heading: &str, name: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(root().join("docs/config.md")).unwrap();
-    let (_, section) = text.split_once("\n### Outputs between tasks\n").unwrap();
+    let (_, section) = text.split_once(&format!("\n{heading}\n")).unwrap();
     let (_, block) = section.split_once("```yaml\n").unwrap();
     let (yaml, _) = block.split_once("```").unwrap();
-    let dir = support::fresh_dir("docs-outputs");
+    let dir = support::fresh_dir(name);
     std::fs::create_dir_all(dir.join("carts/job")).unwrap();
     let config = dir.join("carts/job/config.yaml");
     std::fs::write(&config, yaml).unwrap();
@@ -425,10 +424,17 @@ fn the_outputs_example_of_the_config_reference_loads_and_renders() {
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{heading}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// docs/config.md's example of outputs between tasks is a config the binary loads, and its
+/// preview gives `deploy` the output as a placeholder.
+#[test]
+fn the_outputs_example_of_the_config_reference_loads_and_renders() {
+    let plan = render_config_example("### Outputs between tasks", "docs-outputs");
     let deploy = &plan["matched"][0]["jobs"][1]["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(
         deploy["env"][0],
@@ -898,27 +904,7 @@ async fn the_signed_request_of_the_docs_is_accepted() {
 /// preview fills the group in from the event.
 #[test]
 fn the_concurrency_example_of_the_config_reference_loads_and_renders() {
-    let text = std::fs::read_to_string(root().join("docs/config.md")).unwrap();
-    let (_, section) = text.split_once("\n### Concurrency groups\n").unwrap();
-    let (_, block) = section.split_once("```yaml\n").unwrap();
-    let (yaml, _) = block.split_once("```").unwrap();
-    let dir = support::fresh_dir("docs-concurrency");
-    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
-    let config = dir.join("carts/job/config.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let out = Command::new(support::BIN)
-        .args(["render", "--format", "json", "--event"])
-        .arg(root().join("test-events/deployment.triggered.json"))
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plan = render_config_example("### Concurrency groups", "docs-concurrency");
     assert_eq!(
         plan["matched"][0]["concurrency"],
         serde_json::json!({"group": "deploy/sockshop/dev/carts", "limit": 1, "policy": "queue"})

@@ -324,25 +324,33 @@ mod tests {
         assert!(group.admits(&concurrency(1, ConcurrencyPolicy::Skip)));
     }
 
-    fn run(name: &str, second: i64, phase: Option<RunPhase>) -> JobRun {
+    /// A run of the group "g" of `limit` (queue), arrived at `arrived`, with `phase` recorded.
+    pub(crate) fn grouped_run(
+        name: &str,
+        arrived: Timestamp,
+        phase: Option<RunPhase>,
+        limit: u32,
+    ) -> JobRun {
         let mut run: JobRun = serde_json::from_value(serde_json::json!({
             "apiVersion": "job-executor.dev/v1alpha1", "kind": "JobRun",
             "metadata": {"name": name, "namespace": "ns"},
             "spec": {
                 "event": {"specversion": "1.0", "id": name, "source": "s", "type": "t"},
                 "action": {"index": 0, "name": "a", "tasks": [],
-                           "concurrency": {"group": "g", "limit": 1, "policy": "queue"}},
-                "arrivedAt": Timestamp::from_second(second).unwrap().to_string(),
+                           "concurrency": {"group": "g", "limit": limit, "policy": "queue"}},
+                "arrivedAt": arrived.to_string(),
             }
         }))
         .unwrap();
-        if let Some(phase) = phase {
-            run.status = Some(crate::crd::JobRunStatus {
-                phase,
-                ..Default::default()
-            });
-        }
+        run.status = phase.map(|phase| crate::crd::JobRunStatus {
+            phase,
+            ..Default::default()
+        });
         run
+    }
+
+    fn run(name: &str, second: i64, phase: Option<RunPhase>) -> JobRun {
+        grouped_run(name, Timestamp::from_second(second).unwrap(), phase, 1)
     }
 
     fn woken(rx: &mut mpsc::UnboundedReceiver<ObjectRef<JobRun>>) -> Vec<String> {

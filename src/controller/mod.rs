@@ -316,12 +316,12 @@ impl Publisher {
                 );
                 let params = PostParams::default();
                 let created = api.create(&params, &event);
-                match tokio::time::timeout(left, created).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(error)) => {
+                match crate::leader::within(left, created).await {
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => {
                         tracing::warn!(run, reason = ?event.reason, %error, "could not publish an Event")
                     }
-                    Err(_) => {
+                    None => {
                         tracing::warn!(run, reason = ?event.reason, "publishing an Event took too long")
                     }
                 }
@@ -490,7 +490,7 @@ impl Context {
         effect: impl std::future::Future<Output = T>,
     ) -> Result<T, ReconcileError> {
         let left = self.parts.leadership.borrow().fence(FENCE_MARGIN)?;
-        tokio::time::timeout(left, effect).await.map_err(|_| {
+        crate::leader::within(left, effect).await.ok_or_else(|| {
             NotLeader("the lease would lapse before the request was done".into()).into()
         })
     }

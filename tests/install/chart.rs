@@ -516,3 +516,166 @@ fn chart_runs_replicas_with_one_leader() {
         "two replicas by default"
     );
 }
+
+/// promtool, unpacked from Debian's prometheus package by `scripts/setup-tools`.
+fn promtool() -> std::path::PathBuf {
+    let path = std::env::var_os("PROMTOOL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/prometheus/usr/bin/promtool"));
+    assert!(
+        path.exists(),
+        "promtool not found at {}: run scripts/setup-tools (or the README's test command)",
+        path.display()
+    );
+    path
+}
+
+fn run_promtool(args: &[&str], dir: &std::path::Path) -> String {
+    let output = Command::new(promtool())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "promtool {args:?}:\n{text}");
+    text
+}
+
+/// A series for promtool: a name with labels, and its values (`0+2x60`: from 0, up 2 a minute,
+/// for an hour).
+fn series(name: &str, values: &str) -> Value {
+    json!({"series": name, "values": values})
+}
+
+/// The chart's alerts are valid PromQL (promtool checks the rules as rendered), and each fires
+/// when what it says happens and stays quiet otherwise (promtool's rule unit tests, on series
+/// named as the operator exports them); the dashboard is valid JSON whose panels each query.
+/// That every metric they read is one the operator exports is checked in `src/metrics.rs`.
+#[test]
+fn the_alerts_fire_when_they_should_and_the_dashboard_is_shipped() {
+    let yaml = render(&[FULL_VALUES, "charts/job-executor/ci/dashboard-values.yaml"]);
+    validate_manifests("monitoring", &yaml);
+    let docs = documents(&yaml);
+    let rule = find(&docs, "PrometheusRule", None);
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    let rules = &rule["spec"]["groups"][0]["rules"];
+    let alerts: Vec<&Value> = rules.as_array().unwrap().iter().collect();
+    let names: Vec<&str> = alerts
+        .iter()
+        .map(|a| a["alert"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "JobExecutorRunsFailing",
+            "JobExecutorDeliveriesGivingUp",
+            "JobExecutorReconcileErrors",
+            "JobExecutorNoLeader",
+            "JobExecutorDown"
+        ]
+    );
+    let dir = tempdir("alerts");
+    std::fs::write(
+        dir.join("rules.yaml"),
+        json!({"groups": rule["spec"]["groups"]}).to_string(),
+    )
+    .unwrap();
+    let checked = run_promtool(&["check", "rules", "rules.yaml"], &dir);
+    assert!(checked.contains("SUCCESS: 5 rules found"), "{checked}");
+
+    // Each alert as it would fire: its labels and annotations as the rule gives them.
+    let firing = |name: &str| {
+        let alert = alerts.iter().find(|a| a["alert"] == name).unwrap();
+        json!([{"exp_labels": alert["labels"], "exp_annotations": alert["annotations"]}])
+    };
+    let quiet = |at: &str| -> Vec<Value> {
+        names
+            .iter()
+            .map(|name| json!({"eval_time": at, "alertname": name, "exp_alerts": []}))
+            .collect()
+    };
+    let failing = json!({
+        "interval": "1m",
+        "input_series": [
+            series("job_executor_runs_finished_total{phase=\"Failed\"}", "0+2x60"),
+            series("job_executor_runs_finished_total{phase=\"Succeeded\"}", "0+1x60"),
+            series("job_executor_event_deliveries_total{kind=\"finished\",outcome=\"gave_up\"}", "0x10 1x50"),
+            series("job_executor_reconcile_errors_total{category=\"api_server\"}", "0+30x60"),
+            series("job_executor_leader{pod=\"a\"}", "0x60"),
+        ],
+        "alert_rule_test": [
+            {"eval_time": "40m", "alertname": "JobExecutorRunsFailing", "exp_alerts": firing("JobExecutorRunsFailing")},
+            {"eval_time": "20m", "alertname": "JobExecutorDeliveriesGivingUp", "exp_alerts": firing("JobExecutorDeliveriesGivingUp")},
+            {"eval_time": "40m", "alertname": "JobExecutorDeliveriesGivingUp", "exp_alerts": []},
+            {"eval_time": "40m", "alertname": "JobExecutorReconcileErrors", "exp_alerts": firing("JobExecutorReconcileErrors")},
+            {"eval_time": "40m", "alertname": "JobExecutorNoLeader", "exp_alerts": firing("JobExecutorNoLeader")},
+            {"eval_time": "40m", "alertname": "JobExecutorDown", "exp_alerts": []},
+        ],
+    });
+    // Runs succeed, a replica leads, and the only errors are a follower's refused steps.
+    let healthy = json!({
+        "interval": "1m",
+        "input_series": [
+            series("job_executor_runs_finished_total{phase=\"Failed\"}", "0x60"),
+            series("job_executor_runs_finished_total{phase=\"Succeeded\"}", "0+5x60"),
+            series("job_executor_event_deliveries_total{kind=\"finished\",outcome=\"delivered\"}", "0+5x60"),
+            series("job_executor_reconcile_errors_total{category=\"not_leader\"}", "0+30x60"),
+            series("job_executor_leader{pod=\"a\"}", "1x60"),
+            series("job_executor_leader{pod=\"b\"}", "0x60"),
+        ],
+        "alert_rule_test": quiet("40m"),
+    });
+    let mut gone_tests = quiet("10m");
+    gone_tests.retain(|t| t["alertname"] != "JobExecutorDown");
+    gone_tests.push(json!({"eval_time": "10m", "alertname": "JobExecutorDown", "exp_alerts": [{"exp_labels": {"severity": "critical"}, "exp_annotations": alerts[4]["annotations"]}]}));
+    let gone = json!({
+        "interval": "1m",
+        "input_series": [series("up{job=\"other\"}", "1x60")],
+        "alert_rule_test": gone_tests,
+    });
+    std::fs::write(
+        dir.join("tests.yaml"),
+        json!({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [failing, healthy, gone]})
+            .to_string(),
+    )
+    .unwrap();
+    let tested = run_promtool(&["test", "rules", "tests.yaml"], &dir);
+    assert!(tested.contains("SUCCESS"), "{tested}");
+    std::fs::remove_dir_all(dir).unwrap();
+
+    // The dashboard: a ConfigMap Grafana's sidecar finds, holding the JSON of the file.
+    let dashboard = find(&docs, "ConfigMap", Some("jx-dashboard"));
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json_text = dashboard["data"]["job-executor.json"].as_str().unwrap();
+    let parsed: Value = serde_json::from_str(json_text).unwrap();
+    assert_eq!(
+        parsed,
+        serde_json::from_str::<Value>(&read("charts/job-executor/dashboards/job-executor.json"))
+            .unwrap()
+    );
+    let panels = parsed["panels"].as_array().unwrap();
+    assert!(panels.len() >= 8, "{}", panels.len());
+    for panel in panels {
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(
+            !targets.is_empty()
+                && targets.iter().all(|t| t["expr"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("job_executor_"))),
+            "{panel}"
+        );
+    }
+    // Off by default.
+    let defaults = documents(&render(&[]));
+    assert!(defaults.iter().all(|d| d["kind"] != "PrometheusRule"));
+    assert!(defaults.iter().all(|d| {
+        !d["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("-dashboard")
+    }));
+}

@@ -54,22 +54,7 @@ struct ModelRun {
 }
 
 fn object(index: usize, name: &str, phase: Option<RunPhase>, limit: u32) -> JobRun {
-    let mut run: JobRun = serde_json::from_value(serde_json::json!({
-        "apiVersion": "job-executor.dev/v1alpha1", "kind": "JobRun",
-        "metadata": {"name": name, "namespace": "ns"},
-        "spec": {
-            "event": {"specversion": "1.0", "id": name, "source": "s", "type": "t"},
-            "action": {"index": 0, "name": "a", "tasks": [],
-                       "concurrency": {"group": "g", "limit": limit, "policy": "queue"}},
-            "arrivedAt": arrival(index).to_string(),
-        }
-    }))
-    .unwrap();
-    run.status = phase.map(|phase| crate::crd::JobRunStatus {
-        phase,
-        ..Default::default()
-    });
-    run
+    super::tests::grouped_run(name, arrival(index), phase, limit)
 }
 
 /// Run `index` arrived `index` seconds in.
