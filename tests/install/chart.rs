@@ -519,15 +519,7 @@ fn chart_runs_replicas_with_one_leader() {
 
 /// promtool, unpacked from Debian's prometheus package by `scripts/setup-tools`.
 fn promtool() -> std::path::PathBuf {
-    let path = std::env::var_os("PROMTOOL")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv/prometheus/usr/bin/promtool"));
-    assert!(
-        path.exists(),
-        "promtool not found at {}: run scripts/setup-tools (or the README's test command)",
-        path.display()
-    );
-    path
+    crate::common::installed_tool("PROMTOOL", ".venv/prometheus/usr/bin/promtool")
 }
 
 fn run_promtool(args: &[&str], dir: &std::path::Path) -> String {

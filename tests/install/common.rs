@@ -19,17 +19,24 @@ pub fn read(path: &str) -> String {
     std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// `kubernetes-validate`, installed by `scripts/setup-tools` (env KUBERNETES_VALIDATE).
-pub fn kubernetes_validate() -> PathBuf {
-    let path = std::env::var_os("KUBERNETES_VALIDATE")
+/// A tool `scripts/setup-tools` installs under the checkout (`default`), or where the
+/// environment variable `env` says.
+pub fn installed_tool(env: &str, default: &str) -> PathBuf {
+    let path = std::env::var_os(env)
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv/bin/kubernetes-validate"));
+        .unwrap_or_else(|| root().join(default));
     assert!(
         path.exists(),
-        "kubernetes-validate not found at {}: run scripts/setup-tools (or the README's test command)",
+        "{} not found at {}: run scripts/setup-tools (or the README's test command)",
+        path.file_name().unwrap_or_default().to_string_lossy(),
         path.display()
     );
     path
+}
+
+/// `kubernetes-validate`, installed by `scripts/setup-tools` (env KUBERNETES_VALIDATE).
+pub fn kubernetes_validate() -> PathBuf {
+    installed_tool("KUBERNETES_VALIDATE", ".venv/bin/kubernetes-validate")
 }
 
 /// The Python of the same virtual environment (it has helm-python-sdk).
