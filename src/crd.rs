@@ -246,6 +246,63 @@ pub struct Delivery {
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<String>,
+    /// The event's delivery to the dead-letter sink, once it was given up (when one is
+    /// configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetter>,
+}
+
+/// The delivery of a given-up event to the dead-letter sink (the same event, with why it was
+/// not delivered), retried like the first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    #[serde(default)]
+    pub state: DeliveryState,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_attempt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
+}
+
+impl Delivery {
+    /// Still being tried: at the sink, or, given up there, at the dead-letter sink.
+    pub fn in_progress(&self) -> bool {
+        match self.state {
+            DeliveryState::Pending => true,
+            DeliveryState::GaveUp => self
+                .dead_letter
+                .as_ref()
+                .is_some_and(|d| d.state == DeliveryState::Pending),
+            DeliveryState::Delivered => false,
+        }
+    }
+
+    /// Delivered, to the sink or to the dead-letter sink.
+    pub fn reported(&self) -> bool {
+        self.state == DeliveryState::Delivered
+            || self
+                .dead_letter
+                .as_ref()
+                .is_some_and(|d| d.state == DeliveryState::Delivered)
+    }
+
+    /// When the attempt in progress is due (`None`: now), if one is.
+    pub fn due(&self) -> Option<Option<&str>> {
+        match (self.state, &self.dead_letter) {
+            (DeliveryState::Pending, _) => Some(self.next_attempt.as_deref()),
+            (DeliveryState::GaveUp, Some(dead)) if dead.state == DeliveryState::Pending => {
+                Some(dead.next_attempt.as_deref())
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -325,10 +382,6 @@ impl JobRun {
 impl JobRunStatus {
     /// Finished, and its `.finished` (if any) delivered or given up.
     pub fn is_done(&self) -> bool {
-        self.phase.is_finished()
-            && self
-                .finished
-                .as_ref()
-                .is_none_or(|d| d.state != DeliveryState::Pending)
+        self.phase.is_finished() && self.finished.as_ref().is_none_or(|d| !d.in_progress())
     }
 }

@@ -39,6 +39,7 @@ pub struct Metrics {
     runs_finished: Family<Labels, Counter>,
     jobs_created: Counter,
     deliveries: Family<Labels, Counter>,
+    dead_letters: Family<Labels, Counter>,
     reconcile_errors: Family<Labels, Counter>,
     runs_in_flight: Gauge,
     leader: Gauge,
@@ -84,6 +85,12 @@ impl Metrics {
             "event_deliveries",
             "Outgoing event delivery attempts, by kind and outcome",
             deliveries.clone(),
+        );
+        let dead_letters = Family::<Labels, Counter>::default();
+        registry.register(
+            "dead_letter_deliveries",
+            "Attempts to send a given-up event to the dead-letter sink, by kind and outcome",
+            dead_letters.clone(),
         );
         let reconcile_errors = Family::<Labels, Counter>::default();
         registry.register(
@@ -143,6 +150,7 @@ impl Metrics {
             runs_finished,
             jobs_created,
             deliveries,
+            dead_letters,
             reconcile_errors,
             runs_in_flight,
             leader,
@@ -178,6 +186,12 @@ impl Metrics {
 
     pub fn delivery(&self, kind: &'static str, outcome: &'static str) {
         self.deliveries
+            .get_or_create(&vec![("kind", kind), ("outcome", outcome)])
+            .inc();
+    }
+
+    pub fn dead_letter(&self, kind: &'static str, outcome: &'static str) {
+        self.dead_letters
             .get_or_create(&vec![("kind", kind), ("outcome", outcome)])
             .inc();
     }

@@ -2,18 +2,25 @@
 //! attempt in the JobRun's status and asks `retry_delay` when to try again, so retries survive
 //! a restart.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use rustls::{ClientConfig, RootCertStore};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::event::CloudEvent;
+use crate::secret_file::{SecretFile, SecretFileError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SinkMode {
@@ -25,10 +32,18 @@ pub enum SinkMode {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SinkError {
-    #[error("sink URL {0:?} is not a valid http:// URL")]
+    #[error("sink URL {0:?} is not a valid http:// or https:// URL")]
     InvalidUrl(String),
     #[error("sink header {0:?} is not `Name: value`")]
     InvalidHeader(String),
+    #[error("the CA bundle {path} cannot be used: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error(transparent)]
+    HeaderFile(#[from] SecretFileError),
+    #[error("the sink header file {path}: {problem}")]
+    HeaderFileContent { path: String, problem: String },
+    #[error("TLS cannot be set up: {0}")]
+    Tls(String),
 }
 
 /// Why one delivery attempt failed.
@@ -45,11 +60,30 @@ pub enum DeliveryError {
     Rejected { status: u16, message: String },
 }
 
+/// Where and how events are sent.
+#[derive(Debug, Clone, Default)]
+pub struct SinkOptions {
+    /// `http://` or `https://`.
+    pub url: String,
+    pub mode: Option<SinkMode>,
+    /// `Name: value` lines sent with every event (for example an API token).
+    pub headers: Vec<String>,
+    /// A file of more `Name: value` lines (a mounted Secret), read again when it changes.
+    pub header_file: Option<PathBuf>,
+    /// PEM certificates trusted for `https://`, besides the system's trust store.
+    pub ca_file: Option<PathBuf>,
+    /// How long one attempt may take.
+    pub timeout: Duration,
+}
+
+type Connector = HttpsConnector<HttpConnector>;
+
 pub struct Sink {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
     url: Uri,
     mode: SinkMode,
     headers: Vec<(HeaderName, HeaderValue)>,
+    header_file: Option<SecretFile>,
     timeout: Duration,
 }
 
@@ -63,47 +97,67 @@ impl std::fmt::Debug for Sink {
 }
 
 impl Sink {
-    /// `headers` are `Name: value` lines sent with every event (for example an API token).
-    pub fn new(
-        url: &str,
-        mode: SinkMode,
-        headers: &[String],
-        timeout: Duration,
-    ) -> Result<Self, SinkError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|_| SinkError::InvalidUrl(url.to_string()))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(SinkError::InvalidUrl(url.to_string()));
-        }
-        let headers = headers
+    /// Checks the URL and the headers, reads the header file and the CA bundle now (a bad one
+    /// stops the start, naming the file).
+    pub fn new(options: &SinkOptions) -> Result<Self, SinkError> {
+        let uri = check_url(&options.url)?;
+        let https = uri.scheme_str() == Some("https");
+        let headers = options
+            .headers
             .iter()
-            .map(|line| {
-                let (name, value) = line
-                    .split_once(':')
-                    .ok_or_else(|| SinkError::InvalidHeader(line.clone()))?;
-                let name = HeaderName::try_from(name.trim())
-                    .map_err(|_| SinkError::InvalidHeader(line.clone()))?;
-                let value = HeaderValue::try_from(value.trim())
-                    .map_err(|_| SinkError::InvalidHeader(line.clone()))?;
-                Ok((name, value))
-            })
+            .map(|line| parse_header(line))
             .collect::<Result<Vec<_>, SinkError>>()?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
-        connector.set_nodelay(true);
+        let header_file = match &options.header_file {
+            Some(path) => {
+                let file = SecretFile::open("sink header file", path.clone())?;
+                file_headers(&file)?;
+                Some(file)
+            }
+            None => None,
+        };
+        // Trust anchors are only loaded for an https:// sink: a plain one needs none.
+        let tls = tls_config(https, options.ca_file.as_deref())?;
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(options.timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         Ok(Sink {
             client: Client::builder(TokioExecutor::new()).build(connector),
             url: uri,
-            mode,
+            mode: options.mode.unwrap_or(SinkMode::Binary),
             headers,
-            timeout,
+            header_file,
+            timeout: options.timeout,
         })
+    }
+
+    /// The URL without credentials or query, as the dead-letter event names it.
+    pub fn destination(&self) -> String {
+        let scheme = self.url.scheme_str().unwrap_or("http");
+        let host = self.url.host().unwrap_or_default();
+        match self.url.port_u16() {
+            Some(port) => format!("{scheme}://{host}:{port}{}", self.url.path()),
+            None => format!("{scheme}://{host}{}", self.url.path()),
+        }
     }
 
     /// One attempt to deliver one event.
     pub async fn deliver(&self, event: &CloudEvent) -> Result<(), DeliveryError> {
-        let request = build_request(event, self.mode, &self.url, &self.headers).map_err(|e| {
+        let mut headers = self.headers.clone();
+        if let Some(file) = &self.header_file {
+            // A header file that went bad is retried: a Secret being rotated is written anew.
+            let more = file_headers(file).map_err(|e| DeliveryError::Transient {
+                message: e.to_string(),
+                retry_after: None,
+            })?;
+            headers.extend(more);
+        }
+        let request = build_request(event, self.mode, &self.url, &headers).map_err(|e| {
             DeliveryError::Rejected {
                 status: 0,
                 message: format!("cannot encode the event: {e}"),
@@ -141,6 +195,92 @@ impl Sink {
             }),
         }
     }
+}
+
+/// An `http://` or `https://` URL with a host.
+pub fn check_url(url: &str) -> Result<Uri, SinkError> {
+    let invalid = || SinkError::InvalidUrl(url.to_string());
+    let uri: Uri = url.parse().map_err(|_| invalid())?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(invalid());
+    }
+    Ok(uri)
+}
+
+/// One `Name: value` header.
+pub fn parse_header(line: &str) -> Result<(HeaderName, HeaderValue), SinkError> {
+    let invalid = || SinkError::InvalidHeader(line.to_string());
+    let (name, value) = line.split_once(':').ok_or_else(invalid)?;
+    let name = HeaderName::try_from(name.trim()).map_err(|_| invalid())?;
+    let value = HeaderValue::try_from(value.trim()).map_err(|_| invalid())?;
+    Ok((name, value))
+}
+
+/// A header file's headers: `Name: value` per line, or comma-separated as in
+/// `--sink-header`; blank lines and `#` comments are skipped. Values are never shown in errors
+/// (only the header's name, or the line number).
+pub fn parse_header_lines(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    let mut headers = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        for item in line.split(',') {
+            let item = item.trim();
+            if item.is_empty() || item.starts_with('#') {
+                continue;
+            }
+            let (name, value) = parse_header(item).map_err(|_| {
+                let name = item.split_once(':').map_or("", |(n, _)| n.trim());
+                if name.is_empty() || HeaderName::try_from(name).is_err() {
+                    format!("line {}: not `Name: value`", index + 1)
+                } else {
+                    format!(
+                        "line {}: the value of {name} is not a valid header value",
+                        index + 1
+                    )
+                }
+            })?;
+            headers.push((name, value));
+        }
+    }
+    Ok(headers)
+}
+
+fn file_headers(file: &SecretFile) -> Result<Vec<(HeaderName, HeaderValue)>, SinkError> {
+    let text = file.current()?;
+    parse_header_lines(&text).map_err(|problem| SinkError::HeaderFileContent {
+        path: file.path().display().to_string(),
+        problem,
+    })
+}
+
+/// The TLS client configuration: the system's trust store and the CA bundle, on the `ring`
+/// provider kube uses (two providers make rustls refuse to pick one).
+fn tls_config(https: bool, ca_file: Option<&Path>) -> Result<ClientConfig, SinkError> {
+    let mut roots = RootCertStore::empty();
+    if https {
+        // Unreadable entries of the system store are skipped; what is there is used.
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+    }
+    if let Some(path) = ca_file {
+        let problem = |reason: String| SinkError::CaFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| problem(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| problem(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(problem("it holds no PEM certificate".to_string()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| problem(e.to_string()))?;
+        }
+    }
+    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SinkError::Tls(e.to_string()))
+        .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
 }
 
 /// An error and its causes, `outer: inner: …`, for messages people read.
@@ -241,17 +381,91 @@ fn percent_encode(text: &str) -> String {
     out
 }
 
-/// How long to wait before attempt `attempts + 1`: exponential from one second, capped at a
-/// minute, with up to 20 % jitter derived from `seed` (so it is stable across restarts), and
-/// never sooner than the sink's `Retry-After`.
-pub fn retry_delay(attempts: u32, seed: &str, retry_after: Option<Duration>) -> Duration {
-    let base = Duration::from_secs(1)
-        .saturating_mul(1u32 << attempts.saturating_sub(1).min(6))
-        .min(Duration::from_secs(60));
-    let digest = Sha256::digest(format!("{seed}/{attempts}").as_bytes());
-    let jitter_permille = u64::from(u16::from_be_bytes([digest[0], digest[1]]) % 200);
-    let delay = base + base.mul_f64(jitter_permille as f64 / 1000.0);
-    delay.max(retry_after.unwrap_or_default())
+/// How the delay between attempts grows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backoff {
+    /// The base delay, doubled at each retry.
+    #[default]
+    Exponential,
+    /// The base delay times the retry's number.
+    Linear,
+}
+
+/// When an undeliverable event is tried again, and when it is given up (Knative's delivery
+/// spec: `retry`, `backoffPolicy`, `backoffDelay`, plus a bound in time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt; `None`: as many as `give_up_after` allows.
+    pub retries: Option<u32>,
+    pub backoff: Backoff,
+    /// The first retry's delay.
+    pub delay: Duration,
+    /// How long after the first attempt the event is given up at the latest.
+    pub give_up_after: Duration,
+}
+
+/// The longest wait between two attempts that the backoff computes (a sink's `Retry-After`
+/// may ask for more), unless the base delay itself is longer.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            retries: None,
+            backoff: Backoff::Exponential,
+            delay: Duration::from_secs(1),
+            give_up_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// How long to wait after `attempts` failed attempts: the backoff, capped at
+    /// [`MAX_BACKOFF`], with up to 20 % jitter derived from `seed` (so it is stable across
+    /// restarts), and never sooner than the sink's `Retry-After`.
+    pub fn delay(&self, attempts: u32, seed: &str, retry_after: Option<Duration>) -> Duration {
+        let attempts = attempts.max(1);
+        let base = match self.backoff {
+            Backoff::Exponential => self.delay.saturating_mul(1u32 << (attempts - 1).min(20)),
+            Backoff::Linear => self.delay.saturating_mul(attempts),
+        };
+        let base = base.min(MAX_BACKOFF.max(self.delay));
+        let digest = Sha256::digest(format!("{seed}/{attempts}").as_bytes());
+        let jitter_permille = u64::from(u16::from_be_bytes([digest[0], digest[1]]) % 200);
+        let delay = base + base.mul_f64(jitter_permille as f64 / 1000.0);
+        delay.max(retry_after.unwrap_or_default())
+    }
+
+    /// Whether an event tried `attempts` times, the first `tried_for` ago, is given up.
+    pub fn gives_up(&self, attempts: u32, tried_for: Duration) -> bool {
+        self.retries.is_some_and(|retries| attempts > retries) || tried_for >= self.give_up_after
+    }
+}
+
+/// The extension attributes a dead-lettered event carries: why it was not delivered, where
+/// it should have gone, and how often it was tried.
+pub const DEAD_LETTER_REASON: &str = "deliveryerror";
+pub const DEAD_LETTER_DESTINATION: &str = "deliveryerrordest";
+pub const DEAD_LETTER_ATTEMPTS: &str = "deliveryattempts";
+
+/// The event as the dead-letter sink receives it: the same event (id, type, data), with the
+/// reason it could not be delivered as extensions.
+pub fn dead_letter_event(
+    event: &CloudEvent,
+    reason: &str,
+    destination: &str,
+    attempts: u32,
+) -> CloudEvent {
+    let mut value = event.as_value().clone();
+    if let Some(object) = value.as_object_mut() {
+        object.insert(DEAD_LETTER_REASON.into(), Value::String(reason.into()));
+        object.insert(
+            DEAD_LETTER_DESTINATION.into(),
+            Value::String(destination.into()),
+        );
+        object.insert(DEAD_LETTER_ATTEMPTS.into(), Value::from(attempts));
+    }
+    CloudEvent::from_value(value).unwrap_or_else(|_| event.clone())
 }
 
 #[cfg(test)]
@@ -322,39 +536,115 @@ mod tests {
 
     #[test]
     fn retry_delays_grow_cap_and_honour_retry_after() {
-        let first = retry_delay(1, "run", None);
+        let policy = RetryPolicy::default();
+        let first = policy.delay(1, "run", None);
         assert!(first >= Duration::from_secs(1) && first < Duration::from_millis(1200));
-        let fourth = retry_delay(4, "run", None);
+        let fourth = policy.delay(4, "run", None);
         assert!(fourth >= Duration::from_secs(8) && fourth < Duration::from_millis(9600));
-        let late = retry_delay(30, "run", None);
+        let late = policy.delay(30, "run", None);
         assert!(late >= Duration::from_secs(60) && late <= Duration::from_secs(72));
-        assert_eq!(retry_delay(30, "run", None), late, "stable across calls");
+        assert_eq!(policy.delay(30, "run", None), late, "stable across calls");
         assert_eq!(
-            retry_delay(1, "run", Some(Duration::from_secs(30))),
+            policy.delay(1, "run", Some(Duration::from_secs(30))),
             Duration::from_secs(30)
         );
     }
 
     #[test]
-    fn urls_and_headers_are_checked() {
-        assert!(Sink::new("ftp://x", SinkMode::Binary, &[], Duration::from_secs(1)).is_err());
+    fn linear_backoff_adds_the_delay_and_retries_are_counted() {
+        let policy = RetryPolicy {
+            retries: Some(3),
+            backoff: Backoff::Linear,
+            delay: Duration::from_millis(500),
+            ..RetryPolicy::default()
+        };
+        for (attempts, base) in [(1, 500), (2, 1000), (3, 1500)] {
+            let delay = policy.delay(attempts, "run", None);
+            let base = Duration::from_millis(base);
+            assert!(
+                delay >= base && delay < base.mul_f64(1.2),
+                "{attempts}: {delay:?}"
+            );
+        }
         assert!(
-            Sink::new(
-                "http://x",
-                SinkMode::Binary,
-                &["nocolon".into()],
-                Duration::from_secs(1)
-            )
-            .is_err()
+            !policy.gives_up(3, Duration::ZERO),
+            "the first and three retries"
         );
+        assert!(policy.gives_up(4, Duration::ZERO));
         assert!(
-            Sink::new(
-                "http://x:8080/e",
-                SinkMode::Binary,
-                &["x-token: t".into()],
-                Duration::from_secs(1)
-            )
-            .is_ok()
+            policy.gives_up(1, Duration::from_secs(3600)),
+            "and the time"
+        );
+        // A base delay longer than the cap is kept.
+        let slow = RetryPolicy {
+            delay: Duration::from_secs(120),
+            ..RetryPolicy::default()
+        };
+        assert!(slow.delay(3, "run", None) >= Duration::from_secs(120));
+    }
+
+    #[test]
+    fn a_dead_letter_says_why_where_and_how_often() {
+        let letter =
+            dead_letter_event(&event(), "the sink answered 503: down", "https://sink/e", 4);
+        assert_eq!(letter.id(), "abc");
+        assert_eq!(letter.event_type(), "sh.keptn.event.test.finished");
+        assert_eq!(letter.data(), event().data());
+        assert_eq!(
+            letter.extension(DEAD_LETTER_REASON).as_deref(),
+            Some("the sink answered 503: down")
+        );
+        assert_eq!(
+            letter.extension(DEAD_LETTER_DESTINATION).as_deref(),
+            Some("https://sink/e")
+        );
+        assert_eq!(letter.extension(DEAD_LETTER_ATTEMPTS).as_deref(), Some("4"));
+    }
+
+    #[test]
+    fn header_files_hold_lines_and_never_show_values() {
+        let headers =
+            parse_header_lines("# the token\nAuthorization: Bearer abc\n\nx-a: 1, x-b: 2\n")
+                .unwrap();
+        let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["authorization", "x-a", "x-b"]);
+        assert_eq!(headers[0].1, "Bearer abc");
+        let problem = parse_header_lines("x-ok: 1\nAuthorization: Bearer \u{7}secret").unwrap_err();
+        assert_eq!(
+            problem,
+            "line 2: the value of Authorization is not a valid header value"
+        );
+        assert_eq!(
+            parse_header_lines("just-a-token").unwrap_err(),
+            "line 1: not `Name: value`"
+        );
+    }
+
+    fn options(url: &str, headers: &[&str]) -> SinkOptions {
+        SinkOptions {
+            url: url.into(),
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            timeout: Duration::from_secs(1),
+            ..SinkOptions::default()
+        }
+    }
+
+    #[test]
+    fn urls_and_headers_are_checked() {
+        assert!(Sink::new(&options("ftp://x", &[])).is_err());
+        assert!(Sink::new(&options("http://x", &["nocolon"])).is_err());
+        assert!(Sink::new(&options("http://x:8080/e", &["x-token: t"])).is_ok());
+        assert!(Sink::new(&options("https://x:8443/e", &[])).is_ok());
+        let sink = Sink::new(&options("https://user:pw@x:8443/e?token=1", &[])).unwrap();
+        assert_eq!(sink.destination(), "https://x:8443/e", "no credentials");
+        let missing = SinkOptions {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..options("https://x/", &[])
+        };
+        let error = Sink::new(&missing).unwrap_err().to_string();
+        assert!(
+            error.starts_with("the CA bundle /nonexistent/ca.pem cannot be used"),
+            "{error}"
         );
     }
 

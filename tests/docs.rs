@@ -132,6 +132,8 @@ const RUN_BY: &[(&str, &str, usize, &str)] = &[
         "not run: a measurement of an hour and more, recorded in the table below the block"),
     ("docs/operator.md", "### Cancelling a run", 0,
         "tests/workflow.rs a_cancel_during_the_second_task_stops_the_run_on_kube_sim"),
+    ("docs/operator.md", "### Delivering `.started` and `.finished`", 0,
+        "tests/operator.rs an_https_sink_a_rotated_token_and_a_dead_letter_sink"),
     ("docs/operator.md", "### A run's history", 0,
         "tests/workflow.rs a_failure_skips_what_needs_it_on_kube_sim"),
     ("docs/operator.md", "### Concurrency groups", 0,

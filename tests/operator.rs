@@ -489,6 +489,154 @@ async fn a_sink_outage_delays_finished_until_the_sink_is_back() {
     assert_eq!(h.jobruns()[0]["status"]["finished"]["attempts"], 3, "{run}");
 }
 
+/// Knative-style delivery: an https:// sink trusted through a CA bundle, its token read from
+/// a header file that is rotated while the operator runs, a bounded number of linear retries,
+/// and a dead-letter sink that receives what the sink would not take, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_sink_a_rotated_token_and_a_dead_letter_sink() {
+    let mut h = Harness::start(&[]).await;
+    let tls = support::TestTls::new(&h.dir);
+    let https_url = h.sink.serve_tls(&tls).await;
+    let dead_letters = support::TestSink::start().await;
+    let header_file = h.dir.join("sink-headers");
+    std::fs::write(
+        &header_file,
+        "# the sink's token\nAuthorization: Bearer first\n",
+    )
+    .unwrap();
+    h.kill_operator();
+    for (flag, value) in [
+        ("--sink-url", https_url.as_str()),
+        ("--sink-ca-file", support::path_str(&tls.ca_file)),
+        ("--sink-header-file", support::path_str(&header_file)),
+        ("--sink-retries", "2"),
+        ("--sink-backoff-policy", "linear"),
+        ("--sink-backoff-delay", "100ms"),
+        ("--dead-letter-sink-url", dead_letters.url.as_str()),
+    ] {
+        h.set_flag(flag, value);
+    }
+    h.start_operator().await;
+
+    // Over TLS, with the token of the file.
+    let event = sample_with_id("test.triggered.json", "tls-first");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    h.wait_finished("tls-first", LONG).await;
+    for received in h.sink.for_trigger("tls-first") {
+        assert_eq!(received.headers["authorization"], "Bearer first");
+    }
+
+    // The Secret is rotated: the next attempts carry the new token. The sink is down for the
+    // next `.finished`: the first attempt and two retries, then the dead-letter sink has it.
+    std::fs::write(&header_file, "Authorization: Bearer second\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&header_file)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let tokens = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = tokens.clone();
+    h.sink.set_policy(move |event| {
+        let token = event.headers["authorization"].to_str().unwrap().to_string();
+        seen.lock().unwrap().push(token);
+        if event.event_type.ends_with(".finished") {
+            support::Reply::Unavailable
+        } else {
+            support::Reply::Accept
+        }
+    });
+    let event = sample_with_id("test.triggered.json", "tls-dead");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    wait_for("the dead letter", LONG, || {
+        !dead_letters.for_trigger("tls-dead").is_empty()
+    })
+    .await;
+    let letter = &dead_letters.for_trigger("tls-dead")[0];
+    assert!(letter.event_type.ends_with(".finished"), "{letter:?}");
+    assert_eq!(letter.data["status"], "succeeded", "the event itself");
+    let header = |name: &str| letter.headers[name].to_str().unwrap().to_string();
+    assert_eq!(header("ce-deliveryerrordest"), https_url);
+    assert_eq!(header("ce-deliveryattempts"), "3");
+    assert!(header("ce-deliveryerror").contains("503"), "{letter:?}");
+    assert!(
+        !letter.headers.contains_key("authorization"),
+        "the sink's token stays with the sink"
+    );
+    let tokens = tokens.lock().unwrap().clone();
+    assert_eq!(
+        tokens.len(),
+        4,
+        ".started, then .finished three times: {tokens:?}"
+    );
+    assert!(tokens.iter().all(|t| t == "Bearer second"), "{tokens:?}");
+
+    // The run says so: given up at the sink, taken by the dead-letter sink.
+    let name = h
+        .jobruns()
+        .into_iter()
+        .find(|r| r["spec"]["event"]["id"] == "tls-dead")
+        .map(|r| r["metadata"]["name"].as_str().unwrap().to_string())
+        .unwrap();
+    let dead_lettered = || {
+        let run: Value =
+            serde_json::from_str(&h.kubectl(&["get", "jobrun", &name, "-o", "json"])).unwrap();
+        let finished = &run["status"]["finished"];
+        let condition = run["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "EventsDelivered").cloned())
+            .unwrap_or_default();
+        finished["state"] == "GaveUp"
+            && finished["attempts"] == 3
+            && finished["deadLetter"]["state"] == "Delivered"
+            && condition["status"] == "False"
+            && condition["reason"] == "DeadLettered"
+    };
+    wait_for("the status to say so", LONG, dead_lettered).await;
+    let block = support::doc_sh_block(
+        "docs/operator.md",
+        "### Delivering `.started` and `.finished`",
+    );
+    let shown = support::run_shell(&block, &h.kubeconfig, "default", &[("RUN", &name)]);
+    assert_eq!(
+        shown.trim(),
+        "GaveUp Delivered",
+        "what docs/operator.md says it prints"
+    );
+    let (_, metrics) = h.get_admin("/metrics").await;
+    for line in [
+        "job_executor_event_deliveries_total{kind=\"finished\",outcome=\"gave_up\"} 1",
+        "job_executor_dead_letter_deliveries_total{kind=\"finished\",outcome=\"delivered\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+    wait_for("the run's history to say so", LONG, || {
+        h.kubectl(&["describe", "jobrun", &name])
+            .contains("sent to the dead-letter sink")
+    })
+    .await;
+
+    // Without the CA bundle the sink is not trusted: nothing is sent to it, and the dead
+    // letter says why.
+    h.sink.accept_all();
+    h.kill_operator();
+    let ca = h.args.iter().position(|a| a == "--sink-ca-file").unwrap();
+    h.args.drain(ca..ca + 2);
+    h.set_flag("--sink-retries", "0");
+    h.start_operator().await;
+    let event = sample_with_id("test.triggered.json", "tls-untrusted");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    wait_for("the untrusted sink's dead letter", LONG, || {
+        !dead_letters.for_trigger("tls-untrusted").is_empty()
+    })
+    .await;
+    let letter = &dead_letters.for_trigger("tls-untrusted")[0];
+    let reason = letter.headers["ce-deliveryerror"].to_str().unwrap();
+    assert!(reason.contains("certificate"), "{reason}");
+    assert!(h.sink.for_trigger("tls-untrusted").is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_its_status_and_message_and_the_operator_keeps_serving() {
     let h = Harness::start(&["--ingest-token", "s3cret", "--max-body-bytes", "4096"]).await;

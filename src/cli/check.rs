@@ -4,14 +4,13 @@
 //! (tests/install.rs) and by people changing them.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, CommandFactory};
 
 use super::{Cli, RunArgs};
 use crate::settings::SettingsError;
-use crate::sink::{Sink, SinkError};
+use crate::sink::SinkError;
 use crate::source::git::{GitError, mask_credentials};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -47,13 +46,7 @@ struct SettingLine {
 pub fn run_check(args: &RunArgs, matches: &ArgMatches) -> Result<ExitCode, CheckError> {
     args.install.settings()?;
     args.leader.settings()?;
-    let operator = &args.operator;
-    Sink::new(
-        &operator.sink_url,
-        operator.sink_mode,
-        &operator.sink_headers,
-        Duration::from_secs(operator.sink_timeout_seconds),
-    )?;
+    args.sink.check()?;
     // The git source as `run` builds it, up to the clone cache (which belongs to the running
     // operator): the URL and the lookups.
     if let Some(git) = args

@@ -25,7 +25,7 @@ use crate::ingest::{self, IngestState};
 use crate::leader::{self, Leadership, LeaseError, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::serve::{ConnectionLimits, serve};
-use crate::sink::{Sink, SinkMode};
+use crate::sink::{self, Backoff, RetryPolicy, Sink, SinkError, SinkMode, SinkOptions};
 use crate::source::git::layout;
 use crate::source::{CredentialSettings, FetchLabels, GitSettings, Source};
 use crate::throttle::ThrottleLayer;
@@ -45,6 +45,8 @@ pub struct RunArgs {
     pub install: InstallArgs,
     #[command(flatten)]
     pub operator: OperatorArgs,
+    #[command(flatten)]
+    pub sink: SinkArgs,
     #[command(flatten)]
     pub git: GitArgs,
     #[command(flatten)]
@@ -225,14 +227,11 @@ fn default_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// Where `.started` / `.finished` go, and how they are retried (Knative's delivery spec).
 #[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Operator")]
-pub struct OperatorArgs {
-    /// Directory of job configs, laid out as `<service>/job/config.yaml` with the task files
-    /// beside them (development and tests; production reads a repository: `--git-url`).
-    #[arg(long, env = "JOB_EXECUTOR_CONFIG_DIR")]
-    pub config_dir: Option<PathBuf>,
-    /// Where `.started` / `.finished` events are sent (http://).
+#[command(next_help_heading = "Sink")]
+pub struct SinkArgs {
+    /// Where `.started` / `.finished` events are sent (http:// or https://).
     #[arg(long, env = "JOB_EXECUTOR_SINK_URL")]
     pub sink_url: String,
     /// How events are sent to the sink.
@@ -251,16 +250,135 @@ pub struct OperatorArgs {
         hide_env_values = true
     )]
     pub sink_headers: Vec<String>,
+    /// A file of headers for the sink (a mounted Secret's key), `Name: value` per line, read
+    /// again when it changes: a rotated token is used from the next attempt on.
+    #[arg(long, env = "JOB_EXECUTOR_SINK_HEADER_FILE")]
+    pub sink_header_file: Option<PathBuf>,
+    /// PEM certificates trusted for an https:// sink (and dead-letter sink), besides the
+    /// system's trust store.
+    #[arg(long, env = "JOB_EXECUTOR_SINK_CA_FILE")]
+    pub sink_ca_file: Option<PathBuf>,
     /// Seconds one delivery attempt may take.
     #[arg(long, env = "JOB_EXECUTOR_SINK_TIMEOUT_SECONDS", default_value_t = 10)]
     pub sink_timeout_seconds: u64,
-    /// Seconds an undeliverable event is retried before the run says it gave up.
+    /// Retries of an undeliverable event after its first attempt (unset: as many as
+    /// `--sink-give-up-after-seconds` allows).
+    #[arg(long, env = "JOB_EXECUTOR_SINK_RETRIES")]
+    pub sink_retries: Option<u32>,
+    /// How the wait between attempts grows.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_SINK_BACKOFF_POLICY",
+        value_enum,
+        default_value = "exponential"
+    )]
+    pub sink_backoff_policy: Backoff,
+    /// The wait before the first retry (`1s`, `250ms`, or ISO 8601 `PT0.25S`); exponential
+    /// doubles it at each retry, linear adds it; at most a minute unless it is longer itself.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_SINK_BACKOFF_DELAY",
+        default_value = "1s",
+        value_parser = parse_backoff_delay
+    )]
+    pub sink_backoff_delay: Duration,
+    /// Seconds an undeliverable event is retried at most before the run says it gave up.
     #[arg(
         long,
         env = "JOB_EXECUTOR_SINK_GIVE_UP_AFTER_SECONDS",
         default_value_t = 3600
     )]
     pub sink_give_up_after_seconds: u64,
+    /// Where an event goes that the sink refused or that was given up (http:// or https://):
+    /// the same event with `deliveryerror`, `deliveryerrordest` and `deliveryattempts`
+    /// extensions, retried like the first delivery.
+    #[arg(long, env = "JOB_EXECUTOR_DEAD_LETTER_SINK_URL")]
+    pub dead_letter_sink_url: Option<String>,
+    /// A file of headers for the dead-letter sink, like `--sink-header-file` (the sink's
+    /// headers are not sent to it).
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_DEAD_LETTER_SINK_HEADER_FILE",
+        requires = "dead_letter_sink_url"
+    )]
+    pub dead_letter_sink_header_file: Option<PathBuf>,
+}
+
+/// The longest base delay between delivery attempts.
+const MAX_BACKOFF_DELAY: Duration = Duration::from_secs(3600);
+
+fn parse_backoff_delay(text: &str) -> Result<Duration, String> {
+    let delay: jiff::SignedDuration = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{text:?} is not a duration like `1s`, `250ms` or `PT0.25S`: {e}"))?;
+    let delay = Duration::try_from(delay).map_err(|_| format!("{text:?} is negative"))?;
+    if delay.is_zero() || delay > MAX_BACKOFF_DELAY {
+        return Err(format!(
+            "{text:?} is out of range: more than zero and at most {}s",
+            MAX_BACKOFF_DELAY.as_secs()
+        ));
+    }
+    Ok(delay)
+}
+
+impl SinkArgs {
+    /// The URLs and the headers given directly, checked without reading any file (for
+    /// `check-run`, which runs where the pod's mounted files are not).
+    pub fn check(&self) -> Result<(), SinkError> {
+        sink::check_url(&self.sink_url)?;
+        for header in &self.sink_headers {
+            sink::parse_header(header)?;
+        }
+        if let Some(url) = &self.dead_letter_sink_url {
+            sink::check_url(url)?;
+        }
+        Ok(())
+    }
+
+    /// The sink and the dead-letter sink, checked (URLs, headers, files).
+    pub fn sinks(&self) -> Result<(Sink, Option<Sink>), SinkError> {
+        let options = |url: &str, headers: &[String], header_file: &Option<PathBuf>| SinkOptions {
+            url: url.to_string(),
+            mode: Some(self.sink_mode),
+            headers: headers.to_vec(),
+            header_file: header_file.clone(),
+            ca_file: self.sink_ca_file.clone(),
+            timeout: Duration::from_secs(self.sink_timeout_seconds),
+        };
+        let sink = Sink::new(&options(
+            &self.sink_url,
+            &self.sink_headers,
+            &self.sink_header_file,
+        ))?;
+        let dead_letter = match &self.dead_letter_sink_url {
+            Some(url) => Some(Sink::new(&options(
+                url,
+                &[],
+                &self.dead_letter_sink_header_file,
+            ))?),
+            None => None,
+        };
+        Ok((sink, dead_letter))
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            retries: self.sink_retries,
+            backoff: self.sink_backoff_policy,
+            delay: self.sink_backoff_delay,
+            give_up_after: Duration::from_secs(self.sink_give_up_after_seconds),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Operator")]
+pub struct OperatorArgs {
+    /// Directory of job configs, laid out as `<service>/job/config.yaml` with the task files
+    /// beside them (development and tests; production reads a repository: `--git-url`).
+    #[arg(long, env = "JOB_EXECUTOR_CONFIG_DIR")]
+    pub config_dir: Option<PathBuf>,
     /// Address of the CloudEvents receiver.
     #[arg(long, env = "JOB_EXECUTOR_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -384,16 +502,12 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     let RunArgs {
         install,
         operator,
+        sink: sink_args,
         git,
         leader: leader_args,
     } = args;
     let OperatorArgs {
         config_dir,
-        sink_url,
-        sink_mode,
-        sink_headers,
-        sink_timeout_seconds,
-        sink_give_up_after_seconds,
         listen,
         admin_listen,
         ingest_token,
@@ -428,12 +542,8 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         )),
         None => None,
     };
-    let sink = Arc::new(Sink::new(
-        &sink_url,
-        sink_mode,
-        &sink_headers,
-        Duration::from_secs(sink_timeout_seconds),
-    )?);
+    let (sink, dead_letter_sink) = sink_args.sinks()?;
+    let (sink, dead_letter_sink) = (Arc::new(sink), dead_letter_sink.map(Arc::new));
     let config = kube::Config::infer()
         .await
         .context("cannot configure the Kubernetes client (KUBECONFIG or in-cluster)")?;
@@ -540,11 +650,12 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
             settings,
             source,
             sink,
+            dead_letter_sink,
             metrics,
             options: ControllerOptions {
                 log_excerpt_bytes,
                 never_started_timeout: Duration::from_secs(never_started_timeout_seconds),
-                delivery_give_up_after: Duration::from_secs(sink_give_up_after_seconds),
+                delivery: sink_args.retry_policy(),
                 concurrency,
                 jobrun_retention: (jobrun_retention_seconds > 0)
                     .then(|| Duration::from_secs(jobrun_retention_seconds)),
@@ -637,4 +748,24 @@ fn admin_router(state: AdminState) -> Router {
             }),
         )
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_delays_read_like_durations() {
+        assert_eq!(parse_backoff_delay("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_backoff_delay("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_backoff_delay("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(
+            parse_backoff_delay("PT0.25S"),
+            Ok(Duration::from_millis(250))
+        );
+        for bad in ["0s", "2h", "-1s", "soon"] {
+            let error = parse_backoff_delay(bad).unwrap_err();
+            assert!(error.starts_with(&format!("{bad:?}")), "{error}");
+        }
+    }
 }

@@ -21,11 +21,11 @@ use super::report;
 use crate::config::graph;
 use crate::config::{ConcurrencyPolicy, formats};
 use crate::crd::{
-    Condition, Delivery, DeliveryState, JobRun, JobRunStatus, OutcomeStatus, RunOutcome, RunPhase,
-    TaskPhase, TaskStatus,
+    Condition, DeadLetter, Delivery, DeliveryState, JobRun, JobRunStatus, OutcomeStatus,
+    RunOutcome, RunPhase, TaskPhase, TaskStatus,
 };
 use crate::event::{TaskEventKind, outgoing_event_id, split_triggered_type};
-use crate::sink::{DeliveryError, retry_delay};
+use crate::sink::{DeliveryError, RetryPolicy};
 use crate::{labels, names};
 
 /// The tunables decisions depend on.
@@ -35,8 +35,10 @@ pub struct Limits {
     pub missing_job_grace: Duration,
     /// How long a pod may fail to start (image pull, missing Secret, unschedulable).
     pub never_started_timeout: Duration,
-    /// How long an outgoing event is retried before the run says it gave up.
-    pub delivery_give_up_after: Duration,
+    /// When an outgoing event is retried, and when it is given up.
+    pub delivery: RetryPolicy,
+    /// Whether a given-up event goes to a dead-letter sink.
+    pub dead_letter: bool,
     /// How long a finished run is kept once its `.finished` is delivered; `None`: for good.
     pub retention: Option<Duration>,
 }
@@ -352,8 +354,8 @@ pub fn decide(facts: &Facts<'_>) -> Step {
     let mut wake = Wake::default();
 
     // `.started` first; a sink that is down holds neither the tasks nor anything else up.
-    if let Some(started) = pending(&status.started) {
-        match left_until_attempt(started, now) {
+    if let Some(due) = pending(&status.started) {
+        match left_until_attempt(due, now) {
             None => return Step::Send(TaskEventKind::Started),
             Some(left) => wake.within(left),
         }
@@ -369,13 +371,13 @@ pub fn decide(facts: &Facts<'_>) -> Step {
         if let Some(step) = step {
             return step;
         }
-    } else if let Some(finished) = pending(&status.finished) {
+    } else if let Some(due) = pending(&status.finished) {
         if persisted.outcome.is_none() {
             return Step::Record(Record::BeforeFinished);
         }
         // `.finished` follows `.started`: while `.started` is retried, `.finished` waits.
         if pending(&status.started).is_none() {
-            match left_until_attempt(finished, now) {
+            match left_until_attempt(due, now) {
                 None => return Step::Send(TaskEventKind::Finished),
                 Some(left) => wake.within(left),
             }
@@ -617,15 +619,13 @@ impl Wake {
     }
 }
 
-fn pending(delivery: &Option<Delivery>) -> Option<&Delivery> {
-    delivery
-        .as_ref()
-        .filter(|d| d.state == DeliveryState::Pending)
+fn pending(delivery: &Option<Delivery>) -> Option<Option<&str>> {
+    delivery.as_ref().and_then(Delivery::due)
 }
 
-/// `None` when the next attempt is due, or how long until it is.
-fn left_until_attempt(delivery: &Delivery, now: Timestamp) -> Option<Duration> {
-    let left = until(delivery.next_attempt.as_deref(), now);
+/// `None` when the next attempt (`next_attempt`, as recorded) is due, or how long until it is.
+fn left_until_attempt(next_attempt: Option<&str>, now: Timestamp) -> Option<Duration> {
+    let left = until(next_attempt, now);
     (!left.is_zero()).then_some(left)
 }
 
@@ -666,11 +666,8 @@ fn retention_left(
     now: Timestamp,
 ) -> Option<Duration> {
     let retention = limits.retention?;
-    if status
-        .finished
-        .as_ref()
-        .is_some_and(|d| d.state != DeliveryState::Delivered)
-    {
+    // A `.finished` given up is kept on record, unless the dead-letter sink has it.
+    if status.finished.as_ref().is_some_and(|d| !d.reported()) {
         return None;
     }
     // Runs finished by an older version have no `finishedAt`: their creation counts.
@@ -898,9 +895,11 @@ pub fn delivery_mut(status: &mut JobRunStatus, kind: TaskEventKind) -> Option<&m
 
 /// When an event was first tried: its `time` attribute, the same at every attempt.
 pub fn first_attempt(delivery: &mut Delivery, now: Timestamp) -> Timestamp {
-    let first = delivery
-        .first_attempt
-        .get_or_insert_with(|| now.to_string());
+    first_try(&mut delivery.first_attempt, now)
+}
+
+fn first_try(first: &mut Option<String>, now: Timestamp) -> Timestamp {
+    let first = first.get_or_insert_with(|| now.to_string());
     first.parse().unwrap_or(now)
 }
 
@@ -922,44 +921,105 @@ impl Attempt {
     }
 }
 
+/// What one series of attempts records: a delivery's, or its dead letter's.
+struct Tries<'a> {
+    state: &'a mut DeliveryState,
+    attempts: &'a mut u32,
+    first_attempt: &'a mut Option<String>,
+    next_attempt: &'a mut Option<String>,
+    last_error: &'a mut Option<String>,
+    delivered_at: &'a mut Option<String>,
+}
+
 /// Records one delivery attempt: delivered; or retried after a delay that grows with the
-/// attempts (at least what the sink asked for) until `give_up_after` from the first attempt;
-/// or given up (the sink refused the event, or the time is over).
+/// attempts (at least what the sink asked for) until the policy gives up; or given up (the
+/// sink refused the event, the retries are spent or the time is over). A given-up event goes
+/// to the dead-letter sink next, when there is one (`dead_letter`).
 pub fn record_attempt(
     delivery: &mut Delivery,
     result: Result<(), &DeliveryError>,
     now: Timestamp,
-    give_up_after: Duration,
+    policy: &RetryPolicy,
+    dead_letter: bool,
 ) -> Attempt {
-    let first = first_attempt(delivery, now);
-    delivery.attempts += 1;
+    let seed = delivery.id.clone();
+    let tries = Tries {
+        state: &mut delivery.state,
+        attempts: &mut delivery.attempts,
+        first_attempt: &mut delivery.first_attempt,
+        next_attempt: &mut delivery.next_attempt,
+        last_error: &mut delivery.last_error,
+        delivered_at: &mut delivery.delivered_at,
+    };
+    let attempt = record_try(tries, &seed, result, now, policy);
+    if attempt == Attempt::GaveUp && dead_letter {
+        delivery.dead_letter = Some(DeadLetter::default());
+    }
+    attempt
+}
+
+/// Records one attempt at the dead-letter sink, retried by the same policy; a delivery
+/// without a dead letter in progress is left as it is.
+pub fn record_dead_letter_attempt(
+    delivery: &mut Delivery,
+    result: Result<(), &DeliveryError>,
+    now: Timestamp,
+    policy: &RetryPolicy,
+) -> Attempt {
+    let seed = format!("{}/dead-letter", delivery.id);
+    let Some(dead) = delivery.dead_letter.as_mut() else {
+        return Attempt::GaveUp;
+    };
+    let tries = Tries {
+        state: &mut dead.state,
+        attempts: &mut dead.attempts,
+        first_attempt: &mut dead.first_attempt,
+        next_attempt: &mut dead.next_attempt,
+        last_error: &mut dead.last_error,
+        delivered_at: &mut dead.delivered_at,
+    };
+    record_try(tries, &seed, result, now, policy)
+}
+
+fn record_try(
+    tries: Tries<'_>,
+    seed: &str,
+    result: Result<(), &DeliveryError>,
+    now: Timestamp,
+    policy: &RetryPolicy,
+) -> Attempt {
+    let first = first_try(tries.first_attempt, now);
+    *tries.attempts += 1;
     let error = match result {
         Ok(()) => {
-            delivery.state = DeliveryState::Delivered;
-            delivery.delivered_at = Some(now.to_string());
+            *tries.state = DeliveryState::Delivered;
+            *tries.delivered_at = Some(now.to_string());
+            *tries.next_attempt = None;
             return Attempt::Delivered;
         }
         Err(error) => error,
     };
-    delivery.last_error = Some(error.to_string());
+    *tries.last_error = Some(error.to_string());
     let retry_after = match error {
         DeliveryError::Transient { retry_after, .. } => *retry_after,
         DeliveryError::Rejected { .. } => {
-            delivery.state = DeliveryState::GaveUp;
+            *tries.state = DeliveryState::GaveUp;
+            *tries.next_attempt = None;
             return Attempt::GaveUp;
         }
     };
     let tried_for: Duration = now.duration_since(first).try_into().unwrap_or_default();
-    if tried_for >= give_up_after {
-        delivery.state = DeliveryState::GaveUp;
+    if policy.gives_up(*tries.attempts, tried_for) {
+        *tries.state = DeliveryState::GaveUp;
+        *tries.next_attempt = None;
         return Attempt::GaveUp;
     }
-    let delay = retry_delay(delivery.attempts, &delivery.id, retry_after);
+    let delay = policy.delay(*tries.attempts, seed, retry_after);
     let next = SignedDuration::try_from(delay)
         .ok()
         .and_then(|d| now.checked_add(d).ok())
         .unwrap_or(now);
-    delivery.next_attempt = Some(next.to_string());
+    *tries.next_attempt = Some(next.to_string());
     Attempt::Retry
 }
 
@@ -979,6 +1039,32 @@ pub fn task_summary(status: &JobRunStatus) -> String {
     parts.join(" ")
 }
 
+/// The reason and message of `EventsDelivered` for a given-up delivery: whether the event
+/// went to the dead-letter sink after all.
+fn gave_up_condition(delivery: &Delivery) -> (&'static str, String) {
+    let error = delivery.last_error.as_deref().unwrap_or_default();
+    match &delivery.dead_letter {
+        None => ("GaveUp", error.to_string()),
+        Some(dead) => match dead.state {
+            DeliveryState::Delivered => (
+                "DeadLettered",
+                format!("{error}; the event was sent to the dead-letter sink"),
+            ),
+            DeliveryState::Pending => (
+                "GaveUp",
+                format!("{error}; sending the event to the dead-letter sink"),
+            ),
+            DeliveryState::GaveUp => (
+                "GaveUp",
+                format!(
+                    "{error}; the dead-letter sink did not take it either: {}",
+                    dead.last_error.as_deref().unwrap_or_default()
+                ),
+            ),
+        },
+    }
+}
+
 /// What the status says for people, derived from the rest: the task summary and the
 /// conditions — `EventsDelivered` (true once `.finished` is, false with the error when a
 /// delivery was given up) and `Finished`.
@@ -988,9 +1074,9 @@ pub fn update_conditions(status: &mut JobRunStatus, now: Timestamp) {
         .into_iter()
         .flatten()
         .find(|d| d.state == DeliveryState::GaveUp)
-        .map(|d| d.last_error.clone().unwrap_or_default());
-    if let Some(error) = gave_up {
-        set_condition(status, "EventsDelivered", "False", "GaveUp", &error, now);
+        .map(gave_up_condition);
+    if let Some((reason, message)) = gave_up {
+        set_condition(status, "EventsDelivered", "False", reason, &message, now);
     } else if status
         .finished
         .as_ref()

@@ -183,6 +183,34 @@ fn delivery_events(
     } else {
         "SendFinished"
     };
+    let dead_was = before
+        .as_ref()
+        .and_then(|d| d.dead_letter.as_ref())
+        .map(|d| d.state);
+    if let Some(dead) = &after.dead_letter
+        && dead_was != Some(dead.state)
+    {
+        match dead.state {
+            DeliveryState::Delivered => events.push(event(
+                true,
+                "DeadLettered",
+                action,
+                format!("{kind} ({}) sent to the dead-letter sink", after.id),
+            )),
+            DeliveryState::GaveUp => events.push(event(
+                true,
+                "DeadLetterGaveUp",
+                action,
+                format!(
+                    "{kind} ({}) not taken by the dead-letter sink either after {} attempts: {}",
+                    after.id,
+                    dead.attempts,
+                    dead.last_error.as_deref().unwrap_or_default()
+                ),
+            )),
+            DeliveryState::Pending => {}
+        }
+    }
     let (was, attempts) = before
         .as_ref()
         .map_or((DeliveryState::Pending, 0), |d| (d.state, d.attempts));
@@ -318,6 +346,27 @@ mod tests {
         assert_eq!(
             transitions(&run, &before, &status)[0].note,
             format!(".finished ({finished_id}) not delivered after 7 attempts: refused: 400")
+        );
+
+        // Given up, then dead-lettered: told once, when the dead-letter sink takes it.
+        let before = status.clone();
+        if let Some(finished) = status.finished.as_mut() {
+            finished.dead_letter = Some(crate::crd::DeadLetter::default());
+        }
+        assert!(transitions(&run, &before, &status).is_empty());
+        let before = status.clone();
+        if let Some(dead) = status
+            .finished
+            .as_mut()
+            .and_then(|f| f.dead_letter.as_mut())
+        {
+            dead.state = DeliveryState::Delivered;
+        }
+        let letter = transitions(&run, &before, &status);
+        assert_eq!(reasons(&letter), ["DeadLettered"]);
+        assert_eq!(
+            letter[0].note,
+            format!(".finished ({finished_id}) sent to the dead-letter sink")
         );
     }
 

@@ -38,7 +38,7 @@ use crate::labels::{self, managed_selector};
 use crate::leader::{Leadership, NotLeader};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::sink::Sink;
+use crate::sink::{RetryPolicy, Sink};
 use crate::source::Source;
 
 /// Tunables of the controller.
@@ -48,8 +48,8 @@ pub struct ControllerOptions {
     pub log_excerpt_bytes: usize,
     /// How long a pod may fail to start (image pull, missing Secret, unschedulable).
     pub never_started_timeout: Duration,
-    /// How long an outgoing event is retried before the run says it gave up.
-    pub delivery_give_up_after: Duration,
+    /// When an outgoing event is retried, and when it is given up.
+    pub delivery: RetryPolicy,
     /// Runs reconciled at the same time.
     pub concurrency: u16,
     /// How long a finished run is kept after its outcome was fixed (and its `.finished`
@@ -62,11 +62,12 @@ const MISSING_JOB_GRACE: Duration = Duration::from_secs(30);
 
 impl ControllerOptions {
     /// What the controller's decisions depend on.
-    fn limits(&self) -> decide::Limits {
+    fn limits(&self, dead_letter: bool) -> decide::Limits {
         decide::Limits {
             missing_job_grace: MISSING_JOB_GRACE,
             never_started_timeout: self.never_started_timeout,
-            delivery_give_up_after: self.delivery_give_up_after,
+            delivery: self.delivery,
+            dead_letter,
             retention: self.jobrun_retention,
         }
     }
@@ -147,6 +148,8 @@ pub struct Parts {
     pub settings: Arc<Settings>,
     pub source: Arc<Source>,
     pub sink: Arc<Sink>,
+    /// Where events the sink did not take go, if anywhere.
+    pub dead_letter_sink: Option<Arc<Sink>>,
     pub metrics: Arc<Metrics>,
     pub options: ControllerOptions,
     /// Whether this replica holds the Lease, and until when: runs are reconciled, and side

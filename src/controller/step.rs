@@ -18,8 +18,8 @@ use serde_json::json;
 
 use super::decide::{
     Attempt, Facts, JobSeen, Limits, Step, decide, delivery_mut, first_attempt, initialise,
-    job_name, record_attempt, record_halt, record_job, record_outputs, record_start,
-    record_stopped, record_task_end, run_name, update_conditions,
+    job_name, record_attempt, record_dead_letter_attempt, record_halt, record_job, record_outputs,
+    record_start, record_stopped, record_task_end, run_name, update_conditions,
 };
 use super::group::{Group, Member};
 use super::history::{self, RunEvent};
@@ -30,7 +30,7 @@ use crate::event::{CloudEvent, TaskEventKind};
 use crate::labels::FIELD_MANAGER;
 use crate::render::{self, JobRequest, RenderError};
 use crate::settings::Settings;
-use crate::sink::DeliveryError;
+use crate::sink::{self, DeliveryError};
 use crate::source::{ServiceRef, SourceError};
 
 /// Why a task cannot run: recorded as its failure (and the run's), never retried.
@@ -72,17 +72,23 @@ pub trait World {
     async fn delete_job(&self, name: &str) -> Result<(), ReconcileError>;
     /// An excerpt of at most `budget` bytes of the named Job's pods' logs.
     async fn task_logs(&self, name: &str, budget: usize) -> String;
-    /// One attempt to deliver the event: the sink's answer, or an error if the attempt was not
-    /// made.
+    /// One attempt to deliver the event to `to`: its answer, or an error if the attempt was
+    /// not made.
     async fn deliver(
         &self,
         event: &CloudEvent,
+        to: Destination,
     ) -> Result<Result<(), DeliveryError>, ReconcileError>;
+    /// The event as the dead-letter sink receives it, after `attempts` at the sink failed
+    /// with `reason`.
+    fn dead_letter_event(&self, event: &CloudEvent, reason: &str, attempts: u32) -> CloudEvent {
+        sink::dead_letter_event(event, reason, "", attempts)
+    }
     async fn write_status(&self, run: &str, status: &JobRunStatus) -> Result<(), ReconcileError>;
     /// Deletes the run (gone already is fine).
     async fn delete_run(&self, run: &str) -> Result<(), ReconcileError>;
     /// Counts a delivery attempt.
-    fn attempted(&self, _kind: TaskEventKind, _attempt: Attempt) {}
+    fn attempted(&self, _kind: TaskEventKind, _to: Destination, _attempt: Attempt) {}
     /// How the run stands in its concurrency group (`None`: it has none); a waiting run that
     /// may start is let start.
     fn group(&self, _run: &JobRun, _status: &JobRunStatus) -> Option<Group> {
@@ -92,6 +98,15 @@ pub trait World {
     fn step_took(&self, _step: &'static str, _took: Duration) {}
     /// Tells the run's history (Kubernetes Events), in the background: never fails a step.
     fn publish(&self, _run: &JobRun, _events: Vec<RunEvent>) {}
+}
+
+/// Where an outgoing event is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// The sink (`--sink-url`).
+    Sink,
+    /// Where events the sink did not take go (`--dead-letter-sink-url`).
+    DeadLetter,
 }
 
 /// How a reconcile ended.
@@ -331,29 +346,49 @@ impl<W: World> Executor<'_, W> {
                 report::finished_event(self.run, status, &outcome, source, time)
             }
         };
-        let attempt = match event {
-            Some(event) => {
-                let result = self.world.deliver(&event).await?;
-                let give_up_after = self.limits.delivery_give_up_after;
-                record_attempt(
-                    &mut delivery,
-                    result.as_ref().map(|_| ()),
-                    now,
-                    give_up_after,
-                )
-            }
+        let Some(event) = event else {
             // Not reached: only runs of `.triggered` events send events, and those can be built.
-            None => {
-                delivery.state = DeliveryState::GaveUp;
-                delivery.last_error = Some("the event could not be built".into());
-                Attempt::GaveUp
+            delivery.state = DeliveryState::GaveUp;
+            delivery.last_error = Some("the event could not be built".into());
+            if let Some(recorded) = delivery_mut(status, kind) {
+                *recorded = delivery;
             }
+            return Ok(());
         };
-        if attempt == Attempt::GaveUp {
-            let error = delivery.last_error.as_deref().unwrap_or_default();
-            tracing::warn!(run = run_name(self.run), kind = kind.as_str(), %error, "gave up delivering an event");
+        let policy = &self.limits.delivery;
+        if delivery.state == DeliveryState::Pending {
+            let result = self.world.deliver(&event, Destination::Sink).await?;
+            let attempt = record_attempt(
+                &mut delivery,
+                result.as_ref().map(|_| ()),
+                now,
+                policy,
+                self.limits.dead_letter,
+            );
+            if attempt == Attempt::GaveUp {
+                let error = delivery.last_error.as_deref().unwrap_or_default();
+                tracing::warn!(run = run_name(self.run), kind = kind.as_str(), %error, "gave up delivering an event");
+            }
+            self.world.attempted(kind, Destination::Sink, attempt);
+        } else {
+            // Given up at the sink: the same event, saying why, to the dead-letter sink.
+            let reason = delivery.last_error.clone().unwrap_or_default();
+            let event = self
+                .world
+                .dead_letter_event(&event, &reason, delivery.attempts);
+            let result = self.world.deliver(&event, Destination::DeadLetter).await?;
+            let attempt =
+                record_dead_letter_attempt(&mut delivery, result.as_ref().map(|_| ()), now, policy);
+            if attempt == Attempt::GaveUp {
+                let error = delivery
+                    .dead_letter
+                    .as_ref()
+                    .and_then(|d| d.last_error.as_deref())
+                    .unwrap_or_default();
+                tracing::warn!(run = run_name(self.run), kind = kind.as_str(), %error, "the dead-letter sink did not take an event either");
+            }
+            self.world.attempted(kind, Destination::DeadLetter, attempt);
         }
-        self.world.attempted(kind, attempt);
         if let Some(recorded) = delivery_mut(status, kind) {
             *recorded = delivery;
         }
@@ -381,7 +416,7 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
             api: Api::namespaced(ctx.parts.client.clone(), &ctx.parts.settings.job_namespace),
         },
         settings: &ctx.parts.settings,
-        limits: &options.limits(),
+        limits: &options.limits(ctx.parts.dead_letter_sink.is_some()),
         log_excerpt_bytes: options.log_excerpt_bytes,
     };
     let (status, ending) = executor.execute(status).await?;
@@ -571,16 +606,34 @@ impl World for Cluster<'_> {
     async fn deliver(
         &self,
         event: &CloudEvent,
+        to: Destination,
     ) -> Result<Result<(), DeliveryError>, ReconcileError> {
+        let parts = &self.ctx.parts;
+        let sink = match (to, &parts.dead_letter_sink) {
+            (Destination::DeadLetter, Some(dead_letter)) => dead_letter,
+            (Destination::DeadLetter, None) => {
+                return Ok(Err(DeliveryError::Rejected {
+                    status: 0,
+                    message: "no dead-letter sink is configured".into(),
+                }));
+            }
+            (Destination::Sink, _) => &parts.sink,
+        };
         let began = std::time::Instant::now();
-        let result = self.ctx.fenced(self.ctx.parts.sink.deliver(event)).await;
+        let result = self.ctx.fenced(sink.deliver(event)).await;
         let kind = if event.event_type().ends_with(".started") {
             "started"
         } else {
             "finished"
         };
-        self.ctx.parts.metrics.delivery_took(kind, began.elapsed());
+        if to == Destination::Sink {
+            parts.metrics.delivery_took(kind, began.elapsed());
+        }
         result
+    }
+
+    fn dead_letter_event(&self, event: &CloudEvent, reason: &str, attempts: u32) -> CloudEvent {
+        sink::dead_letter_event(event, reason, &self.ctx.parts.sink.destination(), attempts)
     }
 
     async fn write_status(&self, run: &str, status: &JobRunStatus) -> Result<(), ReconcileError> {
@@ -620,11 +673,12 @@ impl World for Cluster<'_> {
         self.ctx.parts.metrics.step_took(step, took);
     }
 
-    fn attempted(&self, kind: TaskEventKind, attempt: Attempt) {
-        self.ctx
-            .parts
-            .metrics
-            .delivery(kind.as_str(), attempt.as_str());
+    fn attempted(&self, kind: TaskEventKind, to: Destination, attempt: Attempt) {
+        let metrics = &self.ctx.parts.metrics;
+        match to {
+            Destination::Sink => metrics.delivery(kind.as_str(), attempt.as_str()),
+            Destination::DeadLetter => metrics.dead_letter(kind.as_str(), attempt.as_str()),
+        }
     }
 }
 

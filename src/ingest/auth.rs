@@ -12,13 +12,14 @@
 
 use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
-use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use sha2::Sha256;
+
+pub use crate::secret_file::{SecretFile, SecretFileError};
 
 /// The header carrying the signature, `sha256=HEX`.
 pub const SIGNATURE_HEADER: &str = "x-signature-256";
@@ -26,8 +27,6 @@ pub const SIGNATURE_HEADER: &str = "x-signature-256";
 pub const TIMESTAMP_HEADER: &str = "x-signature-timestamp";
 /// The most signatures remembered for replay detection; the oldest are forgotten first.
 const MAX_REMEMBERED: usize = 100_000;
-/// How often a secret file is checked for a change.
-const RECHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -46,12 +45,8 @@ pub enum AuthError {
     Expired { age: u64, window: u64 },
     #[error("the signature was already used (sign each delivery anew)")]
     Replayed,
-    #[error("the {what} cannot be read from {path}: {reason}")]
-    Unreadable {
-        what: &'static str,
-        path: String,
-        reason: String,
-    },
+    #[error(transparent)]
+    Unreadable(#[from] SecretFileError),
 }
 
 /// A secret given directly, or kept in a file and read again when the file changes.
@@ -65,68 +60,8 @@ impl Secret {
     fn current(&self) -> Result<Cow<'_, str>, AuthError> {
         match self {
             Secret::Value(value) => Ok(Cow::Borrowed(value)),
-            Secret::File(file) => file.current().map(Cow::Owned),
+            Secret::File(file) => Ok(Cow::Owned(file.current()?)),
         }
-    }
-}
-
-/// A secret file (a mounted Secret's key): its content without the trailing newline.
-pub struct SecretFile {
-    what: &'static str,
-    path: PathBuf,
-    cached: Mutex<Cached>,
-}
-
-struct Cached {
-    value: Option<String>,
-    modified: Option<SystemTime>,
-    checked: Option<Instant>,
-}
-
-impl SecretFile {
-    /// Reads the file now, so a missing or unreadable file fails at start.
-    pub fn open(what: &'static str, path: PathBuf) -> Result<SecretFile, AuthError> {
-        let file = SecretFile {
-            what,
-            path,
-            cached: Mutex::new(Cached {
-                value: None,
-                modified: None,
-                checked: None,
-            }),
-        };
-        file.current()?;
-        Ok(file)
-    }
-
-    fn current(&self) -> Result<String, AuthError> {
-        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh = cached.checked.is_some_and(|at| at.elapsed() < RECHECK);
-        if let (true, Some(value)) = (fresh, &cached.value) {
-            return Ok(value.clone());
-        }
-        let unreadable = |reason: String| AuthError::Unreadable {
-            what: self.what,
-            path: self.path.display().to_string(),
-            reason,
-        };
-        // Kubernetes swaps a Secret volume's files atomically; the modification time of the
-        // path (followed through its links) tells that the content changed.
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .map_err(|e| unreadable(e.to_string()))?;
-        if cached.value.is_none() || cached.modified != Some(modified) {
-            let text =
-                std::fs::read_to_string(&self.path).map_err(|e| unreadable(e.to_string()))?;
-            let value = text.trim_end_matches(['\n', '\r']).to_string();
-            if value.is_empty() {
-                return Err(unreadable("the file is empty".to_string()));
-            }
-            cached.value = Some(value);
-            cached.modified = Some(modified);
-        }
-        cached.checked = Some(Instant::now());
-        Ok(cached.value.clone().unwrap_or_default())
     }
 }
 
@@ -381,37 +316,5 @@ mod tests {
             headers.insert(http::header::AUTHORIZATION, wrong.parse().unwrap());
             assert!(!bearer_matches(&headers, "secret"), "{wrong}");
         }
-    }
-
-    #[test]
-    fn a_token_file_is_read_again_when_it_changes() {
-        let dir = std::env::temp_dir().join(format!("je-token-file-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("token");
-        std::fs::write(&path, "first\n").unwrap();
-        let file = SecretFile::open("ingest token", path.clone()).unwrap();
-        assert_eq!(file.current().unwrap(), "first");
-        std::fs::write(&path, "second\n").unwrap();
-        // A newer modification time, as a Secret volume's update gives.
-        let later = SystemTime::now() + Duration::from_secs(5);
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(later)
-            .unwrap();
-        std::thread::sleep(RECHECK + Duration::from_millis(100));
-        assert_eq!(file.current().unwrap(), "second");
-        std::fs::remove_file(&path).unwrap();
-        std::thread::sleep(RECHECK + Duration::from_millis(100));
-        assert!(matches!(
-            file.current(),
-            Err(AuthError::Unreadable {
-                what: "ingest token",
-                ..
-            })
-        ));
-        assert!(SecretFile::open("ingest token", dir.join("missing")).is_err());
     }
 }

@@ -135,7 +135,7 @@ async fn receive(
 /// The answer to a sender that did not prove who it is: 401, or 503 when the secret to check
 /// it against cannot be read (the sender is not at fault; it should retry).
 fn refused(metrics: &Metrics, problem: &auth::AuthError) -> Response {
-    if let auth::AuthError::Unreadable { .. } = problem {
+    if let auth::AuthError::Unreadable(_) = problem {
         tracing::error!(error = %problem, "cannot check a sender");
         metrics.event_received("unavailable");
         let mut response = error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string());

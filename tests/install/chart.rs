@@ -57,7 +57,9 @@ fn chart_refuses_values_outside_its_schema() {
     let dir = tempdir("bad-values");
     for (bad, complaint) in [
         ("replicas: 11\n", "/replicas"),
-        ("sink:\n  url: https://sink.example\n", "/sink/url"),
+        ("sink:\n  url: ftp://sink.example\n", "/sink/url"),
+        ("sink:\n  backoffPolicy: random\n", "/sink/backoffPolicy"),
+        ("sink:\n  backoffDelay: soon\n", "/sink/backoffDelay"),
         (
             "settings:\n  allowPrivileged: \"yes\"\n",
             "/settings/allowPrivileged",
@@ -165,38 +167,48 @@ fn chart_wires_image_accounts_namespaces_probes_and_security() {
             "{name}: {env:?}"
         );
         // The ingest is protected by a token by default, mounted from its Secret as a file
-        // (so a rotated token needs no restart), readable by the pod's fsGroup.
-        let token_file = settings["JOB_EXECUTOR_INGEST_TOKEN_FILE"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{name}: no ingest token"));
-        let (dir, file) = token_file.rsplit_once('/').unwrap();
-        let mount = container["volumeMounts"]
-            .as_array()
+        // (so a rotated token needs no restart), readable by the pod's fsGroup; so are the
+        // sink's headers, CA bundle and the dead-letter sink's headers when set.
+        assert!(
+            settings["JOB_EXECUTOR_INGEST_TOKEN_FILE"].is_string(),
+            "{name}: no ingest token"
+        );
+        let files: Vec<(&String, &str)> = settings
+            .as_object()
             .unwrap()
             .iter()
-            .find(|m| m["mountPath"] == dir)
-            .unwrap_or_else(|| panic!("{name}: nothing mounted at {dir}"));
-        assert_eq!(mount["readOnly"], true, "{name}");
-        let volume = deployment["spec"]["template"]["spec"]["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == mount["name"])
-            .unwrap();
-        let secret = &volume["secret"];
-        assert_eq!(secret["items"][0]["path"], file, "{name}");
-        assert_eq!(secret["defaultMode"], 0o440, "{name}");
-        let secret_name = secret["secretName"].as_str().unwrap();
-        let key = secret["items"][0]["key"].as_str().unwrap();
-        let token_secret = docs
-            .iter()
-            .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == secret_name);
-        if let Some(token_secret) = token_secret {
-            assert!(
-                token_secret["data"].get(key).is_some()
-                    || token_secret["stringData"].get(key).is_some(),
-                "{name}: the Secret {secret_name} has no {key}"
-            );
+            .filter(|(key, _)| key.ends_with("_FILE"))
+            .map(|(key, value)| (key, value.as_str().unwrap()))
+            .collect();
+        for (setting, path) in files {
+            let (dir, file) = path.rsplit_once('/').unwrap();
+            let mount = container["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["mountPath"] == dir)
+                .unwrap_or_else(|| panic!("{name}: {setting}: nothing mounted at {dir}"));
+            assert_eq!(mount["readOnly"], true, "{name}: {setting}");
+            let volume = deployment["spec"]["template"]["spec"]["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == mount["name"])
+                .unwrap();
+            let secret = &volume["secret"];
+            assert_eq!(secret["items"][0]["path"], file, "{name}: {setting}");
+            assert_eq!(secret["defaultMode"], 0o440, "{name}: {setting}");
+            let secret_name = secret["secretName"].as_str().unwrap();
+            let key = secret["items"][0]["key"].as_str().unwrap();
+            let shipped = docs
+                .iter()
+                .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == secret_name);
+            if let Some(shipped) = shipped {
+                assert!(
+                    shipped["data"].get(key).is_some() || shipped["stringData"].get(key).is_some(),
+                    "{name}: the Secret {secret_name} has no {key}"
+                );
+            }
         }
         assert_eq!(
             deployment["spec"]["template"]["spec"]["securityContext"]["fsGroup"],

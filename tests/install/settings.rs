@@ -193,14 +193,14 @@ fn check_run_reports_what_run_would_refuse() {
             "--config-dir",
             "/c",
             "--sink-url",
-            "https://sink",
+            "ftp://sink",
         ])
         .env_clear()
         .output()
         .unwrap();
     assert!(!output.status.success());
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("is not a valid http:// URL"),
+        String::from_utf8_lossy(&output.stderr).contains("is not a valid http:// or https:// URL"),
         "{output:?}"
     );
     let output = Command::new(BIN)

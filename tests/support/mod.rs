@@ -197,6 +197,87 @@ impl Drop for Operator {
     }
 }
 
+/// A certificate authority made for one test, and a server certificate it signed for
+/// `localhost` and `127.0.0.1`.
+pub struct TestTls {
+    /// The CA's certificate, PEM: what `--sink-ca-file` points at.
+    pub ca_file: PathBuf,
+    server: Arc<tokio_rustls::rustls::ServerConfig>,
+}
+
+impl TestTls {
+    pub fn new(dir: &Path) -> TestTls {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "job-executor test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let ca_file = dir.join("test-ca.pem");
+        std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![server.der().clone(), ca_cert.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        TestTls {
+            ca_file,
+            server: Arc::new(config),
+        }
+    }
+}
+
+impl TestSink {
+    /// A sink of its own (a dead-letter sink, a second receiver).
+    pub async fn start() -> TestSink {
+        start_sink(Arc::default()).await
+    }
+
+    /// Serves this sink over TLS too, on another loopback port: its `https://` URL.
+    pub async fn serve_tls(&self, tls: &TestTls) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "https://localhost:{}/events",
+            listener.local_addr().unwrap().port()
+        );
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+        let app = Router::new()
+            .route("/events", post(sink_handler))
+            .with_state(self.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    // A client that does not trust the certificate hangs up here.
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        url
+    }
+}
+
 /// Starts a sink on a free loopback port; `operator` is what `Reply::KillOperator` kills.
 async fn start_sink(operator: Arc<Mutex<Option<Child>>>) -> TestSink {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -75,6 +75,11 @@ app.kubernetes.io/component: jobs
 {{/* Where the git credentials Secret is mounted. */}}
 {{- define "job-executor.gitCredentialsDir" -}}/etc/job-executor/git-credentials{{- end -}}
 
+{{/* Where the sink's Secrets are mounted: its headers, its CA, the dead-letter sink's headers. */}}
+{{- define "job-executor.sinkHeadersDir" -}}/etc/job-executor/sink-headers{{- end -}}
+{{- define "job-executor.sinkCaDir" -}}/etc/job-executor/sink-ca{{- end -}}
+{{- define "job-executor.deadLetterHeadersDir" -}}/etc/job-executor/dead-letter-headers{{- end -}}
+
 {{/* Where the ingest token Secret is mounted. */}}
 {{- define "job-executor.ingestTokenDir" -}}/etc/job-executor/ingest-token{{- end -}}
 

@@ -12,7 +12,11 @@ pub(crate) fn limits() -> Limits {
     Limits {
         missing_job_grace: Duration::from_secs(30),
         never_started_timeout: Duration::from_secs(300),
-        delivery_give_up_after: Duration::from_secs(600),
+        delivery: RetryPolicy {
+            give_up_after: Duration::from_secs(600),
+            ..RetryPolicy::default()
+        },
+        dead_letter: false,
         retention: None,
     }
 }
@@ -607,11 +611,11 @@ fn delivery_attempts_retry_then_give_up() {
         id: "d-1".into(),
         ..Default::default()
     };
-    let give_up = Duration::from_secs(600);
+    let give_up = &limits().delivery;
 
     let mut delivery = fresh();
     assert_eq!(
-        record_attempt(&mut delivery, Ok(()), at(0), give_up),
+        record_attempt(&mut delivery, Ok(()), at(0), give_up, false),
         Attempt::Delivered
     );
     assert_eq!(
@@ -627,7 +631,7 @@ fn delivery_attempts_retry_then_give_up() {
     let mut delivery = fresh();
     let error = transient(Some(Duration::from_secs(30)));
     assert_eq!(
-        record_attempt(&mut delivery, Err(&error), at(0), give_up),
+        record_attempt(&mut delivery, Err(&error), at(0), give_up, false),
         Attempt::Retry
     );
     assert_eq!(delivery.state, DeliveryState::Pending);
@@ -637,12 +641,24 @@ fn delivery_attempts_retry_then_give_up() {
     // The time attribute stays the first attempt's.
     assert_eq!(first_attempt(&mut delivery, at(30)), at(0));
     assert_eq!(
-        record_attempt(&mut delivery, Err(&transient(None)), at(599), give_up),
+        record_attempt(
+            &mut delivery,
+            Err(&transient(None)),
+            at(599),
+            give_up,
+            false
+        ),
         Attempt::Retry
     );
     assert_eq!(delivery.attempts, 2);
     assert_eq!(
-        record_attempt(&mut delivery, Err(&transient(None)), at(600), give_up),
+        record_attempt(
+            &mut delivery,
+            Err(&transient(None)),
+            at(600),
+            give_up,
+            false
+        ),
         Attempt::GaveUp,
         "give up once the time is over"
     );
@@ -654,7 +670,7 @@ fn delivery_attempts_retry_then_give_up() {
         message: "bad event".into(),
     };
     assert_eq!(
-        record_attempt(&mut delivery, Err(&refused), at(0), give_up),
+        record_attempt(&mut delivery, Err(&refused), at(0), give_up, false),
         Attempt::GaveUp,
         "a refusal is not retried"
     );
@@ -662,6 +678,123 @@ fn delivery_attempts_retry_then_give_up() {
         delivery.last_error.as_deref(),
         Some("the sink refused the event: 400 bad event")
     );
+}
+
+#[test]
+fn delivery_retries_are_counted_when_a_number_is_set() {
+    let policy = RetryPolicy {
+        retries: Some(2),
+        ..limits().delivery
+    };
+    let mut delivery = Delivery {
+        id: "d-1".into(),
+        ..Default::default()
+    };
+    let outcomes: Vec<Attempt> = (0..3)
+        .map(|i| record_attempt(&mut delivery, Err(&transient(None)), at(i), &policy, false))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [Attempt::Retry, Attempt::Retry, Attempt::GaveUp],
+        "the first attempt and two retries"
+    );
+    assert_eq!(delivery.next_attempt, None, "nothing due after giving up");
+}
+
+#[test]
+fn a_given_up_event_goes_to_the_dead_letter_sink_and_the_status_says_so() {
+    let policy = RetryPolicy {
+        retries: Some(0),
+        ..limits().delivery
+    };
+    let run = triggered(1);
+    let mut status = finished(&run);
+    let limits = Limits {
+        dead_letter: true,
+        delivery: policy,
+        ..limits()
+    };
+    let finished = status.finished.as_mut().unwrap();
+    let refused = DeliveryError::Rejected {
+        status: 400,
+        message: "bad event".into(),
+    };
+    assert_eq!(
+        record_attempt(finished, Err(&refused), at(0), &policy, true),
+        Attempt::GaveUp
+    );
+    assert_eq!(
+        finished.dead_letter,
+        Some(DeadLetter::default()),
+        "the dead letter is due"
+    );
+    assert!(finished.in_progress(), "not done until it is dead-lettered");
+    // The next step sends it again, to the dead-letter sink.
+    assert_eq!(
+        next_with(
+            &run,
+            &status,
+            &status,
+            JobSeen::NotCached,
+            false,
+            at(0),
+            &limits
+        ),
+        Step::Send(TaskEventKind::Finished)
+    );
+    update_conditions(&mut status, at(0));
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "EventsDelivered")
+        .unwrap();
+    assert_eq!(condition.reason, "GaveUp");
+    assert!(
+        condition
+            .message
+            .ends_with("sending the event to the dead-letter sink"),
+        "{}",
+        condition.message
+    );
+
+    // The dead-letter sink is down once, then takes it.
+    let finished = status.finished.as_mut().unwrap();
+    let down = transient(None);
+    let unlimited = limits.delivery;
+    assert_eq!(
+        record_dead_letter_attempt(
+            finished,
+            Err(&down),
+            at(1),
+            &RetryPolicy {
+                retries: None,
+                ..unlimited
+            }
+        ),
+        Attempt::Retry
+    );
+    assert!(finished.in_progress());
+    assert_eq!(
+        record_dead_letter_attempt(finished, Ok(()), at(5), &unlimited),
+        Attempt::Delivered
+    );
+    assert!(!finished.in_progress());
+    assert_eq!(
+        finished.state,
+        DeliveryState::GaveUp,
+        "the sink never took it"
+    );
+    update_conditions(&mut status, at(5));
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "EventsDelivered")
+        .unwrap();
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("False", "DeadLettered")
+    );
+    assert!(status.is_done());
 }
 
 #[test]

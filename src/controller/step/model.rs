@@ -99,6 +99,10 @@ struct Model {
     recorded: RefCell<JobRunStatus>,
     /// What the sink accepted, in order.
     sent: RefCell<Vec<CloudEvent>>,
+    /// Whether there is a dead-letter sink, and what it accepted (it answers from the same
+    /// queue of answers as the sink).
+    dead_letter: Cell<bool>,
+    dead_lettered: RefCell<Vec<CloudEvent>>,
     answers: RefCell<VecDeque<Answer>>,
     /// Requests left before the reconcile dies, and whether the last takes effect first.
     crash: Cell<Option<(u8, bool)>>,
@@ -117,6 +121,8 @@ impl Model {
             files_made: Cell::new(0),
             recorded: RefCell::default(),
             sent: RefCell::default(),
+            dead_letter: Cell::new(false),
+            dead_lettered: RefCell::default(),
             answers: RefCell::default(),
             crash: Cell::new(None),
             crashes: Cell::new(0),
@@ -159,7 +165,10 @@ impl Model {
             run: &run,
             world: self,
             settings: &settings,
-            limits: &limits(),
+            limits: &Limits {
+                dead_letter: self.dead_letter.get(),
+                ..limits()
+            },
             log_excerpt_bytes: LOG_EXCERPT_BYTES,
         };
         let recorded = self.recorded.borrow().clone();
@@ -370,7 +379,12 @@ impl World for Model {
     async fn deliver(
         &self,
         event: &CloudEvent,
+        to: Destination,
     ) -> Result<Result<(), DeliveryError>, ReconcileError> {
+        assert!(
+            to == Destination::Sink || self.dead_letter.get(),
+            "dead-lettered without a dead-letter sink"
+        );
         self.request(|| {
             match self
                 .answers
@@ -379,7 +393,12 @@ impl World for Model {
                 .unwrap_or(Answer::Accept)
             {
                 Answer::Accept => {
-                    self.sent.borrow_mut().push(event.clone());
+                    match to {
+                        Destination::Sink => self.sent.borrow_mut().push(event.clone()),
+                        Destination::DeadLetter => {
+                            self.dead_lettered.borrow_mut().push(event.clone())
+                        }
+                    }
                     Ok(())
                 }
                 Answer::Unavailable => Err(DeliveryError::Transient {
@@ -418,12 +437,19 @@ fn kind_of(event: &CloudEvent) -> &str {
     event.event_type().rsplit('.').next().unwrap_or_default()
 }
 
-fn check_run(needs: &[Vec<usize>], files_on: Option<usize>, timeout: Option<u64>, ops: &[Op]) {
+fn check_run(
+    needs: &[Vec<usize>],
+    files_on: Option<usize>,
+    timeout: Option<u64>,
+    dead_letter: bool,
+    ops: &[Op],
+) {
     let tasks = needs.len();
     let mut run = graph_run(needs, files_on);
     run.spec.action.timeout_seconds = timeout;
     let dependencies = graph::dependencies(&run.spec.action.tasks);
     let model = Model::new(run);
+    model.dead_letter.set(dead_letter);
     for op in ops {
         model.apply(op);
     }
@@ -530,6 +556,7 @@ fn check_run(needs: &[Vec<usize>], files_on: Option<usize>, timeout: Option<u64>
     ) {
         assert!(first_started < first_finished, "order: {sent:?}");
     }
+    check_dead_letters(&model, &status);
     for event in &finished {
         let reported = event.data_str("status").unwrap_or_default();
         let expected = if all_succeeded {
@@ -538,6 +565,49 @@ fn check_run(needs: &[Vec<usize>], files_on: Option<usize>, timeout: Option<u64>
             "errored"
         };
         assert_eq!(reported, expected);
+    }
+}
+
+/// A given-up event goes to the dead-letter sink, when there is one, and only then: once
+/// (again only after a crash), under its own id, saying why; the status says how it went.
+fn check_dead_letters(model: &Model, status: &JobRunStatus) {
+    let crashes = model.crashes.get() as usize;
+    let dead_lettered = model.dead_lettered.borrow();
+    for (kind, delivery) in [("started", &status.started), ("finished", &status.finished)] {
+        let letters: Vec<&CloudEvent> = dead_lettered
+            .iter()
+            .filter(|e| kind_of(e) == kind)
+            .collect();
+        let Some(delivery) = delivery else {
+            assert!(letters.is_empty(), "{kind}: nothing to dead-letter");
+            continue;
+        };
+        match (delivery.state, &delivery.dead_letter) {
+            (DeliveryState::GaveUp, Some(dead)) => {
+                assert!(model.dead_letter.get(), "{kind}: {delivery:?}");
+                assert_ne!(dead.state, DeliveryState::Pending, "{kind}: settled");
+                if dead.state == DeliveryState::Delivered {
+                    assert!(!letters.is_empty(), "{kind}: dead-lettered as recorded");
+                }
+            }
+            (DeliveryState::GaveUp, None) => {
+                assert!(
+                    !model.dead_letter.get(),
+                    "{kind}: given up, not dead-lettered"
+                )
+            }
+            (_, dead) => assert!(dead.is_none(), "{kind}: {delivery:?}"),
+        }
+        assert!(
+            letters.len() <= 1 + crashes,
+            "{kind}: {} letters",
+            letters.len()
+        );
+        for letter in letters {
+            assert_eq!(letter.id(), delivery.id, "{kind}");
+            let reason = letter.extension(crate::sink::DEAD_LETTER_REASON);
+            assert!(reason.is_some_and(|r| !r.is_empty()), "{letter:?}");
+        }
     }
 }
 
@@ -570,9 +640,10 @@ proptest! {
         needs in needs(),
         files_on in prop::option::of(0usize..4),
         timeout in prop::option::weighted(0.3, 30u64..1500),
+        dead_letter in any::<bool>(),
         ops in prop::collection::vec(op(), 0..60),
     ) {
-        check_run(&needs, files_on.filter(|f| *f < needs.len()), timeout, &ops);
+        check_run(&needs, files_on.filter(|f| *f < needs.len()), timeout, dead_letter, &ops);
     }
 }
 
