@@ -91,6 +91,7 @@ fn benches(c: &mut Criterion) {
                     files: &files,
                     owner: None,
                     outputs: None,
+                    trace: None,
                 },
                 black_box(&settings),
             )

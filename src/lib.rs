@@ -21,3 +21,4 @@ pub mod sink;
 pub mod source;
 pub mod stage;
 pub mod throttle;
+pub mod trace;

@@ -58,17 +58,15 @@ fn print_schema() -> anyhow::Result<ExitCode> {
 }
 
 fn run(args: job_executor::cli::RunArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run_operator(args))?;
+    let telemetry = job_executor::trace::init(args.operator.otlp_endpoint.as_deref(), &runtime)?;
+    let result = runtime.block_on(run_operator(args));
+    // The last spans are exported on the runtime, from this thread, before it stops.
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    result?;
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use cloudevents::binding::http::Serializer;
+use cloudevents::message::{BinaryDeserializer, StructuredDeserializer};
 use http::{HeaderName, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
@@ -76,7 +78,9 @@ pub struct SinkOptions {
     pub timeout: Duration,
 }
 
-type Connector = HttpsConnector<HttpConnector>;
+/// An HTTP client's connector: plain or TLS (rustls on ring, the system's trust store and a CA
+/// bundle).
+pub type Connector = HttpsConnector<HttpConnector>;
 
 pub struct Sink {
     client: Client<Connector, Full<Bytes>>,
@@ -115,19 +119,8 @@ impl Sink {
             }
             None => None,
         };
-        // Trust anchors are only loaded for an https:// sink: a plain one needs none.
-        let tls = tls_config(https, options.ca_file.as_deref())?;
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(options.timeout));
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         Ok(Sink {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: http_client(https, options.ca_file.as_deref(), options.timeout)?,
             url: uri,
             mode: options.mode.unwrap_or(SinkMode::Binary),
             headers,
@@ -195,6 +188,26 @@ impl Sink {
             }),
         }
     }
+}
+
+/// An HTTP/1 client for `http://` and `https://` URLs. Trust anchors are only loaded for
+/// `https`: a plain client needs none.
+pub fn http_client(
+    https: bool,
+    ca_file: Option<&Path>,
+    connect_timeout: Duration,
+) -> Result<Client<Connector, Full<Bytes>>, SinkError> {
+    let tls = tls_config(https, ca_file)?;
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 
 /// An `http://` or `https://` URL with a host.
@@ -324,55 +337,110 @@ pub fn classify(
     }
 }
 
-/// The HTTP request for an event in the given content mode.
+/// Why an event cannot be put into a request.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("the CloudEvents SDK does not take it: {0}")]
+    Sdk(String),
+    #[error(transparent)]
+    Http(#[from] http::Error),
+}
+
+/// The HTTP request for an event in the given content mode, encoded by the CloudEvents SDK.
+/// In binary mode the attribute values are percent-encoded first, as the HTTP binding asks
+/// (the SDK writes them as they are, and refuses what is not visible ASCII).
 pub fn build_request(
     event: &CloudEvent,
     mode: SinkMode,
     url: &Uri,
     extra: &[(HeaderName, HeaderValue)],
-) -> Result<Request<Full<Bytes>>, http::Error> {
+) -> Result<Request<Full<Bytes>>, EncodeError> {
     let mut builder = Request::post(url.clone());
     for (name, value) in extra {
         builder = builder.header(name, value);
     }
-    let object = event.as_value().as_object().cloned().unwrap_or_default();
+    let adapter = RequestAdapter {
+        builder: Some(builder),
+    };
+    let sdk_error = |e: cloudevents::message::Error| EncodeError::Sdk(e.to_string());
     match mode {
-        SinkMode::Structured => builder
-            .header(http::header::CONTENT_TYPE, "application/cloudevents+json")
-            .body(Full::new(Bytes::from(event.as_value().to_string()))),
+        SinkMode::Structured => {
+            let event = to_sdk(event.as_value().clone())?;
+            StructuredDeserializer::deserialize_structured(event, Serializer::new(adapter))
+                .map_err(sdk_error)
+        }
         SinkMode::Binary => {
-            let mut body = Bytes::new();
-            for (name, value) in &object {
-                match name.as_str() {
-                    "data" => body = Bytes::from(value.to_string()),
-                    "datacontenttype" => {
-                        builder = builder.header(http::header::CONTENT_TYPE, text(value));
-                    }
-                    "data_base64" => {}
-                    attribute => {
-                        builder =
-                            builder.header(format!("ce-{attribute}"), percent_encode(&text(value)));
+            let mut value = event.as_value().clone();
+            if let Some(object) = value.as_object_mut() {
+                for (name, attribute) in object.iter_mut() {
+                    if let Value::String(text) = attribute
+                        && !KEPT_AS_IS.contains(&name.as_str())
+                        && needs_percent_encoding(text)
+                    {
+                        *text = percent_encode(text);
                     }
                 }
             }
-            builder.body(Full::new(body))
+            let event = to_sdk(value)?;
+            BinaryDeserializer::deserialize_binary(event, Serializer::new(adapter))
+                .map_err(sdk_error)
         }
     }
 }
 
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+/// Attributes whose values go into a request as the SDK writes them: the spec version, typed
+/// values (a time, a URL), the content type header, and the data.
+const KEPT_AS_IS: [&str; 6] = [
+    "specversion",
+    "time",
+    "dataschema",
+    "datacontenttype",
+    "data",
+    "data_base64",
+];
+
+/// The event as the CloudEvents SDK holds it (read from its structured JSON form).
+pub fn to_sdk(value: Value) -> Result<cloudevents::Event, EncodeError> {
+    serde_json::from_value(value).map_err(|e| EncodeError::Sdk(e.to_string()))
+}
+
+/// Builds the request the SDK's serializer describes: its headers after ours, then the body.
+struct RequestAdapter {
+    builder: Option<http::request::Builder>,
+}
+
+impl cloudevents::binding::http::Builder<Request<Full<Bytes>>> for RequestAdapter {
+    fn header(&mut self, key: &str, value: HeaderValue) {
+        self.builder = self.builder.take().map(|b| b.header(key, value));
+    }
+
+    fn body(&mut self, bytes: Vec<u8>) -> cloudevents::message::Result<Request<Full<Bytes>>> {
+        self.builder
+            .take()
+            .unwrap_or_default()
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(|e| cloudevents::message::Error::Other {
+                source: Box::new(e),
+            })
+    }
+
+    fn finish(&mut self) -> cloudevents::message::Result<Request<Full<Bytes>>> {
+        self.body(Vec::new())
     }
 }
 
-/// Header values are printable ASCII; everything else is percent-encoded, as the CloudEvents
-/// HTTP binding says.
+/// Whether a header value must be percent-encoded: the CloudEvents HTTP binding allows the
+/// visible ASCII characters but `"` and `%` as they are.
+fn needs_percent_encoding(text: &str) -> bool {
+    text.bytes()
+        .any(|b| !(0x21..0x7f).contains(&b) || b == b'%' || b == b'"')
+}
+
+/// Space, `"`, `%` and everything outside visible ASCII as `%XX` of its UTF-8 bytes.
 fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
-        if (0x20..0x7f).contains(&byte) && byte != b'%' && byte != b'"' {
+        if (0x21..0x7f).contains(&byte) && byte != b'%' && byte != b'"' {
             out.push(char::from(byte));
         } else {
             out.push_str(&format!("%{byte:02X}"));
@@ -650,7 +718,9 @@ mod tests {
 
     #[test]
     fn non_ascii_header_values_are_percent_encoded() {
-        assert_eq!(percent_encode("a b"), "a b");
+        assert_eq!(percent_encode("a b"), "a%20b");
+        assert!(!needs_percent_encoding("sh.keptn.event.test.triggered"));
+        assert!(needs_percent_encoding("a b"));
         assert_eq!(percent_encode("ü%"), "%C3%BC%25");
     }
 }

@@ -114,6 +114,10 @@ async fn a_test_event_runs_every_task_in_order_and_reports_started_then_finished
         h.jobruns()[0]["status"]["finished"]["state"] == "Delivered"
     })
     .await;
+    // What the sink received, the official CloudEvents SDK reads.
+    for event in h.sink.events() {
+        assert_eq!(event.sdk_error, None, "{event:?}");
+    }
 }
 
 /// The `.finished` of a run that stopped at its first task.
@@ -564,6 +568,7 @@ async fn an_https_sink_a_rotated_token_and_a_dead_letter_sink() {
         !letter.headers.contains_key("authorization"),
         "the sink's token stays with the sink"
     );
+    assert_eq!(letter.sdk_error, None, "the SDK reads the dead letter");
     let tokens = tokens.lock().unwrap().clone();
     assert_eq!(
         tokens.len(),
@@ -635,6 +640,77 @@ async fn an_https_sink_a_rotated_token_and_a_dead_letter_sink() {
     let reason = letter.headers["ce-deliveryerror"].to_str().unwrap();
     assert!(reason.contains("certificate"), "{reason}");
     assert!(h.sink.for_trigger("tls-untrusted").is_empty());
+}
+
+/// One run's trace, as a local OTLP collector receives it: the event's `traceparent` is the
+/// parent of its ingest span, each reconcile of the run a child of that, each step a child of
+/// its reconcile; the `.finished` event continues the trace from its delivery's span and each
+/// task's pod from its Job's creation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_s_spans_continue_the_event_s_trace_and_reach_the_collector() {
+    let collector = support::TestCollector::start().await;
+    let h = Harness::start(&["--otlp-endpoint", &collector.url]).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller = "00f067aa0ba902b7";
+    let mut event = sample_with_id("test.triggered.json", "traced");
+    event["traceparent"] = json!(format!("00-{trace_id}-{caller}-01"));
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let finished = h.wait_finished("traced", LONG).await;
+    // SIGTERM: the operator exports what it still holds before it exits.
+    assert!(h.terminate_operator(LONG).await.success());
+
+    let spans: Vec<Value> = collector
+        .spans()
+        .into_iter()
+        .filter(|s| s["traceId"] == trace_id)
+        .collect();
+    let named =
+        |name: &str| -> Vec<&Value> { spans.iter().filter(|s| s["name"] == name).collect() };
+    let id = |span: &Value| span["spanId"].as_str().unwrap().to_string();
+    let ingest = named("ingest");
+    assert_eq!(ingest.len(), 1, "{spans:#?}");
+    assert_eq!(
+        ingest[0]["parentSpanId"], caller,
+        "the caller's span is the parent"
+    );
+    assert_eq!(ingest[0]["kind"], 2, "a server span");
+    let reconciles = named("reconcile");
+    assert!(!reconciles.is_empty(), "{spans:#?}");
+    for reconcile in &reconciles {
+        assert_eq!(reconcile["parentSpanId"], id(ingest[0]).as_str());
+    }
+    let reconcile_ids: Vec<String> = reconciles.iter().map(|s| id(s)).collect();
+    let jobs = named("create_job");
+    let sends = named("send");
+    assert_eq!(jobs.len(), 2, "one per task: {spans:#?}");
+    assert_eq!(sends.len(), 2, ".started and .finished: {spans:#?}");
+    for step in jobs.iter().chain(&sends).chain(&named("record")) {
+        let parent = step["parentSpanId"].as_str().unwrap().to_string();
+        assert!(reconcile_ids.contains(&parent), "{step:#}");
+    }
+    for step in jobs.iter().chain(&sends) {
+        assert_eq!(step["kind"], 3, "a client span: {step:#}");
+    }
+    let traceparent = finished.headers["ce-traceparent"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        sends
+            .iter()
+            .any(|s| traceparent == format!("00-{trace_id}-{}-01", id(s))),
+        "{traceparent} continues from a delivery's span"
+    );
+    for (index, job) in h.jobs_created().iter().enumerate() {
+        let runs = h.sim.pod_runs(job);
+        let task = runs.iter().find(|r| r.run.container == "task").unwrap();
+        let pod_parent = task.run.env_var("TRACEPARENT").unwrap().to_string();
+        assert!(
+            jobs.iter()
+                .any(|s| pod_parent == format!("00-{trace_id}-{}-01", id(s))),
+            "task {index}: {pod_parent} continues from its Job's creation"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,8 @@ pub enum CheckError {
     GitLayout(#[from] GitError),
     #[error(transparent)]
     Lease(#[from] crate::leader::LeaseError),
+    #[error(transparent)]
+    Trace(#[from] crate::trace::TraceError),
 }
 
 /// What a secret's value is shown as: that it is set, never what it is.
@@ -47,6 +49,9 @@ pub fn run_check(args: &RunArgs, matches: &ArgMatches) -> Result<ExitCode, Check
     args.install.settings()?;
     args.leader.settings()?;
     args.sink.check()?;
+    if let Some(endpoint) = args.operator.otlp_endpoint.as_deref() {
+        crate::trace::traces_url(endpoint)?;
+    }
     // The git source as `run` builds it, up to the clone cache (which belongs to the running
     // operator): the URL and the lookups.
     if let Some(git) = args

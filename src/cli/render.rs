@@ -110,6 +110,7 @@ fn plan(
                     files: task_files,
                     owner: None,
                     outputs: None,
+                    trace: None,
                 },
                 settings,
             )

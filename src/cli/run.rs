@@ -382,6 +382,11 @@ pub struct OperatorArgs {
     /// Address of the CloudEvents receiver.
     #[arg(long, env = "JOB_EXECUTOR_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// An OpenTelemetry collector (OTLP over HTTP, JSON): spans of each event's ingest, each
+    /// run's reconciles and steps, continuing the events' `traceparent`, are sent to
+    /// `<URL>/v1/traces`. Unset: no spans are recorded.
+    #[arg(long, env = "JOB_EXECUTOR_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Address of `/livez`, `/readyz` and `/metrics`.
     #[arg(
         long,
@@ -509,6 +514,8 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     let OperatorArgs {
         config_dir,
         listen,
+        // Read before the runtime starts (src/main.rs).
+        otlp_endpoint: _,
         admin_listen,
         ingest_token,
         ingest_token_file,

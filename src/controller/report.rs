@@ -130,6 +130,52 @@ pub fn finished_for(
     )
 }
 
+/// One of each event the operator emits, for the CloudEvents SDK conformance test
+/// (src/ingest/conformance.rs): a `.started`, a failed `.finished` with logs outside ASCII, and
+/// that `.finished` as a dead letter.
+#[cfg(test)]
+pub(crate) fn emitted_for_tests() -> Vec<(String, CloudEvent)> {
+    use crate::crd::TaskStatus;
+
+    let run = super::decide::tests::triggered(2);
+    let time = super::decide::tests::at(60);
+    let status = JobRunStatus {
+        tasks: vec![
+            TaskStatus {
+                name: "prepare".into(),
+                phase: TaskPhase::Succeeded,
+                logs: Some("ready ✓".into()),
+                ..Default::default()
+            },
+            TaskStatus {
+                name: "test".into(),
+                phase: TaskPhase::Failed,
+                message: Some("BackoffLimitExceeded: 50% of \"tests\" failed".into()),
+                logs: Some("ünïcode\n\tboom".into()),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let outcome = outcome_of_tasks(&status);
+    let started = started_event(&run, "job-executor", time);
+    let finished = finished_event(&run, &status, &outcome, "job-executor", time);
+    let mut events = Vec::new();
+    if let (Some(started), Some(finished)) = (started, finished) {
+        let letter = crate::sink::dead_letter_event(
+            &finished,
+            "the sink answered 503: “down” ünïcode",
+            "https://sink.example/events",
+            3,
+        );
+        events.push((".started".to_string(), started));
+        events.push((".finished".to_string(), finished));
+        events.push(("dead letter".to_string(), letter));
+    }
+    assert_eq!(events.len(), 3, "every kind is built");
+    events
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use tracing::Instrument;
 
 use super::decide::{
     Attempt, Facts, JobSeen, Limits, Step, decide, delivery_mut, first_attempt, initialise,
@@ -32,6 +33,7 @@ use crate::render::{self, JobRequest, RenderError};
 use crate::settings::Settings;
 use crate::sink::{self, DeliveryError};
 use crate::source::{ServiceRef, SourceError};
+use crate::trace::{self, TraceContext};
 
 /// Why a task cannot run: recorded as its failure (and the run's), never retried.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +128,9 @@ pub struct Executor<'a, W> {
     pub limits: &'a Limits,
     /// Total bytes of log excerpts in the run's `.finished`.
     pub log_excerpt_bytes: usize,
+    /// The trace context the run was accepted in, handed on as it is when spans are not
+    /// exported.
+    pub trace: Option<TraceContext>,
 }
 
 /// More steps than any run takes in one reconcile: each task is made, looked up and ended
@@ -167,81 +172,37 @@ impl<W: World> Executor<'_, W> {
             tracing::debug!(run = name, ?step, "step");
             let kind = step.kind();
             let began = std::time::Instant::now();
-            match step {
-                Step::Send(kind) => self.send(kind, &mut status, now).await?,
-                Step::Start => record_start(run, &mut status, now),
-                Step::Record(_) => {
-                    status.revision = persisted.revision + 1;
-                    self.world.write_status(name, &status).await?;
-                    self.world
-                        .publish(run, history::transitions(run, &persisted, &status));
-                    persisted = status.clone();
-                }
-                Step::CreateFiles(index) => match self.world.create_files(run).await {
-                    Ok(()) => files_made = true,
-                    Err(StepError::CannotRun(reason)) => {
-                        self.cannot_run(&mut status, index, &reason, now)
-                    }
-                    Err(StepError::Retry(error)) => return Err(error),
-                },
-                Step::CreateJob(index) => match self.render(&status, index) {
-                    Ok(job) => {
-                        self.world.create_job(&job).await?;
-                        let created = job.metadata.name.unwrap_or_default();
-                        record_job(&mut status, index, created, now);
-                    }
-                    Err(reason) => self.cannot_run(&mut status, index, &reason, now),
-                },
-                Step::LookUpJob(index) => {
-                    let job_name = job_name(run, &status, index);
-                    let seen = self.world.look_up_job(&job_name).await?;
-                    if let Some(slot) = looked_up.get_mut(index) {
-                        *slot = Some(seen);
-                    }
-                }
-                Step::EndTask {
-                    index,
-                    phase,
-                    message,
-                    read_logs,
-                    outputs,
-                } => {
-                    let logs = if read_logs {
-                        Some(self.task_logs(&status, index).await)
-                    } else {
-                        None
-                    };
-                    record_outputs(&mut status, index, outputs);
-                    record_task_end(run, &mut status, index, phase, message, logs, now);
-                }
-                Step::StopJob { index, message } => {
-                    self.world
-                        .delete_job(&job_name(run, &status, index))
-                        .await?;
-                    let failed = TaskPhase::Failed;
-                    record_task_end(run, &mut status, index, failed, Some(message), None, now);
-                }
-                Step::HaltTask {
-                    index,
-                    phase,
-                    message,
-                } => {
-                    // The logs first: the Job's pods go with it.
-                    let logs = self.task_logs(&status, index).await;
-                    self.world
-                        .delete_job(&job_name(run, &status, index))
-                        .await?;
-                    record_stopped(&mut status, index, phase, Some(message), Some(logs), now);
-                }
-                Step::Halt(halt) => record_halt(run, &mut status, &halt, now),
-                Step::Delete => {
-                    self.world.delete_run(name).await?;
-                    self.world.step_took(kind, began.elapsed());
-                    return Ok((status, Ending::Deleted));
-                }
-                Step::Wait(delay) => return Ok((status, Ending::Wait(delay))),
+            if let Step::Wait(delay) = step {
+                return Ok((status, Ending::Wait(delay)));
             }
+            // A span per step: a Job's creation and a delivery reach out (client spans).
+            let span_kind = match step {
+                Step::CreateJob(_) | Step::Send(_) => "client",
+                _ => "internal",
+            };
+            let span = tracing::info_span!(
+                target: trace::TARGET,
+                "step",
+                otel.name = kind,
+                otel.kind = span_kind,
+            );
+            let deleted = async {
+                self.take(
+                    step,
+                    &mut status,
+                    &mut persisted,
+                    &mut files_made,
+                    &mut looked_up,
+                    now,
+                )
+                .await
+            }
+            .instrument(span)
+            .await?;
             self.world.step_took(kind, began.elapsed());
+            if deleted {
+                return Ok((status, Ending::Deleted));
+            }
         }
         // Not reached while `decide` moves every run on; if it is, the run is looked at again
         // soon instead of spinning.
@@ -250,6 +211,89 @@ impl<W: World> Executor<'_, W> {
             "more steps than a run takes; looking again in a second"
         );
         Ok((persisted, Ending::Wait(Some(Duration::from_secs(1)))))
+    }
+
+    /// Takes one step; `true` when it deleted the run.
+    async fn take(
+        &self,
+        step: Step,
+        status: &mut JobRunStatus,
+        persisted: &mut JobRunStatus,
+        files_made: &mut bool,
+        looked_up: &mut [Option<JobSeen>],
+        now: Timestamp,
+    ) -> Result<bool, ReconcileError> {
+        let run = self.run;
+        let name = run_name(run);
+        match step {
+            Step::Send(kind) => self.send(kind, status, now).await?,
+            Step::Start => record_start(run, status, now),
+            Step::Record(_) => {
+                status.revision = persisted.revision + 1;
+                self.world.write_status(name, status).await?;
+                self.world
+                    .publish(run, history::transitions(run, persisted, status));
+                *persisted = status.clone();
+            }
+            Step::CreateFiles(index) => match self.world.create_files(run).await {
+                Ok(()) => *files_made = true,
+                Err(StepError::CannotRun(reason)) => self.cannot_run(status, index, &reason, now),
+                Err(StepError::Retry(error)) => return Err(error),
+            },
+            Step::CreateJob(index) => match self.render(status, index) {
+                Ok(job) => {
+                    self.world.create_job(&job).await?;
+                    let created = job.metadata.name.unwrap_or_default();
+                    record_job(status, index, created, now);
+                }
+                Err(reason) => self.cannot_run(status, index, &reason, now),
+            },
+            Step::LookUpJob(index) => {
+                let job_name = job_name(run, status, index);
+                let seen = self.world.look_up_job(&job_name).await?;
+                if let Some(slot) = looked_up.get_mut(index) {
+                    *slot = Some(seen);
+                }
+            }
+            Step::EndTask {
+                index,
+                phase,
+                message,
+                read_logs,
+                outputs,
+            } => {
+                let logs = if read_logs {
+                    Some(self.task_logs(status, index).await)
+                } else {
+                    None
+                };
+                record_outputs(status, index, outputs);
+                record_task_end(run, status, index, phase, message, logs, now);
+            }
+            Step::StopJob { index, message } => {
+                self.world.delete_job(&job_name(run, status, index)).await?;
+                let failed = TaskPhase::Failed;
+                record_task_end(run, status, index, failed, Some(message), None, now);
+            }
+            Step::HaltTask {
+                index,
+                phase,
+                message,
+            } => {
+                // The logs first: the Job's pods go with it.
+                let logs = self.task_logs(status, index).await;
+                self.world.delete_job(&job_name(run, status, index)).await?;
+                record_stopped(status, index, phase, Some(message), Some(logs), now);
+            }
+            Step::Halt(halt) => record_halt(run, status, &halt, now),
+            Step::Delete => {
+                self.world.delete_run(name).await?;
+                return Ok(true);
+            }
+            // Handled by the caller.
+            Step::Wait(_) => {}
+        }
+        Ok(false)
     }
 
     /// Each running task's Job, by task: from the watch's cache, or as the API server said
@@ -300,6 +344,8 @@ impl<W: World> Executor<'_, W> {
             files,
             owner: owner.as_ref(),
             outputs: Some(&outputs),
+            // The pod continues the trace from the Job's creation.
+            trace: trace::handed_on(&tracing::Span::current(), self.trace.as_ref()),
         };
         Ok(render::render_job(&request, self.settings)?)
     }
@@ -346,6 +392,13 @@ impl<W: World> Executor<'_, W> {
                 report::finished_event(self.run, status, &outcome, source, time)
             }
         };
+        // The event continues the run's trace from this step's span.
+        let event = event.map(|event| {
+            match trace::handed_on(&tracing::Span::current(), self.trace.as_ref()) {
+                Some(context) => context.on_event(event),
+                None => event,
+            }
+        });
         let Some(event) = event else {
             // Not reached: only runs of `.triggered` events send events, and those can be built.
             delivery.state = DeliveryState::GaveUp;
@@ -418,8 +471,17 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
         settings: &ctx.parts.settings,
         limits: &options.limits(ctx.parts.dead_letter_sink.is_some()),
         log_excerpt_bytes: options.log_excerpt_bytes,
+        trace: TraceContext::of_run(&run),
     };
-    let (status, ending) = executor.execute(status).await?;
+    // One span per reconcile, in the trace the run was accepted in.
+    let span = tracing::info_span!(
+        target: trace::TARGET,
+        "reconcile",
+        otel.kind = "internal",
+        "job_executor.run" = %name,
+    );
+    trace::continue_trace(&span, executor.trace.as_ref());
+    let (status, ending) = executor.execute(status).instrument(span).await?;
     ctx.succeeded(&name);
 
     let metrics = &ctx.parts.metrics;

@@ -4,6 +4,8 @@
 //! retries and nothing is lost.
 
 pub mod auth;
+#[cfg(test)]
+mod conformance;
 pub mod parse;
 pub mod plan;
 
@@ -18,12 +20,14 @@ use http::{HeaderMap, StatusCode, header};
 use kube::api::{Api, PostParams};
 use serde::Serialize;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::crd::JobRun;
 use crate::event::CloudEvent;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::source::Source;
+use crate::trace::{self, TraceContext};
 use plan::EventPlan;
 
 /// Seconds a sender is asked to wait before retrying after a 503.
@@ -202,6 +206,25 @@ async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
     };
     let (mut any_runs, mut any_config_error) = (false, false);
     for event in events {
+        // The event's span continues the trace the event carries; its runs keep the context.
+        let span = tracing::info_span!(
+            target: trace::TARGET,
+            "ingest",
+            otel.kind = "server",
+            "cloudevents.event_id" = event.id(),
+            "cloudevents.event_type" = event.event_type(),
+        );
+        let incoming = TraceContext::of_event(event);
+        trace::continue_trace(&span, incoming.as_ref());
+        let context = trace::handed_on(&span, incoming.as_ref());
+        let traced = |mut runs: Vec<JobRun>| {
+            if let Some(context) = &context {
+                for run in &mut runs {
+                    context.annotate(run);
+                }
+            }
+            runs
+        };
         // Reading the config may block on a git fetch: keep that off the async workers. A
         // directory is read in place (a stat, and a parse only when the file changed).
         let plan = if state.source.may_block() {
@@ -245,7 +268,8 @@ async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
                 any_config_error = true;
                 state.metrics.event_received("config_error");
                 if let Some(run) = run {
-                    result.runs = match create_runs(state, vec![*run]).await {
+                    let runs = traced(vec![*run]);
+                    result.runs = match create_runs(state, runs).instrument(span.clone()).await {
                         Ok(runs) => runs,
                         Err(response) => return response,
                     };
@@ -257,7 +281,8 @@ async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
                     state.metrics.event_received("backpressure");
                     return refusal;
                 }
-                result.runs = match create_runs(state, runs).await {
+                let runs = traced(runs);
+                result.runs = match create_runs(state, runs).instrument(span.clone()).await {
                     Ok(runs) => runs,
                     Err(response) => return response,
                 };

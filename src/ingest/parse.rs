@@ -118,13 +118,15 @@ fn binary(headers: &HeaderMap, media: &str, body: &[u8]) -> Result<CloudEvent, P
         let Some(attribute) = name.as_str().strip_prefix("ce-") else {
             continue;
         };
-        let text = value.to_str().map_err(|_| ParseError::Header {
+        // Percent-encoded as the HTTP binding asks; raw UTF-8 is read too (the Rust SDK
+        // writes values as they are).
+        let text = std::str::from_utf8(value.as_bytes()).map_err(|_| ParseError::Header {
             name: name.to_string(),
-            reason: "not printable ASCII (percent-encode other characters)".into(),
+            reason: "not UTF-8 (percent-encode other bytes)".into(),
         })?;
         let decoded = percent_decode(text).ok_or_else(|| ParseError::Header {
             name: name.to_string(),
-            reason: "invalid percent-encoding".into(),
+            reason: "its percent-encoded bytes are not UTF-8".into(),
         })?;
         object.insert(attribute.to_string(), Value::String(decoded));
     }
@@ -153,7 +155,8 @@ fn binary(headers: &HeaderMap, media: &str, body: &[u8]) -> Result<CloudEvent, P
     Ok(CloudEvent::from_value(Value::Object(object))?)
 }
 
-/// `%xx` escapes of the CloudEvents HTTP binding.
+/// `%xx` escapes of the CloudEvents HTTP binding; a `%` that starts no escape is itself (a
+/// sender that did not encode it).
 fn percent_decode(text: &str) -> Option<String> {
     if !text.contains('%') {
         return Some(text.to_string());
@@ -162,9 +165,13 @@ fn percent_decode(text: &str) -> Option<String> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+        let escape = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        if let Some(byte) = escape {
+            out.push(byte);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -357,6 +364,13 @@ mod tests {
         assert_eq!(base64_encode(b"fo"), "Zm8=");
         assert_eq!(base64_encode(b"foo"), "Zm9v");
         assert_eq!(percent_decode("a%2Fb").as_deref(), Some("a/b"));
-        assert_eq!(percent_decode("a%2").as_deref(), None);
+        assert_eq!(
+            percent_decode("a%2").as_deref(),
+            Some("a%2"),
+            "not an escape"
+        );
+        assert_eq!(percent_decode("50% off").as_deref(), Some("50% off"));
+        assert_eq!(percent_decode("%C3%BC").as_deref(), Some("ü"));
+        assert_eq!(percent_decode("%FF").as_deref(), None, "not UTF-8");
     }
 }

@@ -96,6 +96,8 @@ pub struct JobRequest<'a> {
     /// What each task published so far, by task index; `None` in a preview, where an output
     /// reads as a placeholder naming it.
     pub outputs: Option<&'a [BTreeMap<String, String>]>,
+    /// The trace context the task's pod continues (`TRACEPARENT`, `TRACESTATE`).
+    pub trace: Option<crate::trace::TraceContext>,
 }
 
 /// The run's files ConfigMap (`binaryData`, one key per distinct file), owned by the run so it
@@ -420,6 +422,25 @@ fn render_env(
             value: Some(value),
             value_from: None,
         });
+    }
+    // The trace context, under OpenTelemetry's names for it in the environment, so a task can
+    // continue the trace; a task's own entry of the same name wins.
+    if let Some(trace) = &request.trace {
+        let contexts = [
+            ("TRACEPARENT", Some(&trace.traceparent)),
+            ("TRACESTATE", trace.tracestate.as_ref()),
+        ];
+        for (name, value) in contexts {
+            if let Some(value) = value
+                && !task.env.iter().any(|e| e.name == name)
+            {
+                env.push(EnvVar {
+                    name: name.into(),
+                    value: Some(value.clone()),
+                    value_from: None,
+                });
+            }
+        }
     }
     Ok((env, (!env_from.is_empty()).then_some(env_from)))
 }

@@ -58,6 +58,7 @@ fn render_with(
             files,
             owner,
             outputs: Some(&[]),
+            trace: None,
         },
         settings,
     )
@@ -520,6 +521,7 @@ fn an_output_of_an_earlier_task_is_an_env_var_and_a_placeholder_in_a_preview() {
                 files: &[],
                 owner: None,
                 outputs,
+                trace: None,
             },
             &Settings::defaults(),
         )?;
@@ -607,4 +609,41 @@ fn a_request_equal_to_the_default_limit_keeps_the_limit() {
     .unwrap();
     assert_eq!(resource(&job, "limits", "cpu"), "1001m");
     assert_eq!(resource(&job, "limits", "memory"), "512Mi");
+}
+
+#[test]
+fn the_pod_continues_the_trace_unless_the_task_names_the_variable() {
+    let config = one_task("image: alpine\nenv:\n  - {name: TRACESTATE, value: mine}\n");
+    let event = event();
+    let trace = crate::trace::TraceContext::new(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        Some("vendor=1"),
+    );
+    let job = render_job(
+        &JobRequest {
+            event: &event,
+            run_name: "test-0123456789abcdef0123",
+            action_index: 0,
+            action_name: "Run tests",
+            tasks: &config.actions[0].tasks,
+            task_index: 0,
+            files: &[],
+            owner: None,
+            outputs: Some(&[]),
+            trace,
+        },
+        &Settings::defaults(),
+    )
+    .unwrap();
+    assert_eq!(
+        env_value(&job, "TRACEPARENT").as_deref(),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
+    assert_eq!(env_value(&job, "TRACESTATE").as_deref(), Some("mine"));
+    let plain = render(&config, &Settings::defaults()).unwrap();
+    assert_eq!(
+        env_value(&plain, "TRACEPARENT"),
+        None,
+        "no context, no variable"
+    );
 }

@@ -68,6 +68,8 @@ pub struct Received {
     pub triggered_id: String,
     pub headers: HeaderMap,
     pub data: Value,
+    /// Why the CloudEvents SDK could not read the request, if it could not.
+    pub sdk_error: Option<String>,
 }
 
 /// How the sink answers the next event.
@@ -139,6 +141,9 @@ async fn sink_handler(State(sink): State<TestSink>, headers: HeaderMap, body: By
         triggered_id: header("ce-triggeredid"),
         data: serde_json::from_slice(&body).unwrap_or(Value::Null),
         headers: headers.clone(),
+        sdk_error: cloudevents::binding::http::to_event(&headers, body.to_vec())
+            .err()
+            .map(|e| e.to_string()),
     };
     let reply = match sink.policy.lock().unwrap().as_mut() {
         Some(policy) => policy(&received),
@@ -276,6 +281,51 @@ impl TestSink {
         });
         url
     }
+}
+
+/// An OpenTelemetry collector as far as the operator can tell: OTLP over HTTP with JSON, every
+/// span it is sent kept.
+#[derive(Clone)]
+pub struct TestCollector {
+    /// What `--otlp-endpoint` is set to.
+    pub url: String,
+    spans: Arc<Mutex<Vec<Value>>>,
+}
+
+impl TestCollector {
+    pub async fn start() -> TestCollector {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let collector = TestCollector {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            spans: Arc::default(),
+        };
+        let app = Router::new()
+            .route("/v1/traces", post(collect_spans))
+            .with_state(collector.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        collector
+    }
+
+    /// Every span received so far (`resourceSpans[].scopeSpans[].spans[]`).
+    pub fn spans(&self) -> Vec<Value> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+async fn collect_spans(
+    State(collector): State<TestCollector>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    assert_eq!(headers["content-type"], "application/json");
+    let request: Value = serde_json::from_slice(&body).unwrap();
+    let mut spans = collector.spans.lock().unwrap();
+    for resource in request["resourceSpans"].as_array().into_iter().flatten() {
+        for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+            spans.extend(scope["spans"].as_array().into_iter().flatten().cloned());
+        }
+    }
+    (StatusCode::OK, "{}")
 }
 
 /// Starts a sink on a free loopback port; `operator` is what `Reply::KillOperator` kills.

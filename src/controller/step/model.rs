@@ -170,6 +170,7 @@ impl Model {
                 ..limits()
             },
             log_excerpt_bytes: LOG_EXCERPT_BYTES,
+            trace: None,
         };
         let recorded = self.recorded.borrow().clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
