@@ -14,6 +14,7 @@ pub mod matching;
 pub mod metrics;
 pub mod names;
 pub mod render;
+pub mod schedule;
 pub mod secret_file;
 pub mod serve;
 pub mod settings;

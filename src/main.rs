@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 use job_executor::cli::{
-    Cli, Command, run_check, run_operator, run_render, run_send, run_validate,
+    Cli, Command, run_check, run_operator, run_render, run_schedule, run_send, run_validate,
 };
 use job_executor::{config, crd, stage};
 
@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             })
             .map_err(anyhow::Error::from),
         Command::Send(args) => run_send(&args).map_err(anyhow::Error::from),
+        Command::Schedule(args) => run_schedule(&args).map_err(anyhow::Error::from),
         Command::CheckRun(args) => {
             let check_run = matches.subcommand_matches("check-run").unwrap_or(&matches);
             run_check(&args, check_run).map_err(anyhow::Error::from)

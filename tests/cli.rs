@@ -573,3 +573,50 @@ fn render_shows_the_concurrency_group_filled_in_from_the_event() {
     let plan = render_json("test-events/test.triggered.json", &[]);
     assert!(plan["matched"][0].get("concurrency").is_none(), "{plan}");
 }
+
+/// `schedule`: the slots of a cron in its time zone, and a bad schedule refused with its field.
+#[test]
+fn schedule_lists_slots_and_refuses_bad_schedules() {
+    let out = Command::new(BIN)
+        .args([
+            "schedule",
+            "0 9 * * mon-fri",
+            "--time-zone",
+            "Europe/Berlin",
+            "--from",
+            "2026-12-04T00:00:00Z",
+            "--count",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "2026-12-04T08:00:00Z  Fri 2026-12-04 09:00 CET (+01:00)\n\
+         2026-12-07T08:00:00Z  Mon 2026-12-07 09:00 CET (+01:00)\n"
+    );
+    for (args, message) in [
+        (
+            vec!["60 * * * *"],
+            "the minute field \"60\": 60 is outside 0-59",
+        ),
+        (
+            vec!["@daily", "--time-zone", "Mars/Olympus"],
+            "timeZone \"Mars/Olympus\" is not an IANA time zone",
+        ),
+        (
+            vec!["@daily", "--from", "yesterday"],
+            "--from \"yesterday\" is not an RFC 3339 time",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .arg("schedule")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}

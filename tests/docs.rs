@@ -134,6 +134,8 @@ const RUN_BY: &[(&str, &str, usize, &str)] = &[
         "tests/workflow.rs a_cancel_during_the_second_task_stops_the_run_on_kube_sim"),
     ("docs/operator.md", "### Delivering `.started` and `.finished`", 0,
         "tests/operator.rs an_https_sink_a_rotated_token_and_a_dead_letter_sink"),
+    ("docs/schedules.md", "## Checking a schedule", 0,
+        "tests/docs.rs the_schedule_check_prints_what_the_docs_show"),
     ("docs/operator.md", "### A run's history", 0,
         "tests/workflow.rs a_failure_skips_what_needs_it_on_kube_sim"),
     ("docs/operator.md", "### Concurrency groups", 0,
@@ -404,6 +406,23 @@ fn the_readme_dry_run_renders_the_sample_event() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("kind: Job"), "{stdout}");
     assert!(stdout.contains("sh.keptn.event.test.started"), "{stdout}");
+}
+
+/// docs/schedules.md: `job-executor schedule` prints what the page shows after it (the
+/// daylight-saving gap of New York moves 02:30 to 03:30).
+#[test]
+fn the_schedule_check_prints_what_the_docs_show() {
+    let block = sh_block("docs/schedules.md", "## Checking a schedule");
+    let block = block.replacen("job-executor ", &format!("{} ", support::BIN), 1);
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &block])
+        .output()
+        .unwrap();
+    assert_ran(out.clone(), &block);
+    let text = std::fs::read_to_string(root().join("docs/schedules.md")).unwrap();
+    let (_, after) = text.split_once("prints\n\n```text\n").unwrap();
+    let (shown, _) = after.split_once("```").unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), shown);
 }
 
 /// The plan `render` makes of the first YAML example under `heading` in docs/config.md, for the

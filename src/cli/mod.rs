@@ -3,6 +3,7 @@
 mod check;
 mod render;
 mod run;
+mod schedule;
 mod send;
 mod validate;
 
@@ -16,6 +17,7 @@ use crate::settings::{self, DefaultResources, ImageAllowList, SecurityDefaults, 
 pub use check::{CheckError, run_check};
 pub use render::run_render;
 pub use run::{OperatorArgs, RunArgs, run_operator};
+pub use schedule::{PreviewError, run_schedule};
 pub use send::{SendArgs, SendError, run_send};
 pub use validate::run_validate;
 
@@ -48,6 +50,24 @@ pub enum Command {
     Send(SendArgs),
     /// Check `run`'s flags and environment without starting (no cluster needed).
     CheckRun(Box<RunArgs>),
+    /// List when a cron schedule fires, in its time zone (daylight-saving changes included).
+    Schedule(ScheduleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// Five fields (minute hour day-of-month month day-of-week), e.g. "30 2 * * 1-5", or
+    /// @yearly, @monthly, @weekly, @daily, @hourly.
+    pub cron: String,
+    /// An IANA time zone, e.g. Europe/Berlin (default: UTC).
+    #[arg(long)]
+    pub time_zone: Option<String>,
+    /// How many slots to list (at most 1000).
+    #[arg(long, default_value_t = 5)]
+    pub count: usize,
+    /// List the slots after this time (RFC 3339; default: now).
+    #[arg(long)]
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

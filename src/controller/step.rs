@@ -186,8 +186,8 @@ impl<W: World> Executor<'_, W> {
                 otel.name = kind,
                 otel.kind = span_kind,
             );
-            let deleted = async {
-                self.take(
+            let deleted = self
+                .take(
                     step,
                     &mut status,
                     &mut persisted,
@@ -195,10 +195,8 @@ impl<W: World> Executor<'_, W> {
                     &mut looked_up,
                     now,
                 )
-                .await
-            }
-            .instrument(span)
-            .await?;
+                .instrument(span)
+                .await?;
             self.world.step_took(kind, began.elapsed());
             if deleted {
                 return Ok((status, Ending::Deleted));

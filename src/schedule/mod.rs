@@ -1,0 +1,353 @@
+//! Schedules: when a `JobSchedule` fires, as pure functions of its cron, its time zone, the
+//! last slot it fired for and the time now.
+//!
+//! - A slot is a wall-clock minute the cron names, in the schedule's IANA time zone. A time the
+//!   clocks skip (the hour lost when daylight-saving time starts) fires as much later as the
+//!   change skipped (02:30 becomes 03:30); a time that occurs twice (the hour repeated when it
+//!   ends) fires once, at its first occurrence.
+//! - Each slot's event id is derived from the schedule's uid and the slot, so a repeated firing
+//!   (a restart, a second replica, a re-fire after an outage) makes the same run name: a
+//!   duplicate, not a second run.
+//! - Slots missed while the operator was away are fired or counted by the schedule's policy.
+
+pub mod cron;
+
+use std::time::Duration;
+
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, Zoned};
+use sha2::{Digest, Sha256};
+
+pub use cron::{Cron, CronError};
+
+/// How late a slot may be fired and still count as on time (a busy controller, a restart).
+pub const ON_TIME: Duration = Duration::from_secs(60);
+/// The default look-back window for missed slots (as Spinnaker Echo's missed-cron scheduler).
+pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(300);
+/// The most slots one plan fires (a look-back window over a minutely schedule).
+pub const MOST_FIRES: usize = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error(transparent)]
+    Cron(#[from] CronError),
+    #[error(
+        "timeZone {zone:?} is not an IANA time zone ({reason}); e.g. \"Europe/Berlin\", \"UTC\""
+    )]
+    TimeZone { zone: String, reason: String },
+}
+
+/// What to do with slots that passed while nobody fired them.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum MissedPolicy {
+    /// Fire none of them.
+    Skip,
+    /// Fire the most recent one, if it is within the look-back window.
+    #[default]
+    Latest,
+    /// Fire each one within the look-back window, oldest first.
+    All,
+}
+
+/// A cron in a time zone.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    cron: Cron,
+    zone: TimeZone,
+}
+
+impl Schedule {
+    /// `time_zone`: an IANA name; `None` is UTC.
+    pub fn new(cron: &str, time_zone: Option<&str>) -> Result<Schedule, ScheduleError> {
+        let cron = Cron::parse(cron)?;
+        let zone = match time_zone.filter(|z| !z.is_empty()) {
+            None => TimeZone::UTC,
+            Some(name) => TimeZone::get(name).map_err(|e| ScheduleError::TimeZone {
+                zone: name.to_string(),
+                reason: e.to_string(),
+            })?,
+        };
+        Ok(Schedule { cron, zone })
+    }
+
+    /// The first slot after `after`.
+    pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
+        let mut civil = after.to_zoned(self.zone.clone()).datetime();
+        loop {
+            civil = self.cron.next_civil(civil)?;
+            // A skipped time moves forward by the gap; a repeated one takes its first instant.
+            let instant = self
+                .zone
+                .to_ambiguous_zoned(civil)
+                .compatible()
+                .ok()?
+                .timestamp();
+            if instant > after {
+                return Some(instant);
+            }
+        }
+    }
+
+    /// The slots in `(after, until]`, oldest first.
+    pub fn slots(
+        &self,
+        after: Timestamp,
+        until: Timestamp,
+    ) -> impl Iterator<Item = Timestamp> + '_ {
+        std::iter::successors(self.next_after(after), move |slot| self.next_after(*slot))
+            .take_while(move |slot| *slot <= until)
+    }
+
+    /// A slot as the schedule's wall clock shows it.
+    pub fn local(&self, slot: Timestamp) -> Zoned {
+        slot.to_zoned(self.zone.clone())
+    }
+}
+
+/// What to do now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Slots to fire now, oldest first.
+    pub fire: Vec<Timestamp>,
+    /// Slots passed that are not fired (the policy, or older than the look-back window).
+    pub missed: u64,
+    /// The slot fired last after this plan (what the status records), if any was.
+    pub last: Option<Timestamp>,
+    /// When to look again: the next slot.
+    pub next: Option<Timestamp>,
+}
+
+/// Which slots in `(since, now]` to fire. `since` is the slot fired last (or when the schedule
+/// began). A slot within [`ON_TIME`] of now is due and fired under every policy; older ones were
+/// missed and handled by `policy` within `lookback`.
+pub fn plan(
+    schedule: &Schedule,
+    since: Timestamp,
+    now: Timestamp,
+    policy: MissedPolicy,
+    lookback: Duration,
+) -> Plan {
+    let age =
+        |slot: Timestamp| -> Duration { now.duration_since(slot).try_into().unwrap_or_default() };
+    let mut fire = Vec::new();
+    let mut missed = 0u64;
+    let passed: Vec<Timestamp> = schedule.slots(since, now).collect();
+    let latest = passed.last().copied();
+    for slot in passed {
+        let on_time = age(slot) <= ON_TIME;
+        let take = on_time
+            || match policy {
+                MissedPolicy::Skip => false,
+                MissedPolicy::Latest => Some(slot) == latest && age(slot) <= lookback,
+                MissedPolicy::All => age(slot) <= lookback,
+            };
+        if take && fire.len() < MOST_FIRES {
+            fire.push(slot);
+        } else {
+            missed += 1;
+        }
+    }
+    Plan {
+        // Every slot passed is handled now: fired or counted.
+        last: latest,
+        next: schedule.next_after(now),
+        fire,
+        missed,
+    }
+}
+
+/// The id of the event fired for `slot`: the same for every firing of that slot.
+pub fn event_id(schedule_uid: &str, slot: Timestamp) -> String {
+    let digest = Sha256::digest(format!("{schedule_uid}/{}", slot.as_second()).as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    // Shaped like a UUID, as Keptn's event ids are.
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    fn local(schedule: &Schedule, slots: &[Timestamp]) -> Vec<String> {
+        slots
+            .iter()
+            .map(|s| schedule.local(*s).strftime("%F %T %Z").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_schedule_fires_in_its_time_zone() {
+        let schedule = Schedule::new("0 9 * * MON-FRI", Some("Europe/Berlin")).unwrap();
+        let slots: Vec<Timestamp> = schedule
+            .slots(at("2026-12-04T00:00:00Z"), at("2026-12-08T00:00:00Z"))
+            .collect();
+        // Friday, then Monday: 09:00 in Berlin is 08:00 UTC in winter.
+        assert_eq!(
+            slots,
+            [at("2026-12-04T08:00:00Z"), at("2026-12-07T08:00:00Z")]
+        );
+        let utc = Schedule::new("0 9 * * *", None).unwrap();
+        assert_eq!(
+            utc.next_after(at("2026-12-04T09:00:00Z")),
+            Some(at("2026-12-05T09:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_skipped_time_fires_after_the_gap_and_a_repeated_one_once() {
+        // New York: clocks go from 02:00 to 03:00 on 2026-03-08, and from 02:00 back to 01:00
+        // on 2026-11-01.
+        let daily = Schedule::new("30 2 * * *", Some("America/New_York")).unwrap();
+        let spring: Vec<Timestamp> = daily
+            .slots(at("2026-03-07T12:00:00Z"), at("2026-03-09T12:00:00Z"))
+            .collect();
+        assert_eq!(
+            local(&daily, &spring),
+            ["2026-03-08 03:30:00 EDT", "2026-03-09 02:30:00 EDT"]
+        );
+        let half_hourly = Schedule::new("*/30 1 * * *", Some("America/New_York")).unwrap();
+        let fall: Vec<Timestamp> = half_hourly
+            .slots(at("2026-11-01T00:00:00Z"), at("2026-11-02T00:00:00Z"))
+            .collect();
+        assert_eq!(
+            local(&half_hourly, &fall),
+            ["2026-11-01 01:00:00 EDT", "2026-11-01 01:30:00 EDT"],
+            "01:00 and 01:30 come twice and fire once"
+        );
+    }
+
+    #[test]
+    fn a_schedule_fires_on_time_for_an_hour() {
+        let schedule = Schedule::new("*/5 * * * *", None).unwrap();
+        let mut since = at("2026-12-01T10:00:00Z");
+        let mut fired: Vec<Timestamp> = Vec::new();
+        // A controller woken at each plan's next slot, a second late.
+        for _ in 0..12 {
+            let now = plan(
+                &schedule,
+                since,
+                since,
+                MissedPolicy::Skip,
+                DEFAULT_LOOKBACK,
+            )
+            .next
+            .unwrap()
+                + jiff::SignedDuration::from_secs(1);
+            let plan = plan(&schedule, since, now, MissedPolicy::Skip, DEFAULT_LOOKBACK);
+            assert_eq!(plan.missed, 0);
+            fired.extend(&plan.fire);
+            since = plan.last.unwrap();
+        }
+        let expected: Vec<Timestamp> = (1..=12)
+            .map(|i| at("2026-12-01T10:00:00Z") + jiff::SignedDuration::from_mins(5 * i))
+            .collect();
+        assert_eq!(fired, expected);
+    }
+
+    #[test]
+    fn missed_slots_follow_the_policy() {
+        // Every minute; the operator was away from 10:00 to 10:10 (10 slots), the look-back is
+        // 5 minutes.
+        let schedule = Schedule::new("* * * * *", None).unwrap();
+        let since = at("2026-12-01T10:00:00Z");
+        let now = at("2026-12-01T10:10:20Z");
+        let lookback = DEFAULT_LOOKBACK;
+        let skip = plan(&schedule, since, now, MissedPolicy::Skip, lookback);
+        assert_eq!(
+            (skip.fire.clone(), skip.missed),
+            (vec![at("2026-12-01T10:10:00Z")], 9),
+            "only the due one"
+        );
+        let latest = plan(&schedule, since, now, MissedPolicy::Latest, lookback);
+        assert_eq!(
+            (latest.fire.clone(), latest.missed),
+            (vec![at("2026-12-01T10:10:00Z")], 9)
+        );
+        let all = plan(&schedule, since, now, MissedPolicy::All, lookback);
+        let within: Vec<Timestamp> = (6..=10)
+            .map(|m| at("2026-12-01T10:00:00Z") + jiff::SignedDuration::from_mins(m))
+            .collect();
+        assert_eq!(
+            (all.fire.clone(), all.missed),
+            (within, 5),
+            "10:06 to 10:10; 10:01 to 10:05 missed"
+        );
+        assert_eq!(all.last, Some(at("2026-12-01T10:10:00Z")));
+        assert_eq!(all.next, Some(at("2026-12-01T10:11:00Z")));
+
+        // Away past the slot, nothing due now: `latest` fires the last missed one within the
+        // window, `skip` counts it, and both move past it.
+        let hourly = Schedule::new("0 * * * *", None).unwrap();
+        let now = at("2026-12-01T10:03:00Z");
+        let latest = plan(
+            &hourly,
+            at("2026-12-01T09:00:00Z"),
+            now,
+            MissedPolicy::Latest,
+            lookback,
+        );
+        assert_eq!(latest.fire, [at("2026-12-01T10:00:00Z")]);
+        let skip = plan(
+            &hourly,
+            at("2026-12-01T09:00:00Z"),
+            now,
+            MissedPolicy::Skip,
+            lookback,
+        );
+        assert_eq!(
+            (skip.fire.len(), skip.missed, skip.last),
+            (0, 1, Some(at("2026-12-01T10:00:00Z")))
+        );
+        let none = plan(
+            &hourly,
+            at("2026-12-01T10:00:00Z"),
+            now,
+            MissedPolicy::All,
+            lookback,
+        );
+        assert_eq!((none.fire.len(), none.missed, none.last), (0, 0, None));
+    }
+
+    #[test]
+    fn a_slot_s_event_id_is_the_same_at_every_firing() {
+        let slot = at("2026-12-01T10:00:00Z");
+        let id = event_id("3f1c", slot);
+        assert_eq!(id, event_id("3f1c", slot));
+        assert_ne!(id, event_id("3f1c", at("2026-12-01T10:01:00Z")));
+        assert_ne!(id, event_id("other", slot));
+        assert_eq!(id.len(), 36);
+    }
+
+    #[test]
+    fn an_unknown_time_zone_is_named() {
+        let error = Schedule::new("@daily", Some("Mars/Olympus"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("timeZone \"Mars/Olympus\" is not an IANA time zone"),
+            "{error}"
+        );
+    }
+}
