@@ -239,8 +239,9 @@ pub struct Delivery {
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_attempt: Option<String>,
-    /// When the next attempt is due after a failed one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// When the next attempt is due after a failed one; absent when none is.
+    // Written as `null` when none is due, so the status write (a merge patch) removes it.
+    #[serde(default)]
     pub next_attempt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -263,7 +264,9 @@ pub struct DeadLetter {
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_attempt: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// When the next attempt is due after a failed one; absent when none is.
+    // `null` when none is due, as a delivery's.
+    #[serde(default)]
     pub next_attempt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,

@@ -1,6 +1,6 @@
-//! Delivery of outgoing CloudEvents over HTTP: one attempt at a time; the caller records each
-//! attempt in the JobRun's status and asks `retry_delay` when to try again, so retries survive
-//! a restart.
+//! Delivery of outgoing CloudEvents over HTTP(S), encoded by the CloudEvents SDK: one attempt
+//! at a time; the caller records each attempt in the JobRun's status and asks its
+//! [`RetryPolicy`] when to try again, so retries survive a restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -491,6 +491,12 @@ async fn a_sink_outage_delays_finished_until_the_sink_is_back() {
     })
     .await;
     assert_eq!(h.jobruns()[0]["status"]["finished"]["attempts"], 3, "{run}");
+    assert!(
+        h.jobruns()[0]["status"]["finished"]
+            .get("nextAttempt")
+            .is_none(),
+        "no attempt is due once it is delivered: {run}"
+    );
 }
 
 /// Knative-style delivery: an https:// sink trusted through a CA bundle, its token read from

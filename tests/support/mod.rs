@@ -199,6 +199,11 @@ impl Drop for Operator {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // The operator's logs and files stay for a test that failed, and go with one that
+        // passed.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
