@@ -258,7 +258,13 @@ impl TaskEventKind {
 /// The id of an outgoing event: the same for the same run and kind in every process, so a
 /// receiver can drop a repeated delivery.
 pub fn outgoing_event_id(run_name: &str, kind: TaskEventKind) -> String {
-    let digest = Sha256::digest(format!("{run_name}/{}", kind.as_str()).as_bytes());
+    derived_id(&format!("{run_name}/{}", kind.as_str()))
+}
+
+/// An event id derived from `seed` alone (the first 16 bytes of its SHA-256), shaped like a
+/// UUID as Keptn's event ids are: every process derives the same one.
+pub fn derived_id(seed: &str) -> String {
+    let digest = Sha256::digest(seed.as_bytes());
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",

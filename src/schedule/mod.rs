@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
-use sha2::{Digest, Sha256};
 
 pub use cron::{Cron, CronError};
 
@@ -169,17 +168,7 @@ pub fn plan(
 
 /// The id of the event fired for `slot`: the same for every firing of that slot.
 pub fn event_id(schedule_uid: &str, slot: Timestamp) -> String {
-    let digest = Sha256::digest(format!("{schedule_uid}/{}", slot.as_second()).as_bytes());
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    // Shaped like a UUID, as Keptn's event ids are.
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    crate::event::derived_id(&format!("{schedule_uid}/{}", slot.as_second()))
 }
 
 #[cfg(test)]
