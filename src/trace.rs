@@ -160,6 +160,10 @@ pub fn continue_trace(span: &Span, parent: Option<&TraceContext>) {
 /// The context to hand on from inside `span`: the span's own when spans are exported, else
 /// `fallback` (the context that came in) unchanged.
 pub fn handed_on(span: &Span, fallback: Option<&TraceContext>) -> Option<TraceContext> {
+    // Without an exporter every trace span is disabled: nothing to ask it (ingest's hot path).
+    if span.is_disabled() {
+        return fallback.cloned();
+    }
     let mut fields = HashMap::<String, String>::new();
     TraceContextPropagator::new().inject_context(&span.context(), &mut fields);
     match fields.remove("traceparent") {
