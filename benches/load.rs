@@ -26,7 +26,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use job_executor::crd::JobRun;
+use job_executor::crd::{JobRun, JobSchedule};
 use job_executor::event::CloudEvent;
 use job_executor::ingest::plan::{EventPlan, plan_event};
 use job_executor::settings::Settings;
@@ -245,8 +245,8 @@ impl Cluster {
             admin_kubeconfig,
             deleting: Mutex::new(Vec::new()),
         };
-        let crd = root().join("crds/jobrun.yaml");
-        cluster.kubectl(&["apply", "-f", crd.to_str().unwrap()]);
+        let crds = root().join("crds");
+        cluster.kubectl(&["apply", "-f", crds.to_str().unwrap()]);
         cluster.kubectl(&[
             "wait",
             "--for=condition=Established",
@@ -497,9 +497,9 @@ impl Stack {
                     .write_kubeconfig(config.join(format!("kubeconfig-{phase}")))
                     .unwrap();
                 let crds: Api<CustomResourceDefinition> = Api::all(sim.client());
-                crds.create(&PostParams::default(), &JobRun::crd())
-                    .await
-                    .unwrap();
+                for crd in [JobRun::crd(), JobSchedule::crd()] {
+                    crds.create(&PostParams::default(), &crd).await.unwrap();
+                }
                 let operators =
                     start_operators(&kubeconfig, config, sink, "default", replicas, limits).await;
                 Stack {

@@ -34,12 +34,21 @@ fn main() -> ExitCode {
             })
             .map_err(anyhow::Error::from),
         Command::Run(args) => run(*args),
-        Command::Crd => crd::crd_yaml()
-            .map(|yaml| {
-                print!("{yaml}");
-                ExitCode::SUCCESS
-            })
-            .map_err(anyhow::Error::from),
+        Command::Crd { kind } => {
+            let kinds = match kind {
+                Some(kind) => vec![kind],
+                None => vec![crd::CrdKind::Jobrun, crd::CrdKind::Jobschedule],
+            };
+            kinds
+                .into_iter()
+                .map(crd::crd_yaml)
+                .collect::<Result<Vec<_>, _>>()
+                .map(|documents| {
+                    print!("{}", documents.join("---\n"));
+                    ExitCode::SUCCESS
+                })
+                .map_err(anyhow::Error::from)
+        }
         Command::Send(args) => run_send(&args).map_err(anyhow::Error::from),
         Command::Schedule(args) => run_schedule(&args).map_err(anyhow::Error::from),
         Command::CheckRun(args) => {

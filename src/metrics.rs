@@ -45,6 +45,9 @@ pub struct Metrics {
     leader: Gauge,
     git_fetches: Family<Labels, Counter>,
     git_stale_lookups: Counter,
+    schedule_fires: Family<Labels, Counter>,
+    schedule_missed: Counter,
+    schedule_errors: Family<Labels, Counter>,
     step_durations: Histograms,
     run_durations: Histograms,
     delivery_durations: Histograms,
@@ -122,6 +125,24 @@ impl Metrics {
             "Config lookups that read the branch heads of the last successful fetch because the git repository could not be fetched",
             git_stale_lookups.clone(),
         );
+        let schedule_fires = Family::<Labels, Counter>::default();
+        registry.register(
+            "schedule_fires",
+            "Slots of JobSchedules fired, by outcome (accepted, duplicate, not_matched, config_error)",
+            schedule_fires.clone(),
+        );
+        let schedule_missed = Counter::default();
+        registry.register(
+            "schedule_missed_slots",
+            "Slots of JobSchedules that passed without firing (their missed-slot policy, or older than its look-back window)",
+            schedule_missed.clone(),
+        );
+        let schedule_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "schedule_errors",
+            "JobSchedules that could not fire or record a slot, by reason (invalid, refused, status)",
+            schedule_errors.clone(),
+        );
         let step_durations: Histograms = Family::new_with_constructor(request_histogram);
         registry.register(
             "reconcile_step_duration_seconds",
@@ -156,6 +177,9 @@ impl Metrics {
             leader,
             git_fetches,
             git_stale_lookups,
+            schedule_fires,
+            schedule_missed,
+            schedule_errors,
             in_flight: Mutex::new(HashSet::new()),
         }
     }
@@ -163,6 +187,22 @@ impl Metrics {
     pub fn event_received(&self, outcome: &'static str) {
         self.events_received
             .get_or_create(&vec![("outcome", outcome)])
+            .inc();
+    }
+
+    pub fn schedule_fired(&self, outcome: &'static str) {
+        self.schedule_fires
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
+    }
+
+    pub fn schedule_missed(&self, slots: u64) {
+        self.schedule_missed.inc_by(slots);
+    }
+
+    pub fn schedule_error(&self, reason: &'static str) {
+        self.schedule_errors
+            .get_or_create(&vec![("reason", reason)])
             .inc();
     }
 

@@ -514,15 +514,24 @@ fn stage_files_copies_a_tree_and_keeps_the_executable_bit() {
 }
 
 #[test]
-fn the_committed_crd_is_the_generated_one_and_validates() {
+fn the_committed_crds_are_the_generated_ones_and_validate() {
+    let mut all = Vec::new();
+    for kind in ["jobrun", "jobschedule"] {
+        let output = run(&["crd", kind]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let file = format!("crds/{kind}.yaml");
+        let committed = std::fs::read_to_string(root().join(&file)).unwrap();
+        assert!(
+            stdout(&output) == committed,
+            "{file} is stale: run `cargo run -- crd {kind} > {file}`"
+        );
+        validate_manifests(&root().join(&file));
+        all.push(committed);
+    }
+    // Without a kind, every CRD, as one stream `kubectl apply -f -` takes.
     let output = run(&["crd"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let committed = std::fs::read_to_string(root().join("crds/jobrun.yaml")).unwrap();
-    assert!(
-        stdout(&output) == committed,
-        "crds/jobrun.yaml is stale: run `cargo run -- crd > crds/jobrun.yaml`"
-    );
-    validate_manifests(&root().join("crds/jobrun.yaml"));
+    assert_eq!(stdout(&output), all.join("---\n"));
 }
 
 #[test]

@@ -86,6 +86,8 @@ fn documents() -> Vec<String> {
 /// `.ci/run` (the CI entry point runs it), or `not run: WHY`.
 #[rustfmt::skip]
 const RUN_BY: &[(&str, &str, usize, &str)] = &[
+    ("docs/schedules.md", "## A JobSchedule", 0,
+        "tests/schedules.rs the_schedules_page_commands_work_on_the_real_control_plane"),
     ("README.md", "## On a fresh machine", 0,
         "tests/demo.rs the_demo_runs_the_whole_loop_on_the_simulator"),
     ("README.md", "## On a fresh machine", 1,
@@ -308,11 +310,10 @@ fn the_install_commands_of_the_docs_work_as_written() {
     );
     let uninstall = sh_block("docs/install.md", "## Uninstall");
     assert_ran(run_block(cluster, &uninstall, &[]), &uninstall);
-    let crd = cluster.kubectl_output(
-        &cluster.admin_kubeconfig,
-        &["get", "crd", "jobruns.job-executor.dev"],
-    );
-    assert!(!crd.status.success(), "the CRD is gone");
+    for name in ["jobruns.job-executor.dev", "jobschedules.job-executor.dev"] {
+        let crd = cluster.kubectl_output(&cluster.admin_kubeconfig, &["get", "crd", name]);
+        assert!(!crd.status.success(), "the CRD {name} is gone");
+    }
     cluster.kubectl(&[
         "wait",
         "--for=delete",
@@ -324,20 +325,15 @@ fn the_install_commands_of_the_docs_work_as_written() {
     let helm = sh_block("docs/install.md", "## Install with Helm");
     assert_ran(run_block(cluster, &helm, &[]), &helm);
     cluster.kubectl(&["get", "crd", "jobruns.job-executor.dev"]);
+    cluster.kubectl(&["get", "crd", "jobschedules.job-executor.dev"]);
     cluster.rollout_status("job-executor");
     // docs/install.md, "Uninstall" with Helm: the release and the CRD are gone.
     let uninstall = sh_block_at("docs/install.md", "## Uninstall", 1);
     assert_ran(run_block(cluster, &uninstall, &[]), &uninstall);
-    assert!(
-        !cluster
-            .kubectl_output(
-                &cluster.admin_kubeconfig,
-                &["get", "crd", "jobruns.job-executor.dev"]
-            )
-            .status
-            .success(),
-        "the CRD is gone"
-    );
+    for name in ["jobruns.job-executor.dev", "jobschedules.job-executor.dev"] {
+        let crd = cluster.kubectl_output(&cluster.admin_kubeconfig, &["get", "crd", name]);
+        assert!(!crd.status.success(), "the CRD {name} is gone");
+    }
     assert!(
         !cluster
             .kubectl_output(

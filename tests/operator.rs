@@ -1532,6 +1532,15 @@ async fn started_before_its_crd_it_says_so_waits_for_it_and_stops_on_sigterm() {
         "logged once, not at every retry: {}",
         op.operator_log()
     );
+    // The schedules' watch says what it misses, once, without holding up readiness.
+    let schedules = "JobSchedules do not fire: the CustomResourceDefinition \
+                     jobschedules.job-executor.dev is not installed";
+    assert_eq!(
+        op.operator_log().matches(schedules).count(),
+        1,
+        "{}",
+        op.operator_log()
+    );
 
     // SIGTERM ends it promptly in this state too.
     let exit = op.terminate_operator(Duration::from_secs(5)).await;
@@ -1539,7 +1548,7 @@ async fn started_before_its_crd_it_says_so_waits_for_it_and_stops_on_sigterm() {
 
     // Started again, it waits; once the CRD is there it becomes ready and accepts the event.
     op.spawn_operator().await;
-    let crd = support::root().join("crds/jobrun.yaml");
+    let crd = support::root().join("crds");
     let applied = std::process::Command::new(support::kubectl())
         .args(["apply", "-f", crd.to_str().unwrap()])
         .env("KUBECONFIG", &kubeconfig)

@@ -44,8 +44,12 @@ pub enum Command {
     StageFiles(StageFilesArgs),
     /// Run the operator: receive events, run Jobs, report the outcome.
     Run(Box<RunArgs>),
-    /// Print the JobRun CustomResourceDefinition.
-    Crd,
+    /// Print the CustomResourceDefinitions (JobRun and JobSchedule), or the one named.
+    Crd {
+        /// Only this one.
+        #[arg(value_enum)]
+        kind: Option<crate::crd::CrdKind>,
+    },
     /// Send CloudEvent files to a receiver (the operator's ingest), printing each answer.
     Send(SendArgs),
     /// Check `run`'s flags and environment without starting (no cluster needed).

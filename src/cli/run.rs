@@ -387,6 +387,10 @@ pub struct OperatorArgs {
     /// `<URL>/v1/traces`. Unset: no spans are recorded.
     #[arg(long, env = "JOB_EXECUTOR_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// For tests only: JobSchedules are judged by a clock that starts at START (RFC 3339 or
+    /// `now`) and runs SCALE times as fast (`now*60`: an hour of schedule in a minute).
+    #[arg(long, env = "JOB_EXECUTOR_TEST_CLOCK", hide = true, value_parser = parse_clock)]
+    pub test_clock: Option<crate::schedule::Clock>,
     /// Address of `/livez`, `/readyz` and `/metrics`.
     #[arg(
         long,
@@ -503,6 +507,10 @@ pub struct OperatorArgs {
     pub store_timeout_seconds: u64,
 }
 
+fn parse_clock(text: &str) -> Result<crate::schedule::Clock, String> {
+    crate::schedule::Clock::parse(text)
+}
+
 pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     let RunArgs {
         install,
@@ -516,6 +524,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         listen,
         // Read before the runtime starts (src/main.rs).
         otlp_endpoint: _,
+        test_clock,
         admin_listen,
         ingest_token,
         ingest_token_file,
@@ -587,7 +596,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     );
 
     let known_runs = Arc::new(controller::known::KnownRuns::default());
-    let ingest_app = ingest::router(Arc::new(IngestState {
+    let ingest_state = Arc::new(IngestState {
         runs: kube::Api::namespaced(ingest_client.clone(), &settings.job_namespace),
         source: source.clone(),
         settings: settings.clone(),
@@ -600,7 +609,8 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         store_timeout: Duration::from_secs(store_timeout_seconds),
         known_runs: known_runs.clone(),
         max_runs_in_flight: (max_runs_in_flight > 0).then_some(max_runs_in_flight),
-    }));
+    });
+    let ingest_app = ingest::router(ingest_state.clone());
     let admin_app = admin_router(AdminState {
         metrics: metrics.clone(),
         health: health.clone(),
@@ -642,6 +652,20 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     ));
     let controller_done = Arc::new(tokio::sync::Notify::new());
     let identity = lease.identity.clone();
+    let schedules = ingest::schedule::run(
+        ingest::schedule::ScheduleParts {
+            schedules: kube::Api::namespaced(client.clone(), &settings.job_namespace),
+            history: controller::Publisher::start(
+                client.clone(),
+                identity.clone(),
+                leadership.clone(),
+            ),
+            leadership: leadership.clone(),
+            ingest: ingest_state,
+            clock: test_clock.unwrap_or_default(),
+        },
+        stopped(stop_rx.clone()),
+    );
     let election = leader::elect(
         kube::Api::<Lease>::namespaced(client.clone(), &settings.job_namespace),
         lease,
@@ -678,7 +702,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         controller.await;
         controller_done.notify_one();
     };
-    tokio::join!(ingest_server, admin_server, controller, election);
+    tokio::join!(ingest_server, admin_server, controller, election, schedules);
     Ok(())
 }
 

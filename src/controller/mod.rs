@@ -5,7 +5,7 @@
 
 mod decide;
 mod group;
-mod history;
+pub(crate) mod history;
 pub mod known;
 mod logs;
 mod observe;
@@ -290,12 +290,16 @@ const EVENT_QUEUE: usize = 4096;
 /// not told. Each Event is created once and never updated: a run's history has no repeats to
 /// fold into a series (kube-runtime's recorder would keep every Event of the last six minutes in
 /// memory to find them, which at a few hundred runs a second is more than the whole operator).
-struct Publisher {
+pub struct Publisher {
     queue: mpsc::Sender<EventsV1>,
 }
 
 impl Publisher {
-    fn start(client: Client, identity: String, leadership: watch::Receiver<Leadership>) -> Self {
+    pub(crate) fn start(
+        client: Client,
+        identity: String,
+        leadership: watch::Receiver<Leadership>,
+    ) -> Self {
         let (queue, mut pending) = mpsc::channel::<EventsV1>(EVENT_QUEUE);
         tokio::spawn(async move {
             let mut last = 0i128;
@@ -342,26 +346,41 @@ impl Publisher {
             regarding.field_path = event
                 .task
                 .map(|index| format!("spec.action.tasks[{index}]"));
-            let related = event.job.map(|job| ObjectReference {
+            let related = event.job.clone().map(|job| ObjectReference {
                 api_version: Some("batch/v1".into()),
                 kind: Some("Job".into()),
                 name: Some(job),
                 namespace: regarding.namespace.clone(),
                 ..Default::default()
             });
-            let recorded = EventsV1 {
-                type_: Some(if event.warning { "Warning" } else { "Normal" }.into()),
-                reason: Some(event.reason.to_string()),
-                note: Some(event.note),
-                action: Some(event.action.to_string()),
-                reporting_controller: Some(labels::MANAGED_BY.to_string()),
-                regarding: Some(regarding),
-                related,
-                ..Default::default()
-            };
-            if let Err(error) = self.queue.try_send(recorded) {
-                tracing::debug!(run = run.name_any(), %error, "an Event was dropped");
-            }
+            self.send(regarding, related, event);
+        }
+    }
+
+    /// Publishes an Event about any object (a JobSchedule's firing, say).
+    pub(crate) fn publish_about(&self, regarding: ObjectReference, event: history::RunEvent) {
+        self.send(regarding, None, event);
+    }
+
+    fn send(
+        &self,
+        regarding: ObjectReference,
+        related: Option<ObjectReference>,
+        event: history::RunEvent,
+    ) {
+        let name = regarding.name.clone().unwrap_or_default();
+        let recorded = EventsV1 {
+            type_: Some(if event.warning { "Warning" } else { "Normal" }.into()),
+            reason: Some(event.reason.to_string()),
+            note: Some(event.note),
+            action: Some(event.action.to_string()),
+            reporting_controller: Some(labels::MANAGED_BY.to_string()),
+            regarding: Some(regarding),
+            related,
+            ..Default::default()
+        };
+        if let Err(error) = self.queue.try_send(recorded) {
+            tracing::debug!(object = name, %error, "an Event was dropped");
         }
     }
 }
@@ -374,10 +393,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The least lease time left for a side effect to be started: an API request or a delivery
 /// should be done well within it.
-const FENCE_MARGIN: Duration = Duration::from_secs(1);
+pub(crate) const FENCE_MARGIN: Duration = Duration::from_secs(1);
 
 /// One item each time this replica becomes leader.
-fn leadership_gained(rx: watch::Receiver<Leadership>) -> impl Stream<Item = ()> {
+pub(crate) fn leadership_gained(rx: watch::Receiver<Leadership>) -> impl Stream<Item = ()> {
     futures::stream::unfold((rx, false), |(mut rx, mut was_leading)| async move {
         loop {
             let leading = rx.borrow_and_update().is_leading();

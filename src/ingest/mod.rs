@@ -8,6 +8,7 @@ pub mod auth;
 mod conformance;
 pub mod parse;
 pub mod plan;
+pub mod schedule;
 
 use std::sync::Arc;
 
@@ -206,97 +207,18 @@ async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
     };
     let (mut any_runs, mut any_config_error) = (false, false);
     for event in events {
-        // The event's span continues the trace the event carries; its runs keep the context.
-        let span = tracing::info_span!(
-            target: trace::TARGET,
-            "ingest",
-            otel.kind = "server",
-            "cloudevents.event_id" = event.id(),
-            "cloudevents.event_type" = event.event_type(),
-        );
-        let incoming = TraceContext::of_event(event);
-        trace::continue_trace(&span, incoming.as_ref());
-        let context = trace::handed_on(&span, incoming.as_ref());
-        let traced = |mut runs: Vec<JobRun>| {
-            if let Some(context) = &context {
-                for run in &mut runs {
-                    context.annotate(run);
-                }
+        match take_event(state, event).await {
+            Ok(taken) => {
+                state.metrics.event_received(taken.outcome.label());
+                any_runs |= matches!(taken.outcome, Outcome::Accepted | Outcome::Duplicate);
+                any_config_error |= taken.outcome == Outcome::ConfigError;
+                answer.events.push(taken.answer);
             }
-            runs
-        };
-        // Reading the config may block on a git fetch: keep that off the async workers. A
-        // directory is read in place (a stat, and a parse only when the file changed).
-        let plan = if state.source.may_block() {
-            let (owned_event, source, settings) =
-                (event.clone(), state.source.clone(), state.settings.clone());
-            match tokio::task::spawn_blocking(move || {
-                plan::plan_event(&owned_event, &source, &settings)
-            })
-            .await
-            {
-                Ok(plan) => plan,
-                Err(problem) => {
-                    tracing::error!(error = %problem, "planning an event failed");
-                    return error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("the event could not be planned ({problem}); retry later"),
-                    );
-                }
-            }
-        } else {
-            plan::plan_event(event, &state.source, &state.settings)
-        };
-        let mut result = EventAnswer {
-            id: event.id(),
-            event_type: event.event_type(),
-            runs: Vec::new(),
-            error: None,
-            not_matched: None,
-        };
-        match plan {
-            EventPlan::Nothing { reasons } => {
-                state.metrics.event_received("not_matched");
-                result.not_matched = Some(reasons);
-            }
-            EventPlan::Unavailable { message } => {
-                tracing::warn!(event = %event.id(), error = %message, "cannot read the job config now; answering 503");
-                state.metrics.event_received("source_unavailable");
-                return unavailable(format!("{message}; retry later"));
-            }
-            EventPlan::ConfigError { message, run } => {
-                any_config_error = true;
-                state.metrics.event_received("config_error");
-                if let Some(run) = run {
-                    let runs = traced(vec![*run]);
-                    result.runs = match create_runs(state, runs).instrument(span.clone()).await {
-                        Ok(runs) => runs,
-                        Err(response) => return response,
-                    };
-                }
-                result.error = Some(message);
-            }
-            EventPlan::Runs { runs, not_matched } => {
-                if let Some(refusal) = backpressure(state, &runs) {
-                    state.metrics.event_received("backpressure");
-                    return refusal;
-                }
-                let runs = traced(runs);
-                result.runs = match create_runs(state, runs).instrument(span.clone()).await {
-                    Ok(runs) => runs,
-                    Err(response) => return response,
-                };
-                any_runs = true;
-                let all_duplicates = result.runs.iter().all(|r| r.status == RunStatus::Duplicate);
-                state.metrics.event_received(if all_duplicates {
-                    "duplicate"
-                } else {
-                    "accepted"
-                });
-                result.not_matched = Some(not_matched);
+            Err(refusal) => {
+                state.metrics.event_received(refusal.outcome);
+                return refusal.into_response();
             }
         }
-        answer.events.push(result);
     }
     let status = if any_runs {
         StatusCode::ACCEPTED
@@ -308,13 +230,191 @@ async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
     (status, axum::Json(answer)).into_response()
 }
 
+/// What became of an event whose runs (if any) are persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// At least one run is new.
+    Accepted,
+    /// Every run existed already: a repeated delivery.
+    Duplicate,
+    NotMatched,
+    /// The service's config cannot be used (a failed run reports it for a `.triggered` event).
+    ConfigError,
+}
+
+impl Outcome {
+    /// As `job_executor_events_received_total` counts it.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Duplicate => "duplicate",
+            Outcome::NotMatched => "not_matched",
+            Outcome::ConfigError => "config_error",
+        }
+    }
+}
+
+/// An event and its persisted runs.
+pub(crate) struct Taken<'a> {
+    answer: EventAnswer<'a>,
+    pub(crate) outcome: Outcome,
+}
+
+impl Taken<'_> {
+    /// The names of the event's runs, new or found.
+    pub(crate) fn run_names(&self) -> Vec<String> {
+        self.answer
+            .runs
+            .iter()
+            .map(|run| run.name.clone())
+            .collect()
+    }
+
+    /// Why nothing ran, or what is wrong with the config, in one line.
+    pub(crate) fn explanation(&self) -> Option<String> {
+        if let Some(error) = &self.answer.error {
+            return Some(error.clone());
+        }
+        if self.answer.runs.is_empty() {
+            let reasons = self.answer.not_matched.as_deref().unwrap_or_default();
+            return Some(
+                reasons
+                    .iter()
+                    .map(|r| match r.action.as_str() {
+                        "" => r.reason.clone(),
+                        action => format!("{action}: {}", r.reason),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
+        }
+        None
+    }
+}
+
+/// An event that could not be taken now; nothing of it is lost if it is offered again.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    status: StatusCode,
+    pub(crate) message: String,
+    /// As `job_executor_events_received_total` counts it.
+    pub(crate) outcome: &'static str,
+}
+
+impl Refusal {
+    fn into_response(self) -> Response {
+        let mut response = error(self.status, self.message);
+        if matches!(
+            self.status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                http::HeaderValue::from(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
+    }
+}
+
+/// Plans one event and persists its runs: what the HTTP receiver and the schedules share.
+pub(crate) async fn take_event<'a>(
+    state: &IngestState,
+    event: &'a CloudEvent,
+) -> Result<Taken<'a>, Refusal> {
+    // The event's span continues the trace the event carries; its runs keep the context.
+    let span = tracing::info_span!(
+        target: trace::TARGET,
+        "ingest",
+        otel.kind = "server",
+        "cloudevents.event_id" = event.id(),
+        "cloudevents.event_type" = event.event_type(),
+    );
+    let incoming = TraceContext::of_event(event);
+    trace::continue_trace(&span, incoming.as_ref());
+    let context = trace::handed_on(&span, incoming.as_ref());
+    let traced = |mut runs: Vec<JobRun>| {
+        if let Some(context) = &context {
+            for run in &mut runs {
+                context.annotate(run);
+            }
+        }
+        runs
+    };
+    // Reading the config may block on a git fetch: keep that off the async workers. A
+    // directory is read in place (a stat, and a parse only when the file changed).
+    let plan = if state.source.may_block() {
+        let (owned_event, source, settings) =
+            (event.clone(), state.source.clone(), state.settings.clone());
+        match tokio::task::spawn_blocking(move || {
+            plan::plan_event(&owned_event, &source, &settings)
+        })
+        .await
+        {
+            Ok(plan) => plan,
+            Err(problem) => {
+                tracing::error!(error = %problem, "planning an event failed");
+                return Err(Refusal {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    message: format!("the event could not be planned ({problem}); retry later"),
+                    outcome: "unavailable",
+                });
+            }
+        }
+    } else {
+        plan::plan_event(event, &state.source, &state.settings)
+    };
+    let mut answer = EventAnswer {
+        id: event.id(),
+        event_type: event.event_type(),
+        runs: Vec::new(),
+        error: None,
+        not_matched: None,
+    };
+    let outcome = match plan {
+        EventPlan::Nothing { reasons } => {
+            answer.not_matched = Some(reasons);
+            Outcome::NotMatched
+        }
+        EventPlan::Unavailable { message } => {
+            tracing::warn!(event = %event.id(), error = %message, "cannot read the job config now; answering 503");
+            return Err(unavailable(
+                format!("{message}; retry later"),
+                "source_unavailable",
+            ));
+        }
+        EventPlan::ConfigError { message, run } => {
+            if let Some(run) = run {
+                let runs = traced(vec![*run]);
+                answer.runs = create_runs(state, runs).instrument(span.clone()).await?;
+            }
+            answer.error = Some(message);
+            Outcome::ConfigError
+        }
+        EventPlan::Runs { runs, not_matched } => {
+            backpressure(state, &runs)?;
+            let runs = traced(runs);
+            answer.runs = create_runs(state, runs).instrument(span.clone()).await?;
+            answer.not_matched = Some(not_matched);
+            if answer.runs.iter().all(|r| r.status == RunStatus::Duplicate) {
+                Outcome::Duplicate
+            } else {
+                Outcome::Accepted
+            }
+        }
+    };
+    Ok(Taken { answer, outcome })
+}
+
 /// 429 with `Retry-After` while the runs in flight reach `--max-runs-in-flight`: work that
 /// cannot start soon is not accepted, and the runs already accepted go on. Runs that exist
 /// already (a redelivery) are not new work and pass. An event is judged by the runs in flight
 /// before it, so one that matches many actions is never refused for good (the bound is passed
 /// by at most one event's runs).
-fn backpressure(state: &IngestState, runs: &[JobRun]) -> Option<Response> {
-    let limit = state.max_runs_in_flight?;
+fn backpressure(state: &IngestState, runs: &[JobRun]) -> Result<(), Refusal> {
+    let Some(limit) = state.max_runs_in_flight else {
+        return Ok(());
+    };
     let new = runs
         .iter()
         .filter(|run| {
@@ -326,7 +426,7 @@ fn backpressure(state: &IngestState, runs: &[JobRun]) -> Option<Response> {
         .count();
     let in_flight = state.known_runs.in_flight();
     if new == 0 || in_flight < limit {
-        return None;
+        return Ok(());
     }
     tracing::warn!(
         in_flight,
@@ -334,28 +434,23 @@ fn backpressure(state: &IngestState, runs: &[JobRun]) -> Option<Response> {
         limit,
         "refusing runs beyond --max-runs-in-flight"
     );
-    let mut response = error(
-        StatusCode::TOO_MANY_REQUESTS,
-        format!(
+    Err(Refusal {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        message: format!(
             "{in_flight} runs are in flight, the limit is {limit} (--max-runs-in-flight): this \
              event's {new} new run(s) are not accepted now; retry later"
         ),
-    );
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        http::HeaderValue::from(RETRY_AFTER_SECONDS),
-    );
-    Some(response)
+        outcome: "backpressure",
+    })
 }
 
 /// 503 with `Retry-After`: nothing of the request is lost if the sender sends it again.
-fn unavailable(message: String) -> Response {
-    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        http::HeaderValue::from(RETRY_AFTER_SECONDS),
-    );
-    response
+fn unavailable(message: String, outcome: &'static str) -> Refusal {
+    Refusal {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message,
+        outcome,
+    }
 }
 
 /// The API server did not answer a create within the store timeout. The run may still have
@@ -366,7 +461,7 @@ struct StoreTimeout(std::time::Duration);
 
 /// Creates the runs; an existing one is a duplicate delivery. Any other failure, or no answer
 /// within the store timeout, answers 503 with `Retry-After`.
-async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAnswer>, Response> {
+async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAnswer>, Refusal> {
     let params = PostParams {
         field_manager: Some(crate::labels::FIELD_MANAGER.to_string()),
         ..Default::default()
@@ -394,12 +489,11 @@ async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAn
             }
             Err(problem) => {
                 tracing::warn!(run = %name, error = %problem, "cannot persist a run; answering 503");
-                state.metrics.event_received("unavailable");
                 let why = match &problem {
                     kube::Error::Api(_) => crate::health::explain(&problem),
                     other => format!("the Kubernetes API cannot store the run now ({other})"),
                 };
-                return Err(unavailable(format!("{why}; retry later")));
+                return Err(unavailable(format!("{why}; retry later"), "unavailable"));
             }
         };
         results.push(RunAnswer {

@@ -83,6 +83,23 @@ impl Schedule {
     /// The first slot after `after`.
     pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
         let mut civil = after.to_zoned(self.zone.clone()).datetime();
+        // Just after clocks moved forward, a slot in the skipped hour (02:30, fired at 03:30)
+        // may still be ahead while its wall-clock time is behind: look from where the clock
+        // stood before the change.
+        let moved = self.zone.to_offset(after).seconds()
+            - self
+                .zone
+                .to_offset(
+                    after
+                        .checked_sub(jiff::SignedDuration::from_hours(24))
+                        .ok()?,
+                )
+                .seconds();
+        if moved > 0 {
+            civil = civil
+                .checked_sub(jiff::SignedDuration::from_secs(i64::from(moved)))
+                .ok()?;
+        }
         loop {
             civil = self.cron.next_civil(civil)?;
             // A skipped time moves forward by the gap; a repeated one takes its first instant.
@@ -160,7 +177,8 @@ pub fn plan(
     Plan {
         // Every slot passed is handled now: fired or counted.
         last: latest,
-        next: schedule.next_after(now),
+        // A schedule handled up to a time still to come (a clock set back) waits for it.
+        next: schedule.next_after(now.max(since)),
         fire,
         missed,
     }
@@ -169,6 +187,188 @@ pub fn plan(
 /// The id of the event fired for `slot`: the same for every firing of that slot.
 pub fn event_id(schedule_uid: &str, slot: Timestamp) -> String {
     crate::event::derived_id(&format!("{schedule_uid}/{}", slot.as_second()))
+}
+
+/// The time a schedule is judged by. Real unless the operator was started with a fast clock
+/// for tests (`--test-clock START*SCALE`), which starts at `START` and runs `SCALE` times as fast.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    fast: Option<FastClock>,
+}
+
+#[derive(Debug, Clone)]
+struct FastClock {
+    origin: std::time::Instant,
+    start: Timestamp,
+    scale: u32,
+}
+
+impl Clock {
+    /// `START*SCALE`: `START` an RFC 3339 time or `now`, `SCALE` a whole number from 1.
+    pub fn parse(text: &str) -> Result<Clock, String> {
+        let (start, scale) = text
+            .split_once('*')
+            .ok_or_else(|| format!("{text:?} is not START*SCALE (e.g. now*60)"))?;
+        let start = match start.trim() {
+            "now" => Timestamp::now(),
+            other => other
+                .parse()
+                .map_err(|e| format!("{other:?} is not an RFC 3339 time: {e}"))?,
+        };
+        let scale: u32 = scale
+            .trim()
+            .parse()
+            .ok()
+            .filter(|scale| *scale >= 1)
+            .ok_or_else(|| format!("{scale:?} is not a whole number from 1"))?;
+        Ok(Clock {
+            fast: Some(FastClock {
+                origin: std::time::Instant::now(),
+                start,
+                scale,
+            }),
+        })
+    }
+
+    pub fn now(&self) -> Timestamp {
+        match &self.fast {
+            None => Timestamp::now(),
+            Some(fast) => {
+                let elapsed = fast.origin.elapsed() * fast.scale;
+                fast.start
+                    .checked_add(jiff::SignedDuration::try_from(elapsed).unwrap_or_default())
+                    .unwrap_or(fast.start)
+            }
+        }
+    }
+
+    /// How long to wait, in real time, until this clock shows `at`.
+    pub fn real_wait(&self, at: Timestamp) -> Duration {
+        let ahead: Duration = at.duration_since(self.now()).try_into().unwrap_or_default();
+        match &self.fast {
+            None => ahead,
+            Some(fast) => ahead / fast.scale,
+        }
+    }
+}
+
+/// What a schedule's controller does now.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// The cron, time zone or event cannot be used; the message says which and why.
+    Invalid(String),
+    /// Nothing fires while suspended.
+    Suspended,
+    /// Fire these slots (maybe none) and record the rest.
+    Fire {
+        schedule: Box<Schedule>,
+        plan: Plan,
+        /// Every slot up to here is handled once the plan is carried out.
+        handled_until: Timestamp,
+    },
+}
+
+/// Decides what a JobSchedule does at `now`, from its spec and what its status says was done.
+pub fn review(schedule: &crate::crd::JobSchedule, created: Timestamp, now: Timestamp) -> Verdict {
+    let spec = &schedule.spec;
+    let status = schedule.status.clone().unwrap_or_default();
+    let parsed = match Schedule::new(&spec.schedule, spec.time_zone.as_deref()) {
+        Ok(parsed) => parsed,
+        Err(problem) => return Verdict::Invalid(problem.to_string()),
+    };
+    if let Err(problem) = scheduled_event(schedule, now) {
+        return Verdict::Invalid(problem);
+    }
+    if spec.suspend {
+        return Verdict::Suspended;
+    }
+    let edited = status
+        .observed_generation
+        .is_some_and(|seen| Some(seen) != schedule.metadata.generation);
+    // Slots that passed while suspended, or under an earlier spec, are not this spec's to fire.
+    let since = if status.suspended || edited {
+        now
+    } else {
+        status
+            .handled_until
+            .as_deref()
+            .and_then(|at| at.parse().ok())
+            .unwrap_or(created)
+    };
+    let missed = spec.missed_slots.clone().unwrap_or_default();
+    let lookback = missed
+        .lookback_seconds
+        .map_or(DEFAULT_LOOKBACK, Duration::from_secs);
+    let plan = plan(&parsed, since, now, missed.policy, lookback);
+    Verdict::Fire {
+        handled_until: plan.last.unwrap_or(since).max(since),
+        schedule: Box::new(parsed),
+        plan,
+    }
+}
+
+/// Attributes a schedule's `extensions` cannot set: the event's own.
+const CORE_ATTRIBUTES: [&str; 10] = [
+    "id",
+    "source",
+    "specversion",
+    "type",
+    "time",
+    "datacontenttype",
+    "dataschema",
+    "subject",
+    "data",
+    "data_base64",
+];
+
+/// The event a JobSchedule fires for `slot`: its id derived from the schedule's uid and the
+/// slot, its time the slot. A Keptn event without a `shkeptncontext` gets one (its id), as a
+/// sequence Keptn starts would.
+pub fn scheduled_event(
+    schedule: &crate::crd::JobSchedule,
+    slot: Timestamp,
+) -> Result<crate::event::CloudEvent, String> {
+    use serde_json::{Map, Value};
+    let spec = &schedule.spec.event;
+    let meta = &schedule.metadata;
+    let id = event_id(meta.uid.as_deref().unwrap_or_default(), slot);
+    let mut event = Map::new();
+    event.insert("specversion".into(), "1.0".into());
+    event.insert("id".into(), id.clone().into());
+    event.insert("type".into(), spec.event_type.clone().into());
+    let source = spec.source.clone().unwrap_or_else(|| {
+        format!(
+            "job-executor/schedule/{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
+        )
+    });
+    event.insert("source".into(), source.into());
+    event.insert("time".into(), slot.to_string().into());
+    for (name, value) in &spec.extensions {
+        if CORE_ATTRIBUTES.contains(&name.as_str()) {
+            return Err(format!(
+                "event.extensions.{name} is one of the event's own attributes; set event.{name} \
+                 instead (id and time are the slot's)"
+            ));
+        }
+        event.insert(name.clone(), value.clone().into());
+    }
+    if spec.event_type.starts_with("sh.keptn.") && !event.contains_key("shkeptncontext") {
+        event.insert("shkeptncontext".into(), id.into());
+    }
+    if let Some(data) = &spec.data {
+        if !data.is_object() {
+            return Err(format!(
+                "event.data must be an object, found {}",
+                crate::event::json_kind(data)
+            ));
+        }
+        event.insert("datacontenttype".into(), "application/json".into());
+        event.insert("data".into(), data.clone());
+    }
+    crate::event::CloudEvent::from_value(Value::Object(event))
+        .map_err(|problem| format!("the event cannot be sent: {problem}"))
 }
 
 #[cfg(test)]
@@ -184,6 +384,29 @@ mod tests {
             .iter()
             .map(|s| schedule.local(*s).strftime("%F %T %Z").to_string())
             .collect()
+    }
+
+    #[test]
+    fn a_slot_in_the_skipped_hour_is_next_until_it_fired() {
+        // 02:30 does not exist in Berlin on 2027-03-28; it fires at 03:30 CEST (01:30 UTC), also
+        // when looked for at 03:29 CEST, after the wall clock has passed 02:30.
+        let schedule = Schedule::new("30 2 * * *", Some("Europe/Berlin")).unwrap();
+        assert_eq!(
+            schedule.next_after(at("2027-03-28T01:29:00Z")),
+            Some(at("2027-03-28T01:30:00Z"))
+        );
+        assert_eq!(
+            schedule.next_after(at("2027-03-28T01:30:00Z")),
+            Some(at("2027-03-29T00:30:00Z"))
+        );
+        let planned = plan(
+            &schedule,
+            at("2027-03-28T01:00:00Z"),
+            at("2027-03-28T01:30:30Z"),
+            MissedPolicy::Skip,
+            DEFAULT_LOOKBACK,
+        );
+        assert_eq!(planned.fire, [at("2027-03-28T01:30:00Z")]);
     }
 
     #[test]

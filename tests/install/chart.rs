@@ -23,11 +23,13 @@ pub fn renderings() -> Vec<(&'static str, String)> {
 
 #[test]
 fn chart_crds_are_the_generated_crds() {
-    assert_eq!(
-        read("charts/job-executor/crds/jobrun.yaml"),
-        read("crds/jobrun.yaml"),
-        "charts/job-executor/crds/ must be a copy of crds/ (cp crds/jobrun.yaml charts/job-executor/crds/)"
-    );
+    for file in ["jobrun.yaml", "jobschedule.yaml"] {
+        assert_eq!(
+            read(&format!("charts/job-executor/crds/{file}")),
+            read(&format!("crds/{file}")),
+            "charts/job-executor/crds/ must be a copy of crds/ (cp crds/*.yaml charts/job-executor/crds/)"
+        );
+    }
 }
 
 #[test]
@@ -38,6 +40,7 @@ fn chart_renders_and_validates_against_kubernetes_schemas() {
         validate_manifests(&name.replace(['/', ' '], "-"), &yaml);
     }
     validate_manifests("crds", &read("crds/jobrun.yaml"));
+    validate_manifests("crds-schedule", &read("crds/jobschedule.yaml"));
 }
 
 #[test]

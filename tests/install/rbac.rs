@@ -69,20 +69,14 @@ fn granted(role: &Value) -> BTreeSet<Permission> {
     set
 }
 
-/// `kubectl apply -f crds/jobrun.yaml -f deploy/service.yaml`, as the install guide says,
+/// `kubectl apply -f crds/ -f deploy/service.yaml`, as the install guide says,
 /// as the cluster admin (no credentials), with the kubectl of `$KUBECTL` (`scripts/test` sets
 /// it to the control plane's) or the PATH's. A missing kubectl fails the test.
 async fn apply_plain_install(sim: &Sim, dir: &Path) {
     let kubeconfig = sim.write_kubeconfig(dir.join("admin-kubeconfig")).unwrap();
     let kubectl = std::env::var_os("KUBECTL").unwrap_or_else(|| "kubectl".into());
     let output = std::process::Command::new(&kubectl)
-        .args([
-            "apply",
-            "-f",
-            "crds/jobrun.yaml",
-            "-f",
-            "deploy/service.yaml",
-        ])
+        .args(["apply", "-f", "crds/", "-f", "deploy/service.yaml"])
         .current_dir(root())
         .env("KUBECONFIG", &kubeconfig)
         .env("KUBECACHEDIR", dir.join("kube-cache"))
@@ -288,6 +282,23 @@ async fn the_operator_needs_exactly_the_shipped_role() {
     )
     .await;
     create_secret(&sim, &job_namespace, "carts-api", &[("token", "api")]).await;
+    // The example's JobSchedule: the operator watches it and records its next slot.
+    let applied =
+        std::process::Command::new(std::env::var_os("KUBECTL").unwrap_or_else(|| "kubectl".into()))
+            .args([
+                "apply",
+                "-n",
+                &job_namespace,
+                "-f",
+                "examples/schedules/carts-nightly.yaml",
+            ])
+            .current_dir(root())
+            .env("KUBECONFIG", dir.join("admin-kubeconfig"))
+            .env("KUBECACHEDIR", dir.join("kube-cache"))
+            .env("HOME", &dir)
+            .output()
+            .unwrap();
+    assert!(applied.status.success(), "{applied:?}");
 
     // Rarely used paths, driven on purpose so that they are covered too: an image that never
     // starts (the operator deletes its Job) and a task whose Job vanishes while it runs (the
@@ -464,6 +475,16 @@ async fn the_operator_needs_exactly_the_shipped_role() {
                     .iter()
                     .filter(|r| r["spec"]["action"]["silent"] != true)
                     .count()
+        },
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    wait_until(
+        || {
+            sim.list_objects("job-executor.dev", "jobschedules", Some(&job_namespace))
+                .iter()
+                .all(|s| s["status"]["nextFireTime"].is_string())
         },
         Duration::from_secs(30),
     )

@@ -57,7 +57,7 @@ pub fn cluster() -> &'static Cluster {
             dir: PathBuf::from(&env["CLUSTER_DIR"]),
             env,
         };
-        cluster.kubectl(&["apply", "-f", path(&root().join("crds/jobrun.yaml"))]);
+        cluster.kubectl(&["apply", "-f", path(&root().join("crds"))]);
         cluster
     })
 }

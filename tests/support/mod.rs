@@ -861,11 +861,7 @@ impl Harness {
         );
         let op = Operator::new(dir, kubeconfig, "default", source_args, extra_args).await;
         let mut harness = Harness { sim, op };
-        harness.kubectl(&[
-            "apply",
-            "-f",
-            root().join("crds/jobrun.yaml").to_str().unwrap(),
-        ]);
+        harness.kubectl(&["apply", "-f", root().join("crds").to_str().unwrap()]);
         harness.create_example_secrets().await;
         harness.start_operator().await;
         harness
@@ -883,11 +879,7 @@ impl Harness {
         let source_args = vec!["--config-dir".to_string(), path_str(config_dir).to_string()];
         let op = Operator::new(dir, kubeconfig, "default", source_args, extra_args).await;
         let harness = Harness { sim, op };
-        harness.kubectl(&[
-            "apply",
-            "-f",
-            root().join("crds/jobrun.yaml").to_str().unwrap(),
-        ]);
+        harness.kubectl(&["apply", "-f", root().join("crds").to_str().unwrap()]);
         harness
     }
 

@@ -1,0 +1,464 @@
+//! JobSchedules: the controller that fires their events, on the replica holding the Lease.
+//!
+//! A firing goes through the same path as an event received over HTTP (plan, then persist the
+//! runs), with an id derived from the schedule and the slot: a repeated firing (a restart
+//! between firing and recording, a second replica, a stale leader) finds its runs already made.
+//! The status records what was handled, so the next look starts where the last one ended.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use tokio::sync::watch;
+
+use super::{IngestState, Outcome, take_event};
+use crate::controller::history::RunEvent;
+use crate::controller::{FENCE_MARGIN, Publisher, leadership_gained};
+use crate::crd::{Condition, JobSchedule, JobScheduleStatus, SCHEDULE_CRD_NAME};
+use crate::leader::{self, Leadership};
+use crate::schedule::{self, Clock, Verdict};
+
+/// When a schedule whose firing was refused (the API server, the config source, back-pressure)
+/// is looked at again.
+const RETRY: Duration = Duration::from_secs(5);
+/// Slots are looked at this much after they are due, so the clock shows them passed.
+const PAST_THE_SLOT: Duration = Duration::from_millis(20);
+/// The condition the status carries.
+const READY: &str = "Ready";
+
+/// What the schedules' controller is built from.
+pub struct ScheduleParts {
+    pub ingest: Arc<IngestState>,
+    pub schedules: Api<JobSchedule>,
+    pub leadership: watch::Receiver<Leadership>,
+    pub history: Publisher,
+    pub clock: Clock,
+}
+
+struct Context {
+    parts: ScheduleParts,
+    /// The newest status this process wrote per schedule (by uid): the watch cache that hands
+    /// schedules to `reconcile` can still hold an older one, which would fire a slot again (a
+    /// duplicate, harmless) and count its missed slots twice (not).
+    written: Mutex<HashMap<String, JobScheduleStatus>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ScheduleError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    NotLeader(#[from] leader::NotLeader),
+    #[error("the status write took too long")]
+    Fenced,
+}
+
+/// Runs until `shutdown` resolves. A missing JobSchedule CRD is logged, not fatal: events
+/// received over HTTP do not need it.
+pub async fn run(
+    parts: ScheduleParts,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let shutdown = futures::FutureExt::shared(shutdown);
+    let gained = leadership_gained(parts.leadership.clone());
+    let schedules = parts.schedules.clone();
+    let context = Arc::new(Context {
+        parts,
+        written: Mutex::new(HashMap::new()),
+    });
+    let mut last_problem: Option<String> = None;
+    let stream = watcher(schedules, watcher::Config::default())
+        .modify(|schedule: &mut JobSchedule| schedule.metadata.managed_fields = None)
+        .inspect(move |event| {
+            let problem = match event {
+                Ok(_) => None,
+                Err(error) => Some(describe_watch_error(error)),
+            };
+            if problem != last_problem {
+                match &problem {
+                    Some(problem) => tracing::error!("JobSchedules do not fire: {problem}"),
+                    None if last_problem.is_some() => {
+                        tracing::info!("JobSchedules are watched again")
+                    }
+                    None => {}
+                }
+                last_problem = problem;
+            }
+        })
+        .default_backoff();
+    let (store, writer) = kube::runtime::reflector::store();
+    let stream = kube::runtime::reflector(writer, stream).touched_objects();
+    let running = Controller::for_stream(stream, store)
+        .reconcile_all_on(gained)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "a schedule's reconcile did not complete");
+            }
+        });
+    // As the runs' controller: the graceful shutdown waits for the store, which never fills
+    // while the CRD is missing, so it has a bound.
+    let bounded = async {
+        shutdown.await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        () = running => {}
+        () = bounded => {}
+    }
+}
+
+/// How long a firing may take to finish once the shutdown began.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+fn describe_watch_error(error: &watcher::Error) -> String {
+    let api = match error {
+        watcher::Error::InitialListFailed(error)
+        | watcher::Error::WatchStartFailed(error)
+        | watcher::Error::WatchFailed(error) => error,
+        other => return other.to_string(),
+    };
+    match api {
+        kube::Error::Api(status) if status.code == 404 => format!(
+            "the CustomResourceDefinition {SCHEDULE_CRD_NAME} is not installed: kubectl apply -f \
+             crds/ (events received over HTTP are not affected)"
+        ),
+        other => crate::health::explain(other),
+    }
+}
+
+fn error_policy(_: Arc<JobSchedule>, error: &ScheduleError, _: Arc<Context>) -> Action {
+    tracing::debug!(%error, "a schedule is looked at again later");
+    Action::requeue(RETRY)
+}
+
+async fn reconcile(
+    schedule: Arc<JobSchedule>,
+    context: Arc<Context>,
+) -> Result<Action, ScheduleError> {
+    let parts = &context.parts;
+    // A follower leaves schedules alone; it takes them all up when it becomes leader.
+    if parts.leadership.borrow().fence(FENCE_MARGIN).is_err() {
+        return Ok(Action::await_change());
+    }
+    let uid = schedule.uid().unwrap_or_default();
+    let mut schedule = (*schedule).clone();
+    let newest = context
+        .written
+        .lock()
+        .ok()
+        .and_then(|written| written.get(&uid).cloned());
+    if let Some(newest) = newest
+        && later(&newest, schedule.status.as_ref())
+    {
+        schedule.status = Some(newest);
+    }
+    let now = parts.clock.now();
+    let created = schedule
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(now, |time| time.0);
+    let before = schedule.status.clone().unwrap_or_default();
+    let mut status = before.clone();
+    status.observed_generation = schedule.metadata.generation;
+    let metrics = &parts.ingest.metrics;
+    let action = match schedule::review(&schedule, created, now) {
+        Verdict::Invalid(message) => {
+            if !has_condition(&before, "False", "InvalidSchedule", &message) {
+                metrics.schedule_error("invalid");
+                tracing::warn!(schedule = schedule.name_any(), %message, "a JobSchedule cannot fire");
+            }
+            status.next_fire_time = None;
+            set_ready(&mut status, "False", "InvalidSchedule", message, now);
+            Action::await_change()
+        }
+        Verdict::Suspended => {
+            status.suspended = true;
+            status.next_fire_time = None;
+            status.handled_until = Some(now.to_string());
+            if !before.suspended {
+                set_ready(
+                    &mut status,
+                    "False",
+                    "Suspended",
+                    "spec.suspend is true: nothing fires".into(),
+                    now,
+                );
+            }
+            Action::await_change()
+        }
+        Verdict::Fire {
+            schedule: parsed,
+            plan,
+            handled_until,
+        } => {
+            status.suspended = false;
+            let mut refused = None;
+            for slot in &plan.fire {
+                match fire(&context, &schedule, *slot).await? {
+                    Ok(fired) => {
+                        status.last_fire_time = Some(slot.to_string());
+                        status.last_event_id = Some(fired.event_id);
+                        status.last_runs = fired.runs;
+                    }
+                    Err(message) => {
+                        refused = Some(message);
+                        break;
+                    }
+                }
+            }
+            match refused {
+                // Nothing is recorded as handled: the next look plans from the same place,
+                // and the slots fired already are duplicates then.
+                Some(message) => {
+                    metrics.schedule_error("refused");
+                    set_ready(
+                        &mut status,
+                        "False",
+                        "FireFailed",
+                        format!("{message} (retried in {}s)", RETRY.as_secs()),
+                        now,
+                    );
+                    status.next_fire_time = plan.fire.first().map(ToString::to_string);
+                    write(&context, &schedule, &before, status).await?;
+                    return Ok(Action::requeue(RETRY));
+                }
+                None => {
+                    status.handled_until = Some(handled_until.to_string());
+                    status.next_fire_time = plan.next.map(|next| next.to_string());
+                    if plan.missed > 0 {
+                        status.missed += plan.missed;
+                        metrics.schedule_missed(plan.missed);
+                        report_missed(&context, &schedule, plan.missed, &status);
+                    }
+                    let message = match plan.next {
+                        Some(next) => format!(
+                            "next slot {}",
+                            parsed.local(next).strftime("%Y-%m-%d %H:%M %Z")
+                        ),
+                        None => "the schedule names no future time".to_string(),
+                    };
+                    set_ready(&mut status, "True", "Scheduled", message, now);
+                    match plan.next {
+                        Some(next) => Action::requeue(parts.clock.real_wait(next) + PAST_THE_SLOT),
+                        None => Action::await_change(),
+                    }
+                }
+            }
+        }
+    };
+    write(&context, &schedule, &before, status).await?;
+    Ok(action)
+}
+
+/// A slot's event and its runs, persisted.
+struct Fired {
+    event_id: String,
+    runs: Vec<String>,
+}
+
+/// Fires one slot: `Ok(Err(why))` when the event could not be taken now (retry later).
+async fn fire(
+    context: &Context,
+    schedule: &JobSchedule,
+    slot: Timestamp,
+) -> Result<Result<Fired, String>, ScheduleError> {
+    let parts = &context.parts;
+    let metrics = &parts.ingest.metrics;
+    let event = match schedule::scheduled_event(schedule, slot) {
+        Ok(event) => event,
+        // `review` refused an event that cannot be built.
+        Err(message) => return Ok(Err(message)),
+    };
+    let left = parts.leadership.borrow().fence(FENCE_MARGIN)?;
+    let Some(taken) = leader::within(left, take_event(&parts.ingest, &event)).await else {
+        return Err(ScheduleError::Fenced);
+    };
+    let taken = match taken {
+        Ok(taken) => taken,
+        Err(refusal) => {
+            tracing::warn!(schedule = schedule.name_any(), slot = %slot, error = %refusal.message, "a slot could not fire now");
+            return Ok(Err(refusal.message));
+        }
+    };
+    metrics.schedule_fired(taken.outcome.label());
+    let runs = taken.run_names();
+    let (warning, reason, note) = match (taken.outcome, taken.explanation()) {
+        (Outcome::Accepted, _) => (
+            false,
+            "Fired",
+            format!(
+                "slot {slot}: event {} made run(s) {}",
+                event.id(),
+                runs.join(", ")
+            ),
+        ),
+        (Outcome::Duplicate, _) => (
+            false,
+            "FiredAgain",
+            format!(
+                "slot {slot}: event {} had been fired; its run(s) {} exist",
+                event.id(),
+                runs.join(", ")
+            ),
+        ),
+        (Outcome::NotMatched, why) => (
+            true,
+            "NothingMatched",
+            format!(
+                "slot {slot}: event {} runs nothing: {}",
+                event.id(),
+                why.unwrap_or_default()
+            ),
+        ),
+        (Outcome::ConfigError, why) => (
+            true,
+            "ConfigError",
+            format!(
+                "slot {slot}: event {}: {}",
+                event.id(),
+                why.unwrap_or_default()
+            ),
+        ),
+    };
+    tracing::info!(schedule = schedule.name_any(), slot = %slot, event = event.id(), outcome = taken.outcome.label(), "a schedule fired");
+    publish(context, schedule, warning, reason, note);
+    Ok(Ok(Fired {
+        event_id: event.id().to_string(),
+        runs,
+    }))
+}
+
+fn report_missed(
+    context: &Context,
+    schedule: &JobSchedule,
+    missed: u64,
+    status: &JobScheduleStatus,
+) {
+    let policy = schedule.spec.missed_slots.clone().unwrap_or_default();
+    let note = format!(
+        "{missed} slot(s) up to {} passed without firing (missedSlots.policy {:?}, look-back {}s); {} missed in all",
+        status.handled_until.as_deref().unwrap_or_default(),
+        policy.policy,
+        policy
+            .lookback_seconds
+            .unwrap_or(schedule::DEFAULT_LOOKBACK.as_secs()),
+        status.missed
+    );
+    tracing::warn!(schedule = schedule.name_any(), missed, "{note}");
+    publish(context, schedule, true, "MissedSlots", note);
+}
+
+fn publish(
+    context: &Context,
+    schedule: &JobSchedule,
+    warning: bool,
+    reason: &'static str,
+    mut note: String,
+) {
+    // The API server refuses a note of more than 1 kB.
+    if note.len() > 1000 {
+        let mut end = 997;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push_str("...");
+    }
+    let mut regarding = schedule.object_ref(&());
+    regarding.resource_version = None;
+    context.parts.history.publish_about(
+        regarding,
+        RunEvent {
+            warning,
+            reason,
+            action: "Fire",
+            note,
+            task: None,
+            job: None,
+        },
+    );
+}
+
+/// Whether `newest` (written by this process) is ahead of what the watch handed over.
+fn later(newest: &JobScheduleStatus, seen: Option<&JobScheduleStatus>) -> bool {
+    let at = |status: &JobScheduleStatus| -> Option<Timestamp> {
+        status
+            .handled_until
+            .as_deref()
+            .and_then(|at| at.parse().ok())
+    };
+    match seen {
+        None => true,
+        Some(seen) => {
+            seen.observed_generation <= newest.observed_generation && at(newest) > at(seen)
+        }
+    }
+}
+
+fn has_condition(status: &JobScheduleStatus, value: &str, reason: &str, message: &str) -> bool {
+    status.conditions.iter().any(|c| {
+        c.type_ == READY && c.status == value && c.reason == reason && c.message == message
+    })
+}
+
+fn set_ready(
+    status: &mut JobScheduleStatus,
+    value: &str,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) {
+    let transition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY && c.status == value)
+        .map_or_else(|| now.to_string(), |c| c.last_transition_time.clone());
+    status.conditions.retain(|c| c.type_ != READY);
+    status.conditions.push(Condition {
+        type_: READY.into(),
+        status: value.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: transition,
+    });
+}
+
+/// Writes the status when it changed (a merge patch of the whole status: absent fields are
+/// `null` and removed).
+async fn write(
+    context: &Context,
+    schedule: &JobSchedule,
+    before: &JobScheduleStatus,
+    status: JobScheduleStatus,
+) -> Result<(), ScheduleError> {
+    if &status == before {
+        return Ok(());
+    }
+    let parts = &context.parts;
+    let left = parts.leadership.borrow().fence(FENCE_MARGIN)?;
+    let name = schedule.name_any();
+    let patch = Patch::Merge(serde_json::json!({ "status": status }));
+    let params = PatchParams::default();
+    let written = parts.schedules.patch_status(&name, &params, &patch);
+    match leader::within(left, written).await {
+        Some(Ok(_)) => {}
+        Some(Err(error)) => {
+            parts.ingest.metrics.schedule_error("status");
+            return Err(error.into());
+        }
+        None => return Err(ScheduleError::Fenced),
+    }
+    if let Ok(mut written) = context.written.lock() {
+        written.insert(schedule.uid().unwrap_or_default(), status);
+    }
+    Ok(())
+}

@@ -1,0 +1,500 @@
+//! JobSchedules end to end through the binary: the operator fires a schedule's events through
+//! matching into runs, on kube-sim and on the real control plane. The operator's clock for
+//! schedules runs fast (`--test-clock START*SCALE`, hidden, for tests), so an hour of slots takes
+//! seconds; everything else (the API server, the Lease, the Jobs) runs in real time.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use jiff::{SignedDuration, Timestamp};
+use serde_json::Value;
+use support::cluster::ClusterHarness;
+use support::{Harness, Operator, Replicas};
+
+const GROUP: &str = "job-executor.dev";
+/// Short lease timings, so a standby takes over within seconds.
+const LEASE: [&str; 6] = [
+    "--lease-duration-seconds",
+    "3",
+    "--lease-renew-deadline-seconds",
+    "2",
+    "--lease-retry-period-seconds",
+    "0.5",
+];
+
+/// carts' config: one action on the schedules' event type, one quick task.
+fn config(name: &str) -> PathBuf {
+    let dir = support::fresh_dir(&format!("schedule-config-{name}"));
+    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
+    std::fs::write(
+        dir.join("carts/job/config.yaml"),
+        r#"apiVersion: v2
+actions:
+  - name: nightly
+    events: [{name: sh.keptn.event.nightly.triggered}]
+    tasks:
+      - {name: load, image: alpine}
+"#,
+    )
+    .unwrap();
+    dir
+}
+
+/// A JobSchedule of carts' nightly event, its source `test/NAME`; `extra`: more spec lines.
+fn apply_schedule(server: &impl Replicas, name: &str, cron: &str, extra: &str) {
+    server.admin_shell(
+        &format!(
+            r#"kubectl apply -n "$NAMESPACE" -f - <<'EOF'
+apiVersion: job-executor.dev/v1alpha1
+kind: JobSchedule
+metadata:
+  name: {name}
+spec:
+  schedule: "{cron}"
+  event:
+    type: sh.keptn.event.nightly.triggered
+    source: test/{name}
+    data: {{project: sockshop, stage: dev, service: carts}}
+{extra}
+EOF"#
+        ),
+        &[],
+    );
+}
+
+fn schedule(server: &impl Replicas, name: &str) -> Value {
+    server
+        .objects(GROUP, "jobschedules")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no JobSchedule {name}"))
+}
+
+fn time(value: &Value) -> Timestamp {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a time: {value}"))
+        .parse()
+        .unwrap()
+}
+
+/// The slots the runs of schedule `name` fired for (their events' `time`), as made: repeated
+/// slots stay repeated.
+fn fired(server: &impl Replicas, name: &str) -> Vec<Timestamp> {
+    let mut slots: Vec<Timestamp> = server
+        .jobruns()
+        .iter()
+        .filter(|run| run["spec"]["event"]["source"] == format!("test/{name}"))
+        .map(|run| time(&run["spec"]["event"]["time"]))
+        .collect();
+    slots.sort();
+    slots
+}
+
+/// The multiples of `every` in `(after, until]`.
+fn boundaries(after: Timestamp, until: Timestamp, every: Duration) -> Vec<Timestamp> {
+    let every = every.as_secs() as i64;
+    let mut slot = (after.as_second() / every + 1) * every;
+    let mut slots = Vec::new();
+    while slot <= until.as_second() {
+        slots.push(Timestamp::from_second(slot).unwrap());
+        slot += every;
+    }
+    slots
+}
+
+async fn until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ready(schedule: &Value) -> (String, String, String) {
+    let condition = schedule["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .cloned()
+        .unwrap_or_default();
+    let text = |key: &str| condition[key].as_str().unwrap_or_default().to_string();
+    (text("status"), text("reason"), text("message"))
+}
+
+fn rfc3339(at: Timestamp) -> String {
+    at.to_string()
+}
+
+/// An hour of `*/5` slots at 120 times real speed, with the leader SIGKILLed half-way: every
+/// slot fires exactly once (the standby fires what passed during the takeover, within the
+/// look-back window), each run succeeds, and nothing is missed.
+async fn every_slot_of_an_hour_fires_once(server: impl Replicas, long: Duration) {
+    apply_schedule(
+        &server,
+        "hourly",
+        "*/5 * * * *",
+        "  missedSlots: {policy: all, lookbackSeconds: 3600}",
+    );
+    let created = time(&schedule(&server, "hourly")["metadata"]["creationTimestamp"]);
+    // The schedules' clock: what it shows `real` after `began`, 120 times as fast.
+    let (start, began) = (Timestamp::now(), Instant::now());
+    let on_clock = |real: Duration| start + SignedDuration::try_from(real * 120).unwrap();
+    let mut replicas = Vec::new();
+    for identity in ["hourly-a", "hourly-b"] {
+        let mut replica = server.replica(identity, server.kubeconfig.clone()).await;
+        for pair in LEASE.chunks(2) {
+            replica.set_flag(pair[0], pair[1]);
+        }
+        // Each replica's clock starts where the others' are.
+        let clock = format!("{}*120", rfc3339(on_clock(began.elapsed())));
+        replica.set_flag("--test-clock", &clock);
+        replica.start_operator().await;
+        replicas.push(replica);
+    }
+    // Half an hour of slots, then the leader dies.
+    tokio::time::sleep_until((began + Duration::from_secs(15)).into()).await;
+    let leader = leader_of(&replicas).await;
+    replicas[leader].kill_operator();
+    let end = start + SignedDuration::from_mins(61);
+    let expected = boundaries(created, end, Duration::from_secs(300));
+    assert!(expected.len() >= 12, "{expected:?}");
+    until("every slot of the hour fired", long, || {
+        fired(&server, "hourly").len() >= expected.len()
+    })
+    .await;
+    // Once the clock is past the hour, nothing but the hour's slots may have fired.
+    tokio::time::sleep_until((began + Duration::from_millis(61 * 60 * 1000 / 120 + 500)).into())
+        .await;
+    let slots: Vec<Timestamp> = fired(&server, "hourly")
+        .into_iter()
+        .filter(|slot| *slot <= end)
+        .collect();
+    assert_eq!(
+        slots,
+        expected,
+        "on {}: each slot once, none missing",
+        server.name()
+    );
+    let status = schedule(&server, "hourly")["status"].clone();
+    assert_eq!(status["missed"], 0, "{status:#}");
+    assert_eq!(ready(&schedule(&server, "hourly")).0, "True", "{status:#}");
+    // Each run ran its one Job once, and succeeded.
+    until("the runs finished", long, || {
+        server
+            .jobruns()
+            .iter()
+            .all(|run| run["status"]["phase"] == "Succeeded")
+    })
+    .await;
+    let runs = server.jobruns().len();
+    let jobs = server.jobs_created();
+    assert_eq!(
+        jobs.iter().collect::<BTreeSet<_>>().len(),
+        jobs.len(),
+        "{jobs:?}"
+    );
+    assert_eq!(jobs.len(), runs, "one Job per run");
+    drop(replicas);
+}
+
+/// The replica that leads, as `/readyz` says.
+async fn leader_of(replicas: &[Operator]) -> usize {
+    for _ in 0..100 {
+        for (index, replica) in replicas.iter().enumerate() {
+            if replica.leads().await == Some(true) {
+                return index;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no replica leads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_slot_of_an_hour_fires_once_across_a_takeover_on_kube_sim() {
+    let server = Harness::for_replicas(&config("hourly-sim"), &[]).await;
+    every_slot_of_an_hour_fires_once(server, Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_slot_of_an_hour_fires_once_across_a_takeover_on_the_real_control_plane() {
+    let server = ClusterHarness::install("hourly", &config("hourly-real"), &[]).await;
+    every_slot_of_an_hour_fires_once(server, Duration::from_secs(120)).await;
+}
+
+/// An operator for `server`'s namespace whose schedules' clock is `clock`. A restart keeps
+/// its identity, so it goes on leading at once, as a pod whose container restarted.
+async fn operator_with_clock(server: &impl Replicas, identity: &str, clock: &str) -> Operator {
+    let mut op = server.replica(identity, server.kubeconfig.clone()).await;
+    op.set_flag("--test-clock", clock);
+    op.start_operator().await;
+    op
+}
+
+/// The clock of an operator that shows `at` as it starts, and runs at real speed.
+fn clock_showing(at: Timestamp) -> String {
+    format!("{at}*1")
+}
+
+fn metric(text: &str, line_start: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(line_start))
+        .map_or(0, |value| value.trim().parse().unwrap())
+}
+
+/// The operator is down for ten `*/5` slots: `skip` fires none of them, `latest` the newest
+/// within the look-back window, `all` each within it; the rest are counted as missed, in the
+/// status and a Warning Event. Then a restart that lost its last status write (the status set
+/// back, as if the operator died between firing and recording) fires those slots again, and each
+/// is a duplicate: no new run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_ten_missed_slots_each_policy_does_what_it_says() {
+    let server = Harness::for_replicas(&config("policies"), &[]).await;
+    for policy in ["skip", "latest", "all"] {
+        apply_schedule(
+            &server,
+            policy,
+            "*/5 * * * *",
+            &format!("  missedSlots: {{policy: {policy}, lookbackSeconds: 1200}}"),
+        );
+    }
+    // The first operator fires the first slot of each, fast, and dies.
+    let first = operator_with_clock(&server, "policies", &format!("{}*60", Timestamp::now())).await;
+    until("each schedule fired once", Duration::from_secs(30), || {
+        ["skip", "latest", "all"]
+            .iter()
+            .all(|name| fired(&server, name).len() == 1)
+    })
+    .await;
+    first.kill_operator();
+    let handled = |name: &str| time(&schedule(&server, name)["status"]["handledUntil"]);
+    let last = handled("all");
+    for name in ["skip", "latest"] {
+        assert_eq!(handled(name), last, "the same slots: {name}");
+    }
+    // Ten slots later, and two minutes past the tenth (no longer on time).
+    let back = last + SignedDuration::from_mins(52);
+    let second = operator_with_clock(&server, "policies", &clock_showing(back)).await;
+    until(
+        "each schedule handled the outage",
+        Duration::from_secs(30),
+        || {
+            ["skip", "latest", "all"]
+                .iter()
+                .all(|name| handled(name) >= last + SignedDuration::from_mins(50))
+        },
+    )
+    .await;
+    let slot = |minutes: i64| last + SignedDuration::from_mins(minutes);
+    assert_eq!(fired(&server, "skip"), [last]);
+    assert_eq!(fired(&server, "latest"), [last, slot(50)]);
+    // Within 20 minutes of the clock (02:00 after the tenth): the last four.
+    assert_eq!(
+        fired(&server, "all"),
+        [last, slot(35), slot(40), slot(45), slot(50)]
+    );
+    let missed = |name: &str| {
+        schedule(&server, name)["status"]["missed"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(
+        (missed("skip"), missed("latest"), missed("all")),
+        (10, 9, 6)
+    );
+    let (_, metrics) = second.get_admin("/metrics").await;
+    assert_eq!(
+        metric(&metrics, "job_executor_schedule_missed_slots_total "),
+        25,
+        "{metrics}"
+    );
+    let events = server.admin_shell(
+        r#"kubectl get events -n "$NAMESPACE" --field-selector reason=MissedSlots -o jsonpath='{range .items[*]}{.involvedObject.name}: {.message}{"\n"}{end}'"#,
+        &[],
+    );
+    assert!(
+        events.contains("skip: 10 slot(s)") && events.contains("all: 6 slot(s)"),
+        "{events}"
+    );
+    second.kill_operator();
+
+    // The status of `all` set back to before its four re-fired slots.
+    let runs = server.jobruns().len();
+    server.admin_shell(
+        &format!(
+            r#"kubectl patch jobschedule all -n "$NAMESPACE" --subresource=status --type=merge -p '{{"status":{{"handledUntil":"{}"}}}}'"#,
+            slot(30)
+        ),
+        &[],
+    );
+    let third = operator_with_clock(&server, "policies", &clock_showing(back)).await;
+    until(
+        "the slots were fired again",
+        Duration::from_secs(30),
+        || handled("all") >= slot(50),
+    )
+    .await;
+    let (_, metrics) = third.get_admin("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "job_executor_schedule_fires_total{outcome=\"duplicate\"} "
+        ),
+        4,
+        "{metrics}"
+    );
+    assert_eq!(server.jobruns().len(), runs, "no new run");
+    assert_eq!(missed("all"), 6, "nothing more missed");
+}
+
+/// Daylight-saving time in Europe/Berlin: 02:30 does not exist on 2027-03-28 (it fires at
+/// 03:30), and occurs twice on 2027-10-31 (it fires once). A schedule with a time zone that does
+/// not exist says so in its status; a suspended one fires nothing, and once resumed does not
+/// fire what passed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_keeps_its_wall_clock_across_daylight_saving_changes() {
+    let server = Harness::for_replicas(&config("dst"), &[]).await;
+    let berlin = "  timeZone: Europe/Berlin\n  missedSlots: {lookbackSeconds: 3600}";
+    apply_schedule(&server, "spring", "30 2 * * *", berlin);
+    apply_schedule(&server, "autumn", "30 2 * * *", berlin);
+    apply_schedule(
+        &server,
+        "mars",
+        "30 2 * * *",
+        "  timeZone: Mars/Olympus_Mons",
+    );
+    let set_handled = |name: &str, at: &str| {
+        server.admin_shell(
+            &format!(
+                r#"kubectl patch jobschedule {name} -n "$NAMESPACE" --subresource=status --type=merge -p '{{"status":{{"handledUntil":"{at}"}}}}'"#
+            ),
+            &[],
+        );
+    };
+    apply_schedule(&server, "minutely", "* * * * *", "  suspend: true");
+    set_handled("spring", "2027-03-28T00:00:00Z");
+    set_handled("autumn", "2027-10-31T00:00:00Z");
+
+    // Spring: the clock starts a minute before 03:30 CEST (01:30 UTC).
+    let op_started = Instant::now();
+    let op = operator_with_clock(&server, "dst", "2027-03-28T01:29:00Z*60").await;
+    until("spring fired", Duration::from_secs(30), || {
+        !fired(&server, "spring").is_empty()
+    })
+    .await;
+    assert_eq!(
+        fired(&server, "spring"),
+        [time(&"2027-03-28T01:30:00Z".into())]
+    );
+    let spring = schedule(&server, "spring");
+    assert_eq!(spring["status"]["lastFireTime"], "2027-03-28T01:30:00Z");
+    // The next night is summer time: 02:30 CEST.
+    assert_eq!(spring["status"]["nextFireTime"], "2027-03-29T00:30:00Z");
+    assert_eq!(ready(&spring).2, "next slot 2027-03-29 02:30 CEST");
+    // Autumn's slot lies ahead of this clock: it waits for it.
+    let autumn = schedule(&server, "autumn");
+    assert_eq!(autumn["status"]["nextFireTime"], "2027-10-31T00:30:00Z");
+    assert!(fired(&server, "autumn").is_empty());
+    let mars = ready(&schedule(&server, "mars"));
+    assert_eq!(
+        (mars.0.as_str(), mars.1.as_str()),
+        ("False", "InvalidSchedule")
+    );
+    assert!(mars.2.contains("Mars/Olympus_Mons"), "{mars:?}");
+
+    // Suspended, a minutely schedule fires nothing while minutes pass (a second each);
+    // resumed, it does not fire what passed meanwhile.
+    assert_eq!(ready(&schedule(&server, "minutely")).1, "Suspended");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(fired(&server, "minutely").is_empty());
+    let resumed = Instant::now();
+    server.admin_shell(
+        r#"kubectl patch jobschedule minutely -n "$NAMESPACE" --type=merge -p '{"spec":{"suspend":false}}'"#,
+        &[],
+    );
+    until("minutely fires again", Duration::from_secs(10), || {
+        !fired(&server, "minutely").is_empty()
+    })
+    .await;
+    let first = fired(&server, "minutely")[0];
+    let clock_at_resume = time(&"2027-03-28T01:29:00Z".into())
+        + SignedDuration::try_from((resumed - op_started) * 60).unwrap();
+    assert!(
+        first > clock_at_resume - SignedDuration::from_secs(60),
+        "fired {first}, resumed at about {clock_at_resume}"
+    );
+    assert_eq!(schedule(&server, "minutely")["status"]["missed"], 0);
+    server.admin_shell(
+        r#"kubectl delete jobschedule minutely -n "$NAMESPACE""#,
+        &[],
+    );
+    op.kill_operator();
+
+    // Autumn: 02:30 CEST (00:30 UTC) fires; 02:30 CET (01:30 UTC), an hour later, does not.
+    let op = operator_with_clock(&server, "dst", "2027-10-31T00:29:00Z*600").await;
+    until("autumn fired", Duration::from_secs(30), || {
+        !fired(&server, "autumn").is_empty()
+    })
+    .await;
+    // 65 minutes of this clock: past the repeated 02:30.
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    assert_eq!(
+        fired(&server, "autumn"),
+        [time(&"2027-10-31T00:30:00Z".into())]
+    );
+    assert_eq!(
+        schedule(&server, "autumn")["status"]["nextFireTime"],
+        "2027-11-01T01:30:00Z"
+    );
+
+    drop(op);
+}
+
+/// docs/schedules.md's commands, as written, against an operator installed by the chart: the
+/// example applies, `kubectl get` shows the printer columns, and the schedule says when it fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedules_page_commands_work_on_the_real_control_plane() {
+    let server =
+        ClusterHarness::install("docs-schedule", &support::root().join("examples"), &[]).await;
+    let _replicas = server.start_replicas(&["docs-schedule"]).await;
+    let block = support::doc_sh_block("docs/schedules.md", "## A JobSchedule");
+    let shown = server.admin_shell(&block, &[]);
+    for column in [
+        "SCHEDULE",
+        "TIME ZONE",
+        "SUSPEND",
+        "LAST FIRE",
+        "NEXT FIRE",
+        "MISSED",
+    ] {
+        assert!(shown.contains(column), "{shown}");
+    }
+    assert!(
+        shown.contains("carts-nightly") && shown.contains("30 2 * * *"),
+        "{shown}"
+    );
+    until(
+        "the schedule says when it fires",
+        Duration::from_secs(30),
+        || ready(&schedule(&server, "carts-nightly")).0 == "True",
+    )
+    .await;
+    let status = schedule(&server, "carts-nightly")["status"].clone();
+    let next = time(&status["nextFireTime"]);
+    // 02:30 in Berlin is 01:30 UTC in winter and 00:30 UTC in summer, within a day.
+    let utc = next.to_string();
+    assert!(
+        utc.ends_with("T01:30:00Z") || utc.ends_with("T00:30:00Z"),
+        "{status:#}"
+    );
+    assert!(next > Timestamp::now() && next < Timestamp::now() + SignedDuration::from_hours(25));
+    let (_, _, message) = ready(&schedule(&server, "carts-nightly"));
+    assert!(
+        message.starts_with("next slot ") && message.contains(" 02:30 CE"),
+        "{message}"
+    );
+}
