@@ -166,9 +166,11 @@ impl Demo {
         );
         let client = sim.client();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        let crd: CustomResourceDefinition =
-            serde_saphyr::from_str(&std::fs::read_to_string(root().join("crds/jobrun.yaml"))?)?;
-        crds.create(&PostParams::default(), &crd).await?;
+        for file in ["crds/jobrun.yaml", "crds/jobschedule.yaml"] {
+            let crd: CustomResourceDefinition =
+                serde_saphyr::from_str(&std::fs::read_to_string(root().join(file))?)?;
+            crds.create(&PostParams::default(), &crd).await?;
+        }
         let namespaces: Api<Namespace> = Api::all(client.clone());
         namespaces
             .create(
@@ -176,7 +178,7 @@ impl Demo {
                 &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?,
             )
             .await?;
-        println!("· installed the JobRun CRD (crds/jobrun.yaml), namespace {NAMESPACE}");
+        println!("· installed the JobRun and JobSchedule CRDs (crds/), namespace {NAMESPACE}");
         Ok(Demo {
             backend: Backend::Simulator(sim),
             client,
@@ -227,11 +229,11 @@ impl Demo {
             NAMESPACE,
             "pod-security.kubernetes.io/enforce=restricted",
         ])?;
-        // Helm installs a chart's CRD only where there is none: one left by an older version
-        // of this repository is brought up to date first, as an upgrade does (install.md).
-        let crd = root().join("crds/jobrun.yaml");
-        let crd = crd.to_str().context("the repository path is not UTF-8")?;
-        cluster_kubectl(&["apply", "-f", crd])?;
+        // Helm installs a chart's CRDs only where there are none: ones left by an older version
+        // of this repository are brought up to date first, as an upgrade does (install.md).
+        let crds = root().join("crds");
+        let crds = crds.to_str().context("the repository path is not UTF-8")?;
+        cluster_kubectl(&["apply", "-f", crds])?;
         let chart = root().join("charts/job-executor");
         let chart = chart.to_str().context("the repository path is not UTF-8")?;
         cluster_tool(

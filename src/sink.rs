@@ -24,6 +24,8 @@ use sha2::{Digest, Sha256};
 use crate::event::CloudEvent;
 use crate::secret_file::{SecretFile, SecretFileError};
 
+mod nats;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SinkMode {
     /// Attributes in `ce-` headers, the data as the body.
@@ -34,8 +36,10 @@ pub enum SinkMode {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SinkError {
-    #[error("sink URL {0:?} is not a valid http:// or https:// URL")]
+    #[error("sink URL {0:?} is not a valid http://, https:// or nats:// URL")]
     InvalidUrl(String),
+    #[error("sink headers are sent over HTTP; the NATS sink {0} takes none")]
+    HeadersOnNats(String),
     #[error("sink header {0:?} is not `Name: value`")]
     InvalidHeader(String),
     #[error("the CA bundle {path} cannot be used: {reason}")]
@@ -82,7 +86,73 @@ pub struct SinkOptions {
 /// bundle).
 pub type Connector = HttpsConnector<HttpConnector>;
 
+/// Where outgoing events go: an HTTP endpoint, or NATS JetStream.
+#[derive(Debug)]
 pub struct Sink {
+    transport: Transport,
+}
+
+#[derive(Debug)]
+enum Transport {
+    Http(Box<HttpSink>),
+    Nats(Box<nats::NatsSink>),
+}
+
+impl Sink {
+    /// Checks the URL and the headers, reads the header file and the CA bundle now (a bad one
+    /// stops the start, naming the file). A `nats://` URL publishes on NATS JetStream.
+    pub fn new(options: &SinkOptions) -> Result<Self, SinkError> {
+        let transport = if is_nats(&options.url) {
+            if !options.headers.is_empty() || options.header_file.is_some() {
+                return Err(SinkError::HeadersOnNats(options.url.clone()));
+            }
+            Transport::Nats(Box::new(nats::NatsSink::new(&options.url, options.timeout)))
+        } else {
+            Transport::Http(Box::new(HttpSink::new(options)?))
+        };
+        Ok(Sink { transport })
+    }
+
+    /// The URL without credentials or query, as the dead-letter event names it.
+    pub fn destination(&self) -> String {
+        match &self.transport {
+            Transport::Http(sink) => sink.destination(),
+            Transport::Nats(sink) => sink.destination(),
+        }
+    }
+
+    /// One attempt to deliver one event.
+    pub async fn deliver(&self, event: &CloudEvent) -> Result<(), DeliveryError> {
+        match &self.transport {
+            Transport::Http(sink) => sink.deliver(event).await,
+            Transport::Nats(sink) => sink.deliver(event).await,
+        }
+    }
+}
+
+/// A URL as logs and dead-letter events show it: `user:password@` removed.
+pub fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+            let host = authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host);
+            match path {
+                "" => format!("{scheme}://{host}"),
+                path => format!("{scheme}://{host}/{path}"),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Whether `url` names a NATS server (`nats://`, or `tls://` for NATS over TLS).
+pub fn is_nats(url: &str) -> bool {
+    url.starts_with("nats://") || url.starts_with("tls://")
+}
+
+struct HttpSink {
     client: Client<Connector, Full<Bytes>>,
     url: Uri,
     mode: SinkMode,
@@ -91,20 +161,18 @@ pub struct Sink {
     timeout: Duration,
 }
 
-impl std::fmt::Debug for Sink {
+impl std::fmt::Debug for HttpSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sink")
+        f.debug_struct("HttpSink")
             .field("url", &self.url)
             .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
 }
 
-impl Sink {
-    /// Checks the URL and the headers, reads the header file and the CA bundle now (a bad one
-    /// stops the start, naming the file).
-    pub fn new(options: &SinkOptions) -> Result<Self, SinkError> {
-        let uri = check_url(&options.url)?;
+impl HttpSink {
+    fn new(options: &SinkOptions) -> Result<Self, SinkError> {
+        let uri = check_http_url(&options.url)?;
         let https = uri.scheme_str() == Some("https");
         let headers = options
             .headers
@@ -119,7 +187,7 @@ impl Sink {
             }
             None => None,
         };
-        Ok(Sink {
+        Ok(HttpSink {
             client: http_client(https, options.ca_file.as_deref(), options.timeout)?,
             url: uri,
             mode: options.mode.unwrap_or(SinkMode::Binary),
@@ -129,8 +197,7 @@ impl Sink {
         })
     }
 
-    /// The URL without credentials or query, as the dead-letter event names it.
-    pub fn destination(&self) -> String {
+    fn destination(&self) -> String {
         let scheme = self.url.scheme_str().unwrap_or("http");
         let host = self.url.host().unwrap_or_default();
         match self.url.port_u16() {
@@ -139,8 +206,7 @@ impl Sink {
         }
     }
 
-    /// One attempt to deliver one event.
-    pub async fn deliver(&self, event: &CloudEvent) -> Result<(), DeliveryError> {
+    async fn deliver(&self, event: &CloudEvent) -> Result<(), DeliveryError> {
         let mut headers = self.headers.clone();
         if let Some(file) = &self.header_file {
             // A header file that went bad is retried: a Secret being rotated is written anew.
@@ -211,7 +277,21 @@ pub fn http_client(
 }
 
 /// An `http://` or `https://` URL with a host.
-pub fn check_url(url: &str) -> Result<Uri, SinkError> {
+/// Checks a sink URL: `http://`, `https://` or a NATS server's (`nats://host:port`).
+pub fn check_url(url: &str) -> Result<(), SinkError> {
+    if is_nats(url) {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| SinkError::InvalidUrl(url.to_string()))?;
+        return match uri.host() {
+            Some(_) => Ok(()),
+            None => Err(SinkError::InvalidUrl(url.to_string())),
+        };
+    }
+    check_http_url(url).map(|_| ())
+}
+
+fn check_http_url(url: &str) -> Result<Uri, SinkError> {
     let invalid = || SinkError::InvalidUrl(url.to_string());
     let uri: Uri = url.parse().map_err(|_| invalid())?;
     if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {

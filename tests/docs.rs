@@ -86,6 +86,8 @@ fn documents() -> Vec<String> {
 /// `.ci/run` (the CI entry point runs it), or `not run: WHY`.
 #[rustfmt::skip]
 const RUN_BY: &[(&str, &str, usize, &str)] = &[
+    ("docs/nats.md", "## Taking events from NATS", 0,
+        "tests/docs.rs the_run_examples_are_accepted_as_written"),
     ("docs/schedules.md", "## A JobSchedule", 0,
         "tests/schedules.rs the_schedules_page_commands_work_on_the_real_control_plane"),
     ("README.md", "## On a fresh machine", 0,
@@ -467,6 +469,7 @@ fn the_run_examples_are_accepted_as_written() {
     for (doc, heading) in [
         ("docs/operator.md", "## Running it"),
         ("docs/git-source.md", "# The git config source"),
+        ("docs/nats.md", "## Taking events from NATS"),
     ] {
         let block = sh_block(doc, heading);
         assert!(block.starts_with("job-executor run "), "{doc}: {block}");

@@ -21,16 +21,7 @@ use serde_json::Value;
 use support::cluster::ClusterHarness;
 use support::{Harness, Operator, Received, Replicas, Reply, sample_with_id};
 
-/// Short lease timings, so a takeover happens within seconds: duration 3 s, renew deadline
-/// 2 s, retry period 0.5 s.
-const LEASE: [&str; 6] = [
-    "--lease-duration-seconds",
-    "3",
-    "--lease-renew-deadline-seconds",
-    "2",
-    "--lease-retry-period-seconds",
-    "0.5",
-];
+use support::SHORT_LEASE as LEASE;
 /// The longest a standby may take to lead after the leader died: the lease duration, then
 /// its next look (a retry period), and a second for a busy machine.
 const TAKEOVER_BOUND: Duration = Duration::from_millis(3_000 + 500 + 1_000);

@@ -16,15 +16,6 @@ use support::cluster::ClusterHarness;
 use support::{Harness, Operator, Replicas};
 
 const GROUP: &str = "job-executor.dev";
-/// Short lease timings, so a standby takes over within seconds.
-const LEASE: [&str; 6] = [
-    "--lease-duration-seconds",
-    "3",
-    "--lease-renew-deadline-seconds",
-    "2",
-    "--lease-retry-period-seconds",
-    "0.5",
-];
 
 /// carts' config: one action on the schedules' event type, one quick task.
 fn config(name: &str) -> PathBuf {
@@ -107,14 +98,6 @@ fn boundaries(after: Timestamp, until: Timestamp, every: Duration) -> Vec<Timest
     slots
 }
 
-async fn until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn ready(schedule: &Value) -> (String, String, String) {
     let condition = schedule["status"]["conditions"]
         .as_array()
@@ -146,7 +129,7 @@ async fn every_slot_of_an_hour_fires_once(server: impl Replicas, long: Duration)
     let mut replicas = Vec::new();
     for identity in ["hourly-a", "hourly-b"] {
         let mut replica = server.replica(identity, server.kubeconfig.clone()).await;
-        for pair in LEASE.chunks(2) {
+        for pair in support::SHORT_LEASE.chunks(2) {
             replica.set_flag(pair[0], pair[1]);
         }
         // Each replica's clock starts where the others' are.
@@ -162,7 +145,7 @@ async fn every_slot_of_an_hour_fires_once(server: impl Replicas, long: Duration)
     let end = start + SignedDuration::from_mins(61);
     let expected = boundaries(created, end, Duration::from_secs(300));
     assert!(expected.len() >= 12, "{expected:?}");
-    until("every slot of the hour fired", long, || {
+    support::wait_patiently("every slot of the hour fired", long, || {
         fired(&server, "hourly").len() >= expected.len()
     })
     .await;
@@ -183,7 +166,7 @@ async fn every_slot_of_an_hour_fires_once(server: impl Replicas, long: Duration)
     assert_eq!(status["missed"], 0, "{status:#}");
     assert_eq!(ready(&schedule(&server, "hourly")).0, "True", "{status:#}");
     // Each run ran its one Job once, and succeeded.
-    until("the runs finished", long, || {
+    support::wait_patiently("the runs finished", long, || {
         server
             .jobruns()
             .iter()
@@ -240,12 +223,6 @@ fn clock_showing(at: Timestamp) -> String {
     format!("{at}*1")
 }
 
-fn metric(text: &str, line_start: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(line_start))
-        .map_or(0, |value| value.trim().parse().unwrap())
-}
-
 /// The operator is down for ten `*/5` slots: `skip` fires none of them, `latest` the newest
 /// within the look-back window, `all` each within it; the rest are counted as missed, in the
 /// status and a Warning Event. Then a restart that lost its last status write (the status set
@@ -264,7 +241,7 @@ async fn after_ten_missed_slots_each_policy_does_what_it_says() {
     }
     // The first operator fires the first slot of each, fast, and dies.
     let first = operator_with_clock(&server, "policies", &format!("{}*60", Timestamp::now())).await;
-    until("each schedule fired once", Duration::from_secs(30), || {
+    support::wait_patiently("each schedule fired once", Duration::from_secs(30), || {
         ["skip", "latest", "all"]
             .iter()
             .all(|name| fired(&server, name).len() == 1)
@@ -279,7 +256,7 @@ async fn after_ten_missed_slots_each_policy_does_what_it_says() {
     // Ten slots later, and two minutes past the tenth (no longer on time).
     let back = last + SignedDuration::from_mins(52);
     let second = operator_with_clock(&server, "policies", &clock_showing(back)).await;
-    until(
+    support::wait_patiently(
         "each schedule handled the outage",
         Duration::from_secs(30),
         || {
@@ -308,7 +285,7 @@ async fn after_ten_missed_slots_each_policy_does_what_it_says() {
     );
     let (_, metrics) = second.get_admin("/metrics").await;
     assert_eq!(
-        metric(&metrics, "job_executor_schedule_missed_slots_total "),
+        support::metric_value(&metrics, "job_executor_schedule_missed_slots_total "),
         25,
         "{metrics}"
     );
@@ -332,7 +309,7 @@ async fn after_ten_missed_slots_each_policy_does_what_it_says() {
         &[],
     );
     let third = operator_with_clock(&server, "policies", &clock_showing(back)).await;
-    until(
+    support::wait_patiently(
         "the slots were fired again",
         Duration::from_secs(30),
         || handled("all") >= slot(50),
@@ -340,7 +317,7 @@ async fn after_ten_missed_slots_each_policy_does_what_it_says() {
     .await;
     let (_, metrics) = third.get_admin("/metrics").await;
     assert_eq!(
-        metric(
+        support::metric_value(
             &metrics,
             "job_executor_schedule_fires_total{outcome=\"duplicate\"} "
         ),
@@ -382,7 +359,7 @@ async fn a_schedule_keeps_its_wall_clock_across_daylight_saving_changes() {
     // Spring: the clock starts a minute before 03:30 CEST (01:30 UTC).
     let op_started = Instant::now();
     let op = operator_with_clock(&server, "dst", "2027-03-28T01:29:00Z*60").await;
-    until("spring fired", Duration::from_secs(30), || {
+    support::wait_patiently("spring fired", Duration::from_secs(30), || {
         !fired(&server, "spring").is_empty()
     })
     .await;
@@ -409,14 +386,33 @@ async fn a_schedule_keeps_its_wall_clock_across_daylight_saving_changes() {
     // Suspended, a minutely schedule fires nothing while minutes pass (a second each);
     // resumed, it does not fire what passed meanwhile.
     assert_eq!(ready(&schedule(&server, "minutely")).1, "Suspended");
+    let status_writes = || {
+        server
+            .sim
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.verb == "patch"
+                    && r.resource == "jobschedules"
+                    && r.subresource == "status"
+                    && r.name == "minutely"
+            })
+            .count()
+    };
+    let writes = status_writes();
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(fired(&server, "minutely").is_empty());
+    assert_eq!(
+        status_writes(),
+        writes,
+        "a suspended schedule's status stays as it is"
+    );
     let resumed = Instant::now();
     server.admin_shell(
         r#"kubectl patch jobschedule minutely -n "$NAMESPACE" --type=merge -p '{"spec":{"suspend":false}}'"#,
         &[],
     );
-    until("minutely fires again", Duration::from_secs(10), || {
+    support::wait_patiently("minutely fires again", Duration::from_secs(10), || {
         !fired(&server, "minutely").is_empty()
     })
     .await;
@@ -436,7 +432,7 @@ async fn a_schedule_keeps_its_wall_clock_across_daylight_saving_changes() {
 
     // Autumn: 02:30 CEST (00:30 UTC) fires; 02:30 CET (01:30 UTC), an hour later, does not.
     let op = operator_with_clock(&server, "dst", "2027-10-31T00:29:00Z*600").await;
-    until("autumn fired", Duration::from_secs(30), || {
+    support::wait_patiently("autumn fired", Duration::from_secs(30), || {
         !fired(&server, "autumn").is_empty()
     })
     .await;
@@ -477,7 +473,7 @@ async fn the_schedules_page_commands_work_on_the_real_control_plane() {
         shown.contains("carts-nightly") && shown.contains("30 2 * * *"),
         "{shown}"
     );
-    until(
+    support::wait_patiently(
         "the schedule says when it fires",
         Duration::from_secs(30),
         || ready(&schedule(&server, "carts-nightly")).0 == "True",

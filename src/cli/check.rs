@@ -27,6 +27,8 @@ pub enum CheckError {
     Lease(#[from] crate::leader::LeaseError),
     #[error(transparent)]
     Trace(#[from] crate::trace::TraceError),
+    #[error(transparent)]
+    Nats(#[from] crate::ingest::nats::NatsError),
 }
 
 /// What a secret's value is shown as: that it is set, never what it is.
@@ -49,6 +51,7 @@ pub fn run_check(args: &RunArgs, matches: &ArgMatches) -> Result<ExitCode, Check
     args.install.settings()?;
     args.leader.settings()?;
     args.sink.check()?;
+    args.nats.source()?;
     if let Some(endpoint) = args.operator.otlp_endpoint.as_deref() {
         crate::trace::traces_url(endpoint)?;
     }
@@ -118,7 +121,7 @@ fn show_value(id: &str, raw: &[String], secret: bool) -> String {
         .map(|value| match (secret, id) {
             _ if value.is_empty() => "\"\"".to_string(),
             (false, _) => value.clone(),
-            (true, "git_url") => mask_credentials(value),
+            (true, "git_url" | "nats_url") => mask_credentials(value),
             (true, "sink_headers") => match value.split_once(':') {
                 Some((name, _)) => format!("{}: {MASK}", name.trim()),
                 None => MASK.to_string(),
@@ -273,7 +276,13 @@ mod tests {
         secrets.sort_unstable();
         assert_eq!(
             secrets,
-            ["git_password", "git_url", "ingest_token", "sink_headers"]
+            [
+                "git_password",
+                "git_url",
+                "ingest_token",
+                "nats_url",
+                "sink_headers"
+            ]
         );
     }
 

@@ -51,6 +51,69 @@ pub struct RunArgs {
     pub git: GitArgs,
     #[command(flatten)]
     pub leader: LeaderArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+/// Keptn's NATS bus as a source of events (`--nats-url`); see docs/nats.md.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "NATS source")]
+pub struct NatsArgs {
+    /// A NATS server with JetStream (`nats://host:4222`): events are taken from its stream, as
+    /// well as over HTTP. Credentials written into it are used and never shown.
+    #[arg(long, env = "JOB_EXECUTOR_NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
+    /// The JetStream stream events are taken from (Keptn's is `keptn`); created with
+    /// --nats-stream-subjects when there is none.
+    #[arg(long, env = "JOB_EXECUTOR_NATS_STREAM", default_value = "keptn")]
+    pub nats_stream: String,
+    /// The subjects of a stream the operator creates, comma-separated.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_NATS_STREAM_SUBJECTS",
+        value_delimiter = ',',
+        default_value = "sh.keptn.>"
+    )]
+    pub nats_stream_subjects: Vec<String>,
+    /// The subjects taken from the stream (e.g. `sh.keptn.event.*.triggered`), comma-separated;
+    /// all of the stream's when none is given.
+    #[arg(
+        long = "nats-subject",
+        env = "JOB_EXECUTOR_NATS_SUBJECTS",
+        value_delimiter = ','
+    )]
+    pub nats_subjects: Vec<String>,
+    /// The durable consumer every replica shares (each message goes to one of them).
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_NATS_CONSUMER",
+        default_value = "job-executor"
+    )]
+    pub nats_consumer: String,
+    /// Seconds a message may stay unacknowledged before NATS delivers it again (an operator
+    /// that died before acknowledging gets it back then).
+    #[arg(long, env = "JOB_EXECUTOR_NATS_ACK_WAIT_SECONDS", default_value_t = 30)]
+    pub nats_ack_wait_seconds: u64,
+}
+
+impl NatsArgs {
+    /// The NATS source, if one is asked for, checked.
+    pub fn source(
+        &self,
+    ) -> Result<Option<crate::ingest::nats::NatsSource>, crate::ingest::nats::NatsError> {
+        let Some(url) = self.nats_url.clone().filter(|url| !url.is_empty()) else {
+            return Ok(None);
+        };
+        crate::ingest::nats::NatsSource::new(
+            url,
+            self.nats_stream.clone(),
+            self.nats_stream_subjects.clone(),
+            self.nats_subjects.clone(),
+            self.nats_consumer.clone(),
+            Duration::from_secs(self.nats_ack_wait_seconds),
+        )
+        .map(Some)
+    }
 }
 
 /// The git config source (`--git-url`); see docs/git-source.md.
@@ -518,6 +581,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         sink: sink_args,
         git,
         leader: leader_args,
+        nats: nats_args,
     } = args;
     let OperatorArgs {
         config_dir,
@@ -558,6 +622,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         )),
         None => None,
     };
+    let nats_source = nats_args.source()?;
     let (sink, dead_letter_sink) = sink_args.sinks()?;
     let (sink, dead_letter_sink) = (Arc::new(sink), dead_letter_sink.map(Arc::new));
     let config = kube::Config::infer()
@@ -611,6 +676,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         max_runs_in_flight: (max_runs_in_flight > 0).then_some(max_runs_in_flight),
     });
     let ingest_app = ingest::router(ingest_state.clone());
+    let (nats_ingest, stop_rx_nats) = (ingest_state.clone(), stop_rx.clone());
     let admin_app = admin_router(AdminState {
         metrics: metrics.clone(),
         health: health.clone(),
@@ -661,7 +727,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
                 leadership.clone(),
             ),
             leadership: leadership.clone(),
-            ingest: ingest_state,
+            ingest: ingest_state.clone(),
             clock: test_clock.unwrap_or_default(),
         },
         stopped(stop_rx.clone()),
@@ -702,7 +768,19 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         controller.await;
         controller_done.notify_one();
     };
-    tokio::join!(ingest_server, admin_server, controller, election, schedules);
+    let nats = async move {
+        if let Some(source) = nats_source {
+            ingest::nats::run(source, nats_ingest, stopped(stop_rx_nats)).await;
+        }
+    };
+    tokio::join!(
+        ingest_server,
+        admin_server,
+        controller,
+        election,
+        schedules,
+        nats
+    );
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 pub mod auth;
 #[cfg(test)]
 mod conformance;
+pub mod nats;
 pub mod parse;
 pub mod plan;
 pub mod schedule;

@@ -73,9 +73,14 @@ pub async fn run(
         written: Mutex::new(HashMap::new()),
     });
     let mut last_problem: Option<String> = None;
+    let listed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lister = listed.clone();
     let stream = watcher(schedules, watcher::Config::default())
         .modify(|schedule: &mut JobSchedule| schedule.metadata.managed_fields = None)
         .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                lister.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             let problem = match event {
                 Ok(_) => None,
                 Err(error) => Some(describe_watch_error(error)),
@@ -104,10 +109,13 @@ pub async fn run(
             }
         });
     // As the runs' controller: the graceful shutdown waits for the store, which never fills
-    // while the CRD is missing, so it has a bound.
+    // while the CRD is missing, so it has a bound (none when nothing was ever listed: then no
+    // firing can be in progress).
     let bounded = async {
         shutdown.await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        if listed.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
     };
     tokio::select! {
         () = running => {}
@@ -181,9 +189,10 @@ async fn reconcile(
             Action::await_change()
         }
         Verdict::Suspended => {
+            // Nothing here changes while it stays suspended: a status write would wake this
+            // reconcile again at once. Resuming starts from the time of the resume.
             status.suspended = true;
             status.next_fire_time = None;
-            status.handled_until = Some(now.to_string());
             if !before.suspended {
                 set_ready(
                     &mut status,

@@ -200,7 +200,28 @@ fn check_run_reports_what_run_would_refuse() {
         .unwrap();
     assert!(!output.status.success());
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("is not a valid http:// or https:// URL"),
+        String::from_utf8_lossy(&output.stderr)
+            .contains("is not a valid http://, https:// or nats:// URL"),
+        "{output:?}"
+    );
+    let output = Command::new(BIN)
+        .args([
+            "check-run",
+            "--config-dir",
+            "/c",
+            "--sink-url",
+            "http://sink",
+            "--nats-url",
+            "http://user:secret@nats:4222",
+        ])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--nats-url \"http://nats:4222\" is not a nats:// (or tls://) URL")
+            && !stderr.contains("secret"),
         "{output:?}"
     );
     let output = Command::new(BIN)

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod git;
+pub mod nats;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -46,6 +47,39 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// Short lease timings, so a takeover happens within seconds: duration 3 s, renew deadline
+/// 2 s, retry period 0.5 s.
+pub const SHORT_LEASE: [&str; 6] = [
+    "--lease-duration-seconds",
+    "3",
+    "--lease-renew-deadline-seconds",
+    "2",
+    "--lease-retry-period-seconds",
+    "0.5",
+];
+
+/// The value of the first line of a `/metrics` text that starts with `line_start` (the name
+/// and labels, then a space); 0 when there is none.
+pub fn metric_value(text: &str, line_start: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(line_start))
+        .map_or(0, |value| value.trim().parse().unwrap())
+}
+
+/// Polls `condition` every 200 ms until it holds, or fails the test after `timeout`: for
+/// conditions that cost a `kubectl` run or a list of many objects, which polled every 20 ms
+/// would take a core of a busy machine from what the test waits for.
+pub async fn wait_patiently(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Polls `condition` every 20 ms until it holds, or fails the test after `timeout`.

@@ -83,6 +83,8 @@ impl FaultRule {
 pub struct Faults {
     rules: Mutex<Vec<FaultRule>>,
     latency: Mutex<Duration>,
+    /// `(verb, resource, hold)`: such requests are carried out, and their answers held.
+    late_answers: Mutex<Option<(String, String, Duration)>>,
 }
 
 impl Faults {
@@ -103,10 +105,27 @@ impl Faults {
         *self.latency.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Removes all rules and the latency.
+    /// Carries out requests of `verb` on `resource` (`plural` or `plural/subresource`) as usual
+    /// and holds their answers for `hold` (zero ends it): the write landed, the client does not
+    /// know yet — as when the connection breaks after the API server stored an object.
+    pub fn delay_answers(&self, verb: &str, resource: &str, hold: Duration) {
+        *self.late_answers.lock().unwrap_or_else(|e| e.into_inner()) =
+            (!hold.is_zero()).then(|| (verb.to_string(), resource.to_string(), hold));
+    }
+
+    /// How long the answer to a request of `verb` on `resource` is held.
+    pub fn answer_delay(&self, verb: &str, resource: &str) -> Duration {
+        match &*self.late_answers.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((v, r, hold)) if v == verb && r == resource => *hold,
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Removes all rules, the latency and held answers.
     pub fn clear(&self) {
         self.rules.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.latency(Duration::ZERO);
+        *self.late_answers.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Rules not used up yet.

@@ -148,3 +148,32 @@ async fn time_scale_makes_long_tasks_fast() {
         .unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_held_answer_comes_late_but_the_write_landed_at_once() {
+    let sim = Sim::start().await.unwrap();
+    let cms: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    sim.faults()
+        .delay_answers("create", "configmaps", Duration::from_secs(30));
+    let (params, held) = (PostParams::default(), cm("held"));
+    let create = cms.create(&params, &held);
+    // The client gives up before the answer comes; the object is stored all the same.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), create)
+            .await
+            .is_err()
+    );
+    assert!(
+        sim.get_object("", "configmaps", "default", "held")
+            .is_some()
+    );
+    // Other requests are answered at once; ended, creates are too.
+    cms.get("held").await.unwrap();
+    sim.faults()
+        .delay_answers("create", "configmaps", Duration::ZERO);
+    let started = Instant::now();
+    cms.create(&PostParams::default(), &cm("prompt"))
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

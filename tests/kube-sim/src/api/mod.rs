@@ -233,6 +233,10 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             }
         }
     };
+    let hold = shared.faults.answer_delay(&info.verb, &resource_path);
+    if !hold.is_zero() {
+        tokio::time::sleep(hold).await;
+    }
     record.status = response.status().as_u16();
     shared.requests.push(record);
     response

@@ -1,0 +1,303 @@
+//! Keptn's NATS bus: events from a JetStream stream, through a durable pull consumer.
+//!
+//! A message is acknowledged only once the runs its event implies are persisted, or once it is
+//! answered for good (nothing matches, the event or the config is invalid). An operator that
+//! dies between receiving and acknowledging gets the message again after the consumer's
+//! `ack_wait`, and its runs are then found already there: a duplicate, not a second run. A
+//! message that cannot be taken now (the API server or the config source unavailable,
+//! `--max-runs-in-flight` reached) is negatively acknowledged with a delay, so it comes back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, stream};
+use futures::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::{IngestState, parse, take_event};
+use crate::event::CloudEvent;
+
+/// How long a message that could not be taken waits before it is delivered again.
+const RETRY: Duration = Duration::from_secs(5);
+/// The first wait before reaching the server again.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest wait between attempts to reach the server.
+const MOST_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Where events come from.
+#[derive(Debug, Clone)]
+pub struct NatsSource {
+    /// `nats://host:port`.
+    pub url: String,
+    /// The JetStream stream to read (Keptn's is `keptn`).
+    pub stream: String,
+    /// The subjects the stream is created with when it does not exist.
+    pub stream_subjects: Vec<String>,
+    /// The subjects of the stream this consumer takes (all when empty).
+    pub subjects: Vec<String>,
+    /// The durable consumer's name, shared by every replica (each message goes to one).
+    pub consumer: String,
+    /// How long a message may stay unacknowledged before the server delivers it again.
+    pub ack_wait: Duration,
+}
+
+impl NatsSource {
+    /// Checks what can be checked before connecting.
+    pub fn new(
+        url: String,
+        stream: String,
+        stream_subjects: Vec<String>,
+        subjects: Vec<String>,
+        consumer: String,
+        ack_wait: Duration,
+    ) -> Result<NatsSource, NatsError> {
+        let parsed: Option<http::Uri> = url.parse().ok();
+        if !crate::sink::is_nats(&url) || parsed.and_then(|u| u.host().map(str::len)).is_none() {
+            return Err(NatsError::Setting(format!(
+                "--nats-url {:?} is not a nats:// (or tls://) URL of a server",
+                crate::sink::without_credentials(&url)
+            )));
+        }
+        let name_ok = |name: &str| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if !name_ok(&stream) {
+            return Err(NatsError::Setting(format!(
+                "--nats-stream {stream:?} is not a stream name (letters, digits, - and _)"
+            )));
+        }
+        if !name_ok(&consumer) {
+            return Err(NatsError::Setting(format!(
+                "--nats-consumer {consumer:?} is not a consumer name (letters, digits, - and _)"
+            )));
+        }
+        if stream_subjects.iter().any(|s| s.trim().is_empty()) || stream_subjects.is_empty() {
+            return Err(NatsError::Setting(
+                "--nats-stream-subjects needs at least one subject, none empty".into(),
+            ));
+        }
+        if ack_wait.is_zero() {
+            return Err(NatsError::Setting(
+                "--nats-ack-wait-seconds must be at least 1".into(),
+            ));
+        }
+        Ok(NatsSource {
+            url,
+            stream,
+            stream_subjects,
+            subjects: subjects
+                .into_iter()
+                .filter(|s| !s.trim().is_empty())
+                .collect(),
+            consumer,
+            ack_wait,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("{0}")]
+    Setting(String),
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("the JetStream stream {stream:?}: {reason}")]
+    Stream { stream: String, reason: String },
+    #[error("the consumer {consumer:?}: {reason}")]
+    Consumer { consumer: String, reason: String },
+    #[error("reading messages: {0}")]
+    Messages(String),
+}
+
+/// Takes events until `shutdown` resolves, reconnecting (with backoff) whenever the server is
+/// away; each problem is logged once.
+pub async fn run(
+    source: NatsSource,
+    ingest: Arc<IngestState>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let consuming = async {
+        let mut backoff = FIRST_BACKOFF;
+        let mut last_problem = String::new();
+        loop {
+            let (problem, took_messages) = consume(&source, &ingest).await;
+            let problem = problem.to_string();
+            if problem != last_problem {
+                tracing::error!(error = %problem, "NATS events are not taken; retrying");
+                last_problem = problem;
+            }
+            // A connection that worked starts the backoff afresh.
+            if took_messages {
+                backoff = FIRST_BACKOFF;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MOST_BACKOFF);
+        }
+    };
+    tokio::select! {
+        () = consuming => {}
+        () = shutdown => {}
+    }
+}
+
+/// Connects and takes messages until something fails: what failed, and whether messages
+/// were being taken before.
+async fn consume(source: &NatsSource, ingest: &IngestState) -> (NatsError, bool) {
+    let consumer = match connect(source).await {
+        Ok(consumer) => consumer,
+        Err(problem) => return (problem, false),
+    };
+    let mut messages = match consumer.messages().await {
+        Ok(messages) => messages,
+        Err(problem) => return (NatsError::Messages(problem.to_string()), false),
+    };
+    tracing::info!(url = %crate::sink::without_credentials(&source.url), stream = %source.stream, consumer = %source.consumer, "taking events from NATS");
+    while let Some(message) = messages.next().await {
+        match message {
+            Ok(message) => take_message(ingest, message).await,
+            Err(problem) => return (NatsError::Messages(problem.to_string()), true),
+        }
+    }
+    (
+        NatsError::Messages("the server ended the consumer's messages".into()),
+        true,
+    )
+}
+
+async fn connect(source: &NatsSource) -> Result<PullConsumer, NatsError> {
+    let client = async_nats::ConnectOptions::new()
+        .name("job-executor")
+        .connect(source.url.as_str())
+        .await
+        .map_err(|e| NatsError::Connect {
+            url: crate::sink::without_credentials(&source.url),
+            reason: e.to_string(),
+        })?;
+    let context = jetstream::new(client);
+    let stream_error = |e: &dyn std::fmt::Display| NatsError::Stream {
+        stream: source.stream.clone(),
+        reason: e.to_string(),
+    };
+    // Keptn's shipyard-controller owns its stream: a second one on the same subjects would be
+    // refused, so an existing stream is used as it is.
+    let stream = match context.get_stream(&source.stream).await {
+        Ok(stream) => stream,
+        Err(problem)
+            if matches!(
+                problem.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(ref e)
+                    if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            ) =>
+        {
+            context
+                .create_stream(stream::Config {
+                    name: source.stream.clone(),
+                    subjects: source.stream_subjects.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| stream_error(&e))?
+        }
+        Err(problem) => return Err(stream_error(&problem)),
+    };
+    let mut config = jetstream::consumer::pull::Config {
+        durable_name: Some(source.consumer.clone()),
+        ack_wait: source.ack_wait,
+        ..Default::default()
+    };
+    // One subject as `filter_subject`, which every server version takes.
+    match source.subjects.as_slice() {
+        [] => {}
+        [one] => config.filter_subject = one.clone(),
+        many => config.filter_subjects = many.to_vec(),
+    }
+    stream
+        .get_or_create_consumer(&source.consumer, config)
+        .await
+        .map_err(|e| NatsError::Consumer {
+            consumer: source.consumer.clone(),
+            reason: e.to_string(),
+        })
+}
+
+/// Takes one message: acknowledged once answered for good, delivered again later otherwise.
+async fn take_message(ingest: &IngestState, message: jetstream::Message) {
+    let metrics = &ingest.metrics;
+    let event = match event_of(&message, ingest.max_body_bytes) {
+        Ok(event) => event,
+        Err(problem) => {
+            metrics.event_received("invalid");
+            tracing::warn!(subject = %message.subject, error = %problem, "a NATS message is not a CloudEvent; dropped");
+            // Sending it again will not make it one.
+            acknowledge(&message, AckKind::Term).await;
+            return;
+        }
+    };
+    match take_event(ingest, &event).await {
+        Ok(taken) => {
+            metrics.event_received(taken.outcome.label());
+            // Waits for the server's confirmation: a lost acknowledgement means a duplicate
+            // delivery, which finds its runs.
+            if let Err(problem) = message.double_ack().await {
+                tracing::warn!(event = event.id(), error = %problem, "a NATS message could not be acknowledged; it comes again and is a duplicate");
+            }
+        }
+        Err(refusal) => {
+            metrics.event_received(refusal.outcome);
+            tracing::warn!(event = event.id(), error = %refusal.message, "a NATS event cannot be taken now; it comes again in {}s", RETRY.as_secs());
+            acknowledge(&message, AckKind::Nak(Some(RETRY))).await;
+        }
+    }
+}
+
+async fn acknowledge(message: &jetstream::Message, kind: AckKind) {
+    if let Err(problem) = message.ack_with(kind).await {
+        tracing::warn!(subject = %message.subject, error = %problem, "a NATS message could not be acknowledged");
+    }
+}
+
+/// The event a message carries. Binary mode (NATS headers `ce-*`, the data as the payload) when
+/// it has a `ce-specversion` header; otherwise the payload is the event as JSON, as Keptn
+/// publishes it (without a `Content-Type` header).
+pub fn event_of(message: &async_nats::Message, max_bytes: usize) -> Result<CloudEvent, String> {
+    if message.payload.len() > max_bytes {
+        return Err(format!(
+            "the message is larger than the limit of {max_bytes} bytes"
+        ));
+    }
+    let mut headers = HeaderMap::new();
+    let nats_headers = message.headers.as_ref();
+    let binary = nats_headers.is_some_and(|h| h.get("ce-specversion").is_some());
+    if binary {
+        for (name, values) in nats_headers.into_iter().flat_map(|h| h.iter()) {
+            let name = name.to_string().to_ascii_lowercase();
+            let Some(value) = values.first() else {
+                continue;
+            };
+            // The NATS binding carries the data's media type in `ce-datacontenttype`, where
+            // HTTP has `Content-Type`.
+            let name = match name.as_str() {
+                "ce-datacontenttype" => http::header::CONTENT_TYPE,
+                other if other.starts_with("ce-") => HeaderName::from_bytes(other.as_bytes())
+                    .map_err(|_| format!("header {other:?} is not a valid name"))?,
+                _ => continue,
+            };
+            let value = HeaderValue::from_str(value.as_str())
+                .map_err(|_| format!("header {name} has a value that is not text"))?;
+            headers.insert(name, value);
+        }
+    } else {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/cloudevents+json"),
+        );
+    }
+    let mut events =
+        parse::events_from_request(&headers, &message.payload, 1).map_err(|e| e.to_string())?;
+    events
+        .pop()
+        .ok_or_else(|| "the message carries no event".to_string())
+}

@@ -1,0 +1,291 @@
+//! Keptn's NATS bus end to end: a real nats-server with JetStream (Debian's package), the
+//! operator taking events from a durable consumer and publishing `.started` / `.finished` back
+//! on the subjects of their types. An event is acknowledged only once its runs are stored: an
+//! operator killed in between gets it again, as a duplicate; a NATS server killed and restarted
+//! under load loses nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use support::cluster::ClusterHarness;
+use support::nats::NatsServer;
+use support::{Harness, Replicas, sample_with_id};
+
+/// Waits until the operator made stream `keptn` (it creates it when there is none).
+async fn stream_ready(context: &jetstream::Context) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while context.get_stream("keptn").await.is_err() {
+        assert!(Instant::now() < deadline, "the operator made no stream");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The runs of each event id.
+fn runs_by_event(server: &impl Replicas) -> BTreeMap<String, usize> {
+    let mut runs = BTreeMap::new();
+    for run in server.jobruns() {
+        *runs
+            .entry(run["spec"]["event"]["id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    runs
+}
+
+async fn keptn_events_on_nats_become_runs_and_go_back(server: impl Replicas, long: Duration) {
+    let nats = NatsServer::start(server.name()).await;
+    let mut op = server.replica("nats", server.kubeconfig.clone()).await;
+    op.set_flag("--nats-url", &nats.url);
+    op.set_flag("--sink-url", &nats.url);
+    op.start_operator().await;
+    let client = nats.client().await;
+    let context = jetstream::new(client.clone());
+    stream_ready(&context).await;
+    let mut back = client.subscribe("sh.keptn.event.test.>").await.unwrap();
+
+    // As Keptn publishes: structured JSON, no headers, the type as the subject.
+    let keptn = sample_with_id("test.triggered.json", "nats-structured");
+    client
+        .publish(
+            "sh.keptn.event.test.triggered",
+            serde_json::to_vec(&keptn).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    // Binary mode of the CloudEvents NATS binding: attributes in `ce-` headers.
+    let mut binary = sample_with_id("test.triggered.json", "nats-binary");
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in binary.as_object().unwrap() {
+        if let Some(text) = value.as_str().filter(|_| name != "data") {
+            headers.insert(format!("ce-{name}").as_str(), text);
+        }
+    }
+    headers.insert("ce-datacontenttype", "application/json");
+    client
+        .publish_with_headers(
+            "sh.keptn.event.test.triggered",
+            headers,
+            serde_json::to_vec(&binary["data"].take()).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    // Not an event: dropped, counted, never delivered again.
+    client
+        .publish("sh.keptn.event.test.triggered", "hello".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+
+    // Each event's `.started` and `.finished` come back on the subjects of their types.
+    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
+    let deadline = Instant::now() + long;
+    while seen
+        .iter()
+        .filter(|(subject, _)| subject == "sh.keptn.event.test.finished")
+        .count()
+        < 2
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, back.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no .finished on NATS within {long:?}: {seen:?}\n{}",
+                    op.operator_log()
+                )
+            })
+            .unwrap();
+        if message.subject.ends_with(".triggered") {
+            continue; // what the test sent
+        }
+        let event: Value = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(
+            event["type"],
+            message.subject.as_str(),
+            "the type is the subject"
+        );
+        if let Some(triggered) = event["triggeredid"].as_str() {
+            seen.insert((message.subject.to_string(), triggered.to_string()));
+        }
+    }
+    for id in ["nats-structured", "nats-binary"] {
+        for kind in ["started", "finished"] {
+            assert!(
+                seen.contains(&(format!("sh.keptn.event.test.{kind}"), id.to_string())),
+                "{id} {kind}: {seen:?}"
+            );
+        }
+    }
+    let runs = runs_by_event(&server);
+    assert_eq!(
+        runs.get("nats-structured"),
+        runs.get("nats-binary"),
+        "{runs:?}"
+    );
+    assert!(runs.contains_key("nats-structured"), "{runs:?}");
+
+    // Everything was acknowledged (its own `.started` and `.finished` too: nothing listens).
+    let stream = context.get_stream("keptn").await.unwrap();
+    let mut consumer: jetstream::consumer::PullConsumer =
+        stream.get_consumer("job-executor").await.unwrap();
+    let deadline = Instant::now() + long;
+    loop {
+        let info = consumer.info().await.unwrap();
+        if info.num_ack_pending == 0 && info.num_pending == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all acknowledged: {info:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, metrics) = op.get_admin("/metrics").await;
+    assert_eq!(
+        support::metric_value(
+            &metrics,
+            "job_executor_events_received_total{outcome=\"invalid\"} "
+        ),
+        1,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keptn_events_on_nats_become_runs_and_go_back_on_kube_sim() {
+    let server = Harness::for_replicas(&support::root().join("examples"), &[]).await;
+    keptn_events_on_nats_become_runs_and_go_back(server, Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keptn_events_on_nats_become_runs_and_go_back_on_the_real_control_plane() {
+    let server = ClusterHarness::install("nats", &support::root().join("examples"), &[]).await;
+    keptn_events_on_nats_become_runs_and_go_back(server, Duration::from_secs(120)).await;
+}
+
+/// One action on `sh.keptn.event.load.triggered`, one quick task.
+fn load_config(name: &str) -> PathBuf {
+    let dir = support::fresh_dir(&format!("nats-config-{name}"));
+    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
+    std::fs::write(
+        dir.join("carts/job/config.yaml"),
+        "apiVersion: v2\nactions:\n  - name: load\n    events: [{name: sh.keptn.event.load.triggered}]\n    tasks: [{name: quick, image: alpine}]\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn load_event(id: &str) -> Value {
+    json!({
+        "specversion": "1.0", "id": id, "source": "test", "type": "sh.keptn.event.load.triggered",
+        "shkeptncontext": "f0e4c2a8-1b3d-4e5f-8a9b-0c1d2e3f4a5b",
+        "data": {"project": "sockshop", "stage": "dev", "service": "carts"}
+    })
+}
+
+/// Publishes `event` to JetStream until the stream confirms it (retried through an outage; the
+/// id as `Nats-Msg-Id` keeps a retry from storing it twice).
+async fn publish_until_stored(context: &jetstream::Context, event: &Value) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event["id"].as_str().unwrap());
+        let sent = context
+            .publish_with_headers(
+                event["type"].as_str().unwrap().to_string(),
+                headers,
+                serde_json::to_vec(event).unwrap().into(),
+            )
+            .await;
+        if let Ok(ack) = sent
+            && tokio::time::timeout(Duration::from_secs(2), ack)
+                .await
+                .is_ok_and(|ack| ack.is_ok())
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{event} was never stored");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The API server stores the run but its answer is held; the operator is SIGKILLed before it
+/// acknowledged the message. Restarted, it gets the message again once the acknowledgement
+/// wait passed, finds the run: a duplicate, acknowledged, and still one run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_storing_and_acknowledging_the_event_comes_back_as_a_duplicate() {
+    let server = Harness::for_replicas(&load_config("kill"), &[]).await;
+    let nats = NatsServer::start("kill").await;
+    let mut op = server.replica("nats-kill", server.kubeconfig.clone()).await;
+    op.set_flag("--nats-url", &nats.url);
+    op.set_flag("--nats-ack-wait-seconds", "2");
+    op.start_operator().await;
+    let context = jetstream::new(nats.client().await);
+    stream_ready(&context).await;
+
+    server
+        .sim
+        .faults()
+        .delay_answers("create", "jobruns", Duration::from_secs(60));
+    publish_until_stored(&context, &load_event("kill-1")).await;
+    support::wait_patiently("the run is stored", Duration::from_secs(20), || {
+        !server.jobruns().is_empty()
+    })
+    .await;
+    op.kill_operator();
+    server
+        .sim
+        .faults()
+        .delay_answers("create", "jobruns", Duration::ZERO);
+    op.start_operator().await;
+    let finished = op.wait_finished("kill-1", Duration::from_secs(30)).await;
+    assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, metrics) = op.get_admin("/metrics").await;
+        if support::metric_value(
+            &metrics,
+            "job_executor_events_received_total{outcome=\"duplicate\"} ",
+        ) == 1
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no duplicate: {metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(runs_by_event(&server).get("kill-1"), Some(&1));
+}
+
+/// 100 events published while the NATS server is SIGKILLed and restarted (same port, same
+/// store) after the 30th: the operator reconnects, and every event has its one run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_restarted_under_load_loses_nothing() {
+    let server = Harness::for_replicas(&load_config("restart"), &[]).await;
+    let mut nats = NatsServer::start("restart").await;
+    let mut op = server
+        .replica("nats-restart", server.kubeconfig.clone())
+        .await;
+    op.set_flag("--nats-url", &nats.url);
+    op.start_operator().await;
+    let context = jetstream::new(nats.client().await);
+    stream_ready(&context).await;
+    for i in 0..100 {
+        publish_until_stored(&context, &load_event(&format!("restart-{i}"))).await;
+        if i == 30 {
+            nats.kill();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            nats.restart().await;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    support::wait_patiently("every event has its run", Duration::from_secs(90), || {
+        runs_by_event(&server).len() == 100
+    })
+    .await;
+    let runs = runs_by_event(&server);
+    assert!(runs.values().all(|count| *count == 1), "{runs:?}");
+    drop(op);
+}
