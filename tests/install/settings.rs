@@ -187,42 +187,33 @@ fn deployment_arguments_and_environment_are_accepted_by_run() {
 
 #[test]
 fn check_run_reports_what_run_would_refuse() {
-    let output = Command::new(BIN)
-        .args([
-            "check-run",
-            "--config-dir",
-            "/c",
-            "--sink-url",
-            "ftp://sink",
-        ])
-        .env_clear()
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
+    // `check-run` with `args` and an empty environment: what it says on stderr (it must fail).
+    let refused = |args: &[&str]| {
+        let output = Command::new(BIN)
+            .arg("check-run")
+            .args(["--config-dir", "/c"])
+            .args(args)
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = refused(&["--sink-url", "ftp://sink"]);
     assert!(
-        String::from_utf8_lossy(&output.stderr)
-            .contains("is not a valid http://, https:// or nats:// URL"),
-        "{output:?}"
+        stderr.contains("is not a valid http://, https:// or nats:// URL"),
+        "{stderr}"
     );
-    let output = Command::new(BIN)
-        .args([
-            "check-run",
-            "--config-dir",
-            "/c",
-            "--sink-url",
-            "http://sink",
-            "--nats-url",
-            "http://user:secret@nats:4222",
-        ])
-        .env_clear()
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused(&[
+        "--sink-url",
+        "http://sink",
+        "--nats-url",
+        "http://user:secret@nats:4222",
+    ]);
     assert!(
         stderr.contains("--nats-url \"http://nats:4222\" is not a nats:// (or tls://) URL")
             && !stderr.contains("secret"),
-        "{output:?}"
+        "{stderr}"
     );
     let output = Command::new(BIN)
         .args([

@@ -71,26 +71,23 @@ pub fn metric_value(text: &str, line_start: &str) -> u64 {
 /// Polls `condition` every 200 ms until it holds, or fails the test after `timeout`: for
 /// conditions that cost a `kubectl` run or a list of many objects, which polled every 20 ms
 /// would take a core of a busy machine from what the test waits for.
-pub async fn wait_patiently(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+pub async fn wait_patiently(what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
+    poll(what, timeout, Duration::from_millis(200), condition).await;
 }
 
 /// Polls `condition` every 20 ms until it holds, or fails the test after `timeout`.
-pub async fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+pub async fn wait_for(what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
+    poll(what, timeout, Duration::from_millis(20), condition).await;
+}
+
+async fn poll(what: &str, timeout: Duration, every: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
         assert!(
             Instant::now() < deadline,
             "timed out after {timeout:?} waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
