@@ -130,23 +130,6 @@ impl Sink {
     }
 }
 
-/// A URL as logs and dead-letter events show it: `user:password@` removed.
-pub fn without_credentials(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-            let host = authority
-                .rsplit_once('@')
-                .map_or(authority, |(_, host)| host);
-            match path {
-                "" => format!("{scheme}://{host}"),
-                path => format!("{scheme}://{host}/{path}"),
-            }
-        }
-        None => url.to_string(),
-    }
-}
-
 /// Whether `url` names a NATS server (`nats://`, or `tls://` for NATS over TLS).
 pub fn is_nats(url: &str) -> bool {
     url.starts_with("nats://") || url.starts_with("tls://")

@@ -55,7 +55,7 @@ impl NatsSource {
         if !crate::sink::is_nats(&url) || parsed.and_then(|u| u.host().map(str::len)).is_none() {
             return Err(NatsError::Setting(format!(
                 "--nats-url {:?} is not a nats:// (or tls://) URL of a server",
-                crate::sink::without_credentials(&url)
+                crate::source::git::redact(&url)
             )));
         }
         let name_ok = |name: &str| {
@@ -154,7 +154,7 @@ async fn consume(source: &NatsSource, ingest: &IngestState) -> (NatsError, bool)
         Ok(messages) => messages,
         Err(problem) => return (NatsError::Messages(problem.to_string()), false),
     };
-    tracing::info!(url = %crate::sink::without_credentials(&source.url), stream = %source.stream, consumer = %source.consumer, "taking events from NATS");
+    tracing::info!(url = %crate::source::git::redact(&source.url), stream = %source.stream, consumer = %source.consumer, "taking events from NATS");
     while let Some(message) = messages.next().await {
         match message {
             Ok(message) => take_message(ingest, message).await,
@@ -173,7 +173,7 @@ async fn connect(source: &NatsSource) -> Result<PullConsumer, NatsError> {
         .connect(source.url.as_str())
         .await
         .map_err(|e| NatsError::Connect {
-            url: crate::sink::without_credentials(&source.url),
+            url: crate::source::git::redact(&source.url),
             reason: e.to_string(),
         })?;
     let context = jetstream::new(client);

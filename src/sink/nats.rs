@@ -35,7 +35,7 @@ impl NatsSink {
     }
 
     pub fn destination(&self) -> String {
-        super::without_credentials(&self.url)
+        crate::source::git::redact(&self.url)
     }
 
     /// One attempt: published once the stream confirmed it stored the event.
