@@ -12,7 +12,7 @@ use kube::core::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConcurrencyPolicy, Task};
+use crate::config::{ConcurrencyPolicy, NotifyKind, NotifyRule, NotifyWhen, Task};
 use crate::event::CloudEvent;
 use crate::files::StagedFile;
 
@@ -105,6 +105,9 @@ pub struct RunAction {
     /// The action's concurrency group, filled in from the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<RunConcurrency>,
+    /// Who hears of the run: the action's `notify`, then the installation's `--notify`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifyRule>,
 }
 
 /// The concurrency group a run belongs to.
@@ -200,6 +203,9 @@ pub struct JobRunStatus {
     pub finished_at: Option<String>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// The notifications of the run, as they became due (when it started, when it ended).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<Notification>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -314,6 +320,53 @@ impl Delivery {
     }
 }
 
+/// One notification of the run to one target, retried like an outgoing event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    pub kind: NotifyKind,
+    /// The key of the target's URL in the notifications Secret (the URL itself is never
+    /// recorded).
+    pub target: String,
+    /// What it tells: the run started, succeeded or failed.
+    pub when: NotifyWhen,
+    #[serde(default)]
+    pub state: DeliveryState,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_attempt: Option<String>,
+    /// When the next attempt is due after a failed one; absent when none is.
+    // `null` when none is due, as a delivery's.
+    #[serde(default)]
+    pub next_attempt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
+}
+
+impl Notification {
+    pub fn new(rule: &NotifyRule, when: NotifyWhen) -> Notification {
+        Notification {
+            kind: rule.kind,
+            target: rule.target.clone(),
+            when,
+            state: DeliveryState::Pending,
+            attempts: 0,
+            first_attempt: None,
+            next_attempt: None,
+            last_error: None,
+            delivered_at: None,
+        }
+    }
+
+    /// When the attempt in progress is due (`None`: now), if one is.
+    pub fn due(&self) -> Option<Option<&str>> {
+        (self.state == DeliveryState::Pending).then_some(self.next_attempt.as_deref())
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OutcomeStatus {
@@ -393,15 +446,18 @@ impl JobRun {
         self.status.clone().unwrap_or_default()
     }
 
-    /// Whether the run is over: finished, and its `.finished` (if any) delivered or given up.
+    /// Whether the run is over: finished, and its `.finished` (if any) and notifications
+    /// delivered or given up.
     pub fn is_done(&self) -> bool {
         self.status.as_ref().is_some_and(JobRunStatus::is_done)
     }
 }
 
 impl JobRunStatus {
-    /// Finished, and its `.finished` (if any) delivered or given up.
+    /// Finished, its `.finished` (if any) and its notifications delivered or given up.
     pub fn is_done(&self) -> bool {
-        self.phase.is_finished() && self.finished.as_ref().is_none_or(|d| !d.in_progress())
+        self.phase.is_finished()
+            && self.finished.as_ref().is_none_or(|d| !d.in_progress())
+            && self.notifications.iter().all(|n| n.due().is_none())
     }
 }

@@ -307,12 +307,45 @@ pub struct OutgoingContext<'a> {
 /// The `.started` event for a `.triggered` event; `None` for other event types, which get no
 /// replies.
 pub fn build_started(context: &OutgoingContext<'_>) -> Option<CloudEvent> {
-    build_reply(context, TaskEventKind::Started, |_| {})
+    let (prefix, task) = split_triggered_type(context.triggered.event_type())?;
+    Some(build_reply(
+        context,
+        &format!("{prefix}.{task}"),
+        task,
+        TaskEventKind::Started,
+        |_| {},
+    ))
 }
 
 /// The `.finished` event for a `.triggered` event; `None` for other event types.
 pub fn build_finished(context: &OutgoingContext<'_>, outcome: &Outcome) -> Option<CloudEvent> {
-    build_reply(context, TaskEventKind::Finished, |data| {
+    let (prefix, task) = split_triggered_type(context.triggered.event_type())?;
+    let stem = format!("{prefix}.{task}");
+    Some(finished_reply(context, &stem, task, outcome))
+}
+
+/// The event a webhook notification carries: the run's `.started` (without an outcome) or
+/// `.finished`, as the sink gets it; for an event that is not `.triggered`, the same with its
+/// whole type before `.started` / `.finished` (`dev.example.nightly.finished`).
+pub fn build_notice(context: &OutgoingContext<'_>, outcome: Option<&Outcome>) -> CloudEvent {
+    let event_type = context.triggered.event_type();
+    let (stem, task) = match split_triggered_type(event_type) {
+        Some((prefix, task)) => (format!("{prefix}.{task}"), task),
+        None => (event_type.to_string(), ""),
+    };
+    match outcome {
+        None => build_reply(context, &stem, task, TaskEventKind::Started, |_| {}),
+        Some(outcome) => finished_reply(context, &stem, task, outcome),
+    }
+}
+
+fn finished_reply(
+    context: &OutgoingContext<'_>,
+    stem: &str,
+    task: &str,
+    outcome: &Outcome,
+) -> CloudEvent {
+    build_reply(context, stem, task, TaskEventKind::Finished, |data| {
         let (status, result) = match outcome.status {
             Status::Succeeded => ("succeeded", "pass"),
             Status::Errored => ("errored", "fail"),
@@ -332,13 +365,16 @@ pub fn build_finished(context: &OutgoingContext<'_>, outcome: &Outcome) -> Optio
     })
 }
 
+/// A reply of type `{stem}.started` or `{stem}.finished`; `task` is the Keptn task (`test`
+/// replies carry the test window).
 fn build_reply(
     context: &OutgoingContext<'_>,
+    stem: &str,
+    task: &str,
     kind: TaskEventKind,
     fill: impl FnOnce(&mut Map<String, Value>),
-) -> Option<CloudEvent> {
+) -> CloudEvent {
     let triggered = context.triggered;
-    let (prefix, task) = split_triggered_type(triggered.event_type())?;
     let keptn = triggered.keptn();
     let mut data = Map::new();
     for (name, value) in [
@@ -366,10 +402,7 @@ fn build_reply(
         json!(outgoing_event_id(context.run_name, kind)),
     );
     event.insert("source".into(), json!(context.source));
-    event.insert(
-        "type".into(),
-        json!(format!("{prefix}.{task}.{}", kind.as_str())),
-    );
+    event.insert("type".into(), json!(format!("{stem}.{}", kind.as_str())));
     event.insert("time".into(), json!(context.time.to_string()));
     event.insert("datacontenttype".into(), json!("application/json"));
     event.insert("triggeredid".into(), json!(triggered.id()));
@@ -379,7 +412,7 @@ fn build_reply(
         }
     }
     event.insert("data".into(), Value::Object(data));
-    Some(CloudEvent(Value::Object(event)))
+    CloudEvent(Value::Object(event))
 }
 
 #[cfg(test)]

@@ -12,6 +12,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, &'static str)>;
+/// Labels with a value from the installation (a notification target's name): a bounded set,
+/// the keys of the notifications Secret and the targets the configs name.
+type NamedLabels = Vec<(&'static str, String)>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 
 /// Seconds, for what takes about a request: a controller's step, a delivery.
@@ -40,6 +43,7 @@ pub struct Metrics {
     jobs_created: Counter,
     deliveries: Family<Labels, Counter>,
     dead_letters: Family<Labels, Counter>,
+    notifications: Family<NamedLabels, Counter>,
     reconcile_errors: Family<Labels, Counter>,
     runs_in_flight: Gauge,
     leader: Gauge,
@@ -94,6 +98,12 @@ impl Metrics {
             "dead_letter_deliveries",
             "Attempts to send a given-up event to the dead-letter sink, by kind and outcome",
             dead_letters.clone(),
+        );
+        let notifications = Family::<NamedLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notification attempts, by target, kind (slack, webhook) and outcome",
+            notifications.clone(),
         );
         let reconcile_errors = Family::<Labels, Counter>::default();
         registry.register(
@@ -172,6 +182,7 @@ impl Metrics {
             jobs_created,
             deliveries,
             dead_letters,
+            notifications,
             reconcile_errors,
             runs_in_flight,
             leader,
@@ -233,6 +244,16 @@ impl Metrics {
     pub fn dead_letter(&self, kind: &'static str, outcome: &'static str) {
         self.dead_letters
             .get_or_create(&vec![("kind", kind), ("outcome", outcome)])
+            .inc();
+    }
+
+    pub fn notification(&self, kind: &'static str, target: &str, outcome: &'static str) {
+        self.notifications
+            .get_or_create(&vec![
+                ("target", target.to_string()),
+                ("kind", kind.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
             .inc();
     }
 

@@ -52,6 +52,9 @@ pub struct Settings {
     pub job_labels: std::collections::BTreeMap<String, String>,
     /// The `source` attribute of outgoing events.
     pub event_source: String,
+    /// The installation's notification targets (`--notify`), heard by every run after its
+    /// action's own.
+    pub notify: Vec<crate::config::NotifyRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +152,7 @@ impl Settings {
             default_ttl_seconds_after_finished: DEFAULT_TTL_SECONDS_AFTER_FINISHED,
             job_labels: Default::default(),
             event_source: DEFAULT_EVENT_SOURCE.into(),
+            notify: Vec::new(),
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::event::CloudEvent;
 use crate::secret_file::{SecretFile, SecretFileError};
 
 mod nats;
+pub mod notify;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SinkMode {
@@ -64,6 +65,10 @@ pub enum DeliveryError {
     /// The sink refused the event; sending it again will not change that.
     #[error("the sink refused the event: {status} {message}")]
     Rejected { status: u16, message: String },
+    /// Not worth retrying, for the reason the message gives (a notification's target that is
+    /// not configured, or refused it).
+    #[error("{message}")]
+    Refused { message: String },
 }
 
 /// Where and how events are sent.

@@ -86,6 +86,10 @@ fn documents() -> Vec<String> {
 /// `.ci/run` (the CI entry point runs it), or `not run: WHY`.
 #[rustfmt::skip]
 const RUN_BY: &[(&str, &str, usize, &str)] = &[
+    ("docs/notifications.md", "## The Secret of targets", 0,
+        "tests/notifications.rs a_run_tells_its_slack_and_webhook_targets_on_the_real_control_plane"),
+    ("docs/notifications.md", "### Without the chart", 0,
+        "tests/docs.rs the_run_examples_are_accepted_as_written"),
     ("docs/nats.md", "## Taking events from NATS", 0,
         "tests/docs.rs the_run_examples_are_accepted_as_written"),
     ("docs/schedules.md", "## A JobSchedule", 0,
@@ -470,6 +474,7 @@ fn the_run_examples_are_accepted_as_written() {
         ("docs/operator.md", "## Running it"),
         ("docs/git-source.md", "# The git config source"),
         ("docs/nats.md", "## Taking events from NATS"),
+        ("docs/notifications.md", "### Without the chart"),
     ] {
         let block = sh_block(doc, heading);
         assert!(block.starts_with("job-executor run "), "{doc}: {block}");

@@ -29,6 +29,8 @@ pub enum CheckError {
     Trace(#[from] crate::trace::TraceError),
     #[error(transparent)]
     Nats(#[from] crate::ingest::nats::NatsError),
+    #[error(transparent)]
+    Notify(#[from] crate::sink::notify::NotifyError),
 }
 
 /// What a secret's value is shown as: that it is set, never what it is.
@@ -48,7 +50,8 @@ struct SettingLine {
 /// Builds what `run` builds before it connects, then prints every setting, its value (secrets
 /// masked) and its source. `matches` are the parsed `check-run` arguments `args` came from.
 pub fn run_check(args: &RunArgs, matches: &ArgMatches) -> Result<ExitCode, CheckError> {
-    args.install.settings()?;
+    let settings = args.install.settings()?;
+    crate::sink::notify::check_targets(args.notify.notify_dir.as_deref(), &settings.notify)?;
     args.leader.settings()?;
     args.sink.check()?;
     args.nats.source()?;

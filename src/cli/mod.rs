@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{Quantity, formats};
+use crate::config::{NotifyRule, Quantity, formats};
 use crate::settings::{self, DefaultResources, ImageAllowList, SecurityDefaults, Settings};
 
 pub use check::{CheckError, run_check};
@@ -206,6 +206,16 @@ pub struct InstallArgs {
     /// The `source` of the events this operator sends.
     #[arg(long, env = "JOB_EXECUTOR_EVENT_SOURCE", default_value = settings::DEFAULT_EVENT_SOURCE)]
     pub event_source: String,
+    /// A notification target of every run, `KIND:TARGET[:WHEN,…]` (`slack:ops` or
+    /// `webhook:audit:started,succeeded,failed`; WHEN defaults to `failed`); TARGET is a key of
+    /// the notifications Secret (--notify-dir). Repeat it, or separate targets with `;`.
+    #[arg(
+        long = "notify",
+        env = "JOB_EXECUTOR_NOTIFY",
+        value_delimiter = ';',
+        value_parser = NotifyRule::parse
+    )]
+    pub notify: Vec<NotifyRule>,
 }
 
 impl InstallArgs {
@@ -230,6 +240,7 @@ impl InstallArgs {
             default_ttl_seconds_after_finished,
             job_labels,
             event_source,
+            notify,
         } = self.clone();
         let allowed: Vec<String> = allowed_images
             .into_iter()
@@ -260,6 +271,7 @@ impl InstallArgs {
             default_ttl_seconds_after_finished,
             job_labels: job_labels.into_iter().collect(),
             event_source,
+            notify,
         })
     }
 }

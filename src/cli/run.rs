@@ -2,7 +2,7 @@
 //! SIGINT stops them gracefully.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::InstallArgs;
+use crate::config::NotifyRule;
 use crate::controller::{self, ControllerOptions};
 use crate::health::Health;
 use crate::ingest::auth::{Secret, SecretFile, Signatures};
@@ -25,6 +26,7 @@ use crate::ingest::{self, IngestState};
 use crate::leader::{self, Leadership, LeaseError, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::serve::{ConnectionLimits, serve};
+use crate::sink::notify::{Notifier, NotifyError};
 use crate::sink::{self, Backoff, RetryPolicy, Sink, SinkError, SinkMode, SinkOptions};
 use crate::source::git::layout;
 use crate::source::{CredentialSettings, FetchLabels, GitSettings, Source};
@@ -53,6 +55,52 @@ pub struct RunArgs {
     pub leader: LeaderArgs,
     #[command(flatten)]
     pub nats: NatsArgs,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+/// Where notifications go and how they are retried; see docs/notifications.md.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Notifications")]
+pub struct NotifyArgs {
+    /// Where the notifications Secret is mounted: one file per target, named by its key,
+    /// holding the target's URL (read at each attempt, so a rotated URL needs no restart).
+    #[arg(long, env = "JOB_EXECUTOR_NOTIFY_DIR")]
+    pub notify_dir: Option<PathBuf>,
+    /// Seconds one notification attempt may take.
+    #[arg(long, env = "JOB_EXECUTOR_NOTIFY_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub notify_timeout_seconds: u64,
+    /// Retries of a notification after its first attempt (the wait doubles from 1 s, at most
+    /// a minute), before it is given up.
+    #[arg(long, env = "JOB_EXECUTOR_NOTIFY_RETRIES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub notify_retries: u32,
+}
+
+impl NotifyArgs {
+    /// The notifier; `installation` are the `--notify` targets.
+    pub fn notifier(
+        &self,
+        installation: &[NotifyRule],
+        ca_file: Option<&Path>,
+    ) -> Result<Notifier, NotifyError> {
+        Notifier::new(
+            self.notify_dir.clone(),
+            installation,
+            ca_file,
+            Duration::from_secs(self.notify_timeout_seconds),
+        )
+    }
+
+    /// Retries every few seconds, then gives up: a notification is not worth the hour an
+    /// outgoing event is tried.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            retries: Some(self.notify_retries),
+            backoff: Backoff::Exponential,
+            delay: Duration::from_secs(1),
+            give_up_after: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// Keptn's NATS bus as a source of events (`--nats-url`); see docs/nats.md.
@@ -582,6 +630,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         git,
         leader: leader_args,
         nats: nats_args,
+        notify: notify_args,
     } = args;
     let OperatorArgs {
         config_dir,
@@ -625,6 +674,20 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     let nats_source = nats_args.source()?;
     let (sink, dead_letter_sink) = sink_args.sinks()?;
     let (sink, dead_letter_sink) = (Arc::new(sink), dead_letter_sink.map(Arc::new));
+    let notifier = notify_args.notifier(&settings.notify, sink_args.sink_ca_file.as_deref())?;
+    if notify_args.notify_dir.is_some() {
+        let targets = notifier.targets();
+        for rule in &settings.notify {
+            if !targets.contains(&rule.target) {
+                tracing::warn!(
+                    target = rule.target,
+                    "--notify names a target the notifications directory has no file for; its notifications will fail until it has one"
+                );
+            }
+        }
+        tracing::info!(targets = targets.join(", "), "notification targets");
+    }
+    let notifier = Arc::new(notifier);
     let config = kube::Config::infer()
         .await
         .context("cannot configure the Kubernetes client (KUBECONFIG or in-cluster)")?;
@@ -748,11 +811,13 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
             source,
             sink,
             dead_letter_sink,
+            notifier,
             metrics,
             options: ControllerOptions {
                 log_excerpt_bytes,
                 never_started_timeout: Duration::from_secs(never_started_timeout_seconds),
                 delivery: sink_args.retry_policy(),
+                notification: notify_args.retry_policy(),
                 concurrency,
                 jobrun_retention: (jobrun_retention_seconds > 0)
                     .then(|| Duration::from_secs(jobrun_retention_seconds)),

@@ -15,7 +15,28 @@ pub fn check_format(format: &str, value: &str) -> Result<(), String> {
         "duration" => parse_duration(value).map(drop),
         "output-name" => check_output_name(value),
         "group-template" => parse_group_template(value).map(drop),
+        "notify-target" => check_notify_target(value),
         _ => Ok(()),
+    }
+}
+
+/// A notification target: a key of the notifications Secret (letters, digits, `-`, `_`, `.`),
+/// which is the file of its URL where the Secret is mounted.
+pub fn check_notify_target(name: &str) -> Result<(), String> {
+    let fits = !name.is_empty()
+        && name.len() <= 253
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a notification target: the name of a key in the notifications \
+             Secret (letters, digits, `-`, `_` and `.`, at most 253), e.g. \"team-carts\""
+        ))
     }
 }
 

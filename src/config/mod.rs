@@ -58,6 +58,8 @@ pub const MAX_ACTIONS: usize = 1000;
 /// The most tasks one action may have: each is a Job, run one after the other, and recorded
 /// in its run.
 pub const MAX_TASKS: usize = 100;
+/// The most notification targets of one action.
+pub const MAX_NOTIFY: usize = 10;
 
 /// The size error for a config of `size` bytes, when that is over the limit.
 pub fn check_size(file: &str, size: u64) -> Result<(), ConfigError> {
@@ -384,6 +386,33 @@ impl Semantic<'_> {
         }
         for (index, task) in action.tasks.iter().enumerate() {
             self.task(&index_path(&key_path(path, "tasks"), index), task);
+        }
+        if action.notify.len() > MAX_NOTIFY {
+            self.error(
+                &key_path(path, "notify"),
+                format!(
+                    "{} notification targets, over the limit of {MAX_NOTIFY} per action",
+                    action.notify.len()
+                ),
+            );
+        }
+        for (index, notify) in action.notify.iter().enumerate() {
+            let notify_path = index_path(&key_path(path, "notify"), index);
+            match (&notify.slack, &notify.webhook) {
+                (Some(_), Some(_)) => self.error(
+                    &key_path(&notify_path, "webhook"),
+                    "one target per entry: `slack` and `webhook` are both set; write two \
+                     entries"
+                        .into(),
+                ),
+                (None, None) => self.error(
+                    &notify_path,
+                    "says neither `slack` nor `webhook`: name the target, e.g. \
+                     `slack: team-carts`"
+                        .into(),
+                ),
+                _ => {}
+            }
         }
         for problem in graph::problems(&action.tasks) {
             let task_path = index_path(&key_path(path, "tasks"), problem.task);

@@ -47,6 +47,144 @@ pub struct Action {
     /// does (additive key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<Concurrency>,
+    /// Who hears of the action's runs (additive key): a Slack-compatible incoming webhook or a
+    /// webhook that receives the CloudEvent, each named by its key in the notifications Secret
+    /// mounted into the operator (never a URL here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notify>,
+}
+
+/// One notification target of an action: exactly one of `slack` and `webhook`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Notify {
+    /// A Slack-compatible incoming webhook (Slack, Mattermost, Rocket.Chat), sent a readable
+    /// message: the name of the key that holds its URL in the notifications Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "notify-target"))]
+    pub slack: Option<String>,
+    /// A webhook that receives the run's `.started` / `.finished` CloudEvent (structured JSON):
+    /// the name of the key that holds its URL in the notifications Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "notify-target"))]
+    pub webhook: Option<String>,
+    /// When: `started`, `succeeded`, `failed` (default: `failed`; a cancelled or timed-out run
+    /// has failed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<NotifyWhen>,
+}
+
+/// What a notification is sent to.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyKind {
+    /// A Slack-compatible incoming webhook: `{"text": …}`.
+    Slack,
+    /// Any HTTP endpoint: the CloudEvent, structured.
+    Webhook,
+}
+
+impl NotifyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyKind::Slack => "slack",
+            NotifyKind::Webhook => "webhook",
+        }
+    }
+}
+
+/// When a notification is sent.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyWhen {
+    /// The run started (left its queue).
+    Started,
+    /// The run's tasks all succeeded.
+    Succeeded,
+    /// The run failed, was cancelled or timed out, or could not run.
+    Failed,
+}
+
+impl NotifyWhen {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyWhen::Started => "started",
+            NotifyWhen::Succeeded => "succeeded",
+            NotifyWhen::Failed => "failed",
+        }
+    }
+}
+
+impl Notify {
+    /// The rule as a run keeps it; `None` unless exactly one of `slack` and `webhook` is set
+    /// (the config check says so first).
+    pub fn rule(&self) -> Option<NotifyRule> {
+        let (kind, target) = match (&self.slack, &self.webhook) {
+            (Some(target), None) => (NotifyKind::Slack, target),
+            (None, Some(target)) => (NotifyKind::Webhook, target),
+            _ => return None,
+        };
+        let mut when = if self.when.is_empty() {
+            vec![NotifyWhen::Failed]
+        } else {
+            self.when.clone()
+        };
+        when.sort();
+        when.dedup();
+        Some(NotifyRule {
+            kind,
+            target: target.clone(),
+            when,
+        })
+    }
+}
+
+/// A notification target as a run keeps it: from its action's `notify`, or the installation's
+/// `--notify`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifyRule {
+    pub kind: NotifyKind,
+    /// The key of the target's URL in the notifications Secret.
+    pub target: String,
+    pub when: Vec<NotifyWhen>,
+}
+
+impl NotifyRule {
+    /// Reads `--notify`'s `KIND:TARGET[:WHEN,…]`, e.g. `slack:ops` or
+    /// `webhook:audit:started,succeeded,failed`.
+    pub fn parse(text: &str) -> Result<NotifyRule, String> {
+        let how = "expected KIND:TARGET or KIND:TARGET:WHEN,… (e.g. slack:ops:failed), KIND \
+                   being slack or webhook and WHEN started, succeeded or failed";
+        let mut parts = text.trim().splitn(3, ':');
+        let kind = match parts.next().unwrap_or_default() {
+            "slack" => NotifyKind::Slack,
+            "webhook" => NotifyKind::Webhook,
+            other => return Err(format!("{text:?}: unknown kind {other:?}: {how}")),
+        };
+        let target = parts.next().unwrap_or_default();
+        super::formats::check_notify_target(target).map_err(|e| format!("{text:?}: {e}"))?;
+        let mut when = Vec::new();
+        for moment in parts.next().unwrap_or_default().split(',') {
+            when.push(match moment.trim() {
+                "" => continue,
+                "started" => NotifyWhen::Started,
+                "succeeded" => NotifyWhen::Succeeded,
+                "failed" => NotifyWhen::Failed,
+                other => return Err(format!("{text:?}: unknown moment {other:?}: {how}")),
+            });
+        }
+        let notify = Notify {
+            slack: (kind == NotifyKind::Slack).then(|| target.to_string()),
+            webhook: (kind == NotifyKind::Webhook).then(|| target.to_string()),
+            when,
+        };
+        notify.rule().ok_or_else(|| format!("{text:?}: {how}"))
+    }
 }
 
 /// A concurrency group: runs whose `group` reads the same (of any action) run at most `limit`

@@ -467,6 +467,10 @@ const CHOICE_CASES: &[(&str, &str)] = &[
         "    concurrency:\n      group: deploy\n      policy: cancel\n",
         "job/config.yaml:8:15: actions[0].concurrency.policy: invalid value \"cancel\": expected one of \"queue\", \"cancel-in-progress\", \"skip\"",
     ),
+    (
+        "    notify:\n      - slack: team\n        when: [started, faild]\n",
+        "job/config.yaml:8:25: actions[0].notify[0].when[1]: invalid value \"faild\": expected one of \"started\", \"succeeded\", \"failed\", did you mean \"failed\"?",
+    ),
 ];
 
 fn choice_case_text(lines: &str) -> String {
@@ -565,7 +569,7 @@ fn every_choice_in_the_schema_has_a_case() {
         in_schema, covered,
         "every value restricted to fixed strings needs a case in CHOICE_CASES"
     );
-    assert_eq!(in_schema.len(), 7, "{in_schema:?}");
+    assert_eq!(in_schema.len(), 8, "{in_schema:?}");
 }
 
 #[test]
@@ -1053,4 +1057,73 @@ fn a_list_where_a_scalar_belongs_names_the_type_expected() {
             "job/config.yaml:9:25: actions[0].tasks[0].resources.limits.cpu: expected a string or a number, found a list",
         ]
     );
+}
+
+#[test]
+fn a_notify_entry_names_one_target_by_its_key_never_a_url() {
+    let both = "    notify:\n      - slack: team\n        webhook: audit\n";
+    assert_eq!(
+        problems(&format!("{ONE_TASK}{both}")),
+        [
+            "job/config.yaml:8:18: actions[0].notify[0].webhook: one target per entry: `slack` and `webhook` are both set; write two entries"
+        ]
+    );
+    let neither = "    notify:\n      - when: [failed]\n";
+    assert_eq!(
+        problems(&format!("{ONE_TASK}{neither}")),
+        [
+            "job/config.yaml:7:9: actions[0].notify[0]: says neither `slack` nor `webhook`: name the target, e.g. `slack: team-carts`"
+        ]
+    );
+    let url = "    notify:\n      - slack: https://hooks.slack.com/services/T0/B0/x\n";
+    let found = problems(&format!("{ONE_TASK}{url}"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("job/config.yaml:7:16: actions[0].notify[0].slack: \"https://hooks.slack.com/services/T0/B0/x\" is not a notification target: the name of a key in the notifications Secret"),
+        "{found:?}"
+    );
+    let many: String = (0..11)
+        .map(|i| format!("      - webhook: t{i}\n"))
+        .collect();
+    assert_eq!(
+        problems(&format!("{ONE_TASK}    notify:\n{many}")),
+        [
+            "job/config.yaml:7:7: actions[0].notify: 11 notification targets, over the limit of 10 per action"
+        ]
+    );
+    let fine = "    notify:\n      - slack: team-carts\n      - webhook: audit.log_1\n        when: [started, succeeded, failed]\n";
+    let valid = load(&format!("{ONE_TASK}{fine}"), "job/config.yaml").unwrap();
+    let rules: Vec<NotifyRule> = valid.config.actions[0]
+        .notify
+        .iter()
+        .filter_map(Notify::rule)
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            NotifyRule::parse("slack:team-carts:failed").unwrap(),
+            NotifyRule::parse("webhook:audit.log_1:started,succeeded,failed").unwrap()
+        ]
+    );
+}
+
+#[test]
+fn installation_notify_rules_read_like_the_config() {
+    let rule = NotifyRule::parse("webhook:audit:succeeded, started").unwrap();
+    assert_eq!(rule.kind, NotifyKind::Webhook);
+    assert_eq!(rule.target, "audit");
+    assert_eq!(rule.when, [NotifyWhen::Started, NotifyWhen::Succeeded]);
+    assert_eq!(
+        NotifyRule::parse("slack:ops").unwrap().when,
+        [NotifyWhen::Failed]
+    );
+    for (text, says) in [
+        ("email:ops", "unknown kind \"email\""),
+        ("slack:", "is not a notification target"),
+        ("slack:../etc", "is not a notification target"),
+        ("slack:ops:finished", "unknown moment \"finished\""),
+    ] {
+        let error = NotifyRule::parse(text).unwrap_err();
+        assert!(error.contains(says), "{text}: {error}");
+    }
 }

@@ -18,11 +18,12 @@ use super::group::Group;
 use super::observe::Stuck;
 use super::outputs::parse_outputs;
 use super::report;
+use crate::config::NotifyWhen;
 use crate::config::graph;
 use crate::config::{ConcurrencyPolicy, formats};
 use crate::crd::{
-    Condition, DeadLetter, Delivery, DeliveryState, JobRun, JobRunStatus, OutcomeStatus,
-    RunOutcome, RunPhase, TaskPhase, TaskStatus,
+    Condition, DeadLetter, Delivery, DeliveryState, JobRun, JobRunStatus, Notification,
+    OutcomeStatus, RunOutcome, RunPhase, TaskPhase, TaskStatus,
 };
 use crate::event::{TaskEventKind, outgoing_event_id, split_triggered_type};
 use crate::sink::{DeliveryError, RetryPolicy};
@@ -39,6 +40,8 @@ pub struct Limits {
     pub delivery: RetryPolicy,
     /// Whether a given-up event goes to a dead-letter sink.
     pub dead_letter: bool,
+    /// When a notification is retried, and when it is given up.
+    pub notification: RetryPolicy,
     /// How long a finished run is kept once its `.finished` is delivered; `None`: for good.
     pub retention: Option<Duration>,
 }
@@ -100,6 +103,8 @@ pub enum Record {
 pub enum Step {
     /// One delivery attempt of the run's `.started` or `.finished`.
     Send(TaskEventKind),
+    /// One attempt of the run's notification `index`.
+    Notify(usize),
     /// The queued run takes its place in its concurrency group and starts.
     Start,
     /// Write the status.
@@ -141,6 +146,7 @@ impl Step {
     pub fn kind(&self) -> &'static str {
         match self {
             Step::Send(_) => "send",
+            Step::Notify(_) => "notify",
             Step::Start => "start",
             Step::Record(_) => "record",
             Step::CreateFiles(_) => "create_files",
@@ -381,6 +387,21 @@ pub fn decide(facts: &Facts<'_>) -> Step {
                 None => return Step::Send(TaskEventKind::Finished),
                 Some(left) => wake.within(left),
             }
+        }
+    }
+
+    // Notifications go beside everything else: a target that is down holds nothing up. What
+    // one says of the run's end is recorded first, as for `.finished`.
+    for (index, notification) in status.notifications.iter().enumerate() {
+        let Some(due) = notification.due() else {
+            continue;
+        };
+        if notification.when != NotifyWhen::Started && persisted.outcome.is_none() {
+            return Step::Record(Record::BeforeFinished);
+        }
+        match left_until_attempt(due, now) {
+            None => return Step::Notify(index),
+            Some(left) => wake.within(left),
         }
     }
 
@@ -730,6 +751,20 @@ pub fn record_start(run: &JobRun, status: &mut JobRunStatus, now: Timestamp) {
     status.phase = RunPhase::Running;
     status.current_task = (!run.spec.action.tasks.is_empty()).then_some(0);
     status.started_at = Some(now.to_string());
+    expect_notifications(run, status, NotifyWhen::Started);
+}
+
+/// The run's notifications that are due at `when`, once.
+fn expect_notifications(run: &JobRun, status: &mut JobRunStatus, when: NotifyWhen) {
+    for rule in &run.spec.action.notify {
+        let known = status
+            .notifications
+            .iter()
+            .any(|n| n.kind == rule.kind && n.target == rule.target && n.when == when);
+        if rule.when.contains(&when) && !known {
+            status.notifications.push(Notification::new(rule, when));
+        }
+    }
 }
 
 /// Fixes the run's outcome, and the `.finished` that will report it.
@@ -750,6 +785,11 @@ fn finish(
     });
     status.finished_at = Some(now.to_string());
     expect_finished(run, status);
+    let when = match outcome {
+        OutcomeStatus::Succeeded => NotifyWhen::Succeeded,
+        OutcomeStatus::Errored => NotifyWhen::Failed,
+    };
+    expect_notifications(run, status, when);
 }
 
 /// The `.finished` to send, recorded with the outcome: a run is not done until it is sent.
@@ -981,6 +1021,30 @@ pub fn record_dead_letter_attempt(
     record_try(tries, &seed, result, now, policy)
 }
 
+/// Records one attempt of the run's notification `index`.
+pub fn record_notification_attempt(
+    run: &JobRun,
+    status: &mut JobRunStatus,
+    index: usize,
+    result: Result<(), &DeliveryError>,
+    now: Timestamp,
+    policy: &RetryPolicy,
+) -> Attempt {
+    let seed = format!("{}/notify/{index}", run_name(run));
+    let Some(notification) = status.notifications.get_mut(index) else {
+        return Attempt::GaveUp;
+    };
+    let tries = Tries {
+        state: &mut notification.state,
+        attempts: &mut notification.attempts,
+        first_attempt: &mut notification.first_attempt,
+        next_attempt: &mut notification.next_attempt,
+        last_error: &mut notification.last_error,
+        delivered_at: &mut notification.delivered_at,
+    };
+    record_try(tries, &seed, result, now, policy)
+}
+
 fn record_try(
     tries: Tries<'_>,
     seed: &str,
@@ -1002,7 +1066,7 @@ fn record_try(
     *tries.last_error = Some(error.to_string());
     let retry_after = match error {
         DeliveryError::Transient { retry_after, .. } => *retry_after,
-        DeliveryError::Rejected { .. } => {
+        DeliveryError::Rejected { .. } | DeliveryError::Refused { .. } => {
             *tries.state = DeliveryState::GaveUp;
             *tries.next_attempt = None;
             return Attempt::GaveUp;

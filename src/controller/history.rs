@@ -108,6 +108,7 @@ pub fn transitions(run: &JobRun, before: &JobRunStatus, after: &JobRunStatus) ->
         events.push(event(warning, reason, "Finish", headline));
     }
     delivery_events(".finished", &before.finished, &after.finished, &mut events);
+    notification_events(before, after, &mut events);
     events
 }
 
@@ -167,6 +168,41 @@ fn task_event(task: &TaskStatus, was: TaskPhase) -> Option<RunEvent> {
 }
 
 /// A delivery's first failure (it is retried), its success, or its giving up.
+/// A notification delivered or given up (the target's name, never its URL).
+fn notification_events(before: &JobRunStatus, after: &JobRunStatus, events: &mut Vec<RunEvent>) {
+    for (index, notification) in after.notifications.iter().enumerate() {
+        let was = before
+            .notifications
+            .get(index)
+            .map_or(DeliveryState::Pending, |n| n.state);
+        if was == notification.state {
+            continue;
+        }
+        let what = format!(
+            "{} notification of {:?} ({})",
+            notification.kind.as_str(),
+            notification.target,
+            notification.when.as_str()
+        );
+        match notification.state {
+            DeliveryState::Delivered => {
+                events.push(event(false, "Notified", "Notify", format!("{what} sent")));
+            }
+            DeliveryState::GaveUp => events.push(event(
+                true,
+                "NotificationGaveUp",
+                "Notify",
+                format!(
+                    "{what} given up after {} attempts: {}",
+                    notification.attempts,
+                    notification.last_error.as_deref().unwrap_or_default()
+                ),
+            )),
+            DeliveryState::Pending => {}
+        }
+    }
+}
+
 fn delivery_events(
     kind: &str,
     before: &Option<Delivery>,

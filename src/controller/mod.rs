@@ -38,6 +38,7 @@ use crate::labels::{self, managed_selector};
 use crate::leader::{Leadership, NotLeader};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
+use crate::sink::notify::Notifier;
 use crate::sink::{RetryPolicy, Sink};
 use crate::source::Source;
 
@@ -50,6 +51,8 @@ pub struct ControllerOptions {
     pub never_started_timeout: Duration,
     /// When an outgoing event is retried, and when it is given up.
     pub delivery: RetryPolicy,
+    /// When a notification is retried, and when it is given up.
+    pub notification: RetryPolicy,
     /// Runs reconciled at the same time.
     pub concurrency: u16,
     /// How long a finished run is kept after its outcome was fixed (and its `.finished`
@@ -68,6 +71,7 @@ impl ControllerOptions {
             never_started_timeout: self.never_started_timeout,
             delivery: self.delivery,
             dead_letter,
+            notification: self.notification,
             retention: self.jobrun_retention,
         }
     }
@@ -150,6 +154,8 @@ pub struct Parts {
     pub sink: Arc<Sink>,
     /// Where events the sink did not take go, if anywhere.
     pub dead_letter_sink: Option<Arc<Sink>>,
+    /// Sends the runs' notifications.
+    pub notifier: Arc<Notifier>,
     pub metrics: Arc<Metrics>,
     pub options: ControllerOptions,
     /// Whether this replica holds the Lease, and until when: runs are reconciled, and side

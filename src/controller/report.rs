@@ -1,7 +1,8 @@
 //! What a run reports: the `.finished` message from the tasks' records, and the outgoing events
 //! built from the run alone (so a repeated delivery is the same event).
 
-use crate::crd::{JobRun, JobRunStatus, OutcomeStatus, RunOutcome, TaskPhase};
+use crate::config::{NotifyWhen, formats};
+use crate::crd::{JobRun, JobRunStatus, OutcomeStatus, RunOutcome, RunPhase, TaskPhase};
 use crate::event::{self, CloudEvent, Outcome, OutgoingContext, Status};
 
 /// The message of a run whose tasks are over: per task, `Task '<name>' finished` or
@@ -111,28 +112,153 @@ pub fn finished_for(
     status: &JobRunStatus,
     outcome: &RunOutcome,
 ) -> Option<CloudEvent> {
-    event::build_finished(
-        context,
-        &Outcome {
-            status: match outcome.status {
-                OutcomeStatus::Succeeded => Status::Succeeded,
-                OutcomeStatus::Errored => Status::Errored,
-            },
-            message: outcome.message.clone(),
-            test_window: test_window(status),
-            outputs: status
-                .tasks
-                .iter()
-                .filter(|task| !task.outputs.is_empty())
-                .map(|task| (task.name.clone(), task.outputs.clone()))
-                .collect(),
+    event::build_finished(context, &reported_outcome(status, outcome))
+}
+
+/// What `.finished` reports of the run: its outcome, test window and outputs.
+fn reported_outcome(status: &JobRunStatus, outcome: &RunOutcome) -> Outcome {
+    Outcome {
+        status: match outcome.status {
+            OutcomeStatus::Succeeded => Status::Succeeded,
+            OutcomeStatus::Errored => Status::Errored,
         },
-    )
+        message: outcome.message.clone(),
+        test_window: test_window(status),
+        outputs: status
+            .tasks
+            .iter()
+            .filter(|task| !task.outputs.is_empty())
+            .map(|task| (task.name.clone(), task.outputs.clone()))
+            .collect(),
+    }
 }
 
 /// One of each event the operator emits, for the CloudEvents SDK conformance test
 /// (src/ingest/conformance.rs): a `.started`, a failed `.finished` with logs outside ASCII, and
 /// that `.finished` as a dead letter.
+/// The CloudEvent a webhook notification carries: the run's `.started`, or its `.finished`
+/// with the recorded outcome (same id as the sink's, so a receiver of both can drop one).
+pub fn notice_event(
+    run: &JobRun,
+    status: &JobRunStatus,
+    when: NotifyWhen,
+    source: &str,
+    time: jiff::Timestamp,
+) -> CloudEvent {
+    let context = OutgoingContext {
+        triggered: &run.spec.event,
+        run_name: run.metadata.name.as_deref().unwrap_or_default(),
+        source,
+        time,
+    };
+    if when == NotifyWhen::Started {
+        return event::build_notice(&context, None);
+    }
+    let outcome = status
+        .outcome
+        .clone()
+        .unwrap_or_else(|| outcome_of_tasks(status));
+    event::build_notice(&context, Some(&reported_outcome(status, &outcome)))
+}
+
+/// The most log lines a Slack message quotes, and the most bytes of them.
+const SLACK_LOG_LINES: usize = 20;
+const SLACK_LOG_BYTES: usize = 2000;
+
+/// A Slack-compatible message (Slack's `mrkdwn`, which Mattermost and Rocket.Chat read too):
+/// the service, project and stage, the action, what happened and how long it took, and for a
+/// failure the task that failed with the tail of its log.
+pub fn slack_text(run: &JobRun, status: &JobRunStatus, when: NotifyWhen) -> String {
+    let keptn = run.spec.event.keptn();
+    let run_name = run.metadata.name.as_deref().unwrap_or_default();
+    let place = match (&keptn.project, &keptn.stage) {
+        (Some(project), Some(stage)) => {
+            format!(" ({}/{})", slack_escape(project), slack_escape(stage))
+        }
+        (Some(project), None) => format!(" ({})", slack_escape(project)),
+        _ => String::new(),
+    };
+    let subject = match &keptn.service {
+        Some(service) => format!("*{}*{place}", slack_escape(service)),
+        None => format!("`{}`{place}", slack_escape(run.spec.event.event_type())),
+    };
+    let action = slack_escape(&run.spec.action.name);
+    let took = match (
+        parse_time(status.started_at.as_ref()),
+        parse_time(status.finished_at.as_ref()),
+    ) {
+        (Some(start), Some(end)) => {
+            let took: std::time::Duration =
+                end.duration_since(start).try_into().unwrap_or_default();
+            let whole = std::time::Duration::from_secs(took.as_secs());
+            format!(" after {}", formats::format_duration(whole))
+        }
+        _ => String::new(),
+    };
+    let mut text = match when {
+        NotifyWhen::Started => format!("{subject}: action `{action}` started"),
+        NotifyWhen::Succeeded => format!("{subject}: action `{action}` succeeded{took}"),
+        NotifyWhen::Failed if status.phase == RunPhase::Cancelled => {
+            format!("{subject}: action `{action}` was cancelled{took}")
+        }
+        NotifyWhen::Failed => format!("{subject}: action `{action}` failed{took}"),
+    };
+    text.push_str(&format!(
+        "\nrun `{}` for event `{}`",
+        slack_escape(run_name),
+        slack_escape(run.spec.event.event_type())
+    ));
+    if when != NotifyWhen::Failed {
+        return text;
+    }
+    let failed = status
+        .tasks
+        .iter()
+        .find(|t| matches!(t.phase, TaskPhase::Failed | TaskPhase::Cancelled));
+    if let Some(task) = failed {
+        let why = task.message.as_deref().unwrap_or("no reason recorded");
+        text.push_str(&format!(
+            "\ntask `{}`: {}",
+            slack_escape(&task.name),
+            slack_escape(why)
+        ));
+        let tail = task.logs.as_deref().map(log_tail).unwrap_or_default();
+        if !tail.is_empty() {
+            text.push_str(&format!("\n```\n{}\n```", slack_escape(&tail)));
+        }
+    } else if let Some(headline) = status
+        .outcome
+        .as_ref()
+        .and_then(|o| o.message.lines().next())
+    {
+        text.push_str(&format!("\n{}", slack_escape(headline)));
+    }
+    text
+}
+
+/// The last lines of a log, at most [`SLACK_LOG_LINES`] and [`SLACK_LOG_BYTES`], without a
+/// code fence of its own (it would end the message's).
+fn log_tail(logs: &str) -> String {
+    let lines: Vec<&str> = logs.trim_end().lines().collect();
+    let start = lines.len().saturating_sub(SLACK_LOG_LINES);
+    let tail = lines[start..].join("\n").replace("```", "'''");
+    if tail.len() <= SLACK_LOG_BYTES {
+        return tail;
+    }
+    let mut cut = tail.len() - SLACK_LOG_BYTES;
+    while !tail.is_char_boundary(cut) {
+        cut += 1;
+    }
+    format!("…{}", &tail[cut..])
+}
+
+/// Text as Slack shows it literally: `&`, `<` and `>` are its control characters.
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 #[cfg(test)]
 pub(crate) fn emitted_for_tests() -> Vec<(String, CloudEvent)> {
     use crate::crd::TaskStatus;
@@ -234,5 +360,85 @@ mod tests {
             outcome.message,
             "Task 'prepare' finished\n\nTask 'test' failed: BackoffLimitExceeded: Job has reached the specified backoff limit\nLogs:\nboom"
         );
+    }
+
+    fn ended(run: &JobRun, tasks: Vec<TaskStatus>, phase: RunPhase) -> JobRunStatus {
+        let mut status = JobRunStatus {
+            tasks,
+            phase,
+            started_at: Some("2026-11-21T10:00:00Z".into()),
+            finished_at: Some("2026-11-21T10:02:03.5Z".into()),
+            ..Default::default()
+        };
+        status.outcome = Some(outcome_of_tasks(&status));
+        let _ = run;
+        status
+    }
+
+    #[test]
+    fn a_slack_message_says_what_failed_where_and_quotes_the_end_of_the_log() {
+        let mut run = crate::controller::decide::tests::triggered(2);
+        run.spec.action.name = "Run <locust> & more".into();
+        let log: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+        let status = ended(
+            &run,
+            vec![
+                task("prepare", TaskPhase::Succeeded, None, Some("ready")),
+                task(
+                    "smoke",
+                    TaskPhase::Failed,
+                    Some("BackoffLimitExceeded: exit 1"),
+                    Some(&format!("{log}```oops")),
+                ),
+            ],
+            RunPhase::Failed,
+        );
+        let text = slack_text(&run, &status, NotifyWhen::Failed);
+        let expected_head = "*svc* (p/s): action `Run &lt;locust&gt; &amp; more` failed after 2m3s\n\
+             run `run-1` for event `sh.keptn.event.test.triggered`\n\
+             task `smoke`: BackoffLimitExceeded: exit 1\n```\nline 12\n";
+        assert!(text.starts_with(expected_head), "{text}");
+        assert!(text.ends_with("line 30\n\'\'\'oops\n```"), "{text}");
+        assert!(
+            !text.contains("line 11\n"),
+            "only the last 20 lines: {text}"
+        );
+
+        let started = slack_text(&run, &status, NotifyWhen::Started);
+        assert_eq!(
+            started,
+            "*svc* (p/s): action `Run &lt;locust&gt; &amp; more` started\nrun `run-1` for event `sh.keptn.event.test.triggered`"
+        );
+        let succeeded = ended(
+            &run,
+            vec![task("t", TaskPhase::Succeeded, None, None)],
+            RunPhase::Succeeded,
+        );
+        let text = slack_text(&run, &succeeded, NotifyWhen::Succeeded);
+        assert!(text.contains("succeeded after 2m3s"), "{text}");
+    }
+
+    #[test]
+    fn a_webhook_gets_the_runs_event_and_other_events_get_one_named_after_them() {
+        let run = crate::controller::decide::tests::triggered(1);
+        let status = ended(
+            &run,
+            vec![task("t", TaskPhase::Succeeded, None, None)],
+            RunPhase::Succeeded,
+        );
+        let time: jiff::Timestamp = "2026-11-21T10:02:03Z".parse().unwrap();
+        let notice = notice_event(&run, &status, NotifyWhen::Succeeded, "je", time);
+        let outcome = status.outcome.clone().unwrap();
+        let finished = finished_event(&run, &status, &outcome, "je", time).unwrap();
+        assert_eq!(notice, finished, "the same event as the sink's");
+
+        let nightly =
+            crate::controller::decide::tests::run_of(1, None, "dev.example.nightly", false);
+        let started = notice_event(&nightly, &status, NotifyWhen::Started, "je", time);
+        assert_eq!(started.event_type(), "dev.example.nightly.started");
+        let finished = notice_event(&nightly, &status, NotifyWhen::Failed, "je", time);
+        assert_eq!(finished.event_type(), "dev.example.nightly.finished");
+        assert_eq!(finished.as_value()["data"]["status"], "succeeded");
+        assert_eq!(finished.as_value()["data"]["service"], "svc");
     }
 }

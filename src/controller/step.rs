@@ -19,18 +19,21 @@ use tracing::Instrument;
 
 use super::decide::{
     Attempt, Facts, JobSeen, Limits, Step, decide, delivery_mut, first_attempt, initialise,
-    job_name, record_attempt, record_dead_letter_attempt, record_halt, record_job, record_outputs,
-    record_start, record_stopped, record_task_end, run_name, update_conditions,
+    job_name, record_attempt, record_dead_letter_attempt, record_halt, record_job,
+    record_notification_attempt, record_outputs, record_start, record_stopped, record_task_end,
+    run_name, update_conditions,
 };
 use super::group::{Group, Member};
 use super::history::{self, RunEvent};
 use super::observe::{JobState, job_state, stuck_pod, termination_message};
 use super::{Context, ReconcileError, logs, report};
+use crate::config::{NotifyKind, NotifyWhen};
 use crate::crd::{DeliveryState, JobRun, JobRunStatus, TaskPhase};
 use crate::event::{CloudEvent, TaskEventKind};
 use crate::labels::FIELD_MANAGER;
 use crate::render::{self, JobRequest, RenderError};
 use crate::settings::Settings;
+use crate::sink::notify::Notice;
 use crate::sink::{self, DeliveryError};
 use crate::source::{ServiceRef, SourceError};
 use crate::trace::{self, TraceContext};
@@ -86,6 +89,19 @@ pub trait World {
     fn dead_letter_event(&self, event: &CloudEvent, reason: &str, attempts: u32) -> CloudEvent {
         sink::dead_letter_event(event, reason, "", attempts)
     }
+    /// One attempt to send a notification to `target`: its answer, or an error if the attempt
+    /// was not made.
+    async fn notify(
+        &self,
+        target: &str,
+        _notice: &Notice,
+    ) -> Result<Result<(), DeliveryError>, ReconcileError> {
+        Ok(Err(DeliveryError::Refused {
+            message: format!("no notification target {target:?}"),
+        }))
+    }
+    /// Counts a notification attempt.
+    fn notified(&self, _kind: NotifyKind, _target: &str, _attempt: Attempt) {}
     async fn write_status(&self, run: &str, status: &JobRunStatus) -> Result<(), ReconcileError>;
     /// Deletes the run (gone already is fine).
     async fn delete_run(&self, run: &str) -> Result<(), ReconcileError>;
@@ -177,7 +193,7 @@ impl<W: World> Executor<'_, W> {
             }
             // A span per step: a Job's creation and a delivery reach out (client spans).
             let span_kind = match step {
-                Step::CreateJob(_) | Step::Send(_) => "client",
+                Step::CreateJob(_) | Step::Send(_) | Step::Notify(_) => "client",
                 _ => "internal",
             };
             let span = tracing::info_span!(
@@ -225,6 +241,7 @@ impl<W: World> Executor<'_, W> {
         let name = run_name(run);
         match step {
             Step::Send(kind) => self.send(kind, status, now).await?,
+            Step::Notify(index) => self.notify(index, status, now).await?,
             Step::Start => record_start(run, status, now),
             Step::Record(_) => {
                 status.revision = persisted.revision + 1;
@@ -443,6 +460,59 @@ impl<W: World> Executor<'_, W> {
         if let Some(recorded) = delivery_mut(status, kind) {
             *recorded = delivery;
         }
+        Ok(())
+    }
+}
+
+impl<W: World> Executor<'_, W> {
+    /// One attempt of notification `index`, recorded in `status`.
+    async fn notify(
+        &self,
+        index: usize,
+        status: &mut JobRunStatus,
+        now: Timestamp,
+    ) -> Result<(), ReconcileError> {
+        let run = self.run;
+        let Some(notification) = status.notifications.get(index).cloned() else {
+            return Ok(());
+        };
+        let notice = match notification.kind {
+            NotifyKind::Slack => Notice::Slack(report::slack_text(run, status, notification.when)),
+            NotifyKind::Webhook => {
+                // The event's time is when the run started or ended, so every attempt sends
+                // the same event.
+                let at = match notification.when {
+                    NotifyWhen::Started => status.started_at.as_deref(),
+                    NotifyWhen::Succeeded | NotifyWhen::Failed => status.finished_at.as_deref(),
+                };
+                let time = at.and_then(|t| t.parse().ok()).unwrap_or(now);
+                let source = &self.settings.event_source;
+                let event = report::notice_event(run, status, notification.when, source, time);
+                Notice::Event(event.as_value().clone())
+            }
+        };
+        let target = notification.target.as_str();
+        let result = self.world.notify(target, &notice).await?;
+        let policy = &self.limits.notification;
+        let attempt = record_notification_attempt(
+            run,
+            status,
+            index,
+            result.as_ref().map(|_| ()),
+            now,
+            policy,
+        );
+        if let (Attempt::GaveUp, Err(error)) = (attempt, &result) {
+            tracing::warn!(
+                run = run_name(run),
+                target,
+                kind = notification.kind.as_str(),
+                when = notification.when.as_str(),
+                %error,
+                "gave up a notification"
+            );
+        }
+        self.world.notified(notification.kind, target, attempt);
         Ok(())
     }
 }
@@ -694,6 +764,23 @@ impl World for Cluster<'_> {
 
     fn dead_letter_event(&self, event: &CloudEvent, reason: &str, attempts: u32) -> CloudEvent {
         sink::dead_letter_event(event, reason, &self.ctx.parts.sink.destination(), attempts)
+    }
+
+    async fn notify(
+        &self,
+        target: &str,
+        notice: &Notice,
+    ) -> Result<Result<(), DeliveryError>, ReconcileError> {
+        self.ctx
+            .fenced(self.ctx.parts.notifier.send(target, notice))
+            .await
+    }
+
+    fn notified(&self, kind: NotifyKind, target: &str, attempt: Attempt) {
+        self.ctx
+            .parts
+            .metrics
+            .notification(kind.as_str(), target, attempt.as_str());
     }
 
     async fn write_status(&self, run: &str, status: &JobRunStatus) -> Result<(), ReconcileError> {

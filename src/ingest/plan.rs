@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use kube::api::ObjectMeta;
 use serde::Serialize;
 
+use crate::config::{Notify, NotifyRule};
 use crate::crd::{ConfigStale, JobRun, JobRunSpec, RunAction, RunConcurrency};
 use crate::event::{CloudEvent, split_triggered_type};
 use crate::files::StagedFile;
@@ -14,6 +15,30 @@ use crate::names;
 use crate::render;
 use crate::settings::Settings;
 use crate::source::{LoadedConfig, ServiceRef, Source, Stale};
+
+/// The action's notification targets (checked when the config was loaded), then the
+/// installation's; a target of both with the same kind is told at the moments either names.
+fn notify_rules(action: &[Notify], installation: &[NotifyRule]) -> Vec<NotifyRule> {
+    let mut rules: Vec<NotifyRule> = Vec::new();
+    for rule in action
+        .iter()
+        .filter_map(Notify::rule)
+        .chain(installation.iter().cloned())
+    {
+        match rules
+            .iter_mut()
+            .find(|r| r.kind == rule.kind && r.target == rule.target)
+        {
+            Some(known) => {
+                known.when.extend(rule.when);
+                known.when.sort();
+                known.when.dedup();
+            }
+            None => rules.push(rule),
+        }
+    }
+    rules
+}
 
 /// An action that does not run, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -79,6 +104,7 @@ pub fn plan_event(event: &CloudEvent, source: &Source, settings: &Settings) -> E
                         files: Vec::new(),
                         timeout_seconds: None,
                         concurrency: None,
+                        notify: settings.notify.clone(),
                     },
                     names::config_failure_run_name(event),
                     ConfigPlace::default(),
@@ -227,6 +253,7 @@ fn plan_with_config(
                     .and_then(|t| crate::config::formats::parse_duration(t).ok())
                     .map(|d| d.as_secs()),
                 concurrency,
+                notify: notify_rules(&action.notify, &settings.notify),
             },
             names::run_name(event, index),
             ConfigPlace {

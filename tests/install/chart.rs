@@ -5,8 +5,8 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::common::{
-    CHART, DEPLOY_NETWORK_VALUES, DEPLOY_VALUES, FULL_VALUES, documents, find, helm, python, read,
-    render, root, tempdir, validate_manifests,
+    CHART, DEPLOY_NETWORK_VALUES, DEPLOY_VALUES, FULL_VALUES, NOTIFICATIONS_VALUES, documents,
+    find, helm, python, read, render, root, tempdir, validate_manifests,
 };
 
 /// The value sets every check runs on: defaults, everything on, and the deploy/ values.
@@ -45,7 +45,12 @@ fn chart_renders_and_validates_against_kubernetes_schemas() {
 
 #[test]
 fn chart_lints_without_errors() {
-    for values in [None, Some(FULL_VALUES), Some(DEPLOY_VALUES)] {
+    for values in [
+        None,
+        Some(FULL_VALUES),
+        Some(DEPLOY_VALUES),
+        Some(NOTIFICATIONS_VALUES),
+    ] {
         let mut args = vec!["lint", CHART];
         if let Some(file) = values {
             args.extend(["-f", file]);
@@ -73,6 +78,27 @@ fn chart_refuses_values_outside_its_schema() {
         ),
         ("sink:\n  mode: carrier-pigeon\n", "/sink/mode"),
         ("imagePullSecret: [x]\n", "imagePullSecret"),
+        (
+            "notifications:\n  secret: hooks\n  targets: [{slack: \"ops/team\"}]\n",
+            "/notifications/targets/0/slack",
+        ),
+        (
+            "notifications:\n  secret: hooks\n  targets: [{slack: ops, webhook: ops}]\n",
+            "/notifications/targets/0",
+        ),
+        (
+            "notifications:\n  secret: hooks\n  targets: [{webhook: audit, when: [always]}]\n",
+            "/notifications/targets/0/when/0",
+        ),
+        // Targets name keys of the Secret: without one they could never be sent.
+        (
+            "notifications:\n  targets: [{slack: ops}]\n",
+            "/notifications/secret",
+        ),
+        (
+            "notifications:\n  secret: hooks\n  retries: 101\n",
+            "/notifications/retries",
+        ),
     ] {
         let file = dir.join("values.yaml");
         std::fs::write(&file, bad).unwrap();
@@ -424,6 +450,88 @@ fn full_values_reach_the_manifests() {
             "the ServiceMonitor selects {key}={value}; the Service's labels: {}",
             service["metadata"]["labels"]
         );
+    }
+}
+
+/// Notifications: the Secret of the targets' URLs mounted as a directory (JOB_EXECUTOR_NOTIFY_DIR,
+/// never the URLs in the ConfigMap), the installation's targets as `--notify` reads them, and
+/// egress to them through the NetworkPolicy; nothing of it when no Secret is named.
+#[test]
+fn chart_wires_notifications() {
+    let yaml = render(&[FULL_VALUES, NOTIFICATIONS_VALUES]);
+    validate_manifests("notifications", &yaml);
+    let docs = documents(&yaml);
+    let pod = &find(&docs, "Deployment", None)["spec"]["template"]["spec"];
+    let settings = &find(&docs, "ConfigMap", Some("jx"))["data"];
+    for (key, value) in [
+        ("JOB_EXECUTOR_NOTIFY_DIR", "/etc/job-executor/notify"),
+        (
+            "JOB_EXECUTOR_NOTIFY",
+            "slack:ops:failed;webhook:audit:started,succeeded,failed",
+        ),
+        ("JOB_EXECUTOR_NOTIFY_TIMEOUT_SECONDS", "5"),
+        ("JOB_EXECUTOR_NOTIFY_RETRIES", "3"),
+    ] {
+        assert_eq!(settings[key], value, "{key}");
+    }
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/etc/job-executor/notify")
+        .expect("the notifications Secret is mounted");
+    assert_eq!(mount["readOnly"], true);
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    // The whole Secret: a file per target.
+    assert_eq!(
+        volume["secret"],
+        json!({"secretName": "hooks", "defaultMode": 0o440})
+    );
+    let egress = &find(&docs, "NetworkPolicy", Some("jx"))["spec"]["egress"];
+    assert!(
+        egress.as_array().unwrap().contains(&json!({
+            "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+            "ports": [{"port": 443, "protocol": "TCP"}],
+        })),
+        "no egress to notifications: {egress}"
+    );
+
+    for (name, yaml) in renderings() {
+        let docs = documents(&yaml);
+        let settings = &find(&docs, "ConfigMap", None)["data"];
+        assert!(
+            settings
+                .as_object()
+                .unwrap()
+                .keys()
+                .all(|k| !k.starts_with("JOB_EXECUTOR_NOTIFY")),
+            "{name}: notifications are off by default"
+        );
+        let deployment = find(&docs, "Deployment", None);
+        assert!(
+            deployment["spec"]["template"]["spec"]["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|v| v["name"] != "notify"),
+            "{name}"
+        );
+        // The operator's policy: DNS, and the API server, sink and git.
+        let policy = docs.iter().find(|d| {
+            d["kind"] == "NetworkPolicy" && d["metadata"]["name"] == deployment["metadata"]["name"]
+        });
+        if let Some(policy) = policy {
+            assert_eq!(
+                policy["spec"]["egress"].as_array().unwrap().len(),
+                2,
+                "{name}"
+            );
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use serde_json::Value;
 pub const BIN: &str = env!("CARGO_BIN_EXE_job-executor");
 pub const CHART: &str = "charts/job-executor";
 pub const FULL_VALUES: &str = "charts/job-executor/ci/full-values.yaml";
+pub const NOTIFICATIONS_VALUES: &str = "charts/job-executor/ci/notifications-values.yaml";
 pub const DEPLOY_VALUES: &str = "deploy/values/service.yaml";
 pub const DEPLOY_NETWORK_VALUES: &str = "deploy/values/network-policies.yaml";
 

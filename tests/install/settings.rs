@@ -8,10 +8,12 @@ use std::process::Command;
 
 use clap::CommandFactory;
 use job_executor::cli::Cli;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::chart::renderings;
-use crate::common::{BIN, documents, find, read};
+use crate::common::{
+    BIN, FULL_VALUES, NOTIFICATIONS_VALUES, documents, find, read, render, tempdir,
+};
 
 /// The environment variables `job-executor run` reads, each with its flag.
 fn run_env_flags() -> BTreeMap<String, String> {
@@ -78,7 +80,9 @@ fn resolve_env(docs: &[Value], container: &Value) -> BTreeMap<String, String> {
     env
 }
 
-fn check_run(name: &str, docs: &[Value]) {
+/// `check-run`'s table for the Deployment of `docs` (empty when `run` refuses for want of a config
+/// source, as it must then).
+fn check_run(name: &str, docs: &[Value]) -> BTreeMap<String, (String, String)> {
     let deployment = find(docs, "Deployment", None);
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     let args: Vec<String> = container["args"]
@@ -118,7 +122,7 @@ fn check_run(name: &str, docs: &[Value]) {
                 && String::from_utf8_lossy(&output.stderr).contains("--config-dir"),
             "{name}: {output:?}"
         );
-        return;
+        return BTreeMap::new();
     }
     assert!(
         output.status.success(),
@@ -172,6 +176,7 @@ fn check_run(name: &str, docs: &[Value]) {
     if env.contains_key("JOB_EXECUTOR_SINK_HEADERS") {
         assert_eq!(table["--sink-header"].0, "x-token: ****", "{name}");
     }
+    table
 }
 
 #[test]
@@ -183,6 +188,41 @@ fn deployment_arguments_and_environment_are_accepted_by_run() {
     for (name, yaml) in renderings() {
         check_run(name, &documents(&yaml));
     }
+}
+
+/// The chart's notification settings (ci/notifications-values.yaml) are accepted by `run`, the
+/// mounted Secret stood in by a directory holding a file per target.
+#[test]
+fn notification_settings_are_accepted_by_run() {
+    let mut docs = documents(&render(&[FULL_VALUES, NOTIFICATIONS_VALUES]));
+    let dir = tempdir("notify");
+    for target in ["ops", "audit"] {
+        std::fs::write(
+            dir.join(target),
+            format!("https://hooks.example.com/{target}"),
+        )
+        .unwrap();
+    }
+    let config = docs
+        .iter_mut()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "jx")
+        .unwrap();
+    assert_eq!(
+        config["data"]["JOB_EXECUTOR_NOTIFY_DIR"],
+        "/etc/job-executor/notify"
+    );
+    config["data"]["JOB_EXECUTOR_NOTIFY_DIR"] = json!(dir.to_str().unwrap());
+    let table = check_run("ci/notifications-values.yaml", &docs);
+    let (targets, source) = &table["--notify"];
+    assert_eq!(source, "env JOB_EXECUTOR_NOTIFY");
+    assert!(
+        targets.contains("slack:ops:failed")
+            && targets.contains("webhook:audit:started,succeeded,failed"),
+        "{targets}"
+    );
+    assert_eq!(table["--notify-timeout-seconds"].0, "5");
+    assert_eq!(table["--notify-retries"].0, "3");
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

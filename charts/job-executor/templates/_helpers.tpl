@@ -80,6 +80,21 @@ app.kubernetes.io/component: jobs
 {{- define "job-executor.sinkCaDir" -}}/etc/job-executor/sink-ca{{- end -}}
 {{- define "job-executor.deadLetterHeadersDir" -}}/etc/job-executor/dead-letter-headers{{- end -}}
 
+{{/* Where the notifications Secret is mounted: a file per target, holding its URL. */}}
+{{- define "job-executor.notifyDir" -}}/etc/job-executor/notify{{- end -}}
+
+{{/* The installation's notification targets as `--notify` reads them: `KIND:TARGET:WHEN,…`
+joined by `;` (WHEN `failed` when a target gives none, as the operator defaults). */}}
+{{- define "job-executor.notifyTargets" -}}
+{{- $targets := list -}}
+{{- range . -}}
+{{- $kind := ternary "slack" "webhook" (hasKey . "slack") -}}
+{{- $when := .when | default (list "failed") -}}
+{{- $targets = append $targets (printf "%s:%s:%s" $kind (get . $kind) (join "," $when)) -}}
+{{- end -}}
+{{- join ";" $targets -}}
+{{- end -}}
+
 {{/* Where the ingest token Secret is mounted. */}}
 {{- define "job-executor.ingestTokenDir" -}}/etc/job-executor/ingest-token{{- end -}}
 

@@ -17,6 +17,10 @@ pub(crate) fn limits() -> Limits {
             ..RetryPolicy::default()
         },
         dead_letter: false,
+        notification: RetryPolicy {
+            retries: Some(2),
+            ..RetryPolicy::default()
+        },
         retention: None,
     }
 }
@@ -1501,5 +1505,176 @@ fn a_queued_run_cancelled_by_annotation_ends_without_touching_jobs() {
         status.tasks.iter().all(|t| t.phase == TaskPhase::Skipped),
         "{:?}",
         status.tasks
+    );
+}
+
+/// `run` with notification rules, as `KIND:TARGET:WHEN,…`.
+fn notifying(mut run: JobRun, rules: &[&str]) -> JobRun {
+    run.spec.action.notify = rules
+        .iter()
+        .map(|r| crate::config::NotifyRule::parse(r).unwrap())
+        .collect();
+    run
+}
+
+fn notified(status: &JobRunStatus) -> Vec<(String, NotifyWhen, DeliveryState)> {
+    status
+        .notifications
+        .iter()
+        .map(|n| (n.target.clone(), n.when, n.state))
+        .collect()
+}
+
+#[test]
+fn notifications_become_due_when_the_run_starts_and_when_it_ends() {
+    let run = notifying(
+        triggered(1),
+        &[
+            "slack:team:started,failed",
+            "webhook:audit:succeeded,failed",
+        ],
+    );
+    let status = running(&run);
+    assert_eq!(
+        notified(&status),
+        [(
+            "team".to_string(),
+            NotifyWhen::Started,
+            DeliveryState::Pending
+        )]
+    );
+    // The Job runs: the started notification goes while it does.
+    assert_eq!(
+        next(&run, &status, JobSeen::Running { stuck: None }, at(1)),
+        Step::Notify(0)
+    );
+    let mut status = finished(&run);
+    assert_eq!(
+        notified(&status),
+        [
+            (
+                "team".to_string(),
+                NotifyWhen::Started,
+                DeliveryState::Pending
+            ),
+            (
+                "audit".to_string(),
+                NotifyWhen::Succeeded,
+                DeliveryState::Pending
+            ),
+        ],
+        "a success tells only who asked for successes"
+    );
+    delivered(&mut status.finished);
+    for n in &mut status.notifications {
+        n.state = DeliveryState::Delivered;
+    }
+    assert!(status.is_done());
+    status.notifications[1].state = DeliveryState::Pending;
+    assert!(
+        !status.is_done(),
+        "a run is done once its notifications are"
+    );
+}
+
+#[test]
+fn what_a_notification_says_of_the_end_is_recorded_before_it_is_sent() {
+    let run = notifying(triggered(1), &["webhook:audit:succeeded"]);
+    let mut status = finished(&run);
+    delivered(&mut status.finished);
+    let before = running(&run);
+    let step = next_with(
+        &run,
+        &status,
+        &before,
+        JobSeen::NotCached,
+        false,
+        at(60),
+        &limits(),
+    );
+    assert_eq!(step, Step::Record(Record::BeforeFinished));
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(60)),
+        Step::Notify(0)
+    );
+}
+
+#[test]
+fn a_failed_or_cancelled_run_tells_failed_and_a_failure_before_any_job_too() {
+    let run = notifying(triggered(2), &["slack:team"]);
+    let mut status = running(&run);
+    end(&run, &mut status, 0, TaskPhase::Failed, at(5));
+    assert_eq!(
+        notified(&status),
+        [(
+            "team".to_string(),
+            NotifyWhen::Failed,
+            DeliveryState::Pending
+        )]
+    );
+    let mut status = running(&run);
+    record_halt(
+        &run,
+        &mut status,
+        &Halt::Cancelled { by: "me".into() },
+        at(5),
+    );
+    assert_eq!(status.phase, RunPhase::Cancelled);
+    assert_eq!(notified(&status).len(), 1);
+    let mut broken = notifying(triggered(1), &["slack:team:started,failed"]);
+    broken.spec.failure = Some("the config is invalid".into());
+    let status = initialised(&broken);
+    let whens: Vec<NotifyWhen> = status.notifications.iter().map(|n| n.when).collect();
+    assert_eq!(whens, [NotifyWhen::Started, NotifyWhen::Failed]);
+}
+
+#[test]
+fn a_notification_is_retried_then_given_up_and_never_holds_the_run() {
+    let run = notifying(triggered(1), &["slack:team:started"]);
+    let mut status = running(&run);
+    let down = transient(None);
+    let policy = limits().notification;
+    let first = record_notification_attempt(&run, &mut status, 0, Err(&down), at(1), &policy);
+    assert_eq!(first, Attempt::Retry);
+    let due = status.notifications[0].next_attempt.clone().unwrap();
+    assert!(due.as_str() > at(1).to_string().as_str(), "{due}");
+    // While it waits, the run's Job is ended as usual.
+    let step = next(&run, &status, JobSeen::Succeeded { message: None }, at(1));
+    assert!(matches!(step, Step::EndTask { .. }), "{step:?}");
+    record_notification_attempt(&run, &mut status, 0, Err(&down), at(3), &policy);
+    let last = record_notification_attempt(&run, &mut status, 0, Err(&down), at(9), &policy);
+    assert_eq!(last, Attempt::GaveUp, "two retries, then given up");
+    let n = &status.notifications[0];
+    assert_eq!((n.state, n.attempts), (DeliveryState::GaveUp, 3));
+    assert_eq!(n.next_attempt, None);
+    assert!(n.last_error.is_some());
+    let refused = DeliveryError::Refused {
+        message: "no notification target \"x\"".into(),
+    };
+    let run = notifying(triggered(1), &["slack:x:started"]);
+    let mut status = running(&run);
+    let once = record_notification_attempt(&run, &mut status, 0, Err(&refused), at(1), &policy);
+    assert_eq!(once, Attempt::GaveUp, "a refusal is not retried");
+}
+
+#[test]
+fn installation_and_action_rules_of_one_target_are_told_once() {
+    let run = notifying(
+        triggered(1),
+        &[
+            "slack:team:failed",
+            "slack:team:failed",
+            "webhook:team:failed",
+        ],
+    );
+    let mut status = running(&run);
+    end(&run, &mut status, 0, TaskPhase::Failed, at(5));
+    let kinds: Vec<_> = status.notifications.iter().map(|n| n.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            crate::config::NotifyKind::Slack,
+            crate::config::NotifyKind::Webhook
+        ]
     );
 }
