@@ -1,7 +1,8 @@
 //! The whole loop on one machine: a Kubernetes API (the project's simulator, or with `--cluster`
 //! the real control plane of `scripts/cluster`), the JobRun CRD and what the example needs, the
-//! operator running against `examples/`, a local sink for `.started` / `.finished`, and every
-//! event of `test-events/` sent to it, shown as it happens. Run it with `scripts/demo`, which
+//! operator running against `examples/`, a local sink for `.started` / `.finished`, a local
+//! Slack-compatible receiver told of every run's end, and every event of `test-events/` sent to
+//! it, shown as it happens. Run it with `scripts/demo`, which
 //! builds the binaries first; it stops everything it started.
 
 use std::collections::BTreeMap;
@@ -26,6 +27,8 @@ use serde_json::{Value, json};
 
 const NAMESPACE: &str = "job-executor-demo";
 const INIT_IMAGE: &str = "ghcr.io/job-executor/job-executor:demo";
+/// Every run tells the demo's Slack-compatible receiver how it ended.
+const NOTIFY: &str = "slack:demo-channel:succeeded,failed";
 /// How long the demo waits for every run to finish and report.
 const DEADLINE: Duration = Duration::from_secs(180);
 
@@ -298,8 +301,14 @@ impl Demo {
         Ok(())
     }
 
-    /// Starts the operator; returns its ingest address once it is ready.
-    async fn start_operator(&mut self, bin: &Path, sink: &str) -> anyhow::Result<String> {
+    /// Starts the operator; returns its ingest address once it is ready. `notify_dir` stands in
+    /// for the mounted Secret of notification targets.
+    async fn start_operator(
+        &mut self,
+        bin: &Path,
+        sink: &str,
+        notify_dir: &Path,
+    ) -> anyhow::Result<String> {
         let log = std::fs::File::create(self.dir.join("operator.log"))?;
         let examples = root().join("examples");
         let mut child = Command::new(bin)
@@ -317,7 +326,11 @@ impl Demo {
                 "127.0.0.1:0",
                 "--admin-listen",
                 "127.0.0.1:0",
+                "--notify",
+                NOTIFY,
             ])
+            .arg("--notify-dir")
+            .arg(notify_dir)
             .env("KUBECONFIG", &self.operator_kubeconfig)
             .stdout(Stdio::piped())
             .stderr(log)
@@ -348,8 +361,8 @@ impl Demo {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         println!(
-            "· job-executor run --config-dir examples/ --job-namespace {NAMESPACE} --sink-url {sink}: \
-             ready, ingest on http://{ingest}/ (log: {}/operator.log)",
+            "· job-executor run --config-dir examples/ --job-namespace {NAMESPACE} --sink-url {sink} \
+             --notify {NOTIFY}: ready, ingest on http://{ingest}/ (log: {}/operator.log)",
             self.dir.display()
         );
         Ok(ingest)
@@ -417,6 +430,32 @@ async fn start_sink() -> anyhow::Result<String> {
     tokio::spawn(async move { axum::serve(listener, app).await });
     println!("· a local sink for .started / .finished at {url}");
     Ok(url)
+}
+
+/// A Slack-compatible incoming webhook that prints the first line of each message; its URL is
+/// written where the operator reads its notification targets (`demo-channel`), as the Secret
+/// of targets would be mounted.
+async fn start_slack(notify_dir: &Path) -> anyhow::Result<()> {
+    async fn receive(body: bytes::Bytes) -> StatusCode {
+        let message: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let text = message["text"].as_str().unwrap_or_default();
+        println!(
+            "  ✉ slack demo-channel: {}",
+            text.lines().next().unwrap_or_default()
+        );
+        StatusCode::OK
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hooks/demo-channel", listener.local_addr()?);
+    let app = Router::new().route("/hooks/demo-channel", post(receive));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    std::fs::create_dir_all(notify_dir)?;
+    std::fs::write(notify_dir.join("demo-channel"), &url)?;
+    println!(
+        "· a Slack-compatible receiver at {url}, target demo-channel in {}",
+        notify_dir.display()
+    );
+    Ok(())
 }
 
 /// Prints each JobRun's and Job's changes as the watches see them.
@@ -614,7 +653,9 @@ async fn demo(cluster: bool) -> anyhow::Result<()> {
     };
     demo.install_example_needs().await?;
     let sink = start_sink().await?;
-    let ingest = demo.start_operator(&bin, &sink).await?;
+    let notify_dir = demo.dir.join("notify");
+    start_slack(&notify_dir).await?;
+    let ingest = demo.start_operator(&bin, &sink, &notify_dir).await?;
     watch_progress(&demo.client);
     send_events(&bin, &ingest, &demo.dir)?;
     let runs = wait_for_runs(&demo.client).await?;

@@ -83,6 +83,17 @@ fn assert_whole_loop(out: &str) {
         out.contains("✓ 10 runs, every one succeeded and reported"),
         "{out}"
     );
+    // Each run told the Slack-compatible receiver how it ended, before it counted as done.
+    let told: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("  ✉ slack demo-channel: "))
+        .collect();
+    assert_eq!(told.len(), 10, "{out}");
+    assert!(
+        told.iter()
+            .any(|l| l.contains("*carts* (sockshop/dev): action `Run locust` succeeded after ")),
+        "{told:?}"
+    );
 }
 
 /// The demo's process when [`run_demo`] starts this binary; in a plain test run it does nothing.
