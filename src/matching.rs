@@ -47,7 +47,13 @@ struct Condition {
     source: String,
     path: JsonPath,
     expected: String,
+    /// Conditions on the same property share a slot: [`Matcher::decide`] queries each
+    /// property once per event, however many actions test it.
+    slot: usize,
 }
+
+/// The nodes each property queried so far resolved to, by slot.
+type Found<'e> = Vec<(usize, Vec<&'e Value>)>;
 
 /// The verdict on one action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,10 +69,16 @@ pub struct ActionVerdict {
 pub struct Decision {
     /// The actions it triggers, in file order.
     pub matched: Vec<usize>,
-    /// The actions that listen for its type but whose every condition failed, with the first
-    /// failure.
+    /// The first [`MOST_REASONS`] actions that listen for its type but whose every condition
+    /// failed, with the first failure.
     pub refused: Vec<ActionVerdict>,
+    /// How many more actions refused it: counted, not explained (`explain` says why).
+    pub refused_more: usize,
 }
+
+/// The most refusals [`Matcher::decide`] explains: each reason is formatted and answered, and
+/// an event that many actions listen for and refuse should cost about what parsing it costs.
+pub const MOST_REASONS: usize = 3;
 
 impl Matcher {
     /// Compiles every event filter. A config that passed `config::load` always compiles; the
@@ -75,6 +87,7 @@ impl Matcher {
         let mut actions = Vec::with_capacity(config.actions.len());
         let mut names = GlobSetBuilder::new();
         let mut owners = Vec::new();
+        let mut properties: Vec<&str> = Vec::new();
         for (action_index, action) in config.actions.iter().enumerate() {
             let compile_error = |event: usize, message: String| MatchError::Compile {
                 action: action_index,
@@ -95,6 +108,13 @@ impl Matcher {
                         path: formats::parse_jsonpath(&jsonpath.property)
                             .map_err(|message| compile_error(event_index, message))?,
                         expected: jsonpath.match_value.clone(),
+                        slot: match properties.iter().position(|p| *p == jsonpath.property) {
+                            Some(slot) => slot,
+                            None => {
+                                properties.push(&jsonpath.property);
+                                properties.len() - 1
+                            }
+                        },
                     }),
                 };
                 events.push(CompiledFilter {
@@ -133,37 +153,42 @@ impl Matcher {
         let mut globs = self.names.matches(event.event_type());
         // Filters in file order, so "the first condition that failed" is well defined.
         globs.sort_unstable();
-        let mut verdicts: Vec<(usize, Result<(), String>)> = Vec::new();
+        // Per action, the first filter whose condition failed, `None` once one passed.
+        let mut verdicts: Vec<(usize, Option<usize>)> = Vec::new();
+        let mut found = Found::new();
         for glob in globs {
             let Some(&(action, filter)) = self.owners.get(glob) else {
                 continue;
             };
+            let compiled = &self.actions[action].events[filter];
             // Owners are in (action, filter) order: an action's filters are adjacent, and the
             // first one that passes decides it.
             match verdicts.last_mut() {
-                Some((last, Ok(()))) if *last == action => {}
-                Some((last, verdict)) if *last == action => {
-                    if self.actions[action].events[filter]
-                        .check_condition(event)
-                        .is_ok()
-                    {
-                        *verdict = Ok(());
+                Some((last, None)) if *last == action => {}
+                Some((last, failed)) if *last == action => {
+                    if compiled.holds(event, &mut found) {
+                        *failed = None;
                     }
                 }
-                _ => verdicts.push((
-                    action,
-                    self.actions[action].events[filter].check_condition(event),
-                )),
+                _ => {
+                    let holds = compiled.holds(event, &mut found);
+                    verdicts.push((action, (!holds).then_some(filter)));
+                }
             }
         }
         let mut decision = Decision::default();
-        for (index, outcome) in verdicts {
-            match outcome {
-                Ok(()) => decision.matched.push(index),
-                Err(reason) => decision.refused.push(ActionVerdict {
+        for (index, failed) in verdicts {
+            match failed {
+                None => decision.matched.push(index),
+                Some(_) if decision.refused.len() >= MOST_REASONS => decision.refused_more += 1,
+                Some(filter) => decision.refused.push(ActionVerdict {
                     index,
                     name: self.actions[index].name.clone(),
-                    outcome: Err(reason),
+                    // Only now is the reason put into words.
+                    outcome: match self.actions[index].events[filter].check_condition(event) {
+                        Err(reason) => Err(reason),
+                        Ok(()) => Err("its condition failed".to_string()),
+                    },
                 }),
             }
         }
@@ -220,6 +245,26 @@ impl CompiledAction {
 }
 
 impl CompiledFilter {
+    /// Whether the filter's condition holds, without saying why not; `found` keeps what the
+    /// event's properties resolved to, for the next filter on the same one.
+    fn holds<'e>(&self, event: &'e CloudEvent, found: &mut Found<'e>) -> bool {
+        let Some(condition) = &self.condition else {
+            return true;
+        };
+        let at = match found.iter().position(|(slot, _)| *slot == condition.slot) {
+            Some(at) => at,
+            None => {
+                let nodes = condition.path.query(event.as_value()).all();
+                found.push((condition.slot, nodes));
+                found.len() - 1
+            }
+        };
+        found[at]
+            .1
+            .iter()
+            .any(|value| reads_as(value, &condition.expected))
+    }
+
     fn check_condition(&self, event: &CloudEvent) -> Result<(), String> {
         let Some(condition) = &self.condition else {
             return Ok(());
@@ -230,7 +275,7 @@ impl CompiledFilter {
         }
         if nodes
             .iter()
-            .any(|value| value_text(value) == condition.expected)
+            .any(|value| reads_as(value, &condition.expected))
         {
             return Ok(());
         }
@@ -244,11 +289,14 @@ impl CompiledFilter {
     }
 }
 
-/// How a value compares with a `match`: strings as they are, everything else by its JSON text.
-pub fn value_text(value: &Value) -> String {
+/// Whether a value reads as a `match`: a string as it is, anything else by its JSON text.
+fn reads_as(value: &Value, expected: &str) -> bool {
     match value {
-        Value::String(text) => text.clone(),
-        other => other.to_string(),
+        Value::String(text) => text == expected,
+        // Not `*other == expected`: serde_json compares a `Value` with a `str` only as a string,
+        // and `7` must read as "7".
+        #[allow(clippy::cmp_owned)]
+        other => other.to_string() == expected,
     }
 }
 
@@ -449,6 +497,7 @@ actions:
                     name: "first".into(),
                     outcome: Err("$.data.test.teststrategy resolves to nothing".into()),
                 }],
+                refused_more: 0,
             }
         );
         assert_eq!(
@@ -557,5 +606,43 @@ actions:
             m.explain(&e)[0].outcome,
             Err("the action has no events".to_string())
         );
+    }
+
+    #[test]
+    fn of_many_refusals_the_first_few_are_explained_and_the_rest_counted() {
+        let actions: String = (0..20)
+            .map(|i| {
+                format!(
+                    "  - name: gate-{i}\n    events:\n      - name: sh.keptn.event.gate.triggered\n        jsonpath: {{property: $.data.test.teststrategy, match: s{i}}}\n    tasks: [{{image: alpine}}]\n"
+                )
+            })
+            .collect();
+        let m = matcher(&format!("apiVersion: v2\nactions:\n{actions}"));
+        let none = event(
+            "sh.keptn.event.gate.triggered",
+            json!({"test": {"teststrategy": "none"}}),
+        );
+        let decision = m.decide(&none);
+        assert!(decision.matched.is_empty());
+        let names: Vec<&str> = decision.refused.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["gate-0", "gate-1", "gate-2"]);
+        assert_eq!(
+            decision.refused[2].outcome,
+            Err("$.data.test.teststrategy is \"none\", not \"s2\"".to_string())
+        );
+        assert_eq!(decision.refused_more, 17);
+        // A number compares by its JSON text, as `explain` says.
+        let seven = event(
+            "sh.keptn.event.gate.triggered",
+            json!({"test": {"teststrategy": 7}}),
+        );
+        assert_eq!(m.decide(&seven).refused_more, 17);
+        let s7 = event(
+            "sh.keptn.event.gate.triggered",
+            json!({"test": {"teststrategy": "s7"}}),
+        );
+        let decision = m.decide(&s7);
+        assert_eq!(decision.matched, [7]);
+        assert_eq!((decision.refused.len(), decision.refused_more), (3, 16));
     }
 }

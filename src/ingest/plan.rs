@@ -166,6 +166,17 @@ fn plan_with_config(
             reason: verdict.outcome.err().unwrap_or_default(),
         })
         .collect();
+    if decision.refused_more > 0 {
+        not_matched.push(NotMatched {
+            action: String::new(),
+            reason: format!(
+                "{} more actions listen for event type {:?} and refused it (`job-executor \
+                 render` explains every action)",
+                decision.refused_more,
+                event.event_type()
+            ),
+        });
+    }
     if decision.matched.is_empty() && not_matched.is_empty() {
         // Listing every action's names here would make each unrelated event cost as much as
         // the config is long; `job-executor render` explains every action.
