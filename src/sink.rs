@@ -210,38 +210,68 @@ impl HttpSink {
                 message: format!("cannot encode the event: {e}"),
             }
         })?;
-        let attempt = async {
-            let response =
-                self.client
-                    .request(request)
-                    .await
-                    .map_err(|e| DeliveryError::Transient {
-                        message: format!("cannot reach the sink: {}", error_chain(&e)),
-                        retry_after: None,
-                    })?;
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(http::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            classify(status, retry_after, &body)
-        };
-        match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(DeliveryError::Transient {
+        match exchange(&self.client, request, self.timeout).await {
+            Ok(answer) => classify(answer.status, answer.retry_after, &answer.body),
+            Err(NoAnswer::Unreachable(why)) => Err(DeliveryError::Transient {
+                message: format!("cannot reach the sink: {why}"),
+                retry_after: None,
+            }),
+            Err(NoAnswer::TimedOut) => Err(DeliveryError::Transient {
                 message: format!("the sink did not answer within {:?}", self.timeout),
                 retry_after: None,
             }),
         }
     }
+}
+
+/// An HTTP endpoint's answer: its status, its `Retry-After` (in seconds), its body.
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub retry_after: Option<Duration>,
+    pub body: Bytes,
+}
+
+/// Why a request got no answer.
+pub(crate) enum NoAnswer {
+    /// The connection failed (the error's chain).
+    Unreachable(String),
+    /// No whole answer within the timeout.
+    TimedOut,
+}
+
+/// Sends `request` and reads the whole answer, within `timeout`.
+pub(crate) async fn exchange(
+    client: &Client<Connector, Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<Answer, NoAnswer> {
+    let attempt = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| NoAnswer::Unreachable(error_chain(&e)))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or(Err(NoAnswer::TimedOut))
 }
 
 /// An HTTP/1 client for `http://` and `https://` URLs. Trust anchors are only loaded for

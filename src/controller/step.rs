@@ -150,9 +150,10 @@ pub struct Executor<'a, W> {
 }
 
 /// More steps than any run takes in one reconcile: each task is made, looked up and ended
-/// (with records between), and two events are sent.
-fn most_steps(tasks: usize) -> usize {
-    16 + 8 * tasks
+/// (with records between), two events are sent, and each notification rule is attempted at
+/// the run's start and at its end.
+fn most_steps(tasks: usize, notify_rules: usize) -> usize {
+    16 + 8 * tasks + 2 * notify_rules
 }
 
 impl<W: World> Executor<'_, W> {
@@ -171,7 +172,7 @@ impl<W: World> Executor<'_, W> {
         let mut files_made = false;
         // What the API server said of Jobs missing from the watch, by task.
         let mut looked_up: Vec<Option<JobSeen>> = vec![None; status.tasks.len()];
-        for _ in 0..most_steps(status.tasks.len()) {
+        for _ in 0..most_steps(status.tasks.len(), run.spec.action.notify.len()) {
             let now = self.world.now();
             update_conditions(&mut status, now);
             let jobs = self.observe(&status, &looked_up);

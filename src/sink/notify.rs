@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 
-use super::{Connector, DeliveryError, SinkError, error_chain, http_client};
+use super::{Connector, DeliveryError, NoAnswer, SinkError, exchange, http_client};
 use crate::config::{NotifyKind, NotifyRule};
 
 /// Why notifications cannot be set up.
@@ -183,33 +183,13 @@ impl Notifier {
             .map_err(|e| DeliveryError::Refused {
                 message: format!("the notification to {target:?} cannot be built: {e}"),
             })?;
-        let attempt = async {
-            let response =
-                self.client
-                    .request(request)
-                    .await
-                    .map_err(|e| DeliveryError::Transient {
-                        message: format!("cannot reach {target:?}: {}", error_chain(&e)),
-                        retry_after: None,
-                    })?;
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            answer(target, status, retry_after, &body)
-        };
-        match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(DeliveryError::Transient {
+        match exchange(&self.client, request, self.timeout).await {
+            Ok(answer) => classify(target, answer.status, answer.retry_after, &answer.body),
+            Err(NoAnswer::Unreachable(why)) => Err(DeliveryError::Transient {
+                message: format!("cannot reach {target:?}: {why}"),
+                retry_after: None,
+            }),
+            Err(NoAnswer::TimedOut) => Err(DeliveryError::Transient {
                 message: format!(
                     "{target:?} did not answer within {}s",
                     self.timeout.as_secs_f64()
@@ -221,7 +201,7 @@ impl Notifier {
 }
 
 /// 2xx is delivered; 408, 429 and 5xx are worth a retry; any other answer is a refusal.
-fn answer(
+fn classify(
     target: &str,
     status: StatusCode,
     retry_after: Option<Duration>,
@@ -257,8 +237,8 @@ mod tests {
 
     #[test]
     fn answers_are_sorted_into_delivered_retried_and_refused() {
-        assert_eq!(answer("t", StatusCode::OK, None, b"ok"), Ok(()));
-        let retry = answer("ops", StatusCode::SERVICE_UNAVAILABLE, None, b"");
+        assert_eq!(classify("t", StatusCode::OK, None, b"ok"), Ok(()));
+        let retry = classify("ops", StatusCode::SERVICE_UNAVAILABLE, None, b"");
         assert_eq!(
             retry,
             Err(DeliveryError::Transient {
@@ -266,7 +246,7 @@ mod tests {
                 retry_after: None
             })
         );
-        let refused = answer("ops", StatusCode::NOT_FOUND, None, b"no_service");
+        let refused = classify("ops", StatusCode::NOT_FOUND, None, b"no_service");
         assert_eq!(
             refused,
             Err(DeliveryError::Refused {
@@ -275,7 +255,7 @@ mod tests {
         );
         let slow = Some(Duration::from_secs(3));
         assert!(matches!(
-            answer("ops", StatusCode::TOO_MANY_REQUESTS, slow, b""),
+            classify("ops", StatusCode::TOO_MANY_REQUESTS, slow, b""),
             Err(DeliveryError::Transient { retry_after, .. }) if retry_after == slow
         ));
     }
