@@ -159,6 +159,12 @@ impl CloudEvent {
         self.0.get("data")
     }
 
+    /// Drops the whole event (no attribute is left): what the watch cache keeps of a done
+    /// run's event, which nothing reads again.
+    pub fn forget(&mut self) {
+        self.0 = Value::Null;
+    }
+
     /// A string field of `data` (Keptn's `project`, `stage`, `service`), without copying.
     pub fn data_str(&self, name: &str) -> Option<&str> {
         self.data()?.get(name)?.as_str()

@@ -409,12 +409,22 @@ pub fn decide(facts: &Facts<'_>) -> Step {
         return Step::Record(Record::BeforeWaiting);
     }
     if status.is_done() {
-        return match retention_left(run, status, limits, now) {
-            Some(left) if left.is_zero() => Step::Delete,
-            left => Step::Wait(left),
-        };
+        return retention_step(run, status, limits, now);
     }
     Step::Wait(wake.0)
+}
+
+/// What a done run waits for: the end of its retention (`Wait`), then its deletion (`Delete`).
+pub fn retention_step(
+    run: &JobRun,
+    status: &JobRunStatus,
+    limits: &Limits,
+    now: Timestamp,
+) -> Step {
+    match retention_left(run, status, limits, now) {
+        Some(left) if left.is_zero() => Step::Delete,
+        left => Step::Wait(left),
+    }
 }
 
 /// A queued run starts when its group has a place for it (a run without a group view has

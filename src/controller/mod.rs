@@ -32,7 +32,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::crd::{JobRun, JobRunStatus};
+use crate::crd::{DeadLetter, Delivery, JobRun, JobRunStatus};
 use crate::health::Health;
 use crate::labels::{self, managed_selector};
 use crate::leader::{Leadership, NotLeader};
@@ -190,7 +190,7 @@ pub async fn run(
     let members = groups.clone();
     let run_events = reflector(
         run_writer,
-        watcher(runs, watcher::Config::default()).modify(|run| run.metadata.managed_fields = None),
+        watcher(runs, watcher::Config::default()).modify(trim_run),
     )
     .inspect(synced.marker(0))
     .inspect({
@@ -534,11 +534,12 @@ impl Context {
                 Some((**status).clone())
             }
             Some(Written::Done(revision)) if *revision > cached.revision => None,
-            Some(Written::Done(_)) => {
+            // The cache caught up with what this process wrote: the copy is not needed.
+            Some(Written::InFlight(_) | Written::Done(_)) => {
                 written.remove(run);
                 Some(cached)
             }
-            _ => Some(cached),
+            None => Some(cached),
         }
     }
 
@@ -674,6 +675,49 @@ impl PodIndex {
     }
 }
 
+/// Keeps of a cached run what the controller reads. A done run is only waited on until its
+/// retention is over (`Executor::execute` looks at nothing else of it), counted, and seen by
+/// its concurrency group: of it, the cache keeps its name, creation and version, its
+/// concurrency group and arrival, and of its status the phase, the state of its `.finished`
+/// and notifications, and when it finished. Everything else (the event, the tasks and their
+/// records, labels and annotations) stays in the API server only, so a hundred thousand
+/// retained runs do not hold their events and logs in memory.
+fn trim_run(run: &mut JobRun) {
+    run.metadata.managed_fields = None;
+    if !run.is_done() {
+        return;
+    }
+    run.metadata.labels = None;
+    run.metadata.annotations = None;
+    let spec = &mut run.spec;
+    spec.event.forget();
+    spec.action.tasks = Vec::new();
+    spec.action.files = Vec::new();
+    spec.action.notify = Vec::new();
+    spec.failure = None;
+    spec.config_revision = None;
+    spec.config_dir = None;
+    spec.config_stale = None;
+    if let Some(status) = run.status.as_mut() {
+        let finished = status.finished.take().map(|delivery| Delivery {
+            state: delivery.state,
+            dead_letter: delivery.dead_letter.map(|letter| DeadLetter {
+                state: letter.state,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        *status = JobRunStatus {
+            revision: status.revision,
+            phase: status.phase,
+            finished,
+            finished_at: status.finished_at.take(),
+            notifications: std::mem::take(&mut status.notifications),
+            ..Default::default()
+        };
+    }
+}
+
 /// Keeps of a cached Job what the controller reads: its metadata (without the field managers)
 /// and status. The pod template, with every task's env, would otherwise be held for every run.
 fn trim_job(job: &mut Job) {
@@ -736,6 +780,81 @@ mod tests {
         assert_eq!(index.names("a"), ["a-3"]);
         index.keep_only("a", &[]);
         assert!(index.by_job.lock().unwrap().is_empty());
+    }
+
+    fn done_run(phase: &str, finished: &str) -> JobRun {
+        serde_json::from_value(json!({
+            "apiVersion": "job-executor.dev/v1alpha1", "kind": "JobRun",
+            "metadata": {"name": "r", "managedFields": [{"manager": "job-executor"}]},
+            "spec": {
+                "event": {"specversion": "1.0", "id": "e", "source": "s",
+                          "type": "sh.keptn.event.test.triggered", "data": {"padding": "x"}},
+                "action": {"index": 0, "name": "a", "tasks": [{"name": "t", "image": "i"}],
+                           "concurrency": {"group": "g", "limit": 1, "policy": "queue"}},
+                "arrivedAt": "2026-12-01T10:00:00Z"
+            },
+            "status": {
+                "revision": 4, "phase": phase, "taskSummary": "1/1",
+                "tasks": [{"name": "t", "phase": "Succeeded", "logs": "many lines"}],
+                "started": {"id": "s", "state": "Delivered"},
+                "finished": {"id": "f", "state": finished},
+                "outcome": {"status": "succeeded", "message": "ok"},
+                "finishedAt": "2026-12-01T10:01:00Z"
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn cached_done_runs_keep_only_what_their_retention_group_and_count_read() {
+        let limits = decide::Limits {
+            retention: Some(std::time::Duration::from_secs(3600)),
+            ..decide::tests::limits()
+        };
+        let now: jiff::Timestamp = "2026-12-01T10:31:00Z".parse().unwrap();
+        let whole = done_run("Succeeded", "Delivered");
+        let mut trimmed = whole.clone();
+        trim_run(&mut trimmed);
+        assert!(trimmed.is_done());
+        assert_eq!(trimmed.metadata.managed_fields, None);
+        assert_eq!(trimmed.spec.event.as_value(), &serde_json::Value::Null);
+        assert!(trimmed.spec.action.tasks.is_empty());
+        let status = trimmed.status.as_ref().unwrap();
+        assert!(status.tasks.is_empty() && status.outcome.is_none() && status.started.is_none());
+        assert_eq!(status.finished.as_ref().unwrap().id, "");
+        assert_eq!(
+            decide::retention_step(&trimmed, status, &limits, now),
+            decide::retention_step(&whole, whole.status.as_ref().unwrap(), &limits, now),
+        );
+        assert_eq!(
+            decide::retention_step(&trimmed, status, &limits, now),
+            decide::Step::Wait(Some(std::time::Duration::from_secs(1800)))
+        );
+        let phase = crate::crd::RunPhase::Succeeded;
+        assert_eq!(
+            group::Member::of(&trimmed, phase),
+            group::Member::of(&whole, phase)
+        );
+
+        // A run whose `.finished` was given up is kept for good, trimmed or not.
+        let given_up = done_run("Succeeded", "GaveUp");
+        let mut cached = given_up.clone();
+        trim_run(&mut cached);
+        assert!(cached.is_done());
+        assert_eq!(
+            decide::retention_step(&cached, cached.status.as_ref().unwrap(), &limits, now),
+            decide::Step::Wait(None)
+        );
+
+        // A run not done yet (its `.finished` still being delivered) is kept whole.
+        let pending = done_run("Succeeded", "Pending");
+        let mut cached = pending.clone();
+        trim_run(&mut cached);
+        cached.metadata.managed_fields = pending.metadata.managed_fields.clone();
+        assert_eq!(
+            serde_json::to_value(&cached).unwrap(),
+            serde_json::to_value(&pending).unwrap()
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::decide::{
     Attempt, Facts, JobSeen, Limits, Step, decide, delivery_mut, first_attempt, initialise,
     job_name, record_attempt, record_dead_letter_attempt, record_halt, record_job,
     record_notification_attempt, record_outputs, record_start, record_stopped, record_task_end,
-    run_name, update_conditions,
+    retention_step, run_name, update_conditions,
 };
 use super::group::{Group, Member};
 use super::history::{self, RunEvent};
@@ -165,6 +165,18 @@ impl<W: World> Executor<'_, W> {
     ) -> Result<(JobRunStatus, Ending), ReconcileError> {
         let run = self.run;
         let name = run_name(run);
+        // A done run only waits for its retention to end; nothing else of it is looked at (the
+        // watch cache keeps little else of a done run: `trim_run`).
+        if status.is_done() {
+            return match retention_step(run, &status, self.limits, self.world.now()) {
+                Step::Wait(left) => Ok((status, Ending::Wait(left))),
+                // `retention_step` returns `Wait` or `Delete`.
+                _ => {
+                    self.world.delete_run(name).await?;
+                    Ok((status, Ending::Deleted))
+                }
+            };
+        }
         let mut persisted = status.clone();
         let mut status = status;
         initialise(run, &mut status, self.world.now());

@@ -161,8 +161,12 @@ impl Model {
     fn reconcile(&self) -> Option<Ending> {
         let settings = Settings::defaults();
         let run = self.run.borrow().clone();
+        // The run as the watch cache holds it (a done one trimmed).
+        let mut cached = run.clone();
+        cached.status = Some(self.recorded.borrow().clone());
+        crate::controller::trim_run(&mut cached);
         let executor = Executor {
-            run: &run,
+            run: &cached,
             world: self,
             settings: &settings,
             limits: &Limits {
@@ -172,7 +176,7 @@ impl Model {
             log_excerpt_bytes: LOG_EXCERPT_BYTES,
             trace: None,
         };
-        let recorded = self.recorded.borrow().clone();
+        let recorded = cached.status.clone().unwrap_or_default();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("a runtime");

@@ -59,7 +59,7 @@ pub enum Outcome {
     Absent,
 }
 
-type ObjKey = (String, String);
+pub type ObjKey = (String, String);
 
 /// Where an object lives: its resource and (namespace, name).
 pub type Location = (ResKey, String, String);
@@ -140,16 +140,19 @@ impl Store {
     /// Objects of a resource (in one namespace, or all), sorted by (namespace, name), and the
     /// resourceVersion of this snapshot.
     pub fn list(&self, key: &ResKey, ns: Option<&str>) -> (Vec<Value>, u64) {
-        let page = self.list_page(key, ns, |_| true, None);
+        let page = self.list_page(key, ns, None, |_| true, None);
         (page.items, page.rv)
     }
 
-    /// Like [`Store::list`], keeping only the objects `keep` accepts, at most `limit` of
-    /// them; only those are cloned, the rest are counted.
+    /// Like [`Store::list`], from the object after `after` (a list's continue token), keeping
+    /// only the objects `keep` accepts, at most `limit` of them; only those are cloned, the rest
+    /// are counted. A page starts where the last one ended, as etcd's range reads do, so
+    /// listing N objects in pages costs O(N) per page at most, not a scan from the start.
     pub fn list_page(
         &self,
         key: &ResKey,
         ns: Option<&str>,
+        after: Option<&ObjKey>,
         mut keep: impl FnMut(&Value) -> bool,
         limit: Option<usize>,
     ) -> Page {
@@ -157,7 +160,7 @@ impl Store {
         let mut items = Vec::new();
         let mut remaining = 0;
         if let Some(m) = inner.objects.get(key) {
-            for v in in_namespace(m, ns).filter(|v| keep(v)) {
+            for v in in_namespace(m, ns, after).filter(|v| keep(v)) {
                 if limit.is_none_or(|l| items.len() < l) {
                     items.push(v.clone());
                 } else {
@@ -207,7 +210,7 @@ impl Store {
             .objects
             .iter()
             .filter(|(k, _)| !(k.0.is_empty() && k.1 == "namespaces"))
-            .flat_map(|(k, m)| in_namespace(m, Some(ns)).map(move |v| (k.clone(), v.clone())))
+            .flat_map(|(k, m)| in_namespace(m, Some(ns), None).map(move |v| (k.clone(), v.clone())))
             .collect()
     }
 
@@ -218,7 +221,7 @@ impl Store {
             .objects
             .iter()
             .filter(|(k, _)| !(k.0.is_empty() && k.1 == "namespaces"))
-            .all(|(_, m)| in_namespace(m, Some(ns)).next().is_none())
+            .all(|(_, m)| in_namespace(m, Some(ns), None).next().is_none())
     }
 
     /// Every stored object with its resource key (for the garbage collector's full sweep).
@@ -473,21 +476,27 @@ impl Inner {
 }
 
 /// The objects of one resource map in namespace `ns` (all with `None`), in key order.
+/// The objects of namespace `ns` (all when `None`) in (namespace, name) order, from the one
+/// after `after` when given.
 fn in_namespace<'a>(
     m: &'a BTreeMap<ObjKey, Value>,
     ns: Option<&str>,
+    after: Option<&ObjKey>,
 ) -> Box<dyn Iterator<Item = &'a Value> + 'a> {
-    match ns {
-        None => Box::new(m.values()),
-        Some(ns) => {
-            let ns = ns.to_string();
-            Box::new(
-                m.range((ns.clone(), String::new())..)
-                    .take_while(move |((n, _), _)| *n == ns)
-                    .map(|(_, v)| v),
-            )
-        }
-    }
+    use std::ops::Bound;
+    let first = ns.map(|ns| (ns.to_string(), String::new()));
+    let lower = match (after, &first) {
+        (Some(after), Some(first)) if after < first => Bound::Included(first.clone()),
+        (Some(after), _) => Bound::Excluded(after.clone()),
+        (None, Some(first)) => Bound::Included(first.clone()),
+        (None, None) => Bound::Unbounded,
+    };
+    let ns = ns.map(str::to_string);
+    Box::new(
+        m.range((lower, Bound::Unbounded))
+            .take_while(move |((n, _), _)| ns.as_ref().is_none_or(|ns| n == ns))
+            .map(|(_, v)| v),
+    )
 }
 
 /// Whether an object being deleted still waits for finalizers (metadata.finalizers, or for

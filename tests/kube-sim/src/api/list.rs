@@ -239,8 +239,15 @@ fn decode_continue(token: &str) -> Result<(u64, String), ApiError> {
     ))
 }
 
+/// Where a list's page ended, as its continue token says it: `namespace/name`.
 fn sort_key(o: &Value) -> String {
     format!("{}/{}", util::namespace(o), util::name(o))
+}
+
+/// The store's key of a continue token's `namespace/name` (neither has a `/`).
+fn store_key(start: &str) -> (String, String) {
+    let (namespace, name) = start.split_once('/').unwrap_or(("", start));
+    (namespace.to_string(), name.to_string())
 }
 
 /// GET on a collection.
@@ -269,15 +276,12 @@ pub fn list(
         .and_then(|l| l.parse().ok())
         .unwrap_or(0);
     // Selectors and the limit are applied inside the store: only the page is copied.
+    let after = start.as_deref().map(store_key);
     let page = shared.store.list_page(
         &info.key(),
         (!ns.is_empty()).then_some(ns),
-        |o| {
-            sel.matches(o)
-                && start
-                    .as_ref()
-                    .is_none_or(|s| sort_key(o).as_str() > s.as_str())
-        },
+        after.as_ref(),
+        |o| sel.matches(o),
         (limit > 0).then_some(limit),
     );
     let list_rv = continue_rv.unwrap_or(page.rv);
