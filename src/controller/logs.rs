@@ -4,6 +4,8 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
 
+use super::cached::CachedPod;
+
 /// The most read from one container; longer logs are cut before the excerpt is made.
 const FETCH_LIMIT_BYTES: i64 = 8 * 1024 * 1024;
 
@@ -33,19 +35,13 @@ pub fn excerpt(text: &str, cap: usize) -> String {
 
 /// The logs of every container of the task's pods, init containers first, each headed by
 /// `[pod/container]`, cut to `cap` bytes in all.
-pub async fn collect(api: &Api<Pod>, pods: &[&Pod], cap: usize) -> String {
+pub async fn collect(api: &Api<Pod>, pods: &[&CachedPod], cap: usize) -> String {
     let mut text = String::new();
     for pod in pods {
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
-        let spec = pod.spec.as_ref();
-        let containers = spec
-            .and_then(|s| s.init_containers.as_ref())
-            .into_iter()
-            .flatten()
-            .chain(spec.map(|s| s.containers.iter()).into_iter().flatten());
-        for container in containers {
+        for container in pod.spec.iter().flat_map(|spec| spec.names()) {
             let params = LogParams {
-                container: Some(container.name.clone()),
+                container: Some(container.to_string()),
                 limit_bytes: Some(FETCH_LIMIT_BYTES),
                 ..Default::default()
             };
@@ -56,7 +52,7 @@ pub async fn collect(api: &Api<Pod>, pods: &[&Pod], cap: usize) -> String {
             if body.is_empty() {
                 continue;
             }
-            text.push_str(&format!("[{pod_name}/{}]\n", container.name));
+            text.push_str(&format!("[{pod_name}/{container}]\n"));
             text.push_str(&body);
             if !body.ends_with('\n') {
                 text.push('\n');

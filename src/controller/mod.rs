@@ -3,6 +3,7 @@
 //! Jobs and pods are read from reflector stores fed by one watch per kind, never polled; the
 //! reconcile of a run is woken by a change of the run, of its Job, or of its Job's pods.
 
+mod cached;
 mod decide;
 mod group;
 pub(crate) mod history;
@@ -19,9 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event as EventsV1;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Resource;
@@ -31,6 +30,8 @@ use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::{mpsc, watch};
+
+use cached::{CachedJob, CachedPod};
 
 use crate::crd::{DeadLetter, Delivery, JobRun, JobRunStatus};
 use crate::health::Health;
@@ -85,8 +86,8 @@ pub struct Context {
     groups: Arc<group::Groups>,
     /// Where runs' Events go to be published.
     history: Publisher,
-    jobs: Store<Job>,
-    pods: Store<Pod>,
+    jobs: Store<CachedJob>,
+    pods: Store<CachedPod>,
     /// The names of each Job's pods, so finding them does not scan every cached pod.
     pod_index: Arc<PodIndex>,
     /// Consecutive failures per run, for backoff in `error_policy`.
@@ -177,8 +178,8 @@ pub async fn run(
     let shutdown = shutdown.shared();
     let namespace = parts.settings.job_namespace.clone();
     let runs: Api<JobRun> = Api::namespaced(parts.client.clone(), &namespace);
-    let jobs: Api<Job> = Api::namespaced(parts.client.clone(), &namespace);
-    let pods: Api<Pod> = Api::namespaced(parts.client.clone(), &namespace);
+    let jobs: Api<CachedJob> = Api::namespaced(parts.client.clone(), &namespace);
+    let pods: Api<CachedPod> = Api::namespaced(parts.client.clone(), &namespace);
     let children = watcher::Config::default().labels(&managed_selector());
 
     // One watch per kind, each feeding a store; the controller reads Jobs and pods from the
@@ -202,7 +203,7 @@ pub async fn run(
     .default_backoff()
     .touched_objects();
     let (job_store, job_writer) = reflector::store();
-    let job_events = reflector(job_writer, watcher(jobs, children.clone()).modify(trim_job))
+    let job_events = reflector(job_writer, watcher(jobs, children.clone()))
         .inspect(synced.marker(1))
         .inspect(watch_health(&health, "jobs"))
         .default_backoff()
@@ -213,7 +214,7 @@ pub async fn run(
     let pod_events = reflector(
         pod_writer,
         watcher(pods, children)
-            .modify(trim_pod)
+            .modify(cached::trim_pod_status)
             .inspect(move |event| indexer.record(event)),
     )
     .inspect(synced.marker(2))
@@ -242,7 +243,7 @@ pub async fn run(
 
     let controller = Controller::for_stream(run_events, run_store)
         .owns_stream(job_events)
-        .watches_stream(pod_events, move |pod: Pod| {
+        .watches_stream(pod_events, move |pod: CachedPod| {
             let run = pod.labels().get(labels::RUN)?.clone();
             Some(ObjectRef::<JobRun>::new(&run).within(&namespace))
         })
@@ -586,15 +587,15 @@ impl Context {
         }
     }
 
-    fn job(&self, name: &str) -> Option<Arc<Job>> {
+    fn job(&self, name: &str) -> Option<Arc<CachedJob>> {
         self.jobs
             .get(&ObjectRef::new(name).within(&self.parts.settings.job_namespace))
     }
 
-    fn pods_of_job(&self, job: &str) -> Vec<Arc<Pod>> {
+    fn pods_of_job(&self, job: &str) -> Vec<Arc<CachedPod>> {
         let namespace = &self.parts.settings.job_namespace;
         let names = self.pod_index.names(job);
-        let mut pods: Vec<Arc<Pod>> = names
+        let mut pods: Vec<Arc<CachedPod>> = names
             .iter()
             .filter_map(|name| self.pods.get(&ObjectRef::new(name).within(namespace)))
             .collect();
@@ -609,7 +610,7 @@ impl Context {
 }
 
 /// The Job a pod belongs to, from the labels the Job controller sets.
-fn job_of_pod(pod: &Pod) -> Option<&str> {
+fn job_of_pod(pod: &CachedPod) -> Option<&str> {
     let labels = pod.metadata.labels.as_ref()?;
     labels
         .get("batch.kubernetes.io/job-name")
@@ -626,7 +627,7 @@ struct PodIndex {
 }
 
 impl PodIndex {
-    fn record(&self, event: &Result<watcher::Event<Pod>, watcher::Error>) {
+    fn record(&self, event: &Result<watcher::Event<CachedPod>, watcher::Error>) {
         let Ok(mut by_job) = self.by_job.lock() else {
             return;
         };
@@ -653,7 +654,7 @@ impl PodIndex {
         }
     }
 
-    fn keep_only(&self, job: &str, pods: &[Arc<Pod>]) {
+    fn keep_only(&self, job: &str, pods: &[Arc<CachedPod>]) {
         let Ok(mut by_job) = self.by_job.lock() else {
             return;
         };
@@ -718,40 +719,12 @@ fn trim_run(run: &mut JobRun) {
     }
 }
 
-/// Keeps of a cached Job what the controller reads: its metadata (without the field managers)
-/// and status. The pod template, with every task's env, would otherwise be held for every run.
-fn trim_job(job: &mut Job) {
-    job.metadata.managed_fields = None;
-    job.spec = None;
-}
-
-/// Keeps of a cached pod what the controller reads: metadata, container names, status.
-fn trim_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    if let Some(spec) = pod.spec.take() {
-        let names_only = |containers: Vec<k8s_openapi::api::core::v1::Container>| {
-            containers
-                .into_iter()
-                .map(|c| k8s_openapi::api::core::v1::Container {
-                    name: c.name,
-                    ..Default::default()
-                })
-                .collect::<Vec<_>>()
-        };
-        pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
-            containers: names_only(spec.containers),
-            init_containers: spec.init_containers.map(names_only),
-            ..Default::default()
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(name: &str, job: &str) -> Pod {
+    fn pod(name: &str, job: &str) -> CachedPod {
         serde_json::from_value(json!({
             "metadata": {"name": name, "labels": {"batch.kubernetes.io/job-name": job},
                          "managedFields": [{"manager": "kubelet"}]},
@@ -854,18 +827,6 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&cached).unwrap(),
             serde_json::to_value(&pending).unwrap()
-        );
-    }
-
-    #[test]
-    fn cached_pods_keep_only_what_the_controller_reads() {
-        let mut trimmed = pod("a-1", "a");
-        trim_pod(&mut trimmed);
-        assert_eq!(trimmed.metadata.managed_fields, None);
-        assert_eq!(job_of_pod(&trimmed), Some("a"));
-        assert_eq!(
-            serde_json::to_value(trimmed.spec.unwrap()).unwrap(),
-            json!({"initContainers": [{"name": "stage"}], "containers": [{"name": "task"}]})
         );
     }
 }

@@ -1,7 +1,6 @@
 //! Reading the world: what a Job's status and its pods say, as pure functions.
 
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use super::cached::{CachedJob, CachedPod};
 
 /// Where a task's Job stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,7 +11,7 @@ pub enum JobState {
 }
 
 /// Reads the terminal conditions the Job controller sets (`Complete`, `Failed`).
-pub fn job_state(job: &Job) -> JobState {
+pub fn job_state(job: &CachedJob) -> JobState {
     let conditions = job
         .status
         .as_ref()
@@ -57,7 +56,7 @@ pub struct Stuck {
 
 /// The termination message of the task container of a Job's pod that succeeded (empty when the
 /// task wrote none); `None` while no such pod is seen.
-pub fn termination_message<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<String> {
+pub fn termination_message<'a>(pods: impl IntoIterator<Item = &'a CachedPod>) -> Option<String> {
     pods.into_iter()
         .filter_map(|pod| pod.status.as_ref())
         .filter(|status| status.phase.as_deref() == Some("Succeeded"))
@@ -69,7 +68,7 @@ pub fn termination_message<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Optio
 
 /// The first pod of a Job that cannot start: a container waiting for a reason that does not go
 /// away by itself, or a pod the scheduler cannot place.
-pub fn stuck_pod<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<Stuck> {
+pub fn stuck_pod<'a>(pods: impl IntoIterator<Item = &'a CachedPod>) -> Option<Stuck> {
     for pod in pods {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let Some(status) = &pod.status else { continue };
@@ -116,7 +115,7 @@ mod tests {
 
     use super::*;
 
-    fn job(conditions: serde_json::Value) -> Job {
+    fn job(conditions: serde_json::Value) -> CachedJob {
         serde_json::from_value(json!({
             "metadata": {"name": "j"},
             "status": {"conditions": conditions}
@@ -153,7 +152,7 @@ mod tests {
 
     #[test]
     fn stuck_pods() {
-        let pulling: Pod = serde_json::from_value(json!({
+        let pulling: CachedPod = serde_json::from_value(json!({
             "metadata": {"name": "p"},
             "status": {"containerStatuses": [{
                 "name": "task", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
@@ -169,7 +168,7 @@ mod tests {
                 message: "container task: Back-off pulling image \"x\"".into()
             })
         );
-        let creating: Pod = serde_json::from_value(json!({
+        let creating: CachedPod = serde_json::from_value(json!({
             "metadata": {"name": "q"},
             "status": {"containerStatuses": [{
                 "name": "task", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
@@ -178,7 +177,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(stuck_pod([&creating]), None);
-        let unschedulable: Pod = serde_json::from_value(json!({
+        let unschedulable: CachedPod = serde_json::from_value(json!({
             "metadata": {"name": "u"},
             "status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available"}]}
         }))
@@ -188,7 +187,7 @@ mod tests {
 
     #[test]
     fn the_termination_message_is_the_task_containers_in_the_pod_that_succeeded() {
-        let pod = |name: &str, phase: &str, message: Option<&str>| -> Pod {
+        let pod = |name: &str, phase: &str, message: Option<&str>| -> CachedPod {
             serde_json::from_value(json!({
                 "metadata": {"name": name},
                 "status": {"phase": phase, "containerStatuses": [

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::Instrument;
 
+use super::cached::{CachedJob, CachedPod};
 use super::decide::{
     Attempt, Facts, JobSeen, Limits, Step, decide, delivery_mut, first_attempt, initialise,
     job_name, record_attempt, record_dead_letter_attempt, record_halt, record_job,
@@ -614,7 +615,7 @@ impl Cluster<'_> {
     }
 
     /// What a Job and its cached pods say.
-    fn seen(&self, job: &Job) -> JobSeen {
+    fn seen(&self, job: &CachedJob) -> JobSeen {
         match job_state(job) {
             JobState::Succeeded => JobSeen::Succeeded {
                 message: termination_message(
@@ -686,7 +687,7 @@ impl World for Cluster<'_> {
     }
 
     async fn look_up_job(&self, name: &str) -> Result<JobSeen, ReconcileError> {
-        let job = self.namespaced::<Job>().get_opt(name).await?;
+        let job = self.namespaced::<CachedJob>().get_opt(name).await?;
         Ok(job.map_or(JobSeen::Gone, |job| self.seen(&job)))
     }
 
@@ -742,7 +743,7 @@ impl World for Cluster<'_> {
 
     async fn task_logs(&self, name: &str, budget: usize) -> String {
         let pods = self.ctx.pods_of_job(name);
-        let pods: Vec<&Pod> = pods.iter().map(AsRef::as_ref).collect();
+        let pods: Vec<&CachedPod> = pods.iter().map(AsRef::as_ref).collect();
         logs::collect(&self.namespaced::<Pod>(), &pods, budget).await
     }
 
