@@ -1468,17 +1468,10 @@ async fn requests_phase(
         );
         tokio::time::sleep(stack.settle()).await;
         let by_verb = stack.requests_since(mark);
-        // The leader's Lease renewals (one per retry period whatever runs) are not the run's,
-        // and its Events (its history for `kubectl describe`) record nothing a restart needs.
+        // Its Events (its history for `kubectl describe`) record nothing a restart needs.
         let writes: u64 = by_verb
             .iter()
-            .filter(|(k, _)| {
-                ["create", "patch", "update", "delete"]
-                    .iter()
-                    .any(|v| k.starts_with(v))
-                    && !k.ends_with(" leases")
-                    && !k.ends_with(" events")
-            })
+            .filter(|(k, _)| is_write(k) && !k.ends_with(" events"))
             .map(|(_, n)| n)
             .sum();
         // Reads of objects other than through a watch. The logs are read once per task, after
@@ -1577,6 +1570,15 @@ async fn in_flight_phase(plan: Plan, stack: &Stack, problems: &Problems) -> (Str
     )
 }
 
+/// Whether a request (`verb resource[/subresource]`) writes, other than the leader's Lease
+/// renewals (one per retry period whatever runs).
+fn is_write(request: &str) -> bool {
+    ["create", "patch", "update", "delete"]
+        .iter()
+        .any(|verb| request.starts_with(verb))
+        && !request.ends_with(" leases")
+}
+
 /// Phase 6, the retained record: `retained_runs` finished runs in the API server (each the
 /// planner's run of the one-task action for the 2 KiB event, its `.started` and `.finished`
 /// delivered, 1 KiB of the task's logs in its status, finished now: the shipped retention of a
@@ -1625,12 +1627,7 @@ async fn retained_phase(
     let writes: Vec<String> = stack
         .requests_since(mark)
         .into_iter()
-        .filter(|(k, _)| {
-            ["create", "patch", "update", "delete"]
-                .iter()
-                .any(|v| k.starts_with(v))
-                && !k.ends_with(" leases")
-        })
+        .filter(|(k, _)| is_write(k))
         .map(|(k, n)| format!("{k}: {n}"))
         .collect();
     let stored = stack.count_jobruns().await;
