@@ -274,14 +274,32 @@ impl Cluster {
         cluster
     }
 
+    /// `kubectl ARGS` as the admin. A request that never reached the server (its TLS handshake
+    /// timed out, the connection was refused: two cores shared with a busy control plane) is
+    /// sent again, up to three times; any other failure is kubectl's answer.
     fn kubectl_output(&self, args: &[&str]) -> Output {
-        Command::new(&self.bin)
-            .arg("kubectl")
-            .args(args)
-            .env("KUBECONFIG", &self.admin_kubeconfig)
-            .env("KUBECACHEDIR", self.dir.join("kube-cache"))
-            .output()
-            .expect("run kubectl")
+        let mut attempt = 1;
+        loop {
+            let output = Command::new(&self.bin)
+                .arg("kubectl")
+                .args(args)
+                .env("KUBECONFIG", &self.admin_kubeconfig)
+                .env("KUBECACHEDIR", self.dir.join("kube-cache"))
+                .output()
+                .expect("run kubectl");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let unsent = stderr.contains("TLS handshake timeout")
+                || stderr.contains("connect: connection refused");
+            if output.status.success() || !unsent || attempt == 3 {
+                return output;
+            }
+            eprintln!(
+                "(kubectl {args:?}: not sent, again in 2 s: {})",
+                stderr.trim()
+            );
+            attempt += 1;
+            std::thread::sleep(Duration::from_secs(2));
+        }
     }
 
     /// `kubectl ARGS` as the admin; its output, or the run fails with kubectl's error.
@@ -854,15 +872,6 @@ fn memory(pid: u32) -> Memory {
         anonymous: field("RssAnon:"),
         file: field("RssFile:"),
     }
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// The machine's 1-minute load average (`uptime`), from `/proc/loadavg`.
@@ -1541,7 +1550,7 @@ async fn in_flight_phase(plan: Plan, stack: &Stack, problems: &Problems) -> (Str
     let mut peak: f64 = 0.0;
     let mut running = 0;
     while running < target && Instant::now() < deadline {
-        peak = peak.max(rss_mib(stack.pid()));
+        peak = peak.max(memory(stack.pid()).rss);
         tokio::time::sleep(poll).await;
         running = stack.running_tasks().await;
     }
