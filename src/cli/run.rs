@@ -829,7 +829,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         health,
         stopped(stop_rx),
     );
-    let controller = async {
+    let controller = async move {
         controller.await;
         controller_done.notify_one();
     };
@@ -839,14 +839,27 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     tokio::join!(
-        ingest_server,
-        admin_server,
-        controller,
-        election,
-        schedules,
-        nats
+        on_workers(ingest_server),
+        on_workers(admin_server),
+        on_workers(controller),
+        on_workers(election),
+        on_workers(schedules),
+        on_workers(nats)
     );
     Ok(())
+}
+
+/// Runs one part of the operator as a task of the runtime's worker threads. The thread that
+/// blocks on the operator is not one of them: a part polled there (the watches, the
+/// reconciles) is woken across threads for every read of its sockets, a context switch each,
+/// which cost a third of the operator's CPU while it listed 30,000 runs. A part that panics
+/// still ends the process, as it did when polled in place.
+async fn on_workers(part: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Err(error) = tokio::spawn(part).await
+        && error.is_panic()
+    {
+        std::panic::resume_unwind(error.into_panic());
+    }
 }
 
 /// Keeps `/metrics` (`job_executor_leader`) and `/readyz` saying who leads, and logs changes.
