@@ -470,6 +470,24 @@ impl Target {
 struct Operator {
     child: Child,
     ingest: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Operator {
+    /// A gauge or counter without labels from the operator's `/metrics`.
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let response = client
+            .get(format!("http://{}/metrics", self.admin).parse().ok()?)
+            .await
+            .ok()?;
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        String::from_utf8_lossy(&body).lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok())?
+        })
+    }
 }
 
 impl Drop for Operator {
@@ -855,7 +873,11 @@ async fn start_operator(
         assert!(Instant::now() < deadline, "the operator never became ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Operator { child, ingest }
+    Operator {
+        child,
+        ingest,
+        admin,
+    }
 }
 
 /// User plus system CPU time of a process, from `/proc/<pid>/stat`.
@@ -1662,8 +1684,28 @@ async fn retained_phase(
     .await;
     let ready = started.elapsed().as_secs_f64();
     let at_ready = memory(stack.pid());
-    // Settled: the operator has looked at every run (a reconcile each) once its CPU time stops
-    // growing.
+    // The operator lists the retained runs once it is ready, apart from the runs it works on,
+    // and counts those whose deletion it scheduled.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut counted = 0.0;
+    while Instant::now() < deadline {
+        counted = stack.operators[0]
+            .metric("job_executor_runs_retained")
+            .await
+            .unwrap_or_default();
+        if counted >= plan.retained_runs as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listed_all = started.elapsed().as_secs_f64();
+    problems.check(counted == plan.retained_runs as f64, || {
+        format!(
+            "retained phase: the operator scheduled the deletion of {counted} of the {} retained runs",
+            plan.retained_runs
+        )
+    });
+    // Settled once its CPU time stops growing.
     let mut cpu = stack.cpu_seconds();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -1699,7 +1741,7 @@ async fn retained_phase(
                 plan.retained_runs
             ),
             format!(
-                "ready after {ready:.1} s{} (the runs stored in {seeded:.0} s beforehand; a client that only reads their pages lists them in {bare:.1} s); every run looked at after {settled:.1} s, operator CPU {cpu:.1} s; writes {}",
+                "ready after {ready:.1} s{} (the runs stored in {seeded:.0} s beforehand; a client that only reads their pages lists them in {bare:.1} s); every retained run listed and its deletion scheduled after {listed_all:.1} s, settled after {settled:.1} s, operator CPU {cpu:.1} s; writes {}",
                 plan.goal("< 10 s"),
                 if writes.is_empty() {
                     "0".to_string()
@@ -1714,7 +1756,7 @@ async fn retained_phase(
                 plan.retained_runs
             ),
             format!(
-                "{} when ready, {} once every run was looked at{}",
+                "{} when ready, {} once every retained run was listed{}",
                 at_ready.summary(),
                 after.summary(),
                 plan.goal("< 300 MiB")
@@ -1737,7 +1779,7 @@ async fn seed_done_runs(stack: &Stack, dir: &Path, count: usize) {
             let name = format!("done-{i}");
             run.metadata.name = Some(name.clone());
             let status = json!({"status": {
-                "revision": 4, "phase": "Succeeded", "taskSummary": "1/1 succeeded",
+                "revision": 4, "done": true, "phase": "Succeeded", "taskSummary": "1/1 succeeded",
                 "tasks": [{"name": "only", "jobName": format!("{name}-0"), "phase": "Succeeded",
                            "startTime": now, "completionTime": now, "logs": logs}],
                 "started": {"id": format!("{name}-started"), "state": "Delivered", "attempts": 1,

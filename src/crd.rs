@@ -41,7 +41,8 @@ pub const CRD_NAME: &str = "jobruns.job-executor.dev";
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Task","type":"integer","jsonPath":".status.currentTask"}"#,
     printcolumn = r#"{"name":"Tasks","type":"string","jsonPath":".status.taskSummary"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    selectable = ".status.done"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct JobRunSpec {
@@ -206,6 +207,12 @@ pub struct JobRunStatus {
     /// The notifications of the run, as they became due (when it started, when it ended).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<Notification>,
+    /// True once the run is over and nothing of it is left to deliver: it is only kept until
+    /// its retention ends. A selectable field (`kubectl get jobruns --field-selector
+    /// status.done=true`): the controller watches only the runs without it, so retained runs
+    /// are neither listed at its start nor held in its cache.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub done: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -84,6 +84,19 @@ pub fn explain(error: &kube::Error) -> String {
              ServiceAccount and Role (docs/install.md)",
             status.message
         ),
+        // The controller watches JobRuns with a field selector on `status.done`, a selectable
+        // field of this version's CRD (Kubernetes 1.31 and later).
+        kube::Error::Api(status)
+            if status.code == 400 && status.message.contains("field label not supported") =>
+        {
+            format!(
+                "the installed CustomResourceDefinition {} is older than this operator (the \
+                 API server answered: {}): kubectl apply -f crds/ (Helm does not upgrade CRDs); \
+                 Kubernetes 1.31 or later is needed",
+                crate::crd::CRD_NAME,
+                status.message
+            )
+        }
         kube::Error::Api(status) => format!(
             "the Kubernetes API answered {} {}: {}",
             status.code, status.reason, status.message
@@ -167,6 +180,13 @@ mod tests {
         assert!(explain(&api(404)).contains("jobruns.job-executor.dev"));
         assert!(explain(&api(403)).contains("denied"));
         assert!(explain(&api(500)).starts_with("the Kubernetes API answered 500"));
+        let old_crd = kube::Error::Api(Box::new(kube::core::Status {
+            code: 400,
+            message: "field label not supported: status.done".into(),
+            ..Default::default()
+        }));
+        assert!(explain(&old_crd).contains("is older than this operator"));
+        assert!(explain(&old_crd).contains("kubectl apply -f crds/"));
         let unreachable = kube::Error::Service("connection refused".into());
         assert!(explain(&unreachable).starts_with("the Kubernetes API server cannot be reached"));
     }

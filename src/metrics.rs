@@ -46,6 +46,7 @@ pub struct Metrics {
     notifications: Family<NamedLabels, Counter>,
     reconcile_errors: Family<Labels, Counter>,
     runs_in_flight: Gauge,
+    runs_retained: Gauge,
     leader: Gauge,
     git_fetches: Family<Labels, Counter>,
     git_stale_lookups: Counter,
@@ -117,6 +118,13 @@ impl Metrics {
             "Runs accepted and not finished",
             runs_in_flight.clone(),
         );
+        let runs_retained = Gauge::default();
+        registry.register(
+            "runs_retained",
+            "Done runs kept until their retention ends, their deletion scheduled (runs kept for \
+             good are not counted)",
+            runs_retained.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -185,6 +193,7 @@ impl Metrics {
             notifications,
             reconcile_errors,
             runs_in_flight,
+            runs_retained,
             leader,
             git_fetches,
             git_stale_lookups,
@@ -289,6 +298,11 @@ impl Metrics {
     /// The counter the git config source counts its stale lookups in.
     pub fn git_stale_lookups(&self) -> Counter {
         self.git_stale_lookups.clone()
+    }
+
+    /// The gauge of retained runs whose deletion is scheduled.
+    pub fn runs_retained(&self) -> Gauge {
+        self.runs_retained.clone()
     }
 
     /// Records whether a run is in flight; the gauge counts distinct runs.

@@ -1351,6 +1351,8 @@ async fn metrics_count_what_happened() {
         "job_executor_event_deliveries_total{kind=\"finished\",outcome=\"delivered\"} 1",
         "job_executor_runs_finished_total{phase=\"Succeeded\"} 1",
         "job_executor_runs_in_flight 0",
+        // Done, and its deletion scheduled after the shipped week of retention.
+        "job_executor_runs_retained 1",
         // Two tasks, each created once; the run and both its deliveries timed.
         "job_executor_reconcile_step_duration_seconds_count{step=\"create_job\"} 2",
         "job_executor_run_duration_seconds_count{phase=\"Succeeded\"} 1",
@@ -1499,17 +1501,60 @@ async fn readyz_until(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn started_before_its_crd_it_says_so_waits_for_it_and_stops_on_sigterm() {
+/// An operator on a fresh kube-sim with nothing installed, reading `examples/` (not started).
+async fn on_a_bare_sim(name: &str) -> (support::Operator, kube_sim::Sim) {
     let sim = kube_sim::Sim::builder().start().await.unwrap();
-    let dir = support::fresh_dir("no-crd");
+    let dir = support::fresh_dir(name);
     let kubeconfig = sim.write_kubeconfig(dir.join("kubeconfig")).unwrap();
     let config = support::root().join("examples");
     let source = vec![
         "--config-dir".to_string(),
         config.to_str().unwrap().to_string(),
     ];
-    let mut op = support::Operator::new(dir, kubeconfig.clone(), "default", source, &[]).await;
+    let op = support::Operator::new(dir, kubeconfig, "default", source, &[]).await;
+    (op, sim)
+}
+
+/// `kubectl apply -f path` as the operator's user.
+fn kubectl_apply(op: &support::Operator, path: &std::path::Path) {
+    let applied = std::process::Command::new(support::kubectl())
+        .args(["apply", "-f", path.to_str().unwrap()])
+        .env("KUBECONFIG", &op.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(applied.status.success(), "{applied:?}");
+}
+
+/// Upgraded without its CRD (Helm does not upgrade CRDs): the JobRun CRD of an older version
+/// has no selectable `status.done`, the API server refuses the controller's watch, and
+/// `/readyz` names the fix until the CRD is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_newer_than_its_crd_says_which_to_apply_and_waits_for_it() {
+    let (mut op, _sim) = on_a_bare_sim("old-crd").await;
+    let crd = support::root().join("crds/jobrun.yaml");
+    let current = std::fs::read_to_string(&crd).unwrap();
+    let older = current.replace("    selectableFields:\n    - jsonPath: .status.done\n", "");
+    assert_ne!(older, current, "the CRD has the selectable field");
+    let older_crd = op.dir.join("jobrun-older.yaml");
+    std::fs::write(&older_crd, older).unwrap();
+    kubectl_apply(&op, &older_crd);
+    op.spawn_operator().await;
+    let fix = "jobruns.job-executor.dev is older than this operator";
+    let readyz = readyz_until(&op, LONG, |(_, body)| body.contains(fix)).await;
+    assert_eq!(readyz.0, 503);
+    assert!(readyz.1.contains("kubectl apply -f crds/"), "{}", readyz.1);
+    kubectl_apply(&op, &crd);
+    readyz_until(&op, LONG, |(status, _)| *status == 200).await;
+    let response = op
+        .post_event(&sample_with_id("test.triggered.json", "old-crd"))
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    op.wait_finished("old-crd", LONG).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_before_its_crd_it_says_so_waits_for_it_and_stops_on_sigterm() {
+    let (mut op, _sim) = on_a_bare_sim("no-crd").await;
 
     // Not ready, and every place says why and what to do.
     op.spawn_operator().await;
@@ -1548,13 +1593,7 @@ async fn started_before_its_crd_it_says_so_waits_for_it_and_stops_on_sigterm() {
 
     // Started again, it waits; once the CRD is there it becomes ready and accepts the event.
     op.spawn_operator().await;
-    let crd = support::root().join("crds");
-    let applied = std::process::Command::new(support::kubectl())
-        .args(["apply", "-f", crd.to_str().unwrap()])
-        .env("KUBECONFIG", &kubeconfig)
-        .output()
-        .unwrap();
-    assert!(applied.status.success(), "{applied:?}");
+    kubectl_apply(&op, &support::root().join("crds"));
     readyz_until(&op, LONG, |(status, _)| *status == 200).await;
     let response = op
         .post_event(&sample_with_id("test.triggered.json", "no-crd"))

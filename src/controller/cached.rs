@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use std::fmt;
+
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 /// A Job as the controller reads it: who it is, whose it is, and its status.
@@ -59,7 +62,7 @@ impl PodContainers {
 }
 
 /// The metadata the controller reads. The field managers (often larger than the rest of the
-/// object), annotations and the like are skipped while parsing.
+/// object), annotations, the labels it does not read and the like are skipped while parsing.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ReadMetadata {
@@ -67,25 +70,66 @@ struct ReadMetadata {
     namespace: Option<String>,
     uid: Option<String>,
     resource_version: Option<String>,
-    labels: Option<BTreeMap<String, String>>,
+    labels: Option<ReadLabels>,
     owner_references: Option<Vec<OwnerReference>>,
     creation_timestamp: Option<Time>,
     deletion_timestamp: Option<Time>,
 }
 
-fn read_metadata<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Error> {
+pub(crate) fn read_metadata<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<ObjectMeta, D::Error> {
     let read = ReadMetadata::deserialize(deserializer)?;
     Ok(ObjectMeta {
         name: read.name,
         namespace: read.namespace,
         uid: read.uid,
         resource_version: read.resource_version,
-        labels: read.labels,
+        labels: read.labels.map(|labels| labels.0),
         owner_references: read.owner_references,
         creation_timestamp: read.creation_timestamp,
         deletion_timestamp: read.deletion_timestamp,
         ..Default::default()
     })
+}
+
+/// The labels the controller reads of a Job or pod: the run it belongs to, and a pod's Job (the
+/// Job controller sets both spellings). A Job and its pod carry a dozen labels (the task's, the
+/// event's, the Job controller's): the rest are skipped while parsing.
+const READ_LABELS: [&str; 3] = [
+    crate::labels::RUN,
+    "batch.kubernetes.io/job-name",
+    "job-name",
+];
+
+struct ReadLabels(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for ReadLabels {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Kept;
+
+        impl<'de> Visitor<'de> for Kept {
+            type Value = ReadLabels;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of labels")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ReadLabels, A::Error> {
+                let mut kept = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if READ_LABELS.contains(&key.as_str()) {
+                        kept.insert(key, map.next_value()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(ReadLabels(kept))
+            }
+        }
+
+        deserializer.deserialize_map(Kept)
+    }
 }
 
 /// Drops from a cached pod's status what the controller does not read: addresses, the QoS
@@ -165,7 +209,9 @@ mod tests {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {
                 "name": "r-0-abc", "namespace": "jobs", "uid": "u", "resourceVersion": "7",
-                "labels": {"batch.kubernetes.io/job-name": "r-0"},
+                "labels": {"batch.kubernetes.io/job-name": "r-0", "job-name": "r-0",
+                           "job-executor.dev/run": "r", "keptn.sh/project": "p",
+                           "batch.kubernetes.io/controller-uid": "j"},
                 "annotations": {"a": "b"},
                 "managedFields": [{"manager": "kubelet", "fieldsV1": {"f:status": {}}}],
                 "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "r-0",
@@ -189,6 +235,16 @@ mod tests {
         .unwrap();
         assert_eq!(pod.metadata.managed_fields, None);
         assert_eq!(pod.metadata.annotations, None);
+        let labels = pod.metadata.labels.as_ref().unwrap();
+        assert_eq!(
+            labels.keys().collect::<Vec<_>>(),
+            [
+                "batch.kubernetes.io/job-name",
+                "job-executor.dev/run",
+                "job-name"
+            ],
+            "only the labels the controller reads"
+        );
         assert_eq!(pod.metadata.resource_version.as_deref(), Some("7"));
         assert_eq!(
             pod.metadata.owner_references.as_ref().map(Vec::len),

@@ -687,28 +687,38 @@ fn until(text: Option<&str>, now: Timestamp) -> Duration {
         .unwrap_or_default()
 }
 
-/// How long a finished run is still kept, `None` when it is kept for good: retention off, or
-/// its `.finished` given up (the record of what could not be delivered stays until someone
-/// looks).
+/// How long a finished run is still kept, `None` when it is kept for good.
 fn retention_left(
     run: &JobRun,
     status: &JobRunStatus,
     limits: &Limits,
     now: Timestamp,
 ) -> Option<Duration> {
+    let until = retained_until(run.metadata.creation_timestamp.as_ref(), status, limits)?;
+    Some(until.duration_since(now).try_into().unwrap_or_default())
+}
+
+/// When a done run's retention is over, `None` when it is kept for good: retention off, its
+/// `.finished` given up (the record of what could not be delivered stays until someone looks),
+/// or no time to count from.
+pub fn retained_until(
+    created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    status: &JobRunStatus,
+    limits: &Limits,
+) -> Option<Timestamp> {
     let retention = limits.retention?;
     // A `.finished` given up is kept on record, unless the dead-letter sink has it.
     if status.finished.as_ref().is_some_and(|d| !d.reported()) {
         return None;
     }
     // Runs finished by an older version have no `finishedAt`: their creation counts.
-    let finished_at = status.finished_at.clone().or_else(|| {
-        run.metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.to_string())
-    });
-    Some(retention.saturating_sub(since(finished_at.as_deref(), now)))
+    let finished = match status.finished_at.as_deref() {
+        Some(at) => at.parse().ok()?,
+        None => created?.0,
+    };
+    finished
+        .checked_add(SignedDuration::try_from(retention).ok()?)
+        .ok()
 }
 
 /// The status a run starts from: a record per task, running from the first, the `.started`

@@ -1,6 +1,7 @@
-//! The runs this replica knows of, from its JobRun watch: which exist and how many are still
-//! in flight, so ingest can refuse new work beyond `--max-runs-in-flight` without asking the
-//! API server (every replica keeps the watch, leader or not).
+//! The runs this replica knows of, from its JobRun watch (the runs not done yet: done ones
+//! leave it): which exist and how many are still in flight, so ingest can refuse new work
+//! beyond `--max-runs-in-flight` without asking the API server (every replica keeps the watch,
+//! leader or not).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -12,6 +12,7 @@ mod logs;
 mod observe;
 mod outputs;
 pub mod report;
+mod retained;
 mod step;
 
 use std::collections::HashMap;
@@ -94,7 +95,7 @@ pub struct Context {
     failures: std::sync::Mutex<HashMap<String, u32>>,
     /// The newest status this process wrote per run, because the watch cache that hands runs
     /// to `reconcile` can still hold an older copy.
-    written: std::sync::Mutex<HashMap<String, Written>>,
+    written: Arc<std::sync::Mutex<HashMap<String, Written>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -189,9 +190,12 @@ pub async fn run(
     let (groups, woken) = group::Groups::new(&namespace);
     let groups = Arc::new(groups);
     let members = groups.clone();
+    let written = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    // Only the runs not done yet: a done run leaves this watch (and the cache) with the write
+    // that records it done, and is kept apart until its retention is over (`retained`).
     let run_events = reflector(
         run_writer,
-        watcher(runs, watcher::Config::default()).modify(trim_run),
+        watcher(runs, watcher::Config::default().fields(retained::NOT_DONE)).modify(trim_run),
     )
     .inspect(synced.marker(0))
     .inspect({
@@ -199,6 +203,18 @@ pub async fn run(
         move |event| known.record(event)
     })
     .inspect(move |event| members.record(event))
+    .inspect({
+        // A run that left the watch (done, or deleted) is reconciled no more: what this
+        // process wrote of it is not needed to tell a stale copy.
+        let written = written.clone();
+        move |event| {
+            if let Ok(watcher::Event::Delete(run)) = event
+                && let (Some(name), Ok(mut written)) = (run.metadata.name.as_ref(), written.lock())
+            {
+                written.remove(name);
+            }
+        }
+    })
     .inspect(watch_health(&health, "jobruns"))
     .default_backoff()
     .touched_objects();
@@ -238,7 +254,7 @@ pub async fn run(
         pods: pod_store,
         pod_index,
         failures: std::sync::Mutex::new(HashMap::new()),
-        written: std::sync::Mutex::new(HashMap::new()),
+        written,
     });
 
     let controller = Controller::for_stream(run_events, run_store)
@@ -257,11 +273,24 @@ pub async fn run(
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown.clone());
     let synced_health = health.clone();
-    tokio::spawn(async move {
+    let retention = context.parts.options.jobrun_retention.is_some().then(|| {
+        let runs = Api::namespaced(
+            context.parts.client.clone(),
+            &context.parts.settings.job_namespace,
+        );
+        retained::keep(runs, context.clone(), health.clone())
+    });
+    let retaining = tokio::spawn(async move {
         synced.all.notified().await;
         synced_health.set_synced();
         tracing::info!("watches synced; ready");
+        // The retained runs are listed only now: however many there are, they do not hold up
+        // the start.
+        if let Some(retention) = retention {
+            retention.await;
+        }
     });
+    let _stop_retaining = AbortOnDrop(retaining);
     let running = controller
         .run(step::reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -286,6 +315,15 @@ pub async fn run(
     tokio::select! {
         () = running => {}
         () = bounded => {}
+    }
+}
+
+/// Aborts a task when dropped: the retained runs' watch stops with the controller.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -577,7 +615,18 @@ impl Context {
 
     fn forget_status(&self, run: &str, revision: u64) {
         if let Ok(mut written) = self.written.lock() {
-            written.insert(run.to_string(), Written::Done(revision));
+            // A done run leaves the watch; once it has (checked under the lock its removal
+            // takes too), nothing is kept of it.
+            let namespace = &self.parts.settings.job_namespace;
+            if self
+                .runs
+                .get(&ObjectRef::new(run).within(namespace))
+                .is_some()
+            {
+                written.insert(run.to_string(), Written::Done(revision));
+            } else {
+                written.remove(run);
+            }
         }
     }
 
@@ -676,19 +725,22 @@ impl PodIndex {
     }
 }
 
-/// Keeps of a cached run what the controller reads. A done run is only waited on until its
-/// retention is over (`Executor::execute` looks at nothing else of it), counted, and seen by
-/// its concurrency group: of it, the cache keeps its name, creation and version, its
-/// concurrency group and arrival, and of its status the phase, the state of its `.finished`
-/// and notifications, and when it finished. Everything else (the event, the tasks and their
-/// records, labels and annotations) stays in the API server only, so a hundred thousand
-/// retained runs do not hold their events and logs in memory.
+/// Keeps of a cached run what the controller reads. A done run is in the cache only briefly
+/// (from the write that records it done until the watch drops it, or until a run an older
+/// version ended is marked done): it is only waited on until its retention is over
+/// (`Executor::execute` looks at nothing else of it), counted, and seen by its concurrency
+/// group. Of it, the cache keeps its name, creation and version, its concurrency group and
+/// arrival, and of its status the phase, `done`, the state of its `.finished` and
+/// notifications, and when it finished; everything else (the event, the tasks and their
+/// records, labels and annotations) stays in the API server only.
 fn trim_run(run: &mut JobRun) {
+    // Of any run: the controller reads no label of it (a Job's are rendered from the event and
+    // the action), nor its field managers.
     run.metadata.managed_fields = None;
+    run.metadata.labels = None;
     if !run.is_done() {
         return;
     }
-    run.metadata.labels = None;
     run.metadata.annotations = None;
     let spec = &mut run.spec;
     spec.event.forget();
@@ -710,6 +762,7 @@ fn trim_run(run: &mut JobRun) {
         });
         *status = JobRunStatus {
             revision: status.revision,
+            done: status.done,
             phase: status.phase,
             finished,
             finished_at: status.finished_at.take(),
@@ -767,7 +820,7 @@ mod tests {
                 "arrivedAt": "2026-12-01T10:00:00Z"
             },
             "status": {
-                "revision": 4, "phase": phase, "taskSummary": "1/1",
+                "revision": 4, "phase": phase, "taskSummary": "1/1", "done": finished == "Delivered",
                 "tasks": [{"name": "t", "phase": "Succeeded", "logs": "many lines"}],
                 "started": {"id": "s", "state": "Delivered"},
                 "finished": {"id": "f", "state": finished},
@@ -789,6 +842,8 @@ mod tests {
         let mut trimmed = whole.clone();
         trim_run(&mut trimmed);
         assert!(trimmed.is_done());
+        // Kept: the controller marks a done run only when it is not marked yet.
+        assert!(trimmed.status.as_ref().unwrap().done);
         assert_eq!(trimmed.metadata.managed_fields, None);
         assert_eq!(trimmed.spec.event.as_value(), &serde_json::Value::Null);
         assert!(trimmed.spec.action.tasks.is_empty());

@@ -169,6 +169,15 @@ impl<W: World> Executor<'_, W> {
         // A done run only waits for its retention to end; nothing else of it is looked at (the
         // watch cache keeps little else of a done run: `trim_run`).
         if status.is_done() {
+            if !status.done {
+                // Done before `status.done` was recorded (an older version ended it): recording
+                // it moves the run from the controller's watch to the retained runs' one.
+                let mut marked = status;
+                marked.done = true;
+                marked.revision += 1;
+                self.world.write_status(name, &marked).await?;
+                return Ok((marked, Ending::Wait(None)));
+            }
             return match retention_step(run, &status, self.limits, self.world.now()) {
                 Step::Wait(left) => Ok((status, Ending::Wait(left))),
                 // `retention_step` returns `Wait` or `Delete`.
@@ -259,6 +268,7 @@ impl<W: World> Executor<'_, W> {
             Step::Start => record_start(run, status, now),
             Step::Record(_) => {
                 status.revision = persisted.revision + 1;
+                status.done = status.is_done();
                 self.world.write_status(name, status).await?;
                 self.world
                     .publish(run, history::transitions(run, persisted, status));
@@ -579,6 +589,9 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
         }
     }
     Ok(match ending {
+        // A done run leaves this controller's watch; the retained runs' watch deletes it when
+        // its retention is over (`retained`), so no wake-up is kept for it here.
+        Ending::Wait(Some(_)) if status.done => Action::await_change(),
         Ending::Wait(Some(delay)) => Action::requeue(delay.max(Duration::from_millis(50))),
         Ending::Wait(None) | Ending::Deleted => Action::await_change(),
     })

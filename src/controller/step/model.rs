@@ -422,6 +422,9 @@ impl World for Model {
         self.request(|| {
             let mut recorded = self.recorded.borrow_mut();
             assert_eq!(status.revision, recorded.revision + 1, "writes are counted");
+            // The field selector of the controller's watch reads `done`: it is recorded with
+            // the write that ends the run, never before.
+            assert_eq!(status.done, status.is_done(), "{status:?}");
             *recorded = status.clone();
         })
     }
@@ -530,7 +533,10 @@ fn check_run(
         all_succeeded,
         "{status:?}"
     );
-    assert!(status.phase.is_finished() && status.is_done(), "{status:?}");
+    assert!(
+        status.phase.is_finished() && status.is_done() && status.done,
+        "{status:?}"
+    );
 
     // `.finished`: one id and one report, after `.started`, saying the outcome; again only
     // after a crash.
@@ -690,4 +696,24 @@ fn a_task_that_cannot_be_rendered_fails_with_the_reason() {
     assert!(message.contains("HOST"), "{message}");
     assert_eq!(status.tasks[1].phase, TaskPhase::Skipped);
     assert!(model.created.borrow().is_empty(), "no Job");
+}
+
+/// A run an older version ended (no `status.done` recorded) gets it in one write, and nothing
+/// else happens to it: no Job, no event again.
+#[test]
+fn a_run_ended_before_done_was_recorded_is_marked_with_one_write() {
+    let model = Model::new(graph_run(&[vec![]], None));
+    assert!(model.settle(), "the run ends");
+    let sent = model.sent.borrow().len();
+    {
+        let mut recorded = model.recorded.borrow_mut();
+        recorded.done = false;
+    }
+    let revision = model.recorded.borrow().revision;
+    assert_eq!(model.reconcile(), Some(Ending::Wait(None)));
+    let status = model.recorded.borrow().clone();
+    assert!(status.done, "{status:?}");
+    assert_eq!(status.revision, revision + 1, "one write");
+    assert_eq!(*model.created.borrow(), [0]);
+    assert_eq!(model.sent.borrow().len(), sent);
 }

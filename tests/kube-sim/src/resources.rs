@@ -39,6 +39,8 @@ pub struct ResourceInfo {
     pub printer_columns: Vec<PrinterColumn>,
     /// The CRD version's `openAPIV3Schema`, used for pruning and defaulting.
     pub schema: Option<Value>,
+    /// The CRD version's `selectableFields`, as field selectors name them (`status.done`).
+    pub selectable_fields: Vec<String>,
 }
 
 impl ResourceInfo {
@@ -93,6 +95,7 @@ fn builtin(
         crd: false,
         printer_columns: vec![],
         schema: None,
+        selectable_fields: vec![],
     }
 }
 
@@ -372,6 +375,16 @@ impl Registry {
                     .get("schema")
                     .and_then(|s| s.get("openAPIV3Schema"))
                     .cloned(),
+                selectable_fields: v
+                    .get("selectableFields")
+                    .and_then(Value::as_array)
+                    .map(|fields| {
+                        fields
+                            .iter()
+                            .map(|f| str_of(f, "jsonPath").trim_start_matches('.').to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             });
         }
         Ok(())

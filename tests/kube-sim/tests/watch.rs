@@ -160,3 +160,35 @@ async fn raw_watch_semantics() {
         other => panic!("expected 410, got {other:?}"),
     }
 }
+
+/// An object that stops matching a watch's selector is sent as DELETED as it was when it last
+/// matched, at the resourceVersion of the change (the real API server's watch cache does the
+/// same: checked with `kubectl get cm -l app=x --watch --output-watch-events` on Kubernetes
+/// 1.36).
+#[tokio::test]
+async fn an_object_leaving_the_selector_is_deleted_as_it_last_matched() {
+    let sim = SimBuilder::default().start().await.unwrap();
+    let cms: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    let first = cms
+        .create(&PostParams::default(), &cm("leaves", "x"))
+        .await
+        .unwrap();
+    let rv = first.metadata.resource_version.clone().unwrap();
+    let wp = WatchParams::default().labels("app=x").timeout(1);
+    let mut events = cms.watch(&wp, &rv).await.unwrap().boxed();
+    let patch = json!({"metadata": {"labels": {"app": "y"}}});
+    let changed = cms
+        .patch("leaves", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    match events.next().await.unwrap().unwrap() {
+        WatchEvent::Deleted(o) => {
+            assert_eq!(o.metadata.labels.unwrap()["app"], "x");
+            assert_eq!(
+                o.metadata.resource_version,
+                changed.metadata.resource_version
+            );
+        }
+        other => panic!("expected DELETED, got {other:?}"),
+    }
+}

@@ -136,7 +136,7 @@ fn supported_field(info: &ResourceInfo, field: &str) -> bool {
         ("", "secrets") => field == "type",
         ("", "namespaces") => field == "status.phase",
         ("batch", "jobs") => field == "status.successful",
-        _ => false,
+        _ => info.selectable_fields.iter().any(|f| f == field),
     }
 }
 

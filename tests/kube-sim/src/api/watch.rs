@@ -47,7 +47,18 @@ impl Ctx {
             EventType::Modified => match (before, now) {
                 (true, true) => Some("MODIFIED"),
                 (false, true) => Some("ADDED"),
-                (true, false) => Some("DELETED"),
+                (true, false) => {
+                    // The object no longer matches: the watch cache sends it as it was when it
+                    // last matched, at the resourceVersion of the change.
+                    let mut last = ev.old.clone()?;
+                    if let (Some(meta), Some(rv)) = (
+                        last.get_mut("metadata").and_then(Value::as_object_mut),
+                        ev.object.pointer("/metadata/resourceVersion"),
+                    ) {
+                        meta.insert("resourceVersion".into(), rv.clone());
+                    }
+                    return Some(("DELETED", last));
+                }
                 (false, false) => None,
             },
             EventType::Deleted => (before || now).then_some("DELETED"),
