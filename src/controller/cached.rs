@@ -6,12 +6,11 @@
 //! about 11 KB of them per run. These types hold what `observe` and the logs read.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use std::fmt;
-
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 

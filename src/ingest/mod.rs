@@ -410,9 +410,9 @@ pub(crate) async fn take_event<'a>(
 /// 429 with `Retry-After` while the runs in flight reach `--max-runs-in-flight`: work that
 /// cannot start soon is not accepted, and the runs already accepted go on. Runs still in
 /// flight (a redelivery) are not new work and pass; the redelivery of a done run is counted as
-/// new (done runs are not in the watch) and is answered as a duplicate once it is let in. An event is judged by the runs in flight
-/// before it, so one that matches many actions is never refused for good (the bound is passed
-/// by at most one event's runs).
+/// new (done runs are not in the watch) and is answered as a duplicate once it is let in. An
+/// event is judged by the runs in flight before it, so one that matches many actions is never
+/// refused for good (the bound is passed by at most one event's runs).
 fn backpressure(state: &IngestState, runs: &[JobRun]) -> Result<(), Refusal> {
     let Some(limit) = state.max_runs_in_flight else {
         return Ok(());
