@@ -135,8 +135,6 @@ pub enum Step {
     },
     /// End the halted run: its tasks that never started are skipped, its outcome fixed.
     Halt(Halt),
-    /// Delete the run: its retention is over.
-    Delete,
     /// Nothing to do until a watch event, or until this long has passed.
     Wait(Option<Duration>),
 }
@@ -156,7 +154,6 @@ impl Step {
             Step::StopJob { .. } => "stop_job",
             Step::HaltTask { .. } => "halt_task",
             Step::Halt(_) => "halt",
-            Step::Delete => "delete",
             Step::Wait(_) => "wait",
         }
     }
@@ -354,7 +351,6 @@ pub fn decide(facts: &Facts<'_>) -> Step {
         status,
         persisted,
         now,
-        limits,
         ..
     } = *facts;
     let mut wake = Wake::default();
@@ -409,22 +405,11 @@ pub fn decide(facts: &Facts<'_>) -> Step {
         return Step::Record(Record::BeforeWaiting);
     }
     if status.is_done() {
-        return retention_step(run, status, limits, now);
+        // A done run leaves the controller's watch with the write that records it done; the
+        // retained runs' watch deletes it when its retention is over (`retained`).
+        return Step::Wait(None);
     }
     Step::Wait(wake.0)
-}
-
-/// What a done run waits for: the end of its retention (`Wait`), then its deletion (`Delete`).
-pub fn retention_step(
-    run: &JobRun,
-    status: &JobRunStatus,
-    limits: &Limits,
-    now: Timestamp,
-) -> Step {
-    match retention_left(run, status, limits, now) {
-        Some(left) if left.is_zero() => Step::Delete,
-        left => Step::Wait(left),
-    }
 }
 
 /// A queued run starts when its group has a place for it (a run without a group view has
@@ -687,32 +672,22 @@ fn until(text: Option<&str>, now: Timestamp) -> Duration {
         .unwrap_or_default()
 }
 
-/// How long a finished run is still kept, `None` when it is kept for good.
-fn retention_left(
-    run: &JobRun,
-    status: &JobRunStatus,
-    limits: &Limits,
-    now: Timestamp,
-) -> Option<Duration> {
-    let until = retained_until(run.metadata.creation_timestamp.as_ref(), status, limits)?;
-    Some(until.duration_since(now).try_into().unwrap_or_default())
-}
-
 /// When a done run's retention is over, `None` when it is kept for good: retention off, its
 /// `.finished` given up (the record of what could not be delivered stays until someone looks),
 /// or no time to count from.
 pub fn retained_until(
     created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
-    status: &JobRunStatus,
+    finished: Option<&Delivery>,
+    finished_at: Option<&str>,
     limits: &Limits,
 ) -> Option<Timestamp> {
     let retention = limits.retention?;
     // A `.finished` given up is kept on record, unless the dead-letter sink has it.
-    if status.finished.as_ref().is_some_and(|d| !d.reported()) {
+    if finished.is_some_and(|d| !d.reported()) {
         return None;
     }
     // Runs finished by an older version have no `finishedAt`: their creation counts.
-    let finished = match status.finished_at.as_deref() {
+    let finished = match finished_at {
         Some(at) => at.parse().ok()?,
         None => created?.0,
     };

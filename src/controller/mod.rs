@@ -617,17 +617,20 @@ impl Context {
         if let Ok(mut written) = self.written.lock() {
             // A done run leaves the watch; once it has (checked under the lock its removal
             // takes too), nothing is kept of it.
-            let namespace = &self.parts.settings.job_namespace;
-            if self
-                .runs
-                .get(&ObjectRef::new(run).within(namespace))
-                .is_some()
-            {
+            if self.watched(run) {
                 written.insert(run.to_string(), Written::Done(revision));
             } else {
                 written.remove(run);
             }
         }
+    }
+
+    /// Whether the run is in the controller's watch (its cache) now.
+    fn watched(&self, run: &str) -> bool {
+        let namespace = &self.parts.settings.job_namespace;
+        self.runs
+            .get(&ObjectRef::new(run).within(namespace))
+            .is_some()
     }
 
     fn succeeded(&self, run: &str) {
@@ -727,9 +730,9 @@ impl PodIndex {
 
 /// Keeps of a cached run what the controller reads. A done run is in the cache only briefly
 /// (from the write that records it done until the watch drops it, or until a run an older
-/// version ended is marked done): it is only waited on until its retention is over
-/// (`Executor::execute` looks at nothing else of it), counted, and seen by its concurrency
-/// group. Of it, the cache keeps its name, creation and version, its concurrency group and
+/// version ended is marked done): it is not worked on (`Executor::execute` only marks a run an
+/// older version ended), but counted and seen by its concurrency group; its retention is the
+/// retained runs' watch's (`retained`). Of it, the cache keeps its name, creation and version, its concurrency group and
 /// arrival, and of its status the phase, `done`, the state of its `.finished` and
 /// notifications, and when it finished; everything else (the event, the tasks and their
 /// records, labels and annotations) stays in the API server only.
@@ -832,12 +835,7 @@ mod tests {
     }
 
     #[test]
-    fn cached_done_runs_keep_only_what_their_retention_group_and_count_read() {
-        let limits = decide::Limits {
-            retention: Some(std::time::Duration::from_secs(3600)),
-            ..decide::tests::limits()
-        };
-        let now: jiff::Timestamp = "2026-12-01T10:31:00Z".parse().unwrap();
+    fn cached_done_runs_keep_only_what_their_group_and_count_read() {
         let whole = done_run("Succeeded", "Delivered");
         let mut trimmed = whole.clone();
         trim_run(&mut trimmed);
@@ -850,29 +848,17 @@ mod tests {
         let status = trimmed.status.as_ref().unwrap();
         assert!(status.tasks.is_empty() && status.outcome.is_none() && status.started.is_none());
         assert_eq!(status.finished.as_ref().unwrap().id, "");
-        assert_eq!(
-            decide::retention_step(&trimmed, status, &limits, now),
-            decide::retention_step(&whole, whole.status.as_ref().unwrap(), &limits, now),
-        );
-        assert_eq!(
-            decide::retention_step(&trimmed, status, &limits, now),
-            decide::Step::Wait(Some(std::time::Duration::from_secs(1800)))
-        );
         let phase = crate::crd::RunPhase::Succeeded;
         assert_eq!(
             group::Member::of(&trimmed, phase),
             group::Member::of(&whole, phase)
         );
 
-        // A run whose `.finished` was given up is kept for good, trimmed or not.
+        // A run whose `.finished` was given up is done, trimmed or not.
         let given_up = done_run("Succeeded", "GaveUp");
         let mut cached = given_up.clone();
         trim_run(&mut cached);
         assert!(cached.is_done());
-        assert_eq!(
-            decide::retention_step(&cached, cached.status.as_ref().unwrap(), &limits, now),
-            decide::Step::Wait(None)
-        );
 
         // A run not done yet (its `.finished` still being delivered) is kept whole.
         let pending = done_run("Succeeded", "Pending");

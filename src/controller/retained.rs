@@ -25,7 +25,7 @@ use serde::Deserialize;
 use super::Context;
 use super::cached::read_metadata;
 use super::decide::{Limits, retained_until};
-use crate::crd::{Delivery, JobRun, JobRunStatus};
+use crate::crd::{Delivery, JobRun};
 use crate::health::Health;
 
 /// The field selector of the controller's watch: the runs not done yet.
@@ -84,13 +84,13 @@ impl kube::Resource for RetainedRun {
 impl RetainedRun {
     /// When its retention is over; `None` when it is kept for good.
     fn until(&self, limits: &Limits) -> Option<Timestamp> {
-        let status = self.status.clone().unwrap_or_default();
-        let status = JobRunStatus {
-            finished: status.finished,
-            finished_at: status.finished_at,
-            ..Default::default()
-        };
-        retained_until(self.metadata.creation_timestamp.as_ref(), &status, limits)
+        let status = self.status.as_ref();
+        retained_until(
+            self.metadata.creation_timestamp.as_ref(),
+            status.and_then(|s| s.finished.as_ref()),
+            status.and_then(|s| s.finished_at.as_deref()),
+            limits,
+        )
     }
 }
 
@@ -107,6 +107,9 @@ pub struct RetainedRuns {
     state: Mutex<State>,
     /// How many there are (`job_executor_runs_retained`).
     count: Gauge,
+    /// Woken when the next retention to end is earlier than it was: the sweeper sleeps until
+    /// the next end, or until this.
+    earlier: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -144,9 +147,18 @@ impl RetainedRuns {
         }
     }
 
-    fn counted(&self, state: &State) {
+    /// Counts the runs, and wakes the sweeper if the next end is now earlier than `before`.
+    fn changed(&self, state: &State, before: Option<Timestamp>) {
         self.count
             .set(i64::try_from(state.by_name.len()).unwrap_or(i64::MAX));
+        let next = state.by_end.first().map(|(until, _)| *until);
+        if next.is_some_and(|next| before.is_none_or(|before| next < before)) {
+            self.earlier.notify_one();
+        }
+    }
+
+    fn next_in(state: &State) -> Option<Timestamp> {
+        state.by_end.first().map(|(until, _)| *until)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -170,6 +182,7 @@ impl RetainedRuns {
             ))
         };
         let mut state = self.state();
+        let before = Self::next_in(&state);
         match event {
             watcher::Event::Init => state.listing = Some(Vec::new()),
             watcher::Event::InitApply(run) => {
@@ -199,13 +212,14 @@ impl RetainedRuns {
                 }
             }
         }
-        self.counted(&state);
+        self.changed(&state, before);
     }
 
     /// Takes the runs whose retention is over at `now`; a deletion that fails puts its run
     /// back with [`RetainedRuns::retry`].
     pub fn expired(&self, now: Timestamp) -> Vec<Expired> {
         let mut state = self.state();
+        let before = Self::next_in(&state);
         let mut expired = Vec::new();
         while let Some((until, name)) = state.by_end.first().cloned() {
             if until > now {
@@ -219,13 +233,14 @@ impl RetainedRuns {
                 });
             }
         }
-        self.counted(&state);
+        self.changed(&state, before);
         expired
     }
 
     /// A run whose deletion failed is tried again at `at` (unless the watch has news of it).
     pub fn retry(&self, run: Expired, at: Timestamp) {
         let mut state = self.state();
+        let before = Self::next_in(&state);
         let name: Arc<str> = run.name.into();
         if state.by_name.contains_key(&name) {
             return;
@@ -237,12 +252,32 @@ impl RetainedRuns {
                 uid: run.uid.map(String::into_boxed_str),
             }),
         );
-        self.counted(&state);
+        self.changed(&state, before);
     }
 
     /// When the next retention ends.
     pub fn next_end(&self) -> Option<Timestamp> {
-        self.state().by_end.first().map(|(until, _)| *until)
+        Self::next_in(&self.state())
+    }
+
+    /// Waits until the next retention ends (or, with none, until one is known); returns early
+    /// when one ending earlier arrives.
+    async fn until_next_end(&self) {
+        let wait = self.next_end().map(|end| {
+            end.duration_since(Timestamp::now())
+                .try_into()
+                .unwrap_or_default()
+        });
+        let earlier = self.earlier.notified();
+        match wait {
+            Some(wait) => {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = earlier => {}
+                }
+            }
+            None => earlier.await,
+        }
     }
 
     #[cfg(test)]
@@ -253,8 +288,9 @@ impl RetainedRuns {
     }
 }
 
-/// How long the sweeper sleeps at most: a run that arrives with an earlier end is seen by then.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a replica that does not lead looks again whether it does, while a retention is
+/// over.
+const LEAD_RECHECK: Duration = Duration::from_secs(1);
 /// When a failed deletion is tried again.
 const DELETE_RETRY: Duration = Duration::from_secs(5);
 
@@ -278,14 +314,13 @@ pub async fn keep(runs: Api<RetainedRun>, ctx: Arc<Context>, health: Arc<Health>
         });
     let sweeping = async {
         loop {
-            let now = Timestamp::now();
-            let wait = retained
-                .next_end()
-                .and_then(|end| end.duration_since(now).try_into().ok())
-                .unwrap_or(SWEEP_INTERVAL)
-                .min(SWEEP_INTERVAL);
-            tokio::time::sleep(wait).await;
+            retained.until_next_end().await;
+            if retained.next_end().is_none_or(|end| end > Timestamp::now()) {
+                // Woken by an earlier end, not due yet.
+                continue;
+            }
             if !ctx.leading() {
+                tokio::time::sleep(LEAD_RECHECK).await;
                 continue;
             }
             for run in retained.expired(Timestamp::now()) {
@@ -356,6 +391,12 @@ mod tests {
         .unwrap()
     }
 
+    /// Whether the sweeper was woken since last asked.
+    fn woken(retained: &RetainedRuns) -> bool {
+        use futures::FutureExt;
+        retained.earlier.notified().now_or_never().is_some()
+    }
+
     fn at(text: &str) -> Timestamp {
         text.parse().unwrap()
     }
@@ -376,8 +417,10 @@ mod tests {
             );
         }
         assert_eq!(retained.len(), 0, "swapped in once listed");
+        assert!(!woken(&retained));
         retained.record(&watcher::Event::InitDone, &limits);
         assert_eq!(retained.len(), 2);
+        assert!(woken(&retained), "the sweeper is woken by a first end");
         assert_eq!(retained.next_end(), Some(at("2026-12-02T10:02:00Z")));
         assert!(retained.expired(at("2026-12-02T10:01:59Z")).is_empty());
         let expired = retained.expired(at("2026-12-02T10:03:00Z"));
@@ -399,6 +442,18 @@ mod tests {
         let mut again = expired;
         retained.retry(again.remove(0), at("2026-12-02T10:05:00Z"));
         assert_eq!(retained.next_end(), Some(at("2026-12-02T10:05:00Z")));
+        assert!(woken(&retained));
+        // A run whose retention ends later does not wake it; one that ends earlier does.
+        retained.record(
+            &watcher::Event::Apply(run("c", "2026-12-02T10:09:00Z", delivered())),
+            &limits,
+        );
+        assert!(!woken(&retained));
+        retained.record(
+            &watcher::Event::Apply(run("d", "2026-12-02T10:03:00Z", delivered())),
+            &limits,
+        );
+        assert!(woken(&retained));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::decide::{
     Attempt, Facts, JobSeen, Limits, Step, decide, delivery_mut, first_attempt, initialise,
     job_name, record_attempt, record_dead_letter_attempt, record_halt, record_job,
     record_notification_attempt, record_outputs, record_start, record_stopped, record_task_end,
-    retention_step, run_name, update_conditions,
+    run_name, update_conditions,
 };
 use super::group::{Group, Member};
 use super::history::{self, RunEvent};
@@ -104,8 +104,6 @@ pub trait World {
     /// Counts a notification attempt.
     fn notified(&self, _kind: NotifyKind, _target: &str, _attempt: Attempt) {}
     async fn write_status(&self, run: &str, status: &JobRunStatus) -> Result<(), ReconcileError>;
-    /// Deletes the run (gone already is fine).
-    async fn delete_run(&self, run: &str) -> Result<(), ReconcileError>;
     /// Counts a delivery attempt.
     fn attempted(&self, _kind: TaskEventKind, _to: Destination, _attempt: Attempt) {}
     /// How the run stands in its concurrency group (`None`: it has none); a waiting run that
@@ -126,15 +124,6 @@ pub enum Destination {
     Sink,
     /// Where events the sink did not take go (`--dead-letter-sink-url`).
     DeadLetter,
-}
-
-/// How a reconcile ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    /// Until a watch event, or at most this long.
-    Wait(Option<Duration>),
-    /// The run was deleted (its retention was over).
-    Deleted,
 }
 
 /// What the executor needs besides the world.
@@ -159,33 +148,28 @@ fn most_steps(tasks: usize, notify_rules: usize) -> usize {
 
 impl<W: World> Executor<'_, W> {
     /// Takes the run's steps from `status` (the newest recorded) until the next step is to wait.
-    /// Returns the status as last recorded and how it ended.
+    /// Returns the status as last recorded and how long the run waits: until a watch event, or
+    /// at most the duration given.
     pub async fn execute(
         &self,
         status: JobRunStatus,
-    ) -> Result<(JobRunStatus, Ending), ReconcileError> {
+    ) -> Result<(JobRunStatus, Option<Duration>), ReconcileError> {
         let run = self.run;
         let name = run_name(run);
-        // A done run only waits for its retention to end; nothing else of it is looked at (the
-        // watch cache keeps little else of a done run: `trim_run`).
+        // A done run is the retained runs' watch's to delete when its retention is over
+        // (`retained`); nothing else of it is looked at (the watch cache keeps little else of
+        // a done run: `trim_run`).
         if status.is_done() {
-            if !status.done {
-                // Done before `status.done` was recorded (an older version ended it): recording
-                // it moves the run from the controller's watch to the retained runs' one.
-                let mut marked = status;
-                marked.done = true;
-                marked.revision += 1;
-                self.world.write_status(name, &marked).await?;
-                return Ok((marked, Ending::Wait(None)));
+            if status.done {
+                return Ok((status, None));
             }
-            return match retention_step(run, &status, self.limits, self.world.now()) {
-                Step::Wait(left) => Ok((status, Ending::Wait(left))),
-                // `retention_step` returns `Wait` or `Delete`.
-                _ => {
-                    self.world.delete_run(name).await?;
-                    Ok((status, Ending::Deleted))
-                }
-            };
+            // Done before `status.done` was recorded (an older version ended it): recording it
+            // moves the run from the controller's watch to the retained runs' one.
+            let mut marked = status;
+            marked.done = true;
+            marked.revision += 1;
+            self.world.write_status(name, &marked).await?;
+            return Ok((marked, None));
         }
         let mut persisted = status.clone();
         let mut status = status;
@@ -212,7 +196,7 @@ impl<W: World> Executor<'_, W> {
             let kind = step.kind();
             let began = std::time::Instant::now();
             if let Step::Wait(delay) = step {
-                return Ok((status, Ending::Wait(delay)));
+                return Ok((status, delay));
             }
             // A span per step: a Job's creation and a delivery reach out (client spans).
             let span_kind = match step {
@@ -225,21 +209,17 @@ impl<W: World> Executor<'_, W> {
                 otel.name = kind,
                 otel.kind = span_kind,
             );
-            let deleted = self
-                .take(
-                    step,
-                    &mut status,
-                    &mut persisted,
-                    &mut files_made,
-                    &mut looked_up,
-                    now,
-                )
-                .instrument(span)
-                .await?;
+            self.take(
+                step,
+                &mut status,
+                &mut persisted,
+                &mut files_made,
+                &mut looked_up,
+                now,
+            )
+            .instrument(span)
+            .await?;
             self.world.step_took(kind, began.elapsed());
-            if deleted {
-                return Ok((status, Ending::Deleted));
-            }
         }
         // Not reached while `decide` moves every run on; if it is, the run is looked at again
         // soon instead of spinning.
@@ -247,7 +227,7 @@ impl<W: World> Executor<'_, W> {
             run = name,
             "more steps than a run takes; looking again in a second"
         );
-        Ok((persisted, Ending::Wait(Some(Duration::from_secs(1)))))
+        Ok((persisted, Some(Duration::from_secs(1))))
     }
 
     /// Takes one step; `true` when it deleted the run.
@@ -259,7 +239,7 @@ impl<W: World> Executor<'_, W> {
         files_made: &mut bool,
         looked_up: &mut [Option<JobSeen>],
         now: Timestamp,
-    ) -> Result<bool, ReconcileError> {
+    ) -> Result<(), ReconcileError> {
         let run = self.run;
         let name = run_name(run);
         match step {
@@ -325,14 +305,10 @@ impl<W: World> Executor<'_, W> {
                 record_stopped(status, index, phase, Some(message), Some(logs), now);
             }
             Step::Halt(halt) => record_halt(run, status, &halt, now),
-            Step::Delete => {
-                self.world.delete_run(name).await?;
-                return Ok(true);
-            }
             // Handled by the caller.
             Step::Wait(_) => {}
         }
-        Ok(false)
+        Ok(())
     }
 
     /// Each running task's Job, by task: from the watch's cache, or as the API server said
@@ -552,6 +528,12 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
         // This process already finished the run; the watch cache has not caught up yet.
         return Ok(Action::await_change());
     };
+    // The run may have left the watch (done) since the controller took this copy from the
+    // cache: what this process wrote of it was forgotten then (after the cache dropped it, so
+    // checked in this order), and the copy can be older than that write.
+    if !ctx.watched(&name) {
+        return Ok(Action::await_change());
+    }
     let was_finished = status.phase.is_finished();
     let options = &ctx.parts.options;
     let executor = Executor {
@@ -573,12 +555,12 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
         "job_executor.run" = %name,
     );
     trace::continue_trace(&span, executor.trace.as_ref());
-    let (status, ending) = executor.execute(status).instrument(span).await?;
+    let (status, wait) = executor.execute(status).instrument(span).await?;
     ctx.succeeded(&name);
 
     let metrics = &ctx.parts.metrics;
     let done = status.is_done();
-    metrics.set_in_flight(&name, !done && ending != Ending::Deleted);
+    metrics.set_in_flight(&name, !done);
     if done {
         ctx.forget_status(&name, status.revision);
     }
@@ -588,12 +570,9 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
             metrics.run_took(status.phase.as_str(), took);
         }
     }
-    Ok(match ending {
-        // A done run leaves this controller's watch; the retained runs' watch deletes it when
-        // its retention is over (`retained`), so no wake-up is kept for it here.
-        Ending::Wait(Some(_)) if status.done => Action::await_change(),
-        Ending::Wait(Some(delay)) => Action::requeue(delay.max(Duration::from_millis(50))),
-        Ending::Wait(None) | Ending::Deleted => Action::await_change(),
+    Ok(match wait {
+        Some(delay) => Action::requeue(delay.max(Duration::from_millis(50))),
+        None => Action::await_change(),
     })
 }
 
@@ -820,12 +799,6 @@ impl World for Cluster<'_> {
             .fenced(self.api.patch_status(run, &params, &Patch::Merge(&patch)))
             .await??;
         self.ctx.remember_status(run, status.clone());
-        Ok(())
-    }
-
-    async fn delete_run(&self, run: &str) -> Result<(), ReconcileError> {
-        self.delete(&self.api, run).await?;
-        tracing::info!(run, "deleted the finished run after its retention");
         Ok(())
     }
 

@@ -404,41 +404,53 @@ fn finished_follows_started() {
 }
 
 #[test]
-fn a_done_run_waits_for_its_retention_then_goes() {
+fn a_done_run_waits_for_nothing_and_its_retention_ends_as_configured() {
     let run = triggered(1);
     let mut status = finished(&run);
     delivered(&mut status.finished);
     assert!(status.is_done());
-    assert_eq!(
-        next(&run, &status, JobSeen::NotCached, at(60)),
-        Step::Wait(None),
-        "kept for good without retention"
-    );
     let kept = Limits {
         retention: Some(Duration::from_secs(100)),
         ..limits()
     };
-    let step = |status: &JobRunStatus, seconds| {
-        next_with(
-            &run,
-            status,
-            status,
-            JobSeen::NotCached,
-            false,
-            at(seconds),
-            &kept,
+    for limits in [limits(), kept.clone()] {
+        // The retained runs' watch deletes it, not the controller (`retained`).
+        assert_eq!(
+            next_with(
+                &run,
+                &status,
+                &status,
+                JobSeen::NotCached,
+                false,
+                at(1000),
+                &limits
+            ),
+            Step::Wait(None)
+        );
+    }
+    let created = run.metadata.creation_timestamp.as_ref();
+    let until = |status: &JobRunStatus, limits: &Limits| {
+        retained_until(
+            created,
+            status.finished.as_ref(),
+            status.finished_at.as_deref(),
+            limits,
         )
     };
-    assert_eq!(step(&status, 70), Step::Wait(Some(Duration::from_secs(90))));
-    assert_eq!(step(&status, 160), Step::Delete);
+    assert_eq!(
+        until(&status, &limits()),
+        None,
+        "kept for good without retention"
+    );
+    assert_eq!(until(&status, &kept), Some(at(160)));
     // A run finished by an older version (no `finishedAt`) counts from its creation.
     let mut old = status.clone();
     old.finished_at = None;
-    assert_eq!(step(&old, 70), Step::Wait(Some(Duration::from_secs(30))));
+    assert_eq!(until(&old, &kept), Some(at(100)));
     // What could not be delivered stays.
     let mut gave_up = status.clone();
     gave_up.finished.as_mut().unwrap().state = DeliveryState::GaveUp;
-    assert_eq!(step(&gave_up, 1000), Step::Wait(None));
+    assert_eq!(until(&gave_up, &kept), None);
 }
 
 #[test]

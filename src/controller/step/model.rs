@@ -107,7 +107,6 @@ struct Model {
     /// Requests left before the reconcile dies, and whether the last takes effect first.
     crash: Cell<Option<(u8, bool)>>,
     crashes: Cell<u32>,
-    deleted: Cell<bool>,
     log_reads: Cell<u32>,
 }
 
@@ -126,7 +125,6 @@ impl Model {
             answers: RefCell::default(),
             crash: Cell::new(None),
             crashes: Cell::new(0),
-            deleted: Cell::new(false),
             log_reads: Cell::new(0),
         }
     }
@@ -158,7 +156,7 @@ impl Model {
     }
 
     /// A reconcile from what the API server recorded, as after a restart.
-    fn reconcile(&self) -> Option<Ending> {
+    fn reconcile(&self) -> Option<Option<Duration>> {
         let settings = Settings::defaults();
         let run = self.run.borrow().clone();
         // The run as the watch cache holds it (a done one trimmed).
@@ -275,9 +273,8 @@ impl Model {
                 }
             }
             match self.reconcile() {
-                Some(Ending::Deleted) => return true,
-                Some(Ending::Wait(None)) if self.recorded.borrow().is_done() => return true,
-                Some(Ending::Wait(delay)) => {
+                Some(None) if self.recorded.borrow().is_done() => return true,
+                Some(delay) => {
                     let step = delay.unwrap_or(Duration::from_secs(1));
                     let step = SignedDuration::try_from(step).unwrap_or(SignedDuration::ZERO);
                     self.now.set(self.now.get() + step);
@@ -427,10 +424,6 @@ impl World for Model {
             assert_eq!(status.done, status.is_done(), "{status:?}");
             *recorded = status.clone();
         })
-    }
-
-    async fn delete_run(&self, _run: &str) -> Result<(), ReconcileError> {
-        self.request(|| self.deleted.set(true))
     }
 }
 
@@ -710,7 +703,7 @@ fn a_run_ended_before_done_was_recorded_is_marked_with_one_write() {
         recorded.done = false;
     }
     let revision = model.recorded.borrow().revision;
-    assert_eq!(model.reconcile(), Some(Ending::Wait(None)));
+    assert_eq!(model.reconcile(), Some(None));
     let status = model.recorded.borrow().clone();
     assert!(status.done, "{status:?}");
     assert_eq!(status.revision, revision + 1, "one write");
