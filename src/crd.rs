@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConcurrencyPolicy, NotifyKind, NotifyRule, NotifyWhen, Task};
-use crate::event::CloudEvent;
+use crate::event::EventText;
 use crate::files::StagedFile;
 
 mod schedule;
@@ -48,7 +48,7 @@ pub const CRD_NAME: &str = "jobruns.job-executor.dev";
 pub struct JobRunSpec {
     /// The CloudEvent that caused the run, in structured JSON form.
     #[schemars(schema_with = "any_object")]
-    pub event: CloudEvent,
+    pub event: EventText,
     pub action: RunAction,
     /// The config revision the tasks were resolved at (a git commit for the git source).
     #[serde(default, skip_serializing_if = "Option::is_none")]

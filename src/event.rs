@@ -7,9 +7,91 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+
+/// A run's event as its JSON text: what a JobRun records and the controller's cache holds of
+/// every run in flight. The text takes about half the memory of the parsed value; the event is
+/// parsed (and validated) where a Job or an outgoing event is built from it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(transparent)]
+pub struct EventText(Box<RawValue>);
+
+impl<'de> Deserialize<'de> for EventText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Read through a value, then written as text: only serde_json's own parser hands out
+        // raw text, and a watch event whose object comes before its type is buffered first.
+        let value = Value::deserialize(deserializer)?;
+        serde_json::value::to_raw_value(&value)
+            .map(EventText)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl From<&CloudEvent> for EventText {
+    fn from(event: &CloudEvent) -> Self {
+        // A JSON value always has a text (its keys are strings); `null` is never the result.
+        let text = serde_json::value::to_raw_value(event.as_value())
+            .unwrap_or_else(|_| RawValue::NULL.to_owned());
+        EventText(text)
+    }
+}
+
+impl PartialEq for EventText {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl EventText {
+    /// The event, parsed and validated.
+    pub fn parse(&self) -> Result<CloudEvent, EventError> {
+        CloudEvent::from_json(self.0.get().as_bytes())
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// A string attribute (`id`, `type`), read without building the rest of the event.
+    pub fn attribute(&self, name: &str) -> Option<String> {
+        let mut json = serde_json::Deserializer::from_str(self.0.get());
+        json.deserialize_map(Attribute(name)).ok().flatten()
+    }
+
+    /// Drops the whole event (the text becomes `null`): what the watch cache keeps of a done
+    /// run's event, which nothing reads again.
+    pub fn forget(&mut self) {
+        self.0 = RawValue::NULL.to_owned();
+    }
+}
+
+/// Reads one string attribute of an event's top-level object, skipping the others.
+struct Attribute<'a>(&'a str);
+
+impl<'de> Visitor<'de> for Attribute<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a CloudEvent")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == self.0 && found.is_none() {
+                found = map.next_value::<Option<String>>()?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
 
 /// Why a CloudEvent was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -157,12 +239,6 @@ impl CloudEvent {
 
     pub fn data(&self) -> Option<&Value> {
         self.0.get("data")
-    }
-
-    /// Drops the whole event (no attribute is left): what the watch cache keeps of a done
-    /// run's event, which nothing reads again.
-    pub fn forget(&mut self) {
-        self.0 = Value::Null;
     }
 
     /// A string field of `data` (Keptn's `project`, `stage`, `service`), without copying.
@@ -424,6 +500,41 @@ fn build_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_runs_event_is_kept_as_its_text_and_parsed_when_read() {
+        let event = triggered();
+        let text = EventText::from(&event);
+        assert_eq!(text.parse().unwrap(), event);
+        assert_eq!(text.attribute("type").as_deref(), Some(event.event_type()));
+        assert_eq!(text.attribute("id").as_deref(), Some(event.id()));
+        assert_eq!(text.attribute("nothere"), None);
+        // Written into a JobRun as the JSON object it is, read back from a JSON text and from a
+        // JSON value (what tests and kube's clients do) alike.
+        let object = serde_json::to_value(&text).unwrap();
+        assert_eq!(&object, event.as_value());
+        let from_text: EventText = serde_json::from_str(&object.to_string()).unwrap();
+        let from_value: EventText = serde_json::from_value(object.clone()).unwrap();
+        // As the object of a watch event that names its type last (buffered by serde first).
+        let watched: kube::core::WatchEvent<EventText> =
+            serde_json::from_value(json!({"object": object, "type": "ADDED"})).unwrap();
+        let kube::core::WatchEvent::Added(watched) = watched else {
+            panic!("an added object");
+        };
+        assert_eq!(watched, from_text);
+        assert_eq!(from_text.parse().unwrap(), event);
+        assert_eq!(from_value.parse().unwrap(), event);
+        // An event that is not a CloudEvent is refused when it is read, not when it is listed.
+        let invalid: EventText = serde_json::from_str(r#"{"id": "x"}"#).unwrap();
+        assert_eq!(
+            invalid.parse().unwrap_err(),
+            EventError::MissingAttribute("specversion")
+        );
+        let mut forgotten = text;
+        forgotten.forget();
+        assert_eq!(forgotten.as_str(), "null");
+        assert_eq!(forgotten.attribute("type"), None);
+    }
 
     fn triggered() -> CloudEvent {
         CloudEvent::from_value(json!({

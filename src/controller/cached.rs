@@ -5,103 +5,268 @@
 //! a container holding only its name 2 KB): with ten thousand runs in flight the caches held
 //! about 11 KB of them per run. These types hold what `observe` and the logs read.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::api::batch::v1::{Job, JobStatus};
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-/// A Job as the controller reads it: who it is, whose it is, and its status.
+/// A Job as the controller reads it: who it is, whose it is (its owner, the run), and the
+/// conditions that end it.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct CachedJob {
     #[serde(default, deserialize_with = "read_metadata")]
     pub metadata: ObjectMeta,
     #[serde(default)]
-    pub status: Option<JobStatus>,
+    pub status: Option<CachedJobStatus>,
 }
 
-/// A pod as the controller reads it: who it is (its labels name its Job and run), its
-/// containers' names (whose logs to read), and its status.
+/// Of a Job's status, the conditions that end it (`Complete`, `Failed`); the counts of its pods
+/// and the conditions on the way (`SuccessCriteriaMet`, `FailureTarget`) are not read.
 #[derive(Clone, Debug, Default, Deserialize)]
+pub struct CachedJobStatus {
+    #[serde(default, deserialize_with = "read_job_conditions")]
+    pub conditions: Vec<Condition>,
+}
+
+/// A condition as the controller reads it.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+fn read_job_conditions<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<Condition>, D::Error> {
+    let conditions = Option::<Vec<Condition>>::deserialize(deserializer)?.unwrap_or_default();
+    Ok(conditions
+        .into_iter()
+        .filter(|c| c.type_ == "Complete" || c.type_ == "Failed")
+        .collect())
+}
+
+/// A pod as the controller reads it: who it is, the Job and run it belongs to (from its
+/// labels), its containers' names (whose logs to read) and what its status says of a start
+/// that does not happen or of the task's end.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(from = "PodRead")]
 pub struct CachedPod {
-    #[serde(default, deserialize_with = "read_metadata")]
     pub metadata: ObjectMeta,
-    #[serde(default)]
-    pub spec: Option<PodContainers>,
-    #[serde(default)]
-    pub status: Option<PodStatus>,
+    /// Its Job's name (the Job controller's `batch.kubernetes.io/job-name` label, or the older
+    /// `job-name`).
+    pub job: Option<String>,
+    /// Its run's name (the `job-executor.dev/run` label).
+    pub run: Option<String>,
+    /// Its containers' names, init containers first.
+    pub containers: Vec<String>,
+    pub status: Option<CachedPodStatus>,
 }
 
-/// The names of a pod's containers, init containers first when listed.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PodContainers {
-    #[serde(default)]
-    pub init_containers: Vec<ContainerName>,
-    #[serde(default)]
-    pub containers: Vec<ContainerName>,
+/// Of a pod's status, what says why it does not start or how its task ended.
+#[derive(Clone, Debug, Default)]
+pub struct CachedPodStatus {
+    pub phase: Option<String>,
+    /// The scheduler's message when it cannot place the pod (`PodScheduled` False,
+    /// `Unschedulable`).
+    pub unschedulable: Option<String>,
+    pub init_containers: Vec<ContainerSeen>,
+    pub containers: Vec<ContainerSeen>,
 }
 
+/// A container's status as the controller reads it.
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct ContainerName {
+#[serde(from = "ContainerRead")]
+pub struct ContainerSeen {
     pub name: String,
+    /// Why it waits (`ImagePullBackOff`, …) and the message, while it does.
+    pub waiting: Option<Waiting>,
+    /// Its termination message, once it terminated (`None` inside when it wrote none).
+    pub terminated: Option<Option<String>>,
 }
 
-impl PodContainers {
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Waiting {
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl CachedPod {
     /// Every container's name, init containers first.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.init_containers
-            .iter()
-            .chain(&self.containers)
-            .map(|c| c.name.as_str())
+    pub fn container_names(&self) -> impl Iterator<Item = &str> {
+        self.containers.iter().map(String::as_str)
+    }
+}
+
+/// A pod as its JSON has it, of which [`CachedPod`] keeps what is read.
+#[derive(Deserialize)]
+struct PodRead {
+    #[serde(default)]
+    metadata: Option<ReadMetadata>,
+    #[serde(default)]
+    spec: Option<PodSpecRead>,
+    #[serde(default)]
+    status: Option<PodStatusRead>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodSpecRead {
+    #[serde(default)]
+    init_containers: Vec<NameRead>,
+    #[serde(default)]
+    containers: Vec<NameRead>,
+}
+
+#[derive(Deserialize)]
+struct NameRead {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodStatusRead {
+    #[serde(default)]
+    phase: Option<String>,
+    #[serde(default)]
+    conditions: Option<Vec<Condition>>,
+    #[serde(default)]
+    init_container_statuses: Option<Vec<ContainerSeen>>,
+    #[serde(default)]
+    container_statuses: Option<Vec<ContainerSeen>>,
+}
+
+#[derive(Deserialize)]
+struct ContainerRead {
+    name: String,
+    #[serde(default)]
+    state: Option<StateRead>,
+}
+
+#[derive(Deserialize)]
+struct StateRead {
+    #[serde(default)]
+    waiting: Option<Waiting>,
+    #[serde(default)]
+    terminated: Option<TerminatedRead>,
+}
+
+#[derive(Deserialize)]
+struct TerminatedRead {
+    #[serde(default)]
+    message: Option<String>,
+}
+
+impl From<ContainerRead> for ContainerSeen {
+    fn from(read: ContainerRead) -> Self {
+        let (waiting, terminated) = match read.state {
+            Some(state) => (state.waiting, state.terminated.map(|t| t.message)),
+            None => (None, None),
+        };
+        ContainerSeen {
+            name: read.name,
+            waiting,
+            terminated,
+        }
+    }
+}
+
+impl From<PodRead> for CachedPod {
+    fn from(read: PodRead) -> Self {
+        let (metadata, labels) = read.metadata.map(ReadMetadata::split).unwrap_or_default();
+        let containers = read
+            .spec
+            .map(|spec| {
+                spec.init_containers
+                    .into_iter()
+                    .chain(spec.containers)
+                    .map(|c| c.name)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let status = read.status.map(|status| CachedPodStatus {
+            phase: status.phase,
+            unschedulable: status.conditions.into_iter().flatten().find_map(|c| {
+                (c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable"))
+                .then(|| c.message.unwrap_or_default())
+            }),
+            init_containers: status.init_container_statuses.unwrap_or_default(),
+            containers: status.container_statuses.unwrap_or_default(),
+        });
+        CachedPod {
+            metadata: ObjectMeta {
+                // A pod's owner (its Job) is named by its label.
+                owner_references: None,
+                ..metadata
+            },
+            job: labels.job,
+            run: labels.run,
+            containers,
+            status,
+        }
     }
 }
 
 /// The metadata the controller reads. The field managers (often larger than the rest of the
 /// object), annotations, the labels it does not read and the like are skipped while parsing.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ReadMetadata {
     name: Option<String>,
     namespace: Option<String>,
     uid: Option<String>,
     resource_version: Option<String>,
+    #[serde(default)]
     labels: Option<ReadLabels>,
     owner_references: Option<Vec<OwnerReference>>,
     creation_timestamp: Option<Time>,
     deletion_timestamp: Option<Time>,
 }
 
+impl ReadMetadata {
+    /// The object's metadata without labels, and the labels read.
+    fn split(self) -> (ObjectMeta, ReadLabels) {
+        let meta = ObjectMeta {
+            name: self.name,
+            namespace: self.namespace,
+            uid: self.uid,
+            resource_version: self.resource_version,
+            owner_references: self.owner_references,
+            creation_timestamp: self.creation_timestamp,
+            deletion_timestamp: self.deletion_timestamp,
+            ..Default::default()
+        };
+        (meta, self.labels.unwrap_or_default())
+    }
+}
+
+/// An object's metadata as the controller reads it: without labels (a Job is its run's by its
+/// owner reference), annotations and field managers.
 pub(crate) fn read_metadata<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<ObjectMeta, D::Error> {
-    let read = ReadMetadata::deserialize(deserializer)?;
-    Ok(ObjectMeta {
-        name: read.name,
-        namespace: read.namespace,
-        uid: read.uid,
-        resource_version: read.resource_version,
-        labels: read.labels.map(|labels| labels.0),
-        owner_references: read.owner_references,
-        creation_timestamp: read.creation_timestamp,
-        deletion_timestamp: read.deletion_timestamp,
-        ..Default::default()
-    })
+    Ok(ReadMetadata::deserialize(deserializer)?.split().0)
 }
 
-/// The labels the controller reads of a Job or pod: the run it belongs to, and a pod's Job (the
-/// Job controller sets both spellings). A Job and its pod carry a dozen labels (the task's, the
-/// event's, the Job controller's): the rest are skipped while parsing.
-const READ_LABELS: [&str; 3] = [
-    crate::labels::RUN,
-    "batch.kubernetes.io/job-name",
-    "job-name",
-];
-
-struct ReadLabels(BTreeMap<String, String>);
+/// The labels the controller reads of a pod: the run it belongs to, and its Job (the Job
+/// controller sets both spellings). A pod carries a dozen labels (the task's, the event's, the
+/// Job controller's): the rest are skipped while parsing.
+#[derive(Default)]
+struct ReadLabels {
+    run: Option<String>,
+    job: Option<String>,
+}
 
 impl<'de> Deserialize<'de> for ReadLabels {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -115,56 +280,23 @@ impl<'de> Deserialize<'de> for ReadLabels {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ReadLabels, A::Error> {
-                let mut kept = BTreeMap::new();
+                let mut kept = ReadLabels::default();
                 while let Some(key) = map.next_key::<String>()? {
-                    if READ_LABELS.contains(&key.as_str()) {
-                        kept.insert(key, map.next_value()?);
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
+                    match key.as_str() {
+                        crate::labels::RUN => kept.run = Some(map.next_value()?),
+                        "batch.kubernetes.io/job-name" => kept.job = Some(map.next_value()?),
+                        "job-name" if kept.job.is_none() => kept.job = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
                     }
                 }
-                Ok(ReadLabels(kept))
+                Ok(kept)
             }
         }
 
         deserializer.deserialize_map(Kept)
     }
-}
-
-/// Drops from a cached pod's status what the controller does not read: addresses, the QoS
-/// class, container images and ids, resources, and every condition but `PodScheduled` (which
-/// says when the scheduler cannot place the pod).
-pub fn trim_pod_status(pod: &mut CachedPod) {
-    let Some(status) = pod.status.as_mut() else {
-        return;
-    };
-    *status = PodStatus {
-        phase: status.phase.take(),
-        conditions: status.conditions.take().map(|conditions| {
-            conditions
-                .into_iter()
-                .filter(|c| c.type_ == "PodScheduled")
-                .collect()
-        }),
-        init_container_statuses: status.init_container_statuses.take().map(trim_containers),
-        container_statuses: status.container_statuses.take().map(trim_containers),
-        ..Default::default()
-    };
-}
-
-fn trim_containers(
-    statuses: Vec<k8s_openapi::api::core::v1::ContainerStatus>,
-) -> Vec<k8s_openapi::api::core::v1::ContainerStatus> {
-    statuses
-        .into_iter()
-        .map(|c| k8s_openapi::api::core::v1::ContainerStatus {
-            name: c.name,
-            state: c.state,
-            ready: c.ready,
-            restart_count: c.restart_count,
-            ..Default::default()
-        })
-        .collect()
 }
 
 /// The API identities of the cached types are those of the objects they are read from.
@@ -204,11 +336,11 @@ mod tests {
 
     #[test]
     fn a_pod_is_read_with_only_what_the_controller_reads() {
-        let mut pod: CachedPod = serde_json::from_value(json!({
+        let pod: CachedPod = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {
                 "name": "r-0-abc", "namespace": "jobs", "uid": "u", "resourceVersion": "7",
-                "labels": {"batch.kubernetes.io/job-name": "r-0", "job-name": "r-0",
+                "labels": {"job-name": "r-0", "batch.kubernetes.io/job-name": "r-0",
                            "job-executor.dev/run": "r", "keptn.sh/project": "p",
                            "batch.kubernetes.io/controller-uid": "j"},
                 "annotations": {"a": "b"},
@@ -226,57 +358,60 @@ mod tests {
                     {"type": "Ready", "status": "True"},
                     {"type": "PodScheduled", "status": "True"}
                 ],
+                "initContainerStatuses": [{"name": "stage", "image": "x", "imageID": "sha",
+                    "ready": false, "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}],
                 "containerStatuses": [{"name": "task", "image": "y", "imageID": "sha",
                     "ready": true, "restartCount": 0,
                     "state": {"running": {"startedAt": "2026-12-02T00:00:00Z"}}}]
             }
         }))
         .unwrap();
-        assert_eq!(pod.metadata.managed_fields, None);
-        assert_eq!(pod.metadata.annotations, None);
-        let labels = pod.metadata.labels.as_ref().unwrap();
+        let meta = &pod.metadata;
+        assert_eq!(meta.managed_fields, None);
+        assert_eq!(meta.annotations, None);
+        assert_eq!(meta.labels, None, "the labels read are fields of their own");
         assert_eq!(
-            labels.keys().collect::<Vec<_>>(),
-            [
-                "batch.kubernetes.io/job-name",
-                "job-executor.dev/run",
-                "job-name"
-            ],
-            "only the labels the controller reads"
+            meta.owner_references, None,
+            "a pod's Job is named by its label"
         );
-        assert_eq!(pod.metadata.resource_version.as_deref(), Some("7"));
+        assert_eq!(meta.resource_version.as_deref(), Some("7"));
+        assert_eq!(pod.job.as_deref(), Some("r-0"));
+        assert_eq!(pod.run.as_deref(), Some("r"));
+        assert_eq!(pod.container_names().collect::<Vec<_>>(), ["stage", "task"]);
+        let status = pod.status.unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert_eq!(status.unschedulable, None);
+        let stage = &status.init_containers[0];
         assert_eq!(
-            pod.metadata.owner_references.as_ref().map(Vec::len),
-            Some(1)
+            (stage.name.as_str(), stage.terminated.clone()),
+            ("stage", Some(None))
         );
-        let spec = pod.spec.as_ref().unwrap();
-        assert_eq!(spec.names().collect::<Vec<_>>(), ["stage", "task"]);
-        trim_pod_status(&mut pod);
-        assert_eq!(
-            serde_json::to_value(pod.status.unwrap()).unwrap(),
-            json!({
-                "phase": "Running",
-                "conditions": [{"type": "PodScheduled", "status": "True"}],
-                "containerStatuses": [{"name": "task", "image": "", "imageID": "",
-                    "ready": true, "restartCount": 0,
-                    "state": {"running": {"startedAt": "2026-12-02T00:00:00Z"}}}]
-            })
-        );
+        let task = &status.containers[0];
+        assert_eq!(task.name, "task");
+        assert!(task.waiting.is_none() && task.terminated.is_none());
     }
 
     #[test]
-    fn a_job_is_read_with_its_owner_and_status() {
+    fn a_job_is_read_with_its_owner_and_the_conditions_that_end_it() {
         let job: CachedJob = serde_json::from_value(json!({
             "metadata": {"name": "r-0", "ownerReferences": [{"apiVersion": "job-executor.dev/v1alpha1",
                 "kind": "JobRun", "name": "r", "uid": "u", "controller": true}],
+                "labels": {"job-executor.dev/run": "r"},
                 "managedFields": [{"manager": "kube-controller-manager"}]},
             "spec": {"template": {"spec": {"containers": [{"name": "task", "image": "y"}]}}},
-            "status": {"conditions": [{"type": "Complete", "status": "True"}]}
+            "status": {"active": 1, "conditions": [
+                {"type": "SuccessCriteriaMet", "status": "True"},
+                {"type": "Complete", "status": "True"}
+            ]}
         }))
         .unwrap();
         assert_eq!(job.metadata.name.as_deref(), Some("r-0"));
         assert_eq!(job.metadata.managed_fields, None);
+        assert_eq!(job.metadata.labels, None);
         assert_eq!(job.metadata.owner_references.unwrap()[0].name, "r");
-        assert_eq!(job.status.unwrap().conditions.unwrap().len(), 1);
+        let conditions = job.status.unwrap().conditions;
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].type_, "Complete");
     }
 }

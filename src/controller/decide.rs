@@ -336,7 +336,12 @@ fn who_cancelled(value: &str) -> String {
 /// Whether the run reports `.started` and `.finished`: not when silent, and only for
 /// `.triggered` events.
 pub fn sends_events(run: &JobRun) -> bool {
-    !run.spec.action.silent && split_triggered_type(run.spec.event.event_type()).is_some()
+    !run.spec.action.silent
+        && run
+            .spec
+            .event
+            .attribute("type")
+            .is_some_and(|event_type| split_triggered_type(&event_type).is_some())
 }
 
 /// The run's name (the JobRun's).

@@ -57,8 +57,8 @@ pub fn transitions(run: &JobRun, before: &JobRunStatus, after: &JobRunStatus) ->
             "Accept",
             format!(
                 "event {} ({}) runs action '{}'",
-                run.spec.event.id(),
-                run.spec.event.event_type(),
+                run.spec.event.attribute("id").unwrap_or_default(),
+                run.spec.event.attribute("type").unwrap_or_default(),
                 run.spec.action.name
             ),
         ));

@@ -39,7 +39,7 @@ pub async fn collect(api: &Api<Pod>, pods: &[&CachedPod], cap: usize) -> String 
     let mut text = String::new();
     for pod in pods {
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
-        for container in pod.spec.iter().flat_map(|spec| spec.names()) {
+        for container in pod.container_names() {
             let params = LogParams {
                 container: Some(container.to_string()),
                 limit_bytes: Some(FETCH_LIMIT_BYTES),

@@ -229,9 +229,7 @@ pub async fn run(
     let indexer = pod_index.clone();
     let pod_events = reflector(
         pod_writer,
-        watcher(pods, children)
-            .modify(cached::trim_pod_status)
-            .inspect(move |event| indexer.record(event)),
+        watcher(pods, children).inspect(move |event| indexer.record(event)),
     )
     .inspect(synced.marker(2))
     .inspect(watch_health(&health, "pods"))
@@ -260,8 +258,7 @@ pub async fn run(
     let controller = Controller::for_stream(run_events, run_store)
         .owns_stream(job_events)
         .watches_stream(pod_events, move |pod: CachedPod| {
-            let run = pod.labels().get(labels::RUN)?.clone();
-            Some(ObjectRef::<JobRun>::new(&run).within(&namespace))
+            Some(ObjectRef::<JobRun>::new(pod.run.as_deref()?).within(&namespace))
         })
         // A replica that becomes leader takes every run up (as a follower it left them alone).
         .reconcile_all_on(gained)
@@ -663,11 +660,7 @@ impl Context {
 
 /// The Job a pod belongs to, from the labels the Job controller sets.
 fn job_of_pod(pod: &CachedPod) -> Option<&str> {
-    let labels = pod.metadata.labels.as_ref()?;
-    labels
-        .get("batch.kubernetes.io/job-name")
-        .or_else(|| labels.get("job-name"))
-        .map(String::as_str)
+    pod.job.as_deref()
 }
 
 /// Pod names by Job name, fed by the pod watch. Names are added on every applied pod and removed
@@ -843,7 +836,7 @@ mod tests {
         // Kept: the controller marks a done run only when it is not marked yet.
         assert!(trimmed.status.as_ref().unwrap().done);
         assert_eq!(trimmed.metadata.managed_fields, None);
-        assert_eq!(trimmed.spec.event.as_value(), &serde_json::Value::Null);
+        assert_eq!(trimmed.spec.event.as_str(), "null");
         assert!(trimmed.spec.action.tasks.is_empty());
         let status = trimmed.status.as_ref().unwrap();
         assert!(status.tasks.is_empty() && status.outcome.is_none() && status.started.is_none());

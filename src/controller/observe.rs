@@ -15,8 +15,7 @@ pub fn job_state(job: &CachedJob) -> JobState {
     let conditions = job
         .status
         .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .map(Vec::as_slice)
+        .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     for condition in conditions {
         if condition.status != "True" {
@@ -60,10 +59,10 @@ pub fn termination_message<'a>(pods: impl IntoIterator<Item = &'a CachedPod>) ->
     pods.into_iter()
         .filter_map(|pod| pod.status.as_ref())
         .filter(|status| status.phase.as_deref() == Some("Succeeded"))
-        .flat_map(|status| status.container_statuses.iter().flatten())
+        .flat_map(|status| &status.containers)
         .filter(|container| container.name == crate::render::TASK_CONTAINER)
-        .find_map(|container| container.state.as_ref()?.terminated.as_ref())
-        .map(|terminated| terminated.message.clone().unwrap_or_default())
+        .find_map(|container| container.terminated.as_ref())
+        .map(|message| message.clone().unwrap_or_default())
 }
 
 /// The first pod of a Job that cannot start: a container waiting for a reason that does not go
@@ -72,13 +71,8 @@ pub fn stuck_pod<'a>(pods: impl IntoIterator<Item = &'a CachedPod>) -> Option<St
     for pod in pods {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let Some(status) = &pod.status else { continue };
-        let statuses = status
-            .init_container_statuses
-            .iter()
-            .flatten()
-            .chain(status.container_statuses.iter().flatten());
-        for container in statuses {
-            if let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref())
+        for container in status.init_containers.iter().chain(&status.containers) {
+            if let Some(waiting) = &container.waiting
                 && let Some(reason) = &waiting.reason
                 && STUCK_REASONS.contains(&reason.as_str())
             {
@@ -93,17 +87,12 @@ pub fn stuck_pod<'a>(pods: impl IntoIterator<Item = &'a CachedPod>) -> Option<St
                 });
             }
         }
-        for condition in status.conditions.iter().flatten() {
-            if condition.type_ == "PodScheduled"
-                && condition.status == "False"
-                && condition.reason.as_deref() == Some("Unschedulable")
-            {
-                return Some(Stuck {
-                    pod: name,
-                    reason: "Unschedulable".into(),
-                    message: condition.message.clone().unwrap_or_default(),
-                });
-            }
+        if let Some(message) = &status.unschedulable {
+            return Some(Stuck {
+                pod: name,
+                reason: "Unschedulable".into(),
+                message: message.clone(),
+            });
         }
     }
     None

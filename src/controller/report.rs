@@ -74,10 +74,15 @@ fn test_window(status: &JobRunStatus) -> Option<(jiff::Timestamp, jiff::Timestam
 }
 
 /// The run's `.started` event, timed by when its first delivery was tried.
-pub fn started_event(run: &JobRun, source: &str, time: jiff::Timestamp) -> Option<CloudEvent> {
+pub fn started_event(
+    run: &JobRun,
+    triggered: &CloudEvent,
+    source: &str,
+    time: jiff::Timestamp,
+) -> Option<CloudEvent> {
     let name = run.metadata.name.as_deref().unwrap_or_default();
     event::build_started(&OutgoingContext {
-        triggered: &run.spec.event,
+        triggered,
         run_name: name,
         source,
         time,
@@ -87,6 +92,7 @@ pub fn started_event(run: &JobRun, source: &str, time: jiff::Timestamp) -> Optio
 /// The run's `.finished` event, from its recorded outcome.
 pub fn finished_event(
     run: &JobRun,
+    triggered: &CloudEvent,
     status: &JobRunStatus,
     outcome: &RunOutcome,
     source: &str,
@@ -95,7 +101,7 @@ pub fn finished_event(
     let name = run.metadata.name.as_deref().unwrap_or_default();
     finished_for(
         &OutgoingContext {
-            triggered: &run.spec.event,
+            triggered,
             run_name: name,
             source,
             time,
@@ -140,13 +146,14 @@ fn reported_outcome(status: &JobRunStatus, outcome: &RunOutcome) -> Outcome {
 /// with the recorded outcome (same id as the sink's, so a receiver of both can drop one).
 pub fn notice_event(
     run: &JobRun,
+    triggered: &CloudEvent,
     status: &JobRunStatus,
     when: NotifyWhen,
     source: &str,
     time: jiff::Timestamp,
 ) -> CloudEvent {
     let context = OutgoingContext {
-        triggered: &run.spec.event,
+        triggered,
         run_name: run.metadata.name.as_deref().unwrap_or_default(),
         source,
         time,
@@ -168,8 +175,13 @@ const SLACK_LOG_BYTES: usize = 2000;
 /// A Slack-compatible message (Slack's `mrkdwn`, which Mattermost and Rocket.Chat read too):
 /// the service, project and stage, the action, what happened and how long it took, and for a
 /// failure the task that failed with the tail of its log.
-pub fn slack_text(run: &JobRun, status: &JobRunStatus, when: NotifyWhen) -> String {
-    let keptn = run.spec.event.keptn();
+pub fn slack_text(
+    run: &JobRun,
+    triggered: &CloudEvent,
+    status: &JobRunStatus,
+    when: NotifyWhen,
+) -> String {
+    let keptn = triggered.keptn();
     let run_name = run.metadata.name.as_deref().unwrap_or_default();
     let place = match (&keptn.project, &keptn.stage) {
         (Some(project), Some(stage)) => {
@@ -180,7 +192,7 @@ pub fn slack_text(run: &JobRun, status: &JobRunStatus, when: NotifyWhen) -> Stri
     };
     let subject = match &keptn.service {
         Some(service) => format!("*{}*{place}", slack_escape(service)),
-        None => format!("`{}`{place}", slack_escape(run.spec.event.event_type())),
+        None => format!("`{}`{place}", slack_escape(triggered.event_type())),
     };
     let action = slack_escape(&run.spec.action.name);
     let took = match (
@@ -206,7 +218,7 @@ pub fn slack_text(run: &JobRun, status: &JobRunStatus, when: NotifyWhen) -> Stri
     text.push_str(&format!(
         "\nrun `{}` for event `{}`",
         slack_escape(run_name),
-        slack_escape(run.spec.event.event_type())
+        slack_escape(triggered.event_type())
     ));
     if when != NotifyWhen::Failed {
         return text;
@@ -284,8 +296,9 @@ pub(crate) fn emitted_for_tests() -> Vec<(String, CloudEvent)> {
         ..Default::default()
     };
     let outcome = outcome_of_tasks(&status);
-    let started = started_event(&run, "job-executor", time);
-    let finished = finished_event(&run, &status, &outcome, "job-executor", time);
+    let triggered = run.spec.event.parse().unwrap();
+    let started = started_event(&run, &triggered, "job-executor", time);
+    let finished = finished_event(&run, &triggered, &status, &outcome, "job-executor", time);
     let mut events = Vec::new();
     if let (Some(started), Some(finished)) = (started, finished) {
         let letter = crate::sink::dead_letter_event(
@@ -393,7 +406,8 @@ mod tests {
             ],
             RunPhase::Failed,
         );
-        let text = slack_text(&run, &status, NotifyWhen::Failed);
+        let triggered = run.spec.event.parse().unwrap();
+        let text = slack_text(&run, &triggered, &status, NotifyWhen::Failed);
         let expected_head = "*svc* (p/s): action `Run &lt;locust&gt; &amp; more` failed after 2m3s\n\
              run `run-1` for event `sh.keptn.event.test.triggered`\n\
              task `smoke`: BackoffLimitExceeded: exit 1\n```\nline 12\n";
@@ -404,7 +418,7 @@ mod tests {
             "only the last 20 lines: {text}"
         );
 
-        let started = slack_text(&run, &status, NotifyWhen::Started);
+        let started = slack_text(&run, &triggered, &status, NotifyWhen::Started);
         assert_eq!(
             started,
             "*svc* (p/s): action `Run &lt;locust&gt; &amp; more` started\nrun `run-1` for event `sh.keptn.event.test.triggered`"
@@ -414,7 +428,7 @@ mod tests {
             vec![task("t", TaskPhase::Succeeded, None, None)],
             RunPhase::Succeeded,
         );
-        let text = slack_text(&run, &succeeded, NotifyWhen::Succeeded);
+        let text = slack_text(&run, &triggered, &succeeded, NotifyWhen::Succeeded);
         assert!(text.contains("succeeded after 2m3s"), "{text}");
     }
 
@@ -427,16 +441,32 @@ mod tests {
             RunPhase::Succeeded,
         );
         let time: jiff::Timestamp = "2026-11-21T10:02:03Z".parse().unwrap();
-        let notice = notice_event(&run, &status, NotifyWhen::Succeeded, "je", time);
+        let triggered = run.spec.event.parse().unwrap();
+        let notice = notice_event(&run, &triggered, &status, NotifyWhen::Succeeded, "je", time);
         let outcome = status.outcome.clone().unwrap();
-        let finished = finished_event(&run, &status, &outcome, "je", time).unwrap();
+        let finished = finished_event(&run, &triggered, &status, &outcome, "je", time).unwrap();
         assert_eq!(notice, finished, "the same event as the sink's");
 
         let nightly =
             crate::controller::decide::tests::run_of(1, None, "dev.example.nightly", false);
-        let started = notice_event(&nightly, &status, NotifyWhen::Started, "je", time);
+        let nightly_event = nightly.spec.event.parse().unwrap();
+        let started = notice_event(
+            &nightly,
+            &nightly_event,
+            &status,
+            NotifyWhen::Started,
+            "je",
+            time,
+        );
         assert_eq!(started.event_type(), "dev.example.nightly.started");
-        let finished = notice_event(&nightly, &status, NotifyWhen::Failed, "je", time);
+        let finished = notice_event(
+            &nightly,
+            &nightly_event,
+            &status,
+            NotifyWhen::Failed,
+            "je",
+            time,
+        );
         assert_eq!(finished.event_type(), "dev.example.nightly.finished");
         assert_eq!(finished.as_value()["data"]["status"], "succeeded");
         assert_eq!(finished.as_value()["data"]["service"], "svc");

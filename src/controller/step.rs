@@ -30,7 +30,7 @@ use super::observe::{JobState, job_state, stuck_pod, termination_message};
 use super::{Context, ReconcileError, logs, report};
 use crate::config::{NotifyKind, NotifyWhen};
 use crate::crd::{DeliveryState, JobRun, JobRunStatus, TaskPhase};
-use crate::event::{CloudEvent, TaskEventKind};
+use crate::event::{CloudEvent, EventError, TaskEventKind};
 use crate::labels::FIELD_MANAGER;
 use crate::render::{self, JobRequest, RenderError};
 use crate::settings::Settings;
@@ -50,6 +50,9 @@ pub enum CannotRun {
     FilesAborted(String),
     #[error("{0}")]
     Render(#[from] RenderError),
+    /// Not for runs the operator made: their events were validated when accepted.
+    #[error("the run's event is not a valid CloudEvent: {0}")]
+    InvalidEvent(#[from] EventError),
 }
 
 /// A step that was not taken.
@@ -349,8 +352,9 @@ impl<W: World> Executor<'_, W> {
         let owner = run.controller_owner_ref(&());
         let outputs: Vec<BTreeMap<String, String>> =
             status.tasks.iter().map(|t| t.outputs.clone()).collect();
+        let event = spec.event.parse()?;
         let request = JobRequest {
-            event: &spec.event,
+            event: &event,
             run_name: run_name(run),
             action_index: spec.action.index as usize,
             action_name: &spec.action.name,
@@ -397,16 +401,17 @@ impl<W: World> Executor<'_, W> {
         };
         let time = first_attempt(&mut delivery, now);
         let source = &self.settings.event_source;
-        let event = match kind {
-            TaskEventKind::Started => report::started_event(self.run, source, time),
+        let triggered = self.run.spec.event.parse();
+        let event = triggered.as_ref().ok().and_then(|triggered| match kind {
+            TaskEventKind::Started => report::started_event(self.run, triggered, source, time),
             TaskEventKind::Finished => {
                 let outcome = status
                     .outcome
                     .clone()
                     .unwrap_or_else(|| report::outcome_of_tasks(status));
-                report::finished_event(self.run, status, &outcome, source, time)
+                report::finished_event(self.run, triggered, status, &outcome, source, time)
             }
-        };
+        });
         // The event continues the run's trace from this step's span.
         let event = event.map(|event| {
             match trace::handed_on(&tracing::Span::current(), self.trace.as_ref()) {
@@ -415,9 +420,13 @@ impl<W: World> Executor<'_, W> {
             }
         });
         let Some(event) = event else {
-            // Not reached: only runs of `.triggered` events send events, and those can be built.
+            // Not reached for runs the operator made: only runs of `.triggered` events send
+            // events, and those can be built.
             delivery.state = DeliveryState::GaveUp;
-            delivery.last_error = Some("the event could not be built".into());
+            delivery.last_error = Some(match triggered {
+                Err(error) => CannotRun::InvalidEvent(error).to_string(),
+                Ok(_) => "the event could not be built".into(),
+            });
             if let Some(recorded) = delivery_mut(status, kind) {
                 *recorded = delivery;
             }
@@ -476,8 +485,25 @@ impl<W: World> Executor<'_, W> {
         let Some(notification) = status.notifications.get(index).cloned() else {
             return Ok(());
         };
+        let triggered = match run.spec.event.parse() {
+            Ok(triggered) => triggered,
+            Err(error) => {
+                // Not for runs the operator made; the attempt fails as a refused one would.
+                let refused = DeliveryError::Refused {
+                    message: CannotRun::InvalidEvent(error).to_string(),
+                };
+                let policy = &self.limits.notification;
+                record_notification_attempt(run, status, index, Err(&refused), now, policy);
+                return Ok(());
+            }
+        };
         let notice = match notification.kind {
-            NotifyKind::Slack => Notice::Slack(report::slack_text(run, status, notification.when)),
+            NotifyKind::Slack => Notice::Slack(report::slack_text(
+                run,
+                &triggered,
+                status,
+                notification.when,
+            )),
             NotifyKind::Webhook => {
                 // The event's time is when the run started or ended, so every attempt sends
                 // the same event.
@@ -487,7 +513,8 @@ impl<W: World> Executor<'_, W> {
                 };
                 let time = at.and_then(|t| t.parse().ok()).unwrap_or(now);
                 let source = &self.settings.event_source;
-                let event = report::notice_event(run, status, notification.when, source, time);
+                let event =
+                    report::notice_event(run, &triggered, status, notification.when, source, time);
                 Notice::Event(event.as_value().clone())
             }
         };
@@ -686,7 +713,8 @@ impl World for Cluster<'_> {
     async fn create_files(&self, run: &JobRun) -> Result<(), StepError> {
         let spec = &run.spec;
         // Runs accepted before `configDir` was recorded took files from the service's directory.
-        let dir = match (&spec.config_dir, ServiceRef::of_event(&spec.event)) {
+        let event = spec.event.parse().map_err(CannotRun::from)?;
+        let dir = match (&spec.config_dir, ServiceRef::of_event(&event)) {
             (Some(dir), _) => dir.clone(),
             (None, Ok(service)) => service.service,
             (None, Err(field)) => return Err(CannotRun::NoService(field).into()),

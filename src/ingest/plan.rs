@@ -336,7 +336,7 @@ fn job_run(
             ..Default::default()
         },
         spec: JobRunSpec {
-            event: event.clone(),
+            event: event.into(),
             action,
             config_revision: place.revision,
             config_dir: place.dir,
