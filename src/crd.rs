@@ -187,11 +187,13 @@ pub struct JobRunStatus {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub task_summary: String,
     /// The `.started` event (absent for silent runs and events that are not `.triggered`).
+    // Boxed, as `finished`: the status of every run in flight is cached, and a delivery's record
+    // is large while many runs have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started: Option<Delivery>,
+    pub started: Option<Box<Delivery>>,
     /// The `.finished` event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished: Option<Delivery>,
+    pub finished: Option<Box<Delivery>>,
     /// What the run reports when it is over; fixed before `.finished` is sent, so a repeated
     /// delivery says the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -13,14 +13,45 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference,
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-/// A Job as the controller reads it: who it is, whose it is (its owner, the run), and the
-/// conditions that end it.
+/// A Job as the controller reads it: who it is, whose it is (the run), and the conditions that
+/// end it.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(from = "JobRead")]
 pub struct CachedJob {
-    #[serde(default, deserialize_with = "read_metadata")]
     pub metadata: ObjectMeta,
-    #[serde(default)]
+    /// Its run's name: its `job-executor.dev/run` label, or else the JobRun that owns it.
+    pub run: Option<String>,
     pub status: Option<CachedJobStatus>,
+}
+
+/// A Job as its JSON has it, of which [`CachedJob`] keeps what is read.
+#[derive(Deserialize)]
+struct JobRead {
+    #[serde(default)]
+    metadata: Option<ReadMetadata>,
+    #[serde(default)]
+    status: Option<CachedJobStatus>,
+}
+
+impl From<JobRead> for CachedJob {
+    fn from(read: JobRead) -> Self {
+        let (metadata, labels) = read.metadata.map(ReadMetadata::split).unwrap_or_default();
+        let owner = metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|owner| owner.kind == "JobRun")
+            .map(|owner| owner.name.clone());
+        CachedJob {
+            metadata: ObjectMeta {
+                owner_references: None,
+                uid: None,
+                ..metadata
+            },
+            run: labels.run.or(owner),
+            status: read.status,
+        }
+    }
 }
 
 /// Of a Job's status, the conditions that end it (`Complete`, `Failed`); the counts of its pods
@@ -206,8 +237,9 @@ impl From<PodRead> for CachedPod {
         });
         CachedPod {
             metadata: ObjectMeta {
-                // A pod's owner (its Job) is named by its label.
+                // A pod's owner (its Job) is named by its label; its uid is not read.
                 owner_references: None,
+                uid: None,
                 ..metadata
             },
             job: labels.job,
@@ -409,7 +441,15 @@ mod tests {
         assert_eq!(job.metadata.name.as_deref(), Some("r-0"));
         assert_eq!(job.metadata.managed_fields, None);
         assert_eq!(job.metadata.labels, None);
-        assert_eq!(job.metadata.owner_references.unwrap()[0].name, "r");
+        assert_eq!(job.run.as_deref(), Some("r"));
+        assert_eq!(job.metadata.owner_references, None, "its run is a field");
+        // A Job without the label (made by hand, say) is its owner's.
+        let owned: CachedJob = serde_json::from_value(json!({
+            "metadata": {"name": "r-1", "ownerReferences": [{"apiVersion": "job-executor.dev/v1alpha1",
+                "kind": "JobRun", "name": "s", "uid": "u", "controller": true}]}
+        }))
+        .unwrap();
+        assert_eq!(owned.run.as_deref(), Some("s"));
         let conditions = job.status.unwrap().conditions;
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].type_, "Complete");

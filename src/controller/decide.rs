@@ -640,8 +640,8 @@ impl Wake {
     }
 }
 
-fn pending(delivery: &Option<Delivery>) -> Option<Option<&str>> {
-    delivery.as_ref().and_then(Delivery::due)
+fn pending(delivery: &Option<Box<Delivery>>) -> Option<Option<&str>> {
+    delivery.as_deref().and_then(Delivery::due)
 }
 
 /// `None` when the next attempt (`next_attempt`, as recorded) is due, or how long until it is.
@@ -727,10 +727,10 @@ pub fn initialise(run: &JobRun, status: &mut JobRunStatus, now: Timestamp) {
         }
     }
     if sends_events(run) && status.started.is_none() {
-        status.started = Some(Delivery {
+        status.started = Some(Box::new(Delivery {
             id: outgoing_event_id(run_name(run), TaskEventKind::Started),
             ..Default::default()
-        });
+        }));
     }
     if status.outcome.is_none() {
         if let Some(failure) = &run.spec.failure {
@@ -795,10 +795,10 @@ fn finish(
 /// The `.finished` to send, recorded with the outcome: a run is not done until it is sent.
 fn expect_finished(run: &JobRun, status: &mut JobRunStatus) {
     if sends_events(run) && status.finished.is_none() {
-        status.finished = Some(Delivery {
+        status.finished = Some(Box::new(Delivery {
             id: outgoing_event_id(run_name(run), TaskEventKind::Finished),
             ..Default::default()
-        });
+        }));
     }
 }
 
@@ -928,8 +928,8 @@ fn skip_dependents(run: &JobRun, status: &mut JobRunStatus) {
 /// The delivery of `kind`, as recorded.
 pub fn delivery_mut(status: &mut JobRunStatus, kind: TaskEventKind) -> Option<&mut Delivery> {
     match kind {
-        TaskEventKind::Started => status.started.as_mut(),
-        TaskEventKind::Finished => status.finished.as_mut(),
+        TaskEventKind::Started => status.started.as_deref_mut(),
+        TaskEventKind::Finished => status.finished.as_deref_mut(),
     }
 }
 
@@ -1134,7 +1134,7 @@ fn gave_up_condition(delivery: &Delivery) -> (&'static str, String) {
 /// delivery was given up) and `Finished`.
 pub fn update_conditions(status: &mut JobRunStatus, now: Timestamp) {
     status.task_summary = task_summary(status);
-    let gave_up = [&status.started, &status.finished]
+    let gave_up = [status.started.as_deref(), status.finished.as_deref()]
         .into_iter()
         .flatten()
         .find(|d| d.state == DeliveryState::GaveUp)

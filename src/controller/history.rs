@@ -205,8 +205,8 @@ fn notification_events(before: &JobRunStatus, after: &JobRunStatus, events: &mut
 
 fn delivery_events(
     kind: &str,
-    before: &Option<Delivery>,
-    after: &Option<Delivery>,
+    before: &Option<Box<Delivery>>,
+    after: &Option<Box<Delivery>>,
     events: &mut Vec<RunEvent>,
 ) {
     let Some(after) = after else {

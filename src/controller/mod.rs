@@ -255,8 +255,11 @@ pub async fn run(
         written,
     });
 
+    let job_namespace = namespace.clone();
     let controller = Controller::for_stream(run_events, run_store)
-        .owns_stream(job_events)
+        .watches_stream(job_events, move |job: CachedJob| {
+            Some(ObjectRef::<JobRun>::new(job.run.as_deref()?).within(&job_namespace))
+        })
         .watches_stream(pod_events, move |pod: CachedPod| {
             Some(ObjectRef::<JobRun>::new(pod.run.as_deref()?).within(&namespace))
         })
@@ -748,13 +751,15 @@ fn trim_run(run: &mut JobRun) {
     spec.config_dir = None;
     spec.config_stale = None;
     if let Some(status) = run.status.as_mut() {
-        let finished = status.finished.take().map(|delivery| Delivery {
-            state: delivery.state,
-            dead_letter: delivery.dead_letter.map(|letter| DeadLetter {
-                state: letter.state,
+        let finished = status.finished.take().map(|delivery| {
+            Box::new(Delivery {
+                state: delivery.state,
+                dead_letter: delivery.dead_letter.map(|letter| DeadLetter {
+                    state: letter.state,
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
+            })
         });
         *status = JobRunStatus {
             revision: status.revision,

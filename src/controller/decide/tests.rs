@@ -73,7 +73,7 @@ fn initialised(run: &JobRun) -> JobRunStatus {
     status
 }
 
-fn delivered(delivery: &mut Option<Delivery>) {
+fn delivered(delivery: &mut Option<Box<Delivery>>) {
     if let Some(d) = delivery.as_mut() {
         d.state = DeliveryState::Delivered;
     }
@@ -432,7 +432,7 @@ fn a_done_run_waits_for_nothing_and_its_retention_ends_as_configured() {
     let until = |status: &JobRunStatus, limits: &Limits| {
         retained_until(
             created,
-            status.finished.as_ref(),
+            status.finished.as_deref(),
             status.finished_at.as_deref(),
             limits,
         )
