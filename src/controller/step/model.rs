@@ -691,6 +691,27 @@ fn a_task_that_cannot_be_rendered_fails_with_the_reason() {
     assert!(model.created.borrow().is_empty(), "no Job");
 }
 
+/// A run whose recorded event is not a CloudEvent (a JobRun made by hand: the operator
+/// validates every event it accepts) fails its task with the reason, and sends nothing.
+#[test]
+fn a_run_whose_event_is_not_a_cloudevent_fails_saying_why() {
+    let mut run = graph_run(&[vec![]], None);
+    run.spec.event =
+        serde_json::from_value(serde_json::json!({"id": "e", "type": "x"})).expect("a JSON object");
+    let model = Model::new(run);
+    assert!(model.settle(), "the run ends");
+    let status = model.recorded.borrow().clone();
+    assert_eq!(status.tasks[0].phase, TaskPhase::Failed);
+    assert_eq!(
+        status.tasks[0].message.as_deref(),
+        Some(
+            "the run's event is not a valid CloudEvent: missing required attribute \"specversion\""
+        )
+    );
+    assert!(model.created.borrow().is_empty(), "no Job");
+    assert!(model.sent.borrow().is_empty(), "no event");
+}
+
 /// A run an older version ended (no `status.done` recorded) gets it in one write, and nothing
 /// else happens to it: no Job, no event again.
 #[test]
