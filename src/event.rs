@@ -68,7 +68,35 @@ impl EventText {
     pub fn forget(&mut self) {
         self.0 = RawValue::NULL.to_owned();
     }
+
+    /// Keeps only what a run's replies and notifications are built from (`build_reply`): the
+    /// attributes that make it a CloudEvent, the extensions a reply repeats and Keptn's
+    /// `data` fields. What the watch cache keeps of a run whose Jobs are all created: nothing
+    /// renders a Job from its event again. Text that is not a JSON object is kept whole (the
+    /// run fails where it is parsed, saying why).
+    pub fn keep_reply_fields(&mut self) {
+        let Ok(Value::Object(mut event)) = serde_json::from_str::<Value>(self.0.get()) else {
+            return;
+        };
+        let data = event.remove("data");
+        event.retain(|name, _| {
+            REQUIRED.contains(&name.as_str()) || REPLY_EXTENSIONS.contains(&name.as_str())
+        });
+        if let Some(Value::Object(mut data)) = data {
+            data.retain(|name, _| KEPTN_DATA_FIELDS.contains(&name.as_str()));
+            event.insert("data".into(), Value::Object(data));
+        }
+        if let Ok(text) = serde_json::value::to_raw_value(&event) {
+            self.0 = text;
+        }
+    }
 }
+
+/// The extensions of a `.triggered` event its replies carry too.
+const REPLY_EXTENSIONS: [&str; 3] = ["shkeptncontext", "gitcommitid", "shkeptnspecversion"];
+
+/// The fields of `data` Keptn's events share (`KeptnFields`), which replies carry too.
+const KEPTN_DATA_FIELDS: [&str; 4] = ["project", "stage", "service", "labels"];
 
 /// Reads one string attribute of an event's top-level object, skipping the others.
 struct Attribute<'a>(&'a str);
@@ -488,7 +516,7 @@ fn build_reply(
     event.insert("time".into(), json!(context.time.to_string()));
     event.insert("datacontenttype".into(), json!("application/json"));
     event.insert("triggeredid".into(), json!(triggered.id()));
-    for name in ["shkeptncontext", "gitcommitid", "shkeptnspecversion"] {
+    for name in REPLY_EXTENSIONS {
         if let Some(value) = triggered.extension(name) {
             event.insert(name.into(), json!(value));
         }

@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, watch};
 
 use cached::{CachedJob, CachedPod};
 
-use crate::crd::{DeadLetter, Delivery, JobRun, JobRunStatus};
+use crate::crd::{DeadLetter, Delivery, JobRun, JobRunStatus, TaskPhase};
 use crate::health::Health;
 use crate::labels::{self, managed_selector};
 use crate::leader::{Leadership, NotLeader};
@@ -330,13 +330,18 @@ impl Drop for AbortOnDrop {
 /// How many Events may wait to be published; past it, new ones are dropped (and logged).
 const EVENT_QUEUE: usize = 4096;
 
+/// An Event waiting to be published: the object it is about (shared by the Events of one
+/// change) and what it says. The `EventsV1` object is built only when it is sent: a whole one
+/// is about 1 KB, and thousands can wait while runs start by the hundred a second.
+type QueuedEvent = (Arc<ObjectReference>, history::RunEvent);
+
 /// Publishes runs' Events (`events.k8s.io/v1`) from a queue, in order, off the reconciles'
 /// path, and only while this replica leads: a follower's or a fenced-off ex-leader's history is
 /// not told. Each Event is created once and never updated: a run's history has no repeats to
 /// fold into a series (kube-runtime's recorder would keep every Event of the last six minutes in
 /// memory to find them, which at a few hundred runs a second is more than the whole operator).
 pub struct Publisher {
-    queue: mpsc::Sender<EventsV1>,
+    queue: mpsc::Sender<QueuedEvent>,
 }
 
 impl Publisher {
@@ -345,10 +350,10 @@ impl Publisher {
         identity: String,
         leadership: watch::Receiver<Leadership>,
     ) -> Self {
-        let (queue, mut pending) = mpsc::channel::<EventsV1>(EVENT_QUEUE);
+        let (queue, mut pending) = mpsc::channel::<QueuedEvent>(EVENT_QUEUE);
         tokio::spawn(async move {
             let mut last = 0i128;
-            while let Some(mut event) = pending.recv().await {
+            while let Some((regarding, event)) = pending.recv().await {
                 let left = match leadership.borrow().fence(FENCE_MARGIN) {
                     Ok(left) => left,
                     Err(_) => continue,
@@ -357,24 +362,31 @@ impl Publisher {
                 // increasing so that names never collide and sort in order.
                 let now = jiff::Timestamp::now();
                 last = now.as_nanosecond().max(last + 1);
-                let regarding = event.regarding.clone().unwrap_or_default();
-                let run = regarding.name.clone().unwrap_or_default();
-                event.metadata.name = Some(format!("{run}.{last:x}"));
-                event.event_time = Some(MicroTime(now));
-                event.reporting_instance = Some(identity.clone());
-                let api: Api<EventsV1> = Api::namespaced(
-                    client.clone(),
-                    regarding.namespace.as_deref().unwrap_or_default(),
-                );
+                let name = regarding.name.as_deref().unwrap_or_default();
+                let namespace = regarding.namespace.as_deref().unwrap_or_default();
+                let api: Api<EventsV1> = Api::namespaced(client.clone(), namespace);
+                let recorded = EventsV1 {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(format!("{name}.{last:x}")),
+                        ..Default::default()
+                    },
+                    event_time: Some(MicroTime(now)),
+                    reporting_instance: Some(identity.clone()),
+                    ..recorded_event(&regarding, &event)
+                };
                 let params = PostParams::default();
-                let created = api.create(&params, &event);
+                let created = api.create(&params, &recorded);
                 match crate::leader::within(left, created).await {
                     Some(Ok(_)) => {}
                     Some(Err(error)) => {
-                        tracing::warn!(run, reason = ?event.reason, %error, "could not publish an Event")
+                        tracing::warn!(run = name, reason = event.reason, %error, "could not publish an Event")
                     }
                     None => {
-                        tracing::warn!(run, reason = ?event.reason, "publishing an Event took too long")
+                        tracing::warn!(
+                            run = name,
+                            reason = event.reason,
+                            "publishing an Event took too long"
+                        )
                     }
                 }
             }
@@ -385,48 +397,53 @@ impl Publisher {
     fn publish(&self, run: &JobRun, events: Vec<history::RunEvent>) {
         let mut run_ref = run.object_ref(&());
         run_ref.resource_version = None;
+        let run_ref = Arc::new(run_ref);
         for event in events {
-            // A task's Events point into the run, as a container's point into its pod.
-            let mut regarding = run_ref.clone();
-            regarding.field_path = event
-                .task
-                .map(|index| format!("spec.action.tasks[{index}]"));
-            let related = event.job.clone().map(|job| ObjectReference {
-                api_version: Some("batch/v1".into()),
-                kind: Some("Job".into()),
-                name: Some(job),
-                namespace: regarding.namespace.clone(),
-                ..Default::default()
-            });
-            self.send(regarding, related, event);
+            self.send(run_ref.clone(), event);
         }
     }
 
     /// Publishes an Event about any object (a JobSchedule's firing, say).
     pub(crate) fn publish_about(&self, regarding: ObjectReference, event: history::RunEvent) {
-        self.send(regarding, None, event);
+        self.send(Arc::new(regarding), event);
     }
 
-    fn send(
-        &self,
-        regarding: ObjectReference,
-        related: Option<ObjectReference>,
-        event: history::RunEvent,
-    ) {
-        let name = regarding.name.clone().unwrap_or_default();
-        let recorded = EventsV1 {
-            type_: Some(if event.warning { "Warning" } else { "Normal" }.into()),
-            reason: Some(event.reason.to_string()),
-            note: Some(event.note),
-            action: Some(event.action.to_string()),
-            reporting_controller: Some(labels::MANAGED_BY.to_string()),
-            regarding: Some(regarding),
-            related,
-            ..Default::default()
-        };
-        if let Err(error) = self.queue.try_send(recorded) {
-            tracing::debug!(object = name, %error, "an Event was dropped");
+    fn send(&self, regarding: Arc<ObjectReference>, event: history::RunEvent) {
+        if let Err(error) = self.queue.try_send((regarding, event)) {
+            let (regarding, _) = error.into_inner();
+            tracing::debug!(
+                object = regarding.name,
+                "an Event was dropped: the queue is full"
+            );
         }
+    }
+}
+
+/// The Event `event` about `regarding` says, but for its name, time and reporting instance.
+fn recorded_event(regarding: &ObjectReference, event: &history::RunEvent) -> EventsV1 {
+    // A task's Events point into the run, as a container's point into its pod.
+    let regarding = ObjectReference {
+        field_path: event
+            .task
+            .map(|index| format!("spec.action.tasks[{index}]")),
+        ..regarding.clone()
+    };
+    let related = event.job.clone().map(|job| ObjectReference {
+        api_version: Some("batch/v1".into()),
+        kind: Some("Job".into()),
+        name: Some(job),
+        namespace: regarding.namespace.clone(),
+        ..Default::default()
+    });
+    EventsV1 {
+        type_: Some(if event.warning { "Warning" } else { "Normal" }.into()),
+        reason: Some(event.reason.to_string()),
+        note: Some(event.note.clone()),
+        action: Some(event.action.to_string()),
+        reporting_controller: Some(labels::MANAGED_BY.to_string()),
+        regarding: Some(regarding),
+        related,
+        ..Default::default()
     }
 }
 
@@ -661,11 +678,6 @@ impl Context {
     }
 }
 
-/// The Job a pod belongs to, from the labels the Job controller sets.
-fn job_of_pod(pod: &CachedPod) -> Option<&str> {
-    pod.job.as_deref()
-}
-
 /// Pod names by Job name, fed by the pod watch. Names are added on every applied pod and removed
 /// on deletes; a pod that vanished while the watch re-listed stays named until its Job is
 /// looked up, which checks the store and forgets it.
@@ -681,7 +693,7 @@ impl PodIndex {
         };
         match event {
             Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
-                if let (Some(job), Some(name)) = (job_of_pod(pod), pod.metadata.name.as_ref()) {
+                if let (Some(job), Some(name)) = (pod.job.as_deref(), pod.metadata.name.as_ref()) {
                     let names = by_job.entry(job.to_string()).or_default();
                     if !names.contains(name) {
                         names.push(name.clone());
@@ -689,7 +701,7 @@ impl PodIndex {
                 }
             }
             Ok(watcher::Event::Delete(pod)) => {
-                if let (Some(job), Some(name)) = (job_of_pod(pod), pod.metadata.name.as_ref())
+                if let (Some(job), Some(name)) = (pod.job.as_deref(), pod.metadata.name.as_ref())
                     && let Some(names) = by_job.get_mut(job)
                 {
                     names.retain(|n| n != name);
@@ -724,20 +736,33 @@ impl PodIndex {
     }
 }
 
-/// Keeps of a cached run what the controller reads. A done run is in the cache only briefly
+/// Keeps of a cached run what the controller reads. Of a run in flight whose Jobs are all
+/// created, the event's fields its replies carry. A done run is in the cache only briefly
 /// (from the write that records it done until the watch drops it, or until a run an older
 /// version ended is marked done): it is not worked on (`Executor::execute` only marks a run an
 /// older version ended), but counted and seen by its concurrency group; its retention is the
-/// retained runs' watch's (`retained`). Of it, the cache keeps its name, creation and version, its concurrency group and
-/// arrival, and of its status the phase, `done`, the state of its `.finished` and
-/// notifications, and when it finished; everything else (the event, the tasks and their
-/// records, labels and annotations) stays in the API server only.
+/// retained runs' watch's (`retained`). Of it, the cache keeps its name, creation and version,
+/// its concurrency group and arrival, and of its status the phase, `done`, the state of its
+/// `.finished` and notifications, and when it finished; everything else (the event, the tasks
+/// and their records, labels and annotations) stays in the API server only.
 fn trim_run(run: &mut JobRun) {
     // Of any run: the controller reads no label of it (a Job's are rendered from the event and
     // the action), nor its field managers.
     run.metadata.managed_fields = None;
     run.metadata.labels = None;
     if !run.is_done() {
+        // Once no task waits for its Job, no Job is rendered from the event again: only the
+        // replies and notifications read it (a task never goes back to waiting).
+        let jobs_made = run.status.as_ref().is_some_and(|status| {
+            !status.tasks.is_empty()
+                && status
+                    .tasks
+                    .iter()
+                    .all(|task| task.phase != TaskPhase::Pending)
+        });
+        if jobs_made {
+            run.spec.event.keep_reply_fields();
+        }
         return;
     }
     run.metadata.annotations = None;
@@ -858,14 +883,90 @@ mod tests {
         trim_run(&mut cached);
         assert!(cached.is_done());
 
-        // A run not done yet (its `.finished` still being delivered) is kept whole.
+        // A run not done yet (its `.finished` still being delivered) is kept whole but for
+        // the event's fields no reply carries: its Jobs are all made.
         let pending = done_run("Succeeded", "Pending");
         let mut cached = pending.clone();
         trim_run(&mut cached);
+        assert_eq!(
+            cached.spec.event.as_str(),
+            r#"{"data":{},"id":"e","source":"s","specversion":"1.0","type":"sh.keptn.event.test.triggered"}"#
+        );
         cached.metadata.managed_fields = pending.metadata.managed_fields.clone();
+        cached.spec.event = pending.spec.event.clone();
         assert_eq!(
             serde_json::to_value(&cached).unwrap(),
             serde_json::to_value(&pending).unwrap()
         );
+    }
+
+    #[test]
+    fn a_tasks_event_points_into_the_run_and_names_its_job() {
+        let run = ObjectReference {
+            api_version: Some("job-executor.dev/v1alpha1".into()),
+            kind: Some("JobRun".into()),
+            name: Some("r".into()),
+            namespace: Some("ns".into()),
+            uid: Some("u".into()),
+            ..Default::default()
+        };
+        let event = history::RunEvent {
+            warning: true,
+            reason: "TaskFailed",
+            action: "EndTask",
+            note: "task 'b' failed".into(),
+            task: Some(1),
+            job: Some("r-1-b".into()),
+        };
+        let recorded = recorded_event(&run, &event);
+        assert_eq!(recorded.type_.as_deref(), Some("Warning"));
+        assert_eq!(
+            (recorded.reason.as_deref(), recorded.action.as_deref()),
+            (Some("TaskFailed"), Some("EndTask"))
+        );
+        assert_eq!(recorded.note.as_deref(), Some("task 'b' failed"));
+        let regarding = recorded.regarding.unwrap();
+        assert_eq!(
+            regarding.field_path.as_deref(),
+            Some("spec.action.tasks[1]")
+        );
+        assert_eq!(
+            (regarding.uid, regarding.name),
+            (run.uid.clone(), run.name.clone())
+        );
+        let related = recorded.related.unwrap();
+        assert_eq!(
+            (related.kind.as_deref(), related.name.as_deref()),
+            (Some("Job"), Some("r-1-b"))
+        );
+        assert_eq!(related.namespace.as_deref(), Some("ns"));
+
+        // The run's own Events: about the run as a whole, no Job.
+        let about_run = history::RunEvent {
+            task: None,
+            job: None,
+            warning: false,
+            ..event
+        };
+        let recorded = recorded_event(&run, &about_run);
+        assert_eq!(recorded.type_.as_deref(), Some("Normal"));
+        assert_eq!(recorded.regarding.unwrap().field_path, None);
+        assert_eq!(recorded.related, None);
+    }
+
+    #[test]
+    fn a_run_keeps_its_whole_event_while_a_task_waits_for_its_job() {
+        let mut run = done_run("Running", "Pending");
+        let status = run.status.as_mut().unwrap();
+        status.done = false;
+        status.tasks[0].phase = crate::crd::TaskPhase::Pending;
+        let mut cached = run.clone();
+        trim_run(&mut cached);
+        assert_eq!(cached.spec.event, run.spec.event);
+        // Not initialised yet: no task records at all.
+        run.status = None;
+        let mut cached = run.clone();
+        trim_run(&mut cached);
+        assert_eq!(cached.spec.event, run.spec.event);
     }
 }

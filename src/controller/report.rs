@@ -433,6 +433,65 @@ mod tests {
     }
 
     #[test]
+    fn replies_and_notifications_from_the_fields_the_cache_keeps_are_those_of_the_whole_event() {
+        let mut whole = crate::controller::decide::tests::triggered(1);
+        whole.spec.event = crate::event::EventText::from(
+            &CloudEvent::from_json(
+                serde_json::json!({
+                    "specversion": "1.0", "id": "e-1", "source": "bridge",
+                    "type": "sh.keptn.event.test.triggered", "time": "2026-11-21T09:59:00Z",
+                    "datacontenttype": "application/json", "subject": "s",
+                    "shkeptncontext": "c-1", "gitcommitid": "abc123",
+                    "shkeptnspecversion": "0.2.4", "triggeredid": "t-0", "other": "x",
+                    "data": {"project": "p", "stage": "s", "service": "svc",
+                             "labels": {"team": "qa", "n": 3}, "result": "pass",
+                             "test": {"teststrategy": "performance"},
+                             "padding": "x".repeat(1500)}
+                })
+                .to_string()
+                .as_bytes(),
+            )
+            .unwrap(),
+        );
+        let mut kept = whole.clone();
+        kept.spec.event.keep_reply_fields();
+        assert!(
+            kept.spec.event.as_str().len() < 300,
+            "{}",
+            kept.spec.event.as_str()
+        );
+        let status = ended(
+            &whole,
+            vec![task("test", TaskPhase::Failed, Some("boom"), Some("log"))],
+            RunPhase::Failed,
+        );
+        let outcome = status.outcome.clone().unwrap();
+        let time: jiff::Timestamp = "2026-11-21T10:02:03Z".parse().unwrap();
+        let (a, b) = (
+            whole.spec.event.parse().unwrap(),
+            kept.spec.event.parse().unwrap(),
+        );
+        assert_eq!(
+            started_event(&whole, &a, "je", time),
+            started_event(&kept, &b, "je", time)
+        );
+        assert_eq!(
+            finished_event(&whole, &a, &status, &outcome, "je", time),
+            finished_event(&kept, &b, &status, &outcome, "je", time)
+        );
+        for when in [NotifyWhen::Started, NotifyWhen::Failed] {
+            assert_eq!(
+                notice_event(&whole, &a, &status, when, "je", time),
+                notice_event(&kept, &b, &status, when, "je", time)
+            );
+            assert_eq!(
+                slack_text(&whole, &a, &status, when),
+                slack_text(&kept, &b, &status, when)
+            );
+        }
+    }
+
+    #[test]
     fn a_webhook_gets_the_runs_event_and_other_events_get_one_named_after_them() {
         let run = crate::controller::decide::tests::triggered(1);
         let status = ended(

@@ -151,7 +151,7 @@ impl RetainedRuns {
     fn changed(&self, state: &State, before: Option<Timestamp>) {
         self.count
             .set(i64::try_from(state.by_name.len()).unwrap_or(i64::MAX));
-        let next = state.by_end.first().map(|(until, _)| *until);
+        let next = Self::next_in(state);
         if next.is_some_and(|next| before.is_none_or(|before| next < before)) {
             self.earlier.notify_one();
         }
