@@ -410,11 +410,10 @@ impl Publisher {
 
     fn send(&self, regarding: Arc<ObjectReference>, event: history::RunEvent) {
         if let Err(error) = self.queue.try_send((regarding, event)) {
+            // Full, or closed as the operator stops.
+            let why = error.to_string();
             let (regarding, _) = error.into_inner();
-            tracing::debug!(
-                object = regarding.name,
-                "an Event was dropped: the queue is full"
-            );
+            tracing::debug!(object = regarding.name, why, "an Event was dropped");
         }
     }
 }
