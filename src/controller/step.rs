@@ -36,7 +36,7 @@ use crate::render::{self, JobRequest, RenderError};
 use crate::settings::Settings;
 use crate::sink::notify::Notice;
 use crate::sink::{self, DeliveryError};
-use crate::source::{ServiceRef, SourceError};
+use crate::source::{Reads, ServiceRef, SourceError};
 use crate::trace::{self, TraceContext};
 
 /// Why a task cannot run: recorded as its failure (and the run's), never retried.
@@ -724,7 +724,7 @@ impl World for Cluster<'_> {
         let tasks = spec.action.tasks.clone();
         // A git source may fetch: off the async workers.
         let collected = tokio::task::spawn_blocking(move || {
-            source.collect_run_files(revision.as_deref(), &dir, &tasks)
+            source.collect_run_files(revision.as_deref(), &dir, &tasks, Reads::Any)
         })
         .await;
         let run_files = match collected {

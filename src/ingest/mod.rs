@@ -342,28 +342,30 @@ pub(crate) async fn take_event<'a>(
         }
         runs
     };
-    // Reading the config may block on a git fetch: keep that off the async workers. A
-    // directory is read in place (a stat, and a parse only when the file changed).
-    let plan = if state.source.may_block() {
-        let (owned_event, source, settings) =
-            (event.clone(), state.source.clone(), state.settings.clone());
-        match tokio::task::spawn_blocking(move || {
-            plan::plan_event(&owned_event, &source, &settings)
-        })
-        .await
-        {
-            Ok(plan) => plan,
-            Err(problem) => {
-                tracing::error!(error = %problem, "planning an event failed");
-                return Err(Refusal {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    message: format!("the event could not be planned ({problem}); retry later"),
-                    outcome: "unavailable",
-                });
+    // Most events are planned in place, from what the source holds in memory (a directory
+    // config is a `stat` away; a git source's heads and compiled configs are cached). Only a
+    // fetch or a read of the git clone, which may block, goes to the blocking pool.
+    let plan = match plan::plan_event_in_memory(event, &state.source, &state.settings) {
+        Some(plan) => plan,
+        None => {
+            let (owned_event, source, settings) =
+                (event.clone(), state.source.clone(), state.settings.clone());
+            match tokio::task::spawn_blocking(move || {
+                plan::plan_event(&owned_event, &source, &settings)
+            })
+            .await
+            {
+                Ok(plan) => plan,
+                Err(problem) => {
+                    tracing::error!(error = %problem, "planning an event failed");
+                    return Err(Refusal {
+                        status: StatusCode::INTERNAL_SERVER_ERROR,
+                        message: format!("the event could not be planned ({problem}); retry later"),
+                        outcome: "unavailable",
+                    });
+                }
             }
         }
-    } else {
-        plan::plan_event(event, &state.source, &state.settings)
     };
     let mut answer = EventAnswer {
         id: event.id(),

@@ -14,7 +14,7 @@ use crate::labels::{self, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::names;
 use crate::render;
 use crate::settings::Settings;
-use crate::source::{LoadedConfig, ServiceRef, Source, Stale};
+use crate::source::{LoadedConfig, Reads, ServiceRef, Source, SourceError, Stale};
 
 /// The action's notification targets (checked when the config was loaded), then the
 /// installation's; a target of both with the same kind is told at the moments either names.
@@ -71,24 +71,54 @@ pub enum EventPlan {
 /// Decides what an event leads to, reading the config from the source (this may block on a
 /// git fetch: call it from the blocking pool).
 pub fn plan_event(event: &CloudEvent, source: &Source, settings: &Settings) -> EventPlan {
+    plan_with_reads(event, source, settings, Reads::Any).unwrap_or_else(|NotInMemory| {
+        // A source asked for any reads never answers that it needs more.
+        EventPlan::Unavailable {
+            message: "the job config cannot be read now".into(),
+        }
+    })
+}
+
+/// The plan, if it can be made from what the source holds in memory (always for a directory;
+/// for git, with branch heads fetched within the fetch interval and the config compiled before):
+/// fit for an async worker. `None`: make it with [`plan_event`] on the blocking pool.
+pub fn plan_event_in_memory(
+    event: &CloudEvent,
+    source: &Source,
+    settings: &Settings,
+) -> Option<EventPlan> {
+    plan_with_reads(event, source, settings, Reads::Memory).ok()
+}
+
+/// The plan needs reads that [`Reads::Memory`] does not allow.
+#[derive(Debug)]
+struct NotInMemory;
+
+fn plan_with_reads(
+    event: &CloudEvent,
+    source: &Source,
+    settings: &Settings,
+    reads: Reads,
+) -> Result<EventPlan, NotInMemory> {
     let service = match ServiceRef::of_event(event) {
         Ok(service) => service,
         Err(field) => {
-            return EventPlan::Nothing {
+            return Ok(EventPlan::Nothing {
                 reasons: vec![NotMatched {
                     action: String::new(),
                     reason: format!("the event has no data.{field}: no job config applies"),
                 }],
-            };
+            });
         }
     };
     let pinned = event.extension("gitcommitid");
-    let found = match source.load(&service, pinned.as_deref()) {
+    let found = match source.load(&service, pinned.as_deref(), reads) {
         Ok(found) => found,
+        Err(SourceError::NotInMemory) => return Err(NotInMemory),
         Err(error) if error.is_transient() => {
-            return EventPlan::Unavailable {
+            return Ok(EventPlan::Unavailable {
                 message: format!("the job config cannot be read now:\n{error}"),
-            };
+            });
         }
         Err(error) => {
             let message = format!("the job config cannot be used:\n{error}");
@@ -111,12 +141,12 @@ pub fn plan_event(event: &CloudEvent, source: &Source, settings: &Settings) -> E
                     Some(message.clone()),
                 ))
             });
-            return EventPlan::ConfigError { message, run };
+            return Ok(EventPlan::ConfigError { message, run });
         }
     };
     let stale = found.stale.as_ref();
     let plan = match &found.config {
-        Some(loaded) => plan_with_config(event, loaded, stale, source, settings),
+        Some(loaded) => plan_with_config(event, loaded, stale, source, settings, reads)?,
         None => EventPlan::Nothing {
             reasons: vec![NotMatched {
                 action: String::new(),
@@ -127,7 +157,7 @@ pub fn plan_event(event: &CloudEvent, source: &Source, settings: &Settings) -> E
             }],
         },
     };
-    match (plan, stale) {
+    Ok(match (plan, stale) {
         (EventPlan::Nothing { mut reasons }, Some(stale)) => {
             reasons.push(NotMatched {
                 action: String::new(),
@@ -136,7 +166,7 @@ pub fn plan_event(event: &CloudEvent, source: &Source, settings: &Settings) -> E
             EventPlan::Nothing { reasons }
         }
         (plan, _) => plan,
-    }
+    })
 }
 
 fn stale_note(stale: &Stale) -> String {
@@ -156,7 +186,8 @@ fn plan_with_config(
     stale: Option<&Stale>,
     source: &Source,
     settings: &Settings,
-) -> EventPlan {
+    reads: Reads,
+) -> Result<EventPlan, NotInMemory> {
     let decision = loaded.matcher.decide(event);
     let mut not_matched: Vec<NotMatched> = decision
         .refused
@@ -199,15 +230,17 @@ fn plan_with_config(
                     loaded.revision.as_deref(),
                     &loaded.dir,
                     &action.tasks,
+                    reads,
                 ) {
                     Ok(run_files) => Ok(run_files),
+                    Err(SourceError::NotInMemory) => return Err(NotInMemory),
                     Err(error) if error.is_transient() => {
-                        return EventPlan::Unavailable {
+                        return Ok(EventPlan::Unavailable {
                             message: format!(
                                 "the files of action {:?} cannot be read now:\n{error}",
                                 action.display_name(index)
                             ),
-                        };
+                        });
                     }
                     Err(error) => Err(error.to_string()),
                 }
@@ -217,14 +250,14 @@ fn plan_with_config(
             (Ok(run_files), _) => (run_files.per_task, None),
             (Err(message), None) => (Vec::new(), Some(message)),
             (Err(message), Some(stale)) => {
-                return EventPlan::Unavailable {
+                return Ok(EventPlan::Unavailable {
                     message: format!(
                         "action {:?} cannot run: {message}\n({}: {})",
                         action.display_name(index),
                         stale_note(stale),
                         stale.error
                     ),
-                };
+                });
             }
         };
         // A group that cannot be filled in from this event fails the run, saying why: it
@@ -278,13 +311,13 @@ fn plan_with_config(
             failure,
         ));
     }
-    if runs.is_empty() {
+    Ok(if runs.is_empty() {
         EventPlan::Nothing {
             reasons: not_matched,
         }
     } else {
         EventPlan::Runs { runs, not_matched }
-    }
+    })
 }
 
 /// Where a run's config was read: the revision, the directory its files are relative to, and

@@ -3,8 +3,10 @@
 //! files beside it (development and tests).
 //!
 //! A loaded config is compiled once and kept (a directory's until its file changes, a commit's
-//! for good), so matching an event never re-parses YAML, globs or JSONPaths. Every call may
-//! block (a git fetch, file reads): async callers run it on the blocking pool.
+//! for good), so matching an event never re-parses YAML, globs or JSONPaths. A git lookup may
+//! block (a fetch, reads of the clone); asked with [`Reads::Memory`] it answers only from what
+//! it holds in memory, so ingest can try it in place and go to the blocking pool only when
+//! that is not enough.
 
 pub mod git;
 
@@ -30,6 +32,21 @@ pub enum SourceError {
     MissingField(&'static str),
     #[error("invalid {field} {value:?}: it cannot name a directory")]
     InvalidName { field: &'static str, value: String },
+    /// Asked with [`Reads::Memory`], the answer needs a fetch or a read of the git clone.
+    #[error("the answer needs a fetch or a read of the git clone")]
+    NotInMemory,
+}
+
+/// The reads a git lookup may make. A directory is always read in place (a `stat`, and a parse
+/// only when the file changed), whatever is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Only what is in memory: branch heads fetched within the fetch interval (or a failed
+    /// fetch's stale heads, while it is not tried again), configs compiled before, paths known
+    /// to hold none. Fit for an async worker; anything else is [`SourceError::NotInMemory`].
+    Memory,
+    /// Anything: a fetch, reads of the clone. For the blocking pool.
+    Any,
 }
 
 impl SourceError {
@@ -102,12 +119,6 @@ pub enum Source {
 }
 
 impl Source {
-    /// Whether reading a config may block for long (a git fetch over the network), so callers
-    /// on async workers should move the call to the blocking pool.
-    pub fn may_block(&self) -> bool {
-        matches!(self, Source::Git(_))
-    }
-
     pub fn directory(root: impl Into<PathBuf>) -> Self {
         Source::Directory(DirectorySource {
             root: root.into(),
@@ -122,13 +133,18 @@ impl Source {
     /// The config for a service, if it has one. `pinned` is the event's `gitcommitid`: the
     /// commit a git source reads the service and stage levels at (a directory has no revisions
     /// and ignores it).
-    pub fn load(&self, service: &ServiceRef, pinned: Option<&str>) -> Result<Found, SourceError> {
+    pub fn load(
+        &self,
+        service: &ServiceRef,
+        pinned: Option<&str>,
+        reads: Reads,
+    ) -> Result<Found, SourceError> {
         match self {
             Source::Directory(directory) => Ok(Found {
                 config: directory.load(service)?,
                 stale: None,
             }),
-            Source::Git(git) => git.load(service, pinned),
+            Source::Git(git) => git.load(service, pinned, reads),
         }
     }
 
@@ -139,10 +155,11 @@ impl Source {
         revision: Option<&str>,
         dir: &str,
         tasks: &[Task],
+        reads: Reads,
     ) -> Result<RunFiles, SourceError> {
         match self {
             Source::Directory(directory) => directory.collect_run_files(dir, tasks),
-            Source::Git(git) => git.collect_run_files(revision, dir, tasks),
+            Source::Git(git) => git.collect_run_files(revision, dir, tasks, reads),
         }
     }
 }
@@ -279,7 +296,12 @@ mod tests {
         let file = root.join("carts/job/config.yaml");
         std::fs::write(&file, "apiVersion: v2\nactions: []\n").unwrap();
         let source = Source::directory(&root);
-        let load = |name: &str| source.load(&service(name), None).unwrap().config;
+        let load = |name: &str| {
+            source
+                .load(&service(name), None, Reads::Any)
+                .unwrap()
+                .config
+        };
         let first = load("carts").unwrap();
         let again = load("carts").unwrap();
         assert!(
@@ -300,11 +322,11 @@ mod tests {
     fn event_fields_cannot_leave_the_directory() {
         let source = Source::directory("/nonexistent");
         assert!(matches!(
-            source.load(&service("../etc"), None),
+            source.load(&service("../etc"), None, Reads::Any),
             Err(SourceError::InvalidName { .. })
         ));
         assert!(matches!(
-            source.load(&service(""), None),
+            source.load(&service(""), None, Reads::Any),
             Err(SourceError::MissingField("service"))
         ));
     }

@@ -218,6 +218,48 @@ fn shell_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
 }
 
+/// The heads a lookup requested at `requested` gets without a fetch: those of a fetch that
+/// started after it or at most `max_age` ago; or, after a failed fetch that is not to be repeated
+/// yet, the last heads marked stale (the error when there are none). `None`: fetch.
+fn known_heads(
+    state: &FetchState,
+    requested: Instant,
+    max_age: Duration,
+) -> Option<Result<Heads, GitError>> {
+    if let Some(started) = state.last_ok
+        && (started >= requested || started.elapsed() <= max_age)
+        && let Some(heads) = &state.heads
+    {
+        return Some(Ok(Heads {
+            heads: heads.clone(),
+            stale: None,
+        }));
+    }
+    match &state.last_failure {
+        Some((started, error))
+            if *started >= requested || (state.heads.is_some() && started.elapsed() <= max_age) =>
+        {
+            Some(stale_heads(state, error.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// The heads of the last successful fetch, marked stale by `error`; the error when nothing was
+/// ever fetched.
+fn stale_heads(state: &FetchState, error: GitError) -> Result<Heads, GitError> {
+    match &state.heads {
+        Some(heads) => Ok(Heads {
+            heads: heads.clone(),
+            stale: Some(Stale {
+                error,
+                fetched_at: heads.fetched_at,
+            }),
+        }),
+        None => Err(error),
+    }
+}
+
 impl CloneCache {
     /// Opens (or creates) the cache of `url` under `cache_dir`. The repository is opened
     /// isolated: the host's git configuration, credential helpers and environment are not used.
@@ -309,37 +351,28 @@ impl CloneCache {
     /// error only when nothing was ever fetched.
     pub fn heads(&self, requested: Instant, max_age: Duration) -> Result<Heads, GitError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(started) = state.last_ok
-            && (started >= requested || started.elapsed() <= max_age)
-            && let Some(heads) = &state.heads
-        {
-            return Ok(Heads {
-                heads: heads.clone(),
-                stale: None,
-            });
+        if let Some(known) = known_heads(&state, requested, max_age) {
+            return known;
         }
-        let error = match &state.last_failure {
-            Some((started, error))
-                if *started >= requested
-                    || (state.heads.is_some() && started.elapsed() <= max_age) =>
-            {
-                error.clone()
-            }
-            _ => match self.fetch_now(&mut state) {
-                Ok(heads) => return Ok(Heads { heads, stale: None }),
-                Err(error) => error,
-            },
+        match self.fetch_now(&mut state) {
+            Ok(heads) => Ok(Heads { heads, stale: None }),
+            Err(error) => stale_heads(&state, error),
+        }
+    }
+
+    /// What [`CloneCache::heads`] answers when that needs no fetch; `None` when it would fetch,
+    /// or a fetch is under way (its lock is held: waiting for it would stall an async worker).
+    pub fn heads_in_memory(
+        &self,
+        requested: Instant,
+        max_age: Duration,
+    ) -> Option<Result<Heads, GitError>> {
+        let state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        match &state.heads {
-            Some(heads) => Ok(Heads {
-                heads: heads.clone(),
-                stale: Some(Stale {
-                    error,
-                    fetched_at: heads.fetched_at,
-                }),
-            }),
-            None => Err(error),
-        }
+        known_heads(&state, requested, max_age)
     }
 
     /// Fetches, and records the outcome in `state` (and the heads in the clone).

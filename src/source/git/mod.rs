@@ -19,7 +19,7 @@ pub mod layout;
 mod owner;
 mod tree;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,17 +31,22 @@ use prometheus_client::metrics::family::Family;
 use fetch::CloneCache;
 pub use fetch::RepoUrl;
 pub use fetch::{CredentialSettings, FetchLabels, mask_credentials, redact};
+use heads::Heads;
 pub use heads::Stale;
 use layout::{Branch, Lookup};
 use tree::{CommitTree, WalkError};
 
-use super::{Found, LoadedConfig, ServiceRef, SourceError, compile};
+use super::{Found, LoadedConfig, Reads, ServiceRef, SourceError, compile};
 use crate::config::{self, ConfigError, Task};
 use crate::files::{self, RunFiles};
 
 /// Compiled configs kept per (commit, path); a commit never changes, so they are only dropped
 /// when there are more than this.
 const CONFIG_CACHE_ENTRIES: usize = 256;
+
+/// The (commit, path)s known to hold no config (the layout's service level, for most services),
+/// kept the same way: each costs a few dozen bytes.
+const ABSENT_CACHE_ENTRIES: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GitError {
@@ -147,7 +152,44 @@ pub struct GitSource {
     stale_lookups: Counter,
     lookups: Vec<Lookup>,
     fetch_interval: Duration,
-    configs: Mutex<HashMap<(ObjectId, String), Arc<LoadedConfig>>>,
+    configs: Mutex<ConfigCache>,
+}
+
+/// A config's commit and path.
+type ConfigKey = (ObjectId, String);
+
+/// What reading the clone found at a commit and path.
+#[derive(Debug, Default)]
+struct ConfigCache {
+    found: HashMap<ConfigKey, Arc<LoadedConfig>>,
+    absent: HashSet<ConfigKey>,
+}
+
+impl ConfigCache {
+    /// `Some(None)`: the commit has no file at the path; `None`: not known.
+    fn get(&self, key: &ConfigKey) -> Option<Option<Arc<LoadedConfig>>> {
+        match self.found.get(key) {
+            Some(loaded) => Some(Some(loaded.clone())),
+            None => self.absent.contains(key).then_some(None),
+        }
+    }
+
+    fn keep(&mut self, key: ConfigKey, config: Option<Arc<LoadedConfig>>) {
+        match config {
+            Some(loaded) => {
+                if self.found.len() >= CONFIG_CACHE_ENTRIES {
+                    self.found.clear();
+                }
+                self.found.insert(key, loaded);
+            }
+            None => {
+                if self.absent.len() >= ABSENT_CACHE_ENTRIES {
+                    self.absent.clear();
+                }
+                self.absent.insert(key);
+            }
+        }
+    }
 }
 
 /// A `gitcommitid`: a full or abbreviated commit id.
@@ -180,7 +222,7 @@ impl GitSource {
             stale_lookups,
             lookups,
             fetch_interval,
-            configs: Mutex::new(HashMap::new()),
+            configs: Mutex::new(ConfigCache::default()),
         })
     }
 
@@ -225,8 +267,13 @@ impl GitSource {
         repo.find_commit(id).ok().map(|commit| commit.id)
     }
 
-    pub fn load(&self, service: &ServiceRef, pinned: Option<&str>) -> Result<Found, SourceError> {
-        let found = self.lookup(service, pinned)?;
+    pub fn load(
+        &self,
+        service: &ServiceRef,
+        pinned: Option<&str>,
+        reads: Reads,
+    ) -> Result<Found, SourceError> {
+        let found = self.lookup(service, pinned, reads)?;
         if let Some(stale) = &found.stale {
             self.stale_lookups.inc();
             tracing::warn!(url = %self.url(), error = %stale.error, fetched_at = ?stale.fetched_at, project = %service.project, stage = %service.stage, service = %service.service, "the config repository cannot be fetched: the config is looked up at the branch heads of the last successful fetch");
@@ -237,7 +284,12 @@ impl GitSource {
     /// The lookups in order; a problem with what stale heads led to (no default branch, an
     /// invalid config) is [`GitError::StaleProblem`], which passes: the repository may have
     /// been fixed since.
-    fn lookup(&self, service: &ServiceRef, pinned: Option<&str>) -> Result<Found, SourceError> {
+    fn lookup(
+        &self,
+        service: &ServiceRef,
+        pinned: Option<&str>,
+        reads: Reads,
+    ) -> Result<Found, SourceError> {
         service.check()?;
         let requested = Instant::now();
         let pinned = pinned
@@ -248,17 +300,19 @@ impl GitSource {
         // Whether the branch heads lookups read are those of the last successful fetch.
         let mut stale: Option<Stale> = None;
         let stale_problem = |stale: &Option<Stale>, problem: SourceError| match stale {
-            Some(stale) if !problem.is_transient() => SourceError::Git(GitError::StaleProblem {
-                problem: problem.to_string(),
-                cause: Box::new(stale.error.clone()),
-            }),
+            Some(stale) if !problem.is_transient() && problem != SourceError::NotInMemory => {
+                SourceError::Git(GitError::StaleProblem {
+                    problem: problem.to_string(),
+                    cause: Box::new(stale.error.clone()),
+                })
+            }
             _ => problem,
         };
         for lookup in &self.lookups {
             let path = lookup.path.render(service);
             let (commit, read_stale) = match (&lookup.branch, pinned) {
                 (Branch::Default, _) => {
-                    let heads = self.cache.heads(requested, self.fetch_interval)?;
+                    let heads = self.heads(requested, reads)?;
                     stale = heads.stale.clone();
                     match heads.default_branch() {
                         Some((_, head)) => (head, heads.stale),
@@ -274,13 +328,19 @@ impl GitSource {
                 (Branch::Named(_), Some(pin)) => match pinned_commit {
                     Some(commit) => (commit, None),
                     None => {
-                        let commit = self.pinned_commit(pin, requested)?;
+                        let commit = match reads {
+                            Reads::Any => self.pinned_commit(pin, requested)?,
+                            // Not looked up in the clone: only a config read at this commit
+                            // before answers from memory, and that proves the clone has it.
+                            Reads::Memory => ObjectId::from_hex(pin.as_bytes())
+                                .map_err(|_| SourceError::NotInMemory)?,
+                        };
                         pinned_commit = Some(commit);
                         (commit, None)
                     }
                 },
                 (Branch::Named(branch), None) => {
-                    let heads = self.cache.heads(requested, self.fetch_interval)?;
+                    let heads = self.heads(requested, reads)?;
                     stale = heads.stale.clone();
                     match heads.branch(&branch.render(service)) {
                         Some(head) => (head, heads.stale),
@@ -288,7 +348,7 @@ impl GitSource {
                     }
                 }
             };
-            match self.load_at(commit, &path) {
+            match self.load_at(commit, path, reads) {
                 Ok(Some(loaded)) => {
                     return Ok(Found {
                         config: Some(loaded),
@@ -305,26 +365,46 @@ impl GitSource {
         })
     }
 
-    /// The config at `path` of `commit`, compiled (once per commit and path).
+    /// The branch heads a lookup reads (see [`CloneCache::heads`]).
+    fn heads(&self, requested: Instant, reads: Reads) -> Result<Heads, SourceError> {
+        Ok(match reads {
+            Reads::Any => self.cache.heads(requested, self.fetch_interval)?,
+            Reads::Memory => self
+                .cache
+                .heads_in_memory(requested, self.fetch_interval)
+                .ok_or(SourceError::NotInMemory)??,
+        })
+    }
+
+    /// The config at `path` of `commit`, compiled (once per commit and path; that there is
+    /// none is kept too).
     fn load_at(
         &self,
         commit: ObjectId,
-        path: &str,
+        path: String,
+        reads: Reads,
     ) -> Result<Option<Arc<LoadedConfig>>, SourceError> {
-        let key = (commit, path.to_string());
-        if let Some(loaded) = self
+        let key = (commit, path);
+        if let Some(known) = self
             .configs
             .lock()
             .ok()
-            .and_then(|configs| configs.get(&key).cloned())
+            .and_then(|configs| configs.get(&key))
         {
-            return Ok(Some(loaded));
+            return Ok(known);
         }
+        if reads == Reads::Memory {
+            return Err(SourceError::NotInMemory);
+        }
+        let path = key.1.as_str();
         let tree = self.commit_tree(commit, "")?;
         let origin = format!("{}:{path}", commit.to_hex_with_len(12));
         let text = match tree.read_file(path, config::MAX_CONFIG_BYTES) {
             Ok(Some(bytes)) => bytes,
-            Ok(None) => return Ok(None),
+            Ok(None) => {
+                self.keep(key, None);
+                return Ok(None);
+            }
             Err(WalkError::TooLarge(size)) => {
                 let limit = config::MAX_CONFIG_BYTES;
                 let file = origin;
@@ -344,13 +424,14 @@ impl GitSource {
             layout::files_dir(path),
             Some(commit.to_string()),
         )?);
-        if let Ok(mut configs) = self.configs.lock() {
-            if configs.len() >= CONFIG_CACHE_ENTRIES {
-                configs.clear();
-            }
-            configs.insert(key, loaded.clone());
-        }
+        self.keep(key, Some(loaded.clone()));
         Ok(Some(loaded))
+    }
+
+    fn keep(&self, key: ConfigKey, config: Option<Arc<LoadedConfig>>) {
+        if let Ok(mut configs) = self.configs.lock() {
+            configs.keep(key, config);
+        }
     }
 
     fn commit_tree(&self, commit: ObjectId, dir: &str) -> Result<CommitTree, GitError> {
@@ -385,12 +466,16 @@ impl GitSource {
         revision: Option<&str>,
         dir: &str,
         tasks: &[Task],
+        reads: Reads,
     ) -> Result<RunFiles, SourceError> {
         if tasks.iter().all(|task| task.files.is_empty()) {
             return Ok(RunFiles {
                 files: Vec::new(),
                 per_task: vec![Vec::new(); tasks.len()],
             });
+        }
+        if reads == Reads::Memory {
+            return Err(SourceError::NotInMemory);
         }
         let Some(revision) = revision else {
             return Err(GitError::NoRevision { url: self.url() }.into());

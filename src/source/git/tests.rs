@@ -144,7 +144,7 @@ fn failed_fetches(fetches: &Family<FetchLabels, Counter>) -> u64 {
 /// The config a lookup finds (asserting one is found).
 fn found(source: &GitSource, stage: &str, name: &str, pin: Option<&str>) -> Arc<LoadedConfig> {
     source
-        .load(&service(stage, name), pin)
+        .load(&service(stage, name), pin, Reads::Any)
         .unwrap()
         .config
         .unwrap_or_else(|| panic!("no config for {stage}/{name}"))
@@ -199,10 +199,92 @@ fn lookups_fall_back_from_service_to_stage_to_project() {
     let (single, _) = source_for(&repo, &["main:{stage}/{service}/job/config.yaml"]);
     assert!(
         single
-            .load(&service("dev", "carts"), None)
+            .load(&service("dev", "carts"), None, Reads::Any)
             .unwrap()
             .config
             .is_none()
+    );
+}
+
+#[test]
+fn memory_reads_answer_from_fresh_heads_and_compiled_configs_and_nothing_else() {
+    let repo = TestRepo::new("memory");
+    repo.write("job/config.yaml", &config_with_image("project", "[]"));
+    repo.commit("project level");
+    repo.git(&["checkout", "-q", "-b", "dev"]);
+    repo.write("job/config.yaml", &config_with_image("stage", "[]"))
+        .write(
+            "carts/job/config.yaml",
+            &config_with_image("service", "[run.sh]"),
+        )
+        .write("carts/run.sh", "echo hi\n");
+    let dev = repo.commit("dev");
+    let memory = |source: &GitSource, name: &str, pin: Option<&str>| {
+        source.load(&service("dev", name), pin, Reads::Memory)
+    };
+
+    let (source, fetches) = source_for(&repo, &[]);
+    // Nothing fetched yet: that needs a fetch, which memory reads do not make.
+    assert_eq!(
+        memory(&source, "carts", None).unwrap_err(),
+        SourceError::NotInMemory
+    );
+    assert_eq!(fetch_count(&fetches), 0);
+
+    let carts = found(&source, "dev", "carts", None);
+    let orders = found(&source, "dev", "orders", None);
+    let in_memory = |name: &str, pin: Option<&str>| {
+        memory(&source, name, pin)
+            .unwrap_or_else(|error| panic!("{name} at {pin:?}: {error}"))
+            .config
+            .unwrap()
+    };
+    assert!(Arc::ptr_eq(&in_memory("carts", None), &carts));
+    // The service level that holds no config for orders is remembered as such.
+    assert!(Arc::ptr_eq(&in_memory("orders", None), &orders));
+    // The commit a config was read at needs no look in the clone.
+    assert!(Arc::ptr_eq(&in_memory("carts", Some(&dev)), &carts));
+    assert_eq!(fetch_count(&fetches), 1);
+    // A service never looked up, an abbreviated pin, a commit never read: the clone is needed.
+    for (name, pin) in [
+        ("payments", None),
+        ("carts", Some(&dev[..12])),
+        ("carts", Some("0123456789abcdef0123456789abcdef01234567")),
+    ] {
+        assert_eq!(
+            memory(&source, name, pin).unwrap_err(),
+            SourceError::NotInMemory
+        );
+    }
+    // Files are read from the clone; a run without files needs none.
+    let tasks = &carts.config.actions[0].tasks;
+    assert_eq!(
+        source
+            .collect_run_files(Some(&dev), "carts", tasks, Reads::Memory)
+            .unwrap_err(),
+        SourceError::NotInMemory
+    );
+    assert!(
+        source
+            .collect_run_files(
+                Some(&dev),
+                "",
+                &orders.config.actions[0].tasks,
+                Reads::Memory
+            )
+            .unwrap()
+            .files
+            .is_empty()
+    );
+
+    // Heads older than the fetch interval are fetched again: not from memory.
+    let cache_dir = repo.dir.with_extension("cache-zero");
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    let every_time = open_source(&repo.url(), &cache_dir, &[], Duration::ZERO).unwrap();
+    found(&every_time, "dev", "carts", None);
+    assert_eq!(
+        memory(&every_time, "carts", None).unwrap_err(),
+        SourceError::NotInMemory
     );
 }
 
@@ -216,7 +298,9 @@ fn a_config_over_the_size_limit_is_refused_from_its_header_without_being_read() 
     );
     let commit = repo.commit("a config of over a MiB");
     let (source, _) = source_for(&repo, &[]);
-    let error = source.load(&service("main", "carts"), None).unwrap_err();
+    let error = source
+        .load(&service("main", "carts"), None, Reads::Any)
+        .unwrap_err();
     let size = config::MAX_CONFIG_BYTES + 30;
     match &error {
         SourceError::Config(ConfigError::TooLarge { size: found, .. }) => assert_eq!(*found, size),
@@ -261,7 +345,9 @@ fn a_repository_over_the_size_limit_stops_the_fetch_and_lookups_keep_the_last_he
         repo.write(&format!("data/{round}.bin"), &noise(1 << 20, round + 1));
         repo.commit(&format!("a MiB more ({round})"));
     }
-    let found_now = source.load(&service("main", "carts"), None).unwrap();
+    let found_now = source
+        .load(&service("main", "carts"), None, Reads::Any)
+        .unwrap();
     let stale = found_now.stale.expect("read at the last fetch's heads");
     let reason = stale.error.to_string();
     assert!(
@@ -278,7 +364,9 @@ fn a_repository_over_the_size_limit_stops_the_fetch_and_lookups_keep_the_last_he
     let fresh = repo.dir.with_extension("fresh-cache");
     let _ = std::fs::remove_dir_all(&fresh);
     let source = open_bounded(&repo.url(), &fresh, &[], Duration::ZERO, limit).unwrap();
-    let error = source.load(&service("main", "carts"), None).unwrap_err();
+    let error = source
+        .load(&service("main", "carts"), None, Reads::Any)
+        .unwrap_err();
     assert!(error.is_transient());
     assert!(
         error.to_string().contains("the repository is too large"),
@@ -290,7 +378,7 @@ fn a_repository_over_the_size_limit_stops_the_fetch_and_lookups_keep_the_last_he
     let source = open_bounded(&repo.url(), &roomy, &[], Duration::ZERO, 8 * limit).unwrap();
     assert!(
         source
-            .load(&service("main", "carts"), None)
+            .load(&service("main", "carts"), None, Reads::Any)
             .unwrap()
             .stale
             .is_none()
@@ -318,12 +406,21 @@ fn a_pinned_commit_is_read_after_the_branch_moved() {
     let pinned_old = found(&source, "dev", "carts", Some(&old));
     assert_eq!(image_of(&pinned_old), "old");
     let files = source
-        .collect_run_files(Some(&old), "carts", &pinned_old.config.actions[0].tasks)
+        .collect_run_files(
+            Some(&old),
+            "carts",
+            &pinned_old.config.actions[0].tasks,
+            Reads::Any,
+        )
         .unwrap();
     assert_eq!(files.files[0].content, b"old a");
 
     let error = source
-        .load(&service("dev", "carts"), Some("0123456789abcdef"))
+        .load(
+            &service("dev", "carts"),
+            Some("0123456789abcdef"),
+            Reads::Any,
+        )
         .unwrap_err();
     assert!(
         error
@@ -332,7 +429,7 @@ fn a_pinned_commit_is_read_after_the_branch_moved() {
         "{error}"
     );
     let error = source
-        .load(&service("dev", "carts"), Some("main~1"))
+        .load(&service("dev", "carts"), Some("main~1"), Reads::Any)
         .unwrap_err();
     assert!(error.to_string().contains("is not a commit id"), "{error}");
 }
@@ -361,8 +458,9 @@ fn files_expand_from_the_commit_with_modes_links_and_limits() {
     let commit = repo.commit("files");
     let (source, _) = source_for(&repo, &["main:{service}/job/config.yaml"]);
     source.cache.heads(Instant::now(), Duration::ZERO).unwrap();
-    let collect =
-        |files: &str| source.collect_run_files(Some(&commit), "carts", &action(files).tasks);
+    let collect = |files: &str| {
+        source.collect_run_files(Some(&commit), "carts", &action(files).tasks, Reads::Any)
+    };
 
     let run = collect("[helm, run.sh, common.txt, shared]").unwrap();
     let staged: Vec<(&str, bool, &[u8])> = run
@@ -408,7 +506,7 @@ fn files_expand_from_the_commit_with_modes_links_and_limits() {
     let error = collect("[loop]").unwrap_err();
     assert!(error.to_string().contains("link loop"), "{error}");
     let error = source
-        .collect_run_files(None, "carts", &action("[run.sh]").tasks)
+        .collect_run_files(None, "carts", &action("[run.sh]").tasks, Reads::Any)
         .unwrap_err();
     assert!(error.to_string().contains("records no commit"), "{error}");
 }
@@ -423,7 +521,9 @@ fn an_unreachable_repository_names_the_url_without_secrets() {
         Duration::from_secs(10),
     )
     .unwrap();
-    let error = source.load(&service("dev", "carts"), None).unwrap_err();
+    let error = source
+        .load(&service("dev", "carts"), None, Reads::Any)
+        .unwrap_err();
     let text = error.to_string();
     assert!(
         text.starts_with("cannot fetch http://127.0.0.1:9/repo.git: "),
@@ -476,7 +576,9 @@ fn the_locks_a_killed_fetch_leaves_are_removed_when_the_cache_is_opened_again() 
     repo.write("job/config.yaml", &config_with_image("v2", "[]"));
     let v2 = repo.commit("v2");
     // They block every fetch: the branch head stays where it was.
-    let blocked = first.load(&service("dev", "carts"), None).unwrap();
+    let blocked = first
+        .load(&service("dev", "carts"), None, Reads::Any)
+        .unwrap();
     let stale = blocked.stale.expect("the fetch failed");
     assert!(stale.error.to_string().contains("lock"), "{}", stale.error);
     assert_eq!(image_of(&blocked.config.unwrap()), "v1");
@@ -493,7 +595,9 @@ fn the_locks_a_killed_fetch_leaves_are_removed_when_the_cache_is_opened_again() 
     for file in leftovers {
         assert!(!clone.join(file).exists(), "{file} is left");
     }
-    let fresh = restarted.load(&service("dev", "carts"), None).unwrap();
+    let fresh = restarted
+        .load(&service("dev", "carts"), None, Reads::Any)
+        .unwrap();
     assert!(fresh.stale.is_none(), "{:?}", fresh.stale);
     let config = fresh.config.unwrap();
     assert_eq!(image_of(&config), "v2");
@@ -515,7 +619,9 @@ fn an_unreachable_repository_serves_the_branch_heads_of_the_last_fetch() {
     // Every branch lookup wants a fetch.
     let source = open_source(&repo.url(), &cache_dir, &[], Duration::ZERO).unwrap();
     assert_eq!(image_of(&found(&source, "dev", "carts", None)), "old");
-    let error = source.load(&service("dev", "broken"), None).unwrap_err();
+    let error = source
+        .load(&service("dev", "broken"), None, Reads::Any)
+        .unwrap_err();
     assert!(!error.is_transient(), "an invalid config fails: {error}");
     repo.write("carts/job/config.yaml", &config_with_image("new", "[data]"));
     let new = repo.commit("new");
@@ -524,7 +630,9 @@ fn an_unreachable_repository_serves_the_branch_heads_of_the_last_fetch() {
     let away = repo.dir.with_extension("away");
     let _ = std::fs::remove_dir_all(&away);
     std::fs::rename(&repo.dir, &away).unwrap();
-    let during = source.load(&service("dev", "carts"), None).unwrap();
+    let during = source
+        .load(&service("dev", "carts"), None, Reads::Any)
+        .unwrap();
     let config = during.config.unwrap();
     assert_eq!(image_of(&config), "old");
     assert_eq!(config.revision.as_deref(), Some(old.as_str()));
@@ -537,15 +645,22 @@ fn an_unreachable_repository_serves_the_branch_heads_of_the_last_fetch() {
     assert!(stale.fetched_at.is_some());
     assert_eq!(source.stale_lookups.get(), 1);
     let files = source
-        .collect_run_files(Some(&old), "carts", &config.config.actions[0].tasks)
+        .collect_run_files(
+            Some(&old),
+            "carts",
+            &config.config.actions[0].tasks,
+            Reads::Any,
+        )
         .unwrap();
     assert_eq!(files.files[0].content, b"old a");
     // A pinned commit the clone has needs no fetch and is not stale.
-    let pinned = source.load(&service("dev", "carts"), Some(&old)).unwrap();
+    let pinned = source
+        .load(&service("dev", "carts"), Some(&old), Reads::Any)
+        .unwrap();
     assert!(pinned.stale.is_none());
     // One it does not have may exist: retry later.
     let error = source
-        .load(&service("dev", "carts"), Some(&new))
+        .load(&service("dev", "carts"), Some(&new), Reads::Any)
         .unwrap_err();
     assert!(error.is_transient(), "{error}");
     assert!(
@@ -555,7 +670,9 @@ fn an_unreachable_repository_serves_the_branch_heads_of_the_last_fetch() {
         "{error}"
     );
     // An invalid config at the stale heads may have been fixed since: retry later.
-    let error = source.load(&service("dev", "broken"), None).unwrap_err();
+    let error = source
+        .load(&service("dev", "broken"), None, Reads::Any)
+        .unwrap_err();
     assert!(error.is_transient(), "{error}");
     assert!(
         error
@@ -567,19 +684,25 @@ fn an_unreachable_repository_serves_the_branch_heads_of_the_last_fetch() {
     // Restarted during the outage, the operator reads the heads the clone keeps.
     drop(source);
     let restarted = open_source(&repo.url(), &cache_dir, &[], Duration::ZERO).unwrap();
-    let after_restart = restarted.load(&service("dev", "carts"), None).unwrap();
+    let after_restart = restarted
+        .load(&service("dev", "carts"), None, Reads::Any)
+        .unwrap();
     assert_eq!(image_of(&after_restart.config.unwrap()), "old");
     assert_eq!(after_restart.stale.unwrap().fetched_at, stale.fetched_at);
     // A clone nothing was ever fetched into has nothing to offer: retry later.
     let empty_cache = repo.dir.with_extension("empty-cache");
     let _ = std::fs::remove_dir_all(&empty_cache);
     let empty = open_source(&repo.url(), &empty_cache, &[], Duration::ZERO).unwrap();
-    let error = empty.load(&service("dev", "carts"), None).unwrap_err();
+    let error = empty
+        .load(&service("dev", "carts"), None, Reads::Any)
+        .unwrap_err();
     assert!(error.is_transient(), "{error}");
 
     // The repository is back.
     std::fs::rename(&away, &repo.dir).unwrap();
-    let back = restarted.load(&service("dev", "carts"), None).unwrap();
+    let back = restarted
+        .load(&service("dev", "carts"), None, Reads::Any)
+        .unwrap();
     assert!(back.stale.is_none());
     assert_eq!(image_of(&back.config.unwrap()), "new");
 }
@@ -608,16 +731,62 @@ fn a_failed_fetch_is_tried_again_once_the_fetch_interval_passed() {
     // Past the interval the head is fetched again, and the failure serves the old heads; the
     // next lookups do not try again within the interval.
     for _ in 0..3 {
-        let lookup = source.load(&service("dev", "carts"), None).unwrap();
+        let lookup = source
+            .load(&service("dev", "carts"), None, Reads::Any)
+            .unwrap();
         assert!(lookup.stale.is_some());
     }
     assert_eq!(failed_fetches(&source.fetches), 1);
     assert_eq!(source.stale_lookups.get(), 3);
+    // Until the interval passes again the failure stands, so memory reads answer it too.
+    let lookup = source
+        .load(&service("dev", "carts"), None, Reads::Memory)
+        .unwrap();
+    assert!(lookup.stale.is_some());
+    assert_eq!(failed_fetches(&source.fetches), 1);
+    assert_eq!(source.stale_lookups.get(), 4);
     // A pinned commit the clone does not have is fetched at once.
     let error = source
-        .load(&service("dev", "carts"), Some("0123456789abcdef"))
+        .load(
+            &service("dev", "carts"),
+            Some("0123456789abcdef"),
+            Reads::Any,
+        )
         .unwrap_err();
     assert!(error.is_transient(), "{error}");
     assert_eq!(failed_fetches(&source.fetches), 2);
     std::fs::rename(&away, &repo.dir).unwrap();
+}
+
+#[test]
+fn paths_without_a_config_are_bounded_apart_from_the_compiled_configs() {
+    let loaded = Arc::new(
+        compile(
+            &config_with_image("one", "[]"),
+            "test".into(),
+            String::new(),
+            None,
+        )
+        .unwrap(),
+    );
+    let key = |n: usize| {
+        (
+            ObjectId::null(gix::hash::Kind::Sha1),
+            format!("s{n}/job/config.yaml"),
+        )
+    };
+    let mut cache = ConfigCache::default();
+    cache.keep(key(0), Some(loaded.clone()));
+    for n in 1..=ABSENT_CACHE_ENTRIES {
+        cache.keep(key(n), None);
+    }
+    assert!(matches!(cache.get(&key(1)), Some(None)));
+    // One more absent path drops the absent ones, not the compiled config.
+    cache.keep(key(ABSENT_CACHE_ENTRIES + 1), None);
+    assert!(cache.get(&key(1)).is_none());
+    assert!(matches!(
+        cache.get(&key(ABSENT_CACHE_ENTRIES + 1)),
+        Some(None)
+    ));
+    assert!(Arc::ptr_eq(&cache.get(&key(0)).unwrap().unwrap(), &loaded));
 }
