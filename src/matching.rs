@@ -154,7 +154,7 @@ impl Matcher {
         // Filters in file order, so "the first condition that failed" is well defined.
         globs.sort_unstable();
         // Per action, the first filter whose condition failed, `None` once one passed.
-        let mut verdicts: Vec<(usize, Option<usize>)> = Vec::new();
+        let mut verdicts: Vec<(usize, Option<usize>)> = Vec::with_capacity(globs.len());
         let mut found = Found::new();
         for glob in globs {
             let Some(&(action, filter)) = self.owners.get(glob) else {
@@ -185,10 +185,7 @@ impl Matcher {
                     index,
                     name: self.actions[index].name.clone(),
                     // Only now is the reason put into words.
-                    outcome: match self.actions[index].events[filter].check_condition(event) {
-                        Err(reason) => Err(reason),
-                        Ok(()) => Err("its condition failed".to_string()),
-                    },
+                    outcome: Err(self.actions[index].events[filter].refusal(&found)),
                 }),
             }
         }
@@ -265,27 +262,53 @@ impl CompiledFilter {
             .any(|value| reads_as(value, &condition.expected))
     }
 
+    /// Why a filter that did not hold refused the event, from the nodes `holds` found (so the
+    /// property is not queried again to put the reason into words).
+    fn refusal(&self, found: &Found<'_>) -> String {
+        let Some(condition) = &self.condition else {
+            return "its condition failed".to_string();
+        };
+        match found.iter().find(|(slot, _)| *slot == condition.slot) {
+            Some((_, nodes)) => condition.refusal(nodes),
+            None => "its condition failed".to_string(),
+        }
+    }
+
     fn check_condition(&self, event: &CloudEvent) -> Result<(), String> {
         let Some(condition) = &self.condition else {
             return Ok(());
         };
         let nodes = condition.path.query(event.as_value()).all();
-        if nodes.is_empty() {
-            return Err(format!("{} resolves to nothing", condition.source));
-        }
         if nodes
             .iter()
             .any(|value| reads_as(value, &condition.expected))
         {
             return Ok(());
         }
-        let found: Vec<String> = nodes.iter().map(|v| v.to_string()).collect();
-        Err(format!(
-            "{} is {}, not {:?}",
-            condition.source,
-            found.join(", "),
-            condition.expected
-        ))
+        Err(condition.refusal(&nodes))
+    }
+}
+
+impl Condition {
+    /// "`property` is `what it resolved to`, not `expected`", or that it resolved to nothing;
+    /// written into one string, as it is answered for every refused event.
+    fn refusal(&self, nodes: &[&Value]) -> String {
+        use std::fmt::Write;
+        if nodes.is_empty() {
+            return format!("{} resolves to nothing", self.source);
+        }
+        let mut reason = String::with_capacity(self.source.len() + self.expected.len() + 48);
+        reason.push_str(&self.source);
+        reason.push_str(" is ");
+        for (index, value) in nodes.iter().enumerate() {
+            if index > 0 {
+                reason.push_str(", ");
+            }
+            // Writing into a `String` cannot fail.
+            let _ = write!(reason, "{value}");
+        }
+        let _ = write!(reason, ", not {:?}", self.expected);
+        reason
     }
 }
 
@@ -419,6 +442,17 @@ mod tests {
             )),
             [0]
         );
+        // Refused, every node it resolved to is named, as JSON, by `decide` and `explain` alike.
+        let neither = event(
+            ty,
+            json!({"deployment": {"deploymentNames": ["direct", 7]}}),
+        );
+        let reason = "$.data.deployment.deploymentNames[*] is \"direct\", 7, not \"canary\"";
+        assert_eq!(
+            any_item.decide(&neither).refused[0].outcome,
+            Err(reason.into())
+        );
+        assert_eq!(any_item.explain(&neither)[0].outcome, Err(reason.into()));
         let indexed = single(ty, Some(("$.data.list[1]", "b")));
         assert_eq!(
             indexed.matching(&event(ty, json!({"list": ["a", "b"]}))),
