@@ -235,10 +235,14 @@ async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
 /// none listening, about 520 with three refusals explained), so it is written without growing
 /// the buffer (axum's `Json` starts at 128 bytes and doubles).
 const ANSWER_BYTES_PER_EVENT: usize = 768;
+/// The most room reserved up front, however large the batch (a larger answer grows as it is
+/// written): a batch limit raised by the installation does not reserve its whole bound.
+const ANSWER_BYTES_RESERVED: usize = 64 * 1024;
 
 /// The answer as JSON, serialized into one buffer sized for it up front.
 fn json_answer(status: StatusCode, answer: &Answer<'_>) -> Response {
-    let mut body = Vec::with_capacity(ANSWER_BYTES_PER_EVENT * answer.events.len().max(1));
+    let room = ANSWER_BYTES_PER_EVENT.saturating_mul(answer.events.len().max(1));
+    let mut body = Vec::with_capacity(room.min(ANSWER_BYTES_RESERVED));
     match serde_json::to_writer(&mut body, answer) {
         Ok(()) => (
             status,
