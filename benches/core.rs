@@ -4,14 +4,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
+use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use job_executor::config;
 use job_executor::event::{self, CloudEvent, Outcome, OutgoingContext, Status};
 use job_executor::files::StagedFile;
+use job_executor::ingest::plan::{EventPlan, plan_event, plan_event_in_memory};
 use job_executor::matching::Matcher;
 use job_executor::render::{JobRequest, render_job};
 use job_executor::settings::Settings;
+use job_executor::source::{GitSettings, Source};
 use serde_json::{Value, json};
 
 /// The sample test event, padded to 2 KiB.
@@ -43,6 +46,60 @@ fn config_yaml(n: usize) -> String {
     text
 }
 
+/// The config of the load harness's ingest phase: twenty actions listen for `gate` events, each
+/// for a test strategy of its own, so an event of another strategy is refused by all twenty.
+fn gates_yaml() -> String {
+    let mut text = String::from("apiVersion: v2\nactions:\n");
+    for i in 0..20 {
+        text.push_str(&format!(
+            "  - name: gate-{i}\n    events:\n      - name: sh.keptn.event.gate.triggered\n        jsonpath: {{property: $.data.test.teststrategy, match: strategy-{i}}}\n    tasks:\n      - {{name: only, image: 'bench:quick'}}\n"
+        ));
+    }
+    text
+}
+
+/// The gates config as a directory source and as a git source (a repository whose `dev`
+/// branch holds it, cloned and fetched into a cache), for the sample event's service.
+fn gate_sources() -> (PathBuf, [(&'static str, Source); 2]) {
+    let dir = std::env::temp_dir().join(format!("je-core-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(repo.join("carts/job")).unwrap();
+    std::fs::write(repo.join("carts/job/config.yaml"), gates_yaml()).unwrap();
+    for args in [
+        &["init", "-q", "-b", "dev"][..],
+        &["add", "-A"],
+        &["commit", "-q", "-m", "the bench's config"],
+    ] {
+        let status = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "bench")
+            .env("GIT_AUTHOR_EMAIL", "bench@example.com")
+            .env("GIT_COMMITTER_NAME", "bench")
+            .env("GIT_COMMITTER_EMAIL", "bench@example.com")
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?} failed");
+    }
+    let git = Source::git(GitSettings {
+        url: format!("file://{}", repo.display()),
+        lookups: Vec::new(),
+        credentials: Default::default(),
+        fetch_interval: std::time::Duration::from_secs(3600),
+        cache_dir: dir.join("git-cache"),
+        max_repository_bytes: 1 << 30,
+        fetches: Default::default(),
+        stale_lookups: Default::default(),
+    })
+    .unwrap();
+    // The directory layout: `<service>/job/config.yaml` under the root.
+    let sources = [("directory", Source::directory(&repo)), ("git", git)];
+    (dir, sources)
+}
+
 fn benches(c: &mut Criterion) {
     let bytes = event_json();
     c.bench_function(
@@ -71,8 +128,40 @@ fn benches(c: &mut Criterion) {
         });
     }
 
-    let valid = config::load(&config_yaml(1), "bench.yaml").unwrap();
     let settings = Settings::defaults();
+    // What the receiver does with an event that starts nothing, after parsing it: look up the
+    // service's config (from memory: a fetch or a read of the git clone goes to the blocking
+    // pool) and match it. (a) no action listens for the event, (b) twenty listen and refuse.
+    let mut unrelated = event.as_value().clone();
+    unrelated["type"] = json!("sh.keptn.event.nothing.triggered");
+    let mut refused = event.as_value().clone();
+    refused["type"] = json!("sh.keptn.event.gate.triggered");
+    refused["data"]["test"]["teststrategy"] = json!("none");
+    let unrelated = CloudEvent::from_value(unrelated).unwrap();
+    let refused = CloudEvent::from_value(refused).unwrap();
+    let (scratch, sources) = gate_sources();
+    for (source_name, source) in sources {
+        for (case, event, first_refusing) in [
+            ("(a) no action listens", &unrelated, ""),
+            ("(b) 20 refuse", &refused, "gate-0"),
+        ] {
+            // The first plan fetches and compiles; then it is made in memory.
+            let first = plan_event(event, &source, &settings);
+            assert!(
+                matches!(&first, EventPlan::Nothing { reasons } if reasons[0].action == first_refusing),
+                "{first:?}"
+            );
+            assert!(plan_event_in_memory(event, &source, &settings).is_some());
+            c.bench_function(
+                &format!("plan a 2 KiB event in memory, {case}, {source_name} source"),
+                |b| b.iter(|| plan_event_in_memory(black_box(event), &source, &settings)),
+            );
+        }
+    }
+
+    let _ = std::fs::remove_dir_all(scratch);
+
+    let valid = config::load(&config_yaml(1), "bench.yaml").unwrap();
     let files = [StagedFile {
         key: "0-locust_basic.py".into(),
         path: "locust/basic.py".into(),

@@ -110,6 +110,8 @@ const RUN_BY: &[(&str, &str, usize, &str)] = &[
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/BENCHMARKS.md", "## Two replicas (`LOAD_REPLICAS=2`)", 0,
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
+    ("docs/BENCHMARKS.md", "### Ingest: the operator's own work alone; git lookups without copies", 0,
+        "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/BENCHMARKS.md", "### Latency at 500 events/s: not reachable here", 0,
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/BENCHMARKS.md", "### Writes per run: 6 / 10 → 5 / 9", 0,

@@ -19,7 +19,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use gix::bstr::ByteSlice as _;
@@ -184,7 +184,7 @@ pub struct CloneCache {
     credentials: CredentialSettings,
     /// The most the clone's objects may take on disk.
     max_bytes: u64,
-    state: Mutex<FetchState>,
+    state: RwLock<FetchState>,
     fetches: Family<FetchLabels, Counter>,
     _owner: CacheOwner,
 }
@@ -327,7 +327,7 @@ impl CloneCache {
             repo,
             credentials,
             max_bytes,
-            state: Mutex::new(FetchState {
+            state: RwLock::new(FetchState {
                 heads,
                 ..FetchState::default()
             }),
@@ -350,7 +350,16 @@ impl CloneCache {
     /// heads of an earlier fetch are known: then those heads are returned, marked stale. The
     /// error only when nothing was ever fetched.
     pub fn heads(&self, requested: Instant, max_age: Duration) -> Result<Heads, GitError> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Read shared first: lookups that need no fetch do not queue behind one another.
+        if let Some(known) = known_heads(
+            &self.state.read().unwrap_or_else(|e| e.into_inner()),
+            requested,
+            max_age,
+        ) {
+            return known;
+        }
+        // One fetch at a time: a lookup that waited for another's fetch uses its heads.
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         if let Some(known) = known_heads(&state, requested, max_age) {
             return known;
         }
@@ -367,12 +376,25 @@ impl CloneCache {
         requested: Instant,
         max_age: Duration,
     ) -> Option<Result<Heads, GitError>> {
-        let state = match self.state.try_lock() {
+        let state = match self.state.try_read() {
             Ok(state) => state,
             Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
         known_heads(&state, requested, max_age)
+    }
+
+    /// Runs `during` while the heads are held as a lookup reading them holds them (`fetching`
+    /// false) or as a fetch does (true).
+    #[cfg(test)]
+    pub(super) fn while_heads_held<T>(&self, fetching: bool, during: impl FnOnce() -> T) -> T {
+        if fetching {
+            let _fetch = self.state.write().unwrap_or_else(|e| e.into_inner());
+            during()
+        } else {
+            let _lookup = self.state.read().unwrap_or_else(|e| e.into_inner());
+            during()
+        }
     }
 
     /// Fetches, and records the outcome in `state` (and the heads in the clone).

@@ -18,41 +18,79 @@ pub const KEPTN_LAYOUT: [&str; 3] = [
 
 const DEFAULT_BRANCH: &str = "@default";
 
-/// A text with `{project}`, `{stage}` and `{service}` placeholders.
+/// A text with `{project}`, `{stage}` and `{service}` placeholders, split where they are: an event
+/// renders it with one allocation, and a value that itself reads `{stage}` stays as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template(String);
+pub struct Template(Vec<Piece>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Project,
+    Stage,
+    Service,
+}
 
 impl Template {
     fn parse(text: &str, lookup: &str) -> Result<Self, GitError> {
+        let mut pieces = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find('{') {
             let after = &rest[open + 1..];
             let Some(close) = after.find('}') else {
                 return Err(layout_error(lookup, "a `{` is not closed"));
             };
-            let name = &after[..close];
-            if !matches!(name, "project" | "stage" | "service") {
-                return Err(layout_error(
-                    lookup,
-                    &format!(
-                        "unknown placeholder {{{name}}} (use {{project}}, {{stage}}, {{service}})"
-                    ),
-                ));
+            let literal = &rest[..open];
+            if literal.contains('}') {
+                return Err(layout_error(lookup, "a `}` has no `{`"));
             }
+            if !literal.is_empty() {
+                pieces.push(Piece::Text(literal.to_string()));
+            }
+            pieces.push(match &after[..close] {
+                "project" => Piece::Project,
+                "stage" => Piece::Stage,
+                "service" => Piece::Service,
+                name => {
+                    return Err(layout_error(
+                        lookup,
+                        &format!(
+                            "unknown placeholder {{{name}}} (use {{project}}, {{stage}}, {{service}})"
+                        ),
+                    ));
+                }
+            });
             rest = &after[close + 1..];
         }
         if rest.contains('}') {
             return Err(layout_error(lookup, "a `}` has no `{`"));
         }
-        Ok(Template(text.to_string()))
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_string()));
+        }
+        Ok(Template(pieces))
     }
 
     /// The text with the service's fields (checked to be single path segments) filled in.
     pub fn render(&self, service: &ServiceRef) -> String {
-        self.0
-            .replace("{project}", &service.project)
-            .replace("{stage}", &service.stage)
-            .replace("{service}", &service.service)
+        let length = |piece: &Piece| -> usize {
+            match piece {
+                Piece::Text(text) => text.len(),
+                Piece::Project => service.project.len(),
+                Piece::Stage => service.stage.len(),
+                Piece::Service => service.service.len(),
+            }
+        };
+        let mut rendered = String::with_capacity(self.0.iter().map(length).sum());
+        for piece in &self.0 {
+            rendered.push_str(match piece {
+                Piece::Text(text) => text,
+                Piece::Project => &service.project,
+                Piece::Stage => &service.stage,
+                Piece::Service => &service.service,
+            });
+        }
+        rendered
     }
 }
 
@@ -176,7 +214,10 @@ mod tests {
     #[test]
     fn single_branch_layouts_and_every_placeholder_render() {
         let lookup = Lookup::parse("main:{project}/{stage}/{service}/job/config.yaml").unwrap();
-        assert_eq!(lookup.branch, Branch::Named(Template("main".into())));
+        let Branch::Named(branch) = &lookup.branch else {
+            panic!("a named branch: {lookup:?}");
+        };
+        assert_eq!(branch.render(&carts()), "main");
         assert_eq!(
             lookup.path.render(&carts()),
             "sockshop/dev/carts/job/config.yaml"
@@ -188,12 +229,29 @@ mod tests {
     }
 
     #[test]
+    fn placeholders_side_by_side_render_once_each() {
+        let lookup = Lookup::parse("{stage}{service}:{project}-{stage}.yaml").unwrap();
+        let Branch::Named(branch) = &lookup.branch else {
+            panic!("a named branch: {lookup:?}");
+        };
+        assert_eq!(branch.render(&carts()), "devcarts");
+        // A value is filled in as it is, not read again for placeholders.
+        let odd = ServiceRef {
+            project: "{stage}".into(),
+            ..carts()
+        };
+        assert_eq!(lookup.path.render(&odd), "{stage}-dev.yaml");
+    }
+
+    #[test]
     fn bad_lookups_are_refused_with_the_reason() {
         for (text, reason) in [
             ("job/config.yaml", "expected BRANCH:PATH"),
             (":job/config.yaml", "must not be empty"),
             ("main:{team}/job/config.yaml", "unknown placeholder {team}"),
             ("main:{stage/job/config.yaml", "not closed"),
+            ("main:{stage}}/job/config.yaml", "has no `{`"),
+            ("main:a}b{stage}/job/config.yaml", "has no `{`"),
             ("main:/etc/job.yaml", "relative to the repository's top"),
             ("main:../x/job.yaml", "relative to the repository's top"),
         ] {

@@ -277,6 +277,23 @@ fn memory_reads_answer_from_fresh_heads_and_compiled_configs_and_nothing_else() 
             .is_empty()
     );
 
+    // Lookups read the heads side by side; only a fetch under way sends one to the pool
+    // (waiting for it would stall an async worker).
+    let beside_a_lookup = source
+        .cache
+        .while_heads_held(false, || memory(&source, "carts", None));
+    assert!(Arc::ptr_eq(
+        &beside_a_lookup.unwrap().config.unwrap(),
+        &carts
+    ));
+    assert_eq!(
+        source
+            .cache
+            .while_heads_held(true, || memory(&source, "carts", None))
+            .unwrap_err(),
+        SourceError::NotInMemory
+    );
+
     // Heads older than the fetch interval are fetched again: not from memory.
     let cache_dir = repo.dir.with_extension("cache-zero");
     let _ = std::fs::remove_dir_all(&cache_dir);
