@@ -48,6 +48,11 @@ const CONFIG_CACHE_ENTRIES: usize = 256;
 /// kept the same way: each costs a few dozen bytes.
 const ABSENT_CACHE_ENTRIES: usize = 4096;
 
+/// The (commit, path)s whose config cannot be used (invalid YAML or schema, too large, not
+/// text), with the error: it is the same at the same commit, so an event for such a service
+/// is answered from memory instead of reading and compiling the file again.
+const INVALID_CACHE_ENTRIES: usize = 256;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GitError {
     #[error("invalid git repository URL {url}: {reason}")]
@@ -163,31 +168,48 @@ type ConfigKey = (ObjectId, String);
 struct ConfigCache {
     found: HashMap<ConfigKey, Arc<LoadedConfig>>,
     absent: HashSet<ConfigKey>,
+    invalid: HashMap<ConfigKey, SourceError>,
 }
 
+/// A config as read at a commit: compiled, none at the path (`Ok(None)`), or why it cannot be
+/// used.
+type ReadConfig = Result<Option<Arc<LoadedConfig>>, SourceError>;
+
 impl ConfigCache {
-    /// `Some(None)`: the commit has no file at the path; `None`: not known.
-    fn get(&self, key: &ConfigKey) -> Option<Option<Arc<LoadedConfig>>> {
-        match self.found.get(key) {
-            Some(loaded) => Some(Some(loaded.clone())),
-            None => self.absent.contains(key).then_some(None),
+    /// `None`: not known.
+    fn get(&self, key: &ConfigKey) -> Option<ReadConfig> {
+        if let Some(loaded) = self.found.get(key) {
+            return Some(Ok(Some(loaded.clone())));
         }
+        if self.absent.contains(key) {
+            return Some(Ok(None));
+        }
+        self.invalid.get(key).map(|error| Err(error.clone()))
     }
 
-    fn keep(&mut self, key: ConfigKey, config: Option<Arc<LoadedConfig>>) {
-        match config {
-            Some(loaded) => {
-                if self.found.len() >= CONFIG_CACHE_ENTRIES {
-                    self.found.clear();
-                }
-                self.found.insert(key, loaded);
+    fn keep(&mut self, key: ConfigKey, read: &ReadConfig) {
+        // Each kind has its own bound, so that services without a config of their own (most,
+        // in Keptn's layout) or broken ones do not push compiled configs out.
+        fn bounded<K: std::hash::Hash + Eq, V>(
+            map: &mut HashMap<K, V>,
+            bound: usize,
+            key: K,
+            value: V,
+        ) {
+            if map.len() >= bound {
+                map.clear();
             }
-            None => {
+            map.insert(key, value);
+        }
+        match read {
+            Ok(Some(loaded)) => bounded(&mut self.found, CONFIG_CACHE_ENTRIES, key, loaded.clone()),
+            Ok(None) => {
                 if self.absent.len() >= ABSENT_CACHE_ENTRIES {
                     self.absent.clear();
                 }
                 self.absent.insert(key);
             }
+            Err(error) => bounded(&mut self.invalid, INVALID_CACHE_ENTRIES, key, error.clone()),
         }
     }
 }
@@ -376,14 +398,9 @@ impl GitSource {
         })
     }
 
-    /// The config at `path` of `commit`, compiled (once per commit and path; that there is
-    /// none is kept too).
-    fn load_at(
-        &self,
-        commit: ObjectId,
-        path: String,
-        reads: Reads,
-    ) -> Result<Option<Arc<LoadedConfig>>, SourceError> {
+    /// The config at `path` of `commit`, compiled: once per commit and path, and so is that
+    /// there is none, or why it cannot be used.
+    fn load_at(&self, commit: ObjectId, path: String, reads: Reads) -> ReadConfig {
         let key = (commit, path);
         if let Some(known) = self
             .configs
@@ -391,47 +408,49 @@ impl GitSource {
             .ok()
             .and_then(|configs| configs.get(&key))
         {
-            return Ok(known);
+            return known;
         }
         if reads == Reads::Memory {
             return Err(SourceError::NotInMemory);
         }
-        let path = key.1.as_str();
+        let read = self.read_config(commit, &key.1)?;
+        if let Ok(mut configs) = self.configs.lock() {
+            configs.keep(key, &read);
+        }
+        read
+    }
+
+    /// What the file at `path` of `commit` holds, which stays so; or why the clone could not
+    /// be read (`Err`), which is not kept: another read may succeed.
+    fn read_config(&self, commit: ObjectId, path: &str) -> Result<ReadConfig, SourceError> {
         let tree = self.commit_tree(commit, "")?;
         let origin = format!("{}:{path}", commit.to_hex_with_len(12));
-        let text = match tree.read_file(path, config::MAX_CONFIG_BYTES) {
+        let bytes = match tree.read_file(path, config::MAX_CONFIG_BYTES) {
             Ok(Some(bytes)) => bytes,
-            Ok(None) => {
-                self.keep(key, None);
-                return Ok(None);
-            }
+            Ok(None) => return Ok(Ok(None)),
             Err(WalkError::TooLarge(size)) => {
                 let limit = config::MAX_CONFIG_BYTES;
                 let file = origin;
-                return Err(ConfigError::TooLarge { file, size, limit }.into());
+                return Ok(Err(ConfigError::TooLarge { file, size, limit }.into()));
             }
             Err(error) => return Err(self.read_error(path, commit, error).into()),
         };
-        let text = String::from_utf8(text).map_err(|_| GitError::Read {
-            path: path.to_string(),
-            commit: commit.to_string(),
-            url: self.url(),
-            reason: "not UTF-8 text".into(),
-        })?;
-        let loaded = Arc::new(compile(
+        let Ok(text) = String::from_utf8(bytes) else {
+            return Ok(Err(GitError::Read {
+                path: path.to_string(),
+                commit: commit.to_string(),
+                url: self.url(),
+                reason: "not UTF-8 text".into(),
+            }
+            .into()));
+        };
+        let compiled = compile(
             &text,
             origin,
             layout::files_dir(path),
             Some(commit.to_string()),
-        )?);
-        self.keep(key, Some(loaded.clone()));
-        Ok(Some(loaded))
-    }
-
-    fn keep(&self, key: ConfigKey, config: Option<Arc<LoadedConfig>>) {
-        if let Ok(mut configs) = self.configs.lock() {
-            configs.keep(key, config);
-        }
+        );
+        Ok(compiled.map(|loaded| Some(Arc::new(loaded))))
     }
 
     fn commit_tree(&self, commit: ObjectId, dir: &str) -> Result<CommitTree, GitError> {

@@ -217,7 +217,8 @@ fn memory_reads_answer_from_fresh_heads_and_compiled_configs_and_nothing_else() 
             "carts/job/config.yaml",
             &config_with_image("service", "[run.sh]"),
         )
-        .write("carts/run.sh", "echo hi\n");
+        .write("carts/run.sh", "echo hi\n")
+        .write("broken/job/config.yaml", "apiVersion: v2\nactions: 7\n");
     let dev = repo.commit("dev");
     let memory = |source: &GitSource, name: &str, pin: Option<&str>| {
         source.load(&service("dev", name), pin, Reads::Memory)
@@ -244,6 +245,15 @@ fn memory_reads_answer_from_fresh_heads_and_compiled_configs_and_nothing_else() 
     assert!(Arc::ptr_eq(&in_memory("orders", None), &orders));
     // The commit a config was read at needs no look in the clone.
     assert!(Arc::ptr_eq(&in_memory("carts", Some(&dev)), &carts));
+    // A config that cannot be used cannot at that commit ever: its error is kept too.
+    let broken = source
+        .load(&service("dev", "broken"), None, Reads::Any)
+        .unwrap_err();
+    assert!(
+        broken.to_string().contains("broken/job/config.yaml"),
+        "{broken}"
+    );
+    assert_eq!(memory(&source, "broken", None).unwrap_err(), broken);
     assert_eq!(fetch_count(&fetches), 1);
     // A service never looked up, an abbreviated pin, a commit never read: the clone is needed.
     for (name, pin) in [
@@ -330,6 +340,13 @@ fn a_config_over_the_size_limit_is_refused_from_its_header_without_being_read() 
             "{}:job/config.yaml: the file is too large: {size} bytes, over the limit of 1048576 bytes for a job config",
             &commit[..12]
         )
+    );
+    // Refused again from memory, without a look at the clone.
+    assert_eq!(
+        source
+            .load(&service("main", "carts"), None, Reads::Memory)
+            .unwrap_err(),
+        error
     );
 }
 
@@ -776,7 +793,7 @@ fn a_failed_fetch_is_tried_again_once_the_fetch_interval_passed() {
 }
 
 #[test]
-fn paths_without_a_config_are_bounded_apart_from_the_compiled_configs() {
+fn paths_without_a_config_and_broken_configs_are_bounded_apart_from_the_compiled_configs() {
     let loaded = Arc::new(
         compile(
             &config_with_image("one", "[]"),
@@ -793,17 +810,38 @@ fn paths_without_a_config_are_bounded_apart_from_the_compiled_configs() {
         )
     };
     let mut cache = ConfigCache::default();
-    cache.keep(key(0), Some(loaded.clone()));
+    cache.keep(key(0), &Ok(Some(loaded.clone())));
     for n in 1..=ABSENT_CACHE_ENTRIES {
-        cache.keep(key(n), None);
+        cache.keep(key(n), &Ok(None));
     }
-    assert!(matches!(cache.get(&key(1)), Some(None)));
+    assert!(matches!(cache.get(&key(1)), Some(Ok(None))));
     // One more absent path drops the absent ones, not the compiled config.
-    cache.keep(key(ABSENT_CACHE_ENTRIES + 1), None);
+    cache.keep(key(ABSENT_CACHE_ENTRIES + 1), &Ok(None));
     assert!(cache.get(&key(1)).is_none());
     assert!(matches!(
         cache.get(&key(ABSENT_CACHE_ENTRIES + 1)),
-        Some(None)
+        Some(Ok(None))
     ));
-    assert!(Arc::ptr_eq(&cache.get(&key(0)).unwrap().unwrap(), &loaded));
+    // Broken configs have their own bound too.
+    let broken = |n: usize| (ObjectId::null(gix::hash::Kind::Sha1), format!("b{n}"));
+    let error = SourceError::MissingField("stage");
+    for n in 0..=INVALID_CACHE_ENTRIES {
+        cache.keep(broken(n), &Err(error.clone()));
+    }
+    assert!(cache.get(&broken(0)).is_none());
+    assert_eq!(
+        cache
+            .get(&broken(INVALID_CACHE_ENTRIES))
+            .unwrap()
+            .unwrap_err(),
+        error
+    );
+    assert!(matches!(
+        cache.get(&key(ABSENT_CACHE_ENTRIES + 1)),
+        Some(Ok(None))
+    ));
+    assert!(Arc::ptr_eq(
+        &cache.get(&key(0)).unwrap().unwrap().unwrap(),
+        &loaded
+    ));
 }
