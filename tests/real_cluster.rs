@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::cluster::{ClusterHarness, cluster, path};
+use support::git::GitRepo;
 use support::{Reply, root, sample_with_id};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -505,6 +506,55 @@ async fn the_kubectl_install_runs_the_test_event_under_the_shipped_role() {
     let ungranted: Vec<_> = used.difference(&granted).collect();
     assert!(ungranted.is_empty(), "used but not granted: {ungranted:?}");
     println!("granted but not used in this scenario: {unused:?}");
+}
+
+/// The production source on the real control plane: the example config and its files committed
+/// to the `dev` branch of a git repository (read over `file://`), cloned by the operator. The run
+/// records the commit, and its files come from that commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_event_runs_from_a_git_repository() {
+    let root = std::env::temp_dir().join(format!("je-cluster-git-{}", std::process::id()));
+    let repo = GitRepo::new(root.join("configs"));
+    repo.write("README.md", "the project's configs\n");
+    repo.commit("the project");
+    repo.switch("dev");
+    copy_dir(&examples().join("carts"), &repo.dir.join("carts"));
+    repo.write("carts/scripts/wait-for.sh", "echo from the dev branch\n");
+    let dev = repo.commit("carts on dev");
+    let source = vec![
+        "--git-url".to_string(),
+        repo.file_url(),
+        "--git-cache-dir".to_string(),
+        path(&root.join("cache")).to_string(),
+    ];
+    let h = ClusterHarness::start_from("git", source, &[]).await;
+    let event = sample_with_id("test.triggered.json", "cluster-git");
+    let response = h.post_event(&event).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    assert_eq!(response.body["events"][0]["runs"][0]["status"], "created");
+    let finished = h.wait_finished("cluster-git", LONG).await;
+    assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
+    assert_eq!(h.jobs_created().len(), 2);
+
+    let run = &h.jobruns()[0];
+    assert_eq!(run["spec"]["configRevision"], dev.as_str());
+    assert_eq!(run["spec"]["configDir"], "carts");
+    let files = format!("{}-files", run["metadata"]["name"].as_str().unwrap());
+    let configmap: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(h.cluster.kubectl_json(&[
+            "-n",
+            &h.namespace,
+            "get",
+            "configmap",
+            &files,
+        ]))
+        .unwrap();
+    let binary = configmap.binary_data.unwrap_or_default();
+    assert_eq!(
+        binary["0-scripts_wait-for.sh"].0, b"echo from the dev branch\n",
+        "the file as committed, not as in examples/"
+    );
+    let _ = std::fs::remove_dir_all(&root);
 }
 
 fn copy_dir(from: &Path, to: &Path) {

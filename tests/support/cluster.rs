@@ -208,6 +208,10 @@ impl Drop for ClusterHarness {
     }
 }
 
+fn directory_source(config_dir: &Path) -> Vec<String> {
+    vec!["--config-dir".to_string(), path(config_dir).to_string()]
+}
+
 impl ClusterHarness {
     /// Installs into namespace `je-NAME` and runs the operator with `config_dir`.
     pub async fn start(name: &str, config_dir: &Path, extra_args: &[&str]) -> ClusterHarness {
@@ -216,8 +220,28 @@ impl ClusterHarness {
         harness
     }
 
+    /// Installs into namespace `je-NAME` and runs the operator with `source_args` (`--git-url`
+    /// and its settings) in place of a config directory.
+    pub async fn start_from(
+        name: &str,
+        source_args: Vec<String>,
+        extra_args: &[&str],
+    ) -> ClusterHarness {
+        let mut harness = Self::install_from(name, source_args, extra_args).await;
+        harness.start_operator().await;
+        harness
+    }
+
     /// Installs like [`ClusterHarness::start`], the operator not started (for [`Replicas`]).
     pub async fn install(name: &str, config_dir: &Path, extra_args: &[&str]) -> ClusterHarness {
+        Self::install_from(name, directory_source(config_dir), extra_args).await
+    }
+
+    async fn install_from(
+        name: &str,
+        source_args: Vec<String>,
+        extra_args: &[&str],
+    ) -> ClusterHarness {
         let cluster = cluster();
         let namespace = format!("je-{name}-{}", std::process::id() % 100_000);
         let dir = std::env::temp_dir().join(format!("je-cluster-{namespace}"));
@@ -238,7 +262,7 @@ impl ClusterHarness {
             "job-executor",
             &dir.join("operator.kubeconfig"),
         );
-        Self::not_started(cluster, namespace, dir, kubeconfig, config_dir, extra_args).await
+        Self::not_started(cluster, namespace, dir, kubeconfig, source_args, extra_args).await
     }
 
     /// The operator for an installation made by the test (namespace, the ServiceAccount's
@@ -251,8 +275,9 @@ impl ClusterHarness {
         config_dir: &Path,
         extra_args: &[&str],
     ) -> ClusterHarness {
+        let source_args = directory_source(config_dir);
         let mut harness =
-            Self::not_started(cluster, namespace, dir, kubeconfig, config_dir, extra_args).await;
+            Self::not_started(cluster, namespace, dir, kubeconfig, source_args, extra_args).await;
         harness.start_operator().await;
         harness
     }
@@ -262,7 +287,7 @@ impl ClusterHarness {
         namespace: String,
         dir: PathBuf,
         kubeconfig: PathBuf,
-        config_dir: &Path,
+        source_args: Vec<String>,
         extra_args: &[&str],
     ) -> ClusterHarness {
         for secret in super::example_secrets() {
@@ -273,7 +298,6 @@ impl ClusterHarness {
             std::fs::write(&file, serde_json::to_vec(&secret).unwrap()).unwrap();
             cluster.kubectl(&["-n", &namespace, "apply", "-f", path(&file)]);
         }
-        let source_args = vec!["--config-dir".to_string(), path(config_dir).to_string()];
         let op = Operator::new(dir, kubeconfig, &namespace, source_args, extra_args).await;
         ClusterHarness {
             cluster,
