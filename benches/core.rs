@@ -3,6 +3,8 @@
 //! `cargo bench --bench core` (full run) — `cargo test --bench core` runs each once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 
@@ -46,16 +48,9 @@ fn config_yaml(n: usize) -> String {
     text
 }
 
-/// The config of the load harness's ingest phase: twenty actions listen for `gate` events, each
-/// for a test strategy of its own, so an event of another strategy is refused by all twenty.
+/// The config of the load harness's ingest phase: its twenty refusing actions.
 fn gates_yaml() -> String {
-    let mut text = String::from("apiVersion: v2\nactions:\n");
-    for i in 0..20 {
-        text.push_str(&format!(
-            "  - name: gate-{i}\n    events:\n      - name: sh.keptn.event.gate.triggered\n        jsonpath: {{property: $.data.test.teststrategy, match: strategy-{i}}}\n    tasks:\n      - {{name: only, image: 'bench:quick'}}\n"
-        ));
-    }
-    text
+    format!("apiVersion: v2\nactions:\n{}", common::gate_actions())
 }
 
 /// The gates config as a directory source and as a git source (a repository whose `dev`
@@ -66,24 +61,7 @@ fn gate_sources() -> (PathBuf, [(&'static str, Source); 2]) {
     let repo = dir.join("repo");
     std::fs::create_dir_all(repo.join("carts/job")).unwrap();
     std::fs::write(repo.join("carts/job/config.yaml"), gates_yaml()).unwrap();
-    for args in [
-        &["init", "-q", "-b", "dev"][..],
-        &["add", "-A"],
-        &["commit", "-q", "-m", "the bench's config"],
-    ] {
-        let status = std::process::Command::new("git")
-            .args(args)
-            .current_dir(&repo)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "bench")
-            .env("GIT_AUTHOR_EMAIL", "bench@example.com")
-            .env("GIT_COMMITTER_NAME", "bench")
-            .env("GIT_COMMITTER_EMAIL", "bench@example.com")
-            .status()
-            .unwrap();
-        assert!(status.success(), "git {args:?} failed");
-    }
+    common::commit_as_repository(&repo, "dev");
     let git = Source::git(GitSettings {
         url: format!("file://{}", repo.display()),
         lookups: Vec::new(),

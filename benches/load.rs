@@ -10,6 +10,8 @@
 //! (or with `--quick`) every measurement runs briefly, only to prove the harness works.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::net::SocketAddr;
@@ -158,15 +160,7 @@ fn config_dir(hold_task: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("je-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("bench/job")).unwrap();
-    // Twenty actions listen for `gate` events, each for its own test strategy: an event of
-    // another strategy is refused by all twenty (a busy Keptn project's common case).
-    let gates: String = (0..GATES)
-        .map(|i| {
-            format!(
-                "  - name: gate-{i}\n    events:\n      - name: sh.keptn.event.gate.triggered\n        jsonpath: {{property: $.data.test.teststrategy, match: strategy-{i}}}\n    tasks:\n      - {{name: only, image: 'bench:quick'}}\n"
-            )
-        })
-        .collect();
+    let gates = common::gate_actions();
     std::fs::write(
         dir.join("bench/job/config.yaml"),
         format!(
@@ -179,9 +173,6 @@ fn config_dir(hold_task: &str) -> PathBuf {
     .unwrap();
     dir
 }
-
-/// The actions of the bench's config that listen for `gate` events.
-const GATES: usize = 20;
 
 fn event(event_type: &str, id: &str) -> Value {
     json!({
@@ -832,24 +823,7 @@ fn git_source(config: &Path) -> Vec<String> {
         repo.join("bench/job/config.yaml"),
     )
     .unwrap();
-    for args in [
-        &["init", "-q", "-b", "dev"][..],
-        &["add", "-A"],
-        &["commit", "-q", "-m", "the bench's config"],
-    ] {
-        let status = Command::new("git")
-            .args(args)
-            .current_dir(&repo)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "load")
-            .env("GIT_AUTHOR_EMAIL", "load@example.com")
-            .env("GIT_COMMITTER_NAME", "load")
-            .env("GIT_COMMITTER_EMAIL", "load@example.com")
-            .status()
-            .unwrap();
-        assert!(status.success(), "git {args:?} failed");
-    }
+    common::commit_as_repository(&repo, "dev");
     vec![
         "--git-url".into(),
         format!("file://{}", repo.display()),

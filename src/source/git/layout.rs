@@ -188,6 +188,13 @@ mod tests {
         }
     }
 
+    fn named_branch(lookup: &Lookup) -> &Template {
+        match &lookup.branch {
+            Branch::Named(branch) => branch,
+            Branch::Default => panic!("a named branch: {lookup:?}"),
+        }
+    }
+
     #[test]
     fn the_keptn_layout_looks_up_service_stage_then_project() {
         let lookups = Lookup::keptn().unwrap();
@@ -214,9 +221,7 @@ mod tests {
     #[test]
     fn single_branch_layouts_and_every_placeholder_render() {
         let lookup = Lookup::parse("main:{project}/{stage}/{service}/job/config.yaml").unwrap();
-        let Branch::Named(branch) = &lookup.branch else {
-            panic!("a named branch: {lookup:?}");
-        };
+        let branch = named_branch(&lookup);
         assert_eq!(branch.render(&carts()), "main");
         assert_eq!(
             lookup.path.render(&carts()),
@@ -231,9 +236,7 @@ mod tests {
     #[test]
     fn placeholders_side_by_side_render_once_each() {
         let lookup = Lookup::parse("{stage}{service}:{project}-{stage}.yaml").unwrap();
-        let Branch::Named(branch) = &lookup.branch else {
-            panic!("a named branch: {lookup:?}");
-        };
+        let branch = named_branch(&lookup);
         assert_eq!(branch.render(&carts()), "devcarts");
         // A value is filled in as it is, not read again for placeholders.
         let odd = ServiceRef {
