@@ -10,9 +10,11 @@ use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use job_executor::config;
-use job_executor::event::{self, CloudEvent, Outcome, OutgoingContext, Status};
+use job_executor::event::{self, CloudEvent, EventSketch, Outcome, OutgoingContext, Status};
 use job_executor::files::StagedFile;
-use job_executor::ingest::plan::{EventPlan, plan_event, plan_event_in_memory};
+use job_executor::ingest::plan::{
+    EventPlan, plan_event, plan_event_in_memory, plan_sketch_in_memory,
+};
 use job_executor::matching::Matcher;
 use job_executor::render::{JobRequest, render_job};
 use job_executor::settings::Settings;
@@ -133,6 +135,31 @@ fn benches(c: &mut Criterion) {
             c.bench_function(
                 &format!("plan a 2 KiB event in memory, {case}, {source_name} source"),
                 |b| b.iter(|| plan_event_in_memory(black_box(event), &source, &settings)),
+            );
+            if source_name != "git" {
+                continue;
+            }
+            // The receiver's whole work on the event's text: parsed whole, then planned; or
+            // sketched, and planned from the sketch (what it does with an event that starts
+            // nothing).
+            let text = event.as_value().to_string();
+            let sketched = |text: &str| {
+                let mut sketch = EventSketch::read(text).unwrap();
+                plan_sketch_in_memory(&mut sketch, &source)
+            };
+            assert!(sketched(&text).is_some());
+            c.bench_function(
+                &format!("plan a 2 KiB event from its text, parsed whole, {case}, git source"),
+                |b| {
+                    b.iter(|| {
+                        let event = CloudEvent::from_json(black_box(text.as_bytes())).unwrap();
+                        plan_event_in_memory(&event, &source, &settings)
+                    })
+                },
+            );
+            c.bench_function(
+                &format!("plan a 2 KiB event from its text, sketched, {case}, git source"),
+                |b| b.iter(|| sketched(black_box(&text))),
             );
         }
     }

@@ -5,6 +5,8 @@
 //! `data` side by side), because that is what JSONPath conditions and env mappings address
 //! (`$.data.project`, `$.type`, `$.shkeptncontext`) and what a JobRun stores.
 
+mod sketch;
+
 use std::collections::BTreeMap;
 
 use serde::de::{IgnoredAny, MapAccess, Visitor};
@@ -12,6 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+
+pub use sketch::EventSketch;
 
 /// A run's event as its JSON text: what a JobRun records and the controller's cache holds of
 /// every run in flight. The text takes about half the memory of the parsed value; the event is

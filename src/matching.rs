@@ -27,6 +27,10 @@ pub struct Matcher {
     names: GlobSet,
     /// For each glob of `names`: its action and filter.
     owners: Vec<(usize, usize)>,
+    /// The fields of `data` the conditions read, if each reads one field of `data` (or one
+    /// attribute) by a plain path: then an event that only these fields of its `data` were read
+    /// of is decided as the whole event would be (see [`Matcher::data_fields_read`]).
+    data_fields: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +92,7 @@ impl Matcher {
         let mut names = GlobSetBuilder::new();
         let mut owners = Vec::new();
         let mut properties: Vec<&str> = Vec::new();
+        let mut data_fields = Some(Vec::new());
         for (action_index, action) in config.actions.iter().enumerate() {
             let compile_error = |event: usize, message: String| MatchError::Compile {
                 action: action_index,
@@ -101,6 +106,15 @@ impl Matcher {
                 let glob = pattern.compile_matcher();
                 names.add(pattern);
                 owners.push((action_index, event_index));
+                if let Some(jsonpath) = &filter.jsonpath {
+                    match (plain_path_reads(&jsonpath.property), &mut data_fields) {
+                        (None, fields) => *fields = None,
+                        (Some(Some(field)), Some(fields)) if !fields.iter().any(|f| f == field) => {
+                            fields.push(field.to_string());
+                        }
+                        _ => {}
+                    }
+                }
                 let condition = match &filter.jsonpath {
                     None => None,
                     Some(jsonpath) => Some(Condition {
@@ -137,7 +151,16 @@ impl Matcher {
             actions,
             names,
             owners,
+            data_fields,
         })
+    }
+
+    /// The fields of `data` the conditions read, when each condition's property is a plain
+    /// path (`$.data.test.teststrategy`, `$.type`): [`Matcher::decide`] then decides an event
+    /// whose `data` holds only these fields as it decides the whole event. `None`: a property
+    /// is a query that may read anything (`$.data`, `$..name`, a filter, an index).
+    pub fn data_fields_read(&self) -> Option<&[String]> {
+        self.data_fields.as_deref()
     }
 
     /// The indices of the actions the event triggers, in file order.
@@ -309,6 +332,31 @@ impl Condition {
         }
         let _ = write!(reason, ", not {:?}", self.expected);
         reason
+    }
+}
+
+/// What a plain path (`$` and `.name` segments, names of ASCII letters, digits and `_` not
+/// starting with a digit) reads: the field of `data` it goes through (`Some(Some(field))`), or
+/// an attribute and nothing of `data` (`Some(None)`). `None` for any other query, which may read
+/// anything: `$.data` itself, brackets, wildcards, descendants, filters (whose own queries may
+/// start from the root).
+fn plain_path_reads(property: &str) -> Option<Option<&str>> {
+    let mut names = property.strip_prefix("$.")?.split('.');
+    let plain = |name: &str| {
+        name.bytes()
+            .next()
+            .is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    let first = names.next().filter(|name| plain(name))?;
+    let field = names.next();
+    if !field.into_iter().chain(names).all(plain) {
+        return None;
+    }
+    match (first, field) {
+        ("data", None) => None,
+        ("data", Some(field)) => Some(Some(field)),
+        _ => Some(None),
     }
 }
 
@@ -629,6 +677,103 @@ actions:
             qa.refused[0].outcome,
             Err("$.data.stage is \"qa\", not \"dev\"".to_string())
         );
+    }
+
+    #[test]
+    fn plain_paths_say_what_they_read() {
+        for (property, reads) in [
+            ("$.data.test.teststrategy", Some(Some("test"))),
+            ("$.data.project", Some(Some("project"))),
+            ("$.data._x1", Some(Some("_x1"))),
+            ("$.type", Some(None)),
+            ("$.shkeptncontext.x", Some(None)),
+            ("$.data", None),
+            ("$", None),
+            ("$.data.a[0]", None),
+            ("$.data['a']", None),
+            ("$.data.*", None),
+            ("$..project", None),
+            ("$.data..x", None),
+            ("$.data.1a", None),
+            ("$.data.a-b", None),
+            ("$.data.", None),
+            ("$.data.a[?@.b == $.data.c]", None),
+            ("$.data.ü", None),
+        ] {
+            assert_eq!(plain_path_reads(property), reads, "{property}");
+        }
+    }
+
+    #[test]
+    fn a_config_of_plain_paths_names_the_data_fields_it_reads() {
+        let condition = |property: &str| {
+            format!(
+                "  - name: a\n    events:\n      - name: sh.keptn.event.test.triggered\n        \
+                 jsonpath: {{property: \"{property}\", match: x}}\n    tasks: [{{image: alpine}}]\n"
+            )
+        };
+        let config = |properties: &[&str]| {
+            let actions: String = properties.iter().map(|p| condition(p)).collect();
+            matcher(&format!("apiVersion: v2\nactions:\n{actions}"))
+        };
+        let fields = |m: &Matcher| m.data_fields_read().map(<[String]>::to_vec);
+        assert_eq!(
+            fields(&config(&[
+                "$.data.test.a",
+                "$.type",
+                "$.data.test.b",
+                "$.data.result"
+            ])),
+            Some(vec!["test".to_string(), "result".to_string()])
+        );
+        assert_eq!(fields(&config(&["$.data.test.a", "$.data.tests[0]"])), None);
+        assert_eq!(
+            fields(&matcher(
+                "apiVersion: v2\nactions:\n  - name: a\n    tasks: [{image: alpine}]\n"
+            )),
+            Some(Vec::new())
+        );
+    }
+
+    proptest::proptest! {
+        /// An event whose `data` holds only the fields the conditions read is decided as the
+        /// whole event is: what the receiver's sketch of an event relies on.
+        #[test]
+        fn decided_alike_from_the_fields_read(
+            paths in proptest::collection::vec(("(a|b|c)", "(x|y)?"), 1..4),
+            matches in proptest::collection::vec("(1|v|true)", 1..4),
+            data in proptest::collection::vec(
+                ("(a|b|c|d)", proptest::prop_oneof![
+                    proptest::strategy::Just(json!(1)),
+                    proptest::strategy::Just(json!("v")),
+                    proptest::strategy::Just(json!({"x": "v", "y": [1, true]})),
+                    proptest::strategy::Just(json!({"x": 1})),
+                ]),
+                0..4,
+            ),
+        ) {
+            let mut yaml = String::from("apiVersion: v2\nactions:\n");
+            for (index, (field, under)) in paths.iter().enumerate() {
+                let property = match under.as_str() {
+                    "" => format!("$.data.{field}"),
+                    under => format!("$.data.{field}.{under}"),
+                };
+                let expected = &matches[index % matches.len()];
+                yaml.push_str(&format!(
+                    "  - name: a{index}\n    events:\n      - name: t\n        jsonpath: \
+                     {{property: \"{property}\", match: \"{expected}\"}}\n    tasks: [{{image: alpine}}]\n"
+                ));
+            }
+            let m = matcher(&yaml);
+            let whole: serde_json::Map<String, Value> = data.into_iter().collect();
+            let read = m.data_fields_read().expect("plain paths");
+            let mut cut = whole.clone();
+            cut.retain(|name, _| read.iter().any(|field| field == name));
+            proptest::prop_assert_eq!(
+                m.decide(&event("t", Value::Object(whole))),
+                m.decide(&event("t", Value::Object(cut)))
+            );
+        }
     }
 
     #[test]

@@ -674,11 +674,24 @@ async fn a_run_s_spans_continue_the_event_s_trace_and_reach_the_collector() {
     event["traceparent"] = json!(format!("00-{trace_id}-{caller}-01"));
     assert_eq!(h.post_event(&event).await.status, 202);
     let finished = h.wait_finished("traced", LONG).await;
+    // An event that starts nothing (planned from its sketch, not parsed whole) has its span.
+    let unrelated_trace = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let mut unrelated = sample_with_id("test.triggered.json", "unrelated");
+    unrelated["type"] = json!("sh.keptn.event.nothing.triggered");
+    unrelated["traceparent"] = json!(format!("00-{unrelated_trace}-{caller}-01"));
+    assert_eq!(h.post_event(&unrelated).await.status, 200);
     // SIGTERM: the operator exports what it still holds before it exits.
     assert!(h.terminate_operator(LONG).await.success());
 
-    let spans: Vec<Value> = collector
-        .spans()
+    let all = collector.spans();
+    let unrelated_spans: Vec<&Value> = all
+        .iter()
+        .filter(|s| s["traceId"] == unrelated_trace)
+        .collect();
+    assert_eq!(unrelated_spans.len(), 1, "{unrelated_spans:#?}");
+    assert_eq!(unrelated_spans[0]["name"], "ingest");
+    assert_eq!(unrelated_spans[0]["parentSpanId"], caller);
+    let spans: Vec<Value> = all
         .into_iter()
         .filter(|s| s["traceId"] == trace_id)
         .collect();

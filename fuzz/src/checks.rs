@@ -11,8 +11,8 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use job_executor::config::{self, EnvFormat};
-use job_executor::event::CloudEvent;
-use job_executor::ingest::parse::{DEFAULT_MAX_BATCH_EVENTS, events_from_request};
+use job_executor::event::{CloudEvent, EventSketch};
+use job_executor::ingest::parse::{DEFAULT_MAX_BATCH_EVENTS, events_from_request, structured_text};
 use job_executor::matching::Matcher;
 use job_executor::{files, names, render};
 
@@ -39,7 +39,29 @@ pub fn config_load(data: &[u8]) {
 /// One HTTP request's headers and body, in every content mode.
 pub fn cloudevent(data: &[u8]) {
     let (headers, body) = request_parts(data);
-    match events_from_request(&headers, body, DEFAULT_MAX_BATCH_EVENTS) {
+    let whole = events_from_request(&headers, body, DEFAULT_MAX_BATCH_EVENTS);
+    // The receiver plans most structured events from a sketch: there is one only for a valid
+    // event, and given every field of `data` it is the whole event.
+    if let Some(mut sketch) = structured_text(&headers, body).and_then(EventSketch::read) {
+        let Ok([event]) = whole.as_deref() else {
+            panic!("a sketch of a request that is not one valid event: {whole:?}");
+        };
+        let fields: Vec<String> = event
+            .data()
+            .and_then(|data| data.as_object())
+            .map(|data| data.keys().cloned().collect())
+            .unwrap_or_default();
+        assert!(
+            sketch.read_fields(&fields),
+            "a field of a valid event unread"
+        );
+        assert_eq!(
+            sketch.event(),
+            event,
+            "a sketch given every field is not the event"
+        );
+    }
+    match whole {
         Ok(events) => {
             assert!(
                 (1..=DEFAULT_MAX_BATCH_EVENTS).contains(&events.len()),
@@ -85,6 +107,21 @@ pub fn jsonpath(data: &[u8]) {
         && let Ok(matcher) = Matcher::compile(&valid.config)
     {
         let decision = matcher.decide(&event);
+        // What the receiver's sketch relies on: decided alike from the fields the conditions
+        // read.
+        if let Some(fields) = matcher.data_fields_read() {
+            let mut cut = event.as_value().clone();
+            if let Some(serde_json::Value::Object(data)) = cut.get_mut("data") {
+                data.retain(|name, _| fields.iter().any(|field| field == name));
+            }
+            if let Ok(cut) = CloudEvent::from_value(cut) {
+                assert_eq!(
+                    matcher.decide(&cut),
+                    decision,
+                    "decided otherwise from the fields read"
+                );
+            }
+        }
         let explained = matcher.explain(&event);
         let runs: Vec<usize> = explained
             .iter()

@@ -25,7 +25,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::crd::JobRun;
-use crate::event::CloudEvent;
+use crate::event::{CloudEvent, EventSketch};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::source::Source;
@@ -124,6 +124,9 @@ async fn receive(
     {
         return refused(metrics, &problem);
     }
+    if let Some(answer) = answer_from_sketch(&state, &headers, &bytes) {
+        return answer;
+    }
     let events = match parse::events_from_request(&headers, &bytes, state.max_batch_events) {
         Ok(events) => events,
         Err(problem @ parse::ParseError::BatchTooLarge { .. }) => {
@@ -136,6 +139,31 @@ async fn receive(
         }
     };
     accept(&state, &events).await
+}
+
+/// The answer to a structured-mode event that starts nothing, planned from its sketch
+/// ([`plan::plan_sketch_in_memory`]): most events a busy project sends start nothing here, and
+/// parsing one whole costs more than everything else the receiver does for it. `None`: the
+/// event is parsed whole and planned as any other (it may start something, or is invalid).
+fn answer_from_sketch(state: &IngestState, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
+    let mut sketch = EventSketch::read(parse::structured_text(headers, body)?)?;
+    let reasons = plan::plan_sketch_in_memory(&mut sketch, &state.source)?;
+    let event = sketch.event();
+    // Only now: an event planned whole after all gets its span there.
+    let _span = ingest_span(event);
+    state.metrics.event_received(Outcome::NotMatched.label());
+    Some(json_answer(
+        StatusCode::OK,
+        &Answer {
+            events: vec![EventAnswer {
+                id: event.id(),
+                event_type: event.event_type(),
+                runs: Vec::new(),
+                error: None,
+                not_matched: Some(reasons),
+            }],
+        },
+    ))
 }
 
 /// The answer to a sender that did not prove who it is: 401, or 503 when the secret to check
@@ -348,12 +376,9 @@ impl Refusal {
     }
 }
 
-/// Plans one event and persists its runs: what the HTTP receiver and the schedules share.
-pub(crate) async fn take_event<'a>(
-    state: &IngestState,
-    event: &'a CloudEvent,
-) -> Result<Taken<'a>, Refusal> {
-    // The event's span continues the trace the event carries; its runs keep the context.
+/// The event's span, which continues the trace the event carries (its runs keep the context),
+/// and that context.
+fn ingest_span(event: &CloudEvent) -> (tracing::Span, Option<TraceContext>) {
     let span = tracing::info_span!(
         target: trace::TARGET,
         "ingest",
@@ -363,6 +388,15 @@ pub(crate) async fn take_event<'a>(
     );
     let incoming = TraceContext::of_event(event);
     trace::continue_trace(&span, incoming.as_ref());
+    (span, incoming)
+}
+
+/// Plans one event and persists its runs: what the HTTP receiver and the schedules share.
+pub(crate) async fn take_event<'a>(
+    state: &IngestState,
+    event: &'a CloudEvent,
+) -> Result<Taken<'a>, Refusal> {
+    let (span, incoming) = ingest_span(event);
     let context = trace::handed_on(&span, incoming.as_ref());
     let traced = |mut runs: Vec<JobRun>| {
         if let Some(context) = &context {

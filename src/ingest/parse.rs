@@ -71,17 +71,43 @@ pub fn events_from_request(
     body: &[u8],
     max_batch_events: usize,
 ) -> Result<Vec<CloudEvent>, ParseError> {
+    match content_mode(headers) {
+        ContentMode::Batch => batch(body, max_batch_events),
+        ContentMode::Binary(media) => Ok(vec![binary(headers, &media, body)?]),
+        ContentMode::Structured => Ok(vec![CloudEvent::from_json(body)?]),
+        ContentMode::Unsupported(media) => Err(ParseError::UnsupportedContentType(media)),
+    }
+}
+
+/// The text of a request that carries one event in structured mode, if it is UTF-8: what
+/// [`events_from_request`] parses with [`CloudEvent::from_json`].
+pub fn structured_text<'a>(headers: &HeaderMap, body: &'a [u8]) -> Option<&'a str> {
+    match content_mode(headers) {
+        ContentMode::Structured => std::str::from_utf8(body).ok(),
+        _ => None,
+    }
+}
+
+/// How a request carries its events, by its headers.
+enum ContentMode {
+    Batch,
+    /// With the body's media type.
+    Binary(String),
+    Structured,
+    Unsupported(String),
+}
+
+fn content_mode(headers: &HeaderMap) -> ContentMode {
     let media = media_type(headers);
     if media == "application/cloudevents-batch+json" {
-        return batch(body, max_batch_events);
+        ContentMode::Batch
+    } else if headers.contains_key("ce-specversion") {
+        ContentMode::Binary(media)
+    } else if media == "application/cloudevents+json" || media == "application/json" {
+        ContentMode::Structured
+    } else {
+        ContentMode::Unsupported(media)
     }
-    if headers.contains_key("ce-specversion") {
-        return Ok(vec![binary(headers, &media, body)?]);
-    }
-    if media == "application/cloudevents+json" || media == "application/json" {
-        return Ok(vec![CloudEvent::from_json(body)?]);
-    }
-    Err(ParseError::UnsupportedContentType(media))
 }
 
 fn batch(body: &[u8], max_batch_events: usize) -> Result<Vec<CloudEvent>, ParseError> {

@@ -8,9 +8,10 @@ use serde::Serialize;
 
 use crate::config::{Notify, NotifyRule};
 use crate::crd::{ConfigStale, JobRun, JobRunSpec, RunAction, RunConcurrency};
-use crate::event::{CloudEvent, split_triggered_type};
+use crate::event::{CloudEvent, EventSketch, split_triggered_type};
 use crate::files::StagedFile;
 use crate::labels::{self, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::matching::Decision;
 use crate::names;
 use crate::render;
 use crate::settings::Settings;
@@ -104,10 +105,7 @@ fn plan_with_reads(
         Ok(service) => service,
         Err(field) => {
             return Ok(EventPlan::Nothing {
-                reasons: vec![NotMatched {
-                    action: String::new(),
-                    reason: format!("the event has no data.{field}: no job config applies"),
-                }],
+                reasons: no_service(field),
             });
         }
     };
@@ -145,28 +143,88 @@ fn plan_with_reads(
         }
     };
     let stale = found.stale.as_ref();
-    let plan = match &found.config {
-        Some(loaded) => plan_with_config(event, loaded, stale, source, settings, reads)?,
-        None => EventPlan::Nothing {
-            reasons: vec![NotMatched {
-                action: String::new(),
-                reason: format!(
-                    "no job config for service {:?} (project {:?}, stage {:?})",
-                    service.service, service.project, service.stage
-                ),
-            }],
+    Ok(match &found.config {
+        Some(loaded) => match plan_with_config(event, loaded, stale, source, settings, reads)? {
+            EventPlan::Nothing { mut reasons } => {
+                note_stale(&mut reasons, stale);
+                EventPlan::Nothing { reasons }
+            }
+            plan => plan,
         },
-    };
-    Ok(match (plan, stale) {
-        (EventPlan::Nothing { mut reasons }, Some(stale)) => {
-            reasons.push(NotMatched {
-                action: String::new(),
-                reason: format!("{}: {}", stale_note(stale), stale.error),
-            });
+        None => {
+            let mut reasons = no_config(&service);
+            note_stale(&mut reasons, stale);
             EventPlan::Nothing { reasons }
         }
-        (plan, _) => plan,
     })
+}
+
+/// Why an event starts nothing (an [`EventPlan::Nothing`]'s reasons), planned from its
+/// sketch; `None` when it may start something, or its config cannot be read from memory or
+/// used: then the whole event is planned ([`plan_event_in_memory`], [`plan_event`]), as it
+/// would be without a sketch. What is planned here is what the whole event gets: the lookup
+/// reads only Keptn's fields of `data`, which every sketch holds, and the sketch is given the
+/// fields the conditions read before they are decided (an event for a config with a condition
+/// that may read anything is not planned here).
+pub fn plan_sketch_in_memory(
+    sketch: &mut EventSketch<'_>,
+    source: &Source,
+) -> Option<Vec<NotMatched>> {
+    let found = {
+        let event = sketch.event();
+        let service = match ServiceRef::of_event(event) {
+            Ok(service) => service,
+            Err(field) => return Some(no_service(field)),
+        };
+        let pinned = event.extension("gitcommitid");
+        let found = source
+            .load(&service, pinned.as_deref(), Reads::Memory)
+            .ok()?;
+        if found.config.is_none() {
+            let mut reasons = no_config(&service);
+            note_stale(&mut reasons, found.stale.as_ref());
+            return Some(reasons);
+        }
+        found
+    };
+    let loaded = found.config.as_ref()?;
+    if !sketch.read_fields(loaded.matcher.data_fields_read()?) {
+        return None;
+    }
+    let event = sketch.event();
+    let (matched, mut reasons) = explain_decision(event, loaded.matcher.decide(event));
+    if !matched.is_empty() {
+        return None;
+    }
+    note_stale(&mut reasons, found.stale.as_ref());
+    Some(reasons)
+}
+
+fn no_service(field: &str) -> Vec<NotMatched> {
+    vec![NotMatched {
+        action: String::new(),
+        reason: format!("the event has no data.{field}: no job config applies"),
+    }]
+}
+
+fn no_config(service: &ServiceRef) -> Vec<NotMatched> {
+    vec![NotMatched {
+        action: String::new(),
+        reason: format!(
+            "no job config for service {:?} (project {:?}, stage {:?})",
+            service.service, service.project, service.stage
+        ),
+    }]
+}
+
+/// Why nothing runs says too when the config was looked up at stale branch heads.
+fn note_stale(reasons: &mut Vec<NotMatched>, stale: Option<&Stale>) {
+    if let Some(stale) = stale {
+        reasons.push(NotMatched {
+            action: String::new(),
+            reason: format!("{}: {}", stale_note(stale), stale.error),
+        });
+    }
 }
 
 fn stale_note(stale: &Stale) -> String {
@@ -188,36 +246,9 @@ fn plan_with_config(
     settings: &Settings,
     reads: Reads,
 ) -> Result<EventPlan, NotInMemory> {
-    let decision = loaded.matcher.decide(event);
-    let mut not_matched: Vec<NotMatched> = decision
-        .refused
-        .into_iter()
-        .map(|verdict| NotMatched {
-            action: verdict.name,
-            reason: verdict.outcome.err().unwrap_or_default(),
-        })
-        .collect();
-    if decision.refused_more > 0 {
-        not_matched.push(NotMatched {
-            action: String::new(),
-            reason: format!(
-                "{} more actions listen for event type {:?} and refused it (`job-executor \
-                 render` explains every action)",
-                decision.refused_more,
-                event.event_type()
-            ),
-        });
-    }
-    if decision.matched.is_empty() && not_matched.is_empty() {
-        // Listing every action's names here would make each unrelated event cost as much as
-        // the config is long; `job-executor render` explains every action.
-        not_matched.push(NotMatched {
-            action: String::new(),
-            reason: format!("no action listens for event type {:?}", event.event_type()),
-        });
-    }
+    let (matched, not_matched) = explain_decision(event, loaded.matcher.decide(event));
     let mut runs = Vec::new();
-    for index in decision.matched {
+    for index in matched {
         let Some(action) = loaded.config.actions.get(index) else {
             continue;
         };
@@ -320,6 +351,38 @@ fn plan_with_config(
     })
 }
 
+/// The actions that run, and why those that listen for the event do not, or that none listens.
+fn explain_decision(event: &CloudEvent, decision: Decision) -> (Vec<usize>, Vec<NotMatched>) {
+    let mut not_matched: Vec<NotMatched> = decision
+        .refused
+        .into_iter()
+        .map(|verdict| NotMatched {
+            action: verdict.name,
+            reason: verdict.outcome.err().unwrap_or_default(),
+        })
+        .collect();
+    if decision.refused_more > 0 {
+        not_matched.push(NotMatched {
+            action: String::new(),
+            reason: format!(
+                "{} more actions listen for event type {:?} and refused it (`job-executor \
+                 render` explains every action)",
+                decision.refused_more,
+                event.event_type()
+            ),
+        });
+    }
+    if decision.matched.is_empty() && not_matched.is_empty() {
+        // Listing every action's names here would make each unrelated event cost as much as
+        // the config is long; `job-executor render` explains every action.
+        not_matched.push(NotMatched {
+            action: String::new(),
+            reason: format!("no action listens for event type {:?}", event.event_type()),
+        });
+    }
+    (decision.matched, not_matched)
+}
+
 /// Where a run's config was read: the revision, the directory its files are relative to, and
 /// whether the revision is the branch head of the last successful fetch.
 #[derive(Debug, Clone, Default)]
@@ -378,5 +441,145 @@ fn job_run(
             arrived_at: Some(jiff::Timestamp::now().to_string()),
         },
         status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// A directory source with configs for `carts` (plain conditions, and an action that runs
+    /// for deployments), `orders` (a condition that may read anything) and `broken` (invalid).
+    fn source(root: &std::path::Path) -> Source {
+        let action = |name: &str, event: &str, property: Option<&str>| {
+            let condition = property.map_or(String::new(), |p| {
+                format!("\n        jsonpath: {{property: \"{p}\", match: locust}}")
+            });
+            format!(
+                "  - name: {name}\n    events:\n      - name: {event}{condition}\n    \
+                 tasks: [{{name: t, image: alpine}}]\n"
+            )
+        };
+        let test = "sh.keptn.event.test.triggered";
+        for (service, config) in [
+            (
+                "carts",
+                [
+                    action("gate", test, Some("$.data.test.teststrategy")),
+                    action("typed", test, Some("$.type")),
+                    action("result", test, Some("$.data.result")),
+                    action("deploy", "sh.keptn.event.deployment.triggered", None),
+                ]
+                .concat(),
+            ),
+            ("orders", action("first", test, Some("$.data.tests[0]"))),
+            ("broken", "actions: [".to_string()),
+        ] {
+            let dir = root.join(service).join("job");
+            std::fs::create_dir_all(&dir).unwrap();
+            let text = format!("apiVersion: v2\nactions:\n{config}");
+            let text = if service == "broken" { config } else { text };
+            std::fs::write(dir.join("config.yaml"), text).unwrap();
+        }
+        Source::directory(root)
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("je-plan-{name}-{}", std::process::id()))
+    }
+
+    fn text(event_type: &str, data: Value) -> String {
+        json!({
+            "specversion": "1.0", "id": "e-1", "source": "s", "type": event_type,
+            "shkeptncontext": "c", "data": data,
+        })
+        .to_string()
+    }
+
+    /// The sketch's plan, checked against the whole event's.
+    fn planned(source: &Source, text: &str) -> Option<Vec<NotMatched>> {
+        let settings = Settings::defaults();
+        let from_sketch = plan_sketch_in_memory(&mut EventSketch::read(text).unwrap(), source);
+        let event = CloudEvent::from_json(text.as_bytes()).unwrap();
+        match plan_event_in_memory(&event, source, &settings).unwrap() {
+            EventPlan::Nothing { reasons } if from_sketch.is_some() => {
+                assert_eq!(from_sketch.as_ref(), Some(&reasons), "{text}");
+            }
+            plan => assert!(from_sketch.is_none(), "{text}: {plan:?}"),
+        }
+        from_sketch
+    }
+
+    #[test]
+    fn events_that_start_nothing_are_planned_from_their_sketch() {
+        let root = scratch("sketch");
+        let source = source(&root);
+        let data = |service: &str, strategy: &str| {
+            json!({"project": "p", "stage": "dev", "service": service,
+                   "test": {"teststrategy": strategy}, "padding": "x".repeat(500)})
+        };
+        let test = "sh.keptn.event.test.triggered";
+        let reasons = |text: &str| planned(&source, text).map(|r| r[0].reason.clone());
+        assert_eq!(
+            reasons(&text(
+                "sh.keptn.event.other.triggered",
+                data("carts", "locust")
+            ))
+            .as_deref(),
+            Some("no action listens for event type \"sh.keptn.event.other.triggered\"")
+        );
+        assert_eq!(
+            reasons(&text(test, data("carts", "jmeter"))).as_deref(),
+            Some("$.data.test.teststrategy is \"jmeter\", not \"locust\"")
+        );
+        assert!(reasons(&text(test, json!({"project": "p"}))).is_some());
+        assert!(reasons(&text(test, data("ghost", "locust"))).is_some());
+        // Planned whole: a run starts, the config may read anything, or it cannot be used.
+        assert_eq!(reasons(&text(test, data("carts", "locust"))), None);
+        assert_eq!(
+            reasons(&text(
+                "sh.keptn.event.deployment.triggered",
+                data("carts", "x")
+            )),
+            None
+        );
+        assert_eq!(reasons(&text(test, data("orders", "jmeter"))), None);
+        assert_eq!(reasons(&text(test, data("broken", "jmeter"))), None);
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn a_sketch_is_planned_as_the_whole_event_is() {
+        let root = scratch("sketch-any");
+        let source = source(&root);
+        let events = (
+            "sh\\.keptn\\.event\\.(test|deployment|other)\\.triggered",
+            "(carts|orders|broken|ghost)",
+            proptest::option::of("(locust|jmeter)"),
+            proptest::option::of(prop_oneof![Just(json!("locust")), Just(json!(7))]),
+            proptest::collection::vec(("[a-z]{1,4}", "[a-z]{0,9}"), 0..4),
+        );
+        let outcome = proptest::test_runner::TestRunner::default().run(
+            &events,
+            |(event_type, service, strategy, result, extra)| {
+                let mut data = json!({"project": "p", "stage": "dev", "service": service});
+                if let Some(strategy) = strategy {
+                    data["test"] = json!({"teststrategy": strategy});
+                }
+                if let Some(result) = result {
+                    data["result"] = result;
+                }
+                for (name, value) in extra {
+                    data[name] = json!(value);
+                }
+                planned(&source, &text(&event_type, data));
+                Ok(())
+            },
+        );
+        let _ = std::fs::remove_dir_all(root);
+        outcome.unwrap();
     }
 }

@@ -1,0 +1,427 @@
+//! An event read only as far as planning it needs. Most events a busy project sends start
+//! nothing here (no action listens for their type, or every action that does refuses them), and
+//! parsing such an event whole costs more than everything else the receiver does for it. A
+//! sketch keeps the attributes, Keptn's fields of `data` (the config lookup reads them) and the
+//! other fields of `data` as text, parsed only when a condition reads them.
+//!
+//! A sketch is read only from text that parses as a whole event would ([`CloudEvent::from_json`]
+//! accepts it, with the same value for everything the sketch holds), so an answer planned from
+//! it is the answer the whole event gets. Where the two could differ (`data` is not an object,
+//! it appears twice, the text is not valid JSON or not a valid event), there is no sketch and the
+//! event is parsed whole, which also says what is wrong with it.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::CloudEvent;
+
+/// The fields of `data` a sketch always holds: what finds the service's config.
+const LOOKUP_FIELDS: [&str; 3] = ["project", "stage", "service"];
+
+/// An event's attributes and the fields of its `data` read so far; the rest of `data` as text.
+#[derive(Debug)]
+pub struct EventSketch<'a> {
+    /// A valid event whose `data` holds only the fields read so far.
+    event: CloudEvent,
+    /// The other fields of `data`, in the order they came, with their text.
+    unread: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'a> EventSketch<'a> {
+    /// The sketch of a structured-mode event; `None` when the text is not a valid event, or is
+    /// one whose sketch could differ from it (parse it whole to know which, and why).
+    pub fn read(text: &'a str) -> Option<Self> {
+        let mut json = serde_json::Deserializer::from_str(text);
+        let (attributes, unread) = json.deserialize_map(Attributes).ok()?;
+        json.end().ok()?;
+        // The unread fields were skipped, which checks less than a parse: check them as the
+        // parse of the whole event would.
+        if !unread.iter().all(|(_, text)| parses(text)) {
+            return None;
+        }
+        let event = CloudEvent::from_value(Value::Object(attributes)).ok()?;
+        Some(EventSketch { event, unread })
+    }
+
+    /// The event as far as it is read: every attribute and extension, and of `data` Keptn's
+    /// lookup fields and those [`Self::read_fields`] read.
+    pub fn event(&self) -> &CloudEvent {
+        &self.event
+    }
+
+    /// Reads the named fields of `data` into the sketch (each of them whole, as the event has
+    /// it); `false` when one cannot be read, which a sketch of a valid event never meets.
+    pub fn read_fields(&mut self, names: &[String]) -> bool {
+        let Some(Value::Object(data)) = self.event.0.get_mut("data") else {
+            return names.is_empty();
+        };
+        let mut read = true;
+        self.unread.retain(|(name, text)| {
+            if !names.iter().any(|wanted| wanted == name) {
+                return true;
+            }
+            // Later fields of the same name replace earlier ones, as in the whole event.
+            match serde_json::from_str::<Value>(text.get()) {
+                Ok(value) => {
+                    data.insert(name.to_string(), value);
+                }
+                Err(_) => read = false,
+            }
+            false
+        });
+        read
+    }
+}
+
+/// The top-level members, `data` sketched.
+struct Attributes;
+
+type Sketched<'a> = (Map<String, Value>, Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Visitor<'de> for Attributes {
+    type Value = Sketched<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a CloudEvent")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Sketched<'de>, A::Error> {
+        let mut attributes = Map::new();
+        let mut unread = None;
+        while let Some(name) = map.next_key::<String>()? {
+            if name == "data" {
+                if unread.is_some() {
+                    return Err(serde::de::Error::custom("data appears twice"));
+                }
+                let (fields, rest) = map.next_value_seed(DataSketch)?;
+                attributes.insert(name, Value::Object(fields));
+                unread = Some(rest);
+            } else {
+                attributes.insert(name, map.next_value()?);
+            }
+        }
+        Ok((attributes, unread.unwrap_or_default()))
+    }
+}
+
+/// `data`, if it is an object: its lookup fields read, the others kept as text.
+struct DataSketch;
+
+impl<'de> DeserializeSeed<'de> for DataSketch {
+    type Value = Sketched<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DataSketch {
+    type Value = Sketched<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Sketched<'de>, A::Error> {
+        let mut fields = Map::new();
+        let mut unread = Vec::new();
+        while let Some(Name(name)) = map.next_key()? {
+            if LOOKUP_FIELDS.contains(&name.as_ref()) {
+                fields.insert(name.into_owned(), map.next_value()?);
+            } else {
+                unread.push((name, map.next_value::<&'de RawValue>()?));
+            }
+        }
+        Ok((fields, unread))
+    }
+}
+
+/// The most arrays and objects a field of `data` may nest, as the parse of the whole event
+/// counts them: serde_json's limit of 127 open at once, less the event's object and `data`.
+const FIELD_NESTING: u8 = 125;
+
+/// Whether a field of `data` that was skipped (syntax and control characters checked, and
+/// UTF-8 by the text being a `str`) parses as it would within the whole event. Skipping
+/// checks neither escapes (`"\ud800"`), nor numbers' range (`1e400`), nor nesting: only a
+/// string without escapes, `true`, `false` and `null` need no parse.
+fn parses(field: &RawValue) -> bool {
+    let text = field.get();
+    let plain = match text.as_bytes().first() {
+        Some(b'"') => !text.contains('\\'),
+        Some(b't' | b'f' | b'n') => true,
+        _ => false,
+    };
+    plain || {
+        let mut json = serde_json::Deserializer::from_str(text);
+        Valid {
+            room: FIELD_NESTING,
+        }
+        .deserialize(&mut json)
+        .is_ok()
+    }
+}
+
+/// Accepts what parsing into a [`Value`] accepts at a place where `room` more arrays or
+/// objects may open, building nothing: values are read through `deserialize_any`, as the
+/// parse of a `Value` reads them.
+#[derive(Clone, Copy)]
+struct Valid {
+    room: u8,
+}
+
+impl<'de> DeserializeSeed<'de> for Valid {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl Valid {
+    /// The room inside an array or object opened here.
+    fn inside<E: serde::de::Error>(self) -> Result<Valid, E> {
+        match self.room.checked_sub(1) {
+            Some(room) => Ok(Valid { room }),
+            None => Err(E::custom("recursion limit exceeded")),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Valid {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        let inside = self.inside()?;
+        while items.next_element_seed(inside)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<(), A::Error> {
+        let inside = self.inside()?;
+        // Keys are strings, read as such (an escape in one is checked like any string's).
+        while members.next_key::<Name<'de>>()?.is_some() {
+            members.next_value_seed(inside)?;
+        }
+        Ok(())
+    }
+}
+
+/// A member's name, borrowed from the text unless it holds an escape.
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+struct NameVisitor;
+
+impl<'de> Visitor<'de> for NameVisitor {
+    type Value = Name<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a member's name")
+    }
+
+    fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Name<'de>, E> {
+        Ok(Name(Cow::Borrowed(name)))
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<Name<'de>, E> {
+        Ok(Name(Cow::Owned(name.to_string())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn whole(text: &str) -> Option<CloudEvent> {
+        CloudEvent::from_json(text.as_bytes()).ok()
+    }
+
+    /// The whole event with `data` cut to the named fields, as a sketch that read them holds.
+    fn cut(event: &CloudEvent, fields: &[String]) -> Value {
+        let mut value = event.as_value().clone();
+        if let Some(Value::Object(data)) = value.get_mut("data") {
+            data.retain(|name, _| {
+                LOOKUP_FIELDS.contains(&name.as_str()) || fields.iter().any(|f| f == name)
+            });
+        }
+        value
+    }
+
+    const EVENT: &str = r#"{"specversion":"1.0","id":"1","source":"s","type":"t","shkeptncontext":"c",
+        "data":{"project":"p","stage":"dev","service":"carts","test":{"teststrategy":"locust"},
+        "padding":"xxxx","labels":{"a":"b"}}}"#;
+
+    #[test]
+    fn holds_the_attributes_and_the_lookup_fields_then_what_is_asked_for() {
+        let mut sketch = EventSketch::read(EVENT).unwrap();
+        assert_eq!(sketch.event().id(), "1");
+        assert_eq!(sketch.event().as_value()["shkeptncontext"], "c");
+        assert_eq!(
+            sketch.event().data(),
+            Some(&json!({"project": "p", "stage": "dev", "service": "carts"}))
+        );
+        assert!(sketch.read_fields(&["test".into(), "absent".into()]));
+        assert_eq!(
+            sketch.event().data().unwrap()["test"],
+            json!({"teststrategy": "locust"})
+        );
+        assert!(sketch.event().data().unwrap().get("padding").is_none());
+        let fields = ["test".to_string()];
+        assert_eq!(
+            sketch.event().as_value(),
+            &cut(&whole(EVENT).unwrap(), &fields)
+        );
+    }
+
+    #[test]
+    fn a_repeated_field_reads_as_its_last_value_as_in_the_whole_event() {
+        let text = r#"{"specversion":"1.0","id":"1","source":"s","type":"t",
+            "data":{"test":1,"project":"a","test":2,"project":"b"}}"#;
+        let mut sketch = EventSketch::read(text).unwrap();
+        assert!(sketch.read_fields(&["test".into()]));
+        assert_eq!(sketch.event().data(), whole(text).unwrap().data());
+    }
+
+    #[test]
+    fn no_sketch_where_it_could_differ_from_the_whole_event() {
+        let base = |data: &str| {
+            format!(r#"{{"specversion":"1.0","id":"1","source":"s","type":"t","data":{data}}}"#)
+        };
+        for (text, why) in [
+            (base(r#""text""#), "data is not an object"),
+            (base("null"), "data is null"),
+            (base("{},\"data\":{}"), "data twice"),
+            (base(r#"{"n":1e400}"#), "a number out of range"),
+            (base(r#"{"s":"\ud800"}"#), "a lone surrogate"),
+            (base(r#"{"s":"a"#), "cut short"),
+            (base("{}} "), "trailing text"),
+            (base(r#"{},"id":7"#), "an invalid attribute"),
+            (r#"[{"specversion":"1.0"}]"#.to_string(), "not an object"),
+        ] {
+            assert!(EventSketch::read(&text).is_none(), "{why}: {text}");
+        }
+        // serde's own skipping of a value checks less than a parse: the reason for `parses`.
+        assert!(serde_json::from_str::<serde::de::IgnoredAny>(r#"{"n":1e400}"#).is_ok());
+        assert!(serde_json::from_str::<Value>(r#"{"n":1e400}"#).is_err());
+    }
+
+    #[test]
+    fn nesting_is_limited_exactly_as_for_the_whole_event() {
+        let mut valid = Vec::new();
+        for depth in 120..135 {
+            let text = format!(
+                r#"{{"specversion":"1.0","id":"1","source":"s","type":"t","data":{{"deep":{}1{}}}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            assert_eq!(
+                EventSketch::read(&text).is_some(),
+                whole(&text).is_some(),
+                "depth {depth}"
+            );
+            valid.push(whole(&text).is_some());
+        }
+        assert!(
+            valid.contains(&true) && valid.contains(&false),
+            "the limit is in the range"
+        );
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[a-z]{0,6}".prop_map(Value::String),
+            // Escaped in the text: a quote, a backslash, a control character; and not ASCII.
+            Just(json!("a\"b\\c\u{1}é")),
+            Just(json!(-1.5e300)),
+        ];
+        leaf.prop_recursive(3, 12, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(("(project|stage|service|test|labels|x)", inner), 0..5)
+                    .prop_map(|members| Value::Object(members.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever the text, a sketch exists only for a valid event, and then holds exactly
+        /// what the whole event holds of the fields it read.
+        #[test]
+        fn a_sketch_agrees_with_the_whole_event(
+            attributes in prop::collection::vec(
+                ("(specversion|id|source|type|time|subject|data_base64|ext1|Bad)", json_value()),
+                0..7,
+            ),
+            data in json_value(),
+            data_first in any::<bool>(),
+            fields in prop::collection::vec("(project|test|labels|x|absent)", 0..3),
+        ) {
+            let mut members: Vec<String> = vec![
+                r#""specversion":"1.0""#.into(), r#""id":"i""#.into(),
+                r#""source":"s""#.into(), r#""type":"t""#.into(),
+            ];
+            for (name, value) in &attributes {
+                members.push(format!("{name:?}:{value}"));
+            }
+            let data_member = format!(r#""data":{data}"#);
+            if data_first { members.insert(0, data_member) } else { members.push(data_member) }
+            let text = format!("{{{}}}", members.join(","));
+            let fields: Vec<String> = fields;
+            match (EventSketch::read(&text), whole(&text)) {
+                (Some(_), None) => prop_assert!(false, "a sketch of an invalid event: {text}"),
+                (Some(mut sketch), Some(event)) => {
+                    prop_assert!(sketch.read_fields(&fields));
+                    prop_assert_eq!(sketch.event().as_value(), &cut(&event, &fields));
+                }
+                (None, Some(event)) => prop_assert!(
+                    !event.as_value()["data"].is_object(),
+                    "no sketch of a valid event with an object for data: {text}"
+                ),
+                (None, None) => {}
+            }
+        }
+    }
+}
