@@ -335,29 +335,46 @@ impl Condition {
     }
 }
 
-/// What a plain path (`$` and `.name` segments, names of ASCII letters, digits and `_` not
-/// starting with a digit) reads: the field of `data` it goes through (`Some(Some(field))`), or
-/// an attribute and nothing of `data` (`Some(None)`). `None` for any other query, which may read
-/// anything: `$.data` itself, brackets, wildcards, descendants, filters (whose own queries may
-/// start from the root).
+/// What a plain path (`$` followed by name segments: `.name` of ASCII letters, digits and `_`
+/// not starting with a digit, or `['name']` / `["name"]` without escapes) reads: the field of
+/// `data` it goes through (`Some(Some(field))`), or an attribute and nothing of `data`
+/// (`Some(None)`). `None` for any other query, which may read anything: `$.data` itself,
+/// indices, wildcards, descendants, filters (whose own queries may start from the root).
 fn plain_path_reads(property: &str) -> Option<Option<&str>> {
-    let mut names = property.strip_prefix("$.")?.split('.');
-    let plain = |name: &str| {
-        name.bytes()
-            .next()
-            .is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    };
-    let first = names.next().filter(|name| plain(name))?;
-    let field = names.next();
-    if !field.into_iter().chain(names).all(plain) {
-        return None;
+    let mut rest = property.strip_prefix('$')?;
+    let mut first_two: Vec<&str> = Vec::with_capacity(2);
+    while !rest.is_empty() {
+        let (name, after) = plain_segment(rest)?;
+        if first_two.len() < 2 {
+            first_two.push(name);
+        }
+        rest = after;
     }
-    match (first, field) {
-        ("data", None) => None,
-        ("data", Some(field)) => Some(Some(field)),
+    match first_two.as_slice() {
+        [] | ["data"] => None,
+        ["data", field] => Some(Some(field)),
         _ => Some(None),
     }
+}
+
+/// The name of the plain segment `path` starts with, and what follows it.
+fn plain_segment(path: &str) -> Option<(&str, &str)> {
+    if let Some(rest) = path.strip_prefix('.') {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let name = &rest[..end];
+        name.bytes()
+            .next()
+            .filter(|first| first.is_ascii_alphabetic() || *first == b'_')?;
+        return Some((name, &rest[end..]));
+    }
+    let rest = path.strip_prefix('[')?;
+    let quote = rest.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let rest = &rest[1..];
+    let end = rest.find([quote, '\\'])?;
+    let after = rest[end..].strip_prefix(quote)?.strip_prefix(']')?;
+    Some((&rest[..end], after))
 }
 
 /// Whether a value reads as a `match`: a string as it is, anything else by its JSON text.
@@ -690,7 +707,7 @@ actions:
             ("$.data", None),
             ("$", None),
             ("$.data.a[0]", None),
-            ("$.data['a']", None),
+            ("$.data['a']", Some(Some("a"))),
             ("$.data.*", None),
             ("$..project", None),
             ("$.data..x", None),
@@ -699,6 +716,14 @@ actions:
             ("$.data.", None),
             ("$.data.a[?@.b == $.data.c]", None),
             ("$.data.ü", None),
+            ("$.data['get-sli'].sliProvider", Some(Some("get-sli"))),
+            ("$[\"data\"][\"a b\"]", Some(Some("a b"))),
+            ("$['type']", Some(None)),
+            ("$.data['a\\'b']", None),
+            ("$.data[ 'a' ]", None),
+            ("$.data['a']x", None),
+            ("$.data['a'", None),
+            ("$.data[\"a']", None),
         ] {
             assert_eq!(plain_path_reads(property), reads, "{property}");
         }
@@ -740,7 +765,7 @@ actions:
         /// whole event is: what the receiver's sketch of an event relies on.
         #[test]
         fn decided_alike_from_the_fields_read(
-            paths in proptest::collection::vec(("(a|b|c)", "(x|y)?"), 1..4),
+            paths in proptest::collection::vec(("(a|b|c)", "(x|y)?", proptest::bool::ANY), 1..4),
             matches in proptest::collection::vec("(1|v|true)", 1..4),
             data in proptest::collection::vec(
                 ("(a|b|c|d)", proptest::prop_oneof![
@@ -753,10 +778,11 @@ actions:
             ),
         ) {
             let mut yaml = String::from("apiVersion: v2\nactions:\n");
-            for (index, (field, under)) in paths.iter().enumerate() {
+            for (index, (field, under, bracketed)) in paths.iter().enumerate() {
+                let field = if *bracketed { format!("['{field}']") } else { format!(".{field}") };
                 let property = match under.as_str() {
-                    "" => format!("$.data.{field}"),
-                    under => format!("$.data.{field}.{under}"),
+                    "" => format!("$.data{field}"),
+                    under => format!("$.data{field}.{under}"),
                 };
                 let expected = &matches[index % matches.len()];
                 yaml.push_str(&format!(

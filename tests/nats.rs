@@ -152,6 +152,16 @@ async fn keptn_events_on_nats_become_runs_and_go_back(server: impl Replicas, lon
         1,
         "{metrics}"
     );
+    // The runs' own `.started` events, which no action of the example listens for (one listens
+    // for `*.finished`): taken and counted.
+    assert_eq!(
+        support::metric_value(
+            &metrics,
+            "job_executor_events_received_total{outcome=\"not_matched\"} "
+        ),
+        2,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

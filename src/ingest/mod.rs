@@ -147,23 +147,36 @@ async fn receive(
 /// event is parsed whole and planned as any other (it may start something, or is invalid).
 fn answer_from_sketch(state: &IngestState, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
     let mut sketch = EventSketch::read(parse::structured_text(headers, body)?)?;
-    let reasons = plan::plan_sketch_in_memory(&mut sketch, &state.source)?;
-    let event = sketch.event();
-    // Only now: an event planned whole after all gets its span there.
-    let _span = ingest_span(event);
-    state.metrics.event_received(Outcome::NotMatched.label());
+    let taken = take_sketch(state, &mut sketch)?;
+    state.metrics.event_received(taken.outcome.label());
     Some(json_answer(
         StatusCode::OK,
         &Answer {
-            events: vec![EventAnswer {
-                id: event.id(),
-                event_type: event.event_type(),
-                runs: Vec::new(),
-                error: None,
-                not_matched: Some(reasons),
-            }],
+            events: vec![taken.answer],
         },
     ))
+}
+
+/// Takes an event that starts nothing from its sketch ([`plan::plan_sketch_in_memory`]): what
+/// the HTTP receiver and the NATS consumer share. `None`: take the whole event ([`take_event`]).
+pub(crate) fn take_sketch<'s>(
+    state: &IngestState,
+    sketch: &'s mut EventSketch<'_>,
+) -> Option<Taken<'s>> {
+    let reasons = plan::plan_sketch_in_memory(sketch, &state.source)?;
+    let event: &'s CloudEvent = sketch.event();
+    // Only now: an event taken whole after all gets its span there.
+    let _span = ingest_span(event);
+    Some(Taken {
+        answer: EventAnswer {
+            id: event.id(),
+            event_type: event.event_type(),
+            runs: Vec::new(),
+            error: None,
+            not_matched: Some(reasons),
+        },
+        outcome: Outcome::NotMatched,
+    })
 }
 
 /// The answer to a sender that did not prove who it is: 401, or 503 when the secret to check

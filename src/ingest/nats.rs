@@ -14,8 +14,9 @@ use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, stream};
 use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::{IngestState, parse, take_event};
+use super::{IngestState, parse, take_event, take_sketch};
 use crate::event::CloudEvent;
+use crate::event::EventSketch;
 
 /// How long a message that could not be taken waits before it is delivered again.
 const RETRY: Duration = Duration::from_secs(5);
@@ -226,6 +227,18 @@ async fn connect(source: &NatsSource) -> Result<PullConsumer, NatsError> {
 /// Takes one message: acknowledged once answered for good, delivered again later otherwise.
 async fn take_message(ingest: &IngestState, message: jetstream::Message) {
     let metrics = &ingest.metrics;
+    // Most events on Keptn's bus start nothing here: those are taken from a sketch, not
+    // parsed whole.
+    let taken_from_sketch = structured_text(&message, ingest.max_body_bytes)
+        .and_then(EventSketch::read)
+        .and_then(|mut sketch| Some(take_sketch(ingest, &mut sketch)?.outcome));
+    if let Some(outcome) = taken_from_sketch {
+        metrics.event_received(outcome.label());
+        if let Err(problem) = message.double_ack().await {
+            tracing::warn!(subject = %message.subject, error = %problem, "a NATS message could not be acknowledged; it comes again");
+        }
+        return;
+    }
     let event = match event_of(&message, ingest.max_body_bytes) {
         Ok(event) => event,
         Err(problem) => {
@@ -259,6 +272,24 @@ async fn acknowledge(message: &jetstream::Message, kind: AckKind) {
     }
 }
 
+/// The text of a message that carries its event as JSON in the payload (structured mode, as
+/// Keptn publishes), within the size limit; `None` for binary mode or anything else, which
+/// [`event_of`] reads.
+fn structured_text(message: &async_nats::Message, max_bytes: usize) -> Option<&str> {
+    if is_binary(message) || message.payload.len() > max_bytes {
+        return None;
+    }
+    std::str::from_utf8(&message.payload).ok()
+}
+
+/// Binary mode: the attributes in `ce-*` headers, the data as the payload.
+fn is_binary(message: &async_nats::Message) -> bool {
+    message
+        .headers
+        .as_ref()
+        .is_some_and(|h| h.get("ce-specversion").is_some())
+}
+
 /// The event a message carries. Binary mode (NATS headers `ce-*`, the data as the payload) when
 /// it has a `ce-specversion` header; otherwise the payload is the event as JSON, as Keptn
 /// publishes it (without a `Content-Type` header).
@@ -270,8 +301,7 @@ pub fn event_of(message: &async_nats::Message, max_bytes: usize) -> Result<Cloud
     }
     let mut headers = HeaderMap::new();
     let nats_headers = message.headers.as_ref();
-    let binary = nats_headers.is_some_and(|h| h.get("ce-specversion").is_some());
-    if binary {
+    if is_binary(message) {
         for (name, values) in nats_headers.into_iter().flat_map(|h| h.iter()) {
             let name = name.to_string().to_ascii_lowercase();
             let Some(value) = values.first() else {

@@ -471,6 +471,7 @@ mod tests {
                     action("gate", test, Some("$.data.test.teststrategy")),
                     action("typed", test, Some("$.type")),
                     action("result", test, Some("$.data.result")),
+                    action("sli", test, Some("$.data['get-sli'].sliProvider")),
                     action("deploy", "sh.keptn.event.deployment.triggered", None),
                 ]
                 .concat(),
