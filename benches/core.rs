@@ -8,9 +8,11 @@ mod common;
 use std::hint::black_box;
 use std::path::PathBuf;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use job_executor::config;
-use job_executor::event::{self, CloudEvent, EventSketch, Outcome, OutgoingContext, Status};
+use job_executor::event::{
+    self, CloudEvent, EventSketch, EventText, Outcome, OutgoingContext, Status,
+};
 use job_executor::files::StagedFile;
 use job_executor::ingest::plan::{
     EventPlan, plan_event, plan_event_in_memory, plan_sketch_in_memory,
@@ -88,6 +90,19 @@ fn benches(c: &mut Criterion) {
     );
     c.bench_function("parse and validate CloudEvent", |b| {
         b.iter(|| CloudEvent::from_json(black_box(&bytes)).unwrap())
+    });
+    // What the controller's cache keeps of a run whose Jobs are all created, on each of its
+    // watch events (which bring the whole event again).
+    let text = EventText::from(&CloudEvent::from_json(&bytes).unwrap());
+    c.bench_function("keep a cached run's reply fields of a 2 KiB event", |b| {
+        b.iter_batched(
+            || text.clone(),
+            |mut text| {
+                text.keep_reply_fields();
+                text
+            },
+            BatchSize::SmallInput,
+        )
     });
 
     let large = config_yaml(200);

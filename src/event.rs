@@ -79,20 +79,73 @@ impl EventText {
     /// renders a Job from its event again. Text that is not a JSON object is kept whole (the
     /// run fails where it is parsed, saying why).
     pub fn keep_reply_fields(&mut self) {
-        let Ok(Value::Object(mut event)) = serde_json::from_str::<Value>(self.0.get()) else {
+        // Read member by member, building only what is kept: this runs on every watch event
+        // of such a run, and the rest of the event (most of it) is skipped, not parsed.
+        let mut json = serde_json::Deserializer::from_str(self.0.get());
+        let Ok((mut event, data)) = json.deserialize_map(ReplyMembers) else {
             return;
         };
-        let data = event.remove("data");
-        event.retain(|name, _| {
-            REQUIRED.contains(&name.as_str()) || REPLY_EXTENSIONS.contains(&name.as_str())
-        });
-        if let Some(Value::Object(mut data)) = data {
-            data.retain(|name, _| KEPTN_DATA_FIELDS.contains(&name.as_str()));
+        if let Some(data) = data.filter(|data| data.get().starts_with('{')) {
+            let mut json = serde_json::Deserializer::from_str(data.get());
+            let Ok(data) = json.deserialize_map(KeptMembers(&KEPTN_DATA_FIELDS)) else {
+                return;
+            };
             event.insert("data".into(), Value::Object(data));
         }
         if let Ok(text) = serde_json::value::to_raw_value(&event) {
             self.0 = text;
         }
+    }
+}
+
+/// Of an event's members, those a reply is built from, and `data` as text (its last
+/// occurrence, as in the parsed event).
+struct ReplyMembers;
+
+impl<'de> Visitor<'de> for ReplyMembers {
+    type Value = (Map<String, Value>, Option<&'de RawValue>);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a CloudEvent")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut kept = Map::new();
+        let mut data = None;
+        while let Some(sketch::Name(name)) = map.next_key()? {
+            if name == "data" {
+                data = Some(map.next_value::<&'de RawValue>()?);
+            } else if REQUIRED.contains(&name.as_ref()) || REPLY_EXTENSIONS.contains(&name.as_ref())
+            {
+                kept.insert(name.into_owned(), map.next_value()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok((kept, data))
+    }
+}
+
+/// Of an object's members, the named ones; the others skipped.
+struct KeptMembers<'n>(&'n [&'n str]);
+
+impl<'de> Visitor<'de> for KeptMembers<'_> {
+    type Value = Map<String, Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut kept = Map::new();
+        while let Some(sketch::Name(name)) = map.next_key()? {
+            if self.0.contains(&name.as_ref()) {
+                kept.insert(name.into_owned(), map.next_value()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(kept)
     }
 }
 
@@ -531,6 +584,42 @@ fn build_reply(
 
 #[cfg(test)]
 mod tests {
+    /// What `keep_reply_fields` keeps, by way of the whole parsed value: the reference it is
+    /// compared with.
+    fn reply_fields_of_the_whole(text: &str) -> String {
+        let Ok(Value::Object(mut event)) = serde_json::from_str::<Value>(text) else {
+            return text.to_string();
+        };
+        let data = event.remove("data");
+        event.retain(|name, _| {
+            REQUIRED.contains(&name.as_str()) || REPLY_EXTENSIONS.contains(&name.as_str())
+        });
+        if let Some(Value::Object(mut data)) = data {
+            data.retain(|name, _| KEPTN_DATA_FIELDS.contains(&name.as_str()));
+            event.insert("data".into(), Value::Object(data));
+        }
+        Value::Object(event).to_string()
+    }
+
+    #[test]
+    fn the_reply_fields_kept_are_those_of_the_whole_event() {
+        for text in [
+            r#"{"specversion":"1.0","id":"1","source":"s","type":"t","shkeptncontext":"c","other":{"a":[1,2]},"data":{"project":"p","labels":{"a":"b"},"padding":"xx","stage":"dev"}}"#,
+            r#"{"data":{"project":"first"},"id":"1","data":{"project":"last","x":1},"id":"2"}"#,
+            r#"{"id":"1","data":"text"}"#,
+            r#"{"id":"1","data":[{"project":"p"}]}"#,
+            r#"{"id":"1","data":null,"gitcommitid":"abc"}"#,
+            r#"{"id":"1"}"#,
+            r#"{"id":"\u00e9\"","data":{"pro\u006aect":"p","labels":{"k":"\u00e9"}}}"#,
+            r#"["not", "an", "object"]"#,
+            "null",
+        ] {
+            let mut kept = EventText(RawValue::from_string(text.to_string()).unwrap());
+            kept.keep_reply_fields();
+            assert_eq!(kept.as_str(), reply_fields_of_the_whole(text), "{text}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -15,8 +15,7 @@ use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{IngestState, parse, take_event, take_sketch};
-use crate::event::CloudEvent;
-use crate::event::EventSketch;
+use crate::event::{CloudEvent, EventSketch};
 
 /// How long a message that could not be taken waits before it is delivered again.
 const RETRY: Duration = Duration::from_secs(5);
