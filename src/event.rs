@@ -155,7 +155,8 @@ const REPLY_EXTENSIONS: [&str; 3] = ["shkeptncontext", "gitcommitid", "shkeptnsp
 /// The fields of `data` Keptn's events share (`KeptnFields`), which replies carry too.
 const KEPTN_DATA_FIELDS: [&str; 4] = ["project", "stage", "service", "labels"];
 
-/// Reads one string attribute of an event's top-level object, skipping the others.
+/// Reads one string attribute of an event's top-level object, skipping the others; of a
+/// repeated member, the last, as in the parsed event.
 struct Attribute<'a>(&'a str);
 
 impl<'de> Visitor<'de> for Attribute<'_> {
@@ -167,8 +168,8 @@ impl<'de> Visitor<'de> for Attribute<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
         let mut found = None;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if key == self.0 && found.is_none() {
+        while let Some(sketch::Name(name)) = map.next_key()? {
+            if name == self.0 {
                 found = map.next_value::<Option<String>>()?;
             } else {
                 map.next_value::<IgnoredAny>()?;
@@ -601,6 +602,30 @@ mod tests {
         Value::Object(event).to_string()
     }
 
+    /// Replies are built from Keptn's fields of the event (`keptn()`): trimming keeps every one
+    /// of them, though the two name them apart.
+    #[test]
+    fn a_trimmed_event_keeps_every_keptn_field() {
+        let event = CloudEvent::from_value(json!({
+            "specversion": "1.0", "id": "1", "source": "s", "type": "sh.keptn.event.test.triggered",
+            "shkeptncontext": "ctx", "gitcommitid": "abc", "shkeptnspecversion": "0.2.4",
+            "other": "dropped",
+            "data": {"project": "p", "stage": "dev", "service": "carts",
+                     "labels": {"a": "b", "n": 1}, "padding": "dropped"}
+        }))
+        .unwrap();
+        let mut text = EventText::from(&event);
+        text.keep_reply_fields();
+        let kept = text.parse().unwrap();
+        assert_eq!(kept.keptn(), event.keptn());
+        assert_ne!(kept.keptn(), KeptnFields::default());
+        assert_eq!(
+            kept.extension("shkeptnspecversion").as_deref(),
+            Some("0.2.4")
+        );
+        assert!(!text.as_str().contains("dropped"), "{}", text.as_str());
+    }
+
     #[test]
     fn the_reply_fields_kept_are_those_of_the_whole_event() {
         for text in [
@@ -630,6 +655,11 @@ mod tests {
         assert_eq!(text.attribute("type").as_deref(), Some(event.event_type()));
         assert_eq!(text.attribute("id").as_deref(), Some(event.id()));
         assert_eq!(text.attribute("nothere"), None);
+        // Read as a parse reads it: an escaped name is the name, and a repeated member's last
+        // occurrence is the member.
+        let repeated: EventText =
+            serde_json::from_str(r#"{"type": "a", "t\u0079pe": "b", "id": "x"}"#).unwrap();
+        assert_eq!(repeated.attribute("type").as_deref(), Some("b"));
         // Written into a JobRun as the JSON object it is, read back from a JSON text and from a
         // JSON value (what tests and kube's clients do) alike.
         let object = serde_json::to_value(&text).unwrap();

@@ -14,6 +14,7 @@ mod outputs;
 pub mod report;
 mod retained;
 mod step;
+mod written;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use kube::{Client, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
 use cached::{CachedJob, CachedPod};
+use written::WrittenStatuses;
 
 use crate::crd::{DeadLetter, Delivery, JobRun, JobRunStatus, TaskPhase};
 use crate::health::Health;
@@ -95,14 +97,7 @@ pub struct Context {
     failures: std::sync::Mutex<HashMap<String, u32>>,
     /// The newest status this process wrote per run, because the watch cache that hands runs
     /// to `reconcile` can still hold an older copy.
-    written: Arc<std::sync::Mutex<HashMap<String, Written>>>,
-}
-
-#[derive(Debug, Clone)]
-enum Written {
-    InFlight(Box<JobRunStatus>),
-    /// The run is over; only its last revision is kept.
-    Done(u64),
+    written: Arc<WrittenStatuses>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -190,7 +185,7 @@ pub async fn run(
     let (groups, woken) = group::Groups::new(&namespace);
     let groups = Arc::new(groups);
     let members = groups.clone();
-    let written = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let written = Arc::new(WrittenStatuses::default());
     // Only the runs not done yet: a done run leaves this watch (and the cache) with the write
     // that records it done, and is kept apart until its retention is over (`retained`).
     let run_events = reflector(
@@ -204,16 +199,8 @@ pub async fn run(
     })
     .inspect(move |event| members.record(event))
     .inspect({
-        // A run that left the watch (done, or deleted) is reconciled no more: what this
-        // process wrote of it is not needed to tell a stale copy.
         let written = written.clone();
-        move |event| {
-            if let Ok(watcher::Event::Delete(run)) = event
-                && let (Some(name), Ok(mut written)) = (run.metadata.name.as_ref(), written.lock())
-            {
-                written.remove(name);
-            }
-        }
+        move |event| written.record(event)
     })
     .inspect(watch_health(&health, "jobruns"))
     .default_backoff()
@@ -578,67 +565,23 @@ impl Context {
         })
     }
 
-    /// The status to continue from: the cached copy's, or this process's newer write. `None`
-    /// when this process already finished the run and the cache is behind.
-    fn newest_status(&self, run: &str, cached: JobRunStatus) -> Option<JobRunStatus> {
-        let Ok(mut written) = self.written.lock() else {
-            return Some(cached);
-        };
-        match written.get(run) {
-            Some(Written::InFlight(status)) if status.revision > cached.revision => {
-                Some((**status).clone())
-            }
-            Some(Written::Done(revision)) if *revision > cached.revision => None,
-            // The cache caught up with what this process wrote: the copy is not needed.
-            Some(Written::InFlight(_) | Written::Done(_)) => {
-                written.remove(run);
-                Some(cached)
-            }
-            None => Some(cached),
-        }
-    }
-
     /// A run of a concurrency group as the cache has it, its phase the newest this process
     /// knows (its own write may be ahead of the cache).
     fn group_member(&self, name: &str) -> Option<group::Member> {
         let namespace = &self.parts.settings.job_namespace;
         let run = self.runs.get(&ObjectRef::new(name).within(namespace))?;
         let cached = run.status.as_ref();
-        let cached_revision = cached.map_or(0, |s| s.revision);
         let written = self
             .written
-            .lock()
-            .ok()
-            .and_then(|written| match written.get(name) {
-                Some(Written::InFlight(status)) if status.revision > cached_revision => {
-                    Some(status.phase)
-                }
-                // Which way it ended is not kept; only that it did matters here.
-                Some(Written::Done(revision)) if *revision > cached_revision => {
-                    Some(crate::crd::RunPhase::Succeeded)
-                }
-                _ => None,
-            });
+            .phase_ahead_of(name, cached.map_or(0, |s| s.revision));
         let phase = written.unwrap_or_else(|| cached.map(|s| s.phase).unwrap_or_default());
         Some(group::Member::of(&run, phase))
     }
 
-    fn remember_status(&self, run: &str, status: JobRunStatus) {
-        if let Ok(mut written) = self.written.lock() {
-            written.insert(run.to_string(), Written::InFlight(Box::new(status)));
-        }
-    }
-
     fn forget_status(&self, run: &str, revision: u64) {
-        if let Ok(mut written) = self.written.lock() {
-            // A done run leaves the watch; once it has (checked under the lock its removal
-            // takes too), nothing is kept of it.
-            if self.watched(run) {
-                written.insert(run.to_string(), Written::Done(revision));
-            } else {
-                written.remove(run);
-            }
-        }
+        // A done run leaves the watch; whether it has is asked under the lock its removal
+        // takes too.
+        self.written.forget(run, revision, || self.watched(run));
     }
 
     /// Whether the run is in the controller's watch (its cache) now.

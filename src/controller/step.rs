@@ -551,7 +551,7 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
         return Ok(Action::await_change());
     }
     let name = run.name_any();
-    let Some(status) = ctx.newest_status(&name, run.status_or_default()) else {
+    let Some(status) = ctx.written.newest(&name, run.status_or_default()) else {
         // This process already finished the run; the watch cache has not caught up yet.
         return Ok(Action::await_change());
     };
@@ -826,7 +826,7 @@ impl World for Cluster<'_> {
         self.ctx
             .fenced(self.api.patch_status(run, &params, &Patch::Merge(&patch)))
             .await??;
-        self.ctx.remember_status(run, status.clone());
+        self.ctx.written.remember(run, status.clone());
         Ok(())
     }
 

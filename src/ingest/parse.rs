@@ -41,17 +41,12 @@ impl ParseError {
     }
 }
 
-fn media_type(headers: &HeaderMap) -> String {
+/// The media type of `Content-Type`, without its parameters, as sent (compared ignoring case).
+fn media_type(headers: &HeaderMap) -> &str {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
+        .map(|v| v.split(';').next().unwrap_or_default().trim())
         .unwrap_or_default()
 }
 
@@ -98,15 +93,19 @@ enum ContentMode {
 }
 
 fn content_mode(headers: &HeaderMap) -> ContentMode {
+    // Lowercased only for the modes that keep it: the structured mode, every event's path,
+    // allocates nothing here.
     let media = media_type(headers);
-    if media == "application/cloudevents-batch+json" {
+    if media.eq_ignore_ascii_case("application/cloudevents-batch+json") {
         ContentMode::Batch
     } else if headers.contains_key("ce-specversion") {
-        ContentMode::Binary(media)
-    } else if media == "application/cloudevents+json" || media == "application/json" {
+        ContentMode::Binary(media.to_ascii_lowercase())
+    } else if media.eq_ignore_ascii_case("application/cloudevents+json")
+        || media.eq_ignore_ascii_case("application/json")
+    {
         ContentMode::Structured
     } else {
-        ContentMode::Unsupported(media)
+        ContentMode::Unsupported(media.to_ascii_lowercase())
     }
 }
 
@@ -261,6 +260,44 @@ mod tests {
                 .unwrap()
                 .len(),
             1
+        );
+    }
+
+    #[test]
+    fn media_types_are_compared_ignoring_case() {
+        let structured = headers(&[("content-type", "Application/CloudEvents+JSON")]);
+        assert_eq!(
+            events_from_request(&structured, EVENT.as_bytes(), LIMIT)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(structured_text(&structured, EVENT.as_bytes()), Some(EVENT));
+        let batch = headers(&[("content-type", "APPLICATION/CLOUDEVENTS-BATCH+JSON")]);
+        let one = format!("[{EVENT}]");
+        assert_eq!(
+            events_from_request(&batch, one.as_bytes(), LIMIT)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(structured_text(&batch, one.as_bytes()), None);
+        // A binary event's data is JSON by its media type in any case, and its
+        // `datacontenttype` is the header as sent; an unsupported type is named in lowercase.
+        let binary = headers(&[
+            ("content-type", "Application/JSON"),
+            ("ce-specversion", "1.0"),
+            ("ce-id", "42"),
+            ("ce-source", "shipyard"),
+            ("ce-type", "t"),
+        ]);
+        let events = events_from_request(&binary, br#"{"a": 1}"#, LIMIT).unwrap();
+        assert_eq!(events[0].as_value()["data"], json!({"a": 1}));
+        assert_eq!(events[0].as_value()["datacontenttype"], "Application/JSON");
+        let text = headers(&[("content-type", "Text/Plain")]);
+        assert_eq!(
+            events_from_request(&text, EVENT.as_bytes(), LIMIT).unwrap_err(),
+            ParseError::UnsupportedContentType("text/plain".into())
         );
     }
 

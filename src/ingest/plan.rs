@@ -2,6 +2,7 @@
 //! anything is written.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kube::api::ObjectMeta;
 use serde::Serialize;
@@ -15,7 +16,7 @@ use crate::matching::Decision;
 use crate::names;
 use crate::render;
 use crate::settings::Settings;
-use crate::source::{LoadedConfig, Reads, ServiceRef, Source, SourceError, Stale};
+use crate::source::{Found, LoadedConfig, Reads, ServiceRef, Source, SourceError, Stale};
 
 /// The action's notification targets (checked when the config was loaded), then the
 /// installation's; a target of both with the same kind is told at the moments either names.
@@ -101,24 +102,16 @@ fn plan_with_reads(
     settings: &Settings,
     reads: Reads,
 ) -> Result<EventPlan, NotInMemory> {
-    let service = match ServiceRef::of_event(event) {
-        Ok(service) => service,
-        Err(field) => {
-            return Ok(EventPlan::Nothing {
-                reasons: no_service(field),
-            });
-        }
-    };
-    let pinned = event.extension("gitcommitid");
-    let found = match source.load(&service, pinned.as_deref(), reads) {
-        Ok(found) => found,
-        Err(SourceError::NotInMemory) => return Err(NotInMemory),
-        Err(error) if error.is_transient() => {
+    let (loaded, stale) = match lookup(event, source, reads) {
+        Lookup::Config { loaded, stale } => (loaded, stale),
+        Lookup::Nothing(reasons) => return Ok(EventPlan::Nothing { reasons }),
+        Lookup::Failed(SourceError::NotInMemory) => return Err(NotInMemory),
+        Lookup::Failed(error) if error.is_transient() => {
             return Ok(EventPlan::Unavailable {
                 message: format!("the job config cannot be read now:\n{error}"),
             });
         }
-        Err(error) => {
+        Lookup::Failed(error) => {
             let message = format!("the job config cannot be used:\n{error}");
             let run = split_triggered_type(event.event_type()).map(|_| {
                 Box::new(job_run(
@@ -142,21 +135,51 @@ fn plan_with_reads(
             return Ok(EventPlan::ConfigError { message, run });
         }
     };
-    let stale = found.stale.as_ref();
-    Ok(match &found.config {
-        Some(loaded) => match plan_with_config(event, loaded, stale, source, settings, reads)? {
+    Ok(
+        match plan_with_config(event, &loaded, stale.as_ref(), source, settings, reads)? {
             EventPlan::Nothing { mut reasons } => {
-                note_stale(&mut reasons, stale);
+                note_stale(&mut reasons, stale.as_ref());
                 EventPlan::Nothing { reasons }
             }
             plan => plan,
         },
-        None => {
+    )
+}
+
+/// What looking up an event's config comes to.
+enum Lookup {
+    /// The service has a config (looked up at `stale` heads if set).
+    Config {
+        loaded: Arc<LoadedConfig>,
+        stale: Option<Stale>,
+    },
+    /// No config applies: the event starts nothing, for these reasons.
+    Nothing(Vec<NotMatched>),
+    /// The config cannot be read (or not with the reads allowed) or used.
+    Failed(SourceError),
+}
+
+fn lookup(event: &CloudEvent, source: &Source, reads: Reads) -> Lookup {
+    let service = match ServiceRef::of_event(event) {
+        Ok(service) => service,
+        Err(field) => return Lookup::Nothing(no_service(field)),
+    };
+    let pinned = event.extension("gitcommitid");
+    match source.load(&service, pinned.as_deref(), reads) {
+        Ok(Found {
+            config: Some(loaded),
+            stale,
+        }) => Lookup::Config { loaded, stale },
+        Ok(Found {
+            config: None,
+            stale,
+        }) => {
             let mut reasons = no_config(&service);
-            note_stale(&mut reasons, stale);
-            EventPlan::Nothing { reasons }
+            note_stale(&mut reasons, stale.as_ref());
+            Lookup::Nothing(reasons)
         }
-    })
+        Err(error) => Lookup::Failed(error),
+    }
 }
 
 /// Why an event starts nothing (an [`EventPlan::Nothing`]'s reasons), planned from its
@@ -170,24 +193,11 @@ pub fn plan_sketch_in_memory(
     sketch: &mut EventSketch<'_>,
     source: &Source,
 ) -> Option<Vec<NotMatched>> {
-    let found = {
-        let event = sketch.event();
-        let service = match ServiceRef::of_event(event) {
-            Ok(service) => service,
-            Err(field) => return Some(no_service(field)),
-        };
-        let pinned = event.extension("gitcommitid");
-        let found = source
-            .load(&service, pinned.as_deref(), Reads::Memory)
-            .ok()?;
-        if found.config.is_none() {
-            let mut reasons = no_config(&service);
-            note_stale(&mut reasons, found.stale.as_ref());
-            return Some(reasons);
-        }
-        found
+    let (loaded, stale) = match lookup(sketch.event(), source, Reads::Memory) {
+        Lookup::Config { loaded, stale } => (loaded, stale),
+        Lookup::Nothing(reasons) => return Some(reasons),
+        Lookup::Failed(_) => return None,
     };
-    let loaded = found.config.as_ref()?;
     if !sketch.read_fields(loaded.matcher.data_fields_read()?) {
         return None;
     }
@@ -196,7 +206,7 @@ pub fn plan_sketch_in_memory(
     if !matched.is_empty() {
         return None;
     }
-    note_stale(&mut reasons, found.stale.as_ref());
+    note_stale(&mut reasons, stale.as_ref());
     Some(reasons)
 }
 

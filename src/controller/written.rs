@@ -1,0 +1,167 @@
+//! The newest status this process wrote per run. The watch cache that hands runs to
+//! `reconcile` can still hold an older copy than the one just written: reconciling from it
+//! would repeat a step. What is kept of a run goes once the cache has caught up, or the run has
+//! left the watch (done or deleted).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use kube::runtime::watcher;
+
+use crate::crd::{JobRun, JobRunStatus, RunPhase};
+
+#[derive(Debug, Default)]
+pub(super) struct WrittenStatuses(Mutex<HashMap<String, Written>>);
+
+#[derive(Debug, Clone)]
+enum Written {
+    InFlight(Box<JobRunStatus>),
+    /// The run is over; only its last revision is kept.
+    Done(u64),
+}
+
+impl WrittenStatuses {
+    fn lock(&self) -> Option<MutexGuard<'_, HashMap<String, Written>>> {
+        // A panic elsewhere while the lock was held poisons it; what is kept here is only an
+        // optimisation over the cache, so it is then not consulted.
+        self.0.lock().ok()
+    }
+
+    /// Follows the run watch: a run that left it (done, or deleted) is reconciled no more, so
+    /// what this process wrote of it is not needed to tell a stale copy.
+    pub(super) fn record(&self, event: &Result<watcher::Event<JobRun>, watcher::Error>) {
+        if let Ok(watcher::Event::Delete(run)) = event
+            && let (Some(name), Some(mut written)) = (run.metadata.name.as_ref(), self.lock())
+        {
+            written.remove(name);
+        }
+    }
+
+    /// The status to continue from: the cached copy's, or this process's newer write. `None`
+    /// when this process already finished the run and the cache is behind.
+    pub(super) fn newest(&self, run: &str, cached: JobRunStatus) -> Option<JobRunStatus> {
+        let Some(mut written) = self.lock() else {
+            return Some(cached);
+        };
+        match written.get(run) {
+            Some(Written::InFlight(status)) if status.revision > cached.revision => {
+                Some((**status).clone())
+            }
+            Some(Written::Done(revision)) if *revision > cached.revision => None,
+            // The cache caught up with what this process wrote: the copy is not needed.
+            Some(Written::InFlight(_) | Written::Done(_)) => {
+                written.remove(run);
+                Some(cached)
+            }
+            None => Some(cached),
+        }
+    }
+
+    /// The run's phase as this process last wrote it, if that is newer than the cached
+    /// revision. Of a finished run, which way it ended is not kept: only that it did.
+    pub(super) fn phase_ahead_of(&self, run: &str, cached_revision: u64) -> Option<RunPhase> {
+        match self.lock()?.get(run)? {
+            Written::InFlight(status) if status.revision > cached_revision => Some(status.phase),
+            Written::Done(revision) if *revision > cached_revision => Some(RunPhase::Succeeded),
+            _ => None,
+        }
+    }
+
+    /// Keeps a status just written of a run in flight.
+    pub(super) fn remember(&self, run: &str, status: JobRunStatus) {
+        if let Some(mut written) = self.lock() {
+            written.insert(run.to_string(), Written::InFlight(Box::new(status)));
+        }
+    }
+
+    /// Keeps only the revision of a run just written done, while it is still `watched` (in
+    /// the cache). Asked under the lock [`Self::record`] takes too, so a run that leaves the
+    /// watch meanwhile is either still watched here or already gone: nothing of it stays.
+    pub(super) fn forget(&self, run: &str, revision: u64, watched: impl FnOnce() -> bool) {
+        if let Some(mut written) = self.lock() {
+            if watched() {
+                written.insert(run.to_string(), Written::Done(revision));
+            } else {
+                written.remove(run);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().map_or(0, |written| written.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(revision: u64, phase: RunPhase) -> JobRunStatus {
+        JobRunStatus {
+            revision,
+            phase,
+            ..JobRunStatus::default()
+        }
+    }
+
+    fn deleted(name: &str) -> Result<watcher::Event<JobRun>, watcher::Error> {
+        let mut run = crate::controller::decide::tests::triggered(1);
+        run.metadata.name = Some(name.into());
+        Ok(watcher::Event::Delete(run))
+    }
+
+    #[test]
+    fn a_write_ahead_of_the_cache_is_continued_from_until_the_cache_catches_up() {
+        let written = WrittenStatuses::default();
+        assert_eq!(
+            written.newest("a", status(1, RunPhase::Pending)),
+            Some(status(1, RunPhase::Pending))
+        );
+        written.remember("a", status(3, RunPhase::Running));
+        // The cache is behind: the write is newer.
+        assert_eq!(
+            written.newest("a", status(2, RunPhase::Pending)),
+            Some(status(3, RunPhase::Running))
+        );
+        assert_eq!(written.phase_ahead_of("a", 2), Some(RunPhase::Running));
+        assert_eq!(written.phase_ahead_of("b", 0), None);
+        // The cache caught up: its copy is used, and the write is let go.
+        assert_eq!(
+            written.newest("a", status(3, RunPhase::Running)),
+            Some(status(3, RunPhase::Running))
+        );
+        assert_eq!(written.len(), 0);
+        assert_eq!(written.phase_ahead_of("a", 2), None);
+    }
+
+    #[test]
+    fn a_run_finished_here_is_not_continued_from_a_stale_copy() {
+        let written = WrittenStatuses::default();
+        written.remember("a", status(4, RunPhase::Running));
+        written.forget("a", 5, || true);
+        assert_eq!(written.newest("a", status(4, RunPhase::Running)), None);
+        assert_eq!(written.phase_ahead_of("a", 4), Some(RunPhase::Succeeded));
+        // Leaving the watch lets it go.
+        written.record(&deleted("a"));
+        assert_eq!(written.len(), 0);
+        assert_eq!(
+            written.newest("a", status(4, RunPhase::Running)),
+            Some(status(4, RunPhase::Running))
+        );
+    }
+
+    #[test]
+    fn nothing_is_kept_of_a_run_that_already_left_the_watch() {
+        let written = WrittenStatuses::default();
+        written.remember("a", status(4, RunPhase::Running));
+        written.forget("a", 5, || false);
+        assert_eq!(written.len(), 0);
+        // A run deleted while in flight goes too; others stay.
+        written.remember("b", status(2, RunPhase::Running));
+        written.remember("c", status(2, RunPhase::Running));
+        written.record(&deleted("b"));
+        assert_eq!(written.len(), 1);
+        assert_eq!(written.phase_ahead_of("c", 1), Some(RunPhase::Running));
+    }
+}
