@@ -158,6 +158,21 @@ fn benches(c: &mut Criterion) {
             // sketched, and planned from the sketch (what it does with an event that starts
             // nothing).
             let text = event.as_value().to_string();
+            if first_refusing.is_empty() {
+                // What reading the text costs at the least (checking it is JSON, building
+                // nothing), against reading its sketch.
+                c.bench_function(
+                    "check a 2 KiB event's text is JSON, building nothing",
+                    |b| {
+                        b.iter(|| {
+                            serde_json::from_str::<serde::de::IgnoredAny>(black_box(&text)).unwrap()
+                        })
+                    },
+                );
+                c.bench_function("read a 2 KiB event's sketch", |b| {
+                    b.iter(|| EventSketch::read(black_box(&text)).unwrap())
+                });
+            }
             let sketched = |text: &str| {
                 let mut sketch = EventSketch::read(text).unwrap();
                 plan_sketch_in_memory(&mut sketch, &source)

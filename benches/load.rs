@@ -1161,31 +1161,44 @@ const STACK_ANSWER: &str = r#"{"events":[{"id":"nomatch","type":"sh.keptn.event.
 /// A handler with the operator's whole HTTP stack but none of its work: served by the
 /// operator's own server (hyper's HTTP/1 under the header deadline, the connection limit,
 /// `TCP_NODELAY`) with the shipped limits, it reads the body under the shipped deadline and
-/// size limit, parses it as JSON and answers as much JSON as the operator does for case (a).
-/// What ingest costs beyond it is the operator's own work.
+/// size limit, parses it as JSON (`/events`) or only checks it is JSON, building nothing
+/// (`/check`: the least a receiver that answers 400 to what is not JSON can do), and answers as
+/// much JSON as the operator does for case (a). What ingest costs beyond it is the operator's
+/// own work.
 async fn start_stack_handler() -> SocketAddr {
     const READ_TIMEOUT: Duration = Duration::from_secs(30);
+    async fn read_and_answer(
+        body: axum::body::Body,
+        valid: fn(&[u8]) -> bool,
+    ) -> axum::response::Response {
+        let read = tokio::time::timeout(READ_TIMEOUT, axum::body::to_bytes(body, 1 << 20));
+        if !matches!(read.await, Ok(Ok(bytes)) if valid(&bytes)) {
+            return http::StatusCode::BAD_REQUEST.into_response();
+        }
+        (
+            http::StatusCode::OK,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            STACK_ANSWER,
+        )
+            .into_response()
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Router::new().route(
-        "/events",
-        post(|body: axum::body::Body| async move {
-            let read = tokio::time::timeout(READ_TIMEOUT, axum::body::to_bytes(body, 1 << 20));
-            let parsed = match read.await {
-                Ok(Ok(bytes)) => serde_json::from_slice::<Value>(&bytes).is_ok(),
-                _ => false,
-            };
-            if !parsed {
-                return http::StatusCode::BAD_REQUEST.into_response();
-            }
-            (
-                http::StatusCode::OK,
-                [(http::header::CONTENT_TYPE, "application/json")],
-                STACK_ANSWER,
-            )
-                .into_response()
-        }),
-    );
+    let app = Router::new()
+        .route(
+            "/events",
+            post(|body: axum::body::Body| {
+                read_and_answer(body, |b| serde_json::from_slice::<Value>(b).is_ok())
+            }),
+        )
+        .route(
+            "/check",
+            post(|body: axum::body::Body| {
+                read_and_answer(body, |b| {
+                    serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
+                })
+            }),
+        );
     let limits = job_executor::serve::ConnectionLimits {
         read_timeout: READ_TIMEOUT,
         max_connections: 1024,
@@ -1284,6 +1297,7 @@ fn ingest_phase(
     let bare_url = format!("http://{bare_addr}/events");
     let parse_url = format!("http://{bare_addr}/parse");
     let stack_url = format!("http://{stack_addr}/events");
+    let check_url = format!("http://{stack_addr}/check");
     let mut rows = Vec::new();
     for (what, file, event) in cases {
         let script = wrk_script(dir, file, &event, &content_type(CLOUDEVENT), false);
@@ -1292,6 +1306,7 @@ fn ingest_phase(
         wrk(&git_url, &script, 1);
         let (mut ingest_rates, mut git_rates, mut bare_rates, mut parse_rates, mut stack_rates) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut check_rates = Vec::new();
         let mut errors = 0;
         for _ in 0..2 {
             let (rate, failed) = wrk(&operator_url, &script, plan.wrk_seconds);
@@ -1307,18 +1322,23 @@ fn ingest_phase(
             let (rate, failed) = wrk(&stack_url, &script, plan.wrk_seconds);
             stack_rates.push(rate);
             errors += failed;
+            let (rate, failed) = wrk(&check_url, &script, plan.wrk_seconds);
+            check_rates.push(rate);
+            errors += failed;
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         let (ingest, bare, parse) = (mean(&ingest_rates), mean(&bare_rates), mean(&parse_rates));
-        let (git, stack) = (mean(&git_rates), mean(&stack_rates));
+        let (git, stack, check) = (mean(&git_rates), mean(&stack_rates), mean(&check_rates));
         problems.all_2xx(&format!("ingest of {what}"), errors);
         problems.check(
-            ingest > 0.0 && git > 0.0 && bare > 0.0 && parse > 0.0 && stack > 0.0,
+            [ingest, git, bare, parse, stack, check]
+                .iter()
+                .all(|rate| *rate > 0.0),
             || {
                 format!(
                     "ingest of {what}: nothing measured ({ingest:.0} req/s, from git {git:.0} \
                      req/s, bare {bare:.0} req/s, parsing {parse:.0} req/s, the operator's \
-                     stack {stack:.0} req/s)"
+                     stack {stack:.0} req/s, checking {check:.0} req/s)"
                 )
             },
         );
@@ -1351,6 +1371,17 @@ fn ingest_phase(
                 stack / bare.max(1.0),
                 ingest / stack.max(1.0),
                 git / stack.max(1.0),
+            ),
+        ));
+        rows.push((
+            format!(
+                "ingest, {what}: a handler with the operator's HTTP stack that only checks the event is JSON, building nothing (the same runs)"
+            ),
+            format!(
+                "{check:.0} req/s: {:.2} of bare axum; ingest {:.2} of it, from git {:.2}",
+                check / bare.max(1.0),
+                ingest / check.max(1.0),
+                git / check.max(1.0),
             ),
         ));
     }

@@ -116,6 +116,8 @@ const RUN_BY: &[(&str, &str, usize, &str)] = &[
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/BENCHMARKS.md", "### A cached run's event trimmed without parsing it whole", 0,
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
+    ("docs/BENCHMARKS.md", "### Ingest: the floor measured again, with a stack that only checks the event", 0,
+        "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/BENCHMARKS.md", "### Latency at 500 events/s: not reachable here", 0,
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/BENCHMARKS.md", "### Writes per run: 6 / 10 → 5 / 9", 0,
