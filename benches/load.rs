@@ -1362,28 +1362,22 @@ fn ingest_phase(
                 git / ingest.max(1.0),
             ),
         ));
-        rows.push((
-            format!(
-                "ingest, {what}: a handler with the operator's HTTP stack that only parses (the same runs)"
-            ),
-            format!(
-                "{stack:.0} req/s: {:.2} of bare axum; ingest {:.2} of it, from git {:.2}",
-                stack / bare.max(1.0),
-                ingest / stack.max(1.0),
-                git / stack.max(1.0),
-            ),
-        ));
-        rows.push((
-            format!(
-                "ingest, {what}: a handler with the operator's HTTP stack that only checks the event is JSON, building nothing (the same runs)"
-            ),
-            format!(
-                "{check:.0} req/s: {:.2} of bare axum; ingest {:.2} of it, from git {:.2}",
-                check / bare.max(1.0),
-                ingest / check.max(1.0),
-                git / check.max(1.0),
-            ),
-        ));
+        for (does, rate) in [
+            ("only parses", stack),
+            ("only checks the event is JSON, building nothing", check),
+        ] {
+            rows.push((
+                format!(
+                    "ingest, {what}: a handler with the operator's HTTP stack that {does} (the same runs)"
+                ),
+                format!(
+                    "{rate:.0} req/s: {:.2} of bare axum; ingest {:.2} of it, from git {:.2}",
+                    rate / bare.max(1.0),
+                    ingest / rate.max(1.0),
+                    git / rate.max(1.0),
+                ),
+            ));
+        }
     }
     rows
 }
