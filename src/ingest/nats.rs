@@ -14,7 +14,7 @@ use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, stream};
 use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::{IngestState, parse, take_event, take_sketch};
+use super::{IngestState, Outcome, parse, take_event, take_sketch};
 use crate::event::{CloudEvent, EventSketch};
 
 /// How long a message that could not be taken waits before it is delivered again.
@@ -228,14 +228,11 @@ async fn take_message(ingest: &IngestState, message: jetstream::Message) {
     let metrics = &ingest.metrics;
     // Most events on Keptn's bus start nothing here: those are taken from a sketch, not
     // parsed whole.
-    let taken_from_sketch = structured_text(&message, ingest.max_body_bytes)
-        .and_then(EventSketch::read)
-        .and_then(|mut sketch| Some(take_sketch(ingest, &mut sketch)?.outcome));
-    if let Some(outcome) = taken_from_sketch {
-        metrics.event_received(outcome.label());
-        if let Err(problem) = message.double_ack().await {
-            tracing::warn!(subject = %message.subject, error = %problem, "a NATS message could not be acknowledged; it comes again");
-        }
+    if let Some(mut sketch) =
+        structured_text(&message, ingest.max_body_bytes).and_then(EventSketch::read)
+        && let Some(taken) = take_sketch(ingest, &mut sketch)
+    {
+        acknowledge_taken(ingest, &message, taken.answer.id, taken.outcome).await;
         return;
     }
     let event = match event_of(&message, ingest.max_body_bytes) {
@@ -249,19 +246,26 @@ async fn take_message(ingest: &IngestState, message: jetstream::Message) {
         }
     };
     match take_event(ingest, &event).await {
-        Ok(taken) => {
-            metrics.event_received(taken.outcome.label());
-            // Waits for the server's confirmation: a lost acknowledgement means a duplicate
-            // delivery, which finds its runs.
-            if let Err(problem) = message.double_ack().await {
-                tracing::warn!(event = event.id(), error = %problem, "a NATS message could not be acknowledged; it comes again and is a duplicate");
-            }
-        }
+        Ok(taken) => acknowledge_taken(ingest, &message, event.id(), taken.outcome).await,
         Err(refusal) => {
             metrics.event_received(refusal.outcome);
             tracing::warn!(event = event.id(), error = %refusal.message, "a NATS event cannot be taken now; it comes again in {}s", RETRY.as_secs());
             acknowledge(&message, AckKind::Nak(Some(RETRY))).await;
         }
+    }
+}
+
+/// Counts an event taken for good and acknowledges its message, waiting for the server's
+/// confirmation: a lost acknowledgement means a duplicate delivery, which finds its runs.
+async fn acknowledge_taken(
+    ingest: &IngestState,
+    message: &jetstream::Message,
+    event: &str,
+    outcome: Outcome,
+) {
+    ingest.metrics.event_received(outcome.label());
+    if let Err(problem) = message.double_ack().await {
+        tracing::warn!(event, error = %problem, "a NATS message could not be acknowledged; it comes again and is a duplicate");
     }
 }
 
