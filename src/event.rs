@@ -217,6 +217,122 @@ impl From<CloudEvent> for Value {
     }
 }
 
+/// What validating an event reads of an attribute's value: its kind, and a string's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttributeKind<'v> {
+    Null,
+    String(&'v str),
+    /// A boolean or a number, named as in messages ("a number").
+    Scalar(&'static str),
+    /// An object or an array, named as in messages.
+    Container(&'static str),
+}
+
+impl<'v> AttributeKind<'v> {
+    fn of(value: &'v Value) -> Self {
+        match value {
+            Value::Null => AttributeKind::Null,
+            Value::String(text) => AttributeKind::String(text),
+            Value::Bool(_) | Value::Number(_) => AttributeKind::Scalar(json_kind(value)),
+            Value::Array(_) | Value::Object(_) => AttributeKind::Container(json_kind(value)),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            AttributeKind::Null => "null",
+            AttributeKind::String(_) => "a string",
+            AttributeKind::Scalar(kind) | AttributeKind::Container(kind) => kind,
+        }
+    }
+}
+
+/// An event's top-level members as validation reads them: a parsed event's object, or the
+/// members of a sketch ([`EventSketch`]), so both are held to the same rules.
+pub(crate) trait Members {
+    /// The member of that name (the last one, as a parse keeps it).
+    fn member(&self, name: &str) -> Option<AttributeKind<'_>>;
+    /// Every member, once per name.
+    fn each(&self) -> impl Iterator<Item = (&str, AttributeKind<'_>)>;
+}
+
+impl Members for Map<String, Value> {
+    fn member(&self, name: &str) -> Option<AttributeKind<'_>> {
+        self.get(name).map(AttributeKind::of)
+    }
+
+    fn each(&self) -> impl Iterator<Item = (&str, AttributeKind<'_>)> {
+        self.iter()
+            .map(|(name, value)| (name.as_str(), AttributeKind::of(value)))
+    }
+}
+
+/// The rules of a CloudEvent 1.0 in structured JSON mode, over its top-level members.
+pub(crate) fn validate(members: &impl Members) -> Result<(), EventError> {
+    for name in REQUIRED {
+        match members.member(name) {
+            None | Some(AttributeKind::Null) => return Err(EventError::MissingAttribute(name)),
+            Some(AttributeKind::String("")) => return Err(invalid(name, "must not be empty")),
+            Some(AttributeKind::String(_)) => {}
+            Some(other) => {
+                return Err(invalid(
+                    name,
+                    &format!("must be a string, found {}", other.name()),
+                ));
+            }
+        }
+    }
+    let spec_version = match members.member("specversion") {
+        Some(AttributeKind::String(text)) => text,
+        _ => "",
+    };
+    if spec_version != "1.0" {
+        return Err(EventError::UnsupportedSpecVersion(spec_version.to_string()));
+    }
+    for name in OPTIONAL_STRINGS {
+        if let Some(other) = members
+            .member(name)
+            .filter(|kind| !matches!(kind, AttributeKind::String(_) | AttributeKind::Null))
+        {
+            return Err(invalid(
+                name,
+                &format!("must be a string, found {}", other.name()),
+            ));
+        }
+    }
+    if members.member("data").is_some() && members.member("data_base64").is_some() {
+        return Err(invalid(
+            "data_base64",
+            "cannot be used together with \"data\"",
+        ));
+    }
+    for (name, attribute) in members.each() {
+        if REQUIRED.contains(&name)
+            || OPTIONAL_STRINGS.contains(&name)
+            || name == "data"
+            || name == "data_base64"
+        {
+            continue;
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(invalid(
+                name,
+                "is not a valid extension name (lower-case letters and digits only)",
+            ));
+        }
+        if let AttributeKind::Container(kind) = attribute {
+            return Err(invalid(
+                name,
+                &format!("must be a string, number or boolean, found {kind}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 const REQUIRED: [&str; 4] = ["specversion", "id", "source", "type"];
 const OPTIONAL_STRINGS: [&str; 4] = ["datacontenttype", "dataschema", "subject", "time"];
 
@@ -236,69 +352,7 @@ impl CloudEvent {
         let Value::Object(object) = &value else {
             return Err(EventError::NotAnObject(json_kind(&value)));
         };
-        for name in REQUIRED {
-            match object.get(name) {
-                None | Some(Value::Null) => return Err(EventError::MissingAttribute(name)),
-                Some(Value::String(text)) if text.is_empty() => {
-                    return Err(invalid(name, "must not be empty"));
-                }
-                Some(Value::String(_)) => {}
-                Some(other) => {
-                    return Err(invalid(
-                        name,
-                        &format!("must be a string, found {}", json_kind(other)),
-                    ));
-                }
-            }
-        }
-        let spec_version = object
-            .get("specversion")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if spec_version != "1.0" {
-            return Err(EventError::UnsupportedSpecVersion(spec_version.to_string()));
-        }
-        for name in OPTIONAL_STRINGS {
-            if let Some(other) = object.get(name).filter(|v| !v.is_string() && !v.is_null()) {
-                return Err(invalid(
-                    name,
-                    &format!("must be a string, found {}", json_kind(other)),
-                ));
-            }
-        }
-        if object.contains_key("data") && object.contains_key("data_base64") {
-            return Err(invalid(
-                "data_base64",
-                "cannot be used together with \"data\"",
-            ));
-        }
-        for (name, attribute) in object {
-            if REQUIRED.contains(&name.as_str())
-                || OPTIONAL_STRINGS.contains(&name.as_str())
-                || name == "data"
-                || name == "data_base64"
-            {
-                continue;
-            }
-            if !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            {
-                return Err(invalid(
-                    name,
-                    "is not a valid extension name (lower-case letters and digits only)",
-                ));
-            }
-            if attribute.is_object() || attribute.is_array() {
-                return Err(invalid(
-                    name,
-                    &format!(
-                        "must be a string, number or boolean, found {}",
-                        json_kind(attribute)
-                    ),
-                ));
-            }
-        }
+        validate(object)?;
         Ok(CloudEvent(value))
     }
 

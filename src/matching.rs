@@ -163,6 +163,12 @@ impl Matcher {
         self.data_fields.as_deref()
     }
 
+    /// Whether any action listens for events of this type: when none does, [`Self::decide`]
+    /// finds nothing matched and nothing refused.
+    pub fn listens_for(&self, event_type: &str) -> bool {
+        self.names.is_match(event_type)
+    }
+
     /// The indices of the actions the event triggers, in file order.
     pub fn matching(&self, event: &CloudEvent) -> Vec<usize> {
         self.decide(event).matched

@@ -51,13 +51,19 @@ pub fn cloudevent(data: &[u8]) {
             .and_then(|data| data.as_object())
             .map(|data| data.keys().cloned().collect())
             .unwrap_or_default();
+        assert_eq!(sketch.id(), event.id(), "a sketch's id is not the event's");
+        assert_eq!(
+            sketch.event_type(),
+            event.event_type(),
+            "a sketch's type is not the event's"
+        );
         assert!(
             sketch.read_fields(&fields),
             "a field of a valid event unread"
         );
         assert_eq!(
             sketch.event(),
-            event,
+            Some(event),
             "a sketch given every field is not the event"
         );
     }

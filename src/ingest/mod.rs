@@ -14,8 +14,7 @@ pub mod schedule;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http::{HeaderMap, StatusCode, header};
@@ -72,14 +71,13 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({"error": message.into()}))).into_response()
 }
 
-async fn receive(
-    State(state): State<Arc<IngestState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Response {
+    // The request taken apart, not its headers extracted: that extractor copies them.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     let metrics = &state.metrics;
     if let Some(token) = &state.token
-        && let Err(problem) = auth::check_token(&headers, token)
+        && let Err(problem) = auth::check_token(headers, token)
     {
         return refused(metrics, &problem);
     }
@@ -120,14 +118,14 @@ async fn receive(
         }
     };
     if let Some(signatures) = &state.signatures
-        && let Err(problem) = signatures.check(&headers, &bytes, unix_now())
+        && let Err(problem) = signatures.check(headers, &bytes, unix_now())
     {
         return refused(metrics, &problem);
     }
-    if let Some(answer) = answer_from_sketch(&state, &headers, &bytes) {
+    if let Some(answer) = answer_from_sketch(&state, headers, &bytes) {
         return answer;
     }
-    let events = match parse::events_from_request(&headers, &bytes, state.max_batch_events) {
+    let events = match parse::events_from_request(headers, &bytes, state.max_batch_events) {
         Ok(events) => events,
         Err(problem @ parse::ParseError::BatchTooLarge { .. }) => {
             metrics.event_received("too_large");
@@ -164,13 +162,16 @@ pub(crate) fn take_sketch<'s>(
     sketch: &'s mut EventSketch<'_>,
 ) -> Option<Taken<'s>> {
     let reasons = plan::plan_sketch_in_memory(sketch, &state.source)?;
-    let event: &'s CloudEvent = sketch.event();
-    // Only now: an event taken whole after all gets its span there.
-    let _span = ingest_span(event);
+    // Only now: an event taken whole after all gets its span there. Built for the span only
+    // when spans are recorded (an event no action listens for is otherwise never built).
+    if tracing::enabled!(target: trace::TARGET, tracing::Level::INFO) {
+        let _span = ingest_span(sketch.event()?);
+    }
+    let sketch: &'s EventSketch<'_> = sketch;
     Some(Taken {
         answer: EventAnswer {
-            id: event.id(),
-            event_type: event.event_type(),
+            id: sketch.id(),
+            event_type: sketch.event_type(),
             runs: Vec::new(),
             error: None,
             not_matched: Some(reasons),

@@ -160,12 +160,28 @@ enum Lookup {
 }
 
 fn lookup(event: &CloudEvent, source: &Source, reads: Reads) -> Lookup {
-    let service = match ServiceRef::of_event(event) {
+    let pinned = event.extension("gitcommitid");
+    lookup_service(
+        ServiceRef::of_event(event),
+        pinned.as_deref(),
+        source,
+        reads,
+    )
+}
+
+/// [`lookup`] of the service an event names (or the field it lacks), at the `gitcommitid` it
+/// pins, if any.
+fn lookup_service(
+    service: Result<ServiceRef, &'static str>,
+    pinned: Option<&str>,
+    source: &Source,
+    reads: Reads,
+) -> Lookup {
+    let service = match service {
         Ok(service) => service,
         Err(field) => return Lookup::Nothing(no_service(field)),
     };
-    let pinned = event.extension("gitcommitid");
-    match source.load(&service, pinned.as_deref(), reads) {
+    match source.load(&service, pinned, reads) {
         Ok(Found {
             config: Some(loaded),
             stale,
@@ -193,21 +209,43 @@ pub fn plan_sketch_in_memory(
     sketch: &mut EventSketch<'_>,
     source: &Source,
 ) -> Option<Vec<NotMatched>> {
-    let (loaded, stale) = match lookup(sketch.event(), source, Reads::Memory) {
+    // A `gitcommitid` that is not text is read as the whole event reads it.
+    if sketch.holds_other_than_text("gitcommitid") {
+        return None;
+    }
+    let service = ServiceRef::of_fields(|name| sketch.lookup_str(name));
+    let pinned = sketch.string("gitcommitid");
+    let (loaded, stale) = match lookup_service(service, pinned, source, Reads::Memory) {
         Lookup::Config { loaded, stale } => (loaded, stale),
         Lookup::Nothing(reasons) => return Some(reasons),
         Lookup::Failed(_) => return None,
     };
+    // No action listens for the type: decided without building the event.
+    if !loaded.matcher.listens_for(sketch.event_type()) {
+        let mut reasons = vec![no_listener(sketch.event_type())];
+        note_stale(&mut reasons, stale.as_ref());
+        return Some(reasons);
+    }
     if !sketch.read_fields(loaded.matcher.data_fields_read()?) {
         return None;
     }
-    let event = sketch.event();
+    let event = sketch.event()?;
     let (matched, mut reasons) = explain_decision(event, loaded.matcher.decide(event));
     if !matched.is_empty() {
         return None;
     }
     note_stale(&mut reasons, stale.as_ref());
     Some(reasons)
+}
+
+/// Why an event of a type no action listens for starts nothing. Listing every action's names
+/// here would make each unrelated event cost as much as the config is long; `job-executor
+/// render` explains every action.
+fn no_listener(event_type: &str) -> NotMatched {
+    NotMatched {
+        action: String::new(),
+        reason: format!("no action listens for event type {event_type:?}"),
+    }
 }
 
 fn no_service(field: &str) -> Vec<NotMatched> {
@@ -383,12 +421,7 @@ fn explain_decision(event: &CloudEvent, decision: Decision) -> (Vec<usize>, Vec<
         });
     }
     if decision.matched.is_empty() && not_matched.is_empty() {
-        // Listing every action's names here would make each unrelated event cost as much as
-        // the config is long; `job-executor render` explains every action.
-        not_matched.push(NotMatched {
-            action: String::new(),
-            reason: format!("no action listens for event type {:?}", event.event_type()),
-        });
+        not_matched.push(no_listener(event.event_type()));
     }
     (decision.matched, not_matched)
 }

@@ -69,7 +69,15 @@ impl ServiceRef {
     /// The service a Keptn event is about (`data.project`, `.stage`, `.service`), or the
     /// first of those fields it lacks.
     pub fn of_event(event: &crate::event::CloudEvent) -> Result<ServiceRef, &'static str> {
-        let field = |name: &'static str| event.data_str(name).map(str::to_string).ok_or(name);
+        Self::of_fields(|name| event.data_str(name))
+    }
+
+    /// The service named by Keptn's fields of `data`, read by `data_str` (a string field of
+    /// `data`), or the first of those fields it lacks.
+    pub fn of_fields<'e>(
+        data_str: impl Fn(&str) -> Option<&'e str>,
+    ) -> Result<ServiceRef, &'static str> {
+        let field = |name: &'static str| data_str(name).map(str::to_string).ok_or(name);
         Ok(ServiceRef {
             project: field("project")?,
             stage: field("stage")?,
