@@ -145,7 +145,7 @@ impl<'a> EventSketch<'a> {
         self.event.as_ref()
     }
 
-    fn build(&mut self) -> Option<CloudEvent> {
+    fn build(&self) -> Option<CloudEvent> {
         let value = |text: &RawValue| serde_json::from_str::<Value>(text.get()).ok();
         let mut object = Map::new();
         for member in &self.members {
@@ -170,8 +170,8 @@ impl<'a> EventSketch<'a> {
                 }
             }
             // Later fields of the same name replace earlier ones, as in the whole event.
-            for (name, text) in self.read.drain(..) {
-                data.insert(name.into_owned(), value(text)?);
+            for (name, text) in &self.read {
+                data.insert(name.to_string(), value(text)?);
             }
             object.insert("data".to_string(), Value::Object(data));
         }

@@ -591,6 +591,12 @@ mod tests {
             None
         );
         assert_eq!(reasons(&text(test, data("orders", "jmeter"))), None);
+        // A `gitcommitid` that is not text: the sketch leaves it to the whole event.
+        let mut pinned: Value = serde_json::from_str(&text(test, data("carts", "jmeter"))).unwrap();
+        pinned["gitcommitid"] = json!(7);
+        assert_eq!(reasons(&pinned.to_string()), None);
+        pinned["gitcommitid"] = json!("abc");
+        assert!(reasons(&pinned.to_string()).is_some());
         assert_eq!(reasons(&text(test, data("broken", "jmeter"))), None);
         let _ = std::fs::remove_dir_all(root);
     }
