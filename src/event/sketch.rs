@@ -185,36 +185,28 @@ impl<'a> EventSketch<'a> {
         if !self.data {
             return names.is_empty();
         }
-        let wanted = |name: &str| names.iter().any(|wanted| wanted == name);
-        let Some(event) = &mut self.event else {
-            let (read, unread) = (&mut self.read, &mut self.unread);
-            unread.retain(|(name, text)| {
-                if !wanted(name) {
-                    return true;
-                }
-                read.push((name.clone(), text));
-                false
-            });
-            return true;
-        };
-        let Some(Value::Object(data)) = event.0.get_mut("data") else {
-            return names.is_empty();
-        };
-        let mut read = true;
-        self.unread.retain(|(name, text)| {
-            if !wanted(name) {
+        let first = self.read.len();
+        let (read, unread) = (&mut self.read, &mut self.unread);
+        unread.retain(|(name, text)| {
+            if !names.iter().any(|wanted| wanted == name) {
                 return true;
             }
-            // Later fields of the same name replace earlier ones, as in the whole event.
-            match serde_json::from_str::<Value>(text.get()) {
-                Ok(value) => {
-                    data.insert(name.to_string(), value);
-                }
-                Err(_) => read = false,
-            }
+            read.push((name.clone(), text));
             false
         });
-        read
+        // An event built already takes them in now; otherwise it is built with them.
+        if let Some(CloudEvent(Value::Object(event))) = &mut self.event
+            && let Some(Value::Object(data)) = event.get_mut("data")
+        {
+            // Later fields of the same name replace earlier ones, as in the whole event.
+            for (name, text) in &self.read[first..] {
+                match serde_json::from_str::<Value>(text.get()) {
+                    Ok(value) => data.insert(name.to_string(), value),
+                    Err(_) => return false,
+                };
+            }
+        }
+        true
     }
 }
 
