@@ -2,7 +2,7 @@
 //! fixed set (outcomes, phases, categories): never an object name or an error text.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -15,6 +15,10 @@ type Labels = Vec<(&'static str, &'static str)>;
 /// One label, as an array: counted once per event received, so finding its counter allocates
 /// nothing.
 type OneLabel = [(&'static str, &'static str); 1];
+
+/// The outcomes of events taken (one per event at any rate), whose counters the receiver keeps
+/// at hand; refusals (invalid, too large, …) are counted through the family.
+const EVENT_OUTCOMES: [&str; 4] = ["accepted", "duplicate", "not_matched", "config_error"];
 /// Labels with a value from the installation (a notification target's name): a bounded set,
 /// the keys of the notifications Secret and the targets the configs name.
 type NamedLabels = Vec<(&'static str, String)>;
@@ -41,6 +45,8 @@ fn run_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     events_received: Family<OneLabel, Counter>,
+    /// `events_received`'s counter of each of [`EVENT_OUTCOMES`], from its first event.
+    events_received_by_outcome: [(&'static str, OnceLock<Counter>); EVENT_OUTCOMES.len()],
     runs_started: Counter,
     runs_finished: Family<Labels, Counter>,
     jobs_created: Counter,
@@ -188,6 +194,7 @@ impl Metrics {
             run_durations,
             delivery_durations,
             events_received,
+            events_received_by_outcome: EVENT_OUTCOMES.map(|label| (label, OnceLock::new())),
             runs_started,
             runs_finished,
             jobs_created,
@@ -208,9 +215,26 @@ impl Metrics {
     }
 
     pub fn event_received(&self, outcome: &'static str) {
-        self.events_received
-            .get_or_create(&[("outcome", outcome)])
-            .inc();
+        // A family's counter is found under a lock by hashing its labels; the receiver's
+        // outcomes keep theirs once counted (a clone shares the count), and still appear
+        // in /metrics only from their first event.
+        match self
+            .events_received_by_outcome
+            .iter()
+            .find(|(label, _)| *label == outcome)
+        {
+            Some((_, counter)) => counter
+                .get_or_init(|| {
+                    self.events_received
+                        .get_or_create(&[("outcome", outcome)])
+                        .clone()
+                })
+                .inc(),
+            None => self
+                .events_received
+                .get_or_create(&[("outcome", outcome)])
+                .inc(),
+        };
     }
 
     pub fn schedule_fired(&self, outcome: &'static str) {
@@ -411,6 +435,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.event_received("accepted");
         metrics.event_received("accepted");
+        metrics.event_received("invalid");
         metrics.set_in_flight("a", true);
         metrics.set_in_flight("a", true);
         metrics.set_in_flight("b", true);
@@ -432,6 +457,13 @@ mod tests {
             text.contains("job_executor_events_received_total{outcome=\"accepted\"} 2"),
             "{text}"
         );
+        // A kept counter and one found in the family each time; an outcome not yet seen is
+        // not shown.
+        assert!(
+            text.contains("job_executor_events_received_total{outcome=\"invalid\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("outcome=\"not_matched\""), "{text}");
         assert!(text.contains("job_executor_runs_in_flight 1"), "{text}");
         // Bounded: the runs in flight are a count; their names are never label values.
         assert!(

@@ -98,12 +98,15 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
     if declared.is_some_and(|length| length > state.max_body_bytes) {
         return too_large();
     }
-    let bytes = match tokio::time::timeout(
-        state.read_timeout,
-        axum::body::to_bytes(body, state.max_body_bytes),
-    )
-    .await
-    {
+    let mut reading = std::pin::pin!(axum::body::to_bytes(body, state.max_body_bytes));
+    // A body that came with the headers is read at once: its deadline, a timer registered
+    // with the runtime and removed again, is armed only when the body is still to come.
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(reading.as_mut().poll(cx))).await;
+    let read = match first {
+        std::task::Poll::Ready(read) => Ok(read),
+        std::task::Poll::Pending => tokio::time::timeout(state.read_timeout, reading).await,
+    };
+    let bytes = match read {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(_)) => return too_large(),
         Err(_) => {
