@@ -15,7 +15,9 @@
 //! with the runtime's timer and removed again), which cost a tenth of the ingest rate
 //! (docs/BENCHMARKS.md). The watchdog sleeps until the connection has been idle for the read
 //! timeout, re-armed at most once per timeout however many requests arrive meanwhile; a
-//! request marks its connection busy when it starts and idle when its answer is ready.
+//! request marks its connection busy when it starts and idle when its answer is ready, so the
+//! time a sender takes to read its answer counts toward the next deadline (one that never reads
+//! it is cut off).
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -280,6 +282,8 @@ mod tests {
     use tokio::net::TcpStream;
 
     const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+    /// More than loopback's socket buffers hold, so its write waits for the reader.
+    const LARGE_ANSWER: usize = 64 << 20;
 
     struct Server {
         address: std::net::SocketAddr,
@@ -288,13 +292,16 @@ mod tests {
     }
 
     async fn start(read_timeout: Duration) -> Server {
-        let app = Router::new().route("/", get(|| async { "ok" })).route(
-            "/slow",
-            get(|| async {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                "done"
-            }),
-        );
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .route("/large", get(|| async { vec![b'x'; LARGE_ANSWER] }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    "done"
+                }),
+            );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -407,6 +414,28 @@ mod tests {
             elapsed >= Duration::from_millis(500) && elapsed < Duration::from_secs(5),
             "{elapsed:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_sender_that_does_not_read_its_answer_is_cut_off() {
+        let server = start(Duration::from_millis(300)).await;
+        let mut stream = TcpStream::connect(server.address).await.unwrap();
+        stream
+            .write_all(b"GET /large HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Not read for ten timeouts: the answer's write cannot finish, the deadline passes.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut received = 0usize;
+        let mut buffer = vec![0u8; 1 << 16];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await {
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(read)) => received += read,
+                Err(_) => panic!("the connection stayed open"),
+            }
+        }
+        assert!(received < LARGE_ANSWER, "{received} bytes arrived");
     }
 
     #[tokio::test]
