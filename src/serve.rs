@@ -85,20 +85,13 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection = Arc::new(Connection::new(epoch));
+        let connection = Arc::new(Connection::new(epoch, limits.read_timeout));
         let service = Tracked {
             app: app.clone(),
             connection: connection.clone(),
-            epoch,
         };
-        let watchdog = tokio::spawn(watch_idle(
-            connection.clone(),
-            epoch,
-            limits.read_timeout,
-            stopping.clone(),
-        ));
+        let watchdog = tokio::spawn(watch_idle(connection.clone(), stopping.clone()));
         let open = open_connection.clone();
-        let read_timeout = limits.read_timeout;
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
             // MAX_HEADERS is hyper's own limit: set explicitly, hyper would initialise that
@@ -113,7 +106,7 @@ pub async fn serve(
                     // Still idle past the deadline (no request since the watchdog looked):
                     // dropping the connection closes it (hyper's graceful shutdown would
                     // wait for the rest of a first request's headers).
-                    Order::Cut if connection.idle_past(epoch, read_timeout) => {
+                    Order::Cut if connection.idle_past() => {
                         return Poll::Ready(Ok(()));
                     }
                     // The server stopping, or a request since the watchdog looked (its answer
@@ -157,6 +150,9 @@ enum Order {
 
 /// What a connection's requests, its watchdog and its task share.
 struct Connection {
+    /// The server's start, from which `idle_since` counts.
+    epoch: Instant,
+    read_timeout: Duration,
     /// Nanoseconds from the server's epoch since which the connection has been waiting for
     /// a request (from its accept, or from the answer to the last one); [`BUSY`] while one
     /// is being answered. Changed only by the connection's task (hyper calls the service
@@ -169,26 +165,41 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(epoch: Instant) -> Self {
-        Connection {
-            idle_since: AtomicU64::new(nanos_since(epoch)),
+    fn new(epoch: Instant, read_timeout: Duration) -> Self {
+        let connection = Connection {
+            epoch,
+            read_timeout,
+            idle_since: AtomicU64::new(BUSY),
             order: AtomicU8::new(Order::Serve as u8),
             waker: AtomicWaker::new(),
-        }
+        };
+        connection.idle();
+        connection
     }
 
-    /// Since when the connection has been idle; `None` while a request is answered.
-    fn idle_since(&self, epoch: Instant) -> Option<Instant> {
+    fn busy(&self) {
+        self.idle_since.store(BUSY, Ordering::Release);
+    }
+
+    /// Waiting for a request from now on. Below [`BUSY`] for 584 years.
+    fn idle(&self) {
+        let nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(BUSY - 1);
+        self.idle_since.store(nanos, Ordering::Release);
+    }
+
+    /// When the connection will have waited the read timeout for a request; `None` while a
+    /// request is answered.
+    fn deadline(&self) -> Option<Instant> {
         match self.idle_since.load(Ordering::Acquire) {
             BUSY => None,
-            nanos => Some(epoch + Duration::from_nanos(nanos)),
+            nanos => Some(self.epoch + Duration::from_nanos(nanos) + self.read_timeout),
         }
     }
 
-    /// Whether the connection has waited `read_timeout` or longer for a request.
-    fn idle_past(&self, epoch: Instant, read_timeout: Duration) -> bool {
-        self.idle_since(epoch)
-            .is_some_and(|since| since + read_timeout <= Instant::now())
+    /// Whether the connection has waited the read timeout or longer for a request.
+    fn idle_past(&self) -> bool {
+        self.deadline()
+            .is_some_and(|deadline| deadline <= Instant::now())
     }
 
     fn order(&self) -> Order {
@@ -205,29 +216,19 @@ impl Connection {
     }
 }
 
-/// Nanoseconds from `epoch` to now; below [`BUSY`] for 584 years.
-fn nanos_since(epoch: Instant) -> u64 {
-    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(BUSY - 1)
-}
-
 /// Cuts the connection off once it has waited `read_timeout` for a request's headers, and
 /// tells it to finish when the server stops (`stopping`'s sender dropped); a connection
 /// finishing is still cut off after the same wait. Sleeps until the deadline the last idle
 /// moment gives, so requests cost it nothing: it is re-armed at most once per timeout.
-async fn watch_idle(
-    connection: Arc<Connection>,
-    epoch: Instant,
-    read_timeout: Duration,
-    mut stopping: watch::Receiver<()>,
-) {
+async fn watch_idle(connection: Arc<Connection>, mut stopping: watch::Receiver<()>) {
     let mut stopped = false;
     loop {
         let now = Instant::now();
-        let deadline = match connection.idle_since(epoch) {
-            Some(since) if since + read_timeout <= now => break,
-            Some(since) => since + read_timeout,
+        let deadline = match connection.deadline() {
+            Some(deadline) if deadline <= now => break,
+            Some(deadline) => deadline,
             // Answering: look again a timeout from now (it may be idle by then).
-            None => now + read_timeout,
+            None => now + connection.read_timeout,
         };
         if stopped {
             tokio::time::sleep_until(deadline).await;
@@ -249,7 +250,6 @@ async fn watch_idle(
 struct Tracked {
     app: Router,
     connection: Arc<Connection>,
-    epoch: Instant,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Tracked {
@@ -260,15 +260,12 @@ impl hyper::service::Service<http::Request<Incoming>> for Tracked {
     >;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
-        self.connection.idle_since.store(BUSY, Ordering::Release);
+        self.connection.busy();
         let answer = tower::ServiceExt::oneshot(self.app.clone(), request);
         let connection = self.connection.clone();
-        let epoch = self.epoch;
         Box::pin(async move {
             let response = answer.await;
-            connection
-                .idle_since
-                .store(nanos_since(epoch), Ordering::Release);
+            connection.idle();
             response
         })
     }
