@@ -174,8 +174,8 @@ fn benches(c: &mut Criterion) {
                 });
             }
             let sketched = |text: &str| {
-                let mut sketch = EventSketch::read(text).unwrap();
-                plan_sketch_in_memory(&mut sketch, &source)
+                let sketch = EventSketch::read(text).unwrap();
+                plan_sketch_in_memory(&sketch, &source)
             };
             assert!(sketched(&text).is_some());
             c.bench_function(

@@ -2,9 +2,9 @@
 //! nothing here (no action listens for their type, or every action that does refuses them), and
 //! parsing such an event whole costs more than everything else the receiver does for it. A
 //! sketch keeps every top-level member as its text (a string's value borrowed from it), Keptn's
-//! fields of `data` (the config lookup reads them) and the other fields of `data` as text. The
-//! event itself is built from that text only when a condition is to be decided on it: an event
-//! that no action of its service's config listens for is answered without building anything.
+//! fields of `data` (the config lookup reads them) and the other fields of `data` as text.
+//! Conditions that read plain paths are decided on that text ([`EventSketch::resolve`]); the
+//! event itself (its members and the lookup fields) is built only when asked for.
 //!
 //! A sketch is read only from text that parses as a whole event would ([`CloudEvent::from_json`]
 //! accepts it, with the same value for everything the sketch holds; the members are checked by
@@ -39,11 +39,9 @@ pub struct EventSketch<'a> {
     data: bool,
     /// Keptn's lookup fields of `data`, by their place in [`LOOKUP_FIELDS`] (the last of each).
     lookup: [Option<Field<'a>>; 3],
-    /// The fields of `data` asked for ([`Self::read_fields`]) before the event was built.
-    read: Vec<(Cow<'a, str>, &'a RawValue)>,
     /// The other fields of `data`, in the order they came, with their text.
-    unread: Vec<(Cow<'a, str>, &'a RawValue)>,
-    /// The event, once built: every member, and of `data` the lookup fields and those read.
+    others: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// The event, once built: every member, and of `data` the lookup fields.
     event: Option<CloudEvent>,
 }
 
@@ -90,9 +88,9 @@ impl<'a> EventSketch<'a> {
         let mut json = serde_json::Deserializer::from_str(text);
         let sketch = json.deserialize_map(Sketcher).ok()?;
         json.end().ok()?;
-        // The unread fields were skipped, which checks less than a parse: check them as the
+        // The other fields were skipped, which checks less than a parse: check them as the
         // parse of the whole event would.
-        if !sketch.unread.iter().all(|(_, text)| parses(text)) {
+        if !sketch.others.iter().all(|(_, text)| parses(text)) {
             return None;
         }
         super::validate(&sketch).ok()?;
@@ -136,8 +134,8 @@ impl<'a> EventSketch<'a> {
     }
 
     /// The event as far as it is read: every attribute and extension, and of `data` Keptn's
-    /// lookup fields and those [`Self::read_fields`] read. Built from the text when first asked
-    /// for; `None` only if that text does not parse, which the text of a sketch always does.
+    /// lookup fields. Built from the text when first asked for; `None` only if that text does
+    /// not parse, which the text of a sketch always does.
     pub fn event(&mut self) -> Option<&CloudEvent> {
         if self.event.is_none() {
             self.event = Some(self.build()?);
@@ -169,44 +167,74 @@ impl<'a> EventSketch<'a> {
                     data.insert(name.to_string(), built);
                 }
             }
-            // Later fields of the same name replace earlier ones, as in the whole event.
-            for (name, text) in &self.read {
-                data.insert(name.to_string(), value(text)?);
-            }
             object.insert("data".to_string(), Value::Object(data));
         }
         // Its members are those the sketch was validated with (`read`), each of the same kind.
         Some(CloudEvent(Value::Object(object)))
     }
 
-    /// Reads the named fields of `data` into the sketch (each of them whole, as the event has
-    /// it); `false` when one cannot be read, which a sketch of a valid event never meets.
-    pub fn read_fields(&mut self, names: &[String]) -> bool {
-        if !self.data {
-            return names.is_empty();
-        }
-        let first = self.read.len();
-        let (read, unread) = (&mut self.read, &mut self.unread);
-        unread.retain(|(name, text)| {
-            if !names.iter().any(|wanted| wanted == name) {
-                return true;
+    /// The text of the value a plain path resolves to: `names` from the top-level member on
+    /// (`["data", "test", "teststrategy"]` for `$.data.test.teststrategy`), each a member of
+    /// the object the path has reached. `None` when it resolves to nothing: a name is absent,
+    /// or what it goes through is not an object. Where an object has a name twice, the last
+    /// counts, as in the whole event. Not `["data"]` itself, which a sketch does not keep whole:
+    /// that resolves to nothing here.
+    pub fn resolve(&self, names: &[String]) -> Option<&'a RawValue> {
+        let (first, rest) = names.split_first()?;
+        let (text, rest) = match first.as_str() {
+            "data" => {
+                let (field, rest) = rest.split_first()?;
+                (self.data_field(field)?, rest)
             }
-            read.push((name.clone(), text));
-            false
-        });
-        // An event built already takes them in now; otherwise it is built with them.
-        if let Some(CloudEvent(Value::Object(event))) = &mut self.event
-            && let Some(Value::Object(data)) = event.get_mut("data")
-        {
-            // Later fields of the same name replace earlier ones, as in the whole event.
-            for (name, text) in &self.read[first..] {
-                match serde_json::from_str::<Value>(text.get()) {
-                    Ok(value) => data.insert(name.to_string(), value),
-                    Err(_) => return false,
-                };
+            member => (self.member(member)?.text, rest),
+        };
+        rest.iter()
+            .try_fold(text, |text, name| member_text(text, name))
+    }
+
+    /// The text of a field of `data` (the last, if it appears twice).
+    fn data_field(&self, name: &str) -> Option<&'a RawValue> {
+        match LOOKUP_FIELDS.iter().position(|field| *field == name) {
+            Some(place) => Some(self.lookup[place].as_ref()?.text),
+            None => self
+                .others
+                .iter()
+                .rev()
+                .find(|(field, _)| field == name)
+                .map(|(_, text)| *text),
+        }
+    }
+}
+
+/// The text of an object's member of that name (the last, if it appears twice); `None` when
+/// the text is not an object or has no such member.
+fn member_text<'a>(object: &'a RawValue, name: &str) -> Option<&'a RawValue> {
+    if !object.get().starts_with('{') {
+        return None;
+    }
+    let mut json = serde_json::Deserializer::from_str(object.get());
+    json.deserialize_map(MemberText(name)).ok()?
+}
+
+/// Finds one member of an object, keeping the others' text unread.
+struct MemberText<'n>(&'n str);
+
+impl<'de> Visitor<'de> for MemberText<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(Name(name)) = map.next_key()? {
+            let text = map.next_value::<&'de RawValue>()?;
+            if name == self.0 {
+                found = Some(text);
             }
         }
-        true
+        Ok(found)
     }
 }
 
@@ -245,8 +273,7 @@ impl<'de> Visitor<'de> for Sketcher {
             members: Vec::with_capacity(12),
             data: false,
             lookup: [None, None, None],
-            read: Vec::new(),
-            unread: Vec::new(),
+            others: Vec::new(),
             event: None,
         };
         while let Some(Name(name)) = map.next_key()? {
@@ -334,7 +361,7 @@ impl<'de> Visitor<'de> for DataSketch<'_, 'de> {
                     };
                     sketch.lookup[place] = Some(Field { text, string });
                 }
-                None => sketch.unread.push((name, text)),
+                None => sketch.others.push((name, text)),
             }
         }
         Ok(())
@@ -477,15 +504,30 @@ mod tests {
         CloudEvent::from_json(text.as_bytes()).ok()
     }
 
-    /// The whole event with `data` cut to the named fields, as a sketch that read them holds.
-    fn cut(event: &CloudEvent, fields: &[String]) -> Value {
+    /// The whole event with `data` cut to Keptn's lookup fields, as a sketch builds it.
+    fn cut(event: &CloudEvent) -> Value {
         let mut value = event.as_value().clone();
         if let Some(Value::Object(data)) = value.get_mut("data") {
-            data.retain(|name, _| {
-                LOOKUP_FIELDS.contains(&name.as_str()) || fields.iter().any(|f| f == name)
-            });
+            data.retain(|name, _| LOOKUP_FIELDS.contains(&name.as_str()));
         }
         value
+    }
+
+    /// What a plain path resolves to in the whole event, as a JSONPath query of names finds it.
+    fn walk<'v>(event: &'v Value, names: &[String]) -> Option<&'v Value> {
+        names
+            .iter()
+            .try_fold(event, |value, name| value.as_object()?.get(name))
+    }
+
+    fn names(path: &[&str]) -> Vec<String> {
+        path.iter().map(|name| name.to_string()).collect()
+    }
+
+    /// The value of the text a path resolves to in a sketch.
+    fn resolved(sketch: &EventSketch<'_>, path: &[&str]) -> Option<Value> {
+        let text = sketch.resolve(&names(path))?;
+        Some(serde_json::from_str(text.get()).unwrap())
     }
 
     const EVENT: &str = r#"{"specversion":"1.0","id":"1","source":"s","type":"t","shkeptncontext":"c",
@@ -493,42 +535,57 @@ mod tests {
         "padding":"xxxx","labels":{"a":"b"}}}"#;
 
     #[test]
-    fn holds_the_attributes_and_the_lookup_fields_then_what_is_asked_for() {
+    fn builds_the_attributes_and_the_lookup_fields_and_resolves_any_plain_path() {
         let mut sketch = EventSketch::read(EVENT).unwrap();
+        assert_eq!(
+            resolved(&sketch, &["data", "test", "teststrategy"]),
+            Some(json!("locust"))
+        );
+        assert_eq!(
+            resolved(&sketch, &["data", "labels"]),
+            Some(json!({"a": "b"}))
+        );
+        assert_eq!(resolved(&sketch, &["data", "stage"]), Some(json!("dev")));
+        assert_eq!(resolved(&sketch, &["type"]), Some(json!("t")));
+        for nothing in [
+            &["data", "absent"][..],
+            &["data", "padding", "x"],
+            &["data", "test", "teststrategy", "x"],
+            &["type", "x"],
+            &["absent"],
+            &["data"],
+            &[],
+        ] {
+            assert_eq!(resolved(&sketch, nothing), None, "{nothing:?}");
+        }
         assert_eq!(sketch.event().unwrap().id(), "1");
-        assert_eq!(sketch.event().unwrap().as_value()["shkeptncontext"], "c");
-        assert_eq!(
-            sketch.event().unwrap().data(),
-            Some(&json!({"project": "p", "stage": "dev", "service": "carts"}))
-        );
-        assert!(sketch.read_fields(&["test".into(), "absent".into()]));
-        assert_eq!(
-            sketch.event().unwrap().data().unwrap()["test"],
-            json!({"teststrategy": "locust"})
-        );
-        assert!(
-            sketch
-                .event()
-                .unwrap()
-                .data()
-                .unwrap()
-                .get("padding")
-                .is_none()
-        );
-        let fields = ["test".to_string()];
         assert_eq!(
             sketch.event().unwrap().as_value(),
-            &cut(&whole(EVENT).unwrap(), &fields)
+            &cut(&whole(EVENT).unwrap())
         );
     }
 
     #[test]
     fn a_repeated_field_reads_as_its_last_value_as_in_the_whole_event() {
         let text = r#"{"specversion":"1.0","id":"1","source":"s","type":"t",
-            "data":{"test":1,"project":"a","test":2,"project":"b"}}"#;
+            "data":{"test":{"a":1,"a":{"b":2}},"project":"a","test":{"a":3,"a":{"b":4}},"project":"b"}}"#;
         let mut sketch = EventSketch::read(text).unwrap();
-        assert!(sketch.read_fields(&["test".into()]));
-        assert_eq!(sketch.event().unwrap().data(), whole(text).unwrap().data());
+        let event = whole(text).unwrap();
+        for path in [&["data", "test", "a", "b"][..], &["data", "project"]] {
+            assert_eq!(
+                resolved(&sketch, path).as_ref(),
+                walk(event.as_value(), &names(path)),
+                "{path:?}"
+            );
+        }
+        assert_eq!(
+            resolved(&sketch, &["data", "test", "a", "b"]),
+            Some(json!(4))
+        );
+        assert_eq!(
+            sketch.event().unwrap().data(),
+            Some(&json!({"project": "b"}))
+        );
     }
 
     #[test]
@@ -600,8 +657,8 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the text, a sketch exists only for a valid event, and then holds exactly
-        /// what the whole event holds of the fields it read.
+        /// Whatever the text, a sketch exists only for a valid event, and then resolves every
+        /// plain path to what it resolves to in the whole event.
         #[test]
         fn a_sketch_agrees_with_the_whole_event(
             attributes in prop::collection::vec(
@@ -610,7 +667,10 @@ mod tests {
             ),
             data in json_value(),
             data_first in any::<bool>(),
-            fields in prop::collection::vec("(project|test|labels|x|absent)", 0..3),
+            paths in prop::collection::vec(
+                prop::collection::vec("(data|id|ext1|project|test|labels|x|absent)", 1..4),
+                0..6,
+            ),
         ) {
             let mut members: Vec<String> = vec![
                 r#""specversion":"1.0""#.into(), r#""id":"i""#.into(),
@@ -622,10 +682,17 @@ mod tests {
             let data_member = format!(r#""data":{data}"#);
             if data_first { members.insert(0, data_member) } else { members.push(data_member) }
             let text = format!("{{{}}}", members.join(","));
-            let fields: Vec<String> = fields;
+            let paths: Vec<Vec<String>> = paths;
             match (EventSketch::read(&text), whole(&text)) {
                 (Some(_), None) => prop_assert!(false, "a sketch of an invalid event: {text}"),
                 (Some(mut sketch), Some(event)) => {
+                    // `$.data` itself is not a path a sketch resolves (it does not keep `data`
+                    // whole), and no config's condition on it is decided on a sketch.
+                    for path in paths.iter().filter(|path| path[..] != ["data"]) {
+                        let text = sketch.resolve(path);
+                        let value = text.map(|t| serde_json::from_str::<Value>(t.get()).unwrap());
+                        prop_assert_eq!(value.as_ref(), walk(event.as_value(), path), "{:?}", path);
+                    }
                     prop_assert_eq!(sketch.id(), event.id());
                     prop_assert_eq!(sketch.event_type(), event.event_type());
                     for name in LOOKUP_FIELDS {
@@ -637,8 +704,7 @@ mod tests {
                             event.as_value()[name.as_str()].as_str()
                         );
                     }
-                    prop_assert!(sketch.read_fields(&fields));
-                    prop_assert_eq!(sketch.event().unwrap().as_value(), &cut(&event, &fields));
+                    prop_assert_eq!(sketch.event().unwrap().as_value(), &cut(&event));
                 }
                 (None, Some(event)) => {
                     let names: Vec<&str> = ["specversion", "id", "source", "type"]

@@ -202,13 +202,10 @@ fn lookup_service(
 /// sketch; `None` when it may start something, or its config cannot be read from memory or
 /// used: then the whole event is planned ([`plan_event_in_memory`], [`plan_event`]), as it
 /// would be without a sketch. What is planned here is what the whole event gets: the lookup
-/// reads only Keptn's fields of `data`, which every sketch holds, and the sketch is given the
-/// fields the conditions read before they are decided (an event for a config with a condition
-/// that may read anything is not planned here).
-pub fn plan_sketch_in_memory(
-    sketch: &mut EventSketch<'_>,
-    source: &Source,
-) -> Option<Vec<NotMatched>> {
+/// reads only Keptn's fields of `data`, which every sketch holds, and the conditions are
+/// decided on the sketch's text only when each reads a plain path (an event for a config with a
+/// condition that may read anything is not planned here).
+pub fn plan_sketch_in_memory(sketch: &EventSketch<'_>, source: &Source) -> Option<Vec<NotMatched>> {
     // A `gitcommitid` that is not text is read as the whole event reads it.
     if sketch.holds_other_than_text("gitcommitid") {
         return None;
@@ -226,11 +223,8 @@ pub fn plan_sketch_in_memory(
         note_stale(&mut reasons, stale.as_ref());
         return Some(reasons);
     }
-    if !sketch.read_fields(loaded.matcher.data_fields_read()?) {
-        return None;
-    }
-    let event = sketch.event()?;
-    let (matched, mut reasons) = explain_decision(event, loaded.matcher.decide(event));
+    let decision = loaded.matcher.decide_sketch(sketch)?;
+    let (matched, mut reasons) = explain_decision(sketch.event_type(), decision);
     if !matched.is_empty() {
         return None;
     }
@@ -294,7 +288,7 @@ fn plan_with_config(
     settings: &Settings,
     reads: Reads,
 ) -> Result<EventPlan, NotInMemory> {
-    let (matched, not_matched) = explain_decision(event, loaded.matcher.decide(event));
+    let (matched, not_matched) = explain_decision(event.event_type(), loaded.matcher.decide(event));
     let mut runs = Vec::new();
     for index in matched {
         let Some(action) = loaded.config.actions.get(index) else {
@@ -400,7 +394,7 @@ fn plan_with_config(
 }
 
 /// The actions that run, and why those that listen for the event do not, or that none listens.
-fn explain_decision(event: &CloudEvent, decision: Decision) -> (Vec<usize>, Vec<NotMatched>) {
+fn explain_decision(event_type: &str, decision: Decision) -> (Vec<usize>, Vec<NotMatched>) {
     let mut not_matched: Vec<NotMatched> = decision
         .refused
         .into_iter()
@@ -415,13 +409,12 @@ fn explain_decision(event: &CloudEvent, decision: Decision) -> (Vec<usize>, Vec<
             reason: format!(
                 "{} more actions listen for event type {:?} and refused it (`job-executor \
                  render` explains every action)",
-                decision.refused_more,
-                event.event_type()
+                decision.refused_more, event_type
             ),
         });
     }
     if decision.matched.is_empty() && not_matched.is_empty() {
-        not_matched.push(no_listener(event.event_type()));
+        not_matched.push(no_listener(event_type));
     }
     (decision.matched, not_matched)
 }
@@ -546,7 +539,7 @@ mod tests {
     /// The sketch's plan, checked against the whole event's.
     fn planned(source: &Source, text: &str) -> Option<Vec<NotMatched>> {
         let settings = Settings::defaults();
-        let from_sketch = plan_sketch_in_memory(&mut EventSketch::read(text).unwrap(), source);
+        let from_sketch = plan_sketch_in_memory(&EventSketch::read(text).unwrap(), source);
         let event = CloudEvent::from_json(text.as_bytes()).unwrap();
         match plan_event_in_memory(&event, source, &settings).unwrap() {
             EventPlan::Nothing { reasons } if from_sketch.is_some() => {
