@@ -53,6 +53,8 @@ struct Condition {
     /// The names a plain path goes through ([`plain_names`]), if it is one.
     plain: Option<Vec<String>>,
     expected: String,
+    /// ", not \"expected\"": the end of every refusal, written once.
+    not_expected: String,
     /// Conditions on the same property share a slot: [`Matcher::decide`] queries each
     /// property once per event, however many actions test it.
     slot: usize,
@@ -87,20 +89,47 @@ impl Node<'_> {
     /// The node's JSON text as the whole event's value writes it.
     fn write_to(self, out: &mut String) {
         use std::fmt::Write;
-        // Writing into a `String` cannot fail.
-        let _ = match self {
-            Node::Value(value) => write!(out, "{value}"),
-            Node::Text(text) => match serde_json::from_str::<Value>(text.get()) {
-                Ok(value) => write!(out, "{value}"),
-                // A sketch holds only text that parses.
-                Err(_) => write!(out, "{}", text.get()),
-            },
+        let text = match self {
+            Node::Value(value) => {
+                // Writing into a `String` cannot fail.
+                let _ = write!(out, "{value}");
+                return;
+            }
+            Node::Text(text) => text.get(),
+        };
+        // A string without escapes is written as it came: serde_json escapes only quotes,
+        // backslashes and control characters, which such a string's text cannot hold.
+        if text.starts_with('"') && !text.contains('\\') {
+            out.push_str(text);
+            return;
+        }
+        let _ = match serde_json::from_str::<Value>(text) {
+            Ok(value) => write!(out, "{value}"),
+            // A sketch holds only text that parses.
+            Err(_) => write!(out, "{text}"),
         };
     }
 }
 
+/// What a property resolved to: a plain path on a sketch resolves to one value or none, a
+/// query on the whole event to any number.
+#[derive(Debug)]
+enum Nodes<'e> {
+    One(Option<Node<'e>>),
+    Many(Vec<Node<'e>>),
+}
+
+impl<'e> Nodes<'e> {
+    fn as_slice(&self) -> &[Node<'e>] {
+        match self {
+            Nodes::One(node) => node.as_slice(),
+            Nodes::Many(nodes) => nodes,
+        }
+    }
+}
+
 /// The nodes each property queried so far resolved to, by slot.
-type Found<'e> = Vec<(usize, Vec<Node<'e>>)>;
+type Found<'e> = Vec<(usize, Nodes<'e>)>;
 
 /// The verdict on one action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +186,7 @@ impl Matcher {
                             .map_err(|message| compile_error(event_index, message))?,
                         plain: plain_names(&jsonpath.property),
                         expected: jsonpath.match_value.clone(),
+                        not_expected: format!(", not {:?}", jsonpath.match_value),
                         slot: match properties.iter().position(|p| *p == jsonpath.property) {
                             Some(slot) => slot,
                             None => {
@@ -207,15 +237,7 @@ impl Matcher {
     /// so the cost does not grow with the number of actions that listen for other types;
     /// `explain` gives a verdict on every action.
     pub fn decide(&self, event: &CloudEvent) -> Decision {
-        self.decide_by(event.event_type(), |condition| {
-            condition
-                .path
-                .query(event.as_value())
-                .all()
-                .into_iter()
-                .map(Node::Value)
-                .collect()
-        })
+        self.decide_by(event.event_type(), |condition| condition.query(event))
     }
 
     /// [`Self::decide`] on an event's sketch, reading the text of the values the conditions
@@ -229,13 +251,13 @@ impl Matcher {
             return None;
         }
         Some(self.decide_by(sketch.event_type(), |condition| {
-            condition
-                .plain
-                .as_deref()
-                .and_then(|names| sketch.resolve(names))
-                .map(Node::Text)
-                .into_iter()
-                .collect()
+            Nodes::One(
+                condition
+                    .plain
+                    .as_deref()
+                    .and_then(|names| sketch.resolve(names))
+                    .map(Node::Text),
+            )
         }))
     }
 
@@ -243,7 +265,7 @@ impl Matcher {
     fn decide_by<'e>(
         &self,
         event_type: &str,
-        mut query: impl FnMut(&Condition) -> Vec<Node<'e>>,
+        mut query: impl FnMut(&Condition) -> Nodes<'e>,
     ) -> Decision {
         let mut globs = self.names.matches(event_type);
         // Filters in file order, so "the first condition that failed" is well defined.
@@ -341,7 +363,7 @@ impl CompiledFilter {
     /// event's properties resolved to (by `query`), for the next filter on the same one.
     fn holds<'e>(
         &self,
-        query: &mut impl FnMut(&Condition) -> Vec<Node<'e>>,
+        query: &mut impl FnMut(&Condition) -> Nodes<'e>,
         found: &mut Found<'e>,
     ) -> bool {
         let Some(condition) = &self.condition else {
@@ -356,6 +378,7 @@ impl CompiledFilter {
         };
         found[at]
             .1
+            .as_slice()
             .iter()
             .any(|node| node.reads_as(&condition.expected))
     }
@@ -367,7 +390,7 @@ impl CompiledFilter {
             return "its condition failed".to_string();
         };
         match found.iter().find(|(slot, _)| *slot == condition.slot) {
-            Some((_, nodes)) => condition.refusal(nodes),
+            Some((_, nodes)) => condition.refusal(nodes.as_slice()),
             None => "its condition failed".to_string(),
         }
     }
@@ -376,29 +399,35 @@ impl CompiledFilter {
         let Some(condition) = &self.condition else {
             return Ok(());
         };
-        let nodes: Vec<Node<'_>> = condition
-            .path
-            .query(event.as_value())
-            .all()
-            .into_iter()
-            .map(Node::Value)
-            .collect();
+        let nodes = condition.query(event);
+        let nodes = nodes.as_slice();
         if nodes.iter().any(|node| node.reads_as(&condition.expected)) {
             return Ok(());
         }
-        Err(condition.refusal(&nodes))
+        Err(condition.refusal(nodes))
     }
 }
 
 impl Condition {
+    /// What the property resolves to in the whole event.
+    fn query<'e>(&self, event: &'e CloudEvent) -> Nodes<'e> {
+        Nodes::Many(
+            self.path
+                .query(event.as_value())
+                .all()
+                .into_iter()
+                .map(Node::Value)
+                .collect(),
+        )
+    }
+
     /// "`property` is `what it resolved to`, not `expected`", or that it resolved to nothing;
     /// written into one string, as it is answered for every refused event.
     fn refusal(&self, nodes: &[Node<'_>]) -> String {
-        use std::fmt::Write;
         if nodes.is_empty() {
             return format!("{} resolves to nothing", self.source);
         }
-        let mut reason = String::with_capacity(self.source.len() + self.expected.len() + 48);
+        let mut reason = String::with_capacity(self.source.len() + self.not_expected.len() + 32);
         reason.push_str(&self.source);
         reason.push_str(" is ");
         for (index, node) in nodes.iter().enumerate() {
@@ -407,8 +436,7 @@ impl Condition {
             }
             node.write_to(&mut reason);
         }
-        // Writing into a `String` cannot fail.
-        let _ = write!(reason, ", not {:?}", self.expected);
+        reason.push_str(&self.not_expected);
         reason
     }
 }
