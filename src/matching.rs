@@ -221,12 +221,6 @@ impl Matcher {
         })
     }
 
-    /// Whether any action listens for events of this type: when none does, [`Self::decide`]
-    /// finds nothing matched and nothing refused.
-    pub fn listens_for(&self, event_type: &str) -> bool {
-        self.names.is_match(event_type)
-    }
-
     /// The indices of the actions the event triggers, in file order.
     pub fn matching(&self, event: &CloudEvent) -> Vec<usize> {
         self.decide(event).matched
@@ -237,20 +231,22 @@ impl Matcher {
     /// so the cost does not grow with the number of actions that listen for other types;
     /// `explain` gives a verdict on every action.
     pub fn decide(&self, event: &CloudEvent) -> Decision {
-        self.decide_by(event.event_type(), |condition| condition.query(event))
+        let globs = self.names.matches(event.event_type());
+        self.decide_by(globs, |condition| condition.query(event))
     }
 
     /// [`Self::decide`] on an event's sketch, reading the text of the values the conditions
-    /// read, without building the event; `None` when a condition's property is not a plain
-    /// path (`$.data.test.teststrategy`, `$.type`) but a query that may read anything
-    /// (`$.data`, `$..name`, a filter, an index): decide the whole event then. A plain path
-    /// resolves to at most one value, which the sketch finds as the query finds it in the
-    /// whole event, so the decision is the one the whole event gets.
+    /// read, without building the event; `None` when an action listens for the event's type
+    /// and a condition's property is not a plain path (`$.data.test.teststrategy`, `$.type`)
+    /// but a query that may read anything (`$.data`, `$..name`, a filter, an index): decide the
+    /// whole event then. A plain path resolves to at most one value, which the sketch finds as
+    /// the query finds it in the whole event, so the decision is the one the whole event gets.
     pub fn decide_sketch(&self, sketch: &EventSketch<'_>) -> Option<Decision> {
-        if !self.plain {
+        let globs = self.names.matches(sketch.event_type());
+        if !globs.is_empty() && !self.plain {
             return None;
         }
-        Some(self.decide_by(sketch.event_type(), |condition| {
+        Some(self.decide_by(globs, |condition| {
             Nodes::One(
                 condition
                     .plain
@@ -261,13 +257,13 @@ impl Matcher {
         }))
     }
 
-    /// The decision on an event of this type whose conditions' properties `query` resolves.
+    /// The decision on an event whose type matches these globs of `names`, and whose
+    /// conditions' properties `query` resolves.
     fn decide_by<'e>(
         &self,
-        event_type: &str,
+        mut globs: Vec<usize>,
         mut query: impl FnMut(&Condition) -> Nodes<'e>,
     ) -> Decision {
-        let mut globs = self.names.matches(event_type);
         // Filters in file order, so "the first condition that failed" is well defined.
         globs.sort_unstable();
         // Per action, the first filter whose condition failed, `None` once one passed.

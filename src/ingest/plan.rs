@@ -217,12 +217,7 @@ pub fn plan_sketch_in_memory(sketch: &EventSketch<'_>, source: &Source) -> Optio
         Lookup::Nothing(reasons) => return Some(reasons),
         Lookup::Failed(_) => return None,
     };
-    // No action listens for the type: decided without building the event.
-    if !loaded.matcher.listens_for(sketch.event_type()) {
-        let mut reasons = vec![no_listener(sketch.event_type())];
-        note_stale(&mut reasons, stale.as_ref());
-        return Some(reasons);
-    }
+    // Decided without building the event: none is built when no action listens for the type.
     let decision = loaded.matcher.decide_sketch(sketch)?;
     let (matched, mut reasons) = explain_decision(sketch.event_type(), decision);
     if !matched.is_empty() {
