@@ -589,6 +589,21 @@ mod tests {
     }
 
     #[test]
+    fn whitespace_around_names_and_values_is_not_part_of_their_text() {
+        let text = r#" { "specversion" : "1.0" , "id" : "1" , "source" : "s" , "type" : "t" ,
+            "data" : { "test" : { "a" : "x" , "n" : 1e2 } , "s" : "y" } } "#;
+        let sketch = EventSketch::read(text).unwrap();
+        let raw = |path: &[&str]| sketch.resolve(&names(path)).map(RawValue::get);
+        assert_eq!(raw(&["data", "test", "a"]), Some(r#""x""#));
+        assert_eq!(raw(&["data", "s"]), Some(r#""y""#));
+        assert_eq!(raw(&["type"]), Some(r#""t""#));
+        assert_eq!(
+            resolved(&sketch, &["data", "test", "n"]),
+            Some(json!(100.0))
+        );
+    }
+
+    #[test]
     fn no_sketch_where_it_could_differ_from_the_whole_event() {
         let base = |data: &str| {
             format!(r#"{{"specversion":"1.0","id":"1","source":"s","type":"t","data":{data}}}"#)
