@@ -1,17 +1,38 @@
 //! The newest status this process wrote per run. The watch cache that hands runs to
 //! `reconcile` can still hold an older copy than the one just written: reconciling from it
 //! would repeat a step. What is kept of a run goes once the cache has caught up, or the run has
-//! left the watch (done or deleted).
+//! left the watch (done or deleted), also when it left while the watch was re-listing: a run
+//! re-created later under the same name must not be taken for the one written here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
+use kube::ResourceExt;
 use kube::runtime::watcher;
 
 use crate::crd::{JobRun, JobRunStatus, RunPhase};
 
 #[derive(Debug, Default)]
-pub(super) struct WrittenStatuses(Mutex<HashMap<String, Written>>);
+pub(super) struct WrittenStatuses(Mutex<State>);
+
+#[derive(Debug, Default)]
+struct State {
+    runs: HashMap<String, Written>,
+    /// While the watch re-lists: the runs listed so far, and those written since it began
+    /// (created after the list was taken, they come as changes once it is done). What is
+    /// kept of the others goes when the list is done: a run that left the watch meanwhile
+    /// has no deletion event.
+    listing: Option<HashSet<String>>,
+}
+
+impl State {
+    fn insert(&mut self, run: &str, written: Written) {
+        if let Some(listing) = self.listing.as_mut() {
+            listing.insert(run.to_string());
+        }
+        self.runs.insert(run.to_string(), written);
+    }
+}
 
 #[derive(Debug, Clone)]
 enum Written {
@@ -21,7 +42,7 @@ enum Written {
 }
 
 impl WrittenStatuses {
-    fn lock(&self) -> Option<MutexGuard<'_, HashMap<String, Written>>> {
+    fn lock(&self) -> Option<MutexGuard<'_, State>> {
         // A panic elsewhere while the lock was held poisons it; what is kept here is only an
         // optimisation over the cache, so it is then not consulted.
         self.0.lock().ok()
@@ -30,19 +51,35 @@ impl WrittenStatuses {
     /// Follows the run watch: a run that left it (done, or deleted) is reconciled no more, so
     /// what this process wrote of it is not needed to tell a stale copy.
     pub(super) fn record(&self, event: &Result<watcher::Event<JobRun>, watcher::Error>) {
-        if let Ok(watcher::Event::Delete(run)) = event
-            && let (Some(name), Some(mut written)) = (run.metadata.name.as_ref(), self.lock())
-        {
-            written.remove(name);
+        let (Ok(event), Some(mut state)) = (event, self.lock()) else {
+            return;
+        };
+        match event {
+            watcher::Event::Delete(run) => {
+                state.runs.remove(&run.name_any());
+            }
+            watcher::Event::Init => state.listing = Some(HashSet::new()),
+            watcher::Event::InitApply(run) => {
+                if let Some(listing) = state.listing.as_mut() {
+                    listing.insert(run.name_any());
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(listing) = state.listing.take() {
+                    state.runs.retain(|run, _| listing.contains(run));
+                }
+            }
+            watcher::Event::Apply(_) => {}
         }
     }
 
     /// The status to continue from: the cached copy's, or this process's newer write. `None`
     /// when this process already finished the run and the cache is behind.
     pub(super) fn newest(&self, run: &str, cached: JobRunStatus) -> Option<JobRunStatus> {
-        let Some(mut written) = self.lock() else {
+        let Some(mut state) = self.lock() else {
             return Some(cached);
         };
+        let written = &mut state.runs;
         match written.get(run) {
             Some(Written::InFlight(status)) if status.revision > cached.revision => {
                 Some((**status).clone())
@@ -60,7 +97,7 @@ impl WrittenStatuses {
     /// The run's phase as this process last wrote it, if that is newer than the cached
     /// revision. Of a finished run, which way it ended is not kept: only that it did.
     pub(super) fn phase_ahead_of(&self, run: &str, cached_revision: u64) -> Option<RunPhase> {
-        match self.lock()?.get(run)? {
+        match self.lock()?.runs.get(run)? {
             Written::InFlight(status) if status.revision > cached_revision => Some(status.phase),
             Written::Done(revision) if *revision > cached_revision => Some(RunPhase::Succeeded),
             _ => None,
@@ -69,8 +106,8 @@ impl WrittenStatuses {
 
     /// Keeps a status just written of a run in flight.
     pub(super) fn remember(&self, run: &str, status: JobRunStatus) {
-        if let Some(mut written) = self.lock() {
-            written.insert(run.to_string(), Written::InFlight(Box::new(status)));
+        if let Some(mut state) = self.lock() {
+            state.insert(run, Written::InFlight(Box::new(status)));
         }
     }
 
@@ -78,18 +115,18 @@ impl WrittenStatuses {
     /// the cache). Asked under the lock [`Self::record`] takes too, so a run that leaves the
     /// watch meanwhile is either still watched here or already gone: nothing of it stays.
     pub(super) fn forget(&self, run: &str, revision: u64, watched: impl FnOnce() -> bool) {
-        if let Some(mut written) = self.lock() {
+        if let Some(mut state) = self.lock() {
             if watched() {
-                written.insert(run.to_string(), Written::Done(revision));
+                state.insert(run, Written::Done(revision));
             } else {
-                written.remove(run);
+                state.runs.remove(run);
             }
         }
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().map_or(0, |written| written.len())
+        self.lock().map_or(0, |state| state.runs.len())
     }
 }
 
@@ -105,10 +142,24 @@ mod tests {
         }
     }
 
-    fn deleted(name: &str) -> Result<watcher::Event<JobRun>, watcher::Error> {
+    fn named(name: &str) -> JobRun {
         let mut run = crate::controller::decide::tests::triggered(1);
         run.metadata.name = Some(name.into());
-        Ok(watcher::Event::Delete(run))
+        run
+    }
+
+    fn deleted(name: &str) -> Result<watcher::Event<JobRun>, watcher::Error> {
+        Ok(watcher::Event::Delete(named(name)))
+    }
+
+    /// The watch re-lists, finding these runs; `meanwhile` runs between its start and end.
+    fn relist(written: &WrittenStatuses, listed: &[&str], meanwhile: impl FnOnce()) {
+        written.record(&Ok(watcher::Event::Init));
+        for name in listed {
+            written.record(&Ok(watcher::Event::InitApply(named(name))));
+        }
+        meanwhile();
+        written.record(&Ok(watcher::Event::InitDone));
     }
 
     #[test]
@@ -163,5 +214,39 @@ mod tests {
         written.record(&deleted("b"));
         assert_eq!(written.len(), 1);
         assert_eq!(written.phase_ahead_of("c", 1), Some(RunPhase::Running));
+    }
+
+    #[test]
+    fn a_relist_lets_go_of_runs_that_left_the_watch_meanwhile() {
+        let written = WrittenStatuses::default();
+        written.remember("listed", status(3, RunPhase::Running));
+        written.remember("deleted", status(3, RunPhase::Running));
+        written.forget("done", 5, || true);
+        relist(&written, &["listed"], || {
+            // Created after the list was taken: it comes as a change once the list is done.
+            written.remember("created", status(1, RunPhase::Running));
+        });
+        assert_eq!(written.len(), 2);
+        assert_eq!(written.phase_ahead_of("listed", 2), Some(RunPhase::Running));
+        assert_eq!(
+            written.phase_ahead_of("created", 0),
+            Some(RunPhase::Running)
+        );
+        // A run re-created under a name written here before is not taken for that one.
+        assert_eq!(
+            written.newest("done", status(0, RunPhase::Pending)),
+            Some(status(0, RunPhase::Pending))
+        );
+        assert_eq!(
+            written.newest("deleted", status(0, RunPhase::Pending)),
+            Some(status(0, RunPhase::Pending))
+        );
+        // Written during one re-list and listed by none: gone after the next.
+        relist(&written, &["listed"], || {});
+        assert_eq!(written.len(), 1);
+        assert_eq!(written.phase_ahead_of("created", 0), None);
+        // Events between re-lists are followed as before.
+        written.record(&deleted("listed"));
+        assert_eq!(written.len(), 0);
     }
 }
