@@ -481,6 +481,76 @@ async fn injected_api_errors_and_dropped_watches_neither_lose_nor_duplicate_runs
     assert_eq!(h.sim.faults().pending(), Vec::new());
 }
 
+/// A run that finishes while the run watch is down leaves that watch without a deletion event,
+/// so what the operator wrote of it is still kept when the watch comes back by re-listing. A run
+/// re-created under its name (the same event delivered again once the first run is deleted, as
+/// after its retention) runs all the same: what was written belongs to the first run's uid.
+/// (Without that, the new run was taken for the finished one and never started.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_recreated_under_the_name_of_one_that_left_during_a_relist_runs() {
+    let h = Harness::start(&[]).await;
+    h.sim
+        .runtime()
+        .set(ImageRule::image("locustio/locust:*"), Behavior::hold());
+    let event = sample_with_id("test.triggered.json", "relist-1");
+    assert_created(&h.post_event(&event).await);
+    wait_for("the locust task to run", LONG, || {
+        !h.sim.runtime().held().is_empty()
+    })
+    .await;
+    // The run watch goes down, and stays down while the run finishes.
+    h.sim.faults().fail_next(
+        kube_sim::FaultRule::new(500)
+            .verb("watch")
+            .resource("jobruns")
+            .times(1_000_000),
+    );
+    h.sim.close_watches();
+    h.sim.release(&h.sim.runtime().held()[0].1);
+    h.wait_finished("relist-1", LONG).await;
+    wait_for("the delivery to be recorded", LONG, || {
+        h.jobruns()[0]["status"]["finished"]["state"] == "Delivered"
+    })
+    .await;
+    // Its history expired: the watch comes back by listing the runs, without this one.
+    let lists = || {
+        h.sim
+            .requests()
+            .iter()
+            .filter(|r| r.verb == "list" && r.resource == "jobruns")
+            .count()
+    };
+    let listed = lists();
+    h.sim.compact();
+    h.sim.faults().clear();
+    wait_for("the run watch to re-list", LONG, || lists() > listed).await;
+    h.kubectl(&[
+        "delete",
+        "jobruns.job-executor.dev",
+        "--all",
+        "-n",
+        "default",
+    ]);
+    wait_for("the run and its Jobs to be gone", LONG, || {
+        h.jobruns().is_empty()
+            && h.sim
+                .list_objects("batch", "jobs", Some("default"))
+                .is_empty()
+    })
+    .await;
+    h.sim.runtime().clear();
+    assert_created(&h.post_event(&event).await);
+    wait_for("the re-created run to start", LONG, || {
+        h.sink
+            .for_trigger("relist-1")
+            .iter()
+            .filter(|e| e.event_type.ends_with(".started"))
+            .count()
+            >= 2
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_outage_delays_finished_until_the_sink_is_back() {
     let h = Harness::start(&[]).await;

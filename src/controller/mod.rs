@@ -571,17 +571,19 @@ impl Context {
         let namespace = &self.parts.settings.job_namespace;
         let run = self.runs.get(&ObjectRef::new(name).within(namespace))?;
         let cached = run.status.as_ref();
+        let uid = run.metadata.uid.as_deref().unwrap_or_default();
         let written = self
             .written
-            .phase_ahead_of(name, cached.map_or(0, |s| s.revision));
+            .phase_ahead_of(name, uid, cached.map_or(0, |s| s.revision));
         let phase = written.unwrap_or_else(|| cached.map(|s| s.phase).unwrap_or_default());
         Some(group::Member::of(&run, phase))
     }
 
-    fn forget_status(&self, run: &str, revision: u64) {
+    fn forget_status(&self, run: &str, uid: &str, revision: u64) {
         // A done run leaves the watch; whether it has is asked under the lock its removal
         // takes too.
-        self.written.forget(run, revision, || self.watched(run));
+        self.written
+            .forget(run, uid, revision, || self.watched(run));
     }
 
     /// Whether the run is in the controller's watch (its cache) now.

@@ -551,7 +551,8 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
         return Ok(Action::await_change());
     }
     let name = run.name_any();
-    let Some(status) = ctx.written.newest(&name, run.status_or_default()) else {
+    let uid = run.metadata.uid.as_deref().unwrap_or_default();
+    let Some(status) = ctx.written.newest(&name, uid, run.status_or_default()) else {
         // This process already finished the run; the watch cache has not caught up yet.
         return Ok(Action::await_change());
     };
@@ -589,7 +590,7 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
     let done = status.is_done();
     metrics.set_in_flight(&name, !done);
     if done {
-        ctx.forget_status(&name, status.revision);
+        ctx.forget_status(&name, uid, status.revision);
     }
     if !was_finished && status.phase.is_finished() {
         metrics.run_finished(status.phase.as_str());
@@ -823,10 +824,12 @@ impl World for Cluster<'_> {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..Default::default()
         };
-        self.ctx
+        let patched = self
+            .ctx
             .fenced(self.api.patch_status(run, &params, &Patch::Merge(&patch)))
             .await??;
-        self.ctx.written.remember(run, status.clone());
+        let uid = patched.metadata.uid.as_deref().unwrap_or_default();
+        self.ctx.written.remember(run, uid, status.clone());
         Ok(())
     }
 

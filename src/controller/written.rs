@@ -1,8 +1,9 @@
 //! The newest status this process wrote per run. The watch cache that hands runs to
 //! `reconcile` can still hold an older copy than the one just written: reconciling from it
 //! would repeat a step. What is kept of a run goes once the cache has caught up, or the run has
-//! left the watch (done or deleted), also when it left while the watch was re-listing: a run
-//! re-created later under the same name must not be taken for the one written here.
+//! left the watch (done or deleted), also when it left while the watch was re-listing. What is
+//! kept belongs to one object (its uid): a run re-created later under the same name is not
+//! taken for the one written here.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -17,7 +18,8 @@ pub(super) struct WrittenStatuses(Mutex<State>);
 
 #[derive(Debug, Default)]
 struct State {
-    runs: HashMap<String, Written>,
+    /// By run name: the uid of the object written, and what was written.
+    runs: HashMap<String, (String, Written)>,
     /// While the watch re-lists: the runs listed so far, and those written since it began
     /// (created after the list was taken, they come as changes once it is done). What is
     /// kept of the others goes when the list is done: a run that left the watch meanwhile
@@ -26,11 +28,21 @@ struct State {
 }
 
 impl State {
-    fn insert(&mut self, run: &str, written: Written) {
+    fn insert(&mut self, run: &str, uid: &str, written: Written) {
         if let Some(listing) = self.listing.as_mut() {
             listing.insert(run.to_string());
         }
-        self.runs.insert(run.to_string(), written);
+        self.runs
+            .insert(run.to_string(), (uid.to_string(), written));
+    }
+
+    /// What was written of this object (`uid`) of the run; what was written of an earlier
+    /// object of the same name goes.
+    fn of(&mut self, run: &str, uid: &str) -> Option<&Written> {
+        if self.runs.get(run).is_some_and(|(of, _)| of != uid) {
+            self.runs.remove(run);
+        }
+        self.runs.get(run).map(|(_, written)| written)
     }
 }
 
@@ -75,19 +87,23 @@ impl WrittenStatuses {
 
     /// The status to continue from: the cached copy's, or this process's newer write. `None`
     /// when this process already finished the run and the cache is behind.
-    pub(super) fn newest(&self, run: &str, cached: JobRunStatus) -> Option<JobRunStatus> {
+    pub(super) fn newest(
+        &self,
+        run: &str,
+        uid: &str,
+        cached: JobRunStatus,
+    ) -> Option<JobRunStatus> {
         let Some(mut state) = self.lock() else {
             return Some(cached);
         };
-        let written = &mut state.runs;
-        match written.get(run) {
+        match state.of(run, uid) {
             Some(Written::InFlight(status)) if status.revision > cached.revision => {
                 Some((**status).clone())
             }
             Some(Written::Done(revision)) if *revision > cached.revision => None,
             // The cache caught up with what this process wrote: the copy is not needed.
             Some(Written::InFlight(_) | Written::Done(_)) => {
-                written.remove(run);
+                state.runs.remove(run);
                 Some(cached)
             }
             None => Some(cached),
@@ -96,8 +112,13 @@ impl WrittenStatuses {
 
     /// The run's phase as this process last wrote it, if that is newer than the cached
     /// revision. Of a finished run, which way it ended is not kept: only that it did.
-    pub(super) fn phase_ahead_of(&self, run: &str, cached_revision: u64) -> Option<RunPhase> {
-        match self.lock()?.runs.get(run)? {
+    pub(super) fn phase_ahead_of(
+        &self,
+        run: &str,
+        uid: &str,
+        cached_revision: u64,
+    ) -> Option<RunPhase> {
+        match self.lock()?.of(run, uid)? {
             Written::InFlight(status) if status.revision > cached_revision => Some(status.phase),
             Written::Done(revision) if *revision > cached_revision => Some(RunPhase::Succeeded),
             _ => None,
@@ -105,19 +126,25 @@ impl WrittenStatuses {
     }
 
     /// Keeps a status just written of a run in flight.
-    pub(super) fn remember(&self, run: &str, status: JobRunStatus) {
+    pub(super) fn remember(&self, run: &str, uid: &str, status: JobRunStatus) {
         if let Some(mut state) = self.lock() {
-            state.insert(run, Written::InFlight(Box::new(status)));
+            state.insert(run, uid, Written::InFlight(Box::new(status)));
         }
     }
 
     /// Keeps only the revision of a run just written done, while it is still `watched` (in
     /// the cache). Asked under the lock [`Self::record`] takes too, so a run that leaves the
     /// watch meanwhile is either still watched here or already gone: nothing of it stays.
-    pub(super) fn forget(&self, run: &str, revision: u64, watched: impl FnOnce() -> bool) {
+    pub(super) fn forget(
+        &self,
+        run: &str,
+        uid: &str,
+        revision: u64,
+        watched: impl FnOnce() -> bool,
+    ) {
         if let Some(mut state) = self.lock() {
             if watched() {
-                state.insert(run, Written::Done(revision));
+                state.insert(run, uid, Written::Done(revision));
             } else {
                 state.runs.remove(run);
             }
@@ -166,38 +193,47 @@ mod tests {
     fn a_write_ahead_of_the_cache_is_continued_from_until_the_cache_catches_up() {
         let written = WrittenStatuses::default();
         assert_eq!(
-            written.newest("a", status(1, RunPhase::Pending)),
+            written.newest("a", "u1", status(1, RunPhase::Pending)),
             Some(status(1, RunPhase::Pending))
         );
-        written.remember("a", status(3, RunPhase::Running));
+        written.remember("a", "u1", status(3, RunPhase::Running));
         // The cache is behind: the write is newer.
         assert_eq!(
-            written.newest("a", status(2, RunPhase::Pending)),
+            written.newest("a", "u1", status(2, RunPhase::Pending)),
             Some(status(3, RunPhase::Running))
         );
-        assert_eq!(written.phase_ahead_of("a", 2), Some(RunPhase::Running));
-        assert_eq!(written.phase_ahead_of("b", 0), None);
+        assert_eq!(
+            written.phase_ahead_of("a", "u1", 2),
+            Some(RunPhase::Running)
+        );
+        assert_eq!(written.phase_ahead_of("b", "u1", 0), None);
         // The cache caught up: its copy is used, and the write is let go.
         assert_eq!(
-            written.newest("a", status(3, RunPhase::Running)),
+            written.newest("a", "u1", status(3, RunPhase::Running)),
             Some(status(3, RunPhase::Running))
         );
         assert_eq!(written.len(), 0);
-        assert_eq!(written.phase_ahead_of("a", 2), None);
+        assert_eq!(written.phase_ahead_of("a", "u1", 2), None);
     }
 
     #[test]
     fn a_run_finished_here_is_not_continued_from_a_stale_copy() {
         let written = WrittenStatuses::default();
-        written.remember("a", status(4, RunPhase::Running));
-        written.forget("a", 5, || true);
-        assert_eq!(written.newest("a", status(4, RunPhase::Running)), None);
-        assert_eq!(written.phase_ahead_of("a", 4), Some(RunPhase::Succeeded));
+        written.remember("a", "u1", status(4, RunPhase::Running));
+        written.forget("a", "u1", 5, || true);
+        assert_eq!(
+            written.newest("a", "u1", status(4, RunPhase::Running)),
+            None
+        );
+        assert_eq!(
+            written.phase_ahead_of("a", "u1", 4),
+            Some(RunPhase::Succeeded)
+        );
         // Leaving the watch lets it go.
         written.record(&deleted("a"));
         assert_eq!(written.len(), 0);
         assert_eq!(
-            written.newest("a", status(4, RunPhase::Running)),
+            written.newest("a", "u1", status(4, RunPhase::Running)),
             Some(status(4, RunPhase::Running))
         );
     }
@@ -205,48 +241,67 @@ mod tests {
     #[test]
     fn nothing_is_kept_of_a_run_that_already_left_the_watch() {
         let written = WrittenStatuses::default();
-        written.remember("a", status(4, RunPhase::Running));
-        written.forget("a", 5, || false);
+        written.remember("a", "u1", status(4, RunPhase::Running));
+        written.forget("a", "u1", 5, || false);
         assert_eq!(written.len(), 0);
         // A run deleted while in flight goes too; others stay.
-        written.remember("b", status(2, RunPhase::Running));
-        written.remember("c", status(2, RunPhase::Running));
+        written.remember("b", "u1", status(2, RunPhase::Running));
+        written.remember("c", "u1", status(2, RunPhase::Running));
         written.record(&deleted("b"));
         assert_eq!(written.len(), 1);
-        assert_eq!(written.phase_ahead_of("c", 1), Some(RunPhase::Running));
+        assert_eq!(
+            written.phase_ahead_of("c", "u1", 1),
+            Some(RunPhase::Running)
+        );
     }
 
     #[test]
     fn a_relist_lets_go_of_runs_that_left_the_watch_meanwhile() {
         let written = WrittenStatuses::default();
-        written.remember("listed", status(3, RunPhase::Running));
-        written.remember("deleted", status(3, RunPhase::Running));
-        written.forget("done", 5, || true);
+        written.remember("listed", "u1", status(3, RunPhase::Running));
+        written.remember("deleted", "u1", status(3, RunPhase::Running));
+        written.forget("done", "u1", 5, || true);
         relist(&written, &["listed"], || {
             // Created after the list was taken: it comes as a change once the list is done.
-            written.remember("created", status(1, RunPhase::Running));
+            written.remember("created", "u1", status(1, RunPhase::Running));
         });
         assert_eq!(written.len(), 2);
-        assert_eq!(written.phase_ahead_of("listed", 2), Some(RunPhase::Running));
         assert_eq!(
-            written.phase_ahead_of("created", 0),
+            written.phase_ahead_of("listed", "u1", 2),
+            Some(RunPhase::Running)
+        );
+        assert_eq!(
+            written.phase_ahead_of("created", "u1", 0),
             Some(RunPhase::Running)
         );
         // A run re-created under a name written here before is not taken for that one.
         assert_eq!(
-            written.newest("done", status(0, RunPhase::Pending)),
+            written.newest("done", "u1", status(0, RunPhase::Pending)),
             Some(status(0, RunPhase::Pending))
         );
         assert_eq!(
-            written.newest("deleted", status(0, RunPhase::Pending)),
+            written.newest("deleted", "u1", status(0, RunPhase::Pending)),
             Some(status(0, RunPhase::Pending))
         );
         // Written during one re-list and listed by none: gone after the next.
         relist(&written, &["listed"], || {});
         assert_eq!(written.len(), 1);
-        assert_eq!(written.phase_ahead_of("created", 0), None);
+        assert_eq!(written.phase_ahead_of("created", "u1", 0), None);
         // Events between re-lists are followed as before.
         written.record(&deleted("listed"));
+        assert_eq!(written.len(), 0);
+    }
+
+    #[test]
+    fn what_was_written_of_a_run_is_not_taken_for_a_run_re_created_under_its_name() {
+        let written = WrittenStatuses::default();
+        written.remember("a", "u1", status(3, RunPhase::Running));
+        written.forget("a", "u1", 5, || true);
+        assert_eq!(written.phase_ahead_of("a", "u2", 0), None);
+        assert_eq!(
+            written.newest("a", "u2", status(0, RunPhase::Pending)),
+            Some(status(0, RunPhase::Pending))
+        );
         assert_eq!(written.len(), 0);
     }
 }
