@@ -36,13 +36,14 @@ impl State {
             .insert(run.to_string(), (uid.to_string(), written));
     }
 
-    /// What was written of this object (`uid`) of the run; what was written of an earlier
-    /// object of the same name goes.
-    fn of(&mut self, run: &str, uid: &str) -> Option<&Written> {
-        if self.runs.get(run).is_some_and(|(of, _)| of != uid) {
-            self.runs.remove(run);
+    /// What was written of this object (`uid`) of the run. What was written of another object
+    /// of the same name is not removed here (the copy asked with may be the older object's): the
+    /// next write of the run replaces it, and the run leaving the watch removes it.
+    fn of(&self, run: &str, uid: &str) -> Option<&Written> {
+        match self.runs.get(run)? {
+            (of, written) if of == uid => Some(written),
+            _ => None,
         }
-        self.runs.get(run).map(|(_, written)| written)
     }
 }
 
@@ -302,6 +303,16 @@ mod tests {
             written.newest("a", "u2", status(0, RunPhase::Pending)),
             Some(status(0, RunPhase::Pending))
         );
-        assert_eq!(written.len(), 0);
+        // The first run's write still counts for a copy of it, until the new one writes.
+        assert_eq!(
+            written.newest("a", "u1", status(4, RunPhase::Running)),
+            None
+        );
+        written.remember("a", "u2", status(1, RunPhase::Running));
+        assert_eq!(written.phase_ahead_of("a", "u1", 0), None);
+        assert_eq!(
+            written.phase_ahead_of("a", "u2", 0),
+            Some(RunPhase::Running)
+        );
     }
 }
