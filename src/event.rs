@@ -15,7 +15,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-pub use sketch::EventSketch;
+pub(crate) use sketch::unescaped_string;
+pub use sketch::{EventSketch, LOOKUP_FIELDS};
 
 /// A run's event as its JSON text: what a JobRun records and the controller's cache holds of
 /// every run in flight. The text takes about half the memory of the parsed value; the event is

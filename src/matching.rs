@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use serde_json_path::JsonPath;
 
 use crate::config::{JobConfig, formats};
-use crate::event::{CloudEvent, EventSketch};
+use crate::event::{CloudEvent, EventSketch, unescaped_string};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MatchError {
@@ -74,14 +74,11 @@ impl Node<'_> {
         match self {
             Node::Value(value) => reads_as(value, expected),
             Node::Text(text) => {
-                let raw = text.get();
-                // A string without escapes is its text between the quotes.
-                if let Some(plain) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"'))
-                    && !plain.contains('\\')
-                {
+                if let Some(plain) = unescaped_string(text) {
                     return plain == expected;
                 }
-                serde_json::from_str::<Value>(raw).is_ok_and(|value| reads_as(&value, expected))
+                serde_json::from_str::<Value>(text.get())
+                    .is_ok_and(|value| reads_as(&value, expected))
             }
         }
     }
@@ -95,18 +92,18 @@ impl Node<'_> {
                 let _ = write!(out, "{value}");
                 return;
             }
-            Node::Text(text) => text.get(),
+            Node::Text(text) => text,
         };
         // A string without escapes is written as it came: serde_json escapes only quotes,
         // backslashes and control characters, which such a string's text cannot hold.
-        if text.starts_with('"') && !text.contains('\\') {
-            out.push_str(text);
+        if unescaped_string(text).is_some() {
+            out.push_str(text.get());
             return;
         }
-        let _ = match serde_json::from_str::<Value>(text) {
+        let _ = match serde_json::from_str::<Value>(text.get()) {
             Ok(value) => write!(out, "{value}"),
             // A sketch holds only text that parses.
-            Err(_) => write!(out, "{text}"),
+            Err(_) => write!(out, "{}", text.get()),
         };
     }
 }

@@ -11,7 +11,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use job_executor::config::{self, EnvFormat};
-use job_executor::event::{CloudEvent, EventSketch};
+use job_executor::event::{CloudEvent, EventSketch, LOOKUP_FIELDS};
 use job_executor::ingest::parse::{DEFAULT_MAX_BATCH_EVENTS, events_from_request, structured_text};
 use job_executor::matching::Matcher;
 use job_executor::{files, names, render};
@@ -78,7 +78,7 @@ pub fn cloudevent(data: &[u8]) {
         }
         let mut cut = event.as_value().clone();
         if let Some(serde_json::Value::Object(data)) = cut.get_mut("data") {
-            data.retain(|name, _| ["project", "stage", "service"].contains(&name.as_str()));
+            data.retain(|name, _| LOOKUP_FIELDS.contains(&name.as_str()));
         }
         assert_eq!(
             sketch.event().map(CloudEvent::as_value),

@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use super::{AttributeKind, CloudEvent, Members};
 
 /// The fields of `data` a sketch always holds: what finds the service's config.
-const LOOKUP_FIELDS: [&str; 3] = ["project", "stage", "service"];
+pub const LOOKUP_FIELDS: [&str; 3] = ["project", "stage", "service"];
 
 /// The most top-level members a sketch holds (a CloudEvent has a dozen or so); an event with
 /// more is parsed whole, so that finding a member by its name stays cheap.
@@ -318,11 +318,23 @@ fn scalar(text: &RawValue) -> Option<Scalar<'_>> {
 
 /// A string's value from its text: borrowed unless it holds an escape.
 fn string(text: &RawValue) -> Option<Cow<'_, str>> {
-    let raw = text.get();
-    if raw.contains('\\') {
-        return serde_json::from_str::<String>(raw).ok().map(Cow::Owned);
+    if let Some(plain) = unescaped_string(text) {
+        return Some(Cow::Borrowed(plain));
     }
-    raw.strip_prefix('"')?.strip_suffix('"').map(Cow::Borrowed)
+    // Only a string with an escape is worth parsing: other text without one is not a string.
+    if !text.get().contains('\\') {
+        return None;
+    }
+    serde_json::from_str::<String>(text.get())
+        .ok()
+        .map(Cow::Owned)
+}
+
+/// The value of a string without escapes: its text between the quotes. `None` for any other
+/// text (a string with an escape, a number, an object...).
+pub(crate) fn unescaped_string(text: &RawValue) -> Option<&str> {
+    let plain = text.get().strip_prefix('"')?.strip_suffix('"')?;
+    (!plain.contains('\\')).then_some(plain)
 }
 
 /// `data`, if it is an object: its lookup fields and the others kept as text.
