@@ -551,6 +551,62 @@ async fn a_run_recreated_under_the_name_of_one_that_left_during_a_relist_runs() 
     .await;
 }
 
+/// A watch that keeps failing (here the pods') holds up no other run: its errors stay with the
+/// watch (reported, retried after its own backoff) instead of reaching the controller, whose
+/// trigger backoff, grown by each of them up to 30 s, paused every run's reconciles (found on
+/// the real API server, after a restart: `tests/real_cluster_restart.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_watch_does_not_hold_up_the_other_runs() {
+    let h = Harness::start(&[]).await;
+    h.sim.faults().fail_next(
+        kube_sim::FaultRule::new(500)
+            .verb("watch")
+            .resource("pods")
+            .times(1_000_000),
+    );
+    h.sim.close_watches();
+    // Long enough for a backoff that doubles from 0.8 s with each failure to grow past seconds;
+    // then events a few seconds apart: a paused controller took each up only when its pause
+    // (up to the backoff's cap) was over.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let ids = [
+        "watch-failing-1",
+        "watch-failing-2",
+        "watch-failing-3",
+        "watch-failing-4",
+    ];
+    for id in ids {
+        let posted = std::time::Instant::now();
+        assert_created(
+            &h.post_event(&sample_with_id("test.triggered.json", id))
+                .await,
+        );
+        wait_for("the run to start", LONG, || {
+            h.sink
+                .for_trigger(id)
+                .iter()
+                .any(|e| e.event_type.ends_with(".started"))
+        })
+        .await;
+        // Sending `.started` needs no pod.
+        assert!(
+            posted.elapsed() < Duration::from_secs(3),
+            "{id} started {:?} after its event",
+            posted.elapsed()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    h.sim.faults().clear();
+    for id in ids {
+        let finished = h.wait_finished(id, LONG).await;
+        assert_eq!(
+            finished.data["status"], "succeeded",
+            "{id}: {}",
+            finished.data
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_outage_delays_finished_until_the_sink_is_back() {
     let h = Harness::start(&[]).await;

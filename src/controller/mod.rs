@@ -205,12 +205,14 @@ pub async fn run(
     .inspect(watch_health(&health, "jobruns"))
     .default_backoff()
     .touched_objects();
+    let run_events = objects_only(run_events);
     let (job_store, job_writer) = reflector::store();
     let job_events = reflector(job_writer, watcher(jobs, children.clone()))
         .inspect(synced.marker(1))
         .inspect(watch_health(&health, "jobs"))
         .default_backoff()
         .touched_objects();
+    let job_events = objects_only(job_events);
     let (pod_store, pod_writer) = reflector::store();
     let pod_index = Arc::new(PodIndex::default());
     let indexer = pod_index.clone();
@@ -222,6 +224,7 @@ pub async fn run(
     .inspect(watch_health(&health, "pods"))
     .default_backoff()
     .touched_objects();
+    let pod_events = objects_only(pod_events);
 
     let concurrency = parts.options.concurrency;
     let gained = leadership_gained(parts.leadership.clone());
@@ -459,6 +462,17 @@ pub(crate) fn leadership_gained(rx: watch::Receiver<Leadership>) -> impl Stream<
 
 /// An `inspect` callback recording what a watch's failure means in `health` (logged once per
 /// new problem, not at every retry), and clearing it when the watch works again.
+/// A watch's objects as a controller's triggers, without its errors. The watch reports them
+/// (`watch_health`) and tries again after its own backoff; an error let through would also
+/// pause the controller's merged triggers under kube-runtime's trigger backoff (up to 30 s,
+/// growing with each error of any watch), so that after an API server restart no run would be
+/// reconciled for half a minute after the watches were back.
+pub(crate) fn objects_only<K>(
+    watch: impl Stream<Item = Result<K, watcher::Error>>,
+) -> impl Stream<Item = Result<K, watcher::Error>> {
+    watch.filter(|object| futures::future::ready(object.is_ok()))
+}
+
 fn watch_health<K>(
     health: &Arc<Health>,
     source: &'static str,
@@ -467,11 +481,26 @@ fn watch_health<K>(
     move |event| report_watch(&health, source, event)
 }
 
+/// Whether a watch was told its history is gone (410 Expired: compacted, or an API server that
+/// restarted with a fresh watch cache). Not a problem: the watch lists its objects again.
+pub(crate) fn history_expired(error: &watcher::Error) -> bool {
+    matches!(error, watcher::Error::WatchError(status) if status.code == 410)
+}
+
 fn report_watch<K>(
     health: &Health,
     source: &'static str,
     event: &Result<watcher::Event<K>, watcher::Error>,
 ) {
+    if let Err(error) = event
+        && history_expired(error)
+    {
+        tracing::info!(
+            watch = source,
+            "the API server no longer has the watch's history (410 Expired): listing again"
+        );
+        return;
+    }
     let problem = match event {
         Ok(_) => None,
         Err(

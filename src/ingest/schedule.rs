@@ -19,7 +19,9 @@ use tokio::sync::watch;
 
 use super::{IngestState, Outcome, take_event};
 use crate::controller::history::RunEvent;
-use crate::controller::{FENCE_MARGIN, Publisher, leadership_gained};
+use crate::controller::{
+    FENCE_MARGIN, Publisher, history_expired, leadership_gained, objects_only,
+};
 use crate::crd::{Condition, JobSchedule, JobScheduleStatus, SCHEDULE_CRD_NAME};
 use crate::leader::{self, Leadership};
 use crate::schedule::{self, Clock, Verdict};
@@ -82,6 +84,8 @@ pub async fn run(
                 lister.store(true, std::sync::atomic::Ordering::SeqCst);
             }
             let problem = match event {
+                // Not a problem: the watch lists the schedules again.
+                Err(error) if history_expired(error) => return,
                 Ok(_) => None,
                 Err(error) => Some(describe_watch_error(error)),
             };
@@ -98,7 +102,7 @@ pub async fn run(
         })
         .default_backoff();
     let (store, writer) = kube::runtime::reflector::store();
-    let stream = kube::runtime::reflector(writer, stream).touched_objects();
+    let stream = objects_only(kube::runtime::reflector(writer, stream).touched_objects());
     let running = Controller::for_stream(stream, store)
         .reconcile_all_on(gained)
         .graceful_shutdown_on(shutdown.clone())
