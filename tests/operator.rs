@@ -1866,6 +1866,76 @@ async fn runs_beyond_the_in_flight_bound_are_refused_until_some_finish() {
     }
 }
 
+/// A run that finished while the run watch was down, its history compacted meanwhile, left the
+/// watch without a deletion event: the bound on runs in flight stops counting it once the watch
+/// has listed the runs again (else every later event would be refused for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_finished_during_a_relist_no_longer_counts_as_in_flight() {
+    let dir = support::fresh_dir("bound-relist");
+    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
+    std::fs::write(
+        dir.join("carts/job/config.yaml"),
+        "apiVersion: v2\nactions:\n  - name: held\n    events: [{name: sh.keptn.event.test.triggered}]\n    tasks: [{image: held.example/task}]\n",
+    )
+    .unwrap();
+    let h = Harness::start_full(
+        kube_sim::Sim::builder(),
+        dir,
+        &["--max-runs-in-flight", "1"],
+    )
+    .await;
+    h.sim
+        .runtime()
+        .set(ImageRule::image("held.example/*"), Behavior::hold());
+    assert_created(
+        &h.post_event(&sample_with_id("test.triggered.json", "bound-1"))
+            .await,
+    );
+    wait_for("the task to run", LONG, || {
+        h.sim.runtime().held().len() == 1
+    })
+    .await;
+    let refused = h
+        .post_event(&sample_with_id("test.triggered.json", "bound-2"))
+        .await;
+    assert_eq!(refused.status, 429, "{:?}", refused.body);
+    // The run watch goes down, and stays down while the run finishes.
+    h.sim.faults().fail_next(
+        kube_sim::FaultRule::new(500)
+            .verb("watch")
+            .resource("jobruns")
+            .times(1_000_000),
+    );
+    h.sim.close_watches();
+    h.sim.release(&h.sim.runtime().held()[0].1);
+    h.wait_finished("bound-1", LONG).await;
+    wait_for("the delivery to be recorded", LONG, || {
+        h.jobruns()[0]["status"]["finished"]["state"] == "Delivered"
+    })
+    .await;
+    // Its history expired: the watch comes back by listing the runs, without this one.
+    h.sim.runtime().clear();
+    h.sim.compact();
+    h.sim.faults().clear();
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let retry = h
+            .post_event(&sample_with_id("test.triggered.json", "bound-2"))
+            .await;
+        if retry.status == 202 {
+            break;
+        }
+        assert_eq!(retry.status, 429, "{:?}", retry.body);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused: {:?}",
+            retry.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    h.wait_finished("bound-2", LONG).await;
+}
+
 /// The client-side limit: with `--kube-api-qps 5 --kube-api-burst 5`, the controller's requests
 /// never pass 10 in any second (a full bucket and a second's refill) while every run completes
 /// (with a limit of 500, the same runs sent 72 within a second here).

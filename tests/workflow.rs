@@ -766,3 +766,60 @@ async fn a_run_of_a_full_group_that_skips_never_starts_on_the_real_control_plane
     let server = ClusterHarness::install("skip", &config, &[]).await;
     a_run_of_a_full_group_that_skips_never_starts(server, Duration::from_secs(120)).await;
 }
+
+/// The run holding a group of one finishes while the run watch is down, and the watch's history
+/// is compacted meanwhile: the run leaves the watch without a deletion event (a done run is no
+/// longer watched), found gone only when the watch lists again. The queued run is let in then:
+/// the listing replaces the cache that admission reads the other members from (and the group's
+/// members are rebuilt from it), and each listed run is reconciled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_admits_its_queue_when_the_holder_left_during_a_relist() {
+    let config = grouped_config("relist", "queue", 1);
+    let server = Harness::for_replicas(&config, &[]).await;
+    server.sim.runtime().set(
+        kube_sim::ImageRule::image("job-executor.test/sleep*"),
+        kube_sim::Behavior::hold(),
+    );
+    let mut replicas = server.start_replicas(&["relist"]).await;
+    let op = &mut replicas[0];
+    let long = Duration::from_secs(60);
+    for id in ["holder", "queued"] {
+        let response = op
+            .post_event(&sample_with_id("test.triggered.json", id))
+            .await;
+        assert_eq!(response.status, 202, "{:?}", response.body);
+    }
+    support::wait_for("the holder to run and the other to queue", long, || {
+        let queue = queue_of(&server);
+        queue.len() == 2 && queue[0].phase == "Running" && queue[1].phase == "Queued"
+    })
+    .await;
+    support::wait_for("the holder's task to run", long, || {
+        !server.sim.runtime().held().is_empty()
+    })
+    .await;
+    // The run watch goes down, and stays down while the holder finishes.
+    server.sim.faults().fail_next(
+        kube_sim::FaultRule::new(500)
+            .verb("watch")
+            .resource("jobruns")
+            .times(1_000_000),
+    );
+    server.sim.close_watches();
+    server.sim.release(&server.sim.runtime().held()[0].1);
+    op.wait_finished("holder", long).await;
+    support::wait_for("the holder's delivery to be recorded", long, || {
+        queue_of(&server)[0].phase == "Succeeded"
+            && server.jobruns().iter().any(|run| {
+                run["spec"]["event"]["id"] == "holder"
+                    && run["status"]["finished"]["state"] == "Delivered"
+            })
+    })
+    .await;
+    // Its history expired: the watch comes back by listing the runs, without the holder.
+    server.sim.runtime().clear();
+    server.sim.compact();
+    server.sim.faults().clear();
+    let finished = op.wait_finished("queued", long).await;
+    assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
+}
