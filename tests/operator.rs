@@ -499,13 +499,7 @@ async fn a_run_recreated_under_the_name_of_one_that_left_during_a_relist_runs() 
     })
     .await;
     // The run watch goes down, and stays down while the run finishes.
-    h.sim.faults().fail_next(
-        kube_sim::FaultRule::new(500)
-            .verb("watch")
-            .resource("jobruns")
-            .times(1_000_000),
-    );
-    h.sim.close_watches();
+    h.fail_watches("jobruns");
     h.sim.release(&h.sim.runtime().held()[0].1);
     h.wait_finished("relist-1", LONG).await;
     wait_for("the delivery to be recorded", LONG, || {
@@ -521,8 +515,7 @@ async fn a_run_recreated_under_the_name_of_one_that_left_during_a_relist_runs() 
             .count()
     };
     let listed = lists();
-    h.sim.compact();
-    h.sim.faults().clear();
+    h.relist_watches();
     wait_for("the run watch to re-list", LONG, || lists() > listed).await;
     h.kubectl(&[
         "delete",
@@ -558,13 +551,7 @@ async fn a_run_recreated_under_the_name_of_one_that_left_during_a_relist_runs() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_watch_does_not_hold_up_the_other_runs() {
     let h = Harness::start(&[]).await;
-    h.sim.faults().fail_next(
-        kube_sim::FaultRule::new(500)
-            .verb("watch")
-            .resource("pods")
-            .times(1_000_000),
-    );
-    h.sim.close_watches();
+    h.fail_watches("pods");
     // Long enough for a backoff that doubles from 0.8 s with each failure to grow past seconds;
     // then events a few seconds apart: a paused controller took each up only when its pause
     // (up to the backoff's cap) was over.
@@ -598,12 +585,7 @@ async fn a_failing_watch_does_not_hold_up_the_other_runs() {
     }
     h.sim.faults().clear();
     for id in ids {
-        let finished = h.wait_finished(id, LONG).await;
-        assert_eq!(
-            finished.data["status"], "succeeded",
-            "{id}: {}",
-            finished.data
-        );
+        h.wait_succeeded(id, LONG).await;
     }
 }
 
@@ -1789,27 +1771,49 @@ async fn a_hanging_api_server_gets_503_within_the_store_timeout_and_turns_readin
     assert_eq!(h.jobruns().len(), 1);
 }
 
-/// Backpressure: beyond `--max-runs-in-flight`, an event that would add runs gets 429 with
-/// `Retry-After` and nothing of it is stored; a redelivery of an accepted event still passes;
-/// once runs finish, the refused event is accepted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_beyond_the_in_flight_bound_are_refused_until_some_finish() {
-    let dir = support::fresh_dir("backpressure");
+/// kube-sim and the operator with one action on the test event, whose task
+/// (`held.example/task`) runs until released, and `extra_args`.
+async fn held_task_harness(name: &str, extra_args: &[&str]) -> Harness {
+    let dir = support::fresh_dir(name);
     std::fs::create_dir_all(dir.join("carts/job")).unwrap();
     std::fs::write(
         dir.join("carts/job/config.yaml"),
         "apiVersion: v2\nactions:\n  - name: held\n    events: [{name: sh.keptn.event.test.triggered}]\n    tasks: [{image: held.example/task}]\n",
     )
     .unwrap();
-    let h = Harness::start_full(
-        kube_sim::Sim::builder(),
-        dir,
-        &["--max-runs-in-flight", "2"],
-    )
-    .await;
+    let h = Harness::start_full(kube_sim::Sim::builder(), dir, extra_args).await;
     h.sim
         .runtime()
         .set(ImageRule::image("held.example/*"), Behavior::hold());
+    h
+}
+
+/// Posts the event `id` until it is accepted, as a sender retries a 429, for up to `LONG`.
+async fn post_until_accepted(h: &Harness, id: &str) {
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let retry = h
+            .post_event(&sample_with_id("test.triggered.json", id))
+            .await;
+        if retry.status == 202 {
+            return;
+        }
+        assert_eq!(retry.status, 429, "{:?}", retry.body);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} still refused: {:?}",
+            retry.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Backpressure: beyond `--max-runs-in-flight`, an event that would add runs gets 429 with
+/// `Retry-After` and nothing of it is stored; a redelivery of an accepted event still passes;
+/// once runs finish, the refused event is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_beyond_the_in_flight_bound_are_refused_until_some_finish() {
+    let h = held_task_harness("backpressure", &["--max-runs-in-flight", "2"]).await;
     for id in ["bp-1", "bp-2"] {
         let response = h
             .post_event(&sample_with_id("test.triggered.json", id))
@@ -1852,18 +1856,7 @@ async fn runs_beyond_the_in_flight_bound_are_refused_until_some_finish() {
     }
     h.wait_finished("bp-1", LONG).await;
     h.wait_finished("bp-2", LONG).await;
-    let deadline = std::time::Instant::now() + LONG;
-    loop {
-        let retry = h
-            .post_event(&sample_with_id("test.triggered.json", "bp-3"))
-            .await;
-        if retry.status == 202 {
-            break;
-        }
-        assert_eq!(retry.status, 429, "{:?}", retry.body);
-        assert!(std::time::Instant::now() < deadline, "never accepted");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    post_until_accepted(&h, "bp-3").await;
 }
 
 /// A run that finished while the run watch was down, its history compacted meanwhile, left the
@@ -1871,22 +1864,7 @@ async fn runs_beyond_the_in_flight_bound_are_refused_until_some_finish() {
 /// has listed the runs again (else every later event would be refused for good).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_finished_during_a_relist_no_longer_counts_as_in_flight() {
-    let dir = support::fresh_dir("bound-relist");
-    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
-    std::fs::write(
-        dir.join("carts/job/config.yaml"),
-        "apiVersion: v2\nactions:\n  - name: held\n    events: [{name: sh.keptn.event.test.triggered}]\n    tasks: [{image: held.example/task}]\n",
-    )
-    .unwrap();
-    let h = Harness::start_full(
-        kube_sim::Sim::builder(),
-        dir,
-        &["--max-runs-in-flight", "1"],
-    )
-    .await;
-    h.sim
-        .runtime()
-        .set(ImageRule::image("held.example/*"), Behavior::hold());
+    let h = held_task_harness("bound-relist", &["--max-runs-in-flight", "1"]).await;
     assert_created(
         &h.post_event(&sample_with_id("test.triggered.json", "bound-1"))
             .await,
@@ -1900,13 +1878,7 @@ async fn a_run_that_finished_during_a_relist_no_longer_counts_as_in_flight() {
         .await;
     assert_eq!(refused.status, 429, "{:?}", refused.body);
     // The run watch goes down, and stays down while the run finishes.
-    h.sim.faults().fail_next(
-        kube_sim::FaultRule::new(500)
-            .verb("watch")
-            .resource("jobruns")
-            .times(1_000_000),
-    );
-    h.sim.close_watches();
+    h.fail_watches("jobruns");
     h.sim.release(&h.sim.runtime().held()[0].1);
     h.wait_finished("bound-1", LONG).await;
     wait_for("the delivery to be recorded", LONG, || {
@@ -1915,24 +1887,8 @@ async fn a_run_that_finished_during_a_relist_no_longer_counts_as_in_flight() {
     .await;
     // Its history expired: the watch comes back by listing the runs, without this one.
     h.sim.runtime().clear();
-    h.sim.compact();
-    h.sim.faults().clear();
-    let deadline = std::time::Instant::now() + LONG;
-    loop {
-        let retry = h
-            .post_event(&sample_with_id("test.triggered.json", "bound-2"))
-            .await;
-        if retry.status == 202 {
-            break;
-        }
-        assert_eq!(retry.status, 429, "{:?}", retry.body);
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still refused: {:?}",
-            retry.body
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    h.relist_watches();
+    post_until_accepted(&h, "bound-2").await;
     h.wait_finished("bound-2", LONG).await;
 }
 

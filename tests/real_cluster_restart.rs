@@ -110,12 +110,7 @@ async fn runs_go_on_across_an_api_server_restart_and_a_relist() {
     }
     let ids = ["restart-1", "restart-2", "restart-3", "restart-4"];
     for id in ids {
-        let finished = h.wait_finished(id, LONG).await;
-        assert_eq!(
-            finished.data["status"], "succeeded",
-            "{id}: {}",
-            finished.data
-        );
+        h.wait_succeeded(id, LONG).await;
     }
     for id in ids {
         let events = h.sink.for_trigger(id);

@@ -799,13 +799,7 @@ async fn a_group_admits_its_queue_when_the_holder_left_during_a_relist() {
     })
     .await;
     // The run watch goes down, and stays down while the holder finishes.
-    server.sim.faults().fail_next(
-        kube_sim::FaultRule::new(500)
-            .verb("watch")
-            .resource("jobruns")
-            .times(1_000_000),
-    );
-    server.sim.close_watches();
+    server.fail_watches("jobruns");
     server.sim.release(&server.sim.runtime().held()[0].1);
     op.wait_finished("holder", long).await;
     support::wait_for("the holder's delivery to be recorded", long, || {
@@ -818,8 +812,7 @@ async fn a_group_admits_its_queue_when_the_holder_left_during_a_relist() {
     .await;
     // Its history expired: the watch comes back by listing the runs, without the holder.
     server.sim.runtime().clear();
-    server.sim.compact();
-    server.sim.faults().clear();
+    server.relist_watches();
     let finished = op.wait_finished("queued", long).await;
     assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
 }

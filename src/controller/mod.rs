@@ -460,8 +460,6 @@ pub(crate) fn leadership_gained(rx: watch::Receiver<Leadership>) -> impl Stream<
     })
 }
 
-/// An `inspect` callback recording what a watch's failure means in `health` (logged once per
-/// new problem, not at every retry), and clearing it when the watch works again.
 /// A watch's objects as a controller's triggers, without its errors. The watch reports them
 /// (`watch_health`) and tries again after its own backoff; an error let through would also
 /// pause the controller's merged triggers under kube-runtime's trigger backoff (up to 30 s,
@@ -473,6 +471,8 @@ pub(crate) fn objects_only<K>(
     watch.filter(|object| futures::future::ready(object.is_ok()))
 }
 
+/// An `inspect` callback recording what a watch's failure means in `health` (logged once per
+/// new problem, not at every retry), and clearing it when the watch works again.
 fn watch_health<K>(
     health: &Arc<Health>,
     source: &'static str,

@@ -617,6 +617,16 @@ impl Operator {
     }
 
     /// Waits for the `.finished` event answering `triggered_id`.
+    /// Waits for the `.finished` of `triggered_id`, which must say the run succeeded.
+    pub async fn wait_succeeded(&self, triggered_id: &str, timeout: Duration) {
+        let finished = self.wait_finished(triggered_id, timeout).await;
+        assert_eq!(
+            finished.data["status"], "succeeded",
+            "{triggered_id}: {}",
+            finished.data
+        );
+    }
+
     pub async fn wait_finished(&self, triggered_id: &str, timeout: Duration) -> Received {
         let deadline = Instant::now() + timeout;
         loop {
@@ -912,6 +922,25 @@ impl Harness {
         let harness = Harness { sim, op };
         harness.kubectl(&["apply", "-f", root().join("crds").to_str().unwrap()]);
         harness
+    }
+
+    /// The watches of `resource` fail from now on (500 to every attempt) and the open ones
+    /// close: nothing of it arrives until [`Harness::relist_watches`].
+    pub fn fail_watches(&self, resource: &str) {
+        self.sim.faults().fail_next(
+            kube_sim::FaultRule::new(500)
+                .verb("watch")
+                .resource(resource)
+                .times(1_000_000),
+        );
+        self.sim.close_watches();
+    }
+
+    /// Lets failed watches back after their history expired (compacted): they come back by
+    /// listing their objects again, and miss what changed meanwhile.
+    pub fn relist_watches(&self) {
+        self.sim.compact();
+        self.sim.faults().clear();
     }
 
     pub fn kubectl(&self, args: &[&str]) -> String {
