@@ -189,11 +189,7 @@ fn lookup_service(
         Ok(Found {
             config: None,
             stale,
-        }) => {
-            let mut reasons = no_config(&service);
-            note_stale(&mut reasons, stale.as_ref());
-            Lookup::Nothing(reasons)
-        }
+        }) => Lookup::Nothing(no_config(&service, stale.as_ref())),
         Err(error) => Lookup::Failed(error),
     }
 }
@@ -210,21 +206,26 @@ pub fn plan_sketch_in_memory(sketch: &EventSketch<'_>, source: &Source) -> Optio
     if sketch.holds_other_than_text("gitcommitid") {
         return None;
     }
-    let service = ServiceRef::of_fields(|name| sketch.lookup_str(name));
-    let pinned = sketch.string("gitcommitid");
-    let (loaded, stale) = match lookup_service(service, pinned, source, Reads::Memory) {
-        Lookup::Config { loaded, stale } => (loaded, stale),
-        Lookup::Nothing(reasons) => return Some(reasons),
-        Lookup::Failed(_) => return None,
+    let service = match ServiceRef::of_fields(|name| sketch.lookup_str(name)) {
+        Ok(service) => service,
+        Err(field) => return Some(no_service(field)),
     };
-    // Decided without building the event: none is built when no action listens for the type.
-    let decision = loaded.matcher.decide_sketch(sketch)?;
-    let (matched, mut reasons) = explain_decision(sketch.event_type(), decision);
-    if !matched.is_empty() {
-        return None;
-    }
-    note_stale(&mut reasons, stale.as_ref());
-    Some(reasons)
+    let pinned = sketch.string("gitcommitid");
+    // What the lookup found is lent, not taken: see `Source::inspect_in_memory`.
+    source.inspect_in_memory(service, pinned, |service, found| {
+        let found = found.ok()?;
+        let Some(loaded) = &found.config else {
+            return Some(no_config(service, found.stale.as_ref()));
+        };
+        // Decided without building the event: none is built when no action listens for the type.
+        let decision = loaded.matcher.decide_sketch(sketch)?;
+        let (matched, mut reasons) = explain_decision(sketch.event_type(), decision);
+        if !matched.is_empty() {
+            return None;
+        }
+        note_stale(&mut reasons, found.stale.as_ref());
+        Some(reasons)
+    })
 }
 
 /// Why an event of a type no action listens for starts nothing. Listing every action's names
@@ -244,14 +245,17 @@ fn no_service(field: &str) -> Vec<NotMatched> {
     }]
 }
 
-fn no_config(service: &ServiceRef) -> Vec<NotMatched> {
-    vec![NotMatched {
+/// Why an event of a service without a config (at `stale` heads, if set) starts nothing.
+fn no_config(service: &ServiceRef, stale: Option<&Stale>) -> Vec<NotMatched> {
+    let mut reasons = vec![NotMatched {
         action: String::new(),
         reason: format!(
             "no job config for service {:?} (project {:?}, stage {:?})",
             service.service, service.project, service.stage
         ),
-    }]
+    }];
+    note_stale(&mut reasons, stale);
+    reasons
 }
 
 /// Why nothing runs says too when the config was looked up at stale branch heads.

@@ -156,6 +156,25 @@ impl Source {
         }
     }
 
+    /// [`Self::load`] from memory ([`Reads::Memory`]), lending what was found to `use_found`:
+    /// the receiver's path for events that start nothing, where a git source answers a lookup
+    /// made before at the same heads without making it again or sharing a lock with other
+    /// threads ([`GitSource::inspect_in_memory`](git::GitSource::inspect_in_memory)).
+    pub fn inspect_in_memory<R>(
+        &self,
+        service: ServiceRef,
+        pinned: Option<&str>,
+        use_found: impl FnOnce(&ServiceRef, Result<&Found, SourceError>) -> R,
+    ) -> R {
+        match self {
+            Source::Directory(_) => match self.load(&service, pinned, Reads::Memory) {
+                Ok(found) => use_found(&service, Ok(&found)),
+                Err(error) => use_found(&service, Err(error)),
+            },
+            Source::Git(git) => git.inspect_in_memory(service, pinned, use_found),
+        }
+    }
+
     /// The files of an action's tasks, read from `dir` at `revision` (as a run records them, so
     /// the controller reads exactly what ingest checked, even after the branch moved).
     pub fn collect_run_files(

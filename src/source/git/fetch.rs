@@ -18,7 +18,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -185,6 +185,9 @@ pub struct CloneCache {
     /// The most the clone's objects may take on disk.
     max_bytes: u64,
     state: RwLock<FetchState>,
+    /// Counts the changes of `state`, and is odd while a fetch holds it: what a lookup read
+    /// from memory stays valid while this has not moved (see [`CloneCache::generation`]).
+    generation: AtomicU64,
     fetches: Family<FetchLabels, Counter>,
     _owner: CacheOwner,
 }
@@ -218,6 +221,23 @@ fn shell_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
 }
 
+/// A fetch under way, as [`CloneCache::generation`] shows it: odd from the start, even again
+/// (and moved on) when this is dropped, however the fetch ended.
+struct Changing<'g>(&'g AtomicU64);
+
+impl<'g> Changing<'g> {
+    fn start(generation: &'g AtomicU64) -> Self {
+        generation.fetch_add(1, Ordering::AcqRel);
+        Changing(generation)
+    }
+}
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// The heads a lookup requested at `requested` gets without a fetch: those of a fetch that
 /// started after it or at most `max_age` ago; or, after a failed fetch that is not to be repeated
 /// yet, the last heads marked stale (the error when there are none). `None`: fetch.
@@ -233,13 +253,18 @@ fn known_heads(
         return Some(Ok(Heads {
             heads: heads.clone(),
             stale: None,
+            fresh_until: started.checked_add(max_age),
         }));
     }
     match &state.last_failure {
         Some((started, error))
             if *started >= requested || (state.heads.is_some() && started.elapsed() <= max_age) =>
         {
-            Some(stale_heads(state, error.clone()))
+            Some(stale_heads(
+                state,
+                error.clone(),
+                started.checked_add(max_age),
+            ))
         }
         _ => None,
     }
@@ -247,7 +272,11 @@ fn known_heads(
 
 /// The heads of the last successful fetch, marked stale by `error`; the error when nothing was
 /// ever fetched.
-fn stale_heads(state: &FetchState, error: GitError) -> Result<Heads, GitError> {
+fn stale_heads(
+    state: &FetchState,
+    error: GitError,
+    fresh_until: Option<Instant>,
+) -> Result<Heads, GitError> {
     match &state.heads {
         Some(heads) => Ok(Heads {
             heads: heads.clone(),
@@ -255,6 +284,7 @@ fn stale_heads(state: &FetchState, error: GitError) -> Result<Heads, GitError> {
                 error,
                 fetched_at: heads.fetched_at,
             }),
+            fresh_until,
         }),
         None => Err(error),
     }
@@ -331,6 +361,7 @@ impl CloneCache {
                 heads,
                 ..FetchState::default()
             }),
+            generation: AtomicU64::new(0),
             fetches,
             _owner: owner,
         })
@@ -363,10 +394,22 @@ impl CloneCache {
         if let Some(known) = known_heads(&state, requested, max_age) {
             return known;
         }
+        let _changing = Changing::start(&self.generation);
         match self.fetch_now(&mut state) {
-            Ok(heads) => Ok(Heads { heads, stale: None }),
-            Err(error) => stale_heads(&state, error),
+            Ok(heads) => Ok(Heads {
+                heads,
+                stale: None,
+                fresh_until: None,
+            }),
+            Err(error) => stale_heads(&state, error, None),
         }
+    }
+
+    /// Where the heads are: even and the same as when a lookup read them from memory, they have
+    /// not changed since and no fetch is under way; odd while one is. Read without taking the
+    /// heads' lock (a lock, shared or not, is a write to memory every worker thread shares).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// What [`CloneCache::heads`] answers when that needs no fetch; `None` when it would fetch,
@@ -390,6 +433,7 @@ impl CloneCache {
     pub(super) fn while_heads_held<T>(&self, fetching: bool, during: impl FnOnce() -> T) -> T {
         if fetching {
             let _fetch = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let _changing = Changing::start(&self.generation);
             during()
         } else {
             let _lookup = self.state.read().unwrap_or_else(|e| e.into_inner());

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use gix::ObjectId;
 use gix::bstr::ByteSlice as _;
@@ -46,6 +47,10 @@ pub struct Stale {
 pub struct Heads {
     pub heads: Arc<RemoteHeads>,
     pub stale: Option<Stale>,
+    /// Until when a lookup may read these heads without asking again (the fetch that got them,
+    /// or the failed one that marked them stale, is within the fetch interval); `None` when a
+    /// fetch for this lookup got them.
+    pub fresh_until: Option<Instant>,
 }
 
 impl Heads {

@@ -19,8 +19,10 @@ pub mod layout;
 mod owner;
 mod tree;
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,6 +54,66 @@ const ABSENT_CACHE_ENTRIES: usize = 4096;
 /// text), with the error: it is the same at the same commit, so an event for such a service
 /// is answered from memory instead of reading and compiling the file again.
 const INVALID_CACHE_ENTRIES: usize = 256;
+
+/// The lookups each thread remembers ([`GitSource::inspect_in_memory`]): the services that
+/// send events, each with what its lookup found (the compiled config is shared, not copied).
+const REMEMBERED_LOOKUPS: usize = 256;
+
+/// Tells sources apart in the threads' memos of lookups (an address could be reused).
+static SOURCE_IDS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// What this thread's lookups from memory found, by source, service and pin. Kept per
+    /// thread so that reading it writes to no memory other threads read: a lock, or a
+    /// reference count of the compiled config, that every worker thread shares costs more on a
+    /// busy receiver than the rest of the lookup (their cache line moves between the cores).
+    static REMEMBERED: RefCell<HashMap<LookupKey, Remembered>> = RefCell::new(HashMap::new());
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct LookupKey {
+    source: u64,
+    service: ServiceRef,
+    pinned: Option<String>,
+}
+
+/// A lookup's result, valid while the heads are at `generation` and, if they were read, until
+/// they are due to be fetched again.
+#[derive(Debug)]
+struct Remembered {
+    generation: u64,
+    fresh_until: Keep,
+    found: Found,
+}
+
+/// How long what a lookup found holds, from the heads it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// No heads were read (a pinned commit): what it holds does not change.
+    Always,
+    /// Until the heads read are due to be fetched again.
+    Until(Instant),
+    /// The heads read came from a fetch for this lookup.
+    Not,
+}
+
+impl Keep {
+    fn and(self, heads: &Heads) -> Keep {
+        match (self, heads.fresh_until) {
+            (Keep::Not, _) | (_, None) => Keep::Not,
+            (Keep::Always, Some(until)) => Keep::Until(until),
+            (Keep::Until(kept), Some(until)) => Keep::Until(kept.min(until)),
+        }
+    }
+
+    fn holds_at(self, now: Instant) -> bool {
+        match self {
+            Keep::Always => true,
+            Keep::Until(until) => now <= until,
+            Keep::Not => false,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GitError {
@@ -153,6 +215,8 @@ impl GitSettings {
 
 #[derive(Debug)]
 pub struct GitSource {
+    /// This source among others, in the threads' memos of lookups.
+    id: u64,
     cache: CloneCache,
     stale_lookups: Counter,
     lookups: Vec<Lookup>,
@@ -240,6 +304,7 @@ impl GitSource {
         } = settings;
         let cache = CloneCache::open(url, &cache_dir, credentials, max_repository_bytes, fetches)?;
         Ok(GitSource {
+            id: SOURCE_IDS.fetch_add(1, Ordering::Relaxed),
             cache,
             stale_lookups,
             lookups,
@@ -295,12 +360,86 @@ impl GitSource {
         pinned: Option<&str>,
         reads: Reads,
     ) -> Result<Found, SourceError> {
-        let found = self.lookup(service, pinned, reads)?;
+        let (found, _) = self.lookup(service, pinned, reads, Instant::now())?;
+        self.note_stale(service, &found);
+        Ok(found)
+    }
+
+    fn note_stale(&self, service: &ServiceRef, found: &Found) {
         if let Some(stale) = &found.stale {
             self.stale_lookups.inc();
             tracing::warn!(url = %self.url(), error = %stale.error, fetched_at = ?stale.fetched_at, project = %service.project, stage = %service.stage, service = %service.service, "the config repository cannot be fetched: the config is looked up at the branch heads of the last successful fetch");
         }
-        Ok(found)
+    }
+
+    /// [`Self::load`] from memory ([`Reads::Memory`]), handing what it found to `use_found`
+    /// instead of returning it: a lookup this thread made before at the same heads (no fetch
+    /// since, none under way, not yet due for one) is not made again, and what it found is
+    /// lent, not copied (see [`REMEMBERED`]).
+    pub fn inspect_in_memory<R>(
+        &self,
+        service: ServiceRef,
+        pinned: Option<&str>,
+        use_found: impl FnOnce(&ServiceRef, Result<&Found, SourceError>) -> R,
+    ) -> R {
+        if REMEMBERED.try_with(|_| ()).is_err() {
+            // The thread is ending, and its memo is gone: looked up as `load` does.
+            return match self.load(&service, pinned, Reads::Memory) {
+                Ok(found) => use_found(&service, Ok(&found)),
+                Err(error) => use_found(&service, Err(error)),
+            };
+        }
+        let key = LookupKey {
+            source: self.id,
+            service,
+            pinned: pinned.map(str::to_string),
+        };
+        // The memo is there: nothing ran since it was checked, and it goes only with the thread.
+        REMEMBERED.with(|remembered| self.remembered(remembered, key, use_found))
+    }
+
+    /// [`Self::inspect_in_memory`] with this thread's memo.
+    fn remembered<R>(
+        &self,
+        remembered: &RefCell<HashMap<LookupKey, Remembered>>,
+        key: LookupKey,
+        use_found: impl FnOnce(&ServiceRef, Result<&Found, SourceError>) -> R,
+    ) -> R {
+        let generation = self.cache.generation();
+        let now = Instant::now();
+        // Odd: a fetch is under way, and a lookup from memory does not wait for it.
+        let settled = generation.is_multiple_of(2);
+        if settled
+            && let Ok(known) = remembered.try_borrow()
+            && let Some(known) = known.get(&key)
+            && known.generation == generation
+            && known.fresh_until.holds_at(now)
+        {
+            self.note_stale(&key.service, &known.found);
+            return use_found(&key.service, Ok(&known.found));
+        }
+        let found = self.lookup(&key.service, key.pinned.as_deref(), Reads::Memory, now);
+        let (found, keep) = match found {
+            Ok(found) => found,
+            Err(error) => return use_found(&key.service, Err(error)),
+        };
+        self.note_stale(&key.service, &found);
+        // Borrowed already: `use_found` looks up again (it is lent what was found, not the memo).
+        let Ok(mut known) = remembered.try_borrow_mut() else {
+            return use_found(&key.service, Ok(&found));
+        };
+        if !settled || !keep.holds_at(now) {
+            return use_found(&key.service, Ok(&found));
+        }
+        if known.len() >= REMEMBERED_LOOKUPS && !known.contains_key(&key) {
+            known.clear();
+        }
+        let entry = known.entry(key).insert_entry(Remembered {
+            generation,
+            fresh_until: keep,
+            found,
+        });
+        use_found(&entry.key().service, Ok(&entry.get().found))
     }
 
     /// The lookups in order; a problem with what stale heads led to (no default branch, an
@@ -311,9 +450,10 @@ impl GitSource {
         service: &ServiceRef,
         pinned: Option<&str>,
         reads: Reads,
-    ) -> Result<Found, SourceError> {
+        requested: Instant,
+    ) -> Result<(Found, Keep), SourceError> {
         service.check()?;
-        let requested = Instant::now();
+        let mut keep = Keep::Always;
         let pinned = pinned
             .filter(|p| !p.trim().is_empty())
             .map(parse_pin)
@@ -335,6 +475,7 @@ impl GitSource {
             let (commit, read_stale) = match (&lookup.branch, pinned) {
                 (Branch::Default, _) => {
                     let heads = self.heads(requested, reads)?;
+                    keep = keep.and(&heads);
                     stale = heads.stale.clone();
                     match heads.default_branch() {
                         Some((_, head)) => (head, heads.stale),
@@ -363,6 +504,7 @@ impl GitSource {
                 },
                 (Branch::Named(branch), None) => {
                     let heads = self.heads(requested, reads)?;
+                    keep = keep.and(&heads);
                     stale = heads.stale.clone();
                     match heads.branch(&branch.render(service)) {
                         Some(head) => (head, heads.stale),
@@ -372,19 +514,23 @@ impl GitSource {
             };
             match self.load_at(commit, path, reads) {
                 Ok(Some(loaded)) => {
-                    return Ok(Found {
+                    let found = Found {
                         config: Some(loaded),
                         stale: read_stale,
-                    });
+                    };
+                    return Ok((found, keep));
                 }
                 Ok(None) => {}
                 Err(problem) => return Err(stale_problem(&read_stale, problem)),
             }
         }
-        Ok(Found {
-            config: None,
-            stale,
-        })
+        Ok((
+            Found {
+                config: None,
+                stale,
+            },
+            keep,
+        ))
     }
 
     /// The branch heads a lookup reads (see [`CloneCache::heads`]).

@@ -845,3 +845,86 @@ fn paths_without_a_config_and_broken_configs_are_bounded_apart_from_the_compiled
         &loaded
     ));
 }
+
+#[test]
+fn lookups_from_memory_are_remembered_by_each_thread_until_the_heads_move() {
+    let repo = TestRepo::new("remembered");
+    repo.write("carts/job/config.yaml", &config_with_image("first", "[]"));
+    repo.commit("first");
+    let cache_dir = repo.dir.with_extension("cache");
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    let interval = Duration::from_millis(700);
+    let source = open_source(&repo.url(), &cache_dir, &[], interval).unwrap();
+    let inspect = |source: &GitSource, pin: Option<&str>| {
+        source.inspect_in_memory(service("main", "carts"), pin, |service, found| {
+            assert_eq!(service, &self::service("main", "carts"));
+            found.map(|found| found.config.clone().expect("carts has a config"))
+        })
+    };
+    let forget_compiled = |source: &GitSource| source.configs.lock().unwrap().found.clear();
+    let first = found(&source, "main", "carts", None);
+    let fetched_at = Instant::now();
+    assert!(Arc::ptr_eq(&inspect(&source, None).unwrap(), &first));
+
+    // Remembered by this thread: answered without the compiled configs, which a lookup reads.
+    forget_compiled(&source);
+    assert!(Arc::ptr_eq(&inspect(&source, None).unwrap(), &first));
+    assert_eq!(
+        source
+            .load(&service("main", "carts"), None, Reads::Memory)
+            .unwrap_err(),
+        SourceError::NotInMemory
+    );
+    // Not by another thread, nor for another source of the same repository.
+    let elsewhere = std::thread::scope(|s| s.spawn(|| inspect(&source, None)).join().unwrap());
+    assert_eq!(elsewhere.unwrap_err(), SourceError::NotInMemory);
+    let other_dir = repo.dir.with_extension("cache-other");
+    let _ = std::fs::remove_dir_all(&other_dir);
+    let other = open_source(&repo.url(), &other_dir, &[], interval).unwrap();
+    assert_eq!(inspect(&other, None).unwrap_err(), SourceError::NotInMemory);
+    // A fetch under way: not from memory, as when nothing is remembered.
+    assert_eq!(
+        source
+            .cache
+            .while_heads_held(true, || inspect(&source, None))
+            .unwrap_err(),
+        SourceError::NotInMemory
+    );
+    // The fetch moved the heads on: what was remembered at the old ones is not used.
+    assert_eq!(
+        inspect(&source, None).unwrap_err(),
+        SourceError::NotInMemory
+    );
+
+    // Due for a fetch: not from memory, however recently remembered.
+    let again = found(&source, "main", "carts", None);
+    assert!(Arc::ptr_eq(&inspect(&source, None).unwrap(), &again));
+    std::thread::sleep(interval.saturating_sub(fetched_at.elapsed()) + interval);
+    assert_eq!(
+        inspect(&source, None).unwrap_err(),
+        SourceError::NotInMemory
+    );
+    // Fetched again after a commit: the new config, not the remembered one.
+    repo.write("carts/job/config.yaml", &config_with_image("second", "[]"));
+    let second_commit = repo.commit("second");
+    let second = found(&source, "main", "carts", None);
+    assert_eq!(image_of(&second), "second");
+    assert!(Arc::ptr_eq(&inspect(&source, None).unwrap(), &second));
+
+    // A pinned commit holds what it holds: remembered past the heads' interval.
+    let pinned = found(&source, "main", "carts", Some(&second_commit));
+    assert!(Arc::ptr_eq(
+        &inspect(&source, Some(&second_commit)).unwrap(),
+        &pinned
+    ));
+    forget_compiled(&source);
+    std::thread::sleep(interval + Duration::from_millis(100));
+    assert!(Arc::ptr_eq(
+        &inspect(&source, Some(&second_commit)).unwrap(),
+        &pinned
+    ));
+    assert_eq!(
+        inspect(&source, None).unwrap_err(),
+        SourceError::NotInMemory
+    );
+}
