@@ -95,6 +95,19 @@ impl ServiceRef {
     }
 }
 
+/// Lends what a lookup of `service` found (or why it failed) to `use_found`, as
+/// [`Source::inspect_in_memory`] hands it over.
+pub(crate) fn lend<R>(
+    service: &ServiceRef,
+    found: Result<Found, SourceError>,
+    use_found: impl FnOnce(&ServiceRef, Result<&Found, SourceError>) -> R,
+) -> R {
+    match found {
+        Ok(found) => use_found(service, Ok(&found)),
+        Err(error) => use_found(service, Err(error)),
+    }
+}
+
 /// What looking up a service's config found.
 #[derive(Debug, Clone, Default)]
 pub struct Found {
@@ -167,10 +180,11 @@ impl Source {
         use_found: impl FnOnce(&ServiceRef, Result<&Found, SourceError>) -> R,
     ) -> R {
         match self {
-            Source::Directory(_) => match self.load(&service, pinned, Reads::Memory) {
-                Ok(found) => use_found(&service, Ok(&found)),
-                Err(error) => use_found(&service, Err(error)),
-            },
+            Source::Directory(_) => lend(
+                &service,
+                self.load(&service, pinned, Reads::Memory),
+                use_found,
+            ),
             Source::Git(git) => git.inspect_in_memory(service, pinned, use_found),
         }
     }

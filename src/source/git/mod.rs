@@ -384,10 +384,8 @@ impl GitSource {
     ) -> R {
         if REMEMBERED.try_with(|_| ()).is_err() {
             // The thread is ending, and its memo is gone: looked up as `load` does.
-            return match self.load(&service, pinned, Reads::Memory) {
-                Ok(found) => use_found(&service, Ok(&found)),
-                Err(error) => use_found(&service, Err(error)),
-            };
+            let found = self.load(&service, pinned, Reads::Memory);
+            return super::lend(&service, found, use_found);
         }
         let key = LookupKey {
             source: self.id,
