@@ -173,22 +173,38 @@ fn benches(c: &mut Criterion) {
                     b.iter(|| EventSketch::read(black_box(&text)).unwrap())
                 });
             }
+            // Planned from the sketch, with the reasons written as the answer lists them.
             let sketched = |text: &str| {
                 let sketch = EventSketch::read(text).unwrap();
-                plan_sketch_in_memory(&sketch, &source)
+                plan_sketch_in_memory(&sketch, &source, |reasons| {
+                    let mut json = Vec::with_capacity(768);
+                    reasons.write_json(&mut json);
+                    json
+                })
             };
             assert!(sketched(&text).is_some());
             c.bench_function(
-                &format!("plan a 2 KiB event from its text, parsed whole, {case}, git source"),
+                &format!(
+                    "plan a 2 KiB event from its text and write the reasons, parsed whole, {case}, git source"
+                ),
                 |b| {
                     b.iter(|| {
                         let event = CloudEvent::from_json(black_box(text.as_bytes())).unwrap();
-                        plan_event_in_memory(&event, &source, &settings)
+                        match plan_event_in_memory(&event, &source, &settings) {
+                            Some(EventPlan::Nothing { reasons }) => {
+                                let mut json = Vec::with_capacity(768);
+                                serde_json::to_writer(&mut json, &reasons).unwrap();
+                                json
+                            }
+                            plan => panic!("{plan:?}"),
+                        }
                     })
                 },
             );
             c.bench_function(
-                &format!("plan a 2 KiB event from its text, sketched, {case}, git source"),
+                &format!(
+                    "plan a 2 KiB event from its text and write the reasons, sketched, {case}, git source"
+                ),
                 |b| b.iter(|| sketched(black_box(&text))),
             );
         }

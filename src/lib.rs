@@ -8,6 +8,7 @@ pub mod event;
 pub mod files;
 pub mod health;
 pub mod ingest;
+pub mod json_text;
 pub mod labels;
 pub mod leader;
 pub mod matching;

@@ -1,13 +1,19 @@
 //! Which actions of a config an event triggers: anchored name globs and JSONPath conditions,
 //! compiled once per loaded config.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
 use globset::{GlobMatcher, GlobSet, GlobSetBuilder};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use serde_json_path::JsonPath;
+use smallvec::SmallVec;
 
 use crate::config::{JobConfig, formats};
 use crate::event::{CloudEvent, EventSketch, unescaped_string};
+use crate::json_text::{self, Escaping};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MatchError {
@@ -23,11 +29,17 @@ pub enum MatchError {
 #[derive(Debug, Clone)]
 pub struct Matcher {
     actions: Vec<CompiledAction>,
-    /// Every filter's name glob in one set, so matching an event type against hundreds of
-    /// actions is one lookup (exact names hash, globs share one automaton).
-    names: GlobSet,
-    /// For each glob of `names`: its action and filter.
+    /// Every filter's action and place in it, in file order.
     owners: Vec<(usize, usize)>,
+    /// For each event name without glob syntax (most are): the filters of that name, as
+    /// indices of `owners` in ascending order, so finding who listens for an event's type is
+    /// one hash lookup, which copies nothing.
+    exact: HashMap<String, Vec<usize>>,
+    /// The other filters' globs in one set (they share one automaton), so matching an event
+    /// type against hundreds of actions is one lookup ...
+    globbed: GlobSet,
+    /// ... and for each glob of `globbed`, its filter's index of `owners`.
+    globbed_owners: Vec<usize>,
     /// Whether every condition's property is a plain path: then an event is decided from its
     /// sketch as the whole event would be ([`Matcher::decide_sketch`]).
     plain: bool,
@@ -36,6 +48,8 @@ pub struct Matcher {
 #[derive(Debug, Clone)]
 struct CompiledAction {
     name: String,
+    /// `name` as a JSON string's contents, escaped once for every answer that names it.
+    name_json: String,
     events: Vec<CompiledFilter>,
 }
 
@@ -55,6 +69,9 @@ struct Condition {
     expected: String,
     /// ", not \"expected\"": the end of every refusal, written once.
     not_expected: String,
+    /// `source` and `not_expected` as JSON string contents, escaped once.
+    source_json: String,
+    not_expected_json: String,
     /// Conditions on the same property share a slot: [`Matcher::decide`] queries each
     /// property once per event, however many actions test it.
     slot: usize,
@@ -83,9 +100,33 @@ impl Node<'_> {
         }
     }
 
+    /// [`Self::write_to`], escaped as a JSON string's contents.
+    fn write_json_escaped(self, out: &mut Vec<u8>) {
+        let text = match self {
+            Node::Value(value) => {
+                // Writing into a `Vec` cannot fail.
+                let _ = write!(Escaping(out), "{value}");
+                return;
+            }
+            Node::Text(text) => text,
+        };
+        // A string without escapes holds no quote, backslash or control character but its
+        // two quotes (JSON allows none unescaped).
+        if let Some(plain) = unescaped_string(text) {
+            out.extend_from_slice(b"\\\"");
+            out.extend_from_slice(plain.as_bytes());
+            out.extend_from_slice(b"\\\"");
+            return;
+        }
+        let _ = match serde_json::from_str::<Value>(text.get()) {
+            Ok(value) => write!(Escaping(out), "{value}"),
+            // A sketch holds only text that parses.
+            Err(_) => write!(Escaping(out), "{}", text.get()),
+        };
+    }
+
     /// The node's JSON text as the whole event's value writes it.
     fn write_to(self, out: &mut String) {
-        use std::fmt::Write;
         let text = match self {
             Node::Value(value) => {
                 // Writing into a `String` cannot fail.
@@ -125,8 +166,9 @@ impl<'e> Nodes<'e> {
     }
 }
 
-/// The nodes each property queried so far resolved to, by slot.
-type Found<'e> = Vec<(usize, Nodes<'e>)>;
+/// The nodes each property queried so far resolved to, by slot (most configs' conditions
+/// read one or two properties: kept inline, without an allocation).
+type Found<'e> = SmallVec<[(usize, Nodes<'e>); 2]>;
 
 /// The verdict on one action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,12 +195,98 @@ pub struct Decision {
 /// an event that many actions listen for and refuse should cost about what parsing it costs.
 pub const MOST_REASONS: usize = 3;
 
+/// The verdicts on the actions that listen for an event's type, before any reason is put
+/// into words (most events run or refuse few actions: kept inline, without an allocation).
+#[derive(Debug, Default)]
+struct Verdicts<'e> {
+    matched: SmallVec<[usize; 4]>,
+    /// The first [`MOST_REASONS`] actions that refused, each with its first filter whose
+    /// condition failed.
+    refused: SmallVec<[(usize, usize); MOST_REASONS]>,
+    refused_more: usize,
+    /// What the conditions' properties resolved to, which the reasons are written from.
+    found: Found<'e>,
+}
+
+impl Verdicts<'_> {
+    /// The verdict on `action`: it runs when no filter failed (`failed` is `None`).
+    fn record(&mut self, action: usize, failed: Option<usize>) {
+        match failed {
+            None => self.matched.push(action),
+            Some(_) if self.refused.len() >= MOST_REASONS => self.refused_more += 1,
+            Some(filter) => self.refused.push((action, filter)),
+        }
+    }
+
+    fn into_decision(self, matcher: &Matcher) -> Decision {
+        Decision {
+            matched: self.matched.into_vec(),
+            refused: self
+                .refused
+                .iter()
+                .map(|&(index, filter)| ActionVerdict {
+                    index,
+                    name: matcher.actions[index].name.clone(),
+                    // Only now is the reason put into words.
+                    outcome: Err(matcher.actions[index].events[filter].refusal(&self.found)),
+                })
+                .collect(),
+            refused_more: self.refused_more,
+        }
+    }
+}
+
+/// Why the actions that listen for an event's type refuse it (none of them runs), decided on
+/// its sketch, with the reasons not yet put into words: the answer writes them straight into
+/// its JSON, from text the config's compilation escaped once.
+#[derive(Debug)]
+pub struct Refusals<'m, 'e> {
+    matcher: &'m Matcher,
+    verdicts: Verdicts<'e>,
+}
+
+impl Refusals<'_, '_> {
+    /// Whether no action listens for the event's type.
+    pub fn none_listens(&self) -> bool {
+        self.verdicts.refused.is_empty()
+    }
+
+    /// How many more actions refused than are explained ([`MOST_REASONS`]).
+    pub fn refused_more(&self) -> usize {
+        self.verdicts.refused_more
+    }
+
+    /// Writes each explained refusal, `write_one(out, action, reason)` writing one as the answer
+    /// lists it: `action` is the action's name, as a JSON string's contents, and `reason` writes
+    /// why it refused, the same way.
+    pub fn write_each(
+        &self,
+        out: &mut Vec<u8>,
+        mut write_one: impl FnMut(&mut Vec<u8>, &str, &dyn Fn(&mut Vec<u8>)),
+    ) {
+        for &(index, filter) in &self.verdicts.refused {
+            let action = &self.matcher.actions[index];
+            let reason = |out: &mut Vec<u8>| {
+                action.events[filter].write_refusal_json(&self.verdicts.found, out);
+            };
+            write_one(out, &action.name_json, &reason);
+        }
+    }
+
+    /// The decision, its reasons put into words.
+    pub fn into_decision(self) -> Decision {
+        self.verdicts.into_decision(self.matcher)
+    }
+}
+
 impl Matcher {
     /// Compiles every event filter. A config that passed `config::load` always compiles; the
     /// error exists for configs built some other way.
     pub fn compile(config: &JobConfig) -> Result<Self, MatchError> {
         let mut actions = Vec::with_capacity(config.actions.len());
-        let mut names = GlobSetBuilder::new();
+        let mut globbed = GlobSetBuilder::new();
+        let mut globbed_owners = Vec::new();
+        let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
         let mut owners = Vec::new();
         let mut properties: Vec<&str> = Vec::new();
         let mut plain = true;
@@ -173,25 +301,38 @@ impl Matcher {
                 let pattern = formats::event_glob(&filter.name)
                     .map_err(|e| compile_error(event_index, e.to_string()))?;
                 let glob = pattern.compile_matcher();
-                names.add(pattern);
+                if is_exact_name(&filter.name) {
+                    exact
+                        .entry(filter.name.clone())
+                        .or_default()
+                        .push(owners.len());
+                } else {
+                    globbed.add(pattern);
+                    globbed_owners.push(owners.len());
+                }
                 owners.push((action_index, event_index));
                 let condition = match &filter.jsonpath {
                     None => None,
-                    Some(jsonpath) => Some(Condition {
-                        source: jsonpath.property.clone(),
-                        path: formats::parse_jsonpath(&jsonpath.property)
-                            .map_err(|message| compile_error(event_index, message))?,
-                        plain: plain_names(&jsonpath.property),
-                        expected: jsonpath.match_value.clone(),
-                        not_expected: format!(", not {:?}", jsonpath.match_value),
-                        slot: match properties.iter().position(|p| *p == jsonpath.property) {
-                            Some(slot) => slot,
-                            None => {
-                                properties.push(&jsonpath.property);
-                                properties.len() - 1
-                            }
-                        },
-                    }),
+                    Some(jsonpath) => {
+                        let not_expected = format!(", not {:?}", jsonpath.match_value);
+                        Some(Condition {
+                            source: jsonpath.property.clone(),
+                            path: formats::parse_jsonpath(&jsonpath.property)
+                                .map_err(|message| compile_error(event_index, message))?,
+                            plain: plain_names(&jsonpath.property),
+                            expected: jsonpath.match_value.clone(),
+                            source_json: json_text::escaped(&jsonpath.property),
+                            not_expected_json: json_text::escaped(&not_expected),
+                            not_expected,
+                            slot: match properties.iter().position(|p| *p == jsonpath.property) {
+                                Some(slot) => slot,
+                                None => {
+                                    properties.push(&jsonpath.property);
+                                    properties.len() - 1
+                                }
+                            },
+                        })
+                    }
                 };
                 plain &= condition.as_ref().is_none_or(|c| c.plain.is_some());
                 events.push(CompiledFilter {
@@ -200,22 +341,47 @@ impl Matcher {
                     condition,
                 });
             }
+            let name = action.display_name(action_index);
             actions.push(CompiledAction {
-                name: action.display_name(action_index),
+                name_json: json_text::escaped(&name),
+                name,
                 events,
             });
         }
-        let names = names.build().map_err(|e| MatchError::Compile {
+        let globbed = globbed.build().map_err(|e| MatchError::Compile {
             action: 0,
             event: 0,
             message: e.to_string(),
         })?;
         Ok(Matcher {
             actions,
-            names,
             owners,
+            exact,
+            globbed,
+            globbed_owners,
             plain,
         })
+    }
+
+    /// The filters whose names match `event_type`, as indices of `owners` in ascending order
+    /// (so an action's filters are adjacent, in file order). Borrowed when no glob matches.
+    fn listening(&self, event_type: &str) -> Cow<'_, [usize]> {
+        let exact = self.exact.get(event_type).map_or(&[][..], Vec::as_slice);
+        if self.globbed_owners.is_empty() {
+            return Cow::Borrowed(exact);
+        }
+        let globbed = self.globbed.matches(event_type);
+        if globbed.is_empty() {
+            return Cow::Borrowed(exact);
+        }
+        let mut all = exact.to_vec();
+        all.extend(
+            globbed
+                .into_iter()
+                .filter_map(|glob| self.globbed_owners.get(glob).copied()),
+        );
+        all.sort_unstable();
+        Cow::Owned(all)
     }
 
     /// The indices of the actions the event triggers, in file order.
@@ -224,12 +390,14 @@ impl Matcher {
     }
 
     /// The actions the event triggers, and why each action that listens for the event's type
-    /// does not run. Only the actions whose names match are looked at (one `GlobSet` lookup),
-    /// so the cost does not grow with the number of actions that listen for other types;
-    /// `explain` gives a verdict on every action.
+    /// does not run. Only the actions whose names match are looked at (one hash lookup, and
+    /// one `GlobSet` lookup when some names are globs), so the cost does not grow with the
+    /// number of actions that listen for other types; `explain` gives a verdict on every
+    /// action.
     pub fn decide(&self, event: &CloudEvent) -> Decision {
-        let globs = self.names.matches(event.event_type());
-        self.decide_by(globs, |condition| condition.query(event))
+        let listening = self.listening(event.event_type());
+        self.verdicts(&listening, |condition| condition.query(event))
+            .into_decision(self)
     }
 
     /// [`Self::decide`] on an event's sketch, reading the text of the values the conditions
@@ -239,11 +407,27 @@ impl Matcher {
     /// whole event then. A plain path resolves to at most one value, which the sketch finds as
     /// the query finds it in the whole event, so the decision is the one the whole event gets.
     pub fn decide_sketch(&self, sketch: &EventSketch<'_>) -> Option<Decision> {
-        let globs = self.names.matches(sketch.event_type());
-        if !globs.is_empty() && !self.plain {
+        Some(self.sketch_verdicts(sketch)?.into_decision(self))
+    }
+
+    /// Why every action that listens for the event's type refuses it, decided on its sketch
+    /// as [`Self::decide_sketch`] decides, with the reasons not yet put into words: they are
+    /// written straight into the answer ([`Refusals::write_json`]). `None` when the sketch
+    /// cannot be decided or an action runs.
+    pub fn refusals_of_sketch<'e>(&self, sketch: &EventSketch<'e>) -> Option<Refusals<'_, 'e>> {
+        let verdicts = self.sketch_verdicts(sketch)?;
+        verdicts.matched.is_empty().then_some(Refusals {
+            matcher: self,
+            verdicts,
+        })
+    }
+
+    fn sketch_verdicts<'e>(&self, sketch: &EventSketch<'e>) -> Option<Verdicts<'e>> {
+        let listening = self.listening(sketch.event_type());
+        if !listening.is_empty() && !self.plain {
             return None;
         }
-        Some(self.decide_by(globs, |condition| {
+        Some(self.verdicts(&listening, |condition| {
             Nodes::One(
                 condition
                     .plain
@@ -254,52 +438,43 @@ impl Matcher {
         }))
     }
 
-    /// The decision on an event whose type matches these globs of `names`, and whose
-    /// conditions' properties `query` resolves.
-    fn decide_by<'e>(
+    /// The verdicts on the actions of the `listening` filters (indices of `owners`, ascending),
+    /// whose conditions' properties `query` resolves.
+    fn verdicts<'e>(
         &self,
-        mut globs: Vec<usize>,
+        listening: &[usize],
         mut query: impl FnMut(&Condition) -> Nodes<'e>,
-    ) -> Decision {
-        // Filters in file order, so "the first condition that failed" is well defined.
-        globs.sort_unstable();
-        // Per action, the first filter whose condition failed, `None` once one passed.
-        let mut verdicts: Vec<(usize, Option<usize>)> = Vec::with_capacity(globs.len());
-        let mut found = Found::new();
-        for glob in globs {
-            let Some(&(action, filter)) = self.owners.get(glob) else {
+    ) -> Verdicts<'e> {
+        let mut verdicts = Verdicts::default();
+        // The action being decided, and its first filter whose condition failed (`None` once
+        // one passed). Owners are in (action, filter) order: an action's filters are adjacent,
+        // and the first one that passes decides it.
+        let mut deciding: Option<(usize, Option<usize>)> = None;
+        for &owner in listening {
+            let Some(&(action, filter)) = self.owners.get(owner) else {
                 continue;
             };
             let compiled = &self.actions[action].events[filter];
-            // Owners are in (action, filter) order: an action's filters are adjacent, and the
-            // first one that passes decides it.
-            match verdicts.last_mut() {
+            match &mut deciding {
                 Some((last, None)) if *last == action => {}
                 Some((last, failed)) if *last == action => {
-                    if compiled.holds(&mut query, &mut found) {
+                    if compiled.holds(&mut query, &mut verdicts.found) {
                         *failed = None;
                     }
                 }
                 _ => {
-                    let holds = compiled.holds(&mut query, &mut found);
-                    verdicts.push((action, (!holds).then_some(filter)));
+                    if let Some((done, failed)) = deciding.take() {
+                        verdicts.record(done, failed);
+                    }
+                    let holds = compiled.holds(&mut query, &mut verdicts.found);
+                    deciding = Some((action, (!holds).then_some(filter)));
                 }
             }
         }
-        let mut decision = Decision::default();
-        for (index, failed) in verdicts {
-            match failed {
-                None => decision.matched.push(index),
-                Some(_) if decision.refused.len() >= MOST_REASONS => decision.refused_more += 1,
-                Some(filter) => decision.refused.push(ActionVerdict {
-                    index,
-                    name: self.actions[index].name.clone(),
-                    // Only now is the reason put into words.
-                    outcome: Err(self.actions[index].events[filter].refusal(&found)),
-                }),
-            }
+        if let Some((done, failed)) = deciding {
+            verdicts.record(done, failed);
         }
-        decision
+        verdicts
     }
 
     /// The verdict on every action, with the reason for those that do not run.
@@ -379,13 +554,28 @@ impl CompiledFilter {
     /// Why a filter that did not hold refused the event, from the nodes `holds` found (so the
     /// property is not queried again to put the reason into words).
     fn refusal(&self, found: &Found<'_>) -> String {
-        let Some(condition) = &self.condition else {
-            return "its condition failed".to_string();
-        };
-        match found.iter().find(|(slot, _)| *slot == condition.slot) {
-            Some((_, nodes)) => condition.refusal(nodes.as_slice()),
-            None => "its condition failed".to_string(),
+        match self.failed_condition(found) {
+            Some((condition, nodes)) => condition.refusal(nodes),
+            None => CONDITION_FAILED.to_string(),
         }
+    }
+
+    /// [`Self::refusal`], written as a JSON string's contents.
+    fn write_refusal_json(&self, found: &Found<'_>, out: &mut Vec<u8>) {
+        match self.failed_condition(found) {
+            Some((condition, nodes)) => condition.write_refusal_json(nodes, out),
+            None => out.extend_from_slice(CONDITION_FAILED.as_bytes()),
+        }
+    }
+
+    /// The condition that failed, with what its property resolved to.
+    fn failed_condition<'f, 'e>(
+        &self,
+        found: &'f Found<'e>,
+    ) -> Option<(&Condition, &'f [Node<'e>])> {
+        let condition = self.condition.as_ref()?;
+        let (_, nodes) = found.iter().find(|(slot, _)| *slot == condition.slot)?;
+        Some((condition, nodes.as_slice()))
     }
 
     fn check_condition(&self, event: &CloudEvent) -> Result<(), String> {
@@ -418,7 +608,7 @@ impl Condition {
     /// written into one string, as it is answered for every refused event.
     fn refusal(&self, nodes: &[Node<'_>]) -> String {
         if nodes.is_empty() {
-            return format!("{} resolves to nothing", self.source);
+            return format!("{}{RESOLVES_TO_NOTHING}", self.source);
         }
         let mut reason = String::with_capacity(self.source.len() + self.not_expected.len() + 32);
         reason.push_str(&self.source);
@@ -432,6 +622,36 @@ impl Condition {
         reason.push_str(&self.not_expected);
         reason
     }
+
+    /// [`Self::refusal`], written as a JSON string's contents from the text escaped when the
+    /// config was compiled: only what the property resolved to is escaped here.
+    fn write_refusal_json(&self, nodes: &[Node<'_>], out: &mut Vec<u8>) {
+        out.extend_from_slice(self.source_json.as_bytes());
+        if nodes.is_empty() {
+            out.extend_from_slice(RESOLVES_TO_NOTHING.as_bytes());
+            return;
+        }
+        out.extend_from_slice(b" is ");
+        for (index, node) in nodes.iter().enumerate() {
+            if index > 0 {
+                out.extend_from_slice(b", ");
+            }
+            node.write_json_escaped(out);
+        }
+        out.extend_from_slice(self.not_expected_json.as_bytes());
+    }
+}
+
+/// The reason of a filter that failed without a condition to blame (it cannot happen: a filter
+/// without one holds).
+const CONDITION_FAILED: &str = "its condition failed";
+/// The end of the reason of a condition whose property resolved to nothing.
+const RESOLVES_TO_NOTHING: &str = " resolves to nothing";
+
+/// Whether an event name is matched only by itself: it holds none of the glob syntax of
+/// [`formats::event_glob`] (wildcards, classes, alternatives, escapes).
+fn is_exact_name(name: &str) -> bool {
+    !name.contains(['*', '?', '[', ']', '{', '}', '\\'])
 }
 
 /// The names a plain path goes through (`$` followed by name segments: `.name` of ASCII
@@ -906,6 +1126,32 @@ actions:
             let whole = CloudEvent::from_json(text.as_bytes()).unwrap();
             let sketch = EventSketch::read(&text).unwrap();
             proptest::prop_assert_eq!(m.decide_sketch(&sketch), Some(m.decide(&whole)));
+        }
+    }
+
+    proptest::proptest! {
+        /// Who listens for a type is found by hashing exact names and matching only the globs,
+        /// as one `GlobSet` of every filter's name would find it.
+        #[test]
+        fn exact_names_and_globs_find_who_listens_as_one_glob_set(
+            names in proptest::collection::vec(
+                "(a\\.b|a\\.c|x|a\\.\\*|\\*\\.b|a\\.\\?|\\{a,x\\}\\.b|\\[ax\\]\\.c|a\\\\\\.b)",
+                1..6,
+            ),
+            event_type in "(a|x|y)\\.(b|c|bb)|x|a\\.b\\\\",
+        ) {
+            let actions: String = names
+                .iter()
+                .map(|name| format!("  - events: [{{name: {name:?}}}]\n    tasks: [{{image: alpine}}]\n"))
+                .collect();
+            let m = matcher(&format!("apiVersion: v2\nactions:\n{actions}"));
+            let mut every = GlobSetBuilder::new();
+            for name in &names {
+                every.add(formats::event_glob(name).unwrap());
+            }
+            let mut expected = every.build().unwrap().matches(&event_type);
+            expected.sort_unstable();
+            proptest::prop_assert_eq!(m.listening(&event_type).into_owned(), expected);
         }
     }
 

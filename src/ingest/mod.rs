@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use crate::crd::JobRun;
 use crate::event::{CloudEvent, EventSketch};
+use crate::json_text;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::source::Source;
@@ -148,39 +149,42 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
 /// event is parsed whole and planned as any other (it may start something, or is invalid).
 fn answer_from_sketch(state: &IngestState, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
     let mut sketch = EventSketch::read(parse::structured_text(headers, body)?)?;
-    let taken = take_sketch(state, &mut sketch)?;
-    state.metrics.event_received(taken.outcome.label());
-    Some(json_answer(
-        StatusCode::OK,
-        &Answer {
-            events: vec![taken.answer],
-        },
-    ))
+    let body = take_sketch(state, &mut sketch, sketch_answer)?;
+    state.metrics.event_received(Outcome::NotMatched.label());
+    Some(json_response(StatusCode::OK, body))
 }
 
 /// Takes an event that starts nothing from its sketch ([`plan::plan_sketch_in_memory`]): what
-/// the HTTP receiver and the NATS consumer share. `None`: take the whole event ([`take_event`]).
-pub(crate) fn take_sketch<'s>(
+/// the HTTP receiver and the NATS consumer share; `answer` is handed the reasons while the
+/// config is lent. `None`: take the whole event ([`take_event`]).
+pub(crate) fn take_sketch<R>(
     state: &IngestState,
-    sketch: &'s mut EventSketch<'_>,
-) -> Option<Taken<'s>> {
-    let reasons = plan::plan_sketch_in_memory(sketch, &state.source)?;
+    sketch: &mut EventSketch<'_>,
+    answer: impl FnOnce(&EventSketch<'_>, plan::SketchReasons<'_>) -> R,
+) -> Option<R> {
+    let answered =
+        plan::plan_sketch_in_memory(sketch, &state.source, |reasons| answer(sketch, reasons))?;
     // Only now: an event taken whole after all gets its span there. Built for the span only
     // when spans are recorded (an event no action listens for is otherwise never built).
     if tracing::enabled!(target: trace::TARGET, tracing::Level::INFO) {
         let _span = ingest_span(sketch.event()?);
     }
-    let sketch: &'s EventSketch<'_> = sketch;
-    Some(Taken {
-        answer: EventAnswer {
-            id: sketch.id(),
-            event_type: sketch.event_type(),
-            runs: Vec::new(),
-            error: None,
-            not_matched: Some(reasons),
-        },
-        outcome: Outcome::NotMatched,
-    })
+    Some(answered)
+}
+
+/// The answer to one event that starts nothing, written from its sketch and the reasons as
+/// serializing an [`Answer`] of its [`EventAnswer`] writes it, byte for byte, without building
+/// either: the reasons' text is escaped once, when the config is compiled.
+fn sketch_answer(sketch: &EventSketch<'_>, reasons: plan::SketchReasons<'_>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(ANSWER_BYTES_PER_EVENT);
+    body.extend_from_slice(b"{\"events\":[{\"id\":");
+    json_text::write_string(&mut body, sketch.id());
+    body.extend_from_slice(b",\"type\":");
+    json_text::write_string(&mut body, sketch.event_type());
+    body.extend_from_slice(b",\"runs\":[],\"not_matched\":");
+    reasons.write_json(&mut body);
+    body.extend_from_slice(b"}]}");
+    body
 }
 
 /// The answer to a sender that did not prove who it is: 401, or 503 when the secret to check
@@ -289,21 +293,25 @@ fn json_answer(status: StatusCode, answer: &Answer<'_>) -> Response {
     let room = ANSWER_BYTES_PER_EVENT.saturating_mul(answer.events.len().max(1));
     let mut body = Vec::with_capacity(room.min(ANSWER_BYTES_RESERVED));
     match serde_json::to_writer(&mut body, answer) {
-        Ok(()) => (
-            status,
-            [(
-                header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            )],
-            body,
-        )
-            .into_response(),
+        Ok(()) => json_response(status, body),
         // Strings and lists only: serializing them does not fail.
         Err(problem) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the answer cannot be written: {problem}"),
         ),
     }
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// What became of an event whose runs (if any) are persisted.
@@ -588,4 +596,74 @@ async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAn
         });
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::matching::Matcher;
+
+    /// What the receiver writes by hand for an event that starts nothing is, byte for byte,
+    /// the serialized answer of the same event and reasons.
+    #[test]
+    fn an_answer_written_from_a_sketch_is_the_serialized_answer() {
+        let valid = config::load(
+            r#"apiVersion: v2
+actions:
+  - name: "q\"uote"
+    events:
+      - name: "t\"\u0001"
+        jsonpath: {property: "$.data.x", match: "m\""}
+    tasks: [{image: alpine}]
+"#,
+            "c.yaml",
+        )
+        .unwrap();
+        let matcher = Matcher::compile(&valid.config).unwrap();
+        for (id, event_type, x) in [
+            ("1", "t\"\u{1}", "\"v\""),
+            ("i\\d \"é\"", "t\"\u{1}", "{\"a\":[1,\"\\n\"]}"),
+            ("\u{7f}\t", "other", "1e2"),
+        ] {
+            let text = serde_json::json!({
+                "specversion": "1.0", "id": id, "source": "s", "type": event_type,
+                "data": {"x": serde_json::from_str::<serde_json::Value>(x).unwrap()},
+            })
+            .to_string();
+            let sketch = EventSketch::read(&text).unwrap();
+            let refused = matcher.decide_sketch(&sketch).unwrap().refused;
+            assert_eq!(refused.len(), usize::from(event_type != "other"), "{text}");
+            let reasons = || plan::SketchReasons::Refused {
+                refusals: matcher.refusals_of_sketch(&sketch).unwrap(),
+                event_type: sketch.event_type(),
+                stale: None,
+            };
+            let listed = || {
+                plan::SketchReasons::Listed(vec![plan::NotMatched {
+                    action: "a\"".into(),
+                    reason: "r\\\n".into(),
+                }])
+            };
+            for (written, listed) in [
+                (sketch_answer(&sketch, reasons()), reasons().into_reasons()),
+                (sketch_answer(&sketch, listed()), listed().into_reasons()),
+            ] {
+                let serialized = serde_json::to_vec(&Answer {
+                    events: vec![EventAnswer {
+                        id: sketch.id(),
+                        event_type: sketch.event_type(),
+                        runs: Vec::new(),
+                        error: None,
+                        not_matched: Some(listed),
+                    }],
+                })
+                .unwrap();
+                assert_eq!(
+                    String::from_utf8(written).unwrap(),
+                    String::from_utf8(serialized).unwrap()
+                );
+            }
+        }
+    }
 }

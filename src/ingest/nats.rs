@@ -230,9 +230,9 @@ async fn take_message(ingest: &IngestState, message: jetstream::Message) {
     // parsed whole.
     if let Some(mut sketch) =
         structured_text(&message, ingest.max_body_bytes).and_then(EventSketch::read)
-        && let Some(taken) = take_sketch(ingest, &mut sketch)
+        && take_sketch(ingest, &mut sketch, |_, _| ()).is_some()
     {
-        acknowledge_taken(ingest, &message, taken.answer.id, taken.outcome).await;
+        acknowledge_taken(ingest, &message, sketch.id(), Outcome::NotMatched).await;
         return;
     }
     let event = match event_of(&message, ingest.max_body_bytes) {

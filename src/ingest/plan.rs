@@ -2,6 +2,7 @@
 //! anything is written.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use kube::api::ObjectMeta;
@@ -11,12 +12,15 @@ use crate::config::{Notify, NotifyRule};
 use crate::crd::{ConfigStale, JobRun, JobRunSpec, RunAction, RunConcurrency};
 use crate::event::{CloudEvent, EventSketch, split_triggered_type};
 use crate::files::StagedFile;
+use crate::json_text::{self, Escaping};
 use crate::labels::{self, MANAGED_BY, MANAGED_BY_LABEL};
-use crate::matching::Decision;
+use crate::matching::{Decision, Refusals};
 use crate::names;
 use crate::render;
 use crate::settings::Settings;
-use crate::source::{Found, LoadedConfig, Reads, ServiceRef, Source, SourceError, Stale};
+use crate::source::{
+    Found, LoadedConfig, Reads, ServiceName, ServiceRef, Source, SourceError, Stale,
+};
 
 /// The action's notification targets (checked when the config was loaded), then the
 /// installation's; a target of both with the same kind is told at the moments either names.
@@ -189,52 +193,182 @@ fn lookup_service(
         Ok(Found {
             config: None,
             stale,
-        }) => Lookup::Nothing(no_config(&service, stale.as_ref())),
+        }) => Lookup::Nothing(no_config(service.name(), stale.as_ref())),
         Err(error) => Lookup::Failed(error),
     }
 }
 
 /// Why an event starts nothing (an [`EventPlan::Nothing`]'s reasons), planned from its
-/// sketch; `None` when it may start something, or its config cannot be read from memory or
-/// used: then the whole event is planned ([`plan_event_in_memory`], [`plan_event`]), as it
-/// would be without a sketch. What is planned here is what the whole event gets: the lookup
-/// reads only Keptn's fields of `data`, which every sketch holds, and the conditions are
-/// decided on the sketch's text only when each reads a plain path (an event for a config with a
-/// condition that may read anything is not planned here).
-pub fn plan_sketch_in_memory(sketch: &EventSketch<'_>, source: &Source) -> Option<Vec<NotMatched>> {
+/// sketch and handed to `answer`, which is called while the config is lent; `None` when the
+/// event may start something, or its config cannot be read from memory or used: then the
+/// whole event is planned ([`plan_event_in_memory`], [`plan_event`]), as it would be without
+/// a sketch. What is planned here is what the whole event gets: the lookup reads only Keptn's
+/// fields of `data`, which every sketch holds, and the conditions are decided on the sketch's
+/// text only when each reads a plain path (an event for a config with a condition that may
+/// read anything is not planned here).
+pub fn plan_sketch_in_memory<R>(
+    sketch: &EventSketch<'_>,
+    source: &Source,
+    answer: impl FnOnce(SketchReasons<'_>) -> R,
+) -> Option<R> {
     // A `gitcommitid` that is not text is read as the whole event reads it.
     if sketch.holds_other_than_text("gitcommitid") {
         return None;
     }
-    let service = match ServiceRef::of_fields(|name| sketch.lookup_str(name)) {
+    let service = match ServiceName::of_fields(|name| sketch.lookup_str(name)) {
         Ok(service) => service,
-        Err(field) => return Some(no_service(field)),
+        Err(field) => return Some(answer(SketchReasons::Listed(no_service(field)))),
     };
     let pinned = sketch.string("gitcommitid");
     // What the lookup found is lent, not taken: see `Source::inspect_in_memory`.
     source.inspect_in_memory(service, pinned, |service, found| {
         let found = found.ok()?;
         let Some(loaded) = &found.config else {
-            return Some(no_config(service, found.stale.as_ref()));
+            return Some(answer(SketchReasons::Listed(no_config(
+                service,
+                found.stale.as_ref(),
+            ))));
         };
         // Decided without building the event: none is built when no action listens for the type.
-        let decision = loaded.matcher.decide_sketch(sketch)?;
-        let (matched, mut reasons) = explain_decision(sketch.event_type(), decision);
-        if !matched.is_empty() {
-            return None;
-        }
-        note_stale(&mut reasons, found.stale.as_ref());
-        Some(reasons)
+        let refusals = loaded.matcher.refusals_of_sketch(sketch)?;
+        Some(answer(SketchReasons::Refused {
+            refusals,
+            event_type: sketch.event_type(),
+            stale: found.stale.as_ref(),
+        }))
     })
+}
+
+/// Why an event planned from its sketch starts nothing: listed ([`Self::into_reasons`]), or
+/// written straight into an answer's JSON ([`Self::write_json`]) from text the config's
+/// compilation escaped once, without composing each reason first.
+#[derive(Debug)]
+// Made once per event and handed on, never stored: boxing the refusals (which keep their few
+// verdicts inline) would allocate for every event what this type exists to avoid.
+#[allow(clippy::large_enum_variant)]
+pub enum SketchReasons<'a> {
+    /// Reasons as they are: the event names no service, or the service has no config.
+    Listed(Vec<NotMatched>),
+    /// What the actions of the service's config made of the event.
+    Refused {
+        refusals: Refusals<'a, 'a>,
+        event_type: &'a str,
+        /// The config was looked up at stale branch heads.
+        stale: Option<&'a Stale>,
+    },
+}
+
+impl SketchReasons<'_> {
+    /// The reasons, as [`EventPlan::Nothing`] lists them.
+    pub fn into_reasons(self) -> Vec<NotMatched> {
+        match self {
+            SketchReasons::Listed(reasons) => reasons,
+            SketchReasons::Refused {
+                refusals,
+                event_type,
+                stale,
+            } => {
+                let (_, mut reasons) = explain_decision(event_type, refusals.into_decision());
+                note_stale(&mut reasons, stale);
+                reasons
+            }
+        }
+    }
+
+    /// Appends the reasons as the JSON array serializing [`Self::into_reasons`] writes, byte
+    /// for byte.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'[');
+        let mut first = true;
+        let mut entry = |out: &mut Vec<u8>, action: &str, reason: &dyn Fn(&mut Vec<u8>)| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"action\":\"");
+            out.extend_from_slice(action.as_bytes());
+            out.extend_from_slice(b"\",\"reason\":\"");
+            reason(out);
+            out.extend_from_slice(b"\"}");
+        };
+        // Writing into a `Vec` cannot fail.
+        fn written(text: &dyn std::fmt::Display) -> impl Fn(&mut Vec<u8>) + '_ {
+            move |out: &mut Vec<u8>| {
+                let _ = write!(Escaping(out), "{text}");
+            }
+        }
+        match self {
+            SketchReasons::Listed(reasons) => {
+                for reason in reasons {
+                    entry(out, &json_text::escaped(&reason.action), &|out| {
+                        json_text::write_escaped(out, &reason.reason);
+                    });
+                }
+            }
+            SketchReasons::Refused {
+                refusals,
+                event_type,
+                stale,
+            } => {
+                refusals.write_each(out, &mut entry);
+                if refusals.refused_more() > 0 {
+                    let more = MoreRefused {
+                        count: refusals.refused_more(),
+                        event_type,
+                    };
+                    entry(out, "", &written(&more));
+                } else if refusals.none_listens() {
+                    entry(out, "", &written(&NoListener(event_type)));
+                }
+                if let Some(stale) = stale {
+                    entry(out, "", &written(&StaleReason(stale)));
+                }
+            }
+        }
+        out.push(b']');
+    }
 }
 
 /// Why an event of a type no action listens for starts nothing. Listing every action's names
 /// here would make each unrelated event cost as much as the config is long; `job-executor
 /// render` explains every action.
+struct NoListener<'a>(&'a str);
+
+impl std::fmt::Display for NoListener<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no action listens for event type {:?}", self.0)
+    }
+}
+
+/// That more actions refused an event than are explained.
+struct MoreRefused<'a> {
+    count: usize,
+    event_type: &'a str,
+}
+
+impl std::fmt::Display for MoreRefused<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} more actions listen for event type {:?} and refused it (`job-executor render` \
+             explains every action)",
+            self.count, self.event_type
+        )
+    }
+}
+
+/// That the config was looked up at stale branch heads, and why.
+struct StaleReason<'a>(&'a Stale);
+
+impl std::fmt::Display for StaleReason<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", stale_note(self.0), self.0.error)
+    }
+}
+
 fn no_listener(event_type: &str) -> NotMatched {
     NotMatched {
         action: String::new(),
-        reason: format!("no action listens for event type {event_type:?}"),
+        reason: NoListener(event_type).to_string(),
     }
 }
 
@@ -246,7 +380,7 @@ fn no_service(field: &str) -> Vec<NotMatched> {
 }
 
 /// Why an event of a service without a config (at `stale` heads, if set) starts nothing.
-fn no_config(service: &ServiceRef, stale: Option<&Stale>) -> Vec<NotMatched> {
+fn no_config(service: ServiceName<'_>, stale: Option<&Stale>) -> Vec<NotMatched> {
     let mut reasons = vec![NotMatched {
         action: String::new(),
         reason: format!(
@@ -263,7 +397,7 @@ fn note_stale(reasons: &mut Vec<NotMatched>, stale: Option<&Stale>) {
     if let Some(stale) = stale {
         reasons.push(NotMatched {
             action: String::new(),
-            reason: format!("{}: {}", stale_note(stale), stale.error),
+            reason: StaleReason(stale).to_string(),
         });
     }
 }
@@ -405,11 +539,11 @@ fn explain_decision(event_type: &str, decision: Decision) -> (Vec<usize>, Vec<No
     if decision.refused_more > 0 {
         not_matched.push(NotMatched {
             action: String::new(),
-            reason: format!(
-                "{} more actions listen for event type {:?} and refused it (`job-executor \
-                 render` explains every action)",
-                decision.refused_more, event_type
-            ),
+            reason: MoreRefused {
+                count: decision.refused_more,
+                event_type,
+            }
+            .to_string(),
         });
     }
     if decision.matched.is_empty() && not_matched.is_empty() {
@@ -504,6 +638,12 @@ mod tests {
                 "carts",
                 [
                     action("gate", test, Some("$.data.test.teststrategy")),
+                    // A name and a value that JSON and Rust's `{:?}` escape.
+                    format!(
+                        "  - name: \"say \\\"hi\\\" \\\\ é\"\n    events:\n      - name: {test}\n        \
+                         jsonpath: {{property: \"$.data.test.teststrategy\", match: \"a \\\"b\\\" \\t\"}}\n    \
+                         tasks: [{{name: t, image: alpine}}]\n"
+                    ),
                     action("typed", test, Some("$.type")),
                     action("result", test, Some("$.data.result")),
                     action("sli", test, Some("$.data['get-sli'].sliProvider")),
@@ -535,10 +675,24 @@ mod tests {
         .to_string()
     }
 
-    /// The sketch's plan, checked against the whole event's.
+    /// The sketch's plan, checked against the whole event's, and its reasons as written into
+    /// the answer against them serialized.
     fn planned(source: &Source, text: &str) -> Option<Vec<NotMatched>> {
         let settings = Settings::defaults();
-        let from_sketch = plan_sketch_in_memory(&EventSketch::read(text).unwrap(), source);
+        let sketch = EventSketch::read(text).unwrap();
+        let written = plan_sketch_in_memory(&sketch, source, |reasons| {
+            let mut json = Vec::new();
+            reasons.write_json(&mut json);
+            String::from_utf8(json).unwrap()
+        });
+        let from_sketch = plan_sketch_in_memory(&sketch, source, |reasons| reasons.into_reasons());
+        assert_eq!(
+            written,
+            from_sketch
+                .as_ref()
+                .map(|reasons| serde_json::to_string(reasons).unwrap()),
+            "{text}"
+        );
         let event = CloudEvent::from_json(text.as_bytes()).unwrap();
         match plan_event_in_memory(&event, source, &settings).unwrap() {
             EventPlan::Nothing { reasons } if from_sketch.is_some() => {
@@ -598,9 +752,10 @@ mod tests {
         let root = scratch("sketch-any");
         let source = source(&root);
         let events = (
-            "sh\\.keptn\\.event\\.(test|deployment|other)\\.triggered",
+            // Types and values with what JSON escapes, and what Rust's `{:?}` escapes.
+            "sh\\.keptn\\.event\\.(test|deployment|other|q\"t|b\\\\s|tab\t|é|\u{7f})\\.triggered",
             "(carts|orders|broken|ghost)",
-            proptest::option::of("(locust|jmeter)"),
+            proptest::option::of("(locust|jmeter|q\"t|nl\n|\u{1}|é)"),
             proptest::option::of(prop_oneof![Just(json!("locust")), Just(json!(7))]),
             proptest::collection::vec(("[a-z]{1,4}", "[a-z]{0,9}"), 0..4),
         );

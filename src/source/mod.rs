@@ -77,12 +77,16 @@ impl ServiceRef {
     pub fn of_fields<'e>(
         data_str: impl Fn(&str) -> Option<&'e str>,
     ) -> Result<ServiceRef, &'static str> {
-        let field = |name: &'static str| data_str(name).map(str::to_string).ok_or(name);
-        Ok(ServiceRef {
-            project: field("project")?,
-            stage: field("stage")?,
-            service: field("service")?,
-        })
+        ServiceName::of_fields(data_str).map(ServiceName::to_owned)
+    }
+
+    /// Its names, borrowed.
+    pub fn name(&self) -> ServiceName<'_> {
+        ServiceName {
+            project: &self.project,
+            stage: &self.stage,
+            service: &self.service,
+        }
     }
 
     /// Checks that every field can name a directory or a branch: not empty, no separators, no
@@ -95,12 +99,44 @@ impl ServiceRef {
     }
 }
 
+/// The names of the service an event is about, borrowed from the event: what a lookup from
+/// memory reads ([`Source::inspect_in_memory`]), so an event answered from memory copies none
+/// of them. Hashed as its [`ServiceRef`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServiceName<'a> {
+    pub project: &'a str,
+    pub stage: &'a str,
+    pub service: &'a str,
+}
+
+impl<'a> ServiceName<'a> {
+    /// [`ServiceRef::of_fields`], borrowed.
+    pub fn of_fields(
+        data_str: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<ServiceName<'a>, &'static str> {
+        let field = |name: &'static str| data_str(name).ok_or(name);
+        Ok(ServiceName {
+            project: field("project")?,
+            stage: field("stage")?,
+            service: field("service")?,
+        })
+    }
+
+    pub fn to_owned(self) -> ServiceRef {
+        ServiceRef {
+            project: self.project.to_string(),
+            stage: self.stage.to_string(),
+            service: self.service.to_string(),
+        }
+    }
+}
+
 /// Lends what a lookup of `service` found (or why it failed) to `use_found`, as
 /// [`Source::inspect_in_memory`] hands it over.
 pub(crate) fn lend<R>(
-    service: &ServiceRef,
+    service: ServiceName<'_>,
     found: Result<Found, SourceError>,
-    use_found: impl FnOnce(&ServiceRef, Result<&Found, SourceError>) -> R,
+    use_found: impl FnOnce(ServiceName<'_>, Result<&Found, SourceError>) -> R,
 ) -> R {
     match found {
         Ok(found) => use_found(service, Ok(&found)),
@@ -175,14 +211,14 @@ impl Source {
     /// threads ([`GitSource::inspect_in_memory`](git::GitSource::inspect_in_memory)).
     pub fn inspect_in_memory<R>(
         &self,
-        service: ServiceRef,
+        service: ServiceName<'_>,
         pinned: Option<&str>,
-        use_found: impl FnOnce(&ServiceRef, Result<&Found, SourceError>) -> R,
+        use_found: impl FnOnce(ServiceName<'_>, Result<&Found, SourceError>) -> R,
     ) -> R {
         match self {
             Source::Directory(_) => lend(
-                &service,
-                self.load(&service, pinned, Reads::Memory),
+                service,
+                self.load(&service.to_owned(), pinned, Reads::Memory),
                 use_found,
             ),
             Source::Git(git) => git.inspect_in_memory(service, pinned, use_found),

@@ -38,7 +38,7 @@ pub use heads::Stale;
 use layout::{Branch, Lookup};
 use tree::{CommitTree, WalkError};
 
-use super::{Found, LoadedConfig, Reads, ServiceRef, SourceError, compile};
+use super::{Found, LoadedConfig, Reads, ServiceName, ServiceRef, SourceError, compile};
 use crate::config::{self, ConfigError, Task};
 use crate::files::{self, RunFiles};
 
@@ -67,14 +67,44 @@ thread_local! {
     /// thread so that reading it writes to no memory other threads read: a lock, or a
     /// reference count of the compiled config, that every worker thread shares costs more on a
     /// busy receiver than the rest of the lookup (their cache line moves between the cores).
-    static REMEMBERED: RefCell<HashMap<LookupKey, Remembered>> = RefCell::new(HashMap::new());
+    static REMEMBERED: RefCell<Memo> = RefCell::new(Memo::default());
 }
+
+/// A thread's memo of lookups, found by a key borrowed from the event ([`LookupOf`]).
+type Memo = hashbrown::HashMap<LookupKey, Remembered>;
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct LookupKey {
     source: u64,
     service: ServiceRef,
     pinned: Option<String>,
+}
+
+/// A [`LookupKey`] borrowed from the event: its fields hash as the key's do (a `String` hashes
+/// as its `str`), so the memo is searched without copying the event's names.
+#[derive(Debug, Clone, Copy, Hash)]
+struct LookupOf<'a> {
+    source: u64,
+    service: ServiceName<'a>,
+    pinned: Option<&'a str>,
+}
+
+impl hashbrown::Equivalent<LookupKey> for LookupOf<'_> {
+    fn equivalent(&self, key: &LookupKey) -> bool {
+        self.source == key.source
+            && self.service == key.service.name()
+            && self.pinned == key.pinned.as_deref()
+    }
+}
+
+impl LookupOf<'_> {
+    fn to_owned(self) -> LookupKey {
+        LookupKey {
+            source: self.source,
+            service: self.service.to_owned(),
+            pinned: self.pinned.map(str::to_string),
+        }
+    }
 }
 
 /// A lookup's result, valid while the heads are at `generation` and, if they were read, until
@@ -361,11 +391,11 @@ impl GitSource {
         reads: Reads,
     ) -> Result<Found, SourceError> {
         let (found, _) = self.lookup(service, pinned, reads, Instant::now())?;
-        self.note_stale(service, &found);
+        self.note_stale(service.name(), &found);
         Ok(found)
     }
 
-    fn note_stale(&self, service: &ServiceRef, found: &Found) {
+    fn note_stale(&self, service: ServiceName<'_>, found: &Found) {
         if let Some(stale) = &found.stale {
             self.stale_lookups.inc();
             tracing::warn!(url = %self.url(), error = %stale.error, fetched_at = ?stale.fetched_at, project = %service.project, stage = %service.stage, service = %service.service, "the config repository cannot be fetched: the config is looked up at the branch heads of the last successful fetch");
@@ -378,19 +408,19 @@ impl GitSource {
     /// lent, not copied (see [`REMEMBERED`]).
     pub fn inspect_in_memory<R>(
         &self,
-        service: ServiceRef,
+        service: ServiceName<'_>,
         pinned: Option<&str>,
-        use_found: impl FnOnce(&ServiceRef, Result<&Found, SourceError>) -> R,
+        use_found: impl FnOnce(ServiceName<'_>, Result<&Found, SourceError>) -> R,
     ) -> R {
         if REMEMBERED.try_with(|_| ()).is_err() {
             // The thread is ending, and its memo is gone: looked up as `load` does.
-            let found = self.load(&service, pinned, Reads::Memory);
-            return super::lend(&service, found, use_found);
+            let found = self.load(&service.to_owned(), pinned, Reads::Memory);
+            return super::lend(service, found, use_found);
         }
-        let key = LookupKey {
+        let key = LookupOf {
             source: self.id,
             service,
-            pinned: pinned.map(str::to_string),
+            pinned,
         };
         // The memo is there: nothing ran since it was checked, and it goes only with the thread.
         REMEMBERED.with(|remembered| self.remembered(remembered, key, use_found))
@@ -399,9 +429,9 @@ impl GitSource {
     /// [`Self::inspect_in_memory`] with this thread's memo.
     fn remembered<R>(
         &self,
-        remembered: &RefCell<HashMap<LookupKey, Remembered>>,
-        key: LookupKey,
-        use_found: impl FnOnce(&ServiceRef, Result<&Found, SourceError>) -> R,
+        remembered: &RefCell<Memo>,
+        key: LookupOf<'_>,
+        use_found: impl FnOnce(ServiceName<'_>, Result<&Found, SourceError>) -> R,
     ) -> R {
         let generation = self.cache.generation();
         let now = Instant::now();
@@ -413,31 +443,32 @@ impl GitSource {
             && known.generation == generation
             && known.fresh_until.holds_at(now)
         {
-            self.note_stale(&key.service, &known.found);
-            return use_found(&key.service, Ok(&known.found));
+            self.note_stale(key.service, &known.found);
+            return use_found(key.service, Ok(&known.found));
         }
+        let key = key.to_owned();
         let found = self.lookup(&key.service, key.pinned.as_deref(), Reads::Memory, now);
         let (found, keep) = match found {
             Ok(found) => found,
-            Err(error) => return use_found(&key.service, Err(error)),
+            Err(error) => return use_found(key.service.name(), Err(error)),
         };
-        self.note_stale(&key.service, &found);
+        self.note_stale(key.service.name(), &found);
         // Borrowed already: `use_found` looks up again (it is lent what was found, not the memo).
         let Ok(mut known) = remembered.try_borrow_mut() else {
-            return use_found(&key.service, Ok(&found));
+            return use_found(key.service.name(), Ok(&found));
         };
         if !settled || !keep.holds_at(now) {
-            return use_found(&key.service, Ok(&found));
+            return use_found(key.service.name(), Ok(&found));
         }
         if known.len() >= REMEMBERED_LOOKUPS && !known.contains_key(&key) {
             known.clear();
         }
-        let entry = known.entry(key).insert_entry(Remembered {
+        let entry = known.entry(key).insert(Remembered {
             generation,
             fresh_until: keep,
             found,
         });
-        use_found(&entry.key().service, Ok(&entry.get().found))
+        use_found(entry.key().service.name(), Ok(&entry.get().found))
     }
 
     /// The lookups in order; a problem with what stale heads led to (no default branch, an

@@ -856,8 +856,8 @@ fn lookups_from_memory_are_remembered_by_each_thread_until_the_heads_move() {
     let interval = Duration::from_millis(700);
     let source = open_source(&repo.url(), &cache_dir, &[], interval).unwrap();
     let inspect = |source: &GitSource, pin: Option<&str>| {
-        source.inspect_in_memory(service("main", "carts"), pin, |service, found| {
-            assert_eq!(service, &self::service("main", "carts"));
+        source.inspect_in_memory(service("main", "carts").name(), pin, |service, found| {
+            assert_eq!(service.to_owned(), self::service("main", "carts"));
             found.map(|found| found.config.clone().expect("carts has a config"))
         })
     };

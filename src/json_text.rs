@@ -1,0 +1,108 @@
+//! JSON text written by hand into an answer's buffer. Strings are escaped exactly as serde_json
+//! escapes them, so what is written here is, byte for byte, what serde_json would write; and
+//! text composed once (a config's action names, a condition's words) is escaped once, when the
+//! config is compiled, instead of for every event it refuses.
+
+use std::fmt;
+
+/// How serde_json writes the control characters U+0000 to U+001F in a string.
+const CONTROL: [&str; 32] = [
+    "\\u0000", "\\u0001", "\\u0002", "\\u0003", "\\u0004", "\\u0005", "\\u0006", "\\u0007", "\\b",
+    "\\t", "\\n", "\\u000b", "\\f", "\\r", "\\u000e", "\\u000f", "\\u0010", "\\u0011", "\\u0012",
+    "\\u0013", "\\u0014", "\\u0015", "\\u0016", "\\u0017", "\\u0018", "\\u0019", "\\u001a",
+    "\\u001b", "\\u001c", "\\u001d", "\\u001e", "\\u001f",
+];
+
+/// Hands `text` to `emit` as a JSON string's contents, in pieces: runs of it as they are, and
+/// the escape of each quote, backslash and control character (nothing else is escaped).
+fn escape_pieces(text: &str, mut emit: impl FnMut(&str)) {
+    let mut start = 0;
+    for (at, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x00..=0x1f => CONTROL[usize::from(byte)],
+            _ => continue,
+        };
+        // `at` is the place of an ASCII byte, so both slices end on character boundaries.
+        emit(&text[start..at]);
+        emit(escape);
+        start = at + 1;
+    }
+    emit(&text[start..]);
+}
+
+/// Appends `text` as a JSON string's contents (without the quotes).
+pub fn write_escaped(out: &mut Vec<u8>, text: &str) {
+    escape_pieces(text, |piece| out.extend_from_slice(piece.as_bytes()));
+}
+
+/// Appends `text` as a JSON string, quoted.
+pub fn write_string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    write_escaped(out, text);
+    out.push(b'"');
+}
+
+/// `text` as a JSON string's contents, to be written as it is later.
+pub fn escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    escape_pieces(text, |piece| out.push_str(piece));
+    out
+}
+
+/// Formatted text (`write!`) appended as a JSON string's contents.
+pub struct Escaping<'a>(pub &'a mut Vec<u8>);
+
+impl fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        write_escaped(self.0, text);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write;
+
+    use super::*;
+
+    fn serde(text: &str) -> String {
+        serde_json::to_string(text).unwrap()
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        let mut every_ascii: String = (0u8..0x80).map(char::from).collect();
+        every_ascii.push_str("é ü \u{2028} \u{10FFFF} \u{7f} \\u0041");
+        for text in [
+            "",
+            "plain",
+            "\"",
+            "\\",
+            "a\"b\\c\nd",
+            "$.data.test.teststrategy is \"none\", not \"strategy-0\"",
+            &every_ascii,
+        ] {
+            let mut out = Vec::new();
+            write_string(&mut out, text);
+            assert_eq!(String::from_utf8(out).unwrap(), serde(text), "{text:?}");
+            assert_eq!(format!("\"{}\"", escaped(text)), serde(text), "{text:?}");
+            let mut formatted = Vec::new();
+            write!(Escaping(&mut formatted), "{text}").unwrap();
+            assert_eq!(
+                format!("\"{}\"", String::from_utf8(formatted).unwrap()),
+                serde(text)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_string_is_written_as_serde_json_writes_it(text in "\\PC*|[\\x00-\\x7f]*") {
+            let mut out = Vec::new();
+            write_string(&mut out, &text);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), serde(&text));
+        }
+    }
+}
