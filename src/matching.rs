@@ -412,7 +412,7 @@ impl Matcher {
 
     /// Why every action that listens for the event's type refuses it, decided on its sketch
     /// as [`Self::decide_sketch`] decides, with the reasons not yet put into words: they are
-    /// written straight into the answer ([`Refusals::write_json`]). `None` when the sketch
+    /// written straight into the answer ([`Refusals::write_each`]). `None` when the sketch
     /// cannot be decided or an action runs.
     pub fn refusals_of_sketch<'e>(&self, sketch: &EventSketch<'e>) -> Option<Refusals<'_, 'e>> {
         let verdicts = self.sketch_verdicts(sketch)?;
