@@ -11,6 +11,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+// The tests' git host: `git http-backend` behind axum, here made to answer slowly.
+#[allow(dead_code)]
+#[path = "../tests/support/git.rs"]
+mod git_host;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -990,18 +994,55 @@ fn wrk_with(
     threads: usize,
     connections: usize,
 ) -> (f64, u64) {
+    let measured = wrk_run(url, script, seconds, threads, connections, &[]);
+    (measured.rate, measured.non_2xx)
+}
+
+/// What one `wrk` run printed.
+struct Wrk {
+    rate: f64,
+    non_2xx: u64,
+    /// The whole output (`--latency` adds the percentiles).
+    text: String,
+}
+
+impl Wrk {
+    /// A latency `wrk` printed, as it printed it: `max` of the `Latency` row, or a percentile
+    /// (`99%`) of `--latency`'s distribution.
+    fn latency(&self, which: &str) -> String {
+        let found = self.text.lines().find_map(|line| {
+            let mut words = line.split_whitespace();
+            match (which, words.next()) {
+                ("max", Some("Latency")) => words.nth(2),
+                (percent, Some(first)) if first == percent => words.next(),
+                _ => None,
+            }
+        });
+        found.unwrap_or("?").to_string()
+    }
+}
+
+fn wrk_run(
+    url: &str,
+    script: &Path,
+    seconds: u32,
+    threads: usize,
+    connections: usize,
+    extra: &[&str],
+) -> Wrk {
     let output = Command::new("wrk")
         .args([
             &format!("-t{threads}"),
             &format!("-c{connections}"),
             &format!("-d{seconds}s"),
-            "-s",
         ])
+        .args(extra)
+        .arg("-s")
         .arg(script)
         .arg(url)
         .output()
         .expect("wrk is installed by scripts/setup-tools (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
     let Some(rate) = text
         .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
@@ -1017,7 +1058,11 @@ fn wrk_with(
         .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    (rate, non_2xx)
+    Wrk {
+        rate,
+        non_2xx,
+        text,
+    }
 }
 
 /// A wrk script posting `body` with `headers`; with `unique`, every request replaces `EVENTID`
@@ -1380,6 +1425,63 @@ fn ingest_phase(
         }
     }
     rows
+}
+
+/// How long the git host of the fetch phase takes to answer each request: a fetch is two
+/// requests, so about as long as a fetch from a distant host takes.
+const SLOW_GIT_HOST: Duration = Duration::from_millis(300);
+/// The fetch phase's fetch interval: short, so that a run of `wrk` sees several fetches.
+const FETCH_PHASE_INTERVAL_SECONDS: u32 = 2;
+
+/// Ingest of events 20 actions refuse under `wrk`'s closed loop, the config on a git host that
+/// takes [`SLOW_GIT_HOST`] to answer each request, fetched every
+/// [`FETCH_PHASE_INTERVAL_SECONDS`]: whether events wait for the fetches shows in the latency's
+/// tail. The operator's ingest and the host.
+async fn fetch_phase(
+    plan: Plan,
+    operator: SocketAddr,
+    host: &git_host::GitHttpServer,
+    dir: &Path,
+    problems: &Problems,
+) -> Vec<(String, String)> {
+    let mut refused = event("sh.keptn.event.gate.triggered", "refused");
+    refused["data"]["test"] = json!({"teststrategy": "none"});
+    let script = wrk_script(dir, "fetch.lua", &refused, &content_type(CLOUDEVENT), false);
+    let url = format!("http://{operator}/events");
+    // Warm-up: connections, and the first fetch (the clone) behind.
+    let warm = url.clone();
+    let warm_script = script.clone();
+    tokio::task::spawn_blocking(move || wrk(&warm, &warm_script, 1))
+        .await
+        .unwrap();
+    let fetches = host.fetches();
+    let seconds = plan.wrk_seconds;
+    let measured =
+        tokio::task::spawn_blocking(move || wrk_run(&url, &script, seconds, 2, 32, &["--latency"]))
+            .await
+            .unwrap();
+    let fetched = host.fetches() - fetches;
+    problems.all_2xx("ingest from a slow git host", measured.non_2xx);
+    problems.check(measured.rate > 0.0, || {
+        "ingest from a slow git host: nothing measured".to_string()
+    });
+    vec![(
+        format!(
+            "ingest latency, events 20 actions listen for and refuse, the config on a git host \
+             answering each request in {} ms, fetched every {FETCH_PHASE_INTERVAL_SECONDS} s \
+             (wrk -t2 -c32 --latency, {seconds} s)",
+            SLOW_GIT_HOST.as_millis()
+        ),
+        format!(
+            "p50 {}, p90 {}, p99 {}, max {}; {:.0} req/s; {fetched} fetches in the run{}",
+            measured.latency("50%"),
+            measured.latency("90%"),
+            measured.latency("99%"),
+            measured.latency("max"),
+            measured.rate,
+            plan.goal("no event waits for a fetch: p99 far below a fetch"),
+        ),
+    )]
 }
 
 /// The URL of the JobRuns of `namespace` on the API server at `server`, and the headers a
@@ -1954,9 +2056,10 @@ async fn run(
     // own).
     let wanted = |phase: &str| {
         if phases.is_empty() {
-            let no_api_server = phase == "ingest" && matches!(target, Target::Cluster(_));
+            let no_api_server =
+                (phase == "ingest" || phase == "fetch") && matches!(target, Target::Cluster(_));
             let one_replicas_own =
-                replicas > 1 && (phase == "ingest" || phase == "memory" || phase == "retained");
+                replicas > 1 && ["ingest", "fetch", "memory", "retained"].contains(&phase);
             !no_api_server && !one_replicas_own
         } else {
             phases.iter().any(|p| p == phase)
@@ -1988,6 +2091,51 @@ async fn run(
             problems,
         );
         drop(from_git);
+        for (name, value) in rows_of_phase {
+            report(&mut rows, load, name, value);
+        }
+    }
+
+    if wanted("fetch") {
+        // No API server is involved: kube-sim only, whatever the target.
+        let load = load_average();
+        let root = dir.join("git-host");
+        let repo = root.join("bench");
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(repo.join("bench/job")).unwrap();
+        std::fs::copy(
+            dir.join("bench/job/config.yaml"),
+            repo.join("bench/job/config.yaml"),
+        )
+        .unwrap();
+        common::commit_as_repository(&repo, "dev");
+        let host = git_host::GitHttpServer::start(&root, None).await;
+        host.answer_after(SLOW_GIT_HOST);
+        let stack = Stack::start(&Target::Sim, &dir, "fetch", &sink, 1, SHIPPED).await;
+        let interval = FETCH_PHASE_INTERVAL_SECONDS.to_string();
+        let cache = dir.join("git-host-cache");
+        let _ = std::fs::remove_dir_all(&cache);
+        let source = [
+            "--git-url",
+            &host.url("bench"),
+            "--git-cache-dir",
+            cache.to_str().unwrap(),
+            "--git-fetch-interval-seconds",
+            &interval,
+        ]
+        .map(String::from);
+        let operator = start_operator(
+            &dir.join("kubeconfig-fetch"),
+            &source,
+            &sink,
+            "default",
+            "load-fetch",
+            SHIPPED,
+        )
+        .await;
+        let rows_of_phase = fetch_phase(plan, operator.ingest, &host, &dir, problems).await;
+        drop(operator);
+        drop(stack);
         for (name, value) in rows_of_phase {
             report(&mut rows, load, name, value);
         }
@@ -2192,8 +2340,8 @@ fn main() {
     {
         plan.steady_interval = Duration::from_secs_f64(1.0 / rate);
     }
-    // `LOAD_PHASES=ingest,accept` runs only those (of ingest, accept, latency, requests,
-    // memory); all by default (on the cluster all but ingest).
+    // `LOAD_PHASES=ingest,accept` runs only those (of ingest, fetch, accept, latency,
+    // requests, memory, retained); all by default (on the cluster all but ingest and fetch).
     let phases: Vec<String> = std::env::var("LOAD_PHASES")
         .map(|v| v.split(',').map(|p| p.trim().to_string()).collect())
         .unwrap_or_default();

@@ -642,6 +642,89 @@ async fn a_burst_of_events_for_one_branch_shares_one_fetch() {
     );
 }
 
+/// Under a steady stream of events none waits for a fetch. Late in the fetch interval (a
+/// quarter of it left, or twice what the last fetch took) an event starts a fetch ahead and is answered from the heads the operator has;
+/// while that fetch hangs on the git host, events are answered the same way. An event once the
+/// heads are due waits for the fetch (a config is never older than the interval), and that
+/// fetch ahead serves it: it runs the commit pushed meanwhile, and nothing else is fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_steady_stream_of_events_none_waits_for_a_fetch() {
+    let root = temp("ahead");
+    let repo = GitRepo::new(root.join("sockshop"));
+    sockshop(&repo);
+    let server = GitHttpServer::start(&root, None).await;
+    let interval = Duration::from_secs(8);
+    let args = git_args(
+        "ahead",
+        &server.url("sockshop"),
+        &["--git-fetch-interval-seconds", "8"],
+    );
+    let h = Harness::start_with_source(kube_sim::Sim::builder(), args, &[]).await;
+    let warm = Instant::now();
+    let response = h.post_event(&event("warm", "dev", "carts", None)).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    // The heads are due from the fetch's start plus the interval, at most this.
+    let due = Instant::now() + interval;
+    assert_eq!(server.fetches(), 1);
+
+    // The git host hangs from now on, and a commit is pushed.
+    server.hold();
+    repo.switch("dev");
+    repo.write("carts/data/a.txt", "dev a v2");
+    let pushed = repo.commit("v2");
+    let arrived = server.arrivals();
+    let mut unrelated = event("unrelated", "dev", "carts", None);
+    unrelated["type"] = json!("sh.keptn.event.unrelated.triggered");
+    let answered_at_once = |at: &str| {
+        let h = &h;
+        let unrelated = unrelated.clone();
+        let at = at.to_string();
+        async move {
+            let response = tokio::time::timeout(Duration::from_secs(5), h.post_event(&unrelated))
+                .await
+                .unwrap_or_else(|_| panic!("{at}: an event waited for the fetch"));
+            assert_eq!(response.status, 200, "{at}: {:?}", response.body);
+        }
+    };
+    // A steady stream: one event each 50 ms until one starts the fetch ahead.
+    while server.arrivals() == arrived {
+        answered_at_once("before the fetch ahead").await;
+        assert!(
+            Instant::now() < due,
+            "no fetch ahead before the heads were due: {}",
+            h.operator_log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        Instant::now() >= warm + interval / 2,
+        "fetched ahead before the second half of the interval"
+    );
+    // The fetch ahead hangs on the host; events go on being answered.
+    for _ in 0..5 {
+        answered_at_once("while the fetch ahead hangs").await;
+    }
+    assert!(
+        Instant::now() < due,
+        "the machine was too slow to tell: the heads were due"
+    );
+
+    // Due: an event waits for the fetch, however long the host takes.
+    tokio::time::sleep_until((due + Duration::from_millis(200)).into()).await;
+    let waiting = h.post_event_in_background(&event("due", "dev", "carts", None));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !waiting.is_finished(),
+        "an event read heads past the interval"
+    );
+    server.release();
+    let response = waiting.await.unwrap().expect("answered");
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    expect_success(&h, "due").await;
+    assert_eq!(run_of(&h, "due")["spec"]["configRevision"], pushed.as_str());
+    assert_eq!(server.fetches(), 2, "{:?}", server.requests());
+}
+
 /// The operator's clone in a cache directory (one bare repository per URL).
 fn cached_clone(cache: &Path) -> Option<PathBuf> {
     std::fs::read_dir(cache)

@@ -192,7 +192,8 @@ pub struct GitArgs {
     /// HTTPS password or token.
     #[arg(long, env = "JOB_EXECUTOR_GIT_PASSWORD", hide_env_values = true)]
     pub git_password: Option<String>,
-    /// A branch head older than this is fetched again before it is used.
+    /// A branch head older than this is fetched again before it is used. Under a steady
+    /// stream of events it is fetched ahead, before it is this old, so that no event waits.
     #[arg(
         long,
         env = "JOB_EXECUTOR_GIT_FETCH_INTERVAL_SECONDS",

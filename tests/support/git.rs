@@ -146,6 +146,12 @@ struct ServerState {
     /// The `Authorization` header a request must carry, if any.
     expected_auth: Option<String>,
     log: Arc<Mutex<Vec<GitRequest>>>,
+    /// Requests that arrived, answered or not.
+    arrived: Arc<std::sync::atomic::AtomicUsize>,
+    /// While true, requests wait before they are answered (a git host that hangs).
+    held: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Milliseconds each answer waits (a distant git host).
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// `git http-backend` behind axum, serving every repository under `root` at `/<name>`.
@@ -173,6 +179,9 @@ impl GitHttpServer {
                 format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
             }),
             log: log.clone(),
+            arrived: Arc::default(),
+            held: Arc::new(tokio::sync::watch::Sender::new(false)),
+            delay_ms: Arc::default(),
         };
         let addr = listener.local_addr().unwrap();
         let task = Some(spawn_server(listener, state.clone()));
@@ -221,6 +230,29 @@ impl GitHttpServer {
         format!("{}/{name}", self.base)
     }
 
+    /// Requests that arrive from now on wait, unanswered, until [`release`](Self::release).
+    pub fn hold(&self) {
+        self.state.held.send_replace(true);
+    }
+
+    /// Each answer from now on waits `delay` first, as a distant host's does.
+    pub fn answer_after(&self, delay: std::time::Duration) {
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.state
+            .delay_ms
+            .store(millis, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Answers the requests held, and the next ones at once.
+    pub fn release(&self) {
+        self.state.held.send_replace(false);
+    }
+
+    /// Requests that arrived, held or answered.
+    pub fn arrivals(&self) -> usize {
+        self.state.arrived.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn requests(&self) -> Vec<GitRequest> {
         self.log.lock().unwrap().clone()
     }
@@ -245,6 +277,12 @@ fn spawn_server(
 }
 
 async fn cgi(State(state): State<ServerState>, request: Request) -> Response {
+    state
+        .arrived
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let _ = state.held.subscribe().wait_for(|held| !*held).await;
+    let delay = state.delay_ms.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     let method = parts.method.to_string();

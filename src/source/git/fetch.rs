@@ -7,9 +7,16 @@
 //! configured to (`uploadpack.allowReachableSHA1InWant`); after the first fetch every fetch is
 //! incremental anyway.
 //!
-//! One mutex covers "is the last fetch recent enough, else fetch", so a burst of events for the
-//! same branch shares one fetch, and a failed fetch is reported to every request that waited
-//! for it instead of being repeated by each.
+//! One fetch runs at a time: a burst of events for the same branch whose heads are due shares
+//! one fetch, and a failed fetch is reported to every request that waited for it instead of
+//! being repeated by each. Lookups whose heads are not due read them while a fetch runs; the
+//! fetch holds the heads' lock only to record what it found.
+//!
+//! Under a steady stream of events, no event waits for a fetch: once what is left of the fetch
+//! interval is twice as long as the last fetch took (at least a quarter of the interval, at most
+//! half), a lookup starts a fetch ahead on a thread of its own and reads the heads it has
+//! meanwhile ([`CloneCache::fetch_ahead`]). A fetch ahead is tried once per successful fetch, so
+//! a failing repository is not asked again before the interval passed.
 //!
 //! When a fetch fails, lookups read the branch heads of the last successful fetch ([`Heads`]
 //! with [`Stale`](super::heads::Stale)), and a failed fetch is tried again only once the fetch
@@ -19,7 +26,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use gix::bstr::ByteSlice as _;
@@ -185,9 +192,19 @@ pub struct CloneCache {
     /// The most the clone's objects may take on disk.
     max_bytes: u64,
     state: RwLock<FetchState>,
-    /// Counts the changes of `state`, and is odd while a fetch holds it: what a lookup read
-    /// from memory stays valid while this has not moved (see [`CloneCache::generation`]).
+    /// Held by the fetch under way, so that one runs at a time.
+    fetching: Mutex<()>,
+    /// Counts the changes of `state`, and is odd while a fetch records what it found: what a
+    /// lookup read from memory stays valid while this has not moved (see
+    /// [`CloneCache::generation`]).
     generation: AtomicU64,
+    /// Counts the successful fetches of this process.
+    fetched: AtomicU64,
+    /// Nanoseconds the last successful fetch took.
+    last_took: AtomicU64,
+    /// The count of successful fetches when the last fetch ahead was started: one is started
+    /// per successful fetch.
+    ahead_after: AtomicU64,
     fetches: Family<FetchLabels, Counter>,
     _owner: CacheOwner,
 }
@@ -221,8 +238,8 @@ fn shell_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
 }
 
-/// A fetch under way, as [`CloneCache::generation`] shows it: odd from the start, even again
-/// (and moved on) when this is dropped, however the fetch ended.
+/// A fetch recording what it found, as [`CloneCache::generation`] shows it: odd from the start,
+/// even again (and moved on) when this is dropped.
 struct Changing<'g>(&'g AtomicU64);
 
 impl<'g> Changing<'g> {
@@ -236,6 +253,11 @@ impl Drop for Changing<'_> {
     fn drop(&mut self) {
         self.0.fetch_add(1, Ordering::AcqRel);
     }
+}
+
+/// How long before the heads are due a fetch ahead starts, when the last fetch took `took`.
+fn ahead_lead(took: Duration, interval: Duration) -> Duration {
+    took.saturating_mul(2).clamp(interval / 4, interval / 2)
 }
 
 /// The heads a lookup requested at `requested` gets without a fetch: those of a fetch that
@@ -361,7 +383,11 @@ impl CloneCache {
                 heads,
                 ..FetchState::default()
             }),
+            fetching: Mutex::new(()),
             generation: AtomicU64::new(0),
+            fetched: AtomicU64::new(0),
+            last_took: AtomicU64::new(0),
+            ahead_after: AtomicU64::new(0),
             fetches,
             _owner: owner,
         })
@@ -382,38 +408,77 @@ impl CloneCache {
     /// error only when nothing was ever fetched.
     pub fn heads(&self, requested: Instant, max_age: Duration) -> Result<Heads, GitError> {
         // Read shared first: lookups that need no fetch do not queue behind one another.
-        if let Some(known) = known_heads(
-            &self.state.read().unwrap_or_else(|e| e.into_inner()),
-            requested,
-            max_age,
-        ) {
+        if let Some(known) = known_heads(&self.read_state(), requested, max_age) {
             return known;
         }
         // One fetch at a time: a lookup that waited for another's fetch uses its heads.
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(known) = known_heads(&state, requested, max_age) {
+        let _fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = known_heads(&self.read_state(), requested, max_age) {
             return known;
         }
-        let _changing = Changing::start(&self.generation);
-        match self.fetch_now(&mut state) {
+        match self.fetch_now() {
             Ok(heads) => Ok(Heads {
                 heads,
                 stale: None,
                 fresh_until: None,
             }),
-            Err(error) => stale_heads(&state, error, None),
+            Err(error) => stale_heads(&self.read_state(), error, None),
+        }
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, FetchState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long before the heads are due a fetch ahead starts: twice what the last fetch took,
+    /// at least a quarter of `interval` and at most half of it.
+    pub fn fetch_ahead_lead(&self, interval: Duration) -> Duration {
+        ahead_lead(
+            Duration::from_nanos(self.last_took.load(Ordering::Relaxed)),
+            interval,
+        )
+    }
+
+    /// Starts a fetch on a thread of its own, unless one was started since the last successful
+    /// fetch: the lookup that calls this reads the heads it has, which are not due yet, and the
+    /// fetch is there before they are (see the module's documentation).
+    pub fn fetch_ahead(self: &Arc<Self>) {
+        let fetched = self.fetched.load(Ordering::Acquire);
+        // Read first: every lookup in the last quarter of the interval asks.
+        if self.ahead_after.load(Ordering::Relaxed) == fetched
+            || self.ahead_after.swap(fetched, Ordering::AcqRel) == fetched
+        {
+            return;
+        }
+        let cache = self.clone();
+        let started = std::thread::Builder::new()
+            .name("git-fetch-ahead".to_string())
+            .spawn(move || {
+                let Ok(_fetching) = cache.fetching.try_lock() else {
+                    // A lookup's fetch is under way.
+                    return;
+                };
+                if cache.fetched.load(Ordering::Acquire) == fetched {
+                    // The outcome is recorded, and a failure told to the lookups that follow.
+                    let _ = cache.fetch_now();
+                }
+            });
+        if let Err(error) = started {
+            // The heads are fetched when they are due, as without a fetch ahead.
+            tracing::warn!(%error, "cannot start a thread to fetch the config repository ahead");
         }
     }
 
     /// Where the heads are: even and the same as when a lookup read them from memory, they have
-    /// not changed since and no fetch is under way; odd while one is. Read without taking the
-    /// heads' lock (a lock, shared or not, is a write to memory every worker thread shares).
+    /// not changed since and no fetch is recording what it found; odd while one is. Read without
+    /// taking the heads' lock (a lock, shared or not, is a write to memory every worker thread
+    /// shares).
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
     /// What [`CloneCache::heads`] answers when that needs no fetch; `None` when it would fetch,
-    /// or a fetch is under way (its lock is held: waiting for it would stall an async worker).
+    /// or a fetch is recording what it found (waiting for its lock would stall an async worker).
     pub fn heads_in_memory(
         &self,
         requested: Instant,
@@ -427,11 +492,11 @@ impl CloneCache {
         known_heads(&state, requested, max_age)
     }
 
-    /// Runs `during` while the heads are held as a lookup reading them holds them (`fetching`
-    /// false) or as a fetch does (true).
+    /// Runs `during` while the heads are held as a lookup reading them holds them (`recording`
+    /// false) or as a fetch recording what it found does (true).
     #[cfg(test)]
-    pub(super) fn while_heads_held<T>(&self, fetching: bool, during: impl FnOnce() -> T) -> T {
-        if fetching {
+    pub(super) fn while_heads_held<T>(&self, recording: bool, during: impl FnOnce() -> T) -> T {
+        if recording {
             let _fetch = self.state.write().unwrap_or_else(|e| e.into_inner());
             let _changing = Changing::start(&self.generation);
             during()
@@ -441,21 +506,38 @@ impl CloneCache {
         }
     }
 
-    /// Fetches, and records the outcome in `state` (and the heads in the clone).
-    fn fetch_now(&self, state: &mut FetchState) -> Result<Arc<RemoteHeads>, GitError> {
+    /// Runs `during` while a fetch is under way (not yet recording what it found).
+    #[cfg(test)]
+    pub(super) fn while_fetching<T>(&self, during: impl FnOnce() -> T) -> T {
+        let _fetch = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+        during()
+    }
+
+    /// Fetches, and records the outcome in `state` (and the heads in the clone); the caller
+    /// holds `fetching`. The heads' lock is taken only to record the outcome: lookups whose
+    /// heads are not due read them meanwhile.
+    fn fetch_now(&self) -> Result<Arc<RemoteHeads>, GitError> {
         let started = Instant::now();
-        match self.fetch() {
+        let fetched = self.fetch();
+        if let Ok(heads) = &fetched
+            && let Err(error) = heads.save(&self.path)
+        {
+            // Only a restart during an outage needs the file; the fetch is good without it.
+            tracing::warn!(%error, "cannot save the fetched branch heads in the clone");
+        }
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let _changing = Changing::start(&self.generation);
+        match fetched {
             Ok(heads) => {
-                // Only a restart during an outage needs the file; the fetch is good without it.
-                if let Err(error) = heads.save(&self.path) {
-                    tracing::warn!(%error, "cannot save the fetched branch heads in the clone");
-                }
                 self.fetches.get_or_create(&vec![("outcome", "ok")]).inc();
                 tracing::info!(url = %self.url.shown, branches = heads.branches.len(), elapsed_ms = started.elapsed().as_millis() as u64, "fetched the config repository");
                 let heads = Arc::new(heads);
                 state.heads = Some(heads.clone());
                 state.last_ok = Some(started);
                 state.last_failure = None;
+                let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.last_took.store(took, Ordering::Relaxed);
+                self.fetched.fetch_add(1, Ordering::AcqRel);
                 Ok(heads)
             }
             Err(error) => {
@@ -661,6 +743,21 @@ pub fn cause_text(error: &(dyn std::error::Error + 'static), secrets: &[String])
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fetch_ahead_starts_twice_as_long_before_due_as_a_fetch_takes_within_bounds() {
+        let interval = Duration::from_secs(10);
+        let lead = |took_ms: u64| ahead_lead(Duration::from_millis(took_ms), interval);
+        assert_eq!(lead(0), Duration::from_millis(2500));
+        assert_eq!(lead(300), Duration::from_millis(2500));
+        assert_eq!(lead(1500), Duration::from_secs(3));
+        assert_eq!(lead(4000), Duration::from_secs(5));
+        assert_eq!(ahead_lead(Duration::MAX, interval), Duration::from_secs(5));
+        assert_eq!(
+            ahead_lead(Duration::from_secs(1), Duration::ZERO),
+            Duration::ZERO
+        );
+    }
 
     #[test]
     fn urls_are_shown_without_credentials() {

@@ -247,7 +247,7 @@ impl GitSettings {
 pub struct GitSource {
     /// This source among others, in the threads' memos of lookups.
     id: u64,
-    cache: CloneCache,
+    cache: Arc<CloneCache>,
     stale_lookups: Counter,
     lookups: Vec<Lookup>,
     fetch_interval: Duration,
@@ -335,7 +335,7 @@ impl GitSource {
         let cache = CloneCache::open(url, &cache_dir, credentials, max_repository_bytes, fetches)?;
         Ok(GitSource {
             id: SOURCE_IDS.fetch_add(1, Ordering::Relaxed),
-            cache,
+            cache: Arc::new(cache),
             stale_lookups,
             lookups,
             fetch_interval,
@@ -443,6 +443,7 @@ impl GitSource {
             && known.generation == generation
             && known.fresh_until.holds_at(now)
         {
+            self.fetch_ahead_if_due(known.fresh_until, now);
             self.note_stale(key.service, &known.found);
             return use_found(key.service, Ok(&known.found));
         }
@@ -564,13 +565,28 @@ impl GitSource {
 
     /// The branch heads a lookup reads (see [`CloneCache::heads`]).
     fn heads(&self, requested: Instant, reads: Reads) -> Result<Heads, SourceError> {
-        Ok(match reads {
+        let heads = match reads {
             Reads::Any => self.cache.heads(requested, self.fetch_interval)?,
             Reads::Memory => self
                 .cache
                 .heads_in_memory(requested, self.fetch_interval)
                 .ok_or(SourceError::NotInMemory)??,
-        })
+        };
+        self.fetch_ahead_if_due(Keep::Always.and(&heads), requested);
+        Ok(heads)
+    }
+
+    /// Starts a fetch ahead ([`CloneCache::fetch_ahead`]) when what a lookup read holds until
+    /// `fresh_until` and what is left of it at `now` is within the lead
+    /// ([`CloneCache::fetch_ahead_lead`]): under a steady stream of events the heads are fetched
+    /// again before they are due, and no event waits for the fetch.
+    fn fetch_ahead_if_due(&self, fresh_until: Keep, now: Instant) {
+        if let Keep::Until(until) = fresh_until
+            && now <= until
+            && until.duration_since(now) <= self.cache.fetch_ahead_lead(self.fetch_interval)
+        {
+            self.cache.fetch_ahead();
+        }
     }
 
     /// The config at `path` of `commit`, compiled: once per commit and path, and so is that

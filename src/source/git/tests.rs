@@ -287,13 +287,21 @@ fn memory_reads_answer_from_fresh_heads_and_compiled_configs_and_nothing_else() 
             .is_empty()
     );
 
-    // Lookups read the heads side by side; only a fetch under way sends one to the pool
-    // (waiting for it would stall an async worker).
+    // Lookups read the heads side by side, and beside a fetch under way; only a fetch
+    // recording what it found sends one to the pool (waiting for it would stall an async
+    // worker).
     let beside_a_lookup = source
         .cache
         .while_heads_held(false, || memory(&source, "carts", None));
     assert!(Arc::ptr_eq(
         &beside_a_lookup.unwrap().config.unwrap(),
+        &carts
+    ));
+    let beside_a_fetch = source
+        .cache
+        .while_fetching(|| memory(&source, "carts", None));
+    assert!(Arc::ptr_eq(
+        &beside_a_fetch.unwrap().config.unwrap(),
         &carts
     ));
     assert_eq!(
@@ -882,7 +890,7 @@ fn lookups_from_memory_are_remembered_by_each_thread_until_the_heads_move() {
     let _ = std::fs::remove_dir_all(&other_dir);
     let other = open_source(&repo.url(), &other_dir, &[], interval).unwrap();
     assert_eq!(inspect(&other, None).unwrap_err(), SourceError::NotInMemory);
-    // A fetch under way: not from memory, as when nothing is remembered.
+    // A fetch recording what it found: not from memory, as when nothing is remembered.
     assert_eq!(
         source
             .cache
@@ -927,4 +935,89 @@ fn lookups_from_memory_are_remembered_by_each_thread_until_the_heads_move() {
         inspect(&source, None).unwrap_err(),
         SourceError::NotInMemory
     );
+}
+
+/// Under a steady stream of lookups no lookup waits for a fetch: once a quarter of the interval
+/// is left, a lookup starts a fetch ahead and reads the heads it has, and the lookups after the
+/// fetch read its heads. A fetch ahead that fails is tried once, and the heads it could not
+/// renew still serve until they are due.
+#[test]
+fn heads_due_soon_are_fetched_ahead_while_lookups_read_the_ones_they_have() {
+    let repo = TestRepo::new("ahead");
+    repo.write("carts/job/config.yaml", &config_with_image("first", "[]"));
+    repo.commit("first");
+    let cache_dir = repo.dir.with_extension("cache");
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    let interval = Duration::from_secs(4);
+    let opened = open_source(&repo.url(), &cache_dir, &[], interval).unwrap();
+    let source = &opened.source;
+    let image = |reads: Reads| {
+        source
+            .load(&service("main", "carts"), None, reads)
+            .map(|found| (image_of(&found.config.unwrap()).to_string(), found.stale))
+    };
+    let fresh = |name: &str| Ok((name.to_string(), None));
+    let asked = Instant::now();
+    assert_eq!(image(Reads::Any), fresh("first"));
+    repo.write("carts/job/config.yaml", &config_with_image("second", "[]"));
+    repo.commit("second");
+    // Early in the interval: the heads as fetched, no fetch ahead.
+    for _ in 0..3 {
+        assert_eq!(image(Reads::Memory), fresh("first"));
+    }
+    assert_eq!(fetch_count(&opened.fetches), 1);
+
+    // The last quarter: a lookup reads the heads it has, and the fetch runs beside it. Until
+    // that fetch recorded its heads, every lookup reads the first ones from memory.
+    std::thread::sleep((asked + interval * 3 / 4).saturating_duration_since(Instant::now()));
+    // The fetch ahead starts after this: its heads are fresh for the interval from then.
+    let ahead = Instant::now();
+    let deadline = ahead + Duration::from_secs(20);
+    loop {
+        let fetched_before = fetch_count(&opened.fetches);
+        let read = image(Reads::Memory);
+        if fetched_before == 2 {
+            break;
+        }
+        // Just fetched: the second config is read from the clone, not from memory.
+        if fetch_count(&opened.fetches) == 1 || read != Err(SourceError::NotInMemory) {
+            assert_eq!(read, fresh("first"));
+        }
+        assert!(Instant::now() < deadline, "no fetch ahead");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Its heads, read by the next lookup (which compiles the new config: not from memory).
+    assert_eq!(image(Reads::Any), fresh("second"));
+    assert_eq!(image(Reads::Memory), fresh("second"));
+    assert_eq!(fetch_count(&opened.fetches), 2);
+
+    // A fetch ahead that fails: tried once, and the heads serve, not stale, until they are due.
+    let away = repo.dir.with_extension("away");
+    let _ = std::fs::remove_dir_all(&away);
+    std::fs::rename(&repo.dir, &away).unwrap();
+    std::thread::sleep((ahead + interval * 3 / 4).saturating_duration_since(Instant::now()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while failed_fetches(&opened.fetches) < 1 {
+        assert_eq!(image(Reads::Memory), fresh("second"));
+        assert!(Instant::now() < deadline, "no fetch ahead");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for _ in 0..10 {
+        assert_eq!(image(Reads::Memory), fresh("second"));
+    }
+    // Due: the failure stands for the interval from when it happened, so nothing is fetched
+    // and the heads read are stale.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while image(Reads::Any).unwrap().1.is_none() {
+        assert!(Instant::now() < deadline, "the heads never came due");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        (
+            failed_fetches(&opened.fetches),
+            fetch_count(&opened.fetches)
+        ),
+        (1, 2)
+    );
+    std::fs::rename(&away, &repo.dir).unwrap();
 }
