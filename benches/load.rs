@@ -820,20 +820,26 @@ fn directory_source(config: &Path) -> Vec<String> {
 /// events' stage), reached through `file://`, with the shipped fetch interval.
 fn git_source(config: &Path) -> Vec<String> {
     let repo = config.join("repo");
-    let _ = std::fs::remove_dir_all(&repo);
-    std::fs::create_dir_all(repo.join("bench/job")).unwrap();
-    std::fs::copy(
-        config.join("bench/job/config.yaml"),
-        repo.join("bench/job/config.yaml"),
-    )
-    .unwrap();
-    common::commit_as_repository(&repo, "dev");
+    config_repository(config, &repo);
     vec![
         "--git-url".into(),
         format!("file://{}", repo.display()),
         "--git-cache-dir".into(),
         config.join("git-cache").to_str().unwrap().into(),
     ]
+}
+
+/// Makes `repo` anew a git repository whose branch `dev` holds the bench's config of the
+/// directory `config`, at the same path.
+fn config_repository(config: &Path, repo: &Path) {
+    let _ = std::fs::remove_dir_all(repo);
+    std::fs::create_dir_all(repo.join("bench/job")).unwrap();
+    std::fs::copy(
+        config.join("bench/job/config.yaml"),
+        repo.join("bench/job/config.yaml"),
+    )
+    .unwrap();
+    common::commit_as_repository(repo, "dev");
 }
 
 async fn start_operator(
@@ -2100,15 +2106,7 @@ async fn run(
         // No API server is involved: kube-sim only, whatever the target.
         let load = load_average();
         let root = dir.join("git-host");
-        let repo = root.join("bench");
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(repo.join("bench/job")).unwrap();
-        std::fs::copy(
-            dir.join("bench/job/config.yaml"),
-            repo.join("bench/job/config.yaml"),
-        )
-        .unwrap();
-        common::commit_as_repository(&repo, "dev");
+        config_repository(&dir, &root.join("bench"));
         let host = git_host::GitHttpServer::start(&root, None).await;
         host.answer_after(SLOW_GIT_HOST);
         let stack = Stack::start(&Target::Sim, &dir, "fetch", &sink, 1, SHIPPED).await;
