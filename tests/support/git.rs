@@ -1,6 +1,6 @@
 //! Git repositories for tests, made with the `git` CLI, and a smart-HTTP server for them:
-//! `git http-backend` run as CGI behind an axum handler that checks HTTP basic auth and logs
-//! every request.
+//! `git http-backend` run as CGI behind an axum handler that checks HTTP basic auth, logs
+//! every request, and can hold its answers (a host that hangs) or delay them (a distant one).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

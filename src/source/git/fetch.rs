@@ -444,7 +444,7 @@ impl CloneCache {
     /// fetch is there before they are (see the module's documentation).
     pub fn fetch_ahead(self: &Arc<Self>) {
         let fetched = self.fetched.load(Ordering::Acquire);
-        // Read first: every lookup in the last quarter of the interval asks.
+        // Read first: every lookup within the lead asks.
         if self.ahead_after.load(Ordering::Relaxed) == fetched
             || self.ahead_after.swap(fetched, Ordering::AcqRel) == fetched
         {
