@@ -73,8 +73,7 @@ fn gate_sources() -> (PathBuf, [(&'static str, Source); 2]) {
         fetch_interval: std::time::Duration::from_secs(3600),
         cache_dir: dir.join("git-cache"),
         max_repository_bytes: 1 << 30,
-        fetches: Default::default(),
-        stale_lookups: Default::default(),
+        metrics: Default::default(),
     })
     .unwrap();
     // The directory layout: `<service>/job/config.yaml` under the root.

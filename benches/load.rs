@@ -4,7 +4,8 @@
 //! The API server is kube-sim, in process (the default), or with `LOAD_TARGET=cluster` the real
 //! control plane of `scripts/cluster` (started when it is not up), each phase in a fresh
 //! namespace where the chart is installed and the operator runs under the installed
-//! ServiceAccount's token. The ingest phase involves no API server and runs on kube-sim only.
+//! ServiceAccount's token. The ingest phases (ingest, fetch, push) involve no API server and run
+//! on kube-sim only.
 //!
 //! `cargo bench --bench load` prints the full table (docs/BENCHMARKS.md); under `cargo test`
 //! (or with `--quick`) every measurement runs briefly, only to prove the harness works.
@@ -1015,16 +1016,31 @@ struct Wrk {
 impl Wrk {
     /// A latency `wrk` printed, as it printed it: `max` of the `Latency` row, or a percentile
     /// (`99%`) of `--latency`'s distribution.
-    fn latency(&self, which: &str) -> String {
-        let found = self.text.lines().find_map(|line| {
+    fn latency(&self, which: &str) -> Option<&str> {
+        self.text.lines().find_map(|line| {
             let mut words = line.split_whitespace();
             match (which, words.next()) {
                 ("max", Some("Latency")) => words.nth(2),
                 (percent, Some(first)) if first == percent => words.next(),
                 _ => None,
             }
+        })
+    }
+
+    /// `p50 …, p90 …, p99 …, max …` as `wrk --latency` printed them; a problem of `what` when
+    /// it printed no such lines.
+    fn latencies(&self, what: &str, problems: &Problems) -> String {
+        let [p50, p90, p99, max] = ["50%", "90%", "99%", "max"].map(|which| self.latency(which));
+        let found = (|| {
+            Some(format!(
+                "p50 {}, p90 {}, p99 {}, max {}",
+                p50?, p90?, p99?, max?
+            ))
+        })();
+        problems.check(found.is_some(), || {
+            format!("{what}: wrk printed no latencies: {}", self.text)
         });
-        found.unwrap_or("?").to_string()
+        found.unwrap_or_default()
     }
 }
 
@@ -1479,15 +1495,123 @@ async fn fetch_phase(
             SLOW_GIT_HOST.as_millis()
         ),
         format!(
-            "p50 {}, p90 {}, p99 {}, max {}; {:.0} req/s; {fetched} fetches in the run{}",
-            measured.latency("50%"),
-            measured.latency("90%"),
-            measured.latency("99%"),
-            measured.latency("max"),
+            "{}; {:.0} req/s; {fetched} fetches in the run{}",
+            measured.latencies("ingest from a slow git host", problems),
             measured.rate,
             plan.goal("no event waits for a fetch: p99 far below a fetch"),
         ),
     )]
+}
+
+/// The push phase's actions beside the bench's: each listens for an event type of its own, with
+/// a condition and a task with an env var, so that the config takes a while to compile (a
+/// large project's config).
+const PUSH_PHASE_MORE_ACTIONS: usize = 180;
+
+/// The bench's config with [`PUSH_PHASE_MORE_ACTIONS`] more actions, and `comment` last.
+fn large_config(config: &Path, comment: &str) -> String {
+    let mut text = std::fs::read_to_string(config.join("bench/job/config.yaml")).unwrap();
+    for n in 0..PUSH_PHASE_MORE_ACTIONS {
+        text.push_str(&format!(
+            "  - name: other-{n}\n    events:\n      - name: sh.keptn.event.other-{n}.triggered\n        \
+             jsonpath: {{property: $.data.test.teststrategy, match: strategy-{n}}}\n    tasks:\n      \
+             - name: only\n        image: 'bench:quick'\n        env:\n          \
+             - {{name: PROJECT, value: $.data.project, valueFrom: event}}\n"
+        ));
+    }
+    text.push_str(&format!("# {comment}\n"));
+    text
+}
+
+/// Ingest of events 20 actions refuse, the config large ([`large_config`]) and on a git host
+/// fetched every second, under `wrk`'s closed loop: first with no push, then with a push that
+/// changes the config every second, so that each fetch brings a config that was never
+/// compiled. Whether the events after a push wait for a read of the config each shows in the
+/// latency's tail, and in the reads the operator counts.
+async fn push_phase(
+    plan: Plan,
+    operator: &Operator,
+    repo: &Path,
+    config: &Path,
+    dir: &Path,
+    problems: &Problems,
+) -> Vec<(String, String)> {
+    let mut refused = event("sh.keptn.event.gate.triggered", "refused");
+    refused["data"]["test"] = json!({"teststrategy": "none"});
+    let script = wrk_script(dir, "push.lua", &refused, &content_type(CLOUDEVENT), false);
+    let url = format!("http://{}/events", operator.ingest);
+    let reads = "job_executor_git_config_reads_total";
+    let actions = large_config(config, "").matches("\n  - name: ").count();
+    // Warm-up: connections, the clone and the config's first read behind.
+    let (warm, warm_script) = (url.clone(), script.clone());
+    tokio::task::spawn_blocking(move || wrk(&warm, &warm_script, 1))
+        .await
+        .unwrap();
+    let seconds = plan.wrk_seconds;
+    let mut rows = Vec::new();
+    for pushing in [false, true] {
+        let read_before = operator.metric(reads).await.unwrap_or_default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pusher = pushing.then(|| {
+            let (stop, repo, config) = (stop.clone(), repo.to_path_buf(), config.to_path_buf());
+            std::thread::spawn(move || {
+                let mut pushes = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    pushes += 1;
+                    let text = large_config(&config, &format!("push {pushes}"));
+                    std::fs::write(repo.join("bench/job/config.yaml"), text).unwrap();
+                    common::commit_all(&repo, &format!("push {pushes}"));
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                pushes
+            })
+        });
+        let (run_url, run_script) = (url.clone(), script.clone());
+        let measured = tokio::task::spawn_blocking(move || {
+            wrk_run(&run_url, &run_script, seconds, 2, 32, &["--latency"])
+        })
+        .await
+        .unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let pushes = pusher.map(|p| p.join().unwrap());
+        let read = operator.metric(reads).await.unwrap_or_default() - read_before;
+        let what = if pushing {
+            "with a push"
+        } else {
+            "without a push"
+        };
+        problems.all_2xx(&format!("ingest {what}"), measured.non_2xx);
+        problems.check(measured.rate > 0.0, || {
+            format!("ingest {what}: nothing measured")
+        });
+        let latencies = measured.latencies(&format!("ingest {what}"), problems);
+        let (name, value) = if let Some(pushes) = pushes {
+            (
+                "… with a push changing the config every second",
+                format!(
+                    "{latencies}; {:.0} req/s; {pushes} pushes, {read} reads of the config{}",
+                    measured.rate,
+                    plan.goal("one read of the config per push, not one per event"),
+                ),
+            )
+        } else {
+            (
+                &*format!(
+                    "ingest latency, events 20 actions listen for and refuse, a config of \
+                     {actions} actions on a git host fetched every second, no push"
+                ),
+                format!(
+                    "{latencies}; {:.0} req/s; {read} reads of the config",
+                    measured.rate,
+                ),
+            )
+        };
+        rows.push((
+            format!("{name} (wrk -t2 -c32 --latency, {seconds} s)"),
+            value,
+        ));
+    }
+    rows
 }
 
 /// The URL of the JobRuns of `namespace` on the API server at `server`, and the headers a
@@ -2062,10 +2186,10 @@ async fn run(
     // own).
     let wanted = |phase: &str| {
         if phases.is_empty() {
-            let no_api_server =
-                (phase == "ingest" || phase == "fetch") && matches!(target, Target::Cluster(_));
+            let no_api_server = ["ingest", "fetch", "push"].contains(&phase)
+                && matches!(target, Target::Cluster(_));
             let one_replicas_own =
-                replicas > 1 && ["ingest", "fetch", "memory", "retained"].contains(&phase);
+                replicas > 1 && ["ingest", "fetch", "push", "memory", "retained"].contains(&phase);
             !no_api_server && !one_replicas_own
         } else {
             phases.iter().any(|p| p == phase)
@@ -2132,6 +2256,48 @@ async fn run(
         )
         .await;
         let rows_of_phase = fetch_phase(plan, operator.ingest, &host, &dir, problems).await;
+        drop(operator);
+        drop(stack);
+        for (name, value) in rows_of_phase {
+            report(&mut rows, load, name, value);
+        }
+    }
+
+    if wanted("push") {
+        // No API server is involved: kube-sim only, whatever the target.
+        let load = load_average();
+        let root = dir.join("push-host");
+        let repo = root.join("bench");
+        config_repository(&dir, &repo);
+        std::fs::write(
+            repo.join("bench/job/config.yaml"),
+            large_config(&dir, "as first fetched"),
+        )
+        .unwrap();
+        common::commit_all(&repo, "a large config");
+        let host = git_host::GitHttpServer::start(&root, None).await;
+        let stack = Stack::start(&Target::Sim, &dir, "push", &sink, 1, SHIPPED).await;
+        let cache = dir.join("push-host-cache");
+        let _ = std::fs::remove_dir_all(&cache);
+        let source = [
+            "--git-url",
+            &host.url("bench"),
+            "--git-cache-dir",
+            cache.to_str().unwrap(),
+            "--git-fetch-interval-seconds",
+            "1",
+        ]
+        .map(String::from);
+        let operator = start_operator(
+            &dir.join("kubeconfig-push"),
+            &source,
+            &sink,
+            "default",
+            "load-push",
+            SHIPPED,
+        )
+        .await;
+        let rows_of_phase = push_phase(plan, &operator, &repo, &dir, &dir, problems).await;
         drop(operator);
         drop(stack);
         for (name, value) in rows_of_phase {
@@ -2338,8 +2504,9 @@ fn main() {
     {
         plan.steady_interval = Duration::from_secs_f64(1.0 / rate);
     }
-    // `LOAD_PHASES=ingest,accept` runs only those (of ingest, fetch, accept, latency,
-    // requests, memory, retained); all by default (on the cluster all but ingest and fetch).
+    // `LOAD_PHASES=ingest,accept` runs only those (of ingest, fetch, push, accept, latency,
+    // requests, memory, retained); all by default (on the cluster all but ingest, fetch and
+    // push).
     let phases: Vec<String> = std::env::var("LOAD_PHASES")
         .map(|v| v.split(',').map(|p| p.trim().to_string()).collect())
         .unwrap_or_default();

@@ -11,6 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::source::GitMetrics;
+
 type Labels = Vec<(&'static str, &'static str)>;
 /// One label, as an array: counted once per event received, so finding its counter allocates
 /// nothing.
@@ -59,6 +61,7 @@ pub struct Metrics {
     leader: Gauge,
     git_fetches: Family<Labels, Counter>,
     git_stale_lookups: Counter,
+    git_config_reads: Counter,
     schedule_fires: Family<Labels, Counter>,
     schedule_missed: Counter,
     schedule_errors: Family<Labels, Counter>,
@@ -152,6 +155,12 @@ impl Metrics {
             "Config lookups that read the branch heads of the last successful fetch because the git repository could not be fetched",
             git_stale_lookups.clone(),
         );
+        let git_config_reads = Counter::default();
+        registry.register(
+            "git_config_reads",
+            "Reads of a config path at a commit of the git repository (the config compiled, or found absent or unusable): one per commit and path, however many events need it",
+            git_config_reads.clone(),
+        );
         let schedule_fires = Family::<Labels, Counter>::default();
         registry.register(
             "schedule_fires",
@@ -207,6 +216,7 @@ impl Metrics {
             leader,
             git_fetches,
             git_stale_lookups,
+            git_config_reads,
             schedule_fires,
             schedule_missed,
             schedule_errors,
@@ -317,14 +327,13 @@ impl Metrics {
             .inc();
     }
 
-    /// The counter the git config source counts its fetches in.
-    pub fn git_fetches(&self) -> Family<Labels, Counter> {
-        self.git_fetches.clone()
-    }
-
-    /// The counter the git config source counts its stale lookups in.
-    pub fn git_stale_lookups(&self) -> Counter {
-        self.git_stale_lookups.clone()
+    /// The counters of the git config source.
+    pub fn git(&self) -> GitMetrics {
+        GitMetrics {
+            fetches: self.git_fetches.clone(),
+            stale_lookups: self.git_stale_lookups.clone(),
+            config_reads: self.git_config_reads.clone(),
+        }
     }
 
     /// The gauge of retained runs whose deletion is scheduled.
@@ -370,7 +379,8 @@ mod tests {
         metrics.delivery("finished", "delivered");
         metrics.reconcile_error("conflict");
         metrics
-            .git_fetches()
+            .git()
+            .fetches
             .get_or_create(&vec![("outcome", "ok")])
             .inc();
         metrics.step_took("record", std::time::Duration::ZERO);

@@ -594,8 +594,19 @@ async fn during_a_git_outage_events_run_at_the_last_fetched_commit_and_unknown_p
     assert!(run["spec"].get("configStale").is_none(), "{run}");
 }
 
+/// The value of a counter without labels on the operator's metrics page.
+async fn counter(h: &Harness, name: &str) -> u64 {
+    let (_, metrics) = h.get_admin("/metrics").await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+}
+
+/// After a push, a burst of events shares one fetch, and one read of each config they need.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_events_for_one_branch_shares_one_fetch() {
+async fn a_burst_of_events_after_a_push_shares_one_fetch_and_one_read_of_the_config() {
     let root = temp("burst");
     let repo = GitRepo::new(root.join("sockshop"));
     sockshop(&repo);
@@ -610,8 +621,15 @@ async fn a_burst_of_events_for_one_branch_shares_one_fetch() {
     h.post_event(&event("warm", "dev", "orders", None)).await;
     expect_success(&h, "warm").await;
     assert_eq!(server.fetches(), 1);
+    // The lookup read the service level (nothing there) and the stage level.
+    let reads = "job_executor_git_config_reads_total";
+    assert_eq!(counter(&h, reads).await, 2);
 
-    // Past the interval, a burst of events needs the branch head again: one fetch for all.
+    // A push; past the interval, a burst of events needs the branch head again: one fetch,
+    // and one read of each path at the new commit, for all.
+    repo.switch("dev");
+    repo.write("orders/notes.txt", "not a config");
+    repo.commit("pushed");
     let warm_done = Instant::now();
     wait_for("the fetch interval to pass", LONG, || {
         warm_done.elapsed() > interval + Duration::from_millis(200)
@@ -632,6 +650,7 @@ async fn a_burst_of_events_for_one_branch_shares_one_fetch() {
         expect_success(&h, id).await;
     }
     assert_eq!(server.fetches() - before, 1, "{:?}", server.requests());
+    assert_eq!(counter(&h, reads).await, 4);
     let (_, metrics) = h.get_admin("/metrics").await;
     assert!(
         metrics.contains(&format!(

@@ -23,22 +23,28 @@ pub fn gate_actions() -> String {
 /// Makes `dir` a git repository whose `branch` holds what is in it, committed once, with
 /// none of the host's git configuration.
 pub fn commit_as_repository(dir: &Path, branch: &str) {
-    for args in [
-        &["init", "-q", "-b", branch][..],
-        &["add", "-A"],
-        &["commit", "-q", "-m", "the bench's config"],
-    ] {
-        let status = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "bench")
-            .env("GIT_AUTHOR_EMAIL", "bench@example.com")
-            .env("GIT_COMMITTER_NAME", "bench")
-            .env("GIT_COMMITTER_EMAIL", "bench@example.com")
-            .status()
-            .unwrap();
-        assert!(status.success(), "git {args:?} failed");
-    }
+    git(dir, &["init", "-q", "-b", branch]);
+    commit_all(dir, "the bench's config");
+}
+
+/// Commits everything in the work tree of the repository `dir`.
+#[allow(dead_code)] // Only the load bench pushes.
+pub fn commit_all(dir: &Path, message: &str) {
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", message]);
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
+        .env("GIT_COMMITTER_NAME", "bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.com")
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?} failed");
 }

@@ -11,9 +11,7 @@ use clap::{ArgAction, ArgMatches, CommandFactory};
 use super::{Cli, RunArgs};
 use crate::settings::SettingsError;
 use crate::sink::SinkError;
-use crate::source::git::{GitError, mask_credentials};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use crate::source::git::{GitError, GitMetrics, mask_credentials};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -60,11 +58,7 @@ pub fn run_check(args: &RunArgs, matches: &ArgMatches) -> Result<ExitCode, Check
     }
     // The git source as `run` builds it, up to the clone cache (which belongs to the running
     // operator): the URL and the lookups.
-    if let Some(git) = args
-        .git
-        .clone()
-        .settings(Family::default(), Counter::default())
-    {
+    if let Some(git) = args.git.clone().settings(GitMetrics::default()) {
         git.parse()?;
     }
     print!("{}", render_table(&setting_lines(matches)));

@@ -29,11 +29,9 @@ use crate::serve::{ConnectionLimits, serve};
 use crate::sink::notify::{Notifier, NotifyError};
 use crate::sink::{self, Backoff, RetryPolicy, Sink, SinkError, SinkMode, SinkOptions};
 use crate::source::git::layout;
-use crate::source::{CredentialSettings, FetchLabels, GitSettings, Source};
+use crate::source::{CredentialSettings, GitMetrics, GitSettings, Source};
 use crate::throttle::ThrottleLayer;
 use k8s_openapi::api::coordination::v1::Lease;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 
 #[derive(Debug, Clone, Args)]
 #[command(group(
@@ -216,11 +214,7 @@ pub struct GitArgs {
 
 impl GitArgs {
     /// The git source's settings, when `--git-url` is given.
-    pub fn settings(
-        self,
-        fetches: Family<FetchLabels, Counter>,
-        stale_lookups: Counter,
-    ) -> Option<GitSettings> {
+    pub fn settings(self, metrics: GitMetrics) -> Option<GitSettings> {
         let GitArgs {
             git_url,
             git_lookups,
@@ -243,8 +237,7 @@ impl GitArgs {
             cache_dir: git_cache_dir
                 .unwrap_or_else(|| std::env::temp_dir().join("job-executor-git")),
             max_repository_bytes: git_max_repository_bytes,
-            fetches,
-            stale_lookups,
+            metrics,
         })
     }
 }
@@ -702,7 +695,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         .with_layer(&ThrottleLayer::new(kube_api_qps, kube_api_burst))
         .build();
     let metrics = Arc::new(Metrics::new());
-    let git = git.settings(metrics.git_fetches(), metrics.git_stale_lookups());
+    let git = git.settings(metrics.git());
     let source = Arc::new(match (git, config_dir) {
         (Some(settings), _) => Source::git(settings)?,
         (None, Some(dir)) => Source::directory(dir),

@@ -18,7 +18,9 @@ use std::time::SystemTime;
 use crate::config::{self, ConfigError, JobConfig, Problem, Task};
 use crate::files::{self, FilesError, RunFiles};
 use crate::matching::Matcher;
-pub use git::{CredentialSettings, FetchLabels, GitError, GitSettings, GitSource, Stale};
+pub use git::{
+    CredentialSettings, FetchLabels, GitError, GitMetrics, GitSettings, GitSource, Stale,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {

@@ -220,11 +220,20 @@ pub struct GitSettings {
     pub cache_dir: PathBuf,
     /// The most the clone may hold (`--git-max-repository-bytes`).
     pub max_repository_bytes: u64,
-    /// Counts fetches by outcome (the `job_executor_git_fetches_total` metric).
+    pub metrics: GitMetrics,
+}
+
+/// What the git source counts.
+#[derive(Debug, Clone, Default)]
+pub struct GitMetrics {
+    /// Fetches by outcome (the `job_executor_git_fetches_total` metric).
     pub fetches: Family<FetchLabels, Counter>,
-    /// Counts config lookups (one per event) that read the branch heads of the last successful
-    /// fetch because a fetch failed (the `job_executor_git_stale_lookups_total` metric).
+    /// Config lookups (one per event) that read the branch heads of the last successful fetch
+    /// because a fetch failed (the `job_executor_git_stale_lookups_total` metric).
     pub stale_lookups: Counter,
+    /// Reads of a path at a commit: a config compiled, or found to be absent or unusable (the
+    /// `job_executor_git_config_reads_total` metric).
+    pub config_reads: Counter,
 }
 
 impl GitSettings {
@@ -249,6 +258,7 @@ pub struct GitSource {
     id: u64,
     cache: Arc<CloneCache>,
     stale_lookups: Counter,
+    config_reads: Counter,
     lookups: Vec<Lookup>,
     fetch_interval: Duration,
     configs: Mutex<ConfigCache>,
@@ -263,6 +273,9 @@ struct ConfigCache {
     found: HashMap<ConfigKey, Arc<LoadedConfig>>,
     absent: HashSet<ConfigKey>,
     invalid: HashMap<ConfigKey, SourceError>,
+    /// The (commit, path)s being read, each with the turn the lookups that need it take: the
+    /// first reads, the others wait and find what it read.
+    reading: HashMap<ConfigKey, Arc<Mutex<()>>>,
 }
 
 /// A config as read at a commit: compiled, none at the path (`Ok(None)`), or why it cannot be
@@ -328,8 +341,12 @@ impl GitSource {
             fetch_interval,
             cache_dir,
             max_repository_bytes,
-            fetches,
-            stale_lookups,
+            metrics:
+                GitMetrics {
+                    fetches,
+                    stale_lookups,
+                    config_reads,
+                },
             ..
         } = settings;
         let cache = CloneCache::open(url, &cache_dir, credentials, max_repository_bytes, fetches)?;
@@ -337,6 +354,7 @@ impl GitSource {
             id: SOURCE_IDS.fetch_add(1, Ordering::Relaxed),
             cache: Arc::new(cache),
             stale_lookups,
+            config_reads,
             lookups,
             fetch_interval,
             configs: Mutex::new(ConfigCache::default()),
@@ -590,30 +608,48 @@ impl GitSource {
     }
 
     /// The config at `path` of `commit`, compiled: once per commit and path, and so is that
-    /// there is none, or why it cannot be used.
+    /// there is none, or why it cannot be used. Lookups that need the same one at the same time
+    /// (the events that follow a push, all at once) wait for one read instead of each
+    /// compiling the config.
     fn load_at(&self, commit: ObjectId, path: String, reads: Reads) -> ReadConfig {
         let key = (commit, path);
-        if let Some(known) = self
-            .configs
-            .lock()
-            .ok()
-            .and_then(|configs| configs.get(&key))
-        {
+        if let Some(known) = self.known_config(&key) {
             return known;
         }
         if reads == Reads::Memory {
             return Err(SourceError::NotInMemory);
         }
-        let read = self.read_config(commit, &key.1)?;
-        if let Ok(mut configs) = self.configs.lock() {
-            configs.keep(key, &read);
+        let turn = match self.configs.lock() {
+            Ok(mut configs) => configs.reading.entry(key.clone()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = self.known_config(&key) {
+            // Read by the lookup whose turn it was.
+            return known;
         }
-        read
+        let read = self.read_config(commit, &key.1);
+        if let Ok(mut configs) = self.configs.lock() {
+            // A read that failed is not kept: the lookups waiting try in turn.
+            if let Ok(read) = &read {
+                configs.keep(key.clone(), read);
+            }
+            configs.reading.remove(&key);
+        }
+        read?
+    }
+
+    fn known_config(&self, key: &ConfigKey) -> Option<ReadConfig> {
+        self.configs
+            .lock()
+            .ok()
+            .and_then(|configs| configs.get(key))
     }
 
     /// What the file at `path` of `commit` holds, which stays so; or why the clone could not
     /// be read (`Err`), which is not kept: another read may succeed.
     fn read_config(&self, commit: ObjectId, path: &str) -> Result<ReadConfig, SourceError> {
+        self.config_reads.inc();
         let tree = self.commit_tree(commit, "")?;
         let origin = format!("{}:{path}", commit.to_hex_with_len(12));
         let bytes = match tree.read_file(path, config::MAX_CONFIG_BYTES) {

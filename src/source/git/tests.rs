@@ -89,6 +89,7 @@ struct Opened {
     source: GitSource,
     fetches: Family<FetchLabels, Counter>,
     stale_lookups: Counter,
+    config_reads: Counter,
 }
 
 impl std::ops::Deref for Opened {
@@ -114,8 +115,7 @@ fn open_bounded(
     fetch_interval: Duration,
     max_repository_bytes: u64,
 ) -> Result<Opened, SourceError> {
-    let fetches = Family::<FetchLabels, Counter>::default();
-    let stale_lookups = Counter::default();
+    let metrics = GitMetrics::default();
     let source = GitSource::open(GitSettings {
         url: url.to_string(),
         lookups: lookups.iter().map(|l| l.to_string()).collect(),
@@ -123,13 +123,18 @@ fn open_bounded(
         fetch_interval,
         cache_dir: cache_dir.to_path_buf(),
         max_repository_bytes,
-        fetches: fetches.clone(),
-        stale_lookups: stale_lookups.clone(),
+        metrics: metrics.clone(),
     })?;
+    let GitMetrics {
+        fetches,
+        stale_lookups,
+        config_reads,
+    } = metrics;
     Ok(Opened {
         source,
         fetches,
         stale_lookups,
+        config_reads,
     })
 }
 
@@ -798,6 +803,56 @@ fn a_failed_fetch_is_tried_again_once_the_fetch_interval_passed() {
     assert!(error.is_transient(), "{error}");
     assert_eq!(failed_fetches(&source.fetches), 2);
     std::fs::rename(&away, &repo.dir).unwrap();
+}
+
+/// A config of `actions` actions, each a condition and a task, so that compiling it takes a
+/// while.
+fn config_of(actions: usize, image: &str) -> String {
+    let mut config = String::from("apiVersion: v2\nactions:\n");
+    for n in 0..actions {
+        config.push_str(&format!(
+            "  - name: a{n}\n    events:\n      - name: sh.keptn.event.e{n}.triggered\n        jsonpath: {{property: $.data.n, match: \"{n}\"}}\n    tasks:\n      - {{name: t, image: {image}}}\n"
+        ));
+    }
+    config
+}
+
+#[test]
+fn lookups_that_need_the_same_config_at_once_read_it_once() {
+    let repo = TestRepo::new("read-once");
+    repo.write("job/config.yaml", &config_of(80, "one"));
+    repo.commit("project level");
+    let interval = Duration::from_millis(300);
+    let url = format!("file://{}", repo.dir.display());
+    let cache = repo.dir.with_extension("cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    let source = open_source(&url, &cache, &[], interval).unwrap();
+    // Eight lookups at once, as a burst of events on the worker threads: they wait for one
+    // fetch, then all need the config at the commit it found.
+    let burst = |expected: &str| {
+        let start = std::sync::Barrier::new(8);
+        std::thread::scope(|threads| {
+            for _ in 0..8 {
+                threads.spawn(|| {
+                    start.wait();
+                    let config = found(&source, "production", "carts", None);
+                    assert_eq!(image_of(&config), expected);
+                });
+            }
+        });
+    };
+    burst("one");
+    assert_eq!(source.config_reads.get(), 1, "the first lookups");
+    assert_eq!(fetch_count(&source.fetches), 1);
+
+    // A push: the next lookups read the config at the new commit, once.
+    repo.write("job/config.yaml", &config_of(80, "two"));
+    repo.commit("pushed");
+    std::thread::sleep(interval + Duration::from_millis(50));
+    burst("two");
+    assert_eq!(source.config_reads.get(), 2, "the lookups after a push");
+    assert_eq!(fetch_count(&source.fetches), 2);
+    assert!(source.configs.lock().unwrap().reading.is_empty());
 }
 
 #[test]
