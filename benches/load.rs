@@ -909,6 +909,40 @@ async fn start_operator(
     }
 }
 
+/// A fresh kube-sim stack, and an operator reading its config from the git repository at
+/// `url`, fetched every `interval_seconds`: the ingest phases with a git host.
+async fn start_with_git_host(
+    dir: &Path,
+    sink: &str,
+    phase: &str,
+    url: &str,
+    interval_seconds: u32,
+) -> (Stack, Operator) {
+    let stack = Stack::start(&Target::Sim, dir, phase, sink, 1, SHIPPED).await;
+    let cache = dir.join(format!("{phase}-git-cache"));
+    let _ = std::fs::remove_dir_all(&cache);
+    let interval = interval_seconds.to_string();
+    let source = [
+        "--git-url",
+        url,
+        "--git-cache-dir",
+        cache.to_str().unwrap(),
+        "--git-fetch-interval-seconds",
+        &interval,
+    ]
+    .map(String::from);
+    let operator = start_operator(
+        &dir.join(format!("kubeconfig-{phase}")),
+        &source,
+        sink,
+        "default",
+        &format!("load-{phase}"),
+        SHIPPED,
+    )
+    .await;
+    (stack, operator)
+}
+
 /// User plus system CPU time of a process, from `/proc/<pid>/stat`.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -2233,26 +2267,12 @@ async fn run(
         config_repository(&dir, &root.join("bench"));
         let host = git_host::GitHttpServer::start(&root, None).await;
         host.answer_after(SLOW_GIT_HOST);
-        let stack = Stack::start(&Target::Sim, &dir, "fetch", &sink, 1, SHIPPED).await;
-        let interval = FETCH_PHASE_INTERVAL_SECONDS.to_string();
-        let cache = dir.join("git-host-cache");
-        let _ = std::fs::remove_dir_all(&cache);
-        let source = [
-            "--git-url",
-            &host.url("bench"),
-            "--git-cache-dir",
-            cache.to_str().unwrap(),
-            "--git-fetch-interval-seconds",
-            &interval,
-        ]
-        .map(String::from);
-        let operator = start_operator(
-            &dir.join("kubeconfig-fetch"),
-            &source,
+        let (stack, operator) = start_with_git_host(
+            &dir,
             &sink,
-            "default",
-            "load-fetch",
-            SHIPPED,
+            "fetch",
+            &host.url("bench"),
+            FETCH_PHASE_INTERVAL_SECONDS,
         )
         .await;
         let rows_of_phase = fetch_phase(plan, operator.ingest, &host, &dir, problems).await;
@@ -2276,27 +2296,8 @@ async fn run(
         .unwrap();
         common::commit_all(&repo, "a large config");
         let host = git_host::GitHttpServer::start(&root, None).await;
-        let stack = Stack::start(&Target::Sim, &dir, "push", &sink, 1, SHIPPED).await;
-        let cache = dir.join("push-host-cache");
-        let _ = std::fs::remove_dir_all(&cache);
-        let source = [
-            "--git-url",
-            &host.url("bench"),
-            "--git-cache-dir",
-            cache.to_str().unwrap(),
-            "--git-fetch-interval-seconds",
-            "1",
-        ]
-        .map(String::from);
-        let operator = start_operator(
-            &dir.join("kubeconfig-push"),
-            &source,
-            &sink,
-            "default",
-            "load-push",
-            SHIPPED,
-        )
-        .await;
+        let (stack, operator) =
+            start_with_git_host(&dir, &sink, "push", &host.url("bench"), 1).await;
         let rows_of_phase = push_phase(plan, &operator, &repo, &dir, &dir, problems).await;
         drop(operator);
         drop(stack);

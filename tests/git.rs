@@ -745,6 +745,64 @@ async fn under_a_steady_stream_of_events_none_waits_for_a_fetch() {
     // starts early (twice that before due), and a slow machine gets there during the run.
 }
 
+/// A push fetched ahead is read ahead: the configs the events before the fetch needed are read
+/// at the pushed commit before the fetch records it, so the events after it find them in
+/// memory, and none waits for a config to be compiled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_fetched_ahead_is_read_before_an_event_needs_it() {
+    let root = temp("read-ahead");
+    let repo = GitRepo::new(root.join("sockshop"));
+    sockshop(&repo);
+    let server = GitHttpServer::start(&root, None).await;
+    let args = git_args(
+        "read-ahead",
+        &server.url("sockshop"),
+        &["--git-fetch-interval-seconds", "8"],
+    );
+    let h = Harness::start_with_source(kube_sim::Sim::builder(), args, &[]).await;
+    let reads = "job_executor_git_config_reads_total";
+    let response = h.post_event(&event("warm", "dev", "carts", None)).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    assert_eq!(server.fetches(), 1);
+    // The service level of `dev` has carts' config: one read.
+    assert_eq!(counter(&h, reads).await, 1);
+
+    repo.switch("dev");
+    repo.write(
+        "carts/job/config.yaml",
+        action("service level", &task("only", "busybox:pushed", "[]")),
+    );
+    let pushed = repo.commit("pushed");
+    // A steady stream of events nothing listens for, until one starts the fetch ahead.
+    let mut unrelated = event("unrelated", "dev", "carts", None);
+    unrelated["type"] = json!("sh.keptn.event.unrelated.triggered");
+    while server.fetches() == 1 {
+        let response = h.post_event(&unrelated).await;
+        assert_eq!(response.status, 200, "{:?}", response.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // No event from here on: the config at the pushed commit is read by the fetch.
+    let deadline = Instant::now() + LONG;
+    while counter(&h, reads).await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the pushed config was not read ahead: {}",
+            h.operator_log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The next event runs it, and nothing more is read.
+    let response = h.post_event(&event("pushed", "dev", "carts", None)).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    expect_success(&h, "pushed").await;
+    assert_eq!(
+        run_of(&h, "pushed")["spec"]["configRevision"],
+        pushed.as_str()
+    );
+    assert_eq!(image_of(&h, "pushed", 0), "busybox:pushed");
+    assert_eq!(counter(&h, reads).await, 2);
+}
+
 /// The operator's clone in a cache directory (one bare repository per URL).
 fn cached_clone(cache: &Path) -> Option<PathBuf> {
     std::fs::read_dir(cache)

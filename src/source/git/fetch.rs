@@ -416,7 +416,8 @@ impl CloneCache {
         if let Some(known) = known_heads(&self.read_state(), requested, max_age) {
             return known;
         }
-        match self.fetch_now() {
+        // Nothing is read ahead: lookups wait for this fetch, and each reads what it needs.
+        match self.fetch_now(|_| {}) {
             Ok(heads) => Ok(Heads {
                 heads,
                 stale: None,
@@ -439,10 +440,20 @@ impl CloneCache {
         )
     }
 
+    /// The heads of the last successful fetch, as lookups read them now.
+    pub fn recorded_heads(&self) -> Option<Arc<RemoteHeads>> {
+        self.read_state().heads.clone()
+    }
+
     /// Starts a fetch on a thread of its own, unless one was started since the last successful
     /// fetch: the lookup that calls this reads the heads it has, which are not due yet, and the
-    /// fetch is there before they are (see the module's documentation).
-    pub fn fetch_ahead(self: &Arc<Self>) {
+    /// fetch is there before they are (see the module's documentation). What `read_ahead` makes
+    /// is given the heads the fetch found before they are recorded, to read what lookups will
+    /// need at them.
+    pub fn fetch_ahead<R>(self: &Arc<Self>, read_ahead: impl FnOnce() -> R)
+    where
+        R: FnOnce(&RemoteHeads) + Send + 'static,
+    {
         let fetched = self.fetched.load(Ordering::Acquire);
         // Read first: every lookup within the lead asks.
         if self.ahead_after.load(Ordering::Relaxed) == fetched
@@ -451,6 +462,7 @@ impl CloneCache {
             return;
         }
         let cache = self.clone();
+        let read_ahead = read_ahead();
         let started = std::thread::Builder::new()
             .name("git-fetch-ahead".to_string())
             .spawn(move || {
@@ -460,7 +472,7 @@ impl CloneCache {
                 };
                 if cache.fetched.load(Ordering::Acquire) == fetched {
                     // The outcome is recorded, and a failure told to the lookups that follow.
-                    let _ = cache.fetch_now();
+                    let _ = cache.fetch_now(read_ahead);
                 }
             });
         if let Err(error) = started {
@@ -515,8 +527,12 @@ impl CloneCache {
 
     /// Fetches, and records the outcome in `state` (and the heads in the clone); the caller
     /// holds `fetching`. The heads' lock is taken only to record the outcome: lookups whose
-    /// heads are not due read them meanwhile.
-    fn fetch_now(&self) -> Result<Arc<RemoteHeads>, GitError> {
+    /// heads are not due read them meanwhile, and `read_ahead` is given the heads found before
+    /// they are recorded (what it takes counts in what the fetch took).
+    fn fetch_now(
+        &self,
+        read_ahead: impl FnOnce(&RemoteHeads),
+    ) -> Result<Arc<RemoteHeads>, GitError> {
         let started = Instant::now();
         let fetched = self.fetch();
         if let Ok(heads) = &fetched
@@ -524,6 +540,9 @@ impl CloneCache {
         {
             // Only a restart during an outage needs the file; the fetch is good without it.
             tracing::warn!(%error, "cannot save the fetched branch heads in the clone");
+        }
+        if let Ok(heads) = &fetched {
+            read_ahead(heads);
         }
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         let _changing = Changing::start(&self.generation);

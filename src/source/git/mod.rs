@@ -33,8 +33,8 @@ use prometheus_client::metrics::family::Family;
 use fetch::CloneCache;
 pub use fetch::RepoUrl;
 pub use fetch::{CredentialSettings, FetchLabels, mask_credentials, redact};
-use heads::Heads;
 pub use heads::Stale;
+use heads::{Heads, RemoteHeads};
 use layout::{Branch, Lookup};
 use tree::{CommitTree, WalkError};
 
@@ -258,10 +258,19 @@ pub struct GitSource {
     id: u64,
     cache: Arc<CloneCache>,
     stale_lookups: Counter,
-    config_reads: Counter,
     lookups: Vec<Lookup>,
     fetch_interval: Duration,
-    configs: Mutex<ConfigCache>,
+    configs: Arc<Configs>,
+}
+
+/// The configs read from the clone. Shared with the fetch ahead, which reads the ones lookups
+/// read at the heads it renews at the heads it found, before it records them.
+#[derive(Debug)]
+struct Configs {
+    cache: Arc<CloneCache>,
+    known: Mutex<ConfigCache>,
+    /// Counts [`Configs::read_config`]'s reads.
+    reads: Counter,
 }
 
 /// A config's commit and path.
@@ -292,6 +301,14 @@ impl ConfigCache {
             return Some(Ok(None));
         }
         self.invalid.get(key).map(|error| Err(error.clone()))
+    }
+
+    /// The (commit, path)s whose read is kept.
+    fn keys(&self) -> impl Iterator<Item = &ConfigKey> {
+        self.found
+            .keys()
+            .chain(self.absent.iter())
+            .chain(self.invalid.keys())
     }
 
     fn keep(&mut self, key: ConfigKey, read: &ReadConfig) {
@@ -350,14 +367,18 @@ impl GitSource {
             ..
         } = settings;
         let cache = CloneCache::open(url, &cache_dir, credentials, max_repository_bytes, fetches)?;
+        let cache = Arc::new(cache);
         Ok(GitSource {
             id: SOURCE_IDS.fetch_add(1, Ordering::Relaxed),
-            cache: Arc::new(cache),
+            cache: cache.clone(),
             stale_lookups,
-            config_reads,
             lookups,
             fetch_interval,
-            configs: Mutex::new(ConfigCache::default()),
+            configs: Arc::new(Configs {
+                cache,
+                known: Mutex::default(),
+                reads: config_reads,
+            }),
         })
     }
 
@@ -560,7 +581,7 @@ impl GitSource {
                     }
                 }
             };
-            match self.load_at(commit, path, reads) {
+            match self.configs.load_at(commit, path, reads) {
                 Ok(Some(loaded)) => {
                     let found = Found {
                         config: Some(loaded),
@@ -603,107 +624,11 @@ impl GitSource {
             && now <= until
             && until.duration_since(now) <= self.cache.fetch_ahead_lead(self.fetch_interval)
         {
-            self.cache.fetch_ahead();
-        }
-    }
-
-    /// The config at `path` of `commit`, compiled: once per commit and path, and so is that
-    /// there is none, or why it cannot be used. Lookups that need the same one at the same time
-    /// (the events that follow a push, all at once) wait for one read instead of each
-    /// compiling the config.
-    fn load_at(&self, commit: ObjectId, path: String, reads: Reads) -> ReadConfig {
-        let key = (commit, path);
-        if let Some(known) = self.known_config(&key) {
-            return known;
-        }
-        if reads == Reads::Memory {
-            return Err(SourceError::NotInMemory);
-        }
-        let turn = match self.configs.lock() {
-            Ok(mut configs) => configs.reading.entry(key.clone()).or_default().clone(),
-            Err(_) => Arc::default(),
-        };
-        let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(known) = self.known_config(&key) {
-            // Read by the lookup whose turn it was.
-            return known;
-        }
-        let read = self.read_config(commit, &key.1);
-        if let Ok(mut configs) = self.configs.lock() {
-            // A read that failed is not kept: the lookups waiting try in turn.
-            if let Ok(read) = &read {
-                configs.keep(key.clone(), read);
-            }
-            configs.reading.remove(&key);
-        }
-        read?
-    }
-
-    fn known_config(&self, key: &ConfigKey) -> Option<ReadConfig> {
-        self.configs
-            .lock()
-            .ok()
-            .and_then(|configs| configs.get(key))
-    }
-
-    /// What the file at `path` of `commit` holds, which stays so; or why the clone could not
-    /// be read (`Err`), which is not kept: another read may succeed.
-    fn read_config(&self, commit: ObjectId, path: &str) -> Result<ReadConfig, SourceError> {
-        self.config_reads.inc();
-        let tree = self.commit_tree(commit, "")?;
-        let origin = format!("{}:{path}", commit.to_hex_with_len(12));
-        let bytes = match tree.read_file(path, config::MAX_CONFIG_BYTES) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return Ok(Ok(None)),
-            Err(WalkError::TooLarge(size)) => {
-                let limit = config::MAX_CONFIG_BYTES;
-                let file = origin;
-                return Ok(Err(ConfigError::TooLarge { file, size, limit }.into()));
-            }
-            Err(error) => return Err(self.read_error(path, commit, error).into()),
-        };
-        let Ok(text) = String::from_utf8(bytes) else {
-            return Ok(Err(GitError::Read {
-                path: path.to_string(),
-                commit: commit.to_string(),
-                url: self.url(),
-                reason: "not UTF-8 text".into(),
-            }
-            .into()));
-        };
-        let compiled = compile(
-            &text,
-            origin,
-            layout::files_dir(path),
-            Some(commit.to_string()),
-        );
-        Ok(compiled.map(|loaded| Some(Arc::new(loaded))))
-    }
-
-    fn commit_tree(&self, commit: ObjectId, dir: &str) -> Result<CommitTree, GitError> {
-        CommitTree::new(self.cache.repo(), commit, dir).map_err(|reason| GitError::Read {
-            path: if dir.is_empty() {
-                "/".into()
-            } else {
-                dir.into()
-            },
-            commit: commit.to_string(),
-            url: self.url(),
-            reason,
-        })
-    }
-
-    fn read_error(&self, path: &str, commit: ObjectId, error: WalkError) -> GitError {
-        GitError::Read {
-            path: path.to_string(),
-            commit: commit.to_string(),
-            url: self.url(),
-            reason: match error {
-                WalkError::Escapes => "it is a link that leads outside the repository".into(),
-                WalkError::TooManyLinks => "too many links to follow (a link loop?)".into(),
-                WalkError::Read(reason) => reason,
-                WalkError::TooLarge(size) => format!("it is too large ({size} bytes)"),
-            },
+            let configs = &self.configs;
+            self.cache.fetch_ahead(|| {
+                let configs = configs.clone();
+                move |heads: &RemoteHeads| configs.read_ahead(heads)
+            });
         }
     }
 
@@ -733,8 +658,144 @@ impl GitSource {
                 value: dir.to_string(),
             });
         }
-        let tree = self.commit_tree(commit, dir)?;
+        let tree = commit_tree(&self.cache, commit, dir)?;
         Ok(files::collect(&tree, tasks)?)
+    }
+}
+
+impl Configs {
+    /// Reads ahead, for a fetch that found `found`, before it records them: the (commit, path)s
+    /// known at a branch's recorded head, at its new head, for the branches that moved. So the
+    /// lookups after the fetch find in memory the configs the ones before it read (no event
+    /// waits for a config to be compiled after a push), and a failed read is left to them.
+    fn read_ahead(&self, found: &RemoteHeads) {
+        let Some(recorded) = self.cache.recorded_heads() else {
+            return;
+        };
+        let moved: Vec<(ObjectId, ObjectId)> = recorded
+            .branches
+            .iter()
+            .filter_map(|(branch, was)| {
+                let now = found.branches.get(branch)?;
+                (now != was).then_some((*was, *now))
+            })
+            .collect();
+        if moved.is_empty() {
+            return;
+        }
+        let ahead: HashSet<ConfigKey> = match self.known.lock() {
+            Ok(known) => known
+                .keys()
+                .flat_map(|(commit, path)| {
+                    moved
+                        .iter()
+                        .filter(move |(was, _)| was == commit)
+                        .map(move |(_, now)| (*now, path.clone()))
+                })
+                .collect(),
+            Err(_) => return,
+        };
+        for (commit, path) in ahead {
+            // An error is the lookups' to report, and to try again.
+            let _ = self.load_at(commit, path, Reads::Any);
+        }
+    }
+
+    /// The config at `path` of `commit`, compiled: once per commit and path, and so is that
+    /// there is none, or why it cannot be used. Lookups that need the same one at the same time
+    /// (the events that follow a push, all at once) wait for one read instead of each
+    /// compiling the config.
+    fn load_at(&self, commit: ObjectId, path: String, reads: Reads) -> ReadConfig {
+        let key = (commit, path);
+        if let Some(known) = self.known_config(&key) {
+            return known;
+        }
+        if reads == Reads::Memory {
+            return Err(SourceError::NotInMemory);
+        }
+        let turn = match self.known.lock() {
+            Ok(mut configs) => configs.reading.entry(key.clone()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = self.known_config(&key) {
+            // Read by the lookup whose turn it was.
+            return known;
+        }
+        let read = self.read_config(commit, &key.1);
+        if let Ok(mut configs) = self.known.lock() {
+            // A read that failed is not kept: the lookups waiting try in turn.
+            if let Ok(read) = &read {
+                configs.keep(key.clone(), read);
+            }
+            configs.reading.remove(&key);
+        }
+        read?
+    }
+
+    fn known_config(&self, key: &ConfigKey) -> Option<ReadConfig> {
+        self.known.lock().ok().and_then(|configs| configs.get(key))
+    }
+
+    /// What the file at `path` of `commit` holds, which stays so; or why the clone could not
+    /// be read (`Err`), which is not kept: another read may succeed.
+    fn read_config(&self, commit: ObjectId, path: &str) -> Result<ReadConfig, SourceError> {
+        self.reads.inc();
+        let tree = commit_tree(&self.cache, commit, "")?;
+        let origin = format!("{}:{path}", commit.to_hex_with_len(12));
+        let bytes = match tree.read_file(path, config::MAX_CONFIG_BYTES) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(Ok(None)),
+            Err(WalkError::TooLarge(size)) => {
+                let limit = config::MAX_CONFIG_BYTES;
+                let file = origin;
+                return Ok(Err(ConfigError::TooLarge { file, size, limit }.into()));
+            }
+            Err(error) => return Err(read_error(&self.cache, path, commit, error).into()),
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            return Ok(Err(GitError::Read {
+                path: path.to_string(),
+                commit: commit.to_string(),
+                url: self.cache.shown_url().to_string(),
+                reason: "not UTF-8 text".into(),
+            }
+            .into()));
+        };
+        let compiled = compile(
+            &text,
+            origin,
+            layout::files_dir(path),
+            Some(commit.to_string()),
+        );
+        Ok(compiled.map(|loaded| Some(Arc::new(loaded))))
+    }
+}
+
+fn commit_tree(cache: &CloneCache, commit: ObjectId, dir: &str) -> Result<CommitTree, GitError> {
+    CommitTree::new(cache.repo(), commit, dir).map_err(|reason| GitError::Read {
+        path: if dir.is_empty() {
+            "/".into()
+        } else {
+            dir.into()
+        },
+        commit: commit.to_string(),
+        url: cache.shown_url().to_string(),
+        reason,
+    })
+}
+
+fn read_error(cache: &CloneCache, path: &str, commit: ObjectId, error: WalkError) -> GitError {
+    GitError::Read {
+        path: path.to_string(),
+        commit: commit.to_string(),
+        url: cache.shown_url().to_string(),
+        reason: match error {
+            WalkError::Escapes => "it is a link that leads outside the repository".into(),
+            WalkError::TooManyLinks => "too many links to follow (a link loop?)".into(),
+            WalkError::Read(reason) => reason,
+            WalkError::TooLarge(size) => format!("it is too large ({size} bytes)"),
+        },
     }
 }
 
