@@ -263,8 +263,9 @@ pub struct GitSource {
     configs: Arc<Configs>,
 }
 
-/// The configs read from the clone. Shared with the fetch ahead, which reads the ones lookups
-/// read at the heads it renews at the heads it found, before it records them.
+/// The configs read from the clone. Shared with the fetch ahead, which reads the paths lookups
+/// read at the old heads again at the heads it found, before it records them
+/// ([`Configs::read_ahead`]).
 #[derive(Debug)]
 struct Configs {
     cache: Arc<CloneCache>,
