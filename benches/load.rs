@@ -1121,25 +1121,39 @@ fn wrk_run(
     }
 }
 
-/// A wrk script posting `body` with `headers`; with `unique`, every request replaces `EVENTID`
-/// in it with a fresh id.
+/// What a wrk script changes in the body of each request.
+#[derive(Clone, Copy)]
+enum Vary {
+    Nothing,
+    /// `EVENTID` replaced with a fresh id.
+    EventId,
+    /// `SERVICE` replaced with `bench-N`, N going round the services in turn.
+    Service(usize),
+}
+
+/// A wrk script posting `body` with `headers`, each request's body changed as `vary` says.
 fn wrk_script(
     dir: &Path,
     name: &str,
     body: &Value,
     headers: &[(String, String)],
-    unique: bool,
+    vary: Vary,
 ) -> PathBuf {
     let lua = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
     let body = lua(&body.to_string());
-    let script = if unique {
+    let replace = match vary {
+        Vary::Nothing => None,
+        Vary::EventId => Some("\"EVENTID\", tid .. \"-\" .. n".to_string()),
+        Vary::Service(services) => Some(format!("\"SERVICE\", \"bench-\" .. (n % {services})")),
+    };
+    let script = if let Some(replace) = replace {
         let table = headers
             .iter()
             .map(|(k, v)| format!("[\"{}\"] = \"{}\"", lua(k), lua(v)))
             .collect::<Vec<_>>()
             .join(", ");
         format!(
-            "local threads = 0\nfunction setup(thread)\n  threads = threads + 1\n  thread:set(\"tid\", threads)\nend\nlocal n = 0\nrequest = function()\n  n = n + 1\n  local body = string.gsub(\"{body}\", \"EVENTID\", tid .. \"-\" .. n)\n  return wrk.format(\"POST\", nil, {{{table}}}, body)\nend\n"
+            "local threads = 0\nfunction setup(thread)\n  threads = threads + 1\n  thread:set(\"tid\", threads)\nend\nlocal n = 0\nrequest = function()\n  n = n + 1\n  local body = string.gsub(\"{body}\", {replace})\n  return wrk.format(\"POST\", nil, {{{table}}}, body)\nend\n"
         )
     } else {
         let mut script = format!("wrk.method = \"POST\"\nwrk.body = \"{body}\"\n");
@@ -1401,7 +1415,7 @@ fn ingest_phase(
     let check_url = format!("http://{stack_addr}/check");
     let mut rows = Vec::new();
     for (what, file, event) in cases {
-        let script = wrk_script(dir, file, &event, &content_type(CLOUDEVENT), false);
+        let script = wrk_script(dir, file, &event, &content_type(CLOUDEVENT), Vary::Nothing);
         // Warm-up: connections, the config's first load (the git source's first fetch).
         wrk(&operator_url, &script, 1);
         wrk(&git_url, &script, 1);
@@ -1502,7 +1516,13 @@ async fn fetch_phase(
 ) -> Vec<(String, String)> {
     let mut refused = event("sh.keptn.event.gate.triggered", "refused");
     refused["data"]["test"] = json!({"teststrategy": "none"});
-    let script = wrk_script(dir, "fetch.lua", &refused, &content_type(CLOUDEVENT), false);
+    let script = wrk_script(
+        dir,
+        "fetch.lua",
+        &refused,
+        &content_type(CLOUDEVENT),
+        Vary::Nothing,
+    );
     let url = format!("http://{operator}/events");
     // Warm-up: connections, and the first fetch (the clone) behind.
     let warm = url.clone();
@@ -1537,46 +1557,111 @@ async fn fetch_phase(
     )]
 }
 
-/// The push phase's actions beside the bench's: each listens for an event type of its own, with
-/// a condition and a task with an env var, so that the config takes a while to compile (a
-/// large project's config).
-const PUSH_PHASE_MORE_ACTIONS: usize = 180;
-
-/// The bench's config with [`PUSH_PHASE_MORE_ACTIONS`] more actions, and `comment` last.
-fn large_config(config: &Path, comment: &str) -> String {
-    let mut text = std::fs::read_to_string(config.join("bench/job/config.yaml")).unwrap();
-    for n in 0..PUSH_PHASE_MORE_ACTIONS {
-        text.push_str(&format!(
-            "  - name: other-{n}\n    events:\n      - name: sh.keptn.event.other-{n}.triggered\n        \
-             jsonpath: {{property: $.data.test.teststrategy, match: strategy-{n}}}\n    tasks:\n      \
-             - name: only\n        image: 'bench:quick'\n        env:\n          \
-             - {{name: PROJECT, value: $.data.project, valueFrom: event}}\n"
-        ));
-    }
-    text.push_str(&format!("# {comment}\n"));
-    text
+/// The projects the push phase's operator reads: their services, and the actions each config
+/// has beside the bench's. Each listens for an event type of its own, with a condition and a
+/// task with an env var, so that a config takes a while to compile (a large project's config).
+#[derive(Clone, Copy)]
+struct PushedProject {
+    services: usize,
+    more_actions: usize,
 }
 
-/// Ingest of events 20 actions refuse, the config large ([`large_config`]) and on a git host
-/// fetched every second, under `wrk`'s closed loop: first with no push, then with a push that
-/// changes the config every second, so that each fetch brings a config that was never
-/// compiled. Whether the events after a push wait for a read of the config each shows in the
-/// latency's tail, and in the reads the operator counts.
+impl PushedProject {
+    /// One service, a large config: the events after a push need it read again.
+    const ONE_LARGE: PushedProject = PushedProject {
+        services: 1,
+        more_actions: 180,
+    };
+    /// Many services, events for all of them, a push to one: whether the others' configs are
+    /// compiled again, and kept, when the branch moves.
+    const MANY: PushedProject = PushedProject {
+        services: 150,
+        more_actions: 40,
+    };
+
+    fn service(&self, n: usize) -> String {
+        if self.services == 1 {
+            "bench".into()
+        } else {
+            format!("bench-{n}")
+        }
+    }
+
+    /// Service `n`'s config, `comment` last: every service's differs, as a real project's do.
+    fn config(&self, config: &Path, n: usize, comment: &str) -> String {
+        let mut text = std::fs::read_to_string(config.join("bench/job/config.yaml")).unwrap();
+        for n in 0..self.more_actions {
+            text.push_str(&format!(
+                "  - name: other-{n}\n    events:\n      - name: sh.keptn.event.other-{n}.triggered\n        \
+                 jsonpath: {{property: $.data.test.teststrategy, match: strategy-{n}}}\n    tasks:\n      \
+                 - name: only\n        image: 'bench:quick'\n        env:\n          \
+                 - {{name: PROJECT, value: $.data.project, valueFrom: event}}\n"
+            ));
+        }
+        text.push_str(&format!("# {}: {comment}\n", self.service(n)));
+        text
+    }
+
+    /// Writes service `n`'s config into the work tree of `repo`.
+    fn write(&self, repo: &Path, config: &Path, n: usize, comment: &str) {
+        let dir = repo.join(self.service(n)).join("job");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.yaml"), self.config(config, n, comment)).unwrap();
+    }
+}
+
+/// Ingest of events 20 actions refuse, each service's config large and on a git host fetched
+/// every second ([`PushedProject`]), under `wrk`'s closed loop, events for every service in
+/// turn: first with no push, then with a push that changes one service's config every second
+/// (the next service each time), so that each fetch brings a config that was never compiled.
+/// Whether the events after a push wait for a read of the config shows in the latency's tail;
+/// how many reads and compiles a push costs, in what the operator counts.
 async fn push_phase(
     plan: Plan,
     operator: &Operator,
-    repo: &Path,
+    (repo, project): (&Path, PushedProject),
     config: &Path,
     dir: &Path,
     problems: &Problems,
 ) -> Vec<(String, String)> {
     let mut refused = event("sh.keptn.event.gate.triggered", "refused");
     refused["data"]["test"] = json!({"teststrategy": "none"});
-    let script = wrk_script(dir, "push.lua", &refused, &content_type(CLOUDEVENT), false);
+    let vary = if project.services == 1 {
+        Vary::Nothing
+    } else {
+        refused["data"]["service"] = json!("SERVICE");
+        Vary::Service(project.services)
+    };
+    let name = format!("push-{}.lua", project.services);
+    let script = wrk_script(dir, &name, &refused, &content_type(CLOUDEVENT), vary);
     let url = format!("http://{}/events", operator.ingest);
-    let reads = "job_executor_git_config_reads_total";
-    let actions = large_config(config, "").matches("\n  - name: ").count();
-    // Warm-up: connections, the clone and the config's first read behind.
+    let counters = [
+        "job_executor_git_config_reads_total",
+        "job_executor_git_config_compiles_total",
+    ];
+    let counted = async || {
+        let mut counted = [None; 2];
+        for (value, name) in counted.iter_mut().zip(counters) {
+            *value = operator.metric(name).await.map(|v| v as u64);
+        }
+        counted
+    };
+    let actions = project
+        .config(config, 0, "")
+        .matches("\n  - name: ")
+        .count();
+    // Every service's config read once first, one event at a time (a debug build takes a
+    // while to compile 150 configs): the runs count only what pushes cost.
+    if project.services > 1 {
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        for n in 0..project.services {
+            let mut first = refused.clone();
+            first["data"]["service"] = json!(project.service(n));
+            let (status, answer) = post_event(&client, operator.ingest, &first).await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    }
+    // Warm-up: connections, the clone and the configs' first reads behind.
     let (warm, warm_script) = (url.clone(), script.clone());
     tokio::task::spawn_blocking(move || wrk(&warm, &warm_script, 1))
         .await
@@ -1584,16 +1669,16 @@ async fn push_phase(
     let seconds = plan.wrk_seconds;
     let mut rows = Vec::new();
     for pushing in [false, true] {
-        let read_before = operator.metric(reads).await.unwrap_or_default();
+        let before = counted().await;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let pusher = pushing.then(|| {
             let (stop, repo, config) = (stop.clone(), repo.to_path_buf(), config.to_path_buf());
             std::thread::spawn(move || {
                 let mut pushes = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let service = pushes % project.services;
                     pushes += 1;
-                    let text = large_config(&config, &format!("push {pushes}"));
-                    std::fs::write(repo.join("bench/job/config.yaml"), text).unwrap();
+                    project.write(&repo, &config, service, &format!("push {pushes}"));
                     common::commit_all(&repo, &format!("push {pushes}"));
                     std::thread::sleep(Duration::from_secs(1));
                 }
@@ -1608,37 +1693,69 @@ async fn push_phase(
         .unwrap();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let pushes = pusher.map(|p| p.join().unwrap());
-        let read = operator.metric(reads).await.unwrap_or_default() - read_before;
-        let what = if pushing {
-            "with a push"
-        } else {
-            "without a push"
+        let after = counted().await;
+        let [reads, compiles] = [0, 1].map(|i| after[i].zip(before[i]).map(|(a, b)| a - b));
+        let what = match (pushing, project.services) {
+            (false, 1) => "without a push".to_string(),
+            (true, 1) => "with a push".to_string(),
+            (false, services) => format!("for {services} services without a push"),
+            (true, services) => format!("for {services} services with a push"),
         };
         problems.all_2xx(&format!("ingest {what}"), measured.non_2xx);
         problems.check(measured.rate > 0.0, || {
             format!("ingest {what}: nothing measured")
         });
-        let latencies = measured.latencies(&format!("ingest {what}"), problems);
-        let (name, value) = if let Some(pushes) = pushes {
-            (
-                "… with a push changing the config every second",
+        // Exact, whatever the timing: a config read once per commit and path, compiled once
+        // per content.
+        let pushed = pushes.unwrap_or(0) as u64;
+        problems.check(compiles.is_some_and(|c| c <= pushed), || {
+            format!("ingest {what}: {compiles:?} compiles of a config for {pushed} pushes")
+        });
+        problems.check(
+            reads.is_some_and(|r| r <= pushed * project.services as u64),
+            || {
                 format!(
-                    "{latencies}; {:.0} req/s; {pushes} pushes, {read} reads of the config{}",
+                    "ingest {what}: {reads:?} reads of a config for {pushed} pushes and {} \
+                     services",
+                    project.services
+                )
+            },
+        );
+        let latencies = measured.latencies(&format!("ingest {what}"), problems);
+        let shown = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
+        let (reads, compiles) = (shown(reads), shown(compiles));
+        let counts = format!("{reads} reads and {compiles} compiles of a config");
+        let (name, value) = match (pushes, project.services) {
+            (Some(pushes), 1) => (
+                "… with a push changing the config every second".to_string(),
+                format!(
+                    "{latencies}; {:.0} req/s; {pushes} pushes, {counts}{}",
                     measured.rate,
                     plan.goal("one read of the config per push, not one per event"),
                 ),
-            )
-        } else {
-            (
-                &*format!(
+            ),
+            (Some(pushes), _) => (
+                "… with a push changing one service's config every second".to_string(),
+                format!(
+                    "{latencies}; {:.0} req/s; {pushes} pushes, {counts}{}",
+                    measured.rate,
+                    plan.goal("one compile per push, not one per service"),
+                ),
+            ),
+            (None, 1) => (
+                format!(
                     "ingest latency, events 20 actions listen for and refuse, a config of \
                      {actions} actions on a git host fetched every second, no push"
                 ),
+                format!("{latencies}; {:.0} req/s; {counts}", measured.rate),
+            ),
+            (None, services) => (
                 format!(
-                    "{latencies}; {:.0} req/s; {read} reads of the config",
-                    measured.rate,
+                    "ingest latency, the same events for {services} services in turn, each \
+                     with a config of {actions} actions, no push"
                 ),
-            )
+                format!("{latencies}; {:.0} req/s; {counts}", measured.rate),
+            ),
         };
         rows.push((
             format!("{name} (wrk -t2 -c32 --latency, {seconds} s)"),
@@ -1678,7 +1795,7 @@ fn create_ceiling(
         "ceiling.lua",
         &serde_json::to_value(ceiling_run(dir, namespace)).unwrap(),
         &headers,
-        true,
+        Vary::EventId,
     );
     wrk(&url, &script, plan.wrk_seconds)
 }
@@ -2285,24 +2402,26 @@ async fn run(
 
     if wanted("push") {
         // No API server is involved: kube-sim only, whatever the target.
-        let load = load_average();
         let root = dir.join("push-host");
-        let repo = root.join("bench");
-        config_repository(&dir, &repo);
-        std::fs::write(
-            repo.join("bench/job/config.yaml"),
-            large_config(&dir, "as first fetched"),
-        )
-        .unwrap();
-        common::commit_all(&repo, "a large config");
         let host = git_host::GitHttpServer::start(&root, None).await;
-        let (stack, operator) =
-            start_with_git_host(&dir, &sink, "push", &host.url("bench"), 1).await;
-        let rows_of_phase = push_phase(plan, &operator, &repo, &dir, &dir, problems).await;
-        drop(operator);
-        drop(stack);
-        for (name, value) in rows_of_phase {
-            report(&mut rows, load, name, value);
+        for project in [PushedProject::ONE_LARGE, PushedProject::MANY] {
+            let load = load_average();
+            let name = format!("push-{}", project.services);
+            let repo = root.join(&name);
+            config_repository(&dir, &repo);
+            for n in 0..project.services {
+                project.write(&repo, &dir, n, "as first fetched");
+            }
+            common::commit_all(&repo, "large configs");
+            let (stack, operator) =
+                start_with_git_host(&dir, &sink, &name, &host.url(&name), 1).await;
+            let rows_of_phase =
+                push_phase(plan, &operator, (&repo, project), &dir, &dir, problems).await;
+            drop(operator);
+            drop(stack);
+            for (name, value) in rows_of_phase {
+                report(&mut rows, load, name, value);
+            }
         }
     }
 
@@ -2340,7 +2459,7 @@ async fn run(
                     &format!("accept-{i}.lua"),
                     &event("sh.keptn.event.one.triggered", &format!("r{i}-EVENTID")),
                     &content_type(CLOUDEVENT),
-                    true,
+                    Vary::EventId,
                 );
                 (format!("http://{}/events", operator.ingest), script)
             })

@@ -62,6 +62,7 @@ pub struct Metrics {
     git_fetches: Family<Labels, Counter>,
     git_stale_lookups: Counter,
     git_config_reads: Counter,
+    git_config_compiles: Counter,
     schedule_fires: Family<Labels, Counter>,
     schedule_missed: Counter,
     schedule_errors: Family<Labels, Counter>,
@@ -161,6 +162,12 @@ impl Metrics {
             "Reads of a config path at a commit of the git repository (the config compiled, or found absent or unusable): one per commit and path, however many events need it",
             git_config_reads.clone(),
         );
+        let git_config_compiles = Counter::default();
+        registry.register(
+            "git_config_compiles",
+            "Configs compiled from the git repository: reads of a file whose content was not compiled already (a push compiles the configs it changed, not the others)",
+            git_config_compiles.clone(),
+        );
         let schedule_fires = Family::<Labels, Counter>::default();
         registry.register(
             "schedule_fires",
@@ -217,6 +224,7 @@ impl Metrics {
             git_fetches,
             git_stale_lookups,
             git_config_reads,
+            git_config_compiles,
             schedule_fires,
             schedule_missed,
             schedule_errors,
@@ -333,6 +341,7 @@ impl Metrics {
             fetches: self.git_fetches.clone(),
             stale_lookups: self.git_stale_lookups.clone(),
             config_reads: self.git_config_reads.clone(),
+            config_compiles: self.git_config_compiles.clone(),
         }
     }
 

@@ -604,7 +604,8 @@ async fn counter(h: &Harness, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
 }
 
-/// After a push, a burst of events shares one fetch, and one read of each config they need.
+/// After a push, a burst of events shares one fetch, and one read of each config they need;
+/// a config the push left as it was is not compiled again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_events_after_a_push_shares_one_fetch_and_one_read_of_the_config() {
     let root = temp("burst");
@@ -621,9 +622,11 @@ async fn a_burst_of_events_after_a_push_shares_one_fetch_and_one_read_of_the_con
     h.post_event(&event("warm", "dev", "orders", None)).await;
     expect_success(&h, "warm").await;
     assert_eq!(server.fetches(), 1);
-    // The lookup read the service level (nothing there) and the stage level.
+    // The lookup read the service level (nothing there) and the stage level, compiled.
     let reads = "job_executor_git_config_reads_total";
+    let compiles = "job_executor_git_config_compiles_total";
     assert_eq!(counter(&h, reads).await, 2);
+    assert_eq!(counter(&h, compiles).await, 1);
 
     // A push; past the interval, a burst of events needs the branch head again: one fetch,
     // and one read of each path at the new commit, for all.
@@ -651,6 +654,8 @@ async fn a_burst_of_events_after_a_push_shares_one_fetch_and_one_read_of_the_con
     }
     assert_eq!(server.fetches() - before, 1, "{:?}", server.requests());
     assert_eq!(counter(&h, reads).await, 4);
+    // The push left the config as it was: what was compiled at the old commit is used.
+    assert_eq!(counter(&h, compiles).await, 1);
     let (_, metrics) = h.get_admin("/metrics").await;
     assert!(
         metrics.contains(&format!(

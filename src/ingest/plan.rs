@@ -230,7 +230,7 @@ pub fn plan_sketch_in_memory<R>(
             ))));
         };
         // Decided without building the event: none is built when no action listens for the type.
-        let refusals = loaded.matcher.refusals_of_sketch(sketch)?;
+        let refusals = loaded.compiled.matcher.refusals_of_sketch(sketch)?;
         Some(answer(SketchReasons::Refused {
             refusals,
             event_type: sketch.event_type(),
@@ -421,10 +421,11 @@ fn plan_with_config(
     settings: &Settings,
     reads: Reads,
 ) -> Result<EventPlan, NotInMemory> {
-    let (matched, not_matched) = explain_decision(event.event_type(), loaded.matcher.decide(event));
+    let (matched, not_matched) =
+        explain_decision(event.event_type(), loaded.compiled.matcher.decide(event));
     let mut runs = Vec::new();
     for index in matched {
-        let Some(action) = loaded.config.actions.get(index) else {
+        let Some(action) = loaded.compiled.config.actions.get(index) else {
             continue;
         };
         // A run that cannot start is still recorded, so its `.finished` reports why; unless

@@ -156,12 +156,11 @@ pub struct Found {
     pub stale: Option<Stale>,
 }
 
-/// A config ready for matching: parsed, validated and compiled.
+/// A config ready for matching, as read from one place at one revision.
 #[derive(Debug)]
 pub struct LoadedConfig {
-    pub config: JobConfig,
-    pub matcher: Matcher,
-    pub warnings: Vec<Problem>,
+    /// What its text says, shared by every revision where the text is the same.
+    pub compiled: Arc<CompiledConfig>,
     /// The revision the config was read at (a commit for git; none for a directory).
     pub revision: Option<String>,
     /// The directory the tasks' files are relative to, relative to the source's top (`carts`,
@@ -290,12 +289,13 @@ impl DirectorySource {
             return Ok(Some(cached.loaded));
         }
         let text = config::read_file(&path)?;
-        let loaded = Arc::new(compile(
-            &text,
-            path.display().to_string(),
-            name.to_string(),
-            None,
-        )?);
+        let origin = path.display().to_string();
+        let loaded = Arc::new(LoadedConfig {
+            compiled: Arc::new(compile(&text, &origin)?),
+            revision: None,
+            dir: name.to_string(),
+            origin,
+        });
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(
                 path,
@@ -331,27 +331,28 @@ impl DirectorySource {
     }
 }
 
+/// A config's text parsed, validated and compiled: it depends on the text alone, so a git
+/// source shares it between the commits where the file is the same.
+#[derive(Debug)]
+pub struct CompiledConfig {
+    pub config: JobConfig,
+    pub matcher: Matcher,
+    pub warnings: Vec<Problem>,
+}
+
 /// Parses, validates and compiles a config's text; `origin` names it in messages.
-fn compile(
-    text: &str,
-    origin: String,
-    dir: String,
-    revision: Option<String>,
-) -> Result<LoadedConfig, SourceError> {
-    let valid = config::load(text, &origin)?;
+fn compile(text: &str, origin: &str) -> Result<CompiledConfig, SourceError> {
+    let valid = config::load(text, origin)?;
     let matcher = Matcher::compile(&valid.config).map_err(|e| {
         SourceError::Config(ConfigError::Unreadable {
-            file: origin.clone(),
+            file: origin.to_string(),
             reason: e.to_string(),
         })
     })?;
-    Ok(LoadedConfig {
+    Ok(CompiledConfig {
         config: valid.config,
         matcher,
         warnings: valid.warnings,
-        revision,
-        dir,
-        origin,
     })
 }
 
@@ -393,7 +394,7 @@ mod tests {
         )
         .unwrap();
         let changed = load("carts").unwrap();
-        assert_eq!(changed.config.actions.len(), 1);
+        assert_eq!(changed.compiled.config.actions.len(), 1);
         assert!(load("orders").is_none());
     }
 

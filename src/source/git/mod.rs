@@ -38,12 +38,15 @@ use heads::{Heads, RemoteHeads};
 use layout::{Branch, Lookup};
 use tree::{CommitTree, WalkError};
 
-use super::{Found, LoadedConfig, Reads, ServiceName, ServiceRef, SourceError, compile};
+use super::{
+    CompiledConfig, Found, LoadedConfig, Reads, ServiceName, ServiceRef, SourceError, compile,
+};
 use crate::config::{self, ConfigError, Task};
 use crate::files::{self, RunFiles};
 
 /// Compiled configs kept per (commit, path); a commit never changes, so they are only dropped
-/// when there are more than this.
+/// when there are more than this, and then the ones at the heads lookups read are kept
+/// ([`ConfigCache::keep`]).
 const CONFIG_CACHE_ENTRIES: usize = 256;
 
 /// The (commit, path)s known to hold no config (the layout's service level, for most services),
@@ -234,6 +237,9 @@ pub struct GitMetrics {
     /// Reads of a path at a commit: a config compiled, or found to be absent or unusable (the
     /// `job_executor_git_config_reads_total` metric).
     pub config_reads: Counter,
+    /// Configs compiled: reads of a file whose content was not compiled already (the
+    /// `job_executor_git_config_compiles_total` metric).
+    pub config_compiles: Counter,
 }
 
 impl GitSettings {
@@ -272,6 +278,8 @@ struct Configs {
     known: Mutex<ConfigCache>,
     /// Counts [`Configs::read_config`]'s reads.
     reads: Counter,
+    /// Counts the reads that compiled the file (its content was not compiled already).
+    compiles: Counter,
 }
 
 /// A config's commit and path.
@@ -281,11 +289,19 @@ type ConfigKey = (ObjectId, String);
 #[derive(Debug, Default)]
 struct ConfigCache {
     found: HashMap<ConfigKey, Arc<LoadedConfig>>,
-    absent: HashSet<ConfigKey>,
+    absent: HashMap<ConfigKey, ()>,
     invalid: HashMap<ConfigKey, SourceError>,
     /// The (commit, path)s being read, each with the turn the lookups that need it take: the
     /// first reads, the others wait and find what it read.
     reading: HashMap<ConfigKey, Arc<Mutex<()>>>,
+    /// The compiled configs by the blob they were compiled from: a push compiles the configs
+    /// it changed, and the others at the new commit share what was compiled at the old one,
+    /// even if the bound pushed the old commit's out. Bounded as the configs are; at the bound,
+    /// those nothing else uses any more go first.
+    compiled: HashMap<ObjectId, Arc<CompiledConfig>>,
+    /// The branches a read ahead reads at the new heads of, each with its new head: what it
+    /// reads is kept as the configs at the heads it replaces were ([`Self::keep`]).
+    ahead: Vec<(String, ObjectId)>,
 }
 
 /// A config as read at a commit: compiled, none at the path (`Ok(None)`), or why it cannot be
@@ -298,7 +314,7 @@ impl ConfigCache {
         if let Some(loaded) = self.found.get(key) {
             return Some(Ok(Some(loaded.clone())));
         }
-        if self.absent.contains(key) {
+        if self.absent.contains_key(key) {
             return Some(Ok(None));
         }
         self.invalid.get(key).map(|error| Err(error.clone()))
@@ -308,34 +324,68 @@ impl ConfigCache {
     fn keys(&self) -> impl Iterator<Item = &ConfigKey> {
         self.found
             .keys()
-            .chain(self.absent.iter())
+            .chain(self.absent.keys())
             .chain(self.invalid.keys())
     }
 
-    fn keep(&mut self, key: ConfigKey, read: &ReadConfig) {
+    /// Keeps what a read found. `heads` are the recorded heads. A kind at its bound keeps only
+    /// what is at the heads lookups will read: the recorded ones, a branch that a read ahead
+    /// is reading counting at its new head. The rest (older commits, pinned ones) goes.
+    fn keep(&mut self, key: ConfigKey, read: &ReadConfig, heads: Option<&RemoteHeads>) {
+        let ahead = &self.ahead;
+        let live = |commit: &ObjectId| {
+            let moving = |branch: &String| ahead.iter().any(|(moved, _)| moved == branch);
+            ahead.iter().any(|(_, now)| now == commit)
+                || heads.is_some_and(|heads| {
+                    (heads.branches.iter()).any(|(branch, head)| head == commit && !moving(branch))
+                })
+        };
         // Each kind has its own bound, so that services without a config of their own (most,
         // in Keptn's layout) or broken ones do not push compiled configs out.
-        fn bounded<K: std::hash::Hash + Eq, V>(
-            map: &mut HashMap<K, V>,
+        fn bounded<V>(
+            map: &mut HashMap<ConfigKey, V>,
             bound: usize,
-            key: K,
+            key: ConfigKey,
             value: V,
+            live: impl Fn(&ObjectId) -> bool,
         ) {
             if map.len() >= bound {
-                map.clear();
+                map.retain(|(commit, _), _| live(commit));
+                if map.len() >= bound {
+                    // More in use at the heads than the bound: they are read again as needed.
+                    map.clear();
+                }
             }
             map.insert(key, value);
         }
         match read {
-            Ok(Some(loaded)) => bounded(&mut self.found, CONFIG_CACHE_ENTRIES, key, loaded.clone()),
-            Ok(None) => {
-                if self.absent.len() >= ABSENT_CACHE_ENTRIES {
-                    self.absent.clear();
-                }
-                self.absent.insert(key);
+            Ok(Some(loaded)) => {
+                let bound = CONFIG_CACHE_ENTRIES;
+                bounded(&mut self.found, bound, key, loaded.clone(), live);
             }
-            Err(error) => bounded(&mut self.invalid, INVALID_CACHE_ENTRIES, key, error.clone()),
+            Ok(None) => bounded(&mut self.absent, ABSENT_CACHE_ENTRIES, key, (), live),
+            Err(error) => {
+                let bound = INVALID_CACHE_ENTRIES;
+                bounded(&mut self.invalid, bound, key, error.clone(), live);
+            }
         }
+    }
+
+    /// The config compiled from `blob`, if it is kept.
+    fn compiled(&self, blob: &ObjectId) -> Option<Arc<CompiledConfig>> {
+        self.compiled.get(blob).cloned()
+    }
+
+    fn keep_compiled(&mut self, blob: ObjectId, compiled: &Arc<CompiledConfig>) {
+        if self.compiled.len() >= CONFIG_CACHE_ENTRIES {
+            // Held by nothing but this map: no (commit, path), run or thread's memo uses it.
+            self.compiled
+                .retain(|_, config| Arc::strong_count(config) > 1);
+            if self.compiled.len() >= CONFIG_CACHE_ENTRIES {
+                self.compiled.clear();
+            }
+        }
+        self.compiled.insert(blob, compiled.clone());
     }
 }
 
@@ -364,6 +414,7 @@ impl GitSource {
                     fetches,
                     stale_lookups,
                     config_reads,
+                    config_compiles,
                 },
             ..
         } = settings;
@@ -379,6 +430,7 @@ impl GitSource {
                 cache,
                 known: Mutex::default(),
                 reads: config_reads,
+                compiles: config_compiles,
             }),
         })
     }
@@ -673,32 +725,40 @@ impl Configs {
         let Some(recorded) = self.cache.recorded_heads() else {
             return;
         };
-        let moved: Vec<(ObjectId, ObjectId)> = recorded
+        let moved: Vec<(&String, ObjectId, ObjectId)> = recorded
             .branches
             .iter()
             .filter_map(|(branch, was)| {
                 let now = found.branches.get(branch)?;
-                (now != was).then_some((*was, *now))
+                (now != was).then_some((branch, *was, *now))
             })
             .collect();
         if moved.is_empty() {
             return;
         }
         let ahead: HashSet<ConfigKey> = match self.known.lock() {
-            Ok(known) => known
-                .keys()
-                .flat_map(|(commit, path)| {
-                    moved
-                        .iter()
-                        .filter(move |(was, _)| was == commit)
-                        .map(move |(_, now)| (*now, path.clone()))
-                })
-                .collect(),
+            Ok(mut known) => {
+                known.ahead = (moved.iter())
+                    .map(|(branch, _, now)| (branch.to_string(), *now))
+                    .collect();
+                (known.keys())
+                    .flat_map(|(commit, path)| {
+                        moved
+                            .iter()
+                            .filter(move |(_, was, _)| was == commit)
+                            .map(move |(_, _, now)| (*now, path.clone()))
+                    })
+                    .collect()
+            }
             Err(_) => return,
         };
         for (commit, path) in ahead {
             // An error is the lookups' to report, and to try again.
             let _ = self.load_at(commit, path, Reads::Any);
+        }
+        // Recorded next: from then on, the recorded heads keep what was read.
+        if let Ok(mut known) = self.known.lock() {
+            known.ahead.clear();
         }
     }
 
@@ -724,10 +784,11 @@ impl Configs {
             return known;
         }
         let read = self.read_config(commit, &key.1);
+        let heads = self.cache.recorded_heads();
         if let Ok(mut configs) = self.known.lock() {
             // A read that failed is not kept: the lookups waiting try in turn.
             if let Ok(read) = &read {
-                configs.keep(key.clone(), read);
+                configs.keep(key.clone(), read, heads.as_deref());
             }
             configs.reading.remove(&key);
         }
@@ -739,17 +800,52 @@ impl Configs {
     }
 
     /// What the file at `path` of `commit` holds, which stays so; or why the clone could not
-    /// be read (`Err`), which is not kept: another read may succeed.
+    /// be read (`Err`), which is not kept: another read may succeed. A file whose content was
+    /// compiled already (at another commit, at another path) is not compiled again.
     fn read_config(&self, commit: ObjectId, path: &str) -> Result<ReadConfig, SourceError> {
         self.reads.inc();
         let tree = commit_tree(&self.cache, commit, "")?;
-        let origin = format!("{}:{path}", commit.to_hex_with_len(12));
-        let bytes = match tree.read_file(path, config::MAX_CONFIG_BYTES) {
-            Ok(Some(bytes)) => bytes,
+        let blob = match tree.file(path) {
+            Ok(Some(blob)) => blob,
             Ok(None) => return Ok(Ok(None)),
+            Err(error) => return Err(read_error(&self.cache, path, commit, error).into()),
+        };
+        let origin = format!("{}:{path}", commit.to_hex_with_len(12));
+        let known = self
+            .known
+            .lock()
+            .ok()
+            .and_then(|known| known.compiled(&blob));
+        let compiled = match known {
+            Some(compiled) => compiled,
+            None => match self.compile_blob(&tree, blob, &origin, path, commit)? {
+                Ok(compiled) => compiled,
+                Err(unusable) => return Ok(Err(unusable)),
+            },
+        };
+        Ok(Ok(Some(Arc::new(LoadedConfig {
+            compiled,
+            revision: Some(commit.to_string()),
+            dir: layout::files_dir(path),
+            origin,
+        }))))
+    }
+
+    /// Compiles the config in `blob` (the file at `path` of `commit`) and keeps it for the
+    /// reads of the same content; `Ok(Err)` says why it cannot be used.
+    fn compile_blob(
+        &self,
+        tree: &CommitTree,
+        blob: ObjectId,
+        origin: &str,
+        path: &str,
+        commit: ObjectId,
+    ) -> Result<Result<Arc<CompiledConfig>, SourceError>, SourceError> {
+        self.compiles.inc();
+        let bytes = match tree.read_blob(blob, config::MAX_CONFIG_BYTES) {
+            Ok(bytes) => bytes,
             Err(WalkError::TooLarge(size)) => {
-                let limit = config::MAX_CONFIG_BYTES;
-                let file = origin;
+                let (limit, file) = (config::MAX_CONFIG_BYTES, origin.to_string());
                 return Ok(Err(ConfigError::TooLarge { file, size, limit }.into()));
             }
             Err(error) => return Err(read_error(&self.cache, path, commit, error).into()),
@@ -763,13 +859,14 @@ impl Configs {
             }
             .into()));
         };
-        let compiled = compile(
-            &text,
-            origin,
-            layout::files_dir(path),
-            Some(commit.to_string()),
-        );
-        Ok(compiled.map(|loaded| Some(Arc::new(loaded))))
+        let compiled = match compile(&text, origin) {
+            Ok(compiled) => Arc::new(compiled),
+            Err(unusable) => return Ok(Err(unusable)),
+        };
+        if let Ok(mut known) = self.known.lock() {
+            known.keep_compiled(blob, &compiled);
+        }
+        Ok(Ok(compiled))
     }
 }
 

@@ -90,6 +90,7 @@ struct Opened {
     fetches: Family<FetchLabels, Counter>,
     stale_lookups: Counter,
     config_reads: Counter,
+    config_compiles: Counter,
 }
 
 impl std::ops::Deref for Opened {
@@ -129,12 +130,14 @@ fn open_bounded(
         fetches,
         stale_lookups,
         config_reads,
+        config_compiles,
     } = metrics;
     Ok(Opened {
         source,
         fetches,
         stale_lookups,
         config_reads,
+        config_compiles,
     })
 }
 
@@ -170,7 +173,7 @@ fn config_with_image(image: &str, files: &str) -> String {
 }
 
 fn image_of(loaded: &LoadedConfig) -> &str {
-    &loaded.config.actions[0].tasks[0].image
+    &loaded.compiled.config.actions[0].tasks[0].image
 }
 
 #[test]
@@ -272,7 +275,7 @@ fn memory_reads_answer_from_fresh_heads_and_compiled_configs_and_nothing_else() 
         );
     }
     // Files are read from the clone; a run without files needs none.
-    let tasks = &carts.config.actions[0].tasks;
+    let tasks = &carts.compiled.config.actions[0].tasks;
     assert_eq!(
         source
             .collect_run_files(Some(&dev), "carts", tasks, Reads::Memory)
@@ -284,7 +287,7 @@ fn memory_reads_answer_from_fresh_heads_and_compiled_configs_and_nothing_else() 
             .collect_run_files(
                 Some(&dev),
                 "",
-                &orders.config.actions[0].tasks,
+                &orders.compiled.config.actions[0].tasks,
                 Reads::Memory
             )
             .unwrap()
@@ -456,7 +459,7 @@ fn a_pinned_commit_is_read_after_the_branch_moved() {
         .collect_run_files(
             Some(&old),
             "carts",
-            &pinned_old.config.actions[0].tasks,
+            &pinned_old.compiled.config.actions[0].tasks,
             Reads::Any,
         )
         .unwrap();
@@ -695,7 +698,7 @@ fn an_unreachable_repository_serves_the_branch_heads_of_the_last_fetch() {
         .collect_run_files(
             Some(&old),
             "carts",
-            &config.config.actions[0].tasks,
+            &config.compiled.config.actions[0].tasks,
             Reads::Any,
         )
         .unwrap();
@@ -855,17 +858,63 @@ fn lookups_that_need_the_same_config_at_once_read_it_once() {
     assert!(source.configs.known.lock().unwrap().reading.is_empty());
 }
 
+/// A config read at no commit in particular, for [`ConfigCache`]'s tests.
+fn loaded_config(image: &str) -> Arc<LoadedConfig> {
+    let compiled = compile(&config_with_image(image, "[]"), "test").unwrap();
+    Arc::new(LoadedConfig {
+        compiled: Arc::new(compiled),
+        revision: None,
+        dir: String::new(),
+        origin: "test".into(),
+    })
+}
+
+#[test]
+fn a_push_compiles_the_configs_it_changed_and_no_other() {
+    let repo = TestRepo::new("compiled-once");
+    repo.write("carts/job/config.yaml", &config_of(40, "carts-1"));
+    repo.write("orders/job/config.yaml", &config_of(40, "orders"));
+    repo.commit("first");
+    let interval = Duration::from_millis(300);
+    let cache = repo.dir.with_extension("cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    let source = open_source(&repo.url(), &cache, &[], interval).unwrap();
+    let lookup = |name: &str| found(&source, "main", name, None);
+    let wait_for_the_push = || std::thread::sleep(interval + Duration::from_millis(50));
+    let (carts, orders) = (lookup("carts"), lookup("orders"));
+    assert_eq!(source.config_compiles.get(), 2);
+
+    // A push that changes one service's config: the other's, read at the new commit, is the
+    // config compiled at the old one.
+    repo.write("carts/job/config.yaml", &config_of(40, "carts-2"));
+    let pushed = repo.commit("carts changed");
+    wait_for_the_push();
+    let (carts_2, orders_2) = (lookup("carts"), lookup("orders"));
+    assert_eq!(image_of(&carts_2), "carts-2");
+    assert_eq!(orders_2.revision.as_deref(), Some(&*pushed));
+    assert!(
+        orders_2.origin.starts_with(&pushed[..12]),
+        "{}",
+        orders_2.origin
+    );
+    assert!(Arc::ptr_eq(&orders_2.compiled, &orders.compiled));
+    assert_eq!(source.config_compiles.get(), 3, "carts' new config only");
+    let reads = source.config_reads.get();
+    assert!(reads >= 4, "each config is read at each commit: {reads}");
+
+    // Back to carts' first config, still in use: read at the new commit, not compiled.
+    repo.write("carts/job/config.yaml", &config_of(40, "carts-1"));
+    repo.commit("carts reverted");
+    wait_for_the_push();
+    let carts_3 = lookup("carts");
+    assert!(Arc::ptr_eq(&carts_3.compiled, &carts.compiled));
+    assert_eq!(source.config_compiles.get(), 3);
+    assert!(source.config_reads.get() > reads);
+}
+
 #[test]
 fn paths_without_a_config_and_broken_configs_are_bounded_apart_from_the_compiled_configs() {
-    let loaded = Arc::new(
-        compile(
-            &config_with_image("one", "[]"),
-            "test".into(),
-            String::new(),
-            None,
-        )
-        .unwrap(),
-    );
+    let loaded = loaded_config("one");
     let key = |n: usize| {
         (
             ObjectId::null(gix::hash::Kind::Sha1),
@@ -873,13 +922,13 @@ fn paths_without_a_config_and_broken_configs_are_bounded_apart_from_the_compiled
         )
     };
     let mut cache = ConfigCache::default();
-    cache.keep(key(0), &Ok(Some(loaded.clone())));
+    cache.keep(key(0), &Ok(Some(loaded.clone())), None);
     for n in 1..=ABSENT_CACHE_ENTRIES {
-        cache.keep(key(n), &Ok(None));
+        cache.keep(key(n), &Ok(None), None);
     }
     assert!(matches!(cache.get(&key(1)), Some(Ok(None))));
     // One more absent path drops the absent ones, not the compiled config.
-    cache.keep(key(ABSENT_CACHE_ENTRIES + 1), &Ok(None));
+    cache.keep(key(ABSENT_CACHE_ENTRIES + 1), &Ok(None), None);
     assert!(cache.get(&key(1)).is_none());
     assert!(matches!(
         cache.get(&key(ABSENT_CACHE_ENTRIES + 1)),
@@ -889,7 +938,7 @@ fn paths_without_a_config_and_broken_configs_are_bounded_apart_from_the_compiled
     let broken = |n: usize| (ObjectId::null(gix::hash::Kind::Sha1), format!("b{n}"));
     let error = SourceError::MissingField("stage");
     for n in 0..=INVALID_CACHE_ENTRIES {
-        cache.keep(broken(n), &Err(error.clone()));
+        cache.keep(broken(n), &Err(error.clone()), None);
     }
     assert!(cache.get(&broken(0)).is_none());
     assert_eq!(
@@ -907,6 +956,96 @@ fn paths_without_a_config_and_broken_configs_are_bounded_apart_from_the_compiled
         &cache.get(&key(0)).unwrap().unwrap().unwrap(),
         &loaded
     ));
+}
+
+#[test]
+fn past_the_bound_the_compiled_configs_nothing_uses_go_first() {
+    let blob = |n: usize| {
+        let bytes = [[n as u8; 10], [(n >> 8) as u8; 10]].concat();
+        ObjectId::from_bytes_or_panic(&bytes)
+    };
+    let fill = |cache: &mut ConfigCache, from: usize| -> Vec<Arc<CompiledConfig>> {
+        (from..from + CONFIG_CACHE_ENTRIES)
+            .map(|n| {
+                let compiled = loaded_config("one").compiled.clone();
+                cache.keep_compiled(blob(n), &compiled);
+                compiled
+            })
+            .collect()
+    };
+    let mut cache = ConfigCache::default();
+    // Half of them still in use.
+    let used: Vec<_> = fill(&mut cache, 0).into_iter().step_by(2).collect();
+    let next = loaded_config("next").compiled.clone();
+    cache.keep_compiled(blob(CONFIG_CACHE_ENTRIES), &next);
+    assert_eq!(cache.compiled.len(), used.len() + 1);
+    assert!(
+        (0..CONFIG_CACHE_ENTRIES)
+            .step_by(2)
+            .all(|n| cache.compiled(&blob(n)).is_some())
+    );
+    assert!(cache.compiled(&blob(1)).is_none());
+
+    // All in use: emptied, as the configs are.
+    let mut cache = ConfigCache::default();
+    let used = fill(&mut cache, 0);
+    cache.keep_compiled(blob(CONFIG_CACHE_ENTRIES), &next);
+    assert_eq!(cache.compiled.len(), 1);
+    drop(used);
+}
+
+#[test]
+fn past_the_bound_the_configs_at_the_heads_and_those_read_ahead_stay() {
+    let commit = |n: u8| ObjectId::from_bytes_or_panic(&[n; 20]);
+    let (head, pinned, old, new) = (commit(1), commit(2), commit(3), commit(4));
+    let heads = RemoteHeads {
+        branches: HashMap::from([("main".to_string(), head)]),
+        ..RemoteHeads::default()
+    };
+    let key = |commit: ObjectId, n: usize| (commit, format!("s{n}/job/config.yaml"));
+    let loaded = loaded_config("one");
+    let mut cache = ConfigCache::default();
+    let in_use = CONFIG_CACHE_ENTRIES * 3 / 4;
+    for n in 0..in_use {
+        cache.keep(key(head, n), &Ok(Some(loaded.clone())), Some(&heads));
+    }
+    for n in in_use..CONFIG_CACHE_ENTRIES + 10 {
+        cache.keep(key(pinned, n), &Ok(Some(loaded.clone())), Some(&heads));
+        cache.keep(key(pinned, n), &Ok(None), Some(&heads));
+    }
+    // Passing the bound dropped the pinned commit's configs, not those at the head.
+    assert!((0..in_use).all(|n| cache.found.contains_key(&key(head, n))));
+    assert!(cache.found.len() < CONFIG_CACHE_ENTRIES);
+    assert!(
+        cache
+            .found
+            .contains_key(&key(pinned, CONFIG_CACHE_ENTRIES + 9))
+    );
+
+    // A read ahead at the new head of a branch that moved, not recorded yet: what it reads
+    // stays, and what was read at the head it replaces goes.
+    let heads = RemoteHeads {
+        branches: HashMap::from([("main".to_string(), old), ("prod".to_string(), head)]),
+        ..RemoteHeads::default()
+    };
+    let mut cache = ConfigCache::default();
+    for n in 0..in_use {
+        cache.keep(key(old, n), &Ok(Some(loaded.clone())), Some(&heads));
+    }
+    cache.keep(key(head, 0), &Ok(Some(loaded.clone())), Some(&heads));
+    cache.ahead = vec![("main".to_string(), new)];
+    for n in 0..in_use {
+        cache.keep(key(new, n), &Ok(Some(loaded.clone())), Some(&heads));
+    }
+    assert!((0..in_use).all(|n| cache.found.contains_key(&key(new, n))));
+    assert!(cache.found.contains_key(&key(head, 0)), "prod did not move");
+
+    // More in use at the heads than the bound: emptied, as with nothing in use.
+    let mut cache = ConfigCache::default();
+    for n in 0..=CONFIG_CACHE_ENTRIES {
+        cache.keep(key(head, n), &Ok(Some(loaded.clone())), Some(&heads));
+    }
+    assert_eq!(cache.found.len(), 1);
 }
 
 #[test]
@@ -990,6 +1129,63 @@ fn lookups_from_memory_are_remembered_by_each_thread_until_the_heads_move() {
         inspect(&source, None).unwrap_err(),
         SourceError::NotInMemory
     );
+}
+
+/// More than half the bound of configs in use, and a push to one: the read ahead reads them
+/// all at the new head and keeps them, though the configs at the old head fill the bound, and
+/// compiles only the one that changed, though the bound pushed out the configs at the old head
+/// that had compiled the others.
+#[test]
+fn a_read_ahead_past_the_bound_keeps_what_it_reads_and_compiles_only_what_changed() {
+    let repo = TestRepo::new("ahead-many");
+    let services: Vec<String> = (0..CONFIG_CACHE_ENTRIES / 2 + 20)
+        .map(|n| format!("s{n}"))
+        .collect();
+    for name in &services {
+        let config = config_with_image(&format!("{name}-1"), "[]");
+        repo.write(&format!("{name}/job/config.yaml"), &config);
+    }
+    repo.commit("first");
+    let cache_dir = repo.dir.with_extension("cache");
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    let interval = Duration::from_secs(3);
+    let opened = open_source(&repo.url(), &cache_dir, &[], interval).unwrap();
+    let source = &opened.source;
+    let image = |name: &str, reads: Reads| {
+        let found = source.load(&service("main", name), None, reads)?;
+        Ok::<_, SourceError>(image_of(&found.config.expect("a config")).to_string())
+    };
+    let asked = Instant::now();
+    for name in &services {
+        assert_eq!(image(name, Reads::Any).unwrap(), format!("{name}-1"));
+    }
+    let in_use = services.len() as u64;
+    assert_eq!(opened.config_compiles.get(), in_use);
+    repo.write("s0/job/config.yaml", &config_with_image("s0-2", "[]"));
+    repo.commit("s0 changed");
+
+    // The last quarter of the interval: a lookup starts the fetch ahead.
+    std::thread::sleep((asked + interval * 3 / 4).saturating_duration_since(Instant::now()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fetch_count(&opened.fetches) < 2 {
+        let _ = image("s1", Reads::Memory);
+        assert!(Instant::now() < deadline, "no fetch ahead");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for name in &services {
+        let expected = if name == "s0" {
+            "s0-2"
+        } else {
+            &*format!("{name}-1")
+        };
+        assert_eq!(
+            image(name, Reads::Memory),
+            Ok(expected.to_string()),
+            "{name}"
+        );
+    }
+    assert_eq!(opened.config_reads.get(), 2 * in_use);
+    assert_eq!(opened.config_compiles.get(), in_use + 1);
 }
 
 /// Under a steady stream of lookups no lookup waits for a fetch: once a quarter of the interval

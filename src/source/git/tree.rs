@@ -146,23 +146,27 @@ impl CommitTree {
         }
     }
 
-    /// The content of a file (relative to the top), `None` when there is none; a file over
-    /// `limit` bytes is not read (its size is known from the object's header).
-    pub fn read_file(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, WalkError> {
-        match self.resolve(path)? {
-            Some(resolved) if resolved.mode.is_blob() => {
-                let size = self
-                    .repo
-                    .find_header(resolved.id)
-                    .map_err(|e| WalkError::Read(e.to_string()))?
-                    .size();
-                if size > limit {
-                    return Err(WalkError::TooLarge(size));
-                }
-                Ok(Some(self.blob(resolved.id)?))
-            }
-            _ => Ok(None),
+    /// The blob of a file (relative to the top), `None` when there is none: what the file holds
+    /// at this commit, the same id wherever its content is the same.
+    pub fn file(&self, path: &str) -> Result<Option<ObjectId>, WalkError> {
+        Ok(self
+            .resolve(path)?
+            .filter(|resolved| resolved.mode.is_blob())
+            .map(|resolved| resolved.id))
+    }
+
+    /// The content of a [`Self::file`]'s blob; one over `limit` bytes is not read (its size is
+    /// known from the object's header).
+    pub fn read_blob(&self, id: ObjectId, limit: u64) -> Result<Vec<u8>, WalkError> {
+        let size = self
+            .repo
+            .find_header(id)
+            .map_err(|e| WalkError::Read(e.to_string()))?
+            .size();
+        if size > limit {
+            return Err(WalkError::TooLarge(size));
         }
+        self.blob(id)
     }
 
     fn describe_dir(&self) -> String {
