@@ -181,6 +181,7 @@ impl Source {
         Source::Directory(DirectorySource {
             root: root.into(),
             cache: Mutex::new(HashMap::new()),
+            reading: Mutex::new(HashMap::new()),
         })
     }
 
@@ -246,6 +247,10 @@ impl Source {
 pub struct DirectorySource {
     root: PathBuf,
     cache: Mutex<HashMap<PathBuf, CachedConfig>>,
+    /// The configs being read, each with the turn the lookups that need it take: after a
+    /// change, the first reads it and the others find what it read, instead of each
+    /// compiling the file.
+    reading: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -282,13 +287,38 @@ impl DirectorySource {
         };
         let modified = metadata.modified().ok();
         let len = metadata.len();
-        if let Some(cached) = self.cached(&path)
-            && cached.modified == modified
-            && cached.len == len
-        {
-            return Ok(Some(cached.loaded));
+        let unchanged = |cached: CachedConfig| {
+            (cached.modified == modified && cached.len == len).then_some(cached.loaded)
+        };
+        if let Some(loaded) = self.cached(&path).and_then(unchanged) {
+            return Ok(Some(loaded));
         }
-        let text = config::read_file(&path)?;
+        let turn = match self.reading.lock() {
+            Ok(mut reading) => reading.entry(path.clone()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
+        let read = match self.cached(&path).and_then(unchanged) {
+            // Read by the lookup whose turn it was.
+            Some(loaded) => Ok(loaded),
+            None => self.read(&path, modified, len, name),
+        };
+        if let Ok(mut reading) = self.reading.lock() {
+            reading.remove(&path);
+        }
+        read.map(Some)
+    }
+
+    /// Reads and compiles the config at `path`, whose file had `modified` and `len`, and keeps
+    /// it for as long as the file has them.
+    fn read(
+        &self,
+        path: &Path,
+        modified: Option<SystemTime>,
+        len: u64,
+        name: &str,
+    ) -> Result<Arc<LoadedConfig>, SourceError> {
+        let text = config::read_file(path)?;
         let origin = path.display().to_string();
         let loaded = Arc::new(LoadedConfig {
             compiled: Arc::new(compile(&text, &origin)?),
@@ -298,7 +328,7 @@ impl DirectorySource {
         });
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(
-                path,
+                path.to_path_buf(),
                 CachedConfig {
                     modified,
                     len,
@@ -306,7 +336,7 @@ impl DirectorySource {
                 },
             );
         }
-        Ok(Some(loaded))
+        Ok(loaded)
     }
 
     fn cached(&self, path: &Path) -> Option<CachedConfig> {
@@ -396,6 +426,48 @@ mod tests {
         let changed = load("carts").unwrap();
         assert_eq!(changed.compiled.config.actions.len(), 1);
         assert!(load("orders").is_none());
+    }
+
+    #[test]
+    fn lookups_that_need_a_changed_config_at_once_compile_it_once() {
+        let root = std::env::temp_dir().join(format!("source-once-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("carts/job")).unwrap();
+        let file = root.join("carts/job/config.yaml");
+        // Large enough that compiling it takes a while: the lookups overlap.
+        let config = |image: &str| {
+            let mut text = String::from("apiVersion: v2\nactions:\n");
+            for n in 0..150 {
+                text.push_str(&format!(
+                    "  - name: a{n}\n    events:\n      - name: sh.keptn.event.e{n}.triggered\n        jsonpath: {{property: $.data.n, match: \"{n}\"}}\n    tasks:\n      - {{name: t, image: {image}}}\n"
+                ));
+            }
+            text
+        };
+        let source = Source::directory(&root);
+        for image in ["first", "second:longer"] {
+            std::fs::write(&file, config(image)).unwrap();
+            let start = std::sync::Barrier::new(8);
+            let found: Vec<Arc<LoadedConfig>> = std::thread::scope(|threads| {
+                let lookups: Vec<_> = (0..8)
+                    .map(|_| {
+                        threads.spawn(|| {
+                            start.wait();
+                            let found = source.load(&service("carts"), None, Reads::Any);
+                            found.unwrap().config.unwrap()
+                        })
+                    })
+                    .collect();
+                lookups.into_iter().map(|l| l.join().unwrap()).collect()
+            });
+            assert!(found.iter().all(|f| Arc::ptr_eq(f, &found[0])), "{image}");
+            let task = &found[0].compiled.config.actions[0].tasks[0];
+            assert_eq!(task.image, image);
+        }
+        let Source::Directory(directory) = &source else {
+            unreachable!()
+        };
+        assert!(directory.reading.lock().unwrap().is_empty());
     }
 
     #[test]
