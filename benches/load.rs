@@ -1590,10 +1590,10 @@ impl PushedProject {
     /// Service `n`'s config, `comment` last: every service's differs, as a real project's do.
     fn config(&self, config: &Path, n: usize, comment: &str) -> String {
         let mut text = std::fs::read_to_string(config.join("bench/job/config.yaml")).unwrap();
-        for n in 0..self.more_actions {
+        for a in 0..self.more_actions {
             text.push_str(&format!(
-                "  - name: other-{n}\n    events:\n      - name: sh.keptn.event.other-{n}.triggered\n        \
-                 jsonpath: {{property: $.data.test.teststrategy, match: strategy-{n}}}\n    tasks:\n      \
+                "  - name: other-{a}\n    events:\n      - name: sh.keptn.event.other-{a}.triggered\n        \
+                 jsonpath: {{property: $.data.test.teststrategy, match: strategy-{a}}}\n    tasks:\n      \
                  - name: only\n        image: 'bench:quick'\n        env:\n          \
                  - {{name: PROJECT, value: $.data.project, valueFrom: event}}\n"
             ));

@@ -1148,7 +1148,7 @@ fn a_read_ahead_past_the_bound_keeps_what_it_reads_and_compiles_only_what_change
     repo.commit("first");
     let cache_dir = repo.dir.with_extension("cache");
     let _ = std::fs::remove_dir_all(&cache_dir);
-    let interval = Duration::from_secs(3);
+    let interval = Duration::from_secs(5);
     let opened = open_source(&repo.url(), &cache_dir, &[], interval).unwrap();
     let source = &opened.source;
     let image = |name: &str, reads: Reads| {
