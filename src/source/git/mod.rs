@@ -378,7 +378,8 @@ impl ConfigCache {
 
     fn keep_compiled(&mut self, blob: ObjectId, compiled: &Arc<CompiledConfig>) {
         if self.compiled.len() >= CONFIG_CACHE_ENTRIES {
-            // Held by nothing but this map: no (commit, path), run or thread's memo uses it.
+            // Those held by nothing but this map go: no (commit, path), run or thread's memo
+            // uses them.
             self.compiled
                 .retain(|_, config| Arc::strong_count(config) > 1);
             if self.compiled.len() >= CONFIG_CACHE_ENTRIES {
