@@ -1572,10 +1572,11 @@ impl PushedProject {
         services: 1,
         more_actions: 180,
     };
-    /// Many services, events for all of them, a push to one: whether the others' configs are
-    /// compiled again, and kept, when the branch moves.
+    /// Many services, more than the configs kept beside those at the heads (256), events for
+    /// all of them, a push to one: whether every config in use stays in memory, and whether
+    /// the others' configs are compiled again, and kept, when the branch moves.
     const MANY: PushedProject = PushedProject {
-        services: 150,
+        services: 300,
         more_actions: 40,
     };
 
@@ -1722,6 +1723,8 @@ async fn push_phase(
             },
         );
         let latencies = measured.latencies(&format!("ingest {what}"), problems);
+        // Every config the events use compiled and kept: what keeping them costs.
+        let memory = memory(operator.child.id()).summary();
         let shown = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
         let (reads, compiles) = (shown(reads), shown(compiles));
         let counts = format!("{reads} reads and {compiles} compiles of a config");
@@ -1747,14 +1750,22 @@ async fn push_phase(
                     "ingest latency, events 20 actions listen for and refuse, a config of \
                      {actions} actions on a git host fetched every second, no push"
                 ),
-                format!("{latencies}; {:.0} req/s; {counts}", measured.rate),
+                format!(
+                    "{latencies}; {:.0} req/s; {counts}; the operator's resident memory \
+                     {memory}",
+                    measured.rate
+                ),
             ),
             (None, services) => (
                 format!(
                     "ingest latency, the same events for {services} services in turn, each \
                      with a config of {actions} actions, no push"
                 ),
-                format!("{latencies}; {:.0} req/s; {counts}", measured.rate),
+                format!(
+                    "{latencies}; {:.0} req/s; {counts}; the operator's resident memory \
+                     {memory}",
+                    measured.rate
+                ),
             ),
         };
         rows.push((

@@ -126,6 +126,8 @@ const RUN_BY: &[(&str, &str, usize, &str)] = &[
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/BENCHMARKS.md", "### Ingest after a push to one of many services: compiled once per content, the configs at the heads kept", 0,
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
+    ("docs/BENCHMARKS.md", "### Ingest with more configs in use than the bound: all kept; a compiled config a fifth of its size", 0,
+        "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/BENCHMARKS.md", "### Latency at 500 events/s: not reachable here", 0,
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/BENCHMARKS.md", "### Latency at 500 events/s: not reachable here", 1,

@@ -44,18 +44,22 @@ use super::{
 use crate::config::{self, ConfigError, Task};
 use crate::files::{self, RunFiles};
 
-/// Compiled configs kept per (commit, path); a commit never changes, so they are only dropped
-/// when there are more than this, and then the ones at the heads lookups read are kept
-/// ([`ConfigCache::keep`]).
+/// Compiled configs kept per (commit, path) beside those at the heads lookups read: a commit
+/// never changes, so the others (older commits, pinned ones) are only dropped when there are
+/// more than this ([`Kept`]). Those at the heads are all kept, however many: only the
+/// repository's files put them there, one per config file a lookup reads, and reading them
+/// again is what an event would wait for.
 const CONFIG_CACHE_ENTRIES: usize = 256;
 
 /// The (commit, path)s known to hold no config (the layout's service level, for most services),
-/// kept the same way: each costs a few dozen bytes.
+/// at most this many, at the heads too: any service name an event makes up adds one. Each
+/// costs a few dozen bytes.
 const ABSENT_CACHE_ENTRIES: usize = 4096;
 
 /// The (commit, path)s whose config cannot be used (invalid YAML or schema, too large, not
 /// text), with the error: it is the same at the same commit, so an event for such a service
-/// is answered from memory instead of reading and compiling the file again.
+/// is answered from memory instead of reading and compiling the file again. Kept as the
+/// configs are.
 const INVALID_CACHE_ENTRIES: usize = 256;
 
 /// The lookups each thread remembers ([`GitSource::inspect_in_memory`]): the services that
@@ -286,22 +290,82 @@ struct Configs {
 type ConfigKey = (ObjectId, String);
 
 /// What reading the clone found at a commit and path.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ConfigCache {
-    found: HashMap<ConfigKey, Arc<LoadedConfig>>,
-    absent: HashMap<ConfigKey, ()>,
-    invalid: HashMap<ConfigKey, SourceError>,
+    found: Kept<ConfigKey, Arc<LoadedConfig>>,
+    absent: Kept<ConfigKey, ()>,
+    invalid: Kept<ConfigKey, SourceError>,
     /// The (commit, path)s being read, each with the turn the lookups that need it take: the
     /// first reads, the others wait and find what it read.
     reading: HashMap<ConfigKey, Arc<Mutex<()>>>,
     /// The compiled configs by the blob they were compiled from: a push compiles the configs
     /// it changed, and the others at the new commit share what was compiled at the old one,
-    /// even if the bound pushed the old commit's out. Bounded as the configs are; at the bound,
-    /// those nothing else uses any more go first.
-    compiled: HashMap<ObjectId, Arc<CompiledConfig>>,
-    /// The branches a read ahead reads at the new heads of, each with its new head: what it
-    /// reads is kept as the configs at the heads it replaces were ([`Self::keep`]).
-    ahead: Vec<(String, ObjectId)>,
+    /// even if the bound pushed the old commit's out. Past the bound, those nothing else uses
+    /// any more go.
+    compiled: Kept<ObjectId, Arc<CompiledConfig>>,
+    /// The new heads a read ahead reads at: what it reads is kept as the configs at the
+    /// recorded heads are ([`Self::keep`]).
+    ahead: Vec<ObjectId>,
+}
+
+impl Default for ConfigCache {
+    fn default() -> Self {
+        ConfigCache {
+            found: Kept::new(CONFIG_CACHE_ENTRIES),
+            absent: Kept::new(ABSENT_CACHE_ENTRIES),
+            invalid: Kept::new(INVALID_CACHE_ENTRIES),
+            reading: HashMap::new(),
+            compiled: Kept::new(CONFIG_CACHE_ENTRIES),
+            ahead: Vec::new(),
+        }
+    }
+}
+
+/// Reads of one kind, swept of what is no longer needed when they reach a size: the bound at
+/// first, and after a sweep twice what it kept. So what is needed can outgrow the bound
+/// without a sweep on every insert, and what is not is dropped once it grows past the bound or
+/// past as much as is needed.
+#[derive(Debug)]
+struct Kept<K, V> {
+    map: HashMap<K, V>,
+    bound: usize,
+    sweep_at: usize,
+}
+
+impl<K: std::hash::Hash + Eq, V> Kept<K, V> {
+    fn new(bound: usize) -> Self {
+        Kept {
+            map: HashMap::new(),
+            bound,
+            sweep_at: bound,
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<&V> {
+        self.map.get(key)
+    }
+
+    /// Inserts `value`, first keeping only what `needed` says is, if it is time to sweep.
+    /// `Past::Clear` empties the map when what is needed is at the bound already.
+    fn insert(&mut self, key: K, value: V, past: Past, mut needed: impl FnMut(&K, &V) -> bool) {
+        if self.map.len() >= self.sweep_at && !self.map.contains_key(&key) {
+            self.map.retain(|key, value| needed(key, value));
+            if past == Past::Clear && self.map.len() >= self.bound {
+                self.map.clear();
+            }
+            self.sweep_at = self.bound.max(2 * self.map.len());
+        }
+        self.map.insert(key, value);
+    }
+}
+
+/// What happens when more than a kind's bound is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Past {
+    /// All of it is kept: only the repository's content makes it so.
+    Keep,
+    /// The map is emptied: events make it so (a service name for which nothing is found).
+    Clear,
 }
 
 /// A config as read at a commit: compiled, none at the path (`Ok(None)`), or why it cannot be
@@ -314,7 +378,7 @@ impl ConfigCache {
         if let Some(loaded) = self.found.get(key) {
             return Some(Ok(Some(loaded.clone())));
         }
-        if self.absent.contains_key(key) {
+        if self.absent.get(key).is_some() {
             return Some(Ok(None));
         }
         self.invalid.get(key).map(|error| Err(error.clone()))
@@ -322,51 +386,34 @@ impl ConfigCache {
 
     /// The (commit, path)s whose read is kept.
     fn keys(&self) -> impl Iterator<Item = &ConfigKey> {
-        self.found
-            .keys()
-            .chain(self.absent.keys())
-            .chain(self.invalid.keys())
+        (self.found.map.keys())
+            .chain(self.absent.map.keys())
+            .chain(self.invalid.map.keys())
     }
 
-    /// Keeps what a read found. `heads` are the recorded heads. A kind at its bound keeps only
-    /// what is at the heads lookups will read: the recorded ones, a branch that a read ahead
-    /// is reading counting at its new head. The rest (older commits, pinned ones) goes.
+    /// Keeps what a read found. `heads` are the recorded heads. When a kind is swept, what is
+    /// at the heads lookups read stays: the recorded ones, and those a read ahead is reading at
+    /// (until they are recorded, lookups read the heads they replace). The rest (older
+    /// commits, pinned ones) goes.
     fn keep(&mut self, key: ConfigKey, read: &ReadConfig, heads: Option<&RemoteHeads>) {
         let ahead = &self.ahead;
-        let live = |commit: &ObjectId| {
-            let moving = |branch: &String| ahead.iter().any(|(moved, _)| moved == branch);
-            ahead.iter().any(|(_, now)| now == commit)
-                || heads.is_some_and(|heads| {
-                    (heads.branches.iter()).any(|(branch, head)| head == commit && !moving(branch))
-                })
+        let live = |(commit, _): &ConfigKey| {
+            ahead.contains(commit)
+                || heads.is_some_and(|heads| heads.branches.values().any(|head| head == commit))
         };
         // Each kind has its own bound, so that services without a config of their own (most,
         // in Keptn's layout) or broken ones do not push compiled configs out.
-        fn bounded<V>(
-            map: &mut HashMap<ConfigKey, V>,
-            bound: usize,
-            key: ConfigKey,
-            value: V,
-            live: impl Fn(&ObjectId) -> bool,
-        ) {
-            if map.len() >= bound {
-                map.retain(|(commit, _), _| live(commit));
-                if map.len() >= bound {
-                    // More in use at the heads than the bound: they are read again as needed.
-                    map.clear();
-                }
-            }
-            map.insert(key, value);
-        }
         match read {
             Ok(Some(loaded)) => {
-                let bound = CONFIG_CACHE_ENTRIES;
-                bounded(&mut self.found, bound, key, loaded.clone(), live);
+                let value = loaded.clone();
+                self.found
+                    .insert(key, value, Past::Keep, |key, _| live(key));
             }
-            Ok(None) => bounded(&mut self.absent, ABSENT_CACHE_ENTRIES, key, (), live),
+            Ok(None) => self.absent.insert(key, (), Past::Clear, |key, _| live(key)),
             Err(error) => {
-                let bound = INVALID_CACHE_ENTRIES;
-                bounded(&mut self.invalid, bound, key, error.clone(), live);
+                let value = error.clone();
+                self.invalid
+                    .insert(key, value, Past::Keep, |key, _| live(key));
             }
         }
     }
@@ -377,16 +424,12 @@ impl ConfigCache {
     }
 
     fn keep_compiled(&mut self, blob: ObjectId, compiled: &Arc<CompiledConfig>) {
-        if self.compiled.len() >= CONFIG_CACHE_ENTRIES {
-            // Those held by nothing but this map go: no (commit, path), run or thread's memo
-            // uses them.
-            self.compiled
-                .retain(|_, config| Arc::strong_count(config) > 1);
-            if self.compiled.len() >= CONFIG_CACHE_ENTRIES {
-                self.compiled.clear();
-            }
-        }
-        self.compiled.insert(blob, compiled.clone());
+        // Those held by nothing but this map go: no (commit, path), run or thread's memo uses
+        // them. The others are alive anyway: keeping them costs an entry, and lets a config
+        // read at a new commit share them.
+        let used = |_: &ObjectId, config: &Arc<CompiledConfig>| Arc::strong_count(config) > 1;
+        self.compiled
+            .insert(blob, compiled.clone(), Past::Keep, used);
     }
 }
 
@@ -739,9 +782,7 @@ impl Configs {
         }
         let ahead: HashSet<ConfigKey> = match self.known.lock() {
             Ok(mut known) => {
-                known.ahead = (moved.iter())
-                    .map(|(branch, _, now)| (branch.to_string(), *now))
-                    .collect();
+                known.ahead = moved.iter().map(|(_, _, now)| *now).collect();
                 (known.keys())
                     .flat_map(|(commit, path)| {
                         moved

@@ -978,7 +978,7 @@ fn past_the_bound_the_compiled_configs_nothing_uses_go_first() {
     let used: Vec<_> = fill(&mut cache, 0).into_iter().step_by(2).collect();
     let next = loaded_config("next").compiled.clone();
     cache.keep_compiled(blob(CONFIG_CACHE_ENTRIES), &next);
-    assert_eq!(cache.compiled.len(), used.len() + 1);
+    assert_eq!(cache.compiled.map.len(), used.len() + 1);
     assert!(
         (0..CONFIG_CACHE_ENTRIES)
             .step_by(2)
@@ -986,12 +986,18 @@ fn past_the_bound_the_compiled_configs_nothing_uses_go_first() {
     );
     assert!(cache.compiled(&blob(1)).is_none());
 
-    // All in use: emptied, as the configs are.
+    // All in use: all kept, since they are alive anyway; swept again at twice as many, when
+    // those nothing uses any more go.
     let mut cache = ConfigCache::default();
-    let used = fill(&mut cache, 0);
+    let mut used = fill(&mut cache, 0);
     cache.keep_compiled(blob(CONFIG_CACHE_ENTRIES), &next);
-    assert_eq!(cache.compiled.len(), 1);
-    drop(used);
+    assert_eq!(cache.compiled.map.len(), CONFIG_CACHE_ENTRIES + 1);
+    used.truncate(10);
+    let more = fill(&mut cache, CONFIG_CACHE_ENTRIES + 1);
+    assert!((0..10).all(|n| cache.compiled(&blob(n)).is_some()));
+    assert!(cache.compiled(&blob(10)).is_none());
+    assert!(cache.compiled.map.len() <= 10 + 2 + more.len());
+    drop((used, more));
 }
 
 #[test]
@@ -1014,16 +1020,18 @@ fn past_the_bound_the_configs_at_the_heads_and_those_read_ahead_stay() {
         cache.keep(key(pinned, n), &Ok(None), Some(&heads));
     }
     // Passing the bound dropped the pinned commit's configs, not those at the head.
-    assert!((0..in_use).all(|n| cache.found.contains_key(&key(head, n))));
-    assert!(cache.found.len() < CONFIG_CACHE_ENTRIES);
+    assert!((0..in_use).all(|n| cache.found.map.contains_key(&key(head, n))));
+    assert!(cache.found.map.len() < CONFIG_CACHE_ENTRIES);
     assert!(
         cache
             .found
+            .map
             .contains_key(&key(pinned, CONFIG_CACHE_ENTRIES + 9))
     );
 
     // A read ahead at the new head of a branch that moved, not recorded yet: what it reads
-    // stays, and what was read at the head it replaces goes.
+    // stays, and so does what was read at the head it replaces (lookups read that one until
+    // the new head is recorded); once it is, what is at the old head goes at the next sweep.
     let heads = RemoteHeads {
         branches: HashMap::from([("main".to_string(), old), ("prod".to_string(), head)]),
         ..RemoteHeads::default()
@@ -1033,19 +1041,61 @@ fn past_the_bound_the_configs_at_the_heads_and_those_read_ahead_stay() {
         cache.keep(key(old, n), &Ok(Some(loaded.clone())), Some(&heads));
     }
     cache.keep(key(head, 0), &Ok(Some(loaded.clone())), Some(&heads));
-    cache.ahead = vec![("main".to_string(), new)];
+    cache.ahead = vec![new];
     for n in 0..in_use {
         cache.keep(key(new, n), &Ok(Some(loaded.clone())), Some(&heads));
     }
-    assert!((0..in_use).all(|n| cache.found.contains_key(&key(new, n))));
-    assert!(cache.found.contains_key(&key(head, 0)), "prod did not move");
+    assert!((0..in_use).all(|n| cache.found.map.contains_key(&key(new, n))));
+    assert!((0..in_use).all(|n| cache.found.map.contains_key(&key(old, n))));
+    assert!(
+        cache.found.map.contains_key(&key(head, 0)),
+        "prod did not move"
+    );
+    cache.ahead.clear();
+    let heads = RemoteHeads {
+        branches: HashMap::from([("main".to_string(), new), ("prod".to_string(), head)]),
+        ..RemoteHeads::default()
+    };
+    let mut pinned_reads = 0;
+    while cache.found.map.contains_key(&key(old, 0)) {
+        assert!(pinned_reads < 3 * in_use, "the old head's configs stay");
+        cache.keep(
+            key(pinned, pinned_reads),
+            &Ok(Some(loaded.clone())),
+            Some(&heads),
+        );
+        pinned_reads += 1;
+    }
+    assert!((0..in_use).all(|n| !cache.found.map.contains_key(&key(old, n))));
+    assert!((0..in_use).all(|n| cache.found.map.contains_key(&key(new, n))));
+    assert!(
+        cache.found.map.contains_key(&key(head, 0)),
+        "prod did not move"
+    );
 
-    // More in use at the heads than the bound: emptied, as with nothing in use.
+    // More in use at the heads than the bound: all kept, however many; the others go when
+    // as many again are kept.
     let mut cache = ConfigCache::default();
-    for n in 0..=CONFIG_CACHE_ENTRIES {
+    let in_use = CONFIG_CACHE_ENTRIES + 50;
+    for n in 0..in_use {
         cache.keep(key(head, n), &Ok(Some(loaded.clone())), Some(&heads));
     }
-    assert_eq!(cache.found.len(), 1);
+    assert_eq!(cache.found.map.len(), in_use);
+    for n in 0..2 * in_use {
+        cache.keep(key(pinned, n), &Ok(Some(loaded.clone())), Some(&heads));
+        assert!((0..in_use).all(|n| cache.found.get(&key(head, n)).is_some()));
+        assert!(cache.found.map.len() <= 3 * in_use, "{n}");
+    }
+    assert!(cache.found.get(&key(pinned, 0)).is_none());
+    assert!(cache.found.get(&key(pinned, 2 * in_use - 1)).is_some());
+
+    // Paths with no config are bounded at the heads too (any service name an event makes up
+    // adds one): past the bound they are forgotten, not the configs.
+    for n in 0..=ABSENT_CACHE_ENTRIES {
+        cache.keep(key(head, in_use + n), &Ok(None), Some(&heads));
+    }
+    assert_eq!(cache.absent.map.len(), 1);
+    assert!((0..in_use).all(|n| cache.found.get(&key(head, n)).is_some()));
 }
 
 #[test]
@@ -1063,7 +1113,8 @@ fn lookups_from_memory_are_remembered_by_each_thread_until_the_heads_move() {
             found.map(|found| found.config.clone().expect("carts has a config"))
         })
     };
-    let forget_compiled = |source: &GitSource| source.configs.known.lock().unwrap().found.clear();
+    let forget_compiled =
+        |source: &GitSource| source.configs.known.lock().unwrap().found.map.clear();
     let first = found(&source, "main", "carts", None);
     let fetched_at = Instant::now();
     assert!(Arc::ptr_eq(&inspect(&source, None).unwrap(), &first));
@@ -1131,14 +1182,14 @@ fn lookups_from_memory_are_remembered_by_each_thread_until_the_heads_move() {
     );
 }
 
-/// More than half the bound of configs in use, and a push to one: the read ahead reads them
-/// all at the new head and keeps them, though the configs at the old head fill the bound, and
-/// compiles only the one that changed, though the bound pushed out the configs at the old head
-/// that had compiled the others.
+/// More configs in use than the bound, and a push to one: all are kept, and answer from
+/// memory; the read ahead reads them all at the new head and keeps them, though with those at
+/// the old head they are twice the bound, and compiles only the one that changed, though the
+/// configs at the old head that had compiled the others go.
 #[test]
-fn a_read_ahead_past_the_bound_keeps_what_it_reads_and_compiles_only_what_changed() {
+fn more_configs_in_use_than_the_bound_stay_and_a_read_ahead_compiles_only_what_changed() {
     let repo = TestRepo::new("ahead-many");
-    let services: Vec<String> = (0..CONFIG_CACHE_ENTRIES / 2 + 20)
+    let services: Vec<String> = (0..CONFIG_CACHE_ENTRIES + 44)
         .map(|n| format!("s{n}"))
         .collect();
     for name in &services {
@@ -1161,6 +1212,14 @@ fn a_read_ahead_past_the_bound_keeps_what_it_reads_and_compiles_only_what_change
     }
     let in_use = services.len() as u64;
     assert_eq!(opened.config_compiles.get(), in_use);
+    for name in &services {
+        assert_eq!(
+            image(name, Reads::Memory),
+            Ok(format!("{name}-1")),
+            "{name}"
+        );
+    }
+    assert_eq!(opened.config_reads.get(), in_use);
     repo.write("s0/job/config.yaml", &config_with_image("s0-2", "[]"));
     repo.commit("s0 changed");
 
