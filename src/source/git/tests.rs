@@ -1199,7 +1199,9 @@ fn more_configs_in_use_than_the_bound_stay_and_a_read_ahead_compiles_only_what_c
     repo.commit("first");
     let cache_dir = repo.dir.with_extension("cache");
     let _ = std::fs::remove_dir_all(&cache_dir);
-    let interval = Duration::from_secs(5);
+    // Room for 300 reads and 300 lookups before the fetch ahead is due (about 0.6 s, 1.2 s on
+    // a loaded machine), and they must not start it before the push.
+    let interval = Duration::from_secs(8);
     let opened = open_source(&repo.url(), &cache_dir, &[], interval).unwrap();
     let source = &opened.source;
     let image = |name: &str, reads: Reads| {
@@ -1223,14 +1225,9 @@ fn more_configs_in_use_than_the_bound_stay_and_a_read_ahead_compiles_only_what_c
     repo.write("s0/job/config.yaml", &config_with_image("s0-2", "[]"));
     repo.commit("s0 changed");
 
-    // The last quarter of the interval: a lookup starts the fetch ahead.
-    std::thread::sleep((asked + interval * 3 / 4).saturating_duration_since(Instant::now()));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while fetch_count(&opened.fetches) < 2 {
+    fetch_ahead_after(&opened, asked + interval * 3 / 4, || {
         let _ = image("s1", Reads::Memory);
-        assert!(Instant::now() < deadline, "no fetch ahead");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    });
     for name in &services {
         let expected = if name == "s0" {
             "s0-2"
@@ -1245,6 +1242,80 @@ fn more_configs_in_use_than_the_bound_stay_and_a_read_ahead_compiles_only_what_c
     }
     assert_eq!(opened.config_reads.get(), 2 * in_use);
     assert_eq!(opened.config_compiles.get(), in_use + 1);
+}
+
+/// Waits for the last quarter of the fetch interval (`due_soon`), then makes lookups
+/// (`lookup`) until one of them has started a fetch ahead and it succeeded.
+fn fetch_ahead_after(opened: &Opened, due_soon: Instant, lookup: impl Fn()) {
+    let fetched = fetch_count(&opened.fetches);
+    std::thread::sleep(due_soon.saturating_duration_since(Instant::now()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fetch_count(&opened.fetches) == fetched {
+        lookup();
+        assert!(Instant::now() < deadline, "no fetch ahead");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A Keptn project of three stages, each stage's branch with the same configs for 100
+/// services: every stage's configs are kept (300, past the bound), compiled once for all
+/// stages (a file's content is compiled once), and a push to one stage reads that stage's
+/// again, not the others'.
+#[test]
+fn every_stage_s_configs_stay_and_a_push_to_one_stage_reads_only_its_own() {
+    let repo = TestRepo::new("stages");
+    let (stages, services) = (["dev", "staging", "production"], 100);
+    let name = |n: usize| format!("s{n}");
+    for n in 0..services {
+        let config = config_with_image(&name(n), "[]");
+        repo.write(&format!("{}/job/config.yaml", name(n)), &config);
+    }
+    repo.commit("services");
+    // Each stage's branch a commit of its own, as Keptn's are.
+    for stage in stages {
+        repo.git(&["checkout", "-q", "-b", stage, "main"]);
+        repo.commit(stage);
+    }
+    let cache_dir = repo.dir.with_extension("cache");
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    let interval = Duration::from_secs(8);
+    let opened = open_source(&repo.url(), &cache_dir, &[], interval).unwrap();
+    let image = |stage: &str, n: usize, reads: Reads| {
+        let found = opened.source.load(&service(stage, &name(n)), None, reads)?;
+        Ok::<_, SourceError>(image_of(&found.config.expect("a config")).to_string())
+    };
+    let asked = Instant::now();
+    for stage in stages {
+        for n in 0..services {
+            assert_eq!(image(stage, n, Reads::Any), Ok(name(n)));
+        }
+    }
+    let in_use = (stages.len() * services) as u64;
+    assert_eq!(opened.config_reads.get(), in_use);
+    assert_eq!(opened.config_compiles.get(), services as u64);
+    for stage in stages {
+        for n in 0..services {
+            assert_eq!(image(stage, n, Reads::Memory), Ok(name(n)), "{stage} {n}");
+        }
+    }
+
+    repo.git(&["checkout", "-q", "staging"]);
+    repo.write("s0/job/config.yaml", &config_with_image("s0-staged", "[]"));
+    repo.commit("s0 changed in staging");
+    fetch_ahead_after(&opened, asked + interval * 3 / 4, || {
+        let _ = image("dev", 1, Reads::Memory);
+    });
+    for stage in stages {
+        for n in 0..services {
+            let expected = match (stage, n) {
+                ("staging", 0) => "s0-staged".to_string(),
+                _ => name(n),
+            };
+            assert_eq!(image(stage, n, Reads::Memory), Ok(expected), "{stage} {n}");
+        }
+    }
+    assert_eq!(opened.config_reads.get(), in_use + services as u64);
+    assert_eq!(opened.config_compiles.get(), services as u64 + 1);
 }
 
 /// Under a steady stream of lookups no lookup waits for a fetch: once a quarter of the interval
