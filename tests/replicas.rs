@@ -212,14 +212,14 @@ async fn a_paused_leader_is_fenced(server: impl Replicas, finish: Duration) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     signal(&a, "-STOP");
-    // What A made before this, it made before the pause.
-    let paused_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
 
     // B takes over after the lease duration, and receives events of its own.
     wait_leads(&b, true).await;
+    // What A made before this, it made before the takeover (A resumes a second later).
+    let took_over_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let a_events_at_takeover = a.sink.events().len();
     for i in 4..6 {
         let id = format!("fence-{i}");
@@ -261,19 +261,19 @@ async fn a_paused_leader_is_fenced(server: impl Replicas, finish: Duration) {
         .collect();
     // A create the old leader had handed to its connection just before the pause may land
     // after the takeover (fencing cannot call back a request already sent): the API server
-    // refuses a Job's, the name being taken. A Kubernetes Event's lands (its name is new), so
-    // it passes if it was made before the pause: its name ends with the time it was made.
-    // Nothing else may land.
-    let made_before_the_pause = |r: &&Recorded| {
+    // refuses a Job's, the name being taken. A Kubernetes Event's lands (its name is new), or
+    // is cut off by the fencing (504), so it passes if it was made before the takeover: its
+    // name ends with the time it was made. Nothing else may land.
+    let made_before_the_takeover = |r: &&Recorded| {
         r.resource == "events"
             && r.verb == "create"
             && (r.name.rsplit_once('.'))
                 .and_then(|(_, made)| u128::from_str_radix(made, 16).ok())
-                .is_some_and(|made| made < paused_at)
+                .is_some_and(|made| made < took_over_at)
     };
     let after: Vec<_> = after
         .into_iter()
-        .filter(|r| !made_before_the_pause(r))
+        .filter(|r| !made_before_the_takeover(r))
         .collect();
     let stale: Vec<_> = after
         .iter()
