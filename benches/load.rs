@@ -1572,7 +1572,7 @@ impl PushedProject {
         services: 1,
         more_actions: 180,
     };
-    /// Many services, more than the configs kept beside those at the heads (256), events for
+    /// Many services, more than the bound of kept configs (256), events for
     /// all of them, a push to one: whether every config in use stays in memory, and whether
     /// the others' configs are compiled again, and kept, when the branch moves.
     const MANY: PushedProject = PushedProject {

@@ -300,8 +300,8 @@ struct ConfigCache {
     reading: HashMap<ConfigKey, Arc<Mutex<()>>>,
     /// The compiled configs by the blob they were compiled from: a push compiles the configs
     /// it changed, and the others at the new commit share what was compiled at the old one,
-    /// even if the bound pushed the old commit's out. Past the bound, those nothing else uses
-    /// any more go.
+    /// even once a sweep has dropped the old commit's (commit, path)s. Those in use are kept;
+    /// at a sweep, those nothing else uses any more go.
     compiled: Kept<ObjectId, Arc<CompiledConfig>>,
     /// The new heads a read ahead reads at: what it reads is kept as the configs at the
     /// recorded heads are ([`Self::keep`]).
@@ -311,11 +311,12 @@ struct ConfigCache {
 impl Default for ConfigCache {
     fn default() -> Self {
         ConfigCache {
-            found: Kept::new(CONFIG_CACHE_ENTRIES),
-            absent: Kept::new(ABSENT_CACHE_ENTRIES),
-            invalid: Kept::new(INVALID_CACHE_ENTRIES),
+            found: Kept::new(CONFIG_CACHE_ENTRIES, Past::Keep),
+            // Events make these up (any service name), so they keep a hard bound.
+            absent: Kept::new(ABSENT_CACHE_ENTRIES, Past::Clear),
+            invalid: Kept::new(INVALID_CACHE_ENTRIES, Past::Keep),
             reading: HashMap::new(),
-            compiled: Kept::new(CONFIG_CACHE_ENTRIES),
+            compiled: Kept::new(CONFIG_CACHE_ENTRIES, Past::Keep),
             ahead: Vec::new(),
         }
     }
@@ -329,14 +330,16 @@ impl Default for ConfigCache {
 struct Kept<K, V> {
     map: HashMap<K, V>,
     bound: usize,
+    past: Past,
     sweep_at: usize,
 }
 
 impl<K: std::hash::Hash + Eq, V> Kept<K, V> {
-    fn new(bound: usize) -> Self {
+    fn new(bound: usize, past: Past) -> Self {
         Kept {
             map: HashMap::new(),
             bound,
+            past,
             sweep_at: bound,
         }
     }
@@ -346,11 +349,11 @@ impl<K: std::hash::Hash + Eq, V> Kept<K, V> {
     }
 
     /// Inserts `value`, first keeping only what `needed` says is, if it is time to sweep.
-    /// `Past::Clear` empties the map when what is needed is at the bound already.
-    fn insert(&mut self, key: K, value: V, past: Past, mut needed: impl FnMut(&K, &V) -> bool) {
+    /// With `Past::Clear`, a sweep empties the map when what is needed is at the bound already.
+    fn insert(&mut self, key: K, value: V, mut needed: impl FnMut(&K, &V) -> bool) {
         if self.map.len() >= self.sweep_at && !self.map.contains_key(&key) {
             self.map.retain(|key, value| needed(key, value));
-            if past == Past::Clear && self.map.len() >= self.bound {
+            if self.past == Past::Clear && self.map.len() >= self.bound {
                 self.map.clear();
             }
             self.sweep_at = self.bound.max(2 * self.map.len());
@@ -406,14 +409,12 @@ impl ConfigCache {
         match read {
             Ok(Some(loaded)) => {
                 let value = loaded.clone();
-                self.found
-                    .insert(key, value, Past::Keep, |key, _| live(key));
+                self.found.insert(key, value, |key, _| live(key));
             }
-            Ok(None) => self.absent.insert(key, (), Past::Clear, |key, _| live(key)),
+            Ok(None) => self.absent.insert(key, (), |key, _| live(key)),
             Err(error) => {
                 let value = error.clone();
-                self.invalid
-                    .insert(key, value, Past::Keep, |key, _| live(key));
+                self.invalid.insert(key, value, |key, _| live(key));
             }
         }
     }
@@ -428,8 +429,7 @@ impl ConfigCache {
         // them. The others are alive anyway: keeping them costs an entry, and lets a config
         // read at a new commit share them.
         let used = |_: &ObjectId, config: &Arc<CompiledConfig>| Arc::strong_count(config) > 1;
-        self.compiled
-            .insert(blob, compiled.clone(), Past::Keep, used);
+        self.compiled.insert(blob, compiled.clone(), used);
     }
 }
 
