@@ -138,8 +138,12 @@ const RUN_BY: &[(&str, &str, usize, &str)] = &[
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/BENCHMARKS.md", "### Memory with 10,000 runs in flight: 252 → 175 MiB", 0,
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
+    ("docs/BENCHMARKS.md", "### Memory with 10,000 runs in flight: 252 → 175 MiB", 1,
+        "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/cluster.md", "## Use it", 0,
         "tests/docs.rs the_cluster_guide_runs_as_written"),
+    ("docs/cluster.md", "### Request limits for load runs", 0,
+        "tests/docs.rs the_cluster_request_limits_reach_the_components_as_written"),
     ("docs/git-source.md", "# The git config source", 0,
         "tests/docs.rs the_run_examples_are_accepted_as_written"),
     ("docs/git-source.md", "## Credentials", 0,
@@ -417,6 +421,84 @@ fn the_cluster_guide_runs_as_written() {
     assert!(!dir.exists(), "down removes the state");
 }
 
+/// docs/cluster.md, "Request limits for load runs", line by line on a control plane of its own:
+/// the first `up` gives kube-controller-manager and kube-scheduler the limits, the second (none)
+/// starts them again without, `down` removes the state.
+#[test]
+fn the_cluster_request_limits_reach_the_components_as_written() {
+    let block = sh_block("docs/cluster.md", "### Request limits for load runs");
+    let lines: Vec<&str> = block
+        .lines()
+        .map(|l| l.split(" # ").next().unwrap().trim())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "CLUSTER_API_QPS=200 scripts/cluster up",
+            "scripts/cluster up",
+            "scripts/cluster down"
+        ]
+    );
+    let dir = std::env::temp_dir().join(format!("je-docs-limits-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // Stops this control plane if an assertion fails before the block's `down`.
+    struct Down(std::path::PathBuf);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = Command::new(root().join("scripts/cluster"))
+                .arg("down")
+                .env("JOB_EXECUTOR_CLUSTER_DIR", &self.0)
+                .output();
+        }
+    }
+    let _down = Down(dir.clone());
+    let run = |command: &str| {
+        let out = Command::new("bash")
+            .args(["-euo", "pipefail", "-c", command])
+            .current_dir(root())
+            .env("JOB_EXECUTOR_CLUSTER_DIR", &dir)
+            .env_remove("KUBECONFIG")
+            .env_remove("CLUSTER_API_QPS")
+            .output()
+            .unwrap();
+        assert_ran(out.clone(), command);
+        out
+    };
+    // The command lines of the two components, as started.
+    let command_lines = || -> Vec<String> {
+        let env = String::from_utf8(run("scripts/cluster env").stdout).unwrap();
+        ["CONTROLLER_MANAGER_PID", "SCHEDULER_PID"]
+            .iter()
+            .map(|name| {
+                let pid = env
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                    .unwrap()
+                    .trim_matches('\'');
+                let line = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+                String::from_utf8_lossy(&line).replace('\0', " ")
+            })
+            .collect()
+    };
+    run(lines[0]);
+    for line in command_lines() {
+        assert!(
+            line.contains("--kube-api-qps 200 --kube-api-burst 400"),
+            "{line}"
+        );
+    }
+    let again = run(lines[1]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("starting again"),
+        "{again:?}"
+    );
+    for line in command_lines() {
+        assert!(!line.contains("--kube-api-qps"), "{line}");
+    }
+    run(lines[2]);
+    assert!(!dir.exists(), "down removes the state");
+}
+
 /// README, "On a fresh machine": the dry run, with the binary `cargo run` builds (a `cargo run`
 /// from a test would relink `target/debug/job-executor` without the test build's features,
 /// under the other tests).
@@ -626,6 +708,26 @@ fn the_git_credentials_secrets_are_created_as_written() {
 /// docs/BENCHMARKS.md: every command, in quick mode (`cargo test` in place of `cargo bench`: the
 /// same harness, its phases, its variables, briefly). The plain `cargo test --bench load` is
 /// what `scripts/test` runs anyway (`--all-targets`), so it is not run twice.
+/// A benchmark command as run in quick mode: `cargo test` for `cargo bench`, and without what
+/// only a full run's size needs. A raised `CLUSTER_API_QPS` would start the control plane the
+/// other tests use again under them (the variable has a test of its own:
+/// `the_cluster_request_limits_reach_the_components_as_written`), and more than 200 runs in
+/// flight are the quick plan's own number.
+fn quick_command(command: &str) -> String {
+    command
+        .split(' ')
+        .filter(|word| {
+            !word.starts_with("CLUSTER_API_QPS=")
+                && word
+                    .strip_prefix("LOAD_IN_FLIGHT=")
+                    .and_then(|runs| runs.parse::<u32>().ok())
+                    .is_none_or(|runs| runs <= 200)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace("cargo bench", "cargo test")
+}
+
 #[test]
 fn the_benchmark_commands_run_in_quick_mode() {
     // `LOAD_TARGET=cluster` needs the CRD, which the install tests delete and re-create.
@@ -635,7 +737,7 @@ fn the_benchmark_commands_run_in_quick_mode() {
     for block in sh_blocks("docs/BENCHMARKS.md") {
         for line in block.text.lines() {
             let command = line.split(" # ").next().unwrap().trim();
-            let command = command.replace("cargo bench", "cargo test");
+            let command = quick_command(command);
             if !command.is_empty()
                 && command != "cargo test --bench load"
                 && !commands.contains(&command)
