@@ -34,7 +34,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use job_executor::crd::{JobRun, JobSchedule};
+use job_executor::crd::{CrdKind, JobRun, crd};
 use job_executor::event::CloudEvent;
 use job_executor::ingest::plan::{EventPlan, plan_event};
 use job_executor::settings::Settings;
@@ -42,7 +42,6 @@ use job_executor::source::Source;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
@@ -548,7 +547,7 @@ impl Stack {
                     .write_kubeconfig(config.join(format!("kubeconfig-{phase}")))
                     .unwrap();
                 let crds: Api<CustomResourceDefinition> = Api::all(sim.client());
-                for crd in [JobRun::crd(), JobSchedule::crd()] {
+                for crd in [crd(CrdKind::Jobrun), crd(CrdKind::Jobschedule)] {
                     crds.create(&PostParams::default(), &crd).await.unwrap();
                 }
                 let operators =
@@ -1837,7 +1836,7 @@ async fn bare_ceiling(plan: Plan, target: &Target, dir: &Path) -> (f64, u64, usi
         Target::Sim => {
             let sim = Sim::builder().start().await.unwrap();
             let crds: Api<CustomResourceDefinition> = Api::all(sim.client());
-            crds.create(&PostParams::default(), &JobRun::crd())
+            crds.create(&PostParams::default(), &crd(CrdKind::Jobrun))
                 .await
                 .unwrap();
             let endpoint = jobruns_endpoint(&sim.url(), "default", None);

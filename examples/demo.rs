@@ -6,7 +6,8 @@
 //! builds the binaries first; it stops everything it started.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -91,6 +92,12 @@ impl Drop for Demo {
                     .status();
             }
         }
+    }
+}
+
+impl Demo {
+    fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Cluster { .. })
     }
 }
 
@@ -267,7 +274,13 @@ impl Demo {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        std::fs::write(&demo.operator_kubeconfig, operator)?;
+        // A credential: readable by this user only.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&demo.operator_kubeconfig)?;
+        file.write_all(operator.as_bytes())?;
         Ok(demo)
     }
 
@@ -509,7 +522,18 @@ fn watch_progress(client: &kube::Client) {
                 .and_then(|s| s.containers.first())
                 .and_then(|c| c.image.clone())
                 .unwrap_or_default();
-            if seen.insert(name.clone(), state.to_string()).as_deref() != Some(state) {
+            // Shown only when it moves on: the real Job controller reports no active pod for
+            // a moment between a pod's end and the Job's, which is not "created" again.
+            let rank = |state: &str| match state {
+                "created" => 0,
+                "running" => 1,
+                _ => 2,
+            };
+            if seen
+                .get(&name)
+                .is_none_or(|before| rank(state) > rank(before))
+            {
+                seen.insert(name.clone(), state.to_string());
                 println!("  ◦ job    {name:<32} {state:<10} {image}");
             }
         }
@@ -616,6 +640,45 @@ async fn wait_for_runs(client: &kube::Client) -> anyhow::Result<Vec<JobRun>> {
     }
 }
 
+/// `runs` as `kubectl get jobruns` shows them: the columns the CRD names, each as wide as its
+/// widest cell and three spaces apart, the age as kubectl writes one under ten minutes.
+fn print_jobruns(runs: &[JobRun]) {
+    let now = jiff::Timestamp::now();
+    let mut rows = vec![["NAME", "ACTION", "PHASE", "TASK", "TASKS", "AGE"].map(String::from)];
+    for run in runs {
+        let status = run.status.clone().unwrap_or_default();
+        let age = (run.metadata.creation_timestamp.as_ref())
+            .map(|created| (now.as_second() - created.0.as_second()).max(0))
+            .map(|s| match s {
+                0..120 => format!("{s}s"),
+                _ => format!("{}m{}s", s / 60, s % 60),
+            })
+            .unwrap_or_else(|| "<unknown>".into());
+        rows.push([
+            run.metadata.name.clone().unwrap_or_default(),
+            run.spec.action.name.clone(),
+            format!("{:?}", status.phase),
+            (status.current_task)
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            status.task_summary,
+            age,
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|column| {
+            let widest = rows.iter().map(|row| row[column].chars().count()).max();
+            widest.unwrap_or(0)
+        })
+        .collect();
+    for row in &rows {
+        let cells: Vec<String> = (row.iter().zip(&widths))
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", cells.join("   ").trim_end());
+    }
+}
+
 fn main() -> std::process::ExitCode {
     if run(std::env::args().any(|a| a == "--cluster")) {
         std::process::ExitCode::SUCCESS
@@ -646,39 +709,47 @@ async fn demo(cluster: bool) -> anyhow::Result<()> {
     let bin = operator_binary()?;
     let dir = std::env::temp_dir().join(format!("job-executor-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let result = demo_in(cluster, &bin, dir.clone()).await;
+    // Everything the demo started is stopped by now; its files (the operator's log, the
+    // kubeconfigs) are kept only to read why it failed.
+    match &result {
+        Ok(()) => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Err(_) => eprintln!(
+            "demo: the operator's log and the demo's files are in {}",
+            dir.display()
+        ),
+    }
+    result
+}
+
+async fn demo_in(cluster: bool, bin: &Path, dir: PathBuf) -> anyhow::Result<()> {
     let mut demo = if cluster {
         Demo::cluster(dir).await?
     } else {
-        Demo::simulator(&bin, dir).await?
+        Demo::simulator(bin, dir).await?
     };
     demo.install_example_needs().await?;
     let sink = start_sink().await?;
     let notify_dir = demo.dir.join("notify");
     start_slack(&notify_dir).await?;
-    let ingest = demo.start_operator(&bin, &sink, &notify_dir).await?;
+    let ingest = demo.start_operator(bin, &sink, &notify_dir).await?;
     watch_progress(&demo.client);
-    send_events(&bin, &ingest, &demo.dir)?;
+    send_events(bin, &ingest, &demo.dir)?;
     let runs = wait_for_runs(&demo.client).await?;
 
     println!();
     println!("kubectl -n {NAMESPACE} get jobruns");
-    println!(
-        "{:<32} {:<28} {:<10} {:<5}",
-        "NAME", "ACTION", "PHASE", "TASK"
-    );
+    if demo.is_cluster() {
+        print!("{}", cluster_kubectl(&["-n", NAMESPACE, "get", "jobruns"])?);
+    } else {
+        // No kubectl beside the simulator: the CRD's printer columns, as kubectl shows them.
+        print_jobruns(&runs);
+    }
     let mut failed = Vec::new();
     for run in &runs {
         let status = run.status.clone().unwrap_or_default();
-        println!(
-            "{:<32} {:<28} {:<10} {:<5}",
-            run.metadata.name.clone().unwrap_or_default(),
-            run.spec.action.name,
-            format!("{:?}", status.phase),
-            status
-                .current_task
-                .map(|t| t.to_string())
-                .unwrap_or_default()
-        );
         if status.phase == RunPhase::Failed {
             let why = status
                 .tasks

@@ -83,6 +83,48 @@ fn assert_whole_loop(out: &str) {
         out.contains("✓ 10 runs, every one succeeded and reported"),
         "{out}"
     );
+    // A Job's progress only moves on (the real Job controller reports no active pod for a
+    // moment before the Job's end).
+    let mut states: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for line in out.lines().filter_map(|l| l.strip_prefix("  ◦ job    ")) {
+        let mut words = line.split_whitespace();
+        let (Some(job), Some(state)) = (words.next(), words.next()) else {
+            continue;
+        };
+        states.entry(job).or_default().push(state);
+    }
+    let rank = |state: &str| {
+        ["created", "running", "succeeded"]
+            .iter()
+            .position(|s| *s == state)
+    };
+    for (job, seen) in &states {
+        let ranks: Vec<_> = seen.iter().map(|s| rank(s)).collect();
+        assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{job}: {seen:?}");
+    }
+    // The closing table has the columns `kubectl get jobruns` shows, the graph run's tasks
+    // each with its phase.
+    let (_, table) = out.split_once("get jobruns\n").unwrap();
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "ACTION", "PHASE", "TASK", "TASKS", "AGE"],
+        "{table}"
+    );
+    assert!(
+        table.lines().any(|l| l.starts_with("verify-")
+            && l.contains(
+                "deploy preview:Succeeded api checks:Succeeded ui checks:Succeeded report:Succeeded"
+            )),
+        "{table}"
+    );
+    // What the demo wrote (the operator's log, kubeconfigs) is gone once it succeeded.
+    let log = out
+        .split_once("(log: ")
+        .and_then(|(_, rest)| rest.split_once("/operator.log)"))
+        .map(|(dir, _)| dir)
+        .unwrap();
+    assert!(!std::path::Path::new(log).exists(), "{log} is left behind");
     // Each run told the Slack-compatible receiver how it ended, before it counted as done.
     let told: Vec<&str> = out
         .lines()

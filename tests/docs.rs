@@ -294,31 +294,42 @@ fn the_install_commands_of_the_docs_work_as_written() {
     let _namespace = DOCS_NAMESPACE.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = cluster();
 
-    // docs/install.md, "Install with kubectl".
+    // docs/install.md, "Install with kubectl", without a warning from the API server (an
+    // unknown schema format in the CRDs, a Namespace applied that `create` made). The CRDs
+    // are deleted first, so the block creates them as a first install does (applied unchanged,
+    // they would not be checked again).
     fresh_namespace(cluster);
+    cluster.kubectl(&[
+        "delete",
+        "crd",
+        "jobruns.job-executor.dev",
+        "jobschedules.job-executor.dev",
+        "--ignore-not-found",
+    ]);
     let block = sh_block("docs/install.md", "## Install with kubectl");
-    assert_ran(
-        run_block(cluster, &block, &[("KEPTN_API_TOKEN", "docs-token")]),
-        &block,
-    );
+    let out = run_block(cluster, &block, &[("KEPTN_API_TOKEN", "docs-token")]);
+    assert_no_warnings(&out, &block);
+    assert_ran(out, &block);
     assert_installed(cluster, "docs-token");
 
-    // README.md, "Install": the same, and the config repository set on the Deployment.
+    // README.md, "Install": the same, and the config repository set in the settings.
     fresh_namespace(cluster);
     let block = sh_block("README.md", "## Install");
-    assert_ran(
-        run_block(cluster, &block, &[("KEPTN_API_TOKEN", "readme-token")]),
-        &block,
-    );
+    let out = run_block(cluster, &block, &[("KEPTN_API_TOKEN", "readme-token")]);
+    assert_no_warnings(&out, &block);
+    assert_ran(out, &block);
     assert_installed(cluster, "readme-token");
+    let settings =
+        cluster.kubectl_json(&["-n", "job-executor", "get", "configmap", "job-executor"]);
+    assert_eq!(
+        settings["data"]["JOB_EXECUTOR_GIT_URL"], "https://your-git-server/your-keptn-config.git",
+        "{settings}"
+    );
+    // The settings are the operator's only: nothing on the Deployment overrides them.
     let deployment =
         cluster.kubectl_json(&["-n", "job-executor", "get", "deployment", "job-executor"]);
-    assert!(
-        deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-            .to_string()
-            .contains("JOB_EXECUTOR_GIT_URL"),
-        "{deployment}"
-    );
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(!env.to_string().contains("JOB_EXECUTOR_GIT_URL"), "{env}");
 
     // Without the Keptn API token the commands stop with a message, instead of creating an
     // empty header.
@@ -359,7 +370,24 @@ fn the_install_commands_of_the_docs_work_as_written() {
 
     // docs/install.md, "Install with Helm": the chart installs the CRD and rolls out.
     let helm = sh_block("docs/install.md", "## Install with Helm");
-    assert_ran(run_block(cluster, &helm, &[]), &helm);
+    let out = run_block(
+        cluster,
+        &helm,
+        &[
+            ("KEPTN_API_TOKEN", "helm-token"),
+            ("GIT_TOKEN", "git-token"),
+        ],
+    );
+    assert_no_warnings(&out, &helm);
+    assert_ran(out, &helm);
+    // The Secrets the chart's values name exist, with the keys it reads.
+    let secret = |name: &str, key: &str| {
+        let secret = cluster.kubectl_json(&["-n", "job-executor", "get", "secret", name]);
+        let parsed: k8s_openapi::api::core::v1::Secret = serde_json::from_value(secret).unwrap();
+        String::from_utf8(parsed.data.unwrap()[key].0.clone()).unwrap()
+    };
+    assert_eq!(secret("keptn-api-token", "headers"), "x-token: helm-token");
+    assert_eq!(secret("keptn-config-git", "token"), "git-token");
     cluster.kubectl(&["get", "crd", "jobruns.job-executor.dev"]);
     cluster.kubectl(&["get", "crd", "jobschedules.job-executor.dev"]);
     cluster.rollout_status("job-executor");
@@ -383,6 +411,16 @@ fn the_install_commands_of_the_docs_work_as_written() {
     fresh_namespace(cluster);
     // The other tests of this binary expect the CRD.
     cluster.kubectl(&["apply", "-f", path(&root().join("crds"))]);
+}
+
+/// What kubectl and Helm print of the API server's warnings ("Warning: …", or a client-go log
+/// line from `warnings.go`).
+fn assert_no_warnings(out: &Output, block: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("Warning") && !stderr.contains("warnings.go"),
+        "{block}\n{stderr}"
+    );
 }
 
 fn assert_ran(out: Output, block: &str) {
@@ -516,6 +554,53 @@ fn the_readme_dry_run_renders_the_sample_event() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("kind: Job"), "{stdout}");
     assert!(stdout.contains("sh.keptn.event.test.started"), "{stdout}");
+}
+
+/// README, "Commands": `render --format json` prints no key the README does not name, for any
+/// sample event.
+#[test]
+fn the_readme_names_every_key_of_render_s_json() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let (_, bullet) = readme.split_once("- `job-executor render ").unwrap();
+    let (bullet, _) = bullet.split_once("\n- ").unwrap();
+    let mut keys = BTreeSet::new();
+    for event in std::fs::read_dir(root().join("test-events")).unwrap() {
+        let event = event.unwrap().path();
+        let out = Command::new(support::BIN)
+            .args(["render", "--format", "json", "--event"])
+            .arg(&event)
+            .args(["--config", "examples/carts/job/config.yaml"])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert_ran(out.clone(), &event.display().to_string());
+        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let objects = |value: &serde_json::Value| value.as_array().cloned().unwrap_or_default();
+        keys.extend(plan.as_object().unwrap().keys().cloned());
+        for list in ["matched", "not_matched"] {
+            for entry in objects(&plan[list]) {
+                keys.extend(entry.as_object().unwrap().keys().cloned());
+                for task in objects(&entry["graph"]) {
+                    keys.extend(task.as_object().unwrap().keys().cloned());
+                }
+                if let Some(group) = entry["concurrency"].as_object() {
+                    keys.extend(group.keys().cloned());
+                }
+            }
+        }
+    }
+    for key in ["graph", "timeout", "concurrency", "after", "policy"] {
+        assert!(
+            keys.contains(key),
+            "no sample event shows {key:?}: {keys:?}"
+        );
+    }
+    for key in &keys {
+        assert!(
+            bullet.contains(&format!("\"{key}\"")),
+            "README does not name {key:?}"
+        );
+    }
 }
 
 /// docs/schedules.md: `job-executor schedule` prints what the page shows after it (the
