@@ -763,8 +763,14 @@ async fn demo_in(cluster: bool, bin: &Path, dir: PathBuf) -> anyhow::Result<()> 
     }
     println!();
     if failed.is_empty() {
+        // A silent action sends no `.started`/`.finished`: the sink hears nothing of it.
+        let silent = runs.iter().filter(|run| run.spec.action.silent).count();
+        let silent = match silent {
+            0 => String::new(),
+            n => format!(" ({n} silent: their action sends no events to the sink)"),
+        };
         println!(
-            "✓ {} runs, every one succeeded and reported; stopping everything the demo started",
+            "✓ {} runs, every one succeeded and reported{silent}; stopping everything the demo started",
             runs.len()
         );
         Ok(())
