@@ -274,7 +274,9 @@ impl Demo {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        // A credential: readable by this user only.
+        // A credential: readable by this user only (made anew, so a file left by an earlier
+        // run cannot keep its own mode).
+        let _ = std::fs::remove_file(&demo.operator_kubeconfig);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -641,7 +643,7 @@ async fn wait_for_runs(client: &kube::Client) -> anyhow::Result<Vec<JobRun>> {
 }
 
 /// `runs` as `kubectl get jobruns` shows them: the columns the CRD names, each as wide as its
-/// widest cell and three spaces apart, the age as kubectl writes one under ten minutes.
+/// widest cell and three spaces apart, the age as kubectl writes one under three hours.
 fn print_jobruns(runs: &[JobRun]) {
     let now = jiff::Timestamp::now();
     let mut rows = vec![["NAME", "ACTION", "PHASE", "TASK", "TASKS", "AGE"].map(String::from)];
@@ -649,9 +651,10 @@ fn print_jobruns(runs: &[JobRun]) {
         let status = run.status.clone().unwrap_or_default();
         let age = (run.metadata.creation_timestamp.as_ref())
             .map(|created| (now.as_second() - created.0.as_second()).max(0))
-            .map(|s| match s {
-                0..120 => format!("{s}s"),
-                _ => format!("{}m{}s", s / 60, s % 60),
+            .map(|s| match (s, s % 60) {
+                (0..120, _) => format!("{s}s"),
+                (120..600, 1..) => format!("{}m{}s", s / 60, s % 60),
+                _ => format!("{}m", s / 60),
             })
             .unwrap_or_else(|| "<unknown>".into());
         rows.push([

@@ -629,3 +629,70 @@ fn schedule_lists_slots_and_refuses_bad_schedules() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
 }
+
+/// docs/operator.md's tables of `job-executor run`'s flags name every flag `run --help` lists,
+/// and every environment variable not named after its flag; and no flag `run` does not have.
+#[test]
+fn the_operator_guide_names_every_flag_of_run() {
+    let help = stdout(&run(&["run", "--help"]));
+    // Each flag with its variable, as --help shows them.
+    let mut flags: Vec<(String, Option<String>)> = Vec::new();
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        let flag = trimmed
+            .strip_prefix("--")
+            .or_else(|| trimmed.get(4..).and_then(|rest| rest.strip_prefix("--")));
+        // Flags are indented by 2 to 6 spaces, their descriptions by more.
+        let indent = line.len() - trimmed.len();
+        if let Some(flag) = flag.filter(|_| (2..=6).contains(&indent)) {
+            let name: String = flag
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            flags.push((format!("--{name}"), None));
+        } else if let Some(env) = trimmed.strip_prefix("[env: ") {
+            let env: String = env.chars().take_while(|c| *c != '=' && *c != ']').collect();
+            flags.last_mut().expect("an env after its flag").1 = Some(env);
+        }
+    }
+    flags.retain(|(flag, _)| flag != "--help");
+    assert!(flags.len() > 50, "{help}");
+    let guide = std::fs::read_to_string(root().join("docs/operator.md")).unwrap();
+    let section = guide
+        .split_once("\n## Running it\n")
+        .and_then(|(_, rest)| rest.split_once("\n## Ingest\n"))
+        .expect("docs/operator.md's Running it section")
+        .0;
+    let rows: Vec<&str> = section.lines().filter(|l| l.starts_with('|')).collect();
+    let named: std::collections::BTreeSet<String> = rows
+        .iter()
+        .flat_map(|row| row.split('`').skip(1).step_by(2))
+        .filter(|code| code.starts_with("--"))
+        .map(str::to_string)
+        .collect();
+    for (flag, env) in &flags {
+        assert!(
+            named.contains(flag),
+            "docs/operator.md has no row for {flag}"
+        );
+        let Some(env) = env else {
+            panic!("{flag} has no environment variable")
+        };
+        let regular = format!(
+            "JOB_EXECUTOR_{}",
+            flag[2..].to_uppercase().replace('-', "_")
+        );
+        if *env != regular {
+            assert!(
+                rows.iter().any(|row| row.contains(&format!("`{env}`"))),
+                "docs/operator.md does not say {flag}'s variable is {env}"
+            );
+        }
+    }
+    for flag in &named {
+        assert!(
+            flags.iter().any(|(f, _)| f == flag),
+            "docs/operator.md names {flag}, which `job-executor run` does not have"
+        );
+    }
+}

@@ -276,15 +276,24 @@ fn fresh_namespace(cluster: &Cluster) {
     );
 }
 
-fn assert_installed(cluster: &Cluster, token: &str) {
-    let secret = cluster.kubectl_json(&["-n", "job-executor", "get", "secret", "job-executor"]);
+/// The value at `key` of the Secret `name` in the operator's namespace.
+fn secret_value(cluster: &Cluster, name: &str, key: &str) -> String {
+    let secret = cluster.kubectl_json(&["-n", "job-executor", "get", "secret", name]);
     let parsed: k8s_openapi::api::core::v1::Secret = serde_json::from_value(secret).unwrap();
-    let data = parsed.data.unwrap();
+    let data = parsed.data.unwrap_or_default();
+    let value = data
+        .get(key)
+        .unwrap_or_else(|| panic!("{name} has no {key}"));
+    String::from_utf8(value.0.clone()).unwrap()
+}
+
+fn assert_installed(cluster: &Cluster, token: &str) {
     assert_eq!(
-        String::from_utf8_lossy(&data["sink-headers"].0),
+        secret_value(cluster, "job-executor", "sink-headers"),
         format!("x-token: {token}")
     );
-    assert_eq!(data["ingest-token"].0.len(), 48, "openssl rand -hex 24");
+    let ingest_token = secret_value(cluster, "job-executor", "ingest-token");
+    assert_eq!(ingest_token.len(), 48, "openssl rand -hex 24");
     cluster.rollout_status("job-executor");
     cluster.kubectl(&["get", "crd", "jobruns.job-executor.dev"]);
 }
@@ -381,13 +390,14 @@ fn the_install_commands_of_the_docs_work_as_written() {
     assert_no_warnings(&out, &helm);
     assert_ran(out, &helm);
     // The Secrets the chart's values name exist, with the keys it reads.
-    let secret = |name: &str, key: &str| {
-        let secret = cluster.kubectl_json(&["-n", "job-executor", "get", "secret", name]);
-        let parsed: k8s_openapi::api::core::v1::Secret = serde_json::from_value(secret).unwrap();
-        String::from_utf8(parsed.data.unwrap()[key].0.clone()).unwrap()
-    };
-    assert_eq!(secret("keptn-api-token", "headers"), "x-token: helm-token");
-    assert_eq!(secret("keptn-config-git", "token"), "git-token");
+    assert_eq!(
+        secret_value(cluster, "keptn-api-token", "headers"),
+        "x-token: helm-token"
+    );
+    assert_eq!(
+        secret_value(cluster, "keptn-config-git", "token"),
+        "git-token"
+    );
     cluster.kubectl(&["get", "crd", "jobruns.job-executor.dev"]);
     cluster.kubectl(&["get", "crd", "jobschedules.job-executor.dev"]);
     cluster.rollout_status("job-executor");

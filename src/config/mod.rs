@@ -281,7 +281,9 @@ impl Semantic<'_> {
     }
 
     /// The checks across fields for a config the structural check found problems in: every
-    /// action, task, env var, `labels` and `annotations` free of problems is checked as usual.
+    /// action, task, env var, `labels` and `annotations` free of problems is checked as usual,
+    /// and so are an action's limits, `notify` and the checks across its tasks (`needs`,
+    /// outputs) as far as the parts they read are free of problems.
     /// Only errors matter here (the file is invalid, so warnings are not shown).
     fn salvage(&mut self, value: &serde_json::Value, problems: &[Problem]) {
         for (index, action) in items(value, "actions").iter().enumerate() {
@@ -292,37 +294,100 @@ impl Semantic<'_> {
                 }
                 continue;
             }
-            for (index, task) in items(action, "tasks").iter().enumerate() {
-                let path = index_path(&key_path(&action_path, "tasks"), index);
-                if is_clean(&path, problems) {
-                    if let Some(task) = self.typed::<Task>(&path, task) {
-                        self.task(&path, &task);
-                    }
-                    continue;
+            self.salvage_action(&action_path, action, problems);
+        }
+    }
+
+    /// [`Self::salvage`] for an action with problems.
+    fn salvage_action(&mut self, path: &str, action: &serde_json::Value, problems: &[Problem]) {
+        // What the checks across tasks read of each task; a task's parts with problems are
+        // left at their defaults, and the checks that would read them are skipped (a name
+        // left out would make every `needs` of it look wrong).
+        let mut tasks = Vec::new();
+        let mut names_known = true;
+        let mut outputs_known = true;
+        for (index, task) in items(action, "tasks").iter().enumerate() {
+            let task_path = index_path(&key_path(path, "tasks"), index);
+            if is_clean(&task_path, problems) {
+                let typed = self.typed::<Task>(&task_path, task);
+                if let Some(task) = &typed {
+                    self.task(&task_path, task);
                 }
-                for (index, env) in items(task, "env").iter().enumerate() {
-                    let env_path = index_path(&key_path(&path, "env"), index);
-                    if is_clean(&env_path, problems)
-                        && let Some(env) = self.typed::<EnvVar>(&env_path, env)
-                    {
-                        self.env(&env_path, &env);
-                    }
-                }
-                let labels_path = key_path(&path, "labels");
-                if let Some(labels) = task.get("labels")
-                    && is_clean(&labels_path, problems)
-                    && let Some(labels) = self.typed(&labels_path, labels)
-                {
-                    self.labels(&path, &labels);
-                }
-                let annotations_path = key_path(&path, "annotations");
-                if let Some(annotations) = task.get("annotations")
-                    && is_clean(&annotations_path, problems)
-                    && let Some(annotations) = self.typed(&annotations_path, annotations)
-                {
-                    self.annotations(&path, &annotations);
-                }
+                names_known &= typed.is_some();
+                outputs_known &= typed.is_some();
+                tasks.push(typed.unwrap_or_default());
+                continue;
             }
+            let mut known = Task::default();
+            names_known &= task.is_object();
+            match self.clean_part(&task_path, task, "name", problems) {
+                Some(name) => known.name = name,
+                None => names_known = false,
+            }
+            match self.clean_part(&task_path, task, "needs", problems) {
+                Some(needs) => known.needs = needs,
+                None => names_known = false,
+            }
+            match self.clean_part(&task_path, task, "outputs", problems) {
+                Some(outputs) => known.outputs = outputs,
+                None => outputs_known = false,
+            }
+            for (index, env) in items(task, "env").iter().enumerate() {
+                let env_path = index_path(&key_path(&task_path, "env"), index);
+                let env = if is_clean(&env_path, problems) {
+                    self.typed::<EnvVar>(&env_path, env)
+                } else {
+                    None
+                };
+                if let Some(env) = &env {
+                    self.env(&env_path, env);
+                }
+                // An entry with problems stands in as a literal, which no check across
+                // tasks reads; the others keep their index.
+                known.env.push(env.unwrap_or_else(|| EnvVar {
+                    name: String::new(),
+                    value: None,
+                    value_from: None,
+                    secret_name: None,
+                    key: None,
+                    format: None,
+                }));
+            }
+            if let Some(Some(labels)) = self.clean_part(&task_path, task, "labels", problems) {
+                self.labels(&task_path, &labels);
+            }
+            if let Some(Some(annotations)) =
+                self.clean_part(&task_path, task, "annotations", problems)
+            {
+                self.annotations(&task_path, &annotations);
+            }
+            tasks.push(known);
+        }
+        self.task_count(path, tasks.len());
+        if let Some(notify) = self.clean_part::<Vec<Notify>>(path, action, "notify", problems) {
+            self.notify(path, &notify);
+        }
+        if names_known {
+            self.across_tasks(path, &tasks, outputs_known);
+        }
+    }
+
+    /// The part at `key` of the mapping at `path` read into its type, if no problem lies at or
+    /// under it; a missing key reads as the type's default.
+    fn clean_part<T: serde::de::DeserializeOwned + Default>(
+        &mut self,
+        path: &str,
+        value: &serde_json::Value,
+        key: &str,
+        problems: &[Problem],
+    ) -> Option<T> {
+        let part_path = key_path(path, key);
+        if !is_clean(&part_path, problems) {
+            return None;
+        }
+        match value.get(key) {
+            None => Some(T::default()),
+            Some(part) => self.typed(&part_path, part),
         }
     }
 
@@ -355,15 +420,7 @@ impl Semantic<'_> {
                 "no events: this action never runs".into(),
             );
         }
-        if action.tasks.len() > MAX_TASKS {
-            self.error(
-                &key_path(path, "tasks"),
-                format!(
-                    "{} tasks, over the limit of {MAX_TASKS} per action",
-                    action.tasks.len()
-                ),
-            );
-        }
+        self.task_count(path, action.tasks.len());
         if action.tasks.is_empty() {
             self.warn(
                 &key_path(path, "tasks"),
@@ -387,18 +444,33 @@ impl Semantic<'_> {
         for (index, task) in action.tasks.iter().enumerate() {
             self.task(&index_path(&key_path(path, "tasks"), index), task);
         }
-        if action.notify.len() > MAX_NOTIFY {
+        self.notify(path, &action.notify);
+        self.across_tasks(path, &action.tasks, true);
+    }
+
+    fn task_count(&mut self, path: &str, count: usize) {
+        if count > MAX_TASKS {
+            self.error(
+                &key_path(path, "tasks"),
+                format!("{count} tasks, over the limit of {MAX_TASKS} per action"),
+            );
+        }
+    }
+
+    /// The action's `notify`; `path` is the action's.
+    fn notify(&mut self, path: &str, notify: &[Notify]) {
+        if notify.len() > MAX_NOTIFY {
             self.error(
                 &key_path(path, "notify"),
                 format!(
                     "{} notification targets, over the limit of {MAX_NOTIFY} per action",
-                    action.notify.len()
+                    notify.len()
                 ),
             );
         }
-        for (index, notify) in action.notify.iter().enumerate() {
+        for (index, entry) in notify.iter().enumerate() {
             let notify_path = index_path(&key_path(path, "notify"), index);
-            match (&notify.slack, &notify.webhook) {
+            match (&entry.slack, &entry.webhook) {
                 (Some(_), Some(_)) => self.error(
                     &key_path(&notify_path, "webhook"),
                     "one target per entry: `slack` and `webhook` are both set; write two \
@@ -414,12 +486,20 @@ impl Semantic<'_> {
                 _ => {}
             }
         }
-        for problem in graph::problems(&action.tasks) {
+    }
+
+    /// The checks across an action's tasks (`path` is the action's): their `needs`, and, if
+    /// `outputs`, the outputs they declare and read.
+    fn across_tasks(&mut self, path: &str, tasks: &[Task], outputs: bool) {
+        for problem in graph::problems(tasks) {
             let task_path = index_path(&key_path(path, "tasks"), problem.task);
             let entry_path = index_path(&key_path(&task_path, "needs"), problem.entry);
             self.error(&entry_path, problem.message);
         }
-        for problem in graph::output_problems(&action.tasks) {
+        if !outputs {
+            return;
+        }
+        for problem in graph::output_problems(tasks) {
             let task_path = index_path(&key_path(path, "tasks"), problem.task);
             let at = match problem.at {
                 graph::OutputAt::Declared(entry) => {

@@ -657,6 +657,58 @@ actions:
 }
 
 #[test]
+fn a_structural_problem_in_one_task_does_not_hide_the_checks_across_tasks() {
+    // Action 0: task 0 has an unknown key; the `needs` of task 2, the output task 1 reads and
+    // the notify entry are still checked, and so is the env entry task 0 has after the bad one
+    // (the bad entry keeps the indices of the others).
+    // Action 1: the name of task 0 has a problem, so nothing is said about the `needs` naming
+    // it; its outputs have one, so nothing about the outputs read from it.
+    let text = r#"apiVersion: v2
+actions:
+  - events: [{name: x}]
+    tasks:
+      - name: build
+        image: alpine
+        imag: alpine
+        outputs: [version]
+        env:
+          - {name: A, valueFrom: secrt}
+          - {name: B, valueFrom: output, value: test.version}
+      - name: test
+        image: alpine
+        needs: [build]
+        env: [{name: V, valueFrom: output, value: build.digest}]
+      - name: deploy
+        image: alpine
+        needs: [tset]
+    notify:
+      - {slack: team, webhook: audit}
+  - events: [{name: y}]
+    tasks:
+      - name: [build]
+        image: alpine
+        outputs: [version, "2"]
+      - name: test
+        image: alpine
+        needs: [build]
+        env: [{name: V, valueFrom: output, value: build.version}]
+"#;
+    assert_eq!(
+        problems(text),
+        [
+            "job/config.yaml:7:9: actions[0].tasks[0].imag: unknown key \"imag\", did you mean \"image\"?",
+            "job/config.yaml:10:34: actions[0].tasks[0].env[0].valueFrom: invalid value \"secrt\": expected one of \"event\", \"secret\", \"string\", \"output\", did you mean \"secret\"?",
+            "job/config.yaml:11:49: actions[0].tasks[0].env[1].value: task \"build\" does not come after \"test\": name it in `needs` (or a task that needs it)",
+            "job/config.yaml:15:51: actions[0].tasks[1].env[0].value: task \"build\" has no output \"digest\" (its outputs: version)",
+            "job/config.yaml:18:17: actions[0].tasks[2].needs[0]: no task of this action is named \"tset\"; did you mean \"test\"?",
+            "job/config.yaml:20:32: actions[0].notify[0].webhook: one target per entry: `slack` and `webhook` are both set; write two entries",
+            "job/config.yaml:23:15: actions[1].tasks[0].name: expected a string, found a list",
+            "job/config.yaml:25:28: actions[1].tasks[0].outputs[1]: invalid output name \"2\": a letter, then letters, digits, '_' or '-', at most 63 characters",
+        ]
+    );
+}
+
+#[test]
 fn duplicate_keys_do_not_hide_other_problems() {
     let text = format!(
         "{ONE_TASK}        imagePullPolicy: Always\n        imagePullPolicy: Nevr\n        env:\n          - name: A\n            valueFrom: event\n"

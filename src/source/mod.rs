@@ -283,6 +283,10 @@ impl DirectorySource {
         path.push(name);
         path.push("job/config.yaml");
         let Ok(metadata) = std::fs::metadata(&path) else {
+            // Gone (or never there): what was kept of it goes too.
+            if let Ok(mut cache) = self.cache.lock() {
+                cache.remove(&path);
+            }
             return Ok(None);
         };
         let modified = metadata.modified().ok();
@@ -426,6 +430,15 @@ mod tests {
         let changed = load("carts").unwrap();
         assert_eq!(changed.compiled.config.actions.len(), 1);
         assert!(load("orders").is_none());
+        // A deleted config is no longer used, nor kept.
+        let Source::Directory(directory) = &source else {
+            unreachable!()
+        };
+        assert_eq!(directory.cache.lock().unwrap().len(), 1);
+        std::fs::remove_file(&file).unwrap();
+        assert!(load("carts").is_none());
+        assert!(directory.cache.lock().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

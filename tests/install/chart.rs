@@ -400,9 +400,40 @@ fn full_values_reach_the_manifests() {
             "/etc/job-executor/git-credentials",
         ),
         ("JOB_EXECUTOR_JOB_LABELS", "cost-center=42,team=platform"),
+        ("JOB_EXECUTOR_GIT_FETCH_INTERVAL_SECONDS", "30"),
+        ("JOB_EXECUTOR_LEASE_DURATION_SECONDS", "30"),
+        ("JOB_EXECUTOR_LEASE_RENEW_DEADLINE_SECONDS", "20"),
+        ("JOB_EXECUTOR_LEASE_RETRY_PERIOD_SECONDS", "2.5"),
+        ("JOB_EXECUTOR_STORE_TIMEOUT_SECONDS", "10"),
+        (
+            "JOB_EXECUTOR_INGEST_HMAC_SECRET_FILE",
+            "/etc/job-executor/ingest-hmac/secret",
+        ),
+        ("JOB_EXECUTOR_INGEST_HMAC_WINDOW_SECONDS", "60"),
     ] {
         assert_eq!(settings[key], value, "{key}");
     }
+    // The signing secret: the named Secret's key, mounted where the setting says.
+    let hmac = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "ingest-hmac")
+        .expect("the ingest-hmac volume");
+    assert_eq!(hmac["secret"]["secretName"], "job-executor-signing");
+    assert_eq!(
+        hmac["secret"]["items"],
+        json!([{"key": "hmac", "path": "secret"}])
+    );
+    assert!(
+        pod["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "ingest-hmac"
+                && m["mountPath"] == "/etc/job-executor/ingest-hmac"
+                && m["readOnly"] == true)
+    );
     let mounts = &pod["containers"][0]["volumeMounts"];
     assert!(
         mounts

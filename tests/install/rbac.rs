@@ -235,6 +235,40 @@ fn phase(run: &Value) -> &str {
     run["status"]["phase"].as_str().unwrap_or("")
 }
 
+/// docs/install.md's "Permissions" table names every permission of the shipped Role, and no
+/// other.
+#[test]
+fn the_install_guide_s_permissions_table_is_the_shipped_role() {
+    let guide = read("docs/install.md");
+    let section = guide
+        .split("\n## Permissions\n")
+        .nth(1)
+        .expect("docs/install.md has a Permissions section");
+    let mut listed = BTreeSet::new();
+    let rows = section
+        .lines()
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
+        .skip(2);
+    for row in rows {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let [_, group, resource, verbs, ..] = cells[..] else {
+            panic!("a row of four cells: {row}");
+        };
+        let group = match group {
+            "(core)" => "",
+            quoted => quoted.trim_matches('`'),
+        };
+        let resource = resource.trim_matches('`');
+        let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
+        for verb in verbs.split(',').map(str::trim) {
+            listed.insert(permission(verb, group, resource, sub));
+        }
+    }
+    let manifests = documents(&read("deploy/service.yaml"));
+    assert_eq!(listed, granted(find(&manifests, "Role", None)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_needs_exactly_the_shipped_role() {
     let dir = tempdir("rbac");

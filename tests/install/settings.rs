@@ -190,6 +190,59 @@ fn deployment_arguments_and_environment_are_accepted_by_run() {
     }
 }
 
+/// Every setting of `job-executor run` can be made through the chart: its variable is in one of
+/// the chart's renderings, or the chart makes it another way, said here.
+#[test]
+fn every_setting_of_run_can_be_made_through_the_chart() {
+    const ANOTHER_WAY: &[(&str, &str)] = &[
+        (
+            "JOB_EXECUTOR_GIT_USERNAME",
+            "configSource.git.credentialsSecret, as files",
+        ),
+        (
+            "JOB_EXECUTOR_GIT_PASSWORD",
+            "configSource.git.credentialsSecret, as files",
+        ),
+        ("JOB_EXECUTOR_SINK_HEADERS", "sink.headersSecret, as a file"),
+        ("JOB_EXECUTOR_INGEST_TOKEN", "ingest.token, as a file"),
+        (
+            "JOB_EXECUTOR_GIT_CACHE_DIR",
+            "the default, in the pod's /tmp emptyDir",
+        ),
+        ("JOB_EXECUTOR_TEST_CLOCK", "for tests only"),
+    ];
+    let dir = tempdir("every-setting");
+    let directory = dir.join("directory-values.yaml");
+    std::fs::write(
+        &directory,
+        "configSource:\n  git:\n    url: \"\"\n  directory:\n    path: /configs\n    volume: {emptyDir: {}}\n",
+    )
+    .unwrap();
+    let mut made = BTreeSet::new();
+    let mut yamls: Vec<String> = renderings().into_iter().map(|(_, yaml)| yaml).collect();
+    yamls.push(render(&[FULL_VALUES, NOTIFICATIONS_VALUES]));
+    yamls.push(render(&[FULL_VALUES, directory.to_str().unwrap()]));
+    for yaml in yamls {
+        let docs = documents(&yaml);
+        let container =
+            &find(&docs, "Deployment", None)["spec"]["template"]["spec"]["containers"][0];
+        made.extend(resolve_env(&docs, container).into_keys());
+    }
+    let mut missing = Vec::new();
+    for env in run_env_flags().keys() {
+        let another_way = ANOTHER_WAY.iter().any(|(name, _)| name == env);
+        assert!(
+            !(another_way && made.contains(env)),
+            "{env} is made by the chart: take it off ANOTHER_WAY"
+        );
+        if !another_way && !made.contains(env) {
+            missing.push(env.clone());
+        }
+    }
+    assert!(missing.is_empty(), "no value of the chart sets {missing:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// The chart's notification settings (ci/notifications-values.yaml) are accepted by `run`, the
 /// mounted Secret stood in by a directory holding a file per target.
 #[test]

@@ -98,6 +98,9 @@ joined by `;` (WHEN `failed` when a target gives none, as the operator defaults)
 {{/* Where the ingest token Secret is mounted. */}}
 {{- define "job-executor.ingestTokenDir" -}}/etc/job-executor/ingest-token{{- end -}}
 
+{{/* Where the ingest HMAC secret is mounted. */}}
+{{- define "job-executor.ingestHmacDir" -}}/etc/job-executor/ingest-hmac{{- end -}}
+
 {{/* A map as `key=value,…`, sorted by key. */}}
 {{- define "job-executor.keyValues" -}}
 {{- $pairs := list -}}
