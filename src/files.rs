@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::Task;
 
@@ -284,14 +285,28 @@ impl FileTree for DirTree {
             return Err(ExpandError::Missing);
         }
         let mut found = Vec::new();
-        let mut pending = vec![(entry.to_string(), start)];
-        while let Some((relative, path)) = pending.pop() {
+        // Each directory with the real paths of the directories it is under: a link back to
+        // one of them is a loop (two links to the same directory side by side are not).
+        let mut pending = vec![(entry.to_string(), start, Arc::new(Vec::new()))];
+        while let Some((relative, path, above)) = pending.pop() {
             let real = fs::canonicalize(&path).map_err(|e| io(&path, e))?;
             if !real.starts_with(&self.root) {
                 return Err(ExpandError::Escapes(relative));
             }
             let metadata = fs::metadata(&real).map_err(|e| io(&real, e))?;
             if metadata.is_dir() {
+                if above.contains(&real) {
+                    return Err(ExpandError::Unreadable {
+                        path: self.dir.join(&relative).display().to_string(),
+                        reason: format!(
+                            "a link loop: it leads back to {}, a directory it is in",
+                            real.display()
+                        ),
+                    });
+                }
+                let mut below: Vec<PathBuf> = above.as_ref().clone();
+                below.push(real.clone());
+                let below = Arc::new(below);
                 let children = fs::read_dir(&real).map_err(|e| io(&real, e))?;
                 for child in children {
                     let child = child.map_err(|e| io(&real, e))?;
@@ -299,7 +314,7 @@ impl FileTree for DirTree {
                     if name == ".git" {
                         continue;
                     }
-                    pending.push((format!("{relative}/{name}"), child.path()));
+                    pending.push((format!("{relative}/{name}"), child.path(), below.clone()));
                 }
             } else if metadata.is_file() {
                 found.push(FoundFile {
@@ -423,6 +438,28 @@ mod tests {
                 root.display()
             )
         );
+    }
+
+    #[test]
+    fn a_link_loop_is_refused_and_two_links_to_one_directory_are_not() {
+        let base = std::env::temp_dir().join(format!("files-loop-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let service = base.join("carts");
+        fs::create_dir_all(service.join("helm/templates")).unwrap();
+        fs::write(service.join("helm/templates/job.yaml"), "job").unwrap();
+        // Two links to one directory side by side: each is a copy.
+        std::os::unix::fs::symlink(service.join("helm/templates"), service.join("helm/t2"))
+            .unwrap();
+        let run = collect_from_dir(&base, &service, &action_with_files("[helm]").tasks).unwrap();
+        let paths: Vec<&str> = run.files.iter().map(|f| f.staged.path.as_str()).collect();
+        assert_eq!(paths, ["helm/t2/job.yaml", "helm/templates/job.yaml"]);
+        // A link back to a directory it is in: refused, not walked for ever.
+        std::os::unix::fs::symlink(service.join("helm"), service.join("helm/templates/up"))
+            .unwrap();
+        let error =
+            collect_from_dir(&base, &service, &action_with_files("[helm]").tasks).unwrap_err();
+        assert!(error.to_string().contains("a link loop"), "{error}");
+        let _ = fs::remove_dir_all(&base);
     }
 
     fn action_with_files(files: &str) -> config::Action {

@@ -1,8 +1,7 @@
 //! The operator's metrics, from one prometheus-client registry. Every label value is one of a
 //! fixed set (outcomes, phases, categories): never an object name or an error text.
 
-use std::collections::HashSet;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -69,7 +68,6 @@ pub struct Metrics {
     step_durations: Histograms,
     run_durations: Histograms,
     delivery_durations: Histograms,
-    in_flight: Mutex<HashSet<String>>,
 }
 
 impl Default for Metrics {
@@ -228,7 +226,6 @@ impl Metrics {
             schedule_fires,
             schedule_missed,
             schedule_errors,
-            in_flight: Mutex::new(HashSet::new()),
         }
     }
 
@@ -350,18 +347,9 @@ impl Metrics {
         self.runs_retained.clone()
     }
 
-    /// Records whether a run is in flight; the gauge counts distinct runs.
-    pub fn set_in_flight(&self, run: &str, in_flight: bool) {
-        if let Ok(mut set) = self.in_flight.lock() {
-            let changed = if in_flight {
-                set.insert(run.to_string())
-            } else {
-                set.remove(run)
-            };
-            if changed {
-                self.runs_in_flight.set(set.len() as i64);
-            }
-        }
+    /// The gauge of runs in flight, which the JobRun watch keeps (`KnownRuns`).
+    pub fn runs_in_flight(&self) -> Gauge {
+        self.runs_in_flight.clone()
     }
 
     /// The Prometheus text format.
@@ -377,6 +365,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     /// The series names the operator exports: counters end in `_total`, histograms in
     /// `_bucket`, `_sum` and `_count`.
@@ -455,10 +444,6 @@ mod tests {
         metrics.event_received("accepted");
         metrics.event_received("accepted");
         metrics.event_received("invalid");
-        metrics.set_in_flight("a", true);
-        metrics.set_in_flight("a", true);
-        metrics.set_in_flight("b", true);
-        metrics.set_in_flight("a", false);
         metrics.step_took("create_job", std::time::Duration::from_millis(3));
         metrics.run_took("Succeeded", std::time::Duration::from_secs(42));
         metrics.delivery_took("finished", std::time::Duration::from_millis(20));
@@ -483,12 +468,7 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("outcome=\"not_matched\""), "{text}");
-        assert!(text.contains("job_executor_runs_in_flight 1"), "{text}");
-        // Bounded: the runs in flight are a count; their names are never label values.
-        assert!(
-            !text.contains("=\"a\"") && !text.contains("=\"b\""),
-            "{text}"
-        );
+        assert!(text.contains("job_executor_runs_in_flight 0"), "{text}");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             if let Some(labels) = line
                 .split_once('{')

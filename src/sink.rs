@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::source::git::redact;
 use bytes::Bytes;
 use cloudevents::binding::http::Serializer;
 use cloudevents::message::{BinaryDeserializer, StructuredDeserializer};
@@ -41,7 +42,7 @@ pub enum SinkError {
     InvalidUrl(String),
     #[error("sink headers are sent over HTTP; the NATS sink {0} takes none")]
     HeadersOnNats(String),
-    #[error("sink header {0:?} is not `Name: value`")]
+    #[error("sink header ({0}) is not `Name: value`")]
     InvalidHeader(String),
     #[error("the CA bundle {path} cannot be used: {reason}")]
     CaFile { path: String, reason: String },
@@ -109,7 +110,7 @@ impl Sink {
     pub fn new(options: &SinkOptions) -> Result<Self, SinkError> {
         let transport = if is_nats(&options.url) {
             if !options.headers.is_empty() || options.header_file.is_some() {
-                return Err(SinkError::HeadersOnNats(options.url.clone()));
+                return Err(SinkError::HeadersOnNats(redact(&options.url)));
             }
             Transport::Nats(Box::new(nats::NatsSink::new(&options.url, options.timeout)))
         } else {
@@ -300,17 +301,17 @@ pub fn check_url(url: &str) -> Result<(), SinkError> {
     if is_nats(url) {
         let uri: Uri = url
             .parse()
-            .map_err(|_| SinkError::InvalidUrl(url.to_string()))?;
+            .map_err(|_| SinkError::InvalidUrl(redact(url)))?;
         return match uri.host() {
             Some(_) => Ok(()),
-            None => Err(SinkError::InvalidUrl(url.to_string())),
+            None => Err(SinkError::InvalidUrl(redact(url))),
         };
     }
     check_http_url(url).map(|_| ())
 }
 
 fn check_http_url(url: &str) -> Result<Uri, SinkError> {
-    let invalid = || SinkError::InvalidUrl(url.to_string());
+    let invalid = || SinkError::InvalidUrl(redact(url));
     let uri: Uri = url.parse().map_err(|_| invalid())?;
     if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
         return Err(invalid());
@@ -320,7 +321,13 @@ fn check_http_url(url: &str) -> Result<Uri, SinkError> {
 
 /// One `Name: value` header.
 pub fn parse_header(line: &str) -> Result<(HeaderName, HeaderValue), SinkError> {
-    let invalid = || SinkError::InvalidHeader(line.to_string());
+    // Named by what comes before its `:`, never its value (a token, most often).
+    let invalid = || {
+        SinkError::InvalidHeader(match line.split_once(':') {
+            Some((name, _)) => format!("{}: …", name.trim()),
+            None => "without a `:`".into(),
+        })
+    };
     let (name, value) = line.split_once(':').ok_or_else(invalid)?;
     let name = HeaderName::try_from(name.trim()).map_err(|_| invalid())?;
     let value = HeaderValue::try_from(value.trim()).map_err(|_| invalid())?;
@@ -803,6 +810,23 @@ mod tests {
         assert!(Sink::new(&options("https://x:8443/e", &[])).is_ok());
         let sink = Sink::new(&options("https://user:pw@x:8443/e?token=1", &[])).unwrap();
         assert_eq!(sink.destination(), "https://x:8443/e", "no credentials");
+        // What is refused is named without its secrets: a header by its name, a URL without
+        // its credentials.
+        let error = Sink::new(&options("http://x", &["Authorization: Bearer a\nb"]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "sink header (Authorization: …) is not `Name: value`");
+        let error = Sink::new(&options("ftp://user:s3cret@x/", &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !error.contains("s3cret") && error.contains("ftp://x/"),
+            "{error}"
+        );
+        let error = Sink::new(&options("nats://user:s3cret@x:4222", &["x-token: t"]))
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("s3cret"), "{error}");
         let missing = SinkOptions {
             ca_file: Some("/nonexistent/ca.pem".into()),
             ..options("https://x/", &[])

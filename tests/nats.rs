@@ -269,6 +269,64 @@ async fn killed_between_storing_and_acknowledging_the_event_comes_back_as_a_dupl
     assert_eq!(runs_by_event(&server).get("kill-1"), Some(&1));
 }
 
+/// Keptn's stream already holds events when the operator first starts: its new consumer starts
+/// at the stream's end, so those old events start nothing. Once made, the durable consumer
+/// resumes where it was: an event published while the operator is down runs after its restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_consumer_starts_at_the_end_and_a_durable_one_resumes() {
+    let server = Harness::for_replicas(&load_config("resume"), &[]).await;
+    let nats = NatsServer::start("resume").await;
+    let context = jetstream::new(nats.client().await);
+    // As Keptn's shipyard-controller makes it, before the operator is installed.
+    context
+        .create_stream(jetstream::stream::Config {
+            name: "keptn".into(),
+            subjects: vec!["sh.keptn.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    publish_until_stored(&context, &load_event("before-install")).await;
+    let mut op = server
+        .replica("nats-resume", server.kubeconfig.clone())
+        .await;
+    op.set_flag("--nats-url", &nats.url);
+    // A message the server hands to the killed process's pull request still under way is
+    // delivered again after the acknowledgement wait.
+    op.set_flag("--nats-ack-wait-seconds", "2");
+    op.start_operator().await;
+    // The operator makes its consumer as it starts; events from then on are its.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stream = context.get_stream("keptn").await.unwrap();
+    while stream
+        .get_consumer::<jetstream::consumer::pull::Config>("job-executor")
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the operator made no consumer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    publish_until_stored(&context, &load_event("after-install")).await;
+    op.wait_finished("after-install", Duration::from_secs(30))
+        .await;
+    // The stream delivers in order: the older event would have come first.
+    assert_eq!(runs_by_event(&server).get("before-install"), None);
+
+    op.kill_operator();
+    publish_until_stored(&context, &load_event("while-down")).await;
+    op.start_operator().await;
+    let finished = op
+        .wait_finished("while-down", Duration::from_secs(30))
+        .await;
+    assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
+    let runs = runs_by_event(&server);
+    assert_eq!(
+        runs.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["after-install", "while-down"],
+        "{runs:?}"
+    );
+}
+
 /// 100 events published while the NATS server is SIGKILLed and restarted (same port, same
 /// store) after the 30th: the operator reconnects, and every event has its one run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -189,6 +189,33 @@ async fn a_failing_task_stops_the_action_and_reports_its_logs() {
     assert_eq!(h.jobruns()[0]["status"]["phase"], "Failed");
 }
 
+/// A Job the API server refuses as invalid (here: a container adding `CAP_SYS_ADMIN` while it may not
+/// escalate privileges, which Kubernetes' validation refuses) fails its task with the API
+/// server's reason and the run ends: it is not retried for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_api_server_refuses_fails_the_run_with_its_reason() {
+    let config = two_tasks(
+        "refused",
+        "alpine:3.20",
+        "alpine:3.20",
+        "        securityContext: {capabilities: {add: [CAP_SYS_ADMIN]}}\n",
+    );
+    let h = ClusterHarness::start("refused", &config, &[]).await;
+    let event = sample_with_id("test.triggered.json", "cluster-refused");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let finished = h.wait_finished("cluster-refused", LONG).await;
+    assert_eq!(finished.data["status"], "errored", "{}", finished.data);
+    let message = message(&finished);
+    assert!(
+        message.starts_with("Task 'first' failed: the Kubernetes API refused the task's Job: ")
+            && message.contains("allowPrivilegeEscalation"),
+        "{message}"
+    );
+    assert!(!message.contains("Task 'second'"), "{message}");
+    assert!(h.jobs_created().is_empty(), "no Job was made");
+    assert_eq!(h.jobruns()[0]["status"]["phase"], "Failed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_that_never_starts_fails_the_action_and_its_job_is_removed() {
     let config = two_tasks("stuck", "alpine:3.20", "job-executor.test/never-starts", "");

@@ -435,8 +435,21 @@ impl SinkArgs {
         for header in &self.sink_headers {
             sink::parse_header(header)?;
         }
+        // NATS takes no headers: refused here as `run` refuses them (`Sink::new`).
+        let headers_on_nats = |url: &str, headers: bool| {
+            if sink::is_nats(url) && headers {
+                Err(SinkError::HeadersOnNats(url.to_string()))
+            } else {
+                Ok(())
+            }
+        };
+        headers_on_nats(
+            &self.sink_url,
+            !self.sink_headers.is_empty() || self.sink_header_file.is_some(),
+        )?;
         if let Some(url) = &self.dead_letter_sink_url {
             sink::check_url(url)?;
+            headers_on_nats(url, self.dead_letter_sink_header_file.is_some())?;
         }
         Ok(())
     }
@@ -717,7 +730,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         admin_listener.local_addr()?
     );
 
-    let known_runs = Arc::new(controller::known::KnownRuns::default());
+    let known_runs = Arc::new(controller::known::KnownRuns::new(metrics.runs_in_flight()));
     let ingest_state = Arc::new(IngestState {
         runs: kube::Api::namespaced(ingest_client.clone(), &settings.job_namespace),
         source: source.clone(),

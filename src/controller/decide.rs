@@ -572,20 +572,27 @@ fn running_step(
             outputs: BTreeMap::new(),
         }),
         JobSeen::Running { stuck: None } => None,
-        JobSeen::Running { stuck: Some(_) } if waited < limits.never_started_timeout => {
-            wake.within(limits.never_started_timeout - waited);
-            None
+        JobSeen::Running { stuck: Some(stuck) } => {
+            // Counted from the later of the task's start and the pod's making.
+            let waited = stuck
+                .created
+                .and_then(|created| now.duration_since(created).try_into().ok())
+                .map_or(waited, |pod_age: Duration| waited.min(pod_age));
+            if waited < limits.never_started_timeout {
+                wake.within(limits.never_started_timeout - waited);
+                return None;
+            }
+            Some(Step::StopJob {
+                index,
+                message: format!(
+                    "pod {}{NEVER_STARTED}{}s: {}: {}",
+                    stuck.pod,
+                    limits.never_started_timeout.as_secs(),
+                    stuck.reason,
+                    stuck.message
+                ),
+            })
         }
-        JobSeen::Running { stuck: Some(stuck) } => Some(Step::StopJob {
-            index,
-            message: format!(
-                "pod {}{NEVER_STARTED}{}s: {}: {}",
-                stuck.pod,
-                limits.never_started_timeout.as_secs(),
-                stuck.reason,
-                stuck.message
-            ),
-        }),
         JobSeen::Succeeded { message } => {
             let declared = run
                 .spec
@@ -1079,10 +1086,24 @@ fn record_try(
         return Attempt::GaveUp;
     }
     let delay = policy.delay(*tries.attempts, seed, retry_after);
-    let next = SignedDuration::try_from(delay)
-        .ok()
-        .and_then(|d| now.checked_add(d).ok())
-        .unwrap_or(now);
+    let after = |from: Timestamp, wait: Duration| {
+        SignedDuration::try_from(wait)
+            .ok()
+            .and_then(|wait| from.checked_add(wait).ok())
+    };
+    // Never later than the give-up time: a sink asking for a day (`Retry-After: 86400`) is
+    // tried once more then, and given up, as the policy says; a wait past the calendar's end
+    // is given up at once.
+    let next = match (after(now, delay), after(first, policy.give_up_after)) {
+        (Some(next), Some(deadline)) => next.min(deadline),
+        (Some(next), None) => next,
+        (None, Some(deadline)) => deadline,
+        (None, None) => {
+            *tries.state = DeliveryState::GaveUp;
+            *tries.next_attempt = None;
+            return Attempt::GaveUp;
+        }
+    };
     *tries.next_attempt = Some(next.to_string());
     Attempt::Retry
 }

@@ -101,6 +101,9 @@ struct State {
     members: HashMap<String, BTreeSet<String>>,
     /// The runs of each group this process let start that the watch does not show running.
     admitted: HashMap<String, BTreeSet<String>>,
+    /// The members a re-list under way found so far, swapped in when it is done: until then
+    /// the groups keep their members, so no run is let start for want of the others.
+    listing: Option<HashMap<String, BTreeSet<String>>>,
 }
 
 /// The groups' members, fed by the JobRun watch, and the runs let start.
@@ -134,8 +137,9 @@ impl Groups {
     pub fn record(&self, event: &Result<watcher::Event<JobRun>, watcher::Error>) {
         let (run, fresh) = match event {
             Ok(watcher::Event::Init) => {
-                // The watch lists again: members are rebuilt from what it lists.
-                self.state().members.clear();
+                // The watch lists again: members are rebuilt from what it lists, and used once
+                // the list is whole (a list takes a request per page, and reconciles go on).
+                self.state().listing = Some(HashMap::new());
                 return;
             }
             Ok(watcher::Event::InitApply(run)) => (run, false),
@@ -144,7 +148,14 @@ impl Groups {
                 self.leave(run);
                 return;
             }
-            Ok(watcher::Event::InitDone) | Err(_) => return,
+            Ok(watcher::Event::InitDone) => {
+                let mut state = self.state();
+                if let Some(listing) = state.listing.take() {
+                    state.members = listing;
+                }
+                return;
+            }
+            Err(_) => return,
         };
         let (Some(concurrency), Some(name)) = (&run.spec.action.concurrency, &run.metadata.name)
         else {
@@ -157,6 +168,13 @@ impl Groups {
         }
         let others = {
             let mut state = self.state();
+            if !fresh && let Some(listing) = state.listing.as_mut() {
+                listing
+                    .entry(concurrency.group.clone())
+                    .or_default()
+                    .insert(name.clone());
+                return;
+            }
             let members = state.members.entry(concurrency.group.clone()).or_default();
             let new = members.insert(name.clone());
             if fresh && new && run.status.is_none() {
@@ -424,5 +442,50 @@ mod tests {
         ))));
         let a = groups.admit(&queue, &member("a", 1, RunPhase::Queued), |_| None);
         assert!(a.admits(&queue));
+    }
+
+    /// While the watch lists again (its history expired), a run woken in between still sees
+    /// the others: the groups keep their members until the list is whole.
+    #[test]
+    fn a_re_list_under_way_lets_no_run_start_past_the_limit() {
+        let (groups, _rx) = Groups::new("ns");
+        groups.record(&Ok(watcher::Event::Apply(run(
+            "a",
+            1,
+            Some(RunPhase::Running),
+        ))));
+        groups.record(&Ok(watcher::Event::Apply(run(
+            "b",
+            2,
+            Some(RunPhase::Queued),
+        ))));
+        let queue = concurrency(1, ConcurrencyPolicy::Queue);
+        let cached = |name: &str| match name {
+            "a" => Some(member("a", 1, RunPhase::Running)),
+            "b" => Some(member("b", 2, RunPhase::Queued)),
+            _ => None,
+        };
+        let b = || groups.admit(&queue, &member("b", 2, RunPhase::Queued), cached);
+        groups.record(&Ok(watcher::Event::Init));
+        assert!(!b().admits(&queue), "before the list's first page");
+        groups.record(&Ok(watcher::Event::InitApply(run(
+            "b",
+            2,
+            Some(RunPhase::Queued),
+        ))));
+        assert!(!b().admits(&queue), "between its pages");
+        groups.record(&Ok(watcher::Event::InitApply(run(
+            "a",
+            1,
+            Some(RunPhase::Running),
+        ))));
+        groups.record(&Ok(watcher::Event::InitDone));
+        assert!(!b().admits(&queue), "once it is whole");
+        groups.record(&Ok(watcher::Event::Apply(run(
+            "a",
+            1,
+            Some(RunPhase::Succeeded),
+        ))));
+        assert!(b().admits(&queue));
     }
 }

@@ -1,19 +1,22 @@
 //! The runs this replica knows of, from its JobRun watch (the runs not done yet: done ones
 //! leave it): which exist and how many are still in flight, so ingest can refuse new work
 //! beyond `--max-runs-in-flight` without asking the API server (every replica keeps the watch,
-//! leader or not).
+//! leader or not), and `job_executor_runs_in_flight` says the same on every replica.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use kube::ResourceExt;
 use kube::runtime::watcher;
+use prometheus_client::metrics::gauge::Gauge;
 
 use crate::crd::JobRun;
 
 #[derive(Debug, Default)]
 pub struct KnownRuns {
     state: Mutex<State>,
+    /// `job_executor_runs_in_flight`: the count, as the watch last showed it.
+    gauge: Gauge,
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +44,14 @@ impl State {
 }
 
 impl KnownRuns {
+    /// Runs known from the watch, their count in flight kept in `gauge`.
+    pub fn new(gauge: Gauge) -> Self {
+        KnownRuns {
+            state: Mutex::default(),
+            gauge,
+        }
+    }
+
     /// Follows one event of the JobRun watch.
     pub fn record(&self, event: &Result<watcher::Event<JobRun>, watcher::Error>) {
         let Ok(event) = event else { return };
@@ -63,6 +74,8 @@ impl KnownRuns {
                 }
             }
         }
+        self.gauge
+            .set(i64::try_from(state.in_flight).unwrap_or(i64::MAX));
     }
 
     /// Runs not done yet (tasks running, or `.finished` still being delivered).
@@ -79,5 +92,59 @@ impl KnownRuns {
             .lock()
             .map(|state| state.runs.contains_key(name))
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{JobRunStatus, RunPhase};
+
+    fn run(name: &str, phase: Option<RunPhase>) -> JobRun {
+        let mut run: JobRun = serde_json::from_value(serde_json::json!({
+            "apiVersion": "job-executor.dev/v1alpha1",
+            "kind": "JobRun",
+            "metadata": {"name": name},
+            "spec": {
+                "event": {"specversion": "1.0", "id": "e", "source": "s", "type": "t"},
+                "action": {"index": 0, "name": "a", "tasks": []},
+                "arrivedAt": "2026-12-01T10:00:00Z",
+            }
+        }))
+        .unwrap();
+        run.status = phase.map(|phase| JobRunStatus {
+            phase,
+            ..Default::default()
+        });
+        run
+    }
+
+    /// The count follows the watch, whoever leads: runs created, done, deleted, and a re-list
+    /// that finds fewer (a replica that stopped leading keeps counting what the watch shows).
+    #[test]
+    fn the_runs_in_flight_follow_the_watch() {
+        let gauge = Gauge::default();
+        let known = KnownRuns::new(gauge.clone());
+        let event = |event| known.record(&Ok(event));
+        event(watcher::Event::Init);
+        event(watcher::Event::InitApply(run("a", Some(RunPhase::Running))));
+        event(watcher::Event::InitApply(run("b", None)));
+        event(watcher::Event::InitApply(run(
+            "c",
+            Some(RunPhase::Succeeded),
+        )));
+        assert_eq!(gauge.get(), 0, "counted once the list is whole");
+        event(watcher::Event::InitDone);
+        assert_eq!((known.in_flight(), gauge.get()), (2, 2));
+        event(watcher::Event::Apply(run("d", None)));
+        event(watcher::Event::Apply(run("a", Some(RunPhase::Succeeded))));
+        assert_eq!((known.in_flight(), gauge.get()), (2, 2));
+        // Deleted while in flight: never reconciled as done, still not counted.
+        event(watcher::Event::Delete(run("b", None)));
+        assert_eq!((known.in_flight(), gauge.get()), (1, 1));
+        event(watcher::Event::Init);
+        event(watcher::Event::InitDone);
+        assert_eq!((known.in_flight(), gauge.get()), (0, 0));
+        assert!(!known.exists("d"));
     }
 }

@@ -51,6 +51,9 @@ pub struct Stuck {
     pub pod: String,
     pub reason: String,
     pub message: String,
+    /// When the pod was made: a Job makes a new pod after one failed (`backoffLimit`), and
+    /// that one gets the whole time to start too.
+    pub created: Option<jiff::Timestamp>,
 }
 
 /// The termination message of the task container of a Job's pod that succeeded (empty when the
@@ -70,6 +73,7 @@ pub fn termination_message<'a>(pods: impl IntoIterator<Item = &'a CachedPod>) ->
 pub fn stuck_pod<'a>(pods: impl IntoIterator<Item = &'a CachedPod>) -> Option<Stuck> {
     for pod in pods {
         let name = pod.metadata.name.clone().unwrap_or_default();
+        let created = pod.metadata.creation_timestamp.as_ref().map(|time| time.0);
         let Some(status) = &pod.status else { continue };
         for container in status.init_containers.iter().chain(&status.containers) {
             if let Some(waiting) = &container.waiting
@@ -77,6 +81,7 @@ pub fn stuck_pod<'a>(pods: impl IntoIterator<Item = &'a CachedPod>) -> Option<St
                 && STUCK_REASONS.contains(&reason.as_str())
             {
                 return Some(Stuck {
+                    created,
                     pod: name,
                     reason: reason.clone(),
                     message: format!(
@@ -89,6 +94,7 @@ pub fn stuck_pod<'a>(pods: impl IntoIterator<Item = &'a CachedPod>) -> Option<St
         }
         if let Some(message) = &status.unschedulable {
             return Some(Stuck {
+                created,
                 pod: name,
                 reason: "Unschedulable".into(),
                 message: message.clone(),
@@ -154,7 +160,8 @@ mod tests {
             Some(Stuck {
                 pod: "p".into(),
                 reason: "ImagePullBackOff".into(),
-                message: "container task: Back-off pulling image \"x\"".into()
+                message: "container task: Back-off pulling image \"x\"".into(),
+                created: None,
             })
         );
         let creating: CachedPod = serde_json::from_value(json!({

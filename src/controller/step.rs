@@ -53,6 +53,9 @@ pub enum CannotRun {
     /// Not for runs the operator made: their events were validated when accepted.
     #[error("the run's event is not a valid CloudEvent: {0}")]
     InvalidEvent(#[from] EventError),
+    /// The API server refused the Job as invalid: trying it again would be refused again.
+    #[error("the Kubernetes API refused the task's Job: {0}")]
+    JobRefused(String),
 }
 
 /// A step that was not taken.
@@ -76,7 +79,7 @@ pub trait World {
     /// Creates the run's files ConfigMap, or finds it made before.
     async fn create_files(&self, run: &JobRun) -> Result<(), StepError>;
     /// Creates the Job, or finds it made before (by its name).
-    async fn create_job(&self, job: &Job) -> Result<(), ReconcileError>;
+    async fn create_job(&self, job: &Job) -> Result<(), StepError>;
     /// Deletes the named Job (gone already is fine).
     async fn delete_job(&self, name: &str) -> Result<(), ReconcileError>;
     /// An excerpt of at most `budget` bytes of the named Job's pods' logs.
@@ -263,11 +266,16 @@ impl<W: World> Executor<'_, W> {
                 Err(StepError::Retry(error)) => return Err(error),
             },
             Step::CreateJob(index) => match self.render(status, index) {
-                Ok(job) => {
-                    self.world.create_job(&job).await?;
-                    let created = job.metadata.name.unwrap_or_default();
-                    record_job(status, index, created, now);
-                }
+                Ok(job) => match self.world.create_job(&job).await {
+                    Ok(()) => {
+                        let created = job.metadata.name.unwrap_or_default();
+                        record_job(status, index, created, now);
+                    }
+                    Err(StepError::CannotRun(reason)) => {
+                        self.cannot_run(status, index, &reason, now);
+                    }
+                    Err(StepError::Retry(error)) => return Err(error),
+                },
                 Err(reason) => self.cannot_run(status, index, &reason, now),
             },
             Step::LookUpJob(index) => {
@@ -588,7 +596,6 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
 
     let metrics = &ctx.parts.metrics;
     let done = status.is_done();
-    metrics.set_in_flight(&name, !done);
     if done {
         ctx.forget_status(&name, uid, status.revision);
     }
@@ -746,10 +753,20 @@ impl World for Cluster<'_> {
         Ok(())
     }
 
-    async fn create_job(&self, job: &Job) -> Result<(), ReconcileError> {
+    async fn create_job(&self, job: &Job) -> Result<(), StepError> {
         let run = job.labels().get(crate::labels::RUN).cloned();
         let job_name = job.name_any();
-        if self.create_or_adopt(job).await? {
+        let created = match self.create_or_adopt(job).await {
+            // Invalid (422) or malformed (400): the same Job would be refused again, so the
+            // task fails with the API server's reason instead of the run waiting for good.
+            Err(ReconcileError::Kube(kube::Error::Api(status)))
+                if status.code == 400 || status.code == 422 =>
+            {
+                return Err(CannotRun::JobRefused(status.message).into());
+            }
+            created => created?,
+        };
+        if created {
             self.ctx.parts.metrics.job_created();
             tracing::info!(run, job = %job_name, "created Job");
         } else {

@@ -183,8 +183,8 @@ async fn connect(source: &NatsSource) -> Result<PullConsumer, NatsError> {
     };
     // Keptn's shipyard-controller owns its stream: a second one on the same subjects would be
     // refused, so an existing stream is used as it is.
-    let stream = match context.get_stream(&source.stream).await {
-        Ok(stream) => stream,
+    let (stream, created) = match context.get_stream(&source.stream).await {
+        Ok(stream) => (stream, false),
         Err(problem)
             if matches!(
                 problem.kind(),
@@ -192,20 +192,30 @@ async fn connect(source: &NatsSource) -> Result<PullConsumer, NatsError> {
                     if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
             ) =>
         {
-            context
+            let stream = context
                 .create_stream(stream::Config {
                     name: source.stream.clone(),
                     subjects: source.stream_subjects.clone(),
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| stream_error(&e))?
+                .map_err(|e| stream_error(&e))?;
+            (stream, true)
         }
         Err(problem) => return Err(stream_error(&problem)),
     };
     let mut config = jetstream::consumer::pull::Config {
         durable_name: Some(source.consumer.clone()),
         ack_wait: source.ack_wait,
+        // A new consumer of an existing stream starts at its end: Keptn's stream keeps the
+        // events of days, and a first install must not start a run for each. A stream made
+        // just now holds only what was sent since: all of it is taken. Once made, the durable
+        // consumer resumes where it was, so nothing sent while the operator was down is lost.
+        deliver_policy: if created {
+            jetstream::consumer::DeliverPolicy::All
+        } else {
+            jetstream::consumer::DeliverPolicy::New
+        },
         ..Default::default()
     };
     // One subject as `filter_subject`, which every server version takes.

@@ -156,9 +156,16 @@ async fn reconcile(
     context: Arc<Context>,
 ) -> Result<Action, ScheduleError> {
     let parts = &context.parts;
-    // A follower leaves schedules alone; it takes them all up when it becomes leader.
-    if parts.leadership.borrow().fence(FENCE_MARGIN).is_err() {
-        return Ok(Action::await_change());
+    // A follower leaves schedules alone; it takes them all up when it becomes leader. A leader
+    // whose lease is about to run out looks again shortly: if its renewal comes in late it
+    // never stops leading, so nothing else would wake the schedule.
+    let leadership = parts.leadership.borrow().clone();
+    if leadership.fence(FENCE_MARGIN).is_err() {
+        return Ok(if leadership.is_leading() {
+            Action::requeue(RETRY)
+        } else {
+            Action::await_change()
+        });
     }
     let uid = schedule.uid().unwrap_or_default();
     let mut schedule = (*schedule).clone();

@@ -445,13 +445,16 @@ fn render_env(
     Ok((env, (!env_from.is_empty()).then_some(env_from)))
 }
 
-/// `LABELS_<KEY>`: upper-cased, `-` and spaces become `_`.
+/// `LABELS_<KEY>`: upper-cased, `-` and spaces become `_`, and so does every character the
+/// API server refuses in a variable's name (`=`, anything but printable ASCII): the labels
+/// come from the event, and one odd key must not get the task's Job refused.
 pub fn label_env_name(key: &str) -> String {
     let key: String = key
         .chars()
         .map(|c| match c {
-            '-' | ' ' => '_',
-            other => other.to_ascii_uppercase(),
+            '-' | ' ' | '=' => '_',
+            c if c.is_ascii_graphic() => c.to_ascii_uppercase(),
+            _ => '_',
         })
         .collect();
     format!("LABELS_{key}")

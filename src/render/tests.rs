@@ -412,6 +412,10 @@ fn files_add_an_init_container_and_the_run_config_map() {
 fn label_env_names() {
     assert_eq!(label_env_name("build-id"), "LABELS_BUILD_ID");
     assert_eq!(label_env_name("Team Name"), "LABELS_TEAM_NAME");
+    // What the API server refuses in a name (`=`, not printable ASCII) becomes `_` too.
+    assert_eq!(label_env_name("größe"), "LABELS_GR__E");
+    assert_eq!(label_env_name("a=b\tc"), "LABELS_A_B_C");
+    assert_eq!(label_env_name("x.y/z"), "LABELS_X.Y/Z");
 }
 
 #[test]

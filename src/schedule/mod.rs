@@ -156,24 +156,23 @@ pub fn plan(
 ) -> Plan {
     let age =
         |slot: Timestamp| -> Duration { now.duration_since(slot).try_into().unwrap_or_default() };
-    let mut fire = Vec::new();
-    let mut missed = 0u64;
     let passed: Vec<Timestamp> = schedule.slots(since, now).collect();
     let latest = passed.last().copied();
-    for slot in passed {
-        let on_time = age(slot) <= ON_TIME;
-        let take = on_time
-            || match policy {
-                MissedPolicy::Skip => false,
-                MissedPolicy::Latest => Some(slot) == latest && age(slot) <= lookback,
-                MissedPolicy::All => age(slot) <= lookback,
-            };
-        if take && fire.len() < MOST_FIRES {
-            fire.push(slot);
-        } else {
-            missed += 1;
-        }
-    }
+    let mut fire: Vec<Timestamp> = passed
+        .iter()
+        .copied()
+        .filter(|&slot| {
+            age(slot) <= ON_TIME
+                || match policy {
+                    MissedPolicy::Skip => false,
+                    MissedPolicy::Latest => Some(slot) == latest && age(slot) <= lookback,
+                    MissedPolicy::All => age(slot) <= lookback,
+                }
+        })
+        .collect();
+    // Past the most one plan fires, the oldest are missed: the slot due now always fires.
+    fire.drain(..fire.len().saturating_sub(MOST_FIRES));
+    let missed = (passed.len() - fire.len()) as u64;
     Plan {
         // Every slot passed is handled now: fired or counted.
         last: latest,
@@ -540,6 +539,27 @@ mod tests {
             lookback,
         );
         assert_eq!((none.fire.len(), none.missed, none.last), (0, 0, None));
+    }
+
+    #[test]
+    fn past_the_most_one_plan_fires_the_oldest_slots_are_missed() {
+        // Every minute, away for 150 minutes, a look-back of a day: 150 slots to fire under
+        // `all`, of which the newest 100, the one due now among them, fire, oldest first.
+        let schedule = Schedule::new("* * * * *", None).unwrap();
+        let since = at("2026-12-01T10:00:00Z");
+        let now = at("2026-12-01T12:30:10Z");
+        let all = plan(
+            &schedule,
+            since,
+            now,
+            MissedPolicy::All,
+            Duration::from_secs(86_400),
+        );
+        assert_eq!((all.fire.len(), all.missed), (MOST_FIRES, 50));
+        assert_eq!(all.fire.first(), Some(&at("2026-12-01T10:51:00Z")));
+        assert_eq!(all.fire.last(), Some(&at("2026-12-01T12:30:00Z")));
+        assert!(all.fire.is_sorted());
+        assert_eq!(all.last, Some(at("2026-12-01T12:30:00Z")));
     }
 
     #[test]

@@ -77,6 +77,11 @@ fn chart_refuses_values_outside_its_schema() {
             "/settings/defaultTtlSecondsAfterFinished",
         ),
         ("sink:\n  mode: carrier-pigeon\n", "/sink/mode"),
+        // NATS takes no headers: the operator would refuse to start.
+        (
+            "sink:\n  url: nats://nats:4222\n  headersSecret: {name: keptn-api-token}\n",
+            "/sink/headersSecret/name",
+        ),
         ("imagePullSecret: [x]\n", "imagePullSecret"),
         (
             "notifications:\n  secret: hooks\n  targets: [{slack: \"ops/team\"}]\n",

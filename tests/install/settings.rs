@@ -297,6 +297,14 @@ fn check_run_reports_what_run_would_refuse() {
         stderr.contains("is not a valid http://, https:// or nats:// URL"),
         "{stderr}"
     );
+    // A NATS sink takes no headers (the chart's sink.headersSecret left set when switching).
+    let stderr = refused(&[
+        "--sink-url",
+        "nats://nats:4222",
+        "--sink-header-file",
+        "/etc/job-executor/sink-headers/headers",
+    ]);
+    assert!(stderr.contains("headers"), "{stderr}");
     let stderr = refused(&[
         "--sink-url",
         "http://sink",

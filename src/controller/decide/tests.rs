@@ -125,6 +125,7 @@ fn stuck() -> Option<Stuck> {
         pod: "run-1-0-abc".into(),
         reason: "ImagePullBackOff".into(),
         message: "container task: back-off".into(),
+        created: None,
     })
 }
 
@@ -246,6 +247,35 @@ fn a_running_task_waits_for_its_job() {
             &status,
             JobSeen::Running { stuck: stuck() },
             300,
+            Step::StopJob {
+                index: 0,
+                message: "pod run-1-0-abc never started within 300s: ImagePullBackOff: \
+                          container task: back-off"
+                    .into(),
+            },
+        ),
+        (
+            "a pod made again after one failed, stuck for 10 s of the task's hour",
+            &status,
+            JobSeen::Running {
+                stuck: stuck().map(|stuck| Stuck {
+                    created: Some(at(3590)),
+                    ..stuck
+                }),
+            },
+            3600,
+            Step::Wait(Some(Duration::from_secs(290))),
+        ),
+        (
+            "… and stuck for the whole timeout",
+            &status,
+            JobSeen::Running {
+                stuck: stuck().map(|stuck| Stuck {
+                    created: Some(at(3590)),
+                    ..stuck
+                }),
+            },
+            3890,
             Step::StopJob {
                 index: 0,
                 message: "pod run-1-0-abc never started within 300s: ImagePullBackOff: \
@@ -679,6 +709,30 @@ fn delivery_attempts_retry_then_give_up() {
         "give up once the time is over"
     );
     assert_eq!(delivery.state, DeliveryState::GaveUp);
+
+    // A sink asking to wait past the give-up time (600 s here) is tried again at that time,
+    // and given up then.
+    let mut delivery = fresh();
+    let a_day = transient(Some(Duration::from_secs(86_400)));
+    assert_eq!(
+        record_attempt(&mut delivery, Err(&a_day), at(100), give_up, false),
+        Attempt::Retry
+    );
+    let next: Timestamp = delivery.next_attempt.as_deref().unwrap().parse().unwrap();
+    assert_eq!(next, at(700), "at the give-up time, not a day later");
+    assert_eq!(
+        record_attempt(&mut delivery, Err(&a_day), next, give_up, false),
+        Attempt::GaveUp
+    );
+    // A wait no timestamp can hold is not tried at once in a loop either.
+    let mut delivery = fresh();
+    let never = transient(Some(Duration::from_secs(u64::MAX / 4)));
+    assert_eq!(
+        record_attempt(&mut delivery, Err(&never), at(0), give_up, false),
+        Attempt::Retry
+    );
+    let next: Timestamp = delivery.next_attempt.as_deref().unwrap().parse().unwrap();
+    assert_eq!(next, at(600));
 
     let mut delivery = fresh();
     let refused = DeliveryError::Rejected {

@@ -237,6 +237,7 @@ impl Model {
                         pod: "p".into(),
                         reason: "ErrImagePull".into(),
                         message: "no such image".into(),
+                        created: None,
                     }),
                 },
             ),
@@ -313,10 +314,10 @@ impl World for Model {
         Ok(self.request(|| self.files_made.set(self.files_made.get() + 1))?)
     }
 
-    async fn create_job(&self, job: &Job) -> Result<(), ReconcileError> {
+    async fn create_job(&self, job: &Job) -> Result<(), StepError> {
         let index = self.index_of(&job.name_any());
         let run = self.run.borrow().clone();
-        self.request(|| {
+        Ok(self.request(|| {
             let mut jobs = self.jobs.borrow_mut();
             if jobs.contains_key(&index) {
                 return;
@@ -361,7 +362,7 @@ impl World for Model {
                 },
             );
             self.created.borrow_mut().push(index);
-        })
+        })?)
     }
 
     async fn delete_job(&self, name: &str) -> Result<(), ReconcileError> {

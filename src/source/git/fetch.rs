@@ -46,6 +46,8 @@ const CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// A transfer slower than this many bytes per second for `LOW_SPEED_SECONDS` is given up.
 const LOW_SPEED_BYTES: u64 = 1_000;
 const LOW_SPEED_SECONDS: u64 = 30;
+/// Seconds between an ssh connection's keep-alives when the server sends nothing.
+const SSH_ALIVE_INTERVAL_SECONDS: u64 = 15;
 
 /// Where the credentials come from; read at every fetch, so a rotated Secret is picked up.
 #[derive(Debug, Clone, Default)]
@@ -117,9 +119,18 @@ pub struct RepoUrl {
 
 impl RepoUrl {
     pub fn parse(text: &str) -> Result<Self, GitError> {
-        let invalid = |reason: &str| GitError::InvalidUrl {
-            url: redact(text),
-            reason: reason.to_string(),
+        // gitoxide's reason may quote the URL as given: credentials and all.
+        let invalid = |reason: &str| {
+            let mut reason = reason.replace(text, &redact(text));
+            if let Some((_, credentials, _)) = split_credentials(text)
+                && !credentials.is_empty()
+            {
+                reason = reason.replace(credentials, "****");
+            }
+            GitError::InvalidUrl {
+                url: redact(text),
+                reason,
+            }
         };
         let mut url =
             gix::url::parse(text.as_bytes().as_bstr()).map_err(|e| invalid(&e.to_string()))?;
@@ -166,10 +177,21 @@ pub fn mask_credentials(url: &str) -> String {
 }
 
 /// `scheme://credentials@rest` → `(scheme, credentials, rest)`; `None` without credentials.
+/// A password with a `/`, `?` or `#` left unescaped (generated passwords have them) ends the
+/// authority early, as `user:pa` with no `@` and no port after the `:`: then everything up to
+/// the last `@` counts as credentials, so a message shows less of the URL, not the password.
 fn split_credentials(url: &str) -> Option<(&str, &str, &str)> {
     let (scheme, rest) = url.split_once("://")?;
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let at = rest[..authority_end].rfind('@')?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let cut_password = authority
+        .split_once(':')
+        .is_some_and(|(_, after)| !after.bytes().all(|b| b.is_ascii_digit()));
+    let at = match authority.rfind('@') {
+        Some(at) => at,
+        None if cut_password => rest.rfind('@')?,
+        None => return None,
+    };
     Some((scheme, &rest[..at], &rest[at + 1..]))
 }
 
@@ -724,10 +746,17 @@ impl CloneCache {
 use std::os::unix::fs::OpenOptionsExt as _;
 
 /// The `ssh` command line: the key and known hosts copied into the cache, the host's own
-/// known hosts ignored, an unknown host key refused, never a prompt.
+/// known hosts ignored, an unknown host key refused, never a prompt. The connection (and the
+/// server's greeting) may take as long as an HTTP one; a connection the server stops answering
+/// is given up after two missed keep-alives, so a dead host cannot hold the fetch for good.
 fn ssh_command(cache: &Path, with_key: bool) -> String {
     let dir = cache.join("ssh");
     let mut command = String::from("ssh -o BatchMode=yes -o StrictHostKeyChecking=yes");
+    command.push_str(&format!(
+        " -o ConnectTimeout={} -o ServerAliveInterval={SSH_ALIVE_INTERVAL_SECONDS} \
+         -o ServerAliveCountMax=2",
+        CONNECT_TIMEOUT_MS / 1000
+    ));
     command.push_str(&format!(
         " -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null",
         shell_quote(&dir.join("known_hosts"))
@@ -789,6 +818,28 @@ mod tests {
             "https://git.example.com/a@b"
         );
         assert_eq!(redact("file:///srv/repo"), "file:///srv/repo");
+        // A password with an unescaped `/`, `?` or `#` is not shown either.
+        for url in [
+            "https://bot:ab/cd@git.example.com/repo.git",
+            "https://bot:ab?cd@git.example.com/repo.git",
+            "https://bot:ab#cd@git.example.com/repo.git",
+        ] {
+            assert_eq!(redact(url), "https://git.example.com/repo.git", "{url}");
+        }
+        assert_eq!(
+            redact("https://git.example.com:8443/a@b"),
+            "https://git.example.com:8443/a@b"
+        );
+        // gitoxide's reason for refusing a URL quotes it: not its password.
+        for url in [
+            "https://bot:s3cret@git.example.com:99999/repo",
+            "https://bot:s3/cret@git.example.com:99999/repo",
+        ] {
+            match RepoUrl::parse(url) {
+                Err(error) => assert!(!error.to_string().contains("cret"), "{error}"),
+                Ok(parsed) => assert!(!parsed.shown.contains("cret"), "{}", parsed.shown),
+            }
+        }
         assert_eq!(
             mask_credentials("https://alice:s3cret@git.example.com/team/repo.git"),
             "https://****@git.example.com/team/repo.git"
@@ -840,6 +891,12 @@ mod tests {
     fn the_ssh_command_pins_known_hosts_and_the_key() {
         let command = ssh_command(Path::new("/cache/it's.git"), true);
         assert!(command.contains("StrictHostKeyChecking=yes"), "{command}");
+        assert!(
+            command.contains(
+                " -o ConnectTimeout=10 -o ServerAliveInterval=15 -o ServerAliveCountMax=2 "
+            ),
+            "{command}"
+        );
         assert!(
             command.contains(r"-i '/cache/it'\''s.git/ssh/id'"),
             "{command}"
