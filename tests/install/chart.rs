@@ -60,6 +60,26 @@ fn chart_lints_without_errors() {
     }
 }
 
+/// docs/install.md's table of values names every top-level value of the chart.
+#[test]
+fn the_install_guide_names_every_value_of_the_chart() {
+    let schema: Value =
+        serde_json::from_str(&read("charts/job-executor/values.schema.json")).unwrap();
+    let guide = read("docs/install.md");
+    let table = guide
+        .split("| values | what they set |")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .expect("docs/install.md's table of values");
+    let missing: Vec<&String> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|key| !table.contains(&format!("`{key}`")) && !table.contains(&format!("`{key}.")))
+        .collect();
+    assert!(missing.is_empty(), "docs/install.md names no {missing:?}");
+}
+
 #[test]
 fn chart_refuses_values_outside_its_schema() {
     let dir = tempdir("bad-values");
