@@ -133,15 +133,16 @@ pub fn is_config_map_key(key: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// An entry as a clean relative path (`./a//b/` → `a/b`), or `None` when it is absolute or
-/// climbs with `..`: Kubernetes refuses such paths in a volume's `items` anyway.
+/// An entry as a clean relative path (`./a//b/` → `a/b`, `/helm` → `helm`), or `None` when it
+/// climbs with `..` or names nothing: Kubernetes refuses such paths in a volume's `items`.
 pub fn normalize_entry(entry: &str) -> Option<String> {
     let mut parts = Vec::new();
     for component in Path::new(entry).components() {
         match component {
             Component::Normal(part) => parts.push(part.to_str()?),
-            Component::CurDir => {}
-            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+            // A leading `/` means the service directory, as in the old service.
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir | Component::Prefix(_) => return None,
         }
     }
     (!parts.is_empty()).then(|| parts.join("/"))
@@ -387,7 +388,7 @@ mod tests {
             fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
         }
         let valid = config::load(
-            "apiVersion: v2\nactions:\n  - events: [{name: x}]\n    tasks:\n      - {image: a, files: [helm, run.sh]}\n      - {image: b, files: [run.sh]}\n      - {image: c, files: [missing.txt]}\n",
+            "apiVersion: v2\nactions:\n  - events: [{name: x}]\n    tasks:\n      - {image: a, files: [/helm, run.sh]}\n      - {image: b, files: [run.sh]}\n      - {image: c, files: [missing.txt]}\n",
             "c.yaml",
         )
         .unwrap();
@@ -477,7 +478,7 @@ mod tests {
         );
         assert_eq!(normalize_entry("../secret"), None);
         assert_eq!(normalize_entry("a/../../b"), None);
-        assert_eq!(normalize_entry("/etc/passwd"), None);
+        assert_eq!(normalize_entry("/helm"), Some("helm".into()));
         assert_eq!(normalize_entry("."), None);
         let base = std::env::temp_dir().join(format!("files-climb-{}", std::process::id()));
         fs::create_dir_all(base.join("carts")).unwrap();

@@ -444,6 +444,25 @@ async fn injected_api_errors_and_dropped_watches_neither_lose_nor_duplicate_runs
     );
     let event = sample_with_id("test.triggered.json", "faults-1");
     assert_eq!(h.post_event(&event).await.status, 503);
+    // A run the API server will never store (too large for it) is refused for good: no
+    // Retry-After, so the sender does not retry for ever.
+    h.sim.faults().fail_next(
+        kube_sim::FaultRule::new(413)
+            .verb("create")
+            .resource("jobruns")
+            .times(1),
+    );
+    let refused = h.post_event(&event).await;
+    assert_eq!(refused.status, 413, "{:?}", refused.body);
+    assert!(refused.headers.get("retry-after").is_none());
+    assert!(
+        refused.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("the Kubernetes API refuses to store the run of action "),
+        "{:?}",
+        refused.body
+    );
     h.sim.faults().fail_next(
         kube_sim::FaultRule::new(409)
             .verb("create")

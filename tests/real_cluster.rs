@@ -216,6 +216,43 @@ async fn a_job_the_api_server_refuses_fails_the_run_with_its_reason() {
     assert_eq!(h.jobruns()[0]["status"]["phase"], "Failed");
 }
 
+/// A Job whose pods the namespace's Pod Security level refuses makes no pod; the Job controller
+/// says why only in an Event on the Job, which the failure quotes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_makes_no_pod_fails_the_run_with_the_job_controllers_warning() {
+    let config = two_tasks(
+        "nopod",
+        "alpine:3.20",
+        "alpine:3.20",
+        "        securityContext: {runAsUser: 0}\n",
+    );
+    let h = ClusterHarness::start("nopod", &config, &[]).await;
+    let event = sample_with_id("test.triggered.json", "cluster-nopod");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let finished = h.wait_finished("cluster-nopod", LONG).await;
+    assert_eq!(finished.data["status"], "errored", "{}", finished.data);
+    let message = message(&finished);
+    let job = h.jobs_created()[0].clone();
+    assert!(
+        message.starts_with(&format!(
+            "Task 'first' failed: the Job {job} made no pod within 2s: FailedCreate: \
+             Error creating: pods \"{job}-"
+        )) && message.contains(
+            "is forbidden: violates PodSecurity \"restricted:latest\": runAsUser=0 \
+             (container \"task\" must not set runAsUser=0)"
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("Task 'second'"), "{message}");
+    assert_eq!(h.jobs_created().len(), 1, "the second task never ran");
+    h.eventually("the Job that made no pod to be deleted", LONG, || {
+        !h.list("jobs")
+            .iter()
+            .any(|j| j["metadata"]["name"] == job.as_str())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_that_never_starts_fails_the_action_and_its_job_is_removed() {
     let config = two_tasks("stuck", "alpine:3.20", "job-executor.test/never-starts", "");

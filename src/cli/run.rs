@@ -281,15 +281,18 @@ pub struct LeaderArgs {
     pub lease_retry_period_seconds: Duration,
 }
 
+/// The lowest request rate: one request in about 17 minutes.
+const MIN_QPS: f64 = 0.001;
+
 fn parse_qps(text: &str) -> Result<f64, String> {
     let qps: f64 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number of requests a second"))?;
-    if qps.is_finite() && qps > 0.0 {
+    if qps.is_finite() && qps >= MIN_QPS {
         Ok(qps)
     } else {
         Err(format!(
-            "{text} is not a positive number of requests a second"
+            "{text} is not a number of requests a second of at least {MIN_QPS}"
         ))
     }
 }
@@ -947,6 +950,22 @@ fn admin_router(state: AdminState) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rate so low its wait would not fit a `Duration` is refused, naming the lowest.
+    #[test]
+    fn request_rates_have_a_floor() {
+        assert_eq!(parse_qps("0.001"), Ok(0.001));
+        assert_eq!(parse_qps("50"), Ok(50.0));
+        for text in ["1e-20", "0", "-1", "inf", "NaN"] {
+            assert_eq!(
+                parse_qps(text),
+                Err(format!(
+                    "{text} is not a number of requests a second of at least 0.001"
+                )),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn backoff_delays_read_like_durations() {

@@ -345,23 +345,32 @@ pub fn check_dns_subdomain(value: &str) -> Result<(), String> {
     }
 }
 
-/// A path inside the service's directory: relative, without `..`.
+/// A path inside the service's directory, without `..`. A leading `/` means the service
+/// directory too, as in the old service ("with or without a starting `/`").
 pub fn check_relative_path(value: &str) -> Result<(), String> {
-    let path = value.trim_end_matches('/');
-    if path.is_empty() {
+    if value.trim_matches('/').is_empty() {
         return Err("a file path must not be empty".to_string());
     }
-    if path.starts_with('/') {
-        return Err(format!(
-            "file path \"{value}\" must be relative to the service directory"
-        ));
-    }
-    if path.split('/').any(|part| part == "..") {
+    let mut parts = value
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".");
+    if value.split('/').any(|part| part == "..") {
         return Err(format!(
             "file path \"{value}\" must not leave the service directory (\"..\")"
         ));
     }
-    Ok(())
+    match parts.next() {
+        None => Err(format!(
+            "file path \"{value}\" names the service directory itself: name a file or a \
+             directory in it"
+        )),
+        // Kubernetes refuses a mounted path that starts with `..`.
+        Some(first) if first.starts_with("..") => Err(format!(
+            "file path \"{value}\" cannot be staged: Kubernetes refuses a path that starts with \
+             \"..\""
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// A label value: at most 63 characters of alphanumerics, `-`, `_`, `.`, starting and ending
@@ -621,7 +630,13 @@ mod tests {
     fn relative_paths() {
         assert!(check_relative_path("locust/basic.py").is_ok());
         assert!(check_relative_path("helm/").is_ok());
-        assert!(check_relative_path("/etc/passwd").is_err());
+        assert!(check_relative_path("/helm").is_ok(), "as the old service");
+        assert!(check_relative_path("./helm").is_ok());
+        assert!(check_relative_path(".").is_err());
+        assert!(check_relative_path("/").is_err());
+        assert!(check_relative_path("..env").is_err());
+        assert!(check_relative_path("./..env").is_err());
+        assert!(check_relative_path("helm/..env").is_ok());
         assert!(check_relative_path("a/../../b").is_err());
         assert!(check_relative_path("").is_err());
     }

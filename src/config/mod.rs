@@ -356,6 +356,19 @@ impl Semantic<'_> {
             if let Some(Some(labels)) = self.clean_part(&task_path, task, "labels", problems) {
                 self.labels(&task_path, &labels);
             }
+            if let Some(Some(resources)) =
+                self.clean_part::<Option<Resources>>(&task_path, task, "resources", problems)
+            {
+                self.resources(&key_path(&task_path, "resources"), &resources);
+            }
+            if let Some(Some(security)) = self.clean_part::<Option<SecurityContext>>(
+                &task_path,
+                task,
+                "securityContext",
+                problems,
+            ) {
+                self.security_context(&key_path(&task_path, "securityContext"), &security);
+            }
             if let Some(Some(annotations)) =
                 self.clean_part(&task_path, task, "annotations", problems)
             {
@@ -538,8 +551,78 @@ impl Semantic<'_> {
                 "a privileged container runs only where the installation allows it".into(),
             );
         }
+        if let Some(resources) = &task.resources {
+            self.resources(&key_path(path, "resources"), resources);
+        }
+        if let Some(security) = &task.security_context {
+            self.security_context(&key_path(path, "securityContext"), security);
+        }
         self.labels(path, &task.labels);
         self.annotations(path, &task.annotations);
+    }
+
+    /// A request above its limit: Kubernetes refuses the Job.
+    fn resources(&mut self, path: &str, resources: &Resources) {
+        let (Some(requests), Some(limits)) = (&resources.requests, &resources.limits) else {
+            return;
+        };
+        for (name, request, limit) in [
+            ("cpu", &requests.cpu, &limits.cpu),
+            ("memory", &requests.memory, &limits.memory),
+        ] {
+            let (Some(request), Some(limit)) = (request, limit) else {
+                continue;
+            };
+            let value = |quantity: &Quantity| formats::quantity_value(&quantity.0);
+            if let (Some(asked), Some(most)) = (value(request), value(limit))
+                && asked > most
+            {
+                self.error(
+                    &key_path(&key_path(path, "requests"), name),
+                    format!(
+                        "request {} is above the limit {} (limits.{name}): Kubernetes refuses \
+                         such a Job",
+                        request.0, limit.0
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Combinations the API server refuses in every Job.
+    fn security_context(&mut self, path: &str, security: &SecurityContext) {
+        let field = |name: &str| key_path(path, name);
+        if security.privileged == Some(true) && security.allow_privilege_escalation == Some(false) {
+            self.error(
+                &field("allowPrivilegeEscalation"),
+                "a privileged container always escalates: Kubernetes refuses \
+                 allowPrivilegeEscalation: false with privileged: true"
+                    .into(),
+            );
+        }
+        if let Some(seccomp) = &security.seccomp_profile {
+            let at = key_path(&field("seccompProfile"), "localhostProfile");
+            match (seccomp.profile_type, &seccomp.localhost_profile) {
+                (SeccompProfileType::Localhost, None) => self.error(
+                    &key_path(&field("seccompProfile"), "type"),
+                    "type: Localhost needs `localhostProfile`, the profile's path relative to \
+                     the kubelet's seccomp directory"
+                        .into(),
+                ),
+                (SeccompProfileType::Localhost, Some(profile)) if profile.starts_with('/') => self
+                    .error(
+                        &at,
+                        format!(
+                            "\"{profile}\" must be relative to the kubelet's seccomp directory"
+                        ),
+                    ),
+                (SeccompProfileType::Localhost, Some(_)) | (_, None) => {}
+                (_, Some(_)) => self.error(
+                    &at,
+                    "`localhostProfile` goes only with type: Localhost".into(),
+                ),
+            }
+        }
     }
 
     /// The task's `labels`; `path` is the task's.
@@ -592,11 +675,8 @@ impl Semantic<'_> {
                     }
                 }
             },
-            ValueFrom::String => {
-                if env.value.is_none() {
-                    self.error(&field("value"), "missing `value`".into());
-                }
-            }
+            // No `value`: the empty string, as the old service made it.
+            ValueFrom::String => {}
             // The reference itself is checked with the action's tasks.
             ValueFrom::Output => {
                 if env.value.is_none() {
@@ -632,7 +712,17 @@ impl Semantic<'_> {
                             );
                         }
                     }
-                    (Some(_), Some(_)) => {}
+                    (Some(_), Some(key)) => {
+                        if !crate::files::is_config_map_key(key) || key == "." || key == ".." {
+                            self.error(
+                                &field("key"),
+                                format!(
+                                    "invalid Secret key \"{key}\": letters, digits, '-', '_' \
+                                     and '.', at most 253 characters"
+                                ),
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -200,7 +200,7 @@ actions:
     tasks:
       - image: alpine
         namespace: Not_A_Namespace
-        files: ["/etc/passwd"]
+        files: ["/../etc/passwd"]
         ttlSecondsAfterFinished: -5
 "#;
     assert_eq!(
@@ -213,7 +213,7 @@ actions:
             "job/config.yaml:16:9: actions[0].tasks[0].silent: unknown key \"silent\"",
             "job/config.yaml:18:13: actions[1].silent: expected true or false, found \"maybe\"",
             "job/config.yaml:21:20: actions[1].tasks[0].namespace: invalid name \"Not_A_Namespace\": must be lower-case letters, digits and '-', start and end with a letter or digit, at most 63 characters",
-            "job/config.yaml:22:17: actions[1].tasks[0].files[0]: file path \"/etc/passwd\" must be relative to the service directory",
+            "job/config.yaml:22:17: actions[1].tasks[0].files[0]: file path \"/../etc/passwd\" must not leave the service directory (\"..\")",
             "job/config.yaml:23:34: actions[1].tasks[0].ttlSecondsAfterFinished: -5 is out of range: must be at least 0",
         ]
     );
@@ -345,7 +345,6 @@ actions:
             "job/config.yaml:15:19: actions[0].tasks[0].env[3].name: with valueFrom: secret, `name` is a Secret: invalid name \"D\": must be lower-case letters, digits, '-' and '.', at most 253 characters",
             "job/config.yaml:16:20: actions[0].tasks[0].env[3].value: valueFrom: secret takes no `value`: use `name` (all keys of that Secret) or `secretName` and `key` (one key)",
             "job/config.yaml:18:19: actions[0].tasks[0].env[4].name: with valueFrom: secret, `name` is a Secret: invalid name \"Not A Secret Name\": must be lower-case letters, digits, '-' and '.', at most 253 characters",
-            "job/config.yaml:20:13: actions[0].tasks[0].env[5].value: missing `value`",
             "job/config.yaml:22:19: actions[0].tasks[0].env[6].name: invalid environment variable name \"F=G\": printable ASCII without '='",
             "job/config.yaml:26:18: actions[0].tasks[0].env[7].key: `secretName` and `key` go with valueFrom: secret",
         ]
@@ -1178,4 +1177,49 @@ fn installation_notify_rules_read_like_the_config() {
         let error = NotifyRule::parse(text).unwrap_err();
         assert!(error.contains(says), "{text}: {error}");
     }
+}
+
+/// What the API server refuses in every Job is refused when the file loads, where it is written.
+#[test]
+fn combinations_the_api_server_refuses_are_errors_at_their_key() {
+    let text = r#"apiVersion: v2
+actions:
+  - name: a
+    events: [{name: x}]
+    tasks:
+      - name: t
+        image: alpine
+        resources:
+          requests: {cpu: 2, memory: 64Mi}
+          limits: {cpu: 1000m, memory: 1Gi}
+        securityContext:
+          privileged: true
+          allowPrivilegeEscalation: false
+          seccompProfile: {type: Localhost}
+        env:
+          - {name: S, valueFrom: secret, secretName: s, key: "api token"}
+      - name: u
+        image: alpine
+        securityContext:
+          seccompProfile: {type: RuntimeDefault, localhostProfile: p.json}
+      - name: v
+        image: alpine
+        securityContext:
+          runAsUser: 2147483648
+          seccompProfile: {type: Localhost, localhostProfile: /abs/p.json}
+"#;
+    assert_eq!(
+        problems(text),
+        [
+            "job/config.yaml:9:27: actions[0].tasks[0].resources.requests.cpu: request 2 is above the limit 1000m (limits.cpu): Kubernetes refuses such a Job",
+            "job/config.yaml:13:37: actions[0].tasks[0].securityContext.allowPrivilegeEscalation: a privileged container always escalates: Kubernetes refuses allowPrivilegeEscalation: false with privileged: true",
+            "job/config.yaml:14:34: actions[0].tasks[0].securityContext.seccompProfile.type: type: Localhost needs `localhostProfile`, the profile's path relative to the kubelet's seccomp directory",
+            "job/config.yaml:16:62: actions[0].tasks[0].env[0].key: invalid Secret key \"api token\": letters, digits, '-', '_' and '.', at most 253 characters",
+            "job/config.yaml:20:68: actions[0].tasks[1].securityContext.seccompProfile.localhostProfile: `localhostProfile` goes only with type: Localhost",
+            "job/config.yaml:24:22: actions[0].tasks[2].securityContext.runAsUser: 2147483648 is out of range: must be at most 2147483647",
+        ]
+    );
+    // The same amounts written differently are not above each other.
+    let fine = "apiVersion: v2\nactions:\n  - events: [{name: x}]\n    tasks:\n      - image: alpine\n        resources:\n          requests: {cpu: 1000m, memory: 1Gi}\n          limits: {cpu: 1, memory: 1024Mi}\n";
+    assert!(load(fine, "job/config.yaml").is_ok());
 }

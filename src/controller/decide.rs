@@ -56,16 +56,40 @@ pub enum JobSeen {
     Running {
         stuck: Option<Stuck>,
     },
+    /// Not finished, and no pod of it exists: the Job controller could not make one (the
+    /// namespace's Pod Security level, a quota, an admission webhook refused it), or has not
+    /// yet (it is busy).
+    NoPod {
+        warning: NoPodWarning,
+    },
     Succeeded {
         /// The task container's termination message, where a task writes its outputs; `None`
         /// while the watch shows no pod that succeeded.
         message: Option<String>,
+        /// Whether the watch shows any pod of the Job (its logs, its outputs are read there).
+        pods_seen: bool,
     },
     Failed {
         reason: String,
         message: String,
+        pods_seen: bool,
     },
 }
+
+/// What the Job's Events say of why it made no pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoPodWarning {
+    /// Not asked in this reconcile.
+    NotAsked,
+    /// Asked: no warning (the Job controller has not come to it yet).
+    Nothing,
+    /// Asked: the latest warning, `FailedCreate: Error creating: pods "…" is forbidden: …`.
+    Said(String),
+}
+
+/// How often a Job past the never-started timeout that made no pod, and says nothing of why,
+/// is asked again (no watch reads Events).
+pub const NO_POD_RECHECK: Duration = Duration::from_secs(30);
 
 /// Everything a decision is made from.
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +140,9 @@ pub enum Step {
     CreateJob(usize),
     /// Ask the API server for task `index`'s Job, missing from the watch past the grace period.
     LookUpJob(usize),
+    /// Ask the Events of task `index`'s Job, which made no pod within the never-started
+    /// timeout, why.
+    AskWhyNoPod(usize),
     /// Record how task `index` ended, with its pods' logs when `read_logs`, and its outputs.
     EndTask {
         index: usize,
@@ -124,7 +151,8 @@ pub enum Step {
         read_logs: bool,
         outputs: BTreeMap<String, String>,
     },
-    /// Delete task `index`'s Job, whose pod never started, and record the task's failure.
+    /// Delete task `index`'s Job, whose pod never started (or was never made), and record the
+    /// task's failure; when its Job made no pod, the message says why (the Job's events).
     StopJob { index: usize, message: String },
     /// The run halts: read task `index`'s logs, delete its Job, and record the task as `phase`
     /// (the run's end follows with [`Step::Halt`]).
@@ -150,6 +178,7 @@ impl Step {
             Step::CreateFiles(_) => "create_files",
             Step::CreateJob(_) => "create_job",
             Step::LookUpJob(_) => "look_up_job",
+            Step::AskWhyNoPod(_) => "ask_why_no_pod",
             Step::EndTask { .. } => "end_task",
             Step::StopJob { .. } => "stop_job",
             Step::HaltTask { .. } => "halt_task",
@@ -313,6 +342,18 @@ fn group_full(group: &str, running: &[String]) -> String {
 
 /// What the failure of a task whose pod never started says, after the pod's name.
 pub const NEVER_STARTED: &str = " never started within ";
+
+/// What the failure of a task whose Job made no pod says, after the Job's name.
+pub const MADE_NO_POD_WITHIN: &str = " made no pod within ";
+
+/// The failure message of a task whose Job failed (its deadline passed) without a pod, with
+/// why it made none (`why`, from the Job's Events) after the Job's own reason.
+pub fn explain_no_pod(message: String, why: Option<&str>) -> String {
+    match why {
+        None => message,
+        Some(why) => format!("{message}; its Job made no pod: {why}"),
+    }
+}
 
 /// How long a queued run waits before it looks at its group again, should no change of the
 /// group wake it first.
@@ -593,7 +634,41 @@ fn running_step(
                 ),
             })
         }
-        JobSeen::Succeeded { message } => {
+        JobSeen::NoPod { .. } if waited < limits.never_started_timeout => {
+            wake.within(limits.never_started_timeout - waited);
+            None
+        }
+        // Only a Job that says why it makes no pod is stopped: a busy Job controller (it makes
+        // pods at its own rate) is waited for, as the Job's own deadline is.
+        JobSeen::NoPod { warning } => match warning {
+            NoPodWarning::NotAsked => Some(Step::AskWhyNoPod(index)),
+            NoPodWarning::Nothing => {
+                wake.within(NO_POD_RECHECK);
+                None
+            }
+            NoPodWarning::Said(why) => Some(Step::StopJob {
+                index,
+                message: format!(
+                    "the Job {}{MADE_NO_POD_WITHIN}{}s: {why}",
+                    job_name(run, status, index),
+                    limits.never_started_timeout.as_secs()
+                ),
+            }),
+        },
+        // The pod watch is behind the Job watch (a short task under load), or the pods were
+        // deleted: the logs and outputs are read from the pods, so they are given the grace a
+        // Job missing from its watch gets (counted from the task's start: a pod made long ago
+        // is in the watch unless it is gone).
+        JobSeen::Succeeded {
+            pods_seen: false, ..
+        }
+        | JobSeen::Failed {
+            pods_seen: false, ..
+        } if waited < limits.missing_job_grace => {
+            wake.within(limits.missing_job_grace - waited);
+            None
+        }
+        JobSeen::Succeeded { message, pods_seen } => {
             let declared = run
                 .spec
                 .action
@@ -601,6 +676,18 @@ fn running_step(
                 .get(index)
                 .map(|t| t.outputs.as_slice())
                 .unwrap_or_default();
+            if !declared.is_empty() && !pods_seen {
+                return Some(Step::EndTask {
+                    index,
+                    phase: TaskPhase::Failed,
+                    message: Some(format!(
+                        "its outputs cannot be read: no pod of the Job {} is left",
+                        job_name(run, status, index)
+                    )),
+                    read_logs: false,
+                    outputs: BTreeMap::new(),
+                });
+            }
             // Its outputs are in the pod's status: wait for the watch to show it.
             if !declared.is_empty() && message.is_none() {
                 return None;
@@ -623,7 +710,9 @@ fn running_step(
                 },
             })
         }
-        JobSeen::Failed { reason, message } => Some(Step::EndTask {
+        JobSeen::Failed {
+            reason, message, ..
+        } => Some(Step::EndTask {
             index,
             phase: TaskPhase::Failed,
             message: Some(if message.is_empty() {

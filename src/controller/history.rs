@@ -132,12 +132,17 @@ fn task_event(task: &TaskStatus, was: TaskPhase) -> Option<RunEvent> {
             "EndTask",
             format!("task '{name}' succeeded"),
         ),
-        TaskPhase::Failed if why.contains(super::decide::NEVER_STARTED) => event(
-            true,
-            "TaskNeverStarted",
-            "DeleteJob",
-            format!("task '{name}' failed: {why}"),
-        ),
+        TaskPhase::Failed
+            if why.contains(super::decide::NEVER_STARTED)
+                || why.contains(super::decide::MADE_NO_POD_WITHIN) =>
+        {
+            event(
+                true,
+                "TaskNeverStarted",
+                "DeleteJob",
+                format!("task '{name}' failed: {why}"),
+            )
+        }
         TaskPhase::Failed => event(
             true,
             "TaskFailed",
@@ -403,6 +408,36 @@ mod tests {
         assert_eq!(
             letter[0].note,
             format!(".finished ({finished_id}) sent to the dead-letter sink")
+        );
+    }
+
+    #[test]
+    fn a_task_whose_job_was_stopped_is_told_apart_from_one_that_failed() {
+        let told = |message: &str| {
+            let task = TaskStatus {
+                name: "t".into(),
+                phase: TaskPhase::Failed,
+                message: Some(message.into()),
+                ..Default::default()
+            };
+            task_event(&task, TaskPhase::Running).map(|e| (e.reason, e.action))
+        };
+        let stopped = Some(("TaskNeverStarted", "DeleteJob"));
+        assert_eq!(
+            told("pod run-1-0-abc never started within 300s: ImagePullBackOff: x"),
+            stopped
+        );
+        assert_eq!(
+            told("the Job run-1-0 made no pod within 300s: FailedCreate: Error creating: x"),
+            stopped
+        );
+        assert_eq!(
+            told(
+                "DeadlineExceeded: Job was active longer than specified deadline; its Job made \
+                  no pod: FailedCreate: Error creating: x"
+            ),
+            Some(("TaskFailed", "EndTask")),
+            "not deleted by the operator"
         );
     }
 

@@ -1,5 +1,7 @@
 //! Reading the world: what a Job's status and its pods say, as pure functions.
 
+use k8s_openapi::api::events::v1::Event as EventsV1;
+
 use super::cached::{CachedJob, CachedPod};
 
 /// Where a task's Job stands.
@@ -102,6 +104,45 @@ pub fn stuck_pod<'a>(pods: impl IntoIterator<Item = &'a CachedPod>) -> Option<St
         }
     }
     None
+}
+
+/// The most of a warning's note a failure message quotes (the API server caps a note at 1 KiB).
+const WARNING_NOTE_BYTES: usize = 1024;
+
+/// The latest warning among a Job's events, as `reason: note`: what the Job controller said
+/// when it could not make a pod (`FailedCreate: Error creating: pods "…" is forbidden: …`).
+pub fn latest_warning(events: &[EventsV1]) -> Option<String> {
+    let when = |event: &EventsV1| {
+        event
+            .event_time
+            .as_ref()
+            .map(|time| time.0)
+            .or_else(|| event.deprecated_last_timestamp.as_ref().map(|time| time.0))
+            .or_else(|| {
+                event
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|time| time.0)
+            })
+    };
+    let latest = events
+        .iter()
+        .filter(|event| event.type_.as_deref() == Some("Warning"))
+        .max_by_key(|event| when(event))?;
+    let mut note = latest.note.clone().unwrap_or_default();
+    if note.len() > WARNING_NOTE_BYTES {
+        let mut end = WARNING_NOTE_BYTES;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push('…');
+    }
+    Some(match latest.reason.as_deref() {
+        Some(reason) if !reason.is_empty() => format!("{reason}: {note}"),
+        _ => note,
+    })
 }
 
 #[cfg(test)]
@@ -209,5 +250,46 @@ mod tests {
             Some(String::new()),
             "succeeded without a message"
         );
+    }
+
+    #[test]
+    fn the_latest_warning_of_a_job_says_why_it_made_no_pod() {
+        let event = |name: &str, kind: &str, at: &str, note: &str| -> EventsV1 {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "creationTimestamp": "2026-12-05T12:00:00Z"},
+                "eventTime": null,
+                "deprecatedLastTimestamp": at,
+                "type": kind,
+                "reason": "FailedCreate",
+                "note": note
+            }))
+            .unwrap()
+        };
+        let events = [
+            event(
+                "a",
+                "Warning",
+                "2026-12-05T12:00:01Z",
+                "Error creating: quota",
+            ),
+            event(
+                "b",
+                "Warning",
+                "2026-12-05T12:00:09Z",
+                "Error creating: forbidden",
+            ),
+            event("c", "Normal", "2026-12-05T12:00:10Z", "not a warning"),
+        ];
+        assert_eq!(
+            latest_warning(&events),
+            Some("FailedCreate: Error creating: forbidden".into())
+        );
+        assert_eq!(latest_warning(&events[2..]), None, "no warning");
+        assert_eq!(latest_warning(&[]), None);
+
+        let long = "é".repeat(WARNING_NOTE_BYTES);
+        let said = latest_warning(&[event("d", "Warning", "2026-12-05T12:00:01Z", &long)]).unwrap();
+        assert!(said.len() <= "FailedCreate: ".len() + WARNING_NOTE_BYTES + '…'.len_utf8());
+        assert!(said.ends_with("é…"), "cut on a character boundary: {said}");
     }
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::events::v1::Event as EventsV1;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -19,14 +20,14 @@ use tracing::Instrument;
 
 use super::cached::{CachedJob, CachedPod};
 use super::decide::{
-    Attempt, Facts, JobSeen, Limits, Step, decide, delivery_mut, first_attempt, initialise,
-    job_name, record_attempt, record_dead_letter_attempt, record_halt, record_job,
-    record_notification_attempt, record_outputs, record_start, record_stopped, record_task_end,
-    run_name, update_conditions,
+    Attempt, Facts, JobSeen, Limits, NoPodWarning, Step, decide, delivery_mut, explain_no_pod,
+    first_attempt, initialise, job_name, record_attempt, record_dead_letter_attempt, record_halt,
+    record_job, record_notification_attempt, record_outputs, record_start, record_stopped,
+    record_task_end, run_name, update_conditions,
 };
 use super::group::{Group, Member};
 use super::history::{self, RunEvent};
-use super::observe::{JobState, job_state, stuck_pod, termination_message};
+use super::observe::{JobState, job_state, latest_warning, stuck_pod, termination_message};
 use super::{Context, ReconcileError, logs, report};
 use crate::config::{NotifyKind, NotifyWhen};
 use crate::crd::{DeliveryState, JobRun, JobRunStatus, TaskPhase};
@@ -84,6 +85,11 @@ pub trait World {
     async fn delete_job(&self, name: &str) -> Result<(), ReconcileError>;
     /// An excerpt of at most `budget` bytes of the named Job's pods' logs.
     async fn task_logs(&self, name: &str, budget: usize) -> String;
+    /// Why the named Job made no pod (its latest warning, as the Job controller told it);
+    /// `None` when it has pods, or nothing says why.
+    async fn why_no_pod(&self, _name: &str) -> Option<String> {
+        None
+    }
     /// One attempt to deliver the event to `to`: its answer, or an error if the attempt was
     /// not made.
     async fn deliver(
@@ -297,8 +303,24 @@ impl<W: World> Executor<'_, W> {
                 } else {
                     None
                 };
+                let message = match message {
+                    // A Job that failed (its deadline passed) without making a pod says why.
+                    Some(message) if read_logs && phase == TaskPhase::Failed => {
+                        let why = self.world.why_no_pod(&job_name(run, status, index)).await;
+                        Some(explain_no_pod(message, why.as_deref()))
+                    }
+                    message => message,
+                };
                 record_outputs(status, index, outputs);
                 record_task_end(run, status, index, phase, message, logs, now);
+            }
+            Step::AskWhyNoPod(index) => {
+                let why = self.world.why_no_pod(&job_name(run, status, index)).await;
+                if let Some(slot) = looked_up.get_mut(index) {
+                    *slot = Some(JobSeen::NoPod {
+                        warning: why.map_or(NoPodWarning::Nothing, NoPodWarning::Said),
+                    });
+                }
             }
             Step::StopJob { index, message } => {
                 self.world.delete_job(&job_name(run, status, index)).await?;
@@ -329,12 +351,14 @@ impl<W: World> Executor<'_, W> {
             if task.phase != TaskPhase::Running {
                 return JobSeen::NotCached;
             }
+            let asked = looked_up.get(index).cloned().flatten();
             match self.world.cached_job(&job_name(self.run, status, index)) {
-                JobSeen::NotCached => looked_up
-                    .get(index)
-                    .cloned()
-                    .flatten()
-                    .unwrap_or(JobSeen::NotCached),
+                JobSeen::NotCached => asked.unwrap_or(JobSeen::NotCached),
+                // What its Events said, when asked in this reconcile.
+                JobSeen::NoPod { warning } => match asked {
+                    Some(answer @ JobSeen::NoPod { .. }) => answer,
+                    _ => JobSeen::NoPod { warning },
+                },
                 seen => seen,
             }
         };
@@ -644,17 +668,25 @@ impl Cluster<'_> {
     /// What a Job and its cached pods say.
     fn seen(&self, job: &CachedJob) -> JobSeen {
         match job_state(job) {
-            JobState::Succeeded => JobSeen::Succeeded {
-                message: termination_message(
-                    self.ctx
-                        .pods_of_job(&job.name_any())
-                        .iter()
-                        .map(AsRef::as_ref),
-                ),
+            JobState::Succeeded => {
+                let pods = self.ctx.pods_of_job(&job.name_any());
+                JobSeen::Succeeded {
+                    message: termination_message(pods.iter().map(AsRef::as_ref)),
+                    pods_seen: !pods.is_empty(),
+                }
+            }
+            JobState::Failed { reason, message } => JobSeen::Failed {
+                reason,
+                message,
+                pods_seen: !self.ctx.pods_of_job(&job.name_any()).is_empty(),
             },
-            JobState::Failed { reason, message } => JobSeen::Failed { reason, message },
             JobState::Running => {
                 let pods = self.ctx.pods_of_job(&job.name_any());
+                if pods.is_empty() {
+                    return JobSeen::NoPod {
+                        warning: NoPodWarning::NotAsked,
+                    };
+                }
                 JobSeen::Running {
                     stuck: stuck_pod(pods.iter().map(AsRef::as_ref)),
                 }
@@ -783,6 +815,21 @@ impl World for Cluster<'_> {
         let pods = self.ctx.pods_of_job(name);
         let pods: Vec<&CachedPod> = pods.iter().map(AsRef::as_ref).collect();
         logs::collect(&self.namespaced::<Pod>(), &pods, budget).await
+    }
+
+    async fn why_no_pod(&self, name: &str) -> Option<String> {
+        if !self.ctx.pods_of_job(name).is_empty() {
+            return None;
+        }
+        let params =
+            ListParams::default().fields(&format!("regarding.kind=Job,regarding.name={name}"));
+        match self.namespaced::<EventsV1>().list(&params).await {
+            Ok(events) => latest_warning(&events.items),
+            Err(error) => {
+                tracing::warn!(job = name, %error, "cannot read why the Job made no pod");
+                None
+            }
+        }
     }
 
     async fn deliver(

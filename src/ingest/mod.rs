@@ -72,6 +72,18 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({"error": message.into()}))).into_response()
 }
 
+/// Whether reading the body stopped at `--max-body-bytes` (and not for another reason).
+fn is_over_limit(problem: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(problem);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Response {
     // The request taken apart, not its headers extracted: that extractor copies them.
     let (parts, body) = request.into_parts();
@@ -109,7 +121,15 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
     };
     let bytes = match read {
         Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => return too_large(),
+        Ok(Err(problem)) if is_over_limit(&problem) => return too_large(),
+        // The body broke off (the client went away, a malformed chunk): not its size.
+        Ok(Err(problem)) => {
+            metrics.event_received("invalid");
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body could not be read: {problem}"),
+            );
+        }
         Err(_) => {
             metrics.event_received("timeout");
             return error(
@@ -552,8 +572,9 @@ fn unavailable(message: String, outcome: &'static str) -> Refusal {
 #[error("no answer within {}s", .0.as_secs_f32())]
 struct StoreTimeout(std::time::Duration);
 
-/// Creates the runs; an existing one is a duplicate delivery. Any other failure, or no answer
-/// within the store timeout, answers 503 with `Retry-After`.
+/// Creates the runs; an existing one is a duplicate delivery. A run the API server refuses as
+/// too large (413) or invalid (422) answers the same; any other failure, or no answer within
+/// the store timeout, answers 503 with `Retry-After`.
 async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAnswer>, Refusal> {
     let params = PostParams {
         field_manager: Some(crate::labels::FIELD_MANAGER.to_string()),
@@ -579,6 +600,24 @@ async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAn
                 if status.code == 409 && status.reason == "AlreadyExists" =>
             {
                 RunStatus::Duplicate
+            }
+            // Too large to store (the event grows when stored as JSON), or invalid: the same
+            // run would be refused again, so the sender is told not to retry.
+            Err(kube::Error::Api(status)) if status.code == 413 || status.code == 422 => {
+                tracing::warn!(run = %name, reason = %status.message, "the API server refuses the run");
+                let (code, outcome) = if status.code == 413 {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+                } else {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+                };
+                return Err(Refusal {
+                    status: code,
+                    message: format!(
+                        "the Kubernetes API refuses to store the run of action {action:?}: {}",
+                        status.message
+                    ),
+                    outcome,
+                });
             }
             Err(problem) => {
                 tracing::warn!(run = %name, error = %problem, "cannot persist a run; answering 503");
@@ -665,5 +704,29 @@ actions:
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod body_tests {
+    use super::is_over_limit;
+
+    /// Only a body past the limit is "too large"; one that broke off is not.
+    #[tokio::test]
+    async fn a_body_that_broke_off_is_not_over_the_limit() {
+        let long = axum::body::Body::from(vec![b'x'; 11]);
+        let problem = axum::body::to_bytes(long, 10).await.unwrap_err();
+        assert!(is_over_limit(&problem), "{problem}");
+
+        let chunks: Vec<Result<&'static [u8], std::io::Error>> = vec![
+            Ok(b"{\"a\":"),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "gone",
+            )),
+        ];
+        let broken = axum::body::Body::from_stream(futures::stream::iter(chunks));
+        let problem = axum::body::to_bytes(broken, 10).await.unwrap_err();
+        assert!(!is_over_limit(&problem), "{problem}");
     }
 }

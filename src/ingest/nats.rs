@@ -295,12 +295,13 @@ fn structured_text(message: &async_nats::Message, max_bytes: usize) -> Option<&s
     std::str::from_utf8(&message.payload).ok()
 }
 
-/// Binary mode: the attributes in `ce-*` headers, the data as the payload.
+/// Binary mode: the attributes in `ce-*` headers, the data as the payload. Header names are
+/// compared ignoring case, as [`event_of`] reads them (NATS keeps the case a publisher wrote).
 fn is_binary(message: &async_nats::Message) -> bool {
-    message
-        .headers
-        .as_ref()
-        .is_some_and(|h| h.get("ce-specversion").is_some())
+    message.headers.as_ref().is_some_and(|h| {
+        h.iter()
+            .any(|(name, _)| AsRef::<str>::as_ref(name).eq_ignore_ascii_case("ce-specversion"))
+    })
 }
 
 /// The event a message carries. Binary mode (NATS headers `ce-*`, the data as the payload) when
@@ -343,4 +344,40 @@ pub fn event_of(message: &async_nats::Message, max_bytes: usize) -> Result<Cloud
     events
         .pop()
         .ok_or_else(|| "the message carries no event".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A binary-mode message is read as one whatever the case of its header names.
+    #[test]
+    fn binary_mode_headers_are_read_ignoring_case() {
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, value) in [
+            ("Ce-Specversion", "1.0"),
+            ("Ce-Id", "42"),
+            ("Ce-Source", "shipyard"),
+            ("Ce-Type", "sh.keptn.event.test.triggered"),
+            ("Ce-Datacontenttype", "application/json"),
+        ] {
+            headers.insert(name, value);
+        }
+        let message = async_nats::Message {
+            subject: "sh.keptn.event.test.triggered".into(),
+            reply: None,
+            payload: bytes::Bytes::from_static(br#"{"project":"p"}"#),
+            headers: Some(headers),
+            status: None,
+            description: None,
+            length: 0,
+        };
+        assert!(structured_text(&message, 1024).is_none());
+        let event = event_of(&message, 1024).unwrap();
+        assert_eq!(event.id(), "42");
+        assert_eq!(
+            event.as_value()["data"],
+            serde_json::json!({"project": "p"})
+        );
+    }
 }

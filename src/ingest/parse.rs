@@ -95,14 +95,17 @@ enum ContentMode {
 fn content_mode(headers: &HeaderMap) -> ContentMode {
     // Lowercased only for the modes that keep it: the structured mode, every event's path,
     // allocates nothing here.
+    // As the HTTP binding says: a `application/cloudevents…` media type is the batched or the
+    // structured mode whatever other headers came (a gateway may copy attributes into `ce-`
+    // headers); any other with `ce-specversion` is the binary mode.
     let media = media_type(headers);
     if media.eq_ignore_ascii_case("application/cloudevents-batch+json") {
         ContentMode::Batch
+    } else if media.eq_ignore_ascii_case("application/cloudevents+json") {
+        ContentMode::Structured
     } else if headers.contains_key("ce-specversion") {
         ContentMode::Binary(media.to_ascii_lowercase())
-    } else if media.eq_ignore_ascii_case("application/cloudevents+json")
-        || media.eq_ignore_ascii_case("application/json")
-    {
+    } else if media.eq_ignore_ascii_case("application/json") {
         ContentMode::Structured
     } else {
         ContentMode::Unsupported(media.to_ascii_lowercase())
@@ -261,6 +264,23 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// The media type decides, as the HTTP binding says: a structured event whose attributes a
+    /// gateway also copied into `ce-` headers is still the structured event.
+    #[test]
+    fn a_cloudevents_media_type_is_structured_whatever_the_headers() {
+        let h = headers(&[
+            ("content-type", "application/cloudevents+json"),
+            ("ce-specversion", "1.0"),
+            ("ce-id", "other"),
+            ("ce-source", "gateway"),
+            ("ce-type", "t"),
+        ]);
+        let events = events_from_request(&h, EVENT.as_bytes(), LIMIT).unwrap();
+        assert_eq!(events[0].id(), "1");
+        assert_eq!(events[0].as_value()["data"], json!({"project": "p"}));
+        assert_eq!(structured_text(&h, EVENT.as_bytes()), Some(EVENT));
     }
 
     #[test]

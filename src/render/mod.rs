@@ -260,6 +260,12 @@ pub fn render_job(request: &JobRequest<'_>, settings: &Settings) -> Result<Job, 
                     // The API token is for tasks that asked for an identity, nobody else.
                     automount_service_account_token: Some(task.service_account.is_some()),
                     security_context: Some(pod_security(settings)),
+                    // Kubernetes allows an unmasked /proc only in a user namespace.
+                    host_users: task
+                        .security_context
+                        .as_ref()
+                        .is_some_and(|s| s.proc_mount == Some(crate::config::ProcMount::Unmasked))
+                        .then_some(false),
                     image_pull_secrets: (!task.image_pull_secrets.is_empty()).then(|| {
                         task.image_pull_secrets
                             .iter()
@@ -532,19 +538,34 @@ pub fn format_env_value(value: &Value, format: Option<EnvFormat>) -> Result<Stri
 }
 
 /// The task's requests and limits, field by field over the installation defaults. A task
-/// request above a default limit it did not override raises that limit, so the Job stays valid.
+/// request above a default limit it did not override raises that limit, and a task limit below
+/// a default request it did not override lowers that request, so the Job stays valid (the old
+/// service's Jobs had the task's limits as their requests then: Kubernetes' default).
 fn resources(task: &Task, settings: &Settings) -> ResourceRequirements {
     let defaults = &settings.resources;
     let task_resources = task.resources.as_ref();
     let requests = task_resources.and_then(|r| r.requests.as_ref());
     let limits = task_resources.and_then(|r| r.limits.as_ref());
-    let pick = |task_value: Option<&Quantity>, default: &Quantity| {
-        task_value.cloned().unwrap_or_else(|| default.clone())
+    let request = |task_request: Option<&Quantity>,
+                   default: &Quantity,
+                   task_limit: Option<&Quantity>| {
+        match (task_request, task_limit) {
+            (Some(request), _) => request.clone(),
+            (None, Some(limit)) if quantity_value(&default.0) > quantity_value(&limit.0) => {
+                limit.clone()
+            }
+            (None, _) => default.clone(),
+        }
     };
-    let cpu_request = pick(requests.and_then(|r| r.cpu.as_ref()), &defaults.cpu_request);
-    let memory_request = pick(
+    let cpu_request = request(
+        requests.and_then(|r| r.cpu.as_ref()),
+        &defaults.cpu_request,
+        limits.and_then(|l| l.cpu.as_ref()),
+    );
+    let memory_request = request(
         requests.and_then(|r| r.memory.as_ref()),
         &defaults.memory_request,
+        limits.and_then(|l| l.memory.as_ref()),
     );
     let limit =
         |task_limit: Option<&Quantity>, default: &Quantity, request: &Quantity| match task_limit {

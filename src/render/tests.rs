@@ -233,6 +233,29 @@ fn resources_default_and_merge_field_by_field() {
     assert_eq!(resource(&job, "limits", "memory"), "1Gi");
 }
 
+/// A task limit below a default request it left alone lowers the request (a Job whose request
+/// is above its limit is refused by the API server); the old service's Jobs had the limit as
+/// their request then.
+#[test]
+fn a_limit_below_the_default_request_lowers_the_request() {
+    let job = render(
+        &one_task("image: alpine\nresources:\n  limits: {cpu: 25m, memory: 64Mi}"),
+        &Settings::defaults(),
+    )
+    .unwrap();
+    assert_eq!(resource(&job, "requests", "cpu"), "25m");
+    assert_eq!(resource(&job, "requests", "memory"), "64Mi");
+    assert_eq!(resource(&job, "limits", "cpu"), "25m");
+    assert_eq!(resource(&job, "limits", "memory"), "64Mi");
+    // A limit above the default request leaves it.
+    let job = render(
+        &one_task("image: alpine\nresources:\n  limits: {cpu: 200m}"),
+        &Settings::defaults(),
+    )
+    .unwrap();
+    assert_eq!(resource(&job, "requests", "cpu"), "50m");
+}
+
 #[test]
 fn security_defaults_merge_with_the_task() {
     let defaults = Settings::defaults();
@@ -576,6 +599,11 @@ fn the_installation_security_defaults_reach_the_pod_and_the_container() {
         })
     );
     assert_eq!(
+        pod.host_users,
+        Some(false),
+        "Unmasked needs a user namespace"
+    );
+    assert_eq!(
         container(&job).security_context,
         Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -650,4 +678,16 @@ fn the_pod_continues_the_trace_unless_the_task_names_the_variable() {
         None,
         "no context, no variable"
     );
+}
+
+/// A string variable without `value` is the empty string, as the old service made it.
+#[test]
+fn a_string_variable_without_a_value_is_empty() {
+    let job = render(
+        &one_task("image: alpine\nenv:\n  - {name: EMPTY, valueFrom: string}\n  - {name: ALSO}"),
+        &Settings::defaults(),
+    )
+    .unwrap();
+    assert_eq!(env_value(&job, "EMPTY"), Some(String::new()));
+    assert_eq!(env_value(&job, "ALSO"), Some(String::new()));
 }

@@ -124,6 +124,16 @@ fn chart_refuses_values_outside_its_schema() {
             "notifications:\n  secret: hooks\n  retries: 101\n",
             "/notifications/retries",
         ),
+        // One config source: the operator refuses two at its start.
+        (
+            "configSource:\n  git: {url: \"https://git.example/configs.git\"}\n  directory: {path: /configs, volume: {emptyDir: {}}}\n",
+            "/configSource/git/url",
+        ),
+        // A directory needs its volume (else the Deployment is not even YAML).
+        (
+            "configSource:\n  directory: {path: /configs}\n",
+            "/configSource/directory",
+        ),
     ] {
         let file = dir.join("values.yaml");
         std::fs::write(&file, bad).unwrap();
@@ -849,4 +859,53 @@ fn the_alerts_fire_when_they_should_and_the_dashboard_is_shipped() {
             .unwrap_or_default()
             .ends_with("-dashboard")
     }));
+}
+
+/// Values that mean "none": no jobs ServiceAccount made or named leaves task pods on their
+/// namespace's `default` (no setting naming an account that does not exist); empty egress lists
+/// allow no connection but DNS (an empty `to` or `ports` would allow every one).
+#[test]
+fn values_that_mean_none_render_none() {
+    let dir = tempdir("none-values");
+    let file = dir.join("values.yaml");
+    std::fs::write(
+        &file,
+        "jobServiceAccount: {create: false}\nnotifications:\n  secret: hooks\n  targets: [{slack: ops}]\nnetworkPolicy:\n  enabled: true\n  operator:\n    egressCIDRs: []\n    notificationEgressPorts: []\n",
+    )
+    .unwrap();
+    let yaml = render(&[file.to_str().unwrap()]);
+    validate_manifests("none-values", &yaml);
+    let docs = documents(&yaml);
+    let settings = &find(&docs, "ConfigMap", None)["data"];
+    assert!(
+        settings
+            .get("JOB_EXECUTOR_DEFAULT_SERVICE_ACCOUNT")
+            .is_none(),
+        "{settings}"
+    );
+    assert!(
+        docs.iter().all(|d| d["kind"] != "ServiceAccount"
+            || !d["metadata"]["name"].as_str().unwrap().ends_with("-jobs")),
+        "no jobs ServiceAccount"
+    );
+    let deployment = find(&docs, "Deployment", None);
+    let policy = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "NetworkPolicy" && d["metadata"]["name"] == deployment["metadata"]["name"]
+        })
+        .unwrap();
+    assert_eq!(
+        policy["spec"]["egress"],
+        json!([{"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]),
+        "DNS only"
+    );
+
+    std::fs::write(&file, "jobServiceAccount: {create: false, name: runner}\n").unwrap();
+    let docs = documents(&render(&[file.to_str().unwrap()]));
+    assert_eq!(
+        find(&docs, "ConfigMap", None)["data"]["JOB_EXECUTOR_DEFAULT_SERVICE_ACCOUNT"],
+        "runner"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -343,6 +343,12 @@ async fn the_operator_needs_exactly_the_shipped_role() {
     );
     sim.runtime()
         .set(ImageRule::image("bitnami/kubectl:*"), Behavior::hold());
+    // … and a Job that makes no pod, its pods refused as a ResourceQuota refuses them (the
+    // operator reads the Job's Events to say why).
+    sim.admission().refuse_pods(
+        "alpine/helm:*",
+        "exceeded quota: compute, requested: requests.cpu=1, used: requests.cpu=4, limited: requests.cpu=4",
+    );
 
     // The operator, as the Deployment runs it: its args, its environment from the ConfigMap
     // and the Secret, its ServiceAccount's identity.
@@ -501,6 +507,21 @@ async fn the_operator_needs_exactly_the_shipped_role() {
         ["Failed"],
         "its Job vanished"
     );
+    let deploy: Vec<&Value> = runs
+        .iter()
+        .filter(|r| r["spec"]["action"]["name"] == "Deploy with helm")
+        .collect();
+    assert!(!deploy.is_empty(), "{runs:#?}");
+    for run in deploy {
+        let message = run["status"]["tasks"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            message.contains(" made no pod within 2s: FailedCreate: Error creating: pods ")
+                && message.contains("is forbidden: exceeded quota: compute"),
+            "{message}"
+        );
+    }
     wait_until(
         || {
             let events = sink_events.lock().unwrap();

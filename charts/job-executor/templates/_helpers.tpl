@@ -50,8 +50,13 @@ app.kubernetes.io/component: jobs
 {{- .Values.serviceAccount.name | default (include "job-executor.fullname" .) -}}
 {{- end -}}
 
+{{/* Empty when none is made or named: task pods then run as the namespace's `default`. */}}
 {{- define "job-executor.jobServiceAccountName" -}}
+{{- if .Values.jobServiceAccount.create -}}
 {{- .Values.jobServiceAccount.name | default (printf "%s-jobs" (include "job-executor.fullname" .) | trunc 63 | trimSuffix "-") -}}
+{{- else -}}
+{{- .Values.jobServiceAccount.name -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The operator image, also the init image of tasks. */}}

@@ -284,9 +284,53 @@ fn a_running_task_waits_for_its_job() {
             },
         ),
         (
+            "a Job that made no pod yet",
+            &status,
+            JobSeen::NoPod {
+                warning: NoPodWarning::NotAsked,
+            },
+            10,
+            Step::Wait(Some(Duration::from_secs(290))),
+        ),
+        (
+            "a Job that made no pod within the timeout: its Events are asked why",
+            &status,
+            JobSeen::NoPod {
+                warning: NoPodWarning::NotAsked,
+            },
+            300,
+            Step::AskWhyNoPod(0),
+        ),
+        (
+            "… they say nothing: the Job controller is busy, it is waited for",
+            &status,
+            JobSeen::NoPod {
+                warning: NoPodWarning::Nothing,
+            },
+            300,
+            Step::Wait(Some(NO_POD_RECHECK)),
+        ),
+        (
+            "… they say why: the Job is stopped",
+            &status,
+            JobSeen::NoPod {
+                warning: NoPodWarning::Said("FailedCreate: Error creating: forbidden".into()),
+            },
+            300,
+            Step::StopJob {
+                index: 0,
+                message: "the Job run-1-0 made no pod within 300s: FailedCreate: Error \
+                          creating: forbidden"
+                    .into(),
+            },
+        ),
+        (
             "complete",
             &status,
-            JobSeen::Succeeded { message: None },
+            JobSeen::Succeeded {
+                message: None,
+                pods_seen: true,
+            },
             60,
             Step::EndTask {
                 index: 0,
@@ -297,11 +341,49 @@ fn a_running_task_waits_for_its_job() {
             },
         ),
         (
+            "complete, its pod not in the watch yet",
+            &status,
+            JobSeen::Succeeded {
+                message: None,
+                pods_seen: false,
+            },
+            10,
+            Step::Wait(Some(Duration::from_secs(20))),
+        ),
+        (
+            "complete, no pod of it left",
+            &status,
+            JobSeen::Succeeded {
+                message: None,
+                pods_seen: false,
+            },
+            30,
+            Step::EndTask {
+                index: 0,
+                phase: TaskPhase::Succeeded,
+                message: None,
+                read_logs: true,
+                outputs: BTreeMap::new(),
+            },
+        ),
+        (
+            "failed, its pod not in the watch yet",
+            &status,
+            JobSeen::Failed {
+                reason: "BackoffLimitExceeded".into(),
+                message: String::new(),
+                pods_seen: false,
+            },
+            29,
+            Step::Wait(Some(Duration::from_secs(1))),
+        ),
+        (
             "failed without a message",
             &status,
             JobSeen::Failed {
                 reason: "BackoffLimitExceeded".into(),
                 message: String::new(),
+                pods_seen: true,
             },
             60,
             Step::EndTask {
@@ -318,6 +400,7 @@ fn a_running_task_waits_for_its_job() {
             JobSeen::Failed {
                 reason: "DeadlineExceeded".into(),
                 message: "Job was active longer than specified deadline".into(),
+                pods_seen: true,
             },
             60,
             Step::EndTask {
@@ -392,7 +475,10 @@ fn finished_is_sent_only_once_the_outcome_is_recorded() {
             &run,
             &status,
             &before,
-            JobSeen::Succeeded { message: None },
+            JobSeen::Succeeded {
+                message: None,
+                pods_seen: true
+            },
             false,
             at(60),
             &limits()
@@ -505,14 +591,25 @@ fn silent_runs_and_other_events_send_nothing() {
             &run,
             &status,
             &persisted,
-            JobSeen::Succeeded { message: None },
+            JobSeen::Succeeded {
+                message: None,
+                pods_seen: true,
+            },
             false,
             at(1),
             &limits(),
         );
         assert_eq!(step, Step::Record(Record::BeforeWaiting));
         assert_eq!(
-            next(&run, &status, JobSeen::Succeeded { message: None }, at(1)),
+            next(
+                &run,
+                &status,
+                JobSeen::Succeeded {
+                    message: None,
+                    pods_seen: true
+                },
+                at(1)
+            ),
             Step::Wait(None)
         );
     }
@@ -1154,7 +1251,15 @@ fn a_cancel_records_a_task_that_ended_on_its_own_as_it_ended() {
     let run = cancelled(triggered(2), "bob");
     let status = running(&run);
     assert_eq!(
-        next(&run, &status, JobSeen::Succeeded { message: None }, at(5)),
+        next(
+            &run,
+            &status,
+            JobSeen::Succeeded {
+                message: None,
+                pods_seen: true
+            },
+            at(5)
+        ),
         Step::EndTask {
             index: 0,
             phase: TaskPhase::Succeeded,
@@ -1307,12 +1412,39 @@ fn a_timeout_counts_from_the_runs_start_or_else_its_creation() {
 }
 
 #[test]
+fn a_task_whose_outputs_went_with_its_pods_fails_saying_so() {
+    let mut run = triggered(2);
+    run.spec.action.tasks[0].outputs = vec!["version".into()];
+    let status = running(&run);
+    let gone = JobSeen::Succeeded {
+        message: None,
+        pods_seen: false,
+    };
+    assert_eq!(
+        next(&run, &status, gone.clone(), at(5)),
+        Step::Wait(Some(Duration::from_secs(25))),
+        "the pod watch may be behind"
+    );
+    assert_eq!(
+        next(&run, &status, gone, at(30)),
+        Step::EndTask {
+            index: 0,
+            phase: TaskPhase::Failed,
+            message: Some("its outputs cannot be read: no pod of the Job run-1-0 is left".into()),
+            read_logs: false,
+            outputs: BTreeMap::new(),
+        }
+    );
+}
+
+#[test]
 fn a_task_with_outputs_ends_with_them_once_its_pod_is_seen() {
     let mut run = triggered(2);
     run.spec.action.tasks[0].outputs = vec!["version".into()];
     let status = running(&run);
     let succeeded = |message: Option<&str>| JobSeen::Succeeded {
         message: message.map(Into::into),
+        pods_seen: true,
     };
     assert_eq!(
         next(&run, &status, succeeded(None), at(5)),
@@ -1705,7 +1837,15 @@ fn a_notification_is_retried_then_given_up_and_never_holds_the_run() {
     let due = status.notifications[0].next_attempt.clone().unwrap();
     assert!(due.as_str() > at(1).to_string().as_str(), "{due}");
     // While it waits, the run's Job is ended as usual.
-    let step = next(&run, &status, JobSeen::Succeeded { message: None }, at(1));
+    let step = next(
+        &run,
+        &status,
+        JobSeen::Succeeded {
+            message: None,
+            pods_seen: true,
+        },
+        at(1),
+    );
     assert!(matches!(step, Step::EndTask { .. }), "{step:?}");
     record_notification_attempt(&run, &mut status, 0, Err(&down), at(3), &policy);
     let last = record_notification_attempt(&run, &mut status, 0, Err(&down), at(9), &policy);
@@ -1742,5 +1882,23 @@ fn installation_and_action_rules_of_one_target_are_told_once() {
             crate::config::NotifyKind::Slack,
             crate::config::NotifyKind::Webhook
         ]
+    );
+}
+
+#[test]
+fn a_job_that_made_no_pod_says_why_after_its_own_reason() {
+    let why = Some("FailedCreate: Error creating: pods \"run-1-0-x\" is forbidden");
+    assert_eq!(
+        explain_no_pod(
+            "DeadlineExceeded: Job was active longer than specified deadline".into(),
+            why
+        ),
+        "DeadlineExceeded: Job was active longer than specified deadline; its Job made no pod: \
+         FailedCreate: Error creating: pods \"run-1-0-x\" is forbidden"
+    );
+    assert_eq!(
+        explain_no_pod("DeadlineExceeded: x".into(), None),
+        "DeadlineExceeded: x",
+        "nothing says why"
     );
 }

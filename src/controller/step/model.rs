@@ -222,11 +222,15 @@ impl Model {
             Op::Complete { task, succeeded } => self.finish_job(
                 *task,
                 if *succeeded {
-                    JobSeen::Succeeded { message: None }
+                    JobSeen::Succeeded {
+                        message: None,
+                        pods_seen: true,
+                    }
                 } else {
                     JobSeen::Failed {
                         reason: "BackoffLimitExceeded".into(),
                         message: String::new(),
+                        pods_seen: true,
                     }
                 },
             ),
@@ -270,7 +274,10 @@ impl Model {
                     continue;
                 }
                 if job.seen == (JobSeen::Running { stuck: None }) {
-                    job.seen = JobSeen::Succeeded { message: None };
+                    job.seen = JobSeen::Succeeded {
+                        message: None,
+                        pods_seen: true,
+                    };
                 }
             }
             match self.reconcile() {
@@ -337,7 +344,10 @@ impl World for Model {
             for needed in &graph::dependencies(&run.spec.action.tasks)[index] {
                 assert_eq!(
                     jobs.get(needed).map(|j| &j.seen),
-                    Some(&JobSeen::Succeeded { message: None }),
+                    Some(&JobSeen::Succeeded {
+                        message: None,
+                        pods_seen: true
+                    }),
                     "task {index} started before task {needed} succeeded"
                 );
             }
@@ -489,12 +499,20 @@ fn check_run(
         match task.phase {
             TaskPhase::Succeeded => assert_eq!(
                 seen,
-                Some(&JobSeen::Succeeded { message: None }),
+                Some(&JobSeen::Succeeded {
+                    message: None,
+                    pods_seen: true
+                }),
                 "task {index}"
             ),
             // A Job deleted before the operator saw it succeed failed as far as it can tell.
             TaskPhase::Failed => assert!(
-                job.is_none_or(|j| j.deleted || j.seen != JobSeen::Succeeded { message: None }),
+                job.is_none_or(|j| j.deleted
+                    || j.seen
+                        != JobSeen::Succeeded {
+                            message: None,
+                            pods_seen: true
+                        }),
                 "task {index}"
             ),
             // Skipped: never started, and a task it needs did not succeed, or the run halted.

@@ -302,8 +302,40 @@ fn create_pod(shared: &Shared, job: &Value) -> bool {
         Ok(_) => true,
         Err(e) => {
             tracing::debug!(job = name, "pod creation failed: {e}");
+            failed_create(shared, job, &e.message);
             false
         }
+    }
+}
+
+/// The Warning Event the Job controller records on a Job whose pod it could not create: the
+/// only place that says why a Job has no pod.
+fn failed_create(shared: &Shared, job: &Value, why: &str) {
+    let Some(info) = shared.registry_find_any("events.k8s.io", "events") else {
+        return;
+    };
+    let name = util::name(job);
+    let namespace = util::namespace(job);
+    let now = util::now_rfc3339();
+    let event = json!({
+        "metadata": {"name": format!("{name}.{:016x}", util::random_u64()), "namespace": namespace},
+        "eventTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        "reportingController": "job-controller",
+        "reportingInstance": "kube-sim",
+        "action": "Create",
+        "reason": "FailedCreate",
+        "type": "Warning",
+        "note": format!("Error creating: {why}"),
+        "regarding": {"apiVersion": "batch/v1", "kind": "Job", "name": name,
+                      "namespace": namespace, "uid": util::uid(job)},
+        "deprecatedSource": {"component": "job-controller"},
+        "deprecatedFirstTimestamp": now,
+        "deprecatedLastTimestamp": now,
+        "deprecatedCount": 1,
+    });
+    match objects::create(shared, &info, namespace, event, &WriteOpts::default()) {
+        Ok(stored) => crate::events::mirror(shared, namespace, util::name(&stored), Some(&stored)),
+        Err(e) => tracing::warn!(job = name, "could not record FailedCreate: {e}"),
     }
 }
 

@@ -5,6 +5,7 @@
 //! kubelet whose containers follow a script the test controls, and offers fault injection, a
 //! request log and a time scale. See `tests/kube-sim/README.md`.
 
+mod admission;
 mod api;
 mod clock;
 mod crd;
@@ -39,6 +40,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use admission::Admission;
 pub use error::ApiError;
 pub use faults::{FaultRule, Faults};
 pub use requests::RequestRecord;
@@ -66,6 +68,7 @@ pub(crate) struct Shared {
     registry: RwLock<Registry>,
     pub clock: Clock,
     pub faults: Faults,
+    pub admission: Admission,
     pub requests: RequestLog,
     /// Bearer tokens of the users whose requests RBAC authorizes.
     pub users: rbac::Users,
@@ -155,6 +158,7 @@ impl SimBuilder {
             registry: RwLock::new(Registry::default()),
             clock: Clock::new(self.time_scale),
             faults: Faults::default(),
+            admission: Admission::default(),
             requests: RequestLog::default(),
             users: rbac::Users::default(),
             logs: LogStore::default(),
@@ -302,6 +306,11 @@ impl Sim {
     /// Fault injection controls.
     pub fn faults(&self) -> &Faults {
         &self.shared.faults
+    }
+
+    /// Pods the API server refuses on creation: `sim.admission().refuse_pods(image, why)`.
+    pub fn admission(&self) -> &Admission {
+        &self.shared.admission
     }
 
     /// Ends every open watch (clients see the stream close and re-watch).

@@ -177,6 +177,9 @@ pub fn create(
         util::meta_mut(&mut candidate).insert("name".into(), json!(name));
         kinds::validate_meta(info, &candidate)?;
         kinds::default_and_validate(info, &mut candidate, None)?;
+        if info.group.is_empty() && info.plural == "pods" {
+            shared.admission.admit_pod(&candidate)?;
+        }
         let mut stored = None;
         let result = shared.store.modify(&info.key(), &ns, &name, |existing| {
             if existing.is_some() {

@@ -571,3 +571,77 @@ async fn held_tasks_run_until_released() {
     .unwrap();
     assert_eq!(sim.release("held"), 0);
 }
+
+/// A pod the API server refuses (as Pod Security or a webhook would): the Job makes none,
+/// and its `FailedCreate` Event says why, through both Event APIs, as on the real server.
+#[tokio::test]
+async fn a_refused_pod_leaves_the_job_without_pods_and_a_failed_create_event() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    use kube::api::ListParams;
+
+    let sim = Sim::start().await.unwrap();
+    sim.admission().refuse_pods(
+        "root-tools:*",
+        "violates PodSecurity \"restricted:latest\": runAsUser=0",
+    );
+    let pods: Api<Pod> = Api::default_namespaced(sim.client());
+    let refused = pods
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "direct"}, "spec": {
+                "containers": [{"name": "main", "image": "root-tools:1"}]}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = refused else {
+        panic!("{refused}")
+    };
+    assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        status.message,
+        "pods \"direct\" is forbidden: violates PodSecurity \"restricted:latest\": runAsUser=0"
+    );
+
+    let jobs: Api<Job> = Api::default_namespaced(sim.client());
+    let spec =
+        json!({"template": {"spec": {"containers": [{"name": "main", "image": "root-tools:1"}]}}});
+    jobs.create(&PostParams::default(), &job("root", spec))
+        .await
+        .unwrap();
+    let events: Api<Event> = Api::default_namespaced(sim.client());
+    let of_job = ListParams::default().fields("regarding.kind=Job,regarding.name=root");
+    wait_until_async(
+        || async { !events.list(&of_job).await.unwrap().items.is_empty() },
+        T,
+    )
+    .await
+    .unwrap();
+    let event = events.list(&of_job).await.unwrap().items.remove(0);
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(event.reason.as_deref(), Some("FailedCreate"));
+    assert_eq!(
+        event.reporting_controller.as_deref(),
+        Some("job-controller")
+    );
+    let note = event.note.unwrap();
+    assert!(
+        note.starts_with("Error creating: pods \"root-")
+            && note.ends_with(
+                "\" is forbidden: violates PodSecurity \"restricted:latest\": runAsUser=0"
+            ),
+        "{note}"
+    );
+    let core: Api<CoreEvent> = Api::default_namespaced(sim.client());
+    let core_events = core
+        .list(&ListParams::default().fields("involvedObject.name=root"))
+        .await
+        .unwrap();
+    assert_eq!(core_events.items[0].message.as_deref(), Some(note.as_str()));
+    assert!(job_pods(&sim, "root").is_empty());
+    assert!(
+        condition_types(&job_obj(&sim, "root")).is_empty(),
+        "still running"
+    );
+}
