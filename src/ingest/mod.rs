@@ -141,10 +141,22 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
             );
         }
     };
-    if let Some(signatures) = &state.signatures
-        && let Err(problem) = signatures.check(headers, &bytes, unix_now())
-    {
-        return refused(metrics, &problem);
+    if let Some(signatures) = &state.signatures {
+        // The signature covers the body: a binary-mode event's attributes (its id, its type)
+        // are in headers it does not cover, which anyone replaying a signed request could
+        // change.
+        if parse::is_binary(headers) {
+            metrics.event_received("invalid");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "a signed request carries its event in its body: send it structured \
+                 (application/cloudevents+json) or batched, not in binary mode (the signature \
+                 does not cover ce- headers)",
+            );
+        }
+        if let Err(problem) = signatures.check(headers, &bytes, unix_now()) {
+            return refused(metrics, &problem);
+        }
     }
     if let Some(answer) = answer_from_sketch(&state, headers, &bytes) {
         return answer;

@@ -83,6 +83,11 @@ pub fn structured_text<'a>(headers: &HeaderMap, body: &'a [u8]) -> Option<&'a st
     }
 }
 
+/// Whether the request is in binary mode: its event's attributes in `ce-` headers.
+pub fn is_binary(headers: &HeaderMap) -> bool {
+    matches!(content_mode(headers), ContentMode::Binary(_))
+}
+
 /// How a request carries its events, by its headers.
 enum ContentMode {
     Batch,
