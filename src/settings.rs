@@ -43,6 +43,8 @@ pub struct Settings {
     pub allowed_images: ImageAllowList,
     /// The image of the init container that stages files (the operator's own image).
     pub init_image: String,
+    /// The Secrets for pulling the init image, on every pod that stages files.
+    pub init_image_pull_secrets: Vec<String>,
     /// The ServiceAccount of task pods that do not name one.
     pub default_service_account: Option<String>,
     pub empty_dir_size_limit: Quantity,
@@ -146,6 +148,7 @@ impl Settings {
             allow_privileged: false,
             allowed_images: ImageAllowList::any(),
             init_image: DEFAULT_INIT_IMAGE.into(),
+            init_image_pull_secrets: Vec::new(),
             default_service_account: None,
             empty_dir_size_limit: Quantity(DEFAULT_EMPTY_DIR_SIZE_LIMIT.into()),
             default_max_poll_duration: DEFAULT_MAX_POLL_DURATION,

@@ -191,6 +191,10 @@ pub struct InstallArgs {
     /// The image of the init container that stages files (this operator's image).
     #[arg(long, env = "JOB_EXECUTOR_INIT_IMAGE", default_value = settings::DEFAULT_INIT_IMAGE)]
     pub init_image: String,
+    /// Secrets for pulling the init image (a private registry), comma-separated; put on every
+    /// task pod that stages files, beside the task's own.
+    #[arg(long, env = "JOB_EXECUTOR_INIT_IMAGE_PULL_SECRETS", value_delimiter = ',', value_parser = dns_subdomain)]
+    pub init_image_pull_secrets: Vec<String>,
     /// The ServiceAccount of task pods that name none (its token is not mounted).
     #[arg(long, env = "JOB_EXECUTOR_DEFAULT_SERVICE_ACCOUNT", value_parser = dns_subdomain)]
     pub default_service_account: Option<String>,
@@ -235,6 +239,7 @@ impl InstallArgs {
             fs_group,
             read_only_root_filesystem,
             init_image,
+            init_image_pull_secrets,
             default_service_account,
             default_max_poll_duration,
             default_ttl_seconds_after_finished,
@@ -265,6 +270,7 @@ impl InstallArgs {
             allow_privileged,
             allowed_images: ImageAllowList::new(&allowed)?,
             init_image,
+            init_image_pull_secrets,
             default_service_account,
             empty_dir_size_limit,
             default_max_poll_duration,

@@ -266,14 +266,7 @@ pub fn render_job(request: &JobRequest<'_>, settings: &Settings) -> Result<Job, 
                         .as_ref()
                         .is_some_and(|s| s.proc_mount == Some(crate::config::ProcMount::Unmasked))
                         .then_some(false),
-                    image_pull_secrets: (!task.image_pull_secrets.is_empty()).then(|| {
-                        task.image_pull_secrets
-                            .iter()
-                            .map(|name| k8s_openapi::api::core::v1::LocalObjectReference {
-                                name: name.clone(),
-                            })
-                            .collect()
-                    }),
+                    image_pull_secrets: pull_secrets(task, settings, !init_containers.is_empty()),
                     init_containers: (!init_containers.is_empty()).then_some(init_containers),
                     containers: vec![container],
                     volumes: Some(volumes),
@@ -283,6 +276,30 @@ pub fn render_job(request: &JobRequest<'_>, settings: &Settings) -> Result<Job, 
             ..Default::default()
         }),
         status: None,
+    })
+}
+
+/// The task's pull Secrets, and the installation's for the init image when the pod stages files.
+fn pull_secrets(
+    task: &Task,
+    settings: &Settings,
+    stages_files: bool,
+) -> Option<Vec<k8s_openapi::api::core::v1::LocalObjectReference>> {
+    let init = settings
+        .init_image_pull_secrets
+        .iter()
+        .filter(|_| stages_files);
+    let mut names: Vec<&String> = Vec::new();
+    for name in task.image_pull_secrets.iter().chain(init) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    (!names.is_empty()).then(|| {
+        names
+            .into_iter()
+            .map(|name| k8s_openapi::api::core::v1::LocalObjectReference { name: name.clone() })
+            .collect()
     })
 }
 

@@ -691,3 +691,29 @@ fn a_string_variable_without_a_value_is_empty() {
     assert_eq!(env_value(&job, "EMPTY"), Some(String::new()));
     assert_eq!(env_value(&job, "ALSO"), Some(String::new()));
 }
+
+/// The init image's pull Secrets go on the pods that stage files (the init container runs the
+/// operator's image, maybe from a private registry), beside the task's own, each once.
+#[test]
+fn the_init_image_s_pull_secrets_go_where_files_are_staged() {
+    let mut settings = Settings::defaults();
+    settings.init_image_pull_secrets = vec!["registry-credentials".into()];
+    let config = one_task("image: alpine\nimagePullSecrets: [regcred, registry-credentials]");
+    let names = |job: &Job| -> Vec<String> {
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        pod.image_pull_secrets
+            .iter()
+            .flatten()
+            .map(|secret| secret.name.clone())
+            .collect()
+    };
+    let staging = render_with(&config, &run_sh(), None, &settings).unwrap();
+    assert_eq!(names(&staging), ["regcred", "registry-credentials"]);
+    let plain = render_with(&one_task("image: alpine"), &run_sh(), None, &settings).unwrap();
+    assert_eq!(names(&plain), ["registry-credentials"]);
+    let no_files = render(&one_task("image: alpine"), &settings).unwrap();
+    assert!(
+        names(&no_files).is_empty(),
+        "no init container, no init image"
+    );
+}

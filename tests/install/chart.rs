@@ -398,6 +398,11 @@ fn full_values_reach_the_manifests() {
         pod["imagePullSecrets"],
         json!([{"name": "registry-credentials"}])
     );
+    // Task pods that stage files pull the same image: they get the same Secrets.
+    assert_eq!(
+        settings["JOB_EXECUTOR_INIT_IMAGE_PULL_SECRETS"],
+        "registry-credentials"
+    );
     assert_eq!(pod["nodeSelector"]["kubernetes.io/os"], "linux");
     assert_eq!(pod["tolerations"][0]["key"], "dedicated");
     assert!(pod["affinity"]["nodeAffinity"].is_object());
