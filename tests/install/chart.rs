@@ -129,6 +129,19 @@ fn chart_refuses_values_outside_its_schema() {
             "configSource:\n  git: {url: \"https://git.example/configs.git\"}\n  directory: {path: /configs, volume: {emptyDir: {}}}\n",
             "/configSource/git/url",
         ),
+        // What the operator checks at its start: a crash loop otherwise.
+        (
+            "leaderElection:\n  leaseDurationSeconds: 15\n  renewDeadlineSeconds: 10\n  retryPeriodSeconds: 9\n",
+            "leaderElection: leaseDurationSeconds (15) must be above renewDeadlineSeconds (10), and that above 1.2 × retryPeriodSeconds (9)",
+        ),
+        (
+            "settings:\n  jobLabels: {\"job-executor.dev/run\": x}\n",
+            "invalid propertyName 'job-executor.dev/run'",
+        ),
+        (
+            "settings:\n  jobLabels: {team: \"not ok\"}\n",
+            "/settings/jobLabels/team",
+        ),
         // A directory needs its volume (else the Deployment is not even YAML).
         (
             "configSource:\n  directory: {path: /configs}\n",
