@@ -133,6 +133,30 @@ pub fn is_config_map_key(key: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// Whether the link at `path`, which leads to nothing, would lead out of `root` (absolute, or
+/// climbing out), which git's tree refuses too.
+fn dangling_link_escapes(path: &Path, root: &Path) -> bool {
+    let (Ok(target), Some(parent)) = (fs::read_link(path), path.parent()) else {
+        return false;
+    };
+    if target.is_absolute() {
+        return true;
+    }
+    let Ok(mut resolved) = fs::canonicalize(parent) else {
+        return false;
+    };
+    for component in target.components() {
+        match component {
+            Component::ParentDir => {
+                resolved.pop();
+            }
+            Component::Normal(part) => resolved.push(part),
+            _ => {}
+        }
+    }
+    !resolved.starts_with(root)
+}
+
 /// An entry as a clean relative path (`./a//b/` → `a/b`, `/helm` → `helm`), or `None` when it
 /// climbs with `..` or names nothing: Kubernetes refuses such paths in a volume's `items`.
 pub fn normalize_entry(entry: &str) -> Option<String> {
@@ -290,7 +314,17 @@ impl FileTree for DirTree {
         // one of them is a loop (two links to the same directory side by side are not).
         let mut pending = vec![(entry.to_string(), start, Arc::new(Vec::new()))];
         while let Some((relative, path, above)) = pending.pop() {
-            let real = fs::canonicalize(&path).map_err(|e| io(&path, e))?;
+            let real = match fs::canonicalize(&path) {
+                Ok(real) => real,
+                // A link to nothing inside the directory stages nothing, as from git.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound && relative != entry => {
+                    if dangling_link_escapes(&path, &self.root) {
+                        return Err(ExpandError::Escapes(relative));
+                    }
+                    continue;
+                }
+                Err(error) => return Err(io(&path, error)),
+            };
             if !real.starts_with(&self.root) {
                 return Err(ExpandError::Escapes(relative));
             }
@@ -460,6 +494,32 @@ mod tests {
         let error =
             collect_from_dir(&base, &service, &action_with_files("[helm]").tasks).unwrap_err();
         assert!(error.to_string().contains("a link loop"), "{error}");
+        let _ = fs::remove_dir_all(&base);
+    }
+
+    /// As from git: a link to nothing inside the directory stages nothing; one that would
+    /// lead out of it is refused.
+    #[test]
+    fn a_link_to_nothing_stages_nothing_unless_it_leads_out() {
+        let base = std::env::temp_dir().join(format!("files-dangling-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let service = base.join("carts");
+        fs::create_dir_all(service.join("helm")).unwrap();
+        fs::write(service.join("helm/Chart.yaml"), "chart").unwrap();
+        std::os::unix::fs::symlink("missing.yaml", service.join("helm/gone")).unwrap();
+        let run = collect_from_dir(&base, &service, &action_with_files("[helm]").tasks).unwrap();
+        let paths: Vec<&str> = run.files.iter().map(|f| f.staged.path.as_str()).collect();
+        assert_eq!(paths, ["helm/Chart.yaml"]);
+        for target in ["/nowhere/at/all", "../../../nowhere"] {
+            let _ = fs::remove_file(service.join("helm/out"));
+            std::os::unix::fs::symlink(target, service.join("helm/out")).unwrap();
+            let error =
+                collect_from_dir(&base, &service, &action_with_files("[helm]").tasks).unwrap_err();
+            assert!(
+                matches!(error, FilesError::Escapes { .. }),
+                "{target}: {error}"
+            );
+        }
         let _ = fs::remove_dir_all(&base);
     }
 
