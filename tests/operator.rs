@@ -453,13 +453,15 @@ async fn injected_api_errors_and_dropped_watches_neither_lose_nor_duplicate_runs
             .times(1),
     );
     let refused = h.post_event(&event).await;
-    assert_eq!(refused.status, 413, "{:?}", refused.body);
+    assert_eq!(refused.status, 422, "{:?}", refused.body);
     assert!(refused.headers.get("retry-after").is_none());
+    let run = &refused.body["events"][0]["runs"][0];
+    assert_eq!(run["status"], "refused", "{:?}", refused.body);
     assert!(
-        refused.body["error"]
+        run["reason"]
             .as_str()
             .unwrap_or_default()
-            .starts_with("the Kubernetes API refuses to store the run of action "),
+            .starts_with("the Kubernetes API refuses to store the run: "),
         "{:?}",
         refused.body
     );

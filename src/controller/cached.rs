@@ -54,12 +54,31 @@ impl From<JobRead> for CachedJob {
     }
 }
 
-/// Of a Job's status, the conditions that end it (`Complete`, `Failed`); the counts of its pods
-/// and the conditions on the way (`SuccessCriteriaMet`, `FailureTarget`) are not read.
+/// Of a Job's status, the conditions that end it (`Complete`, `Failed`) and the counts of its
+/// pods (whether it ever made one); the conditions on the way (`SuccessCriteriaMet`,
+/// `FailureTarget`) are not read.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct CachedJobStatus {
     #[serde(default, deserialize_with = "read_job_conditions")]
     pub conditions: Vec<Condition>,
+    #[serde(default)]
+    pub active: Option<i32>,
+    #[serde(default)]
+    pub succeeded: Option<i32>,
+    #[serde(default)]
+    pub failed: Option<i32>,
+}
+
+impl CachedJob {
+    /// Whether the Job controller counts a pod of it, running or ended (one it deleted at the
+    /// Job's deadline counts as failed).
+    pub fn made_a_pod(&self) -> bool {
+        self.status.as_ref().is_some_and(|status| {
+            [status.active, status.succeeded, status.failed]
+                .iter()
+                .any(|count| count.is_some_and(|count| count > 0))
+        })
+    }
 }
 
 /// A condition as the controller reads it.

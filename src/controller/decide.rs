@@ -525,13 +525,21 @@ fn halt_step(facts: &Facts<'_>, halt: Halt) -> Step {
             .enumerate()
             .filter(|(_, task)| task.phase == TaskPhase::Running)
     };
+    // A Job that ended is recorded as it ended, once its pods (its logs, its outputs) are seen:
+    // the halt waits for them rather than take an ended task for one it stopped.
+    let mut wake = Wake::default();
+    let mut waiting = false;
     for (index, task) in running() {
         let seen = facts.jobs.get(index).unwrap_or(&JobSeen::NotCached);
-        if matches!(seen, JobSeen::Succeeded { .. } | JobSeen::Failed { .. })
-            && let Some(step) = running_step(facts, index, task, &mut Wake::default())
-        {
-            return step;
+        if matches!(seen, JobSeen::Succeeded { .. } | JobSeen::Failed { .. }) {
+            match running_step(facts, index, task, &mut wake) {
+                Some(step) => return step,
+                None => waiting = true,
+            }
         }
+    }
+    if waiting {
+        return Step::Wait(wake.0);
     }
     if let Some((index, _)) = running().next() {
         let (phase, message) = halt.stopped_task();

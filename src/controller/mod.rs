@@ -98,6 +98,9 @@ pub struct Context {
     /// The newest status this process wrote per run, because the watch cache that hands runs
     /// to `reconcile` can still hold an older copy.
     written: Arc<WrittenStatuses>,
+    /// True once the Job and pod watches (and the runs') have listed: until then their caches
+    /// are partial, and a Job's pods missing from them says nothing.
+    listed: tokio::sync::watch::Receiver<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -243,6 +246,7 @@ pub async fn run(
         pod_index,
         failures: std::sync::Mutex::new(HashMap::new()),
         written,
+        listed: synced.all.subscribe(),
     });
 
     let job_namespace = namespace.clone();
@@ -270,8 +274,9 @@ pub async fn run(
         );
         retained::keep(runs, context.clone(), health.clone())
     });
+    let mut all_listed = synced.all.subscribe();
     let retaining = tokio::spawn(async move {
-        synced.all.notified().await;
+        let _ = all_listed.wait_for(|listed| *listed).await;
         synced_health.set_synced();
         tracing::info!("watches synced; ready");
         // The retained runs are listed only now: however many there are, they do not hold up
@@ -522,10 +527,19 @@ fn report_watch<K>(
 }
 
 /// Which watches have finished their initial list.
-#[derive(Default)]
 struct Synced {
     listed: [AtomicBool; 3],
-    all: tokio::sync::Notify,
+    /// True once every watch has listed.
+    all: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Synced {
+    fn default() -> Self {
+        Synced {
+            listed: Default::default(),
+            all: tokio::sync::watch::channel(false).0,
+        }
+    }
 }
 
 impl Synced {
@@ -540,7 +554,7 @@ impl Synced {
                 && !synced.listed[index].swap(true, Ordering::SeqCst)
                 && synced.listed.iter().all(|l| l.load(Ordering::SeqCst))
             {
-                synced.all.notify_one();
+                synced.all.send_replace(true);
             }
         }
     }
@@ -579,6 +593,13 @@ fn error_policy(run: Arc<JobRun>, error: &ReconcileError, context: Arc<Context>)
 impl Context {
     fn leading(&self) -> bool {
         self.parts.leadership.borrow().is_leading()
+    }
+
+    /// Waits until every watch has listed once (at once after that): a run is decided on
+    /// whole caches only (a pod not listed yet is not a pod that does not exist).
+    async fn watches_listed(&self) {
+        let mut listed = self.listed.clone();
+        let _ = listed.wait_for(|listed| *listed).await;
     }
 
     /// Makes a side effect only while this replica holds the Lease, with at least
@@ -636,27 +657,40 @@ impl Context {
 
     fn pods_of_job(&self, job: &str) -> Vec<Arc<CachedPod>> {
         let namespace = &self.parts.settings.job_namespace;
-        let names = self.pod_index.names(job);
-        let mut pods: Vec<Arc<CachedPod>> = names
+        let mut pods: Vec<Arc<CachedPod>> = self
+            .pod_index
+            .names(job)
             .iter()
             .filter_map(|name| self.pods.get(&ObjectRef::new(name).within(namespace)))
             .collect();
-        if pods.len() < names.len() {
-            // A pod deleted while the watch re-listed never had its delete event; the store is
-            // the truth.
-            self.pod_index.keep_only(job, &pods);
-        }
         pods.sort_by_key(|pod| pod.metadata.creation_timestamp.clone().map(|t| t.0));
         pods
     }
 }
 
-/// Pod names by Job name, fed by the pod watch. Names are added on every applied pod and removed
-/// on deletes; a pod that vanished while the watch re-listed stays named until its Job is
-/// looked up, which checks the store and forgets it.
+/// Pod names by Job name, fed by the pod watch as its store is: names are added on every applied
+/// pod and removed on deletes, and a list (the first, or after the watch was lost) is gathered
+/// apart and replaces them when it is whole, as the store swaps its content then. So the index
+/// never names a pod the store does not have yet, nor keeps one deleted while the watch was away.
 #[derive(Default)]
 struct PodIndex {
-    by_job: std::sync::Mutex<HashMap<String, Vec<String>>>,
+    by_job: std::sync::Mutex<PodNames>,
+}
+
+#[derive(Default)]
+struct PodNames {
+    current: HashMap<String, Vec<String>>,
+    /// The list under way, swapped in at `InitDone`.
+    listing: Option<HashMap<String, Vec<String>>>,
+}
+
+fn add_pod(by_job: &mut HashMap<String, Vec<String>>, pod: &CachedPod) {
+    if let (Some(job), Some(name)) = (pod.job.as_deref(), pod.metadata.name.as_ref()) {
+        let names = by_job.entry(job.to_string()).or_default();
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
 }
 
 impl PodIndex {
@@ -665,38 +699,27 @@ impl PodIndex {
             return;
         };
         match event {
-            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
-                if let (Some(job), Some(name)) = (pod.job.as_deref(), pod.metadata.name.as_ref()) {
-                    let names = by_job.entry(job.to_string()).or_default();
-                    if !names.contains(name) {
-                        names.push(name.clone());
-                    }
+            Ok(watcher::Event::Init) => by_job.listing = Some(HashMap::new()),
+            Ok(watcher::Event::InitApply(pod)) => {
+                add_pod(by_job.listing.get_or_insert_with(HashMap::new), pod);
+            }
+            Ok(watcher::Event::InitDone) => {
+                if let Some(listed) = by_job.listing.take() {
+                    by_job.current = listed;
                 }
             }
+            Ok(watcher::Event::Apply(pod)) => add_pod(&mut by_job.current, pod),
             Ok(watcher::Event::Delete(pod)) => {
                 if let (Some(job), Some(name)) = (pod.job.as_deref(), pod.metadata.name.as_ref())
-                    && let Some(names) = by_job.get_mut(job)
+                    && let Some(names) = by_job.current.get_mut(job)
                 {
                     names.retain(|n| n != name);
                     if names.is_empty() {
-                        by_job.remove(job);
+                        by_job.current.remove(job);
                     }
                 }
             }
-            _ => {}
-        }
-    }
-
-    fn keep_only(&self, job: &str, pods: &[Arc<CachedPod>]) {
-        let Ok(mut by_job) = self.by_job.lock() else {
-            return;
-        };
-        let present = |name: &String| pods.iter().any(|p| p.metadata.name.as_ref() == Some(name));
-        if let Some(names) = by_job.get_mut(job) {
-            names.retain(present);
-            if names.is_empty() {
-                by_job.remove(job);
-            }
+            Err(_) => {}
         }
     }
 
@@ -704,7 +727,7 @@ impl PodIndex {
         self.by_job
             .lock()
             .ok()
-            .and_then(|by_job| by_job.get(job).cloned())
+            .and_then(|by_job| by_job.current.get(job).cloned())
             .unwrap_or_default()
     }
 }
@@ -787,9 +810,16 @@ mod tests {
     }
 
     #[test]
-    fn the_pod_index_follows_applies_and_deletes() {
+    fn the_pod_index_follows_applies_and_deletes_and_swaps_in_each_list_as_the_store_does() {
         let index = PodIndex::default();
+        index.record(&Ok(watcher::Event::Init));
         index.record(&Ok(watcher::Event::InitApply(pod("a-1", "a"))));
+        assert!(
+            index.names("a").is_empty(),
+            "not before the store has it: the list is whole only at InitDone"
+        );
+        index.record(&Ok(watcher::Event::InitDone));
+        assert_eq!(index.names("a"), ["a-1"]);
         index.record(&Ok(watcher::Event::Apply(pod("a-2", "a"))));
         index.record(&Ok(watcher::Event::Apply(pod("a-2", "a"))));
         index.record(&Ok(watcher::Event::Apply(pod("b-1", "b"))));
@@ -799,12 +829,13 @@ mod tests {
         index.record(&Ok(watcher::Event::Delete(pod("b-1", "b"))));
         assert!(index.names("b").is_empty());
         assert!(index.names("c").is_empty());
-        // A pod whose delete was missed is forgotten once a lookup finds it gone.
-        index.record(&Ok(watcher::Event::Apply(pod("a-3", "a"))));
-        index.keep_only("a", &[Arc::new(pod("a-3", "a"))]);
+        // The watch lost and listing again: the old names hold until the list is whole, then a
+        // pod deleted meanwhile (no delete event) is gone and one made meanwhile is there.
+        index.record(&Ok(watcher::Event::Init));
+        index.record(&Ok(watcher::Event::InitApply(pod("a-3", "a"))));
+        assert_eq!(index.names("a"), ["a-2"]);
+        index.record(&Ok(watcher::Event::InitDone));
         assert_eq!(index.names("a"), ["a-3"]);
-        index.keep_only("a", &[]);
-        assert!(index.by_job.lock().unwrap().is_empty());
     }
 
     fn done_run(phase: &str, finished: &str) -> JobRun {

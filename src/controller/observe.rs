@@ -109,9 +109,13 @@ pub fn stuck_pod<'a>(pods: impl IntoIterator<Item = &'a CachedPod>) -> Option<St
 /// The most of a warning's note a failure message quotes (the API server caps a note at 1 KiB).
 const WARNING_NOTE_BYTES: usize = 1024;
 
-/// The latest warning among a Job's events, as `reason: note`: what the Job controller said
-/// when it could not make a pod (`FailedCreate: Error creating: pods "…" is forbidden: …`).
-pub fn latest_warning(events: &[EventsV1]) -> Option<String> {
+/// The reason the Job controller gives a pod it could not make.
+pub const FAILED_CREATE: &str = "FailedCreate";
+
+/// The latest `FailedCreate` warning among a Job's events since `since` (the task's start: a
+/// Job of the same name before it is another Job), as `reason: note`: what the Job controller
+/// said when it could not make a pod (`FailedCreate: Error creating: pods "…" is forbidden: …`).
+pub fn latest_warning(events: &[EventsV1], since: Option<jiff::Timestamp>) -> Option<String> {
     let when = |event: &EventsV1| {
         event
             .event_time
@@ -128,7 +132,11 @@ pub fn latest_warning(events: &[EventsV1]) -> Option<String> {
     };
     let latest = events
         .iter()
-        .filter(|event| event.type_.as_deref() == Some("Warning"))
+        .filter(|event| {
+            event.type_.as_deref() == Some("Warning")
+                && event.reason.as_deref() == Some(FAILED_CREATE)
+                && since.is_none_or(|since| when(event).is_some_and(|at| at >= since))
+        })
         .max_by_key(|event| when(event))?;
     let mut note = latest.note.clone().unwrap_or_default();
     if note.len() > WARNING_NOTE_BYTES {
@@ -281,14 +289,36 @@ mod tests {
             event("c", "Normal", "2026-12-05T12:00:10Z", "not a warning"),
         ];
         assert_eq!(
-            latest_warning(&events),
+            latest_warning(&events, None),
             Some("FailedCreate: Error creating: forbidden".into())
         );
-        assert_eq!(latest_warning(&events[2..]), None, "no warning");
-        assert_eq!(latest_warning(&[]), None);
+        // The Job controller's other warnings (its deadline passed) say nothing of a pod not made.
+        let mut deadline = event(
+            "d",
+            "Warning",
+            "2026-12-05T12:00:30Z",
+            "Job was active longer",
+        );
+        deadline.reason = Some("DeadlineExceeded".into());
+        assert_eq!(
+            latest_warning(&[events[1].clone(), deadline], None),
+            Some("FailedCreate: Error creating: forbidden".into())
+        );
+        assert_eq!(latest_warning(&events[2..], None), None, "no warning");
+        assert_eq!(latest_warning(&[], None), None);
+        let since = "2026-12-05T12:00:05Z".parse().ok();
+        assert_eq!(
+            latest_warning(&events[..1], since),
+            None,
+            "before the task started: another Job of that name"
+        );
 
         let long = "é".repeat(WARNING_NOTE_BYTES);
-        let said = latest_warning(&[event("d", "Warning", "2026-12-05T12:00:01Z", &long)]).unwrap();
+        let said = latest_warning(
+            &[event("d", "Warning", "2026-12-05T12:00:01Z", &long)],
+            None,
+        )
+        .unwrap();
         assert!(said.len() <= "FailedCreate: ".len() + WARNING_NOTE_BYTES + '…'.len_utf8());
         assert!(said.ends_with("é…"), "cut on a character boundary: {said}");
     }

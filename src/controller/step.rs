@@ -27,7 +27,9 @@ use super::decide::{
 };
 use super::group::{Group, Member};
 use super::history::{self, RunEvent};
-use super::observe::{JobState, job_state, latest_warning, stuck_pod, termination_message};
+use super::observe::{
+    FAILED_CREATE, JobState, job_state, latest_warning, stuck_pod, termination_message,
+};
 use super::{Context, ReconcileError, logs, report};
 use crate::config::{NotifyKind, NotifyWhen};
 use crate::crd::{DeliveryState, JobRun, JobRunStatus, TaskPhase};
@@ -85,9 +87,9 @@ pub trait World {
     async fn delete_job(&self, name: &str) -> Result<(), ReconcileError>;
     /// An excerpt of at most `budget` bytes of the named Job's pods' logs.
     async fn task_logs(&self, name: &str, budget: usize) -> String;
-    /// Why the named Job made no pod (its latest warning, as the Job controller told it);
-    /// `None` when it has pods, or nothing says why.
-    async fn why_no_pod(&self, _name: &str) -> Option<String> {
+    /// Why the named Job made no pod (its latest `FailedCreate` since `since`, as the Job
+    /// controller told it); `None` when it made one, or nothing says why.
+    async fn why_no_pod(&self, _name: &str, _since: Option<Timestamp>) -> Option<String> {
         None
     }
     /// One attempt to deliver the event to `to`: its answer, or an error if the attempt was
@@ -306,7 +308,11 @@ impl<W: World> Executor<'_, W> {
                 let message = match message {
                     // A Job that failed (its deadline passed) without making a pod says why.
                     Some(message) if read_logs && phase == TaskPhase::Failed => {
-                        let why = self.world.why_no_pod(&job_name(run, status, index)).await;
+                        let started = task_started(status, index);
+                        let why = self
+                            .world
+                            .why_no_pod(&job_name(run, status, index), started)
+                            .await;
                         Some(explain_no_pod(message, why.as_deref()))
                     }
                     message => message,
@@ -315,7 +321,11 @@ impl<W: World> Executor<'_, W> {
                 record_task_end(run, status, index, phase, message, logs, now);
             }
             Step::AskWhyNoPod(index) => {
-                let why = self.world.why_no_pod(&job_name(run, status, index)).await;
+                let started = task_started(status, index);
+                let why = self
+                    .world
+                    .why_no_pod(&job_name(run, status, index), started)
+                    .await;
                 if let Some(slot) = looked_up.get_mut(index) {
                     *slot = Some(JobSeen::NoPod {
                         warning: why.map_or(NoPodWarning::Nothing, NoPodWarning::Said),
@@ -576,12 +586,22 @@ impl<W: World> Executor<'_, W> {
     }
 }
 
+/// When task `index` started (its Job was recorded).
+fn task_started(status: &JobRunStatus, index: usize) -> Option<Timestamp> {
+    status
+        .tasks
+        .get(index)
+        .and_then(|task| task.start_time.as_deref())
+        .and_then(|text| text.parse().ok())
+}
+
 /// Reconciles one JobRun: takes its steps while this replica leads.
 pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     if !ctx.leading() {
         // Another replica reconciles runs; this one takes them all up if it becomes leader.
         return Ok(Action::await_change());
     }
+    ctx.watches_listed().await;
     let name = run.name_any();
     let uid = run.metadata.uid.as_deref().unwrap_or_default();
     let Some(status) = ctx.written.newest(&name, uid, run.status_or_default()) else {
@@ -817,14 +837,17 @@ impl World for Cluster<'_> {
         logs::collect(&self.namespaced::<Pod>(), &pods, budget).await
     }
 
-    async fn why_no_pod(&self, name: &str) -> Option<String> {
-        if !self.ctx.pods_of_job(name).is_empty() {
+    async fn why_no_pod(&self, name: &str, since: Option<Timestamp>) -> Option<String> {
+        if !self.ctx.pods_of_job(name).is_empty()
+            || self.ctx.job(name).is_some_and(|job| job.made_a_pod())
+        {
             return None;
         }
-        let params =
-            ListParams::default().fields(&format!("regarding.kind=Job,regarding.name={name}"));
+        let params = ListParams::default().fields(&format!(
+            "regarding.kind=Job,regarding.name={name},reason={FAILED_CREATE}"
+        ));
         match self.namespaced::<EventsV1>().list(&params).await {
-            Ok(events) => latest_warning(&events.items),
+            Ok(events) => latest_warning(&events.items, since),
             Err(error) => {
                 tracing::warn!(job = name, %error, "cannot read why the Job made no pod");
                 None

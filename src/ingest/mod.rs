@@ -268,6 +268,9 @@ struct RunAnswer {
     name: String,
     action: String,
     status: RunStatus,
+    /// Why the API server refused to store the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -275,6 +278,8 @@ struct RunAnswer {
 enum RunStatus {
     Created,
     Duplicate,
+    /// The API server will not store it (too large, invalid): not worth a retry.
+    Refused,
 }
 
 #[derive(Debug, Serialize)]
@@ -293,7 +298,8 @@ async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
             Ok(taken) => {
                 state.metrics.event_received(taken.outcome.label());
                 any_runs |= matches!(taken.outcome, Outcome::Accepted | Outcome::Duplicate);
-                any_config_error |= taken.outcome == Outcome::ConfigError;
+                any_config_error |=
+                    matches!(taken.outcome, Outcome::ConfigError | Outcome::Refused);
                 answer.events.push(taken.answer);
             }
             Err(refusal) => {
@@ -356,6 +362,8 @@ pub(crate) enum Outcome {
     NotMatched,
     /// The service's config cannot be used (a failed run reports it for a `.triggered` event).
     ConfigError,
+    /// The API server refuses to store its runs (too large, invalid).
+    Refused,
 }
 
 impl Outcome {
@@ -366,6 +374,7 @@ impl Outcome {
             Outcome::Duplicate => "duplicate",
             Outcome::NotMatched => "not_matched",
             Outcome::ConfigError => "config_error",
+            Outcome::Refused => "refused",
         }
     }
 }
@@ -390,6 +399,15 @@ impl Taken<'_> {
     pub(crate) fn explanation(&self) -> Option<String> {
         if let Some(error) = &self.answer.error {
             return Some(error.clone());
+        }
+        let refused: Vec<String> = self
+            .answer
+            .runs
+            .iter()
+            .filter_map(|run| Some(format!("{}: {}", run.action, run.reason.as_deref()?)))
+            .collect();
+        if !refused.is_empty() {
+            return Some(refused.join("; "));
         }
         if self.answer.runs.is_empty() {
             let reasons = self.answer.not_matched.as_deref().unwrap_or_default();
@@ -520,10 +538,13 @@ pub(crate) async fn take_event<'a>(
             let runs = traced(runs);
             answer.runs = create_runs(state, runs).instrument(span.clone()).await?;
             answer.not_matched = Some(not_matched);
-            if answer.runs.iter().all(|r| r.status == RunStatus::Duplicate) {
-                Outcome::Duplicate
-            } else {
+            let any = |status| answer.runs.iter().any(|r| r.status == status);
+            if any(RunStatus::Created) {
                 Outcome::Accepted
+            } else if any(RunStatus::Refused) {
+                Outcome::Refused
+            } else {
+                Outcome::Duplicate
             }
         }
     };
@@ -584,9 +605,9 @@ fn unavailable(message: String, outcome: &'static str) -> Refusal {
 #[error("no answer within {}s", .0.as_secs_f32())]
 struct StoreTimeout(std::time::Duration);
 
-/// Creates the runs; an existing one is a duplicate delivery. A run the API server refuses as
-/// too large (413) or invalid (422) answers the same; any other failure, or no answer within
-/// the store timeout, answers 503 with `Retry-After`.
+/// Creates the runs; an existing one is a duplicate delivery, one the API server refuses as too
+/// large (413) or invalid (422) is `refused` with its reason. Any other failure, or no answer
+/// within the store timeout, answers 503 with `Retry-After`.
 async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAnswer>, Refusal> {
     let params = PostParams {
         field_manager: Some(crate::labels::FIELD_MANAGER.to_string()),
@@ -614,22 +635,20 @@ async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAn
                 RunStatus::Duplicate
             }
             // Too large to store (the event grows when stored as JSON), or invalid: the same
-            // run would be refused again, so the sender is told not to retry.
+            // run would be refused again. Its answer says so, and the event's other runs (and
+            // a batch's other events) are still taken.
             Err(kube::Error::Api(status)) if status.code == 413 || status.code == 422 => {
                 tracing::warn!(run = %name, reason = %status.message, "the API server refuses the run");
-                let (code, outcome) = if status.code == 413 {
-                    (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
-                } else {
-                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
-                };
-                return Err(Refusal {
-                    status: code,
-                    message: format!(
-                        "the Kubernetes API refuses to store the run of action {action:?}: {}",
+                results.push(RunAnswer {
+                    name,
+                    action,
+                    status: RunStatus::Refused,
+                    reason: Some(format!(
+                        "the Kubernetes API refuses to store the run: {}",
                         status.message
-                    ),
-                    outcome,
+                    )),
                 });
+                continue;
             }
             Err(problem) => {
                 tracing::warn!(run = %name, error = %problem, "cannot persist a run; answering 503");
@@ -644,6 +663,7 @@ async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAn
             name,
             action,
             status,
+            reason: None,
         });
     }
     Ok(results)

@@ -339,6 +339,15 @@ async fn fire(
                 why.unwrap_or_default()
             ),
         ),
+        (Outcome::Refused, why) => (
+            true,
+            "Refused",
+            format!(
+                "slot {slot}: event {} made no run: {}",
+                event.id(),
+                why.unwrap_or_default()
+            ),
+        ),
         (Outcome::ConfigError, why) => (
             true,
             "ConfigError",

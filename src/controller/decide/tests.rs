@@ -1250,6 +1250,20 @@ fn a_cancelled_run_reads_the_logs_and_deletes_the_running_job_then_skips_the_res
 fn a_cancel_records_a_task_that_ended_on_its_own_as_it_ended() {
     let run = cancelled(triggered(2), "bob");
     let status = running(&run);
+    // Its pods not in the watch yet: the cancel waits for them (the logs are there), rather
+    // than take the ended task for one it stopped.
+    assert_eq!(
+        next(
+            &run,
+            &status,
+            JobSeen::Succeeded {
+                message: None,
+                pods_seen: false
+            },
+            at(5)
+        ),
+        Step::Wait(Some(Duration::from_secs(25)))
+    );
     assert_eq!(
         next(
             &run,
