@@ -130,6 +130,9 @@ pub fn latest_warning(events: &[EventsV1], since: Option<jiff::Timestamp>) -> Op
                     .map(|time| time.0)
             })
     };
+    // Event times are whole seconds (the Job controller's `lastTimestamp`): one in the second
+    // the task started counts.
+    let since = since.and_then(|since| jiff::Timestamp::from_second(since.as_second()).ok());
     let latest = events
         .iter()
         .filter(|event| {
@@ -311,6 +314,12 @@ mod tests {
             latest_warning(&events[..1], since),
             None,
             "before the task started: another Job of that name"
+        );
+        let within_its_second = "2026-12-05T12:00:09.5Z".parse().ok();
+        assert_eq!(
+            latest_warning(&events[1..2], within_its_second),
+            Some("FailedCreate: Error creating: forbidden".into()),
+            "in the second the task started (event times are whole seconds)"
         );
 
         let long = "é".repeat(WARNING_NOTE_BYTES);
