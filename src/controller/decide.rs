@@ -526,28 +526,34 @@ fn halt_step(facts: &Facts<'_>, halt: Halt) -> Step {
             .filter(|(_, task)| task.phase == TaskPhase::Running)
     };
     // A Job that ended is recorded as it ended, once its pods (its logs, its outputs) are seen:
-    // the halt waits for them rather than take an ended task for one it stopped.
+    // the halt waits for them, for the grace a Job missing from its watch gets, rather than
+    // take an ended task for one it stopped; the other running tasks are stopped meanwhile.
     let mut wake = Wake::default();
-    let mut waiting = false;
+    let mut waiting = Vec::new();
     for (index, task) in running() {
         let seen = facts.jobs.get(index).unwrap_or(&JobSeen::NotCached);
         if matches!(seen, JobSeen::Succeeded { .. } | JobSeen::Failed { .. }) {
-            match running_step(facts, index, task, &mut wake) {
-                Some(step) => return step,
-                None => waiting = true,
+            let mut its_wake = Wake::default();
+            if let Some(step) = running_step(facts, index, task, &mut its_wake) {
+                return step;
+            }
+            let waited = since(task.start_time.as_deref(), facts.now);
+            if waited < facts.limits.missing_job_grace {
+                wake.within(facts.limits.missing_job_grace - waited);
+                waiting.push(index);
             }
         }
     }
-    if waiting {
-        return Step::Wait(wake.0);
-    }
-    if let Some((index, _)) = running().next() {
+    if let Some((index, _)) = running().find(|(index, _)| !waiting.contains(index)) {
         let (phase, message) = halt.stopped_task();
         return Step::HaltTask {
             index,
             phase,
             message,
         };
+    }
+    if !waiting.is_empty() {
+        return Step::Wait(wake.0);
     }
     let needs = graph::dependencies(&facts.run.spec.action.tasks);
     let ready = tasks.iter().enumerate().find(|(index, task)| {

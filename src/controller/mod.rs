@@ -259,6 +259,13 @@ pub async fn run(
         })
         // A replica that becomes leader takes every run up (as a follower it left them alone).
         .reconcile_all_on(gained)
+        .reconcile_all_on(futures::stream::unfold(
+            synced.relisted.subscribe(),
+            |mut relisted| async move {
+                relisted.changed().await.ok()?;
+                Some(((), relisted))
+            },
+        ))
         // A concurrency group's change wakes its waiting runs.
         .reconcile_on(futures::stream::unfold(woken, |mut woken| async move {
             let run = woken.recv().await?;
@@ -531,6 +538,11 @@ struct Synced {
     listed: [AtomicBool; 3],
     /// True once every watch has listed.
     all: tokio::sync::watch::Sender<bool>,
+    /// Counts the lists of the Job and pod watches after their first (the watch was lost): a
+    /// run reconciled while one was under way read the caches from before it (they take a
+    /// list whole at its end), and no event of the list's end wakes it, so every run is looked
+    /// at again then.
+    relisted: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Synced {
@@ -538,9 +550,13 @@ impl Default for Synced {
         Synced {
             listed: Default::default(),
             all: tokio::sync::watch::channel(false).0,
+            relisted: tokio::sync::watch::channel(0).0,
         }
     }
 }
+
+/// The watches whose lists after the first wake every run: the Jobs' and the pods'.
+const RELISTS_WAKE: [usize; 2] = [1, 2];
 
 impl Synced {
     /// An `inspect` callback marking watch `index` as listed at its first `InitDone`.
@@ -550,10 +566,14 @@ impl Synced {
     ) -> impl Fn(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
         let synced = self.clone();
         move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone))
-                && !synced.listed[index].swap(true, Ordering::SeqCst)
-                && synced.listed.iter().all(|l| l.load(Ordering::SeqCst))
-            {
+            if !matches!(event, Ok(watcher::Event::InitDone)) {
+                return;
+            }
+            if synced.listed[index].swap(true, Ordering::SeqCst) {
+                if RELISTS_WAKE.contains(&index) {
+                    synced.relisted.send_modify(|lists| *lists += 1);
+                }
+            } else if synced.listed.iter().all(|l| l.load(Ordering::SeqCst)) {
                 synced.all.send_replace(true);
             }
         }
@@ -807,6 +827,31 @@ mod tests {
                      "containers": [{"name": "task", "image": "y", "args": ["long"]}]}
         }))
         .unwrap()
+    }
+
+    /// Ready once every watch listed; each later list of the Jobs or pods wakes every run.
+    #[test]
+    fn the_first_lists_make_ready_and_later_ones_of_jobs_and_pods_wake_every_run() {
+        let synced = Arc::new(Synced::default());
+        let all = synced.all.subscribe();
+        let relisted = synced.relisted.subscribe();
+        let done = || Ok::<_, watcher::Error>(watcher::Event::<CachedPod>::InitDone);
+        synced.marker(0)(&done());
+        synced.marker(1)(&done());
+        assert!(!*all.borrow(), "the pods are not listed yet");
+        synced.marker(2)(&done());
+        assert!(*all.borrow());
+        assert_eq!(*relisted.borrow(), 0, "first lists wake nobody");
+        synced.marker(2)(&done());
+        synced.marker(1)(&done());
+        synced.marker(0)(&done());
+        assert_eq!(
+            *relisted.borrow(),
+            2,
+            "the runs' own re-list wakes each run anyway"
+        );
+        synced.marker(2)(&Ok::<_, watcher::Error>(watcher::Event::<CachedPod>::Init));
+        assert_eq!(*relisted.borrow(), 2);
     }
 
     #[test]

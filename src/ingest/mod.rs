@@ -391,6 +391,7 @@ impl Taken<'_> {
         self.answer
             .runs
             .iter()
+            .filter(|run| run.status != RunStatus::Refused)
             .map(|run| run.name.clone())
             .collect()
     }
@@ -541,10 +542,10 @@ pub(crate) async fn take_event<'a>(
             let any = |status| answer.runs.iter().any(|r| r.status == status);
             if any(RunStatus::Created) {
                 Outcome::Accepted
-            } else if any(RunStatus::Refused) {
-                Outcome::Refused
-            } else {
+            } else if any(RunStatus::Duplicate) {
                 Outcome::Duplicate
+            } else {
+                Outcome::Refused
             }
         }
     };
