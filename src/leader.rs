@@ -103,6 +103,51 @@ pub async fn within<T>(left: Duration, effect: impl std::future::Future<Output =
     .await
 }
 
+/// Runs `effect` while this replica leads: it is started only with more than `margin` of the
+/// lease left, and dropped once the lease would lapse. Renewals made meanwhile move that point
+/// on, so a slow effect of a leader that keeps renewing (a sink that takes its whole timeout,
+/// longer than the renew deadline) runs to its own end, while that of a leader that stops
+/// renewing, is paused or loses the Lease (to come back in a later term) is dropped: as in
+/// `within`, the lease is looked at before each poll of the effect.
+pub async fn while_leading<T>(
+    leadership: &watch::Receiver<Leadership>,
+    margin: Duration,
+    effect: impl std::future::Future<Output = T>,
+) -> Result<T, NotLeader> {
+    use std::task::Poll;
+    let term = {
+        let current = leadership.borrow();
+        current.fence(margin)?;
+        current.term()
+    };
+    let mut effect = std::pin::pin!(effect);
+    let mut expiry = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+    std::future::poll_fn(|cx| {
+        loop {
+            let left = {
+                let current = leadership.borrow();
+                current
+                    .fence(Duration::ZERO)
+                    .ok()
+                    .filter(|_| current.term() == term)
+            };
+            let Some(left) = left else {
+                return Poll::Ready(Err(NotLeader(
+                    "the lease would lapse before the request was done".into(),
+                )));
+            };
+            if let Poll::Ready(done) = effect.as_mut().poll(cx) {
+                return Poll::Ready(Ok(done));
+            }
+            expiry.as_mut().reset(tokio::time::Instant::now() + left);
+            if expiry.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
+}
+
 impl Leadership {
     /// The time left to finish a side effect in, if this replica leads for at least `margin`
     /// more: the effect must be sent within it (and is dropped when it is not done by then).
@@ -116,6 +161,14 @@ impl Leadership {
                 Some(holder) => format!("{holder} holds the lease"),
                 None => "nobody holds the lease".into(),
             })),
+        }
+    }
+
+    /// The term (the Lease's transitions) this replica leads in.
+    fn term(&self) -> Option<i32> {
+        match self {
+            Leadership::Leading { term, .. } => Some(*term),
+            Leadership::Following { .. } => None,
         }
     }
 
@@ -490,6 +543,63 @@ mod tests {
             1
         };
         assert_eq!(within(Duration::ZERO, effect).await, None);
+        assert!(!started.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn an_effect_runs_while_the_lease_is_renewed_and_is_dropped_when_it_would_lapse() {
+        let leading = |left_ms: u64, term: i32| Leadership::Leading {
+            valid_until: Instant::now() + Duration::from_millis(left_ms),
+            term,
+        };
+        let slow = || async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            1
+        };
+        let margin = Duration::from_millis(10);
+
+        // Renewed every 50 ms, 100 ms ahead each time: the effect outlives its first lease.
+        let (tx, rx) = watch::channel(leading(100, 1));
+        let renewals = tokio::spawn(async move {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                tx.send_replace(leading(100, 1));
+            }
+        });
+        assert_eq!(while_leading(&rx, margin, slow()).await.unwrap(), 1);
+        renewals.abort();
+
+        // Not renewed: dropped when the lease would lapse, long before the effect's end.
+        let (_tx, rx) = watch::channel(leading(100, 1));
+        let began = Instant::now();
+        assert!(while_leading(&rx, margin, slow()).await.is_err());
+        assert!(
+            began.elapsed() < Duration::from_millis(250),
+            "{:?}",
+            began.elapsed()
+        );
+
+        // Lost and won again meanwhile (a later term): dropped.
+        let (tx, rx) = watch::channel(leading(100, 1));
+        let regained = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            tx.send_replace(Leadership::Following { holder: None });
+            tx.send_replace(leading(1000, 2));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        });
+        assert!(while_leading(&rx, margin, slow()).await.is_err());
+        regained.abort();
+
+        // Not leading, or not for more than the margin: never started.
+        let started = std::sync::atomic::AtomicBool::new(false);
+        let effect = || async {
+            started.store(true, std::sync::atomic::Ordering::SeqCst);
+            1
+        };
+        let (_tx, rx) = watch::channel(Leadership::Following { holder: None });
+        assert!(while_leading(&rx, margin, effect()).await.is_err());
+        let (_tx, rx) = watch::channel(leading(5, 1));
+        assert!(while_leading(&rx, margin, effect()).await.is_err());
         assert!(!started.load(std::sync::atomic::Ordering::SeqCst));
     }
 

@@ -640,6 +640,48 @@ async fn a_sink_outage_delays_finished_until_the_sink_is_back() {
     );
 }
 
+/// A sink that takes `.started` and never answers holds nothing up: each attempt ends at the
+/// sink's timeout and is recorded and retried while the tasks run. The lease's renewals carry
+/// an attempt past the renew deadline (2 s here, under the sink's 3 s timeout): a request is
+/// dropped only when the lease would lapse, not when its first renewal is due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_never_answers_holds_nothing_up() {
+    let mut args = support::SHORT_LEASE.to_vec();
+    args.extend(["--sink-timeout-seconds", "3"]);
+    let h = Harness::start(&args).await;
+    h.sink.set_policy(|event| {
+        if event.event_type.ends_with(".started") {
+            support::Reply::Hang
+        } else {
+            support::Reply::Accept
+        }
+    });
+    let event = sample_with_id("test.triggered.json", "sink-hangs");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    wait_for("the run to succeed while .started is retried", LONG, || {
+        h.jobruns()
+            .first()
+            .is_some_and(|run| run["status"]["phase"] == "Succeeded")
+    })
+    .await;
+    let run = h.jobruns()[0].clone();
+    let started = &run["status"]["started"];
+    assert_eq!(started["state"], "Pending", "{run}");
+    assert!(started["attempts"].as_u64().unwrap() >= 1, "{run}");
+    assert_eq!(
+        started["lastError"], "the sink did not answer within 3s",
+        "{run}"
+    );
+    assert!(
+        h.sink.of_type(".finished").is_empty(),
+        ".finished follows .started"
+    );
+
+    h.sink.accept_all();
+    let finished = h.wait_finished("sink-hangs", LONG).await;
+    assert_eq!(finished.data["status"], "succeeded");
+}
+
 /// Knative-style delivery: an https:// sink trusted through a CA bundle, its token read from
 /// a header file that is rotated while the operator runs, a bounded number of linear retries,
 /// and a dead-letter sink that receives what the sink would not take, saying why.

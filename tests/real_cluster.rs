@@ -253,6 +253,30 @@ async fn a_job_that_makes_no_pod_fails_the_run_with_the_job_controllers_warning(
     .await;
 }
 
+/// A task past its `maxPollDuration` fails with the Job's `DeadlineExceeded` and, read while
+/// the Job controller stops its pod, the logs of what it was doing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_past_its_deadline_fails_with_its_logs() {
+    let config = config_dir(
+        "deadline",
+        "apiVersion: v2\nactions:\n  - name: hangs\n    events: [{name: sh.keptn.event.test.triggered}]\n    tasks:\n      - name: hung test\n        image: job-executor.test/sleep\n        args: [\"60\"]\n        maxPollDuration: 2\n",
+    );
+    let h = ClusterHarness::start("deadline", &config, &[]).await;
+    let event = sample_with_id("test.triggered.json", "cluster-deadline");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let finished = h.wait_finished("cluster-deadline", LONG).await;
+    assert_eq!(finished.data["status"], "errored", "{}", finished.data);
+    let message = message(&finished);
+    let job = h.jobs_created()[0].clone();
+    assert!(
+        message.starts_with(&format!(
+            "Task 'hung test' failed: DeadlineExceeded: Job was active longer than specified \
+             deadline\nLogs:\n[{job}-"
+        )) && message.ends_with("/task]\n60"),
+        "{message}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_that_never_starts_fails_the_action_and_its_job_is_removed() {
     let config = two_tasks("stuck", "alpine:3.20", "job-executor.test/never-starts", "");

@@ -367,7 +367,7 @@ pub struct SinkArgs {
     #[arg(long, env = "JOB_EXECUTOR_SINK_CA_FILE")]
     pub sink_ca_file: Option<PathBuf>,
     /// Seconds one delivery attempt may take.
-    #[arg(long, env = "JOB_EXECUTOR_SINK_TIMEOUT_SECONDS", default_value_t = 10)]
+    #[arg(long, env = "JOB_EXECUTOR_SINK_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub sink_timeout_seconds: u64,
     /// Retries of an undeliverable event after its first attempt (unset: as many as
     /// `--sink-give-up-after-seconds` allows).

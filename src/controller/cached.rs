@@ -54,9 +54,9 @@ impl From<JobRead> for CachedJob {
     }
 }
 
-/// Of a Job's status, the conditions that end it (`Complete`, `Failed`) and the counts of its
-/// pods (whether it ever made one); the conditions on the way (`SuccessCriteriaMet`,
-/// `FailureTarget`) are not read.
+/// Of a Job's status, the conditions that end it (`Complete`, `Failed`, and `FailureTarget`,
+/// which says `Failed` will follow once its pods are gone) and the counts of its pods (whether
+/// it ever made one); `SuccessCriteriaMet` is not read.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct CachedJobStatus {
     #[serde(default, deserialize_with = "read_job_conditions")]
@@ -99,7 +99,7 @@ fn read_job_conditions<'de, D: Deserializer<'de>>(
     let conditions = Option::<Vec<Condition>>::deserialize(deserializer)?.unwrap_or_default();
     Ok(conditions
         .into_iter()
-        .filter(|c| c.type_ == "Complete" || c.type_ == "Failed")
+        .filter(|c| matches!(c.type_.as_str(), "Complete" | "Failed" | "FailureTarget"))
         .collect())
 }
 

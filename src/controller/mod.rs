@@ -623,16 +623,15 @@ impl Context {
     }
 
     /// Makes a side effect only while this replica holds the Lease, with at least
-    /// `FENCE_MARGIN` to spare, and drops it if it is not done before the lease would lapse:
-    /// a paused or partitioned ex-leader sends nothing once a standby may have taken over.
+    /// `FENCE_MARGIN` to spare, and drops it if it is not done before the lease would lapse
+    /// (renewals meanwhile move that on): a paused or partitioned ex-leader sends nothing once
+    /// a standby may have taken over, while a leader that keeps renewing lets a slow request
+    /// (a sink's whole timeout) end on its own.
     async fn fenced<T>(
         &self,
         effect: impl std::future::Future<Output = T>,
     ) -> Result<T, ReconcileError> {
-        let left = self.parts.leadership.borrow().fence(FENCE_MARGIN)?;
-        crate::leader::within(left, effect).await.ok_or_else(|| {
-            NotLeader("the lease would lapse before the request was done".into()).into()
-        })
+        Ok(crate::leader::while_leading(&self.parts.leadership, FENCE_MARGIN, effect).await?)
     }
 
     /// A run of a concurrency group as the cache has it, its phase the newest this process

@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::events::v1::Event as EventsV1;
 
-use super::cached::{CachedJob, CachedPod};
+use super::cached::{CachedJob, CachedPod, Condition};
 
 /// Where a task's Job stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,29 +12,31 @@ pub enum JobState {
     Failed { reason: String, message: String },
 }
 
-/// Reads the terminal conditions the Job controller sets (`Complete`, `Failed`).
+/// Reads the terminal conditions the Job controller sets (`Complete`, `Failed`). A Job that
+/// will fail is failed from `FailureTarget` on: the Job controller sets it (with the reason
+/// `Failed` gets), then deletes the Job's running pods, and sets `Failed` only once they are
+/// gone; read at `FailureTarget`, the task's logs are those of pods that are still stopping (a
+/// task past its `maxPollDuration` still says what it was doing).
 pub fn job_state(job: &CachedJob) -> JobState {
     let conditions = job
         .status
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    for condition in conditions {
-        if condition.status != "True" {
-            continue;
-        }
+    let failed = |condition: &Condition| JobState::Failed {
+        reason: condition.reason.clone().unwrap_or_else(|| "Failed".into()),
+        message: condition.message.clone().unwrap_or_default(),
+    };
+    let mut failing = None;
+    for condition in conditions.iter().filter(|c| c.status == "True") {
         match condition.type_.as_str() {
             "Complete" => return JobState::Succeeded,
-            "Failed" => {
-                return JobState::Failed {
-                    reason: condition.reason.clone().unwrap_or_else(|| "Failed".into()),
-                    message: condition.message.clone().unwrap_or_default(),
-                };
-            }
+            "Failed" => return failed(condition),
+            "FailureTarget" => failing = Some(condition),
             _ => {}
         }
     }
-    JobState::Running
+    failing.map_or(JobState::Running, failed)
 }
 
 /// Waiting reasons that mean a container will not start without someone changing something.
@@ -194,6 +196,23 @@ mod tests {
                 reason: "DeadlineExceeded".into(),
                 message: "Job was active longer than specified deadline".into()
             }
+        );
+        assert_eq!(
+            job_state(&job(json!([
+                {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded",
+                 "message": "Job was active longer than specified deadline"}
+            ]))),
+            JobState::Failed {
+                reason: "DeadlineExceeded".into(),
+                message: "Job was active longer than specified deadline".into()
+            },
+            "a Job that will fail has failed: its pods are still stopping, their logs readable"
+        );
+        assert_eq!(
+            job_state(&job(json!([
+                {"type": "FailureTarget", "status": "False", "reason": "DeadlineExceeded"}
+            ]))),
+            JobState::Running
         );
     }
 

@@ -42,6 +42,9 @@ struct Spec {
     name: &'static str,
     min: u8,
     max: u8,
+    /// Where `*` and `N/S` end: the range's end but for the day of week, where 7 is only
+    /// Sunday's other number (`1/2` is Monday, Wednesday and Friday, not Sunday too).
+    last: u8,
     names: &'static [&'static str],
 }
 
@@ -49,24 +52,28 @@ const MINUTE: Spec = Spec {
     name: "minute",
     min: 0,
     max: 59,
+    last: 59,
     names: &[],
 };
 const HOUR: Spec = Spec {
     name: "hour",
     min: 0,
     max: 23,
+    last: 23,
     names: &[],
 };
 const DAY_OF_MONTH: Spec = Spec {
     name: "day-of-month",
     min: 1,
     max: 31,
+    last: 31,
     names: &[],
 };
 const MONTH: Spec = Spec {
     name: "month",
     min: 1,
     max: 12,
+    last: 12,
     names: &[
         "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
     ],
@@ -76,6 +83,7 @@ const DAY_OF_WEEK: Spec = Spec {
     name: "day-of-week",
     min: 0,
     max: 7,
+    last: 6,
     names: &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
 };
 
@@ -215,7 +223,8 @@ fn parse_field(text: &str, spec: &Spec) -> Result<Field, CronError> {
     for item in text.split(',') {
         let (range, step) = match item.split_once('/') {
             Some((range, step)) => {
-                let step: u8 =
+                // A step past the range's end leaves its start alone, as in cron.
+                let step: u32 =
                     step.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
                         invalid(format!("the step {step:?} is not a number above 0"))
                     })?;
@@ -224,18 +233,25 @@ fn parse_field(text: &str, spec: &Spec) -> Result<Field, CronError> {
             None => (item, 1),
         };
         let (low, high) = if range == "*" {
-            (spec.min, spec.max)
+            (spec.min, spec.last)
         } else if let Some((low, high)) = range.split_once('-') {
             (value(low, spec, &invalid)?, value(high, spec, &invalid)?)
         } else {
             let low = value(range, spec, &invalid)?;
             // `N/S` runs from N to the end of the range.
-            (low, if item.contains('/') { spec.max } else { low })
+            (
+                low,
+                if item.contains('/') {
+                    spec.last.max(low)
+                } else {
+                    low
+                },
+            )
         };
         if low > high {
             return Err(invalid(format!("the range {range:?} runs backwards")));
         }
-        for v in (low..=high).step_by(usize::from(step)) {
+        for v in (low..=high).step_by(usize::try_from(step).unwrap_or(usize::MAX)) {
             bits |= 1 << v;
         }
     }
@@ -299,6 +315,19 @@ mod tests {
             "7 is Sunday"
         );
         assert_eq!(next("0 0 1 jan *", at), date(2027, 1, 1).at(0, 0, 0, 0));
+        // From Monday every other day: Monday, Wednesday, Friday; Sunday is 7 only by name.
+        let weekdays = Cron::parse("0 0 * * 1/2").unwrap();
+        assert_eq!(weekdays, Cron::parse("0 0 * * 1,3,5").unwrap());
+        assert_eq!(
+            Cron::parse("0 0 * * 2/5").unwrap(),
+            Cron::parse("0 0 * * 2").unwrap()
+        );
+        assert_eq!(
+            Cron::parse("0 0 * * 7/2").unwrap(),
+            Cron::parse("0 0 * * 0").unwrap()
+        );
+        // A step past the range's end leaves its start.
+        assert_eq!(next("*/300 * * * *", at), date(2026, 12, 1).at(11, 0, 0, 0));
         assert_eq!(next("@hourly", at), date(2026, 12, 1).at(11, 0, 0, 0));
         assert_eq!(next("@weekly", at), date(2026, 12, 6).at(0, 0, 0, 0));
         assert_eq!(next("@yearly", at), date(2027, 1, 1).at(0, 0, 0, 0));
@@ -311,6 +340,8 @@ mod tests {
         assert_eq!(next("0 0 15 * fri", at), date(2026, 12, 4).at(0, 0, 0, 0));
         // Only the day of month restricted.
         assert_eq!(next("0 0 15 * *", at), date(2026, 12, 15).at(0, 0, 0, 0));
+        // A field that starts with `*` is not restricted (crontab(5)): Mondays of odd date.
+        assert_eq!(next("0 0 */2 * mon", at), date(2026, 12, 7).at(0, 0, 0, 0));
         // The 29th of February comes in a leap year.
         assert_eq!(next("0 0 29 2 *", at), date(2028, 2, 29).at(0, 0, 0, 0));
     }

@@ -438,7 +438,7 @@ fn full_values_reach_the_manifests() {
         ("JOB_EXECUTOR_READ_TIMEOUT_SECONDS", "10"),
         ("JOB_EXECUTOR_MAX_CONNECTIONS", "256"),
         ("JOB_EXECUTOR_MAX_RUNS_IN_FLIGHT", "500"),
-        ("JOB_EXECUTOR_SINK_MODE", "structured"),
+        ("JOB_EXECUTOR_SINK_MODE", "binary"),
         ("JOB_EXECUTOR_DEFAULT_SERVICE_ACCOUNT", "jx-task"),
         (
             "JOB_EXECUTOR_GIT_URL",

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::HeaderMap;
 use axum::routing::post;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
@@ -207,21 +206,24 @@ fn decode_base64(text: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-/// The sink: records the `ce-type` of every event the operator sends.
+/// The sink, reading events as Keptn's API does (its `POST /v1/event` takes the whole event
+/// as the JSON body, `type`, `source` and `data` required, and refuses anything else with
+/// 422): records the `type` of every event it takes.
 async fn sink() -> (String, Arc<Mutex<Vec<String>>>) {
     let types: Arc<Mutex<Vec<String>>> = Arc::default();
     let recorded = types.clone();
     let app = Router::new().route(
         "/",
-        post(move |headers: HeaderMap| {
+        post(move |body: axum::body::Bytes| {
             let recorded = recorded.clone();
             async move {
-                let kind = headers
-                    .get("ce-type")
-                    .map(|t| t.to_str().unwrap().to_string())
-                    .unwrap_or_default();
-                recorded.lock().unwrap().push(kind);
-                "ok"
+                let event: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let kind = event["type"].as_str().unwrap_or_default();
+                if kind.is_empty() || !event["source"].is_string() || event["data"].is_null() {
+                    return axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+                }
+                recorded.lock().unwrap().push(kind.to_string());
+                axum::http::StatusCode::OK
             }
         }),
     );

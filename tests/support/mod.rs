@@ -112,6 +112,9 @@ pub enum Reply {
     Refuse,
     /// Kill the operator before answering (it never learns the event arrived).
     KillOperator,
+    /// Take the event and answer nothing for a minute (a sink behind a network that drops
+    /// the answers, or one that hangs).
+    Hang,
 }
 
 type Policy = Box<dyn FnMut(&Received) -> Reply + Send>;
@@ -181,6 +184,11 @@ async fn sink_handler(State(sink): State<TestSink>, headers: HeaderMap, body: By
         None => Reply::Accept,
     };
     match reply {
+        Reply::Hang => {
+            sink.received.lock().unwrap().push(received);
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            StatusCode::ACCEPTED
+        }
         Reply::Accept => {
             sink.received.lock().unwrap().push(received);
             StatusCode::ACCEPTED
