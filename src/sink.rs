@@ -67,7 +67,7 @@ pub enum DeliveryError {
     #[error("the sink refused the event: {status} {message}")]
     Rejected { status: u16, message: String },
     /// Not worth retrying, for the reason the message gives (a notification's target that is
-    /// not configured, or refused it).
+    /// not configured, or refused it; an event that cannot be encoded; no dead-letter sink).
     #[error("{message}")]
     Refused { message: String },
 }
@@ -206,8 +206,7 @@ impl HttpSink {
             headers.extend(more);
         }
         let request = build_request(event, self.mode, &self.url, &headers).map_err(|e| {
-            DeliveryError::Rejected {
-                status: 0,
+            DeliveryError::Refused {
                 message: format!("cannot encode the event: {e}"),
             }
         })?;
@@ -240,39 +239,58 @@ pub(crate) enum NoAnswer {
     TimedOut,
 }
 
-/// Sends `request` and reads the whole answer, within `timeout`.
+/// The most of an answer's body that is read: a refusal's message quotes its start.
+const ANSWER_BODY_BYTES: usize = 4096;
+
+/// Sends `request` and reads the answer, within `timeout`. The status is the answer: of the
+/// body, only the first `ANSWER_BODY_BYTES` are read, and one that is slow or breaks off
+/// changes nothing but the message a refusal quotes (a sink that answered 202 has the event).
 pub(crate) async fn exchange(
     client: &Client<Connector, Full<Bytes>>,
     request: Request<Full<Bytes>>,
     timeout: Duration,
 ) -> Result<Answer, NoAnswer> {
-    let attempt = async {
-        let response = client
-            .request(request)
-            .await
-            .map_err(|e| NoAnswer::Unreachable(error_chain(&e)))?;
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        Ok(Answer {
-            status,
-            retry_after,
-            body,
-        })
-    };
-    tokio::time::timeout(timeout, attempt)
+    let deadline = tokio::time::Instant::now() + timeout;
+    let response = tokio::time::timeout_at(deadline, client.request(request))
         .await
-        .unwrap_or(Err(NoAnswer::TimedOut))
+        .map_err(|_| NoAnswer::TimedOut)?
+        .map_err(|e| NoAnswer::Unreachable(error_chain(&e)))?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry_after(v, jiff::Timestamp::now()));
+    let mut body = response.into_body();
+    let mut kept = Vec::new();
+    let read = async {
+        while kept.len() < ANSWER_BODY_BYTES {
+            let Some(Ok(frame)) = body.frame().await else {
+                break;
+            };
+            if let Ok(data) = frame.into_data() {
+                let room = ANSWER_BODY_BYTES - kept.len();
+                kept.extend_from_slice(&data[..data.len().min(room)]);
+            }
+        }
+    };
+    let _ = tokio::time::timeout_at(deadline, read).await;
+    Ok(Answer {
+        status,
+        retry_after,
+        body: Bytes::from(kept),
+    })
+}
+
+/// A `Retry-After` value: seconds, or an HTTP date (RFC 9110), as the wait from `now` (none
+/// for a date past).
+fn retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+    Some(Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO))
 }
 
 /// An HTTP/1 client for `http://` and `https://` URLs. Trust anchors are only loaded for
@@ -654,6 +672,85 @@ mod tests {
             "shkeptncontext": "ctx", "data": {"status": "succeeded", "message": "ünïcode"}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_or_as_an_http_date() {
+        let now: jiff::Timestamp = "2026-10-21T07:27:00Z".parse().unwrap();
+        assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2026 07:28:00 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2026 07:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date past: at once"
+        );
+        assert_eq!(retry_after("soon", now), None);
+    }
+
+    /// A server that answers every connection with `answer` (raw HTTP), then keeps the
+    /// connection open for a minute.
+    async fn answering(answer: Vec<u8>) -> Uri {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    let _ = socket.write_all(&answer).await;
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                });
+            }
+        });
+        url.parse().unwrap()
+    }
+
+    fn post(url: &Uri) -> Request<Full<Bytes>> {
+        Request::post(url.clone())
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_status_is_the_answer_whatever_the_body_does() {
+        let client = http_client(false, None, Duration::from_secs(1)).unwrap();
+        // Accepted, then the body stalls: delivered, once the attempt's time is up.
+        let url =
+            answering(b"HTTP/1.1 202 Accepted\r\nContent-Length: 100\r\n\r\npartial".to_vec())
+                .await;
+        let answer = exchange(&client, post(&url), Duration::from_millis(300))
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+        assert_eq!(answer.body, "partial");
+        assert_eq!(classify(answer.status, None, &answer.body), Ok(()));
+
+        // Refused with a body of a mebibyte: the start of it is kept, nothing more.
+        let mut refusal =
+            b"HTTP/1.1 400 Bad Request\r\nRetry-After: 7\r\nContent-Length: 1048576\r\n\r\n"
+                .to_vec();
+        refusal.extend(std::iter::repeat_n(b'x', 1 << 20));
+        let url = answering(refusal).await;
+        let answer = exchange(&client, post(&url), Duration::from_secs(5))
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer.retry_after, Some(Duration::from_secs(7)));
+        assert_eq!(answer.body.len(), ANSWER_BODY_BYTES);
+
+        // No answer at all: timed out.
+        let url = answering(Vec::new()).await;
+        assert!(matches!(
+            exchange(&client, post(&url), Duration::from_millis(200)).await,
+            Err(NoAnswer::TimedOut)
+        ));
     }
 
     #[test]

@@ -238,6 +238,19 @@ async fn a_run_tells_its_targets(server: &impl Replicas, receivers: &Receivers) 
         finished.id,
         "the same event as the sink's"
     );
+    // The same events as the sink's: the same id and time (`.finished`: the run's end,
+    // recorded before either is sent), whichever went first.
+    let sunk = server.sink.for_trigger("ok-1");
+    for (heard, kind) in audit.iter().zip([".started", ".finished"]) {
+        let sent = sunk.iter().find(|e| e.event_type.ends_with(kind)).unwrap();
+        assert_eq!(heard.body["id"].as_str().unwrap(), sent.id, "{kind}");
+        let time = |text: &str| text.parse::<jiff::Timestamp>().unwrap();
+        assert_eq!(
+            time(heard.body["time"].as_str().unwrap()),
+            time(sent.headers["ce-time"].to_str().unwrap()),
+            "{kind}"
+        );
+    }
     assert_eq!(audit[1].body["triggeredid"], "ok-1");
     assert_eq!(audit[1].body["data"]["result"], "pass");
     assert_eq!(audit[1].body["data"]["service"], "carts");

@@ -1606,7 +1606,8 @@ async fn metrics_count_what_happened() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_logs_are_cut_to_the_cap_and_the_finished_event_still_arrives() {
     let h = Harness::start(&["--log-excerpt-bytes", "4096"]).await;
-    let lines: Vec<String> = (0..20_000).map(|i| format!("request {i} ok")).collect();
+    // About 10 MiB: the tail is the log's own end, however long the log.
+    let lines: Vec<String> = (0..500_000).map(|i| format!("request {i} ok")).collect();
     h.sim.runtime().set(
         ImageRule::image("locustio/locust:*"),
         Behavior::exit(0).output(lines),
@@ -1618,7 +1619,7 @@ async fn large_logs_are_cut_to_the_cap_and_the_finished_event_still_arrives() {
     let message = data["message"].as_str().unwrap();
     assert!(message.len() < 4096 + 512, "{}", message.len());
     assert!(message.contains("request 0 ok"), "the head is kept");
-    assert!(message.contains("request 19999 ok"), "the tail is kept");
+    assert!(message.ends_with("request 499999 ok"), "the tail is kept");
     assert!(message.contains("bytes omitted ...]"), "{message}");
 }
 

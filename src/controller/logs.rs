@@ -6,37 +6,118 @@ use kube::api::{Api, LogParams};
 
 use super::cached::CachedPod;
 
-/// The most read from one container; longer logs are cut before the excerpt is made.
-const FETCH_LIMIT_BYTES: i64 = 8 * 1024 * 1024;
+/// The most read from one container: past it the rest of its log is not streamed (a log of
+/// gigabytes would hold the task's end for as long as that takes), and the excerpt's tail is
+/// the text around this point.
+const FETCH_LIMIT_BYTES: i64 = 256 * 1024 * 1024;
 
-/// At most `cap` bytes: the first and last halves of `text` around a marker that says how many
-/// bytes were left out. Cuts fall on character boundaries.
-pub fn excerpt(text: &str, cap: usize) -> String {
-    if text.len() <= cap {
-        return text.to_string();
+/// Room for the marker between head and tail.
+const MARKER_ROOM: usize = 48;
+
+/// The head and the tail of a stream of bytes, at most `cap` bytes with the marker that says
+/// how many were left out, however long the stream: the middle is dropped as it comes.
+struct Excerpt {
+    cap: usize,
+    /// Everything, until it outgrows `cap`; then the head.
+    head: Vec<u8>,
+    /// Once the stream outgrew `cap`: its last bytes.
+    tail: Option<std::collections::VecDeque<u8>>,
+    omitted: usize,
+}
+
+impl Excerpt {
+    fn new(cap: usize) -> Self {
+        Excerpt {
+            cap,
+            head: Vec::new(),
+            tail: None,
+            omitted: 0,
+        }
     }
-    let marker_room = 48;
-    let keep = cap.saturating_sub(marker_room);
-    let mut head_end = keep / 2;
-    while !text.is_char_boundary(head_end) {
-        head_end -= 1;
+
+    fn push(&mut self, mut bytes: &[u8]) {
+        let keep = self.cap.saturating_sub(MARKER_ROOM);
+        let head_room = keep / 2;
+        let tail_room = keep - head_room;
+        let tail = match &mut self.tail {
+            Some(tail) => tail,
+            None => {
+                if self.head.len() + bytes.len() <= self.cap {
+                    self.head.extend_from_slice(bytes);
+                    return;
+                }
+                // Outgrown: the head keeps its first bytes, the rest goes on to the tail.
+                let mut tail = std::collections::VecDeque::with_capacity(tail_room);
+                if self.head.len() > head_room {
+                    tail.extend(self.head.drain(head_room..));
+                } else {
+                    let fill = (head_room - self.head.len()).min(bytes.len());
+                    self.head.extend_from_slice(&bytes[..fill]);
+                    bytes = &bytes[fill..];
+                }
+                self.tail.insert(tail)
+            }
+        };
+        // Of a long piece, only its end can stay.
+        let skipped = bytes.len().saturating_sub(tail_room);
+        bytes = &bytes[skipped..];
+        tail.extend(bytes);
+        let over = tail.len().saturating_sub(tail_room);
+        tail.drain(..over);
+        self.omitted += skipped + over;
     }
-    let mut tail_start = text.len() - (keep - keep / 2);
-    while !text.is_char_boundary(tail_start) {
-        tail_start += 1;
+
+    /// The excerpt as text: cuts moved to character boundaries, bytes that are not UTF-8
+    /// shown as U+FFFD, trailing white space dropped.
+    fn finish(mut self) -> String {
+        let Some(tail) = self.tail else {
+            return String::from_utf8_lossy(&self.head).trim_end().to_string();
+        };
+        let continues = |byte: u8| byte & 0xC0 == 0x80;
+        // A character the head's end cuts goes whole to the omitted part; so do the bytes of
+        // one the tail starts inside of.
+        let back = self
+            .head
+            .iter()
+            .rev()
+            .take(3)
+            .take_while(|byte| continues(**byte))
+            .count();
+        if let Some(&lead) = self.head.iter().rev().nth(back) {
+            let length = match lead {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF7 => 4,
+                _ => 1,
+            };
+            if back + 1 < length {
+                self.head.truncate(self.head.len() - back - 1);
+                self.omitted += back + 1;
+            }
+        }
+        let mut tail: Vec<u8> = tail.into();
+        let cut = tail
+            .iter()
+            .take(3)
+            .take_while(|byte| continues(**byte))
+            .count();
+        tail.drain(..cut);
+        self.omitted += cut;
+        format!(
+            "{}\n[... {} bytes omitted ...]\n{}",
+            String::from_utf8_lossy(&self.head),
+            self.omitted,
+            String::from_utf8_lossy(&tail).trim_end()
+        )
     }
-    let omitted = tail_start - head_end;
-    format!(
-        "{}\n[... {omitted} bytes omitted ...]\n{}",
-        &text[..head_end],
-        &text[tail_start..]
-    )
 }
 
 /// The logs of every container of the task's pods, init containers first, each headed by
-/// `[pod/container]`, cut to `cap` bytes in all.
+/// `[pod/container]`, cut to `cap` bytes in all: each log is streamed through, its middle
+/// dropped as it comes, so the tail is the end of the last log whatever their length.
 pub async fn collect(api: &Api<Pod>, pods: &[&CachedPod], cap: usize) -> String {
-    let mut text = String::new();
+    use futures::AsyncBufReadExt as _;
+    let mut excerpt = Excerpt::new(cap);
     for pod in pods {
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
         for container in pod.container_names() {
@@ -45,26 +126,54 @@ pub async fn collect(api: &Api<Pod>, pods: &[&CachedPod], cap: usize) -> String 
                 limit_bytes: Some(FETCH_LIMIT_BYTES),
                 ..Default::default()
             };
-            let body = match api.logs(&pod_name, &params).await {
-                Ok(body) => body,
-                Err(error) => format!("(logs unavailable: {error})\n"),
+            let header = format!("[{pod_name}/{container}]\n");
+            let mut stream = match api.log_stream(&pod_name, &params).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    excerpt.push(header.as_bytes());
+                    excerpt.push(format!("(logs unavailable: {error})\n").as_bytes());
+                    continue;
+                }
             };
-            if body.is_empty() {
-                continue;
+            let mut last = None;
+            loop {
+                let chunk = match stream.fill_buf().await {
+                    Ok(chunk) => chunk,
+                    Err(error) => {
+                        excerpt.push(format!("\n(logs cut short: {error})").as_bytes());
+                        last = Some(b'\n');
+                        break;
+                    }
+                };
+                let Some(&end) = chunk.last() else {
+                    break;
+                };
+                if last.is_none() {
+                    excerpt.push(header.as_bytes());
+                }
+                excerpt.push(chunk);
+                last = Some(end);
+                let read = chunk.len();
+                stream.consume_unpin(read);
             }
-            text.push_str(&format!("[{pod_name}/{container}]\n"));
-            text.push_str(&body);
-            if !body.ends_with('\n') {
-                text.push('\n');
+            if last.is_some_and(|end| end != b'\n') {
+                excerpt.push(b"\n");
             }
         }
     }
-    excerpt(text.trim_end(), cap)
+    excerpt.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The excerpt of `text` in one piece.
+    fn excerpt(text: &str, cap: usize) -> String {
+        let mut excerpt = Excerpt::new(cap);
+        excerpt.push(text.as_bytes());
+        excerpt.finish()
+    }
 
     #[test]
     fn short_logs_are_kept_whole() {
@@ -77,7 +186,7 @@ mod tests {
         let cut = excerpt(&text, 1024);
         assert!(cut.len() <= 1024, "{}", cut.len());
         assert!(cut.starts_with("line 0\nline 1\n"));
-        assert!(cut.ends_with("line 9999\n"));
+        assert!(cut.ends_with("line 9999"), "trailing white space dropped");
         let omitted: usize = cut
             .split("[... ")
             .nth(1)
@@ -85,14 +194,47 @@ mod tests {
             .and_then(|n| n.parse().ok())
             .unwrap();
         let marker = format!("\n[... {omitted} bytes omitted ...]\n");
-        assert_eq!(cut.len() - marker.len() + omitted, text.len());
+        assert_eq!(cut.len() - marker.len() + omitted, text.trim_end().len());
+    }
+
+    #[test]
+    fn a_stream_in_pieces_gives_the_excerpt_of_the_whole() {
+        let text: String = (0..5_000).map(|i| format!("line {i} é€😀\n")).collect();
+        for piece in [1, 7, 100, 4096, text.len()] {
+            let mut streamed = Excerpt::new(1024);
+            for chunk in text.as_bytes().chunks(piece) {
+                streamed.push(chunk);
+            }
+            assert_eq!(streamed.finish(), excerpt(&text, 1024), "pieces of {piece}");
+        }
     }
 
     #[test]
     fn cuts_respect_characters() {
-        let text = "é".repeat(1000);
-        let cut = excerpt(&text, 101);
-        assert!(cut.contains("bytes omitted"));
-        assert!(cut.len() <= 101);
+        for character in ["é", "€", "😀"] {
+            for cap in 100..110 {
+                let text = format!("a{}", character.repeat(1000));
+                let cut = excerpt(&text, cap);
+                assert!(cut.contains("bytes omitted"));
+                assert!(cut.len() <= cap, "{cap}: {}", cut.len());
+                assert!(!cut.contains('\u{FFFD}'), "{cap}: {cut}");
+                let omitted: usize = cut
+                    .split("[... ")
+                    .nth(1)
+                    .and_then(|rest| rest.split(' ').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap();
+                let marker = format!("\n[... {omitted} bytes omitted ...]\n");
+                assert_eq!(cut.len() - marker.len() + omitted, text.len(), "{cap}");
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_do_not_lose_the_log() {
+        let mut excerpt = Excerpt::new(1024);
+        excerpt.push(b"caf\xe9 ok\n");
+        excerpt.push(b"done\n");
+        assert_eq!(excerpt.finish(), "caf\u{FFFD} ok\ndone");
     }
 }

@@ -555,8 +555,12 @@ impl Default for Synced {
     }
 }
 
-/// The watches whose lists after the first wake every run: the Jobs' and the pods'.
-const RELISTS_WAKE: [usize; 2] = [1, 2];
+/// The watches whose lists after the first wake every run: each of them. A run reconciled
+/// while the Jobs or pods are listed again read the caches from before the list; one whose
+/// reconcile a re-list of the runs started before the store had it (kube-runtime swaps a list
+/// in whole at its end) was dropped as not found, and a group's members are taken anew from
+/// the list, which wakes none of them.
+const RELISTS_WAKE: [usize; 3] = [0, 1, 2];
 
 impl Synced {
     /// An `inspect` callback marking watch `index` as listed at its first `InitDone`.
@@ -844,13 +848,9 @@ mod tests {
         synced.marker(2)(&done());
         synced.marker(1)(&done());
         synced.marker(0)(&done());
-        assert_eq!(
-            *relisted.borrow(),
-            2,
-            "the runs' own re-list wakes each run anyway"
-        );
+        assert_eq!(*relisted.borrow(), 3, "each re-list wakes every run");
         synced.marker(2)(&Ok::<_, watcher::Error>(watcher::Event::<CachedPod>::Init));
-        assert_eq!(*relisted.borrow(), 2);
+        assert_eq!(*relisted.borrow(), 3);
     }
 
     #[test]

@@ -431,6 +431,14 @@ impl<W: World> Executor<'_, W> {
         );
     }
 
+    /// The event, continuing the run's trace from this step's span.
+    fn traced(&self, event: CloudEvent) -> CloudEvent {
+        match trace::handed_on(&tracing::Span::current(), self.trace.as_ref()) {
+            Some(context) => context.on_event(event),
+            None => event,
+        }
+    }
+
     /// One attempt at an outgoing event, recorded in `status`.
     async fn send(
         &self,
@@ -441,7 +449,17 @@ impl<W: World> Executor<'_, W> {
         let Some(mut delivery) = delivery_mut(status, kind).cloned() else {
             return Ok(());
         };
-        let time = first_attempt(&mut delivery, now);
+        let first = first_attempt(&mut delivery, now);
+        // `.finished` carries the run's end as its time, recorded before its first attempt:
+        // a webhook told of the end gets the same event, whichever of the two goes first.
+        let time = match kind {
+            TaskEventKind::Started => first,
+            TaskEventKind::Finished => status
+                .finished_at
+                .as_deref()
+                .and_then(|at| at.parse().ok())
+                .unwrap_or(first),
+        };
         let source = &self.settings.event_source;
         let triggered = self.run.spec.event.parse();
         let event = triggered.as_ref().ok().and_then(|triggered| match kind {
@@ -454,13 +472,7 @@ impl<W: World> Executor<'_, W> {
                 report::finished_event(self.run, triggered, status, &outcome, source, time)
             }
         });
-        // The event continues the run's trace from this step's span.
-        let event = event.map(|event| {
-            match trace::handed_on(&tracing::Span::current(), self.trace.as_ref()) {
-                Some(context) => context.on_event(event),
-                None => event,
-            }
-        });
+        let event = event.map(|event| self.traced(event));
         let Some(event) = event else {
             // Not reached for runs the operator made: only runs of `.triggered` events send
             // events, and those can be built.
@@ -547,16 +559,27 @@ impl<W: World> Executor<'_, W> {
                 notification.when,
             )),
             NotifyKind::Webhook => {
-                // The event's time is when the run started or ended, so every attempt sends
-                // the same event.
+                // The event's time is the sink's event's (`.started`: its first attempt, made
+                // before any notification; `.finished`: the run's end), so every attempt
+                // sends the same event, and the same as the sink's.
                 let at = match notification.when {
-                    NotifyWhen::Started => status.started_at.as_deref(),
+                    NotifyWhen::Started => status
+                        .started
+                        .as_ref()
+                        .and_then(|delivery| delivery.first_attempt.as_deref())
+                        .or(status.started_at.as_deref()),
                     NotifyWhen::Succeeded | NotifyWhen::Failed => status.finished_at.as_deref(),
                 };
                 let time = at.and_then(|t| t.parse().ok()).unwrap_or(now);
                 let source = &self.settings.event_source;
-                let event =
-                    report::notice_event(run, &triggered, status, notification.when, source, time);
+                let event = self.traced(report::notice_event(
+                    run,
+                    &triggered,
+                    status,
+                    notification.when,
+                    source,
+                    time,
+                ));
                 Notice::Event(event.as_value().clone())
             }
         };
@@ -864,8 +887,7 @@ impl World for Cluster<'_> {
         let sink = match (to, &parts.dead_letter_sink) {
             (Destination::DeadLetter, Some(dead_letter)) => dead_letter,
             (Destination::DeadLetter, None) => {
-                return Ok(Err(DeliveryError::Rejected {
-                    status: 0,
+                return Ok(Err(DeliveryError::Refused {
                     message: "no dead-letter sink is configured".into(),
                 }));
             }

@@ -56,8 +56,7 @@ impl NatsSink {
                 .await
                 .map_err(|e| transient(format!("cannot connect to {}: {e}", self.destination())))?;
             let payload =
-                serde_json::to_vec(event.as_value()).map_err(|e| DeliveryError::Rejected {
-                    status: 0,
+                serde_json::to_vec(event.as_value()).map_err(|e| DeliveryError::Refused {
                     message: format!("cannot encode the event: {e}"),
                 })?;
             let mut headers = async_nats::HeaderMap::new();

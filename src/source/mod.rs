@@ -282,12 +282,29 @@ impl DirectorySource {
         path.push(&self.root);
         path.push(name);
         path.push("job/config.yaml");
-        let Ok(metadata) = std::fs::metadata(&path) else {
+        let metadata = match std::fs::metadata(&path) {
+            Ok(metadata) => metadata,
             // Gone (or never there): what was kept of it goes too.
-            if let Ok(mut cache) = self.cache.lock() {
-                cache.remove(&path);
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                if let Ok(mut cache) = self.cache.lock() {
+                    cache.remove(&path);
+                }
+                return Ok(None);
             }
-            return Ok(None);
+            // There, but not to be read (permissions, a loop of links, a failing disk): said,
+            // not taken for a service without a config.
+            Err(error) => {
+                return Err(ConfigError::Unreadable {
+                    file: path.display().to_string(),
+                    reason: error.to_string(),
+                }
+                .into());
+            }
         };
         let modified = metadata.modified().ok();
         let len = metadata.len();
@@ -438,6 +455,20 @@ mod tests {
         std::fs::remove_file(&file).unwrap();
         assert!(load("carts").is_none());
         assert!(directory.cache.lock().unwrap().is_empty());
+        // A service directory that is a file holds no config; a config that cannot be read
+        // (here a link to itself) is an error, not a service without a config.
+        std::fs::write(root.join("orders"), "").unwrap();
+        assert!(load("orders").is_none());
+        std::os::unix::fs::symlink("config.yaml", &file).unwrap();
+        let error = source
+            .load(&service("carts"), None, Reads::Any)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.starts_with(&format!("cannot read {}", file.display())),
+            "{error}"
+        );
         let _ = std::fs::remove_dir_all(&root);
     }
 

@@ -172,6 +172,14 @@ pub enum GitError {
     InvalidCommit { value: String },
     #[error("commit {commit} is not in {url} (fetched just now)")]
     CommitNotFound { commit: String, url: String },
+    #[error(
+        "gitcommitid {commit:?} is ambiguous: {count} commits of {url} start with it; give more digits"
+    )]
+    AmbiguousCommit {
+        commit: String,
+        count: usize,
+        url: String,
+    },
     #[error("commit {commit} is not in the clone cache yet, and {cause}")]
     CommitNotFetched {
         commit: String,
@@ -486,7 +494,7 @@ impl GitSource {
     /// The commit a pinned id names, fetching once if the cache does not have it yet. A fetch
     /// that fails then is [`GitError::CommitNotFetched`]: the commit may well exist.
     fn pinned_commit(&self, pin: &str, requested: Instant) -> Result<ObjectId, GitError> {
-        if let Some(id) = self.find_commit(pin) {
+        if let Some(id) = self.find_commit(pin)? {
             return Ok(id);
         }
         let not_fetched = |cause: GitError| GitError::CommitNotFetched {
@@ -500,24 +508,41 @@ impl GitSource {
         if let Some(stale) = heads.stale {
             return Err(not_fetched(stale.error));
         }
-        self.find_commit(pin)
+        self.find_commit(pin)?
             .ok_or_else(|| GitError::CommitNotFound {
                 commit: pin.to_string(),
                 url: self.url(),
             })
     }
 
-    /// A commit of the cache by its full or abbreviated (unambiguous) id.
-    fn find_commit(&self, pin: &str) -> Option<ObjectId> {
+    /// A commit of the cache by its full or abbreviated id. An abbreviation names the one
+    /// commit among the objects it starts (as git takes it: a blob or tree of the same prefix
+    /// does not make it ambiguous); two commits or more are an error a fetch cannot mend.
+    fn find_commit(&self, pin: &str) -> Result<Option<ObjectId>, GitError> {
         let repo = self.cache.repo();
-        let id = match ObjectId::from_hex(pin.as_bytes()) {
-            Ok(id) => id,
-            Err(_) => {
-                let prefix = gix::hash::Prefix::from_hex(pin).ok()?;
-                repo.objects.lookup_prefix(prefix, None).ok()??.ok()?
-            }
+        let commit = |id: ObjectId| repo.find_commit(id).ok().map(|commit| commit.id);
+        if let Ok(id) = ObjectId::from_hex(pin.as_bytes()) {
+            return Ok(commit(id));
+        }
+        let Ok(prefix) = gix::hash::Prefix::from_hex(pin) else {
+            return Ok(None);
         };
-        repo.find_commit(id).ok().map(|commit| commit.id)
+        let mut candidates = std::collections::HashSet::new();
+        if !matches!(
+            repo.objects.lookup_prefix(prefix, Some(&mut candidates)),
+            Ok(Some(_))
+        ) {
+            return Ok(None);
+        }
+        let mut commits: Vec<ObjectId> = candidates.into_iter().filter_map(commit).collect();
+        match commits.len() {
+            0 | 1 => Ok(commits.pop()),
+            count => Err(GitError::AmbiguousCommit {
+                commit: pin.to_string(),
+                count,
+                url: self.url(),
+            }),
+        }
     }
 
     pub fn load(

@@ -1,5 +1,6 @@
 //! The git source against repositories made with the `git` CLI, reached through `file://`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -482,6 +483,83 @@ fn a_pinned_commit_is_read_after_the_branch_moved() {
         .load(&service("dev", "carts"), Some("main~1"), Reads::Any)
         .unwrap_err();
     assert!(error.to_string().contains("is not a commit id"), "{error}");
+}
+
+/// Of 2,000 commits (made with fixed dates, so their ids are the same every time), an
+/// abbreviation two commits start is refused as ambiguous, without a fetch; one that starts
+/// one commit and other objects names that commit, as git takes it.
+#[test]
+fn an_abbreviated_commit_names_the_one_commit_it_starts() {
+    let repo = TestRepo::new("abbrev");
+    repo.write("job/config.yaml", &config_with_image("project", "[]"));
+    repo.commit("main");
+    let mut stream = String::new();
+    for i in 0..2000 {
+        let image = format!("v{i}");
+        let config = config_with_image(&image, "[]");
+        stream.push_str(&format!(
+            "blob\nmark :{mark}\ndata {len}\n{config}\ncommit refs/heads/dev\n\
+             committer t <t@example.com> {time} +0000\ndata {image_len}\n{image}\n\
+             M 100644 :{mark} carts/job/config.yaml\n\n",
+            mark = i + 1,
+            len = config.len(),
+            time = 1_700_000_000 + i,
+            image_len = image.len(),
+        ));
+    }
+    let stream_file = repo.dir.with_extension("fast-import");
+    std::fs::write(&stream_file, stream).unwrap();
+    let imported = Command::new("git")
+        .args(["fast-import", "--quiet"])
+        .current_dir(&repo.dir)
+        .stdin(std::fs::File::open(&stream_file).unwrap())
+        .status()
+        .unwrap();
+    assert!(imported.success());
+    let objects = repo.git(&[
+        "cat-file",
+        "--batch-all-objects",
+        "--batch-check=%(objectname) %(objecttype)",
+    ]);
+    let mut by_prefix: HashMap<&str, (Vec<&str>, usize)> = HashMap::new();
+    for line in objects.lines() {
+        let (id, kind) = line.split_once(' ').unwrap();
+        let entry = by_prefix.entry(&id[..4]).or_default();
+        match kind {
+            "commit" => entry.0.push(id),
+            _ => entry.1 += 1,
+        }
+    }
+    let two_commits = by_prefix
+        .iter()
+        .find(|(_, (commits, _))| commits.len() >= 2)
+        .map(|(prefix, _)| *prefix)
+        .unwrap();
+    let (one_commit, commit) = by_prefix
+        .iter()
+        .find(|(_, (commits, others))| commits.len() == 1 && *others > 0)
+        .map(|(prefix, (commits, _))| (*prefix, commits[0]))
+        .unwrap();
+    let (source, fetches) = source_for(&repo, &[]);
+    found(&source, "dev", "carts", None);
+    let fetched = fetch_count(&fetches);
+
+    let error = source
+        .load(&service("dev", "carts"), Some(two_commits), Reads::Any)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with(&format!("gitcommitid {two_commits:?} is ambiguous: ")),
+        "{error}"
+    );
+    let pinned = found(&source, "dev", "carts", Some(one_commit));
+    let message = repo.git(&["log", "-1", "--format=%s", commit]);
+    assert_eq!(image_of(&pinned), message.as_str(), "the commit {commit}");
+    assert_eq!(
+        fetch_count(&fetches),
+        fetched,
+        "no fetch: both are in the clone"
+    );
 }
 
 fn action(files: &str) -> crate::config::Action {
