@@ -656,11 +656,44 @@ async fn a_newer_run_cancels_the_one_in_progress(server: impl Replicas, long: Du
         .await;
     assert_eq!(response.status, 202, "{:?}", response.body);
     let first = when_task_runs(&server, 0, long).await;
-    let response = op
-        .post_event(&sample_with_id("test.triggered.json", "newest-2"))
-        .await;
-    assert_eq!(response.status, 202, "{:?}", response.body);
-    let cancelled = op.wait_finished("newest-1", long).await;
+    // Sampled until the newer run is done: the older run's pod (it runs on while it stops)
+    // and the newer run's Job never exist at once.
+    let older_job = format!("{first}-0");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let sampler = async {
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let newer_job = server.objects("batch", "jobs").iter().any(|job| {
+                job["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|name| name != older_job)
+            });
+            let older_pod = newer_job
+                && server.objects("", "pods").iter().any(|pod| {
+                    pod["metadata"]["labels"]["batch.kubernetes.io/job-name"] == older_job.as_str()
+                });
+            if older_pod {
+                return Some(server.objects("", "pods"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    };
+    let flow = async {
+        let response = op
+            .post_event(&sample_with_id("test.triggered.json", "newest-2"))
+            .await;
+        assert_eq!(response.status, 202, "{:?}", response.body);
+        let cancelled = op.wait_finished("newest-1", long).await;
+        let finished = op.wait_finished("newest-2", long).await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (cancelled, finished)
+    };
+    let (overlap, (cancelled, finished)) = tokio::join!(sampler, flow);
+    assert!(
+        overlap.is_none(),
+        "the newer run's Job was made while the older run's pod was there, on {}: {overlap:#?}",
+        server.name()
+    );
     let second = queue_of(&server)[1].name.clone();
     assert_eq!(cancelled.data["status"], "errored", "{}", cancelled.data);
     let message = cancelled.data["message"].as_str().unwrap();
@@ -671,7 +704,6 @@ async fn a_newer_run_cancels_the_one_in_progress(server: impl Replicas, long: Du
         )),
         "{message}"
     );
-    let finished = op.wait_finished("newest-2", long).await;
     assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
     let queue = queue_of(&server);
     assert_eq!(

@@ -74,7 +74,16 @@ pub enum JobSeen {
         message: String,
         pods_seen: bool,
     },
+    /// Of a task that is over (a halt stopped it and deleted its Job, or it failed as the Job
+    /// controller stops its pods): a pod of it has not ended yet (SIGTERM and the grace period
+    /// it gets; the kubelet removes it once its containers exit). Only a halt waits for it.
+    Stopping,
 }
+
+/// The longest a halted run waits for its stopped tasks' pods to be gone before it ends (and
+/// a run of its concurrency group takes its place): a pod's default grace period (30 s) and
+/// the kubelet's time to notice. A pod on a node that is gone may stay for much longer.
+pub const STOPPING_POD_WAIT: Duration = Duration::from_secs(45);
 
 /// What the Job's Events say of why it made no pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -411,7 +420,18 @@ pub fn decide(facts: &Facts<'_>) -> Step {
 
     if !status.phase.is_finished() {
         let step = match Halt::of(run, status, facts.group, now, &mut wake) {
-            Some(halt) => Some(halt_step(facts, halt)),
+            // A halt that waits (for pods) records what it did first, as any wait does: a
+            // task it stopped is not stopped again, nor its logs read again, by the next
+            // reconcile.
+            Some(halt) => match halt_step(facts, halt) {
+                Step::Wait(delay) => {
+                    if let Some(delay) = delay {
+                        wake.within(delay);
+                    }
+                    None
+                }
+                step => Some(step),
+            },
             None if status.phase == RunPhase::Queued => queued_step(facts, &mut wake),
             None if started_unrecorded(run, persisted) => Some(Step::Record(Record::LeavingQueue)),
             None => task_step(facts, &mut wake),
@@ -555,6 +575,20 @@ fn halt_step(facts: &Facts<'_>, halt: Halt) -> Step {
     if !waiting.is_empty() {
         return Step::Wait(wake.0);
     }
+    // The run ends, and a run of its group takes its place, once the pods of the tasks it
+    // stopped are gone: a pod goes on running while it stops (`limit` means runs, not Jobs).
+    for (index, task) in tasks.iter().enumerate() {
+        let stopped = matches!(task.phase, TaskPhase::Cancelled | TaskPhase::Failed);
+        if stopped && facts.jobs.get(index) == Some(&JobSeen::Stopping) {
+            let waited = since(task.completion_time.as_deref(), facts.now);
+            if waited < STOPPING_POD_WAIT {
+                wake.within(STOPPING_POD_WAIT - waited);
+            }
+        }
+    }
+    if wake.0.is_some() {
+        return Step::Wait(wake.0);
+    }
     let needs = graph::dependencies(&facts.run.spec.action.tasks);
     let ready = tasks.iter().enumerate().find(|(index, task)| {
         task.phase == TaskPhase::Pending && is_ready(facts.status, needs.get(*index))
@@ -620,13 +654,15 @@ fn running_step(
             index,
             phase: TaskPhase::Failed,
             message: Some(format!(
-                "the Job {} was deleted before it finished",
+                "the Job {} is gone and its end was not seen (deleted, or removed by its \
+                 ttlSecondsAfterFinished while no operator watched)",
                 job_name(run, status, index)
             )),
             read_logs: false,
             outputs: BTreeMap::new(),
         }),
-        JobSeen::Running { stuck: None } => None,
+        // Said only of a task that is over.
+        JobSeen::Running { stuck: None } | JobSeen::Stopping => None,
         JobSeen::Running { stuck: Some(stuck) } => {
             // Counted from the later of the task's start and the pod's making.
             let waited = stuck

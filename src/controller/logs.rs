@@ -68,10 +68,11 @@ impl Excerpt {
     }
 
     /// The excerpt as text: cuts moved to character boundaries, bytes that are not UTF-8
-    /// shown as U+FFFD, trailing white space dropped.
+    /// shown as `?` (one byte each, so the excerpt stays within its cap), trailing white space
+    /// dropped.
     fn finish(mut self) -> String {
         let Some(tail) = self.tail else {
-            return String::from_utf8_lossy(&self.head).trim_end().to_string();
+            return text(&self.head).trim_end().to_string();
         };
         let continues = |byte: u8| byte & 0xC0 == 0x80;
         // A character the head's end cuts goes whole to the omitted part; so do the bytes of
@@ -105,11 +106,21 @@ impl Excerpt {
         self.omitted += cut;
         format!(
             "{}\n[... {} bytes omitted ...]\n{}",
-            String::from_utf8_lossy(&self.head),
+            text(&self.head),
             self.omitted,
-            String::from_utf8_lossy(&tail).trim_end()
+            text(&tail).trim_end()
         )
     }
+}
+
+/// `bytes` as text, each byte that is not part of a UTF-8 character shown as `?`.
+fn text(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        text.push_str(chunk.valid());
+        text.extend(std::iter::repeat_n('?', chunk.invalid().len()));
+    }
+    text
 }
 
 /// The logs of every container of the task's pods, init containers first, each headed by
@@ -235,6 +246,14 @@ mod tests {
         let mut excerpt = Excerpt::new(1024);
         excerpt.push(b"caf\xe9 ok\n");
         excerpt.push(b"done\n");
-        assert_eq!(excerpt.finish(), "caf\u{FFFD} ok\ndone");
+        assert_eq!(excerpt.finish(), "caf? ok\ndone");
+        // Within the cap whatever the bytes.
+        let mut binary = Excerpt::new(1024);
+        for _ in 0..1000 {
+            binary.push(&[0x80, 0xff, 0xc3, b'a', 0xe2, 0x82]);
+        }
+        let cut = binary.finish();
+        assert!(cut.len() <= 1024, "{}", cut.len());
+        assert!(cut.contains("bytes omitted"));
     }
 }

@@ -538,10 +538,10 @@ struct Synced {
     listed: [AtomicBool; 3],
     /// True once every watch has listed.
     all: tokio::sync::watch::Sender<bool>,
-    /// Counts the lists of the Job and pod watches after their first (the watch was lost): a
-    /// run reconciled while one was under way read the caches from before it (they take a
-    /// list whole at its end), and no event of the list's end wakes it, so every run is looked
-    /// at again then.
+    /// Counts the lists of the watches after their first (the watch was lost): a run
+    /// reconciled while one was under way read the caches from before it (they take a list
+    /// whole at its end), and no event of the list's end wakes it, so every run is looked at
+    /// again then (`RELISTS_WAKE`).
     relisted: tokio::sync::watch::Sender<u64>,
 }
 

@@ -43,7 +43,15 @@ pub fn parse_outputs(
         if line.trim().is_empty() {
             continue;
         }
-        let Some((name, value)) = line.split_once('=') else {
+        // A name is letters, digits, '_' and '-' (as a config declares them): a line whose
+        // text before `=` is not one (`version = 1`, JSON) is not an output line at all.
+        let output = line.split_once('=').filter(|(name, _)| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+        let Some((name, value)) = output else {
             return Err(OutputError::NotAnOutput {
                 line: number + 1,
                 text: line.to_string(),
@@ -117,6 +125,16 @@ mod tests {
                 .to_string(),
             "it wrote the output \"other\", which it does not declare (its outputs: version, url)"
         );
+        // Not `name=value` lines, though they hold a `=`: spaces around it, JSON.
+        for text in ["version = 1", "{\"version\":\"a=b\"}", "=1"] {
+            assert_eq!(
+                parse_outputs(text, &version),
+                Err(OutputError::NotAnOutput {
+                    line: 1,
+                    text: text.into()
+                })
+            );
+        }
         assert_eq!(
             parse_outputs("version=1\nversion=2", &version),
             Err(OutputError::Twice("version".into()))

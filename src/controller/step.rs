@@ -85,6 +85,10 @@ pub trait World {
     async fn create_job(&self, job: &Job) -> Result<(), StepError>;
     /// Deletes the named Job (gone already is fine).
     async fn delete_job(&self, name: &str) -> Result<(), ReconcileError>;
+    /// Whether a pod of the Job `name` has not ended (running, or stopping).
+    fn pods_running(&self, _name: &str) -> bool {
+        false
+    }
     /// An excerpt of at most `budget` bytes of the named Job's pods' logs.
     async fn task_logs(&self, name: &str, budget: usize) -> String;
     /// Why the named Job made no pod (its latest `FailedCreate` since `since`, as the Job
@@ -355,10 +359,17 @@ impl<W: World> Executor<'_, W> {
     }
 
     /// Each running task's Job, by task: from the watch's cache, or as the API server said
-    /// when asked.
+    /// when asked; of a task that is over (cancelled or failed), whether its pods still stop.
     fn observe(&self, status: &JobRunStatus, looked_up: &[Option<JobSeen>]) -> Vec<JobSeen> {
         let seen = |(index, task): (usize, &crate::crd::TaskStatus)| {
             if task.phase != TaskPhase::Running {
+                let stopped = matches!(task.phase, TaskPhase::Cancelled | TaskPhase::Failed);
+                if stopped
+                    && !status.phase.is_finished()
+                    && self.world.pods_running(&job_name(self.run, status, index))
+                {
+                    return JobSeen::Stopping;
+                }
                 return JobSeen::NotCached;
             }
             let asked = looked_up.get(index).cloned().flatten();
@@ -786,6 +797,13 @@ impl World for Cluster<'_> {
         self.ctx
             .job(name)
             .map_or(JobSeen::NotCached, |job| self.seen(&job))
+    }
+
+    fn pods_running(&self, name: &str) -> bool {
+        self.ctx.pods_of_job(name).iter().any(|pod| {
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            !matches!(phase, Some("Succeeded" | "Failed"))
+        })
     }
 
     async fn look_up_job(&self, name: &str) -> Result<JobSeen, ReconcileError> {

@@ -468,9 +468,11 @@ fn plan_with_config(
             }
         };
         // A group that cannot be filled in from this event fails the run, saying why: it
-        // cannot be placed in its queue.
+        // cannot be placed in its queue. A run that cannot run joins no group: it would take a
+        // place, or cancel a running run of the group, and then fail at once.
         let (concurrency, failure) = match &action.concurrency {
             None => (None, failure),
+            Some(_) if failure.is_some() => (None, failure),
             Some(wanted) => match render::group_name(&wanted.group, event) {
                 Ok(group) => (
                     Some(RunConcurrency {
@@ -702,6 +704,50 @@ mod tests {
             plan => assert!(from_sketch.is_none(), "{text}: {plan:?}"),
         }
         from_sketch
+    }
+
+    /// A run that cannot run (a file its task stages is missing) joins no concurrency group;
+    /// the same action's run that can, does.
+    #[test]
+    fn a_run_that_cannot_run_joins_no_group() {
+        let root = scratch("group");
+        let dir = root.join("carts/job");
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = |files: &str| {
+            format!(
+                "apiVersion: v2\nactions:\n  - name: deploy\n    events: [{{name: \
+                 sh.keptn.event.deployment.triggered}}]\n    concurrency: {{group: \
+                 \"deploy/{{service}}\", policy: cancel-in-progress}}\n    tasks: [{{name: t, \
+                 image: alpine, files: {files}}}]\n"
+            )
+        };
+        let source = Source::directory(&root);
+        let event = CloudEvent::from_json(
+            text(
+                "sh.keptn.event.deployment.triggered",
+                json!({"project": "p", "stage": "dev", "service": "carts"}),
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let settings = Settings::defaults();
+        let run = |files: &str| {
+            std::fs::write(dir.join("config.yaml"), config(files)).unwrap();
+            match plan_event(&event, &source, &settings) {
+                EventPlan::Runs { runs, .. } => runs.into_iter().next().unwrap(),
+                plan => panic!("{plan:?}"),
+            }
+        };
+        let runs = run("[]");
+        assert!(runs.spec.failure.is_none());
+        assert_eq!(
+            runs.spec.action.concurrency.map(|c| c.group).as_deref(),
+            Some("deploy/carts")
+        );
+        let fails = run("[missing.txt]");
+        assert!(fails.spec.failure.is_some(), "{:?}", fails.spec);
+        assert!(fails.spec.action.concurrency.is_none());
+        let _ = std::fs::remove_dir_all(root);
     }
 
     #[test]

@@ -223,7 +223,11 @@ fn a_running_task_waits_for_its_job() {
             Step::EndTask {
                 index: 0,
                 phase: TaskPhase::Failed,
-                message: Some("the Job run-1-0 was deleted before it finished".into()),
+                message: Some(
+                    "the Job run-1-0 is gone and its end was not seen (deleted, or removed by \
+                     its ttlSecondsAfterFinished while no operator watched)"
+                        .into(),
+                ),
                 read_logs: false,
                 outputs: BTreeMap::new(),
             },
@@ -1243,6 +1247,53 @@ fn a_cancelled_run_reads_the_logs_and_deletes_the_running_job_then_skips_the_res
     assert_eq!(
         finished.map(|c| (c.reason.as_str(), c.message.as_str())),
         Some(("Cancelled", "Cancelled by alice: wrong artifact"))
+    );
+}
+
+/// A halted run ends (and a run of its group takes its place) once the pods of the tasks it
+/// stopped are gone, or at most `STOPPING_POD_WAIT` after it stopped them.
+#[test]
+fn a_halted_run_ends_once_the_pods_it_stopped_are_gone() {
+    let run = cancelled(triggered(2), "alice");
+    let mut status = running(&run);
+    let before = status.clone();
+    record_stopped(
+        &mut status,
+        0,
+        TaskPhase::Cancelled,
+        Some("cancelled by alice".into()),
+        None,
+        at(5),
+    );
+    assert_eq!(
+        next_with(
+            &run,
+            &status,
+            &before,
+            JobSeen::Stopping,
+            false,
+            at(5),
+            &limits()
+        ),
+        Step::Record(Record::BeforeWaiting),
+        "the stopped task is recorded before the wait: it is not stopped twice"
+    );
+    assert_eq!(
+        next(&run, &status, JobSeen::Stopping, at(6)),
+        Step::Wait(Some(STOPPING_POD_WAIT - Duration::from_secs(1))),
+        "its pod is still stopping"
+    );
+    let halt = Halt::Cancelled { by: "alice".into() };
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(6)),
+        Step::Halt(halt.clone()),
+        "its pod is gone"
+    );
+    let waited = 5 + STOPPING_POD_WAIT.as_secs() as i64;
+    assert_eq!(
+        next(&run, &status, JobSeen::Stopping, at(waited)),
+        Step::Halt(halt),
+        "a pod that does not go does not hold the run for ever"
     );
 }
 

@@ -53,6 +53,8 @@ enum Op {
     Stuck(usize),
     /// Task `i`'s Job is deleted by someone else.
     DeleteJob(usize),
+    /// The pods of task `i`'s deleted Job, which ran on while they stopped, are gone.
+    PodsGone(usize),
     Advance(u16),
     /// The sink answers the next deliveries so.
     Sink(Answer),
@@ -69,6 +71,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(task, succeeded)| Op::Complete { task, succeeded }),
         1 => (0usize..4).prop_map(Op::Stuck),
         1 => (0usize..4).prop_map(Op::DeleteJob),
+        2 => (0usize..4).prop_map(Op::PodsGone),
         2 => (0u16..400).prop_map(Op::Advance),
         2 => prop_oneof![
             8 => Just(Answer::Unavailable),
@@ -85,6 +88,8 @@ struct ModelJob {
     cached: bool,
     /// Deleted (by the operator or someone else); what it showed last is kept for the checks.
     deleted: bool,
+    /// Deleted while it ran: its pods run on while they stop, until `PodsGone`.
+    stopping: bool,
 }
 
 /// The cluster and the sink, as far as the executor can tell.
@@ -181,10 +186,23 @@ impl Model {
         let result = runtime.block_on(executor.execute(recorded));
         self.crash.set(None);
         let ending = result.ok().map(|(_, ending)| ending)?;
-        // A run that waits has started every task whose needs succeeded: nothing sits idle.
+        // A run that waits has started every task whose needs succeeded: nothing sits idle
+        // (but a halting run, waiting for the pods of the tasks it stopped).
         let recorded = self.recorded.borrow();
         let needs = graph::dependencies(&run.spec.action.tasks);
-        if recorded.phase.is_finished() {
+        let timed_out = run.spec.action.timeout_seconds.is_some_and(|timeout| {
+            recorded
+                .started_at
+                .as_deref()
+                .and_then(|at| at.parse::<Timestamp>().ok())
+                .is_some_and(|at| self.now.get() >= at + SignedDuration::from_secs(timeout as i64))
+        });
+        let cancelled = run
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(crate::labels::CANCEL));
+        if recorded.phase.is_finished() || timed_out || cancelled {
             return Some(ending);
         }
         for (index, task) in recorded.tasks.iter().enumerate() {
@@ -246,6 +264,11 @@ impl Model {
                 },
             ),
             Op::DeleteJob(task) => self.delete(*task),
+            Op::PodsGone(task) => {
+                if let Some(job) = self.jobs.borrow_mut().get_mut(task) {
+                    job.stopping = false;
+                }
+            }
             Op::Advance(seconds) => self
                 .now
                 .set(self.now.get() + SignedDuration::from_secs(i64::from(*seconds))),
@@ -260,6 +283,7 @@ impl Model {
 
     fn delete(&self, task: usize) {
         if let Some(job) = self.jobs.borrow_mut().get_mut(&task) {
+            job.stopping |= !job.deleted && matches!(job.seen, JobSeen::Running { .. });
             job.deleted = true;
         }
     }
@@ -270,6 +294,7 @@ impl Model {
         for _ in 0..100 {
             for job in self.jobs.borrow_mut().values_mut() {
                 job.cached = true;
+                job.stopping = false;
                 if job.deleted {
                     continue;
                 }
@@ -304,6 +329,13 @@ impl World for Model {
             Some(job) if job.cached && !job.deleted => job.seen.clone(),
             _ => JobSeen::NotCached,
         }
+    }
+
+    fn pods_running(&self, name: &str) -> bool {
+        self.jobs
+            .borrow()
+            .get(&self.index_of(name))
+            .is_some_and(|job| job.stopping)
     }
 
     async fn look_up_job(&self, name: &str) -> Result<JobSeen, ReconcileError> {
@@ -369,6 +401,7 @@ impl World for Model {
                     seen: JobSeen::Running { stuck: None },
                     cached: false,
                     deleted: false,
+                    stopping: false,
                 },
             );
             self.created.borrow_mut().push(index);
@@ -686,7 +719,10 @@ fn the_model_sees_a_job_created_twice() {
     let status = model.recorded.borrow().clone();
     assert_eq!(
         status.tasks[0].message.as_deref(),
-        Some("the Job run-1-0 was deleted before it finished")
+        Some(
+            "the Job run-1-0 is gone and its end was not seen (deleted, or removed by its \
+             ttlSecondsAfterFinished while no operator watched)"
+        )
     );
 }
 
