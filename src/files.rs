@@ -124,9 +124,12 @@ pub fn config_map_key(index: usize, path: &str) -> String {
     key
 }
 
-/// Whether `key` is a valid ConfigMap key: `[-._a-zA-Z0-9]+`, at most 253 characters.
+/// Whether `key` is a valid ConfigMap (or Secret) key: `[-._a-zA-Z0-9]+`, at most 253
+/// characters, not `.` and not starting with `..` (as Kubernetes checks them).
 pub fn is_config_map_key(key: &str) -> bool {
     !key.is_empty()
+        && key != "."
+        && !key.starts_with("..")
         && key.len() <= 253
         && key
             .chars()
@@ -401,6 +404,10 @@ mod tests {
             assert!(is_config_map_key(key), "{key}");
         }
         assert!(!is_config_map_key("") && !is_config_map_key("a/b"));
+        for bad in [".", "..", "..token"] {
+            assert!(!is_config_map_key(bad), "{bad}");
+        }
+        assert!(is_config_map_key(".token") && is_config_map_key("a..b"));
         let distinct: std::collections::HashSet<&String> = keys.iter().collect();
         assert_eq!(distinct.len(), keys.len(), "{keys:?}");
     }

@@ -59,6 +59,10 @@ pub struct TraceContext {
     pub tracestate: Option<String>,
 }
 
+/// The longest `tracestate` carried on (the W3C recommendation's 512 characters, which every
+/// participant must be able to carry).
+const MAX_TRACESTATE_BYTES: usize = 512;
+
 /// A carrier of exactly the two W3C fields.
 struct Fields<'a> {
     traceparent: &'a str,
@@ -87,14 +91,22 @@ impl TraceContext {
             traceparent,
             tracestate,
         });
-        context
-            .span()
-            .span_context()
-            .is_valid()
-            .then(|| TraceContext {
-                traceparent: traceparent.to_string(),
-                tracestate: tracestate.filter(|s| !s.is_empty()).map(str::to_string),
-            })
+        let span = context.span();
+        let parsed = span.span_context();
+        // Written anew from what parsed, in the form the recommendation gives (the parser
+        // forgives spaces and short fields that stricter receivers down the line refuse); a
+        // state past the length every participant must carry is dropped (it would be copied
+        // to the run's annotations, the task pods and every event sent).
+        let state = parsed.trace_state().header();
+        parsed.is_valid().then(|| TraceContext {
+            traceparent: format!(
+                "00-{}-{}-{:02x}",
+                parsed.trace_id(),
+                parsed.span_id(),
+                parsed.trace_flags().to_u8()
+            ),
+            tracestate: (!state.is_empty() && state.len() <= MAX_TRACESTATE_BYTES).then_some(state),
+        })
     }
 
     /// The context an event carries (the Distributed Tracing extension).
@@ -312,6 +324,22 @@ mod tests {
         ] {
             assert_eq!(TraceContext::new(bad, None), None, "{bad}");
         }
+        // What parses is handed on as the recommendation writes it.
+        let spaced = TraceContext::new(&format!(" {PARENT}\n"), None).unwrap();
+        assert_eq!(spaced.traceparent, PARENT);
+        // A state longer than every participant must carry is dropped, as is one that does
+        // not parse.
+        let long = format!("vendor={}", "a".repeat(MAX_TRACESTATE_BYTES));
+        assert_eq!(
+            TraceContext::new(PARENT, Some(&long)).unwrap().tracestate,
+            None
+        );
+        assert_eq!(
+            TraceContext::new(PARENT, Some("no pairs"))
+                .unwrap()
+                .tracestate,
+            None
+        );
     }
 
     #[test]

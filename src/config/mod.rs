@@ -713,12 +713,12 @@ impl Semantic<'_> {
                         }
                     }
                     (Some(_), Some(key)) => {
-                        if !crate::files::is_config_map_key(key) || key == "." || key == ".." {
+                        if !crate::files::is_config_map_key(key) {
                             self.error(
                                 &field("key"),
                                 format!(
                                     "invalid Secret key \"{key}\": letters, digits, '-', '_' \
-                                     and '.', at most 253 characters"
+                                     and '.', at most 253 characters, not starting with '..'"
                                 ),
                             );
                         }

@@ -1198,6 +1198,7 @@ actions:
           seccompProfile: {type: Localhost}
         env:
           - {name: S, valueFrom: secret, secretName: s, key: "api token"}
+          - {name: T, valueFrom: secret, secretName: s, key: "..token"}
       - name: u
         image: alpine
         securityContext:
@@ -1214,9 +1215,10 @@ actions:
             "job/config.yaml:9:27: actions[0].tasks[0].resources.requests.cpu: request 2 is above the limit 1000m (limits.cpu): Kubernetes refuses such a Job",
             "job/config.yaml:13:37: actions[0].tasks[0].securityContext.allowPrivilegeEscalation: a privileged container always escalates: Kubernetes refuses allowPrivilegeEscalation: false with privileged: true",
             "job/config.yaml:14:34: actions[0].tasks[0].securityContext.seccompProfile.type: type: Localhost needs `localhostProfile`, the profile's path relative to the kubelet's seccomp directory",
-            "job/config.yaml:16:62: actions[0].tasks[0].env[0].key: invalid Secret key \"api token\": letters, digits, '-', '_' and '.', at most 253 characters",
-            "job/config.yaml:20:68: actions[0].tasks[1].securityContext.seccompProfile.localhostProfile: `localhostProfile` goes only with type: Localhost",
-            "job/config.yaml:24:22: actions[0].tasks[2].securityContext.runAsUser: 2147483648 is out of range: must be at most 2147483647",
+            "job/config.yaml:16:62: actions[0].tasks[0].env[0].key: invalid Secret key \"api token\": letters, digits, '-', '_' and '.', at most 253 characters, not starting with '..'",
+            "job/config.yaml:17:62: actions[0].tasks[0].env[1].key: invalid Secret key \"..token\": letters, digits, '-', '_' and '.', at most 253 characters, not starting with '..'",
+            "job/config.yaml:21:68: actions[0].tasks[1].securityContext.seccompProfile.localhostProfile: `localhostProfile` goes only with type: Localhost",
+            "job/config.yaml:25:22: actions[0].tasks[2].securityContext.runAsUser: 2147483648 is out of range: must be at most 2147483647",
         ]
     );
     // The same amounts written differently are not above each other.

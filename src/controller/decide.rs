@@ -73,6 +73,9 @@ pub enum JobSeen {
         reason: String,
         message: String,
         pods_seen: bool,
+        /// Not failed yet, but failing (`FailureTarget`): the Job controller stops its pods,
+        /// whose logs are read meanwhile.
+        stopping: bool,
     },
     /// Of a task that is over (a halt stopped it and deleted its Job, or it failed as the Job
     /// controller stops its pods): a pod of it has not ended yet (SIGTERM and the grace period
@@ -152,6 +155,9 @@ pub enum Step {
     /// Ask the Events of task `index`'s Job, which made no pod within the never-started
     /// timeout, why.
     AskWhyNoPod(usize),
+    /// Read the logs of task `index`, whose failing Job's pods are being stopped, before they
+    /// are gone; its end is recorded once the Job has failed.
+    ReadLogs(usize),
     /// Record how task `index` ended, with its pods' logs when `read_logs`, and its outputs.
     EndTask {
         index: usize,
@@ -188,6 +194,7 @@ impl Step {
             Step::CreateJob(_) => "create_job",
             Step::LookUpJob(_) => "look_up_job",
             Step::AskWhyNoPod(_) => "ask_why_no_pod",
+            Step::ReadLogs(_) => "read_logs",
             Step::EndTask { .. } => "end_task",
             Step::StopJob { .. } => "stop_job",
             Step::HaltTask { .. } => "halt_task",
@@ -705,16 +712,25 @@ fn running_step(
                 ),
             }),
         },
+        // A failing Job's pods are being stopped: their logs are read now, while they are
+        // there; the task's end is recorded once the Job has failed (its pods gone, so a run of
+        // its concurrency group never starts beside them), woken by the Job's watch.
+        JobSeen::Failed {
+            stopping: true,
+            pods_seen,
+            ..
+        } => (*pods_seen && task.logs.is_none()).then_some(Step::ReadLogs(index)),
         // The pod watch is behind the Job watch (a short task under load), or the pods were
         // deleted: the logs and outputs are read from the pods, so they are given the grace a
         // Job missing from its watch gets (counted from the task's start: a pod made long ago
-        // is in the watch unless it is gone).
+        // is in the watch unless it is gone). A failed task whose logs were read while its
+        // pods stopped needs them no more.
         JobSeen::Succeeded {
             pods_seen: false, ..
         }
         | JobSeen::Failed {
             pods_seen: false, ..
-        } if waited < limits.missing_job_grace => {
+        } if waited < limits.missing_job_grace && task.logs.is_none() => {
             wake.within(limits.missing_job_grace - waited);
             None
         }
@@ -770,7 +786,8 @@ fn running_step(
             } else {
                 format!("{reason}: {message}")
             }),
-            read_logs: true,
+            // Not again when they were read while its pods stopped: they are gone now.
+            read_logs: task.logs.is_none(),
             outputs: BTreeMap::new(),
         }),
     }
@@ -1004,7 +1021,11 @@ pub fn record_stopped(
     };
     task.phase = phase;
     task.message = message;
-    task.logs = logs.filter(|l| !l.is_empty());
+    // Logs read before (while a failing Job's pods stopped) stay when none are read now.
+    let earlier = task.logs.take();
+    task.logs = logs
+        .filter(|l| !l.is_empty())
+        .or(earlier.filter(|l| !l.is_empty()));
     task.completion_time = Some(now.to_string());
     true
 }

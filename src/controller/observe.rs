@@ -9,34 +9,51 @@ use super::cached::{CachedJob, CachedPod, Condition};
 pub enum JobState {
     Running,
     Succeeded,
-    Failed { reason: String, message: String },
+    Failed {
+        reason: String,
+        message: String,
+    },
+    /// `FailureTarget` without `Failed` yet: the Job controller stops the Job's pods, then
+    /// sets `Failed` (with the same reason).
+    Failing {
+        reason: String,
+        message: String,
+    },
 }
 
-/// Reads the terminal conditions the Job controller sets (`Complete`, `Failed`). A Job that
-/// will fail is failed from `FailureTarget` on: the Job controller sets it (with the reason
-/// `Failed` gets), then deletes the Job's running pods, and sets `Failed` only once they are
-/// gone; read at `FailureTarget`, the task's logs are those of pods that are still stopping (a
-/// task past its `maxPollDuration` still says what it was doing).
+/// Reads the terminal conditions the Job controller sets (`Complete`, `Failed`), and
+/// `FailureTarget`: the Job controller sets it (with the reason `Failed` gets), then deletes the
+/// Job's running pods, and sets `Failed` only once they are gone. The task's logs are read while
+/// it is `Failing` (a task past its `maxPollDuration` still says what it was doing), its end
+/// recorded at `Failed` (its pods gone: a run of its concurrency group may start).
 pub fn job_state(job: &CachedJob) -> JobState {
     let conditions = job
         .status
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    let failed = |condition: &Condition| JobState::Failed {
-        reason: condition.reason.clone().unwrap_or_else(|| "Failed".into()),
-        message: condition.message.clone().unwrap_or_default(),
+    let said = |condition: &Condition| {
+        (
+            condition.reason.clone().unwrap_or_else(|| "Failed".into()),
+            condition.message.clone().unwrap_or_default(),
+        )
     };
     let mut failing = None;
     for condition in conditions.iter().filter(|c| c.status == "True") {
         match condition.type_.as_str() {
             "Complete" => return JobState::Succeeded,
-            "Failed" => return failed(condition),
-            "FailureTarget" => failing = Some(condition),
+            "Failed" => {
+                let (reason, message) = said(condition);
+                return JobState::Failed { reason, message };
+            }
+            "FailureTarget" => failing = Some(said(condition)),
             _ => {}
         }
     }
-    failing.map_or(JobState::Running, failed)
+    failing.map_or(JobState::Running, |(reason, message)| JobState::Failing {
+        reason,
+        message,
+    })
 }
 
 /// Waiting reasons that mean a container will not start without someone changing something.
@@ -202,11 +219,11 @@ mod tests {
                 {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded",
                  "message": "Job was active longer than specified deadline"}
             ]))),
-            JobState::Failed {
+            JobState::Failing {
                 reason: "DeadlineExceeded".into(),
                 message: "Job was active longer than specified deadline".into()
             },
-            "a Job that will fail has failed: its pods are still stopping, their logs readable"
+            "a Job that will fail: its pods are still stopping, their logs readable"
         );
         assert_eq!(
             job_state(&job(json!([

@@ -324,6 +324,13 @@ impl<W: World> Executor<'_, W> {
                 record_outputs(status, index, outputs);
                 record_task_end(run, status, index, phase, message, logs, now);
             }
+            Step::ReadLogs(index) => {
+                let logs = self.task_logs(status, index).await;
+                if let Some(task) = status.tasks.get_mut(index) {
+                    // Kept even when empty: they were read.
+                    task.logs = Some(logs);
+                }
+            }
             Step::AskWhyNoPod(index) => {
                 let started = task_started(status, index);
                 let why = self
@@ -733,6 +740,13 @@ impl Cluster<'_> {
                 reason,
                 message,
                 pods_seen: !self.ctx.pods_of_job(&job.name_any()).is_empty(),
+                stopping: false,
+            },
+            JobState::Failing { reason, message } => JobSeen::Failed {
+                reason,
+                message,
+                pods_seen: !self.ctx.pods_of_job(&job.name_any()).is_empty(),
+                stopping: true,
             },
             JobState::Running => {
                 let pods = self.ctx.pods_of_job(&job.name_any());

@@ -377,6 +377,7 @@ fn a_running_task_waits_for_its_job() {
                 reason: "BackoffLimitExceeded".into(),
                 message: String::new(),
                 pods_seen: false,
+                stopping: false,
             },
             29,
             Step::Wait(Some(Duration::from_secs(1))),
@@ -388,6 +389,7 @@ fn a_running_task_waits_for_its_job() {
                 reason: "BackoffLimitExceeded".into(),
                 message: String::new(),
                 pods_seen: true,
+                stopping: false,
             },
             60,
             Step::EndTask {
@@ -405,6 +407,7 @@ fn a_running_task_waits_for_its_job() {
                 reason: "DeadlineExceeded".into(),
                 message: "Job was active longer than specified deadline".into(),
                 pods_seen: true,
+                stopping: false,
             },
             60,
             Step::EndTask {
@@ -416,6 +419,30 @@ fn a_running_task_waits_for_its_job() {
                 read_logs: true,
                 outputs: BTreeMap::new(),
             },
+        ),
+        (
+            "failing: its pods stop, their logs are read",
+            &status,
+            JobSeen::Failed {
+                reason: "DeadlineExceeded".into(),
+                message: "Job was active longer than specified deadline".into(),
+                pods_seen: true,
+                stopping: true,
+            },
+            60,
+            Step::ReadLogs(0),
+        ),
+        (
+            "failing, its pods not in the watch: the end is waited for",
+            &status,
+            JobSeen::Failed {
+                reason: "DeadlineExceeded".into(),
+                message: String::new(),
+                pods_seen: false,
+                stopping: true,
+            },
+            60,
+            Step::Wait(None),
         ),
     ];
     for (case, persisted, job, seconds, expected) in cases {
@@ -1248,6 +1275,69 @@ fn a_cancelled_run_reads_the_logs_and_deletes_the_running_job_then_skips_the_res
         finished.map(|c| (c.reason.as_str(), c.message.as_str())),
         Some(("Cancelled", "Cancelled by alice: wrong artifact"))
     );
+}
+
+/// A failing Job's logs are read while its pods stop; the task ends once the Job has failed
+/// (its pods gone), with the logs read before.
+#[test]
+fn a_failing_task_is_read_while_its_pods_stop_and_ends_once_they_are_gone() {
+    let run = triggered(1);
+    let mut status = running(&run);
+    let failing = |stopping| JobSeen::Failed {
+        reason: "DeadlineExceeded".into(),
+        message: "Job was active longer than specified deadline".into(),
+        pods_seen: true,
+        stopping,
+    };
+    assert_eq!(
+        next(&run, &status, failing(true), at(300)),
+        Step::ReadLogs(0)
+    );
+    status.tasks[0].logs = Some("hung at 99%".into());
+    assert_eq!(
+        next(&run, &status, failing(true), at(300)),
+        Step::Wait(None),
+        "woken when the Job has failed"
+    );
+    // Failed: its pods are gone (from the watch too), and not waited for.
+    let failed = JobSeen::Failed {
+        reason: "DeadlineExceeded".into(),
+        message: "Job was active longer than specified deadline".into(),
+        pods_seen: false,
+        stopping: false,
+    };
+    let mut soon = running(&run);
+    soon.tasks[0].logs = Some("hung at 1%".into());
+    assert!(matches!(
+        next(&run, &soon, failed, at(2)),
+        Step::EndTask {
+            read_logs: false,
+            ..
+        }
+    ));
+    let end = next(&run, &status, failing(false), at(301));
+    assert_eq!(
+        end,
+        Step::EndTask {
+            index: 0,
+            phase: TaskPhase::Failed,
+            message: Some("DeadlineExceeded: Job was active longer than specified deadline".into()),
+            read_logs: false,
+            outputs: BTreeMap::new(),
+        },
+        "its pods are gone: not read again"
+    );
+    record_task_end(
+        &run,
+        &mut status,
+        0,
+        TaskPhase::Failed,
+        Some("DeadlineExceeded".into()),
+        None,
+        at(301),
+    );
+    assert_eq!(status.tasks[0].logs.as_deref(), Some("hung at 99%"));
+    assert_eq!(status.phase, RunPhase::Failed);
 }
 
 /// A halted run ends (and a run of its group takes its place) once the pods of the tasks it

@@ -53,7 +53,8 @@ enum Op {
     Stuck(usize),
     /// Task `i`'s Job is deleted by someone else.
     DeleteJob(usize),
-    /// The pods of task `i`'s deleted Job, which ran on while they stopped, are gone.
+    /// The pods of task `i`'s Job that stopped are gone: those of a deleted Job, which ran on
+    /// while they stopped, or a failing Job's, which has failed then.
     PodsGone(usize),
     Advance(u16),
     /// The sink answers the next deliveries so.
@@ -81,6 +82,24 @@ fn op() -> impl Strategy<Value = Op> {
         .prop_map(Op::Sink),
         1 => Just(Op::Cancel),
     ]
+}
+
+/// A failing Job once its pods are gone: failed, no pod left in the watch.
+fn failed(seen: &JobSeen) -> JobSeen {
+    match seen {
+        JobSeen::Failed {
+            reason,
+            message,
+            stopping: true,
+            ..
+        } => JobSeen::Failed {
+            reason: reason.clone(),
+            message: message.clone(),
+            pods_seen: false,
+            stopping: false,
+        },
+        seen => seen.clone(),
+    }
 }
 
 struct ModelJob {
@@ -245,10 +264,12 @@ impl Model {
                         pods_seen: true,
                     }
                 } else {
+                    // Failing first: its pods stop, then (`PodsGone`) it has failed.
                     JobSeen::Failed {
                         reason: "BackoffLimitExceeded".into(),
                         message: String::new(),
                         pods_seen: true,
+                        stopping: true,
                     }
                 },
             ),
@@ -267,6 +288,7 @@ impl Model {
             Op::PodsGone(task) => {
                 if let Some(job) = self.jobs.borrow_mut().get_mut(task) {
                     job.stopping = false;
+                    job.seen = failed(&job.seen);
                 }
             }
             Op::Advance(seconds) => self
@@ -295,6 +317,7 @@ impl Model {
             for job in self.jobs.borrow_mut().values_mut() {
                 job.cached = true;
                 job.stopping = false;
+                job.seen = failed(&job.seen);
                 if job.deleted {
                     continue;
                 }
