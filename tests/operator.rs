@@ -361,6 +361,43 @@ async fn restart_while_a_task_runs() {
     assert_recovered(&h, "crash-running").await;
 }
 
+/// The files a run stages are those its event was accepted with: a config directory edited
+/// before the task that stages them starts fails the run saying so (the Jobs name the files
+/// by the keys recorded then), instead of a pod that never finds its file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_edited_under_a_run_fail_it_saying_so() {
+    let dir = support::fresh_dir("files-edited");
+    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
+    std::fs::create_dir_all(dir.join("carts/data")).unwrap();
+    std::fs::write(dir.join("carts/data/b.txt"), "b").unwrap();
+    std::fs::write(
+        dir.join("carts/job/config.yaml"),
+        "apiVersion: v2\nactions:\n  - name: staged\n    events: [{name: sh.keptn.event.test.triggered}]\n    tasks:\n      - {name: first, image: \"locustio/locust:2\"}\n      - {name: second, image: alpine, files: [data]}\n",
+    )
+    .unwrap();
+    let h = Harness::start_full(kube_sim::Sim::builder(), dir.clone(), &[]).await;
+    h.sim
+        .runtime()
+        .set(ImageRule::image("locustio/locust:*"), Behavior::hold());
+    let event = sample_with_id("test.triggered.json", "files-edited");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    wait_for("the first task to run", LONG, || {
+        !h.sim.runtime().held().is_empty()
+    })
+    .await;
+    // A file that sorts before the other: the other's key would move.
+    std::fs::write(dir.join("carts/data/a.txt"), "a").unwrap();
+    h.sim.release(&h.sim.runtime().held()[0].1);
+    let data = finished_data(&h, "files-edited").await;
+    assert_eq!(data["status"], "errored", "{data}");
+    let message = data["message"].as_str().unwrap();
+    assert!(
+        message
+            .contains("Task 'second' failed: the task files changed since the event was accepted"),
+        "{message}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_between_tasks() {
     let mut h = Harness::start(&[]).await;

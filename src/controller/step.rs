@@ -59,6 +59,13 @@ pub enum CannotRun {
     /// The API server refused the Job as invalid: trying it again would be refused again.
     #[error("the Kubernetes API refused the task's Job: {0}")]
     JobRefused(String),
+    /// The files read for the run's ConfigMap are not those recorded when its event was
+    /// accepted (the config directory was edited since): the Jobs name them by those keys.
+    #[error(
+        "the task files changed since the event was accepted (the config directory was edited \
+         under the run); send the event again"
+    )]
+    FilesChanged,
 }
 
 /// A step that was not taken.
@@ -850,6 +857,15 @@ impl World for Cluster<'_> {
             Ok(Err(error)) => return Err(CannotRun::Files(error).into()),
             Err(problem) => return Err(CannotRun::FilesAborted(problem.to_string()).into()),
         };
+        // The Jobs name each file by the key recorded when the event was accepted; keys follow
+        // the files' order, so a file added since gives the others new keys, and a pod whose
+        // key is missing never starts. (A git source reads the recorded commit: the same.)
+        let none = |files: &[Vec<crate::files::StagedFile>]| files.iter().all(Vec::is_empty);
+        let same = (none(&run_files.per_task) && none(&spec.action.files))
+            || run_files.per_task == spec.action.files;
+        if !same {
+            return Err(CannotRun::FilesChanged.into());
+        }
         let config_map: ConfigMap = render::files_config_map(
             run_name(run),
             &self.ctx.parts.settings.job_namespace,
