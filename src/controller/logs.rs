@@ -179,6 +179,19 @@ pub async fn collect(api: &Api<Pod>, pods: &[&CachedPod], cap: usize) -> String 
 mod tests {
     use super::*;
 
+    /// The bytes an excerpt kept plus those its marker says it left out: the length of what
+    /// it was made of.
+    fn kept_and_omitted(cut: &str) -> usize {
+        let omitted: usize = cut
+            .split("[... ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        let marker = format!("\n[... {omitted} bytes omitted ...]\n");
+        cut.len() - marker.len() + omitted
+    }
+
     /// The excerpt of `text` in one piece.
     fn excerpt(text: &str, cap: usize) -> String {
         let mut excerpt = Excerpt::new(cap);
@@ -198,14 +211,7 @@ mod tests {
         assert!(cut.len() <= 1024, "{}", cut.len());
         assert!(cut.starts_with("line 0\nline 1\n"));
         assert!(cut.ends_with("line 9999"), "trailing white space dropped");
-        let omitted: usize = cut
-            .split("[... ")
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap();
-        let marker = format!("\n[... {omitted} bytes omitted ...]\n");
-        assert_eq!(cut.len() - marker.len() + omitted, text.trim_end().len());
+        assert_eq!(kept_and_omitted(&cut), text.trim_end().len());
     }
 
     #[test]
@@ -229,14 +235,7 @@ mod tests {
                 assert!(cut.contains("bytes omitted"));
                 assert!(cut.len() <= cap, "{cap}: {}", cut.len());
                 assert!(!cut.contains('\u{FFFD}'), "{cap}: {cut}");
-                let omitted: usize = cut
-                    .split("[... ")
-                    .nth(1)
-                    .and_then(|rest| rest.split(' ').next())
-                    .and_then(|n| n.parse().ok())
-                    .unwrap();
-                let marker = format!("\n[... {omitted} bytes omitted ...]\n");
-                assert_eq!(cut.len() - marker.len() + omitted, text.len(), "{cap}");
+                assert_eq!(kept_and_omitted(&cut), text.len(), "{cap}");
             }
         }
     }
