@@ -77,9 +77,10 @@ pub enum JobSeen {
         /// whose logs are read meanwhile.
         stopping: bool,
     },
-    /// Of a task that is over (a halt stopped it and deleted its Job, or it failed as the Job
-    /// controller stops its pods): a pod of it has not ended yet (SIGTERM and the grace period
-    /// it gets; the kubelet removes it once its containers exit). Only a halt waits for it.
+    /// Of a task that is over (cancelled, or failed: its Job deleted by a halt, or by the
+    /// operator when its pod never started): a pod of it has not ended yet (SIGTERM and the
+    /// grace period it gets; the kubelet removes it once its containers exit). Only a halt
+    /// waits for it.
     Stopping,
 }
 
