@@ -290,6 +290,24 @@ pub(crate) fn validate(members: &impl Members) -> Result<(), EventError> {
     if spec_version != "1.0" {
         return Err(EventError::UnsupportedSpecVersion(spec_version.to_string()));
     }
+    // The spec's String type disallows control characters and noncharacters. Refusing them
+    // also keeps run names apart: a run is named from `source` and `id` joined by NULs.
+    for (name, attribute) in members.each() {
+        if let AttributeKind::String(text) = attribute
+            && name != "data"
+            && let Some((at, disallowed)) = disallowed_character(text)
+        {
+            return Err(invalid(
+                name,
+                &format!(
+                    "holds U+{:04X} at character {}: CloudEvents attribute strings must not \
+                     hold control characters or noncharacters",
+                    u32::from(disallowed),
+                    at + 1
+                ),
+            ));
+        }
+    }
     for name in OPTIONAL_STRINGS {
         if let Some(other) = members
             .member(name)
@@ -422,6 +440,19 @@ impl CloudEvent {
             git_commit_id: self.extension("gitcommitid"),
         }
     }
+}
+
+/// The first character of an attribute's string that CloudEvents' type system disallows
+/// (U+0000–U+001F, U+007F–U+009F, Unicode's noncharacters), with its place in characters.
+fn disallowed_character(text: &str) -> Option<(usize, char)> {
+    // Most attributes are printable ASCII: one pass over the bytes decides them.
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return None;
+    }
+    text.chars().enumerate().find(|(_, c)| {
+        let code = u32::from(*c);
+        c.is_control() || (0xFDD0..=0xFDEF).contains(&code) || code & 0xFFFE == 0xFFFE
+    })
 }
 
 fn invalid(name: &str, reason: &str) -> EventError {
@@ -821,6 +852,22 @@ mod tests {
             (
                 json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "ext": {"a": 1}}),
                 "attribute \"ext\" must be a string, number or boolean, found an object",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1\u{0}2", "source": "s", "type": "t"}),
+                "attribute \"id\" holds U+0000 at character 2: CloudEvents attribute strings must not hold control characters or noncharacters",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "é\u{85}", "type": "t"}),
+                "attribute \"source\" holds U+0085 at character 2: CloudEvents attribute strings must not hold control characters or noncharacters",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "subject": "a\nb"}),
+                "attribute \"subject\" holds U+000A at character 2: CloudEvents attribute strings must not hold control characters or noncharacters",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "ext": "\u{FFFF}"}),
+                "attribute \"ext\" holds U+FFFF at character 1: CloudEvents attribute strings must not hold control characters or noncharacters",
             ),
             (
                 json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "ext": [1]}),

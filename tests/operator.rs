@@ -987,6 +987,19 @@ async fn bad_input_gets_its_status_and_message_and_the_operator_keeps_serving() 
         .await;
     assert_eq!(response.status, 400);
     assert_eq!(response.body["error"], "missing required attribute \"id\"");
+    // Two events whose `source` and `id` differ only around a NUL would hash to one run name.
+    let response = h
+        .post(
+            &[structured, auth],
+            json!({"specversion": "1.0", "id": "1\u{0}2", "source": "s", "type": "t"}).to_string(),
+        )
+        .await;
+    assert_eq!(response.status, 400);
+    assert_eq!(
+        response.body["error"],
+        "attribute \"id\" holds U+0000 at character 2: CloudEvents attribute strings must not \
+         hold control characters or noncharacters"
+    );
 
     let response = h
         .post(&[("content-type", "text/plain"), auth], "hello")

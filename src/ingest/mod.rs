@@ -685,7 +685,7 @@ mod tests {
 actions:
   - name: "q\"uote"
     events:
-      - name: "t\"\u0001"
+      - name: "t\"é"
         jsonpath: {property: "$.data.x", match: "m\""}
     tasks: [{image: alpine}]
 "#,
@@ -694,9 +694,9 @@ actions:
         .unwrap();
         let matcher = Matcher::compile(&valid.config).unwrap();
         for (id, event_type, x) in [
-            ("1", "t\"\u{1}", "\"v\""),
-            ("i\\d \"é\"", "t\"\u{1}", "{\"a\":[1,\"\\n\"]}"),
-            ("\u{7f}\t", "other", "1e2"),
+            ("1", "t\"é", "\"v\\u0001\""),
+            ("i\\d \"é\"", "t\"é", "{\"a\":[1,\"\\n\"]}"),
+            ("\\\"", "other", "1e2"),
         ] {
             let text = serde_json::json!({
                 "specversion": "1.0", "id": id, "source": "s", "type": event_type,

@@ -385,6 +385,23 @@ mod tests {
         );
     }
 
+    /// A percent-encoded control character decodes into the attribute, which is then refused
+    /// as in structured mode.
+    #[test]
+    fn binary_mode_control_character() {
+        let h = headers(&[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "a%00b"),
+            ("ce-source", "s"),
+            ("ce-type", "t"),
+        ]);
+        assert_eq!(
+            events_from_request(&h, b"", LIMIT).unwrap_err().to_string(),
+            "attribute \"id\" holds U+0000 at character 2: CloudEvents attribute strings must \
+             not hold control characters or noncharacters"
+        );
+    }
+
     #[test]
     fn batch_mode() {
         let h = headers(&[("content-type", "application/cloudevents-batch+json")]);
