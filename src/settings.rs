@@ -27,6 +27,11 @@ pub const DEFAULT_EMPTY_DIR_SIZE_LIMIT: &str = "20Mi";
 pub const DEFAULT_MAX_POLL_DURATION: i64 = 300;
 pub const DEFAULT_TTL_SECONDS_AFTER_FINISHED: i32 = 21600;
 pub const DEFAULT_EVENT_SOURCE: &str = "job-executor";
+/// The user task pods run as, as Keptn's job-executor-service ran them: images whose user is
+/// root (`alpine`) or a name could not start under `runAsNonRoot` otherwise.
+pub const DEFAULT_RUN_AS_USER: i64 = 1000;
+/// The group task pods run as and that owns their volumes, as Keptn's service had it.
+pub const DEFAULT_RUN_AS_GROUP: i64 = 2000;
 pub const DEFAULT_INIT_IMAGE: &str = concat!(
     "ghcr.io/job-executor/job-executor:",
     env!("CARGO_PKG_VERSION")
@@ -140,9 +145,9 @@ impl Settings {
             },
             security: SecurityDefaults {
                 run_as_non_root: true,
-                run_as_user: None,
-                run_as_group: None,
-                fs_group: None,
+                run_as_user: Some(DEFAULT_RUN_AS_USER),
+                run_as_group: Some(DEFAULT_RUN_AS_GROUP),
+                fs_group: Some(DEFAULT_RUN_AS_GROUP),
                 read_only_root_filesystem: true,
             },
             allow_privileged: false,

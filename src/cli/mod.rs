@@ -135,6 +135,23 @@ fn job_label(value: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), label.to_string()))
 }
 
+/// A user or group ID of task pods, or none (`image`: the image's own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodId(pub Option<i64>);
+
+fn pod_id(value: &str) -> Result<PodId, String> {
+    if value == "image" {
+        return Ok(PodId(None));
+    }
+    match value.parse::<i64>() {
+        Ok(id) if (0..=i64::from(i32::MAX)).contains(&id) => Ok(PodId(Some(id))),
+        _ => Err(format!(
+            "expected a user or group ID from 0 to {} or `image` (the image's own), found {value:?}",
+            i32::MAX
+        )),
+    }
+}
+
 fn dns_subdomain(value: &str) -> Result<String, String> {
     formats::check_dns_subdomain(value).map(|()| value.to_string())
 }
@@ -176,15 +193,16 @@ pub struct InstallArgs {
     /// Task containers run as non-root unless the task says otherwise.
     #[arg(long, env = "JOB_EXECUTOR_RUN_AS_NON_ROOT", default_value_t = true, action = clap::ArgAction::Set)]
     pub run_as_non_root: bool,
-    /// The user task pods run as, unless the task says otherwise.
-    #[arg(long, env = "JOB_EXECUTOR_RUN_AS_USER")]
-    pub run_as_user: Option<i64>,
-    /// The group task pods run as, unless the task says otherwise.
-    #[arg(long, env = "JOB_EXECUTOR_RUN_AS_GROUP")]
-    pub run_as_group: Option<i64>,
-    /// The group that owns task pods' volumes.
-    #[arg(long, env = "JOB_EXECUTOR_FS_GROUP")]
-    pub fs_group: Option<i64>,
+    /// The user task pods run as, unless the task says otherwise (`image`: the image's own,
+    /// which must then be a numeric non-root user while `--run-as-non-root` holds).
+    #[arg(long, env = "JOB_EXECUTOR_RUN_AS_USER", default_value = "1000", value_parser = pod_id)]
+    pub run_as_user: PodId,
+    /// The group task pods run as, unless the task says otherwise (`image`: the image's).
+    #[arg(long, env = "JOB_EXECUTOR_RUN_AS_GROUP", default_value = "2000", value_parser = pod_id)]
+    pub run_as_group: PodId,
+    /// The group that owns task pods' volumes (`image`: none).
+    #[arg(long, env = "JOB_EXECUTOR_FS_GROUP", default_value = "2000", value_parser = pod_id)]
+    pub fs_group: PodId,
     /// Task containers get a read-only root filesystem unless the task says otherwise.
     #[arg(long, env = "JOB_EXECUTOR_READ_ONLY_ROOT_FILESYSTEM", default_value_t = true, action = clap::ArgAction::Set)]
     pub read_only_root_filesystem: bool,
@@ -262,9 +280,9 @@ impl InstallArgs {
             },
             security: SecurityDefaults {
                 run_as_non_root,
-                run_as_user,
-                run_as_group,
-                fs_group,
+                run_as_user: run_as_user.0,
+                run_as_group: run_as_group.0,
+                fs_group: fs_group.0,
                 read_only_root_filesystem,
             },
             allow_privileged,
@@ -287,6 +305,23 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn pod_ids_are_numbers_in_range_or_the_image_s_own() {
+        assert_eq!(pod_id("1000"), Ok(PodId(Some(1000))));
+        assert_eq!(pod_id("0"), Ok(PodId(Some(0))));
+        assert_eq!(pod_id("2147483647"), Ok(PodId(Some(2147483647))));
+        assert_eq!(pod_id("image"), Ok(PodId(None)));
+        for refused in ["-1", "2147483648", "", "root"] {
+            assert_eq!(
+                pod_id(refused),
+                Err(format!(
+                    "expected a user or group ID from 0 to 2147483647 or `image` (the image's \
+                     own), found {refused:?}"
+                ))
+            );
+        }
+    }
 
     /// `render` with the given installation flags, parsed by the real parser.
     fn parse_render(flags: &[&str]) -> Result<Settings, String> {

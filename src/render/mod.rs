@@ -195,10 +195,11 @@ pub fn render_job(request: &JobRequest<'_>, settings: &Settings) -> Result<Job, 
         mount_path: KEPTN_DIR.into(),
         ..Default::default()
     };
+    let security = container_security(task, settings);
     let mut init_containers = Vec::new();
     if !request.files.is_empty() {
         volumes.push(files_volume(request));
-        init_containers.push(init_container(settings, keptn_mount.clone()));
+        init_containers.push(init_container(settings, &security, keptn_mount.clone()));
     }
 
     let container = Container {
@@ -211,7 +212,7 @@ pub fn render_job(request: &JobRequest<'_>, settings: &Settings) -> Result<Job, 
         env: Some(env),
         env_from,
         resources: Some(resources(task, settings)),
-        security_context: Some(container_security(task, settings)),
+        security_context: Some(security),
         volume_mounts: Some(vec![keptn_mount]),
         ..Default::default()
     };
@@ -689,8 +690,18 @@ fn files_volume(request: &JobRequest<'_>) -> Volume {
     }
 }
 
-/// The init container: the operator's own image copies the task's files into `/keptn`.
-fn init_container(settings: &Settings, keptn_mount: VolumeMount) -> Container {
+/// The init container: the operator's own image copies the task's files into `/keptn`. It runs
+/// as the task's user and group when they are known and not root, so the task owns its files
+/// and may change them (as under Keptn's service); otherwise as the image's own non-root user.
+fn init_container(
+    settings: &Settings,
+    task_security: &SecurityContext,
+    keptn_mount: VolumeMount,
+) -> Container {
+    let (user, group) = match task_security.run_as_user {
+        Some(user) if user != 0 => (user, task_security.run_as_group.unwrap_or(INIT_USER)),
+        _ => (INIT_USER, INIT_USER),
+    };
     let small = |cpu: &str, memory: &str| {
         BTreeMap::from([
             ("cpu".to_string(), K8sQuantity(cpu.into())),
@@ -721,8 +732,8 @@ fn init_container(settings: &Settings, keptn_mount: VolumeMount) -> Container {
             }),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            run_as_user: Some(INIT_USER),
-            run_as_group: Some(INIT_USER),
+            run_as_user: Some(user),
+            run_as_group: Some(group),
             seccomp_profile: Some(runtime_default_seccomp()),
             ..Default::default()
         }),

@@ -431,6 +431,53 @@ fn files_add_an_init_container_and_the_run_config_map() {
     );
 }
 
+/// The init container runs as the task's user and group (so the task owns the files it was
+/// given and may change them); as its own image's user when the task's is root or unknown.
+#[test]
+fn the_init_container_runs_as_the_task_s_user_when_it_is_known_and_not_root() {
+    let init_user = |task: &str, settings: &Settings| {
+        let job = render_with(&one_task(task), &run_sh(), None, settings).unwrap();
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let init = pod.init_containers.unwrap()[0].security_context.clone();
+        let init = init.unwrap();
+        (init.run_as_user, init.run_as_group, init.run_as_non_root)
+    };
+    let defaults = Settings::defaults();
+    assert_eq!(
+        init_user("image: alpine\nfiles: [run.sh]", &defaults),
+        (Some(1000), Some(2000), Some(true)),
+        "Keptn's defaults"
+    );
+    assert_eq!(
+        init_user(
+            "image: alpine\nfiles: [run.sh]\nsecurityContext: {runAsUser: 1001}",
+            &defaults
+        ),
+        (Some(1001), Some(2000), Some(true))
+    );
+    assert_eq!(
+        init_user(
+            "image: alpine\nfiles: [run.sh]\nsecurityContext: {runAsUser: 0, runAsNonRoot: false}",
+            &defaults
+        ),
+        (Some(65532), Some(65532), Some(true))
+    );
+    let mut image_user = Settings::defaults();
+    image_user.security.run_as_user = None;
+    image_user.security.run_as_group = None;
+    assert_eq!(
+        init_user("image: alpine\nfiles: [run.sh]", &image_user),
+        (Some(65532), Some(65532), Some(true))
+    );
+    assert_eq!(
+        init_user(
+            "image: alpine\nfiles: [run.sh]\nsecurityContext: {runAsUser: 1001}",
+            &image_user
+        ),
+        (Some(1001), Some(65532), Some(true))
+    );
+}
+
 #[test]
 fn label_env_names() {
     assert_eq!(label_env_name("build-id"), "LABELS_BUILD_ID");
