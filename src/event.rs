@@ -319,11 +319,30 @@ pub(crate) fn validate(members: &impl Members) -> Result<(), EventError> {
             ));
         }
     }
-    if members.member("data").is_some() && members.member("data_base64").is_some() {
+    // A null member is an unset one (JSON format, 2.2).
+    let set = |name| !matches!(members.member(name), None | Some(AttributeKind::Null));
+    if set("data") && set("data_base64") {
         return Err(invalid(
             "data_base64",
             "cannot be used together with \"data\"",
         ));
+    }
+    match members.member("data_base64") {
+        None | Some(AttributeKind::Null) => {}
+        Some(AttributeKind::String(text)) if is_base64(text) => {}
+        Some(AttributeKind::String(_)) => {
+            return Err(invalid(
+                "data_base64",
+                "is not base64 (RFC 4648: A-Z, a-z, 0-9, + and /, padded with = to a \
+                 multiple of 4 characters)",
+            ));
+        }
+        Some(other) => {
+            return Err(invalid(
+                "data_base64",
+                &format!("must be a string, found {}", other.name()),
+            ));
+        }
     }
     for (name, attribute) in members.each() {
         if REQUIRED.contains(&name)
@@ -333,9 +352,10 @@ pub(crate) fn validate(members: &impl Members) -> Result<(), EventError> {
         {
             continue;
         }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         {
             return Err(invalid(
                 name,
@@ -440,6 +460,16 @@ impl CloudEvent {
             git_commit_id: self.extension("gitcommitid"),
         }
     }
+}
+
+/// Whether `text` is base64 as RFC 4648 writes it (padded, no line breaks).
+fn is_base64(text: &str) -> bool {
+    let body = text.trim_end_matches('=');
+    text.len().is_multiple_of(4)
+        && text.len() - body.len() <= 2
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 /// The first character of an attribute's string that CloudEvents' type system disallows
@@ -844,6 +874,22 @@ mod tests {
             (
                 json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data": {}, "data_base64": "eA=="}),
                 "attribute \"data_base64\" cannot be used together with \"data\"",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data_base64": 5}),
+                "attribute \"data_base64\" must be a string, found a number",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data_base64": "eA="}),
+                "attribute \"data_base64\" is not base64 (RFC 4648: A-Z, a-z, 0-9, + and /, padded with = to a multiple of 4 characters)",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data_base64": "e$=="}),
+                "attribute \"data_base64\" is not base64 (RFC 4648: A-Z, a-z, 0-9, + and /, padded with = to a multiple of 4 characters)",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "": "x"}),
+                "attribute \"\" is not a valid extension name (lower-case letters and digits only)",
             ),
             (
                 json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "subject": 5}),

@@ -545,7 +545,12 @@ pub struct OperatorArgs {
     )]
     pub ingest_hmac_window_seconds: u64,
     /// The largest request body accepted.
-    #[arg(long, env = "JOB_EXECUTOR_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_MAX_BODY_BYTES",
+        default_value_t = 1024 * 1024,
+        value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize)
+    )]
     pub max_body_bytes: usize,
     /// The most events one batch request (`application/cloudevents-batch+json`) may carry; a
     /// larger batch is refused whole with 413.
@@ -581,11 +586,17 @@ pub struct OperatorArgs {
     #[arg(
         long,
         env = "JOB_EXECUTOR_NEVER_STARTED_TIMEOUT_SECONDS",
-        default_value_t = 300
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub never_started_timeout_seconds: u64,
     /// Runs reconciled at the same time.
-    #[arg(long, env = "JOB_EXECUTOR_CONCURRENCY", default_value_t = 16)]
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_CONCURRENCY",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
     pub concurrency: u16,
     /// Seconds a finished run (its JobRun, with its Jobs and files) is kept once its
     /// `.finished` is delivered; 0 keeps runs for good. A run whose `.finished` could not be
@@ -624,7 +635,12 @@ pub struct OperatorArgs {
     pub max_runs_in_flight: usize,
     /// Seconds ingest waits for the API server to store a run before it answers 503 with
     /// `Retry-After` (the sender retries; a run stored late is then a duplicate).
-    #[arg(long, env = "JOB_EXECUTOR_STORE_TIMEOUT_SECONDS", default_value_t = 5)]
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_STORE_TIMEOUT_SECONDS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=300)
+    )]
     pub store_timeout_seconds: u64,
 }
 

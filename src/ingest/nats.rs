@@ -295,12 +295,26 @@ fn structured_text(message: &async_nats::Message, max_bytes: usize) -> Option<&s
     std::str::from_utf8(&message.payload).ok()
 }
 
-/// Binary mode: the attributes in `ce-*` headers, the data as the payload. Header names are
-/// compared ignoring case, as [`event_of`] reads them (NATS keeps the case a publisher wrote).
+/// Binary mode: the attributes in `ce-*` headers, the data as the payload; unless a
+/// `Content-Type` header names a CloudEvents format (`application/cloudevents…`), which makes
+/// the payload the whole event, as the NATS binding has it. Header names are compared ignoring
+/// case, as [`event_of`] reads them (NATS keeps the case a publisher wrote).
 fn is_binary(message: &async_nats::Message) -> bool {
     message.headers.as_ref().is_some_and(|h| {
-        h.iter()
-            .any(|(name, _)| AsRef::<str>::as_ref(name).eq_ignore_ascii_case("ce-specversion"))
+        let named = |wanted: &'static str| {
+            h.iter()
+                .filter(move |(name, _)| AsRef::<str>::as_ref(*name).eq_ignore_ascii_case(wanted))
+        };
+        let structured = named("content-type").any(|(_, values)| {
+            values.iter().any(|value| {
+                value
+                    .as_str()
+                    .trim_start()
+                    .get(..23)
+                    .is_some_and(|start| start.eq_ignore_ascii_case("application/cloudevents"))
+            })
+        });
+        !structured && named("ce-specversion").next().is_some()
     })
 }
 
@@ -318,9 +332,6 @@ pub fn event_of(message: &async_nats::Message, max_bytes: usize) -> Result<Cloud
     if is_binary(message) {
         for (name, values) in nats_headers.into_iter().flat_map(|h| h.iter()) {
             let name = name.to_string().to_ascii_lowercase();
-            let Some(value) = values.first() else {
-                continue;
-            };
             // The NATS binding carries the data's media type in `ce-datacontenttype`, where
             // HTTP has `Content-Type`.
             let name = match name.as_str() {
@@ -329,21 +340,16 @@ pub fn event_of(message: &async_nats::Message, max_bytes: usize) -> Result<Cloud
                     .map_err(|_| format!("header {other:?} is not a valid name"))?,
                 _ => continue,
             };
-            let value = HeaderValue::from_str(value.as_str())
-                .map_err(|_| format!("header {name} has a value that is not text"))?;
-            headers.insert(name, value);
+            // Every value: one given twice is refused, as over HTTP.
+            for value in values {
+                let value = HeaderValue::from_str(value.as_str())
+                    .map_err(|_| format!("header {name} has a value that is not text"))?;
+                headers.append(name.clone(), value);
+            }
         }
-    } else {
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/cloudevents+json"),
-        );
+        return parse::binary_event(&headers, &message.payload).map_err(|e| e.to_string());
     }
-    let mut events =
-        parse::events_from_request(&headers, &message.payload, 1).map_err(|e| e.to_string())?;
-    events
-        .pop()
-        .ok_or_else(|| "the message carries no event".to_string())
+    CloudEvent::from_json(&message.payload).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -378,6 +384,65 @@ mod tests {
         assert_eq!(
             event.as_value()["data"],
             serde_json::json!({"project": "p"})
+        );
+    }
+
+    fn message(headers: &[(&str, &str)], payload: &'static [u8]) -> async_nats::Message {
+        let mut map = async_nats::HeaderMap::new();
+        for (name, value) in headers {
+            map.append(*name, *value);
+        }
+        async_nats::Message {
+            subject: "sh.keptn.event.test.triggered".into(),
+            reply: None,
+            payload: bytes::Bytes::from_static(payload),
+            headers: Some(map),
+            status: None,
+            description: None,
+            length: 0,
+        }
+    }
+
+    /// The mode is the binding's: a CloudEvents `Content-Type` makes the payload the event
+    /// whatever `ce-` headers came with it; in binary mode the data's media type is the data's,
+    /// even a CloudEvents one.
+    #[test]
+    fn the_mode_follows_the_content_type_then_the_ce_headers() {
+        let binary = [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "42"),
+            ("ce-source", "shipyard"),
+            ("ce-type", "sh.keptn.event.test.triggered"),
+        ];
+        let whole = br#"{"specversion":"1.0","id":"7","source":"s","type":"t","data":{}}"#;
+        let structured = message(
+            &[
+                &binary[..],
+                &[("Content-Type", "application/cloudevents+json")],
+            ]
+            .concat(),
+            whole,
+        );
+        assert!(structured_text(&structured, 1024).is_some());
+        assert_eq!(event_of(&structured, 1024).unwrap().id(), "7");
+
+        let data_is_an_event = message(
+            &[
+                &binary[..],
+                &[("ce-datacontenttype", "application/cloudevents+json")],
+            ]
+            .concat(),
+            whole,
+        );
+        assert!(structured_text(&data_is_an_event, 1024).is_none());
+        let event = event_of(&data_is_an_event, 1024).unwrap();
+        assert_eq!(event.id(), "42");
+        assert_eq!(event.as_value()["data"]["id"], "7");
+
+        let twice = message(&[&binary[..], &[("ce-id", "43")]].concat(), b"{}");
+        assert_eq!(
+            event_of(&twice, 1024).unwrap_err(),
+            "header ce-id: given more than once"
         );
     }
 }

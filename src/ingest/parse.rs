@@ -14,8 +14,6 @@ pub enum ParseError {
     BatchItem { index: usize, error: EventError },
     #[error("a batch must be a JSON array of events")]
     NotABatch,
-    #[error("a batch must hold at least one event")]
-    EmptyBatch,
     #[error(
         "the batch holds {count} events, more than the limit of {limit} \
          (--max-batch-events); nothing of it was accepted: send it in smaller batches"
@@ -26,6 +24,11 @@ pub enum ParseError {
          application/cloudevents-batch+json (batch), or ce-* headers (binary)"
     )]
     UnsupportedContentType(String),
+    #[error(
+        "unsupported content encoding {0:?}: send the body uncompressed (Content-Encoding: \
+         identity, or none)"
+    )]
+    UnsupportedContentEncoding(String),
     #[error("header {name}: {reason}")]
     Header { name: String, reason: String },
 }
@@ -34,7 +37,9 @@ impl ParseError {
     /// The HTTP status this error answers with.
     pub fn status(&self) -> http::StatusCode {
         match self {
-            ParseError::UnsupportedContentType(_) => http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ParseError::UnsupportedContentType(_) | ParseError::UnsupportedContentEncoding(_) => {
+                http::StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ParseError::BatchTooLarge { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,
             _ => http::StatusCode::BAD_REQUEST,
         }
@@ -71,7 +76,14 @@ pub fn events_from_request(
         ContentMode::Binary(media) => Ok(vec![binary(headers, &media, body)?]),
         ContentMode::Structured => Ok(vec![CloudEvent::from_json(body)?]),
         ContentMode::Unsupported(media) => Err(ParseError::UnsupportedContentType(media)),
+        ContentMode::Encoded(encoding) => Err(ParseError::UnsupportedContentEncoding(encoding)),
     }
+}
+
+/// One event in binary mode, whatever the media type of its data (a message protocol, NATS,
+/// decides the mode by its own rules).
+pub fn binary_event(headers: &HeaderMap, body: &[u8]) -> Result<CloudEvent, ParseError> {
+    binary(headers, &media_type(headers).to_ascii_lowercase(), body)
 }
 
 /// The text of a request that carries one event in structured mode, if it is UTF-8: what
@@ -95,6 +107,8 @@ enum ContentMode {
     Binary(String),
     Structured,
     Unsupported(String),
+    /// A body compressed (`Content-Encoding`), which is not read.
+    Encoded(String),
 }
 
 fn content_mode(headers: &HeaderMap) -> ContentMode {
@@ -103,6 +117,13 @@ fn content_mode(headers: &HeaderMap) -> ContentMode {
     // As the HTTP binding says: a `application/cloudevents…` media type is the batched or the
     // structured mode whatever other headers came (a gateway may copy attributes into `ce-`
     // headers); any other with `ce-specversion` is the binary mode.
+    if let Some(encoding) = headers
+        .get(http::header::CONTENT_ENCODING)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .filter(|v| !v.trim().eq_ignore_ascii_case("identity"))
+    {
+        return ContentMode::Encoded(encoding.into_owned());
+    }
     let media = media_type(headers);
     if media.eq_ignore_ascii_case("application/cloudevents-batch+json") {
         ContentMode::Batch
@@ -126,9 +147,7 @@ fn batch(body: &[u8], max_batch_events: usize) -> Result<Vec<CloudEvent>, ParseE
     let Value::Array(items) = value else {
         return Err(ParseError::NotABatch);
     };
-    if items.is_empty() {
-        return Err(ParseError::EmptyBatch);
-    }
+    // "The batch MAY be empty" (HTTP binding, 3.3.2): answered with no events.
     if items.len() > max_batch_events {
         return Err(ParseError::BatchTooLarge {
             count: items.len(),
@@ -151,17 +170,28 @@ fn binary(headers: &HeaderMap, media: &str, body: &[u8]) -> Result<CloudEvent, P
         let Some(attribute) = name.as_str().strip_prefix("ce-") else {
             continue;
         };
-        // Percent-encoded as the HTTP binding asks; raw UTF-8 is read too (the Rust SDK
-        // writes values as they are).
-        let text = std::str::from_utf8(value.as_bytes()).map_err(|_| ParseError::Header {
+        let header = |reason: &str| ParseError::Header {
             name: name.to_string(),
-            reason: "not UTF-8 (percent-encode other bytes)".into(),
-        })?;
-        let decoded = percent_decode(text).ok_or_else(|| ParseError::Header {
-            name: name.to_string(),
-            reason: "its percent-encoded bytes are not UTF-8".into(),
-        })?;
-        object.insert(attribute.to_string(), Value::String(decoded));
+            reason: reason.into(),
+        };
+        if matches!(attribute, "data" | "data_base64") {
+            return Err(header(
+                "the binary mode carries the data in the body, not in a header",
+            ));
+        }
+        // Percent-encoded as the HTTP binding asks, after undoing quoted strings (which older
+        // senders wrote); raw UTF-8 is read too (the Rust SDK writes values as they are).
+        let text = std::str::from_utf8(value.as_bytes())
+            .map_err(|_| header("not UTF-8 (percent-encode other bytes)"))?;
+        let decoded = percent_decode(&unquote(text))
+            .ok_or_else(|| header("its percent-encoded bytes are not UTF-8"))?;
+        // Which of two values a gateway on the way reads is anyone's guess.
+        if object
+            .insert(attribute.to_string(), Value::String(decoded))
+            .is_some()
+        {
+            return Err(header("given more than once"));
+        }
     }
     if let Some(value) = headers
         .get(http::header::CONTENT_TYPE)
@@ -186,6 +216,33 @@ fn binary(headers: &HeaderMap, media: &str, body: &[u8]) -> Result<CloudEvent, P
         }
     }
     Ok(CloudEvent::from_value(Value::Object(object))?)
+}
+
+/// A header value that is one quoted string (RFC 7230, 3.2.6), unquoted: the quotes dropped,
+/// `\x` read as `x`, as the HTTP binding asks of a receiver (older senders quoted values with
+/// spaces). Any other value is as it came: senders such as the Rust SDK write quotes within a
+/// value as they are.
+fn unquote(text: &str) -> std::borrow::Cow<'_, str> {
+    let Some(inner) = text
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    else {
+        return std::borrow::Cow::Borrowed(text);
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(escaped) => out.push(escaped),
+                None => return std::borrow::Cow::Borrowed(text),
+            },
+            // A quote inside: not one quoted string.
+            '"' => return std::borrow::Cow::Borrowed(text),
+            other => out.push(other),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// `%xx` escapes of the CloudEvents HTTP binding; a `%` that starts no escape is itself (a
@@ -402,6 +459,78 @@ mod tests {
         );
     }
 
+    /// A value sent as one quoted string is unquoted, as the HTTP binding asks; quotes within
+    /// a value are the value's.
+    #[test]
+    fn binary_mode_quoted_values() {
+        let with_id = |id: &'static str| {
+            headers(&[
+                ("ce-specversion", "1.0"),
+                ("ce-id", id),
+                ("ce-source", "s"),
+                ("ce-type", "t"),
+            ])
+        };
+        let id = |id: &'static str| {
+            events_from_request(&with_id(id), b"", LIMIT).unwrap()[0]
+                .id()
+                .to_string()
+        };
+        assert_eq!(id(r#""42""#), "42");
+        assert_eq!(id(r#""a \"b\" c%20d""#), r#"a "b" c d"#);
+        assert_eq!(id(r#"say "hi""#), r#"say "hi""#);
+        assert_eq!(id(r#""a" "b""#), r#""a" "b""#);
+        assert_eq!(
+            events_from_request(&with_id(r#""""#), b"", LIMIT)
+                .unwrap_err()
+                .to_string(),
+            "attribute \"id\" must not be empty"
+        );
+    }
+
+    /// What a header cannot carry, or carries twice, is refused; a compressed body is not read.
+    #[test]
+    fn binary_mode_refuses_data_headers_repeated_attributes_and_encodings() {
+        let base = [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "1"),
+            ("ce-source", "s"),
+            ("ce-type", "t"),
+        ];
+        let refused = |extra: &[(&'static str, &'static str)]| {
+            let mut h = headers(&base);
+            for (name, value) in extra {
+                h.append(*name, HeaderValue::from_static(value));
+            }
+            let error = events_from_request(&h, b"{}", LIMIT).unwrap_err();
+            (error.status().as_u16(), error.to_string())
+        };
+        assert_eq!(
+            refused(&[("ce-data", "x")]),
+            (
+                400,
+                "header ce-data: the binary mode carries the data in the body, not in a header"
+                    .into()
+            )
+        );
+        assert_eq!(
+            refused(&[("ce-id", "2")]),
+            (400, "header ce-id: given more than once".into())
+        );
+        assert_eq!(
+            refused(&[("content-encoding", "gzip")]),
+            (
+                415,
+                "unsupported content encoding \"gzip\": send the body uncompressed \
+                 (Content-Encoding: identity, or none)"
+                    .into()
+            )
+        );
+        let mut identity = headers(&base);
+        identity.insert("content-encoding", HeaderValue::from_static("identity"));
+        assert!(events_from_request(&identity, b"{}", LIMIT).is_ok());
+    }
+
     #[test]
     fn batch_mode() {
         let h = headers(&[("content-type", "application/cloudevents-batch+json")]);
@@ -419,10 +548,7 @@ mod tests {
                 .to_string(),
             "event 1 of the batch: missing required attribute \"id\""
         );
-        assert_eq!(
-            events_from_request(&h, b"[]", LIMIT).unwrap_err(),
-            ParseError::EmptyBatch
-        );
+        assert_eq!(events_from_request(&h, b"[]", LIMIT), Ok(Vec::new()));
         assert_eq!(
             events_from_request(&h, EVENT.as_bytes(), LIMIT).unwrap_err(),
             ParseError::NotABatch

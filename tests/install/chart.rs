@@ -88,6 +88,24 @@ fn chart_refuses_values_outside_its_schema() {
         ("sink:\n  url: ftp://sink.example\n", "/sink/url"),
         ("sink:\n  backoffPolicy: random\n", "/sink/backoffPolicy"),
         ("sink:\n  backoffDelay: soon\n", "/sink/backoffDelay"),
+        // What the operator refuses at its start: a crash loop otherwise.
+        (
+            "sink:\n  backoffDelay: 0s\n",
+            "sink.backoffDelay (0s) must be more than zero and at most an hour",
+        ),
+        (
+            "sink:\n  backoffDelay: 61m\n",
+            "sink.backoffDelay (61m) must be more than zero and at most an hour",
+        ),
+        ("settings:\n  kubeApiQps: 0.0005\n", "/settings/kubeApiQps"),
+        (
+            "settings:\n  neverStartedTimeoutSeconds: 0\n",
+            "/settings/neverStartedTimeoutSeconds",
+        ),
+        (
+            "ingest:\n  storeTimeoutSeconds: 301\n",
+            "/ingest/storeTimeoutSeconds",
+        ),
         (
             "settings:\n  allowPrivileged: \"yes\"\n",
             "/settings/allowPrivileged",
@@ -925,5 +943,18 @@ fn values_that_mean_none_render_none() {
         find(&docs, "ConfigMap", None)["data"]["JOB_EXECUTOR_DEFAULT_SERVICE_ACCOUNT"],
         "runner"
     );
+
+    // The dashboard without its sidecar label: the chart's labels alone.
+    std::fs::write(
+        &file,
+        "grafanaDashboard:\n  enabled: true\n  labels: {grafana_dashboard: null}\n",
+    )
+    .unwrap();
+    let yaml = render(&[file.to_str().unwrap()]);
+    validate_manifests("no-dashboard-labels", &yaml);
+    let docs = documents(&yaml);
+    let labels = &find(&docs, "ConfigMap", Some("job-executor-dashboard"))["metadata"]["labels"];
+    assert!(labels.get("grafana_dashboard").is_none(), "{labels}");
+    assert_eq!(labels["app.kubernetes.io/name"], "job-executor");
     std::fs::remove_dir_all(dir).unwrap();
 }
