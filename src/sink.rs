@@ -245,6 +245,9 @@ const ANSWER_BODY_BYTES: usize = 4096;
 /// Sends `request` and reads the answer, within `timeout`. The status is the answer: of the
 /// body, only the first `ANSWER_BODY_BYTES` are read, and one that is slow or breaks off
 /// changes nothing but the message a refusal quotes (a sink that answered 202 has the event).
+/// How long the body of a 2xx answer is read at most.
+const SUCCESS_BODY_WAIT: Duration = Duration::from_secs(1);
+
 pub(crate) async fn exchange(
     client: &Client<Connector, Full<Bytes>>,
     request: Request<Full<Bytes>>,
@@ -274,7 +277,13 @@ pub(crate) async fn exchange(
             }
         }
     };
-    let _ = tokio::time::timeout_at(deadline, read).await;
+    // A delivery is decided by its status: the body of a 2xx is read only briefly (to keep
+    // the connection for the next one), so a stalled one does not hold the run's record.
+    let body_deadline = match status.is_success() {
+        true => deadline.min(tokio::time::Instant::now() + SUCCESS_BODY_WAIT),
+        false => deadline,
+    };
+    let _ = tokio::time::timeout_at(body_deadline, read).await;
     Ok(Answer {
         status,
         retry_after,
@@ -719,14 +728,20 @@ mod tests {
     #[tokio::test]
     async fn the_status_is_the_answer_whatever_the_body_does() {
         let client = http_client(false, None, Duration::from_secs(1)).unwrap();
-        // Accepted, then the body stalls: delivered, once the attempt's time is up.
+        // Accepted, then the body stalls: delivered, after a second's wait for the body, not
+        // the attempt's whole time.
         let url =
             answering(b"HTTP/1.1 202 Accepted\r\nContent-Length: 100\r\n\r\npartial".to_vec())
                 .await;
-        let answer = exchange(&client, post(&url), Duration::from_millis(300))
+        let asked = std::time::Instant::now();
+        let answer = exchange(&client, post(&url), Duration::from_secs(60))
             .await
             .ok()
             .unwrap();
+        assert!(
+            asked.elapsed() < Duration::from_secs(30),
+            "waited for the body"
+        );
         assert_eq!(answer.status, StatusCode::ACCEPTED);
         assert_eq!(answer.body, "partial");
         assert_eq!(classify(answer.status, None, &answer.body), Ok(()));

@@ -85,6 +85,9 @@ pub fn suggest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -
 struct Choice<'s> {
     values: Vec<&'s str>,
     nullable: bool,
+    /// A value is read whatever its case (`x-ignore-case`: Keptn's service compared `as`
+    /// that way).
+    ignore_case: bool,
 }
 
 impl<'s> Choice<'s> {
@@ -101,6 +104,10 @@ impl<'s> Choice<'s> {
         }
         Some(())
     }
+}
+
+fn is_empty_string(node: &Node) -> bool {
+    matches!(&node.value, NodeValue::Scalar { text, plain: false } if text.is_empty())
 }
 
 struct Walker<'s> {
@@ -128,6 +135,22 @@ impl<'s> Walker<'s> {
     }
 
     /// Follows `$ref`s into `$defs`.
+    /// Whether no value of `schema` is the empty string: a choice among values, or a string of
+    /// a format the empty string is not (a name, a quantity).
+    fn never_empty(&self, schema: &'s Value) -> bool {
+        if self
+            .choice(schema)
+            .is_some_and(|choice| !choice.values.contains(&""))
+        {
+            return true;
+        }
+        let schema = self.resolve(schema);
+        schema
+            .get("format")
+            .and_then(Value::as_str)
+            .is_some_and(|format| check_format(format, "").is_err())
+    }
+
     fn resolve(&self, mut schema: &'s Value) -> &'s Value {
         for _ in 0..32 {
             let Some(reference) = schema.get("$ref").and_then(Value::as_str) else {
@@ -278,8 +301,12 @@ impl<'s> Walker<'s> {
     /// `choice`, looking at most `depth` alternatives deep (a guard against a schema whose
     /// alternatives refer back to themselves).
     fn choice_within(&self, schema: &'s Value, depth: usize) -> Option<Choice<'s>> {
+        let ignore_case = schema.get("x-ignore-case") == Some(&Value::Bool(true));
         let schema = self.resolve(schema);
-        let mut choice = Choice::default();
+        let mut choice = Choice {
+            ignore_case,
+            ..Choice::default()
+        };
         if let Some(values) = schema.get("enum").and_then(Value::as_array) {
             for value in values {
                 choice.add(value)?;
@@ -347,6 +374,13 @@ impl<'s> Walker<'s> {
         if choice.values.contains(&text.as_str()) {
             return Some(Value::String(text.clone()));
         }
+        if let Some(value) = choice
+            .values
+            .iter()
+            .find(|value| choice.ignore_case && value.eq_ignore_ascii_case(text))
+        {
+            return Some(Value::String(value.to_string()));
+        }
         let hint = (choice.values.len() > 1)
             .then(|| suggest(text, choice.values.iter().copied()))
             .flatten()
@@ -408,8 +442,12 @@ impl<'s> Walker<'s> {
                 (None, _) => &Value::Bool(true),
             };
             let first = seen.insert(key.as_str());
-            // Like the old service (Go's YAML reader), an empty optional key means "not set".
-            if value_node.is_null() && property.is_some() && !required.contains(&key.as_str()) {
+            // Like the old service (Go's YAML reader), an empty optional key means "not set";
+            // so does an empty string where no string could be empty (a choice, a name).
+            let unset = value_node.is_null()
+                || (is_empty_string(value_node)
+                    && property.is_some_and(|property| self.never_empty(property)));
+            if unset && property.is_some() && !required.contains(&key.as_str()) {
                 if first {
                     self.locations.insert(child_path, value_node.location);
                 }

@@ -384,8 +384,10 @@ pub struct EnvVar {
     /// With `valueFrom: secret` and `secretName`: the key to read (additive key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// With `valueFrom: event`: how to format the value (`json`, `yaml`, or plain `string`).
+    /// With `valueFrom: event`: how to format the value (`json`, `yaml`, or plain `string`;
+    /// any case, as Keptn's service read it).
     #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-ignore-case" = true))]
     pub format: Option<EnvFormat>,
 }
 

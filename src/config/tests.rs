@@ -1225,3 +1225,161 @@ actions:
     let fine = "apiVersion: v2\nactions:\n  - events: [{name: x}]\n    tasks:\n      - image: alpine\n        resources:\n          requests: {cpu: 1000m, memory: 1Gi}\n          limits: {cpu: 1, memory: 1024Mi}\n";
     assert!(load(fine, "job/config.yaml").is_ok());
 }
+
+/// `as` is read whatever its case, as Keptn's service compared it; other choices are exact.
+#[test]
+fn the_format_of_an_event_value_is_read_in_any_case() {
+    let config = |format: &str| {
+        format!(
+            "apiVersion: v2\nactions:\n  - name: a\n    events: [{{name: x}}]\n    tasks:\n      - \
+             image: alpine\n        imagePullPolicy: Always\n        env:\n          - {{name: E, \
+             value: $.data, valueFrom: event, as: {format}}}\n"
+        )
+    };
+    for (written, read) in [
+        ("JSON", EnvFormat::Json),
+        ("Yaml", EnvFormat::Yaml),
+        ("String", EnvFormat::String),
+        ("json", EnvFormat::Json),
+    ] {
+        let valid = load(&config(written), "job/config.yaml").unwrap();
+        assert_eq!(
+            valid.config.actions[0].tasks[0].env[0].format,
+            Some(read),
+            "{written}"
+        );
+    }
+    assert_eq!(
+        problems(&config("toml")),
+        [
+            "job/config.yaml:9:60: actions[0].tasks[0].env[0].as: invalid value \"toml\": expected one of \"json\", \"yaml\", \"string\", did you mean \"yaml\"?"
+        ]
+    );
+    assert_eq!(
+        problems(&config("json").replace("Always", "always")),
+        [
+            "job/config.yaml:7:26: actions[0].tasks[0].imagePullPolicy: invalid value \"always\": expected one of \"Always\", \"IfNotPresent\", \"Never\", did you mean \"Always\"?"
+        ]
+    );
+}
+
+/// An empty string where no string could be empty (a choice, a name) is "not set", as Go's
+/// zero value was to Keptn's service; elsewhere it is the empty string.
+#[test]
+fn an_empty_string_for_a_choice_or_a_name_is_not_set() {
+    let valid = load(
+        r#"apiVersion: v2
+actions:
+  - name: a
+    events: [{name: x}]
+    tasks:
+      - image: alpine
+        imagePullPolicy: ""
+        namespace: ''
+        serviceAccount: ""
+        workingDir: ""
+        env:
+          - {name: E, value: "", valueFrom: string}
+"#,
+        "job/config.yaml",
+    )
+    .unwrap();
+    let task = &valid.config.actions[0].tasks[0];
+    assert_eq!(task.image_pull_policy, None);
+    assert_eq!(task.namespace, None);
+    assert_eq!(task.service_account, None);
+    assert_eq!(task.working_dir.as_deref(), Some(""));
+    assert_eq!(
+        task.env[0].value.as_ref().map(|v| v.to_string()).as_deref(),
+        Some("")
+    );
+    // Required, it is still missing.
+    assert_eq!(
+        problems(
+            "apiVersion: v2\nactions:\n  - name: a\n    events: [{name: x}]\n    tasks:\n      - image: \"\"\n"
+        ),
+        ["job/config.yaml:6:16: actions[0].tasks[0].image: must not be empty"]
+    );
+}
+
+/// Merge keys, as Keptn's service (Go's yaml.v2) read them: shared task settings from an
+/// anchor, the task's own keys winning; an earlier merged mapping wins over a later one.
+#[test]
+fn merge_keys_bring_an_anchor_s_entries_under_the_mapping_s_own() {
+    let valid = load(
+        r#"apiVersion: v2
+x-defaults: &defaults
+  image: alpine
+  imagePullPolicy: IfNotPresent
+  maxPollDuration: 60
+x-more: &more
+  maxPollDuration: 90
+  workingDir: /keptn
+actions:
+  - name: a
+    events: [{name: x}]
+    tasks:
+      - <<: *defaults
+        name: first
+        maxPollDuration: 30
+      - <<: [*more, *defaults]
+        name: second
+"#,
+        "job/config.yaml",
+    );
+    // Top-level keys other than the format's are refused; anchors go where keys may be.
+    assert!(valid.is_err());
+    let valid = load(
+        r#"apiVersion: v2
+actions:
+  - name: a
+    events: [{name: x}]
+    tasks:
+      - &defaults
+        name: first
+        image: alpine
+        imagePullPolicy: IfNotPresent
+        maxPollDuration: 60
+      - <<: *defaults
+        name: second
+        maxPollDuration: 30
+      - <<: [{workingDir: /keptn, maxPollDuration: 90}, *defaults]
+        name: third
+"#,
+        "job/config.yaml",
+    )
+    .unwrap();
+    let tasks = &valid.config.actions[0].tasks;
+    let summary: Vec<_> = tasks
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone().unwrap_or_default(),
+                t.image.clone(),
+                t.max_poll_duration,
+                t.working_dir.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("first".to_string(), "alpine".to_string(), Some(60), None),
+            ("second".to_string(), "alpine".to_string(), Some(30), None),
+            (
+                "third".to_string(),
+                "alpine".to_string(),
+                Some(90),
+                Some("/keptn".to_string())
+            ),
+        ]
+    );
+    assert_eq!(
+        problems(
+            "apiVersion: v2\nactions:\n  - name: a\n    events: [{name: x}]\n    tasks:\n      - <<: alpine\n        image: alpine\n"
+        ),
+        [
+            "job/config.yaml:6:13: a merge key `<<` takes a mapping or a list of mappings, found a scalar"
+        ]
+    );
+}

@@ -5,8 +5,8 @@
 //! parser, the same parser family serde-saphyr uses), duplicate keys are caught here, and the
 //! schema check walks the tree.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
@@ -213,7 +213,7 @@ impl TreeBuilder {
                         location, entries, ..
                     } => Node {
                         location,
-                        value: NodeValue::Mapping(entries),
+                        value: NodeValue::Mapping(merge_keys(entries, &mut self.errors)),
                     },
                 };
                 // The collection itself was counted when it started.
@@ -302,6 +302,59 @@ impl TreeBuilder {
             root,
             errors: self.errors,
         })
+    }
+}
+
+/// A mapping's entries with its merge keys (`<<: *defaults`, `<<: [*a, *b]`) applied, as
+/// Keptn's service read them (Go's yaml.v2): the merged mappings' entries are added after the
+/// mapping's own, each key only where neither the mapping nor an earlier merged mapping has it.
+fn merge_keys(entries: Vec<(Node, Node)>, errors: &mut Vec<YamlError>) -> Vec<(Node, Node)> {
+    let is_merge =
+        |key: &Node| matches!(&key.value, NodeValue::Scalar { text, plain: true } if text == "<<");
+    if !entries.iter().any(|(key, _)| is_merge(key)) {
+        return entries;
+    }
+    let (merges, mut own): (Vec<_>, Vec<_>) =
+        entries.into_iter().partition(|(key, _)| is_merge(key));
+    let text_of = |key: &Node| match &key.value {
+        NodeValue::Scalar { text, .. } => Some(text.clone()),
+        _ => None,
+    };
+    let mut present: HashSet<String> = own.iter().filter_map(|(key, _)| text_of(key)).collect();
+    for (_, value) in merges {
+        let sources = match value.value {
+            NodeValue::Mapping(entries) => vec![entries],
+            NodeValue::Sequence(items) => {
+                let mut sources = Vec::new();
+                for item in items {
+                    match item.value {
+                        NodeValue::Mapping(entries) => sources.push(entries),
+                        _ => errors.push(not_mergeable(&item)),
+                    }
+                }
+                sources
+            }
+            _ => {
+                errors.push(not_mergeable(&value));
+                continue;
+            }
+        };
+        for (merged_key, merged_value) in sources.into_iter().flatten() {
+            if text_of(&merged_key).is_none_or(|text| present.insert(text)) {
+                own.push((merged_key, merged_value));
+            }
+        }
+    }
+    own
+}
+
+fn not_mergeable(node: &Node) -> YamlError {
+    YamlError {
+        location: node.location,
+        message: format!(
+            "a merge key `<<` takes a mapping or a list of mappings, found {}",
+            node.describe()
+        ),
     }
 }
 

@@ -497,13 +497,47 @@ pub fn env_from_event(
     format: Option<EnvFormat>,
 ) -> Result<String, EnvError> {
     let compiled = parse_jsonpath(path).map_err(EnvError::Invalid)?;
-    let nodes = compiled.query(event.as_value()).all();
-    let value = match nodes.as_slice() {
-        [] => return Err(EnvError::Unresolved),
-        [one] => (*one).clone(),
-        many => Value::Array(many.iter().map(|v| (*v).clone()).collect()),
+    let resolve = |event: &Value| {
+        let nodes = compiled.query(event).all();
+        match nodes.as_slice() {
+            [] => None,
+            [one] => Some((*one).clone()),
+            many => Some(Value::Array(many.iter().map(|v| (*v).clone()).collect())),
+        }
+    };
+    let value = match resolve(event.as_value()) {
+        Some(value) => value,
+        None => keptn_view(event)
+            .as_ref()
+            .and_then(resolve)
+            .ok_or(EnvError::Unresolved)?,
     };
     format_env_value(&value, format).map_err(EnvError::Invalid)
+}
+
+/// Extensions Keptn's service always showed its JSONPaths, empty when the event had none: a
+/// config reading `$.gitcommitid` got `""` from an event without the extension.
+const KEPTN_ALWAYS_SET: [&str; 2] = ["gitcommitid", "shkeptncontext"];
+
+/// The event as Keptn's service showed it to JSONPaths, when that differs: with the extensions
+/// it always had, empty where the event has none.
+fn keptn_view(event: &CloudEvent) -> Option<Value> {
+    let Value::Object(object) = event.as_value() else {
+        return None;
+    };
+    if KEPTN_ALWAYS_SET
+        .iter()
+        .all(|name| object.contains_key(*name))
+    {
+        return None;
+    }
+    let mut object = object.clone();
+    for name in KEPTN_ALWAYS_SET {
+        object
+            .entry(name)
+            .or_insert_with(|| Value::String(String::new()));
+    }
+    Some(Value::Object(object))
 }
 
 /// A concurrency group's name for this event: its template with each placeholder's value.

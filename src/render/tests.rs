@@ -162,6 +162,39 @@ fn keptn_fields_and_sorted_labels_follow_the_task_env() {
     assert_eq!(env_value(&job, "LABELS_BUILD_ID").as_deref(), Some("42"));
 }
 
+/// `$.gitcommitid` and `$.shkeptncontext` read `""` from an event without them, as Keptn's
+/// service showed every event; any other missing path is still an error.
+#[test]
+fn keptn_s_always_present_extensions_read_empty_when_absent() {
+    let event = CloudEvent::from_value(serde_json::json!({
+        "specversion": "1.0", "id": "1", "source": "s", "type": "t", "data": {"a": 1},
+    }))
+    .unwrap();
+    for path in ["$.gitcommitid", "$['shkeptncontext']"] {
+        assert_eq!(
+            env_from_event(&event, path, None),
+            Ok(String::new()),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        env_from_event(&event, "$.data.a", None),
+        Ok("1".to_string())
+    );
+    assert_eq!(
+        env_from_event(&event, "$.triggeredid", None),
+        Err(EnvError::Unresolved)
+    );
+    let pinned = CloudEvent::from_value(serde_json::json!({
+        "specversion": "1.0", "id": "1", "source": "s", "type": "t", "gitcommitid": "abc",
+    }))
+    .unwrap();
+    assert_eq!(
+        env_from_event(&pinned, "$.gitcommitid", None),
+        Ok("abc".to_string())
+    );
+}
+
 #[test]
 fn an_unresolvable_env_path_names_the_variable_and_path() {
     let c = one_task(
