@@ -54,7 +54,13 @@ impl PartialEq for EventText {
 impl EventText {
     /// The event, parsed and validated.
     pub fn parse(&self) -> Result<CloudEvent, EventError> {
-        CloudEvent::from_json(self.0.get().as_bytes())
+        let value: Value =
+            serde_json::from_str(self.0.get()).map_err(|e| EventError::InvalidJson {
+                reason: e.to_string(),
+                line: e.line(),
+                column: e.column(),
+            })?;
+        CloudEvent::from_value_with(value, Rules::Stored)
     }
 
     /// The JSON text.
@@ -268,8 +274,24 @@ impl Members for Map<String, Value> {
     }
 }
 
+/// Which rules an event is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rules {
+    /// An event received: every rule.
+    Received,
+    /// An event stored in a run by an earlier version, read back: the rules it was accepted
+    /// under (its attributes' characters, `data_base64`'s text and the extensions' names were
+    /// not checked then), so a run in flight across an upgrade is not lost.
+    Stored,
+}
+
 /// The rules of a CloudEvent 1.0 in structured JSON mode, over its top-level members.
 pub(crate) fn validate(members: &impl Members) -> Result<(), EventError> {
+    validate_with(members, Rules::Received)
+}
+
+fn validate_with(members: &impl Members, rules: Rules) -> Result<(), EventError> {
+    let received = rules == Rules::Received;
     for name in REQUIRED {
         match members.member(name) {
             None | Some(AttributeKind::Null) => return Err(EventError::MissingAttribute(name)),
@@ -294,6 +316,7 @@ pub(crate) fn validate(members: &impl Members) -> Result<(), EventError> {
     // also keeps run names apart: a run is named from `source` and `id` joined by NULs.
     for (name, attribute) in members.each() {
         if let AttributeKind::String(text) = attribute
+            && received
             && name != "data"
             && let Some((at, disallowed)) = disallowed_character(text)
         {
@@ -329,7 +352,7 @@ pub(crate) fn validate(members: &impl Members) -> Result<(), EventError> {
     }
     match members.member("data_base64") {
         None | Some(AttributeKind::Null) => {}
-        Some(AttributeKind::String(text)) if is_base64(text) => {}
+        Some(AttributeKind::String(text)) if is_base64(text) || !received => {}
         Some(AttributeKind::String(_)) => {
             return Err(invalid(
                 "data_base64",
@@ -352,7 +375,7 @@ pub(crate) fn validate(members: &impl Members) -> Result<(), EventError> {
         {
             continue;
         }
-        if name.is_empty()
+        if (name.is_empty() && received)
             || !name
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
@@ -388,10 +411,14 @@ impl CloudEvent {
 
     /// Validates a JSON value as a CloudEvent 1.0.
     pub fn from_value(value: Value) -> Result<Self, EventError> {
+        Self::from_value_with(value, Rules::Received)
+    }
+
+    fn from_value_with(value: Value, rules: Rules) -> Result<Self, EventError> {
         let Value::Object(object) = &value else {
             return Err(EventError::NotAnObject(json_kind(&value)));
         };
-        validate(object)?;
+        validate_with(object, rules)?;
         Ok(CloudEvent(value))
     }
 
@@ -842,6 +869,27 @@ mod tests {
             Some("a3e5f16d-8888-4720-82c7-6995062905c1")
         );
         assert_eq!(keptn.git_commit_id.as_deref(), Some("0f3a8c1"));
+    }
+
+    /// A run stored by an earlier version is read back under the rules it was accepted with:
+    /// what this version refuses on receipt does not lose a run in flight across an upgrade.
+    #[test]
+    fn a_stored_event_is_read_under_the_rules_it_was_accepted_with() {
+        let stored = json!({
+            "specversion": "1.0", "id": "a\u{0}b", "source": "s", "type": "t",
+            "data_base64": "not base64", "": "x",
+        });
+        let text: EventText = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(text.parse().unwrap().id(), "a\u{0}b");
+        assert!(CloudEvent::from_value(stored).is_err());
+        // The rules it was accepted under still hold.
+        let text: EventText =
+            serde_json::from_value(json!({"specversion": "1.0", "source": "s", "type": "t"}))
+                .unwrap();
+        assert_eq!(
+            text.parse().unwrap_err(),
+            EventError::MissingAttribute("id")
+        );
     }
 
     #[test]

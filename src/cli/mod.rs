@@ -265,6 +265,17 @@ impl InstallArgs {
             event_source,
             notify,
         } = self.clone();
+        // Every pod would be refused by the kubelet ("container has runAsNonRoot and image
+        // will run as root"): said at the start instead.
+        if run_as_non_root && run_as_user.0 == Some(0) {
+            return Err(settings::SettingsError::Invalid {
+                setting: "--run-as-user",
+                value: "0".into(),
+                reason: "root, which --run-as-non-root (true) forbids: set --run-as-non-root \
+                         false too, or another user"
+                    .into(),
+            });
+        }
         let allowed: Vec<String> = allowed_images
             .into_iter()
             .map(|p| p.trim().to_string())
@@ -332,6 +343,19 @@ mod tests {
             panic!("parsed another command")
         };
         args.install.settings().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn root_is_refused_as_the_pods_user_while_they_must_not_run_as_root() {
+        assert_eq!(
+            parse_render(&["--run-as-user", "0"]).unwrap_err(),
+            "invalid --run-as-user \"0\": root, which --run-as-non-root (true) forbids: set \
+             --run-as-non-root false too, or another user"
+        );
+        let root = parse_render(&["--run-as-user", "0", "--run-as-non-root", "false"]).unwrap();
+        assert_eq!(root.security.run_as_user, Some(0));
+        let image = parse_render(&["--run-as-user", "image"]).unwrap();
+        assert_eq!(image.security.run_as_user, None);
     }
 
     #[test]

@@ -135,22 +135,6 @@ impl<'s> Walker<'s> {
     }
 
     /// Follows `$ref`s into `$defs`.
-    /// Whether no value of `schema` is the empty string: a choice among values, or a string of
-    /// a format the empty string is not (a name, a quantity).
-    fn never_empty(&self, schema: &'s Value) -> bool {
-        if self
-            .choice(schema)
-            .is_some_and(|choice| !choice.values.contains(&""))
-        {
-            return true;
-        }
-        let schema = self.resolve(schema);
-        schema
-            .get("format")
-            .and_then(Value::as_str)
-            .is_some_and(|format| check_format(format, "").is_err())
-    }
-
     fn resolve(&self, mut schema: &'s Value) -> &'s Value {
         for _ in 0..32 {
             let Some(reference) = schema.get("$ref").and_then(Value::as_str) else {
@@ -443,10 +427,13 @@ impl<'s> Walker<'s> {
             };
             let first = seen.insert(key.as_str());
             // Like the old service (Go's YAML reader), an empty optional key means "not set";
-            // so does an empty string where no string could be empty (a choice, a name).
+            // so does an empty string where the old service took Go's zero value for "not set"
+            // (`x-empty-is-unset`: a pull policy, a namespace, a quantity).
             let unset = value_node.is_null()
                 || (is_empty_string(value_node)
-                    && property.is_some_and(|property| self.never_empty(property)));
+                    && property.is_some_and(|property| {
+                        property.get("x-empty-is-unset") == Some(&Value::Bool(true))
+                    }));
             if unset && property.is_some() && !required.contains(&key.as_str()) {
                 if first {
                     self.locations.insert(child_path, value_node.location);

@@ -280,6 +280,7 @@ pub struct Task {
     #[schemars(extend("minLength" = 1))]
     pub image: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-empty-is-unset" = true))]
     pub image_pull_policy: Option<ImagePullPolicy>,
     /// The container's command (replaces the image's entrypoint).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -305,7 +306,7 @@ pub struct Task {
     pub max_poll_duration: Option<i64>,
     /// The namespace of the Job. It must be the installation's job namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "dns-label"))]
+    #[schemars(extend("format" = "dns-label", "x-empty-is-unset" = true))]
     pub namespace: Option<String>,
     /// Seconds the finished Job is kept (default 21600; at least 60, so logs can be read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -315,7 +316,7 @@ pub struct Task {
     pub security_context: Option<SecurityContext>,
     /// The ServiceAccount the pod runs as; its token is mounted only when this is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "dns-subdomain"))]
+    #[schemars(extend("format" = "dns-subdomain", "x-empty-is-unset" = true))]
     pub service_account: Option<String>,
     /// Annotations for the Job.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -326,6 +327,7 @@ pub struct Task {
     pub image_pull_secrets: Vec<String>,
     /// Size limit of the `/keptn` emptyDir, a Kubernetes quantity (additive key; default 20Mi).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-empty-is-unset" = true))]
     pub empty_dir_size_limit: Option<Quantity>,
     /// Retries of a failed pod before the task fails (additive key; default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -387,7 +389,7 @@ pub struct EnvVar {
     /// With `valueFrom: event`: how to format the value (`json`, `yaml`, or plain `string`;
     /// any case, as Keptn's service read it).
     #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-ignore-case" = true))]
+    #[schemars(extend("x-ignore-case" = true, "x-empty-is-unset" = true))]
     pub format: Option<EnvFormat>,
 }
 
@@ -428,8 +430,10 @@ pub struct Resources {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ResourceList {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-empty-is-unset" = true))]
     pub cpu: Option<Quantity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-empty-is-unset" = true))]
     pub memory: Option<Quantity>,
 }
 

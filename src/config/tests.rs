@@ -1278,8 +1278,11 @@ actions:
         namespace: ''
         serviceAccount: ""
         workingDir: ""
+        emptyDirSizeLimit: ""
+        resources: {requests: {cpu: "", memory: ""}, limits: {cpu: ""}}
         env:
           - {name: E, value: "", valueFrom: string}
+          - {name: F, value: $.data, valueFrom: event, as: ""}
 "#,
         "job/config.yaml",
     )
@@ -1289,9 +1292,27 @@ actions:
     assert_eq!(task.namespace, None);
     assert_eq!(task.service_account, None);
     assert_eq!(task.working_dir.as_deref(), Some(""));
+    assert_eq!(task.empty_dir_size_limit, None);
+    assert_eq!(
+        task.resources.as_ref().map(|r| (
+            r.requests.clone().unwrap_or_default(),
+            r.limits.clone().unwrap_or_default()
+        )),
+        Some((ResourceList::default(), ResourceList::default()))
+    );
+    assert_eq!(task.env[1].format, None);
     assert_eq!(
         task.env[0].value.as_ref().map(|v| v.to_string()).as_deref(),
         Some("")
+    );
+    // Where the old service refused it, so does this.
+    assert_eq!(
+        problems(
+            "apiVersion: v2\nactions:\n  - name: a\n    events: [{name: x}]\n    tasks:\n      - image: alpine\n        env: [{name: E, value: x, valueFrom: \"\"}]\n"
+        ),
+        [
+            "job/config.yaml:7:46: actions[0].tasks[0].env[0].valueFrom: invalid value \"\": expected one of \"event\", \"secret\", \"string\", \"output\""
+        ]
     );
     // Required, it is still missing.
     assert_eq!(
@@ -1308,29 +1329,6 @@ actions:
 fn merge_keys_bring_an_anchor_s_entries_under_the_mapping_s_own() {
     let valid = load(
         r#"apiVersion: v2
-x-defaults: &defaults
-  image: alpine
-  imagePullPolicy: IfNotPresent
-  maxPollDuration: 60
-x-more: &more
-  maxPollDuration: 90
-  workingDir: /keptn
-actions:
-  - name: a
-    events: [{name: x}]
-    tasks:
-      - <<: *defaults
-        name: first
-        maxPollDuration: 30
-      - <<: [*more, *defaults]
-        name: second
-"#,
-        "job/config.yaml",
-    );
-    // Top-level keys other than the format's are refused; anchors go where keys may be.
-    assert!(valid.is_err());
-    let valid = load(
-        r#"apiVersion: v2
 actions:
   - name: a
     events: [{name: x}]
@@ -1345,6 +1343,9 @@ actions:
         maxPollDuration: 30
       - <<: [{workingDir: /keptn, maxPollDuration: 90}, *defaults]
         name: third
+      - <<: {workingDir: /w}
+        <<: *defaults
+        name: fourth
 "#,
         "job/config.yaml",
     )
@@ -1371,6 +1372,12 @@ actions:
                 "alpine".to_string(),
                 Some(90),
                 Some("/keptn".to_string())
+            ),
+            (
+                "fourth".to_string(),
+                "alpine".to_string(),
+                Some(60),
+                Some("/w".to_string())
             ),
         ]
     );

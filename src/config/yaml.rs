@@ -263,7 +263,11 @@ impl TreeBuilder {
             } => match pending_key.take() {
                 None => *pending_key = Some(node),
                 Some(key) => {
-                    if let NodeValue::Scalar { text, .. } = &key.value {
+                    // Merge keys may repeat, each merged in turn ([`merge_keys`]).
+                    let merge = matches!(&key.value, NodeValue::Scalar { text, plain: true } if text == "<<");
+                    if let NodeValue::Scalar { text, .. } = &key.value
+                        && !merge
+                    {
                         match keys.entry(text.clone()) {
                             Entry::Occupied(first) => self.errors.push(YamlError {
                                 location: key.location,

@@ -193,12 +193,25 @@ fn binary(headers: &HeaderMap, media: &str, body: &[u8]) -> Result<CloudEvent, P
             return Err(header("given more than once"));
         }
     }
+    if headers
+        .get_all(http::header::CONTENT_TYPE)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(ParseError::Header {
+            name: http::header::CONTENT_TYPE.to_string(),
+            reason: "given more than once".into(),
+        });
+    }
     if let Some(value) = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .filter(|_| !media.is_empty())
     {
-        object.insert("datacontenttype".into(), Value::String(value.to_string()));
+        // HTTP allows a tab where a space goes; an attribute holds no control character.
+        let value = value.replace('\t', " ");
+        object.insert("datacontenttype".into(), Value::String(value));
     }
     if !body.is_empty() {
         if is_json(media) || media.is_empty() {
@@ -525,6 +538,22 @@ mod tests {
                  (Content-Encoding: identity, or none)"
                     .into()
             )
+        );
+        assert_eq!(
+            refused(&[
+                ("content-type", "application/json"),
+                ("content-type", "text/plain")
+            ]),
+            (400, "header content-type: given more than once".into())
+        );
+        let mut tab = headers(&base);
+        tab.insert(
+            "content-type",
+            HeaderValue::from_static("application/json;\tcharset=utf-8"),
+        );
+        assert_eq!(
+            events_from_request(&tab, b"{}", LIMIT).unwrap()[0].as_value()["datacontenttype"],
+            "application/json; charset=utf-8"
         );
         let mut identity = headers(&base);
         identity.insert("content-encoding", HeaderValue::from_static("identity"));

@@ -496,6 +496,24 @@ pub fn env_from_event(
     path: &str,
     format: Option<EnvFormat>,
 ) -> Result<String, EnvError> {
+    value_from_event(event, path, format, KeptnView::Shown)
+}
+
+/// Whether a path that finds nothing in the event is read again in the event as Keptn's
+/// service showed it ([`keptn_view`]): for env values, as there; not for a concurrency group,
+/// whose runs would all share the group of the empty value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeptnView {
+    Shown,
+    NotShown,
+}
+
+fn value_from_event(
+    event: &CloudEvent,
+    path: &str,
+    format: Option<EnvFormat>,
+    view: KeptnView,
+) -> Result<String, EnvError> {
     let compiled = parse_jsonpath(path).map_err(EnvError::Invalid)?;
     let resolve = |event: &Value| {
         let nodes = compiled.query(event).all();
@@ -507,10 +525,11 @@ pub fn env_from_event(
     };
     let value = match resolve(event.as_value()) {
         Some(value) => value,
-        None => keptn_view(event)
+        None if view == KeptnView::Shown => keptn_view(event)
             .as_ref()
             .and_then(resolve)
             .ok_or(EnvError::Unresolved)?,
+        None => return Err(EnvError::Unresolved),
     };
     format_env_value(&value, format).map_err(EnvError::Invalid)
 }
@@ -548,20 +567,22 @@ pub fn group_name(template: &str, event: &CloudEvent) -> Result<String, String> 
     for part in parts {
         match part {
             GroupPart::Text(text) => name.push_str(text),
-            GroupPart::Path(path) => match env_from_event(event, &path, None) {
-                Ok(value) => name.push_str(&value),
-                Err(EnvError::Unresolved) => {
-                    return Err(format!(
-                        "the concurrency group {template:?} cannot be filled in: {path} finds \
+            GroupPart::Path(path) => {
+                match value_from_event(event, &path, None, KeptnView::NotShown) {
+                    Ok(value) => name.push_str(&value),
+                    Err(EnvError::Unresolved) => {
+                        return Err(format!(
+                            "the concurrency group {template:?} cannot be filled in: {path} finds \
                          nothing in the event"
-                    ));
+                        ));
+                    }
+                    Err(EnvError::Invalid(message)) => {
+                        return Err(format!(
+                            "the concurrency group {template:?} cannot be filled in: {message}"
+                        ));
+                    }
                 }
-                Err(EnvError::Invalid(message)) => {
-                    return Err(format!(
-                        "the concurrency group {template:?} cannot be filled in: {message}"
-                    ));
-                }
-            },
+            }
         }
     }
     if name.len() > MAX_GROUP_BYTES {

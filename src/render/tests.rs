@@ -177,6 +177,15 @@ fn keptn_s_always_present_extensions_read_empty_when_absent() {
             "{path}"
         );
     }
+    // Not for a concurrency group: every event without a context would share one.
+    assert_eq!(
+        group_name("ctx-{$.shkeptncontext}", &event),
+        Err(
+            "the concurrency group \"ctx-{$.shkeptncontext}\" cannot be filled in: \
+             $.shkeptncontext finds nothing in the event"
+                .to_string()
+        )
+    );
     assert_eq!(
         env_from_event(&event, "$.data.a", None),
         Ok("1".to_string())

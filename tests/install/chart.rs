@@ -97,6 +97,14 @@ fn chart_refuses_values_outside_its_schema() {
             "sink:\n  backoffDelay: 61m\n",
             "sink.backoffDelay (61m) must be more than zero and at most an hour",
         ),
+        (
+            "sink:\n  backoffDelay: 1h30m\n",
+            "sink.backoffDelay (1h30m) must be more than zero and at most an hour",
+        ),
+        (
+            "settings:\n  security: {runAsUser: 0}\n",
+            "settings.security.runAsUser 0 is root, which runAsNonRoot (true) forbids",
+        ),
         ("settings:\n  kubeApiQps: 0.0005\n", "/settings/kubeApiQps"),
         (
             "settings:\n  neverStartedTimeoutSeconds: 0\n",
