@@ -312,25 +312,6 @@ fn validate_with(members: &impl Members, rules: Rules) -> Result<(), EventError>
     if spec_version != "1.0" {
         return Err(EventError::UnsupportedSpecVersion(spec_version.to_string()));
     }
-    // The spec's String type disallows control characters and noncharacters. Refusing them
-    // also keeps run names apart: a run is named from `source` and `id` joined by NULs.
-    for (name, attribute) in members.each() {
-        if let AttributeKind::String(text) = attribute
-            && received
-            && name != "data"
-            && let Some((at, disallowed)) = disallowed_character(text)
-        {
-            return Err(invalid(
-                name,
-                &format!(
-                    "holds U+{:04X} at character {}: CloudEvents attribute strings must not \
-                     hold control characters or noncharacters",
-                    u32::from(disallowed),
-                    at + 1
-                ),
-            ));
-        }
-    }
     for name in OPTIONAL_STRINGS {
         if let Some(other) = members
             .member(name)
@@ -368,6 +349,23 @@ fn validate_with(members: &impl Members, rules: Rules) -> Result<(), EventError>
         }
     }
     for (name, attribute) in members.each() {
+        // The spec's String type disallows control characters and noncharacters. Refusing
+        // them also keeps run names apart: a run is named from `source` and `id` joined by NULs.
+        if let AttributeKind::String(text) = attribute
+            && received
+            && name != "data"
+            && let Some((at, disallowed)) = disallowed_character(text)
+        {
+            return Err(invalid(
+                name,
+                &format!(
+                    "holds U+{:04X} at character {}: CloudEvents attribute strings must not \
+                     hold control characters or noncharacters",
+                    u32::from(disallowed),
+                    at + 1
+                ),
+            ));
+        }
         if REQUIRED.contains(&name)
             || OPTIONAL_STRINGS.contains(&name)
             || name == "data"
