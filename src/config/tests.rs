@@ -1263,10 +1263,11 @@ fn the_format_of_an_event_value_is_read_in_any_case() {
     );
 }
 
-/// An empty string where no string could be empty (a choice, a name) is "not set", as Go's
-/// zero value was to Keptn's service; elsewhere it is the empty string.
+/// An empty string is "not set" for the keys where Go's zero value was so to Keptn's service
+/// (a pull policy, a namespace, a quantity); elsewhere it is the empty string, or refused where
+/// the old service refused it.
 #[test]
-fn an_empty_string_for_a_choice_or_a_name_is_not_set() {
+fn an_empty_string_is_not_set_where_keptn_s_service_took_it_so() {
     let valid = load(
         r#"apiVersion: v2
 actions:
