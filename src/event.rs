@@ -324,14 +324,16 @@ fn validate_with(members: &impl Members, rules: Rules) -> Result<(), EventError>
         }
     }
     // A null member is an unset one (JSON format, 2.2).
-    let set = |name| !matches!(members.member(name), None | Some(AttributeKind::Null));
-    if set("data") && set("data_base64") {
+    let base64 = members.member("data_base64");
+    let set =
+        |member: Option<AttributeKind<'_>>| !matches!(member, None | Some(AttributeKind::Null));
+    if set(base64) && set(members.member("data")) {
         return Err(invalid(
             "data_base64",
             "cannot be used together with \"data\"",
         ));
     }
-    match members.member("data_base64") {
+    match base64 {
         None | Some(AttributeKind::Null) => {}
         Some(AttributeKind::String(text)) if is_base64(text) || !received => {}
         Some(AttributeKind::String(_)) => {
@@ -500,8 +502,12 @@ fn is_base64(text: &str) -> bool {
 /// The first character of an attribute's string that CloudEvents' type system disallows
 /// (U+0000–U+001F, U+007F–U+009F, Unicode's noncharacters), with its place in characters.
 fn disallowed_character(text: &str) -> Option<(usize, char)> {
-    // Most attributes are printable ASCII: one pass over the bytes decides them.
-    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+    // Most attributes are printable ASCII: one pass over the bytes decides them (without an
+    // early exit, so that it runs on whole words).
+    if !text
+        .bytes()
+        .fold(false, |outside, b| outside | (b.wrapping_sub(0x20) >= 0x5f))
+    {
         return None;
     }
     text.chars().enumerate().find(|(_, c)| {
