@@ -565,6 +565,12 @@ fn halt_step(facts: &Facts<'_>, halt: Halt) -> Step {
             if let Some(step) = running_step(facts, index, task, &mut its_wake) {
                 return step;
             }
+            // A Job failing on its own (its deadline) is recorded as it fails, once its pods
+            // are gone (its watch wakes the run), not as one the halt stopped.
+            if matches!(seen, JobSeen::Failed { stopping: true, .. }) {
+                waiting.push(index);
+                continue;
+            }
             let waited = since(task.start_time.as_deref(), facts.now);
             if waited < facts.limits.missing_job_grace {
                 wake.within(facts.limits.missing_job_grace - waited);

@@ -1387,6 +1387,53 @@ fn a_halted_run_ends_once_the_pods_it_stopped_are_gone() {
     );
 }
 
+/// A cancel that comes while a task's Job is failing on its own (past its deadline, its pods
+/// stopping) records the task as the Job fails, with its reason, not as cancelled.
+#[test]
+fn a_cancel_leaves_a_failing_job_to_fail() {
+    let run = cancelled(triggered(2), "carol");
+    let mut status = running(&run);
+    let failing = |logs_read: bool| JobSeen::Failed {
+        reason: "DeadlineExceeded".into(),
+        message: "Job was active longer than specified deadline".into(),
+        pods_seen: !logs_read,
+        stopping: true,
+    };
+    // Long past the grace a Job missing from its watch gets.
+    let later = at(600);
+    assert_eq!(
+        next(&run, &status, failing(false), later),
+        Step::ReadLogs(0)
+    );
+    status.tasks[0].logs = Some("load test output".into());
+    assert_eq!(
+        next(&run, &status, failing(true), later),
+        Step::Wait(None),
+        "its end is waited for"
+    );
+    assert_eq!(
+        next(
+            &run,
+            &status,
+            JobSeen::Failed {
+                reason: "DeadlineExceeded".into(),
+                message: "Job was active longer than specified deadline".into(),
+                pods_seen: false,
+                stopping: false,
+            },
+            later
+        ),
+        Step::EndTask {
+            index: 0,
+            phase: TaskPhase::Failed,
+            message: Some("DeadlineExceeded: Job was active longer than specified deadline".into()),
+            read_logs: false,
+            outputs: BTreeMap::new(),
+        },
+        "it failed: recorded with its reason and the logs read while it stopped"
+    );
+}
+
 #[test]
 fn a_cancel_records_a_task_that_ended_on_its_own_as_it_ended() {
     let run = cancelled(triggered(2), "bob");
