@@ -120,6 +120,8 @@ const RUN_BY: &[(&str, &str, usize, &str)] = &[
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/BENCHMARKS.md", "### Ingest: reasons written straight into the answer; decisions and lookups without copies", 0,
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
+    ("docs/BENCHMARKS.md", "### Ingest: what the spec's checks cost (2026-12-05)", 0,
+        "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/BENCHMARKS.md", "### Ingest from a git host: no event waits for a fetch", 0,
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/BENCHMARKS.md", "### Ingest after a push: one read of the config for all events, read ahead", 0,
