@@ -1001,6 +1001,35 @@ async fn bad_input_gets_its_status_and_message_and_the_operator_keeps_serving() 
          hold control characters or noncharacters"
     );
 
+    // What the HTTP binding allows and refuses, through the binary.
+    let batch = ("content-type", "application/cloudevents-batch+json");
+    let response = h.post(&[batch, auth], "[]").await;
+    assert_eq!(response.status, 200, "a batch may be empty");
+    assert_eq!(response.body, json!({"events": []}));
+    let response = h
+        .post(
+            &[structured, auth, ("content-encoding", "gzip")],
+            sample("test.triggered.json").to_string(),
+        )
+        .await;
+    assert_eq!(response.status, 415);
+    assert_eq!(
+        response.body["error"],
+        "unsupported content encoding \"gzip\": send the body uncompressed (Content-Encoding: \
+         identity, or none)"
+    );
+    let binary = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "twice-1"),
+        ("ce-id", "twice-2"),
+        ("ce-source", "s"),
+        ("ce-type", "t"),
+        auth,
+    ];
+    let response = h.post(&binary, "").await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.body["error"], "header ce-id: given more than once");
+
     let response = h
         .post(&[("content-type", "text/plain"), auth], "hello")
         .await;
