@@ -229,8 +229,12 @@ impl From<CloudEvent> for Value {
 pub(crate) enum AttributeKind<'v> {
     Null,
     String(&'v str),
-    /// A boolean or a number, named as in messages ("a number").
+    /// A boolean, named as in messages ("a boolean").
     Scalar(&'static str),
+    /// A number, and whether it is one the spec's Integer type holds.
+    Number {
+        integer: bool,
+    },
     /// An object or an array, named as in messages.
     Container(&'static str),
 }
@@ -240,7 +244,10 @@ impl<'v> AttributeKind<'v> {
         match value {
             Value::Null => AttributeKind::Null,
             Value::String(text) => AttributeKind::String(text),
-            Value::Bool(_) | Value::Number(_) => AttributeKind::Scalar(json_kind(value)),
+            Value::Bool(_) => AttributeKind::Scalar(json_kind(value)),
+            Value::Number(_) => AttributeKind::Number {
+                integer: is_integer(value),
+            },
             Value::Array(_) | Value::Object(_) => AttributeKind::Container(json_kind(value)),
         }
     }
@@ -249,6 +256,7 @@ impl<'v> AttributeKind<'v> {
         match self {
             AttributeKind::Null => "null",
             AttributeKind::String(_) => "a string",
+            AttributeKind::Number { .. } => "a number",
             AttributeKind::Scalar(kind) | AttributeKind::Container(kind) => kind,
         }
     }
@@ -280,8 +288,8 @@ pub(crate) enum Rules {
     /// An event received: every rule.
     Received,
     /// An event stored in a run by an earlier version, read back: the rules it was accepted
-    /// under (its attributes' characters, `data_base64`'s text and the extensions' names were
-    /// not checked then), so a run in flight across an upgrade is not lost.
+    /// under (its attributes' characters, `data_base64`'s text, the extensions' names and
+    /// numbers were not checked then), so a run in flight across an upgrade is not lost.
     Stored,
 }
 
@@ -391,8 +399,27 @@ fn validate_with(members: &impl Members, rules: Rules) -> Result<(), EventError>
                 &format!("must be a string, number or boolean, found {kind}"),
             ));
         }
+        if attribute == (AttributeKind::Number { integer: false }) && received {
+            return Err(invalid(
+                name,
+                "is a number that is not an integer from -2147483648 to 2147483647 (the \
+                 CloudEvents Integer type; send other numbers as strings)",
+            ));
+        }
     }
     Ok(())
+}
+
+/// Whether a JSON value is a number the CloudEvents Integer type holds: a whole number from
+/// -2147483648 to 2147483647, however written (`100`, `100.0` and `1e2` are one number).
+pub(crate) fn is_integer(value: &Value) -> bool {
+    match value.as_i64() {
+        Some(number) => i32::try_from(number).is_ok(),
+        None => value.as_f64().is_some_and(|number| {
+            number.trunc() == number
+                && (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&number)
+        }),
+    }
 }
 
 const REQUIRED: [&str; 4] = ["specversion", "id", "source", "type"];
@@ -881,7 +908,7 @@ mod tests {
     fn a_stored_event_is_read_under_the_rules_it_was_accepted_with() {
         let stored = json!({
             "specversion": "1.0", "id": "a\u{0}b", "source": "s", "type": "t",
-            "data_base64": "not base64", "": "x",
+            "data_base64": "not base64", "": "x", "ratio": 1.5,
         });
         let text: EventText = serde_json::from_value(stored.clone()).unwrap();
         assert_eq!(text.parse().unwrap().id(), "a\u{0}b");
@@ -952,6 +979,14 @@ mod tests {
                 "attribute \"ext\" must be a string, number or boolean, found an object",
             ),
             (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "ext": 1.5}),
+                "attribute \"ext\" is a number that is not an integer from -2147483648 to 2147483647 (the CloudEvents Integer type; send other numbers as strings)",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "ext": 2_147_483_648_i64}),
+                "attribute \"ext\" is a number that is not an integer from -2147483648 to 2147483647 (the CloudEvents Integer type; send other numbers as strings)",
+            ),
+            (
                 json!({"specversion": "1.0", "id": "1\u{0}2", "source": "s", "type": "t"}),
                 "attribute \"id\" holds U+0000 at character 2: CloudEvents attribute strings must not hold control characters or noncharacters",
             ),
@@ -984,6 +1019,13 @@ mod tests {
             "subject": null, "time": null, "count": 3, "flag": true,
         }))
         .unwrap();
+        // Integers at the ends of the spec's range, however written.
+        for text in ["-2147483648", "2147483647", "100.0", "1e2", "-0"] {
+            let event = format!(
+                r#"{{"specversion":"1.0","id":"1","source":"s","type":"t","count":{text}}}"#
+            );
+            CloudEvent::from_json(event.as_bytes()).unwrap();
+        }
         let error = CloudEvent::from_json(b"{\"id\": ").unwrap_err();
         assert!(
             matches!(error, EventError::InvalidJson { line: 1, .. }),

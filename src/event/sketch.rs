@@ -60,7 +60,10 @@ enum Scalar<'a> {
     /// A string's value: borrowed from the text unless it holds an escape.
     String(Cow<'a, str>),
     Boolean,
-    Number,
+    /// A number, and whether it is one the spec's Integer type holds.
+    Number {
+        integer: bool,
+    },
 }
 
 impl Scalar<'_> {
@@ -69,7 +72,7 @@ impl Scalar<'_> {
             Scalar::Null => AttributeKind::Null,
             Scalar::String(text) => AttributeKind::String(text),
             Scalar::Boolean => AttributeKind::Scalar("a boolean"),
-            Scalar::Number => AttributeKind::Scalar("a number"),
+            Scalar::Number { integer } => AttributeKind::Number { integer: *integer },
         }
     }
 }
@@ -119,7 +122,7 @@ impl<'a> EventSketch<'a> {
     /// Whether a top-level member of that name is present and neither a string nor null.
     pub fn holds_other_than_text(&self, name: &str) -> bool {
         self.member(name)
-            .is_some_and(|member| matches!(member.value, Scalar::Boolean | Scalar::Number))
+            .is_some_and(|member| matches!(member.value, Scalar::Boolean | Scalar::Number { .. }))
     }
 
     /// A string field of `data` of Keptn's lookup fields (`project`, `stage`, `service`), as
@@ -152,7 +155,7 @@ impl<'a> EventSketch<'a> {
                 Scalar::Null => Value::Null,
                 Scalar::String(text) => Value::String(text.to_string()),
                 Scalar::Boolean => Value::Bool(member.text.get() == "true"),
-                Scalar::Number => value(member.text)?,
+                Scalar::Number { .. } => value(member.text)?,
             };
             object.insert(member.name.to_string(), built);
         }
@@ -308,10 +311,10 @@ fn scalar(text: &RawValue) -> Option<Scalar<'_>> {
         b't' | b'f' => Scalar::Boolean,
         b'{' | b'[' => return None,
         _ => {
-            if !parses(text) {
-                return None;
+            let number = serde_json::from_str::<Value>(raw).ok()?;
+            Scalar::Number {
+                integer: super::is_integer(&number),
             }
-            Scalar::Number
         }
     })
 }
@@ -669,6 +672,8 @@ mod tests {
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(|n| json!(n)),
+            any::<i32>().prop_map(|n| json!(n)),
+            Just(json!(2.0)),
             "[a-z]{0,6}".prop_map(Value::String),
             // Escaped in the text: a quote, a backslash, a control character; and not ASCII.
             Just(json!("a\"b\\c\u{1}é")),

@@ -330,6 +330,18 @@ pub fn event_of(message: &async_nats::Message, max_bytes: usize) -> Result<Cloud
     let mut headers = HeaderMap::new();
     let nats_headers = message.headers.as_ref();
     if is_binary(message) {
+        let content_types = nats_headers
+            .into_iter()
+            .flat_map(|h| h.iter())
+            .filter(|(name, _)| {
+                AsRef::<str>::as_ref(*name).eq_ignore_ascii_case("ce-datacontenttype")
+            })
+            .map(|(_, values)| values.len())
+            .sum::<usize>();
+        // Named as the sender wrote it, not as the HTTP header it is read as below.
+        if content_types > 1 {
+            return Err("header ce-datacontenttype: given more than once".into());
+        }
         for (name, values) in nats_headers.into_iter().flat_map(|h| h.iter()) {
             let name = name.to_string().to_ascii_lowercase();
             // The NATS binding carries the data's media type in `ce-datacontenttype`, where
@@ -443,6 +455,22 @@ mod tests {
         assert_eq!(
             event_of(&twice, 1024).unwrap_err(),
             "header ce-id: given more than once"
+        );
+        // Named as sent, though it is read as the data's content type.
+        let two_types = message(
+            &[
+                &binary[..],
+                &[
+                    ("ce-datacontenttype", "application/json"),
+                    ("Ce-DataContentType", "text/plain"),
+                ],
+            ]
+            .concat(),
+            b"{}",
+        );
+        assert_eq!(
+            event_of(&two_types, 1024).unwrap_err(),
+            "header ce-datacontenttype: given more than once"
         );
     }
 }

@@ -966,3 +966,83 @@ fn values_that_mean_none_render_none() {
     assert_eq!(labels["app.kubernetes.io/name"], "job-executor");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Whether a label selector (`matchLabels` and `matchExpressions`) selects `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let wanted = selector["matchLabels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let expressions = selector["matchExpressions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    wanted.iter().all(|(key, value)| &labels[key] == value)
+        && expressions.iter().all(|e| {
+            let key = e["key"].as_str().unwrap();
+            let values = e["values"].as_array().cloned().unwrap_or_default();
+            match e["operator"].as_str().unwrap() {
+                "Exists" => labels.get(key).is_some(),
+                "DoesNotExist" => labels.get(key).is_none(),
+                "In" => values.contains(&labels[key]),
+                "NotIn" => !values.contains(&labels[key]),
+                other => panic!("operator {other}"),
+            }
+        })
+}
+
+/// The jobs' NetworkPolicy (no ingress, egress anywhere but the blocked CIDRs) selects the
+/// task pods the operator renders and never the operator's own pod, whatever `managedBy` says:
+/// with `managedBy: job-executor` the operator's pod carries the tasks' managed-by label too.
+#[test]
+fn the_jobs_network_policy_selects_task_pods_not_the_operator() {
+    let rendered = Command::new(crate::common::BIN)
+        .args([
+            "render",
+            "--event",
+            "test-events/test.triggered.json",
+            "--config",
+            "examples/carts/job/config.yaml",
+            "--format",
+            "json",
+        ])
+        .current_dir(root())
+        .env_remove("JOB_EXECUTOR_ALLOWED_IMAGES")
+        .env_remove("JOB_EXECUTOR_JOB_NAMESPACE")
+        .output()
+        .unwrap();
+    assert!(rendered.status.success(), "{rendered:?}");
+    let rendered: Value = serde_json::from_slice(&rendered.stdout).unwrap();
+    let task_pods: Vec<&Value> = rendered["matched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|run| run["jobs"].as_array().unwrap())
+        .map(|job| &job["spec"]["template"]["metadata"]["labels"])
+        .collect();
+    assert!(!task_pods.is_empty());
+
+    let dir = tempdir("managed-by");
+    let file = dir.join("values.yaml");
+    for managed_by in ["", "job-executor", "argocd"] {
+        std::fs::write(
+            &file,
+            format!("managedBy: {managed_by:?}\nnetworkPolicy: {{enabled: true}}\n"),
+        )
+        .unwrap();
+        let docs = documents(&render(&[file.to_str().unwrap()]));
+        let selector =
+            &find(&docs, "NetworkPolicy", Some("job-executor-jobs"))["spec"]["podSelector"];
+        let operator = &find(&docs, "Deployment", None)["spec"]["template"]["metadata"]["labels"];
+        assert!(
+            !selects(selector, operator),
+            "managedBy {managed_by:?}: {operator}"
+        );
+        for labels in &task_pods {
+            assert!(
+                selects(selector, labels),
+                "managedBy {managed_by:?}: {labels}"
+            );
+        }
+    }
+}
