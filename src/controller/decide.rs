@@ -216,6 +216,9 @@ pub enum Halt {
     Superseded { by: String, group: String },
     /// The concurrency group was full when the run arrived (`skip`).
     Skipped { group: String, running: Vec<String> },
+    /// A cancel or a newer run that stopped a task and is gone since (the annotation removed,
+    /// the newer run ended or deleted): `cause` is what the stopped task says.
+    Continued { cause: String },
 }
 
 /// The most of a cancel annotation's value a message repeats.
@@ -244,6 +247,7 @@ impl Halt {
         }
         let queued = status.phase == RunPhase::Queued;
         if let (Some(group), Some(concurrency)) = (group, &run.spec.action.concurrency) {
+            // (Superseded stays first: what it says names the newest run.)
             if group.superseded(concurrency) {
                 return Some(Halt::Superseded {
                     by: group.newer.last().cloned().unwrap_or_default(),
@@ -259,6 +263,20 @@ impl Halt {
                     running: group.running.clone(),
                 });
             }
+        }
+        // A halt that stopped a task goes on to the run's end though its cause is gone: the
+        // stopped task cannot run again, and the tasks after it wait for it for ever.
+        if let Some(stopped) = status
+            .tasks
+            .iter()
+            .find(|task| task.phase == TaskPhase::Cancelled)
+        {
+            return Some(Halt::Continued {
+                cause: stopped
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "cancelled".into()),
+            });
         }
         if queued {
             return None;
@@ -293,6 +311,7 @@ impl Halt {
             Halt::Skipped { group, .. } => {
                 format!("skipped as {}", group_full(group, self.running()))
             }
+            Halt::Continued { cause } => cause.clone(),
         }
     }
 
@@ -307,9 +326,10 @@ impl Halt {
     /// What a task whose Job was deleted for it says, and its phase.
     fn stopped_task(&self) -> (TaskPhase, String) {
         match self {
-            Halt::Cancelled { .. } | Halt::Superseded { .. } | Halt::Skipped { .. } => {
-                (TaskPhase::Cancelled, self.cause())
-            }
+            Halt::Cancelled { .. }
+            | Halt::Superseded { .. }
+            | Halt::Skipped { .. }
+            | Halt::Continued { .. } => (TaskPhase::Cancelled, self.cause()),
             Halt::TimedOut { .. } => (TaskPhase::Failed, format!("stopped: {}", self.cause())),
         }
     }
@@ -317,7 +337,7 @@ impl Halt {
     /// What a task that never started says.
     fn skipped_task(&self) -> String {
         match self {
-            Halt::Cancelled { .. } | Halt::Superseded { .. } => {
+            Halt::Cancelled { .. } | Halt::Superseded { .. } | Halt::Continued { .. } => {
                 format!("the run was {} before it started", self.cause())
             }
             Halt::TimedOut { .. } => format!("{} before it started", self.cause()),
@@ -337,9 +357,10 @@ impl Halt {
 
     fn run_phase(&self) -> RunPhase {
         match self {
-            Halt::Cancelled { .. } | Halt::Superseded { .. } | Halt::Skipped { .. } => {
-                RunPhase::Cancelled
-            }
+            Halt::Cancelled { .. }
+            | Halt::Superseded { .. }
+            | Halt::Skipped { .. }
+            | Halt::Continued { .. } => RunPhase::Cancelled,
             Halt::TimedOut { .. } => RunPhase::Failed,
         }
     }

@@ -1387,6 +1387,44 @@ fn a_halted_run_ends_once_the_pods_it_stopped_are_gone() {
     );
 }
 
+/// A halt that stopped a task goes on to the run's end when its cause goes while the pods stop
+/// (the annotation removed, the newer run of the group ended): the stopped task cannot run
+/// again, and the run waited for ever on it.
+#[test]
+fn a_halt_whose_cause_is_gone_still_ends_the_run() {
+    let run = triggered(2);
+    let mut status = running(&run);
+    record_stopped(
+        &mut status,
+        0,
+        TaskPhase::Cancelled,
+        Some("cancelled by the newer run n2 of the concurrency group \"g\"".into()),
+        None,
+        at(5),
+    );
+    assert_eq!(
+        next(&run, &status, JobSeen::Stopping, at(6)),
+        Step::Wait(Some(STOPPING_POD_WAIT - Duration::from_secs(1))),
+        "its pod is still stopping"
+    );
+    let halt = Halt::Continued {
+        cause: "cancelled by the newer run n2 of the concurrency group \"g\"".into(),
+    };
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(6)),
+        Step::Halt(halt.clone())
+    );
+    record_halt(&run, &mut status, &halt, at(6));
+    assert_eq!(status.phase, RunPhase::Cancelled);
+    assert_eq!(
+        status.tasks[1].message.as_deref(),
+        Some(
+            "the run was cancelled by the newer run n2 of the concurrency group \"g\" before it \
+             started"
+        )
+    );
+}
+
 /// A cancel that comes while a task's Job is failing on its own (past its deadline, its pods
 /// stopping) records the task as the Job fails, with its reason, not as cancelled.
 #[test]

@@ -61,6 +61,9 @@ enum Op {
     Sink(Answer),
     /// Someone annotates the run to cancel it.
     Cancel,
+    /// Someone removes the cancel annotation (as a cancel-in-progress group's newer run that
+    /// ends or is deleted takes its cause away).
+    Uncancel,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -81,6 +84,7 @@ fn op() -> impl Strategy<Value = Op> {
         ]
         .prop_map(Op::Sink),
         1 => Just(Op::Cancel),
+        1 => Just(Op::Uncancel),
     ]
 }
 
@@ -132,6 +136,8 @@ struct Model {
     crash: Cell<Option<(u8, bool)>>,
     crashes: Cell<u32>,
     log_reads: Cell<u32>,
+    /// Whether the run was ever annotated to cancel (the annotation may be gone since).
+    ever_cancelled: Cell<bool>,
 }
 
 impl Model {
@@ -150,6 +156,7 @@ impl Model {
             crash: Cell::new(None),
             crashes: Cell::new(0),
             log_reads: Cell::new(0),
+            ever_cancelled: Cell::new(false),
         }
     }
 
@@ -299,6 +306,12 @@ impl Model {
                 let mut run = self.run.borrow_mut();
                 let annotations = run.metadata.annotations.get_or_insert_default();
                 annotations.insert(crate::labels::CANCEL.into(), "model".into());
+                self.ever_cancelled.set(true);
+            }
+            Op::Uncancel => {
+                if let Some(annotations) = self.run.borrow_mut().metadata.annotations.as_mut() {
+                    annotations.remove(crate::labels::CANCEL);
+                }
             }
         }
     }
@@ -524,7 +537,7 @@ fn check_run(
     assert!(model.settle(), "the run ends once the world settles");
 
     let status = model.recorded.borrow().clone();
-    let cancelled = is_cancelled(&model.run.borrow());
+    let cancelled = model.ever_cancelled.get();
     let message = status
         .outcome
         .as_ref()
