@@ -487,6 +487,62 @@ async fn with_nothing_fetched_an_unreachable_repository_or_refused_credentials_a
     assert!(h.operator_running());
 }
 
+/// A git host that redirects the fetch to another host does not get that host the configured
+/// credentials: the other host asks for them, is refused them, and the event waits (503) as for
+/// any host that cannot be read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_not_sent_to_the_host_a_fetch_is_redirected_to() {
+    let root = temp("redirect");
+    let repo = GitRepo::new(root.join("sockshop"));
+    sockshop(&repo);
+    let other = GitHttpServer::start(&root, Some(("alice", "s3cret"))).await;
+    // The configured host answers every request with a redirect to the other one.
+    let target = other.base.clone();
+    let redirector = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let location = format!(
+            "{target}{}",
+            uri.path_and_query().map_or("/", |p| p.as_str())
+        );
+        async move {
+            (
+                axum::http::StatusCode::FOUND,
+                [(axum::http::header::LOCATION, location)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/sockshop", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, redirector).await });
+    let credentials = temp("redirect-credentials");
+    std::fs::create_dir_all(&credentials).unwrap();
+    std::fs::write(credentials.join("username"), "alice").unwrap();
+    std::fs::write(credentials.join("password"), "s3cret").unwrap();
+    let args = git_args(
+        "redirect",
+        &url,
+        &["--git-credentials-dir", credentials.to_str().unwrap()],
+    );
+    let h = Harness::start_with_source(kube_sim::Sim::builder(), args, &[]).await;
+
+    let message = retry_later(&h.post_event(&event("moved", "dev", "carts", None)).await);
+    assert!(
+        message.contains(&format!("cannot fetch {url}: "))
+            && message.contains(&format!(
+                "{url} redirected to {}, which asks for credentials: the credentials of {url} \
+                 are not sent to another host",
+                other.url("sockshop")
+            )),
+        "{message}"
+    );
+    let requests = other.requests();
+    assert!(!requests.is_empty(), "the fetch was redirected");
+    assert!(
+        requests.iter().all(|r| r.status == 401),
+        "the other host was never sent the credentials: {requests:?}"
+    );
+    assert!(h.jobruns().is_empty(), "{:?}", h.jobruns());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn during_a_git_outage_events_run_at_the_last_fetched_commit_and_unknown_pins_wait() {
     let root = temp("blip");

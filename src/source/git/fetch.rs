@@ -279,6 +279,33 @@ fn disk_usage(dir: &Path) -> u64 {
         .sum()
 }
 
+/// Whether the credentials of `configured` may go to the URL a fetch asks them for: the same
+/// host and port, and the same scheme or `http` made `https` (as gix reuses an identity across a
+/// redirect).
+fn same_host(configured: &gix::Url, asked: Option<&gix::bstr::BString>) -> bool {
+    let Some(asked) = asked.and_then(|asked| gix::url::parse(asked).ok()) else {
+        return false;
+    };
+    let host = |url: &gix::Url| url.host().map(str::to_ascii_lowercase);
+    let upgraded = configured.scheme == gix::url::Scheme::Http
+        && asked.scheme == gix::url::Scheme::Https
+        && asked.port.is_none()
+        && configured.port.is_none();
+    host(configured).is_some()
+        && host(configured) == host(&asked)
+        && (upgraded
+            || (configured.scheme == asked.scheme
+                && configured.port_or_default() == asked.port_or_default()))
+}
+
+/// A URL as shown in a message: without its user and password.
+fn redacted(url: &gix::Url) -> String {
+    let mut shown = url.clone();
+    shown.set_user(None);
+    shown.set_password(None);
+    shown.to_bstring().to_string()
+}
+
 /// Single-quotes a path for the shell command line gitoxide runs `ssh` with.
 fn shell_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
@@ -660,7 +687,23 @@ impl CloneCache {
             None => connection,
         };
         let url = self.url.shown.clone();
+        let configured = self.url.url.clone();
         let connection = connection.with_credentials(move |action| match action {
+            // The host may have redirected the fetch: the account is the configured host's,
+            // and is not handed to another.
+            gix::credentials::helper::Action::Get(context)
+                if !same_host(&configured, context.url.as_ref()) =>
+            {
+                Err(gix::Error::from_error(gix::error::Message::new(format!(
+                    "{url} redirected to {}, which asks for credentials: the credentials of {url} \
+                     are not sent to another host",
+                    context
+                        .url
+                        .as_ref()
+                        .and_then(|asked| gix::url::parse(asked).ok())
+                        .map_or_else(|| "another host".into(), |asked| redacted(&asked))
+                ))))
+            }
             gix::credentials::helper::Action::Get(context) => match &account {
                 Some(account) => Ok(Some(gix::credentials::protocol::Outcome {
                     identity: gix::sec::identity::Account {
@@ -819,6 +862,29 @@ pub fn cause_text(error: &(dyn std::error::Error + 'static), secrets: &[String])
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_go_to_the_configured_host_only() {
+        let configured = |url: &str| gix::url::parse(url.as_bytes()).unwrap();
+        let asks = |configured: &gix::Url, url: &str| {
+            same_host(configured, Some(&gix::bstr::BString::from(url)))
+        };
+        let https = configured("https://git.example.com/org/repo.git");
+        assert!(asks(&https, "https://git.example.com/org/repo.git"));
+        assert!(asks(&https, "https://GIT.example.com:443/other/path"));
+        assert!(!asks(&https, "https://evil.example.net/org/repo.git"));
+        assert!(
+            !asks(&https, "http://git.example.com/org/repo.git"),
+            "no downgrade"
+        );
+        assert!(!asks(&https, "https://git.example.com:8443/org/repo.git"));
+        assert!(!same_host(&https, None));
+        let http = configured("http://git.example.com/repo");
+        assert!(asks(&http, "https://git.example.com/repo"), "an upgrade");
+        let port = configured("http://127.0.0.1:8080/repo");
+        assert!(asks(&port, "http://127.0.0.1:8080/moved"));
+        assert!(!asks(&port, "http://127.0.0.1:9090/repo"));
+    }
 
     #[test]
     fn a_fetch_ahead_starts_twice_as_long_before_due_as_a_fetch_takes_within_bounds() {
