@@ -94,6 +94,50 @@ pub enum ExpandError {
     },
 }
 
+/// The most entries (files, directories, links) expanding one task entry walks: more than the
+/// files one ConfigMap can hold (each takes at least 7 bytes of it past the ten-thousandth, key
+/// and all), so only a tree that fans out (links side by side to the same directory, level
+/// under level) reaches it.
+pub const MOST_ENTRIES_WALKED: u64 = 200_000;
+
+/// The entries expanding one task entry has walked, stopped as soon as they are too many: a
+/// tree of links fanning out would otherwise be walked, and its files listed, by the billion
+/// before the run's size is checked.
+#[derive(Debug)]
+pub struct ExpandBudget {
+    entries: u64,
+    most: u64,
+}
+
+impl Default for ExpandBudget {
+    fn default() -> Self {
+        ExpandBudget::most(MOST_ENTRIES_WALKED)
+    }
+}
+
+impl ExpandBudget {
+    /// A budget of `most` entries (tests walk fewer than the bound).
+    pub fn most(most: u64) -> Self {
+        ExpandBudget { entries: 0, most }
+    }
+
+    /// Counts an entry walked at `path`.
+    pub fn walk(&mut self, path: &str) -> Result<(), ExpandError> {
+        self.entries += 1;
+        if self.entries > self.most {
+            return Err(ExpandError::Unreadable {
+                path: path.to_string(),
+                reason: format!(
+                    "more than {} files, directories and links below one entry (links that \
+                     fan out?)",
+                    self.most
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Where task files are read from: a directory on disk, or a directory of a git commit.
 pub trait FileTree {
     /// What [`FileTree::read`] needs to read a found file.
@@ -313,10 +357,12 @@ impl FileTree for DirTree {
             return Err(ExpandError::Missing);
         }
         let mut found = Vec::new();
+        let mut budget = ExpandBudget::default();
         // Each directory with the real paths of the directories it is under: a link back to
         // one of them is a loop (two links to the same directory side by side are not).
         let mut pending = vec![(entry.to_string(), start, Arc::new(Vec::new()))];
         while let Some((relative, path, above)) = pending.pop() {
+            budget.walk(&self.dir.join(&relative).display().to_string())?;
             let real = match fs::canonicalize(&path) {
                 Ok(real) => real,
                 // A link to nothing inside the directory stages nothing, as from git.
@@ -501,6 +547,37 @@ mod tests {
         let error =
             collect_from_dir(&base, &service, &action_with_files("[helm]").tasks).unwrap_err();
         assert!(error.to_string().contains("a link loop"), "{error}");
+        let _ = fs::remove_dir_all(&base);
+    }
+
+    /// Links that fan out (four side by side to the next level, nine levels deep: 262,144
+    /// files) are refused once the walk passes its bound, not listed whole first.
+    #[test]
+    fn links_that_fan_out_are_refused_at_the_walks_bound() {
+        let base = std::env::temp_dir().join(format!("files-fan-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let service = base.join("carts");
+        for level in 0..9 {
+            let dir = service.join(format!("l{level}"));
+            fs::create_dir_all(&dir).unwrap();
+            for link in ["a", "b", "c", "d"] {
+                std::os::unix::fs::symlink(format!("../l{}", level + 1), dir.join(link)).unwrap();
+            }
+        }
+        fs::create_dir_all(service.join("l9")).unwrap();
+        fs::write(service.join("l9/f"), "x").unwrap();
+        let error =
+            collect_from_dir(&base, &service, &action_with_files("[l0]").tasks).unwrap_err();
+        assert!(
+            error.to_string().contains(&format!(
+                "more than {MOST_ENTRIES_WALKED} files, directories and links below one entry \
+                 (links that fan out?)"
+            )),
+            "{error}"
+        );
+        // Fewer levels: listed, and sized as usual.
+        let run = collect_from_dir(&base, &service, &action_with_files("[l7]").tasks).unwrap();
+        assert_eq!(run.files.len(), 16);
         let _ = fs::remove_dir_all(&base);
     }
 

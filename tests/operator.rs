@@ -424,6 +424,87 @@ async fn restart_between_tasks() {
     assert_recovered(&h, "crash-between").await;
 }
 
+/// A Job the API server forbids for now (an exceeded quota, a missing permission) is tried again:
+/// meanwhile the run says why its task has not started, `.started` is sent once and the run's
+/// start is kept (the wait counts from it); once allowed, the task runs. Forbidden for longer
+/// than the never-started timeout, the task fails saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_job_waits_saying_why_then_runs_or_fails_after_the_never_started_timeout() {
+    let h = Harness::start(&["--never-started-timeout-seconds", "60"]).await;
+    h.sim.faults().fail_next(
+        kube_sim::FaultRule::new(403)
+            .verb("create")
+            .resource("jobs")
+            .times(1000),
+    );
+    let event = sample_with_id("test.triggered.json", "forbidden");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    wait_for("the run to say why its task waits", LONG, || {
+        h.jobruns().first().is_some_and(|run| {
+            run["status"]["tasks"][0]["message"]
+                .as_str()
+                .is_some_and(|m| {
+                    m.starts_with(
+                        "not started: the Kubernetes API refuses to create its Job (tried again \
+                         until it has waited 60s): ",
+                    )
+                })
+        })
+    })
+    .await;
+    let forbidden = || {
+        h.sim
+            .requests()
+            .iter()
+            .filter(|r| r.resource == "jobs" && r.verb == "create" && r.status == 403)
+            .count()
+    };
+    wait_for("the Job to be tried again", LONG, || forbidden() >= 3).await;
+    let run = h.jobruns()[0].clone();
+    assert_eq!(run["status"]["phase"], "Running", "{run}");
+    assert_eq!(run["status"]["started"]["state"], "Delivered", "{run}");
+    h.sim.faults().clear();
+    let finished = h.wait_finished("forbidden", LONG).await;
+    assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
+    assert_eq!(
+        h.sink.of_type(".started").len(),
+        1,
+        ".started once, not at every try"
+    );
+    assert_eq!(
+        h.jobruns()[0]["status"]["startedAt"],
+        run["status"]["startedAt"],
+        "the run's start is kept"
+    );
+    assert!(
+        h.jobruns()[0]["status"]["tasks"][0]["message"].is_null(),
+        "the waiting message goes once the task starts: {}",
+        h.jobruns()[0]["status"]
+    );
+
+    // Forbidden for good: the task fails after the never-started timeout (2 s here).
+    let h = Harness::start(&[]).await;
+    h.sim.faults().fail_next(
+        kube_sim::FaultRule::new(403)
+            .verb("create")
+            .resource("jobs")
+            .times(1000),
+    );
+    let event = sample_with_id("test.triggered.json", "forbidden-for-good");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let finished = h.wait_finished("forbidden-for-good", LONG).await;
+    assert_eq!(finished.data["status"], "errored", "{}", finished.data);
+    let message = finished.data["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "Task 'Check the service answers' failed: the Kubernetes API refused to create the \
+             task's Job for 2s: injected fault: forbidden"
+        ),
+        "{message}"
+    );
+    assert_eq!(h.jobruns()[0]["status"]["phase"], "Failed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_after_finished_was_sent_but_not_recorded() {
     let mut h = Harness::start(&[]).await;

@@ -216,6 +216,89 @@ async fn a_job_the_api_server_refuses_fails_the_run_with_its_reason() {
     assert_eq!(h.jobruns()[0]["status"]["phase"], "Failed");
 }
 
+/// A Job the namespace's ResourceQuota forbids (403, which someone may lift) is tried again
+/// until the task has waited the never-started timeout (2 s here), then fails quoting the
+/// quota; one a ValidatingAdmissionPolicy denies (403 too, but the same Job would be denied
+/// again) fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_a_quota_or_an_admission_policy_forbids_fails_the_run_with_the_reason() {
+    let config = two_tasks("forbidden", "alpine:3.20", "alpine:3.20", "");
+    let h = ClusterHarness::start("forbidden", &config, &[]).await;
+    let manifests = std::env::temp_dir().join(format!("je-forbidden-{}.yaml", h.namespace));
+    let policy = format!("je-no-jobs-{}", h.namespace);
+    std::fs::write(
+        &manifests,
+        format!(
+            "apiVersion: v1\nkind: ResourceQuota\nmetadata: {{name: no-jobs, namespace: {ns}}}\n\
+             spec: {{hard: {{count/jobs.batch: \"0\"}}}}\n",
+            ns = h.namespace
+        ),
+    )
+    .unwrap();
+    h.cluster.kubectl(&["apply", "-f", path(&manifests)]);
+    let event = sample_with_id("test.triggered.json", "cluster-quota");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let finished = h.wait_finished("cluster-quota", LONG).await;
+    let quota = message(&finished);
+    assert!(
+        quota.starts_with(
+            "Task 'first' failed: the Kubernetes API refused to create the task's Job for 2s: "
+        ) && quota.contains("is forbidden: exceeded quota: no-jobs"),
+        "{quota}"
+    );
+    assert_eq!(h.sink.of_type(".started").len(), 1, ".started once");
+    assert!(h.jobs_created().is_empty(), "no Job was made");
+    h.kubectl(&["delete", "resourcequota", "no-jobs"]);
+
+    // A policy that denies every Job of the namespace, as Forbidden.
+    std::fs::write(
+        &manifests,
+        format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\n\
+             metadata: {{name: {policy}}}\nspec:\n  failurePolicy: Fail\n  matchConstraints:\n    \
+             resourceRules:\n      - {{apiGroups: [batch], apiVersions: [v1], operations: [CREATE], \
+             resources: [jobs]}}\n  validations:\n    - {{expression: \"false\", message: no Jobs \
+             here, reason: Forbidden}}\n---\napiVersion: admissionregistration.k8s.io/v1\n\
+             kind: ValidatingAdmissionPolicyBinding\nmetadata: {{name: {policy}}}\nspec:\n  \
+             policyName: {policy}\n  validationActions: [Deny]\n  matchResources:\n    \
+             namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}\n",
+            ns = h.namespace
+        ),
+    )
+    .unwrap();
+    h.cluster.kubectl(&["apply", "-f", path(&manifests)]);
+    // The policy is read by the API server from its own watch: a Job it does not deny yet
+    // would run, so the test waits until a dry run is denied.
+    h.eventually("the policy to be in force", LONG, || {
+        let job = h.cluster.kubectl_output(
+            &h.cluster.admin_kubeconfig,
+            &[
+                "-n",
+                &h.namespace,
+                "create",
+                "job",
+                "probe",
+                "--image=alpine:3.20",
+                "--dry-run=server",
+            ],
+        );
+        String::from_utf8_lossy(&job.stderr).contains("denied request")
+    })
+    .await;
+    let event = sample_with_id("test.triggered.json", "cluster-policy");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let finished = h.wait_finished("cluster-policy", LONG).await;
+    let denied = message(&finished);
+    h.cluster
+        .kubectl(&["delete", "-f", path(&manifests), "--wait=false"]);
+    assert!(
+        denied.starts_with("Task 'first' failed: the Kubernetes API refused the task's Job: ")
+            && denied.contains("denied request: no Jobs here"),
+        "{denied}"
+    );
+    assert!(h.jobs_created().is_empty(), "no Job was made");
+}
+
 /// A Job whose pods the namespace's Pod Security level refuses makes no pod; the Job controller
 /// says why only in an Event on the Job, which the failure quotes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

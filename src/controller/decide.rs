@@ -861,6 +861,23 @@ fn since(text: Option<&str>, now: Timestamp) -> Duration {
         .unwrap_or_default()
 }
 
+/// How long task `index` has been ready to start: since the last of the tasks it needs ended,
+/// or since the run started for a task that needs none.
+pub fn ready_for(run: &JobRun, status: &JobRunStatus, index: usize, now: Timestamp) -> Duration {
+    let needs = graph::dependencies(&run.spec.action.tasks);
+    let ended = needs
+        .get(index)
+        .into_iter()
+        .flatten()
+        .filter_map(|&needed| status.tasks.get(needed)?.completion_time.as_deref())
+        .filter_map(|text| parse(Some(text)))
+        .max();
+    match ended {
+        Some(ended) => now.duration_since(ended).try_into().unwrap_or_default(),
+        None => since(status.started_at.as_deref(), now),
+    }
+}
+
 /// How long until `text` (zero when unknown or past).
 fn until(text: Option<&str>, now: Timestamp) -> Duration {
     parse(text)
@@ -999,6 +1016,8 @@ pub fn record_job(status: &mut JobRunStatus, index: usize, job_name: String, now
         task.phase = TaskPhase::Running;
         task.job_name = Some(job_name);
         task.start_time = Some(now.to_string());
+        // What said why it had not started yet.
+        task.message = None;
         status.current_task = Some(index as u32);
     }
 }

@@ -21,9 +21,9 @@ use tracing::Instrument;
 use super::cached::{CachedJob, CachedPod};
 use super::decide::{
     Attempt, Facts, JobSeen, Limits, NoPodWarning, Step, decide, delivery_mut, explain_no_pod,
-    first_attempt, initialise, job_name, record_attempt, record_dead_letter_attempt, record_halt,
-    record_job, record_notification_attempt, record_outputs, record_start, record_stopped,
-    record_task_end, run_name, update_conditions,
+    first_attempt, initialise, job_name, ready_for, record_attempt, record_dead_letter_attempt,
+    record_halt, record_job, record_notification_attempt, record_outputs, record_start,
+    record_stopped, record_task_end, run_name, update_conditions,
 };
 use super::group::{Group, Member};
 use super::history::{self, RunEvent};
@@ -59,6 +59,17 @@ pub enum CannotRun {
     /// The API server refused the Job as invalid: trying it again would be refused again.
     #[error("the Kubernetes API refused the task's Job: {0}")]
     JobRefused(String),
+    /// An admission webhook or policy denied the task's Job or files: it would deny them again.
+    #[error("the Kubernetes API refused the task's {what}: {reason}")]
+    Denied { what: &'static str, reason: String },
+    /// The API server refused the task's Job or files for as long as a task may take to start
+    /// (a quota, a permission; see [`StepError::Refused`]).
+    #[error("the Kubernetes API refused to create the task's {what} for {seconds}s: {reason}")]
+    RefusedFor {
+        what: &'static str,
+        seconds: u64,
+        reason: String,
+    },
     /// The files read for the run's ConfigMap are not those recorded when its event was
     /// accepted (the config directory was edited since): the Jobs name them by those keys.
     #[error(
@@ -77,6 +88,45 @@ pub enum StepError {
     /// Worth trying again later (the API server or the config source is away).
     #[error("{0}")]
     Retry(#[from] ReconcileError),
+    /// The API server refuses the task's Job or files for now: forbidden, as an exceeded
+    /// quota or a missing permission are, which someone may fix. Tried again until the task
+    /// has been ready to start for the never-started timeout, then the task fails saying so.
+    #[error("{error}")]
+    Refused {
+        what: &'static str,
+        reason: String,
+        error: ReconcileError,
+    },
+}
+
+/// The longest a task whose Job or files the API server refuses for now waits between tries.
+const REFUSED_RETRY_MOST: Duration = Duration::from_secs(30);
+
+/// What a refused create of a task's `what` (its Job, its files) means: an admission webhook
+/// or policy that denies it would deny it again (the task fails at once); another refusal
+/// (`Forbidden`: an exceeded quota, a missing permission) may pass; the rest is retried.
+fn refusal(what: &'static str, error: ReconcileError) -> StepError {
+    match error {
+        ReconcileError::Kube(kube::Error::Api(status)) if status.code == 403 => {
+            // "admission webhook \"…\" denied the request: …", "ValidatingAdmissionPolicy
+            // '…' with binding '…' denied request: …".
+            if status.message.contains("denied the request")
+                || status.message.contains("denied request")
+            {
+                return CannotRun::Denied {
+                    what,
+                    reason: status.message,
+                }
+                .into();
+            }
+            StepError::Refused {
+                what,
+                reason: status.message.clone(),
+                error: ReconcileError::Kube(kube::Error::Api(status)),
+            }
+        }
+        error => StepError::Retry(error),
+    }
 }
 
 /// What steps act on. Reads of the watch's caches are synchronous; everything else is a request.
@@ -234,17 +284,21 @@ impl<W: World> Executor<'_, W> {
                 otel.name = kind,
                 otel.kind = span_kind,
             );
-            self.take(
-                step,
-                &mut status,
-                &mut persisted,
-                &mut files_made,
-                &mut looked_up,
-                now,
-            )
-            .instrument(span)
-            .await?;
+            let waits = self
+                .take(
+                    step,
+                    &mut status,
+                    &mut persisted,
+                    &mut files_made,
+                    &mut looked_up,
+                    now,
+                )
+                .instrument(span)
+                .await?;
             self.world.step_took(kind, began.elapsed());
+            if let Some(delay) = waits {
+                return Ok((persisted, Some(delay)));
+            }
         }
         // Not reached while `decide` moves every run on; if it is, the run is looked at again
         // soon instead of spinning.
@@ -255,7 +309,8 @@ impl<W: World> Executor<'_, W> {
         Ok((persisted, Some(Duration::from_secs(1))))
     }
 
-    /// Takes one step; `true` when it deleted the run.
+    /// Takes one step; `Some(delay)` when the run waits now, before its next step: its task
+    /// refused for now, tried again after `delay`.
     async fn take(
         &self,
         step: Step,
@@ -264,25 +319,18 @@ impl<W: World> Executor<'_, W> {
         files_made: &mut bool,
         looked_up: &mut [Option<JobSeen>],
         now: Timestamp,
-    ) -> Result<(), ReconcileError> {
+    ) -> Result<Option<Duration>, ReconcileError> {
         let run = self.run;
-        let name = run_name(run);
         match step {
             Step::Send(kind) => self.send(kind, status, now).await?,
             Step::Notify(index) => self.notify(index, status, now).await?,
             Step::Start => record_start(run, status, now),
-            Step::Record(_) => {
-                status.revision = persisted.revision + 1;
-                status.done = status.is_done();
-                self.world.write_status(name, status).await?;
-                self.world
-                    .publish(run, history::transitions(run, persisted, status));
-                *persisted = status.clone();
-            }
+            Step::Record(_) => self.record(status, persisted).await?,
             Step::CreateFiles(index) => match self.world.create_files(run).await {
                 Ok(()) => *files_made = true,
-                Err(StepError::CannotRun(reason)) => self.cannot_run(status, index, &reason, now),
-                Err(StepError::Retry(error)) => return Err(error),
+                Err(error) => {
+                    return self.not_created(error, status, persisted, index, now).await;
+                }
             },
             Step::CreateJob(index) => match self.render(status, index) {
                 Ok(job) => match self.world.create_job(&job).await {
@@ -290,10 +338,9 @@ impl<W: World> Executor<'_, W> {
                         let created = job.metadata.name.unwrap_or_default();
                         record_job(status, index, created, now);
                     }
-                    Err(StepError::CannotRun(reason)) => {
-                        self.cannot_run(status, index, &reason, now);
+                    Err(error) => {
+                        return self.not_created(error, status, persisted, index, now).await;
                     }
-                    Err(StepError::Retry(error)) => return Err(error),
                 },
                 Err(reason) => self.cannot_run(status, index, &reason, now),
             },
@@ -369,7 +416,7 @@ impl<W: World> Executor<'_, W> {
             // Handled by the caller.
             Step::Wait(_) => {}
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Each running task's Job, by task: from the watch's cache, or as the API server said
@@ -434,6 +481,73 @@ impl<W: World> Executor<'_, W> {
             trace: trace::handed_on(&tracing::Span::current(), self.trace.as_ref()),
         };
         Ok(render::render_job(&request, self.settings)?)
+    }
+
+    /// Writes the status, and publishes the run's transitions since the last write.
+    async fn record(
+        &self,
+        status: &mut JobRunStatus,
+        persisted: &mut JobRunStatus,
+    ) -> Result<(), ReconcileError> {
+        status.revision = persisted.revision + 1;
+        status.done = status.is_done();
+        self.world.write_status(run_name(self.run), status).await?;
+        self.world
+            .publish(self.run, history::transitions(self.run, persisted, status));
+        *persisted = status.clone();
+        Ok(())
+    }
+
+    /// A task's files or Job not created: the task fails, or the run is tried again. A refusal
+    /// that may pass is recorded on the task first (why it has not started, and the run's start
+    /// and `.started`, so the wait counts from the first refusal), until the task has been ready
+    /// for the never-started timeout: then it fails.
+    async fn not_created(
+        &self,
+        error: StepError,
+        status: &mut JobRunStatus,
+        persisted: &mut JobRunStatus,
+        index: usize,
+        now: Timestamp,
+    ) -> Result<Option<Duration>, ReconcileError> {
+        match error {
+            StepError::CannotRun(reason) => {
+                self.cannot_run(status, index, &reason, now);
+                Ok(None)
+            }
+            StepError::Retry(error) => Err(error),
+            StepError::Refused { what, reason, .. } => {
+                let limit = self.limits.never_started_timeout;
+                let waited = ready_for(self.run, status, index, now);
+                if waited >= limit {
+                    let reason = CannotRun::RefusedFor {
+                        what,
+                        seconds: limit.as_secs(),
+                        reason,
+                    };
+                    self.cannot_run(status, index, &reason, now);
+                    return Ok(None);
+                }
+                tracing::warn!(run = run_name(self.run), task = index, %reason, "the task's {what} is refused for now");
+                if let Some(task) = status.tasks.get_mut(index) {
+                    task.message = Some(format!(
+                        "not started: the Kubernetes API refuses to create its {what} (tried \
+                         again until it has waited {}s): {reason}",
+                        limit.as_secs()
+                    ));
+                }
+                if status != persisted {
+                    self.record(status, persisted).await?;
+                }
+                // Tried again sooner at first (a quota freed by a Job that ends), at most every
+                // REFUSED_RETRY_MOST, and once more when the wait is over.
+                Ok(Some(
+                    (waited / 2)
+                        .clamp(Duration::from_secs(1), REFUSED_RETRY_MOST)
+                        .min(limit - waited),
+                ))
+            }
+        }
     }
 
     fn cannot_run(
@@ -872,7 +986,9 @@ impl World for Cluster<'_> {
             run.controller_owner_ref(&()).as_ref(),
             run_files.files,
         );
-        self.create_or_adopt(&config_map).await?;
+        self.create_or_adopt(&config_map)
+            .await
+            .map_err(|error| refusal("files (their ConfigMap)", error))?;
         Ok(())
     }
 
@@ -887,7 +1003,7 @@ impl World for Cluster<'_> {
             {
                 return Err(CannotRun::JobRefused(status.message).into());
             }
-            created => created?,
+            created => created.map_err(|error| refusal("Job", error))?,
         };
         if created {
             self.ctx.parts.metrics.job_created();

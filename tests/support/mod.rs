@@ -414,12 +414,14 @@ impl Operator {
                 namespace,
                 "--init-image",
                 INIT_IMAGE,
-                "--never-started-timeout-seconds",
-                "2",
             ]
             .iter()
             .map(|a| a.to_string()),
         );
+        // Short, unless the test sets its own.
+        if !extra_args.contains(&"--never-started-timeout-seconds") {
+            args.extend(["--never-started-timeout-seconds".into(), "2".into()]);
+        }
         args.extend(extra_args.iter().map(|a| a.to_string()));
         Operator {
             sink,

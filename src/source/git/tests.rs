@@ -633,6 +633,37 @@ fn files_expand_from_the_commit_with_modes_links_and_limits() {
     }
     let error = collect("[loop]").unwrap_err();
     assert!(error.to_string().contains("link loop"), "{error}");
+
+    // Links that fan out (four side by side to the next level, six levels deep: 4,096 files)
+    // are refused once the walk passes its bound (1,000 here), not listed whole first.
+    let fan = TestRepo::new("fan");
+    for level in 0..6 {
+        for link in ["a", "b", "c", "d"] {
+            fan.link(
+                &format!("carts/l{level}/{link}"),
+                &format!("../l{}", level + 1),
+            );
+        }
+    }
+    fan.write("carts/l6/f", "x");
+    let fanned = gix::ObjectId::from_hex(fan.commit("fan").as_bytes()).unwrap();
+    let (fan_source, _) = source_for(&fan, &["main:{service}/job/config.yaml"]);
+    fan_source
+        .cache
+        .heads(Instant::now(), Duration::ZERO)
+        .unwrap();
+    let tree = super::tree::CommitTree::new(fan_source.cache.repo(), fanned, "carts").unwrap();
+    let walk = |entry: &str| tree.expand_within(entry, &mut crate::files::ExpandBudget::most(1000));
+    assert_eq!(
+        walk("l0").unwrap_err(),
+        crate::files::ExpandError::Unreadable {
+            path: "carts/l0/a/b/c/c/d".into(),
+            reason: "more than 1000 files, directories and links below one entry (links that \
+                     fan out?)"
+                .into()
+        }
+    );
+    assert_eq!(walk("l2").unwrap().len(), 256);
     let error = source
         .collect_run_files(None, "carts", &action("[run.sh]").tasks, Reads::Any)
         .unwrap_err();

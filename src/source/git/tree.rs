@@ -7,7 +7,7 @@ use gix::ObjectId;
 use gix::bstr::ByteSlice as _;
 use gix::object::tree::EntryMode;
 
-use crate::files::{ExpandError, FileTree, FoundFile};
+use crate::files::{ExpandBudget, ExpandError, FileTree, FoundFile};
 
 /// Links followed while resolving one path, and directories entered while expanding one
 /// entry: beyond that it is a link loop.
@@ -185,6 +185,7 @@ impl CommitTree {
         tree: ObjectId,
         depth: usize,
         found: &mut Vec<FoundFile<ObjectId>>,
+        budget: &mut ExpandBudget,
     ) -> Result<(), ExpandError> {
         if depth > MAX_DEPTH {
             return Err(ExpandError::Unreadable {
@@ -197,6 +198,7 @@ impl CommitTree {
             .map_err(|e| self.walk_error(relative, e))?;
         for (name, mode, id) in entries {
             let child = format!("{relative}/{name}");
+            budget.walk(&self.full_path(&child))?;
             let child_real = format!("{real}/{name}");
             let resolved = if mode.is_link() {
                 match self
@@ -210,7 +212,7 @@ impl CommitTree {
             } else {
                 Resolved { mode, id }
             };
-            self.add(&child, &child_real, resolved, depth + 1, found)?;
+            self.add(&child, &child_real, resolved, depth + 1, found, budget)?;
         }
         Ok(())
     }
@@ -222,9 +224,10 @@ impl CommitTree {
         resolved: Resolved,
         depth: usize,
         found: &mut Vec<FoundFile<ObjectId>>,
+        budget: &mut ExpandBudget,
     ) -> Result<(), ExpandError> {
         if resolved.mode.is_tree() {
-            self.expand_dir(relative, real, resolved.id, depth, found)
+            self.expand_dir(relative, real, resolved.id, depth, found, budget)
         } else if resolved.mode.is_blob() {
             let size = self
                 .repo
@@ -279,18 +282,33 @@ impl FileTree for CommitTree {
     }
 
     fn expand(&self, entry: &str) -> Result<Vec<FoundFile<ObjectId>>, ExpandError> {
+        self.expand_within(entry, &mut ExpandBudget::default())
+    }
+
+    fn read(&self, file: &FoundFile<ObjectId>) -> Result<Vec<u8>, crate::files::FilesError> {
+        self.read_found(file)
+    }
+}
+
+impl CommitTree {
+    /// [`FileTree::expand`], walking at most what `budget` allows.
+    pub fn expand_within(
+        &self,
+        entry: &str,
+        budget: &mut ExpandBudget,
+    ) -> Result<Vec<FoundFile<ObjectId>>, ExpandError> {
         let real = self.full_path(entry);
         let resolved = self
             .resolve(&real)
             .map_err(|e| self.walk_error(entry, e))?
             .ok_or(ExpandError::Missing)?;
         let mut found = Vec::new();
-        self.add(entry, &real, resolved, 0, &mut found)?;
+        self.add(entry, &real, resolved, 0, &mut found, budget)?;
         found.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(found)
     }
 
-    fn read(&self, file: &FoundFile<ObjectId>) -> Result<Vec<u8>, crate::files::FilesError> {
+    fn read_found(&self, file: &FoundFile<ObjectId>) -> Result<Vec<u8>, crate::files::FilesError> {
         self.blob(file.handle)
             .map_err(|e| crate::files::FilesError::Unreadable {
                 path: format!("{} at commit {}", self.full_path(&file.path), self.commit),
