@@ -216,6 +216,23 @@ async fn a_job_the_api_server_refuses_fails_the_run_with_its_reason() {
     assert_eq!(h.jobruns()[0]["status"]["phase"], "Failed");
 }
 
+/// Whether the API server refuses a Job in the test's namespace (a dry run) saying `why`.
+fn denies_a_job(h: &ClusterHarness, why: &str) -> bool {
+    let job = h.cluster.kubectl_output(
+        &h.cluster.admin_kubeconfig,
+        &[
+            "-n",
+            &h.namespace,
+            "create",
+            "job",
+            "probe",
+            "--image=alpine:3.20",
+            "--dry-run=server",
+        ],
+    );
+    String::from_utf8_lossy(&job.stderr).contains(why)
+}
+
 /// A Job the namespace's ResourceQuota forbids (403, which someone may lift) is tried again
 /// until the task has waited the never-started timeout (2 s here), then fails quoting the
 /// quota; one a ValidatingAdmissionPolicy denies (403 too, but the same Job would be denied
@@ -236,6 +253,11 @@ async fn a_job_a_quota_or_an_admission_policy_forbids_fails_the_run_with_the_rea
     )
     .unwrap();
     h.cluster.kubectl(&["apply", "-f", path(&manifests)]);
+    // The quota is in force once the quota controller has counted it.
+    h.eventually("the quota to be in force", LONG, || {
+        denies_a_job(&h, "exceeded quota")
+    })
+    .await;
     let event = sample_with_id("test.triggered.json", "cluster-quota");
     assert_eq!(h.post_event(&event).await.status, 202);
     let finished = h.wait_finished("cluster-quota", LONG).await;
@@ -270,19 +292,7 @@ async fn a_job_a_quota_or_an_admission_policy_forbids_fails_the_run_with_the_rea
     // The policy is read by the API server from its own watch: a Job it does not deny yet
     // would run, so the test waits until a dry run is denied.
     h.eventually("the policy to be in force", LONG, || {
-        let job = h.cluster.kubectl_output(
-            &h.cluster.admin_kubeconfig,
-            &[
-                "-n",
-                &h.namespace,
-                "create",
-                "job",
-                "probe",
-                "--image=alpine:3.20",
-                "--dry-run=server",
-            ],
-        );
-        String::from_utf8_lossy(&job.stderr).contains("denied request")
+        denies_a_job(&h, "denied request")
     })
     .await;
     let event = sample_with_id("test.triggered.json", "cluster-policy");
