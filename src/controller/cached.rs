@@ -91,6 +91,10 @@ pub struct Condition {
     pub reason: Option<String>,
     #[serde(default)]
     pub message: Option<String>,
+    /// When it became what it is: kept of `FailureTarget` only (how long a Job has been
+    /// failing), for the memory of the many Jobs the watch caches.
+    #[serde(default, rename = "lastTransitionTime")]
+    pub since: Option<String>,
 }
 
 fn read_job_conditions<'de, D: Deserializer<'de>>(
@@ -100,6 +104,12 @@ fn read_job_conditions<'de, D: Deserializer<'de>>(
     Ok(conditions
         .into_iter()
         .filter(|c| matches!(c.type_.as_str(), "Complete" | "Failed" | "FailureTarget"))
+        .map(|mut c| {
+            if c.type_ != "FailureTarget" {
+                c.since = None;
+            }
+            c
+        })
         .collect())
 }
 

@@ -89,6 +89,17 @@ pub enum JobSeen {
 /// the kubelet's time to notice. A pod on a node that is gone may stay for much longer.
 pub const STOPPING_POD_WAIT: Duration = Duration::from_secs(45);
 
+/// Whether a Job failing since `since` (its `FailureTarget`) has been failing for longer than a
+/// pod takes to stop: its pods are then taken for gone (a pod on a node that is gone may stay
+/// for ever, and the Job controller sets `Failed` only once they are).
+pub fn failing_for_too_long(since: Option<&str>, now: Timestamp) -> bool {
+    parse(since).is_some_and(|since| {
+        now.duration_since(since)
+            .try_into()
+            .is_ok_and(|failing: Duration| failing >= STOPPING_POD_WAIT)
+    })
+}
+
 /// What the Job's Events say of why it made no pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NoPodWarning {
@@ -589,6 +600,7 @@ fn halt_step(facts: &Facts<'_>, halt: Halt) -> Step {
             // A Job failing on its own (its deadline) is recorded as it fails, once its pods
             // are gone (its watch wakes the run), not as one the halt stopped.
             if matches!(seen, JobSeen::Failed { stopping: true, .. }) {
+                wake.within(STOPPING_POD_WAIT);
                 waiting.push(index);
                 continue;
             }
@@ -747,7 +759,14 @@ fn running_step(
             stopping: true,
             pods_seen,
             ..
-        } => (*pods_seen && task.logs.is_none()).then_some(Step::ReadLogs(index)),
+        } => {
+            if *pods_seen && task.logs.is_none() {
+                return Some(Step::ReadLogs(index));
+            }
+            // Looked at again should the pods never go (`failing_for_too_long`).
+            wake.within(STOPPING_POD_WAIT);
+            None
+        }
         // The pod watch is behind the Job watch (a short task under load), or the pods were
         // deleted: the logs and outputs are read from the pods, so they are given the grace a
         // Job missing from its watch gets (counted from the task's start: a pod made long ago

@@ -18,6 +18,8 @@ pub enum JobState {
     Failing {
         reason: String,
         message: String,
+        /// When the Job controller set `FailureTarget`.
+        since: Option<String>,
     },
 }
 
@@ -36,6 +38,7 @@ pub fn job_state(job: &CachedJob) -> JobState {
         (
             condition.reason.clone().unwrap_or_else(|| "Failed".into()),
             condition.message.clone().unwrap_or_default(),
+            condition.since.clone(),
         )
     };
     let mut failing = None;
@@ -43,16 +46,19 @@ pub fn job_state(job: &CachedJob) -> JobState {
         match condition.type_.as_str() {
             "Complete" => return JobState::Succeeded,
             "Failed" => {
-                let (reason, message) = said(condition);
+                let (reason, message, _) = said(condition);
                 return JobState::Failed { reason, message };
             }
             "FailureTarget" => failing = Some(said(condition)),
             _ => {}
         }
     }
-    failing.map_or(JobState::Running, |(reason, message)| JobState::Failing {
-        reason,
-        message,
+    failing.map_or(JobState::Running, |(reason, message, since)| {
+        JobState::Failing {
+            reason,
+            message,
+            since,
+        }
     })
 }
 
@@ -217,11 +223,13 @@ mod tests {
         assert_eq!(
             job_state(&job(json!([
                 {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded",
-                 "message": "Job was active longer than specified deadline"}
+                 "message": "Job was active longer than specified deadline",
+                 "lastTransitionTime": "2026-12-05T10:00:00Z"}
             ]))),
             JobState::Failing {
                 reason: "DeadlineExceeded".into(),
-                message: "Job was active longer than specified deadline".into()
+                message: "Job was active longer than specified deadline".into(),
+                since: Some("2026-12-05T10:00:00Z".into()),
             },
             "a Job that will fail: its pods are still stopping, their logs readable"
         );

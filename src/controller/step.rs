@@ -21,9 +21,9 @@ use tracing::Instrument;
 use super::cached::{CachedJob, CachedPod};
 use super::decide::{
     Attempt, Facts, JobSeen, Limits, NoPodWarning, Step, decide, delivery_mut, explain_no_pod,
-    first_attempt, initialise, job_name, ready_for, record_attempt, record_dead_letter_attempt,
-    record_halt, record_job, record_notification_attempt, record_outputs, record_start,
-    record_stopped, record_task_end, run_name, update_conditions,
+    failing_for_too_long, first_attempt, initialise, job_name, ready_for, record_attempt,
+    record_dead_letter_attempt, record_halt, record_job, record_notification_attempt,
+    record_outputs, record_start, record_stopped, record_task_end, run_name, update_conditions,
 };
 use super::group::{Group, Member};
 use super::history::{self, RunEvent};
@@ -863,11 +863,18 @@ impl Cluster<'_> {
                 pods_seen: !self.ctx.pods_of_job(&job.name_any()).is_empty(),
                 stopping: false,
             },
-            JobState::Failing { reason, message } => JobSeen::Failed {
+            JobState::Failing {
+                reason,
+                message,
+                since,
+            } => JobSeen::Failed {
                 reason,
                 message,
                 pods_seen: !self.ctx.pods_of_job(&job.name_any()).is_empty(),
-                stopping: true,
+                // The Job controller sets `Failed` once the pods are gone; a pod on a node
+                // that is gone may never go: past the wait for a stopping pod, the Job counts
+                // as failed.
+                stopping: !failing_for_too_long(since.as_deref(), Timestamp::now()),
             },
             JobState::Running => {
                 let pods = self.ctx.pods_of_job(&job.name_any());

@@ -442,7 +442,7 @@ fn a_running_task_waits_for_its_job() {
                 stopping: true,
             },
             60,
-            Step::Wait(None),
+            Step::Wait(Some(STOPPING_POD_WAIT)),
         ),
     ];
     for (case, persisted, job, seconds, expected) in cases {
@@ -1296,8 +1296,8 @@ fn a_failing_task_is_read_while_its_pods_stop_and_ends_once_they_are_gone() {
     status.tasks[0].logs = Some("hung at 99%".into());
     assert_eq!(
         next(&run, &status, failing(true), at(300)),
-        Step::Wait(None),
-        "woken when the Job has failed"
+        Step::Wait(Some(STOPPING_POD_WAIT)),
+        "woken when the Job has failed, and looked at again should its pods never go"
     );
     // Failed: its pods are gone (from the watch too), and not waited for.
     let failed = JobSeen::Failed {
@@ -1387,6 +1387,16 @@ fn a_halted_run_ends_once_the_pods_it_stopped_are_gone() {
     );
 }
 
+/// A Job failing for longer than a pod takes to stop is taken for failed (its pods on a node
+/// that is gone may never go, and the Job controller sets `Failed` only once they are).
+#[test]
+fn a_job_failing_for_longer_than_a_pod_takes_to_stop_counts_as_failed() {
+    let since = at(0).to_string();
+    assert!(!failing_for_too_long(Some(&since), at(44)));
+    assert!(failing_for_too_long(Some(&since), at(45)));
+    assert!(!failing_for_too_long(None, at(4500)), "no time: waited for");
+}
+
 /// A halt that stopped a task goes on to the run's end when its cause goes while the pods stop
 /// (the annotation removed, the newer run of the group ended): the stopped task cannot run
 /// again, and the run waited for ever on it.
@@ -1446,7 +1456,7 @@ fn a_cancel_leaves_a_failing_job_to_fail() {
     status.tasks[0].logs = Some("load test output".into());
     assert_eq!(
         next(&run, &status, failing(true), later),
-        Step::Wait(None),
+        Step::Wait(Some(STOPPING_POD_WAIT)),
         "its end is waited for"
     );
     assert_eq!(
