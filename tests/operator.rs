@@ -361,6 +361,56 @@ async fn restart_while_a_task_runs() {
     assert_recovered(&h, "crash-running").await;
 }
 
+/// The files made before a status write that failed are the run's: a restart adopts them, though
+/// the config directory was edited meanwhile (the task's Job, made already, mounts them), rather
+/// than fail a task whose Job runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_made_before_a_failed_status_write_are_adopted_after_a_restart() {
+    let dir = support::fresh_dir("files-adopted");
+    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
+    std::fs::create_dir_all(dir.join("carts/data")).unwrap();
+    std::fs::write(dir.join("carts/data/b.txt"), "b").unwrap();
+    std::fs::write(
+        dir.join("carts/job/config.yaml"),
+        "apiVersion: v2\nactions:\n  - name: staged\n    events: [{name: sh.keptn.event.test.triggered}]\n    tasks:\n      - {name: first, image: alpine, files: [data]}\n",
+    )
+    .unwrap();
+    let mut h = Harness::start_full(kube_sim::Sim::builder(), dir.clone(), &[]).await;
+    h.sim.faults().fail_next(
+        kube_sim::FaultRule::new(500)
+            .verb("patch")
+            .resource("jobruns/status")
+            .times(1000),
+    );
+    let event = sample_with_id("test.triggered.json", "files-adopted");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    wait_for("the Job, then a status write refused", LONG, || {
+        let requests = h.sim.requests();
+        requests
+            .iter()
+            .any(|r| r.resource == "jobs" && r.verb == "create" && r.status == 201)
+            && requests
+                .iter()
+                .any(|r| r.resource == "jobruns" && r.subresource == "status" && r.status == 500)
+    })
+    .await;
+    // A restart (which reads the directory again) after a file that sorts before the other was
+    // added: read again, the files are not the run's.
+    h.kill_operator();
+    std::fs::write(dir.join("carts/data/a.txt"), "a").unwrap();
+    h.sim.faults().clear();
+    h.start_operator().await;
+    let data = finished_data(&h, "files-adopted").await;
+    assert_eq!(data["status"], "succeeded", "{data}");
+    let jobs_created = h
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.resource == "jobs" && r.verb == "create" && r.status == 201)
+        .count();
+    assert_eq!(jobs_created, 1, "one Job, adopted after the restart");
+}
+
 /// The files a run stages are those its event was accepted with: a config directory edited
 /// before the task that stages them starts fails the run saying so (the Jobs name the files
 /// by the keys recorded then), instead of a pod that never finds its file.

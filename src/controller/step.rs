@@ -847,6 +847,78 @@ impl Cluster<'_> {
         )
     }
 
+    /// Reads the run's files and creates their ConfigMap (or finds it made before).
+    async fn make_files(&self, run: &JobRun) -> Result<(), StepError> {
+        let spec = &run.spec;
+        // Runs accepted before `configDir` was recorded took files from the service's directory.
+        let event = spec.event.parse().map_err(CannotRun::from)?;
+        let dir = match (&spec.config_dir, ServiceRef::of_event(&event)) {
+            (Some(dir), _) => dir.clone(),
+            (None, Ok(service)) => service.service,
+            (None, Err(field)) => return Err(CannotRun::NoService(field).into()),
+        };
+        let revision = spec.config_revision.clone();
+        let source = self.ctx.parts.source.clone();
+        let tasks = spec.action.tasks.clone();
+        // A git source may fetch: off the async workers.
+        let collected = tokio::task::spawn_blocking(move || {
+            source.collect_run_files(revision.as_deref(), &dir, &tasks, Reads::Any)
+        })
+        .await;
+        let run_files = match collected {
+            Ok(Ok(files)) => files,
+            Ok(Err(error)) if error.is_transient() => {
+                return Err(ReconcileError::from(error).into());
+            }
+            Ok(Err(error)) => return Err(CannotRun::Files(error).into()),
+            Err(problem) => return Err(CannotRun::FilesAborted(problem.to_string()).into()),
+        };
+        // The Jobs name each file by the key recorded when the event was accepted; keys follow
+        // the files' order, so a file added since gives the others new keys, and a pod whose
+        // key is missing never starts. (A git source reads the recorded commit: the same.)
+        let none = |files: &[Vec<crate::files::StagedFile>]| files.iter().all(Vec::is_empty);
+        let same = (none(&run_files.per_task) && none(&spec.action.files))
+            || run_files.per_task == spec.action.files;
+        if !same {
+            return Err(CannotRun::FilesChanged.into());
+        }
+        let config_map: ConfigMap = render::files_config_map(
+            run_name(run),
+            &self.ctx.parts.settings.job_namespace,
+            run.controller_owner_ref(&()).as_ref(),
+            run_files.files,
+        );
+        self.create_or_adopt(&config_map)
+            .await
+            .map_err(|error| refusal("files (their ConfigMap)", error))?;
+        Ok(())
+    }
+
+    /// Whether the run's files ConfigMap exists: a dry-run create of its name is refused as
+    /// `AlreadyExists` (the operator may create ConfigMaps, not read them).
+    async fn files_made_before(&self, run: &JobRun) -> Result<bool, ReconcileError> {
+        let probe = ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some(crate::names::files_config_map_name(run_name(run))),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let params = PostParams {
+            dry_run: true,
+            field_manager: Some(FIELD_MANAGER.to_string()),
+        };
+        match self
+            .ctx
+            .fenced(self.namespaced::<ConfigMap>().create(&params, &probe))
+            .await?
+        {
+            Ok(_) => Ok(false),
+            Err(kube::Error::Api(status)) if status.reason == "AlreadyExists" => Ok(true),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// What a Job and its cached pods say.
     fn seen(&self, job: &CachedJob) -> JobSeen {
         match job_state(job) {
@@ -954,49 +1026,15 @@ impl World for Cluster<'_> {
     }
 
     async fn create_files(&self, run: &JobRun) -> Result<(), StepError> {
-        let spec = &run.spec;
-        // Runs accepted before `configDir` was recorded took files from the service's directory.
-        let event = spec.event.parse().map_err(CannotRun::from)?;
-        let dir = match (&spec.config_dir, ServiceRef::of_event(&event)) {
-            (Some(dir), _) => dir.clone(),
-            (None, Ok(service)) => service.service,
-            (None, Err(field)) => return Err(CannotRun::NoService(field).into()),
-        };
-        let revision = spec.config_revision.clone();
-        let source = self.ctx.parts.source.clone();
-        let tasks = spec.action.tasks.clone();
-        // A git source may fetch: off the async workers.
-        let collected = tokio::task::spawn_blocking(move || {
-            source.collect_run_files(revision.as_deref(), &dir, &tasks, Reads::Any)
-        })
-        .await;
-        let run_files = match collected {
-            Ok(Ok(files)) => files,
-            Ok(Err(error)) if error.is_transient() => {
-                return Err(ReconcileError::from(error).into());
+        match self.make_files(run).await {
+            // Made before a status write that failed: what it holds passed the check when it
+            // was made, and a task's Job may mount it already.
+            Err(StepError::CannotRun(reason)) if self.files_made_before(run).await? => {
+                tracing::info!(run = run_name(run), %reason, "adopting the files made before");
+                Ok(())
             }
-            Ok(Err(error)) => return Err(CannotRun::Files(error).into()),
-            Err(problem) => return Err(CannotRun::FilesAborted(problem.to_string()).into()),
-        };
-        // The Jobs name each file by the key recorded when the event was accepted; keys follow
-        // the files' order, so a file added since gives the others new keys, and a pod whose
-        // key is missing never starts. (A git source reads the recorded commit: the same.)
-        let none = |files: &[Vec<crate::files::StagedFile>]| files.iter().all(Vec::is_empty);
-        let same = (none(&run_files.per_task) && none(&spec.action.files))
-            || run_files.per_task == spec.action.files;
-        if !same {
-            return Err(CannotRun::FilesChanged.into());
+            made => made,
         }
-        let config_map: ConfigMap = render::files_config_map(
-            run_name(run),
-            &self.ctx.parts.settings.job_namespace,
-            run.controller_owner_ref(&()).as_ref(),
-            run_files.files,
-        );
-        self.create_or_adopt(&config_map)
-            .await
-            .map_err(|error| refusal("files (their ConfigMap)", error))?;
-        Ok(())
     }
 
     async fn create_job(&self, job: &Job) -> Result<(), StepError> {
