@@ -797,7 +797,8 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     );
     let admin_server = serve(admin_listener, admin_app, limits, stopped(stop_rx.clone()));
     // Every replica serves ingest and keeps its watches; the one holding the Lease reconciles.
-    // The Lease is released only once the controller has finished its in-flight steps.
+    // The Lease is released only once the controller and the schedules have finished their
+    // in-flight steps.
     let (leadership_tx, leadership) = watch::channel(Leadership::Following { holder: None });
     tokio::spawn(report_leadership(
         leadership.clone(),
@@ -806,6 +807,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         health.clone(),
     ));
     let controller_done = Arc::new(tokio::sync::Notify::new());
+    let schedules_done = Arc::new(tokio::sync::Notify::new());
     let identity = lease.identity.clone();
     let schedules = ingest::schedule::run(
         ingest::schedule::ScheduleParts {
@@ -826,8 +828,13 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         lease,
         leadership_tx,
         {
+            // Nor before a schedule's firing in flight is over (a new leader would fire it
+            // again: a duplicate, harmless, but not what stopping promises).
             let done = controller_done.clone();
-            async move { done.notified().await }
+            let schedules_done = schedules_done.clone();
+            async move {
+                tokio::join!(done.notified(), schedules_done.notified());
+            }
         },
     );
     let controller = controller::run(
@@ -858,6 +865,10 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     let controller = async move {
         controller.await;
         controller_done.notify_one();
+    };
+    let schedules = async move {
+        schedules.await;
+        schedules_done.notify_one();
     };
     let nats = async move {
         if let Some(source) = nats_source {
