@@ -103,15 +103,26 @@ impl Schedule {
         loop {
             civil = self.cron.next_civil(civil)?;
             // A skipped time moves forward by the gap; a repeated one takes its first instant.
-            let instant = self
-                .zone
-                .to_ambiguous_zoned(civil)
-                .compatible()
-                .ok()?
-                .timestamp();
-            if instant > after {
-                return Some(instant);
+            let zoned = self.zone.to_ambiguous_zoned(civil).compatible().ok()?;
+            let instant = zoned.timestamp();
+            if instant <= after {
+                continue;
             }
+            // Moved forward, it may come after a later time of the schedule past the gap (a
+            // gap of half an hour, 02:00 to 02:30: 02:20 moved to 02:50 comes after 02:35).
+            let moved_to = zoned.datetime();
+            let mut first = instant;
+            let mut later = civil;
+            while let Some(next) = self.cron.next_civil(later).filter(|next| *next < moved_to) {
+                later = next;
+                if let Ok(zoned) = self.zone.to_ambiguous_zoned(next).compatible() {
+                    let instant = zoned.timestamp();
+                    if instant > after && instant < first {
+                        first = instant;
+                    }
+                }
+            }
+            return Some(first);
         }
     }
 
@@ -406,6 +417,28 @@ mod tests {
             DEFAULT_LOOKBACK,
         );
         assert_eq!(planned.fire, [at("2027-03-28T01:30:00Z")]);
+    }
+
+    /// A gap shorter than an hour (Lord Howe Island moves from 02:00 to 02:30): a time in it
+    /// moved forward comes after a later time of the schedule past it; both fire, in the order
+    /// they come.
+    #[test]
+    fn a_slot_moved_past_a_later_one_by_a_short_gap_still_fires() {
+        let schedule = Schedule::new("20,35 2 * * *", Some("Australia/Lord_Howe")).unwrap();
+        let slots: Vec<Timestamp> = schedule
+            .slots(at("2027-10-02T15:00:00Z"), at("2027-10-03T16:00:00Z"))
+            .collect();
+        assert_eq!(
+            slots,
+            [
+                // 02:35 (+11:00), then 02:20 moved to 02:50 (+11:00), on 3 October.
+                at("2027-10-02T15:35:00Z"),
+                at("2027-10-02T15:50:00Z"),
+                // The next day as usual.
+                at("2027-10-03T15:20:00Z"),
+                at("2027-10-03T15:35:00Z"),
+            ]
+        );
     }
 
     #[test]
