@@ -393,7 +393,17 @@ impl Election {
                     Instant::now()
                 }
             };
-            if since.elapsed() < self.settings.duration {
+            // The holder's own duration, as it wrote it, when longer than this replica's (an
+            // upgrade changing the timings has replicas of both): the holder counts on it.
+            let held_for = lease
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.lease_duration_seconds)
+                .and_then(|seconds| u64::try_from(seconds).ok())
+                .map_or(self.settings.duration, |seconds| {
+                    self.settings.duration.max(Duration::from_secs(seconds))
+                });
+            if since.elapsed() < held_for {
                 self.follow(current);
                 return;
             }
@@ -730,5 +740,36 @@ mod tests {
         let took = wait_for(&mut c, true).await;
         assert!(took >= Duration::from_millis(1500), "{took:?}");
         assert!(took < Duration::from_secs(4), "{took:?}");
+    }
+
+    /// A holder that wrote a longer duration than this replica's own (replicas of two versions
+    /// with other timings, during an upgrade) is waited for as long as it counts on.
+    #[tokio::test]
+    async fn an_abandoned_lease_is_taken_after_its_holders_duration_when_longer() {
+        let sim = kube_sim::Sim::builder().start().await.unwrap();
+        let api = Api::<Lease>::namespaced(sim.client(), "default");
+        let lease = Lease {
+            metadata: kube::api::ObjectMeta {
+                name: Some("job-executor".into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some("old".into()),
+                lease_duration_seconds: Some(3),
+                renew_time: Some(now()),
+                acquire_time: Some(now()),
+                lease_transitions: Some(0),
+                ..Default::default()
+            }),
+        };
+        api.create(&PostParams::default(), &lease).await.unwrap();
+        let (tx, mut rx) = watch::channel(Leadership::Following { holder: None });
+        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let _task = tokio::spawn(elect(api, settings("new"), tx, async move {
+            let _ = stopped.await;
+        }));
+        let took = wait_for(&mut rx, true).await;
+        assert!(took >= Duration::from_secs(3), "{took:?}");
+        assert!(took < Duration::from_secs(6), "{took:?}");
     }
 }
