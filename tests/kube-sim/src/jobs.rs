@@ -319,7 +319,9 @@ fn failed_create(shared: &Shared, job: &Value, why: &str) {
     let now = util::now_rfc3339();
     let event = json!({
         "metadata": {"name": format!("{name}.{:016x}", util::random_u64()), "namespace": namespace},
-        "eventTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        // Recorded through the core/v1 API as the Job controller's recorder does: no
+        // `eventTime`, the times to the second.
+        "eventTime": null,
         "reportingController": "job-controller",
         "reportingInstance": "kube-sim",
         "action": "Create",

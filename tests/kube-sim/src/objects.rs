@@ -595,6 +595,12 @@ pub fn delete(
             let m = util::meta_mut(&mut obj);
             m.insert("deletionTimestamp".into(), json!(now));
             m.insert("deletionGracePeriodSeconds".into(), json!(0));
+            // As the API server marks an object deleting: its generation moves on.
+            if let Some(generation) = m.get("generation").and_then(Value::as_i64)
+                && generation > 0
+            {
+                m.insert("generation".into(), json!(generation + 1));
+            }
         }
         if info.group.is_empty()
             && info.plural == "namespaces"

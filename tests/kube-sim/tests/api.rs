@@ -605,4 +605,17 @@ async fn owner_references_cascade_and_finalizers() {
     .await
     .unwrap();
     wait_until(gone("fin"), secs).await.unwrap();
+
+    // Marked deleting, an object with a generation moves it on, as the API server does.
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::default_namespaced(sim.client());
+    let job: k8s_openapi::api::batch::v1::Job = serde_json::from_value(json!({
+        "metadata": {"name": "held", "finalizers": ["example.com/x"]},
+        "spec": {"suspend": true, "template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "alpine"}]}}}
+    }))
+    .unwrap();
+    let created = jobs.create(&PostParams::default(), &job).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    jobs.delete("held", &DeleteParams::default()).await.unwrap();
+    assert_eq!(jobs.get("held").await.unwrap().metadata.generation, Some(2));
 }
