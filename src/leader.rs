@@ -394,14 +394,16 @@ impl Election {
                 }
             };
             // The holder's own duration, as it wrote it, when longer than this replica's (an
-            // upgrade changing the timings has replicas of both): the holder counts on it.
+            // upgrade changing the timings has replicas of both): the holder counts on it. At
+            // most ten times this replica's, should a holder that wrote a wild one be gone.
             let held_for = lease
                 .spec
                 .as_ref()
                 .and_then(|spec| spec.lease_duration_seconds)
                 .and_then(|seconds| u64::try_from(seconds).ok())
                 .map_or(self.settings.duration, |seconds| {
-                    self.settings.duration.max(Duration::from_secs(seconds))
+                    Duration::from_secs(seconds)
+                        .clamp(self.settings.duration, self.settings.duration * 10)
                 });
             if since.elapsed() < held_for {
                 self.follow(current);

@@ -216,6 +216,28 @@ async fn a_job_the_api_server_refuses_fails_the_run_with_its_reason() {
     assert_eq!(h.jobruns()[0]["status"]["phase"], "Failed");
 }
 
+/// A run larger than the API server stores (etcd's 1.5 MiB; an event may be larger where
+/// `--max-body-bytes` allows it) is refused for good with the server's reason (422, no
+/// `Retry-After`), not answered 503 for the sender to retry for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_too_large_to_store_is_refused_for_good() {
+    let h = ClusterHarness::start("too-large", &examples(), &["--max-body-bytes", "3000000"]).await;
+    let mut event = sample_with_id("test.triggered.json", "cluster-too-large");
+    event["data"]["padding"] = serde_json::Value::String("x".repeat(2_000_000));
+    let response = h.post_event(&event).await;
+    assert_eq!(response.status, 422, "{:?}", response.status);
+    assert!(response.headers.get("retry-after").is_none());
+    let run = &response.body["events"][0]["runs"][0];
+    assert_eq!(run["status"], "refused");
+    let reason = run["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("the Kubernetes API refuses to store the run: ")
+            && reason.contains("too large"),
+        "{reason}"
+    );
+    assert!(h.jobruns().is_empty());
+}
+
 /// Whether the API server refuses a Job in the test's namespace (a dry run) saying `why`.
 fn denies_a_job(h: &ClusterHarness, why: &str) -> bool {
     let job = h.cluster.kubectl_output(

@@ -129,6 +129,9 @@ pub struct Facts<'a> {
     pub files_made: bool,
     /// How the run stands in its concurrency group, if it has one.
     pub group: Option<&'a Group>,
+    /// Tasks whose Job or files the API server refused for now in this reconcile, with when
+    /// to try again: the run goes on with its other steps meanwhile.
+    pub refused: &'a [(usize, Duration)],
     pub now: Timestamp,
     pub limits: &'a Limits,
 }
@@ -237,8 +240,9 @@ const MOST_CANCEL_TEXT: usize = 200;
 
 impl Halt {
     /// Whether the run must stop now: cancelled, displaced or skipped by its concurrency group,
-    /// or past its action's timeout (a timeout still ahead sets `wake`), in that order. A queued
-    /// run's timeout starts when it does.
+    /// stopping already (a task stopped by a halt whose cause is gone since), or past its
+    /// action's timeout (a timeout still ahead sets `wake`), in that order. A queued run's
+    /// timeout starts when it does.
     pub fn of(
         run: &JobRun,
         status: &JobRunStatus,
@@ -547,13 +551,19 @@ fn task_step(facts: &Facts<'_>, wake: &mut Wake) -> Option<Step> {
     for (index, task) in status.tasks.iter().enumerate() {
         let step = match task.phase {
             TaskPhase::Running => running_step(facts, index, task, wake),
-            TaskPhase::Pending if is_ready(status, needs.get(index)) => Some(
-                if stages_files(run, index) && !facts.files_made && no_files_yet(run, status) {
-                    Step::CreateFiles(index)
-                } else {
-                    Step::CreateJob(index)
-                },
-            ),
+            TaskPhase::Pending if is_ready(status, needs.get(index)) => {
+                if let Some((_, again)) = facts.refused.iter().find(|(i, _)| *i == index) {
+                    wake.within(*again);
+                    continue;
+                }
+                Some(
+                    if stages_files(run, index) && !facts.files_made && no_files_yet(run, status) {
+                        Step::CreateFiles(index)
+                    } else {
+                        Step::CreateJob(index)
+                    },
+                )
+            }
             TaskPhase::Pending
             | TaskPhase::Succeeded
             | TaskPhase::Failed
@@ -893,7 +903,16 @@ pub fn ready_for(run: &JobRun, status: &JobRunStatus, index: usize, now: Timesta
         .max();
     match ended {
         Some(ended) => now.duration_since(ended).try_into().unwrap_or_default(),
-        None => since(status.started_at.as_deref(), now),
+        // Runs started by an older version have no `startedAt`: their creation counts.
+        None => since(
+            status.started_at.as_deref().or(run
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .as_deref()),
+            now,
+        ),
     }
 }
 

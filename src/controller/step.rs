@@ -56,10 +56,8 @@ pub enum CannotRun {
     /// Not for runs the operator made: their events were validated when accepted.
     #[error("the run's event is not a valid CloudEvent: {0}")]
     InvalidEvent(#[from] EventError),
-    /// The API server refused the Job as invalid: trying it again would be refused again.
-    #[error("the Kubernetes API refused the task's Job: {0}")]
-    JobRefused(String),
-    /// An admission webhook or policy denied the task's Job or files: it would deny them again.
+    /// The API server refused the task's Job or files as invalid, or an admission webhook or
+    /// policy denied them: trying them again would be refused again.
     #[error("the Kubernetes API refused the task's {what}: {reason}")]
     Denied { what: &'static str, reason: String },
     /// The API server refused the task's Job or files for as long as a task may take to start
@@ -107,6 +105,16 @@ const REFUSED_RETRY_MOST: Duration = Duration::from_secs(30);
 /// (`Forbidden`: an exceeded quota, a missing permission) may pass; the rest is retried.
 fn refusal(what: &'static str, error: ReconcileError) -> StepError {
     match error {
+        // Invalid (422) or malformed (400): the same object would be refused again.
+        ReconcileError::Kube(kube::Error::Api(status))
+            if status.code == 400 || status.code == 422 =>
+        {
+            CannotRun::Denied {
+                what,
+                reason: status.message,
+            }
+            .into()
+        }
         ReconcileError::Kube(kube::Error::Api(status)) if status.code == 403 => {
             // "admission webhook \"…\" denied the request: …", "ValidatingAdmissionPolicy
             // '…' with binding '…' denied request: …".
@@ -253,6 +261,8 @@ impl<W: World> Executor<'_, W> {
         let mut files_made = false;
         // What the API server said of Jobs missing from the watch, by task.
         let mut looked_up: Vec<Option<JobSeen>> = vec![None; status.tasks.len()];
+        // Tasks the API server refused for now, with when to try again.
+        let mut refused: Vec<(usize, Duration)> = Vec::new();
         for _ in 0..most_steps(status.tasks.len(), run.spec.action.notify.len()) {
             let now = self.world.now();
             update_conditions(&mut status, now);
@@ -264,6 +274,7 @@ impl<W: World> Executor<'_, W> {
                 jobs: &jobs,
                 files_made,
                 group: group.as_ref(),
+                refused: &refused,
                 now,
                 limits: self.limits,
             });
@@ -296,9 +307,7 @@ impl<W: World> Executor<'_, W> {
                 .instrument(span)
                 .await?;
             self.world.step_took(kind, began.elapsed());
-            if let Some(delay) = waits {
-                return Ok((persisted, Some(delay)));
-            }
+            refused.extend(waits);
         }
         // Not reached while `decide` moves every run on; if it is, the run is looked at again
         // soon instead of spinning.
@@ -309,8 +318,8 @@ impl<W: World> Executor<'_, W> {
         Ok((persisted, Some(Duration::from_secs(1))))
     }
 
-    /// Takes one step; `Some(delay)` when the run waits now, before its next step: its task
-    /// refused for now, tried again after `delay`.
+    /// Takes one step; `Some((task, delay))` when the task's Job or files were refused for now,
+    /// tried again after `delay`.
     async fn take(
         &self,
         step: Step,
@@ -319,7 +328,7 @@ impl<W: World> Executor<'_, W> {
         files_made: &mut bool,
         looked_up: &mut [Option<JobSeen>],
         now: Timestamp,
-    ) -> Result<Option<Duration>, ReconcileError> {
+    ) -> Result<Option<(usize, Duration)>, ReconcileError> {
         let run = self.run;
         match step {
             Step::Send(kind) => self.send(kind, status, now).await?,
@@ -509,7 +518,7 @@ impl<W: World> Executor<'_, W> {
         persisted: &mut JobRunStatus,
         index: usize,
         now: Timestamp,
-    ) -> Result<Option<Duration>, ReconcileError> {
+    ) -> Result<Option<(usize, Duration)>, ReconcileError> {
         match error {
             StepError::CannotRun(reason) => {
                 self.cannot_run(status, index, &reason, now);
@@ -541,11 +550,12 @@ impl<W: World> Executor<'_, W> {
                 }
                 // Tried again sooner at first (a quota freed by a Job that ends), at most every
                 // REFUSED_RETRY_MOST, and once more when the wait is over.
-                Ok(Some(
+                Ok(Some((
+                    index,
                     (waited / 2)
                         .clamp(Duration::from_secs(1), REFUSED_RETRY_MOST)
                         .min(limit - waited),
-                ))
+                )))
             }
         }
     }
@@ -1027,11 +1037,21 @@ impl World for Cluster<'_> {
 
     async fn create_files(&self, run: &JobRun) -> Result<(), StepError> {
         match self.make_files(run).await {
-            // Made before a status write that failed: what it holds passed the check when it
-            // was made, and a task's Job may mount it already.
-            Err(StepError::CannotRun(reason)) if self.files_made_before(run).await? => {
-                tracing::info!(run = run_name(run), %reason, "adopting the files made before");
-                Ok(())
+            // The files read again are not the run's (or cannot be read): made before a status
+            // write that failed, its ConfigMap passed the check when it was made, and a task's
+            // Job may mount it already.
+            Err(StepError::CannotRun(reason @ (CannotRun::FilesChanged | CannotRun::Files(_)))) => {
+                match self.files_made_before(run).await {
+                    Ok(true) => {
+                        tracing::info!(run = run_name(run), %reason, "adopting the files made before");
+                        Ok(())
+                    }
+                    Ok(false) => Err(reason.into()),
+                    Err(error) => {
+                        tracing::warn!(run = run_name(run), %error, "cannot tell whether the files were made before");
+                        Err(reason.into())
+                    }
+                }
             }
             made => made,
         }
@@ -1040,16 +1060,10 @@ impl World for Cluster<'_> {
     async fn create_job(&self, job: &Job) -> Result<(), StepError> {
         let run = job.labels().get(crate::labels::RUN).cloned();
         let job_name = job.name_any();
-        let created = match self.create_or_adopt(job).await {
-            // Invalid (422) or malformed (400): the same Job would be refused again, so the
-            // task fails with the API server's reason instead of the run waiting for good.
-            Err(ReconcileError::Kube(kube::Error::Api(status)))
-                if status.code == 400 || status.code == 422 =>
-            {
-                return Err(CannotRun::JobRefused(status.message).into());
-            }
-            created => created.map_err(|error| refusal("Job", error))?,
-        };
+        let created = self
+            .create_or_adopt(job)
+            .await
+            .map_err(|error| refusal("Job", error))?;
         if created {
             self.ctx.parts.metrics.job_created();
             tracing::info!(run, job = %job_name, "created Job");

@@ -637,8 +637,11 @@ async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAn
             }
             // Too large to store (the event grows when stored as JSON), or invalid: the same
             // run would be refused again. Its answer says so, and the event's other runs (and
-            // a batch's other events) are still taken.
-            Err(kube::Error::Api(status)) if status.code == 413 || status.code == 422 => {
+            // a batch's other events) are still taken. (A body over the API server's 3 MiB is
+            // 413; an object over etcd's limit fails as it is stored, a 500 that says so.)
+            Err(kube::Error::Api(status))
+                if status.code == 413 || status.code == 422 || too_large_to_store(&status) =>
+            {
                 tracing::warn!(run = %name, reason = %status.message, "the API server refuses the run");
                 results.push(RunAnswer {
                     name,
@@ -738,6 +741,12 @@ actions:
             }
         }
     }
+}
+
+/// Whether the API server failed to store an object because etcd refuses one that large
+/// (`etcdserver: request is too large`, answered 500): storing it again fails again.
+fn too_large_to_store(status: &kube::core::Status) -> bool {
+    status.code == 500 && status.message.contains("request is too large")
 }
 
 #[cfg(test)]

@@ -107,6 +107,7 @@ fn next_with(
         jobs: &jobs,
         files_made,
         group: None,
+        refused: &[],
         now,
         limits,
     })
@@ -1387,6 +1388,60 @@ fn a_halted_run_ends_once_the_pods_it_stopped_are_gone() {
     );
 }
 
+/// A task whose Job the API server refused for now waits to be tried again while the run goes
+/// on with its other steps: another ready task of a graph starts, a running one ends.
+#[test]
+fn a_task_refused_for_now_waits_while_the_others_go_on() {
+    let run = graph_run(&[vec![], vec![], vec![0, 1]], None);
+    let mut status = initialised(&run);
+    delivered(&mut status.started);
+    let jobs = vec![JobSeen::NotCached; 3];
+    let facts = |status: &JobRunStatus, refused: &[(usize, Duration)]| {
+        decide(&Facts {
+            run: &run,
+            status,
+            persisted: status,
+            jobs: &jobs,
+            files_made: false,
+            group: None,
+            refused,
+            now: at(0),
+            limits: &limits(),
+        })
+    };
+    assert_eq!(facts(&status, &[]), Step::CreateJob(0));
+    assert_eq!(
+        facts(&status, &[(0, Duration::from_secs(3))]),
+        Step::CreateJob(1),
+        "the other ready task starts"
+    );
+    record_job(&mut status, 1, "run-1-1".into(), at(0));
+    assert_eq!(
+        facts(&status, &[(0, Duration::from_secs(3))]),
+        Step::Wait(Some(Duration::from_secs(3))),
+        "looked at again when the refused task is to be tried"
+    );
+}
+
+/// How long a task has been ready: since the tasks it needs ended, or since the run started
+/// (its creation, for a run an older version started).
+#[test]
+fn a_task_is_ready_since_what_it_needs_ended() {
+    let run = graph_run(&[vec![], vec![], vec![0, 1]], None);
+    let mut status = initialised(&run);
+    status.started_at = Some(at(0).to_string());
+    assert_eq!(ready_for(&run, &status, 0, at(10)), Duration::from_secs(10));
+    status.tasks[0].completion_time = Some(at(4).to_string());
+    status.tasks[1].completion_time = Some(at(7).to_string());
+    assert_eq!(ready_for(&run, &status, 2, at(10)), Duration::from_secs(3));
+    status.started_at = None;
+    assert_eq!(
+        ready_for(&run, &status, 0, at(10)),
+        Duration::from_secs(10),
+        "no start recorded: its creation (T0) counts"
+    );
+}
+
 /// A Job failing for longer than a pod takes to stop is taken for failed (its pods on a node
 /// that is gone may never go, and the Job controller sets `Failed` only once they are).
 #[test]
@@ -1770,6 +1825,7 @@ fn next_in_group(
         jobs: &jobs,
         files_made: false,
         group: Some(group),
+        refused: &[],
         now,
         limits: &limits(),
     })
