@@ -361,20 +361,32 @@ async fn restart_while_a_task_runs() {
     assert_recovered(&h, "crash-running").await;
 }
 
-/// The files made before a status write that failed are the run's: a restart adopts them, though
-/// the config directory was edited meanwhile (the task's Job, made already, mounts them), rather
-/// than fail a task whose Job runs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn files_made_before_a_failed_status_write_are_adopted_after_a_restart() {
-    let dir = support::fresh_dir("files-adopted");
+/// A config directory whose `carts` action `staged` has `tasks` (YAML list items) and a
+/// `carts/data/b.txt` to stage.
+fn staged_data(name: &str, tasks: &str) -> std::path::PathBuf {
+    let dir = support::fresh_dir(name);
     std::fs::create_dir_all(dir.join("carts/job")).unwrap();
     std::fs::create_dir_all(dir.join("carts/data")).unwrap();
     std::fs::write(dir.join("carts/data/b.txt"), "b").unwrap();
     std::fs::write(
         dir.join("carts/job/config.yaml"),
-        "apiVersion: v2\nactions:\n  - name: staged\n    events: [{name: sh.keptn.event.test.triggered}]\n    tasks:\n      - {name: first, image: alpine, files: [data]}\n",
+        format!(
+            "apiVersion: v2\nactions:\n  - name: staged\n    events: [{{name: sh.keptn.event.test.triggered}}]\n    tasks:\n{tasks}"
+        ),
     )
     .unwrap();
+    dir
+}
+
+/// The files made before a status write that failed are the run's: a restart adopts them, though
+/// the config directory was edited meanwhile (the task's Job, made already, mounts them), rather
+/// than fail a task whose Job runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_made_before_a_failed_status_write_are_adopted_after_a_restart() {
+    let dir = staged_data(
+        "files-adopted",
+        "      - {name: first, image: alpine, files: [data]}\n",
+    );
     let mut h = Harness::start_full(kube_sim::Sim::builder(), dir.clone(), &[]).await;
     h.sim.faults().fail_next(
         kube_sim::FaultRule::new(500)
@@ -416,15 +428,10 @@ async fn files_made_before_a_failed_status_write_are_adopted_after_a_restart() {
 /// by the keys recorded then), instead of a pod that never finds its file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_edited_under_a_run_fail_it_saying_so() {
-    let dir = support::fresh_dir("files-edited");
-    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
-    std::fs::create_dir_all(dir.join("carts/data")).unwrap();
-    std::fs::write(dir.join("carts/data/b.txt"), "b").unwrap();
-    std::fs::write(
-        dir.join("carts/job/config.yaml"),
-        "apiVersion: v2\nactions:\n  - name: staged\n    events: [{name: sh.keptn.event.test.triggered}]\n    tasks:\n      - {name: first, image: \"locustio/locust:2\"}\n      - {name: second, image: alpine, files: [data]}\n",
-    )
-    .unwrap();
+    let dir = staged_data(
+        "files-edited",
+        "      - {name: first, image: \"locustio/locust:2\"}\n      - {name: second, image: alpine, files: [data]}\n",
+    );
     let h = Harness::start_full(kube_sim::Sim::builder(), dir.clone(), &[]).await;
     h.sim
         .runtime()

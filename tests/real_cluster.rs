@@ -238,6 +238,25 @@ async fn a_run_too_large_to_store_is_refused_for_good() {
     assert!(h.jobruns().is_empty());
 }
 
+/// Applies `manifests` (written to `file`), waits until the API server refuses a Job saying
+/// `why` (a quota or a policy is in force only once its controller or watch has it), then sends
+/// the test event as `id`: what its `.finished` says.
+async fn finished_under(
+    h: &ClusterHarness,
+    file: &Path,
+    manifests: &str,
+    why: &str,
+    id: &str,
+) -> String {
+    std::fs::write(file, manifests).unwrap();
+    h.cluster.kubectl(&["apply", "-f", path(file)]);
+    h.eventually("the refusal to be in force", LONG, || denies_a_job(h, why))
+        .await;
+    let event = sample_with_id("test.triggered.json", id);
+    assert_eq!(h.post_event(&event).await.status, 202);
+    message(&h.wait_finished(id, LONG).await)
+}
+
 /// Whether the API server refuses a Job in the test's namespace (a dry run) saying `why`.
 fn denies_a_job(h: &ClusterHarness, why: &str) -> bool {
     let job = h.cluster.kubectl_output(
@@ -265,25 +284,18 @@ async fn a_job_a_quota_or_an_admission_policy_forbids_fails_the_run_with_the_rea
     let h = ClusterHarness::start("forbidden", &config, &[]).await;
     let manifests = std::env::temp_dir().join(format!("je-forbidden-{}.yaml", h.namespace));
     let policy = format!("je-no-jobs-{}", h.namespace);
-    std::fs::write(
+    let quota = finished_under(
+        &h,
         &manifests,
-        format!(
+        &format!(
             "apiVersion: v1\nkind: ResourceQuota\nmetadata: {{name: no-jobs, namespace: {ns}}}\n\
              spec: {{hard: {{count/jobs.batch: \"0\"}}}}\n",
             ns = h.namespace
         ),
+        "exceeded quota",
+        "cluster-quota",
     )
-    .unwrap();
-    h.cluster.kubectl(&["apply", "-f", path(&manifests)]);
-    // The quota is in force once the quota controller has counted it.
-    h.eventually("the quota to be in force", LONG, || {
-        denies_a_job(&h, "exceeded quota")
-    })
     .await;
-    let event = sample_with_id("test.triggered.json", "cluster-quota");
-    assert_eq!(h.post_event(&event).await.status, 202);
-    let finished = h.wait_finished("cluster-quota", LONG).await;
-    let quota = message(&finished);
     assert!(
         quota.starts_with(
             "Task 'first' failed: the Kubernetes API refused to create the task's Job for 2s: "
@@ -295,9 +307,10 @@ async fn a_job_a_quota_or_an_admission_policy_forbids_fails_the_run_with_the_rea
     h.kubectl(&["delete", "resourcequota", "no-jobs"]);
 
     // A policy that denies every Job of the namespace, as Forbidden.
-    std::fs::write(
+    let denied = finished_under(
+        &h,
         &manifests,
-        format!(
+        &format!(
             "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\n\
              metadata: {{name: {policy}}}\nspec:\n  failurePolicy: Fail\n  matchConstraints:\n    \
              resourceRules:\n      - {{apiGroups: [batch], apiVersions: [v1], operations: [CREATE], \
@@ -308,19 +321,10 @@ async fn a_job_a_quota_or_an_admission_policy_forbids_fails_the_run_with_the_rea
              namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}\n",
             ns = h.namespace
         ),
+        "denied request",
+        "cluster-policy",
     )
-    .unwrap();
-    h.cluster.kubectl(&["apply", "-f", path(&manifests)]);
-    // The policy is read by the API server from its own watch: a Job it does not deny yet
-    // would run, so the test waits until a dry run is denied.
-    h.eventually("the policy to be in force", LONG, || {
-        denies_a_job(&h, "denied request")
-    })
     .await;
-    let event = sample_with_id("test.triggered.json", "cluster-policy");
-    assert_eq!(h.post_event(&event).await.status, 202);
-    let finished = h.wait_finished("cluster-policy", LONG).await;
-    let denied = message(&finished);
     h.cluster
         .kubectl(&["delete", "-f", path(&manifests), "--wait=false"]);
     assert!(
