@@ -52,6 +52,8 @@ pub struct Settings {
     pub init_image_pull_secrets: Vec<String>,
     /// The ServiceAccount of task pods that do not name one.
     pub default_service_account: Option<String>,
+    /// ServiceAccounts no task may run as (the operator's own).
+    pub refused_service_accounts: Vec<String>,
     pub empty_dir_size_limit: Quantity,
     pub default_max_poll_duration: i64,
     pub default_ttl_seconds_after_finished: i32,
@@ -155,6 +157,7 @@ impl Settings {
             init_image: DEFAULT_INIT_IMAGE.into(),
             init_image_pull_secrets: Vec::new(),
             default_service_account: None,
+            refused_service_accounts: Vec::new(),
             empty_dir_size_limit: Quantity(DEFAULT_EMPTY_DIR_SIZE_LIMIT.into()),
             default_max_poll_duration: DEFAULT_MAX_POLL_DURATION,
             default_ttl_seconds_after_finished: DEFAULT_TTL_SECONDS_AFTER_FINISHED,

@@ -216,6 +216,11 @@ pub struct InstallArgs {
     /// The ServiceAccount of task pods that name none (its token is not mounted).
     #[arg(long, env = "JOB_EXECUTOR_DEFAULT_SERVICE_ACCOUNT", value_parser = dns_subdomain)]
     pub default_service_account: Option<String>,
+    /// ServiceAccounts of the job namespace no task may run as, comma-separated: the
+    /// operator's own, when Jobs run in its namespace (its token may create Jobs and read every
+    /// task's logs); the chart sets it so.
+    #[arg(long, env = "JOB_EXECUTOR_REFUSED_SERVICE_ACCOUNTS", value_delimiter = ',', value_parser = dns_subdomain)]
+    pub refused_service_accounts: Vec<String>,
     /// Seconds a task may run when it sets no `maxPollDuration`.
     #[arg(long, env = "JOB_EXECUTOR_DEFAULT_MAX_POLL_DURATION", default_value_t = settings::DEFAULT_MAX_POLL_DURATION, value_parser = clap::value_parser!(i64).range(1..))]
     pub default_max_poll_duration: i64,
@@ -259,12 +264,23 @@ impl InstallArgs {
             init_image,
             init_image_pull_secrets,
             default_service_account,
+            refused_service_accounts,
             default_max_poll_duration,
             default_ttl_seconds_after_finished,
             job_labels,
             event_source,
             notify,
         } = self.clone();
+        if let Some(account) = default_service_account
+            .as_ref()
+            .filter(|account| refused_service_accounts.contains(account))
+        {
+            return Err(settings::SettingsError::Invalid {
+                setting: "--default-service-account",
+                value: account.clone(),
+                reason: "one of --refused-service-accounts".into(),
+            });
+        }
         // Every pod would be refused by the kubelet ("container has runAsNonRoot and image
         // will run as root"): said at the start instead.
         if run_as_non_root && run_as_user.0 == Some(0) {
@@ -301,6 +317,7 @@ impl InstallArgs {
             init_image,
             init_image_pull_secrets,
             default_service_account,
+            refused_service_accounts,
             empty_dir_size_limit,
             default_max_poll_duration,
             default_ttl_seconds_after_finished,

@@ -49,6 +49,11 @@ pub enum RenderError {
     )]
     PrivilegedNotAllowed { task: String },
     #[error(
+        "task '{task}' asks for the ServiceAccount \"{account}\", which this installation keeps \
+         from tasks (the operator's own: it may create Jobs and read every task's logs)"
+    )]
+    ServiceAccountNotAllowed { task: String, account: String },
+    #[error(
         "task '{task}' asks for namespace \"{namespace}\", but this installation runs Jobs only \
          in namespace \"{job_namespace}\""
     )]
@@ -162,6 +167,16 @@ fn check_task(task: &Task, index: usize, settings: &Settings) -> Result<(), Rend
         .is_some_and(|s| s.privileged == Some(true));
     if privileged && !settings.allow_privileged {
         return Err(RenderError::PrivilegedNotAllowed { task: name });
+    }
+    if let Some(account) = task
+        .service_account
+        .as_ref()
+        .filter(|account| settings.refused_service_accounts.contains(account))
+    {
+        return Err(RenderError::ServiceAccountNotAllowed {
+            task: name,
+            account: account.clone(),
+        });
     }
     Ok(())
 }

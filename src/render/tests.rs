@@ -353,6 +353,22 @@ fn privileged_containers_need_the_installation_to_allow_them() {
 }
 
 #[test]
+fn a_refused_service_account_fails_the_task_saying_so() {
+    let c = one_task("image: alpine\nserviceAccount: job-executor");
+    let mut refusing = Settings::defaults();
+    refusing.refused_service_accounts = vec!["job-executor".into()];
+    let error = render(&c, &refusing).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "task 'Smoke test' asks for the ServiceAccount \"job-executor\", which this installation \
+         keeps from tasks (the operator's own: it may create Jobs and read every task's logs)"
+    );
+    assert!(render(&c, &Settings::defaults()).is_ok());
+    let other = one_task("image: alpine\nserviceAccount: deployer");
+    assert!(render(&other, &refusing).is_ok());
+}
+
+#[test]
 fn the_allow_list_is_checked_for_every_task_before_anything_runs() {
     let c = config(
         "apiVersion: v2\nactions:\n  - events: [{name: x}]\n    tasks:\n      - {name: ok, image: 'alpine:3.20'}\n      - {name: bad, image: 'evil/miner:latest'}\n",

@@ -1046,3 +1046,24 @@ fn the_jobs_network_policy_selects_task_pods_not_the_operator() {
         }
     }
 }
+
+/// No task runs as the operator's ServiceAccount where Jobs run beside the operator: its token
+/// may create Jobs and read every task's logs. In a namespace of their own, the name is another
+/// account's.
+#[test]
+fn tasks_are_kept_from_the_operators_service_account_in_its_namespace() {
+    let docs = documents(&render(&[]));
+    assert_eq!(
+        find(&docs, "ConfigMap", None)["data"]["JOB_EXECUTOR_REFUSED_SERVICE_ACCOUNTS"],
+        find(&docs, "ServiceAccount", Some("job-executor"))["metadata"]["name"]
+    );
+    let dir = tempdir("refused-accounts");
+    let file = dir.join("values.yaml");
+    std::fs::write(&file, "jobNamespace: keptn-jobs\n").unwrap();
+    let docs = documents(&render(&[file.to_str().unwrap()]));
+    assert!(
+        find(&docs, "ConfigMap", None)["data"]
+            .get("JOB_EXECUTOR_REFUSED_SERVICE_ACCOUNTS")
+            .is_none()
+    );
+}
