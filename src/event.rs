@@ -537,10 +537,16 @@ fn disallowed_character(text: &str) -> Option<(usize, char)> {
     {
         return None;
     }
-    text.chars().enumerate().find(|(_, c)| {
-        let code = u32::from(*c);
-        c.is_control() || (0xFDD0..=0xFDEF).contains(&code) || code & 0xFFFE == 0xFFFE
-    })
+    text.chars()
+        .enumerate()
+        .find(|(_, c)| is_disallowed_in_attributes(*c))
+}
+
+/// Whether an attribute's string may not hold `c`: a control character or a Unicode
+/// noncharacter, which the CloudEvents String type disallows.
+pub(crate) fn is_disallowed_in_attributes(c: char) -> bool {
+    let code = u32::from(c);
+    c.is_control() || (0xFDD0..=0xFDEF).contains(&code) || code & 0xFFFE == 0xFFFE
 }
 
 fn invalid(name: &str, reason: &str) -> EventError {

@@ -657,8 +657,20 @@ pub fn dead_letter_event(
     attempts: u32,
 ) -> CloudEvent {
     let mut value = event.as_value().clone();
+    // An attribute's string holds no control character (a sink's error page quoted in the
+    // reason has line breaks): each is a space.
+    let reason: String = reason
+        .chars()
+        .map(|c| {
+            if crate::event::is_disallowed_in_attributes(c) {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
     if let Some(object) = value.as_object_mut() {
-        object.insert(DEAD_LETTER_REASON.into(), Value::String(reason.into()));
+        object.insert(DEAD_LETTER_REASON.into(), Value::String(reason));
         object.insert(
             DEAD_LETTER_DESTINATION.into(),
             Value::String(destination.into()),
@@ -882,6 +894,15 @@ mod tests {
         assert_eq!(
             letter.extension(DEAD_LETTER_DESTINATION).as_deref(),
             Some("https://sink/e")
+        );
+        assert_eq!(letter.extension(DEAD_LETTER_ATTEMPTS).as_deref(), Some("4"));
+        // A sink's error page quoted in the reason: its line breaks are spaces, and the reason
+        // is still there.
+        let page = "the sink answered 502: <html>\r\n<head><title>502 Bad Gateway</title>";
+        let letter = dead_letter_event(&event(), page, "https://sink/e", 4);
+        assert_eq!(
+            letter.extension(DEAD_LETTER_REASON).as_deref(),
+            Some("the sink answered 502: <html>  <head><title>502 Bad Gateway</title>")
         );
         assert_eq!(letter.extension(DEAD_LETTER_ATTEMPTS).as_deref(), Some("4"));
     }

@@ -472,6 +472,32 @@ fn check_run_prints_each_setting_with_its_source_and_masks_secrets() {
     assert!(!out.contains("RunArgs"), "no debug dump:\n{out}");
 }
 
+/// A NATS sink given headers is refused by `check-run` as by `run`, its URL shown without the
+/// password.
+#[test]
+fn check_run_refuses_headers_on_a_nats_sink_without_showing_its_password() {
+    let output = Command::new(BIN)
+        .args([
+            "check-run",
+            "--config-dir",
+            "examples",
+            "--sink-url",
+            "nats://robot:nats-secret@nats.example.com:4222",
+            "--sink-header",
+            "x-a: b",
+        ])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let all = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(all.contains("the NATS sink nats://"), "{all}");
+    assert!(
+        !all.contains("nats-secret"),
+        "the password is shown:\n{all}"
+    );
+}
+
 #[test]
 fn the_committed_schema_is_the_generated_one() {
     let output = run(&["schema"]);

@@ -441,7 +441,7 @@ impl SinkArgs {
         // NATS takes no headers: refused here as `run` refuses them (`Sink::new`).
         let headers_on_nats = |url: &str, headers: bool| {
             if sink::is_nats(url) && headers {
-                Err(SinkError::HeadersOnNats(url.to_string()))
+                Err(SinkError::HeadersOnNats(crate::source::git::redact(url)))
             } else {
                 Ok(())
             }
