@@ -562,6 +562,60 @@ async fn a_forbidden_job_waits_saying_why_then_runs_or_fails_after_the_never_sta
     assert_eq!(h.jobruns()[0]["status"]["phase"], "Failed");
 }
 
+/// A run the API server refuses to store (too large) is refused in the answer, and reported in
+/// its `.finished` too: its failure is stored in its place, with the event cut to what the reply
+/// needs, so that a sender over NATS (or one that does not read the answer) hears of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_refused_by_the_api_server_is_reported_in_its_finished() {
+    let h = Harness::start(&[]).await;
+    h.sim.faults().fail_next(
+        kube_sim::FaultRule::new(413)
+            .verb("create")
+            .resource("jobruns")
+            .times(1),
+    );
+    let event = sample_with_id("test.triggered.json", "refused-reported");
+    let answer = h.post_event(&event).await;
+    // The first run is refused; the event's other runs are taken as usual.
+    let runs = answer.body["events"][0]["runs"].as_array().unwrap().clone();
+    assert_eq!(runs[0]["status"], "refused", "{:?}", answer.body);
+    assert!(
+        runs[1..].iter().all(|run| run["status"] == "created"),
+        "{:?}",
+        answer.body
+    );
+    wait_for("a .finished of every run", LONG, || {
+        h.sink
+            .for_trigger("refused-reported")
+            .iter()
+            .filter(|e| e.event_type.ends_with(".finished"))
+            .count()
+            == runs.len()
+    })
+    .await;
+    let reported: Vec<_> = h
+        .sink
+        .for_trigger("refused-reported")
+        .into_iter()
+        .filter(|e| {
+            e.event_type.ends_with(".finished")
+                && e.data["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("the Kubernetes API refuses to store the run: ")
+        })
+        .collect();
+    assert_eq!(reported.len(), 1, "the refused run's .finished");
+    assert_eq!(reported[0].data["status"], "errored");
+    assert_eq!(reported[0].data["project"], "sockshop");
+    let stored = h
+        .jobruns()
+        .into_iter()
+        .find(|run| run["metadata"]["name"] == runs[0]["name"])
+        .expect("the refused run, stored failed");
+    assert_eq!(stored["status"]["phase"], "Failed", "{stored}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_after_finished_was_sent_but_not_recorded() {
     let mut h = Harness::start(&[]).await;
@@ -620,12 +674,13 @@ async fn injected_api_errors_and_dropped_watches_neither_lose_nor_duplicate_runs
     let event = sample_with_id("test.triggered.json", "faults-1");
     assert_eq!(h.post_event(&event).await.status, 503);
     // A run the API server will never store (too large for it) is refused for good: no
-    // Retry-After, so the sender does not retry for ever.
+    // Retry-After, so the sender does not retry for ever. (Its failure, stored in its place to
+    // report it, is refused too here: nothing is stored.)
     h.sim.faults().fail_next(
         kube_sim::FaultRule::new(413)
             .verb("create")
             .resource("jobruns")
-            .times(1),
+            .times(2),
     );
     let refused = h.post_event(&event).await;
     assert_eq!(refused.status, 422, "{:?}", refused.body);

@@ -607,7 +607,8 @@ fn unavailable(message: String, outcome: &'static str) -> Refusal {
 struct StoreTimeout(std::time::Duration);
 
 /// Creates the runs; an existing one is a duplicate delivery, one the API server refuses as too
-/// large (413) or invalid (422) is `refused` with its reason. Any other failure, or no answer
+/// large (413) or invalid (422) is `refused` with its reason (and stored failed, if it can be, to
+/// report it in its `.finished`). Any other failure, or no answer
 /// within the store timeout, answers 503 with `Retry-After`.
 async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAnswer>, Refusal> {
     let params = PostParams {
@@ -643,14 +644,16 @@ async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAn
                 if status.code == 413 || status.code == 422 || too_large_to_store(&status) =>
             {
                 tracing::warn!(run = %name, reason = %status.message, "the API server refuses the run");
+                let reason = format!(
+                    "the Kubernetes API refuses to store the run: {}",
+                    status.message
+                );
+                store_refused(state, &params, run, &reason).await;
                 results.push(RunAnswer {
                     name,
                     action,
                     status: RunStatus::Refused,
-                    reason: Some(format!(
-                        "the Kubernetes API refuses to store the run: {}",
-                        status.message
-                    )),
+                    reason: Some(reason),
                 });
                 continue;
             }
@@ -739,6 +742,33 @@ actions:
                     String::from_utf8(serialized).unwrap()
                 );
             }
+        }
+    }
+}
+
+/// A run the API server refused to store, of a `.triggered` event that expects a reply: stored
+/// failed instead, its event cut to what the reply is built from, so that its `.finished`
+/// reports the refusal (a sender over NATS, or one that does not read the answer, would wait for
+/// it for ever). Should that be refused too, the answer alone says why.
+async fn store_refused(state: &IngestState, params: &PostParams, mut run: JobRun, reason: &str) {
+    let replies =
+        !run.spec.action.silent
+            && run.spec.event.attribute("type").is_some_and(|event_type| {
+                crate::event::split_triggered_type(&event_type).is_some()
+            });
+    if !replies {
+        return;
+    }
+    run.spec.event.keep_reply_fields();
+    run.spec.failure = Some(reason.to_string());
+    let created = tokio::time::timeout(state.store_timeout, state.runs.create(params, &run)).await;
+    match created {
+        Ok(Ok(_)) => state.metrics.run_started(),
+        Ok(Err(error)) => {
+            tracing::warn!(run = ?run.metadata.name, %error, "cannot store the refused run's failure either");
+        }
+        Err(_) => {
+            tracing::warn!(run = ?run.metadata.name, "no answer storing the refused run's failure");
         }
     }
 }
