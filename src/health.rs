@@ -70,6 +70,16 @@ impl Health {
     }
 }
 
+/// Whether the API server refused a write because an admission webhook or a
+/// ValidatingAdmissionPolicy denied it ("admission webhook \"…\" denied the request: …",
+/// "ValidatingAdmissionPolicy '…' with binding '…' denied request: …"): the same write would be
+/// denied again.
+pub fn denied_by_admission(status: &kube::core::Status) -> bool {
+    status.code == 403
+        && (status.message.contains("denied the request")
+            || status.message.contains("denied request"))
+}
+
 /// What a failed request to the API server means for a person: a missing CRD and refused
 /// access get their fix; anything else is shown as it is.
 pub fn explain(error: &kube::Error) -> String {
@@ -146,6 +156,28 @@ pub async fn probe_api_server(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admission_denials_are_told_from_other_refusals() {
+        let status = |code: u16, message: &str| {
+            let mut status = kube::core::Status::failure(message, "Forbidden");
+            status.code = code;
+            status
+        };
+        assert!(denied_by_admission(&status(
+            403,
+            "admission webhook \"policy.example.com\" denied the request: no"
+        )));
+        assert!(denied_by_admission(&status(
+            403,
+            "ValidatingAdmissionPolicy 'p' with binding 'b' denied request: no Jobs here"
+        )));
+        assert!(!denied_by_admission(&status(
+            403,
+            "jobs.batch \"x\" is forbidden: exceeded quota: no-jobs"
+        )));
+        assert!(!denied_by_admission(&status(422, "denied request")));
+    }
 
     #[test]
     fn ready_only_when_synced_and_without_problems() {

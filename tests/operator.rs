@@ -614,6 +614,27 @@ async fn a_run_refused_by_the_api_server_is_reported_in_its_finished() {
         .find(|run| run["metadata"]["name"] == runs[0]["name"])
         .expect("the refused run, stored failed");
     assert_eq!(stored["status"]["phase"], "Failed", "{stored}");
+
+    // Malformed for the API server (400, as an admission webhook's denial can be): refused for
+    // good too, not 503 for ever.
+    h.sim.faults().fail_next(
+        kube_sim::FaultRule::new(400)
+            .verb("create")
+            .resource("jobruns")
+            .times(2),
+    );
+    let event = sample_with_id("test.triggered.json", "refused-malformed");
+    let answer = h.post_event(&event).await;
+    assert_eq!(answer.status, 422, "{:?}", answer.body);
+    assert_eq!(answer.body["events"][0]["runs"][0]["status"], "refused");
+    let jobs: Vec<String> = h
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.resource == "jobs" && r.verb == "create")
+        .map(|r| format!("{:?}", r))
+        .collect();
+    assert!(jobs.is_empty(), "{jobs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -218,7 +218,8 @@ async fn a_job_the_api_server_refuses_fails_the_run_with_its_reason() {
 
 /// A run larger than the API server stores (etcd's 1.5 MiB; an event may be larger where
 /// `--max-body-bytes` allows it) is refused for good with the server's reason (422, no
-/// `Retry-After`), not answered 503 for the sender to retry for ever.
+/// `Retry-After`), not answered 503 for the sender to retry for ever; and stored failed in its
+/// place, its event cut to the reply's fields, so that its `.finished` says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_too_large_to_store_is_refused_for_good() {
     let h = ClusterHarness::start("too-large", &examples(), &["--max-body-bytes", "3000000"]).await;
@@ -227,15 +228,28 @@ async fn a_run_too_large_to_store_is_refused_for_good() {
     let response = h.post_event(&event).await;
     assert_eq!(response.status, 422, "{:?}", response.status);
     assert!(response.headers.get("retry-after").is_none());
-    let run = &response.body["events"][0]["runs"][0];
-    assert_eq!(run["status"], "refused");
-    let reason = run["reason"].as_str().unwrap_or_default();
+    let runs = response.body["events"][0]["runs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for run in &runs {
+        assert_eq!(run["status"], "refused");
+        let reason = run["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.starts_with("the Kubernetes API refuses to store the run: ")
+                && reason.contains("too large"),
+            "{reason}"
+        );
+    }
+    let finished = h.wait_finished("cluster-too-large", LONG).await;
+    assert_eq!(finished.data["status"], "errored", "{}", finished.data);
     assert!(
-        reason.starts_with("the Kubernetes API refuses to store the run: ")
-            && reason.contains("too large"),
-        "{reason}"
+        message(&finished).contains("too large"),
+        "{}",
+        finished.data
     );
-    assert!(h.jobruns().is_empty());
+    assert_eq!(h.jobruns().len(), runs.len(), "each stored failed");
+    assert!(h.jobs_created().is_empty());
 }
 
 /// Applies `manifests` (written to `file`), waits until the API server refuses a Job saying

@@ -116,11 +116,7 @@ fn refusal(what: &'static str, error: ReconcileError) -> StepError {
             .into()
         }
         ReconcileError::Kube(kube::Error::Api(status)) if status.code == 403 => {
-            // "admission webhook \"…\" denied the request: …", "ValidatingAdmissionPolicy
-            // '…' with binding '…' denied request: …".
-            if status.message.contains("denied the request")
-                || status.message.contains("denied request")
-            {
+            if crate::health::denied_by_admission(&status) {
                 return CannotRun::Denied {
                     what,
                     reason: status.message,

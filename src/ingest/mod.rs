@@ -636,12 +636,14 @@ async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAn
             {
                 RunStatus::Duplicate
             }
-            // Too large to store (the event grows when stored as JSON), or invalid: the same
-            // run would be refused again. Its answer says so, and the event's other runs (and
+            // Too large to store (the event grows when stored as JSON), invalid, or denied by
+            // an admission webhook or policy: the same run would be refused again. Its answer says so, and the event's other runs (and
             // a batch's other events) are still taken. (A body over the API server's 3 MiB is
             // 413; an object over etcd's limit fails as it is stored, a 500 that says so.)
             Err(kube::Error::Api(status))
-                if status.code == 413 || status.code == 422 || too_large_to_store(&status) =>
+                if matches!(status.code, 400 | 413 | 422)
+                    || too_large_to_store(&status)
+                    || crate::health::denied_by_admission(&status) =>
             {
                 tracing::warn!(run = %name, reason = %status.message, "the API server refuses the run");
                 let reason = format!(
