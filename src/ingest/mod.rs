@@ -606,9 +606,9 @@ fn unavailable(message: String, outcome: &'static str) -> Refusal {
 #[error("no answer within {}s", .0.as_secs_f32())]
 struct StoreTimeout(std::time::Duration);
 
-/// Creates the runs; an existing one is a duplicate delivery, one the API server refuses as too
-/// large (413) or invalid (422) is `refused` with its reason (and stored failed, if it can be, to
-/// report it in its `.finished`). Any other failure, or no answer
+/// Creates the runs; an existing one is a duplicate delivery, one the API server refuses for
+/// good (too large, invalid or malformed, denied by admission) is `refused` with its reason (and
+/// stored failed, if it can be, to report it in its `.finished`). Any other failure, or no answer
 /// within the store timeout, answers 503 with `Retry-After`.
 async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAnswer>, Refusal> {
     let params = PostParams {
@@ -650,7 +650,7 @@ async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAn
                     "the Kubernetes API refuses to store the run: {}",
                     status.message
                 );
-                store_refused(state, &params, run, &reason).await;
+                store_refused(state, &params, run, &reason).await?;
                 results.push(RunAnswer {
                     name,
                     action,
@@ -751,26 +751,59 @@ actions:
 /// A run the API server refused to store, of a `.triggered` event that expects a reply: stored
 /// failed instead, its event cut to what the reply is built from, so that its `.finished`
 /// reports the refusal (a sender over NATS, or one that does not read the answer, would wait for
-/// it for ever). Should that be refused too, the answer alone says why.
-async fn store_refused(state: &IngestState, params: &PostParams, mut run: JobRun, reason: &str) {
-    let replies =
-        !run.spec.action.silent
-            && run.spec.event.attribute("type").is_some_and(|event_type| {
-                crate::event::split_triggered_type(&event_type).is_some()
-            });
-    if !replies {
-        return;
+/// it for ever). `Ok(true)` when it is stored now, `Ok(false)` when it was before (a
+/// redelivery) or is refused too (the answer alone says why); a failure that may pass is 503,
+/// for the sender to try again.
+async fn store_refused(
+    state: &IngestState,
+    params: &PostParams,
+    mut run: JobRun,
+    reason: &str,
+) -> Result<bool, Refusal> {
+    if !crate::controller::sends_events(&run) {
+        return Ok(false);
     }
     run.spec.event.keep_reply_fields();
-    run.spec.failure = Some(reason.to_string());
-    let created = tokio::time::timeout(state.store_timeout, state.runs.create(params, &run)).await;
+    // What made it fail already (an invalid config) comes first: that is the user's to fix.
+    run.spec.failure = Some(match run.spec.failure.take() {
+        Some(failure) => format!("{failure}\n{reason}"),
+        None => reason.to_string(),
+    });
+    // A run that cannot run joins no group: it would take a place, or cancel a running run
+    // of the group, and then fail at once.
+    run.spec.action.concurrency = None;
+    if let Some(labels) = run.metadata.labels.as_mut() {
+        labels.remove(crate::labels::GROUP);
+    }
+    let created = tokio::time::timeout(state.store_timeout, state.runs.create(params, &run))
+        .await
+        .unwrap_or_else(|_| {
+            Err(kube::Error::Service(Box::new(StoreTimeout(
+                state.store_timeout,
+            ))))
+        });
     match created {
-        Ok(Ok(_)) => state.metrics.run_started(),
-        Ok(Err(error)) => {
-            tracing::warn!(run = ?run.metadata.name, %error, "cannot store the refused run's failure either");
+        Ok(_) => {
+            state.metrics.run_started();
+            Ok(true)
         }
-        Err(_) => {
-            tracing::warn!(run = ?run.metadata.name, "no answer storing the refused run's failure");
+        Err(kube::Error::Api(status))
+            if status.code == 409
+                || matches!(status.code, 400 | 413 | 422)
+                || too_large_to_store(&status)
+                || crate::health::denied_by_admission(&status) =>
+        {
+            tracing::debug!(run = ?run.metadata.name, reason = %status.message, "the refused run's failure is not stored");
+            Ok(false)
+        }
+        Err(problem) => {
+            tracing::warn!(run = ?run.metadata.name, error = %problem, "cannot store the refused run's failure now; answering 503");
+            Err(unavailable(
+                format!(
+                    "the Kubernetes API cannot store the run's failure now ({problem}); retry later"
+                ),
+                "unavailable",
+            ))
         }
     }
 }

@@ -343,7 +343,7 @@ async fn fire(
             true,
             "Refused",
             format!(
-                "slot {slot}: event {} made no run: {}",
+                "slot {slot}: event {} made no run that can run: {}",
                 event.id(),
                 why.unwrap_or_default()
             ),

@@ -105,6 +105,10 @@ fn chart_refuses_values_outside_its_schema() {
             "settings:\n  security: {runAsUser: 0}\n",
             "settings.security.runAsUser 0 is root, which runAsNonRoot (true) forbids",
         ),
+        (
+            "jobServiceAccount: {create: false, name: job-executor}\n",
+            "jobServiceAccount.name is the operator's own ServiceAccount",
+        ),
         ("settings:\n  kubeApiQps: 0.0005\n", "/settings/kubeApiQps"),
         (
             "settings:\n  neverStartedTimeoutSeconds: 0\n",
@@ -1065,5 +1069,16 @@ fn tasks_are_kept_from_the_operators_service_account_in_its_namespace() {
         find(&docs, "ConfigMap", None)["data"]
             .get("JOB_EXECUTOR_REFUSED_SERVICE_ACCOUNTS")
             .is_none()
+    );
+    // Named otherwise, and in the release namespace named explicitly: the same.
+    std::fs::write(
+        &file,
+        "jobNamespace: job-executor\nserviceAccount: {name: operator}\n",
+    )
+    .unwrap();
+    let docs = documents(&render(&[file.to_str().unwrap()]));
+    assert_eq!(
+        find(&docs, "ConfigMap", None)["data"]["JOB_EXECUTOR_REFUSED_SERVICE_ACCOUNTS"],
+        "operator"
     );
 }
