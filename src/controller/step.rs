@@ -89,12 +89,8 @@ pub enum StepError {
     /// The API server refuses the task's Job or files for now: forbidden, as an exceeded
     /// quota or a missing permission are, which someone may fix. Tried again until the task
     /// has been ready to start for the never-started timeout, then the task fails saying so.
-    #[error("{error}")]
-    Refused {
-        what: &'static str,
-        reason: String,
-        error: ReconcileError,
-    },
+    #[error("{reason}")]
+    Refused { what: &'static str, reason: String },
 }
 
 /// The longest a task whose Job or files the API server refuses for now waits between tries.
@@ -125,8 +121,7 @@ fn refusal(what: &'static str, error: ReconcileError) -> StepError {
             }
             StepError::Refused {
                 what,
-                reason: status.message.clone(),
-                error: ReconcileError::Kube(kube::Error::Api(status)),
+                reason: status.message,
             }
         }
         error => StepError::Retry(error),
@@ -521,7 +516,7 @@ impl<W: World> Executor<'_, W> {
                 Ok(None)
             }
             StepError::Retry(error) => Err(error),
-            StepError::Refused { what, reason, .. } => {
+            StepError::Refused { what, reason } => {
                 let limit = self.limits.never_started_timeout;
                 let waited = ready_for(self.run, status, index, now);
                 if waited >= limit {

@@ -640,11 +640,7 @@ async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAn
             // an admission webhook or policy: the same run would be refused again. Its answer says so, and the event's other runs (and
             // a batch's other events) are still taken. (A body over the API server's 3 MiB is
             // 413; an object over etcd's limit fails as it is stored, a 500 that says so.)
-            Err(kube::Error::Api(status))
-                if matches!(status.code, 400 | 413 | 422)
-                    || too_large_to_store(&status)
-                    || crate::health::denied_by_admission(&status) =>
-            {
+            Err(kube::Error::Api(status)) if refused_for_good(&status) => {
                 tracing::warn!(run = %name, reason = %status.message, "the API server refuses the run");
                 let reason = format!(
                     "the Kubernetes API refuses to store the run: {}",
@@ -787,12 +783,7 @@ async fn store_refused(
             state.metrics.run_started();
             Ok(true)
         }
-        Err(kube::Error::Api(status))
-            if status.code == 409
-                || matches!(status.code, 400 | 413 | 422)
-                || too_large_to_store(&status)
-                || crate::health::denied_by_admission(&status) =>
-        {
+        Err(kube::Error::Api(status)) if status.code == 409 || refused_for_good(&status) => {
             tracing::debug!(run = ?run.metadata.name, reason = %status.message, "the refused run's failure is not stored");
             Ok(false)
         }
@@ -806,6 +797,14 @@ async fn store_refused(
             ))
         }
     }
+}
+
+/// Whether the API server refused to store a run for good: too large (413, or etcd's limit),
+/// invalid (422) or malformed (400), or denied by an admission webhook or policy.
+fn refused_for_good(status: &kube::core::Status) -> bool {
+    matches!(status.code, 400 | 413 | 422)
+        || too_large_to_store(status)
+        || crate::health::denied_by_admission(status)
 }
 
 /// Whether the API server failed to store an object because etcd refuses one that large
