@@ -481,6 +481,118 @@ async fn restart_between_tasks() {
     assert_recovered(&h, "crash-between").await;
 }
 
+/// A status write lands only on the run it was decided on. One held on its way while another
+/// writer records the run otherwise (a replica that took over while this one was paused with
+/// the write in flight) is refused (409), and the run goes on from the newer record instead of
+/// being overwritten with what this operator decided on the older one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_write_decided_on_an_older_record_of_the_run_is_not_laid_over_a_newer_one() {
+    let h = Harness::start(&[]).await;
+    h.sim
+        .runtime()
+        .set(ImageRule::image("curlimages/curl:*"), Behavior::hold());
+    let event = sample_with_id("test.triggered.json", "older-record");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    wait_for("the first task's Job to be recorded", LONG, || {
+        !h.sim.runtime().held().is_empty()
+            && h.jobruns()
+                .first()
+                .is_some_and(|run| run["status"]["tasks"][0]["jobName"].is_string())
+    })
+    .await;
+    // The task's end is decided on the record as it is now; its write is held on the way.
+    h.sim
+        .faults()
+        .delay_next_request("patch", "jobruns/status", Duration::from_secs(3));
+    h.sim.release(&h.sim.runtime().held()[0].1);
+    wait_for("the operator's write of the task's end", LONG, || {
+        !h.sim.faults().request_delay_pending()
+    })
+    .await;
+    // Meanwhile another writer ends the run otherwise.
+    let run = h.jobruns()[0].clone();
+    let name = run["metadata"]["name"].as_str().unwrap().to_string();
+    let mut status = run["status"].clone();
+    status["revision"] = json!(status["revision"].as_u64().unwrap() + 1);
+    status["phase"] = json!("Failed");
+    status["outcome"] =
+        json!({"status": "errored", "message": "Ended by the replica that took over."});
+    status["finishedAt"] = json!(jiff::Timestamp::now().to_string());
+    status["finished"] = json!({"id": "-", "state": "Pending"});
+    let runs: kube::Api<job_executor::crd::JobRun> =
+        kube::Api::namespaced(h.sim.client(), "default");
+    runs.patch_status(
+        &name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .unwrap();
+    let finished = h.wait_finished("older-record", LONG).await;
+    assert_eq!(finished.data["status"], "errored", "{}", finished.data);
+    assert_eq!(
+        finished.data["message"], "Ended by the replica that took over.",
+        "{}",
+        finished.data
+    );
+    let operator_writes: Vec<u16> = h
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.verb == "patch" && r.subresource == "status" && r.field_manager == "job-executor"
+        })
+        .map(|r| r.status)
+        .collect();
+    assert!(
+        operator_writes.contains(&409),
+        "the held write is refused: {operator_writes:?}"
+    );
+}
+
+/// A run an older version ended (done, without `status.done` recorded) is marked done with
+/// its record kept: the copy the controller holds of a done run is trimmed, and only `done` is
+/// written, not that copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_an_older_version_ended_is_marked_done_keeping_its_record() {
+    let h = Harness::start(&[]).await;
+    let event = sample_with_id("test.triggered.json", "older-version");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    h.wait_finished("older-version", LONG).await;
+    let done = |run: &Value| run["status"]["done"] == json!(true);
+    wait_for("the run to be done", LONG, || h.jobruns().iter().any(done)).await;
+    let before = h.jobruns()[0]["status"].clone();
+    assert_eq!(
+        before["tasks"].as_array().map(Vec::len),
+        Some(2),
+        "{before}"
+    );
+    // As an older version left it.
+    let name = h.jobruns()[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let runs: kube::Api<job_executor::crd::JobRun> =
+        kube::Api::namespaced(h.sim.client(), "default");
+    runs.patch_status(
+        &name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({ "status": { "done": null } })),
+    )
+    .await
+    .unwrap();
+    let revision = before["revision"].as_u64().unwrap();
+    wait_for("the run to be marked done again", LONG, || {
+        h.jobruns()
+            .first()
+            .is_some_and(|run| done(run) && run["status"]["revision"] == json!(revision + 1))
+    })
+    .await;
+    let mut after = h.jobruns()[0]["status"].clone();
+    after["revision"] = json!(revision);
+    assert_eq!(after, before);
+}
+
 /// A Job the API server forbids for now (an exceeded quota, a missing permission) is tried again:
 /// meanwhile the run says why its task has not started, `.started` is sent once and the run's
 /// start is kept (the wait counts from it); once allowed, the task runs. Forbidden for longer

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::cluster::{ClusterHarness, cluster, path};
 use support::git::GitRepo;
 use support::{Reply, root, sample_with_id};
@@ -250,6 +250,62 @@ async fn a_run_too_large_to_store_is_refused_for_good() {
     );
     assert_eq!(h.jobruns().len(), runs.len(), "each stored failed");
     assert!(h.jobs_created().is_empty());
+}
+
+/// The operator writes a run's status on the resourceVersion it decided on (a merge patch of
+/// the status subresource carrying it): the API server refuses such a write once the run has
+/// changed, as kube-sim does where `a_status_write_decided_on_an_older_record…` in
+/// tests/operator.rs holds the operator's write until another writer has changed the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_write_on_an_older_version_of_a_run_is_refused() {
+    let h = ClusterHarness::start("older-version", &examples(), &[]).await;
+    let event = sample_with_id("test.triggered.json", "cluster-older-version");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    h.wait_finished("cluster-older-version", LONG).await;
+    let run = h.jobruns()[0].clone();
+    let name = run["metadata"]["name"].as_str().unwrap();
+    let version = run["metadata"]["resourceVersion"].as_str().unwrap();
+    let write = |version: &str| {
+        let patch = json!({
+            "metadata": {"resourceVersion": version},
+            "status": {"taskSummary": "written on a version"},
+        });
+        h.cluster.kubectl_output(
+            &h.cluster.admin_kubeconfig,
+            &[
+                "-n",
+                &h.namespace,
+                "patch",
+                "jobruns.job-executor.dev",
+                name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &patch.to_string(),
+            ],
+        )
+    };
+    h.kubectl(&[
+        "annotate",
+        "jobruns.job-executor.dev",
+        name,
+        "example.com/seen=yes",
+    ]);
+    let refused = write(version);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("the object has been modified"),
+        "{said}"
+    );
+    let current = h.jobruns()[0]["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(write(&current).status.success());
+    assert_eq!(
+        h.jobruns()[0]["status"]["taskSummary"],
+        "written on a version"
+    );
 }
 
 /// Applies `manifests` (written to `file`), waits until the API server refuses a Job saying

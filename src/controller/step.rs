@@ -30,6 +30,7 @@ use super::history::{self, RunEvent};
 use super::observe::{
     FAILED_CREATE, JobState, job_state, latest_warning, stuck_pod, termination_message,
 };
+use super::written::StatusAt;
 use super::{Context, ReconcileError, logs, report};
 use crate::config::{NotifyKind, NotifyWhen};
 use crate::crd::{DeliveryState, JobRun, JobRunStatus, TaskPhase};
@@ -178,6 +179,9 @@ pub trait World {
     /// Counts a notification attempt.
     fn notified(&self, _kind: NotifyKind, _target: &str, _attempt: Attempt) {}
     async fn write_status(&self, run: &str, status: &JobRunStatus) -> Result<(), ReconcileError>;
+    /// Records that a run an older version ended is done (`status.done`, at `revision`),
+    /// leaving the rest of its status as it is.
+    async fn mark_done(&self, run: &str, revision: u64) -> Result<(), ReconcileError>;
     /// Counts a delivery attempt.
     fn attempted(&self, _kind: TaskEventKind, _to: Destination, _attempt: Attempt) {}
     /// How the run stands in its concurrency group (`None`: it has none); a waiting run that
@@ -238,11 +242,12 @@ impl<W: World> Executor<'_, W> {
                 return Ok((status, None));
             }
             // Done before `status.done` was recorded (an older version ended it): recording it
-            // moves the run from the controller's watch to the retained runs' one.
+            // moves the run from the controller's watch to the retained runs' one. Only that is
+            // written: the copy is the cache's trimmed one, without the tasks' record.
             let mut marked = status;
             marked.done = true;
             marked.revision += 1;
-            self.world.write_status(name, &marked).await?;
+            self.world.mark_done(name, marked.revision).await?;
             return Ok((marked, None));
         }
         let mut persisted = status.clone();
@@ -767,7 +772,11 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
     ctx.watches_listed().await;
     let name = run.name_any();
     let uid = run.metadata.uid.as_deref().unwrap_or_default();
-    let Some(status) = ctx.written.newest(&name, uid, run.status_or_default()) else {
+    let cached = StatusAt {
+        status: run.status_or_default(),
+        version: run.resource_version().unwrap_or_default(),
+    };
+    let Some(StatusAt { status, version }) = ctx.written.newest(&name, uid, cached) else {
         // This process already finished the run; the watch cache has not caught up yet.
         return Ok(Action::await_change());
     };
@@ -784,6 +793,7 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
         world: &Cluster {
             ctx: &ctx,
             api: Api::namespaced(ctx.parts.client.clone(), &ctx.parts.settings.job_namespace),
+            version: std::sync::Mutex::new(version),
         },
         settings: &ctx.parts.settings,
         limits: &options.limits(ctx.parts.dead_letter_sink.is_some()),
@@ -834,6 +844,11 @@ fn run_duration(run: &JobRun, status: &JobRunStatus) -> Option<Duration> {
 struct Cluster<'a> {
     ctx: &'a Context,
     api: Api<JobRun>,
+    /// The run's resourceVersion its status was read or last written at: a status write is
+    /// made on it only. Another writer in between (a replica that took over while this one was
+    /// paused with the write in flight, a user's edit) makes it a conflict, and the run is
+    /// decided again from the newer copy instead of being overwritten.
+    version: std::sync::Mutex<String>,
 }
 
 impl Cluster<'_> {
@@ -846,6 +861,35 @@ impl Cluster<'_> {
             self.ctx.parts.client.clone(),
             &self.ctx.parts.settings.job_namespace,
         )
+    }
+
+    /// Merges `status` into the run's, on the version it was read or last written at only.
+    async fn patch_status(
+        &self,
+        run: &str,
+        status: serde_json::Value,
+    ) -> Result<JobRun, ReconcileError> {
+        let version = self.version.lock().map(|v| v.clone()).unwrap_or_default();
+        // An empty version (a copy without one) makes the write unconditional.
+        let patch = json!({
+            "metadata": { "resourceVersion": version },
+            "status": status,
+        });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..Default::default()
+        };
+        let patched = self
+            .ctx
+            .fenced(self.api.patch_status(run, &params, &Patch::Merge(&patch)))
+            .await??;
+        if let (Ok(mut current), Some(version)) = (
+            self.version.lock(),
+            patched.metadata.resource_version.as_ref(),
+        ) {
+            current.clone_from(version);
+        }
+        Ok(patched)
     }
 
     /// Reads the run's files and creates their ConfigMap (or finds it made before).
@@ -1142,18 +1186,21 @@ impl World for Cluster<'_> {
     }
 
     async fn write_status(&self, run: &str, status: &JobRunStatus) -> Result<(), ReconcileError> {
-        let patch = json!({ "status": status });
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..Default::default()
-        };
         let patched = self
-            .ctx
-            .fenced(self.api.patch_status(run, &params, &Patch::Merge(&patch)))
-            .await??;
+            .patch_status(run, serde_json::to_value(status)?)
+            .await?;
         let uid = patched.metadata.uid.as_deref().unwrap_or_default();
-        self.ctx.written.remember(run, uid, status.clone());
+        let written = StatusAt {
+            status: status.clone(),
+            version: patched.resource_version().unwrap_or_default(),
+        };
+        self.ctx.written.remember(run, uid, written);
         Ok(())
+    }
+
+    async fn mark_done(&self, run: &str, revision: u64) -> Result<(), ReconcileError> {
+        let marked = json!({ "done": true, "revision": revision });
+        self.patch_status(run, marked).await.map(drop)
     }
 
     fn group(&self, run: &JobRun, status: &JobRunStatus) -> Option<Group> {

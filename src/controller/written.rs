@@ -3,7 +3,9 @@
 //! would repeat a step. What is kept of a run goes once the cache has caught up, or the run has
 //! left the watch (done or deleted), also when it left while the watch was re-listing. What is
 //! kept belongs to one object (its uid): a run re-created later under the same name is not
-//! taken for the one written here.
+//! taken for the one written here. Each copy comes with the resourceVersion it was read or
+//! written at: the next write is made on that version only (a precondition), so a write
+//! decided on a copy someone else has changed since is refused, not laid over their change.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -47,9 +49,16 @@ impl State {
     }
 }
 
+/// A run's status as of one of its resourceVersions.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct StatusAt {
+    pub status: JobRunStatus,
+    pub version: String,
+}
+
 #[derive(Debug, Clone)]
 enum Written {
-    InFlight(Box<JobRunStatus>),
+    InFlight(Box<StatusAt>),
     /// The run is over; only its last revision is kept.
     Done(u64),
 }
@@ -88,20 +97,16 @@ impl WrittenStatuses {
 
     /// The status to continue from: the cached copy's, or this process's newer write. `None`
     /// when this process already finished the run and the cache is behind.
-    pub(super) fn newest(
-        &self,
-        run: &str,
-        uid: &str,
-        cached: JobRunStatus,
-    ) -> Option<JobRunStatus> {
+    pub(super) fn newest(&self, run: &str, uid: &str, cached: StatusAt) -> Option<StatusAt> {
         let Some(mut state) = self.lock() else {
             return Some(cached);
         };
+        let cached_revision = cached.status.revision;
         match state.of(run, uid) {
-            Some(Written::InFlight(status)) if status.revision > cached.revision => {
-                Some((**status).clone())
+            Some(Written::InFlight(written)) if written.status.revision > cached_revision => {
+                Some((**written).clone())
             }
-            Some(Written::Done(revision)) if *revision > cached.revision => None,
+            Some(Written::Done(revision)) if *revision > cached_revision => None,
             // The cache caught up with what this process wrote: the copy is not needed.
             Some(Written::InFlight(_) | Written::Done(_)) => {
                 state.runs.remove(run);
@@ -120,16 +125,18 @@ impl WrittenStatuses {
         cached_revision: u64,
     ) -> Option<RunPhase> {
         match self.lock()?.of(run, uid)? {
-            Written::InFlight(status) if status.revision > cached_revision => Some(status.phase),
+            Written::InFlight(written) if written.status.revision > cached_revision => {
+                Some(written.status.phase)
+            }
             Written::Done(revision) if *revision > cached_revision => Some(RunPhase::Succeeded),
             _ => None,
         }
     }
 
-    /// Keeps a status just written of a run in flight.
-    pub(super) fn remember(&self, run: &str, uid: &str, status: JobRunStatus) {
+    /// Keeps a status just written of a run in flight, with the version the write made.
+    pub(super) fn remember(&self, run: &str, uid: &str, written: StatusAt) {
         if let Some(mut state) = self.lock() {
-            state.insert(run, uid, Written::InFlight(Box::new(status)));
+            state.insert(run, uid, Written::InFlight(Box::new(written)));
         }
     }
 
@@ -162,11 +169,15 @@ impl WrittenStatuses {
 mod tests {
     use super::*;
 
-    fn status(revision: u64, phase: RunPhase) -> JobRunStatus {
-        JobRunStatus {
-            revision,
-            phase,
-            ..JobRunStatus::default()
+    /// A status, at a version that follows its revision (as when only this process writes).
+    fn status(revision: u64, phase: RunPhase) -> StatusAt {
+        StatusAt {
+            status: JobRunStatus {
+                revision,
+                phase,
+                ..JobRunStatus::default()
+            },
+            version: format!("{}", 100 + revision),
         }
     }
 
@@ -208,11 +219,13 @@ mod tests {
             Some(RunPhase::Running)
         );
         assert_eq!(written.phase_ahead_of("b", "u1", 0), None);
-        // The cache caught up: its copy is used, and the write is let go.
-        assert_eq!(
-            written.newest("a", "u1", status(3, RunPhase::Running)),
-            Some(status(3, RunPhase::Running))
-        );
+        // The cache caught up: its copy is used, and the write is let go. Its version is the
+        // one the next write is made on: a later edit of the run (a label) moved it on.
+        let edited = StatusAt {
+            version: "200".into(),
+            ..status(3, RunPhase::Running)
+        };
+        assert_eq!(written.newest("a", "u1", edited.clone()), Some(edited));
         assert_eq!(written.len(), 0);
         assert_eq!(written.phase_ahead_of("a", "u1", 2), None);
     }

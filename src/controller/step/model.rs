@@ -495,6 +495,16 @@ impl World for Model {
         })
     }
 
+    async fn mark_done(&self, _run: &str, revision: u64) -> Result<(), ReconcileError> {
+        self.request(|| {
+            let mut recorded = self.recorded.borrow_mut();
+            assert_eq!(revision, recorded.revision + 1, "writes are counted");
+            assert!(recorded.is_done(), "{recorded:?}");
+            recorded.revision = revision;
+            recorded.done = true;
+        })
+    }
+
     async fn write_status(&self, _run: &str, status: &JobRunStatus) -> Result<(), ReconcileError> {
         self.request(|| {
             let mut recorded = self.recorded.borrow_mut();

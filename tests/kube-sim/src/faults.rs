@@ -85,6 +85,8 @@ pub struct Faults {
     latency: Mutex<Duration>,
     /// `(verb, resource, hold)`: such requests are carried out, and their answers held.
     late_answers: Mutex<Option<(String, String, Duration)>>,
+    /// `(verb, resource, hold)`: the next such request is carried out only after `hold`.
+    late_request: Mutex<Option<(String, String, Duration)>>,
 }
 
 impl Faults {
@@ -121,11 +123,42 @@ impl Faults {
         }
     }
 
-    /// Removes all rules, the latency and held answers.
+    /// Holds the next request of `verb` on `resource` for `hold` before carrying it out: a
+    /// request a client sent long ago (a paused process's, one stuck in a proxy) lands on what
+    /// the object became meanwhile.
+    pub fn delay_next_request(&self, verb: &str, resource: &str, hold: Duration) {
+        *self.late_request.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((verb.to_string(), resource.to_string(), hold));
+    }
+
+    /// Whether the request [`Self::delay_next_request`] waits for has not come yet.
+    pub fn request_delay_pending(&self) -> bool {
+        self.late_request
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// How long to hold a request of `verb` on `resource` before carrying it out (taking the
+    /// one-off delay if it matches).
+    pub fn request_delay(&self, verb: &str, resource: &str) -> Duration {
+        let mut late = self.late_request.lock().unwrap_or_else(|e| e.into_inner());
+        match late.as_ref() {
+            Some((v, r, hold)) if v == verb && r == resource => {
+                let hold = *hold;
+                *late = None;
+                hold
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Removes all rules, the latency, held answers and a held request not come yet.
     pub fn clear(&self) {
         self.rules.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.latency(Duration::ZERO);
         *self.late_answers.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.late_request.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Rules not used up yet.

@@ -198,6 +198,10 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     } else {
         format!("{}/{}", info.resource, info.subresource)
     };
+    let held = shared.faults.request_delay(&info.verb, &resource_path);
+    if !held.is_zero() {
+        tokio::time::sleep(held).await;
+    }
     let response = match axum::body::to_bytes(body, 64 << 20).await {
         Err(e) => error_response(&ApiError::bad_request(format!(
             "could not read the request body: {e}"
