@@ -61,6 +61,13 @@ pub struct JobRunSpec {
     /// from the same place at the same revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_dir: Option<String>,
+    /// Where the tasks' files are read from when not beside the config (`--git-files-from`, as
+    /// Keptn's service read them from the service's own directory on the stage branch): the
+    /// commit, and the directory relative to the repository's top.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_dir: Option<String>,
     /// Set when the git repository could not be fetched as the event was accepted: the config
     /// was read at the branch head of the last successful fetch (`configRevision`), which may be
     /// behind the branch.

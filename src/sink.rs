@@ -142,7 +142,7 @@ pub fn is_nats(url: &str) -> bool {
 }
 
 struct HttpSink {
-    client: Client<Connector, Full<Bytes>>,
+    client: TrustingClient,
     url: Uri,
     mode: SinkMode,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -177,7 +177,7 @@ impl HttpSink {
             None => None,
         };
         Ok(HttpSink {
-            client: http_client(https, options.ca_file.as_deref(), options.timeout)?,
+            client: TrustingClient::new(https, options.ca_file.as_deref(), options.timeout)?,
             url: uri,
             mode: options.mode.unwrap_or(SinkMode::Binary),
             headers,
@@ -210,7 +210,8 @@ impl HttpSink {
                 message: format!("cannot encode the event: {e}"),
             }
         })?;
-        match exchange(&self.client, request, self.timeout).await {
+        let client = self.client.current()?;
+        match exchange(&client, request, self.timeout).await {
             Ok(answer) => classify(answer.status, answer.retry_after, &answer.body),
             Err(NoAnswer::Unreachable(why)) => Err(DeliveryError::Transient {
                 message: format!("cannot reach the sink: {why}"),
@@ -302,14 +303,94 @@ fn retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
     Some(Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO))
 }
 
+/// An HTTP/1 client whose trust anchors follow a CA bundle file: a rotated CA (an issuer
+/// renewed, its Secret written anew) is trusted from the next attempt on, without a restart.
+pub struct TrustingClient {
+    https: bool,
+    ca_file: Option<SecretFile>,
+    connect_timeout: Duration,
+    /// The bundle the client was built with, and the client.
+    built: std::sync::Mutex<(String, Client<Connector, Full<Bytes>>)>,
+}
+
+impl TrustingClient {
+    /// Reads the bundle now: one that cannot be used fails at start.
+    pub fn new(
+        https: bool,
+        ca_file: Option<&Path>,
+        connect_timeout: Duration,
+    ) -> Result<TrustingClient, SinkError> {
+        let ca_file = ca_file
+            .map(|path| {
+                SecretFile::open("CA bundle", path.to_path_buf()).map_err(|e| SinkError::CaFile {
+                    path: path.display().to_string(),
+                    reason: e.reason,
+                })
+            })
+            .transpose()?;
+        let bundle = match &ca_file {
+            Some(file) => file.current().map_err(|e| SinkError::CaFile {
+                path: e.path,
+                reason: e.reason,
+            })?,
+            None => String::new(),
+        };
+        let client = http_client_trusting(
+            https,
+            ca_file.as_ref().map(|f| (f.path(), bundle.as_str())),
+            connect_timeout,
+        )?;
+        Ok(TrustingClient {
+            https,
+            ca_file,
+            connect_timeout,
+            built: std::sync::Mutex::new((bundle, client)),
+        })
+    }
+
+    /// The client for the next attempt, built again when the bundle changed. A bundle that
+    /// cannot be read or used now (written while it was read) fails the attempt, which is
+    /// retried.
+    pub fn current(&self) -> Result<Client<Connector, Full<Bytes>>, DeliveryError> {
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(file) = &self.ca_file else {
+            return Ok(built.1.clone());
+        };
+        let not_now = |message: String| DeliveryError::Transient {
+            message,
+            retry_after: None,
+        };
+        let bundle = file.current().map_err(|e| not_now(e.to_string()))?;
+        if bundle != built.0 {
+            let client = http_client_trusting(
+                self.https,
+                Some((file.path(), bundle.as_str())),
+                self.connect_timeout,
+            )
+            .map_err(|e| not_now(e.to_string()))?;
+            *built = (bundle, client);
+        }
+        Ok(built.1.clone())
+    }
+}
+
 /// An HTTP/1 client for `http://` and `https://` URLs. Trust anchors are only loaded for
 /// `https`: a plain client needs none.
 pub fn http_client(
     https: bool,
-    ca_file: Option<&Path>,
     connect_timeout: Duration,
 ) -> Result<Client<Connector, Full<Bytes>>, SinkError> {
-    let tls = tls_config(https, ca_file)?;
+    http_client_trusting(https, None, connect_timeout)
+}
+
+/// [`http_client`], trusting the certificates of a CA bundle too (its path, for messages, and
+/// its PEM text).
+fn http_client_trusting(
+    https: bool,
+    bundle: Option<(&Path, &str)>,
+    connect_timeout: Duration,
+) -> Result<Client<Connector, Full<Bytes>>, SinkError> {
+    let tls = tls_config(https, bundle)?;
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
@@ -399,20 +480,19 @@ fn file_headers(file: &SecretFile) -> Result<Vec<(HeaderName, HeaderValue)>, Sin
 
 /// The TLS client configuration: the system's trust store and the CA bundle, on the `ring`
 /// provider kube uses (two providers make rustls refuse to pick one).
-fn tls_config(https: bool, ca_file: Option<&Path>) -> Result<ClientConfig, SinkError> {
+fn tls_config(https: bool, bundle: Option<(&Path, &str)>) -> Result<ClientConfig, SinkError> {
     let mut roots = RootCertStore::empty();
     if https {
         // Unreadable entries of the system store are skipped; what is there is used.
         let native = rustls_native_certs::load_native_certs();
         roots.add_parsable_certificates(native.certs);
     }
-    if let Some(path) = ca_file {
+    if let Some((path, pem)) = bundle {
         let problem = |reason: String| SinkError::CaFile {
             path: path.display().to_string(),
             reason,
         };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| problem(e.to_string()))?
+        let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| problem(e.to_string()))?;
         if certs.is_empty() {
@@ -739,7 +819,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_status_is_the_answer_whatever_the_body_does() {
-        let client = http_client(false, None, Duration::from_secs(1)).unwrap();
+        let client = http_client(false, Duration::from_secs(1)).unwrap();
         // Accepted, then the body stalls: delivered, after a second's wait for the body, not
         // the attempt's whole time.
         let url =

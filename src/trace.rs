@@ -271,7 +271,7 @@ pub fn init(
         return Ok(None);
     };
     let client = OtlpClient {
-        client: http_client(endpoint.starts_with("https://"), None, EXPORT_TIMEOUT)?,
+        client: http_client(endpoint.starts_with("https://"), EXPORT_TIMEOUT)?,
         runtime: runtime.handle().clone(),
     };
     let exporter = SpanExporter::builder()

@@ -261,6 +261,81 @@ async fn service_stage_and_project_levels_are_looked_up_in_order_over_authentica
     );
 }
 
+/// `--git-files-from '{stage}:{service}'`, as Keptn's service read task files: a stage-level
+/// and a project-level config's files come from the service's own directory on the stage
+/// branch (at the pinned commit when the event pins one); a stage without a branch fails a run
+/// whose tasks name files, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_of_a_shared_config_come_from_the_service_on_the_stage_branch() {
+    let root = temp("files-from");
+    let repo = GitRepo::new(root.join("sockshop"));
+    let (main, _) = sockshop(&repo);
+    repo.switch("dev");
+    repo.write("orders/shared/common.txt", "orders on dev");
+    let dev = repo.commit("orders' files on dev");
+    repo.switch("staging");
+    // Nothing of its own on staging but the files of `carts/`.
+    repo.git(&["rm", "-q", "-r", "job", "shared"]);
+    repo.write("carts/shared/common.txt", "carts on staging");
+    let staging = repo.commit("carts' files on staging");
+    repo.switch("main");
+    let args = git_args(
+        "files-from",
+        &repo.file_url(),
+        &["--git-files-from", "{stage}:{service}"],
+    );
+    let h = Harness::start_with_source(kube_sim::Sim::builder(), args, &[]).await;
+    let common = |text: &str| {
+        vec![(
+            "/keptn/shared/common.txt".to_string(),
+            text.to_string(),
+            0o644,
+        )]
+    };
+
+    // Stage level (no `orders/job/config.yaml` on dev): the files of `orders/` on dev.
+    for (id, pin) in [("stage", None), ("stage-pinned", Some(dev.as_str()))] {
+        let response = h.post_event(&event(id, "dev", "orders", pin)).await;
+        assert_eq!(response.status, 202, "{:?}", response.body);
+        expect_success(&h, id).await;
+        let run = run_of(&h, id);
+        assert_eq!(run["spec"]["action"]["name"], "stage level", "{id}");
+        assert_eq!(run["spec"]["configDir"], "", "{id}");
+        assert_eq!(run["spec"]["filesDir"], "orders", "{id}");
+        assert_eq!(run["spec"]["filesRevision"], dev.as_str(), "{id}");
+        assert_eq!(keptn_files(&h, id, 0), common("orders on dev"), "{id}");
+    }
+
+    // Project level (nothing of its own on `staging`): read on the default branch, its files
+    // from `carts/` on staging.
+    h.post_event(&event("project", "staging", "carts", None))
+        .await;
+    expect_success(&h, "project").await;
+    let run = run_of(&h, "project");
+    assert_eq!(run["spec"]["action"]["name"], "project level");
+    assert_eq!(run["spec"]["configRevision"], main.as_str());
+    assert_eq!(run["spec"]["filesRevision"], staging.as_str());
+    assert_eq!(keptn_files(&h, "project", 0), common("carts on staging"));
+
+    // `production` is no branch: the project's config is found, but not its task's files.
+    h.post_event(&event("production", "production", "carts", None))
+        .await;
+    let message = expect_error(&h, "production").await;
+    assert!(
+        message.contains(
+            "the task files are read from carts/ on branch production (--git-files-from), and \
+             the repository has no such branch"
+        ),
+        "{message}"
+    );
+    assert!(
+        !h.jobs_created()
+            .iter()
+            .any(|job| job.starts_with(&run_name(&h, "production"))),
+        "no Job for a run that cannot have its files"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_keeps_its_commit_while_the_branch_moves_and_gitcommitid_pins_an_old_one() {
     let repo = GitRepo::new(temp("pinning").join("sockshop"));

@@ -503,7 +503,7 @@ async fn a_status_write_decided_on_an_older_record_of_the_run_is_not_laid_over_a
     // The task's end is decided on the record as it is now; its write is held on the way.
     h.sim
         .faults()
-        .delay_next_request("patch", "jobruns/status", Duration::from_secs(3));
+        .delay_next_request("patch", "jobruns/status", "", Duration::from_secs(5));
     h.sim.release(&h.sim.runtime().held()[0].1);
     wait_for("the operator's write of the task's end", LONG, || {
         !h.sim.faults().request_delay_pending()
@@ -548,6 +548,72 @@ async fn a_status_write_decided_on_an_older_record_of_the_run_is_not_laid_over_a
         operator_writes.contains(&409),
         "the held write is refused: {operator_writes:?}"
     );
+}
+
+/// A run whose metadata alone changes while its status write is on its way (a label, an
+/// annotation) has the write made again on its new version: what was sent is recorded once,
+/// not decided and sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_write_refused_for_a_metadata_edit_is_made_again() {
+    let h = Harness::start(&[]).await;
+    // `.finished` is answered late: the run is labelled while its delivery is under way, and
+    // the write recording it is held until the label has landed.
+    h.sink.set_policy(|event| {
+        if event.event_type.ends_with(".finished") {
+            support::Reply::AcceptAfter(Duration::from_secs(2))
+        } else {
+            support::Reply::Accept
+        }
+    });
+    let event = sample_with_id("test.triggered.json", "metadata-edit");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    wait_for("the .finished delivery", LONG, || {
+        !h.sink.of_type(".finished").is_empty()
+    })
+    .await;
+    h.sim
+        .faults()
+        .delay_next_request("patch", "jobruns/status", "", Duration::from_secs(5));
+    let name = h.jobruns()[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let runs: kube::Api<job_executor::crd::JobRun> =
+        kube::Api::namespaced(h.sim.client(), "default");
+    runs.patch(
+        &name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"metadata": {"labels": {"example.com/seen": "yes"}}})),
+    )
+    .await
+    .unwrap();
+    wait_for("the run to be done", LONG, || {
+        h.jobruns()
+            .first()
+            .is_some_and(|run| run["status"]["done"] == json!(true))
+    })
+    .await;
+    let writes: Vec<u16> = h
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.verb == "patch" && r.subresource == "status" && r.field_manager == "job-executor"
+        })
+        .map(|r| r.status)
+        .collect();
+    assert!(
+        writes.contains(&409),
+        "the held write is refused: {writes:?}"
+    );
+    assert_eq!(
+        h.sink.of_type(".finished").len(),
+        1,
+        ".finished is sent once"
+    );
+    let run = &h.jobruns()[0];
+    assert_eq!(run["status"]["finished"]["state"], "Delivered", "{run}");
+    assert_eq!(run["metadata"]["labels"]["example.com/seen"], "yes");
 }
 
 /// A run an older version ended (done, without `status.done` recorded) is marked done with
@@ -1080,6 +1146,45 @@ async fn a_sink_that_never_answers_holds_nothing_up() {
 
     h.sink.accept_all();
     let finished = h.wait_finished("sink-hangs", LONG).await;
+    assert_eq!(finished.data["status"], "succeeded");
+}
+
+/// The sink's CA bundle is read again when it changes: a sink whose certificate comes from a
+/// CA the operator did not trust yet (an issuer renewed before its bundle reached the operator)
+/// is trusted once the bundle is rotated, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_sink_ca_bundle_is_trusted_without_a_restart() {
+    let mut h = Harness::start(&[]).await;
+    let [renewed, former] = ["renewed", "former"].map(|name| {
+        let dir = h.dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        support::TestTls::new(&dir)
+    });
+    let https_url = h.sink.serve_tls(&renewed).await;
+    let bundle = h.dir.join("sink-ca.pem");
+    std::fs::copy(&former.ca_file, &bundle).unwrap();
+    h.kill_operator();
+    for (flag, value) in [
+        ("--sink-url", https_url.as_str()),
+        ("--sink-ca-file", support::path_str(&bundle)),
+        ("--sink-backoff-delay", "200ms"),
+    ] {
+        h.set_flag(flag, value);
+    }
+    h.start_operator().await;
+    let event = sample_with_id("test.triggered.json", "ca-rotated");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    wait_for("a refused attempt at .started", LONG, || {
+        h.jobruns().first().is_some_and(|run| {
+            run["status"]["started"]["lastError"]
+                .as_str()
+                .is_some_and(|error| error.contains("cannot reach the sink"))
+        })
+    })
+    .await;
+    assert!(h.sink.events().is_empty());
+    std::fs::copy(&renewed.ca_file, &bundle).unwrap();
+    let finished = h.wait_finished("ca-rotated", LONG).await;
     assert_eq!(finished.data["status"], "succeeded");
 }
 

@@ -262,6 +262,12 @@ async fn a_status_write_on_an_older_version_of_a_run_is_refused() {
     let event = sample_with_id("test.triggered.json", "cluster-older-version");
     assert_eq!(h.post_event(&event).await.status, 202);
     h.wait_finished("cluster-older-version", LONG).await;
+    // Once done, the operator writes the run no more.
+    let deadline = std::time::Instant::now() + LONG;
+    while h.jobruns()[0]["status"]["done"] != true {
+        assert!(std::time::Instant::now() < deadline, "the run is not done");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let run = h.jobruns()[0].clone();
     let name = run["metadata"]["name"].as_str().unwrap();
     let version = run["metadata"]["resourceVersion"].as_str().unwrap();

@@ -180,6 +180,12 @@ pub struct GitArgs {
         default_values_t = layout::KEPTN_LAYOUT.map(String::from)
     )]
     pub git_lookups: Vec<String>,
+    /// Where task files are read from, as `BRANCH:DIR` with the same placeholders, wherever
+    /// the config was found: `{stage}:{service}` reads them from the service's directory on
+    /// the stage branch, as Keptn's job-executor-service did for stage- and project-level
+    /// configs. Default: beside the config.
+    #[arg(long, env = "JOB_EXECUTOR_GIT_FILES_FROM")]
+    pub git_files_from: Option<String>,
     /// A mounted Secret with `username`, `password` or `token` (HTTPS), `ssh-privatekey` and
     /// `known_hosts` (SSH); read at every fetch.
     #[arg(long, env = "JOB_EXECUTOR_GIT_CREDENTIALS_DIR")]
@@ -218,6 +224,7 @@ impl GitArgs {
         let GitArgs {
             git_url,
             git_lookups,
+            git_files_from,
             git_credentials_dir,
             git_username,
             git_password,
@@ -228,6 +235,7 @@ impl GitArgs {
         Some(GitSettings {
             url: git_url?,
             lookups: git_lookups,
+            files_from: git_files_from,
             credentials: CredentialSettings {
                 dir: git_credentials_dir,
                 username: git_username.filter(|u| !u.is_empty()),

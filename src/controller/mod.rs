@@ -794,6 +794,8 @@ fn trim_run(run: &mut JobRun) {
     spec.failure = None;
     spec.config_revision = None;
     spec.config_dir = None;
+    spec.files_revision = None;
+    spec.files_dir = None;
     spec.config_stale = None;
     if let Some(status) = run.status.as_mut() {
         let finished = status.finished.take().map(|delivery| {

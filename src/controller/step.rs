@@ -178,7 +178,13 @@ pub trait World {
     }
     /// Counts a notification attempt.
     fn notified(&self, _kind: NotifyKind, _target: &str, _attempt: Attempt) {}
-    async fn write_status(&self, run: &str, status: &JobRunStatus) -> Result<(), ReconcileError>;
+    /// Writes the run's status, decided on `before` (its status as last read or written).
+    async fn write_status(
+        &self,
+        run: &str,
+        before: &JobRunStatus,
+        status: &JobRunStatus,
+    ) -> Result<(), ReconcileError>;
     /// Records that a run an older version ended is done (`status.done`, at `revision`),
     /// leaving the rest of its status as it is.
     async fn mark_done(&self, run: &str, revision: u64) -> Result<(), ReconcileError>;
@@ -496,7 +502,9 @@ impl<W: World> Executor<'_, W> {
     ) -> Result<(), ReconcileError> {
         status.revision = persisted.revision + 1;
         status.done = status.is_done();
-        self.world.write_status(run_name(self.run), status).await?;
+        self.world
+            .write_status(run_name(self.run), persisted, status)
+            .await?;
         self.world
             .publish(self.run, history::transitions(self.run, persisted, status));
         *persisted = status.clone();
@@ -839,6 +847,9 @@ fn run_duration(run: &JobRun, status: &JobRunStatus) -> Option<Duration> {
     finished.duration_since(arrived).try_into().ok()
 }
 
+/// How many times a status write is made on a run whose metadata alone changes meanwhile.
+const MOST_WRITE_TRIES: u32 = 3;
+
 /// The operator's world: the watch's caches, the API server (every write fenced by the
 /// Lease), the config source and the sink.
 struct Cluster<'a> {
@@ -864,32 +875,60 @@ impl Cluster<'_> {
     }
 
     /// Merges `status` into the run's, on the version it was read or last written at only.
+    /// When that version is gone but the run's status is still `before` (only its metadata
+    /// changed: a label, the cancel annotation), the write is made again on the new version;
+    /// when another writer changed the status, the conflict is returned and the run is decided
+    /// again from the newer copy.
     async fn patch_status(
         &self,
         run: &str,
         status: serde_json::Value,
+        before: Option<&JobRunStatus>,
     ) -> Result<JobRun, ReconcileError> {
-        let version = self.version.lock().map(|v| v.clone()).unwrap_or_default();
-        // An empty version (a copy without one) makes the write unconditional.
-        let patch = json!({
-            "metadata": { "resourceVersion": version },
-            "status": status,
-        });
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..Default::default()
         };
-        let patched = self
-            .ctx
-            .fenced(self.api.patch_status(run, &params, &Patch::Merge(&patch)))
-            .await??;
-        if let (Ok(mut current), Some(version)) = (
-            self.version.lock(),
-            patched.metadata.resource_version.as_ref(),
-        ) {
-            current.clone_from(version);
+        let mut patch = json!({ "status": status });
+        let mut tries = 0;
+        loop {
+            let version = self.version.lock().map(|v| v.clone()).unwrap_or_default();
+            // A copy without a version (none is) is written unconditionally.
+            if !version.is_empty() {
+                patch["metadata"] = json!({ "resourceVersion": version });
+            }
+            let written = self
+                .ctx
+                .fenced(self.api.patch_status(run, &params, &Patch::Merge(&patch)))
+                .await?;
+            let conflict = match written {
+                Ok(patched) => {
+                    if let (Ok(mut current), Some(version)) = (
+                        self.version.lock(),
+                        patched.metadata.resource_version.as_ref(),
+                    ) {
+                        current.clone_from(version);
+                    }
+                    return Ok(patched);
+                }
+                Err(kube::Error::Api(answer)) if answer.code == 409 => answer,
+                Err(error) => return Err(error.into()),
+            };
+            tries += 1;
+            let current = self.ctx.fenced(self.api.get_status(run)).await??;
+            let unchanged = current.status.as_ref().unwrap_or(&JobRunStatus::default())
+                == before.unwrap_or(&JobRunStatus::default());
+            if before.is_none() || !unchanged || tries >= MOST_WRITE_TRIES {
+                // What this process wrote of the run last is not its newest record any more.
+                self.ctx.written.let_go(run);
+                return Err(kube::Error::Api(conflict).into());
+            }
+            if let (Ok(mut held), Some(version)) =
+                (self.version.lock(), current.metadata.resource_version)
+            {
+                *held = version;
+            }
         }
-        Ok(patched)
     }
 
     /// Reads the run's files and creates their ConfigMap (or finds it made before).
@@ -897,12 +936,15 @@ impl Cluster<'_> {
         let spec = &run.spec;
         // Runs accepted before `configDir` was recorded took files from the service's directory.
         let event = spec.event.parse().map_err(CannotRun::from)?;
-        let dir = match (&spec.config_dir, ServiceRef::of_event(&event)) {
-            (Some(dir), _) => dir.clone(),
-            (None, Ok(service)) => service.service,
-            (None, Err(field)) => return Err(CannotRun::NoService(field).into()),
+        // `--git-files-from` records its own place; else the files are beside the config.
+        let (dir, revision) = match (&spec.files_dir, &spec.config_dir) {
+            (Some(dir), _) => (dir.clone(), spec.files_revision.clone()),
+            (None, Some(dir)) => (dir.clone(), spec.config_revision.clone()),
+            (None, None) => match ServiceRef::of_event(&event) {
+                Ok(service) => (service.service, spec.config_revision.clone()),
+                Err(field) => return Err(CannotRun::NoService(field).into()),
+            },
         };
-        let revision = spec.config_revision.clone();
         let source = self.ctx.parts.source.clone();
         let tasks = spec.action.tasks.clone();
         // A git source may fetch: off the async workers.
@@ -1185,9 +1227,14 @@ impl World for Cluster<'_> {
             .notification(kind.as_str(), target, attempt.as_str());
     }
 
-    async fn write_status(&self, run: &str, status: &JobRunStatus) -> Result<(), ReconcileError> {
+    async fn write_status(
+        &self,
+        run: &str,
+        before: &JobRunStatus,
+        status: &JobRunStatus,
+    ) -> Result<(), ReconcileError> {
         let patched = self
-            .patch_status(run, serde_json::to_value(status)?)
+            .patch_status(run, serde_json::to_value(status)?, Some(before))
             .await?;
         let uid = patched.metadata.uid.as_deref().unwrap_or_default();
         let written = StatusAt {
@@ -1200,7 +1247,8 @@ impl World for Cluster<'_> {
 
     async fn mark_done(&self, run: &str, revision: u64) -> Result<(), ReconcileError> {
         let marked = json!({ "done": true, "revision": revision });
-        self.patch_status(run, marked).await.map(drop)
+        // The copy is trimmed: not the status to tell a metadata edit by.
+        self.patch_status(run, marked, None).await.map(drop)
     }
 
     fn group(&self, run: &JobRun, status: &JobRunStatus) -> Option<Group> {

@@ -140,6 +140,15 @@ impl WrittenStatuses {
         }
     }
 
+    /// Lets go of what was written of the run: another writer changed it since (a status
+    /// write was refused), so the cache's copy, once it has the change, is the newest. Kept,
+    /// it would be taken for newer than a copy whose revision another writer set lower.
+    pub(super) fn let_go(&self, run: &str) {
+        if let Some(mut state) = self.lock() {
+            state.runs.remove(run);
+        }
+    }
+
     /// Keeps only the revision of a run just written done, while it is still `watched` (in
     /// the cache). Asked under the lock [`Self::record`] takes too, so a run that leaves the
     /// watch meanwhile is either still watched here or already gone: nothing of it stays.

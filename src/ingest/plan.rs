@@ -19,7 +19,7 @@ use crate::names;
 use crate::render;
 use crate::settings::Settings;
 use crate::source::{
-    Found, LoadedConfig, Reads, ServiceName, ServiceRef, Source, SourceError, Stale,
+    FilesPlace, Found, LoadedConfig, Reads, ServiceName, ServiceRef, Source, SourceError, Stale,
 };
 
 /// The action's notification targets (checked when the config was loaded), then the
@@ -106,8 +106,12 @@ fn plan_with_reads(
     settings: &Settings,
     reads: Reads,
 ) -> Result<EventPlan, NotInMemory> {
-    let (loaded, stale) = match lookup(event, source, reads) {
-        Lookup::Config { loaded, stale } => (loaded, stale),
+    let (loaded, files, stale) = match lookup(event, source, reads) {
+        Lookup::Config {
+            loaded,
+            files,
+            stale,
+        } => (loaded, files, stale),
         Lookup::Nothing(reasons) => return Ok(EventPlan::Nothing { reasons }),
         Lookup::Failed(SourceError::NotInMemory) => return Err(NotInMemory),
         Lookup::Failed(error) if error.is_transient() => {
@@ -140,7 +144,15 @@ fn plan_with_reads(
         }
     };
     Ok(
-        match plan_with_config(event, &loaded, stale.as_ref(), source, settings, reads)? {
+        match plan_with_config(
+            event,
+            &loaded,
+            files.as_ref(),
+            stale.as_ref(),
+            source,
+            settings,
+            reads,
+        )? {
             EventPlan::Nothing { mut reasons } => {
                 note_stale(&mut reasons, stale.as_ref());
                 EventPlan::Nothing { reasons }
@@ -155,6 +167,7 @@ enum Lookup {
     /// The service has a config (looked up at `stale` heads if set).
     Config {
         loaded: Arc<LoadedConfig>,
+        files: Option<FilesPlace>,
         stale: Option<Stale>,
     },
     /// No config applies: the event starts nothing, for these reasons.
@@ -188,11 +201,17 @@ fn lookup_service(
     match source.load(&service, pinned, reads) {
         Ok(Found {
             config: Some(loaded),
+            files,
             stale,
-        }) => Lookup::Config { loaded, stale },
+        }) => Lookup::Config {
+            loaded,
+            files,
+            stale,
+        },
         Ok(Found {
             config: None,
             stale,
+            ..
         }) => Lookup::Nothing(no_config(service.name(), stale.as_ref())),
         Err(error) => Lookup::Failed(error),
     }
@@ -413,9 +432,11 @@ fn stale_note(stale: &Stale) -> String {
 
 /// The runs of the matching actions. With `stale` heads a run that could not start is not
 /// recorded: the config or the files may have been fixed since, so the event is retried instead.
+#[allow(clippy::too_many_arguments)]
 fn plan_with_config(
     event: &CloudEvent,
     loaded: &LoadedConfig,
+    files_place: Option<&FilesPlace>,
     stale: Option<&Stale>,
     source: &Source,
     settings: &Settings,
@@ -424,6 +445,11 @@ fn plan_with_config(
     let (matched, not_matched) =
         explain_decision(event.event_type(), loaded.compiled.matcher.decide(event));
     let mut runs = Vec::new();
+    // Where the tasks' files are read from: beside the config, or `--git-files-from`.
+    let (files_revision, files_dir) = match files_place {
+        Some(place) => (place.revision.as_deref(), place.dir.as_str()),
+        None => (loaded.revision.as_deref(), loaded.dir.as_str()),
+    };
     for index in matched {
         let Some(action) = loaded.compiled.config.actions.get(index) else {
             continue;
@@ -432,13 +458,19 @@ fn plan_with_config(
         // the reason may pass by itself: the files cannot be read now, or the config is stale.
         let checked = match render::check_action(action, settings) {
             Err(problem) => Err(problem.to_string()),
+            Ok(())
+                if files_place.is_some_and(|place| place.revision.is_none())
+                    && action.tasks.iter().any(|task| !task.files.is_empty()) =>
+            {
+                let place = files_place.map(|place| (place.dir.as_str(), place.branch.as_str()));
+                let (dir, branch) = place.unwrap_or_default();
+                Err(format!(
+                    "the task files are read from {dir}/ on {branch} (--git-files-from), and the \
+                     repository has no such branch"
+                ))
+            }
             Ok(()) => {
-                match source.collect_run_files(
-                    loaded.revision.as_deref(),
-                    &loaded.dir,
-                    &action.tasks,
-                    reads,
-                ) {
+                match source.collect_run_files(files_revision, files_dir, &action.tasks, reads) {
                     Ok(run_files) => Ok(run_files),
                     Err(SourceError::NotInMemory) => return Err(NotInMemory),
                     Err(error) if error.is_transient() => {
@@ -512,6 +544,7 @@ fn plan_with_config(
             ConfigPlace {
                 revision: loaded.revision.clone(),
                 dir: Some(loaded.dir.clone()),
+                files: files_place.cloned(),
                 stale: stale.map(|stale| ConfigStale {
                     fetch_error: stale.error.to_string(),
                     fetched_at: stale.fetched_at.map(|at| at.to_string()),
@@ -561,6 +594,8 @@ fn explain_decision(event_type: &str, decision: Decision) -> (Vec<usize>, Vec<No
 struct ConfigPlace {
     revision: Option<String>,
     dir: Option<String>,
+    /// Where the files are read from instead, when not beside the config.
+    files: Option<FilesPlace>,
     stale: Option<ConfigStale>,
 }
 
@@ -608,6 +643,8 @@ fn job_run(
             action,
             config_revision: place.revision,
             config_dir: place.dir,
+            files_revision: place.files.as_ref().and_then(|f| f.revision.clone()),
+            files_dir: place.files.map(|f| f.dir),
             config_stale: place.stale,
             failure,
             arrived_at: Some(jiff::Timestamp::now().to_string()),

@@ -44,6 +44,13 @@ impl NatsSink {
             message,
             retry_after: None,
         };
+        let subject = event.event_type();
+        // Sending it again will not make the type a subject.
+        if let Err(why) = publishable_subject(subject) {
+            return Err(DeliveryError::Refused {
+                message: format!("the event's type {subject:?} cannot be a NATS subject: {why}"),
+            });
+        }
         let attempt = async {
             let client = self
                 .client
@@ -63,11 +70,19 @@ impl NatsSink {
             headers.insert("Nats-Msg-Id", event.id());
             headers.insert("Content-Type", "application/cloudevents+json");
             let context = jetstream::new(client.clone());
-            let subject = event.event_type().to_string();
+            let subject = subject.to_string();
             context
                 .publish_with_headers(subject.clone(), headers, payload.into())
                 .await
-                .map_err(|e| transient(format!("cannot publish on {subject}: {e}")))?
+                .map_err(|e| match e.kind() {
+                    // The server's limit, told at connect: sending it again will not fit it.
+                    jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
+                        DeliveryError::Refused {
+                            message: format!("the event is larger than NATS takes: {e}"),
+                        }
+                    }
+                    _ => transient(format!("cannot publish on {subject}: {e}")),
+                })?
                 .await
                 .map_err(|e| {
                     transient(format!(
@@ -82,6 +97,67 @@ impl NatsSink {
                 "NATS did not confirm the event within {:?}",
                 self.timeout
             ))),
+        }
+    }
+}
+
+/// Whether `subject` is one an event can be published on: tokens separated by dots, none of
+/// them empty or a wildcard, no white space or control character.
+fn publishable_subject(subject: &str) -> Result<(), &'static str> {
+    if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("it holds white space or a control character");
+    }
+    for token in subject.split('.') {
+        match token {
+            "" => return Err("it has an empty token (a leading, trailing or double dot)"),
+            "*" | ">" => return Err("it has a wildcard token (`*` or `>`)"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_that_are_no_subject_are_refused_before_connecting() {
+        for (subject, publishable) in [
+            ("sh.keptn.event.test.finished", true),
+            ("sh.keptn.event.load-test_1.finished", true),
+            ("sh.keptn.event.my test.finished", false),
+            ("sh.keptn.event.test.finished\n", false),
+            ("sh.keptn..test.finished", false),
+            (".sh.keptn.event.test.finished", false),
+            ("sh.keptn.event.*.finished", false),
+            ("sh.keptn.event.>", false),
+            ("", false),
+        ] {
+            assert_eq!(
+                publishable_subject(subject).is_ok(),
+                publishable,
+                "{subject:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_whose_type_is_no_subject_is_refused_not_retried() {
+        let event = crate::event::CloudEvent::from_value(serde_json::json!({
+            "specversion": "1.0", "id": "1", "source": "test",
+            "type": "sh.keptn.event.my test.finished",
+        }))
+        .unwrap();
+        // Nothing listens there: a delivery that tried would fail to connect (transient).
+        let sink = NatsSink::new("nats://127.0.0.1:1", Duration::from_secs(2));
+        match sink.deliver(&event).await {
+            Err(DeliveryError::Refused { message }) => assert_eq!(
+                message,
+                "the event's type \"sh.keptn.event.my test.finished\" cannot be a NATS subject: \
+                 it holds white space or a control character"
+            ),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -9,9 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
 
-use super::{Connector, DeliveryError, NoAnswer, SinkError, exchange, http_client};
+use super::{DeliveryError, NoAnswer, SinkError, TrustingClient, exchange};
 use crate::config::{NotifyKind, NotifyRule};
 
 /// Why notifications cannot be set up.
@@ -85,7 +84,7 @@ impl Notice {
 pub struct Notifier {
     /// Where the notifications Secret is mounted; `None`: no target is configured.
     dir: Option<PathBuf>,
-    client: Client<Connector, Full<Bytes>>,
+    client: TrustingClient,
     timeout: Duration,
 }
 
@@ -114,7 +113,7 @@ impl Notifier {
         check_dir(dir.as_deref(), installation)?;
         Ok(Notifier {
             dir,
-            client: http_client(true, ca_file, timeout)?,
+            client: TrustingClient::new(true, ca_file, timeout)?,
             timeout,
         })
     }
@@ -183,7 +182,8 @@ impl Notifier {
             .map_err(|e| DeliveryError::Refused {
                 message: format!("the notification to {target:?} cannot be built: {e}"),
             })?;
-        match exchange(&self.client, request, self.timeout).await {
+        let client = self.client.current()?;
+        match exchange(&client, request, self.timeout).await {
             Ok(answer) => classify(target, answer.status, answer.retry_after, &answer.body),
             Err(NoAnswer::Unreachable(why)) => Err(DeliveryError::Transient {
                 message: format!("cannot reach {target:?}: {why}"),

@@ -151,9 +151,23 @@ pub(crate) fn lend<R>(
 pub struct Found {
     /// The config, or `None` when the service has none.
     pub config: Option<Arc<LoadedConfig>>,
+    /// Where its tasks' files are read from, when not beside the config (`--git-files-from`).
+    pub files: Option<FilesPlace>,
     /// Set when the git repository could not be fetched, so the lookup read the branch heads
     /// of the last successful fetch: what was found (or not) is what that fetch saw.
     pub stale: Option<Stale>,
+}
+
+/// Where a config's task files are read from when that is not beside it: a directory of a
+/// branch, at the commit the event pins or the branch's head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesPlace {
+    /// The commit; `None` when the branch does not exist.
+    pub revision: Option<String>,
+    /// Relative to the repository's top (`carts`).
+    pub dir: String,
+    /// The branch, for messages (`branch dev`).
+    pub branch: String,
 }
 
 /// A config ready for matching, as read from one place at one revision.
@@ -201,6 +215,7 @@ impl Source {
         match self {
             Source::Directory(directory) => Ok(Found {
                 config: directory.load(service)?,
+                files: None,
                 stale: None,
             }),
             Source::Git(git) => git.load(service, pinned, reads),

@@ -478,6 +478,7 @@ fn full_values_reach_the_manifests() {
             "JOB_EXECUTOR_GIT_LAYOUT",
             "main:{stage}/{service}/job/config.yaml,main:{stage}/job/config.yaml",
         ),
+        ("JOB_EXECUTOR_GIT_FILES_FROM", "main:{stage}/{service}"),
         (
             "JOB_EXECUTOR_GIT_CREDENTIALS_DIR",
             "/etc/job-executor/git-credentials",
@@ -532,9 +533,13 @@ fn full_values_reach_the_manifests() {
     );
     let jobs_policy = find(&docs, "NetworkPolicy", Some("jx-jobs"));
     assert_eq!(jobs_policy["metadata"]["namespace"], "keptn-jobs");
+    // Everywhere, IPv4 and IPv6, each without the blocked CIDRs of its family.
     assert_eq!(
-        jobs_policy["spec"]["egress"][1]["to"][0]["ipBlock"]["except"],
-        json!(["169.254.169.254/32", "10.0.0.0/8"])
+        jobs_policy["spec"]["egress"][1]["to"],
+        json!([
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32", "10.0.0.0/8"]}},
+            {"ipBlock": {"cidr": "::/0", "except": ["fd00::/8"]}},
+        ])
     );
     assert_eq!(jobs_policy["spec"]["ingress"], json!([]));
     // Task pods are the ones the operator labels.
@@ -609,7 +614,7 @@ fn chart_wires_notifications() {
     let egress = &find(&docs, "NetworkPolicy", Some("jx"))["spec"]["egress"];
     assert!(
         egress.as_array().unwrap().contains(&json!({
-            "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+            "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}],
             "ports": [{"port": 443, "protocol": "TCP"}],
         })),
         "no egress to notifications: {egress}"
@@ -1080,5 +1085,35 @@ fn tasks_are_kept_from_the_operators_service_account_in_its_namespace() {
     assert_eq!(
         find(&docs, "ConfigMap", None)["data"]["JOB_EXECUTOR_REFUSED_SERVICE_ACCOUNTS"],
         "operator"
+    );
+}
+
+/// The `/tmp` volume the git clone lives in has room for the clone's limit, whatever it is set
+/// to (a limit past the volume would have the pod evicted instead of the fetch stopped).
+#[test]
+fn the_tmp_volume_has_room_for_the_clone() {
+    let size_limit = |docs: &[Value]| {
+        find(docs, "Deployment", None)["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "tmp")
+            .map(|v| v["emptyDir"]["sizeLimit"].clone())
+            .unwrap()
+    };
+    let docs = documents(&render(&[]));
+    assert_eq!(size_limit(&docs), json!(256 << 20), "256Mi by default");
+    let dir = tempdir("clone-room");
+    let file = dir.join("values.yaml");
+    std::fs::write(
+        &file,
+        "configSource:\n  git:\n    url: https://git.example.com/keptn.git\n    maxRepositoryBytes: 1073741824\n",
+    )
+    .unwrap();
+    let docs = documents(&render(&[file.to_str().unwrap()]));
+    assert_eq!(size_limit(&docs), json!((1u64 << 30) + (56 << 20)));
+    assert_eq!(
+        find(&docs, "ConfigMap", None)["data"]["JOB_EXECUTOR_GIT_MAX_REPOSITORY_BYTES"],
+        "1073741824"
     );
 }

@@ -462,7 +462,27 @@ async fn the_operator_needs_exactly_the_shipped_role() {
         .await
         .unwrap();
     let held = held_job().unwrap();
+    // Its run's next status write (the task's end, once the Job is found gone) is held on its
+    // way while the run is labelled: refused for the version, the status is read again (`get`)
+    // and the write made on the new version.
+    let held_run = held.rsplit_once('-').unwrap().0.to_string();
+    sim.faults()
+        .delay_next_request("patch", "jobruns/status", &held_run, Duration::from_secs(3));
     assert!(sim.force_remove("batch", "jobs", &job_namespace, &held));
+    wait_until(
+        || !sim.faults().request_delay_pending(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let runs: Api<job_executor::crd::JobRun> = Api::namespaced(sim.client(), &job_namespace);
+    runs.patch(
+        &held_run,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"metadata": {"labels": {"example.com/seen": "yes"}}})),
+    )
+    .await
+    .unwrap();
 
     // Every run ends (the vanished Job is noticed after the operator's 30 s grace).
     let all_runs = || sim.list_objects("job-executor.dev", "jobruns", Some(&job_namespace));

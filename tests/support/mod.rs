@@ -115,6 +115,8 @@ pub enum Reply {
     /// Take the event and answer nothing for a minute (a sink behind a network that drops
     /// the answers, or one that hangs).
     Hang,
+    /// Take the event and answer 202 after this long.
+    AcceptAfter(Duration),
 }
 
 type Policy = Box<dyn FnMut(&Received) -> Reply + Send>;
@@ -191,6 +193,11 @@ async fn sink_handler(State(sink): State<TestSink>, headers: HeaderMap, body: By
         }
         Reply::Accept => {
             sink.received.lock().unwrap().push(received);
+            StatusCode::ACCEPTED
+        }
+        Reply::AcceptAfter(delay) => {
+            sink.received.lock().unwrap().push(received);
+            tokio::time::sleep(delay).await;
             StatusCode::ACCEPTED
         }
         Reply::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

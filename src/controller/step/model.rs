@@ -505,7 +505,12 @@ impl World for Model {
         })
     }
 
-    async fn write_status(&self, _run: &str, status: &JobRunStatus) -> Result<(), ReconcileError> {
+    async fn write_status(
+        &self,
+        _run: &str,
+        _before: &JobRunStatus,
+        status: &JobRunStatus,
+    ) -> Result<(), ReconcileError> {
         self.request(|| {
             let mut recorded = self.recorded.borrow_mut();
             assert_eq!(status.revision, recorded.revision + 1, "writes are counted");

@@ -149,6 +149,18 @@ impl Lookup {
         })
     }
 
+    /// `--git-files-from`: `BRANCH:DIR`, a directory (a trailing `/` is dropped).
+    pub fn parse_files_from(text: &str) -> Result<Self, GitError> {
+        let trimmed = text.trim().trim_end_matches('/');
+        if trimmed.ends_with(':') {
+            return Err(layout_error(
+                text.trim(),
+                "expected BRANCH:DIR, e.g. {stage}:{service}",
+            ));
+        }
+        Lookup::parse(trimmed)
+    }
+
     pub fn keptn() -> Result<Vec<Lookup>, GitError> {
         KEPTN_LAYOUT
             .iter()
@@ -192,6 +204,28 @@ mod tests {
         match &lookup.branch {
             Branch::Named(branch) => branch,
             Branch::Default => panic!("a named branch: {lookup:?}"),
+        }
+    }
+
+    #[test]
+    fn files_from_is_a_branch_and_a_directory() {
+        for text in [
+            "{stage}:{service}",
+            "{stage}:{service}/",
+            " {stage}:{service}/ ",
+        ] {
+            let from = Lookup::parse_files_from(text).unwrap();
+            assert_eq!(named_branch(&from).render(&carts()), "dev", "{text}");
+            assert_eq!(from.path.render(&carts()), "carts", "{text}");
+        }
+        for (text, reason) in [
+            ("{stage}", "expected BRANCH:PATH"),
+            ("{stage}:", "expected BRANCH:DIR"),
+            ("{stage}:/", "expected BRANCH:DIR"),
+            ("{stage}:../{service}", "without `/` at the start or `..`"),
+        ] {
+            let error = Lookup::parse_files_from(text).unwrap_err().to_string();
+            assert!(error.contains(reason), "{text}: {error}");
         }
     }
 

@@ -39,7 +39,8 @@ use layout::{Branch, Lookup};
 use tree::{CommitTree, WalkError};
 
 use super::{
-    CompiledConfig, Found, LoadedConfig, Reads, ServiceName, ServiceRef, SourceError, compile,
+    CompiledConfig, FilesPlace, Found, LoadedConfig, Reads, ServiceName, ServiceRef, SourceError,
+    compile,
 };
 use crate::config::{self, ConfigError, Task};
 use crate::files::{self, RunFiles};
@@ -121,6 +122,16 @@ struct Remembered {
     generation: u64,
     fresh_until: Keep,
     found: Found,
+}
+
+/// What the lookups for one event share: the commit it pins (resolved once), how long what
+/// they find may be kept, and whether the branch heads read are those of the last successful
+/// fetch.
+struct LookupState<'a> {
+    pinned: Option<&'a str>,
+    pinned_commit: Option<ObjectId>,
+    keep: Keep,
+    stale: Option<Stale>,
 }
 
 /// How long what a lookup found holds, from the heads it read.
@@ -229,6 +240,9 @@ pub struct GitSettings {
     /// and used as credentials, never shown.
     pub url: String,
     pub lookups: Vec<String>,
+    /// `BRANCH:DIR` task files are read from, wherever the config was found (Keptn's
+    /// service read them from the service's own resources): `{stage}:{service}`.
+    pub files_from: Option<String>,
     pub credentials: CredentialSettings,
     /// A branch head older than this is fetched again before it is used.
     pub fetch_interval: Duration,
@@ -257,7 +271,7 @@ pub struct GitMetrics {
 impl GitSettings {
     /// The lookups and the URL, parsed: everything [`GitSource::open`] checks before it touches
     /// the clone cache. `check-run` checks a Deployment's settings with it.
-    pub fn parse(&self) -> Result<(Vec<Lookup>, RepoUrl), GitError> {
+    pub fn parse(&self) -> Result<ParsedGitSettings, GitError> {
         let lookups = if self.lookups.is_empty() {
             Lookup::keptn()?
         } else {
@@ -266,8 +280,25 @@ impl GitSettings {
                 .map(|text| Lookup::parse(text))
                 .collect::<Result<_, _>>()?
         };
-        Ok((lookups, RepoUrl::parse(&self.url)?))
+        let files_from = self
+            .files_from
+            .as_deref()
+            .filter(|text| !text.trim().is_empty())
+            .map(Lookup::parse_files_from)
+            .transpose()?;
+        Ok(ParsedGitSettings {
+            lookups,
+            files_from,
+            url: RepoUrl::parse(&self.url)?,
+        })
     }
+}
+
+/// [`GitSettings`] as [`GitSettings::parse`] checked them.
+pub struct ParsedGitSettings {
+    pub lookups: Vec<Lookup>,
+    pub files_from: Option<Lookup>,
+    pub url: RepoUrl,
 }
 
 #[derive(Debug)]
@@ -277,6 +308,8 @@ pub struct GitSource {
     cache: Arc<CloneCache>,
     stale_lookups: Counter,
     lookups: Vec<Lookup>,
+    /// Where task files are read from (`--git-files-from`), wherever the config was found.
+    files_from: Option<Lookup>,
     fetch_interval: Duration,
     configs: Arc<Configs>,
 }
@@ -455,7 +488,11 @@ fn parse_pin(value: &str) -> Result<&str, GitError> {
 
 impl GitSource {
     pub fn open(settings: GitSettings) -> Result<Self, SourceError> {
-        let (lookups, url) = settings.parse()?;
+        let ParsedGitSettings {
+            lookups,
+            files_from,
+            url,
+        } = settings.parse()?;
         let GitSettings {
             credentials,
             fetch_interval,
@@ -477,6 +514,7 @@ impl GitSource {
             cache: cache.clone(),
             stale_lookups,
             lookups,
+            files_from,
             fetch_interval,
             configs: Arc::new(Configs {
                 cache,
@@ -644,14 +682,10 @@ impl GitSource {
         requested: Instant,
     ) -> Result<(Found, Keep), SourceError> {
         service.check()?;
-        let mut keep = Keep::Always;
         let pinned = pinned
             .filter(|p| !p.trim().is_empty())
             .map(parse_pin)
             .transpose()?;
-        let mut pinned_commit = None;
-        // Whether the branch heads lookups read are those of the last successful fetch.
-        let mut stale: Option<Stale> = None;
         let stale_problem = |stale: &Option<Stale>, problem: SourceError| match stale {
             Some(stale) if !problem.is_transient() && problem != SourceError::NotInMemory => {
                 SourceError::Git(GitError::StaleProblem {
@@ -661,55 +695,50 @@ impl GitSource {
             }
             _ => problem,
         };
+        let mut at = LookupState {
+            pinned,
+            pinned_commit: None,
+            keep: Keep::Always,
+            stale: None,
+        };
         for lookup in &self.lookups {
             let path = lookup.path.render(service);
-            let (commit, read_stale) = match (&lookup.branch, pinned) {
-                (Branch::Default, _) => {
-                    let heads = self.heads(requested, reads)?;
-                    keep = keep.and(&heads);
-                    stale = heads.stale.clone();
-                    match heads.default_branch() {
-                        Some((_, head)) => (head, heads.stale),
-                        None => {
-                            let problem = GitError::NoDefaultBranch {
-                                url: self.url(),
-                                lookup: lookup.to_string(),
-                            };
-                            return Err(stale_problem(&stale, problem.into()));
-                        }
-                    }
-                }
-                (Branch::Named(_), Some(pin)) => match pinned_commit {
-                    Some(commit) => (commit, None),
-                    None => {
-                        let commit = match reads {
-                            Reads::Any => self.pinned_commit(pin, requested)?,
-                            // Not looked up in the clone: only a config read at this commit
-                            // before answers from memory, and that proves the clone has it.
-                            Reads::Memory => ObjectId::from_hex(pin.as_bytes())
-                                .map_err(|_| SourceError::NotInMemory)?,
-                        };
-                        pinned_commit = Some(commit);
-                        (commit, None)
-                    }
-                },
-                (Branch::Named(branch), None) => {
-                    let heads = self.heads(requested, reads)?;
-                    keep = keep.and(&heads);
-                    stale = heads.stale.clone();
-                    match heads.branch(&branch.render(service)) {
-                        Some(head) => (head, heads.stale),
-                        None => continue,
-                    }
-                }
+            let Some((commit, read_stale)) = self
+                .commit_for(lookup, service, reads, requested, &mut at)
+                .map_err(|problem| stale_problem(&at.stale, problem))?
+            else {
+                continue;
             };
             match self.configs.load_at(commit, path, reads) {
                 Ok(Some(loaded)) => {
-                    let found = Found {
+                    let mut found = Found {
                         config: Some(loaded),
+                        files: None,
                         stale: read_stale,
                     };
-                    return Ok((found, keep));
+                    if let Some(from) = &self.files_from {
+                        // Keptn's service read every task file from the service's own place,
+                        // wherever its config was found.
+                        let read = self
+                            .commit_for(from, service, reads, requested, &mut at)
+                            .map_err(|problem| stale_problem(&at.stale, problem))?;
+                        let (revision, files_stale) = match read {
+                            Some((commit, stale)) => (Some(commit.to_string()), stale),
+                            None => (None, at.stale.clone()),
+                        };
+                        found.stale = found.stale.or(files_stale);
+                        found.files = Some(FilesPlace {
+                            revision,
+                            dir: from.path.render(service).trim_end_matches('/').to_string(),
+                            branch: match &from.branch {
+                                Branch::Default => "the default branch".to_string(),
+                                Branch::Named(branch) => {
+                                    format!("branch {}", branch.render(service))
+                                }
+                            },
+                        });
+                    }
+                    return Ok((found, at.keep));
                 }
                 Ok(None) => {}
                 Err(problem) => return Err(stale_problem(&read_stale, problem)),
@@ -718,10 +747,64 @@ impl GitSource {
         Ok((
             Found {
                 config: None,
-                stale,
+                files: None,
+                stale: at.stale,
             },
-            keep,
+            at.keep,
         ))
+    }
+
+    /// The commit `lookup` reads for `service`: for a named branch the commit the event pins
+    /// (resolved once for all lookups), else the branch's head with the staleness of the heads
+    /// read; `None` when there is no such branch.
+    fn commit_for(
+        &self,
+        lookup: &Lookup,
+        service: &ServiceRef,
+        reads: Reads,
+        requested: Instant,
+        at: &mut LookupState<'_>,
+    ) -> Result<Option<(ObjectId, Option<Stale>)>, SourceError> {
+        Ok(Some(match (&lookup.branch, at.pinned) {
+            (Branch::Default, _) => {
+                let heads = self.heads(requested, reads)?;
+                at.keep = at.keep.and(&heads);
+                at.stale = heads.stale.clone();
+                match heads.default_branch() {
+                    Some((_, head)) => (head, heads.stale),
+                    None => {
+                        return Err(GitError::NoDefaultBranch {
+                            url: self.url(),
+                            lookup: lookup.to_string(),
+                        }
+                        .into());
+                    }
+                }
+            }
+            (Branch::Named(_), Some(pin)) => match at.pinned_commit {
+                Some(commit) => (commit, None),
+                None => {
+                    let commit = match reads {
+                        Reads::Any => self.pinned_commit(pin, requested)?,
+                        // Not looked up in the clone: only a config read at this commit
+                        // before answers from memory, and that proves the clone has it.
+                        Reads::Memory => ObjectId::from_hex(pin.as_bytes())
+                            .map_err(|_| SourceError::NotInMemory)?,
+                    };
+                    at.pinned_commit = Some(commit);
+                    (commit, None)
+                }
+            },
+            (Branch::Named(branch), None) => {
+                let heads = self.heads(requested, reads)?;
+                at.keep = at.keep.and(&heads);
+                at.stale = heads.stale.clone();
+                match heads.branch(&branch.render(service)) {
+                    Some(head) => (head, heads.stale),
+                    None => return Ok(None),
+                }
+            }
+        }))
     }
 
     /// The branch heads a lookup reads (see [`CloneCache::heads`]).

@@ -121,6 +121,7 @@ fn open_bounded(
     let source = GitSource::open(GitSettings {
         url: url.to_string(),
         lookups: lookups.iter().map(|l| l.to_string()).collect(),
+        files_from: None,
         credentials: CredentialSettings::default(),
         fetch_interval,
         cache_dir: cache_dir.to_path_buf(),

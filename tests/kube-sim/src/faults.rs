@@ -85,8 +85,9 @@ pub struct Faults {
     latency: Mutex<Duration>,
     /// `(verb, resource, hold)`: such requests are carried out, and their answers held.
     late_answers: Mutex<Option<(String, String, Duration)>>,
-    /// `(verb, resource, hold)`: the next such request is carried out only after `hold`.
-    late_request: Mutex<Option<(String, String, Duration)>>,
+    /// `(verb, resource, name glob, hold)`: the next such request is carried out only after
+    /// `hold`.
+    late_request: Mutex<Option<(String, String, String, Duration)>>,
 }
 
 impl Faults {
@@ -125,10 +126,14 @@ impl Faults {
 
     /// Holds the next request of `verb` on `resource` for `hold` before carrying it out: a
     /// request a client sent long ago (a paused process's, one stuck in a proxy) lands on what
-    /// the object became meanwhile.
-    pub fn delay_next_request(&self, verb: &str, resource: &str, hold: Duration) {
-        *self.late_request.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((verb.to_string(), resource.to_string(), hold));
+    /// the object became meanwhile. `name_glob` matches the object's name (empty: any).
+    pub fn delay_next_request(&self, verb: &str, resource: &str, name_glob: &str, hold: Duration) {
+        *self.late_request.lock().unwrap_or_else(|e| e.into_inner()) = Some((
+            verb.to_string(),
+            resource.to_string(),
+            name_glob.to_string(),
+            hold,
+        ));
     }
 
     /// Whether the request [`Self::delay_next_request`] waits for has not come yet.
@@ -139,12 +144,14 @@ impl Faults {
             .is_some()
     }
 
-    /// How long to hold a request of `verb` on `resource` before carrying it out (taking the
-    /// one-off delay if it matches).
-    pub fn request_delay(&self, verb: &str, resource: &str) -> Duration {
+    /// How long to hold a request of `verb` on `resource` of object `name` before carrying it
+    /// out (taking the one-off delay if it matches).
+    pub fn request_delay(&self, verb: &str, resource: &str, name: &str) -> Duration {
         let mut late = self.late_request.lock().unwrap_or_else(|e| e.into_inner());
         match late.as_ref() {
-            Some((v, r, hold)) if v == verb && r == resource => {
+            Some((v, r, glob, hold))
+                if v == verb && r == resource && (glob.is_empty() || glob_match(glob, name)) =>
+            {
                 let hold = *hold;
                 *late = None;
                 hold

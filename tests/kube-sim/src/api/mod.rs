@@ -198,7 +198,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     } else {
         format!("{}/{}", info.resource, info.subresource)
     };
-    let held = shared.faults.request_delay(&info.verb, &resource_path);
+    let held = shared
+        .faults
+        .request_delay(&info.verb, &resource_path, &info.name);
     if !held.is_zero() {
         tokio::time::sleep(held).await;
     }
