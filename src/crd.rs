@@ -61,11 +61,12 @@ pub struct JobRunSpec {
     /// from the same place at the same revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_dir: Option<String>,
-    /// Where the tasks' files are read from when not beside the config (`--git-files-from`, as
-    /// Keptn's service read them from the service's own directory on the stage branch): the
-    /// commit, and the directory relative to the repository's top.
+    /// The commit the tasks' files are read at when not beside the config (`--git-files-from`,
+    /// as Keptn's service read them from the service's own directory on the stage branch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files_revision: Option<String>,
+    /// The directory the tasks' files are relative to when not beside the config
+    /// (`--git-files-from`), relative to the repository's top.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files_dir: Option<String>,
     /// Set when the git repository could not be fetched as the event was accepted: the config

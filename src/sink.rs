@@ -210,7 +210,7 @@ impl HttpSink {
                 message: format!("cannot encode the event: {e}"),
             }
         })?;
-        let client = self.client.current()?;
+        let client = self.client.current();
         match exchange(&client, request, self.timeout).await {
             Ok(answer) => classify(answer.status, answer.retry_after, &answer.body),
             Err(NoAnswer::Unreachable(why)) => Err(DeliveryError::Transient {
@@ -309,8 +309,7 @@ pub struct TrustingClient {
     https: bool,
     ca_file: Option<SecretFile>,
     connect_timeout: Duration,
-    /// The bundle the client was built with, and the client.
-    built: std::sync::Mutex<(String, Client<Connector, Full<Bytes>>)>,
+    built: std::sync::Mutex<Built>,
 }
 
 impl TrustingClient {
@@ -344,33 +343,65 @@ impl TrustingClient {
             https,
             ca_file,
             connect_timeout,
-            built: std::sync::Mutex::new((bundle, client)),
+            built: std::sync::Mutex::new(Built {
+                bundle,
+                client,
+                refused: None,
+            }),
         })
     }
 
     /// The client for the next attempt, built again when the bundle changed. A bundle that
-    /// cannot be read or used now (written while it was read) fails the attempt, which is
-    /// retried.
-    pub fn current(&self) -> Result<Client<Connector, Full<Bytes>>, DeliveryError> {
+    /// cannot be read or used (written half, or wrong) leaves the last client that could be
+    /// built in use, and is said once: its certificates may still be the ones the sink has.
+    pub fn current(&self) -> Client<Connector, Full<Bytes>> {
         let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
         let Some(file) = &self.ca_file else {
-            return Ok(built.1.clone());
+            return built.client.clone();
         };
-        let not_now = |message: String| DeliveryError::Transient {
-            message,
-            retry_after: None,
+        let bundle = match file.current() {
+            Ok(bundle) => bundle,
+            Err(problem) => {
+                built.refuse(problem.to_string(), problem.to_string());
+                return built.client.clone();
+            }
         };
-        let bundle = file.current().map_err(|e| not_now(e.to_string()))?;
-        if bundle != built.0 {
-            let client = http_client_trusting(
+        if bundle != built.bundle && built.refused.as_deref() != Some(bundle.as_str()) {
+            match http_client_trusting(
                 self.https,
                 Some((file.path(), bundle.as_str())),
                 self.connect_timeout,
-            )
-            .map_err(|e| not_now(e.to_string()))?;
-            *built = (bundle, client);
+            ) {
+                Ok(client) => {
+                    tracing::info!(path = %file.path().display(), "the CA bundle changed; trusting its certificates from now on");
+                    *built = Built {
+                        bundle,
+                        client,
+                        refused: None,
+                    };
+                }
+                Err(problem) => built.refuse(bundle, problem.to_string()),
+            }
         }
-        Ok(built.1.clone())
+        built.client.clone()
+    }
+}
+
+/// A [`TrustingClient`]'s client and the bundle it trusts.
+struct Built {
+    bundle: String,
+    client: Client<Connector, Full<Bytes>>,
+    /// A newer bundle that could not be used (or why the file could not be read): not tried
+    /// again until it changes.
+    refused: Option<String>,
+}
+
+impl Built {
+    fn refuse(&mut self, bundle: String, problem: String) {
+        if self.refused.as_deref() != Some(bundle.as_str()) {
+            tracing::warn!(%problem, "the CA bundle cannot be used; the certificates it had before are trusted meanwhile");
+            self.refused = Some(bundle);
+        }
     }
 }
 

@@ -1186,6 +1186,22 @@ async fn a_rotated_sink_ca_bundle_is_trusted_without_a_restart() {
     std::fs::copy(&renewed.ca_file, &bundle).unwrap();
     let finished = h.wait_finished("ca-rotated", LONG).await;
     assert_eq!(finished.data["status"], "succeeded");
+
+    // A bundle that cannot be used (written half) is said once; what was trusted stays.
+    std::fs::write(&bundle, "-----BEGIN CERTIFICATE-----\nhalf").unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    for id in ["ca-broken-1", "ca-broken-2"] {
+        let event = sample_with_id("test.triggered.json", id);
+        assert_eq!(h.post_event(&event).await.status, 202);
+        let finished = h.wait_finished(id, LONG).await;
+        assert_eq!(finished.data["status"], "succeeded");
+    }
+    let log = h.operator_log();
+    assert_eq!(
+        log.matches("the CA bundle cannot be used").count(),
+        1,
+        "{log}"
+    );
 }
 
 /// Knative-style delivery: an https:// sink trusted through a CA bundle, its token read from

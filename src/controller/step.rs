@@ -802,6 +802,7 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
             ctx: &ctx,
             api: Api::namespaced(ctx.parts.client.clone(), &ctx.parts.settings.job_namespace),
             version: std::sync::Mutex::new(version),
+            generation: run.metadata.generation,
         },
         settings: &ctx.parts.settings,
         limits: &options.limits(ctx.parts.dead_letter_sink.is_some()),
@@ -860,6 +861,9 @@ struct Cluster<'a> {
     /// paused with the write in flight, a user's edit) makes it a conflict, and the run is
     /// decided again from the newer copy instead of being overwritten.
     version: std::sync::Mutex<String>,
+    /// The run's generation as decided on: a write refused when only the run's metadata
+    /// changed since is made again, not one refused after a change of its spec.
+    generation: Option<i64>,
 }
 
 impl Cluster<'_> {
@@ -875,10 +879,10 @@ impl Cluster<'_> {
     }
 
     /// Merges `status` into the run's, on the version it was read or last written at only.
-    /// When that version is gone but the run's status is still `before` (only its metadata
-    /// changed: a label, the cancel annotation), the write is made again on the new version;
-    /// when another writer changed the status, the conflict is returned and the run is decided
-    /// again from the newer copy.
+    /// When that version is gone but the run's status is still `before` and its spec as it was
+    /// (only its metadata changed: a label, the cancel annotation), the write is made again on
+    /// the new version; otherwise the conflict is returned and the run is decided again from
+    /// the newer copy.
     async fn patch_status(
         &self,
         run: &str,
@@ -915,17 +919,22 @@ impl Cluster<'_> {
                 Err(error) => return Err(error.into()),
             };
             tries += 1;
-            let current = self.ctx.fenced(self.api.get_status(run)).await??;
-            let unchanged = current.status.as_ref().unwrap_or(&JobRunStatus::default())
-                == before.unwrap_or(&JobRunStatus::default());
-            if before.is_none() || !unchanged || tries >= MOST_WRITE_TRIES {
+            let unchanged = match before {
+                Some(before) if tries < MOST_WRITE_TRIES => {
+                    let current = self.ctx.fenced(self.api.get_status(run)).await??;
+                    // The spec's edits move the generation, metadata's do not.
+                    let same = current.metadata.generation == self.generation
+                        && current.status.as_ref().unwrap_or(&JobRunStatus::default()) == before;
+                    same.then_some(current.metadata.resource_version).flatten()
+                }
+                _ => None,
+            };
+            let Some(version) = unchanged else {
                 // What this process wrote of the run last is not its newest record any more.
                 self.ctx.written.let_go(run);
                 return Err(kube::Error::Api(conflict).into());
-            }
-            if let (Ok(mut held), Some(version)) =
-                (self.version.lock(), current.metadata.resource_version)
-            {
+            };
+            if let Ok(mut held) = self.version.lock() {
                 *held = version;
             }
         }

@@ -182,7 +182,7 @@ impl Notifier {
             .map_err(|e| DeliveryError::Refused {
                 message: format!("the notification to {target:?} cannot be built: {e}"),
             })?;
-        let client = self.client.current()?;
+        let client = self.client.current();
         match exchange(&client, request, self.timeout).await {
             Ok(answer) => classify(target, answer.status, answer.retry_after, &answer.body),
             Err(NoAnswer::Unreachable(why)) => Err(DeliveryError::Transient {

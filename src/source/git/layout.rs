@@ -158,7 +158,15 @@ impl Lookup {
                 "expected BRANCH:DIR, e.g. {stage}:{service}",
             ));
         }
-        Lookup::parse(trimmed)
+        let from = Lookup::parse(trimmed)?;
+        let dir = trimmed.split_once(':').map_or("", |(_, dir)| dir);
+        if dir.split('/').any(|part| part.is_empty() || part == ".") {
+            return Err(layout_error(
+                text.trim(),
+                "the directory has an empty or `.` part",
+            ));
+        }
+        Ok(from)
     }
 
     pub fn keptn() -> Result<Vec<Lookup>, GitError> {
@@ -223,6 +231,8 @@ mod tests {
             ("{stage}:", "expected BRANCH:DIR"),
             ("{stage}:/", "expected BRANCH:DIR"),
             ("{stage}:../{service}", "without `/` at the start or `..`"),
+            ("{stage}:./{service}", "an empty or `.` part"),
+            ("{stage}:a//{service}", "an empty or `.` part"),
         ] {
             let error = Lookup::parse_files_from(text).unwrap_err().to_string();
             assert!(error.contains(reason), "{text}: {error}");

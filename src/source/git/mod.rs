@@ -124,6 +124,20 @@ struct Remembered {
     found: Found,
 }
 
+/// A problem with what stale heads led to (no default branch, an invalid config) passes: the
+/// repository may have been fixed since.
+fn stale_problem(stale: &Option<Stale>, problem: SourceError) -> SourceError {
+    match stale {
+        Some(stale) if !problem.is_transient() && problem != SourceError::NotInMemory => {
+            SourceError::Git(GitError::StaleProblem {
+                problem: problem.to_string(),
+                cause: Box::new(stale.error.clone()),
+            })
+        }
+        _ => problem,
+    }
+}
+
 /// What the lookups for one event share: the commit it pins (resolved once), how long what
 /// they find may be kept, and whether the branch heads read are those of the last successful
 /// fetch.
@@ -686,15 +700,6 @@ impl GitSource {
             .filter(|p| !p.trim().is_empty())
             .map(parse_pin)
             .transpose()?;
-        let stale_problem = |stale: &Option<Stale>, problem: SourceError| match stale {
-            Some(stale) if !problem.is_transient() && problem != SourceError::NotInMemory => {
-                SourceError::Git(GitError::StaleProblem {
-                    problem: problem.to_string(),
-                    cause: Box::new(stale.error.clone()),
-                })
-            }
-            _ => problem,
-        };
         let mut at = LookupState {
             pinned,
             pinned_commit: None,
@@ -703,9 +708,8 @@ impl GitSource {
         };
         for lookup in &self.lookups {
             let path = lookup.path.render(service);
-            let Some((commit, read_stale)) = self
-                .commit_for(lookup, service, reads, requested, &mut at)
-                .map_err(|problem| stale_problem(&at.stale, problem))?
+            let Some((commit, read_stale)) =
+                self.commit_for(lookup, service, reads, requested, &mut at)?
             else {
                 continue;
             };
@@ -719,9 +723,7 @@ impl GitSource {
                     if let Some(from) = &self.files_from {
                         // Keptn's service read every task file from the service's own place,
                         // wherever its config was found.
-                        let read = self
-                            .commit_for(from, service, reads, requested, &mut at)
-                            .map_err(|problem| stale_problem(&at.stale, problem))?;
+                        let read = self.commit_for(from, service, reads, requested, &mut at)?;
                         let (revision, files_stale) = match read {
                             Some((commit, stale)) => (Some(commit.to_string()), stale),
                             None => (None, at.stale.clone()),
@@ -756,7 +758,8 @@ impl GitSource {
 
     /// The commit `lookup` reads for `service`: for a named branch the commit the event pins
     /// (resolved once for all lookups), else the branch's head with the staleness of the heads
-    /// read; `None` when there is no such branch.
+    /// read; `None` when there is no such branch. A missing default branch in stale heads is a
+    /// [`GitError::StaleProblem`].
     fn commit_for(
         &self,
         lookup: &Lookup,
@@ -773,11 +776,11 @@ impl GitSource {
                 match heads.default_branch() {
                     Some((_, head)) => (head, heads.stale),
                     None => {
-                        return Err(GitError::NoDefaultBranch {
+                        let problem = GitError::NoDefaultBranch {
                             url: self.url(),
                             lookup: lookup.to_string(),
-                        }
-                        .into());
+                        };
+                        return Err(stale_problem(&at.stale, problem.into()));
                     }
                 }
             }
