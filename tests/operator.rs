@@ -481,6 +481,28 @@ async fn restart_between_tasks() {
     assert_recovered(&h, "crash-between").await;
 }
 
+/// The JobRuns as a client of the simulator's sees them (another writer, a user).
+fn runs_api(h: &Harness) -> kube::Api<job_executor::crd::JobRun> {
+    kube::Api::namespaced(h.sim.client(), "default")
+}
+
+/// At least one of the operator's status writes was refused for the run's version (409).
+fn assert_a_status_write_was_refused(h: &Harness) {
+    let writes: Vec<u16> = h
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.verb == "patch" && r.subresource == "status" && r.field_manager == "job-executor"
+        })
+        .map(|r| r.status)
+        .collect();
+    assert!(
+        writes.contains(&409),
+        "the held write is refused: {writes:?}"
+    );
+}
+
 /// A status write lands only on the run it was decided on. One held on its way while another
 /// writer records the run otherwise (a replica that took over while this one was paused with
 /// the write in flight) is refused (409), and the run goes on from the newer record instead of
@@ -519,15 +541,14 @@ async fn a_status_write_decided_on_an_older_record_of_the_run_is_not_laid_over_a
         json!({"status": "errored", "message": "Ended by the replica that took over."});
     status["finishedAt"] = json!(jiff::Timestamp::now().to_string());
     status["finished"] = json!({"id": "-", "state": "Pending"});
-    let runs: kube::Api<job_executor::crd::JobRun> =
-        kube::Api::namespaced(h.sim.client(), "default");
-    runs.patch_status(
-        &name,
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(json!({ "status": status })),
-    )
-    .await
-    .unwrap();
+    runs_api(&h)
+        .patch_status(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .unwrap();
     let finished = h.wait_finished("older-record", LONG).await;
     assert_eq!(finished.data["status"], "errored", "{}", finished.data);
     assert_eq!(
@@ -535,19 +556,7 @@ async fn a_status_write_decided_on_an_older_record_of_the_run_is_not_laid_over_a
         "{}",
         finished.data
     );
-    let operator_writes: Vec<u16> = h
-        .sim
-        .requests()
-        .iter()
-        .filter(|r| {
-            r.verb == "patch" && r.subresource == "status" && r.field_manager == "job-executor"
-        })
-        .map(|r| r.status)
-        .collect();
-    assert!(
-        operator_writes.contains(&409),
-        "the held write is refused: {operator_writes:?}"
-    );
+    assert_a_status_write_was_refused(&h);
 }
 
 /// A run whose metadata alone changes while its status write is on its way (a label, an
@@ -578,34 +587,21 @@ async fn a_status_write_refused_for_a_metadata_edit_is_made_again() {
         .as_str()
         .unwrap()
         .to_string();
-    let runs: kube::Api<job_executor::crd::JobRun> =
-        kube::Api::namespaced(h.sim.client(), "default");
-    runs.patch(
-        &name,
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(json!({"metadata": {"labels": {"example.com/seen": "yes"}}})),
-    )
-    .await
-    .unwrap();
+    runs_api(&h)
+        .patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {"example.com/seen": "yes"}}})),
+        )
+        .await
+        .unwrap();
     wait_for("the run to be done", LONG, || {
         h.jobruns()
             .first()
             .is_some_and(|run| run["status"]["done"] == json!(true))
     })
     .await;
-    let writes: Vec<u16> = h
-        .sim
-        .requests()
-        .iter()
-        .filter(|r| {
-            r.verb == "patch" && r.subresource == "status" && r.field_manager == "job-executor"
-        })
-        .map(|r| r.status)
-        .collect();
-    assert!(
-        writes.contains(&409),
-        "the held write is refused: {writes:?}"
-    );
+    assert_a_status_write_was_refused(&h);
     assert_eq!(
         h.sink.of_type(".finished").len(),
         1,
@@ -638,15 +634,14 @@ async fn a_run_an_older_version_ended_is_marked_done_keeping_its_record() {
         .as_str()
         .unwrap()
         .to_string();
-    let runs: kube::Api<job_executor::crd::JobRun> =
-        kube::Api::namespaced(h.sim.client(), "default");
-    runs.patch_status(
-        &name,
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(json!({ "status": { "done": null } })),
-    )
-    .await
-    .unwrap();
+    runs_api(&h)
+        .patch_status(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "status": { "done": null } })),
+        )
+        .await
+        .unwrap();
     let revision = before["revision"].as_u64().unwrap();
     wait_for("the run to be marked done again", LONG, || {
         h.jobruns()
