@@ -336,6 +336,58 @@ async fn files_of_a_shared_config_come_from_the_service_on_the_stage_branch() {
     );
 }
 
+/// With a CRD older than `--git-files-from` (applied before it, not upgraded since: Helm does
+/// not upgrade CRDs), the API server drops the run's `spec.filesDir` and the run would read its
+/// files beside its config: it is deleted and the event answered 503, saying to apply the CRD;
+/// once applied, the event runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_from_with_an_older_crd_refuses_events_until_the_crd_is_applied() {
+    let root = temp("files-from-crd");
+    let repo = GitRepo::new(root.join("sockshop"));
+    sockshop(&repo);
+    let args = git_args(
+        "files-from-crd",
+        &repo.file_url(),
+        &["--git-files-from", "{stage}:{service}"],
+    );
+    let h = Harness::start_with_source(kube_sim::Sim::builder(), args, &[]).await;
+    let mut crd: Value =
+        serde_json::from_str(&h.kubectl(&["get", "crd", "jobruns.job-executor.dev", "-o", "json"]))
+            .unwrap();
+    let spec = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    for field in ["filesDir", "filesRevision"] {
+        assert!(
+            spec.as_object_mut().unwrap().remove(field).is_some(),
+            "{field}"
+        );
+    }
+    crd["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    let older = root.join("older-crd.json");
+    std::fs::write(&older, crd.to_string()).unwrap();
+    h.kubectl(&["apply", "-f", older.to_str().unwrap()]);
+
+    let response = h.post_event(&event("old-crd", "dev", "carts", None)).await;
+    assert_eq!(response.status, 503, "{:?}", response.body);
+    let said = response.body.to_string();
+    assert!(
+        said.contains("is older than this operator: it drops spec.filesDir"),
+        "{said}"
+    );
+    assert!(h.jobruns().is_empty(), "{:#?}", h.jobruns());
+
+    h.kubectl(&[
+        "apply",
+        "-f",
+        support::root().join("crds").to_str().unwrap(),
+    ]);
+    let response = h.post_event(&event("old-crd", "dev", "carts", None)).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    expect_success(&h, "old-crd").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_keeps_its_commit_while_the_branch_moves_and_gitcommitid_pins_an_old_one() {
     let repo = GitRepo::new(temp("pinning").join("sockshop"));

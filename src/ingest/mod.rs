@@ -627,6 +627,9 @@ async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAn
                 ))))
             });
         let status = match created {
+            Ok(stored) if run.spec.files_dir.is_some() && stored.spec.files_dir.is_none() => {
+                return Err(older_crd(state, &stored).await);
+            }
             Ok(_) => {
                 state.metrics.run_started();
                 RunStatus::Created
@@ -672,6 +675,32 @@ async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAn
         });
     }
     Ok(results)
+}
+
+/// A run stored without the `spec.filesDir` it was sent with: the installed CRD is older than
+/// this operator and dropped the field, and the run would read its files beside its config.
+/// It is deleted (nothing runs with other files than the event was accepted with), and the
+/// event answered 503 until the CRD is applied.
+async fn older_crd(state: &IngestState, stored: &JobRun) -> Refusal {
+    let name = stored.metadata.name.clone().unwrap_or_default();
+    let params = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: stored.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    if let Err(problem) = state.runs.delete(&name, &params).await {
+        tracing::error!(run = %name, error = %problem, "cannot delete a run stored without its files' place");
+    }
+    let message = format!(
+        "the installed CustomResourceDefinition {} is older than this operator: it drops \
+         spec.filesDir, which --git-files-from records: kubectl apply -f crds/ (Helm does not \
+         upgrade CRDs); retry later",
+        crate::crd::CRD_NAME
+    );
+    tracing::error!("{message}");
+    unavailable(message, "unavailable")
 }
 
 #[cfg(test)]
