@@ -73,7 +73,7 @@ fn gate_sources() -> (PathBuf, [(&'static str, Source); 2]) {
         credentials: Default::default(),
         fetch_interval: std::time::Duration::from_secs(3600),
         cache_dir: dir.join("git-cache"),
-        max_repository_bytes: 1 << 30,
+        limits: Default::default(),
         metrics: Default::default(),
     })
     .unwrap();

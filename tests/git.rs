@@ -916,7 +916,7 @@ async fn under_a_steady_stream_of_events_none_waits_for_a_fetch() {
         "the machine was too slow to tell: the heads were due"
     );
 
-    // Due: an event waits for the fetch, however long the host takes.
+    // Due: an event waits for the fetch (up to --git-fetch-wait-seconds, 10 s by default).
     tokio::time::sleep_until((due + Duration::from_millis(200)).into()).await;
     let waiting = h.post_event_in_background(&event("due", "dev", "carts", None));
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -931,6 +931,98 @@ async fn under_a_steady_stream_of_events_none_waits_for_a_fetch() {
     assert_eq!(run_of(&h, "due")["spec"]["configRevision"], pushed.as_str());
     // Not counted further: the fetch ahead took as long as the host hung, so the next one
     // starts early (twice that before due), and a slow machine gets there during the run.
+}
+
+/// A git host that trickles its packs (a few bytes now and then, never silent long enough for a
+/// read to time out) holds neither events nor the fetch for good: an event whose heads are due
+/// waits `--git-fetch-wait-seconds`, then runs at the last fetched commit, marked stale; the
+/// fetch is stopped at `--git-fetch-timeout-seconds`; once the host sends at its pace again,
+/// the next fetch brings the commit pushed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_host_that_trickles_its_pack_holds_neither_events_nor_the_fetch() {
+    let root = temp("trickle");
+    let repo = GitRepo::new(root.join("sockshop"));
+    let (_, before) = sockshop(&repo);
+    let server = GitHttpServer::start(&root, None).await;
+    let args = git_args(
+        "trickle",
+        &server.url("sockshop"),
+        &[
+            "--git-fetch-interval-seconds",
+            "1",
+            "--git-fetch-wait-seconds",
+            "2",
+            "--git-fetch-timeout-seconds",
+            "8",
+        ],
+    );
+    let h = Harness::start_with_source(kube_sim::Sim::builder(), args, &[]).await;
+    let response = h.post_event(&event("before", "dev", "carts", None)).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    expect_success(&h, "before").await;
+
+    // A push with 64 KiB that do not compress: at 256 bytes per 100 ms, its pack takes over
+    // 25 s to arrive.
+    repo.switch("dev");
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let noise: Vec<u8> = (0..64 * 1024)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    repo.write("carts/data/noise.bin", noise);
+    repo.write("carts/data/a.txt", "dev a v2");
+    let pushed = repo.commit("v2");
+    repo.git(&["checkout", "-q", "main"]);
+    server.trickle(Some((256, Duration::from_millis(100))));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let asked = Instant::now();
+    let response = h.post_event(&event("during", "dev", "carts", None)).await;
+    let waited = asked.elapsed();
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(6),
+        "answered after {waited:?}"
+    );
+
+    // The fetch is stopped once it has taken its time, and says why.
+    wait_for("the trickling fetch stopped", LONG, || {
+        h.operator_log()
+            .contains("did not end within 8 s (--git-fetch-timeout-seconds) and was stopped")
+    })
+    .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "stopped after {:?}, not at the timeout",
+        asked.elapsed()
+    );
+    // Meanwhile the event ran at the last fetched commit, marked stale.
+    expect_success(&h, "during").await;
+    let run = run_of(&h, "during");
+    assert_eq!(run["spec"]["configRevision"], before.as_str());
+    let stale = run["spec"]["configStale"]["fetchError"].as_str().unwrap();
+    assert!(
+        stale.contains(
+            "has not ended; lookups wait for a fetch at most 2 s (--git-fetch-wait-seconds)"
+        ),
+        "{stale}"
+    );
+    assert_eq!(keptn_files(&h, "during", 1)[0].1, "dev a v1");
+
+    // The host sends at its pace again: the next fetch brings the pushed commit.
+    server.trickle(None);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let response = h.post_event(&event("after", "dev", "carts", None)).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    expect_success(&h, "after").await;
+    let run = run_of(&h, "after");
+    assert_eq!(run["spec"]["configRevision"], pushed.as_str());
+    assert!(run["spec"].get("configStale").is_none(), "{run}");
+    assert_eq!(keptn_files(&h, "after", 1)[0].1, "dev a v2");
 }
 
 /// A push fetched ahead is read ahead: the configs the events before the fetch needed are read

@@ -29,7 +29,7 @@ use crate::serve::{ConnectionLimits, serve};
 use crate::sink::notify::{Notifier, NotifyError};
 use crate::sink::{self, Backoff, RetryPolicy, Sink, SinkError, SinkMode, SinkOptions};
 use crate::source::git::layout;
-use crate::source::{CredentialSettings, GitMetrics, GitSettings, Source};
+use crate::source::{CredentialSettings, FetchLimits, GitMetrics, GitSettings, Source};
 use crate::throttle::ThrottleLayer;
 use k8s_openapi::api::coordination::v1::Lease;
 
@@ -216,6 +216,23 @@ pub struct GitArgs {
         default_value_t = 1 << 30
     )]
     pub git_max_repository_bytes: u64,
+    /// How long a fetch may take: a transfer still running then is stopped, and the fetch
+    /// fails (lookups keep reading the branch heads of the last fetch).
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_GIT_FETCH_TIMEOUT_SECONDS",
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub git_fetch_timeout_seconds: u64,
+    /// How long an event (or a run's files) waits for a fetch under way before the branch
+    /// heads of the last fetch are read instead, marked stale (503 when there are none).
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_GIT_FETCH_WAIT_SECONDS",
+        default_value_t = 10
+    )]
+    pub git_fetch_wait_seconds: u64,
 }
 
 impl GitArgs {
@@ -231,6 +248,8 @@ impl GitArgs {
             git_fetch_interval_seconds,
             git_cache_dir,
             git_max_repository_bytes,
+            git_fetch_timeout_seconds,
+            git_fetch_wait_seconds,
         } = self;
         Some(GitSettings {
             url: git_url?,
@@ -244,7 +263,11 @@ impl GitArgs {
             fetch_interval: Duration::from_secs(git_fetch_interval_seconds),
             cache_dir: git_cache_dir
                 .unwrap_or_else(|| std::env::temp_dir().join("job-executor-git")),
-            max_repository_bytes: git_max_repository_bytes,
+            limits: FetchLimits {
+                max_bytes: git_max_repository_bytes,
+                timeout: Duration::from_secs(git_fetch_timeout_seconds),
+                wait: Duration::from_secs(git_fetch_wait_seconds),
+            },
             metrics,
         })
     }

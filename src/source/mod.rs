@@ -19,7 +19,8 @@ use crate::config::{self, ConfigError, JobConfig, Problem, Task};
 use crate::files::{self, FilesError, RunFiles};
 use crate::matching::Matcher;
 pub use git::{
-    CredentialSettings, FetchLabels, GitError, GitMetrics, GitSettings, GitSource, Stale,
+    CredentialSettings, FetchLabels, FetchLimits, GitError, GitMetrics, GitSettings, GitSource,
+    Stale,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -485,6 +485,8 @@ fn full_values_reach_the_manifests() {
         ),
         ("JOB_EXECUTOR_JOB_LABELS", "cost-center=42,team=platform"),
         ("JOB_EXECUTOR_GIT_FETCH_INTERVAL_SECONDS", "30"),
+        ("JOB_EXECUTOR_GIT_FETCH_TIMEOUT_SECONDS", "300"),
+        ("JOB_EXECUTOR_GIT_FETCH_WAIT_SECONDS", "5"),
         ("JOB_EXECUTOR_LEASE_DURATION_SECONDS", "30"),
         ("JOB_EXECUTOR_LEASE_RENEW_DEADLINE_SECONDS", "20"),
         ("JOB_EXECUTOR_LEASE_RETRY_PERIOD_SECONDS", "2.5"),

@@ -1,6 +1,7 @@
 //! Git repositories for tests, made with the `git` CLI, and a smart-HTTP server for them:
 //! `git http-backend` run as CGI behind an axum handler that checks HTTP basic auth, logs
-//! every request, and can hold its answers (a host that hangs) or delay them (a distant one).
+//! every request, and can hold its answers (a host that hangs), delay them (a distant one) or
+//! trickle the packs it sends (a host, or a proxy, that sends a few bytes now and then).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -152,6 +153,8 @@ struct ServerState {
     held: Arc<tokio::sync::watch::Sender<bool>>,
     /// Milliseconds each answer waits (a distant git host).
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// While set, a pack is sent this many bytes at a time, with this pause between them.
+    trickle: Arc<Mutex<Option<(usize, std::time::Duration)>>>,
 }
 
 /// `git http-backend` behind axum, serving every repository under `root` at `/<name>`.
@@ -182,6 +185,7 @@ impl GitHttpServer {
             arrived: Arc::default(),
             held: Arc::new(tokio::sync::watch::Sender::new(false)),
             delay_ms: Arc::default(),
+            trickle: Arc::default(),
         };
         let addr = listener.local_addr().unwrap();
         let task = Some(spawn_server(listener, state.clone()));
@@ -241,6 +245,12 @@ impl GitHttpServer {
         self.state
             .delay_ms
             .store(millis, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Packs sent from now on (the answers to `git-upload-pack`) go out `bytes` at a time, with
+    /// `pause` between them; `None` sends them whole again.
+    pub fn trickle(&self, pace: Option<(usize, std::time::Duration)>) {
+        *self.state.trickle.lock().unwrap() = pace;
     }
 
     /// Answers the requests held, and the next ones at once.
@@ -363,7 +373,34 @@ async fn cgi(State(state): State<ServerState>, request: Request) -> Response {
     .unwrap();
     let (status, response) = cgi_response(&output.stdout);
     record(status);
-    response
+    let pace = *state.trickle.lock().unwrap();
+    match pace {
+        Some((bytes, pause)) if path.ends_with("/git-upload-pack") => {
+            trickled(response, bytes, pause).await
+        }
+        _ => response,
+    }
+}
+
+/// `response` with its body sent `bytes` at a time, `pause` between them.
+async fn trickled(response: Response, bytes: usize, pause: std::time::Duration) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let chunks = futures::stream::unfold(0, move |at| {
+        let body = body.clone();
+        async move {
+            if at >= body.len() {
+                return None;
+            }
+            if at > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            let end = (at + bytes).min(body.len());
+            Some((Ok::<_, std::io::Error>(body.slice(at..end)), end))
+        }
+    });
+    Response::from_parts(parts, Body::from_stream(chunks))
 }
 
 /// Splits CGI output into headers and body.

@@ -7,10 +7,13 @@
 //! configured to (`uploadpack.allowReachableSHA1InWant`); after the first fetch every fetch is
 //! incremental anyway.
 //!
-//! One fetch runs at a time: a burst of events for the same branch whose heads are due shares
-//! one fetch, and a failed fetch is reported to every request that waited for it instead of
-//! being repeated by each. Lookups whose heads are not due read them while a fetch runs; the
-//! fetch holds the heads' lock only to record what it found.
+//! One fetch runs at a time, on a thread of its own: a burst of events for the same branch
+//! whose heads are due shares one fetch, and a failed fetch is reported to every request that
+//! waited for it instead of being repeated by each. Lookups whose heads are not due read them
+//! while a fetch runs; the fetch holds the heads' lock only to record what it found. A lookup
+//! waits for a fetch at most [`FetchLimits::wait`] (counted from the fetch's start when it
+//! started earlier), then reads the heads of the last successful fetch, marked stale; a fetch
+//! itself is stopped once its transfer has run for [`FetchLimits::timeout`].
 //!
 //! Under a steady stream of events, no event waits for a fetch: once what is left of the fetch
 //! interval is twice as long as the last fetch took (at least a quarter of the interval, at most
@@ -26,7 +29,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use gix::bstr::ByteSlice as _;
@@ -50,6 +53,29 @@ const LOW_SPEED_BYTES: u64 = 1_000;
 const LOW_SPEED_SECONDS: u64 = 30;
 /// Seconds between an ssh connection's keep-alives when the server sends nothing.
 const SSH_ALIVE_INTERVAL_SECONDS: u64 = 15;
+
+/// What a fetch may take: room on disk and time, and how long a lookup waits for it.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchLimits {
+    /// The most the clone's objects may take on disk (`--git-max-repository-bytes`).
+    pub max_bytes: u64,
+    /// How long a fetch may take (`--git-fetch-timeout-seconds`): a transfer still running
+    /// then is stopped.
+    pub timeout: Duration,
+    /// How long a lookup waits for a fetch under way (`--git-fetch-wait-seconds`) before it
+    /// reads the heads of the last successful fetch, marked stale, or fails without any.
+    pub wait: Duration,
+}
+
+impl Default for FetchLimits {
+    fn default() -> Self {
+        FetchLimits {
+            max_bytes: 1 << 30,
+            timeout: Duration::from_secs(600),
+            wait: Duration::from_secs(10),
+        }
+    }
+}
 
 /// Where the credentials come from; read at every fetch, so a rotated Secret is picked up.
 #[derive(Debug, Clone, Default)]
@@ -197,6 +223,42 @@ fn split_credentials(url: &str) -> Option<(&str, &str, &str)> {
     Some((scheme, &rest[..at], &rest[at + 1..]))
 }
 
+/// Whether a fetch is under way, and how many have ended: lookups wait on it for the one under
+/// way. Apart from the cache, so that a fetch's thread lets go of the cache (and the clone's
+/// owner lock) before it wakes them.
+#[derive(Debug, Default)]
+struct FetchProgress {
+    progress: Mutex<Progress>,
+    ended: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    /// When the fetch under way was claimed; one runs at a time.
+    under_way: Option<Instant>,
+    /// Fetches ended (their outcome recorded in the state), or given up before they started.
+    ended: u64,
+}
+
+impl FetchProgress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The claim of the fetch under way: let go, and the lookups waiting for it woken, when
+/// dropped (after the fetch recorded its outcome, or if it panicked).
+struct Claim(Arc<FetchProgress>);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut progress = self.0.lock();
+        progress.under_way = None;
+        progress.ended += 1;
+        self.0.ended.notify_all();
+    }
+}
+
 #[derive(Debug, Default)]
 struct FetchState {
     /// When the last successful fetch of this process started.
@@ -213,11 +275,10 @@ pub struct CloneCache {
     path: PathBuf,
     repo: gix::ThreadSafeRepository,
     credentials: CredentialSettings,
-    /// The most the clone's objects may take on disk.
-    max_bytes: u64,
+    limits: FetchLimits,
     state: RwLock<FetchState>,
-    /// Held by the fetch under way, so that one runs at a time.
-    fetching: Mutex<()>,
+    /// The fetch under way, if any.
+    progress: Arc<FetchProgress>,
     /// Counts the changes of `state`, and is odd while a fetch records what it found: what a
     /// lookup read from memory stays valid while this has not moved (see
     /// [`CloneCache::generation`]).
@@ -392,7 +453,7 @@ impl CloneCache {
         url: RepoUrl,
         cache_dir: &Path,
         credentials: CredentialSettings,
-        max_bytes: u64,
+        limits: FetchLimits,
         fetches: Family<FetchLabels, Counter>,
     ) -> Result<Self, GitError> {
         // HTTPS goes through reqwest's rustls, built without a crypto provider of its own so
@@ -451,12 +512,12 @@ impl CloneCache {
             path,
             repo,
             credentials,
-            max_bytes,
+            limits,
             state: RwLock::new(FetchState {
                 heads,
                 ..FetchState::default()
             }),
-            fetching: Mutex::new(()),
+            progress: Arc::default(),
             generation: AtomicU64::new(0),
             fetched: AtomicU64::new(0),
             last_took: AtomicU64::new(0),
@@ -477,26 +538,94 @@ impl CloneCache {
     /// The branch heads for a lookup requested at `requested`: of a fetch that started after
     /// `requested` or at most `max_age` before now, fetching if there is none. A fetch that
     /// failed after `requested` is not repeated, nor is one that failed within `max_age` while
-    /// heads of an earlier fetch are known: then those heads are returned, marked stale. The
-    /// error only when nothing was ever fetched.
-    pub fn heads(&self, requested: Instant, max_age: Duration) -> Result<Heads, GitError> {
+    /// heads of an earlier fetch are known: then those heads are returned, marked stale.
+    ///
+    /// The fetch runs on a thread of its own, one at a time, and lookups wait for it until
+    /// `limits.wait` has passed from the earlier of their request and the fetch's start; then
+    /// they read the heads of the last successful fetch, marked stale as after a failed fetch,
+    /// while it goes on (a git host that trickles a transfer does not hold every event). The
+    /// error only when there are no heads to read.
+    pub fn heads(
+        self: &Arc<Self>,
+        requested: Instant,
+        max_age: Duration,
+    ) -> Result<Heads, GitError> {
         // Read shared first: lookups that need no fetch do not queue behind one another.
         if let Some(known) = known_heads(&self.read_state(), requested, max_age) {
             return known;
         }
-        // One fetch at a time: a lookup that waited for another's fetch uses its heads.
-        let _fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(known) = known_heads(&self.read_state(), requested, max_age) {
-            return known;
+        let mut progress = self.progress.lock();
+        loop {
+            // A lookup that waited for another's fetch uses its heads.
+            if let Some(known) = known_heads(&self.read_state(), requested, max_age) {
+                return known;
+            }
+            let since = match progress.under_way {
+                Some(since) => since,
+                None => {
+                    // Nothing is read ahead: lookups wait for this fetch, and each reads what
+                    // it needs.
+                    let now = Instant::now();
+                    progress.under_way = Some(now);
+                    drop(progress);
+                    self.run_claimed("git-fetch", |_| {}, true);
+                    progress = self.progress.lock();
+                    now
+                }
+            };
+            let waited_enough = since.min(requested) + self.limits.wait;
+            let left = waited_enough.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let error = GitError::Fetch {
+                    url: self.url.shown.clone(),
+                    cause: format!(
+                        "the fetch under way started {} s ago and has not ended; lookups wait \
+                         for a fetch at most {} s (--git-fetch-wait-seconds)",
+                        since.elapsed().as_secs(),
+                        self.limits.wait.as_secs()
+                    ),
+                };
+                return stale_heads(&self.read_state(), error, None);
+            }
+            let ended = progress.ended;
+            progress = self
+                .progress
+                .ended
+                .wait_timeout_while(progress, left, |p| p.ended == ended)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
-        // Nothing is read ahead: lookups wait for this fetch, and each reads what it needs.
-        match self.fetch_now(|_| {}) {
-            Ok(heads) => Ok(Heads {
-                heads,
-                stale: None,
-                fresh_until: None,
-            }),
-            Err(error) => stale_heads(&self.read_state(), error, None),
+    }
+
+    /// Runs the fetch this process claimed (`under_way` set) on a thread named `thread`, the
+    /// claim let go when it ends. Without a thread, `inline` fetches on this one (a lookup
+    /// waits for the fetch anyway) or gives the fetch up (a fetch ahead: the heads are fetched
+    /// when they are due).
+    fn run_claimed(
+        self: &Arc<Self>,
+        thread: &str,
+        read_ahead: impl FnOnce(&RemoteHeads) + Send + 'static,
+        inline: bool,
+    ) {
+        let cache = self.clone();
+        let started = std::thread::Builder::new()
+            .name(thread.to_string())
+            .spawn(move || {
+                let claim = Claim(cache.progress.clone());
+                {
+                    // Dropped before the claim: a lookup woken by it may reopen the cache.
+                    let cache = cache;
+                    // The outcome is recorded, and a failure told to the lookups that follow.
+                    let _ = cache.fetch_now(read_ahead);
+                }
+                drop(claim);
+            });
+        if let Err(error) = started {
+            tracing::warn!(%error, "cannot start a thread to fetch the config repository");
+            let _claim = Claim(self.progress.clone());
+            if inline {
+                let _ = self.fetch_now(|_| {});
+            }
         }
     }
 
@@ -519,7 +648,7 @@ impl CloneCache {
     }
 
     /// Starts a fetch on a thread of its own, unless one was started since the last successful
-    /// fetch: the lookup that calls this reads the heads it has, which are not due yet, and the
+    /// fetch or one is under way: the lookup that calls this reads the heads it has, which are not due yet, and the
     /// fetch is there before they are (see the module's documentation). What `read_ahead` makes
     /// is given the heads the fetch found before they are recorded, to read what lookups will
     /// need at them.
@@ -534,24 +663,15 @@ impl CloneCache {
         {
             return;
         }
-        let cache = self.clone();
-        let read_ahead = read_ahead();
-        let started = std::thread::Builder::new()
-            .name("git-fetch-ahead".to_string())
-            .spawn(move || {
-                let Ok(_fetching) = cache.fetching.try_lock() else {
-                    // A lookup's fetch is under way.
-                    return;
-                };
-                if cache.fetched.load(Ordering::Acquire) == fetched {
-                    // The outcome is recorded, and a failure told to the lookups that follow.
-                    let _ = cache.fetch_now(read_ahead);
-                }
-            });
-        if let Err(error) = started {
-            // The heads are fetched when they are due, as without a fetch ahead.
-            tracing::warn!(%error, "cannot start a thread to fetch the config repository ahead");
+        {
+            let mut progress = self.progress.lock();
+            // A lookup's fetch is under way, or one ended since.
+            if progress.under_way.is_some() || self.fetched.load(Ordering::Acquire) != fetched {
+                return;
+            }
+            progress.under_way = Some(Instant::now());
         }
+        self.run_claimed("git-fetch-ahead", read_ahead(), false);
     }
 
     /// Where the heads are: even and the same as when a lookup read them from memory, they have
@@ -594,12 +714,13 @@ impl CloneCache {
     /// Runs `during` while a fetch is under way (not yet recording what it found).
     #[cfg(test)]
     pub(super) fn while_fetching<T>(&self, during: impl FnOnce() -> T) -> T {
-        let _fetch = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+        self.progress.lock().under_way = Some(Instant::now());
+        let _claim = Claim(self.progress.clone());
         during()
     }
 
     /// Fetches, and records the outcome in `state` (and the heads in the clone); the caller
-    /// holds `fetching`. The heads' lock is taken only to record the outcome: lookups whose
+    /// claimed the fetch. The heads' lock is taken only to record the outcome: lookups whose
     /// heads are not due read them meanwhile, and `read_ahead` is given the heads found before
     /// they are recorded (what it takes counts in what the fetch took).
     fn fetch_now(
@@ -644,6 +765,7 @@ impl CloneCache {
     }
 
     fn fetch(&self) -> Result<RemoteHeads, GitError> {
+        let started = Instant::now();
         let account = match self.url.password.clone() {
             Some(password) => Some(Account {
                 username: self
@@ -738,32 +860,47 @@ impl CloneCache {
         let heads =
             RemoteHeads::advertised(&prepared.ref_map().remote_refs, jiff::Timestamp::now());
         let objects = self.path.join("objects");
+        let max_bytes = self.limits.max_bytes;
         let too_large = |size: u64| GitError::Fetch {
             url: self.url.shown.clone(),
             cause: format!(
                 "the repository is too large: its clone reached {size} bytes, over the limit of \
-                 {} bytes (--git-max-repository-bytes); the fetch was stopped",
-                self.max_bytes
+                 {max_bytes} bytes (--git-max-repository-bytes); the fetch was stopped"
+            ),
+        };
+        let too_slow = || GitError::Fetch {
+            url: self.url.shown.clone(),
+            cause: format!(
+                "the fetch did not end within {} s (--git-fetch-timeout-seconds) and was \
+                 stopped; raise the limit if a clone this large needs longer over this link",
+                self.limits.timeout.as_secs()
             ),
         };
         let size = disk_usage(&objects);
-        if size > self.max_bytes {
+        if size > max_bytes {
             return Err(too_large(size));
         }
         // The pack arrives into the objects directory: watch it grow, and interrupt the
         // transfer once the clone passes the limit (a huge repository or history must not fill
-        // the disk). What arrives between two looks is checked once the transfer ends.
+        // the disk), or once the fetch has taken its time (a host that trickles the pack must
+        // not hold the fetch for good). What arrives between two looks is checked once the
+        // transfer ends.
         let interrupt = AtomicBool::new(false);
         let done = AtomicBool::new(false);
-        let (received, watched) = std::thread::scope(|scope| {
+        let (received, stopped) = std::thread::scope(|scope| {
             let watcher = scope.spawn(|| {
                 while !done.load(Ordering::Relaxed) {
                     let size = disk_usage(&objects);
-                    if size > self.max_bytes {
-                        interrupt.store(true, Ordering::Relaxed);
-                        return Some(size);
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+                    let stopped = if size > max_bytes {
+                        too_large(size)
+                    } else if started.elapsed() > self.limits.timeout {
+                        too_slow()
+                    } else {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    interrupt.store(true, Ordering::Relaxed);
+                    return Some(stopped);
                 }
                 None
             });
@@ -771,12 +908,12 @@ impl CloneCache {
             done.store(true, Ordering::Relaxed);
             (received, watcher.join().ok().flatten())
         });
-        if let Some(size) = watched {
-            return Err(too_large(size));
+        if let Some(stopped) = stopped {
+            return Err(stopped);
         }
         received.map_err(|e| failed(&e))?;
         let size = disk_usage(&objects);
-        if size > self.max_bytes {
+        if size > max_bytes {
             return Err(too_large(size));
         }
         Ok(heads)

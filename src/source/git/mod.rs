@@ -32,7 +32,7 @@ use prometheus_client::metrics::family::Family;
 
 use fetch::CloneCache;
 pub use fetch::RepoUrl;
-pub use fetch::{CredentialSettings, FetchLabels, mask_credentials, redact};
+pub use fetch::{CredentialSettings, FetchLabels, FetchLimits, mask_credentials, redact};
 pub use heads::Stale;
 use heads::{Heads, RemoteHeads};
 use layout::{Branch, Lookup};
@@ -261,8 +261,8 @@ pub struct GitSettings {
     /// A branch head older than this is fetched again before it is used.
     pub fetch_interval: Duration,
     pub cache_dir: PathBuf,
-    /// The most the clone may hold (`--git-max-repository-bytes`).
-    pub max_repository_bytes: u64,
+    /// The most the clone may hold and a fetch may take, and how long a lookup waits for one.
+    pub limits: FetchLimits,
     pub metrics: GitMetrics,
 }
 
@@ -511,7 +511,7 @@ impl GitSource {
             credentials,
             fetch_interval,
             cache_dir,
-            max_repository_bytes,
+            limits,
             metrics:
                 GitMetrics {
                     fetches,
@@ -521,7 +521,7 @@ impl GitSource {
                 },
             ..
         } = settings;
-        let cache = CloneCache::open(url, &cache_dir, credentials, max_repository_bytes, fetches)?;
+        let cache = CloneCache::open(url, &cache_dir, credentials, limits, fetches)?;
         let cache = Arc::new(cache);
         Ok(GitSource {
             id: SOURCE_IDS.fetch_add(1, Ordering::Relaxed),

@@ -117,6 +117,20 @@ fn open_bounded(
     fetch_interval: Duration,
     max_repository_bytes: u64,
 ) -> Result<Opened, SourceError> {
+    let limits = FetchLimits {
+        max_bytes: max_repository_bytes,
+        ..FetchLimits::default()
+    };
+    open_limited(url, cache_dir, lookups, fetch_interval, limits)
+}
+
+fn open_limited(
+    url: &str,
+    cache_dir: &std::path::Path,
+    lookups: &[&str],
+    fetch_interval: Duration,
+    limits: FetchLimits,
+) -> Result<Opened, SourceError> {
     let metrics = GitMetrics::default();
     let source = GitSource::open(GitSettings {
         url: url.to_string(),
@@ -125,7 +139,7 @@ fn open_bounded(
         credentials: CredentialSettings::default(),
         fetch_interval,
         cache_dir: cache_dir.to_path_buf(),
-        max_repository_bytes,
+        limits,
         metrics: metrics.clone(),
     })?;
     let GitMetrics {
@@ -865,6 +879,84 @@ fn an_unreachable_repository_serves_the_branch_heads_of_the_last_fetch() {
         .unwrap();
     assert!(back.stale.is_none());
     assert_eq!(image_of(&back.config.unwrap()), "new");
+}
+
+/// A fetch under way that does not end (a host trickling its pack) holds a lookup whose heads
+/// are due only as long as `--git-fetch-wait-seconds`, counted from the fetch's start: then it
+/// reads the last heads, marked stale; with none, it fails.
+#[test]
+fn a_lookup_waits_for_a_fetch_under_way_only_so_long() {
+    let repo = TestRepo::new("wait");
+    repo.git(&["checkout", "-q", "-b", "dev"]);
+    repo.write("job/config.yaml", &config_with_image("v1", "[]"));
+    repo.commit("v1");
+    let cache_dir = repo.dir.with_extension("cache");
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    let wait = Duration::from_millis(600);
+    let limits = FetchLimits {
+        wait,
+        ..FetchLimits::default()
+    };
+    let open = || open_limited(&repo.url(), &cache_dir, &[], Duration::ZERO, limits).unwrap();
+
+    // Nothing fetched yet: a lookup fails once it waited, saying why.
+    let empty = open();
+    let started = Instant::now();
+    let error = empty.cache.while_fetching(|| {
+        empty
+            .load(&service("dev", "carts"), None, Reads::Any)
+            .unwrap_err()
+    });
+    assert!(started.elapsed() >= wait, "waited {:?}", started.elapsed());
+    assert!(
+        error
+            .to_string()
+            .contains("the fetch under way started 0 s ago and has not ended")
+            && error.to_string().contains("s (--git-fetch-wait-seconds)"),
+        "{error}"
+    );
+    assert!(error.is_transient(), "{error}");
+    drop(empty);
+
+    let source = open();
+    found(&source, "dev", "carts", None);
+    assert_eq!(fetch_count(&source.fetches), 1);
+    let stale = |source: &Opened| {
+        source
+            .load(&service("dev", "carts"), None, Reads::Any)
+            .unwrap()
+            .stale
+            .expect("stale heads")
+    };
+    let (waited, late, at_once) = source.cache.while_fetching(|| {
+        // A lookup due to fetch waits for the fetch under way, then reads the heads it has.
+        let started = Instant::now();
+        let first = stale(&source);
+        let waited = started.elapsed();
+        assert!(
+            first.error.to_string().contains("has not ended"),
+            "{}",
+            first.error
+        );
+        // Once the fetch has run that long, a lookup does not wait for it at all.
+        let started = Instant::now();
+        let second = stale(&source);
+        (waited, second, started.elapsed())
+    });
+    assert!(waited >= wait, "waited {waited:?}");
+    assert!(at_once < wait / 2, "waited again: {at_once:?}");
+    assert!(
+        late.error.to_string().contains("has not ended"),
+        "{}",
+        late.error
+    );
+    assert_eq!(source.stale_lookups.get(), 2);
+    // The fetch under way ended: the next lookup fetches again, fresh.
+    let after = source
+        .load(&service("dev", "carts"), None, Reads::Any)
+        .unwrap();
+    assert!(after.stale.is_none());
+    assert_eq!(fetch_count(&source.fetches), 2);
 }
 
 #[test]
