@@ -934,10 +934,10 @@ async fn under_a_steady_stream_of_events_none_waits_for_a_fetch() {
 }
 
 /// A git host that trickles its packs (a few bytes now and then, never silent long enough for a
-/// read to time out) holds neither events nor the fetch for good: an event whose heads are due
-/// waits `--git-fetch-wait-seconds`, then runs at the last fetched commit, marked stale; the
-/// fetch is stopped at `--git-fetch-timeout-seconds`; once the host sends at its pace again,
-/// the next fetch brings the commit pushed meanwhile.
+/// read to time out) holds neither events nor the fetches for good: an event whose heads are
+/// due waits `--git-fetch-wait-seconds`, then runs at the last fetched commit, marked stale;
+/// past `--git-fetch-timeout-seconds` the fetch is given up, and once the host sends at its
+/// pace again the next fetch brings the commit pushed meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_git_host_that_trickles_its_pack_holds_neither_events_nor_the_fetch() {
     let root = temp("trickle");
@@ -951,7 +951,7 @@ async fn a_git_host_that_trickles_its_pack_holds_neither_events_nor_the_fetch() 
             "--git-fetch-interval-seconds",
             "1",
             "--git-fetch-wait-seconds",
-            "2",
+            "3",
             "--git-fetch-timeout-seconds",
             "8",
         ],
@@ -985,44 +985,47 @@ async fn a_git_host_that_trickles_its_pack_holds_neither_events_nor_the_fetch() 
     let waited = asked.elapsed();
     assert_eq!(response.status, 202, "{:?}", response.body);
     assert!(
-        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(6),
+        waited >= Duration::from_millis(2900) && waited < Duration::from_secs(7),
         "answered after {waited:?}"
     );
 
-    // The fetch is stopped once it has taken its time, and says why.
-    wait_for("the trickling fetch stopped", LONG, || {
-        h.operator_log()
-            .contains("did not end within 8 s (--git-fetch-timeout-seconds) and was stopped")
-    })
-    .await;
-    assert!(
-        asked.elapsed() < Duration::from_secs(20),
-        "stopped after {:?}, not at the timeout",
-        asked.elapsed()
-    );
-    // Meanwhile the event ran at the last fetched commit, marked stale.
+    // The event ran at the last fetched commit, marked stale.
     expect_success(&h, "during").await;
     let run = run_of(&h, "during");
     assert_eq!(run["spec"]["configRevision"], before.as_str());
     let stale = run["spec"]["configStale"]["fetchError"].as_str().unwrap();
     assert!(
         stale.contains(
-            "has not ended; lookups wait for a fetch at most 2 s (--git-fetch-wait-seconds)"
+            "has not ended; lookups wait for a fetch at most 3 s (--git-fetch-wait-seconds)"
         ),
         "{stale}"
     );
     assert_eq!(keptn_files(&h, "during", 1)[0].1, "dev a v1");
 
-    // The host sends at its pace again: the next fetch brings the pushed commit.
+    // Past the timeout the trickling fetch is given up (its transfer interrupted at the next
+    // packet, which the host sends whole only after about 25 s): the host answers at its pace
+    // again, and the next event's fetch, started beside it, brings the pushed commit at once.
+    tokio::time::sleep_until((asked + Duration::from_millis(8500)).into()).await;
     server.trickle(None);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let asked = Instant::now();
     let response = h.post_event(&event("after", "dev", "carts", None)).await;
     assert_eq!(response.status, 202, "{:?}", response.body);
+    assert!(
+        asked.elapsed() < Duration::from_secs(7),
+        "waited for the fetch given up: {:?}",
+        asked.elapsed()
+    );
     expect_success(&h, "after").await;
     let run = run_of(&h, "after");
     assert_eq!(run["spec"]["configRevision"], pushed.as_str());
     assert!(run["spec"].get("configStale").is_none(), "{run}");
     assert_eq!(keptn_files(&h, "after", 1)[0].1, "dev a v2");
+    let log = h.operator_log();
+    assert!(
+        log.contains("is still under way past --git-fetch-timeout-seconds: it is left to itself")
+            || log.contains("did not end within 8 s (--git-fetch-timeout-seconds)"),
+        "{log}"
+    );
 }
 
 /// A push fetched ahead is read ahead: the configs the events before the fetch needed are read

@@ -222,7 +222,7 @@ pub struct GitArgs {
         long,
         env = "JOB_EXECUTOR_GIT_FETCH_TIMEOUT_SECONDS",
         default_value_t = 600,
-        value_parser = clap::value_parser!(u64).range(1..)
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub git_fetch_timeout_seconds: u64,
     /// How long an event (or a run's files) waits for a fetch under way before the branch
@@ -230,7 +230,8 @@ pub struct GitArgs {
     #[arg(
         long,
         env = "JOB_EXECUTOR_GIT_FETCH_WAIT_SECONDS",
-        default_value_t = 10
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3_600)
     )]
     pub git_fetch_wait_seconds: u64,
 }

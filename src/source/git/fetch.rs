@@ -12,8 +12,9 @@
 //! waited for it instead of being repeated by each. Lookups whose heads are not due read them
 //! while a fetch runs; the fetch holds the heads' lock only to record what it found. A lookup
 //! waits for a fetch at most [`FetchLimits::wait`] (counted from the fetch's start when it
-//! started earlier), then reads the heads of the last successful fetch, marked stale; a fetch
-//! itself is stopped once its transfer has run for [`FetchLimits::timeout`].
+//! started earlier), then reads the heads of the last successful fetch, marked stale. A fetch
+//! that has run for [`FetchLimits::timeout`] is interrupted where it can be and no longer
+//! waited for: the next lookup that needs one starts a new fetch beside it.
 //!
 //! Under a steady stream of events, no event waits for a fetch: once what is left of the fetch
 //! interval is twice as long as the last fetch took (at least a quarter of the interval, at most
@@ -59,8 +60,8 @@ const SSH_ALIVE_INTERVAL_SECONDS: u64 = 15;
 pub struct FetchLimits {
     /// The most the clone's objects may take on disk (`--git-max-repository-bytes`).
     pub max_bytes: u64,
-    /// How long a fetch may take (`--git-fetch-timeout-seconds`): a transfer still running
-    /// then is stopped.
+    /// How long a fetch may take (`--git-fetch-timeout-seconds`): then its transfer is
+    /// interrupted where it can be, and the next fetch does not wait for it.
     pub timeout: Duration,
     /// How long a lookup waits for a fetch under way (`--git-fetch-wait-seconds`) before it
     /// reads the heads of the last successful fetch, marked stale, or fails without any.
@@ -234,28 +235,61 @@ struct FetchProgress {
 
 #[derive(Debug, Default)]
 struct Progress {
-    /// When the fetch under way was claimed; one runs at a time.
-    under_way: Option<Instant>,
+    /// The claim of the fetch under way (its number) and when it was made; one runs at a time.
+    under_way: Option<(u64, Instant)>,
+    /// Claims made: the next one's number.
+    claims: u64,
     /// Fetches ended (their outcome recorded in the state), or given up before they started.
     ended: u64,
+}
+
+impl Progress {
+    /// When the fetch under way started, unless it has run past `timeout`: a fetch still under
+    /// way then (a host trickling a large packet holds a read until it is whole, where the
+    /// transfer cannot be interrupted) is left to itself, and the next one may start beside it.
+    fn under_way(&self, timeout: Duration) -> Option<Instant> {
+        self.under_way
+            .map(|(_, since)| since)
+            .filter(|since| since.elapsed() <= timeout)
+    }
 }
 
 impl FetchProgress {
     fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
         self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Claims the fetch about to start, through the lock the caller holds (and lets go of
+    /// before the claim is dropped).
+    fn claim(self: &Arc<Self>, progress: &mut Progress, now: Instant) -> Claim {
+        progress.claims += 1;
+        progress.under_way = Some((progress.claims, now));
+        Claim {
+            progress: self.clone(),
+            number: progress.claims,
+        }
+    }
 }
 
 /// The claim of the fetch under way: let go, and the lookups waiting for it woken, when
-/// dropped (after the fetch recorded its outcome, or if it panicked).
-struct Claim(Arc<FetchProgress>);
+/// dropped (after the fetch recorded its outcome, or if it panicked). A claim left behind (see
+/// [`Progress::under_way`]) lets go of nothing but wakes them too.
+struct Claim {
+    progress: Arc<FetchProgress>,
+    number: u64,
+}
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let mut progress = self.0.lock();
-        progress.under_way = None;
+        let mut progress = self.progress.lock();
+        if progress
+            .under_way
+            .is_some_and(|(number, _)| number == self.number)
+        {
+            progress.under_way = None;
+        }
         progress.ended += 1;
-        self.0.ended.notify_all();
+        self.progress.ended.notify_all();
     }
 }
 
@@ -554,26 +588,45 @@ impl CloneCache {
         if let Some(known) = known_heads(&self.read_state(), requested, max_age) {
             return known;
         }
+        let timeout = self.limits.timeout;
         let mut progress = self.progress.lock();
         loop {
             // A lookup that waited for another's fetch uses its heads.
             if let Some(known) = known_heads(&self.read_state(), requested, max_age) {
                 return known;
             }
-            let since = match progress.under_way {
+            // The count of ended fetches is read with the claim, under the same lock: a fetch
+            // that ends before this lookup waits has moved it.
+            let ended = progress.ended;
+            let since = match progress.under_way(timeout) {
                 Some(since) => since,
                 None => {
+                    if let Some((_, stuck)) = progress.under_way {
+                        tracing::warn!(url = %self.url.shown, started_s_ago = stuck.elapsed().as_secs(), "a fetch of the config repository is still under way past --git-fetch-timeout-seconds: it is left to itself (what it finds is not used if a newer fetch ends first), and a new one starts");
+                    }
                     // Nothing is read ahead: lookups wait for this fetch, and each reads what
                     // it needs.
                     let now = Instant::now();
-                    progress.under_way = Some(now);
+                    let claim = self.progress.claim(&mut progress, now);
                     drop(progress);
-                    self.run_claimed("git-fetch", |_| {}, true);
+                    if !self.run_claimed(claim, "git-fetch", |_| {}) {
+                        // No thread for it: fetch on this one, unless another claimed one.
+                        let mut progress = self.progress.lock();
+                        if progress.under_way(timeout).is_none() {
+                            let claim = self.progress.claim(&mut progress, Instant::now());
+                            drop(progress);
+                            let _ = self.fetch_now(|_| {});
+                            drop(claim);
+                        }
+                    }
                     progress = self.progress.lock();
                     now
                 }
             };
-            let waited_enough = since.min(requested) + self.limits.wait;
+            let waited_enough = since
+                .min(requested)
+                .checked_add(self.limits.wait)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             let left = waited_enough.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 let error = GitError::Fetch {
@@ -587,7 +640,6 @@ impl CloneCache {
                 };
                 return stale_heads(&self.read_state(), error, None);
             }
-            let ended = progress.ended;
             progress = self
                 .progress
                 .ended
@@ -597,21 +649,19 @@ impl CloneCache {
         }
     }
 
-    /// Runs the fetch this process claimed (`under_way` set) on a thread named `thread`, the
-    /// claim let go when it ends. Without a thread, `inline` fetches on this one (a lookup
-    /// waits for the fetch anyway) or gives the fetch up (a fetch ahead: the heads are fetched
-    /// when they are due).
+    /// Runs the fetch `claim` was made for on a thread named `thread`, the claim let go when it
+    /// ends; false (and the claim let go) when no thread can be started.
     fn run_claimed(
         self: &Arc<Self>,
+        claim: Claim,
         thread: &str,
         read_ahead: impl FnOnce(&RemoteHeads) + Send + 'static,
-        inline: bool,
-    ) {
+    ) -> bool {
         let cache = self.clone();
         let started = std::thread::Builder::new()
             .name(thread.to_string())
             .spawn(move || {
-                let claim = Claim(cache.progress.clone());
+                let claim = claim;
                 {
                     // Dropped before the claim: a lookup woken by it may reopen the cache.
                     let cache = cache;
@@ -620,11 +670,11 @@ impl CloneCache {
                 }
                 drop(claim);
             });
-        if let Err(error) = started {
-            tracing::warn!(%error, "cannot start a thread to fetch the config repository");
-            let _claim = Claim(self.progress.clone());
-            if inline {
-                let _ = self.fetch_now(|_| {});
+        match started {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(%error, "cannot start a thread to fetch the config repository");
+                false
             }
         }
     }
@@ -648,30 +698,36 @@ impl CloneCache {
     }
 
     /// Starts a fetch on a thread of its own, unless one was started since the last successful
-    /// fetch or one is under way: the lookup that calls this reads the heads it has, which are not due yet, and the
-    /// fetch is there before they are (see the module's documentation). What `read_ahead` makes
-    /// is given the heads the fetch found before they are recorded, to read what lookups will
-    /// need at them.
+    /// fetch or one is under way: the lookup that calls this reads the heads it has, which are
+    /// not due yet, and the fetch is there before they are (see the module's documentation).
+    /// What `read_ahead` makes is given the heads the fetch found before they are recorded, to
+    /// read what lookups will need at them.
     pub fn fetch_ahead<R>(self: &Arc<Self>, read_ahead: impl FnOnce() -> R)
     where
         R: FnOnce(&RemoteHeads) + Send + 'static,
     {
         let fetched = self.fetched.load(Ordering::Acquire);
         // Read first: every lookup within the lead asks.
-        if self.ahead_after.load(Ordering::Relaxed) == fetched
-            || self.ahead_after.swap(fetched, Ordering::AcqRel) == fetched
+        if self.ahead_after.load(Ordering::Relaxed) == fetched {
+            return;
+        }
+        // Not waited for: this runs on an async worker. Another lookup within the lead asks.
+        let mut progress = match self.progress.progress.try_lock() {
+            Ok(progress) => progress,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        if self.ahead_after.swap(fetched, Ordering::AcqRel) == fetched
+            // A lookup's fetch is under way, or one ended since.
+            || progress.under_way.is_some()
+            || self.fetched.load(Ordering::Acquire) != fetched
         {
             return;
         }
-        {
-            let mut progress = self.progress.lock();
-            // A lookup's fetch is under way, or one ended since.
-            if progress.under_way.is_some() || self.fetched.load(Ordering::Acquire) != fetched {
-                return;
-            }
-            progress.under_way = Some(Instant::now());
-        }
-        self.run_claimed("git-fetch-ahead", read_ahead(), false);
+        let claim = self.progress.claim(&mut progress, Instant::now());
+        drop(progress);
+        // Without a thread, the heads are fetched when they are due.
+        self.run_claimed(claim, "git-fetch-ahead", read_ahead());
     }
 
     /// Where the heads are: even and the same as when a lookup read them from memory, they have
@@ -714,9 +770,19 @@ impl CloneCache {
     /// Runs `during` while a fetch is under way (not yet recording what it found).
     #[cfg(test)]
     pub(super) fn while_fetching<T>(&self, during: impl FnOnce() -> T) -> T {
-        self.progress.lock().under_way = Some(Instant::now());
-        let _claim = Claim(self.progress.clone());
-        during()
+        let mut progress = self.progress.lock();
+        while progress.under_way.is_some() {
+            progress = self
+                .progress
+                .ended
+                .wait(progress)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        let claim = self.progress.claim(&mut progress, Instant::now());
+        drop(progress);
+        let result = during();
+        drop(claim);
+        result
     }
 
     /// Fetches, and records the outcome in `state` (and the heads in the clone); the caller
@@ -729,6 +795,19 @@ impl CloneCache {
     ) -> Result<Arc<RemoteHeads>, GitError> {
         let started = Instant::now();
         let fetched = self.fetch();
+        // A fetch left to itself (see `Progress::under_way`) that ends after a newer one
+        // recorded its outcome changes nothing.
+        let newer = |state: &FetchState| {
+            state.last_ok.is_some_and(|ok| ok > started)
+                || state
+                    .last_failure
+                    .as_ref()
+                    .is_some_and(|(failed, _)| *failed > started)
+        };
+        if newer(&self.read_state()) {
+            tracing::info!(url = %self.url.shown, elapsed_s = started.elapsed().as_secs(), ok = fetched.is_ok(), "a fetch left to itself ended after a newer one: its outcome is not used");
+            return fetched.map(Arc::new);
+        }
         if let Ok(heads) = &fetched
             && let Err(error) = heads.save(&self.path)
         {
@@ -739,6 +818,9 @@ impl CloneCache {
             read_ahead(heads);
         }
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if newer(&state) {
+            return fetched.map(Arc::new);
+        }
         let _changing = Changing::start(&self.generation);
         match fetched {
             Ok(heads) => {
@@ -880,11 +962,17 @@ impl CloneCache {
         if size > max_bytes {
             return Err(too_large(size));
         }
+        // Listing the branches cannot be interrupted: one that took the whole time transfers
+        // nothing (a fetch left to itself should not update the clone beside the next one).
+        if started.elapsed() > self.limits.timeout {
+            return Err(too_slow());
+        }
         // The pack arrives into the objects directory: watch it grow, and interrupt the
         // transfer once the clone passes the limit (a huge repository or history must not fill
-        // the disk), or once the fetch has taken its time (a host that trickles the pack must
-        // not hold the fetch for good). What arrives between two looks is checked once the
-        // transfer ends.
+        // the disk), or once the fetch has taken its time. The transfer stops at its next
+        // read, which waits for a whole packet (up to 64 KiB) of a host that trickles it; the
+        // next fetch does not wait for that. What arrives between two looks is checked once
+        // the transfer ends.
         let interrupt = AtomicBool::new(false);
         let done = AtomicBool::new(false);
         let (received, stopped) = std::thread::scope(|scope| {
@@ -908,10 +996,13 @@ impl CloneCache {
             done.store(true, Ordering::Relaxed);
             (received, watcher.join().ok().flatten())
         });
-        if let Some(stopped) = stopped {
-            return Err(stopped);
+        // A transfer that ended as it was interrupted stands (its refs are written); a pack past
+        // the limit is found below.
+        match (received, stopped) {
+            (Ok(_), _) => {}
+            (Err(_), Some(stopped)) => return Err(stopped),
+            (Err(error), None) => return Err(failed(&error)),
         }
-        received.map_err(|e| failed(&e))?;
         let size = disk_usage(&objects);
         if size > max_bytes {
             return Err(too_large(size));
