@@ -422,6 +422,59 @@ pub(crate) fn is_integer(value: &Value) -> bool {
     }
 }
 
+/// Whether a media type (without parameters, lower case) says JSON: `application/json`,
+/// `text/json` or a `+json` suffix.
+pub(crate) fn is_json_media(media_type: &str) -> bool {
+    media_type == "application/json" || media_type.ends_with("+json") || media_type == "text/json"
+}
+
+/// `data_base64` that holds JSON becomes `data`: a JSON `datacontenttype`, or none (which the
+/// JSON format reads as `application/json`), says the bytes are JSON, and receivers read them
+/// as such (Keptn's service, through the Go SDK's `DataAs`), wherever the sender put them
+/// (Python's SDK sends bytes as `data_base64` whatever their type). Bytes a JSON
+/// `datacontenttype` claims that are not JSON are refused; without a `datacontenttype` they stay
+/// as they are, binary data.
+fn read_json_data(object: &mut Map<String, Value>) -> Result<(), EventError> {
+    use base64::Engine as _;
+    let Some(Value::String(text)) = object.get("data_base64") else {
+        return Ok(());
+    };
+    let content_type = match object.get("datacontenttype") {
+        Some(Value::String(content_type)) => Some(content_type.as_str()),
+        _ => None,
+    };
+    let media = content_type.map(|content_type| {
+        content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    });
+    if media.as_deref().is_some_and(|media| !is_json_media(media)) {
+        return Ok(());
+    }
+    // Checked by `validate_with`, but for a stored event read back by its rules.
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(text) else {
+        return Ok(());
+    };
+    match (serde_json::from_slice::<Value>(&bytes), content_type) {
+        (Ok(data), _) => {
+            object.remove("data_base64");
+            object.insert("data".into(), data);
+            Ok(())
+        }
+        (Err(_), None) => Ok(()),
+        (Err(error), Some(content_type)) => Err(invalid(
+            "data_base64",
+            &format!(
+                "does not hold JSON, which its datacontenttype {content_type:?} says it is: \
+                 {error}"
+            ),
+        )),
+    }
+}
+
 const REQUIRED: [&str; 4] = ["specversion", "id", "source", "type"];
 const OPTIONAL_STRINGS: [&str; 4] = ["datacontenttype", "dataschema", "subject", "time"];
 
@@ -441,11 +494,12 @@ impl CloudEvent {
         Self::from_value_with(value, Rules::Received)
     }
 
-    fn from_value_with(value: Value, rules: Rules) -> Result<Self, EventError> {
-        let Value::Object(object) = &value else {
+    fn from_value_with(mut value: Value, rules: Rules) -> Result<Self, EventError> {
+        let Value::Object(object) = &mut value else {
             return Err(EventError::NotAnObject(json_kind(&value)));
         };
         validate_with(object, rules)?;
+        read_json_data(object)?;
         Ok(CloudEvent(value))
     }
 
@@ -926,6 +980,55 @@ mod tests {
         assert_eq!(
             text.parse().unwrap_err(),
             EventError::MissingAttribute("id")
+        );
+    }
+
+    #[test]
+    fn json_data_sent_as_base64_is_read_as_data() {
+        use base64::Engine as _;
+        let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let event = |content_type: Option<&str>, data_base64: &str| {
+            let mut event = json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t",
+                                   "data_base64": data_base64});
+            if let Some(content_type) = content_type {
+                event["datacontenttype"] = json!(content_type);
+            }
+            CloudEvent::from_value(event)
+        };
+        let json_bytes = encode(br#"{"project":"sockshop","stage":"dev"}"#);
+        for content_type in [
+            None,
+            Some("application/json"),
+            Some("Application/JSON; charset=utf-8"),
+            Some("application/vnd.keptn+json"),
+            Some("text/json"),
+        ] {
+            let read = event(content_type, &json_bytes).unwrap();
+            assert_eq!(
+                read.data_str("project"),
+                Some("sockshop"),
+                "{content_type:?}"
+            );
+            assert!(read.as_value().get("data_base64").is_none());
+        }
+        // Binary data stays binary: bytes that are not JSON without a type, or any bytes of
+        // another type.
+        let binary = encode(&[0, 1, 2, 255]);
+        for (content_type, data_base64) in [
+            (None, &binary),
+            (Some("application/octet-stream"), &json_bytes),
+            (Some("text/plain"), &json_bytes),
+        ] {
+            let read = event(content_type, data_base64).unwrap();
+            assert_eq!(read.as_value()["data_base64"], data_base64.as_str());
+            assert!(read.data().is_none(), "{content_type:?}");
+        }
+        assert_eq!(
+            event(Some("application/json"), &binary)
+                .unwrap_err()
+                .to_string(),
+            "attribute \"data_base64\" does not hold JSON, which its datacontenttype \
+             \"application/json\" says it is: expected value at line 1 column 1"
         );
     }
 

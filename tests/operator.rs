@@ -1808,6 +1808,47 @@ async fn binary_and_batch_modes_are_accepted() {
     assert!(h.sink.for_trigger("batch-2").is_empty());
 }
 
+/// JSON data sent as `data_base64` (Python's SDK sends bytes so, whatever their type) is read as
+/// `data`, as Keptn's service read it; bytes a JSON `datacontenttype` claims that are not JSON
+/// are refused, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_data_sent_as_base64_runs_as_if_sent_as_data() {
+    use base64::Engine as _;
+    let h = Harness::start(&[]).await;
+    let mut event = sample_with_id("test.triggered.json", "base64-1");
+    let data = event["data"].take();
+    event.as_object_mut().unwrap().remove("data");
+    event["data_base64"] =
+        json!(base64::engine::general_purpose::STANDARD.encode(data.to_string()));
+    let response = h.post_event(&event).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    let finished = h.wait_finished("base64-1", LONG).await;
+    assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
+    assert_eq!(finished.data["project"], data["project"]);
+    assert_eq!(finished.data["service"], data["service"]);
+    let run = h
+        .jobruns()
+        .into_iter()
+        .find(|r| r["spec"]["event"]["id"] == "base64-1")
+        .unwrap();
+    assert_eq!(run["spec"]["event"]["data"]["stage"], data["stage"]);
+    assert!(run["spec"]["event"].get("data_base64").is_none());
+
+    let mut binary = sample_with_id("test.triggered.json", "base64-2");
+    binary.as_object_mut().unwrap().remove("data");
+    binary["datacontenttype"] = json!("application/json");
+    binary["data_base64"] = json!("AAEC/w==");
+    let response = h.post_event(&binary).await;
+    assert_eq!(response.status, 400, "{:?}", response.body);
+    assert!(
+        response.body["error"].as_str().unwrap().contains(
+            "attribute \"data_base64\" does not hold JSON, which its datacontenttype \"application/json\" says it is"
+        ),
+        "{:?}",
+        response.body
+    );
+}
+
 /// A batch of many tiny events fits the body limit; without a limit on events per batch it
 /// would keep creating runs long after the answer. Refused whole: nothing is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,9 @@
 //! accepts it, with the same value for everything the sketch holds; the members are checked by
 //! the same rules, [`super::validate`]), so an answer planned from it is the answer the whole
 //! event gets. Where the two could differ (`data` is not an object, it appears twice, a member
-//! appears twice or is an object or an array, the text is not valid JSON or not a valid event),
-//! there is no sketch and the event is parsed whole, which also says what is wrong with it.
+//! appears twice or is an object or an array, the text is not valid JSON or not a valid event,
+//! `data_base64` is set and may hold JSON the whole event reads as `data`), there is no sketch
+//! and the event is parsed whole, which also says what is wrong with it.
 
 use std::borrow::Cow;
 
@@ -97,6 +98,10 @@ impl<'a> EventSketch<'a> {
             return None;
         }
         super::validate(&sketch).ok()?;
+        // Data sent as base64 may be JSON that the whole event reads as `data`.
+        if sketch.string("data_base64").is_some() {
+            return None;
+        }
         Some(sketch)
     }
 

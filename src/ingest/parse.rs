@@ -55,10 +55,6 @@ fn media_type(headers: &HeaderMap) -> &str {
         .unwrap_or_default()
 }
 
-fn is_json(media_type: &str) -> bool {
-    media_type == "application/json" || media_type.ends_with("+json") || media_type == "text/json"
-}
-
 /// The most events one batch request may carry by default. Every event of a batch is planned
 /// and its runs stored before the answer, so the limit bounds the work one request causes (the
 /// body limit alone lets thousands of tiny events through).
@@ -214,7 +210,7 @@ fn binary(headers: &HeaderMap, media: &str, body: &[u8]) -> Result<CloudEvent, P
         object.insert("datacontenttype".into(), Value::String(value));
     }
     if !body.is_empty() {
-        if is_json(media) || media.is_empty() {
+        if crate::event::is_json_media(media) || media.is_empty() {
             let data: Value =
                 serde_json::from_slice(body).map_err(|e| EventError::InvalidJson {
                     reason: e.to_string(),
@@ -285,24 +281,8 @@ fn percent_decode(text: &str) -> Option<String> {
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (position, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if position <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]
@@ -618,11 +598,7 @@ mod tests {
     }
 
     #[test]
-    fn base64() {
-        assert_eq!(base64_encode(b""), "");
-        assert_eq!(base64_encode(b"f"), "Zg==");
-        assert_eq!(base64_encode(b"fo"), "Zm8=");
-        assert_eq!(base64_encode(b"foo"), "Zm9v");
+    fn percent_escapes() {
         assert_eq!(percent_decode("a%2Fb").as_deref(), Some("a/b"));
         assert_eq!(
             percent_decode("a%2").as_deref(),
