@@ -158,6 +158,8 @@ const RUN_BY: &[(&str, &str, usize, &str)] = &[
         "tests/docs.rs the_install_commands_of_the_docs_work_as_written"),
     ("docs/install.md", "## Install with Helm", 0,
         "tests/docs.rs the_install_commands_of_the_docs_work_as_written"),
+    ("docs/install.md", "## Install with Helm", 1,
+        "tests/docs.rs the_install_commands_of_the_docs_work_as_written"),
     ("docs/install.md", "## Send the first event", 0,
         "tests/docs.rs the_first_event_is_sent_and_watched_as_written"),
     ("docs/install.md", "## Watch it work", 0,
@@ -402,6 +404,33 @@ fn the_install_commands_of_the_docs_work_as_written() {
     );
     cluster.kubectl(&["get", "crd", "jobruns.job-executor.dev"]);
     cluster.kubectl(&["get", "crd", "jobschedules.job-executor.dev"]);
+    cluster.rollout_status("job-executor");
+    // docs/install.md, the ingest token for tools without `lookup`: a Secret of one line,
+    // which the chart mounts in place of the generated one once named.
+    let own_token = sh_block_at("docs/install.md", "## Install with Helm", 1);
+    assert_ran(run_block(cluster, &own_token, &[]), &own_token);
+    let token = secret_value(cluster, "job-executor-ingest-token", "token");
+    assert!(
+        token.len() == 40 && !token.contains(char::is_whitespace),
+        "{token:?}"
+    );
+    cluster.helm(&[
+        "upgrade",
+        "job-executor",
+        path(&root().join("charts/job-executor")),
+        "--namespace",
+        "job-executor",
+        "--reuse-values",
+        "--set",
+        "ingest.token.existingSecret=job-executor-ingest-token",
+    ]);
+    let deployment =
+        cluster.kubectl_json(&["-n", "job-executor", "get", "deployment", "job-executor"]);
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].to_string();
+    assert!(
+        volumes.contains(r#""secretName":"job-executor-ingest-token""#),
+        "{volumes}"
+    );
     cluster.rollout_status("job-executor");
     // docs/install.md, "Uninstall" with Helm: the release and the CRD are gone.
     let uninstall = sh_block_at("docs/install.md", "## Uninstall", 1);

@@ -681,6 +681,30 @@ async fn helm_install_rolls_out_the_operator_on_a_restricted_namespace() {
     let pod = &pods["items"][0];
     assert_eq!(pod["status"]["phase"], "Running", "{pod}");
     assert_eq!(pod["spec"]["nodeName"], "kwok-node-0");
+
+    // An upgrade keeps the generated token senders already use (the chart's `lookup`), and a
+    // changed value reaches the operator.
+    let token = || {
+        let secret =
+            cluster.kubectl_json(&["-n", &namespace, "get", "secret", "job-executor-ingest"]);
+        secret["data"]["token"].as_str().unwrap().to_string()
+    };
+    let generated = token();
+    assert_eq!(generated.len(), 56, "40 characters, base64: {generated}");
+    cluster.helm(&[
+        "upgrade",
+        "job-executor",
+        path(&chart),
+        "--namespace",
+        &namespace,
+        "--set",
+        "logLevel=debug",
+    ]);
+    assert_eq!(token(), generated);
+    let settings = cluster.kubectl_json(&["-n", &namespace, "get", "configmap", "job-executor"]);
+    assert_eq!(settings["data"]["RUST_LOG"], "debug", "{settings}");
+    cluster.rollout_status(&namespace);
+
     cluster.helm(&[
         "uninstall",
         "job-executor",
