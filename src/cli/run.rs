@@ -216,8 +216,8 @@ pub struct GitArgs {
         default_value_t = 1 << 30
     )]
     pub git_max_repository_bytes: u64,
-    /// How long a fetch may take: a transfer still running then is stopped, and the fetch
-    /// fails (lookups keep reading the branch heads of the last fetch).
+    /// How long a fetch may take: then its transfer is interrupted where it can be, and the
+    /// next lookup that needs a fetch starts a new one instead of waiting for it.
     #[arg(
         long,
         env = "JOB_EXECUTOR_GIT_FETCH_TIMEOUT_SECONDS",

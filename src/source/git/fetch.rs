@@ -7,14 +7,17 @@
 //! configured to (`uploadpack.allowReachableSHA1InWant`); after the first fetch every fetch is
 //! incremental anyway.
 //!
-//! One fetch runs at a time, on a thread of its own: a burst of events for the same branch
-//! whose heads are due shares one fetch, and a failed fetch is reported to every request that
-//! waited for it instead of being repeated by each. Lookups whose heads are not due read them
-//! while a fetch runs; the fetch holds the heads' lock only to record what it found. A lookup
-//! waits for a fetch at most [`FetchLimits::wait`] (counted from the fetch's start when it
-//! started earlier), then reads the heads of the last successful fetch, marked stale. A fetch
-//! that has run for [`FetchLimits::timeout`] is interrupted where it can be and no longer
-//! waited for: the next lookup that needs one starts a new fetch beside it.
+//! One fetch runs at a time (but for one left to itself, below), on a thread of its own: a
+//! burst of events for the same branch whose heads are due shares one fetch, and a failed fetch
+//! is reported to every request that waited for it instead of being repeated by each. Lookups
+//! whose heads are not due read them while a fetch runs; the fetch holds the heads' lock only
+//! to record what it found. A lookup waits for a fetch at most [`FetchLimits::wait`] (counted
+//! from the fetch's start when it started earlier), then reads the heads of the last successful
+//! fetch, marked stale. A fetch that has run for [`FetchLimits::timeout`] is interrupted where
+//! it can be and left to itself: the next lookup that needs a fetch starts one beside it (one
+//! left at a time: while one is, a fetch past the timeout is waited for as any other, at most
+//! [`FetchLimits::wait`] from its start), and what the fetch left to itself finds is not used
+//! if a newer one ended first.
 //!
 //! Under a steady stream of events, no event waits for a fetch: once what is left of the fetch
 //! interval is twice as long as the last fetch took (at least a quarter of the interval, at most
@@ -235,22 +238,28 @@ struct FetchProgress {
 
 #[derive(Debug, Default)]
 struct Progress {
-    /// The claim of the fetch under way (its number) and when it was made; one runs at a time.
+    /// The claim of the fetch under way (its number) and when it was made.
     under_way: Option<(u64, Instant)>,
     /// Claims made: the next one's number.
     claims: u64,
     /// Fetches ended (their outcome recorded in the state), or given up before they started.
     ended: u64,
+    /// Fetches left to themselves (see [`Progress::under_way`]) that have not ended yet.
+    left_behind: u32,
 }
+
+/// The most fetches left to themselves at once: with one, a fetch under way past the timeout
+/// is waited for (answered from the last heads at once) instead of being joined by another.
+const MOST_LEFT_BEHIND: u32 = 1;
 
 impl Progress {
     /// When the fetch under way started, unless it has run past `timeout`: a fetch still under
     /// way then (a host trickling a large packet holds a read until it is whole, where the
-    /// transfer cannot be interrupted) is left to itself, and the next one may start beside it.
+    /// transfer cannot be interrupted) is left to itself, and the next one may start beside it
+    /// — unless [`MOST_LEFT_BEHIND`] are left already.
     fn under_way(&self, timeout: Duration) -> Option<Instant> {
-        self.under_way
-            .map(|(_, since)| since)
-            .filter(|since| since.elapsed() <= timeout)
+        let (_, since) = self.under_way?;
+        (since.elapsed() <= timeout || self.left_behind >= MOST_LEFT_BEHIND).then_some(since)
     }
 }
 
@@ -262,6 +271,9 @@ impl FetchProgress {
     /// Claims the fetch about to start, through the lock the caller holds (and lets go of
     /// before the claim is dropped).
     fn claim(self: &Arc<Self>, progress: &mut Progress, now: Instant) -> Claim {
+        if progress.under_way.is_some() {
+            progress.left_behind += 1;
+        }
         progress.claims += 1;
         progress.under_way = Some((progress.claims, now));
         Claim {
@@ -273,7 +285,7 @@ impl FetchProgress {
 
 /// The claim of the fetch under way: let go, and the lookups waiting for it woken, when
 /// dropped (after the fetch recorded its outcome, or if it panicked). A claim left behind (see
-/// [`Progress::under_way`]) lets go of nothing but wakes them too.
+/// [`Progress::under_way`]) is counted off, and wakes them too.
 struct Claim {
     progress: Arc<FetchProgress>,
     number: u64,
@@ -287,6 +299,8 @@ impl Drop for Claim {
             .is_some_and(|(number, _)| number == self.number)
         {
             progress.under_way = None;
+        } else {
+            progress.left_behind = progress.left_behind.saturating_sub(1);
         }
         progress.ended += 1;
         self.progress.ended.notify_all();
@@ -627,7 +641,8 @@ impl CloneCache {
                 .min(requested)
                 .checked_add(self.limits.wait)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-            let left = waited_enough.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let left = waited_enough.saturating_duration_since(now);
             if left.is_zero() {
                 let error = GitError::Fetch {
                     url: self.url.shown.clone(),
@@ -640,10 +655,20 @@ impl CloneCache {
                 };
                 return stale_heads(&self.read_state(), error, None);
             }
+            // Awake when the fetch may be left to itself too, to start the next one.
+            let sleep = match since
+                .checked_add(timeout)
+                .and_then(|given_up| given_up.checked_duration_since(now))
+            {
+                Some(until) if progress.left_behind < MOST_LEFT_BEHIND => {
+                    left.min(until + Duration::from_millis(1))
+                }
+                _ => left,
+            };
             progress = self
                 .progress
                 .ended
-                .wait_timeout_while(progress, left, |p| p.ended == ended)
+                .wait_timeout_while(progress, sleep, |p| p.ended == ended)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -719,7 +744,7 @@ impl CloneCache {
         };
         if self.ahead_after.swap(fetched, Ordering::AcqRel) == fetched
             // A lookup's fetch is under way, or one ended since.
-            || progress.under_way.is_some()
+            || progress.under_way(self.limits.timeout).is_some()
             || self.fetched.load(Ordering::Acquire) != fetched
         {
             return;
@@ -767,6 +792,13 @@ impl CloneCache {
         }
     }
 
+    /// Claims a fetch as one that hangs would hold it, until what this returns is dropped.
+    #[cfg(test)]
+    pub(super) fn hold_claim(&self) -> impl Sized {
+        let mut progress = self.progress.lock();
+        self.progress.claim(&mut progress, Instant::now())
+    }
+
     /// Runs `during` while a fetch is under way (not yet recording what it found).
     #[cfg(test)]
     pub(super) fn while_fetching<T>(&self, during: impl FnOnce() -> T) -> T {
@@ -808,18 +840,19 @@ impl CloneCache {
             tracing::info!(url = %self.url.shown, elapsed_s = started.elapsed().as_secs(), ok = fetched.is_ok(), "a fetch left to itself ended after a newer one: its outcome is not used");
             return fetched.map(Arc::new);
         }
-        if let Ok(heads) = &fetched
-            && let Err(error) = heads.save(&self.path)
-        {
-            // Only a restart during an outage needs the file; the fetch is good without it.
-            tracing::warn!(%error, "cannot save the fetched branch heads in the clone");
-        }
         if let Ok(heads) = &fetched {
             read_ahead(heads);
         }
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         if newer(&state) {
             return fetched.map(Arc::new);
+        }
+        // Saved under the heads' lock: a fetch left to itself does not save over a newer one.
+        if let Ok(heads) = &fetched
+            && let Err(error) = heads.save(&self.path)
+        {
+            // Only a restart during an outage needs the file; the fetch is good without it.
+            tracing::warn!(%error, "cannot save the fetched branch heads in the clone");
         }
         let _changing = Changing::start(&self.generation);
         match fetched {

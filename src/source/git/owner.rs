@@ -9,7 +9,8 @@
 //! Holding it, no other live process can be in the middle of a fetch into the clone, so every
 //! `*.lock` file in it is stale and is removed when the cache is opened, before the first fetch;
 //! so are gitoxide's temporary pack files (`objects/pack/.tmp*`, a transfer cut short). Within
-//! the process one mutex serializes fetches, so nothing needs removing later.
+//! the process gitoxide removes its locks and temporary files when a fetch fails or is
+//! interrupted, so nothing needs removing later.
 
 use std::fs::{File, TryLockError};
 use std::io::{Read as _, Seek as _, Write as _};

@@ -971,6 +971,58 @@ fn a_lookup_waits_for_a_fetch_under_way_only_so_long() {
     assert_eq!(fetch_count(&source.fetches), 3);
 }
 
+/// Past `--git-fetch-timeout-seconds` a fetch under way is left to itself and a lookup fetches
+/// beside it; with one left so, a second one past the timeout is not joined (lookups read the
+/// last heads) until the first ends.
+#[test]
+fn a_fetch_past_the_timeout_is_left_to_itself_one_at_a_time() {
+    let repo = TestRepo::new("left");
+    repo.git(&["checkout", "-q", "-b", "dev"]);
+    repo.write("job/config.yaml", &config_with_image("v1", "[]"));
+    repo.commit("v1");
+    let cache_dir = repo.dir.with_extension("cache");
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    let limits = FetchLimits {
+        wait: Duration::from_millis(1500),
+        timeout: Duration::from_millis(2500),
+        ..FetchLimits::default()
+    };
+    let source = open_limited(&repo.url(), &cache_dir, &[], Duration::ZERO, limits).unwrap();
+    found(&source, "dev", "carts", None);
+    let lookup = || {
+        source
+            .load(&service("dev", "carts"), None, Reads::Any)
+            .unwrap()
+    };
+    let past_the_timeout = || std::thread::sleep(limits.timeout + Duration::from_millis(100));
+
+    let first = source.cache.hold_claim();
+    past_the_timeout();
+    assert!(lookup().stale.is_none(), "fetched beside the first");
+    assert_eq!(fetch_count(&source.fetches), 2);
+
+    let second = source.cache.hold_claim();
+    past_the_timeout();
+    let asked = Instant::now();
+    let stale = lookup().stale.expect("the last heads");
+    assert!(
+        asked.elapsed() < limits.wait / 2,
+        "waited {:?}",
+        asked.elapsed()
+    );
+    assert!(
+        stale.error.to_string().contains("has not ended"),
+        "{}",
+        stale.error
+    );
+    assert_eq!(fetch_count(&source.fetches), 2);
+
+    drop(first);
+    assert!(lookup().stale.is_none(), "fetched beside the second");
+    assert_eq!(fetch_count(&source.fetches), 3);
+    drop(second);
+}
+
 #[test]
 fn a_failed_fetch_is_tried_again_once_the_fetch_interval_passed() {
     let repo = TestRepo::new("backoff");
