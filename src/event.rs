@@ -285,8 +285,10 @@ impl Members for Map<String, Value> {
 /// Which rules an event is held to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rules {
-    /// An event received: every rule.
+    /// An event received: every rule, and JSON data sent as `data_base64` read as `data`.
     Received,
+    /// An event to be sent as it is written (`send`): every rule, nothing read differently.
+    AsWritten,
     /// An event stored in a run by an earlier version, read back: the rules it was accepted
     /// under (its attributes' characters, `data_base64`'s text, the extensions' names and
     /// numbers were not checked then), so a run in flight across an upgrade is not lost.
@@ -299,7 +301,7 @@ pub(crate) fn validate(members: &impl Members) -> Result<(), EventError> {
 }
 
 fn validate_with(members: &impl Members, rules: Rules) -> Result<(), EventError> {
-    let received = rules == Rules::Received;
+    let received = rules != Rules::Stored;
     for name in REQUIRED {
         match members.member(name) {
             None | Some(AttributeKind::Null) => return Err(EventError::MissingAttribute(name)),
@@ -422,6 +424,14 @@ pub(crate) fn is_integer(value: &Value) -> bool {
     }
 }
 
+fn json_value(bytes: &[u8]) -> Result<Value, EventError> {
+    serde_json::from_slice(bytes).map_err(|e| EventError::InvalidJson {
+        reason: e.to_string(),
+        line: e.line(),
+        column: e.column(),
+    })
+}
+
 /// Whether a media type (without parameters, lower case) says JSON: `application/json`,
 /// `text/json` or a `+json` suffix.
 pub(crate) fn is_json_media(media_type: &str) -> bool {
@@ -454,10 +464,20 @@ fn read_json_data(object: &mut Map<String, Value>) -> Result<(), EventError> {
     if media.as_deref().is_some_and(|media| !is_json_media(media)) {
         return Ok(());
     }
-    // Checked by `validate_with`, but for a stored event read back by its rules.
-    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(text) else {
+    // The text is checked by `validate_with`; bits past the last byte (`AB==`) are ignored,
+    // as that check does.
+    const LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+    );
+    let Ok(bytes) = LENIENT.decode(text) else {
         return Ok(());
     };
+    if bytes.is_empty() {
+        // No data, as an empty body is in binary mode.
+        object.remove("data_base64");
+        return Ok(());
+    }
     match (serde_json::from_slice::<Value>(&bytes), content_type) {
         (Ok(data), _) => {
             object.remove("data_base64");
@@ -481,12 +501,13 @@ const OPTIONAL_STRINGS: [&str; 4] = ["datacontenttype", "dataschema", "subject",
 impl CloudEvent {
     /// Parses and validates one event in structured JSON mode.
     pub fn from_json(bytes: &[u8]) -> Result<Self, EventError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| EventError::InvalidJson {
-            reason: e.to_string(),
-            line: e.line(),
-            column: e.column(),
-        })?;
-        Self::from_value(value)
+        Self::from_value(json_value(bytes)?)
+    }
+
+    /// Parses and validates one event as [`CloudEvent::from_json`] does, keeping it as written
+    /// (JSON data sent as `data_base64` stays there): what `send` posts.
+    pub fn from_json_as_written(bytes: &[u8]) -> Result<Self, EventError> {
+        Self::from_value_with(json_value(bytes)?, Rules::AsWritten)
     }
 
     /// Validates a JSON value as a CloudEvent 1.0.
@@ -499,7 +520,11 @@ impl CloudEvent {
             return Err(EventError::NotAnObject(json_kind(&value)));
         };
         validate_with(object, rules)?;
-        read_json_data(object)?;
+        // A stored event was read so when it was received (or, by an older version, not at
+        // all, and its run goes on as it was planned).
+        if rules == Rules::Received {
+            read_json_data(object)?;
+        }
         Ok(CloudEvent(value))
     }
 
@@ -1023,6 +1048,19 @@ mod tests {
             assert_eq!(read.as_value()["data_base64"], data_base64.as_str());
             assert!(read.data().is_none(), "{content_type:?}");
         }
+        // No bytes are no data; bits past the last byte are ignored.
+        let empty = event(Some("application/json"), "").unwrap();
+        assert!(empty.data().is_none() && empty.as_value().get("data_base64").is_none());
+        assert_eq!(event(None, "MQ==").unwrap().as_value()["data"], 1);
+        assert_eq!(event(None, "MR==").unwrap().as_value()["data"], 1);
+        // Kept as written when read back from a run, or sent by `send`.
+        let written = json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t",
+                             "data_base64": json_bytes});
+        let as_written = CloudEvent::from_json_as_written(written.to_string().as_bytes());
+        assert_eq!(as_written.unwrap().as_value(), &written);
+        let stored: EventText = serde_json::from_str(&written.to_string()).unwrap();
+        let stored = stored.parse().unwrap();
+        assert_eq!(stored.as_value(), &written);
         assert_eq!(
             event(Some("application/json"), &binary)
                 .unwrap_err()

@@ -161,7 +161,8 @@ async fn send_one(
     timeout: Duration,
 ) -> Result<(CloudEvent, http::StatusCode, String), String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read it: {e}"))?;
-    let event = CloudEvent::from_json(&bytes).map_err(|e| format!("not a CloudEvent: {e}"))?;
+    let event =
+        CloudEvent::from_json_as_written(&bytes).map_err(|e| format!("not a CloudEvent: {e}"))?;
     let request =
         build_request(&event, mode, url, headers).map_err(|e| format!("cannot encode it: {e}"))?;
     let exchange = async {
