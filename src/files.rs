@@ -16,6 +16,16 @@ use crate::config::Task;
 /// (≈1.34 MB), well below the API server's 3 MiB request limit.
 pub const CONFIG_MAP_LIMIT_BYTES: u64 = 1_000_000;
 
+/// The most bytes the list of one task's files may take in its Job, and again in its pod: each
+/// file is an item of the files volume, `{"key":…,"path":…,"mode":420}`. The API server stores
+/// an object of at most 1.5 MiB (etcd's request limit); a third of it leaves room for the rest
+/// of the Job. Many small files reach it before the ConfigMap's limit: 10,000 files with paths
+/// of 20 characters list in about 800 KB.
+pub const JOB_ITEMS_LIMIT_BYTES: u64 = 512 * 1024;
+
+/// What an item of the files volume takes beside its key and path, in the JSON of a Job.
+const ITEM_OVERHEAD_BYTES: u64 = 32;
+
 /// How many of the largest files a size error names.
 const LARGEST_LISTED: usize = 5;
 
@@ -44,6 +54,15 @@ pub enum FilesError {
         total: u64,
         limit: u64,
         largest: String,
+    },
+    #[error(
+        "task '{task}': its {files} files take {bytes} bytes to list in its Job, more than the {limit} bytes a Job may spend on them (the API server stores objects of at most 1.5 MiB); stage fewer files, e.g. an archive of them"
+    )]
+    TooManyForJob {
+        task: String,
+        files: usize,
+        bytes: u64,
+        limit: u64,
     },
     #[error("cannot read {path}: {reason}")]
     Unreadable { path: String, reason: String },
@@ -228,6 +247,8 @@ pub fn collect<T: FileTree>(tree: &T, tasks: &[Task]) -> Result<RunFiles, FilesE
     for (task_index, task) in tasks.iter().enumerate() {
         let task_name = task.display_name(task_index);
         let mut indices = Vec::new();
+        // A task lists each file once, in the order its entries bring them.
+        let mut listed = std::collections::HashSet::new();
         for raw in &task.files {
             let Some(entry) = normalize_entry(raw) else {
                 return Err(FilesError::NotRelative {
@@ -258,7 +279,7 @@ pub fn collect<T: FileTree>(tree: &T, tasks: &[Task]) -> Result<RunFiles, FilesE
                         index
                     }
                 };
-                if !indices.contains(&index) {
+                if listed.insert(index) {
                     indices.push(index);
                 }
             }
@@ -266,6 +287,26 @@ pub fn collect<T: FileTree>(tree: &T, tasks: &[Task]) -> Result<RunFiles, FilesE
         per_task_indices.push(indices);
     }
     check_size(&found)?;
+    for (task_index, indices) in per_task_indices.iter().enumerate() {
+        let bytes: u64 = indices
+            .iter()
+            .map(|&index| {
+                let path = &found[index].path;
+                (config_map_key(index, path).len() + path.len()) as u64 + ITEM_OVERHEAD_BYTES
+            })
+            .sum();
+        if bytes > JOB_ITEMS_LIMIT_BYTES {
+            return Err(FilesError::TooManyForJob {
+                task: tasks
+                    .get(task_index)
+                    .map(|task| task.display_name(task_index))
+                    .unwrap_or_default(),
+                files: indices.len(),
+                bytes,
+                limit: JOB_ITEMS_LIMIT_BYTES,
+            });
+        }
+    }
     let mut run = RunFiles::default();
     for (index, file) in found.iter().enumerate() {
         run.files.push(RunFile {
@@ -661,5 +702,40 @@ mod tests {
         let fits =
             collect_from_dir(&base, &service, &action_with_files("[big/a.bin]").tasks).unwrap();
         assert_eq!(fits.files[0].content.len(), 600_000);
+    }
+
+    /// Many small files fit a ConfigMap long before their list fits a Job: such a task fails
+    /// before any Job is made, saying so; a task with fewer of them runs.
+    #[test]
+    fn files_too_many_to_list_in_a_job_fail_the_task() {
+        let base = std::env::temp_dir().join(format!("files-many-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let service = base.join("carts");
+        let dir = service.join("node_modules/some-package-with-a-long-name/lib");
+        fs::create_dir_all(&dir).unwrap();
+        for n in 0..5_000 {
+            fs::write(dir.join(format!("module-{n:05}.js")), "").unwrap();
+        }
+        let error = collect_from_dir(&base, &service, &action_with_files("[node_modules]").tasks)
+            .unwrap_err();
+        let FilesError::TooManyForJob { files, bytes, .. } = &error else {
+            panic!("{error}");
+        };
+        assert_eq!(*files, 5_000);
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "task 'task-0': its 5000 files take {bytes} bytes to list in its Job, more than the 524288 bytes a Job may spend on them (the API server stores objects of at most 1.5 MiB); stage fewer files, e.g. an archive of them"
+            )
+        );
+        let fewer = collect_from_dir(
+            &base,
+            &service,
+            &action_with_files("[node_modules/some-package-with-a-long-name/lib/module-00001.js]")
+                .tasks,
+        )
+        .unwrap();
+        assert_eq!(fewer.per_task[0].len(), 1);
+        let _ = fs::remove_dir_all(&base);
     }
 }
