@@ -339,6 +339,8 @@ pub struct CloneCache {
     /// per successful fetch.
     ahead_after: AtomicU64,
     fetches: Family<FetchLabels, Counter>,
+    /// When the fetch whose heads the clone's heads file holds started (of this process).
+    saved: Mutex<Option<Instant>>,
     _owner: CacheOwner,
 }
 
@@ -571,6 +573,7 @@ impl CloneCache {
             last_took: AtomicU64::new(0),
             ahead_after: AtomicU64::new(0),
             fetches,
+            saved: Mutex::default(),
             _owner: owner,
         })
     }
@@ -841,18 +844,27 @@ impl CloneCache {
             return fetched.map(Arc::new);
         }
         if let Ok(heads) = &fetched {
+            // One save at a time, and none over the heads of a fetch that started later (one
+            // left to itself ending after the next one). Not under the heads' lock: lookups
+            // read from memory meanwhile.
+            let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+            if saved.is_none_or(|saved| saved < started) {
+                match heads.save(&self.path) {
+                    Ok(()) => *saved = Some(started),
+                    // Only a restart during an outage needs the file; the fetch is good
+                    // without it.
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot save the fetched branch heads in the clone");
+                    }
+                }
+            }
+        }
+        if let Ok(heads) = &fetched {
             read_ahead(heads);
         }
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         if newer(&state) {
             return fetched.map(Arc::new);
-        }
-        // Saved under the heads' lock: a fetch left to itself does not save over a newer one.
-        if let Ok(heads) = &fetched
-            && let Err(error) = heads.save(&self.path)
-        {
-            // Only a restart during an outage needs the file; the fetch is good without it.
-            tracing::warn!(%error, "cannot save the fetched branch heads in the clone");
         }
         let _changing = Changing::start(&self.generation);
         match fetched {
