@@ -449,6 +449,11 @@ fn read_json_data(object: &mut Map<String, Value>) -> Result<(), EventError> {
     let Some(Value::String(text)) = object.get("data_base64") else {
         return Ok(());
     };
+    if text.is_empty() {
+        // No data, whatever its type, as an empty body is in binary mode.
+        object.remove("data_base64");
+        return Ok(());
+    }
     let content_type = match object.get("datacontenttype") {
         Some(Value::String(content_type)) => Some(content_type.as_str()),
         _ => None,
@@ -473,11 +478,6 @@ fn read_json_data(object: &mut Map<String, Value>) -> Result<(), EventError> {
     let Ok(bytes) = LENIENT.decode(text) else {
         return Ok(());
     };
-    if bytes.is_empty() {
-        // No data, as an empty body is in binary mode.
-        object.remove("data_base64");
-        return Ok(());
-    }
     match (serde_json::from_slice::<Value>(&bytes), content_type) {
         (Ok(data), _) => {
             object.remove("data_base64");
@@ -1049,8 +1049,10 @@ mod tests {
             assert!(read.data().is_none(), "{content_type:?}");
         }
         // No bytes are no data; bits past the last byte are ignored.
-        let empty = event(Some("application/json"), "").unwrap();
-        assert!(empty.data().is_none() && empty.as_value().get("data_base64").is_none());
+        for content_type in [Some("application/json"), Some("text/plain"), None] {
+            let empty = event(content_type, "").unwrap();
+            assert!(empty.data().is_none() && empty.as_value().get("data_base64").is_none());
+        }
         assert_eq!(event(None, "MQ==").unwrap().as_value()["data"], 1);
         assert_eq!(event(None, "MR==").unwrap().as_value()["data"], 1);
         // Kept as written when read back from a run, or sent by `send`.

@@ -16,15 +16,17 @@ use crate::config::Task;
 /// (≈1.34 MB), well below the API server's 3 MiB request limit.
 pub const CONFIG_MAP_LIMIT_BYTES: u64 = 1_000_000;
 
-/// The most bytes the list of one task's files may take in its Job, and again in its pod: each
-/// file is an item of the files volume, `{"key":…,"path":…,"mode":420}`. The API server stores
-/// an object of at most 1.5 MiB (etcd's request limit); a third of it leaves room for the rest
-/// of the Job. Many small files reach it before the ConfigMap's limit: 10,000 files with paths
-/// of 20 characters list in about 800 KB.
-pub const JOB_ITEMS_LIMIT_BYTES: u64 = 512 * 1024;
+/// The most bytes a run's lists of files may take: each task's list is written in the run's
+/// JobRun (`{"key":…,"path":…,"executable":false}`) and again in the task's Job and pod, as items
+/// of the files volume. The API server stores an object of at most 1.5 MiB (etcd's request
+/// limit); a third of it leaves room for the rest of the JobRun (its event, its status). Many
+/// small files reach it before the ConfigMap's limit: 10,000 files with paths of 20 characters
+/// list in about 880 KB.
+pub const LISTS_LIMIT_BYTES: u64 = 512 * 1024;
 
-/// What an item of the files volume takes beside its key and path, in the JSON of a Job.
-const ITEM_OVERHEAD_BYTES: u64 = 32;
+/// What a file's entry in a list takes beside its key and path, in the JSON of a JobRun (more
+/// than an item of a Job's volume, `{"key":…,"path":…,"mode":420}`).
+const LISTED_OVERHEAD_BYTES: u64 = 40;
 
 /// How many of the largest files a size error names.
 const LARGEST_LISTED: usize = 5;
@@ -56,10 +58,9 @@ pub enum FilesError {
         largest: String,
     },
     #[error(
-        "task '{task}': its {files} files take {bytes} bytes to list in its Job, more than the {limit} bytes a Job may spend on them (the API server stores objects of at most 1.5 MiB); stage fewer files, e.g. an archive of them"
+        "the tasks of this run list {files} files, which take {bytes} bytes in its JobRun and Jobs, more than the {limit} bytes allowed (the API server stores objects of at most 1.5 MiB); stage fewer files, e.g. an archive of them"
     )]
-    TooManyForJob {
-        task: String,
+    TooManyToList {
         files: usize,
         bytes: u64,
         limit: u64,
@@ -287,26 +288,6 @@ pub fn collect<T: FileTree>(tree: &T, tasks: &[Task]) -> Result<RunFiles, FilesE
         per_task_indices.push(indices);
     }
     check_size(&found)?;
-    for (task_index, indices) in per_task_indices.iter().enumerate() {
-        let bytes: u64 = indices
-            .iter()
-            .map(|&index| {
-                let path = &found[index].path;
-                (config_map_key(index, path).len() + path.len()) as u64 + ITEM_OVERHEAD_BYTES
-            })
-            .sum();
-        if bytes > JOB_ITEMS_LIMIT_BYTES {
-            return Err(FilesError::TooManyForJob {
-                task: tasks
-                    .get(task_index)
-                    .map(|task| task.display_name(task_index))
-                    .unwrap_or_default(),
-                files: indices.len(),
-                bytes,
-                limit: JOB_ITEMS_LIMIT_BYTES,
-            });
-        }
-    }
     let mut run = RunFiles::default();
     for (index, file) in found.iter().enumerate() {
         run.files.push(RunFile {
@@ -328,6 +309,25 @@ pub fn collect<T: FileTree>(tree: &T, tasks: &[Task]) -> Result<RunFiles, FilesE
         })
         .collect();
     Ok(run)
+}
+
+/// Whether a new run's lists of files (see [`LISTS_LIMIT_BYTES`]) fit; checked when a run is
+/// planned, not when a run in flight makes its ConfigMap (a run an older version accepted goes
+/// on as it was planned).
+pub fn check_lists(run: &RunFiles) -> Result<(), FilesError> {
+    let listed = run.per_task.iter().flatten();
+    let bytes: u64 = listed
+        .clone()
+        .map(|file| (file.key.len() + file.path.len()) as u64 + LISTED_OVERHEAD_BYTES)
+        .sum();
+    if bytes <= LISTS_LIMIT_BYTES {
+        return Ok(());
+    }
+    Err(FilesError::TooManyToList {
+        files: listed.count(),
+        bytes,
+        limit: LISTS_LIMIT_BYTES,
+    })
 }
 
 fn check_size<H>(found: &[FoundFile<H>]) -> Result<(), FilesError> {
@@ -704,10 +704,10 @@ mod tests {
         assert_eq!(fits.files[0].content.len(), 600_000);
     }
 
-    /// Many small files fit a ConfigMap long before their list fits a Job: such a task fails
-    /// before any Job is made, saying so; a task with fewer of them runs.
+    /// Many small files fit a ConfigMap long before their lists fit a JobRun and its Jobs:
+    /// such a run fails before any Job, saying so; a run with fewer of them runs.
     #[test]
-    fn files_too_many_to_list_in_a_job_fail_the_task() {
+    fn files_too_many_to_list_fail_the_run() {
         let base = std::env::temp_dir().join(format!("files-many-{}", std::process::id()));
         let _ = fs::remove_dir_all(&base);
         let service = base.join("carts");
@@ -716,18 +716,32 @@ mod tests {
         for n in 0..5_000 {
             fs::write(dir.join(format!("module-{n:05}.js")), "").unwrap();
         }
-        let error = collect_from_dir(&base, &service, &action_with_files("[node_modules]").tasks)
-            .unwrap_err();
-        let FilesError::TooManyForJob { files, bytes, .. } = &error else {
+        let run =
+            collect_from_dir(&base, &service, &action_with_files("[node_modules]").tasks).unwrap();
+        let error = check_lists(&run).unwrap_err();
+        let FilesError::TooManyToList { files, bytes, .. } = &error else {
             panic!("{error}");
         };
         assert_eq!(*files, 5_000);
         assert_eq!(
             error.to_string(),
             format!(
-                "task 'task-0': its 5000 files take {bytes} bytes to list in its Job, more than the 524288 bytes a Job may spend on them (the API server stores objects of at most 1.5 MiB); stage fewer files, e.g. an archive of them"
+                "the tasks of this run list 5000 files, which take {bytes} bytes in its JobRun and Jobs, more than the 524288 bytes allowed (the API server stores objects of at most 1.5 MiB); stage fewer files, e.g. an archive of them"
             )
         );
+        // Each task's list counts: two tasks with half of them each are as many.
+        let mut two = action_with_files("[node_modules/some-package-with-a-long-name/lib]");
+        two.tasks.push(two.tasks[0].clone());
+        let half: Vec<String> = (0..2_500)
+            .map(|n| format!("node_modules/some-package-with-a-long-name/lib/module-{n:05}.js"))
+            .collect();
+        two.tasks[0].files = half.clone();
+        two.tasks[1].files = half;
+        let run = collect_from_dir(&base, &service, &two.tasks).unwrap();
+        assert!(matches!(
+            check_lists(&run),
+            Err(FilesError::TooManyToList { files: 5_000, .. })
+        ));
         let fewer = collect_from_dir(
             &base,
             &service,
@@ -736,6 +750,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fewer.per_task[0].len(), 1);
+        check_lists(&fewer).unwrap();
         let _ = fs::remove_dir_all(&base);
     }
 }

@@ -471,7 +471,7 @@ async fn a_run_keeps_its_commit_while_the_branch_moves_and_gitcommitid_pins_an_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_oversized_and_escaping_files_fail_the_run_before_any_job() {
+async fn missing_oversized_escaping_and_too_many_files_fail_the_run_before_any_job() {
     let repo = GitRepo::new(temp("limits").join("sockshop"));
     sockshop(&repo);
     repo.switch("dev");
@@ -493,7 +493,17 @@ async fn missing_oversized_and_escaping_files_fail_the_run_before_any_job() {
         "escape/job/config.yaml",
         action("escape", &task("read", "alpine:3", "[passwd]")),
     )
-    .link("escape/passwd", "../../../etc/passwd");
+    .link("escape/passwd", "../../../etc/passwd")
+    .write(
+        "many/job/config.yaml",
+        action("many", &task("build", "node:22", "[node_modules]")),
+    );
+    for n in 0..5_000 {
+        repo.write(
+            &format!("many/node_modules/some-package-with-a-long-name/lib/module-{n:05}.js"),
+            "",
+        );
+    }
     let dev = repo.commit("bad files");
     let h = Harness::start_with_source(
         kube_sim::Sim::builder(),
@@ -524,6 +534,12 @@ async fn missing_oversized_and_escaping_files_fail_the_run_before_any_job() {
     let message = expect_error(&h, "escape").await;
     assert!(
         message.contains("task 'read': \"passwd\" is a link that leads outside the repository"),
+        "{message}"
+    );
+    h.post_event(&event("many", "dev", "many", None)).await;
+    let message = expect_error(&h, "many").await;
+    assert!(
+        message.contains("the tasks of this run list 5000 files, which take 843890 bytes in its JobRun and Jobs, more than the 524288 bytes allowed"),
         "{message}"
     );
     assert!(h.jobs_created().is_empty(), "{:?}", h.jobs_created());

@@ -96,6 +96,7 @@ fn plan(
         let run_name = names::run_name(event, verdict.index);
         let run_files =
             files::collect_from_dir(root, service_dir, &action.tasks).map_err(|e| e.to_string())?;
+        files::check_lists(&run_files).map_err(|e| e.to_string())?;
         let action_name = action.display_name(verdict.index);
         let mut jobs = Vec::new();
         for (task_index, task_files) in run_files.per_task.iter().enumerate() {

@@ -217,7 +217,8 @@ pub struct GitArgs {
     )]
     pub git_max_repository_bytes: u64,
     /// How long a fetch may take: then its transfer is interrupted where it can be, and the
-    /// next lookup that needs a fetch starts a new one instead of waiting for it.
+    /// next lookup that needs a fetch starts a new one instead of waiting for it (unless one is
+    /// left so already).
     #[arg(
         long,
         env = "JOB_EXECUTOR_GIT_FETCH_TIMEOUT_SECONDS",

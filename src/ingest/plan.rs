@@ -471,7 +471,10 @@ fn plan_with_config(
             }
             Ok(()) => {
                 match source.collect_run_files(files_revision, files_dir, &action.tasks, reads) {
-                    Ok(run_files) => Ok(run_files),
+                    Ok(run_files) => match crate::files::check_lists(&run_files) {
+                        Ok(()) => Ok(run_files),
+                        Err(error) => Err(error.to_string()),
+                    },
                     Err(SourceError::NotInMemory) => return Err(NotInMemory),
                     Err(error) if error.is_transient() => {
                         return Ok(EventPlan::Unavailable {

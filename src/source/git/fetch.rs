@@ -832,12 +832,15 @@ impl CloneCache {
         let fetched = self.fetch();
         // A fetch left to itself (see `Progress::under_way`) that ends after a newer one
         // recorded its outcome changes nothing.
+        // A success is superseded by a newer success only: a newer fetch that failed (on the
+        // ref locks this one held, say) leaves its heads the latest found.
         let newer = |state: &FetchState| {
             state.last_ok.is_some_and(|ok| ok > started)
-                || state
-                    .last_failure
-                    .as_ref()
-                    .is_some_and(|(failed, _)| *failed > started)
+                || (fetched.is_err()
+                    && state
+                        .last_failure
+                        .as_ref()
+                        .is_some_and(|(failed, _)| *failed > started))
         };
         if newer(&self.read_state()) {
             tracing::info!(url = %self.url.shown, elapsed_s = started.elapsed().as_secs(), ok = fetched.is_ok(), "a fetch left to itself ended after a newer one: its outcome is not used");
@@ -874,7 +877,14 @@ impl CloneCache {
                 let heads = Arc::new(heads);
                 state.heads = Some(heads.clone());
                 state.last_ok = Some(started);
-                state.last_failure = None;
+                // A newer fetch's failure still stands (see `newer`).
+                if state
+                    .last_failure
+                    .as_ref()
+                    .is_none_or(|(failed, _)| *failed < started)
+                {
+                    state.last_failure = None;
+                }
                 let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 self.last_took.store(took, Ordering::Relaxed);
                 self.fetched.fetch_add(1, Ordering::AcqRel);
