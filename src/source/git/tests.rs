@@ -881,18 +881,25 @@ fn an_unreachable_repository_serves_the_branch_heads_of_the_last_fetch() {
     assert_eq!(image_of(&back.config.unwrap()), "new");
 }
 
+/// A repository whose `dev` branch holds a config at `job/config.yaml` (image `v1`), and an
+/// empty place for its clone cache.
+fn dev_repo(name: &str) -> (TestRepo, PathBuf) {
+    let repo = TestRepo::new(name);
+    repo.git(&["checkout", "-q", "-b", "dev"]);
+    repo.write("job/config.yaml", &config_with_image("v1", "[]"));
+    repo.commit("v1");
+    let cache_dir = repo.dir.with_extension("cache");
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    (repo, cache_dir)
+}
+
 /// A fetch under way that does not end (a host trickling its pack) holds a lookup whose heads
 /// are due only as long as `--git-fetch-wait-seconds`, counted from the fetch's start: then it
 /// reads the last heads, marked stale; with none, it fails. Past `--git-fetch-timeout-seconds`
 /// a lookup fetches beside it.
 #[test]
 fn a_lookup_waits_for_a_fetch_under_way_only_so_long() {
-    let repo = TestRepo::new("wait");
-    repo.git(&["checkout", "-q", "-b", "dev"]);
-    repo.write("job/config.yaml", &config_with_image("v1", "[]"));
-    repo.commit("v1");
-    let cache_dir = repo.dir.with_extension("cache");
-    let _ = std::fs::remove_dir_all(&cache_dir);
+    let (repo, cache_dir) = dev_repo("wait");
     let wait = Duration::from_millis(1500);
     let limits = FetchLimits {
         wait,
@@ -976,12 +983,7 @@ fn a_lookup_waits_for_a_fetch_under_way_only_so_long() {
 /// last heads) until the first ends.
 #[test]
 fn a_fetch_past_the_timeout_is_left_to_itself_one_at_a_time() {
-    let repo = TestRepo::new("left");
-    repo.git(&["checkout", "-q", "-b", "dev"]);
-    repo.write("job/config.yaml", &config_with_image("v1", "[]"));
-    repo.commit("v1");
-    let cache_dir = repo.dir.with_extension("cache");
-    let _ = std::fs::remove_dir_all(&cache_dir);
+    let (repo, cache_dir) = dev_repo("left");
     let limits = FetchLimits {
         wait: Duration::from_millis(1500),
         timeout: Duration::from_millis(2500),
@@ -1025,12 +1027,7 @@ fn a_fetch_past_the_timeout_is_left_to_itself_one_at_a_time() {
 
 #[test]
 fn a_failed_fetch_is_tried_again_once_the_fetch_interval_passed() {
-    let repo = TestRepo::new("backoff");
-    repo.git(&["checkout", "-q", "-b", "dev"]);
-    repo.write("job/config.yaml", &config_with_image("v1", "[]"));
-    repo.commit("v1");
-    let cache_dir = repo.dir.with_extension("cache");
-    let _ = std::fs::remove_dir_all(&cache_dir);
+    let (repo, cache_dir) = dev_repo("backoff");
     let interval = Duration::from_secs(2);
     let source = open_source(&repo.url(), &cache_dir, &[], interval).unwrap();
     let fetched = Instant::now();
