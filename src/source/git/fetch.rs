@@ -249,7 +249,8 @@ struct Progress {
 }
 
 /// The most fetches left to themselves at once: with one, a fetch under way past the timeout
-/// is waited for (answered from the last heads at once) instead of being joined by another.
+/// is waited for as any fetch (at most `--git-fetch-wait-seconds` from its start) instead of
+/// being joined by another.
 const MOST_LEFT_BEHIND: u32 = 1;
 
 impl Progress {
@@ -831,9 +832,9 @@ impl CloneCache {
         let started = Instant::now();
         let fetched = self.fetch();
         // A fetch left to itself (see `Progress::under_way`) that ends after a newer one
-        // recorded its outcome changes nothing.
-        // A success is superseded by a newer success only: a newer fetch that failed (on the
-        // ref locks this one held, say) leaves its heads the latest found.
+        // recorded its outcome changes nothing; but a success is superseded by a newer success
+        // only: a newer fetch that failed (on the ref locks this one held, say) leaves its
+        // heads the latest found.
         let newer = |state: &FetchState| {
             state.last_ok.is_some_and(|ok| ok > started)
                 || (fetched.is_err()
