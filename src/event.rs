@@ -54,13 +54,7 @@ impl PartialEq for EventText {
 impl EventText {
     /// The event, parsed and validated.
     pub fn parse(&self) -> Result<CloudEvent, EventError> {
-        let value: Value =
-            serde_json::from_str(self.0.get()).map_err(|e| EventError::InvalidJson {
-                reason: e.to_string(),
-                line: e.line(),
-                column: e.column(),
-            })?;
-        CloudEvent::from_value_with(value, Rules::Stored)
+        CloudEvent::from_value_with(json_value(self.0.get().as_bytes())?, Rules::Stored)
     }
 
     /// The JSON text.
@@ -424,12 +418,19 @@ pub(crate) fn is_integer(value: &Value) -> bool {
     }
 }
 
-fn json_value(bytes: &[u8]) -> Result<Value, EventError> {
+/// The JSON value of `bytes`; the error says the line and column where the JSON breaks.
+pub(crate) fn json_value(bytes: &[u8]) -> Result<Value, EventError> {
     serde_json::from_slice(bytes).map_err(|e| EventError::InvalidJson {
         reason: e.to_string(),
         line: e.line(),
         column: e.column(),
     })
+}
+
+/// The media type of a `Content-Type` or `datacontenttype`: without its parameters, as sent
+/// (compare it ignoring case).
+pub(crate) fn media_type_of(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or_default().trim()
 }
 
 /// Whether a media type (without parameters, lower case) says JSON: `application/json`,
@@ -458,14 +459,7 @@ fn read_json_data(object: &mut Map<String, Value>) -> Result<(), EventError> {
         Some(Value::String(content_type)) => Some(content_type.as_str()),
         _ => None,
     };
-    let media = content_type.map(|content_type| {
-        content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-    });
+    let media = content_type.map(|content_type| media_type_of(content_type).to_ascii_lowercase());
     if media.as_deref().is_some_and(|media| !is_json_media(media)) {
         return Ok(());
     }

@@ -51,7 +51,7 @@ fn media_type(headers: &HeaderMap) -> &str {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().trim())
+        .map(crate::event::media_type_of)
         .unwrap_or_default()
 }
 
@@ -135,11 +135,7 @@ fn content_mode(headers: &HeaderMap) -> ContentMode {
 }
 
 fn batch(body: &[u8], max_batch_events: usize) -> Result<Vec<CloudEvent>, ParseError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| EventError::InvalidJson {
-        reason: e.to_string(),
-        line: e.line(),
-        column: e.column(),
-    })?;
+    let value = crate::event::json_value(body)?;
     let Value::Array(items) = value else {
         return Err(ParseError::NotABatch);
     };
@@ -211,13 +207,7 @@ fn binary(headers: &HeaderMap, media: &str, body: &[u8]) -> Result<CloudEvent, P
     }
     if !body.is_empty() {
         if crate::event::is_json_media(media) || media.is_empty() {
-            let data: Value =
-                serde_json::from_slice(body).map_err(|e| EventError::InvalidJson {
-                    reason: e.to_string(),
-                    line: e.line(),
-                    column: e.column(),
-                })?;
-            object.insert("data".into(), data);
+            object.insert("data".into(), crate::event::json_value(body)?);
         } else if let Ok(text) = std::str::from_utf8(body) {
             object.insert("data".into(), Value::String(text.to_string()));
         } else {
