@@ -123,7 +123,8 @@ pub struct Facts<'a> {
     pub status: &'a JobRunStatus,
     /// The status the API server has (the last write).
     pub persisted: &'a JobRunStatus,
-    /// What the cluster shows of each task's Job (meaningful for running tasks), by index.
+    /// What the cluster shows of each task's Job (meaningful for running tasks, and for a
+    /// pending task whose Job was looked up), by index.
     pub jobs: &'a [JobSeen],
     /// Whether the run's files ConfigMap was made (or found) in this reconcile.
     pub files_made: bool,
@@ -686,6 +687,45 @@ fn no_files_yet(run: &JobRun, status: &JobRunStatus) -> bool {
     })
 }
 
+/// Whether a task that needs task `index` and has not started has a Job nonetheless.
+enum NextJob {
+    /// One has: the operator made it, which it does only once every task it needs succeeded.
+    Made(usize),
+    /// This one's Job is to be looked up first.
+    Unknown(usize),
+    None,
+}
+
+/// Of a running task whose Job is gone: whether a task that needs it has a Job.
+fn next_job(facts: &Facts<'_>, index: usize) -> NextJob {
+    let needs = graph::dependencies(&facts.run.spec.action.tasks);
+    let pending = facts
+        .status
+        .tasks
+        .iter()
+        .enumerate()
+        .filter(|(next, task)| {
+            task.phase == TaskPhase::Pending && needs.get(*next).is_some_and(|n| n.contains(&index))
+        });
+    let mut unknown = None;
+    for (next, _) in pending {
+        match facts.jobs.get(next).unwrap_or(&JobSeen::NotCached) {
+            JobSeen::NotCached => unknown = unknown.or(Some(next)),
+            JobSeen::Gone => {}
+            _ => return NextJob::Made(next),
+        }
+    }
+    unknown.map_or(NextJob::None, NextJob::Unknown)
+}
+
+fn task_name(run: &JobRun, index: usize) -> String {
+    run.spec
+        .action
+        .tasks
+        .get(index)
+        .map_or_else(|| format!("task-{index}"), |task| task.display_name(index))
+}
+
 /// The step of running task `index`, or `None` while it runs.
 fn running_step(
     facts: &Facts<'_>,
@@ -707,16 +747,36 @@ fn running_step(
             None
         }
         JobSeen::NotCached => Some(Step::LookUpJob(index)),
-        JobSeen::Gone => Some(Step::EndTask {
-            index,
-            phase: TaskPhase::Failed,
-            message: Some(format!(
-                "the Job {} is gone and its end was not seen (deleted, or removed by its \
-                 ttlSecondsAfterFinished while no operator watched)",
-                job_name(run, status, index)
-            )),
-            read_logs: false,
-            outputs: BTreeMap::new(),
+        JobSeen::Gone => Some(match next_job(facts, index) {
+            NextJob::Unknown(next) => Step::LookUpJob(next),
+            // A task's end and the next task's Job are recorded in one write, after the Job is
+            // made: a restart in between, and a Job removed by its TTL before the operator
+            // was back, leave the next Job as the one witness that this task succeeded.
+            NextJob::Made(next) => Step::EndTask {
+                index,
+                phase: TaskPhase::Succeeded,
+                message: Some(format!(
+                    "the Job {} is gone and its end was not seen (removed by its \
+                     ttlSecondsAfterFinished while no operator watched); it succeeded, as the \
+                     Job of task {}, made only once it had, shows; its logs and outputs went \
+                     with it",
+                    job_name(run, status, index),
+                    task_name(run, next)
+                )),
+                read_logs: false,
+                outputs: BTreeMap::new(),
+            },
+            NextJob::None => Step::EndTask {
+                index,
+                phase: TaskPhase::Failed,
+                message: Some(format!(
+                    "the Job {} is gone and its end was not seen (deleted, or removed by its \
+                     ttlSecondsAfterFinished while no operator watched)",
+                    job_name(run, status, index)
+                )),
+                read_logs: false,
+                outputs: BTreeMap::new(),
+            },
         }),
         // Said only of a task that is over.
         JobSeen::Running { stuck: None } | JobSeen::Stopping => None,

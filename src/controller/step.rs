@@ -431,9 +431,18 @@ impl<W: World> Executor<'_, W> {
     }
 
     /// Each running task's Job, by task: from the watch's cache, or as the API server said
-    /// when asked; of a task that is over (cancelled or failed), whether its pods still stop.
+    /// when asked; of a task that is over (cancelled or failed), whether its pods still stop;
+    /// of a pending task, what the API server said when asked (whether a restart lost the
+    /// record of its Job).
     fn observe(&self, status: &JobRunStatus, looked_up: &[Option<JobSeen>]) -> Vec<JobSeen> {
         let seen = |(index, task): (usize, &crate::crd::TaskStatus)| {
+            if task.phase == TaskPhase::Pending {
+                return looked_up
+                    .get(index)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or(JobSeen::NotCached);
+            }
             if task.phase != TaskPhase::Running {
                 let stopped = matches!(task.phase, TaskPhase::Cancelled | TaskPhase::Failed);
                 if stopped

@@ -773,6 +773,74 @@ fn tasks_move_on_only_after_success() {
     );
 }
 
+/// A restart between the next task's Job and the write that records it (with this task's
+/// end), and this task's Job removed by its TTL before an operator was back: the next task's
+/// Job, made only once this one succeeded, says it did.
+#[test]
+fn a_job_gone_unseen_succeeded_when_a_task_that_needs_it_has_a_job() {
+    let decide_with = |run: &JobRun, jobs: &[JobSeen]| {
+        let status = running(run);
+        decide(&Facts {
+            run,
+            status: &status,
+            persisted: &status,
+            jobs,
+            files_made: false,
+            group: None,
+            refused: &[],
+            now: at(31),
+            limits: &limits(),
+        })
+    };
+    let gone = JobSeen::Gone;
+    let unknown = JobSeen::NotCached;
+    let made = JobSeen::Running { stuck: None };
+    let run = triggered(3);
+    assert_eq!(
+        decide_with(&run, &[gone.clone(), unknown.clone(), unknown.clone()]),
+        Step::LookUpJob(1),
+        "the next task's Job is looked up"
+    );
+    let succeeded = Step::EndTask {
+        index: 0,
+        phase: TaskPhase::Succeeded,
+        message: Some(
+            "the Job run-1-0 is gone and its end was not seen (removed by its \
+             ttlSecondsAfterFinished while no operator watched); it succeeded, as the Job of \
+             task t1, made only once it had, shows; its logs and outputs went with it"
+                .into(),
+        ),
+        read_logs: false,
+        outputs: BTreeMap::new(),
+    };
+    assert_eq!(
+        decide_with(&run, &[gone.clone(), made.clone(), unknown.clone()]),
+        succeeded
+    );
+    let Step::EndTask { phase, .. } = decide_with(&run, &[gone.clone(), gone.clone(), unknown])
+    else {
+        panic!("the task ends");
+    };
+    assert_eq!(phase, TaskPhase::Failed, "no Job says otherwise");
+
+    // Of the tasks that need it, any one's Job will do; one that needs another task does not.
+    let run = diamond();
+    let Step::EndTask { phase, message, .. } =
+        decide_with(&run, &[gone.clone(), gone.clone(), made.clone(), made])
+    else {
+        panic!("the task ends");
+    };
+    assert_eq!(phase, TaskPhase::Succeeded);
+    assert!(message.is_some_and(|m| m.contains("task t2")));
+    let Step::EndTask { phase, .. } = decide_with(
+        &graph_run(&[vec![], vec![], vec![1]], None),
+        &[gone, JobSeen::NotCached, JobSeen::Running { stuck: None }],
+    ) else {
+        panic!("the task ends");
+    };
+    assert_eq!(phase, TaskPhase::Failed, "t2 needs t1, not t0");
+}
+
 fn transient(retry_after: Option<Duration>) -> DeliveryError {
     DeliveryError::Transient {
         message: "connection refused".into(),

@@ -589,16 +589,27 @@ fn check_run(
                 }),
                 "task {index}"
             ),
-            // A Job deleted before the operator saw it succeed failed as far as it can tell.
-            TaskPhase::Failed => assert!(
-                job.is_none_or(|j| j.deleted
-                    || j.seen
-                        != JobSeen::Succeeded {
-                            message: None,
-                            pods_seen: true
-                        }),
-                "task {index}"
-            ),
+            // A Job deleted before the operator saw it succeed failed as far as it can tell,
+            // unless a task that needs it has a Job, which says it succeeded (after a crash
+            // before the record of both, its own Job removed as by its TTL).
+            TaskPhase::Failed => {
+                let succeeded = JobSeen::Succeeded {
+                    message: None,
+                    pods_seen: true,
+                };
+                assert!(
+                    job.is_none_or(|j| j.deleted || j.seen != succeeded),
+                    "task {index}"
+                );
+                let witness = (0..tasks).find(|&next| {
+                    dependencies[next].contains(&index)
+                        && jobs.get(&next).is_some_and(|j| !j.deleted)
+                });
+                assert!(
+                    halted || job.is_none_or(|j| j.seen != succeeded) || witness.is_none(),
+                    "task {index} failed, yet task {witness:?} has a Job: {status:?}"
+                );
+            }
             // Skipped: never started, and a task it needs did not succeed, or the run halted.
             TaskPhase::Skipped => {
                 assert!(
@@ -775,6 +786,51 @@ fn the_model_sees_a_job_created_twice() {
              ttlSecondsAfterFinished while no operator watched)"
         )
     );
+}
+
+/// A task's end and the next task's Job are recorded in one write, after the Job is made. A
+/// crash in between, and the first Job removed by its TTL before the operator is back: the
+/// next task's Job says the first succeeded, and the run goes on with it (adopted, not made
+/// again).
+#[test]
+fn a_job_removed_while_no_operator_watched_succeeded_if_the_next_task_has_a_job() {
+    let ops = [
+        Op::Reconcile,
+        Op::Watch(0),
+        Op::Complete {
+            task: 0,
+            succeeded: true,
+        },
+        // The next Job is made; the write that records it and the first task's end is not.
+        Op::Crash {
+            nth: 1,
+            after: false,
+        },
+        Op::Reconcile,
+        Op::DeleteJob(0),
+        Op::Advance(31),
+        Op::Reconcile,
+    ];
+    let model = Model::new(graph_run(&[vec![], vec![0]], None));
+    for op in &ops {
+        model.apply(op);
+    }
+    assert_eq!(model.crashes.get(), 1);
+    assert_eq!(*model.created.borrow(), [0, 1]);
+    let status = model.recorded.borrow().clone();
+    assert_eq!(status.tasks[0].phase, TaskPhase::Succeeded, "{status:?}");
+    assert!(
+        status.tasks[0]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("as the Job of task t1, made only once it had, shows")),
+        "{status:?}"
+    );
+    assert_eq!(status.tasks[1].phase, TaskPhase::Running, "adopted");
+    assert!(model.settle(), "the run ends");
+    assert_eq!(model.recorded.borrow().phase, RunPhase::Succeeded);
+    // The properties of every interleaving hold for this one.
+    check_run(&[vec![], vec![0]], None, None, false, &ops);
 }
 
 /// A task whose Job cannot be rendered fails with the reason, and what needs it is skipped.
