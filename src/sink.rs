@@ -26,6 +26,8 @@ use crate::event::CloudEvent;
 use crate::secret_file::{SecretFile, SecretFileError};
 
 mod nats;
+
+pub use nats::NatsAddress;
 pub mod notify;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -415,6 +415,10 @@ fn check_run_prints_each_setting_with_its_source_and_masks_secrets() {
         .env("JOB_EXECUTOR_JOB_NAMESPACE", "team-jobs")
         .env("JOB_EXECUTOR_GIT_PASSWORD", "env-password-secret")
         .env(
+            "JOB_EXECUTOR_DEAD_LETTER_SINK_URL",
+            "nats://letters:nats-dead-letter-secret@nats.example.com:4222",
+        )
+        .env(
             "JOB_EXECUTOR_SINK_HEADERS",
             "x-api-key: env-header-secret,x-team: env-second-secret",
         )
@@ -429,6 +433,7 @@ fn check_run_prints_each_setting_with_its_source_and_masks_secrets() {
         "env-password-secret",
         "env-header-secret",
         "env-second-secret",
+        "nats-dead-letter-secret",
     ] {
         assert!(!out.contains(secret), "{secret} is shown:\n{out}");
     }
@@ -453,6 +458,7 @@ fn check_run_prints_each_setting_with_its_source_and_masks_secrets() {
         "--default-cpu-request | 50m | default",
         "--allow-privileged | false | default",
         "--sink-url | http://sink.example.com | flag",
+        "--dead-letter-sink-url | nats://****@nats.example.com:4222 | env JOB_EXECUTOR_DEAD_LETTER_SINK_URL",
         "--sink-header | x-api-key: ****,x-team: **** | env JOB_EXECUTOR_SINK_HEADERS",
         "--ingest-token | **** | flag",
         "--git-url | https://****@git.example.com/team/configs.git | flag",

@@ -15,7 +15,7 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use support::cluster::ClusterHarness;
-use support::nats::NatsServer;
+use support::nats::{Credentials, NatsServer};
 use support::{Harness, Replicas, sample_with_id};
 
 /// Waits until the operator made stream `keptn` (it creates it when there is none).
@@ -177,6 +177,65 @@ async fn keptn_events_on_nats_become_runs_and_go_back_on_the_real_control_plane(
 }
 
 /// One action on `sh.keptn.event.load.triggered`, one quick task.
+/// A server that requires credentials gets those of the URLs, user and password or a token,
+/// percent-decoded (the NATS client reads none from a URL by itself): events are taken and
+/// `.finished` published, and the operator's log shows no credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_requires_credentials_gets_those_of_the_url() {
+    for (name, credentials, in_url, secret) in [
+        (
+            "user",
+            Credentials::UserAndPassword("job-executor".into(), "p@ss:w/rd".into()),
+            "job-executor:p%40ss%3Aw%2Frd",
+            "p%40ss",
+        ),
+        (
+            "token",
+            Credentials::Token("s3cr3t/token".into()),
+            "s3cr3t%2Ftoken",
+            "s3cr3t",
+        ),
+    ] {
+        let server = Harness::for_replicas(&support::root().join("examples"), &[]).await;
+        let nats = NatsServer::start_requiring(&format!("auth-{name}"), credentials).await;
+        let url = nats.url.replace("nats://", &format!("nats://{in_url}@"));
+        let mut op = server
+            .replica(&format!("nats-{name}"), server.kubeconfig.clone())
+            .await;
+        op.set_flag("--nats-url", &url);
+        op.set_flag("--sink-url", &url);
+        op.start_operator().await;
+        let client = nats.client().await;
+        let context = jetstream::new(client.clone());
+        stream_ready(&context).await;
+        let mut back = client
+            .subscribe("sh.keptn.event.test.finished")
+            .await
+            .unwrap();
+        let id = format!("nats-auth-{name}");
+        publish_until_stored(&context, &sample_with_id("test.triggered.json", &id)).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let message = tokio::time::timeout(left, back.next())
+                .await
+                .unwrap_or_else(|_| panic!("no .finished of {id}:\n{}", op.operator_log()))
+                .unwrap();
+            let event: Value = serde_json::from_slice(&message.payload).unwrap();
+            if event["triggeredid"] == id.as_str() {
+                assert_eq!(event["data"]["project"], "sockshop", "{event}");
+                break;
+            }
+        }
+        let log = op.operator_log();
+        assert!(
+            !log.contains(secret),
+            "{name}: a credential in the log:\n{log}"
+        );
+        op.terminate_operator(Duration::from_secs(10)).await;
+    }
+}
+
 fn load_config(name: &str) -> PathBuf {
     let dir = support::fresh_dir(&format!("nats-config-{name}"));
     std::fs::create_dir_all(dir.join("carts/job")).unwrap();

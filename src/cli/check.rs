@@ -118,7 +118,10 @@ fn show_value(id: &str, raw: &[String], secret: bool) -> String {
         .map(|value| match (secret, id) {
             _ if value.is_empty() => "\"\"".to_string(),
             (false, _) => value.clone(),
-            (true, "git_url" | "nats_url") => mask_credentials(value),
+            // A URL that may carry credentials (`nats://user:password@…`) shows all but them.
+            (true, "git_url" | "nats_url" | "sink_url" | "dead_letter_sink_url") => {
+                mask_credentials(value)
+            }
             (true, "sink_headers") => match value.split_once(':') {
                 Some((name, _)) => format!("{}: {MASK}", name.trim()),
                 None => MASK.to_string(),

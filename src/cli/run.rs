@@ -373,7 +373,7 @@ fn default_identity() -> String {
 #[command(next_help_heading = "Sink")]
 pub struct SinkArgs {
     /// Where `.started` / `.finished` events are sent (http:// or https://).
-    #[arg(long, env = "JOB_EXECUTOR_SINK_URL")]
+    #[arg(long, env = "JOB_EXECUTOR_SINK_URL", hide_env_values = true)]
     pub sink_url: String,
     /// How events are sent to the sink.
     #[arg(
@@ -433,7 +433,11 @@ pub struct SinkArgs {
     /// Where an event goes that the sink refused or that was given up (http:// or https://):
     /// the same event with `deliveryerror`, `deliveryerrordest` and `deliveryattempts`
     /// extensions, retried like the first delivery.
-    #[arg(long, env = "JOB_EXECUTOR_DEAD_LETTER_SINK_URL")]
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_DEAD_LETTER_SINK_URL",
+        hide_env_values = true
+    )]
     pub dead_letter_sink_url: Option<String>,
     /// A file of headers for the dead-letter sink, like `--sink-header-file` (the sink's
     /// headers are not sent to it).

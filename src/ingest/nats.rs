@@ -27,8 +27,8 @@ const MOST_BACKOFF: Duration = Duration::from_secs(30);
 /// Where events come from.
 #[derive(Debug, Clone)]
 pub struct NatsSource {
-    /// `nats://host:port`.
-    pub url: String,
+    /// `nats://host:port`, and any credentials it held.
+    pub address: crate::sink::NatsAddress,
     /// The JetStream stream to read (Keptn's is `keptn`).
     pub stream: String,
     /// The subjects the stream is created with when it does not exist.
@@ -51,11 +51,12 @@ impl NatsSource {
         consumer: String,
         ack_wait: Duration,
     ) -> Result<NatsSource, NatsError> {
-        let parsed: Option<http::Uri> = url.parse().ok();
+        let address = crate::sink::NatsAddress::parse(&url);
+        let parsed: Option<http::Uri> = address.url.parse().ok();
         if !crate::sink::is_nats(&url) || parsed.and_then(|u| u.host().map(str::len)).is_none() {
             return Err(NatsError::Setting(format!(
                 "--nats-url {:?} is not a nats:// (or tls://) URL of a server",
-                crate::source::git::redact(&url)
+                address.url
             )));
         }
         let name_ok = |name: &str| {
@@ -74,9 +75,20 @@ impl NatsSource {
                 "--nats-consumer {consumer:?} is not a consumer name (letters, digits, - and _)"
             )));
         }
-        if stream_subjects.iter().any(|s| s.trim().is_empty()) || stream_subjects.is_empty() {
+        // A list written `a, b` (as in an environment variable) means `a` and `b`.
+        let trimmed = |subjects: Vec<String>| -> Vec<String> {
+            subjects
+                .iter()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let stream_subjects = trimmed(stream_subjects);
+        let subjects = trimmed(subjects);
+        if stream_subjects.is_empty() {
             return Err(NatsError::Setting(
-                "--nats-stream-subjects needs at least one subject, none empty".into(),
+                "--nats-stream-subjects needs at least one subject".into(),
             ));
         }
         if ack_wait.is_zero() {
@@ -84,18 +96,50 @@ impl NatsSource {
                 "--nats-ack-wait-seconds must be at least 1".into(),
             ));
         }
+        for (flag, list) in [
+            ("--nats-stream-subjects", &stream_subjects),
+            ("--nats-subjects", &subjects),
+        ] {
+            for subject in list {
+                if let Err(why) = filter_subject(subject) {
+                    return Err(NatsError::Setting(format!(
+                        "{flag}: {subject:?} is not a NATS subject: {why}"
+                    )));
+                }
+            }
+        }
         Ok(NatsSource {
-            url,
+            address,
             stream,
             stream_subjects,
-            subjects: subjects
-                .into_iter()
-                .filter(|s| !s.trim().is_empty())
-                .collect(),
+            subjects,
             consumer,
             ack_wait,
         })
     }
+}
+
+/// Whether `subject` is one a stream or consumer can filter on: tokens separated by dots,
+/// none empty, a wildcard (`*` for one token, `>` for the rest) a token of its own, `>` last.
+fn filter_subject(subject: &str) -> Result<(), &'static str> {
+    if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("it holds white space or a control character");
+    }
+    let tokens: Vec<&str> = subject.split('.').collect();
+    for (index, token) in tokens.iter().enumerate() {
+        match *token {
+            "" => return Err("it has an empty token (a leading, trailing or double dot)"),
+            ">" if index + 1 < tokens.len() => {
+                return Err("`>` stands for the rest: it comes last");
+            }
+            "*" | ">" => {}
+            _ if token.contains(['*', '>']) => {
+                return Err("a wildcard (`*` or `>`) is a token of its own");
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +198,7 @@ async fn consume(source: &NatsSource, ingest: &IngestState) -> (NatsError, bool)
         Ok(messages) => messages,
         Err(problem) => return (NatsError::Messages(problem.to_string()), false),
     };
-    tracing::info!(url = %crate::source::git::redact(&source.url), stream = %source.stream, consumer = %source.consumer, "taking events from NATS");
+    tracing::info!(url = %source.address.url, stream = %source.stream, consumer = %source.consumer, "taking events from NATS");
     while let Some(message) = messages.next().await {
         match message {
             Ok(message) => take_message(ingest, message).await,
@@ -168,12 +212,12 @@ async fn consume(source: &NatsSource, ingest: &IngestState) -> (NatsError, bool)
 }
 
 async fn connect(source: &NatsSource) -> Result<PullConsumer, NatsError> {
-    let client = async_nats::ConnectOptions::new()
-        .name("job-executor")
-        .connect(source.url.as_str())
+    let client = source
+        .address
+        .connect()
         .await
         .map_err(|e| NatsError::Connect {
-            url: crate::source::git::redact(&source.url),
+            url: source.address.url.clone(),
             reason: e.to_string(),
         })?;
     let context = jetstream::new(client);
@@ -367,6 +411,65 @@ pub fn event_of(message: &async_nats::Message, max_bytes: usize) -> Result<Cloud
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn source(url: &str, subjects: &[&str]) -> Result<NatsSource, NatsError> {
+        NatsSource::new(
+            url.into(),
+            "keptn".into(),
+            vec!["sh.keptn.>".into()],
+            subjects.iter().map(|s| s.to_string()).collect(),
+            "job-executor".into(),
+            Duration::from_secs(30),
+        )
+    }
+
+    #[test]
+    fn subjects_are_trimmed_and_checked_before_connecting() {
+        let source = source(
+            "nats://alice:s3cret@nats.example:4222",
+            &[
+                "sh.keptn.event.test.triggered",
+                " sh.keptn.event.*.finished",
+                "",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            source.subjects,
+            ["sh.keptn.event.test.triggered", "sh.keptn.event.*.finished"]
+        );
+        assert_eq!(source.address.url, "nats://nats.example:4222");
+        for (subject, why) in [
+            (
+                "sh.keptn.>.triggered",
+                "`>` stands for the rest: it comes last",
+            ),
+            (
+                "sh.keptn.event.test*",
+                "a wildcard (`*` or `>`) is a token of its own",
+            ),
+            (
+                "sh.keptn..triggered",
+                "it has an empty token (a leading, trailing or double dot)",
+            ),
+            (
+                "sh.keptn.my test",
+                "it holds white space or a control character",
+            ),
+        ] {
+            let Err(error) = self::source("nats://nats.example", &[subject]) else {
+                panic!("{subject:?} taken");
+            };
+            assert_eq!(
+                error.to_string(),
+                format!("--nats-subjects: {subject:?} is not a NATS subject: {why}")
+            );
+        }
+        let Err(error) = self::source("nats://alice:s3cret@/", &[]) else {
+            panic!("a URL without a server taken");
+        };
+        assert!(!error.to_string().contains("s3cret"), "{error}");
+    }
 
     /// A binary-mode message is read as one whatever the case of its header names.
     #[test]

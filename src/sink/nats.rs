@@ -10,8 +10,85 @@ use tokio::sync::OnceCell;
 use super::DeliveryError;
 use crate::event::CloudEvent;
 
+/// A NATS server's URL as the client is given it, and the credentials it held apart: the
+/// client reads credentials only from its options, never from the URL (it would connect
+/// without them, and a server that requires them refuses it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsAddress {
+    /// The URL without its credentials: what the client connects to, and what messages show.
+    pub url: String,
+    auth: Option<NatsAuth>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum NatsAuth {
+    /// `nats://user:password@host`.
+    UserAndPassword { user: String, password: String },
+    /// `nats://token@host`, as NATS's own clients read a URL with a user but no password.
+    Token(String),
+}
+
+impl NatsAddress {
+    /// Reads the credentials out of `url`, percent-decoded (a password with `@`, `:` or `/`
+    /// is written `%40`, `%3A`, `%2F`).
+    pub fn parse(url: &str) -> NatsAddress {
+        let Some((scheme, credentials, rest)) = crate::source::git::split_credentials(url) else {
+            return NatsAddress {
+                url: url.to_string(),
+                auth: None,
+            };
+        };
+        let decode = |text: &str| {
+            percent_encoding::percent_decode_str(text)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let auth = match credentials.split_once(':') {
+            Some((user, password)) => NatsAuth::UserAndPassword {
+                user: decode(user),
+                password: decode(password),
+            },
+            None => NatsAuth::Token(decode(credentials)),
+        };
+        NatsAddress {
+            url: format!("{scheme}://{rest}"),
+            auth: Some(auth),
+        }
+    }
+
+    /// The client's options: its name, and the credentials.
+    pub fn options(&self) -> async_nats::ConnectOptions {
+        let options = async_nats::ConnectOptions::new().name("job-executor");
+        match &self.auth {
+            None => options,
+            Some(NatsAuth::UserAndPassword { user, password }) => {
+                options.user_and_password(user.clone(), password.clone())
+            }
+            Some(NatsAuth::Token(token)) => options.token(token.clone()),
+        }
+    }
+
+    pub async fn connect(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
+        self.options().connect(self.url.as_str()).await
+    }
+}
+
+impl std::fmt::Debug for NatsAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = match &self.auth {
+            None => "none",
+            Some(NatsAuth::UserAndPassword { .. }) => "user and password",
+            Some(NatsAuth::Token(_)) => "token",
+        };
+        f.debug_struct("NatsAddress")
+            .field("url", &self.url)
+            .field("auth", &auth)
+            .finish()
+    }
+}
+
 pub struct NatsSink {
-    url: String,
+    address: NatsAddress,
     timeout: Duration,
     client: OnceCell<async_nats::Client>,
 }
@@ -19,7 +96,7 @@ pub struct NatsSink {
 impl std::fmt::Debug for NatsSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsSink")
-            .field("url", &self.url)
+            .field("address", &self.address)
             .finish_non_exhaustive()
     }
 }
@@ -28,14 +105,14 @@ impl NatsSink {
     /// Connects at the first delivery.
     pub fn new(url: &str, timeout: Duration) -> NatsSink {
         NatsSink {
-            url: url.to_string(),
+            address: NatsAddress::parse(url),
             timeout,
             client: OnceCell::new(),
         }
     }
 
     pub fn destination(&self) -> String {
-        crate::source::git::redact(&self.url)
+        self.address.url.clone()
     }
 
     /// One attempt: published once the stream confirmed it stored the event.
@@ -54,12 +131,7 @@ impl NatsSink {
         let attempt = async {
             let client = self
                 .client
-                .get_or_try_init(|| async {
-                    async_nats::ConnectOptions::new()
-                        .name("job-executor")
-                        .connect(self.url.as_str())
-                        .await
-                })
+                .get_or_try_init(|| self.address.connect())
                 .await
                 .map_err(|e| transient(format!("cannot connect to {}: {e}", self.destination())))?;
             let payload =
@@ -120,6 +192,43 @@ fn publishable_subject(subject: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_a_url_are_given_to_the_client_apart() {
+        let address = NatsAddress::parse("nats://alice:p%40ss%3Aw%2Frd@nats.example:4222");
+        assert_eq!(address.url, "nats://nats.example:4222");
+        assert!(
+            address.auth
+                == Some(NatsAuth::UserAndPassword {
+                    user: "alice".into(),
+                    password: "p@ss:w/rd".into()
+                })
+        );
+        let address = NatsAddress::parse("tls://s3cr%2Ft@nats.example");
+        assert_eq!(address.url, "tls://nats.example");
+        assert!(address.auth == Some(NatsAuth::Token("s3cr/t".into())));
+        // An empty password is a password.
+        let address = NatsAddress::parse("nats://bob:@nats.example");
+        assert!(
+            address.auth
+                == Some(NatsAuth::UserAndPassword {
+                    user: "bob".into(),
+                    password: String::new()
+                })
+        );
+        let address = NatsAddress::parse("nats://nats.example:4222");
+        assert_eq!(address.url, "nats://nats.example:4222");
+        assert!(address.auth.is_none());
+        // What a listing of settings or a message shows.
+        let shown = format!(
+            "{:?}",
+            NatsAddress::parse("nats://alice:s3cret@nats.example")
+        );
+        assert!(
+            !shown.contains("s3cret") && shown.contains("user and password"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn types_that_are_no_subject_are_refused_before_connecting() {

@@ -12,6 +12,42 @@ pub struct NatsServer {
     dir: PathBuf,
     process: Option<Child>,
     starts: u32,
+    credentials: Credentials,
+}
+
+/// What the server asks of every client.
+#[derive(Clone)]
+pub enum Credentials {
+    None,
+    UserAndPassword(String, String),
+    Token(String),
+}
+
+impl Credentials {
+    fn server_args(&self) -> Vec<String> {
+        match self {
+            Credentials::None => vec![],
+            Credentials::UserAndPassword(user, password) => {
+                vec![
+                    "--user".into(),
+                    user.clone(),
+                    "--pass".into(),
+                    password.clone(),
+                ]
+            }
+            Credentials::Token(token) => vec!["--auth".into(), token.clone()],
+        }
+    }
+
+    fn options(&self) -> async_nats::ConnectOptions {
+        match self {
+            Credentials::None => async_nats::ConnectOptions::new(),
+            Credentials::UserAndPassword(user, password) => {
+                async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            }
+            Credentials::Token(token) => async_nats::ConnectOptions::with_token(token.clone()),
+        }
+    }
 }
 
 /// The nats-server binary: on the PATH, else where Debian puts it.
@@ -29,6 +65,11 @@ fn binary() -> PathBuf {
 
 impl NatsServer {
     pub async fn start(name: &str) -> NatsServer {
+        NatsServer::start_requiring(name, Credentials::None).await
+    }
+
+    /// A server that refuses clients without `credentials`.
+    pub async fn start_requiring(name: &str, credentials: Credentials) -> NatsServer {
         let dir = super::fresh_dir(&format!("nats-{name}"));
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -41,6 +82,7 @@ impl NatsServer {
             dir,
             process: None,
             starts: 0,
+            credentials,
         };
         server.restart().await;
         server
@@ -56,6 +98,7 @@ impl NatsServer {
             .args(["-js", "-sd"])
             .arg(self.dir.join("store"))
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(self.credentials.server_args())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -63,7 +106,7 @@ impl NatsServer {
         self.process = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(client) = async_nats::connect(self.url.as_str()).await {
+            if let Ok(client) = self.credentials.options().connect(self.url.as_str()).await {
                 drop(client);
                 return;
             }
@@ -81,7 +124,11 @@ impl NatsServer {
     }
 
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(self.url.as_str()).await.unwrap()
+        self.credentials
+            .options()
+            .connect(self.url.as_str())
+            .await
+            .unwrap()
     }
 }
 

@@ -212,7 +212,7 @@ pub fn mask_credentials(url: &str) -> String {
 /// A password with a `/`, `?` or `#` left unescaped (generated passwords have them) ends the
 /// authority early, as `user:pa` with no `@` and no port after the `:`: then everything up to
 /// the last `@` counts as credentials, so a message shows less of the URL, not the password.
-fn split_credentials(url: &str) -> Option<(&str, &str, &str)> {
+pub fn split_credentials(url: &str) -> Option<(&str, &str, &str)> {
     let (scheme, rest) = url.split_once("://")?;
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];

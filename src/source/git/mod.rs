@@ -32,7 +32,9 @@ use prometheus_client::metrics::family::Family;
 
 use fetch::CloneCache;
 pub use fetch::RepoUrl;
-pub use fetch::{CredentialSettings, FetchLabels, FetchLimits, mask_credentials, redact};
+pub use fetch::{
+    CredentialSettings, FetchLabels, FetchLimits, mask_credentials, redact, split_credentials,
+};
 pub use heads::Stale;
 use heads::{Heads, RemoteHeads};
 use layout::{Branch, Lookup};
