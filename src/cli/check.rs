@@ -277,11 +277,13 @@ mod tests {
         assert_eq!(
             secrets,
             [
+                "dead_letter_sink_url",
                 "git_password",
                 "git_url",
                 "ingest_token",
                 "nats_url",
-                "sink_headers"
+                "sink_headers",
+                "sink_url"
             ]
         );
     }
