@@ -50,6 +50,10 @@ pub enum TraceError {
     Client(#[from] SinkError),
     #[error("the OTLP exporter cannot be built: {0}")]
     Exporter(String),
+    #[error(
+        "RUST_LOG {value:?} is not a log filter (e.g. `info`, `job_executor=debug,info`): {reason}"
+    )]
+    LogFilter { value: String, reason: String },
 }
 
 /// A W3C trace context, as events and pods carry it.
@@ -254,13 +258,24 @@ pub fn init(
     otlp_endpoint: Option<&str>,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Option<Telemetry>, TraceError> {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info"))
-        .add_directive(
-            format!("{TARGET}=off")
-                .parse()
-                .map_err(|e| TraceError::Exporter(format!("{e}")))?,
-        );
+    // A filter that does not parse stops the start: read leniently, it would log at `info`
+    // with no word of why the level asked for is not used.
+    let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(value) if !value.trim().is_empty() => {
+            EnvFilter::builder()
+                .parse(&value)
+                .map_err(|e| TraceError::LogFilter {
+                    reason: e.to_string(),
+                    value,
+                })?
+        }
+        _ => EnvFilter::new("info"),
+    }
+    .add_directive(
+        format!("{TARGET}=off")
+            .parse()
+            .map_err(|e| TraceError::Exporter(format!("{e}")))?,
+    );
     let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -728,3 +728,28 @@ fn the_operator_guide_names_every_flag_of_run() {
         );
     }
 }
+
+/// A log filter that does not parse stops the start, saying so, instead of logging at `info`
+/// with no word of it (the chart's `logLevel` is `RUST_LOG`).
+#[test]
+fn a_log_filter_that_does_not_parse_stops_the_start() {
+    let output = Command::new(BIN)
+        .args([
+            "run",
+            "--config-dir",
+            "examples",
+            "--sink-url",
+            "http://127.0.0.1:9/",
+        ])
+        .env_clear()
+        .env("RUST_LOG", "info,job_executor=loud")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error.contains("RUST_LOG \"info,job_executor=loud\" is not a log filter"),
+        "{error}"
+    );
+}

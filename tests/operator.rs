@@ -2270,6 +2270,61 @@ async fn sigterm_stops_the_operator_gracefully() {
     assert!(exit.success(), "{exit:?}\n{}", h.operator_log());
 }
 
+/// With a shutdown delay, a replica told to stop still answers events for that long, its
+/// `/readyz` failing with why (the Service's endpoints drop it meanwhile), then stops on its
+/// own; a second signal stops it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_told_to_stop_answers_events_for_the_shutdown_delay() {
+    let signal = |h: &Harness| {
+        let pid = h.pid().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    // `/readyz` once the signal is taken.
+    async fn stopping(h: &Harness) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let (status, body) = h.get_admin("/readyz").await;
+            if status == 503 && body.contains("this replica stops") {
+                return body;
+            }
+            assert!(std::time::Instant::now() < deadline, "{status} {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let h = Harness::start(&["--shutdown-delay-seconds", "3"]).await;
+    let told = std::time::Instant::now();
+    signal(&h);
+    let body = stopping(&h).await;
+    assert!(
+        body.contains("this replica stops (a signal came): it answers events for 3s more"),
+        "{body}"
+    );
+    let response = h
+        .post_event(&sample_with_id("test.triggered.json", "drain-1"))
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    wait_for("the operator to stop on its own", LONG, || {
+        !h.operator_running()
+    })
+    .await;
+    assert!(
+        told.elapsed() >= Duration::from_secs(3),
+        "stopped after {:?}",
+        told.elapsed()
+    );
+    assert!(h.operator_log().contains("shutting down"));
+
+    let h = Harness::start(&["--shutdown-delay-seconds", "60"]).await;
+    signal(&h);
+    stopping(&h).await;
+    let exit = h.terminate_operator(Duration::from_secs(15)).await;
+    assert!(exit.success(), "{exit:?}\n{}", h.operator_log());
+}
+
 /// SIGTERM with runs in flight, each in the middle of a task: the operator exits within its
 /// grace period (10 s, plus a margin for a loaded machine), and a restart resumes every run,
 /// each task's Job created once and every run reported.

@@ -679,6 +679,16 @@ pub struct OperatorArgs {
         value_parser = clap::value_parser!(u64).range(1..=300)
     )]
     pub store_timeout_seconds: u64,
+    /// Seconds between SIGTERM and the stop during which the replica still answers events,
+    /// `/readyz` saying it stops: the time the Service's endpoints take to drop a pod that
+    /// terminates (a request sent to it meanwhile is answered rather than refused).
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_SHUTDOWN_DELAY_SECONDS",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u64).range(0..=60)
+    )]
+    pub shutdown_delay_seconds: u64,
 }
 
 fn parse_clock(text: &str) -> Result<crate::schedule::Clock, String> {
@@ -718,6 +728,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         kube_api_qps,
         kube_api_burst,
         store_timeout_seconds,
+        shutdown_delay_seconds,
     } = operator;
     let settings = Arc::new(install.settings()?);
     let lease = leader_args.settings()?;
@@ -808,8 +819,31 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         health: health.clone(),
     });
 
+    let shutdown_delay = Duration::from_secs(shutdown_delay_seconds);
+    let stopping_health = health.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
+        if !shutdown_delay.is_zero() {
+            // A pod that terminates leaves the Service's endpoints only as fast as they are
+            // updated: until then, events still reach it, and are answered. A second signal
+            // stops at once.
+            tracing::info!(
+                seconds = shutdown_delay.as_secs(),
+                "stopping: events are still answered meanwhile"
+            );
+            stopping_health.report(
+                "stopping",
+                Some(format!(
+                    "this replica stops (a signal came): it answers events for {}s more, while \
+                     it leaves the Service's endpoints",
+                    shutdown_delay.as_secs()
+                )),
+            );
+            tokio::select! {
+                () = tokio::time::sleep(shutdown_delay) => {}
+                () = wait_for_signal() => {}
+            }
+        }
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });

@@ -491,6 +491,7 @@ fn full_values_reach_the_manifests() {
         ("JOB_EXECUTOR_LEASE_RENEW_DEADLINE_SECONDS", "20"),
         ("JOB_EXECUTOR_LEASE_RETRY_PERIOD_SECONDS", "2.5"),
         ("JOB_EXECUTOR_STORE_TIMEOUT_SECONDS", "10"),
+        ("JOB_EXECUTOR_SHUTDOWN_DELAY_SECONDS", "3"),
         (
             "JOB_EXECUTOR_INGEST_HMAC_SECRET_FILE",
             "/etc/job-executor/ingest-hmac/secret",
@@ -1088,6 +1089,73 @@ fn tasks_are_kept_from_the_operators_service_account_in_its_namespace() {
         find(&docs, "ConfigMap", None)["data"]["JOB_EXECUTOR_REFUSED_SERVICE_ACCOUNTS"],
         "operator"
     );
+}
+
+/// An existing ServiceAccount for the operator: none is made, the Deployment runs as it and
+/// the RoleBinding grants it the Role.
+#[test]
+fn an_existing_service_account_is_used_as_it_is() {
+    let dir = tempdir("existing-account");
+    let file = dir.join("values.yaml");
+    std::fs::write(
+        &file,
+        "serviceAccount: {create: false, name: made-by-terraform}\n",
+    )
+    .unwrap();
+    let yaml = render(&[file.to_str().unwrap()]);
+    validate_manifests("an existing ServiceAccount", &yaml);
+    let docs = documents(&yaml);
+    let accounts: Vec<&str> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ServiceAccount")
+        .filter_map(|d| d["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        accounts,
+        ["job-executor-jobs"],
+        "only the tasks' one is made"
+    );
+    assert_eq!(
+        find(&docs, "Deployment", None)["spec"]["template"]["spec"]["serviceAccountName"],
+        "made-by-terraform"
+    );
+    assert_eq!(
+        find(&docs, "RoleBinding", None)["subjects"][0]["name"],
+        "made-by-terraform"
+    );
+}
+
+/// Helm's longest release name (53 characters): the names with a suffix stay distinct from the
+/// release's base name (the tasks' ServiceAccount is not the operator's, the two
+/// NetworkPolicies are two), and everything validates.
+#[test]
+fn the_longest_release_name_keeps_every_name_apart() {
+    let name = "a".repeat(53);
+    let dir = tempdir("long-name");
+    let file = dir.join("values.yaml");
+    std::fs::write(&file, "networkPolicy: {enabled: true}\n").unwrap();
+    let yaml = helm(&[
+        "render",
+        CHART,
+        "-f",
+        file.to_str().unwrap(),
+        "--name",
+        &name,
+    ]);
+    validate_manifests("a 53-character release name", &yaml);
+    let docs = documents(&yaml);
+    for kind in ["ServiceAccount", "NetworkPolicy"] {
+        let names: Vec<&str> = docs
+            .iter()
+            .filter(|d| d["kind"] == kind)
+            .filter_map(|d| d["metadata"]["name"].as_str())
+            .collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{kind}: {names:?}");
+        assert!(names.iter().all(|n| n.len() <= 63), "{kind}: {names:?}");
+    }
 }
 
 /// The `/tmp` volume the git clone lives in has room for the clone's limit, whatever it is set

@@ -12,6 +12,12 @@
 {{- end -}}
 {{- end -}}
 
+{{/* The name of the objects for task pods: the base name cut to leave room for `-jobs`, so it
+never becomes the base name itself (a release name of 49 characters and more). */}}
+{{- define "job-executor.jobsName" -}}
+{{- printf "%s-jobs" (include "job-executor.fullname" . | trunc 58 | trimSuffix "-") -}}
+{{- end -}}
+
 {{- define "job-executor.name" -}}
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
@@ -53,7 +59,7 @@ app.kubernetes.io/component: jobs
 {{/* Empty when none is made or named: task pods then run as the namespace's `default`. */}}
 {{- define "job-executor.jobServiceAccountName" -}}
 {{- if .Values.jobServiceAccount.create -}}
-{{- .Values.jobServiceAccount.name | default (printf "%s-jobs" (include "job-executor.fullname" .) | trunc 63 | trimSuffix "-") -}}
+{{- .Values.jobServiceAccount.name | default (include "job-executor.jobsName" .) -}}
 {{- else -}}
 {{- .Values.jobServiceAccount.name -}}
 {{- end -}}
