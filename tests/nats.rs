@@ -328,6 +328,84 @@ async fn killed_between_storing_and_acknowledging_the_event_comes_back_as_a_dupl
     assert_eq!(runs_by_event(&server).get("kill-1"), Some(&1));
 }
 
+/// The API server answers each store late, past the acknowledgement wait: the messages are
+/// taken side by side, each told to the server as in hand while it is, so none is delivered
+/// again (taken one after the other, with nothing said meanwhile, each was delivered again
+/// every second it waited: some 30 deliveries of the 4 messages).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_slow_to_store_are_taken_side_by_side_and_not_delivered_again() {
+    let server = Harness::for_replicas(&load_config("slow"), &[]).await;
+    let nats = NatsServer::start("slow").await;
+    let mut op = server.replica("nats-slow", server.kubeconfig.clone()).await;
+    op.set_flag("--nats-url", &nats.url);
+    op.set_flag("--nats-ack-wait-seconds", "1");
+    op.start_operator().await;
+    let context = jetstream::new(nats.client().await);
+    stream_ready(&context).await;
+    server
+        .sim
+        .faults()
+        .delay_answers("create", "jobruns", Duration::from_secs(3));
+    let ids = ["slow-1", "slow-2", "slow-3", "slow-4"];
+    for id in ids {
+        publish_until_stored(&context, &load_event(id)).await;
+    }
+    let stream = context.get_stream("keptn").await.unwrap();
+    let mut consumer: jetstream::consumer::PullConsumer =
+        stream.get_consumer("job-executor").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let info = loop {
+        let info = consumer.info().await.unwrap().clone();
+        if info.num_ack_pending == 0 && info.num_pending == 0 && info.delivered.stream_sequence >= 4
+        {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "not all acknowledged: {info:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Each message delivered once: no delivery after the first.
+    assert_eq!(
+        info.delivered.consumer_sequence,
+        ids.len() as u64,
+        "{info:?}\n{}",
+        op.operator_log()
+    );
+    let runs = runs_by_event(&server);
+    for id in ids {
+        assert_eq!(runs.get(id), Some(&1), "{runs:?}");
+    }
+}
+
+/// The operator made the stream, but not its consumer (its subject matches none of the
+/// stream's): an event published meanwhile is taken once the consumer is made, as the stream
+/// is read from its start whenever the operator made it, not only at the attempt that did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_made_here_is_read_from_its_start_when_its_consumer_comes_later() {
+    let server = Harness::for_replicas(&load_config("later"), &[]).await;
+    let nats = NatsServer::start("later").await;
+    let mut op = server
+        .replica("nats-later", server.kubeconfig.clone())
+        .await;
+    op.set_flag("--nats-url", &nats.url);
+    op.set_flag("--nats-subject", "not.keptn.event");
+    op.start_operator().await;
+    let context = jetstream::new(nats.client().await);
+    stream_ready(&context).await;
+    publish_until_stored(&context, &load_event("later-1")).await;
+    support::wait_patiently("the consumer refused", Duration::from_secs(20), || {
+        op.operator_log().contains("NATS events are not taken")
+    })
+    .await;
+    assert!(runs_by_event(&server).is_empty());
+    op.terminate_operator(Duration::from_secs(10)).await;
+    op.set_flag("--nats-subject", "sh.keptn.event.load.triggered");
+    op.start_operator().await;
+    support::wait_patiently("the event's run", Duration::from_secs(30), || {
+        runs_by_event(&server).contains_key("later-1")
+    })
+    .await;
+}
+
 /// Keptn's stream already holds events when the operator first starts: its new consumer starts
 /// at the stream's end, so those old events start nothing. Once made, the durable consumer
 /// resumes where it was: an event published while the operator is down runs after its restart.

@@ -23,6 +23,17 @@ const RETRY: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// The longest wait between attempts to reach the server.
 const MOST_BACKOFF: Duration = Duration::from_secs(30);
+/// Messages asked of the server at a time. The client asks for more when half are taken, so
+/// at most one and a half batches are delivered and not yet taken: fewer than
+/// [`MOST_TAKEN_AT_ONCE`], so no message waits in the client while others are taken (its
+/// `ack_wait` running, with nothing to say it is in hand).
+const BATCH: usize = 8;
+/// Messages taken at once: one slow to take (the API server or a git host slow to answer)
+/// holds none of the others up.
+const MOST_TAKEN_AT_ONCE: usize = 2 * BATCH;
+/// A stream the operator made says so, so that its consumer, made later (a first attempt
+/// failed between the two), still reads it from its start.
+const MADE_HERE: &str = "made by job-executor: its consumer reads it from the start";
 
 /// Where events come from.
 #[derive(Debug, Clone)]
@@ -168,14 +179,17 @@ pub async fn run(
         let mut last_problem = String::new();
         loop {
             let (problem, took_messages) = consume(&source, &ingest).await;
+            // A connection that took messages starts the backoff afresh, and a problem that
+            // comes again after it is logged again. One that took none (a consumer that fails
+            // at once each time) backs off.
+            if took_messages {
+                backoff = FIRST_BACKOFF;
+                last_problem.clear();
+            }
             let problem = problem.to_string();
             if problem != last_problem {
                 tracing::error!(error = %problem, "NATS events are not taken; retrying");
                 last_problem = problem;
-            }
-            // A connection that worked starts the backoff afresh.
-            if took_messages {
-                backoff = FIRST_BACKOFF;
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MOST_BACKOFF);
@@ -187,28 +201,43 @@ pub async fn run(
     }
 }
 
-/// Connects and takes messages until something fails: what failed, and whether messages
-/// were being taken before.
+/// Connects and takes messages until something fails: what failed, and whether any message
+/// was taken before. Messages are taken side by side, up to [`MOST_TAKEN_AT_ONCE`]; the ones
+/// in hand when it fails are taken to the end first.
 async fn consume(source: &NatsSource, ingest: &IngestState) -> (NatsError, bool) {
     let consumer = match connect(source).await {
         Ok(consumer) => consumer,
         Err(problem) => return (problem, false),
     };
-    let mut messages = match consumer.messages().await {
+    let mut messages = match consumer
+        .stream()
+        .max_messages_per_batch(BATCH)
+        .messages()
+        .await
+    {
         Ok(messages) => messages,
         Err(problem) => return (NatsError::Messages(problem.to_string()), false),
     };
     tracing::info!(url = %source.address.url, stream = %source.stream, consumer = %source.consumer, "taking events from NATS");
-    while let Some(message) = messages.next().await {
-        match message {
-            Ok(message) => take_message(ingest, message).await,
-            Err(problem) => return (NatsError::Messages(problem.to_string()), true),
+    let mut in_hand = futures::stream::FuturesUnordered::new();
+    let mut took = false;
+    let problem = loop {
+        tokio::select! {
+            Some(()) = in_hand.next(), if !in_hand.is_empty() => {}
+            message = messages.next(), if in_hand.len() < MOST_TAKEN_AT_ONCE => match message {
+                Some(Ok(message)) => {
+                    took = true;
+                    in_hand.push(take_message(ingest, message, source.ack_wait));
+                }
+                Some(Err(problem)) => break NatsError::Messages(problem.to_string()),
+                None => {
+                    break NatsError::Messages("the server ended the consumer's messages".into());
+                }
+            },
         }
-    }
-    (
-        NatsError::Messages("the server ended the consumer's messages".into()),
-        true,
-    )
+    };
+    while in_hand.next().await.is_some() {}
+    (problem, took)
 }
 
 async fn connect(source: &NatsSource) -> Result<PullConsumer, NatsError> {
@@ -240,6 +269,7 @@ async fn connect(source: &NatsSource) -> Result<PullConsumer, NatsError> {
                 .create_stream(stream::Config {
                     name: source.stream.clone(),
                     subjects: source.stream_subjects.clone(),
+                    description: Some(MADE_HERE.into()),
                     ..Default::default()
                 })
                 .await
@@ -248,6 +278,7 @@ async fn connect(source: &NatsSource) -> Result<PullConsumer, NatsError> {
         }
         Err(problem) => return Err(stream_error(&problem)),
     };
+    let created = created || stream.cached_info().config.description.as_deref() == Some(MADE_HERE);
     let mut config = jetstream::consumer::pull::Config {
         durable_name: Some(source.consumer.clone()),
         ack_wait: source.ack_wait,
@@ -277,34 +308,51 @@ async fn connect(source: &NatsSource) -> Result<PullConsumer, NatsError> {
         })
 }
 
+/// Takes one message, telling the server it is in hand every half `ack_wait` while it is
+/// (a slow API server or git host is not a reason to deliver it again elsewhere).
+async fn take_message(ingest: &IngestState, message: jetstream::Message, ack_wait: Duration) {
+    let taking = take_message_now(ingest, &message);
+    tokio::pin!(taking);
+    let mut in_hand = tokio::time::interval(ack_wait / 2);
+    in_hand.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once: the message was just delivered.
+    in_hand.tick().await;
+    loop {
+        tokio::select! {
+            () = &mut taking => return,
+            _ = in_hand.tick() => acknowledge(&message, AckKind::Progress).await,
+        }
+    }
+}
+
 /// Takes one message: acknowledged once answered for good, delivered again later otherwise.
-async fn take_message(ingest: &IngestState, message: jetstream::Message) {
+async fn take_message_now(ingest: &IngestState, message: &jetstream::Message) {
     let metrics = &ingest.metrics;
     // Most events on Keptn's bus start nothing here: those are taken from a sketch, not
     // parsed whole.
     if let Some(mut sketch) =
-        structured_text(&message, ingest.max_body_bytes).and_then(EventSketch::read)
+        structured_text(message, ingest.max_body_bytes).and_then(EventSketch::read)
         && take_sketch(ingest, &mut sketch, |_, _| ()).is_some()
     {
-        acknowledge_taken(ingest, &message, sketch.id(), Outcome::NotMatched).await;
+        acknowledge_taken(ingest, message, sketch.id(), Outcome::NotMatched).await;
         return;
     }
-    let event = match event_of(&message, ingest.max_body_bytes) {
+    let event = match event_of(message, ingest.max_body_bytes) {
         Ok(event) => event,
         Err(problem) => {
             metrics.event_received("invalid");
             tracing::warn!(subject = %message.subject, error = %problem, "a NATS message is not a CloudEvent; dropped");
             // Sending it again will not make it one.
-            acknowledge(&message, AckKind::Term).await;
+            acknowledge(message, AckKind::Term).await;
             return;
         }
     };
     match take_event(ingest, &event).await {
-        Ok(taken) => acknowledge_taken(ingest, &message, event.id(), taken.outcome).await,
+        Ok(taken) => acknowledge_taken(ingest, message, event.id(), taken.outcome).await,
         Err(refusal) => {
             metrics.event_received(refusal.outcome);
             tracing::warn!(event = event.id(), error = %refusal.message, "a NATS event cannot be taken now; it comes again in {}s", RETRY.as_secs());
-            acknowledge(&message, AckKind::Nak(Some(RETRY))).await;
+            acknowledge(message, AckKind::Nak(Some(RETRY))).await;
         }
     }
 }
