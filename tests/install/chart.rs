@@ -1091,6 +1091,59 @@ fn tasks_are_kept_from_the_operators_service_account_in_its_namespace() {
     );
 }
 
+/// URLs with credentials from Secrets: neither is in the ConfigMap, the container takes each
+/// from its Secret, NATS is on, and the notes do not print the sink's URL.
+#[test]
+fn urls_with_credentials_come_from_secrets() {
+    let dir = tempdir("url-secrets");
+    let file = dir.join("values.yaml");
+    std::fs::write(
+        &file,
+        "sink:\n  url: nats://placeholder:4222\n  urlSecret: {name: keptn-nats, key: sink}\n\
+         nats:\n  urlSecret: {name: keptn-nats, key: source}\n",
+    )
+    .unwrap();
+    let values = file.to_str().unwrap();
+    let yaml = render(&[values]);
+    validate_manifests("URLs from Secrets", &yaml);
+    let docs = documents(&yaml);
+    let data = &find(&docs, "ConfigMap", None)["data"];
+    assert!(data.get("JOB_EXECUTOR_SINK_URL").is_none(), "{data}");
+    assert!(data.get("JOB_EXECUTOR_NATS_URL").is_none(), "{data}");
+    assert_eq!(data["JOB_EXECUTOR_NATS_STREAM"], "keptn", "NATS is on");
+    let deployment = find(&docs, "Deployment", None);
+    let env = env_of(&deployment["spec"]["template"]["spec"]["containers"][0]);
+    for (name, key) in [
+        ("JOB_EXECUTOR_SINK_URL", "sink"),
+        ("JOB_EXECUTOR_NATS_URL", "source"),
+    ] {
+        let (_, entry) = env.iter().find(|(n, _)| n == name).unwrap();
+        assert_eq!(
+            entry["valueFrom"]["secretKeyRef"],
+            json!({"name": "keptn-nats", "key": key}),
+            "{name}"
+        );
+    }
+    let output = Command::new(python())
+        .args([
+            "tests/install/helm.py",
+            "render",
+            CHART,
+            "-f",
+            values,
+            "--notes",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let notes = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        notes.contains("\n\nEvents go to: the URL in Secret keptn-nats (key sink)\n"),
+        "{notes}"
+    );
+    assert!(!notes.contains("placeholder"), "{notes}");
+}
+
 /// An existing ServiceAccount for the operator: none is made, the Deployment runs as it and
 /// the RoleBinding grants it the Role.
 #[test]
