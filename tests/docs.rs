@@ -332,17 +332,41 @@ fn the_install_commands_of_the_docs_work_as_written() {
     assert_no_warnings(&out, &block);
     assert_ran(out, &block);
     assert_installed(cluster, "readme-token");
-    let settings =
-        cluster.kubectl_json(&["-n", "job-executor", "get", "configmap", "job-executor"]);
+    let settings = cluster.kubectl_json(&[
+        "-n",
+        "job-executor",
+        "get",
+        "configmap",
+        "job-executor-local",
+    ]);
     assert_eq!(
         settings["data"]["JOB_EXECUTOR_GIT_URL"], "https://your-git-server/your-keptn-config.git",
         "{settings}"
     );
-    // The settings are the operator's only: nothing on the Deployment overrides them.
+    // The operator's environment takes them after the shipped ConfigMap; nothing on the
+    // Deployment overrides them.
     let deployment =
         cluster.kubectl_json(&["-n", "job-executor", "get", "deployment", "job-executor"]);
-    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let env = &container["env"];
     assert!(!env.to_string().contains("JOB_EXECUTOR_GIT_URL"), "{env}");
+    assert_eq!(
+        container["envFrom"][1]["configMapRef"]["name"], "job-executor-local",
+        "{container}"
+    );
+    // An upgrade applies the manifests again: your settings stay.
+    cluster.kubectl(&["apply", "-f", "deploy/service.yaml"]);
+    let settings = cluster.kubectl_json(&[
+        "-n",
+        "job-executor",
+        "get",
+        "configmap",
+        "job-executor-local",
+    ]);
+    assert_eq!(
+        settings["data"]["JOB_EXECUTOR_GIT_URL"], "https://your-git-server/your-keptn-config.git",
+        "{settings}"
+    );
 
     // Without the Keptn API token the commands stop with a message, instead of creating an
     // empty header.

@@ -119,10 +119,27 @@ fn pod_environment(
     mounts: &Path,
 ) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
+    // In order, a later source's key winning; an optional source that does not exist adds
+    // nothing.
     for source in container["envFrom"].as_array().unwrap() {
-        let name = source["configMapRef"]["name"].as_str().unwrap();
-        let config = sim.get_object("", "configmaps", namespace, name).unwrap();
-        for (key, value) in config["data"].as_object().unwrap() {
+        let (resource, reference) = match &source["configMapRef"] {
+            Value::Null => ("secrets", &source["secretRef"]),
+            reference => ("configmaps", reference),
+        };
+        let name = reference["name"].as_str().unwrap();
+        let Some(object) = sim.get_object("", resource, namespace, name) else {
+            assert_eq!(reference["optional"], true, "{name} is missing");
+            continue;
+        };
+        for (key, value) in object["data"].as_object().into_iter().flatten() {
+            let value = value.as_str().unwrap();
+            let value = match resource {
+                "secrets" => decode_base64(value),
+                _ => value.to_string(),
+            };
+            env.insert(key.clone(), value);
+        }
+        for (key, value) in object["stringData"].as_object().into_iter().flatten() {
             env.insert(key.clone(), value.as_str().unwrap().to_string());
         }
     }

@@ -49,13 +49,24 @@ fn settings_table(stdout: &str) -> BTreeMap<String, (String, String)> {
 }
 
 /// The container's environment as the kubelet builds it: `envFrom` ConfigMaps first, then
-/// `env` (Secrets get a stand-in value of the right shape).
+/// `env` (Secrets get a stand-in value of the right shape). A source the chart does not render
+/// is the user's own, optional (the plain manifests' `job-executor-local`): empty here.
 fn resolve_env(docs: &[Value], container: &Value) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     for source in container["envFrom"].as_array().into_iter().flatten() {
-        let name = source["configMapRef"]["name"].as_str().unwrap();
-        let config = find(docs, "ConfigMap", Some(name));
-        for (key, value) in config["data"].as_object().unwrap() {
+        let (kind, reference) = match &source["configMapRef"] {
+            Value::Null => ("Secret", &source["secretRef"]),
+            reference => ("ConfigMap", reference),
+        };
+        let name = reference["name"].as_str().unwrap();
+        let rendered = docs
+            .iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name);
+        let Some(object) = rendered.filter(|_| kind == "ConfigMap") else {
+            assert_eq!(reference["optional"], true, "{kind} {name} is not rendered");
+            continue;
+        };
+        for (key, value) in object["data"].as_object().unwrap() {
             env.insert(key.clone(), value.as_str().unwrap().to_string());
         }
     }
