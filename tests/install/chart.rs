@@ -1144,6 +1144,47 @@ fn urls_with_credentials_come_from_secrets() {
     assert!(!notes.contains("placeholder"), "{notes}");
 }
 
+/// A Service that takes events from outside the cluster does not take the admin port with it:
+/// that one moves to a ClusterIP Service of its own, which the ServiceMonitor still finds.
+#[test]
+fn an_exposed_service_leaves_the_admin_port_inside() {
+    let dir = tempdir("exposed");
+    let file = dir.join("values.yaml");
+    std::fs::write(
+        &file,
+        "service: {type: LoadBalancer}\nserviceMonitor: {enabled: true}\n",
+    )
+    .unwrap();
+    let yaml = render(&[file.to_str().unwrap()]);
+    validate_manifests("an exposed Service", &yaml);
+    let docs = documents(&yaml);
+    let ports = |service: &Value| -> Vec<String> {
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let exposed = find(&docs, "Service", Some("job-executor"));
+    assert_eq!(exposed["spec"]["type"], "LoadBalancer");
+    assert_eq!(ports(exposed), ["http"]);
+    let admin = find(&docs, "Service", Some("job-executor-admin"));
+    assert_eq!(admin["spec"]["type"], "ClusterIP");
+    assert_eq!(ports(admin), ["metrics"]);
+    let monitor = find(&docs, "ServiceMonitor", None);
+    assert!(selects(
+        &monitor["spec"]["selector"],
+        &admin["metadata"]["labels"]
+    ));
+    // By default one Service carries both.
+    let docs = documents(&render(&[]));
+    assert_eq!(
+        ports(find(&docs, "Service", Some("job-executor"))),
+        ["http", "metrics"]
+    );
+}
+
 /// An existing ServiceAccount for the operator: none is made, the Deployment runs as it and
 /// the RoleBinding grants it the Role.
 #[test]
