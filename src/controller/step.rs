@@ -348,6 +348,11 @@ impl<W: World> Executor<'_, W> {
                     Ok(()) => {
                         let created = job.metadata.name.unwrap_or_default();
                         record_job(status, index, created, now);
+                        // What a lookup said of it before (gone, while the task was pending)
+                        // is not so any more.
+                        if let Some(slot) = looked_up.get_mut(index) {
+                            *slot = None;
+                        }
                     }
                     Err(error) => {
                         return self.not_created(error, status, persisted, index, now).await;

@@ -833,6 +833,53 @@ fn a_job_removed_while_no_operator_watched_succeeded_if_the_next_task_has_a_job(
     check_run(&[vec![], vec![0]], None, None, false, &ops);
 }
 
+/// The same, with two tasks that need the first: the one looked up first has no Job (it
+/// needs another task too, still running then), the other has. Once it can start, its Job
+/// is made in the same reconcile, and is not taken for gone as the lookup had found it.
+#[test]
+fn a_job_made_after_a_lookup_found_none_is_not_taken_for_gone() {
+    let needs = [vec![], vec![], vec![0, 1], vec![0]];
+    let ops = [
+        Op::Reconcile,
+        Op::Watch(0),
+        Op::Complete {
+            task: 0,
+            succeeded: true,
+        },
+        // Task 3's Job is made; the write that records it and task 0's end is not.
+        Op::Crash {
+            nth: 1,
+            after: false,
+        },
+        Op::Reconcile,
+        Op::DeleteJob(0),
+        Op::Watch(1),
+        Op::Complete {
+            task: 1,
+            succeeded: true,
+        },
+        Op::Advance(31),
+        Op::Reconcile,
+    ];
+    let model = Model::new(graph_run(&needs, None));
+    for op in &ops {
+        model.apply(op);
+    }
+    assert_eq!(*model.created.borrow(), [0, 1, 3, 2]);
+    let status = model.recorded.borrow().clone();
+    assert_eq!(
+        status.tasks.iter().map(|t| t.phase).collect::<Vec<_>>(),
+        [
+            TaskPhase::Succeeded,
+            TaskPhase::Succeeded,
+            TaskPhase::Running,
+            TaskPhase::Running
+        ],
+        "{status:?}"
+    );
+    check_run(&needs, None, None, false, &ops);
+}
+
 /// A task whose Job cannot be rendered fails with the reason, and what needs it is skipped.
 #[test]
 fn a_task_that_cannot_be_rendered_fails_with_the_reason() {
