@@ -176,24 +176,23 @@ async fn keptn_events_on_nats_become_runs_and_go_back_on_the_real_control_plane(
     keptn_events_on_nats_become_runs_and_go_back(server, Duration::from_secs(120)).await;
 }
 
-/// One action on `sh.keptn.event.load.triggered`, one quick task.
 /// A server that requires credentials gets those of the URLs, user and password or a token,
 /// percent-decoded (the NATS client reads none from a URL by itself): events are taken and
 /// `.finished` published, and the operator's log shows no credential.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_requires_credentials_gets_those_of_the_url() {
-    for (name, credentials, in_url, secret) in [
+    for (name, credentials, in_url, secrets) in [
         (
             "user",
             Credentials::UserAndPassword("job-executor".into(), "p@ss:w/rd".into()),
             "job-executor:p%40ss%3Aw%2Frd",
-            "p%40ss",
+            ["p%40ss", "p@ss:w/rd"],
         ),
         (
             "token",
             Credentials::Token("s3cr3t/token".into()),
             "s3cr3t%2Ftoken",
-            "s3cr3t",
+            ["s3cr3t%2F", "s3cr3t/token"],
         ),
     ] {
         let server = Harness::for_replicas(&support::root().join("examples"), &[]).await;
@@ -228,14 +227,17 @@ async fn a_server_that_requires_credentials_gets_those_of_the_url() {
             }
         }
         let log = op.operator_log();
-        assert!(
-            !log.contains(secret),
-            "{name}: a credential in the log:\n{log}"
-        );
+        for secret in secrets {
+            assert!(
+                !log.contains(secret),
+                "{name}: a credential in the log:\n{log}"
+            );
+        }
         op.terminate_operator(Duration::from_secs(10)).await;
     }
 }
 
+/// One action on `sh.keptn.event.load.triggered`, one quick task.
 fn load_config(name: &str) -> PathBuf {
     let dir = support::fresh_dir(&format!("nats-config-{name}"));
     std::fs::create_dir_all(dir.join("carts/job")).unwrap();
@@ -331,21 +333,23 @@ async fn killed_between_storing_and_acknowledging_the_event_comes_back_as_a_dupl
 /// The API server answers each store late, past the acknowledgement wait: the messages are
 /// taken side by side, each told to the server as in hand while it is, so none is delivered
 /// again (taken one after the other, with nothing said meanwhile, each was delivered again
-/// every second it waited: some 30 deliveries of the 4 messages).
+/// every time the wait passed: some 30 deliveries of the 4 messages with a 1 s wait and 3 s
+/// stores).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_slow_to_store_are_taken_side_by_side_and_not_delivered_again() {
     let server = Harness::for_replicas(&load_config("slow"), &[]).await;
     let nats = NatsServer::start("slow").await;
     let mut op = server.replica("nats-slow", server.kubeconfig.clone()).await;
     op.set_flag("--nats-url", &nats.url);
-    op.set_flag("--nats-ack-wait-seconds", "1");
+    op.set_flag("--nats-ack-wait-seconds", "2");
+    op.set_flag("--store-timeout-seconds", "20");
     op.start_operator().await;
     let context = jetstream::new(nats.client().await);
     stream_ready(&context).await;
     server
         .sim
         .faults()
-        .delay_answers("create", "jobruns", Duration::from_secs(3));
+        .delay_answers("create", "jobruns", Duration::from_secs(7));
     let ids = ["slow-1", "slow-2", "slow-3", "slow-4"];
     for id in ids {
         publish_until_stored(&context, &load_event(id)).await;
@@ -404,6 +408,60 @@ async fn a_stream_made_here_is_read_from_its_start_when_its_consumer_comes_later
         runs_by_event(&server).contains_key("later-1")
     })
     .await;
+
+    // Once: a consumer made anew (deleted to change its subjects) starts at the stream's end,
+    // as on any stream, so the event is not taken again.
+    op.terminate_operator(Duration::from_secs(10)).await;
+    let stream = context.get_stream("keptn").await.unwrap();
+    assert_eq!(stream.cached_info().config.description, None);
+    stream.delete_consumer("job-executor").await.unwrap();
+    op.start_operator().await;
+    publish_until_stored(&context, &load_event("later-2")).await;
+    support::wait_patiently("the new event's run", Duration::from_secs(30), || {
+        runs_by_event(&server).contains_key("later-2")
+    })
+    .await;
+    let (_, metrics) = op.get_admin("/metrics").await;
+    assert_eq!(
+        support::metric_value(
+            &metrics,
+            "job_executor_events_received_total{outcome=\"duplicate\"} "
+        ),
+        0,
+        "later-1 taken again: {metrics}"
+    );
+}
+
+/// Told to stop while a message is in hand (the API server slow to answer its store), the
+/// operator takes it to the end and acknowledges it before it exits, asking for no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_in_hand_is_taken_to_the_end_when_the_operator_stops() {
+    let server = Harness::for_replicas(&load_config("drain"), &[]).await;
+    let nats = NatsServer::start("drain").await;
+    let mut op = server
+        .replica("nats-drain", server.kubeconfig.clone())
+        .await;
+    op.set_flag("--nats-url", &nats.url);
+    op.start_operator().await;
+    let context = jetstream::new(nats.client().await);
+    stream_ready(&context).await;
+    server
+        .sim
+        .faults()
+        .delay_answers("create", "jobruns", Duration::from_secs(3));
+    publish_until_stored(&context, &load_event("drain-1")).await;
+    support::wait_patiently("the run is stored", Duration::from_secs(20), || {
+        !server.jobruns().is_empty()
+    })
+    .await;
+    let exit = op.terminate_operator(Duration::from_secs(20)).await;
+    assert!(exit.success(), "{exit:?}");
+    let stream = context.get_stream("keptn").await.unwrap();
+    let mut consumer: jetstream::consumer::PullConsumer =
+        stream.get_consumer("job-executor").await.unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.num_ack_pending, 0, "{info:?}\n{}", op.operator_log());
+    assert_eq!(info.ack_floor.stream_sequence, 1, "{info:?}");
 }
 
 /// Keptn's stream already holds events when the operator first starts: its new consumer starts

@@ -23,16 +23,19 @@ const RETRY: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// The longest wait between attempts to reach the server.
 const MOST_BACKOFF: Duration = Duration::from_secs(30);
-/// Messages asked of the server at a time. The client asks for more when half are taken, so
-/// at most one and a half batches are delivered and not yet taken: fewer than
-/// [`MOST_TAKEN_AT_ONCE`], so no message waits in the client while others are taken (its
-/// `ack_wait` running, with nothing to say it is in hand).
+/// Messages asked of the server at a time (the client asks for more when half have come).
 const BATCH: usize = 8;
 /// Messages taken at once: one slow to take (the API server or a git host slow to answer)
-/// holds none of the others up.
+/// holds none of the others up. Only with this many in hand do delivered messages wait in the
+/// client (their `ack_wait` running, with nothing to say they are in hand).
 const MOST_TAKEN_AT_ONCE: usize = 2 * BATCH;
-/// A stream the operator made says so, so that its consumer, made later (a first attempt
-/// failed between the two), still reads it from its start.
+/// How often the server says it is there while no message comes (the client's default): a
+/// connection that died silently is noticed after two missed.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+/// How long the messages in hand are taken on when the operator stops (as reconciles are).
+const DRAIN: Duration = Duration::from_secs(10);
+/// A stream the operator made says so until its consumer is made, so that a consumer made at a
+/// later attempt (the first failed between the two) still reads it from its start.
 const MADE_HERE: &str = "made by job-executor: its consumer reads it from the start";
 
 /// Where events come from.
@@ -174,49 +177,60 @@ pub async fn run(
     ingest: Arc<IngestState>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let consuming = async {
-        let mut backoff = FIRST_BACKOFF;
-        let mut last_problem = String::new();
-        loop {
-            let (problem, took_messages) = consume(&source, &ingest).await;
-            // A connection that took messages starts the backoff afresh, and a problem that
-            // comes again after it is logged again. One that took none (a consumer that fails
-            // at once each time) backs off.
-            if took_messages {
-                backoff = FIRST_BACKOFF;
-                last_problem.clear();
-            }
-            let problem = problem.to_string();
-            if problem != last_problem {
-                tracing::error!(error = %problem, "NATS events are not taken; retrying");
-                last_problem = problem;
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MOST_BACKOFF);
+    tokio::pin!(shutdown);
+    let mut backoff = FIRST_BACKOFF;
+    let mut last_problem = String::new();
+    loop {
+        let Some((problem, took_messages)) = consume(&source, &ingest, shutdown.as_mut()).await
+        else {
+            return;
+        };
+        // A connection that took messages starts the backoff afresh, and a problem that comes
+        // again after it is logged again. One that took none (a consumer that fails at once
+        // each time) backs off.
+        if took_messages {
+            backoff = FIRST_BACKOFF;
+            last_problem.clear();
         }
-    };
-    tokio::select! {
-        () = consuming => {}
-        () = shutdown => {}
+        let problem = problem.to_string();
+        if problem != last_problem {
+            tracing::error!(error = %problem, "NATS events are not taken; retrying");
+            last_problem = problem;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.as_mut() => return,
+        }
+        backoff = (backoff * 2).min(MOST_BACKOFF);
     }
 }
 
 /// Connects and takes messages until something fails: what failed, and whether any message
-/// was taken before. Messages are taken side by side, up to [`MOST_TAKEN_AT_ONCE`]; the ones
-/// in hand when it fails are taken to the end first.
-async fn consume(source: &NatsSource, ingest: &IngestState) -> (NatsError, bool) {
-    let consumer = match connect(source).await {
-        Ok(consumer) => consumer,
-        Err(problem) => return (problem, false),
+/// was taken before; `None` once `shutdown` came. Messages are taken side by side, up to
+/// [`MOST_TAKEN_AT_ONCE`]; the ones in hand when it fails are taken to the end first, and when
+/// it stops for at most [`DRAIN`] (no more are asked for): a take cut short is delivered
+/// again after `ack_wait`, and finds its runs.
+async fn consume<F: std::future::Future<Output = ()>>(
+    source: &NatsSource,
+    ingest: &IngestState,
+    mut shutdown: std::pin::Pin<&mut F>,
+) -> Option<(NatsError, bool)> {
+    let connecting = async {
+        let consumer = connect(source).await?;
+        consumer
+            .stream()
+            .max_messages_per_batch(BATCH)
+            .heartbeat(HEARTBEAT)
+            .messages()
+            .await
+            .map_err(|problem| NatsError::Messages(problem.to_string()))
     };
-    let mut messages = match consumer
-        .stream()
-        .max_messages_per_batch(BATCH)
-        .messages()
-        .await
-    {
-        Ok(messages) => messages,
-        Err(problem) => return (NatsError::Messages(problem.to_string()), false),
+    let mut messages = tokio::select! {
+        connected = connecting => match connected {
+            Ok(messages) => messages,
+            Err(problem) => return Some((problem, false)),
+        },
+        () = shutdown.as_mut() => return None,
     };
     tracing::info!(url = %source.address.url, stream = %source.stream, consumer = %source.consumer, "taking events from NATS");
     let mut in_hand = futures::stream::FuturesUnordered::new();
@@ -229,15 +243,32 @@ async fn consume(source: &NatsSource, ingest: &IngestState) -> (NatsError, bool)
                     took = true;
                     in_hand.push(take_message(ingest, message, source.ack_wait));
                 }
-                Some(Err(problem)) => break NatsError::Messages(problem.to_string()),
+                Some(Err(problem)) => break Some(NatsError::Messages(problem.to_string())),
                 None => {
-                    break NatsError::Messages("the server ended the consumer's messages".into());
+                    break Some(NatsError::Messages(
+                        "the server ended the consumer's messages".into(),
+                    ));
                 }
             },
+            () = shutdown.as_mut() => break None,
         }
     };
-    while in_hand.next().await.is_some() {}
-    (problem, took)
+    let drained = async { while in_hand.next().await.is_some() {} };
+    match problem {
+        Some(problem) => {
+            drained.await;
+            Some((problem, took))
+        }
+        None => {
+            if tokio::time::timeout(DRAIN, drained).await.is_err() {
+                tracing::warn!(
+                    "NATS messages still in hand after {}s of stopping; they come again after the acknowledgement wait",
+                    DRAIN.as_secs()
+                );
+            }
+            None
+        }
+    }
 }
 
 async fn connect(source: &NatsSource) -> Result<PullConsumer, NatsError> {
@@ -299,13 +330,23 @@ async fn connect(source: &NatsSource) -> Result<PullConsumer, NatsError> {
         [one] => config.filter_subject = one.clone(),
         many => config.filter_subjects = many.to_vec(),
     }
-    stream
+    let consumer = stream
         .get_or_create_consumer(&source.consumer, config)
         .await
         .map_err(|e| NatsError::Consumer {
             consumer: source.consumer.clone(),
             reason: e.to_string(),
-        })
+        })?;
+    // The consumer reads the stream from its start once: one made anew later (deleted to
+    // change its subjects, or under another name) starts at the stream's end, as on any stream.
+    let mut made_here = stream.cached_info().config.clone();
+    if made_here.description.as_deref() == Some(MADE_HERE) {
+        made_here.description = None;
+        if let Err(problem) = context.update_stream(made_here).await {
+            tracing::warn!(stream = %source.stream, error = %problem, "the stream still says the operator made it: a consumer made anew would read it from its start");
+        }
+    }
+    Ok(consumer)
 }
 
 /// Takes one message, telling the server it is in hand every half `ack_wait` while it is
