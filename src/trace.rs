@@ -269,6 +269,12 @@ pub fn init(
                     value,
                 })?
         }
+        Err(std::env::VarError::NotUnicode(value)) => {
+            return Err(TraceError::LogFilter {
+                value: value.to_string_lossy().into_owned(),
+                reason: "it is not UTF-8".into(),
+            });
+        }
         _ => EnvFilter::new("info"),
     }
     .add_directive(
