@@ -704,6 +704,20 @@ async fn helm_install_rolls_out_the_operator_on_a_restricted_namespace() {
     let settings = cluster.kubectl_json(&["-n", &namespace, "get", "configmap", "job-executor"]);
     assert_eq!(settings["data"]["RUST_LOG"], "debug", "{settings}");
     cluster.rollout_status(&namespace);
+    // The token's key renamed: the same token, under the new key.
+    cluster.helm(&[
+        "upgrade",
+        "job-executor",
+        path(&chart),
+        "--namespace",
+        &namespace,
+        "--reuse-values",
+        "--set",
+        "ingest.token.key=bearer",
+    ]);
+    let secret = cluster.kubectl_json(&["-n", &namespace, "get", "secret", "job-executor-ingest"]);
+    assert_eq!(secret["data"], json!({ "bearer": generated }), "{secret}");
+    cluster.rollout_status(&namespace);
 
     cluster.helm(&[
         "uninstall",

@@ -689,6 +689,21 @@ fn notes_tell_how_to_send_a_test_event() {
         "{notes}"
     );
     assert!(notes.contains("get jobruns"), "{notes}");
+    // A key with a dot is escaped in the JSONPath, as kubectl reads it.
+    let dir = tempdir("notes-key");
+    let file = dir.join("values.yaml");
+    std::fs::write(&file, "ingest:\n  token: {key: ingest.token}\n").unwrap();
+    let output = Command::new(python())
+        .args(["tests/install/helm.py", "render", CHART, "--notes", "-f"])
+        .arg(&file)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let notes = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        notes.contains("-o jsonpath='{.data.ingest\\.token}'"),
+        "{notes}"
+    );
 }
 
 /// Several replicas with one leader: every replica receives events, updates roll (a new pod
