@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use support::cluster::ClusterHarness;
 use support::nats::{Credentials, NatsServer};
-use support::{Harness, Replicas, sample_with_id};
+use support::{Harness, Operator, Replicas, sample_with_id};
 
 /// Waits until the operator made stream `keptn` (it creates it when there is none).
 async fn stream_ready(context: &jetstream::Context) {
@@ -257,6 +257,46 @@ fn load_event(id: &str) -> Value {
     })
 }
 
+/// A fresh kube-sim with the one-action config, a NATS server, and the operator taking events
+/// from it with `flags` besides its URL, once it made the stream.
+async fn load_setup(
+    name: &str,
+    flags: &[(&str, &str)],
+) -> (Harness, NatsServer, Operator, jetstream::Context) {
+    let server = Harness::for_replicas(&load_config(name), &[]).await;
+    let nats = NatsServer::start(name).await;
+    let mut op = server
+        .replica(&format!("nats-{name}"), server.kubeconfig.clone())
+        .await;
+    op.set_flag("--nats-url", &nats.url);
+    for (flag, value) in flags {
+        op.set_flag(flag, value);
+    }
+    op.start_operator().await;
+    let context = jetstream::new(nats.client().await);
+    stream_ready(&context).await;
+    (server, nats, op, context)
+}
+
+/// The consumer's state once every message published was delivered and acknowledged.
+async fn all_acknowledged(context: &jetstream::Context, published: u64) -> consumer::Info {
+    let stream = context.get_stream("keptn").await.unwrap();
+    let mut consumer: jetstream::consumer::PullConsumer =
+        stream.get_consumer("job-executor").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let info = consumer.info().await.unwrap().clone();
+        if info.num_ack_pending == 0
+            && info.num_pending == 0
+            && info.delivered.stream_sequence >= published
+        {
+            return info;
+        }
+        assert!(Instant::now() < deadline, "not all acknowledged: {info:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Publishes `event` to JetStream until the stream confirms it (retried through an outage; the
 /// id as `Nats-Msg-Id` keeps a retry from storing it twice).
 async fn publish_until_stored(context: &jetstream::Context, event: &Value) {
@@ -288,14 +328,8 @@ async fn publish_until_stored(context: &jetstream::Context, event: &Value) {
 /// wait passed, finds the run: a duplicate, acknowledged, and still one run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_between_storing_and_acknowledging_the_event_comes_back_as_a_duplicate() {
-    let server = Harness::for_replicas(&load_config("kill"), &[]).await;
-    let nats = NatsServer::start("kill").await;
-    let mut op = server.replica("nats-kill", server.kubeconfig.clone()).await;
-    op.set_flag("--nats-url", &nats.url);
-    op.set_flag("--nats-ack-wait-seconds", "2");
-    op.start_operator().await;
-    let context = jetstream::new(nats.client().await);
-    stream_ready(&context).await;
+    let (server, _nats, mut op, context) =
+        load_setup("kill", &[("--nats-ack-wait-seconds", "2")]).await;
 
     server
         .sim
@@ -337,15 +371,14 @@ async fn killed_between_storing_and_acknowledging_the_event_comes_back_as_a_dupl
 /// stores).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_slow_to_store_are_taken_side_by_side_and_not_delivered_again() {
-    let server = Harness::for_replicas(&load_config("slow"), &[]).await;
-    let nats = NatsServer::start("slow").await;
-    let mut op = server.replica("nats-slow", server.kubeconfig.clone()).await;
-    op.set_flag("--nats-url", &nats.url);
-    op.set_flag("--nats-ack-wait-seconds", "2");
-    op.set_flag("--store-timeout-seconds", "20");
-    op.start_operator().await;
-    let context = jetstream::new(nats.client().await);
-    stream_ready(&context).await;
+    let (server, _nats, op, context) = load_setup(
+        "slow",
+        &[
+            ("--nats-ack-wait-seconds", "2"),
+            ("--store-timeout-seconds", "20"),
+        ],
+    )
+    .await;
     server
         .sim
         .faults()
@@ -354,19 +387,7 @@ async fn events_slow_to_store_are_taken_side_by_side_and_not_delivered_again() {
     for id in ids {
         publish_until_stored(&context, &load_event(id)).await;
     }
-    let stream = context.get_stream("keptn").await.unwrap();
-    let mut consumer: jetstream::consumer::PullConsumer =
-        stream.get_consumer("job-executor").await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let info = loop {
-        let info = consumer.info().await.unwrap().clone();
-        if info.num_ack_pending == 0 && info.num_pending == 0 && info.delivered.stream_sequence >= 4
-        {
-            break info;
-        }
-        assert!(Instant::now() < deadline, "not all acknowledged: {info:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let info = all_acknowledged(&context, ids.len() as u64).await;
     // Each message delivered once: no delivery after the first.
     assert_eq!(
         info.delivered.consumer_sequence,
@@ -385,16 +406,8 @@ async fn events_slow_to_store_are_taken_side_by_side_and_not_delivered_again() {
 /// is read from its start whenever the operator made it, not only at the attempt that did.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_made_here_is_read_from_its_start_when_its_consumer_comes_later() {
-    let server = Harness::for_replicas(&load_config("later"), &[]).await;
-    let nats = NatsServer::start("later").await;
-    let mut op = server
-        .replica("nats-later", server.kubeconfig.clone())
-        .await;
-    op.set_flag("--nats-url", &nats.url);
-    op.set_flag("--nats-subject", "not.keptn.event");
-    op.start_operator().await;
-    let context = jetstream::new(nats.client().await);
-    stream_ready(&context).await;
+    let (server, _nats, mut op, context) =
+        load_setup("later", &[("--nats-subject", "not.keptn.event")]).await;
     publish_until_stored(&context, &load_event("later-1")).await;
     support::wait_patiently("the consumer refused", Duration::from_secs(20), || {
         op.operator_log().contains("NATS events are not taken")
@@ -436,15 +449,7 @@ async fn a_stream_made_here_is_read_from_its_start_when_its_consumer_comes_later
 /// operator takes it to the end and acknowledges it before it exits, asking for no more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_in_hand_is_taken_to_the_end_when_the_operator_stops() {
-    let server = Harness::for_replicas(&load_config("drain"), &[]).await;
-    let nats = NatsServer::start("drain").await;
-    let mut op = server
-        .replica("nats-drain", server.kubeconfig.clone())
-        .await;
-    op.set_flag("--nats-url", &nats.url);
-    op.start_operator().await;
-    let context = jetstream::new(nats.client().await);
-    stream_ready(&context).await;
+    let (server, _nats, op, context) = load_setup("drain", &[]).await;
     server
         .sim
         .faults()

@@ -788,29 +788,34 @@ fn the_model_sees_a_job_created_twice() {
     );
 }
 
-/// A task's end and the next task's Job are recorded in one write, after the Job is made. A
-/// crash in between, and the first Job removed by its TTL before the operator is back: the
-/// next task's Job says the first succeeded, and the run goes on with it (adopted, not made
-/// again).
-#[test]
-fn a_job_removed_while_no_operator_watched_succeeded_if_the_next_task_has_a_job() {
-    let ops = [
+/// Task 0 succeeds; the reconcile that sees it makes the next Job (of a task that needs only
+/// task 0) and dies before the write that records it and task 0's end; task 0's Job is then
+/// removed, as its TTL would while no operator watched.
+fn crash_before_the_next_job_is_recorded() -> Vec<Op> {
+    vec![
         Op::Reconcile,
         Op::Watch(0),
         Op::Complete {
             task: 0,
             succeeded: true,
         },
-        // The next Job is made; the write that records it and the first task's end is not.
         Op::Crash {
             nth: 1,
             after: false,
         },
         Op::Reconcile,
         Op::DeleteJob(0),
-        Op::Advance(31),
-        Op::Reconcile,
-    ];
+    ]
+}
+
+/// A task's end and the next task's Job are recorded in one write, after the Job is made. A
+/// crash in between, and the first Job removed by its TTL before the operator is back: the
+/// next task's Job says the first succeeded, and the run goes on with it (adopted, not made
+/// again).
+#[test]
+fn a_job_removed_while_no_operator_watched_succeeded_if_the_next_task_has_a_job() {
+    let mut ops = crash_before_the_next_job_is_recorded();
+    ops.extend([Op::Advance(31), Op::Reconcile]);
     let model = Model::new(graph_run(&[vec![], vec![0]], None));
     for op in &ops {
         model.apply(op);
@@ -839,20 +844,8 @@ fn a_job_removed_while_no_operator_watched_succeeded_if_the_next_task_has_a_job(
 #[test]
 fn a_job_made_after_a_lookup_found_none_is_not_taken_for_gone() {
     let needs = [vec![], vec![], vec![0, 1], vec![0]];
-    let ops = [
-        Op::Reconcile,
-        Op::Watch(0),
-        Op::Complete {
-            task: 0,
-            succeeded: true,
-        },
-        // Task 3's Job is made; the write that records it and task 0's end is not.
-        Op::Crash {
-            nth: 1,
-            after: false,
-        },
-        Op::Reconcile,
-        Op::DeleteJob(0),
+    let mut ops = crash_before_the_next_job_is_recorded();
+    ops.extend([
         Op::Watch(1),
         Op::Complete {
             task: 1,
@@ -860,7 +853,7 @@ fn a_job_made_after_a_lookup_found_none_is_not_taken_for_gone() {
         },
         Op::Advance(31),
         Op::Reconcile,
-    ];
+    ]);
     let model = Model::new(graph_run(&needs, None));
     for op in &ops {
         model.apply(op);
