@@ -445,6 +445,31 @@ async fn a_stream_made_here_is_read_from_its_start_when_its_consumer_comes_later
     );
 }
 
+/// A consumer that exists is used as it is: started again with other subjects and another
+/// acknowledgement wait, the operator says how the consumer differs and how to make it anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_unlike_the_flags_is_told() {
+    let (_server, _nats, mut op, _context) = load_setup("unlike", &[]).await;
+    support::wait_patiently("the consumer", Duration::from_secs(20), || {
+        op.operator_log().contains("taking events from NATS")
+    })
+    .await;
+    assert!(!op.operator_log().contains("not as the flags say"));
+    op.terminate_operator(Duration::from_secs(10)).await;
+    op.set_flag("--nats-ack-wait-seconds", "5");
+    op.set_flag("--nats-subject", "sh.keptn.event.load.triggered");
+    op.start_operator().await;
+    support::wait_patiently("the warning", Duration::from_secs(20), || {
+        op.operator_log().contains(
+            "the consumer is not as the flags say: it takes subjects all of the stream's, not \
+             sh.keptn.event.load.triggered (--nats-subject); its acknowledgement wait is 30s, \
+             not 5s (--nats-ack-wait-seconds); a consumer that exists is used as it is (delete \
+             it to make it anew: nats consumer rm keptn job-executor)",
+        )
+    })
+    .await;
+}
+
 /// Told to stop while a message is in hand (the API server slow to answer its store), the
 /// operator takes it to the end and acknowledges it before it exits, asking for no more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -337,6 +337,14 @@ async fn connect(source: &NatsSource) -> Result<PullConsumer, NatsError> {
             consumer: source.consumer.clone(),
             reason: e.to_string(),
         })?;
+    if let Some(unlike) = unlike_flags(source, &consumer.cached_info().config) {
+        tracing::warn!(
+            consumer = %source.consumer,
+            "the consumer is not as the flags say: {unlike}; a consumer that exists is used as it is (delete it to make it anew: nats consumer rm {} {})",
+            source.stream,
+            source.consumer
+        );
+    }
     // The consumer reads the stream from its start once: one made anew later (deleted to
     // change its subjects, or under another name) starts at the stream's end, as on any stream.
     let mut made_here = stream.cached_info().config.clone();
@@ -347,6 +355,43 @@ async fn connect(source: &NatsSource) -> Result<PullConsumer, NatsError> {
         }
     }
     Ok(consumer)
+}
+
+/// How the consumer the server has differs from what the flags ask for: a consumer that
+/// exists is used as it is (a changed flag takes effect once it is made anew), and a server
+/// older than 2.10 makes one without the subjects when given more than one.
+fn unlike_flags(source: &NatsSource, consumer: &jetstream::consumer::Config) -> Option<String> {
+    let mut wanted = source.subjects.clone();
+    wanted.sort();
+    let mut has = if consumer.filter_subjects.is_empty() {
+        Some(consumer.filter_subject.clone())
+            .filter(|s| !s.is_empty())
+            .into_iter()
+            .collect()
+    } else {
+        consumer.filter_subjects.clone()
+    };
+    has.sort();
+    let mut unlike = Vec::new();
+    if wanted != has {
+        let list = |subjects: &[String]| match subjects {
+            [] => "all of the stream's".to_string(),
+            some => some.join(","),
+        };
+        unlike.push(format!(
+            "it takes subjects {}, not {} (--nats-subject)",
+            list(&has),
+            list(&wanted)
+        ));
+    }
+    if consumer.ack_wait != source.ack_wait {
+        unlike.push(format!(
+            "its acknowledgement wait is {}s, not {}s (--nats-ack-wait-seconds)",
+            consumer.ack_wait.as_secs(),
+            source.ack_wait.as_secs()
+        ));
+    }
+    (!unlike.is_empty()).then(|| unlike.join("; "))
 }
 
 /// Takes one message, telling the server it is in hand every half `ack_wait` while it is
