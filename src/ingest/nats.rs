@@ -378,8 +378,13 @@ fn unlike_flags(source: &NatsSource, consumer: &jetstream::consumer::Config) -> 
             [] => "all of the stream's".to_string(),
             some => some.join(","),
         };
+        let older_server = if wanted.len() > 1 && has.is_empty() {
+            " (a nats-server older than 2.10 keeps none of several)"
+        } else {
+            ""
+        };
         unlike.push(format!(
-            "it takes subjects {}, not {} (--nats-subject)",
+            "it takes subjects {}, not {} (--nats-subject){older_server}",
             list(&has),
             list(&wanted)
         ));
