@@ -156,6 +156,8 @@ const RUN_BY: &[(&str, &str, usize, &str)] = &[
         "not run: no machine of the project has a container runtime"),
     ("docs/install.md", "## Install with kubectl", 0,
         "tests/docs.rs the_install_commands_of_the_docs_work_as_written"),
+    ("docs/install.md", "### Upgrading a kubectl install", 0,
+        "tests/docs.rs the_install_commands_of_the_docs_work_as_written"),
     ("docs/install.md", "## Install with Helm", 0,
         "tests/docs.rs the_install_commands_of_the_docs_work_as_written"),
     ("docs/install.md", "## Install with Helm", 1,
@@ -358,8 +360,39 @@ fn the_install_commands_of_the_docs_work_as_written() {
         container["envFrom"][1]["configMapRef"]["name"], "job-executor-local",
         "{container}"
     );
-    // An upgrade applies the manifests again: your settings stay.
-    cluster.kubectl(&["apply", "-f", "deploy/service.yaml"]);
+
+    // docs/install.md, "Upgrading a kubectl install", from an install whose settings were
+    // patched into the shipped ConfigMap (as the README did before `job-executor-local`): they
+    // move to yours, and the apply resets the shipped one.
+    fresh_namespace(cluster);
+    let install = sh_block("docs/install.md", "## Install with kubectl");
+    assert_ran(
+        run_block(cluster, &install, &[("KEPTN_API_TOKEN", "t")]),
+        &install,
+    );
+    cluster.kubectl(&[
+        "-n",
+        "job-executor",
+        "patch",
+        "configmap",
+        "job-executor",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"JOB_EXECUTOR_GIT_URL":"https://your-git-server/your-keptn-config.git"}}"#,
+    ]);
+    let upgrade = sh_block("docs/install.md", "### Upgrading a kubectl install");
+    let out = run_block(cluster, &upgrade, &[]);
+    assert_no_warnings(&out, &upgrade);
+    assert_ran(out, &upgrade);
+    git_url_is_yours();
+    let shipped = cluster.kubectl_json(&["-n", "job-executor", "get", "configmap", "job-executor"]);
+    assert_ne!(
+        shipped["data"]["JOB_EXECUTOR_GIT_URL"], "https://your-git-server/your-keptn-config.git",
+        "the apply resets the shipped ConfigMap: {shipped}"
+    );
+    // Run again (yours exists now): it is kept as it is.
+    assert_ran(run_block(cluster, &upgrade, &[]), &upgrade);
     git_url_is_yours();
 
     // Without the Keptn API token the commands stop with a message, instead of creating an

@@ -253,22 +253,25 @@ async fn consume<F: std::future::Future<Output = ()>>(
             () = shutdown.as_mut() => break None,
         }
     };
+    // No more messages: the pull request open at the server ends with the subscription, so
+    // nothing more is delivered here to wait for the acknowledgement wait.
+    drop(messages);
     let drained = async { while in_hand.next().await.is_some() {} };
-    match problem {
-        Some(problem) => {
-            drained.await;
-            Some((problem, took))
-        }
-        None => {
-            if tokio::time::timeout(DRAIN, drained).await.is_err() {
-                tracing::warn!(
-                    "NATS messages still in hand after {}s of stopping; they come again after the acknowledgement wait",
-                    DRAIN.as_secs()
-                );
-            }
-            None
-        }
+    tokio::pin!(drained);
+    let problem = match problem {
+        Some(problem) => tokio::select! {
+            () = &mut drained => return Some((problem, took)),
+            () = shutdown.as_mut() => problem.to_string(),
+        },
+        None => "stopping".to_string(),
+    };
+    if tokio::time::timeout(DRAIN, drained).await.is_err() {
+        tracing::warn!(
+            "NATS messages still in hand {}s after stopping ({problem}); they come again after the acknowledgement wait",
+            DRAIN.as_secs()
+        );
     }
+    None
 }
 
 async fn connect(source: &NatsSource) -> Result<PullConsumer, NatsError> {
@@ -347,10 +350,23 @@ async fn connect(source: &NatsSource) -> Result<PullConsumer, NatsError> {
     }
     // The consumer reads the stream from its start once: one made anew later (deleted to
     // change its subjects, or under another name) starts at the stream's end, as on any stream.
-    let mut made_here = stream.cached_info().config.clone();
-    if made_here.description.as_deref() == Some(MADE_HERE) {
-        made_here.description = None;
-        if let Err(problem) = context.update_stream(made_here).await {
+    if stream.cached_info().config.description.as_deref() == Some(MADE_HERE) {
+        // As the server has it now (another may have changed it since): only the mark goes.
+        let mut now = stream.clone();
+        let updated = match now.info().await {
+            Ok(info) if info.config.description.as_deref() == Some(MADE_HERE) => {
+                let mut config = info.config.clone();
+                config.description = None;
+                context
+                    .update_stream(config)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            Ok(_) => Ok(()),
+            Err(problem) => Err(problem.to_string()),
+        };
+        if let Err(problem) = updated {
             tracing::warn!(stream = %source.stream, error = %problem, "the stream still says the operator made it: a consumer made anew would read it from its start");
         }
     }
