@@ -485,12 +485,7 @@ async fn a_message_in_hand_is_taken_to_the_end_when_the_operator_stops() {
         !server.jobruns().is_empty()
     })
     .await;
-    let pid = op.pid().unwrap().to_string();
-    let signal = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(signal.success());
+    op.signal_terminate();
     // Published while it stops: left at the server for the next consumer, not delivered here.
     tokio::time::sleep(Duration::from_millis(500)).await;
     publish_until_stored(&context, &load_event("drain-2")).await;

@@ -2275,14 +2275,6 @@ async fn sigterm_stops_the_operator_gracefully() {
 /// own; a second signal stops it at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_told_to_stop_answers_events_for_the_shutdown_delay() {
-    let signal = |h: &Harness| {
-        let pid = h.pid().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
     // `/readyz` once the signal is taken.
     async fn stopping(h: &Harness) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -2297,7 +2289,7 @@ async fn a_replica_told_to_stop_answers_events_for_the_shutdown_delay() {
     }
     let h = Harness::start(&["--shutdown-delay-seconds", "3"]).await;
     let told = std::time::Instant::now();
-    signal(&h);
+    h.signal_terminate();
     let body = stopping(&h).await;
     assert!(
         body.contains("this replica stops (a signal came): it answers events for 3s more"),
@@ -2319,7 +2311,7 @@ async fn a_replica_told_to_stop_answers_events_for_the_shutdown_delay() {
     assert!(h.operator_log().contains("shutting down"));
 
     let h = Harness::start(&["--shutdown-delay-seconds", "60"]).await;
-    signal(&h);
+    h.signal_terminate();
     stopping(&h).await;
     let exit = h.terminate_operator(Duration::from_secs(15)).await;
     assert!(exit.success(), "{exit:?}\n{}", h.operator_log());

@@ -515,14 +515,19 @@ impl Operator {
         }
     }
 
-    /// SIGTERM, as Kubernetes stops a pod; waits for the exit.
-    pub async fn terminate_operator(&self, timeout: Duration) -> std::process::ExitStatus {
+    /// SIGTERM, as Kubernetes stops a pod; does not wait for the exit.
+    pub fn signal_terminate(&self) {
         let pid = self.pid().unwrap();
         let status = Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; waits for the exit.
+    pub async fn terminate_operator(&self, timeout: Duration) -> std::process::ExitStatus {
+        self.signal_terminate();
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(exit) = self
