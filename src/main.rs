@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 use job_executor::cli::{
     Cli, Command, run_check, run_operator, run_render, run_schedule, run_send, run_validate,
+    unknown_settings_in_environment,
 };
 use job_executor::{config, crd, stage};
 
@@ -15,7 +16,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     // The matches too, not only the parsed arguments: `check-run` shows where each value came
     // from (flag, environment or default).
-    let matches = Cli::command().get_matches();
+    let matches = Cli::command().try_get_matches().unwrap_or_else(|error| {
+        // A setting missing or refused may be one misspelt in the environment.
+        let subcommand = std::env::args_os().nth(1);
+        if subcommand.is_some_and(|name| name == "run" || name == "check-run") {
+            for unknown in unknown_settings_in_environment() {
+                eprintln!("warning: {unknown}");
+            }
+        }
+        error.exit()
+    });
     let cli = Cli::from_arg_matches(&matches)
         .unwrap_or_else(|error| error.format(&mut Cli::command()).exit());
     let result = match cli.command {

@@ -27,7 +27,7 @@ use crate::secret_file::{SecretFile, SecretFileError};
 
 mod nats;
 
-pub use nats::NatsAddress;
+pub use nats::{NatsAddress, Wildcards, check_subject};
 pub mod notify;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -753,3 +753,54 @@ fn a_log_filter_that_does_not_parse_stops_the_start() {
         "{error}"
     );
 }
+
+/// A misspelt setting in the environment (a key of `job-executor-local`) is named, with the
+/// setting it most likely means, by `check-run` and by `run` as it starts; the kubelet's
+/// service links are not.
+#[test]
+fn a_misspelt_setting_in_the_environment_is_named() {
+    let warning = "JOB_EXECUTOR_GIT_UR is no setting of `job-executor run` (did you mean \
+                   JOB_EXECUTOR_GIT_URL?); it is ignored";
+    for subcommand in ["check-run", "run"] {
+        let output = Command::new(BIN)
+            .args([
+                subcommand,
+                "--config-dir",
+                "examples",
+                "--sink-url",
+                "http://127.0.0.1:9/",
+            ])
+            .env_clear()
+            .env(
+                "JOB_EXECUTOR_GIT_UR",
+                "https://git.example.com/team/configs.git",
+            )
+            .env("JOB_EXECUTOR_SERVICE_HOST", "10.0.0.1")
+            .env("JOB_EXECUTOR_PORT_8080_TCP_ADDR", "10.0.0.1")
+            // No cluster: `run` stops once it looks for one, after its checks.
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let all = format!("{}{}", stdout(&output), stderr(&output));
+        assert!(all.contains(warning), "{subcommand}:\n{all}");
+        assert!(!all.contains("SERVICE_HOST"), "{subcommand}:\n{all}");
+        assert!(!all.contains("8080_TCP"), "{subcommand}:\n{all}");
+    }
+    // A setting missing (here the sink) may be the misspelt one: said beside clap's error.
+    let output = Command::new(BIN)
+        .args(["check-run", "--config-dir", "examples"])
+        .env_clear()
+        .env("JOB_EXECUTOR_SINK_ULR", "http://sink.example.com")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error.contains(
+            "warning: JOB_EXECUTOR_SINK_ULR is no setting of `job-executor run` (did you mean \
+             JOB_EXECUTOR_SINK_URL?)"
+        ) && error.contains("--sink-url <SINK_URL>"),
+        "{error}"
+    );
+}

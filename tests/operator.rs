@@ -2698,3 +2698,32 @@ async fn a_throttled_request_waits_for_retry_after() {
     let waited = creates[1].received - creates[0].received;
     assert!(waited >= Duration::from_secs(3), "retried after {waited:?}");
 }
+
+/// A config that loads with a warning (an event name written as Keptn's service's regular
+/// expression, which as a glob matches nothing) has it said in the operator's log, with its
+/// place in the file, once per content: the answer only says no action listens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_s_warnings_are_in_the_operator_s_log() {
+    let dir = support::fresh_dir("config-warnings");
+    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
+    std::fs::write(
+        dir.join("carts/job/config.yaml"),
+        "apiVersion: v2\nactions:\n  - name: regex\n    events:\n      - name: \"^sh\\\\.keptn\\\\.event\\\\.(test|evaluation)\\\\.triggered$\"\n    tasks: [{name: t, image: alpine}]\n",
+    )
+    .unwrap();
+    let h = Harness::start_full(kube_sim::Sim::builder(), dir.clone(), &[]).await;
+    for id in ["warned-1", "warned-2"] {
+        let response = h
+            .post_event(&sample_with_id("test.triggered.json", id))
+            .await;
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+    let log = h.operator_log();
+    let warning = format!(
+        "{}:5:15: actions[0].events[0].name: \"^sh\\.keptn\\.event\\.(test|evaluation)\\.triggered$\" \
+         looks like a regular expression",
+        dir.join("carts/job/config.yaml").display()
+    );
+    assert_eq!(log.matches(&warning).count(), 1, "{warning}\n{log}");
+    assert!(h.jobruns().is_empty());
+}

@@ -62,6 +62,9 @@ pub fn run_check(args: &RunArgs, matches: &ArgMatches) -> Result<ExitCode, Check
         git.parse()?;
     }
     print!("{}", render_table(&setting_lines(matches)));
+    for unknown in super::unknown_settings_in_environment() {
+        println!("warning: {unknown}");
+    }
     println!("ok: `job-executor run` accepts these arguments and environment");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! The command line: subcommands and the installation settings shared by `render` and `run`.
 
 mod check;
+mod environment;
 mod render;
 mod run;
 mod schedule;
@@ -15,6 +16,7 @@ use crate::config::{NotifyRule, Quantity, formats};
 use crate::settings::{self, DefaultResources, ImageAllowList, SecurityDefaults, Settings};
 
 pub use check::{CheckError, run_check};
+pub use environment::unknown_settings_in_environment;
 pub use render::run_render;
 pub use run::{OperatorArgs, RunArgs, run_operator};
 pub use schedule::{PreviewError, run_schedule};

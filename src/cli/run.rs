@@ -730,6 +730,9 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         store_timeout_seconds,
         shutdown_delay_seconds,
     } = operator;
+    for unknown in super::unknown_settings_in_environment() {
+        tracing::warn!("{unknown}");
+    }
     let settings = Arc::new(install.settings()?);
     let lease = leader_args.settings()?;
     // Secret files are read now: a missing one stops the start with its path.

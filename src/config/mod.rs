@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 
 use serde_path_to_error::Segment;
 
-pub use check::{Problem, key_path};
+pub use check::{Problem, key_path, suggest};
 pub use model::*;
 pub use yaml::Location;
 

@@ -16,6 +16,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{IngestState, Outcome, parse, take_event, take_sketch};
 use crate::event::{CloudEvent, EventSketch};
+use crate::sink::{Wildcards, check_subject};
 
 /// How long a message that could not be taken waits before it is delivered again.
 const RETRY: Duration = Duration::from_secs(5);
@@ -115,7 +116,7 @@ impl NatsSource {
             ("--nats-subjects", &subjects),
         ] {
             for subject in list {
-                if let Err(why) = filter_subject(subject) {
+                if let Err(why) = check_subject(subject, Wildcards::Allowed) {
                     return Err(NatsError::Setting(format!(
                         "{flag}: {subject:?} is not a NATS subject: {why}"
                     )));
@@ -131,29 +132,6 @@ impl NatsSource {
             ack_wait,
         })
     }
-}
-
-/// Whether `subject` is one a stream or consumer can filter on: tokens separated by dots,
-/// none empty, a wildcard (`*` for one token, `>` for the rest) a token of its own, `>` last.
-fn filter_subject(subject: &str) -> Result<(), &'static str> {
-    if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("it holds white space or a control character");
-    }
-    let tokens: Vec<&str> = subject.split('.').collect();
-    for (index, token) in tokens.iter().enumerate() {
-        match *token {
-            "" => return Err("it has an empty token (a leading, trailing or double dot)"),
-            ">" if index + 1 < tokens.len() => {
-                return Err("`>` stands for the rest: it comes last");
-            }
-            "*" | ">" => {}
-            _ if token.contains(['*', '>']) => {
-                return Err("a wildcard (`*` or `>`) is a token of its own");
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -373,13 +373,21 @@ fn render_env(
     let mut env = Vec::new();
     let mut env_from = Vec::new();
     for entry in &task.env {
+        // A value from the event or a task, not the config's author: kept from the kubelet's
+        // expansion, which would otherwise read `$(API_TOKEN)` in it as another variable.
         let plain = |value: String| EnvVar {
             name: entry.name.clone(),
-            value: Some(value),
+            value: Some(kept_literal(value)),
             value_from: None,
         };
         match entry.value_from.unwrap_or(ValueFrom::String) {
-            ValueFrom::String => env.push(plain(entry.value.clone().unwrap_or_default())),
+            // The author's own value: `$(NAME)` in it refers to a variable before it, as in
+            // any pod.
+            ValueFrom::String => env.push(EnvVar {
+                name: entry.name.clone(),
+                value: Some(entry.value.clone().unwrap_or_default()),
+                value_from: None,
+            }),
             ValueFrom::Event => {
                 let path = entry.value.as_deref().unwrap_or_default();
                 let value =
@@ -445,7 +453,7 @@ fn render_env(
     ] {
         env.push(EnvVar {
             name: name.into(),
-            value: Some(value.unwrap_or_default()),
+            value: Some(kept_literal(value.unwrap_or_default())),
             value_from: None,
         });
     }
@@ -458,7 +466,7 @@ fn render_env(
     for (name, value) in labels {
         env.push(EnvVar {
             name,
-            value: Some(value),
+            value: Some(kept_literal(value)),
             value_from: None,
         });
     }
@@ -475,7 +483,7 @@ fn render_env(
             {
                 env.push(EnvVar {
                     name: name.into(),
-                    value: Some(value.clone()),
+                    value: Some(kept_literal(value.clone())),
                     value_from: None,
                 });
             }
@@ -484,15 +492,25 @@ fn render_env(
     Ok((env, (!env_from.is_empty()).then_some(env_from)))
 }
 
-/// `LABELS_<KEY>`: upper-cased, `-` and spaces become `_`, and so does every character the
-/// API server refuses in a variable's name (`=`, anything but printable ASCII): the labels
-/// come from the event, and one odd key must not get the task's Job refused.
+/// A value as the container is to see it: the kubelet reads `$(NAME)` in an env value as the
+/// variable `NAME` and `$$` as `$`, so each `$` is written `$$`.
+fn kept_literal(value: String) -> String {
+    if value.contains('$') {
+        value.replace('$', "$$")
+    } else {
+        value
+    }
+}
+
+/// `LABELS_<KEY>`: upper-cased, and every character but letters, digits, `_` and `.` becomes
+/// `_` (`-` and spaces as in the old service): the labels come from the event, and one odd key
+/// must not get the task's Job refused, on Kubernetes 1.31 too, which accepts no other
+/// character in a variable's name unless a feature gate is on.
 pub fn label_env_name(key: &str) -> String {
     let key: String = key
         .chars()
         .map(|c| match c {
-            '-' | ' ' | '=' => '_',
-            c if c.is_ascii_graphic() => c.to_ascii_uppercase(),
+            c if c.is_ascii_alphanumeric() || c == '_' || c == '.' => c.to_ascii_uppercase(),
             _ => '_',
         })
         .collect();

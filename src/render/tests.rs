@@ -162,6 +162,50 @@ fn keptn_fields_and_sorted_labels_follow_the_task_env() {
     assert_eq!(env_value(&job, "LABELS_BUILD_ID").as_deref(), Some("42"));
 }
 
+/// What the event (or another task) gives is what the container sees: the kubelet expands
+/// `$(NAME)` in an env value to another variable, a Secret's among them, and `$$` to `$`, so
+/// each `$` of such a value is written `$$`; the config's own values keep `$(NAME)` working.
+#[test]
+fn values_from_the_event_are_kept_from_the_kubelets_expansion() {
+    let event = CloudEvent::from_value(json!({
+        "specversion": "1.0", "id": "1", "source": "s", "type": "t",
+        "data": {
+            "project": "p", "stage": "pa$$word", "service": "s",
+            "note": "$(API_TOKEN)",
+            "labels": {"team": "$(API_TOKEN)"}
+        }
+    }))
+    .unwrap();
+    let c = one_task(
+        "image: alpine\nenv:\n  - {name: API_TOKEN, valueFrom: secret, secretName: s, key: t}\n  \
+         - {name: NOTE, valueFrom: event, value: $.data.note}\n  \
+         - {name: NOTE_JSON, valueFrom: event, value: $.data.labels, as: json}\n  \
+         - {name: BEARER, value: \"Bearer $(API_TOKEN)\"}\n",
+    );
+    let job = render_job(
+        &JobRequest {
+            event: &event,
+            run_name: "test-0123456789abcdef0123",
+            action_index: 0,
+            action_name: &c.actions[0].display_name(0),
+            tasks: &c.actions[0].tasks,
+            task_index: 0,
+            files: &[],
+            owner: None,
+            outputs: Some(&[]),
+            trace: None,
+        },
+        &Settings::defaults(),
+    )
+    .unwrap();
+    let get = |name| env_value(&job, name).unwrap();
+    assert_eq!(get("NOTE"), "$$(API_TOKEN)");
+    assert_eq!(get("NOTE_JSON"), r#"{"team":"$$(API_TOKEN)"}"#);
+    assert_eq!(get("KEPTN_STAGE"), "pa$$$$word");
+    assert_eq!(get("LABELS_TEAM"), "$$(API_TOKEN)");
+    assert_eq!(get("BEARER"), "Bearer $(API_TOKEN)");
+}
+
 /// `$.gitcommitid` and `$.shkeptncontext` read `""` from an event without them, as Keptn's
 /// service showed every event; any other missing path is still an error.
 #[test]
@@ -543,7 +587,8 @@ fn label_env_names() {
     // What the API server refuses in a name (`=`, not printable ASCII) becomes `_` too.
     assert_eq!(label_env_name("größe"), "LABELS_GR__E");
     assert_eq!(label_env_name("a=b\tc"), "LABELS_A_B_C");
-    assert_eq!(label_env_name("x.y/z"), "LABELS_X.Y/Z");
+    assert_eq!(label_env_name("x.y/z"), "LABELS_X.Y_Z");
+    assert_eq!(label_env_name("a:b+c"), "LABELS_A_B_C");
 }
 
 #[test]

@@ -123,7 +123,7 @@ impl NatsSink {
         };
         let subject = event.event_type();
         // Sending it again will not make the type a subject.
-        if let Err(why) = publishable_subject(subject) {
+        if let Err(why) = check_subject(subject, Wildcards::Refused) {
             return Err(DeliveryError::Refused {
                 message: format!("the event's type {subject:?} cannot be a NATS subject: {why}"),
             });
@@ -173,16 +173,35 @@ impl NatsSink {
     }
 }
 
-/// Whether `subject` is one an event can be published on: tokens separated by dots, none of
-/// them empty or a wildcard, no white space or control character.
-fn publishable_subject(subject: &str) -> Result<(), &'static str> {
+/// What a subject may hold besides plain tokens.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Wildcards {
+    /// A subject an event is published on: no wildcard.
+    Refused,
+    /// A subject a stream or consumer filters on: `*` for one token, `>` for the rest.
+    Allowed,
+}
+
+/// Whether `subject` is a NATS subject: tokens separated by dots, none of them empty, no white
+/// space or control character; a wildcard, where allowed, a token of its own and `>` last.
+pub fn check_subject(subject: &str, wildcards: Wildcards) -> Result<(), &'static str> {
     if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("it holds white space or a control character");
     }
-    for token in subject.split('.') {
+    let mut tokens = subject.split('.').peekable();
+    while let Some(token) = tokens.next() {
         match token {
             "" => return Err("it has an empty token (a leading, trailing or double dot)"),
-            "*" | ">" => return Err("it has a wildcard token (`*` or `>`)"),
+            "*" | ">" if wildcards == Wildcards::Refused => {
+                return Err("it has a wildcard token (`*` or `>`)");
+            }
+            ">" if tokens.peek().is_some() => {
+                return Err("`>` stands for the rest: it comes last");
+            }
+            "*" | ">" => {}
+            _ if wildcards == Wildcards::Allowed && token.contains(['*', '>']) => {
+                return Err("a wildcard (`*` or `>`) is a token of its own");
+            }
             _ => {}
         }
     }
@@ -244,7 +263,7 @@ mod tests {
             ("", false),
         ] {
             assert_eq!(
-                publishable_subject(subject).is_ok(),
+                check_subject(subject, Wildcards::Refused).is_ok(),
                 publishable,
                 "{subject:?}"
             );

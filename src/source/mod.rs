@@ -410,6 +410,11 @@ pub struct CompiledConfig {
 /// Parses, validates and compiles a config's text; `origin` names it in messages.
 fn compile(text: &str, origin: &str) -> Result<CompiledConfig, SourceError> {
     let valid = config::load(text, origin)?;
+    // Said once per content: an event name written as a regular expression, say, loads but
+    // never matches, and the operator's log is where its author looks.
+    for warning in &valid.warnings {
+        tracing::warn!("{} (warning)", config::format_problem(origin, warning));
+    }
     let matcher = Matcher::compile(&valid.config).map_err(|e| {
         SourceError::Config(ConfigError::Unreadable {
             file: origin.to_string(),
