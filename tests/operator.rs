@@ -848,6 +848,53 @@ async fn a_refused_run_cancels_no_run_of_its_group() {
     assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
 }
 
+/// A value of the event that a later task reads and the event does not have fails the run
+/// before its first Job: the event does not change, so the first task would run for nothing;
+/// and the run, which cannot run, cancels no run of its `cancel-in-progress` group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_without_a_value_a_task_reads_runs_nothing_and_cancels_nothing() {
+    let dir = support::fresh_dir("missing-value");
+    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
+    std::fs::write(
+        dir.join("carts/job/config.yaml"),
+        "apiVersion: v2\nactions:\n  - name: deploy\n    events: [{name: sh.keptn.event.test.triggered}]\n    concurrency: {group: deploy, limit: 1, policy: cancel-in-progress}\n    tasks:\n      - {name: first, image: \"locustio/locust:2\"}\n      - name: second\n        image: alpine\n        env: [{name: HOST, valueFrom: event, value: \"$.data.deployment.deploymentURIsLocal[0]\"}]\n",
+    )
+    .unwrap();
+    let h = Harness::start_full(kube_sim::Sim::builder(), dir, &[]).await;
+    h.sim
+        .runtime()
+        .set(ImageRule::image("locustio/locust:*"), Behavior::hold());
+    let first = sample_with_id("test.triggered.json", "value-first");
+    assert_eq!(h.post_event(&first).await.status, 202);
+    wait_for("the first run's task to run", LONG, || {
+        !h.sim.runtime().held().is_empty()
+    })
+    .await;
+    let mut second = sample_with_id("test.triggered.json", "value-second");
+    second["data"].as_object_mut().unwrap().remove("deployment");
+    assert_eq!(h.post_event(&second).await.status, 202);
+    let refused = h.wait_finished("value-second", LONG).await;
+    assert_eq!(refused.data["status"], "errored");
+    let message = refused.data["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "task 'second': env HOST: JSONPath $.data.deployment.deploymentURIsLocal[0] \
+             resolves to nothing in the event"
+        ),
+        "{message}"
+    );
+    h.sim.release(&h.sim.runtime().held()[0].1);
+    let finished = h.wait_finished("value-first", LONG).await;
+    assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
+    let jobs = h
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.resource == "jobs" && r.verb == "create" && r.status == 201)
+        .count();
+    assert_eq!(jobs, 2, "the first run's two Jobs, none of the second's");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_after_finished_was_sent_but_not_recorded() {
     let mut h = Harness::start(&[]).await;

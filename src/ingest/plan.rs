@@ -456,7 +456,9 @@ fn plan_with_config(
         };
         // A run that cannot start is still recorded, so its `.finished` reports why; unless
         // the reason may pass by itself: the files cannot be read now, or the config is stale.
-        let checked = match render::check_action(action, settings) {
+        let checked = match render::check_action(action, settings)
+            .and_then(|()| render::check_event_values(action, event))
+        {
             Err(problem) => Err(problem.to_string()),
             Ok(())
                 if files_place.is_some_and(|place| place.revision.is_none())
@@ -791,6 +793,16 @@ mod tests {
         );
         let fails = run("[missing.txt]");
         assert!(fails.spec.failure.is_some(), "{:?}", fails.spec);
+        assert!(fails.spec.action.concurrency.is_none());
+        // A value of the event a task reads that the event does not have: known now, as the
+        // event does not change.
+        let fails = run("[], env: [{name: HOST, valueFrom: event, value: $.data.deployment.url}]");
+        assert_eq!(
+            fails.spec.failure.as_deref(),
+            Some(
+                "task 't': env HOST: JSONPath $.data.deployment.url resolves to nothing in the event"
+            )
+        );
         assert!(fails.spec.action.concurrency.is_none());
         let _ = std::fs::remove_dir_all(root);
     }

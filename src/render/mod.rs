@@ -143,6 +143,40 @@ pub fn check_action(action: &Action, settings: &Settings) -> Result<(), RenderEr
         .try_for_each(|(index, task)| check_task(task, index, settings))
 }
 
+/// Whether every `valueFrom: event` of the action's tasks finds its value in `event`: the event
+/// does not change, so a value missing from it is known before any task starts (and the run,
+/// which cannot run, neither takes a place in its concurrency group nor cancels another).
+pub fn check_event_values(action: &Action, event: &CloudEvent) -> Result<(), RenderError> {
+    for (index, task) in action.tasks.iter().enumerate() {
+        let entries = task.env.iter();
+        for entry in entries.filter(|entry| entry.value_from == Some(ValueFrom::Event)) {
+            event_value(event, entry, &task.display_name(index))?;
+        }
+    }
+    Ok(())
+}
+
+/// The value of a `valueFrom: event` entry of task `task_name`.
+fn event_value(
+    event: &CloudEvent,
+    entry: &crate::config::EnvVar,
+    task_name: &str,
+) -> Result<String, RenderError> {
+    let path = entry.value.as_deref().unwrap_or_default();
+    env_from_event(event, path, entry.format).map_err(|error| match error {
+        EnvError::Unresolved => RenderError::EnvUnresolved {
+            task: task_name.to_string(),
+            env: entry.name.clone(),
+            path: path.to_string(),
+        },
+        EnvError::Invalid(message) => RenderError::EnvInvalid {
+            task: task_name.to_string(),
+            env: entry.name.clone(),
+            message,
+        },
+    })
+}
+
 fn check_task(task: &Task, index: usize, settings: &Settings) -> Result<(), RenderError> {
     let name = task.display_name(index);
     if !settings.allowed_images.allows(&task.image) {
@@ -388,23 +422,7 @@ fn render_env(
                 value: Some(entry.value.clone().unwrap_or_default()),
                 value_from: None,
             }),
-            ValueFrom::Event => {
-                let path = entry.value.as_deref().unwrap_or_default();
-                let value =
-                    env_from_event(event, path, entry.format).map_err(|error| match error {
-                        EnvError::Unresolved => RenderError::EnvUnresolved {
-                            task: task_name.to_string(),
-                            env: entry.name.clone(),
-                            path: path.to_string(),
-                        },
-                        EnvError::Invalid(message) => RenderError::EnvInvalid {
-                            task: task_name.to_string(),
-                            env: entry.name.clone(),
-                            message,
-                        },
-                    })?;
-                env.push(plain(value));
-            }
+            ValueFrom::Event => env.push(plain(event_value(event, entry, task_name)?)),
             ValueFrom::Output => {
                 let reference = entry.value.as_deref().unwrap_or_default();
                 let value = match request.outputs {
