@@ -216,9 +216,18 @@ impl<'s> Walker<'s> {
             return None;
         }
         if types.contains(&"boolean") {
+            // YAML 1.2's forms, and YAML 1.1's that Keptn's service (Go's yaml.v2) read too.
             return match (plain, text.as_str()) {
-                (true, "true" | "True" | "TRUE") => Some(Value::Bool(true)),
-                (true, "false" | "False" | "FALSE") => Some(Value::Bool(false)),
+                (
+                    true,
+                    "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "y" | "Y" | "on" | "On"
+                    | "ON",
+                ) => Some(Value::Bool(true)),
+                (
+                    true,
+                    "false" | "False" | "FALSE" | "no" | "No" | "NO" | "n" | "N" | "off" | "Off"
+                    | "OFF",
+                ) => Some(Value::Bool(false)),
                 _ => {
                     self.problem(
                         node.location,
@@ -703,18 +712,18 @@ mod tests {
             object(serde_json::json!({"a": {"type": "string"}, "b": {"type": "integer"}}));
         let other_one_wrong =
             object(serde_json::json!({"a": {"type": "string"}, "b": {"type": "boolean"}}));
-        let text = "{a: x, b: y}";
+        let text = "{a: x, b: z}";
         // The closer alternative wins, wherever it is.
         let schema = serde_json::json!({"anyOf": [two_wrong, one_wrong]});
         assert_eq!(
             check_text(text, &schema).1,
-            ["1:11: b: expected an integer, found \"y\""]
+            ["1:11: b: expected an integer, found \"z\""]
         );
         // Among equally close ones, the first.
         let schema = serde_json::json!({"anyOf": [one_wrong, other_one_wrong]});
         assert_eq!(
             check_text(text, &schema).1,
-            ["1:11: b: expected an integer, found \"y\""]
+            ["1:11: b: expected an integer, found \"z\""]
         );
     }
 

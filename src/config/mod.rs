@@ -600,6 +600,19 @@ impl Semantic<'_> {
                     .into(),
             );
         }
+        if security.allow_privilege_escalation == Some(false)
+            && security
+                .capabilities
+                .as_ref()
+                .is_some_and(Capabilities::adds_sys_admin)
+        {
+            self.error(
+                &field("allowPrivilegeEscalation"),
+                "a container with CAP_SYS_ADMIN always escalates: Kubernetes refuses \
+                 allowPrivilegeEscalation: false with capabilities.add CAP_SYS_ADMIN"
+                    .into(),
+            );
+        }
         if let Some(seccomp) = &security.seccomp_profile {
             let at = key_path(&field("seccompProfile"), "localhostProfile");
             match (seccomp.profile_type, &seccomp.localhost_profile) {

@@ -492,6 +492,16 @@ pub struct Capabilities {
     pub drop: Option<Vec<String>>,
 }
 
+impl Capabilities {
+    /// Whether `CAP_SYS_ADMIN` is added, written so: the API server lets such a container
+    /// escalate only (it checks that spelling alone; `SYS_ADMIN` it does not).
+    pub fn adds_sys_admin(&self) -> bool {
+        self.add
+            .as_ref()
+            .is_some_and(|add| add.iter().any(|capability| capability == "CAP_SYS_ADMIN"))
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ProcMount {
     Default,

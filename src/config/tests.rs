@@ -1097,6 +1097,26 @@ fn label_and_annotation_values_must_be_strings() {
     );
 }
 
+/// YAML 1.1's booleans, which Keptn's service (Go's yaml.v2) read, load as booleans where a
+/// boolean belongs; quoted, they are text and refused there.
+#[test]
+fn yaml_1_1_booleans_load_as_the_old_service_read_them() {
+    let text = "apiVersion: v2\nactions:\n  - events: [{name: x}]\n    silent: yes\n    tasks:\n      - image: alpine\n        securityContext: {runAsNonRoot: ON, allowPrivilegeEscalation: n}\n";
+    let config = load(text, "job/config.yaml").unwrap().config;
+    assert!(config.actions[0].silent);
+    let security = config.actions[0].tasks[0]
+        .security_context
+        .as_ref()
+        .unwrap();
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    let quoted = "apiVersion: v2\nactions:\n  - events: [{name: x}]\n    silent: \"yes\"\n    tasks: [{image: alpine}]\n";
+    assert_eq!(
+        problems(quoted),
+        ["job/config.yaml:4:13: actions[0].silent: expected true or false, found \"yes\""]
+    );
+}
+
 #[test]
 fn a_list_where_a_scalar_belongs_names_the_type_expected() {
     let text = "apiVersion: v2\nactions:\n  - events: [{name: x}]\n    silent: [true]\n    tasks:\n      - image: alpine\n        maxPollDuration: [600]\n        resources:\n          limits: {cpu: [1]}\n";
@@ -1208,6 +1228,11 @@ actions:
         securityContext:
           runAsUser: 2147483648
           seccompProfile: {type: Localhost, localhostProfile: /abs/p.json}
+      - name: w
+        image: alpine
+        securityContext:
+          capabilities: {add: [CAP_SYS_ADMIN]}
+          allowPrivilegeEscalation: false
 "#;
     assert_eq!(
         problems(text),
@@ -1219,6 +1244,7 @@ actions:
             "job/config.yaml:17:62: actions[0].tasks[0].env[1].key: invalid Secret key \"..token\": letters, digits, '-', '_' and '.', at most 253 characters, not starting with '..'",
             "job/config.yaml:21:68: actions[0].tasks[1].securityContext.seccompProfile.localhostProfile: `localhostProfile` goes only with type: Localhost",
             "job/config.yaml:25:22: actions[0].tasks[2].securityContext.runAsUser: 2147483648 is out of range: must be at most 2147483647",
+            "job/config.yaml:31:37: actions[0].tasks[3].securityContext.allowPrivilegeEscalation: a container with CAP_SYS_ADMIN always escalates: Kubernetes refuses allowPrivilegeEscalation: false with capabilities.add CAP_SYS_ADMIN",
         ]
     );
     // The same amounts written differently are not above each other.

@@ -288,6 +288,12 @@ impl TreeBuilder {
     }
 
     fn finish(mut self) -> Result<Document, YamlError> {
+        // An empty document (a `---` at the end, or two in a row) holds nothing to lose; Keptn's
+        // service read the first document alone, and configs written for it may end so.
+        let empty = |node: &Node| matches!(&node.value, NodeValue::Scalar { text, plain: true } if text.is_empty());
+        if self.documents.len() > 1 {
+            self.documents.retain(|node| !empty(node));
+        }
         if let Some(second) = self.documents.get(1) {
             self.errors.push(YamlError {
                 location: second.location,
@@ -526,6 +532,30 @@ mod tests {
     fn empty_document_is_null() {
         assert!(parse_document("").unwrap().root.is_null());
         assert!(parse_document("# only a comment\n").unwrap().root.is_null());
+    }
+
+    #[test]
+    fn empty_documents_beside_the_config_are_ignored() {
+        for text in [
+            "a: 1\n---\n",
+            "a: 1\n---\n...\n",
+            "---\na: 1\n---\n---\n",
+            "---\n---\na: 1\n",
+        ] {
+            let document = parse_document(text).unwrap();
+            assert!(
+                document.errors.is_empty(),
+                "{text:?}: {:?}",
+                document.errors
+            );
+            assert!(
+                matches!(&document.root.value, NodeValue::Mapping(e) if e.len() == 1),
+                "{text:?}"
+            );
+        }
+        // A document that holds something is no config's.
+        let document = parse_document("a: 1\n---\n~\n").unwrap();
+        assert!(document.errors[0].message.contains("one YAML document"));
     }
 
     #[test]

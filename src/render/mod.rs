@@ -743,11 +743,12 @@ fn pod_security(settings: &Settings) -> PodSecurityContext {
 fn container_security(task: &Task, settings: &Settings) -> SecurityContext {
     let defaults = &settings.security;
     let asked = task.security_context.clone().unwrap_or_default();
-    let privileged = asked.privileged.unwrap_or(false);
     let capabilities = asked.capabilities.unwrap_or_default();
+    // Kubernetes refuses a privileged container, or one with CAP_SYS_ADMIN, that may not
+    // escalate.
+    let escalates = asked.privileged.unwrap_or(false) || capabilities.adds_sys_admin();
     SecurityContext {
-        // Kubernetes refuses a privileged container that may not escalate.
-        allow_privilege_escalation: Some(asked.allow_privilege_escalation.unwrap_or(privileged)),
+        allow_privilege_escalation: Some(asked.allow_privilege_escalation.unwrap_or(escalates)),
         capabilities: Some(Capabilities {
             add: capabilities.add,
             drop: Some(capabilities.drop.unwrap_or_else(|| vec!["ALL".into()])),

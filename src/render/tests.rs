@@ -396,6 +396,20 @@ fn privileged_containers_need_the_installation_to_allow_them() {
     assert_eq!(sc.allow_privilege_escalation, Some(true));
 }
 
+/// A container that adds CAP_SYS_ADMIN may escalate unless told otherwise: the API server
+/// refuses it with the default `allowPrivilegeEscalation: false` (checked on the real one).
+#[test]
+fn a_container_with_cap_sys_admin_may_escalate() {
+    for (add, escalates) in [("CAP_SYS_ADMIN", true), ("NET_ADMIN", false)] {
+        let c = one_task(&format!(
+            "image: alpine\nsecurityContext: {{capabilities: {{add: [{add}]}}}}"
+        ));
+        let job = render(&c, &Settings::defaults()).unwrap();
+        let sc = container(&job).security_context.clone().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(escalates), "{add}");
+    }
+}
+
 #[test]
 fn a_refused_service_account_fails_the_task_saying_so() {
     let c = one_task("image: alpine\nserviceAccount: job-executor");
