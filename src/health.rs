@@ -84,6 +84,35 @@ pub fn denied_by_admission(status: &kube::core::Status) -> bool {
 /// access get their fix; anything else is shown as it is.
 pub fn explain(error: &kube::Error) -> String {
     match error {
+        // The namespace the object goes to, not its kind, is missing.
+        kube::Error::Api(status)
+            if status.code == 404
+                && (status
+                    .details
+                    .as_ref()
+                    .is_some_and(|d| d.kind == "namespaces")
+                    || status.message.starts_with("namespaces \"")) =>
+        {
+            format!(
+                "the job namespace does not exist ({}): create it, or set --job-namespace to \
+                 one that does",
+                status.message
+            )
+        }
+        kube::Error::Api(status)
+            if status.code == 403 && status.message.contains("exceeded quota") =>
+        {
+            format!(
+                "a ResourceQuota of the job namespace is used up ({}): raise it, or wait for \
+                 finished runs to be removed",
+                status.message
+            )
+        }
+        kube::Error::Api(status)
+            if status.code == 403 && status.message.contains("because it is being terminated") =>
+        {
+            format!("the job namespace is being deleted ({})", status.message)
+        }
         kube::Error::Api(status) if status.code == 404 => format!(
             "the CustomResourceDefinition {} is not installed: kubectl apply -f crds/ \
              (waiting for it)",
@@ -219,6 +248,30 @@ mod tests {
         }));
         assert!(explain(&old_crd).contains("is older than this operator"));
         assert!(explain(&old_crd).contains("kubectl apply -f crds/"));
+        // A 403 or 404 that is about the job namespace, not the identity or the CRD.
+        let with = |code: u16, message: &str| {
+            explain(&kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                message: message.into(),
+                ..Default::default()
+            })))
+        };
+        assert_eq!(
+            with(404, "namespaces \"team-jobs\" not found"),
+            "the job namespace does not exist (namespaces \"team-jobs\" not found): create it, \
+             or set --job-namespace to one that does"
+        );
+        let quota = "jobruns.job-executor.dev \"r\" is forbidden: exceeded quota: runs, \
+                     requested: count/jobruns.job-executor.dev=1, used: \
+                     count/jobruns.job-executor.dev=10, limited: count/jobruns.job-executor.dev=10";
+        assert!(
+            with(403, quota).starts_with("a ResourceQuota of the job namespace is used up ("),
+            "{}",
+            with(403, quota)
+        );
+        let terminating = "jobruns.job-executor.dev \"r\" is forbidden: unable to create new \
+                           content in namespace team-jobs because it is being terminated";
+        assert!(with(403, terminating).starts_with("the job namespace is being deleted ("));
         let unreachable = kube::Error::Service("connection refused".into());
         assert!(explain(&unreachable).starts_with("the Kubernetes API server cannot be reached"));
     }

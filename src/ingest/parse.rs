@@ -129,6 +129,10 @@ fn content_mode(headers: &HeaderMap) -> ContentMode {
         ContentMode::Binary(media.to_ascii_lowercase())
     } else if media.eq_ignore_ascii_case("application/json") {
         ContentMode::Structured
+    } else if headers.keys().any(|name| name.as_str().starts_with("ce-")) {
+        // Binary mode without `ce-specversion`: said so, rather than that the media type is
+        // not one of the structured mode.
+        ContentMode::Binary(media.to_ascii_lowercase())
     } else {
         ContentMode::Unsupported(media.to_ascii_lowercase())
     }
@@ -206,8 +210,17 @@ fn binary(headers: &HeaderMap, media: &str, body: &[u8]) -> Result<CloudEvent, P
         object.insert("datacontenttype".into(), Value::String(value));
     }
     if !body.is_empty() {
-        if crate::event::is_json_media(media) || media.is_empty() {
-            object.insert("data".into(), crate::event::json_value(body)?);
+        // Without a media type the body is JSON data if it reads as JSON, else bytes (the data
+        // of the binary mode is the body as it is, HTTP binding 3.1.2).
+        let json = if crate::event::is_json_media(media) {
+            Some(crate::event::json_value(body)?)
+        } else if media.is_empty() {
+            crate::event::json_value(body).ok()
+        } else {
+            None
+        };
+        if let Some(data) = json {
+            object.insert("data".into(), data);
         } else if let Ok(text) = std::str::from_utf8(body) {
             object.insert("data".into(), Value::String(text.to_string()));
         } else {
@@ -383,6 +396,45 @@ mod tests {
             error.to_string().contains("recursion limit exceeded"),
             "{error}"
         );
+    }
+
+    /// A binary event without a media type: JSON data if the body reads as JSON, else the
+    /// body's text or bytes, as with any other media type (it was refused as not JSON).
+    #[test]
+    fn a_binary_event_without_a_media_type_keeps_a_body_that_is_no_json() {
+        let h = headers(&[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "1"),
+            ("ce-source", "s"),
+            ("ce-type", "t"),
+        ]);
+        let data = |body: &[u8]| {
+            let events = events_from_request(&h, body, LIMIT).unwrap();
+            let value = events[0].as_value();
+            assert!(value.get("datacontenttype").is_none(), "{value}");
+            (
+                value.get("data").cloned(),
+                value.get("data_base64").cloned(),
+            )
+        };
+        assert_eq!(data(br#"{"a": 1}"#), (Some(json!({"a": 1})), None));
+        assert_eq!(data(b"hello"), (Some(json!("hello")), None));
+        assert_eq!(data(b"\xff\x00"), (None, Some(json!("/wA="))));
+    }
+
+    /// `ce-` headers without `ce-specversion` are a binary event that lacks it: said so, not
+    /// that the media type is unsupported.
+    #[test]
+    fn a_binary_event_without_specversion_is_told_so() {
+        let h = headers(&[
+            ("content-type", "text/plain"),
+            ("ce-id", "1"),
+            ("ce-source", "s"),
+            ("ce-type", "t"),
+        ]);
+        let error = events_from_request(&h, b"hello", LIMIT).unwrap_err();
+        assert_eq!(error.status(), http::StatusCode::BAD_REQUEST);
+        assert!(error.to_string().contains("specversion"), "{error}");
     }
 
     #[test]
