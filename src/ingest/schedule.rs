@@ -374,9 +374,9 @@ fn report_missed(
 ) {
     let policy = schedule.spec.missed_slots.clone().unwrap_or_default();
     let note = format!(
-        "{missed} slot(s) up to {} passed without firing (missedSlots.policy {:?}, look-back {}s); {} missed in all",
+        "{missed} slot(s) up to {} passed without firing (missedSlots.policy {}, look-back {}s); {} missed in all",
         status.handled_until.as_deref().unwrap_or_default(),
-        policy.policy,
+        policy.policy.as_str(),
         policy
             .lookback_seconds
             .unwrap_or(schedule::DEFAULT_LOOKBACK.as_secs()),

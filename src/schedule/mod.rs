@@ -59,6 +59,17 @@ pub enum MissedPolicy {
     All,
 }
 
+impl MissedPolicy {
+    /// As the JobSchedule spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MissedPolicy::Skip => "skip",
+            MissedPolicy::Latest => "latest",
+            MissedPolicy::All => "all",
+        }
+    }
+}
+
 /// A cron in a time zone.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -284,7 +295,11 @@ pub fn review(schedule: &crate::crd::JobSchedule, created: Timestamp, now: Times
     let status = schedule.status.clone().unwrap_or_default();
     let parsed = match Schedule::new(&spec.schedule, spec.time_zone.as_deref()) {
         Ok(parsed) => parsed,
-        Err(problem) => return Verdict::Invalid(problem.to_string()),
+        // Named by its field, as the condition on the JobSchedule is read without the spec.
+        Err(ScheduleError::Cron(problem)) => {
+            return Verdict::Invalid(format!("spec.schedule {:?}: {problem}", spec.schedule));
+        }
+        Err(problem) => return Verdict::Invalid(format!("spec.{problem}")),
     };
     if let Err(problem) = scheduled_event(schedule, now) {
         return Verdict::Invalid(problem);
@@ -357,9 +372,13 @@ pub fn scheduled_event(
     event.insert("time".into(), slot.to_string().into());
     for (name, value) in &spec.extensions {
         if CORE_ATTRIBUTES.contains(&name.as_str()) {
+            let instead = match name.as_str() {
+                "type" | "source" | "data" => format!("set spec.event.{name} instead"),
+                "id" | "time" => "the slot sets it".to_string(),
+                _ => "a scheduled event does not carry it".to_string(),
+            };
             return Err(format!(
-                "event.extensions.{name} is one of the event's own attributes; set event.{name} \
-                 instead (id and time are the slot's)"
+                "spec.event.extensions.{name} is one of the event's own attributes: {instead}"
             ));
         }
         event.insert(name.clone(), value.clone().into());
@@ -603,6 +622,42 @@ mod tests {
         assert_ne!(id, event_id("3f1c", at("2026-12-01T10:01:00Z")));
         assert_ne!(id, event_id("other", slot));
         assert_eq!(id.len(), 36);
+    }
+
+    /// What makes a schedule invalid is named by its field in the condition, with what to do.
+    #[test]
+    fn an_invalid_schedule_names_its_field() {
+        let schedule = |cron: &str, extension: &str| {
+            serde_json::from_value::<crate::crd::JobSchedule>(serde_json::json!({
+                "apiVersion": "job-executor.dev/v1alpha1", "kind": "JobSchedule",
+                "metadata": {"name": "s", "namespace": "n", "uid": "u"},
+                "spec": {
+                    "schedule": cron,
+                    "event": {"type": "sh.keptn.event.test.triggered", "extensions": {extension: "x"}}
+                }
+            }))
+            .unwrap()
+        };
+        let now = at("2026-12-01T10:00:00Z");
+        let invalid =
+            |cron: &str, extension: &str| match review(&schedule(cron, extension), now, now) {
+                Verdict::Invalid(message) => message,
+                other => panic!("{other:?}"),
+            };
+        assert_eq!(
+            invalid("60 * * * *", "team"),
+            "spec.schedule \"60 * * * *\": the minute field \"60\": 60 is outside 0-59"
+        );
+        assert_eq!(
+            invalid("@daily", "subject"),
+            "spec.event.extensions.subject is one of the event's own attributes: a scheduled \
+             event does not carry it"
+        );
+        assert_eq!(
+            invalid("@daily", "source"),
+            "spec.event.extensions.source is one of the event's own attributes: set \
+             spec.event.source instead"
+        );
     }
 
     #[test]
