@@ -673,12 +673,12 @@ fn resources(task: &Task, settings: &Settings) -> ResourceRequirements {
     let request = |task_request: Option<&Quantity>,
                    default: &Quantity,
                    task_limit: Option<&Quantity>| {
+        // A limit without its request is the request too, as Kubernetes defaults it (before
+        // any LimitRange's default request) and as the old service's Jobs had it.
         match (task_request, task_limit) {
             (Some(request), _) => request.clone(),
-            (None, Some(limit)) if quantity_value(&default.0) > quantity_value(&limit.0) => {
-                limit.clone()
-            }
-            (None, _) => default.clone(),
+            (None, Some(limit)) => limit.clone(),
+            (None, None) => default.clone(),
         }
     };
     let cpu_request = request(

@@ -313,17 +313,19 @@ fn resources_default_and_merge_field_by_field() {
     )
     .unwrap();
     assert_eq!(resource(&job, "limits", "cpu"), "2");
-    assert_eq!(resource(&job, "requests", "cpu"), "50m");
+    // A limit without its request is the request too, as Kubernetes has it.
+    assert_eq!(resource(&job, "requests", "cpu"), "2");
     assert_eq!(resource(&job, "requests", "memory"), "1Gi");
     // The request is above the default limit the task left alone: the limit follows it.
     assert_eq!(resource(&job, "limits", "memory"), "1Gi");
 }
 
-/// A task limit below a default request it left alone lowers the request (a Job whose request
-/// is above its limit is refused by the API server); the old service's Jobs had the limit as
-/// their request then.
+/// A task limit without its request is the request, below the default request or above it:
+/// Kubernetes takes a container's limit as its request when it has none, before any default of a
+/// LimitRange, and the old service's Jobs had it so (a limit of 4 CPUs with the default request
+/// of 50m would be scheduled where 4 CPUs are not free).
 #[test]
-fn a_limit_below_the_default_request_lowers_the_request() {
+fn a_limit_without_its_request_is_the_request() {
     let job = render(
         &one_task("image: alpine\nresources:\n  limits: {cpu: 25m, memory: 64Mi}"),
         &Settings::defaults(),
@@ -333,13 +335,13 @@ fn a_limit_below_the_default_request_lowers_the_request() {
     assert_eq!(resource(&job, "requests", "memory"), "64Mi");
     assert_eq!(resource(&job, "limits", "cpu"), "25m");
     assert_eq!(resource(&job, "limits", "memory"), "64Mi");
-    // A limit above the default request leaves it.
     let job = render(
-        &one_task("image: alpine\nresources:\n  limits: {cpu: 200m}"),
+        &one_task("image: alpine\nresources:\n  limits: {cpu: 4, memory: 8Gi}"),
         &Settings::defaults(),
     )
     .unwrap();
-    assert_eq!(resource(&job, "requests", "cpu"), "50m");
+    assert_eq!(resource(&job, "requests", "cpu"), "4");
+    assert_eq!(resource(&job, "requests", "memory"), "8Gi");
 }
 
 #[test]
