@@ -358,6 +358,79 @@ async fn after_ten_missed_slots_each_policy_does_what_it_says() {
     assert_eq!(missed("all"), 6, "nothing more missed");
 }
 
+/// A catch-up refused part way (here by `--max-runs-in-flight`) is handled up to the slot
+/// fired last: the retry fires the rest, never a fired slot again, and the slots counted as
+/// missed are those that never fired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_refused_part_way_goes_on_from_the_slot_fired_last() {
+    let server = Harness::for_replicas(&config("part-way"), &["--max-runs-in-flight", "2"]).await;
+    server.sim.runtime().set(
+        kube_sim::ImageRule::image("alpine"),
+        kube_sim::Behavior::hold(),
+    );
+    apply_schedule(
+        &server,
+        "all",
+        "*/5 * * * *",
+        "  missedSlots: {policy: all, lookbackSeconds: 1200}",
+    );
+    let created = time(&schedule(&server, "all")["metadata"]["creationTimestamp"]);
+    // Two minutes past the twelfth slot since: the last four are within the look-back.
+    let first_slot = boundaries(
+        created,
+        created + SignedDuration::from_mins(5),
+        Duration::from_secs(300),
+    )[0];
+    let slot = |index: i32| first_slot + SignedDuration::from_mins(5 * i64::from(index));
+    let op = operator_with_clock(
+        &server,
+        "part-way",
+        &clock_showing(slot(11) + SignedDuration::from_mins(2)),
+    )
+    .await;
+    support::wait_patiently(
+        "a slot refused for the runs in flight",
+        Duration::from_secs(30),
+        || ready(&schedule(&server, "all")).1 == "FireFailed",
+    )
+    .await;
+    // The slots before the refused one fired (as many as the limit let in), and the status
+    // is handled up to the last of them.
+    let before = fired(&server, "all");
+    let count = i32::try_from(before.len()).unwrap();
+    assert!((1..4).contains(&count), "{before:?}");
+    assert_eq!(before, (8..8 + count).map(slot).collect::<Vec<_>>());
+    let status = schedule(&server, "all")["status"].clone();
+    assert_eq!(time(&status["handledUntil"]), slot(7 + count), "{status}");
+    assert_eq!(time(&status["nextFireTime"]), slot(8 + count), "{status}");
+    assert_eq!(status["missed"], 8, "{status}");
+    // The runs end: the rest fire.
+    for held in server.sim.runtime().held() {
+        server.sim.release(&held.1);
+    }
+    support::wait_patiently("the last two slots fired", Duration::from_secs(60), || {
+        for held in server.sim.runtime().held() {
+            server.sim.release(&held.1);
+        }
+        fired(&server, "all").len() == 4
+    })
+    .await;
+    assert_eq!(
+        fired(&server, "all"),
+        [slot(8), slot(9), slot(10), slot(11)]
+    );
+    let (_, metrics) = op.get_admin("/metrics").await;
+    assert_eq!(
+        support::metric_value(
+            &metrics,
+            "job_executor_schedule_fires_total{outcome=\"duplicate\"} "
+        ),
+        0,
+        "no slot fired twice:\n{metrics}"
+    );
+    assert_eq!(schedule(&server, "all")["status"]["missed"], 8);
+}
+
 /// Daylight-saving time in Europe/Berlin: 02:30 does not exist on 2027-03-28 (it fires at
 /// 03:30), and occurs twice on 2027-10-31 (it fires once). A schedule with a time zone that does
 /// not exist says so in its status; a suspended one fires nothing, and once resumed does not

@@ -222,12 +222,14 @@ async fn reconcile(
         } => {
             status.suspended = false;
             let mut refused = None;
+            let mut fired_slots: usize = 0;
             for slot in &plan.fire {
                 match fire(&context, &schedule, *slot).await? {
                     Ok(fired) => {
                         status.last_fire_time = Some(slot.to_string());
                         status.last_event_id = Some(fired.event_id);
                         status.last_runs = fired.runs;
+                        fired_slots += 1;
                     }
                     Err(message) => {
                         refused = Some(message);
@@ -236,9 +238,19 @@ async fn reconcile(
                 }
             }
             match refused {
-                // Nothing is recorded as handled: the next look plans from the same place,
-                // and the slots fired already are duplicates then.
+                // Handled up to the slot fired last: the next look plans from there, so a slot
+                // fired is neither fired again nor, once older than the look-back, counted as
+                // missed. The slots this plan missed lie before every slot it fires: counted
+                // once one fired.
                 Some(message) => {
+                    if let Some(last) = fired_slots.checked_sub(1).and_then(|i| plan.fire.get(i)) {
+                        status.handled_until = Some(last.to_string());
+                        if plan.missed > 0 {
+                            status.missed += plan.missed;
+                            metrics.schedule_missed(plan.missed);
+                            report_missed(&context, &schedule, plan.missed, &status);
+                        }
+                    }
                     metrics.schedule_error("refused");
                     set_ready(
                         &mut status,
@@ -247,7 +259,7 @@ async fn reconcile(
                         format!("{message} (retried in {}s)", RETRY.as_secs()),
                         now,
                     );
-                    status.next_fire_time = plan.fire.first().map(ToString::to_string);
+                    status.next_fire_time = plan.fire.get(fired_slots).map(ToString::to_string);
                     write(&context, &schedule, &before, status).await?;
                     return Ok(Action::requeue(RETRY));
                 }

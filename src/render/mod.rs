@@ -670,17 +670,16 @@ fn resources(task: &Task, settings: &Settings) -> ResourceRequirements {
     let task_resources = task.resources.as_ref();
     let requests = task_resources.and_then(|r| r.requests.as_ref());
     let limits = task_resources.and_then(|r| r.limits.as_ref());
-    let request = |task_request: Option<&Quantity>,
-                   default: &Quantity,
-                   task_limit: Option<&Quantity>| {
-        // A limit without its request is the request too, as Kubernetes defaults it (before
-        // any LimitRange's default request) and as the old service's Jobs had it.
-        match (task_request, task_limit) {
-            (Some(request), _) => request.clone(),
-            (None, Some(limit)) => limit.clone(),
-            (None, None) => default.clone(),
-        }
-    };
+    let request =
+        |task_request: Option<&Quantity>, default: &Quantity, task_limit: Option<&Quantity>| {
+            // A limit without its request is the request too, as Kubernetes defaults it (before
+            // any LimitRange's default request) and as the old service's Jobs had it.
+            match (task_request, task_limit) {
+                (Some(request), _) => request.clone(),
+                (None, Some(limit)) => limit.clone(),
+                (None, None) => default.clone(),
+            }
+        };
     let cpu_request = request(
         requests.and_then(|r| r.cpu.as_ref()),
         &defaults.cpu_request,
