@@ -12,7 +12,7 @@ pub fn check_format(format: &str, value: &str) -> Result<(), String> {
         "dns-label" => check_dns_label(value),
         "dns-subdomain" => check_dns_subdomain(value),
         "relative-path" => check_relative_path(value),
-        "duration" => parse_duration(value).map(drop),
+        "job-duration" => parse_duration(value).map(drop),
         "output-name" => check_output_name(value),
         "group-template" => parse_group_template(value).map(drop),
         "notify-target" => check_notify_target(value),
@@ -564,8 +564,8 @@ mod tests {
             parse_duration("168h1s"),
             Err("\"168h1s\" is longer than a week (the longest timeout, 168h)".into())
         );
-        assert_eq!(check_format("duration", "2m"), Ok(()));
-        assert!(check_format("duration", "2 minutes please").is_err());
+        assert_eq!(check_format("job-duration", "2m"), Ok(()));
+        assert!(check_format("job-duration", "2 minutes please").is_err());
     }
 
     #[test]

@@ -40,8 +40,10 @@ pub struct Action {
     /// How long a run of the action may take, across all its tasks (additive key), such as
     /// `90s`, `30m` or `1h30m`, at most a week: past it, the running tasks' Jobs are deleted,
     /// no other task starts, and the run fails.
+    // Not JSON Schema's `duration`, ISO 8601's alone: a validator that checks formats would
+    // refuse `30m` by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "duration"))]
+    #[schemars(extend("format" = "job-duration"))]
     pub timeout: Option<String>,
     /// How many runs that share a group may run at the same time, and what a run beyond that
     /// does (additive key).
