@@ -689,7 +689,24 @@ impl Semantic<'_> {
                 }
             },
             // No `value`: the empty string, as the old service made it.
-            ValueFrom::String => {}
+            ValueFrom::String => {
+                // The old service refused an entry without `valueFrom`; here it is a string,
+                // and a path meant for the event would reach the task as its text.
+                if env.value_from.is_none()
+                    && env.value.as_deref().is_some_and(|value| {
+                        value == "$" || value.starts_with("$.") || value.starts_with("$[")
+                    })
+                {
+                    self.warn(
+                        &field("value"),
+                        format!(
+                            "{:?} looks like a JSONPath, but without `valueFrom` the value is \
+                             the text itself: write `valueFrom: event` to read it from the event",
+                            env.value.as_deref().unwrap_or_default()
+                        ),
+                    );
+                }
+            }
             // The reference itself is checked with the action's tasks.
             ValueFrom::Output => {
                 if env.value.is_none() {

@@ -386,6 +386,10 @@ actions:
         ttlSecondsAfterFinished: 5
         securityContext:
           privileged: true
+        env:
+          - {name: HOST, value: "$.data.deployment.deploymentURIsLocal[0]"}
+          - {name: PRICE, value: "$5"}
+          - {name: ALL, value: "$", valueFrom: string}
   - name: empty
 "#;
     let valid = load(text, "c.yaml").unwrap();
@@ -394,7 +398,7 @@ actions:
         .iter()
         .map(|w| format!("{}: {}: {}", w.location, w.path, w.message))
         .collect();
-    assert_eq!(messages.len(), 5, "{messages:#?}");
+    assert_eq!(messages.len(), 6, "{messages:#?}");
     assert!(messages[0].starts_with("5:15: actions[0].events[0].name: \"^sh"));
     assert!(messages[0].contains("anchored globs"));
     assert_eq!(
@@ -402,8 +406,14 @@ actions:
         "8:34: actions[0].tasks[0].ttlSecondsAfterFinished: 5 is raised to 60: the Job must outlive the collection of its logs"
     );
     assert!(messages[2].starts_with("10:23: actions[0].tasks[0].securityContext.privileged:"));
-    assert!(messages[3].starts_with("11:5: actions[1].events: no events"));
-    assert!(messages[4].starts_with("11:5: actions[1].tasks: no tasks"));
+    assert_eq!(
+        messages[3],
+        "12:33: actions[0].tasks[0].env[0].value: \"$.data.deployment.deploymentURIsLocal[0]\" \
+         looks like a JSONPath, but without `valueFrom` the value is the text itself: write \
+         `valueFrom: event` to read it from the event"
+    );
+    assert!(messages[4].starts_with("15:5: actions[1].events: no events"));
+    assert!(messages[5].starts_with("15:5: actions[1].tasks: no tasks"));
 }
 
 #[test]
