@@ -73,7 +73,10 @@ fn main() -> ExitCode {
 }
 
 fn print_schema() -> anyhow::Result<ExitCode> {
-    println!("{}", serde_json::to_string_pretty(config::json_schema())?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&config::published_schema())?
+    );
     Ok(ExitCode::SUCCESS)
 }
 

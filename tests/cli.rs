@@ -515,6 +515,68 @@ fn the_committed_schema_is_the_generated_one() {
     );
 }
 
+/// The published schema, read by a JSON Schema validator (Python's `jsonschema`, with
+/// `yaml` reading YAML 1.1 as Keptn's service did), accepts every config the loader does:
+/// the example, and one written for the old service (numbers where strings go, `yes`, an empty
+/// key, an empty pull policy, `as: JSON`); it refuses what the loader refuses too.
+#[test]
+fn the_published_schema_accepts_what_the_loader_loads() {
+    let python = kubernetes_validate().with_file_name("python");
+    let validate = |file: &Path| {
+        Command::new(&python)
+            .args([
+                "-c",
+                "import json, sys, yaml, jsonschema\n\
+                 schema = json.load(open(sys.argv[1]))\n\
+                 cls = jsonschema.validators.validator_for(schema)\n\
+                 errors = list(cls(schema, format_checker=cls.FORMAT_CHECKER).iter_errors(yaml.safe_load(open(sys.argv[2]))))\n\
+                 print('\\n'.join('/'.join(map(str, e.absolute_path)) + ': ' + e.message for e in errors))\n\
+                 sys.exit(1 if errors else 0)",
+            ])
+            .arg(root().join("docs/job-config.schema.json"))
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let dir = tempdir("published-schema");
+    let old_style = dir.join("old-style.yaml");
+    std::fs::write(
+        &old_style,
+        "apiVersion: v2\nactions:\n  - name: locust\n    silent: yes\n    timeout: 10m\n    events:\n      - name: sh.keptn.event.test.triggered\n        jsonpath: {property: $.data.test.teststrategy, match: 3}\n    tasks:\n      - name: smoke\n        files:\n        image: locustio/locust\n        imagePullPolicy: \"\"\n        args: [--users, 10, --headless]\n        env:\n          - {name: DATA, value: $.data, valueFrom: event, as: JSON}\n          - {name: PORT, value: 8080}\n",
+    )
+    .unwrap();
+    for file in [root().join(CONFIG), old_style] {
+        let loaded = run(&["validate", file.to_str().unwrap()]);
+        assert!(loaded.status.success(), "{}", stdout(&loaded));
+        let output = validate(&file);
+        assert!(
+            output.status.success(),
+            "{}: {}{}",
+            file.display(),
+            stdout(&output),
+            stderr(&output)
+        );
+    }
+    let wrong = dir.join("wrong.yaml");
+    std::fs::write(
+        &wrong,
+        "apiVersion: v2\nactions:\n  - silent: maybe\n    events: [{name: x}]\n    tasks:\n      - imagee: alpine\n        env: [{name: A, valueFrom: event, value: $.x, as: xml}]\n",
+    )
+    .unwrap();
+    assert!(!run(&["validate", wrong.to_str().unwrap()]).status.success());
+    let output = validate(&wrong);
+    assert!(!output.status.success());
+    let found = stdout(&output);
+    for problem in [
+        "actions/0/silent: 'maybe'",
+        "'imagee' was unexpected",
+        "'image' is a required property",
+        "actions/0/tasks/0/env/0/as: 'xml'",
+    ] {
+        assert!(found.contains(problem), "{problem}:\n{found}");
+    }
+}
+
 #[test]
 fn stage_files_copies_a_tree_and_keeps_the_executable_bit() {
     use std::os::unix::fs::PermissionsExt;

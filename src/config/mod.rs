@@ -12,6 +12,7 @@ mod check;
 pub mod formats;
 pub mod graph;
 mod model;
+mod published;
 pub mod yaml;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,6 +23,7 @@ use serde_path_to_error::Segment;
 
 pub use check::{Problem, key_path, suggest};
 pub use model::*;
+pub use published::published_schema;
 pub use yaml::Location;
 
 use check::index_path;
