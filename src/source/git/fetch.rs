@@ -37,6 +37,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use gix::bstr::ByteSlice as _;
+use gix::odb::store::init::Slots;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use sha2::Digest as _;
@@ -319,10 +320,40 @@ struct FetchState {
     heads: Option<Arc<RemoteHeads>>,
 }
 
+/// The clone's object store and the pack index slots it was opened with.
+struct OpenStore {
+    repo: gix::ThreadSafeRepository,
+    slots: u16,
+}
+
+/// The fewest pack index slots a store is opened with.
+const LEAST_SLOTS: usize = 64;
+
+/// The slots to open the store at `path` with: twice the packs on disk, at least
+/// [`LEAST_SLOTS`].
+fn store_slots(path: &Path) -> u16 {
+    let wanted = packs_on_disk(path).saturating_mul(2).max(LEAST_SLOTS);
+    u16::try_from(wanted).unwrap_or(u16::MAX)
+}
+
+/// The pack indexes in the clone at `path` (none when it cannot be read: a new clone).
+fn packs_on_disk(path: &Path) -> usize {
+    std::fs::read_dir(path.join("objects/pack")).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().extension().is_some_and(|x| x == "idx"))
+            .count()
+    })
+}
+
 pub struct CloneCache {
     url: RepoUrl,
     path: PathBuf,
-    repo: gix::ThreadSafeRepository,
+    /// The clone's object store, opened anew when the packs on disk near its slots (see
+    /// [`CloneCache::make_room_for_a_pack`]).
+    repo: RwLock<OpenStore>,
+    /// How the clone is opened (its configuration overrides).
+    options: gix::open::Options,
     credentials: CredentialSettings,
     limits: FetchLimits,
     state: RwLock<FetchState>,
@@ -530,7 +561,12 @@ impl CloneCache {
                 ssh_command(&path, credentials.dir.is_some())
             ));
         }
-        let options = || gix::open::Options::isolated().config_overrides(overrides.clone());
+        let options = gix::open::Options::isolated().config_overrides(overrides.clone());
+        let options = || {
+            options
+                .clone()
+                .object_store_slots(Slots::Given(store_slots(&path)))
+        };
         let repo = match options().open(&path) {
             Ok(repo) => repo,
             Err(_) => {
@@ -558,10 +594,12 @@ impl CloneCache {
             tracing::warn!(clone = %path.display(), count = removed.len(), files = %shown.join(", "), "removed the lock and temporary files of a fetch that was cut short (the operator was killed during it)");
         }
         let heads = RemoteHeads::load(&path).map(Arc::new);
+        let slots = store_slots(&path);
         Ok(CloneCache {
             url,
+            repo: RwLock::new(OpenStore { repo, slots }),
+            options: gix::open::Options::isolated().config_overrides(overrides),
             path,
-            repo,
             credentials,
             limits,
             state: RwLock::new(FetchState {
@@ -584,7 +622,35 @@ impl CloneCache {
     }
 
     pub fn repo(&self) -> gix::Repository {
-        self.repo.to_thread_local()
+        let store = self.repo.read().unwrap_or_else(|e| e.into_inner());
+        store.repo.to_thread_local()
+    }
+
+    /// Opens the object store anew, with room for twice the packs on disk, when the next fetch
+    /// might find no slot for its pack. Each fetch that brings objects writes a pack, and gix
+    /// (which has no repack) gives a store a fixed number of slots for pack indexes when it
+    /// opens it: past them, fetches failed ("too few index slots") until a restart. Lookups
+    /// under way keep the store they started with.
+    fn make_room_for_a_pack(&self) -> Result<(), GitError> {
+        let packs = packs_on_disk(&self.path);
+        let slots = self.repo.read().unwrap_or_else(|e| e.into_inner()).slots;
+        // A fetch writes one pack; two spare slots leave room for one left to itself.
+        if packs + 2 < usize::from(slots) {
+            return Ok(());
+        }
+        let slots = store_slots(&self.path);
+        let repo = self
+            .options
+            .clone()
+            .object_store_slots(Slots::Given(slots))
+            .open(&self.path)
+            .map_err(|e| GitError::Cache {
+                path: self.path.display().to_string(),
+                cause: cause_text(&e, &[]),
+            })?;
+        tracing::info!(clone = %self.path.display(), packs, slots, "the clone's object store opened anew with room for more packs");
+        *self.repo.write().unwrap_or_else(|e| e.into_inner()) = OpenStore { repo, slots };
+        Ok(())
     }
 
     /// The branch heads for a lookup requested at `requested`: of a fetch that started after
@@ -927,6 +993,7 @@ impl CloneCache {
             url: self.url.shown.clone(),
             cause: cause_text(error, &secrets),
         };
+        self.make_room_for_a_pack()?;
         let repo = self.repo();
         let remote = repo
             .remote_at(self.url.url.clone())

@@ -1684,3 +1684,21 @@ fn heads_due_soon_are_fetched_ahead_while_lookups_read_the_ones_they_have() {
     );
     std::fs::rename(&away, &repo.dir).unwrap();
 }
+
+/// Many fetches that each bring a commit: every one writes a pack, and every commit is read.
+#[test]
+fn many_fetches_each_bringing_a_commit_are_all_read() {
+    let repo = TestRepo::new("many-fetches");
+    repo.write("carts/job/config.yaml", &config_with_image("v0", "[]"));
+    repo.commit("v0");
+    let (source, _) = source_for(&repo, &[]);
+    for round in 1..=80 {
+        repo.write(
+            "carts/job/config.yaml",
+            &config_with_image(&format!("v{round}"), "[]"),
+        );
+        let commit = repo.commit(&format!("v{round}"));
+        let loaded = found(&source, "main", "carts", Some(&commit));
+        assert_eq!(image_of(&loaded), format!("v{round}"), "round {round}");
+    }
+}
