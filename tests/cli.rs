@@ -849,6 +849,27 @@ fn a_misspelt_setting_in_the_environment_is_named() {
         assert!(!all.contains("SERVICE_HOST"), "{subcommand}:\n{all}");
         assert!(!all.contains("8080_TCP"), "{subcommand}:\n{all}");
     }
+    // A setting refused may be caused by a misspelt one: said beside the refusal.
+    let output = Command::new(BIN)
+        .args([
+            "check-run",
+            "--config-dir",
+            "examples",
+            "--sink-url",
+            "http://127.0.0.1:9/",
+        ])
+        .env_clear()
+        .env("JOB_EXECUTOR_RUN_AS_USER", "0")
+        .env("JOB_EXECUTOR_RUN_AS_NONROOT", "false")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error.contains("JOB_EXECUTOR_RUN_AS_NONROOT is no setting of `job-executor run` (did you mean JOB_EXECUTOR_RUN_AS_NON_ROOT?)")
+            && error.contains("--run-as-user"),
+        "{error}"
+    );
     // A setting missing (here the sink) may be the misspelt one: said beside clap's error.
     let output = Command::new(BIN)
         .args(["check-run", "--config-dir", "examples"])
@@ -864,5 +885,33 @@ fn a_misspelt_setting_in_the_environment_is_named() {
              JOB_EXECUTOR_SINK_URL?)"
         ) && error.contains("--sink-url <SINK_URL>"),
         "{error}"
+    );
+}
+
+/// A log excerpt larger than a run's record can hold beside its event is refused at the start:
+/// every write of the run's end would be refused by etcd, and the run would wait for ever.
+#[test]
+fn a_log_excerpt_past_what_a_run_record_holds_is_refused() {
+    let check = |bytes: &str| {
+        Command::new(BIN)
+            .args([
+                "check-run",
+                "--config-dir",
+                "examples",
+                "--sink-url",
+                "http://127.0.0.1:9/",
+            ])
+            .args(["--log-excerpt-bytes", bytes])
+            .env_clear()
+            .output()
+            .unwrap()
+    };
+    assert!(check("262144").status.success());
+    let refused = check("262145");
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("262145 is not in 0..=262144"),
+        "{}",
+        stderr(&refused)
     );
 }

@@ -48,6 +48,10 @@ struct SettingLine {
 /// Builds what `run` builds before it connects, then prints every setting, its value (secrets
 /// masked) and its source. `matches` are the parsed `check-run` arguments `args` came from.
 pub fn run_check(args: &RunArgs, matches: &ArgMatches) -> Result<ExitCode, CheckError> {
+    // First: a misspelt setting may be why a check below fails.
+    for unknown in super::unknown_settings_in_environment() {
+        eprintln!("warning: {unknown}");
+    }
     let settings = args.install.settings()?;
     crate::sink::notify::check_targets(args.notify.notify_dir.as_deref(), &settings.notify)?;
     args.leader.settings()?;
@@ -62,9 +66,6 @@ pub fn run_check(args: &RunArgs, matches: &ArgMatches) -> Result<ExitCode, Check
         git.parse()?;
     }
     print!("{}", render_table(&setting_lines(matches)));
-    for unknown in super::unknown_settings_in_environment() {
-        println!("warning: {unknown}");
-    }
     println!("ok: `job-executor run` accepts these arguments and environment");
     Ok(ExitCode::SUCCESS)
 }

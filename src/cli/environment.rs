@@ -48,61 +48,91 @@ fn setting_variables() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Those of `names` that start like a setting's variable but are none, in the order given.
-pub fn unknown_settings(names: impl IntoIterator<Item = String>) -> Vec<UnknownSetting> {
+/// Those of the variables (name and value) that start like a setting's variable but are
+/// none, in the order given.
+pub fn unknown_settings<'a>(
+    variables: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<UnknownSetting> {
     let known = setting_variables();
-    names
+    variables
         .into_iter()
-        .filter(|name| name.starts_with(PREFIX))
-        .filter(|name| !known.contains(name) && !SCRIPT_VARIABLES.contains(&name.as_str()))
-        .filter(|name| !is_service_link(name))
-        .map(|name| UnknownSetting {
-            closest: crate::config::suggest(&name, known.iter().map(String::as_str))
+        .filter(|(name, _)| name.starts_with(PREFIX))
+        .filter(|(name, _)| !known.iter().any(|k| k == name) && !SCRIPT_VARIABLES.contains(name))
+        .filter(|(name, value)| !is_service_link(name, value))
+        .map(|(name, _)| UnknownSetting {
+            closest: crate::config::suggest(name, known.iter().map(String::as_str))
                 .map(str::to_string),
-            name,
+            name: name.to_string(),
         })
         .collect()
 }
 
-/// Whether `name` is one the kubelet sets for a Service of the pod's namespace (service links:
-/// a Service `job-executor` gives `JOB_EXECUTOR_SERVICE_HOST`, `JOB_EXECUTOR_PORT_8080_TCP_ADDR`
-/// and the like).
-fn is_service_link(name: &str) -> bool {
-    if name.ends_with("_SERVICE_HOST") || name.ends_with("_PORT") {
+/// Whether `name=value` is one the kubelet sets for a Service of the pod's namespace (service
+/// links: a Service `job-executor` gives `JOB_EXECUTOR_SERVICE_HOST=10.96.0.12`,
+/// `JOB_EXECUTOR_PORT=tcp://10.96.0.12:8080` and the like). The value decides too: a
+/// misspelt `JOB_EXECUTOR_LISTEN_PORT=9000` is no link.
+fn is_service_link(name: &str, value: &str) -> bool {
+    let address = || value.parse::<std::net::IpAddr>().is_ok();
+    let port = || !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    let url = || {
+        ["tcp://", "udp://", "sctp://"]
+            .iter()
+            .any(|scheme| value.starts_with(scheme))
+    };
+    if name.ends_with("_SERVICE_HOST") {
+        return address();
+    }
+    if name.ends_with("_SERVICE_PORT")
+        || name
+            .rsplit_once("_SERVICE_PORT_")
+            .is_some_and(|(_, n)| !n.is_empty())
+    {
+        return port();
+    }
+    // `<SERVICE>_PORT`, `<SERVICE>_PORT_<number>_<PROTOCOL>` and that with `_PROTO`, `_PORT`
+    // or `_ADDR` after it.
+    if name.ends_with("_PORT") && url() {
         return true;
     }
-    if let Some((_, port_name)) = name.rsplit_once("_SERVICE_PORT_") {
-        return !port_name.is_empty();
-    }
-    // `<SERVICE>_PORT_<number>_<PROTOCOL>` with `_PROTO`, `_PORT` or `_ADDR` after it, or not.
     let Some((_, rest)) = name.rsplit_once("_PORT_") else {
         return false;
     };
-    let rest = ["_PROTO", "_ADDR"]
+    let (rest, is_value) = match ["_PROTO", "_ADDR", "_PORT"]
         .iter()
-        .find_map(|suffix| rest.strip_suffix(suffix))
-        .unwrap_or(rest);
-    match rest.split_once('_') {
-        Some((port, protocol)) => {
-            !port.is_empty()
-                && port.bytes().all(|b| b.is_ascii_digit())
+        .find_map(|suffix| rest.strip_suffix(suffix).map(|rest| (rest, *suffix)))
+    {
+        Some((rest, "_PROTO")) => (rest, ["tcp", "udp", "sctp"].contains(&value)),
+        Some((rest, "_ADDR")) => (rest, address()),
+        Some((rest, _)) => (rest, port()),
+        None => (rest, url()),
+    };
+    is_value
+        && rest.split_once('_').is_some_and(|(number, protocol)| {
+            !number.is_empty()
+                && number.bytes().all(|b| b.is_ascii_digit())
                 && matches!(protocol, "TCP" | "UDP" | "SCTP")
-        }
-        None => false,
-    }
+        })
 }
 
-/// The unknown settings in this process's environment (names that are no UTF-8 are not ours).
+/// The unknown settings in this process's environment (variables that are no UTF-8 are not
+/// ours).
 pub fn unknown_settings_in_environment() -> Vec<UnknownSetting> {
-    unknown_settings(std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()))
+    let variables: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+        .collect();
+    unknown_settings(
+        variables
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str())),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn unknown(names: &[&str]) -> Vec<String> {
-        unknown_settings(names.iter().map(|name| name.to_string()))
+    fn unknown(variables: &[(&str, &str)]) -> Vec<String> {
+        unknown_settings(variables.iter().copied())
             .iter()
             .map(ToString::to_string)
             .collect()
@@ -112,16 +142,19 @@ mod tests {
     fn a_misspelt_setting_is_named_with_the_closest_one() {
         assert_eq!(
             unknown(&[
-                "JOB_EXECUTOR_GIT_URL",
-                "JOB_EXECUTOR_GIT_UR",
-                "JOB_EXECUTOR_REPOSITORY",
-                "PATH",
-                "JOB_EXECUTOR_CLUSTER_DIR",
+                ("JOB_EXECUTOR_GIT_URL", "https://git.example.com/c.git"),
+                ("JOB_EXECUTOR_GIT_UR", "https://git.example.com/c.git"),
+                ("JOB_EXECUTOR_REPOSITORY", "x"),
+                ("PATH", "/bin"),
+                ("JOB_EXECUTOR_CLUSTER_DIR", "/tmp"),
+                // Named like a service link, valued like a setting.
+                ("JOB_EXECUTOR_LISTEN_PORT", "9000"),
             ]),
             [
                 "JOB_EXECUTOR_GIT_UR is no setting of `job-executor run` (did you mean \
                  JOB_EXECUTOR_GIT_URL?); it is ignored",
                 "JOB_EXECUTOR_REPOSITORY is no setting of `job-executor run`; it is ignored",
+                "JOB_EXECUTOR_LISTEN_PORT is no setting of `job-executor run`; it is ignored",
             ]
         );
     }
@@ -131,22 +164,28 @@ mod tests {
     #[test]
     fn service_links_are_not_taken_for_settings() {
         let links = [
-            "JOB_EXECUTOR_SERVICE_HOST",
-            "JOB_EXECUTOR_SERVICE_PORT",
-            "JOB_EXECUTOR_SERVICE_PORT_HTTP",
-            "JOB_EXECUTOR_PORT",
-            "JOB_EXECUTOR_PORT_8080_TCP",
-            "JOB_EXECUTOR_PORT_8080_TCP_PROTO",
-            "JOB_EXECUTOR_PORT_8080_TCP_PORT",
-            "JOB_EXECUTOR_PORT_8080_TCP_ADDR",
-            "JOB_EXECUTOR_ADMIN_SERVICE_HOST",
-            "JOB_EXECUTOR_ADMIN_SERVICE_PORT_ADMIN",
-            "JOB_EXECUTOR_ADMIN_PORT_9090_UDP_ADDR",
+            ("JOB_EXECUTOR_SERVICE_HOST", "10.96.0.12"),
+            ("JOB_EXECUTOR_SERVICE_PORT", "8080"),
+            ("JOB_EXECUTOR_SERVICE_PORT_HTTP", "8080"),
+            ("JOB_EXECUTOR_PORT", "tcp://10.96.0.12:8080"),
+            ("JOB_EXECUTOR_PORT_8080_TCP", "tcp://10.96.0.12:8080"),
+            ("JOB_EXECUTOR_PORT_8080_TCP_PROTO", "tcp"),
+            ("JOB_EXECUTOR_PORT_8080_TCP_PORT", "8080"),
+            ("JOB_EXECUTOR_PORT_8080_TCP_ADDR", "10.96.0.12"),
+            ("JOB_EXECUTOR_ADMIN_SERVICE_HOST", "fd00::12"),
+            ("JOB_EXECUTOR_ADMIN_SERVICE_PORT_ADMIN", "9090"),
+            ("JOB_EXECUTOR_ADMIN_PORT_9090_UDP_ADDR", "10.96.0.13"),
         ];
         assert_eq!(unknown(&links), Vec::<String>::new());
         assert_eq!(
-            unknown(&["JOB_EXECUTOR_PORT_HTTP_TCP", "JOB_EXECUTOR_SERVICE_PORT_"]).len(),
-            2
+            unknown(&[
+                ("JOB_EXECUTOR_PORT_HTTP_TCP", "tcp://10.96.0.12:8080"),
+                ("JOB_EXECUTOR_SERVICE_PORT_", "8080"),
+                ("JOB_EXECUTOR_SERVICE_HOST", "my-host"),
+                ("JOB_EXECUTOR_ADMIN_PORT", "9090"),
+            ])
+            .len(),
+            4
         );
     }
 

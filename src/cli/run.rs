@@ -616,8 +616,14 @@ pub struct OperatorArgs {
         value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize)
     )]
     pub max_connections: usize,
-    /// Total bytes of log excerpts in one run's `.finished` event.
-    #[arg(long, env = "JOB_EXECUTOR_LOG_EXCERPT_BYTES", default_value_t = 64 * 1024)]
+    /// Total bytes of log excerpts in one run's `.finished` event (at most 256 KiB: the run's
+    /// record holds them twice, beside its event, within etcd's 1.5 MiB for an object).
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_LOG_EXCERPT_BYTES",
+        default_value_t = 64 * 1024,
+        value_parser = clap::value_parser!(u32).range(0..=262_144).map(|n| n as usize)
+    )]
     pub log_excerpt_bytes: usize,
     /// Seconds a task's pod may fail to start (image pull, missing Secret, unschedulable).
     #[arg(

@@ -58,17 +58,19 @@ fn parse_time(text: Option<&String>) -> Option<jiff::Timestamp> {
     text.and_then(|t| t.parse().ok())
 }
 
-/// When the first task started and the last one ended (for `test` tasks' `data.test`).
+/// When the first task started and the last one ended (for `test` tasks' `data.test`): the
+/// earliest start and the latest end, as tasks of a graph run side by side, in any order.
 fn test_window(status: &JobRunStatus) -> Option<(jiff::Timestamp, jiff::Timestamp)> {
     let start = status
         .tasks
         .iter()
-        .find_map(|t| parse_time(t.start_time.as_ref()))?;
+        .filter_map(|t| parse_time(t.start_time.as_ref()))
+        .min()?;
     let end = status
         .tasks
         .iter()
-        .rev()
-        .find_map(|t| parse_time(t.completion_time.as_ref()))
+        .filter_map(|t| parse_time(t.completion_time.as_ref()))
+        .max()
         .unwrap_or(start);
     Some((start, end))
 }
@@ -330,6 +332,30 @@ mod tests {
             completion_time: Some("2026-11-21T10:01:00Z".into()),
             ..Default::default()
         }
+    }
+
+    /// Tasks of a graph run side by side: the window is the earliest start to the latest end,
+    /// whatever their order in the list.
+    #[test]
+    fn the_test_window_spans_tasks_that_ran_side_by_side() {
+        let timed = |name: &str, start: &str, end: &str| TaskStatus {
+            start_time: Some(start.into()),
+            completion_time: Some(end.into()),
+            ..task(name, TaskPhase::Succeeded, None, None)
+        };
+        let status = JobRunStatus {
+            tasks: vec![
+                timed("load", "2026-11-21T10:00:05Z", "2026-11-21T10:10:00Z"),
+                timed("smoke", "2026-11-21T10:00:00Z", "2026-11-21T10:01:00Z"),
+                timed("report", "2026-11-21T10:01:00Z", "2026-11-21T10:02:00Z"),
+            ],
+            ..Default::default()
+        };
+        let at = |text: &str| text.parse::<jiff::Timestamp>().unwrap();
+        assert_eq!(
+            test_window(&status),
+            Some((at("2026-11-21T10:00:00Z"), at("2026-11-21T10:10:00Z")))
+        );
     }
 
     #[test]

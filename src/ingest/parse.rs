@@ -211,8 +211,15 @@ fn binary(headers: &HeaderMap, media: &str, body: &[u8]) -> Result<CloudEvent, P
     }
     if !body.is_empty() {
         // Without a media type the body is JSON data if it reads as JSON, else bytes (the data
-        // of the binary mode is the body as it is, HTTP binding 3.1.2).
-        let json = if crate::event::is_json_media(media) {
+        // of the binary mode is the body as it is, HTTP binding 3.1.2); a body that starts as
+        // a JSON object or array is held to it, so a broken one is told, not taken as text.
+        let looks_like_json = || {
+            body.iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|b| matches!(b, b'{' | b'['))
+        };
+        let json = if crate::event::is_json_media(media) || (media.is_empty() && looks_like_json())
+        {
             Some(crate::event::json_value(body)?)
         } else if media.is_empty() {
             crate::event::json_value(body).ok()
@@ -420,6 +427,10 @@ mod tests {
         assert_eq!(data(br#"{"a": 1}"#), (Some(json!({"a": 1})), None));
         assert_eq!(data(b"hello"), (Some(json!("hello")), None));
         assert_eq!(data(b"\xff\x00"), (None, Some(json!("/wA="))));
+        assert_eq!(data(b"42"), (Some(json!(42)), None));
+        // A JSON object or array cut short is told, not taken as text.
+        let error = events_from_request(&h, br#" {"project": "p","#, LIMIT).unwrap_err();
+        assert!(error.to_string().contains("not valid JSON"), "{error}");
     }
 
     /// `ce-` headers without `ce-specversion` are a binary event that lacks it: said so, not

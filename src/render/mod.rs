@@ -661,10 +661,10 @@ pub fn format_env_value(value: &Value, format: Option<EnvFormat>) -> Result<Stri
     }
 }
 
-/// The task's requests and limits, field by field over the installation defaults. A task
-/// request above a default limit it did not override raises that limit, and a task limit below
-/// a default request it did not override lowers that request, so the Job stays valid (the old
-/// service's Jobs had the task's limits as their requests then: Kubernetes' default).
+/// The task's requests and limits, field by field over the installation defaults. A task limit
+/// without its request is the request too (Kubernetes' default, and the old service's Jobs);
+/// a task request above a default limit it did not override raises that limit, so the Job
+/// stays valid.
 fn resources(task: &Task, settings: &Settings) -> ResourceRequirements {
     let defaults = &settings.resources;
     let task_resources = task.resources.as_ref();

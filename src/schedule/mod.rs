@@ -374,7 +374,9 @@ pub fn scheduled_event(
         if CORE_ATTRIBUTES.contains(&name.as_str()) {
             let instead = match name.as_str() {
                 "type" | "source" | "data" => format!("set spec.event.{name} instead"),
+                "data_base64" => "set spec.event.data instead".to_string(),
                 "id" | "time" => "the slot sets it".to_string(),
+                "specversion" | "datacontenttype" => "the operator sets it".to_string(),
                 _ => "a scheduled event does not carry it".to_string(),
             };
             return Err(format!(
@@ -389,7 +391,7 @@ pub fn scheduled_event(
     if let Some(data) = &spec.data {
         if !data.is_object() {
             return Err(format!(
-                "event.data must be an object, found {}",
+                "spec.event.data must be an object, found {}",
                 crate::event::json_kind(data)
             ));
         }
