@@ -191,14 +191,18 @@ async fn a_failing_task_stops_the_action_and_reports_its_logs() {
 
 /// A Job the API server refuses as invalid (here: a container adding `CAP_SYS_ADMIN` while it may not
 /// escalate privileges, which Kubernetes' validation refuses) fails its task with the API
-/// server's reason and the run ends: it is not retried for good.
+/// server's reason and the run ends: it is not retried for good. (Annotations of more than
+/// 256 KiB in all: the file loads, the API server refuses the Job.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_the_api_server_refuses_fails_the_run_with_its_reason() {
     let config = two_tasks(
         "refused",
         "alpine:3.20",
         "alpine:3.20",
-        "        securityContext: {capabilities: {add: [CAP_SYS_ADMIN]}}\n",
+        &format!(
+            "        annotations: {{example.com/notes: \"{}\"}}\n",
+            "x".repeat(300_000)
+        ),
     );
     let h = ClusterHarness::start("refused", &config, &[]).await;
     let event = sample_with_id("test.triggered.json", "cluster-refused");
@@ -208,7 +212,7 @@ async fn a_job_the_api_server_refuses_fails_the_run_with_its_reason() {
     let message = message(&finished);
     assert!(
         message.starts_with("Task 'first' failed: the Kubernetes API refused the task's Job: ")
-            && message.contains("allowPrivilegeEscalation"),
+            && message.contains("Too long: may not be more than 262144 bytes"),
         "{message}"
     );
     assert!(!message.contains("Task 'second'"), "{message}");
@@ -501,6 +505,32 @@ async fn a_pod_that_never_starts_fails_the_action_and_its_job_is_removed() {
             .any(|j| j["metadata"]["name"] == stuck.as_str())
     })
     .await;
+}
+
+/// A task whose Job's deadline (`maxPollDuration`) passes before the never-started timeout,
+/// while its pod waits with `ImagePullBackOff`, fails saying why the pod never started: the
+/// Job controller marks the Job failing before its pods go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_that_passes_while_the_pod_never_starts_says_why() {
+    let config = config_dir(
+        "deadline-stuck",
+        "apiVersion: v2\nactions:\n  - name: stuck\n    events: [{name: sh.keptn.event.test.triggered}]\n    tasks:\n      - {name: stuck, image: job-executor.test/never-starts, maxPollDuration: 3}\n",
+    );
+    let h = ClusterHarness::start(
+        "deadline-stuck",
+        &config,
+        &["--never-started-timeout-seconds", "120"],
+    )
+    .await;
+    let event = sample_with_id("test.triggered.json", "cluster-deadline-stuck");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let finished = h.wait_finished("cluster-deadline-stuck", LONG).await;
+    assert_eq!(finished.data["status"], "errored", "{}", finished.data);
+    let message = message(&finished);
+    assert!(
+        message.contains("DeadlineExceeded") && message.contains("never started: ImagePullBackOff"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

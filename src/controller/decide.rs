@@ -76,6 +76,9 @@ pub enum JobSeen {
         /// Not failed yet, but failing (`FailureTarget`): the Job controller stops its pods,
         /// whose logs are read meanwhile.
         stopping: bool,
+        /// A pod of it that never started, still seen: why (its deadline, say, passed while
+        /// its image could not be pulled).
+        never_started: Option<Stuck>,
     },
     /// Of a task that is over (cancelled, or failed: its Job deleted by a halt, or by the
     /// operator when its pod never started): a pod of it has not ended yet (SIGTERM and the
@@ -822,6 +825,31 @@ fn running_step(
                 ),
             }),
         },
+        // A Job that failed while its pod never started (its deadline passed first, at the
+        // same default as the never-started timeout) says why the pod did not start: the pod
+        // runs nothing, so the end is recorded now, while it is still seen.
+        JobSeen::Failed {
+            reason,
+            message,
+            never_started: Some(stuck),
+            ..
+        } => Some(Step::EndTask {
+            index,
+            phase: TaskPhase::Failed,
+            message: Some(format!(
+                "{}; pod {} never started: {}: {}",
+                if message.is_empty() {
+                    reason.clone()
+                } else {
+                    format!("{reason}: {message}")
+                },
+                stuck.pod,
+                stuck.reason,
+                stuck.message
+            )),
+            read_logs: false,
+            outputs: BTreeMap::new(),
+        }),
         // A failing Job's pods are being stopped: their logs are read now, while they are
         // there; the task's end is recorded once the Job has failed (its pods gone, so a run of
         // its concurrency group never starts beside them), woken by the Job's watch.

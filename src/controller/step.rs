@@ -1039,12 +1039,16 @@ impl Cluster<'_> {
                     pods_seen: !pods.is_empty(),
                 }
             }
-            JobState::Failed { reason, message } => JobSeen::Failed {
-                reason,
-                message,
-                pods_seen: !self.ctx.pods_of_job(&job.name_any()).is_empty(),
-                stopping: false,
-            },
+            JobState::Failed { reason, message } => {
+                let pods = self.ctx.pods_of_job(&job.name_any());
+                JobSeen::Failed {
+                    reason,
+                    message,
+                    pods_seen: !pods.is_empty(),
+                    stopping: false,
+                    never_started: stuck_pod(pods.iter().map(AsRef::as_ref)),
+                }
+            }
             JobState::Failing {
                 reason,
                 message,
@@ -1053,6 +1057,12 @@ impl Cluster<'_> {
                 reason,
                 message,
                 pods_seen: !self.ctx.pods_of_job(&job.name_any()).is_empty(),
+                never_started: stuck_pod(
+                    self.ctx
+                        .pods_of_job(&job.name_any())
+                        .iter()
+                        .map(AsRef::as_ref),
+                ),
                 // The Job controller sets `Failed` once the pods are gone; a pod on a node
                 // that is gone may never go: past the wait for a stopping pod, the Job counts
                 // as failed.

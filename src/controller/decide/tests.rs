@@ -379,6 +379,7 @@ fn a_running_task_waits_for_its_job() {
                 message: String::new(),
                 pods_seen: false,
                 stopping: false,
+                never_started: None,
             },
             29,
             Step::Wait(Some(Duration::from_secs(1))),
@@ -391,6 +392,7 @@ fn a_running_task_waits_for_its_job() {
                 message: String::new(),
                 pods_seen: true,
                 stopping: false,
+                never_started: None,
             },
             60,
             Step::EndTask {
@@ -409,6 +411,7 @@ fn a_running_task_waits_for_its_job() {
                 message: "Job was active longer than specified deadline".into(),
                 pods_seen: true,
                 stopping: false,
+                never_started: None,
             },
             60,
             Step::EndTask {
@@ -429,6 +432,7 @@ fn a_running_task_waits_for_its_job() {
                 message: "Job was active longer than specified deadline".into(),
                 pods_seen: true,
                 stopping: true,
+                never_started: None,
             },
             60,
             Step::ReadLogs(0),
@@ -441,6 +445,7 @@ fn a_running_task_waits_for_its_job() {
                 message: String::new(),
                 pods_seen: false,
                 stopping: true,
+                never_started: None,
             },
             60,
             Step::Wait(Some(STOPPING_POD_WAIT)),
@@ -1346,6 +1351,45 @@ fn a_cancelled_run_reads_the_logs_and_deletes_the_running_job_then_skips_the_res
     );
 }
 
+/// A Job that fails by its deadline while its pod never started (the deadline and the
+/// never-started timeout are both 300 s by default, and the Job controller's comes first)
+/// ends the task at once, saying why the pod did not start; no logs are read (none exist).
+#[test]
+fn a_job_failed_while_its_pod_never_started_says_why() {
+    let run = triggered(1);
+    let status = running(&run);
+    for stopping in [true, false] {
+        let seen = JobSeen::Failed {
+            reason: "DeadlineExceeded".into(),
+            message: "Job was active longer than specified deadline".into(),
+            pods_seen: true,
+            stopping,
+            never_started: Some(Stuck {
+                pod: "p-0".into(),
+                reason: "ImagePullBackOff".into(),
+                message: "container task: Back-off pulling image \"locustio/locsut\"".into(),
+                created: None,
+            }),
+        };
+        assert_eq!(
+            next(&run, &status, seen, at(300)),
+            Step::EndTask {
+                index: 0,
+                phase: TaskPhase::Failed,
+                message: Some(
+                    "DeadlineExceeded: Job was active longer than specified deadline; pod p-0 \
+                     never started: ImagePullBackOff: container task: Back-off pulling image \
+                     \"locustio/locsut\""
+                        .into()
+                ),
+                read_logs: false,
+                outputs: BTreeMap::new(),
+            },
+            "stopping: {stopping}"
+        );
+    }
+}
+
 /// A failing Job's logs are read while its pods stop; the task ends once the Job has failed
 /// (its pods gone), with the logs read before.
 #[test]
@@ -1357,6 +1401,7 @@ fn a_failing_task_is_read_while_its_pods_stop_and_ends_once_they_are_gone() {
         message: "Job was active longer than specified deadline".into(),
         pods_seen: true,
         stopping,
+        never_started: None,
     };
     assert_eq!(
         next(&run, &status, failing(true), at(300)),
@@ -1374,6 +1419,7 @@ fn a_failing_task_is_read_while_its_pods_stop_and_ends_once_they_are_gone() {
         message: "Job was active longer than specified deadline".into(),
         pods_seen: false,
         stopping: false,
+        never_started: None,
     };
     let mut soon = running(&run);
     soon.tasks[0].logs = Some("hung at 1%".into());
@@ -1569,6 +1615,7 @@ fn a_cancel_leaves_a_failing_job_to_fail() {
         message: "Job was active longer than specified deadline".into(),
         pods_seen: !logs_read,
         stopping: true,
+        never_started: None,
     };
     // Long past the grace a Job missing from its watch gets.
     let later = at(600);
@@ -1591,6 +1638,7 @@ fn a_cancel_leaves_a_failing_job_to_fail() {
                 message: "Job was active longer than specified deadline".into(),
                 pods_seen: false,
                 stopping: false,
+                never_started: None,
             },
             later
         ),

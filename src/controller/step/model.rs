@@ -101,6 +101,7 @@ fn failed(seen: &JobSeen) -> JobSeen {
             message: message.clone(),
             pods_seen: false,
             stopping: false,
+            never_started: None,
         },
         seen => seen.clone(),
     }
@@ -277,6 +278,7 @@ impl Model {
                         message: String::new(),
                         pods_seen: true,
                         stopping: true,
+                        never_started: None,
                     }
                 },
             ),
