@@ -649,6 +649,34 @@ fn files_expand_from_the_commit_with_modes_links_and_limits() {
     let error = collect("[loop]").unwrap_err();
     assert!(error.to_string().contains("link loop"), "{error}");
 
+    // A submodule (a gitlink entry) named by a task is told, not staged as nothing; inside a
+    // listed directory it is left out.
+    repo.git(&[
+        "update-index",
+        "--add",
+        "--cacheinfo",
+        &format!("160000,{commit},carts/vendor/lib"),
+    ]);
+    repo.git(&["commit", "-q", "-m", "submodule"]);
+    let with_module = repo.git(&["rev-parse", "HEAD"]);
+    source.cache.heads(Instant::now(), Duration::ZERO).unwrap();
+    let collect_at = |files: &str| {
+        source.collect_run_files(
+            Some(&with_module),
+            "carts",
+            &action(files).tasks,
+            Reads::Any,
+        )
+    };
+    let error = collect_at("[vendor/lib]").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("a submodule: its files are in another repository"),
+        "{error}"
+    );
+    assert!(collect_at("[vendor, run.sh]").is_ok());
+
     // Links that fan out (four side by side to the next level, six levels deep: 4,096 files)
     // are refused once the walk passes its bound (1,000 here), not listed whole first.
     let fan = TestRepo::new("fan");

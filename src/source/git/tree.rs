@@ -244,8 +244,16 @@ impl CommitTree {
                 handle: resolved.id,
             });
             Ok(())
+        } else if depth == 0 {
+            // A submodule named by the task: its content is in another repository, which is
+            // not fetched; staged as nothing, the task would find its directory missing.
+            Err(ExpandError::Unreadable {
+                path: self.full_path(relative),
+                reason: "a submodule: its files are in another repository, which is not fetched"
+                    .into(),
+            })
         } else {
-            // A submodule: its content is not in this repository.
+            // A submodule inside a listed directory: left out, as `git archive` leaves it.
             Ok(())
         }
     }
