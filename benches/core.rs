@@ -70,6 +70,7 @@ fn gate_sources() -> (PathBuf, [(&'static str, Source); 2]) {
         url: format!("file://{}", repo.display()),
         lookups: Vec::new(),
         files_from: None,
+        pin_commits: true,
         credentials: Default::default(),
         fetch_interval: std::time::Duration::from_secs(3600),
         cache_dir: dir.join("git-cache"),

@@ -186,6 +186,16 @@ pub struct GitArgs {
     /// configs. Default: beside the config.
     #[arg(long, env = "JOB_EXECUTOR_GIT_FILES_FROM")]
     pub git_files_from: Option<String>,
+    /// Whether an event's `gitcommitid` pins the commit the service and stage lookups read.
+    /// Keptn sets it to a commit of its upstream repository: `false` for a repository of
+    /// configs that is not Keptn's upstream, which has no such commit.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_GIT_PIN_COMMITS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub git_pin_commits: bool,
     /// A mounted Secret with `username`, `password` or `token` (HTTPS), `ssh-privatekey` and
     /// `known_hosts` (SSH); read at every fetch.
     #[arg(long, env = "JOB_EXECUTOR_GIT_CREDENTIALS_DIR")]
@@ -244,6 +254,7 @@ impl GitArgs {
             git_url,
             git_lookups,
             git_files_from,
+            git_pin_commits,
             git_credentials_dir,
             git_username,
             git_password,
@@ -257,6 +268,7 @@ impl GitArgs {
             url: git_url?,
             lookups: git_lookups,
             files_from: git_files_from,
+            pin_commits: git_pin_commits,
             credentials: CredentialSettings {
                 dir: git_credentials_dir,
                 username: git_username.filter(|u| !u.is_empty()),

@@ -479,6 +479,7 @@ fn full_values_reach_the_manifests() {
             "main:{stage}/{service}/job/config.yaml,main:{stage}/job/config.yaml",
         ),
         ("JOB_EXECUTOR_GIT_FILES_FROM", "main:{stage}/{service}"),
+        ("JOB_EXECUTOR_GIT_PIN_COMMITS", "false"),
         (
             "JOB_EXECUTOR_GIT_CREDENTIALS_DIR",
             "/etc/job-executor/git-credentials",

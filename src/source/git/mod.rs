@@ -265,6 +265,9 @@ pub struct GitSettings {
     pub cache_dir: PathBuf,
     /// The most the clone may hold and a fetch may take, and how long a lookup waits for one.
     pub limits: FetchLimits,
+    /// Whether an event's `gitcommitid` pins the commit read: it names a commit of Keptn's
+    /// upstream repository, which a repository of configs apart from it does not have.
+    pub pin_commits: bool,
     pub metrics: GitMetrics,
 }
 
@@ -326,6 +329,8 @@ pub struct GitSource {
     lookups: Vec<Lookup>,
     /// Where task files are read from (`--git-files-from`), wherever the config was found.
     files_from: Option<Lookup>,
+    /// Whether an event's `gitcommitid` pins the commit read (`--git-pin-commits`).
+    pin_commits: bool,
     fetch_interval: Duration,
     configs: Arc<Configs>,
 }
@@ -514,6 +519,7 @@ impl GitSource {
             fetch_interval,
             cache_dir,
             limits,
+            pin_commits,
             metrics:
                 GitMetrics {
                     fetches,
@@ -531,6 +537,7 @@ impl GitSource {
             stale_lookups,
             lookups,
             files_from,
+            pin_commits,
             fetch_interval,
             configs: Arc::new(Configs {
                 cache,
@@ -605,6 +612,7 @@ impl GitSource {
         pinned: Option<&str>,
         reads: Reads,
     ) -> Result<Found, SourceError> {
+        let pinned = pinned.filter(|_| self.pin_commits);
         let (found, _) = self.lookup(service, pinned, reads, Instant::now())?;
         self.note_stale(service.name(), &found);
         Ok(found)
@@ -627,6 +635,7 @@ impl GitSource {
         pinned: Option<&str>,
         use_found: impl FnOnce(ServiceName<'_>, Result<&Found, SourceError>) -> R,
     ) -> R {
+        let pinned = pinned.filter(|_| self.pin_commits);
         if REMEMBERED.try_with(|_| ()).is_err() {
             // The thread is ending, and its memo is gone: looked up as `load` does.
             let found = self.load(&service.to_owned(), pinned, Reads::Memory);

@@ -136,6 +136,7 @@ fn open_limited(
         url: url.to_string(),
         lookups: lookups.iter().map(|l| l.to_string()).collect(),
         files_from: None,
+        pin_commits: true,
         credentials: CredentialSettings::default(),
         fetch_interval,
         cache_dir: cache_dir.to_path_buf(),
@@ -1729,4 +1730,41 @@ fn many_fetches_each_bringing_a_commit_are_all_read() {
         let loaded = found(&source, "main", "carts", Some(&commit));
         assert_eq!(image_of(&loaded), format!("v{round}"), "round {round}");
     }
+}
+
+/// With `--git-pin-commits false`, an event's `gitcommitid` (a commit of Keptn's upstream,
+/// which a repository of configs apart from it has not) is not read: the branch heads are.
+#[test]
+fn commits_not_pinned_read_the_branch_heads_whatever_the_event_pins() {
+    let repo = TestRepo::new("unpinned");
+    repo.write("carts/job/config.yaml", &config_with_image("head", "[]"));
+    repo.commit("head");
+    let cache_dir = repo.dir.with_extension("cache");
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    let open = |pin_commits: bool| {
+        GitSource::open(GitSettings {
+            url: repo.url(),
+            lookups: vec!["main:{service}/job/config.yaml".into()],
+            files_from: None,
+            pin_commits,
+            credentials: CredentialSettings::default(),
+            fetch_interval: Duration::from_secs(3600),
+            cache_dir: cache_dir.join(if pin_commits { "pinned" } else { "unpinned" }),
+            limits: FetchLimits::default(),
+            metrics: GitMetrics::default(),
+        })
+        .unwrap()
+    };
+    let elsewhere = Some("0123456789abcdef0123456789abcdef01234567");
+    let error = open(true)
+        .load(&service("dev", "carts"), elsewhere, Reads::Any)
+        .unwrap_err();
+    assert!(
+        error.to_string().starts_with("commit 0123456789abcdef"),
+        "{error}"
+    );
+    let found = open(false)
+        .load(&service("dev", "carts"), elsewhere, Reads::Any)
+        .unwrap();
+    assert_eq!(image_of(found.config.as_ref().unwrap()), "head");
 }
