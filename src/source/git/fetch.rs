@@ -326,6 +326,34 @@ struct OpenStore {
     slots: u16,
 }
 
+/// Where the fetch keeps the remote's branches.
+const REMOTE_REFS: &str = "refs/remotes/origin/";
+
+/// Deletes the clone's refs of branches the remote no longer has (as `git fetch --prune`):
+/// a branch `release` deleted and `release/2.0` pushed would otherwise leave the file
+/// `refs/remotes/origin/release` where the fetch must make a directory, and every fetch would
+/// fail. The objects stay; the operator reads the heads from its own file, not these refs.
+fn prune_remote_refs(repo: &gix::Repository, heads: &RemoteHeads) {
+    let Ok(platform) = repo.references() else {
+        return;
+    };
+    let Ok(refs) = platform.prefixed(REMOTE_REFS) else {
+        return;
+    };
+    for reference in refs.filter_map(Result::ok) {
+        let name = reference.name().as_bstr().to_string();
+        let Some(branch) = name.strip_prefix(REMOTE_REFS) else {
+            continue;
+        };
+        if heads.branches.contains_key(branch) {
+            continue;
+        }
+        if let Err(error) = reference.delete() {
+            tracing::warn!(reference = %name, %error, "cannot delete the ref of a branch the remote no longer has");
+        }
+    }
+}
+
 /// The fewest pack index slots a store is opened with.
 const LEAST_SLOTS: usize = 64;
 
@@ -1064,6 +1092,7 @@ impl CloneCache {
             .map_err(|e| failed(&e))?;
         let heads =
             RemoteHeads::advertised(&prepared.ref_map().remote_refs, jiff::Timestamp::now());
+        prune_remote_refs(&repo, &heads);
         let objects = self.path.join("objects");
         let max_bytes = self.limits.max_bytes;
         let too_large = |size: u64| GitError::Fetch {

@@ -1768,3 +1768,27 @@ fn commits_not_pinned_read_the_branch_heads_whatever_the_event_pins() {
         .unwrap();
     assert_eq!(image_of(found.config.as_ref().unwrap()), "head");
 }
+
+/// A branch deleted and another pushed under its name as a directory (`release`, then
+/// `release/2.0`): the clone's ref of the deleted branch is pruned, and fetches go on.
+#[test]
+fn a_branch_renamed_into_a_directory_of_its_name_is_fetched() {
+    let repo = TestRepo::new("renamed");
+    repo.write("carts/job/config.yaml", &config_with_image("v1", "[]"));
+    repo.commit("v1");
+    repo.git(&["branch", "release"]);
+    let (source, fetches) = source_for(&repo, &[]);
+    let heads = source.cache.heads(Instant::now(), Duration::ZERO).unwrap();
+    assert!(heads.branch("release").is_some());
+    repo.git(&["branch", "-D", "release"]);
+    repo.git(&["branch", "release/2.0"]);
+    let heads = source.cache.heads(Instant::now(), Duration::ZERO).unwrap();
+    assert!(heads.branch("release/2.0").is_some(), "{heads:?}");
+    assert!(heads.branch("release").is_none());
+    // And back: the directory left empty is no obstacle either.
+    repo.git(&["branch", "-D", "release/2.0"]);
+    repo.git(&["branch", "release"]);
+    let heads = source.cache.heads(Instant::now(), Duration::ZERO).unwrap();
+    assert!(heads.branch("release").is_some(), "{heads:?}");
+    assert_eq!(failed_fetches(&fetches), 0);
+}
