@@ -221,7 +221,11 @@ pub enum GitError {
     },
     #[error("the run records no commit to read its files at from {url}")]
     NoRevision { url: String },
-    #[error("{url} has no default branch (its HEAD names no branch), needed by lookup {lookup}")]
+    #[error(
+        "{url} has no default branch (its HEAD names no branch it has), needed by lookup \
+         {lookup}: point the repository's HEAD at a branch it has (on the git host, its default \
+         branch), or drop the @default lookup from --git-lookup"
+    )]
     NoDefaultBranch { url: String, lookup: String },
     #[error("cannot read {path} at commit {commit} of {url}: {reason}")]
     Read {
