@@ -721,11 +721,12 @@ impl Semantic<'_> {
                 }
             }
             ValueFrom::Secret => {
+                // Keptn's service ignored it: a file written for it loads, told.
                 if env.value.is_some() {
-                    self.error(
+                    self.warn(
                         &field("value"),
-                        "valueFrom: secret takes no `value`: use `name` (all keys of that \
-                         Secret) or `secretName` and `key` (one key)"
+                        "valueFrom: secret takes no `value`, and it is ignored: `name` is the \
+                         Secret (all its keys), or `secretName` and `key` name one key"
                             .into(),
                     );
                 }
@@ -768,8 +769,12 @@ impl Semantic<'_> {
                 "`secretName` and `key` go with valueFrom: secret".into(),
             );
         }
+        // Keptn's service ignored it: a file written for it loads, told.
         if env.format.is_some() && value_from != ValueFrom::Event {
-            self.error(&field("as"), "`as` applies only to valueFrom: event".into());
+            self.warn(
+                &field("as"),
+                "`as` applies only to valueFrom: event, and is ignored here".into(),
+            );
         }
         if value_from != ValueFrom::Secret || env.secret_name.is_some() {
             check_env_name(self, &field("name"), &env.name);

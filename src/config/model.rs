@@ -310,9 +310,9 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "dns-label", "x-empty-is-unset" = true))]
     pub namespace: Option<String>,
-    /// Seconds the finished Job is kept (default 21600; at least 60, so logs can be read).
+    /// Seconds the finished Job is kept (default 21600; at least 60, so logs can be read: a
+    /// value below, a negative one too, is raised to 60, as Keptn's service raised it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<SecurityContext>,

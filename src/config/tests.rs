@@ -201,7 +201,7 @@ actions:
       - image: alpine
         namespace: Not_A_Namespace
         files: ["/../etc/passwd"]
-        ttlSecondsAfterFinished: -5
+        ttlSecondsAfterFinished: 2147483648
 "#;
     assert_eq!(
         problems(text),
@@ -214,7 +214,7 @@ actions:
             "job/config.yaml:18:13: actions[1].silent: expected true or false, found \"maybe\"",
             "job/config.yaml:21:20: actions[1].tasks[0].namespace: invalid name \"Not_A_Namespace\": must be lower-case letters, digits and '-', start and end with a letter or digit, at most 63 characters",
             "job/config.yaml:22:17: actions[1].tasks[0].files[0]: file path \"/../etc/passwd\" must not leave the service directory (\"..\")",
-            "job/config.yaml:23:34: actions[1].tasks[0].ttlSecondsAfterFinished: -5 is out of range: must be at least 0",
+            "job/config.yaml:23:34: actions[1].tasks[0].ttlSecondsAfterFinished: 2147483648 is out of range: must be at most 2147483647",
         ]
     );
 }
@@ -341,12 +341,27 @@ actions:
         [
             "job/config.yaml:7:13: actions[0].tasks[0].env[0].value: valueFrom: event needs `value`, a JSONPath into the event",
             "job/config.yaml:9:13: actions[0].tasks[0].env[1].key: `secretName` needs `key`",
-            "job/config.yaml:14:17: actions[0].tasks[0].env[2].as: `as` applies only to valueFrom: event",
             "job/config.yaml:15:19: actions[0].tasks[0].env[3].name: with valueFrom: secret, `name` is a Secret: invalid name \"D\": must be lower-case letters, digits, '-' and '.', at most 253 characters",
-            "job/config.yaml:16:20: actions[0].tasks[0].env[3].value: valueFrom: secret takes no `value`: use `name` (all keys of that Secret) or `secretName` and `key` (one key)",
             "job/config.yaml:18:19: actions[0].tasks[0].env[4].name: with valueFrom: secret, `name` is a Secret: invalid name \"Not A Secret Name\": must be lower-case letters, digits, '-' and '.', at most 253 characters",
             "job/config.yaml:22:19: actions[0].tasks[0].env[6].name: invalid environment variable name \"F=G\": printable ASCII without '='",
             "job/config.yaml:26:18: actions[0].tasks[0].env[7].key: `secretName` and `key` go with valueFrom: secret",
+        ]
+    );
+    // What Keptn's service ignored loads, told: `as` beside a plain value, a `value` beside
+    // a Secret; a negative TTL it raised.
+    let ignored = "apiVersion: v2\nactions:\n  - events: [{name: x}]\n    tasks:\n      - image: alpine\n        env:\n          - {name: C, value: literal, as: json}\n          - {name: d, value: x, valueFrom: secret}\n        ttlSecondsAfterFinished: -1\n";
+    let valid = load(ignored, "job/config.yaml").unwrap();
+    let warnings: Vec<String> = valid
+        .warnings
+        .iter()
+        .map(|w| format_problem("job/config.yaml", w))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "job/config.yaml:7:43: actions[0].tasks[0].env[0].as: `as` applies only to valueFrom: event, and is ignored here",
+            "job/config.yaml:8:30: actions[0].tasks[0].env[1].value: valueFrom: secret takes no `value`, and it is ignored: `name` is the Secret (all its keys), or `secretName` and `key` name one key",
+            "job/config.yaml:9:34: actions[0].tasks[0].ttlSecondsAfterFinished: -1 is raised to 60: the Job must outlive the collection of its logs",
         ]
     );
 }
