@@ -46,10 +46,20 @@ fn render_with(
     owner: Option<&OwnerReference>,
     settings: &Settings,
 ) -> Result<Job, RenderError> {
-    let event = event();
+    render_for(&event(), config, files, owner, settings)
+}
+
+/// [`render_with`] for `event`.
+fn render_for(
+    event: &CloudEvent,
+    config: &JobConfig,
+    files: &[StagedFile],
+    owner: Option<&OwnerReference>,
+    settings: &Settings,
+) -> Result<Job, RenderError> {
     render_job(
         &JobRequest {
-            event: &event,
+            event,
             run_name: "test-0123456789abcdef0123",
             action_index: 0,
             action_name: &config.actions[0].display_name(0),
@@ -182,22 +192,7 @@ fn values_from_the_event_are_kept_from_the_kubelets_expansion() {
          - {name: NOTE_JSON, valueFrom: event, value: $.data.labels, as: json}\n  \
          - {name: BEARER, value: \"Bearer $(API_TOKEN)\"}\n",
     );
-    let job = render_job(
-        &JobRequest {
-            event: &event,
-            run_name: "test-0123456789abcdef0123",
-            action_index: 0,
-            action_name: &c.actions[0].display_name(0),
-            tasks: &c.actions[0].tasks,
-            task_index: 0,
-            files: &[],
-            owner: None,
-            outputs: Some(&[]),
-            trace: None,
-        },
-        &Settings::defaults(),
-    )
-    .unwrap();
+    let job = render_for(&event, &c, &[], None, &Settings::defaults()).unwrap();
     let get = |name| env_value(&job, name).unwrap();
     assert_eq!(get("NOTE"), "$$(API_TOKEN)");
     assert_eq!(get("NOTE_JSON"), r#"{"team":"$$(API_TOKEN)"}"#);
