@@ -131,6 +131,15 @@ pub fn stuck_pod<'a>(pods: impl IntoIterator<Item = &'a CachedPod>) -> Option<St
     None
 }
 
+/// Why a failing Job's pods never started, when none of them did: each is stuck (a pod that
+/// ran, whose logs tell why the task failed, leaves the Job's own reason, and its logs read).
+pub fn never_started(pods: &[std::sync::Arc<CachedPod>]) -> Option<Stuck> {
+    let each_stuck = pods
+        .iter()
+        .all(|pod| stuck_pod(std::iter::once(pod.as_ref())).is_some());
+    stuck_pod(pods.iter().map(AsRef::as_ref)).filter(|_| each_stuck)
+}
+
 /// The most of a warning's note a failure message quotes (the API server caps a note at 1 KiB).
 const WARNING_NOTE_BYTES: usize = 1024;
 
@@ -275,6 +284,26 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(stuck_pod([&unschedulable]).unwrap().reason, "Unschedulable");
+        // A failing Job's pods never started when each is stuck; one that ran has its logs.
+        let ran: CachedPod = serde_json::from_value(json!({
+            "metadata": {"name": "r"},
+            "status": {"phase": "Failed", "containerStatuses": [{
+                "name": "task", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 1}}
+            }]}
+        }))
+        .unwrap();
+        let arcs = |pods: &[&CachedPod]| -> Vec<std::sync::Arc<CachedPod>> {
+            pods.iter()
+                .map(|pod| std::sync::Arc::new((*pod).clone()))
+                .collect()
+        };
+        assert_eq!(
+            never_started(&arcs(&[&pulling, &unschedulable])).map(|stuck| stuck.pod),
+            Some("p".into())
+        );
+        assert_eq!(never_started(&arcs(&[&ran, &pulling])), None);
+        assert_eq!(never_started(&arcs(&[])), None);
     }
 
     #[test]

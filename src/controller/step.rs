@@ -28,7 +28,8 @@ use super::decide::{
 use super::group::{Group, Member};
 use super::history::{self, RunEvent};
 use super::observe::{
-    FAILED_CREATE, JobState, job_state, latest_warning, stuck_pod, termination_message,
+    FAILED_CREATE, JobState, job_state, latest_warning, never_started, stuck_pod,
+    termination_message,
 };
 use super::written::StatusAt;
 use super::{Context, ReconcileError, logs, report};
@@ -1046,7 +1047,7 @@ impl Cluster<'_> {
                     message,
                     pods_seen: !pods.is_empty(),
                     stopping: false,
-                    never_started: stuck_pod(pods.iter().map(AsRef::as_ref)),
+                    never_started: never_started(&pods),
                 }
             }
             JobState::Failing {
@@ -1057,12 +1058,7 @@ impl Cluster<'_> {
                 reason,
                 message,
                 pods_seen: !self.ctx.pods_of_job(&job.name_any()).is_empty(),
-                never_started: stuck_pod(
-                    self.ctx
-                        .pods_of_job(&job.name_any())
-                        .iter()
-                        .map(AsRef::as_ref),
-                ),
+                never_started: never_started(&self.ctx.pods_of_job(&job.name_any())),
                 // The Job controller sets `Failed` once the pods are gone; a pod on a node
                 // that is gone may never go: past the wait for a stopping pod, the Job counts
                 // as failed.

@@ -357,11 +357,16 @@ fn prune_remote_refs(repo: &gix::Repository, heads: &RemoteHeads) {
 /// The fewest pack index slots a store is opened with.
 const LEAST_SLOTS: usize = 64;
 
+/// The most slots gix opens a store with (2^15 - 1): past as many packs (fetches that brought
+/// commits, in the clone's life) a fetch fails for want of a slot, and a restart, which cannot
+/// open the clone then, clones anew.
+const MOST_SLOTS: u16 = 32_767;
+
 /// The slots to open the store at `path` with: twice the packs on disk, at least
-/// [`LEAST_SLOTS`].
+/// [`LEAST_SLOTS`], at most [`MOST_SLOTS`].
 fn store_slots(path: &Path) -> u16 {
     let wanted = packs_on_disk(path).saturating_mul(2).max(LEAST_SLOTS);
-    u16::try_from(wanted).unwrap_or(u16::MAX)
+    u16::try_from(wanted).map_or(MOST_SLOTS, |slots| slots.min(MOST_SLOTS))
 }
 
 /// The pack indexes in the clone at `path` (none when it cannot be read: a new clone).
@@ -663,7 +668,7 @@ impl CloneCache {
         let packs = packs_on_disk(&self.path);
         let slots = self.repo.read().unwrap_or_else(|e| e.into_inner()).slots;
         // A fetch writes one pack; two spare slots leave room for one left to itself.
-        if packs + 2 < usize::from(slots) {
+        if packs + 2 < usize::from(slots) || slots == MOST_SLOTS {
             return Ok(());
         }
         let slots = store_slots(&self.path);
@@ -1092,7 +1097,6 @@ impl CloneCache {
             .map_err(|e| failed(&e))?;
         let heads =
             RemoteHeads::advertised(&prepared.ref_map().remote_refs, jiff::Timestamp::now());
-        prune_remote_refs(&repo, &heads);
         let objects = self.path.join("objects");
         let max_bytes = self.limits.max_bytes;
         let too_large = |size: u64| GitError::Fetch {
@@ -1119,6 +1123,9 @@ impl CloneCache {
         if started.elapsed() > self.limits.timeout {
             return Err(too_slow());
         }
+        // Not in such a fetch left to itself: a newer one beside it may have written refs of
+        // branches this one's older listing lacks.
+        prune_remote_refs(&repo, &heads);
         // The pack arrives into the objects directory: watch it grow, and interrupt the
         // transfer once the clone passes the limit (a huge repository or history must not fill
         // the disk), or once the fetch has taken its time. The transfer stops at its next
