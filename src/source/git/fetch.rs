@@ -600,6 +600,11 @@ impl CloneCache {
                 .clone()
                 .object_store_slots(Slots::Given(store_slots(&path)))
         };
+        // A clone with as many packs as gitoxide has slots for can take no more: cloned anew.
+        if packs_on_disk(&path) + 2 >= usize::from(MOST_SLOTS) {
+            tracing::warn!(clone = %path.display(), "the clone holds more packs than gitoxide can open: cloned anew");
+            std::fs::remove_dir_all(&path).map_err(|e| cache_error(&path, e.to_string()))?;
+        }
         let repo = match options().open(&path) {
             Ok(repo) => repo,
             Err(_) => {
