@@ -65,20 +65,18 @@ fn widen_object(object: &mut Map<String, Value>, defs: &Value) {
         add_alternatives(object, alternatives);
     }
     // An optional key left empty (`files:`) is not set.
-    if let Some(Value::Object(properties)) = object.get("properties").cloned() {
-        let required: Vec<Value> = match object.get("required") {
-            Some(Value::Array(required)) => required.clone(),
-            _ => Vec::new(),
-        };
-        let mut nullable = properties;
-        for (name, property) in &mut nullable {
+    let required = match object.get("required") {
+        Some(Value::Array(required)) => required.clone(),
+        _ => Vec::new(),
+    };
+    if let Some(Value::Object(properties)) = object.get_mut("properties") {
+        for (name, property) in properties {
             if !required.contains(&Value::String(name.clone()))
                 && let Value::Object(property) = property
             {
                 allow_null(property);
             }
         }
-        object.insert("properties".into(), Value::Object(nullable));
     }
 }
 

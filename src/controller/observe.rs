@@ -134,10 +134,11 @@ pub fn stuck_pod<'a>(pods: impl IntoIterator<Item = &'a CachedPod>) -> Option<St
 /// Why a failing Job's pods never started, when none of them did: each is stuck (a pod that
 /// ran, whose logs tell why the task failed, leaves the Job's own reason, and its logs read).
 pub fn never_started(pods: &[std::sync::Arc<CachedPod>]) -> Option<Stuck> {
-    let each_stuck = pods
+    let each: Option<Vec<Stuck>> = pods
         .iter()
-        .all(|pod| stuck_pod(std::iter::once(pod.as_ref())).is_some());
-    stuck_pod(pods.iter().map(AsRef::as_ref)).filter(|_| each_stuck)
+        .map(|pod| stuck_pod(std::iter::once(pod.as_ref())))
+        .collect();
+    each?.into_iter().next()
 }
 
 /// The most of a warning's note a failure message quotes (the API server caps a note at 1 KiB).

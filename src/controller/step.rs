@@ -1054,16 +1054,19 @@ impl Cluster<'_> {
                 reason,
                 message,
                 since,
-            } => JobSeen::Failed {
-                reason,
-                message,
-                pods_seen: !self.ctx.pods_of_job(&job.name_any()).is_empty(),
-                never_started: never_started(&self.ctx.pods_of_job(&job.name_any())),
-                // The Job controller sets `Failed` once the pods are gone; a pod on a node
-                // that is gone may never go: past the wait for a stopping pod, the Job counts
-                // as failed.
-                stopping: !failing_for_too_long(since.as_deref(), Timestamp::now()),
-            },
+            } => {
+                let pods = self.ctx.pods_of_job(&job.name_any());
+                JobSeen::Failed {
+                    reason,
+                    message,
+                    pods_seen: !pods.is_empty(),
+                    never_started: never_started(&pods),
+                    // The Job controller sets `Failed` once the pods are gone; a pod on a node
+                    // that is gone may never go: past the wait for a stopping pod, the Job
+                    // counts as failed.
+                    stopping: !failing_for_too_long(since.as_deref(), Timestamp::now()),
+                }
+            }
             JobState::Running => {
                 let pods = self.ctx.pods_of_job(&job.name_any());
                 if pods.is_empty() {
