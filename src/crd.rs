@@ -508,17 +508,20 @@ impl JobRun {
         self.status.clone().unwrap_or_default()
     }
 
-    /// Whether the run is over: finished, and its `.finished` (if any) and notifications
-    /// delivered or given up.
+    /// Whether the run is over: finished, and its events (if any) and notifications delivered
+    /// or given up.
     pub fn is_done(&self) -> bool {
         self.status.as_ref().is_some_and(JobRunStatus::is_done)
     }
 }
 
 impl JobRunStatus {
-    /// Finished, its `.finished` (if any) and its notifications delivered or given up.
+    /// Finished, its `.started` and `.finished` (if any) and its notifications delivered or
+    /// given up (`.finished` goes once the sink gave `.started` up, while the dead-letter sink
+    /// may still be trying it).
     pub fn is_done(&self) -> bool {
         self.phase.is_finished()
+            && self.started.as_ref().is_none_or(|d| !d.in_progress())
             && self.finished.as_ref().is_none_or(|d| !d.in_progress())
             && self.notifications.iter().all(|n| n.due().is_none())
     }

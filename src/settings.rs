@@ -54,6 +54,9 @@ pub struct Settings {
     pub default_service_account: Option<String>,
     /// ServiceAccounts no task may run as (the operator's own).
     pub refused_service_accounts: Vec<String>,
+    /// Secrets of the job namespace no task may read (the operator's own, when Jobs run
+    /// beside it).
+    pub refused_secrets: Vec<String>,
     pub empty_dir_size_limit: Quantity,
     pub default_max_poll_duration: i64,
     pub default_ttl_seconds_after_finished: i32,
@@ -158,6 +161,7 @@ impl Settings {
             init_image_pull_secrets: Vec::new(),
             default_service_account: None,
             refused_service_accounts: Vec::new(),
+            refused_secrets: Vec::new(),
             empty_dir_size_limit: Quantity(DEFAULT_EMPTY_DIR_SIZE_LIMIT.into()),
             default_max_poll_duration: DEFAULT_MAX_POLL_DURATION,
             default_ttl_seconds_after_finished: DEFAULT_TTL_SECONDS_AFTER_FINISHED,

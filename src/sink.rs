@@ -68,6 +68,11 @@ pub enum DeliveryError {
     /// The sink refused the event; sending it again will not change that.
     #[error("the sink refused the event: {status} {message}")]
     Rejected { status: u16, message: String },
+    /// The sink refused the request's credentials (401, 403): retried for a while, as a
+    /// token being rotated reaches the header file within about a minute (the kubelet's sync
+    /// of a mounted Secret) and the sink may take the new one first.
+    #[error("the sink refused the credentials: {status} {message}")]
+    Unauthorized { status: u16, message: String },
     /// Not worth retrying, for the reason the message gives (a notification's target that is
     /// not configured, or refused it; an event that cannot be encoded; no dead-letter sink).
     #[error("{message}")]
@@ -214,7 +219,7 @@ impl HttpSink {
         })?;
         let client = self.client.current();
         match exchange(&client, request, self.timeout).await {
-            Ok(answer) => classify(answer.status, answer.retry_after, &answer.body),
+            Ok(answer) => classify(&answer),
             Err(NoAnswer::Unreachable(why)) => Err(DeliveryError::Transient {
                 message: format!("cannot reach the sink: {why}"),
                 retry_after: None,
@@ -227,10 +232,12 @@ impl HttpSink {
     }
 }
 
-/// An HTTP endpoint's answer: its status, its `Retry-After` (in seconds), its body.
+/// An HTTP endpoint's answer: its status, its `Retry-After` (in seconds), its `Location`
+/// (of a redirect), its body.
 pub(crate) struct Answer {
     pub status: StatusCode,
     pub retry_after: Option<Duration>,
+    pub location: Option<String>,
     pub body: Bytes,
 }
 
@@ -267,6 +274,12 @@ pub(crate) async fn exchange(
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| retry_after(v, jiff::Timestamp::now()));
+    let location = response.headers().get(http::header::LOCATION).map(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .chars()
+            .take(300)
+            .collect()
+    });
     let mut body = response.into_body();
     let mut kept = Vec::new();
     let read = async {
@@ -290,6 +303,7 @@ pub(crate) async fn exchange(
     Ok(Answer {
         status,
         retry_after,
+        location,
         body: Bytes::from(kept),
     })
 }
@@ -553,30 +567,46 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// 2xx is delivered; 408, 429 and 5xx are worth a retry; any other answer is a refusal.
-pub fn classify(
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    body: &[u8],
-) -> Result<(), DeliveryError> {
+/// 2xx is delivered; 408, 429 and 5xx are worth a retry; 401 and 403 refuse the credentials
+/// (retried for a while); any other answer is a refusal. A redirect is not followed (the
+/// event would be posted where the operator was not told to send it): it says where to.
+pub(crate) fn classify(answer: &Answer) -> Result<(), DeliveryError> {
+    let status = answer.status;
     if status.is_success() {
         return Ok(());
     }
-    let mut message: String = String::from_utf8_lossy(body).chars().take(300).collect();
+    let mut message: String = String::from_utf8_lossy(&answer.body)
+        .chars()
+        .take(300)
+        .collect();
     if message.is_empty() {
         message = status.canonical_reason().unwrap_or_default().to_string();
     }
+    if status.is_redirection() {
+        message = match &answer.location {
+            Some(location) => {
+                format!("a redirect to {location}, which is not followed: make that the sink's URL")
+            }
+            None => format!("a redirect, which is not followed: {message}"),
+        };
+    }
+    let code = status.as_u16();
     if status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT
         || status.is_server_error()
     {
         Err(DeliveryError::Transient {
-            message: format!("the sink answered {}: {message}", status.as_u16()),
-            retry_after,
+            message: format!("the sink answered {code}: {message}"),
+            retry_after: answer.retry_after,
+        })
+    } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        Err(DeliveryError::Unauthorized {
+            status: code,
+            message,
         })
     } else {
         Err(DeliveryError::Rejected {
-            status: status.as_u16(),
+            status: code,
             message,
         })
     }
@@ -869,7 +899,7 @@ mod tests {
         );
         assert_eq!(answer.status, StatusCode::ACCEPTED);
         assert_eq!(answer.body, "partial");
-        assert_eq!(classify(answer.status, None, &answer.body), Ok(()));
+        assert_eq!(classify(&answer), Ok(()));
 
         // Refused with a body of a mebibyte: the start of it is kept, nothing more.
         let mut refusal =
@@ -922,26 +952,49 @@ mod tests {
 
     #[test]
     fn answers_are_classified() {
-        assert_eq!(classify(StatusCode::ACCEPTED, None, b""), Ok(()));
+        let answer = |status: StatusCode, body: &'static [u8]| Answer {
+            status,
+            retry_after: None,
+            location: None,
+            body: Bytes::from_static(body),
+        };
+        assert_eq!(classify(&answer(StatusCode::ACCEPTED, b"")), Ok(()));
         assert!(matches!(
-            classify(StatusCode::SERVICE_UNAVAILABLE, None, b"down"),
+            classify(&answer(StatusCode::SERVICE_UNAVAILABLE, b"down")),
             Err(DeliveryError::Transient { .. })
         ));
+        let slow = Answer {
+            retry_after: Some(Duration::from_secs(7)),
+            ..answer(StatusCode::TOO_MANY_REQUESTS, b"")
+        };
         assert_eq!(
-            classify(
-                StatusCode::TOO_MANY_REQUESTS,
-                Some(Duration::from_secs(7)),
-                b""
-            ),
+            classify(&slow),
             Err(DeliveryError::Transient {
                 message: "the sink answered 429: Too Many Requests".into(),
                 retry_after: Some(Duration::from_secs(7))
             })
         );
         assert!(matches!(
-            classify(StatusCode::BAD_REQUEST, None, b"bad"),
+            classify(&answer(StatusCode::BAD_REQUEST, b"bad")),
             Err(DeliveryError::Rejected { status: 400, .. })
         ));
+        for status in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN] {
+            assert!(matches!(
+                classify(&answer(status, b"token expired")),
+                Err(DeliveryError::Unauthorized { .. })
+            ));
+        }
+        let moved = Answer {
+            location: Some("https://keptn.example.com/api/v1/event".into()),
+            ..answer(StatusCode::PERMANENT_REDIRECT, b"<html>moved</html>")
+        };
+        assert_eq!(
+            classify(&moved).map_err(|e| e.to_string()),
+            Err("the sink refused the event: 308 a redirect to \
+                 https://keptn.example.com/api/v1/event, which is not followed: make that the \
+                 sink's URL"
+                .into())
+        );
     }
 
     #[test]

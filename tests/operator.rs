@@ -455,6 +455,46 @@ async fn files_edited_under_a_run_fail_it_saying_so() {
     );
 }
 
+/// The API server fails the first Job's create a few times (a 500, as while etcd elects a
+/// leader): `.started`, sent before, is recorded before the reconcile gives up, so it goes out
+/// once. Keptn counts each `.started` it gets and closes the task at as many `.finished`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_goes_out_once_while_the_first_job_is_refused_for_a_while() {
+    let h = Harness::start(&[]).await;
+    h.sim.faults().fail_next(
+        kube_sim::FaultRule::new(500)
+            .verb("create")
+            .resource("jobs")
+            .times(3),
+    );
+    let event = sample_with_id("test.triggered.json", "started-once");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let data = finished_data(&h, "started-once").await;
+    assert_eq!(data["status"], "succeeded", "{data}");
+    let refused = h
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.resource == "jobs" && r.verb == "create" && r.status == 500)
+        .count();
+    assert_eq!(refused, 3);
+    let kinds: Vec<String> = h
+        .sink
+        .for_trigger("started-once")
+        .iter()
+        .map(|e| e.event_type.clone())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "sh.keptn.event.test.started",
+            "sh.keptn.event.test.finished"
+        ],
+        "{}",
+        h.operator_log()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_between_tasks() {
     let mut h = Harness::start(&[]).await;
@@ -2202,6 +2242,17 @@ async fn unmatched_events_say_which_listening_actions_refused_them() {
     assert_eq!(
         response.body["events"][0]["not_matched"],
         json!([{"action": "", "reason": "no action listens for event type \"sh.keptn.event.nothing.triggered\""}])
+    );
+    // Keptn's sequence events are not a task's: whatever the config's globs, nothing starts.
+    let mut sequence = sample_with_id("test.triggered.json", "sequence-1");
+    sequence["type"] = json!("sh.keptn.event.dev.delivery.triggered");
+    let response = h.post_event(&sequence).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(
+        response.body["events"][0]["not_matched"][0]["reason"],
+        "sh.keptn.event.dev.delivery.triggered is not a Keptn task's event \
+         (sh.keptn.event.<task>.<kind>): Keptn's sequence, project and service events start no \
+         action"
     );
     assert!(h.jobruns().is_empty());
 }

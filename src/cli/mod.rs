@@ -223,6 +223,11 @@ pub struct InstallArgs {
     /// task's logs); the chart sets it so.
     #[arg(long, env = "JOB_EXECUTOR_REFUSED_SERVICE_ACCOUNTS", value_delimiter = ',', value_parser = dns_subdomain)]
     pub refused_service_accounts: Vec<String>,
+    /// Secrets of the job namespace no task may read (`valueFrom: secret`), comma-separated:
+    /// the operator's own (its ingest token, the sink's headers, the git credentials), when
+    /// Jobs run in its namespace; the chart sets it so.
+    #[arg(long, env = "JOB_EXECUTOR_REFUSED_SECRETS", value_delimiter = ',', value_parser = dns_subdomain)]
+    pub refused_secrets: Vec<String>,
     /// Seconds a task may run when it sets no `maxPollDuration`.
     #[arg(long, env = "JOB_EXECUTOR_DEFAULT_MAX_POLL_DURATION", default_value_t = settings::DEFAULT_MAX_POLL_DURATION, value_parser = clap::value_parser!(i64).range(1..))]
     pub default_max_poll_duration: i64,
@@ -267,6 +272,7 @@ impl InstallArgs {
             init_image_pull_secrets,
             default_service_account,
             refused_service_accounts,
+            refused_secrets,
             default_max_poll_duration,
             default_ttl_seconds_after_finished,
             job_labels,
@@ -320,6 +326,7 @@ impl InstallArgs {
             init_image_pull_secrets,
             default_service_account,
             refused_service_accounts,
+            refused_secrets,
             empty_dir_size_limit,
             default_max_poll_duration,
             default_ttl_seconds_after_finished,

@@ -491,8 +491,14 @@ pub fn decide(facts: &Facts<'_>) -> Step {
         if persisted.outcome.is_none() {
             return Step::Record(Record::BeforeFinished);
         }
-        // `.finished` follows `.started`: while `.started` is retried, `.finished` waits.
-        if pending(&status.started).is_none() {
+        // `.finished` follows `.started`: while `.started` is retried at the sink,
+        // `.finished` waits (not while it is retried at the dead-letter sink: the sink is
+        // done with it).
+        let started_at_sink = status
+            .started
+            .as_deref()
+            .is_some_and(|started| started.state == DeliveryState::Pending);
+        if !started_at_sink {
             match left_until_attempt(due, now) {
                 None => return Step::Send(TaskEventKind::Finished),
                 Some(left) => wake.within(left),
@@ -1385,6 +1391,12 @@ pub fn record_notification_attempt(
     record_try(tries, &seed, result, now, policy)
 }
 
+/// How long a delivery whose credentials the sink refuses (401, 403) is retried: a token
+/// rotated in its Secret reaches the mounted header file within about a minute (the kubelet's
+/// sync), and the sink may take the new token first; a token that is plainly wrong is given
+/// up after this, not after the whole retry policy.
+pub const CREDENTIALS_GRACE: Duration = Duration::from_secs(150);
+
 fn record_try(
     tries: Tries<'_>,
     seed: &str,
@@ -1404,15 +1416,18 @@ fn record_try(
         Err(error) => error,
     };
     *tries.last_error = Some(error.to_string());
+    let tried_for: Duration = now.duration_since(first).try_into().unwrap_or_default();
     let retry_after = match error {
         DeliveryError::Transient { retry_after, .. } => *retry_after,
-        DeliveryError::Rejected { .. } | DeliveryError::Refused { .. } => {
+        DeliveryError::Unauthorized { .. } if tried_for < CREDENTIALS_GRACE => None,
+        DeliveryError::Unauthorized { .. }
+        | DeliveryError::Rejected { .. }
+        | DeliveryError::Refused { .. } => {
             *tries.state = DeliveryState::GaveUp;
             *tries.next_attempt = None;
             return Attempt::GaveUp;
         }
     };
-    let tried_for: Duration = now.duration_since(first).try_into().unwrap_or_default();
     if policy.gives_up(*tries.attempts, tried_for) {
         *tries.state = DeliveryState::GaveUp;
         *tries.next_attempt = None;

@@ -298,7 +298,8 @@ impl<W: World> Executor<'_, W> {
                 otel.name = kind,
                 otel.kind = span_kind,
             );
-            let waits = self
+            let writes = matches!(step, Step::Record(_));
+            let taken = self
                 .take(
                     step,
                     &mut status,
@@ -308,7 +309,17 @@ impl<W: World> Executor<'_, W> {
                     now,
                 )
                 .instrument(span)
-                .await?;
+                .await;
+            let waits = match taken {
+                Ok(waits) => waits,
+                Err(error) => {
+                    if !writes {
+                        self.keep_deliveries(&mut status, &mut persisted, &error)
+                            .await;
+                    }
+                    return Err(error);
+                }
+            };
             self.world.step_took(kind, began.elapsed());
             refused.extend(waits);
         }
@@ -507,6 +518,28 @@ impl<W: World> Executor<'_, W> {
             trace: trace::handed_on(&tracing::Span::current(), self.trace.as_ref()),
         };
         Ok(render::render_job(&request, self.settings)?)
+    }
+
+    /// A step failed (the API server or the config source is away) after this reconcile sent
+    /// an event or a notification: what was sent is recorded before the reconcile gives up, as
+    /// the next one would send it again from the status last written, and Keptn counts each
+    /// `.started` it gets (a task is over when as many `.finished` came). Nothing is written
+    /// when this replica no longer leads; a write that fails too leaves it to the next try.
+    async fn keep_deliveries(
+        &self,
+        status: &mut JobRunStatus,
+        persisted: &mut JobRunStatus,
+        error: &ReconcileError,
+    ) {
+        let sent = status.started != persisted.started
+            || status.finished != persisted.finished
+            || status.notifications != persisted.notifications;
+        if !sent || matches!(error, ReconcileError::NotLeader(_)) {
+            return;
+        }
+        if let Err(write) = self.record(status, persisted).await {
+            tracing::warn!(run = run_name(self.run), error = %write, "what was sent is not recorded; it may be sent again");
+        }
     }
 
     /// Writes the status, and publishes the run's transitions since the last write.

@@ -106,6 +106,9 @@ fn plan_with_reads(
     settings: &Settings,
     reads: Reads,
 ) -> Result<EventPlan, NotInMemory> {
+    if let Some(reasons) = not_a_task_event(event.event_type()) {
+        return Ok(EventPlan::Nothing { reasons });
+    }
     let (loaded, files, stale) = match lookup(event, source, reads) {
         Lookup::Config {
             loaded,
@@ -233,6 +236,9 @@ pub fn plan_sketch_in_memory<R>(
     // A `gitcommitid` that is not text is read as the whole event reads it.
     if sketch.holds_other_than_text("gitcommitid") {
         return None;
+    }
+    if let Some(reasons) = not_a_task_event(sketch.event_type()) {
+        return Some(answer(SketchReasons::Listed(reasons)));
     }
     let service = match ServiceName::of_fields(|name| sketch.lookup_str(name)) {
         Ok(service) => service,
@@ -389,6 +395,26 @@ fn no_listener(event_type: &str) -> NotMatched {
         action: String::new(),
         reason: NoListener(event_type).to_string(),
     }
+}
+
+/// Keptn's events that are not a task's (`sh.keptn.event.<task>.<kind>`, five parts): a
+/// sequence's (`sh.keptn.event.dev.delivery.triggered`), a project's or a service's
+/// (`sh.keptn.event.service.create.finished`). Keptn's own integrations (its SDK) take no
+/// such event, nor did Keptn's job-executor-service; here a glob such as
+/// `sh.keptn.event.*.triggered` would match them (`*` crosses dots), run the action once more
+/// for each stage, and answer a sequence's event with `.started` and `.finished` of its own.
+fn not_a_task_event(event_type: &str) -> Option<Vec<NotMatched>> {
+    let rest = event_type.strip_prefix("sh.keptn.event.")?;
+    if rest.split('.').count() == 2 {
+        return None;
+    }
+    Some(vec![NotMatched {
+        action: String::new(),
+        reason: format!(
+            "{event_type} is not a Keptn task's event (sh.keptn.event.<task>.<kind>): Keptn's \
+             sequence, project and service events start no action"
+        ),
+    }])
 }
 
 fn no_service(field: &str) -> Vec<NotMatched> {
@@ -697,6 +723,7 @@ mod tests {
                 .concat(),
             ),
             ("orders", action("first", test, Some("$.data.tests[0]"))),
+            ("any", action("every-task", "sh.keptn.event.*.triggered", None)),
             ("broken", "actions: [".to_string()),
         ] {
             let dir = root.join(service).join("job");
@@ -804,6 +831,38 @@ mod tests {
             )
         );
         assert!(fails.spec.action.concurrency.is_none());
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    /// A glob for every task's `.triggered` also matches Keptn's sequence events (`*` crosses
+    /// dots): those start nothing, as in Keptn's SDK and its job-executor-service.
+    #[test]
+    fn keptn_events_that_are_not_a_tasks_start_nothing() {
+        let root = scratch("sequence");
+        let source = source(&root);
+        let data = json!({"project": "p", "stage": "dev", "service": "any"});
+        let reasons = |event_type: &str| {
+            planned(&source, &text(event_type, data.clone())).map(|r| r[0].reason.clone())
+        };
+        for event_type in [
+            "sh.keptn.event.dev.delivery.triggered",
+            "sh.keptn.event.service.create.triggered",
+            "sh.keptn.event.triggered",
+        ] {
+            assert_eq!(
+                reasons(event_type),
+                Some(format!(
+                    "{event_type} is not a Keptn task's event (sh.keptn.event.<task>.<kind>): \
+                     Keptn's sequence, project and service events start no action"
+                ))
+            );
+        }
+        assert_eq!(reasons("sh.keptn.event.test.triggered"), None, "a task's");
+        assert_eq!(
+            reasons("sh.keptn.event.get-sli.triggered"),
+            None,
+            "a task's"
+        );
         let _ = std::fs::remove_dir_all(root);
     }
 

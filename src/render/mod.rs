@@ -54,6 +54,11 @@ pub enum RenderError {
     )]
     ServiceAccountNotAllowed { task: String, account: String },
     #[error(
+        "task '{task}' reads the Secret \"{secret}\", which this installation keeps from tasks \
+         (one of the operator's own: its tokens and credentials)"
+    )]
+    SecretNotAllowed { task: String, secret: String },
+    #[error(
         "task '{task}' asks for namespace \"{namespace}\", but this installation runs Jobs only \
          in namespace \"{job_namespace}\""
     )]
@@ -210,6 +215,18 @@ fn check_task(task: &Task, index: usize, settings: &Settings) -> Result<(), Rend
         return Err(RenderError::ServiceAccountNotAllowed {
             task: name,
             account: account.clone(),
+        });
+    }
+    // `valueFrom: secret` names its Secret in `secretName` (one key) or in `name` (all keys).
+    let mut secrets = task
+        .env
+        .iter()
+        .filter(|entry| entry.value_from == Some(ValueFrom::Secret))
+        .map(|entry| entry.secret_name.as_ref().unwrap_or(&entry.name));
+    if let Some(secret) = secrets.find(|secret| settings.refused_secrets.contains(secret)) {
+        return Err(RenderError::SecretNotAllowed {
+            task: name,
+            secret: secret.clone(),
         });
     }
     Ok(())

@@ -408,6 +408,30 @@ fn a_container_with_cap_sys_admin_may_escalate() {
 }
 
 #[test]
+fn a_refused_secret_fails_the_task_saying_so() {
+    let mut refusing = Settings::defaults();
+    refusing.refused_secrets = vec!["job-executor".into()];
+    for env in [
+        "{name: TOKEN, valueFrom: secret, secretName: job-executor, key: ingest-token}",
+        "{name: job-executor, valueFrom: secret}",
+    ] {
+        let c = one_task(&format!("image: alpine\nenv: [{env}]"));
+        let error = render(&c, &refusing).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "task 'Smoke test' reads the Secret \"job-executor\", which this installation keeps \
+             from tasks (one of the operator's own: its tokens and credentials)",
+            "{env}"
+        );
+        assert!(render(&c, &Settings::defaults()).is_ok(), "{env}");
+    }
+    let other = one_task(
+        "image: alpine\nenv: [{name: T, valueFrom: secret, secretName: team-token, key: t}]",
+    );
+    assert!(render(&other, &refusing).is_ok());
+}
+
+#[test]
 fn a_refused_service_account_fails_the_task_saying_so() {
     let c = one_task("image: alpine\nserviceAccount: job-executor");
     let mut refusing = Settings::defaults();

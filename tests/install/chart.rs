@@ -177,6 +177,17 @@ fn chart_refuses_values_outside_its_schema() {
             "configSource:\n  directory: {path: /configs}\n",
             "/configSource/directory",
         ),
+        // Quantities the operator refuses at its start ("must not be negative").
+        (
+            "settings:\n  defaultResources: {cpuLimit: \"-1\"}\n",
+            "/settings/defaultResources/cpuLimit",
+        ),
+        (
+            "settings:\n  defaultResources: {memoryRequest: -5}\n",
+            "/settings/defaultResources/memoryRequest",
+        ),
+        // No sink at all: neither a URL nor a Secret holding one.
+        ("sink:\n  url: \"\"\n", "/sink"),
     ] {
         let file = dir.join("values.yaml");
         std::fs::write(&file, bad).unwrap();
@@ -1107,6 +1118,80 @@ fn tasks_are_kept_from_the_operators_service_account_in_its_namespace() {
     );
 }
 
+/// No task reads the operator's Secrets where Jobs run beside the operator: each Secret the
+/// Deployment reads (but the sink's CA, which is no secret) is refused, once. In a namespace of
+/// their own, tasks may name any Secret of it.
+#[test]
+fn tasks_are_kept_from_the_operators_secrets_in_its_namespace() {
+    let refused_of = |docs: &[Value]| -> Option<Vec<String>> {
+        let data = &find(docs, "ConfigMap", None)["data"];
+        let listed = data.get("JOB_EXECUTOR_REFUSED_SECRETS")?.as_str().unwrap();
+        Some(listed.split(',').map(str::to_string).collect())
+    };
+    let docs = documents(&render(&[]));
+    assert_eq!(
+        refused_of(&docs),
+        Some(vec!["job-executor-ingest".to_string()])
+    );
+
+    let dir = tempdir("refused-secrets");
+    let file = dir.join("values.yaml");
+    std::fs::write(
+        &file,
+        "jobNamespace: job-executor\nnotifications: {secret: keptn-config-git}\n\
+         envFrom: [{secretRef: {name: job-executor-local, optional: true}}]\n\
+         sink: {urlSecret: {name: sink-url}}\n",
+    )
+    .unwrap();
+    let docs = documents(&render(&[FULL_VALUES, file.to_str().unwrap()]));
+    let refused = refused_of(&docs).expect("refused where Jobs run beside the operator");
+    let pod = &find(&docs, "Deployment", None)["spec"]["template"]["spec"];
+    let ca = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|volume| volume["name"] == "sink-ca")
+        .map(|volume| volume["secret"]["secretName"].clone());
+    let mut read: Vec<String> = Vec::new();
+    let mut note = |name: &Value| {
+        let name = name.as_str().unwrap().to_string();
+        if Some(Value::String(name.clone())) != ca && !read.contains(&name) {
+            read.push(name);
+        }
+    };
+    for volume in pod["volumes"].as_array().unwrap() {
+        if volume["secret"].is_object() {
+            note(&volume["secret"]["secretName"]);
+        }
+    }
+    let container = &pod["containers"][0];
+    for source in container["envFrom"].as_array().unwrap() {
+        if source["secretRef"].is_object() {
+            note(&source["secretRef"]["name"]);
+        }
+    }
+    for var in container["env"].as_array().unwrap() {
+        if var["valueFrom"]["secretKeyRef"].is_object() {
+            note(&var["valueFrom"]["secretKeyRef"]["name"]);
+        }
+    }
+    let (mut refused_sorted, mut read_sorted) = (refused.clone(), read.clone());
+    refused_sorted.sort();
+    read_sorted.sort();
+    assert_eq!(refused_sorted, read_sorted, "refused {refused:?}");
+    assert_eq!(read.len(), 7, "{read:?}");
+    refused_sorted.dedup();
+    assert_eq!(
+        refused_sorted.len(),
+        refused.len(),
+        "each once: {refused:?}"
+    );
+
+    std::fs::write(&file, "jobNamespace: keptn-jobs\n").unwrap();
+    let docs = documents(&render(&[file.to_str().unwrap()]));
+    assert_eq!(refused_of(&docs), None);
+}
+
 /// URLs with credentials from Secrets: neither is in the ConfigMap, the container takes each
 /// from its Secret, NATS is on, and the notes do not print the sink's URL.
 #[test]
@@ -1158,6 +1243,20 @@ fn urls_with_credentials_come_from_secrets() {
         "{notes}"
     );
     assert!(!notes.contains("placeholder"), "{notes}");
+
+    // The URL is not used then: it may be left empty.
+    std::fs::write(
+        &file,
+        "sink:\n  url: \"\"\n  urlSecret: {name: keptn-api}\n",
+    )
+    .unwrap();
+    let yaml = render(&[values]);
+    let docs = documents(&yaml);
+    assert!(
+        find(&docs, "ConfigMap", None)["data"]
+            .get("JOB_EXECUTOR_SINK_URL")
+            .is_none()
+    );
 }
 
 /// A Service that takes events from outside the cluster does not take the admin port with it:

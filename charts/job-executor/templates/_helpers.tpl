@@ -78,6 +78,23 @@ app.kubernetes.io/component: jobs
 {{- .Values.ingest.token.existingSecret | default (printf "%s-ingest" (include "job-executor.fullname" .)) -}}
 {{- end -}}
 
+{{/* The operator's Secrets (tokens, credentials, headers, URLs with credentials): no task may
+read them where Jobs run beside the operator. Comma-separated, each once. */}}
+{{- define "job-executor.operatorSecrets" -}}
+{{- $names := list -}}
+{{- if include "job-executor.ingestToken" . -}}
+{{- $names = append $names (include "job-executor.ingestSecretName" .) -}}
+{{- end -}}
+{{- $v := .Values -}}
+{{- range list $v.ingest.hmac.existingSecret $v.configSource.git.credentialsSecret $v.sink.headersSecret.name $v.sink.deadLetter.headersSecret.name $v.sink.urlSecret.name $v.nats.urlSecret.name $v.notifications.secret -}}
+{{- if . }}{{ $names = append $names . }}{{ end -}}
+{{- end -}}
+{{- range $v.envFrom -}}
+{{- with .secretRef }}{{ $names = append $names .name }}{{ end -}}
+{{- end -}}
+{{- join "," (uniq $names) -}}
+{{- end -}}
+
 {{/* Whether the operator gets an ingest token. */}}
 {{- define "job-executor.ingestToken" -}}
 {{- if or .Values.ingest.token.existingSecret .Values.ingest.token.generate -}}true{{- end -}}

@@ -953,6 +953,67 @@ fn delivery_attempts_retry_then_give_up() {
 }
 
 #[test]
+fn refused_credentials_are_retried_while_a_rotated_token_may_still_come() {
+    let give_up = &limits().delivery;
+    let mut delivery = Delivery {
+        id: "d-1".into(),
+        ..Default::default()
+    };
+    let refused = DeliveryError::Unauthorized {
+        status: 401,
+        message: "token expired".into(),
+    };
+    assert_eq!(
+        record_attempt(&mut delivery, Err(&refused), at(0), give_up, false),
+        Attempt::Retry
+    );
+    let late = CREDENTIALS_GRACE.as_secs() as i64 - 1;
+    assert_eq!(
+        record_attempt(&mut delivery, Err(&refused), at(late), give_up, false),
+        Attempt::Retry
+    );
+    assert_eq!(
+        record_attempt(&mut delivery, Err(&refused), at(late + 1), give_up, false),
+        Attempt::GaveUp,
+        "a wrong token is given up once a rotation would have come"
+    );
+    assert_eq!(
+        delivery.last_error.as_deref(),
+        Some("the sink refused the credentials: 401 token expired")
+    );
+}
+
+#[test]
+fn finished_follows_a_started_given_up_while_its_dead_letter_is_retried() {
+    let run = triggered(1);
+    let limits = Limits {
+        dead_letter: true,
+        ..limits()
+    };
+    let mut status = finished(&run);
+    status.outcome = Some(report::outcome_of_tasks(&status));
+    let started = status.started.as_mut().unwrap();
+    started.state = DeliveryState::GaveUp;
+    started.dead_letter = Some(DeadLetter {
+        state: DeliveryState::Pending,
+        next_attempt: Some(at(3600).to_string()),
+        ..DeadLetter::default()
+    });
+    assert_eq!(
+        next_with(
+            &run,
+            &status,
+            &status,
+            JobSeen::NotCached,
+            false,
+            at(61),
+            &limits
+        ),
+        Step::Send(TaskEventKind::Finished)
+    );
+}
+
+#[test]
 fn delivery_retries_are_counted_when_a_number_is_set() {
     let policy = RetryPolicy {
         retries: Some(2),

@@ -42,6 +42,9 @@ enum Op {
         nth: u8,
         after: bool,
     },
+    /// The API server fails the next reconcile's `nth` request to it (a look-up, a create, a
+    /// delete; not a status write) with a 500: it has no effect, and the reconcile fails.
+    ApiError(u8),
     /// The watch shows task `i`'s Job.
     Watch(usize),
     /// Task `i`'s Job ends.
@@ -70,6 +73,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => Just(Op::Reconcile),
         2 => (0u8..8, any::<bool>()).prop_map(|(nth, after)| Op::Crash { nth, after }),
+        1 => (0u8..4).prop_map(Op::ApiError),
         3 => (0usize..4).prop_map(Op::Watch),
         3 => (0usize..4, prop::bool::weighted(0.8))
             .prop_map(|(task, succeeded)| Op::Complete { task, succeeded }),
@@ -136,6 +140,8 @@ struct Model {
     /// Requests left before the reconcile dies, and whether the last takes effect first.
     crash: Cell<Option<(u8, bool)>>,
     crashes: Cell<u32>,
+    /// Requests to the API server left before one fails.
+    api_error: Cell<Option<u8>>,
     log_reads: Cell<u32>,
     /// Whether the run was ever annotated to cancel (the annotation may be gone since).
     ever_cancelled: Cell<bool>,
@@ -156,6 +162,7 @@ impl Model {
             answers: RefCell::default(),
             crash: Cell::new(None),
             crashes: Cell::new(0),
+            api_error: Cell::new(None),
             log_reads: Cell::new(0),
             ever_cancelled: Cell::new(false),
         }
@@ -187,6 +194,25 @@ impl Model {
         }
     }
 
+    /// One request to the API server other than a status write: it fails with a 500 when
+    /// `ApiError` says so, else it is a `request`.
+    fn api_request<T>(&self, effect: impl FnOnce() -> T) -> Result<T, ReconcileError> {
+        match self.api_error.get() {
+            Some(0) => {
+                self.api_error.set(None);
+                let mut status =
+                    kube::core::Status::failure("etcdserver: leader changed", "InternalError");
+                status.code = 500;
+                Err(kube::Error::Api(Box::new(status)).into())
+            }
+            Some(n) => {
+                self.api_error.set(Some(n - 1));
+                self.request(effect)
+            }
+            None => self.request(effect),
+        }
+    }
+
     /// A reconcile from what the API server recorded, as after a restart.
     fn reconcile(&self) -> Option<Option<Duration>> {
         let settings = Settings::defaults();
@@ -212,6 +238,7 @@ impl Model {
             .expect("a runtime");
         let result = runtime.block_on(executor.execute(recorded));
         self.crash.set(None);
+        self.api_error.set(None);
         let ending = result.ok().map(|(_, ending)| ending)?;
         // A run that waits has started every task whose needs succeeded: nothing sits idle
         // (but a halting run, waiting for the pods of the tasks it stopped).
@@ -259,6 +286,7 @@ impl Model {
                 self.reconcile();
             }
             Op::Crash { nth, after } => self.crash.set(Some((*nth, *after))),
+            Op::ApiError(nth) => self.api_error.set(Some(*nth)),
             Op::Watch(task) => {
                 if let Some(job) = self.jobs.borrow_mut().get_mut(task) {
                     job.cached = true;
@@ -378,7 +406,7 @@ impl World for Model {
 
     async fn look_up_job(&self, name: &str) -> Result<JobSeen, ReconcileError> {
         let index = self.index_of(name);
-        self.request(|| {
+        self.api_request(|| {
             self.jobs
                 .borrow()
                 .get(&index)
@@ -388,13 +416,13 @@ impl World for Model {
     }
 
     async fn create_files(&self, _run: &JobRun) -> Result<(), StepError> {
-        Ok(self.request(|| self.files_made.set(self.files_made.get() + 1))?)
+        Ok(self.api_request(|| self.files_made.set(self.files_made.get() + 1))?)
     }
 
     async fn create_job(&self, job: &Job) -> Result<(), StepError> {
         let index = self.index_of(&job.name_any());
         let run = self.run.borrow().clone();
-        Ok(self.request(|| {
+        Ok(self.api_request(|| {
             let mut jobs = self.jobs.borrow_mut();
             if jobs.contains_key(&index) {
                 return;
@@ -448,7 +476,7 @@ impl World for Model {
 
     async fn delete_job(&self, name: &str) -> Result<(), ReconcileError> {
         let index = self.index_of(name);
-        self.request(|| self.delete(index))
+        self.api_request(|| self.delete(index))
     }
 
     /// Logs read again can differ (a pod removed, a log rotated): each read says which it is.
@@ -934,4 +962,25 @@ fn a_run_ended_before_done_was_recorded_is_marked_with_one_write() {
     assert_eq!(status.revision, revision + 1, "one write");
     assert_eq!(*model.created.borrow(), [0]);
     assert_eq!(model.sent.borrow().len(), sent);
+}
+
+/// `.started` went out, then the API server failed the first Job's create: what was sent is
+/// recorded before the reconcile gives up, so the next one does not send `.started` again
+/// (Keptn counts each `.started` it gets and waits for as many `.finished`).
+#[test]
+fn an_event_sent_before_a_failed_request_is_not_sent_again() {
+    let model = Model::new(graph_run(&[vec![]], None));
+    model.apply(&Op::ApiError(0));
+    model.apply(&Op::Reconcile);
+    assert!(model.created.borrow().is_empty());
+    let recorded = model.recorded.borrow().clone();
+    assert_eq!(
+        recorded.started.as_ref().map(|started| started.state),
+        Some(DeliveryState::Delivered),
+        "{recorded:?}"
+    );
+    assert!(model.settle(), "the run ends");
+    let sent = model.sent.borrow();
+    let kinds: Vec<&str> = sent.iter().map(kind_of).collect();
+    assert_eq!(kinds, ["started", "finished"]);
 }
