@@ -564,18 +564,22 @@ mod tests {
             valid_until: Instant::now() + Duration::from_millis(left_ms),
             term,
         };
+        // An effect of a second: ten times the first lease, so a busy machine's stall of a
+        // few hundred milliseconds changes nothing below.
         let slow = || async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
             1
         };
         let margin = Duration::from_millis(10);
 
-        // Renewed every 50 ms, 100 ms ahead each time: the effect outlives its first lease.
+        // Renewed from the first moment the effect waits, then every 50 ms, each time a second
+        // ahead: the effect outlives its first lease (100 ms). (On this test's one thread the
+        // renewals start once the effect was started under the first lease.)
         let (tx, rx) = watch::channel(leading(100, 1));
         let renewals = tokio::spawn(async move {
-            for _ in 0..10 {
+            loop {
+                tx.send_replace(leading(1000, 1));
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                tx.send_replace(leading(100, 1));
             }
         });
         assert_eq!(while_leading(&rx, margin, slow()).await.unwrap(), 1);
@@ -586,18 +590,18 @@ mod tests {
         let began = Instant::now();
         assert!(while_leading(&rx, margin, slow()).await.is_err());
         assert!(
-            began.elapsed() < Duration::from_millis(250),
+            began.elapsed() < Duration::from_millis(600),
             "{:?}",
             began.elapsed()
         );
 
-        // Lost and won again meanwhile (a later term): dropped.
+        // Lost and won again meanwhile (a later term, leading past the effect's end): dropped.
         let (tx, rx) = watch::channel(leading(100, 1));
         let regained = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             tx.send_replace(Leadership::Following { holder: None });
-            tx.send_replace(leading(1000, 2));
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tx.send_replace(leading(5000, 2));
+            tokio::time::sleep(Duration::from_secs(10)).await;
         });
         assert!(while_leading(&rx, margin, slow()).await.is_err());
         regained.abort();

@@ -286,17 +286,24 @@ mod tests {
         address: std::net::SocketAddr,
         stop: Option<tokio::sync::oneshot::Sender<()>>,
         served: tokio::task::JoinHandle<()>,
+        /// Told when a request to `/slow` is being handled.
+        slow_begun: Arc<tokio::sync::Notify>,
     }
 
     async fn start(read_timeout: Duration) -> Server {
+        let slow_begun = Arc::new(tokio::sync::Notify::new());
+        let begun = slow_begun.clone();
         let app = Router::new()
             .route("/", get(|| async { "ok" }))
             .route("/large", get(|| async { vec![b'x'; LARGE_ANSWER] }))
             .route(
                 "/slow",
-                get(|| async {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    "done"
+                get(move || {
+                    begun.notify_one();
+                    async {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        "done"
+                    }
                 }),
             );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -313,6 +320,7 @@ mod tests {
             address,
             stop: Some(stop),
             served,
+            slow_begun,
         }
     }
 
@@ -445,7 +453,9 @@ mod tests {
         busy.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::timeout(Duration::from_secs(10), server.slow_begun.notified())
+            .await
+            .expect("the slow request is being handled");
 
         let stopped = std::time::Instant::now();
         server.stop.take().unwrap().send(()).unwrap();

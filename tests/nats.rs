@@ -388,15 +388,17 @@ async fn events_slow_to_store_are_taken_side_by_side_and_not_delivered_again() {
     let (server, _nats, op, context) = load_setup(
         "slow",
         &[
-            ("--nats-ack-wait-seconds", "2"),
+            ("--nats-ack-wait-seconds", "4"),
             ("--store-timeout-seconds", "20"),
         ],
     )
     .await;
+    // Each store takes two and a half acknowledgement waits; the operator says a message is in
+    // hand every half wait, so a stall of up to 2 s delivers nothing again.
     server
         .sim
         .faults()
-        .delay_answers("create", "jobruns", Duration::from_secs(7));
+        .delay_answers("create", "jobruns", Duration::from_secs(10));
     let ids = ["slow-1", "slow-2", "slow-3", "slow-4"];
     for id in ids {
         publish_until_stored(&context, &load_event(id)).await;
@@ -451,6 +453,8 @@ async fn a_stream_made_here_is_read_from_its_start_when_its_consumer_comes_later
         runs_by_event(&server).contains_key("later-2")
     })
     .await;
+    // Everything the consumer was given taken (later-1 too, were it given again).
+    all_acknowledged(&context, 2).await;
     let (_, metrics) = op.get_admin("/metrics").await;
     assert_eq!(
         support::metric_value(
@@ -502,17 +506,36 @@ async fn a_message_in_hand_is_taken_to_the_end_when_the_operator_stops() {
         !server.jobruns().is_empty()
     })
     .await;
+    const ASKS_NO_MORE: &str = "no more NATS messages asked for";
+    let asked_no_more = || op.operator_log().matches(ASKS_NO_MORE).count();
+    let before = asked_no_more();
     op.signal_terminate();
-    // Published while it stops: left at the server for the next consumer, not delivered here.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Published while it stops, once it asks for no more messages: left at the server for the
+    // next consumer, not delivered here.
+    support::wait_for(
+        "no more messages asked for",
+        Duration::from_secs(20),
+        || asked_no_more() > before,
+    )
+    .await;
+    let stream = context.get_stream("keptn").await.unwrap();
+    let mut consumer: jetstream::consumer::PullConsumer =
+        stream.get_consumer("job-executor").await.unwrap();
+    // Its pull request gone from the server (the subscription's end travels on its connection).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = consumer.info().await.unwrap();
+        if info.num_waiting == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a pull request waits: {info:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     publish_until_stored(&context, &load_event("drain-2")).await;
     support::wait_patiently("the operator to stop", Duration::from_secs(20), || {
         !op.operator_running()
     })
     .await;
-    let stream = context.get_stream("keptn").await.unwrap();
-    let mut consumer: jetstream::consumer::PullConsumer =
-        stream.get_consumer("job-executor").await.unwrap();
     let info = consumer.info().await.unwrap();
     assert_eq!(info.num_ack_pending, 0, "{info:?}\n{}", op.operator_log());
     assert_eq!(info.ack_floor.stream_sequence, 1, "{info:?}");

@@ -234,6 +234,7 @@ async fn consume<F: std::future::Future<Output = ()>>(
     // No more messages: the pull request open at the server ends with the subscription, so
     // nothing more is delivered here to wait for the acknowledgement wait.
     drop(messages);
+    tracing::debug!("no more NATS messages asked for");
     let drained = async { while in_hand.next().await.is_some() {} };
     tokio::pin!(drained);
     let problem = match problem {
