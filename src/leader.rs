@@ -233,6 +233,7 @@ pub async fn elect(
         tx,
         held: None,
         seen: None,
+        absent_since: None,
         problem: None,
     };
     tokio::pin!(shutdown);
@@ -254,6 +255,9 @@ struct Election {
     held: Option<Lease>,
     /// The record last seen of another holder, and when it was first seen so.
     seen: Option<(Record, Instant)>,
+    /// Since when the Lease has been missing, after another holder was seen: it may have been
+    /// deleted under that holder, which leads on until its renewal finds it gone.
+    absent_since: Option<Instant>,
     /// Why the Lease cannot be read or taken, as last logged.
     problem: Option<String>,
 }
@@ -347,6 +351,11 @@ impl Election {
             .bounded(timeout, self.api.get_opt(&self.settings.name))
             .await
         else {
+            // Said, as any other problem: a standby that never hears back never leads.
+            self.report(Some(format!(
+                "the Kubernetes API did not answer a read of the Lease within {}s",
+                timeout.as_secs_f64()
+            )));
             return;
         };
         let found = match found {
@@ -360,7 +369,20 @@ impl Election {
             }
         };
         let sent = Instant::now();
+        if found.is_some() {
+            self.absent_since = None;
+        }
         let Some(mut lease) = found else {
+            // Deleted (by hand, or with its namespace's contents) while another replica held
+            // it: that one leads until its next renewal finds it gone, so it is made anew only
+            // once the duration passed. A first start, having seen no holder, makes it at once.
+            if self.seen.is_some() {
+                let since = *self.absent_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < self.settings.duration {
+                    self.follow(None);
+                    return;
+                }
+            }
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.settings.name.clone()),
@@ -470,6 +492,11 @@ impl Election {
                 // Written by someone else since: whoever holds it now, it is not this replica's
                 // term anymore.
                 tracing::warn!("the lease changed under this replica; following");
+                self.follow(None);
+            }
+            Some(Err(kube::Error::Api(status))) if status.code == 404 => {
+                // Deleted: another replica may make it anew and lead (after the duration).
+                tracing::warn!("the lease was deleted under this replica; following");
                 self.follow(None);
             }
             failed => {
@@ -680,6 +707,7 @@ mod tests {
             tx,
             held: None,
             seen: None,
+            absent_since: None,
             problem: None,
         };
         election.step().await;
@@ -746,6 +774,50 @@ mod tests {
         let took = wait_for(&mut c, true).await;
         assert!(took >= Duration::from_millis(1500), "{took:?}");
         assert!(took < Duration::from_secs(4), "{took:?}");
+    }
+
+    /// The Lease deleted under its holder (by hand): the holder stops at its next renewal, and
+    /// the standby makes it anew only after the duration, not at its next look.
+    #[tokio::test]
+    async fn a_lease_deleted_under_its_holder_is_made_anew_after_the_duration() {
+        let sim = kube_sim::Sim::builder().start().await.unwrap();
+        let api = || Api::<Lease>::namespaced(sim.client(), "default");
+        let start = |identity: &str| {
+            let (tx, rx) = watch::channel(Leadership::Following { holder: None });
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(elect(api(), settings(identity), tx, async move {
+                let _ = stopped.await;
+            }));
+            (rx, stop, task)
+        };
+        let (mut a, _stop_a, _task_a) = start("a");
+        wait_for(&mut a, true).await;
+        let (b, _stop_b, _task_b) = start("b");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(!b.borrow().is_leading());
+        api()
+            .delete("job-executor", &Default::default())
+            .await
+            .unwrap();
+        let deleted = Instant::now();
+        // A finds it gone at its next renewal and may make it anew at once (it saw no other
+        // holder); B, which saw A hold it, waits the duration: never do both lead.
+        while deleted.elapsed() < Duration::from_secs(3) {
+            let (a_leads, b_leads) = (a.borrow().is_leading(), b.borrow().is_leading());
+            assert!(!(a_leads && b_leads), "two leaders");
+            if b_leads {
+                let took = deleted.elapsed();
+                assert!(took >= Duration::from_millis(1500), "{took:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let holder = api().get("job-executor").await.unwrap().spec.unwrap();
+        let leads = |rx: &watch::Receiver<Leadership>| rx.borrow().is_leading();
+        match holder.holder_identity.as_deref() {
+            Some("a") => assert!(leads(&a) && !leads(&b)),
+            Some("b") => assert!(leads(&b) && !leads(&a)),
+            other => panic!("held by {other:?}"),
+        }
     }
 
     /// A holder that wrote a longer duration than this replica's own (replicas of two versions

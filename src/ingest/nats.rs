@@ -195,6 +195,11 @@ async fn consume<F: std::future::Future<Output = ()>>(
 ) -> Option<(NatsError, bool)> {
     let connecting = async {
         let consumer = connect(source).await?;
+        // The in-hand signals follow the consumer's wait (one that exists is used as it is).
+        let ack_wait = match consumer.cached_info().config.ack_wait {
+            wait if wait.is_zero() => source.ack_wait,
+            wait => wait.min(source.ack_wait),
+        };
         consumer
             .stream()
             .max_messages_per_batch(BATCH)
@@ -202,8 +207,9 @@ async fn consume<F: std::future::Future<Output = ()>>(
             .messages()
             .await
             .map_err(|problem| NatsError::Messages(problem.to_string()))
+            .map(|messages| (messages, ack_wait))
     };
-    let mut messages = tokio::select! {
+    let (mut messages, ack_wait) = tokio::select! {
         connected = connecting => match connected {
             Ok(messages) => messages,
             Err(problem) => return Some((problem, false)),
@@ -219,7 +225,7 @@ async fn consume<F: std::future::Future<Output = ()>>(
             message = messages.next(), if in_hand.len() < MOST_TAKEN_AT_ONCE => match message {
                 Some(Ok(message)) => {
                     took = true;
-                    in_hand.push(take_message(ingest, message, source.ack_wait));
+                    in_hand.push(take_message(ingest, message, ack_wait));
                 }
                 Some(Err(problem)) => break Some(NatsError::Messages(problem.to_string())),
                 None => {
@@ -382,6 +388,20 @@ fn unlike_flags(source: &NatsSource, consumer: &jetstream::consumer::Config) -> 
             "it takes subjects {}, not {} (--nats-subject){older_server}",
             list(&has),
             list(&wanted)
+        ));
+    }
+    if consumer.ack_policy != jetstream::consumer::AckPolicy::Explicit {
+        unlike.push(format!(
+            "it acknowledges {:?}, not each message (Explicit): an event acknowledged with \
+             another, or not at all, is lost when the operator stops while storing it",
+            consumer.ack_policy
+        ));
+    }
+    if consumer.max_deliver > 0 {
+        unlike.push(format!(
+            "it delivers a message at most {} times: an event put back that often (while the \
+             Kubernetes API is away, every 5 s) is dropped",
+            consumer.max_deliver
         ));
     }
     if consumer.ack_wait != source.ack_wait {
@@ -555,6 +575,34 @@ mod tests {
             "job-executor".into(),
             Duration::from_secs(30),
         )
+    }
+
+    /// A consumer made elsewhere that could lose events is told as unlike the flags; the one
+    /// the operator makes is not.
+    #[test]
+    fn a_consumer_that_could_lose_events_is_told() {
+        let source = source("nats://localhost:4222", &["sh.keptn.event.test.triggered"]).unwrap();
+        let made = jetstream::consumer::Config {
+            filter_subject: "sh.keptn.event.test.triggered".into(),
+            ack_wait: Duration::from_secs(30),
+            max_deliver: -1,
+            ..Default::default()
+        };
+        assert_eq!(unlike_flags(&source, &made), None);
+        let elsewhere = jetstream::consumer::Config {
+            ack_policy: jetstream::consumer::AckPolicy::All,
+            max_deliver: 5,
+            ..made
+        };
+        assert_eq!(
+            unlike_flags(&source, &elsewhere).as_deref(),
+            Some(
+                "it acknowledges All, not each message (Explicit): an event acknowledged with \
+                 another, or not at all, is lost when the operator stops while storing it; it \
+                 delivers a message at most 5 times: an event put back that often (while the \
+                 Kubernetes API is away, every 5 s) is dropped"
+            )
+        );
     }
 
     #[test]
