@@ -567,6 +567,19 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// A redirect's target as the status may show it: without credentials or query (a token in
+/// the sink's query would be in the redirect's too), as `HttpSink::destination` shows the sink.
+fn shown_location(location: &str) -> Option<String> {
+    let uri: Uri = location.parse().ok()?;
+    let path = uri.path();
+    Some(match (uri.scheme_str(), uri.host(), uri.port_u16()) {
+        (Some(scheme), Some(host), Some(port)) => format!("{scheme}://{host}:{port}{path}"),
+        (Some(scheme), Some(host), None) => format!("{scheme}://{host}{path}"),
+        // A path on the sink's host.
+        _ => format!("the path {path}"),
+    })
+}
+
 /// 2xx is delivered; 408, 429 and 5xx are worth a retry; 401 and 403 refuse the credentials
 /// (retried for a while); any other answer is a refusal. A redirect is not followed (the
 /// event would be posted where the operator was not told to send it): it says where to.
@@ -583,7 +596,7 @@ pub(crate) fn classify(answer: &Answer) -> Result<(), DeliveryError> {
         message = status.canonical_reason().unwrap_or_default().to_string();
     }
     if status.is_redirection() {
-        message = match &answer.location {
+        message = match answer.location.as_deref().and_then(shown_location) {
             Some(location) => {
                 format!("a redirect to {location}, which is not followed: make that the sink's URL")
             }
@@ -985,7 +998,7 @@ mod tests {
             ));
         }
         let moved = Answer {
-            location: Some("https://keptn.example.com/api/v1/event".into()),
+            location: Some("https://bot:pw@keptn.example.com/api/v1/event?token=s3cr3t".into()),
             ..answer(StatusCode::PERMANENT_REDIRECT, b"<html>moved</html>")
         };
         assert_eq!(

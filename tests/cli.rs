@@ -162,6 +162,23 @@ fn a_silent_action_renders_jobs_without_events() {
     assert_eq!(env["value"], "sh.keptn.event.deployment.finished");
 }
 
+/// The example's catch-all (`sh.keptn.event.*.finished`) would match a sequence's event: as the
+/// operator, `render` starts nothing for it.
+#[test]
+fn a_keptn_sequence_event_renders_nothing() {
+    let event = changed_test_event("sequence", |value| {
+        value["type"] = "sh.keptn.event.dev.delivery.finished".into();
+    });
+    let plan = render_json(event.to_str().unwrap(), &[]);
+    assert!(plan["matched"].as_array().unwrap().is_empty(), "{plan}");
+    assert_eq!(
+        plan["not_matched"][0]["reason"],
+        "sh.keptn.event.dev.delivery.finished is not a Keptn task's event \
+         (sh.keptn.event.<task>.<kind>): Keptn's sequence, project and service events start no \
+         action"
+    );
+}
+
 #[test]
 fn nothing_matching_says_why_and_succeeds() {
     let event = changed_test_event("nomatch", |value| {

@@ -1,4 +1,4 @@
-//! The README's first command, `scripts/demo`, as a user runs it: the demo example against the
+//! The demo's code (`examples/demo.rs`, which `scripts/demo` runs) with the binary `cargo test` built:
 //! simulator, and with `--cluster` against the real control plane. Every example action must
 //! succeed and report `.finished`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -1442,7 +1442,12 @@ fn record_try(
     // Never later than the give-up time: a sink asking for a day (`Retry-After: 86400`) is
     // tried once more then, and given up, as the policy says; a wait past the calendar's end
     // is given up at once.
-    let next = match (after(now, delay), after(first, policy.give_up_after)) {
+    // Refused credentials are tried until the grace is over, not past it.
+    let give_up_after = match error {
+        DeliveryError::Unauthorized { .. } => policy.give_up_after.min(CREDENTIALS_GRACE),
+        _ => policy.give_up_after,
+    };
+    let next = match (after(now, delay), after(first, give_up_after)) {
         (Some(next), Some(deadline)) => next.min(deadline),
         (Some(next), None) => next,
         (None, Some(deadline)) => deadline,

@@ -403,7 +403,7 @@ fn no_listener(event_type: &str) -> NotMatched {
 /// such event, nor did Keptn's job-executor-service; here a glob such as
 /// `sh.keptn.event.*.triggered` would match them (`*` crosses dots), run the action once more
 /// for each stage, and answer a sequence's event with `.started` and `.finished` of its own.
-fn not_a_task_event(event_type: &str) -> Option<Vec<NotMatched>> {
+pub fn not_a_task_event(event_type: &str) -> Option<Vec<NotMatched>> {
     let rest = event_type.strip_prefix("sh.keptn.event.")?;
     if rest.split('.').count() == 2 {
         return None;

@@ -217,12 +217,16 @@ fn check_task(task: &Task, index: usize, settings: &Settings) -> Result<(), Rend
             account: account.clone(),
         });
     }
-    // `valueFrom: secret` names its Secret in `secretName` (one key) or in `name` (all keys).
+    // `valueFrom: secret` names its Secret in `secretName` with `key` (one key), else in
+    // `name` (all keys), as the Job is rendered.
     let mut secrets = task
         .env
         .iter()
         .filter(|entry| entry.value_from == Some(ValueFrom::Secret))
-        .map(|entry| entry.secret_name.as_ref().unwrap_or(&entry.name));
+        .map(|entry| match (&entry.secret_name, &entry.key) {
+            (Some(secret), Some(_)) => secret,
+            _ => &entry.name,
+        });
     if let Some(secret) = secrets.find(|secret| settings.refused_secrets.contains(secret)) {
         return Err(RenderError::SecretNotAllowed {
             task: name,

@@ -634,6 +634,20 @@ fn chart_wires_notifications() {
         })),
         "no egress to notifications: {egress}"
     );
+    // The API server, the sink, git, NATS: addresses, and pods (which some CNIs match with no
+    // CIDR).
+    let main = egress
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|rule| rule["ports"][1] == json!({"port": 8080, "protocol": "TCP"}))
+        .unwrap();
+    assert_eq!(main["to"][0], json!({"namespaceSelector": {}}), "{egress}");
+    assert_eq!(
+        main["to"][1],
+        json!({"ipBlock": {"cidr": "10.0.0.0/8"}}),
+        "{egress}"
+    );
 
     for (name, yaml) in renderings() {
         let docs = documents(&yaml);
@@ -1185,6 +1199,19 @@ fn tasks_are_kept_from_the_operators_secrets_in_its_namespace() {
         refused_sorted.len(),
         refused.len(),
         "each once: {refused:?}"
+    );
+
+    // Named but not mounted (no git URL, no dead-letter URL): not the operator's to keep.
+    std::fs::write(
+        &file,
+        "configSource: {git: {credentialsSecret: git-creds}}\n\
+         sink: {deadLetter: {headersSecret: {name: dl-token}}}\n",
+    )
+    .unwrap();
+    let docs = documents(&render(&[file.to_str().unwrap()]));
+    assert_eq!(
+        refused_of(&docs),
+        Some(vec!["job-executor-ingest".to_string()])
     );
 
     std::fs::write(&file, "jobNamespace: keptn-jobs\n").unwrap();

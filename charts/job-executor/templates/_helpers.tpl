@@ -86,8 +86,15 @@ read them where Jobs run beside the operator. Comma-separated, each once. */}}
 {{- $names = append $names (include "job-executor.ingestSecretName" .) -}}
 {{- end -}}
 {{- $v := .Values -}}
-{{- range list $v.ingest.hmac.existingSecret $v.configSource.git.credentialsSecret $v.sink.headersSecret.name $v.sink.deadLetter.headersSecret.name $v.sink.urlSecret.name $v.nats.urlSecret.name $v.notifications.secret -}}
+{{- range list $v.ingest.hmac.existingSecret $v.sink.headersSecret.name $v.sink.urlSecret.name $v.nats.urlSecret.name $v.notifications.secret -}}
 {{- if . }}{{ $names = append $names . }}{{ end -}}
+{{- end -}}
+{{- /* Mounted only beside what they serve, as the Deployment mounts them. */ -}}
+{{- if and $v.configSource.git.url $v.configSource.git.credentialsSecret -}}
+{{- $names = append $names $v.configSource.git.credentialsSecret -}}
+{{- end -}}
+{{- if and $v.sink.deadLetter.url $v.sink.deadLetter.headersSecret.name -}}
+{{- $names = append $names $v.sink.deadLetter.headersSecret.name -}}
 {{- end -}}
 {{- range $v.envFrom -}}
 {{- with .secretRef }}{{ $names = append $names .name }}{{ end -}}

@@ -972,6 +972,11 @@ fn refused_credentials_are_retried_while_a_rotated_token_may_still_come() {
         record_attempt(&mut delivery, Err(&refused), at(late), give_up, false),
         Attempt::Retry
     );
+    // The last try comes when the grace ends, not a backoff later.
+    assert_eq!(
+        delivery.next_attempt.as_deref(),
+        Some(at(late + 1).to_string().as_str())
+    );
     assert_eq!(
         record_attempt(&mut delivery, Err(&refused), at(late + 1), give_up, false),
         Attempt::GaveUp,
