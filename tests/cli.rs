@@ -521,6 +521,44 @@ fn check_run_refuses_headers_on_a_nats_sink_without_showing_its_password() {
     );
 }
 
+/// An empty ingest token (a variable that was not set) and a body budget below one body are
+/// refused by `check-run` as by `run`, rather than turning the token check off or refusing
+/// every large body.
+#[test]
+fn check_run_refuses_an_empty_token_and_a_budget_below_one_body() {
+    for (args, said) in [
+        (
+            vec!["--ingest-token", " "],
+            "invalid --ingest-token \"\": empty: give the token, or leave the setting out for none",
+        ),
+        (
+            vec![
+                "--max-body-bytes",
+                "2048",
+                "--max-body-bytes-in-flight",
+                "1024",
+            ],
+            "invalid --max-body-bytes-in-flight \"1024\": less than --max-body-bytes (2048): a \
+             body of that size could never be read",
+        ),
+    ] {
+        let output = Command::new(BIN)
+            .args([
+                "check-run",
+                "--config-dir",
+                "examples",
+                "--sink-url",
+                "http://sink",
+            ])
+            .args(&args)
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        assert!(stderr(&output).contains(said), "{}", stderr(&output));
+    }
+}
+
 #[test]
 fn the_committed_schema_is_the_generated_one() {
     let output = run(&["schema"]);

@@ -2083,6 +2083,63 @@ async fn slow_and_idle_senders_are_cut_off_and_connections_are_bounded() {
     h.wait_finished("after-idle", LONG).await;
 }
 
+/// Bodies held by senders that never finish them take from one budget: past
+/// `--max-body-bytes-in-flight`, a request is answered 503 with `Retry-After` before its body
+/// is read, so open connections cannot hold more memory than the budget; once they are cut off,
+/// senders are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_held_at_once_are_bounded_by_the_budget() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let h = Harness::start(&[
+        "--read-timeout-seconds",
+        "3",
+        "--max-body-bytes",
+        "65536",
+        "--max-body-bytes-in-flight",
+        "131072",
+    ])
+    .await;
+    let ingest = h.ingest.unwrap();
+    // Two senders declare the largest body and send a byte of it: the budget is held.
+    let mut holding = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(ingest).await.unwrap();
+        stream
+            .write_all(
+                b"POST /events HTTP/1.1\r\nhost: x\r\ncontent-type: application/cloudevents+json\r\ncontent-length: 65536\r\n\r\n{",
+            )
+            .await
+            .unwrap();
+        holding.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let event = sample_with_id("test.triggered.json", "after-budget");
+    let response = h.post_event(&event).await;
+    assert_eq!(response.status, 503, "{:?}", response.body);
+    assert_eq!(response.headers["retry-after"], "5");
+    assert_eq!(
+        response.body["error"],
+        "bodies of 131072 bytes are being read (--max-body-bytes-in-flight): retry"
+    );
+    for stream in &mut holding {
+        let answer = read_until_closed(stream, LONG).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    let response = h.post_event(&event).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    h.wait_finished("after-budget", LONG).await;
+    let (_, metrics) = h.get_admin("/metrics").await;
+    assert_eq!(
+        support::metric_value(
+            &metrics,
+            "job_executor_events_received_total{outcome=\"overloaded\"} "
+        ),
+        1,
+        "{metrics}"
+    );
+}
+
 /// "Billion laughs": nine levels of nine aliases, a few hundred bytes that would expand to 387
 /// million nodes, committed as a service's config. The event is answered 422 at once with
 /// where the file passed the limit; the operator keeps serving.

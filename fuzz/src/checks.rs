@@ -422,6 +422,7 @@ mod receiver {
             token: Some(auth::Secret::Value(TOKEN.to_string())),
             signatures: None,
             max_body_bytes: 1 << 20,
+            body_budget: job_executor::ingest::BodyBudget::new(64 << 20),
             max_batch_events: job_executor::ingest::parse::DEFAULT_MAX_BATCH_EVENTS,
             read_timeout: Duration::from_secs(30),
             store_timeout: Duration::from_secs(30),

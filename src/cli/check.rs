@@ -52,6 +52,7 @@ pub fn run_check(args: &RunArgs, matches: &ArgMatches) -> Result<ExitCode, Check
     for unknown in super::unknown_settings_in_environment() {
         eprintln!("warning: {unknown}");
     }
+    args.operator.check()?;
     let settings = args.install.settings()?;
     crate::sink::notify::check_targets(args.notify.notify_dir.as_deref(), &settings.notify)?;
     args.leader.settings()?;
@@ -255,7 +256,7 @@ mod tests {
         for secret in ["s3cret", "pa55word", "t0ken", "b3arer", "1ngest"] {
             assert!(!table.contains(secret), "{secret} shown:\n{table}");
         }
-        // An empty secret is shown as empty: `run` treats it as not set.
+        // An empty secret is shown as empty (`run` refuses it, as the check does).
         let shown = lines(&[
             "--config-dir",
             "/c",

@@ -601,6 +601,16 @@ pub struct OperatorArgs {
         value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize)
     )]
     pub max_body_bytes: usize,
+    /// The bytes of request bodies read at once, across connections (a body holds its length,
+    /// or `--max-body-bytes` when sent in chunks); past it a request gets 503 with
+    /// `Retry-After` before its body is read. At least `--max-body-bytes`.
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_MAX_BODY_BYTES_IN_FLIGHT",
+        default_value_t = 64 * 1024 * 1024,
+        value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize)
+    )]
+    pub max_body_bytes_in_flight: usize,
     /// The most events one batch request (`application/cloudevents-batch+json`) may carry; a
     /// larger batch is refused whole with 413.
     #[arg(
@@ -709,6 +719,37 @@ pub struct OperatorArgs {
     pub shutdown_delay_seconds: u64,
 }
 
+impl OperatorArgs {
+    /// What `run` refuses of these flags before it starts anything (`check-run` too).
+    pub fn check(&self) -> Result<(), crate::settings::SettingsError> {
+        use crate::settings::SettingsError::Invalid;
+        // Empty (a variable that was not set, a Secret's empty key): refused rather than taken
+        // for no token, which would let anyone who reaches the port create runs.
+        if self
+            .ingest_token
+            .as_deref()
+            .is_some_and(|token| token.trim().is_empty())
+        {
+            return Err(Invalid {
+                setting: "--ingest-token",
+                value: String::new(),
+                reason: "empty: give the token, or leave the setting out for none".into(),
+            });
+        }
+        if self.max_body_bytes_in_flight < self.max_body_bytes {
+            return Err(Invalid {
+                setting: "--max-body-bytes-in-flight",
+                value: self.max_body_bytes_in_flight.to_string(),
+                reason: format!(
+                    "less than --max-body-bytes ({}): a body of that size could never be read",
+                    self.max_body_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 fn parse_clock(text: &str) -> Result<crate::schedule::Clock, String> {
     crate::schedule::Clock::parse(text)
 }
@@ -723,6 +764,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         nats: nats_args,
         notify: notify_args,
     } = args;
+    operator.check()?;
     let OperatorArgs {
         config_dir,
         listen,
@@ -735,6 +777,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         ingest_hmac_secret_file,
         ingest_hmac_window_seconds,
         max_body_bytes,
+        max_body_bytes_in_flight,
         max_batch_events,
         read_timeout_seconds,
         max_connections,
@@ -754,7 +797,9 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     let settings = Arc::new(install.settings()?);
     let lease = leader_args.settings()?;
     // Secret files are read now: a missing one stops the start with its path.
-    let token = match (ingest_token.filter(|t| !t.is_empty()), ingest_token_file) {
+    // Trimmed as a token file is: a Secret's key made from a file ends in a newline.
+    let ingest_token = ingest_token.map(|token| token.trim().to_string());
+    let token = match (ingest_token, ingest_token_file) {
         (_, Some(path)) => Some(Secret::File(SecretFile::open("ingest token", path)?)),
         (Some(token), None) => Some(Secret::Value(token)),
         (None, None) => None,
@@ -827,6 +872,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         token,
         signatures,
         max_body_bytes,
+        body_budget: ingest::BodyBudget::new(max_body_bytes_in_flight),
         max_batch_events,
         read_timeout: Duration::from_secs(read_timeout_seconds),
         store_timeout: Duration::from_secs(store_timeout_seconds),

@@ -47,6 +47,10 @@ pub struct IngestState {
     /// The HMAC signature senders must present.
     pub signatures: Option<auth::Signatures>,
     pub max_body_bytes: usize,
+    /// The bytes of request bodies held at once, in KiB permits: a body is read only once its
+    /// length (or, sent in chunks, the limit) is granted, so open requests cannot hold more
+    /// memory than this whatever their number.
+    pub body_budget: BodyBudget,
     /// The most events one batch request may carry.
     pub max_batch_events: usize,
     /// How long a sender may take to send the body (the headers have their own deadline in
@@ -59,6 +63,31 @@ pub struct IngestState {
     pub known_runs: Arc<crate::controller::known::KnownRuns>,
     /// The most runs in flight before new ones are refused (429); `None`: no bound.
     pub max_runs_in_flight: Option<usize>,
+}
+
+/// The bytes of request bodies one replica holds at once (`--max-body-bytes-in-flight`).
+#[derive(Debug)]
+pub struct BodyBudget {
+    permits: tokio::sync::Semaphore,
+    pub bytes: usize,
+}
+
+impl BodyBudget {
+    pub fn new(bytes: usize) -> Self {
+        BodyBudget {
+            permits: tokio::sync::Semaphore::new(Self::kib(bytes) as usize),
+            bytes,
+        }
+    }
+
+    fn kib(bytes: usize) -> u32 {
+        u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX)
+    }
+
+    /// Room for a body of `bytes`, while the permit is held; `None` when the budget is spent.
+    pub fn grant(&self, bytes: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.permits.try_acquire_many(Self::kib(bytes)).ok()
+    }
 }
 
 pub fn router(state: Arc<IngestState>) -> Router {
@@ -111,6 +140,25 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
     if declared.is_some_and(|length| length > state.max_body_bytes) {
         return too_large();
     }
+    // Held until the answer: the parsed event lives as long as its bytes.
+    let Some(_held) = state
+        .body_budget
+        .grant(declared.unwrap_or(state.max_body_bytes))
+    else {
+        metrics.event_received("overloaded");
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "bodies of {} bytes are being read (--max-body-bytes-in-flight): retry",
+                state.body_budget.bytes
+            ),
+        );
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            http::HeaderValue::from(RETRY_AFTER_SECONDS),
+        );
+        return response;
+    };
     let mut reading = std::pin::pin!(axum::body::to_bytes(body, state.max_body_bytes));
     // A body that came with the headers is read at once: its deadline, a timer registered
     // with the runtime and removed again, is armed only when the body is still to come.

@@ -186,6 +186,10 @@ fn chart_refuses_values_outside_its_schema() {
             "settings:\n  defaultResources: {memoryRequest: -5}\n",
             "/settings/defaultResources/memoryRequest",
         ),
+        (
+            "ingest:\n  maxBodyBytes: 2097152\n  maxBodyBytesInFlight: 1048576\n",
+            "ingest.maxBodyBytesInFlight is less than ingest.maxBodyBytes",
+        ),
         // No sink at all: neither a URL nor a Secret holding one.
         ("sink:\n  url: \"\"\n", "/sink"),
     ] {
@@ -475,6 +479,7 @@ fn full_values_reach_the_manifests() {
         ("JOB_EXECUTOR_KUBE_API_QPS", "50.5"),
         ("JOB_EXECUTOR_KUBE_API_BURST", "100"),
         ("JOB_EXECUTOR_MAX_BODY_BYTES", "2097152"),
+        ("JOB_EXECUTOR_MAX_BODY_BYTES_IN_FLIGHT", "33554432"),
         ("JOB_EXECUTOR_MAX_BATCH_EVENTS", "20"),
         ("JOB_EXECUTOR_READ_TIMEOUT_SECONDS", "10"),
         ("JOB_EXECUTOR_MAX_CONNECTIONS", "256"),
