@@ -39,6 +39,15 @@ pub enum FilesError {
         path: String,
         place: String,
     },
+    #[error(
+        "task '{task}': directory \"{path}\" in {place} holds no file to stage (empty, or only \
+         links to nothing or submodules)"
+    )]
+    Empty {
+        task: String,
+        path: String,
+        place: String,
+    },
     #[error("task '{task}': \"{path}\" is a link that leads outside {root}")]
     Escapes {
         task: String,
@@ -270,6 +279,15 @@ pub fn collect<T: FileTree>(tree: &T, tasks: &[Task]) -> Result<RunFiles, FilesE
                 },
                 ExpandError::Unreadable { path, reason } => FilesError::Unreadable { path, reason },
             })?;
+            // As Keptn's service, which failed a task whose entry found no file: the task
+            // would start without the files it names.
+            if files.is_empty() {
+                return Err(FilesError::Empty {
+                    task: task_name,
+                    path: entry,
+                    place: tree.place(),
+                });
+            }
             for file in files {
                 let index = match by_path.get(&file.path) {
                     Some(index) => *index,
@@ -635,6 +653,20 @@ mod tests {
         let run = collect_from_dir(&base, &service, &action_with_files("[helm]").tasks).unwrap();
         let paths: Vec<&str> = run.files.iter().map(|f| f.staged.path.as_str()).collect();
         assert_eq!(paths, ["helm/Chart.yaml"]);
+        // A directory with nothing to stage fails the task, as a missing one does.
+        fs::create_dir_all(service.join("reports")).unwrap();
+        std::os::unix::fs::symlink("missing.txt", service.join("reports/gone")).unwrap();
+        let error =
+            collect_from_dir(&base, &service, &action_with_files("[reports]").tasks).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("task 'task-0': directory \"reports\" in ")
+                && error.to_string().ends_with(
+                    "holds no file to stage (empty, or only links to nothing or submodules)"
+                ),
+            "{error}"
+        );
         for target in ["/nowhere/at/all", "../../../nowhere"] {
             let _ = fs::remove_file(service.join("helm/out"));
             std::os::unix::fs::symlink(target, service.join("helm/out")).unwrap();

@@ -503,6 +503,25 @@ async fn started_goes_out_once_while_the_first_job_is_refused_for_a_while() {
         "{}",
         h.operator_log()
     );
+    // The run staged files: once it is done, their ConfigMap goes.
+    let files = || {
+        h.sim
+            .list_objects("", "configmaps", None)
+            .iter()
+            .filter(|map| {
+                map["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|name| name.ends_with("-files"))
+            })
+            .count()
+    };
+    assert!(
+        h.sim
+            .requests()
+            .iter()
+            .any(|r| r.resource == "configmaps" && r.verb == "create" && r.status == 201)
+    );
+    wait_for("the files ConfigMap deleted", LONG, || files() == 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

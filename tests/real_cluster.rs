@@ -959,6 +959,16 @@ async fn owner_references_need_no_update_on_jobrun_finalizers() {
         "{creates:?}"
     );
     assert!(creates.iter().all(|(_, code)| *code == 201), "{creates:?}");
+    // Once the run is done, its files ConfigMap goes (the shipped Role may delete it).
+    support::wait_patiently("the files ConfigMap deleted", LONG, || {
+        h.list("configmaps").iter().all(|map| {
+            !map["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("-files")
+        })
+    })
+    .await;
     for job in h.list("jobs") {
         let owner = &job["metadata"]["ownerReferences"][0];
         assert_eq!(owner["kind"], "JobRun");

@@ -74,7 +74,7 @@ pub enum CannotRun {
     /// accepted (the config directory was edited since): the Jobs name them by those keys.
     #[error(
         "the task files changed since the event was accepted (the config directory was edited \
-         under the run); send the event again"
+         under the run); send the event again with a new id"
     )]
     FilesChanged,
 }
@@ -143,6 +143,10 @@ pub trait World {
     async fn create_job(&self, job: &Job) -> Result<(), StepError>;
     /// Deletes the named Job (gone already is fine).
     async fn delete_job(&self, name: &str) -> Result<(), ReconcileError>;
+    /// Deletes the run's files ConfigMap, once the run is done: kept until its JobRun is
+    /// deleted (a week, or for good), a megabyte of files a run would fill etcd. Best effort:
+    /// the JobRun's deletion collects it anyway.
+    async fn delete_files(&self, _run: &str) {}
     /// Whether a pod of the Job `name` has not ended (running, or stopping).
     fn pods_running(&self, _name: &str) -> bool {
         false
@@ -555,7 +559,19 @@ impl<W: World> Executor<'_, W> {
             .await?;
         self.world
             .publish(self.run, history::transitions(self.run, persisted, status));
+        let ended = status.done && !persisted.done;
         *persisted = status.clone();
+        if ended
+            && self
+                .run
+                .spec
+                .action
+                .files
+                .iter()
+                .any(|files| !files.is_empty())
+        {
+            self.world.delete_files(run_name(self.run)).await;
+        }
         Ok(())
     }
 
@@ -1217,6 +1233,13 @@ impl World for Cluster<'_> {
 
     async fn delete_job(&self, name: &str) -> Result<(), ReconcileError> {
         self.delete(&self.namespaced::<Job>(), name).await
+    }
+
+    async fn delete_files(&self, run: &str) {
+        let name = crate::names::files_config_map_name(run);
+        if let Err(error) = self.delete(&self.namespaced::<ConfigMap>(), &name).await {
+            tracing::warn!(run, %error, "the run's files ConfigMap is left until the run is deleted");
+        }
     }
 
     async fn task_logs(&self, name: &str, budget: usize) -> String {

@@ -676,7 +676,14 @@ fn files_expand_from_the_commit_with_modes_links_and_limits() {
             .contains("a submodule: its files are in another repository"),
         "{error}"
     );
-    assert!(collect_at("[vendor, run.sh]").is_ok());
+    // A directory that holds only the submodule has nothing to stage: the task fails, as one
+    // that names a missing path.
+    let error = collect_at("[vendor, run.sh]").unwrap_err();
+    assert!(
+        error.to_string().contains("directory \"vendor\"")
+            && error.to_string().contains("holds no file to stage"),
+        "{error}"
+    );
 
     // Links that fan out (four side by side to the next level, six levels deep: 4,096 files)
     // are refused once the walk passes its bound (1,000 here), not listed whole first.
