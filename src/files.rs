@@ -40,8 +40,8 @@ pub enum FilesError {
         place: String,
     },
     #[error(
-        "task '{task}': directory \"{path}\" in {place} holds no file to stage (empty, or only \
-         links to nothing or submodules)"
+        "task '{task}': \"{path}\" in {place} brings no file to stage (an empty directory, links \
+         to nothing, submodules or .git only)"
     )]
     Empty {
         task: String,
@@ -436,6 +436,13 @@ impl FileTree for DirTree {
             if !real.starts_with(&self.root) {
                 return Err(ExpandError::Escapes(relative));
             }
+            // A checkout's `.git` is never staged, reached by its name or through a link.
+            if real
+                .strip_prefix(&self.root)
+                .is_ok_and(|inside| inside.components().any(|part| part.as_os_str() == ".git"))
+            {
+                continue;
+            }
             let metadata = fs::metadata(&real).map_err(|e| io(&real, e))?;
             if metadata.is_dir() {
                 if above.contains(&real) {
@@ -472,8 +479,27 @@ impl FileTree for DirTree {
         Ok(found)
     }
 
+    /// At most the size the limits were checked with: a file replaced by a larger one since
+    /// (a sync of the directory) is not read whole into memory.
     fn read(&self, file: &FoundFile<PathBuf>) -> Result<Vec<u8>, FilesError> {
-        fs::read(&file.handle).map_err(|e| unreadable(&file.handle, &e))
+        use std::io::Read;
+        let opened = fs::File::open(&file.handle).map_err(|e| unreadable(&file.handle, &e))?;
+        let mut content = Vec::new();
+        opened
+            .take(file.size.saturating_add(1))
+            .read_to_end(&mut content)
+            .map_err(|e| unreadable(&file.handle, &e))?;
+        if content.len() as u64 > file.size {
+            return Err(FilesError::Unreadable {
+                path: file.handle.display().to_string(),
+                reason: format!(
+                    "it grew past the {} bytes it had when the files were listed; send the \
+                     event again with a new id",
+                    file.size
+                ),
+            });
+        }
+        Ok(content)
     }
 }
 
@@ -640,6 +666,28 @@ mod tests {
         let _ = fs::remove_dir_all(&base);
     }
 
+    /// A checkout's `.git` (its config may hold credentials) is not staged through a link to
+    /// it or into it either.
+    #[test]
+    fn a_link_into_git_stages_nothing_of_it() {
+        let base = std::env::temp_dir().join(format!("files-dotgit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let service = base.join("carts");
+        fs::create_dir_all(service.join("helm")).unwrap();
+        fs::create_dir_all(base.join(".git")).unwrap();
+        fs::write(base.join(".git/config"), "url = https://bot:token@git").unwrap();
+        fs::write(service.join("helm/Chart.yaml"), "chart").unwrap();
+        std::os::unix::fs::symlink("../../.git", service.join("helm/g")).unwrap();
+        std::os::unix::fs::symlink("../.git/config", service.join("config")).unwrap();
+        let run = collect_from_dir(&base, &service, &action_with_files("[helm]").tasks).unwrap();
+        let paths: Vec<&str> = run.files.iter().map(|f| f.staged.path.as_str()).collect();
+        assert_eq!(paths, ["helm/Chart.yaml"]);
+        let error =
+            collect_from_dir(&base, &service, &action_with_files("[config]").tasks).unwrap_err();
+        assert!(matches!(error, FilesError::Empty { .. }), "{error}");
+        let _ = fs::remove_dir_all(&base);
+    }
+
     /// As from git: a link to nothing inside the directory stages nothing; one that would
     /// lead out of it is refused.
     #[test]
@@ -661,9 +709,10 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .starts_with("task 'task-0': directory \"reports\" in ")
+                .starts_with("task 'task-0': \"reports\" in ")
                 && error.to_string().ends_with(
-                    "holds no file to stage (empty, or only links to nothing or submodules)"
+                    "brings no file to stage (an empty directory, links to nothing, submodules \
+                     or .git only)"
                 ),
             "{error}"
         );

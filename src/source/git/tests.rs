@@ -680,8 +680,8 @@ fn files_expand_from_the_commit_with_modes_links_and_limits() {
     // that names a missing path.
     let error = collect_at("[vendor, run.sh]").unwrap_err();
     assert!(
-        error.to_string().contains("directory \"vendor\"")
-            && error.to_string().contains("holds no file to stage"),
+        error.to_string().contains("\"vendor\"")
+            && error.to_string().contains("brings no file to stage"),
         "{error}"
     );
 
