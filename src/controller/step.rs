@@ -259,6 +259,9 @@ impl<W: World> Executor<'_, W> {
             marked.done = true;
             marked.revision += 1;
             self.world.mark_done(name, marked.revision).await?;
+            // Whether it staged files the trimmed copy does not say: a ConfigMap it has not
+            // is a 404.
+            self.world.delete_files(name).await;
             return Ok((marked, None));
         }
         let mut persisted = status.clone();

@@ -68,14 +68,17 @@ pub struct IngestState {
 /// The bytes of request bodies one replica holds at once (`--max-body-bytes-in-flight`).
 #[derive(Debug)]
 pub struct BodyBudget {
-    permits: tokio::sync::Semaphore,
+    permits: Arc<tokio::sync::Semaphore>,
     pub bytes: usize,
 }
+
+/// A body's share of the budget, held by the request and by a plan made for it.
+pub(crate) type Held = Arc<tokio::sync::OwnedSemaphorePermit>;
 
 impl BodyBudget {
     pub fn new(bytes: usize) -> Self {
         BodyBudget {
-            permits: tokio::sync::Semaphore::new(Self::kib(bytes) as usize),
+            permits: Arc::new(tokio::sync::Semaphore::new(Self::kib(bytes) as usize)),
             bytes,
         }
     }
@@ -85,8 +88,12 @@ impl BodyBudget {
     }
 
     /// Room for a body of `bytes`, while the permit is held; `None` when the budget is spent.
-    pub fn grant(&self, bytes: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.permits.try_acquire_many(Self::kib(bytes)).ok()
+    pub(crate) fn grant(&self, bytes: usize) -> Option<Held> {
+        self.permits
+            .clone()
+            .try_acquire_many_owned(Self::kib(bytes))
+            .ok()
+            .map(Arc::new)
     }
 }
 
@@ -140,10 +147,17 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
     if declared.is_some_and(|length| length > state.max_body_bytes) {
         return too_large();
     }
-    // Held until the answer: the parsed event lives as long as its bytes.
-    let Some(_held) = state
+    // Held until the answer (and by a plan on the blocking pool, which outlives a sender
+    // that went away): the parsed event lives as long as its bytes.
+    // Without a length: the body's own when it has one (none at all: empty), else the limit.
+    let length = declared.or_else(|| {
+        axum::body::HttpBody::size_hint(&body)
+            .exact()
+            .and_then(|n| usize::try_from(n).ok())
+    });
+    let Some(held) = state
         .body_budget
-        .grant(declared.unwrap_or(state.max_body_bytes))
+        .grant(length.unwrap_or(state.max_body_bytes))
     else {
         metrics.event_received("overloaded");
         let mut response = error(
@@ -220,7 +234,7 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
             return error(problem.status(), problem.to_string());
         }
     };
-    accept(&state, &events).await
+    accept(&state, &events, &held).await
 }
 
 /// The answer to a structured-mode event that starts nothing, planned from its sketch
@@ -336,13 +350,13 @@ struct Answer<'a> {
 }
 
 /// Persists the runs of every event, then answers for all of them.
-async fn accept(state: &IngestState, events: &[CloudEvent]) -> Response {
+async fn accept(state: &IngestState, events: &[CloudEvent], held: &Held) -> Response {
     let mut answer = Answer {
         events: Vec::with_capacity(events.len()),
     };
     let (mut any_runs, mut any_config_error) = (false, false);
     for event in events {
-        match take_event(state, event).await {
+        match take_event(state, event, Some(held)).await {
             Ok(taken) => {
                 state.metrics.event_received(taken.outcome.label());
                 any_runs |= matches!(taken.outcome, Outcome::Accepted | Outcome::Duplicate);
@@ -519,6 +533,7 @@ fn ingest_span(event: &CloudEvent) -> (tracing::Span, Option<TraceContext>) {
 pub(crate) async fn take_event<'a>(
     state: &IngestState,
     event: &'a CloudEvent,
+    held: Option<&Held>,
 ) -> Result<Taken<'a>, Refusal> {
     let (span, incoming) = ingest_span(event);
     let context = trace::handed_on(&span, incoming.as_ref());
@@ -538,7 +553,9 @@ pub(crate) async fn take_event<'a>(
         None => {
             let (owned_event, source, settings) =
                 (event.clone(), state.source.clone(), state.settings.clone());
+            let held = held.cloned();
             match tokio::task::spawn_blocking(move || {
+                let _held = held;
                 plan::plan_event(&owned_event, &source, &settings)
             })
             .await

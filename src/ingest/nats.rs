@@ -453,7 +453,7 @@ async fn take_message_now(ingest: &IngestState, message: &jetstream::Message) {
             return;
         }
     };
-    match take_event(ingest, &event).await {
+    match take_event(ingest, &event, None).await {
         Ok(taken) => acknowledge_taken(ingest, message, event.id(), taken.outcome).await,
         Err(refusal) => {
             metrics.event_received(refusal.outcome);

@@ -311,7 +311,7 @@ async fn fire(
         Err(message) => return Ok(Err(message)),
     };
     let left = parts.leadership.borrow().fence(FENCE_MARGIN)?;
-    let Some(taken) = leader::within(left, take_event(&parts.ingest, &event)).await else {
+    let Some(taken) = leader::within(left, take_event(&parts.ingest, &event, None)).await else {
         return Err(ScheduleError::Fenced);
     };
     let taken = match taken {

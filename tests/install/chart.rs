@@ -653,6 +653,20 @@ fn chart_wires_notifications() {
         json!({"ipBlock": {"cidr": "10.0.0.0/8"}}),
         "{egress}"
     );
+    // Kept from other pods when the CIDRs say where it goes.
+    let dir = tempdir("no-pods");
+    let file = dir.join("values.yaml");
+    std::fs::write(
+        &file,
+        "networkPolicy:\n  operator:\n    egressToPods: false\n",
+    )
+    .unwrap();
+    let docs = documents(&render(&[FULL_VALUES, file.to_str().unwrap()]));
+    let egress = &find(&docs, "NetworkPolicy", Some("jx"))["spec"]["egress"];
+    assert!(
+        !egress.to_string().contains("namespaceSelector\":{}"),
+        "{egress}"
+    );
 
     for (name, yaml) in renderings() {
         let docs = documents(&yaml);
