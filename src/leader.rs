@@ -732,20 +732,30 @@ mod tests {
         start.elapsed()
     }
 
+    /// A replica taking part in the election on `api` until it is told to stop.
+    fn candidate(
+        api: Api<Lease>,
+        identity: &str,
+    ) -> (
+        watch::Receiver<Leadership>,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, rx) = watch::channel(Leadership::Following { holder: None });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(elect(api, settings(identity), tx, async move {
+            let _ = stopped.await;
+        }));
+        (rx, stop, task)
+    }
+
     /// Two candidates on one Lease: one leads, the other waits; a released Lease is taken at
     /// the next look, an abandoned one only after the lease duration.
     #[tokio::test]
     async fn one_leads_a_released_lease_moves_at_once_an_abandoned_one_after_the_duration() {
         let sim = kube_sim::Sim::builder().start().await.unwrap();
         let api = || Api::<Lease>::namespaced(sim.client(), "default");
-        let start = |identity: &str| {
-            let (tx, rx) = watch::channel(Leadership::Following { holder: None });
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(elect(api(), settings(identity), tx, async move {
-                let _ = stopped.await;
-            }));
-            (rx, stop, task)
-        };
+        let start = |identity: &str| candidate(api(), identity);
         let (mut a, stop_a, task_a) = start("a");
         wait_for(&mut a, true).await;
         let (mut b, stop_b, task_b) = start("b");
@@ -782,14 +792,7 @@ mod tests {
     async fn a_lease_deleted_under_its_holder_is_made_anew_after_the_duration() {
         let sim = kube_sim::Sim::builder().start().await.unwrap();
         let api = || Api::<Lease>::namespaced(sim.client(), "default");
-        let start = |identity: &str| {
-            let (tx, rx) = watch::channel(Leadership::Following { holder: None });
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(elect(api(), settings(identity), tx, async move {
-                let _ = stopped.await;
-            }));
-            (rx, stop, task)
-        };
+        let start = |identity: &str| candidate(api(), identity);
         let (mut a, _stop_a, _task_a) = start("a");
         wait_for(&mut a, true).await;
         let (b, _stop_b, _task_b) = start("b");
