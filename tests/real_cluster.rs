@@ -48,14 +48,47 @@ fn message(finished: &support::Received) -> String {
         .to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_test_event_runs_both_tasks_in_order_with_their_logs_and_files() {
-    let h = ClusterHarness::start("order", &examples(), &[]).await;
-    let event = sample_with_id("test.triggered.json", "cluster-order");
+/// Posts `id`'s test event and holds its `.finished` at the sink until the run's tasks are
+/// over and its files ConfigMap is read (a run is done once `.finished` is delivered, and its
+/// ConfigMap deleted then, which is checked too): the ConfigMap as it was.
+async fn hold_until_files_read(h: &ClusterHarness, id: &str) -> Value {
+    h.sink
+        .set_policy(|event| match event.event_type.ends_with(".finished") {
+            true => Reply::Unavailable,
+            false => Reply::Accept,
+        });
+    let event = sample_with_id("test.triggered.json", id);
     let response = h.post_event(&event).await;
     assert_eq!(response.status, 202, "{:?}", response.body);
     assert_eq!(response.body["events"][0]["runs"][0]["status"], "created");
+    h.eventually("the run's tasks to end", LONG, || {
+        h.jobruns()
+            .first()
+            .is_some_and(|run| run["status"]["phase"] == "Succeeded")
+    })
+    .await;
+    let run_name = h.jobruns()[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let files = format!("{run_name}-files");
+    let configmap = h
+        .cluster
+        .kubectl_json(&["-n", &h.namespace, "get", "configmap", &files]);
+    h.sink.accept_all();
+    h.eventually("the done run's files ConfigMap deleted", LONG, || {
+        !h.list("configmaps")
+            .iter()
+            .any(|map| map["metadata"]["name"] == files.as_str())
+    })
+    .await;
+    configmap
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_event_runs_both_tasks_in_order_with_their_logs_and_files() {
+    let h = ClusterHarness::start("order", &examples(), &[]).await;
+    let configmap = hold_until_files_read(&h, "cluster-order").await;
     let finished = h.wait_finished("cluster-order", LONG).await;
     let types: Vec<String> = h
         .sink
@@ -104,9 +137,6 @@ async fn the_test_event_runs_both_tasks_in_order_with_their_logs_and_files() {
     let run = &h.jobruns()[0];
     let run_name = run["metadata"]["name"].as_str().unwrap();
     let files = format!("{run_name}-files");
-    let configmap = h
-        .cluster
-        .kubectl_json(&["-n", &h.namespace, "get", "configmap", &files]);
     let parsed: k8s_openapi::api::core::v1::ConfigMap =
         serde_json::from_value(configmap.clone()).unwrap();
     let binary = parsed.binary_data.unwrap_or_default();
@@ -879,10 +909,7 @@ async fn the_test_event_runs_from_a_git_repository() {
         path(&root.join("cache")).to_string(),
     ];
     let h = ClusterHarness::start_from("git", source, &[]).await;
-    let event = sample_with_id("test.triggered.json", "cluster-git");
-    let response = h.post_event(&event).await;
-    assert_eq!(response.status, 202, "{:?}", response.body);
-    assert_eq!(response.body["events"][0]["runs"][0]["status"], "created");
+    let configmap = hold_until_files_read(&h, "cluster-git").await;
     let finished = h.wait_finished("cluster-git", LONG).await;
     assert_eq!(finished.data["status"], "succeeded", "{}", finished.data);
     assert_eq!(h.jobs_created().len(), 2);
@@ -890,16 +917,8 @@ async fn the_test_event_runs_from_a_git_repository() {
     let run = &h.jobruns()[0];
     assert_eq!(run["spec"]["configRevision"], dev.as_str());
     assert_eq!(run["spec"]["configDir"], "carts");
-    let files = format!("{}-files", run["metadata"]["name"].as_str().unwrap());
     let configmap: k8s_openapi::api::core::v1::ConfigMap =
-        serde_json::from_value(h.cluster.kubectl_json(&[
-            "-n",
-            &h.namespace,
-            "get",
-            "configmap",
-            &files,
-        ]))
-        .unwrap();
+        serde_json::from_value(configmap).unwrap();
     let binary = configmap.binary_data.unwrap_or_default();
     assert_eq!(
         binary["0-scripts_wait-for.sh"].0, b"echo from the dev branch\n",
