@@ -659,6 +659,22 @@ pub fn split_triggered_type(event_type: &str) -> Option<(&str, &str)> {
     (!task.is_empty() && !prefix.is_empty()).then_some((prefix, task))
 }
 
+/// Keptn's events that are not a task's (`sh.keptn.event.<task>.<kind>`, five parts): a
+/// sequence's (`sh.keptn.event.dev.delivery.triggered`), a project's or a service's
+/// (`sh.keptn.event.service.create.finished`), with why they start nothing. Keptn's own
+/// integrations (its SDK) take no such event, nor did Keptn's job-executor-service; a glob such
+/// as `sh.keptn.event.*.triggered` would match them (`*` crosses dots), run the action once more
+/// for each stage, and answer a sequence's event with `.started` and `.finished` of its own.
+pub fn not_a_keptn_task(event_type: &str) -> Option<String> {
+    let rest = event_type.strip_prefix("sh.keptn.event.")?;
+    (rest.split('.').count() != 2).then(|| {
+        format!(
+            "{event_type} is not a Keptn task's event (sh.keptn.event.<task>.<kind>): Keptn's \
+             sequence, project and service events start no action"
+        )
+    })
+}
+
 /// Which outgoing event of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -1187,6 +1203,25 @@ mod tests {
         // Both parts must be there.
         assert_eq!(split_triggered_type(".test.triggered"), None);
         assert_eq!(split_triggered_type("sh.keptn.event..triggered"), None);
+    }
+
+    #[test]
+    fn keptn_events_that_are_not_a_tasks_are_told() {
+        assert_eq!(not_a_keptn_task("sh.keptn.event.test.triggered"), None);
+        assert_eq!(not_a_keptn_task("sh.keptn.event.deployment.finished"), None);
+        // Not Keptn's: whatever the config says.
+        assert_eq!(not_a_keptn_task("com.example.build.done.now"), None);
+        for event_type in [
+            "sh.keptn.event.dev.delivery.triggered",
+            "sh.keptn.event.service.create.finished",
+            "sh.keptn.event.triggered",
+        ] {
+            let reason = not_a_keptn_task(event_type).unwrap_or_default();
+            assert!(
+                reason.starts_with(&format!("{event_type} is not a Keptn task's event")),
+                "{event_type}: {reason}"
+            );
+        }
     }
 
     #[test]

@@ -79,8 +79,8 @@ fn plan(
 ) -> Result<Value, String> {
     let matcher = Matcher::compile(config).map_err(|e| e.to_string())?;
     // What the operator answers such an event, whatever the config's globs.
-    if let Some(reasons) = crate::ingest::plan::not_a_task_event(event.event_type()) {
-        return Ok(json!({"matched": [], "not_matched": reasons}));
+    if let Some(reason) = event::not_a_keptn_task(event.event_type()) {
+        return Ok(json!({"matched": [], "not_matched": [{"action": "", "reason": reason}]}));
     }
     let time = event
         .as_value()

@@ -147,9 +147,9 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
     if declared.is_some_and(|length| length > state.max_body_bytes) {
         return too_large();
     }
-    // Held until the answer (and by a plan on the blocking pool, which outlives a sender
-    // that went away): the parsed event lives as long as its bytes.
-    // Without a length: the body's own when it has one (none at all: empty), else the limit.
+    // The body's share of the budget: its declared length, else its exact size (none at all:
+    // empty), else the limit. Held until the answer, and by a plan on the blocking pool (which
+    // outlives a sender that went away): the parsed event lives as long as its bytes.
     let length = declared.or_else(|| {
         axum::body::HttpBody::size_hint(&body)
             .exact()

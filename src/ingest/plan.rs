@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::config::{Notify, NotifyRule};
 use crate::crd::{ConfigStale, JobRun, JobRunSpec, RunAction, RunConcurrency};
-use crate::event::{CloudEvent, EventSketch, split_triggered_type};
+use crate::event::{self, CloudEvent, EventSketch, split_triggered_type};
 use crate::files::StagedFile;
 use crate::json_text::{self, Escaping};
 use crate::labels::{self, MANAGED_BY, MANAGED_BY_LABEL};
@@ -397,24 +397,14 @@ fn no_listener(event_type: &str) -> NotMatched {
     }
 }
 
-/// Keptn's events that are not a task's (`sh.keptn.event.<task>.<kind>`, five parts): a
-/// sequence's (`sh.keptn.event.dev.delivery.triggered`), a project's or a service's
-/// (`sh.keptn.event.service.create.finished`). Keptn's own integrations (its SDK) take no
-/// such event, nor did Keptn's job-executor-service; here a glob such as
-/// `sh.keptn.event.*.triggered` would match them (`*` crosses dots), run the action once more
-/// for each stage, and answer a sequence's event with `.started` and `.finished` of its own.
-pub fn not_a_task_event(event_type: &str) -> Option<Vec<NotMatched>> {
-    let rest = event_type.strip_prefix("sh.keptn.event.")?;
-    if rest.split('.').count() == 2 {
-        return None;
-    }
-    Some(vec![NotMatched {
-        action: String::new(),
-        reason: format!(
-            "{event_type} is not a Keptn task's event (sh.keptn.event.<task>.<kind>): Keptn's \
-             sequence, project and service events start no action"
-        ),
-    }])
+/// Why an event that is not a Keptn task's starts nothing ([`event::not_a_keptn_task`]).
+fn not_a_task_event(event_type: &str) -> Option<Vec<NotMatched>> {
+    event::not_a_keptn_task(event_type).map(|reason| {
+        vec![NotMatched {
+            action: String::new(),
+            reason,
+        }]
+    })
 }
 
 fn no_service(field: &str) -> Vec<NotMatched> {
