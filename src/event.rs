@@ -327,6 +327,9 @@ fn validate_with(members: &impl Members, rules: Rules) -> Result<(), EventError>
             ));
         }
     }
+    if received {
+        check_optional_values(members)?;
+    }
     // A null member is an unset one (JSON format, 2.2).
     let base64 = members.member("data_base64");
     let set =
@@ -404,6 +407,41 @@ fn validate_with(members: &impl Members, rules: Rules) -> Result<(), EventError>
         }
     }
     Ok(())
+}
+
+/// The optional attributes' values, when set: none empty (the spec: "if present, MUST be a
+/// non-empty string"), and `time` a timestamp (RFC 3339), as the SDKs Keptn's services used
+/// read them.
+fn check_optional_values(members: &impl Members) -> Result<(), EventError> {
+    for name in OPTIONAL_STRINGS {
+        match members.member(name) {
+            Some(AttributeKind::String("")) => {
+                return Err(invalid(name, "must not be empty when it is set"));
+            }
+            Some(AttributeKind::String(time))
+                if name == "time" && time.parse::<jiff::Timestamp>().is_err() =>
+            {
+                return Err(invalid(
+                    name,
+                    &format!(
+                        "is not an RFC 3339 timestamp with an offset (such as \
+                         2026-12-01T10:00:00Z): {:?}",
+                        shown_prefix(time)
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A value as an error shows it: its first 40 characters, then `…`.
+fn shown_prefix(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
 }
 
 /// Whether a JSON value is a number the CloudEvents Integer type holds: a whole number from
@@ -1083,6 +1121,22 @@ mod tests {
     }
 
     #[test]
+    fn takes_the_times_senders_write() {
+        // Keptn's Go services, the Python SDK, an offset, a lower-case separator.
+        for time in [
+            "2026-12-01T10:00:00.000Z",
+            "2026-12-01T10:00:00.123456+00:00",
+            "2026-12-01T11:00:00+01:00",
+            "2026-12-01t10:00:00z",
+        ] {
+            let event = json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t",
+                "time": time});
+            let parsed = CloudEvent::from_value(event);
+            assert!(parsed.is_ok(), "{time}: {parsed:?}");
+        }
+    }
+
+    #[test]
     fn refuses_invalid_events_with_reasons() {
         let cases = [
             (
@@ -1132,6 +1186,26 @@ mod tests {
             (
                 json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "subject": 5}),
                 "attribute \"subject\" must be a string, found a number",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "subject": ""}),
+                "attribute \"subject\" must not be empty when it is set",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "time": "yesterday"}),
+                "attribute \"time\" is not an RFC 3339 timestamp with an offset (such as \
+                 2026-12-01T10:00:00Z): \"yesterday\"",
+            ),
+            (
+                // A local time says no instant.
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "time": "2026-12-01T10:00:00"}),
+                "attribute \"time\" is not an RFC 3339 timestamp with an offset (such as \
+                 2026-12-01T10:00:00Z): \"2026-12-01T10:00:00\"",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "time": "x".repeat(100)}),
+                "attribute \"time\" is not an RFC 3339 timestamp with an offset (such as \
+                 2026-12-01T10:00:00Z): \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…\"",
             ),
             (
                 json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "ext": {"a": 1}}),

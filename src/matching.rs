@@ -381,6 +381,11 @@ impl Matcher {
         Cow::Owned(all)
     }
 
+    /// Whether any action listens for events of this type, whatever their conditions.
+    pub fn listens_for(&self, event_type: &str) -> bool {
+        !self.listening(event_type).is_empty()
+    }
+
     /// The indices of the actions the event triggers, in file order.
     pub fn matching(&self, event: &CloudEvent) -> Vec<usize> {
         self.decide(event).matched

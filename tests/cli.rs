@@ -760,8 +760,12 @@ fn schedule_lists_slots_and_refuses_bad_schedules() {
             "the minute field \"60\": 60 is outside 0-59",
         ),
         (
+            vec!["0 300 * * *"],
+            "the hour field \"300\": 300 is outside 0-23",
+        ),
+        (
             vec!["@daily", "--time-zone", "Mars/Olympus"],
-            "timeZone \"Mars/Olympus\" is not an IANA time zone",
+            "--time-zone \"Mars/Olympus\" is not an IANA time zone",
         ),
         (
             vec!["@daily", "--from", "yesterday"],
@@ -777,6 +781,14 @@ fn schedule_lists_slots_and_refuses_bad_schedules() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
+    // More slots than it lists is refused, not cut short.
+    let out = Command::new(BIN)
+        .args(["schedule", "@daily", "--count", "5000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("5000 is not in 1..=1000"), "{stderr}");
 }
 
 /// docs/operator.md's tables of `job-executor run`'s flags name every flag `run --help` lists,

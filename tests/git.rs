@@ -468,6 +468,27 @@ async fn a_run_keeps_its_commit_while_the_branch_moves_and_gitcommitid_pins_an_o
         message.contains("commit 0123456789abcdef0123 is not in file://"),
         "{message}"
     );
+    // Another service's task of that sequence, pinned alike: no config at the heads listens
+    // for it, so the sender is told and no `.finished` fails it.
+    let runs = h.jobruns().len();
+    let mut evaluation = event(
+        "nowhere-evaluation",
+        "dev",
+        "carts",
+        Some("0123456789abcdef0123"),
+    );
+    evaluation["type"] = json!("sh.keptn.event.evaluation.triggered");
+    let response = h.post_event(&evaluation).await;
+    assert_eq!(response.status, 422, "{:?}", response.body);
+    assert!(
+        response
+            .body
+            .to_string()
+            .contains("--git-pin-commits false"),
+        "{:?}",
+        response.body
+    );
+    assert_eq!(h.jobruns().len(), runs, "no run, so no .finished");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

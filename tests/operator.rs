@@ -1598,6 +1598,27 @@ async fn bad_input_gets_its_status_and_message_and_the_operator_keeps_serving() 
          hold control characters or noncharacters"
     );
 
+    // A time that says no instant, in either mode (the structured one read as a sketch).
+    let mut untimed = sample("test.triggered.json");
+    untimed["time"] = json!("2026-12-01 at ten");
+    let response = h.post(&[structured, auth], untimed.to_string()).await;
+    assert_eq!(response.status, 400);
+    let told = "attribute \"time\" is not an RFC 3339 timestamp with an offset (such as \
+                2026-12-01T10:00:00Z): \"2026-12-01 at ten\"";
+    assert_eq!(response.body["error"], told);
+    let binary = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "untimed-1"),
+        ("ce-source", "s"),
+        ("ce-type", "t"),
+        ("ce-time", "2026-12-01%20at%20ten"),
+        auth,
+    ];
+    let response = h.post(&binary, "").await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.body["error"], told);
+    assert!(h.jobruns().is_empty());
+
     // What the HTTP binding allows and refuses, through the binary.
     let batch = ("content-type", "application/cloudevents-batch+json");
     let response = h.post(&[batch, auth], "[]").await;
@@ -2286,6 +2307,14 @@ async fn configs_that_cannot_be_used_are_reported_to_the_sender_and_in_finished(
             .contains("unknown key \"imag\"")
     );
     assert!(h.jobs_created().is_empty());
+    assert_eq!(h.jobruns().len(), 1, "the run that reports it");
+    // Another service's task of the same sequence: the sender is told, but no `.finished`
+    // answers it (an errored one would fail a task this config was not written for).
+    let mut evaluation = sample_with_id("test.triggered.json", "broken-evaluation");
+    evaluation["type"] = json!("sh.keptn.event.evaluation.triggered");
+    let response = h.post_event(&evaluation).await;
+    assert_eq!(response.status, 422, "{:?}", response.body);
+    assert_eq!(h.jobruns().len(), 1, "no run, so no .finished");
 
     let mut other = sample_with_id("test.triggered.json", "no-config");
     other["data"]["service"] = json!("orders");

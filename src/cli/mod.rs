@@ -68,9 +68,9 @@ pub struct ScheduleArgs {
     /// An IANA time zone, e.g. Europe/Berlin (default: UTC).
     #[arg(long)]
     pub time_zone: Option<String>,
-    /// How many slots to list (at most 1000).
-    #[arg(long, default_value_t = 5)]
-    pub count: usize,
+    /// How many slots to list (1 to 1000).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub count: u16,
     /// List the slots after this time (RFC 3339; default: now).
     #[arg(long)]
     pub from: Option<String>,

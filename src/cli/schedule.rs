@@ -8,21 +8,24 @@ use jiff::Timestamp;
 use super::ScheduleArgs;
 use crate::schedule::{Schedule, ScheduleError};
 
-/// The most slots one call lists.
-pub const MOST_SLOTS: usize = 1000;
-
 #[derive(Debug, thiserror::Error)]
 pub enum PreviewError {
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
     #[error("--from {0:?} is not an RFC 3339 time (e.g. 2026-12-01T10:00:00Z)")]
     From(String),
+    #[error("--time-zone {zone:?} is not an IANA time zone ({reason}); e.g. Europe/Berlin, UTC")]
+    TimeZone { zone: String, reason: String },
 }
 
 /// Prints the next `--count` slots after `--from` (default: now), one a line: the instant in
 /// UTC and the schedule's wall clock.
 pub fn run_schedule(args: &ScheduleArgs) -> Result<ExitCode, PreviewError> {
-    let schedule = Schedule::new(&args.cron, args.time_zone.as_deref())?;
+    let schedule =
+        Schedule::new(&args.cron, args.time_zone.as_deref()).map_err(|error| match error {
+            ScheduleError::TimeZone { zone, reason } => PreviewError::TimeZone { zone, reason },
+            other => PreviewError::Schedule(other),
+        })?;
     let from = match &args.from {
         Some(text) => text
             .parse::<Timestamp>()
@@ -30,7 +33,7 @@ pub fn run_schedule(args: &ScheduleArgs) -> Result<ExitCode, PreviewError> {
         None => Timestamp::now(),
     };
     let slots = std::iter::successors(schedule.next_after(from), |slot| schedule.next_after(*slot))
-        .take(args.count.min(MOST_SLOTS));
+        .take(usize::from(args.count));
     for slot in slots {
         let local = schedule.local(slot);
         println!(

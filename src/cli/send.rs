@@ -70,7 +70,13 @@ pub fn run_send(args: &SendArgs) -> Result<ExitCode, SendError> {
         return Err(SendError::InvalidUrl(args.to.clone()));
     }
     let mut headers = Vec::new();
-    if let Some(token) = args.token.as_deref().filter(|t| !t.is_empty()) {
+    // Trimmed as the operator trims its own: a Secret's key made from a file ends in a newline.
+    if let Some(token) = args
+        .token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
         let value = HeaderValue::try_from(format!("Bearer {token}"))
             .map_err(|_| SendError::InvalidToken)?;
         headers.push((http::header::AUTHORIZATION, value));

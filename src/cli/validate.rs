@@ -16,7 +16,7 @@ pub fn run_validate(args: &ValidateArgs) -> ExitCode {
                 }
                 println!("{file}: ok ({} action(s))", valid.config.actions.len());
             }
-            Err(ConfigError::Invalid { file, problems }) => {
+            Err(ConfigError::Invalid { file, problems, .. }) => {
                 failed = true;
                 for problem in &problems {
                     println!("{}", format_problem(&file, problem));

@@ -39,6 +39,9 @@ pub enum ConfigError {
     Invalid {
         file: String,
         problems: Vec<Problem>,
+        /// The event names its actions give, as far as the file can be read
+        /// ([`named_event_types`]): which events the failure concerns.
+        named_types: Vec<String>,
     },
     #[error("cannot read {file}: {reason}")]
     Unreadable { file: String, reason: String },
@@ -95,6 +98,81 @@ pub fn read_file(path: &Path) -> Result<String, ConfigError> {
     Ok(text)
 }
 
+impl ConfigError {
+    /// Whether an event of this type may be one the config was written for, so that its
+    /// sender (a Keptn sequence waiting on the task) is told the config cannot be used: an
+    /// invalid config concerns the types its actions name (each a glob, as when it loads), a
+    /// config that could not be read at all every type.
+    pub fn concerns(&self, event_type: &str) -> bool {
+        let ConfigError::Invalid { named_types, .. } = self else {
+            return true;
+        };
+        named_types
+            .iter()
+            .any(|name| match formats::event_glob(name) {
+                Ok(glob) => glob.compile_matcher().is_match(event_type),
+                Err(_) => name == event_type,
+            })
+    }
+}
+
+/// The event names a config's actions give (`actions[].events[].name`, wherever a merge key
+/// put them), read from its YAML tree whatever else is wrong with it; of a file that is not
+/// YAML, every value written after `name:` (more than the events' names: an action's or a
+/// variable's name matches no event type it does not spell).
+fn named_event_types(document: Option<&yaml::Node>, text: &str) -> Vec<String> {
+    let Some(root) = document else {
+        return text
+            .match_indices("name:")
+            .filter_map(|(at, key)| {
+                let value = text[at + key.len()..].trim_start_matches([' ', '\t', '"', '\'']);
+                let end = value
+                    .find(|c: char| c.is_whitespace() || "\"',}]#".contains(c))
+                    .unwrap_or(value.len());
+                (end > 0).then(|| value[..end].to_string())
+            })
+            .collect();
+    };
+    fn under_events(node: &yaml::Node, names: &mut Vec<String>) {
+        match &node.value {
+            yaml::NodeValue::Scalar { .. } => {}
+            yaml::NodeValue::Sequence(items) => {
+                items.iter().for_each(|item| under_events(item, names));
+            }
+            yaml::NodeValue::Mapping(entries) => {
+                for (key, value) in entries {
+                    match (&key.value, &value.value) {
+                        (
+                            yaml::NodeValue::Scalar { text: key, .. },
+                            yaml::NodeValue::Scalar { text: name, .. },
+                        ) if key == "name" => names.push(name.clone()),
+                        _ => under_events(value, names),
+                    }
+                }
+            }
+        }
+    }
+    fn anywhere(node: &yaml::Node, names: &mut Vec<String>) {
+        match &node.value {
+            yaml::NodeValue::Scalar { .. } => {}
+            yaml::NodeValue::Sequence(items) => items.iter().for_each(|item| anywhere(item, names)),
+            yaml::NodeValue::Mapping(entries) => {
+                for (key, value) in entries {
+                    match &key.value {
+                        yaml::NodeValue::Scalar { text, .. } if text == "events" => {
+                            under_events(value, names);
+                        }
+                        _ => anywhere(value, names),
+                    }
+                }
+            }
+        }
+    }
+    let mut names = Vec::new();
+    anywhere(root, &mut names);
+    names
+}
+
 /// A config that loaded, with what `validate` warns about.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidConfig {
@@ -149,11 +227,12 @@ fn load_with_schema(
     schema: &serde_json::Value,
 ) -> Result<ValidConfig, ConfigError> {
     check_size(file, text.len() as u64)?;
-    let invalid = |problems: Vec<Problem>| ConfigError::Invalid {
+    let invalid = |problems: Vec<Problem>, document: Option<&yaml::Node>| ConfigError::Invalid {
         file: file.to_string(),
         problems: sorted(problems),
+        named_types: named_event_types(document, text),
     };
-    let document = yaml::parse_document(text).map_err(|error| invalid(vec![error.into()]))?;
+    let document = yaml::parse_document(text).map_err(|error| invalid(vec![error.into()], None))?;
     let checked = check::check(&document.root, schema);
     let mut errors: Vec<Problem> = document.errors.into_iter().map(Problem::from).collect();
     let mut semantic = Semantic {
@@ -180,7 +259,7 @@ fn load_with_schema(
             config,
             warnings: sorted(semantic.warnings),
         }),
-        _ => Err(invalid(errors)),
+        _ => Err(invalid(errors, Some(&document.root))),
     }
 }
 

@@ -82,7 +82,7 @@ actions:
 fn problems(text: &str) -> Vec<String> {
     match load(text, "job/config.yaml") {
         Ok(valid) => panic!("expected errors, loaded {:?}", valid.config),
-        Err(ConfigError::Invalid { file, problems }) => {
+        Err(ConfigError::Invalid { file, problems, .. }) => {
             problems.iter().map(|p| format_problem(&file, p)).collect()
         }
         Err(other) => panic!("{other}"),
@@ -759,7 +759,7 @@ fn a_value_the_schema_misses_is_still_located() {
     let mut schema = json_schema().clone();
     schema["$defs"]["ValueFrom"] = serde_json::json!({"type": "string"});
     let located = |text: &str| match load_with_schema(text, "job/config.yaml", &schema) {
-        Err(ConfigError::Invalid { file, problems }) => problems
+        Err(ConfigError::Invalid { file, problems, .. }) => problems
             .iter()
             .map(|p| format_problem(&file, p))
             .collect::<Vec<_>>(),
@@ -1441,4 +1441,50 @@ actions:
             "job/config.yaml:6:13: a merge key `<<` takes a mapping or a list of mappings, found a scalar"
         ]
     );
+}
+
+/// An invalid config concerns the event types its actions name, read from whatever the file
+/// holds: so its `.finished` answers the tasks it was written for, not every task of Keptn's
+/// sequences.
+#[test]
+fn an_invalid_config_concerns_the_event_types_it_names() {
+    let concerns = |text: &str, event_type: &str| match load(text, "job/config.yaml") {
+        Err(error) => error.concerns(event_type),
+        Ok(_) => panic!("loaded: {text}"),
+    };
+    // A task's unknown key; an event filter with one (left out of what the checks read).
+    let broken_task = "apiVersion: v2\nactions:\n  - name: tests\n    events:\n      - name: sh.keptn.event.test.triggered\n      - name: sh.keptn.event.*-load.triggered\n        jsonpth: {property: $.data.x, match: y}\n    tasks:\n      - imag: alpine\n";
+    assert!(concerns(broken_task, "sh.keptn.event.test.triggered"));
+    assert!(concerns(broken_task, "sh.keptn.event.web-load.triggered"));
+    assert!(!concerns(
+        broken_task,
+        "sh.keptn.event.evaluation.triggered"
+    ));
+    assert!(
+        !concerns(broken_task, "tests"),
+        "an action's name is no event's"
+    );
+    // Names brought by a merge key, in flow style.
+    let merged = "apiVersion: v2\nshared: &shared {events: [{name: sh.keptn.event.deployment.triggered}]}\nactions:\n  - <<: *shared\n    name: deploy\n    tasks: 5\n";
+    assert!(concerns(merged, "sh.keptn.event.deployment.triggered"));
+    assert!(!concerns(merged, "sh.keptn.event.test.triggered"));
+    // Not YAML at all: what follows any `name:`.
+    let unreadable = "apiVersion: v2\nactions:\n  - name: \"tests\"\n    events: [{name: 'sh.keptn.event.test.triggered'}\n    tasks:\n      - name: run\n        image: alpine\n    - bad indent\n";
+    assert!(
+        yaml::parse_document(unreadable).is_err(),
+        "the example must not be YAML"
+    );
+    assert!(concerns(unreadable, "sh.keptn.event.test.triggered"));
+    assert!(!concerns(unreadable, "sh.keptn.event.evaluation.triggered"));
+    // Nothing named: nothing concerned.
+    assert!(!concerns(
+        "apiVersion: v3\n",
+        "sh.keptn.event.test.triggered"
+    ));
+    // A file that cannot be read concerns every type.
+    let unreadable_file = ConfigError::Unreadable {
+        file: "job/config.yaml".into(),
+        reason: "permission denied".into(),
+    };
+    assert!(unreadable_file.concerns("sh.keptn.event.evaluation.triggered"));
 }

@@ -124,7 +124,12 @@ fn plan_with_reads(
         }
         Lookup::Failed(error) => {
             let message = format!("the job config cannot be used:\n{error}");
-            let run = split_triggered_type(event.event_type()).map(|_| {
+            // Told in a `.finished` only for a task the config may have been written for:
+            // every other service's tasks of a Keptn sequence reach this one too, and an
+            // errored `.finished` would fail them.
+            let replies = split_triggered_type(event.event_type()).is_some()
+                && failure_concerns(&error, event, source, reads)?;
+            let run = replies.then(|| {
                 Box::new(job_run(
                     event,
                     &settings.job_namespace,
@@ -161,6 +166,30 @@ fn plan_with_reads(
                 EventPlan::Nothing { reasons }
             }
             plan => plan,
+        },
+    )
+}
+
+/// Whether a config that cannot be used concerns the event ([`SourceError::concerns`]); of a
+/// `gitcommitid` the repository does not have, whether the config at the branch heads listens
+/// for the event's type (Keptn sets it on every event of a sequence, for every service: a
+/// repository that is not Keptn's, or lags behind it, would otherwise fail them all).
+fn failure_concerns(
+    error: &SourceError,
+    event: &CloudEvent,
+    source: &Source,
+    reads: Reads,
+) -> Result<bool, NotInMemory> {
+    let event_type = event.event_type();
+    if !error.is_pin_failure() {
+        return Ok(error.concerns(event_type));
+    }
+    Ok(
+        match lookup_service(ServiceRef::of_event(event), None, source, reads) {
+            Lookup::Config { loaded, .. } => loaded.compiled.matcher.listens_for(event_type),
+            Lookup::Nothing(_) => false,
+            Lookup::Failed(SourceError::NotInMemory) => return Err(NotInMemory),
+            Lookup::Failed(error) => error.concerns(event_type),
         },
     )
 }

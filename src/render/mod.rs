@@ -14,9 +14,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde_json::Value;
 
-use crate::config::formats::{
-    GroupPart, MAX_GROUP_BYTES, parse_group_template, parse_jsonpath, quantity_value,
-};
+use crate::config::formats::{GroupPart, MAX_GROUP_BYTES, parse_group_template, parse_jsonpath};
 use crate::config::{Action, EnvFormat, MIN_TTL_SECONDS, Quantity, Task, ValueFrom};
 use crate::event::CloudEvent;
 use crate::files::{RunFile, StagedFile};
@@ -682,60 +680,42 @@ pub fn format_env_value(value: &Value, format: Option<EnvFormat>) -> Result<Stri
     }
 }
 
-/// The task's requests and limits, field by field over the installation defaults. A task limit
-/// without its request is the request too (Kubernetes' default, and the old service's Jobs);
-/// a task request above a default limit it did not override raises that limit, so the Job
-/// stays valid.
+/// The task's requests and limits. A task with a `resources` block gets what it sets and
+/// nothing else, as Keptn's service did ("present, even if empty, the defaults are ignored"):
+/// a limit without its request is the request too (written out as Kubernetes would default it,
+/// before any LimitRange's default request), a field not set is left to the namespace's
+/// LimitRange. A task without one gets the installation defaults.
 fn resources(task: &Task, settings: &Settings) -> ResourceRequirements {
-    let defaults = &settings.resources;
-    let task_resources = task.resources.as_ref();
-    let requests = task_resources.and_then(|r| r.requests.as_ref());
-    let limits = task_resources.and_then(|r| r.limits.as_ref());
-    let request =
-        |task_request: Option<&Quantity>, default: &Quantity, task_limit: Option<&Quantity>| {
-            // A limit without its request is the request too, as Kubernetes defaults it (before
-            // any LimitRange's default request) and as the old service's Jobs had it.
-            match (task_request, task_limit) {
-                (Some(request), _) => request.clone(),
-                (None, Some(limit)) => limit.clone(),
-                (None, None) => default.clone(),
-            }
-        };
-    let cpu_request = request(
-        requests.and_then(|r| r.cpu.as_ref()),
-        &defaults.cpu_request,
-        limits.and_then(|l| l.cpu.as_ref()),
-    );
-    let memory_request = request(
-        requests.and_then(|r| r.memory.as_ref()),
-        &defaults.memory_request,
-        limits.and_then(|l| l.memory.as_ref()),
-    );
-    let limit =
-        |task_limit: Option<&Quantity>, default: &Quantity, request: &Quantity| match task_limit {
-            Some(limit) => limit.clone(),
-            None if quantity_value(&request.0) > quantity_value(&default.0) => request.clone(),
-            None => default.clone(),
-        };
-    let cpu_limit = limit(
-        limits.and_then(|l| l.cpu.as_ref()),
-        &defaults.cpu_limit,
-        &cpu_request,
-    );
-    let memory_limit = limit(
-        limits.and_then(|l| l.memory.as_ref()),
-        &defaults.memory_limit,
-        &memory_request,
-    );
-    let list = |cpu: &Quantity, memory: &Quantity| {
-        BTreeMap::from([
-            ("cpu".to_string(), quantity(cpu)),
-            ("memory".to_string(), quantity(memory)),
-        ])
+    let list = |cpu: Option<&Quantity>, memory: Option<&Quantity>| {
+        let list: BTreeMap<String, K8sQuantity> = [("cpu", cpu), ("memory", memory)]
+            .into_iter()
+            .filter_map(|(name, value)| Some((name.to_string(), quantity(value?))))
+            .collect();
+        (!list.is_empty()).then_some(list)
     };
+    let Some(asked) = task.resources.as_ref() else {
+        let defaults = &settings.resources;
+        return ResourceRequirements {
+            requests: list(Some(&defaults.cpu_request), Some(&defaults.memory_request)),
+            limits: list(Some(&defaults.cpu_limit), Some(&defaults.memory_limit)),
+            ..Default::default()
+        };
+    };
+    let requests = asked.requests.as_ref();
+    let limits = asked.limits.as_ref();
     ResourceRequirements {
-        requests: Some(list(&cpu_request, &memory_request)),
-        limits: Some(list(&cpu_limit, &memory_limit)),
+        requests: list(
+            requests
+                .and_then(|r| r.cpu.as_ref())
+                .or(limits.and_then(|l| l.cpu.as_ref())),
+            requests
+                .and_then(|r| r.memory.as_ref())
+                .or(limits.and_then(|l| l.memory.as_ref())),
+        ),
+        limits: list(
+            limits.and_then(|l| l.cpu.as_ref()),
+            limits.and_then(|l| l.memory.as_ref()),
+        ),
         ..Default::default()
     }
 }

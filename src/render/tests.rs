@@ -293,26 +293,48 @@ fn resource(job: &Job, section: &str, name: &str) -> String {
     list.as_ref().unwrap()[name].0.clone()
 }
 
+/// The resource list of `section` as `name=value` pairs; empty when the section is not set.
+fn resource_list(job: &Job, section: &str) -> Vec<String> {
+    let r = container(job).resources.as_ref().unwrap();
+    let list = if section == "requests" {
+        &r.requests
+    } else {
+        &r.limits
+    };
+    list.iter()
+        .flatten()
+        .map(|(name, value)| format!("{name}={}", value.0))
+        .collect()
+}
+
 #[test]
-fn resources_default_and_merge_field_by_field() {
+fn resources_are_the_defaults_or_the_tasks_alone() {
     let defaults = Settings::defaults();
     let job = render(&one_task("image: alpine"), &defaults).unwrap();
-    assert_eq!(resource(&job, "requests", "cpu"), "50m");
-    assert_eq!(resource(&job, "requests", "memory"), "128Mi");
-    assert_eq!(resource(&job, "limits", "cpu"), "1");
-    assert_eq!(resource(&job, "limits", "memory"), "512Mi");
+    assert_eq!(resource_list(&job, "requests"), ["cpu=50m", "memory=128Mi"]);
+    assert_eq!(resource_list(&job, "limits"), ["cpu=1", "memory=512Mi"]);
 
+    // A task's block replaces the defaults, as in Keptn's service: no memory limit here.
     let job = render(
         &one_task("image: alpine\nresources:\n  limits: {cpu: 2}\n  requests: {memory: 1Gi}"),
         &defaults,
     )
     .unwrap();
-    assert_eq!(resource(&job, "limits", "cpu"), "2");
+    assert_eq!(resource_list(&job, "limits"), ["cpu=2"]);
     // A limit without its request is the request too, as Kubernetes has it.
-    assert_eq!(resource(&job, "requests", "cpu"), "2");
-    assert_eq!(resource(&job, "requests", "memory"), "1Gi");
-    // The request is above the default limit the task left alone: the limit follows it.
-    assert_eq!(resource(&job, "limits", "memory"), "1Gi");
+    assert_eq!(resource_list(&job, "requests"), ["cpu=2", "memory=1Gi"]);
+    // Present, even if empty.
+    let job = render(&one_task("image: alpine\nresources: {}"), &defaults).unwrap();
+    assert!(resource_list(&job, "requests").is_empty());
+    assert!(resource_list(&job, "limits").is_empty());
+    // Empty values are unset ones.
+    let job = render(
+        &one_task("image: alpine\nresources:\n  requests: {cpu: \"\", memory: 64Mi}"),
+        &defaults,
+    )
+    .unwrap();
+    assert_eq!(resource_list(&job, "requests"), ["memory=64Mi"]);
+    assert!(resource_list(&job, "limits").is_empty());
 }
 
 /// A task limit without its request is the request, below the default request or above it:
@@ -371,6 +393,20 @@ fn security_defaults_merge_with_the_task() {
     assert_eq!(caps.add, Some(vec!["NET_BIND_SERVICE".to_string()]));
     assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
     assert_eq!(sc.seccomp_profile.unwrap().type_, "Localhost");
+    // The runtime's default capabilities, as the old service's `add` alone kept them.
+    let kept = render(
+        &one_task("image: alpine\nsecurityContext:\n  capabilities: {add: [NET_ADMIN], drop: []}"),
+        &defaults,
+    )
+    .unwrap();
+    let caps = container(&kept)
+        .security_context
+        .clone()
+        .unwrap()
+        .capabilities
+        .unwrap();
+    assert_eq!(caps.add, Some(vec!["NET_ADMIN".to_string()]));
+    assert_eq!(caps.drop, Some(Vec::new()));
     let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     assert_eq!(pod.service_account_name.as_deref(), Some("deployer"));
     assert_eq!(pod.automount_service_account_token, Some(true));
@@ -806,26 +842,6 @@ fn the_installation_security_defaults_reach_the_pod_and_the_container() {
             ..Default::default()
         })
     );
-}
-
-/// A request equal to the default limit (the same amount, written differently) leaves the
-/// limit as the installation wrote it; only a request above it raises the limit.
-#[test]
-fn a_request_equal_to_the_default_limit_keeps_the_limit() {
-    let job = render(
-        &one_task("image: alpine\nresources:\n  requests: {cpu: 1000m, memory: 512Mi}"),
-        &Settings::defaults(),
-    )
-    .unwrap();
-    assert_eq!(resource(&job, "requests", "cpu"), "1000m");
-    assert_eq!(resource(&job, "limits", "cpu"), "1");
-    let job = render(
-        &one_task("image: alpine\nresources:\n  requests: {cpu: 1001m, memory: 0.5Gi}"),
-        &Settings::defaults(),
-    )
-    .unwrap();
-    assert_eq!(resource(&job, "limits", "cpu"), "1001m");
-    assert_eq!(resource(&job, "limits", "memory"), "512Mi");
 }
 
 #[test]

@@ -264,7 +264,8 @@ fn value(text: &str, spec: &Spec, invalid: &impl Fn(String) -> CronError) -> Res
         // Names count from the range's start: JAN is 1, SUN is 0.
         return Ok(spec.min + index as u8);
     }
-    let number: u8 = text.parse().map_err(|_| {
+    // Read wide, so that `300` is said to be out of range rather than not a number.
+    let number: u64 = text.parse().map_err(|_| {
         let names = if spec.names.is_empty() {
             String::new()
         } else {
@@ -272,13 +273,13 @@ fn value(text: &str, spec: &Spec, invalid: &impl Fn(String) -> CronError) -> Res
         };
         invalid(format!("{text:?} is not a number{names}"))
     })?;
-    if number < spec.min || number > spec.max {
-        return Err(invalid(format!(
+    match u8::try_from(number) {
+        Ok(number) if (spec.min..=spec.max).contains(&number) => Ok(number),
+        _ => Err(invalid(format!(
             "{number} is outside {}-{}",
             spec.min, spec.max
-        )));
+        ))),
     }
-    Ok(number)
 }
 
 #[cfg(test)]
@@ -361,6 +362,15 @@ mod tests {
         assert_eq!(
             error("60 * * * *"),
             "the minute field \"60\": 60 is outside 0-59"
+        );
+        // Past what a field's type holds: out of range all the same.
+        assert_eq!(
+            error("0 300 * * *"),
+            "the hour field \"300\": 300 is outside 0-23"
+        );
+        assert_eq!(
+            error("0 0 * 99999999999 *"),
+            "the month field \"99999999999\": 99999999999 is outside 1-12"
         );
         assert_eq!(
             error("* * * foo *"),

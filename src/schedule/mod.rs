@@ -398,8 +398,18 @@ pub fn scheduled_event(
         event.insert("datacontenttype".into(), "application/json".into());
         event.insert("data".into(), data.clone());
     }
-    crate::event::CloudEvent::from_value(Value::Object(event))
-        .map_err(|problem| format!("the event cannot be sent: {problem}"))
+    crate::event::CloudEvent::from_value(Value::Object(event)).map_err(|problem| {
+        // The field of the JobSchedule that holds the attribute.
+        let field = match &problem {
+            crate::event::EventError::InvalidAttribute { name, .. } => match name.as_str() {
+                "type" | "source" => format!("spec.event.{name}: "),
+                "data" => "spec.event.data: ".to_string(),
+                other => format!("spec.event.extensions.{other}: "),
+            },
+            _ => String::new(),
+        };
+        format!("{field}the event cannot be sent: {problem}")
+    })
 }
 
 #[cfg(test)]
@@ -659,6 +669,21 @@ mod tests {
             invalid("@daily", "source"),
             "spec.event.extensions.source is one of the event's own attributes: set \
              spec.event.source instead"
+        );
+        // What the event's own rules refuse, named by the field that holds it.
+        assert_eq!(
+            invalid("@daily", "Team"),
+            "spec.event.extensions.Team: the event cannot be sent: attribute \"Team\" is not a \
+             valid extension name (lower-case letters and digits only)"
+        );
+        let mut sourceless = schedule("@daily", "team");
+        sourceless.spec.event.source = Some(String::new());
+        assert_eq!(
+            match review(&sourceless, now, now) {
+                Verdict::Invalid(message) => message,
+                other => panic!("{other:?}"),
+            },
+            "spec.event.source: the event cannot be sent: attribute \"source\" must not be empty"
         );
     }
 

@@ -53,6 +53,28 @@ pub enum Reads {
 }
 
 impl SourceError {
+    /// Whether the failure may concern an event of this type: a config that cannot be used
+    /// concerns the types it names ([`ConfigError::concerns`]); any other failure every type.
+    pub fn concerns(&self, event_type: &str) -> bool {
+        match self {
+            SourceError::Config(error) => error.concerns(event_type),
+            _ => true,
+        }
+    }
+
+    /// The event's `gitcommitid` names no commit the repository has (or is no commit id):
+    /// the config it pins cannot be read, the one at the branch heads can.
+    pub fn is_pin_failure(&self) -> bool {
+        matches!(
+            self,
+            SourceError::Git(
+                GitError::CommitNotFound { .. }
+                    | GitError::InvalidCommit { .. }
+                    | GitError::AmbiguousCommit { .. }
+            )
+        )
+    }
+
     /// A failure that may pass by itself (the repository cannot be reached now), as opposed to
     /// one that needs a change to the config, the files or the settings.
     pub fn is_transient(&self) -> bool {

@@ -197,7 +197,10 @@ pub enum GitError {
     Credentials { path: String, reason: String },
     #[error("gitcommitid {value:?} is not a commit id (4 to 40 hexadecimal digits)")]
     InvalidCommit { value: String },
-    #[error("commit {commit} is not in {url} (fetched just now)")]
+    #[error(
+        "commit {commit} is not in {url} (fetched just now); if the events' gitcommitid names \
+         commits of another repository (Keptn's upstream), run with --git-pin-commits false"
+    )]
     CommitNotFound { commit: String, url: String },
     #[error(
         "gitcommitid {commit:?} is ambiguous: {count} commits of {url} start with it; give more digits"
@@ -585,9 +588,20 @@ impl GitSource {
     /// does not make it ambiguous); two commits or more are an error a fetch cannot mend.
     fn find_commit(&self, pin: &str) -> Result<Option<ObjectId>, GitError> {
         let repo = self.cache.repo();
-        let commit = |id: ObjectId| repo.find_commit(id).ok().map(|commit| commit.id);
+        // Only an object the store does not hold is absent: a read that fails (a pack that
+        // cannot be mapped, no file handles left) is the cache's error, tried again, not a
+        // commit the repository lacks.
+        let commit = |id: ObjectId| match repo.try_find_object(id) {
+            Ok(found) => Ok(found
+                .filter(|object| object.kind == gix::object::Kind::Commit)
+                .map(|object| object.id)),
+            Err(error) => Err(GitError::Cache {
+                path: repo.path().display().to_string(),
+                cause: format!("reading object {id}: {error}"),
+            }),
+        };
         if let Ok(id) = ObjectId::from_hex(pin.as_bytes()) {
-            return Ok(commit(id));
+            return commit(id);
         }
         let Ok(prefix) = gix::hash::Prefix::from_hex(pin) else {
             return Ok(None);
@@ -599,7 +613,10 @@ impl GitSource {
         ) {
             return Ok(None);
         }
-        let mut commits: Vec<ObjectId> = candidates.into_iter().filter_map(commit).collect();
+        let mut commits = Vec::new();
+        for candidate in candidates {
+            commits.extend(commit(candidate)?);
+        }
         match commits.len() {
             0 | 1 => Ok(commits.pop()),
             count => Err(GitError::AmbiguousCommit {
