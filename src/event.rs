@@ -425,7 +425,7 @@ fn check_optional_values(members: &impl Members) -> Result<(), EventError> {
                     name,
                     &format!(
                         "is not an RFC 3339 timestamp with an offset (such as \
-                         2026-12-01T10:00:00Z): {:?}",
+                         2026-12-01T10:00:00.000Z, at most nine digits of a second): {:?}",
                         shown_prefix(time)
                     ),
                 ));
@@ -1194,18 +1194,18 @@ mod tests {
             (
                 json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "time": "yesterday"}),
                 "attribute \"time\" is not an RFC 3339 timestamp with an offset (such as \
-                 2026-12-01T10:00:00Z): \"yesterday\"",
+                 2026-12-01T10:00:00.000Z, at most nine digits of a second): \"yesterday\"",
             ),
             (
                 // A local time says no instant.
                 json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "time": "2026-12-01T10:00:00"}),
                 "attribute \"time\" is not an RFC 3339 timestamp with an offset (such as \
-                 2026-12-01T10:00:00Z): \"2026-12-01T10:00:00\"",
+                 2026-12-01T10:00:00.000Z, at most nine digits of a second): \"2026-12-01T10:00:00\"",
             ),
             (
                 json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "time": "x".repeat(100)}),
                 "attribute \"time\" is not an RFC 3339 timestamp with an offset (such as \
-                 2026-12-01T10:00:00Z): \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…\"",
+                 2026-12-01T10:00:00.000Z, at most nine digits of a second): \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…\"",
             ),
             (
                 json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "ext": {"a": 1}}),

@@ -39,9 +39,9 @@ pub enum ConfigError {
     Invalid {
         file: String,
         problems: Vec<Problem>,
-        /// The event names its actions give, as far as the file can be read
-        /// ([`named_event_types`]): which events the failure concerns.
-        named_types: Vec<String>,
+        /// The event names its actions give, as far as the file can be read: which events
+        /// the failure concerns.
+        named_types: EventNames,
     },
     #[error("cannot read {file}: {reason}")]
     Unreadable { file: String, reason: String },
@@ -104,51 +104,79 @@ impl ConfigError {
     /// invalid config concerns the types its actions name (each a glob, as when it loads), a
     /// config that could not be read at all every type.
     pub fn concerns(&self, event_type: &str) -> bool {
-        let ConfigError::Invalid { named_types, .. } = self else {
-            return true;
-        };
-        named_types
-            .iter()
-            .any(|name| match formats::event_glob(name) {
-                Ok(glob) => glob.compile_matcher().is_match(event_type),
-                Err(_) => name == event_type,
-            })
+        match self {
+            ConfigError::Invalid { named_types, .. } => named_types.names(event_type),
+            _ => true,
+        }
     }
 }
 
-/// The event names a config's actions give (`actions[].events[].name`, wherever a merge key
-/// put them), read from its YAML tree whatever else is wrong with it; of a file that is not
-/// YAML, every value written after `name:` (more than the events' names: an action's or a
-/// variable's name matches no event type it does not spell).
-fn named_event_types(document: Option<&yaml::Node>, text: &str) -> Vec<String> {
-    let Some(root) = document else {
-        return text
-            .match_indices("name:")
-            .filter_map(|(at, key)| {
-                let value = text[at + key.len()..].trim_start_matches([' ', '\t', '"', '\'']);
-                let end = value
-                    .find(|c: char| c.is_whitespace() || "\"',}]#".contains(c))
-                    .unwrap_or(value.len());
-                (end > 0).then(|| value[..end].to_string())
-            })
-            .collect();
-    };
-    fn under_events(node: &yaml::Node, names: &mut Vec<String>) {
-        match &node.value {
-            yaml::NodeValue::Scalar { .. } => {}
-            yaml::NodeValue::Sequence(items) => {
-                items.iter().for_each(|item| under_events(item, names));
+/// The event names an unusable config's actions give (`actions[].events[].name`), read from
+/// its YAML tree whatever else is wrong with it, or, of a file that is not YAML, from its text
+/// ([`scanned_names`]); compiled once, as the error is made, since every event of the service
+/// asks. A filter without a name names every type (the old service matched every event with
+/// it).
+#[derive(Clone)]
+pub struct EventNames {
+    names: Vec<String>,
+    globs: globset::GlobSet,
+}
+
+impl EventNames {
+    fn new(mut names: Vec<String>) -> EventNames {
+        names.sort();
+        names.dedup();
+        let mut globs = globset::GlobSetBuilder::new();
+        for name in &names {
+            // A name that is no glob is taken as it is written.
+            let glob =
+                formats::event_glob(name).or_else(|_| formats::event_glob(&globset::escape(name)));
+            if let Ok(glob) = glob {
+                globs.add(glob);
             }
+        }
+        let globs = globs.build().unwrap_or_else(|_| globset::GlobSet::empty());
+        EventNames { names, globs }
+    }
+
+    fn names(&self, event_type: &str) -> bool {
+        self.globs.is_match(event_type)
+    }
+}
+
+impl std::fmt::Debug for EventNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.names).finish()
+    }
+}
+
+impl PartialEq for EventNames {
+    fn eq(&self, other: &EventNames) -> bool {
+        self.names == other.names
+    }
+}
+
+impl Eq for EventNames {}
+
+/// The event names of a config's YAML tree: under every `events` key (wherever a merge key
+/// put it), each filter's `name`, `*` for a filter without one, a plain item itself.
+fn tree_names(root: &yaml::Node) -> Vec<String> {
+    fn filters(node: &yaml::Node, names: &mut Vec<String>) {
+        match &node.value {
+            yaml::NodeValue::Scalar { text, .. } => names.push(text.clone()),
+            yaml::NodeValue::Sequence(items) => items.iter().for_each(|item| filters(item, names)),
             yaml::NodeValue::Mapping(entries) => {
-                for (key, value) in entries {
-                    match (&key.value, &value.value) {
-                        (
-                            yaml::NodeValue::Scalar { text: key, .. },
-                            yaml::NodeValue::Scalar { text: name, .. },
-                        ) if key == "name" => names.push(name.clone()),
-                        _ => under_events(value, names),
-                    }
-                }
+                let name =
+                    entries
+                        .iter()
+                        .find_map(|(key, value)| match (&key.value, &value.value) {
+                            (
+                                yaml::NodeValue::Scalar { text: key, .. },
+                                yaml::NodeValue::Scalar { text: name, .. },
+                            ) if key == "name" && !value.is_null() => Some(name.clone()),
+                            _ => None,
+                        });
+                names.push(name.unwrap_or_else(|| "*".to_string()));
             }
         }
     }
@@ -160,7 +188,9 @@ fn named_event_types(document: Option<&yaml::Node>, text: &str) -> Vec<String> {
                 for (key, value) in entries {
                     match &key.value {
                         yaml::NodeValue::Scalar { text, .. } if text == "events" => {
-                            under_events(value, names);
+                            if !value.is_null() {
+                                filters(value, names);
+                            }
                         }
                         _ => anywhere(value, names),
                     }
@@ -170,6 +200,63 @@ fn named_event_types(document: Option<&yaml::Node>, text: &str) -> Vec<String> {
     }
     let mut names = Vec::new();
     anywhere(root, &mut names);
+    names
+}
+
+/// The values written after a `name` key in a text that is not YAML: more than the events'
+/// names (an action's or a variable's name matches no event type it does not spell). A quoted
+/// value ends at its quote; a plain one at a space, a comment, or a `,`, `]` or `}` that closes
+/// nothing it opened (`sh.keptn.event.{test,load}.triggered` is one name); an anchor (`&a`)
+/// before it is passed over.
+fn scanned_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for line in text.lines() {
+        let mut rest = line;
+        while let Some(at) = rest.find("name") {
+            let before = rest[..at].chars().next_back();
+            let after = rest[at + "name".len()..].trim_start_matches(['"', '\'']);
+            let after = after.trim_start();
+            rest = &rest[at + "name".len()..];
+            let Some(value) = after.strip_prefix(':') else {
+                continue;
+            };
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+                continue;
+            }
+            let mut value = value.trim_start();
+            if let Some(anchored) = value.strip_prefix('&') {
+                value = anchored
+                    .split_once(char::is_whitespace)
+                    .map_or("", |(_, value)| value.trim_start());
+            }
+            let name = match value.chars().next() {
+                Some(quote @ ('"' | '\'')) => value[1..].split(quote).next().unwrap_or_default(),
+                _ => {
+                    let mut depth = 0usize;
+                    let mut end = value.len();
+                    for (index, c) in value.char_indices() {
+                        match c {
+                            '{' | '[' => depth += 1,
+                            '}' | ']' | ',' if depth == 0 => {
+                                end = index;
+                                break;
+                            }
+                            '}' | ']' => depth -= 1,
+                            c if c.is_whitespace() => {
+                                end = index;
+                                break;
+                            }
+                            _ => {}
+                        }
+                    }
+                    &value[..end]
+                }
+            };
+            if !name.is_empty() {
+                names.push(name.to_string());
+            }
+        }
+    }
     names
 }
 
@@ -230,7 +317,10 @@ fn load_with_schema(
     let invalid = |problems: Vec<Problem>, document: Option<&yaml::Node>| ConfigError::Invalid {
         file: file.to_string(),
         problems: sorted(problems),
-        named_types: named_event_types(document, text),
+        named_types: EventNames::new(match document {
+            Some(root) => tree_names(root),
+            None => scanned_names(text),
+        }),
     };
     let document = yaml::parse_document(text).map_err(|error| invalid(vec![error.into()], None))?;
     let checked = check::check(&document.root, schema);

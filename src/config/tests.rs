@@ -1476,6 +1476,25 @@ fn an_invalid_config_concerns_the_event_types_it_names() {
     );
     assert!(concerns(unreadable, "sh.keptn.event.test.triggered"));
     assert!(!concerns(unreadable, "sh.keptn.event.evaluation.triggered"));
+    // Braces and classes are one glob; an anchor is passed over; a quoted key.
+    let globs = "apiVersion: v2\nactions:\n  - events:\n      - name: sh.keptn.event.{test,load}.triggered\n      - name: &n sh.keptn.event.[d]eployment.triggered\n      - \"name\": 'sh.keptn.event.release.triggered' # quoted\n    tasks: [\n";
+    assert!(
+        yaml::parse_document(globs).is_err(),
+        "the example must not be YAML"
+    );
+    for event_type in ["test", "load", "deployment", "release"] {
+        assert!(
+            concerns(globs, &format!("sh.keptn.event.{event_type}.triggered")),
+            "{event_type}"
+        );
+    }
+    assert!(!concerns(globs, "sh.keptn.event.evaluation.triggered"));
+    // A filter without a name (every event, in the old service), or names as plain items.
+    let nameless = "apiVersion: v2\nactions:\n  - name: a\n    events:\n      - jsonpath: {property: $.data.x, match: y}\n    tasks: [{image: alpine}]\n";
+    assert!(concerns(nameless, "sh.keptn.event.evaluation.triggered"));
+    let plain = "apiVersion: v2\nactions:\n  - name: a\n    events: [sh.keptn.event.test.triggered]\n    tasks: [{image: alpine}]\n";
+    assert!(concerns(plain, "sh.keptn.event.test.triggered"));
+    assert!(!concerns(plain, "sh.keptn.event.evaluation.triggered"));
     // Nothing named: nothing concerned.
     assert!(!concerns(
         "apiVersion: v3\n",

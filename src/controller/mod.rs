@@ -592,6 +592,9 @@ impl Synced {
 /// runs minutes out, while the replica goes on leading and no leadership change wakes them. The
 /// run is looked at again a second later: by then the Lease is renewed, or lost (then the run is
 /// left alone, and taken up again with every other when this replica leads again).
+/// How many runs' failure counts are kept before those of runs no longer watched are dropped.
+const FAILURES_KEPT: usize = 256;
+
 fn error_policy(run: Arc<JobRun>, error: &ReconcileError, context: Arc<Context>) -> Action {
     context.parts.metrics.reconcile_error(error.category());
     if matches!(error, ReconcileError::NotLeader(_)) {
@@ -602,6 +605,13 @@ fn error_policy(run: Arc<JobRun>, error: &ReconcileError, context: Arc<Context>)
         .failures
         .lock()
         .map(|mut map| {
+            // A run that left the watch (done by another replica, or deleted) while its last
+            // reconcile here failed is not reconciled here again: such counts are dropped as
+            // the map reaches each power of two from FAILURES_KEPT (a pass now and then, not
+            // one for every failure of an outage).
+            if map.len() >= FAILURES_KEPT && map.len().is_power_of_two() {
+                map.retain(|name, _| context.watched(name));
+            }
             let count = map.entry(run.name_any()).or_insert(0);
             *count = count.saturating_add(1);
             *count

@@ -321,7 +321,7 @@ impl<W: World> Executor<'_, W> {
                 Ok(waits) => waits,
                 Err(error) => {
                     if !writes {
-                        self.keep_deliveries(&mut status, &mut persisted, &error)
+                        self.keep_progress(&mut status, &mut persisted, &error)
                             .await;
                     }
                     return Err(error);
@@ -527,25 +527,25 @@ impl<W: World> Executor<'_, W> {
         Ok(render::render_job(&request, self.settings)?)
     }
 
-    /// A step failed (the API server or the config source is away) after this reconcile sent
-    /// an event or a notification: what was sent is recorded before the reconcile gives up, as
-    /// the next one would send it again from the status last written, and Keptn counts each
-    /// `.started` it gets (a task is over when as many `.finished` came). Nothing is written
-    /// when this replica no longer leads; a write that fails too leaves it to the next try.
-    async fn keep_deliveries(
+    /// A step failed (the API server or the config source is away) after this reconcile moved
+    /// the run on: what it did is recorded before the reconcile gives up, as each step changes
+    /// the status only once its work is done. An event or a notification sent would be sent
+    /// again from the status last written (and Keptn counts each `.started` it gets: a task is
+    /// over when as many `.finished` came); a task's end, seen on its finished Job, would be
+    /// lost with the Job once its TTL removes it while the failing step is retried (the task,
+    /// succeeded, would then fail as gone). Nothing is written when this replica no longer
+    /// leads; a write that fails too leaves it to the next try.
+    async fn keep_progress(
         &self,
         status: &mut JobRunStatus,
         persisted: &mut JobRunStatus,
         error: &ReconcileError,
     ) {
-        let sent = status.started != persisted.started
-            || status.finished != persisted.finished
-            || status.notifications != persisted.notifications;
-        if !sent || matches!(error, ReconcileError::NotLeader(_)) {
+        if *status == *persisted || matches!(error, ReconcileError::NotLeader(_)) {
             return;
         }
         if let Err(write) = self.record(status, persisted).await {
-            tracing::warn!(run = run_name(self.run), error = %write, "what was sent is not recorded; it may be sent again");
+            tracing::warn!(run = run_name(self.run), error = %write, "what this reconcile did is not recorded; it may be done again");
         }
     }
 

@@ -123,12 +123,26 @@ fn plan_with_reads(
             });
         }
         Lookup::Failed(error) => {
+            // Every other service's task of a Keptn sequence reaches this one too: an event the
+            // config was not written for is not answered with its error (an errored `.finished`
+            // would fail that task).
+            let replies = match failure_concerns(&error, event, source, reads)? {
+                Concern::Not => {
+                    return Ok(EventPlan::Nothing {
+                        reasons: vec![NotMatched {
+                            action: String::new(),
+                            reason: format!(
+                                "the job config names no {} event, as far as it can be read; \
+                                 it cannot be used:\n{error}",
+                                event.event_type()
+                            ),
+                        }],
+                    });
+                }
+                Concern::Silently => false,
+                Concern::Replies => split_triggered_type(event.event_type()).is_some(),
+            };
             let message = format!("the job config cannot be used:\n{error}");
-            // Told in a `.finished` only for a task the config may have been written for:
-            // every other service's tasks of a Keptn sequence reach this one too, and an
-            // errored `.finished` would fail them.
-            let replies = split_triggered_type(event.event_type()).is_some()
-                && failure_concerns(&error, event, source, reads)?;
             let run = replies.then(|| {
                 Box::new(job_run(
                     event,
@@ -170,26 +184,60 @@ fn plan_with_reads(
     )
 }
 
-/// Whether a config that cannot be used concerns the event ([`SourceError::concerns`]); of a
-/// `gitcommitid` the repository does not have, whether the config at the branch heads listens
-/// for the event's type (Keptn sets it on every event of a sequence, for every service: a
-/// repository that is not Keptn's, or lags behind it, would otherwise fail them all).
+/// How far a config that cannot be used concerns an event.
+enum Concern {
+    /// It names no such event: the event starts nothing.
+    Not,
+    /// Only silent actions would run: the sender is told, nothing is sent.
+    Silently,
+    /// The config may have been written for it: a `.triggered` event gets an errored
+    /// `.finished`.
+    Replies,
+}
+
+/// How far a config that cannot be used concerns the event ([`SourceError::concerns`]); of a
+/// `gitcommitid` the repository does not have, what the config at the branch heads makes of the
+/// event (Keptn sets it on every event of a sequence, for every service: a repository that is
+/// not Keptn's, or lags behind it, would otherwise fail them all).
 fn failure_concerns(
     error: &SourceError,
     event: &CloudEvent,
     source: &Source,
     reads: Reads,
-) -> Result<bool, NotInMemory> {
+) -> Result<Concern, NotInMemory> {
+    let named = |named: bool| {
+        if named {
+            Concern::Replies
+        } else {
+            Concern::Not
+        }
+    };
     let event_type = event.event_type();
     if !error.is_pin_failure() {
-        return Ok(error.concerns(event_type));
+        return Ok(named(error.concerns(event_type)));
     }
     Ok(
         match lookup_service(ServiceRef::of_event(event), None, source, reads) {
-            Lookup::Config { loaded, .. } => loaded.compiled.matcher.listens_for(event_type),
-            Lookup::Nothing(_) => false,
+            Lookup::Config { loaded, .. } => {
+                let compiled = &loaded.compiled;
+                let matching = compiled.matcher.matching(event);
+                if matching.is_empty() {
+                    Concern::Not
+                } else if matching.iter().all(|&index| {
+                    compiled
+                        .config
+                        .actions
+                        .get(index)
+                        .is_some_and(|action| action.silent)
+                }) {
+                    Concern::Silently
+                } else {
+                    Concern::Replies
+                }
+            }
+            Lookup::Nothing(_) => Concern::Not,
             Lookup::Failed(SourceError::NotInMemory) => return Err(NotInMemory),
-            Lookup::Failed(error) => error.concerns(event_type),
+            Lookup::Failed(error) => named(error.concerns(event_type)),
         },
     )
 }

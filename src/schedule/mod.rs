@@ -178,23 +178,34 @@ pub fn plan(
 ) -> Plan {
     let age =
         |slot: Timestamp| -> Duration { now.duration_since(slot).try_into().unwrap_or_default() };
-    let passed: Vec<Timestamp> = schedule.slots(since, now).collect();
-    let latest = passed.last().copied();
-    let mut fire: Vec<Timestamp> = passed
-        .iter()
-        .copied()
-        .filter(|&slot| {
-            age(slot) <= ON_TIME
-                || match policy {
-                    MissedPolicy::Skip => false,
-                    MissedPolicy::Latest => Some(slot) == latest && age(slot) <= lookback,
-                    MissedPolicy::All => age(slot) <= lookback,
-                }
-        })
-        .collect();
-    // Past the most one plan fires, the oldest are missed: the slot due now always fires.
-    fire.drain(..fire.len().saturating_sub(MOST_FIRES));
-    let missed = (passed.len() - fire.len()) as u64;
+    // Counted as they pass, only the slots that may fire kept (at most MOST_FIRES): after a
+    // long outage of a frequent schedule, the slots since `since` are many.
+    let mut passed: u64 = 0;
+    let mut latest = None;
+    let mut fire: std::collections::VecDeque<Timestamp> = std::collections::VecDeque::new();
+    for slot in schedule.slots(since, now) {
+        passed += 1;
+        latest = Some(slot);
+        if age(slot) <= ON_TIME || (policy == MissedPolicy::All && age(slot) <= lookback) {
+            // Past the most one plan fires, the oldest are missed: the slot due now always fires.
+            if fire.len() == MOST_FIRES {
+                fire.pop_front();
+            }
+            fire.push_back(slot);
+        }
+    }
+    if policy == MissedPolicy::Latest
+        && let Some(slot) = latest
+        && age(slot) <= lookback
+        && fire.back() != Some(&slot)
+    {
+        if fire.len() == MOST_FIRES {
+            fire.pop_front();
+        }
+        fire.push_back(slot);
+    }
+    let fire: Vec<Timestamp> = fire.into();
+    let missed = passed - fire.len() as u64;
     Plan {
         // Every slot passed is handled now: fired or counted.
         last: latest,
@@ -624,6 +635,22 @@ mod tests {
         assert_eq!(all.fire.last(), Some(&at("2026-12-01T12:30:00Z")));
         assert!(all.fire.is_sorted());
         assert_eq!(all.last, Some(at("2026-12-01T12:30:00Z")));
+    }
+
+    /// A month away from a minutely schedule: every slot counted, only the window's fired.
+    #[test]
+    fn a_long_outage_is_counted_not_kept() {
+        let schedule = Schedule::new("* * * * *", None).unwrap();
+        let all = plan(
+            &schedule,
+            at("2026-11-01T00:00:00Z"),
+            at("2026-12-01T00:00:30Z"),
+            MissedPolicy::All,
+            DEFAULT_LOOKBACK,
+        );
+        assert_eq!(all.fire.first(), Some(&at("2026-11-30T23:56:00Z")));
+        assert_eq!((all.fire.len(), all.missed), (5, 30 * 1440 - 5));
+        assert_eq!(all.last, Some(at("2026-12-01T00:00:00Z")));
     }
 
     #[test]

@@ -75,7 +75,8 @@ async fn sends_one_file_with_the_token_and_prints_the_answer() {
         "--to",
         &url,
         "--token",
-        "s3cret",
+        // As a Secret's key made from a file holds it: the operator trims it, so does `send`.
+        "s3cret\n",
     ])
     .await;
     assert!(ok, "{stdout}{stderr}");

@@ -146,6 +146,10 @@ fn stale_problem(stale: &Option<Stale>, problem: SourceError) -> SourceError {
 struct LookupState<'a> {
     pinned: Option<&'a str>,
     pinned_commit: Option<ObjectId>,
+    /// The heads the first lookup read, read by every later one of the same event: a fetch
+    /// between two lookups would otherwise mix two states of the repository (a service's config
+    /// pushed meanwhile missed at the old heads, the stage's found at the new).
+    heads: Option<Heads>,
     keep: Keep,
     stale: Option<Stale>,
 }
@@ -607,11 +611,15 @@ impl GitSource {
             return Ok(None);
         };
         let mut candidates = std::collections::HashSet::new();
-        if !matches!(
-            repo.objects.lookup_prefix(prefix, Some(&mut candidates)),
-            Ok(Some(_))
-        ) {
-            return Ok(None);
+        match repo.objects.lookup_prefix(prefix, Some(&mut candidates)) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(None),
+            Err(error) => {
+                return Err(GitError::Cache {
+                    path: repo.path().display().to_string(),
+                    cause: format!("looking up objects starting with {pin}: {error}"),
+                });
+            }
         }
         let mut commits = Vec::new();
         for candidate in candidates {
@@ -735,6 +743,7 @@ impl GitSource {
         let mut at = LookupState {
             pinned,
             pinned_commit: None,
+            heads: None,
             keep: Keep::Always,
             stale: None,
         };
@@ -802,7 +811,7 @@ impl GitSource {
     ) -> Result<Option<(ObjectId, Option<Stale>)>, SourceError> {
         Ok(Some(match (&lookup.branch, at.pinned) {
             (Branch::Default, _) => {
-                let heads = self.heads(requested, reads)?;
+                let heads = self.heads_once(requested, reads, at)?;
                 at.keep = at.keep.and(&heads);
                 at.stale = heads.stale.clone();
                 match heads.default_branch() {
@@ -831,7 +840,7 @@ impl GitSource {
                 }
             },
             (Branch::Named(branch), None) => {
-                let heads = self.heads(requested, reads)?;
+                let heads = self.heads_once(requested, reads, at)?;
                 at.keep = at.keep.and(&heads);
                 at.stale = heads.stale.clone();
                 match heads.branch(&branch.render(service)) {
@@ -840,6 +849,21 @@ impl GitSource {
                 }
             }
         }))
+    }
+
+    /// The branch heads the lookups of one event read: read once ([`Self::heads`]).
+    fn heads_once(
+        &self,
+        requested: Instant,
+        reads: Reads,
+        at: &mut LookupState<'_>,
+    ) -> Result<Heads, SourceError> {
+        if let Some(heads) = &at.heads {
+            return Ok(heads.clone());
+        }
+        let heads = self.heads(requested, reads)?;
+        at.heads = Some(heads.clone());
+        Ok(heads)
     }
 
     /// The branch heads a lookup reads (see [`CloneCache::heads`]).
