@@ -588,6 +588,25 @@ async fn restart_between_tasks() {
     assert_recovered(&h, "crash-between").await;
 }
 
+/// A request the API server leaves unanswered (as one to a server that died while holding it)
+/// is given up after `--kube-api-read-timeout-seconds` and tried again: the run goes on, where
+/// it waited for an answer that never came. The watches, quiet meanwhile, are not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_left_unanswered_is_given_up_and_tried_again() {
+    let h = Harness::start(&["--kube-api-read-timeout-seconds", "2"]).await;
+    h.sim
+        .faults()
+        .delay_next_request("patch", "jobruns/status", "", Duration::from_secs(3600));
+    let event = sample_with_id("test.triggered.json", "unanswered");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let data = finished_data(&h, "unanswered").await;
+    assert_eq!(data["status"], "succeeded", "{data}");
+    assert!(
+        !h.sim.faults().request_delay_pending(),
+        "a status write was held (for an hour)"
+    );
+}
+
 /// The JobRuns as a client of the simulator's sees them (another writer, a user).
 fn runs_api(h: &Harness) -> kube::Api<job_executor::crd::JobRun> {
     kube::Api::namespaced(h.sim.client(), "default")

@@ -690,6 +690,17 @@ pub struct OperatorArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub kube_api_burst: u32,
+    /// Seconds the controller waits for the API server to answer a request (for each read of
+    /// an answer under way, such as a log): a connection to a server that died leaves a
+    /// request unanswered for ever, and the run waiting on it stuck. Watches are not bound by
+    /// it (the API server ends them itself).
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_KUBE_API_READ_TIMEOUT_SECONDS",
+        default_value_t = 120,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub kube_api_read_timeout_seconds: u64,
     /// Runs in flight (not finished, or their `.finished` not delivered yet) beyond which new
     /// runs are refused with 429 and `Retry-After`; 0: no bound.
     #[arg(
@@ -788,6 +799,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         max_runs_in_flight,
         kube_api_qps,
         kube_api_burst,
+        kube_api_read_timeout_seconds,
         store_timeout_seconds,
         shutdown_delay_seconds,
     } = operator;
@@ -836,7 +848,17 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     // grow with the runs in flight, go through the client-side limit.
     let ingest_client =
         kube::Client::try_from(config.clone()).context("cannot configure the Kubernetes client")?;
-    let client = kube::client::ClientBuilder::try_from(config)
+    // Watches last minutes without a byte when nothing changes: they get a client without the
+    // read timeout (and a token bucket of their own, which their few requests hardly touch).
+    let watch_client = kube::client::ClientBuilder::try_from(config.clone())
+        .context("cannot configure the Kubernetes client")?
+        .with_layer(&ThrottleLayer::new(kube_api_qps, kube_api_burst))
+        .build();
+    let mut request_config = config;
+    request_config.read_timeout = Some(Duration::from_secs(kube_api_read_timeout_seconds));
+    // Counted from each request, not from when its pooled connection went idle.
+    request_config.reset_reader_on_write = true;
+    let client = kube::client::ClientBuilder::try_from(request_config)
         .context("cannot configure the Kubernetes client")?
         .with_layer(&ThrottleLayer::new(kube_api_qps, kube_api_burst))
         .build();
@@ -950,6 +972,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     let schedules = ingest::schedule::run(
         ingest::schedule::ScheduleParts {
             schedules: kube::Api::namespaced(client.clone(), &settings.job_namespace),
+            watched: kube::Api::namespaced(watch_client.clone(), &settings.job_namespace),
             history: controller::Publisher::start(
                 client.clone(),
                 identity.clone(),
@@ -978,6 +1001,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     let controller = controller::run(
         controller::Parts {
             client,
+            watch_client,
             settings,
             source,
             sink,

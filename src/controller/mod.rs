@@ -149,7 +149,10 @@ impl ReconcileError {
 
 /// What the controller is built from.
 pub struct Parts {
+    /// For requests: each answer awaited at most `--kube-api-read-timeout-seconds`.
     pub client: Client,
+    /// For watches, which stay quiet while nothing changes: no read timeout.
+    pub watch_client: Client,
     pub settings: Arc<Settings>,
     pub source: Arc<Source>,
     pub sink: Arc<Sink>,
@@ -177,9 +180,9 @@ pub async fn run(
 ) {
     let shutdown = shutdown.shared();
     let namespace = parts.settings.job_namespace.clone();
-    let runs: Api<JobRun> = Api::namespaced(parts.client.clone(), &namespace);
-    let jobs: Api<CachedJob> = Api::namespaced(parts.client.clone(), &namespace);
-    let pods: Api<CachedPod> = Api::namespaced(parts.client.clone(), &namespace);
+    let runs: Api<JobRun> = Api::namespaced(parts.watch_client.clone(), &namespace);
+    let jobs: Api<CachedJob> = Api::namespaced(parts.watch_client.clone(), &namespace);
+    let pods: Api<CachedPod> = Api::namespaced(parts.watch_client.clone(), &namespace);
     let children = watcher::Config::default().labels(&managed_selector());
 
     // One watch per kind, each feeding a store; the controller reads Jobs and pods from the
@@ -276,8 +279,10 @@ pub async fn run(
         .graceful_shutdown_on(shutdown.clone());
     let synced_health = health.clone();
     let retention = context.parts.options.jobrun_retention.is_some().then(|| {
+        // Watched: through the client without a read timeout, its deletes too (one left
+        // unanswered holds up the retention only, not a run).
         let runs = Api::namespaced(
-            context.parts.client.clone(),
+            context.parts.watch_client.clone(),
             &context.parts.settings.job_namespace,
         );
         retained::keep(runs, context.clone(), health.clone())

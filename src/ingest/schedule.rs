@@ -38,6 +38,8 @@ const READY: &str = "Ready";
 pub struct ScheduleParts {
     pub ingest: Arc<IngestState>,
     pub schedules: Api<JobSchedule>,
+    /// The same, through the client without a read timeout: for the watch.
+    pub watched: Api<JobSchedule>,
     pub leadership: watch::Receiver<Leadership>,
     pub history: Publisher,
     pub clock: Clock,
@@ -69,7 +71,7 @@ pub async fn run(
 ) {
     let shutdown = futures::FutureExt::shared(shutdown);
     let gained = leadership_gained(parts.leadership.clone());
-    let schedules = parts.schedules.clone();
+    let schedules = parts.watched.clone();
     let context = Arc::new(Context {
         parts,
         written: Mutex::new(HashMap::new()),
