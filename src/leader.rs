@@ -336,7 +336,8 @@ impl Election {
         self.held = Some(lease);
     }
 
-    /// Each Lease call is bounded: kube's client has no read timeout of its own.
+    /// Each Lease call is bounded by the retry period: the client's read timeout
+    /// (`--kube-api-read-timeout-seconds`) is for the controller's steps, and longer.
     async fn bounded<T>(
         &self,
         limit: Duration,

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -44,16 +45,18 @@ impl TokenBucket {
     }
 }
 
-/// The layer for kube's `ClientBuilder`.
+/// The layer for kube's `ClientBuilder`: every client built with the same layer draws from one
+/// bucket (the controller's requests and its watches are two clients, one limit).
 #[derive(Debug, Clone)]
 pub struct ThrottleLayer {
-    qps: f64,
-    burst: u32,
+    bucket: Arc<Mutex<TokenBucket>>,
 }
 
 impl ThrottleLayer {
     pub fn new(qps: f64, burst: u32) -> Self {
-        ThrottleLayer { qps, burst }
+        ThrottleLayer {
+            bucket: Arc::new(Mutex::new(TokenBucket::new(qps, burst, Instant::now()))),
+        }
     }
 }
 
@@ -63,7 +66,7 @@ impl<S> Layer<S> for ThrottleLayer {
     fn layer(&self, inner: S) -> Throttle<S> {
         Throttle {
             inner,
-            bucket: TokenBucket::new(self.qps, self.burst, Instant::now()),
+            bucket: self.bucket.clone(),
             wait: None,
             granted: false,
         }
@@ -74,7 +77,7 @@ impl<S> Layer<S> for ThrottleLayer {
 /// its buffer's worker, so requests queue there in order).
 pub struct Throttle<S> {
     inner: S,
-    bucket: TokenBucket,
+    bucket: Arc<Mutex<TokenBucket>>,
     wait: Option<Pin<Box<tokio::time::Sleep>>>,
     /// A token taken for the next `call`.
     granted: bool,
@@ -94,7 +97,12 @@ where
                 ready!(wait.as_mut().poll(cx));
                 self.wait = None;
             }
-            match self.bucket.take(Instant::now()) {
+            let taken = self
+                .bucket
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take(Instant::now());
+            match taken {
                 Ok(()) => self.granted = true,
                 Err(delay) => self.wait = Some(Box::pin(tokio::time::sleep(delay))),
             }
@@ -111,6 +119,27 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tower::ServiceExt;
+
+    /// The controller's request client and its watch client are built with one layer: what
+    /// one takes, the other cannot.
+    #[tokio::test]
+    async fn clients_built_with_one_layer_share_its_bucket() {
+        let layer = ThrottleLayer::new(20.0, 2);
+        let answer = || tower::service_fn(|(): ()| async { Ok::<_, ()>(()) });
+        let mut requests = layer.layer(answer());
+        let mut watches = layer.layer(answer());
+        requests.ready().await.unwrap().call(()).await.unwrap();
+        watches.ready().await.unwrap().call(()).await.unwrap();
+        // Both tokens of the burst are taken: the next waits for one (1/20 s).
+        let asked = Instant::now();
+        requests.ready().await.unwrap().call(()).await.unwrap();
+        assert!(
+            asked.elapsed() >= Duration::from_millis(40),
+            "{:?}",
+            asked.elapsed()
+        );
+    }
 
     #[test]
     fn a_full_bucket_allows_a_burst_then_the_rate() {

@@ -849,10 +849,11 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     let ingest_client =
         kube::Client::try_from(config.clone()).context("cannot configure the Kubernetes client")?;
     // Watches last minutes without a byte when nothing changes: they get a client without the
-    // read timeout (and a token bucket of their own, which their few requests hardly touch).
+    // read timeout, drawing on the same request limit.
+    let throttle = ThrottleLayer::new(kube_api_qps, kube_api_burst);
     let watch_client = kube::client::ClientBuilder::try_from(config.clone())
         .context("cannot configure the Kubernetes client")?
-        .with_layer(&ThrottleLayer::new(kube_api_qps, kube_api_burst))
+        .with_layer(&throttle)
         .build();
     let mut request_config = config;
     request_config.read_timeout = Some(Duration::from_secs(kube_api_read_timeout_seconds));
@@ -860,7 +861,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     request_config.reset_reader_on_write = true;
     let client = kube::client::ClientBuilder::try_from(request_config)
         .context("cannot configure the Kubernetes client")?
-        .with_layer(&ThrottleLayer::new(kube_api_qps, kube_api_burst))
+        .with_layer(&throttle)
         .build();
     let metrics = Arc::new(Metrics::new());
     let git = git.settings(metrics.git());

@@ -759,8 +759,9 @@ fn running_step(
         JobSeen::Gone => Some(match next_job(facts, index) {
             NextJob::Unknown(next) => Step::LookUpJob(next),
             // A task's end and the next task's Job are recorded in one write, after the Job is
-            // made: a restart in between, and a Job removed by its TTL before the operator
-            // was back, leave the next Job as the one witness that this task succeeded.
+            // made (unless the create fails: the end is written alone then): a restart in
+            // between, and a Job removed by its TTL before the operator was back, leave the
+            // next Job as the one witness that this task succeeded.
             NextJob::Made(next) => Step::EndTask {
                 index,
                 phase: TaskPhase::Succeeded,

@@ -279,8 +279,6 @@ pub async fn run(
         .graceful_shutdown_on(shutdown.clone());
     let synced_health = health.clone();
     let retention = context.parts.options.jobrun_retention.is_some().then(|| {
-        // Watched: through the client without a read timeout, its deletes too (one left
-        // unanswered holds up the retention only, not a run).
         let runs = Api::namespaced(
             context.parts.watch_client.clone(),
             &context.parts.settings.job_namespace,
@@ -590,6 +588,9 @@ impl Synced {
     }
 }
 
+/// How many runs' failure counts are kept before those of runs no longer watched are dropped.
+const FAILURES_KEPT: usize = 256;
+
 /// Transient errors back off per run, exponentially from half a second to five minutes.
 ///
 /// A refused side effect for want of the Lease is not the run's failure but the replica's
@@ -597,9 +598,6 @@ impl Synced {
 /// runs minutes out, while the replica goes on leading and no leadership change wakes them. The
 /// run is looked at again a second later: by then the Lease is renewed, or lost (then the run is
 /// left alone, and taken up again with every other when this replica leads again).
-/// How many runs' failure counts are kept before those of runs no longer watched are dropped.
-const FAILURES_KEPT: usize = 256;
-
 fn error_policy(run: Arc<JobRun>, error: &ReconcileError, context: Arc<Context>) -> Action {
     context.parts.metrics.reconcile_error(error.category());
     if matches!(error, ReconcileError::NotLeader(_)) {

@@ -294,16 +294,19 @@ const LEAD_RECHECK: Duration = Duration::from_secs(1);
 /// When a failed deletion is tried again.
 const DELETE_RETRY: Duration = Duration::from_secs(5);
 
-/// Watches the retained runs and, while this replica leads, deletes each once its retention
-/// is over. Runs until the process stops (its caller drops it).
-pub async fn keep(runs: Api<RetainedRun>, ctx: Arc<Context>, health: Arc<Health>) {
+/// Watches the retained runs (`watched`, through the client without a read timeout) and,
+/// while this replica leads, deletes each once its retention is over (through the controller's
+/// request client). Runs until the process stops (its caller drops it).
+pub async fn keep(watched: Api<RetainedRun>, ctx: Arc<Context>, health: Arc<Health>) {
+    let runs: Api<RetainedRun> =
+        Api::namespaced(ctx.parts.client.clone(), &ctx.parts.settings.job_namespace);
     let retained = Arc::new(RetainedRuns::new(ctx.parts.metrics.runs_retained()));
     let recorder = retained.clone();
     let watch_limits = ctx
         .parts
         .options
         .limits(ctx.parts.dead_letter_sink.is_some());
-    let watching = watcher(runs.clone(), watcher::Config::default().fields(DONE))
+    let watching = watcher(watched, watcher::Config::default().fields(DONE))
         .inspect(super::watch_health(&health, "retained jobruns"))
         .default_backoff()
         .for_each(move |event| {
