@@ -2377,8 +2377,8 @@ async fn configs_that_cannot_be_used_are_reported_to_the_sender_and_in_finished(
         .unwrap();
     assert!(
         reason.starts_with(
-            "the job config names no sh.keptn.event.evaluation.triggered event, as far as it \
-             can be read; it cannot be used:"
+            "the job config cannot be used, and no action of it runs for \
+             sh.keptn.event.evaluation.triggered as far as it can be read:"
         ) && reason.contains("unknown key \"imag\""),
         "{reason}"
     );

@@ -132,8 +132,8 @@ fn plan_with_reads(
                         reasons: vec![NotMatched {
                             action: String::new(),
                             reason: format!(
-                                "the job config names no {} event, as far as it can be read; \
-                                 it cannot be used:\n{error}",
+                                "the job config cannot be used, and no action of it runs for \
+                                 {} as far as it can be read:\n{error}",
                                 event.event_type()
                             ),
                         }],
