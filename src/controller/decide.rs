@@ -1173,7 +1173,10 @@ pub fn record_task_end(
         skip_dependents(run, status);
     }
     let over = |t: &TaskStatus| !matches!(t.phase, TaskPhase::Pending | TaskPhase::Running);
-    if status.tasks.iter().all(over) {
+    // A run a halt stopped a task of (a cancel) ends as the halt says, once its last task is
+    // over: the halt's step records it, not the task that happened to end last.
+    let halting = status.tasks.iter().any(|t| t.phase == TaskPhase::Cancelled);
+    if status.tasks.iter().all(over) && !halting {
         let outcome = report::outcome_of_tasks(status);
         finish(run, status, outcome.status, outcome.message, now);
     }

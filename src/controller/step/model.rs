@@ -43,8 +43,12 @@ enum Op {
         after: bool,
     },
     /// The API server fails the next reconcile's `nth` request to it (a look-up, a create, a
-    /// delete; not a status write) with a 500: it has no effect, and the reconcile fails.
-    ApiError(u8),
+    /// delete; not a status write) with a 500, the reconcile fails: the request had no effect,
+    /// or it had and its answer was lost (`took_effect`).
+    ApiError {
+        nth: u8,
+        took_effect: bool,
+    },
     /// The watch shows task `i`'s Job.
     Watch(usize),
     /// Task `i`'s Job ends.
@@ -73,7 +77,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => Just(Op::Reconcile),
         2 => (0u8..8, any::<bool>()).prop_map(|(nth, after)| Op::Crash { nth, after }),
-        1 => (0u8..4).prop_map(Op::ApiError),
+        1 => (0u8..4, any::<bool>())
+            .prop_map(|(nth, took_effect)| Op::ApiError { nth, took_effect }),
         3 => (0usize..4).prop_map(Op::Watch),
         3 => (0usize..4, prop::bool::weighted(0.8))
             .prop_map(|(task, succeeded)| Op::Complete { task, succeeded }),
@@ -141,7 +146,7 @@ struct Model {
     crash: Cell<Option<(u8, bool)>>,
     crashes: Cell<u32>,
     /// Requests to the API server left before one fails.
-    api_error: Cell<Option<u8>>,
+    api_error: Cell<Option<(u8, bool)>>,
     log_reads: Cell<u32>,
     /// Whether the run was ever annotated to cancel (the annotation may be gone since).
     ever_cancelled: Cell<bool>,
@@ -198,15 +203,18 @@ impl Model {
     /// `ApiError` says so, else it is a `request`.
     fn api_request<T>(&self, effect: impl FnOnce() -> T) -> Result<T, ReconcileError> {
         match self.api_error.get() {
-            Some(0) => {
+            Some((0, took_effect)) => {
                 self.api_error.set(None);
+                if took_effect {
+                    self.request(effect)?;
+                }
                 let mut status =
                     kube::core::Status::failure("etcdserver: leader changed", "InternalError");
                 status.code = 500;
                 Err(kube::Error::Api(Box::new(status)).into())
             }
-            Some(n) => {
-                self.api_error.set(Some(n - 1));
+            Some((n, took_effect)) => {
+                self.api_error.set(Some((n - 1, took_effect)));
                 self.request(effect)
             }
             None => self.request(effect),
@@ -286,7 +294,7 @@ impl Model {
                 self.reconcile();
             }
             Op::Crash { nth, after } => self.crash.set(Some((*nth, *after))),
-            Op::ApiError(nth) => self.api_error.set(Some(*nth)),
+            Op::ApiError { nth, took_effect } => self.api_error.set(Some((*nth, *took_effect))),
             Op::Watch(task) => {
                 if let Some(job) = self.jobs.borrow_mut().get_mut(task) {
                     job.cached = true;
@@ -970,7 +978,10 @@ fn a_run_ended_before_done_was_recorded_is_marked_with_one_write() {
 #[test]
 fn an_event_sent_before_a_failed_request_is_not_sent_again() {
     let model = Model::new(graph_run(&[vec![]], None));
-    model.apply(&Op::ApiError(0));
+    model.apply(&Op::ApiError {
+        nth: 0,
+        took_effect: false,
+    });
     model.apply(&Op::Reconcile);
     assert!(model.created.borrow().is_empty());
     let recorded = model.recorded.borrow().clone();
@@ -983,4 +994,32 @@ fn an_event_sent_before_a_failed_request_is_not_sent_again() {
     let sent = model.sent.borrow();
     let kinds: Vec<&str> = sent.iter().map(kind_of).collect();
     assert_eq!(kinds, ["started", "finished"]);
+}
+
+/// A cancel stops task 2 while task 0's failing Job stops on its own; task 0's end then comes
+/// last: the run ends as the cancel says (Cancelled, "Cancelled by …"), not as the task that
+/// happened to end last (it ended Failed, the cancel never recorded). Found by the property
+/// test once its API errors could take effect.
+#[test]
+fn a_run_cancelled_while_a_task_fails_ends_cancelled() {
+    check_run(
+        &[vec![], vec![0], vec![]],
+        None,
+        None,
+        false,
+        &[
+            Op::ApiError {
+                nth: 2,
+                took_effect: false,
+            },
+            Op::Reconcile,
+            Op::Complete {
+                task: 0,
+                succeeded: false,
+            },
+            Op::Watch(0),
+            Op::Cancel,
+            Op::Reconcile,
+        ],
+    );
 }
