@@ -119,7 +119,9 @@ impl ConfigError {
 #[derive(Clone)]
 pub struct EventNames {
     names: Vec<String>,
-    globs: globset::GlobSet,
+    /// `None` when the names cannot be compiled together (too many for the matcher's size
+    /// limit): every type is then concerned, as of a file that cannot be read.
+    globs: Option<globset::GlobSet>,
 }
 
 impl EventNames {
@@ -135,12 +137,14 @@ impl EventNames {
                 globs.add(glob);
             }
         }
-        let globs = globs.build().unwrap_or_else(|_| globset::GlobSet::empty());
+        let globs = globs.build().ok();
         EventNames { names, globs }
     }
 
     fn names(&self, event_type: &str) -> bool {
-        self.globs.is_match(event_type)
+        self.globs
+            .as_ref()
+            .is_none_or(|globs| globs.is_match(event_type))
     }
 }
 
