@@ -14,6 +14,7 @@ use crate::controller::report;
 use crate::crd::{JobRunStatus, TaskPhase, TaskStatus};
 use crate::event::{self, CloudEvent, OutgoingContext};
 use crate::files;
+use crate::ingest::plan::{NotMatched, not_a_task_event};
 use crate::matching::Matcher;
 use crate::names;
 use crate::render::{self, JobRequest, check_action, render_job};
@@ -79,8 +80,8 @@ fn plan(
 ) -> Result<Value, String> {
     let matcher = Matcher::compile(config).map_err(|e| e.to_string())?;
     // What the operator answers such an event, whatever the config's globs.
-    if let Some(reason) = event::not_a_keptn_task(event.event_type()) {
-        return Ok(json!({"matched": [], "not_matched": [{"action": "", "reason": reason}]}));
+    if let Some(reasons) = not_a_task_event(event.event_type()) {
+        return Ok(json!({"matched": [], "not_matched": reasons}));
     }
     let time = event
         .as_value()
@@ -92,7 +93,10 @@ fn plan(
     let mut not_matched = Vec::new();
     for verdict in matcher.explain(event) {
         if let Err(reason) = verdict.outcome {
-            not_matched.push(json!({"action": verdict.name, "reason": reason}));
+            not_matched.push(NotMatched {
+                action: verdict.name,
+                reason,
+            });
             continue;
         }
         let action = &config.actions[verdict.index];

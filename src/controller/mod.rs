@@ -607,18 +607,7 @@ fn error_policy(run: Arc<JobRun>, error: &ReconcileError, context: Arc<Context>)
     let failures = context
         .failures
         .lock()
-        .map(|mut map| {
-            // A run that left the watch (done by another replica, or deleted) while its last
-            // reconcile here failed is not reconciled here again: such counts are dropped as
-            // the map reaches each power of two from FAILURES_KEPT (a pass now and then, not
-            // one for every failure of an outage).
-            if map.len() >= FAILURES_KEPT && map.len().is_power_of_two() {
-                map.retain(|name, _| context.watched(name));
-            }
-            let count = map.entry(run.name_any()).or_insert(0);
-            *count = count.saturating_add(1);
-            *count
-        })
+        .map(|mut map| count_failure(&mut map, &run.name_any(), |name| context.watched(name)))
         .unwrap_or(1);
     let delay = Duration::from_millis(500)
         .saturating_mul(1u32 << failures.min(10))
@@ -626,6 +615,25 @@ fn error_policy(run: Arc<JobRun>, error: &ReconcileError, context: Arc<Context>)
         .max(error.retry_after());
     tracing::warn!(run = %run.name_any(), %error, category = error.category(), ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
+}
+
+/// Counts one more failure of `run` and returns its count.
+///
+/// A run that left the watch (done by another replica, or deleted) while its last reconcile
+/// here failed is not reconciled here again: such counts are dropped as the map reaches each
+/// power of two from FAILURES_KEPT (a pass now and then, not one for every failure of an
+/// outage).
+fn count_failure(
+    failures: &mut HashMap<String, u32>,
+    run: &str,
+    watched: impl Fn(&str) -> bool,
+) -> u32 {
+    if failures.len() >= FAILURES_KEPT && failures.len().is_power_of_two() {
+        failures.retain(|name, _| watched(name));
+    }
+    let count = failures.entry(run.to_string()).or_insert(0);
+    *count = count.saturating_add(1);
+    *count
 }
 
 impl Context {
@@ -846,6 +854,49 @@ mod tests {
                      "containers": [{"name": "task", "image": "y", "args": ["long"]}]}
         }))
         .unwrap()
+    }
+
+    /// Counts of runs no longer watched go as the map reaches a power of two from
+    /// FAILURES_KEPT; a watched run's count stays, and between passes nothing is dropped.
+    #[test]
+    fn failure_counts_of_runs_no_longer_watched_are_dropped_at_powers_of_two() {
+        let watched = |name: &str| name.starts_with("kept-");
+        let mut failures = HashMap::new();
+        assert_eq!(count_failure(&mut failures, "kept-0", watched), 1);
+        assert_eq!(count_failure(&mut failures, "kept-0", watched), 2);
+        for index in 1..FAILURES_KEPT {
+            count_failure(&mut failures, &format!("gone-{index}"), watched);
+        }
+        assert_eq!(failures.len(), FAILURES_KEPT, "no pass below FAILURES_KEPT");
+        assert_eq!(count_failure(&mut failures, "kept-1", watched), 1);
+        assert_eq!(
+            failures
+                .keys()
+                .filter(|name| name.starts_with("gone-"))
+                .count(),
+            0,
+            "the pass at FAILURES_KEPT drops the runs not watched"
+        );
+        assert_eq!(
+            failures.get("kept-0"),
+            Some(&2),
+            "a watched run's count stays"
+        );
+        // Past FAILURES_KEPT watched runs: the pass at 256 drops nothing, the next is at 512.
+        for index in 2..300 {
+            count_failure(&mut failures, &format!("kept-{index}"), watched);
+        }
+        assert_eq!(failures.len(), 300);
+        while failures.len() < 2 * FAILURES_KEPT {
+            let index = failures.len();
+            count_failure(&mut failures, &format!("gone-again-{index}"), watched);
+        }
+        assert_eq!(count_failure(&mut failures, "kept-0", watched), 3);
+        assert_eq!(
+            failures.len(),
+            300,
+            "the pass at 512 keeps the watched runs only"
+        );
     }
 
     /// Ready once every watch listed; each later list of the Jobs or pods wakes every run.

@@ -475,7 +475,7 @@ fn no_listener(event_type: &str) -> NotMatched {
 }
 
 /// Why an event that is not a Keptn task's starts nothing ([`event::not_a_keptn_task`]).
-fn not_a_task_event(event_type: &str) -> Option<Vec<NotMatched>> {
+pub(crate) fn not_a_task_event(event_type: &str) -> Option<Vec<NotMatched>> {
     event::not_a_keptn_task(event_type).map(|reason| {
         vec![NotMatched {
             action: String::new(),

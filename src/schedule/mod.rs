@@ -187,11 +187,7 @@ pub fn plan(
         passed += 1;
         latest = Some(slot);
         if age(slot) <= ON_TIME || (policy == MissedPolicy::All && age(slot) <= lookback) {
-            // Past the most one plan fires, the oldest are missed: the slot due now always fires.
-            if fire.len() == MOST_FIRES {
-                fire.pop_front();
-            }
-            fire.push_back(slot);
+            keep_newest(&mut fire, slot);
         }
     }
     if policy == MissedPolicy::Latest
@@ -199,10 +195,7 @@ pub fn plan(
         && age(slot) <= lookback
         && fire.back() != Some(&slot)
     {
-        if fire.len() == MOST_FIRES {
-            fire.pop_front();
-        }
-        fire.push_back(slot);
+        keep_newest(&mut fire, slot);
     }
     let fire: Vec<Timestamp> = fire.into();
     let missed = passed - fire.len() as u64;
@@ -214,6 +207,15 @@ pub fn plan(
         fire,
         missed,
     }
+}
+
+/// Adds `slot` to the slots to fire. Past the most one plan fires, the oldest are missed: the
+/// slot due now always fires.
+fn keep_newest(fire: &mut std::collections::VecDeque<Timestamp>, slot: Timestamp) {
+    if fire.len() == MOST_FIRES {
+        fire.pop_front();
+    }
+    fire.push_back(slot);
 }
 
 /// The id of the event fired for `slot`: the same for every firing of that slot.
