@@ -91,8 +91,9 @@ pub struct Condition {
     pub reason: Option<String>,
     #[serde(default)]
     pub message: Option<String>,
-    /// When it became what it is: kept of `FailureTarget` only (how long a Job has been
-    /// failing), for the memory of the many Jobs the watch caches.
+    /// When it became what it is: kept of `FailureTarget` (how long a Job has been failing) and
+    /// `Complete` (how long a pod that succeeded may take to show in the pod watch) only, for
+    /// the memory of the many Jobs the watch caches.
     #[serde(default, rename = "lastTransitionTime")]
     pub since: Option<String>,
 }
@@ -105,7 +106,7 @@ fn read_job_conditions<'de, D: Deserializer<'de>>(
         .into_iter()
         .filter(|c| matches!(c.type_.as_str(), "Complete" | "Failed" | "FailureTarget"))
         .map(|mut c| {
-            if c.type_ != "FailureTarget" {
+            if c.type_ == "Failed" {
                 c.since = None;
             }
             c

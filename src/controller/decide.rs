@@ -68,6 +68,9 @@ pub enum JobSeen {
         message: Option<String>,
         /// Whether the watch shows any pod of the Job (its logs, its outputs are read there).
         pods_seen: bool,
+        /// No pod that succeeded is seen though the Job has been complete for longer than the
+        /// pod watch can be behind: it was deleted (other pods of the Job, that failed, stay).
+        succeeded_pod_gone: bool,
     },
     Failed {
         reason: String,
@@ -96,10 +99,20 @@ pub const STOPPING_POD_WAIT: Duration = Duration::from_secs(45);
 /// pod takes to stop: its pods are then taken for gone (a pod on a node that is gone may stay
 /// for ever, and the Job controller sets `Failed` only once they are).
 pub fn failing_for_too_long(since: Option<&str>, now: Timestamp) -> bool {
+    at_least_a_pod_s_stop_ago(since, now)
+}
+
+/// Whether a Job complete since `since` has been so for longer than a pod takes to stop: a pod
+/// that succeeded and is not seen by then was deleted, not late in the pod watch.
+pub fn complete_for_too_long(since: Option<&str>, now: Timestamp) -> bool {
+    at_least_a_pod_s_stop_ago(since, now)
+}
+
+fn at_least_a_pod_s_stop_ago(since: Option<&str>, now: Timestamp) -> bool {
     parse(since).is_some_and(|since| {
         now.duration_since(since)
             .try_into()
-            .is_ok_and(|failing: Duration| failing >= STOPPING_POD_WAIT)
+            .is_ok_and(|ago: Duration| ago >= STOPPING_POD_WAIT)
     })
 }
 
@@ -886,7 +899,11 @@ fn running_step(
             wake.within(limits.missing_job_grace - waited);
             None
         }
-        JobSeen::Succeeded { message, pods_seen } => {
+        JobSeen::Succeeded {
+            message,
+            pods_seen,
+            succeeded_pod_gone,
+        } => {
             let declared = run
                 .spec
                 .action
@@ -906,8 +923,23 @@ fn running_step(
                     outputs: BTreeMap::new(),
                 });
             }
-            // Its outputs are in the pod's status: wait for the watch to show it.
+            // Its outputs are in the pod's status: wait for the watch to show it, unless that pod
+            // is gone (then the Job's TTL would end the wait, the task failed as gone).
             if !declared.is_empty() && message.is_none() {
+                if *succeeded_pod_gone {
+                    return Some(Step::EndTask {
+                        index,
+                        phase: TaskPhase::Failed,
+                        message: Some(format!(
+                            "its outputs cannot be read: the pod of the Job {} that succeeded is \
+                             gone (deleted; only pods of it that failed are left)",
+                            job_name(run, status, index)
+                        )),
+                        read_logs: true,
+                        outputs: BTreeMap::new(),
+                    });
+                }
+                wake.within(STOPPING_POD_WAIT);
                 return None;
             }
             let message = message.as_deref().unwrap_or_default();

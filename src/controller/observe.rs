@@ -8,7 +8,10 @@ use super::cached::{CachedJob, CachedPod, Condition};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobState {
     Running,
-    Succeeded,
+    Succeeded {
+        /// When the Job controller set `Complete`.
+        since: Option<String>,
+    },
     Failed {
         reason: String,
         message: String,
@@ -44,7 +47,11 @@ pub fn job_state(job: &CachedJob) -> JobState {
     let mut failing = None;
     for condition in conditions.iter().filter(|c| c.status == "True") {
         match condition.type_.as_str() {
-            "Complete" => return JobState::Succeeded,
+            "Complete" => {
+                return JobState::Succeeded {
+                    since: condition.since.clone(),
+                };
+            }
             "Failed" => {
                 let (reason, message, _) = said(condition);
                 return JobState::Failed { reason, message };
@@ -217,7 +224,14 @@ mod tests {
         );
         assert_eq!(
             job_state(&job(json!([{"type": "Complete", "status": "True"}]))),
-            JobState::Succeeded
+            JobState::Succeeded { since: None }
+        );
+        assert_eq!(
+            job_state(&job(json!([{"type": "Complete", "status": "True",
+                                   "lastTransitionTime": "2026-12-05T10:00:00Z"}]))),
+            JobState::Succeeded {
+                since: Some("2026-12-05T10:00:00Z".into())
+            }
         );
         assert_eq!(
             job_state(&job(json!([

@@ -20,10 +20,11 @@ use tracing::Instrument;
 
 use super::cached::{CachedJob, CachedPod};
 use super::decide::{
-    Attempt, Facts, JobSeen, Limits, NoPodWarning, Step, decide, delivery_mut, explain_no_pod,
-    failing_for_too_long, first_attempt, initialise, job_name, ready_for, record_attempt,
-    record_dead_letter_attempt, record_halt, record_job, record_notification_attempt,
-    record_outputs, record_start, record_stopped, record_task_end, run_name, update_conditions,
+    Attempt, Facts, JobSeen, Limits, NoPodWarning, Step, complete_for_too_long, decide,
+    delivery_mut, explain_no_pod, failing_for_too_long, first_attempt, initialise, job_name,
+    ready_for, record_attempt, record_dead_letter_attempt, record_halt, record_job,
+    record_notification_attempt, record_outputs, record_start, record_stopped, record_task_end,
+    run_name, update_conditions,
 };
 use super::group::{Group, Member};
 use super::history::{self, RunEvent};
@@ -1085,11 +1086,16 @@ impl Cluster<'_> {
     /// What a Job and its cached pods say.
     fn seen(&self, job: &CachedJob) -> JobSeen {
         match job_state(job) {
-            JobState::Succeeded => {
+            JobState::Succeeded { since } => {
                 let pods = self.ctx.pods_of_job(&job.name_any());
+                let message = termination_message(pods.iter().map(AsRef::as_ref));
+                let pods_seen = !pods.is_empty();
                 JobSeen::Succeeded {
-                    message: termination_message(pods.iter().map(AsRef::as_ref)),
-                    pods_seen: !pods.is_empty(),
+                    succeeded_pod_gone: message.is_none()
+                        && pods_seen
+                        && complete_for_too_long(since.as_deref(), Timestamp::now()),
+                    message,
+                    pods_seen,
                 }
             }
             JobState::Failed { reason, message } => {

@@ -335,6 +335,7 @@ fn a_running_task_waits_for_its_job() {
             JobSeen::Succeeded {
                 message: None,
                 pods_seen: true,
+                succeeded_pod_gone: false,
             },
             60,
             Step::EndTask {
@@ -351,6 +352,7 @@ fn a_running_task_waits_for_its_job() {
             JobSeen::Succeeded {
                 message: None,
                 pods_seen: false,
+                succeeded_pod_gone: false,
             },
             10,
             Step::Wait(Some(Duration::from_secs(20))),
@@ -361,6 +363,7 @@ fn a_running_task_waits_for_its_job() {
             JobSeen::Succeeded {
                 message: None,
                 pods_seen: false,
+                succeeded_pod_gone: false,
             },
             30,
             Step::EndTask {
@@ -514,7 +517,8 @@ fn finished_is_sent_only_once_the_outcome_is_recorded() {
             &before,
             JobSeen::Succeeded {
                 message: None,
-                pods_seen: true
+                pods_seen: true,
+                succeeded_pod_gone: false,
             },
             false,
             at(60),
@@ -631,6 +635,7 @@ fn silent_runs_and_other_events_send_nothing() {
             JobSeen::Succeeded {
                 message: None,
                 pods_seen: true,
+                succeeded_pod_gone: false,
             },
             false,
             at(1),
@@ -643,7 +648,8 @@ fn silent_runs_and_other_events_send_nothing() {
                 &status,
                 JobSeen::Succeeded {
                     message: None,
-                    pods_seen: true
+                    pods_seen: true,
+                    succeeded_pod_gone: false,
                 },
                 at(1)
             ),
@@ -1630,6 +1636,13 @@ fn a_job_failing_for_longer_than_a_pod_takes_to_stop_counts_as_failed() {
     assert!(!failing_for_too_long(Some(&since), at(44)));
     assert!(failing_for_too_long(Some(&since), at(45)));
     assert!(!failing_for_too_long(None, at(4500)), "no time: waited for");
+    // The same bound for a pod that succeeded and is not seen: late, or deleted.
+    assert!(!complete_for_too_long(Some(&since), at(44)));
+    assert!(complete_for_too_long(Some(&since), at(45)));
+    assert!(
+        !complete_for_too_long(None, at(4500)),
+        "no time: waited for"
+    );
 }
 
 /// A halt that stopped a task goes on to the run's end when its cause goes while the pods stop
@@ -1731,7 +1744,8 @@ fn a_cancel_records_a_task_that_ended_on_its_own_as_it_ended() {
             &status,
             JobSeen::Succeeded {
                 message: None,
-                pods_seen: false
+                pods_seen: false,
+                succeeded_pod_gone: false,
             },
             at(5)
         ),
@@ -1743,7 +1757,8 @@ fn a_cancel_records_a_task_that_ended_on_its_own_as_it_ended() {
             &status,
             JobSeen::Succeeded {
                 message: None,
-                pods_seen: true
+                pods_seen: true,
+                succeeded_pod_gone: false,
             },
             at(5)
         ),
@@ -1906,6 +1921,7 @@ fn a_task_whose_outputs_went_with_its_pods_fails_saying_so() {
     let gone = JobSeen::Succeeded {
         message: None,
         pods_seen: false,
+        succeeded_pod_gone: false,
     };
     assert_eq!(
         next(&run, &status, gone.clone(), at(5)),
@@ -1932,11 +1948,33 @@ fn a_task_with_outputs_ends_with_them_once_its_pod_is_seen() {
     let succeeded = |message: Option<&str>| JobSeen::Succeeded {
         message: message.map(Into::into),
         pods_seen: true,
+        succeeded_pod_gone: false,
     };
     assert_eq!(
         next(&run, &status, succeeded(None), at(5)),
-        Step::Wait(None),
-        "the outputs are in the pod's status: woken by its watch"
+        Step::Wait(Some(STOPPING_POD_WAIT)),
+        "the outputs are in the pod's status: woken by its watch, or to see whether it is gone"
+    );
+    // Only pods of it that failed are left, long after it completed: the one that succeeded
+    // was deleted, and the outputs cannot be read (waiting would last until the Job's TTL).
+    let gone = JobSeen::Succeeded {
+        message: None,
+        pods_seen: true,
+        succeeded_pod_gone: true,
+    };
+    let job = job_name(&run, &status, 0);
+    assert_eq!(
+        next(&run, &status, gone.clone(), at(500)),
+        Step::EndTask {
+            index: 0,
+            phase: TaskPhase::Failed,
+            message: Some(format!(
+                "its outputs cannot be read: the pod of the Job {job} that succeeded is gone \
+                 (deleted; only pods of it that failed are left)"
+            )),
+            read_logs: true,
+            outputs: BTreeMap::new(),
+        }
     );
     assert_eq!(
         next(&run, &status, succeeded(Some("version=1.2.3\n")), at(5)),
@@ -2331,6 +2369,7 @@ fn a_notification_is_retried_then_given_up_and_never_holds_the_run() {
         JobSeen::Succeeded {
             message: None,
             pods_seen: true,
+            succeeded_pod_gone: false,
         },
         at(1),
     );

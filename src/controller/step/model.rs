@@ -306,6 +306,7 @@ impl Model {
                     JobSeen::Succeeded {
                         message: None,
                         pods_seen: true,
+                        succeeded_pod_gone: false,
                     }
                 } else {
                     // Failing first: its pods stop, then (`PodsGone`) it has failed.
@@ -376,6 +377,7 @@ impl Model {
                     job.seen = JobSeen::Succeeded {
                         message: None,
                         pods_seen: true,
+                        succeeded_pod_gone: false,
                     };
                 }
             }
@@ -452,7 +454,8 @@ impl World for Model {
                     jobs.get(needed).map(|j| &j.seen),
                     Some(&JobSeen::Succeeded {
                         message: None,
-                        pods_seen: true
+                        pods_seen: true,
+                        succeeded_pod_gone: false,
                     }),
                     "task {index} started before task {needed} succeeded"
                 );
@@ -623,7 +626,8 @@ fn check_run(
                 seen,
                 Some(&JobSeen::Succeeded {
                     message: None,
-                    pods_seen: true
+                    pods_seen: true,
+                    succeeded_pod_gone: false,
                 }),
                 "task {index}"
             ),
@@ -634,6 +638,7 @@ fn check_run(
                 let succeeded = JobSeen::Succeeded {
                     message: None,
                     pods_seen: true,
+                    succeeded_pod_gone: false,
                 };
                 assert!(
                     job.is_none_or(|j| j.deleted || j.seen != succeeded),
