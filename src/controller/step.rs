@@ -332,11 +332,14 @@ impl<W: World> Executor<'_, W> {
             refused.extend(waits);
         }
         // Not reached while `decide` moves every run on; if it is, the run is looked at again
-        // soon instead of spinning.
+        // soon instead of spinning, what this reconcile did recorded (deliveries attempted).
         tracing::error!(
             run = name,
             "more steps than a run takes; looking again in a second"
         );
+        if status != persisted {
+            self.record(&mut status, &mut persisted).await?;
+        }
         Ok((persisted, Some(Duration::from_secs(1))))
     }
 
@@ -710,10 +713,13 @@ impl<W: World> Executor<'_, W> {
         let policy = &self.limits.delivery;
         if delivery.state == DeliveryState::Pending {
             let result = self.world.deliver(&event, Destination::Sink).await?;
+            // The next attempt is counted from this one's end: a sink that takes longer to
+            // fail than the backoff (a timeout) is not tried again at once, in this reconcile,
+            // while the tasks wait (`decide` looks at deliveries first).
             let attempt = record_attempt(
                 &mut delivery,
                 result.as_ref().map(|_| ()),
-                now,
+                self.world.now(),
                 policy,
                 self.limits.dead_letter,
             );
@@ -729,8 +735,12 @@ impl<W: World> Executor<'_, W> {
                 .world
                 .dead_letter_event(&event, &reason, delivery.attempts);
             let result = self.world.deliver(&event, Destination::DeadLetter).await?;
-            let attempt =
-                record_dead_letter_attempt(&mut delivery, result.as_ref().map(|_| ()), now, policy);
+            let attempt = record_dead_letter_attempt(
+                &mut delivery,
+                result.as_ref().map(|_| ()),
+                self.world.now(),
+                policy,
+            );
             if attempt == Attempt::GaveUp {
                 let error = delivery
                     .dead_letter
@@ -812,7 +822,7 @@ impl<W: World> Executor<'_, W> {
             status,
             index,
             result.as_ref().map(|_| ()),
-            now,
+            self.world.now(),
             policy,
         );
         if let (Attempt::GaveUp, Err(error)) = (attempt, &result) {

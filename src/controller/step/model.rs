@@ -31,7 +31,12 @@ enum Answer {
     Accept,
     Unavailable,
     Refuse,
+    /// No answer until the sink's timeout (longer than the first backoffs), then a failure.
+    TimedOut,
 }
+
+/// How long a delivery to a sink that does not answer takes ([`Answer::TimedOut`]).
+const SINK_TIMEOUT: SignedDuration = SignedDuration::from_secs(10);
 
 /// What happens between (and during) reconciles.
 #[derive(Debug, Clone)]
@@ -90,6 +95,7 @@ fn op() -> impl Strategy<Value = Op> {
             8 => Just(Answer::Unavailable),
             1 => Just(Answer::Refuse),
             4 => Just(Answer::Accept),
+            2 => Just(Answer::TimedOut),
         ]
         .prop_map(Op::Sink),
         1 => Just(Op::Cancel),
@@ -528,6 +534,13 @@ impl World for Model {
                     message: "503 Service Unavailable".into(),
                     retry_after: None,
                 }),
+                Answer::TimedOut => {
+                    self.now.set(self.now.get() + SINK_TIMEOUT);
+                    Err(DeliveryError::Transient {
+                        message: "no answer within 10 s".into(),
+                        retry_after: None,
+                    })
+                }
                 Answer::Refuse => Err(DeliveryError::Rejected {
                     status: 400,
                     message: "no".into(),
@@ -994,6 +1007,39 @@ fn an_event_sent_before_a_failed_request_is_not_sent_again() {
         recorded.started.as_ref().map(|started| started.state),
         Some(DeliveryState::Delivered),
         "{recorded:?}"
+    );
+    assert!(model.settle(), "the run ends");
+    let sent = model.sent.borrow();
+    let kinds: Vec<&str> = sent.iter().map(kind_of).collect();
+    assert_eq!(kinds, ["started", "finished"]);
+}
+
+/// A sink that takes longer to fail than the backoff (no answer until its timeout) is tried
+/// once a reconcile: the next attempt is due after the backoff from that attempt's end, and the
+/// run's Job is created meanwhile. (Timed from the attempt's start, every attempt was due again
+/// at its end: one reconcile tried five times, 50 s, before the Job, its worker held.)
+#[test]
+fn a_sink_that_times_out_is_tried_once_a_reconcile_and_holds_no_task_up() {
+    let model = Model::new(graph_run(&[vec![]], None));
+    for _ in 0..6 {
+        model.apply(&Op::Sink(Answer::TimedOut));
+    }
+    let before = model.now.get();
+    model.apply(&Op::Reconcile);
+    let recorded = model.recorded.borrow().clone();
+    let started = recorded.started.clone().unwrap_or_default();
+    assert_eq!(started.attempts, 1, "{recorded:?}");
+    assert_eq!(started.state, DeliveryState::Pending);
+    assert_eq!(
+        *model.created.borrow(),
+        [0],
+        "the Job is not held up by the sink"
+    );
+    assert_eq!(model.now.get(), before + SINK_TIMEOUT);
+    let next: Timestamp = started.next_attempt.unwrap().parse().unwrap();
+    assert!(
+        next > model.now.get(),
+        "due after the attempt's end: {next}"
     );
     assert!(model.settle(), "the run ends");
     let sent = model.sent.borrow();
