@@ -57,6 +57,16 @@ pub enum RenderError {
     )]
     SecretNotAllowed { task: String, secret: String },
     #[error(
+        "task '{task}' sets the label {key}={value}, which this installation sets to \
+         {key}={installed} on every Job and its pods (--job-labels): a task cannot change it"
+    )]
+    LabelNotAllowed {
+        task: String,
+        key: String,
+        value: String,
+        installed: String,
+    },
+    #[error(
         "task '{task}' asks for namespace \"{namespace}\", but this installation runs Jobs only \
          in namespace \"{job_namespace}\""
     )]
@@ -213,6 +223,20 @@ fn check_task(task: &Task, index: usize, settings: &Settings) -> Result<(), Rend
         return Err(RenderError::ServiceAccountNotAllowed {
             task: name,
             account: account.clone(),
+        });
+    }
+    // The installation's labels select its tasks' pods (a NetworkPolicy, a mesh's injection,
+    // cost attribution): a task may repeat one, not change it.
+    let changed = task.labels.iter().find_map(|(key, value)| {
+        let installed = settings.job_labels.get(key)?;
+        (installed != value).then(|| (key, value, installed))
+    });
+    if let Some((key, value, installed)) = changed {
+        return Err(RenderError::LabelNotAllowed {
+            task: name,
+            key: key.clone(),
+            value: value.clone(),
+            installed: installed.clone(),
         });
     }
     // `valueFrom: secret` names its Secret in `secretName` with `key` (one key), else in
@@ -380,7 +404,8 @@ fn quantity(value: &Quantity) -> K8sQuantity {
     K8sQuantity(value.0.clone())
 }
 
-/// The installation's labels, then the task's, then the operator's own (which always win).
+/// The installation's labels, then the task's (which may repeat one, not change it:
+/// [`check_action`]), then the operator's own (which always win).
 fn job_labels(
     request: &JobRequest<'_>,
     task: &Task,

@@ -572,12 +572,31 @@ fn installation_labels_go_on_jobs_and_pods() {
     settings
         .job_labels
         .insert("cost-center".into(), "42".into());
-    let job = render(&one_task("image: alpine\nlabels: {team: carts}"), &settings).unwrap();
+    let job = render(
+        &one_task("image: alpine\nlabels: {team: platform, app: carts}"),
+        &settings,
+    )
+    .unwrap();
     let labels = job.metadata.labels.clone().unwrap();
-    assert_eq!(labels["team"], "carts", "the task's own label wins");
+    assert_eq!(labels["team"], "platform", "a task may repeat one");
+    assert_eq!(labels["app"], "carts");
     assert_eq!(labels["cost-center"], "42");
     let pod = job.spec.unwrap().template.metadata.unwrap().labels.unwrap();
     assert_eq!(pod["cost-center"], "42");
+    assert_eq!(pod["team"], "platform");
+    assert!(
+        !pod.contains_key("app"),
+        "the task's own labels are the Job's"
+    );
+    // Changing one would move the pods out of what selects them (a NetworkPolicy, say).
+    let config = one_task("image: alpine\nlabels: {team: carts}");
+    assert_eq!(
+        check_action(&config.actions[0], &settings)
+            .unwrap_err()
+            .to_string(),
+        "task 'Smoke test' sets the label team=carts, which this installation sets to team=platform on \
+         every Job and its pods (--job-labels): a task cannot change it"
+    );
 }
 
 #[test]
