@@ -804,6 +804,17 @@ impl Semantic<'_> {
                             "\"{profile}\" must be relative to the kubelet's seccomp directory"
                         ),
                     ),
+                (SeccompProfileType::Localhost, Some(profile))
+                    if profile.split('/').any(|part| part == "..") =>
+                {
+                    self.error(
+                        &at,
+                        format!(
+                            "\"{profile}\" must stay inside the kubelet's seccomp directory: \
+                             Kubernetes refuses '..' in it"
+                        ),
+                    )
+                }
                 (SeccompProfileType::Localhost, Some(_)) | (_, None) => {}
                 (_, Some(_)) => self.error(
                     &at,

@@ -1258,6 +1258,10 @@ actions:
         securityContext:
           capabilities: {add: [CAP_SYS_ADMIN]}
           allowPrivilegeEscalation: false
+      - name: x
+        image: alpine
+        securityContext:
+          seccompProfile: {type: Localhost, localhostProfile: profiles/../../p.json}
 "#;
     assert_eq!(
         problems(text),
@@ -1270,6 +1274,7 @@ actions:
             "job/config.yaml:21:68: actions[0].tasks[1].securityContext.seccompProfile.localhostProfile: `localhostProfile` goes only with type: Localhost",
             "job/config.yaml:25:22: actions[0].tasks[2].securityContext.runAsUser: 2147483648 is out of range: must be at most 2147483647",
             "job/config.yaml:31:37: actions[0].tasks[3].securityContext.allowPrivilegeEscalation: a container with CAP_SYS_ADMIN always escalates: Kubernetes refuses allowPrivilegeEscalation: false with capabilities.add CAP_SYS_ADMIN",
+            "job/config.yaml:35:63: actions[0].tasks[4].securityContext.seccompProfile.localhostProfile: \"profiles/../../p.json\" must stay inside the kubelet's seccomp directory: Kubernetes refuses '..' in it",
         ]
     );
     // The same amounts written differently are not above each other.
