@@ -66,6 +66,9 @@ pub const MAX_TASKS: usize = 100;
 /// The most notification targets of one action.
 pub const MAX_NOTIFY: usize = 10;
 
+/// The bytes of an object's annotations, keys and values, the API server takes (256 KiB).
+const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
+
 /// The size error for a config of `size` bytes, when that is over the limit.
 pub fn check_size(file: &str, size: u64) -> Result<(), ConfigError> {
     if size > MAX_CONFIG_BYTES {
@@ -702,6 +705,16 @@ impl Semantic<'_> {
     }
 
     fn task(&mut self, path: &str, task: &Task) {
+        // Kubernetes checks this of a pod only: the Job would be taken and make no pod.
+        if task.image.trim() != task.image {
+            self.error(
+                &key_path(path, "image"),
+                format!(
+                    "{:?} has spaces around it: Kubernetes refuses such an image",
+                    task.image
+                ),
+            );
+        }
         for (index, env) in task.env.iter().enumerate() {
             self.env(&index_path(&key_path(path, "env"), index), env);
         }
@@ -856,6 +869,16 @@ impl Semantic<'_> {
             if let Err(message) = formats::check_qualified_name(key) {
                 self.error(&key_path(&annotations_path, key), message);
             }
+        }
+        let size: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if size > MAX_ANNOTATION_BYTES {
+            self.error(
+                &annotations_path,
+                format!(
+                    "{size} bytes of keys and values, over the {MAX_ANNOTATION_BYTES} Kubernetes \
+                     takes on one object"
+                ),
+            );
         }
     }
 

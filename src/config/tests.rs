@@ -1262,6 +1262,8 @@ actions:
         image: alpine
         securityContext:
           seccompProfile: {type: Localhost, localhostProfile: profiles/../../p.json}
+      - name: y
+        image: " alpine:3"
 "#;
     assert_eq!(
         problems(text),
@@ -1275,6 +1277,19 @@ actions:
             "job/config.yaml:25:22: actions[0].tasks[2].securityContext.runAsUser: 2147483648 is out of range: must be at most 2147483647",
             "job/config.yaml:31:37: actions[0].tasks[3].securityContext.allowPrivilegeEscalation: a container with CAP_SYS_ADMIN always escalates: Kubernetes refuses allowPrivilegeEscalation: false with capabilities.add CAP_SYS_ADMIN",
             "job/config.yaml:35:63: actions[0].tasks[4].securityContext.seccompProfile.localhostProfile: \"profiles/../../p.json\" must stay inside the kubelet's seccomp directory: Kubernetes refuses '..' in it",
+            "job/config.yaml:37:16: actions[0].tasks[5].image: \" alpine:3\" has spaces around it: Kubernetes refuses such an image",
+        ]
+    );
+    // Annotations past what the API server takes on one object.
+    let big = format!(
+        "apiVersion: v2\nactions:\n  - events: [{{name: x}}]\n    tasks:\n      - image: alpine\n        annotations:\n          a: {}\n          b: {}\n",
+        "x".repeat(131_072),
+        "y".repeat(131_071)
+    );
+    assert_eq!(
+        problems(&big),
+        [
+            "job/config.yaml:7:11: actions[0].tasks[0].annotations: 262145 bytes of keys and values, over the 262144 Kubernetes takes on one object"
         ]
     );
     // The same amounts written differently are not above each other.
