@@ -433,11 +433,18 @@ fn job_labels(
         ("keptn.sh/project", &keptn.project),
         ("keptn.sh/stage", &keptn.stage),
         ("keptn.sh/service", &keptn.service),
+        ("keptn.sh/commitid", &keptn.git_commit_id),
     ] {
         if let Some(value) = value {
             set(key, value);
         }
     }
+    // The labels Keptn's job-executor-service gave its Jobs, for what selects Jobs by them.
+    set("keptn.sh/event-id", request.event.id());
+    set("keptn.sh/jes-action", request.action_name);
+    set("keptn.sh/jes-task", task_name);
+    set("keptn.sh/jes-action-index", &request.action_index.to_string());
+    set("keptn.sh/jes-task-index", &request.task_index.to_string());
     labels
 }
 
