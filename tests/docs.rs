@@ -831,7 +831,8 @@ fn the_git_credentials_secrets_are_created_as_written() {
             &namespace,
         ],
     );
-    let block = sh_block("docs/git-source.md", "## Credentials");
+    let block = sh_block("docs/git-source.md", "## Credentials")
+        .replace("-n job-executor ", &format!("-n {namespace} "));
     let out = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &block])
         .current_dir(&dir)
