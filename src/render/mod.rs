@@ -443,7 +443,10 @@ fn job_labels(
     set("keptn.sh/event-id", request.event.id());
     set("keptn.sh/jes-action", request.action_name);
     set("keptn.sh/jes-task", task_name);
-    set("keptn.sh/jes-action-index", &request.action_index.to_string());
+    set(
+        "keptn.sh/jes-action-index",
+        &request.action_index.to_string(),
+    );
     set("keptn.sh/jes-task-index", &request.task_index.to_string());
     labels
 }
