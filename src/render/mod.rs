@@ -229,7 +229,7 @@ fn check_task(task: &Task, index: usize, settings: &Settings) -> Result<(), Rend
     // cost attribution): a task may repeat one, not change it.
     let changed = task.labels.iter().find_map(|(key, value)| {
         let installed = settings.job_labels.get(key)?;
-        (installed != value).then(|| (key, value, installed))
+        (installed != value).then_some((key, value, installed))
     });
     if let Some((key, value, installed)) = changed {
         return Err(RenderError::LabelNotAllowed {
