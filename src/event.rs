@@ -483,6 +483,11 @@ pub(crate) fn is_json_media(media_type: &str) -> bool {
 /// (Python's SDK sends bytes as `data_base64` whatever their type). Bytes a JSON
 /// `datacontenttype` claims that are not JSON are refused; without a `datacontenttype` they stay
 /// as they are, binary data.
+/// How many times its size JSON data in `data_base64` may take once read: past it the data is
+/// refused (with a JSON `datacontenttype`) or kept as bytes (without one), as the body's own JSON
+/// is counted in the receiver's budget and this is not.
+pub const MAX_BASE64_JSON_GROWTH: usize = 32;
+
 fn read_json_data(object: &mut Map<String, Value>) -> Result<(), EventError> {
     use base64::Engine as _;
     let Some(Value::String(text)) = object.get("data_base64") else {
@@ -510,6 +515,22 @@ fn read_json_data(object: &mut Map<String, Value>) -> Result<(), EventError> {
     let Ok(bytes) = LENIENT.decode(text) else {
         return Ok(());
     };
+    // Limited to what a receiver counts for it (`ingest::parse::read_bytes_bound`).
+    let bound = crate::json_text::value_bytes_bound(&bytes);
+    if bound > bytes.len().saturating_mul(MAX_BASE64_JSON_GROWTH) {
+        return match content_type {
+            None => Ok(()),
+            Some(_) => Err(invalid(
+                "data_base64",
+                &format!(
+                    "holds JSON of many small values ({} bytes that would take up to {bound} \
+                     bytes of memory once read, more than {MAX_BASE64_JSON_GROWTH} times their \
+                     size): send it as `data`",
+                    bytes.len()
+                ),
+            )),
+        };
+    }
     match (serde_json::from_slice::<Value>(&bytes), content_type) {
         (Ok(data), _) => {
             object.remove("data_base64");
@@ -1103,6 +1124,24 @@ mod tests {
         }
         assert_eq!(event(None, "MQ==").unwrap().as_value()["data"], 1);
         assert_eq!(event(None, "MR==").unwrap().as_value()["data"], 1);
+        // JSON of many tiny values takes a hundred times its size once read: refused with a
+        // JSON type, kept as bytes without one.
+        let tiny = format!("[{}]", vec![r#"{"":0}"#; 1000].join(","));
+        let tiny_base64 = encode(tiny.as_bytes());
+        assert_eq!(
+            event(Some("application/json"), &tiny_base64)
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "attribute \"data_base64\" holds JSON of many small values ({} bytes that would \
+                 take up to {} bytes of memory once read, more than 32 times their size): send \
+                 it as `data`",
+                tiny.len(),
+                crate::json_text::value_bytes_bound(tiny.as_bytes())
+            )
+        );
+        let kept = event(None, &tiny_base64).unwrap();
+        assert_eq!(kept.as_value()["data_base64"], tiny_base64.as_str());
         // Kept as written when read back from a run, or sent by `send`.
         let written = json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t",
                              "data_base64": json_bytes});

@@ -61,6 +61,54 @@ impl fmt::Write for Escaping<'_> {
     }
 }
 
+/// At most how many bytes of memory reading `json` into a `serde_json::Value` takes (the
+/// text itself not counted twice): every string its bytes and an allocation's rounding, every
+/// object a B-tree node (632 bytes, whatever it holds) and a node's share per entry (a node holds
+/// 5 to 11), every array its slots doubled as it grows. A sender's 1 MiB body of `{"":0}` items
+/// reads into about 100 MiB: the limits on bodies in flight count this, not the body's length.
+/// Computed by one pass over the bytes, without reading the JSON (it need not be valid: text
+/// that is not JSON is refused before anything is built, and bounded all the same).
+pub fn value_bytes_bound(json: &[u8]) -> usize {
+    const STRING: usize = 16;
+    const OBJECT: usize = 640;
+    const ENTRY: usize = 160;
+    const ARRAY: usize = 128;
+    const ELEMENT: usize = 64;
+    let (mut quotes, mut objects, mut colons, mut arrays, mut commas) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in json {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => {
+                in_string = true;
+                quotes += 1;
+            }
+            b'{' => objects += 1,
+            b':' => colons += 1,
+            b'[' => arrays += 1,
+            b',' => commas += 1,
+            _ => {}
+        }
+    }
+    // A comma separates either two entries or two elements: counted as both, a bound.
+    json.len()
+        .saturating_add(quotes.saturating_mul(STRING))
+        .saturating_add(objects.saturating_mul(OBJECT))
+        .saturating_add(colons.saturating_mul(ENTRY))
+        .saturating_add(arrays.saturating_mul(ARRAY))
+        .saturating_add((commas.saturating_add(arrays)).saturating_mul(ELEMENT))
+}
+
 #[cfg(test)]
 mod tests {
     use std::fmt::Write;
@@ -95,6 +143,36 @@ mod tests {
                 serde(text)
             );
         }
+    }
+
+    /// The bound covers what `serde_json` allocates at the least (a B-tree leaf per object that
+    /// holds an entry, 32 bytes per array slot), and a typical event is a few times its text.
+    #[test]
+    fn the_bound_of_a_value_covers_its_nodes() {
+        let items = 10_000;
+        let tiny = format!("[{}]", vec![r#"{"":0}"#; items].join(","));
+        let bound = value_bytes_bound(tiny.as_bytes());
+        assert!(bound >= items * 632 + items * 32, "{bound}");
+        assert!(bound >= 90 * tiny.len(), "{bound} for {} bytes", tiny.len());
+        let zeros = format!("[{}]", vec!["0"; items].join(","));
+        assert!(value_bytes_bound(zeros.as_bytes()) >= items * 32);
+        // Quotes, braces and commas inside strings are text, escaped quotes too.
+        let text = r#"{"a":"{[,:\"{{{{"}"#;
+        assert_eq!(
+            value_bytes_bound(text.as_bytes()),
+            text.len() + 2 * 16 + 640 + 160
+        );
+        let event = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("test-events/test.triggered.json"),
+        )
+        .unwrap();
+        let bound = value_bytes_bound(&event);
+        assert!(
+            bound < 12 * event.len(),
+            "{bound} for {} bytes",
+            event.len()
+        );
     }
 
     proptest::proptest! {

@@ -2237,6 +2237,87 @@ async fn bodies_held_at_once_are_bounded_by_the_budget() {
     );
 }
 
+/// A body of many tiny JSON values takes far more memory once read than its text (a B-tree
+/// node per object): what reading it takes is drawn from `--max-body-bytes-in-flight` before
+/// it is read, and a body that would take more than all of it is refused (413) unread, in a
+/// batch, in a structured event's data and in a binary-mode event's JSON data alike; the budget
+/// is whole again after (an ordinary event is taken).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_of_many_tiny_values_are_counted_as_read_not_as_sent() {
+    let h = Harness::start(&[
+        "--max-body-bytes",
+        "262144",
+        "--max-body-bytes-in-flight",
+        "4194304",
+    ])
+    .await;
+    let tiny = |count: usize| format!("[{}]", vec![r#"{"":0}"#; count].join(","));
+    let batch = tiny(30_000);
+    assert!(batch.len() < 262_144);
+    let mut event = sample_with_id("test.triggered.json", "tiny-values");
+    event["data"]["items"] = serde_json::from_str(&tiny(30_000)).unwrap();
+    for (headers, body) in [
+        (
+            vec![("content-type", "application/cloudevents-batch+json")],
+            batch.clone(),
+        ),
+        (
+            vec![("content-type", "application/cloudevents+json")],
+            event.to_string(),
+        ),
+        (
+            vec![
+                ("content-type", "application/json"),
+                ("ce-specversion", "1.0"),
+                ("ce-id", "tiny-binary"),
+                ("ce-source", "test"),
+                ("ce-type", "sh.keptn.event.test.triggered"),
+            ],
+            batch.clone(),
+        ),
+    ] {
+        let response = h.post(&headers, body).await;
+        assert_eq!(response.status, 413, "{headers:?}: {:?}", response.body);
+        let error = response.body["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("read, its events would take up to ")
+                && error.ends_with(
+                    " bytes of memory (its JSON holds many small values), more than \
+                     --max-body-bytes-in-flight allows for all bodies at once (4194304)"
+                ),
+            "{error}"
+        );
+    }
+    // Text data of the same size is held as its text.
+    let response = h
+        .post(
+            &[
+                ("content-type", "text/plain"),
+                ("ce-specversion", "1.0"),
+                ("ce-id", "tiny-text"),
+                ("ce-source", "test"),
+                ("ce-type", "sh.keptn.event.test.finished"),
+            ],
+            batch,
+        )
+        .await;
+    assert_eq!(response.status, 200, "{:?}", response.body);
+    let response = h
+        .post_event(&sample_with_id("test.triggered.json", "after-tiny"))
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    h.wait_finished("after-tiny", LONG).await;
+    let (_, metrics) = h.get_admin("/metrics").await;
+    assert_eq!(
+        support::metric_value(
+            &metrics,
+            "job_executor_events_received_total{outcome=\"too_large\"} "
+        ),
+        3,
+        "{metrics}"
+    );
+}
+
 /// "Billion laughs": nine levels of nine aliases, a few hundred bytes that would expand to 387
 /// million nodes, committed as a service's config. The event is answered at once with where
 /// the file passed the limit (`200`: a file that names no event concerns none); the operator

@@ -88,13 +88,44 @@ impl BodyBudget {
     }
 
     /// Room for a body of `bytes`, while the permit is held; `None` when the budget is spent.
-    pub(crate) fn grant(&self, bytes: usize) -> Option<Held> {
+    pub(crate) fn grant(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.permits
             .clone()
             .try_acquire_many_owned(Self::kib(bytes))
             .ok()
-            .map(Arc::new)
     }
+
+    /// Adds to `held` (room for `granted` bytes) what reading `bound` bytes needs beyond it:
+    /// the events parsed from a body take more memory than its text ([`value_bytes_bound`]).
+    fn grant_reading(
+        &self,
+        held: &mut tokio::sync::OwnedSemaphorePermit,
+        granted: usize,
+        bound: usize,
+    ) -> Result<(), ReadingRefused> {
+        if bound > self.bytes {
+            return Err(ReadingRefused::TooLarge);
+        }
+        let more = Self::kib(bound).saturating_sub(Self::kib(granted));
+        if more == 0 {
+            return Ok(());
+        }
+        let permit = self
+            .permits
+            .clone()
+            .try_acquire_many_owned(more)
+            .map_err(|_| ReadingRefused::Spent)?;
+        held.merge(permit);
+        Ok(())
+    }
+}
+
+/// Why the events of a body are not read.
+enum ReadingRefused {
+    /// They would take more than the whole budget.
+    TooLarge,
+    /// Not while other bodies hold the budget.
+    Spent,
 }
 
 pub fn router(state: Arc<IngestState>) -> Router {
@@ -155,23 +186,9 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
             .exact()
             .and_then(|n| usize::try_from(n).ok())
     });
-    let Some(held) = state
-        .body_budget
-        .grant(length.unwrap_or(state.max_body_bytes))
-    else {
-        metrics.event_received("overloaded");
-        let mut response = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "bodies of {} bytes are being read (--max-body-bytes-in-flight): retry",
-                state.body_budget.bytes
-            ),
-        );
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            http::HeaderValue::from(RETRY_AFTER_SECONDS),
-        );
-        return response;
+    let granted = length.unwrap_or(state.max_body_bytes);
+    let Some(mut held) = state.body_budget.grant(granted) else {
+        return overloaded(&state);
     };
     let mut reading = std::pin::pin!(axum::body::to_bytes(body, state.max_body_bytes));
     // A body that came with the headers is read at once: its deadline, a timer registered
@@ -223,6 +240,26 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
     if let Some(answer) = answer_from_sketch(&state, headers, &bytes) {
         return answer;
     }
+    // Read into values, a body takes more memory than its text: the budget holds that too
+    // (a body of many tiny objects would take a hundred times its size).
+    let bound = parse::read_bytes_bound(headers, &bytes);
+    match state.body_budget.grant_reading(&mut held, granted, bound) {
+        Ok(()) => {}
+        Err(ReadingRefused::TooLarge) => {
+            metrics.event_received("too_large");
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "read, its events would take up to {bound} bytes of memory (its JSON holds \
+                     many small values), more than --max-body-bytes-in-flight allows for all \
+                     bodies at once ({})",
+                    state.body_budget.bytes
+                ),
+            );
+        }
+        Err(ReadingRefused::Spent) => return overloaded(&state),
+    }
+    let held = Arc::new(held);
     let events = match parse::events_from_request(headers, &bytes, state.max_batch_events) {
         Ok(events) => events,
         Err(problem @ parse::ParseError::BatchTooLarge { .. }) => {
@@ -235,6 +272,23 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
         }
     };
     accept(&state, &events, &held).await
+}
+
+/// 503: the budget of bodies in flight is spent; the sender retries.
+fn overloaded(state: &IngestState) -> Response {
+    state.metrics.event_received("overloaded");
+    let mut response = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "bodies of {} bytes are being read (--max-body-bytes-in-flight): retry",
+            state.body_budget.bytes
+        ),
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        http::HeaderValue::from(RETRY_AFTER_SECONDS),
+    );
+    response
 }
 
 /// The answer to a structured-mode event that starts nothing, planned from its sketch

@@ -443,6 +443,20 @@ async fn take_message_now(ingest: &IngestState, message: &jetstream::Message) {
         acknowledge_taken(ingest, message, sketch.id(), Outcome::NotMatched).await;
         return;
     }
+    // Read into values, a message takes more memory than its payload: the messages in hand
+    // draw on the receiver's budget of bodies in flight for it, as HTTP bodies do.
+    let bound = read_bytes_bound(message);
+    if bound > ingest.body_budget.bytes {
+        metrics.event_received("too_large");
+        tracing::warn!(subject = %message.subject, bound, "a NATS message whose event would take more memory once read than --max-body-bytes-in-flight allows (its JSON holds many small values); dropped");
+        acknowledge(message, AckKind::Term).await;
+        return;
+    }
+    let Some(_held) = ingest.body_budget.grant(bound) else {
+        metrics.event_received("overloaded");
+        acknowledge(message, AckKind::Nak(Some(RETRY))).await;
+        return;
+    };
     let event = match event_of(message, ingest.max_body_bytes) {
         Ok(event) => event,
         Err(problem) => {
@@ -481,6 +495,35 @@ async fn acknowledge(message: &jetstream::Message, kind: AckKind) {
     if let Err(problem) = message.ack_with(kind).await {
         tracing::warn!(subject = %message.subject, error = %problem, "a NATS message could not be acknowledged");
     }
+}
+
+/// At most how many bytes of memory the event of `message` takes once read
+/// ([`parse::read_bytes_bound`]; binary mode by its `ce-datacontenttype`).
+fn read_bytes_bound(message: &async_nats::Message) -> usize {
+    let mut headers = HeaderMap::new();
+    if is_binary(message) {
+        headers.insert(
+            HeaderName::from_static("ce-specversion"),
+            HeaderValue::from_static("1.0"),
+        );
+        let content_type = message.headers.as_ref().and_then(|h| {
+            h.iter()
+                .find(|(name, _)| {
+                    AsRef::<str>::as_ref(*name).eq_ignore_ascii_case("ce-datacontenttype")
+                })
+                .and_then(|(_, values)| values.first())
+                .and_then(|value| HeaderValue::from_str(value.as_str()).ok())
+        });
+        if let Some(content_type) = content_type {
+            headers.insert(http::header::CONTENT_TYPE, content_type);
+        }
+    } else {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/cloudevents+json"),
+        );
+    }
+    parse::read_bytes_bound(&headers, &message.payload)
 }
 
 /// The text of a message that carries its event as JSON in the payload (structured mode, as

@@ -82,6 +82,34 @@ pub fn binary_event(headers: &HeaderMap, body: &[u8]) -> Result<CloudEvent, Pars
     binary(headers, &media_type(headers).to_ascii_lowercase(), body)
 }
 
+/// At most how many bytes of memory the events of a request take once read
+/// ([`crate::json_text::value_bytes_bound`]): its JSON, and JSON data a `data_base64` holds (read
+/// as data, [`crate::event::MAX_BASE64_JSON_GROWTH`] times its size at most). Data that is not
+/// JSON is held as its text.
+pub fn read_bytes_bound(headers: &HeaderMap, body: &[u8]) -> usize {
+    let json = match content_mode(headers) {
+        ContentMode::Batch | ContentMode::Structured => true,
+        ContentMode::Binary(media) => media.is_empty() || crate::event::is_json_media(&media),
+        ContentMode::Unsupported(_) | ContentMode::Encoded(_) => false,
+    };
+    if !json {
+        return body.len();
+    }
+    // A member named with escapes (`data\u005fbase64`) is the same member.
+    let maybe_base64 = body.windows(13).any(|window| window == b"\"data_base64\"")
+        || body.windows(2).any(|window| window == b"\\u");
+    let base64 = if maybe_base64 {
+        // Decoded, base64 is three quarters of its text.
+        body.len()
+            .saturating_mul(3)
+            .saturating_div(4)
+            .saturating_mul(crate::event::MAX_BASE64_JSON_GROWTH)
+    } else {
+        0
+    };
+    crate::json_text::value_bytes_bound(body).saturating_add(base64)
+}
+
 /// The text of a request that carries one event in structured mode, if it is UTF-8: what
 /// [`events_from_request`] parses with [`CloudEvent::from_json`].
 pub fn structured_text<'a>(headers: &HeaderMap, body: &'a [u8]) -> Option<&'a str> {
@@ -313,6 +341,55 @@ mod tests {
     }
 
     const EVENT: &str = r#"{"specversion":"1.0","id":"1","source":"s","type":"sh.keptn.event.test.triggered","data":{"project":"p"}}"#;
+
+    /// JSON is counted as read ([`crate::json_text::value_bytes_bound`]), data of another type
+    /// as its text, and a body that may hold JSON in `data_base64` for that too.
+    #[test]
+    fn what_reading_a_body_takes_is_bounded_by_its_mode() {
+        let tiny = format!("[{}]", vec![r#"{"":0}"#; 100].join(","));
+        let json = crate::json_text::value_bytes_bound(tiny.as_bytes());
+        for pairs in [
+            &[("content-type", "application/cloudevents-batch+json")][..],
+            &[("content-type", "application/cloudevents+json")],
+            &[
+                ("content-type", "application/json"),
+                ("ce-specversion", "1.0"),
+            ],
+            &[("ce-specversion", "1.0")],
+        ] {
+            assert_eq!(
+                read_bytes_bound(&headers(pairs), tiny.as_bytes()),
+                json,
+                "{pairs:?}"
+            );
+        }
+        for pairs in [
+            &[("content-type", "text/plain"), ("ce-specversion", "1.0")][..],
+            &[("content-type", "text/plain")],
+            &[
+                ("content-type", "application/cloudevents+json"),
+                ("content-encoding", "gzip"),
+            ],
+        ] {
+            assert_eq!(
+                read_bytes_bound(&headers(pairs), tiny.as_bytes()),
+                tiny.len(),
+                "{pairs:?}"
+            );
+        }
+        let structured = headers(&[("content-type", "application/cloudevents+json")]);
+        for body in [
+            r#"{"data_base64":"MQ=="}"#,
+            r#"{"data\u005fbase64":"MQ=="}"#,
+        ] {
+            assert_eq!(
+                read_bytes_bound(&structured, body.as_bytes()),
+                crate::json_text::value_bytes_bound(body.as_bytes())
+                    + body.len() * 3 / 4 * crate::event::MAX_BASE64_JSON_GROWTH,
+                "{body}"
+            );
+        }
+    }
 
     #[test]
     fn structured_mode() {
