@@ -80,6 +80,18 @@ async fn keptn_events_on_nats_become_runs_and_go_back(server: impl Replicas, lon
         .publish("sh.keptn.event.test.triggered", "hello".into())
         .await
         .unwrap();
+    // An event of 700 KB whose data holds 100,000 tiny objects, which would take about 90 MB
+    // once read, more than the budget of bodies in flight (64 MiB): dropped unread, counted.
+    let mut tiny = sample_with_id("test.triggered.json", "nats-tiny");
+    tiny["data"]["items"] =
+        serde_json::from_str(&format!("[{}]", vec![r#"{"":0}"#; 100_000].join(","))).unwrap();
+    client
+        .publish(
+            "sh.keptn.event.test.triggered",
+            serde_json::to_vec(&tiny).unwrap().into(),
+        )
+        .await
+        .unwrap();
     client.flush().await.unwrap();
 
     // Each event's `.started` and `.finished` come back on the subjects of their types.
@@ -129,6 +141,7 @@ async fn keptn_events_on_nats_become_runs_and_go_back(server: impl Replicas, lon
         "{runs:?}"
     );
     assert!(runs.contains_key("nats-structured"), "{runs:?}");
+    assert!(!runs.contains_key("nats-tiny"), "{runs:?}");
 
     // Everything was acknowledged (its own `.started` and `.finished` too: nothing listens).
     let stream = context.get_stream("keptn").await.unwrap();
@@ -148,6 +161,14 @@ async fn keptn_events_on_nats_become_runs_and_go_back(server: impl Replicas, lon
         support::metric_value(
             &metrics,
             "job_executor_events_received_total{outcome=\"invalid\"} "
+        ),
+        1,
+        "{metrics}"
+    );
+    assert_eq!(
+        support::metric_value(
+            &metrics,
+            "job_executor_events_received_total{outcome=\"too_large\"} "
         ),
         1,
         "{metrics}"
