@@ -2940,6 +2940,26 @@ async fn runs_beyond_the_in_flight_bound_are_refused_until_some_finish() {
         2,
         "nothing of the refused event is stored"
     );
+    // An event whose service's config cannot be used would add a run too (failed, its
+    // `.finished` reporting the error): refused the same way.
+    let config_dir = h
+        .args
+        .iter()
+        .skip_while(|arg| *arg != "--config-dir")
+        .nth(1)
+        .map(std::path::PathBuf::from)
+        .unwrap();
+    std::fs::create_dir_all(config_dir.join("orders/job")).unwrap();
+    std::fs::write(
+        config_dir.join("orders/job/config.yaml"),
+        "apiVersion: v2\nactions:\n  - events: [{name: sh.keptn.event.test.triggered}]\n    tasks: [{image: held.example/task, unknown: 1}]\n",
+    )
+    .unwrap();
+    let mut orders = sample_with_id("test.triggered.json", "bp-orders");
+    orders["data"]["service"] = serde_json::json!("orders");
+    let refused = h.post_event(&orders).await;
+    assert_eq!(refused.status, 429, "{:?}", refused.body);
+    assert_eq!(h.jobruns().len(), 2, "nothing of it is stored");
     // A redelivery adds no run: it passes.
     let again = h
         .post_event(&sample_with_id("test.triggered.json", "bp-1"))
@@ -2948,7 +2968,7 @@ async fn runs_beyond_the_in_flight_bound_are_refused_until_some_finish() {
     assert_eq!(again.body["events"][0]["runs"][0]["status"], "duplicate");
     let (_, metrics) = h.get_admin("/metrics").await;
     assert!(
-        metrics.contains("job_executor_events_received_total{outcome=\"backpressure\"} 1"),
+        metrics.contains("job_executor_events_received_total{outcome=\"backpressure\"} 2"),
         "{metrics}"
     );
     // The runs finish; the sender's retry is accepted.

@@ -647,6 +647,8 @@ pub(crate) async fn take_event<'a>(
         }
         EventPlan::ConfigError { message, run } => {
             if let Some(run) = run {
+                // The failed run that reports the error is a run in flight like any other.
+                backpressure(state, std::slice::from_ref(&*run))?;
                 let runs = traced(vec![*run]);
                 answer.runs = create_runs(state, runs).instrument(span.clone()).await?;
             }
