@@ -19,7 +19,7 @@ use crate::util;
 
 /// Base of the pod re-creation back-off after a failure (simulated), as the real 10 s.
 const RETRY_BACKOFF: Duration = Duration::from_secs(10);
-const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(360);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(600);
 
 #[derive(Default)]
 struct Mem {

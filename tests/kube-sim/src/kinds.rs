@@ -59,8 +59,6 @@ pub fn validate_meta(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
         |field: &str, why: String| ApiError::invalid(&info.group, &info.kind, name, field, &why);
     let name_ok = if info.plural == "namespaces" {
         is_dns_label(name)
-    } else if info.crd || info.plural == "customresourcedefinitions" {
-        is_dns_subdomain(name) || info.crd
     } else {
         is_dns_subdomain(name)
     };

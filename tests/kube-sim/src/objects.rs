@@ -436,6 +436,18 @@ pub fn patch(
     if ptype == PatchType::Apply {
         return apply(shared, info, ns, name, subresource, body, opts);
     }
+    // Custom resources have no strategy to merge lists by key: the real server refuses it.
+    if ptype == PatchType::Strategic && info.crd {
+        let mut error = ApiError::unsupported_media_type("application/strategic-merge-patch+json");
+        error.message = format!(
+            "application/strategic-merge-patch+json is not supported by {}/{}, Kind={}: the body \
+             of the request was in an unknown format - accepted media types include: \
+             application/json-patch+json, application/merge-patch+json, \
+             application/apply-patch+yaml",
+            info.group, info.version, info.kind
+        );
+        return Err(error);
+    }
     if ptype != PatchType::Json && !body.is_object() {
         return Err(ApiError::bad_request("the patch is not a JSON object"));
     }

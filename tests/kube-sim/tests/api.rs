@@ -475,6 +475,39 @@ async fn crd_then_custom_resources_with_status_subresource() {
     // Server-side apply on status, as operators do.
     let ssa = tasks.patch_status("t1", &PatchParams::apply("op").force(), &Patch::Apply(json!({"apiVersion": "example.com/v1", "kind": "Task", "status": {"phase": "Done"}}))).await.unwrap();
     assert_eq!(ssa.data["status"]["phase"], "Done");
+    // As the real server (Kubernetes v1.36.3, checked by hand): no strategic merge for custom
+    // resources, whose lists have no keys to merge by; names are DNS subdomains.
+    let strategic = tasks
+        .patch(
+            "t1",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"image": "x"}})),
+        )
+        .await
+        .unwrap_err();
+    let e = api_err(strategic);
+    assert_eq!(e.code, 415);
+    assert_eq!(
+        e.message,
+        "application/strategic-merge-patch+json is not supported by example.com/v1, Kind=Task: \
+         the body of the request was in an unknown format - accepted media types include: \
+         application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+    );
+    let mut bad_name = obj.clone();
+    bad_name.metadata.name = Some("Bad_Name".into());
+    let e = api_err(
+        tasks
+            .create(&PostParams::default(), &bad_name)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 422);
+    assert!(
+        e.message
+            .contains("metadata.name: Invalid value: \"Bad_Name\""),
+        "{}",
+        e.message
+    );
 
     // Deleting the CRD removes the resources and the API.
     crds.delete("tasks.example.com", &DeleteParams::default())
