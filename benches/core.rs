@@ -92,6 +92,10 @@ fn benches(c: &mut Criterion) {
     c.bench_function("parse and validate CloudEvent", |b| {
         b.iter(|| CloudEvent::from_json(black_box(&bytes)).unwrap())
     });
+    // What ingest adds before reading an event whole: the memory it takes, bounded from its text.
+    c.bench_function("bound the memory a 2 KiB event takes once read", |b| {
+        b.iter(|| job_executor::json_text::value_bytes_bound(black_box(&bytes)))
+    });
     // What the controller's cache keeps of a run whose Jobs are all created, on each of its
     // watch events (which bring the whole event again).
     let text = EventText::from(&CloudEvent::from_json(&bytes).unwrap());
