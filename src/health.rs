@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
 pub struct Health {
     synced: AtomicBool,
     /// Known problems by their source (a watch, the API server probe).
-    problems: Mutex<BTreeMap<&'static str, String>>,
+    problems: Mutex<BTreeMap<&'static str, Problem>>,
     /// Who leads, as this replica last saw it.
     leader: Mutex<String>,
 }
@@ -29,12 +29,43 @@ impl Health {
     /// Records (or, with `None`, clears) the problem `source` sees. Returns whether this
     /// changed the recorded problem, so callers log a problem once, not at every retry.
     pub fn report(&self, source: &'static str, problem: Option<String>) -> bool {
+        self.record(source, problem, None, Instant::now())
+    }
+
+    /// Records a problem that holds only until `lasts` passes without it being reported again:
+    /// for a source that says when it fails but not when it works again (a watch resumed after
+    /// an error yields nothing until an object changes, which in a quiet cluster may be never).
+    pub fn report_for(
+        &self,
+        source: &'static str,
+        problem: Option<String>,
+        lasts: Duration,
+    ) -> bool {
+        self.record(source, problem, Some(lasts), Instant::now())
+    }
+
+    fn record(
+        &self,
+        source: &'static str,
+        problem: Option<String>,
+        lasts: Option<Duration>,
+        now: Instant,
+    ) -> bool {
         let Ok(mut problems) = self.problems.lock() else {
             return false;
         };
+        let known = problems
+            .get(source)
+            .filter(|known| known.holds(now))
+            .map(|known| known.text.clone());
         match problem {
-            Some(problem) => problems.insert(source, problem.clone()).as_ref() != Some(&problem),
-            None => problems.remove(source).is_some(),
+            Some(text) => {
+                let changed = known.as_ref() != Some(&text);
+                let until = lasts.and_then(|lasts| now.checked_add(lasts));
+                problems.insert(source, Problem { text, until });
+                changed
+            }
+            None => problems.remove(source).is_some() && known.is_some(),
         }
     }
 
@@ -55,10 +86,19 @@ impl Health {
 
     /// `Ok` when ready, else every reason it is not, one per line.
     pub fn status(&self) -> Result<(), String> {
+        self.status_at(Instant::now())
+    }
+
+    fn status_at(&self, now: Instant) -> Result<(), String> {
         let problems = self
             .problems
             .lock()
-            .map(|p| p.values().cloned().collect::<Vec<_>>())
+            .map(|p| {
+                p.values()
+                    .filter(|problem| problem.holds(now))
+                    .map(|problem| problem.text.clone())
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default();
         if !problems.is_empty() {
             return Err(problems.join("\n"));
@@ -67,6 +107,19 @@ impl Health {
             return Err("the watches of JobRuns, Jobs and pods have not listed yet".into());
         }
         Ok(())
+    }
+}
+
+/// A known problem, and until when it holds unless reported again (`None`: until cleared).
+#[derive(Debug)]
+struct Problem {
+    text: String,
+    until: Option<Instant>,
+}
+
+impl Problem {
+    fn holds(&self, now: Instant) -> bool {
+        self.until.is_none_or(|until| now < until)
     }
 }
 
@@ -226,6 +279,33 @@ mod tests {
         assert_eq!(health.status(), Err("unreachable".into()));
         health.report("apiserver", None);
         assert_eq!(health.status(), Ok(()));
+    }
+
+    /// A watch's problem, reported again at each failed retry, goes once no retry failed for
+    /// as long as it lasts: the watch resumed (and says nothing until an object changes).
+    #[test]
+    fn a_problem_reported_for_a_while_goes_unless_reported_again() {
+        let health = Health::default();
+        health.set_synced();
+        let lasts = Duration::from_secs(120);
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let problem = || Some("the API server cannot be reached".to_string());
+        assert!(health.record("jobruns", problem(), Some(lasts), at(0)));
+        assert!(
+            !health.record("jobruns", problem(), Some(lasts), at(60)),
+            "the same"
+        );
+        assert!(health.status_at(at(170)).is_err(), "reported again at 60 s");
+        assert_eq!(health.status_at(at(180)), Ok(()));
+        // Reported after it lapsed, it is news again; cleared, it goes at once.
+        assert!(health.record("jobruns", problem(), Some(lasts), at(200)));
+        assert!(health.status_at(at(201)).is_err());
+        assert!(health.record("jobruns", None, None, at(202)));
+        assert_eq!(health.status_at(at(202)), Ok(()));
+        // A lapsed problem cleared later is no news.
+        health.record("jobruns", problem(), Some(lasts), at(300));
+        assert!(!health.record("jobruns", None, None, at(500)));
     }
 
     #[test]

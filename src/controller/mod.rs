@@ -503,6 +503,12 @@ pub(crate) fn history_expired(error: &watcher::Error) -> bool {
     matches!(error, watcher::Error::WatchError(status) if status.code == 410)
 }
 
+/// How long a watch's failure is shown on `/readyz` unless it fails again. A watch that resumes
+/// after an error says nothing until an object changes (kube-runtime yields no event for it),
+/// while one that still fails says so at each retry: within its backoff (at most 30 s, doubled
+/// by jitter) and the time a request takes to fail.
+const WATCH_PROBLEM_LASTS: Duration = Duration::from_secs(120);
+
 fn report_watch<K>(
     health: &Health,
     source: &'static str,
@@ -529,7 +535,7 @@ fn report_watch<K>(
         }
         Err(other) => Some(format!("the watch of {source} failed: {other}")),
     };
-    let changed = health.report(source, problem.clone());
+    let changed = health.report_for(source, problem.clone(), WATCH_PROBLEM_LASTS);
     match problem {
         Some(problem) if changed => tracing::error!(watch = source, "{problem}"),
         None if changed => tracing::info!(watch = source, "the watch works again"),
