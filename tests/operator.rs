@@ -1067,6 +1067,28 @@ async fn an_api_server_outage_answers_503_and_loses_nothing() {
     assert_eq!(h.jobruns().len(), 1);
 }
 
+/// A watch that failed to start again once and then resumed says nothing until an object
+/// changes (kube-runtime yields no event for it): in a quiet cluster its failure would keep
+/// `/readyz` at 503, the Service without endpoints, for good. It holds two minutes unless the
+/// watch fails again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_resumed_in_a_quiet_cluster_leaves_the_replica_ready() {
+    let h = Harness::start(&[]).await;
+    readyz_until(&h, LONG, |(status, _)| *status == 200).await;
+    h.sim.faults().fail_next(
+        kube_sim::FaultRule::new(500)
+            .verb("watch")
+            .resource("jobruns")
+            .times(1),
+    );
+    h.sim.close_watches();
+    let (_, why) = readyz_until(&h, LONG, |(status, _)| *status == 503).await;
+    assert!(why.contains("500"), "{why}");
+    readyz_until(&h, Duration::from_secs(150), |(status, _)| *status == 200).await;
+    assert!(h.jobruns().is_empty(), "no object changed meanwhile");
+    assert_eq!(h.sim.faults().pending(), Vec::new());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_api_errors_and_dropped_watches_neither_lose_nor_duplicate_runs() {
     let h = Harness::start(&[]).await;
