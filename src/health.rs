@@ -123,6 +123,12 @@ impl Problem {
     }
 }
 
+/// Whether the API server failed to store an object because etcd refuses one that large
+/// (`etcdserver: request is too large`, answered 500): storing it again fails again.
+pub fn too_large_to_store(status: &kube::core::Status) -> bool {
+    status.code == 500 && status.message.contains("request is too large")
+}
+
 /// Whether the API server refused a write because an admission webhook or a
 /// ValidatingAdmissionPolicy denied it ("admission webhook \"…\" denied the request: …",
 /// "ValidatingAdmissionPolicy '…' with binding '…' denied request: …"): the same write would be

@@ -104,9 +104,11 @@ const REFUSED_RETRY_MOST: Duration = Duration::from_secs(30);
 /// (`Forbidden`: an exceeded quota, a missing permission) may pass; the rest is retried.
 fn refusal(what: &'static str, error: ReconcileError) -> StepError {
     match error {
-        // Invalid (422) or malformed (400): the same object would be refused again.
+        // Invalid (422), malformed (400) or too large (413, or etcd's limit, a 500 that says
+        // so): the same object would be refused again.
         ReconcileError::Kube(kube::Error::Api(status))
-            if status.code == 400 || status.code == 422 =>
+            if matches!(status.code, 400 | 413 | 422)
+                || crate::health::too_large_to_store(&status) =>
         {
             CannotRun::Denied {
                 what,

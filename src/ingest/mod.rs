@@ -953,14 +953,8 @@ async fn store_refused(
 /// invalid (422) or malformed (400), or denied by an admission webhook or policy.
 fn refused_for_good(status: &kube::core::Status) -> bool {
     matches!(status.code, 400 | 413 | 422)
-        || too_large_to_store(status)
+        || crate::health::too_large_to_store(status)
         || crate::health::denied_by_admission(status)
-}
-
-/// Whether the API server failed to store an object because etcd refuses one that large
-/// (`etcdserver: request is too large`, answered 500): storing it again fails again.
-fn too_large_to_store(status: &kube::core::Status) -> bool {
-    status.code == 500 && status.message.contains("request is too large")
 }
 
 #[cfg(test)]

@@ -1074,3 +1074,31 @@ fn a_run_cancelled_while_a_task_fails_ends_cancelled() {
         ],
     );
 }
+
+/// A Job the API server refuses as too large (413, or etcd's limit: a 500 saying "request is
+/// too large") would be refused again: the task fails with the reason, as for an invalid one;
+/// another 500 is tried again.
+#[test]
+fn a_job_too_large_to_store_fails_its_task_and_other_errors_are_tried_again() {
+    let api = |code: u16, message: &str| {
+        let mut status = kube::core::Status::failure(message, "");
+        status.code = code;
+        ReconcileError::Kube(kube::Error::Api(Box::new(status)))
+    };
+    for (code, message) in [
+        (413, "Request entity too large: limit is 3145728"),
+        (500, "etcdserver: request is too large"),
+        (422, "Job.batch \"x\" is invalid"),
+    ] {
+        match refusal("Job", api(code, message)) {
+            StepError::CannotRun(CannotRun::Denied { what, reason }) => {
+                assert_eq!((what, reason.as_str()), ("Job", message));
+            }
+            other => panic!("{code} {message}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        refusal("Job", api(500, "etcdserver: leader changed")),
+        StepError::Retry(_)
+    ));
+}
