@@ -2585,6 +2585,17 @@ async fn metrics_count_what_happened() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // OpenMetrics, as written: each counter's `# TYPE` names it without `_total`, and the text
+    // ends in `# EOF` (Prometheus reads the classic text format's name as that format).
+    let (_, text) = h.get_admin("/metrics").await;
+    assert!(
+        text.contains("# TYPE job_executor_runs_started counter\n") && text.ends_with("# EOF\n"),
+        "{text}"
+    );
+    assert_eq!(
+        h.admin_content_type("/metrics").await.as_deref(),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
     assert_eq!(h.get_admin("/livez").await.0, 200);
 }
 

@@ -1124,10 +1124,13 @@ fn admin_router(state: AdminState) -> Router {
         .route(
             "/metrics",
             get(|State(state): State<AdminState>| async move {
+                // What `prometheus_client` writes is OpenMetrics (`# TYPE x counter` for the
+                // samples `x_total`, `# EOF`): said so, Prometheus reads it as that, where the
+                // classic text format's name would leave every counter's type unknown.
                 (
                     [(
                         http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
                     state.metrics.render(),
                 )

@@ -583,6 +583,17 @@ impl Operator {
         }
     }
 
+    /// The `Content-Type` the admin server answers `path` with.
+    pub async fn admin_content_type(&self, path: &str) -> Option<String> {
+        let uri = format!("http://{}{path}", self.admin.unwrap());
+        let request = http::Request::get(uri)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = self.client.request(request).await.ok()?;
+        let content_type = response.headers().get(http::header::CONTENT_TYPE)?;
+        Some(content_type.to_str().ok()?.to_string())
+    }
+
     /// Posts a body to the ingest with the given headers.
     pub async fn post(&self, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response {
         let mut request = http::Request::post(format!("http://{}/events", self.ingest.unwrap()));
