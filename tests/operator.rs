@@ -388,6 +388,33 @@ fn staged_data(name: &str, tasks: &str) -> std::path::PathBuf {
     dir
 }
 
+/// A task whose files could not be staged (its init container failed) fails with the init
+/// container's log, and its own container's, which never started, says why as the API server
+/// says it (not the client's debug form of the answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_files_cannot_be_staged_says_why_its_container_has_no_log() {
+    let dir = staged_data(
+        "init-fails",
+        "      - {name: first, image: alpine, files: [data]}\n",
+    );
+    let h = Harness::start_full(kube_sim::Sim::builder(), dir, &[]).await;
+    h.sim.runtime().set(
+        ImageRule::image("ghcr.io/job-executor/job-executor:*"),
+        Behavior::exit(1).output(["cannot stage the files"]),
+    );
+    let event = sample_with_id("test.triggered.json", "init-fails");
+    assert_created(&h.post_event(&event).await);
+    let finished = h.wait_finished("init-fails", LONG).await;
+    let message = finished.data["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("/stage-files]\ncannot stage the files\n")
+            && message.contains("/task]\n(logs unavailable: container \"task\" in pod \"")
+            && message.contains("\" is waiting to start: PodInitializing)"),
+        "{message}"
+    );
+    assert!(!message.contains("Status {"), "{message}");
+}
+
 /// The files made before a status write that failed are the run's: a restart adopts them, though
 /// the config directory was edited meanwhile (the task's Job, made already, mounts them), rather
 /// than fail a task whose Job runs.

@@ -123,6 +123,15 @@ fn text(bytes: &[u8]) -> String {
     text
 }
 
+/// Why a container's logs cannot be read, as the API server says it (`container "task" in pod
+/// "…" is waiting to start: PodInitializing`), not the client's debug form of its answer.
+fn unavailable(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// The logs of every container of the task's pods, init containers first, each headed by
 /// `[pod/container]`, cut to `cap` bytes in all: each log is streamed through, its middle
 /// dropped as it comes, so the tail is the end of the last log whatever their length.
@@ -142,7 +151,8 @@ pub async fn collect(api: &Api<Pod>, pods: &[&CachedPod], cap: usize) -> String 
                 Ok(stream) => stream,
                 Err(error) => {
                     excerpt.push(header.as_bytes());
-                    excerpt.push(format!("(logs unavailable: {error})\n").as_bytes());
+                    excerpt
+                        .push(format!("(logs unavailable: {})\n", unavailable(&error)).as_bytes());
                     continue;
                 }
             };
@@ -151,6 +161,9 @@ pub async fn collect(api: &Api<Pod>, pods: &[&CachedPod], cap: usize) -> String 
                 let chunk = match stream.fill_buf().await {
                     Ok(chunk) => chunk,
                     Err(error) => {
+                        if last.is_none() {
+                            excerpt.push(header.as_bytes());
+                        }
                         excerpt.push(format!("\n(logs cut short: {error})").as_bytes());
                         last = Some(b'\n');
                         break;
