@@ -313,20 +313,30 @@ impl Halt {
         if queued {
             return None;
         }
-        let after = Duration::from_secs(run.spec.action.timeout_seconds?);
-        // Runs started by an older version have no `startedAt`: their creation counts.
-        let started = status.started_at.clone().or_else(|| {
-            run.metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.to_string())
-        });
-        let taken = since(started.as_deref(), now);
+        let (after, taken) = timeout_and_taken(run, status, now)?;
         if taken >= after {
             return Some(Halt::TimedOut { after });
         }
         wake.within(after - taken);
         None
+    }
+
+    /// Whether a halt stopped a task of the run (a cancel, its timeout): such a run ends as the
+    /// halt says once its tasks are over. (A run whose timeout passed while its tasks ended on
+    /// their own, seen late, ends as they did.)
+    fn stopped_a_task(run: &JobRun, status: &JobRunStatus) -> bool {
+        let timed_out = run.spec.action.timeout_seconds.map(|seconds| {
+            Halt::TimedOut {
+                after: Duration::from_secs(seconds),
+            }
+            .stopped_task()
+        });
+        status.tasks.iter().any(|task| {
+            task.phase == TaskPhase::Cancelled
+                || timed_out.as_ref().is_some_and(|(phase, message)| {
+                    task.phase == *phase && task.message.as_ref() == Some(message)
+                })
+        })
     }
 
     /// Why the run stops: `cancelled by …`, `the action's timeout of … passed`.
@@ -1205,13 +1215,29 @@ pub fn record_task_end(
         skip_dependents(run, status);
     }
     let over = |t: &TaskStatus| !matches!(t.phase, TaskPhase::Pending | TaskPhase::Running);
-    // A run a halt stopped a task of (a cancel) ends as the halt says, once its last task is
-    // over: the halt's step records it, not the task that happened to end last.
-    let halting = status.tasks.iter().any(|t| t.phase == TaskPhase::Cancelled);
-    if status.tasks.iter().all(over) && !halting {
+    // A run a halt stopped a task of (a cancel, its timeout) ends as the halt says, once its
+    // last task is over: the halt's step records it, not the task that happened to end last.
+    if status.tasks.iter().all(over) && !Halt::stopped_a_task(run, status) {
         let outcome = report::outcome_of_tasks(status);
         finish(run, status, outcome.status, outcome.message, now);
     }
+}
+
+/// The action's timeout and how long the run has taken, when the action has one. Runs started
+/// by an older version have no `startedAt`: their creation counts.
+fn timeout_and_taken(
+    run: &JobRun,
+    status: &JobRunStatus,
+    now: Timestamp,
+) -> Option<(Duration, Duration)> {
+    let after = Duration::from_secs(run.spec.action.timeout_seconds?);
+    let started = status.started_at.clone().or_else(|| {
+        run.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+    });
+    Some((after, since(started.as_deref(), now)))
 }
 
 /// Records what task `index` published.

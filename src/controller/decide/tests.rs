@@ -1886,6 +1886,68 @@ fn a_run_past_its_timeout_stops_its_task_and_fails_saying_so() {
     );
 }
 
+/// Two tasks side by side; the timeout stops one while the other's Job is failing on its own.
+/// That task ends last: the run still ends as the timeout says (its message first), by the
+/// halt's step, not from the tasks' own outcome.
+#[test]
+fn a_timed_out_run_whose_other_task_ends_last_ends_as_the_timeout_says() {
+    let run = with_timeout(graph_run(&[vec![], vec![]], None), 90);
+    let mut status = initialised(&run);
+    delivered(&mut status.started);
+    record_job(&mut status, 0, "run-1-0".into(), at(0));
+    record_job(&mut status, 1, "run-1-1".into(), at(0));
+    let stopped = "stopped: the action's timeout of 1m30s passed";
+    record_stopped(
+        &mut status,
+        0,
+        TaskPhase::Failed,
+        Some(stopped.into()),
+        None,
+        at(90),
+    );
+    record_task_end(
+        &run,
+        &mut status,
+        1,
+        TaskPhase::Failed,
+        Some("BackoffLimitExceeded".into()),
+        None,
+        at(95),
+    );
+    assert_eq!(status.phase, RunPhase::Running, "the halt ends it");
+    assert!(status.outcome.is_none());
+    let timed_out = Halt::TimedOut {
+        after: Duration::from_secs(90),
+    };
+    let seen = JobSeen::Failed {
+        reason: "BackoffLimitExceeded".into(),
+        message: String::new(),
+        pods_seen: false,
+        stopping: false,
+        never_started: None,
+    };
+    assert_eq!(
+        next(&run, &status, seen, at(95)),
+        Step::Halt(timed_out.clone())
+    );
+    record_halt(&run, &mut status, &timed_out, at(95));
+    assert_eq!(status.phase, RunPhase::Failed);
+    let message = status
+        .outcome
+        .as_ref()
+        .map(|o| o.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("The action's timeout of 1m30s passed\n\n"),
+        "{message}"
+    );
+    // Before its timeout, the last task's end ends the run.
+    let run = with_timeout(graph_run(&[vec![]], None), 90);
+    let mut status = running(&run);
+    record_task_end(&run, &mut status, 0, TaskPhase::Failed, None, None, at(30));
+    assert_eq!(status.phase, RunPhase::Failed);
+}
+
 #[test]
 fn a_timeout_counts_from_the_runs_start_or_else_its_creation() {
     let run = with_timeout(triggered(1), 60);
