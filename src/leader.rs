@@ -40,7 +40,9 @@ pub struct LeaseSettings {
 pub enum LeaseError {
     #[error(
         "the lease timings must satisfy duration ({duration:?}) > renew deadline \
-         ({renew_deadline:?}) > 1.2 × retry period ({retry_period:?})"
+         ({renew_deadline:?}) > 1.2 × retry period ({retry_period:?}), and renew deadline > \
+         retry period + 1s (a leader acts only with a second of its lease left, and renews \
+         every retry period)"
     )]
     Timings {
         duration: Duration,
@@ -53,6 +55,7 @@ impl LeaseSettings {
     pub fn check(&self) -> Result<(), LeaseError> {
         if self.duration > self.renew_deadline
             && self.renew_deadline > self.retry_period.mul_f32(1.2)
+            && self.renew_deadline > self.retry_period + crate::controller::FENCE_MARGIN
             && !self.retry_period.is_zero()
         {
             Ok(())
@@ -659,7 +662,17 @@ mod tests {
 
     #[test]
     fn timings_must_leave_a_fencing_margin() {
-        assert!(settings("a").check().is_ok());
+        let mut fine = settings("a");
+        fine.duration = Duration::from_secs(3);
+        fine.renew_deadline = Duration::from_secs(2);
+        fine.retry_period = Duration::from_millis(500);
+        assert!(fine.check().is_ok());
+        // A leader acts only with more than a second of its lease left: renewed every 0.5 s
+        // with a deadline of 1 s, it never has.
+        let mut never_room = fine.clone();
+        never_room.renew_deadline = Duration::from_secs(1);
+        never_room.duration = Duration::from_secs(2);
+        assert!(never_room.check().is_err());
         let mut equal = settings("a");
         equal.renew_deadline = equal.duration;
         assert!(equal.check().is_err());
