@@ -373,7 +373,7 @@ impl Publisher {
                 let api: Api<EventsV1> = Api::namespaced(client.clone(), namespace);
                 let recorded = EventsV1 {
                     metadata: kube::api::ObjectMeta {
-                        name: Some(format!("{name}.{last:x}")),
+                        name: Some(event_name(name, last)),
                         ..Default::default()
                     },
                     event_time: Some(MicroTime(now)),
@@ -592,6 +592,17 @@ impl Synced {
             }
         }
     }
+}
+
+/// The name of an Event about the object `name`: `<name>.<stamp in hex>`, as Kubernetes names
+/// Events, with the object's name cut so that the whole is a DNS subdomain of at most 253
+/// characters (a JobSchedule's name may have 253 itself).
+fn event_name(name: &str, stamp: i128) -> String {
+    let stamp = format!("{stamp:x}");
+    let room = 253usize.saturating_sub(stamp.len() + 1);
+    // Object names are DNS subdomains: ASCII, so any byte is a character boundary.
+    let cut = name.get(..room.min(name.len())).unwrap_or(name);
+    format!("{}.{stamp}", cut.trim_end_matches(['-', '.']))
 }
 
 /// How many runs' failure counts are kept before those of runs no longer watched are dropped.
@@ -860,6 +871,21 @@ mod tests {
                      "containers": [{"name": "task", "image": "y", "args": ["long"]}]}
         }))
         .unwrap()
+    }
+
+    /// Event names stay DNS subdomains of at most 253 characters, whatever the object's name.
+    #[test]
+    fn event_names_are_cut_to_what_kubernetes_takes() {
+        let stamp = 0x1234_5678_9abc_def0_i128;
+        assert_eq!(event_name("run-1", stamp), "run-1.123456789abcdef0");
+        let long = format!("{}-{}", "a".repeat(234), "b".repeat(18));
+        let name = event_name(&long, stamp);
+        assert_eq!(name.len(), 253, "{name}");
+        assert!(name.starts_with(&"a".repeat(234)) && name.ends_with(".123456789abcdef0"));
+        // A cut that would end a label in `-` or `.` ends before it.
+        let dashed = format!("{}-{}", "a".repeat(235), "b".repeat(17));
+        let name = event_name(&dashed, stamp);
+        assert_eq!(name, format!("{}.123456789abcdef0", "a".repeat(235)));
     }
 
     /// Counts of runs no longer watched go as the map reaches a power of two from
