@@ -207,6 +207,8 @@ pub trait World {
     fn step_took(&self, _step: &'static str, _took: Duration) {}
     /// Tells the run's history (Kubernetes Events), in the background: never fails a step.
     fn publish(&self, _run: &JobRun, _events: Vec<RunEvent>) {}
+    /// Counts a run whose outcome was just recorded.
+    fn finished(&self, _run: &JobRun, _status: &JobRunStatus) {}
 }
 
 /// Where an outgoing event is sent.
@@ -568,6 +570,11 @@ impl<W: World> Executor<'_, W> {
             .await?;
         self.world
             .publish(self.run, history::transitions(self.run, persisted, status));
+        // Counted as the outcome is recorded: a later step of the reconcile that fails does not
+        // lose it (the next reconcile finds the run finished already).
+        if status.phase.is_finished() && !persisted.phase.is_finished() {
+            self.world.finished(self.run, status);
+        }
         let ended = status.done && !persisted.done;
         *persisted = status.clone();
         if ended
@@ -874,7 +881,6 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
     if !ctx.watched(&name) {
         return Ok(Action::await_change());
     }
-    let was_finished = status.phase.is_finished();
     let options = &ctx.parts.options;
     let executor = Executor {
         run: &run,
@@ -900,16 +906,9 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
     let (status, wait) = executor.execute(status).instrument(span).await?;
     ctx.succeeded(&name);
 
-    let metrics = &ctx.parts.metrics;
     let done = status.is_done();
     if done {
         ctx.forget_status(&name, uid, status.revision);
-    }
-    if !was_finished && status.phase.is_finished() {
-        metrics.run_finished(status.phase.as_str());
-        if let Some(took) = run_duration(&run, &status) {
-            metrics.run_took(status.phase.as_str(), took);
-        }
     }
     Ok(match wait {
         Some(delay) => Action::requeue(delay.max(Duration::from_millis(50))),
@@ -1372,6 +1371,14 @@ impl World for Cluster<'_> {
 
     fn publish(&self, run: &JobRun, events: Vec<RunEvent>) {
         self.ctx.history.publish(run, events);
+    }
+
+    fn finished(&self, run: &JobRun, status: &JobRunStatus) {
+        let metrics = &self.ctx.parts.metrics;
+        metrics.run_finished(status.phase.as_str());
+        if let Some(took) = run_duration(run, status) {
+            metrics.run_took(status.phase.as_str(), took);
+        }
     }
 
     fn step_took(&self, step: &'static str, took: Duration) {
