@@ -74,6 +74,11 @@ impl Excerpt {
         let Some(tail) = self.tail else {
             return text(&self.head).trim_end().to_string();
         };
+        // No room for the marker (a run of many tasks under a small --log-excerpt-bytes, or 0):
+        // a log that does not fit shows nothing rather than go past the cap.
+        if self.cap < MARKER_ROOM {
+            return String::new();
+        }
         let continues = |byte: u8| byte & 0xC0 == 0x80;
         // A character the head's end cuts goes whole to the omitted part; so do the bytes of
         // one the tail starts inside of.
@@ -215,6 +220,17 @@ mod tests {
     #[test]
     fn short_logs_are_kept_whole() {
         assert_eq!(excerpt("hello\nworld", 100), "hello\nworld");
+    }
+
+    /// Below the marker's room a log that does not fit shows nothing: the cap holds, 0 too.
+    #[test]
+    fn a_cap_too_small_for_the_marker_is_kept() {
+        let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        for cap in [0, 1, 20, MARKER_ROOM - 1] {
+            assert_eq!(excerpt(&text, cap), "", "{cap}");
+        }
+        assert_eq!(excerpt("hi", 20), "hi", "what fits is kept");
+        assert!(excerpt(&text, MARKER_ROOM + 20).len() <= MARKER_ROOM + 20);
     }
 
     #[test]
