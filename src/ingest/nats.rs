@@ -419,7 +419,8 @@ fn unlike_flags(source: &NatsSource, consumer: &jetstream::consumer::Config) -> 
 async fn take_message(ingest: &IngestState, message: jetstream::Message, ack_wait: Duration) {
     let taking = take_message_now(ingest, &message);
     tokio::pin!(taking);
-    let mut in_hand = tokio::time::interval(ack_wait / 2);
+    // A consumer made elsewhere may say 1 ns: an interval of zero would panic.
+    let mut in_hand = tokio::time::interval((ack_wait / 2).max(Duration::from_millis(10)));
     in_hand.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick is at once: the message was just delivered.
     in_hand.tick().await;
