@@ -141,12 +141,15 @@ fn content_mode(headers: &HeaderMap) -> ContentMode {
     // As the HTTP binding says: a `application/cloudevents…` media type is the batched or the
     // structured mode whatever other headers came (a gateway may copy attributes into `ce-`
     // headers); any other with `ce-specversion` is the binary mode.
+    // Every value (a header given twice, or a list): `identity, gzip` is compressed.
     if let Some(encoding) = headers
-        .get(http::header::CONTENT_ENCODING)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()))
-        .filter(|v| !v.trim().eq_ignore_ascii_case("identity"))
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|byte| *byte == b','))
+        .map(|v| String::from_utf8_lossy(v).trim().to_string())
+        .find(|v| !v.is_empty() && !v.eq_ignore_ascii_case("identity"))
     {
-        return ContentMode::Encoded(encoding.into_owned());
+        return ContentMode::Encoded(encoding);
     }
     let media = media_type(headers);
     if media.eq_ignore_ascii_case("application/cloudevents-batch+json") {
@@ -649,6 +652,25 @@ mod tests {
                     .into()
             )
         );
+        // Every encoding named, in one header or two.
+        for extra in [
+            &[
+                ("content-encoding", "identity"),
+                ("content-encoding", "gzip"),
+            ][..],
+            &[("content-encoding", "identity, gzip")],
+        ] {
+            assert_eq!(
+                refused(extra),
+                (
+                    415,
+                    "unsupported content encoding \"gzip\": send the body uncompressed \
+                     (Content-Encoding: identity, or none)"
+                        .into()
+                ),
+                "{extra:?}"
+            );
+        }
         assert_eq!(
             refused(&[
                 ("content-type", "application/json"),
