@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         Command::Schema => print_schema(),
         Command::StageFiles(args) => stage::stage_files(&args.from, &args.to)
             .map(|report| {
-                println!(
+                job_executor::outln!(
                     "staged {} file(s), {} byte(s) into {}",
                     report.files,
                     report.bytes,
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
                 .map(crd::crd_yaml)
                 .collect::<Result<Vec<_>, _>>()
                 .map(|documents| {
-                    print!("{}", documents.join("---\n"));
+                    job_executor::out!("{}", documents.join("---\n"));
                     ExitCode::SUCCESS
                 })
                 .map_err(anyhow::Error::from)
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
 }
 
 fn print_schema() -> anyhow::Result<ExitCode> {
-    println!(
+    job_executor::outln!(
         "{}",
         serde_json::to_string_pretty(&config::published_schema())?
     );

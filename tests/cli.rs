@@ -982,3 +982,39 @@ fn a_log_excerpt_past_what_a_run_record_holds_is_refused() {
         stderr(&refused)
     );
 }
+
+/// A reader that went away (`job-executor validate … | head -1`) ends a subcommand quietly,
+/// with the status a shell gives a process SIGPIPE ended (141), as other Unix tools end: Rust
+/// ignores SIGPIPE, and printing to the closed pipe panicked (101).
+#[test]
+fn a_reader_that_went_away_ends_a_command_quietly() {
+    for args in [
+        vec!["schema"],
+        vec!["crd"],
+        vec!["validate", CONFIG, CONFIG],
+        vec![
+            "render",
+            "--event",
+            "test-events/test.triggered.json",
+            "--config",
+            CONFIG,
+        ],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = Command::new(BIN)
+            .args(&args)
+            .current_dir(root())
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(141),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert_eq!(stderr(&output), "", "{args:?}");
+    }
+}

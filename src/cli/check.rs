@@ -66,8 +66,8 @@ pub fn run_check(args: &RunArgs, matches: &ArgMatches) -> Result<ExitCode, Check
     if let Some(git) = args.git.clone().settings(GitMetrics::default()) {
         git.parse()?;
     }
-    print!("{}", render_table(&setting_lines(matches)));
-    println!("ok: `job-executor run` accepts these arguments and environment");
+    crate::out!("{}", render_table(&setting_lines(matches)));
+    crate::outln!("ok: `job-executor run` accepts these arguments and environment");
     Ok(ExitCode::SUCCESS)
 }
 

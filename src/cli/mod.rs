@@ -1,5 +1,21 @@
 //! The command line: subcommands and the installation settings shared by `render` and `run`.
 
+/// Writes to stdout as `print!` does ([`write_out`]).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!($($arg)*))
+    };
+}
+
+/// Writes a line to stdout as `println!` does ([`write_out`]).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod check;
 mod environment;
 mod render;
@@ -22,6 +38,21 @@ pub use run::{OperatorArgs, RunArgs, run_operator};
 pub use schedule::{PreviewError, run_schedule};
 pub use send::{SendArgs, SendError, run_send};
 pub use validate::run_validate;
+
+/// Writes `text` to stdout. A reader that went away (`job-executor validate … | head -1`) ends
+/// the process quietly with the status a shell gives one that SIGPIPE ended (141), as other
+/// Unix tools end: Rust ignores SIGPIPE, so `print!` would panic. Another error ends it with 1.
+pub fn write_out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_fmt(text).and_then(|()| out.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("error: cannot write the output: {error}");
+        std::process::exit(1);
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(

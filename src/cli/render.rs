@@ -1,7 +1,6 @@
 //! `job-executor render`: what an event would cause, computed by the same builders the operator
 //! uses, with files read from the config's service directory.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -63,7 +62,7 @@ pub fn run_render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
         OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&plan)?),
         OutputFormat::Yaml => plan_as_yaml(&plan)?,
     };
-    std::io::stdout().write_all(text.as_bytes())?;
+    crate::out!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -880,7 +880,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {admin_listen}"))?;
     // One line for people and scripts (the tests read it to find ports chosen with :0).
-    println!(
+    crate::outln!(
         "listening ingest={} admin={}",
         ingest_listener.local_addr()?,
         admin_listener.local_addr()?

@@ -36,7 +36,7 @@ pub fn run_schedule(args: &ScheduleArgs) -> Result<ExitCode, PreviewError> {
         .take(usize::from(args.count));
     for slot in slots {
         let local = schedule.local(slot);
-        println!(
+        crate::outln!(
             "{}  {}",
             slot.strftime("%Y-%m-%dT%H:%M:%SZ"),
             local.strftime("%a %Y-%m-%d %H:%M %Z (%:z)")

@@ -88,7 +88,7 @@ pub fn run_send(args: &SendArgs) -> Result<ExitCode, SendError> {
         .map_err(SendError::Runtime)?;
     let timeout = Duration::from_secs(args.timeout_seconds);
     let failed = runtime.block_on(send_all(&files, &url, args.mode, &headers, timeout));
-    println!(
+    crate::outln!(
         "{} event(s): {} accepted, {failed} refused or not sent",
         files.len(),
         files.len() - failed
@@ -142,7 +142,7 @@ async fn send_all(
             Ok((event, status, answer)) => {
                 let ok = status.is_success();
                 failed += usize::from(!ok);
-                println!(
+                crate::outln!(
                     "{prefix} {} id={}: {} {answer}",
                     event.event_type(),
                     event.id(),
@@ -151,7 +151,7 @@ async fn send_all(
             }
             Err(problem) => {
                 failed += 1;
-                println!("{prefix}: not sent: {problem}");
+                crate::outln!("{prefix}: not sent: {problem}");
             }
         }
     }

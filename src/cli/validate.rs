@@ -14,17 +14,17 @@ pub fn run_validate(args: &ValidateArgs) -> ExitCode {
                 for warning in &valid.warnings {
                     eprintln!("{} (warning)", format_problem(&file, warning));
                 }
-                println!("{file}: ok ({} action(s))", valid.config.actions.len());
+                crate::outln!("{file}: ok ({} action(s))", valid.config.actions.len());
             }
             Err(ConfigError::Invalid { file, problems, .. }) => {
                 failed = true;
                 for problem in &problems {
-                    println!("{}", format_problem(&file, problem));
+                    crate::outln!("{}", format_problem(&file, problem));
                 }
             }
             Err(error) => {
                 failed = true;
-                println!("{error}");
+                crate::outln!("{error}");
             }
         }
     }
