@@ -14,6 +14,13 @@ pub fn run_validate(args: &ValidateArgs) -> ExitCode {
                 for warning in &valid.warnings {
                     eprintln!("{} (warning)", format_problem(&file, warning));
                 }
+                // As the operator takes a config: its event names compiled together too (past
+                // the glob set's size limit, a config that loads cannot be used).
+                if let Err(error) = crate::matching::Matcher::compile(&valid.config) {
+                    failed = true;
+                    crate::outln!("{file}: {error}");
+                    continue;
+                }
                 crate::outln!("{file}: ok ({} action(s))", valid.config.actions.len());
             }
             Err(ConfigError::Invalid { file, problems, .. }) => {

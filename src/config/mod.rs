@@ -216,6 +216,11 @@ fn tree_names(root: &yaml::Node) -> Vec<String> {
 /// nothing it opened (`sh.keptn.event.{test,load}.triggered` is one name); an anchor (`&a`)
 /// before it is passed over.
 fn scanned_names(text: &str) -> Vec<String> {
+    // A name is read from at most this many bytes, and past this many names every type counts
+    // as named: a line of many `name:` without an end (a file that is not YAML) would be read
+    // once per name otherwise.
+    const MOST_NAME_BYTES: usize = 512;
+    const MOST_NAMES: usize = 10_000;
     let mut names = Vec::new();
     for line in text.lines() {
         let mut rest = line;
@@ -230,7 +235,12 @@ fn scanned_names(text: &str) -> Vec<String> {
             if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-') {
                 continue;
             }
-            let mut value = value.trim_start();
+            if names.len() == MOST_NAMES {
+                names.push("*".to_string());
+                return names;
+            }
+            let value = value.trim_start();
+            let mut value = &value[..value.floor_char_boundary(MOST_NAME_BYTES)];
             if let Some(anchored) = value.strip_prefix('&') {
                 value = anchored
                     .split_once(char::is_whitespace)
@@ -636,7 +646,11 @@ impl Semantic<'_> {
             self.task(&index_path(&key_path(path, "tasks"), index), task);
         }
         self.notify(path, &action.notify);
-        self.across_tasks(path, &action.tasks, true);
+        // What holds across tasks (`needs`, outputs) takes time in the square of their count:
+        // past the limit, which is an error already, it is not looked at.
+        if action.tasks.len() <= MAX_TASKS {
+            self.across_tasks(path, &action.tasks, true);
+        }
     }
 
     fn task_count(&mut self, path: &str, count: usize) {

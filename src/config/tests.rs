@@ -879,6 +879,16 @@ fn actions_per_config_and_tasks_per_action_are_bounded() {
         problems(&actions_config(1, MAX_TASKS + 1)),
         ["job/config.yaml:5:12: actions[0].tasks: 101 tasks, over the limit of 100 per action"]
     );
+    // Many tasks made by aliases (a few hundred KB): refused at the list, without the checks
+    // across tasks, which take the square of their count (billions of steps here).
+    let aliased = format!(
+        "apiVersion: v2\nactions:\n  - events: [{{name: x}}]\n    tasks: [&t {{image: a}}, {}]\n",
+        vec!["*t"; 80_000].join(", ")
+    );
+    assert_eq!(
+        problems(&aliased),
+        ["job/config.yaml:4:12: actions[0].tasks: 80001 tasks, over the limit of 100 per action"]
+    );
 }
 
 #[test]
@@ -1520,6 +1530,14 @@ fn an_invalid_config_concerns_the_event_types_it_names() {
         "apiVersion: v3\n",
         "sh.keptn.event.test.triggered"
     ));
+    // A line of many names without an end is read once per name, each from at most 512 bytes;
+    // past 10,000 names every type counts as named. (It was read to the line's end for each:
+    // a megabyte's line took tens of GB.)
+    let endless = format!("@\n{}", "name:.".repeat(170_000));
+    assert!(concerns(&endless, "sh.keptn.event.evaluation.triggered"));
+    let few = format!("@\n{}", "name:sh.keptn.event.a.triggered ".repeat(100));
+    assert!(concerns(&few, "sh.keptn.event.a.triggered"));
+    assert!(!concerns(&few, "sh.keptn.event.evaluation.triggered"));
     // A file that cannot be read concerns every type.
     let unreadable_file = ConfigError::Unreadable {
         file: "job/config.yaml".into(),

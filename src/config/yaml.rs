@@ -92,6 +92,16 @@ pub struct Document {
 /// hundred bytes.
 pub const MAX_NODES: usize = 250_000;
 
+/// The most bytes of scalar text a config file's tree may hold, every alias counted as the text
+/// it repeats and every anchor as the copy kept of it: a 300 KB scalar repeated by 170,000
+/// aliases is 170,000 nodes but 51 GB.
+pub const MAX_TEXT_BYTES: usize = 16 << 20;
+
+/// The most collections a config file's tree may nest: the tree is read, dropped and walked by
+/// recursion, and a list of 200,000 `- - - …` would overflow the stack (the parser caps flow
+/// collections at 255 levels, not block ones).
+pub const MAX_DEPTH: usize = 128;
+
 /// Parses a single YAML document into a located tree.
 ///
 /// A syntax error stops the parser, so it is the only error returned; duplicate keys and
@@ -127,19 +137,22 @@ enum Frame {
     },
 }
 
-/// A collection under construction and the number of nodes in it so far.
+/// A collection under construction, and the nodes and bytes of text in it so far.
 struct Open {
     frame: Frame,
     nodes: usize,
+    bytes: usize,
 }
 
 #[derive(Default)]
 struct TreeBuilder {
     stack: Vec<Open>,
-    /// Each anchored node and its size in nodes (what an alias to it adds to the tree).
-    anchors: HashMap<usize, (Node, usize)>,
+    /// Each anchored node, its size in nodes and its bytes of text (what an alias to it adds).
+    anchors: HashMap<usize, (Node, usize, usize)>,
     /// Nodes in the tree so far, aliases expanded.
     nodes: usize,
+    /// Bytes of scalar text in the tree and in the anchors' copies so far.
+    bytes: usize,
     /// Anchor ids of the collections under construction, to register when they close.
     open_anchors: Vec<usize>,
     documents: Vec<Node>,
@@ -151,6 +164,7 @@ impl TreeBuilder {
         let location = Location::from_span(span);
         match event {
             Event::Scalar(text, style, anchor, _tag) => {
+                let bytes = text.len();
                 let node = Node {
                     location,
                     value: NodeValue::Scalar {
@@ -158,37 +172,43 @@ impl TreeBuilder {
                         plain: style == ScalarStyle::Plain,
                     },
                 };
-                self.count(1, location)?;
+                self.count(1, bytes, location)?;
                 if anchor != 0 {
-                    self.anchors.insert(anchor, (node.clone(), 1));
+                    self.count(1, bytes, location)?;
+                    self.anchors.insert(anchor, (node.clone(), 1, bytes));
                 }
-                self.place(node, 1);
+                self.place(node, 1, bytes);
             }
             Event::Alias(anchor) => {
-                let Some(size) = self.anchors.get(&anchor).map(|(_, size)| *size) else {
+                let Some((size, bytes)) = self
+                    .anchors
+                    .get(&anchor)
+                    .map(|(_, size, bytes)| (*size, *bytes))
+                else {
                     return Err(YamlError {
                         location,
                         message: "invalid YAML: alias to an unknown anchor".to_string(),
                     });
                 };
                 // Counted before the copy is made: the copy is what could exhaust memory.
-                self.count(size, location)?;
-                if let Some((node, _)) = self.anchors.get(&anchor) {
+                self.count(size, bytes, location)?;
+                if let Some((node, _, _)) = self.anchors.get(&anchor) {
                     let mut node = node.clone();
                     node.location = location;
-                    self.place(node, size);
+                    self.place(node, size, bytes);
                 }
             }
             Event::SequenceStart(anchor, _) => {
-                self.count(1, location)?;
+                self.open(location)?;
                 self.open_anchors.push(anchor);
                 self.stack.push(Open {
                     frame: Frame::Sequence(location, Vec::new()),
                     nodes: 0,
+                    bytes: 0,
                 });
             }
             Event::MappingStart(anchor, _) => {
-                self.count(1, location)?;
+                self.open(location)?;
                 self.open_anchors.push(anchor);
                 self.stack.push(Open {
                     frame: Frame::Mapping {
@@ -198,10 +218,16 @@ impl TreeBuilder {
                         keys: HashMap::new(),
                     },
                     nodes: 0,
+                    bytes: 0,
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let Some(Open { frame, nodes }) = self.stack.pop() else {
+                let Some(Open {
+                    frame,
+                    nodes,
+                    bytes,
+                }) = self.stack.pop()
+                else {
                     return Ok(());
                 };
                 let node = match frame {
@@ -216,14 +242,16 @@ impl TreeBuilder {
                         value: NodeValue::Mapping(merge_keys(entries, &mut self.errors)),
                     },
                 };
-                // The collection itself was counted when it started.
+                // The collection itself was counted when it started; the copy an anchor keeps
+                // is counted as it is made (anchors nested in anchors copy their insides again).
                 let size = nodes + 1;
                 if let Some(anchor) = self.open_anchors.pop()
                     && anchor != 0
                 {
-                    self.anchors.insert(anchor, (node.clone(), size));
+                    self.count(size, bytes, node.location)?;
+                    self.anchors.insert(anchor, (node.clone(), size, bytes));
                 }
-                self.place(node, size);
+                self.place(node, size, bytes);
             }
             Event::DocumentStart(_) | Event::DocumentEnd => {}
             Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
@@ -231,9 +259,25 @@ impl TreeBuilder {
         Ok(())
     }
 
-    /// Counts `size` more nodes into the tree, or refuses the file once it passes [`MAX_NODES`].
-    fn count(&mut self, size: usize, location: Location) -> Result<(), YamlError> {
+    /// Counts a collection that starts, or refuses one nested past [`MAX_DEPTH`].
+    fn open(&mut self, location: Location) -> Result<(), YamlError> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(YamlError {
+                location,
+                message: format!(
+                    "the file is nested too deeply: more than {MAX_DEPTH} lists and mappings \
+                     inside one another"
+                ),
+            });
+        }
+        self.count(1, 0, location)
+    }
+
+    /// Counts `size` more nodes and `bytes` more of text into the tree, or refuses the file once
+    /// it passes [`MAX_NODES`] or [`MAX_TEXT_BYTES`].
+    fn count(&mut self, size: usize, bytes: usize, location: Location) -> Result<(), YamlError> {
         self.nodes = self.nodes.saturating_add(size);
+        self.bytes = self.bytes.saturating_add(bytes);
         if self.nodes > MAX_NODES {
             return Err(YamlError {
                 location,
@@ -243,16 +287,27 @@ impl TreeBuilder {
                 ),
             });
         }
+        if self.bytes > MAX_TEXT_BYTES {
+            return Err(YamlError {
+                location,
+                message: format!(
+                    "the file is too large: more than {MAX_TEXT_BYTES} bytes of text once \
+                     aliases are expanded (an alias counts the text it repeats)"
+                ),
+            });
+        }
         Ok(())
     }
 
-    /// Puts a counted node of `size` nodes into the collection under construction.
-    fn place(&mut self, node: Node, size: usize) {
+    /// Puts a counted node of `size` nodes and `bytes` of text into the collection under
+    /// construction.
+    fn place(&mut self, node: Node, size: usize, bytes: usize) {
         let Some(open) = self.stack.last_mut() else {
             self.documents.push(node);
             return;
         };
         open.nodes += size;
+        open.bytes += bytes;
         match &mut open.frame {
             Frame::Sequence(_, items) => items.push(node),
             Frame::Mapping {
@@ -508,17 +563,18 @@ mod tests {
 
     #[test]
     fn an_alias_counts_the_whole_collection_it_repeats() {
-        // The root mapping, three keys, `x` (a list and its 9 items), `b` (a list of `n`
-        // aliases, each 10 nodes) and `c` (a list of `m` items): 16 + 10 n + m nodes.
+        // The root mapping, three keys, `x` (a list and its 9 items) and the anchor's copy of it,
+        // `b` (a list of `n` aliases, each 10 nodes) and `c` (a list of `m` items):
+        // 26 + 10 n + m nodes.
         let text = |m: usize| {
-            let n = 24_998;
+            let n = 24_997;
             format!(
                 "a: &x [0, 0, 0, 0, 0, 0, 0, 0, 0]\nb: [{}]\nc: [{}]\n",
                 vec!["*x"; n].join(", "),
                 vec!["0"; m].join(", ")
             )
         };
-        assert_eq!(16 + 10 * 24_998 + 4, MAX_NODES);
+        assert_eq!(26 + 10 * 24_997 + 4, MAX_NODES);
         assert!(parse_document(&text(4)).is_ok(), "exactly at the limit");
         let error = parse_document(&text(5)).unwrap_err();
         assert!(
@@ -526,6 +582,36 @@ mod tests {
             "{error:?}"
         );
         assert_eq!(error.location.line, 3, "{error:?}");
+    }
+
+    /// What a few hundred KB can make of aliases and anchors stays bounded: text repeated by
+    /// aliases counts as the text it repeats, anchors nested in anchors count the copies they
+    /// keep, and nesting is bounded (the tree is dropped and walked by recursion).
+    #[test]
+    fn repeated_text_nested_anchors_and_deep_nesting_are_refused() {
+        let big = "y".repeat(300_000);
+        let aliases = vec!["*x"; 100].join(", ");
+        let error = parse_document(&format!("a: &x {big}\nb: [{aliases}]\n")).unwrap_err();
+        assert!(
+            error.message.contains("more than 16777216 bytes of text"),
+            "{error:?}"
+        );
+        assert_eq!(error.location.line, 2);
+        // 60 anchors, each around the one inside it, around 5,000 items: no alias at all.
+        let items = vec!["x"; 5_000].join(", ");
+        let nested = format!("k: {}[{items}]{}\n", "&a [".repeat(60), "]".repeat(60));
+        let error = parse_document(&nested).unwrap_err();
+        assert!(
+            error.message.contains("more than 250000 YAML nodes"),
+            "{error:?}"
+        );
+        let deep = format!("{}x\n", "- ".repeat(200_000));
+        let error = parse_document(&deep).unwrap_err();
+        assert!(
+            error.message.contains("nested too deeply: more than 128"),
+            "{error:?}"
+        );
+        assert!(parse_document(&format!("{}x\n", "- ".repeat(MAX_DEPTH))).is_ok());
     }
 
     #[test]
