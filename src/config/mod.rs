@@ -240,7 +240,11 @@ fn scanned_names(text: &str) -> Vec<String> {
                 return names;
             }
             let value = value.trim_start();
-            let mut value = &value[..value.floor_char_boundary(MOST_NAME_BYTES)];
+            let mut end = value.len().min(MOST_NAME_BYTES);
+            while !value.is_char_boundary(end) {
+                end -= 1;
+            }
+            let mut value = &value[..end];
             if let Some(anchored) = value.strip_prefix('&') {
                 value = anchored
                     .split_once(char::is_whitespace)
