@@ -633,6 +633,16 @@ impl Semantic<'_> {
             );
         }
         for (index, event) in action.events.iter().enumerate() {
+            if event.name.is_empty() {
+                let event_path = key_path(&index_path(&key_path(path, "events"), index), "name");
+                self.error(
+                    &event_path,
+                    "an empty name matches no event here (Keptn's service, reading it as a \
+                     regular expression, matched every event): name the event types, or `*` \
+                     for every one"
+                        .into(),
+                );
+            }
             if formats::looks_like_regex(&event.name) {
                 let event_path = key_path(&index_path(&key_path(path, "events"), index), "name");
                 self.warn(

@@ -1530,6 +1530,13 @@ fn an_invalid_config_concerns_the_event_types_it_names() {
         "apiVersion: v3\n",
         "sh.keptn.event.test.triggered"
     ));
+    // An empty name would match nothing: refused where it is.
+    assert_eq!(
+        problems("apiVersion: v2\nactions:\n  - events: [{name: \"\"}]\n    tasks: [{image: a}]\n"),
+        [
+            "job/config.yaml:3:21: actions[0].events[0].name: an empty name matches no event here (Keptn's service, reading it as a regular expression, matched every event): name the event types, or `*` for every one"
+        ]
+    );
     // A line of many names without an end is read once per name, each from at most 512 bytes;
     // past 10,000 names every type counts as named. (It was read to the line's end for each:
     // a megabyte's line took tens of GB.)
