@@ -605,21 +605,49 @@ fn parse_yaml_int(text: &str) -> Option<i64> {
         Some(rest) => (true, rest),
         None => (false, text.strip_prefix('+').unwrap_or(text)),
     };
-    let magnitude = if let Some(hex) = digits.strip_prefix("0x") {
-        i64::from_str_radix(hex, 16).ok()?
+    // Digits only after the prefix: `from_str_radix` takes a sign of its own (`0x-5`).
+    let all =
+        |text: &str, digit: fn(&u8) -> bool| !text.is_empty() && text.bytes().all(|b| digit(&b));
+    let magnitude: i64 = if let Some(hex) = digits.strip_prefix("0x") {
+        all(hex, u8::is_ascii_hexdigit).then(|| i64::from_str_radix(hex, 16).ok())??
     } else if let Some(octal) = digits.strip_prefix("0o") {
-        i64::from_str_radix(octal, 8).ok()?
-    } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        all(octal, |b| (b'0'..=b'7').contains(b)).then(|| i64::from_str_radix(octal, 8).ok())??
+    } else if all(digits, u8::is_ascii_digit) {
         digits.parse().ok()?
     } else {
         return None;
     };
-    Some(if negative { -magnitude } else { magnitude })
+    if negative {
+        magnitude.checked_neg()
+    } else {
+        Some(magnitude)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Signs only before the prefix; nothing that overflows.
+    #[test]
+    fn yaml_integers_are_read_as_the_core_schema_writes_them() {
+        assert_eq!(parse_yaml_int("0x1f"), Some(31));
+        assert_eq!(parse_yaml_int("-0o17"), Some(-15));
+        assert_eq!(parse_yaml_int("+42"), Some(42));
+        for text in [
+            "0x-5",
+            "-0x-5",
+            "0x+5",
+            "0o8",
+            "0x",
+            "-",
+            "-0x-8000000000000000",
+            "1_000",
+        ] {
+            assert_eq!(parse_yaml_int(text), None, "{text}");
+        }
+        assert_eq!(parse_yaml_int("-0x7fffffffffffffff"), Some(-i64::MAX));
+    }
 
     #[test]
     fn key_paths_quote_odd_keys() {
