@@ -332,10 +332,20 @@ fn is_dns_label(value: &str) -> bool {
         && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
-/// RFC 1123 subdomain: dot-separated labels, at most 253 characters (Secret and
-/// ServiceAccount names).
+/// RFC 1123 subdomain as Kubernetes reads one: dot-separated parts of lower-case letters,
+/// digits and `-` that begin and end with a letter or digit, at most 253 characters in all (a
+/// part may be longer than 63: Kubernetes bounds only the whole) (Secret and ServiceAccount
+/// names).
 pub fn check_dns_subdomain(value: &str) -> Result<(), String> {
-    if !value.is_empty() && value.len() <= 253 && value.split('.').all(is_dns_label) {
+    let part = |part: &str| {
+        let bytes = part.as_bytes();
+        bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+            && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+            && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+    };
+    if !value.is_empty() && value.len() <= 253 && value.split('.').all(part) {
         Ok(())
     } else {
         Err(format!(
@@ -620,6 +630,10 @@ mod tests {
         assert!(check_dns_label(&"a".repeat(64)).is_err());
         assert!(check_dns_subdomain("my.secret-1").is_ok());
         assert!(check_dns_subdomain("my..secret").is_err());
+        // Kubernetes bounds the whole, not each part.
+        assert!(check_dns_subdomain(&"a".repeat(70)).is_ok());
+        assert!(check_dns_subdomain(&"a".repeat(254)).is_err());
+        assert!(check_dns_subdomain("a-.b").is_err());
         assert!(check_qualified_name("app.kubernetes.io/name").is_ok());
         assert!(check_qualified_name("team").is_ok());
         assert!(check_qualified_name("bad key").is_err());
