@@ -179,6 +179,21 @@ fn a_keptn_sequence_event_renders_nothing() {
     );
 }
 
+/// An event that names no service has no config to look up: as the operator, `render` starts
+/// nothing for it (it rendered the Jobs, `KEPTN_SERVICE` empty).
+#[test]
+fn an_event_without_a_service_renders_nothing() {
+    let event = changed_test_event("no-service", |value| {
+        value["data"].as_object_mut().unwrap().remove("service");
+    });
+    let plan = render_json(event.to_str().unwrap(), &[]);
+    assert!(plan["matched"].as_array().unwrap().is_empty(), "{plan}");
+    assert_eq!(
+        plan["not_matched"][0]["reason"],
+        "the event has no data.service: no job config applies"
+    );
+}
+
 #[test]
 fn nothing_matching_says_why_and_succeeds() {
     let event = changed_test_event("nomatch", |value| {

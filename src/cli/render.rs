@@ -13,7 +13,7 @@ use crate::controller::report;
 use crate::crd::{JobRunStatus, TaskPhase, TaskStatus};
 use crate::event::{self, CloudEvent, OutgoingContext};
 use crate::files;
-use crate::ingest::plan::{NotMatched, not_a_task_event};
+use crate::ingest::plan::{NotMatched, no_service, not_a_task_event};
 use crate::matching::Matcher;
 use crate::names;
 use crate::render::{self, JobRequest, check_action, render_job};
@@ -81,6 +81,10 @@ fn plan(
     // What the operator answers such an event, whatever the config's globs.
     if let Some(reasons) = not_a_task_event(event.event_type()) {
         return Ok(json!({"matched": [], "not_matched": reasons}));
+    }
+    // Nor does an event that names no service (it has no config to look up).
+    if let Err(field) = crate::source::ServiceRef::of_event(event) {
+        return Ok(json!({"matched": [], "not_matched": no_service(field)}));
     }
     let time = event
         .as_value()

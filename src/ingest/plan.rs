@@ -484,7 +484,8 @@ pub(crate) fn not_a_task_event(event_type: &str) -> Option<Vec<NotMatched>> {
     })
 }
 
-fn no_service(field: &str) -> Vec<NotMatched> {
+/// Why an event without the Keptn field `field` starts nothing.
+pub(crate) fn no_service(field: &str) -> Vec<NotMatched> {
     vec![NotMatched {
         action: String::new(),
         reason: format!("the event has no data.{field}: no job config applies"),
