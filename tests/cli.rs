@@ -303,7 +303,7 @@ fn validate_refuses_exponential_aliases() {
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stdout(&output).starts_with(&format!(
-            "{path}:6:20: the file is too large: more than 250000 YAML nodes once aliases are expanded"
+            "{path}:6:15: the file is too large: more than 250000 YAML nodes once aliases are expanded"
         )),
         "{}",
         stdout(&output)

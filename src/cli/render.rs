@@ -237,10 +237,12 @@ fn plan_as_yaml(plan: &Value) -> anyhow::Result<String> {
                     .iter()
                     .filter_map(Value::as_str)
                     .collect();
+                // Quoted: a task's name may hold a line break, which would end the comment.
                 let task = task["task"].as_str().unwrap_or_default();
+                let after: Vec<String> = after.iter().map(|name| format!("{name:?}")).collect();
                 match after.is_empty() {
-                    true => out.push_str(&format!("#   {task} (at once)\n")),
-                    false => out.push_str(&format!("#   {task} after {}\n", after.join(", "))),
+                    true => out.push_str(&format!("#   {task:?} (at once)\n")),
+                    false => out.push_str(&format!("#   {task:?} after {}\n", after.join(", "))),
                 }
             }
         }
@@ -259,10 +261,12 @@ fn plan_as_yaml(plan: &Value) -> anyhow::Result<String> {
         }
     }
     for action in plan["not_matched"].as_array().unwrap_or(&empty) {
+        // Every line of the reason commented (a config error's holds one per problem).
+        let reason = action["reason"].as_str().unwrap_or_default();
         out.push_str(&format!(
             "# not matched: action {}: {}\n",
             action["action"],
-            action["reason"].as_str().unwrap_or_default()
+            reason.replace('\n', "\n#   ")
         ));
     }
     Ok(out)
