@@ -35,17 +35,21 @@ impl std::fmt::Display for UnknownSetting {
     }
 }
 
-/// The environment variables of `run`'s settings.
+/// The environment variables of `run`'s settings, and of `send`'s (a shell that runs the
+/// operator may send events too, as the docs show).
 fn setting_variables() -> Vec<String> {
     let cli = Cli::command();
-    cli.find_subcommand("run")
-        .map(|run| {
-            run.get_arguments()
+    ["run", "send"]
+        .into_iter()
+        .filter_map(|name| cli.find_subcommand(name))
+        .flat_map(|command| {
+            command
+                .get_arguments()
                 .filter_map(|arg| arg.get_env())
                 .map(|name| name.to_string_lossy().into_owned())
-                .collect()
+                .collect::<Vec<_>>()
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 /// Those of the variables (name and value) that start like a setting's variable but are
@@ -147,6 +151,9 @@ mod tests {
                 ("JOB_EXECUTOR_REPOSITORY", "x"),
                 ("PATH", "/bin"),
                 ("JOB_EXECUTOR_CLUSTER_DIR", "/tmp"),
+                // `send`'s, set in the shell that runs the operator too.
+                ("JOB_EXECUTOR_SEND_TO", "http://localhost:8080/"),
+                ("JOB_EXECUTOR_SEND_TIMEOUT_SECONDS", "5"),
                 // Named like a service link, valued like a setting.
                 ("JOB_EXECUTOR_LISTEN_PORT", "9000"),
             ]),

@@ -38,8 +38,13 @@ pub struct SendArgs {
         default_value = "structured"
     )]
     pub mode: SinkMode,
-    /// Seconds to wait for each answer.
-    #[arg(long, env = "JOB_EXECUTOR_SEND_TIMEOUT_SECONDS", default_value_t = 30)]
+    /// Seconds to wait for each answer (1-3600).
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_SEND_TIMEOUT_SECONDS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
     pub timeout_seconds: u64,
 }
 
@@ -194,14 +199,10 @@ async fn send_one(
 /// The answer on one line, shortened.
 fn one_line(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    let mut line: String = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .chars()
-        .take(MAX_ANSWER_CHARS)
-        .collect();
-    if text.chars().count() > MAX_ANSWER_CHARS {
+    let whole = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    // Cut as it is shown: white space collapsed first.
+    let mut line: String = whole.chars().take(MAX_ANSWER_CHARS).collect();
+    if whole.chars().count() > MAX_ANSWER_CHARS {
         line.push('…');
     }
     line
@@ -219,6 +220,9 @@ mod tests {
             one_line(long.as_bytes()).chars().count(),
             MAX_ANSWER_CHARS + 1
         );
+        // Longer than the cut only before its white space is collapsed: shown whole.
+        let spaced = format!("{}{}", "x ".repeat(MAX_ANSWER_CHARS / 2), " ".repeat(500));
+        assert!(!one_line(spaced.as_bytes()).ends_with('…'));
     }
 
     #[test]
