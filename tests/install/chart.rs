@@ -162,7 +162,12 @@ fn chart_refuses_values_outside_its_schema() {
         // What the operator checks at its start: a crash loop otherwise.
         (
             "leaderElection:\n  leaseDurationSeconds: 15\n  renewDeadlineSeconds: 10\n  retryPeriodSeconds: 9\n",
-            "leaderElection: leaseDurationSeconds (15) must be above renewDeadlineSeconds (10), and that above 1.2 × retryPeriodSeconds (9)",
+            "leaderElection: leaseDurationSeconds (15) must be above renewDeadlineSeconds (10), and that above 1.2 × retryPeriodSeconds (9) and above retryPeriodSeconds + 1",
+        ),
+        // A renew deadline that leaves the leader never a second of its lease to act in.
+        (
+            "leaderElection:\n  leaseDurationSeconds: 3\n  renewDeadlineSeconds: 1.2\n  retryPeriodSeconds: 0.5\n",
+            "and above retryPeriodSeconds + 1 (a leader acts only with a second of its lease left)",
         ),
         (
             "settings:\n  jobLabels: {\"job-executor.dev/run\": x}\n",
