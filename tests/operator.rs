@@ -3142,6 +3142,37 @@ async fn a_throttled_request_waits_for_retry_after() {
     assert!(waited >= Duration::from_secs(3), "retried after {waited:?}");
 }
 
+/// A `429` is tried again through the client's request limit: with two requests a second,
+/// the try comes half a second after the refusal. (kube's own retry layer sits inside the
+/// limit: it tried again within milliseconds, past the limit.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_request_is_tried_again_through_the_request_limit() {
+    let h = Harness::start(&["--kube-api-qps", "2", "--kube-api-burst", "1"]).await;
+    h.sim.faults().fail_next(
+        kube_sim::FaultRule::new(429)
+            .verb("create")
+            .resource("jobs")
+            .times(1),
+    );
+    let response = h
+        .post_event(&sample_with_id("test.triggered.json", "throttled-2"))
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    h.wait_finished("throttled-2", LONG).await;
+    let creates: Vec<_> = h
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "jobs" && r.verb == "create")
+        .collect();
+    assert_eq!(creates[0].status, 429);
+    let waited = creates[1].received - creates[0].received;
+    assert!(
+        waited >= Duration::from_millis(400),
+        "tried again after {waited:?}"
+    );
+}
+
 /// A config that loads with a warning (an event name written as Keptn's service's regular
 /// expression, which as a glob matches nothing) has it said in the operator's log, with its
 /// place in the file, once per content: the answer only says no action listens.

@@ -851,17 +851,29 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     // Watches last minutes without a byte when nothing changes: they get a client without the
     // read timeout, drawing on the same request limit.
     let throttle = ThrottleLayer::new(kube_api_qps, kube_api_burst);
-    let watch_client = kube::client::ClientBuilder::try_from(config.clone())
+    // kube's own retries (429, 503, 504, `Retry-After` honoured) sit inside the limit's layer
+    // and would pass it: the limited clients retry outside it instead, each try taking a token.
+    let mut limited_config = config;
+    limited_config.default_retry = false;
+    // (A retry sends the request again through what is below it, which must be cloned: the
+    // limited stack is shared through a buffer.)
+    let retry = tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry());
+    let shared = tower::buffer::BufferLayer::new(1024);
+    let watch_client = kube::client::ClientBuilder::try_from(limited_config.clone())
         .context("cannot configure the Kubernetes client")?
         .with_layer(&throttle)
+        .with_layer(&shared)
+        .with_layer(&retry)
         .build();
-    let mut request_config = config;
+    let mut request_config = limited_config;
     request_config.read_timeout = Some(Duration::from_secs(kube_api_read_timeout_seconds));
     // Counted from each request, not from when its pooled connection went idle.
     request_config.reset_reader_on_write = true;
     let client = kube::client::ClientBuilder::try_from(request_config)
         .context("cannot configure the Kubernetes client")?
         .with_layer(&throttle)
+        .with_layer(&shared)
+        .with_layer(&retry)
         .build();
     let metrics = Arc::new(Metrics::new());
     let git = git.settings(metrics.git());
