@@ -87,19 +87,44 @@ impl opentelemetry::propagation::Extractor for Fields<'_> {
     }
 }
 
+/// Whether `traceparent` has the W3C recommendation's shape: `vv-<32>-<16>-ff` in lower-case
+/// hex, exactly so long for version `00` (a later version may add fields after a `-`).
+fn well_formed(traceparent: &str) -> bool {
+    let bytes = traceparent.as_bytes();
+    let hex = |range: std::ops::Range<usize>| {
+        bytes.get(range).is_some_and(|part| {
+            part.iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        })
+    };
+    let dash = |at: usize| bytes.get(at) == Some(&b'-');
+    hex(0..2)
+        && dash(2)
+        && hex(3..35)
+        && dash(35)
+        && hex(36..52)
+        && dash(52)
+        && hex(53..55)
+        && (bytes.len() == 55 || (!bytes.starts_with(b"00") && dash(55)))
+}
+
 impl TraceContext {
     /// A valid `traceparent` (and its `tracestate`); `None` for one that does not parse (a new
     /// trace starts then, as the W3C recommendation says).
     pub fn new(traceparent: &str, tracestate: Option<&str>) -> Option<TraceContext> {
+        // The parser takes short fields (`00-1-1-01`, padded with zeros): different senders'
+        // short ids would join one trace. Only the recommendation's shape is read.
+        let traceparent = traceparent.trim();
+        if !well_formed(traceparent) {
+            return None;
+        }
         let context = TraceContextPropagator::new().extract(&Fields {
             traceparent,
             tracestate,
         });
         let span = context.span();
         let parsed = span.span_context();
-        // Written anew from what parsed, in the form the recommendation gives (the parser
-        // forgives spaces and short fields that stricter receivers down the line refuse); a
-        // state past the length every participant must carry is dropped (it would be copied
+        // Written anew from what parsed, in the form the recommendation gives; a state past the length every participant must carry is dropped (it would be copied
         // to the run's annotations, the task pods and every event sent).
         let state = parsed.trace_state().header();
         parsed.is_valid().then(|| TraceContext {
@@ -342,6 +367,11 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            // Short fields, a sign, a field too many for version 00.
+            "00-1-1-01",
+            "0-+abc-+def-1",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
         ] {
             assert_eq!(TraceContext::new(bad, None), None, "{bad}");
         }
