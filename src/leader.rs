@@ -520,7 +520,13 @@ impl Election {
         let now = now();
         LeaseSpec {
             holder_identity: Some(self.settings.identity.clone()),
-            lease_duration_seconds: Some(self.settings.duration.as_secs().max(1) as i32),
+            // Rounded up: a standby that reads it waits at least as long as this replica
+            // counts itself leader (15.9 s written as 15 let a standby take over early).
+            lease_duration_seconds: Some(
+                i32::try_from(self.settings.duration.as_millis().div_ceil(1000))
+                    .unwrap_or(i32::MAX)
+                    .max(1),
+            ),
             acquire_time: Some(now.clone()),
             renew_time: Some(now),
             lease_transitions: Some(transitions),

@@ -626,7 +626,7 @@ pub struct OperatorArgs {
         long,
         env = "JOB_EXECUTOR_READ_TIMEOUT_SECONDS",
         default_value_t = 30,
-        value_parser = clap::value_parser!(u64).range(1..)
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub read_timeout_seconds: u64,
     /// Connections served at once, on each of the ingest and admin ports; more wait to be
