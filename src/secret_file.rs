@@ -26,8 +26,17 @@ pub struct SecretFile {
 
 struct Cached {
     value: Option<String>,
-    modified: Option<SystemTime>,
+    read: Option<Stamp>,
     checked: Option<Instant>,
+}
+
+/// What tells that a file changed: its modification time, length and inode (a file rewritten
+/// in place within one tick of a coarse clock keeps its time; a swapped one is another inode).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: SystemTime,
+    len: u64,
+    inode: u64,
 }
 
 impl std::fmt::Debug for SecretFile {
@@ -49,7 +58,7 @@ impl SecretFile {
             path,
             cached: Mutex::new(Cached {
                 value: None,
-                modified: None,
+                read: None,
                 checked: None,
             }),
         };
@@ -74,12 +83,19 @@ impl SecretFile {
             path: self.path.display().to_string(),
             reason,
         };
-        // Kubernetes swaps a Secret volume's files atomically; the modification time of the
-        // path (followed through its links) tells that the content changed.
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
+        // Kubernetes swaps a Secret volume's files atomically; what the path (followed through
+        // its links) stamps tells that the content changed.
+        let stamp = std::fs::metadata(&self.path)
+            .and_then(|m| {
+                use std::os::unix::fs::MetadataExt as _;
+                Ok(Stamp {
+                    modified: m.modified()?,
+                    len: m.len(),
+                    inode: m.ino(),
+                })
+            })
             .map_err(|e| unreadable(e.to_string()))?;
-        if cached.value.is_none() || cached.modified != Some(modified) {
+        if cached.value.is_none() || cached.read != Some(stamp) {
             let text =
                 std::fs::read_to_string(&self.path).map_err(|e| unreadable(e.to_string()))?;
             let value = text.trim_end_matches(['\n', '\r']).to_string();
@@ -87,7 +103,7 @@ impl SecretFile {
                 return Err(unreadable("the file is empty".to_string()));
             }
             cached.value = Some(value);
-            cached.modified = Some(modified);
+            cached.read = Some(stamp);
         }
         cached.checked = Some(Instant::now());
         Ok(cached.value.clone().unwrap_or_default())
@@ -118,6 +134,16 @@ mod tests {
             .unwrap();
         std::thread::sleep(RECHECK + Duration::from_millis(100));
         assert_eq!(file.current().unwrap(), "second");
+        // Rewritten in place within the same tick of the clock: its length tells.
+        std::fs::write(&path, "a third\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        std::thread::sleep(RECHECK + Duration::from_millis(100));
+        assert_eq!(file.current().unwrap(), "a third");
         std::fs::remove_file(&path).unwrap();
         std::thread::sleep(RECHECK + Duration::from_millis(100));
         assert!(matches!(
