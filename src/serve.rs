@@ -219,13 +219,19 @@ impl Connection {
 /// Cuts the connection off once it has waited `read_timeout` for a request's headers, and
 /// tells it to finish when the server stops (`stopping`'s sender dropped); a connection
 /// finishing is still cut off after the same wait. Sleeps until the deadline the last idle
-/// moment gives, so requests cost it nothing: it is re-armed at most once per timeout.
+/// moment gives, so requests cost it nothing: it is re-armed at most once per timeout. It runs
+/// until the connection ends (which aborts it): a request that came as it gave the order to
+/// cut is answered, and the connection cut once it waits again past the timeout (a sender that
+/// does not read its answer).
 async fn watch_idle(connection: Arc<Connection>, mut stopping: watch::Receiver<()>) {
     let mut stopped = false;
     loop {
         let now = Instant::now();
         let deadline = match connection.deadline() {
-            Some(deadline) if deadline <= now => break,
+            Some(deadline) if deadline <= now => {
+                connection.give(Order::Cut);
+                now + connection.read_timeout
+            }
             Some(deadline) => deadline,
             // Answering: look again a timeout from now (it may be idle by then).
             None => now + connection.read_timeout,
@@ -238,11 +244,13 @@ async fn watch_idle(connection: Arc<Connection>, mut stopping: watch::Receiver<(
             () = tokio::time::sleep_until(deadline) => {}
             _ = stopping.changed() => {
                 stopped = true;
-                connection.give(Order::Finish);
+                // Not over an order to cut, given already.
+                if connection.order() == Order::Serve {
+                    connection.give(Order::Finish);
+                }
             }
         }
     }
-    connection.give(Order::Cut);
 }
 
 /// The app, marking its connection busy while a request is answered.
