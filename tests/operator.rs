@@ -415,6 +415,28 @@ async fn a_task_whose_files_cannot_be_staged_says_why_its_container_has_no_log()
     assert!(!message.contains("Status {"), "{message}");
 }
 
+/// The kubelet answers a container the runtime no longer has (garbage-collected under disk
+/// pressure) with a 200 whose body is one sentence: shown as logs that cannot be read, not as
+/// what the task printed. kube-sim plays it as a task that prints that line alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubelet_s_answer_for_a_container_gone_is_shown_as_no_logs() {
+    let h = Harness::start(&[]).await;
+    h.sim.runtime().set(
+        ImageRule::image("locustio/locust:*"),
+        Behavior::exit(0).output(["unable to retrieve container logs for containerd://4f2a"]),
+    );
+    let event = sample_with_id("test.triggered.json", "kubelet-gone");
+    assert_created(&h.post_event(&event).await);
+    let finished = h.wait_finished("kubelet-gone", LONG).await;
+    let message = finished.data["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(
+            "/task]\n(logs unavailable: unable to retrieve container logs for containerd://4f2a)"
+        ),
+        "{message}"
+    );
+}
+
 /// The files made before a status write that failed are the run's: a restart adopts them, though
 /// the config directory was edited meanwhile (the task's Job, made already, mounts them), rather
 /// than fail a task whose Job runs.

@@ -128,6 +128,23 @@ fn text(bytes: &[u8]) -> String {
     text
 }
 
+/// What the kubelet answers, with a 200, for the logs of a container the runtime no longer has
+/// (garbage-collected under disk pressure, say): shown as logs that cannot be read, not as the
+/// task's own output.
+const KUBELET_NO_LOGS: &[u8] = b"unable to retrieve container logs for ";
+
+/// Whether the start of a log may still turn out to be [`KUBELET_NO_LOGS`]'s one line.
+fn may_be_kubelet_sentence(start: &[u8]) -> bool {
+    start.len() <= 512
+        && (KUBELET_NO_LOGS.starts_with(start) || start.starts_with(KUBELET_NO_LOGS))
+        && !start.trim_ascii_end().contains(&b'\n')
+}
+
+/// Whether a whole log is [`KUBELET_NO_LOGS`]'s one line.
+fn is_kubelet_sentence(log: &[u8]) -> bool {
+    log.starts_with(KUBELET_NO_LOGS) && may_be_kubelet_sentence(log)
+}
+
 /// Why a container's logs cannot be read, as the API server says it (`container "task" in pod
 /// "…" is waiting to start: PodInitializing`), not the client's debug form of its answer.
 fn unavailable(error: &kube::Error) -> String {
@@ -162,28 +179,52 @@ pub async fn collect(api: &Api<Pod>, pods: &[&CachedPod], cap: usize) -> String 
                 }
             };
             let mut last = None;
+            // The log's start, held back while it may be the kubelet's own answer for a
+            // container the runtime no longer has (a 200 whose body is that sentence).
+            let mut held: Option<Vec<u8>> = Some(Vec::new());
+            let mut cut_short = None;
             loop {
                 let chunk = match stream.fill_buf().await {
                     Ok(chunk) => chunk,
                     Err(error) => {
-                        if last.is_none() {
-                            excerpt.push(header.as_bytes());
-                        }
-                        excerpt.push(format!("\n(logs cut short: {error})").as_bytes());
-                        last = Some(b'\n');
+                        cut_short = Some(error);
                         break;
                     }
                 };
                 let Some(&end) = chunk.last() else {
                     break;
                 };
-                if last.is_none() {
-                    excerpt.push(header.as_bytes());
+                match held.as_mut() {
+                    Some(start) => {
+                        start.extend_from_slice(chunk);
+                        if !may_be_kubelet_sentence(start) {
+                            excerpt.push(header.as_bytes());
+                            excerpt.push(start);
+                            held = None;
+                        }
+                    }
+                    None => excerpt.push(chunk),
                 }
-                excerpt.push(chunk);
                 last = Some(end);
                 let read = chunk.len();
                 stream.consume_unpin(read);
+            }
+            if let Some(start) = held.filter(|start| !start.is_empty()) {
+                excerpt.push(header.as_bytes());
+                if cut_short.is_none() && is_kubelet_sentence(&start) {
+                    let sentence = String::from_utf8_lossy(&start);
+                    excerpt
+                        .push(format!("(logs unavailable: {})\n", sentence.trim_end()).as_bytes());
+                    last = Some(b'\n');
+                } else {
+                    excerpt.push(&start);
+                }
+            } else if last.is_none() && cut_short.is_some() {
+                excerpt.push(header.as_bytes());
+            }
+            if let Some(error) = cut_short {
+                excerpt.push(format!("\n(logs cut short: {error})").as_bytes());
+                last = Some(b'\n');
             }
             if last.is_some_and(|end| end != b'\n') {
                 excerpt.push(b"\n");
@@ -220,6 +261,19 @@ mod tests {
     #[test]
     fn short_logs_are_kept_whole() {
         assert_eq!(excerpt("hello\nworld", 100), "hello\nworld");
+    }
+
+    /// Only a whole log of the kubelet's one line is taken for it.
+    #[test]
+    fn the_kubelet_s_answer_for_a_container_gone_is_told_from_a_log() {
+        let sentence = b"unable to retrieve container logs for containerd://4f2a\n";
+        assert!(is_kubelet_sentence(sentence));
+        assert!(may_be_kubelet_sentence(b"unable to"));
+        assert!(!is_kubelet_sentence(b"unable to"));
+        assert!(!may_be_kubelet_sentence(b"hello"));
+        let more = b"unable to retrieve container logs for containerd://4f2a\nand a second line";
+        assert!(!may_be_kubelet_sentence(more) && !is_kubelet_sentence(more));
+        assert!(!may_be_kubelet_sentence(&[b'u'; 600]));
     }
 
     /// Below the marker's room a log that does not fit shows nothing: the cap holds, 0 too.
