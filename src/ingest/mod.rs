@@ -811,8 +811,15 @@ async fn older_crd(state: &IngestState, stored: &JobRun) -> Refusal {
         }),
         ..Default::default()
     };
-    if let Err(problem) = state.runs.delete(&name, &params).await {
-        tracing::error!(run = %name, error = %problem, "cannot delete a run stored without its files' place");
+    // Bounded as the create was: a frozen API server does not hold the sender.
+    match tokio::time::timeout(state.store_timeout, state.runs.delete(&name, &params)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(problem)) => {
+            tracing::error!(run = %name, error = %problem, "cannot delete a run stored without its files' place");
+        }
+        Err(_) => {
+            tracing::error!(run = %name, "cannot delete a run stored without its files' place: no answer within the store timeout");
+        }
     }
     let message = format!(
         "the installed CustomResourceDefinition {} is older than this operator: it drops \
