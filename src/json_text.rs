@@ -69,19 +69,13 @@ impl fmt::Write for Escaping<'_> {
 /// Computed by one pass over the bytes, without reading the JSON (it need not be valid: text
 /// that is not JSON is refused before anything is built, and bounded all the same).
 pub fn value_bytes_bound(json: &[u8]) -> usize {
-    const STRING: usize = 16;
-    const OBJECT: usize = 640;
-    const ENTRY: usize = 160;
-    const ARRAY: usize = 128;
-    const ELEMENT: usize = 64;
-    let (mut quotes, mut objects, mut colons, mut arrays, mut commas) =
-        (0usize, 0usize, 0usize, 0usize, 0usize);
+    let mut tally = Tally::default();
     let mut at = 0;
     while let Some(&byte) = json.get(at) {
         at += 1;
         match byte {
             b'"' => {
-                quotes += 1;
+                tally.quotes += 1;
                 // A string's text, most of an event's bytes, is passed over to its end (the
                 // next quote not escaped) with memchr's vector search.
                 while let Some(found) = json
@@ -100,20 +94,49 @@ pub fn value_bytes_bound(json: &[u8]) -> usize {
                     break;
                 }
             }
-            b'{' => objects += 1,
-            b':' => colons += 1,
-            b'[' => arrays += 1,
-            b',' => commas += 1,
+            _ => tally.count(byte),
+        }
+    }
+    tally.bytes(json.len())
+}
+
+/// The JSON punctuation outside strings that [`value_bytes_bound`] weighs.
+#[derive(Default)]
+struct Tally {
+    quotes: usize,
+    objects: usize,
+    colons: usize,
+    arrays: usize,
+    commas: usize,
+}
+
+impl Tally {
+    const STRING: usize = 16;
+    const OBJECT: usize = 640;
+    const ENTRY: usize = 160;
+    const ARRAY: usize = 128;
+    const ELEMENT: usize = 64;
+
+    /// Counts a byte outside strings (a quote, which starts one, is counted by the caller).
+    fn count(&mut self, byte: u8) {
+        match byte {
+            b'{' => self.objects += 1,
+            b':' => self.colons += 1,
+            b'[' => self.arrays += 1,
+            b',' => self.commas += 1,
             _ => {}
         }
     }
-    // A comma separates either two entries or two elements: counted as both, a bound.
-    json.len()
-        .saturating_add(quotes.saturating_mul(STRING))
-        .saturating_add(objects.saturating_mul(OBJECT))
-        .saturating_add(colons.saturating_mul(ENTRY))
-        .saturating_add(arrays.saturating_mul(ARRAY))
-        .saturating_add((commas.saturating_add(arrays)).saturating_mul(ELEMENT))
+
+    /// The bound for a text of `len` bytes with this punctuation. A comma separates either two
+    /// entries or two elements: counted as both, a bound.
+    fn bytes(&self, len: usize) -> usize {
+        len.saturating_add(self.quotes.saturating_mul(Self::STRING))
+            .saturating_add(self.objects.saturating_mul(Self::OBJECT))
+            .saturating_add(self.colons.saturating_mul(Self::ENTRY))
+            .saturating_add(self.arrays.saturating_mul(Self::ARRAY))
+            .saturating_add((self.commas.saturating_add(self.arrays)).saturating_mul(Self::ELEMENT))
+    }
 }
 
 #[cfg(test)]
@@ -184,7 +207,7 @@ mod tests {
 
     /// The bound byte by byte, as plainly as it reads: what the vector search must agree with.
     fn bound_byte_by_byte(json: &[u8]) -> usize {
-        let (mut quotes, mut objects, mut colons, mut arrays, mut commas) = (0, 0, 0, 0, 0);
+        let mut tally = Tally::default();
         let (mut in_string, mut escaped) = (false, false);
         for &byte in json {
             if in_string {
@@ -196,24 +219,14 @@ mod tests {
                 }
                 continue;
             }
-            match byte {
-                b'"' => {
-                    in_string = true;
-                    quotes += 1;
-                }
-                b'{' => objects += 1,
-                b':' => colons += 1,
-                b'[' => arrays += 1,
-                b',' => commas += 1,
-                _ => {}
+            if byte == b'"' {
+                in_string = true;
+                tally.quotes += 1;
+            } else {
+                tally.count(byte);
             }
         }
-        json.len()
-            + quotes * 16
-            + objects * 640
-            + colons * 160
-            + arrays * 128
-            + (commas + arrays) * 64
+        tally.bytes(json.len())
     }
 
     #[test]

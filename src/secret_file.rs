@@ -123,25 +123,22 @@ mod tests {
         std::fs::write(&path, "first\n").unwrap();
         let file = SecretFile::open("ingest token", path.clone()).unwrap();
         assert_eq!(file.current().unwrap(), "first");
-        std::fs::write(&path, "second\n").unwrap();
-        // A newer modification time, as a Secret volume's update gives.
         let later = SystemTime::now() + Duration::from_secs(5);
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(later)
-            .unwrap();
+        let write_at = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(later)
+                .unwrap();
+        };
+        // A newer modification time, as a Secret volume's update gives.
+        write_at("second\n");
         std::thread::sleep(RECHECK + Duration::from_millis(100));
         assert_eq!(file.current().unwrap(), "second");
         // Rewritten in place within the same tick of the clock: its length tells.
-        std::fs::write(&path, "a third\n").unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(later)
-            .unwrap();
+        write_at("a third\n");
         std::thread::sleep(RECHECK + Duration::from_millis(100));
         assert_eq!(file.current().unwrap(), "a third");
         std::fs::remove_file(&path).unwrap();

@@ -96,8 +96,8 @@ pub fn read_bytes_bound(headers: &HeaderMap, body: &[u8]) -> usize {
         return body.len();
     }
     // A member named with escapes (`data\u005fbase64`) is the same member.
-    let maybe_base64 = body.windows(13).any(|window| window == b"\"data_base64\"")
-        || body.windows(2).any(|window| window == b"\\u");
+    let maybe_base64 = memchr::memmem::find(body, b"\"data_base64\"").is_some()
+        || memchr::memmem::find(body, b"\\u").is_some();
     let base64 = if maybe_base64 {
         // Decoded, base64 is three quarters of its text.
         body.len()
