@@ -255,6 +255,7 @@ fn benches(c: &mut Criterion) {
                 &OutgoingContext {
                     triggered: &event,
                     run_name: "test-0123456789abcdef0123",
+                    run_uid: "5d0c7c4e-8a4f-4a57-9d7e-2f8b8e1c0a11",
                     source: "job-executor",
                     time,
                 },

@@ -752,9 +752,11 @@ impl TaskEventKind {
 }
 
 /// The id of an outgoing event: the same for the same run and kind in every process, so a
-/// receiver can drop a repeated delivery.
-pub fn outgoing_event_id(run_name: &str, kind: TaskEventKind) -> String {
-    derived_id(&format!("{run_name}/{}", kind.as_str()))
+/// receiver can drop a repeated delivery. The run's uid is part of it: two installations that
+/// act on one event store runs of the same name, and their events must not share ids (a bus
+/// that drops duplicates by id, as NATS JetStream does, would drop the second's).
+pub fn outgoing_event_id(run_uid: &str, run_name: &str, kind: TaskEventKind) -> String {
+    derived_id(&format!("{run_uid}/{run_name}/{}", kind.as_str()))
 }
 
 /// An event id derived from `seed` alone (the first 16 bytes of its SHA-256), shaped like a
@@ -795,6 +797,8 @@ pub struct Outcome {
 pub struct OutgoingContext<'a> {
     pub triggered: &'a CloudEvent,
     pub run_name: &'a str,
+    /// The JobRun's uid (empty for a run not stored, as `render` previews).
+    pub run_uid: &'a str,
     /// The `source` of outgoing events (an installation setting).
     pub source: &'a str,
     pub time: jiff::Timestamp,
@@ -895,7 +899,7 @@ fn build_reply(
     event.insert("specversion".into(), json!("1.0"));
     event.insert(
         "id".into(),
-        json!(outgoing_event_id(context.run_name, kind)),
+        json!(outgoing_event_id(context.run_uid, context.run_name, kind)),
     );
     event.insert("source".into(), json!(context.source));
     event.insert("type".into(), json!(format!("{stem}.{}", kind.as_str())));
@@ -1036,6 +1040,7 @@ mod tests {
         OutgoingContext {
             triggered: event,
             run_name: "test-0123456789abcdef0123",
+            run_uid: "5d0c7c4e-8a4f-4a57-9d7e-2f8b8e1c0a11",
             source: "job-executor",
             time: "2026-11-21T10:00:00Z".parse().unwrap(),
         }
@@ -1419,10 +1424,24 @@ mod tests {
 
     #[test]
     fn outgoing_ids_are_deterministic_and_distinct_per_kind() {
-        let a = outgoing_event_id("run-1", TaskEventKind::Started);
-        assert_eq!(a, outgoing_event_id("run-1", TaskEventKind::Started));
-        assert_ne!(a, outgoing_event_id("run-1", TaskEventKind::Finished));
-        assert_ne!(a, outgoing_event_id("run-2", TaskEventKind::Started));
+        let a = outgoing_event_id("uid-1", "run-1", TaskEventKind::Started);
+        assert_eq!(
+            a,
+            outgoing_event_id("uid-1", "run-1", TaskEventKind::Started)
+        );
+        assert_ne!(
+            a,
+            outgoing_event_id("uid-1", "run-1", TaskEventKind::Finished)
+        );
+        assert_ne!(
+            a,
+            outgoing_event_id("uid-1", "run-2", TaskEventKind::Started)
+        );
+        // Another installation's run of the same name.
+        assert_ne!(
+            a,
+            outgoing_event_id("uid-2", "run-1", TaskEventKind::Started)
+        );
         assert_eq!(a.len(), 36);
     }
 

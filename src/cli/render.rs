@@ -132,6 +132,7 @@ fn plan(
         let context = OutgoingContext {
             triggered: event,
             run_name: &run_name,
+            run_uid: "",
             source: &settings.event_source,
             time,
         };

@@ -470,6 +470,11 @@ pub fn run_name(run: &JobRun) -> &str {
     run.metadata.name.as_deref().unwrap_or_default()
 }
 
+/// The run's uid (the JobRun's, given by the API server).
+pub fn run_uid(run: &JobRun) -> &str {
+    run.metadata.uid.as_deref().unwrap_or_default()
+}
+
 /// The next step for the run.
 pub fn decide(facts: &Facts<'_>) -> Step {
     let Facts {
@@ -1111,7 +1116,7 @@ pub fn initialise(run: &JobRun, status: &mut JobRunStatus, now: Timestamp) {
     }
     if sends_events(run) && status.started.is_none() {
         status.started = Some(Box::new(Delivery {
-            id: outgoing_event_id(run_name(run), TaskEventKind::Started),
+            id: outgoing_event_id(run_uid(run), run_name(run), TaskEventKind::Started),
             ..Default::default()
         }));
     }
@@ -1179,7 +1184,7 @@ fn finish(
 fn expect_finished(run: &JobRun, status: &mut JobRunStatus) {
     if sends_events(run) && status.finished.is_none() {
         status.finished = Some(Box::new(Delivery {
-            id: outgoing_event_id(run_name(run), TaskEventKind::Finished),
+            id: outgoing_event_id(run_uid(run), run_name(run), TaskEventKind::Finished),
             ..Default::default()
         }));
     }

@@ -1,6 +1,7 @@
 //! What a run reports: the `.finished` message from the tasks' records, and the outgoing events
 //! built from the run alone (so a repeated delivery is the same event).
 
+use super::decide;
 use crate::config::{NotifyWhen, formats};
 use crate::crd::{JobRun, JobRunStatus, OutcomeStatus, RunOutcome, RunPhase, TaskPhase};
 use crate::event::{self, CloudEvent, Outcome, OutgoingContext, Status};
@@ -82,10 +83,10 @@ pub fn started_event(
     source: &str,
     time: jiff::Timestamp,
 ) -> Option<CloudEvent> {
-    let name = run.metadata.name.as_deref().unwrap_or_default();
     event::build_started(&OutgoingContext {
         triggered,
-        run_name: name,
+        run_name: decide::run_name(run),
+        run_uid: decide::run_uid(run),
         source,
         time,
     })
@@ -100,11 +101,11 @@ pub fn finished_event(
     source: &str,
     time: jiff::Timestamp,
 ) -> Option<CloudEvent> {
-    let name = run.metadata.name.as_deref().unwrap_or_default();
     finished_for(
         &OutgoingContext {
             triggered,
-            run_name: name,
+            run_name: decide::run_name(run),
+            run_uid: decide::run_uid(run),
             source,
             time,
         },
@@ -156,7 +157,8 @@ pub fn notice_event(
 ) -> CloudEvent {
     let context = OutgoingContext {
         triggered,
-        run_name: run.metadata.name.as_deref().unwrap_or_default(),
+        run_name: decide::run_name(run),
+        run_uid: decide::run_uid(run),
         source,
         time,
     };

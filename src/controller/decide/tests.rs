@@ -139,7 +139,7 @@ fn a_new_run_sends_started_then_creates_its_first_job() {
     assert_eq!(
         status.started.as_ref().map(|d| (d.id.as_str(), d.state)),
         Some((
-            &*outgoing_event_id("run-1", TaskEventKind::Started),
+            &*outgoing_event_id("u-1", "run-1", TaskEventKind::Started),
             DeliveryState::Pending
         )),
         "the .started to send, under the id every attempt carries"
@@ -723,7 +723,7 @@ fn a_run_finished_by_an_older_version_still_sends_finished() {
         status.finished.as_ref().map(|d| (d.state, d.id.clone())),
         Some((
             DeliveryState::Pending,
-            outgoing_event_id("run-1", TaskEventKind::Finished)
+            outgoing_event_id("u-1", "run-1", TaskEventKind::Finished)
         ))
     );
 }
