@@ -102,6 +102,33 @@ fn chart_refuses_values_outside_its_schema() {
             "sink.backoffDelay (1h30m) must be more than zero and at most an hour",
         ),
         (
+            "sink:\n  backoffDelay: PT2H\n",
+            "sink.backoffDelay (PT2H) must be more than zero and at most an hour",
+        ),
+        (
+            "sink:\n  backoffDelay: PT0S\n",
+            "sink.backoffDelay (PT0S) must be more than zero and at most an hour",
+        ),
+        // Units the operator's parser refuses: out of order, repeated, a fraction before
+        // another unit.
+        ("sink:\n  backoffDelay: 30s1m\n", "/sink/backoffDelay"),
+        ("sink:\n  backoffDelay: 1s1s\n", "/sink/backoffDelay"),
+        ("sink:\n  backoffDelay: 1.5m30s\n", "/sink/backoffDelay"),
+        ("sink:\n  backoffDelay: P1D\n", "/sink/backoffDelay"),
+        // Patterns reach the operator joined by commas.
+        (
+            "settings:\n  allowedImages: [\"ghcr.io/{acme,corp}/*\"]\n",
+            "/settings/allowedImages/0",
+        ),
+        (
+            "service:\n  listenAddress: \"[::]\"\n",
+            "/service/listenAddress",
+        ),
+        (
+            "service:\n  listenAddress: localhost\n",
+            "/service/listenAddress",
+        ),
+        (
             "settings:\n  security: {runAsUser: 0}\n",
             "settings.security.runAsUser 0 is root, which runAsNonRoot (true) forbids",
         ),
@@ -568,6 +595,11 @@ fn full_values_reach_the_manifests() {
         ])
     );
     assert_eq!(jobs_policy["spec"]["ingress"], json!([]));
+    // Pods are reached only through the CIDRs unless asked (Cilium matches no pod with one).
+    assert!(
+        !jobs_policy.to_string().contains("namespaceSelector\":{}"),
+        "{jobs_policy}"
+    );
     // Task pods are the ones the operator labels.
     assert_eq!(
         jobs_policy["spec"]["podSelector"]["matchLabels"],
@@ -673,6 +705,14 @@ fn chart_wires_notifications() {
         !egress.to_string().contains("namespaceSelector\":{}"),
         "{egress}"
     );
+    // Task pods reach every pod when asked, beside the CIDRs.
+    std::fs::write(&file, "networkPolicy:\n  jobs:\n    egressToPods: true\n").unwrap();
+    let yaml = render(&[FULL_VALUES, file.to_str().unwrap()]);
+    validate_manifests("jobs-to-pods", &yaml);
+    let docs = documents(&yaml);
+    let to = &find(&docs, "NetworkPolicy", Some("jx-jobs"))["spec"]["egress"][1]["to"];
+    assert_eq!(to[0], json!({"namespaceSelector": {}}), "{to}");
+    assert_eq!(to[1]["ipBlock"]["cidr"], "0.0.0.0/0", "{to}");
 
     for (name, yaml) in renderings() {
         let docs = documents(&yaml);
@@ -890,10 +930,13 @@ fn the_alerts_fire_when_they_should_and_the_dashboard_is_shipped() {
     let checked = run_promtool(&["check", "rules", "rules.yaml"], &dir);
     assert!(checked.contains("SUCCESS: 5 rules found"), "{checked}");
 
-    // Each alert as it would fire: its labels and annotations as the rule gives them.
+    // Each alert as it would fire: its labels and annotations as the rule gives them, and the
+    // release's namespace, which each reads alone.
     let firing = |name: &str| {
         let alert = alerts.iter().find(|a| a["alert"] == name).unwrap();
-        json!([{"exp_labels": alert["labels"], "exp_annotations": alert["annotations"]}])
+        let mut labels = alert["labels"].clone();
+        labels["namespace"] = json!("job-executor");
+        json!([{"exp_labels": labels, "exp_annotations": alert["annotations"]}])
     };
     let quiet = |at: &str| -> Vec<Value> {
         names
@@ -904,11 +947,14 @@ fn the_alerts_fire_when_they_should_and_the_dashboard_is_shipped() {
     let failing = json!({
         "interval": "1m",
         "input_series": [
-            series("job_executor_runs_finished_total{phase=\"Failed\"}", "0+2x60"),
-            series("job_executor_runs_finished_total{phase=\"Succeeded\"}", "0+1x60"),
-            series("job_executor_event_deliveries_total{kind=\"finished\",outcome=\"gave_up\"}", "0x10 1x50"),
-            series("job_executor_reconcile_errors_total{category=\"api_server\"}", "0+30x60"),
-            series("job_executor_leader{pod=\"a\"}", "0x60"),
+            series("job_executor_runs_finished_total{namespace=\"job-executor\",phase=\"Failed\"}", "0+2x60"),
+            series("job_executor_runs_finished_total{namespace=\"job-executor\",phase=\"Succeeded\"}", "0+1x60"),
+            series("job_executor_event_deliveries_total{namespace=\"job-executor\",kind=\"finished\",outcome=\"gave_up\"}", "0x10 1x50"),
+            series("job_executor_reconcile_errors_total{namespace=\"job-executor\",category=\"api_server\"}", "0+30x60"),
+            series("job_executor_leader{namespace=\"job-executor\",pod=\"a\"}", "0x60"),
+            // Another installation, healthy, hides none of it.
+            series("job_executor_runs_finished_total{namespace=\"other\",phase=\"Succeeded\"}", "0+50x60"),
+            series("job_executor_leader{namespace=\"other\",pod=\"c\"}", "1x60"),
         ],
         "alert_rule_test": [
             {"eval_time": "40m", "alertname": "JobExecutorRunsFailing", "exp_alerts": firing("JobExecutorRunsFailing")},
@@ -923,21 +969,30 @@ fn the_alerts_fire_when_they_should_and_the_dashboard_is_shipped() {
     let healthy = json!({
         "interval": "1m",
         "input_series": [
-            series("job_executor_runs_finished_total{phase=\"Failed\"}", "0x60"),
-            series("job_executor_runs_finished_total{phase=\"Succeeded\"}", "0+5x60"),
-            series("job_executor_event_deliveries_total{kind=\"finished\",outcome=\"delivered\"}", "0+5x60"),
-            series("job_executor_reconcile_errors_total{category=\"not_leader\"}", "0+30x60"),
-            series("job_executor_leader{pod=\"a\"}", "1x60"),
-            series("job_executor_leader{pod=\"b\"}", "0x60"),
+            series("job_executor_runs_finished_total{namespace=\"job-executor\",phase=\"Failed\"}", "0x60"),
+            series("job_executor_runs_finished_total{namespace=\"job-executor\",phase=\"Succeeded\"}", "0+5x60"),
+            series("job_executor_event_deliveries_total{namespace=\"job-executor\",kind=\"finished\",outcome=\"delivered\"}", "0+5x60"),
+            series("job_executor_reconcile_errors_total{namespace=\"job-executor\",category=\"not_leader\"}", "0+30x60"),
+            series("job_executor_leader{namespace=\"job-executor\",pod=\"a\"}", "1x60"),
+            series("job_executor_leader{namespace=\"job-executor\",pod=\"b\"}", "0x60"),
+            // Another installation, failing, raises nothing here.
+            series("job_executor_runs_finished_total{namespace=\"other\",phase=\"Failed\"}", "0+9x60"),
+            series("job_executor_event_deliveries_total{namespace=\"other\",kind=\"finished\",outcome=\"gave_up\"}", "0+1x60"),
+            series("job_executor_reconcile_errors_total{namespace=\"other\",category=\"api_server\"}", "0+30x60"),
+            series("job_executor_leader{namespace=\"other\",pod=\"c\"}", "0x60"),
         ],
         "alert_rule_test": quiet("40m"),
     });
     let mut gone_tests = quiet("10m");
     gone_tests.retain(|t| t["alertname"] != "JobExecutorDown");
-    gone_tests.push(json!({"eval_time": "10m", "alertname": "JobExecutorDown", "exp_alerts": [{"exp_labels": {"severity": "critical"}, "exp_annotations": alerts[4]["annotations"]}]}));
+    gone_tests.push(json!({"eval_time": "10m", "alertname": "JobExecutorDown", "exp_alerts": [{"exp_labels": {"severity": "critical", "namespace": "job-executor"}, "exp_annotations": alerts[4]["annotations"]}]}));
+    // Gone, while another installation is scraped and leads.
     let gone = json!({
         "interval": "1m",
-        "input_series": [series("up{job=\"other\"}", "1x60")],
+        "input_series": [
+            series("up{job=\"other\"}", "1x60"),
+            series("job_executor_leader{namespace=\"other\",pod=\"c\"}", "1x60"),
+        ],
         "alert_rule_test": gone_tests,
     });
     std::fs::write(
@@ -1447,4 +1502,36 @@ fn the_tmp_volume_has_room_for_the_clone() {
         find(&docs, "ConfigMap", None)["data"]["JOB_EXECUTOR_GIT_MAX_REPOSITORY_BYTES"],
         "1073741824"
     );
+}
+
+/// Values read as other YAML types when unquoted (a label `true`, a path with ` #`) are
+/// written as the strings they are.
+#[test]
+fn string_values_stay_strings() {
+    let dir = tempdir("string-values");
+    let file = dir.join("values.yaml");
+    std::fs::write(
+        &file,
+        "managedBy: \"true\"\nconfigSource:\n  directory: {path: \"/cfg #1\", volume: {configMap: {name: configs}}}\npriorityClassName: \"012\"\n",
+    )
+    .unwrap();
+    let yaml = render(&[file.to_str().unwrap()]);
+    validate_manifests("string-values", &yaml);
+    let docs = documents(&yaml);
+    let deployment = find(&docs, "Deployment", None);
+    assert_eq!(
+        deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "true"
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["priorityClassName"], "012");
+    assert!(
+        pod["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/cfg #1"),
+        "{pod}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }

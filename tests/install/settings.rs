@@ -363,3 +363,34 @@ fn check_run_reports_what_run_would_refuse() {
         "{output:?}"
     );
 }
+
+/// What the chart's schema and checks let through of the backoff delay and the listen address,
+/// `run` takes as given.
+#[test]
+fn delays_and_addresses_the_chart_accepts_are_accepted_by_run() {
+    let dir = tempdir("accepted-values");
+    let file = dir.join("values.yaml");
+    for (delay, address, listen) in [
+        ("250ms", "0.0.0.0", "0.0.0.0:8080"),
+        ("1m30s", "::", "[::]:8080"),
+        ("1h", "127.0.0.1", "127.0.0.1:8080"),
+        ("1.5s", "fd00::1", "[fd00::1]:8080"),
+        ("0.5m", "0.0.0.0", "0.0.0.0:8080"),
+        ("PT0.25S", "0.0.0.0", "0.0.0.0:8080"),
+        ("PT1M30S", "0.0.0.0", "0.0.0.0:8080"),
+        ("PT1H", "0.0.0.0", "0.0.0.0:8080"),
+    ] {
+        std::fs::write(
+            &file,
+            format!(
+                "sink:\n  backoffDelay: \"{delay}\"\nservice:\n  listenAddress: \"{address}\"\n"
+            ),
+        )
+        .unwrap();
+        let docs = documents(&render(&[FULL_VALUES, file.to_str().unwrap()]));
+        let table = check_run(delay, &docs);
+        assert_eq!(table["--sink-backoff-delay"].0, delay);
+        assert_eq!(table["--listen"].0, listen, "{address}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -31,7 +31,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ include "job-executor.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/part-of: job-executor
-app.kubernetes.io/managed-by: {{ .Values.managedBy | default .Release.Service }}
+app.kubernetes.io/managed-by: {{ .Values.managedBy | default .Release.Service | quote }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
