@@ -1097,12 +1097,7 @@ fn read_error(cache: &CloneCache, path: &str, commit: ObjectId, error: WalkError
         path: path.to_string(),
         commit: commit.to_string(),
         url: cache.shown_url().to_string(),
-        reason: match error {
-            WalkError::Escapes => "it is a link that leads outside the repository".into(),
-            WalkError::TooManyLinks => "too many links to follow (a link loop?)".into(),
-            WalkError::Read(reason) => reason,
-            WalkError::TooLarge(size) => format!("it is too large ({size} bytes)"),
-        },
+        reason: error.reason(),
     }
 }
 

@@ -383,6 +383,53 @@ fn a_config_over_the_size_limit_is_refused_from_its_header_without_being_read() 
     );
 }
 
+/// A link whose target is longer than git allows (a few KB pushed: it compresses) is refused
+/// from its header, for a config looked up through it and for a task's files alike.
+#[test]
+fn a_link_whose_target_is_longer_than_git_allows_is_refused_without_reading_it() {
+    let repo = TestRepo::new("long-link");
+    repo.write("job/config.yaml", &config_with_image("alpine:3", "[]"));
+    repo.commit("config");
+    let target = std::env::temp_dir().join(format!("je-long-link-{}", std::process::id()));
+    std::fs::write(&target, "a/".repeat(5000)).unwrap();
+    let blob = repo.git(&["hash-object", "-w", target.to_str().unwrap()]);
+    std::fs::remove_file(&target).unwrap();
+    repo.git(&["rm", "-q", "-r", "--cached", "job"]);
+    repo.git(&[
+        "update-index",
+        "--add",
+        "--cacheinfo",
+        &format!("120000,{blob},job"),
+    ]);
+    repo.git(&[
+        "update-index",
+        "--add",
+        "--cacheinfo",
+        &format!("120000,{blob},carts/files"),
+    ]);
+    repo.git(&["commit", "-q", "-m", "a long link"]);
+    let commit = repo.git(&["rev-parse", "HEAD"]);
+    let (source, _) = source_for(&repo, &[]);
+    let error = source
+        .load(&service("main", "carts"), None, Reads::Any)
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("a link's target of 10000 bytes, more than the 4096 read"),
+        "{error}"
+    );
+    let error = source
+        .collect_run_files(Some(&commit), "carts", &action("[files]").tasks, Reads::Any)
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("a link's target of 10000 bytes, more than the 4096 read"),
+        "{error}"
+    );
+}
+
 /// Bytes no compression shrinks (xorshift), so a file's size is what the pack carries.
 fn noise(len: usize, mut state: u64) -> String {
     (0..len)

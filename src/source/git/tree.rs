@@ -13,6 +13,13 @@ use crate::files::{ExpandBudget, ExpandError, FileTree, FoundFile};
 /// entry: beyond that it is a link loop.
 const MAX_LINKS: usize = 40;
 const MAX_DEPTH: usize = 64;
+/// The most bytes of a link's target read: git's own limit (`PATH_MAX` on Linux). A target of
+/// megabytes (a push of a few KB: it compresses) would otherwise be read, split and queued whole
+/// for every lookup through it.
+const MAX_LINK_BYTES: u64 = 4096;
+/// The most bytes of a directory (a tree object, about 400,000 entries) or a commit read: their
+/// size on disk is compressed, and one that inflates past the operator's memory would end it.
+const MAX_OBJECT_BYTES: u64 = 16 << 20;
 
 /// A directory of a commit.
 pub struct CommitTree {
@@ -39,6 +46,46 @@ pub enum WalkError {
     Read(String),
     /// A file over the size asked for, with its size.
     TooLarge(u64),
+    /// A link's target or a directory larger than is ever read.
+    Oversized {
+        what: &'static str,
+        size: u64,
+        limit: u64,
+    },
+}
+
+impl WalkError {
+    /// Why, for a user: what the path met.
+    pub fn reason(self) -> String {
+        match self {
+            WalkError::Escapes => "it is a link that leads outside the repository".into(),
+            WalkError::TooManyLinks => {
+                format!("more than {MAX_LINKS} links to follow (a link loop?)")
+            }
+            WalkError::Read(reason) => reason,
+            WalkError::TooLarge(size) => format!("it is too large ({size} bytes)"),
+            WalkError::Oversized { what, size, limit } => {
+                format!("{what} of {size} bytes, more than the {limit} read")
+            }
+        }
+    }
+}
+
+/// The size of the object `id` (from its header, without reading it), if at most `limit`.
+fn size_within(
+    repo: &gix::Repository,
+    id: ObjectId,
+    what: &'static str,
+    limit: u64,
+) -> Result<u64, WalkError> {
+    let size = repo
+        .find_header(id)
+        .map_err(|e| WalkError::Read(e.to_string()))?
+        .size();
+    if size > limit {
+        return Err(WalkError::Oversized { what, size, limit });
+    }
+    Ok(size)
 }
 
 fn split(path: &str) -> impl Iterator<Item = &str> {
@@ -48,6 +95,7 @@ fn split(path: &str) -> impl Iterator<Item = &str> {
 
 impl CommitTree {
     pub fn new(repo: gix::Repository, commit: ObjectId, dir: &str) -> Result<Self, String> {
+        size_within(&repo, commit, "a commit", MAX_OBJECT_BYTES).map_err(WalkError::reason)?;
         let root_tree = repo
             .find_commit(commit)
             .map_err(|e| e.to_string())?
@@ -63,6 +111,7 @@ impl CommitTree {
     }
 
     fn entries(&self, tree: ObjectId) -> Result<Vec<(String, EntryMode, ObjectId)>, WalkError> {
+        size_within(&self.repo, tree, "a directory", MAX_OBJECT_BYTES)?;
         let tree = self
             .repo
             .find_tree(tree)
@@ -118,6 +167,7 @@ impl CommitTree {
                 if links > MAX_LINKS {
                     return Err(WalkError::TooManyLinks);
                 }
+                size_within(&self.repo, id, "a link's target", MAX_LINK_BYTES)?;
                 let target = String::from_utf8_lossy(&self.blob(id)?).into_owned();
                 if target.starts_with('/') {
                     return Err(WalkError::Escapes);
@@ -261,18 +311,9 @@ impl CommitTree {
     fn walk_error(&self, relative: &str, error: WalkError) -> ExpandError {
         match error {
             WalkError::Escapes => ExpandError::Escapes(relative.to_string()),
-            WalkError::TooManyLinks => ExpandError::Unreadable {
+            other => ExpandError::Unreadable {
                 path: self.full_path(relative),
-                reason: format!("more than {MAX_LINKS} links to follow (a link loop?)"),
-            },
-            WalkError::Read(reason) => ExpandError::Unreadable {
-                path: self.full_path(relative),
-                reason,
-            },
-            // Resolving reads no file's content, so no size limit applies here.
-            WalkError::TooLarge(size) => ExpandError::Unreadable {
-                path: self.full_path(relative),
-                reason: format!("too large ({size} bytes)"),
+                reason: other.reason(),
             },
         }
     }
