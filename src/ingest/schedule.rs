@@ -51,6 +51,8 @@ struct Context {
     /// schedules to `reconcile` can still hold an older one, which would fire a slot again (a
     /// duplicate, harmless) and count its missed slots twice (not).
     written: Mutex<HashMap<String, JobScheduleStatus>>,
+    /// The schedules the watch knows: what `written` keeps of a deleted one is dropped.
+    store: kube::runtime::reflector::Store<JobSchedule>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,9 +74,11 @@ pub async fn run(
     let shutdown = futures::FutureExt::shared(shutdown);
     let gained = leadership_gained(parts.leadership.clone());
     let schedules = parts.watched.clone();
+    let (store, writer) = kube::runtime::reflector::store();
     let context = Arc::new(Context {
         parts,
         written: Mutex::new(HashMap::new()),
+        store: store.clone(),
     });
     let mut last_problem: Option<String> = None;
     let listed = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -103,7 +107,6 @@ pub async fn run(
             }
         })
         .default_backoff();
-    let (store, writer) = kube::runtime::reflector::store();
     let stream = objects_only(kube::runtime::reflector(writer, stream).touched_objects());
     let running = Controller::for_stream(stream, store)
         .reconcile_all_on(gained)
@@ -127,6 +130,21 @@ pub async fn run(
         () = running => {}
         () = bounded => {}
     }
+}
+
+/// Drops what `written` keeps of schedules the watch no longer has (deleted ones), once it
+/// holds more than the watch does: bounded by the schedules there are, not those there were.
+fn forget_deleted(
+    written: &mut HashMap<String, JobScheduleStatus>,
+    store: &kube::runtime::reflector::Store<JobSchedule>,
+) {
+    let live = store.state();
+    if written.len() <= live.len() {
+        return;
+    }
+    let uids: std::collections::HashSet<String> =
+        live.iter().filter_map(|schedule| schedule.uid()).collect();
+    written.retain(|uid, _| uids.contains(uid));
 }
 
 /// How long a firing may take to finish once the shutdown began.
@@ -502,6 +520,7 @@ async fn write(
     }
     if let Ok(mut written) = context.written.lock() {
         written.insert(schedule.uid().unwrap_or_default(), status);
+        forget_deleted(&mut written, &context.store);
     }
     Ok(())
 }

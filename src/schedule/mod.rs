@@ -323,15 +323,24 @@ pub fn review(schedule: &crate::crd::JobSchedule, created: Timestamp, now: Times
     let edited = status
         .observed_generation
         .is_some_and(|seen| Some(seen) != schedule.metadata.generation);
-    // Slots that passed while suspended, or under an earlier spec, are not this spec's to fire.
-    let since = if status.suspended || edited {
+    // Slots that passed while suspended, or under an earlier spec, are not this spec's to fire;
+    // after an edit, a slot still on time (due as the edit came, not yet fired) is: an edit of
+    // the event's data just before a slot drops nothing.
+    let handled_until = status
+        .handled_until
+        .as_deref()
+        .and_then(|at| at.parse().ok())
+        .unwrap_or(created);
+    let since = if status.suspended {
         now
+    } else if edited {
+        let on_time = jiff::SignedDuration::try_from(ON_TIME)
+            .ok()
+            .and_then(|on_time| now.checked_sub(on_time).ok())
+            .unwrap_or(now);
+        handled_until.max(on_time).min(now)
     } else {
-        status
-            .handled_until
-            .as_deref()
-            .and_then(|at| at.parse().ok())
-            .unwrap_or(created)
+        handled_until
     };
     let missed = spec.missed_slots.clone().unwrap_or_default();
     let lookback = missed
@@ -714,6 +723,54 @@ mod tests {
             },
             "spec.event.source: the event cannot be sent: attribute \"source\" must not be empty"
         );
+    }
+
+    /// An edit seen just after a slot came (before its timer fired it) fires it under the new
+    /// spec; the slots before it, older than on time, are the old spec's and are not.
+    #[test]
+    fn an_edit_keeps_the_slot_due_as_it_came() {
+        let edited = |status: serde_json::Value| {
+            serde_json::from_value::<crate::crd::JobSchedule>(serde_json::json!({
+                "apiVersion": "job-executor.dev/v1alpha1", "kind": "JobSchedule",
+                "metadata": {"name": "s", "namespace": "n", "uid": "u", "generation": 2},
+                "spec": {
+                    "schedule": "30 2 * * *",
+                    "missedSlots": {"policy": "all"},
+                    "event": {"type": "sh.keptn.event.test.triggered"}
+                },
+                "status": status,
+            }))
+            .unwrap()
+        };
+        let fired = |schedule: &crate::crd::JobSchedule, now: &str| match review(
+            schedule,
+            at("2026-11-01T00:00:00Z"),
+            at(now),
+        ) {
+            Verdict::Fire { plan, .. } => plan.fire,
+            other => panic!("{other:?}"),
+        };
+        let handled = serde_json::json!({
+            "observedGeneration": 1, "handledUntil": "2026-11-30T02:30:00Z"
+        });
+        assert_eq!(
+            fired(&edited(handled.clone()), "2026-12-01T02:30:00.010Z"),
+            [at("2026-12-01T02:30:00Z")]
+        );
+        // Seen a minute and more after the slot: the old spec's, not fired.
+        assert!(fired(&edited(handled.clone()), "2026-12-01T02:31:30Z").is_empty());
+        // Not edited, the same status fires it (the policy `all`, within the look-back).
+        let mut kept = edited(handled);
+        kept.metadata.generation = Some(1);
+        assert_eq!(
+            fired(&kept, "2026-12-01T02:31:30Z"),
+            [at("2026-12-01T02:30:00Z")]
+        );
+        // Resumed: from then, strictly.
+        let resumed = edited(serde_json::json!({
+            "observedGeneration": 1, "handledUntil": "2026-11-30T02:30:00Z", "suspended": true
+        }));
+        assert!(fired(&resumed, "2026-12-01T02:30:00.010Z").is_empty());
     }
 
     #[test]
