@@ -756,6 +756,10 @@ impl TaskEventKind {
 /// act on one event store runs of the same name, and their events must not share ids (a bus
 /// that drops duplicates by id, as NATS JetStream does, would drop the second's).
 pub fn outgoing_event_id(run_uid: &str, run_name: &str, kind: TaskEventKind) -> String {
+    if run_uid.is_empty() {
+        // A run not stored (`render`'s preview).
+        return derived_id(&format!("{run_name}/{}", kind.as_str()));
+    }
     derived_id(&format!("{run_uid}/{run_name}/{}", kind.as_str()))
 }
 

@@ -55,7 +55,7 @@ pub enum FilesError {
         root: String,
     },
     #[error(
-        "task '{task}': \"{path}\" is not a relative path inside the service directory (no `/` at the start, no `..`)"
+        "task '{task}': \"{path}\" is not a path inside the service directory (it climbs out with `..`, or names nothing)"
     )]
     NotRelative { task: String, path: String },
     #[error(

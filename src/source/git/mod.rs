@@ -344,6 +344,20 @@ pub struct GitSource {
     pin_commits: bool,
     fetch_interval: Duration,
     configs: Arc<Configs>,
+    /// Pinned commits a fetch did not bring (or a fetch for them that failed), with when the
+    /// lookup that found so was asked for: for a fetch interval after, the same answer without
+    /// a fetch. Events whose `gitcommitid` names commits of another repository (Keptn's
+    /// upstream pins every event) would each fetch at once, back to back, and during an outage
+    /// each wait for a fetch of its own.
+    pins_missing: Mutex<HashMap<String, (Instant, GitError)>>,
+}
+
+/// At most how many pins [`GitSource::pins_missing`] holds.
+const MOST_PINS_MISSING: usize = 4096;
+
+/// Whether `at` is less than `interval` after `since`.
+fn within(at: Instant, since: Instant, interval: Duration) -> bool {
+    since.checked_add(interval).is_none_or(|until| at < until)
 }
 
 /// The configs read from the clone. Shared with the fetch ahead, which reads the paths lookups
@@ -550,6 +564,7 @@ impl GitSource {
             files_from,
             pin_commits,
             fetch_interval,
+            pins_missing: Mutex::default(),
             configs: Arc::new(Configs {
                 cache,
                 known: Mutex::default(),
@@ -569,22 +584,41 @@ impl GitSource {
         if let Some(id) = self.find_commit(pin)? {
             return Ok(id);
         }
+        let key = pin.to_ascii_lowercase();
+        if let Some(answer) = self.pins_missing.lock().ok().and_then(|missing| {
+            let (checked, error) = missing.get(&key)?;
+            within(requested, *checked, self.fetch_interval).then(|| error.clone())
+        }) {
+            return Err(answer);
+        }
         let not_fetched = |cause: GitError| GitError::CommitNotFetched {
             commit: pin.to_string(),
             cause: Box::new(cause),
         };
-        let heads = self
-            .cache
-            .heads(requested, Duration::ZERO)
-            .map_err(not_fetched)?;
-        if let Some(stale) = heads.stale {
-            return Err(not_fetched(stale.error));
+        let missing = match self.cache.heads(requested, Duration::ZERO) {
+            Err(error) => not_fetched(error),
+            Ok(Heads {
+                stale: Some(stale), ..
+            }) => not_fetched(stale.error),
+            Ok(_) => match self.find_commit(pin)? {
+                Some(id) => return Ok(id),
+                None => GitError::CommitNotFound {
+                    commit: pin.to_string(),
+                    url: self.url(),
+                },
+            },
+        };
+        if let Ok(mut known) = self.pins_missing.lock() {
+            if known.len() >= MOST_PINS_MISSING {
+                let interval = self.fetch_interval;
+                known.retain(|_, (checked, _)| within(requested, *checked, interval));
+                if known.len() >= MOST_PINS_MISSING {
+                    known.clear();
+                }
+            }
+            known.insert(key, (requested, missing.clone()));
         }
-        self.find_commit(pin)?
-            .ok_or_else(|| GitError::CommitNotFound {
-                commit: pin.to_string(),
-                url: self.url(),
-            })
+        Err(missing)
     }
 
     /// A commit of the cache by its full or abbreviated id. An abbreviation names the one
