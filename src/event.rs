@@ -152,6 +152,9 @@ impl<'de> Visitor<'de> for KeptMembers<'_> {
 
 /// The extensions of a `.triggered` event its replies carry too.
 const REPLY_EXTENSIONS: [&str; 3] = ["shkeptncontext", "gitcommitid", "shkeptnspecversion"];
+/// The version of Keptn's event spec a reply says it follows when the `.triggered` event says
+/// none (the one Keptn's SDK writes on every event it sends).
+const KEPTN_SPEC_VERSION: &str = "0.2.4";
 
 /// The fields of `data` Keptn's events share (`KeptnFields`), which replies carry too.
 const KEPTN_DATA_FIELDS: [&str; 4] = ["project", "stage", "service", "labels"];
@@ -915,6 +918,10 @@ fn build_reply(
             event.insert(name.into(), json!(value));
         }
     }
+    // As Keptn's SDK sends every event: the version of Keptn's event spec it follows.
+    event
+        .entry("shkeptnspecversion")
+        .or_insert_with(|| json!(KEPTN_SPEC_VERSION));
     event.insert("data".into(), Value::Object(data));
     CloudEvent(Value::Object(event))
 }
@@ -1424,6 +1431,27 @@ mod tests {
         value["type"] = json!("sh.keptn.event.deployment.finished");
         let event = CloudEvent::from_value(value).unwrap();
         assert!(build_started(&context(&event)).is_none());
+    }
+
+    /// Replies say which version of Keptn's event spec they follow: the `.triggered` event's, or
+    /// the one Keptn's SDK writes when it says none.
+    #[test]
+    fn replies_carry_keptn_s_spec_version() {
+        let event = triggered();
+        assert_eq!(event.extension("shkeptnspecversion"), None);
+        let started = build_started(&context(&event)).unwrap();
+        assert_eq!(
+            started.extension("shkeptnspecversion").as_deref(),
+            Some("0.2.4")
+        );
+        let mut value = event.as_value().clone();
+        value["shkeptnspecversion"] = json!("0.2.3");
+        let event = CloudEvent::from_value(value).unwrap();
+        let started = build_started(&context(&event)).unwrap();
+        assert_eq!(
+            started.extension("shkeptnspecversion").as_deref(),
+            Some("0.2.3")
+        );
     }
 
     #[test]
