@@ -199,9 +199,44 @@ pub fn parse_jsonpath(path: &str) -> Result<serde_json_path::JsonPath, String> {
 /// The `..` of a JSONPath outside its string literals (a member name in dot notation cannot
 /// hold a dot, so every other `..` is a descendant segment).
 fn descendant_segments(path: &str) -> usize {
-    let (mut count, mut quote, mut escaped, mut previous_dot) = (0, None, false, false);
-    for c in path.chars() {
-        match quote {
+    let chars = unquoted(path);
+    let (mut count, mut at) = (0, 0);
+    while at + 1 < chars.len() {
+        if chars[at] == Some('.') && chars[at + 1] == Some('.') {
+            count += 1;
+            at += 2;
+        } else {
+            at += 1;
+        }
+    }
+    count
+}
+
+/// Whether a (valid) JSONPath is a singular query (RFC 9535 2.3.5.1): names and indexes only,
+/// so it selects one value at most. Any other (a wildcard, a slice, a union, a filter, `..`)
+/// may select several, and reads as a list of them whatever their number, as the old service
+/// read it.
+pub fn selects_one_value(path: &str) -> bool {
+    let chars = unquoted(path);
+    let mut depth = 0usize;
+    for (at, c) in chars.iter().enumerate() {
+        match c {
+            Some('[') => depth += 1,
+            Some(']') => depth = depth.saturating_sub(1),
+            Some('*' | '?') => return false,
+            Some('.') if chars.get(at + 1) == Some(&Some('.')) => return false,
+            Some(':' | ',') if depth > 0 => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// A path's characters, each `None` inside a quoted name (its quotes too): what is syntax.
+fn unquoted(path: &str) -> Vec<Option<char>> {
+    let (mut quote, mut escaped) = (None, false);
+    path.chars()
+        .map(|c| match quote {
             Some(open) => {
                 if escaped {
                     escaped = false;
@@ -210,22 +245,15 @@ fn descendant_segments(path: &str) -> usize {
                 } else if c == open {
                     quote = None;
                 }
-                previous_dot = false;
+                None
             }
-            None => {
-                if c == '.' && previous_dot {
-                    count += 1;
-                    previous_dot = false;
-                    continue;
-                }
-                previous_dot = c == '.';
-                if c == '\'' || c == '"' {
-                    quote = Some(c);
-                }
+            None if c == '\'' || c == '"' => {
+                quote = Some(c);
+                None
             }
-        }
-    }
-    count
+            None => Some(c),
+        })
+        .collect()
 }
 
 /// An event name pattern: an anchored glob over the whole CloudEvent type.
@@ -441,6 +469,31 @@ pub fn sanitize_label_value(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn singular_paths_are_told_by_their_syntax_not_their_names() {
+        for path in [
+            "$",
+            "$.a.b",
+            "$['a'][0]",
+            "$.a[-1]",
+            "$['*?,:..']",
+            "$[\"a'b\"].c",
+        ] {
+            assert!(selects_one_value(path), "{path}");
+        }
+        for path in [
+            "$.a[*]",
+            "$.*",
+            "$..a",
+            "$.a[?@.b == 1]",
+            "$.a[0:2]",
+            "$.a[0,1]",
+            "$['a','b']",
+        ] {
+            assert!(!selects_one_value(path), "{path}");
+        }
+    }
 
     #[test]
     fn jsonpaths_of_runaway_cost_are_refused() {

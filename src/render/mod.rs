@@ -14,7 +14,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde_json::Value;
 
-use crate::config::formats::{GroupPart, MAX_GROUP_BYTES, parse_group_template, parse_jsonpath};
+use crate::config::formats::{
+    GroupPart, MAX_GROUP_BYTES, parse_group_template, parse_jsonpath, selects_one_value,
+};
 use crate::config::{Action, EnvFormat, MIN_TTL_SECONDS, Quantity, Task, ValueFrom};
 use crate::event::CloudEvent;
 use crate::files::{RunFile, StagedFile};
@@ -620,21 +622,24 @@ fn value_from_event(
     view: KeptnView,
 ) -> Result<String, EnvError> {
     let compiled = parse_jsonpath(path).map_err(EnvError::Invalid)?;
+    // A path that may select several values reads as their list, of one or none too.
+    let singular = selects_one_value(path);
     let resolve = |event: &Value| {
         let nodes = compiled.query(event).all();
         match nodes.as_slice() {
             [] => None,
-            [one] => Some((*one).clone()),
+            [one] if singular => Some((*one).clone()),
             many => Some(Value::Array(many.iter().map(|v| (*v).clone()).collect())),
         }
     };
     let value = match resolve(event.as_value()) {
         Some(value) => value,
-        None if view == KeptnView::Shown => keptn_view(event)
-            .as_ref()
-            .and_then(resolve)
-            .ok_or(EnvError::Unresolved)?,
-        None => return Err(EnvError::Unresolved),
+        None => match view {
+            KeptnView::Shown => keptn_view(event).as_ref().and_then(resolve),
+            KeptnView::NotShown => None,
+        }
+        .or_else(|| (!singular).then(|| Value::Array(Vec::new())))
+        .ok_or(EnvError::Unresolved)?,
     };
     format_env_value(&value, format).map_err(EnvError::Invalid)
 }

@@ -243,6 +243,38 @@ fn keptn_s_always_present_extensions_read_empty_when_absent() {
     );
 }
 
+/// A path that may select several values (a wildcard, a filter, a slice, `..`) reads as their
+/// list whatever their number, as the old service read it; a path of names and indexes reads
+/// as the value itself.
+#[test]
+fn a_path_that_may_select_several_values_reads_as_a_list() {
+    let event = CloudEvent::from_value(serde_json::json!({
+        "specversion": "1.0", "id": "1", "source": "s", "type": "t",
+        "data": {"one": ["https://keptn.sh"], "none": [], "two": [{"u": "a"}, {"u": "b"}]},
+    }))
+    .unwrap();
+    let json = Some(EnvFormat::Json);
+    for (path, read) in [
+        ("$.data.one[*]", r#"["https://keptn.sh"]"#),
+        ("$.data.none[*]", "[]"),
+        ("$.data.two[*].u", r#"["a","b"]"#),
+        ("$.data.two[?@.u == 'b'].u", r#"["b"]"#),
+        ("$.data.two[0:1].u", r#"["a"]"#),
+        ("$.data.two[0,1].u", r#"["a","b"]"#),
+        ("$..one[0]", r#"["https://keptn.sh"]"#),
+        ("$.data.one[0]", r#""https://keptn.sh""#),
+        ("$.data.two[-1].u", r#""b""#),
+        ("$['data']['a*b?,:']", "ERR"),
+    ] {
+        let got = env_from_event(&event, path, json);
+        if read == "ERR" {
+            assert_eq!(got, Err(EnvError::Unresolved), "{path}");
+        } else {
+            assert_eq!(got, Ok(read.to_string()), "{path}");
+        }
+    }
+}
+
 #[test]
 fn an_unresolvable_env_path_names_the_variable_and_path() {
     let c = one_task(
