@@ -63,6 +63,8 @@ enum ScheduleError {
     NotLeader(#[from] leader::NotLeader),
     #[error("the status write took too long")]
     Fenced,
+    #[error("the schedule could not be reviewed: {0}")]
+    Review(String),
 }
 
 /// Runs until `shutdown` resolves. A missing JobSchedule CRD is logged, not fatal: events
@@ -209,7 +211,17 @@ async fn reconcile(
     let mut status = before.clone();
     status.observed_generation = schedule.metadata.generation;
     let metrics = &parts.ingest.metrics;
-    let action = match schedule::review(&schedule, created, now) {
+    // On a thread of the blocking pool: after a long outage a frequent schedule walks every
+    // slot since it was handled (a year of minutes: half a million), which would hold a worker
+    // the rest of the operator (the Lease's renewal among it) runs on.
+    let reviewed = {
+        let schedule = schedule.clone();
+        tokio::task::spawn_blocking(move || schedule::review(&schedule, created, now))
+    };
+    let verdict = reviewed
+        .await
+        .map_err(|error| ScheduleError::Review(error.to_string()))?;
+    let action = match verdict {
         Verdict::Invalid(message) => {
             if !has_condition(&before, "False", "InvalidSchedule", &message) {
                 metrics.schedule_error("invalid");

@@ -224,10 +224,14 @@ fn parse_field(text: &str, spec: &Spec) -> Result<Field, CronError> {
         let (range, step) = match item.split_once('/') {
             Some((range, step)) => {
                 // A step past the range's end leaves its start alone, as in cron.
-                let step: u32 =
-                    step.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
-                        invalid(format!("the step {step:?} is not a number above 0"))
-                    })?;
+                // Digits only (a `+` is no cron syntax); a step too large for a number here
+                // is past every range's end, as a large one is.
+                let digits = !step.is_empty() && step.bytes().all(|b| b.is_ascii_digit());
+                let step: u32 = match step.parse::<u32>() {
+                    Ok(n) if digits && n > 0 => n,
+                    Err(_) if digits && step.bytes().any(|b| b != b'0') => u32::MAX,
+                    _ => return Err(invalid(format!("the step {step:?} is not a number above 0"))),
+                };
                 (range, step)
             }
             None => (item, 1),
@@ -379,6 +383,15 @@ mod tests {
         assert_eq!(
             error("*/0 * * * *"),
             "the minute field \"*/0\": the step \"0\" is not a number above 0"
+        );
+        assert_eq!(
+            error("*/+5 * * * *"),
+            "the minute field \"*/+5\": the step \"+5\" is not a number above 0"
+        );
+        // A step past every range's end, however large, leaves the start alone.
+        assert_eq!(
+            Cron::parse("*/99999999999 * * * *").map(|cron| cron.minutes),
+            Cron::parse("0 * * * *").map(|cron| cron.minutes)
         );
         assert_eq!(
             error("* 5-2 * * *"),
