@@ -230,7 +230,11 @@ fn parse_field(text: &str, spec: &Spec) -> Result<Field, CronError> {
                 let step: u32 = match step.parse::<u32>() {
                     Ok(n) if digits && n > 0 => n,
                     Err(_) if digits && step.bytes().any(|b| b != b'0') => u32::MAX,
-                    _ => return Err(invalid(format!("the step {step:?} is not a number above 0"))),
+                    _ => {
+                        return Err(invalid(format!(
+                            "the step {step:?} is not a number above 0"
+                        )));
+                    }
                 };
                 (range, step)
             }

@@ -1015,15 +1015,26 @@ fn the_alerts_fire_when_they_should_and_the_dashboard_is_shipped() {
         serde_json::from_str::<Value>(&read("charts/job-executor/dashboards/job-executor.json"))
             .unwrap()
     );
+    assert!(
+        parsed["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "namespace"),
+        "a variable choosing the installations"
+    );
     let panels = parsed["panels"].as_array().unwrap();
     assert!(panels.len() >= 8, "{}", panels.len());
     for panel in panels {
         let targets = panel["targets"].as_array().unwrap();
         assert!(
             !targets.is_empty()
-                && targets.iter().all(|t| t["expr"]
-                    .as_str()
-                    .is_some_and(|e| e.contains("job_executor_"))),
+                && targets.iter().all(|t| t["expr"].as_str().is_some_and(|e| {
+                    // Every series read is narrowed to the installations chosen.
+                    e.contains("job_executor_")
+                        && e.matches("job_executor_").count()
+                            == e.matches("{namespace=~\"$namespace\"}").count()
+                })),
             "{panel}"
         );
     }
