@@ -555,6 +555,17 @@ const REQUIRED: [&str; 4] = ["specversion", "id", "source", "type"];
 const OPTIONAL_STRINGS: [&str; 4] = ["datacontenttype", "dataschema", "subject", "time"];
 
 impl CloudEvent {
+    /// The same event under another id: an outgoing event keeps the id its run recorded for it
+    /// (one recorded by an earlier version of the operator, say), so every attempt carries one.
+    pub fn with_id(mut self, id: &str) -> Self {
+        if let Value::Object(event) = &mut self.0
+            && !id.is_empty()
+        {
+            event.insert("id".into(), json!(id));
+        }
+        self
+    }
+
     /// Parses and validates one event in structured JSON mode.
     pub fn from_json(bytes: &[u8]) -> Result<Self, EventError> {
         Self::from_value(json_value(bytes)?)

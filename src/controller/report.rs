@@ -162,14 +162,19 @@ pub fn notice_event(
         source,
         time,
     };
+    // The id the sink's event carries: the one recorded for it.
+    let recorded = |delivery: &Option<Box<crate::crd::Delivery>>| {
+        delivery.as_ref().map(|d| d.id.clone()).unwrap_or_default()
+    };
     if when == NotifyWhen::Started {
-        return event::build_notice(&context, None);
+        return event::build_notice(&context, None).with_id(&recorded(&status.started));
     }
     let outcome = status
         .outcome
         .clone()
         .unwrap_or_else(|| outcome_of_tasks(status));
     event::build_notice(&context, Some(&reported_outcome(status, &outcome)))
+        .with_id(&recorded(&status.finished))
 }
 
 /// The most log lines a Slack message quotes, and the most bytes of them.

@@ -705,7 +705,7 @@ impl<W: World> Executor<'_, W> {
                 report::finished_event(self.run, triggered, status, &outcome, source, time)
             }
         });
-        let event = event.map(|event| self.traced(event));
+        let event = event.map(|event| self.traced(event).with_id(&delivery.id));
         let Some(event) = event else {
             // Not reached for runs the operator made: only runs of `.triggered` events send
             // events, and those can be built.

@@ -606,9 +606,10 @@ pub fn env_from_event(
     value_from_event(event, path, format, KeptnView::Shown)
 }
 
-/// Whether a path that finds nothing in the event is read again in the event as Keptn's
-/// service showed it ([`keptn_view`]): for env values, as there; not for a concurrency group,
-/// whose runs would all share the group of the empty value.
+/// What a value from the event is for: an env value (a path that finds nothing is read again
+/// in the event as Keptn's service showed it, [`keptn_view`], and one that may select several
+/// values reads as their list, as there) or a concurrency group's name (neither: runs whose
+/// path finds nothing would all share the group of the empty value, or of `[]`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum KeptnView {
     Shown,
@@ -622,8 +623,10 @@ fn value_from_event(
     view: KeptnView,
 ) -> Result<String, EnvError> {
     let compiled = parse_jsonpath(path).map_err(EnvError::Invalid)?;
-    // A path that may select several values reads as their list, of one or none too.
-    let singular = selects_one_value(path);
+    // For env, a path that may select several values reads as their list, of one or none too,
+    // as the old service read it. A group name (not the old service's) reads one value as
+    // itself and fails for none: runs whose path finds nothing would all share one group.
+    let singular = view == KeptnView::NotShown || selects_one_value(path);
     let resolve = |event: &Value| {
         let nodes = compiled.query(event).all();
         match nodes.as_slice() {

@@ -273,6 +273,12 @@ fn a_path_that_may_select_several_values_reads_as_a_list() {
             assert_eq!(got, Ok(read.to_string()), "{path}");
         }
     }
+    // A concurrency group's name reads one value as itself, and none fails.
+    assert_eq!(
+        group_name("deploy/{$..one[0]}", &event),
+        Ok("deploy/https://keptn.sh".to_string())
+    );
+    assert!(group_name("deploy/{$.data.none[*]}", &event).is_err());
 }
 
 #[test]

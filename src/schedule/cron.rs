@@ -273,7 +273,8 @@ fn value(text: &str, spec: &Spec, invalid: &impl Fn(String) -> CronError) -> Res
         return Ok(spec.min + index as u8);
     }
     // Read wide, so that `300` is said to be out of range rather than not a number.
-    let number: u64 = text.parse().map_err(|_| {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let number: u64 = text.parse().ok().filter(|_| digits).ok_or_else(|| {
         let names = if spec.names.is_empty() {
             String::new()
         } else {
@@ -387,6 +388,10 @@ mod tests {
         assert_eq!(
             error("*/0 * * * *"),
             "the minute field \"*/0\": the step \"0\" is not a number above 0"
+        );
+        assert_eq!(
+            error("+5 * * * *"),
+            "the minute field \"+5\": \"+5\" is not a number"
         );
         assert_eq!(
             error("*/+5 * * * *"),

@@ -1014,6 +1014,25 @@ fn an_event_sent_before_a_failed_request_is_not_sent_again() {
     assert_eq!(kinds, ["started", "finished"]);
 }
 
+/// An event recorded under an id before (by an earlier version of the operator, whose ids were
+/// made otherwise) is sent under that id: a receiver that got it before a crash can drop it.
+#[test]
+fn an_event_recorded_under_an_id_is_sent_under_it() {
+    let model = Model::new(graph_run(&[vec![]], None));
+    model.recorded.borrow_mut().started = Some(Box::new(crate::crd::Delivery {
+        id: "recorded-before".into(),
+        ..Default::default()
+    }));
+    assert!(model.settle(), "the run ends");
+    let sent = model.sent.borrow();
+    let started: Vec<&str> = sent
+        .iter()
+        .filter(|e| kind_of(e) == "started")
+        .map(|e| e.id())
+        .collect();
+    assert_eq!(started, ["recorded-before"]);
+}
+
 /// A sink that takes longer to fail than the backoff (no answer until its timeout) is tried
 /// once a reconcile: the next attempt is due after the backoff from that attempt's end, and the
 /// run's Job is created meanwhile. (Timed from the attempt's start, every attempt was due again

@@ -344,16 +344,13 @@ pub struct GitSource {
     pin_commits: bool,
     fetch_interval: Duration,
     configs: Arc<Configs>,
-    /// Pinned commits a fetch did not bring (or a fetch for them that failed), with when the
-    /// lookup that found so was asked for: for a fetch interval after, the same answer without
-    /// a fetch. Events whose `gitcommitid` names commits of another repository (Keptn's
-    /// upstream pins every event) would each fetch at once, back to back, and during an outage
-    /// each wait for a fetch of its own.
-    pins_missing: Mutex<HashMap<String, (Instant, GitError)>>,
+    /// The last fetch for a pinned commit that failed, with when the lookup that found so was
+    /// asked for: for a fetch interval after, a pinned commit the clone lacks is answered with
+    /// it without a fetch (during an outage each event pinned to a commit the clone lacks
+    /// would wait for a fetch of its own), as the heads' fetch is tried again once per
+    /// interval.
+    pin_fetch_failed: Mutex<Option<(Instant, GitError)>>,
 }
-
-/// At most how many pins [`GitSource::pins_missing`] holds.
-const MOST_PINS_MISSING: usize = 4096;
 
 /// Whether `at` is less than `interval` after `since`.
 fn within(at: Instant, since: Instant, interval: Duration) -> bool {
@@ -564,7 +561,7 @@ impl GitSource {
             files_from,
             pin_commits,
             fetch_interval,
-            pins_missing: Mutex::default(),
+            pin_fetch_failed: Mutex::default(),
             configs: Arc::new(Configs {
                 cache,
                 known: Mutex::default(),
@@ -584,41 +581,34 @@ impl GitSource {
         if let Some(id) = self.find_commit(pin)? {
             return Ok(id);
         }
-        let key = pin.to_ascii_lowercase();
-        if let Some(answer) = self.pins_missing.lock().ok().and_then(|missing| {
-            let (checked, error) = missing.get(&key)?;
-            within(requested, *checked, self.fetch_interval).then(|| error.clone())
-        }) {
-            return Err(answer);
-        }
         let not_fetched = |cause: GitError| GitError::CommitNotFetched {
             commit: pin.to_string(),
             cause: Box::new(cause),
         };
-        let missing = match self.cache.heads(requested, Duration::ZERO) {
-            Err(error) => not_fetched(error),
+        if let Some(cause) = self.pin_fetch_failed.lock().ok().and_then(|failed| {
+            let (at, cause) = failed.as_ref()?;
+            within(requested, *at, self.fetch_interval).then(|| cause.clone())
+        }) {
+            return Err(not_fetched(cause));
+        }
+        let cause = match self.cache.heads(requested, Duration::ZERO) {
+            Err(error) => error,
             Ok(Heads {
                 stale: Some(stale), ..
-            }) => not_fetched(stale.error),
-            Ok(_) => match self.find_commit(pin)? {
-                Some(id) => return Ok(id),
-                None => GitError::CommitNotFound {
-                    commit: pin.to_string(),
-                    url: self.url(),
-                },
-            },
-        };
-        if let Ok(mut known) = self.pins_missing.lock() {
-            if known.len() >= MOST_PINS_MISSING {
-                let interval = self.fetch_interval;
-                known.retain(|_, (checked, _)| within(requested, *checked, interval));
-                if known.len() >= MOST_PINS_MISSING {
-                    known.clear();
-                }
+            }) => stale.error,
+            Ok(_) => {
+                return self
+                    .find_commit(pin)?
+                    .ok_or_else(|| GitError::CommitNotFound {
+                        commit: pin.to_string(),
+                        url: self.url(),
+                    });
             }
-            known.insert(key, (requested, missing.clone()));
+        };
+        if let Ok(mut failed) = self.pin_fetch_failed.lock() {
+            *failed = Some((requested, cause.clone()));
         }
-        Err(missing)
+        Err(not_fetched(cause))
     }
 
     /// A commit of the cache by its full or abbreviated id. An abbreviation names the one
@@ -629,10 +619,12 @@ impl GitSource {
         // Only an object the store does not hold is absent: a read that fails (a pack that
         // cannot be mapped, no file handles left) is the cache's error, tried again, not a
         // commit the repository lacks.
-        let commit = |id: ObjectId| match repo.try_find_object(id) {
+        // Its kind from its header: the object itself is not read (a pin naming a blob that
+        // inflates to gigabytes would be, for every event naming it).
+        let commit = |id: ObjectId| match repo.try_find_header(id) {
             Ok(found) => Ok(found
-                .filter(|object| object.kind == gix::object::Kind::Commit)
-                .map(|object| object.id)),
+                .filter(|header| header.kind() == gix::object::Kind::Commit)
+                .map(|_| id)),
             Err(error) => Err(GitError::Cache {
                 path: repo.path().display().to_string(),
                 cause: format!("reading object {id}: {error}"),
