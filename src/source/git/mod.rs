@@ -207,6 +207,12 @@ pub enum GitError {
     )]
     CommitNotFound { commit: String, url: String },
     #[error(
+        "the run's commit {commit} is not in {url} (fetched just now): a force-push dropped it \
+         after the run was accepted, and this replica's clone never had it; the run's files \
+         cannot be read"
+    )]
+    RunCommitGone { commit: String, url: String },
+    #[error(
         "gitcommitid {commit:?} is ambiguous: {count} commits of {url} start with it; give more digits"
     )]
     AmbiguousCommit {
@@ -941,7 +947,13 @@ impl GitSource {
         let Some(revision) = revision else {
             return Err(GitError::NoRevision { url: self.url() }.into());
         };
-        let commit = self.pinned_commit(parse_pin(revision)?, Instant::now())?;
+        let commit = match self.pinned_commit(parse_pin(revision)?, Instant::now()) {
+            // Not an event's `gitcommitid` to turn off: the commit the run read its config at.
+            Err(GitError::CommitNotFound { commit, url }) => {
+                return Err(GitError::RunCommitGone { commit, url }.into());
+            }
+            other => other?,
+        };
         if !dir.is_empty() && files::normalize_entry(dir).as_deref() != Some(dir) {
             return Err(SourceError::InvalidName {
                 field: "config directory",

@@ -542,6 +542,22 @@ fn a_pinned_commit_is_read_after_the_branch_moved() {
             .starts_with("commit 0123456789abcdef is not in file://"),
         "{error}"
     );
+    // A run's recorded commit that is gone is told as such (no advice about pinning).
+    let error = source
+        .collect_run_files(
+            Some("0123456789abcdef"),
+            "carts",
+            &pinned_old.compiled.config.actions[0].tasks,
+            Reads::Any,
+        )
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("the run's commit 0123456789abcdef is not in file://")
+            && !error.to_string().contains("--git-pin-commits"),
+        "{error}"
+    );
     let error = source
         .load(&service("dev", "carts"), Some("main~1"), Reads::Any)
         .unwrap_err();
