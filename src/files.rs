@@ -76,6 +76,17 @@ pub enum FilesError {
     },
     #[error("cannot read {path}: {reason}")]
     Unreadable { path: String, reason: String },
+    /// The store that holds the files failed to read them (the clone's packs), not what they
+    /// are: tried again.
+    #[error("cannot read {path} from the clone cache now: {reason}")]
+    Store { path: String, reason: String },
+}
+
+impl FilesError {
+    /// A failure that may pass by itself (the store failed, not the files).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, FilesError::Store { .. })
+    }
 }
 
 /// A file of the run's ConfigMap: its key there, and its path under `/keptn`.
@@ -118,6 +129,11 @@ pub enum ExpandError {
     /// A link (at this relative path) leads outside the tree's root.
     Escapes(String),
     Unreadable {
+        path: String,
+        reason: String,
+    },
+    /// The store failed to read (not the tree's content): tried again.
+    Store {
         path: String,
         reason: String,
     },
@@ -278,6 +294,7 @@ pub fn collect<T: FileTree>(tree: &T, tasks: &[Task]) -> Result<RunFiles, FilesE
                     root: tree.root(),
                 },
                 ExpandError::Unreadable { path, reason } => FilesError::Unreadable { path, reason },
+                ExpandError::Store { path, reason } => FilesError::Store { path, reason },
             })?;
             // As Keptn's service, which failed a task whose entry found no file: the task
             // would start without the files it names.

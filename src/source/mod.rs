@@ -78,7 +78,11 @@ impl SourceError {
     /// A failure that may pass by itself (the repository cannot be reached now), as opposed to
     /// one that needs a change to the config, the files or the settings.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SourceError::Git(error) if error.is_transient())
+        match self {
+            SourceError::Git(error) => error.is_transient(),
+            SourceError::Files(error) => error.is_transient(),
+            _ => false,
+        }
     }
 }
 

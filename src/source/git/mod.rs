@@ -1118,19 +1118,18 @@ impl Configs {
 }
 
 fn commit_tree(cache: &CloneCache, commit: ObjectId, dir: &str) -> Result<CommitTree, GitError> {
-    CommitTree::new(cache.repo(), commit, dir).map_err(|reason| GitError::Read {
-        path: if dir.is_empty() {
-            "/".into()
-        } else {
-            dir.into()
-        },
-        commit: commit.to_string(),
-        url: cache.shown_url().to_string(),
-        reason,
-    })
+    let path = if dir.is_empty() { "/" } else { dir };
+    CommitTree::new(cache.repo(), commit, dir)
+        .map_err(|error| read_error(cache, path, commit, error))
 }
 
 fn read_error(cache: &CloneCache, path: &str, commit: ObjectId, error: WalkError) -> GitError {
+    if let WalkError::Store(cause) = error {
+        return GitError::Cache {
+            path: cache.repo().path().display().to_string(),
+            cause: format!("reading {path} at commit {commit}: {cause}"),
+        };
+    }
     GitError::Read {
         path: path.to_string(),
         commit: commit.to_string(),

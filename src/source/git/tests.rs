@@ -430,6 +430,45 @@ fn a_link_whose_target_is_longer_than_git_allows_is_refused_without_reading_it()
     );
 }
 
+/// A file whose object the store cannot read (a corrupt loose object here; a pack that cannot
+/// be opened or mapped in the operator's clone) is the store's failure, tried again; one the
+/// store does not hold is the content's, and fails the run.
+#[test]
+fn a_file_the_store_cannot_read_is_tried_again_and_a_missing_one_is_not() {
+    let repo = TestRepo::new("store-failure");
+    repo.write("carts/a.txt", "a").write("carts/b.txt", "b");
+    let commit = gix::ObjectId::from_hex(repo.commit("files").as_bytes()).unwrap();
+    let loose = |path: &str| {
+        let id = repo.git(&["rev-parse", &format!("HEAD:{path}")]);
+        repo.dir.join(".git/objects").join(&id[..2]).join(&id[2..])
+    };
+    let corrupt = loose("carts/a.txt");
+    std::fs::set_permissions(
+        &corrupt,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::write(&corrupt, b"not zlib at all").unwrap();
+    std::fs::remove_file(loose("carts/b.txt")).unwrap();
+    let tree =
+        super::tree::CommitTree::new(gix::open(&repo.dir).unwrap(), commit, "carts").unwrap();
+    let collect = |files: &str| crate::files::collect(&tree, &action(files).tasks);
+    let failed = collect("[a.txt]").unwrap_err();
+    assert!(
+        matches!(&failed, FilesError::Store { .. }) && failed.is_transient(),
+        "{failed:?}"
+    );
+    let missing = collect("[b.txt]").unwrap_err();
+    assert!(
+        matches!(&missing, FilesError::Unreadable { .. }) && !missing.is_transient(),
+        "{missing:?}"
+    );
+    assert!(
+        missing.to_string().contains("is not in the clone"),
+        "{missing}"
+    );
+}
+
 /// Bytes no compression shrinks (xorshift), so a file's size is what the pack carries.
 fn noise(len: usize, mut state: u64) -> String {
     (0..len)

@@ -44,6 +44,9 @@ pub enum WalkError {
     Escapes,
     TooManyLinks,
     Read(String),
+    /// The clone's store failed to read an object (a pack that cannot be opened or mapped, no
+    /// file handles left): not the content's fault, tried again.
+    Store(String),
     /// A file over the size asked for, with its size.
     TooLarge(u64),
     /// A link's target or a directory larger than is ever read.
@@ -62,7 +65,7 @@ impl WalkError {
             WalkError::TooManyLinks => {
                 format!("more than {MAX_LINKS} links to follow (a link loop?)")
             }
-            WalkError::Read(reason) => reason,
+            WalkError::Read(reason) | WalkError::Store(reason) => reason,
             WalkError::TooLarge(size) => format!("it is too large ({size} bytes)"),
             WalkError::Oversized { what, size, limit } => {
                 format!("{what} of {size} bytes, more than the {limit} read")
@@ -79,13 +82,39 @@ fn size_within(
     limit: u64,
 ) -> Result<u64, WalkError> {
     let size = repo
-        .find_header(id)
-        .map_err(|e| WalkError::Read(e.to_string()))?
+        .try_find_header(id)
+        .map_err(|e| WalkError::Store(e.to_string()))?
+        .ok_or_else(|| missing(id))?
         .size();
     if size > limit {
         return Err(WalkError::Oversized { what, size, limit });
     }
     Ok(size)
+}
+
+/// An object the commit's tree names that the clone does not hold.
+fn missing(id: ObjectId) -> WalkError {
+    WalkError::Read(format!("object {id} is not in the clone"))
+}
+
+/// The object `id`, of the kind the tree says it is. Only an object the store does not hold is
+/// the content's error; a read that fails is the store's.
+fn object(
+    repo: &gix::Repository,
+    id: ObjectId,
+    kind: gix::object::Kind,
+) -> Result<gix::Object<'_>, WalkError> {
+    let object = repo
+        .try_find_object(id)
+        .map_err(|e| WalkError::Store(e.to_string()))?
+        .ok_or_else(|| missing(id))?;
+    if object.kind != kind {
+        return Err(WalkError::Read(format!(
+            "object {id} is a {}, not a {kind}",
+            object.kind
+        )));
+    }
+    Ok(object)
 }
 
 fn split(path: &str) -> impl Iterator<Item = &str> {
@@ -94,13 +123,13 @@ fn split(path: &str) -> impl Iterator<Item = &str> {
 }
 
 impl CommitTree {
-    pub fn new(repo: gix::Repository, commit: ObjectId, dir: &str) -> Result<Self, String> {
-        size_within(&repo, commit, "a commit", MAX_OBJECT_BYTES).map_err(WalkError::reason)?;
-        let root_tree = repo
-            .find_commit(commit)
-            .map_err(|e| e.to_string())?
+    pub fn new(repo: gix::Repository, commit: ObjectId, dir: &str) -> Result<Self, WalkError> {
+        size_within(&repo, commit, "a commit", MAX_OBJECT_BYTES)?;
+        let read = |e: &dyn std::fmt::Display| WalkError::Read(e.to_string());
+        let root_tree = object(&repo, commit, gix::object::Kind::Commit)?
+            .into_commit()
             .tree_id()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| read(&e))?
             .detach();
         Ok(CommitTree {
             repo,
@@ -112,10 +141,7 @@ impl CommitTree {
 
     fn entries(&self, tree: ObjectId) -> Result<Vec<(String, EntryMode, ObjectId)>, WalkError> {
         size_within(&self.repo, tree, "a directory", MAX_OBJECT_BYTES)?;
-        let tree = self
-            .repo
-            .find_tree(tree)
-            .map_err(|e| WalkError::Read(e.to_string()))?;
+        let tree = object(&self.repo, tree, gix::object::Kind::Tree)?.into_tree();
         let decoded = tree.decode().map_err(|e| WalkError::Read(e.to_string()))?;
         Ok(decoded
             .entries
@@ -131,10 +157,8 @@ impl CommitTree {
     }
 
     fn blob(&self, id: ObjectId) -> Result<Vec<u8>, WalkError> {
-        Ok(self
-            .repo
-            .find_blob(id)
-            .map_err(|e| WalkError::Read(e.to_string()))?
+        Ok(object(&self.repo, id, gix::object::Kind::Blob)?
+            .into_blob()
             .take_data())
     }
 
@@ -208,11 +232,7 @@ impl CommitTree {
     /// The content of a [`Self::file`]'s blob; one over `limit` bytes is not read (its size is
     /// known from the object's header).
     pub fn read_blob(&self, id: ObjectId, limit: u64) -> Result<Vec<u8>, WalkError> {
-        let size = self
-            .repo
-            .find_header(id)
-            .map_err(|e| WalkError::Read(e.to_string()))?
-            .size();
+        let size = size_within(&self.repo, id, "a file", u64::MAX)?;
         if size > limit {
             return Err(WalkError::TooLarge(size));
         }
@@ -279,14 +299,8 @@ impl CommitTree {
         if resolved.mode.is_tree() {
             self.expand_dir(relative, real, resolved.id, depth, found, budget)
         } else if resolved.mode.is_blob() {
-            let size = self
-                .repo
-                .find_header(resolved.id)
-                .map_err(|e| ExpandError::Unreadable {
-                    path: self.full_path(relative),
-                    reason: e.to_string(),
-                })?
-                .size();
+            let size = size_within(&self.repo, resolved.id, "a file", u64::MAX)
+                .map_err(|e| self.walk_error(relative, e))?;
             found.push(FoundFile {
                 path: relative.to_string(),
                 executable: resolved.mode.is_executable(),
@@ -311,6 +325,10 @@ impl CommitTree {
     fn walk_error(&self, relative: &str, error: WalkError) -> ExpandError {
         match error {
             WalkError::Escapes => ExpandError::Escapes(relative.to_string()),
+            WalkError::Store(reason) => ExpandError::Store {
+                path: self.full_path(relative),
+                reason,
+            },
             other => ExpandError::Unreadable {
                 path: self.full_path(relative),
                 reason: other.reason(),
@@ -358,13 +376,13 @@ impl CommitTree {
     }
 
     fn read_found(&self, file: &FoundFile<ObjectId>) -> Result<Vec<u8>, crate::files::FilesError> {
-        self.blob(file.handle)
-            .map_err(|e| crate::files::FilesError::Unreadable {
-                path: format!("{} at commit {}", self.full_path(&file.path), self.commit),
-                reason: match e {
-                    WalkError::Read(reason) => reason,
-                    other => format!("{other:?}"),
-                },
-            })
+        let path = format!("{} at commit {}", self.full_path(&file.path), self.commit);
+        self.blob(file.handle).map_err(|e| match e {
+            WalkError::Store(reason) => crate::files::FilesError::Store { path, reason },
+            other => crate::files::FilesError::Unreadable {
+                path,
+                reason: other.reason(),
+            },
+        })
     }
 }
