@@ -65,6 +65,24 @@ impl TestRepo {
         self
     }
 
+    /// Puts an entry of `mode` naming the object `id` at `path` in the index alone (a link
+    /// whose target no file system holds, a submodule).
+    fn index_entry(&self, mode: &str, id: &str, path: &str) -> &Self {
+        self.git(&[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("{mode},{id},{path}"),
+        ]);
+        self
+    }
+
+    /// Commits the index as it is.
+    fn commit_index(&self, message: &str) -> String {
+        self.git(&["commit", "-q", "-m", message]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
     fn commit(&self, message: &str) -> String {
         self.git(&["add", "-A"]);
         self.git(&["commit", "-q", "--allow-empty", "-m", message]);
@@ -395,20 +413,10 @@ fn a_link_whose_target_is_longer_than_git_allows_is_refused_without_reading_it()
     let blob = repo.git(&["hash-object", "-w", target.to_str().unwrap()]);
     std::fs::remove_file(&target).unwrap();
     repo.git(&["rm", "-q", "-r", "--cached", "job"]);
-    repo.git(&[
-        "update-index",
-        "--add",
-        "--cacheinfo",
-        &format!("120000,{blob},job"),
-    ]);
-    repo.git(&[
-        "update-index",
-        "--add",
-        "--cacheinfo",
-        &format!("120000,{blob},carts/files"),
-    ]);
-    repo.git(&["commit", "-q", "-m", "a long link"]);
-    let commit = repo.git(&["rev-parse", "HEAD"]);
+    let commit = repo
+        .index_entry("120000", &blob, "job")
+        .index_entry("120000", &blob, "carts/files")
+        .commit_index("a long link");
     let (source, _) = source_for(&repo, &[]);
     let error = source
         .load(&service("main", "carts"), None, Reads::Any)
@@ -754,14 +762,9 @@ fn files_expand_from_the_commit_with_modes_links_and_limits() {
 
     // A submodule (a gitlink entry) named by a task is told, not staged as nothing; inside a
     // listed directory it is left out.
-    repo.git(&[
-        "update-index",
-        "--add",
-        "--cacheinfo",
-        &format!("160000,{commit},carts/vendor/lib"),
-    ]);
-    repo.git(&["commit", "-q", "-m", "submodule"]);
-    let with_module = repo.git(&["rev-parse", "HEAD"]);
+    let with_module = repo
+        .index_entry("160000", &commit, "carts/vendor/lib")
+        .commit_index("submodule");
     source.cache.heads(Instant::now(), Duration::ZERO).unwrap();
     let collect_at = |files: &str| {
         source.collect_run_files(
