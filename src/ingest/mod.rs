@@ -753,6 +753,7 @@ async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAn
             }
             Ok(_) => {
                 state.metrics.run_started();
+                state.known_runs.stored(&name);
                 RunStatus::Created
             }
             Err(kube::Error::Api(status))
