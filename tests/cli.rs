@@ -239,6 +239,56 @@ fn an_unresolvable_env_path_fails_the_render() {
     );
 }
 
+/// A config written for the old service with paths without `$` runs as it ran there, and
+/// `validate` says how to write them.
+#[test]
+fn paths_without_a_root_read_from_the_events_top_as_in_the_old_service() {
+    let config = tempdir("rootless").join("config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: v2\nactions:\n  - name: locust\n    events:\n      - name: sh.keptn.event.test.triggered\n        jsonpath: {property: data.test.teststrategy, match: locust}\n    tasks:\n      - name: smoke\n        image: locustio/locust\n        env:\n          - {name: PROJECT, value: data.project, valueFrom: event}\n",
+    )
+    .unwrap();
+    let validated = run(&["validate", config.to_str().unwrap()]);
+    assert!(validated.status.success(), "{}", stderr(&validated));
+    let warnings = stderr(&validated);
+    for expected in [
+        ":6:30: actions[0].events[0].jsonpath.property: \"data.test.teststrategy\" has no `$`",
+        ":11:36: actions[0].tasks[0].env[0].value: \"data.project\" has no `$`: it reads from \
+         the event's top, \"$.data.project\", as the old service read it; write \"$.data.project\"",
+    ] {
+        assert!(warnings.contains(expected), "{expected}\n{warnings}");
+    }
+    let render = |event: &Path| {
+        let output = run(&[
+            "render",
+            "--event",
+            event.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--format",
+            "json",
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        serde_json::from_str::<Value>(&stdout(&output)).unwrap()
+    };
+    let plan = render(&root().join("test-events/test.triggered.json"));
+    let env = &plan["matched"][0]["jobs"][0]["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"name": "PROJECT", "value": "sockshop"})),
+        "{env}"
+    );
+    let jmeter = changed_test_event("rootless-jmeter", |value| {
+        value["data"]["test"]["teststrategy"] = "jmeter".into();
+    });
+    assert_eq!(
+        render(&jmeter)["not_matched"][0]["reason"],
+        "$.data.test.teststrategy is \"jmeter\", not \"locust\""
+    );
+}
+
 #[test]
 fn an_invalid_event_file_is_a_clear_error() {
     let event = tempdir("badevent").join("event.json");

@@ -5,7 +5,7 @@
 pub fn check_format(format: &str, value: &str) -> Result<(), String> {
     match format {
         "quantity" => check_quantity(value),
-        "jsonpath" => parse_jsonpath(value).map(drop),
+        "jsonpath" => config_jsonpath(value).map(drop),
         "event-glob" => event_glob(value)
             .map(drop)
             .map_err(|error| format!("invalid event name pattern {value:?}: {error}")),
@@ -194,6 +194,26 @@ pub fn parse_jsonpath(path: &str) -> Result<serde_json_path::JsonPath, String> {
             format!("invalid JSONPath {path:?}: a JSONPath starts with `$`, e.g. `$.data.project`")
         }
     })
+}
+
+/// Reads a config's JSONPath, where a path without `$` (`data.project`) is read from the
+/// event's top, as the old service read it (its JSONPath library took such a path as a
+/// variable of the event): the path it reads as, `$.data.project` for that one.
+pub fn config_jsonpath(path: &str) -> Result<std::borrow::Cow<'_, str>, String> {
+    match parse_jsonpath(path) {
+        Ok(_) => Ok(std::borrow::Cow::Borrowed(path)),
+        // The message stays the one about the path as written.
+        Err(message) => match path.chars().next() {
+            Some(first) if first.is_alphabetic() || first == '_' => {
+                let rooted = format!("$.{path}");
+                match parse_jsonpath(&rooted) {
+                    Ok(_) => Ok(std::borrow::Cow::Owned(rooted)),
+                    Err(_) => Err(message),
+                }
+            }
+            _ => Err(message),
+        },
+    }
 }
 
 /// The `..` of a JSONPath outside its string literals (a member name in dot notation cannot

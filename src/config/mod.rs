@@ -366,11 +366,40 @@ fn load_with_schema(
     };
     errors.append(&mut semantic.errors);
     match config {
-        Some(config) if errors.is_empty() => Ok(ValidConfig {
-            config,
-            warnings: sorted(semantic.warnings),
-        }),
+        Some(mut config) if errors.is_empty() => {
+            root_jsonpaths(&mut config);
+            Ok(ValidConfig {
+                config,
+                warnings: sorted(semantic.warnings),
+            })
+        }
         _ => Err(invalid(errors, Some(&document.root))),
+    }
+}
+
+/// Writes every JSONPath of a valid config as it reads (`data.project` as `$.data.project`,
+/// warned about): what matches events, renders env and is stored in a run is the path itself.
+fn root_jsonpaths(config: &mut JobConfig) {
+    let root = |path: &mut String| {
+        if let Ok(std::borrow::Cow::Owned(rooted)) = formats::config_jsonpath(path) {
+            *path = rooted;
+        }
+    };
+    for action in &mut config.actions {
+        for event in &mut action.events {
+            if let Some(jsonpath) = &mut event.jsonpath {
+                root(&mut jsonpath.property);
+            }
+        }
+        for task in &mut action.tasks {
+            for env in &mut task.env {
+                if env.value_from == Some(ValueFrom::Event)
+                    && let Some(value) = &mut env.value
+                {
+                    root(value);
+                }
+            }
+        }
     }
 }
 
@@ -643,6 +672,15 @@ impl Semantic<'_> {
                         .into(),
                 );
             }
+            if let Some(jsonpath) = &event.jsonpath
+                && let Ok(reads_as) = formats::config_jsonpath(&jsonpath.property)
+            {
+                let property_path = key_path(
+                    &key_path(&index_path(&key_path(path, "events"), index), "jsonpath"),
+                    "property",
+                );
+                self.rooted_path(&property_path, &jsonpath.property, &reads_as);
+            }
             if formats::looks_like_regex(&event.name) {
                 let event_path = key_path(&index_path(&key_path(path, "events"), index), "name");
                 self.warn(
@@ -664,6 +702,19 @@ impl Semantic<'_> {
         // past the limit, which is an error already, it is not looked at.
         if action.tasks.len() <= MAX_TASKS {
             self.across_tasks(path, &action.tasks, true);
+        }
+    }
+
+    /// Warns of a JSONPath written without `$`, which reads from the event's top.
+    fn rooted_path(&mut self, path: &str, written: &str, reads_as: &str) {
+        if written != reads_as {
+            self.warn(
+                path,
+                format!(
+                    "{written:?} has no `$`: it reads from the event's top, {reads_as:?}, as \
+                     the old service read it; write {reads_as:?}"
+                ),
+            );
         }
     }
 
@@ -919,11 +970,10 @@ impl Semantic<'_> {
                     &field("value"),
                     "valueFrom: event needs `value`, a JSONPath into the event".into(),
                 ),
-                Some(value) => {
-                    if let Err(message) = formats::parse_jsonpath(value) {
-                        self.error(&field("value"), message);
-                    }
-                }
+                Some(value) => match formats::config_jsonpath(value) {
+                    Ok(reads_as) => self.rooted_path(&field("value"), value, &reads_as),
+                    Err(message) => self.error(&field("value"), message),
+                },
             },
             // No `value`: the empty string, as the old service made it.
             ValueFrom::String => {

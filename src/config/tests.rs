@@ -432,6 +432,76 @@ actions:
 }
 
 #[test]
+fn jsonpaths_without_a_root_read_from_the_events_top_as_the_old_service_read_them() {
+    let text = r#"apiVersion: v2
+actions:
+  - name: a
+    events:
+      - name: sh.keptn.event.test.triggered
+        jsonpath: {property: data.test.teststrategy, match: performance}
+      - name: sh.keptn.event.deployment.finished
+        jsonpath: {property: "$.data.project", match: p}
+    tasks:
+      - image: alpine
+        env:
+          - {name: SERVICE, value: "data['service']", valueFrom: event}
+          - {name: URLS, value: "_links[*]", valueFrom: event}
+          - {name: TEXT, value: "data.project"}
+"#;
+    let valid = load(text, "c.yaml").unwrap();
+    let messages: Vec<String> = valid
+        .warnings
+        .iter()
+        .map(|w| format!("{}: {}: {}", w.location, w.path, w.message))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "6:30: actions[0].events[0].jsonpath.property: \"data.test.teststrategy\" has no `$`: \
+             it reads from the event's top, \"$.data.test.teststrategy\", as the old service read \
+             it; write \"$.data.test.teststrategy\"",
+            "12:36: actions[0].tasks[0].env[0].value: \"data['service']\" has no `$`: it reads \
+             from the event's top, \"$.data['service']\", as the old service read it; write \
+             \"$.data['service']\"",
+            "13:33: actions[0].tasks[0].env[1].value: \"_links[*]\" has no `$`: it reads from \
+             the event's top, \"$._links[*]\", as the old service read it; write \"$._links[*]\"",
+        ]
+    );
+    // What matches, renders and is stored in a run is the path as it reads.
+    let action = &valid.config.actions[0];
+    let properties: Vec<&str> = action
+        .events
+        .iter()
+        .filter_map(|event| event.jsonpath.as_ref())
+        .map(|jsonpath| jsonpath.property.as_str())
+        .collect();
+    assert_eq!(properties, ["$.data.test.teststrategy", "$.data.project"]);
+    let values: Vec<Option<&str>> = action.tasks[0]
+        .env
+        .iter()
+        .map(|env| env.value.as_deref())
+        .collect();
+    assert_eq!(
+        values,
+        [
+            Some("$.data['service']"),
+            Some("$._links[*]"),
+            // A string is its text, whatever it looks like.
+            Some("data.project")
+        ]
+    );
+    // A path that reads as nothing either way is told as written.
+    let broken = text.replace("_links[*]", "links[*");
+    assert_eq!(
+        problems(&broken),
+        [
+            "job/config.yaml:13:33: actions[0].tasks[0].env[1].value: invalid JSONPath \"links[*\": \
+          a JSONPath starts with `$`, e.g. `$.data.project`"
+        ]
+    );
+}
+
+#[test]
 fn schema_is_generated_from_the_types() {
     let schema = json_schema();
     assert_eq!(schema["required"], serde_json::json!(["apiVersion"]));
