@@ -55,7 +55,7 @@ pub struct Settings {
     /// ServiceAccounts no task may run as (the operator's own).
     pub refused_service_accounts: Vec<String>,
     /// Secrets of the job namespace no task may read (the operator's own, when Jobs run
-    /// beside it).
+    /// beside it): names, or the start of names before a final `*` (`sh.helm.release.v1.*`).
     pub refused_secrets: Vec<String>,
     pub empty_dir_size_limit: Quantity,
     pub default_max_poll_duration: i64,
@@ -172,9 +172,35 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// Whether no task may read the Secret `name`: an entry of `refused_secrets` names it, or
+    /// ends in `*` after the start of its name.
+    pub fn refuses_secret(&self, name: &str) -> bool {
+        self.refused_secrets
+            .iter()
+            .any(|entry| match entry.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => entry == name,
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_secrets_are_names_or_the_start_of_names() {
+        let settings = Settings {
+            refused_secrets: vec!["job-executor".into(), "sh.helm.release.v1.*".into()],
+            ..Settings::defaults()
+        };
+        assert!(settings.refuses_secret("job-executor"));
+        assert!(!settings.refuses_secret("job-executor-local"));
+        assert!(settings.refuses_secret("sh.helm.release.v1.job-executor.v3"));
+        assert!(!settings.refuses_secret("sh.helm.release.v2.x"));
+        assert!(!settings.refuses_secret("team-token"));
+    }
 
     #[test]
     fn allow_list_matches_whole_references() {

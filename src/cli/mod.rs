@@ -189,6 +189,27 @@ fn dns_subdomain(value: &str) -> Result<String, String> {
     formats::check_dns_subdomain(value).map(|()| value.to_string())
 }
 
+/// A Secret's name, or the start of names followed by `*` (`sh.helm.release.v1.*`).
+fn secret_name_or_prefix(value: &str) -> Result<String, String> {
+    let Some(prefix) = value.strip_suffix('*') else {
+        return dns_subdomain(value);
+    };
+    let fits = prefix.len() < 253
+        && prefix.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if fits {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "{value:?} is neither a Secret's name nor the start of names followed by `*` \
+             (lower-case letters, digits, '-' and '.', starting with a letter or digit), e.g. \
+             \"sh.helm.release.v1.*\""
+        ))
+    }
+}
+
 /// What the platform team decides for every Job. Each flag has an environment variable, so a
 /// Deployment can set them from a ConfigMap.
 #[derive(Debug, Clone, Args)]
@@ -254,10 +275,12 @@ pub struct InstallArgs {
     /// task's logs); the chart sets it so.
     #[arg(long, env = "JOB_EXECUTOR_REFUSED_SERVICE_ACCOUNTS", value_delimiter = ',', value_parser = dns_subdomain)]
     pub refused_service_accounts: Vec<String>,
-    /// Secrets of the job namespace no task may read (`valueFrom: secret`), comma-separated:
-    /// the operator's own (its ingest token, the sink's headers, the git credentials), when
-    /// Jobs run in its namespace; the chart sets it so.
-    #[arg(long, env = "JOB_EXECUTOR_REFUSED_SECRETS", value_delimiter = ',', value_parser = dns_subdomain)]
+    /// Secrets of the job namespace no task may read (`valueFrom: secret`), comma-separated,
+    /// each a name or the start of names followed by `*`: the operator's own (its ingest token,
+    /// the sink's headers, the git credentials) when Jobs run in its namespace, the image pull
+    /// secrets, Helm's release records (`sh.helm.release.v1.*`, which hold every value
+    /// rendered, a generated token too); the chart sets it so.
+    #[arg(long, env = "JOB_EXECUTOR_REFUSED_SECRETS", value_delimiter = ',', value_parser = secret_name_or_prefix)]
     pub refused_secrets: Vec<String>,
     /// Seconds a task may run when it sets no `maxPollDuration`.
     #[arg(long, env = "JOB_EXECUTOR_DEFAULT_MAX_POLL_DURATION", default_value_t = settings::DEFAULT_MAX_POLL_DURATION, value_parser = clap::value_parser!(i64).range(1..))]

@@ -55,7 +55,8 @@ pub enum RenderError {
     ServiceAccountNotAllowed { task: String, account: String },
     #[error(
         "task '{task}' reads the Secret \"{secret}\", which this installation keeps from tasks \
-         (one of the operator's own: its tokens and credentials)"
+         (--refused-secrets: the operator's own tokens and credentials, image pull secrets, Helm's \
+         release records)"
     )]
     SecretNotAllowed { task: String, secret: String },
     #[error(
@@ -251,7 +252,7 @@ fn check_task(task: &Task, index: usize, settings: &Settings) -> Result<(), Rend
             (Some(secret), Some(_)) => secret,
             _ => &entry.name,
         });
-    if let Some(secret) = secrets.find(|secret| settings.refused_secrets.contains(secret)) {
+    if let Some(secret) = secrets.find(|secret| settings.refuses_secret(secret)) {
         return Err(RenderError::SecretNotAllowed {
             task: name,
             secret: secret.clone(),

@@ -484,17 +484,28 @@ fn a_container_with_cap_sys_admin_may_escalate() {
 #[test]
 fn a_refused_secret_fails_the_task_saying_so() {
     let mut refusing = Settings::defaults();
-    refusing.refused_secrets = vec!["job-executor".into()];
-    for env in [
-        "{name: TOKEN, valueFrom: secret, secretName: job-executor, key: ingest-token}",
-        "{name: job-executor, valueFrom: secret}",
+    refusing.refused_secrets = vec!["job-executor".into(), "sh.helm.release.v1.*".into()];
+    for (env, secret) in [
+        (
+            "{name: TOKEN, valueFrom: secret, secretName: job-executor, key: ingest-token}",
+            "job-executor",
+        ),
+        ("{name: job-executor, valueFrom: secret}", "job-executor"),
+        // Helm's record of a release holds every value it rendered.
+        (
+            "{name: R, valueFrom: secret, secretName: sh.helm.release.v1.job-executor.v2, key: release}",
+            "sh.helm.release.v1.job-executor.v2",
+        ),
     ] {
         let c = one_task(&format!("image: alpine\nenv: [{env}]"));
         let error = render(&c, &refusing).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "task 'Smoke test' reads the Secret \"job-executor\", which this installation keeps \
-             from tasks (one of the operator's own: its tokens and credentials)",
+            format!(
+                "task 'Smoke test' reads the Secret \"{secret}\", which this installation keeps \
+                 from tasks (--refused-secrets: the operator's own tokens and credentials, image \
+                 pull secrets, Helm's release records)"
+            ),
             "{env}"
         );
         assert!(render(&c, &Settings::defaults()).is_ok(), "{env}");

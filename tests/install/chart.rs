@@ -1225,7 +1225,8 @@ fn tasks_are_kept_from_the_operators_service_account_in_its_namespace() {
 
 /// No task reads the operator's Secrets where Jobs run beside the operator: each Secret the
 /// Deployment reads (but the sink's CA, which is no secret) is refused, once. In a namespace of
-/// their own, tasks may name any Secret of it.
+/// their own, tasks may name any Secret of it but the pull secrets. Helm's release records,
+/// which hold every value rendered (the generated token too), are refused wherever Jobs run.
 #[test]
 fn tasks_are_kept_from_the_operators_secrets_in_its_namespace() {
     let refused_of = |docs: &[Value]| -> Option<Vec<String>> {
@@ -1233,10 +1234,11 @@ fn tasks_are_kept_from_the_operators_secrets_in_its_namespace() {
         let listed = data.get("JOB_EXECUTOR_REFUSED_SECRETS")?.as_str().unwrap();
         Some(listed.split(',').map(str::to_string).collect())
     };
+    let helm = "sh.helm.release.v1.*".to_string();
     let docs = documents(&render(&[]));
     assert_eq!(
         refused_of(&docs),
-        Some(vec!["job-executor-ingest".to_string()])
+        Some(vec!["job-executor-ingest".to_string(), helm.clone()])
     );
 
     let dir = tempdir("refused-secrets");
@@ -1280,11 +1282,15 @@ fn tasks_are_kept_from_the_operators_secrets_in_its_namespace() {
             note(&var["valueFrom"]["secretKeyRef"]["name"]);
         }
     }
+    for pull in pod["imagePullSecrets"].as_array().unwrap() {
+        note(&pull["name"]);
+    }
+    read.push(helm.clone());
     let (mut refused_sorted, mut read_sorted) = (refused.clone(), read.clone());
     refused_sorted.sort();
     read_sorted.sort();
     assert_eq!(refused_sorted, read_sorted, "refused {refused:?}");
-    assert_eq!(read.len(), 7, "{read:?}");
+    assert_eq!(read.len(), 9, "{read:?}");
     refused_sorted.dedup();
     assert_eq!(
         refused_sorted.len(),
@@ -1302,12 +1308,19 @@ fn tasks_are_kept_from_the_operators_secrets_in_its_namespace() {
     let docs = documents(&render(&[file.to_str().unwrap()]));
     assert_eq!(
         refused_of(&docs),
-        Some(vec!["job-executor-ingest".to_string()])
+        Some(vec!["job-executor-ingest".to_string(), helm.clone()])
     );
 
-    std::fs::write(&file, "jobNamespace: keptn-jobs\n").unwrap();
+    std::fs::write(
+        &file,
+        "jobNamespace: keptn-jobs\nimagePullSecrets: [registry-credentials]\n",
+    )
+    .unwrap();
     let docs = documents(&render(&[file.to_str().unwrap()]));
-    assert_eq!(refused_of(&docs), None);
+    assert_eq!(
+        refused_of(&docs),
+        Some(vec!["registry-credentials".to_string(), helm])
+    );
 }
 
 /// URLs with credentials from Secrets: neither is in the ConfigMap, the container takes each

@@ -308,6 +308,12 @@ fn check_run_reports_what_run_would_refuse() {
         stderr.contains("is not a valid http://, https:// or nats:// URL"),
         "{stderr}"
     );
+    // A refused Secret is a name or the start of names followed by `*`.
+    let stderr = refused(&["--sink-url", "http://sink", "--refused-secrets", "a,*"]);
+    assert!(
+        stderr.contains("\"*\" is neither a Secret's name nor the start of names followed by `*`"),
+        "{stderr}"
+    );
     // A NATS sink takes no headers (the chart's sink.headersSecret left set when switching).
     let stderr = refused(&[
         "--sink-url",

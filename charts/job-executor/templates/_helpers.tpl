@@ -102,6 +102,17 @@ read them where Jobs run beside the operator. Comma-separated, each once. */}}
 {{- join "," (uniq $names) -}}
 {{- end -}}
 
+{{/* The Secrets of the job namespace no task may read: the operator's own where Jobs run
+beside it, the image pull secrets (they are in the job namespace for the init container) and
+Helm's release records, which hold every value rendered (a generated ingest token too). */}}
+{{- define "job-executor.refusedSecrets" -}}
+{{- $names := .Values.imagePullSecrets | default list -}}
+{{- if eq (include "job-executor.jobNamespace" .) .Release.Namespace -}}
+{{- with include "job-executor.operatorSecrets" . }}{{ $names = concat (splitList "," .) $names }}{{ end -}}
+{{- end -}}
+{{- join "," (uniq (append $names "sh.helm.release.v1.*")) -}}
+{{- end -}}
+
 {{/* Whether the operator gets an ingest token. */}}
 {{- define "job-executor.ingestToken" -}}
 {{- if or .Values.ingest.token.existingSecret .Values.ingest.token.generate -}}true{{- end -}}
