@@ -465,11 +465,19 @@ pub fn crd(kind: CrdKind) -> CustomResourceDefinition {
 
 /// schemars gives unsigned integers the formats `uint32` and `uint64`, which the API server
 /// does not know: it would warn "unrecognized format" on every apply of the CRD. Their
-/// `minimum: 0` says what the format did.
+/// `minimum: 0` and a `maximum` for the narrower ones say what the format did: a count edited
+/// past what its field holds would make the run unreadable, and every list of runs with it.
 fn drop_unknown_formats(schema: &mut JSONSchemaProps) {
     if schema.type_.as_deref() == Some("integer")
         && !matches!(schema.format.as_deref(), None | Some("int32" | "int64"))
     {
+        let most = match schema.format.as_deref() {
+            Some("uint8") => Some(u8::MAX.into()),
+            Some("uint16") => Some(u16::MAX.into()),
+            Some("uint32") => Some(u32::MAX.into()),
+            _ => None,
+        };
+        schema.maximum = schema.maximum.or(most);
         schema.format = None;
     }
     let mut children: Vec<&mut JSONSchemaProps> = Vec::new();
@@ -524,5 +532,68 @@ impl JobRunStatus {
             && self.started.as_ref().is_none_or(|d| !d.in_progress())
             && self.finished.as_ref().is_none_or(|d| !d.in_progress())
             && self.notifications.iter().all(|n| n.due().is_none())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every integer of the CRDs as the API server reads it: no format it does not know, and
+    /// the unsigned 32-bit counts (attempts, the task that runs, a group's limit) bounded, so
+    /// an edit past them is refused instead of making the run unreadable.
+    #[test]
+    fn unsigned_counts_are_bounded_and_formats_known() {
+        fn integers<'s>(
+            schema: &'s JSONSchemaProps,
+            path: String,
+            out: &mut Vec<(String, &'s JSONSchemaProps)>,
+        ) {
+            if schema.type_.as_deref() == Some("integer") {
+                out.push((path.clone(), schema));
+            }
+            for (name, child) in schema.properties.iter().flatten() {
+                integers(child, format!("{path}.{name}"), out);
+            }
+            if let Some(JSONSchemaPropsOrArray::Schema(item)) = &schema.items {
+                integers(item, format!("{path}[]"), out);
+            }
+            if let Some(JSONSchemaPropsOrBool::Schema(values)) = &schema.additional_properties {
+                integers(values, format!("{path}{{}}"), out);
+            }
+        }
+        let mut found = Vec::new();
+        let crds = [crd(CrdKind::Jobrun), crd(CrdKind::Jobschedule)];
+        for crd in &crds {
+            let schema = crd.spec.versions[0].schema.as_ref().unwrap();
+            integers(
+                schema.open_api_v3_schema.as_ref().unwrap(),
+                crd.spec.names.kind.clone(),
+                &mut found,
+            );
+        }
+        assert!(
+            found.iter().all(|(_, schema)| matches!(
+                schema.format.as_deref(),
+                None | Some("int32" | "int64")
+            )),
+            "{found:?}"
+        );
+        let bounded: Vec<&str> = found
+            .iter()
+            .filter(|(_, schema)| schema.maximum == Some(f64::from(u32::MAX)))
+            .map(|(path, _)| path.as_str())
+            .collect();
+        for path in [
+            "JobRun.status.currentTask",
+            "JobRun.spec.action.index",
+            "JobRun.spec.action.concurrency.limit",
+        ] {
+            assert!(bounded.contains(&path), "{path} in {bounded:?}");
+        }
+        assert!(
+            bounded.iter().any(|path| path.ends_with(".attempts")),
+            "{bounded:?}"
+        );
     }
 }

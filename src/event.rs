@@ -200,6 +200,37 @@ pub enum EventError {
     InvalidAttribute { name: String, reason: String },
     #[error("unsupported specversion \"{0}\": only \"1.0\" is accepted")]
     UnsupportedSpecVersion(String),
+    #[error(
+        "the event nests arrays and objects more than {MAX_EVENT_NESTING} deep (its own object \
+         counted), past what a JobRun may hold"
+    )]
+    TooDeep,
+}
+
+/// The most arrays and objects an event received may have open at once, its own object
+/// counted. A JobRun holds the event four levels down in the API server's lists, and kube's
+/// client reads a list with serde_json's limit of 127: one event deeper than that would make
+/// every list of JobRuns fail to read, and the controller stop. Keptn's events nest a few.
+pub const MAX_EVENT_NESTING: usize = 100;
+
+/// Whether `value` opens more than `limit` arrays and objects at once (walked without
+/// recursion: a value read by serde_json may nest 127 deep, one built otherwise any depth).
+pub(crate) fn nests_deeper_than(value: &Value, limit: usize) -> bool {
+    let mut open: Vec<(&Value, usize)> = vec![(value, 1)];
+    while let Some((value, depth)) = open.pop() {
+        let children: &mut dyn Iterator<Item = &Value> = match value {
+            Value::Array(_) | Value::Object(_) if depth > limit => return true,
+            Value::Array(items) => &mut items.iter(),
+            Value::Object(members) => &mut members.values(),
+            _ => continue,
+        };
+        open.extend(
+            children
+                .filter(|child| child.is_array() || child.is_object())
+                .map(|child| (child, depth + 1)),
+        );
+    }
+    false
 }
 
 /// A validated CloudEvent 1.0.
@@ -591,6 +622,9 @@ impl CloudEvent {
         // all, and its run goes on as it was planned).
         if rules == Rules::Received {
             read_json_data(object)?;
+            if nests_deeper_than(&value, MAX_EVENT_NESTING) {
+                return Err(EventError::TooDeep);
+            }
         }
         Ok(CloudEvent(value))
     }

@@ -448,7 +448,7 @@ impl Election {
             spec.acquire_time = lease.spec.as_ref().and_then(|s| s.acquire_time.clone());
             spec
         } else {
-            self.spec(transitions + 1)
+            self.spec(transitions.saturating_add(1))
         };
         lease.spec = Some(spec);
         match self

@@ -316,6 +316,34 @@ async fn restart_right_after_accepting_the_event() {
     assert_recovered(&h, "crash-accept").await;
 }
 
+/// An event nested as deep as ingest takes it is held by its JobRun and read back by the lists
+/// of a restart (kube's client reads a list with serde_json's limit of 127, the event four
+/// levels down: one run past it stopped every list of runs); one level deeper gets 400 and
+/// nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_nested_to_the_limit_runs_across_a_restart_and_a_deeper_one_is_refused() {
+    use job_executor::event::MAX_EVENT_NESTING;
+    let mut h = Harness::start(&[]).await;
+    // The event's object, `data`, then arrays.
+    let nested = |arrays: usize| (0..arrays).fold(json!(1), |inner, _| json!([inner]));
+    let mut deeper = sample_with_id("test.triggered.json", "deep-2");
+    deeper["data"]["deep"] = nested(MAX_EVENT_NESTING - 1);
+    let response = h.post_event(&deeper).await;
+    assert_eq!(response.status, 400, "{}", response.body);
+    assert!(
+        response.body.to_string().contains("more than 100 deep"),
+        "{}",
+        response.body
+    );
+    assert!(h.jobruns().is_empty());
+    let mut event = sample_with_id("test.triggered.json", "deep-1");
+    event["data"]["deep"] = nested(MAX_EVENT_NESTING - 2);
+    assert_eq!(h.post_event(&event).await.status, 202);
+    h.kill_operator();
+    h.start_operator().await;
+    assert_recovered(&h, "deep-1").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_after_started_was_sent_but_not_recorded() {
     let mut h = Harness::start(&[]).await;

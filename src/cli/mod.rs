@@ -195,7 +195,10 @@ fn secret_name_or_prefix(value: &str) -> Result<String, String> {
         return dns_subdomain(value);
     };
     let fits = prefix.len() < 253
-        && prefix.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && prefix
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
         && prefix
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');

@@ -137,8 +137,8 @@ pub struct NatsArgs {
     )]
     pub nats_consumer: String,
     /// Seconds a message may stay unacknowledged before NATS delivers it again (an operator
-    /// that died before acknowledging gets it back then).
-    #[arg(long, env = "JOB_EXECUTOR_NATS_ACK_WAIT_SECONDS", default_value_t = 30)]
+    /// that died before acknowledging gets it back then), 1 to 86400.
+    #[arg(long, env = "JOB_EXECUTOR_NATS_ACK_WAIT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub nats_ack_wait_seconds: u64,
 }
 

@@ -166,6 +166,27 @@ pub const MAX_JSONPATH_BYTES: usize = 1024;
 /// nested 120 deep, where `$..x` takes under a millisecond.
 pub const MAX_DESCENDANT_SEGMENTS: usize = 1;
 
+/// The deepest brackets and parentheses may nest in a JSONPath: its parser goes one call
+/// deeper for each, and a path of 260 (530 bytes) overflowed a worker thread's stack, which
+/// ends the process, on every replica that read the config. Real paths nest two or three.
+pub const MAX_JSONPATH_NESTING: usize = 32;
+
+/// How deep `(` and `[` nest in a path, outside its string literals.
+fn brackets_nesting(path: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for c in unquoted(path).into_iter().flatten() {
+        match c {
+            '(' | '[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Parses a JSONPath (RFC 9535), with a message for the person who wrote it. Paths whose cost
 /// on a large event could be far beyond their reading's are refused (see the limits above).
 pub fn parse_jsonpath(path: &str) -> Result<serde_json_path::JsonPath, String> {
@@ -173,6 +194,13 @@ pub fn parse_jsonpath(path: &str) -> Result<serde_json_path::JsonPath, String> {
         return Err(format!(
             "the JSONPath is {} bytes long, over the limit of {MAX_JSONPATH_BYTES}",
             path.len()
+        ));
+    }
+    let nesting = brackets_nesting(path);
+    if nesting > MAX_JSONPATH_NESTING {
+        return Err(format!(
+            "invalid JSONPath {path:?}: brackets and parentheses nested {nesting} deep, over the \
+             limit of {MAX_JSONPATH_NESTING}"
         ));
     }
     let descendants = descendant_segments(path);
@@ -513,6 +541,34 @@ mod tests {
         ] {
             assert!(!selects_one_value(path), "{path}");
         }
+    }
+
+    /// A path nested deep is refused before its parser, which recurses once for each level,
+    /// could overflow the stack of the thread reading it (a worker's 2 MiB).
+    #[test]
+    fn jsonpaths_nested_past_the_limit_are_refused_on_a_small_stack() {
+        let nested = |depth: usize| format!("$[?{}@.a==1{}]", "(".repeat(depth), ")".repeat(depth));
+        let outcome = std::thread::Builder::new()
+            .stack_size(512 << 10)
+            .spawn(move || {
+                (
+                    parse_jsonpath(&nested(MAX_JSONPATH_NESTING - 1)).map(drop),
+                    parse_jsonpath(&nested(400)).map(drop),
+                    parse_jsonpath("$['((((((((((((((((((((((((((((((((((']").map(drop),
+                )
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(outcome.0, Ok(()));
+        assert_eq!(
+            outcome.1.unwrap_err(),
+            format!(
+                "invalid JSONPath {:?}: brackets and parentheses nested 401 deep, over the limit of 32",
+                nested(400)
+            )
+        );
+        assert_eq!(outcome.2, Ok(()), "brackets in a name are text");
     }
 
     #[test]

@@ -1472,7 +1472,7 @@ fn record_try(
     policy: &RetryPolicy,
 ) -> Attempt {
     let first = first_try(tries.first_attempt, now);
-    *tries.attempts += 1;
+    *tries.attempts = tries.attempts.saturating_add(1);
     let error = match result {
         Ok(()) => {
             *tries.state = DeliveryState::Delivered;

@@ -388,9 +388,12 @@ impl<'de> Visitor<'de> for DataSketch<'_, 'de> {
     }
 }
 
-/// The most arrays and objects a field of `data` may nest, as the parse of the whole event
-/// counts them: serde_json's limit of 127 open at once, less the event's object and `data`.
-const FIELD_NESTING: u8 = 125;
+/// The most arrays and objects a field of `data` may nest, as the whole event is checked:
+/// `MAX_EVENT_NESTING` open at once, less the event's object and `data`.
+const FIELD_NESTING: u8 = {
+    assert!(crate::event::MAX_EVENT_NESTING - 2 <= u8::MAX as usize);
+    (crate::event::MAX_EVENT_NESTING - 2) as u8
+};
 
 /// Whether a field of `data` that was skipped (syntax and control characters checked, and
 /// UTF-8 by the text being a `str`) parses as it would within the whole event. Skipping
@@ -653,7 +656,8 @@ mod tests {
     #[test]
     fn nesting_is_limited_exactly_as_for_the_whole_event() {
         let mut valid = Vec::new();
-        for depth in 120..135 {
+        let limit = crate::event::MAX_EVENT_NESTING;
+        for depth in limit - 10..limit + 5 {
             let text = format!(
                 r#"{{"specversion":"1.0","id":"1","source":"s","type":"t","data":{{"deep":{}1{}}}}}"#,
                 "[".repeat(depth),

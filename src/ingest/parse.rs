@@ -467,7 +467,8 @@ mod tests {
     }
 
     #[test]
-    fn an_event_nested_past_serde_json_s_limit_is_a_bad_request() {
+    fn an_event_nested_past_the_limit_is_a_bad_request() {
+        use crate::event::MAX_EVENT_NESTING;
         let h = headers(&[("content-type", "application/cloudevents+json")]);
         let nested = |depth: usize| {
             format!(
@@ -476,13 +477,55 @@ mod tests {
                 "]".repeat(depth)
             )
         };
-        assert!(events_from_request(&h, nested(100).as_bytes(), LIMIT).is_ok());
+        // The event's object and `depth` arrays.
+        assert!(events_from_request(&h, nested(MAX_EVENT_NESTING - 1).as_bytes(), LIMIT).is_ok());
+        let too_deep = "the event nests arrays and objects more than 100 deep (its own object \
+                        counted), past what a JobRun may hold";
+        let error =
+            events_from_request(&h, nested(MAX_EVENT_NESTING).as_bytes(), LIMIT).unwrap_err();
+        assert_eq!(error.status(), http::StatusCode::BAD_REQUEST);
+        assert!(error.to_string().contains(too_deep), "{error}");
         let error = events_from_request(&h, nested(200).as_bytes(), LIMIT).unwrap_err();
         assert_eq!(error.status(), http::StatusCode::BAD_REQUEST);
         assert!(
             error.to_string().contains("recursion limit exceeded"),
             "{error}"
         );
+        // JSON in `data_base64` is read as `data`, one level below the event: counted so too;
+        // a binary event's data body likewise.
+        use base64::Engine as _;
+        let base64 = |depth: usize| {
+            // A long string inside: not JSON of many small values, which is refused.
+            let data = format!(
+                "{}\"{}\"{}",
+                "[".repeat(depth),
+                "x".repeat(2000),
+                "]".repeat(depth)
+            );
+            format!(
+                r#"{{"specversion":"1.0","id":"1","source":"s","type":"t","datacontenttype":"application/json","data_base64":"{}"}}"#,
+                base64::engine::general_purpose::STANDARD.encode(data)
+            )
+        };
+        let ok = events_from_request(&h, base64(MAX_EVENT_NESTING - 1).as_bytes(), LIMIT);
+        assert!(ok.is_ok(), "{:?}", ok.err());
+        let error =
+            events_from_request(&h, base64(MAX_EVENT_NESTING).as_bytes(), LIMIT).unwrap_err();
+        assert!(error.to_string().contains(too_deep), "{error}");
+        let binary = headers(&[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "1"),
+            ("ce-source", "s"),
+            ("ce-type", "t"),
+            ("content-type", "application/json"),
+        ]);
+        let body = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(
+            events_from_request(&binary, body(MAX_EVENT_NESTING - 1).as_bytes(), LIMIT).is_ok()
+        );
+        let error =
+            events_from_request(&binary, body(MAX_EVENT_NESTING).as_bytes(), LIMIT).unwrap_err();
+        assert!(error.to_string().contains(too_deep), "{error}");
     }
 
     /// A binary event without a media type: JSON data if the body reads as JSON, else the

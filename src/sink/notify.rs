@@ -139,6 +139,8 @@ impl Notifier {
     /// The URL of `target`, read now.
     fn url(&self, target: &str) -> Result<Uri, DeliveryError> {
         let refused = |message: String| DeliveryError::Refused { message };
+        // A run's record names its targets; one edited to a path must not read another file.
+        crate::config::formats::check_notify_target(target).map_err(refused)?;
         let Some(dir) = &self.dir else {
             return Err(refused(format!(
                 "no notification target {target:?}: no notifications Secret is mounted \
@@ -276,6 +278,16 @@ mod tests {
             let error = notifier.url(target).unwrap_err().to_string();
             assert!(error.contains(target), "{error}");
             assert!(!error.contains("s3cr3t"), "{error}");
+        }
+        // A target edited into a run's record as a path reads no file beside the Secret's.
+        std::fs::write(
+            dir.join("..").join("je-notify-outside"),
+            "https://elsewhere/",
+        )
+        .ok();
+        for target in ["../je-notify-outside", "/etc/hostname"] {
+            let error = notifier.url(target).unwrap_err().to_string();
+            assert!(error.contains("is not a notification target"), "{error}");
         }
         let none = Notifier::new(None, &[], None, Duration::from_secs(1)).unwrap();
         let error = none.url("ops").unwrap_err().to_string();
