@@ -1922,6 +1922,8 @@ async fn a_token_file_is_rotated_without_a_restart() {
     let old = post_with_token(&h, &event, "first").await;
     assert_eq!(old.status, 401);
     assert_eq!(old.body["error"], "missing or wrong bearer token");
+    let open = "events over HTTP are accepted from anyone who reaches the port";
+    assert!(!h.operator_log().contains(open), "{}", h.operator_log());
     drop(h);
 
     // A mounted Secret (as the chart mounts the token), updated by the kubelet.
@@ -3250,4 +3252,8 @@ async fn a_config_s_warnings_are_in_the_operator_s_log() {
     );
     assert_eq!(log.matches(&warning).count(), 1, "{warning}\n{log}");
     assert!(h.jobruns().is_empty());
+    // Started without a token or a signing secret: said once, at the start.
+    let open = "events over HTTP are accepted from anyone who reaches the port: no \
+                --ingest-token-file, --ingest-token or --ingest-hmac-secret-file is set";
+    assert_eq!(log.matches(open).count(), 1, "{log}");
 }

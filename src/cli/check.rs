@@ -123,10 +123,19 @@ fn show_value(id: &str, raw: &[String], secret: bool) -> String {
         .map(|value| match (secret, id) {
             _ if value.is_empty() => "\"\"".to_string(),
             (false, _) => value.clone(),
-            // A URL that may carry credentials (`nats://user:password@…`) shows all but them.
-            (true, "git_url" | "nats_url" | "sink_url" | "dead_letter_sink_url") => {
-                mask_credentials(value)
-            }
+            // A URL that may carry credentials (`nats://user:password@…`, a token in its
+            // query) shows all but them; NATS takes a list of servers.
+            (true, "git_url" | "nats_url" | "sink_url" | "dead_letter_sink_url") => value
+                .split(',')
+                .map(|url| {
+                    let masked = mask_credentials(url);
+                    match masked.find(['?', '#']) {
+                        Some(cut) => format!("{}{}{MASK}", &masked[..cut], &masked[cut..=cut]),
+                        None => masked,
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(","),
             (true, "sink_headers") => match value.split_once(':') {
                 Some((name, _)) => format!("{}: {MASK}", name.trim()),
                 None => MASK.to_string(),
@@ -237,7 +246,11 @@ mod tests {
             "--git-password",
             "pa55word",
             "--sink-url",
-            "http://sink",
+            "https://hooks.example/in?token=qu3ry",
+            "--dead-letter-sink-url",
+            "https://dl:d3ad@dead.example/x#fr4g",
+            "--nats-url",
+            "nats://a:4222,nats://u:n4ts@b:4222",
             "--sink-header",
             "x-token: t0ken,authorization: Bearer b3arer",
             "--ingest-token",
@@ -247,13 +260,21 @@ mod tests {
         ]);
         let value = |name: &str| line(&shown, name).value.clone();
         assert_eq!(value("--git-url"), "https://****@git.example.com/repo.git");
+        assert_eq!(value("--sink-url"), "https://hooks.example/in?****");
+        assert_eq!(
+            value("--dead-letter-sink-url"),
+            "https://****@dead.example/x#****"
+        );
+        assert_eq!(value("--nats-url"), "nats://a:4222,nats://****@b:4222");
         assert_eq!(value("--git-password"), MASK);
         assert_eq!(value("--ingest-token"), MASK);
         assert_eq!(value("--sink-header"), "x-token: ****,authorization: ****");
         // The user name is not a secret (the same as in the credentials directory).
         assert_eq!(value("--git-username"), "alice");
         let table = render_table(&shown);
-        for secret in ["s3cret", "pa55word", "t0ken", "b3arer", "1ngest"] {
+        for secret in [
+            "s3cret", "pa55word", "t0ken", "b3arer", "1ngest", "qu3ry", "d3ad", "fr4g", "n4ts",
+        ] {
             assert!(!table.contains(secret), "{secret} shown:\n{table}");
         }
         // An empty secret is shown as empty (`run` refuses it, as the check does).

@@ -823,6 +823,14 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         )),
         None => None,
     };
+    if token.is_none() && signatures.is_none() {
+        // Allowed (a sidecar or a mesh may authenticate), but whoever reaches the port then
+        // chooses which tasks run, with what data.
+        tracing::warn!(
+            "events over HTTP are accepted from anyone who reaches the port: no \
+             --ingest-token-file, --ingest-token or --ingest-hmac-secret-file is set"
+        );
+    }
     let nats_source = nats_args.source()?;
     let (sink, dead_letter_sink) = sink_args.sinks()?;
     let (sink, dead_letter_sink) = (Arc::new(sink), dead_letter_sink.map(Arc::new));

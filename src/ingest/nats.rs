@@ -71,7 +71,7 @@ impl NatsSource {
         if !crate::sink::is_nats(&url) || parsed.and_then(|u| u.host().map(str::len)).is_none() {
             return Err(NatsError::Setting(format!(
                 "--nats-url {:?} is not a nats:// (or tls://) URL of a server",
-                address.url
+                address.shown()
             )));
         }
         let name_ok = |name: &str| {
@@ -216,7 +216,7 @@ async fn consume<F: std::future::Future<Output = ()>>(
         },
         () = shutdown.as_mut() => return None,
     };
-    tracing::info!(url = %source.address.url, stream = %source.stream, consumer = %source.consumer, "taking events from NATS");
+    tracing::info!(url = %source.address.shown(), stream = %source.stream, consumer = %source.consumer, "taking events from NATS");
     let mut in_hand = futures::stream::FuturesUnordered::new();
     let mut took = false;
     let problem = loop {
@@ -265,7 +265,7 @@ async fn connect(source: &NatsSource) -> Result<PullConsumer, NatsError> {
         .connect()
         .await
         .map_err(|e| NatsError::Connect {
-            url: source.address.url.clone(),
+            url: source.address.shown(),
             reason: e.to_string(),
         })?;
     let context = jetstream::new(client);

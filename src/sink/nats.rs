@@ -68,6 +68,16 @@ impl NatsAddress {
         }
     }
 
+    /// The servers as messages and logs show them: a list's later servers keep their
+    /// credentials in `url` (the client reads them there), shown masked.
+    pub fn shown(&self) -> String {
+        self.url
+            .split(',')
+            .map(crate::source::git::mask_credentials)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     pub async fn connect(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
         self.options().connect(self.url.as_str()).await
     }
@@ -112,7 +122,7 @@ impl NatsSink {
     }
 
     pub fn destination(&self) -> String {
-        self.address.url.clone()
+        self.address.shown()
     }
 
     /// One attempt: published once the stream confirmed it stored the event.
@@ -223,6 +233,9 @@ mod tests {
                     password: "p@ss:w/rd".into()
                 })
         );
+        // A list of servers: the later ones' credentials stay for the client, never shown.
+        let address = NatsAddress::parse("nats://u:pw1@a:4222,nats://u:pw2@b:4222");
+        assert_eq!(address.shown(), "nats://a:4222,nats://****@b:4222");
         let address = NatsAddress::parse("tls://s3cr%2Ft@nats.example");
         assert_eq!(address.url, "tls://nats.example");
         assert!(address.auth == Some(NatsAuth::Token("s3cr/t".into())));
