@@ -23,6 +23,10 @@ pub use cron::{Cron, CronError};
 pub const ON_TIME: Duration = Duration::from_secs(60);
 /// The default look-back window for missed slots (as Spinnaker Echo's missed-cron scheduler).
 pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(300);
+
+/// How far back a review counts passed slots as missed: a year (527,040 slots of a schedule
+/// of every minute, walked in about a second).
+const MOST_PAST_COUNTED: jiff::SignedDuration = jiff::SignedDuration::from_hours(366 * 24);
 /// The most slots one plan fires (a look-back window over a minutely schedule).
 pub const MOST_FIRES: usize = 100;
 
@@ -326,11 +330,17 @@ pub fn review(schedule: &crate::crd::JobSchedule, created: Timestamp, now: Times
     // Slots that passed while suspended, or under an earlier spec, are not this spec's to fire;
     // after an edit, a slot still on time (due as the edit came, not yet fired) is: an edit of
     // the event's data just before a slot drops nothing.
+    // Slots older than a year are not walked, so not counted: a `handledUntil` edited to the
+    // year 1 would walk a billion slots of a schedule of every minute.
+    let oldest_counted = now
+        .checked_sub(MOST_PAST_COUNTED)
+        .unwrap_or(Timestamp::MIN);
     let handled_until = status
         .handled_until
         .as_deref()
         .and_then(|at| at.parse().ok())
-        .unwrap_or(created);
+        .unwrap_or(created)
+        .max(oldest_counted);
     let since = if status.suspended {
         now
     } else if edited {
@@ -771,6 +781,31 @@ mod tests {
             "observedGeneration": 1, "handledUntil": "2026-11-30T02:30:00Z", "suspended": true
         }));
         assert!(fired(&resumed, "2026-12-01T02:30:00.010Z").is_empty());
+    }
+
+    /// A `handledUntil` edited to the year 1 walks a year of slots, not a billion: the slots of
+    /// the last year are counted as missed, the older ones not.
+    #[test]
+    fn slots_older_than_a_year_are_not_walked() {
+        let ancient: crate::crd::JobSchedule = serde_json::from_value(serde_json::json!({
+            "apiVersion": "job-executor.dev/v1alpha1", "kind": "JobSchedule",
+            "metadata": {"name": "s", "namespace": "n", "uid": "u", "generation": 1},
+            "spec": {
+                "schedule": "0 * * * *",
+                "missedSlots": {"policy": "skip"},
+                "event": {"type": "sh.keptn.event.test.triggered"}
+            },
+            "status": {"observedGeneration": 1, "handledUntil": "0001-01-01T00:00:00Z"},
+        }))
+        .unwrap();
+        let now = at("2026-12-01T10:30:00Z");
+        match review(&ancient, at("2026-11-01T00:00:00Z"), now) {
+            Verdict::Fire { plan, .. } => {
+                assert_eq!(plan.missed, 366 * 24, "{plan:?}");
+                assert_eq!(plan.last, Some(at("2026-12-01T10:00:00Z")));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
