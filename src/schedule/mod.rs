@@ -332,9 +332,7 @@ pub fn review(schedule: &crate::crd::JobSchedule, created: Timestamp, now: Times
     // the event's data just before a slot drops nothing.
     // Slots older than a year are not walked, so not counted: a `handledUntil` edited to the
     // year 1 would walk a billion slots of a schedule of every minute.
-    let oldest_counted = now
-        .checked_sub(MOST_PAST_COUNTED)
-        .unwrap_or(Timestamp::MIN);
+    let oldest_counted = now.checked_sub(MOST_PAST_COUNTED).unwrap_or(Timestamp::MIN);
     let handled_until = status
         .handled_until
         .as_deref()

@@ -689,6 +689,27 @@ fn action(files: &str) -> crate::config::Action {
         .clone()
 }
 
+/// A directory of many links, each resolved from the top, decodes each tree once: it decoded
+/// its own tree again for every link, the square of its size.
+#[test]
+fn a_directory_of_many_links_is_read_once() {
+    let repo = TestRepo::new("many-links");
+    repo.write("carts/f", "x");
+    for at in 0..2000 {
+        repo.link(&format!("carts/links/l{at}"), "../f");
+    }
+    let commit = gix::ObjectId::from_hex(repo.commit("links").as_bytes()).unwrap();
+    let tree =
+        super::tree::CommitTree::new(gix::open(&repo.dir).unwrap(), commit, "carts").unwrap();
+    let found = tree
+        .expand_within("links", &mut crate::files::ExpandBudget::default())
+        .unwrap();
+    assert_eq!(found.len(), 2000);
+    assert!(found.iter().all(|file| file.size == 1));
+    // The top, `carts` and `carts/links`.
+    assert_eq!(tree.trees_decoded(), 3);
+}
+
 #[test]
 fn files_expand_from_the_commit_with_modes_links_and_limits() {
     let repo = TestRepo::new("tree");

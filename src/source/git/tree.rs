@@ -1,7 +1,8 @@
 //! Reading files from a commit's tree: a path is walked one name at a time, following links
 //! only while they stay inside the repository; a directory brings every file below it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use gix::ObjectId;
 use gix::bstr::ByteSlice as _;
@@ -21,6 +22,9 @@ const MAX_LINK_BYTES: u64 = 4096;
 /// size on disk is compressed, and one that inflates past the operator's memory would end it.
 const MAX_OBJECT_BYTES: u64 = 16 << 20;
 
+/// The most entries of directories kept decoded by one [`CommitTree`] (about 20 MB).
+const MOST_ENTRIES_KEPT: usize = 250_000;
+
 /// A directory of a commit.
 pub struct CommitTree {
     repo: gix::Repository,
@@ -28,6 +32,36 @@ pub struct CommitTree {
     root_tree: ObjectId,
     /// Relative to the repository's top, `` for the top itself.
     dir: String,
+    /// Directories decoded so far, by id: each link is resolved from the top, and a directory
+    /// of many links decoded its own tree again for each, the square of its size (a push of
+    /// 200,000 links took hours of a worker).
+    trees: Mutex<DecodedTrees>,
+}
+
+#[derive(Default)]
+struct DecodedTrees {
+    by_id: HashMap<ObjectId, Arc<Directory>>,
+    entries: usize,
+    /// Trees decoded, counted for the tests.
+    decoded: usize,
+}
+
+/// A tree's entries, in its order, and found by name.
+struct Directory {
+    entries: Vec<(String, EntryMode, ObjectId)>,
+    by_name: OnceLock<HashMap<String, usize>>,
+}
+
+impl Directory {
+    fn find(&self, name: &str) -> Option<(EntryMode, ObjectId)> {
+        let by_name = self.by_name.get_or_init(|| {
+            (self.entries.iter().enumerate())
+                .map(|(at, (name, _, _))| (name.clone(), at))
+                .collect()
+        });
+        let (_, mode, id) = self.entries.get(*by_name.get(name)?)?;
+        Some((*mode, *id))
+    }
 }
 
 /// Where a path leads.
@@ -136,24 +170,50 @@ impl CommitTree {
             commit,
             root_tree,
             dir: dir.to_string(),
+            trees: Mutex::default(),
         })
     }
 
-    fn entries(&self, tree: ObjectId) -> Result<Vec<(String, EntryMode, ObjectId)>, WalkError> {
-        size_within(&self.repo, tree, "a directory", MAX_OBJECT_BYTES)?;
-        let tree = object(&self.repo, tree, gix::object::Kind::Tree)?.into_tree();
+    fn entries(&self, id: ObjectId) -> Result<Arc<Directory>, WalkError> {
+        if let Ok(trees) = self.trees.lock()
+            && let Some(directory) = trees.by_id.get(&id)
+        {
+            return Ok(directory.clone());
+        }
+        size_within(&self.repo, id, "a directory", MAX_OBJECT_BYTES)?;
+        let tree = object(&self.repo, id, gix::object::Kind::Tree)?.into_tree();
         let decoded = tree.decode().map_err(|e| WalkError::Read(e.to_string()))?;
-        Ok(decoded
-            .entries
-            .iter()
-            .map(|entry| {
-                (
-                    entry.filename.to_str_lossy().into_owned(),
-                    entry.mode,
-                    entry.oid.to_owned(),
-                )
-            })
-            .collect())
+        let directory = Arc::new(Directory {
+            entries: decoded
+                .entries
+                .iter()
+                .map(|entry| {
+                    (
+                        entry.filename.to_str_lossy().into_owned(),
+                        entry.mode,
+                        entry.oid.to_owned(),
+                    )
+                })
+                .collect(),
+            by_name: OnceLock::new(),
+        });
+        if let Ok(mut trees) = self.trees.lock() {
+            trees.decoded += 1;
+            if trees.entries + directory.entries.len() <= MOST_ENTRIES_KEPT {
+                trees.entries += directory.entries.len();
+                trees.by_id.insert(id, directory.clone());
+            }
+        }
+        Ok(directory)
+    }
+
+    /// How many trees this walk decoded.
+    #[cfg(test)]
+    pub fn trees_decoded(&self) -> usize {
+        self.trees
+            .lock()
+            .map(|trees| trees.decoded)
+            .unwrap_or_default()
     }
 
     fn blob(&self, id: ObjectId) -> Result<Vec<u8>, WalkError> {
@@ -182,8 +242,7 @@ impl CommitTree {
             if !current.mode.is_tree() {
                 return Ok(None);
             }
-            let entries = self.entries(current.id)?;
-            let Some((_, mode, id)) = entries.into_iter().find(|(n, _, _)| *n == name) else {
+            let Some((mode, id)) = self.entries(current.id)?.find(&name) else {
                 return Ok(None);
             };
             if mode.is_link() {
@@ -263,10 +322,11 @@ impl CommitTree {
                 reason: format!("more than {MAX_DEPTH} directories deep (a link loop?)"),
             });
         }
-        let entries = self
+        let directory = self
             .entries(tree)
             .map_err(|e| self.walk_error(relative, e))?;
-        for (name, mode, id) in entries {
+        for (name, mode, id) in &directory.entries {
+            let (mode, id) = (*mode, *id);
             let child = format!("{relative}/{name}");
             budget.walk(&self.full_path(&child))?;
             let child_real = format!("{real}/{name}");
