@@ -2578,6 +2578,60 @@ async fn configs_that_cannot_be_used_are_reported_to_the_sender_and_in_finished(
     );
 }
 
+/// An event accepted before its config broke, delivered again (a lost answer): its runs are
+/// the answer, `duplicate`; no run reports the config's error beside them (a second, errored
+/// `.finished` for one `.triggered`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_accepted_before_its_config_broke_is_a_duplicate_when_sent_again() {
+    let dir = support::fresh_dir("broken-later");
+    let config = dir.join("carts/job/config.yaml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(
+        &config,
+        "apiVersion: v2\nactions:\n  - name: works\n    events: [{name: sh.keptn.event.test.triggered}]\n    tasks:\n      - {name: t, image: alpine}\n",
+    )
+    .unwrap();
+    let h = Harness::start_full(kube_sim::Sim::builder(), dir, &[]).await;
+    let event = sample_with_id("test.triggered.json", "broken-later");
+    let first = h.post_event(&event).await;
+    assert_eq!(first.status, 202, "{:?}", first.body);
+    let run = first.body["events"][0]["runs"][0]["name"].clone();
+    assert_eq!(
+        h.wait_finished("broken-later", LONG).await.data["status"],
+        "succeeded"
+    );
+    std::fs::write(
+        &config,
+        "apiVersion: v2\nactions:\n  - name: works\n    events: [{name: sh.keptn.event.test.triggered}]\n    tasks:\n      - {name: t, imag: alpine}\n",
+    )
+    .unwrap();
+    let again = h.post_event(&event).await;
+    assert_eq!(again.status, 202, "{:?}", again.body);
+    assert_eq!(
+        again.body["events"][0]["runs"],
+        json!([{"name": run, "action": "works", "status": "duplicate"}]),
+        "{:?}",
+        again.body
+    );
+    assert_eq!(h.jobruns().len(), 1, "no run reports the error");
+    // A new event meets the broken config.
+    let fresh = h
+        .post_event(&sample_with_id("test.triggered.json", "broken-now"))
+        .await;
+    assert_eq!(fresh.status, 422, "{:?}", fresh.body);
+    assert_eq!(
+        h.wait_finished("broken-now", LONG).await.data["status"],
+        "errored"
+    );
+    let finished = h
+        .sink
+        .for_trigger("broken-later")
+        .into_iter()
+        .filter(|e| e.event_type.ends_with(".finished"))
+        .count();
+    assert_eq!(finished, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unmatched_events_say_which_listening_actions_refused_them() {
     let h = Harness::start(&[]).await;

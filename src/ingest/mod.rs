@@ -274,6 +274,60 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
     accept(&state, &events, &held).await
 }
 
+/// The runs stored for `event` other than `failure` (the run that would report its config's
+/// error), found by its id's label and checked by the event each holds; read from the API
+/// server (only when the config cannot be used, so seldom).
+async fn runs_of_event(
+    state: &IngestState,
+    event: &CloudEvent,
+    failure: &JobRun,
+) -> Result<Vec<RunAnswer>, Refusal> {
+    let Some(id_label) = failure
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(crate::labels::EVENT_ID))
+    else {
+        return Ok(Vec::new());
+    };
+    let params = kube::api::ListParams::default().labels(&format!(
+        "{}={},{}={}",
+        crate::labels::MANAGED_BY_LABEL,
+        crate::labels::MANAGED_BY,
+        crate::labels::EVENT_ID,
+        id_label
+    ));
+    let listed = tokio::time::timeout(state.store_timeout, state.runs.list(&params))
+        .await
+        .unwrap_or_else(|_| {
+            Err(kube::Error::Service(Box::new(StoreTimeout(
+                state.store_timeout,
+            ))))
+        })
+        .map_err(|problem| {
+            tracing::warn!(error = %problem, "cannot look for the event's runs; answering 503");
+            unavailable(
+                format!("the Kubernetes API cannot be asked for the event's runs now ({problem}); retry later"),
+                "unavailable",
+            )
+        })?;
+    Ok(listed
+        .items
+        .into_iter()
+        .filter(|run| run.metadata.name != failure.metadata.name)
+        .filter(|run| {
+            run.spec.event.attribute("id").as_deref() == Some(event.id())
+                && run.spec.event.attribute("source").as_deref() == Some(event.source())
+        })
+        .map(|run| RunAnswer {
+            name: run.metadata.name.unwrap_or_default(),
+            action: run.spec.action.name,
+            status: RunStatus::Duplicate,
+            reason: None,
+        })
+        .collect())
+}
+
 /// 503: the budget of bodies in flight is spent; the sender retries.
 fn overloaded(state: &IngestState) -> Response {
     state.metrics.event_received("overloaded");
@@ -646,14 +700,26 @@ pub(crate) async fn take_event<'a>(
             ));
         }
         EventPlan::ConfigError { message, run } => {
-            if let Some(run) = run {
-                // The failed run that reports the error is a run in flight like any other.
-                backpressure(state, std::slice::from_ref(&*run))?;
-                let runs = traced(vec![*run]);
-                answer.runs = create_runs(state, runs).instrument(span.clone()).await?;
+            // An event accepted before the config broke (its redelivery: a lost answer, a
+            // store that timed out but stored) has its runs, which report on it: a run that
+            // reported the error beside them would answer one `.triggered` twice, differently.
+            let earlier = match &run {
+                Some(run) => runs_of_event(state, event, run).await?,
+                None => Vec::new(),
+            };
+            if !earlier.is_empty() {
+                answer.runs = earlier;
+                Outcome::Duplicate
+            } else {
+                if let Some(run) = run {
+                    // The failed run that reports the error is a run in flight like any other.
+                    backpressure(state, std::slice::from_ref(&*run))?;
+                    let runs = traced(vec![*run]);
+                    answer.runs = create_runs(state, runs).instrument(span.clone()).await?;
+                }
+                answer.error = Some(message);
+                Outcome::ConfigError
             }
-            answer.error = Some(message);
-            Outcome::ConfigError
         }
         EventPlan::Runs { runs, not_matched } => {
             backpressure(state, &runs)?;
