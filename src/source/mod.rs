@@ -300,6 +300,20 @@ struct CachedConfig {
     modified: Option<SystemTime>,
     len: u64,
     loaded: Arc<LoadedConfig>,
+    /// The text read, while the file was written too lately for its time to tell a rewrite
+    /// apart: one of the same length within the same tick of the clock (or the second of a
+    /// coarse file system) keeps both, so the text is compared until the time is older.
+    fresh_text: Option<Arc<String>>,
+}
+
+/// How old a file's modification time must be for it to tell every later write apart.
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether a file modified at `modified` was modified `SETTLED` ago or more.
+fn settled(modified: Option<SystemTime>) -> bool {
+    modified
+        .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+        .is_some_and(|age| age >= SETTLED)
 }
 
 /// A path segment from an event: no separators, no `..`, so it stays inside the source.
@@ -351,7 +365,22 @@ impl DirectorySource {
         let modified = metadata.modified().ok();
         let len = metadata.len();
         let unchanged = |cached: CachedConfig| {
-            (cached.modified == modified && cached.len == len).then_some(cached.loaded)
+            if cached.modified != modified || cached.len != len {
+                return None;
+            }
+            let Some(text) = &cached.fresh_text else {
+                return Some(cached.loaded);
+            };
+            if config::read_file(&path).ok().as_deref() != Some(text.as_str()) {
+                return None;
+            }
+            if settled(modified)
+                && let Ok(mut cache) = self.cache.lock()
+                && let Some(entry) = cache.get_mut(&path)
+            {
+                entry.fresh_text = None;
+            }
+            Some(cached.loaded)
         };
         if let Some(loaded) = self.cached(&path).and_then(unchanged) {
             return Ok(Some(loaded));
@@ -382,6 +411,7 @@ impl DirectorySource {
         name: &str,
     ) -> Result<Arc<LoadedConfig>, SourceError> {
         let text = config::read_file(path)?;
+        let fresh_text = (!settled(modified)).then(|| Arc::new(text.clone()));
         let origin = path.display().to_string();
         let loaded = Arc::new(LoadedConfig {
             compiled: Arc::new(compile(&text, &origin)?),
@@ -396,6 +426,7 @@ impl DirectorySource {
                     modified,
                     len,
                     loaded: loaded.clone(),
+                    fresh_text,
                 },
             );
         }
@@ -516,6 +547,54 @@ mod tests {
             error.starts_with(&format!("cannot read {}", file.display())),
             "{error}"
         );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A file rewritten at the same length within the same tick of its modification time (a
+    /// coarse file system, an editor's quick second save) is read again: while its time is
+    /// too recent to tell, the text is compared; once older, the time alone is.
+    #[test]
+    fn a_rewrite_its_time_cannot_tell_apart_is_read_again() {
+        let root = std::env::temp_dir().join(format!("source-tick-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("carts/job")).unwrap();
+        let file = root.join("carts/job/config.yaml");
+        let config = |image: &str| {
+            format!(
+                "apiVersion: v2\nactions:\n  - events: [{{name: x}}]\n    tasks: [{{image: {image}}}]\n"
+            )
+        };
+        let write = |image: &str, modified: SystemTime| {
+            std::fs::write(&file, config(image)).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&file)
+                .unwrap()
+                .set_modified(modified)
+                .unwrap();
+        };
+        let source = Source::directory(&root);
+        let image = || {
+            let loaded = source.load(&service("carts"), None, Reads::Any).unwrap();
+            loaded.config.unwrap().compiled.config.actions[0].tasks[0]
+                .image
+                .clone()
+        };
+        let now = SystemTime::now();
+        write("alpine:3.19", now);
+        assert_eq!(image(), "alpine:3.19");
+        write("alpine:3.20", now);
+        assert_eq!(image(), "alpine:3.20");
+        assert_eq!(image(), "alpine:3.20");
+        // Settled: kept by its time, the text no longer read.
+        let old = now - std::time::Duration::from_secs(10);
+        write("alpine:3.21", old);
+        assert_eq!(image(), "alpine:3.21");
+        let Source::Directory(directory) = &source else {
+            unreachable!()
+        };
+        let cached = directory.cache.lock().unwrap().get(&file).cloned().unwrap();
+        assert!(cached.fresh_text.is_none());
         let _ = std::fs::remove_dir_all(&root);
     }
 
