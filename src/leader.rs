@@ -228,6 +228,7 @@ pub async fn elect(
     api: Api<Lease>,
     settings: LeaseSettings,
     tx: watch::Sender<Leadership>,
+    ready: Readiness,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut election = Election {
@@ -238,6 +239,8 @@ pub async fn elect(
         seen: None,
         absent_since: None,
         problem: None,
+        ready,
+        unready: None,
     };
     tokio::pin!(shutdown);
     loop {
@@ -250,10 +253,18 @@ pub async fn elect(
     election.release().await;
 }
 
+/// Whether this replica may take the Lease now: `Err` with why not. A replica whose watches
+/// cannot list the runs (a CRD older than it, access refused) would lead and move nothing,
+/// while a ready one waited: it takes the Lease only when ready (it keeps one it holds).
+pub type Readiness = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 struct Election {
     api: Api<Lease>,
     settings: LeaseSettings,
     tx: watch::Sender<Leadership>,
+    ready: Readiness,
+    /// Why this replica does not take the Lease, as last logged.
+    unready: Option<String>,
     /// The Lease as this replica last wrote it while leading.
     held: Option<Lease>,
     /// The record last seen of another holder, and when it was first seen so.
@@ -300,6 +311,22 @@ impl Election {
             None => tracing::info!(lease = %self.settings.name, "the Lease can be used again"),
         }
         self.problem = problem;
+    }
+
+    /// Whether this replica is ready to lead; says so when that changes.
+    fn may_take(&mut self) -> bool {
+        let unready = (self.ready)().err();
+        if unready != self.unready {
+            match &unready {
+                Some(why) => tracing::warn!(
+                    lease = %self.settings.name,
+                    "this replica does not take the lead while it is not ready: {why}"
+                ),
+                None => tracing::info!(lease = %self.settings.name, "ready to lead"),
+            }
+            self.unready = unready;
+        }
+        self.unready.is_none()
     }
 
     fn leading(&self) -> Option<Instant> {
@@ -387,6 +414,10 @@ impl Election {
                     return;
                 }
             }
+            if !self.may_take() {
+                self.follow(None);
+                return;
+            }
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.settings.name.clone()),
@@ -436,6 +467,10 @@ impl Election {
                 return;
             }
             tracing::info!(holder = ?current, "the lease expired; taking it over");
+        }
+        if !self.may_take() {
+            self.follow(current);
+            return;
         }
         let transitions = lease
             .spec
@@ -729,6 +764,8 @@ mod tests {
             seen: None,
             absent_since: None,
             problem: None,
+            ready: Box::new(|| Ok(())),
+            unready: None,
         };
         election.step().await;
         assert!(!rx.borrow().is_leading());
@@ -752,21 +789,59 @@ mod tests {
         start.elapsed()
     }
 
-    /// A replica taking part in the election on `api` until it is told to stop.
-    fn candidate(
-        api: Api<Lease>,
-        identity: &str,
-    ) -> (
+    type Candidate = (
         watch::Receiver<Leadership>,
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
-    ) {
+    );
+
+    /// A replica taking part in the election on `api` until it is told to stop.
+    fn candidate(api: Api<Lease>, identity: &str) -> Candidate {
+        candidate_ready(api, identity, Box::new(|| Ok(())))
+    }
+
+    fn candidate_ready(api: Api<Lease>, identity: &str, ready: Readiness) -> Candidate {
         let (tx, rx) = watch::channel(Leadership::Following { holder: None });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(elect(api, settings(identity), tx, async move {
+        let task = tokio::spawn(elect(api, settings(identity), tx, ready, async move {
             let _ = stopped.await;
         }));
         (rx, stop, task)
+    }
+
+    /// A replica that is not ready (its watches cannot list the runs) takes no Lease, a
+    /// missing one nor one it held (a restart): a ready one leads; once ready, it leads when
+    /// the Lease is free.
+    #[tokio::test]
+    async fn a_replica_that_is_not_ready_does_not_take_the_lease() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let sim = kube_sim::Sim::builder().start().await.unwrap();
+        let api = || Api::<Lease>::namespaced(sim.client(), "default");
+        let ready = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = ready.clone();
+        let (mut a, stop_a, task_a) = candidate_ready(
+            api(),
+            "a",
+            Box::new(move || {
+                if flag.load(Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    Err("the watches of JobRuns, Jobs and pods have not listed yet".into())
+                }
+            }),
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(!a.borrow().is_leading());
+        assert!(api().get_opt("job-executor").await.unwrap().is_none());
+        let (mut b, stop_b, task_b) = candidate(api(), "b");
+        wait_for(&mut b, true).await;
+        // B releases: A, ready now, takes it.
+        ready.store(true, Ordering::SeqCst);
+        let _ = stop_b.send(());
+        task_b.await.unwrap();
+        wait_for(&mut a, true).await;
+        let _ = stop_a.send(());
+        task_a.await.unwrap();
     }
 
     /// Two candidates on one Lease: one leads, the other waits; a released Lease is taken at
@@ -866,9 +941,15 @@ mod tests {
         api.create(&PostParams::default(), &lease).await.unwrap();
         let (tx, mut rx) = watch::channel(Leadership::Following { holder: None });
         let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let _task = tokio::spawn(elect(api, settings("new"), tx, async move {
-            let _ = stopped.await;
-        }));
+        let _task = tokio::spawn(elect(
+            api,
+            settings("new"),
+            tx,
+            Box::new(|| Ok(())),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         let took = wait_for(&mut rx, true).await;
         assert!(took >= Duration::from_secs(3), "{took:?}");
         assert!(took < Duration::from_secs(6), "{took:?}");

@@ -1005,10 +1005,12 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         },
         stopped(stop_rx.clone()),
     );
+    let ready_to_lead = health.clone();
     let election = leader::elect(
         kube::Api::<Lease>::namespaced(client.clone(), &settings.job_namespace),
         lease,
         leadership_tx,
+        Box::new(move || ready_to_lead.status()),
         {
             // Nor before a schedule's firing in flight is over (a new leader would fire it
             // again: a duplicate, harmless, but not what stopping promises).
