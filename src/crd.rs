@@ -96,8 +96,13 @@ pub struct ConfigStale {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct RunAction {
+    /// Why the action as stored cannot be read (a key or a value of a newer version of the
+    /// operator, a hand's edit): the run is left alone. Never stored.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub unreadable: Option<String>,
     /// The action's position in the config file.
     pub index: u32,
     pub name: String,
@@ -120,6 +125,82 @@ pub struct RunAction {
     /// Who hears of the run: the action's `notify`, then the installation's `--notify`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NotifyRule>,
+}
+
+/// Reads a stored part of a run as `read` reads it, or, when it cannot (a newer version of the
+/// operator stored a key or a value this one does not know, or a hand edited it), `unreadable`
+/// built from the path and the error: one run that cannot be read would otherwise fail the
+/// watch's every list of runs, and stop the controller for all.
+fn read_leniently<'de, D: serde::Deserializer<'de>, T: ReadStored>(
+    deserializer: D,
+    part: &str,
+    unreadable: impl FnOnce(&serde_json::Value, String) -> T,
+) -> Result<T, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    let mut track = serde_path_to_error::Track::new();
+    let read = T::read(serde_path_to_error::Deserializer::new(
+        value.clone(),
+        &mut track,
+    ));
+    Ok(match read {
+        Ok(read) => read,
+        Err(error) => {
+            let path = track.path().to_string();
+            let at = if path == "." {
+                part.to_string()
+            } else {
+                format!("{part}.{path}")
+            };
+            unreadable(&value, format!("{at}: {error}"))
+        }
+    })
+}
+
+/// A stored part of a run as its derived reading reads it.
+trait ReadStored: Sized {
+    fn read<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error>;
+}
+
+impl ReadStored for RunAction {
+    fn read<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        RunAction::deserialize(deserializer)
+    }
+}
+
+impl ReadStored for JobRunStatus {
+    fn read<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        JobRunStatus::deserialize(deserializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for RunAction {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        read_leniently(deserializer, "spec.action", |value, why| RunAction {
+            unreadable: Some(why),
+            index: value
+                .get("index")
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|index| u32::try_from(index).ok())
+                .unwrap_or(u32::MAX),
+            name: value
+                .get("name")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            silent: false,
+            tasks: Vec::new(),
+            files: Vec::new(),
+            timeout_seconds: None,
+            concurrency: None,
+            notify: Vec::new(),
+        })
+    }
+}
+
+impl Serialize for RunAction {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        RunAction::serialize(self, serializer)
+    }
 }
 
 /// The concurrency group a run belongs to.
@@ -181,8 +262,14 @@ pub enum TaskPhase {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct JobRunStatus {
+    /// Why the status as stored cannot be read (a phase or a key of a newer version of the
+    /// operator, a hand's edit): the run is left alone, counted as done when the status says
+    /// so. Never stored.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub unreadable: Option<String>,
     /// Counts the operator's status writes, so it can tell its latest write from an older copy
     /// still in its watch cache.
     #[serde(default)]
@@ -226,6 +313,30 @@ pub struct JobRunStatus {
     /// are neither listed at its start nor held in its cache.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub done: bool,
+}
+
+impl<'de> Deserialize<'de> for JobRunStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        read_leniently(deserializer, "status", |value, why| JobRunStatus {
+            unreadable: Some(why),
+            revision: value
+                .get("revision")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or_default(),
+            done: value.get("done") == Some(&serde_json::Value::Bool(true)),
+            finished_at: value
+                .get("finishedAt")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string),
+            ..JobRunStatus::default()
+        })
+    }
+}
+
+impl Serialize for JobRunStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        JobRunStatus::serialize(self, serializer)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -538,6 +649,77 @@ impl JobRunStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stored(action: serde_json::Value, status: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "job-executor.dev/v1alpha1",
+            "kind": "JobRun",
+            "metadata": {"name": "r", "namespace": "n", "uid": "u"},
+            "spec": {
+                "event": {"specversion": "1.0", "id": "e", "source": "s", "type": "t"},
+                "action": action,
+            },
+            "status": status,
+        })
+    }
+
+    /// A run this version cannot read (a task key or a phase of a newer version, a hand's
+    /// edit) is read as unreadable, saying where and why, and a list holding it is read whole:
+    /// one such run failed every list of runs, which stopped the controller for all.
+    #[test]
+    fn a_run_that_cannot_be_read_is_marked_so_and_its_list_is_read() {
+        let good = stored(
+            serde_json::json!({"index": 0, "name": "a", "tasks": [{"image": "alpine"}]}),
+            serde_json::json!({"phase": "Running", "revision": 3}),
+        );
+        let newer = stored(
+            serde_json::json!({
+                "index": 2, "name": "b",
+                "tasks": [{"image": "alpine"}, {"image": "alpine", "futureKey": 1}]
+            }),
+            serde_json::json!({"phase": "Hibernating", "revision": 7, "done": true,
+                               "finishedAt": "2026-12-01T10:00:00Z"}),
+        );
+        let list: kube::core::ObjectList<JobRun> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "List", "metadata": {}, "items": [good, newer]
+        }))
+        .unwrap();
+        let [good, newer] = &list.items[..] else {
+            panic!("{:?}", list.items)
+        };
+        assert_eq!(good.spec.action.unreadable, None);
+        assert_eq!(good.spec.action.tasks.len(), 1);
+        assert_eq!(good.status.as_ref().unwrap().unreadable, None);
+        let action = &newer.spec.action;
+        assert_eq!((action.index, action.name.as_str()), (2, "b"));
+        let why = action.unreadable.as_deref().unwrap();
+        assert!(
+            why.starts_with("spec.action.tasks[1].futureKey: unknown field `futureKey`"),
+            "{why}"
+        );
+        let status = newer.status.as_ref().unwrap();
+        assert!(
+            status
+                .unreadable
+                .as_deref()
+                .unwrap()
+                .starts_with("status.phase: unknown variant `Hibernating`"),
+            "{status:?}"
+        );
+        assert_eq!((status.revision, status.done), (7, true));
+        assert_eq!(status.finished_at.as_deref(), Some("2026-12-01T10:00:00Z"));
+        // Never written back: what is read whole is written as it was.
+        let written = serde_json::to_value(good).unwrap();
+        assert!(
+            written["spec"]["action"].get("unreadable").is_none(),
+            "{written}"
+        );
+        let again = serde_json::from_value::<JobRun>(written).unwrap();
+        assert_eq!(
+            (again.spec, again.status),
+            (good.spec.clone(), good.status.clone())
+        );
+    }
 
     /// Every integer of the CRDs as the API server reads it: no format it does not know, and
     /// the unsigned 32-bit counts (attempts, the task that runs, a group's limit) bounded, so

@@ -857,6 +857,50 @@ async fn a_run_an_older_version_ended_is_marked_done_keeping_its_record() {
     assert_eq!(after, before);
 }
 
+/// A run this version cannot read (a task key of a newer version, rolled back since; a hand's
+/// edit) is left alone, said in the log; the other runs go on, across a restart's lists too
+/// (one such run failed every list of runs, and stopped the controller for all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_cannot_be_read_is_left_alone_and_the_others_go_on() {
+    let mut h = Harness::start(&[]).await;
+    let resource = kube::api::ApiResource::erase::<job_executor::crd::JobRun>(&());
+    let raw: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(h.sim.client(), "default", &resource);
+    let newer: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "job-executor.dev/v1alpha1",
+        "kind": "JobRun",
+        "metadata": {"name": "from-a-newer-version"},
+        "spec": {
+            "event": sample_with_id("test.triggered.json", "newer"),
+            "action": {"index": 0, "name": "newer", "tasks": [{"image": "alpine", "futureKey": 1}]},
+        },
+    }))
+    .unwrap();
+    raw.create(&kube::api::PostParams::default(), &newer)
+        .await
+        .unwrap();
+    h.kill_operator();
+    h.start_operator().await;
+    let event = sample_with_id("test.triggered.json", "beside-it");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    assert_recovered(&h, "beside-it").await;
+    wait_for("the unreadable run said in the log", LONG, || {
+        h.operator_log().contains(
+            "this run cannot be read, and is left alone (stored by a newer version of \
+             job-executor?): spec.action.tasks[0].futureKey: unknown field `futureKey`",
+        )
+    })
+    .await;
+    assert!(h.sink.for_trigger("newer").is_empty());
+    assert!(
+        h.jobs_created()
+            .iter()
+            .all(|job| !job.starts_with("from-a-newer-version")),
+        "{:?}",
+        h.jobs_created()
+    );
+}
+
 /// A Job the API server forbids for now (an exceeded quota, a missing permission) is tried again:
 /// meanwhile the run says why its task has not started, `.started` is sent once and the run's
 /// start is kept (the wait counts from it); once allowed, the task runs. Forbidden for longer

@@ -148,6 +148,7 @@ fn plan_with_reads(
                     event,
                     &settings.job_namespace,
                     RunAction {
+                        unreadable: None,
                         index: u32::MAX,
                         name: "job config".into(),
                         silent: false,
@@ -625,6 +626,7 @@ fn plan_with_config(
             event,
             &settings.job_namespace,
             RunAction {
+                unreadable: None,
                 index: index as u32,
                 name: action.display_name(index),
                 silent: action.silent,
