@@ -389,6 +389,16 @@ actions:
     );
 }
 
+/// The warnings of a config that loads, as `location: path: message`.
+fn warnings(text: &str) -> Vec<String> {
+    let valid = load(text, "c.yaml").unwrap();
+    valid
+        .warnings
+        .iter()
+        .map(|w| format!("{}: {}: {}", w.location, w.path, w.message))
+        .collect()
+}
+
 #[test]
 fn warnings_do_not_fail_loading() {
     let text = r#"apiVersion: v2
@@ -407,12 +417,7 @@ actions:
           - {name: ALL, value: "$", valueFrom: string}
   - name: empty
 "#;
-    let valid = load(text, "c.yaml").unwrap();
-    let messages: Vec<String> = valid
-        .warnings
-        .iter()
-        .map(|w| format!("{}: {}: {}", w.location, w.path, w.message))
-        .collect();
+    let messages = warnings(text);
     assert_eq!(messages.len(), 6, "{messages:#?}");
     assert!(messages[0].starts_with("5:15: actions[0].events[0].name: \"^sh"));
     assert!(messages[0].contains("anchored globs"));
@@ -448,12 +453,7 @@ actions:
           - {name: URLS, value: "_links[*]", valueFrom: event}
           - {name: TEXT, value: "data.project"}
 "#;
-    let valid = load(text, "c.yaml").unwrap();
-    let messages: Vec<String> = valid
-        .warnings
-        .iter()
-        .map(|w| format!("{}: {}: {}", w.location, w.path, w.message))
-        .collect();
+    let messages = warnings(text);
     assert_eq!(
         messages,
         [
@@ -468,6 +468,7 @@ actions:
         ]
     );
     // What matches, renders and is stored in a run is the path as it reads.
+    let valid = load(text, "c.yaml").unwrap();
     let action = &valid.config.actions[0];
     let properties: Vec<&str> = action
         .events
