@@ -255,7 +255,7 @@ pub async fn elect(
 
 /// Whether this replica may take the Lease now: `Err` with why not. A replica whose watches
 /// cannot list the runs (a CRD older than it, access refused) would lead and move nothing,
-/// while a ready one waited: it takes the Lease only when ready (it keeps one it holds).
+/// while one that can waited: it takes the Lease only once they listed (it keeps one it holds).
 pub type Readiness = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 struct Election {

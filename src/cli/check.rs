@@ -124,18 +124,14 @@ fn show_value(id: &str, raw: &[String], secret: bool) -> String {
             _ if value.is_empty() => "\"\"".to_string(),
             (false, _) => value.clone(),
             // A URL that may carry credentials (`nats://user:password@…`, a token in its
-            // query) shows all but them; NATS takes a list of servers.
-            (true, "git_url" | "nats_url" | "sink_url" | "dead_letter_sink_url") => value
+            // query) shows all but them; NATS takes a list of servers (a comma elsewhere is
+            // the URL's own, as in a query `?fields=a,b&code=…`).
+            (true, "nats_url") => value
                 .split(',')
-                .map(|url| {
-                    let masked = mask_credentials(url);
-                    match masked.find(['?', '#']) {
-                        Some(cut) => format!("{}{}{MASK}", &masked[..cut], &masked[cut..=cut]),
-                        None => masked,
-                    }
-                })
+                .map(shown_url)
                 .collect::<Vec<_>>()
                 .join(","),
+            (true, "git_url" | "sink_url" | "dead_letter_sink_url") => shown_url(value),
             (true, "sink_headers") => match value.split_once(':') {
                 Some((name, _)) => format!("{}: {MASK}", name.trim()),
                 None => MASK.to_string(),
@@ -144,6 +140,15 @@ fn show_value(id: &str, raw: &[String], secret: bool) -> String {
         })
         .collect();
     shown.join(",")
+}
+
+/// A URL shown without its credentials, query or fragment.
+fn shown_url(url: &str) -> String {
+    let masked = mask_credentials(url);
+    match masked.find(['?', '#']) {
+        Some(cut) => format!("{}{}{MASK}", &masked[..cut], &masked[cut..=cut]),
+        None => masked,
+    }
 }
 
 /// The lines as a table with a header. The value column fits the values of at most
@@ -246,7 +251,7 @@ mod tests {
             "--git-password",
             "pa55word",
             "--sink-url",
-            "https://hooks.example/in?token=qu3ry",
+            "https://hooks.example/in?fields=a,b&token=qu3ry",
             "--dead-letter-sink-url",
             "https://dl:d3ad@dead.example/x#fr4g",
             "--nats-url",

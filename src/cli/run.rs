@@ -1010,7 +1010,19 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         kube::Api::<Lease>::namespaced(client.clone(), &settings.job_namespace),
         lease,
         leadership_tx,
-        Box::new(move || ready_to_lead.status()),
+        // Its watches listed once: a replica whose runs cannot be listed (a CRD older than it)
+        // leads nothing. Not every problem of `/readyz`: one all replicas share (a watch
+        // resumed in a quiet cluster, the retained runs' list) would leave no leader.
+        Box::new(move || {
+            if ready_to_lead.is_synced() {
+                Ok(())
+            } else {
+                Err(ready_to_lead
+                    .status()
+                    .err()
+                    .unwrap_or_else(|| "its watches have not listed yet".into()))
+            }
+        }),
         {
             // Nor before a schedule's firing in flight is over (a new leader would fire it
             // again: a duplicate, harmless, but not what stopping promises).

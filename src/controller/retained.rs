@@ -46,10 +46,19 @@ pub struct RetainedRun {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RetainedStatus {
-    #[serde(default)]
+    /// None also when it cannot be read (a state of a newer version, rolled back since): one
+    /// such run would fail the list of every retained run, and `/readyz` with it.
+    #[serde(default, deserialize_with = "readable_or_none")]
     pub finished: Option<Delivery>,
     #[serde(default)]
     pub finished_at: Option<String>,
+}
+
+fn readable_or_none<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(T::deserialize(&value).ok())
 }
 
 impl kube::Resource for RetainedRun {
@@ -406,6 +415,24 @@ mod tests {
 
     fn delivered() -> serde_json::Value {
         json!({"id": "f", "state": "Delivered", "attempts": 1})
+    }
+
+    /// A delivery this version cannot read (a state of a newer version, rolled back since) is
+    /// read as none: the run is kept by its end's time, and the list it is in is read.
+    #[test]
+    fn a_delivery_that_cannot_be_read_is_none() {
+        let newer = run(
+            "n",
+            "2026-12-02T10:01:00Z",
+            json!({"id": "f", "state": "Forwarded", "attempts": 1}),
+        );
+        assert!(newer.status.as_ref().unwrap().finished.is_none());
+        assert_eq!(
+            newer.status.unwrap().finished_at.as_deref(),
+            Some("2026-12-02T10:01:00Z")
+        );
+        let known = run("k", "2026-12-02T10:01:00Z", delivered());
+        assert!(known.status.unwrap().finished.is_some());
     }
 
     #[test]

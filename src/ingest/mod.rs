@@ -290,13 +290,17 @@ async fn runs_of_event(
     else {
         return Ok(Vec::new());
     };
-    let params = kube::api::ListParams::default().labels(&format!(
-        "{}={},{}={}",
-        crate::labels::MANAGED_BY_LABEL,
-        crate::labels::MANAGED_BY,
-        crate::labels::EVENT_ID,
-        id_label
-    ));
+    // From the API server's cache (a redelivery comes long after its runs were stored), not a
+    // read of every run of the namespace from etcd.
+    let params = kube::api::ListParams::default()
+        .match_any()
+        .labels(&format!(
+            "{}={},{}={}",
+            crate::labels::MANAGED_BY_LABEL,
+            crate::labels::MANAGED_BY,
+            crate::labels::EVENT_ID,
+            id_label
+        ));
     let listed = tokio::time::timeout(state.store_timeout, state.runs.list(&params))
         .await
         .unwrap_or_else(|_| {

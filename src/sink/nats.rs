@@ -91,7 +91,7 @@ impl std::fmt::Debug for NatsAddress {
             Some(NatsAuth::Token(_)) => "token",
         };
         f.debug_struct("NatsAddress")
-            .field("url", &self.url)
+            .field("url", &self.shown())
             .field("auth", &auth)
             .finish()
     }

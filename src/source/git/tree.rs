@@ -22,8 +22,10 @@ const MAX_LINK_BYTES: u64 = 4096;
 /// size on disk is compressed, and one that inflates past the operator's memory would end it.
 const MAX_OBJECT_BYTES: u64 = 16 << 20;
 
-/// The most entries of directories kept decoded by one [`CommitTree`] (about 20 MB).
-const MOST_ENTRIES_KEPT: usize = 250_000;
+/// The most entries of directories kept decoded by one [`CommitTree`]: more than a directory
+/// within `MAX_OBJECT_BYTES` holds, so the one being walked is always kept (past it, those
+/// kept before are dropped).
+const MOST_ENTRIES_KEPT: usize = 600_000;
 
 /// A directory of a commit.
 pub struct CommitTree {
@@ -55,9 +57,12 @@ struct Directory {
 impl Directory {
     fn find(&self, name: &str) -> Option<(EntryMode, ObjectId)> {
         let by_name = self.by_name.get_or_init(|| {
-            (self.entries.iter().enumerate())
-                .map(|(at, (name, _, _))| (name.clone(), at))
-                .collect()
+            // The first of two names alike once read as UTF-8, as a scan finds it.
+            let mut by_name = HashMap::with_capacity(self.entries.len());
+            for (at, (name, _, _)) in self.entries.iter().enumerate() {
+                by_name.entry(name.clone()).or_insert(at);
+            }
+            by_name
         });
         let (_, mode, id) = self.entries.get(*by_name.get(name)?)?;
         Some((*mode, *id))
@@ -199,9 +204,14 @@ impl CommitTree {
         });
         if let Ok(mut trees) = self.trees.lock() {
             trees.decoded += 1;
-            if trees.entries + directory.entries.len() <= MOST_ENTRIES_KEPT {
+            if trees.entries + directory.entries.len() > MOST_ENTRIES_KEPT {
+                trees.by_id.clear();
+                trees.entries = 0;
+            }
+            if directory.entries.len() <= MOST_ENTRIES_KEPT
+                && trees.by_id.insert(id, directory.clone()).is_none()
+            {
                 trees.entries += directory.entries.len();
-                trees.by_id.insert(id, directory.clone());
             }
         }
         Ok(directory)
