@@ -228,7 +228,8 @@ pub fn stage_paths(data: &[u8]) {
 /// 500), an `authorization` line, then the `cloudevent` layout. The service's config comes from
 /// `examples/` (the `carts` service).
 ///
-/// Properties: no panic and no 500; the receiver only ever creates JobRuns; the runs the answer
+/// Properties: no panic and no 500; the receiver only ever creates JobRuns (and lists them by
+/// an event's label, when its config cannot be used); the runs the answer
 /// names are exactly the ones stored; a refused request (4xx, 503) stores nothing; a 202 means
 /// its runs are stored; delivering a 202 request again stores nothing more and answers every run
 /// `duplicate`.
@@ -291,7 +292,7 @@ fn answer_has_runs_plan(answer: &serde_json::Value) -> bool {
 
 /// The receiver's router over a store in memory.
 mod receiver {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::path::PathBuf;
     use std::sync::{Arc, Mutex, OnceLock};
     use std::time::Duration;
@@ -317,7 +318,7 @@ mod receiver {
     /// JobRuns by name, as the API server would keep them.
     #[derive(Clone)]
     pub struct MemoryStore {
-        runs: Arc<Mutex<BTreeSet<String>>>,
+        runs: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
         failing: bool,
     }
 
@@ -330,32 +331,45 @@ mod receiver {
         }
 
         pub fn names(&self) -> BTreeSet<String> {
-            self.runs.lock().expect("the store's lock").clone()
+            (self.runs.lock().expect("the store's lock").keys())
+                .cloned()
+                .collect()
         }
 
-        /// One API request: only a JobRun create is expected.
+        /// One API request: a JobRun create, or a list of JobRuns by their labels (an
+        /// event's runs, looked for when its config cannot be used).
         async fn answer(self, request: Request<kube::client::Body>) -> Response<Full<Bytes>> {
             let (parts, body) = request.into_parts();
-            assert_eq!(parts.method, http::Method::POST, "{}", parts.uri);
             assert!(
                 parts.uri.path().ends_with("/jobruns"),
                 "the receiver asked for {}",
                 parts.uri
             );
-            let body = body.collect().await.expect("the request body").to_bytes();
             if self.failing {
                 return status(500, "InternalError", "the store is failing");
             }
+            if parts.method == http::Method::GET {
+                return self.list(parts.uri.query().unwrap_or_default());
+            }
+            assert_eq!(parts.method, http::Method::POST, "{}", parts.uri);
+            let body = body.collect().await.expect("the request body").to_bytes();
             let run: serde_json::Value = serde_json::from_slice(&body).expect("a JobRun");
             let name = run["metadata"]["name"]
                 .as_str()
                 .expect("a named run")
                 .to_string();
-            let created = self
+            let created = match self
                 .runs
                 .lock()
                 .expect("the store's lock")
-                .insert(name.clone());
+                .entry(name.clone())
+            {
+                std::collections::btree_map::Entry::Occupied(_) => false,
+                std::collections::btree_map::Entry::Vacant(place) => {
+                    place.insert(run);
+                    true
+                }
+            };
             if !created {
                 return status(
                     409,
@@ -367,6 +381,59 @@ mod receiver {
             *response.status_mut() = StatusCode::CREATED;
             response
         }
+    }
+
+    impl MemoryStore {
+        /// The runs whose labels hold every `key=value` of the query's `labelSelector`.
+        fn list(&self, query: &str) -> Response<Full<Bytes>> {
+            let selector = query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("labelSelector="))
+                .map(percent_decoded)
+                .unwrap_or_default();
+            let wanted: Vec<(&str, &str)> = selector
+                .split(',')
+                .filter_map(|term| term.split_once('='))
+                .collect();
+            let items: Vec<serde_json::Value> = (self.runs.lock().expect("the store's lock"))
+                .values()
+                .filter(|run| {
+                    wanted
+                        .iter()
+                        .all(|(key, value)| run["metadata"]["labels"][*key] == *value)
+                })
+                .cloned()
+                .collect();
+            let body = serde_json::json!({
+                "kind": "JobRunList", "apiVersion": "job-executor.dev/v1alpha1",
+                "metadata": {"resourceVersion": "1"}, "items": items,
+            });
+            Response::new(Full::new(Bytes::from(body.to_string())))
+        }
+    }
+
+    /// `%XX` escapes read as their bytes.
+    fn percent_decoded(text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut at = 0;
+        while at < bytes.len() {
+            let escaped = (bytes[at] == b'%')
+                .then(|| text.get(at + 1..at + 3))
+                .flatten()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+            match escaped {
+                Some(byte) => {
+                    out.push(byte);
+                    at += 3;
+                }
+                None => {
+                    out.push(bytes[at]);
+                    at += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     fn status(code: u16, reason: &str, message: &str) -> Response<Full<Bytes>> {
