@@ -354,8 +354,9 @@ pub struct GitSource {
     /// asked for: for a fetch interval after, a pinned commit the clone lacks is answered with
     /// it without a fetch (during an outage each event pinned to a commit the clone lacks
     /// would wait for a fetch of its own), as the heads' fetch is tried again once per
-    /// interval.
-    pin_fetch_failed: Mutex<Option<(Instant, GitError)>>,
+    /// interval. With the clone's generation then: a fetch recorded since (the heads', fetched
+    /// ahead, once the host is back) ends it.
+    pin_fetch_failed: Mutex<Option<(Instant, u64, GitError)>>,
 }
 
 /// Whether `at` is less than `interval` after `since`.
@@ -592,8 +593,9 @@ impl GitSource {
             cause: Box::new(cause),
         };
         if let Some(cause) = self.pin_fetch_failed.lock().ok().and_then(|failed| {
-            let (at, cause) = failed.as_ref()?;
-            within(requested, *at, self.fetch_interval).then(|| cause.clone())
+            let (at, generation, cause) = failed.as_ref()?;
+            (within(requested, *at, self.fetch_interval) && *generation == self.cache.generation())
+                .then(|| cause.clone())
         }) {
             return Err(not_fetched(cause));
         }
@@ -612,7 +614,7 @@ impl GitSource {
             }
         };
         if let Ok(mut failed) = self.pin_fetch_failed.lock() {
-            *failed = Some((requested, cause.clone()));
+            *failed = Some((requested, self.cache.generation(), cause.clone()));
         }
         Err(not_fetched(cause))
     }

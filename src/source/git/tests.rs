@@ -1036,6 +1036,37 @@ fn an_unreachable_repository_serves_the_branch_heads_of_the_last_fetch() {
     assert_eq!(image_of(&back.config.unwrap()), "new");
 }
 
+/// After a failed fetch, an event pinned to a commit the clone lacks is answered from it for a
+/// fetch interval; a fetch that works meanwhile (the heads', once the host is back) ends that.
+#[test]
+fn a_fetch_that_works_ends_the_pins_answer_from_a_failed_one() {
+    let repo = TestRepo::new("pin-memo");
+    repo.git(&["checkout", "-q", "-b", "dev"]);
+    repo.write("carts/job/config.yaml", &config_with_image("old", "[]"));
+    repo.commit("old");
+    let cache_dir = repo.dir.with_extension("cache");
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    let source = open_source(&repo.url(), &cache_dir, &[], Duration::from_secs(600)).unwrap();
+    assert_eq!(image_of(&found(&source, "dev", "carts", None)), "old");
+    // A commit no branch shows yet (pushed a moment later).
+    repo.write("carts/job/config.yaml", &config_with_image("new", "[]"));
+    let new = repo.commit("new");
+    repo.git(&["reset", "-q", "--hard", "HEAD~1"]);
+    let away = repo.dir.with_extension("away");
+    let _ = std::fs::remove_dir_all(&away);
+    std::fs::rename(&repo.dir, &away).unwrap();
+    let pinned = || source.load(&service("dev", "carts"), Some(&new), Reads::Any);
+    assert!(pinned().unwrap_err().is_transient());
+    std::fs::rename(&away, &repo.dir).unwrap();
+    // Within the interval, without a fetch: the failed one's answer.
+    assert!(pinned().unwrap_err().is_transient());
+    // The heads' fetch works again; then the commit is pushed.
+    source.cache.heads(Instant::now(), Duration::ZERO).unwrap();
+    repo.git(&["update-ref", "refs/heads/dev", &new]);
+    let config = pinned().unwrap().config.unwrap();
+    assert_eq!(image_of(&config), "new");
+}
+
 /// A repository whose `dev` branch holds a config at `job/config.yaml` (image `v1`), and an
 /// empty place for its clone cache.
 fn dev_repo(name: &str) -> (TestRepo, PathBuf) {
