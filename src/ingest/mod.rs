@@ -301,13 +301,8 @@ async fn runs_of_event(
             crate::labels::EVENT_ID,
             id_label
         ));
-    let listed = tokio::time::timeout(state.store_timeout, state.runs.list(&params))
+    let listed = within_store_timeout(state, state.runs.list(&params))
         .await
-        .unwrap_or_else(|_| {
-            Err(kube::Error::Service(Box::new(StoreTimeout(
-                state.store_timeout,
-            ))))
-        })
         .map_err(|problem| {
             tracing::warn!(error = %problem, "cannot look for the event's runs; answering 503");
             unavailable(
@@ -797,6 +792,21 @@ fn unavailable(message: String, outcome: &'static str) -> Refusal {
 #[error("no answer within {}s", .0.as_secs_f32())]
 struct StoreTimeout(std::time::Duration);
 
+/// A request to the API server bounded by the store timeout; no answer in time reads as a
+/// client error, so callers handle it with every other failure to reach the store.
+async fn within_store_timeout<T>(
+    state: &IngestState,
+    request: impl std::future::Future<Output = kube::Result<T>>,
+) -> kube::Result<T> {
+    tokio::time::timeout(state.store_timeout, request)
+        .await
+        .unwrap_or_else(|_| {
+            Err(kube::Error::Service(Box::new(StoreTimeout(
+                state.store_timeout,
+            ))))
+        })
+}
+
 /// Creates the runs; an existing one is a duplicate delivery, one the API server refuses for
 /// good (too large, invalid or malformed, denied by admission) is `refused` with its reason (and
 /// stored failed, if it can be, to report it in its `.finished`). Any other failure, or no answer
@@ -810,13 +820,7 @@ async fn create_runs(state: &IngestState, runs: Vec<JobRun>) -> Result<Vec<RunAn
     for run in runs {
         let name = run.metadata.name.clone().unwrap_or_default();
         let action = run.spec.action.name.clone();
-        let created = tokio::time::timeout(state.store_timeout, state.runs.create(&params, &run))
-            .await
-            .unwrap_or_else(|_| {
-                Err(kube::Error::Service(Box::new(StoreTimeout(
-                    state.store_timeout,
-                ))))
-            });
+        let created = within_store_timeout(state, state.runs.create(&params, &run)).await;
         let status = match created {
             Ok(stored) if run.spec.files_dir.is_some() && stored.spec.files_dir.is_none() => {
                 return Err(older_crd(state, &stored).await);
@@ -883,14 +887,8 @@ async fn older_crd(state: &IngestState, stored: &JobRun) -> Refusal {
         ..Default::default()
     };
     // Bounded as the create was: a frozen API server does not hold the sender.
-    match tokio::time::timeout(state.store_timeout, state.runs.delete(&name, &params)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(problem)) => {
-            tracing::error!(run = %name, error = %problem, "cannot delete a run stored without its files' place");
-        }
-        Err(_) => {
-            tracing::error!(run = %name, "cannot delete a run stored without its files' place: no answer within the store timeout");
-        }
+    if let Err(problem) = within_store_timeout(state, state.runs.delete(&name, &params)).await {
+        tracing::error!(run = %name, error = %problem, "cannot delete a run stored without its files' place");
     }
     let message = format!(
         "the installed CustomResourceDefinition {} is older than this operator: it drops \
@@ -999,13 +997,7 @@ async fn store_refused(
     if let Some(labels) = run.metadata.labels.as_mut() {
         labels.remove(crate::labels::GROUP);
     }
-    let created = tokio::time::timeout(state.store_timeout, state.runs.create(params, &run))
-        .await
-        .unwrap_or_else(|_| {
-            Err(kube::Error::Service(Box::new(StoreTimeout(
-                state.store_timeout,
-            ))))
-        });
+    let created = within_store_timeout(state, state.runs.create(params, &run)).await;
     match created {
         Ok(_) => {
             state.metrics.run_started();
