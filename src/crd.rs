@@ -82,6 +82,30 @@ pub struct JobRunSpec {
     /// queue, the run's name breaking ties.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arrived_at: Option<String>,
+    /// The run format an operator must know to take the run's steps, when later than the first:
+    /// a version that knows only older formats leaves the run alone for the version that stored
+    /// it (during a rolling upgrade, or after a rollback), rather than running it under older
+    /// rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires: Option<u32>,
+}
+
+/// The newest run format this version knows. A version that stores runs its predecessors would
+/// run differently (a field they ignore that changes what a task does) raises it and stores
+/// `spec.requires`.
+pub const RUN_FORMAT: u32 = 1;
+
+impl JobRunSpec {
+    /// Why this version must leave the run alone: stored for a run format it does not know.
+    pub fn newer_format(&self) -> Option<String> {
+        let required = self.requires?;
+        (required > RUN_FORMAT).then(|| {
+            format!(
+                "spec.requires: the run needs run format {required}, and this version of \
+                 job-executor knows formats up to {RUN_FORMAT}"
+            )
+        })
+    }
 }
 
 /// Why a run's config may be behind its branch.

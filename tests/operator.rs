@@ -879,6 +879,21 @@ async fn a_run_that_cannot_be_read_is_left_alone_and_the_others_go_on() {
     raw.create(&kube::api::PostParams::default(), &newer)
         .await
         .unwrap();
+    // Readable, but stored for a run format this version does not know.
+    let newer_format: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "job-executor.dev/v1alpha1",
+        "kind": "JobRun",
+        "metadata": {"name": "for-a-newer-format"},
+        "spec": {
+            "event": sample_with_id("test.triggered.json", "newer-format"),
+            "action": {"index": 0, "name": "newer-format", "tasks": [{"image": "alpine"}]},
+            "requires": job_executor::crd::RUN_FORMAT + 1,
+        },
+    }))
+    .unwrap();
+    raw.create(&kube::api::PostParams::default(), &newer_format)
+        .await
+        .unwrap();
     h.kill_operator();
     h.start_operator().await;
     let event = sample_with_id("test.triggered.json", "beside-it");
@@ -891,11 +906,23 @@ async fn a_run_that_cannot_be_read_is_left_alone_and_the_others_go_on() {
         )
     })
     .await;
+    let format = job_executor::crd::RUN_FORMAT;
+    let needs = format!(
+        "this run cannot be read, and is left alone (stored by a newer version of job-executor?): \
+         spec.requires: the run needs run format {}, and this version of job-executor knows \
+         formats up to {format}",
+        format + 1
+    );
+    wait_for("the run of a newer format said in the log", LONG, || {
+        h.operator_log().contains(&needs)
+    })
+    .await;
     assert!(h.sink.for_trigger("newer").is_empty());
+    assert!(h.sink.for_trigger("newer-format").is_empty());
     assert!(
-        h.jobs_created()
-            .iter()
-            .all(|job| !job.starts_with("from-a-newer-version")),
+        h.jobs_created().iter().all(|job| {
+            !job.starts_with("from-a-newer-version") && !job.starts_with("for-a-newer-format")
+        }),
         "{:?}",
         h.jobs_created()
     );

@@ -866,11 +866,13 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
     }
     ctx.watches_listed().await;
     let name = run.name_any();
-    // Stored by a newer version of the operator (rolled back since) or edited by hand: this
-    // version cannot tell what the run needs, so it takes no step (the version that stored it
-    // goes on with it); the other runs go on.
+    // Stored by a newer version of the operator (still rolling out, or rolled back since) or
+    // edited by hand: this version cannot tell what the run needs, so it takes no step (the
+    // version that stored it goes on with it); the other runs go on.
+    let newer_format = run.spec.newer_format();
     let unreadable = (run.spec.action.unreadable.as_deref())
-        .or_else(|| run.status.as_ref()?.unreadable.as_deref());
+        .or_else(|| run.status.as_ref()?.unreadable.as_deref())
+        .or(newer_format.as_deref());
     if let Some(why) = unreadable {
         tracing::warn!(run = %name, "this run cannot be read, and is left alone (stored by a newer version of job-executor?): {why}");
         return Ok(Action::await_change());

@@ -749,6 +749,7 @@ fn job_run(
             config_stale: place.stale,
             failure,
             arrived_at: Some(jiff::Timestamp::now().to_string()),
+            requires: None,
         },
         status: None,
     }
