@@ -194,7 +194,12 @@ async fn the_test_event_runs_both_tasks_in_order_with_their_logs_and_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_task_stops_the_action_and_reports_its_logs() {
-    let config = two_tasks("fail", "job-executor.test/fail", "alpine:3.20", "");
+    let config = two_tasks(
+        "fail",
+        "job-executor.test/fail",
+        "alpine:3.20",
+        "        backoffLimit: 1\n",
+    );
     let h = ClusterHarness::start("fail", &config, &[]).await;
     let event = sample_with_id("test.triggered.json", "cluster-fail");
     assert_eq!(h.post_event(&event).await.status, 202);
@@ -217,6 +222,10 @@ async fn a_failing_task_stops_the_action_and_reports_its_logs() {
         "the second task never gets a Job"
     );
     assert_eq!(h.jobruns()[0]["status"]["phase"], "Failed");
+    // Its retry came once the first pod had stopped (the policy a task with retries gets).
+    let job = &h.list("jobs")[0];
+    assert_eq!(job["spec"]["podReplacementPolicy"], "Failed", "{job}");
+    assert_eq!(job["status"]["failed"], 2, "{job}");
 }
 
 /// A Job the API server cannot store fails its task with the API server's reason and the run

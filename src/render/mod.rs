@@ -326,6 +326,7 @@ pub fn render_job(request: &JobRequest<'_>, settings: &Settings) -> Result<Job, 
         .unwrap_or(settings.default_ttl_seconds_after_finished)
         .max(MIN_TTL_SECONDS);
 
+    let backoff_limit = task.backoff_limit.unwrap_or(0);
     Ok(Job {
         metadata: ObjectMeta {
             name: Some(names::job_name(request.run_name, request.task_index)),
@@ -336,7 +337,13 @@ pub fn render_job(request: &JobRequest<'_>, settings: &Settings) -> Result<Job, 
             ..Default::default()
         },
         spec: Some(JobSpec {
-            backoff_limit: Some(task.backoff_limit.unwrap_or(0)),
+            backoff_limit: Some(backoff_limit),
+            // With retries, a pod still stopping (a drained node's, within its grace period) is
+            // replaced only once it has stopped: Kubernetes' default starts the next try at once,
+            // and two tries of one task (a deployment, a migration) would run side by side.
+            // Without retries nothing replaces a pod, and the default fails the task as soon as
+            // its pod is deleted.
+            pod_replacement_policy: (backoff_limit > 0).then(|| "Failed".to_string()),
             active_deadline_seconds: Some(
                 task.max_poll_duration
                     .unwrap_or(settings.default_max_poll_duration),
