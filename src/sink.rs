@@ -42,6 +42,11 @@ pub enum SinkMode {
 pub enum SinkError {
     #[error("sink URL {0:?} is not a valid http://, https:// or nats:// URL")]
     InvalidUrl(String),
+    #[error(
+        "sink URL {0:?} holds credentials (`user:password@`), which HTTP requests do not carry: \
+         put them in an `Authorization` header of --sink-header-file instead"
+    )]
+    CredentialsInUrl(String),
     #[error("sink headers are sent over HTTP; the NATS sink {0} takes none")]
     HeadersOnNats(String),
     #[error("sink header ({0}) is not `Name: value`")]
@@ -471,7 +476,17 @@ fn check_http_url(url: &str) -> Result<Uri, SinkError> {
     if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
         return Err(invalid());
     }
+    if has_user_info(&uri) {
+        return Err(SinkError::CredentialsInUrl(redact(url)));
+    }
     Ok(uri)
+}
+
+/// Whether an HTTP URL names a user (`user:password@host`): the client sends no such thing,
+/// so a receiver that needs them would refuse every delivery with 401.
+pub fn has_user_info(uri: &Uri) -> bool {
+    uri.authority()
+        .is_some_and(|authority| authority.as_str().contains('@'))
 }
 
 /// One `Name: value` header.
@@ -1120,8 +1135,19 @@ mod tests {
         assert!(Sink::new(&options("http://x", &["nocolon"])).is_err());
         assert!(Sink::new(&options("http://x:8080/e", &["x-token: t"])).is_ok());
         assert!(Sink::new(&options("https://x:8443/e", &[])).is_ok());
-        let sink = Sink::new(&options("https://user:pw@x:8443/e?token=1", &[])).unwrap();
-        assert_eq!(sink.destination(), "https://x:8443/e", "no credentials");
+        let sink = Sink::new(&options("https://x:8443/e?token=1", &[])).unwrap();
+        assert_eq!(sink.destination(), "https://x:8443/e", "no query");
+        // Credentials in the URL would never be sent: refused, pointing to the header file,
+        // and not shown.
+        let error = Sink::new(&options("https://user:s3cret@x:8443/e", &[]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "sink URL \"https://x:8443/e\" holds credentials (`user:password@`), which HTTP \
+             requests do not carry: put them in an `Authorization` header of --sink-header-file \
+             instead"
+        );
         // What is refused is named without its secrets: a header by its name, a URL without
         // its credentials.
         let error = Sink::new(&options("http://x", &["Authorization: Bearer a\nb"]))

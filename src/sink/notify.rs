@@ -167,6 +167,14 @@ impl Notifier {
                 path.display()
             )));
         }
+        if crate::sink::has_user_info(&uri) {
+            return Err(refused(format!(
+                "the notification target {target:?} ({}) holds credentials \
+                 (`user:password@`), which notifications do not send: use a URL that carries \
+                 its token in the path or the query, as chat webhooks do",
+                path.display()
+            )));
+        }
         Ok(uri)
     }
 
@@ -268,17 +276,20 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("ops"), "https://hooks.example/T0/B0/s3cr3t\n").unwrap();
         std::fs::write(dir.join("bad"), "s3cr3t-not-a-url").unwrap();
+        std::fs::write(dir.join("basic"), "https://bot:s3cr3t@hooks.example/x").unwrap();
         let notifier = Notifier::new(Some(dir.clone()), &[], None, Duration::from_secs(1)).unwrap();
-        assert_eq!(notifier.targets(), ["bad", "ops"]);
+        assert_eq!(notifier.targets(), ["bad", "basic", "ops"]);
         assert_eq!(
             notifier.url("ops").unwrap().to_string(),
             "https://hooks.example/T0/B0/s3cr3t"
         );
-        for target in ["bad", "missing"] {
+        for target in ["bad", "missing", "basic"] {
             let error = notifier.url(target).unwrap_err().to_string();
             assert!(error.contains(target), "{error}");
             assert!(!error.contains("s3cr3t"), "{error}");
         }
+        let error = notifier.url("basic").unwrap_err().to_string();
+        assert!(error.contains("holds credentials"), "{error}");
         // A target edited into a run's record as a path reads no file beside the Secret's.
         std::fs::write(
             dir.join("..").join("je-notify-outside"),
