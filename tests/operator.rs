@@ -2748,6 +2748,51 @@ async fn unmatched_events_say_which_listening_actions_refused_them() {
     assert!(h.jobruns().is_empty());
 }
 
+/// An installation told which projects and stages it takes (as a Keptn Uniform subscription's
+/// filter) starts nothing for the others' events, in either mode, and says why; its own run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_projects_and_stages_the_installation_does_not_take_start_nothing() {
+    let h = Harness::start(&["--projects", "podtato, sockshop", "--stages", "prod"]).await;
+    let dev = sample_with_id("test.triggered.json", "dev-stage");
+    let response = h.post_event(&dev).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let why = "the event is about stage \"dev\", and this installation takes only stages \
+               \"prod\" (--stages)";
+    assert_eq!(
+        response.body["events"][0]["not_matched"],
+        json!([{"action": "", "reason": why}])
+    );
+    // Binary mode: the event read whole, not from a sketch.
+    let binary = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "dev-stage-binary"),
+        ("ce-source", "shipyard-controller"),
+        ("ce-type", "sh.keptn.event.test.triggered"),
+        ("content-type", "application/json"),
+    ];
+    let response = h.post(&binary, dev["data"].to_string()).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(
+        response.body["events"][0]["not_matched"],
+        json!([{"action": "", "reason": why}])
+    );
+    let mut other = sample_with_id("test.triggered.json", "other-project");
+    other["data"]["project"] = json!("other");
+    other["data"]["stage"] = json!("prod");
+    let response = h.post_event(&other).await;
+    assert_eq!(
+        response.body["events"][0]["not_matched"][0]["reason"],
+        "the event is about project \"other\", and this installation takes only projects \
+         \"podtato\", \"sockshop\" (--projects)"
+    );
+    assert!(h.jobruns().is_empty());
+    // Its own project and stage run as without the flags.
+    let mut prod = sample_with_id("test.triggered.json", "prod-stage");
+    prod["data"]["stage"] = json!("prod");
+    assert_eq!(h.post_event(&prod).await.status, 202);
+    h.wait_succeeded("prod-stage", LONG).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_happened() {
     let h = Harness::start(&[]).await;

@@ -495,6 +495,7 @@ mod receiver {
             store_timeout: Duration::from_secs(30),
             known_runs: Arc::default(),
             max_runs_in_flight: None,
+            scope: Default::default(),
         };
         let mut request = Request::post("/")
             .body(axum::body::Body::from(body.to_vec()))

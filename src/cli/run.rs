@@ -542,6 +542,16 @@ impl SinkArgs {
     }
 }
 
+/// A project, stage or service name of `--projects`, `--stages`, `--services`: not empty
+/// (spaces around it are ignored, as around the commas).
+fn scope_name(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    if name.is_empty() {
+        return Err("an empty name (two commas in a row, or one at an end)".into());
+    }
+    Ok(name.to_string())
+}
+
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Operator")]
 pub struct OperatorArgs {
@@ -709,6 +719,19 @@ pub struct OperatorArgs {
         default_value_t = 10_000
     )]
     pub max_runs_in_flight: usize,
+    /// Take only events of these projects (`data.project`), comma-separated; the others
+    /// start nothing here (answered 200, saying why), as a Keptn Uniform subscription's filter
+    /// left them to another installation. Unset: every project.
+    #[arg(long, env = "JOB_EXECUTOR_PROJECTS", value_delimiter = ',', value_parser = scope_name)]
+    pub projects: Vec<String>,
+    /// Take only events of these stages (`data.stage`), comma-separated (a remote execution
+    /// plane's). Unset: every stage.
+    #[arg(long, env = "JOB_EXECUTOR_STAGES", value_delimiter = ',', value_parser = scope_name)]
+    pub stages: Vec<String>,
+    /// Take only events of these services (`data.service`), comma-separated. Unset: every
+    /// service.
+    #[arg(long, env = "JOB_EXECUTOR_SERVICES", value_delimiter = ',', value_parser = scope_name)]
+    pub services: Vec<String>,
     /// Seconds ingest waits for the API server to store a run before it answers 503 with
     /// `Retry-After` (the sender retries; a run stored late is then a duplicate).
     #[arg(
@@ -797,6 +820,9 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         concurrency,
         jobrun_retention_seconds,
         max_runs_in_flight,
+        projects,
+        stages,
+        services,
         kube_api_qps,
         kube_api_burst,
         kube_api_read_timeout_seconds,
@@ -921,6 +947,11 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         store_timeout: Duration::from_secs(store_timeout_seconds),
         known_runs: known_runs.clone(),
         max_runs_in_flight: (max_runs_in_flight > 0).then_some(max_runs_in_flight),
+        scope: ingest::plan::EventScope {
+            projects,
+            stages,
+            services,
+        },
     });
     let ingest_app = ingest::router(ingest_state.clone());
     let (nats_ingest, stop_rx_nats) = (ingest_state.clone(), stop_rx.clone());

@@ -63,6 +63,8 @@ pub struct IngestState {
     pub known_runs: Arc<crate::controller::known::KnownRuns>,
     /// The most runs in flight before new ones are refused (429); `None`: no bound.
     pub max_runs_in_flight: Option<usize>,
+    /// The events this installation takes (`--projects`, `--stages`, `--services`).
+    pub scope: plan::EventScope,
 }
 
 /// The bytes of request bodies one replica holds at once (`--max-body-bytes-in-flight`).
@@ -363,8 +365,12 @@ pub(crate) fn take_sketch<R>(
     sketch: &mut EventSketch<'_>,
     answer: impl FnOnce(&EventSketch<'_>, plan::SketchReasons<'_>) -> R,
 ) -> Option<R> {
-    let answered =
-        plan::plan_sketch_in_memory(sketch, &state.source, |reasons| answer(sketch, reasons))?;
+    let answered = match state.scope.refusal(|name| sketch.lookup_str(name)) {
+        Some(reasons) => answer(sketch, plan::SketchReasons::Listed(reasons)),
+        None => {
+            plan::plan_sketch_in_memory(sketch, &state.source, |reasons| answer(sketch, reasons))?
+        }
+    };
     // Only now: an event taken whole after all gets its span there. Built for the span only
     // when spans are recorded (an event no action listens for is otherwise never built).
     if tracing::enabled!(target: trace::TARGET, tracing::Level::INFO) {
@@ -655,7 +661,11 @@ pub(crate) async fn take_event<'a>(
     // Most events are planned in place, from what the source holds in memory (a directory
     // config is a `stat` away; a git source's heads and compiled configs are cached). Only a
     // fetch or a read of the git clone, which may block, goes to the blocking pool.
-    let plan = match plan::plan_event_in_memory(event, &state.source, &state.settings) {
+    let in_scope = || match state.scope.refusal(|name| event.data_str(name)) {
+        Some(reasons) => Some(EventPlan::Nothing { reasons }),
+        None => plan::plan_event_in_memory(event, &state.source, &state.settings),
+    };
+    let plan = match in_scope() {
         Some(plan) => plan,
         None => {
             let (owned_event, source, settings) =

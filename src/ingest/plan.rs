@@ -485,6 +485,56 @@ pub(crate) fn not_a_task_event(event_type: &str) -> Option<Vec<NotMatched>> {
     })
 }
 
+/// The events an installation takes, by Keptn's fields of `data` (as a Keptn Uniform
+/// subscription's filter chose them): where several installations share Keptn's bus (one per
+/// project, or a remote execution plane per stage), each takes its own. Empty lists take all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventScope {
+    pub projects: Vec<String>,
+    pub stages: Vec<String>,
+    pub services: Vec<String>,
+}
+
+impl EventScope {
+    /// Why an event whose `data` fields `data_str` reads is not one this installation takes;
+    /// `None` when it is.
+    pub fn refusal<'e>(
+        &self,
+        data_str: impl Fn(&str) -> Option<&'e str>,
+    ) -> Option<Vec<NotMatched>> {
+        let lists = [
+            ("project", "projects", &self.projects),
+            ("stage", "stages", &self.stages),
+            ("service", "services", &self.services),
+        ];
+        for (field, flag, taken) in lists {
+            if taken.is_empty() {
+                continue;
+            }
+            let value = data_str(field);
+            if value.is_some_and(|value| taken.iter().any(|t| t == value)) {
+                continue;
+            }
+            let about = match value {
+                Some(value) => format!("the event is about {field} {value:?}"),
+                None => format!("the event has no data.{field}"),
+            };
+            return Some(vec![NotMatched {
+                action: String::new(),
+                reason: format!(
+                    "{about}, and this installation takes only {flag} {} (--{flag})",
+                    taken
+                        .iter()
+                        .map(|t| format!("{t:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }]);
+        }
+        None
+    }
+}
+
 /// Why an event without the Keptn field `field` starts nothing.
 pub(crate) fn no_service(field: &str) -> Vec<NotMatched> {
     vec![NotMatched {
@@ -1012,5 +1062,41 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(root);
         outcome.unwrap();
+    }
+
+    #[test]
+    fn an_installation_takes_the_events_of_its_projects_stages_and_services() {
+        let data = json!({"project": "sockshop", "stage": "prod", "service": "carts"});
+        let refusal = |scope: &EventScope, data: &Value| {
+            scope
+                .refusal(|name| data[name].as_str())
+                .map(|reasons| reasons[0].reason.clone())
+        };
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(refusal(&EventScope::default(), &data), None);
+        let scope = EventScope {
+            projects: names(&["sockshop", "podtato"]),
+            stages: names(&["prod"]),
+            services: Vec::new(),
+        };
+        assert_eq!(refusal(&scope, &data), None);
+        let dev = json!({"project": "sockshop", "stage": "dev", "service": "carts"});
+        assert_eq!(
+            refusal(&scope, &dev).unwrap(),
+            "the event is about stage \"dev\", and this installation takes only stages \"prod\" \
+             (--stages)"
+        );
+        let other = json!({"project": "other", "stage": "prod", "service": "carts"});
+        assert_eq!(
+            refusal(&scope, &other).unwrap(),
+            "the event is about project \"other\", and this installation takes only projects \
+             \"sockshop\", \"podtato\" (--projects)"
+        );
+        let none = json!({"stage": "prod", "service": "carts"});
+        assert_eq!(
+            refusal(&scope, &none).unwrap(),
+            "the event has no data.project, and this installation takes only projects \
+             \"sockshop\", \"podtato\" (--projects)"
+        );
     }
 }

@@ -68,8 +68,9 @@ impl NatsAddress {
         }
     }
 
-    /// The servers as messages and logs show them: a list's later servers keep their
-    /// credentials in `url` (the client reads them there), shown masked.
+    /// The servers as messages and logs show them, credentials masked: of a comma-separated
+    /// list (which the start refuses, showing it), each server's, the later ones' still being
+    /// in `url`.
     pub fn shown(&self) -> String {
         self.url
             .split(',')
