@@ -146,6 +146,15 @@ async fn a_failing_task_stops_the_action_and_reports_its_logs_and_reason() {
         "{message}"
     );
     assert!(message.contains("curl: (7) Failed to connect"), "{message}");
+    // How the pod ended, after the Job's own reason.
+    let job = h.jobs_created()[0].clone();
+    assert!(
+        message.starts_with(&format!(
+            "Task 'Check the service answers' failed: BackoffLimitExceeded: Job has reached the \
+             specified backoff limit (pod {job}-"
+        )) && message.contains(": container task exited with code 7)\n"),
+        "{message}"
+    );
     assert!(!message.contains("Run locust smoke tests"), "{message}");
     let jobs = h.jobs_created();
     assert_eq!(
@@ -154,6 +163,53 @@ async fn a_failing_task_stops_the_action_and_reports_its_logs_and_reason() {
         "the task after the failed one never gets a Job: {jobs:?}"
     );
     assert_eq!(h.jobruns()[0]["status"]["phase"], "Failed");
+}
+
+/// A task whose pod the kubelet ended (evicted for its `/keptn` usage, its container killed
+/// out of memory) fails saying so: the Job's own reason only counts the tries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_evicted_or_out_of_memory_says_so_in_the_failure() {
+    let h = Harness::start(&[]).await;
+    h.sim
+        .runtime()
+        .set(ImageRule::image("curlimages/curl:*"), Behavior::hold());
+    let event = sample_with_id("test.triggered.json", "evicted");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    wait_for("the task to run", LONG, || {
+        !h.sim.runtime().held().is_empty()
+    })
+    .await;
+    let pod = h.sim.runtime().held()[0].1.clone();
+    let evicted = json!({"status": {
+        "phase": "Failed",
+        "reason": "Evicted",
+        "message": "Usage of EmptyDir volume \"keptn\" exceeds the limit \"20Mi\".",
+        "conditions": [{"type": "DisruptionTarget", "status": "True",
+                        "reason": "TerminationByKubelet", "message": "Pod was evicted",
+                        "lastTransitionTime": jiff::Timestamp::now().to_string()}],
+        "containerStatuses": [{"name": "task", "image": "curlimages/curl:8.10.1", "imageID": "",
+                               "ready": false, "restartCount": 0,
+                               "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}],
+    }});
+    kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(h.sim.client(), "default")
+        .patch_status(
+            &pod,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&evicted),
+        )
+        .await
+        .unwrap();
+    let finished = h.wait_finished("evicted", LONG).await;
+    let message = finished.data["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "Task 'Check the service answers' failed: BackoffLimitExceeded: Job has reached the \
+             specified backoff limit (pod {pod}: Evicted: Usage of EmptyDir volume \"keptn\" \
+             exceeds the limit \"20Mi\"., TerminationByKubelet: Pod was evicted, container task: \
+             OOMKilled (exit code 137))"
+        )),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -215,6 +215,14 @@ async fn a_failing_task_stops_the_action_and_reports_its_logs() {
         message.contains("job-executor.test/fail: failing on purpose with exit code 1"),
         "{message}"
     );
+    // How each of its two pods ended, after the Job's reason.
+    assert_eq!(
+        message
+            .matches(": container task exited with code 1")
+            .count(),
+        2,
+        "{message}"
+    );
     assert!(!message.contains("Task 'second'"), "{message}");
     assert_eq!(
         h.jobs_created().len(),

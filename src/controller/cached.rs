@@ -140,6 +140,9 @@ pub struct CachedPodStatus {
     pub unschedulable: Option<String>,
     pub init_containers: Vec<ContainerSeen>,
     pub containers: Vec<ContainerSeen>,
+    /// Why the kubelet or Kubernetes ended the pod, when something did (`Evicted: …`,
+    /// `PreemptionByScheduler: …`): its `status.reason` and the `DisruptionTarget` condition.
+    pub ended_by: Vec<String>,
 }
 
 /// A container's status as the controller reads it.
@@ -151,6 +154,9 @@ pub struct ContainerSeen {
     pub waiting: Option<Waiting>,
     /// Its termination message, once it terminated (`None` inside when it wrote none).
     pub terminated: Option<Option<String>>,
+    /// How it ended, when it failed: its exit code, and the reason unless the plain `Error`
+    /// (`OOMKilled`, `ContainerCannotRun`, …).
+    pub failed: Option<(i32, Option<String>)>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -199,6 +205,10 @@ struct PodStatusRead {
     #[serde(default)]
     phase: Option<String>,
     #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
     conditions: Option<Vec<Condition>>,
     #[serde(default)]
     init_container_statuses: Option<Vec<ContainerSeen>>,
@@ -222,21 +232,34 @@ struct StateRead {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct TerminatedRead {
     #[serde(default)]
     message: Option<String>,
+    #[serde(default)]
+    exit_code: i32,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 impl From<ContainerRead> for ContainerSeen {
     fn from(read: ContainerRead) -> Self {
         let (waiting, terminated) = match read.state {
-            Some(state) => (state.waiting, state.terminated.map(|t| t.message)),
+            Some(state) => (state.waiting, state.terminated),
             None => (None, None),
         };
+        let failed = terminated.as_ref().and_then(|t| {
+            let reason = t
+                .reason
+                .clone()
+                .filter(|r| r != "Error" && r != "Completed");
+            (t.exit_code != 0 || reason.is_some()).then_some((t.exit_code, reason))
+        });
         ContainerSeen {
             name: read.name,
             waiting,
-            terminated,
+            terminated: terminated.map(|t| t.message),
+            failed,
         }
     }
 }
@@ -254,16 +277,35 @@ impl From<PodRead> for CachedPod {
                     .collect()
             })
             .unwrap_or_default();
-        let status = read.status.map(|status| CachedPodStatus {
-            phase: status.phase,
-            unschedulable: status.conditions.into_iter().flatten().find_map(|c| {
-                (c.type_ == "PodScheduled"
+        let status = read.status.map(|status| {
+            let said = |reason: String, message: Option<String>| match message {
+                Some(message) if !message.is_empty() => format!("{reason}: {message}"),
+                _ => reason,
+            };
+            let mut ended_by: Vec<String> = status
+                .reason
+                .map(|reason| said(reason, status.message))
+                .into_iter()
+                .collect();
+            let mut unschedulable = None;
+            for c in status.conditions.into_iter().flatten() {
+                if c.type_ == "PodScheduled"
                     && c.status == "False"
-                    && c.reason.as_deref() == Some("Unschedulable"))
-                .then(|| c.message.unwrap_or_default())
-            }),
-            init_containers: status.init_container_statuses.unwrap_or_default(),
-            containers: status.container_statuses.unwrap_or_default(),
+                    && c.reason.as_deref() == Some("Unschedulable")
+                {
+                    unschedulable = Some(c.message.unwrap_or_default());
+                } else if c.type_ == "DisruptionTarget" && c.status == "True" {
+                    let reason = c.reason.unwrap_or_else(|| "DisruptionTarget".into());
+                    ended_by.push(said(reason, c.message));
+                }
+            }
+            CachedPodStatus {
+                phase: status.phase,
+                unschedulable,
+                init_containers: status.init_container_statuses.unwrap_or_default(),
+                containers: status.container_statuses.unwrap_or_default(),
+                ended_by,
+            }
         });
         CachedPod {
             metadata: ObjectMeta {

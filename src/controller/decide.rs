@@ -82,6 +82,9 @@ pub enum JobSeen {
         /// A pod of it that never started, still seen: why (its deadline, say, passed while
         /// its image could not be pulled).
         never_started: Option<Stuck>,
+        /// How its pods ended, where they say more than the Job's reason
+        /// ([`super::observe::failure_causes`]).
+        causes: Option<String>,
     },
     /// Of a task that is over (cancelled, or failed: its Job deleted by a halt, or by the
     /// operator when its pod never started): a pod of it has not ended yet (SIGTERM and the
@@ -976,14 +979,23 @@ fn running_step(
             })
         }
         JobSeen::Failed {
-            reason, message, ..
+            reason,
+            message,
+            causes,
+            ..
         } => Some(Step::EndTask {
             index,
             phase: TaskPhase::Failed,
-            message: Some(if message.is_empty() {
-                reason.clone()
-            } else {
-                format!("{reason}: {message}")
+            message: Some({
+                let job = if message.is_empty() {
+                    reason.clone()
+                } else {
+                    format!("{reason}: {message}")
+                };
+                match causes {
+                    Some(causes) => format!("{job} ({causes})"),
+                    None => job,
+                }
             }),
             // Not again when they were read while its pods stopped: they are gone now.
             read_logs: task.logs.is_none(),

@@ -102,6 +102,47 @@ pub fn termination_message<'a>(pods: impl IntoIterator<Item = &'a CachedPod>) ->
         .map(|message| message.clone().unwrap_or_default())
 }
 
+/// The most pods a failure message names the end of (the latest, when a task retried more).
+const MOST_ENDS_TOLD: usize = 3;
+
+/// How a failed Job's pods ended, where they say more than the Job's own reason (which counts
+/// tries, or says the deadline passed): `pod NAME: container task: OOMKilled (exit code 137)`,
+/// `pod NAME: Evicted: …`, `pod NAME: container task exited with code 2`; the latest
+/// [`MOST_ENDS_TOLD`], `None` when no pod says anything.
+pub fn failure_causes(pods: &[std::sync::Arc<CachedPod>]) -> Option<String> {
+    let mut pods: Vec<&CachedPod> = pods.iter().map(AsRef::as_ref).collect();
+    pods.sort_by_key(|pod| pod.metadata.creation_timestamp.as_ref().map(|time| time.0));
+    let ends: Vec<String> = pods
+        .into_iter()
+        .filter_map(|pod| {
+            let status = pod.status.as_ref()?;
+            let mut said = status.ended_by.clone();
+            for container in status.init_containers.iter().chain(&status.containers) {
+                match &container.failed {
+                    Some((code, Some(reason))) => said.push(format!(
+                        "container {}: {reason} (exit code {code})",
+                        container.name
+                    )),
+                    Some((code, None)) => said.push(format!(
+                        "container {} exited with code {code}",
+                        container.name
+                    )),
+                    None => {}
+                }
+            }
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            (!said.is_empty()).then(|| format!("pod {name}: {}", said.join(", ")))
+        })
+        .collect();
+    let skipped = ends.len().saturating_sub(MOST_ENDS_TOLD);
+    let told = ends[skipped..].join("; ");
+    match skipped {
+        0 if told.is_empty() => None,
+        0 => Some(told),
+        _ => Some(format!("{skipped} earlier pods, then {told}")),
+    }
+}
+
 /// The first pod of a Job that cannot start: a container waiting for a reason that does not go
 /// away by itself, or a pod the scheduler cannot place.
 pub fn stuck_pod<'a>(pods: impl IntoIterator<Item = &'a CachedPod>) -> Option<Stuck> {
@@ -319,6 +360,72 @@ mod tests {
         );
         assert_eq!(never_started(&arcs(&[&ran, &pulling])), None);
         assert_eq!(never_started(&arcs(&[])), None);
+    }
+
+    #[test]
+    fn a_failed_jobs_pods_say_how_they_ended() {
+        let pod =
+            |name: &str, created: &str, status: serde_json::Value| -> std::sync::Arc<CachedPod> {
+                std::sync::Arc::new(
+                    serde_json::from_value(json!({
+                        "metadata": {"name": name, "creationTimestamp": created},
+                        "status": status,
+                    }))
+                    .unwrap(),
+                )
+            };
+        let ended = |exit: i64, reason: &str| {
+            json!({"phase": "Failed", "containerStatuses": [{
+                "name": "task", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": exit, "reason": reason}}
+            }]})
+        };
+        let oom = pod("a-0-oom", "2026-12-07T10:00:01Z", ended(137, "OOMKilled"));
+        let failed = pod("a-0-err", "2026-12-07T10:00:00Z", ended(2, "Error"));
+        let succeeded = pod("a-0-ok", "2026-12-07T10:00:02Z", ended(0, "Completed"));
+        assert_eq!(
+            failure_causes(&[oom.clone(), succeeded.clone(), failed.clone()]).as_deref(),
+            Some(
+                "pod a-0-err: container task exited with code 2; pod a-0-oom: container task: \
+                 OOMKilled (exit code 137)"
+            )
+        );
+        let evicted = pod(
+            "a-0-evicted",
+            "2026-12-07T10:00:03Z",
+            json!({"phase": "Failed", "reason": "Evicted",
+                   "message": "Usage of EmptyDir volume \"keptn\" exceeds the limit \"20Mi\".",
+                   "conditions": [{"type": "DisruptionTarget", "status": "True",
+                                   "reason": "TerminationByKubelet",
+                                   "message": "Pod was evicted"}]}),
+        );
+        assert_eq!(
+            failure_causes(&[evicted]).as_deref(),
+            Some(
+                "pod a-0-evicted: Evicted: Usage of EmptyDir volume \"keptn\" exceeds the limit \
+                 \"20Mi\"., TerminationByKubelet: Pod was evicted"
+            )
+        );
+        // Pods that say nothing add nothing; many retries are told by their latest.
+        assert_eq!(failure_causes(&[succeeded]), None);
+        let many: Vec<_> = (0..5)
+            .map(|i| {
+                pod(
+                    &format!("a-0-{i}"),
+                    &format!("2026-12-07T10:00:0{i}Z"),
+                    ended(1, "Error"),
+                )
+            })
+            .collect();
+        let told = failure_causes(&many).unwrap();
+        assert!(
+            told.starts_with("2 earlier pods, then pod a-0-2: "),
+            "{told}"
+        );
+        assert!(
+            told.ends_with("pod a-0-4: container task exited with code 1"),
+            "{told}"
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ use super::decide::{
 use super::group::{Group, Member};
 use super::history::{self, RunEvent};
 use super::observe::{
-    FAILED_CREATE, JobState, job_state, latest_warning, never_started, stuck_pod,
+    FAILED_CREATE, JobState, failure_causes, job_state, latest_warning, never_started, stuck_pod,
     termination_message,
 };
 use super::written::StatusAt;
@@ -1128,6 +1128,7 @@ impl Cluster<'_> {
                     pods_seen: !pods.is_empty(),
                     stopping: false,
                     never_started: never_started(&pods),
+                    causes: failure_causes(&pods),
                 }
             }
             JobState::Failing {
@@ -1141,6 +1142,7 @@ impl Cluster<'_> {
                     message,
                     pods_seen: !pods.is_empty(),
                     never_started: never_started(&pods),
+                    causes: failure_causes(&pods),
                     // The Job controller sets `Failed` once the pods are gone; a pod on a node
                     // that is gone may never go: past the wait for a stopping pod, the Job
                     // counts as failed.

@@ -383,6 +383,7 @@ fn a_running_task_waits_for_its_job() {
                 pods_seen: false,
                 stopping: false,
                 never_started: None,
+                causes: None,
             },
             29,
             Step::Wait(Some(Duration::from_secs(1))),
@@ -396,6 +397,7 @@ fn a_running_task_waits_for_its_job() {
                 pods_seen: true,
                 stopping: false,
                 never_started: None,
+                causes: None,
             },
             60,
             Step::EndTask {
@@ -415,6 +417,7 @@ fn a_running_task_waits_for_its_job() {
                 pods_seen: true,
                 stopping: false,
                 never_started: None,
+                causes: None,
             },
             60,
             Step::EndTask {
@@ -436,6 +439,7 @@ fn a_running_task_waits_for_its_job() {
                 pods_seen: true,
                 stopping: true,
                 never_started: None,
+                causes: None,
             },
             60,
             Step::ReadLogs(0),
@@ -449,6 +453,7 @@ fn a_running_task_waits_for_its_job() {
                 pods_seen: false,
                 stopping: true,
                 never_started: None,
+                causes: None,
             },
             60,
             Step::Wait(Some(STOPPING_POD_WAIT)),
@@ -1442,6 +1447,7 @@ fn a_job_failed_while_its_pod_never_started_says_why() {
                 message: "container task: Back-off pulling image \"locustio/locsut\"".into(),
                 created: None,
             }),
+            causes: None,
         };
         assert_eq!(
             next(&run, &status, seen, at(300)),
@@ -1474,6 +1480,7 @@ fn a_failing_task_is_read_while_its_pods_stop_and_ends_once_they_are_gone() {
         pods_seen: true,
         stopping,
         never_started: None,
+        causes: None,
     };
     assert_eq!(
         next(&run, &status, failing(true), at(300)),
@@ -1492,6 +1499,7 @@ fn a_failing_task_is_read_while_its_pods_stop_and_ends_once_they_are_gone() {
         pods_seen: false,
         stopping: false,
         never_started: None,
+        causes: None,
     };
     let mut soon = running(&run);
     soon.tasks[0].logs = Some("hung at 1%".into());
@@ -1695,6 +1703,7 @@ fn a_cancel_leaves_a_failing_job_to_fail() {
         pods_seen: !logs_read,
         stopping: true,
         never_started: None,
+        causes: None,
     };
     // Long past the grace a Job missing from its watch gets.
     let later = at(600);
@@ -1718,6 +1727,7 @@ fn a_cancel_leaves_a_failing_job_to_fail() {
                 pods_seen: false,
                 stopping: false,
                 never_started: None,
+                causes: None,
             },
             later
         ),
@@ -1925,6 +1935,7 @@ fn a_timed_out_run_whose_other_task_ends_last_ends_as_the_timeout_says() {
         pods_seen: false,
         stopping: false,
         never_started: None,
+        causes: None,
     };
     assert_eq!(
         next(&run, &status, seen, at(95)),

@@ -117,6 +117,7 @@ fn failed(seen: &JobSeen) -> JobSeen {
             pods_seen: false,
             stopping: false,
             never_started: None,
+            causes: None,
         },
         seen => seen.clone(),
     }
@@ -322,6 +323,7 @@ impl Model {
                         pods_seen: true,
                         stopping: true,
                         never_started: None,
+                        causes: None,
                     }
                 },
             ),
