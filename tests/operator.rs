@@ -740,6 +740,68 @@ async fn a_request_left_unanswered_is_given_up_and_tried_again() {
     );
 }
 
+/// A run deleted while its Jobs stay (orphaned, or not yet collected) and its event sent
+/// again: the new run of the same name does not take the old Jobs for its own (their outcome
+/// and logs are the old run's); its task waits, saying why, and runs once they are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_sent_again_after_its_deletion_does_not_adopt_the_old_runs_jobs() {
+    let h = Harness::start(&[]).await;
+    let event = sample_with_id("test.triggered.json", "sent-again");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    h.wait_succeeded("sent-again", LONG).await;
+    let jobs = h.jobs_created();
+    let name = h.jobruns()[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let orphan = kube::api::DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+        ..Default::default()
+    };
+    runs_api(&h).delete(&name, &orphan).await.unwrap();
+    wait_for("the run to be gone", LONG, || h.jobruns().is_empty()).await;
+
+    assert_eq!(h.post_event(&event).await.status, 202);
+    let waits = |run: &Value| {
+        run["status"]["tasks"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("made for another run of the same name"))
+    };
+    wait_for("the new run's task to say why it waits", LONG, || {
+        h.jobruns().first().is_some_and(waits)
+    })
+    .await;
+    assert_eq!(
+        h.jobs_created(),
+        jobs,
+        "no Job is made while the old one is there"
+    );
+    let finished = || {
+        h.sink
+            .for_trigger("sent-again")
+            .iter()
+            .filter(|e| e.event_type.ends_with(".finished"))
+            .count()
+    };
+    assert_eq!(finished(), 1, "only the old run's");
+    let old_jobs: kube::Api<k8s_openapi::api::batch::v1::Job> =
+        kube::Api::namespaced(h.sim.client(), "default");
+    for job in &jobs {
+        old_jobs
+            .delete(job, &kube::api::DeleteParams::background())
+            .await
+            .unwrap();
+    }
+    wait_for("the new run to finish", LONG, || finished() == 2).await;
+    assert_eq!(
+        h.jobs_created().len(),
+        2 * jobs.len(),
+        "each task ran again: {:?}",
+        h.jobs_created()
+    );
+    assert_eq!(h.jobruns()[0]["status"]["phase"], "Succeeded");
+}
+
 /// The JobRuns as a client of the simulator's sees them (another writer, a user).
 fn runs_api(h: &Harness) -> kube::Api<job_executor::crd::JobRun> {
     kube::Api::namespaced(h.sim.client(), "default")

@@ -1258,10 +1258,44 @@ impl World for Cluster<'_> {
         if created {
             self.ctx.parts.metrics.job_created();
             tracing::info!(run, job = %job_name, "created Job");
-        } else {
-            tracing::info!(run, job = %job_name, "adopting the Job made before a restart");
+            return Ok(());
         }
-        Ok(())
+        // Made before a restart, by this or another replica: adopted. A Job of the name made
+        // for another run (an earlier run of the same name, deleted, and its event sent again,
+        // while the garbage collector has not removed its Job, or ever, when the run was
+        // deleted orphaning it) is not this task's: its outcome and logs are another run's.
+        let owner = job
+            .owner_references()
+            .first()
+            .map(|owner| owner.uid.as_str());
+        let existing = self
+            .ctx
+            .fenced(self.namespaced::<Job>().get_opt(&job_name))
+            .await
+            .and_then(|got| Ok(got?))
+            .map_err(|error| refusal("Job", error))?;
+        match existing {
+            Some(existing)
+                if owner.is_none_or(|owner| {
+                    existing.owner_references().iter().any(|o| o.uid == owner)
+                }) =>
+            {
+                tracing::info!(run, job = %job_name, "adopting the Job made before a restart");
+                Ok(())
+            }
+            Some(_) => Err(StepError::Refused {
+                what: "Job",
+                reason: format!(
+                    "a Job named {job_name} made for another run of the same name (deleted, and \
+                     its event sent again?) is still there: this task starts once the garbage \
+                     collector has removed it, or someone deletes it"
+                ),
+            }),
+            None => Err(StepError::Refused {
+                what: "Job",
+                reason: format!("a Job named {job_name} was there, and is gone now"),
+            }),
+        }
     }
 
     async fn delete_job(&self, name: &str) -> Result<(), ReconcileError> {
