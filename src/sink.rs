@@ -42,11 +42,6 @@ pub enum SinkMode {
 pub enum SinkError {
     #[error("sink URL {0:?} is not a valid http://, https:// or nats:// URL")]
     InvalidUrl(String),
-    #[error(
-        "sink URL {0:?} holds credentials (`user:password@`), which HTTP requests do not carry: \
-         put them in an `Authorization` header of --sink-header-file instead"
-    )]
-    CredentialsInUrl(String),
     #[error("sink headers are sent over HTTP; the NATS sink {0} takes none")]
     HeadersOnNats(String),
     #[error("sink header ({0}) is not `Name: value`")]
@@ -159,6 +154,8 @@ struct HttpSink {
     mode: SinkMode,
     headers: Vec<(HeaderName, HeaderValue)>,
     header_file: Option<SecretFile>,
+    /// What the URL's `user:password@` makes, sent as `Authorization: Basic`.
+    basic: Option<HeaderValue>,
     timeout: Duration,
 }
 
@@ -173,7 +170,11 @@ impl std::fmt::Debug for HttpSink {
 
 impl HttpSink {
     fn new(options: &SinkOptions) -> Result<Self, SinkError> {
-        let uri = check_http_url(&options.url)?;
+        let checked = check_http_url(&options.url)?;
+        let (uri, basic) = match basic_credentials(&options.url) {
+            Some((url, basic)) => (check_http_url(&url)?, Some(basic)),
+            None => (checked, None),
+        };
         let https = uri.scheme_str() == Some("https");
         let headers = options
             .headers
@@ -194,6 +195,7 @@ impl HttpSink {
             mode: options.mode.unwrap_or(SinkMode::Binary),
             headers,
             header_file,
+            basic,
             timeout: options.timeout,
         })
     }
@@ -217,6 +219,7 @@ impl HttpSink {
             })?;
             headers.extend(more);
         }
+        with_basic(&mut headers, self.basic.as_ref());
         let request = build_request(event, self.mode, &self.url, &headers).map_err(|e| {
             DeliveryError::Refused {
                 message: format!("cannot encode the event: {e}"),
@@ -476,17 +479,49 @@ fn check_http_url(url: &str) -> Result<Uri, SinkError> {
     if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
         return Err(invalid());
     }
-    if has_user_info(&uri) {
-        return Err(SinkError::CredentialsInUrl(redact(url)));
-    }
     Ok(uri)
 }
 
-/// Whether an HTTP URL names a user (`user:password@host`): the client sends no such thing,
-/// so a receiver that needs them would refuse every delivery with 401.
-pub fn has_user_info(uri: &Uri) -> bool {
-    uri.authority()
+/// An HTTP URL's `user:password@` taken out of it, as curl takes it: the URL without them, and
+/// the `Authorization: Basic` value they make (percent-decoded, so a password with `@` or `:`
+/// is written `%40`, `%3A`); `None` when the URL names no user. The HTTP client sends nothing
+/// of a URL's credentials by itself.
+pub fn basic_credentials(url: &str) -> Option<(String, HeaderValue)> {
+    let uri: Uri = url.parse().ok()?;
+    if !uri
+        .authority()
         .is_some_and(|authority| authority.as_str().contains('@'))
+    {
+        return None;
+    }
+    let (scheme, credentials, rest) = crate::source::git::split_credentials(url)?;
+    let decoded = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        decoded(user),
+        decoded(password)
+    ));
+    let mut value = HeaderValue::try_from(format!("Basic {token}")).ok()?;
+    value.set_sensitive(true);
+    Some((format!("{scheme}://{rest}"), value))
+}
+
+/// Adds the `Authorization` a URL's credentials make, unless a header given names one (it
+/// wins: it is the one that can be rotated).
+fn with_basic(headers: &mut Vec<(HeaderName, HeaderValue)>, basic: Option<&HeaderValue>) {
+    if let Some(basic) = basic
+        && !headers
+            .iter()
+            .any(|(name, _)| name == http::header::AUTHORIZATION)
+    {
+        headers.push((http::header::AUTHORIZATION, basic.clone()));
+    }
 }
 
 /// One `Name: value` header.
@@ -1129,25 +1164,63 @@ mod tests {
         }
     }
 
+    /// The requests a server got (their heads and the start of their bodies), each answered
+    /// 202.
+    async fn recording() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let read = socket.read(&mut request).await.unwrap_or(0);
+                    let _ = tx.send(String::from_utf8_lossy(&request[..read]).into_owned());
+                    let answer = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n";
+                    let _ = socket.write_all(answer).await;
+                });
+            }
+        });
+        (address.to_string(), rx)
+    }
+
+    #[tokio::test]
+    async fn a_urls_credentials_are_sent_as_basic_authorization() {
+        let (address, mut requests) = recording().await;
+        // `p@ss` percent-encoded in the URL, as a password with `@` must be.
+        let sink = Sink::new(&options(&format!("http://robot:p%40ss@{address}/e"), &[])).unwrap();
+        assert_eq!(sink.destination(), format!("http://{address}/e"));
+        sink.deliver(&event()).await.unwrap();
+        let request = requests.recv().await.unwrap().to_ascii_lowercase();
+        assert!(request.starts_with("post /e http/1.1\r\n"), "{request}");
+        // base64 of `robot:p@ss`.
+        assert!(
+            request.contains("\r\nauthorization: basic cm9ib3q6cebzcw==\r\n"),
+            "{request}"
+        );
+        assert!(!request.contains("robot:"), "{request}");
+        // A header given names its own: that one is sent, alone.
+        let sink = Sink::new(&options(
+            &format!("http://robot:p%40ss@{address}/e"),
+            &["Authorization: Bearer t0ken"],
+        ))
+        .unwrap();
+        sink.deliver(&event()).await.unwrap();
+        let request = requests.recv().await.unwrap().to_ascii_lowercase();
+        assert_eq!(request.matches("authorization:").count(), 1, "{request}");
+        assert!(request.contains("authorization: bearer t0ken"), "{request}");
+    }
+
     #[test]
     fn urls_and_headers_are_checked() {
         assert!(Sink::new(&options("ftp://x", &[])).is_err());
         assert!(Sink::new(&options("http://x", &["nocolon"])).is_err());
         assert!(Sink::new(&options("http://x:8080/e", &["x-token: t"])).is_ok());
         assert!(Sink::new(&options("https://x:8443/e", &[])).is_ok());
-        let sink = Sink::new(&options("https://x:8443/e?token=1", &[])).unwrap();
-        assert_eq!(sink.destination(), "https://x:8443/e", "no query");
-        // Credentials in the URL would never be sent: refused, pointing to the header file,
-        // and not shown.
-        let error = Sink::new(&options("https://user:s3cret@x:8443/e", &[]))
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            error,
-            "sink URL \"https://x:8443/e\" holds credentials (`user:password@`), which HTTP \
-             requests do not carry: put them in an `Authorization` header of --sink-header-file \
-             instead"
-        );
+        let sink = Sink::new(&options("https://user:pw@x:8443/e?token=1", &[])).unwrap();
+        assert_eq!(sink.destination(), "https://x:8443/e", "no credentials");
         // What is refused is named without its secrets: a header by its name, a URL without
         // its credentials.
         let error = Sink::new(&options("http://x", &["Authorization: Bearer a\nb"]))

@@ -136,8 +136,8 @@ impl Notifier {
         names
     }
 
-    /// The URL of `target`, read now.
-    fn url(&self, target: &str) -> Result<Uri, DeliveryError> {
+    /// The URL of `target`, read now, and the `Authorization` its `user:password@` makes.
+    fn url(&self, target: &str) -> Result<(Uri, Option<http::HeaderValue>), DeliveryError> {
         let refused = |message: String| DeliveryError::Refused { message };
         // A run's record names its targets; one edited to a path must not read another file.
         crate::config::formats::check_notify_target(target).map_err(refused)?;
@@ -155,7 +155,11 @@ impl Notifier {
                 e.kind()
             ))
         })?;
-        let uri: Uri = text.trim().parse().map_err(|_| {
+        let (text, basic) = match crate::sink::basic_credentials(text.trim()) {
+            Some((url, basic)) => (url, Some(basic)),
+            None => (text.trim().to_string(), None),
+        };
+        let uri: Uri = text.parse().map_err(|_| {
             refused(format!(
                 "the notification target {target:?} ({}) is not a URL",
                 path.display()
@@ -167,22 +171,18 @@ impl Notifier {
                 path.display()
             )));
         }
-        if crate::sink::has_user_info(&uri) {
-            return Err(refused(format!(
-                "the notification target {target:?} ({}) holds credentials \
-                 (`user:password@`), which notifications do not send: use a URL that carries \
-                 its token in the path or the query, as chat webhooks do",
-                path.display()
-            )));
-        }
-        Ok(uri)
+        Ok((uri, basic))
     }
 
     /// One attempt to send `notice` to `target`.
     pub async fn send(&self, target: &str, notice: &Notice) -> Result<(), DeliveryError> {
-        let uri = self.url(target)?;
+        let (uri, basic) = self.url(target)?;
         let (body, content_type) = notice.body();
-        let request = Request::post(uri)
+        let mut request = Request::post(uri);
+        if let Some(basic) = basic {
+            request = request.header(header::AUTHORIZATION, basic);
+        }
+        let request = request
             .header(header::CONTENT_TYPE, content_type)
             .header(
                 header::USER_AGENT,
@@ -280,16 +280,19 @@ mod tests {
         let notifier = Notifier::new(Some(dir.clone()), &[], None, Duration::from_secs(1)).unwrap();
         assert_eq!(notifier.targets(), ["bad", "basic", "ops"]);
         assert_eq!(
-            notifier.url("ops").unwrap().to_string(),
+            notifier.url("ops").unwrap().0.to_string(),
             "https://hooks.example/T0/B0/s3cr3t"
         );
-        for target in ["bad", "missing", "basic"] {
+        assert_eq!(notifier.url("ops").unwrap().1, None);
+        // A URL's `user:password@` is sent as Basic authorization, not in the URL.
+        let (uri, basic) = notifier.url("basic").unwrap();
+        assert_eq!(uri.to_string(), "https://hooks.example/x");
+        assert_eq!(basic.unwrap(), "Basic Ym90OnMzY3IzdA==");
+        for target in ["bad", "missing"] {
             let error = notifier.url(target).unwrap_err().to_string();
             assert!(error.contains(target), "{error}");
             assert!(!error.contains("s3cr3t"), "{error}");
         }
-        let error = notifier.url("basic").unwrap_err().to_string();
-        assert!(error.contains("holds credentials"), "{error}");
         // A target edited into a run's record as a path reads no file beside the Secret's.
         std::fs::write(
             dir.join("..").join("je-notify-outside"),
