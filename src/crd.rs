@@ -92,7 +92,8 @@ pub struct JobRunSpec {
 
 /// The newest run format this version knows. A version that stores runs its predecessors would
 /// run differently (a field they ignore that changes what a task does) raises it and stores
-/// `spec.requires`.
+/// `spec.requires`, and checks, as ingest checks `filesDir` (`older_crd`), that the API server
+/// kept it: a CRD from before the field prunes it without a word.
 pub const RUN_FORMAT: u32 = 1;
 
 impl JobRunSpec {

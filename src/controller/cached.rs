@@ -141,7 +141,8 @@ pub struct CachedPodStatus {
     pub init_containers: Vec<ContainerSeen>,
     pub containers: Vec<ContainerSeen>,
     /// Why the kubelet or Kubernetes ended the pod, when something did (`Evicted: …`,
-    /// `PreemptionByScheduler: …`): its `status.reason` and the `DisruptionTarget` condition.
+    /// `TerminationByKubelet: …`): its `status.reason` and the `DisruptionTarget` condition.
+    /// (A pod deleted instead, preempted or drained, is mostly gone by the time its Job fails.)
     pub ended_by: Vec<String>,
 }
 

@@ -1251,51 +1251,59 @@ impl World for Cluster<'_> {
     async fn create_job(&self, job: &Job) -> Result<(), StepError> {
         let run = job.labels().get(crate::labels::RUN).cloned();
         let job_name = job.name_any();
-        let created = self
-            .create_or_adopt(job)
-            .await
-            .map_err(|error| refusal("Job", error))?;
-        if created {
-            self.ctx.parts.metrics.job_created();
-            tracing::info!(run, job = %job_name, "created Job");
-            return Ok(());
-        }
-        // Made before a restart, by this or another replica: adopted. A Job of the name made
-        // for another run (an earlier run of the same name, deleted, and its event sent again,
-        // while the garbage collector has not removed its Job, or ever, when the run was
-        // deleted orphaning it) is not this task's: its outcome and logs are another run's.
-        let owner = job
-            .owner_references()
-            .first()
-            .map(|owner| owner.uid.as_str());
-        let existing = self
-            .ctx
-            .fenced(self.namespaced::<Job>().get_opt(&job_name))
-            .await
-            .and_then(|got| Ok(got?))
-            .map_err(|error| refusal("Job", error))?;
-        match existing {
-            Some(existing)
-                if owner.is_none_or(|owner| {
-                    existing.owner_references().iter().any(|o| o.uid == owner)
-                }) =>
-            {
-                tracing::info!(run, job = %job_name, "adopting the Job made before a restart");
-                Ok(())
+        // A Job that was there and is gone by the time it is looked at is made again, once.
+        for _ in 0..2 {
+            let created = self
+                .create_or_adopt(job)
+                .await
+                .map_err(|error| refusal("Job", error))?;
+            if created {
+                self.ctx.parts.metrics.job_created();
+                tracing::info!(run, job = %job_name, "created Job");
+                return Ok(());
             }
-            Some(_) => Err(StepError::Refused {
-                what: "Job",
-                reason: format!(
-                    "a Job named {job_name} made for another run of the same name (deleted, and \
-                     its event sent again?) is still there: this task starts once the garbage \
-                     collector has removed it, or someone deletes it"
-                ),
-            }),
-            None => Err(StepError::Refused {
-                what: "Job",
-                reason: format!("a Job named {job_name} was there, and is gone now"),
-            }),
+            // Made before a restart, by this or another replica: adopted. A Job of the name
+            // made for another run (an earlier run of the same name, deleted, and its event sent
+            // again, while the garbage collector has not removed its Job, or ever, when the run
+            // was deleted orphaning it) is not this task's: its outcome and logs are another
+            // run's.
+            let owner = job
+                .owner_references()
+                .first()
+                .map(|owner| owner.uid.as_str());
+            let existing = self
+                .ctx
+                .fenced(self.namespaced::<Job>().get_opt(&job_name))
+                .await
+                .and_then(|got| Ok(got?))
+                .map_err(|error| refusal("Job", error))?;
+            match existing {
+                Some(existing)
+                    if owner.is_none_or(|owner| {
+                        existing.owner_references().iter().any(|o| o.uid == owner)
+                    }) =>
+                {
+                    tracing::info!(run, job = %job_name, "adopting the Job made before a restart");
+                    return Ok(());
+                }
+                Some(_) => {
+                    return Err(StepError::Refused {
+                        what: "Job",
+                        reason: format!(
+                            "a Job named {job_name} made for another run of the same name \
+                             (deleted, and its event sent again?) is in the way: it goes with \
+                             that run by the garbage collector, or when someone deletes it \
+                             (left by a run deleted with --cascade=orphan, only then)"
+                        ),
+                    });
+                }
+                None => continue,
+            }
         }
+        Err(StepError::Refused {
+            what: "Job",
+            reason: format!("a Job named {job_name} came and went while this one was made"),
+        })
     }
 
     async fn delete_job(&self, name: &str) -> Result<(), ReconcileError> {
