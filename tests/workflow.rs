@@ -390,6 +390,55 @@ async fn a_run_past_its_timeout_stops_and_fails_on_the_real_control_plane() {
     a_run_past_its_timeout_stops_and_fails(server, Duration::from_secs(120)).await;
 }
 
+/// A run whose first task waits for another run's Job in its way (a run of the same name
+/// deleted with its Jobs orphaned, its event sent again) and whose timeout passes meanwhile:
+/// the task is skipped without that Job's logs, and the Job, another run's, is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_halted_while_another_runs_job_is_in_its_way_leaves_that_job_alone() {
+    let config = three_steps("in-the-way", Some("3s"));
+    let server = Harness::for_replicas(&config, &["--never-started-timeout-seconds", "60"]).await;
+    let replicas = server.start_replicas(&["in-the-way"]).await;
+    let op = &replicas[0];
+    let event = sample_with_id("test.triggered.json", "in-the-way");
+    let run = job_executor::names::run_name(
+        &job_executor::event::CloudEvent::from_value(event.clone()).unwrap(),
+        0,
+    );
+    // The Job an earlier run of the name left, orphaned: it ran, and wrote a line.
+    let left: k8s_openapi::api::batch::v1::Job = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{run}-0"), "labels": {
+            job_executor::labels::MANAGED_BY_LABEL: job_executor::labels::MANAGED_BY,
+            job_executor::labels::RUN: run,
+        }},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "task", "image": "alpine", "command": ["echo", "the earlier run's line"]}
+        ]}}},
+    }))
+    .unwrap();
+    let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> =
+        kube::Api::namespaced(server.sim.client(), "default");
+    jobs.create(&Default::default(), &left).await.unwrap();
+    assert_eq!(op.post_event(&event).await.status, 202);
+    let finished = op
+        .wait_finished("in-the-way", Duration::from_secs(30))
+        .await;
+    let message = finished.data["message"].as_str().unwrap();
+    assert!(
+        message.contains("Task 'a' skipped: the action's timeout of 3s passed before it started"),
+        "{message}"
+    );
+    assert!(!message.contains("the earlier run's line"), "{message}");
+    assert!(
+        jobs.get_opt(&format!("{run}-0")).await.unwrap().is_some(),
+        "another run's Job is not deleted"
+    );
+    assert_eq!(
+        server.jobs_created(),
+        [format!("{run}-0")],
+        "the run made none of its own"
+    );
+}
+
 /// `build` publishes a version and a URL that `deploy` reads; `forgetful` declares an output it
 /// never writes. Two actions of the same event.
 fn outputs_config(name: &str) -> PathBuf {

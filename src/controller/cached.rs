@@ -21,7 +21,17 @@ pub struct CachedJob {
     pub metadata: ObjectMeta,
     /// Its run's name: its `job-executor.dev/run` label, or else the JobRun that owns it.
     pub run: Option<String>,
+    /// The uid of the JobRun that owns it: a run of the same name made since (the one before
+    /// deleted, its event sent again) is another run, whose Jobs these are not.
+    pub owner_uid: Option<String>,
     pub status: Option<CachedJobStatus>,
+}
+
+impl CachedJob {
+    /// Whether the run with `uid` made it (any run, when its uid is not known).
+    pub fn is_of_run(&self, uid: Option<&str>) -> bool {
+        uid.is_none_or(|uid| self.owner_uid.as_deref() == Some(uid))
+    }
 }
 
 /// A Job as its JSON has it, of which [`CachedJob`] keeps what is read.
@@ -40,8 +50,9 @@ impl From<JobRead> for CachedJob {
             .owner_references
             .iter()
             .flatten()
-            .find(|owner| owner.kind == "JobRun")
-            .map(|owner| owner.name.clone());
+            .find(|owner| owner.kind == "JobRun");
+        let owner_uid = owner.map(|owner| owner.uid.clone());
+        let owner = owner.map(|owner| owner.name.clone());
         CachedJob {
             metadata: ObjectMeta {
                 owner_references: None,
@@ -49,6 +60,7 @@ impl From<JobRead> for CachedJob {
                 ..metadata
             },
             run: labels.run.or(owner),
+            owner_uid,
             status: read.status,
         }
     }

@@ -146,6 +146,11 @@ pub trait World {
     async fn create_job(&self, job: &Job) -> Result<(), StepError>;
     /// Deletes the named Job (gone already is fine).
     async fn delete_job(&self, name: &str) -> Result<(), ReconcileError>;
+    /// Whether the watch shows a Job of the name that another run owns (a run of the same name
+    /// before this one): neither its logs nor its deletion are this run's.
+    fn job_of_another_run(&self, _name: &str) -> bool {
+        false
+    }
     /// Deletes the run's files ConfigMap, once the run is done: kept until its JobRun is
     /// deleted (a week, or for good), a megabyte of files a run would fill etcd. Best effort:
     /// the JobRun's deletion collects it anyway.
@@ -450,10 +455,17 @@ impl<W: World> Executor<'_, W> {
                 phase,
                 message,
             } => {
-                // The logs first: the Job's pods go with it.
-                let logs = self.task_logs(status, index).await;
-                self.world.delete_job(&job_name(run, status, index)).await?;
-                record_stopped(status, index, phase, Some(message), Some(logs), now);
+                // The logs first: the Job's pods go with it. (A task that waited for another
+                // run's Job in its way has neither.)
+                let name = job_name(run, status, index);
+                let logs = if self.world.job_of_another_run(&name) {
+                    None
+                } else {
+                    let logs = self.task_logs(status, index).await;
+                    self.world.delete_job(&name).await?;
+                    Some(logs)
+                };
+                record_stopped(status, index, phase, Some(message), logs, now);
             }
             Step::Halt(halt) => record_halt(run, status, &halt, now),
             // Handled by the caller.
@@ -900,6 +912,7 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
             api: Api::namespaced(ctx.parts.client.clone(), &ctx.parts.settings.job_namespace),
             version: std::sync::Mutex::new(version),
             generation: run.metadata.generation,
+            uid: run.metadata.uid.clone(),
         },
         settings: &ctx.parts.settings,
         limits: &options.limits(ctx.parts.dead_letter_sink.is_some()),
@@ -954,6 +967,8 @@ struct Cluster<'a> {
     /// The run's generation as decided on: a write refused when only the run's metadata
     /// changed since is made again, not one refused after a change of its spec.
     generation: Option<i64>,
+    /// The run's uid: a Job of a task's name that another run owns is not the task's.
+    uid: Option<String>,
 }
 
 impl Cluster<'_> {
@@ -1211,7 +1226,14 @@ impl World for Cluster<'_> {
     fn cached_job(&self, name: &str) -> JobSeen {
         self.ctx
             .job(name)
+            .filter(|job| job.is_of_run(self.uid.as_deref()))
             .map_or(JobSeen::NotCached, |job| self.seen(&job))
+    }
+
+    fn job_of_another_run(&self, name: &str) -> bool {
+        self.ctx
+            .job(name)
+            .is_some_and(|job| !job.is_of_run(self.uid.as_deref()))
     }
 
     fn pods_running(&self, name: &str) -> bool {
@@ -1223,7 +1245,9 @@ impl World for Cluster<'_> {
 
     async fn look_up_job(&self, name: &str) -> Result<JobSeen, ReconcileError> {
         let job = self.namespaced::<CachedJob>().get_opt(name).await?;
-        Ok(job.map_or(JobSeen::Gone, |job| self.seen(&job)))
+        Ok(job
+            .filter(|job| job.is_of_run(self.uid.as_deref()))
+            .map_or(JobSeen::Gone, |job| self.seen(&job)))
     }
 
     async fn create_files(&self, run: &JobRun) -> Result<(), StepError> {
