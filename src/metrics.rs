@@ -20,6 +20,22 @@ type OneLabel = [(&'static str, &'static str); 1];
 /// The outcomes of events taken (one per event at any rate), whose counters the receiver keeps
 /// at hand; refusals (invalid, too large, …) are counted through the family.
 const EVENT_OUTCOMES: [&str; 4] = ["accepted", "duplicate", "not_matched", "config_error"];
+/// The phases a run ends in (`job_executor_runs_finished_total{phase}`).
+pub const FINISHED_PHASES: [&str; 3] = ["Succeeded", "Failed", "Cancelled"];
+/// The outgoing events (`kind` of the delivery counters) and how an attempt went (`outcome`).
+pub const DELIVERY_KINDS: [&str; 2] = ["started", "finished"];
+pub const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "retry", "gave_up"];
+/// Where a reconcile failed (`job_executor_reconcile_errors_total{category}`).
+pub const RECONCILE_ERROR_CATEGORIES: [&str; 8] = [
+    "conflict",
+    "throttled",
+    "api_server",
+    "api_refused",
+    "api_unreachable",
+    "encode",
+    "config_source",
+    "not_leader",
+];
 /// Labels with a value from the installation (a notification target's name): a bounded set,
 /// the keys of the notifications Secret and the targets the configs name.
 type NamedLabels = Vec<(&'static str, String)>;
@@ -202,6 +218,21 @@ impl Metrics {
             "How long one delivery attempt of an outgoing event took, by kind",
             delivery_durations.clone(),
         );
+        // The series the shipped alerts read start at 0. Prometheus' `increase()` takes a series
+        // that first appears at 1 for no increase: a run's first failure or a delivery's first
+        // give-up after a start (or a change of leader) would raise no alert.
+        for phase in FINISHED_PHASES {
+            let _ = runs_finished.get_or_create(&vec![("phase", phase)]);
+        }
+        for kind in DELIVERY_KINDS {
+            for outcome in DELIVERY_OUTCOMES {
+                let _ = deliveries.get_or_create(&vec![("kind", kind), ("outcome", outcome)]);
+                let _ = dead_letters.get_or_create(&vec![("kind", kind), ("outcome", outcome)]);
+            }
+        }
+        for category in RECONCILE_ERROR_CATEGORIES {
+            let _ = reconcile_errors.get_or_create(&vec![("category", category)]);
+        }
         Metrics {
             registry,
             step_durations,
@@ -435,6 +466,23 @@ mod tests {
                 read += 1;
             }
             assert!(read >= 5, "{file}: {read}");
+        }
+    }
+
+    /// The series the shipped alerts read are there, at 0, before anything is counted, so the
+    /// first failure or give-up is an increase.
+    #[test]
+    fn the_series_the_alerts_read_start_at_zero() {
+        let text = Metrics::new().render();
+        for line in [
+            "job_executor_runs_finished_total{phase=\"Failed\"} 0",
+            "job_executor_runs_finished_total{phase=\"Succeeded\"} 0",
+            "job_executor_event_deliveries_total{kind=\"finished\",outcome=\"gave_up\"} 0",
+            "job_executor_event_deliveries_total{kind=\"started\",outcome=\"gave_up\"} 0",
+            "job_executor_dead_letter_deliveries_total{kind=\"finished\",outcome=\"gave_up\"} 0",
+            "job_executor_reconcile_errors_total{category=\"api_server\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
         }
     }
 

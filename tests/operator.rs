@@ -746,6 +746,9 @@ async fn a_request_left_unanswered_is_given_up_and_tried_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_sent_again_after_its_deletion_does_not_adopt_the_old_runs_jobs() {
     let h = Harness::start(&[]).await;
+    let says = |what: &str| Behavior::exit(0).output([what]);
+    let task = || ImageRule::any().container("task");
+    h.sim.runtime().set(task(), says("the old run's task"));
     let event = sample_with_id("test.triggered.json", "sent-again");
     assert_eq!(h.post_event(&event).await.status, 202);
     h.wait_succeeded("sent-again", LONG).await;
@@ -784,15 +787,26 @@ async fn a_run_sent_again_after_its_deletion_does_not_adopt_the_old_runs_jobs() 
             .count()
     };
     assert_eq!(finished(), 1, "only the old run's");
+    // The old Jobs go, their pods left (orphaned too): pods of the Jobs' names that are not
+    // the new Jobs', whose logs are another run's.
+    h.sim.runtime().set(task(), says("the new run's task"));
     let old_jobs: kube::Api<k8s_openapi::api::batch::v1::Job> =
         kube::Api::namespaced(h.sim.client(), "default");
     for job in &jobs {
-        old_jobs
-            .delete(job, &kube::api::DeleteParams::background())
-            .await
-            .unwrap();
+        old_jobs.delete(job, &orphan).await.unwrap();
     }
     wait_for("the new run to finish", LONG, || finished() == 2).await;
+    let old_pods = h.sim.list_objects("", "pods", Some("default")).len();
+    assert!(old_pods >= 2 * jobs.len(), "the old pods stay: {old_pods}");
+    let finished = h.sink.for_trigger("sent-again");
+    let last = finished
+        .iter()
+        .rfind(|e| e.event_type.ends_with(".finished"));
+    let logs = last.unwrap().data["message"].to_string();
+    assert!(
+        logs.contains("the new run's task") && !logs.contains("the old run's task"),
+        "{logs}"
+    );
     assert_eq!(
         h.jobs_created().len(),
         2 * jobs.len(),
@@ -800,6 +814,60 @@ async fn a_run_sent_again_after_its_deletion_does_not_adopt_the_old_runs_jobs() 
         h.jobs_created()
     );
     assert_eq!(h.jobruns()[0]["status"]["phase"], "Succeeded");
+}
+
+/// A run being deleted but still there (kept by a finalizer, as `--cascade=foreground` keeps
+/// it until its Jobs are gone) takes no step more: its task's end makes no next Job and sends
+/// no `.finished`, as once it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_being_deleted_takes_no_step_more() {
+    let h = Harness::start(&[]).await;
+    h.sim
+        .runtime()
+        .set(ImageRule::image("curlimages/curl:*"), Behavior::hold());
+    let event = sample_with_id("test.triggered.json", "being-deleted");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    wait_for("the first task's pod to run", LONG, || {
+        !h.sim.runtime().held().is_empty()
+    })
+    .await;
+    let name = h.jobruns()[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let keep = json!({"metadata": {"finalizers": ["example.com/keep"]}});
+    let patch = kube::api::Patch::Merge(&keep);
+    let params = kube::api::PatchParams::default();
+    runs_api(&h).patch(&name, &params, &patch).await.unwrap();
+    runs_api(&h)
+        .delete(&name, &kube::api::DeleteParams::background())
+        .await
+        .unwrap();
+    let left_alone = || {
+        h.operator_log()
+            .matches("the run is being deleted; left alone")
+            .count()
+    };
+    wait_for("the run to be marked deleted", LONG, || {
+        h.jobruns()[0]["metadata"]["deletionTimestamp"].is_string()
+    })
+    .await;
+    let seen = left_alone();
+    h.sim.release(&h.sim.runtime().held()[0].1);
+    // The task's end wakes the run: left alone, or (were it not) its next Job made.
+    wait_for("the operator to see the task's end", LONG, || {
+        left_alone() > seen || h.jobs_created().len() > 1
+    })
+    .await;
+    assert_eq!(h.jobs_created().len(), 1, "{:?}", h.jobs_created());
+    let kinds: Vec<String> = (h.sink.for_trigger("being-deleted").iter())
+        .map(|e| e.event_type.clone())
+        .collect();
+    assert_eq!(kinds, ["sh.keptn.event.test.started"]);
+    let unkeep = json!({"metadata": {"finalizers": null}});
+    let patch = kube::api::Patch::Merge(&unkeep);
+    runs_api(&h).patch(&name, &params, &patch).await.unwrap();
+    wait_for("the run to be gone", LONG, || h.jobruns().is_empty()).await;
 }
 
 /// The JobRuns as a client of the simulator's sees them (another writer, a user).

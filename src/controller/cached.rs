@@ -24,7 +24,25 @@ pub struct CachedJob {
     /// The uid of the JobRun that owns it: a run of the same name made since (the one before
     /// deleted, its event sent again) is another run, whose Jobs these are not.
     pub owner_uid: Option<String>,
+    /// Its own uid, which its pods carry: the pods of a Job of the same name made before it
+    /// (another run's, still stopping) are not its.
+    pub uid: Option<UidKey>,
     pub status: Option<CachedJobStatus>,
+}
+
+/// An object's uid as the caches keep it: only compared, never shown, so a hash of it (8 bytes,
+/// where the text takes about 60 per object).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UidKey(u64);
+
+impl UidKey {
+    pub fn of(uid: &str) -> Self {
+        use std::hash::{Hash, Hasher};
+        // The default hasher's keys are fixed: the same uid gives the same key in the process.
+        let mut hasher = std::hash::DefaultHasher::new();
+        uid.hash(&mut hasher);
+        UidKey(hasher.finish())
+    }
 }
 
 impl CachedJob {
@@ -53,6 +71,7 @@ impl From<JobRead> for CachedJob {
             .find(|owner| owner.kind == "JobRun");
         let owner_uid = owner.map(|owner| owner.uid.clone());
         let owner = owner.map(|owner| owner.name.clone());
+        let uid = metadata.uid.as_deref().map(UidKey::of);
         CachedJob {
             metadata: ObjectMeta {
                 owner_references: None,
@@ -61,6 +80,7 @@ impl From<JobRead> for CachedJob {
             },
             run: labels.run.or(owner),
             owner_uid,
+            uid,
             status: read.status,
         }
     }
@@ -136,6 +156,9 @@ pub struct CachedPod {
     /// Its Job's name (the Job controller's `batch.kubernetes.io/job-name` label, or the older
     /// `job-name`).
     pub job: Option<String>,
+    /// Its Job's uid (the Job controller's `batch.kubernetes.io/controller-uid` label, or the
+    /// older `controller-uid`): a new Job of an old one's name is not the old one's pods' Job.
+    pub job_uid: Option<UidKey>,
     /// Its run's name (the `job-executor.dev/run` label).
     pub run: Option<String>,
     /// Its containers' names, init containers first.
@@ -181,6 +204,15 @@ pub struct Waiting {
 }
 
 impl CachedPod {
+    /// Whether the Job with this uid made it (any Job of its name, when either uid is not
+    /// known: the Job controller labels every pod it makes with it).
+    pub fn is_of_job(&self, uid: Option<UidKey>) -> bool {
+        match (uid, self.job_uid) {
+            (Some(job), Some(pods_job)) => job == pods_job,
+            _ => true,
+        }
+    }
+
     /// Every container's name, init containers first.
     pub fn container_names(&self) -> impl Iterator<Item = &str> {
         self.containers.iter().map(String::as_str)
@@ -328,6 +360,7 @@ impl From<PodRead> for CachedPod {
                 ..metadata
             },
             job: labels.job,
+            job_uid: labels.job_uid.as_deref().map(UidKey::of),
             run: labels.run,
             containers,
             status,
@@ -376,13 +409,14 @@ pub(crate) fn read_metadata<'de, D: Deserializer<'de>>(
     Ok(ReadMetadata::deserialize(deserializer)?.split().0)
 }
 
-/// The labels the controller reads of a pod: the run it belongs to, and its Job (the Job
-/// controller sets both spellings). A pod carries a dozen labels (the task's, the event's, the
+/// The labels the controller reads of a pod: the run it belongs to, and its Job's name and uid
+/// (the Job controller sets both spellings of each). A pod carries a dozen labels (the task's, the event's, the
 /// Job controller's): the rest are skipped while parsing.
 #[derive(Default)]
 struct ReadLabels {
     run: Option<String>,
     job: Option<String>,
+    job_uid: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for ReadLabels {
@@ -403,6 +437,12 @@ impl<'de> Deserialize<'de> for ReadLabels {
                         crate::labels::RUN => kept.run = Some(map.next_value()?),
                         "batch.kubernetes.io/job-name" => kept.job = Some(map.next_value()?),
                         "job-name" if kept.job.is_none() => kept.job = Some(map.next_value()?),
+                        "batch.kubernetes.io/controller-uid" => {
+                            kept.job_uid = Some(map.next_value()?);
+                        }
+                        "controller-uid" if kept.job_uid.is_none() => {
+                            kept.job_uid = Some(map.next_value()?);
+                        }
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -495,6 +535,7 @@ mod tests {
         assert_eq!(meta.resource_version.as_deref(), Some("7"));
         assert_eq!(pod.job.as_deref(), Some("r-0"));
         assert_eq!(pod.run.as_deref(), Some("r"));
+        assert_eq!(pod.job_uid, Some(UidKey::of("j")));
         assert_eq!(pod.container_names().collect::<Vec<_>>(), ["stage", "task"]);
         let status = pod.status.unwrap();
         assert_eq!(status.phase.as_deref(), Some("Running"));
@@ -535,8 +576,31 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(owned.run.as_deref(), Some("s"));
+        assert_eq!(job.uid, None);
+        assert_eq!(owned.uid, None);
         let conditions = job.status.unwrap().conditions;
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].type_, "Complete");
+    }
+    #[test]
+    fn a_pod_is_its_job_s_by_the_job_s_uid_and_a_job_of_the_name_made_before_is_another() {
+        let job = |uid: &str| -> CachedJob {
+            serde_json::from_value(json!({"metadata": {"name": "r-0", "uid": uid}})).unwrap()
+        };
+        let pod = |labels: serde_json::Value| -> CachedPod {
+            serde_json::from_value(json!({"metadata": {"name": "r-0-x", "labels": labels}}))
+                .unwrap()
+        };
+        let (old, new) = (job("a"), job("b"));
+        let of_old = pod(json!({"job-name": "r-0", "batch.kubernetes.io/controller-uid": "a"}));
+        assert!(of_old.is_of_job(old.uid));
+        assert!(!of_old.is_of_job(new.uid));
+        // Kubernetes before 1.27 set only the older label.
+        let older_label = pod(json!({"job-name": "r-0", "controller-uid": "b"}));
+        assert!(older_label.is_of_job(new.uid) && !older_label.is_of_job(old.uid));
+        // Unknown on either side: any Job of the name.
+        let unlabelled = pod(json!({"job-name": "r-0"}));
+        assert!(unlabelled.is_of_job(old.uid) && unlabelled.is_of_job(new.uid));
+        assert!(of_old.is_of_job(None));
     }
 }

@@ -429,12 +429,19 @@ pub const NEVER_STARTED: &str = " never started within ";
 /// What the failure of a task whose Job made no pod says, after the Job's name.
 pub const MADE_NO_POD_WITHIN: &str = " made no pod within ";
 
+/// What the failure of a task whose Job failed (its deadline) while its pod never started
+/// says, after the pod's name.
+pub const POD_NEVER_STARTED: &str = " never started: ";
+
+/// What the failure of a task whose Job failed (its deadline) without a pod says.
+pub const JOB_MADE_NO_POD: &str = "; its Job made no pod: ";
+
 /// The failure message of a task whose Job failed (its deadline passed) without a pod, with
 /// why it made none (`why`, from the Job's Events) after the Job's own reason.
 pub fn explain_no_pod(message: String, why: Option<&str>) -> String {
     match why {
         None => message,
-        Some(why) => format!("{message}; its Job made no pod: {why}"),
+        Some(why) => format!("{message}{JOB_MADE_NO_POD}{why}"),
     }
 }
 
@@ -720,11 +727,16 @@ fn stages_files(run: &JobRun, index: usize) -> bool {
         .is_some_and(|f| !f.is_empty())
 }
 
-/// Whether no task that stages files has started: the run's ConfigMap is made before the first.
+/// Whether no task that stages files has had a Job: the run's ConfigMap is made before the
+/// first. A task that failed before its Job (its files could not be made, or its Job was
+/// refused) leaves them to be made, or found made, for the next: else that one's Job would
+/// mount a ConfigMap that may not be there, and its pod would never start.
 fn no_files_yet(run: &JobRun, status: &JobRunStatus) -> bool {
-    status.tasks.iter().enumerate().all(|(index, task)| {
-        !stages_files(run, index) || matches!(task.phase, TaskPhase::Pending | TaskPhase::Skipped)
-    })
+    status
+        .tasks
+        .iter()
+        .enumerate()
+        .all(|(index, task)| !stages_files(run, index) || task.job_name.is_none())
 }
 
 /// Whether a task that needs task `index` and has not started has a Job nonetheless.
@@ -875,7 +887,7 @@ fn running_step(
             index,
             phase: TaskPhase::Failed,
             message: Some(format!(
-                "{}; pod {} never started: {}: {}",
+                "{}; pod {}{POD_NEVER_STARTED}{}: {}",
                 if message.is_empty() {
                     reason.clone()
                 } else {

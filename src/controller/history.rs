@@ -132,6 +132,8 @@ fn task_event(task: &TaskStatus, was: TaskPhase) -> Option<RunEvent> {
             "EndTask",
             format!("task '{name}' succeeded"),
         ),
+        // Its pod never started, or its Job made none: stopped by the operator (its
+        // never-started timeout), or failed by the Job's own deadline, which passed first.
         TaskPhase::Failed
             if why.contains(super::decide::NEVER_STARTED)
                 || why.contains(super::decide::MADE_NO_POD_WITHIN) =>
@@ -140,6 +142,17 @@ fn task_event(task: &TaskStatus, was: TaskPhase) -> Option<RunEvent> {
                 true,
                 "TaskNeverStarted",
                 "DeleteJob",
+                format!("task '{name}' failed: {why}"),
+            )
+        }
+        TaskPhase::Failed
+            if why.contains(super::decide::POD_NEVER_STARTED)
+                || why.contains(super::decide::JOB_MADE_NO_POD) =>
+        {
+            event(
+                true,
+                "TaskNeverStarted",
+                "EndTask",
                 format!("task '{name}' failed: {why}"),
             )
         }
@@ -436,8 +449,19 @@ mod tests {
                 "DeadlineExceeded: Job was active longer than specified deadline; its Job made \
                   no pod: FailedCreate: Error creating: x"
             ),
-            Some(("TaskFailed", "EndTask")),
+            Some(("TaskNeverStarted", "EndTask")),
             "not deleted by the operator"
+        );
+        assert_eq!(
+            told(
+                "DeadlineExceeded: Job was active longer than specified deadline; pod \
+                 run-1-0-abc never started: ImagePullBackOff: x"
+            ),
+            Some(("TaskNeverStarted", "EndTask"))
+        );
+        assert_eq!(
+            told("BackoffLimitExceeded: Job has reached the specified backoff limit"),
+            Some(("TaskFailed", "EndTask"))
         );
     }
 

@@ -717,13 +717,16 @@ impl Context {
             .get(&ObjectRef::new(name).within(&self.parts.settings.job_namespace))
     }
 
-    fn pods_of_job(&self, job: &str) -> Vec<Arc<CachedPod>> {
+    /// The cached pods labelled with the Job's name that `keep` takes (by their Job's uid: a
+    /// Job of the name made before may leave pods that still stop).
+    fn pods_of_job(&self, job: &str, keep: impl Fn(&CachedPod) -> bool) -> Vec<Arc<CachedPod>> {
         let namespace = &self.parts.settings.job_namespace;
         let mut pods: Vec<Arc<CachedPod>> = self
             .pod_index
             .names(job)
             .iter()
             .filter_map(|name| self.pods.get(&ObjectRef::new(name).within(namespace)))
+            .filter(|pod| keep(pod))
             .collect();
         pods.sort_by_key(|pod| pod.metadata.creation_timestamp.clone().map(|t| t.0));
         pods
@@ -871,6 +874,57 @@ mod tests {
                      "containers": [{"name": "task", "image": "y", "args": ["long"]}]}
         }))
         .unwrap()
+    }
+
+    /// The label values the controller counts are those the metrics start at 0 (the alerts'
+    /// series): one added to a kind here and not there would appear only at its first count.
+    #[test]
+    fn the_counted_label_values_are_those_the_metrics_start_with() {
+        use crate::crd::RunPhase;
+        use crate::event::TaskEventKind;
+        use crate::metrics::{DELIVERY_KINDS, DELIVERY_OUTCOMES, FINISHED_PHASES};
+        use decide::Attempt;
+        for attempt in [Attempt::Delivered, Attempt::Retry, Attempt::GaveUp] {
+            assert!(DELIVERY_OUTCOMES.contains(&attempt.as_str()), "{attempt:?}");
+        }
+        for kind in [TaskEventKind::Started, TaskEventKind::Finished] {
+            assert!(DELIVERY_KINDS.contains(&kind.as_str()), "{kind:?}");
+        }
+        for phase in [
+            RunPhase::Pending,
+            RunPhase::Queued,
+            RunPhase::Running,
+            RunPhase::Succeeded,
+            RunPhase::Failed,
+            RunPhase::Cancelled,
+        ] {
+            assert_eq!(
+                FINISHED_PHASES.contains(&phase.as_str()),
+                phase.is_finished(),
+                "{phase:?}"
+            );
+        }
+        let api = |code: u16| {
+            ReconcileError::Kube(kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                ..Default::default()
+            })))
+        };
+        let errors = [
+            api(409),
+            api(429),
+            api(503),
+            api(403),
+            ReconcileError::Kube(kube::Error::LinesCodecMaxLineLengthExceeded),
+            ReconcileError::Encode(serde_json::from_str::<u8>("x").unwrap_err()),
+            ReconcileError::NotLeader(NotLeader(String::new())),
+        ];
+        for error in errors {
+            assert!(
+                crate::metrics::RECONCILE_ERROR_CATEGORIES.contains(&error.category()),
+                "{error}"
+            );
+        }
     }
 
     /// Event names stay DNS subdomains of at most 253 characters, whatever the object's name.

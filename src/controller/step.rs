@@ -889,6 +889,13 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
         tracing::warn!(run = %name, "this run cannot be read, and is left alone (stored by a newer version of job-executor?): {why}");
         return Ok(Action::await_change());
     }
+    if run.metadata.deletion_timestamp.is_some() {
+        // Being deleted, kept until its Jobs are gone (`--cascade=foreground`), let go
+        // (`orphan`) or a finalizer of someone's is removed: a Job it would still make, a task
+        // end it would record or an event it would send is as moot as once it is gone.
+        tracing::info!(run = %name, "the run is being deleted; left alone");
+        return Ok(Action::await_change());
+    }
     let uid = run.metadata.uid.as_deref().unwrap_or_default();
     let cached = StatusAt {
         status: run.status_or_default(),
@@ -1120,11 +1127,30 @@ impl Cluster<'_> {
         }
     }
 
+    /// The cached pods of this Job (not those of a Job of its name made before it).
+    fn pods_of(&self, job: &CachedJob) -> Vec<Arc<CachedPod>> {
+        self.ctx
+            .pods_of_job(&job.name_any(), |pod| pod.is_of_job(job.uid))
+    }
+
+    /// The cached pods of the run's Job of this name: when the watch shows the Job, its own;
+    /// when it shows another run's Job of the name, every pod but that Job's; else (deleted)
+    /// every pod with the name's label.
+    fn own_pods(&self, name: &str) -> Vec<Arc<CachedPod>> {
+        match self.ctx.job(name) {
+            Some(job) if job.is_of_run(self.uid.as_deref()) => self.pods_of(&job),
+            Some(foreign) => self.ctx.pods_of_job(name, |pod| {
+                foreign.uid.is_none() || !pod.is_of_job(foreign.uid)
+            }),
+            None => self.ctx.pods_of_job(name, |_| true),
+        }
+    }
+
     /// What a Job and its cached pods say.
     fn seen(&self, job: &CachedJob) -> JobSeen {
         match job_state(job) {
             JobState::Succeeded { since } => {
-                let pods = self.ctx.pods_of_job(&job.name_any());
+                let pods = self.pods_of(job);
                 let message = termination_message(pods.iter().map(AsRef::as_ref));
                 let pods_seen = !pods.is_empty();
                 JobSeen::Succeeded {
@@ -1136,7 +1162,7 @@ impl Cluster<'_> {
                 }
             }
             JobState::Failed { reason, message } => {
-                let pods = self.ctx.pods_of_job(&job.name_any());
+                let pods = self.pods_of(job);
                 JobSeen::Failed {
                     reason,
                     message,
@@ -1151,7 +1177,7 @@ impl Cluster<'_> {
                 message,
                 since,
             } => {
-                let pods = self.ctx.pods_of_job(&job.name_any());
+                let pods = self.pods_of(job);
                 JobSeen::Failed {
                     reason,
                     message,
@@ -1165,7 +1191,7 @@ impl Cluster<'_> {
                 }
             }
             JobState::Running => {
-                let pods = self.ctx.pods_of_job(&job.name_any());
+                let pods = self.pods_of(job);
                 if pods.is_empty() {
                     return JobSeen::NoPod {
                         warning: NoPodWarning::NotAsked,
@@ -1237,7 +1263,7 @@ impl World for Cluster<'_> {
     }
 
     fn pods_running(&self, name: &str) -> bool {
-        self.ctx.pods_of_job(name).iter().any(|pod| {
+        self.own_pods(name).iter().any(|pod| {
             let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
             !matches!(phase, Some("Succeeded" | "Failed"))
         })
@@ -1291,22 +1317,14 @@ impl World for Cluster<'_> {
             // again, while the garbage collector has not removed its Job, or ever, when the run
             // was deleted orphaning it) is not this task's: its outcome and logs are another
             // run's.
-            let owner = job
-                .owner_references()
-                .first()
-                .map(|owner| owner.uid.as_str());
             let existing = self
                 .ctx
-                .fenced(self.namespaced::<Job>().get_opt(&job_name))
+                .fenced(self.namespaced::<CachedJob>().get_opt(&job_name))
                 .await
                 .and_then(|got| Ok(got?))
                 .map_err(|error| refusal("Job", error))?;
             match existing {
-                Some(existing)
-                    if owner.is_none_or(|owner| {
-                        existing.owner_references().iter().any(|o| o.uid == owner)
-                    }) =>
-                {
+                Some(existing) if existing.is_of_run(self.uid.as_deref()) => {
                     tracing::info!(run, job = %job_name, "adopting the Job made before a restart");
                     return Ok(());
                 }
@@ -1342,14 +1360,13 @@ impl World for Cluster<'_> {
     }
 
     async fn task_logs(&self, name: &str, budget: usize) -> String {
-        let pods = self.ctx.pods_of_job(name);
+        let pods = self.own_pods(name);
         let pods: Vec<&CachedPod> = pods.iter().map(AsRef::as_ref).collect();
         logs::collect(&self.namespaced::<Pod>(), &pods, budget).await
     }
 
     async fn why_no_pod(&self, name: &str, since: Option<Timestamp>) -> Option<String> {
-        if !self.ctx.pods_of_job(name).is_empty()
-            || self.ctx.job(name).is_some_and(|job| job.made_a_pod())
+        if !self.own_pods(name).is_empty() || self.ctx.job(name).is_some_and(|job| job.made_a_pod())
         {
             return None;
         }

@@ -1335,6 +1335,29 @@ fn the_summary_shows_every_task_up_to_ten() {
 }
 
 #[test]
+fn files_that_could_not_be_made_for_one_task_are_tried_for_the_next() {
+    // After t0, t1 and t2 start at once and both stage files; t1's could not be made (the
+    // config's directory changed since, a ConfigMap refused): t2's Job would mount a ConfigMap
+    // that is not there and never start. Tried for t2, they fail it too, saying why.
+    let mut run = graph_run(&[vec![], vec![0], vec![0]], Some(1));
+    run.spec.action.files[2] = run.spec.action.files[1].clone();
+    let mut status = initialised(&run);
+    delivered(&mut status.started);
+    record_job(&mut status, 0, "run-1-0".into(), at(0));
+    end(&run, &mut status, 0, TaskPhase::Succeeded, at(1));
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(1)),
+        Step::CreateFiles(1)
+    );
+    let why = Some("the files changed".to_string());
+    record_task_end(&run, &mut status, 1, TaskPhase::Failed, why, None, at(1));
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(1)),
+        Step::CreateFiles(2)
+    );
+}
+
+#[test]
 fn the_files_are_made_once_not_again_for_a_later_task() {
     let mut run = run_of(2, Some(0), "sh.keptn.event.test.triggered", false);
     run.spec.action.files[1] = run.spec.action.files[0].clone();
