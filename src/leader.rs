@@ -528,13 +528,15 @@ impl Election {
         {
             Some(Ok(renewed)) => self.lead(renewed, sent),
             Some(Err(kube::Error::Api(status))) if status.code == 409 => {
-                // Written by someone else since: whoever holds it now, it is not this replica's
-                // term anymore.
+                // Written by someone else since, or deleted (the renewal names the Lease's uid,
+                // a precondition nothing meets once it is gone: 409 too, where a renewal
+                // without it would make the Lease anew): it is not this replica's term anymore.
                 tracing::warn!("the lease changed under this replica; following");
                 self.follow(None);
             }
             Some(Err(kube::Error::Api(status))) if status.code == 404 => {
-                // Deleted: another replica may make it anew and lead (after the duration).
+                // Deleted, as a server that makes no Lease by a PUT says it: another replica
+                // may make it anew and lead (after the duration).
                 tracing::warn!("the lease was deleted under this replica; following");
                 self.follow(None);
             }

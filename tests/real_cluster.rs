@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::cluster::{ClusterHarness, cluster, path};
 use support::git::GitRepo;
-use support::{Reply, root, sample_with_id};
+use support::{Reply, root, sample_with_id, wait_for};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -860,6 +860,7 @@ async fn the_kubectl_install_runs_the_test_event_under_the_shipped_role() {
         labels["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted",
         "the shipped namespace enforces the restricted Pod Security Standard"
     );
+    people_bound_to_view_and_edit_reach_runs_and_schedules(cluster, &namespace).await;
     let kubeconfig =
         cluster.service_account_kubeconfig(&namespace, "job-executor", &dir.join("sa.kubeconfig"));
     // The example configs, plus an action whose pod never starts: deleting its stuck Job is
@@ -915,6 +916,60 @@ async fn the_kubectl_install_runs_the_test_event_under_the_shipped_role() {
     let ungranted: Vec<_> = used.difference(&granted).collect();
     assert!(ungranted.is_empty(), "used but not granted: {ungranted:?}");
     println!("granted but not used in this scenario: {unused:?}");
+}
+
+/// The shipped ClusterRoles add JobRuns and JobSchedules to the built-in `view` and `edit`
+/// (docs/install.md, Permissions): what the API server lets someone bound to each do, once the
+/// aggregation controller has folded them in.
+async fn people_bound_to_view_and_edit_reach_runs_and_schedules(
+    cluster: &support::cluster::Cluster,
+    namespace: &str,
+) {
+    for role in ["view", "edit"] {
+        cluster.kubectl(&[
+            "-n",
+            namespace,
+            "create",
+            "rolebinding",
+            &format!("people-{role}"),
+            &format!("--clusterrole={role}"),
+            &format!("--serviceaccount={namespace}:{role}er"),
+        ]);
+    }
+    let may = |who: &str, verb: &str, resource: &str| {
+        let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+        let output = cluster.kubectl_output(
+            &cluster.admin_kubeconfig,
+            &[
+                "auth",
+                "can-i",
+                verb,
+                &format!("{resource}.job-executor.dev"),
+                &format!("--subresource={subresource}"),
+                "-n",
+                namespace,
+                &format!("--as=system:serviceaccount:{namespace}:{who}"),
+            ],
+        );
+        String::from_utf8_lossy(&output.stdout).trim() == "yes"
+    };
+    wait_for("the aggregated rules in view and edit", LONG, || {
+        may("viewer", "list", "jobruns") && may("editer", "create", "jobschedules")
+    })
+    .await;
+    for (who, verb, resource, allowed) in [
+        ("viewer", "get", "jobruns", true),
+        ("viewer", "watch", "jobschedules", true),
+        ("viewer", "patch", "jobruns", false),
+        ("viewer", "create", "jobschedules", false),
+        ("editer", "patch", "jobruns", true),
+        ("editer", "delete", "jobruns", true),
+        ("editer", "delete", "jobschedules", true),
+        ("editer", "create", "jobruns", false),
+        ("editer", "patch", "jobruns/status", false),
+    ] {
+        assert_eq!(may(who, verb, resource), allowed, "{who} {verb} {resource}");
+    }
 }
 
 /// The production source on the real control plane: the example config and its files committed

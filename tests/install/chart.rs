@@ -389,11 +389,12 @@ fn chart_wires_image_accounts_namespaces_probes_and_security() {
             "{name}"
         );
         find(&docs, "ServiceAccount", pod["serviceAccountName"].as_str());
+        // The ClusterRoles for people are bound to nobody (checked below).
         assert!(
             !docs
                 .iter()
-                .any(|d| d["kind"].as_str().is_some_and(|k| k.starts_with("Cluster"))),
-            "{name}: no cluster-wide RBAC"
+                .any(|d| d["kind"] == "ClusterRoleBinding" || d["roleRef"]["kind"] == "ClusterRole"),
+            "{name}: no cluster-wide RBAC for the operator"
         );
         // Task pods' default account: no token, no permissions, in the job namespace.
         let jobs_account = find(
@@ -1089,11 +1090,19 @@ fn values_that_mean_none_render_none() {
         "DNS only"
     );
 
-    std::fs::write(&file, "jobServiceAccount: {create: false, name: runner}\n").unwrap();
+    std::fs::write(
+        &file,
+        "jobServiceAccount: {create: false, name: runner}\naggregateToDefaultRoles: false\n",
+    )
+    .unwrap();
     let docs = documents(&render(&[file.to_str().unwrap()]));
     assert_eq!(
         find(&docs, "ConfigMap", None)["data"]["JOB_EXECUTOR_DEFAULT_SERVICE_ACCOUNT"],
         "runner"
+    );
+    assert!(
+        docs.iter().all(|d| d["kind"] != "ClusterRole"),
+        "no ClusterRole"
     );
 
     // The dashboard without its sidecar label: the chart's labels alone.
@@ -1109,6 +1118,43 @@ fn values_that_mean_none_render_none() {
     assert!(labels.get("grafana_dashboard").is_none(), "{labels}");
     assert_eq!(labels["app.kubernetes.io/name"], "job-executor");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The ClusterRoles for people (docs/install.md, Permissions): the resources of
+/// job-executor.dev only, no subresource (status is the operator's), folded into the built-in
+/// roles, and bound to nobody by the chart (the operator has its Role alone).
+#[test]
+fn the_aggregated_cluster_roles_add_only_runs_and_schedules_to_the_built_in_roles() {
+    for (name, yaml) in renderings() {
+        let docs = documents(&yaml);
+        let roles: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "ClusterRole").collect();
+        assert_eq!(roles.len(), 2, "{name}");
+        for role in roles {
+            let labels = &role["metadata"]["labels"];
+            for built_in in ["edit", "admin"] {
+                let label = format!("rbac.authorization.k8s.io/aggregate-to-{built_in}");
+                assert_eq!(labels[&label], "true", "{name}: {role}");
+            }
+            for rule in role["rules"].as_array().unwrap() {
+                assert_eq!(rule["apiGroups"], json!(["job-executor.dev"]), "{name}");
+                let resources = rule["resources"].as_array().unwrap();
+                assert!(
+                    resources.iter().all(|r| !r.as_str().unwrap().contains('/')),
+                    "{name}: {rule}"
+                );
+                let verbs = rule["verbs"].as_array().unwrap();
+                assert!(
+                    !(resources.contains(&json!("jobruns")) && verbs.contains(&json!("create"))),
+                    "runs are made by ingest: {rule}"
+                );
+            }
+        }
+        assert!(
+            docs.iter().all(|d| d["kind"] != "ClusterRoleBinding"
+                && d["roleRef"]["kind"] != "ClusterRole"),
+            "{name}"
+        );
+    }
 }
 
 /// Whether a label selector (`matchLabels` and `matchExpressions`) selects `labels`.

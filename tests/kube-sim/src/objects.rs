@@ -391,9 +391,56 @@ pub fn update(
             ));
         }
     }
-    write_existing(shared, info, ns, name, subresource, opts, false, |_| {
+    let body_uid = util::meta_str(&body, "uid").unwrap_or("").to_string();
+    // The update's precondition: the uid the body names (as read) is the stored object's. The
+    // real server checks it before anything else, against nothing when the name is not there.
+    let precondition_failed = |stored_uid: &str| {
+        ApiError::conflict(
+            &info.group,
+            &info.plural,
+            name,
+            &format!(
+                "StorageError: invalid object, Precondition failed: UID in precondition: \
+                 {body_uid}, UID in object meta: {stored_uid}"
+            ),
+        )
+    };
+    if subresource.is_empty()
+        && creates_on_update(info)
+        && shared.store.get(&info.key(), ns, name).is_none()
+    {
+        if !body_uid.is_empty() {
+            return Err(precondition_failed(""));
+        }
+        // A Lease is made by a PUT of its name (`AllowCreateOnUpdate`), whatever version the
+        // body names.
+        let mut body = body;
+        util::meta_mut(&mut body).remove("resourceVersion");
+        return create(shared, info, ns, body, opts);
+    }
+    write_existing(shared, info, ns, name, subresource, opts, false, |old| {
+        let stored_uid = util::uid(old);
+        if !body_uid.is_empty() && body_uid != stored_uid {
+            return Err(precondition_failed(stored_uid));
+        }
+        if rv_of(&body).is_empty() && !info.updates_unconditionally() {
+            // The real server names the resource here, not the kind.
+            return Err(ApiError::invalid(
+                &info.group,
+                &info.plural,
+                name,
+                "metadata.resourceVersion",
+                "Invalid value: 0: must be specified for an update",
+            ));
+        }
         Ok(body)
     })
+}
+
+/// Kinds a PUT of a name that is not there creates (the real server's `AllowCreateOnUpdate`):
+/// of those kube-sim serves, Leases.
+fn creates_on_update(info: &ResourceInfo) -> bool {
+    info.group == "coordination.k8s.io" && info.plural == "leases"
 }
 
 /// The patch formats.
@@ -632,5 +679,75 @@ pub fn delete(
         }
         Outcome::Stored(v) => Ok(Deleted::Pending(v)),
         Outcome::Absent => Err(ApiError::not_found(&info.group, &info.plural, name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams};
+
+    fn status_of(error: kube::Error) -> (u16, String) {
+        match error {
+            kube::Error::Api(status) => (status.code, status.message),
+            other => panic!("{other}"),
+        }
+    }
+
+    /// A PUT as the real server answers it (checked on Kubernetes v1.36.3 with kubectl
+    /// replace): a Lease is made by a PUT of its name unless the body names the uid of the one
+    /// deleted (the update's precondition, 409); a PUT without a resourceVersion is refused for
+    /// a Lease (422) and taken for a ConfigMap.
+    #[tokio::test]
+    async fn a_put_answers_as_the_real_server_does() {
+        let sim = crate::Sim::builder().start().await.unwrap();
+        let leases = Api::<Lease>::namespaced(sim.client(), "default");
+        let lease: Lease = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "l"}, "spec": {"holderIdentity": "a"}
+        }))
+        .unwrap();
+        let made = leases.create(&PostParams::default(), &lease).await.unwrap();
+        leases.delete("l", &Default::default()).await.unwrap();
+        let put = |lease: &Lease| {
+            let leases = leases.clone();
+            let lease = lease.clone();
+            async move { leases.replace("l", &PostParams::default(), &lease).await }
+        };
+        let (code, message) = status_of(put(&made).await.unwrap_err());
+        assert_eq!(code, 409, "{message}");
+        assert!(
+            message.contains("Precondition failed: UID in precondition"),
+            "{message}"
+        );
+        let mut without_uid = made.clone();
+        without_uid.metadata.uid = None;
+        let remade = put(&without_uid).await.unwrap();
+        assert_ne!(remade.metadata.uid, made.metadata.uid);
+        let mut unversioned = remade.clone();
+        unversioned.metadata.resource_version = None;
+        let (code, message) = status_of(put(&unversioned).await.unwrap_err());
+        assert_eq!(code, 422, "{message}");
+        assert!(
+            message.contains("must be specified for an update"),
+            "{message}"
+        );
+
+        let maps = Api::<ConfigMap>::namespaced(sim.client(), "default");
+        let map: ConfigMap =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "m"}})).unwrap();
+        let mut made = maps.create(&PostParams::default(), &map).await.unwrap();
+        made.metadata.resource_version = None;
+        maps.replace("m", &PostParams::default(), &made)
+            .await
+            .unwrap();
+        maps.delete("m", &Default::default()).await.unwrap();
+        made.metadata.uid = None;
+        let (code, _) = status_of(
+            maps.replace("m", &PostParams::default(), &made)
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(code, 404, "only some kinds are made by a PUT");
     }
 }
