@@ -40,11 +40,16 @@ pub const CRD_NAME: &str = "jobruns.job-executor.dev";
     shortname = "jr",
     namespaced,
     status = "JobRunStatus",
+    category = "job-executor",
     printcolumn = r#"{"name":"Action","type":"string","jsonPath":".spec.action.name"}"#,
+    printcolumn = r#"{"name":"Service","type":"string","jsonPath":".metadata.labels.keptn\\.sh/service"}"#,
+    printcolumn = r#"{"name":"Stage","type":"string","jsonPath":".metadata.labels.keptn\\.sh/stage"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Task","type":"integer","jsonPath":".status.currentTask"}"#,
     printcolumn = r#"{"name":"Tasks","type":"string","jsonPath":".status.taskSummary"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Project","type":"string","priority":1,"jsonPath":".metadata.labels.keptn\\.sh/project"}"#,
+    printcolumn = r#"{"name":"Event","type":"string","priority":1,"jsonPath":".spec.event.type"}"#,
     selectable = ".status.done"
 )]
 #[serde(rename_all = "camelCase")]

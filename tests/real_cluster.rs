@@ -178,7 +178,9 @@ async fn the_test_event_runs_both_tasks_in_order_with_their_logs_and_files() {
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "ACTION", "PHASE", "TASK", "TASKS", "AGE"],
+        [
+            "NAME", "ACTION", "SERVICE", "STAGE", "PHASE", "TASK", "TASKS", "AGE"
+        ],
         "{table}"
     );
     let row = table.lines().nth(1).unwrap();
@@ -186,9 +188,38 @@ async fn the_test_event_runs_both_tasks_in_order_with_their_logs_and_files() {
         row.starts_with(run_name) && row.contains("Run locust") && row.contains("Succeeded"),
         "{table}"
     );
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert!(cells.windows(2).any(|w| w == ["carts", "dev"]), "{table}");
     assert!(
         row.contains("Check the service answers:Succeeded Run locust smoke tests:Succeeded"),
         "every task's state: {table}"
+    );
+    // `-o wide` adds the project and the event's type; the category lists runs and schedules.
+    let wide = h.kubectl(&["get", "jobruns", "-o", "wide"]);
+    let words = |line: usize| -> Vec<String> {
+        let line = wide.lines().nth(line).unwrap_or_default();
+        line.split_whitespace().map(str::to_string).collect()
+    };
+    assert!(
+        words(0).ends_with(&["AGE", "PROJECT", "EVENT"].map(String::from)),
+        "{wide}"
+    );
+    assert!(
+        words(1).ends_with(&["sockshop", "sh.keptn.event.test.triggered"].map(String::from)),
+        "{wide}"
+    );
+    // docs/operator.md's wait for a run's outcome.
+    let waited = h.kubectl(&[
+        "wait",
+        "--for=condition=Succeeded",
+        &format!("jobrun/{run_name}"),
+        "--timeout=10s",
+    ]);
+    assert!(waited.contains("condition met"), "{waited}");
+    let category = h.kubectl(&["get", "job-executor", "-o", "name"]);
+    assert!(
+        category.contains(&format!("jobrun.job-executor.dev/{run_name}")),
+        "{category}"
     );
 }
 

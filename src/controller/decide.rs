@@ -1621,6 +1621,14 @@ pub fn update_conditions(status: &mut JobRunStatus, now: Timestamp) {
             .map(|o| o.message.lines().next().unwrap_or_default().to_string())
             .unwrap_or_default();
         set_condition(status, "Finished", "True", reason, &message, now);
+        // What `kubectl wait --for=condition=Succeeded` waits for (and `=False` for a run that
+        // failed or was cancelled): `Finished` is True whatever the outcome.
+        let succeeded = if status.phase == RunPhase::Succeeded {
+            "True"
+        } else {
+            "False"
+        };
+        set_condition(status, "Succeeded", succeeded, reason, &message, now);
     }
 }
 

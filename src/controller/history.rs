@@ -134,25 +134,13 @@ fn task_event(task: &TaskStatus, was: TaskPhase) -> Option<RunEvent> {
         ),
         // Its pod never started, or its Job made none: stopped by the operator (its
         // never-started timeout), or failed by the Job's own deadline, which passed first.
-        TaskPhase::Failed
-            if why.contains(super::decide::NEVER_STARTED)
-                || why.contains(super::decide::MADE_NO_POD_WITHIN) =>
-        {
+        TaskPhase::Failed if never_started(why) => {
+            let stopped = why.contains(super::decide::NEVER_STARTED)
+                || why.contains(super::decide::MADE_NO_POD_WITHIN);
             event(
                 true,
                 "TaskNeverStarted",
-                "DeleteJob",
-                format!("task '{name}' failed: {why}"),
-            )
-        }
-        TaskPhase::Failed
-            if why.contains(super::decide::POD_NEVER_STARTED)
-                || why.contains(super::decide::JOB_MADE_NO_POD) =>
-        {
-            event(
-                true,
-                "TaskNeverStarted",
-                "EndTask",
+                if stopped { "DeleteJob" } else { "EndTask" },
                 format!("task '{name}' failed: {why}"),
             )
         }
@@ -185,7 +173,19 @@ fn task_event(task: &TaskStatus, was: TaskPhase) -> Option<RunEvent> {
     Some(event)
 }
 
-/// A delivery's first failure (it is retried), its success, or its giving up.
+/// Whether a task's failure says its pod never started, or its Job made none.
+fn never_started(why: &str) -> bool {
+    use super::decide::{JOB_MADE_NO_POD, MADE_NO_POD_WITHIN, NEVER_STARTED, POD_NEVER_STARTED};
+    [
+        NEVER_STARTED,
+        MADE_NO_POD_WITHIN,
+        POD_NEVER_STARTED,
+        JOB_MADE_NO_POD,
+    ]
+    .iter()
+    .any(|said| why.contains(said))
+}
+
 /// A notification delivered or given up (the target's name, never its URL).
 fn notification_events(before: &JobRunStatus, after: &JobRunStatus, events: &mut Vec<RunEvent>) {
     for (index, notification) in after.notifications.iter().enumerate() {
@@ -221,6 +221,7 @@ fn notification_events(before: &JobRunStatus, after: &JobRunStatus, events: &mut
     }
 }
 
+/// A delivery's first failure (it is retried), its success, or its giving up.
 fn delivery_events(
     kind: &str,
     before: &Option<Box<Delivery>>,

@@ -25,6 +25,7 @@ pub const MAX_LOOKBACK_SECONDS: u64 = 86_400;
     shortname = "js",
     namespaced,
     status = "JobScheduleStatus",
+    category = "job-executor",
     printcolumn = r#"{"name":"Schedule","type":"string","jsonPath":".spec.schedule"}"#,
     printcolumn = r#"{"name":"Time Zone","type":"string","jsonPath":".spec.timeZone"}"#,
     printcolumn = r#"{"name":"Suspend","type":"boolean","jsonPath":".spec.suspend"}"#,

@@ -1157,7 +1157,10 @@ fn conditions_follow_the_status_and_keep_their_transition_time() {
             .iter()
             .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
             .collect::<Vec<_>>(),
-        [("Finished", "True", "Succeeded")]
+        [
+            ("Finished", "True", "Succeeded"),
+            ("Succeeded", "True", "Succeeded")
+        ]
     );
     assert_eq!(status.conditions[0].message, "Task 't0' finished");
     status.finished.as_mut().unwrap().state = DeliveryState::GaveUp;
@@ -1184,8 +1187,22 @@ fn conditions_follow_the_status_and_keep_their_transition_time() {
         at(60).to_string(),
         "unchanged status, unchanged time"
     );
-    let again = status.conditions[1].clone();
+    let again = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "EventsDelivered")
+        .unwrap();
     assert_eq!(again.last_transition_time, at(70).to_string());
+    // A run that failed is Finished, and not Succeeded.
+    let mut failed = finished(&run);
+    failed.phase = RunPhase::Failed;
+    update_conditions(&mut failed, at(60));
+    let of = |type_: &str| {
+        let c = failed.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        (c.status.clone(), c.reason.clone())
+    };
+    assert_eq!(of("Finished"), ("True".into(), "Failed".into()));
+    assert_eq!(of("Succeeded"), ("False".into(), "Failed".into()));
 }
 
 /// A run whose task `i` (named `t<i>`) needs the tasks `needs[i]`.

@@ -43,9 +43,26 @@ pub fn json_path(obj: &Value, path: &str) -> Vec<Value> {
     let mut rest = p;
     while !rest.is_empty() {
         if let Some(r) = rest.strip_prefix('.') {
-            let end = r.find(['.', '[']).unwrap_or(r.len());
-            let key = &r[..end];
-            cur = cur.iter().filter_map(|v| v.get(key).cloned()).collect();
+            // A key ends at an unescaped `.` or `[`; `\.` is a dot of the key
+            // (`.metadata.labels.keptn\.sh/service`), as kubectl's JSONPath reads it.
+            let mut key = String::new();
+            let mut end = r.len();
+            let mut chars = r.char_indices();
+            while let Some((at, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, next)) = chars.next() {
+                            key.push(next);
+                        }
+                    }
+                    '.' | '[' => {
+                        end = at;
+                        break;
+                    }
+                    _ => key.push(c),
+                }
+            }
+            cur = cur.iter().filter_map(|v| v.get(&key).cloned()).collect();
             rest = &r[end..];
         } else if let Some(r) = rest.strip_prefix('[') {
             let Some(end) = r.find(']') else { break };
@@ -388,5 +405,11 @@ mod tests {
             json_path(&o, ".status.conditions[1].type"),
             vec![json!("X")]
         );
+        let labelled = json!({"metadata": {"labels": {"keptn.sh/service": "carts"}}});
+        assert_eq!(
+            json_path(&labelled, r".metadata.labels.keptn\.sh/service"),
+            vec![json!("carts")]
+        );
+        assert!(json_path(&labelled, ".metadata.labels.keptn.sh/service").is_empty());
     }
 }
