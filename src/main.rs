@@ -84,7 +84,11 @@ fn run(args: job_executor::cli::RunArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let telemetry = job_executor::trace::init(args.operator.otlp_endpoint.as_deref(), &runtime)?;
+    let telemetry = job_executor::trace::init(
+        args.operator.otlp_endpoint.as_deref(),
+        args.operator.log_format,
+        &runtime,
+    )?;
     let result = runtime.block_on(run_operator(args));
     // The last spans are exported on the runtime, from this thread, before it stops.
     if let Some(telemetry) = telemetry {

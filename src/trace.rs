@@ -278,9 +278,20 @@ impl Telemetry {
     }
 }
 
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// A line per event: time, level, target, message, fields as `key=value`.
+    Text,
+    /// A JSON object per line: `timestamp`, `level`, `target`, `fields` (the message among
+    /// them), and the spans the event is in.
+    Json,
+}
+
 /// Logs to stderr (`RUST_LOG`, default `info`), and, with an OTLP endpoint, spans to it.
 pub fn init(
     otlp_endpoint: Option<&str>,
+    log_format: LogFormat,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Option<Telemetry>, TraceError> {
     // A filter that does not parse stops the start: read leniently, it would log at `info`
@@ -307,10 +318,14 @@ pub fn init(
             .parse()
             .map_err(|e| TraceError::Exporter(format!("{e}")))?,
     );
-    let log = tracing_subscriber::fmt::layer()
+    let text = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(filter);
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let log = match log_format {
+        LogFormat::Text => text.boxed(),
+        LogFormat::Json => text.json().with_ansi(false).boxed(),
+    }
+    .with_filter(filter);
     let Some(endpoint) = otlp_endpoint.filter(|e| !e.is_empty()) else {
         // No spans at all: the trace target's callsites are never enabled.
         tracing_subscriber::registry().with(log).init();

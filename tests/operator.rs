@@ -870,6 +870,35 @@ async fn a_run_being_deleted_takes_no_step_more() {
     wait_for("the run to be gone", LONG, || h.jobruns().is_empty()).await;
 }
 
+/// `--log-format json`: every line on stderr is an object a log collector parses, its level,
+/// target and fields (the message among them) as keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_log_format_json_every_log_line_is_a_json_object() {
+    let h = Harness::start(&["--log-format", "json"]).await;
+    let event = sample_with_id("test.triggered.json", "json-logs");
+    assert_eq!(h.post_event(&event).await.status, 202);
+    h.wait_succeeded("json-logs", LONG).await;
+    let log = h.operator_log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(lines.len() > 3, "{log}");
+    for line in &lines {
+        assert!(
+            line["level"].is_string()
+                && line["target"].is_string()
+                && line["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    let created = lines
+        .iter()
+        .find(|line| line["fields"]["message"] == "created Job")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(created["fields"]["job"].is_string(), "{created}");
+}
+
 /// The JobRuns as a client of the simulator's sees them (another writer, a user).
 fn runs_api(h: &Harness) -> kube::Api<job_executor::crd::JobRun> {
     kube::Api::namespaced(h.sim.client(), "default")

@@ -567,6 +567,15 @@ pub struct OperatorArgs {
     /// `<URL>/v1/traces`. Unset: no spans are recorded.
     #[arg(long, env = "JOB_EXECUTOR_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// How log lines are written to stderr: `text` (a line per event, its fields as
+    /// `key=value`) or `json` (an object per line, for log collectors that parse JSON).
+    #[arg(
+        long,
+        env = "JOB_EXECUTOR_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: crate::trace::LogFormat,
     /// For tests only: JobSchedules are judged by a clock that starts at START (RFC 3339 or
     /// `now`) and runs SCALE times as fast (`now*60`: an hour of schedule in a minute).
     #[arg(long, env = "JOB_EXECUTOR_TEST_CLOCK", hide = true, value_parser = parse_clock)]
@@ -804,6 +813,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         listen,
         // Read before the runtime starts (src/main.rs).
         otlp_endpoint: _,
+        log_format: _,
         test_clock,
         admin_listen,
         ingest_token,

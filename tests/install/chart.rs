@@ -609,7 +609,17 @@ fn full_values_reach_the_manifests() {
     // The ServiceMonitor (no upstream schema: checked here) scrapes the Service's metrics port.
     let monitor = find(&docs, "ServiceMonitor", None);
     let service = find(&docs, "Service", None);
-    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["port"], "metrics");
+    assert_eq!(endpoint["scrapeTimeout"], "10s", "{endpoint}");
+    assert_eq!(
+        endpoint["relabelings"][0]["targetLabel"], "cluster",
+        "{endpoint}"
+    );
+    assert_eq!(
+        endpoint["metricRelabelings"][0]["action"], "drop",
+        "{endpoint}"
+    );
     assert!(
         service["spec"]["ports"]
             .as_array()
