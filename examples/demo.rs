@@ -646,7 +646,12 @@ async fn wait_for_runs(client: &kube::Client) -> anyhow::Result<Vec<JobRun>> {
 /// widest cell and three spaces apart, the age as kubectl writes one under three hours.
 fn print_jobruns(runs: &[JobRun]) {
     let now = jiff::Timestamp::now();
-    let mut rows = vec![["NAME", "ACTION", "PHASE", "TASK", "TASKS", "AGE"].map(String::from)];
+    let mut rows = vec![
+        [
+            "NAME", "ACTION", "SERVICE", "STAGE", "PHASE", "TASK", "TASKS", "AGE",
+        ]
+        .map(String::from),
+    ];
     for run in runs {
         let status = run.status.clone().unwrap_or_default();
         let age = (run.metadata.creation_timestamp.as_ref())
@@ -657,9 +662,16 @@ fn print_jobruns(runs: &[JobRun]) {
                 _ => format!("{}m", s / 60),
             })
             .unwrap_or_else(|| "<unknown>".into());
+        let label = |key: &str| {
+            (run.metadata.labels.as_ref())
+                .and_then(|labels| labels.get(key).cloned())
+                .unwrap_or_default()
+        };
         rows.push([
             run.metadata.name.clone().unwrap_or_default(),
             run.spec.action.name.clone(),
+            label("keptn.sh/service"),
+            label("keptn.sh/stage"),
             format!("{:?}", status.phase),
             (status.current_task)
                 .map(|t| t.to_string())
@@ -668,7 +680,7 @@ fn print_jobruns(runs: &[JobRun]) {
             age,
         ]);
     }
-    let widths: Vec<usize> = (0..6)
+    let widths: Vec<usize> = (0..rows[0].len())
         .map(|column| {
             let widest = rows.iter().map(|row| row[column].chars().count()).max();
             widest.unwrap_or(0)

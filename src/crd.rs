@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+    ValidationRule,
 };
 use kube::CustomResource;
 use kube::core::CustomResourceExt;
@@ -607,6 +608,21 @@ pub fn crd(kind: CrdKind) -> CustomResourceDefinition {
         if let Some(schema) = (version.schema.as_mut()).and_then(|s| s.open_api_v3_schema.as_mut())
         {
             drop_unknown_formats(schema);
+            if kind == CrdKind::Jobrun
+                && let Some(spec) = schema.properties.as_mut().and_then(|p| p.get_mut("spec"))
+            {
+                // A run is what its event was accepted as: whoever may annotate it (to cancel
+                // it) may not make it run something else, nor reply with another event.
+                spec.x_kubernetes_validations = Some(vec![ValidationRule {
+                    rule: "self == oldSelf".into(),
+                    message: Some(
+                        "a run's spec is fixed when its event is accepted (cancel it with its \
+                         annotation, or delete it)"
+                            .into(),
+                    ),
+                    ..Default::default()
+                }]);
+            }
         }
     }
     crd

@@ -81,6 +81,24 @@ fn print_schema() -> anyhow::Result<ExitCode> {
 }
 
 fn run(args: job_executor::cli::RunArgs) -> anyhow::Result<ExitCode> {
+    let json = args.operator.log_format == job_executor::trace::LogFormat::Json;
+    match run_logged(args) {
+        // What stops the operator is the line a log collector most needs: one it parses.
+        Err(error) if json => {
+            let line = serde_json::json!({
+                "timestamp": jiff::Timestamp::now().to_string(),
+                "level": "ERROR",
+                "fields": {"message": format!("{error:#}")},
+                "target": "job_executor",
+            });
+            eprintln!("{line}");
+            Ok(ExitCode::FAILURE)
+        }
+        result => result,
+    }
+}
+
+fn run_logged(args: job_executor::cli::RunArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

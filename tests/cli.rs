@@ -948,6 +948,47 @@ fn a_log_filter_that_does_not_parse_stops_the_start() {
     );
 }
 
+/// With `--log-format json`, what stops the start is a JSON line too, as the log lines before it
+/// (here the misspelt setting's warning, and no cluster to reach).
+#[test]
+fn with_log_format_json_the_reason_the_start_stops_is_a_json_line() {
+    let output = Command::new(BIN)
+        .args([
+            "run",
+            "--log-format",
+            "json",
+            "--config-dir",
+            "examples",
+            "--sink-url",
+            "http://127.0.0.1:9/",
+        ])
+        .env_clear()
+        .env(
+            "JOB_EXECUTOR_GIT_UR",
+            "https://git.example.com/team/configs.git",
+        )
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    let lines: Vec<serde_json::Value> = error
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("JOB_EXECUTOR_GIT_UR"))),
+        "{error}"
+    );
+    let last = lines.last().unwrap();
+    assert_eq!(last["level"], "ERROR", "{error}");
+    assert!(last["fields"]["message"].is_string(), "{error}");
+}
+
 /// A misspelt setting in the environment (a key of `job-executor-local`) is named, with the
 /// setting it most likely means, by `check-run` and by `run` as it starts; the kubelet's
 /// service links are not.

@@ -108,7 +108,9 @@ fn assert_whole_loop(out: &str) {
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "ACTION", "PHASE", "TASK", "TASKS", "AGE"],
+        [
+            "NAME", "ACTION", "SERVICE", "STAGE", "PHASE", "TASK", "TASKS", "AGE"
+        ],
         "{table}"
     );
     assert!(

@@ -852,6 +852,11 @@ async fn a_run_being_deleted_takes_no_step_more() {
         h.jobruns()[0]["metadata"]["deletionTimestamp"].is_string()
     })
     .await;
+    // Its deletion's own reconcile first, so that the next one is the task's end's.
+    wait_for("the operator to see the deletion", LONG, || {
+        left_alone() > 0
+    })
+    .await;
     let seen = left_alone();
     h.sim.release(&h.sim.runtime().held()[0].1);
     // The task's end wakes the run: left alone, or (were it not) its next Job made.

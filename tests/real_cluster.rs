@@ -216,6 +216,26 @@ async fn the_test_event_runs_both_tasks_in_order_with_their_logs_and_files() {
         "--timeout=10s",
     ]);
     assert!(waited.contains("condition met"), "{waited}");
+    // A run's spec is fixed (the CRD's rule): an edit is refused, an annotation is not.
+    let edited = h.cluster.kubectl_output(
+        &h.cluster.admin_kubeconfig,
+        &[
+            "-n",
+            &h.namespace,
+            "patch",
+            "jobrun",
+            run_name,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"action":{"name":"something else"}}}"#,
+        ],
+    );
+    let refusal = String::from_utf8_lossy(&edited.stderr);
+    assert!(
+        !edited.status.success() && refusal.contains("a run's spec is fixed"),
+        "{refusal}"
+    );
+    h.kubectl(&["annotate", "jobrun", run_name, "example.com/note=kept"]);
     let category = h.kubectl(&["get", "job-executor", "-o", "name"]);
     assert!(
         category.contains(&format!("jobrun.job-executor.dev/{run_name}")),

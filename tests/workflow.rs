@@ -647,10 +647,17 @@ async fn a_group_of_one_runs_its_queue_in_arrival_order(server: impl Replicas, l
         &support::doc_sh_block("docs/operator.md", "### Concurrency groups"),
         &[("GROUP", GROUP_LABEL)],
     );
+    let column = (listing
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace())
+    .position(|name| name == "PHASE")
+    .unwrap_or_else(|| panic!("no PHASE column: {listing}"));
     let phases: Vec<&str> = listing
         .lines()
         .skip(1)
-        .filter_map(|line| line.split_whitespace().nth(2))
+        .filter_map(|line| line.split_whitespace().nth(column))
         .collect();
     assert_eq!(phases.len(), 5, "{listing}");
     let queued = phases.iter().filter(|p| **p == "Queued").count();

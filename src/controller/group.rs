@@ -161,7 +161,10 @@ impl Groups {
         else {
             return;
         };
-        let finished = run.status.as_ref().is_some_and(|s| s.phase.is_finished());
+        // A run being deleted takes no step more (`step::reconcile`), so it would never leave
+        // on its own while a finalizer keeps it: it leaves its group now.
+        let finished = run.status.as_ref().is_some_and(|s| s.phase.is_finished())
+            || run.metadata.deletion_timestamp.is_some();
         if finished {
             self.leave(run);
             return;
@@ -410,6 +413,35 @@ mod tests {
         groups.record(&Ok(watcher::Event::Delete(run("b", 2, None))));
         assert!(woken(&mut rx).is_empty());
         assert!(groups.state().members.is_empty());
+    }
+
+    /// A run being deleted, held by someone's finalizer, takes no step more: it leaves its
+    /// group at once (the others are woken), not once it is gone.
+    #[test]
+    fn a_run_being_deleted_leaves_its_group() {
+        let (groups, mut rx) = Groups::new("ns");
+        groups.record(&Ok(watcher::Event::Apply(run(
+            "a",
+            1,
+            Some(RunPhase::Running),
+        ))));
+        groups.record(&Ok(watcher::Event::Apply(run(
+            "b",
+            2,
+            Some(RunPhase::Queued),
+        ))));
+        woken(&mut rx);
+        let mut deleting = run("a", 1, Some(RunPhase::Running));
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Timestamp::from_second(5).unwrap(),
+            ));
+        groups.record(&Ok(watcher::Event::Apply(deleting)));
+        assert_eq!(woken(&mut rx), ["b"]);
+        assert_eq!(
+            groups.state().members["g"].iter().collect::<Vec<_>>(),
+            ["b"]
+        );
     }
 
     #[test]

@@ -390,7 +390,20 @@ impl<W: World> Executor<'_, W> {
                         return self.not_created(error, status, persisted, index, now).await;
                     }
                 },
-                Err(reason) => self.cannot_run(status, index, &reason, now),
+                Err(reason) => {
+                    // Its Job made before a restart lost the record of it runs as it was
+                    // rendered then: adopted, whatever rendering it again says now (an output
+                    // of a task whose Job and record are gone since).
+                    let name = job_name(run, status, index);
+                    let looked_up = looked_up.get(index).cloned().flatten();
+                    let seen = looked_up.unwrap_or_else(|| self.world.cached_job(&name));
+                    if matches!(seen, JobSeen::NotCached | JobSeen::Gone) {
+                        self.cannot_run(status, index, &reason, now);
+                    } else {
+                        tracing::info!(run = run_name(run), job = %name, %reason, "adopting the Job made before a restart, which could not be rendered again");
+                        record_job(status, index, name, now);
+                    }
+                }
             },
             Step::LookUpJob(index) => {
                 let job_name = job_name(run, status, index);
@@ -920,6 +933,7 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
             version: std::sync::Mutex::new(version),
             generation: run.metadata.generation,
             uid: run.metadata.uid.clone(),
+            created: run.metadata.creation_timestamp.clone(),
         },
         settings: &ctx.parts.settings,
         limits: &options.limits(ctx.parts.dead_letter_sink.is_some()),
@@ -976,6 +990,8 @@ struct Cluster<'a> {
     generation: Option<i64>,
     /// The run's uid: a Job of a task's name that another run owns is not the task's.
     uid: Option<String>,
+    /// When the run was made: a pod made before it is not of its Jobs.
+    created: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 impl Cluster<'_> {
@@ -1135,14 +1151,19 @@ impl Cluster<'_> {
 
     /// The cached pods of the run's Job of this name: when the watch shows the Job, its own;
     /// when it shows another run's Job of the name, every pod but that Job's; else (deleted)
-    /// every pod with the name's label.
+    /// every pod with the name's label made since the run was (not an earlier run's).
     fn own_pods(&self, name: &str) -> Vec<Arc<CachedPod>> {
         match self.ctx.job(name) {
             Some(job) if job.is_of_run(self.uid.as_deref()) => self.pods_of(&job),
             Some(foreign) => self.ctx.pods_of_job(name, |pod| {
                 foreign.uid.is_none() || !pod.is_of_job(foreign.uid)
             }),
-            None => self.ctx.pods_of_job(name, |_| true),
+            None => self.ctx.pods_of_job(name, |pod| {
+                let made = pod.metadata.creation_timestamp.as_ref();
+                self.created
+                    .as_ref()
+                    .is_none_or(|run| made.is_none_or(|pod| pod >= run))
+            }),
         }
     }
 

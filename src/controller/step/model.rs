@@ -896,6 +896,34 @@ fn a_job_removed_while_no_operator_watched_succeeded_if_the_next_task_has_a_job(
     check_run(&[vec![], vec![0]], None, None, false, &ops);
 }
 
+/// The same, and the next task's Job could not be rendered again now (here a field the event
+/// lacks; in life an output of the first task, lost with its Job and its record): the Job made
+/// before the crash is adopted, not left running untracked while its task is failed.
+#[test]
+fn a_job_made_before_a_restart_is_adopted_though_it_cannot_be_rendered_again() {
+    let model = Model::new(graph_run(&[vec![], vec![0]], None));
+    for op in &crash_before_the_next_job_is_recorded() {
+        model.apply(op);
+    }
+    model.run.borrow_mut().spec.action.tasks[1].env = vec![
+        serde_json::from_value(
+            serde_json::json!({"name": "HOST", "value": "$.data.missing", "valueFrom": "event"}),
+        )
+        .expect("an env entry"),
+    ];
+    for op in [Op::Advance(31), Op::Reconcile] {
+        model.apply(&op);
+    }
+    assert_eq!(*model.created.borrow(), [0, 1]);
+    let status = model.recorded.borrow().clone();
+    assert_eq!(status.tasks[0].phase, TaskPhase::Succeeded, "{status:?}");
+    assert_eq!(
+        status.tasks[1].phase,
+        TaskPhase::Running,
+        "adopted: {status:?}"
+    );
+}
+
 /// The same, with two tasks that need the first: the one looked up first has no Job (it
 /// needs another task too, still running then), the other has. Once it can start, its Job
 /// is made in the same reconcile, and is not taken for gone as the lookup had found it.

@@ -391,6 +391,12 @@ pub fn update(
             ));
         }
     }
+    let body_name = util::name(&body);
+    if !body_name.is_empty() && body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
     let body_uid = util::meta_str(&body, "uid").unwrap_or("").to_string();
     // The update's precondition: the uid the body names (as read) is the stored object's. The
     // real server checks it before anything else, against nothing when the name is not there.

@@ -45,9 +45,11 @@ pub struct ResourceInfo {
 
 impl ResourceInfo {
     /// Whether a PUT without a `resourceVersion` overwrites what is stored (the real server's
-    /// `AllowUnconditionalUpdate`): not for custom resources and Leases, which answer 422.
+    /// `AllowUnconditionalUpdate`): not for custom resources, CRDs and Leases, which answer 422.
     pub fn updates_unconditionally(&self) -> bool {
-        !(self.crd || self.group == "coordination.k8s.io" && self.plural == "leases")
+        !(self.crd
+            || self.group == "apiextensions.k8s.io"
+            || self.group == "coordination.k8s.io" && self.plural == "leases")
     }
 
     pub fn key(&self) -> ResKey {
