@@ -85,18 +85,21 @@ impl KnownRuns {
     }
 
     /// Follows one event of the JobRun watch.
+    ///
+    /// A run being deleted is not in flight: it takes no step more, though a finalizer may keep
+    /// it for long (`step::reconcile`).
     pub fn record(&self, event: &Result<watcher::Event<JobRun>, watcher::Error>) {
         let Ok(event) = event else { return };
         let Ok(mut state) = self.state.lock() else {
             return;
         };
         match event {
-            watcher::Event::Apply(run) => state.set(run.name_any(), !run.is_done()),
+            watcher::Event::Apply(run) => state.set(run.name_any(), in_flight(run)),
             watcher::Event::Delete(run) => state.remove(&run.name_any()),
             watcher::Event::Init => state.listing = Some(HashMap::new()),
             watcher::Event::InitApply(run) => {
                 if let Some(listing) = state.listing.as_mut() {
-                    listing.insert(run.name_any(), !run.is_done());
+                    listing.insert(run.name_any(), in_flight(run));
                 }
             }
             watcher::Event::InitDone => {
@@ -160,6 +163,11 @@ impl KnownRuns {
     }
 }
 
+/// Whether a run still takes steps: not done, and not being deleted.
+fn in_flight(run: &JobRun) -> bool {
+    !run.is_done() && run.metadata.deletion_timestamp.is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +215,15 @@ mod tests {
         // Deleted while in flight: never reconciled as done, still not counted.
         event(watcher::Event::Delete(run("b", None)));
         assert_eq!((known.in_flight(), gauge.get()), (1, 1));
+        // Being deleted (held by a finalizer): not counted, still known.
+        let mut deleting = run("d", None);
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        event(watcher::Event::Apply(deleting));
+        assert_eq!((known.in_flight(), gauge.get()), (0, 0));
+        assert!(known.exists("d"));
+        event(watcher::Event::Apply(run("d", None)));
         event(watcher::Event::Init);
         event(watcher::Event::InitDone);
         assert_eq!((known.in_flight(), gauge.get()), (0, 0));
