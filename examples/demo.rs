@@ -78,9 +78,15 @@ struct Demo {
 impl Drop for Demo {
     fn drop(&mut self) {
         if let Some(mut child) = self.operator.take() {
-            let _ = Command::new("kill")
+            // SIGTERM lets it stop as it would in a cluster; where `kill` cannot be run (procps
+            // not installed) it is killed, rather than waited for forever.
+            let termed = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
-                .status();
+                .status()
+                .is_ok_and(|status| status.success());
+            if !termed {
+                let _ = child.kill();
+            }
             let _ = child.wait();
         }
         if let Backend::Cluster { started } = self.backend {

@@ -686,6 +686,15 @@ impl JobRun {
     pub fn is_done(&self) -> bool {
         self.status.as_ref().is_some_and(JobRunStatus::is_done)
     }
+
+    /// Whether the run is being deleted, kept only until its Jobs are gone
+    /// (`--cascade=foreground`), let go (`orphan`), or someone's finalizer is removed. Such a
+    /// run takes no step more: a Job it would make, a task end it would record or an event it
+    /// would send is as moot as once it is gone; nor does it hold a place in a concurrency group
+    /// or count towards `--max-runs-in-flight`.
+    pub fn is_being_deleted(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
+    }
 }
 
 impl JobRunStatus {

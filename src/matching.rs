@@ -23,6 +23,11 @@ pub enum MatchError {
         event: usize,
         message: String,
     },
+    #[error(
+        "the config's {patterns} event name patterns with wildcards are too many or too complex \
+         to compile together: {message}"
+    )]
+    Together { patterns: usize, message: String },
 }
 
 /// A config's event filters, compiled.
@@ -345,9 +350,10 @@ impl Matcher {
                 events,
             });
         }
-        let globbed = globbed.build().map_err(|e| MatchError::Compile {
-            action: 0,
-            event: 0,
+        // Each pattern compiles alone (`config::load` checks it, and bounds its length): what
+        // fails here is all of them together.
+        let globbed = globbed.build().map_err(|e| MatchError::Together {
+            patterns: globbed_owners.len(),
             message: e.to_string(),
         })?;
         Ok(Matcher {

@@ -140,6 +140,20 @@ fn render_json_lists_matched_and_not_matched_actions() {
         "1a0e2f4c-6b8d-4e1f-a3c5-7d9e0b2a4c6e"
     );
     assert_eq!(events["finished"]["data"]["status"], "succeeded");
+    assert_eq!(events["started"]["source"], "job-executor");
+    // docs/operator.md: `--event-source job-executor-service` keeps the source Keptn's service
+    // sent, for webhooks and filters that match it.
+    let keptn = render_json(
+        "test-events/test.triggered.json",
+        &["--event-source", "job-executor-service"],
+    );
+    let keptn_events = &keptn["matched"][0]["events"];
+    for kind in ["started", "finished"] {
+        assert_eq!(
+            keptn_events[kind]["source"], "job-executor-service",
+            "{kind}"
+        );
+    }
 
     let not_matched = plan["not_matched"].as_array().unwrap();
     assert_eq!(not_matched.len(), 6);

@@ -144,6 +144,8 @@ const RUN_BY: &[(&str, &str, usize, &str)] = &[
         "tests/docs.rs the_benchmark_commands_run_in_quick_mode"),
     ("docs/cluster.md", "## Use it", 0,
         "tests/docs.rs the_cluster_guide_runs_as_written"),
+    ("docs/cluster.md", "### Go", 0,
+        "tests/docs.rs the_cluster_fetches_go_when_the_machine_has_none"),
     ("docs/cluster.md", "### Request limits for load runs", 0,
         "tests/docs.rs the_cluster_request_limits_reach_the_components_as_written"),
     ("docs/git-source.md", "# The git config source", 0,
@@ -549,6 +551,61 @@ fn the_cluster_guide_runs_as_written() {
         "{stdout}"
     );
     assert!(!dir.exists(), "down removes the state");
+}
+
+/// docs/cluster.md, "Go", as written: on a PATH without `go` (as on a machine with no Go, or
+/// only Debian's 1.19), the block fetches Go from the module proxy into the directory given,
+/// and a second call uses what the first fetched; on this machine's PATH, its own `go` (1.26).
+#[test]
+fn the_cluster_fetches_go_when_the_machine_has_none() {
+    let block = sh_block("docs/cluster.md", "### Go");
+    let dir = std::env::temp_dir().join(format!("je-docs-go-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let without_go = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|entry| !std::path::Path::new(entry).join("go").exists())
+        .collect::<Vec<_>>()
+        .join(":");
+    let go_of = |path: &str| {
+        let out = Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &block])
+            .current_dir(root())
+            .env("PATH", path)
+            .env("JOB_EXECUTOR_GO_DIR", &dir)
+            .output()
+            .unwrap();
+        assert_ran(out.clone(), &block);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            stderr,
+        )
+    };
+    let (fetched, said) = go_of(&without_go);
+    assert_eq!(
+        fetched,
+        dir.join("go1.26.8/bin/go").display().to_string(),
+        "{said}"
+    );
+    assert!(
+        said.contains("fetching Go 1.26.8 from the Go module proxy"),
+        "{said}"
+    );
+    let version = Command::new(&fetched).arg("version").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&version.stdout).starts_with("go version go1.26.8 "),
+        "{version:?}"
+    );
+    let (again, said) = go_of(&without_go);
+    assert_eq!(again, fetched);
+    assert!(said.is_empty(), "fetched once: {said}");
+    let path = std::env::var("PATH").unwrap_or_default();
+    if path != without_go {
+        let (own, _) = go_of(&path);
+        assert!(!own.starts_with(&dir.display().to_string()), "{own}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// docs/cluster.md, "Request limits for load runs", line by line on a control plane of its own:

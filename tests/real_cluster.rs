@@ -85,6 +85,17 @@ async fn hold_until_files_read(h: &ClusterHarness, id: &str) -> Value {
     configmap
 }
 
+/// docs/operator.md's `kubectl wait --for=condition=…` for a run, which must be met at once.
+fn wait_for_condition(h: &ClusterHarness, run_name: &str, condition: &str) {
+    let waited = h.kubectl(&[
+        "wait",
+        &format!("--for=condition={condition}"),
+        &format!("jobrun/{run_name}"),
+        "--timeout=10s",
+    ]);
+    assert!(waited.contains("condition met"), "{waited}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_test_event_runs_both_tasks_in_order_with_their_logs_and_files() {
     let h = ClusterHarness::start("order", &examples(), &[]).await;
@@ -209,13 +220,7 @@ async fn the_test_event_runs_both_tasks_in_order_with_their_logs_and_files() {
         "{wide}"
     );
     // docs/operator.md's wait for a run's outcome.
-    let waited = h.kubectl(&[
-        "wait",
-        "--for=condition=Succeeded",
-        &format!("jobrun/{run_name}"),
-        "--timeout=10s",
-    ]);
-    assert!(waited.contains("condition met"), "{waited}");
+    wait_for_condition(&h, run_name, "Succeeded");
     // A run's spec is fixed (the CRD's rule): an edit is refused, an annotation is not.
     let edited = h.cluster.kubectl_output(
         &h.cluster.admin_kubeconfig,
@@ -280,7 +285,44 @@ async fn a_failing_task_stops_the_action_and_reports_its_logs() {
         1,
         "the second task never gets a Job"
     );
-    assert_eq!(h.jobruns()[0]["status"]["phase"], "Failed");
+    let run = &h.jobruns()[0];
+    assert_eq!(run["status"]["phase"], "Failed");
+    let run_name = run["metadata"]["name"].as_str().unwrap_or_default();
+    // docs/operator.md's wait for a run that failed, and its list of the run's Events in order
+    // (a list of tasks stopped by a failure skips the rest without an Event).
+    wait_for_condition(&h, run_name, "Succeeded=False");
+    let selector = format!("involvedObject.name={run_name}");
+    let story = ["Accepted", "Started", "TaskStarted", "TaskFailed", "Failed"];
+    let mut told = Vec::new();
+    // Published in the background: the last may follow `.finished` by a moment.
+    for _ in 0..50 {
+        let events = h.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            &selector,
+            "--sort-by=.eventTime",
+        ]);
+        // The column under the header's REASON (LAST SEEN is two words in the header).
+        let column = events.lines().next().and_then(|h| h.find("REASON"));
+        told = events
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.get(column?..)?.split_whitespace().next())
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        if told.iter().any(|reason| reason == "Failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Deliveries (`Delivered`) come between, as they happen.
+    let reasons: Vec<&str> = told
+        .iter()
+        .map(String::as_str)
+        .filter(|r| *r != "Delivered")
+        .collect();
+    assert_eq!(reasons, story, "in order: {told:?}");
     // Its retry came once the first pod had stopped (the policy a task with retries gets).
     let job = &h.list("jobs")[0];
     assert_eq!(job["spec"]["podReplacementPolicy"], "Failed", "{job}");
@@ -532,7 +574,7 @@ async fn a_job_that_makes_no_pod_fails_the_run_with_the_job_controllers_warning(
         "nopod",
         "alpine:3.20",
         "alpine:3.20",
-        "        securityContext: {runAsUser: 0}\n",
+        "        securityContext: {runAsUser: 0, runAsNonRoot: false}\n",
     );
     let h = ClusterHarness::start("nopod", &config, &[]).await;
     let event = sample_with_id("test.triggered.json", "cluster-nopod");
@@ -545,10 +587,8 @@ async fn a_job_that_makes_no_pod_fails_the_run_with_the_job_controllers_warning(
         message.starts_with(&format!(
             "Task 'first' failed: the Job {job} made no pod within 2s: FailedCreate: \
              Error creating: pods \"{job}-"
-        )) && message.contains(
-            "is forbidden: violates PodSecurity \"restricted:latest\": runAsUser=0 \
-             (container \"task\" must not set runAsUser=0)"
-        ),
+        )) && message.contains("is forbidden: violates PodSecurity \"restricted:latest\": ")
+            && message.contains("runAsUser=0 (container \"task\" must not set runAsUser=0)"),
         "{message}"
     );
     assert!(!message.contains("Task 'second'"), "{message}");

@@ -6,9 +6,7 @@ pub fn check_format(format: &str, value: &str) -> Result<(), String> {
     match format {
         "quantity" => check_quantity(value),
         "jsonpath" => config_jsonpath(value).map(drop),
-        "event-glob" => event_glob(value)
-            .map(drop)
-            .map_err(|error| format!("invalid event name pattern {value:?}: {error}")),
+        "event-glob" => check_event_glob(value),
         "dns-label" => check_dns_label(value),
         "dns-subdomain" => check_dns_subdomain(value),
         "relative-path" => check_relative_path(value),
@@ -213,10 +211,14 @@ pub fn parse_jsonpath(path: &str) -> Result<serde_json_path::JsonPath, String> {
     }
     serde_json_path::JsonPath::parse(path).map_err(|error| {
         if path.trim_start().starts_with('$') {
+            // The parser's position is a byte offset; people count characters, from 1.
+            let at = path
+                .get(..error.position())
+                .map_or(error.position(), |before| before.chars().count());
             format!(
                 "invalid JSONPath {path:?}: {} at character {}",
                 error.message(),
-                error.position()
+                at + 1
             )
         } else {
             format!("invalid JSONPath {path:?}: a JSONPath starts with `$`, e.g. `$.data.project`")
@@ -305,6 +307,26 @@ fn unquoted(path: &str) -> Vec<Option<char>> {
 }
 
 /// An event name pattern: an anchored glob over the whole CloudEvent type.
+/// The longest event name or pattern: CloudEvents types are short (Keptn's are under 60
+/// bytes), and a pattern's automaton grows with its wildcards (700,000 of them could not be
+/// built, and failed every event of the config).
+pub const MAX_EVENT_NAME_BYTES: usize = 1024;
+
+/// An event name, or a glob of names: at most [`MAX_EVENT_NAME_BYTES`], and one that compiles.
+fn check_event_glob(value: &str) -> Result<(), String> {
+    if value.len() > MAX_EVENT_NAME_BYTES {
+        return Err(format!(
+            "the event name pattern is {} bytes long, over the limit of {MAX_EVENT_NAME_BYTES}",
+            value.len()
+        ));
+    }
+    // As the config's matcher builds it (a `GlobSet`; `Glob::compile_matcher` would panic).
+    event_glob(value)
+        .and_then(|glob| globset::GlobSetBuilder::new().add(glob).build())
+        .map(drop)
+        .map_err(|error| format!("invalid event name pattern {value:?}: {error}"))
+}
+
 pub fn event_glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
     globset::GlobBuilder::new(pattern)
         .literal_separator(false)
@@ -354,35 +376,70 @@ pub fn check_quantity(value: &str) -> Result<(), String> {
     if suffix_ok { Ok(()) } else { Err(invalid()) }
 }
 
-/// A quantity's value in base units (cores, bytes), for comparing a request with a limit.
-pub fn quantity_value(value: &str) -> Option<f64> {
+/// A quantity's value in billionths of its base unit (nano-cores, nano-bytes), as the API
+/// server compares a request with a limit: exactly, a fraction of a billionth rounded up, a
+/// value with a binary suffix capped at 2^63 - 1 units. `None` when it is not a quantity, or
+/// past what 128 bits hold (over about 10^29 units: left to the API server).
+pub fn quantity_nanos(value: &str) -> Option<u128> {
     check_quantity(value).ok()?;
     let rest = value.strip_prefix('+').unwrap_or(value);
     let number_end = rest
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(rest.len());
     let (number, suffix) = rest.split_at(number_end);
-    let number: f64 = number.parse().ok()?;
-    let multiplier = match suffix {
-        "" => 1.0,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        exponent => 10f64.powi(exponent[1..].parse().ok()?),
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let fraction = fraction.trim_end_matches('0');
+    let digits = format!("{whole}{fraction}");
+    let digits = digits.trim_start_matches('0');
+    let mantissa: Option<u128> = if digits.is_empty() {
+        Some(0)
+    } else {
+        digits.parse().ok()
     };
-    Some(number * multiplier)
+    // value = mantissa × 10^-fraction × 2^binary × 10^decimal
+    let (binary, decimal): (u32, i64) = match suffix {
+        "Ki" => (10, 0),
+        "Mi" => (20, 0),
+        "Gi" => (30, 0),
+        "Ti" => (40, 0),
+        "Pi" => (50, 0),
+        "Ei" => (60, 0),
+        "n" => (0, -9),
+        "u" => (0, -6),
+        "m" => (0, -3),
+        "" => (0, 0),
+        "k" => (0, 3),
+        "M" => (0, 6),
+        "G" => (0, 9),
+        "T" => (0, 12),
+        "P" => (0, 15),
+        "E" => (0, 18),
+        exponent => (0, exponent.get(1..)?.parse().ok()?),
+    };
+    let scaled = mantissa.and_then(|m| m.checked_mul(1u128.checked_shl(binary)?));
+    let power = decimal + 9 - fraction.len() as i64;
+    let nanos = match scaled {
+        Some(scaled) if power >= 0 => u32::try_from(power)
+            .ok()
+            .and_then(|power| 10u128.checked_pow(power))
+            .and_then(|ten| scaled.checked_mul(ten)),
+        // A fraction of a billionth is rounded up: whoever asks for some gets some.
+        Some(scaled) => match u32::try_from(-power)
+            .ok()
+            .and_then(|p| 10u128.checked_pow(p))
+        {
+            Some(ten) => Some(scaled.div_ceil(ten)),
+            None => Some(u128::from(scaled > 0)),
+        },
+        None => None,
+    };
+    let most_binary = u128::from(i64::MAX as u64) * 1_000_000_000;
+    match nanos {
+        Some(nanos) if binary > 0 => Some(nanos.min(most_binary)),
+        // Past 128 bits with a binary suffix: past the cap.
+        None if binary > 0 => Some(most_binary),
+        nanos => nanos,
+    }
 }
 
 /// RFC 1123 label: lower-case alphanumerics and `-`, at most 63 characters.
@@ -744,12 +801,66 @@ mod tests {
     }
 
     #[test]
-    fn quantity_values() {
-        assert_eq!(quantity_value("500m"), Some(0.5));
-        assert_eq!(quantity_value("1"), Some(1.0));
-        assert_eq!(quantity_value("128Mi"), Some(128.0 * 1024.0 * 1024.0));
-        assert_eq!(quantity_value("1e3"), Some(1000.0));
-        assert_eq!(quantity_value("1x"), None);
+    fn quantity_values_are_exact_in_billionths() {
+        let nanos = |q: &str| quantity_nanos(q);
+        assert_eq!(nanos("500m"), Some(500_000_000));
+        assert_eq!(nanos("1"), Some(1_000_000_000));
+        assert_eq!(nanos("+1"), Some(1_000_000_000));
+        assert_eq!(
+            nanos("128Mi"),
+            Some(128 << 20).map(|b: u128| b * 1_000_000_000)
+        );
+        assert_eq!(nanos("1e3"), Some(1_000_000_000_000));
+        assert_eq!(nanos("1E-3"), nanos("1m"));
+        assert_eq!(nanos("1x"), None);
+        // What floating point took for unequal (700 × 10^-3 is 0.7000000000000001 there).
+        assert_eq!(nanos("700m"), nanos("0.7"));
+        assert_eq!(nanos("2300m"), nanos("2.3"));
+        assert_eq!(nanos("0.5Gi"), nanos("512Mi"));
+        assert_eq!(nanos("1Gi"), nanos("1073741824"));
+        assert_eq!(nanos("1G"), nanos("1000M"));
+        assert_eq!(nanos("007.500"), nanos("7.5"));
+        assert_eq!(nanos("0"), Some(0));
+        assert_eq!(nanos("0.000m"), Some(0));
+        // A fraction of a billionth rounds up, as the API server rounds it.
+        assert_eq!(nanos("0.1n"), Some(1));
+        assert_eq!(nanos("1e-40"), Some(1));
+        assert_eq!(nanos("1.0000000001"), Some(1_000_000_001));
+        assert!(nanos("1.0000000001") > nanos("1"));
+        // Binary values are capped at 2^63 - 1 units; decimal ones past 128 bits are unknown.
+        let cap = Some(u128::from(i64::MAX as u64) * 1_000_000_000);
+        assert_eq!(nanos("8Ei"), cap);
+        assert_eq!(nanos("9999999999999999999999999999999999999999Ei"), cap);
+        assert_eq!(nanos("1e30"), None);
+        assert_eq!(nanos("1e99999999999"), None);
+    }
+
+    /// A JSONPath's error says where, in characters counted from 1 (the parser's offset is in
+    /// bytes, from 0).
+    #[test]
+    fn a_jsonpath_error_counts_characters_from_one() {
+        let error = |path: &str| check_format("jsonpath", path).unwrap_err();
+        let plain = error("$.a.x[");
+        let accented = error("$['ééééé'].x[");
+        assert!(plain.ends_with(" at character 6"), "{plain}");
+        assert!(accented.ends_with(" at character 13"), "{accented}");
+    }
+
+    /// An event name pattern is bounded in length, and compiled as the matcher compiles it:
+    /// 700,000 wildcards made an automaton too large to build, which failed every event.
+    #[test]
+    fn event_name_patterns_are_bounded_and_compiled() {
+        let wild = format!("s{}", "?*".repeat(511));
+        assert_eq!(wild.len(), 1023);
+        assert_eq!(check_format("event-glob", &wild), Ok(()));
+        assert_eq!(
+            check_format("event-glob", &format!("{wild}?*")),
+            Err("the event name pattern is 1025 bytes long, over the limit of 1024".into())
+        );
+        assert!(
+            check_format("event-glob", "sh.keptn.event.[test")
+                .is_err_and(|e| e.starts_with("invalid event name pattern"))
+        );
     }
 
     #[test]

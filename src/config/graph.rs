@@ -89,8 +89,9 @@ pub fn output_problems(tasks: &[Task]) -> Vec<OutputProblem> {
     let after = comes_after(tasks);
     let mut found = Vec::new();
     for (index, task) in tasks.iter().enumerate() {
+        let mut declared = std::collections::HashSet::new();
         for (entry, output) in task.outputs.iter().enumerate() {
-            if task.outputs[..entry].contains(output) {
+            if !declared.insert(output) {
                 found.push(OutputProblem {
                     task: index,
                     at: OutputAt::Declared(entry),
@@ -197,9 +198,25 @@ pub fn problems(tasks: &[Task]) -> Vec<NeedsProblem> {
     let mut found = Vec::new();
     let names: Vec<&str> = tasks.iter().filter_map(|t| t.name.as_deref()).collect();
     for (index, task) in tasks.iter().enumerate() {
+        // A task needs at most every other task: a longer list is wrong whatever it names, and
+        // is not looked at further (each entry would be checked and spelled against each name).
+        if task.needs.len() > super::MAX_TASKS {
+            found.push(NeedsProblem {
+                task: index,
+                entry: super::MAX_TASKS,
+                message: format!(
+                    "{} entries, over the limit of {} (an action has at most {} tasks)",
+                    task.needs.len(),
+                    super::MAX_TASKS,
+                    super::MAX_TASKS
+                ),
+            });
+            continue;
+        }
+        let mut named = std::collections::HashSet::new();
         for (entry, name) in task.needs.iter().enumerate() {
             let same_name = names.iter().filter(|n| **n == name).count();
-            let message = if task.needs[..entry].contains(name) {
+            let message = if !named.insert(name) {
                 format!("\"{name}\" is named twice")
             } else if task.name.as_deref() == Some(name.as_str()) {
                 "a task cannot need itself".to_string()

@@ -65,6 +65,9 @@ pub const MAX_ACTIONS: usize = 1000;
 pub const MAX_TASKS: usize = 100;
 /// The most notification targets of one action.
 pub const MAX_NOTIFY: usize = 10;
+/// The most of a container's termination message the kubelet keeps: a task's outputs are
+/// written there, a `name=value` line each.
+pub const TERMINATION_MESSAGE_BYTES: usize = 4096;
 
 /// The bytes of an object's annotations, keys and values, the API server takes (256 KiB).
 const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
@@ -797,6 +800,26 @@ impl Semantic<'_> {
         for (index, env) in task.env.iter().enumerate() {
             self.env(&index_path(&key_path(path, "env"), index), env);
         }
+        // Each output a `name=` line at least: past what the message keeps, every run of the
+        // task would fail on its outputs.
+        let fewest_bytes = task
+            .outputs
+            .iter()
+            .map(|name| name.len() + 2)
+            .sum::<usize>();
+        if fewest_bytes > TERMINATION_MESSAGE_BYTES {
+            self.error(
+                &key_path(path, "outputs"),
+                format!(
+                    "{} outputs take at least {} bytes of the termination message (a `name=` \
+                     line each), where they must fit in fewer than the \
+                     {TERMINATION_MESSAGE_BYTES} bytes Kubernetes keeps: declare fewer, or \
+                     shorter names",
+                    task.outputs.len(),
+                    fewest_bytes - 1
+                ),
+            );
+        }
         if let Some(ttl) = task.ttl_seconds_after_finished
             && ttl < MIN_TTL_SECONDS
         {
@@ -840,7 +863,7 @@ impl Semantic<'_> {
             let (Some(request), Some(limit)) = (request, limit) else {
                 continue;
             };
-            let value = |quantity: &Quantity| formats::quantity_value(&quantity.0);
+            let value = |quantity: &Quantity| formats::quantity_nanos(&quantity.0);
             if let (Some(asked), Some(most)) = (value(request), value(limit))
                 && asked > most
             {

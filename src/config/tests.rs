@@ -1112,6 +1112,48 @@ actions:
     );
 }
 
+/// A task's outputs must fit in its termination message with a `name=` line each, or every
+/// run of it fails on them; a list of `needs` longer than an action's tasks is refused whole
+/// (checking each entry was quadratic: 100,000 of them took 11 s).
+#[test]
+fn outputs_that_cannot_fit_and_needs_past_the_tasks_are_refused() {
+    let config = |outputs: &[String], needs: usize| {
+        format!(
+            "apiVersion: v2\nactions:\n  - events: [{{name: x}}]\n    tasks:\n      - name: a\n        image: alpine\n        outputs: [{}]\n      - name: b\n        image: alpine\n        needs: [{}]\n",
+            outputs.join(", "),
+            vec!["a"; needs].join(", ")
+        )
+    };
+    // 64 names of 62 characters and one of 32: 64 × 64 + 34 - 1 bytes at least: 4129.
+    let mut outputs: Vec<String> = (0..64).map(|i| format!("o{i:0>61}")).collect();
+    outputs.push(format!("p{}", "x".repeat(31)));
+    assert_eq!(
+        problems(&config(&outputs, 1)),
+        [
+            "job/config.yaml:7:18: actions[0].tasks[0].outputs: 65 outputs take at least 4129 bytes \
+          of the termination message (a `name=` line each), where they must fit in fewer than \
+          the 4096 bytes Kubernetes keeps: declare fewer, or shorter names"
+        ]
+    );
+    // The 64 of 62 characters: `name=` lines of 64 × 64 - 1 = 4095 bytes, the most that fit.
+    outputs.truncate(64);
+    let fewest: usize = outputs.iter().map(|o| o.len() + 2).sum::<usize>() - 1;
+    assert_eq!(fewest, 4095);
+    assert!(load(&config(&outputs, 1), "job/config.yaml").is_ok());
+    let names = vec!["a".to_string()];
+    assert_eq!(
+        problems(&config(&names, 101)),
+        [
+            "job/config.yaml:10:317: actions[0].tasks[1].needs[100]: 101 entries, over the limit \
+          of 100 (an action has at most 100 tasks)"
+        ]
+    );
+    assert_eq!(
+        problems(&config(&names, 2)),
+        ["job/config.yaml:10:20: actions[0].tasks[1].needs[1]: \"a\" is named twice"]
+    );
+}
+
 #[test]
 fn bad_secret_and_account_names_and_event_patterns_are_refused_where_written() {
     let text = r#"apiVersion: v2
@@ -1374,7 +1416,7 @@ actions:
         ]
     );
     // The same amounts written differently are not above each other.
-    let fine = "apiVersion: v2\nactions:\n  - events: [{name: x}]\n    tasks:\n      - image: alpine\n        resources:\n          requests: {cpu: 1000m, memory: 1Gi}\n          limits: {cpu: 1, memory: 1024Mi}\n";
+    let fine = "apiVersion: v2\nactions:\n  - events: [{name: x}]\n    tasks:\n      - image: alpine\n        resources:\n          requests: {cpu: 1000m, memory: 1Gi}\n          limits: {cpu: 1, memory: 1024Mi}\n      - image: alpine\n        resources:\n          requests: {cpu: 700m, memory: 0.5Gi}\n          limits: {cpu: \"0.7\", memory: 512Mi}\n";
     assert!(load(fine, "job/config.yaml").is_ok());
 }
 

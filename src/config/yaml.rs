@@ -137,18 +137,40 @@ enum Frame {
     },
 }
 
+/// The error of a file nested past [`MAX_DEPTH`].
+fn too_deep(location: Location, how: &str) -> YamlError {
+    YamlError {
+        location,
+        message: format!(
+            "the file is nested too deeply: more than {MAX_DEPTH} lists and mappings inside one \
+             another{how}"
+        ),
+    }
+}
+
 /// A collection under construction, and the nodes and bytes of text in it so far.
 struct Open {
     frame: Frame,
     nodes: usize,
     bytes: usize,
+    /// The most collections nested in one another inside it so far.
+    height: usize,
+}
+
+/// An anchored node, its size in nodes, its bytes of text, and its height: the most
+/// collections nested in one another in it (0 for a scalar).
+struct Anchored {
+    node: Node,
+    size: usize,
+    bytes: usize,
+    height: usize,
 }
 
 #[derive(Default)]
 struct TreeBuilder {
     stack: Vec<Open>,
-    /// Each anchored node, its size in nodes and its bytes of text (what an alias to it adds).
-    anchors: HashMap<usize, (Node, usize, usize)>,
+    /// Each anchored node (what an alias to it adds).
+    anchors: HashMap<usize, Anchored>,
     /// Nodes in the tree so far, aliases expanded.
     nodes: usize,
     /// Bytes of scalar text in the tree and in the anchors' copies so far.
@@ -175,27 +197,39 @@ impl TreeBuilder {
                 self.count(1, bytes, location)?;
                 if anchor != 0 {
                     self.count(1, bytes, location)?;
-                    self.anchors.insert(anchor, (node.clone(), 1, bytes));
+                    let anchored = Anchored {
+                        node: node.clone(),
+                        size: 1,
+                        bytes,
+                        height: 0,
+                    };
+                    self.anchors.insert(anchor, anchored);
                 }
-                self.place(node, 1, bytes);
+                self.place(node, 1, bytes, 0);
             }
             Event::Alias(anchor) => {
-                let Some((size, bytes)) = self
+                let Some((size, bytes, height)) = self
                     .anchors
                     .get(&anchor)
-                    .map(|(_, size, bytes)| (*size, *bytes))
+                    .map(|a| (a.size, a.bytes, a.height))
                 else {
                     return Err(YamlError {
                         location,
                         message: "invalid YAML: alias to an unknown anchor".to_string(),
                     });
                 };
+                // An alias nests what it repeats where it stands: aliases of nested anchors
+                // would otherwise build a tree thousands of levels deep from a small file, and
+                // reading it (recursively) would overflow the stack.
+                if self.stack.len() + height > MAX_DEPTH {
+                    return Err(too_deep(location, " once aliases are expanded"));
+                }
                 // Counted before the copy is made: the copy is what could exhaust memory.
                 self.count(size, bytes, location)?;
-                if let Some((node, _, _)) = self.anchors.get(&anchor) {
-                    let mut node = node.clone();
+                if let Some(anchored) = self.anchors.get(&anchor) {
+                    let mut node = anchored.node.clone();
                     node.location = location;
-                    self.place(node, size, bytes);
+                    self.place(node, size, bytes, height);
                 }
             }
             Event::SequenceStart(anchor, _) => {
@@ -205,6 +239,7 @@ impl TreeBuilder {
                     frame: Frame::Sequence(location, Vec::new()),
                     nodes: 0,
                     bytes: 0,
+                    height: 0,
                 });
             }
             Event::MappingStart(anchor, _) => {
@@ -219,6 +254,7 @@ impl TreeBuilder {
                     },
                     nodes: 0,
                     bytes: 0,
+                    height: 0,
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -226,6 +262,7 @@ impl TreeBuilder {
                     frame,
                     nodes,
                     bytes,
+                    height,
                 }) = self.stack.pop()
                 else {
                     return Ok(());
@@ -245,13 +282,20 @@ impl TreeBuilder {
                 // The collection itself was counted when it started; the copy an anchor keeps
                 // is counted as it is made (anchors nested in anchors copy their insides again).
                 let size = nodes + 1;
+                let height = height + 1;
                 if let Some(anchor) = self.open_anchors.pop()
                     && anchor != 0
                 {
                     self.count(size, bytes, node.location)?;
-                    self.anchors.insert(anchor, (node.clone(), size, bytes));
+                    let anchored = Anchored {
+                        node: node.clone(),
+                        size,
+                        bytes,
+                        height,
+                    };
+                    self.anchors.insert(anchor, anchored);
                 }
-                self.place(node, size, bytes);
+                self.place(node, size, bytes, height);
             }
             Event::DocumentStart(_) | Event::DocumentEnd => {}
             Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
@@ -262,13 +306,7 @@ impl TreeBuilder {
     /// Counts a collection that starts, or refuses one nested past [`MAX_DEPTH`].
     fn open(&mut self, location: Location) -> Result<(), YamlError> {
         if self.stack.len() >= MAX_DEPTH {
-            return Err(YamlError {
-                location,
-                message: format!(
-                    "the file is nested too deeply: more than {MAX_DEPTH} lists and mappings \
-                     inside one another"
-                ),
-            });
+            return Err(too_deep(location, ""));
         }
         self.count(1, 0, location)
     }
@@ -301,13 +339,14 @@ impl TreeBuilder {
 
     /// Puts a counted node of `size` nodes and `bytes` of text into the collection under
     /// construction.
-    fn place(&mut self, node: Node, size: usize, bytes: usize) {
+    fn place(&mut self, node: Node, size: usize, bytes: usize, height: usize) {
         let Some(open) = self.stack.last_mut() else {
             self.documents.push(node);
             return;
         };
         open.nodes += size;
         open.bytes += bytes;
+        open.height = open.height.max(height);
         match &mut open.frame {
             Frame::Sequence(_, items) => items.push(node),
             Frame::Mapping {
@@ -612,6 +651,40 @@ mod tests {
             "{error:?}"
         );
         assert!(parse_document(&format!("{}x\n", "- ".repeat(MAX_DEPTH))).is_ok());
+    }
+
+    /// An alias nests what it repeats where it stands: a chain of anchors, each holding an
+    /// alias to the one before it, is refused once it nests past the bound (a few KB of them
+    /// made a tree thousands of levels deep that overflowed the stack when read).
+    #[test]
+    fn aliases_that_nest_past_the_bound_are_refused() {
+        // 127 lists inside the root mapping: 128 collections nested, the bound.
+        let anchored = format!("a: &a {}x{}\n", "[".repeat(127), "]".repeat(127));
+        assert!(parse_document(&format!("{anchored}b: *a\n")).is_ok());
+        let error = parse_document(&format!("{anchored}b: *a\nc: [*a]\n")).unwrap_err();
+        assert_eq!(
+            error.message,
+            "the file is nested too deeply: more than 128 lists and mappings inside one another \
+             once aliases are expanded"
+        );
+        assert_eq!(error.location, Location { line: 3, column: 5 });
+        // Each anchor 100 lists deep around an alias to the one before: the second is refused.
+        let mut chain = String::from("a0: &a0 x\n");
+        for i in 1..40 {
+            let around = |s: &str| s.repeat(100);
+            chain.push_str(&format!(
+                "a{i}: &a{i} {}*a{}{}\n",
+                around("["),
+                i - 1,
+                around("]")
+            ));
+        }
+        let error = parse_document(&chain).unwrap_err();
+        assert!(
+            error.message.contains("once aliases are expanded"),
+            "{error:?}"
+        );
+        assert_eq!(error.location.line, 3, "{error:?}");
     }
 
     #[test]

@@ -185,6 +185,11 @@ pub enum Step {
     CreateFiles(usize),
     /// Create (or adopt, by its derived name) task `index`'s Job.
     CreateJob(usize),
+    /// Record task `index`'s Job, which the watch or a lookup shows though the task has not
+    /// started: made just before a restart that lost the record of it. Adopted as it was made,
+    /// not rendered again (what rendered it then, an output of a task whose Job and record
+    /// are gone since, may be lost).
+    AdoptJob(usize),
     /// Ask the API server for task `index`'s Job, missing from the watch past the grace period.
     LookUpJob(usize),
     /// Ask the Events of task `index`'s Job, which made no pod within the never-started
@@ -227,6 +232,7 @@ impl Step {
             Step::Record(_) => "record",
             Step::CreateFiles(_) => "create_files",
             Step::CreateJob(_) => "create_job",
+            Step::AdoptJob(_) => "adopt_job",
             Step::LookUpJob(_) => "look_up_job",
             Step::AskWhyNoPod(_) => "ask_why_no_pod",
             Step::ReadLogs(_) => "read_logs",
@@ -604,13 +610,18 @@ fn task_step(facts: &Facts<'_>, wake: &mut Wake) -> Option<Step> {
                     wake.within(*again);
                     continue;
                 }
-                Some(
-                    if stages_files(run, index) && !facts.files_made && no_files_yet(run, status) {
-                        Step::CreateFiles(index)
-                    } else {
-                        Step::CreateJob(index)
-                    },
-                )
+                let made = !matches!(
+                    facts.jobs.get(index),
+                    None | Some(JobSeen::NotCached | JobSeen::Gone)
+                );
+                Some(if made {
+                    Step::AdoptJob(index)
+                } else if stages_files(run, index) && !facts.files_made && no_files_yet(run, status)
+                {
+                    Step::CreateFiles(index)
+                } else {
+                    Step::CreateJob(index)
+                })
             }
             TaskPhase::Pending
             | TaskPhase::Succeeded
@@ -650,6 +661,20 @@ fn halt_step(facts: &Facts<'_>, halt: Halt) -> Step {
     let mut waiting = Vec::new();
     for (index, task) in running() {
         let seen = facts.jobs.get(index).unwrap_or(&JobSeen::NotCached);
+        // A Job missing from the watch is asked for, and one gone ends its task as it would
+        // without the halt: a task that needs it may have a Job (made just before a restart
+        // that lost the record of both, this one removed by its TTL since), which says this
+        // task succeeded and which the halt then deletes as that task's.
+        match seen {
+            JobSeen::NotCached => return Step::LookUpJob(index),
+            JobSeen::Gone => {
+                let mut its_wake = Wake::default();
+                if let Some(step) = running_step(facts, index, task, &mut its_wake) {
+                    return step;
+                }
+            }
+            _ => {}
+        }
         if matches!(seen, JobSeen::Succeeded { .. } | JobSeen::Failed { .. }) {
             let mut its_wake = Wake::default();
             if let Some(step) = running_step(facts, index, task, &mut its_wake) {

@@ -161,10 +161,10 @@ impl Groups {
         else {
             return;
         };
-        // A run being deleted takes no step more (`step::reconcile`), so it would never leave
-        // on its own while a finalizer keeps it: it leaves its group now.
-        let finished = run.status.as_ref().is_some_and(|s| s.phase.is_finished())
-            || run.metadata.deletion_timestamp.is_some();
+        // A run being deleted takes no step more, so it would never leave on its own while a
+        // finalizer keeps it: it leaves its group now.
+        let finished =
+            run.status.as_ref().is_some_and(|s| s.phase.is_finished()) || run.is_being_deleted();
         if finished {
             self.leave(run);
             return;

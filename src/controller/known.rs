@@ -165,7 +165,7 @@ impl KnownRuns {
 
 /// Whether a run still takes steps: not done, and not being deleted.
 fn in_flight(run: &JobRun) -> bool {
-    !run.is_done() && run.metadata.deletion_timestamp.is_none()
+    !run.is_done() && !run.is_being_deleted()
 }
 
 #[cfg(test)]

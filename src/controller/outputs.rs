@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 
-/// The most of a container's termination message the kubelet keeps.
-pub const TERMINATION_MESSAGE_BYTES: usize = 4096;
+pub use crate::config::TERMINATION_MESSAGE_BYTES;
 
 /// Why a task's outputs cannot be read; the task fails with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -390,21 +390,13 @@ impl<W: World> Executor<'_, W> {
                         return self.not_created(error, status, persisted, index, now).await;
                     }
                 },
-                Err(reason) => {
-                    // Its Job made before a restart lost the record of it runs as it was
-                    // rendered then: adopted, whatever rendering it again says now (an output
-                    // of a task whose Job and record are gone since).
-                    let name = job_name(run, status, index);
-                    let looked_up = looked_up.get(index).cloned().flatten();
-                    let seen = looked_up.unwrap_or_else(|| self.world.cached_job(&name));
-                    if matches!(seen, JobSeen::NotCached | JobSeen::Gone) {
-                        self.cannot_run(status, index, &reason, now);
-                    } else {
-                        tracing::info!(run = run_name(run), job = %name, %reason, "adopting the Job made before a restart, which could not be rendered again");
-                        record_job(status, index, name, now);
-                    }
-                }
+                Err(reason) => self.cannot_run(status, index, &reason, now),
             },
+            Step::AdoptJob(index) => {
+                let name = job_name(run, status, index);
+                tracing::info!(run = run_name(run), job = %name, "adopting the Job made before a restart");
+                record_job(status, index, name, now);
+            }
             Step::LookUpJob(index) => {
                 let job_name = job_name(run, status, index);
                 let seen = self.world.look_up_job(&job_name).await?;
@@ -489,16 +481,14 @@ impl<W: World> Executor<'_, W> {
 
     /// Each running task's Job, by task: from the watch's cache, or as the API server said
     /// when asked; of a task that is over (cancelled or failed), whether its pods still stop;
-    /// of a pending task, what the API server said when asked (whether a restart lost the
-    /// record of its Job).
+    /// of a pending task, what the API server said when asked, or else the watch (whether a
+    /// restart lost the record of its Job).
     fn observe(&self, status: &JobRunStatus, looked_up: &[Option<JobSeen>]) -> Vec<JobSeen> {
         let seen = |(index, task): (usize, &crate::crd::TaskStatus)| {
             if task.phase == TaskPhase::Pending {
-                return looked_up
-                    .get(index)
-                    .cloned()
-                    .flatten()
-                    .unwrap_or(JobSeen::NotCached);
+                let asked = looked_up.get(index).cloned().flatten();
+                let name = || job_name(self.run, status, index);
+                return asked.unwrap_or_else(|| self.world.cached_job(&name()));
             }
             if task.phase != TaskPhase::Running {
                 let stopped = matches!(task.phase, TaskPhase::Cancelled | TaskPhase::Failed);
@@ -902,10 +892,7 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
         tracing::warn!(run = %name, "this run cannot be read, and is left alone (stored by a newer version of job-executor?): {why}");
         return Ok(Action::await_change());
     }
-    if run.metadata.deletion_timestamp.is_some() {
-        // Being deleted, kept until its Jobs are gone (`--cascade=foreground`), let go
-        // (`orphan`) or a finalizer of someone's is removed: a Job it would still make, a task
-        // end it would record or an event it would send is as moot as once it is gone.
+    if run.is_being_deleted() {
         tracing::info!(run = %name, "the run is being deleted; left alone");
         return Ok(Action::await_change());
     }

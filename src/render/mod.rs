@@ -49,6 +49,13 @@ pub enum RenderError {
     )]
     PrivilegedNotAllowed { task: String },
     #[error(
+        "task '{task}' runs as user 0 (root) with runAsNonRoot: true{}: the kubelet would \
+         refuse its container, which would never start; set `runAsNonRoot: false` in its \
+         securityContext, or a user other than 0",
+        if *installed { " (this installation's default)" } else { "" }
+    )]
+    RootAsNonRoot { task: String, installed: bool },
+    #[error(
         "task '{task}' asks for the ServiceAccount \"{account}\", which this installation keeps \
          from tasks (the operator's own: it may create Jobs and read every task's logs)"
     )]
@@ -217,6 +224,16 @@ fn check_task(task: &Task, index: usize, settings: &Settings) -> Result<(), Rend
         .is_some_and(|s| s.privileged == Some(true));
     if privileged && !settings.allow_privileged {
         return Err(RenderError::PrivilegedNotAllowed { task: name });
+    }
+    // The kubelet's check, known before any Job: else the pod would wait, never started, until
+    // the never-started timeout.
+    let security = container_security(task, settings);
+    if security.run_as_non_root == Some(true) && security.run_as_user == Some(0) {
+        let asked = task.security_context.as_ref();
+        return Err(RenderError::RootAsNonRoot {
+            task: name,
+            installed: asked.and_then(|s| s.run_as_non_root).is_none(),
+        });
     }
     if let Some(account) = task
         .service_account
@@ -392,12 +409,10 @@ fn pull_secrets(
         .init_image_pull_secrets
         .iter()
         .filter(|_| stages_files);
-    let mut names: Vec<&String> = Vec::new();
-    for name in task.image_pull_secrets.iter().chain(init) {
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
+    let mut seen = std::collections::HashSet::new();
+    let names: Vec<&String> = (task.image_pull_secrets.iter().chain(init))
+        .filter(|name| seen.insert(*name))
+        .collect();
     (!names.is_empty()).then(|| {
         names
             .into_iter()

@@ -467,6 +467,45 @@ fn privileged_containers_need_the_installation_to_allow_them() {
     assert_eq!(sc.allow_privilege_escalation, Some(true));
 }
 
+/// A task that runs as root where non-root is asked for (the installation's default, or its
+/// own) is refused before any Job: the kubelet would never start its container.
+#[test]
+fn root_with_run_as_non_root_is_refused_before_any_job() {
+    let refused = |context: &str| render(&one_task(context), &Settings::defaults());
+    assert_eq!(
+        refused("image: alpine\nsecurityContext: {runAsUser: 0}").unwrap_err(),
+        RenderError::RootAsNonRoot {
+            task: "Smoke test".into(),
+            installed: true
+        }
+    );
+    assert_eq!(
+        refused("image: alpine\nsecurityContext: {runAsUser: 0}")
+            .unwrap_err()
+            .to_string(),
+        "task 'Smoke test' runs as user 0 (root) with runAsNonRoot: true (this installation's \
+         default): the kubelet would refuse its container, which would never start; set \
+         `runAsNonRoot: false` in its securityContext, or a user other than 0"
+    );
+    assert!(matches!(
+        refused("image: alpine\nsecurityContext: {runAsUser: 0, runAsNonRoot: true}"),
+        Err(RenderError::RootAsNonRoot {
+            installed: false,
+            ..
+        })
+    ));
+    let root = refused("image: alpine\nsecurityContext: {runAsUser: 0, runAsNonRoot: false}");
+    assert_eq!(
+        container(&root.unwrap())
+            .security_context
+            .clone()
+            .unwrap()
+            .run_as_user,
+        Some(0)
+    );
+    assert!(refused("image: alpine\nsecurityContext: {runAsUser: 1001}").is_ok());
+}
+
 /// A container that adds CAP_SYS_ADMIN may escalate unless told otherwise: the API server
 /// refuses it with the default `allowPrivilegeEscalation: false` (checked on the real one).
 #[test]

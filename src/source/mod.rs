@@ -299,7 +299,9 @@ pub struct DirectorySource {
 struct CachedConfig {
     modified: Option<SystemTime>,
     len: u64,
-    loaded: Arc<LoadedConfig>,
+    /// The config compiled, or why it could not be: a file that does not load is not compiled
+    /// again for every event while it stays the same.
+    loaded: Result<Arc<LoadedConfig>, SourceError>,
     /// The text read, while the file was written too lately for its time to tell a rewrite
     /// apart: one of the same length within the same tick of the clock (or the second of a
     /// coarse file system) keeps both, so the text is compared until the time is older.
@@ -383,7 +385,7 @@ impl DirectorySource {
             Some(cached.loaded)
         };
         if let Some(loaded) = self.cached(&path).and_then(unchanged) {
-            return Ok(Some(loaded));
+            return loaded.map(Some);
         }
         let turn = match self.reading.lock() {
             Ok(mut reading) => reading.entry(path.clone()).or_default().clone(),
@@ -392,7 +394,7 @@ impl DirectorySource {
         let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
         let read = match self.cached(&path).and_then(unchanged) {
             // Read by the lookup whose turn it was.
-            Some(loaded) => Ok(loaded),
+            Some(loaded) => loaded,
             None => self.read(&path, modified, len, name),
         };
         if let Ok(mut reading) = self.reading.lock() {
@@ -413,11 +415,13 @@ impl DirectorySource {
         let text = config::read_file(path)?;
         let fresh_text = (!settled(modified)).then(|| Arc::new(text.clone()));
         let origin = path.display().to_string();
-        let loaded = Arc::new(LoadedConfig {
-            compiled: Arc::new(compile(&text, &origin)?),
-            revision: None,
-            dir: name.to_string(),
-            origin,
+        let loaded = compile(&text, &origin).map(|compiled| {
+            Arc::new(LoadedConfig {
+                compiled: Arc::new(compiled),
+                revision: None,
+                dir: name.to_string(),
+                origin,
+            })
         });
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(
@@ -430,7 +434,7 @@ impl DirectorySource {
                 },
             );
         }
-        Ok(loaded)
+        loaded
     }
 
     fn cached(&self, path: &Path) -> Option<CachedConfig> {
@@ -638,6 +642,31 @@ mod tests {
             unreachable!()
         };
         assert!(directory.reading.lock().unwrap().is_empty());
+    }
+
+    /// A config that does not load is kept as its error while the file stays the same: it is
+    /// not parsed and checked again for every event (a large invalid file cost a worker
+    /// seconds each time); once changed, it is read again.
+    #[test]
+    fn a_config_that_does_not_load_is_kept_as_its_error_until_it_changes() {
+        let root = std::env::temp_dir().join(format!("source-invalid-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("carts/job")).unwrap();
+        let file = root.join("carts/job/config.yaml");
+        std::fs::write(&file, "apiVersion: v2\nactions: 3\n").unwrap();
+        let source = Source::directory(&root);
+        let Source::Directory(directory) = &source else {
+            unreachable!()
+        };
+        let load = || source.load(&service("carts"), None, Reads::Any);
+        let error = load().err().unwrap();
+        assert!(error.to_string().contains("actions"), "{error}");
+        let kept = directory.cache.lock().unwrap().get(&file).cloned().unwrap();
+        assert_eq!(kept.loaded.as_ref().err(), Some(&error));
+        assert_eq!(load().err(), Some(error));
+        std::fs::write(&file, "apiVersion: v2\nactions: []\n").unwrap();
+        assert!(load().unwrap().config.is_some(), "read again once changed");
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

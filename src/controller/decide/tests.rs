@@ -98,8 +98,15 @@ fn next_with(
     now: Timestamp,
     limits: &Limits,
 ) -> Step {
-    // The same for every task: only a running task's is read.
-    let jobs = vec![job; status.tasks.len()];
+    // The same for every task that started; a pending task's Job is not there (gone, when
+    // `job` says so: a lookup found none).
+    let jobs: Vec<JobSeen> = (status.tasks.iter())
+        .map(|task| match (&job, task.phase) {
+            (JobSeen::Gone, _) => JobSeen::Gone,
+            (_, TaskPhase::Pending) => JobSeen::NotCached,
+            _ => job.clone(),
+        })
+        .collect();
     decide(&Facts {
         run,
         status,
@@ -110,6 +117,21 @@ fn next_with(
         refused: &[],
         now,
         limits,
+    })
+}
+
+/// `decide` with the status recorded as it is, and each task's Job as `jobs` says.
+fn decide_seeing(run: &JobRun, status: &JobRunStatus, jobs: &[JobSeen], now: Timestamp) -> Step {
+    decide(&Facts {
+        run,
+        status,
+        persisted: status,
+        jobs,
+        files_made: false,
+        group: None,
+        refused: &[],
+        now,
+        limits: &limits(),
     })
 }
 
@@ -794,20 +816,8 @@ fn tasks_move_on_only_after_success() {
 /// Job, made only once this one succeeded, says it did.
 #[test]
 fn a_job_gone_unseen_succeeded_when_a_task_that_needs_it_has_a_job() {
-    let decide_with = |run: &JobRun, jobs: &[JobSeen]| {
-        let status = running(run);
-        decide(&Facts {
-            run,
-            status: &status,
-            persisted: &status,
-            jobs,
-            files_made: false,
-            group: None,
-            refused: &[],
-            now: at(31),
-            limits: &limits(),
-        })
-    };
+    let decide_with =
+        |run: &JobRun, jobs: &[JobSeen]| decide_seeing(run, &running(run), jobs, at(31));
     let gone = JobSeen::Gone;
     let unknown = JobSeen::NotCached;
     let made = JobSeen::Running { stuck: None };
@@ -855,6 +865,63 @@ fn a_job_gone_unseen_succeeded_when_a_task_that_needs_it_has_a_job() {
         panic!("the task ends");
     };
     assert_eq!(phase, TaskPhase::Failed, "t2 needs t1, not t0");
+}
+
+/// A task that has not started, whose Job the watch or a lookup shows (made just before a
+/// restart that lost the record of it), adopts that Job: it is neither made nor rendered again,
+/// nor are its files.
+#[test]
+fn a_task_whose_job_was_made_before_a_restart_adopts_it() {
+    for files_on in [None, Some(1)] {
+        let run = run_of(2, files_on, "sh.keptn.event.test.triggered", false);
+        let mut status = running(&run);
+        end(&run, &mut status, 0, TaskPhase::Succeeded, at(5));
+        let step = |jobs: &[JobSeen]| decide_seeing(&run, &status, jobs, at(5));
+        let first = if files_on.is_some() {
+            Step::CreateFiles(1)
+        } else {
+            Step::CreateJob(1)
+        };
+        assert_eq!(step(&[JobSeen::NotCached, JobSeen::NotCached]), first);
+        assert_eq!(step(&[JobSeen::NotCached, JobSeen::Gone]), first);
+        let made = [JobSeen::NotCached, JobSeen::Running { stuck: None }];
+        assert_eq!(step(&made), Step::AdoptJob(1));
+    }
+}
+
+/// A halt asks for a running task's Job missing from the watch, and a Job gone ends its task
+/// as it would without the halt: succeeded when a task that needs it has a Job (made before a
+/// restart lost the record of both), which the halt then deletes as that task's.
+#[test]
+fn a_halt_finds_a_job_made_before_a_restart_and_stops_it() {
+    let run = cancelled(triggered(2), "ci");
+    let mut status = running(&run);
+    let step = |status: &JobRunStatus, jobs: &[JobSeen]| decide_seeing(&run, status, jobs, at(5));
+    let made = JobSeen::Running { stuck: None };
+    assert_eq!(
+        step(&status, &[JobSeen::NotCached, JobSeen::NotCached]),
+        Step::LookUpJob(0)
+    );
+    assert_eq!(
+        step(&status, &[JobSeen::Gone, JobSeen::NotCached]),
+        Step::LookUpJob(1)
+    );
+    let Step::EndTask {
+        index: 0, phase, ..
+    } = step(&status, &[JobSeen::Gone, made.clone()])
+    else {
+        panic!("task 0 ends");
+    };
+    assert_eq!(phase, TaskPhase::Succeeded, "as task 1's Job says");
+    end(&run, &mut status, 0, TaskPhase::Succeeded, at(5));
+    assert!(matches!(
+        step(&status, &[JobSeen::NotCached, made]),
+        Step::HaltTask {
+            index: 1,
+            phase: TaskPhase::Skipped,
+            ..
+        }
+    ));
 }
 
 fn transient(retry_after: Option<Duration>) -> DeliveryError {
@@ -2150,7 +2217,13 @@ fn next_in_group(
     group: &Group,
     now: Timestamp,
 ) -> Step {
-    let jobs = vec![JobSeen::Running { stuck: None }; status.tasks.len()];
+    // A started task's Job runs; a pending one's is not there.
+    let jobs: Vec<JobSeen> = (status.tasks.iter())
+        .map(|task| match task.phase {
+            TaskPhase::Pending => JobSeen::NotCached,
+            _ => JobSeen::Running { stuck: None },
+        })
+        .collect();
     decide(&Facts {
         run,
         status,

@@ -896,6 +896,27 @@ fn a_job_removed_while_no_operator_watched_succeeded_if_the_next_task_has_a_job(
     check_run(&[vec![], vec![0]], None, None, false, &ops);
 }
 
+/// The same, and the run is cancelled before the operator is back: the next task's Job, made
+/// before the crash, says the first task succeeded, and the cancel deletes it as that task's
+/// rather than leave it running untracked.
+#[test]
+fn a_cancel_after_a_restart_that_lost_the_next_job_stops_that_job() {
+    let mut ops = crash_before_the_next_job_is_recorded();
+    ops.extend([Op::Advance(31), Op::Cancel, Op::Reconcile]);
+    let model = Model::new(graph_run(&[vec![], vec![0]], None));
+    for op in &ops {
+        model.apply(op);
+    }
+    assert_eq!(*model.created.borrow(), [0, 1]);
+    assert!(model.jobs.borrow()[&1].deleted, "task 1's Job is deleted");
+    let status = model.recorded.borrow().clone();
+    assert_eq!(status.phase, RunPhase::Cancelled, "{status:?}");
+    assert_eq!(status.tasks[0].phase, TaskPhase::Succeeded, "{status:?}");
+    assert_eq!(status.tasks[1].phase, TaskPhase::Skipped, "{status:?}");
+    // The properties of every interleaving hold for this one.
+    check_run(&[vec![], vec![0]], None, None, false, &ops);
+}
+
 /// The same, and the next task's Job could not be rendered again now (here a field the event
 /// lacks; in life an output of the first task, lost with its Job and its record): the Job made
 /// before the crash is adopted, not left running untracked while its task is failed.
