@@ -553,26 +553,33 @@ fn the_cluster_guide_runs_as_written() {
     assert!(!dir.exists(), "down removes the state");
 }
 
-/// docs/cluster.md, "Go", as written: on a PATH without `go` (as on a machine with no Go, or
-/// only Debian's 1.19), the block fetches Go from the module proxy into the directory given,
-/// and a second call uses what the first fetched; on this machine's PATH, its own `go` (1.26).
+/// docs/cluster.md, "Go", as written: where the machine's `go` is too old (Debian 12's 1.19,
+/// faked here first on the PATH), the block fetches Go from the module proxy into the
+/// directory given, and a second call uses what the first fetched; on this machine's PATH, its
+/// own `go` (1.26).
 #[test]
 fn the_cluster_fetches_go_when_the_machine_has_none() {
     let block = sh_block("docs/cluster.md", "### Go");
     let dir = std::env::temp_dir().join(format!("je-docs-go-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let without_go = std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .filter(|entry| !std::path::Path::new(entry).join("go").exists())
-        .collect::<Vec<_>>()
-        .join(":");
+    let old = dir.join("debian");
+    std::fs::create_dir_all(&old).unwrap();
+    // As much of Debian's Go 1.19 as the script asks: its version.
+    let fake = old.join("go");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\ncase \"$*\" in \"env GOVERSION\") echo go1.19.8 ;; *) exit 1 ;; esac\n",
+    )
+    .unwrap();
+    let executable = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+    std::fs::set_permissions(&fake, executable).unwrap();
+    let path = std::env::var("PATH").unwrap_or_default();
     let go_of = |path: &str| {
         let out = Command::new("bash")
             .args(["-euo", "pipefail", "-c", &block])
             .current_dir(root())
             .env("PATH", path)
-            .env("JOB_EXECUTOR_GO_DIR", &dir)
+            .env("JOB_EXECUTOR_GO_DIR", dir.join("fetched"))
             .output()
             .unwrap();
         assert_ran(out.clone(), &block);
@@ -582,10 +589,11 @@ fn the_cluster_fetches_go_when_the_machine_has_none() {
             stderr,
         )
     };
-    let (fetched, said) = go_of(&without_go);
+    let with_old = format!("{}:{path}", old.display());
+    let (fetched, said) = go_of(&with_old);
     assert_eq!(
         fetched,
-        dir.join("go1.26.8/bin/go").display().to_string(),
+        dir.join("fetched/go1.26.8/bin/go").display().to_string(),
         "{said}"
     );
     assert!(
@@ -597,14 +605,11 @@ fn the_cluster_fetches_go_when_the_machine_has_none() {
         String::from_utf8_lossy(&version.stdout).starts_with("go version go1.26.8 "),
         "{version:?}"
     );
-    let (again, said) = go_of(&without_go);
+    let (again, said) = go_of(&with_old);
     assert_eq!(again, fetched);
     assert!(said.is_empty(), "fetched once: {said}");
-    let path = std::env::var("PATH").unwrap_or_default();
-    if path != without_go {
-        let (own, _) = go_of(&path);
-        assert!(!own.starts_with(&dir.display().to_string()), "{own}");
-    }
+    let (own, _) = go_of(&path);
+    assert!(!own.starts_with(&dir.display().to_string()), "{own}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

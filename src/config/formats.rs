@@ -436,8 +436,9 @@ pub fn quantity_nanos(value: &str) -> Option<u128> {
     let most_binary = u128::from(i64::MAX as u64) * 1_000_000_000;
     match nanos {
         Some(nanos) if binary > 0 => Some(nanos.min(most_binary)),
-        // Past 128 bits with a binary suffix: past the cap.
-        None if binary > 0 => Some(most_binary),
+        // A whole number past 128 bits with a binary suffix is past the cap; with a fraction
+        // it may be small (many digits), and is left to the API server.
+        None if binary > 0 && fraction.is_empty() => Some(most_binary),
         nanos => nanos,
     }
 }
@@ -831,6 +832,8 @@ mod tests {
         let cap = Some(u128::from(i64::MAX as u64) * 1_000_000_000);
         assert_eq!(nanos("8Ei"), cap);
         assert_eq!(nanos("9999999999999999999999999999999999999999Ei"), cap);
+        // Many digits of fraction are not a large value.
+        assert_eq!(nanos("1.0000000000000000000000000000000000000001Ki"), None);
         assert_eq!(nanos("1e30"), None);
         assert_eq!(nanos("1e99999999999"), None);
     }

@@ -142,8 +142,9 @@ pub struct Facts<'a> {
     pub status: &'a JobRunStatus,
     /// The status the API server has (the last write).
     pub persisted: &'a JobRunStatus,
-    /// What the cluster shows of each task's Job (meaningful for running tasks, and for a
-    /// pending task whose Job was looked up), by index.
+    /// What the cluster shows of each task's Job, by index: of a running task, of one that
+    /// stopped (whether its pods still stop), and of a pending one (from a lookup or the watch:
+    /// whether a restart lost the record of a Job made for it).
     pub jobs: &'a [JobSeen],
     /// Whether the run's files ConfigMap was made (or found) in this reconcile.
     pub files_made: bool,
@@ -661,18 +662,23 @@ fn halt_step(facts: &Facts<'_>, halt: Halt) -> Step {
     let mut waiting = Vec::new();
     for (index, task) in running() {
         let seen = facts.jobs.get(index).unwrap_or(&JobSeen::NotCached);
-        // A Job missing from the watch is asked for, and one gone ends its task as it would
-        // without the halt: a task that needs it may have a Job (made just before a restart
-        // that lost the record of both, this one removed by its TTL since), which says this
-        // task succeeded and which the halt then deletes as that task's.
+        // A Job missing from the watch is asked for. Of one gone, a task that needs it may have
+        // a Job (made just before a restart that lost the record of both, this one removed by
+        // its TTL since), which says this task succeeded: it ends so, and the halt then deletes
+        // that Job as its task's. Without such a witness the task is stopped as the others.
         match seen {
             JobSeen::NotCached => return Step::LookUpJob(index),
-            JobSeen::Gone => {
-                let mut its_wake = Wake::default();
-                if let Some(step) = running_step(facts, index, task, &mut its_wake) {
-                    return step;
+            JobSeen::Gone => match next_job(facts, index) {
+                NextJob::Unknown(next) => return Step::LookUpJob(next),
+                NextJob::Made(_) => {
+                    let mut its_wake = Wake::default();
+                    if let Some(step) = running_step(facts, index, task, &mut its_wake) {
+                        return step;
+                    }
                 }
-            }
+                // Nothing says how it ended: stopped by the halt, as the others.
+                NextJob::None => {}
+            },
             _ => {}
         }
         if matches!(seen, JobSeen::Succeeded { .. } | JobSeen::Failed { .. }) {

@@ -913,6 +913,15 @@ fn a_halt_finds_a_job_made_before_a_restart_and_stops_it() {
         panic!("task 0 ends");
     };
     assert_eq!(phase, TaskPhase::Succeeded, "as task 1's Job says");
+    // Without a witness it is stopped by the halt, as a running task: the run ends cancelled.
+    assert_eq!(
+        step(&status, &[JobSeen::Gone, JobSeen::Gone]),
+        Step::HaltTask {
+            index: 0,
+            phase: TaskPhase::Cancelled,
+            message: "cancelled by ci".into(),
+        }
+    );
     end(&run, &mut status, 0, TaskPhase::Succeeded, at(5));
     assert!(matches!(
         step(&status, &[JobSeen::NotCached, made]),
