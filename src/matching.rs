@@ -292,7 +292,8 @@ impl Matcher {
         let mut globbed_owners = Vec::new();
         let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
         let mut owners = Vec::new();
-        let mut properties: Vec<&str> = Vec::new();
+        // Each property's slot, by its text (a config may hold thousands of conditions).
+        let mut properties: HashMap<&str, usize> = HashMap::new();
         let mut plain = true;
         for (action_index, action) in config.actions.iter().enumerate() {
             let compile_error = |event: usize, message: String| MatchError::Compile {
@@ -327,12 +328,9 @@ impl Matcher {
                             source_json: json_text::escaped(&jsonpath.property),
                             not_expected_json: json_text::escaped(&not_expected),
                             not_expected,
-                            slot: match properties.iter().position(|p| *p == jsonpath.property) {
-                                Some(slot) => slot,
-                                None => {
-                                    properties.push(&jsonpath.property);
-                                    properties.len() - 1
-                                }
+                            slot: {
+                                let next = properties.len();
+                                *properties.entry(&jsonpath.property).or_insert(next)
                             },
                         })
                     }
