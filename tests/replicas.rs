@@ -195,17 +195,38 @@ async fn assert_each_ran_once(
     let jobs = server.jobs_created();
     let unique: BTreeSet<&String> = jobs.iter().collect();
     assert_eq!(unique.len(), jobs.len(), "a Job created twice");
-    // A create the API server carries out after the leader that sent it was killed can be
-    // recorded as 504 (context canceled) instead of 201; the next leader adopts that Job (409).
-    // So the Jobs that exist are the names of every create answered 201 or 409.
-    let existing: BTreeSet<String> = server
-        .recorded()
-        .into_iter()
+    // A create the API server carries out after the leader that sent it was stopped is
+    // recorded as 504 (the request's context canceled; the server finishes the create in the
+    // background) instead of 201; the next leader adopts that Job, from its watch (no request)
+    // or by a create answered 409. So the Jobs that exist are the names of every create
+    // answered 201, 409 or 504.
+    let recorded = server.recorded();
+    let existing: BTreeSet<String> = recorded
+        .iter()
         .filter(|r| r.verb == "create" && r.resource == "jobs")
-        .filter(|r| r.status == 201 || r.status == 409)
-        .map(|r| r.name)
+        .filter(|r| matches!(r.status, 201 | 409 | 504))
+        .map(|r| r.name.clone())
         .collect();
-    assert_eq!(existing.len(), runs.len() * tasks, "each task's Job once");
+    // Each task ran the Job of one of those creates, and no other Job was made.
+    let mut task_jobs = BTreeSet::new();
+    for run in &runs {
+        for task in run["status"]["tasks"].as_array().into_iter().flatten() {
+            let job = task["jobName"].as_str().unwrap_or_default();
+            let asked: Vec<(&str, &str, u16)> = recorded
+                .iter()
+                .filter(|r| r.resource == "jobs" && r.name == job)
+                .map(|r| (r.user.as_str(), r.verb.as_str(), r.status))
+                .collect();
+            assert!(
+                existing.contains(job),
+                "{}: a task whose Job {job:?} no create made: {asked:?}",
+                run["metadata"]["name"]
+            );
+            task_jobs.insert(job.to_string());
+        }
+    }
+    assert_eq!(task_jobs.len(), runs.len() * tasks, "each task's Job once");
+    assert_eq!(existing, task_jobs, "Jobs of no task");
 }
 
 /// Fencing: the leader is paused (SIGSTOP) with runs in flight, past its lease; the standby
