@@ -24,6 +24,23 @@ fn run(args: &[&str]) -> Output {
         .expect("run job-executor")
 }
 
+/// `job-executor <subcommand>` with the sample configs and a sink that is not there, in an
+/// empty environment: what it says depends only on what a test adds.
+fn offline(subcommand: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            subcommand,
+            "--config-dir",
+            "examples",
+            "--sink-url",
+            "http://127.0.0.1:9/",
+        ])
+        .env_clear()
+        .current_dir(root());
+    command
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
@@ -941,17 +958,8 @@ fn the_operator_guide_names_every_flag_of_run() {
 /// with no word of it (the chart's `logLevel` is `RUST_LOG`).
 #[test]
 fn a_log_filter_that_does_not_parse_stops_the_start() {
-    let output = Command::new(BIN)
-        .args([
-            "run",
-            "--config-dir",
-            "examples",
-            "--sink-url",
-            "http://127.0.0.1:9/",
-        ])
-        .env_clear()
+    let output = offline("run")
         .env("RUST_LOG", "info,job_executor=loud")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -966,23 +974,13 @@ fn a_log_filter_that_does_not_parse_stops_the_start() {
 /// (here the misspelt setting's warning, and no cluster to reach).
 #[test]
 fn with_log_format_json_the_reason_the_start_stops_is_a_json_line() {
-    let output = Command::new(BIN)
-        .args([
-            "run",
-            "--log-format",
-            "json",
-            "--config-dir",
-            "examples",
-            "--sink-url",
-            "http://127.0.0.1:9/",
-        ])
-        .env_clear()
+    let output = offline("run")
+        .args(["--log-format", "json"])
         .env(
             "JOB_EXECUTOR_GIT_UR",
             "https://git.example.com/team/configs.git",
         )
         .env("KUBECONFIG", "/nonexistent/kubeconfig")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -1011,15 +1009,7 @@ fn a_misspelt_setting_in_the_environment_is_named() {
     let warning = "JOB_EXECUTOR_GIT_UR is no setting of `job-executor run` (did you mean \
                    JOB_EXECUTOR_GIT_URL?); it is ignored";
     for subcommand in ["check-run", "run"] {
-        let output = Command::new(BIN)
-            .args([
-                subcommand,
-                "--config-dir",
-                "examples",
-                "--sink-url",
-                "http://127.0.0.1:9/",
-            ])
-            .env_clear()
+        let output = offline(subcommand)
             .env(
                 "JOB_EXECUTOR_GIT_UR",
                 "https://git.example.com/team/configs.git",
@@ -1028,7 +1018,6 @@ fn a_misspelt_setting_in_the_environment_is_named() {
             .env("JOB_EXECUTOR_PORT_8080_TCP_ADDR", "10.0.0.1")
             // No cluster: `run` stops once it looks for one, after its checks.
             .env("KUBECONFIG", "/nonexistent/kubeconfig")
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .unwrap();
         let all = format!("{}{}", stdout(&output), stderr(&output));
@@ -1037,15 +1026,7 @@ fn a_misspelt_setting_in_the_environment_is_named() {
         assert!(!all.contains("8080_TCP"), "{subcommand}:\n{all}");
     }
     // A setting refused may be caused by a misspelt one: said beside the refusal.
-    let output = Command::new(BIN)
-        .args([
-            "check-run",
-            "--config-dir",
-            "examples",
-            "--sink-url",
-            "http://127.0.0.1:9/",
-        ])
-        .env_clear()
+    let output = offline("check-run")
         .env("JOB_EXECUTOR_RUN_AS_USER", "0")
         .env("JOB_EXECUTOR_RUN_AS_NONROOT", "false")
         .output()
@@ -1080,16 +1061,8 @@ fn a_misspelt_setting_in_the_environment_is_named() {
 #[test]
 fn a_log_excerpt_past_what_a_run_record_holds_is_refused() {
     let check = |bytes: &str| {
-        Command::new(BIN)
-            .args([
-                "check-run",
-                "--config-dir",
-                "examples",
-                "--sink-url",
-                "http://127.0.0.1:9/",
-            ])
+        offline("check-run")
             .args(["--log-excerpt-bytes", bytes])
-            .env_clear()
             .output()
             .unwrap()
     };

@@ -158,6 +158,8 @@ const RUN_BY: &[(&str, &str, usize, &str)] = &[
         "not run: no machine of the project has a container runtime"),
     ("docs/install.md", "## Install with kubectl", 0,
         "tests/docs.rs the_install_commands_of_the_docs_work_as_written"),
+    ("docs/install.md", "## Install with kubectl", 1,
+        "tests/docs.rs the_install_commands_of_the_docs_work_as_written"),
     ("docs/install.md", "### Upgrading a kubectl install", 0,
         "tests/docs.rs the_install_commands_of_the_docs_work_as_written"),
     ("docs/install.md", "## Install with Helm", 0,
@@ -351,6 +353,31 @@ fn the_install_commands_of_the_docs_work_as_written() {
         );
     };
     git_url_is_yours();
+    // docs/install.md, a setting changed: put in yours beside the others, and the operator
+    // restarted (a new ReplicaSet, rolled out).
+    let set = sh_block_at("docs/install.md", "## Install with kubectl", 1);
+    let before = cluster.kubectl_json(&["-n", "job-executor", "get", "replicasets"]);
+    let out = run_block(cluster, &set, &[]);
+    assert_no_warnings(&out, &set);
+    assert_ran(out, &set);
+    git_url_is_yours();
+    let settings = cluster.kubectl_json(&[
+        "-n",
+        "job-executor",
+        "get",
+        "configmap",
+        "job-executor-local",
+    ]);
+    assert_eq!(
+        settings["data"]["JOB_EXECUTOR_SINK_TIMEOUT_SECONDS"], "30",
+        "{settings}"
+    );
+    let after = cluster.kubectl_json(&["-n", "job-executor", "get", "replicasets"]);
+    assert_eq!(
+        after["items"].as_array().map(Vec::len),
+        before["items"].as_array().map(|sets| sets.len() + 1),
+        "a restart makes a ReplicaSet: {after}"
+    );
     // The operator's environment takes them after the shipped ConfigMap; nothing on the
     // Deployment overrides them.
     let deployment =

@@ -606,13 +606,34 @@ async fn a_schedule_keeps_its_wall_clock_across_daylight_saving_changes() {
     drop(op);
 }
 
+/// The next 02:30 in Berlin at least a minute after `after`.
+fn next_half_past_two_in_berlin(after: Timestamp) -> Timestamp {
+    let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+    let mut day = after.to_zoned(berlin.clone()).date();
+    loop {
+        let at = day.at(2, 30, 0, 0).to_zoned(berlin.clone()).unwrap();
+        if at.timestamp() > after + SignedDuration::from_mins(1) {
+            return at.timestamp();
+        }
+        day = day.tomorrow().unwrap();
+    }
+}
+
 /// docs/schedules.md's commands, as written, against an operator installed by the chart: the
-/// example applies, `kubectl get` shows the printer columns, and the schedule says when it fires.
+/// example applies, `kubectl get` shows the printer columns, the schedule says when it fires,
+/// and once it fired (the operator's clock set just before the slot), `kubectl describe`
+/// tells the story.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schedules_page_commands_work_on_the_real_control_plane() {
     let server =
         ClusterHarness::install("docs-schedule", &support::root().join("examples"), &[]).await;
-    let _replicas = server.start_replicas(&["docs-schedule"]).await;
+    let slot = next_half_past_two_in_berlin(Timestamp::now());
+    let _op = operator_with_clock(
+        &server,
+        "docs-schedule",
+        &clock_showing(slot - SignedDuration::from_secs(5)),
+    )
+    .await;
     let block = support::doc_sh_block("docs/schedules.md", "## A JobSchedule");
     let shown = server.admin_shell(&block, &[]);
     for column in [
@@ -630,23 +651,52 @@ async fn the_schedules_page_commands_work_on_the_real_control_plane() {
         "{shown}"
     );
     support::wait_patiently(
-        "the schedule says when it fires",
+        "the schedule fired and says when it fires next",
         Duration::from_secs(30),
-        || ready(&schedule(&server, "carts-nightly")).0 == "True",
+        || {
+            let schedule = schedule(&server, "carts-nightly");
+            ready(&schedule).0 == "True"
+                && schedule["status"]["lastFireTime"]
+                    .as_str()
+                    .map(str::to_string)
+                    == Some(slot.to_string())
+        },
     )
     .await;
     let status = schedule(&server, "carts-nightly")["status"].clone();
     let next = time(&status["nextFireTime"]);
-    // 02:30 in Berlin is 01:30 UTC in winter and 00:30 UTC in summer, within a day.
+    // 02:30 in Berlin is 01:30 UTC in winter and 00:30 UTC in summer, the next day's (23 to 25
+    // hours on, across a change of the clocks).
     let utc = next.to_string();
     assert!(
         utc.ends_with("T01:30:00Z") || utc.ends_with("T00:30:00Z"),
         "{status:#}"
     );
-    assert!(next > Timestamp::now() && next < Timestamp::now() + SignedDuration::from_hours(25));
+    assert_eq!(next, next_half_past_two_in_berlin(slot), "{status:#}");
     let (_, _, message) = ready(&schedule(&server, "carts-nightly"));
     assert!(
         message.starts_with("next slot ") && message.contains(" 02:30 CE"),
         "{message}"
+    );
+    // "`kubectl describe jobschedule NAME` tells the story": the Event of the firing, with the
+    // slot and the run it made (written in the background, after the status).
+    let runs = status["lastRuns"].to_string();
+    let mut described = String::new();
+    support::wait_patiently("the Fired Event", Duration::from_secs(30), || {
+        described = server.admin_shell(
+            r#"kubectl describe jobschedule carts-nightly -n "$NAMESPACE""#,
+            &[],
+        );
+        described.lines().any(|line| {
+            line.contains("Normal")
+                && line.contains("Fired")
+                && line.contains(&format!("slot {slot}"))
+        })
+    })
+    .await;
+    let run = status["lastRuns"][0].as_str().unwrap_or_default();
+    assert!(
+        !run.is_empty() && described.contains(run),
+        "{runs}\n{described}"
     );
 }

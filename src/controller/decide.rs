@@ -168,6 +168,8 @@ pub enum Record {
     /// A run of a concurrency group leaves its queue: the other runs of the group count it
     /// as running before its first Job is made.
     LeavingQueue,
+    /// A Job was made (or adopted): it is recorded before anything that may take long.
+    JobsMade,
 }
 
 /// The next thing to do for a run.
@@ -506,7 +508,9 @@ pub fn decide(facts: &Facts<'_>) -> Step {
     // `.started` first; a sink that is down holds neither the tasks nor anything else up.
     if let Some(due) = pending(&status.started) {
         match left_until_attempt(due, now) {
-            None => return Step::Send(TaskEventKind::Started),
+            None => {
+                return jobs_recorded_first(facts).unwrap_or(Step::Send(TaskEventKind::Started));
+            }
             Some(left) => wake.within(left),
         }
     }
@@ -561,7 +565,7 @@ pub fn decide(facts: &Facts<'_>) -> Step {
             return Step::Record(Record::BeforeFinished);
         }
         match left_until_attempt(due, now) {
-            None => return Step::Notify(index),
+            None => return jobs_recorded_first(facts).unwrap_or(Step::Notify(index)),
             Some(left) => wake.within(left),
         }
     }
@@ -575,6 +579,44 @@ pub fn decide(facts: &Facts<'_>) -> Step {
         return Step::Wait(None);
     }
     Step::Wait(wake.0)
+}
+
+/// A Job made and not recorded yet is recorded (adopted first, when a restart lost its record)
+/// before a delivery or a notification, which may each take their whole timeout: a restart
+/// meanwhile would not know the Job was made, and once it is gone (its TTL) would make it again,
+/// running its task twice. Jobs made one after another (tasks that start together) are still
+/// recorded in one write.
+fn jobs_recorded_first(facts: &Facts<'_>) -> Option<Step> {
+    let Facts {
+        run,
+        status,
+        persisted,
+        ..
+    } = *facts;
+    if status.phase != RunPhase::Running {
+        return None;
+    }
+    let needs = graph::dependencies(&run.spec.action.tasks);
+    let made_before = status.tasks.iter().enumerate().position(|(index, task)| {
+        task.phase == TaskPhase::Pending && is_ready(status, needs.get(index)) && made(facts, index)
+    });
+    if let Some(index) = made_before {
+        return Some(Step::AdoptJob(index));
+    }
+    let unrecorded = status.tasks.iter().enumerate().any(|(index, task)| {
+        task.job_name.is_some()
+            && persisted.tasks.get(index).and_then(|t| t.job_name.as_ref())
+                != task.job_name.as_ref()
+    });
+    unrecorded.then_some(Step::Record(Record::JobsMade))
+}
+
+/// Whether task `index`'s Job is there (the watch or a lookup shows it).
+fn made(facts: &Facts<'_>, index: usize) -> bool {
+    !matches!(
+        facts.jobs.get(index),
+        None | Some(JobSeen::NotCached | JobSeen::Gone)
+    )
 }
 
 /// A queued run starts when its group has a place for it (a run without a group view has
@@ -611,11 +653,7 @@ fn task_step(facts: &Facts<'_>, wake: &mut Wake) -> Option<Step> {
                     wake.within(*again);
                     continue;
                 }
-                let made = !matches!(
-                    facts.jobs.get(index),
-                    None | Some(JobSeen::NotCached | JobSeen::Gone)
-                );
-                Some(if made {
+                Some(if made(facts, index) {
                     Step::AdoptJob(index)
                 } else if stages_files(run, index) && !facts.files_made && no_files_yet(run, status)
                 {

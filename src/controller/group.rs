@@ -374,6 +374,11 @@ mod tests {
         grouped_run(name, Timestamp::from_second(second).unwrap(), phase, 1)
     }
 
+    /// The watch shows run `name` (arrived at `second`) in `phase`.
+    fn apply(groups: &Groups, name: &str, second: i64, phase: Option<RunPhase>) {
+        groups.record(&Ok(watcher::Event::Apply(run(name, second, phase))));
+    }
+
     fn woken(rx: &mut mpsc::UnboundedReceiver<ObjectRef<JobRun>>) -> Vec<String> {
         let mut names = Vec::new();
         while let Ok(object) = rx.try_recv() {
@@ -392,21 +397,13 @@ mod tests {
             Some(RunPhase::Running),
         ))));
         assert!(woken(&mut rx).is_empty(), "a relist wakes no one");
-        groups.record(&Ok(watcher::Event::Apply(run("b", 2, None))));
+        apply(&groups, "b", 2, None);
         assert_eq!(woken(&mut rx), ["a"]);
-        groups.record(&Ok(watcher::Event::Apply(run(
-            "b",
-            2,
-            Some(RunPhase::Queued),
-        ))));
+        apply(&groups, "b", 2, Some(RunPhase::Queued));
         assert!(woken(&mut rx).is_empty(), "a status write wakes no one");
-        groups.record(&Ok(watcher::Event::Apply(run("c", 3, None))));
+        apply(&groups, "c", 3, None);
         assert_eq!(woken(&mut rx), ["a", "b"]);
-        groups.record(&Ok(watcher::Event::Apply(run(
-            "a",
-            1,
-            Some(RunPhase::Succeeded),
-        ))));
+        apply(&groups, "a", 1, Some(RunPhase::Succeeded));
         assert_eq!(woken(&mut rx), ["b", "c"]);
         groups.record(&Ok(watcher::Event::Delete(run("c", 3, None))));
         assert_eq!(woken(&mut rx), ["b"]);
@@ -420,16 +417,8 @@ mod tests {
     #[test]
     fn a_run_being_deleted_leaves_its_group() {
         let (groups, mut rx) = Groups::new("ns");
-        groups.record(&Ok(watcher::Event::Apply(run(
-            "a",
-            1,
-            Some(RunPhase::Running),
-        ))));
-        groups.record(&Ok(watcher::Event::Apply(run(
-            "b",
-            2,
-            Some(RunPhase::Queued),
-        ))));
+        apply(&groups, "a", 1, Some(RunPhase::Running));
+        apply(&groups, "b", 2, Some(RunPhase::Queued));
         woken(&mut rx);
         let mut deleting = run("a", 1, Some(RunPhase::Running));
         deleting.metadata.deletion_timestamp =
@@ -467,11 +456,7 @@ mod tests {
         let a = groups.admit(&queue, &member("a", 1, RunPhase::Queued), running);
         assert_eq!(a.running, ["b"]);
         assert!(groups.state().admitted["g"].is_empty());
-        groups.record(&Ok(watcher::Event::Apply(run(
-            "b",
-            2,
-            Some(RunPhase::Succeeded),
-        ))));
+        apply(&groups, "b", 2, Some(RunPhase::Succeeded));
         let a = groups.admit(&queue, &member("a", 1, RunPhase::Queued), |_| None);
         assert!(a.admits(&queue));
     }
@@ -481,16 +466,8 @@ mod tests {
     #[test]
     fn a_re_list_under_way_lets_no_run_start_past_the_limit() {
         let (groups, _rx) = Groups::new("ns");
-        groups.record(&Ok(watcher::Event::Apply(run(
-            "a",
-            1,
-            Some(RunPhase::Running),
-        ))));
-        groups.record(&Ok(watcher::Event::Apply(run(
-            "b",
-            2,
-            Some(RunPhase::Queued),
-        ))));
+        apply(&groups, "a", 1, Some(RunPhase::Running));
+        apply(&groups, "b", 2, Some(RunPhase::Queued));
         let queue = concurrency(1, ConcurrencyPolicy::Queue);
         let cached = |name: &str| match name {
             "a" => Some(member("a", 1, RunPhase::Running)),
@@ -513,11 +490,7 @@ mod tests {
         ))));
         groups.record(&Ok(watcher::Event::InitDone));
         assert!(!b().admits(&queue), "once it is whole");
-        groups.record(&Ok(watcher::Event::Apply(run(
-            "a",
-            1,
-            Some(RunPhase::Succeeded),
-        ))));
+        apply(&groups, "a", 1, Some(RunPhase::Succeeded));
         assert!(b().admits(&queue));
     }
 }

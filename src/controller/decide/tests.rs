@@ -889,6 +889,73 @@ fn a_task_whose_job_was_made_before_a_restart_adopts_it() {
     }
 }
 
+/// A Job made is recorded before anything that may take a timeout's time (a notification, a
+/// delivery): a restart meanwhile would not know it made the Job, and once the Job is gone (its
+/// TTL) would make it again. A Job made before a restart is adopted first.
+#[test]
+fn a_job_made_is_recorded_before_a_notification_or_a_delivery() {
+    let run = notifying(triggered(2), &["slack:team:started"]);
+    let mut before = initialised(&run);
+    delivered(&mut before.started);
+    let made = running(&run);
+    assert_eq!(
+        next_with(
+            &run,
+            &made,
+            &before,
+            JobSeen::Running { stuck: None },
+            false,
+            at(0),
+            &limits()
+        ),
+        Step::Record(Record::JobsMade)
+    );
+    // Recorded, the notification goes.
+    assert_eq!(
+        next(&run, &made, JobSeen::Running { stuck: None }, at(0)),
+        Step::Notify(0)
+    );
+    // The same before `.started` is tried again.
+    let run = triggered(2);
+    let before = initialised(&run);
+    let mut made = before.clone();
+    record_job(&mut made, 0, "run-1-0".into(), at(0));
+    assert_eq!(
+        next_with(
+            &run,
+            &made,
+            &before,
+            JobSeen::Running { stuck: None },
+            false,
+            at(0),
+            &limits()
+        ),
+        Step::Record(Record::JobsMade)
+    );
+    // Made before a restart lost its record: adopted before `.started` is sent.
+    let seeing = |jobs: &[JobSeen]| decide_seeing(&run, &before, jobs, at(0));
+    assert_eq!(
+        seeing(&[JobSeen::NotCached, JobSeen::NotCached]),
+        Step::Send(TaskEventKind::Started)
+    );
+    assert_eq!(
+        seeing(&[JobSeen::Running { stuck: None }, JobSeen::NotCached]),
+        Step::AdoptJob(0)
+    );
+    // A task that cannot start yet is not adopted (its Job says the task it needs succeeded,
+    // which the task's own end records).
+    let mut one_ended = before.clone();
+    record_job(&mut one_ended, 0, "run-1-0".into(), at(0));
+    let seeing = |jobs: &[JobSeen]| decide_seeing(&run, &one_ended, jobs, at(0));
+    assert_eq!(
+        seeing(&[
+            JobSeen::Running { stuck: None },
+            JobSeen::Running { stuck: None }
+        ]),
+        Step::Send(TaskEventKind::Started)
+    );
+}
+
 /// A halt asks for a running task's Job missing from the watch, and a Job gone ends its task
 /// as it would without the halt: succeeded when a task that needs it has a Job (made before a
 /// restart lost the record of both), which the halt then deletes as that task's.

@@ -222,6 +222,12 @@ impl ApiError {
         if let Some(d) = &self.details {
             s["details"] = d.clone();
         }
+        // A storage error the real server passes on as it is has no reason.
+        if self.reason.is_empty()
+            && let Some(m) = s.as_object_mut()
+        {
+            m.remove("reason");
+        }
         s
     }
 }

@@ -382,6 +382,7 @@ fn default_pod_spec(
             }
         }
     }
+    validate_mounts_and_privileges(m, prefix, inv)?;
     m.entry("restartPolicy").or_insert_with(|| json!("Always"));
     m.entry("terminationGracePeriodSeconds")
         .or_insert_with(|| json!(30));
@@ -403,6 +404,54 @@ fn default_pod_spec(
                 if let Some(s) = v.get_mut(src).and_then(Value::as_object_mut) {
                     s.entry("defaultMode").or_insert_with(|| json!(420));
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the real server's `ValidateVolumeMounts` and container security context checks refuse
+/// of a pod spec (pkg/apis/core/validation): a mount of a volume the pod does not declare, two
+/// mounts at one path in a container, and `privileged` with `allowPrivilegeEscalation: false`.
+fn validate_mounts_and_privileges(
+    m: &serde_json::Map<String, Value>,
+    prefix: &str,
+    inv: &dyn Fn(&str, &str) -> ApiError,
+) -> Result<(), ApiError> {
+    let volumes: std::collections::BTreeSet<&str> = m
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .collect();
+    for list in ["initContainers", "containers"] {
+        let containers = m.get(list).and_then(Value::as_array).into_iter().flatten();
+        for (i, c) in containers.enumerate() {
+            let mut paths = std::collections::BTreeSet::new();
+            let mounts = c.get("volumeMounts").and_then(Value::as_array);
+            for (j, mount) in mounts.into_iter().flatten().enumerate() {
+                let at = format!("{prefix}.{list}[{i}].volumeMounts[{j}]");
+                let name = mount.get("name").and_then(Value::as_str).unwrap_or("");
+                if !volumes.contains(name) {
+                    return Err(inv(&format!("{at}.name"), &format!("Not found: {name:?}")));
+                }
+                let path = mount.get("mountPath").and_then(Value::as_str).unwrap_or("");
+                if !paths.insert(path) {
+                    return Err(inv(
+                        &format!("{at}.mountPath"),
+                        &format!("Invalid value: {path:?}: must be unique"),
+                    ));
+                }
+            }
+            let security = c.get("securityContext");
+            let flag = |key: &str| security.and_then(|s| s.get(key)).and_then(Value::as_bool);
+            if flag("allowPrivilegeEscalation") == Some(false) && flag("privileged") == Some(true) {
+                return Err(inv(
+                    &format!("{prefix}.{list}[{i}].securityContext"),
+                    "Invalid value: cannot set `allowPrivilegeEscalation` to false and \
+                     `privileged` to true",
+                ));
             }
         }
     }

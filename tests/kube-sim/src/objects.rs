@@ -141,6 +141,12 @@ pub fn create(
             "Required value: name or generateName is required",
         ));
     }
+    // The real storage refuses a create that names a version (an object read back and posted
+    // again; kubectl drops it first), before it looks whether the name is taken; a dry run
+    // never reaches it.
+    let version_set = util::meta_str(&obj, "resourceVersion")
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|v| v != 0);
     {
         let uid = util::new_uid();
         let m = util::meta_mut(&mut obj);
@@ -182,6 +188,13 @@ pub fn create(
         }
         let mut stored = None;
         let result = shared.store.modify(&info.key(), &ns, &name, |existing| {
+            if version_set && !opts.dry_run {
+                return Err(ApiError::new(
+                    500,
+                    "",
+                    "resourceVersion should not be set on objects to be created",
+                ));
+            }
             if existing.is_some() {
                 return Err(ApiError::already_exists(&info.group, &info.plural, &name));
             }
@@ -446,7 +459,21 @@ pub fn update(
 /// Kinds a PUT of a name that is not there creates (the real server's `AllowCreateOnUpdate`):
 /// of those kube-sim serves, Leases.
 fn creates_on_update(info: &ResourceInfo) -> bool {
-    info.group == "coordination.k8s.io" && info.plural == "leases"
+    creates_kind_on_update(&info.group, &info.plural)
+}
+
+fn creates_kind_on_update(group: &str, plural: &str) -> bool {
+    group == "coordination.k8s.io" && plural == "leases"
+}
+
+/// Whether a PUT of `name` makes the object (a Lease that is not there): the real server
+/// authorizes it as a `create` too, and answers 201.
+pub fn update_creates(shared: &Shared, group: &str, plural: &str, ns: &str, name: &str) -> bool {
+    creates_kind_on_update(group, plural)
+        && shared
+            .store
+            .get(&(group.to_string(), plural.to_string()), ns, name)
+            .is_none()
 }
 
 /// The patch formats.

@@ -645,3 +645,65 @@ async fn a_refused_pod_leaves_the_job_without_pods_and_a_failed_create_event() {
         "still running"
     );
 }
+
+/// What the real API server's pod validation refuses of a Job's template, kube-sim refuses with
+/// the same field and message (checked on Kubernetes v1.36.3 with `kubectl create
+/// --dry-run=server`): a mount of a volume the pod does not declare, two mounts at one path,
+/// `privileged` with `allowPrivilegeEscalation: false`.
+#[tokio::test]
+async fn a_pod_template_the_real_server_refuses_is_refused() {
+    let sim = Sim::start().await.unwrap();
+    let jobs: Api<Job> = Api::default_namespaced(sim.client());
+    let with = |mounts: Value, volumes: Value, security: Value| {
+        job(
+            "bad",
+            json!({"template": {"spec": {
+                "volumes": volumes,
+                "containers": [{"name": "main", "image": "busybox:1.36",
+                                "volumeMounts": mounts, "securityContext": security}]
+            }}}),
+        )
+    };
+    let cases = [
+        (
+            with(
+                json!([{"name": "files", "mountPath": "/keptn"}]),
+                json!([]),
+                json!({}),
+            ),
+            r#"spec.template.spec.containers[0].volumeMounts[0].name: Not found: "files""#,
+        ),
+        (
+            with(
+                json!([{"name": "a", "mountPath": "/x"}, {"name": "b", "mountPath": "/x"}]),
+                json!([{"name": "a", "emptyDir": {}}, {"name": "b", "emptyDir": {}}]),
+                json!({}),
+            ),
+            r#"spec.template.spec.containers[0].volumeMounts[1].mountPath: Invalid value: "/x": must be unique"#,
+        ),
+        (
+            with(
+                json!([]),
+                json!([]),
+                json!({"privileged": true, "allowPrivilegeEscalation": false}),
+            ),
+            "cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+        ),
+    ];
+    for (job, message) in cases {
+        match jobs.create(&PostParams::default(), &job).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{status:?}");
+                assert!(status.message.contains(message), "{}", status.message);
+            }
+            other => panic!("{message}: {other:?}"),
+        }
+    }
+    // Declared, at paths of their own: made.
+    let fine = with(
+        json!([{"name": "a", "mountPath": "/x"}, {"name": "b", "mountPath": "/y"}]),
+        json!([{"name": "a", "emptyDir": {}}, {"name": "b", "emptyDir": {}}]),
+        json!({"allowPrivilegeEscalation": false}),
+    );
+    jobs.create(&PostParams::default(), &fine).await.unwrap();
+}
