@@ -682,9 +682,12 @@ impl JobRun {
     }
 
     /// Whether the run is over: finished, and its events (if any) and notifications delivered
-    /// or given up.
+    /// or given up. A run an older version finished, whose `.finished` it had not recorded yet
+    /// (it recorded the delivery after its first attempt), is not: its `.finished` is sent.
     pub fn is_done(&self) -> bool {
-        self.status.as_ref().is_some_and(JobRunStatus::is_done)
+        self.status.as_ref().is_some_and(|status| {
+            status.is_done() && !crate::controller::finished_unrecorded(self, status)
+        })
     }
 
     /// Whether the run is being deleted, kept only until its Jobs are gone

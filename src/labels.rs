@@ -25,9 +25,35 @@ pub const CANCEL: &str = "job-executor.dev/cancel";
 /// The field manager of every write (server-side ownership of the fields it sets).
 pub const FIELD_MANAGER: &str = "job-executor";
 
-/// Whether a config may set the label `key` (job-executor's own are refused).
+/// The labels Keptn's job-executor-service gave its Jobs, which this one gives them too (for
+/// what selects Jobs by them): from the event's Keptn fields, and of the run's action and task.
+pub const KEPTN_CONTEXT: &str = "keptn.sh/context";
+pub const KEPTN_PROJECT: &str = "keptn.sh/project";
+pub const KEPTN_STAGE: &str = "keptn.sh/stage";
+pub const KEPTN_SERVICE: &str = "keptn.sh/service";
+pub const KEPTN_COMMIT_ID: &str = "keptn.sh/commitid";
+pub const KEPTN_EVENT_ID: &str = "keptn.sh/event-id";
+pub const KEPTN_ACTION: &str = "keptn.sh/jes-action";
+pub const KEPTN_TASK: &str = "keptn.sh/jes-task";
+pub const KEPTN_ACTION_INDEX: &str = "keptn.sh/jes-action-index";
+pub const KEPTN_TASK_INDEX: &str = "keptn.sh/jes-task-index";
+const KEPTN_LABELS: [&str; 10] = [
+    KEPTN_CONTEXT,
+    KEPTN_PROJECT,
+    KEPTN_STAGE,
+    KEPTN_SERVICE,
+    KEPTN_COMMIT_ID,
+    KEPTN_EVENT_ID,
+    KEPTN_ACTION,
+    KEPTN_TASK,
+    KEPTN_ACTION_INDEX,
+    KEPTN_TASK_INDEX,
+];
+
+/// Whether a config may set the label `key`: job-executor's own and the Keptn labels it sets
+/// are refused (a value of the config's would be replaced without a word).
 pub fn is_reserved(key: &str) -> bool {
-    key.starts_with(RESERVED_PREFIX) || key == MANAGED_BY_LABEL
+    key.starts_with(RESERVED_PREFIX) || key == MANAGED_BY_LABEL || KEPTN_LABELS.contains(&key)
 }
 
 /// The label selector of everything job-executor manages.
@@ -49,6 +75,8 @@ mod tests {
             TASK_INDEX,
             EVENT_ID,
             MANAGED_BY_LABEL,
+            KEPTN_TASK,
+            KEPTN_COMMIT_ID,
         ] {
             assert!(is_reserved(key), "{key}");
         }
@@ -57,6 +85,7 @@ mod tests {
             "app.kubernetes.io/name",
             "job-executor.dev",
             "example.com/run",
+            "keptn.sh/team",
         ] {
             assert!(!is_reserved(key), "{key}");
         }

@@ -338,14 +338,17 @@ fn the_install_commands_of_the_docs_work_as_written() {
     assert_no_warnings(&out, &block);
     assert_ran(out, &block);
     assert_installed(cluster, "readme-token");
-    let git_url_is_yours = || {
-        let settings = cluster.kubectl_json(&[
+    let yours = || {
+        cluster.kubectl_json(&[
             "-n",
             "job-executor",
             "get",
             "configmap",
             "job-executor-local",
-        ]);
+        ])
+    };
+    let git_url_is_yours = || {
+        let settings = yours();
         assert_eq!(
             settings["data"]["JOB_EXECUTOR_GIT_URL"],
             "https://your-git-server/your-keptn-config.git",
@@ -361,13 +364,7 @@ fn the_install_commands_of_the_docs_work_as_written() {
     assert_no_warnings(&out, &set);
     assert_ran(out, &set);
     git_url_is_yours();
-    let settings = cluster.kubectl_json(&[
-        "-n",
-        "job-executor",
-        "get",
-        "configmap",
-        "job-executor-local",
-    ]);
+    let settings = yours();
     assert_eq!(
         settings["data"]["JOB_EXECUTOR_SINK_TIMEOUT_SECONDS"], "30",
         "{settings}"

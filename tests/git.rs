@@ -334,6 +334,16 @@ async fn files_of_a_shared_config_come_from_the_service_on_the_stage_branch() {
             .any(|job| job.starts_with(&run_name(&h, "production"))),
         "no Job for a run that cannot have its files"
     );
+    // Pinned, a lookup on a named branch reads the pinned commit whatever the branch, as Keptn's
+    // service read a resource at the event's commit: the files of `carts/` at that commit.
+    let id = "production-pinned";
+    h.post_event(&event(id, "production", "carts", Some(staging.as_str())))
+        .await;
+    expect_success(&h, id).await;
+    let run = run_of(&h, id);
+    assert_eq!(run["spec"]["action"]["name"], "project level");
+    assert_eq!(run["spec"]["filesRevision"], staging.as_str());
+    assert_eq!(keptn_files(&h, id, 0), common("carts on staging"));
 }
 
 /// With a CRD older than `--git-files-from` (applied before it, not upgraded since: Helm does
@@ -1340,4 +1350,35 @@ async fn no_secret_reaches_logs_objects_metrics_answers_or_events() {
         "{}",
         places[0].1
     );
+}
+
+/// A remote whose `HEAD` names no branch it has: an event whose lookups reach `@default` is
+/// answered 422 with the reason, whatever its type (no config can tell which types it concerns),
+/// and a `.triggered` one is told so in its `.finished`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_whose_head_names_no_branch_fails_the_events_that_reach_it() {
+    let root = temp("no-default-branch");
+    let repo = GitRepo::new(root.join("configs"));
+    repo.write(
+        "job/config.yaml",
+        "apiVersion: v2\nactions:\n  - name: project level\n    events: [{name: sh.keptn.event.test.triggered}]\n    tasks:\n      - {name: t, image: alpine}\n",
+    );
+    repo.commit("project config");
+    repo.git(&["symbolic-ref", "HEAD", "refs/heads/gone"]);
+    let args = git_args("no-default-branch", &repo.file_url(), &[]);
+    let h = Harness::start_with_source(kube_sim::Sim::builder(), args, &[]).await;
+    for (id, event_type) in [
+        ("tests", "sh.keptn.event.test.triggered"),
+        ("deployment", "sh.keptn.event.deployment.triggered"),
+    ] {
+        let mut sent = event(id, "dev", "carts", None);
+        sent["type"] = json!(event_type);
+        let response = h.post_event(&sent).await;
+        assert_eq!(response.status, 422, "{id}: {:?}", response.body);
+        let message = expect_error(&h, id).await;
+        assert!(
+            message.contains("has no default branch (its HEAD names no branch it has)"),
+            "{id}: {message}"
+        );
+    }
 }

@@ -376,6 +376,8 @@ actions:
         labels:
           job-executor.dev/run: mine
           ok: "not ok!"
+          keptn.sh/jes-task: smoke-test
+          keptn.sh/team: carts
         annotations:
           "bad key": x
 "#;
@@ -384,7 +386,8 @@ actions:
         [
             "job/config.yaml:7:33: actions[0].tasks[0].labels[\"job-executor.dev/run\"]: label \"job-executor.dev/run\" is set by job-executor and cannot be overridden",
             "job/config.yaml:8:15: actions[0].tasks[0].labels.ok: invalid label value \"not ok!\": at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
-            "job/config.yaml:10:22: actions[0].tasks[0].annotations[\"bad key\"]: invalid key \"bad key\": expected an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+            "job/config.yaml:9:30: actions[0].tasks[0].labels[\"keptn.sh/jes-task\"]: label \"keptn.sh/jes-task\" is set by job-executor and cannot be overridden",
+            "job/config.yaml:12:22: actions[0].tasks[0].annotations[\"bad key\"]: invalid key \"bad key\": expected an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
         ]
     );
 }

@@ -484,6 +484,12 @@ pub fn sends_events(run: &JobRun) -> bool {
             .is_some_and(|event_type| split_triggered_type(&event_type).is_some())
 }
 
+/// Whether the run's outcome is fixed and its `.finished` (which it sends) was never recorded:
+/// a run an older version ended before it recorded the delivery (after its first attempt).
+pub fn finished_unrecorded(run: &JobRun, status: &JobRunStatus) -> bool {
+    status.outcome.is_some() && status.finished.is_none() && !status.done && sends_events(run)
+}
+
 /// The run's name (the JobRun's).
 pub fn run_name(run: &JobRun) -> &str {
     run.metadata.name.as_deref().unwrap_or_default()

@@ -454,25 +454,25 @@ fn job_labels(
     set(labels::TASK_INDEX, &request.task_index.to_string());
     set(labels::EVENT_ID, request.event.id());
     for (key, value) in [
-        ("keptn.sh/context", &keptn.keptn_context),
-        ("keptn.sh/project", &keptn.project),
-        ("keptn.sh/stage", &keptn.stage),
-        ("keptn.sh/service", &keptn.service),
-        ("keptn.sh/commitid", &keptn.git_commit_id),
+        (labels::KEPTN_CONTEXT, &keptn.keptn_context),
+        (labels::KEPTN_PROJECT, &keptn.project),
+        (labels::KEPTN_STAGE, &keptn.stage),
+        (labels::KEPTN_SERVICE, &keptn.service),
+        (labels::KEPTN_COMMIT_ID, &keptn.git_commit_id),
     ] {
         if let Some(value) = value {
             set(key, value);
         }
     }
     // The labels Keptn's job-executor-service gave its Jobs, for what selects Jobs by them.
-    set("keptn.sh/event-id", request.event.id());
-    set("keptn.sh/jes-action", request.action_name);
-    set("keptn.sh/jes-task", task_name);
+    set(labels::KEPTN_EVENT_ID, request.event.id());
+    set(labels::KEPTN_ACTION, request.action_name);
+    set(labels::KEPTN_TASK, task_name);
     set(
-        "keptn.sh/jes-action-index",
+        labels::KEPTN_ACTION_INDEX,
         &request.action_index.to_string(),
     );
-    set("keptn.sh/jes-task-index", &request.task_index.to_string());
+    set(labels::KEPTN_TASK_INDEX, &request.task_index.to_string());
     labels
 }
 

@@ -5,7 +5,11 @@ use crate::config::{self, JobConfig};
 use crate::settings::ImageAllowList;
 
 fn event() -> CloudEvent {
-    CloudEvent::from_value(json!({
+    CloudEvent::from_value(event_json()).unwrap()
+}
+
+fn event_json() -> serde_json::Value {
+    json!({
         "specversion": "1.0",
         "id": "9b2a6f4e-1c57-4d3e-8f0a-2b6c1d7e9f10",
         "source": "shipyard-controller",
@@ -17,8 +21,7 @@ fn event() -> CloudEvent {
             "deployment": {"deploymentURIsLocal": ["http://carts.dev:80"], "replicas": 3},
             "test": {"teststrategy": "locust", "enabled": true, "none": null}
         }
-    }))
-    .unwrap()
+    })
 }
 
 fn config(yaml: &str) -> JobConfig {
@@ -170,6 +173,17 @@ fn keptn_fields_and_sorted_labels_follow_the_task_env() {
     );
     assert_eq!(env_value(&job, "KEPTN_SERVICE").as_deref(), Some("carts"));
     assert_eq!(env_value(&job, "LABELS_BUILD_ID").as_deref(), Some("42"));
+    // Labels that make the same name make one variable: of the key that sorts last.
+    let mut colliding = event_json();
+    colliding["data"]["labels"]["team_name"] = json!("b");
+    let colliding = CloudEvent::from_value(colliding).unwrap();
+    let job = render_for(&colliding, &c, &[], None, &Settings::defaults()).unwrap();
+    let team: Vec<(String, Option<String>)> = env_of(&job)
+        .into_iter()
+        .filter(|(name, _)| name == "LABELS_TEAM_NAME")
+        .collect();
+    assert_eq!(team.len(), 1, "{team:?}");
+    assert_eq!(env_value(&job, "LABELS_TEAM_NAME").as_deref(), Some("b"));
 }
 
 /// What the event (or another task) gives is what the container sees: the kubelet expands

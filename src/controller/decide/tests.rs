@@ -894,20 +894,16 @@ fn a_task_whose_job_was_made_before_a_restart_adopts_it() {
 /// TTL) would make it again. A Job made before a restart is adopted first.
 #[test]
 fn a_job_made_is_recorded_before_a_notification_or_a_delivery() {
+    let recorded_as = |run: &JobRun, status: &JobRunStatus, before: &JobRunStatus| {
+        let job = JobSeen::Running { stuck: None };
+        next_with(run, status, before, job, false, at(0), &limits())
+    };
     let run = notifying(triggered(2), &["slack:team:started"]);
     let mut before = initialised(&run);
     delivered(&mut before.started);
     let made = running(&run);
     assert_eq!(
-        next_with(
-            &run,
-            &made,
-            &before,
-            JobSeen::Running { stuck: None },
-            false,
-            at(0),
-            &limits()
-        ),
+        recorded_as(&run, &made, &before),
         Step::Record(Record::JobsMade)
     );
     // Recorded, the notification goes.
@@ -921,15 +917,7 @@ fn a_job_made_is_recorded_before_a_notification_or_a_delivery() {
     let mut made = before.clone();
     record_job(&mut made, 0, "run-1-0".into(), at(0));
     assert_eq!(
-        next_with(
-            &run,
-            &made,
-            &before,
-            JobSeen::Running { stuck: None },
-            false,
-            at(0),
-            &limits()
-        ),
+        recorded_as(&run, &made, &before),
         Step::Record(Record::JobsMade)
     );
     // Made before a restart lost its record: adopted before `.started` is sent.

@@ -1172,3 +1172,31 @@ fn a_job_too_large_to_store_fails_its_task_and_other_errors_are_tried_again() {
         StepError::Retry(_)
     ));
 }
+
+/// A run an older version ended, its outcome recorded but not its `.finished` (that version
+/// recorded the delivery after the first attempt, and stopped in between): the `.finished` is
+/// sent, under the run's id, and the run is done after.
+#[test]
+fn a_run_an_older_version_ended_before_recording_its_finished_sends_it() {
+    let model = Model::new(graph_run(&[vec![]], None));
+    assert!(model.settle(), "the run ends");
+    let finished_id = model
+        .recorded
+        .borrow()
+        .finished
+        .as_ref()
+        .map(|d| d.id.clone());
+    {
+        let mut recorded = model.recorded.borrow_mut();
+        recorded.done = false;
+        recorded.finished = None;
+    }
+    let sent = model.sent.borrow().len();
+    assert!(model.settle(), "the run ends again");
+    let status = model.recorded.borrow().clone();
+    assert!(status.done, "{status:?}");
+    let sent = model.sent.borrow()[sent..].to_vec();
+    assert_eq!(sent.iter().map(kind_of).collect::<Vec<_>>(), ["finished"]);
+    assert_eq!(Some(sent[0].id().to_string()), finished_id);
+    assert_eq!(*model.created.borrow(), [0], "no task again");
+}

@@ -250,37 +250,81 @@ pub fn default_and_validate(
                 ));
             }
         }
-        _ if info.crd => {
-            if let Some(schema) = &info.schema {
-                let errors = schema::prune_default_validate(obj, schema);
-                if let Some((field, why)) = errors.first() {
-                    let mut e = inv(field, why);
-                    if errors.len() > 1 {
-                        let all: Vec<String> =
-                            errors.iter().map(|(f, w)| format!("{f}: {w}")).collect();
-                        e.message = format!(
-                            "{}.{} {:?} is invalid: [{}]",
-                            info.kind,
-                            info.group,
-                            name,
-                            all.join(", ")
-                        );
-                        if let Some(d) = e.details.as_mut() {
-                            d["causes"] = Value::Array(
-                                errors
-                                    .iter()
-                                    .map(|(f, w)| json!({"reason": "FieldValueInvalid", "message": w, "field": f}))
-                                    .collect(),
-                            );
-                        }
-                    }
-                    return Err(e);
-                }
-            }
-        }
+        _ if info.crd => validate_custom(info, obj, &name, |_| true)?,
         _ => {}
     }
     Ok(())
+}
+
+/// A write to a custom resource's `/status`: defaulted and pruned whole, but validated only in
+/// its status, as the real server's status strategy validates it.
+pub fn default_and_validate_status(info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
+    let name = util::name(obj).to_string();
+    validate_custom(info, obj, &name, |field| {
+        field == "status" || field.starts_with("status.") || field.starts_with("status[")
+    })
+}
+
+/// A custom resource as the real server decodes and checks it: its numbers as Go's
+/// unstructured JSON reads them, then pruned, defaulted and validated by its schema; the errors
+/// of fields `checked` refuses it.
+fn validate_custom(
+    info: &ResourceInfo,
+    obj: &mut Value,
+    name: &str,
+    checked: impl Fn(&str) -> bool,
+) -> Result<(), ApiError> {
+    normalize_numbers(obj);
+    let Some(schema) = &info.schema else {
+        return Ok(());
+    };
+    let errors: Vec<(String, String)> = schema::prune_default_validate(obj, schema)
+        .into_iter()
+        .filter(|(field, _)| checked(field))
+        .collect();
+    let Some((field, why)) = errors.first() else {
+        return Ok(());
+    };
+    let mut e = ApiError::invalid(&info.group, &info.kind, name, field, why);
+    if errors.len() > 1 {
+        let all: Vec<String> = errors.iter().map(|(f, w)| format!("{f}: {w}")).collect();
+        e.message = format!(
+            "{}.{} {:?} is invalid: [{}]",
+            info.kind,
+            info.group,
+            name,
+            all.join(", ")
+        );
+        if let Some(d) = e.details.as_mut() {
+            d["causes"] = Value::Array(
+                errors
+                    .iter()
+                    .map(|(f, w)| json!({"reason": "FieldValueInvalid", "message": w, "field": f}))
+                    .collect(),
+            );
+        }
+    }
+    Err(e)
+}
+
+/// Numbers as the real server reads a custom resource (`k8s.io/apimachinery/pkg/util/json`,
+/// PreserveInts): a whole number that fits int64 stays an integer, anything else is a float64,
+/// so `1.0` and `1e2` read back as `1` and `100`, and an integer past int64 loses precision.
+fn normalize_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.as_i64().is_none() => {
+            let float = n.as_f64().unwrap_or_default();
+            let whole = float.fract() == 0.0 && float.abs() < 9.2e18;
+            *value = if whole {
+                json!(float as i64)
+            } else {
+                json!(float)
+            };
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalize_numbers),
+        Value::Object(map) => map.values_mut().for_each(normalize_numbers),
+        _ => {}
+    }
 }
 
 fn pod_spec_mutable_view(spec: Option<&Value>) -> Value {

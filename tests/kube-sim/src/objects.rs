@@ -256,7 +256,7 @@ fn finish_update(
             }
         }
         if info.crd {
-            kinds::default_and_validate(info, &mut result, Some(old))?;
+            kinds::default_and_validate_status(info, &mut result)?;
         }
         if keep_managed && let Some(mf) = candidate_managed {
             util::meta_mut(&mut result).insert("managedFields".into(), mf);

@@ -509,6 +509,52 @@ async fn crd_then_custom_resources_with_status_subresource() {
         e.message
     );
 
+    // Numbers as the real server's unstructured JSON reads them (checked on Kubernetes
+    // v1.36.3): whole ones as integers, so `3.0` passes as an integer and reads back as `3`.
+    let whole = tasks
+        .patch(
+            "t1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"retries": 3.0}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(whole.data["spec"]["retries"].to_string(), "3");
+    // A `/status` write is validated in its status only: a spec the schema now refuses (the
+    // CRD changed under the stored object) does not stop it.
+    let mut changed: CustomResourceDefinition = serde_json::from_str(CRD).unwrap();
+    let mut text = serde_json::to_value(&changed).unwrap().to_string();
+    text = text.replace(
+        r#""image":{"type":"string"}"#,
+        r#""image":{"type":"integer"}"#,
+    );
+    let stored = crds.get("tasks.example.com").await.unwrap();
+    changed = serde_json::from_str(&text).unwrap();
+    changed.metadata.resource_version = stored.metadata.resource_version;
+    crds.replace("tasks.example.com", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    let st = tasks
+        .patch_status(
+            "t1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Later"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.data["status"]["phase"], "Later");
+    let e = api_err(
+        tasks
+            .patch_status(
+                "t1",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": 7}})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 422, "{e:?}");
+
     // Deleting the CRD removes the resources and the API.
     crds.delete("tasks.example.com", &DeleteParams::default())
         .await

@@ -46,6 +46,37 @@ fn status(error: kube::Error) -> kube::core::Status {
     }
 }
 
+/// A Role `name` of `rules` in `ops`, bound to the ServiceAccount `ops:operator`.
+async fn grant(admin: &Client, name: &str, rules: serde_json::Value) {
+    create(
+        admin,
+        "rbac.authorization.k8s.io",
+        "Role",
+        "roles",
+        Some("ops"),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": name},
+            "rules": rules,
+        }),
+    )
+    .await;
+    create(
+        admin,
+        "rbac.authorization.k8s.io",
+        "RoleBinding",
+        "rolebindings",
+        Some("ops"),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": "ops"}],
+        }),
+    )
+    .await;
+}
+
 async fn setup() -> Sim {
     let sim = Sim::start().await.unwrap();
     let admin = sim.client();
@@ -58,28 +89,15 @@ async fn setup() -> Sim {
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ops"}}),
     )
     .await;
-    create(
+    grant(
         &admin,
-        "rbac.authorization.k8s.io",
-        "Role",
-        "roles",
-        Some("ops"),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "operator"},
-            "rules": [
-                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "list"]},
-                {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-            ],
-        }),
+        "operator",
+        json!([
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "list"]},
+            {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+        ]),
     )
     .await;
-    create(&admin, "rbac.authorization.k8s.io", "RoleBinding", "rolebindings", Some("ops"), json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "operator"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "operator"},
-        "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": "ops"}],
-    })).await;
     sim
 }
 
@@ -213,37 +231,11 @@ async fn a_lease_made_by_a_put_needs_create_and_is_answered_201() {
     use k8s_openapi::api::coordination::v1::Lease;
     let sim = setup().await;
     let admin = sim.client();
-    let role = |verbs: serde_json::Value| {
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "elector"},
-            "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                       "resourceNames": ["lead"], "verbs": verbs}],
-        })
+    let rules = |verbs: serde_json::Value| {
+        json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                "resourceNames": ["lead"], "verbs": verbs}])
     };
-    create(
-        &admin,
-        "rbac.authorization.k8s.io",
-        "Role",
-        "roles",
-        Some("ops"),
-        role(json!(["get", "update"])),
-    )
-    .await;
-    create(
-        &admin,
-        "rbac.authorization.k8s.io",
-        "RoleBinding",
-        "rolebindings",
-        Some("ops"),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "elector"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "elector"},
-            "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": "ops"}],
-        }),
-    )
-    .await;
+    grant(&admin, "elector", rules(json!(["get", "update"]))).await;
     let leases: Api<Lease> = Api::namespaced(client_as(&sim, USER).await, "ops");
     let lease: Lease = serde_json::from_value(
         json!({"metadata": {"name": "lead"}, "spec": {"holderIdentity": "a"}}),
@@ -271,8 +263,12 @@ async fn a_lease_made_by_a_put_needs_create_and_is_answered_201() {
             "roles",
         ),
     );
-    let granted: DynamicObject =
-        serde_json::from_value(role(json!(["get", "update", "create"]))).unwrap();
+    let granted: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "elector"},
+        "rules": rules(json!(["get", "update", "create"])),
+    }))
+    .unwrap();
     roles
         .replace("elector", &PostParams::default(), &granted)
         .await
