@@ -1382,3 +1382,45 @@ async fn a_remote_whose_head_names_no_branch_fails_the_events_that_reach_it() {
         );
     }
 }
+
+/// Whose credentials a fetch sends: `--git-username` / `--git-password` before the credentials
+/// directory, a password in `--git-url` before both (the directory's, wrong here, alone is
+/// refused by the host: the event waits, `503`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_url_s_credentials_come_before_the_flags_and_the_flags_before_the_directory() {
+    let root = temp("precedence");
+    let repo = GitRepo::new(root.join("sockshop"));
+    sockshop(&repo);
+    let server = GitHttpServer::start(&root, Some(("alice", "s3cret"))).await;
+    let directory = temp("precedence-credentials");
+    std::fs::create_dir_all(&directory).unwrap();
+    std::fs::write(directory.join("username"), "alice").unwrap();
+    std::fs::write(directory.join("password"), "wrong").unwrap();
+    let directory = directory.to_str().unwrap();
+    let url = server.url("sockshop");
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let with_password = format!("{scheme}://alice:s3cret@{rest}");
+    let cases = [
+        ("directory", url.clone(), vec![], 503),
+        (
+            "flags",
+            url.clone(),
+            vec!["--git-username", "alice", "--git-password", "s3cret"],
+            202,
+        ),
+        (
+            "url",
+            with_password,
+            vec!["--git-username", "bob", "--git-password", "nope"],
+            202,
+        ),
+    ];
+    for (case, url, flags, status) in cases {
+        let mut extra = vec!["--git-credentials-dir", directory];
+        extra.extend(flags);
+        let args = git_args(&format!("precedence-{case}"), &url, &extra);
+        let h = Harness::start_with_source(kube_sim::Sim::builder(), args, &[]).await;
+        let response = h.post_event(&event(case, "dev", "carts", None)).await;
+        assert_eq!(response.status, status, "{case}: {:?}", response.body);
+    }
+}

@@ -1227,9 +1227,14 @@ pub fn initialise(run: &JobRun, status: &mut JobRunStatus, now: Timestamp) {
             finish(run, status, outcome.status, outcome.message, now);
         }
     }
-    // Runs finished by an older version fixed their outcome without the `.finished` delivery.
-    if status.outcome.is_some() {
-        expect_finished(run, status);
+    // Runs finished by an older version fixed their outcome without the `.finished` delivery;
+    // those versions derived an event's id from the run's name alone (the uid came later), so
+    // the `.finished` it may have sent before it stopped is sent again under its id.
+    if status.outcome.is_some() && status.finished.is_none() && sends_events(run) {
+        status.finished = Some(Box::new(Delivery {
+            id: outgoing_event_id("", run_name(run), TaskEventKind::Finished),
+            ..Default::default()
+        }));
     }
 }
 

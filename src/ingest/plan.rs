@@ -812,6 +812,47 @@ mod tests {
 
     use super::*;
 
+    use crate::config::{NotifyKind, NotifyWhen};
+
+    /// A target named by the action and by the installation (same kind, same name) is one
+    /// target, told at the moments either names; another kind of the same name is another.
+    #[test]
+    fn a_target_of_the_action_and_the_installation_is_told_once() {
+        let action = [
+            Notify {
+                slack: Some("ops".into()),
+                webhook: None,
+                when: vec![NotifyWhen::Started],
+            },
+            Notify {
+                slack: None,
+                webhook: Some("audit".into()),
+                when: Vec::new(),
+            },
+        ];
+        let installation = [
+            NotifyRule::parse("slack:ops:failed,started").unwrap(),
+            NotifyRule::parse("slack:audit:succeeded").unwrap(),
+        ];
+        let rules = notify_rules(&action, &installation);
+        let told: Vec<(NotifyKind, &str, &[NotifyWhen])> = rules
+            .iter()
+            .map(|r| (r.kind, r.target.as_str(), r.when.as_slice()))
+            .collect();
+        assert_eq!(
+            told,
+            [
+                (
+                    NotifyKind::Slack,
+                    "ops",
+                    &[NotifyWhen::Started, NotifyWhen::Failed][..]
+                ),
+                (NotifyKind::Webhook, "audit", &[NotifyWhen::Failed][..]),
+                (NotifyKind::Slack, "audit", &[NotifyWhen::Succeeded][..]),
+            ]
+        );
+    }
+
     /// A directory source with configs for `carts` (plain conditions, and an action that runs
     /// for deployments), `orders` (a condition that may read anything) and `broken` (invalid).
     fn source(root: &std::path::Path) -> Source {
