@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConcurrencyPolicy, NotifyKind, NotifyRule, NotifyWhen, Task};
-use crate::event::EventText;
+use crate::event::{EventText, split_triggered_type};
 use crate::files::StagedFile;
 
 mod schedule;
@@ -682,12 +682,35 @@ impl JobRun {
     }
 
     /// Whether the run is over: finished, and its events (if any) and notifications delivered
-    /// or given up. A run an older version finished, whose `.finished` it had not recorded yet
-    /// (it recorded the delivery after its first attempt), is not: its `.finished` is sent.
+    /// or given up.
     pub fn is_done(&self) -> bool {
-        self.status.as_ref().is_some_and(|status| {
-            status.is_done() && !crate::controller::finished_unrecorded(self, status)
-        })
+        self.status
+            .as_ref()
+            .is_some_and(|status| self.is_done_with(status))
+    }
+
+    /// Whether the run is over with `status` as its status. A run an older version finished,
+    /// whose `.finished` it had not recorded yet (it recorded the delivery after its first
+    /// attempt), is not: its `.finished` is sent.
+    pub fn is_done_with(&self, status: &JobRunStatus) -> bool {
+        status.is_done() && !self.finished_unrecorded(status)
+    }
+
+    /// Whether the run's outcome is fixed in `status` and its `.finished` (which it sends) was
+    /// never recorded: a run an older version ended before it recorded the delivery.
+    pub fn finished_unrecorded(&self, status: &JobRunStatus) -> bool {
+        status.outcome.is_some() && status.finished.is_none() && !status.done && self.sends_events()
+    }
+
+    /// Whether the run reports `.started` and `.finished`: not when silent, and only for
+    /// `.triggered` events.
+    pub fn sends_events(&self) -> bool {
+        !self.spec.action.silent
+            && self
+                .spec
+                .event
+                .attribute("type")
+                .is_some_and(|event_type| split_triggered_type(&event_type).is_some())
     }
 
     /// Whether the run is being deleted, kept only until its Jobs are gone

@@ -25,7 +25,7 @@ use crate::crd::{
     Condition, DeadLetter, Delivery, DeliveryState, JobRun, JobRunStatus, Notification,
     OutcomeStatus, RunOutcome, RunPhase, TaskPhase, TaskStatus,
 };
-use crate::event::{TaskEventKind, outgoing_event_id, split_triggered_type};
+use crate::event::{TaskEventKind, outgoing_event_id};
 use crate::sink::{DeliveryError, RetryPolicy};
 use crate::{labels, names};
 
@@ -471,23 +471,6 @@ fn who_cancelled(value: &str) -> String {
         Some((cut, _)) => format!("{}…", &line[..cut]),
         None => line.to_string(),
     }
-}
-
-/// Whether the run reports `.started` and `.finished`: not when silent, and only for
-/// `.triggered` events.
-pub fn sends_events(run: &JobRun) -> bool {
-    !run.spec.action.silent
-        && run
-            .spec
-            .event
-            .attribute("type")
-            .is_some_and(|event_type| split_triggered_type(&event_type).is_some())
-}
-
-/// Whether the run's outcome is fixed and its `.finished` (which it sends) was never recorded:
-/// a run an older version ended before it recorded the delivery (after its first attempt).
-pub fn finished_unrecorded(run: &JobRun, status: &JobRunStatus) -> bool {
-    status.outcome.is_some() && status.finished.is_none() && !status.done && sends_events(run)
 }
 
 /// The run's name (the JobRun's).
@@ -1213,7 +1196,7 @@ pub fn initialise(run: &JobRun, status: &mut JobRunStatus, now: Timestamp) {
             record_start(run, status, now);
         }
     }
-    if sends_events(run) && status.started.is_none() {
+    if run.sends_events() && status.started.is_none() {
         status.started = Some(Box::new(Delivery {
             id: outgoing_event_id(run_uid(run), run_name(run), TaskEventKind::Started),
             ..Default::default()
@@ -1230,7 +1213,7 @@ pub fn initialise(run: &JobRun, status: &mut JobRunStatus, now: Timestamp) {
     // Runs finished by an older version fixed their outcome without the `.finished` delivery;
     // those versions derived an event's id from the run's name alone (the uid came later), so
     // the `.finished` it may have sent before it stopped is sent again under its id.
-    if status.outcome.is_some() && status.finished.is_none() && sends_events(run) {
+    if run.finished_unrecorded(status) {
         status.finished = Some(Box::new(Delivery {
             id: outgoing_event_id("", run_name(run), TaskEventKind::Finished),
             ..Default::default()
@@ -1286,7 +1269,7 @@ fn finish(
 
 /// The `.finished` to send, recorded with the outcome: a run is not done until it is sent.
 fn expect_finished(run: &JobRun, status: &mut JobRunStatus) {
-    if sends_events(run) && status.finished.is_none() {
+    if run.sends_events() && status.finished.is_none() {
         status.finished = Some(Box::new(Delivery {
             id: outgoing_event_id(run_uid(run), run_name(run), TaskEventKind::Finished),
             ..Default::default()

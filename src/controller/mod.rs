@@ -5,7 +5,6 @@
 
 mod cached;
 mod decide;
-pub use decide::{finished_unrecorded, sends_events};
 mod group;
 pub(crate) mod history;
 pub mod known;

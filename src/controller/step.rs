@@ -21,10 +21,10 @@ use tracing::Instrument;
 use super::cached::{CachedJob, CachedPod};
 use super::decide::{
     Attempt, Facts, JobSeen, Limits, NoPodWarning, Step, complete_for_too_long, decide,
-    delivery_mut, explain_no_pod, failing_for_too_long, finished_unrecorded, first_attempt,
-    initialise, job_name, ready_for, record_attempt, record_dead_letter_attempt, record_halt,
-    record_job, record_notification_attempt, record_outputs, record_start, record_stopped,
-    record_task_end, run_name, update_conditions,
+    delivery_mut, explain_no_pod, failing_for_too_long, first_attempt, initialise, job_name,
+    ready_for, record_attempt, record_dead_letter_attempt, record_halt, record_job,
+    record_notification_attempt, record_outputs, record_start, record_stopped, record_task_end,
+    run_name, update_conditions,
 };
 use super::group::{Group, Member};
 use super::history::{self, RunEvent};
@@ -258,7 +258,7 @@ impl<W: World> Executor<'_, W> {
         // A done run is the retained runs' watch's to delete when its retention is over
         // (`retained`); nothing else of it is looked at (the watch cache keeps little else of
         // a done run: `trim_run`).
-        if status.is_done() && !finished_unrecorded(run, &status) {
+        if run.is_done_with(&status) {
             if status.done {
                 return Ok((status, None));
             }

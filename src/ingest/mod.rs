@@ -992,7 +992,7 @@ async fn store_refused(
     mut run: JobRun,
     reason: &str,
 ) -> Result<bool, Refusal> {
-    if !crate::controller::sends_events(&run) {
+    if !run.sends_events() {
         return Ok(false);
     }
     run.spec.event.keep_reply_fields();

@@ -394,7 +394,7 @@ pub fn update(
     subresource: &str,
     body: Value,
     opts: &WriteOpts,
-) -> Result<Value, ApiError> {
+) -> Result<Updated, ApiError> {
     let body = body_object(body)?;
     if info.namespaced {
         let body_ns = util::namespace(&body);
@@ -424,10 +424,7 @@ pub fn update(
             ),
         )
     };
-    if subresource.is_empty()
-        && creates_on_update(info)
-        && shared.store.get(&info.key(), ns, name).is_none()
-    {
+    if subresource.is_empty() && update_creates(shared, &info.group, &info.plural, ns, name) {
         if !body_uid.is_empty() {
             return Err(precondition_failed(""));
         }
@@ -435,9 +432,13 @@ pub fn update(
         // body names.
         let mut body = body;
         util::meta_mut(&mut body).remove("resourceVersion");
-        return create(shared, info, ns, body, opts);
+        let object = create(shared, info, ns, body, opts)?;
+        return Ok(Updated {
+            object,
+            created: true,
+        });
     }
-    write_existing(shared, info, ns, name, subresource, opts, false, |old| {
+    let object = write_existing(shared, info, ns, name, subresource, opts, false, |old| {
         let stored_uid = util::uid(old);
         if !body_uid.is_empty() && body_uid != stored_uid {
             return Err(precondition_failed(stored_uid));
@@ -453,23 +454,25 @@ pub fn update(
             ));
         }
         Ok(body)
+    })?;
+    Ok(Updated {
+        object,
+        created: false,
     })
 }
 
-/// Kinds a PUT of a name that is not there creates (the real server's `AllowCreateOnUpdate`):
-/// of those kube-sim serves, Leases.
-fn creates_on_update(info: &ResourceInfo) -> bool {
-    creates_kind_on_update(&info.group, &info.plural)
+/// What a PUT wrote: the object, and whether the PUT made it.
+pub struct Updated {
+    pub object: Value,
+    pub created: bool,
 }
 
-fn creates_kind_on_update(group: &str, plural: &str) -> bool {
-    group == "coordination.k8s.io" && plural == "leases"
-}
-
-/// Whether a PUT of `name` makes the object (a Lease that is not there): the real server
-/// authorizes it as a `create` too, and answers 201.
+/// Whether a PUT of `name` makes the object: a kind the real server lets a PUT create
+/// (`AllowCreateOnUpdate`; of those kube-sim serves, Leases) and no such object yet. The real
+/// server authorizes such a PUT as a `create` too, and answers 201.
 pub fn update_creates(shared: &Shared, group: &str, plural: &str, ns: &str, name: &str) -> bool {
-    creates_kind_on_update(group, plural)
+    group == "coordination.k8s.io"
+        && plural == "leases"
         && shared
             .store
             .get(&(group.to_string(), plural.to_string()), ns, name)

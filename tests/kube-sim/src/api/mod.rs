@@ -45,16 +45,6 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(handle).with_state(shared)
 }
 
-fn creates_by_update(shared: &Shared, info: &RequestInfo) -> bool {
-    objects::update_creates(
-        shared,
-        &info.group,
-        &info.resource,
-        &info.namespace,
-        &info.name,
-    )
-}
-
 fn classify(method: &Method, path: &str, params: &Params) -> RequestInfo {
     let segs: Vec<&str> = path
         .trim_matches('/')
@@ -195,7 +185,15 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     // A PUT that makes the object is authorized as a create of its name too (the real update
     // handler asks the authorizer again when the object is not there).
     let verdict = verdict.and_then(|()| {
-        if info.verb == "update" && info.subresource.is_empty() && creates_by_update(&shared, &info)
+        if info.verb == "update"
+            && info.subresource.is_empty()
+            && objects::update_creates(
+                &shared,
+                &info.group,
+                &info.resource,
+                &info.namespace,
+                &info.name,
+            )
         {
             let create = RequestInfo {
                 verb: "create".into(),
@@ -430,15 +428,15 @@ async fn dispatch(
             }
             let body = parse_json(&body)?;
             let opts = write_opts(params);
+            let updated =
+                objects::update(shared, &info, ns, &req.name, &req.subresource, body, &opts)?;
+            mirror_event(shared, &info, ns, &req.name, &opts, Some(&updated.object));
             // A Lease made by a PUT is answered 201, as a create.
-            let code = if req.subresource.is_empty() && creates_by_update(shared, req) {
-                201
-            } else {
-                200
-            };
-            let obj = objects::update(shared, &info, ns, &req.name, &req.subresource, body, &opts)?;
-            mirror_event(shared, &info, ns, &req.name, &opts, Some(&obj));
-            Ok(json_response(code, &render_one(&info, obj, mode, params)))
+            let code = if updated.created { 201 } else { 200 };
+            Ok(json_response(
+                code,
+                &render_one(&info, updated.object, mode, params),
+            ))
         }
         "patch" => {
             if collection_ok {
