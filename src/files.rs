@@ -270,6 +270,10 @@ pub fn collect<T: FileTree>(tree: &T, tasks: &[Task]) -> Result<RunFiles, FilesE
     let mut found: Vec<FoundFile<T::Handle>> = Vec::new();
     let mut by_path: BTreeMap<String, usize> = BTreeMap::new();
     let mut per_task_indices: Vec<Vec<usize>> = Vec::new();
+    // What each entry brought, by its normal form: an entry listed again (by another task, or
+    // thousands of times over in one config) is not walked again.
+    let mut expanded: std::collections::HashMap<String, Vec<usize>> =
+        std::collections::HashMap::new();
     for (task_index, task) in tasks.iter().enumerate() {
         let task_name = task.display_name(task_index);
         let mut indices = Vec::new();
@@ -282,6 +286,14 @@ pub fn collect<T: FileTree>(tree: &T, tasks: &[Task]) -> Result<RunFiles, FilesE
                     path: raw.clone(),
                 });
             };
+            if let Some(brought) = expanded.get(&entry) {
+                for &index in brought {
+                    if listed.insert(index) {
+                        indices.push(index);
+                    }
+                }
+                continue;
+            }
             let files = tree.expand(&entry).map_err(|problem| match problem {
                 ExpandError::Missing => FilesError::Missing {
                     task: task_name.clone(),
@@ -305,6 +317,7 @@ pub fn collect<T: FileTree>(tree: &T, tasks: &[Task]) -> Result<RunFiles, FilesE
                     place: tree.place(),
                 });
             }
+            let mut brought = Vec::with_capacity(files.len());
             for file in files {
                 let index = match by_path.get(&file.path) {
                     Some(index) => *index,
@@ -315,10 +328,12 @@ pub fn collect<T: FileTree>(tree: &T, tasks: &[Task]) -> Result<RunFiles, FilesE
                         index
                     }
                 };
+                brought.push(index);
                 if listed.insert(index) {
                     indices.push(index);
                 }
             }
+            expanded.insert(entry, brought);
         }
         per_task_indices.push(indices);
     }
@@ -577,7 +592,7 @@ mod tests {
             fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
         }
         let valid = config::load(
-            "apiVersion: v2\nactions:\n  - events: [{name: x}]\n    tasks:\n      - {image: a, files: [/helm, run.sh]}\n      - {image: b, files: [run.sh]}\n      - {image: c, files: [missing.txt]}\n",
+            "apiVersion: v2\nactions:\n  - events: [{name: x}]\n    tasks:\n      - {image: a, files: [/helm, run.sh, helm/, ./run.sh]}\n      - {image: b, files: [run.sh]}\n      - {image: c, files: [missing.txt]}\n",
             "c.yaml",
         )
         .unwrap();

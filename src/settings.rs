@@ -109,7 +109,9 @@ impl ImageAllowList {
         }
         let mut builder = GlobSetBuilder::new();
         for pattern in patterns {
-            let glob = GlobBuilder::new(pattern)
+            // Matched against images as they are pulled, so written so too: a pattern naming a
+            // tag and a digest (`alpine:3.20@sha256:…`, as Renovate pins) names the digest.
+            let glob = GlobBuilder::new(&as_pulled(pattern))
                 .literal_separator(false)
                 .build()
                 .map_err(|e| SettingsError::ImagePattern {
@@ -128,8 +130,13 @@ impl ImageAllowList {
         })
     }
 
+    /// Whether a task may use `image`. One pinned by a digest is matched as the container
+    /// runtime pulls it, by the digest alone (`name@sha256:…`, its tag left out): a pattern of
+    /// tags (`deploy:v1.*`) does not let in every image of the repository under such a tag.
     pub fn allows(&self, image: &str) -> bool {
-        self.set.as_ref().is_none_or(|set| set.is_match(image))
+        self.set
+            .as_ref()
+            .is_none_or(|set| set.is_match(&*as_pulled(image)))
     }
 
     pub fn patterns(&self) -> &[String] {
@@ -185,9 +192,53 @@ impl Settings {
     }
 }
 
+/// `image` as the container runtime pulls it: with a digest, without its tag.
+fn as_pulled(image: &str) -> std::borrow::Cow<'_, str> {
+    let Some((named, digest)) = image.split_once('@') else {
+        return image.into();
+    };
+    // The tag follows the last `:` of the last part (a registry's port is in the first).
+    let last_part = named.rfind('/').map_or(0, |slash| slash + 1);
+    match named[last_part..].rfind(':') {
+        Some(colon) => format!("{}@{digest}", &named[..last_part + colon]).into(),
+        None => image.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_pinned_by_a_digest_is_matched_without_its_tag() {
+        let list = ImageAllowList::new(&[
+            "ghcr.io/acme/deploy:v1.*".to_string(),
+            "registry:5000/tools/lint@sha256:*".to_string(),
+        ])
+        .unwrap();
+        assert!(list.allows("ghcr.io/acme/deploy:v1.2"));
+        // The runtime pulls the digest, whatever the tag says.
+        assert!(!list.allows("ghcr.io/acme/deploy:v1.2@sha256:0123"));
+        assert!(list.allows("registry:5000/tools/lint@sha256:0123"));
+        assert!(list.allows("registry:5000/tools/lint:9@sha256:0123"));
+        assert!(!list.allows("registry:5000/tools/lint:9"));
+        assert!(ImageAllowList::any().allows("alpine:3@sha256:0123"));
+        assert_eq!(
+            as_pulled("registry:5000/a/b:1@sha256:9"),
+            "registry:5000/a/b@sha256:9"
+        );
+        assert_eq!(
+            as_pulled("registry:5000/a/b@sha256:9"),
+            "registry:5000/a/b@sha256:9"
+        );
+        assert_eq!(as_pulled("alpine:3.20"), "alpine:3.20");
+        // A pattern naming a tag and a digest names the digest.
+        let pinned = ImageAllowList::new(&["alpine:3.20@sha256:ab*".to_string()]).unwrap();
+        assert!(pinned.allows("alpine:3.20@sha256:ab12"));
+        assert!(pinned.allows("alpine@sha256:ab12"));
+        assert!(!pinned.allows("alpine@sha256:cd12"));
+        assert!(!pinned.allows("alpine:3.20"));
+    }
 
     #[test]
     fn refused_secrets_are_names_or_the_start_of_names() {

@@ -38,11 +38,20 @@ fn runs_by_event(server: &impl Replicas) -> BTreeMap<String, usize> {
     runs
 }
 
+/// Publishes `event` as JSON on `subject`, without headers (as Keptn publishes).
+async fn publish_json(client: &async_nats::Client, subject: &'static str, event: &Value) {
+    client
+        .publish(subject, serde_json::to_vec(event).unwrap().into())
+        .await
+        .unwrap();
+}
+
 async fn keptn_events_on_nats_become_runs_and_go_back(server: impl Replicas, long: Duration) {
     let nats = NatsServer::start(server.name()).await;
     let mut op = server.replica("nats", server.kubeconfig.clone()).await;
     op.set_flag("--nats-url", &nats.url);
     op.set_flag("--sink-url", &nats.url);
+    op.set_flag("--max-body-bytes", "800000");
     op.start_operator().await;
     let client = nats.client().await;
     let context = jetstream::new(client.clone());
@@ -51,13 +60,7 @@ async fn keptn_events_on_nats_become_runs_and_go_back(server: impl Replicas, lon
 
     // As Keptn publishes: structured JSON, no headers, the type as the subject.
     let keptn = sample_with_id("test.triggered.json", "nats-structured");
-    client
-        .publish(
-            "sh.keptn.event.test.triggered",
-            serde_json::to_vec(&keptn).unwrap().into(),
-        )
-        .await
-        .unwrap();
+    publish_json(&client, "sh.keptn.event.test.triggered", &keptn).await;
     // Binary mode of the CloudEvents NATS binding: attributes in `ce-` headers.
     let mut binary = sample_with_id("test.triggered.json", "nats-binary");
     let mut headers = async_nats::HeaderMap::new();
@@ -85,13 +88,15 @@ async fn keptn_events_on_nats_become_runs_and_go_back(server: impl Replicas, lon
     let mut tiny = sample_with_id("test.triggered.json", "nats-tiny");
     tiny["data"]["items"] =
         serde_json::from_str(&format!("[{}]", vec![r#"{"":0}"#; 100_000].join(","))).unwrap();
-    client
-        .publish(
-            "sh.keptn.event.test.triggered",
-            serde_json::to_vec(&tiny).unwrap().into(),
-        )
-        .await
-        .unwrap();
+    publish_json(&client, "sh.keptn.event.test.triggered", &tiny).await;
+    // Larger than --max-body-bytes: dropped at once, counted as too large.
+    let mut large = sample_with_id("test.triggered.json", "nats-large");
+    large["data"]["padding"] = "x".repeat(850_000).into();
+    publish_json(&client, "sh.keptn.event.test.triggered", &large).await;
+    // Published on a subject other than its type's: whoever may publish there may not choose
+    // the type. Dropped, counted as invalid.
+    let elsewhere = sample_with_id("test.triggered.json", "nats-elsewhere");
+    publish_json(&client, "sh.keptn.event.other.triggered", &elsewhere).await;
     client.flush().await.unwrap();
 
     // Each event's `.started` and `.finished` come back on the subjects of their types.
@@ -141,7 +146,9 @@ async fn keptn_events_on_nats_become_runs_and_go_back(server: impl Replicas, lon
         "{runs:?}"
     );
     assert!(runs.contains_key("nats-structured"), "{runs:?}");
-    assert!(!runs.contains_key("nats-tiny"), "{runs:?}");
+    for dropped in ["nats-tiny", "nats-large", "nats-elsewhere"] {
+        assert!(!runs.contains_key(dropped), "{dropped}: {runs:?}");
+    }
 
     // Everything was acknowledged (its own `.started` and `.finished` too: nothing listens).
     let stream = context.get_stream("keptn").await.unwrap();
@@ -162,7 +169,7 @@ async fn keptn_events_on_nats_become_runs_and_go_back(server: impl Replicas, lon
             &metrics,
             "job_executor_events_received_total{outcome=\"invalid\"} "
         ),
-        1,
+        2,
         "{metrics}"
     );
     assert_eq!(
@@ -170,7 +177,7 @@ async fn keptn_events_on_nats_become_runs_and_go_back(server: impl Replicas, lon
             &metrics,
             "job_executor_events_received_total{outcome=\"too_large\"} "
         ),
-        1,
+        2,
         "{metrics}"
     );
     // The runs' own `.started` events, which no action of the example listens for (one listens

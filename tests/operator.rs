@@ -2112,7 +2112,7 @@ async fn bad_input_gets_its_status_and_message_and_the_operator_keeps_serving() 
     assert_eq!(response.status, 413);
     assert_eq!(
         response.body["error"],
-        "the body is larger than the limit of 4096 bytes"
+        "the body is larger than the limit of 4096 bytes (--max-body-bytes)"
     );
 
     assert!(h.jobruns().is_empty());
@@ -2241,8 +2241,8 @@ async fn a_token_file_is_rotated_without_a_restart() {
     assert!(h.operator_running());
 }
 
-/// HMAC signatures over the body: a good one is accepted once; a wrong, missing, expired or
-/// replayed one is refused with the reason.
+/// HMAC signatures over the body: a good one is accepted once (a copy refused first does not
+/// spend it); a wrong, missing, expired or replayed one is refused with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hmac_signed_events_are_accepted_once_and_bad_signatures_refused() {
     use job_executor::ingest::auth::sign;
@@ -2272,6 +2272,19 @@ async fn hmac_signed_events_are_accepted_once_and_bad_signatures_refused() {
         }
     };
     let good = signed(b"webhook-secret", now, &body);
+    // A copy sent first with a header the signature does not cover changed is refused, and
+    // does not spend the signature of the request itself.
+    let copy = h
+        .post(
+            &[
+                ("content-type", "text/plain"),
+                ("x-signature-256", good.0.as_str()),
+                ("x-signature-timestamp", good.1.as_str()),
+            ],
+            body.clone(),
+        )
+        .await;
+    assert_eq!(copy.status, 415, "{:?}", copy.body);
     let accepted = post(&good, &body).await;
     assert_eq!(accepted.status, 202, "{:?}", accepted.body);
     h.wait_finished("signed-1", LONG).await;

@@ -331,8 +331,8 @@ async fn a_failing_task_stops_the_action_and_reports_its_logs() {
 
 /// A Job the API server cannot store fails its task with the API server's reason and the run
 /// ends: it is not retried for good. What the config and the event can make that the operator
-/// does not check beforehand: a Job over etcd's 1.5 MiB (three variables of a 600 KB value from
-/// the event, whose run, holding the event once, is stored). (An invalid Job, such as one with
+/// does not check beforehand: a Job over etcd's 1.5 MiB (twenty variables of a 100 KB value from
+/// the event, each one a process can be given, whose run, holding the event once, is stored). (An invalid Job, such as one with
 /// 256 KiB of annotations, is refused when the config loads.) Kubernetes v1.36.3 answers such a
 /// create with a 422 whose reason is not the size: the labels in it carry a `controller-uid`
 /// other than the one it expects ("`selector` not auto-generated"), as if the create were
@@ -340,11 +340,8 @@ async fn a_failing_task_stops_the_action_and_reports_its_logs() {
 /// that says "request is too large" (a 500) or 413 is taken the same way (unit-tested).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_the_api_server_refuses_fails_the_run_with_its_reason() {
-    let env: String = ["A", "B", "C"]
-        .iter()
-        .map(|name| {
-            format!("          - {{name: {name}, valueFrom: event, value: $.data.padding}}\n")
-        })
+    let env: String = (0..20)
+        .map(|i| format!("          - {{name: V{i}, valueFrom: event, value: $.data.padding}}\n"))
         .collect();
     let config = two_tasks(
         "refused",
@@ -354,7 +351,7 @@ async fn a_job_the_api_server_refuses_fails_the_run_with_its_reason() {
     );
     let h = ClusterHarness::start("refused", &config, &[]).await;
     let mut event = sample_with_id("test.triggered.json", "cluster-refused");
-    event["data"]["padding"] = serde_json::Value::String("x".repeat(600_000));
+    event["data"]["padding"] = serde_json::Value::String("x".repeat(100_000));
     let response = h.post_event(&event).await;
     assert_eq!(response.status, 202, "{:?}", response.body);
     let finished = h.wait_finished("cluster-refused", LONG).await;

@@ -475,6 +475,54 @@ async fn a_catch_up_refused_part_way_goes_on_from_the_slot_fired_last() {
     assert_eq!(schedule(&server, "all")["status"]["missed"], 8);
 }
 
+/// An edit whose first firing is refused (here the API server refuses the run) fires the slot
+/// due as it came once the refusal is over, and none of the old spec's: the status written with
+/// the refusal, which records the edit as seen, says where the new spec's slots start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_whose_firing_is_refused_fires_none_of_the_old_spec_s_slots() {
+    let server = Harness::for_replicas(&config("edit-refused"), &[]).await;
+    let policy = "  missedSlots: {policy: all, lookbackSeconds: 86400}";
+    apply_schedule(&server, "edited", "0 3 * * *", policy);
+    // As the operator left it: the old spec seen, its 03:00 slot fired.
+    server.admin_shell(
+        r#"kubectl patch jobschedule edited -n "$NAMESPACE" --subresource=status --type=merge -p '{"status":{"handledUntil":"2027-01-10T03:00:00Z","observedGeneration":1}}'"#,
+        &[],
+    );
+    apply_schedule(&server, "edited", "0 * * * *", policy);
+    assert_eq!(schedule(&server, "edited")["metadata"]["generation"], 2);
+    server.sim.faults().fail_next(
+        kube_sim::FaultRule::new(503)
+            .verb("create")
+            .resource("jobruns")
+            .times(1_000_000),
+    );
+    // Seen twenty seconds after the 10:00 slot, which is due.
+    let op = operator_with_clock(&server, "edit-refused", "2027-01-10T10:00:20Z*1").await;
+    support::wait_patiently("the firing refused", Duration::from_secs(30), || {
+        ready(&schedule(&server, "edited")).1 == "FireFailed"
+    })
+    .await;
+    let status = schedule(&server, "edited")["status"].clone();
+    assert_eq!(status["observedGeneration"], 2, "{status}");
+    assert!(
+        time(&status["handledUntil"]) > time(&"2027-01-10T09:00:00Z".into()),
+        "{status}"
+    );
+    server.sim.faults().clear();
+    support::wait_patiently("the slot fired", Duration::from_secs(30), || {
+        !fired(&server, "edited").is_empty()
+    })
+    .await;
+    // A retry more: none of 04:00 to 09:00 comes.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        fired(&server, "edited"),
+        [time(&"2027-01-10T10:00:00Z".into())]
+    );
+    assert_eq!(schedule(&server, "edited")["status"]["missed"], 0);
+    drop(op);
+}
+
 /// Daylight-saving time in Europe/Berlin: 02:30 does not exist on 2027-03-28 (it fires at
 /// 03:30), and occurs twice on 2027-10-31 (it fires once). A schedule with a time zone that does
 /// not exist says so in its status; a suspended one fires nothing, and once resumed does not
@@ -563,6 +611,25 @@ async fn a_schedule_keeps_its_wall_clock_across_daylight_saving_changes() {
         writes,
         "a suspended schedule's status stays as it is"
     );
+    // An invalid spec fixed while suspended is suspended again, not invalid.
+    let set_cron = |cron: &str| {
+        server.admin_shell(
+            &format!(
+                r#"kubectl patch jobschedule minutely -n "$NAMESPACE" --type=merge -p '{{"spec":{{"schedule":"{cron}"}}}}'"#
+            ),
+            &[],
+        );
+    };
+    set_cron("61 * * * *");
+    support::wait_patiently("minutely invalid", Duration::from_secs(10), || {
+        ready(&schedule(&server, "minutely")).1 == "InvalidSchedule"
+    })
+    .await;
+    set_cron("* * * * *");
+    support::wait_patiently("minutely suspended again", Duration::from_secs(10), || {
+        ready(&schedule(&server, "minutely")).1 == "Suspended"
+    })
+    .await;
     let resumed = Instant::now();
     server.admin_shell(
         r#"kubectl patch jobschedule minutely -n "$NAMESPACE" --type=merge -p '{"spec":{"suspend":false}}'"#,

@@ -63,10 +63,23 @@ pub fn index_path(parent: &str, index: usize) -> String {
     format!("{parent}[{index}]")
 }
 
+/// The longest name a "did you mean" hint is looked for (a distance between two texts takes
+/// the product of their lengths: two names of a config's megabyte would take minutes).
+const MOST_SUGGESTED_LENGTH: usize = 128;
+
 /// The closest known key, for "did you mean" hints.
 pub fn suggest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    if wrong.len() > MOST_SUGGESTED_LENGTH {
+        return None;
+    }
+    let close_enough = |candidate: &str| 2.max(candidate.len() / 4);
     candidates
         .into_iter()
+        // The distance is at least the difference of the lengths.
+        .filter(|candidate| {
+            candidate.len() <= MOST_SUGGESTED_LENGTH
+                && candidate.len().abs_diff(wrong.len()) <= close_enough(candidate)
+        })
         .map(|candidate| {
             let distance = if candidate.eq_ignore_ascii_case(wrong) {
                 0
@@ -75,7 +88,7 @@ pub fn suggest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -
             };
             (distance, candidate)
         })
-        .filter(|(distance, candidate)| *distance <= 2.max(candidate.len() / 4))
+        .filter(|(distance, candidate)| *distance <= close_enough(candidate))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate)
 }
@@ -666,6 +679,10 @@ mod tests {
         assert_eq!(suggest("imag", keys), Some("image"));
         assert_eq!(suggest("workingdir", keys), Some("workingDir"));
         assert_eq!(suggest("completelyelse", keys), None);
+        // Long names are not compared (the distance takes the product of their lengths).
+        let long = "a".repeat(200);
+        let near = format!("{long}b");
+        assert_eq!(suggest(&near, [long.as_str()]), None);
     }
 
     #[test]

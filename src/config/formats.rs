@@ -414,7 +414,9 @@ pub fn quantity_nanos(value: &str) -> Option<u128> {
         "T" => (0, 12),
         "P" => (0, 15),
         "E" => (0, 18),
-        exponent => (0, exponent.get(1..)?.parse().ok()?),
+        // As the API server reads it: a 64-bit number cut to its low 32 bits (`int32(parsed)`
+        // in apimachinery's `suffix.go`), so `1e4294967296` is 1 there.
+        exponent => (0, (exponent.get(1..)?.parse::<i64>().ok()? as i32).into()),
     };
     let scaled = mantissa.and_then(|m| m.checked_mul(1u128.checked_shl(binary)?));
     let power = decimal + 9 - fraction.len() as i64;
@@ -836,6 +838,11 @@ mod tests {
         assert_eq!(nanos("1.0000000000000000000000000000000000000001Ki"), None);
         assert_eq!(nanos("1e30"), None);
         assert_eq!(nanos("1e99999999999"), None);
+        // The exponent as the API server reads it: its low 32 bits (no overflow here).
+        assert_eq!(nanos("1e4294967296"), nanos("1"));
+        assert_eq!(nanos("1e4294967299"), nanos("1e3"));
+        assert_eq!(nanos("1e9223372036854775807"), nanos("1e-1"));
+        assert_eq!(nanos("1e9223372036854775808"), None);
     }
 
     /// A JSONPath's error says where, in characters counted from 1 (the parser's offset is in

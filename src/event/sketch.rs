@@ -30,6 +30,12 @@ pub const LOOKUP_FIELDS: [&str; 3] = ["project", "stage", "service"];
 /// more is parsed whole, so that finding a member by its name stays cheap.
 const MOST_MEMBERS: usize = 32;
 
+/// The most fields of `data` a sketch holds besides the lookup fields (a Keptn event's `data`
+/// has a dozen or so); an event with more is parsed whole, where the memory its values take is
+/// bounded by the budget of bodies in flight: the sketch's list of them is not (a body of many
+/// small fields would take several times its size).
+const MOST_DATA_FIELDS: usize = 256;
+
 /// An event's top-level members and the fields of its `data`, as text; the event built from
 /// them when it is first asked for.
 #[derive(Debug)]
@@ -381,6 +387,9 @@ impl<'de> Visitor<'de> for DataSketch<'_, 'de> {
                     };
                     sketch.lookup[place] = Some(Field { text, string });
                 }
+                None if sketch.others.len() >= MOST_DATA_FIELDS => {
+                    return Err(serde::de::Error::custom("not sketched"));
+                }
                 None => sketch.others.push((name, text)),
             }
         }
@@ -556,6 +565,27 @@ mod tests {
     const EVENT: &str = r#"{"specversion":"1.0","id":"1","source":"s","type":"t","shkeptncontext":"c",
         "data":{"project":"p","stage":"dev","service":"carts","test":{"teststrategy":"locust"},
         "padding":"xxxx","labels":{"a":"b"}}}"#;
+
+    /// A `data` of many small fields is parsed whole, where the budget of bodies in flight
+    /// bounds what its values take.
+    #[test]
+    fn a_data_of_more_fields_than_the_bound_is_not_sketched() {
+        let event = |fields: usize| {
+            let data: Vec<String> = (0..fields).map(|i| format!(r#""f{i}":0"#)).collect();
+            format!(
+                r#"{{"specversion":"1.0","id":"1","source":"s","type":"t","data":{{"project":"p",{}}}}}"#,
+                data.join(",")
+            )
+        };
+        assert!(EventSketch::read(&event(MOST_DATA_FIELDS)).is_some());
+        assert!(EventSketch::read(&event(MOST_DATA_FIELDS + 1)).is_none());
+        // Repeated names count each time: the sketch keeps each as it came.
+        let repeated = format!(
+            r#"{{"specversion":"1.0","id":"1","source":"s","type":"t","data":{{{}}}}}"#,
+            vec![r#""a":0"#; MOST_DATA_FIELDS + 1].join(",")
+        );
+        assert!(EventSketch::read(&repeated).is_none());
+    }
 
     #[test]
     fn builds_the_attributes_and_the_lookup_fields_and_resolves_any_plain_path() {

@@ -87,8 +87,9 @@ impl Signatures {
         }
     }
 
-    /// Checks the request's signature over `body` at `now` (Unix seconds), and remembers it.
-    pub fn check(&self, headers: &HeaderMap, body: &[u8], now: u64) -> Result<(), AuthError> {
+    /// Checks the request's signature over `body` at `now` (Unix seconds), and remembers it: it
+    /// is spent, unless given back with [`Signatures::give_back`].
+    pub fn check(&self, headers: &HeaderMap, body: &[u8], now: u64) -> Result<Spent, AuthError> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let (Some(signature), Some(timestamp)) =
             (header(SIGNATURE_HEADER), header(TIMESTAMP_HEADER))
@@ -114,10 +115,25 @@ impl Signatures {
         if !seen.set.insert(signature.clone()) {
             return Err(AuthError::Replayed);
         }
-        seen.order.push_back((stamp, signature));
-        Ok(())
+        seen.order.push_back((stamp, signature.clone()));
+        Ok(Spent(signature))
+    }
+
+    /// Forgets a signature [`Signatures::check`] spent: its request was not taken, and the
+    /// same request may come again.
+    pub fn give_back(&self, spent: Spent) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.set.remove(&spent.0)
+            && let Some(at) = seen.order.iter().rposition(|(_, s)| *s == spent.0)
+        {
+            seen.order.remove(at);
+        }
     }
 }
+
+/// A signature a request spent.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Spent(Vec<u8>);
 
 /// Verifies `header` (`sha256=HEX`) as the HMAC-SHA256 of `TIMESTAMP.BODY` under `secret`, with
 /// the timestamp at most `window` seconds from `now`. Returns the signature's bytes.
@@ -280,14 +296,21 @@ mod tests {
         );
         let body = b"event";
         let good = headers(&sign(SECRET, NOW, body), &NOW.to_string());
-        assert_eq!(signatures.check(&good, body, NOW), Ok(()));
+        let spent = signatures.check(&good, body, NOW).unwrap();
+        assert_eq!(
+            signatures.check(&good, body, NOW + 1),
+            Err(AuthError::Replayed)
+        );
+        // Given back (its request was not taken), it may come again, once.
+        signatures.give_back(spent);
+        assert!(signatures.check(&good, body, NOW + 1).is_ok());
         assert_eq!(
             signatures.check(&good, body, NOW + 1),
             Err(AuthError::Replayed)
         );
         // A new signature of the same body (a retry, signed anew) is accepted.
         let again = headers(&sign(SECRET, NOW + 2, body), &(NOW + 2).to_string());
-        assert_eq!(signatures.check(&again, body, NOW + 2), Ok(()));
+        assert!(signatures.check(&again, body, NOW + 2).is_ok());
         assert_eq!(
             signatures.check(&HeaderMap::new(), body, NOW),
             Err(AuthError::MissingSignature)

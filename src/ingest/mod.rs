@@ -168,7 +168,7 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "the body is larger than the limit of {} bytes",
+                "the body is larger than the limit of {} bytes (--max-body-bytes)",
                 state.max_body_bytes
             ),
         )
@@ -189,7 +189,7 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
             .and_then(|n| usize::try_from(n).ok())
     });
     let granted = length.unwrap_or(state.max_body_bytes);
-    let Some(mut held) = state.body_budget.grant(granted) else {
+    let Some(held) = state.body_budget.grant(granted) else {
         return overloaded(&state);
     };
     let mut reading = std::pin::pin!(axum::body::to_bytes(body, state.max_body_bytes));
@@ -222,6 +222,7 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
             );
         }
     };
+    let mut spent = None;
     if let Some(signatures) = &state.signatures {
         // The signature covers the body: a binary-mode event's attributes (its id, its type)
         // are in headers it does not cover, which anyone replaying a signed request could
@@ -235,16 +236,45 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
                  does not cover ce- headers)",
             );
         }
-        if let Err(problem) = signatures.check(headers, &bytes, unix_now()) {
-            return refused(metrics, &problem);
+        match signatures.check(headers, &bytes, unix_now()) {
+            Ok(signature) => spent = Some(signature),
+            Err(problem) => return refused(metrics, &problem),
         }
     }
-    if let Some(answer) = answer_from_sketch(&state, headers, &bytes) {
+    let answer = answer_body(&state, headers, &bytes, held, granted).await;
+    // A copy of a signed request refused for its form (a header the signature does not cover
+    // changed: its content type, its length) must not spend the signature for the request
+    // itself. Such a refusal took no event; any other answer may have (a config's error is
+    // answered 422 with a run that reports it).
+    let refused_for_its_form = matches!(
+        answer.status(),
+        StatusCode::BAD_REQUEST
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    if let (Some(signatures), Some(signature)) = (&state.signatures, spent)
+        && refused_for_its_form
+    {
+        signatures.give_back(signature);
+    }
+    answer
+}
+
+/// The answer to a request whose body was read (and whose signature, if any, was checked).
+async fn answer_body(
+    state: &Arc<IngestState>,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    mut held: tokio::sync::OwnedSemaphorePermit,
+    granted: usize,
+) -> Response {
+    let metrics = &state.metrics;
+    if let Some(answer) = answer_from_sketch(state, headers, bytes) {
         return answer;
     }
     // Read into values, a body takes more memory than its text: the budget holds that too
     // (a body of many tiny objects would take a hundred times its size).
-    let bound = parse::read_bytes_bound(headers, &bytes);
+    let bound = parse::read_bytes_bound(headers, bytes);
     match state.body_budget.grant_reading(&mut held, granted, bound) {
         Ok(()) => {}
         Err(ReadingRefused::TooLarge) => {
@@ -259,10 +289,10 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
                 ),
             );
         }
-        Err(ReadingRefused::Spent) => return overloaded(&state),
+        Err(ReadingRefused::Spent) => return overloaded(state),
     }
     let held = Arc::new(held);
-    let events = match parse::events_from_request(headers, &bytes, state.max_batch_events) {
+    let events = match parse::events_from_request(headers, bytes, state.max_batch_events) {
         Ok(events) => events,
         Err(problem @ parse::ParseError::BatchTooLarge { .. }) => {
             metrics.event_received("too_large");
@@ -273,7 +303,7 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
             return error(problem.status(), problem.to_string());
         }
     };
-    accept(&state, &events, &held).await
+    accept(state, &events, &held).await
 }
 
 /// The runs stored for `event` other than `failure` (the run that would report its config's

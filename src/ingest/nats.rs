@@ -417,7 +417,7 @@ fn unlike_flags(source: &NatsSource, consumer: &jetstream::consumer::Config) -> 
 /// Takes one message, telling the server it is in hand every half `ack_wait` while it is
 /// (a slow API server or git host is not a reason to deliver it again elsewhere).
 async fn take_message(ingest: &IngestState, message: jetstream::Message, ack_wait: Duration) {
-    let taking = take_message_now(ingest, &message);
+    let taking = unwound(take_message_now(ingest, &message));
     tokio::pin!(taking);
     // A consumer made elsewhere may say 1 ns: an interval of zero would panic.
     let mut in_hand = tokio::time::interval((ack_wait / 2).max(Duration::from_millis(10)));
@@ -426,15 +426,42 @@ async fn take_message(ingest: &IngestState, message: jetstream::Message, ack_wai
     in_hand.tick().await;
     loop {
         tokio::select! {
-            () = &mut taking => return,
+            taken = &mut taking => {
+                // A bug met while taking it (the panic's message is in the log): the message
+                // comes back, as an HTTP request that met it loses its connection (or is
+                // answered 500) and is sent again, and the operator goes on — with the other messages in hand, the controller,
+                // and HTTP — instead of ending, to meet it again at every start.
+                if taken.is_none() {
+                    ingest.metrics.event_received("unavailable");
+                    tracing::error!(subject = %message.subject, "taking a NATS message failed (a bug: the panic above says where); it comes again in {}s", RETRY.as_secs());
+                    acknowledge(&message, AckKind::Nak(Some(RETRY))).await;
+                }
+                return;
+            }
             _ = in_hand.tick() => acknowledge(&message, AckKind::Progress).await,
         }
     }
 }
 
+/// `future`'s output, or `None` when it panicked.
+async fn unwound<T>(future: impl std::future::Future<Output = T>) -> Option<T> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .ok()
+}
+
 /// Takes one message: acknowledged once answered for good, delivered again later otherwise.
 async fn take_message_now(ingest: &IngestState, message: &jetstream::Message) {
     let metrics = &ingest.metrics;
+    // Sending it again will not make it smaller.
+    if message.payload.len() > ingest.max_body_bytes {
+        metrics.event_received("too_large");
+        tracing::warn!(subject = %message.subject, bytes = message.payload.len(), "a NATS message larger than --max-body-bytes ({}); dropped", ingest.max_body_bytes);
+        acknowledge(message, AckKind::Term).await;
+        return;
+    }
     // Most events on Keptn's bus start nothing here: those are taken from a sketch, not
     // parsed whole.
     if let Some(mut sketch) =
@@ -458,11 +485,13 @@ async fn take_message_now(ingest: &IngestState, message: &jetstream::Message) {
         acknowledge(message, AckKind::Nak(Some(RETRY))).await;
         return;
     };
-    let event = match event_of(message, ingest.max_body_bytes) {
+    let event = match event_of(message, ingest.max_body_bytes)
+        .and_then(|event| on_its_subject(event, &message.subject))
+    {
         Ok(event) => event,
         Err(problem) => {
             metrics.event_received("invalid");
-            tracing::warn!(subject = %message.subject, error = %problem, "a NATS message is not a CloudEvent; dropped");
+            tracing::warn!(subject = %message.subject, error = %problem, "a NATS message cannot be taken, now or later; dropped");
             // Sending it again will not make it one.
             acknowledge(message, AckKind::Term).await;
             return;
@@ -476,6 +505,20 @@ async fn take_message_now(ingest: &IngestState, message: &jetstream::Message) {
             acknowledge(message, AckKind::Nak(Some(RETRY))).await;
         }
     }
+}
+
+/// `event`, published on the subject of its type (as Keptn publishes): permissions to publish
+/// on some subjects then say which events one may send. One published elsewhere would run the
+/// tasks of a type its publisher may not send.
+fn on_its_subject(event: CloudEvent, subject: &str) -> Result<CloudEvent, String> {
+    let event_type = event.event_type();
+    if event_type != subject {
+        return Err(format!(
+            "its event's type {event_type:?} is not the subject it was published on \
+             ({subject:?}): an event is published on the subject of its type"
+        ));
+    }
+    Ok(event)
 }
 
 /// Counts an event taken for good and acknowledges its message, waiting for the server's
@@ -609,6 +652,14 @@ pub fn event_of(message: &async_nats::Message, max_bytes: usize) -> Result<Cloud
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bug met while taking a message ends that take, not the operator.
+    #[tokio::test]
+    async fn a_take_that_panics_ends_that_take_only() {
+        assert_eq!(unwound(async { 7 }).await, Some(7));
+        let panicked: Option<()> = unwound(async { panic!("a bug") }).await;
+        assert_eq!(panicked, None);
+    }
 
     fn source(url: &str, subjects: &[&str]) -> Result<NatsSource, NatsError> {
         NatsSource::new(

@@ -87,18 +87,19 @@ pub fn binary_event(headers: &HeaderMap, body: &[u8]) -> Result<CloudEvent, Pars
 /// as data, [`crate::event::MAX_BASE64_JSON_GROWTH`] times its size at most). Data that is not
 /// JSON is held as its text.
 pub fn read_bytes_bound(headers: &HeaderMap, body: &[u8]) -> usize {
-    let json = match content_mode(headers) {
-        ContentMode::Batch | ContentMode::Structured => true,
-        ContentMode::Binary(media) => media.is_empty() || crate::event::is_json_media(&media),
-        ContentMode::Unsupported(_) | ContentMode::Encoded(_) => false,
+    // The body is events (structured, batched), or one event's data (binary).
+    let (json, events) = match content_mode(headers) {
+        ContentMode::Batch | ContentMode::Structured => (true, true),
+        ContentMode::Binary(media) => (
+            media.is_empty() || crate::event::is_json_media(&media),
+            false,
+        ),
+        ContentMode::Unsupported(_) | ContentMode::Encoded(_) => (false, false),
     };
     if !json {
         return body.len();
     }
-    // A member named with escapes (`data\u005fbase64`) is the same member.
-    let maybe_base64 = memchr::memmem::find(body, b"\"data_base64\"").is_some()
-        || memchr::memmem::find(body, b"\\u").is_some();
-    let base64 = if maybe_base64 {
+    let base64 = if events && names_data_base64(body) {
         // Decoded, base64 is three quarters of its text.
         body.len()
             .saturating_mul(3)
@@ -108,6 +109,84 @@ pub fn read_bytes_bound(headers: &HeaderMap, body: &[u8]) -> usize {
         0
     };
     crate::json_text::value_bytes_bound(body).saturating_add(base64)
+}
+
+/// Whether an event of `body` (one, or a batch of them) may have a member named `data_base64`:
+/// one written as it is, or any name written with an escape (`data\u005fbase64` is the same
+/// member), then read. An escape elsewhere says nothing: Go's encoder writes `&` as `\u0026`.
+/// Text that is not JSON says yes (it is refused once parsed).
+fn names_data_base64(body: &[u8]) -> bool {
+    if memchr::memmem::find(body, b"\"data_base64\"").is_some() {
+        return true;
+    }
+    if memchr::memmem::find(body, b"\\u").is_none() {
+        return false;
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde::Deserializer::deserialize_any(&mut deserializer, MembersNamed).unwrap_or(true)
+}
+
+/// Reads whether an event (or one of a batch) has a member named `data_base64`, skipping
+/// values.
+struct MembersNamed;
+
+impl<'de> serde::de::Visitor<'de> for MembersNamed {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an event or a batch of events")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut named = false;
+        while let Some(is) = map.next_key_seed(NameIsDataBase64)? {
+            named |= is;
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(named)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        let mut named = false;
+        while let Some(is) = seq.next_element_seed(EventNamed)? {
+            named |= is;
+        }
+        Ok(named)
+    }
+}
+
+/// One event of a batch.
+struct EventNamed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for EventNamed {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_map(MembersNamed)
+    }
+}
+
+/// A member's name, its escapes decoded: whether it is `data_base64`.
+struct NameIsDataBase64;
+
+impl<'de> serde::de::DeserializeSeed<'de> for NameIsDataBase64 {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for NameIsDataBase64 {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a member's name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<bool, E> {
+        Ok(name == "data_base64")
+    }
 }
 
 /// The text of a request that carries one event in structured mode, if it is UTF-8: what
@@ -384,11 +463,29 @@ mod tests {
         for body in [
             r#"{"data_base64":"MQ=="}"#,
             r#"{"data\u005fbase64":"MQ=="}"#,
+            r#"[{"id":"1"},{"data\u005fbase64":"MQ=="}]"#,
         ] {
             assert_eq!(
                 read_bytes_bound(&structured, body.as_bytes()),
                 crate::json_text::value_bytes_bound(body.as_bytes())
                     + body.len() * 3 / 4 * crate::event::MAX_BASE64_JSON_GROWTH,
+                "{body}"
+            );
+        }
+        // An escape elsewhere (Go's encoder writes `&` so) is no `data_base64`; nor is a
+        // binary event's data, which is not an event.
+        let binary = headers(&[
+            ("content-type", "application/json"),
+            ("ce-specversion", "1.0"),
+        ]);
+        for (headers, body) in [
+            (&structured, r#"{"data":{"url":"https://x/?a=1\u0026b=2"}}"#),
+            (&structured, r#"[{"id":"1"},{"data":{"a\u0026b":1}}]"#),
+            (&binary, r#"{"data_base64":"MQ==","a\u0026b":1}"#),
+        ] {
+            assert_eq!(
+                read_bytes_bound(headers, body.as_bytes()),
+                crate::json_text::value_bytes_bound(body.as_bytes()),
                 "{body}"
             );
         }

@@ -232,24 +232,25 @@ async fn reconcile(
             Action::await_change()
         }
         Verdict::Suspended => {
-            // Nothing here changes while it stays suspended: a status write would wake this
-            // reconcile again at once. Resuming starts from the time of the resume.
+            // Nothing here changes while it stays suspended (the condition set again is the
+            // same): no status write wakes this reconcile again. The condition is set again,
+            // not only at the suspension: an invalid spec fixed while suspended said why it
+            // could not fire. Resuming starts from the time of the resume.
             status.suspended = true;
             status.next_fire_time = None;
-            if !before.suspended {
-                set_ready(
-                    &mut status,
-                    "False",
-                    "Suspended",
-                    "spec.suspend is true: nothing fires".into(),
-                    now,
-                );
-            }
+            set_ready(
+                &mut status,
+                "False",
+                "Suspended",
+                "spec.suspend is true: nothing fires".into(),
+                now,
+            );
             Action::await_change()
         }
         Verdict::Fire {
             schedule: parsed,
             plan,
+            handled_before,
             handled_until,
         } => {
             status.suspended = false;
@@ -274,6 +275,8 @@ async fn reconcile(
                 // fired is neither fired again nor, once older than the look-back, counted as
                 // missed. The slots this plan missed lie before every slot it fires: counted
                 // once one fired.
+                // With none fired, what an edit or a resume left behind stays behind: the
+                // generation is recorded as seen, so the next review would not know.
                 Some(message) => {
                     if let Some(last) = fired_slots.checked_sub(1).and_then(|i| plan.fire.get(i)) {
                         status.handled_until = Some(last.to_string());
@@ -282,6 +285,8 @@ async fn reconcile(
                             metrics.schedule_missed(plan.missed);
                             report_missed(&context, &schedule, plan.missed, &status);
                         }
+                    } else {
+                        status.handled_until = Some(handled_before.to_string());
                     }
                     metrics.schedule_error("refused");
                     set_ready(

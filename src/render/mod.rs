@@ -37,7 +37,13 @@ const INIT_USER: i64 = 65532;
 pub enum RenderError {
     #[error(
         "task '{task}' uses image \"{image}\", which is not in this installation's allowed \
-         images ({})", allowed.join(", ")
+         images ({}){}", allowed.join(", "),
+        if image.contains('@') {
+            " (an image pinned by a digest is matched as it is pulled: name@digest, without its \
+             tag)"
+        } else {
+            ""
+        }
     )]
     ImageNotAllowed {
         task: String,
@@ -171,12 +177,67 @@ pub fn check_action(action: &Action, settings: &Settings) -> Result<(), RenderEr
 /// which cannot run, neither takes a place in its concurrency group nor cancels another).
 pub fn check_event_values(action: &Action, event: &CloudEvent) -> Result<(), RenderError> {
     for (index, task) in action.tasks.iter().enumerate() {
+        let name = task.display_name(index);
         let entries = task.env.iter();
         for entry in entries.filter(|entry| entry.value_from == Some(ValueFrom::Event)) {
-            event_value(event, entry, &task.display_name(index))?;
+            check_env_value(&name, &entry.name, &event_value(event, entry, &name)?)?;
+        }
+    }
+    // Every task gets these: told of the first.
+    if let Some(first) = action.tasks.first() {
+        let name = first.display_name(0);
+        for (env, value) in keptn_env(event) {
+            check_env_value(&name, &env, &value)?;
         }
     }
     Ok(())
+}
+
+/// The most bytes one variable may take in a process's environment as `NAME=value` (Linux's
+/// `MAX_ARG_STRLEN`, 32 pages, with the string's ending NUL): a longer one fails the
+/// container's start (`E2BIG`).
+const MOST_ENV_BYTES: usize = 32 * 4096 - 1;
+
+/// Whether a process can be given `value` as its variable `env`: the container runtime
+/// refuses a NUL in it, and the kernel a variable of more than [`MOST_ENV_BYTES`]. Either would
+/// fail the container's start with a message that names neither.
+fn check_env_value(task: &str, env: &str, value: &str) -> Result<(), RenderError> {
+    let invalid = |message: String| RenderError::EnvInvalid {
+        task: task.to_string(),
+        env: env.to_string(),
+        message,
+    };
+    if value.contains('\0') {
+        return Err(invalid(
+            "its value holds a NUL character, which no process's environment can carry".into(),
+        ));
+    }
+    let bytes = env.len() + 1 + value.len();
+    if bytes > MOST_ENV_BYTES {
+        return Err(invalid(format!(
+            "it takes {bytes} bytes as NAME=value, more than the {MOST_ENV_BYTES} one variable \
+             may take in a process's environment"
+        )));
+    }
+    Ok(())
+}
+
+/// The variables every task gets from the event: Keptn's fields, then `LABELS_<KEY>` sorted by
+/// name (so the Job is the same every time).
+fn keptn_env(event: &CloudEvent) -> Vec<(String, String)> {
+    let keptn = event.keptn();
+    let fields = [
+        ("KEPTN_PROJECT", keptn.project),
+        ("KEPTN_STAGE", keptn.stage),
+        ("KEPTN_SERVICE", keptn.service),
+    ]
+    .map(|(name, value)| (name.to_string(), value.unwrap_or_default()));
+    let labels: BTreeMap<String, String> = keptn
+        .labels
+        .into_iter()
+        .map(|(key, value)| (label_env_name(&key), value))
+        .collect();
+    fields.into_iter().chain(labels).collect()
 }
 
 /// The value of a `valueFrom: event` entry of task `task_name`.
@@ -485,23 +546,35 @@ fn render_env(
     let event = request.event;
     let mut env = Vec::new();
     let mut env_from = Vec::new();
-    for entry in &task.env {
-        // A value from the event or a task, not the config's author: kept from the kubelet's
-        // expansion, which would otherwise read `$(API_TOKEN)` in it as another variable.
-        let plain = |value: String| EnvVar {
-            name: entry.name.clone(),
+    // A value from the event or a task, not the config's author: kept from the kubelet's
+    // expansion, which would otherwise read `$(API_TOKEN)` in it as another variable. What a
+    // process could not be given fails the task here, naming the variable, not its container's
+    // start (checked as the process sees it, before `$` is written `$$`).
+    let plain = |name: String, value: String| -> Result<EnvVar, RenderError> {
+        check_env_value(task_name, &name, &value)?;
+        Ok(EnvVar {
+            name,
             value: Some(kept_literal(value)),
             value_from: None,
-        };
+        })
+    };
+    for entry in &task.env {
         match entry.value_from.unwrap_or(ValueFrom::String) {
             // The author's own value: `$(NAME)` in it refers to a variable before it, as in
             // any pod.
-            ValueFrom::String => env.push(EnvVar {
-                name: entry.name.clone(),
-                value: Some(entry.value.clone().unwrap_or_default()),
-                value_from: None,
-            }),
-            ValueFrom::Event => env.push(plain(event_value(event, entry, task_name)?)),
+            ValueFrom::String => {
+                let value = entry.value.clone().unwrap_or_default();
+                check_env_value(task_name, &entry.name, &value)?;
+                env.push(EnvVar {
+                    name: entry.name.clone(),
+                    value: Some(value),
+                    value_from: None,
+                });
+            }
+            ValueFrom::Event => env.push(plain(
+                entry.name.clone(),
+                event_value(event, entry, task_name)?,
+            )?),
             ValueFrom::Output => {
                 let reference = entry.value.as_deref().unwrap_or_default();
                 let value = match request.outputs {
@@ -517,7 +590,7 @@ fn render_env(
                     env: entry.name.clone(),
                     reference: reference.to_string(),
                 })?;
-                env.push(plain(value));
+                env.push(plain(entry.name.clone(), value)?);
             }
             ValueFrom::Secret => match (&entry.secret_name, &entry.key) {
                 (Some(secret), Some(key)) => env.push(EnvVar {
@@ -542,30 +615,8 @@ fn render_env(
             },
         }
     }
-    let keptn = event.keptn();
-    for (name, value) in [
-        ("KEPTN_PROJECT", keptn.project),
-        ("KEPTN_STAGE", keptn.stage),
-        ("KEPTN_SERVICE", keptn.service),
-    ] {
-        env.push(EnvVar {
-            name: name.into(),
-            value: Some(kept_literal(value.unwrap_or_default())),
-            value_from: None,
-        });
-    }
-    // Sorted by variable name, so the Job is the same every time.
-    let labels: BTreeMap<String, String> = keptn
-        .labels
-        .into_iter()
-        .map(|(key, value)| (label_env_name(&key), value))
-        .collect();
-    for (name, value) in labels {
-        env.push(EnvVar {
-            name,
-            value: Some(kept_literal(value)),
-            value_from: None,
-        });
+    for (name, value) in keptn_env(event) {
+        env.push(plain(name, value)?);
     }
     // The trace context, under OpenTelemetry's names for it in the environment, so a task can
     // continue the trace; a task's own entry of the same name wins.
@@ -578,11 +629,7 @@ fn render_env(
             if let Some(value) = value
                 && !task.env.iter().any(|e| e.name == name)
             {
-                env.push(EnvVar {
-                    name: name.into(),
-                    value: Some(kept_literal(value.clone())),
-                    value_from: None,
-                });
+                env.push(plain(name.into(), value.clone())?);
             }
         }
     }

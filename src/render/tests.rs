@@ -306,6 +306,54 @@ fn an_unresolvable_env_path_names_the_variable_and_path() {
     );
 }
 
+/// A value no process can be given (a NUL in it, or more than the kernel takes for one
+/// variable) fails the run when the event comes, naming the variable, not the container's start.
+#[test]
+fn a_value_no_process_can_be_given_is_refused_naming_its_variable() {
+    let c = one_task(
+        "image: alpine\nenv:\n  - {name: DEPLOYMENT, value: \"$.data.deployment\", valueFrom: event, as: json}\n",
+    );
+    let with = |data: serde_json::Value| {
+        let mut event = event_json();
+        event["data"]
+            .as_object_mut()
+            .unwrap()
+            .extend(data.as_object().unwrap().clone());
+        CloudEvent::from_value(event).unwrap()
+    };
+    let nul = with(json!({"labels": {"build-id": "4\u{0}2"}}));
+    let expected = "task 'Smoke test': env LABELS_BUILD_ID: its value holds a NUL character, \
+                    which no process's environment can carry";
+    assert_eq!(
+        check_event_values(&c.actions[0], &nul)
+            .unwrap_err()
+            .to_string(),
+        expected
+    );
+    assert_eq!(
+        render_for(&nul, &c, &[], None, &Settings::defaults())
+            .unwrap_err()
+            .to_string(),
+        expected
+    );
+    // `DEPLOYMENT=` and `{"x":"…"}`: 11 + 6 + 131,060 + 2 bytes.
+    let large = with(json!({"deployment": {"x": "a".repeat(131_060)}}));
+    assert_eq!(
+        check_event_values(&c.actions[0], &large)
+            .unwrap_err()
+            .to_string(),
+        "task 'Smoke test': env DEPLOYMENT: it takes 131079 bytes as NAME=value, more than the \
+         131071 one variable may take in a process's environment"
+    );
+    let fits = with(json!({"deployment": {"x": "a".repeat(131_040)}}));
+    assert!(check_event_values(&c.actions[0], &fits).is_ok());
+    // Counted as the process sees it, not as the Job writes each `$` (`$$`).
+    let dollars = with(json!({"labels": {"d": "$".repeat(70_000)}}));
+    assert!(check_event_values(&c.actions[0], &dollars).is_ok());
+    assert!(render_for(&dollars, &c, &[], None, &Settings::defaults()).is_ok());
+    assert!(check_event_values(&c.actions[0], &event()).is_ok());
+}
+
 #[test]
 fn secrets_map_to_secret_refs() {
     let c = one_task(

@@ -243,6 +243,11 @@ fn parse_field(text: &str, spec: &Spec) -> Result<Field, CronError> {
         let (low, high) = if range == "*" {
             (spec.min, spec.last)
         } else if let Some((low, high)) = range.split_once('-') {
+            if low.is_empty() || high.is_empty() {
+                return Err(invalid(format!(
+                    "the range {range:?} needs a value on each side of `-`"
+                )));
+            }
             (value(low, spec, &invalid)?, value(high, spec, &invalid)?)
         } else {
             let low = value(range, spec, &invalid)?;
@@ -406,6 +411,15 @@ mod tests {
             error("* 5-2 * * *"),
             "the hour field \"5-2\": the range \"5-2\" runs backwards"
         );
+        for (cron, range) in [("-5 * * * *", "-5"), ("1- * * * *", "1-")] {
+            assert_eq!(
+                error(cron),
+                format!(
+                    "the minute field \"{range}\": the range \"{range}\" needs a value on each \
+                     side of `-`"
+                )
+            );
+        }
         assert_eq!(
             error("0 0 30 2 *"),
             "\"0 0 30 2 *\" never fires (no date has that day in those months)"

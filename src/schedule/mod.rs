@@ -301,6 +301,9 @@ pub enum Verdict {
     Fire {
         schedule: Box<Schedule>,
         plan: Plan,
+        /// Every slot up to here is handled before any slot of the plan fires: the slots an
+        /// edit or a resume left behind are (a firing refused does not bring them back).
+        handled_before: Timestamp,
         /// Every slot up to here is handled once the plan is carried out.
         handled_until: Timestamp,
     },
@@ -333,12 +336,12 @@ pub fn review(schedule: &crate::crd::JobSchedule, created: Timestamp, now: Times
     // Slots older than a year are not walked, so not counted: a `handledUntil` edited to the
     // year 1 would walk a billion slots of a schedule of every minute.
     let oldest_counted = now.checked_sub(MOST_PAST_COUNTED).unwrap_or(Timestamp::MIN);
-    let handled_until = status
+    let recorded = status
         .handled_until
         .as_deref()
         .and_then(|at| at.parse().ok())
-        .unwrap_or(created)
-        .max(oldest_counted);
+        .unwrap_or(created);
+    let handled_until = recorded.max(oldest_counted);
     let since = if status.suspended {
         now
     } else if edited {
@@ -355,8 +358,17 @@ pub fn review(schedule: &crate::crd::JobSchedule, created: Timestamp, now: Times
         .lookback_seconds
         .map_or(DEFAULT_LOOKBACK, Duration::from_secs);
     let plan = plan(&parsed, since, now, missed.policy, lookback);
+    // The year's bound alone moves with `now`: recorded, it would change the status at every
+    // review, each write waking the next (a schedule of the 29th of February between its
+    // slots). What an edit or a resume moved is recorded once: the next review starts there.
+    let handled_before = if since == handled_until {
+        recorded
+    } else {
+        since
+    };
     Verdict::Fire {
-        handled_until: plan.last.unwrap_or(since).max(since),
+        handled_until: plan.last.map_or(handled_before, |last| last.max(since)),
+        handled_before,
         schedule: Box::new(parsed),
         plan,
     }
@@ -804,6 +816,74 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn schedule_with(cron: &str, status: serde_json::Value) -> crate::crd::JobSchedule {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "job-executor.dev/v1alpha1", "kind": "JobSchedule",
+            "metadata": {"name": "s", "namespace": "n", "uid": "u", "generation": 2},
+            "spec": {
+                "schedule": cron,
+                "missedSlots": {"policy": "all", "lookbackSeconds": 86400},
+                "event": {"type": "sh.keptn.event.test.triggered"}
+            },
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn fire_verdict(schedule: &crate::crd::JobSchedule, now: &str) -> (Plan, Timestamp, Timestamp) {
+        match review(schedule, at("2026-01-01T00:00:00Z"), at(now)) {
+            Verdict::Fire {
+                plan,
+                handled_before,
+                handled_until,
+                ..
+            } => (plan, handled_before, handled_until),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A schedule whose slots lie more than a year apart (the 29th of February) records the
+    /// same status at every review between them: a status that changed with the clock would
+    /// be written at every review, each write waking the next.
+    #[test]
+    fn a_review_between_slots_a_year_apart_records_what_it_did() {
+        let leap = schedule_with(
+            "0 0 29 2 *",
+            serde_json::json!({"observedGeneration": 2, "handledUntil": "2028-02-29T00:00:00Z"}),
+        );
+        let (plan, before, until) = fire_verdict(&leap, "2029-08-22T10:00:00Z");
+        assert!(plan.fire.is_empty(), "{plan:?}");
+        assert_eq!(plan.next, Some(at("2032-02-29T00:00:00Z")));
+        assert_eq!(
+            (before, until),
+            (at("2028-02-29T00:00:00Z"), at("2028-02-29T00:00:00Z"))
+        );
+        let (_, _, a_second_later) = fire_verdict(&leap, "2029-08-22T10:00:01Z");
+        assert_eq!(a_second_later, until);
+    }
+
+    /// An edit whose first firing is refused keeps the old spec's slots behind it: the status
+    /// written with the refusal (which records the generation as seen) says where it starts.
+    #[test]
+    fn an_edit_whose_firing_is_refused_does_not_fire_the_old_spec_s_slots() {
+        let edited = schedule_with(
+            "0 * * * *",
+            serde_json::json!({"observedGeneration": 1, "handledUntil": "2026-12-01T03:00:00Z"}),
+        );
+        let (plan, before, _) = fire_verdict(&edited, "2026-12-01T10:00:05Z");
+        assert_eq!(plan.fire, [at("2026-12-01T10:00:00Z")]);
+        assert_eq!(before, at("2026-12-01T09:59:05Z"));
+        // Refused: the status says the generation was seen and where the slots start.
+        let after_refusal = schedule_with(
+            "0 * * * *",
+            serde_json::json!({"observedGeneration": 2, "handledUntil": before.to_string()}),
+        );
+        let (plan, _, until) = fire_verdict(&after_refusal, "2026-12-01T10:00:10Z");
+        assert_eq!(plan.fire, [at("2026-12-01T10:00:00Z")]);
+        assert_eq!(plan.missed, 0);
+        assert_eq!(until, at("2026-12-01T10:00:00Z"));
     }
 
     #[test]

@@ -194,10 +194,18 @@ pub enum Wildcards {
 }
 
 /// Whether `subject` is a NATS subject: tokens separated by dots, none of them empty, no white
-/// space or control character; a wildcard, where allowed, a token of its own and `>` last.
+/// space or control character; a wildcard, where allowed, a token of its own and `>` last. One
+/// published on is none of NATS' own.
 pub fn check_subject(subject: &str, wildcards: Wildcards) -> Result<(), &'static str> {
     if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("it holds white space or a control character");
+    }
+    // An event published there would be a request to the server (`$JS.API.…`, `$SYS.…`) or a
+    // reply to someone's request.
+    if wildcards == Wildcards::Refused
+        && (subject.starts_with('$') || subject.starts_with("_INBOX."))
+    {
+        return Err("it is one of NATS' own (`$…` for the server's APIs, `_INBOX.…` for replies)");
     }
     let mut tokens = subject.split('.').peekable();
     while let Some(token) = tokens.next() {
@@ -275,6 +283,10 @@ mod tests {
             ("sh.keptn.event.*.finished", false),
             ("sh.keptn.event.>", false),
             ("", false),
+            ("$JS.API.STREAM.DELETE.keptn", false),
+            ("$SYS.REQ.SERVER.PING", false),
+            ("_INBOX.abc", false),
+            ("sh.keptn.$event.finished", true),
         ] {
             assert_eq!(
                 check_subject(subject, Wildcards::Refused).is_ok(),

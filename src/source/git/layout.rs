@@ -137,6 +137,15 @@ impl Lookup {
                 "the path is relative to the repository's top, without `/` at the start or `..`",
             ));
         }
+        // The directory holding `job/` is where task files are read from, as written: it
+        // names each directory once.
+        if path.split('/').any(|part| part.is_empty() || part == ".") {
+            return Err(layout_error(
+                text,
+                "the path names each directory once: no `.` and no empty part (`//`, a `/` at \
+                 the end)",
+            ));
+        }
         let branch = if branch == DEFAULT_BRANCH {
             Branch::Default
         } else {
@@ -158,15 +167,8 @@ impl Lookup {
                 "expected BRANCH:DIR, e.g. {stage}:{service}",
             ));
         }
-        let from = Lookup::parse(trimmed)?;
-        let dir = trimmed.split_once(':').map_or("", |(_, dir)| dir);
-        if dir.split('/').any(|part| part.is_empty() || part == ".") {
-            return Err(layout_error(
-                text.trim(),
-                "the directory has an empty or `.` part",
-            ));
-        }
-        Ok(from)
+        // A directory names each directory once, as a lookup's path does.
+        Lookup::parse(trimmed)
     }
 
     pub fn keptn() -> Result<Vec<Lookup>, GitError> {
@@ -231,8 +233,8 @@ mod tests {
             ("{stage}:", "expected BRANCH:DIR"),
             ("{stage}:/", "expected BRANCH:DIR"),
             ("{stage}:../{service}", "without `/` at the start or `..`"),
-            ("{stage}:./{service}", "an empty or `.` part"),
-            ("{stage}:a//{service}", "an empty or `.` part"),
+            ("{stage}:./{service}", "names each directory once"),
+            ("{stage}:a//{service}", "names each directory once"),
         ] {
             let error = Lookup::parse_files_from(text).unwrap_err().to_string();
             assert!(error.contains(reason), "{text}: {error}");
@@ -301,6 +303,15 @@ mod tests {
             ("main:a}b{stage}/job/config.yaml", "has no `{`"),
             ("main:/etc/job.yaml", "relative to the repository's top"),
             ("main:../x/job.yaml", "relative to the repository's top"),
+            (
+                "main:./{service}/job/config.yaml",
+                "names each directory once",
+            ),
+            (
+                "main:{service}//job/config.yaml",
+                "names each directory once",
+            ),
+            ("main:{service}/job/", "names each directory once"),
         ] {
             let error = Lookup::parse(text).unwrap_err().to_string();
             assert!(error.contains(reason), "{text}: {error}");
