@@ -109,9 +109,7 @@ impl ImageAllowList {
         }
         let mut builder = GlobSetBuilder::new();
         for pattern in patterns {
-            // Matched against images as they are pulled, so written so too: a pattern naming a
-            // tag and a digest (`alpine:3.20@sha256:…`, as Renovate pins) names the digest.
-            let glob = GlobBuilder::new(&as_pulled(pattern))
+            let glob = GlobBuilder::new(&pinned_pattern(pattern)?)
                 .literal_separator(false)
                 .build()
                 .map_err(|e| SettingsError::ImagePattern {
@@ -192,6 +190,39 @@ impl Settings {
     }
 }
 
+/// A pattern as images are matched, as pulled: one naming a tag and an exact digest
+/// (`alpine:3.20@sha256:…`, as Renovate pins) names the digest. A tag beside a digest that is
+/// a glob is refused: it would be read as allowing every pinned image of the repository, as
+/// the tag does not say what runs; so is a digest inside alternatives or a class (one
+/// pattern per pinned image).
+fn pinned_pattern(pattern: &str) -> Result<std::borrow::Cow<'_, str>, SettingsError> {
+    let Some((named, digest)) = pattern.split_once('@') else {
+        return Ok(pattern.into());
+    };
+    let refused = |reason: &str| SettingsError::ImagePattern {
+        pattern: pattern.to_string(),
+        reason: reason.to_string(),
+    };
+    let open = |opening: char, closing: char| {
+        named.matches(opening).count() > named.matches(closing).count()
+    };
+    if open('{', '}') || open('[', ']') {
+        return Err(refused(
+            "a digest inside alternatives or a class: write one pattern per pinned image",
+        ));
+    }
+    let pulled = as_pulled(pattern);
+    let has_tag = pulled.len() != pattern.len();
+    if has_tag && digest.contains(['*', '?', '[', '{']) {
+        return Err(refused(
+            "a tag beside a digest pattern: a pinned image is pulled by its digest alone, so \
+             the tag would allow nothing less; write NAME@sha256:* for any pinned image of \
+             NAME, or name the digest",
+        ));
+    }
+    Ok(pulled)
+}
+
 /// `image` as the container runtime pulls it: with a digest, without its tag.
 fn as_pulled(image: &str) -> std::borrow::Cow<'_, str> {
     let Some((named, digest)) = image.split_once('@') else {
@@ -232,12 +263,32 @@ mod tests {
             "registry:5000/a/b@sha256:9"
         );
         assert_eq!(as_pulled("alpine:3.20"), "alpine:3.20");
-        // A pattern naming a tag and a digest names the digest.
-        let pinned = ImageAllowList::new(&["alpine:3.20@sha256:ab*".to_string()]).unwrap();
+        // A pattern naming a tag and an exact digest names the digest.
+        let pinned = ImageAllowList::new(&["alpine:3.20@sha256:ab12".to_string()]).unwrap();
         assert!(pinned.allows("alpine:3.20@sha256:ab12"));
         assert!(pinned.allows("alpine@sha256:ab12"));
         assert!(!pinned.allows("alpine@sha256:cd12"));
         assert!(!pinned.allows("alpine:3.20"));
+        // A tag beside a digest pattern would allow every pinned image of the repository; a
+        // digest in alternatives cannot be read apart from them: both refused at the start.
+        for (pattern, reason) in [
+            (
+                "ghcr.io/acme/deploy:v1.*@sha256:*",
+                "a tag beside a digest pattern",
+            ),
+            ("*:stable@*", "a tag beside a digest pattern"),
+            ("{alpine:3@sha256:aa,busybox}", "inside alternatives"),
+            ("deploy:[!@]*", "inside alternatives or a class"),
+        ] {
+            let error = ImageAllowList::new(&[pattern.to_string()])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(reason) && error.contains(pattern), "{error}");
+        }
+        let any_pinned =
+            ImageAllowList::new(&["ghcr.io/acme/deploy@sha256:*".to_string()]).unwrap();
+        assert!(any_pinned.allows("ghcr.io/acme/deploy:v9@sha256:ff"));
+        assert!(!any_pinned.allows("ghcr.io/acme/deploy:v9"));
     }
 
     #[test]
