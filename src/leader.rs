@@ -42,7 +42,8 @@ pub enum LeaseError {
         "the lease timings must satisfy duration ({duration:?}) > renew deadline \
          ({renew_deadline:?}) > 1.2 × retry period ({retry_period:?}), and renew deadline > \
          retry period + 1s (a leader acts only with a second of its lease left, and renews \
-         every retry period)"
+         every retry period), with a retry period of at least 0.1s (each is a request to the \
+         API server, from every replica)"
     )]
     Timings {
         duration: Duration,
@@ -51,12 +52,16 @@ pub enum LeaseError {
     },
 }
 
+/// The shortest retry period: a replica looks at the Lease (and a leader writes it) every
+/// period, through the request limit the controller's requests share.
+pub const MIN_RETRY_PERIOD: Duration = Duration::from_millis(100);
+
 impl LeaseSettings {
     pub fn check(&self) -> Result<(), LeaseError> {
         if self.duration > self.renew_deadline
             && self.renew_deadline > self.retry_period.mul_f32(1.2)
             && self.renew_deadline > self.retry_period + crate::controller::FENCE_MARGIN
-            && !self.retry_period.is_zero()
+            && self.retry_period >= MIN_RETRY_PERIOD
         {
             Ok(())
         } else {
@@ -722,6 +727,14 @@ mod tests {
         let mut slow_retry = settings("a");
         slow_retry.retry_period = Duration::from_millis(900);
         assert!(slow_retry.check().is_err());
+        let mut busy = fine.clone();
+        busy.retry_period = Duration::from_nanos(1);
+        assert!(
+            busy.check().is_err(),
+            "a look at the Lease every nanosecond"
+        );
+        busy.retry_period = MIN_RETRY_PERIOD;
+        assert!(busy.check().is_ok());
     }
 
     #[test]

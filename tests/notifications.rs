@@ -204,6 +204,13 @@ async fn a_run_tells_its_targets(server: &impl Replicas, receivers: &Receivers) 
             && error.contains("cannot be read"),
         "{error}"
     );
+    // A name the Secret lacks comes from the config: counted as `unknown`, not a series of
+    // its own.
+    let (_, metrics) = server.get_admin("/metrics").await;
+    let gave_up =
+        "job_executor_notifications_total{target=\"unknown\",kind=\"slack\",outcome=\"gave_up\"} ";
+    assert_eq!(metric_value(&metrics, gave_up), 1, "{metrics}");
+    assert!(!metrics.contains("target=\"nowhere\""), "{metrics}");
 
     let slack = receivers.heard("slack");
     assert_eq!(slack.len(), 2, "{slack:?}");

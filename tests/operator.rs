@@ -3287,11 +3287,25 @@ async fn an_operator_newer_than_its_crd_says_which_to_apply_and_waits_for_it() {
     let older_crd = op.dir.join("jobrun-older.yaml");
     std::fs::write(&older_crd, older).unwrap();
     kubectl_apply(&op, &older_crd);
+    op.set_flag("--max-runs-in-flight", "100");
     op.spawn_operator().await;
     let fix = "jobruns.job-executor.dev is older than this operator";
     let readyz = readyz_until(&op, LONG, |(_, body)| body.contains(fix)).await;
     assert_eq!(readyz.0, 503);
     assert!(readyz.1.contains("kubectl apply -f crds/"), "{}", readyz.1);
+    // The runs in flight are not listed: the bound cannot be kept, and an event reaching the
+    // replica (its pod's address, a NATS stream) is refused for now.
+    let response = op
+        .post_event(&sample_with_id("test.triggered.json", "old-crd"))
+        .await;
+    assert_eq!(response.status, 503, "{:?}", response.body);
+    assert!(response.headers.contains_key("retry-after"));
+    assert!(
+        (response.body["error"].as_str().unwrap())
+            .contains("has not listed the runs in flight yet"),
+        "{:?}",
+        response.body
+    );
     kubectl_apply(&op, &crd);
     readyz_until(&op, LONG, |(status, _)| *status == 200).await;
     let response = op

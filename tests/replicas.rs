@@ -428,6 +428,65 @@ async fn a_leader_stopped_with_sigterm_hands_over_on_the_real_control_plane() {
     a_leader_stopped_with_sigterm_hands_over(server, Duration::from_secs(60)).await;
 }
 
+/// A replica told to stop takes no Lease while it still answers events (its shutdown delay):
+/// with the leader killed meanwhile, the Lease waits for a replica that stays, rather than pass
+/// to one whose controller is stopping.
+async fn a_replica_that_stops_takes_no_lease(server: impl Replicas) {
+    let replicas = server.start_replicas(&["replica-a", "replica-b"]).await;
+    let leading = leader(&replicas).await;
+    let (old, stopping) = (&replicas[leading], &replicas[1 - leading]);
+    wait_leads(stopping, false).await;
+    let old_identity = if leading == 0 {
+        "replica-a"
+    } else {
+        "replica-b"
+    };
+    signal(stopping, "-TERM");
+    // Once the standby has seen the signal: its readiness turns (its delay is 8 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stopping.get_admin("/readyz").await.0 == 200 {
+        assert!(Instant::now() < deadline, "the signal was not seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(old, "-KILL");
+    tokio::time::sleep(takeover_bound()).await;
+    let (status, readyz) = stopping.get_admin("/readyz").await;
+    assert_eq!(status, 503, "still in its shutdown delay: {readyz}");
+    let leases = server.objects("coordination.k8s.io", "leases");
+    let holders: Vec<&Value> = leases
+        .iter()
+        .map(|lease| &lease["spec"]["holderIdentity"])
+        .collect();
+    assert_eq!(
+        holders,
+        [&Value::from(old_identity)],
+        "past the longest takeover, the replica that stops has not taken the Lease"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stops_takes_no_lease_on_kube_sim() {
+    let args: Vec<&str> = LEASE
+        .iter()
+        .copied()
+        .chain(["--shutdown-delay-seconds", "8"])
+        .collect();
+    let server = Harness::for_replicas(&config("stopping", &[QUICK]), &args).await;
+    a_replica_that_stops_takes_no_lease(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stops_takes_no_lease_on_the_real_control_plane() {
+    let args: Vec<&str> = LEASE
+        .iter()
+        .copied()
+        .chain(["--shutdown-delay-seconds", "8"])
+        .collect();
+    let config = config("stopping-cluster", &[QUICK]);
+    let server = ClusterHarness::install("stopping", &config, &args).await;
+    a_replica_that_stops_takes_no_lease(server).await;
+}
+
 /// `count` replicas take `events` events in turn (a dead one routed around) while each is
 /// SIGKILLed once and restarted ten events later, the leader first.
 async fn replicas_killed_in_turn(

@@ -168,6 +168,21 @@ fn job_label(value: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), label.to_string()))
 }
 
+/// The `source` of the events sent: a CloudEvents URI-reference, so not empty and without
+/// blanks or control characters (a receiver that checks it would refuse every event, and the
+/// refusal gives each up at once).
+fn event_source(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        return Err("the events' source must not be empty (a URI-reference)".into());
+    }
+    if let Some(c) = value.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "invalid event source {value:?}: a URI-reference holds no {c:?} (write blanks as %20)"
+        ));
+    }
+    Ok(value.to_string())
+}
+
 /// A user or group ID of task pods, or none (`image`: the image's own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PodId(pub Option<i64>);
@@ -295,7 +310,7 @@ pub struct InstallArgs {
     #[arg(long, env = "JOB_EXECUTOR_JOB_LABELS", value_delimiter = ',', value_parser = job_label)]
     pub job_labels: Vec<(String, String)>,
     /// The `source` of the events this operator sends.
-    #[arg(long, env = "JOB_EXECUTOR_EVENT_SOURCE", default_value = settings::DEFAULT_EVENT_SOURCE)]
+    #[arg(long, env = "JOB_EXECUTOR_EVENT_SOURCE", default_value = settings::DEFAULT_EVENT_SOURCE, value_parser = event_source)]
     pub event_source: String,
     /// A notification target of every run, `KIND:TARGET[:WHEN,…]` (`slack:ops` or
     /// `webhook:audit:started,succeeded,failed`; WHEN defaults to `failed`); TARGET is a key of
@@ -480,6 +495,15 @@ mod tests {
         assert!(error.contains("invalid quantity \"1x\""), "{error}");
         let error = parse_render(&["--job-namespace", "Bad"]).unwrap_err();
         assert!(error.contains("invalid name \"Bad\""), "{error}");
+        let error = parse_render(&["--event-source", ""]).unwrap_err();
+        assert!(error.contains("must not be empty"), "{error}");
+        let error = parse_render(&["--event-source", "job executor"]).unwrap_err();
+        assert!(error.contains("holds no ' '"), "{error}");
+        let settings = parse_render(&["--event-source", "https://ops.example/job-executor"]);
+        assert_eq!(
+            settings.unwrap().event_source,
+            "https://ops.example/job-executor"
+        );
     }
 
     #[test]

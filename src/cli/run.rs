@@ -384,7 +384,8 @@ fn default_identity() -> String {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Sink")]
 pub struct SinkArgs {
-    /// Where `.started` / `.finished` events are sent (http:// or https://).
+    /// Where `.started` / `.finished` events are sent: http://, https://, or a NATS server's
+    /// nats:// or tls:// (docs/nats.md).
     #[arg(long, env = "JOB_EXECUTOR_SINK_URL", hide_env_values = true)]
     pub sink_url: String,
     /// How events are sent to the sink.
@@ -442,7 +443,8 @@ pub struct SinkArgs {
         default_value_t = 3600
     )]
     pub sink_give_up_after_seconds: u64,
-    /// Where an event goes that the sink refused or that was given up (http:// or https://):
+    /// Where an event goes that the sink refused or that was given up (http://, https://,
+    /// nats:// or tls://):
     /// the same event with `deliveryerror`, `deliveryerrordest` and `deliveryattempts`
     /// extensions, retried like the first delivery.
     #[arg(
@@ -972,8 +974,13 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
 
     let shutdown_delay = Duration::from_secs(shutdown_delay_seconds);
     let stopping_health = health.clone();
+    // Set once a signal came: a replica that stops takes no Lease (it keeps one it holds
+    // until it releases it).
+    let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signal_seen = signalled.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
+        signal_seen.store(true, std::sync::atomic::Ordering::SeqCst);
         if !shutdown_delay.is_zero() {
             // A pod that terminates leaves the Service's endpoints only as fast as they are
             // updated: until then, events still reach it, and are answered. A second signal
@@ -1055,7 +1062,9 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         // leads nothing. Not every problem of `/readyz`: one all replicas share (a watch
         // resumed in a quiet cluster, the retained runs' list) would leave no leader.
         Box::new(move || {
-            if ready_to_lead.is_synced() {
+            if signalled.load(std::sync::atomic::Ordering::SeqCst) {
+                Err("this replica stops (a signal came)".into())
+            } else if ready_to_lead.is_synced() {
                 Ok(())
             } else {
                 Err(ready_to_lead

@@ -24,7 +24,7 @@ pub struct SendArgs {
     /// A CloudEvent in structured JSON (`test-events/test.triggered.json`), or a directory of
     /// them (its `*.json` files, sent in name order).
     pub path: PathBuf,
-    /// The receiver, e.g. the operator's ingest `http://localhost:8080/`.
+    /// The receiver, an http:// URL, e.g. the operator's ingest `http://localhost:8080/`.
     #[arg(long, env = "JOB_EXECUTOR_SEND_TO")]
     pub to: String,
     /// The bearer token the receiver asks for (the operator's ingest token).

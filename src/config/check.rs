@@ -537,12 +537,19 @@ impl<'s> Walker<'s> {
         schema: &Value,
         path: &str,
     ) -> Option<Value> {
+        if let Some(message) = plain.then(|| leading_zero(text)).flatten() {
+            self.problem(node.location, path, message);
+            return None;
+        }
         let Some(number) = plain.then(|| parse_yaml_int(text)).flatten() else {
-            self.problem(
-                node.location,
-                path,
-                format!("expected an integer, found {text:?}"),
-            );
+            let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+            let message =
+                if plain && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                    format!("{text} is out of range: must be a 64-bit integer")
+                } else {
+                    format!("expected an integer, found {text:?}")
+                };
+            self.problem(node.location, path, message);
             return None;
         };
         let minimum = schema.get("minimum").and_then(Value::as_f64);
@@ -612,6 +619,33 @@ fn describe_types(types: &[&str]) -> String {
     }
 }
 
+/// The problem of an integer written with a leading zero (`0600`): the old service's YAML 1.1
+/// reader took it as octal (384), YAML 1.2 as decimal (600). Read either way, a file that meant
+/// the other would change meaning without a word: it is refused, saying both.
+fn leading_zero(text: &str) -> Option<String> {
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let rest = digits.strip_prefix('0')?;
+    if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let decimal = rest.trim_start_matches('0');
+    let decimal = if decimal.is_empty() { "0" } else { decimal };
+    let sign = if text.starts_with('-') { "-" } else { "" };
+    Some(match i64::from_str_radix(rest, 8) {
+        // `07`: both read 7.
+        Ok(octal) if decimal.parse() == Ok(octal) => return None,
+        Ok(octal) => format!(
+            "{text} starts with 0: Keptn's job-executor-service (YAML 1.1) read it as the octal \
+             {sign}{octal}, YAML 1.2 reads the decimal {sign}{decimal}; write {sign}{octal} or \
+             {sign}{decimal} (or {sign}0o{rest} for octal)"
+        ),
+        Err(_) => format!(
+            "{text} starts with 0, which YAML 1.1 (Keptn's job-executor-service) takes for octal: \
+             write {sign}{decimal}"
+        ),
+    })
+}
+
 /// YAML 1.2 core schema integers: decimal, `0o` octal, `0x` hex.
 fn parse_yaml_int(text: &str) -> Option<i64> {
     let (negative, digits) = match text.strip_prefix('-') {
@@ -660,6 +694,29 @@ mod tests {
             assert_eq!(parse_yaml_int(text), None, "{text}");
         }
         assert_eq!(parse_yaml_int("-0x7fffffffffffffff"), Some(-i64::MAX));
+    }
+
+    /// `0600` meant 384 to the old service and means 600 in YAML 1.2: refused, saying both.
+    #[test]
+    fn an_integer_with_a_leading_zero_is_refused_naming_both_readings() {
+        assert_eq!(
+            leading_zero("0600").as_deref(),
+            Some(
+                "0600 starts with 0: Keptn's job-executor-service (YAML 1.1) read it as the octal \
+                 384, YAML 1.2 reads the decimal 600; write 384 or 600 (or 0o600 for octal)"
+            )
+        );
+        assert_eq!(
+            leading_zero("-010").as_deref(),
+            Some(
+                "-010 starts with 0: Keptn's job-executor-service (YAML 1.1) read it as the octal \
+                 -8, YAML 1.2 reads the decimal -10; write -8 or -10 (or -0o10 for octal)"
+            )
+        );
+        assert!(leading_zero("0900").unwrap().ends_with("write 900"));
+        for fine in ["0", "-0", "000", "07", "600", "0x10", "0o17", "+7"] {
+            assert_eq!(leading_zero(fine), None, "{fine}");
+        }
     }
 
     #[test]

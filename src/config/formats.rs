@@ -226,23 +226,31 @@ pub fn parse_jsonpath(path: &str) -> Result<serde_json_path::JsonPath, String> {
     })
 }
 
-/// Reads a config's JSONPath, where a path without `$` (`data.project`) is read from the
-/// event's top, as the old service read it (its JSONPath library took such a path as a
-/// variable of the event): the path it reads as, `$.data.project` for that one.
+/// Reads a config's JSONPath as the old service's JSONPath library read it: blanks around the
+/// path skipped (`" $.data.project"`), and a path without `$` (`data.project`) read from the
+/// event's top (the library took such a path as a variable of the event). The path it reads
+/// as: `$.data.project` for both of those.
 pub fn config_jsonpath(path: &str) -> Result<std::borrow::Cow<'_, str>, String> {
+    use std::borrow::Cow;
     match parse_jsonpath(path) {
-        Ok(_) => Ok(std::borrow::Cow::Borrowed(path)),
+        Ok(_) => Ok(Cow::Borrowed(path)),
         // The message stays the one about the path as written.
-        Err(message) => match path.chars().next() {
-            Some(first) if first.is_alphabetic() || first == '_' => {
-                let rooted = format!("$.{path}");
-                match parse_jsonpath(&rooted) {
-                    Ok(_) => Ok(std::borrow::Cow::Owned(rooted)),
-                    Err(_) => Err(message),
-                }
+        Err(message) => {
+            let trimmed = path.trim();
+            if trimmed != path && parse_jsonpath(trimmed).is_ok() {
+                return Ok(Cow::Borrowed(trimmed));
             }
-            _ => Err(message),
-        },
+            match trimmed.chars().next() {
+                Some(first) if first.is_alphabetic() || first == '_' => {
+                    let rooted = format!("$.{trimmed}");
+                    match parse_jsonpath(&rooted) {
+                        Ok(_) => Ok(Cow::Owned(rooted)),
+                        Err(_) => Err(message),
+                    }
+                }
+                _ => Err(message),
+            }
+        }
     }
 }
 
@@ -344,6 +352,41 @@ pub fn looks_like_regex(name: &str) -> bool {
         .split('.')
         .any(|segment| segment.is_empty() || (segment.contains('*') && segment.len() > 1));
     regex_only.iter().any(|marker| name.contains(marker)) || (name.contains(".*") && odd_star)
+}
+
+/// Why a name without glob syntax matches less than it did in the old service, which matched
+/// names as unanchored regular expressions (a name matched every type containing it): a part
+/// of a Keptn task's type (`sh.keptn.event.test`, `test.triggered`). `None` for a whole type,
+/// a glob, or a name that looks like a regular expression (warned about as such).
+pub fn partial_keptn_name(name: &str) -> Option<String> {
+    if name.contains(['*', '?', '[', '{', '\\']) || looks_like_regex(name) {
+        return None;
+    }
+    let whole = |rest: &str| rest.split('.').count() == 2 && !rest.split('.').any(str::is_empty);
+    if name.starts_with("sh.keptn") {
+        let rest = name.strip_prefix("sh.keptn.event.").unwrap_or_default();
+        if whole(rest) {
+            return None;
+        }
+        let example = if !rest.is_empty() && !rest.contains('.') {
+            format!("\"{name}.triggered\", or a glob, \"{name}.*\"")
+        } else {
+            "\"sh.keptn.event.test.triggered\", or a glob, \"sh.keptn.event.*.triggered\"".into()
+        };
+        return Some(format!(
+            "\"{name}\" is not a Keptn task's event type (sh.keptn.event.<task>.<kind>), and matches \
+             no event that starts an action (Keptn's service, reading it as an unanchored regular \
+             expression, matched every type containing it): write whole types, e.g. {example}"
+        ));
+    }
+    let kinds = [".triggered", ".started", ".finished"];
+    (whole(name) && kinds.iter().any(|kind| name.ends_with(kind))).then(|| {
+        format!(
+            "\"{name}\" matches only events of exactly that type (Keptn's service, reading it as an \
+             unanchored regular expression, matched \"sh.keptn.event.{name}\" too): for Keptn's \
+             event, write \"sh.keptn.event.{name}\""
+        )
+    })
 }
 
 /// A Kubernetes quantity: `<signed number><suffix>`, where the suffix is a binary SI suffix
@@ -928,5 +971,51 @@ mod tests {
         assert!(!looks_like_regex("sh.keptn.event.*.triggered"));
         assert!(!looks_like_regex("sh.keptn.event.test.*"));
         assert!(!looks_like_regex("sh.keptn.event.test.triggered"));
+    }
+
+    /// Names the old service matched as part of a type: warned, with what to write.
+    #[test]
+    fn parts_of_keptn_types_are_named() {
+        assert_eq!(
+            partial_keptn_name("sh.keptn.event.test").as_deref(),
+            Some(
+                "\"sh.keptn.event.test\" is not a Keptn task's event type \
+                 (sh.keptn.event.<task>.<kind>), and matches no event that starts an action \
+                 (Keptn's service, reading it as an unanchored regular expression, matched every \
+                 type containing it): write whole types, e.g. \"sh.keptn.event.test.triggered\", \
+                 or a glob, \"sh.keptn.event.test.*\""
+            )
+        );
+        assert_eq!(
+            partial_keptn_name("test.triggered").as_deref(),
+            Some(
+                "\"test.triggered\" matches only events of exactly that type (Keptn's service, \
+                 reading it as an unanchored regular expression, matched \
+                 \"sh.keptn.event.test.triggered\" too): for Keptn's event, write \
+                 \"sh.keptn.event.test.triggered\""
+            )
+        );
+        for partial in [
+            "sh.keptn.event",
+            "sh.keptn.event.project.create.finished",
+            "sh.keptn.events.test.triggered",
+        ] {
+            let message = partial_keptn_name(partial).unwrap();
+            assert!(
+                message.contains("e.g. \"sh.keptn.event.test.triggered\""),
+                "{message}"
+            );
+        }
+        for fine in [
+            "sh.keptn.event.test.triggered",
+            "sh.keptn.event.*.triggered",
+            "sh.keptn.event.test.*",
+            "com.example.push",
+            "dev.knative.apiserver.resource.add",
+            "*",
+            "^sh.keptn",
+        ] {
+            assert_eq!(partial_keptn_name(fine), None, "{fine}");
+        }
     }
 }

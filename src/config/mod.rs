@@ -384,9 +384,11 @@ fn load_with_schema(
 /// warned about): what matches events, renders env and is stored in a run is the path itself.
 fn root_jsonpaths(config: &mut JobConfig) {
     let root = |path: &mut String| {
-        if let Ok(std::borrow::Cow::Owned(rooted)) = formats::config_jsonpath(path) {
-            *path = rooted;
-        }
+        let reads_as = match formats::config_jsonpath(path) {
+            Ok(reads_as) if reads_as != path.as_str() => reads_as.into_owned(),
+            _ => return,
+        };
+        *path = reads_as;
     };
     for action in &mut config.actions {
         for event in &mut action.events {
@@ -684,6 +686,10 @@ impl Semantic<'_> {
                 );
                 self.rooted_path(&property_path, &jsonpath.property, &reads_as);
             }
+            if let Some(message) = formats::partial_keptn_name(&event.name) {
+                let event_path = key_path(&index_path(&key_path(path, "events"), index), "name");
+                self.warn(&event_path, message);
+            }
             if formats::looks_like_regex(&event.name) {
                 let event_path = key_path(&index_path(&key_path(path, "events"), index), "name");
                 self.warn(
@@ -710,15 +716,21 @@ impl Semantic<'_> {
 
     /// Warns of a JSONPath written without `$`, which reads from the event's top.
     fn rooted_path(&mut self, path: &str, written: &str, reads_as: &str) {
-        if written != reads_as {
-            self.warn(
-                path,
-                format!(
-                    "{written:?} has no `$`: it reads from the event's top, {reads_as:?}, as \
-                     the old service read it; write {reads_as:?}"
-                ),
-            );
+        if written == reads_as {
+            return;
         }
+        let message = if written.trim().starts_with('$') {
+            format!(
+                "{written:?} has blanks around it: it reads as {reads_as:?}, as the old service \
+                 read it; write {reads_as:?}"
+            )
+        } else {
+            format!(
+                "{written:?} has no `$`: it reads from the event's top, {reads_as:?}, as the old \
+                 service read it; write {reads_as:?}"
+            )
+        };
+        self.warn(path, message);
     }
 
     fn task_count(&mut self, path: &str, count: usize) {

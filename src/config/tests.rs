@@ -440,6 +440,43 @@ actions:
 }
 
 #[test]
+fn jsonpaths_with_blanks_around_them_read_as_the_old_service_read_them() {
+    let text = r#"apiVersion: v2
+actions:
+  - name: a
+    events:
+      - name: sh.keptn.event.test.triggered
+        jsonpath: {property: " $.data.project ", match: p}
+    tasks:
+      - image: alpine
+        env:
+          - {name: STAGE, value: " data.stage", valueFrom: event}
+"#;
+    assert_eq!(
+        warnings(text),
+        [
+            "6:30: actions[0].events[0].jsonpath.property: \" $.data.project \" has blanks \
+             around it: it reads as \"$.data.project\", as the old service read it; write \
+             \"$.data.project\"",
+            "10:34: actions[0].tasks[0].env[0].value: \" data.stage\" has no `$`: it reads from \
+             the event's top, \"$.data.stage\", as the old service read it; write \
+             \"$.data.stage\"",
+        ]
+    );
+    let valid = load(text, "c.yaml").unwrap();
+    let action = &valid.config.actions[0];
+    let property = action.events[0]
+        .jsonpath
+        .as_ref()
+        .map(|j| j.property.as_str());
+    assert_eq!(property, Some("$.data.project"));
+    assert_eq!(
+        action.tasks[0].env[0].value.as_deref(),
+        Some("$.data.stage")
+    );
+}
+
+#[test]
 fn jsonpaths_without_a_root_read_from_the_events_top_as_the_old_service_read_them() {
     let text = r#"apiVersion: v2
 actions:

@@ -628,40 +628,49 @@ fn started_unrecorded(run: &JobRun, persisted: &JobRunStatus) -> bool {
         && matches!(persisted.phase, RunPhase::Pending | RunPhase::Queued)
 }
 
-/// The next step of the tasks, in the order of their indexes: a running task's end, or a task
-/// whose needs all succeeded starting; `None` while they wait (with `wake` set when a deadline
-/// is ahead).
+/// The next step of the tasks: a running task's end (or its stop), then a task whose needs all
+/// succeeded starting, each in the order of their indexes; `None` while they wait (with `wake`
+/// set when a deadline is ahead).
+///
+/// The running tasks come first: a start that fails and is retried (the git host or an
+/// admission webhook down) ends the reconcile, and the other tasks' ends are recorded before it
+/// (else a task that ended would wait behind it, its Job perhaps removed by its TTL meanwhile,
+/// and be failed as gone).
 fn task_step(facts: &Facts<'_>, wake: &mut Wake) -> Option<Step> {
     let Facts { run, status, .. } = *facts;
     let needs = graph::dependencies(&run.spec.action.tasks);
+    let mut start = None;
     for (index, task) in status.tasks.iter().enumerate() {
-        let step = match task.phase {
-            TaskPhase::Running => running_step(facts, index, task, wake),
+        match task.phase {
+            TaskPhase::Running => {
+                if let Some(step) = running_step(facts, index, task, wake) {
+                    return Some(step);
+                }
+            }
             TaskPhase::Pending if is_ready(status, needs.get(index)) => {
                 if let Some((_, again)) = facts.refused.iter().find(|(i, _)| *i == index) {
                     wake.within(*again);
-                    continue;
+                } else if start.is_none() {
+                    start = Some(if made(facts, index) {
+                        Step::AdoptJob(index)
+                    } else if stages_files(run, index)
+                        && !facts.files_made
+                        && no_files_yet(run, status)
+                    {
+                        Step::CreateFiles(index)
+                    } else {
+                        Step::CreateJob(index)
+                    });
                 }
-                Some(if made(facts, index) {
-                    Step::AdoptJob(index)
-                } else if stages_files(run, index) && !facts.files_made && no_files_yet(run, status)
-                {
-                    Step::CreateFiles(index)
-                } else {
-                    Step::CreateJob(index)
-                })
             }
             TaskPhase::Pending
             | TaskPhase::Succeeded
             | TaskPhase::Failed
             | TaskPhase::Skipped
-            | TaskPhase::Cancelled => None,
-        };
-        if step.is_some() {
-            return step;
+            | TaskPhase::Cancelled => {}
         }
     }
-    None
+    start
 }
 
 /// The next step of a run that halts: first the running tasks that ended on their own are
@@ -708,23 +717,20 @@ fn halt_step(facts: &Facts<'_>, halt: Halt) -> Step {
             },
             _ => {}
         }
+        // A Job that ended is recorded as `running_step` records it; while that waits (for the
+        // pods to show: the logs, the outputs in the succeeded pod's status; for a failing
+        // Job's pods to go), so does the halt, for as long and no longer: each of those waits
+        // is bounded, ending the task as it ended or as failed. (Stopped instead, a task that
+        // completed with outputs would have been recorded cancelled, its outputs lost.)
         if matches!(seen, JobSeen::Succeeded { .. } | JobSeen::Failed { .. }) {
             let mut its_wake = Wake::default();
             if let Some(step) = running_step(facts, index, task, &mut its_wake) {
                 return step;
             }
-            // A Job failing on its own (its deadline) is recorded as it fails, once its pods
-            // are gone (its watch wakes the run), not as one the halt stopped.
-            if matches!(seen, JobSeen::Failed { stopping: true, .. }) {
-                wake.within(STOPPING_POD_WAIT);
-                waiting.push(index);
-                continue;
+            if let Some(delay) = its_wake.0 {
+                wake.within(delay);
             }
-            let waited = since(task.start_time.as_deref(), facts.now);
-            if waited < facts.limits.missing_job_grace {
-                wake.within(facts.limits.missing_job_grace - waited);
-                waiting.push(index);
-            }
+            waiting.push(index);
         }
     }
     if let Some((index, _)) = running().find(|(index, _)| !waiting.contains(index)) {
@@ -826,6 +832,35 @@ fn next_job(facts: &Facts<'_>, index: usize) -> NextJob {
         }
     }
     unknown.map_or(NextJob::None, NextJob::Unknown)
+}
+
+/// The end of task `index`, whose Job succeeded but whose outputs cannot be read (`why`): failed,
+/// unless a task that needs it has a Job. That Job was made with the outputs, read before a
+/// restart that lost the record of both (its pod deleted since): the task succeeded, its outputs
+/// not recorded, and the run goes on with the Job it made rather than leave it unwatched.
+fn outputs_lost(facts: &Facts<'_>, index: usize, why: String, read_logs: bool) -> Step {
+    let (phase, message) = match next_job(facts, index) {
+        NextJob::Unknown(next) => return Step::LookUpJob(next),
+        NextJob::Made(next) => (
+            TaskPhase::Succeeded,
+            format!(
+                "its outputs cannot be read: {why}; it succeeded, as the Job of task {}, made \
+                 only once it had, with its outputs, shows",
+                task_name(facts.run, next)
+            ),
+        ),
+        NextJob::None => (
+            TaskPhase::Failed,
+            format!("its outputs cannot be read: {why}"),
+        ),
+    };
+    Step::EndTask {
+        index,
+        phase,
+        message: Some(message),
+        read_logs,
+        outputs: BTreeMap::new(),
+    }
 }
 
 fn task_name(run: &JobRun, index: usize) -> String {
@@ -1000,32 +1035,27 @@ fn running_step(
                 .map(|t| t.outputs.as_slice())
                 .unwrap_or_default();
             if !declared.is_empty() && !pods_seen {
-                return Some(Step::EndTask {
+                return Some(outputs_lost(
+                    facts,
                     index,
-                    phase: TaskPhase::Failed,
-                    message: Some(format!(
-                        "its outputs cannot be read: no pod of the Job {} is left",
-                        job_name(run, status, index)
-                    )),
-                    read_logs: false,
-                    outputs: BTreeMap::new(),
-                });
+                    format!("no pod of the Job {} is left", job_name(run, status, index)),
+                    false,
+                ));
             }
             // Its outputs are in the pod's status: wait for the watch to show it, unless that pod
             // is gone (then the Job's TTL would end the wait, the task failed as gone).
             if !declared.is_empty() && message.is_none() {
                 if *succeeded_pod_gone {
-                    return Some(Step::EndTask {
+                    return Some(outputs_lost(
+                        facts,
                         index,
-                        phase: TaskPhase::Failed,
-                        message: Some(format!(
-                            "its outputs cannot be read: the pod of the Job {} that succeeded is \
-                             gone (deleted; only pods of it that failed are left)",
+                        format!(
+                            "the pod of the Job {} that succeeded is gone (deleted; only pods of \
+                             it that failed are left)",
                             job_name(run, status, index)
-                        )),
-                        read_logs: true,
-                        outputs: BTreeMap::new(),
-                    });
+                        ),
+                        true,
+                    ));
                 }
                 wake.within(STOPPING_POD_WAIT);
                 return None;

@@ -27,6 +27,8 @@ struct State {
     in_flight: usize,
     /// The runs of a re-list under way, swapped in when it is done.
     listing: Option<HashMap<String, bool>>,
+    /// Whether a list has been done once: before it, `runs` says nothing of the runs there are.
+    listed: bool,
     /// Runs this replica stored that the watch has not shown yet, with when: in flight until
     /// it shows them, for `STORED_GRACE` at most. A run done and gone from the watch before its
     /// store's answer came back here (a run that fails at once, on a loaded machine, or stored
@@ -104,6 +106,7 @@ impl KnownRuns {
             }
             watcher::Event::InitDone => {
                 if let Some(listing) = state.listing.take() {
+                    state.listed = true;
                     state.in_flight = listing.values().filter(|in_flight| **in_flight).count();
                     state.runs = listing;
                     let State { runs, stored, .. } = &mut *state;
@@ -151,6 +154,14 @@ impl KnownRuns {
         state.expire(now);
         self.set_gauge(&state);
         state.counted()
+    }
+
+    /// Whether the watch has listed the runs once (until then, none is known).
+    pub fn listed(&self) -> bool {
+        self.state
+            .lock()
+            .map(|state| state.listed)
+            .unwrap_or_default()
     }
 
     /// Whether a run of that name exists (as far as this replica's watch has seen, or stored

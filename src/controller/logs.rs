@@ -14,14 +14,49 @@ const FETCH_LIMIT_BYTES: i64 = 256 * 1024 * 1024;
 /// Room for the marker between head and tail.
 const MARKER_ROOM: usize = 48;
 
-/// The head and the tail of a stream of bytes, at most `cap` bytes with the marker that says
-/// how many were left out, however long the stream: the middle is dropped as it comes.
+/// The bytes a log's byte takes in the run's record, JSON as the API server writes it (Go's
+/// encoder): a quote, a backslash, `\n`, `\r` and `\t` two; another control character, and `<`,
+/// `>` and `&` (escaped for HTML), six (`\u001b`); any other one. The excerpt's cap counts these:
+/// a log of colour codes or NULs took up to six times its length in the record, twice (the
+/// task's and the outcome's), past what etcd stores.
+fn weight(byte: u8) -> usize {
+    match byte {
+        b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
+        0..=0x1f | b'<' | b'>' | b'&' => 6,
+        _ => 1,
+    }
+}
+
+fn weight_of<'a>(bytes: impl IntoIterator<Item = &'a u8>) -> usize {
+    bytes.into_iter().map(|byte| weight(*byte)).sum()
+}
+
+/// How many of the first bytes fit in `room`.
+fn fitting(bytes: &[u8], room: usize) -> usize {
+    let mut left = room;
+    bytes
+        .iter()
+        .take_while(|byte| match left.checked_sub(weight(**byte)) {
+            Some(rest) => {
+                left = rest;
+                true
+            }
+            None => false,
+        })
+        .count()
+}
+
+/// The head and the tail of a stream of bytes, at most `cap` bytes as the run's record holds
+/// them ([`weight`]) with the marker that says how many were left out, however long the
+/// stream: the middle is dropped as it comes.
 struct Excerpt {
     cap: usize,
     /// Everything, until it outgrows `cap`; then the head.
     head: Vec<u8>,
+    head_weight: usize,
     /// Once the stream outgrew `cap`: its last bytes.
     tail: Option<std::collections::VecDeque<u8>>,
+    tail_weight: usize,
     omitted: usize,
 }
 
@@ -30,7 +65,9 @@ impl Excerpt {
         Excerpt {
             cap,
             head: Vec::new(),
+            head_weight: 0,
             tail: None,
+            tail_weight: 0,
             omitted: 0,
         }
     }
@@ -42,28 +79,48 @@ impl Excerpt {
         let tail = match &mut self.tail {
             Some(tail) => tail,
             None => {
-                if self.head.len() + bytes.len() <= self.cap {
+                let weight = weight_of(bytes);
+                if self.head_weight + weight <= self.cap {
                     self.head.extend_from_slice(bytes);
+                    self.head_weight += weight;
                     return;
                 }
                 // Outgrown: the head keeps its first bytes, the rest goes on to the tail.
-                let mut tail = std::collections::VecDeque::with_capacity(tail_room);
-                if self.head.len() > head_room {
-                    tail.extend(self.head.drain(head_room..));
+                let mut tail = std::collections::VecDeque::new();
+                if self.head_weight > head_room {
+                    tail.extend(self.head.drain(fitting(&self.head, head_room)..));
+                    self.head_weight = weight_of(&self.head);
+                    self.tail_weight = weight_of(&tail);
                 } else {
-                    let fill = (head_room - self.head.len()).min(bytes.len());
+                    let fill = fitting(bytes, head_room - self.head_weight);
                     self.head.extend_from_slice(&bytes[..fill]);
+                    self.head_weight += weight_of(&bytes[..fill]);
                     bytes = &bytes[fill..];
                 }
                 self.tail.insert(tail)
             }
         };
         // Of a long piece, only its end can stay.
-        let skipped = bytes.len().saturating_sub(tail_room);
+        let mut left = tail_room;
+        let stays = (bytes.iter().rev())
+            .take_while(|byte| match left.checked_sub(weight(**byte)) {
+                Some(rest) => {
+                    left = rest;
+                    true
+                }
+                None => false,
+            })
+            .count();
+        let skipped = bytes.len() - stays;
         bytes = &bytes[skipped..];
         tail.extend(bytes);
-        let over = tail.len().saturating_sub(tail_room);
-        tail.drain(..over);
+        self.tail_weight += weight_of(bytes);
+        let mut over = 0;
+        while self.tail_weight > tail_room {
+            let Some(byte) = tail.pop_front() else { break };
+            self.tail_weight -= weight(byte);
+            over += 1;
+        }
         self.omitted += skipped + over;
     }
 
@@ -337,5 +394,27 @@ mod tests {
         let cut = binary.finish();
         assert!(cut.len() <= 1024, "{}", cut.len());
         assert!(cut.contains("bytes omitted"));
+    }
+
+    /// The cap counts the excerpt as the record holds it, JSON-escaped: a log of NULs and
+    /// colour codes keeps fewer bytes, not six times the cap.
+    #[test]
+    fn the_cap_counts_what_the_record_holds() {
+        let colours: String = (0..2_000)
+            .map(|i| format!("\x1b[31m<{i}>\x1b[0m & \"q\"\n"))
+            .collect();
+        for text in [colours, "\0".repeat(10_000), "a\tb\\".repeat(3_000)] {
+            let cut = excerpt(&text, 1024);
+            let written = serde_json::to_string(&cut).unwrap();
+            // serde_json leaves `<`, `>`, `&` as they are; Go's encoder writes six bytes.
+            let html = cut.matches(['<', '>', '&']).count();
+            assert!(written.len() - 2 + 5 * html <= 1024, "{}", written.len());
+            assert!(
+                written.len() + 5 * html > 900,
+                "the room is used: {}",
+                written.len()
+            );
+            assert_eq!(kept_and_omitted(&cut), text.trim_end().len());
+        }
     }
 }

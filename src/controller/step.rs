@@ -1433,8 +1433,15 @@ impl World for Cluster<'_> {
     }
 
     fn notified(&self, kind: NotifyKind, target: &str, attempt: Attempt) {
-        self.ctx
-            .parts
+        // A target the Secret does not name is counted as `unknown`: the names come from the
+        // configs, and each would be a series of its own for as long as the process runs.
+        let parts = &self.ctx.parts;
+        let target = if parts.notifier.has_target(target) {
+            target
+        } else {
+            "unknown"
+        };
+        parts
             .metrics
             .notification(kind.as_str(), target, attempt.as_str());
     }

@@ -783,11 +783,26 @@ pub(crate) async fn take_event<'a>(
 /// flight (a redelivery) are not new work and pass; the redelivery of a done run is counted as
 /// new (done runs are not in the watch) and is answered as a duplicate once it is let in. An
 /// event is judged by the runs in flight before it, so one that matches many actions is never
-/// refused for good (the bound is passed by at most one event's runs).
+/// refused for good (the bound is passed by at most one event's runs). Until the watch has
+/// listed the runs, none is known: an event is answered 503 then, as a replica that is not
+/// ready (reached through a NATS stream or a pod's address, not the Service) would otherwise
+/// take a backlog past the bound, every redelivery counted as new.
 fn backpressure(state: &IngestState, runs: &[JobRun]) -> Result<(), Refusal> {
     let Some(limit) = state.max_runs_in_flight else {
         return Ok(());
     };
+    if runs.is_empty() {
+        return Ok(());
+    }
+    if !state.known_runs.listed() {
+        return Err(unavailable(
+            format!(
+                "this replica has not listed the runs in flight yet, which --max-runs-in-flight \
+                 ({limit}) counts: retry shortly"
+            ),
+            "backpressure",
+        ));
+    }
     let new = runs
         .iter()
         .filter(|run| {

@@ -136,6 +136,15 @@ impl Notifier {
         names
     }
 
+    /// Whether `target` is a key of the notifications Secret now (a file of the directory).
+    pub fn has_target(&self, target: &str) -> bool {
+        crate::config::formats::check_notify_target(target).is_ok()
+            && self
+                .dir
+                .as_ref()
+                .is_some_and(|dir| dir.join(target).is_file())
+    }
+
     /// The URL of `target`, read now, and the `Authorization` its `user:password@` makes.
     fn url(&self, target: &str) -> Result<(Uri, Option<http::HeaderValue>), DeliveryError> {
         let refused = |message: String| DeliveryError::Refused { message };

@@ -1398,6 +1398,41 @@ fn independent_tasks_start_together_and_a_join_waits_for_both() {
 }
 
 #[test]
+fn a_task_that_ended_is_recorded_before_another_starts() {
+    // t0 and t2 started together; t0 succeeded, and t1, which needs it, is ready; t2's Job
+    // has completed. A create of t1's Job that fails and is retried (the git host, an admission
+    // webhook down) ends the reconcile: t2's end comes first, so it does not wait behind it
+    // (its Job perhaps removed by its TTL meanwhile, and the task failed as gone).
+    let run = graph_run(&[vec![], vec![0], vec![]], None);
+    let mut status = initialised(&run);
+    delivered(&mut status.started);
+    record_job(&mut status, 0, "run-1-0".into(), at(0));
+    record_job(&mut status, 2, "run-1-2".into(), at(0));
+    end(&run, &mut status, 0, TaskPhase::Succeeded, at(1));
+    let succeeded = JobSeen::Succeeded {
+        message: None,
+        pods_seen: true,
+        succeeded_pod_gone: false,
+    };
+    let jobs = [succeeded.clone(), JobSeen::NotCached, succeeded];
+    assert_eq!(
+        decide_seeing(&run, &status, &jobs, at(2)),
+        Step::EndTask {
+            index: 2,
+            phase: TaskPhase::Succeeded,
+            message: None,
+            read_logs: true,
+            outputs: BTreeMap::new(),
+        }
+    );
+    end(&run, &mut status, 2, TaskPhase::Succeeded, at(2));
+    assert_eq!(
+        decide_seeing(&run, &status, &jobs, at(2)),
+        Step::CreateJob(1)
+    );
+}
+
+#[test]
 fn a_failure_skips_what_needs_it_and_the_rest_finishes() {
     let run = diamond();
     let mut status = initialised(&run);
@@ -1980,6 +2015,34 @@ fn a_cancel_records_a_task_that_ended_on_its_own_as_it_ended() {
 }
 
 #[test]
+fn a_cancel_waits_for_the_outputs_of_a_task_that_completed_long_after_it_started() {
+    let mut run = cancelled(triggered(2), "bob");
+    run.spec.action.tasks[0].outputs = vec!["version".into()];
+    let status = running(&run);
+    let succeeded = |message: Option<&str>| JobSeen::Succeeded {
+        message: message.map(Into::into),
+        pods_seen: true,
+        succeeded_pod_gone: false,
+    };
+    // Its Job completed a minute after it started; the pod's status (the outputs) is not in
+    // the watch yet: the halt waits as the task's own end would, not stopping it as cancelled.
+    assert_eq!(
+        next(&run, &status, succeeded(None), at(60)),
+        Step::Wait(Some(STOPPING_POD_WAIT))
+    );
+    assert_eq!(
+        next(&run, &status, succeeded(Some("version=1.2")), at(61)),
+        Step::EndTask {
+            index: 0,
+            phase: TaskPhase::Succeeded,
+            message: None,
+            read_logs: true,
+            outputs: BTreeMap::from([("version".into(), "1.2".into())]),
+        }
+    );
+}
+
+#[test]
 fn a_cancel_stops_every_running_task_of_a_graph() {
     let run = cancelled(graph_run(&[vec![], vec![], vec![0, 1]], None), "ci");
     let mut status = initialised(&run);
@@ -2173,12 +2236,38 @@ fn a_task_whose_outputs_went_with_its_pods_fails_saying_so() {
         Step::Wait(Some(Duration::from_secs(25))),
         "the pod watch may be behind"
     );
+    // Whether the next task has a Job (made before a restart that lost the record) is asked.
     assert_eq!(
-        next(&run, &status, gone, at(30)),
+        next(&run, &status, gone.clone(), at(30)),
+        Step::LookUpJob(1)
+    );
+    assert_eq!(
+        decide_seeing(&run, &status, &[gone.clone(), JobSeen::Gone], at(30)),
         Step::EndTask {
             index: 0,
             phase: TaskPhase::Failed,
             message: Some("its outputs cannot be read: no pod of the Job run-1-0 is left".into()),
+            read_logs: false,
+            outputs: BTreeMap::new(),
+        }
+    );
+    // It has one, made with the outputs before the restart: the task succeeded, and the run
+    // goes on with that Job (not skipped, its pod unwatched).
+    assert_eq!(
+        decide_seeing(
+            &run,
+            &status,
+            &[gone, JobSeen::Running { stuck: None }],
+            at(30)
+        ),
+        Step::EndTask {
+            index: 0,
+            phase: TaskPhase::Succeeded,
+            message: Some(
+                "its outputs cannot be read: no pod of the Job run-1-0 is left; it succeeded, as \
+                 the Job of task t1, made only once it had, with its outputs, shows"
+                    .into()
+            ),
             read_logs: false,
             outputs: BTreeMap::new(),
         }
@@ -2209,7 +2298,7 @@ fn a_task_with_outputs_ends_with_them_once_its_pod_is_seen() {
     };
     let job = job_name(&run, &status, 0);
     assert_eq!(
-        next(&run, &status, gone.clone(), at(500)),
+        decide_seeing(&run, &status, &[gone.clone(), JobSeen::Gone], at(500)),
         Step::EndTask {
             index: 0,
             phase: TaskPhase::Failed,
