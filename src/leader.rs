@@ -394,11 +394,11 @@ impl Election {
             )));
             return;
         };
+        // A problem is cleared once the Lease is used (written, or a live holder followed), not
+        // at every read: a write refused every round (update not allowed) would otherwise be
+        // said and cleared at each retry, or, refused after a successful read, never said.
         let found = match found {
-            Ok(found) => {
-                self.report(None);
-                found
-            }
+            Ok(found) => found,
             Err(error) => {
                 self.report(Some(lease_problem(&error)));
                 return;
@@ -415,11 +415,13 @@ impl Election {
             if self.seen.is_some() {
                 let since = *self.absent_since.get_or_insert_with(Instant::now);
                 if since.elapsed() < self.settings.duration {
+                    self.report(None);
                     self.follow(None);
                     return;
                 }
             }
             if !self.may_take() {
+                self.report(None);
                 self.follow(None);
                 return;
             }
@@ -434,8 +436,12 @@ impl Election {
                 .bounded(timeout, self.api.create(&PostParams::default(), &lease))
                 .await
             {
-                Some(Ok(created)) => self.lead(created, sent),
+                Some(Ok(created)) => {
+                    self.report(None);
+                    self.lead(created, sent);
+                }
                 Some(Err(kube::Error::Api(status))) if status.code == 409 => {
+                    self.report(None);
                     tracing::debug!("another replica created the lease first");
                 }
                 Some(Err(error)) => self.report(Some(lease_problem(&error))),
@@ -468,12 +474,14 @@ impl Election {
                         .clamp(self.settings.duration, self.settings.duration * 10)
                 });
             if since.elapsed() < held_for {
+                self.report(None);
                 self.follow(current);
                 return;
             }
             tracing::info!(holder = ?current, "the lease expired; taking it over");
         }
         if !self.may_take() {
+            self.report(None);
             self.follow(current);
             return;
         }
@@ -501,10 +509,16 @@ impl Election {
         {
             Some(Ok(taken)) => {
                 self.seen = None;
+                self.report(None);
                 self.lead(taken, sent);
             }
+            Some(Err(kube::Error::Api(status))) if status.code == 409 => {
+                self.report(None);
+                tracing::debug!("another replica took the lease first");
+                self.follow(current);
+            }
             Some(Err(error)) => {
-                tracing::debug!(%error, "another replica took the lease first");
+                self.report(Some(lease_problem(&error)));
                 self.follow(current);
             }
             None => self.follow(current),
@@ -790,6 +804,49 @@ mod tests {
                 && problem.contains("must allow `get` and `update`"),
             "{problem}"
         );
+    }
+
+    /// A replica that may read the Lease but not write it (a custom Role, an admission policy)
+    /// says so, and goes on saying it: the next read does not clear it.
+    #[tokio::test]
+    async fn a_replica_refused_a_lease_write_says_why() {
+        let sim = kube_sim::Sim::builder().start().await.unwrap();
+        let api = Api::<Lease>::namespaced(sim.client(), "default");
+        let released = Lease {
+            metadata: ObjectMeta {
+                name: Some("job-executor".into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec::default()),
+        };
+        api.create(&PostParams::default(), &released).await.unwrap();
+        sim.faults().fail_next(
+            kube_sim::FaultRule::new(403)
+                .verb("update")
+                .resource("leases")
+                .times(10),
+        );
+        let (tx, rx) = watch::channel(Leadership::Following { holder: None });
+        let mut election = Election {
+            api,
+            settings: settings("a"),
+            tx,
+            held: None,
+            seen: None,
+            absent_since: None,
+            problem: None,
+            ready: Box::new(|| Ok(())),
+            unready: None,
+        };
+        for _ in 0..3 {
+            election.step().await;
+            assert!(!rx.borrow().is_leading());
+            let problem = election.problem.clone().unwrap_or_default();
+            assert!(
+                problem.starts_with("the Kubernetes API refuses access to the Lease"),
+                "{problem}"
+            );
+        }
     }
 
     async fn wait_for(rx: &mut watch::Receiver<Leadership>, leading: bool) -> Duration {

@@ -200,7 +200,7 @@ fn pod_id(value: &str) -> Result<PodId, String> {
     }
 }
 
-fn dns_subdomain(value: &str) -> Result<String, String> {
+pub(crate) fn dns_subdomain(value: &str) -> Result<String, String> {
     formats::check_dns_subdomain(value).map(|()| value.to_string())
 }
 
@@ -430,6 +430,19 @@ mod tests {
                 ))
             );
         }
+    }
+
+    /// A Lease name the API server would refuse at every look stops the start.
+    #[test]
+    fn the_lease_name_is_a_dns_subdomain() {
+        let error = Cli::try_parse_from(["job-executor", "run", "--lease-name", "Bad_Name"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("invalid value 'Bad_Name' for '--lease-name"),
+            "{error}"
+        );
     }
 
     /// `render` with the given installation flags, parsed by the real parser.

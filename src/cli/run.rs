@@ -297,7 +297,7 @@ pub struct LeaderArgs {
     pub identity: Option<String>,
     /// The Lease (`coordination.k8s.io/v1`, in the job namespace) the replicas elect a leader
     /// with.
-    #[arg(long, env = "JOB_EXECUTOR_LEASE_NAME", default_value = "job-executor")]
+    #[arg(long, env = "JOB_EXECUTOR_LEASE_NAME", default_value = "job-executor", value_parser = super::dns_subdomain)]
     pub lease_name: String,
     /// Seconds a standby waits for a silent leader before it takes over.
     #[arg(
