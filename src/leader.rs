@@ -421,7 +421,6 @@ impl Election {
                 }
             }
             if !self.may_take() {
-                self.report(None);
                 self.follow(None);
                 return;
             }
@@ -481,7 +480,6 @@ impl Election {
             tracing::info!(holder = ?current, "the lease expired; taking it over");
         }
         if !self.may_take() {
-            self.report(None);
             self.follow(current);
             return;
         }

@@ -494,6 +494,7 @@ mod receiver {
             read_timeout: Duration::from_secs(30),
             store_timeout: Duration::from_secs(30),
             known_runs: Arc::default(),
+            health: Arc::default(),
             max_runs_in_flight: None,
             scope: Default::default(),
         };

@@ -958,6 +958,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         read_timeout: Duration::from_secs(read_timeout_seconds),
         store_timeout: Duration::from_secs(store_timeout_seconds),
         known_runs: known_runs.clone(),
+        health: health.clone(),
         max_runs_in_flight: (max_runs_in_flight > 0).then_some(max_runs_in_flight),
         scope: ingest::plan::EventScope {
             projects,

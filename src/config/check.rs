@@ -639,10 +639,8 @@ fn leading_zero(text: &str) -> Option<String> {
              {sign}{octal}, YAML 1.2 reads the decimal {sign}{decimal}; write {sign}{octal} or \
              {sign}{decimal} (or {sign}0o{rest} for octal)"
         ),
-        Err(_) => format!(
-            "{text} starts with 0, which YAML 1.1 (Keptn's job-executor-service) takes for octal: \
-             write {sign}{decimal}"
-        ),
+        // `0900` is no octal: the old service's reader took it as the number 900 too.
+        Err(_) => return None,
     })
 }
 
@@ -660,7 +658,8 @@ fn parse_yaml_int(text: &str) -> Option<i64> {
     } else if let Some(octal) = digits.strip_prefix("0o") {
         all(octal, |b| (b'0'..=b'7').contains(b)).then(|| i64::from_str_radix(octal, 8).ok())??
     } else if all(digits, u8::is_ascii_digit) {
-        digits.parse().ok()?
+        // With its sign: the magnitude of i64::MIN is no i64.
+        return text.parse().ok();
     } else {
         return None;
     };
@@ -694,6 +693,8 @@ mod tests {
             assert_eq!(parse_yaml_int(text), None, "{text}");
         }
         assert_eq!(parse_yaml_int("-0x7fffffffffffffff"), Some(-i64::MAX));
+        assert_eq!(parse_yaml_int("-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_yaml_int("9223372036854775808"), None);
     }
 
     /// `0600` meant 384 to the old service and means 600 in YAML 1.2: refused, saying both.
@@ -713,8 +714,9 @@ mod tests {
                  -8, YAML 1.2 reads the decimal -10; write -8 or -10 (or -0o10 for octal)"
             )
         );
-        assert!(leading_zero("0900").unwrap().ends_with("write 900"));
-        for fine in ["0", "-0", "000", "07", "600", "0x10", "0o17", "+7"] {
+        for fine in [
+            "0", "-0", "000", "07", "0900", "08", "600", "0x10", "0o17", "+7",
+        ] {
             assert_eq!(leading_zero(fine), None, "{fine}");
         }
     }

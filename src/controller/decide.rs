@@ -692,8 +692,8 @@ fn halt_step(facts: &Facts<'_>, halt: Halt) -> Step {
             .filter(|(_, task)| task.phase == TaskPhase::Running)
     };
     // A Job that ended is recorded as it ended, once its pods (its logs, its outputs) are seen:
-    // the halt waits for them, for the grace a Job missing from its watch gets, rather than
-    // take an ended task for one it stopped; the other running tasks are stopped meanwhile.
+    // the halt waits for them as the task's own end would (below), rather than take an ended
+    // task for one it stopped; the other running tasks are stopped meanwhile.
     let mut wake = Wake::default();
     let mut waiting = Vec::new();
     for (index, task) in running() {

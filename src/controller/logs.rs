@@ -113,6 +113,13 @@ impl Excerpt {
             .count();
         let skipped = bytes.len() - stays;
         bytes = &bytes[skipped..];
+        if skipped > 0 {
+            // What the tail held comes before the bytes skipped: it cannot stay beside the
+            // piece's end (the last byte that did not fit may leave room a byte of it would take).
+            self.omitted += tail.len();
+            tail.clear();
+            self.tail_weight = 0;
+        }
         tail.extend(bytes);
         self.tail_weight += weight_of(bytes);
         let mut over = 0;
@@ -394,6 +401,33 @@ mod tests {
         let cut = binary.finish();
         assert!(cut.len() <= 1024, "{}", cut.len());
         assert!(cut.contains("bytes omitted"));
+    }
+
+    /// Streamed in pieces, a log of escapes gives the excerpt of the whole: the tail is the
+    /// log's end, never bytes from before a piece's skipped start glued to it.
+    #[test]
+    fn a_stream_of_escapes_in_pieces_gives_the_excerpt_of_the_whole() {
+        let text: String = (0..3_000)
+            .map(|i| format!("\x1b[32mINFO\x1b[0m step {i} \"done\"\n"))
+            .collect();
+        for cap in [68, 200, 333, 1024, 2047] {
+            for piece in [1, 7, 100, 8192, text.len()] {
+                let mut streamed = Excerpt::new(cap);
+                for chunk in text.as_bytes().chunks(piece) {
+                    streamed.push(chunk);
+                }
+                assert_eq!(
+                    streamed.finish(),
+                    excerpt(&text, cap),
+                    "cap {cap}, pieces of {piece}"
+                );
+            }
+        }
+        let mut glued = Excerpt::new(68);
+        glued.push(&[b'x'; 68]);
+        glued.push(b"b");
+        glued.push(b"\x1baaaaaaaaa");
+        assert!(glued.finish().ends_with("\naaaaaaaaa"));
     }
 
     /// The cap counts the excerpt as the record holds it, JSON-escaped: a log of NULs and

@@ -61,6 +61,8 @@ pub struct IngestState {
     pub store_timeout: std::time::Duration,
     /// The runs this replica's JobRun watch knows of.
     pub known_runs: Arc<crate::controller::known::KnownRuns>,
+    /// What `/readyz` says: why the watch has not listed the runs, if it is known.
+    pub health: Arc<crate::health::Health>,
     /// The most runs in flight before new ones are refused (429); `None`: no bound.
     pub max_runs_in_flight: Option<usize>,
     /// The events this installation takes (`--projects`, `--stages`, `--services`).
@@ -795,10 +797,16 @@ fn backpressure(state: &IngestState, runs: &[JobRun]) -> Result<(), Refusal> {
         return Ok(());
     }
     if !state.known_runs.listed() {
+        // Why, when the watch says (the CRD missing or older than the operator, access
+        // refused): what to fix comes first.
+        let why = match state.health.status() {
+            Err(problem) => format!("{problem}; "),
+            Ok(()) => String::new(),
+        };
         return Err(unavailable(
             format!(
-                "this replica has not listed the runs in flight yet, which --max-runs-in-flight \
-                 ({limit}) counts: retry shortly"
+                "{why}this replica has not listed the runs in flight yet, which \
+                 --max-runs-in-flight ({limit}) counts: retry shortly"
             ),
             "backpressure",
         ));
