@@ -50,10 +50,31 @@ const KEPTN_LABELS: [&str; 10] = [
     KEPTN_TASK_INDEX,
 ];
 
-/// Whether a config may set the label `key`: job-executor's own and the Keptn labels it sets
-/// are refused (a value of the config's would be replaced without a word).
+/// The labels Kubernetes' Job API puts on a Job's pod template itself: a Job whose template
+/// sets one (to anything but its own name or uid) is refused, 422.
+const JOB_API_LABELS: [&str; 4] = [
+    "job-name",
+    "controller-uid",
+    "batch.kubernetes.io/job-name",
+    "batch.kubernetes.io/controller-uid",
+];
+
+/// Who sets the label `key`, when a config or the installation may not: job-executor (its own
+/// labels and the Keptn ones it sets: a value of the config's would be replaced without a word)
+/// or Kubernetes' Job API (every Job would be refused).
+pub fn reserved_by(key: &str) -> Option<&'static str> {
+    if key.starts_with(RESERVED_PREFIX) || key == MANAGED_BY_LABEL || KEPTN_LABELS.contains(&key) {
+        Some("job-executor")
+    } else if JOB_API_LABELS.contains(&key) {
+        Some("Kubernetes' Job API")
+    } else {
+        None
+    }
+}
+
+/// Whether a config or the installation may not set the label `key` ([`reserved_by`]).
 pub fn is_reserved(key: &str) -> bool {
-    key.starts_with(RESERVED_PREFIX) || key == MANAGED_BY_LABEL || KEPTN_LABELS.contains(&key)
+    reserved_by(key).is_some()
 }
 
 /// The label selector of everything job-executor manages.
@@ -78,7 +99,10 @@ mod tests {
             KEPTN_TASK,
             KEPTN_COMMIT_ID,
         ] {
-            assert!(is_reserved(key), "{key}");
+            assert_eq!(reserved_by(key), Some("job-executor"), "{key}");
+        }
+        for key in JOB_API_LABELS {
+            assert_eq!(reserved_by(key), Some("Kubernetes' Job API"), "{key}");
         }
         for key in [
             "team",
@@ -86,6 +110,8 @@ mod tests {
             "job-executor.dev",
             "example.com/run",
             "keptn.sh/team",
+            "batch.kubernetes.io/job-completion-index",
+            "job",
         ] {
             assert!(!is_reserved(key), "{key}");
         }

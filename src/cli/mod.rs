@@ -159,8 +159,8 @@ fn job_label(value: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("invalid job label {value:?}: expected key=value"))?;
     let (key, label) = (key.trim(), label.trim());
     formats::check_qualified_name(key)?;
-    if crate::labels::is_reserved(key) {
-        return Err(format!("label {key:?} is set by job-executor"));
+    if let Some(who) = crate::labels::reserved_by(key) {
+        return Err(format!("label {key:?} is set by {who}"));
     }
     if !formats::is_label_value(label) {
         return Err(format!("invalid label value {label:?} for {key:?}"));
@@ -524,7 +524,7 @@ mod tests {
         let settings = parse_render(&["--job-labels", "team=platform, cost-center=42"]).unwrap();
         assert_eq!(settings.job_labels["team"], "platform");
         assert_eq!(settings.job_labels["cost-center"], "42");
-        for bad in ["team", "job-executor.dev/run=x", "ok=not ok"] {
+        for bad in ["team", "job-executor.dev/run=x", "ok=not ok", "job-name=x"] {
             let error = parse_render(&["--job-labels", bad]).unwrap_err();
             assert!(error.contains("invalid value"), "{bad}: {error}");
         }

@@ -201,6 +201,18 @@ fn chart_refuses_values_outside_its_schema() {
             "invalid propertyName 'job-executor.dev/run'",
         ),
         (
+            "settings:\n  jobLabels: {job-name: x}\n",
+            "invalid propertyName 'job-name'",
+        ),
+        (
+            "settings:\n  eventSource: \"job executor\"\n",
+            "/settings/eventSource",
+        ),
+        (
+            "leaderElection:\n  retryPeriodSeconds: 0.01\n",
+            "/leaderElection/retryPeriodSeconds",
+        ),
+        (
             "settings:\n  jobLabels: {team: \"not ok\"}\n",
             "/settings/jobLabels/team",
         ),

@@ -535,10 +535,21 @@ fn default_job(
         if let Some(tm) = tm.as_object_mut() {
             let labels = tm.entry("labels").or_insert_with(|| json!({}));
             if let Some(l) = labels.as_object_mut() {
-                l.insert(JOB_LABELS[0].into(), json!(uid));
-                l.insert(JOB_LABELS[1].into(), json!(name));
-                l.insert(JOB_LABELS[2].into(), json!(uid));
-                l.insert(JOB_LABELS[3].into(), json!(name));
+                // The API server keeps a value the client set, and its validation then refuses
+                // one that is not the Job's own (`ValidateHasLabel`).
+                for (key, expected) in JOB_LABELS.iter().zip([&uid, &name, &uid, &name]) {
+                    match l.get(*key) {
+                        Some(set) if set.as_str() != Some(expected.as_str()) => {
+                            return Err(inv(
+                                &format!("spec.template.metadata.labels[{key}]"),
+                                &format!("Invalid value: {set}: must be '{expected}'"),
+                            ));
+                        }
+                        _ => {
+                            l.insert((*key).into(), json!(expected));
+                        }
+                    }
+                }
             }
         }
     }

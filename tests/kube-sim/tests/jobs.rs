@@ -649,7 +649,8 @@ async fn a_refused_pod_leaves_the_job_without_pods_and_a_failed_create_event() {
 /// What the real API server's pod validation refuses of a Job's template, kube-sim refuses with
 /// the same field and message (checked on Kubernetes v1.36.3 with `kubectl create
 /// --dry-run=server`): a mount of a volume the pod does not declare, two mounts at one path,
-/// `privileged` with `allowPrivilegeEscalation: false`.
+/// `privileged` with `allowPrivilegeEscalation: false`, a label the Job API sets (`job-name`)
+/// set to another value.
 #[tokio::test]
 async fn a_pod_template_the_real_server_refuses_is_refused() {
     let sim = Sim::start().await.unwrap();
@@ -688,6 +689,16 @@ async fn a_pod_template_the_real_server_refuses_is_refused() {
                 json!({"privileged": true, "allowPrivilegeEscalation": false}),
             ),
             "cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+        ),
+        (
+            job(
+                "bad",
+                json!({"template": {
+                    "metadata": {"labels": {"job-name": "other"}},
+                    "spec": {"containers": [{"name": "main", "image": "busybox:1.36"}]}
+                }}),
+            ),
+            "spec.template.metadata.labels[job-name]: Invalid value",
         ),
     ];
     for (job, message) in cases {
