@@ -772,6 +772,23 @@ mod tests {
         );
     }
 
+    /// Replica "a"'s election on `api`, stepped by hand, and what it publishes.
+    fn election(api: Api<Lease>) -> (Election, watch::Receiver<Leadership>) {
+        let (tx, rx) = watch::channel(Leadership::Following { holder: None });
+        let election = Election {
+            api,
+            settings: settings("a"),
+            tx,
+            held: None,
+            seen: None,
+            absent_since: None,
+            problem: None,
+            ready: Box::new(|| Ok(())),
+            unready: None,
+        };
+        (election, rx)
+    }
+
     /// A replica whose identity may not use the Lease never leads, and says why.
     #[tokio::test]
     async fn a_replica_refused_the_lease_says_why() {
@@ -782,18 +799,7 @@ mod tests {
             .await
             .unwrap();
         let client = kube::Client::try_from(config).unwrap();
-        let (tx, rx) = watch::channel(Leadership::Following { holder: None });
-        let mut election = Election {
-            api: Api::namespaced(client, "default"),
-            settings: settings("a"),
-            tx,
-            held: None,
-            seen: None,
-            absent_since: None,
-            problem: None,
-            ready: Box::new(|| Ok(())),
-            unready: None,
-        };
+        let (mut election, rx) = election(Api::namespaced(client, "default"));
         election.step().await;
         assert!(!rx.borrow().is_leading());
         let problem = election.problem.clone().unwrap_or_default();
@@ -824,18 +830,7 @@ mod tests {
                 .resource("leases")
                 .times(10),
         );
-        let (tx, rx) = watch::channel(Leadership::Following { holder: None });
-        let mut election = Election {
-            api,
-            settings: settings("a"),
-            tx,
-            held: None,
-            seen: None,
-            absent_since: None,
-            problem: None,
-            ready: Box::new(|| Ok(())),
-            unready: None,
-        };
+        let (mut election, rx) = election(api);
         for _ in 0..3 {
             election.step().await;
             assert!(!rx.borrow().is_leading());

@@ -464,24 +464,25 @@ async fn a_replica_that_stops_takes_no_lease(server: impl Replicas) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_that_stops_takes_no_lease_on_kube_sim() {
-    let args: Vec<&str> = LEASE
+/// The short lease, and 8 s of answering events after a signal (past the longest takeover).
+fn with_shutdown_delay() -> Vec<&'static str> {
+    LEASE
         .iter()
         .copied()
         .chain(["--shutdown-delay-seconds", "8"])
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stops_takes_no_lease_on_kube_sim() {
+    let args = with_shutdown_delay();
     let server = Harness::for_replicas(&config("stopping", &[QUICK]), &args).await;
     a_replica_that_stops_takes_no_lease(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_stops_takes_no_lease_on_the_real_control_plane() {
-    let args: Vec<&str> = LEASE
-        .iter()
-        .copied()
-        .chain(["--shutdown-delay-seconds", "8"])
-        .collect();
+    let args = with_shutdown_delay();
     let config = config("stopping-cluster", &[QUICK]);
     let server = ClusterHarness::install("stopping", &config, &args).await;
     a_replica_that_stops_takes_no_lease(server).await;

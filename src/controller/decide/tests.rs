@@ -2014,16 +2014,22 @@ fn a_cancel_records_a_task_that_ended_on_its_own_as_it_ended() {
     );
 }
 
+/// A Job that succeeded, its pod seen, with the pod's termination message (its outputs) if the
+/// watch shows it yet.
+fn pod_succeeded(message: Option<&str>) -> JobSeen {
+    JobSeen::Succeeded {
+        message: message.map(Into::into),
+        pods_seen: true,
+        succeeded_pod_gone: false,
+    }
+}
+
 #[test]
 fn a_cancel_waits_for_the_outputs_of_a_task_that_completed_long_after_it_started() {
     let mut run = cancelled(triggered(2), "bob");
     run.spec.action.tasks[0].outputs = vec!["version".into()];
     let status = running(&run);
-    let succeeded = |message: Option<&str>| JobSeen::Succeeded {
-        message: message.map(Into::into),
-        pods_seen: true,
-        succeeded_pod_gone: false,
-    };
+    let succeeded = pod_succeeded;
     // Its Job completed a minute after it started; the pod's status (the outputs) is not in
     // the watch yet: the halt waits as the task's own end would, not stopping it as cancelled.
     assert_eq!(
@@ -2279,11 +2285,7 @@ fn a_task_with_outputs_ends_with_them_once_its_pod_is_seen() {
     let mut run = triggered(2);
     run.spec.action.tasks[0].outputs = vec!["version".into()];
     let status = running(&run);
-    let succeeded = |message: Option<&str>| JobSeen::Succeeded {
-        message: message.map(Into::into),
-        pods_seen: true,
-        succeeded_pod_gone: false,
-    };
+    let succeeded = pod_succeeded;
     assert_eq!(
         next(&run, &status, succeeded(None), at(5)),
         Step::Wait(Some(STOPPING_POD_WAIT)),
