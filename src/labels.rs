@@ -59,22 +59,16 @@ const JOB_API_LABELS: [&str; 4] = [
     "batch.kubernetes.io/controller-uid",
 ];
 
-/// Who sets the label `key`, when a config or the installation may not: job-executor (its own
-/// labels and the Keptn ones it sets: a value of the config's would be replaced without a word)
-/// or Kubernetes' Job API (every Job would be refused).
-pub fn reserved_by(key: &str) -> Option<&'static str> {
-    if key.starts_with(RESERVED_PREFIX) || key == MANAGED_BY_LABEL || KEPTN_LABELS.contains(&key) {
-        Some("job-executor")
-    } else if JOB_API_LABELS.contains(&key) {
-        Some("Kubernetes' Job API")
-    } else {
-        None
-    }
+/// Whether a config may set the label `key`: job-executor's own and the Keptn labels it sets
+/// are refused (a value of the config's would be replaced without a word).
+pub fn is_reserved(key: &str) -> bool {
+    key.starts_with(RESERVED_PREFIX) || key == MANAGED_BY_LABEL || KEPTN_LABELS.contains(&key)
 }
 
-/// Whether a config or the installation may not set the label `key` ([`reserved_by`]).
-pub fn is_reserved(key: &str) -> bool {
-    reserved_by(key).is_some()
+/// Whether the Job API sets the label `key` on a Job's pods itself: a label every pod gets
+/// (`--job-labels`) may not be one of them.
+pub fn set_by_job_api(key: &str) -> bool {
+    JOB_API_LABELS.contains(&key)
 }
 
 /// The label selector of everything job-executor manages.
@@ -99,10 +93,10 @@ mod tests {
             KEPTN_TASK,
             KEPTN_COMMIT_ID,
         ] {
-            assert_eq!(reserved_by(key), Some("job-executor"), "{key}");
+            assert!(is_reserved(key), "{key}");
         }
         for key in JOB_API_LABELS {
-            assert_eq!(reserved_by(key), Some("Kubernetes' Job API"), "{key}");
+            assert!(set_by_job_api(key) && !is_reserved(key), "{key}");
         }
         for key in [
             "team",
@@ -113,7 +107,7 @@ mod tests {
             "batch.kubernetes.io/job-completion-index",
             "job",
         ] {
-            assert!(!is_reserved(key), "{key}");
+            assert!(!is_reserved(key) && !set_by_job_api(key), "{key}");
         }
         assert_eq!(
             managed_selector(),

@@ -159,8 +159,14 @@ fn job_label(value: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("invalid job label {value:?}: expected key=value"))?;
     let (key, label) = (key.trim(), label.trim());
     formats::check_qualified_name(key)?;
-    if let Some(who) = crate::labels::reserved_by(key) {
-        return Err(format!("label {key:?} is set by {who}"));
+    if crate::labels::is_reserved(key) {
+        return Err(format!("label {key:?} is set by job-executor"));
+    }
+    if crate::labels::set_by_job_api(key) {
+        return Err(format!(
+            "label {key:?} is set on every pod of a Job by Kubernetes' Job API (the API server \
+             refuses a Job whose pods set it)"
+        ));
     }
     if !formats::is_label_value(label) {
         return Err(format!("invalid label value {label:?} for {key:?}"));

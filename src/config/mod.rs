@@ -958,10 +958,10 @@ impl Semantic<'_> {
             let label_path = key_path(&labels_path, key);
             if let Err(message) = formats::check_qualified_name(key) {
                 self.error(&label_path, message);
-            } else if let Some(who) = crate::labels::reserved_by(key) {
+            } else if crate::labels::is_reserved(key) {
                 self.error(
                     &label_path,
-                    format!("label \"{key}\" is set by {who} and cannot be overridden"),
+                    format!("label \"{key}\" is set by job-executor and cannot be overridden"),
                 );
             }
             if !formats::is_label_value(value) {

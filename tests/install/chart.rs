@@ -205,6 +205,10 @@ fn chart_refuses_values_outside_its_schema() {
             "invalid propertyName 'job-name'",
         ),
         (
+            "settings:\n  jobLabels: {keptn.sh/project: x}\n",
+            "invalid propertyName 'keptn.sh/project'",
+        ),
+        (
             "settings:\n  eventSource: \"job executor\"\n",
             "/settings/eventSource",
         ),
