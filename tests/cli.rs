@@ -454,6 +454,34 @@ fn validate_reports_every_problem_as_file_line_col() {
         stderr(&output)
     );
 
+    // What the old service read otherwise: a name it matched as part of Keptn's type is a
+    // warning; a number whose octal and decimal readings differ is refused, naming both.
+    let keptn = dir.join("keptn.yaml");
+    std::fs::write(
+        &keptn,
+        "apiVersion: v2\nactions:\n  - name: a\n    events:\n      - name: test.triggered\n    tasks:\n      - image: alpine\n        maxPollDuration: 0900\n",
+    )
+    .unwrap();
+    let output = run(&["validate", keptn.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(":5:15: actions[0].events[0].name: \"test.triggered\" matches only events of exactly that type"),
+        "{}",
+        stderr(&output)
+    );
+    std::fs::write(
+        &keptn,
+        "apiVersion: v2\nactions:\n  - name: a\n    events:\n      - name: sh.keptn.event.test.triggered\n    tasks:\n      - image: alpine\n        maxPollDuration: 0600\n",
+    )
+    .unwrap();
+    let output = run(&["validate", keptn.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output).contains(":8:26: actions[0].tasks[0].maxPollDuration: 0600 starts with 0: Keptn's job-executor-service (YAML 1.1) read it as the octal 384, YAML 1.2 reads the decimal 600"),
+        "{}",
+        stdout(&output)
+    );
+
     let output = run(&["validate", dir.join("missing.yaml").to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     assert!(

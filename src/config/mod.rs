@@ -667,10 +667,11 @@ impl Semantic<'_> {
             );
         }
         for (index, event) in action.events.iter().enumerate() {
+            let event_at = index_path(&key_path(path, "events"), index);
+            let name_path = key_path(&event_at, "name");
             if event.name.is_empty() {
-                let event_path = key_path(&index_path(&key_path(path, "events"), index), "name");
                 self.error(
-                    &event_path,
+                    &name_path,
                     "an empty name matches no event here (Keptn's service, reading it as a \
                      regular expression, matched every event): name the event types, or `*` \
                      for every one"
@@ -680,20 +681,15 @@ impl Semantic<'_> {
             if let Some(jsonpath) = &event.jsonpath
                 && let Ok(reads_as) = formats::config_jsonpath(&jsonpath.property)
             {
-                let property_path = key_path(
-                    &key_path(&index_path(&key_path(path, "events"), index), "jsonpath"),
-                    "property",
-                );
+                let property_path = key_path(&key_path(&event_at, "jsonpath"), "property");
                 self.rooted_path(&property_path, &jsonpath.property, &reads_as);
             }
             if let Some(message) = formats::partial_keptn_name(&event.name) {
-                let event_path = key_path(&index_path(&key_path(path, "events"), index), "name");
-                self.warn(&event_path, message);
+                self.warn(&name_path, message);
             }
             if formats::looks_like_regex(&event.name) {
-                let event_path = key_path(&index_path(&key_path(path, "events"), index), "name");
                 self.warn(
-                    &event_path,
+                    &name_path,
                     format!(
                         "\"{}\" looks like a regular expression, but event names are matched \
                          as anchored globs (`*` matches any run of characters, `.` is a dot), \

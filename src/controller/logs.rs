@@ -31,11 +31,11 @@ fn weight_of<'a>(bytes: impl IntoIterator<Item = &'a u8>) -> usize {
     bytes.into_iter().map(|byte| weight(*byte)).sum()
 }
 
-/// How many of the first bytes fit in `room`.
-fn fitting(bytes: &[u8], room: usize) -> usize {
+/// How many of the bytes, in the order given (a slice's `.iter().rev()` for its last ones), fit
+/// in `room`.
+fn fitting<'a>(bytes: impl Iterator<Item = &'a u8>, room: usize) -> usize {
     let mut left = room;
     bytes
-        .iter()
         .take_while(|byte| match left.checked_sub(weight(**byte)) {
             Some(rest) => {
                 left = rest;
@@ -88,11 +88,11 @@ impl Excerpt {
                 // Outgrown: the head keeps its first bytes, the rest goes on to the tail.
                 let mut tail = std::collections::VecDeque::new();
                 if self.head_weight > head_room {
-                    tail.extend(self.head.drain(fitting(&self.head, head_room)..));
+                    tail.extend(self.head.drain(fitting(self.head.iter(), head_room)..));
                     self.head_weight = weight_of(&self.head);
                     self.tail_weight = weight_of(&tail);
                 } else {
-                    let fill = fitting(bytes, head_room - self.head_weight);
+                    let fill = fitting(bytes.iter(), head_room - self.head_weight);
                     self.head.extend_from_slice(&bytes[..fill]);
                     self.head_weight += weight_of(&bytes[..fill]);
                     bytes = &bytes[fill..];
@@ -101,16 +101,7 @@ impl Excerpt {
             }
         };
         // Of a long piece, only its end can stay.
-        let mut left = tail_room;
-        let stays = (bytes.iter().rev())
-            .take_while(|byte| match left.checked_sub(weight(**byte)) {
-                Some(rest) => {
-                    left = rest;
-                    true
-                }
-                None => false,
-            })
-            .count();
+        let stays = fitting(bytes.iter().rev(), tail_room);
         let skipped = bytes.len() - stays;
         bytes = &bytes[skipped..];
         if skipped > 0 {
