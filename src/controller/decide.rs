@@ -545,13 +545,25 @@ pub fn decide(facts: &Facts<'_>) -> Step {
     }
 
     // Notifications go beside everything else: a target that is down holds nothing up. What
-    // one says of the run's end is recorded first, as for `.finished`.
+    // one says of the run's end is recorded first, as for `.finished`, and waits while the
+    // target's own "started" is retried (a webhook got `.finished` before `.started`).
     for (index, notification) in status.notifications.iter().enumerate() {
         let Some(due) = notification.due() else {
             continue;
         };
-        if notification.when != NotifyWhen::Started && persisted.outcome.is_none() {
-            return Step::Record(Record::BeforeFinished);
+        if notification.when != NotifyWhen::Started {
+            if persisted.outcome.is_none() {
+                return Step::Record(Record::BeforeFinished);
+            }
+            let started_pending = status.notifications.iter().any(|other| {
+                other.when == NotifyWhen::Started
+                    && other.kind == notification.kind
+                    && other.target == notification.target
+                    && other.state == DeliveryState::Pending
+            });
+            if started_pending {
+                continue;
+            }
         }
         match left_until_attempt(due, now) {
             None => return jobs_recorded_first(facts).unwrap_or(Step::Notify(index)),

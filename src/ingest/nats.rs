@@ -113,7 +113,7 @@ impl NatsSource {
         }
         for (flag, list) in [
             ("--nats-stream-subjects", &stream_subjects),
-            ("--nats-subjects", &subjects),
+            ("--nats-subject", &subjects),
         ] {
             for subject in list {
                 if let Err(why) = check_subject(subject, Wildcards::Allowed) {
@@ -739,7 +739,7 @@ mod tests {
             };
             assert_eq!(
                 error.to_string(),
-                format!("--nats-subjects: {subject:?} is not a NATS subject: {why}")
+                format!("--nats-subject: {subject:?} is not a NATS subject: {why}")
             );
         }
         let Err(error) = self::source("nats://alice:s3cret@/", &[]) else {

@@ -235,6 +235,13 @@ fn content_mode(headers: &HeaderMap) -> ContentMode {
         ContentMode::Batch
     } else if media.eq_ignore_ascii_case("application/cloudevents+json") {
         ContentMode::Structured
+    } else if media
+        .get(..23)
+        .is_some_and(|start| start.eq_ignore_ascii_case("application/cloudevents"))
+    {
+        // Another CloudEvents format (`+xml`, `+protobuf`): still the structured mode, in a
+        // format not read here, whatever `ce-` headers came.
+        ContentMode::Unsupported(media.to_ascii_lowercase())
     } else if headers.contains_key("ce-specversion") {
         ContentMode::Binary(media.to_ascii_lowercase())
     } else if media.eq_ignore_ascii_case("application/json") {
@@ -283,6 +290,14 @@ fn binary(headers: &HeaderMap, media: &str, body: &[u8]) -> Result<CloudEvent, P
         if matches!(attribute, "data" | "data_base64") {
             return Err(header(
                 "the binary mode carries the data in the body, not in a header",
+            ));
+        }
+        // HTTP binding 3.1.1: the data's media type is the Content-Type header and never a
+        // `ce-` one; taken, it said one type while the body was read by another.
+        if attribute == "datacontenttype" {
+            return Err(header(
+                "the binary mode carries the data's media type in Content-Type, not in a \
+                 ce- header",
             ));
         }
         // Percent-encoded as the HTTP binding asks, after undoing quoted strings (which older
@@ -523,6 +538,16 @@ mod tests {
         assert_eq!(events[0].id(), "1");
         assert_eq!(events[0].as_value()["data"], json!({"project": "p"}));
         assert_eq!(structured_text(&h, EVENT.as_bytes()), Some(EVENT));
+        // Another CloudEvents format is the structured mode too, in a format not read here:
+        // refused as such, not read as binary mode's data.
+        let mut xml = h.clone();
+        xml.insert(
+            "content-type",
+            HeaderValue::from_static("application/cloudevents+xml"),
+        );
+        let error = events_from_request(&xml, b"<event/>", LIMIT).unwrap_err();
+        assert_eq!(error.status().as_u16(), 415, "{error}");
+        assert!(!is_binary(&xml));
     }
 
     #[test]
@@ -782,6 +807,15 @@ mod tests {
         assert_eq!(
             refused(&[("ce-id", "2")]),
             (400, "header ce-id: given more than once".into())
+        );
+        assert_eq!(
+            refused(&[("ce-datacontenttype", "text/plain")]),
+            (
+                400,
+                "header ce-datacontenttype: the binary mode carries the data's media type in \
+                 Content-Type, not in a ce- header"
+                    .into()
+            )
         );
         assert_eq!(
             refused(&[("content-encoding", "gzip")]),

@@ -2666,6 +2666,49 @@ fn what_a_notification_says_of_the_end_is_recorded_before_it_is_sent() {
 }
 
 #[test]
+fn what_a_notification_says_of_the_end_waits_while_its_targets_started_is_retried() {
+    let run = notifying(
+        triggered(1),
+        &["webhook:audit:started,succeeded", "slack:team:succeeded"],
+    );
+    let mut status = finished(&run);
+    delivered(&mut status.finished);
+    let whens: Vec<(&str, NotifyWhen)> = (status.notifications.iter())
+        .map(|n| (n.target.as_str(), n.when))
+        .collect();
+    assert_eq!(
+        whens,
+        [
+            ("audit", NotifyWhen::Started),
+            ("audit", NotifyWhen::Succeeded),
+            ("team", NotifyWhen::Succeeded),
+        ]
+    );
+    // `.started` to the webhook failed and waits for its retry: its `.finished` waits too,
+    // another target's notification does not.
+    status.notifications[0].next_attempt = Some(at(30).to_string());
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(10)),
+        Step::Notify(2)
+    );
+    status.notifications[2].state = DeliveryState::Delivered;
+    assert!(matches!(
+        next(&run, &status, JobSeen::NotCached, at(10)),
+        Step::Wait(Some(_))
+    ));
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(30)),
+        Step::Notify(0)
+    );
+    // Once it is delivered (or given up), the end goes.
+    status.notifications[0].state = DeliveryState::GaveUp;
+    assert_eq!(
+        next(&run, &status, JobSeen::NotCached, at(10)),
+        Step::Notify(1)
+    );
+}
+
+#[test]
 fn a_failed_or_cancelled_run_tells_failed_and_a_failure_before_any_job_too() {
     let run = notifying(triggered(2), &["slack:team"]);
     let mut status = running(&run);
