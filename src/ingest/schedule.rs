@@ -221,6 +221,7 @@ async fn reconcile(
     let verdict = reviewed
         .await
         .map_err(|error| ScheduleError::Review(error.to_string()))?;
+    let mut missed = None;
     let action = match verdict {
         Verdict::Invalid(message) => {
             if !has_condition(&before, "False", "InvalidSchedule", &message) {
@@ -282,8 +283,7 @@ async fn reconcile(
                         status.handled_until = Some(last.to_string());
                         if plan.missed > 0 {
                             status.missed += plan.missed;
-                            metrics.schedule_missed(plan.missed);
-                            report_missed(&context, &schedule, plan.missed, &status);
+                            missed = Some(Missed::of(&plan, status.missed));
                         }
                     } else {
                         status.handled_until = Some(handled_before.to_string());
@@ -298,6 +298,7 @@ async fn reconcile(
                     );
                     status.next_fire_time = plan.fire.get(fired_slots).map(ToString::to_string);
                     write(&context, &schedule, &before, status).await?;
+                    report_missed(&context, &schedule, missed);
                     return Ok(Action::requeue(RETRY));
                 }
                 None => {
@@ -305,8 +306,7 @@ async fn reconcile(
                     status.next_fire_time = plan.next.map(|next| next.to_string());
                     if plan.missed > 0 {
                         status.missed += plan.missed;
-                        metrics.schedule_missed(plan.missed);
-                        report_missed(&context, &schedule, plan.missed, &status);
+                        missed = Some(Missed::of(&plan, status.missed));
                     }
                     let message = match plan.next {
                         Some(next) => format!(
@@ -325,6 +325,7 @@ async fn reconcile(
         }
     };
     write(&context, &schedule, &before, status).await?;
+    report_missed(&context, &schedule, missed);
     Ok(action)
 }
 
@@ -415,23 +416,45 @@ async fn fire(
     }))
 }
 
-fn report_missed(
-    context: &Context,
-    schedule: &JobSchedule,
-    missed: u64,
-    status: &JobScheduleStatus,
-) {
+/// Slots a review counted as missed, told once the status that counts them is written (a
+/// write that failed is reviewed again, and would count them twice).
+struct Missed {
+    slots: u64,
+    /// The newest of them.
+    last: Option<Timestamp>,
+    /// The schedule's count with them.
+    in_all: u64,
+}
+
+impl Missed {
+    fn of(plan: &schedule::Plan, in_all: u64) -> Missed {
+        Missed {
+            slots: plan.missed,
+            last: plan.last_missed,
+            in_all,
+        }
+    }
+}
+
+fn report_missed(context: &Context, schedule: &JobSchedule, missed: Option<Missed>) {
+    let Some(missed) = missed else { return };
+    context.parts.ingest.metrics.schedule_missed(missed.slots);
     let policy = schedule.spec.missed_slots.clone().unwrap_or_default();
     let note = format!(
-        "{missed} slot(s) up to {} passed without firing (missedSlots.policy {}, look-back {}s); {} missed in all",
-        status.handled_until.as_deref().unwrap_or_default(),
+        "{} slot(s) up to {} passed without firing (missedSlots.policy {}, look-back {}s); {} missed in all",
+        missed.slots,
+        missed.last.map(|last| last.to_string()).unwrap_or_default(),
         policy.policy.as_str(),
         policy
             .lookback_seconds
             .unwrap_or(schedule::DEFAULT_LOOKBACK.as_secs()),
-        status.missed
+        missed.in_all
     );
-    tracing::warn!(schedule = schedule.name_any(), missed, "{note}");
+    tracing::warn!(
+        schedule = schedule.name_any(),
+        missed = missed.slots,
+        "{note}"
+    );
     publish(context, schedule, true, "MissedSlots", note);
 }
 

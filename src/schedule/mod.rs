@@ -74,6 +74,26 @@ impl MissedPolicy {
     }
 }
 
+/// The IANA time zone `name`, spelt as the database spells it. The database's lookup ignores
+/// case and holds the host's own zone under names of files beside the zones: a CronJob's
+/// `timeZone` is read by Go, which takes a name as the file is named, and Kubernetes refuses
+/// `Local`; `localtime` and `posixrules` are the machine's zone, not one of IANA's.
+fn zone(name: &str) -> Result<TimeZone, String> {
+    if ["local", "localtime", "posixrules"]
+        .iter()
+        .any(|host| name.eq_ignore_ascii_case(host))
+    {
+        return Err(
+            "that is the zone of the machine the operator runs on, not a zone's name".into(),
+        );
+    }
+    let zone = TimeZone::get(name).map_err(|e| e.to_string())?;
+    match zone.iana_name() {
+        Some(spelt) if spelt != name => Err(format!("the name is {spelt:?}")),
+        _ => Ok(zone),
+    }
+}
+
 /// A cron in a time zone.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -87,9 +107,9 @@ impl Schedule {
         let cron = Cron::parse(cron)?;
         let zone = match time_zone.filter(|z| !z.is_empty()) {
             None => TimeZone::UTC,
-            Some(name) => TimeZone::get(name).map_err(|e| ScheduleError::TimeZone {
+            Some(name) => zone(name).map_err(|reason| ScheduleError::TimeZone {
                 zone: name.to_string(),
-                reason: e.to_string(),
+                reason,
             })?,
         };
         Ok(Schedule { cron, zone })
@@ -164,6 +184,8 @@ pub struct Plan {
     pub fire: Vec<Timestamp>,
     /// Slots passed that are not fired (the policy, or older than the look-back window).
     pub missed: u64,
+    /// The newest of them, if any.
+    pub last_missed: Option<Timestamp>,
     /// The slot fired last after this plan (what the status records), if any was.
     pub last: Option<Timestamp>,
     /// When to look again: the next slot.
@@ -187,9 +209,16 @@ pub fn plan(
     let mut passed: u64 = 0;
     let mut latest = None;
     let mut fire: std::collections::VecDeque<Timestamp> = std::collections::VecDeque::new();
+    // The newest slots passed, one more than may fire: every policy fires the newest slots
+    // passed, so the one before those fired is the newest missed.
+    let mut newest: std::collections::VecDeque<Timestamp> = std::collections::VecDeque::new();
     for slot in schedule.slots(since, now) {
         passed += 1;
         latest = Some(slot);
+        if newest.len() > MOST_FIRES {
+            newest.pop_front();
+        }
+        newest.push_back(slot);
         if age(slot) <= ON_TIME || (policy == MissedPolicy::All && age(slot) <= lookback) {
             keep_newest(&mut fire, slot);
         }
@@ -203,7 +232,12 @@ pub fn plan(
     }
     let fire: Vec<Timestamp> = fire.into();
     let missed = passed - fire.len() as u64;
+    let last_missed = (missed > 0)
+        .then(|| newest.len().checked_sub(fire.len() + 1))
+        .flatten()
+        .and_then(|index| newest.get(index).copied());
     Plan {
+        last_missed,
         // Every slot passed is handled now: fired or counted.
         last: latest,
         // A schedule handled up to a time still to come (a clock set back) waits for it.
@@ -597,6 +631,7 @@ mod tests {
             (vec![at("2026-12-01T10:10:00Z")], 9),
             "only the due one"
         );
+        assert_eq!(skip.last_missed, Some(at("2026-12-01T10:09:00Z")));
         let latest = plan(&schedule, since, now, MissedPolicy::Latest, lookback);
         assert_eq!(
             (latest.fire.clone(), latest.missed),
@@ -612,6 +647,7 @@ mod tests {
             "10:06 to 10:10; 10:01 to 10:05 missed"
         );
         assert_eq!(all.last, Some(at("2026-12-01T10:10:00Z")));
+        assert_eq!(all.last_missed, Some(at("2026-12-01T10:05:00Z")));
         assert_eq!(all.next, Some(at("2026-12-01T10:11:00Z")));
 
         // Away past the slot, nothing due now: `latest` fires the last missed one within the
@@ -637,6 +673,7 @@ mod tests {
             (skip.fire.len(), skip.missed, skip.last),
             (0, 1, Some(at("2026-12-01T10:00:00Z")))
         );
+        assert_eq!(skip.last_missed, Some(at("2026-12-01T10:00:00Z")));
         let none = plan(
             &hourly,
             at("2026-12-01T10:00:00Z"),
@@ -645,6 +682,7 @@ mod tests {
             lookback,
         );
         assert_eq!((none.fire.len(), none.missed, none.last), (0, 0, None));
+        assert_eq!(none.last_missed, None);
     }
 
     #[test]
@@ -663,6 +701,7 @@ mod tests {
         );
         assert_eq!((all.fire.len(), all.missed), (MOST_FIRES, 50));
         assert_eq!(all.fire.first(), Some(&at("2026-12-01T10:51:00Z")));
+        assert_eq!(all.last_missed, Some(at("2026-12-01T10:50:00Z")));
         assert_eq!(all.fire.last(), Some(&at("2026-12-01T12:30:00Z")));
         assert!(all.fire.is_sorted());
         assert_eq!(all.last, Some(at("2026-12-01T12:30:00Z")));
@@ -681,6 +720,7 @@ mod tests {
         );
         assert_eq!(all.fire.first(), Some(&at("2026-11-30T23:56:00Z")));
         assert_eq!((all.fire.len(), all.missed), (5, 30 * 1440 - 5));
+        assert_eq!(all.last_missed, Some(at("2026-11-30T23:55:00Z")));
         assert_eq!(all.last, Some(at("2026-12-01T00:00:00Z")));
     }
 
@@ -895,5 +935,21 @@ mod tests {
             error.starts_with("timeZone \"Mars/Olympus\" is not an IANA time zone"),
             "{error}"
         );
+        // The database finds these too, but a CronJob's `timeZone` does not take them.
+        for (name, why) in [
+            ("europe/berlin", "the name is \"Europe/Berlin\""),
+            ("localtime", "the machine the operator runs on"),
+            ("posixrules", "the machine the operator runs on"),
+            ("Local", "the machine the operator runs on"),
+        ] {
+            let error = Schedule::new("@daily", Some(name)).unwrap_err().to_string();
+            assert!(
+                error.starts_with(&format!("timeZone {name:?} is not an IANA time zone"))
+                    && error.contains(why),
+                "{error}"
+            );
+        }
+        assert!(Schedule::new("@daily", Some("Europe/Berlin")).is_ok());
+        assert!(Schedule::new("@daily", Some("UTC")).is_ok());
     }
 }
