@@ -59,12 +59,15 @@ pub enum FilesError {
     )]
     NotRelative { task: String, path: String },
     #[error(
-        "the files of this run total {total} bytes, more than the {limit} bytes one ConfigMap can hold; the largest: {largest}"
+        "the files of this run total {total} bytes{more}, more than the {limit} bytes one ConfigMap can hold; the largest: {largest}",
+        more = if *.counted_all { "" } else { " or more (counted until past the limit)" }
     )]
     TooLarge {
         total: u64,
         limit: u64,
         largest: String,
+        /// Whether every entry was expanded (not stopped once past the limit).
+        counted_all: bool,
     },
     #[error(
         "the tasks of this run list {files} files, which take {bytes} bytes in its JobRun and Jobs, more than the {limit} bytes allowed (the API server stores objects of at most 1.5 MiB); stage fewer files, e.g. an archive of them"
@@ -139,15 +142,16 @@ pub enum ExpandError {
     },
 }
 
-/// The most entries (files, directories, links) expanding one task entry walks: more than the
-/// files one ConfigMap can hold (each takes at least 7 bytes of it past the ten-thousandth, key
-/// and all), so only a tree that fans out (links side by side to the same directory, level
-/// under level) reaches it.
+/// The most entries (files, directories, links) expanding the `files` entries of a run's tasks
+/// walks, all entries together: more than the files one ConfigMap can hold (each takes at least
+/// 7 bytes of it past the ten-thousandth, key and all), so only a tree that fans out (links side
+/// by side to the same directory, level under level) reaches it. Counted per run, not per entry:
+/// a config listing many links to one large directory had each walked to the bound.
 pub const MOST_ENTRIES_WALKED: u64 = 200_000;
 
-/// The entries expanding one task entry has walked, stopped as soon as they are too many: a
-/// tree of links fanning out would otherwise be walked, and its files listed, by the billion
-/// before the run's size is checked.
+/// The entries expanding a run's `files` entries has walked, stopped as soon as they are too
+/// many: a tree of links fanning out would otherwise be walked, and its files listed, by the
+/// billion before the run's size is checked.
 #[derive(Debug)]
 pub struct ExpandBudget {
     entries: u64,
@@ -173,8 +177,8 @@ impl ExpandBudget {
             return Err(ExpandError::Unreadable {
                 path: path.to_string(),
                 reason: format!(
-                    "more than {} files, directories and links below one entry (links that \
-                     fan out?)",
+                    "more than {} files, directories and links walked for the files of this \
+                     run (links that fan out?)",
                     self.most
                 ),
             });
@@ -191,8 +195,13 @@ pub trait FileTree {
     fn place(&self) -> String;
     /// What links may not leave, for messages.
     fn root(&self) -> String;
-    /// The files a (relative, normalized) entry names: itself, or everything below it.
-    fn expand(&self, entry: &str) -> Result<Vec<FoundFile<Self::Handle>>, ExpandError>;
+    /// The files a (relative, normalized) entry names: itself, or everything below it, walking
+    /// at most what is left of `budget`.
+    fn expand(
+        &self,
+        entry: &str,
+        budget: &mut ExpandBudget,
+    ) -> Result<Vec<FoundFile<Self::Handle>>, ExpandError>;
     fn read(&self, file: &FoundFile<Self::Handle>) -> Result<Vec<u8>, FilesError>;
 }
 
@@ -267,7 +276,19 @@ pub fn normalize_entry(entry: &str) -> Option<String> {
 /// Expands every task's entries from `tree`, checks the total against what a ConfigMap holds,
 /// then reads each distinct file once.
 pub fn collect<T: FileTree>(tree: &T, tasks: &[Task]) -> Result<RunFiles, FilesError> {
+    collect_within(tree, tasks, ExpandBudget::default())
+}
+
+/// [`collect`], walking at most what `budget` allows (tests walk fewer than the bound).
+fn collect_within<T: FileTree>(
+    tree: &T,
+    tasks: &[Task],
+    mut budget: ExpandBudget,
+) -> Result<RunFiles, FilesError> {
     let mut found: Vec<FoundFile<T::Handle>> = Vec::new();
+    // What the files found so far take of the ConfigMap: past its limit the run is refused
+    // at once, not after every entry is expanded and listed.
+    let mut taken: u64 = 0;
     let mut by_path: BTreeMap<String, usize> = BTreeMap::new();
     let mut per_task_indices: Vec<Vec<usize>> = Vec::new();
     // What each entry brought, by its normal form: an entry listed again (by another task, or
@@ -279,7 +300,7 @@ pub fn collect<T: FileTree>(tree: &T, tasks: &[Task]) -> Result<RunFiles, FilesE
         let mut indices = Vec::new();
         // A task lists each file once, in the order its entries bring them.
         let mut listed = std::collections::HashSet::new();
-        for raw in &task.files {
+        for (entry_index, raw) in task.files.iter().enumerate() {
             let Some(entry) = normalize_entry(raw) else {
                 return Err(FilesError::NotRelative {
                     task: task_name,
@@ -294,20 +315,24 @@ pub fn collect<T: FileTree>(tree: &T, tasks: &[Task]) -> Result<RunFiles, FilesE
                 }
                 continue;
             }
-            let files = tree.expand(&entry).map_err(|problem| match problem {
-                ExpandError::Missing => FilesError::Missing {
-                    task: task_name.clone(),
-                    path: entry.clone(),
-                    place: tree.place(),
-                },
-                ExpandError::Escapes(path) => FilesError::Escapes {
-                    task: task_name.clone(),
-                    path,
-                    root: tree.root(),
-                },
-                ExpandError::Unreadable { path, reason } => FilesError::Unreadable { path, reason },
-                ExpandError::Store { path, reason } => FilesError::Store { path, reason },
-            })?;
+            let files = tree
+                .expand(&entry, &mut budget)
+                .map_err(|problem| match problem {
+                    ExpandError::Missing => FilesError::Missing {
+                        task: task_name.clone(),
+                        path: entry.clone(),
+                        place: tree.place(),
+                    },
+                    ExpandError::Escapes(path) => FilesError::Escapes {
+                        task: task_name.clone(),
+                        path,
+                        root: tree.root(),
+                    },
+                    ExpandError::Unreadable { path, reason } => {
+                        FilesError::Unreadable { path, reason }
+                    }
+                    ExpandError::Store { path, reason } => FilesError::Store { path, reason },
+                })?;
             // As Keptn's service, which failed a task whose entry found no file: the task
             // would start without the files it names.
             if files.is_empty() {
@@ -323,6 +348,7 @@ pub fn collect<T: FileTree>(tree: &T, tasks: &[Task]) -> Result<RunFiles, FilesE
                     Some(index) => *index,
                     None => {
                         let index = found.len();
+                        taken += file.size + config_map_key(index, &file.path).len() as u64;
                         by_path.insert(file.path.clone(), index);
                         found.push(file);
                         index
@@ -333,11 +359,19 @@ pub fn collect<T: FileTree>(tree: &T, tasks: &[Task]) -> Result<RunFiles, FilesE
                     indices.push(index);
                 }
             }
+            if taken > CONFIG_MAP_LIMIT_BYTES {
+                let left = task.files.len() - entry_index - 1
+                    + tasks[task_index + 1..]
+                        .iter()
+                        .map(|task| task.files.len())
+                        .sum::<usize>();
+                check_size(&found, left == 0)?;
+            }
             expanded.insert(entry, brought);
         }
         per_task_indices.push(indices);
     }
-    check_size(&found)?;
+    check_size(&found, true)?;
     let mut run = RunFiles::default();
     for (index, file) in found.iter().enumerate() {
         run.files.push(RunFile {
@@ -380,7 +414,7 @@ pub fn check_lists(run: &RunFiles) -> Result<(), FilesError> {
     })
 }
 
-fn check_size<H>(found: &[FoundFile<H>]) -> Result<(), FilesError> {
+fn check_size<H>(found: &[FoundFile<H>], counted_all: bool) -> Result<(), FilesError> {
     let total: u64 = found
         .iter()
         .enumerate()
@@ -400,6 +434,7 @@ fn check_size<H>(found: &[FoundFile<H>]) -> Result<(), FilesError> {
         total,
         limit: CONFIG_MAP_LIMIT_BYTES,
         largest: listed.join(", "),
+        counted_all,
     })
 }
 
@@ -438,7 +473,11 @@ impl FileTree for DirTree {
         self.root.display().to_string()
     }
 
-    fn expand(&self, entry: &str) -> Result<Vec<FoundFile<PathBuf>>, ExpandError> {
+    fn expand(
+        &self,
+        entry: &str,
+        budget: &mut ExpandBudget,
+    ) -> Result<Vec<FoundFile<PathBuf>>, ExpandError> {
         let io = |path: &Path, error: std::io::Error| ExpandError::Unreadable {
             path: path.display().to_string(),
             reason: error.to_string(),
@@ -448,7 +487,6 @@ impl FileTree for DirTree {
             return Err(ExpandError::Missing);
         }
         let mut found = Vec::new();
-        let mut budget = ExpandBudget::default();
         // Each directory with the real paths of the directories it is under: a link back to
         // one of them is a loop (two links to the same directory side by side are not).
         let mut pending = vec![(entry.to_string(), start, Arc::new(Vec::new()))];
@@ -687,14 +725,59 @@ mod tests {
             collect_from_dir(&base, &service, &action_with_files("[l0]").tasks).unwrap_err();
         assert!(
             error.to_string().contains(&format!(
-                "more than {MOST_ENTRIES_WALKED} files, directories and links below one entry \
-                 (links that fan out?)"
+                "more than {MOST_ENTRIES_WALKED} files, directories and links walked for the \
+                 files of this run (links that fan out?)"
             )),
             "{error}"
         );
         // Fewer levels: listed, and sized as usual.
         let run = collect_from_dir(&base, &service, &action_with_files("[l7]").tasks).unwrap();
         assert_eq!(run.files.len(), 16);
+        let _ = fs::remove_dir_all(&base);
+    }
+
+    /// The walk's bound holds for a run's entries together: many links to one directory, each
+    /// under the bound, walked it each before. And files past what a ConfigMap holds are
+    /// refused before the rest of the entries are walked.
+    #[test]
+    fn the_walks_bound_and_the_size_hold_for_all_entries_together() {
+        let base = std::env::temp_dir().join(format!("files-many-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let service = base.join("carts");
+        fs::create_dir_all(service.join("data")).unwrap();
+        for file in 0..99 {
+            fs::write(service.join(format!("data/{file}")), "x").unwrap();
+        }
+        for link in 0..5 {
+            std::os::unix::fs::symlink("data", service.join(format!("x{link}"))).unwrap();
+        }
+        let tree = DirTree::new(&base, &service).unwrap();
+        let tasks = action_with_files("[x0, x1, x2, x3, x4]").tasks;
+        // Each entry walks 100 entries: three pass a bound of 250.
+        let error = collect_within(&tree, &tasks, ExpandBudget::most(250)).unwrap_err();
+        assert!(
+            error.to_string().contains(
+                "more than 250 files, directories and links walked for the files of this run"
+            ),
+            "{error}"
+        );
+        assert_eq!(
+            collect_within(&tree, &tasks, ExpandBudget::most(500))
+                .unwrap()
+                .files
+                .len(),
+            495
+        );
+        let half = vec![b'x'; 600_000];
+        fs::write(service.join("big1"), &half).unwrap();
+        fs::write(service.join("big2"), &half).unwrap();
+        let error = collect_from_dir(
+            &base,
+            &service,
+            &action_with_files("[big1, big2, missing]").tasks,
+        )
+        .unwrap_err();
+        assert!(matches!(error, FilesError::TooLarge { .. }), "{error}");
         let _ = fs::remove_dir_all(&base);
     }
 
@@ -799,7 +882,7 @@ mod tests {
         let error = collect_from_dir(
             &base,
             &service,
-            &action_with_files("[big, small.txt]").tasks,
+            &action_with_files("[small.txt, big]").tasks,
         )
         .unwrap_err();
         let FilesError::TooLarge { total, .. } = &error else {
@@ -811,6 +894,21 @@ mod tests {
             format!(
                 "the files of this run total {total} bytes, more than the 1000000 bytes one ConfigMap can hold; the largest: big/a.bin (600000 bytes), big/b.bin (450000 bytes), small.txt (1 bytes)"
             )
+        );
+        // Entries after the limit was passed are not expanded, nor counted.
+        let error = collect_from_dir(
+            &base,
+            &service,
+            &action_with_files("[big, small.txt]").tasks,
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains(
+                " bytes or more (counted until past the limit), more than the 1000000 bytes one \
+                 ConfigMap can hold; the largest: big/a.bin (600000 bytes), big/b.bin (450000 \
+                 bytes)"
+            ),
+            "{error}"
         );
         let fits =
             collect_from_dir(&base, &service, &action_with_files("[big/a.bin]").tasks).unwrap();

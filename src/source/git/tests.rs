@@ -828,8 +828,8 @@ fn files_expand_from_the_commit_with_modes_links_and_limits() {
         walk("l0").unwrap_err(),
         crate::files::ExpandError::Unreadable {
             path: "carts/l0/a/b/c/c/d".into(),
-            reason: "more than 1000 files, directories and links below one entry (links that \
-                     fan out?)"
+            reason: "more than 1000 files, directories and links walked for the files of this \
+                     run (links that fan out?)"
                 .into()
         }
     );

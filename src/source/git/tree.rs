@@ -418,8 +418,12 @@ impl FileTree for CommitTree {
         "the repository".to_string()
     }
 
-    fn expand(&self, entry: &str) -> Result<Vec<FoundFile<ObjectId>>, ExpandError> {
-        self.expand_within(entry, &mut ExpandBudget::default())
+    fn expand(
+        &self,
+        entry: &str,
+        budget: &mut ExpandBudget,
+    ) -> Result<Vec<FoundFile<ObjectId>>, ExpandError> {
+        self.expand_within(entry, budget)
     }
 
     fn read(&self, file: &FoundFile<ObjectId>) -> Result<Vec<u8>, crate::files::FilesError> {
