@@ -322,6 +322,9 @@ async fn consumer_made(context: &jetstream::Context) {
 
 /// The consumer's state once every message published was delivered and acknowledged.
 async fn all_acknowledged(context: &jetstream::Context, published: u64) -> consumer::Info {
+    // The stream is there before the consumer: published to at once, a busy operator had not
+    // made its consumer yet.
+    consumer_made(context).await;
     let stream = context.get_stream("keptn").await.unwrap();
     let mut consumer: jetstream::consumer::PullConsumer =
         stream.get_consumer("job-executor").await.unwrap();
