@@ -95,13 +95,49 @@ pub fn read_file(path: &Path) -> Result<String, ConfigError> {
     };
     let opened = std::fs::File::open(path).map_err(unreadable)?;
     check_size(&file, opened.metadata().map_err(unreadable)?.len())?;
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     opened
         .take(MAX_CONFIG_BYTES + 1)
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .map_err(unreadable)?;
-    check_size(&file, text.len() as u64)?;
-    Ok(text)
+    check_size(&file, bytes.len() as u64)?;
+    text_of(bytes, &file)
+}
+
+/// A config file's bytes as text. Bytes that are not UTF-8 (a comment saved as Latin-1) make
+/// the file invalid, said at the first of them, and the failure concerns the event names its
+/// actions give, read from the rest: as unreadable, it failed every event of the service, the
+/// tasks of Keptn's other services among them.
+pub fn text_of(bytes: Vec<u8>, file: &str) -> Result<String, ConfigError> {
+    let error = match String::from_utf8(bytes) {
+        Ok(text) => return Ok(text),
+        Err(error) => error,
+    };
+    let valid_up_to = error.utf8_error().valid_up_to();
+    let bytes = error.as_bytes();
+    let before = String::from_utf8_lossy(&bytes[..valid_up_to]);
+    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+    let location = yaml::Location {
+        line: before.matches('\n').count() + 1,
+        column: before[line_start..].chars().count() + 1,
+    };
+    let text = String::from_utf8_lossy(bytes);
+    let names = match yaml::parse_document(&text) {
+        Ok(document) => tree_names(&document.root),
+        Err(_) => scanned_names(&text),
+    };
+    Err(ConfigError::Invalid {
+        file: file.to_string(),
+        problems: vec![Problem {
+            location,
+            path: String::new(),
+            message: format!(
+                "the byte 0x{:02X} here is not UTF-8: save the file as UTF-8",
+                bytes.get(valid_up_to).copied().unwrap_or_default()
+            ),
+        }],
+        named_types: EventNames::new(names),
+    })
 }
 
 impl ConfigError {

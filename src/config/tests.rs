@@ -1698,6 +1698,17 @@ fn an_invalid_config_concerns_the_event_types_it_names() {
     let few = format!("@\n{}", "name:sh.keptn.event.a.triggered ".repeat(100));
     assert!(concerns(&few, "sh.keptn.event.a.triggered"));
     assert!(!concerns(&few, "sh.keptn.event.evaluation.triggered"));
+    // Not UTF-8 (a comment saved as Latin-1): invalid where the byte is, concerning what the
+    // rest names (it was unreadable, which concerns every type).
+    let latin = b"apiVersion: v2\n# owner: caf\xe9 team\nactions:\n  - events: [{name: sh.keptn.event.test.triggered}]\n    tasks: [{image: alpine}]\n".to_vec();
+    let error = text_of(latin, "job/config.yaml").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "job/config.yaml:2:13: the byte 0xE9 here is not UTF-8: save the file as UTF-8"
+    );
+    assert!(error.concerns("sh.keptn.event.test.triggered"));
+    assert!(!error.concerns("sh.keptn.event.deployment.triggered"));
+    assert_eq!(text_of(b"ok\n".to_vec(), "c.yaml").unwrap(), "ok\n");
     // A file that cannot be read concerns every type.
     let unreadable_file = ConfigError::Unreadable {
         file: "job/config.yaml".into(),

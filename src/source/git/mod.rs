@@ -1099,14 +1099,9 @@ impl Configs {
             }
             Err(error) => return Err(read_error(&self.cache, path, commit, error).into()),
         };
-        let Ok(text) = String::from_utf8(bytes) else {
-            return Ok(Err(GitError::Read {
-                path: path.to_string(),
-                commit: commit.to_string(),
-                url: self.cache.shown_url().to_string(),
-                reason: "not UTF-8 text".into(),
-            }
-            .into()));
+        let text = match config::text_of(bytes, origin) {
+            Ok(text) => text,
+            Err(unusable) => return Ok(Err(unusable.into())),
         };
         let compiled = match compile(&text, origin) {
             Ok(compiled) => Arc::new(compiled),
