@@ -665,6 +665,11 @@ fn check_run_refuses_an_empty_token_and_a_budget_below_one_body() {
             "invalid --max-body-bytes-in-flight \"1024\": less than --max-body-bytes (2048): a \
              body of that size could never be read",
         ),
+        (
+            vec!["--default-memory-request", "1Gi"],
+            "invalid --default-memory-request \"1Gi\": above --default-memory-limit 512Mi: \
+             Kubernetes refuses the Job of every task without its own resources",
+        ),
     ] {
         let output = Command::new(BIN)
             .args([

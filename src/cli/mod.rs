@@ -378,6 +378,36 @@ impl InstallArgs {
                     .into(),
             });
         }
+        // Every task without a `resources` block would be refused by the API server.
+        for (setting, request, limit_flag, limit) in [
+            (
+                "--default-cpu-request",
+                &default_cpu_request,
+                "--default-cpu-limit",
+                &default_cpu_limit,
+            ),
+            (
+                "--default-memory-request",
+                &default_memory_request,
+                "--default-memory-limit",
+                &default_memory_limit,
+            ),
+        ] {
+            let nanos = |quantity: &Quantity| formats::quantity_nanos(&quantity.0);
+            if let (Some(asked), Some(most)) = (nanos(request), nanos(limit))
+                && asked > most
+            {
+                return Err(settings::SettingsError::Invalid {
+                    setting,
+                    value: request.0.clone(),
+                    reason: format!(
+                        "above {limit_flag} {}: Kubernetes refuses the Job of every task \
+                         without its own resources",
+                        limit.0
+                    ),
+                });
+            }
+        }
         let allowed: Vec<String> = allowed_images
             .into_iter()
             .map(|p| p.trim().to_string())

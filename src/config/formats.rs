@@ -408,16 +408,34 @@ pub fn check_quantity(value: &str) -> Result<(), String> {
     if digits.is_empty() || number.matches('.').count() > 1 {
         return Err(invalid());
     }
+    let exponent = suffix
+        .strip_prefix(['e', 'E'])
+        .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e));
     let suffix_ok = match suffix {
         "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "n" | "u" | "m" | "k" | "M" | "G" | "T"
         | "P" | "E" => true,
-        exponent => exponent
-            .strip_prefix(['e', 'E'])
-            .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
-            .is_some_and(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())),
+        _ => exponent.is_some_and(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())),
     };
-    if suffix_ok { Ok(()) } else { Err(invalid()) }
+    if !suffix_ok {
+        return Err(invalid());
+    }
+    // The API server reads any length, but compares such a value (a request with its limit,
+    // with a quota) digit by digit: `1e100000000` took it minutes and gigabytes for each Job.
+    if number.len() > MOST_QUANTITY_DIGITS
+        || exponent.is_some_and(|e| e.len() > MOST_EXPONENT_DIGITS)
+    {
+        return Err(format!(
+            "invalid quantity \"{value}\": at most {MOST_QUANTITY_DIGITS} digits and an exponent \
+             of at most {MOST_EXPONENT_DIGITS} (e.g. 2e9, 500m)"
+        ));
+    }
+    Ok(())
 }
+
+/// The most characters of a quantity's number, and of its exponent's digits: far past any
+/// resource (2^63 is 19 digits), short of what makes the API server's comparisons costly.
+const MOST_QUANTITY_DIGITS: usize = 40;
+const MOST_EXPONENT_DIGITS: usize = 2;
 
 /// A quantity's value in billionths of its base unit (nano-cores, nano-bytes), as the API
 /// server compares a request with a limit: exactly, a fraction of a billionth rounded up, a
@@ -457,9 +475,8 @@ pub fn quantity_nanos(value: &str) -> Option<u128> {
         "T" => (0, 12),
         "P" => (0, 15),
         "E" => (0, 18),
-        // As the API server reads it: a 64-bit number cut to its low 32 bits (`int32(parsed)`
-        // in apimachinery's `suffix.go`), so `1e4294967296` is 1 there.
-        exponent => (0, (exponent.get(1..)?.parse::<i64>().ok()? as i32).into()),
+        // At most two digits ([`check_quantity`]).
+        exponent => (0, exponent.get(1..)?.parse::<i64>().ok()?),
     };
     let scaled = mantissa.and_then(|m| m.checked_mul(1u128.checked_shl(binary)?));
     let power = decimal + 9 - fraction.len() as i64;
@@ -722,6 +739,25 @@ mod tests {
             check_quantity("1x").unwrap_err(),
             "invalid quantity \"1x\" (expected e.g. 500m, 1, 128Mi)"
         );
+        // What costs the API server minutes to compare, or overflows its exponent.
+        for costly in [
+            "1e100000000",
+            "1e-100",
+            "1e4294967296",
+            "1e9999999999999999999",
+            &format!("1{}", "0".repeat(40)),
+            &format!("0.{}1", "0".repeat(40)),
+        ] {
+            assert_eq!(
+                check_quantity(costly),
+                Err(format!(
+                    "invalid quantity \"{costly}\": at most 40 digits and an exponent of at most \
+                     2 (e.g. 2e9, 500m)"
+                )),
+            );
+        }
+        assert_eq!(check_quantity("1e99"), Ok(()));
+        assert_eq!(check_quantity(&"9".repeat(40)), Ok(()));
     }
 
     #[test]
@@ -880,12 +916,7 @@ mod tests {
         // Many digits of fraction are not a large value.
         assert_eq!(nanos("1.0000000000000000000000000000000000000001Ki"), None);
         assert_eq!(nanos("1e30"), None);
-        assert_eq!(nanos("1e99999999999"), None);
-        // The exponent as the API server reads it: its low 32 bits (no overflow here).
-        assert_eq!(nanos("1e4294967296"), nanos("1"));
-        assert_eq!(nanos("1e4294967299"), nanos("1e3"));
-        assert_eq!(nanos("1e9223372036854775807"), nanos("1e-1"));
-        assert_eq!(nanos("1e9223372036854775808"), None);
+        assert_eq!(nanos("1e99"), None);
     }
 
     /// A JSONPath's error says where, in characters counted from 1 (the parser's offset is in

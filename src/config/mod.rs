@@ -949,7 +949,13 @@ impl Semantic<'_> {
         }
         if let Some(seccomp) = &security.seccomp_profile {
             let at = key_path(&field("seccompProfile"), "localhostProfile");
-            match (seccomp.profile_type, &seccomp.localhost_profile) {
+            // An empty profile passes the API server but is none to the kubelet: the
+            // container would never start.
+            let profile = match (seccomp.profile_type, &seccomp.localhost_profile) {
+                (SeccompProfileType::Localhost, Some(profile)) if profile.is_empty() => None,
+                (_, profile) => profile.as_ref(),
+            };
+            match (seccomp.profile_type, profile) {
                 (SeccompProfileType::Localhost, None) => self.error(
                     &key_path(&field("seccompProfile"), "type"),
                     "type: Localhost needs `localhostProfile`, the profile's path relative to \
@@ -1012,7 +1018,11 @@ impl Semantic<'_> {
     fn annotations(&mut self, path: &str, annotations: &BTreeMap<String, String>) {
         let annotations_path = key_path(path, "annotations");
         for key in annotations.keys() {
-            if let Err(message) = formats::check_qualified_name(key) {
+            // As the API server checks an annotation's key: ignoring case (`Example.COM/Owner`
+            // is taken there, and by the old service, which passed annotations on as written).
+            if formats::check_qualified_name(&key.to_ascii_lowercase()).is_err()
+                && let Err(message) = formats::check_qualified_name(key)
+            {
                 self.error(&key_path(&annotations_path, key), message);
             }
         }

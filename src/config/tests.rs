@@ -380,6 +380,8 @@ actions:
           keptn.sh/team: carts
         annotations:
           "bad key": x
+          Example.COM/Owner: taken, as the API server takes it
+          Example.COM/-x: not
 "#;
     assert_eq!(
         problems(text),
@@ -388,6 +390,7 @@ actions:
             "job/config.yaml:8:15: actions[0].tasks[0].labels.ok: invalid label value \"not ok!\": at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
             "job/config.yaml:9:30: actions[0].tasks[0].labels[\"keptn.sh/jes-task\"]: label \"keptn.sh/jes-task\" is set by job-executor and cannot be overridden",
             "job/config.yaml:12:22: actions[0].tasks[0].annotations[\"bad key\"]: invalid key \"bad key\": expected an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+            "job/config.yaml:14:27: actions[0].tasks[0].annotations[\"Example.COM/-x\"]: invalid key \"Example.COM/-x\": expected an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
         ]
     );
 }
@@ -1427,6 +1430,10 @@ actions:
           seccompProfile: {type: Localhost, localhostProfile: profiles/../../p.json}
       - name: y
         image: " alpine:3"
+      - name: z
+        image: alpine
+        securityContext:
+          seccompProfile: {type: Localhost, localhostProfile: ""}
 "#;
     assert_eq!(
         problems(text),
@@ -1441,6 +1448,7 @@ actions:
             "job/config.yaml:31:37: actions[0].tasks[3].securityContext.allowPrivilegeEscalation: a container with CAP_SYS_ADMIN always escalates: Kubernetes refuses allowPrivilegeEscalation: false with capabilities.add CAP_SYS_ADMIN",
             "job/config.yaml:35:63: actions[0].tasks[4].securityContext.seccompProfile.localhostProfile: \"profiles/../../p.json\" must stay inside the kubelet's seccomp directory: Kubernetes refuses '..' in it",
             "job/config.yaml:37:16: actions[0].tasks[5].image: \" alpine:3\" has spaces around it: Kubernetes refuses such an image",
+            "job/config.yaml:41:34: actions[0].tasks[6].securityContext.seccompProfile.type: type: Localhost needs `localhostProfile`, the profile's path relative to the kubelet's seccomp directory",
         ]
     );
     // Annotations past what the API server takes on one object.
