@@ -222,6 +222,22 @@ pub fn config_map_key(index: usize, path: &str) -> String {
     key
 }
 
+const NOT_UTF8_NAME: &str = "its name is not UTF-8, and a staged file's path is text (two such \
+                             names could read as one)";
+
+/// Why a name read from a directory (a git tree's, decoded as UTF-8 with U+FFFD for what is
+/// not) cannot be staged, if it cannot: a file's path in the files volume is text, and
+/// Kubernetes refuses `..` in it.
+pub fn unstageable_name(name: &str) -> Option<&'static str> {
+    if name.contains('\u{FFFD}') {
+        Some(NOT_UTF8_NAME)
+    } else if matches!(name, "" | "." | "..") || name.contains('/') {
+        Some("a name no directory entry has (`..`, `.`, a `/` in it): the tree was made by hand")
+    } else {
+        None
+    }
+}
+
 /// Whether `key` is a valid ConfigMap (or Secret) key: `[-._a-zA-Z0-9]+`, at most 253
 /// characters, not `.` and not starting with `..` (as Kubernetes checks them).
 pub fn is_config_map_key(key: &str) -> bool {
@@ -494,10 +510,14 @@ impl FileTree for DirTree {
             budget.walk(&self.dir.join(&relative).display().to_string())?;
             let real = match fs::canonicalize(&path) {
                 Ok(real) => real,
-                // A link to nothing inside the directory stages nothing, as from git.
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound && relative != entry => {
+                // A link to nothing inside the directory stages nothing, as from git; listed
+                // itself, it is not found, as from git.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                     if dangling_link_escapes(&path, &self.root) {
                         return Err(ExpandError::Escapes(relative));
+                    }
+                    if relative == entry {
+                        return Err(ExpandError::Missing);
                     }
                     continue;
                 }
@@ -533,6 +553,12 @@ impl FileTree for DirTree {
                     let name = child.file_name().to_string_lossy().into_owned();
                     if name == ".git" {
                         continue;
+                    }
+                    if child.file_name().to_str().is_none() {
+                        return Err(ExpandError::Unreadable {
+                            path: child.path().display().to_string(),
+                            reason: NOT_UTF8_NAME.into(),
+                        });
                     }
                     pending.push((format!("{relative}/{name}"), child.path(), below.clone()));
                 }
@@ -767,6 +793,43 @@ mod tests {
                 .files
                 .len(),
             495
+        );
+        // A name that is not UTF-8 is refused, not staged under a lossy name; a link to
+        // nothing listed itself is not found, as from git.
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let name = [b'x', 0xff];
+            fs::write(
+                service
+                    .join("data")
+                    .join(std::ffi::OsStr::from_bytes(&name)),
+                "y",
+            )
+            .unwrap();
+        }
+        let error = collect_from_dir(&base, &service, &action_with_files("[data]").tasks)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("its name is not UTF-8"), "{error}");
+        std::os::unix::fs::symlink("nothing", service.join("dangling")).unwrap();
+        std::os::unix::fs::symlink("/nothing", service.join("outside")).unwrap();
+        let listed = |entry: &str| {
+            collect_from_dir(
+                &base,
+                &service,
+                &action_with_files(&format!("[{entry}]")).tasks,
+            )
+            .unwrap_err()
+        };
+        assert!(
+            matches!(listed("dangling"), FilesError::Missing { .. }),
+            "{:?}",
+            listed("dangling")
+        );
+        assert!(
+            matches!(listed("outside"), FilesError::Escapes { .. }),
+            "{:?}",
+            listed("outside")
         );
         let half = vec![b'x'; 600_000];
         fs::write(service.join("big1"), &half).unwrap();

@@ -834,6 +834,33 @@ fn files_expand_from_the_commit_with_modes_links_and_limits() {
         }
     );
     assert_eq!(walk("l2").unwrap().len(), 256);
+
+    // Two names that differ only in bytes that are not UTF-8 read as one (`x\u{FFFD}`): the
+    // walk refuses them rather than stage one file in place of both.
+    let latin = TestRepo::new("latin-names");
+    latin.write("carts/data/ok", "ok");
+    for byte in [0xfe_u8, 0xff] {
+        use std::os::unix::ffi::OsStrExt;
+        let name = [b'x', byte];
+        let name = std::ffi::OsStr::from_bytes(&name);
+        std::fs::write(latin.dir.join("carts/data").join(name), [byte]).unwrap();
+    }
+    let latin_commit = gix::ObjectId::from_hex(latin.commit("latin").as_bytes()).unwrap();
+    let (latin_source, _) = source_for(&latin, &["main:{service}/job/config.yaml"]);
+    latin_source
+        .cache
+        .heads(Instant::now(), Duration::ZERO)
+        .unwrap();
+    let tree =
+        super::tree::CommitTree::new(latin_source.cache.repo(), latin_commit, "carts").unwrap();
+    let error = tree
+        .expand_within("data", &mut crate::files::ExpandBudget::default())
+        .unwrap_err();
+    assert!(
+        matches!(&error, crate::files::ExpandError::Unreadable { path, reason }
+            if path.starts_with("carts/data/x") && reason.starts_with("its name is not UTF-8")),
+        "{error:?}"
+    );
     let error = source
         .collect_run_files(None, "carts", &action("[run.sh]").tasks, Reads::Any)
         .unwrap_err();

@@ -339,6 +339,12 @@ impl CommitTree {
             let (mode, id) = (*mode, *id);
             let child = format!("{relative}/{name}");
             budget.walk(&self.full_path(&child))?;
+            if let Some(reason) = crate::files::unstageable_name(name) {
+                return Err(ExpandError::Unreadable {
+                    path: self.full_path(&child),
+                    reason: reason.into(),
+                });
+            }
             let child_real = format!("{real}/{name}");
             let resolved = if mode.is_link() {
                 match self
