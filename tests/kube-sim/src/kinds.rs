@@ -456,12 +456,45 @@ fn default_pod_spec(
 
 /// What the real server's `ValidateVolumeMounts` and container security context checks refuse
 /// of a pod spec (pkg/apis/core/validation): a mount of a volume the pod does not declare, two
-/// mounts at one path in a container, and `privileged` with `allowPrivilegeEscalation: false`.
+/// mounts at one path in a container, `privileged` with `allowPrivilegeEscalation: false`, and
+/// a ConfigMap's or Secret's item at a path that is absolute or steps back
+/// (`ValidateLocalNonReservedPath`).
 fn validate_mounts_and_privileges(
     m: &serde_json::Map<String, Value>,
     prefix: &str,
     inv: &dyn Fn(&str, &str) -> ApiError,
 ) -> Result<(), ApiError> {
+    let sources = m
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    for (i, volume) in sources.enumerate() {
+        for source in ["configMap", "secret"] {
+            let items = volume.get(source).and_then(|s| s.get("items"));
+            for (j, item) in items
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let at = format!("{prefix}.volumes[{i}].{source}.items[{j}].path");
+                let path = item.get("path").and_then(Value::as_str).unwrap_or("");
+                let why = if path.is_empty() {
+                    return Err(inv(&at, "Required value"));
+                } else if path.starts_with('/') {
+                    "must be a relative path"
+                } else if path.split('/').any(|part| part == "..") {
+                    "must not contain '..'"
+                } else if path.starts_with("..") {
+                    "must not start with '..'"
+                } else {
+                    continue;
+                };
+                return Err(inv(&at, &format!("Invalid value: {path:?}: {why}")));
+            }
+        }
+    }
     let volumes: std::collections::BTreeSet<&str> = m
         .get("volumes")
         .and_then(Value::as_array)

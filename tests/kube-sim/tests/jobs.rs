@@ -649,8 +649,8 @@ async fn a_refused_pod_leaves_the_job_without_pods_and_a_failed_create_event() {
 /// What the real API server's pod validation refuses of a Job's template, kube-sim refuses with
 /// the same field and message (checked on Kubernetes v1.36.3 with `kubectl create
 /// --dry-run=server`): a mount of a volume the pod does not declare, two mounts at one path,
-/// `privileged` with `allowPrivilegeEscalation: false`, a label the Job API sets (`job-name`)
-/// set to another value.
+/// `privileged` with `allowPrivilegeEscalation: false`, a ConfigMap item's path that steps back,
+/// a label the Job API sets (`job-name`) set to another value.
 #[tokio::test]
 async fn a_pod_template_the_real_server_refuses_is_refused() {
     let sim = Sim::start().await.unwrap();
@@ -689,6 +689,17 @@ async fn a_pod_template_the_real_server_refuses_is_refused() {
                 json!({"privileged": true, "allowPrivilegeEscalation": false}),
             ),
             "cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+        ),
+        (
+            with(
+                json!([]),
+                json!([{"name": "files", "configMap": {"name": "run-files", "items": [
+                    {"key": "0-ok", "path": "ok"},
+                    {"key": "1-weird", "path": "weird/.."}
+                ]}}]),
+                json!({}),
+            ),
+            r#"spec.template.spec.volumes[0].configMap.items[1].path: Invalid value: "weird/..": must not contain '..'"#,
         ),
         (
             job(
