@@ -109,6 +109,36 @@ fn chart_refuses_values_outside_its_schema() {
             "sink:\n  backoffDelay: PT0S\n",
             "sink.backoffDelay (PT0S) must be more than zero and at most an hour",
         ),
+        // Read to the nanosecond by the operator: less is zero.
+        (
+            "sink:\n  backoffDelay: 0.000000001ms\n",
+            "sink.backoffDelay (0.000000001ms) must be more than zero and at most an hour",
+        ),
+        ("sink:\n  retries: 4294967296\n", "/sink/retries"),
+        // Requests above their limits: the operator refuses to start so.
+        (
+            "settings:\n  defaultResources: {memoryLimit: 100Mi}\n",
+            "settings.defaultResources.memoryRequest (128Mi) is above memoryLimit (100Mi)",
+        ),
+        (
+            "settings:\n  defaultResources: {cpuRequest: \"1.5\", cpuLimit: 1}\n",
+            "settings.defaultResources.cpuRequest (1.5) is above cpuLimit (1)",
+        ),
+        // Quantities the operator refuses: `K` (Kubernetes has `k` and `Ki`), an exponent of
+        // three digits.
+        (
+            "settings:\n  defaultResources: {memoryLimit: 512K}\n",
+            "/settings/defaultResources/memoryLimit",
+        ),
+        (
+            "settings:\n  defaultResources: {cpuLimit: \"1e100\"}\n",
+            "/settings/defaultResources/cpuLimit",
+        ),
+        ("imagePullSecrets: [\"\"]\n", "/imagePullSecrets/0"),
+        (
+            "settings:\n  eventSource: \"job\u{a0}executor\"\n",
+            "/settings/eventSource",
+        ),
         // Units the operator's parser refuses: out of order, repeated, a fraction before
         // another unit.
         ("sink:\n  backoffDelay: 30s1m\n", "/sink/backoffDelay"),
@@ -126,6 +156,10 @@ fn chart_refuses_values_outside_its_schema() {
         ),
         (
             "service:\n  listenAddress: localhost\n",
+            "/service/listenAddress",
+        ),
+        (
+            "service:\n  listenAddress: \"1:2:3\"\n",
             "/service/listenAddress",
         ),
         (

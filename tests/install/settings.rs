@@ -370,8 +370,8 @@ fn check_run_reports_what_run_would_refuse() {
     );
 }
 
-/// What the chart's schema and checks let through of the backoff delay and the listen address,
-/// `run` takes as given.
+/// What the chart's schema and checks let through of the backoff delay, the listen address and
+/// default resources (a request equal to its limit, written otherwise), `run` takes as given.
 #[test]
 fn delays_and_addresses_the_chart_accepts_are_accepted_by_run() {
     let dir = tempdir("accepted-values");
@@ -381,6 +381,7 @@ fn delays_and_addresses_the_chart_accepts_are_accepted_by_run() {
         ("1m30s", "::", "[::]:8080"),
         ("1h", "127.0.0.1", "127.0.0.1:8080"),
         ("1.5s", "fd00::1", "[fd00::1]:8080"),
+        ("2s", "fe80::1:2", "[fe80::1:2]:8080"),
         ("0.5m", "0.0.0.0", "0.0.0.0:8080"),
         ("PT0.25S", "0.0.0.0", "0.0.0.0:8080"),
         ("PT1M30S", "0.0.0.0", "0.0.0.0:8080"),
@@ -389,7 +390,9 @@ fn delays_and_addresses_the_chart_accepts_are_accepted_by_run() {
         std::fs::write(
             &file,
             format!(
-                "sink:\n  backoffDelay: \"{delay}\"\nservice:\n  listenAddress: \"{address}\"\n"
+                "sink:\n  backoffDelay: \"{delay}\"\nservice:\n  listenAddress: \"{address}\"\n\
+                 settings:\n  defaultResources: {{cpuRequest: \"0.7\", cpuLimit: 700m, \
+                 memoryRequest: 1.5Gi, memoryLimit: 1536Mi}}\n"
             ),
         )
         .unwrap();
@@ -397,6 +400,8 @@ fn delays_and_addresses_the_chart_accepts_are_accepted_by_run() {
         let table = check_run(delay, &docs);
         assert_eq!(table["--sink-backoff-delay"].0, delay);
         assert_eq!(table["--listen"].0, listen, "{address}");
+        assert_eq!(table["--default-cpu-request"].0, "0.7");
+        assert_eq!(table["--default-memory-limit"].0, "1536Mi");
     }
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -155,3 +155,33 @@ joined by `;` (WHEN `failed` when a target gives none, as the operator defaults)
 {{- end -}}
 {{- join "," $pairs -}}
 {{- end -}}
+
+{{/* A quantity (the forms the schema allows) as a number of its base units, for comparisons
+(floating point: close values compare as equal, see "job-executor.requestAboveLimit"). */}}
+{{- define "job-executor.quantity" -}}
+{{- $text := toString . | trimPrefix "+" -}}
+{{- $number := regexFind "^[0-9]*[.]?[0-9]*" $text -}}
+{{- $suffix := trimPrefix $number $text -}}
+{{- $units := dict "" 1.0 "n" 0.000000001 "u" 0.000001 "m" 0.001 "k" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0 "P" 1000000000000000.0 "E" 1000000000000000000.0 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 -}}
+{{- $value := float64 $number -}}
+{{- if hasKey $units $suffix -}}
+{{- $value = mulf $value (get $units $suffix) -}}
+{{- else -}}
+{{- $exponent := int (trimPrefix "+" (substr 1 -1 $suffix)) -}}
+{{- range until (int (max $exponent (sub 0 $exponent))) -}}
+{{- $value = ternary (mulf $value 10.0) (divf $value 10.0) (gt $exponent 0) -}}
+{{- end -}}
+{{- end -}}
+{{- $value -}}
+{{- end -}}
+
+{{/* Fails when the default request `.request` (named `.name`) is above its limit `.limit`:
+the operator refuses to start so (the API server would refuse the Job of every task without
+its own resources). */}}
+{{- define "job-executor.requestAboveLimit" -}}
+{{- $request := include "job-executor.quantity" .request | float64 -}}
+{{- $limit := include "job-executor.quantity" .limit | float64 -}}
+{{- if gt $request (mulf $limit 1.000000001) -}}
+{{- fail (printf "settings.defaultResources.%sRequest (%v) is above %sLimit (%v): Kubernetes refuses the Job of every task without its own resources" .name .request .name .limit) -}}
+{{- end -}}
+{{- end -}}
