@@ -111,6 +111,7 @@ pub struct Lookup {
 
 fn layout_error(lookup: &str, reason: &str) -> GitError {
     GitError::Layout {
+        flag: "--git-lookup",
         lookup: lookup.to_string(),
         reason: reason.to_string(),
     }
@@ -161,14 +162,22 @@ impl Lookup {
     /// `--git-files-from`: `BRANCH:DIR`, a directory (a trailing `/` is dropped).
     pub fn parse_files_from(text: &str) -> Result<Self, GitError> {
         let trimmed = text.trim().trim_end_matches('/');
-        if trimmed.ends_with(':') {
-            return Err(layout_error(
-                text.trim(),
-                "expected BRANCH:DIR, e.g. {stage}:{service}",
+        let refused = |lookup: String, reason: String| GitError::Layout {
+            flag: "--git-files-from",
+            lookup,
+            reason,
+        };
+        if trimmed.ends_with(':') || !trimmed.contains(':') {
+            return Err(refused(
+                text.trim().to_string(),
+                "expected BRANCH:DIR, e.g. {stage}:{service}".into(),
             ));
         }
         // A directory names each directory once, as a lookup's path does.
-        Lookup::parse(trimmed)
+        Lookup::parse(trimmed).map_err(|error| match error {
+            GitError::Layout { lookup, reason, .. } => refused(lookup, reason),
+            other => other,
+        })
     }
 
     pub fn keptn() -> Result<Vec<Lookup>, GitError> {
@@ -229,8 +238,12 @@ mod tests {
             assert_eq!(from.path.render(&carts()), "carts", "{text}");
         }
         for (text, reason) in [
-            ("{stage}", "expected BRANCH:PATH"),
+            (
+                "{stage}",
+                "invalid --git-files-from \"{stage}\": expected BRANCH:DIR",
+            ),
             ("{stage}:", "expected BRANCH:DIR"),
+            ("{stage}:../{service}", "invalid --git-files-from"),
             ("{stage}:/", "expected BRANCH:DIR"),
             ("{stage}:../{service}", "without `/` at the start or `..`"),
             ("{stage}:./{service}", "names each directory once"),

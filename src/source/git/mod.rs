@@ -187,8 +187,13 @@ impl Keep {
 pub enum GitError {
     #[error("invalid git repository URL {url}: {reason}")]
     InvalidUrl { url: String, reason: String },
-    #[error("invalid --git-lookup {lookup:?}: {reason}")]
-    Layout { lookup: String, reason: String },
+    #[error("invalid {flag} {lookup:?}: {reason}")]
+    Layout {
+        /// `--git-lookup` or `--git-files-from`.
+        flag: &'static str,
+        lookup: String,
+        reason: String,
+    },
     #[error("cannot fetch {url}: {cause}")]
     Fetch { url: String, cause: String },
     #[error("the git clone cache {path} cannot be used: {cause}")]
