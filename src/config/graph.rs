@@ -88,7 +88,22 @@ pub struct OutputProblem {
 pub fn output_problems(tasks: &[Task]) -> Vec<OutputProblem> {
     let after = comes_after(tasks);
     let mut found = Vec::new();
+    // `.finished` lists outputs by the task's name: two tasks of one name would report one's.
+    let mut publishing: std::collections::HashMap<String, usize> = Default::default();
     for (index, task) in tasks.iter().enumerate() {
+        if !task.outputs.is_empty() {
+            let name = task.display_name(index);
+            if let Some(first) = publishing.insert(name.clone(), index) {
+                found.push(OutputProblem {
+                    task: index,
+                    at: OutputAt::Declared(0),
+                    message: format!(
+                        "tasks[{first}] is named \"{name}\" too and has outputs: the .finished \
+                         event lists outputs by task name; give the tasks names of their own"
+                    ),
+                });
+            }
+        }
         let mut declared = std::collections::HashSet::new();
         for (entry, output) in task.outputs.iter().enumerate() {
             if !declared.insert(output) {

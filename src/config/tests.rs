@@ -1139,6 +1139,11 @@ actions:
   - name: names
     tasks:
       - {image: alpine, outputs: [2nd]}
+  - name: same
+    tasks:
+      - {name: task-1, image: alpine, outputs: [v]}
+      - {image: alpine, outputs: [v]}
+      - {name: task-1, image: alpine}
 "#;
     assert_eq!(
         problems(text),
@@ -1151,6 +1156,7 @@ actions:
             "job/config.yaml:16:13: actions[0].tasks[1].env[5].value: valueFrom: output needs `value`: a task this task comes after and one of its outputs, like build.version",
             "job/config.yaml:28:51: actions[1].tasks[3].env[0].value: task \"b\" declares no outputs",
             "job/config.yaml:31:35: actions[2].tasks[0].outputs[0]: invalid output name \"2nd\": a letter, then letters, digits, '_' or '-', at most 63 characters",
+            "job/config.yaml:35:35: actions[3].tasks[1].outputs[0]: tasks[0] is named \"task-1\" too and has outputs: the .finished event lists outputs by task name; give the tasks names of their own",
         ]
     );
 }

@@ -775,10 +775,21 @@ fn halt_step(facts: &Facts<'_>, halt: Halt) -> Step {
         task.phase == TaskPhase::Pending && is_ready(facts.status, needs.get(*index))
     });
     if let Some((index, _)) = ready {
+        // Its Job may have been made before a restart lost the record: a task that ran is
+        // stopped as a running one is (its pods waited for), not said never to have started.
+        let made = !matches!(
+            facts.jobs.get(index),
+            None | Some(JobSeen::NotCached | JobSeen::Gone)
+        );
+        let (phase, message) = if made {
+            halt.stopped_task()
+        } else {
+            (TaskPhase::Skipped, halt.skipped_task())
+        };
         return Step::HaltTask {
             index,
-            phase: TaskPhase::Skipped,
-            message: halt.skipped_task(),
+            phase,
+            message,
         };
     }
     Step::Halt(halt)
@@ -1378,6 +1389,23 @@ fn timeout_and_taken(
 pub fn record_outputs(status: &mut JobRunStatus, index: usize, outputs: BTreeMap<String, String>) {
     if let Some(task) = status.tasks.get_mut(index) {
         task.outputs = outputs;
+    }
+}
+
+/// Records how a halt ended task `index`; the tasks that need a task it skipped are skipped
+/// with it. (Recorded part of the way, a halt whose cause went before it was taken up again
+/// left the run to go on, and a task needing a skipped one waited for it for ever.)
+pub fn record_halted_task(
+    run: &JobRun,
+    status: &mut JobRunStatus,
+    index: usize,
+    phase: TaskPhase,
+    message: Option<String>,
+    logs: Option<String>,
+    now: Timestamp,
+) {
+    if record_stopped(status, index, phase, message, logs, now) && phase == TaskPhase::Skipped {
+        skip_dependents(run, status);
     }
 }
 

@@ -22,8 +22,8 @@ use super::cached::{CachedJob, CachedPod};
 use super::decide::{
     Attempt, Facts, JobSeen, Limits, NoPodWarning, Step, complete_for_too_long, decide,
     delivery_mut, explain_no_pod, failing_for_too_long, first_attempt, initialise, job_name,
-    ready_for, record_attempt, record_dead_letter_attempt, record_halt, record_job,
-    record_notification_attempt, record_outputs, record_start, record_stopped, record_task_end,
+    ready_for, record_attempt, record_dead_letter_attempt, record_halt, record_halted_task,
+    record_job, record_notification_attempt, record_outputs, record_start, record_task_end,
     run_name, update_conditions,
 };
 use super::group::{Group, Member};
@@ -470,7 +470,7 @@ impl<W: World> Executor<'_, W> {
                     self.world.delete_job(&name).await?;
                     Some(logs)
                 };
-                record_stopped(status, index, phase, Some(message), logs, now);
+                record_halted_task(run, status, index, phase, Some(message), logs, now);
             }
             Step::Halt(halt) => record_halt(run, status, &halt, now),
             // Handled by the caller.

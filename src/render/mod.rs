@@ -752,6 +752,14 @@ pub fn group_name(template: &str, event: &CloudEvent) -> Result<String, String> 
             GroupPart::Text(text) => name.push_str(text),
             GroupPart::Path(path) => {
                 match value_from_event(event, &path, None, KeptnView::NotShown) {
+                    // `null` and `""` read as nothing: the runs of every event without the
+                    // value would share one group, as those of events without the field.
+                    Ok(value) if value.is_empty() => {
+                        return Err(format!(
+                            "the concurrency group {template:?} cannot be filled in: {path} is \
+                             empty (or null) in the event"
+                        ));
+                    }
                     Ok(value) => name.push_str(&value),
                     Err(EnvError::Unresolved) => {
                         return Err(format!(

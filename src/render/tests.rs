@@ -293,6 +293,25 @@ fn a_path_that_may_select_several_values_reads_as_a_list() {
         Ok("deploy/https://keptn.sh".to_string())
     );
     assert!(group_name("deploy/{$.data.none[*]}", &event).is_err());
+    // Nor do `null` and `""`: every event without the value would share the group.
+    let empty = CloudEvent::from_value(serde_json::json!({
+        "specversion": "1.0", "id": "1", "source": "s", "type": "t",
+        "data": {"project": "", "stage": null, "service": "carts"},
+    }))
+    .unwrap();
+    for path in ["$.data.project", "$.data.stage"] {
+        assert_eq!(
+            group_name(&format!("deploy/{{{path}}}"), &empty),
+            Err(format!(
+                "the concurrency group \"deploy/{{{path}}}\" cannot be filled in: {path} is empty \
+                 (or null) in the event"
+            ))
+        );
+    }
+    assert_eq!(
+        group_name("deploy/{service}", &empty),
+        Ok("deploy/carts".into())
+    );
 }
 
 #[test]

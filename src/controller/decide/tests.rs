@@ -979,8 +979,17 @@ fn a_halt_finds_a_job_made_before_a_restart_and_stops_it() {
         }
     );
     end(&run, &mut status, 0, TaskPhase::Succeeded, at(5));
+    // Task 1's Job ran: it is stopped as a running task is (its pods waited for), not skipped.
     assert!(matches!(
         step(&status, &[JobSeen::NotCached, made]),
+        Step::HaltTask {
+            index: 1,
+            phase: TaskPhase::Cancelled,
+            ..
+        }
+    ));
+    assert!(matches!(
+        step(&status, &[JobSeen::NotCached, JobSeen::NotCached]),
         Step::HaltTask {
             index: 1,
             phase: TaskPhase::Skipped,
@@ -1896,6 +1905,45 @@ fn a_halt_whose_cause_is_gone_still_ends_the_run() {
              started"
         )
     );
+}
+
+/// A halt recorded part of the way (a task skipped, then a Job's deletion failed) whose cause
+/// goes before it is taken up again: the run goes on, and a task that needs the skipped one is
+/// skipped with it rather than wait for it for ever.
+#[test]
+fn a_halt_recorded_part_way_leaves_no_task_waiting_for_ever() {
+    // t0 → (t1, t2), t3 needs t1.
+    let run = graph_run(&[vec![], vec![0], vec![0], vec![1]], None);
+    let mut status = running(&run);
+    end(&run, &mut status, 0, TaskPhase::Succeeded, at(5));
+    let message = Some("the run was cancelled by me before it started".into());
+    record_halted_task(
+        &run,
+        &mut status,
+        1,
+        TaskPhase::Skipped,
+        message,
+        None,
+        at(6),
+    );
+    let phases: Vec<TaskPhase> = status.tasks.iter().map(|t| t.phase).collect();
+    assert_eq!(
+        phases,
+        [
+            TaskPhase::Succeeded,
+            TaskPhase::Skipped,
+            TaskPhase::Pending,
+            TaskPhase::Skipped
+        ]
+    );
+    // The cause gone: t2 runs, and once it ends the run ends.
+    let none = vec![JobSeen::NotCached; 4];
+    assert_eq!(
+        decide_seeing(&run, &status, &none, at(7)),
+        Step::CreateJob(2)
+    );
+    end(&run, &mut status, 2, TaskPhase::Succeeded, at(8));
+    assert!(status.phase.is_finished(), "{status:?}");
 }
 
 /// A cancel that comes while a task's Job is failing on its own (past its deadline, its pods
