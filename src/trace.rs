@@ -217,12 +217,17 @@ pub fn handed_on(span: &Span, fallback: Option<&TraceContext>) -> Option<TraceCo
 }
 
 /// `endpoint` as the URL spans are posted to: a collector's base URL gets `/v1/traces`.
+/// The endpoint as a message shows it: without credentials (`user:password@`).
+fn shown(endpoint: &str) -> String {
+    crate::source::git::mask_credentials(endpoint)
+}
+
 pub fn traces_url(endpoint: &str) -> Result<String, TraceError> {
     let url: http::Uri = endpoint
         .parse()
-        .map_err(|_| TraceError::InvalidEndpoint(endpoint.to_string()))?;
+        .map_err(|_| TraceError::InvalidEndpoint(shown(endpoint)))?;
     if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
-        return Err(TraceError::InvalidEndpoint(endpoint.to_string()));
+        return Err(TraceError::InvalidEndpoint(shown(endpoint)));
     }
     let base = endpoint.trim_end_matches('/');
     Ok(if base.ends_with("/v1/traces") {

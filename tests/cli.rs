@@ -563,11 +563,16 @@ fn check_run_prints_each_setting_with_its_source_and_masks_secrets() {
             "JOB_EXECUTOR_SINK_HEADERS",
             "x-api-key: env-header-secret,x-team: env-second-secret",
         )
+        .env(
+            "JOB_EXECUTOR_OTLP_ENDPOINT",
+            "https://tracer:otlp-secret@collector.example.com:4318",
+        )
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let out = stdout(&output);
     for secret in [
+        "otlp-secret",
         "robot",
         "gh-url-secret",
         "flag-token-secret",

@@ -3516,6 +3516,67 @@ async fn runs_beyond_the_in_flight_bound_are_refused_until_some_finish() {
     post_until_accepted(&h, "bp-3").await;
 }
 
+/// A signed request answered 429 (retry later) does not spend its signature: the sender's
+/// retry of the same bytes is taken once there is room (it was refused 401, "already used").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_request_answered_retry_later_may_be_sent_again() {
+    use job_executor::ingest::auth::sign;
+    let dir = support::fresh_dir("hmac-backpressure-secret");
+    let secret_file = dir.join("secret");
+    std::fs::write(&secret_file, "webhook-secret\n").unwrap();
+    let secret = secret_file.to_str().unwrap();
+    let h = held_task_harness(
+        "hmac-backpressure",
+        &[
+            "--max-runs-in-flight",
+            "1",
+            "--ingest-hmac-secret-file",
+            secret,
+        ],
+    )
+    .await;
+    let post_signed = |id: &str| {
+        let body = sample_with_id("test.triggered.json", id).to_string();
+        let at = support::unix_now().to_string();
+        let signature = sign(b"webhook-secret", support::unix_now(), body.as_bytes());
+        (body, at, signature)
+    };
+    async fn send(
+        h: &Harness,
+        (body, at, signature): &(String, String, String),
+    ) -> support::Response {
+        h.post(
+            &[
+                ("content-type", "application/cloudevents+json"),
+                ("x-signature-256", signature.as_str()),
+                ("x-signature-timestamp", at.as_str()),
+            ],
+            body.clone(),
+        )
+        .await
+    }
+    let send = |request| send(&h, request);
+    let first = post_signed("sig-bp-1");
+    assert_eq!(send(&first).await.status, 202);
+    wait_for("the task running", LONG, || {
+        h.sim.runtime().held().len() == 1
+    })
+    .await;
+    let second = post_signed("sig-bp-2");
+    let refused = send(&second).await;
+    assert_eq!(refused.status, 429, "{:?}", refused.body);
+    let again = send(&second).await;
+    assert_eq!(again.status, 429, "still full, not spent: {:?}", again.body);
+    for (_, target, _) in h.sim.runtime().held() {
+        h.sim.release(&target);
+    }
+    h.wait_finished("sig-bp-1", LONG).await;
+    let taken = send(&second).await;
+    assert_eq!(taken.status, 202, "{:?}", taken.body);
+    // Once taken, it is spent.
+    assert_eq!(send(&second).await.status, 401);
+}
+
 /// A run that finished while the run watch was down, its history compacted meanwhile, left the
 /// watch without a deletion event: the bound on runs in flight stops counting it once the watch
 /// has listed the runs again (else every later event would be refused for good).

@@ -131,7 +131,9 @@ fn show_value(id: &str, raw: &[String], secret: bool) -> String {
                 .map(shown_url)
                 .collect::<Vec<_>>()
                 .join(","),
-            (true, "git_url" | "sink_url" | "dead_letter_sink_url") => shown_url(value),
+            (true, "git_url" | "sink_url" | "dead_letter_sink_url" | "otlp_endpoint") => {
+                shown_url(value)
+            }
             (true, "sink_headers") => match value.split_once(':') {
                 Some((name, _)) => format!("{}: {MASK}", name.trim()),
                 None => MASK.to_string(),
@@ -313,6 +315,7 @@ mod tests {
                 "git_url",
                 "ingest_token",
                 "nats_url",
+                "otlp_endpoint",
                 "sink_headers",
                 "sink_url"
             ]

@@ -567,7 +567,7 @@ pub struct OperatorArgs {
     /// An OpenTelemetry collector (OTLP over HTTP, JSON): spans of each event's ingest, each
     /// run's reconciles and steps, continuing the events' `traceparent`, are sent to
     /// `<URL>/v1/traces`. Unset: no spans are recorded.
-    #[arg(long, env = "JOB_EXECUTOR_OTLP_ENDPOINT")]
+    #[arg(long, env = "JOB_EXECUTOR_OTLP_ENDPOINT", hide_env_values = true)]
     pub otlp_endpoint: Option<String>,
     /// How log lines are written to stderr: `text` (a line per event, its fields as
     /// `key=value`) or `json` (an object per line, for log collectors that parse JSON).

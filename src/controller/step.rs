@@ -327,6 +327,8 @@ impl<W: World> Executor<'_, W> {
                 )
                 .instrument(span)
                 .await;
+            // Failed steps too: an API server that times out shows in the slow ones.
+            self.world.step_took(kind, began.elapsed());
             let waits = match taken {
                 Ok(waits) => waits,
                 Err(error) => {
@@ -337,7 +339,6 @@ impl<W: World> Executor<'_, W> {
                     return Err(error);
                 }
             };
-            self.world.step_took(kind, began.elapsed());
             refused.extend(waits);
         }
         // Not reached while `decide` moves every run on; if it is, the run is looked at again

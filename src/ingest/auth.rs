@@ -207,14 +207,18 @@ pub fn same_token(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
-/// `Authorization: Bearer TOKEN`; the scheme is case-insensitive (RFC 7235, section 2.1).
+/// `Authorization: Bearer TOKEN`; the scheme is case-insensitive (RFC 7235, section 2.1). The
+/// token is compared without blanks around it, on both sides: HTTP drops them from a header's
+/// value, so a token file with a blank at its end refused every sender.
 pub fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim_start().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .is_some_and(|(_, given)| same_token(given.trim().as_bytes(), token.as_bytes()))
+    let token = token.trim();
+    !token.is_empty()
+        && headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .is_some_and(|(_, given)| same_token(given.trim().as_bytes(), token.as_bytes()))
 }
 
 /// The token check, against the token as of now.
@@ -339,5 +343,14 @@ mod tests {
             headers.insert(http::header::AUTHORIZATION, wrong.parse().unwrap());
             assert!(!bearer_matches(&headers, "secret"), "{wrong}");
         }
+        // A token with blanks around it (a file written by hand) is the token without them;
+        // one of blanks only is none, and matches nothing.
+        headers.insert(
+            http::header::AUTHORIZATION,
+            "Bearer secret".parse().unwrap(),
+        );
+        assert!(bearer_matches(&headers, " secret \t"));
+        headers.insert(http::header::AUTHORIZATION, "Bearer ".parse().unwrap());
+        assert!(!bearer_matches(&headers, "  "));
     }
 }

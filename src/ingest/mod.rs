@@ -246,16 +246,21 @@ async fn receive(State(state): State<Arc<IngestState>>, request: Request) -> Res
     let answer = answer_body(&state, headers, &bytes, held, granted).await;
     // A copy of a signed request refused for its form (a header the signature does not cover
     // changed: its content type, its length) must not spend the signature for the request
-    // itself. Such a refusal took no event; any other answer may have (a config's error is
-    // answered 422 with a run that reports it).
-    let refused_for_its_form = matches!(
+    // itself. Such a refusal took no event. An answer that asks for the request again (429,
+    // 503) gives the signature back too: what it stored is answered `duplicate` when sent
+    // again, and a sender retrying the same bytes, as such answers ask, was refused 401. Any
+    // other answer took what it took (a config's error is answered 422 with a run that
+    // reports it).
+    let signature_back = matches!(
         answer.status(),
         StatusCode::BAD_REQUEST
             | StatusCode::PAYLOAD_TOO_LARGE
             | StatusCode::UNSUPPORTED_MEDIA_TYPE
+            | StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::SERVICE_UNAVAILABLE
     );
     if let (Some(signatures), Some(signature)) = (&state.signatures, spent)
-        && refused_for_its_form
+        && signature_back
     {
         signatures.give_back(signature);
     }
