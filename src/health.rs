@@ -139,19 +139,36 @@ pub fn denied_by_admission(status: &kube::core::Status) -> bool {
             || status.message.contains("denied request"))
 }
 
+/// What a failed request in the job namespace says of the namespace itself, if anything: it
+/// does not exist, or is being deleted (no run can be stored there).
+pub fn namespace_problem(error: &kube::Error) -> Option<String> {
+    match error {
+        kube::Error::Api(status) if namespace_missing(status) || namespace_ending(status) => {
+            Some(explain(error))
+        }
+        _ => None,
+    }
+}
+
+fn namespace_missing(status: &kube::core::Status) -> bool {
+    status.code == 404
+        && (status
+            .details
+            .as_ref()
+            .is_some_and(|d| d.kind == "namespaces")
+            || status.message.starts_with("namespaces \""))
+}
+
+fn namespace_ending(status: &kube::core::Status) -> bool {
+    status.code == 403 && status.message.contains("because it is being terminated")
+}
+
 /// What a failed request to the API server means for a person: a missing CRD and refused
 /// access get their fix; anything else is shown as it is.
 pub fn explain(error: &kube::Error) -> String {
     match error {
         // The namespace the object goes to, not its kind, is missing.
-        kube::Error::Api(status)
-            if status.code == 404
-                && (status
-                    .details
-                    .as_ref()
-                    .is_some_and(|d| d.kind == "namespaces")
-                    || status.message.starts_with("namespaces \"")) =>
-        {
+        kube::Error::Api(status) if namespace_missing(status) => {
             format!(
                 "the job namespace does not exist ({}): create it, or set --job-namespace to \
                  one that does",
@@ -167,9 +184,7 @@ pub fn explain(error: &kube::Error) -> String {
                 status.message
             )
         }
-        kube::Error::Api(status)
-            if status.code == 403 && status.message.contains("because it is being terminated") =>
-        {
+        kube::Error::Api(status) if namespace_ending(status) => {
             format!("the job namespace is being deleted ({})", status.message)
         }
         kube::Error::Api(status) if status.code == 404 => format!(

@@ -14,12 +14,15 @@
 //! - On shutdown the leader releases the Lease (an empty holder), so a standby takes over at
 //!   its next retry instead of after the lease duration.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::watch;
+
+use crate::health::Health;
 
 /// How leadership is held.
 #[derive(Debug, Clone)]
@@ -208,6 +211,9 @@ fn holder(lease: &Lease) -> Option<String> {
 }
 
 /// What a failed Lease request means for a person.
+/// The source under which a problem of the job namespace is known to `/readyz`.
+const NAMESPACE_PROBLEM: &str = "job namespace";
+
 fn lease_problem(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) if status.code == 401 || status.code == 403 => format!(
@@ -234,6 +240,7 @@ pub async fn elect(
     settings: LeaseSettings,
     tx: watch::Sender<Leadership>,
     ready: Readiness,
+    health: Arc<Health>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut election = Election {
@@ -246,6 +253,7 @@ pub async fn elect(
         problem: None,
         ready,
         unready: None,
+        health,
     };
     tokio::pin!(shutdown);
     loop {
@@ -279,6 +287,10 @@ struct Election {
     absent_since: Option<Instant>,
     /// Why the Lease cannot be read or taken, as last logged.
     problem: Option<String>,
+    /// Where a problem of the job namespace goes (`/readyz`): the Lease is written there every
+    /// retry period, so a namespace missing or being deleted, where no run can be stored, is
+    /// seen without an event (the watches list an empty namespace without a word).
+    health: Arc<Health>,
 }
 
 impl Election {
@@ -305,6 +317,9 @@ impl Election {
     /// Logs a problem with the Lease when it appears and when it is gone (not at every look):
     /// a replica that cannot use the Lease never leads, and that must not be silent.
     fn report(&mut self, problem: Option<String>) {
+        if problem.is_none() {
+            self.health.report(NAMESPACE_PROBLEM, None);
+        }
         if self.problem == problem {
             return;
         }
@@ -316,6 +331,14 @@ impl Election {
             None => tracing::info!(lease = %self.settings.name, "the Lease can be used again"),
         }
         self.problem = problem;
+    }
+
+    /// [`Election::report`] of a failed request; one that says the job namespace is missing or
+    /// being deleted makes the replica not ready too.
+    fn report_error(&mut self, error: &kube::Error) {
+        let namespace = crate::health::namespace_problem(error);
+        self.health.report(NAMESPACE_PROBLEM, namespace);
+        self.report(Some(lease_problem(error)));
     }
 
     /// Whether this replica is ready to lead; says so when that changes.
@@ -400,7 +423,7 @@ impl Election {
         let found = match found {
             Ok(found) => found,
             Err(error) => {
-                self.report(Some(lease_problem(&error)));
+                self.report_error(&error);
                 return;
             }
         };
@@ -443,7 +466,7 @@ impl Election {
                     self.report(None);
                     tracing::debug!("another replica created the lease first");
                 }
-                Some(Err(error)) => self.report(Some(lease_problem(&error))),
+                Some(Err(error)) => self.report_error(&error),
                 None => {}
             }
             return;
@@ -516,7 +539,7 @@ impl Election {
                 self.follow(current);
             }
             Some(Err(error)) => {
-                self.report(Some(lease_problem(&error)));
+                self.report_error(&error);
                 self.follow(current);
             }
             None => self.follow(current),
@@ -785,6 +808,7 @@ mod tests {
             problem: None,
             ready: Box::new(|| Ok(())),
             unready: None,
+            health: Arc::default(),
         };
         (election, rx)
     }
@@ -868,9 +892,17 @@ mod tests {
     fn candidate_ready(api: Api<Lease>, identity: &str, ready: Readiness) -> Candidate {
         let (tx, rx) = watch::channel(Leadership::Following { holder: None });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(elect(api, settings(identity), tx, ready, async move {
-            let _ = stopped.await;
-        }));
+        let health = Arc::default();
+        let task = tokio::spawn(elect(
+            api,
+            settings(identity),
+            tx,
+            ready,
+            health,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         (rx, stop, task)
     }
 
@@ -1011,6 +1043,7 @@ mod tests {
             settings("new"),
             tx,
             Box::new(|| Ok(())),
+            Arc::default(),
             async move {
                 let _ = stopped.await;
             },

@@ -3372,6 +3372,41 @@ async fn started_before_its_crd_it_says_so_waits_for_it_and_stops_on_sigterm() {
     op.wait_finished("no-crd", LONG).await;
 }
 
+/// A job namespace that does not exist: the watches list it empty without a word and no run
+/// can be stored, so the replica is not ready, saying why (the Lease, written there, finds it
+/// out); once the namespace is made, it is ready and takes events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_namespace_that_does_not_exist_keeps_the_replica_unready() {
+    let sim = kube_sim::Sim::builder().start().await.unwrap();
+    let dir = support::fresh_dir("no-namespace");
+    let kubeconfig = sim.write_kubeconfig(dir.join("kubeconfig")).unwrap();
+    let config = support::root().join("examples");
+    let source = vec![
+        "--config-dir".to_string(),
+        config.to_str().unwrap().to_string(),
+    ];
+    let mut op = support::Operator::new(dir, kubeconfig, "elsewhere", source, &[]).await;
+    kubectl_apply(&op, &support::root().join("crds"));
+    op.spawn_operator().await;
+    let missing = "the job namespace does not exist";
+    let readyz = readyz_until(&op, LONG, |(_, body)| body.contains(missing)).await;
+    assert_eq!(readyz.0, 503, "{readyz:?}");
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(sim.client());
+    let namespace = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "elsewhere"}
+    }))
+    .unwrap();
+    namespaces
+        .create(&Default::default(), &namespace)
+        .await
+        .unwrap();
+    readyz_until(&op, LONG, |(status, _)| *status == 200).await;
+    let response = op
+        .post_event(&sample_with_id("test.triggered.json", "elsewhere"))
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_api_server_gets_503_within_the_store_timeout_and_turns_readiness_off() {
     let h = Harness::start(&["--store-timeout-seconds", "1"]).await;

@@ -1074,6 +1074,7 @@ pub async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
                     .unwrap_or_else(|| "its watches have not listed yet".into()))
             }
         }),
+        health.clone(),
         {
             // Nor before a schedule's firing in flight is over (a new leader would fire it
             // again: a duplicate, harmless, but not what stopping promises).
