@@ -3317,7 +3317,7 @@ async fn an_operator_newer_than_its_crd_says_which_to_apply_and_waits_for_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn started_before_its_crd_it_says_so_waits_for_it_and_stops_on_sigterm() {
-    let (mut op, _sim) = on_a_bare_sim("no-crd").await;
+    let (mut op, sim) = on_a_bare_sim("no-crd").await;
 
     // Not ready, and every place says why and what to do.
     op.spawn_operator().await;
@@ -3370,6 +3370,16 @@ async fn started_before_its_crd_it_says_so_waits_for_it_and_stops_on_sigterm() {
         .await;
     assert_eq!(response.status, 202, "{:?}", response.body);
     op.wait_finished("no-crd", LONG).await;
+
+    // The CRD deleted under it: its watch ends, and the replica is not ready again, saying why.
+    let crds: kube::Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = kube::Api::all(sim.client());
+    crds.delete("jobruns.job-executor.dev", &Default::default())
+        .await
+        .unwrap();
+    let readyz = readyz_until(&op, LONG, |(_, body)| body.contains(fix)).await;
+    assert_eq!(readyz.0, 503);
 }
 
 /// A job namespace that does not exist: the watches list it empty without a word and no run

@@ -101,8 +101,10 @@ pub fn removed(shared: &Shared, crd: &Value) {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    shared.registry_write().unregister(&group, &plural);
-    let key = (group, plural);
+    // The objects first, their deletions seen by the open watches; then the resource goes,
+    // and the watches of it end (the real server stops its watch cache): a client watches
+    // again and is told it is not there.
+    let key = (group.clone(), plural.clone());
     let (items, _) = shared.store.list(&key, None);
     for o in items {
         let _ = shared
@@ -111,4 +113,8 @@ pub fn removed(shared: &Shared, crd: &Value) {
                 Ok(Change::Delete)
             });
     }
+    shared.registry_write().unregister(&group, &plural);
+    shared
+        .resource_removed
+        .send_modify(|generation| *generation += 1);
 }

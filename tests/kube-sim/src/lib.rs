@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     pub runtime: Runtime,
     /// Bumped to end every open watch.
     pub watch_close: watch::Sender<u64>,
+    /// Bumped when a resource is unregistered (its CRD deleted): its open watches end.
+    pub resource_removed: watch::Sender<u64>,
     /// True while the server is paused in "hang" mode.
     pub hang: watch::Sender<bool>,
     pub opts: Options,
@@ -164,6 +166,7 @@ impl SimBuilder {
             logs: LogStore::default(),
             runtime: Runtime::new(workdir),
             watch_close: watch::channel(0u64).0,
+            resource_removed: watch::channel(0u64).0,
             hang: watch::channel(false).0,
             opts: Options {
                 bookmark_interval: self.bookmark_interval,

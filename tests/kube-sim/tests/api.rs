@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -555,12 +556,29 @@ async fn crd_then_custom_resources_with_status_subresource() {
     );
     assert_eq!(e.code, 422, "{e:?}");
 
-    // Deleting the CRD removes the resources and the API.
+    // Deleting the CRD removes the resources and the API; an open watch sees the resources
+    // deleted and then ends, as the real server's (its watch cache of the resource stops).
+    let mut watching = tasks
+        .watch(&kube::api::WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
     crds.delete("tasks.example.com", &DeleteParams::default())
         .await
         .unwrap();
     let e = api_err(tasks.get("t1").await.unwrap_err());
     assert_eq!(e.code, 404);
+    let mut deleted = false;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(event) = watching.next().await {
+            if let Ok(kube::api::WatchEvent::Deleted(task)) = event {
+                deleted |= task.metadata.name.as_deref() == Some("t1");
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the watch did not end");
+    assert!(deleted, "the deletion was not seen");
 }
 
 #[tokio::test]

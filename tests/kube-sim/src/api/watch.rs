@@ -142,6 +142,9 @@ pub fn watch(
             let shared = shared.clone();
             let mut close = shared.watch_close.subscribe();
             close.borrow_and_update();
+            let mut removed = shared.resource_removed.subscribe();
+            removed.borrow_and_update();
+            let (group, plural) = ctx.info.key();
             let interval = shared.opts.bookmark_interval;
             tokio::spawn(async move {
                 let mut events = start.rx;
@@ -185,6 +188,21 @@ pub fn watch(
                             return;
                         }
                         _ = close.changed() => return,
+                        // The resource's CRD is gone: its watches end, as the real server's.
+                        _ = removed.changed() => {
+                            if shared.registry_read().find_any(&group, &plural).is_some() {
+                                continue;
+                            }
+                            // The deletions of its objects came before: sent first.
+                            while let Ok(ev) = events.try_recv() {
+                                if let Some((t, o)) = ctx.filter(&ev)
+                                    && tx.send(ctx.line(t, o)).await.is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            return;
+                        }
                         _ = tx.closed() => return,
                     }
                 }
