@@ -1035,6 +1035,96 @@ async fn a_status_write_refused_for_a_metadata_edit_is_made_again() {
     assert_eq!(run["metadata"]["labels"]["example.com/seen"], "yes");
 }
 
+/// A cancel that lands while a queued run's start is being written (the write that lets it
+/// leave the queue, before its first Job): the write, refused for the run's new version, is not
+/// made again as if only a label had changed, and the run, decided again with the cancel, makes
+/// no Job (it made its first Job, deleted at the next look).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_while_a_queued_run_starts_is_seen_before_its_first_job() {
+    let dir = support::fresh_dir("cancel-leaving-queue");
+    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
+    std::fs::write(
+        dir.join("carts/job/config.yaml"),
+        "apiVersion: v2\nactions:\n  - name: held\n    events: [{name: sh.keptn.event.test.triggered}]\n    concurrency: {group: one, limit: 1, policy: queue}\n    tasks: [{image: held.example/task}]\n",
+    )
+    .unwrap();
+    let h = Harness::start_full(kube_sim::Sim::builder(), dir, &[]).await;
+    h.sim
+        .runtime()
+        .set(ImageRule::image("held.example/*"), Behavior::hold());
+    let first = h
+        .post_event(&sample_with_id("test.triggered.json", "leaving-1"))
+        .await;
+    assert_eq!(first.status, 202, "{:?}", first.body);
+    wait_for("the first task running", LONG, || {
+        h.sim.runtime().held().len() == 1
+    })
+    .await;
+    let second = h
+        .post_event(&sample_with_id("test.triggered.json", "leaving-2"))
+        .await;
+    assert_eq!(second.status, 202, "{:?}", second.body);
+    let name = second.body["events"][0]["runs"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let queued = |run: &Value| {
+        run["metadata"]["name"] == json!(name.as_str())
+            && run["status"]["phase"] == "Queued"
+            && run["status"]["started"]["state"] == "Delivered"
+    };
+    wait_for("the second run queued", LONG, || {
+        h.jobruns().iter().any(queued)
+    })
+    .await;
+    let jobs_before = jobs_made(&h);
+    // The second run's next status write, the one that lets it leave the queue, is held while
+    // the run is cancelled.
+    h.sim
+        .faults()
+        .delay_next_request("patch", "jobruns/status", &name, Duration::from_secs(3));
+    for (_, target, _) in h.sim.runtime().held() {
+        h.sim.release(&target);
+    }
+    wait_for("the held write", LONG, || {
+        !h.sim.faults().request_delay_pending()
+    })
+    .await;
+    runs_api(&h)
+        .patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"annotations": {"job-executor.dev/cancel": "ci"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let finished = h.wait_finished("leaving-2", LONG).await;
+    assert!(
+        finished.data["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cancelled by ci")),
+        "{}",
+        finished.data
+    );
+    assert_a_status_write_was_refused(&h);
+    assert_eq!(
+        jobs_made(&h),
+        jobs_before,
+        "no Job is made for the cancelled run"
+    );
+}
+
+/// How many Jobs the operator asked kube-sim to make.
+fn jobs_made(h: &Harness) -> usize {
+    h.sim
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "create" && r.resource == "jobs")
+        .count()
+}
+
 /// A run an older version ended (done, without `status.done` recorded) is marked done with
 /// its record kept: the copy the controller holds of a done run is trimmed, and only `done` is
 /// written, not that copy.

@@ -920,6 +920,7 @@ pub async fn reconcile(run: Arc<JobRun>, ctx: Arc<Context>) -> Result<Action, Re
             api: Api::namespaced(ctx.parts.client.clone(), &ctx.parts.settings.job_namespace),
             version: std::sync::Mutex::new(version),
             generation: run.metadata.generation,
+            cancelled: has_cancel(&run.metadata),
             uid: run.metadata.uid.clone(),
             created: run.metadata.creation_timestamp.clone(),
         },
@@ -976,10 +977,21 @@ struct Cluster<'a> {
     /// The run's generation as decided on: a write refused when only the run's metadata
     /// changed since is made again, not one refused after a change of its spec.
     generation: Option<i64>,
+    /// Whether the run as decided on carried the cancel annotation: a write refused once one
+    /// was added is not made again (the next step, a Job made, would ignore the cancel).
+    cancelled: bool,
     /// The run's uid: a Job of a task's name that another run owns is not the task's.
     uid: Option<String>,
     /// When the run was made: a pod made before it is not of its Jobs.
     created: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+/// Whether a run carries the cancel annotation.
+fn has_cancel(metadata: &kube::api::ObjectMeta) -> bool {
+    metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|annotations| annotations.contains_key(crate::labels::CANCEL))
 }
 
 impl Cluster<'_> {
@@ -1038,8 +1050,10 @@ impl Cluster<'_> {
             let unchanged = match before {
                 Some(before) if tries < MOST_WRITE_TRIES => {
                     let current = self.ctx.fenced(self.api.get_status(run)).await??;
-                    // The spec's edits move the generation, metadata's do not.
+                    // The spec's edits move the generation, metadata's do not; a cancel is
+                    // metadata, and decides what comes next.
                     let same = current.metadata.generation == self.generation
+                        && has_cancel(&current.metadata) == self.cancelled
                         && current.status.as_ref().unwrap_or(&JobRunStatus::default()) == before;
                     same.then_some(current.metadata.resource_version).flatten()
                 }
