@@ -159,6 +159,10 @@ pub trait World {
     fn pods_running(&self, _name: &str) -> bool {
         false
     }
+    /// When the Job `name` of this run was made, as the watch shows it.
+    fn job_made_at(&self, _name: &str) -> Option<Timestamp> {
+        None
+    }
     /// An excerpt of at most `budget` bytes of the named Job's pods' logs.
     async fn task_logs(&self, name: &str, budget: usize) -> String;
     /// Why the named Job made no pod (its latest `FailedCreate` since `since`, as the Job
@@ -396,7 +400,10 @@ impl<W: World> Executor<'_, W> {
             Step::AdoptJob(index) => {
                 let name = job_name(run, status, index);
                 tracing::info!(run = run_name(run), job = %name, "adopting the Job made before a restart");
-                record_job(status, index, name, now);
+                // Its task started when the Job was made, not now: the never-started timeout
+                // and the task's start count from then.
+                let made = self.world.job_made_at(&name).filter(|made| *made <= now);
+                record_job(status, index, name, made.unwrap_or(now));
             }
             Step::LookUpJob(index) => {
                 let job_name = job_name(run, status, index);
@@ -1277,6 +1284,13 @@ impl World for Cluster<'_> {
             .job(name)
             .filter(|job| job.is_of_run(self.uid.as_deref()))
             .map_or(JobSeen::NotCached, |job| self.seen(&job))
+    }
+
+    fn job_made_at(&self, name: &str) -> Option<Timestamp> {
+        self.ctx
+            .job(name)
+            .filter(|job| job.is_of_run(self.uid.as_deref()))
+            .and_then(|job| job.metadata.creation_timestamp.as_ref().map(|made| made.0))
     }
 
     fn job_of_another_run(&self, name: &str) -> bool {

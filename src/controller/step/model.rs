@@ -125,6 +125,8 @@ fn failed(seen: &JobSeen) -> JobSeen {
 
 struct ModelJob {
     seen: JobSeen,
+    /// When it was made, as its `creationTimestamp` says.
+    made: Timestamp,
     cached: bool,
     /// Deleted (by the operator or someone else); what it showed last is kept for the checks.
     deleted: bool,
@@ -415,6 +417,13 @@ impl World for Model {
         }
     }
 
+    fn job_made_at(&self, name: &str) -> Option<Timestamp> {
+        match self.jobs.borrow().get(&self.index_of(name)) {
+            Some(job) if job.cached && !job.deleted => Some(job.made),
+            _ => None,
+        }
+    }
+
     fn pods_running(&self, name: &str) -> bool {
         self.jobs
             .borrow()
@@ -484,6 +493,7 @@ impl World for Model {
                 index,
                 ModelJob {
                     seen: JobSeen::Running { stuck: None },
+                    made: self.now.get(),
                     cached: false,
                     deleted: false,
                     stopping: false,
@@ -894,6 +904,24 @@ fn a_job_removed_while_no_operator_watched_succeeded_if_the_next_task_has_a_job(
     assert_eq!(model.recorded.borrow().phase, RunPhase::Succeeded);
     // The properties of every interleaving hold for this one.
     check_run(&[vec![], vec![0]], None, None, false, &ops);
+}
+
+/// The same, the next task's Job in the watch when the operator is back: its task started when
+/// the Job was made, before the crash, not when it is adopted (the never-started timeout and the
+/// task's start count from then).
+#[test]
+fn an_adopted_job_s_task_started_when_the_job_was_made() {
+    let mut ops = crash_before_the_next_job_is_recorded();
+    ops.extend([Op::Advance(31), Op::Watch(1), Op::Reconcile]);
+    let model = Model::new(graph_run(&[vec![], vec![0]], None));
+    for op in &ops {
+        model.apply(op);
+    }
+    let status = model.recorded.borrow().clone();
+    assert_eq!(status.tasks[1].phase, TaskPhase::Running, "adopted");
+    let made = model.jobs.borrow()[&1].made.to_string();
+    assert_eq!(status.tasks[1].start_time.as_deref(), Some(made.as_str()));
+    assert!(made < model.now().to_string(), "{made}");
 }
 
 /// The same, and the run is cancelled before the operator is back: the next task's Job, made
