@@ -222,8 +222,8 @@ pub fn config_map_key(index: usize, path: &str) -> String {
     key
 }
 
-const NOT_UTF8_NAME: &str = "its name is not UTF-8, and a staged file's path is text (two such \
-                             names could read as one)";
+const NOT_UTF8_NAME: &str = "its name is not UTF-8 (or holds U+FFFD, as such a name reads), and \
+                             a staged file's path is text (two such names could read as one)";
 
 /// Why a name read from a directory (a git tree's, decoded as UTF-8 with U+FFFD for what is
 /// not) cannot be staged, if it cannot: a file's path in the files volume is text, and

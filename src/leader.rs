@@ -210,10 +210,10 @@ fn holder(lease: &Lease) -> Option<String> {
         .filter(|holder| !holder.is_empty())
 }
 
-/// What a failed Lease request means for a person.
 /// The source under which a problem of the job namespace is known to `/readyz`.
 const NAMESPACE_PROBLEM: &str = "job namespace";
 
+/// What a failed Lease request means for a person.
 fn lease_problem(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) if status.code == 401 || status.code == 403 => format!(

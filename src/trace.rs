@@ -216,12 +216,12 @@ pub fn handed_on(span: &Span, fallback: Option<&TraceContext>) -> Option<TraceCo
     }
 }
 
-/// `endpoint` as the URL spans are posted to: a collector's base URL gets `/v1/traces`.
 /// The endpoint as a message shows it: without credentials (`user:password@`).
 fn shown(endpoint: &str) -> String {
     crate::source::git::mask_credentials(endpoint)
 }
 
+/// `endpoint` as the URL spans are posted to: a collector's base URL gets `/v1/traces`.
 pub fn traces_url(endpoint: &str) -> Result<String, TraceError> {
     let url: http::Uri = endpoint
         .parse()

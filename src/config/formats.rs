@@ -421,7 +421,7 @@ pub fn check_quantity(value: &str) -> Result<(), String> {
     }
     // The API server reads any length, but compares such a value (a request with its limit,
     // with a quota) digit by digit: `1e100000000` took it minutes and gigabytes for each Job.
-    if number.len() > MOST_QUANTITY_DIGITS
+    if digits.len() > MOST_QUANTITY_DIGITS
         || exponent.is_some_and(|e| e.len() > MOST_EXPONENT_DIGITS)
     {
         return Err(format!(

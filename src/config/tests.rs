@@ -1723,6 +1723,10 @@ fn an_invalid_config_concerns_the_event_types_it_names() {
     assert!(error.concerns("sh.keptn.event.test.triggered"));
     assert!(!error.concerns("sh.keptn.event.deployment.triggered"));
     assert_eq!(text_of(b"ok\n".to_vec(), "c.yaml").unwrap(), "ok\n");
+    // Nothing to read names from (UTF-16): every type is concerned.
+    let utf16 = b"\xff\xfea\x00p\x00i\x00".to_vec();
+    let error = text_of(utf16, "job/config.yaml").unwrap_err();
+    assert!(error.concerns("sh.keptn.event.deployment.triggered"));
     // A file that cannot be read concerns every type.
     let unreadable_file = ConfigError::Unreadable {
         file: "job/config.yaml".into(),

@@ -1404,8 +1404,18 @@ pub fn record_halted_task(
     logs: Option<String>,
     now: Timestamp,
 ) {
+    let pending: Vec<bool> = (status.tasks.iter())
+        .map(|task| task.phase == TaskPhase::Pending)
+        .collect();
+    let said = message.clone();
     if record_stopped(status, index, phase, message, logs, now) && phase == TaskPhase::Skipped {
         skip_dependents(run, status);
+        // They say why the halt skipped them, as the halt's end says it of the rest.
+        for (task, was_pending) in status.tasks.iter_mut().zip(pending) {
+            if was_pending && task.phase == TaskPhase::Skipped {
+                task.message.clone_from(&said);
+            }
+        }
     }
 }
 

@@ -124,6 +124,14 @@ fn chart_refuses_values_outside_its_schema() {
             "settings:\n  defaultResources: {cpuRequest: \"1.5\", cpuLimit: 1}\n",
             "settings.defaultResources.cpuRequest (1.5) is above cpuLimit (1)",
         ),
+        (
+            "settings:\n  defaultResources: {memoryRequest: 1073741824, memoryLimit: 512Mi}\n",
+            "settings.defaultResources.memoryRequest (1.073741824e+09) is above memoryLimit (512Mi)",
+        ),
+        (
+            "settings:\n  defaultResources: {cpuRequest: 1000000001n, cpuLimit: 1}\n",
+            "settings.defaultResources.cpuRequest (1000000001n) is above cpuLimit (1)",
+        ),
         // Quantities the operator refuses: `K` (Kubernetes has `k` and `Ki`), an exponent of
         // three digits.
         (

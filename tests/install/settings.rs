@@ -392,7 +392,7 @@ fn delays_and_addresses_the_chart_accepts_are_accepted_by_run() {
             format!(
                 "sink:\n  backoffDelay: \"{delay}\"\nservice:\n  listenAddress: \"{address}\"\n\
                  settings:\n  defaultResources: {{cpuRequest: \"0.7\", cpuLimit: 700m, \
-                 memoryRequest: 1.5Gi, memoryLimit: 1536Mi}}\n"
+                 memoryRequest: 1.5Gi, memoryLimit: 1610612736}}\n"
             ),
         )
         .unwrap();
@@ -401,7 +401,8 @@ fn delays_and_addresses_the_chart_accepts_are_accepted_by_run() {
         assert_eq!(table["--sink-backoff-delay"].0, delay);
         assert_eq!(table["--listen"].0, listen, "{address}");
         assert_eq!(table["--default-cpu-request"].0, "0.7");
-        assert_eq!(table["--default-memory-limit"].0, "1536Mi");
+        // A YAML number: Helm writes it with an exponent (`e+09`), read in base 10.
+        assert_eq!(table["--default-memory-limit"].0, "1.610612736e+09");
     }
     std::fs::remove_dir_all(dir).unwrap();
 }

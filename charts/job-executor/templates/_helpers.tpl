@@ -157,7 +157,8 @@ joined by `;` (WHEN `failed` when a target gives none, as the operator defaults)
 {{- end -}}
 
 {{/* A quantity (the forms the schema allows) as a number of its base units, for comparisons
-(floating point: close values compare as equal, see "job-executor.requestAboveLimit"). */}}
+(floating point: values within a millionth of a millionth compare as equal, see
+"job-executor.requestAboveLimit"). */}}
 {{- define "job-executor.quantity" -}}
 {{- $text := toString . | trimPrefix "+" -}}
 {{- $number := regexFind "^[0-9]*[.]?[0-9]*" $text -}}
@@ -167,7 +168,8 @@ joined by `;` (WHEN `failed` when a target gives none, as the operator defaults)
 {{- if hasKey $units $suffix -}}
 {{- $value = mulf $value (get $units $suffix) -}}
 {{- else -}}
-{{- $exponent := int (trimPrefix "+" (substr 1 -1 $suffix)) -}}
+{{- /* `atoi`, base 10: `int` reads `08` (from `1e+08`, a YAML number printed) as octal, and as 0. */ -}}
+{{- $exponent := atoi (trimPrefix "+" (substr 1 -1 $suffix)) -}}
 {{- range until (int (max $exponent (sub 0 $exponent))) -}}
 {{- $value = ternary (mulf $value 10.0) (divf $value 10.0) (gt $exponent 0) -}}
 {{- end -}}
@@ -181,7 +183,7 @@ its own resources). */}}
 {{- define "job-executor.requestAboveLimit" -}}
 {{- $request := include "job-executor.quantity" .request | float64 -}}
 {{- $limit := include "job-executor.quantity" .limit | float64 -}}
-{{- if gt $request (mulf $limit 1.000000001) -}}
+{{- if gt $request (mulf $limit 1.000000000001) -}}
 {{- fail (printf "settings.defaultResources.%sRequest (%v) is above %sLimit (%v): Kubernetes refuses the Job of every task without its own resources" .name .request .name .limit) -}}
 {{- end -}}
 {{- end -}}

@@ -1936,6 +1936,11 @@ fn a_halt_recorded_part_way_leaves_no_task_waiting_for_ever() {
             TaskPhase::Skipped
         ]
     );
+    assert_eq!(
+        status.tasks[3].message.as_deref(),
+        Some("the run was cancelled by me before it started"),
+        "the halt's reason, as the rest get it"
+    );
     // The cause gone: t2 runs, and once it ends the run ends.
     let none = vec![JobSeen::NotCached; 4];
     assert_eq!(
