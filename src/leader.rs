@@ -336,8 +336,10 @@ impl Election {
     /// [`Election::report`] of a failed request; one that says the job namespace is missing or
     /// being deleted makes the replica not ready too.
     fn report_error(&mut self, error: &kube::Error) {
-        let namespace = crate::health::namespace_problem(error);
-        self.health.report(NAMESPACE_PROBLEM, namespace);
+        // Another error (a timeout, a 500) says nothing of the namespace: what is known stays.
+        if let Some(namespace) = crate::health::namespace_problem(error) {
+            self.health.report(NAMESPACE_PROBLEM, Some(namespace));
+        }
         self.report(Some(lease_problem(error)));
     }
 

@@ -122,15 +122,16 @@ pub fn text_of(bytes: Vec<u8>, file: &str) -> Result<String, ConfigError> {
         column: before[line_start..].chars().count() + 1,
     };
     let text = String::from_utf8_lossy(bytes);
-    let mut names = match yaml::parse_document(&text) {
+    let names = match yaml::parse_document(&text) {
         Ok(document) => tree_names(&document.root),
-        Err(_) => scanned_names(&text),
+        // Nothing read of a file that is not YAML either (UTF-16, a binary file): every type,
+        // as of a file that cannot be read, so that the service's events are told the config
+        // cannot be used.
+        Err(_) => match scanned_names(&text) {
+            names if names.is_empty() => vec!["*".into()],
+            names => names,
+        },
     };
-    // Nothing read (UTF-16, a binary file): every type, as of a file that cannot be read, so
-    // that the service's events are told the config cannot be used.
-    if names.is_empty() {
-        names.push("*".into());
-    }
     Err(ConfigError::Invalid {
         file: file.to_string(),
         problems: vec![Problem {

@@ -775,21 +775,20 @@ fn halt_step(facts: &Facts<'_>, halt: Halt) -> Step {
         task.phase == TaskPhase::Pending && is_ready(facts.status, needs.get(*index))
     });
     if let Some((index, _)) = ready {
-        // Its Job may have been made before a restart lost the record: a task that ran is
-        // stopped as a running one is (its pods waited for), not said never to have started.
+        // Its Job may have been made before a restart lost the record: adopted, the task is
+        // halted as a running one is (its pods waited for, an end it reached on its own kept
+        // with its outputs), not said never to have started.
         let made = !matches!(
             facts.jobs.get(index),
             None | Some(JobSeen::NotCached | JobSeen::Gone)
         );
-        let (phase, message) = if made {
-            halt.stopped_task()
-        } else {
-            (TaskPhase::Skipped, halt.skipped_task())
-        };
+        if made {
+            return Step::AdoptJob(index);
+        }
         return Step::HaltTask {
             index,
-            phase,
-            message,
+            phase: TaskPhase::Skipped,
+            message: halt.skipped_task(),
         };
     }
     Step::Halt(halt)

@@ -1057,10 +1057,14 @@ impl Cluster<'_> {
             let unchanged = match before {
                 Some(before) if tries < MOST_WRITE_TRIES => {
                     let current = self.ctx.fenced(self.api.get_status(run)).await??;
-                    // The spec's edits move the generation, metadata's do not; a cancel is
-                    // metadata, and decides what comes next.
+                    // The spec's edits move the generation, metadata's do not; a cancel added
+                    // to a run still going is metadata that decides what comes next (one
+                    // removed does not: a halt goes on once it stopped a task).
+                    let cancelled_since = !self.cancelled
+                        && has_cancel(&current.metadata)
+                        && !before.phase.is_finished();
                     let same = current.metadata.generation == self.generation
-                        && has_cancel(&current.metadata) == self.cancelled
+                        && !cancelled_since
                         && current.status.as_ref().unwrap_or(&JobRunStatus::default()) == before;
                     same.then_some(current.metadata.resource_version).flatten()
                 }

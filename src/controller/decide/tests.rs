@@ -979,15 +979,12 @@ fn a_halt_finds_a_job_made_before_a_restart_and_stops_it() {
         }
     );
     end(&run, &mut status, 0, TaskPhase::Succeeded, at(5));
-    // Task 1's Job ran: it is stopped as a running task is (its pods waited for), not skipped.
-    assert!(matches!(
+    // Task 1's Job ran: adopted, to be stopped as a running task is (its pods waited for),
+    // not skipped.
+    assert_eq!(
         step(&status, &[JobSeen::NotCached, made]),
-        Step::HaltTask {
-            index: 1,
-            phase: TaskPhase::Cancelled,
-            ..
-        }
-    ));
+        Step::AdoptJob(1)
+    );
     assert!(matches!(
         step(&status, &[JobSeen::NotCached, JobSeen::NotCached]),
         Step::HaltTask {
