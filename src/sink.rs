@@ -458,7 +458,6 @@ fn http_client_trusting(
     Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 
-/// An `http://` or `https://` URL with a host.
 /// Checks a sink URL: `http://`, `https://` or a NATS server's (`nats://host:port`).
 pub fn check_url(url: &str) -> Result<(), SinkError> {
     if is_nats(url) {
@@ -466,20 +465,45 @@ pub fn check_url(url: &str) -> Result<(), SinkError> {
             .parse()
             .map_err(|_| SinkError::InvalidUrl(redact(url)))?;
         return match uri.host() {
-            Some(_) => Ok(()),
-            None => Err(SinkError::InvalidUrl(redact(url))),
+            Some(_) if port_is_valid(&uri) => Ok(()),
+            _ => Err(SinkError::InvalidUrl(redact(url))),
         };
     }
     check_http_url(url).map(|_| ())
 }
 
+/// An `http://` or `https://` URL with a host (and a port, if it names one).
 fn check_http_url(url: &str) -> Result<Uri, SinkError> {
     let invalid = || SinkError::InvalidUrl(redact(url));
     let uri: Uri = url.parse().map_err(|_| invalid())?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+    if !matches!(uri.scheme_str(), Some("http" | "https"))
+        || uri.host().is_none()
+        || !port_is_valid(&uri)
+    {
         return Err(invalid());
     }
     Ok(uri)
+}
+
+/// Whether a URL's port, if it names one, is a port: `http::Uri` takes `:99999` and `:abc`,
+/// whose port is then none, and a client goes to the scheme's default port instead.
+pub fn port_is_valid(uri: &Uri) -> bool {
+    let Some(authority) = uri.authority() else {
+        return true;
+    };
+    let host_and_port = authority.as_str().rsplit('@').next().unwrap_or_default();
+    let after_host = match host_and_port.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once(']').map_or("", |(_, after)| after),
+        None => host_and_port
+            .find(':')
+            .map_or("", |at| &host_and_port[at..]),
+    };
+    match after_host.strip_prefix(':') {
+        None => after_host.is_empty(),
+        // `host:` is the default port (RFC 3986).
+        Some("") => true,
+        Some(port) => port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok(),
+    }
 }
 
 /// An HTTP URL's `user:password@` taken out of it, as curl takes it: the URL without them, and
@@ -984,6 +1008,29 @@ mod tests {
             exchange(&client, post(&url), Duration::from_millis(200)).await,
             Err(NoAnswer::TimedOut)
         ));
+    }
+
+    #[test]
+    fn a_port_that_is_none_is_refused() {
+        for good in [
+            "http://sink",
+            "http://sink:8080/",
+            "http://sink:/",
+            "https://u:p@sink:443/x",
+            "http://[::1]:65535/",
+            "http://[fd00::1]/",
+        ] {
+            assert!(check_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://sink:99999/",
+            "http://sink:abc/",
+            "http://sink:65536",
+            "http://[::1]:70000/",
+            "nats://nats:99999",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]

@@ -13,13 +13,16 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
-    #[error("{path}: {source}")]
+    // The cause is the error's source, which the binary prints after the message.
+    #[error("{path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("refusing {path}: it leads outside {root}")]
     Escapes { path: PathBuf, root: PathBuf },
+    #[error("refusing {0}: a directory goes there, and something else is in the way")]
+    InTheWay(PathBuf),
     #[error("{0} is not a directory")]
     NotADirectory(PathBuf),
 }
@@ -111,12 +114,7 @@ impl Stager {
 fn make_dir(path: &Path) -> Result<(), StageError> {
     match fs::symlink_metadata(path) {
         Ok(existing) if existing.is_dir() => {}
-        Ok(_) => {
-            return Err(StageError::Escapes {
-                path: path.to_path_buf(),
-                root: path.to_path_buf(),
-            });
-        }
+        Ok(_) => return Err(StageError::InTheWay(path.to_path_buf())),
         Err(_) => fs::create_dir(path).map_err(io_error(path))?,
     }
     fs::set_permissions(path, fs::Permissions::from_mode(DIRECTORY_MODE)).map_err(io_error(path))

@@ -226,7 +226,10 @@ pub fn traces_url(endpoint: &str) -> Result<String, TraceError> {
     let url: http::Uri = endpoint
         .parse()
         .map_err(|_| TraceError::InvalidEndpoint(shown(endpoint)))?;
-    if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
+    if !matches!(url.scheme_str(), Some("http" | "https"))
+        || url.host().is_none()
+        || !crate::sink::port_is_valid(&url)
+    {
         return Err(TraceError::InvalidEndpoint(shown(endpoint)));
     }
     let base = endpoint.trim_end_matches('/');

@@ -1149,3 +1149,26 @@ fn a_reader_that_went_away_ends_a_command_quietly() {
         assert_eq!(stderr(&output), "", "{args:?}");
     }
 }
+
+/// `send` refuses a receiver it would not reach as written: a port that is none (the client
+/// went to port 80 and said the event was accepted there), credentials in the URL (never sent,
+/// and shown in its messages).
+#[test]
+fn send_refuses_a_port_that_is_none_and_credentials_in_the_url() {
+    let event = root().join("test-events/test.triggered.json");
+    for (to, said) in [
+        (
+            "http://127.0.0.1:99999/",
+            "error: --to \"http://127.0.0.1:99999/\" is not an http:// URL",
+        ),
+        (
+            "http://user:pa55@127.0.0.1:8080/",
+            "error: --to \"http://****@127.0.0.1:8080/\" carries credentials",
+        ),
+    ] {
+        let output = run(&["send", event.to_str().unwrap(), "--to", to]);
+        assert_eq!(output.status.code(), Some(1), "{to}");
+        assert!(stderr(&output).contains(said), "{}", stderr(&output));
+        assert!(!stderr(&output).contains("pa55"), "{}", stderr(&output));
+    }
+}

@@ -80,6 +80,8 @@ fn setting_lines(matches: &ArgMatches) -> Vec<SettingLine> {
     command
         .get_arguments()
         .filter(|arg| !matches!(arg.get_action(), ArgAction::Help | ArgAction::Version))
+        // As `run --help` lists them: not the hidden test-only ones (`--test-clock`).
+        .filter(|arg| !arg.is_hide_set())
         .filter_map(|arg| {
             let long = arg.get_long()?;
             let id = arg.get_id().as_str();
@@ -220,9 +222,10 @@ mod tests {
             .find_subcommand("run")
             .unwrap()
             .get_arguments()
-            .filter(|a| a.get_long().is_some())
+            .filter(|a| a.get_long().is_some() && !a.is_hide_set())
             .count();
         assert_eq!(shown.len(), options);
+        assert!(shown.iter().all(|line| line.name != "--test-clock"));
         let namespace = line(&shown, "--job-namespace");
         assert_eq!(
             (namespace.value.as_str(), namespace.source.as_str()),

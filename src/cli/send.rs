@@ -52,9 +52,15 @@ pub struct SendArgs {
 pub enum SendError {
     #[error("--to {0:?} is not an http:// URL")]
     InvalidUrl(String),
+    #[error(
+        "--to {0:?} carries credentials (user:password@), which are not sent: the operator's \
+         ingest takes a bearer token, given with --token"
+    )]
+    Credentials(String),
     #[error("the token is not a valid header value")]
     InvalidToken,
-    #[error("cannot read {path}: {source}")]
+    // The cause is the error's source, which the binary prints after the message.
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -67,12 +73,17 @@ pub enum SendError {
 
 /// Sends every event; the exit code is 1 when any event could not be sent or was refused.
 pub fn run_send(args: &SendArgs) -> Result<ExitCode, SendError> {
+    let shown = crate::source::git::mask_credentials(&args.to);
     let url: Uri = args
         .to
         .parse()
-        .map_err(|_| SendError::InvalidUrl(args.to.clone()))?;
-    if url.scheme_str() != Some("http") || url.host().is_none() {
-        return Err(SendError::InvalidUrl(args.to.clone()));
+        .map_err(|_| SendError::InvalidUrl(shown.clone()))?;
+    if url.scheme_str() != Some("http") || url.host().is_none() || !crate::sink::port_is_valid(&url)
+    {
+        return Err(SendError::InvalidUrl(shown));
+    }
+    if url.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(SendError::Credentials(shown));
     }
     let mut headers = Vec::new();
     // Trimmed as the operator trims its own: a Secret's key made from a file ends in a newline.

@@ -174,7 +174,10 @@ impl Notifier {
                 path.display()
             ))
         })?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        if !matches!(uri.scheme_str(), Some("http" | "https"))
+            || uri.host().is_none()
+            || !crate::sink::port_is_valid(&uri)
+        {
             return Err(refused(format!(
                 "the notification target {target:?} ({}) is not an http:// or https:// URL",
                 path.display()
