@@ -187,24 +187,19 @@ async fn send_one(
         CloudEvent::from_json_as_written(&bytes).map_err(|e| format!("not a CloudEvent: {e}"))?;
     let request =
         build_request(&event, mode, url, headers).map_err(|e| format!("cannot encode it: {e}"))?;
-    let exchange = async {
-        let response = client
-            .request(request)
-            .await
-            .map_err(|e| format!("cannot reach {url}: {}", error_chain(&e)))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("the answer broke off: {e}"))?
-            .to_bytes();
-        Ok::<_, String>((status, body))
-    };
-    let (status, body) = tokio::time::timeout(timeout, exchange)
+    let response = tokio::time::timeout(timeout, client.request(request))
         .await
-        .map_err(|_| format!("no answer within {}s", timeout.as_secs()))??;
-    Ok((event, status, one_line(&body)))
+        .map_err(|_| format!("no answer within {}s", timeout.as_secs()))?
+        .map_err(|e| format!("cannot reach {url}: {}", error_chain(&e)))?;
+    // The status is the answer (a 2xx: the event was taken); a body that breaks off or does
+    // not end is said beside it, not taken for an event not sent.
+    let status = response.status();
+    let said = match tokio::time::timeout(timeout, response.into_body().collect()).await {
+        Ok(Ok(body)) => one_line(&body.to_bytes()),
+        Ok(Err(e)) => format!("(its answer broke off: {e})"),
+        Err(_) => format!("(its answer did not end within {}s)", timeout.as_secs()),
+    };
+    Ok((event, status, said))
 }
 
 /// The answer on one line, shortened.
