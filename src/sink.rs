@@ -458,15 +458,28 @@ fn http_client_trusting(
     Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 
+/// A URL as a message shows it: without its credentials, its query and fragment masked.
+pub fn shown_url(url: &str) -> String {
+    query_masked(&redact(url))
+}
+
+/// A URL with its query and fragment masked (a token may be there), as `check-run` shows it.
+pub fn query_masked(url: &str) -> String {
+    match url.find(['?', '#']) {
+        Some(cut) => format!("{}{}****", &url[..cut], &url[cut..=cut]),
+        None => url.to_string(),
+    }
+}
+
 /// Checks a sink URL: `http://`, `https://` or a NATS server's (`nats://host:port`).
 pub fn check_url(url: &str) -> Result<(), SinkError> {
     if is_nats(url) {
         let uri: Uri = url
             .parse()
-            .map_err(|_| SinkError::InvalidUrl(redact(url)))?;
+            .map_err(|_| SinkError::InvalidUrl(shown_url(url)))?;
         return match uri.host() {
             Some(_) if port_is_valid(&uri) => Ok(()),
-            _ => Err(SinkError::InvalidUrl(redact(url))),
+            _ => Err(SinkError::InvalidUrl(shown_url(url))),
         };
     }
     check_http_url(url).map(|_| ())
@@ -474,7 +487,7 @@ pub fn check_url(url: &str) -> Result<(), SinkError> {
 
 /// An `http://` or `https://` URL with a host (and a port, if it names one).
 fn check_http_url(url: &str) -> Result<Uri, SinkError> {
-    let invalid = || SinkError::InvalidUrl(redact(url));
+    let invalid = || SinkError::InvalidUrl(shown_url(url));
     let uri: Uri = url.parse().map_err(|_| invalid())?;
     if !matches!(uri.scheme_str(), Some("http" | "https"))
         || uri.host().is_none()

@@ -218,7 +218,7 @@ pub fn handed_on(span: &Span, fallback: Option<&TraceContext>) -> Option<TraceCo
 
 /// The endpoint as a message shows it: without credentials (`user:password@`).
 fn shown(endpoint: &str) -> String {
-    crate::source::git::mask_credentials(endpoint)
+    crate::sink::query_masked(&crate::source::git::mask_credentials(endpoint))
 }
 
 /// `endpoint` as the URL spans are posted to: a collector's base URL gets `/v1/traces`.

@@ -148,11 +148,7 @@ fn show_value(id: &str, raw: &[String], secret: bool) -> String {
 
 /// A URL shown without its credentials, query or fragment.
 fn shown_url(url: &str) -> String {
-    let masked = mask_credentials(url);
-    match masked.find(['?', '#']) {
-        Some(cut) => format!("{}{}{MASK}", &masked[..cut], &masked[cut..=cut]),
-        None => masked,
-    }
+    crate::sink::query_masked(&mask_credentials(url))
 }
 
 /// The lines as a table with a header. The value column fits the values of at most
