@@ -195,6 +195,31 @@ mod tests {
         );
     }
 
+    /// A file (or a planted link) where a directory goes is refused, saying so, and nothing is
+    /// written through it.
+    #[test]
+    fn refuses_what_is_in_the_way_of_a_directory() {
+        let base = temp("in-the-way");
+        let from = base.join("from");
+        write(&from.join("locust/basic.py"), "x", 0o644);
+        write(&base.join("keptn/locust"), "not a directory", 0o644);
+        let error = stage_files(&from, &base.join("keptn")).unwrap_err();
+        assert!(matches!(error, StageError::InTheWay(_)), "{error}");
+        assert!(
+            error
+                .to_string()
+                .ends_with("a directory goes there, and something else is in the way"),
+            "{error}"
+        );
+        let elsewhere = base.join("elsewhere");
+        fs::create_dir_all(&elsewhere).unwrap();
+        fs::remove_file(base.join("keptn/locust")).unwrap();
+        symlink(&elsewhere, base.join("keptn/locust")).unwrap();
+        let error = stage_files(&from, &base.join("keptn")).unwrap_err();
+        assert!(matches!(error, StageError::InTheWay(_)), "{error}");
+        assert!(!elsewhere.join("basic.py").exists());
+    }
+
     #[test]
     fn refuses_links_out_of_the_tree() {
         let base = temp("escape");
