@@ -1041,17 +1041,12 @@ async fn a_status_write_refused_for_a_metadata_edit_is_made_again() {
 /// no Job (it made its first Job, deleted at the next look).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_while_a_queued_run_starts_is_seen_before_its_first_job() {
-    let dir = support::fresh_dir("cancel-leaving-queue");
-    std::fs::create_dir_all(dir.join("carts/job")).unwrap();
-    std::fs::write(
-        dir.join("carts/job/config.yaml"),
-        "apiVersion: v2\nactions:\n  - name: held\n    events: [{name: sh.keptn.event.test.triggered}]\n    concurrency: {group: one, limit: 1, policy: queue}\n    tasks: [{image: held.example/task}]\n",
+    let h = held_task_harness_with(
+        "cancel-leaving-queue",
+        "    concurrency: {group: one, limit: 1, policy: queue}\n",
+        &[],
     )
-    .unwrap();
-    let h = Harness::start_full(kube_sim::Sim::builder(), dir, &[]).await;
-    h.sim
-        .runtime()
-        .set(ImageRule::image("held.example/*"), Behavior::hold());
+    .await;
     let first = h
         .post_event(&sample_with_id("test.triggered.json", "leaving-1"))
         .await;
@@ -3546,11 +3541,18 @@ async fn a_hanging_api_server_gets_503_within_the_store_timeout_and_turns_readin
 /// kube-sim and the operator with one action on the test event, whose task
 /// (`held.example/task`) runs until released, and `extra_args`.
 async fn held_task_harness(name: &str, extra_args: &[&str]) -> Harness {
+    held_task_harness_with(name, "", extra_args).await
+}
+
+/// [`held_task_harness`], the action with `more` (YAML lines of the action's keys).
+async fn held_task_harness_with(name: &str, more: &str, extra_args: &[&str]) -> Harness {
     let dir = support::fresh_dir(name);
     std::fs::create_dir_all(dir.join("carts/job")).unwrap();
     std::fs::write(
         dir.join("carts/job/config.yaml"),
-        "apiVersion: v2\nactions:\n  - name: held\n    events: [{name: sh.keptn.event.test.triggered}]\n    tasks: [{image: held.example/task}]\n",
+        format!(
+            "apiVersion: v2\nactions:\n  - name: held\n    events: [{{name: sh.keptn.event.test.triggered}}]\n{more}    tasks: [{{image: held.example/task}}]\n"
+        ),
     )
     .unwrap();
     let h = Harness::start_full(kube_sim::Sim::builder(), dir, extra_args).await;
